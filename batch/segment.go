@@ -1,0 +1,414 @@
+package batch
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// FormatVersion is the segment format this code writes and the newest it
+// reads. A segment with a higher major format is refused, never guessed at.
+const FormatVersion = 1
+
+// Skippable-frame constants. zstd decoders (including `zstd -dc`) skip
+// frames with magic 0x184D2A50..0x184D2A5F, so metadata rides along without
+// disturbing the record stream.
+const (
+	MetaFrameMagic uint32 = 0x184D2A5E
+	metaTag               = "FERRYSEG"
+	// MaxMetaSize caps the metadata frame before it is allocated.
+	MaxMetaSize = 64 << 10
+)
+
+// MaxWindowSize is the largest zstd window a payload frame may declare.
+// The decoder allocates the declared window before decoding a byte, so a
+// forged frame header could otherwise cost 512 MiB per decode. 8 MiB is the
+// limit the zstd specification recommends; Builder writes windows of at
+// most 4 MiB.
+const MaxWindowSize = 8 << 20
+
+// DefaultMaxUncompressed caps the decompressed size of one segment.
+// A segment claiming more is refused as corrupt.
+const DefaultMaxUncompressed = 2 << 30
+
+// ZeroHash is the previous-segment hash of a stream's first segment.
+var ZeroHash = hex.EncodeToString(make([]byte, sha256.Size))
+
+// Meta is a segment's metadata, stored as JSON in the leading skippable
+// frame. New fields may be added in later versions of format 1; readers
+// ignore fields they do not know.
+type Meta struct {
+	Format           int       `json:"format"`
+	Stream           string    `json:"stream"`
+	Generation       uint32    `json:"generation"`
+	FirstSeq         uint64    `json:"first_seq"`
+	LastSeq          uint64    `json:"last_seq"`
+	Records          uint64    `json:"records"`
+	MinTime          time.Time `json:"min_time"`
+	MaxTime          time.Time `json:"max_time"`
+	UncompressedSize int64     `json:"uncompressed_size"`
+	PayloadSize      int64     `json:"payload_size"`
+	Compression      string    `json:"compression"`
+	Encryption       string    `json:"encryption"`
+	PayloadSHA256    string    `json:"payload_sha256"`
+	PrevSHA256       string    `json:"prev_sha256"`
+	SealedAt         time.Time `json:"sealed_at"`
+}
+
+// Name is the segment's file name, derived from its metadata.
+func (m *Meta) Name() string { return SegmentName(m.Generation, m.FirstSeq, m.LastSeq) }
+
+// Hash is the SHA-256 of a whole segment file, hex-encoded. The next segment
+// of the stream carries it as PrevSHA256, chaining the stream.
+func Hash(segment []byte) string {
+	h := sha256.Sum256(segment)
+	return hex.EncodeToString(h[:])
+}
+
+// Level selects the zstd compression level.
+type Level string
+
+// Levels accepted in config ("compression").
+const (
+	Fastest Level = "fastest"
+	Default Level = "default"
+	Better  Level = "better"
+	Best    Level = "best"
+)
+
+func (l Level) zstd() (zstd.EncoderLevel, error) {
+	switch l {
+	case Fastest, "":
+		return zstd.SpeedFastest, nil
+	case Default:
+		return zstd.SpeedDefault, nil
+	case Better:
+		return zstd.SpeedBetterCompression, nil
+	case Best:
+		return zstd.SpeedBestCompression, nil
+	}
+	return 0, fmt.Errorf("unknown compression level %q (want fastest, default, better or best)", l)
+}
+
+// Builder accumulates records into one segment, compressing as they
+// arrive so only compressed bytes are held in memory. It is not safe for
+// concurrent use. Reuse it across segments with Reset.
+type Builder struct {
+	enc     *zstd.Encoder
+	buf     bytes.Buffer
+	scratch []byte
+	meta    Meta
+	err     error
+}
+
+// NewBuilder returns a Builder compressing at level l.
+func NewBuilder(l Level) (*Builder, error) {
+	zl, err := l.zstd()
+	if err != nil {
+		return nil, err
+	}
+	b := &Builder{}
+	b.enc, err = zstd.NewWriter(&b.buf,
+		zstd.WithEncoderLevel(zl),
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderCRC(true),
+		zstd.WithWindowSize(1<<22))
+	if err != nil {
+		return nil, fmt.Errorf("zstd encoder: %w", err)
+	}
+	return b, nil
+}
+
+// Reset starts a new, empty segment of stream in generation gen whose
+// predecessor has hash prev (ZeroHash for the first segment).
+func (b *Builder) Reset(stream string, gen uint32, prev string) {
+	b.buf.Reset()
+	b.enc.Reset(&b.buf)
+	b.err = nil
+	b.meta = Meta{
+		Format:      FormatVersion,
+		Stream:      stream,
+		Generation:  gen,
+		Compression: "zstd",
+		Encryption:  "none",
+		PrevSHA256:  prev,
+	}
+}
+
+// Records is the number of records added since Reset.
+func (b *Builder) Records() int { return int(b.meta.Records) }
+
+// Size is the uncompressed (framed) size of the records added since Reset.
+func (b *Builder) Size() int64 { return b.meta.UncompressedSize }
+
+// FirstSeq is the sequence number of the first record added (0 if none).
+func (b *Builder) FirstSeq() uint64 { return b.meta.FirstSeq }
+
+// LastSeq is the sequence number of the last record added (0 if none).
+func (b *Builder) LastSeq() uint64 { return b.meta.LastSeq }
+
+// Add appends r. Its Seq must follow the previous record's (any value for
+// the first record of a segment). Sizes must already be checked.
+func (b *Builder) Add(r *Record) error {
+	if b.err != nil {
+		return b.err
+	}
+	if b.meta.Records > 0 && r.Seq != b.meta.LastSeq+1 {
+		return fmt.Errorf("builder: record seq %d does not follow %d", r.Seq, b.meta.LastSeq)
+	}
+	if r.Seq == 0 {
+		return fmt.Errorf("builder: record seq must be >= 1")
+	}
+	// Track the time as the frame stores it, so MinTime/MaxTime agree with
+	// what the decoder reads: a zero Time is framed as 0 (the Unix epoch).
+	t := time.Unix(0, timeNanos(r.Time)).UTC()
+	if !r.Time.IsZero() && !t.Equal(r.Time) {
+		return fmt.Errorf("builder: record %d time %s is outside the framing's range (years 1678-2262)", r.Seq, r.Time.Format(time.RFC3339))
+	}
+	if b.meta.Records == 0 {
+		b.meta.FirstSeq = r.Seq
+		b.meta.MinTime, b.meta.MaxTime = t, t
+	}
+	b.meta.LastSeq = r.Seq
+	b.meta.Records++
+	if t.Before(b.meta.MinTime) {
+		b.meta.MinTime = t
+	}
+	if t.After(b.meta.MaxTime) {
+		b.meta.MaxTime = t
+	}
+	b.scratch = AppendFrame(b.scratch[:0], r)
+	b.meta.UncompressedSize += int64(len(b.scratch))
+	if _, err := b.enc.Write(b.scratch); err != nil {
+		b.err = fmt.Errorf("builder: compress: %w", err)
+		return b.err
+	}
+	if cap(b.scratch) > 1<<20 {
+		b.scratch = nil // don't pin one huge record's buffer
+	}
+	return nil
+}
+
+// Seal finishes the segment and returns its bytes (a fresh slice owned by
+// the caller) and metadata. sealedAt is recorded in the metadata. The
+// Builder must be Reset before reuse.
+func (b *Builder) Seal(sealedAt time.Time) ([]byte, Meta, error) {
+	if b.err != nil {
+		return nil, Meta{}, b.err
+	}
+	if b.meta.Records == 0 {
+		return nil, Meta{}, errors.New("builder: seal of an empty segment")
+	}
+	if err := b.enc.Close(); err != nil {
+		return nil, Meta{}, fmt.Errorf("builder: finish zstd frame: %w", err)
+	}
+	payload := b.buf.Bytes()
+	sum := sha256.Sum256(payload)
+	b.meta.PayloadSHA256 = hex.EncodeToString(sum[:])
+	b.meta.PayloadSize = int64(len(payload))
+	b.meta.SealedAt = sealedAt.UTC()
+	return Assemble(b.meta, payload)
+}
+
+// Assemble prefixes payload with the metadata frame for m. It is exported
+// for tools that re-wrap payloads (and for tests that forge segments).
+func Assemble(m Meta, payload []byte) ([]byte, Meta, error) {
+	js, err := json.Marshal(&m)
+	if err != nil {
+		return nil, Meta{}, fmt.Errorf("encode segment metadata: %w", err)
+	}
+	frameLen := len(metaTag) + len(js)
+	if frameLen > MaxMetaSize {
+		return nil, Meta{}, fmt.Errorf("segment metadata is %d bytes, limit %d", frameLen, MaxMetaSize)
+	}
+	out := make([]byte, 0, 8+frameLen+len(payload))
+	out = binary.LittleEndian.AppendUint32(out, MetaFrameMagic)
+	out = binary.LittleEndian.AppendUint32(out, uint32(frameLen))
+	out = append(out, metaTag...)
+	out = append(out, js...)
+	out = append(out, payload...)
+	return out, m, nil
+}
+
+// ParseMeta decodes the metadata frame at the front of a segment and returns
+// it with the offset where the payload starts. It checks framing only, not
+// the payload; use Open for that.
+func ParseMeta(data []byte) (Meta, int, error) {
+	var m Meta
+	if len(data) < 8 {
+		return m, 0, fmt.Errorf("segment is %d bytes, shorter than its header: %w", len(data), ErrCorrupt)
+	}
+	if magic := binary.LittleEndian.Uint32(data); magic != MetaFrameMagic {
+		return m, 0, fmt.Errorf("segment starts with %#08x, not ferry's metadata frame %#08x: %w", magic, MetaFrameMagic, ErrCorrupt)
+	}
+	n := binary.LittleEndian.Uint32(data[4:])
+	if n < uint32(len(metaTag)) || n > MaxMetaSize {
+		return m, 0, fmt.Errorf("metadata frame size %d out of range: %w", n, ErrCorrupt)
+	}
+	if uint64(len(data)-8) < uint64(n) {
+		return m, 0, fmt.Errorf("metadata frame truncated: %w", ErrCorrupt)
+	}
+	frame := data[8 : 8+n]
+	if string(frame[:len(metaTag)]) != metaTag {
+		return m, 0, fmt.Errorf("metadata frame lacks the %s tag: %w", metaTag, ErrCorrupt)
+	}
+	if err := json.Unmarshal(frame[len(metaTag):], &m); err != nil {
+		return m, 0, fmt.Errorf("metadata: %v: %w", err, ErrCorrupt)
+	}
+	if m.Format < 1 {
+		return m, 0, fmt.Errorf("metadata format %d invalid: %w", m.Format, ErrCorrupt)
+	}
+	if m.Format > FormatVersion {
+		return m, 0, fmt.Errorf("segment format %d is newer than this ferry reads (%d); upgrade ferry", m.Format, FormatVersion)
+	}
+	if m.Records == 0 || m.FirstSeq == 0 || m.LastSeq < m.FirstSeq || m.LastSeq-m.FirstSeq+1 != m.Records {
+		return m, 0, fmt.Errorf("metadata seq range %d..%d does not match %d records: %w", m.FirstSeq, m.LastSeq, m.Records, ErrCorrupt)
+	}
+	if m.UncompressedSize < 0 || m.PayloadSize < 0 {
+		return m, 0, fmt.Errorf("metadata sizes negative: %w", ErrCorrupt)
+	}
+	return m, int(8 + n), nil
+}
+
+// Segment is a parsed segment whose payload checksum has been verified.
+type Segment struct {
+	Meta    Meta
+	Hash    string // SHA-256 of the whole segment
+	Payload []byte // the bytes after the metadata frame (aliases the input)
+}
+
+// Open parses a complete segment and verifies its payload size and
+// checksum. Any damage yields an error wrapping ErrCorrupt.
+func Open(data []byte) (*Segment, error) {
+	m, off, err := ParseMeta(data)
+	if err != nil {
+		return nil, err
+	}
+	payload := data[off:]
+	if int64(len(payload)) != m.PayloadSize {
+		return nil, fmt.Errorf("payload is %d bytes, metadata says %d (truncated or extended): %w", len(payload), m.PayloadSize, ErrCorrupt)
+	}
+	sum := sha256.Sum256(payload)
+	if got := hex.EncodeToString(sum[:]); got != m.PayloadSHA256 {
+		return nil, fmt.Errorf("payload sha256 %s does not match metadata %s: %w", got[:16], short(m.PayloadSHA256), ErrCorrupt)
+	}
+	return &Segment{Meta: m, Hash: Hash(data), Payload: payload}, nil
+}
+
+func short(s string) string {
+	if len(s) > 16 {
+		return s[:16]
+	}
+	return s
+}
+
+var decoders = sync.Pool{New: func() any {
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(DefaultMaxUncompressed),
+		zstd.WithDecoderMaxWindow(MaxWindowSize))
+	if err != nil {
+		panic(err) // only fails on invalid options
+	}
+	return d
+}}
+
+// Decompress returns the record stream of s, refusing more than limit bytes
+// (DefaultMaxUncompressed if limit <= 0) or anything other than exactly the
+// size the metadata claims. Memory grows with the data actually produced,
+// never with the claimed size.
+func (s *Segment) Decompress(limit int64) ([]byte, error) {
+	if limit <= 0 {
+		limit = DefaultMaxUncompressed
+	}
+	if s.Meta.Encryption != "none" && s.Meta.Encryption != "" {
+		return nil, fmt.Errorf("segment payload is encrypted (%s); this ferry cannot decrypt it", s.Meta.Encryption)
+	}
+	if s.Meta.Compression != "zstd" {
+		return nil, fmt.Errorf("unknown compression %q: %w", s.Meta.Compression, ErrCorrupt)
+	}
+	claimed := s.Meta.UncompressedSize
+	if claimed > limit {
+		return nil, fmt.Errorf("segment claims %d uncompressed bytes, limit %d: %w", claimed, limit, ErrCorrupt)
+	}
+	d := decoders.Get().(*zstd.Decoder)
+	defer decoders.Put(d)
+	if err := d.Reset(bytes.NewReader(s.Payload)); err != nil {
+		return nil, fmt.Errorf("zstd: %v: %w", err, ErrCorrupt)
+	}
+	var out bytes.Buffer
+	out.Grow(int(min(claimed, 16<<20)))
+	n, err := io.Copy(&out, io.LimitReader(d, claimed+1))
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %v: %w", err, ErrCorrupt)
+	}
+	if n != claimed {
+		return nil, fmt.Errorf("payload decompresses to %d+ bytes, metadata says %d: %w", n, claimed, ErrCorrupt)
+	}
+	return out.Bytes(), nil
+}
+
+// Records decompresses s and decodes every record, checking that they are
+// exactly FirstSeq..LastSeq in order and within MinTime..MaxTime. Records
+// alias one buffer owned by the caller.
+func (s *Segment) Records(limit int64) ([]Record, error) {
+	raw, err := s.Decompress(limit)
+	if err != nil {
+		return nil, err
+	}
+	m := &s.Meta
+	recs := make([]Record, 0, min(m.Records, uint64(len(raw)/recordFixed)+1))
+	want := m.FirstSeq
+	for len(raw) > 0 {
+		r, n, err := ParseFrame(raw)
+		if err != nil {
+			return nil, fmt.Errorf("record %d: %w", want, err)
+		}
+		if r.Seq != want || r.Seq > m.LastSeq {
+			return nil, fmt.Errorf("record seq %d where %d expected (segment %d..%d): %w", r.Seq, want, m.FirstSeq, m.LastSeq, ErrCorrupt)
+		}
+		if r.Time.Before(m.MinTime) || r.Time.After(m.MaxTime) {
+			return nil, fmt.Errorf("record %d time %s outside segment range: %w", r.Seq, r.Time.Format(time.RFC3339Nano), ErrCorrupt)
+		}
+		recs = append(recs, r)
+		raw = raw[n:]
+		want++
+	}
+	if uint64(len(recs)) != m.Records {
+		return nil, fmt.Errorf("segment holds %d records, metadata says %d: %w", len(recs), m.Records, ErrCorrupt)
+	}
+	return recs, nil
+}
+
+// Decode is Open followed by Records: the whole verification of one
+// segment file.
+func Decode(data []byte, limit int64) (*Segment, []Record, error) {
+	s, err := Open(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	recs, err := s.Records(limit)
+	if err != nil {
+		return s, nil, err
+	}
+	return s, recs, nil
+}
+
+// ReadAll reads a whole segment from r, refusing more than limit bytes.
+func ReadAll(r io.Reader, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("segment is larger than %d bytes: %w", limit, ErrCorrupt)
+	}
+	return data, nil
+}

@@ -1,0 +1,834 @@
+package batch
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+var baseTime = time.Date(2025, 6, 7, 8, 9, 10, 123456789, time.UTC)
+
+// makeRecords returns n records first..first+n-1 with assorted keys, ops and
+// binary data. Times are not monotonic, so MinTime and MaxTime are not
+// simply the first and last record's.
+func makeRecords(first uint64, n int) []Record {
+	ops := []string{"put", "del", "", "\x00bin\n"}
+	recs := make([]Record, n)
+	for i := range recs {
+		seq := first + uint64(i)
+		r := Record{
+			Seq:  seq,
+			Time: baseTime.Add(time.Duration(i) * time.Millisecond),
+			Op:   ops[i%len(ops)],
+		}
+		if i%7 == 3 {
+			r.Time = r.Time.Add(-time.Hour) // a late arrival
+		}
+		if i%5 != 4 {
+			r.Key = fmt.Appendf(nil, "key:%d\x00\n", i%50)
+		}
+		switch i % 3 {
+		case 0:
+			r.Data = fmt.Appendf(nil, "level=info seq=%d msg=%q\n", seq, strings.Repeat("x", i%40))
+		case 1:
+			r.Data = []byte{0, byte(i), '\n', 0, 0xff, byte(i >> 8)}
+		}
+		recs[i] = r
+	}
+	return recs
+}
+
+// frames is the decompressed record stream of recs.
+func frames(recs []Record) []byte {
+	var b []byte
+	for i := range recs {
+		b = AppendFrame(b, &recs[i])
+	}
+	return b
+}
+
+func newBuilder(t testing.TB) *Builder {
+	t.Helper()
+	b, err := NewBuilder(Fastest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func build(t testing.TB, b *Builder, stream string, gen uint32, prev string, recs []Record, sealedAt time.Time) ([]byte, Meta) {
+	t.Helper()
+	b.Reset(stream, gen, prev)
+	for i := range recs {
+		if err := b.Add(&recs[i]); err != nil {
+			t.Fatalf("add record %d: %v", recs[i].Seq, err)
+		}
+	}
+	seg, m, err := b.Seal(sealedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seg, m
+}
+
+func checkRecords(t testing.TB, got, want []Record) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("got %d records, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if d := sameRecord(got[i], want[i]); d != "" {
+			t.Fatalf("record %d: %s", i, d)
+		}
+	}
+}
+
+// honestMeta is the metadata a Builder would write for recs (minus the
+// payload fields, which forge fills in).
+func honestMeta(recs []Record) Meta {
+	m := Meta{
+		Format: FormatVersion, Stream: "app", Generation: 1,
+		FirstSeq: recs[0].Seq, LastSeq: recs[len(recs)-1].Seq, Records: uint64(len(recs)),
+		MinTime: recs[0].Time.UTC(), MaxTime: recs[0].Time.UTC(),
+		UncompressedSize: int64(len(frames(recs))),
+		Compression:      "zstd", Encryption: "none",
+		PrevSHA256: ZeroHash, SealedAt: baseTime,
+	}
+	for _, r := range recs {
+		if r.Time.Before(m.MinTime) {
+			m.MinTime = r.Time.UTC()
+		}
+		if r.Time.After(m.MaxTime) {
+			m.MaxTime = r.Time.UTC()
+		}
+	}
+	return m
+}
+
+// compress wraps raw in a zstd frame the way an arbitrary writer might.
+func compress(t testing.TB, raw []byte, opts ...zstd.EOption) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := zstd.NewWriter(&buf, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// forge assembles a segment from m and payload with a payload size and
+// checksum that match, so only the cross-checks stand between it and the
+// caller.
+func forge(t testing.TB, m Meta, payload []byte) []byte {
+	t.Helper()
+	sum := sha256.Sum256(payload)
+	m.PayloadSHA256 = hex.EncodeToString(sum[:])
+	m.PayloadSize = int64(len(payload))
+	seg, _, err := Assemble(m, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seg
+}
+
+// rewrapMeta replaces the metadata JSON of seg with edit(json), fixing the
+// frame size.
+func rewrapMeta(t testing.TB, seg []byte, edit func(string) string) []byte {
+	t.Helper()
+	_, off, err := ParseMeta(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := edit(string(seg[16:off]))
+	out := binary.LittleEndian.AppendUint32(nil, MetaFrameMagic)
+	out = binary.LittleEndian.AppendUint32(out, uint32(8+len(js)))
+	out = append(out, "FERRYSEG"...)
+	out = append(out, js...)
+	return append(out, seg[off:]...)
+}
+
+func metaJSON(t testing.TB, m Meta) string {
+	t.Helper()
+	js, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(js)
+}
+
+// allocated returns the bytes allocated on the heap while f runs. Tests
+// using it must not run in parallel with others.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+func isNewerFormat(err error) bool {
+	return err != nil && !errors.Is(err, ErrCorrupt) &&
+		strings.Contains(err.Error(), "is newer than this ferry reads") &&
+		strings.Contains(err.Error(), "upgrade ferry")
+}
+
+func isEncrypted(err error) bool {
+	return err != nil && !errors.Is(err, ErrCorrupt) &&
+		strings.Contains(err.Error(), "payload is encrypted") &&
+		strings.Contains(err.Error(), "cannot decrypt")
+}
+
+func TestBuilderRoundTrip(t *testing.T) {
+	recs := makeRecords(1000, 3000)
+	b := newBuilder(t)
+	b.Reset("orders", 7, ZeroHash)
+	for i := range recs {
+		if err := b.Add(&recs[i]); err != nil {
+			t.Fatal(err)
+		}
+		if b.Records() != i+1 || b.FirstSeq() != 1000 || b.LastSeq() != recs[i].Seq {
+			t.Fatalf("after %d adds: Records=%d FirstSeq=%d LastSeq=%d", i+1, b.Records(), b.FirstSeq(), b.LastSeq())
+		}
+	}
+	raw := frames(recs)
+	if b.Size() != int64(len(raw)) {
+		t.Fatalf("Size = %d, want %d", b.Size(), len(raw))
+	}
+	sealedAt := time.Date(2025, 6, 7, 9, 0, 0, 5, time.FixedZone("CEST", 2*3600))
+	seg, m, err := b.Seal(sealedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	_, off, err := ParseMeta(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := seg[off:]
+	sum := sha256.Sum256(payload)
+	want := Meta{
+		Format: 1, Stream: "orders", Generation: 7,
+		FirstSeq: 1000, LastSeq: 3999, Records: 3000,
+		MinTime: baseTime.Add(-time.Hour + 3*time.Millisecond), MaxTime: baseTime.Add(2998 * time.Millisecond), // 2999 is late
+		UncompressedSize: int64(len(raw)), PayloadSize: int64(len(payload)),
+		Compression: "zstd", Encryption: "none",
+		PayloadSHA256: hex.EncodeToString(sum[:]), PrevSHA256: ZeroHash,
+		SealedAt: sealedAt.UTC(),
+	}
+	if got, w := metaJSON(t, m), metaJSON(t, want); got != w {
+		t.Fatalf("Seal meta\n got %s\nwant %s", got, w)
+	}
+	if m.SealedAt.Location() != time.UTC {
+		t.Errorf("SealedAt in %v, want UTC", m.SealedAt.Location())
+	}
+	if m.Name() != "00000007-00000000000003e8-0000000000000f9f.seg.zst" {
+		t.Errorf("Name = %s", m.Name())
+	}
+	if m.PayloadSize >= m.UncompressedSize {
+		t.Errorf("payload %d bytes is not smaller than %d uncompressed", m.PayloadSize, m.UncompressedSize)
+	}
+
+	s, got, err := Decode(seg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRecords(t, got, recs)
+	if metaJSON(t, s.Meta) != metaJSON(t, want) {
+		t.Fatalf("decoded meta\n got %s\nwant %s", metaJSON(t, s.Meta), metaJSON(t, want))
+	}
+	if s.Hash != Hash(seg) {
+		t.Errorf("Segment.Hash %s != Hash(seg) %s", s.Hash, Hash(seg))
+	}
+	if !bytes.Equal(s.Payload, payload) {
+		t.Error("Segment.Payload is not the bytes after the metadata frame")
+	}
+	dec, err := s.Decompress(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(dec, raw) {
+		t.Fatal("Decompress is not the concatenated frames")
+	}
+}
+
+func TestBuilderLevels(t *testing.T) {
+	recs := makeRecords(1, 500)
+	for _, l := range []Level{"", Fastest, Default, Better, Best} {
+		b, err := NewBuilder(l)
+		if err != nil {
+			t.Fatalf("level %q: %v", l, err)
+		}
+		seg, _ := build(t, b, "s", 0, ZeroHash, recs, baseTime)
+		_, got, err := Decode(seg, 0)
+		if err != nil {
+			t.Fatalf("level %q: %v", l, err)
+		}
+		checkRecords(t, got, recs)
+	}
+	if _, err := NewBuilder("fast"); err == nil || !strings.Contains(err.Error(), `"fast"`) {
+		t.Fatalf("unknown level: err = %v", err)
+	}
+}
+
+func TestBuilderReuse(t *testing.T) {
+	b := newBuilder(t)
+	recs1 := makeRecords(1, 200)
+	seg1, m1 := build(t, b, "a", 1, ZeroHash, recs1, baseTime)
+	keep := bytes.Clone(seg1)
+
+	recs2 := makeRecords(201, 50)
+	seg2, m2 := build(t, b, "b", 2, Hash(seg1), recs2, baseTime.Add(time.Second))
+	if !bytes.Equal(seg1, keep) {
+		t.Fatal("reusing the Builder changed an earlier segment's bytes")
+	}
+	s2, got, err := Decode(seg2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRecords(t, got, recs2)
+	if s2.Meta.Stream != "b" || s2.Meta.Generation != 2 || m2.FirstSeq != 201 || m2.Records != 50 {
+		t.Fatalf("second segment meta leaks the first: %+v", s2.Meta)
+	}
+	if m2.UncompressedSize != int64(len(frames(recs2))) {
+		t.Fatalf("second UncompressedSize %d includes the first segment", m2.UncompressedSize)
+	}
+
+	// Same input, same bytes: sealing is deterministic.
+	again, m1b := build(t, b, "a", 1, ZeroHash, recs1, baseTime)
+	if !bytes.Equal(again, seg1) || metaJSON(t, m1b) != metaJSON(t, m1) {
+		t.Fatal("rebuilding the same records produced different bytes")
+	}
+}
+
+func TestBuilderRefuses(t *testing.T) {
+	b := newBuilder(t)
+	b.Reset("s", 1, ZeroHash)
+	if err := b.Add(&Record{Seq: 0}); err == nil || !strings.Contains(err.Error(), ">= 1") {
+		t.Fatalf("seq 0 first: err = %v", err)
+	}
+	if _, _, err := b.Seal(baseTime); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("seal after only refused adds: err = %v", err)
+	}
+	if err := b.Add(&Record{Seq: 10, Time: baseTime}); err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range []uint64{12, 10, 9, 0} {
+		err := b.Add(&Record{Seq: seq, Time: baseTime})
+		if err == nil || !strings.Contains(err.Error(), "does not follow 10") {
+			t.Fatalf("seq %d after 10: err = %v", seq, err)
+		}
+	}
+	for _, tm := range []time.Time{
+		time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		if err := b.Add(&Record{Seq: 11, Time: tm}); err == nil || !strings.Contains(err.Error(), "outside the framing's range") {
+			t.Fatalf("time %v: err = %v", tm, err)
+		}
+	}
+	// The refusals left the Builder intact.
+	if err := b.Add(&Record{Seq: 11, Time: baseTime}); err != nil {
+		t.Fatal(err)
+	}
+	seg, m, err := b.Seal(baseTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Records != 2 || m.LastSeq != 11 {
+		t.Fatalf("meta after refusals: %+v", m)
+	}
+	if _, got, err := Decode(seg, 0); err != nil || len(got) != 2 {
+		t.Fatalf("decode: %d records, %v", len(got), err)
+	}
+
+	b.Reset("s", 1, ZeroHash)
+	if _, _, err := b.Seal(baseTime); err == nil {
+		t.Fatal("sealed an empty segment")
+	}
+}
+
+// A record with no time must not produce a segment the decoder refuses.
+func TestBuilderZeroTime(t *testing.T) {
+	recs := []Record{{Seq: 1, Data: []byte("a")}, {Seq: 2, Time: baseTime}}
+	seg, m := build(t, newBuilder(t), "s", 1, ZeroHash, recs, baseTime)
+	if !m.MinTime.Equal(time.Unix(0, 0)) || !m.MaxTime.Equal(baseTime) {
+		t.Fatalf("min/max time %v %v", m.MinTime, m.MaxTime)
+	}
+	_, got, err := Decode(seg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got[0].Time.Equal(time.Unix(0, 0)) {
+		t.Fatalf("zero time decoded as %v, want the Unix epoch", got[0].Time)
+	}
+}
+
+func TestChain(t *testing.T) {
+	b := newBuilder(t)
+	prev := ZeroHash
+	var segs [][]byte
+	for i := range 4 {
+		seg, m := build(t, b, "app", 3, prev, makeRecords(uint64(1+10*i), 10), baseTime.Add(time.Duration(i)*time.Second))
+		if m.PrevSHA256 != prev {
+			t.Fatalf("segment %d: PrevSHA256 %s, want %s", i, m.PrevSHA256, prev)
+		}
+		segs = append(segs, seg)
+		prev = Hash(seg)
+	}
+	if ZeroHash != strings.Repeat("0", 64) {
+		t.Fatalf("ZeroHash = %s", ZeroHash)
+	}
+	for i, seg := range segs {
+		s, err := Open(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := ZeroHash
+		if i > 0 {
+			want = Hash(segs[i-1])
+		}
+		if s.Meta.PrevSHA256 != want {
+			t.Fatalf("segment %d: prev_sha256 %s, want %s", i, s.Meta.PrevSHA256, want)
+		}
+		sum := sha256.Sum256(seg)
+		if s.Hash != hex.EncodeToString(sum[:]) {
+			t.Fatalf("segment %d: Hash is not the SHA-256 of the whole file", i)
+		}
+	}
+}
+
+func TestParseMetaOffset(t *testing.T) {
+	seg, want := build(t, newBuilder(t), "s", 1, ZeroHash, makeRecords(1, 3), baseTime)
+	m, off, err := ParseMeta(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size := binary.LittleEndian.Uint32(seg[4:]); off != 8+int(size) {
+		t.Fatalf("offset %d, want 8 + frame size %d", off, size)
+	}
+	if string(seg[8:16]) != "FERRYSEG" || seg[16] != '{' || seg[off-1] != '}' {
+		t.Fatalf("frame layout: % x", seg[:off])
+	}
+	if binary.LittleEndian.Uint32(seg[off:]) != 0xFD2FB528 {
+		t.Fatalf("payload does not start with the zstd magic: % x", seg[off:off+4])
+	}
+	if metaJSON(t, m) != metaJSON(t, want) {
+		t.Fatalf("ParseMeta\n got %s\nwant %s", metaJSON(t, m), metaJSON(t, want))
+	}
+	// ParseMeta checks framing only: a damaged payload passes it.
+	seg[len(seg)-1] ^= 1
+	if _, _, err := ParseMeta(seg); err != nil {
+		t.Fatalf("ParseMeta looked at the payload: %v", err)
+	}
+	if _, err := Open(seg); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open of damaged payload: %v", err)
+	}
+}
+
+func TestMetaExtension(t *testing.T) {
+	recs := makeRecords(1, 20)
+	seg, _ := build(t, newBuilder(t), "s", 1, ZeroHash, recs, baseTime)
+	// Unknown fields, anywhere, of any type, are ignored.
+	ext := rewrapMeta(t, seg, func(js string) string {
+		js = strings.TrimSuffix(js, "}") + `,"key_id":"k1"}`
+		return strings.Replace(js, "{", `{"zz_new":{"nested":[1,2,{"x":null}]},`, 1)
+	})
+	s, got, err := Decode(ext, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRecords(t, got, recs)
+	if s.Meta.Stream != "s" {
+		t.Fatalf("meta after extension: %+v", s.Meta)
+	}
+	// A missing encryption field means plaintext (segments that predate it).
+	noEnc := rewrapMeta(t, seg, func(js string) string { return strings.Replace(js, `"encryption":"none",`, "", 1) })
+	if _, got, err := Decode(noEnc, 0); err != nil || len(got) != len(recs) {
+		t.Fatalf("without encryption field: %d records, %v", len(got), err)
+	}
+	// A missing compression field is not assumed to be zstd.
+	noComp := rewrapMeta(t, seg, func(js string) string { return strings.Replace(js, `"compression":"zstd",`, "", 1) })
+	if _, _, err := Decode(noComp, 0); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("without compression field: %v", err)
+	}
+}
+
+func TestDecodeNewerFormat(t *testing.T) {
+	recs := makeRecords(1, 5)
+	m := honestMeta(recs)
+	m.Format = 2
+	_, _, err := Decode(forge(t, m, compress(t, frames(recs))), 0)
+	if !isNewerFormat(err) || !strings.Contains(err.Error(), "format 2") {
+		t.Fatalf("format 2: err = %v, want a non-corrupt error asking to upgrade", err)
+	}
+	for _, f := range []int{0, -1} {
+		m.Format = f
+		if _, _, err := Decode(forge(t, m, compress(t, frames(recs))), 0); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("format %d: err = %v, want ErrCorrupt", f, err)
+		}
+	}
+}
+
+func TestDecodeEncrypted(t *testing.T) {
+	recs := makeRecords(1, 5)
+	m := honestMeta(recs)
+	m.Encryption = "age"
+	seg := forge(t, m, []byte("opaque ciphertext"))
+	s, err := Open(seg)
+	if err != nil {
+		t.Fatalf("Open must verify an encrypted payload's checksum without decrypting: %v", err)
+	}
+	if _, err := s.Decompress(0); !isEncrypted(err) || !strings.Contains(err.Error(), "(age)") {
+		t.Fatalf("Decompress: err = %v, want the encrypted error", err)
+	}
+	if _, _, err := Decode(seg, 0); !isEncrypted(err) {
+		t.Fatalf("Decode: err = %v, want the encrypted error", err)
+	}
+}
+
+func TestDecodeLimit(t *testing.T) {
+	recs := makeRecords(1, 100)
+	seg, m := build(t, newBuilder(t), "s", 1, ZeroHash, recs, baseTime)
+	n := m.UncompressedSize
+	if _, _, err := Decode(seg, n); err != nil {
+		t.Fatalf("limit == size: %v", err)
+	}
+	_, _, err := Decode(seg, n-1)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("claims %d uncompressed bytes, limit %d", n, n-1)) {
+		t.Fatalf("limit size-1: err = %v", err)
+	}
+	for _, l := range []int64{0, -1} {
+		if _, _, err := Decode(seg, l); err != nil {
+			t.Fatalf("limit %d means the default: %v", l, err)
+		}
+	}
+	big := honestMeta(recs)
+	big.UncompressedSize = DefaultMaxUncompressed + 1
+	if _, _, err := Decode(forge(t, big, []byte("x")), 0); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("claim over the default limit: %v", err)
+	}
+}
+
+func TestCorruptEveryByte(t *testing.T) {
+	seg := goldenSegment(t)
+	want := goldenRecords()
+	_, off, err := ParseMeta(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	origHash := Hash(seg)
+	var corrupt, newer, encrypted, benign int
+	for pos := range seg {
+		orig := seg[pos]
+		for x := 1; x < 256; x++ {
+			seg[pos] = orig ^ byte(x)
+			s, got, err := Decode(seg, 0)
+			switch {
+			case errors.Is(err, ErrCorrupt):
+				corrupt++
+			case isNewerFormat(err):
+				newer++
+			case isEncrypted(err):
+				encrypted++
+			case err != nil:
+				t.Fatalf("byte %d ^ %#02x: error %v neither wraps ErrCorrupt nor is the newer-format or encrypted error", pos, x, err)
+			default:
+				// The flip survived: it must be in the metadata JSON, and
+				// the records must be exactly the originals.
+				if pos < 16 || pos >= off {
+					t.Fatalf("byte %d ^ %#02x outside the metadata JSON decoded without error", pos, x)
+				}
+				checkRecords(t, got, want)
+				if s.Hash == origHash {
+					t.Fatal("segment hash ignores a changed byte")
+				}
+				benign++
+			}
+		}
+		seg[pos] = orig
+	}
+	t.Logf("%d flips: %d corrupt, %d newer format, %d encrypted, %d benign metadata changes", len(seg)*255, corrupt, newer, encrypted, benign)
+	if newer == 0 || encrypted == 0 || benign == 0 {
+		t.Error("expected some flips of each kind; did the golden metadata change?")
+	}
+}
+
+func TestCorruptTruncated(t *testing.T) {
+	seg := goldenSegment(t)
+	for n := range len(seg) {
+		if _, _, err := Decode(seg[:n], 0); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("truncated to %d of %d bytes: err = %v", n, len(seg), err)
+		}
+	}
+	for _, tail := range [][]byte{{0}, compress(t, []byte("more"))} {
+		if _, _, err := Decode(append(bytes.Clone(seg), tail...), 0); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("extended by %d bytes: err = %v", len(tail), err)
+		}
+	}
+}
+
+func TestCorruptHeader(t *testing.T) {
+	seg := goldenSegment(t)
+	put := func(off int, v uint32) []byte {
+		c := bytes.Clone(seg)
+		binary.LittleEndian.PutUint32(c[off:], v)
+		return c
+	}
+	bigMeta := binary.LittleEndian.AppendUint32(nil, MetaFrameMagic)
+	bigMeta = binary.LittleEndian.AppendUint32(bigMeta, MaxMetaSize+1)
+	bigMeta = append(bigMeta, make([]byte, MaxMetaSize+1)...)
+	cases := []struct {
+		name, want string
+		seg        []byte
+	}{
+		{"plain zstd", "not ferry's metadata frame", compress(t, []byte("hello"))},
+		{"other skippable magic", "not ferry's metadata frame", put(0, 0x184D2A50)},
+		{"frame size 7", "out of range", put(4, 7)},
+		{"frame size over max", "out of range", bigMeta},
+		{"frame size past end", "truncated", put(4, uint32(len(seg)))},
+		{"tag", "tag", append(bytes.Clone(seg[:8]), append([]byte("FERRYSEX"), seg[16:]...)...)},
+		{"json", "metadata", rewrapMeta(t, seg, func(js string) string { return js[:len(js)-1] })},
+		{"json type", "metadata", rewrapMeta(t, seg, func(js string) string { return strings.Replace(js, `"records":4`, `"records":"4"`, 1) })},
+		{"negative size", "negative", rewrapMeta(t, seg, func(js string) string {
+			return strings.Replace(js, `"uncompressed_size":`, `"uncompressed_size":-`, 1)
+		})},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, _, err := Decode(c.seg, 0)
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want ErrCorrupt mentioning %q", err, c.want)
+			}
+		})
+	}
+	if _, _, err := Assemble(Meta{Stream: strings.Repeat("s", MaxMetaSize)}, nil); err == nil || !strings.Contains(err.Error(), "limit 65536") {
+		t.Fatalf("Assemble of oversized metadata: %v", err)
+	}
+}
+
+// Forged segments carry a valid payload checksum, so only the metadata
+// cross-checks and the record parser can catch them.
+func TestForged(t *testing.T) {
+	recs := makeRecords(1, 3)
+	four := makeRecords(1, 4)
+	cases := []struct {
+		name, want string
+		inMeta     bool          // refused by ParseMeta, before the payload
+		payload    []Record      // framed and compressed as the payload
+		edit       func(*Meta)   // applied to the honest metadata of recs
+		compressed func() []byte // overrides payload
+	}{
+		{name: "out of order", want: "record seq 3 where 2 expected", payload: []Record{recs[0], recs[2], recs[1]}},
+		{name: "duplicate", want: "record seq 2 where 3 expected", payload: []Record{recs[0], recs[1], recs[1]}},
+		{name: "gap", want: "record seq 3 where 2 expected", payload: []Record{recs[0], recs[2]}},
+		{name: "seq shifted", want: "record seq 2 where 1 expected", payload: makeRecords(2, 3)},
+		{name: "fewer than claimed", want: "holds 2 records, metadata says 3", payload: recs[:2]},
+		{name: "more than claimed", want: "record seq 4 where 4 expected (segment 1..3)", payload: four},
+		{name: "seq range vs records", want: "does not match 4 records", inMeta: true, payload: recs, edit: func(m *Meta) { m.Records = 4 }},
+		{name: "first seq 0", want: "seq range 0..2", inMeta: true, payload: makeRecords(0, 3), edit: func(m *Meta) { m.FirstSeq, m.LastSeq = 0, 2 }},
+		{name: "last before first", want: "seq range 3..1", inMeta: true, payload: recs, edit: func(m *Meta) { m.FirstSeq, m.LastSeq = 3, 1 }},
+		{name: "time before min", want: "outside segment range", payload: recs, edit: func(m *Meta) { m.MinTime = m.MinTime.Add(time.Nanosecond) }},
+		{name: "time after max", want: "outside segment range", payload: recs, edit: func(m *Meta) { m.MaxTime = m.MaxTime.Add(-time.Nanosecond) }},
+		{name: "claims fewer bytes", want: "decompresses to", payload: recs, edit: func(m *Meta) { m.UncompressedSize-- }},
+		{name: "claims more bytes", want: "decompresses to", payload: recs, edit: func(m *Meta) { m.UncompressedSize++ }},
+		{name: "torn last frame", want: "record truncated", compressed: func() []byte { return compress(t, frames(recs)[:len(frames(recs))-1]) }},
+		{name: "not zstd", want: "zstd", compressed: func() []byte { return frames(recs) }},
+		{name: "unknown compression", want: `unknown compression "lz4"`, payload: recs, edit: func(m *Meta) { m.Compression = "lz4" }},
+		{name: "zstd checksum", want: "zstd", compressed: func() []byte {
+			p := compress(t, frames(recs), zstd.WithEncoderCRC(true))
+			p[len(p)-1] ^= 1 // the frame's content checksum
+			return p
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := honestMeta(recs)
+			var payload []byte
+			if c.compressed != nil {
+				payload = c.compressed()
+				raw, err := zstd.NewReader(nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				dec, _ := raw.DecodeAll(payload, nil)
+				raw.Close()
+				m.UncompressedSize = int64(len(dec))
+			} else {
+				payload = compress(t, frames(c.payload))
+				m.UncompressedSize = int64(len(frames(c.payload)))
+			}
+			if c.edit != nil {
+				c.edit(&m)
+			}
+			seg := forge(t, m, payload)
+			if _, err := Open(seg); !c.inMeta && err != nil {
+				t.Fatalf("Open (checksum only) refused the forgery: %v", err)
+			}
+			_, got, err := Decode(seg, 0)
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want ErrCorrupt mentioning %q", err, c.want)
+			}
+			if got != nil {
+				t.Fatalf("records returned with an error: %d", len(got))
+			}
+		})
+	}
+	// The honest version of the same forgery decodes, so the cases above
+	// fail for the reason they name.
+	if _, got, err := Decode(forge(t, honestMeta(recs), compress(t, frames(recs))), 0); err != nil || len(got) != 3 {
+		t.Fatalf("honest forgery: %d records, %v", len(got), err)
+	}
+}
+
+func TestForgedHugeClaim(t *testing.T) {
+	recs := makeRecords(1, 3)
+	m := honestMeta(recs)
+	m.UncompressedSize = 1 << 30
+	seg := forge(t, m, compress(t, frames(recs)))
+	var err error
+	n := allocated(func() { _, _, err = Decode(seg, 0) })
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("err = %v, want ErrCorrupt", err)
+	}
+	if n > 64<<20 {
+		t.Fatalf("allocated %d MiB for a tiny payload claiming 1 GiB", n>>20)
+	}
+	t.Logf("allocated %.1f MiB", float64(n)/(1<<20))
+}
+
+// zeroBomb compresses n zero bytes without holding them in memory.
+func zeroBomb(t testing.TB, n int, opts ...zstd.EOption) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := zstd.NewWriter(&buf, append([]zstd.EOption{zstd.WithEncoderConcurrency(1)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zeros := make([]byte, 1<<20)
+	for ; n > 0; n -= len(zeros) {
+		if _, err := w.Write(zeros[:min(n, len(zeros))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestForgedBomb(t *testing.T) {
+	bomb := zeroBomb(t, 100<<20, zstd.WithWindowSize(MaxWindowSize))
+	m := honestMeta(makeRecords(1, 1))
+	m.UncompressedSize = 1 << 10
+	seg := forge(t, m, bomb)
+	t.Logf("100 MiB of zeros in %d bytes", len(bomb))
+	var err error
+	n := allocated(func() { _, _, err = Decode(seg, 0) })
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "decompresses to 1025+ bytes, metadata says 1024") {
+		t.Fatalf("err = %v", err)
+	}
+	if n > 64<<20 {
+		t.Fatalf("allocated %d MiB decoding a bomb that claims 1 KiB", n>>20)
+	}
+	t.Logf("allocated %.1f MiB", float64(n)/(1<<20))
+
+	// The pooled decoder abandoned mid-frame still decodes the next segment.
+	recs := makeRecords(1, 100)
+	good, _ := build(t, newBuilder(t), "s", 1, ZeroHash, recs, baseTime)
+	_, got, err := Decode(good, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRecords(t, got, recs)
+}
+
+// A payload frame declaring a window beyond MaxWindowSize is refused before
+// the decoder allocates the window.
+func TestForgedWindow(t *testing.T) {
+	// Single-segment frame header: FHD 0xe0 = 8-byte content size, single
+	// segment, no checksum. The window is the content size, 500 MiB, but
+	// the only block is one raw byte.
+	p := []byte{0x28, 0xb5, 0x2f, 0xfd, 0xe0}
+	p = binary.LittleEndian.AppendUint64(p, 500<<20)
+	p = append(p, 0x09, 0, 0, 'x')
+	m := honestMeta(makeRecords(1, 1))
+	m.UncompressedSize = 1
+	seg := forge(t, m, p)
+	var err error
+	n := allocated(func() { _, _, err = Decode(seg, 0) })
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("err = %v, want ErrCorrupt", err)
+	}
+	if n > 64<<20 {
+		t.Fatalf("allocated %d MiB for a 17-byte payload declaring a 500 MiB window", n>>20)
+	}
+
+	// An honest stream whose window is just over the limit is refused too;
+	// one at the limit decodes.
+	recs := makeRecords(1, 5000) // over one block, so the header is written with the window
+	for _, c := range []struct {
+		window int
+		ok     bool
+	}{{MaxWindowSize, true}, {2 * MaxWindowSize, false}} {
+		m := honestMeta(recs)
+		payload := compress(t, frames(recs), zstd.WithWindowSize(c.window), zstd.WithSingleSegment(false))
+		_, _, err := Decode(forge(t, m, payload), 0)
+		if c.ok != (err == nil) || (err != nil && !errors.Is(err, ErrCorrupt)) {
+			t.Fatalf("window %d MiB: err = %v", c.window>>20, err)
+		}
+	}
+}
+
+// A payload may be any sequence of zstd frames, including skippable ones:
+// what counts is the stream they decompress to.
+func TestPayloadMultipleFrames(t *testing.T) {
+	recs := makeRecords(1, 10)
+	raw := frames(recs)
+	skip := binary.LittleEndian.AppendUint32(nil, 0x184D2A50)
+	skip = binary.LittleEndian.AppendUint32(skip, 3)
+	skip = append(skip, "abc"...)
+	payload := append(compress(t, raw[:100]), skip...)
+	payload = append(payload, compress(t, raw[100:])...)
+	_, got, err := Decode(forge(t, honestMeta(recs), payload), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRecords(t, got, recs)
+}
+
+func TestReadAll(t *testing.T) {
+	seg := goldenSegment(t)
+	got, err := ReadAll(bytes.NewReader(seg), int64(len(seg)))
+	if err != nil || !bytes.Equal(got, seg) {
+		t.Fatalf("ReadAll at the limit: %v", err)
+	}
+	if _, err := ReadAll(bytes.NewReader(seg), int64(len(seg))-1); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("ReadAll over the limit: %v", err)
+	}
+	boom := errors.New("boom")
+	if _, err := ReadAll(io.MultiReader(bytes.NewReader(seg[:10]), errReader{boom}), 1<<20); !errors.Is(err, boom) {
+		t.Fatalf("ReadAll with a failing reader: %v", err)
+	}
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/dir"
+)
+
+var errHelp = errors.New("help shown")
+
+// common holds the flags every verb shares. Flags override the config file.
+type common struct {
+	fs         *flag.FlagSet
+	configPath string
+	cfg        *config.File
+}
+
+func newFlags(name, synopsis, examples string, stderr io.Writer) *common {
+	c := &common{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+	c.fs.SetOutput(stderr)
+	c.fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s\n\nFlags (they override the config file):\n", synopsis)
+		c.fs.PrintDefaults()
+		if examples != "" {
+			fmt.Fprintf(stderr, "\nExamples:\n%s", examples)
+		}
+	}
+	c.fs.StringVar(&c.configPath, "config", "", "TOML config `file` (see etc/)")
+	c.fs.String("store", "", "store `URL`: a directory path, file:///abs/path or s3://bucket/prefix")
+	c.fs.String("stream", "", "stream `name`")
+	c.fs.Uint("generation", 0, "stream generation (default 1)")
+	c.fs.String("log-level", "", "debug, info, warn or error (default info)")
+	c.fs.String("log-format", "", "text or json (default text)")
+	return c
+}
+
+// parse parses args, loads the config file (or defaults) and applies the
+// flags that were set, via apply for verb-specific ones.
+func (c *common) parse(args []string, verb string, apply func(f *flag.Flag) error) error {
+	if err := c.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return usageError{err}
+	}
+	if c.configPath != "" {
+		cfg, err := config.Load(c.configPath)
+		if err != nil {
+			return err
+		}
+		c.cfg = cfg
+	} else {
+		c.cfg = config.Defaults()
+	}
+	var ferr error
+	c.fs.Visit(func(f *flag.Flag) {
+		if ferr != nil {
+			return
+		}
+		v := f.Value.String()
+		switch f.Name {
+		case "config":
+		case "store":
+			c.cfg.Store = v
+		case "stream":
+			c.cfg.Stream = v
+		case "generation":
+			var g uint32
+			fmt.Sscan(v, &g)
+			c.cfg.Generation = g
+		case "log-level":
+			c.cfg.LogLevel = v
+		case "log-format":
+			c.cfg.LogFormat = v
+		default:
+			if apply != nil {
+				ferr = apply(f)
+			}
+		}
+	})
+	if ferr != nil {
+		return usageError{ferr}
+	}
+	if err := c.cfg.Validate(verb); err != nil {
+		return usageError{fmt.Errorf("invalid settings:\n%w", err)}
+	}
+	return nil
+}
+
+func (c *common) logger(stderr io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	switch c.cfg.LogLevel {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(stderr, opts))
+}
+
+// openStore builds the store named by a URL.
+func openStore(ctx context.Context, cfg *config.File, log *slog.Logger) (store.Store, error) {
+	raw := cfg.Store
+	if raw == "" {
+		return nil, usageError{errors.New("no store given: use --store URL or store = in the config file")}
+	}
+	scheme, _, hasScheme := strings.Cut(raw, "://")
+	if !hasScheme {
+		return openDir(raw)
+	}
+	switch scheme {
+	case "file":
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("store URL %q: %v", raw, err)}
+		}
+		if u.Host != "" && u.Host != "localhost" {
+			return nil, usageError{fmt.Errorf("store URL %q: file URLs need an absolute path (file:///dir)", raw)}
+		}
+		return openDir(u.Path)
+	case "s3":
+		return openS3(ctx, cfg, log)
+	}
+	return nil, usageError{fmt.Errorf("store URL %q: unknown scheme %q (want a path, file:// or s3://)", raw, scheme)}
+}
+
+func openDir(path string) (store.Store, error) {
+	if path == "" {
+		return nil, usageError{errors.New("store path is empty")}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := dir.New(abs)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+// signalContext is cancelled on SIGINT or SIGTERM. A second signal exits at
+// once (status 130).
+func signalContext(parent context.Context, log *slog.Logger) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		select {
+		case s := <-ch:
+			log.Info("signal received; finishing (send it again to exit at once)", "signal", s.String())
+			cancel()
+		case <-ctx.Done():
+			return
+		}
+		<-ch
+		os.Exit(130)
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+func sizeString(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,371 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store"
+)
+
+// maxSegmentRead caps a segment read by ls/cat/verify.
+const maxSegmentRead = 4 << 30
+
+// listSegments returns the names of every segment of the stream, in order.
+func listSegments(ctx context.Context, st store.Store, stream string) ([]string, error) {
+	dir := batch.StreamDir(stream)
+	var names []string
+	err := st.List(ctx, dir, "", func(o store.Object) error {
+		name := strings.TrimPrefix(o.Name, dir)
+		if _, _, _, ok := batch.ParseSegmentName(name); ok {
+			names = append(names, name)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s in %s: %w", dir, st, err)
+	}
+	return names, nil
+}
+
+func readSegment(ctx context.Context, st store.Store, key string) ([]byte, error) {
+	rc, err := st.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return batch.ReadAll(rc, maxSegmentRead)
+}
+
+const lsExamples = `  ferry ls --store /srv/ferry --stream app
+  ferry ls --store s3://dr-bucket/ferry --stream app --json
+`
+
+func runLs(args []string, stdout, stderr io.Writer) error {
+	c := newFlags("ls", "ferry ls --store URL --stream NAME [--json] [--config FILE]", lsExamples, stderr)
+	asJSON := c.fs.Bool("json", false, "one JSON object per segment")
+	if err := c.parse(args, "", nil); err != nil {
+		return err
+	}
+	if c.cfg.Stream == "" {
+		return usageError{errors.New("--stream is required")}
+	}
+	ctx := context.Background()
+	st, err := openStore(ctx, c.cfg, c.logger(stderr))
+	if err != nil {
+		return err
+	}
+	names, err := listSegments(ctx, st, c.cfg.Stream)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', tabwriter.AlignRight)
+	if !*asJSON {
+		fmt.Fprintln(tw, "GEN\tFIRST SEQ\tLAST SEQ\tRECORDS\tSIZE\tUNCOMPRESSED\tRATIO\tMIN TIME\tMAX TIME\tSEGMENT\t")
+	}
+	enc := json.NewEncoder(stdout)
+	var total, totalU int64
+	var recs uint64
+	for _, name := range names {
+		key := batch.SegmentKey(c.cfg.Stream, name)
+		data, err := readHeader(ctx, st, key)
+		if err != nil {
+			return fmt.Errorf("segment %s: %w", key, err)
+		}
+		m, _, err := batch.ParseMeta(data)
+		if err != nil {
+			return fmt.Errorf("segment %s: %w", key, err)
+		}
+		size := int64(len(data))
+		if full, ok := data2size(data, &m); ok {
+			size = full
+		}
+		total += size
+		totalU += m.UncompressedSize
+		recs += m.Records
+		if *asJSON {
+			enc.Encode(struct {
+				Segment string `json:"segment"`
+				Size    int64  `json:"size"`
+				batch.Meta
+			}{name, size, m})
+			continue
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%.2fx\t%s\t%s\t%s\t\n", m.Generation, m.FirstSeq, m.LastSeq, m.Records,
+			sizeString(size), sizeString(m.UncompressedSize), ratio(m.UncompressedSize, size),
+			m.MinTime.Format(time.RFC3339), m.MaxTime.Format(time.RFC3339), name)
+	}
+	if !*asJSON {
+		tw.Flush()
+		fmt.Fprintf(stdout, "%d segments, %d records, %s stored, %s uncompressed (ratio %.2fx)\n",
+			len(names), recs, sizeString(total), sizeString(totalU), ratio(totalU, total))
+	}
+	return nil
+}
+
+// readHeader reads enough of a segment for its metadata.
+func readHeader(ctx context.Context, st store.Store, key string) ([]byte, error) {
+	rc, err := st.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	buf, err := io.ReadAll(io.LimitReader(rc, 8+batch.MaxMetaSize))
+	if err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// data2size is the full segment size given its header.
+func data2size(header []byte, m *batch.Meta) (int64, bool) {
+	_, off, err := batch.ParseMeta(header)
+	if err != nil {
+		return 0, false
+	}
+	return int64(off) + m.PayloadSize, true
+}
+
+func ratio(u, c int64) float64 {
+	if c == 0 {
+		return 0
+	}
+	return float64(u) / float64(c)
+}
+
+const catExamples = `  ferry cat segment.seg.zst                      # records' data, as shipped
+  ferry cat --json segment.seg.zst               # one JSON object per record
+  ferry cat --store /srv/ferry --stream app --from 100 --to 200
+`
+
+func runCat(args []string, stdout, stderr io.Writer) error {
+	c := newFlags("cat", "ferry cat [--json] FILE... | ferry cat --store URL --stream NAME [--from SEQ] [--to SEQ] [--json]", catExamples, stderr)
+	asJSON := c.fs.Bool("json", false, "one JSON object per record (seq, time, key, op, data)")
+	from := c.fs.Uint64("from", 1, "first seq to print (with --store)")
+	to := c.fs.Uint64("to", 0, "last seq to print (with --store; 0 = to the end)")
+	if err := c.parse(args, "", nil); err != nil {
+		return err
+	}
+	out := &recordPrinter{w: stdout, json: *asJSON}
+	if c.fs.NArg() > 0 {
+		for _, path := range c.fs.Args() {
+			data, err := readFileCapped(path)
+			if err != nil {
+				return err
+			}
+			_, recs, err := batch.Decode(data, 0)
+			if err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			if err := out.print(recs, 0, 0); err != nil {
+				return err
+			}
+		}
+		return out.flush()
+	}
+	if c.cfg.Stream == "" || c.cfg.Store == "" {
+		return usageError{errors.New("give segment files, or --store and --stream")}
+	}
+	ctx := context.Background()
+	st, err := openStore(ctx, c.cfg, c.logger(stderr))
+	if err != nil {
+		return err
+	}
+	names, err := listSegments(ctx, st, c.cfg.Stream)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		_, first, last, _ := batch.ParseSegmentName(name)
+		if last < *from || (*to != 0 && first > *to) {
+			continue
+		}
+		key := batch.SegmentKey(c.cfg.Stream, name)
+		data, err := readSegment(ctx, st, key)
+		if err != nil {
+			return fmt.Errorf("segment %s: %w", key, err)
+		}
+		_, recs, err := batch.Decode(data, 0)
+		if err != nil {
+			return fmt.Errorf("segment %s: %w", key, err)
+		}
+		if err := out.print(recs, *from, *to); err != nil {
+			return err
+		}
+	}
+	return out.flush()
+}
+
+func readFileCapped(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := batch.ReadAll(f, maxSegmentRead)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return data, nil
+}
+
+type recordPrinter struct {
+	w    io.Writer
+	json bool
+	err  error
+}
+
+type jsonRecord struct {
+	Seq        uint64    `json:"seq"`
+	Time       time.Time `json:"time"`
+	Key        string    `json:"key,omitempty"`
+	Op         string    `json:"op,omitempty"`
+	Data       *string   `json:"data,omitempty"`
+	DataBase64 *string   `json:"data_base64,omitempty"`
+}
+
+func (p *recordPrinter) print(recs []batch.Record, from, to uint64) error {
+	enc := json.NewEncoder(p.w)
+	for i := range recs {
+		r := &recs[i]
+		if r.Seq < from || (to != 0 && r.Seq > to) {
+			continue
+		}
+		if !p.json {
+			if _, err := p.w.Write(r.Data); err != nil {
+				return err
+			}
+			continue
+		}
+		j := jsonRecord{Seq: r.Seq, Time: r.Time, Key: string(r.Key), Op: r.Op}
+		if utf8.Valid(r.Data) {
+			s := string(r.Data)
+			j.Data = &s
+		} else {
+			s := base64.StdEncoding.EncodeToString(r.Data)
+			j.DataBase64 = &s
+		}
+		if err := enc.Encode(j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *recordPrinter) flush() error { return p.err }
+
+const verifyExamples = `  ferry verify --store /srv/ferry --stream app
+  ferry verify segment.seg.zst other.seg.zst
+`
+
+// runVerify checks every segment (checksum, decode, seq continuity inside
+// and between segments, metadata vs name, stream) and the hash chain.
+func runVerify(args []string, stdout, stderr io.Writer) error {
+	c := newFlags("verify", "ferry verify --store URL --stream NAME [--config FILE] | ferry verify FILE...", verifyExamples, stderr)
+	if err := c.parse(args, "", nil); err != nil {
+		return err
+	}
+	var defects []string
+	if c.fs.NArg() > 0 {
+		for _, path := range c.fs.Args() {
+			data, err := readFileCapped(path)
+			if err == nil {
+				_, _, err = batch.Decode(data, 0)
+			}
+			if err != nil {
+				defects = append(defects, fmt.Sprintf("%s: %v", path, err))
+				continue
+			}
+			fmt.Fprintf(stdout, "%s: ok\n", path)
+		}
+		return verdict(stdout, defects, len(c.fs.Args()))
+	}
+	if c.cfg.Stream == "" || c.cfg.Store == "" {
+		return usageError{errors.New("give segment files, or --store and --stream")}
+	}
+	ctx := context.Background()
+	st, err := openStore(ctx, c.cfg, c.logger(stderr))
+	if err != nil {
+		return err
+	}
+	names, err := listSegments(ctx, st, c.cfg.Stream)
+	if err != nil {
+		return err
+	}
+	var prevHash, prevName string
+	var prevLast uint64
+	var prevGen uint32
+	var records uint64
+	for _, name := range names {
+		key := batch.SegmentKey(c.cfg.Stream, name)
+		data, err := readSegment(ctx, st, key)
+		if err != nil {
+			defects = append(defects, fmt.Sprintf("segment %s: %v", key, err))
+			prevHash = ""
+			continue
+		}
+		seg, recs, err := batch.Decode(data, 0)
+		if err != nil {
+			defects = append(defects, fmt.Sprintf("segment %s: %v", key, err))
+			prevHash = ""
+			continue
+		}
+		m := &seg.Meta
+		records += uint64(len(recs))
+		if m.Name() != name {
+			defects = append(defects, fmt.Sprintf("segment %s: metadata says it is %s", key, m.Name()))
+		}
+		if m.Stream != c.cfg.Stream {
+			defects = append(defects, fmt.Sprintf("segment %s: belongs to stream %q", key, m.Stream))
+		}
+		switch {
+		case prevName == "" || m.Generation != prevGen:
+			if m.FirstSeq == 1 && m.PrevSHA256 != batch.ZeroHash {
+				defects = append(defects, fmt.Sprintf("segment %s: first segment of the stream but prev_sha256 is not zero", key))
+			}
+		case m.FirstSeq != prevLast+1:
+			if m.FirstSeq <= prevLast {
+				defects = append(defects, fmt.Sprintf("segment %s: seq %d..%d overlaps %s", key, m.FirstSeq, m.LastSeq, prevName))
+			} else {
+				defects = append(defects, fmt.Sprintf("gap: seq %d..%d missing between %s and %s", prevLast+1, m.FirstSeq-1, prevName, name))
+			}
+		case prevHash != "" && m.PrevSHA256 != prevHash:
+			defects = append(defects, fmt.Sprintf("segment %s: prev_sha256 %.16s does not match %s (%.16s): chain broken", key, m.PrevSHA256, prevName, prevHash))
+		}
+		prevHash, prevName, prevLast, prevGen = seg.Hash, name, m.LastSeq, m.Generation
+	}
+	if len(defects) == 0 {
+		fmt.Fprintf(stdout, "%d segments, %d records, seq %s: checksums, sequence and hash chain ok\n",
+			len(names), records, seqRange(names))
+	}
+	return verdict(stdout, defects, len(names))
+}
+
+func seqRange(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	_, first, _, _ := batch.ParseSegmentName(names[0])
+	_, _, last, _ := batch.ParseSegmentName(names[len(names)-1])
+	return strconv.FormatUint(first, 10) + ".." + strconv.FormatUint(last, 10)
+}
+
+func verdict(stdout io.Writer, defects []string, n int) error {
+	if len(defects) == 0 {
+		return nil
+	}
+	for _, d := range defects {
+		fmt.Fprintln(stdout, "DEFECT", d)
+	}
+	return fmt.Errorf("%d defect(s) in %d segment(s)", len(defects), n)
+}

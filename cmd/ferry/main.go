@@ -1,0 +1,79 @@
+// Command ferry ships change records from a primary to a secondary in
+// zstd segments through a store (a directory, S3, or a direct TCP link).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+)
+
+// exitUsage is the exit status for command-line mistakes.
+const exitUsage = 2
+
+type verb struct {
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) error
+}
+
+var verbs = map[string]verb{
+	"ship":    {"read records, spool them durably, seal segments and send them to the store", runShip},
+	"receive": {"apply segments from the store in order, exactly once, with a durable checkpoint", runReceive},
+	"ls":      {"list a stream's segments: seq range, records, sizes, ratio, times", runLs},
+	"cat":     {"decode a segment file, or a seq range of a stream, to its records", runCat},
+	"verify":  {"check every segment of a stream and the hash chain between them", runVerify},
+	"version": {"print the version", func([]string, io.Writer, io.Writer) error { fmt.Println("ferry", version); return nil }},
+}
+
+var version = "0.1.0-dev"
+
+// usageError marks errors that exit with status 2.
+type usageError struct{ error }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return 0
+	}
+	v, ok := verbs[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "ferry: unknown command %q\n\n", args[0])
+		usage(stderr)
+		return exitUsage
+	}
+	err := v.run(args[1:], stdout, stderr)
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "ferry %s: %v\n", args[0], err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return 1
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "ferry — disaster-recovery replication by batched log shipping\n\nUsage: ferry COMMAND [flags]\n\nCommands:\n")
+	names := make([]string, 0, len(verbs))
+	for n := range verbs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-8s %s\n", n, verbs[n].summary)
+	}
+	fmt.Fprintf(w, "\nRun 'ferry COMMAND --help' for the flags and examples of a command.\n")
+}

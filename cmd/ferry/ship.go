@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/store"
+)
+
+const shipExamples = `  # ship a log file through stdin into a local directory store
+  ferry ship --store /srv/ferry --stream app --spool /var/lib/ferry/spool < app.log
+
+  # follow a growing file across rotation, sealing every 4 MiB or 2 s
+  ferry ship --store /srv/ferry --stream app --spool /var/lib/ferry/spool \
+      --source tail:/var/log/app.log --max-bytes 4MiB --max-age 2s
+
+  # everything from a config file
+  ferry ship --config /etc/ferry/ship.toml
+`
+
+func runShip(args []string, stdout, stderr io.Writer) error {
+	c := newFlags("ship", "ferry ship --store URL --stream NAME --spool DIR [--source stdin|tail:PATH] [--format line|ndjson|raw] [--max-bytes 4MiB] [--max-age 2s] [--max-records N] [--config FILE]", shipExamples, stderr)
+	c.fs.String("spool", "", "spool `dir`: durable local buffer (one shipper per spool)")
+	c.fs.String("source", "", "stdin or tail:PATH (default stdin)")
+	c.fs.String("format", "", "line, ndjson or raw (default line)")
+	c.fs.String("fsync", "", "always, batch or off (default batch)")
+	c.fs.String("max-bytes", "", "seal a segment at this many uncompressed `bytes` (default 4MiB)")
+	c.fs.String("max-age", "", "seal a segment this long after its first record (default 2s)")
+	c.fs.Int64("max-records", 0, "seal a segment at this many records (default no limit)")
+	c.fs.String("max-record-size", "", "refuse records larger than this (default 16MiB)")
+	c.fs.String("spool-limit", "", "stop reading input above this spool size (default 1GiB)")
+	c.fs.String("shutdown-timeout", "", "how long to keep sending after EOF or a signal (default 30s)")
+	c.fs.String("compression", "", "fastest, default, better or best (default fastest)")
+	err := c.parse(args, "ship", func(f *flag.Flag) error {
+		s := &c.cfg.Ship
+		v := f.Value.String()
+		var err error
+		switch f.Name {
+		case "spool":
+			s.Spool = v
+		case "source":
+			s.Source = v
+		case "format":
+			s.Format = v
+		case "fsync":
+			s.Fsync = v
+		case "max-bytes":
+			s.MaxBytes, err = config.ParseSize(v)
+		case "max-age":
+			s.MaxAge, err = config.ParseDuration(v)
+		case "max-records":
+			fmt.Sscan(v, &s.MaxRecords)
+		case "max-record-size":
+			s.MaxRecordSize, err = config.ParseSize(v)
+		case "spool-limit":
+			s.SpoolLimit, err = config.ParseSize(v)
+		case "shutdown-timeout":
+			s.ShutdownTimeout, err = config.ParseDuration(v)
+		case "compression":
+			s.Compression = v
+		}
+		if err != nil {
+			return fmt.Errorf("--%s: %w", f.Name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if c.fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
+	}
+	log := c.logger(stderr)
+	cfg := c.cfg
+	sc := cfg.Ship
+
+	ctx := context.Background()
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	sh, err := shipper.New(ctx, shipper.Config{
+		Spool: shipper.SpoolConfig{
+			Dir:           sc.Spool,
+			Stream:        cfg.Stream,
+			Generation:    cfg.Generation,
+			Fsync:         shipper.FsyncMode(sc.Fsync),
+			Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
+			MaxRecordSize: int(sc.MaxRecordSize),
+			Limit:         int64(sc.SpoolLimit),
+			Level:         batch.Level(sc.Compression),
+		},
+		Targets: []shipper.Target{{Name: "store", Store: st}},
+		Retry:   store.RetryPolicy{Min: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2},
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer sh.Close()
+
+	var src shipper.Source
+	stdinSource := false
+	switch {
+	case sc.Source == "stdin" || sc.Source == "":
+		src = &shipper.ReaderSource{R: os.Stdin, Name: "stdin", Format: sc.Format, MaxRecordSize: int(sc.MaxRecordSize)}
+		stdinSource = true
+	case strings.HasPrefix(sc.Source, "tail:"):
+		src = &shipper.TailSource{Path: strings.TrimPrefix(sc.Source, "tail:"), Format: sc.Format,
+			MaxRecordSize: int(sc.MaxRecordSize), Cursor: sh.Spool().Cursor(), Log: log}
+	default:
+		return usageError{fmt.Errorf("ship.source %q: want stdin or tail:PATH", sc.Source)}
+	}
+
+	start := time.Now()
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	runErr := make(chan error, 1)
+	go func() { runErr <- sh.Run(runCtx) }()
+
+	srcCtx, stopSrc := signalContext(ctx, log)
+	defer stopSrc()
+	if stdinSource {
+		// A read from stdin does not notice ctx; closing stdin ends it.
+		go func() { <-srcCtx.Done(); os.Stdin.Close() }()
+	}
+	srcErr := make(chan error, 1)
+	go func() { srcErr <- src.Run(srcCtx, sh) }()
+
+	var fatal, inputErr error
+	select {
+	case inputErr = <-srcErr:
+		if srcCtx.Err() != nil && errors.Is(inputErr, os.ErrClosed) {
+			inputErr = nil // stdin closed by the signal handler
+		}
+	case fatal = <-runErr:
+		stopSrc()
+	}
+	if fatal == nil {
+		drainCtx, cancel := context.WithTimeout(ctx, time.Duration(sc.ShutdownTimeout))
+		drained := make(chan error, 1)
+		go func() { drained <- sh.Drain(drainCtx) }()
+		select {
+		case err := <-drained:
+			if err != nil {
+				fatal = err
+			}
+		case fatal = <-runErr:
+		}
+		cancel()
+	}
+	stopRun()
+	elapsed := time.Since(start)
+	summarizeShip(stderr, sh, elapsed)
+	if fatal != nil {
+		return fatal
+	}
+	if inputErr != nil {
+		return fmt.Errorf("input stopped: %w (records before it were shipped)", inputErr)
+	}
+	return nil
+}
+
+func summarizeShip(w io.Writer, sh *shipper.Shipper, elapsed time.Duration) {
+	st := sh.Spool().Stats()
+	ratio := 0.0
+	if st.BytesSealed > 0 {
+		ratio = float64(st.UncompSealed) / float64(st.BytesSealed)
+	}
+	secs := elapsed.Seconds()
+	fmt.Fprintf(w, "ferry ship: %d records (%s) in %d segments, %s stored (ratio %.2fx), %.2fs, %.1f MB/s, %.0f records/s; last seq %d",
+		st.RecordsIn, sizeString(st.BytesIn), st.SegmentsOut, sizeString(st.BytesSealed), ratio, secs,
+		float64(st.BytesIn)/1e6/secs, float64(st.RecordsIn)/secs, st.LastSeq)
+	if st.SealedPending > 0 {
+		fmt.Fprintf(w, "; %d segments still in spool", st.SealedPending)
+	}
+	fmt.Fprintln(w)
+	for _, t := range sh.Targets() {
+		if t.LastError != "" && t.SentSeq < st.LastSeq {
+			fmt.Fprintf(w, "  target %s (%s): sent through seq %d, last error: %s\n", t.Name, t.Store, t.SentSeq, t.LastError)
+		}
+	}
+}

@@ -1,0 +1,166 @@
+// Package config reads ferry's TOML configuration file.
+//
+// The file is strict: a key ferry does not know is an error naming the file,
+// the line and the key, so a typo such as "max_byts" never silently falls
+// back to a default. Keys are snake_case and matched exactly (TOML keys are
+// case-sensitive; so is ferry).
+//
+// Layout (see etc/*.toml for commented examples):
+//
+//	stream = "app"
+//	store  = "s3://bucket/prefix"   # the store URL: a string key
+//	[ship]     ...                  # read by "ferry ship"
+//	[receive]  ...                  # read by "ferry receive"
+//	[s3]       ...                  # S3 settings, used when store is s3://
+//
+// The S3 settings live in a top-level [s3] table rather than [store.s3]
+// because TOML cannot have "store" be both a string and a table.
+//
+// Load fills a File from [Defaults], so every key left out keeps its
+// documented default, then calls [File.Validate]. Callers that also take
+// command-line flags apply them to the returned File and call Validate again.
+package config
+
+import "time"
+
+// File is the whole configuration file.
+type File struct {
+	// Stream names the log stream; it is part of every segment name.
+	// Required by ship and receive. Pattern [A-Za-z0-9][A-Za-z0-9._-]{0,127}.
+	Stream string `toml:"stream"`
+
+	// Generation distinguishes restarts of a stream from scratch; segments of
+	// an older generation are never mixed with a newer one. Default 1, >= 1.
+	Generation uint32 `toml:"generation"`
+
+	// Store is where segments are kept: a plain directory path,
+	// file:///abs/path, s3://bucket/prefix or tcp://host:port.
+	// Required by ship and receive; no default.
+	Store string `toml:"store"`
+
+	// LogLevel is one of debug, info, warn, error. Default "info".
+	LogLevel string `toml:"log_level"`
+
+	// LogFormat is text or json. Default "text".
+	LogFormat string `toml:"log_format"`
+
+	// Ship configures "ferry ship".
+	Ship Ship `toml:"ship"`
+
+	// Receive configures "ferry receive".
+	Receive Receive `toml:"receive"`
+
+	// S3 configures the s3:// store. It is the top-level [s3] table.
+	S3 S3 `toml:"s3"`
+}
+
+// Ship configures the shipping side: where records come from, how they are
+// cut into segments and when a segment counts as delivered.
+type Ship struct {
+	// Spool is the local directory that holds sealed segments until the
+	// store has them. Required by ship; no default.
+	Spool string `toml:"spool"`
+
+	// Source is "stdin" or "tail:PATH" (follow a growing file). Default "stdin".
+	Source string `toml:"source"`
+
+	// Format is how the source is split into records: line, ndjson or raw.
+	// Default "line".
+	Format string `toml:"format"`
+
+	// Fsync is when the spool is synced to disk: always (every record),
+	// batch (every sealed segment) or off. Default "batch".
+	Fsync string `toml:"fsync"`
+
+	// MaxBytes seals a segment once its uncompressed records reach this
+	// size. Default 4MiB; between 1KiB and 1GiB.
+	MaxBytes Size `toml:"max_bytes"`
+
+	// MaxRecords seals a segment once it holds this many records.
+	// Default 0, meaning no count limit.
+	MaxRecords int64 `toml:"max_records"`
+
+	// MaxAge seals a segment this long after its first record.
+	// Default 2s; 0 means no age limit.
+	MaxAge Duration `toml:"max_age"`
+
+	// MaxRecordSize refuses any single record larger than this.
+	// Default 16MiB; at most 256MiB.
+	MaxRecordSize Size `toml:"max_record_size"`
+
+	// SpoolLimit is the spool size above which ship stops reading its
+	// source (backpressure). Default 1GiB; at least MaxBytes.
+	SpoolLimit Size `toml:"spool_limit"`
+
+	// ShutdownTimeout bounds how long ship keeps uploading after it is told
+	// to stop. Default 30s; must be > 0.
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+
+	// Compression is the zstd level: fastest, default, better or best.
+	// Default "fastest".
+	Compression string `toml:"compression"`
+
+	// Ack is when a record counts as delivered: local (in the spool),
+	// received (in the store) or applied (by the receiver). Default "local".
+	Ack string `toml:"ack"`
+}
+
+// Receive configures the receiving side: where progress is kept and where
+// records go.
+type Receive struct {
+	// State is the directory that holds the receiver's checkpoint.
+	// Required by receive; no default.
+	State string `toml:"state"`
+
+	// Apply is where records go: "file:PATH" (append), "exec:CMD" (pipe to
+	// a command) or "stdout". Required by receive; no default.
+	Apply string `toml:"apply"`
+
+	// GapTimeout is how long a missing segment is waited for before the
+	// receiver reports a gap. Default 30s; must be > 0.
+	GapTimeout Duration `toml:"gap_timeout"`
+
+	// PollMin is the shortest wait between polls of the store.
+	// Default 200ms; must be > 0.
+	PollMin Duration `toml:"poll_min"`
+
+	// PollMax is the longest wait between polls when the store is idle.
+	// Default 5s; at least PollMin.
+	PollMax Duration `toml:"poll_max"`
+
+	// RetryMin is the first backoff after an exec applier fails.
+	// Default 1s; must be > 0.
+	RetryMin Duration `toml:"retry_min"`
+
+	// RetryMax caps the exec applier's backoff. Default 1m; at least RetryMin.
+	RetryMax Duration `toml:"retry_max"`
+}
+
+// Defaults returns a File with every default filled in. Stream, Store,
+// Ship.Spool, Receive.State and Receive.Apply have no default.
+func Defaults() *File {
+	return &File{
+		Generation: 1,
+		LogLevel:   "info",
+		LogFormat:  "text",
+		Ship: Ship{
+			Source:          "stdin",
+			Format:          "line",
+			Fsync:           "batch",
+			MaxBytes:        4 * MiB,
+			MaxAge:          Duration(2 * time.Second),
+			MaxRecordSize:   16 * MiB,
+			SpoolLimit:      1 * GiB,
+			ShutdownTimeout: Duration(30 * time.Second),
+			Compression:     "fastest",
+			Ack:             "local",
+		},
+		Receive: Receive{
+			GapTimeout: Duration(30 * time.Second),
+			PollMin:    Duration(200 * time.Millisecond),
+			PollMax:    Duration(5 * time.Second),
+			RetryMin:   Duration(time.Second),
+			RetryMax:   Duration(time.Minute),
+		},
+	}
+}

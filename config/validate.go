@@ -1,0 +1,238 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// problem is one invalid setting. Key is the dotted TOML key, so Load can
+// point at the line that set it.
+type problem struct {
+	key string
+	msg string
+}
+
+func (p *problem) Error() string { return p.key + ": " + p.msg }
+
+var streamPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// Size limits enforced by Validate.
+const (
+	minMaxBytes        = KiB
+	maxMaxBytes        = GiB
+	maxRecordSizeLimit = 256 * MiB
+)
+
+const storeForms = "a directory path, file:///abs/path, s3://bucket/prefix or tcp://host:port"
+
+// Validate checks f for the given verb: "ship", "receive", or "" for the
+// settings common to both. Sections of the other verb are still checked
+// for well-formed values, but their required keys are not demanded. Every
+// problem is reported, joined with errors.Join; each names its key.
+func (f *File) Validate(verb string) error {
+	var ps []error
+	add := func(key, format string, args ...any) {
+		ps = append(ps, &problem{key: key, msg: fmt.Sprintf(format, args...)})
+	}
+	oneOf := func(key, v string, allowed ...string) {
+		if !slices.Contains(allowed, v) {
+			add(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
+		}
+	}
+	require := func(key, v string) {
+		if strings.TrimSpace(v) == "" {
+			add(key, "required for %s", verb)
+		}
+	}
+
+	switch verb {
+	case "", "ship", "receive":
+	default:
+		return fmt.Errorf("validate config: unknown verb %q (want ship, receive or empty)", verb)
+	}
+
+	// Common settings.
+	if verb != "" {
+		require("stream", f.Stream)
+		require("store", f.Store)
+	}
+	if f.Stream != "" && !streamPattern.MatchString(f.Stream) {
+		add("stream", "%q is not a valid stream name: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", f.Stream)
+	}
+	if f.Generation < 1 {
+		add("generation", "must be at least 1")
+	}
+	if f.Store != "" {
+		if err := checkStore(f.Store); err != nil {
+			add("store", "%v", err)
+		}
+	}
+	oneOf("log_level", f.LogLevel, "debug", "info", "warn", "error")
+	oneOf("log_format", f.LogFormat, "text", "json")
+
+	// [ship]
+	s := &f.Ship
+	if verb == "ship" {
+		require("ship.spool", s.Spool)
+	}
+	if src, ok := strings.CutPrefix(s.Source, "tail:"); ok {
+		if strings.TrimSpace(src) == "" {
+			add("ship.source", `"tail:" needs a file path, e.g. "tail:/var/log/app.log"`)
+		}
+	} else if s.Source != "stdin" {
+		add("ship.source", `%q is not "stdin" or "tail:PATH"`, s.Source)
+	}
+	oneOf("ship.format", s.Format, "line", "ndjson", "raw")
+	oneOf("ship.fsync", s.Fsync, "always", "batch", "off")
+	if s.MaxBytes < minMaxBytes || s.MaxBytes > maxMaxBytes {
+		add("ship.max_bytes", "%v is out of range %v to %v", s.MaxBytes, minMaxBytes, maxMaxBytes)
+	}
+	if s.MaxRecords < 0 {
+		add("ship.max_records", "%d is negative; use 0 for no count limit", s.MaxRecords)
+	}
+	if s.MaxRecordSize < 1 || s.MaxRecordSize > maxRecordSizeLimit {
+		add("ship.max_record_size", "%v is out of range 1B to %v", s.MaxRecordSize, maxRecordSizeLimit)
+	}
+	if s.SpoolLimit < s.MaxBytes {
+		add("ship.spool_limit", "%v is smaller than ship.max_bytes (%v); the spool must hold at least one segment", s.SpoolLimit, s.MaxBytes)
+	}
+	if s.ShutdownTimeout <= 0 {
+		add("ship.shutdown_timeout", "must be greater than 0")
+	}
+	oneOf("ship.compression", s.Compression, "fastest", "default", "better", "best")
+	oneOf("ship.ack", s.Ack, "local", "received", "applied")
+
+	// [receive]
+	r := &f.Receive
+	if verb == "receive" {
+		require("receive.state", r.State)
+		require("receive.apply", r.Apply)
+	}
+	if r.Apply != "" {
+		if err := checkApply(r.Apply); err != nil {
+			add("receive.apply", "%v", err)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"receive.gap_timeout", r.GapTimeout}, {"receive.poll_min", r.PollMin}, {"receive.retry_min", r.RetryMin}} {
+		if d.v <= 0 {
+			add(d.key, "must be greater than 0")
+		}
+	}
+	if r.PollMax < r.PollMin {
+		add("receive.poll_max", "%v is less than receive.poll_min (%v)", r.PollMax, r.PollMin)
+	}
+	if r.RetryMax < r.RetryMin {
+		add("receive.retry_max", "%v is less than receive.retry_min (%v)", r.RetryMax, r.RetryMin)
+	}
+
+	// [s3]
+	c := &f.S3
+	if c.Endpoint != "" {
+		u, err := url.Parse(c.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("s3.endpoint", "%q is not an http:// or https:// URL", c.Endpoint)
+		} else if u.User != nil {
+			add("s3.endpoint", "must not contain credentials; use s3.access_key/s3.secret_key or the environment")
+		}
+	}
+	oneOf("s3.sse", c.SSE, "", "AES256", "aws:kms")
+	if c.SSEKMSKeyID != "" && c.SSE != "aws:kms" {
+		add("s3.sse_kms_key_id", `is set but s3.sse is not "aws:kms"`)
+	}
+	switch {
+	case c.AccessKey != "" && c.SecretKey == "":
+		add("s3.access_key", "is set but s3.secret_key is not; set both or neither")
+	case c.AccessKey == "" && c.SecretKey != "":
+		add("s3.secret_key", "is set but s3.access_key is not; set both or neither")
+	}
+	if c.SessionToken != "" && c.AccessKey == "" {
+		add("s3.session_token", "needs access_key and secret_key")
+	}
+	if c.Profile != "" && c.AccessKey != "" {
+		add("s3.profile", "set either profile or access_key/secret_key, not both")
+	}
+	return errors.Join(ps...)
+}
+
+// checkStore accepts the store URL forms ferry knows. Anything without
+// "://" is a directory path.
+func checkStore(s string) error {
+	if !strings.Contains(s, "://") {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a valid URL: want %s", s, storeForms)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q must not contain credentials; use the [s3] table or the environment", s)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q must not have a query or fragment", s)
+	}
+	switch u.Scheme {
+	case "file":
+		if (u.Host != "" && u.Host != "localhost") || !strings.HasPrefix(u.Path, "/") {
+			return fmt.Errorf("%q: a file URL needs an absolute path, e.g. file:///var/lib/ferry/store", s)
+		}
+	case "s3":
+		if !validBucket(u.Host) {
+			return fmt.Errorf("%q: bucket %q is not a valid bucket name (3-63 lowercase letters, digits, '.', '-')", s, u.Host)
+		}
+	case "tcp":
+		// An empty host (tcp://:7070) is allowed: a listener binds every
+		// interface, a dialer reaches localhost.
+		_, port, err := net.SplitHostPort(u.Host)
+		if err != nil || strings.Trim(u.Path, "/") != "" {
+			return fmt.Errorf("%q: want tcp://host:port", s)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, port)
+		}
+	default:
+		return fmt.Errorf("%q: unknown scheme %q: want %s", s, u.Scheme, storeForms)
+	}
+	return nil
+}
+
+// validBucket applies the S3 bucket naming rules.
+func validBucket(b string) bool {
+	if len(b) < 3 || len(b) > 63 {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		edge := i == 0 || i == len(b)-1
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case (c == '.' || c == '-') && !edge:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// checkApply accepts "file:PATH", "exec:CMD" and "stdout".
+func checkApply(s string) error {
+	if s == "stdout" {
+		return nil
+	}
+	kind, arg, ok := strings.Cut(s, ":")
+	if !ok || (kind != "file" && kind != "exec") {
+		return fmt.Errorf(`%q is not "file:PATH", "exec:CMD" or "stdout"`, s)
+	}
+	if strings.TrimSpace(arg) == "" {
+		return fmt.Errorf(`%q: %q needs a %s`, s, kind+":", map[string]string{"file": "path", "exec": "command"}[kind])
+	}
+	return nil
+}

@@ -1,0 +1,120 @@
+// Package fsutil holds the durable-write primitives shared by the spool,
+// the directory store and the receiver's checkpoint: write a temp file,
+// fsync it, rename it into place, fsync the directory.
+package fsutil
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// SyncDir fsyncs a directory so that entries created, renamed or removed in
+// it survive a crash.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir for fsync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// WriteFileAtomic replaces path with data: temp file in the same directory,
+// fsync, rename, fsync the directory. A reader sees the old or the new
+// content, never a mix; after a crash the file holds one of the two.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	name := tmp.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(name)
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		return fmt.Errorf("chmod %s: %w", name, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", name, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", name, err)
+	}
+	if err := os.Rename(name, path); err != nil {
+		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	ok = true
+	return SyncDir(dir)
+}
+
+// Lock takes an exclusive, non-blocking flock on dir/LOCK and records the
+// pid in it. The lock is released when the returned file is closed or the
+// process dies (including kill -9), so a crash never leaves a stale lock.
+func Lock(dir, what string) (*os.File, error) {
+	path := filepath.Join(dir, "LOCK")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		if err == syscall.EWOULDBLOCK {
+			return nil, fmt.Errorf("%s %s is in use by another ferry process (pid %s); stop it first or use another directory", what, dir, trimPid(holder))
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		fmt.Fprintf(f, "%d\n", os.Getpid())
+	}
+	return f, nil
+}
+
+func trimPid(b []byte) string {
+	s := string(b)
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == ' ') {
+		s = s[:len(s)-1]
+	}
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// CheckWritableDir makes sure dir exists (creating it) and is a writable
+// directory, with an error naming it otherwise.
+func CheckWritableDir(dir, what string) error {
+	if dir == "" {
+		return fmt.Errorf("%s directory not set", what)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("%s directory %s: %w", what, dir, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%s directory %s: %w", what, dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s directory %s is not a directory", what, dir)
+	}
+	f, err := os.CreateTemp(dir, ".probe.*.tmp")
+	if err != nil {
+		return fmt.Errorf("%s directory %s is not writable: %w", what, dir, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
+}

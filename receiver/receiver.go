@@ -1,0 +1,345 @@
+package receiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/fsutil"
+	"github.com/ferry-dr/ferry/store"
+)
+
+// Sentinels callers branch on.
+var (
+	// ErrGap: a segment is missing and did not appear within gap_timeout.
+	ErrGap = errors.New("gap in segment sequence")
+	// ErrChain: a segment does not continue the applied stream (wrong
+	// stream or generation, previous-hash mismatch, bad seq range).
+	ErrChain = errors.New("segment does not continue the stream")
+)
+
+// Config configures a Receiver.
+type Config struct {
+	Stream     string
+	Generation uint32 // default 1
+	StateDir   string
+	Store      store.Store
+	Applier    Applier
+	// GapTimeout: how long a missing seq range may stay missing before it
+	// is reported (and, with Once, fails the run). Default 30s.
+	GapTimeout time.Duration
+	// PollMin/PollMax bound the idle polling interval: it starts at
+	// PollMin, doubles while nothing new arrives, resets on new data.
+	PollMin, PollMax time.Duration
+	// RetryMin/RetryMax bound the backoff of failed applies and reads.
+	RetryMin, RetryMax time.Duration
+	// Once: apply what is there, then return.
+	Once bool
+	// MaxSegmentSize caps a segment read from the store. Default 4 GiB.
+	MaxSegmentSize int64
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Stats are counters for summaries and status.
+type Stats struct {
+	Segments uint64
+	Records  uint64
+	Bytes    int64 // segment bytes read
+	LastSeq  uint64
+	LastHash string
+}
+
+// Receiver applies one stream from one store.
+type Receiver struct {
+	cfg  Config
+	log  *slog.Logger
+	lock *os.File
+
+	mu    sync.Mutex
+	cp    Checkpoint
+	stats Stats
+
+	gapSince  time.Time
+	gapLogged time.Time
+}
+
+// Open locks the state directory, loads (or creates) the checkpoint and
+// restores the applier to it.
+func Open(cfg Config, log *slog.Logger) (*Receiver, error) {
+	if cfg.Generation == 0 {
+		cfg.Generation = 1
+	}
+	if cfg.GapTimeout <= 0 {
+		cfg.GapTimeout = 30 * time.Second
+	}
+	if cfg.PollMin <= 0 {
+		cfg.PollMin = 200 * time.Millisecond
+	}
+	if cfg.PollMax < cfg.PollMin {
+		cfg.PollMax = max(cfg.PollMin, 5*time.Second)
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = time.Second
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		cfg.RetryMax = max(cfg.RetryMin, time.Minute)
+	}
+	if cfg.MaxSegmentSize <= 0 {
+		cfg.MaxSegmentSize = 4 << 30
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := batch.CheckStream(cfg.Stream); err != nil {
+		return nil, err
+	}
+	if err := fsutil.CheckWritableDir(cfg.StateDir, "state"); err != nil {
+		return nil, err
+	}
+	lock, err := fsutil.Lock(cfg.StateDir, "state")
+	if err != nil {
+		return nil, err
+	}
+	r := &Receiver{cfg: cfg, log: log, lock: lock}
+	cp, ok, err := LoadCheckpoint(cfg.StateDir)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	if !ok {
+		cp = newCheckpoint(cfg.Stream, cfg.Generation)
+		if err := saveCheckpoint(cfg.StateDir, cp); err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("create checkpoint in %s: %w", cfg.StateDir, err)
+		}
+	}
+	if cp.Stream != cfg.Stream || cp.Generation != cfg.Generation {
+		lock.Close()
+		return nil, fmt.Errorf("state %s belongs to stream %q generation %d, not %q generation %d",
+			cfg.StateDir, cp.Stream, cp.Generation, cfg.Stream, cfg.Generation)
+	}
+	if st, ok := cfg.Applier.(Stateful); ok {
+		if err := st.Restore(cp.Applier); err != nil {
+			lock.Close()
+			return nil, err
+		}
+	}
+	r.cp = cp
+	r.stats.LastSeq, r.stats.LastHash = cp.LastSeq, cp.LastHash
+	return r, nil
+}
+
+// Checkpoint returns the current checkpoint.
+func (r *Receiver) Checkpoint() Checkpoint {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cp
+}
+
+// Stats returns a snapshot of the counters.
+func (r *Receiver) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stats
+}
+
+// Close releases the applier and the state lock.
+func (r *Receiver) Close() error {
+	err := r.cfg.Applier.Close()
+	r.lock.Close()
+	return err
+}
+
+// Run applies segments until ctx ends (nil), or, with Once, until nothing
+// new is left. A corrupt or non-continuing segment stops it with an error
+// naming the segment; a gap that outlives GapTimeout fails a Once run with
+// ErrGap and is logged (and waited out) otherwise.
+func (r *Receiver) Run(ctx context.Context) error {
+	poll := r.cfg.PollMin
+	for {
+		n, gap, err := r.pass(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if gap != nil {
+			if r.cfg.Once && r.cfg.Now().Sub(r.gapSince) >= r.cfg.GapTimeout {
+				return gap
+			}
+		} else if n == 0 && r.cfg.Once {
+			return nil
+		}
+		if n > 0 {
+			poll = r.cfg.PollMin
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(poll):
+		}
+		poll = min(2*poll, r.cfg.PollMax)
+	}
+}
+
+// pass lists the store after the checkpoint once and applies every
+// segment that continues the stream. It returns how many it applied and,
+// if it stopped at a missing range, a gap error.
+func (r *Receiver) pass(ctx context.Context) (int, error, error) {
+	cp := r.Checkpoint()
+	dir := batch.StreamDir(r.cfg.Stream)
+	var names []string
+	err := r.retry(ctx, "list "+dir, func() error {
+		names = names[:0]
+		return r.cfg.Store.List(ctx, dir, dir+batch.NameAfter(cp.Generation, cp.LastSeq), func(o store.Object) error {
+			name := strings.TrimPrefix(o.Name, dir)
+			if gen, _, _, ok := batch.ParseSegmentName(name); ok && gen == cp.Generation {
+				names = append(names, name)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	applied := 0
+	for _, name := range names {
+		_, first, last, _ := batch.ParseSegmentName(name)
+		cp = r.Checkpoint()
+		if last <= cp.LastSeq {
+			continue // duplicate of something applied
+		}
+		if first != cp.LastSeq+1 {
+			return applied, r.noteGap(cp.LastSeq+1, first-1, name), nil
+		}
+		if err := r.applyOne(ctx, name); err != nil {
+			return applied, nil, err
+		}
+		applied++
+	}
+	r.gapSince = time.Time{}
+	return applied, nil, nil
+}
+
+func (r *Receiver) noteGap(from, to uint64, next string) error {
+	now := r.cfg.Now()
+	if r.gapSince.IsZero() {
+		r.gapSince = now
+	}
+	err := fmt.Errorf("stream %q: seq %d..%d missing before segment %s (waited %s): %w",
+		r.cfg.Stream, from, to, next, now.Sub(r.gapSince).Round(time.Millisecond), ErrGap)
+	if now.Sub(r.gapSince) >= r.cfg.GapTimeout && now.Sub(r.gapLogged) >= r.cfg.GapTimeout {
+		r.gapLogged = now
+		r.log.Error("gap in stream: segments missing from the store", "stream", r.cfg.Stream,
+			"missing_from", from, "missing_to", to, "next_segment", next)
+	}
+	return err
+}
+
+// applyOne fetches, verifies, applies and checkpoints one segment.
+func (r *Receiver) applyOne(ctx context.Context, name string) error {
+	key := batch.SegmentKey(r.cfg.Stream, name)
+	var data []byte
+	err := r.retry(ctx, "get "+key, func() error {
+		rc, err := r.cfg.Store.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		data, err = batch.ReadAll(rc, r.cfg.MaxSegmentSize)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("segment %s: %w", key, err)
+	}
+	seg, recs, err := batch.Decode(data, 0)
+	if err != nil {
+		return fmt.Errorf("segment %s is damaged: %w; nothing past it is applied (restore it from another copy)", key, err)
+	}
+	cp := r.Checkpoint()
+	if err := r.checkContinues(name, &seg.Meta, cp); err != nil {
+		return fmt.Errorf("segment %s: %w", key, err)
+	}
+	err = r.retry(ctx, "apply "+name, func() error {
+		return r.cfg.Applier.Apply(ctx, &seg.Meta, recs)
+	})
+	if err != nil {
+		return err
+	}
+	next := cp
+	next.LastSeq, next.LastHash, next.Segment, next.AppliedAt = seg.Meta.LastSeq, seg.Hash, name, r.cfg.Now().UTC()
+	if st, ok := r.cfg.Applier.(Stateful); ok {
+		if next.Applier, err = st.State(); err != nil {
+			return err
+		}
+	}
+	if err := saveCheckpoint(r.cfg.StateDir, next); err != nil {
+		return fmt.Errorf("checkpoint after %s: %w", name, err)
+	}
+	r.mu.Lock()
+	r.cp = next
+	r.stats.Segments++
+	r.stats.Records += seg.Meta.Records
+	r.stats.Bytes += int64(len(data))
+	r.stats.LastSeq, r.stats.LastHash = next.LastSeq, next.LastHash
+	r.mu.Unlock()
+	r.log.Debug("applied segment", "segment", name, "records", seg.Meta.Records, "seq", seg.Meta.LastSeq)
+	return nil
+}
+
+func (r *Receiver) checkContinues(name string, m *batch.Meta, cp Checkpoint) error {
+	switch {
+	case m.Stream != r.cfg.Stream:
+		return fmt.Errorf("belongs to stream %q, not %q: %w", m.Stream, r.cfg.Stream, ErrChain)
+	case m.Generation != cp.Generation:
+		return fmt.Errorf("generation %d, expected %d: %w", m.Generation, cp.Generation, ErrChain)
+	case m.Name() != name:
+		return fmt.Errorf("metadata says %s (seq %d..%d), name disagrees: %w", m.Name(), m.FirstSeq, m.LastSeq, ErrChain)
+	case m.FirstSeq != cp.LastSeq+1:
+		return fmt.Errorf("starts at seq %d, expected %d: %w", m.FirstSeq, cp.LastSeq+1, ErrChain)
+	case m.PrevSHA256 != cp.LastHash && cp.LastSeq > 0:
+		return fmt.Errorf("previous-segment hash %.16s does not match the last applied segment %s (%.16s): %w",
+			m.PrevSHA256, cp.Segment, cp.LastHash, ErrChain)
+	}
+	return nil
+}
+
+// retry runs fn until it succeeds, backing off on transient errors. Store
+// errors marked permanent, applier errors marked fatal, corruption and
+// conflicts end it at once.
+func (r *Receiver) retry(ctx context.Context, op string, fn func() error) error {
+	wait := r.cfg.RetryMin
+	logged := 0
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, ErrFatal) || errors.Is(err, store.ErrPermanent) || errors.Is(err, batch.ErrCorrupt) ||
+			errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		if logged < 3 || logged%20 == 0 {
+			r.log.Warn("retrying", "op", op, "err", err, "retry_in", wait)
+		}
+		logged++
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, r.cfg.RetryMax)
+	}
+}

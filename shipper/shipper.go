@@ -1,0 +1,321 @@
+// Package shipper is the primary side: sources feed records into a durable
+// Spool, the flush policy seals them into segments, and one sender per
+// target puts each sealed segment into that target's store. A segment
+// leaves the spool only when every target has confirmed it.
+package shipper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store"
+)
+
+// Target is one destination of the stream.
+type Target struct {
+	Name  string // unique per shipper, used in logs and status
+	Store store.Store
+}
+
+// Config configures a Shipper.
+type Config struct {
+	Spool   SpoolConfig
+	Targets []Target
+	// Retry governs retries of transient store errors. The sender retries
+	// for as long as the spool holds the data.
+	Retry store.RetryPolicy
+}
+
+// TargetStatus is what the shipper knows about one target.
+type TargetStatus struct {
+	Name      string
+	Store     string
+	SentSeq   uint64 // highest seq the target confirmed
+	Segments  uint64 // segments confirmed by this process
+	BytesSent int64
+	LastError string
+	LastSent  time.Time
+}
+
+// Shipper owns the spool and the senders. Sources call Append or
+// AppendBatch; Run drives sealing and sending; Drain ships what is left.
+type Shipper struct {
+	cfg   Config
+	log   *slog.Logger
+	spool *Spool
+
+	mu      sync.Mutex
+	targets map[string]*TargetStatus
+}
+
+// New opens the spool. On a fresh spool whose stream already has segments
+// in a target, the sequence and hash chain continue from the newest one.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
+	if len(cfg.Targets) == 0 {
+		return nil, errors.New("shipper needs at least one target")
+	}
+	names := make([]string, 0, len(cfg.Targets))
+	status := map[string]*TargetStatus{}
+	for _, t := range cfg.Targets {
+		if _, dup := status[t.Name]; dup {
+			return nil, fmt.Errorf("target %q configured twice", t.Name)
+		}
+		names = append(names, t.Name)
+		status[t.Name] = &TargetStatus{Name: t.Name, Store: t.Store.String()}
+	}
+	sp, err := OpenSpool(cfg.Spool, names, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Shipper{cfg: cfg, log: log, spool: sp, targets: status}
+	if sp.Fresh() {
+		if err := s.continueStream(ctx); err != nil {
+			sp.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// continueStream finds the newest segment of this stream and generation in
+// any target and makes the fresh spool continue after it.
+func (s *Shipper) continueStream(ctx context.Context) error {
+	c := s.cfg.Spool
+	var best string
+	var bestTarget store.Store
+	for _, t := range s.cfg.Targets {
+		err := t.Store.List(ctx, batch.StreamDir(c.Stream), "", func(o store.Object) error {
+			name := o.Name[len(c.Stream)+1:]
+			if gen, _, _, ok := batch.ParseSegmentName(name); ok && gen == c.Generation && name > best {
+				best, bestTarget = name, t.Store
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("look for existing segments in %s: %w", t.Store, err)
+		}
+	}
+	if best == "" {
+		return nil
+	}
+	rc, err := bestTarget.Get(ctx, batch.SegmentKey(c.Stream, best))
+	if err != nil {
+		return fmt.Errorf("read newest segment %s: %w", best, err)
+	}
+	defer rc.Close()
+	data, err := batch.ReadAll(rc, 4<<30)
+	if err != nil {
+		return fmt.Errorf("read newest segment %s: %w", best, err)
+	}
+	seg, err := batch.Open(data)
+	if err != nil {
+		return fmt.Errorf("newest segment %s in %s: %w", best, bestTarget, err)
+	}
+	s.log.Info("new spool continues the stream found in the store", "stream", c.Stream, "segment", best, "seq", seg.Meta.LastSeq)
+	return s.spool.Continue(seg.Meta.LastSeq, seg.Hash)
+}
+
+// Spool exposes the spool (status, tests).
+func (s *Shipper) Spool() *Spool { return s.spool }
+
+// Append accepts one record and returns its sequence number once it is
+// durable in the spool under the fsync mode.
+func (s *Shipper) Append(ctx context.Context, rec batch.Record) (uint64, error) {
+	recs := []batch.Record{rec}
+	pos, err := s.spool.Append(ctx, recs, nil)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.spool.WaitDurable(ctx, pos); err != nil {
+		return 0, err
+	}
+	return recs[0].Seq, nil
+}
+
+// AppendBatch is the source path: recs and the source cursor reached after
+// them become one journal entry. It does not wait for fsync; the group
+// committer (Run) makes it durable. recs are copied; the caller may reuse
+// them once it returns.
+func (s *Shipper) AppendBatch(ctx context.Context, recs []batch.Record, cursor []byte) error {
+	_, err := s.spool.Append(ctx, recs, cursor)
+	return err
+}
+
+// Run seals by age, commits the journal and sends to every target until
+// ctx ends (returning nil) or something fatal happens: an fsync failure, a
+// permanent store error, or a conflict (another writer owns the stream).
+func (s *Shipper) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(s.cfg.Targets)+2)
+	go func() { errc <- s.spool.SyncLoop(ctx) }()
+	go func() { errc <- s.ageLoop(ctx) }()
+	for _, t := range s.cfg.Targets {
+		go func() { errc <- s.send(ctx, t) }()
+	}
+	var first error
+	for range len(s.cfg.Targets) + 2 {
+		if err := <-errc; err != nil && first == nil && ctx.Err() == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+func (s *Shipper) ageLoop(ctx context.Context) error {
+	for {
+		ch := s.spool.Changed()
+		deadline := s.spool.Deadline()
+		var timer <-chan time.Time
+		var t *time.Timer
+		if !deadline.IsZero() {
+			t = time.NewTimer(time.Until(deadline))
+			timer = t.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-ch:
+		case <-timer:
+			if err := s.spool.SealIfDue(time.Now()); err != nil {
+				return err
+			}
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := s.spool.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Shipper) send(ctx context.Context, t Target) error {
+	var cursor uint64
+	for {
+		ch := s.spool.Changed()
+		if err := s.spool.Err(); err != nil {
+			return err
+		}
+		pending := s.spool.Pending(cursor)
+		for _, seg := range pending {
+			data, err := s.spool.ReadSealed(seg.Name)
+			if err != nil {
+				return fmt.Errorf("read sealed/%s from spool: %w", seg.Name, err)
+			}
+			key := batch.SegmentKey(s.cfg.Spool.Stream, seg.Name)
+			err = store.Retry(ctx, s.cfg.Retry, s.log.With("store", t.Store.String()), "put "+key, func(ctx context.Context) error {
+				err := t.Store.Put(ctx, key, data)
+				if err != nil {
+					s.setTargetError(t.Name, err)
+				}
+				return err
+			})
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, store.ErrConflict) {
+				return fmt.Errorf("target %s: segment %s exists with different content: another writer owns stream %q (split brain?); stopping: %w",
+					t.Name, key, s.cfg.Spool.Stream, err)
+			}
+			if err != nil {
+				return fmt.Errorf("target %s: put %s: %w", t.Name, key, err)
+			}
+			cursor = seg.LastSeq
+			s.spool.Confirm(t.Name, cursor)
+			s.mu.Lock()
+			st := s.targets[t.Name]
+			st.SentSeq, st.LastError, st.LastSent = cursor, "", time.Now()
+			st.Segments++
+			st.BytesSent += int64(len(data))
+			s.mu.Unlock()
+		}
+		if len(pending) > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ch:
+		}
+	}
+}
+
+func (s *Shipper) setTargetError(name string, err error) {
+	s.mu.Lock()
+	s.targets[name].LastError = err.Error()
+	s.mu.Unlock()
+}
+
+// Targets returns the status of every target, sorted by name.
+func (s *Shipper) Targets() []TargetStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]TargetStatus, 0, len(s.targets))
+	for _, t := range s.targets {
+		out = append(out, *t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Drain seals the open batch and waits until every sealed segment has been
+// confirmed by every target, Run has failed, or ctx ends. Run must be
+// running. It returns an error saying how much is left in the spool if it
+// could not finish; nothing is lost either way.
+func (s *Shipper) Drain(ctx context.Context) error {
+	if err := s.spool.Seal("shutdown"); err != nil {
+		return err
+	}
+	for {
+		ch := s.spool.Changed()
+		if err := s.spool.Err(); err != nil {
+			return err
+		}
+		st := s.spool.Stats()
+		if st.SealedPending == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("shutdown timeout: %d segment(s), %d bytes still in spool %s; they will be sent on the next start",
+				st.SealedPending, st.SpoolBytes, s.cfg.Spool.Dir)
+		case <-ch:
+		}
+	}
+}
+
+// Close closes the spool (fsyncing the journal unless fsync is off).
+func (s *Shipper) Close() error { return s.spool.Close() }
+
+// Source produces records into a shipper until its input ends (io.EOF is
+// returned as nil) or ctx ends.
+type Source interface {
+	Run(ctx context.Context, sink Sink) error
+}
+
+// Sink is where a source puts records: one call per batch, with the
+// source's cursor after them.
+type Sink interface {
+	AppendBatch(ctx context.Context, recs []batch.Record, cursor []byte) error
+}
+
+var _ Sink = (*Shipper)(nil)
+
+// eofOK maps io.EOF to nil.
+func eofOK(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}

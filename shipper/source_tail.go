@@ -1,0 +1,295 @@
+package shipper
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+)
+
+// TailSource follows a growing file like `tail -F`: across rotation by
+// rename+create (the rest of the old file is read first) and copytruncate
+// (reading restarts at offset 0). Its cursor (device, inode, offset of the
+// next unread byte) is stored in the spool atomically with the records, so
+// a restart resumes exactly after the last accepted line.
+type TailSource struct {
+	Path          string
+	Format        string // line or ndjson
+	MaxRecordSize int
+	Poll          time.Duration // default 100ms
+	Cursor        []byte        // from Spool.Cursor(); nil starts at the beginning
+	Log           *slog.Logger
+}
+
+type tailCursor struct {
+	Dev uint64 `json:"dev"`
+	Ino uint64 `json:"ino"`
+	Off int64  `json:"off"`
+}
+
+type tailFile struct {
+	f        *os.File
+	dev, ino uint64
+	off      int64 // next unread byte
+	buf      []byte
+	rotated  bool // a newer file has taken the path; finish this one
+}
+
+func fileID(fi os.FileInfo) (uint64, uint64) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Dev), uint64(st.Ino)
+	}
+	return 0, 0
+}
+
+// Run follows the file until ctx ends.
+func (s *TailSource) Run(ctx context.Context, sink Sink) error {
+	if s.Poll <= 0 {
+		s.Poll = 100 * time.Millisecond
+	}
+	if s.Log == nil {
+		s.Log = slog.Default()
+	}
+	if s.MaxRecordSize <= 0 {
+		s.MaxRecordSize = 16 << 20
+	}
+	p := &recordParser{name: s.Path, format: s.Format, max: s.MaxRecordSize}
+	cur, err := s.openStart()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cur != nil {
+			cur.f.Close()
+		}
+	}()
+	for {
+		n, err := s.readLines(ctx, cur, p, sink)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			continue
+		}
+		if cur.rotated {
+			// Drained the old file: ship a final line without newline, move on.
+			if err := s.flushPartial(ctx, cur, p, sink); err != nil {
+				return err
+			}
+			cur.f.Close()
+			cur = nil
+			if cur, err = s.waitOpen(ctx, 0, 0, 0); cur == nil {
+				return err
+			}
+			continue
+		}
+		if err := s.checkRotation(cur); err != nil {
+			return err
+		}
+		if cur.rotated {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(s.Poll):
+		}
+	}
+}
+
+// openStart opens the file at the stored cursor, or, when the file was
+// rotated while ferry was down, finds the old file by inode in the same
+// directory and finishes it first.
+func (s *TailSource) openStart() (*tailFile, error) {
+	var c tailCursor
+	if len(s.Cursor) > 0 {
+		if err := json.Unmarshal(s.Cursor, &c); err != nil {
+			return nil, fmt.Errorf("tail %s: spool cursor unreadable: %v", s.Path, err)
+		}
+	}
+	f, err := os.Open(s.Path)
+	if err != nil {
+		return nil, fmt.Errorf("tail: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("tail: %w", err)
+	}
+	if fi.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("tail: %s is a directory", s.Path)
+	}
+	dev, ino := fileID(fi)
+	t := &tailFile{f: f, dev: dev, ino: ino}
+	switch {
+	case c.Ino == 0:
+	case c.Dev == dev && c.Ino == ino:
+		t.off = c.Off
+		if fi.Size() < c.Off {
+			s.Log.Warn("tailed file is shorter than the saved offset (truncated while stopped); reading from the start",
+				"path", s.Path, "offset", c.Off, "size", fi.Size())
+			t.off = 0
+		}
+	default:
+		if old := findByInode(filepath.Dir(s.Path), c.Dev, c.Ino); old != "" {
+			if of, err := os.Open(old); err == nil {
+				s.Log.Info("file was rotated while stopped; finishing the old file first", "path", old)
+				f.Close()
+				return &tailFile{f: of, dev: c.Dev, ino: c.Ino, off: c.Off, rotated: true}, nil
+			}
+		}
+		s.Log.Warn("file was rotated while stopped and the old file is gone; lines after the saved offset in it may be missing",
+			"path", s.Path, "offset", c.Off)
+	}
+	return t, nil
+}
+
+func findByInode(dir string, dev, ino uint64) string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if d, i := fileID(fi); d == dev && i == ino {
+			return filepath.Join(dir, e.Name())
+		}
+	}
+	return ""
+}
+
+// waitOpen opens the path (after rotation it may not exist for a moment).
+func (s *TailSource) waitOpen(ctx context.Context, _, _ uint64, off int64) (*tailFile, error) {
+	for {
+		f, err := os.Open(s.Path)
+		if err == nil {
+			fi, err := f.Stat()
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+			dev, ino := fileID(fi)
+			return &tailFile{f: f, dev: dev, ino: ino, off: off}, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("tail: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(s.Poll):
+		}
+	}
+}
+
+// checkRotation notices rename+create (the path now names another file)
+// and copytruncate (the file shrank below our offset).
+func (s *TailSource) checkRotation(t *tailFile) error {
+	fi, err := os.Stat(s.Path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			t.rotated = true // renamed away; the new file will appear
+			return nil
+		}
+		return fmt.Errorf("tail: %w", err)
+	}
+	if dev, ino := fileID(fi); dev != t.dev || ino != t.ino {
+		t.rotated = true
+		return nil
+	}
+	if fi.Size() < t.off {
+		s.Log.Info("tailed file was truncated (copytruncate); reading from the start", "path", s.Path, "offset", t.off)
+		t.off = 0
+		t.buf = t.buf[:0]
+	}
+	return nil
+}
+
+// readLines reads what is new, appends the complete lines as one batch per
+// chunk, and returns how many bytes it consumed.
+func (s *TailSource) readLines(ctx context.Context, t *tailFile, p *recordParser, sink Sink) (int, error) {
+	consumed := 0
+	for {
+		if cap(t.buf)-len(t.buf) < 64<<10 {
+			nb := make([]byte, len(t.buf), 2*cap(t.buf)+256<<10)
+			copy(nb, t.buf)
+			t.buf = nb
+		}
+		n, err := t.f.ReadAt(t.buf[len(t.buf):cap(t.buf)], t.off+int64(len(t.buf)))
+		t.buf = t.buf[:len(t.buf)+n]
+		if err != nil && !errors.Is(err, io.EOF) {
+			return consumed, fmt.Errorf("tail %s: %w", s.Path, err)
+		}
+		last := bytes.LastIndexByte(t.buf, '\n')
+		if last < 0 {
+			if len(t.buf) > p.max {
+				return consumed, fmt.Errorf("tail %s offset %d: line is over %d bytes (max_record_size): %w", s.Path, t.off, p.max, batch.ErrTooLarge)
+			}
+			return consumed, nil
+		}
+		if err := s.emit(ctx, t, p, sink, t.buf[:last+1]); err != nil {
+			return consumed, err
+		}
+		consumed += last + 1
+		rest := copy(t.buf, t.buf[last+1:])
+		t.buf = t.buf[:rest]
+		if n == 0 {
+			return consumed, nil
+		}
+	}
+}
+
+// emit appends complete lines in chunk (which ends with a newline) and
+// advances the offset with them.
+func (s *TailSource) emit(ctx context.Context, t *tailFile, p *recordParser, sink Sink, chunk []byte) error {
+	var recs []batch.Record
+	off := t.off
+	for len(chunk) > 0 {
+		i := bytes.IndexByte(chunk, '\n')
+		var line []byte
+		if i < 0 {
+			line, chunk = chunk, nil
+		} else {
+			line, chunk = chunk[:i+1], chunk[i+1:]
+		}
+		p.n++
+		rec, err := p.fromLine(line)
+		if err != nil {
+			return fmt.Errorf("tail %s offset %d: %w", s.Path, off, err)
+		}
+		off += int64(len(line))
+		recs = append(recs, rec)
+		if len(recs) >= sourceBatchRecords || len(chunk) == 0 {
+			cur, _ := json.Marshal(tailCursor{Dev: t.dev, Ino: t.ino, Off: off})
+			if err := sink.AppendBatch(ctx, recs, cur); err != nil {
+				return err
+			}
+			t.off = off
+			recs = recs[:0]
+		}
+	}
+	return nil
+}
+
+// flushPartial ships a final unterminated line of a rotated-away file.
+func (s *TailSource) flushPartial(ctx context.Context, t *tailFile, p *recordParser, sink Sink) error {
+	if len(t.buf) == 0 {
+		return nil
+	}
+	err := s.emit(ctx, t, p, sink, t.buf)
+	t.buf = t.buf[:0]
+	return err
+}

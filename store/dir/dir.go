@@ -1,0 +1,432 @@
+// Package dir implements store.Store on a local directory: the embedded
+// default store, and the one a receiver writes when it keeps a local copy.
+//
+// Object "s/x" lives at <root>/s/x. Put writes a temp file beside it, fsyncs
+// it, publishes it with a hard link (which fails instead of replacing an
+// existing file, so no writer can ever overwrite another) and fsyncs the
+// directory. Temp files are named ".<base>.<random>.tmp" and List skips them,
+// so a crash leaves at most an ignored temp file behind.
+//
+// The directory layout has limits S3 does not share. A name cannot be both an
+// object and a "directory" ("s" and "s/x"), and names whose last element has
+// the temp-file shape (".*.tmp") are reserved. Both are refused with errors
+// wrapping store.ErrPermanent, as are permission errors and read-only
+// filesystems. The filesystem must support hard links.
+package dir
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/ferry-dr/ferry/store"
+)
+
+// Store is a store.Store on a local directory. It is safe for concurrent use,
+// also by several processes sharing the root.
+type Store struct {
+	root string
+
+	// dirs holds directories under root that exist and whose entry has been
+	// fsynced in their parent by this Store, so each parent is synced once
+	// per process rather than on every Put.
+	dirs sync.Map // absolute path -> struct{}
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns a Store rooted at root, creating root (and its parents, each
+// fsynced into its own parent) if it does not exist. It fails, naming the
+// path, if root is not a directory or cannot be created. New does not probe
+// whether root is writable, so a read-only root can still be read; Put then
+// fails with an error wrapping store.ErrPermanent.
+func New(root string) (*Store, error) {
+	if root == "" {
+		return nil, errors.New("open dir store: root path is empty; set it to a directory")
+	}
+	root = filepath.Clean(root)
+	fi, err := os.Stat(root)
+	switch {
+	case err == nil && !fi.IsDir():
+		return nil, fmt.Errorf("open dir store %s: not a directory: %w", root, store.ErrPermanent)
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist):
+		if err := mkdirAll(root); err != nil {
+			return nil, fail("open dir store", root, err)
+		}
+	default:
+		return nil, fail("open dir store", root, err)
+	}
+	return &Store{root: root}, nil
+}
+
+// String returns "dir:" followed by the root directory.
+func (s *Store) String() string { return "dir:" + s.root }
+
+// Put stores data under name durably, never overwriting; see store.Store.
+// An existing object is compared with data by streaming it from disk.
+func (s *Store) Put(ctx context.Context, name string, data []byte) error {
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("put %s: %w", name, err)
+	}
+	final := s.path(name)
+	dir := filepath.Dir(final)
+	if err := s.ensureDir(dir); err != nil {
+		return fail("put", name, err)
+	}
+	tmp, err := writeTemp(dir, filepath.Base(final), data)
+	if errors.Is(err, fs.ErrNotExist) {
+		// A directory was removed behind the cache's back; recreate it once.
+		s.dirs.Clear()
+		if err = s.ensureDir(dir); err == nil {
+			tmp, err = writeTemp(dir, filepath.Base(final), data)
+		}
+	}
+	if err != nil {
+		return fail("put", name, err)
+	}
+
+	// Link, unlike rename, fails with EEXIST rather than replace final.
+	linkErr := ctx.Err()
+	if linkErr == nil {
+		linkErr = os.Link(tmp, final)
+	}
+	rmErr := os.Remove(tmp)
+	switch {
+	case linkErr == nil:
+		// One directory fsync makes both the link and the unlink durable.
+		if err := syncDir(dir); err != nil {
+			return fail("put", name, err)
+		}
+		if rmErr != nil {
+			// The object is published; a retry of this Put succeeds.
+			return fail("put", name, rmErr)
+		}
+		return nil
+	case errors.Is(linkErr, fs.ErrExist):
+		return s.matchExisting(name, final, data)
+	default:
+		return fail("put", name, linkErr)
+	}
+}
+
+// matchExisting is Put's answer when final already exists: nil if it holds
+// exactly data, an error wrapping store.ErrConflict otherwise.
+func (s *Store) matchExisting(name, final string, data []byte) error {
+	same, err := sameContent(final, data)
+	if err != nil {
+		return fail("put", name, err)
+	}
+	if !same {
+		return fmt.Errorf("put %s: %w: %s was left untouched; find which writer produced it",
+			name, store.ErrConflict, final)
+	}
+	// The object may have been linked by a concurrent Put that has not yet
+	// synced the directory; sync it so that success here means durable.
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return fail("put", name, err)
+	}
+	return nil
+}
+
+// Get opens the named object. A missing object, or a name that is a
+// directory here, gives an error wrapping store.ErrNotFound. ctx is checked
+// when opening only; reads from the returned file do not watch it.
+func (s *Store) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	if err := checkName(name); err != nil {
+		return nil, fmt.Errorf("get: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("get %s: %w", name, err)
+	}
+	f, err := os.Open(s.path(name))
+	if isMissing(err) {
+		return nil, fmt.Errorf("get %s: %w: %w", name, store.ErrNotFound, err)
+	}
+	if err != nil {
+		return nil, fail("get", name, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%w: %s is not a regular file", store.ErrNotFound, f.Name())
+	}
+	if err != nil {
+		f.Close()
+		return nil, fail("get", name, err)
+	}
+	return f, nil
+}
+
+// List reports the regular files directly in dir, skipping sub-directories,
+// temp files and names CheckName refuses; see store.Store.
+func (s *Store) List(ctx context.Context, dir, after string, fn func(store.Object) error) error {
+	if err := store.CheckDir(dir); err != nil {
+		return fmt.Errorf("list: %w: %w", store.ErrPermanent, err)
+	}
+	label := dir
+	if label == "" {
+		label = "/"
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("list %s: %w", label, err)
+	}
+	// ReadDir sorts by file name, and every name shares the dir prefix, so
+	// entries arrive in the lexical order of the full names.
+	entries, err := os.ReadDir(filepath.Join(s.root, filepath.FromSlash(dir)))
+	if isMissing(err) {
+		return nil
+	}
+	if err != nil {
+		return fail("list", label, err)
+	}
+	for _, e := range entries {
+		name := dir + e.Name()
+		if name <= after || !e.Type().IsRegular() || isTemp(e.Name()) || store.CheckName(name) != nil {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("list %s: %w", label, err)
+		}
+		info, err := e.Info()
+		if isMissing(err) {
+			continue // deleted since ReadDir
+		}
+		if err != nil {
+			return fail("list", label, err)
+		}
+		if err := fn(store.Object{Name: name, Size: info.Size(), ModTime: info.ModTime()}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Delete removes the named object and fsyncs its directory. A missing object,
+// or a name that is a directory here, is left alone and gives nil.
+func (s *Store) Delete(ctx context.Context, name string) error {
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	path := s.path(name)
+	fi, err := os.Lstat(path)
+	if isMissing(err) || (err == nil && fi.IsDir()) {
+		return nil
+	}
+	if err != nil {
+		return fail("delete", name, err)
+	}
+	if err := os.Remove(path); err != nil {
+		if isMissing(err) {
+			return nil
+		}
+		return fail("delete", name, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fail("delete", name, err)
+	}
+	return nil
+}
+
+// path maps a valid object name to its file.
+func (s *Store) path(name string) string {
+	return filepath.Join(s.root, filepath.FromSlash(name))
+}
+
+// ensureDir creates dir (which lies under root) and its missing parents. On
+// the first call per directory it fsyncs the parent even if the directory
+// already existed: a concurrent Put, or a process that crashed, may have
+// created it without the parent's sync completing.
+func (s *Store) ensureDir(dir string) error {
+	if dir == s.root {
+		return nil
+	}
+	if _, ok := s.dirs.Load(dir); ok {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if err := s.ensureDir(parent); err != nil {
+		return err
+	}
+	err := os.Mkdir(dir, 0o755)
+	if errors.Is(err, fs.ErrExist) {
+		var fi fs.FileInfo
+		if fi, err = os.Stat(dir); err == nil && !fi.IsDir() {
+			return fmt.Errorf("%s is an object, not a directory: %w", dir, store.ErrPermanent)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := syncDir(parent); err != nil {
+		return err
+	}
+	s.dirs.Store(dir, struct{}{})
+	return nil
+}
+
+// mkdirAll is os.MkdirAll that also fsyncs the parent of each directory it
+// creates, so a crash cannot lose the new entries.
+func mkdirAll(dir string) error {
+	fi, err := os.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory: %w", dir, store.ErrPermanent)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirAll(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return syncDir(parent)
+}
+
+// writeTemp writes data to a new temp file in dir, fsyncs and closes it, and
+// returns its path. On error no temp file remains.
+func writeTemp(dir, base string, data []byte) (string, error) {
+	if len(base) > 64 {
+		base = strings.ToValidUTF8(base[:64], "")
+	}
+	var f *os.File
+	var err error
+	for range 10 {
+		tmp := filepath.Join(dir, "."+base+"."+strconv.FormatUint(rand.Uint64(), 36)+".tmp")
+		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if !errors.Is(err, fs.ErrExist) {
+			break
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// sameContent reports whether the regular file at path holds exactly data.
+// It compares sizes first, then streams the file in chunks.
+func sameContent(path string, data []byte) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	if !fi.Mode().IsRegular() {
+		return false, fmt.Errorf("%s is a directory, not an object: %w", path, store.ErrPermanent)
+	}
+	if fi.Size() != int64(len(data)) {
+		return false, nil
+	}
+	buf := make([]byte, min(len(data), 256<<10)+1)
+	for rest := data; ; {
+		n, err := io.ReadFull(f, buf[:min(len(rest), len(buf)-1)])
+		if !bytes.Equal(buf[:n], rest[:n]) {
+			return false, nil
+		}
+		rest = rest[n:]
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return false, nil // shrank since Stat
+		}
+		if err != nil {
+			return false, err
+		}
+		if len(rest) == 0 {
+			// Objects are immutable, but a stray writer may have appended.
+			n, err := f.Read(buf[:1])
+			if n > 0 {
+				return false, nil
+			}
+			if err != nil && !errors.Is(err, io.EOF) {
+				return false, err
+			}
+			return true, nil
+		}
+	}
+}
+
+// syncDir fsyncs a directory so entries created or removed in it are durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// checkName applies store.CheckName and also refuses names the temp files
+// reserve. Both are wrapped as permanent: no retry can fix a name.
+func checkName(name string) error {
+	err := store.CheckName(name)
+	if err == nil && isTemp(name[strings.LastIndexByte(name, '/')+1:]) {
+		err = fmt.Errorf("object name %q has the shape of a temp file (.*.tmp), which the dir store reserves", name)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", store.ErrPermanent, err)
+	}
+	return nil
+}
+
+// isTemp reports whether a file name has the shape writeTemp gives.
+func isTemp(base string) bool {
+	return strings.HasPrefix(base, ".") && strings.HasSuffix(base, ".tmp")
+}
+
+// isMissing reports errors meaning the path does not exist, including a
+// path whose parent is a regular file.
+func isMissing(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
+// fail wraps err with op and object, adding store.ErrPermanent to errors no
+// retry can fix: permission denied, read-only filesystem, name too long.
+func fail(op, name string, err error) error {
+	permanent := errors.Is(err, fs.ErrPermission) ||
+		errors.Is(err, syscall.EROFS) ||
+		errors.Is(err, syscall.ENAMETOOLONG)
+	if permanent && !errors.Is(err, store.ErrPermanent) {
+		return fmt.Errorf("%s %s: %w: %w", op, name, store.ErrPermanent, err)
+	}
+	return fmt.Errorf("%s %s: %w", op, name, err)
+}

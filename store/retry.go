@@ -1,0 +1,106 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+)
+
+// RetryPolicy shapes the waits between attempts in Retry: the first wait is
+// Min, each later one doubles, up to Max. Jitter (0 to 1) scales each wait by
+// a random factor in [1-Jitter, 1+Jitter], so stores shared by many shippers
+// are not retried in lockstep; the result never exceeds Max. A zero Min means
+// 100ms, a zero Max 30s, and a Max below Min is raised to Min.
+type RetryPolicy struct {
+	Min, Max time.Duration
+	Jitter   float64
+}
+
+// retryLogEvery bounds how often Retry logs once past the first few attempts.
+const retryLogEvery = 30 * time.Second
+
+// retryLogFirst is how many failed attempts Retry always logs.
+const retryLogFirst = 3
+
+// IsRetryable reports whether another attempt might succeed: false for nil
+// and for errors wrapping ErrConflict, ErrNotFound or ErrPermanent, true for
+// everything else.
+func IsRetryable(err error) bool {
+	return err != nil &&
+		!errors.Is(err, ErrConflict) &&
+		!errors.Is(err, ErrNotFound) &&
+		!errors.Is(err, ErrPermanent)
+}
+
+// Retry calls fn until it returns nil or an error IsRetryable refuses, which
+// Retry returns unchanged, or until ctx is done. It waits between attempts as
+// p says. When ctx ends it returns an error wrapping both ctx's error and
+// fn's last error. fn is never called once ctx is done.
+//
+// Each failed attempt that will be retried is logged at WARN on log (nil
+// means no logging) with the keys "op", "attempt", "err" and "retry_in": the
+// first three always, later ones at most once per 30 seconds.
+func Retry(ctx context.Context, p RetryPolicy, log *slog.Logger, op string, fn func(ctx context.Context) error) error {
+	p = p.withDefaults()
+	var lastErr error
+	var lastLog time.Time
+	for attempt := 1; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			if lastErr == nil {
+				return fmt.Errorf("%s: %w", op, err)
+			}
+			return fmt.Errorf("%s: stopped after %d attempts: %w; last error: %w", op, attempt-1, err, lastErr)
+		}
+		err := fn(ctx)
+		if !IsRetryable(err) {
+			return err
+		}
+		lastErr = err
+		wait := p.backoff(attempt)
+		if log != nil && (attempt <= retryLogFirst || time.Since(lastLog) >= retryLogEvery) {
+			lastLog = time.Now()
+			log.LogAttrs(ctx, slog.LevelWarn, "store operation failed, retrying",
+				slog.String("op", op),
+				slog.Int("attempt", attempt),
+				slog.Any("err", err),
+				slog.Duration("retry_in", wait))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if p.Min <= 0 {
+		p.Min = 100 * time.Millisecond
+	}
+	if p.Max <= 0 {
+		p.Max = 30 * time.Second
+	}
+	p.Max = max(p.Max, p.Min)
+	p.Jitter = min(max(p.Jitter, 0), 1)
+	return p
+}
+
+// backoff returns the wait after the given failed attempt (1-based).
+func (p RetryPolicy) backoff(attempt int) time.Duration {
+	d := p.Min
+	for i := 1; i < attempt && d < p.Max; i++ {
+		if d > p.Max/2 {
+			d = p.Max // also keeps d from overflowing
+		} else {
+			d *= 2
+		}
+	}
+	if p.Jitter > 0 {
+		d = time.Duration(float64(d) * (1 + p.Jitter*(2*rand.Float64()-1)))
+	}
+	return min(d, p.Max)
+}

@@ -1,0 +1,373 @@
+// Package s3 stores segments in an S3-compatible object store (AWS S3,
+// MinIO, Ceph RGW, versitygw, …) through minio-go.
+//
+// Object keys are "<prefix>/<name>" (just "<name>" with no prefix). Every
+// object carries x-amz-meta-ferry-sha256, the hex SHA-256 of its content.
+//
+// Put never overwrites: it sends If-None-Match: * so the server refuses to
+// replace an existing key (412). Put then compares checksums: the same
+// content is an idempotent retry (nil), different content is a split brain
+// (store.ErrConflict). A server that ignores If-None-Match would silently
+// overwrite, so use one that implements conditional writes (AWS since
+// 2024-08, MinIO, versitygw, Ceph RGW).
+//
+// Retries: minio-go makes one attempt per call; its own retry loop is
+// switched off so that the caller's store.Retry is the only retry layer
+// (it logs, backs off with jitter, and stops on store.ErrPermanent). Two
+// nested loops would multiply attempts and hide outages from the logs.
+// Errors retrying cannot fix (bad credentials, missing bucket, skewed clock,
+// untrusted certificate) wrap store.ErrPermanent and say what to fix; they
+// never contain the secret key or session token.
+package s3
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/encrypt"
+
+	"github.com/ferry-dr/ferry/store"
+)
+
+// metaSHA256 is the user-metadata key holding the hex SHA-256 of an
+// object's content (sent as x-amz-meta-ferry-sha256).
+const metaSHA256 = "ferry-sha256"
+
+// Store is a store.Store on one bucket and prefix. It is safe for
+// concurrent use.
+type Store struct {
+	client       *minio.Client
+	core         minio.Core // for an eager GetObject
+	log          *slog.Logger
+	desc         string // String()
+	bucket       string
+	prefix       string // normalised; "" for none
+	endpoint     string // "scheme://host[:port]"
+	timeout      time.Duration
+	storageClass string
+	sse          encrypt.ServerSide // nil for none
+	secrets      []string           // masked in every error
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns a Store for cfg. It validates the configuration and reads
+// the CA file, but makes no request: a shipper must be able to start and
+// spool while S3 is unreachable. Configuration problems only the server
+// can reveal (missing bucket, wrong keys) surface as store.ErrPermanent
+// from the first call, or from Check. ctx is not retained.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r, err := resolve(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("s3 store: %w: %w", err, store.ErrPermanent)
+	}
+	secure := r.endpoint.Scheme == "https"
+	tr, err := transport(cfg, secure)
+	if err != nil {
+		return nil, fmt.Errorf("s3 store: %w: %w", err, store.ErrPermanent)
+	}
+	lookup := minio.BucketLookupAuto
+	if cfg.PathStyle != nil {
+		lookup = minio.BucketLookupDNS
+		if *cfg.PathStyle {
+			lookup = minio.BucketLookupPath
+		}
+	}
+	client, err := minio.New(r.endpoint.Host, &minio.Options{
+		Creds:        r.creds,
+		Secure:       secure,
+		Transport:    tr,
+		Region:       r.region,
+		BucketLookup: lookup,
+		MaxRetries:   1, // one attempt: see the package comment
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3 store: endpoint %s: %w: %w", r.endpoint, err, store.ErrPermanent)
+	}
+	s := &Store{
+		client:       client,
+		core:         minio.Core{Client: client},
+		bucket:       r.bucket,
+		prefix:       r.prefix,
+		endpoint:     r.endpoint.String(),
+		timeout:      r.timeout,
+		storageClass: cfg.StorageClass,
+		sse:          r.sse,
+		secrets:      r.secrets,
+	}
+	s.desc = fmt.Sprintf("s3://%s (%s)", s.bucket, s.endpoint)
+	if s.prefix != "" {
+		s.desc = fmt.Sprintf("s3://%s/%s (%s)", s.bucket, s.prefix, s.endpoint)
+	}
+	s.log = log.With("store", s.desc)
+	return s, nil
+}
+
+// String returns "s3://bucket/prefix (endpoint)". It contains no secrets.
+func (s *Store) String() string { return s.desc }
+
+// Check asks the server whether the bucket exists and the credentials are
+// accepted. It returns nil if so, an error wrapping store.ErrPermanent for
+// a missing bucket or rejected credentials, and a plain error if the
+// server could not be reached.
+func (s *Store) Check(ctx context.Context) error {
+	cctx, cancel := s.callContext(ctx)
+	defer cancel()
+	ok, err := s.client.BucketExists(cctx, s.bucket)
+	if err != nil {
+		return s.fail(ctx, "check", s.desc, err)
+	}
+	if !ok {
+		return fmt.Errorf("s3 check %s: bucket %q does not exist at %s: create the bucket or fix the bucket name: %w",
+			s.desc, s.bucket, s.endpoint, store.ErrPermanent)
+	}
+	return nil
+}
+
+// Put stores data under name unless the key already exists; see the
+// package comment and store.Store. An identical existing object gives nil,
+// a different one an error wrapping store.ErrConflict.
+func (s *Store) Put(ctx context.Context, name string, data []byte) error {
+	if err := store.CheckName(name); err != nil {
+		return fmt.Errorf("s3 put: %w: %w", err, store.ErrPermanent)
+	}
+	key := s.key(name)
+	sum := sha256.Sum256(data)
+	sumHex := hex.EncodeToString(sum[:])
+
+	opts := minio.PutObjectOptions{
+		ContentType:          "application/octet-stream",
+		UserMetadata:         map[string]string{metaSHA256: sumHex},
+		StorageClass:         s.storageClass,
+		ServerSideEncryption: s.sse,
+		DisableMultipart:     true, // one request: If-None-Match applies to it, and a retry resends it whole
+		SendContentMd5:       true, // the server rejects a body damaged in transit
+	}
+	opts.SetMatchETagExcept("*") // If-None-Match: *
+
+	cctx, cancel := s.callContext(ctx)
+	// A bytes.Reader is seekable, so each attempt resends identical bytes.
+	_, err := s.client.PutObject(cctx, s.bucket, key, bytes.NewReader(data), int64(len(data)), opts)
+	cancel()
+	if err == nil {
+		return nil
+	}
+	code, status := errorCode(err)
+	switch {
+	case code == "PreconditionFailed" || status == http.StatusPreconditionFailed:
+		return s.compareExisting(ctx, name, key, data, sumHex)
+	case code == "ConditionalRequestConflict":
+		return fmt.Errorf("s3 put %s: a concurrent write to the same key is in progress; retry", s.target(key))
+	}
+	return s.fail(ctx, "put", s.target(key), err)
+}
+
+// compareExisting decides a Put refused because key exists: nil if the
+// stored object has the same content, ErrConflict otherwise.
+func (s *Store) compareExisting(ctx context.Context, name, key string, data []byte, sumHex string) error {
+	cctx, cancel := s.callContext(ctx)
+	info, err := s.client.StatObject(cctx, s.bucket, key, minio.StatObjectOptions{})
+	cancel()
+	if err != nil {
+		if code, _ := errorCode(err); code == "NoSuchKey" {
+			// Refused because it existed, and now it is gone (a concurrent
+			// Delete): the next attempt can simply write it.
+			return fmt.Errorf("s3 put %s: object was deleted while being written; retry", s.target(key))
+		}
+		return s.fail(ctx, "put: stat existing", s.target(key), err)
+	}
+	same := false
+	switch stored := info.Metadata.Get("X-Amz-Meta-" + metaSHA256); {
+	case info.Size != int64(len(data)):
+	case stored != "":
+		same = strings.EqualFold(stored, sumHex)
+	default:
+		// Written by something other than ferry: compare the bytes.
+		same, err = s.sameBytes(ctx, key, data)
+		if err != nil {
+			return err
+		}
+	}
+	if !same {
+		s.log.Warn("refused to overwrite object with different content", "key", key)
+		return fmt.Errorf("s3 put %s: %w: another writer owns this stream (split brain?); the stored object was left untouched",
+			s.target(key), store.ErrConflict)
+	}
+	s.log.Debug("object already stored with identical content", "key", key)
+	return nil
+}
+
+func (s *Store) sameBytes(ctx context.Context, key string, data []byte) (bool, error) {
+	rc, err := s.open(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	stored, err := io.ReadAll(io.LimitReader(rc, int64(len(data))+1))
+	if err != nil {
+		return false, s.fail(ctx, "put: read existing", s.target(key), err)
+	}
+	return bytes.Equal(stored, data), nil
+}
+
+// Get opens the named object. The first request is made before Get
+// returns, so a missing object gives an error wrapping store.ErrNotFound
+// here rather than at the first Read. Reads fail if no data arrives for
+// CallTimeout; Close releases the connection.
+func (s *Store) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	if err := store.CheckName(name); err != nil {
+		return nil, fmt.Errorf("s3 get: %w: %w", err, store.ErrPermanent)
+	}
+	return s.open(ctx, s.key(name))
+}
+
+func (s *Store) open(ctx context.Context, key string) (io.ReadCloser, error) {
+	wd := newWatchdog(ctx, s.timeout)
+	body, _, _, err := s.core.GetObject(wd.ctx, s.bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		wd.stop()
+		if code, status := errorCode(err); code == "NoSuchKey" || (code == "" && status == http.StatusNotFound) {
+			return nil, fmt.Errorf("s3 get %s: %w", s.target(key), store.ErrNotFound)
+		}
+		return nil, s.fail(ctx, "get", s.target(key), err)
+	}
+	wd.kick()
+	return &objectReader{body: body, wd: wd, s: s, parent: ctx, key: key}, nil
+}
+
+// objectReader reads an object body, keeping the idle watchdog fed and
+// giving read errors the same shape as call errors.
+type objectReader struct {
+	body   io.ReadCloser
+	wd     *watchdog
+	s      *Store
+	parent context.Context
+	key    string
+}
+
+func (r *objectReader) Read(p []byte) (int, error) {
+	n, err := r.body.Read(p)
+	if n > 0 {
+		r.wd.kick()
+	}
+	if err != nil && err != io.EOF {
+		if cause := context.Cause(r.wd.ctx); cause != nil {
+			err = cause
+		}
+		err = r.s.fail(r.parent, "read", r.s.target(r.key), err)
+	}
+	return n, err
+}
+
+func (r *objectReader) Close() error {
+	r.wd.stop()
+	return r.body.Close()
+}
+
+// List calls fn for each object directly under dir whose name sorts after
+// after; see store.Store. It issues ListObjectsV2 requests only (delimiter
+// "/", StartAfter when after is inside or beyond dir), never a HEAD or GET
+// per object. A listing fails if no page arrives for CallTimeout; the time
+// fn takes is not counted.
+func (s *Store) List(ctx context.Context, dir, after string, fn func(store.Object) error) error {
+	if err := store.CheckDir(dir); err != nil {
+		return fmt.Errorf("s3 list: %w: %w", err, store.ErrPermanent)
+	}
+	opts := minio.ListObjectsOptions{
+		Prefix:     s.key(dir),
+		Recursive:  false,
+		FetchOwner: new(bool), // false: less work for the server
+	}
+	if after > dir {
+		opts.StartAfter = s.key(after)
+	}
+	wd := newWatchdog(ctx, s.timeout)
+	defer wd.stop()
+	for obj := range s.client.ListObjects(wd.ctx, s.bucket, opts) {
+		if obj.Err != nil {
+			if cause := context.Cause(wd.ctx); cause != nil {
+				obj.Err = cause
+			}
+			return s.fail(ctx, "list", s.target(opts.Prefix), obj.Err)
+		}
+		if strings.HasSuffix(obj.Key, "/") {
+			continue // a sub-"directory" (common prefix)
+		}
+		name := s.name(obj.Key)
+		if name <= after || !strings.HasPrefix(name, dir) {
+			continue // a server that ignores StartAfter
+		}
+		wd.pause()
+		err := fn(store.Object{Name: name, Size: obj.Size, ModTime: obj.LastModified})
+		wd.kick()
+		if err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("s3 list %s: %w", s.target(opts.Prefix), err)
+	}
+	if cause := context.Cause(wd.ctx); cause != nil {
+		return s.fail(ctx, "list", s.target(opts.Prefix), cause)
+	}
+	return nil
+}
+
+// Delete removes the named object. A missing object is not an error.
+func (s *Store) Delete(ctx context.Context, name string) error {
+	if err := store.CheckName(name); err != nil {
+		return fmt.Errorf("s3 delete: %w: %w", err, store.ErrPermanent)
+	}
+	key := s.key(name)
+	cctx, cancel := s.callContext(ctx)
+	defer cancel()
+	err := s.client.RemoveObject(cctx, s.bucket, key, minio.RemoveObjectOptions{})
+	if err == nil {
+		return nil
+	}
+	if code, _ := errorCode(err); code == "NoSuchKey" {
+		return nil
+	}
+	return s.fail(ctx, "delete", s.target(key), err)
+}
+
+// key maps a store name (or a dir ending in "/") to an object key.
+func (s *Store) key(name string) string {
+	if s.prefix == "" {
+		return name
+	}
+	return s.prefix + "/" + name
+}
+
+// name maps an object key back to a store name.
+func (s *Store) name(key string) string {
+	if s.prefix == "" {
+		return key
+	}
+	return strings.TrimPrefix(key, s.prefix+"/")
+}
+
+// target names an object key in errors: "s3://bucket/key".
+func (s *Store) target(key string) string {
+	return "s3://" + s.bucket + "/" + key
+}
+
+// callContext bounds one request by CallTimeout.
+func (s *Store) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, s.timeout, errCallTimeout)
+}
