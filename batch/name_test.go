@@ -45,7 +45,7 @@ func TestParseSegmentNameRefuses(t *testing.T) {
 		good + ".tmp",
 		"." + good,
 		"app/" + good,
-		"0000000A-0000000000000001-0000000000000004.seg.zst", // upper-case hex is not canonical
+		"0000000A-0000000000000001-0000000000000004.seg.zst",  // upper-case hex is not canonical
 		"0000001-0000000000000001-0000000000000004.seg.zst",   // short generation
 		"000000001-0000000000000001-0000000000000004.seg.zst", // long generation
 		"00000001-000000000000001-0000000000000004.seg.zst",

@@ -139,13 +139,19 @@ func checkKeys(path, src string, md toml.MetaData) error {
 
 // lineOf returns the line of src that sets key, or 0 if it cannot tell.
 // An implicit table ([a.b] or a.b = 1 creates "a") has no position of its
-// own; the first key under it stands in.
+// own; the first key under it stands in. Each try decodes src again, so
+// only a few are made.
 func lineOf(src string, md toml.MetaData, key toml.Key) int {
 	if line := keyLine(src, key); line > 0 {
 		return line
 	}
+	tries := 3
 	for _, sub := range md.Keys() {
+		if tries == 0 {
+			break
+		}
 		if len(sub) > len(key) && slices.Equal(sub[:len(key)], key) {
+			tries--
 			if line := keyLine(src, sub); line > 0 {
 				return line
 			}

@@ -86,14 +86,14 @@ func (s S3) Redacted() S3 {
 // fields lists s's settings in file order with TOML names, secrets masked.
 func (s S3) fields() []slog.Attr {
 	r := s.Redacted()
-	ps := "unset"
+	ps := slog.String("path_style", "unset")
 	if r.PathStyle != nil {
-		ps = strconv.FormatBool(*r.PathStyle)
+		ps = slog.Bool("path_style", *r.PathStyle)
 	}
 	return []slog.Attr{
 		slog.String("endpoint", r.Endpoint),
 		slog.String("region", r.Region),
-		slog.String("path_style", ps),
+		ps,
 		slog.String("ca_file", r.CAFile),
 		slog.Bool("insecure_skip_verify", r.InsecureSkipVerify),
 		slog.String("storage_class", r.StorageClass),

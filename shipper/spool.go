@@ -211,6 +211,12 @@ func (s *Spool) recover() error {
 		}
 		s.state = st
 	case errors.Is(err, os.ErrNotExist):
+		// Pin stream and generation now: the journal does not name them,
+		// so a spool reopened under another stream would otherwise reseal
+		// this stream's records into that one.
+		if err := s.writeState(s.state); err != nil {
+			return err
+		}
 	default:
 		return err
 	}
@@ -272,6 +278,10 @@ func (s *Spool) recover() error {
 	if _, err := j.Seek(int64(off), io.SeekStart); err != nil {
 		return err
 	}
+	// What the journal holds may be only in the page cache (the last run
+	// was killed, not the machine): count it as written but not synced, so
+	// sealing from it fsyncs it first.
+	s.written = uint64(off)
 	s.stats.LastSeq = s.lastSeq
 	if replayed > 0 {
 		s.log.Info("resealing partial batch from journal", "records", replayed, "seq", s.lastSeq)
@@ -416,6 +426,9 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 		if err := recs[i].CheckSize(s.cfg.MaxRecordSize); err != nil {
 			return 0, err
 		}
+		if err := checkTime(recs[i].Time); err != nil {
+			return 0, err
+		}
 	}
 	s.mu.Lock()
 	for s.fatal == nil && s.size() >= s.cfg.Limit {
@@ -447,11 +460,11 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 	if _, err := s.journal.Write(s.jbuf); err != nil {
 		return 0, s.fail(fmt.Errorf("write journal: %w", err))
 	}
-	if cap(s.jbuf) > 8<<20 {
-		s.jbuf = nil
-	}
 	s.written += uint64(len(s.jbuf))
 	pos := s.written
+	if cap(s.jbuf) > 8<<20 {
+		s.jbuf = nil // don't pin one huge entry's buffer
+	}
 	if s.cfg.Fsync == FsyncAlways {
 		if err := s.cfg.SyncFile(s.journal); err != nil {
 			return 0, s.fail(fmt.Errorf("fsync journal: %w", err))
@@ -470,15 +483,6 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 		s.stats.RecordsIn++
 		s.stats.BytesIn += int64(recs[i].FramedSize())
 		if due, why := s.cfg.Policy.Due(s.builder.Size(), s.builder.Records(), s.firstAt, now); due {
-			// Sealing mid-entry records the entry's cursor in state.json, so
-			// the records after the seal point must be durable in the
-			// journal first, or a crash would skip them.
-			if i < len(recs)-1 && s.synced < pos && s.cfg.Fsync != FsyncOff {
-				if err := s.cfg.SyncFile(s.journal); err != nil {
-					return 0, s.fail(fmt.Errorf("fsync journal: %w", err))
-				}
-				s.synced = pos
-			}
 			if err := s.sealSegment(why, cursor); err != nil {
 				return 0, err
 			}
@@ -493,6 +497,16 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 	}
 	s.notify()
 	return pos, nil
+}
+
+// checkTime refuses a record time the framing cannot store (it is Unix
+// nanoseconds in an int64), before the record reaches the journal: the
+// builder would refuse it later and fail the whole spool.
+func checkTime(t time.Time) error {
+	if !t.IsZero() && !time.Unix(0, t.UnixNano()).Equal(t) {
+		return fmt.Errorf("record time %s is outside the range ferry stores (years 1678-2262)", t.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // WaitDurable blocks until the journal is durable up to pos (as returned by
@@ -591,6 +605,19 @@ func (s *Spool) sealLocked(reason string, leftover []batch.Record) error {
 // state.json. The journal is left alone: records it still holds are
 // recognised as sealed by their seq on recovery.
 func (s *Spool) sealSegment(reason string, cursor []byte) error {
+	// The journal must hold every record (and the cursor after it) durably
+	// before a segment or state.json names it. Recovery takes the cursor
+	// from the last complete journal entry; were an unsynced entry whose
+	// records are sealed lost in a crash, the cursor would rewind and the
+	// source would repeat them. Sealing mid-entry also records the entry's
+	// cursor in state.json, so the records after the seal point must be in
+	// the journal, or a crash would skip them.
+	if s.cfg.Fsync != FsyncOff && s.synced < s.written {
+		if err := s.cfg.SyncFile(s.journal); err != nil {
+			return s.fail(fmt.Errorf("fsync journal: %w", err))
+		}
+		s.synced = s.written
+	}
 	data, meta, err := s.builder.Seal(s.cfg.Now())
 	if err != nil {
 		return s.fail(err)

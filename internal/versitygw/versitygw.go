@@ -247,40 +247,26 @@ func waitReady(endpoint, caFile string, exited <-chan struct{}) error {
 	}
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
 // findBinary looks in $FERRY_VERSITYGW, $PATH and $(go env GOPATH)/bin.
 func findBinary() (string, error) {
-	binOnce.Do(func() {
-		if p := os.Getenv("FERRY_VERSITYGW"); p != "" {
-			if _, err := os.Stat(p); err != nil {
-				binErr = fmt.Errorf("$FERRY_VERSITYGW=%s: %w", p, err)
-				return
-			}
-			binPath = p
-			return
+	if p := os.Getenv("FERRY_VERSITYGW"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("$FERRY_VERSITYGW: %w", err)
 		}
-		if p, err := exec.LookPath("versitygw"); err == nil {
-			binPath = p
-			return
+		return p, nil
+	}
+	if p, err := exec.LookPath("versitygw"); err == nil {
+		return p, nil
+	}
+	var tried []string
+	for _, dir := range gopathBins() {
+		p := filepath.Join(dir, "versitygw")
+		tried = append(tried, p)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
 		}
-		var tried []string
-		for _, dir := range gopathBins() {
-			p := filepath.Join(dir, "versitygw")
-			tried = append(tried, p)
-			if _, err := os.Stat(p); err == nil {
-				binPath = p
-				return
-			}
-		}
-		binErr = fmt.Errorf("versitygw binary not found in $FERRY_VERSITYGW, $PATH or %s",
-			strings.Join(tried, ", "))
-	})
-	return binPath, binErr
+	}
+	return "", fmt.Errorf("binary not found in $FERRY_VERSITYGW, $PATH or %s", strings.Join(tried, ", "))
 }
 
 // gopathBins lists candidate GOPATH bin directories, GOBIN first.

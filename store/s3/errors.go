@@ -22,8 +22,9 @@ var errCallTimeout = errors.New("call timed out")
 // permanentCodes are S3 error codes that no retry can fix, with what the
 // operator should do about each.
 var permanentCodes = map[string]string{
-	"AccessDenied":                 "check the credentials and that they may read, write, list and delete in this bucket and prefix",
+	"AccessDenied":                 "check the access key, the secret key, and that they may read, write, list and delete in this bucket and prefix",
 	"InvalidAccessKeyId":           "check the access key: the server does not know it",
+	"XAdminUserNotFound":           "check the access key: the server does not know it", // versitygw
 	"SignatureDoesNotMatch":        "check the secret key (and session token) that go with the access key",
 	"InvalidToken":                 "check the session token",
 	"NoSuchBucket":                 "create the bucket or fix the bucket name",
@@ -107,22 +108,30 @@ func (s *Store) explain(err error) (msg, hint string, permanent bool) {
 }
 
 func (s *Store) explainResponse(resp minio.ErrorResponse) (msg, hint string, permanent bool) {
-	what := resp.Message
-	if what == "" {
-		what = http.StatusText(resp.StatusCode)
-	}
-	code := resp.Code
-	if code == "" {
-		code = fmt.Sprint(resp.StatusCode)
-	}
-	msg = fmt.Sprintf("%s (%s", strings.TrimSuffix(what, "."), code)
-	if resp.StatusCode != 0 && !strings.HasPrefix(code, fmt.Sprint(resp.StatusCode)) {
-		msg += fmt.Sprintf(", HTTP %d", resp.StatusCode)
+	var details []string
+	if resp.Code == "" || resp.Code[0] >= '0' && resp.Code[0] <= '9' {
+		// No S3 error body (a HEAD, or a proxy's answer): minio-go puts
+		// the HTTP status line in Code.
+		msg = fmt.Sprintf("HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+		if resp.Message != "" && resp.Message != resp.Code {
+			msg += ": " + resp.Message
+		}
+	} else {
+		msg = strings.TrimSuffix(resp.Message, ".")
+		if msg == "" {
+			msg = resp.Code
+		}
+		details = append(details, resp.Code)
+		if resp.StatusCode != 0 {
+			details = append(details, fmt.Sprintf("HTTP %d", resp.StatusCode))
+		}
 	}
 	if resp.RequestID != "" && resp.RequestID != "minio" {
-		msg += ", request id " + resp.RequestID
+		details = append(details, "request id "+resp.RequestID)
 	}
-	msg += ")"
+	if len(details) > 0 {
+		msg += " (" + strings.Join(details, ", ") + ")"
+	}
 
 	if h, ok := permanentCodes[resp.Code]; ok {
 		if resp.Code == "NoSuchBucket" {

@@ -28,6 +28,7 @@ func randomData(n int, seed uint64) []byte {
 // the sentinels, not a context error.
 func checkRetryable(t *testing.T, what string, err error) {
 	t.Helper()
+	t.Logf("%s: %v", what, err)
 	switch {
 	case err == nil:
 		t.Errorf("%s: nil error, want a retryable one", what)

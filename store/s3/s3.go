@@ -121,20 +121,22 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 // String returns "s3://bucket/prefix (endpoint)". It contains no secrets.
 func (s *Store) String() string { return s.desc }
 
-// Check asks the server whether the bucket exists and the credentials are
-// accepted. It returns nil if so, an error wrapping store.ErrPermanent for
-// a missing bucket or rejected credentials, and a plain error if the
-// server could not be reached.
+// Check lists at most one key under the prefix to learn whether the bucket
+// exists and the credentials may list it. It returns nil if so, an error
+// wrapping store.ErrPermanent for a missing bucket or rejected credentials,
+// and a plain error if the server could not be reached.
 func (s *Store) Check(ctx context.Context) error {
 	cctx, cancel := s.callContext(ctx)
 	defer cancel()
-	ok, err := s.client.BucketExists(cctx, s.bucket)
-	if err != nil {
-		return s.fail(ctx, "check", s.desc, err)
+	opts := minio.ListObjectsOptions{Prefix: s.key(""), MaxKeys: 1, FetchOwner: new(bool)}
+	for obj := range s.client.ListObjectsIter(cctx, s.bucket, opts) {
+		if obj.Err != nil {
+			return s.fail(ctx, "check", s.desc, obj.Err)
+		}
+		break
 	}
-	if !ok {
-		return fmt.Errorf("s3 check %s: bucket %q does not exist at %s: create the bucket or fix the bucket name: %w",
-			s.desc, s.bucket, s.endpoint, store.ErrPermanent)
+	if err := context.Cause(cctx); err != nil {
+		return s.fail(ctx, "check", s.desc, err)
 	}
 	return nil
 }
@@ -172,7 +174,7 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 	case code == "PreconditionFailed" || status == http.StatusPreconditionFailed:
 		return s.compareExisting(ctx, name, key, data, sumHex)
 	case code == "ConditionalRequestConflict":
-		return fmt.Errorf("s3 put %s: a concurrent write to the same key is in progress; retry", s.target(key))
+		return fmt.Errorf("s3 put %s: a concurrent write to the same key is in progress (ConditionalRequestConflict); retry", s.target(key))
 	}
 	return s.fail(ctx, "put", s.target(key), err)
 }
@@ -298,7 +300,7 @@ func (s *Store) List(ctx context.Context, dir, after string, fn func(store.Objec
 	}
 	wd := newWatchdog(ctx, s.timeout)
 	defer wd.stop()
-	for obj := range s.client.ListObjects(wd.ctx, s.bucket, opts) {
+	for obj := range s.client.ListObjectsIter(wd.ctx, s.bucket, opts) {
 		if obj.Err != nil {
 			if cause := context.Cause(wd.ctx); cause != nil {
 				obj.Err = cause

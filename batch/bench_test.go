@@ -1,0 +1,82 @@
+package batch
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// logRecords returns records of log-like lines (~120 bytes: timestamp,
+// level, message and varied fields) totalling about size framed bytes.
+func logRecords(size int) []Record {
+	rng := rand.New(rand.NewPCG(7, 7))
+	levels := []string{"INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"}
+	paths := []string{"/api/v1/orders", "/api/v1/users", "/healthz", "/api/v1/cart/items", "/static/app.js"}
+	methods := []string{"GET", "GET", "POST", "PUT", "DELETE"}
+	t := time.Date(2025, 6, 7, 8, 0, 0, 0, time.UTC)
+	var recs []Record
+	for n, seq := 0, uint64(1); n < size; seq++ {
+		t = t.Add(time.Duration(rng.IntN(2000)) * time.Microsecond)
+		line := fmt.Appendf(nil, "%s %-5s http method=%s path=%s/%d status=%d dur=%.1fms req=%016x",
+			t.Format("2006-01-02T15:04:05.000000Z"), levels[rng.IntN(len(levels))],
+			methods[rng.IntN(len(methods))], paths[rng.IntN(len(paths))], rng.IntN(100000),
+			[]int{200, 200, 200, 201, 404, 500}[rng.IntN(6)], rng.Float64()*250, rng.Uint64())
+		r := Record{Seq: seq, Time: t, Op: "log", Key: fmt.Appendf(nil, "web-%d", rng.IntN(8)), Data: line}
+		n += r.FramedSize()
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+const benchSegment = 4 << 20
+
+func BenchmarkEncode(b *testing.B) {
+	recs := logRecords(benchSegment)
+	for _, l := range []Level{Fastest, Default, Better} {
+		b.Run(string(l), func(b *testing.B) {
+			bld, err := NewBuilder(l)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(frames(recs))))
+			b.ReportAllocs()
+			var m Meta
+			for b.Loop() {
+				bld.Reset("app", 1, ZeroHash)
+				for i := range recs {
+					if err := bld.Add(&recs[i]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if _, m, err = bld.Seal(time.Time{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(m.UncompressedSize)/float64(m.PayloadSize), "ratio")
+			b.ReportMetric(float64(m.UncompressedSize)/float64(m.Records), "B/record")
+		})
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	recs := logRecords(benchSegment)
+	for _, l := range []Level{Fastest, Default, Better} {
+		b.Run(string(l), func(b *testing.B) {
+			seg, m := build(b, func() *Builder {
+				bld, err := NewBuilder(l)
+				if err != nil {
+					b.Fatal(err)
+				}
+				return bld
+			}(), "app", 1, ZeroHash, recs, time.Time{})
+			b.SetBytes(m.UncompressedSize)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, got, err := Decode(seg, 0); err != nil || len(got) != len(recs) {
+					b.Fatalf("%d records, %v", len(got), err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,163 @@
+package batch
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// FuzzDecode feeds arbitrary bytes to Decode. It must never panic, and
+// every outcome must be one a caller can act on: records that survive a
+// rebuild unchanged, ErrCorrupt, or one of the two deliberate non-corrupt
+// refusals (a newer format, an encrypted payload).
+func FuzzDecode(f *testing.F) {
+	golden, err := os.ReadFile(goldenSeg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(golden)
+	f.Add(golden[:len(golden)/2])
+	f.Add(golden[:20])
+	f.Add([]byte{})
+	f.Add([]byte("garbage that is not a segment at all\x00\xff"))
+	f.Add(compress(f, []byte("plain zstd")))
+	recs := makeRecords(1, 40)
+	m := honestMeta(recs)
+	f.Add(forge(f, m, compress(f, frames(recs))))
+	m.Format = 2
+	f.Add(forge(f, m, compress(f, frames(recs))))
+	m.Format, m.Encryption = 1, "age"
+	f.Add(forge(f, m, []byte("ciphertext")))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, got, err := Decode(data, 64<<20)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) && !isNewerFormat(err) && !isEncrypted(err) {
+				t.Fatalf("error is neither ErrCorrupt nor a newer-format or encrypted refusal: %v", err)
+			}
+			if got != nil {
+				t.Fatalf("%d records returned with error %v", len(got), err)
+			}
+			return
+		}
+		if s == nil {
+			t.Fatal("records without a segment")
+		}
+		if uint64(len(got)) != s.Meta.Records {
+			t.Fatalf("decoded %d records, metadata says %d", len(got), s.Meta.Records)
+		}
+		var size int64
+		for i := range got {
+			size += int64(got[i].FramedSize())
+		}
+		if size != s.Meta.UncompressedSize {
+			t.Fatalf("records frame to %d bytes, metadata says %d", size, s.Meta.UncompressedSize)
+		}
+
+		// Whatever Decode accepts, a Builder must reproduce.
+		b, err := NewBuilder(Fastest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Reset(s.Meta.Stream, s.Meta.Generation, s.Meta.PrevSHA256)
+		for i := range got {
+			if err := b.Add(&got[i]); err != nil {
+				t.Fatalf("rebuild: add record %d: %v", got[i].Seq, err)
+			}
+		}
+		sealedAt := s.Meta.SealedAt
+		if y := sealedAt.UTC().Year(); y < 0 || y > 9999 {
+			sealedAt = sealedAt.AddDate(-y+2000, 0, 0) // JSON times have four-digit years
+		}
+		seg, _, err := b.Seal(sealedAt)
+		if err != nil {
+			t.Fatalf("rebuild: seal: %v", err)
+		}
+		_, again, err := Decode(seg, 64<<20)
+		if err != nil {
+			t.Fatalf("rebuilt segment: %v", err)
+		}
+		checkRecords(t, again, got)
+	})
+}
+
+// FuzzParseFrame checks that ParseFrame never panics, refuses with
+// ErrCorrupt, and that whatever it accepts re-frames to the same bytes.
+func FuzzParseFrame(f *testing.F) {
+	for _, r := range goldenRecords() {
+		f.Add(AppendFrame(nil, &r))
+	}
+	f.Add(frames(goldenRecords()))
+	f.Add([]byte{})
+	f.Add([]byte{0, 0, 0, 19})
+	f.Add(append([]byte{0, 0, 0, 19}, make([]byte, 19)...))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1, 2, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, n, err := ParseFrame(b)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) || n != 0 {
+				t.Fatalf("n=%d err=%v, want 0 and ErrCorrupt", n, err)
+			}
+			return
+		}
+		if n < recordFixed || n > len(b) {
+			t.Fatalf("consumed %d of %d bytes", n, len(b))
+		}
+		if n != r.FramedSize() {
+			t.Fatalf("consumed %d, FramedSize %d", n, r.FramedSize())
+		}
+		if err := r.CheckSize(MaxFramedRecord); err != nil {
+			t.Fatalf("parsed record fails CheckSize: %v", err)
+		}
+		if re := AppendFrame(nil, &r); !bytes.Equal(re, b[:n]) {
+			t.Fatalf("re-framed\n% x\nwant\n% x", re, b[:n])
+		}
+	})
+}
+
+var fuzzEncoder, _ = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+
+// FuzzForged reaches what FuzzDecode mostly cannot: a mutated payload
+// fails payload_sha256 long before the decompressor or the record checks
+// see it. Here the payload checksum is always right, as in a segment forged
+// by someone who can write to the store. With raw set, the input is a
+// record stream and is compressed first; otherwise it is the payload.
+func FuzzForged(f *testing.F) {
+	recs := goldenRecords()
+	f.Add(frames(recs), uint64(1), uint16(4), int64(-1), true)
+	f.Add(compress(f, frames(recs)), uint64(1), uint16(4), int64(152), false)
+	f.Add(frames(recs[:2]), uint64(1), uint16(3), int64(-1), true)
+	f.Add(zeroBomb(f, 1<<20), uint64(1), uint16(1), int64(1024), false)
+	f.Fuzz(func(t *testing.T, in []byte, first uint64, n uint16, claim int64, raw bool) {
+		payload := in
+		if raw {
+			payload = fuzzEncoder.EncodeAll(in, nil)
+			if claim < 0 {
+				claim = int64(len(in))
+			}
+		}
+		m := Meta{
+			Format: 1, Stream: "f", FirstSeq: first, LastSeq: first + uint64(n) - 1, Records: uint64(n),
+			MinTime: time.Unix(0, math.MinInt64).UTC(), MaxTime: time.Unix(0, math.MaxInt64).UTC(),
+			UncompressedSize: claim, Compression: "zstd", Encryption: "none", PrevSHA256: ZeroHash,
+		}
+		_, got, err := Decode(forge(t, m, payload), 64<<20)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error does not wrap ErrCorrupt: %v", err)
+			}
+			return
+		}
+		if len(got) != int(n) || got[0].Seq != first {
+			t.Fatalf("%d records from %d, metadata says %d from %d", len(got), got[0].Seq, n, first)
+		}
+		if raw && !bytes.Equal(frames(got), in) {
+			t.Fatal("records re-frame to a different stream")
+		}
+	})
+}

@@ -1,0 +1,102 @@
+package shipper
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+)
+
+func journalRecords() []batch.Record {
+	ts := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
+	return []batch.Record{
+		{Seq: 7, Time: ts, Key: []byte("k1"), Op: "put", Data: []byte("one\n")},
+		{Seq: 8, Time: ts.Add(time.Second), Data: []byte{0, '\n', 0xff}},
+		{Seq: 9, Time: ts},
+	}
+}
+
+func TestJournalEntryRoundTrip(t *testing.T) {
+	cases := []struct {
+		name   string
+		recs   []batch.Record
+		cursor []byte
+	}{
+		{"records and cursor", journalRecords(), []byte(`{"dev":1,"ino":2,"off":3}`)},
+		{"no cursor", journalRecords(), nil},
+		{"cursor only", nil, []byte("c")},
+		{"empty", nil, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			prefix := []byte("junk")
+			b := appendEntry(bytes.Clone(prefix), c.recs, c.cursor)
+			if !bytes.Equal(b[:len(prefix)], prefix) {
+				t.Fatal("appendEntry overwrote dst")
+			}
+			entry := b[len(prefix):]
+			// A second entry behind it must be left alone.
+			two := appendEntry(bytes.Clone(entry), journalRecords()[:1], []byte("next"))
+			recs, cursor, n, err := parseEntry(two)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != len(entry) {
+				t.Fatalf("entry length %d, want %d", n, len(entry))
+			}
+			if !bytes.Equal(cursor, c.cursor) {
+				t.Fatalf("cursor %q, want %q", cursor, c.cursor)
+			}
+			if len(recs) != len(c.recs) {
+				t.Fatalf("%d records, want %d", len(recs), len(c.recs))
+			}
+			for i := range recs {
+				got, want := recs[i], c.recs[i]
+				if got.Seq != want.Seq || !got.Time.Equal(want.Time) || !bytes.Equal(got.Key, want.Key) ||
+					got.Op != want.Op || !bytes.Equal(got.Data, want.Data) {
+					t.Errorf("record %d = %+v, want %+v", i, got, want)
+				}
+			}
+			recs2, cursor2, _, err := parseEntry(two[n:])
+			if err != nil || string(cursor2) != "next" || len(recs2) != 1 {
+				t.Fatalf("second entry: recs %d cursor %q err %v", len(recs2), cursor2, err)
+			}
+		})
+	}
+}
+
+func TestJournalTornTail(t *testing.T) {
+	entry := appendEntry(nil, journalRecords(), []byte("cursor"))
+	for n := range len(entry) {
+		_, _, k, err := parseEntry(entry[:n])
+		if !errors.Is(err, errTornEntry) {
+			t.Fatalf("entry cut to %d of %d bytes: err = %v, want errTornEntry", n, len(entry), err)
+		}
+		if k != 0 {
+			t.Fatalf("entry cut to %d bytes: consumed %d", n, k)
+		}
+	}
+}
+
+func TestJournalFlippedByte(t *testing.T) {
+	entry := appendEntry(nil, journalRecords(), []byte("cursor"))
+	for i := range entry {
+		for _, mask := range []byte{0x01, 0x80, 0xff} {
+			b := bytes.Clone(entry)
+			b[i] ^= mask
+			_, _, _, err := parseEntry(b)
+			if !errors.Is(err, errTornEntry) {
+				t.Fatalf("byte %d ^ %#x: err = %v, want errTornEntry", i, mask, err)
+			}
+		}
+	}
+}
+
+func TestJournalZeroFilledTail(t *testing.T) {
+	// Some filesystems leave a crashed append as a run of zeros.
+	if _, _, _, err := parseEntry(make([]byte, 64)); !errors.Is(err, errTornEntry) {
+		t.Fatalf("zeros: err = %v, want errTornEntry", err)
+	}
+}

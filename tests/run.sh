@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every ferry test: vet, gofmt, unit tests, short fuzz runs, the S3
+# tests against a real versitygw, and the end-to-end tests that start the
+# built ferry binary as separate processes. Installs what the tests need
+# when it is missing: the zstd CLI (Debian package) and versitygw (pinned).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VERSITYGW_VERSION=v1.8.0
+GOBIN_DIR="$(go env GOPATH)/bin"
+export PATH="$GOBIN_DIR:$PATH"
+
+need_apt=()
+command -v zstd >/dev/null || need_apt+=(zstd)
+if ((${#need_apt[@]})); then
+	echo "== installing ${need_apt[*]} (apt)"
+	SUDO=""
+	[ "$(id -u)" = 0 ] || SUDO="sudo"
+	$SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v versitygw >/dev/null; then
+	echo "== installing versitygw $VERSITYGW_VERSION (go install; takes a few minutes the first time)"
+	go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+fi
+export FERRY_VERSITYGW="$(command -v versitygw)"
+# The S3 tests fail (never skip) when the server cannot start.
+export FERRY_REQUIRE_S3=1
+
+echo "== go vet"
+go vet ./...
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt needed on: $unformatted" >&2
+	exit 1
+fi
+
+echo "== unit, S3 and end-to-end tests"
+go test -count=1 -timeout 20m ./...
+
+echo "== race detector on the concurrent packages"
+go test -count=1 -race -timeout 20m ./shipper/ ./receiver/ ./store/...
+
+echo "== short fuzz runs"
+FUZZTIME="${FUZZTIME:-10s}"
+go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$FUZZTIME" ./batch/
+go test -run='^$' -fuzz='^FuzzParseFrame$' -fuzztime="$FUZZTIME" ./batch/
+go test -run='^$' -fuzz='^FuzzLoad$' -fuzztime="$FUZZTIME" ./config/
+
+echo "== all tests passed"
