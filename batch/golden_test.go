@@ -223,3 +223,43 @@ func dump(w *strings.Builder, b []byte, base int, note string) {
 		w.WriteString(strings.TrimRight(s, " ") + "\n")
 	}
 }
+
+// TestFormatDoc keeps the worked example in docs/FORMAT.md in step with the
+// golden file: the annotated dump and the `zstd -dc | xxd` output must
+// appear there verbatim.
+func TestFormatDoc(t *testing.T) {
+	doc, err := os.ReadFile("../docs/FORMAT.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := os.ReadFile(goldenSeg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(doc, []byte(annotate(t, committed))) {
+		t.Errorf("docs/FORMAT.md does not contain the current %s", goldenHex)
+	}
+	s, err := Open(committed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := s.Decompress(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var xxd strings.Builder
+	dump(&xxd, raw, 0, "")
+	if !bytes.Contains(doc, []byte("$ zstd -dc golden-v1.seg.zst | xxd\n"+xxd.String())) {
+		t.Errorf("docs/FORMAT.md does not contain the xxd of the golden record stream:\n%s", xxd.String())
+	}
+	for _, want := range []string{
+		fmt.Sprintf("| `MaxMetaSize` | %d KiB", MaxMetaSize>>10),
+		fmt.Sprintf("| `MaxWindowSize` | %d MiB", MaxWindowSize>>20),
+		fmt.Sprintf("| `DefaultMaxUncompressed` | %d GiB", DefaultMaxUncompressed>>30),
+		fmt.Sprintf("magic `0x%08X`", MetaFrameMagic),
+	} {
+		if !bytes.Contains(doc, []byte(want)) {
+			t.Errorf("docs/FORMAT.md lacks %q", want)
+		}
+	}
+}

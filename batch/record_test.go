@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unsafe"
 )
 
 // sameRecord reports how a and b differ, or "" when they are equal as the
@@ -187,21 +186,5 @@ func TestCheckSize(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestCheckSizeFramingCap(t *testing.T) {
-	// A limit above the framing cap does not lift the cap. CheckSize only
-	// looks at lengths, so Data is a 1 GiB view of one byte: never read,
-	// never allocated.
-	var one byte
-	huge := unsafe.Slice(&one, MaxFramedRecord-recordFixed+1)
-	r := Record{Data: huge}
-	if err := r.CheckSize(2 * MaxFramedRecord); !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("record of %d framed bytes: err = %v, want ErrTooLarge", r.FramedSize(), err)
-	}
-	r.Data = huge[:len(huge)-1]
-	if err := r.CheckSize(2 * MaxFramedRecord); err != nil {
-		t.Fatalf("record at the framing cap: %v", err)
 	}
 }

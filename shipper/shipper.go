@@ -53,6 +53,8 @@ type Shipper struct {
 
 	mu      sync.Mutex
 	targets map[string]*TargetStatus
+	runErr  error         // Run's fatal error, under mu
+	runFail chan struct{} // closed when runErr is set, so Drain stops waiting
 }
 
 // New opens the spool. On a fresh spool whose stream already has segments
@@ -74,7 +76,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Shipper{cfg: cfg, log: log, spool: sp, targets: status}
+	s := &Shipper{cfg: cfg, log: log, spool: sp, targets: status, runFail: make(chan struct{})}
 	if sp.Fresh() {
 		if err := s.continueStream(ctx); err != nil {
 			sp.Close()
@@ -87,7 +89,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 // continueStream finds the newest segment of this stream and generation in
 // any target and makes the fresh spool continue after it.
 func (s *Shipper) continueStream(ctx context.Context) error {
-	c := s.cfg.Spool
+	c := s.spool.cfg // with defaults applied: Generation 0 means 1
 	var best string
 	var bestTarget store.Store
 	for _, t := range s.cfg.Targets {
@@ -165,6 +167,12 @@ func (s *Shipper) Run(ctx context.Context) error {
 		if err := <-errc; err != nil && first == nil && ctx.Err() == nil {
 			first = err
 			cancel()
+			s.mu.Lock()
+			if s.runErr == nil {
+				s.runErr = err
+				close(s.runFail)
+			}
+			s.mu.Unlock()
 		}
 	}
 	return first
@@ -290,6 +298,12 @@ func (s *Shipper) Drain(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("shutdown timeout: %d segment(s), %d bytes still in spool %s; they will be sent on the next start",
 				st.SealedPending, st.SpoolBytes, s.cfg.Spool.Dir)
+		case <-s.runFail:
+			s.mu.Lock()
+			err := s.runErr
+			s.mu.Unlock()
+			return fmt.Errorf("%d segment(s), %d bytes left in spool %s: %w",
+				st.SealedPending, st.SpoolBytes, s.cfg.Spool.Dir, err)
 		case <-ch:
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -645,5 +646,60 @@ func TestSpoolLargeEntryIsWaitedFor(t *testing.T) {
 	}
 	if uint64(fi.Size()) != big {
 		t.Fatalf("journal is %d bytes, position says %d", fi.Size(), big)
+	}
+}
+
+func TestSpoolConcurrentAppendsWithSeals(t *testing.T) {
+	// Multi-record appends seal mid-entry and replace the journal file
+	// while other goroutines' group-commit fsyncs are in flight on the old
+	// one; that must neither fail the spool nor lose or reorder a record.
+	cfg := spoolConfig(t)
+	cfg.Policy.MaxRecords = 4
+	cfg.SyncFile = func(f *os.File) error {
+		time.Sleep(100 * time.Microsecond)
+		return f.Sync()
+	}
+	sp := openSpool(t, cfg, "t")
+	const workers, each = 6, 12
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				recs := []batch.Record{{Data: fmt.Appendf(nil, "%d-%d-a", w, i)}, {Data: fmt.Appendf(nil, "%d-%d-b", w, i)}, {Data: fmt.Appendf(nil, "%d-%d-c", w, i)}}
+				pos, err := sp.Append(context.Background(), recs, fmt.Appendf(nil, "%d-%d", w, i))
+				if err == nil {
+					err = sp.WaitDurable(context.Background(), pos)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if recs[1].Seq != recs[0].Seq+1 || recs[2].Seq != recs[1].Seq+1 {
+					t.Errorf("one append got seqs %d %d %d", recs[0].Seq, recs[1].Seq, recs[2].Seq)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	all := checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	if len(all) != workers*each*3 {
+		t.Fatalf("%d records sealed, want %d", len(all), workers*each*3)
+	}
+	// Each worker's records appear in its own order.
+	next := map[string]int{}
+	for _, r := range all {
+		var w, i int
+		var part string
+		if _, err := fmt.Sscanf(strings.ReplaceAll(string(r.Data), "-", " "), "%d %d %s", &w, &i, &part); err != nil {
+			t.Fatal(err)
+		}
+		key := fmt.Sprint(w)
+		if want := next[key]; i*3+int(part[0]-'a') != want {
+			t.Fatalf("worker %d: record %q out of order", w, r.Data)
+		}
+		next[key]++
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -206,7 +205,7 @@ func (s *Server) launch() error {
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 
-	if err := waitReady(s.Endpoint, s.CAFile, done); err != nil {
+	if err := s.waitReady(done); err != nil {
 		_ = cmd.Process.Kill()
 		<-done
 		return fmt.Errorf("%w; gateway log:\n%s", err, tail(s.Log(), 2000))
@@ -217,24 +216,38 @@ func (s *Server) launch() error {
 	return nil
 }
 
-// waitReady polls endpoint until any HTTP response arrives (an unsigned
-// request gets 403, which proves the S3 API is up), the process exits, or
-// startTimeout passes.
-func waitReady(endpoint, caFile string, exited <-chan struct{}) error {
-	client := &http.Client{Timeout: time.Second}
-	if caFile != "" {
-		tr, err := transportTrusting(caFile)
+// waitReady polls until the gateway answers a request signed with its own
+// random keys, the process exits, or startTimeout passes. Requiring a signed
+// success (not just any HTTP answer) makes sure the port is not held by
+// some other server that grabbed it between freePort and the bind.
+func (s *Server) waitReady(exited <-chan struct{}) error {
+	opts := &minio.Options{
+		Creds:      credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
+		Secure:     strings.HasPrefix(s.Endpoint, "https://"),
+		Region:     "us-east-1",
+		MaxRetries: 1,
+	}
+	if s.CAFile != "" {
+		tr, err := transportTrusting(s.CAFile)
 		if err != nil {
 			return err
 		}
-		client.Transport = tr
+		opts.Transport = tr
+	}
+	client, err := minio.New(s.addr, opts)
+	if err != nil {
+		return err
 	}
 	deadline := time.Now().Add(startTimeout)
 	for {
-		resp, err := client.Get(endpoint + "/")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := client.ListBuckets(ctx)
+		cancel()
 		if err == nil {
-			resp.Body.Close()
 			return nil
+		}
+		if minio.ToErrorResponse(err).StatusCode != 0 {
+			return fmt.Errorf("%s answers but rejects this gateway's keys (another server on the port?): %v", s.Endpoint, err)
 		}
 		select {
 		case <-exited:
@@ -242,7 +255,7 @@ func waitReady(endpoint, caFile string, exited <-chan struct{}) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("gateway did not answer on %s within %s: %v", endpoint, startTimeout, err)
+			return fmt.Errorf("gateway did not answer on %s within %s: %v", s.Endpoint, startTimeout, err)
 		}
 	}
 }

@@ -210,14 +210,17 @@ func parseEndpoint(ep string) (*url.URL, error) {
 		raw = "https://" + ep
 	}
 	u, err := url.Parse(raw)
-	if err != nil {
+	switch {
+	case err != nil && strings.Contains(ep, "@"):
+		return nil, fmt.Errorf("endpoint is not a valid URL") // it may hold a password: don't echo it
+	case err != nil:
 		return nil, fmt.Errorf("endpoint %q: %v", ep, err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
+	case u.User != nil:
+		return nil, fmt.Errorf("endpoint %s: put credentials in the access and secret key settings, not the URL", u.Redacted())
+	case u.Scheme != "http" && u.Scheme != "https":
 		return nil, fmt.Errorf("endpoint %q: scheme must be http or https", ep)
-	}
-	if u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return nil, fmt.Errorf("endpoint %q: want scheme://host[:port] with no path, query or user", ep)
+	case u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "":
+		return nil, fmt.Errorf("endpoint %q: want scheme://host[:port] with no path or query", ep)
 	}
 	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }

@@ -72,9 +72,12 @@ func TestResolveEndpointAndRegion(t *testing.T) {
 		{Bucket: "bucket", SSEKMSKeyID: "key"},
 		{Bucket: "bucket", AccessKey: "only-the-access-key"},
 		{Bucket: "bucket", Prefix: "a/../b"},
+		{Bucket: "bucket", Endpoint: "https://user:hunter2@host"},
 	} {
 		if _, err := resolve(bad); err == nil {
 			t.Errorf("resolve(%+v) succeeded, want an error", bad)
+		} else if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("resolve error shows the password from the endpoint: %v", err)
 		}
 	}
 }

@@ -85,6 +85,13 @@ func (s *Store) fail(ctx context.Context, op, target string, err error) error {
 	}
 }
 
+// isPermanent reports whether err, as returned by minio-go, is one that
+// retrying cannot fix.
+func (s *Store) isPermanent(err error) bool {
+	_, _, permanent := s.explain(err)
+	return permanent
+}
+
 // explain describes err and decides whether it is permanent.
 func (s *Store) explain(err error) (msg, hint string, permanent bool) {
 	if errors.Is(err, errCallTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {

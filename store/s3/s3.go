@@ -172,21 +172,34 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 	code, status := errorCode(err)
 	switch {
 	case code == "PreconditionFailed" || status == http.StatusPreconditionFailed:
-		return s.compareExisting(ctx, name, key, data, sumHex)
+		return s.compareExisting(ctx, key, data, sumHex, nil)
 	case code == "ConditionalRequestConflict":
 		return fmt.Errorf("s3 put %s: a concurrent write to the same key is in progress (ConditionalRequestConflict); retry", s.target(key))
+	case status == 0 && ctx.Err() == nil && !s.isPermanent(err):
+		// No answer at all. Either the server stored the object and the
+		// answer was lost, or it refused the PUT (412) as soon as it saw
+		// the headers and closed the connection while the body was still
+		// being written, in which case Go's HTTP client reports the write
+		// error and drops the 412. Only the object itself can tell; if it
+		// is absent, the original error stands and a retry will resend.
+		return s.compareExisting(ctx, key, data, sumHex, s.fail(ctx, "put", s.target(key), err))
 	}
 	return s.fail(ctx, "put", s.target(key), err)
 }
 
-// compareExisting decides a Put refused because key exists: nil if the
-// stored object has the same content, ErrConflict otherwise.
-func (s *Store) compareExisting(ctx context.Context, name, key string, data []byte, sumHex string) error {
+// compareExisting decides a Put that found key occupied (or may have): nil
+// if the stored object has the same content, an error wrapping
+// store.ErrConflict if not. If the object does not exist it returns
+// ifMissing, or a retryable error when ifMissing is nil.
+func (s *Store) compareExisting(ctx context.Context, key string, data []byte, sumHex string, ifMissing error) error {
 	cctx, cancel := s.callContext(ctx)
 	info, err := s.client.StatObject(cctx, s.bucket, key, minio.StatObjectOptions{})
 	cancel()
 	if err != nil {
-		if code, _ := errorCode(err); code == "NoSuchKey" {
+		switch code, _ := errorCode(err); {
+		case ifMissing != nil:
+			return ifMissing // the error that made us look is the one to report
+		case code == "NoSuchKey":
 			// Refused because it existed, and now it is gone (a concurrent
 			// Delete): the next attempt can simply write it.
 			return fmt.Errorf("s3 put %s: object was deleted while being written; retry", s.target(key))
@@ -206,7 +219,6 @@ func (s *Store) compareExisting(ctx context.Context, name, key string, data []by
 		}
 	}
 	if !same {
-		s.log.Warn("refused to overwrite object with different content", "key", key)
 		return fmt.Errorf("s3 put %s: %w: another writer owns this stream (split brain?); the stored object was left untouched",
 			s.target(key), store.ErrConflict)
 	}

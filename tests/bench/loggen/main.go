@@ -135,7 +135,10 @@ func generate(w io.Writer, size int64, seed uint64) error {
 // finish writes the first whole lines of buf and pads with one filler line so
 // that exactly rem bytes are written and the output ends with a newline.
 func finish(bw *bufio.Writer, buf []byte, rem int64) error {
-	const minPad = 40
+	const (
+		minPad = 64
+		header = "# loggen: padding to the requested size "
+	)
 	cut := 0
 	for i, c := range buf {
 		if int64(i+1) > rem-minPad {
@@ -148,17 +151,13 @@ func finish(bw *bufio.Writer, buf []byte, rem int64) error {
 	if _, err := bw.Write(buf[:cut]); err != nil {
 		return err
 	}
-	pad := make([]byte, 0, rem-int64(cut))
-	if n := int(rem) - cut; n < minPad {
-		// Only when the whole output is tiny: no room for a real line.
-		for len(pad) < n-1 {
-			pad = append(pad, '#')
-		}
-	} else {
-		pad = append(pad, "# loggen: padding to the requested size "...)
-		for len(pad) < n-1 {
-			pad = append(pad, '.')
-		}
+	n := int(rem) - cut
+	pad := make([]byte, 0, n)
+	if n > len(header)+1 {
+		pad = append(pad, header...)
+	}
+	for len(pad) < n-1 {
+		pad = append(pad, '.')
 	}
 	pad = append(pad, '\n')
 	if _, err := bw.Write(pad); err != nil {

@@ -1,0 +1,414 @@
+package shipper
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+)
+
+const tailPoll = 10 * time.Millisecond
+
+type tailRun struct {
+	sink   *fakeSink
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startTail(t *testing.T, src *TailSource) *tailRun {
+	t.Helper()
+	if src.Poll == 0 {
+		src.Poll = tailPoll
+	}
+	src.Log = quiet
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &tailRun{sink: &fakeSink{}, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- src.Run(ctx, r.sink) }()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+// stop cancels the source and returns Run's error.
+func (r *tailRun) stop(t *testing.T) error {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		r.done <- err // for the cleanup
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("tail did not stop")
+		return nil
+	}
+}
+
+// wait waits until the sink holds want (exactly, in order), then watches a
+// few more polls for anything extra.
+func (r *tailRun) wait(t *testing.T, want []string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := r.sink.datas()
+		if len(got) >= len(want) {
+			if !slices.Equal(got, want) {
+				t.Fatalf("tail produced\n%q\nwant\n%q", got, want)
+			}
+			break
+		}
+		if !slices.Equal(got, want[:len(got)]) {
+			t.Fatalf("tail produced\n%q\nwant a prefix of\n%q", got, want)
+		}
+		select {
+		case err := <-r.done:
+			t.Fatalf("tail stopped early (%v) with %q", err, got)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: tail produced %q, want %q", got, want)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	time.Sleep(3 * tailPoll)
+	if got := r.sink.datas(); !slices.Equal(got, want) {
+		t.Fatalf("tail produced extra records: %q, want %q", got, want)
+	}
+}
+
+func appendFile(t *testing.T, path string, lines ...string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(strings.Join(lines, "")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func decodeCursor(t *testing.T, b []byte) tailCursor {
+	t.Helper()
+	var c tailCursor
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatalf("cursor %q: %v", b, err)
+	}
+	return c
+}
+
+func fileCursor(t *testing.T, path string) tailCursor {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, ino := fileID(fi)
+	return tailCursor{Dev: dev, Ino: ino, Off: fi.Size()}
+}
+
+func TestTailAppendedLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendFile(t, path, lines("l", 1, 2)...)
+	r := startTail(t, &TailSource{Path: path, Format: FormatLine})
+	r.wait(t, lines("l", 1, 2))
+	appendFile(t, path, lines("l", 3, 5)...)
+	r.wait(t, lines("l", 1, 5))
+	if got, want := decodeCursor(t, r.sink.lastCursor()), fileCursor(t, path); got != want {
+		t.Fatalf("cursor %+v, want %+v (end of file)", got, want)
+	}
+	// Every batch's cursor is the offset just after its last line.
+	off := int64(0)
+	for i, b := range r.sink.batches {
+		for _, rec := range b {
+			off += int64(len(rec.Data))
+		}
+		if c := decodeCursor(t, r.sink.cursors[i]); c.Off != off {
+			t.Fatalf("batch %d cursor offset %d, want %d", i, c.Off, off)
+		}
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+func TestTailEmptyFileThenLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendFile(t, path)
+	r := startTail(t, &TailSource{Path: path})
+	time.Sleep(2 * tailPoll)
+	appendFile(t, path, "x\n")
+	r.wait(t, []string{"x\n"})
+}
+
+func TestTailPartialLineHeld(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendFile(t, path, "first\n", "sec")
+	r := startTail(t, &TailSource{Path: path, Format: FormatLine})
+	r.wait(t, []string{"first\n"}) // and not "sec" for three polls
+	if c := decodeCursor(t, r.sink.lastCursor()); c.Off != 6 {
+		t.Fatalf("cursor offset %d, want 6 (before the partial line)", c.Off)
+	}
+	appendFile(t, path, "ond")
+	time.Sleep(3 * tailPoll)
+	appendFile(t, path, "\r\nthird\n")
+	r.wait(t, []string{"first\n", "second\r\n", "third\n"})
+}
+
+func TestTailRenameRotation(t *testing.T) {
+	for _, gap := range []time.Duration{0, 5 * tailPoll} {
+		name := "create at once"
+		if gap > 0 {
+			name = "path missing for a while"
+		}
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "app.log")
+			appendFile(t, path, lines("l", 1, 3)...)
+			r := startTail(t, &TailSource{Path: path, Format: FormatLine})
+			r.wait(t, lines("l", 1, 3))
+			for round := range 3 {
+				// Lines written just before the rename are read from the old
+				// file before the new one is opened.
+				base := 3 + round*4
+				appendFile(t, path, lines("l", base+1, base+2)...)
+				if err := os.Rename(path, filepath.Join(dir, "app.log.1")); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(gap)
+				appendFile(t, path, lines("l", base+3, base+4)...)
+				r.wait(t, lines("l", 1, base+4))
+			}
+			if got, want := decodeCursor(t, r.sink.lastCursor()), fileCursor(t, path); got != want {
+				t.Fatalf("cursor %+v, want the new file's end %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestTailRenameRotationPartialLastLine(t *testing.T) {
+	// An unterminated last line of a rotated-away file will never be
+	// finished: it is shipped as it is.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	appendFile(t, path, "a\n")
+	r := startTail(t, &TailSource{Path: path})
+	r.wait(t, []string{"a\n"})
+	appendFile(t, path, "b\n", "unterminated")
+	if err := os.Rename(path, filepath.Join(dir, "app.log.1")); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, "c\n")
+	r.wait(t, []string{"a\n", "b\n", "unterminated", "c\n"})
+}
+
+func TestTailCopyTruncate(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	appendFile(t, path, lines("old", 1, 5)...)
+	r := startTail(t, &TailSource{Path: path, Format: FormatLine})
+	r.wait(t, lines("old", 1, 5))
+	// logrotate copytruncate: copy, then truncate in place.
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app.log.1"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, "n1\n") // shorter than the old offset
+	want := append(lines("old", 1, 5), "n1\n")
+	r.wait(t, want)
+	appendFile(t, path, "n2\n", "n3\n")
+	r.wait(t, append(want, "n2\n", "n3\n"))
+	if got, want := decodeCursor(t, r.sink.lastCursor()), fileCursor(t, path); got != want {
+		t.Fatalf("cursor %+v, want %+v", got, want)
+	}
+}
+
+func TestTailRestartFromCursor(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendFile(t, path, lines("l", 1, 3)...)
+	appendFile(t, path, "part")
+	r := startTail(t, &TailSource{Path: path})
+	r.wait(t, lines("l", 1, 3))
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	cursor := r.sink.lastCursor()
+
+	appendFile(t, path, "ial\n")
+	appendFile(t, path, lines("l", 4, 5)...)
+	r2 := startTail(t, &TailSource{Path: path, Cursor: cursor})
+	r2.wait(t, append([]string{"partial\n"}, lines("l", 4, 5)...))
+}
+
+func TestTailRotationWhileStopped(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	appendFile(t, path, lines("l", 1, 3)...)
+	r := startTail(t, &TailSource{Path: path})
+	r.wait(t, lines("l", 1, 3))
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	cursor := r.sink.lastCursor()
+
+	appendFile(t, path, lines("l", 4, 5)...)
+	if err := os.Rename(path, filepath.Join(dir, "app.log.1")); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, lines("l", 6, 7)...)
+	r2 := startTail(t, &TailSource{Path: path, Cursor: cursor})
+	r2.wait(t, lines("l", 4, 7))
+	appendFile(t, path, lines("l", 8, 8)...)
+	r2.wait(t, lines("l", 4, 8))
+}
+
+func TestTailRotatedAwayWhileStoppedOldFileGone(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	appendFile(t, path, lines("l", 1, 3)...)
+	r := startTail(t, &TailSource{Path: path})
+	r.wait(t, lines("l", 1, 3))
+	r.stop(t)
+	// Rotated out of the directory (deleting it instead could let the new
+	// file reuse its inode, which an inode cursor cannot tell apart).
+	if err := os.Rename(path, filepath.Join(t.TempDir(), "elsewhere.log")); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, lines("new", 1, 2)...)
+	r2 := startTail(t, &TailSource{Path: path, Cursor: r.sink.lastCursor()})
+	r2.wait(t, lines("new", 1, 2))
+}
+
+func TestTailTruncatedWhileStopped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendFile(t, path, lines("long-line", 1, 3)...)
+	r := startTail(t, &TailSource{Path: path})
+	r.wait(t, lines("long-line", 1, 3))
+	r.stop(t)
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, "s\n")
+	r2 := startTail(t, &TailSource{Path: path, Cursor: r.sink.lastCursor()})
+	r2.wait(t, []string{"s\n"})
+}
+
+func TestTailNDJSON(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.ndjson")
+	first := `{"key":"k","op":"put","data":"v"}` + "\n"
+	appendFile(t, path, first)
+	r := startTail(t, &TailSource{Path: path, Format: FormatNDJSON})
+	waitFor(t, "one record", func() bool { return len(r.sink.records()) == 1 })
+	if got := r.sink.records()[0]; string(got.Key) != "k" || got.Op != "put" || string(got.Data) != "v" {
+		t.Fatalf("record %+v", got)
+	}
+	appendFile(t, path, "not json\n")
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), fmt.Sprintf("offset %d", len(first))) {
+			t.Fatalf("err %v, want it to name the file and offset %d", err, len(first))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("tail kept going after a bad line")
+	}
+}
+
+func TestTailOversizeLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendFile(t, path, "ok\n", strings.Repeat("x", 200)) // no newline yet
+	r := startTail(t, &TailSource{Path: path, MaxRecordSize: 64})
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if !errors.Is(err, batch.ErrTooLarge) || !strings.Contains(err.Error(), "offset 3") {
+			t.Fatalf("err %v, want ErrTooLarge at offset 3", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("tail kept going past an oversize line")
+	}
+	if got := r.sink.datas(); !slices.Equal(got, []string{"ok\n"}) {
+		t.Fatalf("appended %q, want the line before it", got)
+	}
+}
+
+func TestTailMissingFile(t *testing.T) {
+	src := &TailSource{Path: filepath.Join(t.TempDir(), "nope.log"), Poll: tailPoll, Log: quiet}
+	if err := src.Run(context.Background(), &fakeSink{}); err == nil || !strings.Contains(err.Error(), "nope.log") {
+		t.Fatalf("err %v, want it to name the file", err)
+	}
+}
+
+func TestTailBadCursor(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendFile(t, path, "x\n")
+	src := &TailSource{Path: path, Cursor: []byte("garbage"), Poll: tailPoll, Log: quiet}
+	if err := src.Run(context.Background(), &fakeSink{}); err == nil || !strings.Contains(err.Error(), "cursor") {
+		t.Fatalf("err %v, want a cursor error", err)
+	}
+}
+
+func TestTailIntoSpoolRestart(t *testing.T) {
+	// The cursor travels through the spool: after a restart of the spool,
+	// Spool.Cursor resumes the tail exactly after the last accepted line.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	appendFile(t, path, lines("l", 1, 4)...)
+	cfg := spoolConfig(t)
+	cfg.Policy.MaxRecords = 3
+	sp := openSpool(t, cfg)
+
+	run := func(cursor []byte, want int) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		src := &TailSource{Path: path, Cursor: cursor, Poll: tailPoll, Log: quiet}
+		go func() { done <- src.Run(ctx, spoolSink{sp}) }()
+		waitFor(t, "records in the spool", func() bool { return sp.Stats().LastSeq == uint64(want) })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(nil, 4)
+	sp.Close()
+	appendFile(t, path, lines("l", 5, 6)...)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, lines("l", 7, 7)...)
+	sp = openSpool(t, cfg)
+	run(sp.Cursor(), 7)
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	all := checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	if got := datas(all); !slices.Equal(got, lines("l", 1, 7)) {
+		t.Fatalf("spool holds %q", got)
+	}
+}
+
+// spoolSink appends straight into a spool, as the shipper does.
+type spoolSink struct{ sp *Spool }
+
+func (s spoolSink) AppendBatch(ctx context.Context, recs []batch.Record, cursor []byte) error {
+	_, err := s.sp.Append(ctx, recs, cursor)
+	return err
+}

@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# Throughput benchmark: ferry ship vs. zstd -1 on the same log-like input.
+#
+#   tests/bench/run.sh                     # 1 GiB input, best of 3
+#   SIZE=256MiB QUICK=1 tests/bench/run.sh # quick look, no correctness check
+#
+# Environment:
+#   SIZE       input size (default 1GiB; B, KiB, MiB, GiB, kB, MB, GB)
+#   SEED       loggen seed (default 1)
+#   RUNS       timed runs per row; the best is reported (default 3)
+#   BENCH_DIR  work dir: cached input, binaries, stores (default /tmp/ferry-bench)
+#   QUICK=1    skip the receive + cmp correctness check
+#
+# It is a measurement: it exits 0 when a target is missed, non-zero only
+# when something could not be measured (missing tool, failed build or run).
+set -euo pipefail
+
+SIZE=${SIZE:-1GiB}
+SEED=${SEED:-1}
+RUNS=${RUNS:-3}
+BENCH_DIR=${BENCH_DIR:-/tmp/ferry-bench}
+QUICK=${QUICK:-0}
+
+# Targets for ferry ship --fsync batch.
+TARGET_SPEED=0.8  # ferry MB/s divided by zstd -1 -T1 MB/s, at least
+TARGET_RSS_MIB=100 # peak RSS, at most
+
+die() {
+	echo "run.sh: $*" >&2
+	exit 1
+}
+
+need() {
+	command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"
+}
+
+# to_bytes 256MiB -> 268435456 (the units loggen accepts).
+to_bytes() {
+	local s=$1 n unit
+	[[ $s =~ ^([0-9]+)[[:space:]]*([A-Za-z]*)$ ]] || die "SIZE=$s: want a whole number and a unit, e.g. 256MiB"
+	n=${BASH_REMATCH[1]}
+	unit=${BASH_REMATCH[2],,}
+	case $unit in
+	"" | b) echo "$n" ;;
+	kib) echo $((n << 10)) ;;
+	mib) echo $((n << 20)) ;;
+	gib) echo $((n << 30)) ;;
+	kb) echo $((n * 1000)) ;;
+	mb) echo $((n * 1000000)) ;;
+	gb) echo $((n * 1000000000)) ;;
+	*) die "SIZE=$s: unknown unit $unit (use B, KiB, MiB, GiB, kB, MB, GB)" ;;
+	esac
+}
+
+# now prints the wall clock in seconds with microseconds.
+now() { echo "$EPOCHREALTIME"; }
+
+# sum_file_sizes DIR prints the total size of the regular files under DIR.
+sum_file_sizes() {
+	find "$1" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}'
+}
+
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS=$RUNS: want a positive whole number"
+(( BASH_VERSINFO[0] >= 5 )) || die "bash 5 or later needed (EPOCHREALTIME), found $BASH_VERSION"
+
+need go "install Go (see go.mod for the version)"
+need zstd "install it, e.g. apt-get install -y zstd"
+need awk "install awk, e.g. apt-get install -y gawk"
+need cmp "install diffutils"
+# Peak RSS comes from GNU time's %M; the bash keyword 'time' cannot report it.
+if [[ ! -x /usr/bin/time ]] || ! /usr/bin/time -f %M -o /dev/null true 2>/dev/null; then
+	die "/usr/bin/time (GNU time) not found or not GNU: it measures peak RSS (%M). Install the Debian package 'time': apt-get install -y time"
+fi
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+[[ -f go.mod && -d cmd/ferry ]] || die "$root does not look like the ferry repository"
+
+size_bytes=$(to_bytes "$SIZE")
+((size_bytes > 0)) || die "SIZE=$SIZE: must be more than 0 bytes"
+mkdir -p "$BENCH_DIR/bin" || die "cannot create BENCH_DIR=$BENCH_DIR"
+ferry="$BENCH_DIR/bin/ferry"
+loggen="$BENCH_DIR/bin/loggen"
+
+echo "== building ferry and loggen (go build)"
+go build -o "$ferry" ./cmd/ferry || die "go build ./cmd/ferry failed (see above)"
+go build -o "$loggen" ./tests/bench/loggen || die "go build ./tests/bench/loggen failed (see above)"
+
+input="$BENCH_DIR/input-$SIZE.log"
+[[ $SEED == 1 ]] || input="$BENCH_DIR/input-$SIZE-seed$SEED.log"
+if [[ -f $input && $(stat -c %s "$input") == "$size_bytes" ]]; then
+	echo "== input: reusing $input"
+else
+	echo "== input: generating $input ($SIZE, seed $SEED)"
+	t0=$(now)
+	"$loggen" -size "$SIZE" -seed "$SEED" -o "$input" || die "loggen failed"
+	t1=$(now)
+	awk -v b="$size_bytes" -v t0="$t0" -v t1="$t1" 'BEGIN {printf "   %.1fs, %.0f MB/s\n", t1-t0, b/1e6/(t1-t0)}'
+fi
+
+# Dropping the page cache needs root and disturbs everyone else on the
+# machine, so instead the input is read once here: every timed run below
+# then reads it from memory, zstd and ferry alike.
+echo "== warming the page cache: cat input > /dev/null (caches are not dropped)"
+cat "$input" >/dev/null
+mem_avail=$(awk '/^MemAvailable:/ {printf "%d\n", $2 * 1024}' /proc/meminfo)
+if ((mem_avail < 2 * size_bytes)); then
+	echo "   warning: MemAvailable $((mem_avail >> 20)) MiB is under twice the input; runs may read from disk"
+fi
+lines=$(wc -l <"$input")
+
+runs_dir="$BENCH_DIR/runs"
+rm -rf "$runs_dir"
+mkdir -p "$runs_dir"
+
+# Rows: the reference and ferry at two fsync settings. Runs are interleaved
+# (round 1 of every row, then round 2, ...) so that a change in machine load
+# during the benchmark hits every row alike; each row reports its best run.
+rows=(zstd batch off)
+declare -A best_wall all_walls peak_rss stored summary
+
+# record_run ROW T0 T1 RSS_KIB folds one run into the row's figures and
+# returns 0 when it is the row's best so far.
+record_run() {
+	local row=$1 wall
+	wall=$(awk -v a="$2" -v b="$3" 'BEGIN {printf "%.3f", b - a}')
+	all_walls[$row]+="${all_walls[$row]:+ }$wall"
+	if (($4 > ${peak_rss[$row]:-0})); then
+		peak_rss[$row]=$4
+	fi
+	if [[ -z ${best_wall[$row]:-} ]] || awk -v w="$wall" -v b="${best_wall[$row]}" 'BEGIN {exit !(w < b)}'; then
+		best_wall[$row]=$wall
+		return 0
+	fi
+	return 1
+}
+
+run_zstd() {
+	local t0 t1
+	t0=$(now)
+	/usr/bin/time -o "$runs_dir/rss" -f %M zstd -q -1 -T1 -c "$input" >/dev/null ||
+		die "zstd -1 -T1 -c $input failed"
+	t1=$(now)
+	record_run zstd "$t0" "$t1" "$(tail -n 1 "$runs_dir/rss")" || true
+}
+
+# run_ferry FSYNC ROUND ships into a fresh store and spool. The best run's
+# store, spool and stderr are kept as store-FSYNC, spool-FSYNC, ship-FSYNC.err.
+run_ferry() {
+	local fsync=$1 round=$2 t0 t1
+	local store="$runs_dir/store-$fsync-$round" spool="$runs_dir/spool-$fsync-$round" err="$runs_dir/ship-$fsync-$round.err"
+	rm -rf "$store" "$spool"
+	t0=$(now)
+	if ! /usr/bin/time -o "$runs_dir/rss" -f %M "$ferry" ship --store "$store" --stream bench \
+		--spool "$spool" --max-bytes 16MiB --fsync "$fsync" <"$input" >/dev/null 2>"$err"; then
+		cat "$err" >&2
+		die "ferry ship --fsync $fsync failed (round $round; stderr above, kept in $err)"
+	fi
+	t1=$(now)
+	if record_run "$fsync" "$t0" "$t1" "$(tail -n 1 "$runs_dir/rss")"; then
+		rm -rf "$runs_dir/store-$fsync" "$runs_dir/spool-$fsync"
+		mv "$store" "$runs_dir/store-$fsync"
+		mv "$spool" "$runs_dir/spool-$fsync"
+		mv "$err" "$runs_dir/ship-$fsync.err"
+	else
+		rm -rf "$store" "$spool" "$err"
+	fi
+}
+
+for ((round = 1; round <= RUNS; round++)); do
+	echo "== round $round/$RUNS: zstd -1 -T1, ferry ship --fsync batch, ferry ship --fsync off"
+	run_zstd
+	run_ferry batch "$round"
+	run_ferry off "$round"
+done
+
+echo "== zstd -1 -T1 compressed size (untimed)"
+stored[zstd]=$(zstd -q -1 -T1 -c "$input" | wc -c)
+for fsync in batch off; do
+	stored[$fsync]=$(sum_file_sizes "$runs_dir/store-$fsync")
+	summary[$fsync]=$(grep -m 1 '^ferry ship:' "$runs_dir/ship-$fsync.err" || echo "(no summary line on stderr)")
+	shipped=$(sed -n 's/^ferry ship: \([0-9]*\) records.*/\1/p' "$runs_dir/ship-$fsync.err")
+	if [[ -n $shipped && $shipped != "$lines" ]]; then
+		echo "   warning: ferry (fsync=$fsync) reports $shipped records, the input has $lines lines"
+	fi
+done
+
+verify="skipped (QUICK=1)"
+if [[ $QUICK != 1 ]]; then
+	echo "== correctness: ferry receive --once from the fsync=batch store, then cmp"
+	out="$runs_dir/received.log"
+	rm -rf "$runs_dir/state" "$out"
+	if ! "$ferry" receive --store "$runs_dir/store-batch" --stream bench --state "$runs_dir/state" \
+		--apply "file:$out" --once 2>"$runs_dir/receive.err"; then
+		cat "$runs_dir/receive.err" >&2
+		die "ferry receive --once failed (stderr above)"
+	fi
+	if cmp "$input" "$out"; then
+		verify="OK: received file is byte-identical to the input ($size_bytes bytes)"
+	else
+		verify="FAILED: received file differs from the input (kept: $out)"
+	fi
+	[[ $verify == OK* ]] && rm -f "$out"
+fi
+
+# ---- report -----------------------------------------------------------------
+fs_type=$(stat -f -c %T "$BENCH_DIR")
+cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+load=$(cut -d ' ' -f 1-3 /proc/loadavg)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -n $(git status --porcelain 2>/dev/null | head -n 1) ]] && commit+=" + uncommitted changes"
+
+row() { # row NAME WALL BYTES_STORED RSS_KIB WALLS
+	awk -v name="$1" -v wall="$2" -v in_b="$size_bytes" -v lines="$lines" -v out_b="$3" -v rss="$4" -v walls="$5" \
+		'BEGIN {printf "%-26s %8.3f %9.1f %9.2f %7.2fx %9.1f   %s\n",
+			name, wall, in_b / 1e6 / wall, lines / 1e6 / wall, in_b / out_b, rss / 1024, walls}'
+}
+
+echo
+echo "ferry throughput benchmark: $SIZE input ($size_bytes bytes, $lines lines, seed $SEED), best of $RUNS"
+echo "  ferry $commit; $(zstd -V | sed 's/^\*\*\* //; s/ \*\*\*$//; s/, by .*//')"
+echo "  $(nproc) CPUs ($cpu), load average $load; BENCH_DIR $BENCH_DIR on $fs_type"
+echo "  page cache not dropped (needs root): the input was read once beforehand, so every run reads it from memory"
+if awk -v l="${load%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > n)}'; then
+	echo "  warning: load average above the CPU count; other work competes for the CPUs and the figures are noisy"
+fi
+echo
+printf "%-26s %8s %9s %9s %8s %9s   %s\n" "" "wall s" "MB/s" "Mrec/s" "ratio" "RSS MiB" "all runs (s)"
+for r in "${rows[@]}"; do
+	name="ferry ship --fsync $r"
+	[[ $r == zstd ]] && name="zstd -1 -T1"
+	row "$name" "${best_wall[$r]}" "${stored[$r]}" "${peak_rss[$r]}" "${all_walls[$r]}"
+done
+echo "  MB = 10^6 bytes of input per second of wall time; Mrec/s = million lines per second;"
+echo "  ratio = input bytes / bytes written (zstd: compressed stream; ferry: every file in the store dir);"
+echo "  RSS = largest peak RSS over the runs (GNU time %M)"
+echo
+awk -v f="${best_wall[batch]}" -v z="${best_wall[zstd]}" -v t="$TARGET_SPEED" -v rss="${peak_rss[batch]}" -v trss="$TARGET_RSS_MIB" 'BEGIN {
+	speed = z / f   # same input, so the MB/s ratio is the inverse wall-time ratio
+	printf "target  ferry MB/s / zstd MB/s (fsync=batch) = %.2f   want >= %.1f   %s\n", speed, t, (speed >= t ? "OK" : "MISSED")
+	printf "target  ferry peak RSS (fsync=batch) = %.1f MiB   want <= %d MiB   %s\n", rss / 1024, trss, (rss / 1024 <= trss ? "OK" : "MISSED")
+}'
+echo "check   $verify"
+echo
+echo "ferry's own summary (best run, stderr):"
+for fsync in batch off; do
+	echo "  fsync=$fsync: ${summary[$fsync]}"
+done
+echo
+quick=""
+[[ $QUICK == 1 ]] && quick=" QUICK=1"
+echo "reproduce: cd $root && SIZE=$SIZE SEED=$SEED RUNS=$RUNS BENCH_DIR=$BENCH_DIR$quick tests/bench/run.sh"
+echo "  one ferry run: $ferry ship --store DIR --stream bench --spool SPOOL --max-bytes 16MiB --fsync batch < $input"
+echo "  reference:     zstd -1 -T1 -c $input > /dev/null"

@@ -1,0 +1,572 @@
+// Package e2e runs the real ferry binary as separate processes against real
+// files: shipping, receiving, inspecting, and the faults in between (kill -9,
+// damaged and missing segments, bad configuration).
+//
+// TestMain builds ./cmd/ferry once. Every test owns its temp dirs, stream,
+// spool and state, kills the processes it started on cleanup, and waits by
+// polling with deadlines rather than by fixed sleeps.
+//
+// Tests that inject faults at random moments log their seed; set
+// FERRY_E2E_SEED to replay one.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// ferryBin is the binary TestMain built.
+var ferryBin string
+
+// runTimeout bounds one ferry invocation that is expected to finish.
+const runTimeout = 90 * time.Second
+
+func TestMain(m *testing.M) {
+	os.Exit(buildAndRun(m))
+}
+
+func buildAndRun(m *testing.M) int {
+	root, err := moduleRoot()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: cannot find the module root: %v\n", err)
+		return 1
+	}
+	tmp, err := os.MkdirTemp("", "ferry-e2e-bin-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	ferryBin = filepath.Join(tmp, "ferry")
+	build := exec.Command("go", "build", "-o", ferryBin, "./cmd/ferry")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: FAILED to build ferry (go build -o %s ./cmd/ferry in %s): %v\n%s\n", ferryBin, root, err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// moduleRoot walks up from the working directory to the go.mod of
+// github.com/ferry-dr/ferry.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.Contains(data, []byte("module github.com/ferry-dr/ferry\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod for github.com/ferry-dr/ferry above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// seededRand returns a generator seeded from FERRY_E2E_SEED or the clock,
+// logging the seed so a failure can be replayed.
+func seededRand(t *testing.T) *rand.Rand {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("FERRY_E2E_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("FERRY_E2E_SEED=%q: %v", s, err)
+		}
+		seed = v
+	}
+	t.Logf("random seed %d (replay with FERRY_E2E_SEED=%d)", seed, seed)
+	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+}
+
+// result is the outcome of one finished ferry run.
+type result struct {
+	args   []string
+	stdout string
+	stderr string
+	code   int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("ferry %s\nexit %d\n--- stdout ---\n%s\n--- stderr ---\n%s",
+		strings.Join(r.args, " "), r.code, clip(r.stdout), clip(r.stderr))
+}
+
+// output is stdout and stderr together, for checking what a user is told.
+func (r result) output() string { return r.stdout + r.stderr }
+
+func clip(s string) string {
+	const max = 4000
+	if len(s) <= max {
+		return s
+	}
+	return s[:max/2] + fmt.Sprintf("\n... (%d bytes elided) ...\n", len(s)-max) + s[len(s)-max/2:]
+}
+
+// ferry runs the binary with args and stdin (nil for none) to completion.
+func ferry(t *testing.T, stdin io.Reader, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ferryBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &stdout, &stderr
+	err := cmd.Run()
+	r := result{args: args, stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("ferry did not finish within %s:\n%s", runTimeout, r)
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run ferry %s: %v", strings.Join(args, " "), err)
+	}
+	return r
+}
+
+// mustFerry is ferry that fails the test unless the run exits 0.
+func mustFerry(t *testing.T, stdin io.Reader, args ...string) result {
+	t.Helper()
+	r := ferry(t, stdin, args...)
+	if r.code != 0 {
+		t.Fatalf("want exit 0:\n%s", r)
+	}
+	return r
+}
+
+// failFerry is ferry that fails the test unless the run exits non-zero
+// with output containing every one of want.
+func failFerry(t *testing.T, stdin io.Reader, want []string, args ...string) result {
+	t.Helper()
+	r := ferry(t, stdin, args...)
+	if r.code == 0 {
+		t.Fatalf("want a non-zero exit:\n%s", r)
+	}
+	for _, w := range want {
+		if !strings.Contains(r.output(), w) {
+			t.Errorf("output does not mention %q:\n%s", w, r)
+		}
+	}
+	return r
+}
+
+// lockedBuffer collects a running process's output.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// process is a long-running ferry (ship with a tail source, receive
+// without --once). It is killed on test cleanup if still running.
+type process struct {
+	t      *testing.T
+	args   []string
+	cmd    *exec.Cmd
+	stdout lockedBuffer
+	stderr lockedBuffer
+	done   chan struct{}
+	code   int // valid once done is closed; -1 when killed by a signal
+}
+
+func startFerry(t *testing.T, stdin io.Reader, args ...string) *process {
+	t.Helper()
+	p := &process{t: t, args: args, done: make(chan struct{})}
+	p.cmd = exec.Command(ferryBin, args...)
+	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr = stdin, &p.stdout, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start ferry %s: %v", strings.Join(args, " "), err)
+	}
+	go func() {
+		p.cmd.Wait()
+		p.code = p.cmd.ProcessState.ExitCode()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		if !p.exited() {
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+func (p *process) String() string {
+	return fmt.Sprintf("ferry %s (pid %d)\n--- stdout ---\n%s\n--- stderr ---\n%s",
+		strings.Join(p.args, " "), p.cmd.Process.Pid, clip(p.stdout.String()), clip(p.stderr.String()))
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits up to timeout for the process to exit on its own.
+func (p *process) wait(timeout time.Duration) (code int, ok bool) {
+	select {
+	case <-p.done:
+		return p.code, true
+	case <-time.After(timeout):
+		return 0, false
+	}
+}
+
+// kill9 sends SIGKILL and waits for the process to be gone. It fails the
+// test if the process had already exited: a crash test needs it running.
+func (p *process) kill9() {
+	p.t.Helper()
+	if p.exited() {
+		p.t.Fatalf("wanted to kill -9 a running process, but it had exited with %d:\n%s", p.code, p)
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	if _, ok := p.wait(10 * time.Second); !ok {
+		p.t.Fatalf("process survived SIGKILL for 10s:\n%s", p)
+	}
+}
+
+// terminate sends SIGTERM and returns the exit code, failing the test if
+// the process does not exit within timeout.
+func (p *process) terminate(timeout time.Duration) int {
+	p.t.Helper()
+	if p.exited() {
+		p.t.Fatalf("wanted to SIGTERM a running process, but it had exited with %d:\n%s", p.code, p)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	code, ok := p.wait(timeout)
+	if !ok {
+		p.t.Fatalf("process did not exit within %s of SIGTERM:\n%s", timeout, p)
+	}
+	return code
+}
+
+// eventually polls cond until it reports true, failing the test with cond's
+// last explanation after timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, detail := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached within %s: %s", what, timeout, detail)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stream is one test's stream with its own store, spool, state and replica.
+type stream struct {
+	t       *testing.T
+	dir     string
+	name    string
+	store   string
+	spool   string
+	state   string
+	replica string
+}
+
+func newStream(t *testing.T, name string) *stream {
+	dir := t.TempDir()
+	return &stream{
+		t:       t,
+		dir:     dir,
+		name:    name,
+		store:   filepath.Join(dir, "store"),
+		spool:   filepath.Join(dir, "spool"),
+		state:   filepath.Join(dir, "state"),
+		replica: filepath.Join(dir, "replica.out"),
+	}
+}
+
+// streamDir is where the directory store keeps this stream's segments.
+func (s *stream) streamDir() string { return filepath.Join(s.store, s.name) }
+
+func (s *stream) shipArgs(extra ...string) []string {
+	return append([]string{"ship", "--store", s.store, "--stream", s.name, "--spool", s.spool}, extra...)
+}
+
+func (s *stream) receiveArgs(extra ...string) []string {
+	return append([]string{"receive", "--store", s.store, "--stream", s.name, "--state", s.state,
+		"--apply", "file:" + s.replica}, extra...)
+}
+
+// ship runs ferry ship with data on stdin and wants exit 0.
+func (s *stream) ship(data []byte, extra ...string) result {
+	s.t.Helper()
+	return mustFerry(s.t, bytes.NewReader(data), s.shipArgs(extra...)...)
+}
+
+// receiveOnce runs ferry receive --once into the replica and wants exit 0.
+func (s *stream) receiveOnce(extra ...string) result {
+	s.t.Helper()
+	return mustFerry(s.t, nil, s.receiveArgs(append([]string{"--once"}, extra...)...)...)
+}
+
+func (s *stream) verify() result {
+	s.t.Helper()
+	return ferry(s.t, nil, "verify", "--store", s.store, "--stream", s.name)
+}
+
+// readReplica returns the replica file (empty if it does not exist yet).
+func (s *stream) readReplica() []byte {
+	s.t.Helper()
+	data, err := os.ReadFile(s.replica)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.t.Fatal(err)
+	}
+	return data
+}
+
+// wantReplica fails the test unless the replica is exactly want.
+func (s *stream) wantReplica(want []byte, what string) {
+	s.t.Helper()
+	if got := s.readReplica(); !bytes.Equal(got, want) {
+		s.t.Fatalf("replica %s: %s", what, describeDiff(want, got))
+	}
+}
+
+// segments lists the stream's segment files in the store, sorted (which is
+// seq order: names are fixed-width hex).
+func (s *stream) segments() []string {
+	s.t.Helper()
+	ents, err := os.ReadDir(s.streamDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".seg.zst") && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// segmentPath is the store file of segment name.
+func (s *stream) segmentPath(name string) string { return filepath.Join(s.streamDir(), name) }
+
+// middleSegment returns the name of a segment with segments on both sides;
+// it needs at least three.
+func (s *stream) middleSegment() string {
+	s.t.Helper()
+	names := s.segments()
+	if len(names) < 3 {
+		s.t.Fatalf("want at least 3 segments in %s, have %d", s.streamDir(), len(names))
+	}
+	return names[len(names)/2]
+}
+
+// checkpointSeq is last_seq in the receiver's checkpoint.json.
+func (s *stream) checkpointSeq() uint64 {
+	s.t.Helper()
+	return readCheckpoint(s.t, filepath.Join(s.state, "checkpoint.json")).LastSeq
+}
+
+// checkpoint is what the tests read of a receiver's checkpoint.json.
+type checkpoint struct {
+	LastSeq uint64 `json:"last_seq"`
+	Applier struct {
+		Size int64 `json:"size"` // the file applier's replica size
+	} `json:"applier"`
+}
+
+func readCheckpoint(t *testing.T, path string) checkpoint {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read checkpoint: %v", err)
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(raw, &cp); err != nil {
+		t.Fatalf("checkpoint %s: %v", raw, err)
+	}
+	return cp
+}
+
+// segInfo is one line of ferry ls --json.
+type segInfo struct {
+	Segment          string `json:"segment"`
+	Size             int64  `json:"size"`
+	Stream           string `json:"stream"`
+	Generation       uint32 `json:"generation"`
+	FirstSeq         uint64 `json:"first_seq"`
+	LastSeq          uint64 `json:"last_seq"`
+	Records          uint64 `json:"records"`
+	UncompressedSize int64  `json:"uncompressed_size"`
+}
+
+func (s *stream) lsJSON() []segInfo {
+	s.t.Helper()
+	r := mustFerry(s.t, nil, "ls", "--json", "--store", s.store, "--stream", s.name)
+	var out []segInfo
+	dec := json.NewDecoder(strings.NewReader(r.stdout))
+	for dec.More() {
+		var si segInfo
+		if err := dec.Decode(&si); err != nil {
+			s.t.Fatalf("ls --json output: %v\n%s", err, r)
+		}
+		out = append(out, si)
+	}
+	return out
+}
+
+// segmentSeqs parses the seq range out of a segment name
+// (GGGGGGGG-FFFFFFFFFFFFFFFF-LLLLLLLLLLLLLLLL.seg.zst, lower-case hex).
+func segmentSeqs(t *testing.T, name string) (first, last uint64) {
+	t.Helper()
+	parts := strings.Split(strings.TrimSuffix(name, ".seg.zst"), "-")
+	if len(parts) != 3 || len(parts[0]) != 8 || len(parts[1]) != 16 || len(parts[2]) != 16 {
+		t.Fatalf("%q is not a segment name", name)
+	}
+	first, err1 := strconv.ParseUint(parts[1], 16, 64)
+	last, err2 := strconv.ParseUint(parts[2], 16, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("%q is not a segment name", name)
+	}
+	return first, last
+}
+
+// payloadOffset is where a segment's zstd payload starts: after the
+// skippable metadata frame (u32 LE magic, u32 LE length, body).
+func payloadOffset(t *testing.T, seg []byte) int {
+	t.Helper()
+	if len(seg) < 8 || binary.LittleEndian.Uint32(seg) != 0x184D2A5E {
+		t.Fatalf("segment does not start with ferry's metadata frame")
+	}
+	return 8 + int(binary.LittleEndian.Uint32(seg[4:]))
+}
+
+// logLines returns n deterministic log-like lines numbered from first, each
+// 60-120 bytes including its newline.
+func logLines(seed uint64, first, n int) []byte {
+	rng := rand.New(rand.NewPCG(seed, uint64(first)))
+	levels := [...]string{"INFO ", "DEBUG", "WARN ", "ERROR"}
+	const filler = "abcdefghijklmnopqrstuvwxyz0123456789-_ABCDEFGHIJKLMNOPQRSTUVWXYZ=abcdefghijklmnopqrstuvwxyz0123456789"
+	out := make([]byte, 0, n*92)
+	for i := first; i < first+n; i++ {
+		start := len(out)
+		size := 60 + rng.IntN(61)
+		out = append(out, "2026-03-01T"...)
+		out = appendPad(out, (i/3600)%24, 2)
+		out = append(out, ':')
+		out = appendPad(out, (i/60)%60, 2)
+		out = append(out, ':')
+		out = appendPad(out, i%60, 2)
+		out = append(out, ' ')
+		out = append(out, levels[rng.IntN(len(levels))]...)
+		out = append(out, " svc-"...)
+		out = appendPad(out, rng.IntN(40), 2)
+		out = append(out, " n="...)
+		out = strconv.AppendInt(out, int64(i), 10)
+		out = append(out, " req="...)
+		out = strconv.AppendUint(out, rng.Uint64()>>20, 16)
+		out = append(out, ' ')
+		if pad := size - 1 - (len(out) - start); pad > 0 {
+			off := rng.IntN(len(filler) - pad + 1)
+			out = append(out, filler[off:off+pad]...)
+		}
+		out = append(out, '\n')
+	}
+	return out
+}
+
+func appendPad(b []byte, v, width int) []byte {
+	s := strconv.Itoa(v)
+	for range width - len(s) {
+		b = append(b, '0')
+	}
+	return append(b, s...)
+}
+
+// lines splits data into lines, each keeping its newline.
+func lines(data []byte) [][]byte {
+	var out [][]byte
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			out = append(out, data)
+			break
+		}
+		out = append(out, data[:i+1])
+		data = data[i+1:]
+	}
+	return out
+}
+
+// prefixLines returns the first n lines of data.
+func prefixLines(data []byte, n int) []byte {
+	off := 0
+	for range n {
+		i := bytes.IndexByte(data[off:], '\n')
+		if i < 0 {
+			return data
+		}
+		off += i + 1
+	}
+	return data[:off]
+}
+
+// describeDiff explains how got differs from want, by line: the first line
+// that differs, and the sizes.
+func describeDiff(want, got []byte) string {
+	if bytes.Equal(want, got) {
+		return "identical"
+	}
+	wl, gl := lines(want), lines(got)
+	for i := 0; i < max(len(wl), len(gl)); i++ {
+		switch {
+		case i >= len(wl):
+			return fmt.Sprintf("%d extra line(s) after the expected %d; first extra line %d: %q (have %d lines/%d bytes, want %d lines/%d bytes)",
+				len(gl)-len(wl), len(wl), i+1, gl[i], len(gl), len(got), len(wl), len(want))
+		case i >= len(gl):
+			return fmt.Sprintf("missing %d line(s) from line %d on: want %q next (have %d lines/%d bytes, want %d lines/%d bytes)",
+				len(wl)-len(gl), i+1, wl[i], len(gl), len(got), len(wl), len(want))
+		case !bytes.Equal(wl[i], gl[i]):
+			return fmt.Sprintf("first divergence at line %d: want %q, got %q (have %d lines/%d bytes, want %d lines/%d bytes)",
+				i+1, wl[i], gl[i], len(gl), len(got), len(wl), len(want))
+		}
+	}
+	return "differs"
+}
