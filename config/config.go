@@ -134,6 +134,11 @@ type Receive struct {
 
 	// RetryMax caps the exec applier's backoff. Default 1m; at least RetryMin.
 	RetryMax Duration `toml:"retry_max"`
+
+	// ID names this receiver in the applied watermark it publishes in the
+	// store ("<stream>/watermarks/<id>/"), which the primary side and
+	// retention read. Default: the host name. Same pattern as stream.
+	ID string `toml:"id"`
 }
 
 // Defaults returns a File with every default filled in. Stream, Store,

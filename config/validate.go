@@ -133,6 +133,9 @@ func (f *File) Validate(verb string) error {
 	if r.RetryMax < r.RetryMin {
 		add("receive.retry_max", "%v is less than receive.retry_min (%v)", r.RetryMax, r.RetryMin)
 	}
+	if r.ID != "" && !streamPattern.MatchString(r.ID) {
+		add("receive.id", "%q is not a valid receiver id (1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)", r.ID)
+	}
 
 	// [s3]
 	c := &f.S3

@@ -45,6 +45,12 @@ type Config struct {
 	MaxSegmentSize int64
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// ReceiverID names this receiver in its published watermark
+	// ("<stream>/watermarks/<id>/"); empty disables publishing.
+	ReceiverID string
+	// PublishEvery is the most often the watermark is published while
+	// applying (it is always published when a run ends). Default 10s.
+	PublishEvery time.Duration
 }
 
 // Stats are counters for summaries and status.
@@ -68,6 +74,10 @@ type Receiver struct {
 
 	gapSince  time.Time
 	gapLogged time.Time
+
+	published   uint64 // seq of the last published watermark
+	publishedAt time.Time
+	registered  bool
 }
 
 // Open locks the state directory, loads (or creates) the checkpoint and
@@ -97,8 +107,16 @@ func Open(cfg Config, log *slog.Logger) (*Receiver, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.PublishEvery <= 0 {
+		cfg.PublishEvery = 10 * time.Second
+	}
 	if err := batch.CheckStream(cfg.Stream); err != nil {
 		return nil, err
+	}
+	if cfg.ReceiverID != "" {
+		if err := batch.CheckStream(cfg.ReceiverID); err != nil {
+			return nil, fmt.Errorf("receiver id: %w", err)
+		}
 	}
 	if err := fsutil.CheckWritableDir(cfg.StateDir, "state"); err != nil {
 		return nil, err
@@ -162,6 +180,7 @@ func (r *Receiver) Close() error {
 // naming the segment; a gap that outlives GapTimeout fails a Once run with
 // ErrGap and is logged (and waited out) otherwise.
 func (r *Receiver) Run(ctx context.Context) error {
+	defer r.publish(context.WithoutCancel(ctx))
 	poll := r.cfg.PollMin
 	for {
 		n, gap, err := r.pass(ctx)
@@ -180,6 +199,7 @@ func (r *Receiver) Run(ctx context.Context) error {
 		}
 		if n > 0 {
 			poll = r.cfg.PollMin
+			r.maybePublish(ctx)
 			continue
 		}
 		select {

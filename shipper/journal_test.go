@@ -100,3 +100,28 @@ func TestJournalZeroFilledTail(t *testing.T) {
 		t.Fatalf("zeros: err = %v, want errTornEntry", err)
 	}
 }
+
+// FuzzParseEntry: no input may panic parseEntry, a successful parse
+// consumes a sane length, and re-encoding what it returned gives back the
+// same bytes.
+func FuzzParseEntry(f *testing.F) {
+	f.Add(appendEntry(nil, journalRecords(), []byte("cursor")))
+	f.Add(appendEntry(nil, nil, nil))
+	f.Add([]byte{0, 0, 0, 5, 0, 0, 0, 0, 1, 0, 0, 0, 0})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		recs, cursor, n, err := parseEntry(b)
+		if err != nil {
+			if n != 0 {
+				t.Fatalf("consumed %d on error", n)
+			}
+			return
+		}
+		if n < entryHeader+5 || n > len(b) {
+			t.Fatalf("consumed %d of %d", n, len(b))
+		}
+		if again := appendEntry(nil, recs, cursor); !bytes.Equal(again, b[:n]) {
+			t.Fatalf("re-encoding differs:\n% x\n% x", again, b[:n])
+		}
+	})
+}

@@ -435,3 +435,30 @@ func TestRecoverCrashAtEveryFsync(t *testing.T) {
 	}
 	t.Logf("%d crash images checked: %s", len(images), strings.Join(points, "; "))
 }
+
+func TestRecoverSyncsJournalBeforeResealing(t *testing.T) {
+	// After kill -9 the journal read back may be only in the page cache;
+	// resealing from it must fsync it before the segment exists, like any
+	// other seal.
+	cfg := spoolConfig(t)
+	openSpool(t, cfg).Close()
+	recs := records("a", 2)
+	recs[0].Seq, recs[1].Seq = 1, 2
+	writeFile(t, filepath.Join(cfg.Dir, "journal"), appendEntry(nil, recs, []byte("c2")))
+	var order []string
+	cfg.SyncFile = func(f *os.File) error {
+		order = append(order, filepath.Base(f.Name()))
+		return f.Sync()
+	}
+	sp := openSpool(t, cfg)
+	if c := sp.Cursor(); string(c) != "c2" {
+		t.Fatalf("cursor %q", c)
+	}
+	if got := seqRanges(sealedFiles(t, cfg.Dir)); len(got) != 1 || got[0] != [2]uint64{1, 2} {
+		t.Fatalf("sealed %v, want [1 2]", got)
+	}
+	seg := slices.IndexFunc(order, func(s string) bool { return strings.HasSuffix(s, ".seg.zst.tmp") })
+	if seg < 0 || !slices.Contains(order[:seg], "journal") {
+		t.Fatalf("fsyncs at recovery: %q; want the journal synced before the segment", order)
+	}
+}

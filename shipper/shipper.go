@@ -240,13 +240,15 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 				return fmt.Errorf("target %s: put %s: %w", t.Name, key, err)
 			}
 			cursor = seg.LastSeq
-			s.spool.Confirm(t.Name, cursor)
+			// Status first: once Confirm empties the spool, Drain returns
+			// and the caller reads the status for its summary.
 			s.mu.Lock()
 			st := s.targets[t.Name]
 			st.SentSeq, st.LastError, st.LastSent = cursor, "", time.Now()
 			st.Segments++
 			st.BytesSent += int64(len(data))
 			s.mu.Unlock()
+			s.spool.Confirm(t.Name, cursor)
 		}
 		if len(pending) > 0 {
 			continue

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -109,6 +110,14 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		tw.Flush()
 		fmt.Fprintf(stdout, "%d segments, %d records, %s stored, %s uncompressed (ratio %.2fx)\n",
 			len(names), recs, sizeString(total), sizeString(totalU), ratio(totalU, total))
+		wms, err := receiver.ReadWatermarks(ctx, st, c.cfg.Stream)
+		if err != nil {
+			return fmt.Errorf("read receiver watermarks: %w", err)
+		}
+		for _, w := range wms {
+			fmt.Fprintf(stdout, "receiver %s: applied through seq %d (segment %s), published %s\n",
+				w.Receiver, w.AppliedSeq, w.Segment, w.PublishedAt.Format(time.RFC3339))
+		}
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	c.fs.String("gap-timeout", "", "how long a missing segment may stay missing before it is reported (default 30s)")
 	c.fs.String("poll-min", "", "shortest wait between store polls (default 200ms)")
 	c.fs.String("poll-max", "", "longest wait between polls when idle (default 5s)")
+	c.fs.String("id", "", "receiver id in the published watermark (default: host name)")
 	err := c.parse(args, "receive", func(f *flag.Flag) error {
 		r := &c.cfg.Receive
 		v := f.Value.String()
@@ -43,6 +44,8 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 			r.PollMin, err = config.ParseDuration(v)
 		case "poll-max":
 			r.PollMax, err = config.ParseDuration(v)
+		case "id":
+			r.ID = v
 		}
 		if err != nil {
 			return fmt.Errorf("--%s: %w", f.Name, err)
@@ -80,6 +83,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		RetryMin:   time.Duration(rc.RetryMin),
 		RetryMax:   time.Duration(rc.RetryMax),
 		Once:       *once,
+		ReceiverID: receiverID(rc.ID),
 	}, log)
 	if err != nil {
 		return err
@@ -92,4 +96,11 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "ferry receive: applied %d segments, %d records (%s read) in %.2fs to %s; checkpoint at seq %d\n",
 		s.Segments, s.Records, sizeString(s.Bytes), secs, ap, s.LastSeq)
 	return runErr
+}
+
+func receiverID(configured string) string {
+	if configured != "" {
+		return configured
+	}
+	return receiver.DefaultReceiverID()
 }

@@ -7,9 +7,12 @@
 // Put never overwrites: it sends If-None-Match: * so the server refuses to
 // replace an existing key (412). Put then compares checksums: the same
 // content is an idempotent retry (nil), different content is a split brain
-// (store.ErrConflict). A server that ignores If-None-Match would silently
-// overwrite, so use one that implements conditional writes (AWS since
-// 2024-08, MinIO, versitygw, Ceph RGW).
+// (store.ErrConflict). Put makes the same comparison when a PUT gets no
+// answer at all (reset, timeout): the object may have been stored with the
+// answer lost, or refused with a 412 the HTTP client never saw because the
+// server closed the connection mid-body. A server that ignores
+// If-None-Match would silently overwrite, so use one that implements
+// conditional writes (AWS since 2024-08, MinIO, versitygw, Ceph RGW).
 //
 // Retries: minio-go makes one attempt per call; its own retry loop is
 // switched off so that the caller's store.Retry is the only retry layer
@@ -234,7 +237,7 @@ func (s *Store) sameBytes(ctx context.Context, key string, data []byte) (bool, e
 	defer rc.Close()
 	stored, err := io.ReadAll(io.LimitReader(rc, int64(len(data))+1))
 	if err != nil {
-		return false, s.fail(ctx, "put: read existing", s.target(key), err)
+		return false, err // already "s3 read <key>: …"
 	}
 	return bytes.Equal(stored, data), nil
 }

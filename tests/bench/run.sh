@@ -57,7 +57,7 @@ now() { echo "$EPOCHREALTIME"; }
 
 # sum_file_sizes DIR prints the total size of the regular files under DIR.
 sum_file_sizes() {
-	find "$1" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}'
+	find "$1" -type f -printf '%s\n' | awk '{s += $1} END {printf "%.0f\n", s}'
 }
 
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS=$RUNS: want a positive whole number"
@@ -94,6 +94,7 @@ else
 	echo "== input: generating $input ($SIZE, seed $SEED)"
 	t0=$(now)
 	"$loggen" -size "$SIZE" -seed "$SEED" -o "$input" || die "loggen failed"
+	sync "$input" # so its writeback does not overlap the timed runs
 	t1=$(now)
 	awk -v b="$size_bytes" -v t0="$t0" -v t1="$t1" 'BEGIN {printf "   %.1fs, %.0f MB/s\n", t1-t0, b/1e6/(t1-t0)}'
 fi
@@ -103,7 +104,7 @@ fi
 # then reads it from memory, zstd and ferry alike.
 echo "== warming the page cache: cat input > /dev/null (caches are not dropped)"
 cat "$input" >/dev/null
-mem_avail=$(awk '/^MemAvailable:/ {printf "%d\n", $2 * 1024}' /proc/meminfo)
+mem_avail=$(($(awk '/^MemAvailable:/ {print $2}' /proc/meminfo) * 1024)) # mawk's %d stops at 2^31
 if ((mem_avail < 2 * size_bytes)); then
 	echo "   warning: MemAvailable $((mem_avail >> 20)) MiB is under twice the input; runs may read from disk"
 fi
@@ -117,19 +118,25 @@ mkdir -p "$runs_dir"
 # (round 1 of every row, then round 2, ...) so that a change in machine load
 # during the benchmark hits every row alike; each row reports its best run.
 rows=(zstd batch off)
-declare -A best_wall all_walls peak_rss stored summary
+declare -A best_wall best_cpu all_walls peak_rss stored summary
 
-# record_run ROW T0 T1 RSS_KIB folds one run into the row's figures and
-# returns 0 when it is the row's best so far.
+# GNU time writes "peak-RSS-KiB user-s sys-s" to $runs_dir/usage.
+usage_fmt='%M %U %S'
+
+# record_run ROW T0 T1 folds one run (wall clock from T0 to T1, resources
+# from $runs_dir/usage) into the row's figures and returns 0 when it is the
+# row's best so far.
 record_run() {
-	local row=$1 wall
+	local row=$1 wall rss user sys
 	wall=$(awk -v a="$2" -v b="$3" 'BEGIN {printf "%.3f", b - a}')
+	read -r rss user sys < <(tail -n 1 "$runs_dir/usage")
 	all_walls[$row]+="${all_walls[$row]:+ }$wall"
-	if (($4 > ${peak_rss[$row]:-0})); then
-		peak_rss[$row]=$4
+	if ((rss > ${peak_rss[$row]:-0})); then
+		peak_rss[$row]=$rss
 	fi
 	if [[ -z ${best_wall[$row]:-} ]] || awk -v w="$wall" -v b="${best_wall[$row]}" 'BEGIN {exit !(w < b)}'; then
 		best_wall[$row]=$wall
+		best_cpu[$row]=$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}')
 		return 0
 	fi
 	return 1
@@ -138,10 +145,10 @@ record_run() {
 run_zstd() {
 	local t0 t1
 	t0=$(now)
-	/usr/bin/time -o "$runs_dir/rss" -f %M zstd -q -1 -T1 -c "$input" >/dev/null ||
+	/usr/bin/time -o "$runs_dir/usage" -f "$usage_fmt" zstd -q -1 -T1 -c "$input" >/dev/null ||
 		die "zstd -1 -T1 -c $input failed"
 	t1=$(now)
-	record_run zstd "$t0" "$t1" "$(tail -n 1 "$runs_dir/rss")" || true
+	record_run zstd "$t0" "$t1" || true
 }
 
 # run_ferry FSYNC ROUND ships into a fresh store and spool. The best run's
@@ -151,13 +158,13 @@ run_ferry() {
 	local store="$runs_dir/store-$fsync-$round" spool="$runs_dir/spool-$fsync-$round" err="$runs_dir/ship-$fsync-$round.err"
 	rm -rf "$store" "$spool"
 	t0=$(now)
-	if ! /usr/bin/time -o "$runs_dir/rss" -f %M "$ferry" ship --store "$store" --stream bench \
+	if ! /usr/bin/time -o "$runs_dir/usage" -f "$usage_fmt" "$ferry" ship --store "$store" --stream bench \
 		--spool "$spool" --max-bytes 16MiB --fsync "$fsync" <"$input" >/dev/null 2>"$err"; then
 		cat "$err" >&2
 		die "ferry ship --fsync $fsync failed (round $round; stderr above, kept in $err)"
 	fi
 	t1=$(now)
-	if record_run "$fsync" "$t0" "$t1" "$(tail -n 1 "$runs_dir/rss")"; then
+	if record_run "$fsync" "$t0" "$t1"; then
 		rm -rf "$runs_dir/store-$fsync" "$runs_dir/spool-$fsync"
 		mv "$store" "$runs_dir/store-$fsync"
 		mv "$spool" "$runs_dir/spool-$fsync"
@@ -210,10 +217,10 @@ load=$(cut -d ' ' -f 1-3 /proc/loadavg)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [[ -n $(git status --porcelain 2>/dev/null | head -n 1) ]] && commit+=" + uncommitted changes"
 
-row() { # row NAME WALL BYTES_STORED RSS_KIB WALLS
-	awk -v name="$1" -v wall="$2" -v in_b="$size_bytes" -v lines="$lines" -v out_b="$3" -v rss="$4" -v walls="$5" \
-		'BEGIN {printf "%-26s %8.3f %9.1f %9.2f %7.2fx %9.1f   %s\n",
-			name, wall, in_b / 1e6 / wall, lines / 1e6 / wall, in_b / out_b, rss / 1024, walls}'
+row() { # row NAME WALL CPU BYTES_STORED RSS_KIB WALLS
+	awk -v name="$1" -v wall="$2" -v cpu="$3" -v in_b="$size_bytes" -v lines="$lines" -v out_b="$4" -v rss="$5" -v walls="$6" \
+		'BEGIN {printf "%-26s %8.3f %7.2f %9.1f %9.2f %7.2fx %9.1f   %s\n",
+			name, wall, cpu, in_b / 1e6 / wall, lines / 1e6 / wall, in_b / out_b, rss / 1024, walls}'
 }
 
 echo
@@ -225,13 +232,14 @@ if awk -v l="${load%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > n)}'; then
 	echo "  warning: load average above the CPU count; other work competes for the CPUs and the figures are noisy"
 fi
 echo
-printf "%-26s %8s %9s %9s %8s %9s   %s\n" "" "wall s" "MB/s" "Mrec/s" "ratio" "RSS MiB" "all runs (s)"
+printf "%-26s %8s %7s %9s %9s %8s %9s   %s\n" "" "wall s" "CPU s" "MB/s" "Mrec/s" "ratio" "RSS MiB" "all runs, wall s"
 for r in "${rows[@]}"; do
 	name="ferry ship --fsync $r"
 	[[ $r == zstd ]] && name="zstd -1 -T1"
-	row "$name" "${best_wall[$r]}" "${stored[$r]}" "${peak_rss[$r]}" "${all_walls[$r]}"
+	row "$name" "${best_wall[$r]}" "${best_cpu[$r]}" "${stored[$r]}" "${peak_rss[$r]}" "${all_walls[$r]}"
 done
-echo "  MB = 10^6 bytes of input per second of wall time; Mrec/s = million lines per second;"
+echo "  wall and CPU (user + sys) of the best run; MB = 10^6 bytes of input per second of wall time;"
+echo "  Mrec/s = million lines per second;"
 echo "  ratio = input bytes / bytes written (zstd: compressed stream; ferry: every file in the store dir);"
 echo "  RSS = largest peak RSS over the runs (GNU time %M)"
 echo

@@ -240,7 +240,7 @@ func TestReceiverSurvivesKill9(t *testing.T) {
 	s.ship(input, "--max-bytes", "256KiB")
 	t.Logf("%d segments, %d bytes", len(s.segments()), len(input))
 
-	kills := 25 + rng.IntN(3)
+	kills := 4 + rng.IntN(3)
 	for k := range kills {
 		// Kill once the replica passes a random point in the k-th slice of
 		// the stream, plus a random delay, so kills land mid-apply as well as

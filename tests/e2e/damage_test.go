@@ -40,7 +40,7 @@ func checkDamageStopsReceive(t *testing.T, s *stream, input []byte, bad string, 
 	}
 	for _, line := range strings.Split(r.stdout, "\n") {
 		if strings.HasPrefix(line, "DEFECT") && !strings.Contains(line, bad) {
-			t.Errorf("verify blames a segment other than the damaged %s: %s", bad, line)
+			t.Errorf("verify reports a defect that does not involve the damaged segment %s (every other segment is present and intact): %s", bad, line)
 		}
 	}
 

@@ -138,3 +138,34 @@ cat >> "$w/out"
 		t.Errorf("final checkpoint at seq %d, want %d", got, infos[len(infos)-1].LastSeq)
 	}
 }
+
+// SIGTERM stops a shipper reading a pipe that never ends: it seals and
+// sends what it has read, and exits 0.
+func TestShipFromOpenPipeStopsOnSIGTERM(t *testing.T) {
+	t.Parallel()
+	s := newStream(t, "pipe")
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	p := startFerry(t, pr, s.shipArgs("--max-age", "100ms")...)
+	input := logLines(15, 1, 500)
+	if _, err := pw.Write(input); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "lines written to the pipe reach the store", func() (bool, string) {
+		if p.exited() {
+			t.Fatalf("shipper exited with %d while its input was open:\n%s", p.code, p)
+		}
+		r := mustFerry(t, nil, "cat", "--store", s.store, "--stream", s.name)
+		return r.stdout == string(input), fmt.Sprintf("store holds %d of %d bytes", len(r.stdout), len(input))
+	})
+	// Nothing more arrives on the pipe; SIGTERM alone must end the read.
+	if code := p.terminate(10 * time.Second); code != 0 {
+		t.Fatalf("shipper exit %d on SIGTERM, want 0:\n%s", code, p)
+	}
+	s.receiveOnce()
+	s.wantReplica(input, "after SIGTERM of a shipper reading a pipe")
+}

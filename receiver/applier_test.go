@@ -1,0 +1,254 @@
+package receiver_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/receiver"
+)
+
+func TestFileApplierRefusesForeignFile(t *testing.T) {
+	st, _ := newStore(t)
+	put(t, st, chain(t, 1, 10)...)
+	replica := filepath.Join(t.TempDir(), "replica")
+	orig := []byte("somebody else's data\n")
+	if err := os.WriteFile(replica, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, st, &receiver.FileApplier{Path: replica})
+	r, err := receiver.Open(cfg, quiet)
+	if err == nil {
+		r.Close()
+		t.Fatal("Open with a non-empty replica and a new state dir succeeded")
+	}
+	if !errors.Is(err, receiver.ErrFatal) {
+		t.Errorf("Open: %v, want ErrFatal", err)
+	}
+	for _, s := range []string{replica, "move the file away"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("Open: %q does not mention %q", err, s)
+		}
+	}
+	wantFile(t, replica, orig, "after the refused Open")
+
+	// Moved away, the receiver starts.
+	if err := os.Remove(replica); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Applier = &receiver.FileApplier{Path: replica}
+	runOnce(t, cfg)
+	wantFile(t, replica, want(1, 10), "after the file was moved away")
+}
+
+func TestFileApplierRefusesShortFile(t *testing.T) {
+	st, _ := newStore(t)
+	put(t, st, chain(t, 2, 10)...)
+	replica := filepath.Join(t.TempDir(), "replica")
+	cfg := testConfig(t, st, &receiver.FileApplier{Path: replica})
+	runOnce(t, cfg)
+	if err := os.Truncate(replica, int64(len(want(1, 20)))-5); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Applier = &receiver.FileApplier{Path: replica}
+	r, err := receiver.Open(cfg, quiet)
+	if err == nil {
+		r.Close()
+		t.Fatal("Open with a replica shorter than the checkpoint succeeded")
+	}
+	if !errors.Is(err, receiver.ErrFatal) || !strings.Contains(err.Error(), "shorter") || !strings.Contains(err.Error(), replica) {
+		t.Fatalf("Open: %v, want ErrFatal saying %s is shorter than the checkpoint", err, replica)
+	}
+}
+
+func TestFileApplierNotRestored(t *testing.T) {
+	a := &receiver.FileApplier{Path: filepath.Join(t.TempDir(), "replica")}
+	segs := chain(t, 1, 1)
+	if err := a.Apply(t.Context(), &segs[0].meta, nil); !errors.Is(err, receiver.ErrFatal) {
+		t.Fatalf("Apply before Restore: %v, want ErrFatal", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close of an unopened applier: %v", err)
+	}
+}
+
+// shQuote quotes s for /bin/sh.
+func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func TestExecApplierEnvironmentAndStdin(t *testing.T) {
+	segs := chain(t, 3, 10)
+	st, _ := newStore(t)
+	put(t, st, segs...)
+	out := t.TempDir()
+	envLog, data := filepath.Join(out, "env"), filepath.Join(out, "data")
+	cmd := `printf '%s %s %s %s %s\n' "$FERRY_STREAM" "$FERRY_GENERATION" "$FERRY_FIRST_SEQ" "$FERRY_LAST_SEQ" "$FERRY_SEGMENT" >>` +
+		shQuote(envLog) + `; cat >>` + shQuote(data)
+	var stderr bytes.Buffer
+	cfg := testConfig(t, st, &receiver.ExecApplier{Command: cmd, Stderr: &stderr})
+	cp := runOnce(t, cfg)
+	wantCheckpoint(t, cp, segs[2], "after Run")
+	if stderr.Len() > 0 {
+		t.Errorf("command wrote to stderr: %s", stderr.String())
+	}
+
+	wantFile(t, data, want(1, 30), "records on stdin")
+	var wantEnv strings.Builder
+	for _, s := range segs {
+		fmt.Fprintf(&wantEnv, "app 1 %d %d %s\n", s.meta.FirstSeq, s.meta.LastSeq, s.name)
+	}
+	wantFile(t, envLog, []byte(wantEnv.String()), "environment")
+}
+
+// A failing command is run again with backoff, and the checkpoint stays
+// before its segment until it succeeds.
+func TestExecApplierRetriesFailedCommand(t *testing.T) {
+	segs := chain(t, 3, 10)
+	st, _ := newStore(t)
+	put(t, st, segs...)
+	out := t.TempDir()
+	cfg := testConfig(t, st, nil)
+	o := shQuote(out)
+	// Each run counts itself per segment; the one for 11..20 fails twice,
+	// saving the checkpoint as it stood during the failed attempt.
+	cmd := `n=$(cat ` + o + `/count.$FERRY_FIRST_SEQ 2>/dev/null || echo 0); n=$((n+1)); echo $n >` + o + `/count.$FERRY_FIRST_SEQ
+if [ "$FERRY_FIRST_SEQ" = 11 ] && [ $n -le 2 ]; then cp ` + shQuote(filepath.Join(cfg.StateDir, "checkpoint.json")) + ` ` + o + `/cp.$n; exit 3; fi
+cat >>` + o + `/data`
+	cfg.Applier = &receiver.ExecApplier{Command: cmd}
+	cp := runOnce(t, cfg)
+	wantCheckpoint(t, cp, segs[2], "after Run")
+	wantFile(t, filepath.Join(out, "data"), want(1, 30), "data")
+	for seq, n := range map[int]string{1: "1\n", 11: "3\n", 21: "1\n"} {
+		wantFile(t, filepath.Join(out, fmt.Sprintf("count.%d", seq)), []byte(n), fmt.Sprintf("runs for the segment at seq %d", seq))
+	}
+	for _, n := range []int{1, 2} {
+		path := filepath.Join(out, fmt.Sprintf("cp.%d", n))
+		cp, ok, err := receiver.LoadCheckpoint(filepath.Dir(path)) // read via a copy named checkpoint.json
+		_ = cp
+		_ = ok
+		_ = err
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("failed attempt %d left no checkpoint copy: %v", n, err)
+		}
+		if !bytes.Contains(raw, []byte(`"last_seq": 10,`)) {
+			t.Fatalf("checkpoint during failed attempt %d is not at seq 10:\n%s", n, raw)
+		}
+	}
+}
+
+func TestExecApplierCancelStopsRetrying(t *testing.T) {
+	segs := chain(t, 1, 10)
+	st, _ := newStore(t)
+	put(t, st, segs...)
+	attempts := filepath.Join(t.TempDir(), "attempts")
+	cfg := testConfig(t, st, &receiver.ExecApplier{Command: `echo x >>` + shQuote(attempts) + `; exit 1`})
+	cfg.Once = false
+	r := open(t, cfg)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	eventually(t, "three attempts", func() bool {
+		b, _ := os.ReadFile(attempts)
+		return bytes.Count(b, []byte("\n")) >= 3
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel: %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run kept retrying after cancel")
+	}
+	if cp := r.Checkpoint(); cp.LastSeq != 0 {
+		t.Fatalf("checkpoint at seq %d after only failed attempts", cp.LastSeq)
+	}
+}
+
+func TestParseApplier(t *testing.T) {
+	var stdout bytes.Buffer
+	for _, tc := range []struct {
+		spec string
+		want string // String() of the applier, "" for an error
+		err  string
+	}{
+		{spec: "file:/srv/replica/app.log", want: "file:/srv/replica/app.log"},
+		{spec: "exec:load-batch --fast", want: "exec:load-batch --fast"},
+		{spec: "exec:sh -c 'a:b'", want: "exec:sh -c 'a:b'"},
+		{spec: "stdout", want: "stdout"},
+		{spec: "file:", err: "needs a path"},
+		{spec: "file", err: "needs a path"},
+		{spec: "exec:", err: "needs a command"},
+		{spec: "exec:   ", err: "needs a command"},
+		{spec: "stdout:x", err: "takes no argument"},
+		{spec: "bogus:x", err: "unknown applier"},
+		{spec: "", err: "unknown applier"},
+	} {
+		t.Run(tc.spec, func(t *testing.T) {
+			a, err := receiver.ParseApplier(tc.spec, &stdout)
+			if tc.err != "" {
+				if err == nil {
+					t.Fatalf("ParseApplier(%q) = %v, want an error", tc.spec, a)
+				}
+				if !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), fmt.Sprintf("%q", tc.spec)) {
+					t.Fatalf("ParseApplier(%q): %q, want it to quote the spec and say %q", tc.spec, err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseApplier(%q): %v", tc.spec, err)
+			}
+			if got := a.String(); got != tc.want {
+				t.Fatalf("ParseApplier(%q).String() = %q, want %q", tc.spec, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestStdoutApplier(t *testing.T) {
+	segs := chain(t, 2, 10)
+	st, _ := newStore(t)
+	put(t, st, segs...)
+	var stdout bytes.Buffer
+	a, err := receiver.ParseApplier("stdout", &stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runOnce(t, testConfig(t, st, a))
+	if !bytes.Equal(stdout.Bytes(), want(1, 20)) {
+		t.Fatalf("stdout got %d bytes, want %d", stdout.Len(), len(want(1, 20)))
+	}
+}
+
+// errWriter fails every write.
+type errWriter struct{}
+
+func (errWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+// A failed write to stdout cannot be retried (part of it may be out), so it
+// stops the receiver.
+func TestStdoutApplierWriteErrorIsFatal(t *testing.T) {
+	st, _ := newStore(t)
+	put(t, st, chain(t, 1, 10)...)
+	a, err := receiver.ParseApplier("stdout", errWriter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, st, a)
+	cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour
+	r := open(t, cfg)
+	if err := run(t, r); !errors.Is(err, receiver.ErrFatal) {
+		t.Fatalf("Run: %v, want ErrFatal", err)
+	}
+	if cp := r.Checkpoint(); cp.LastSeq != 0 {
+		t.Fatalf("checkpoint at seq %d after a failed write", cp.LastSeq)
+	}
+}

@@ -1,0 +1,642 @@
+package receiver_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/storetest"
+)
+
+func TestAppliesChainInOrder(t *testing.T) {
+	segs := chain(t, 5, 10)
+	st, _ := newStore(t)
+	// Stored out of order: the receiver must apply by seq, not by arrival.
+	put(t, st, segs[3], segs[0], segs[4], segs[2], segs[1])
+
+	replica := filepath.Join(t.TempDir(), "replica")
+	ap := newRecorder(replica)
+	r := open(t, testConfig(t, st, ap))
+	if err := run(t, r); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	if got, want := ap.Applied(), names(segs...); !slices.Equal(got, want) {
+		t.Fatalf("applied %v, want %v", got, want)
+	}
+	wantCheckpoint(t, r.Checkpoint(), segs[4], "after Run")
+	wantFile(t, replica, want(1, 50), "after Run")
+	s := r.Stats()
+	if s.Segments != 5 || s.Records != 50 || s.LastSeq != 50 || s.LastHash != segs[4].hash {
+		t.Fatalf("stats %+v, want 5 segments, 50 records, last seq 50", s)
+	}
+	var size int64
+	for _, sg := range segs {
+		size += int64(len(sg.data))
+	}
+	if s.Bytes != size {
+		t.Fatalf("stats report %d bytes read, the segments hold %d", s.Bytes, size)
+	}
+}
+
+func TestRestartResumesWhereItStopped(t *testing.T) {
+	segs := chain(t, 5, 10)
+	st, _ := newStore(t)
+	put(t, st, segs[:3]...)
+	replica := filepath.Join(t.TempDir(), "replica")
+	cfg := testConfig(t, st, nil)
+
+	first := newRecorder(replica)
+	cfg.Applier = first
+	cp := runOnce(t, cfg)
+	wantCheckpoint(t, cp, segs[2], "after the first run")
+	wantFile(t, replica, want(1, 30), "after the first run")
+
+	put(t, st, segs[3:]...)
+	second := newRecorder(replica)
+	cfg.Applier = second
+	cp = runOnce(t, cfg)
+	if got, want := second.Applied(), names(segs[3:]...); !slices.Equal(got, want) {
+		t.Fatalf("second run applied %v, want only the new %v", got, want)
+	}
+	wantCheckpoint(t, cp, segs[4], "after the second run")
+	wantFile(t, replica, want(1, 50), "after the second run")
+
+	// A third run with nothing new applies nothing.
+	third := newRecorder(replica)
+	cfg.Applier = third
+	runOnce(t, cfg)
+	if got := third.Applied(); len(got) != 0 {
+		t.Fatalf("run with nothing new applied %v", got)
+	}
+	wantFile(t, replica, want(1, 50), "after a run with nothing new")
+}
+
+// A crash after an Apply and before its checkpoint is written leaves the
+// replica ahead of the checkpoint. Reopening must cut those bytes off, so
+// re-applying the segments gives every record exactly once.
+func TestCrashBetweenApplyAndCheckpoint(t *testing.T) {
+	segs := chain(t, 5, 10)
+	checkpointPath := func(cfg receiver.Config) string { return filepath.Join(cfg.StateDir, "checkpoint.json") }
+
+	// The crash is simulated by putting back the checkpoint file as it was
+	// before a run, while the replica keeps what that run appended.
+	t.Run("restored checkpoint", func(t *testing.T) {
+		st, _ := newStore(t)
+		put(t, st, segs[:3]...)
+		replica := filepath.Join(t.TempDir(), "replica")
+		cfg := testConfig(t, st, newRecorder(replica))
+		runOnce(t, cfg)
+		saved, err := os.ReadFile(checkpointPath(cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		put(t, st, segs[3:]...)
+		cfg.Applier = newRecorder(replica)
+		runOnce(t, cfg)
+		wantFile(t, replica, want(1, 50), "after the second run")
+		if err := os.WriteFile(checkpointPath(cfg), saved, 0o644); err != nil {
+			t.Fatal(err)
+		}
+
+		again := newRecorder(replica)
+		cfg.Applier = again
+		r := open(t, cfg)
+		wantFile(t, replica, want(1, 30), "after reopening at the older checkpoint")
+		if err := run(t, r); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if got, want := again.Applied(), names(segs[3:]...); !slices.Equal(got, want) {
+			t.Fatalf("after the crash applied %v, want %v", got, want)
+		}
+		wantCheckpoint(t, r.Checkpoint(), segs[4], "after re-applying")
+		wantFile(t, replica, want(1, 50), "after re-applying")
+	})
+
+	// The very first Apply of a new state dir, lost before its checkpoint:
+	// the replica then holds bytes while the checkpoint is still the one
+	// Open created. That must be undone like any other crash, not taken for
+	// a foreign file the receiver refuses to touch.
+	t.Run("first segment", func(t *testing.T) {
+		st, _ := newStore(t)
+		put(t, st, segs[:2]...)
+		replica := filepath.Join(t.TempDir(), "replica")
+		cfg := testConfig(t, st, newRecorder(replica))
+		r := open(t, cfg)
+		initial, err := os.ReadFile(checkpointPath(cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := run(t, r); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		r.Close()
+		if err := os.WriteFile(checkpointPath(cfg), initial, 0o644); err != nil {
+			t.Fatal(err)
+		}
+
+		cfg.Applier = newRecorder(replica)
+		r, err = receiver.Open(cfg, quiet)
+		if err != nil {
+			t.Fatalf("reopen after a crash before the first checkpoint: %v", err)
+		}
+		t.Cleanup(func() { r.Close() })
+		wantFile(t, replica, nil, "after reopening at the initial checkpoint")
+		if err := run(t, r); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		wantFile(t, replica, want(1, 20), "after re-applying")
+	})
+
+	// The same crash, made by failing the applier's State call: Apply has
+	// appended, the checkpoint write that follows never happens.
+	for _, at := range []int{0, 2} {
+		t.Run(fmt.Sprintf("state fails after segment %d", at+1), func(t *testing.T) {
+			st, _ := newStore(t)
+			put(t, st, segs...)
+			replica := filepath.Join(t.TempDir(), "replica")
+			errCrash := errors.New("simulated crash")
+			ap := newRecorder(replica)
+			ap.failState = func(last string) error {
+				if last == segs[at].name {
+					return fmt.Errorf("%w: %w", errCrash, receiver.ErrFatal)
+				}
+				return nil
+			}
+			cfg := testConfig(t, st, ap)
+			r := open(t, cfg)
+			if err := run(t, r); !errors.Is(err, errCrash) {
+				t.Fatalf("Run: %v, want the simulated crash", err)
+			}
+			r.Close()
+			wantFile(t, replica, want(1, segs[at].meta.LastSeq), "after the crash (applied, not checkpointed)")
+			if at > 0 {
+				wantCheckpoint(t, loadCheckpoint(t, cfg), segs[at-1], "after the crash")
+			} else if cp := loadCheckpoint(t, cfg); cp.LastSeq != 0 {
+				t.Fatalf("checkpoint at seq %d after a crash in the first segment", cp.LastSeq)
+			}
+
+			cfg.Applier = newRecorder(replica)
+			cp := runOnce(t, cfg)
+			wantCheckpoint(t, cp, segs[4], "after restart")
+			wantFile(t, replica, want(1, 50), "after restart")
+		})
+	}
+}
+
+func TestGapFailsOnceRun(t *testing.T) {
+	segs := chain(t, 3, 10)
+	st, _ := newStore(t)
+	put(t, st, segs[0], segs[2])
+	replica := filepath.Join(t.TempDir(), "replica")
+	cfg := testConfig(t, st, nil)
+	cfg.GapTimeout = 100 * time.Millisecond
+
+	ap := newRecorder(replica)
+	cfg.Applier = ap
+	r := open(t, cfg)
+	start := time.Now()
+	err := run(t, r)
+	if !errors.Is(err, receiver.ErrGap) {
+		t.Fatalf("Run: %v, want ErrGap", err)
+	}
+	if took := time.Since(start); took < cfg.GapTimeout {
+		t.Fatalf("gap reported after %s, before the %s gap timeout", took, cfg.GapTimeout)
+	}
+	for _, s := range []string{"11..20", segs[2].name} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("gap error %q does not mention %s", err, s)
+		}
+	}
+	if got, want := ap.Applied(), names(segs[0]); !slices.Equal(got, want) {
+		t.Fatalf("applied %v, want %v", got, want)
+	}
+	wantCheckpoint(t, r.Checkpoint(), segs[0], "after the gap")
+	wantFile(t, replica, want(1, 10), "after the gap")
+	r.Close()
+
+	put(t, st, segs[1])
+	cfg.Applier = newRecorder(replica)
+	cp := runOnce(t, cfg)
+	wantCheckpoint(t, cp, segs[2], "after the gap was filled")
+	wantFile(t, replica, want(1, 30), "after the gap was filled")
+}
+
+// A running receiver waits a gap out, logging it once it is older than the
+// gap timeout, and carries on when the missing segment arrives.
+func TestGapWaitedOutWhileRunning(t *testing.T) {
+	segs := chain(t, 3, 10)
+	st, _ := newStore(t)
+	put(t, st, segs[0], segs[2])
+	replica := filepath.Join(t.TempDir(), "replica")
+	cfg := testConfig(t, st, newRecorder(replica))
+	cfg.Once = false
+	cfg.GapTimeout = 20 * time.Millisecond
+	var logs syncBuffer
+	r, err := receiver.Open(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+
+	eventually(t, "the gap to be logged", func() bool { return strings.Contains(logs.String(), "gap in stream") })
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned %v on a gap; a running receiver waits it out", err)
+	default:
+	}
+	if cp := r.Checkpoint(); cp.LastSeq != 10 {
+		t.Fatalf("checkpoint at seq %d while 11..20 is missing, want 10", cp.LastSeq)
+	}
+	if l := logs.String(); !strings.Contains(l, "missing_from=11") || !strings.Contains(l, "missing_to=20") {
+		t.Errorf("gap log does not name the missing range 11..20:\n%s", l)
+	}
+
+	put(t, st, segs[1])
+	eventually(t, "the receiver to pass the gap", func() bool { return r.Checkpoint().LastSeq == 30 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel: %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	wantFile(t, replica, want(1, 30), "after the gap was filled")
+}
+
+// The gap timeout measures how long one range has been missing. When a gap
+// fills and the receiver stops at a new one, the new one starts its own
+// clock rather than inheriting the old gap's age.
+func TestGapTimeoutRestartsForANewGap(t *testing.T) {
+	segs := chain(t, 5, 10)
+	st, _ := newStore(t)
+	put(t, st, segs[0], segs[2], segs[4]) // 11..20 and 31..40 missing
+	clk := newClock()
+	lists := 0
+	faulty := &storetest.Faulty{Store: st}
+	faulty.ListFn = func(ctx context.Context, dir, after string, fn func(store.Object) error) error {
+		lists++
+		switch lists {
+		case 2: // 11..20 arrives after 50 minutes; the receiver stops at 31..40
+			clk.Advance(50 * time.Minute)
+			put(t, st, segs[1])
+		case 3: // 31..40 has been missing for 20 minutes
+			clk.Advance(20 * time.Minute)
+		case 4:
+			put(t, st, segs[3])
+		}
+		return st.List(ctx, dir, after, fn)
+	}
+	replica := filepath.Join(t.TempDir(), "replica")
+	cfg := testConfig(t, faulty, newRecorder(replica))
+	cfg.GapTimeout = time.Hour
+	cfg.Now = clk.Now
+
+	r := open(t, cfg)
+	if err := run(t, r); err != nil {
+		t.Fatalf("Run: %v (after %d lists); the second gap was missing for 20 minutes of a 1h timeout", err, lists)
+	}
+	wantCheckpoint(t, r.Checkpoint(), segs[4], "after both gaps filled")
+	wantFile(t, replica, want(1, 50), "after both gaps filled")
+}
+
+// Segments that cut the same records differently (an anomaly, but one a
+// store can hold) never make a record apply twice and are not gaps.
+func TestOverlappingSegmentsApplyEachRecordOnce(t *testing.T) {
+	segs := chain(t, 1, 10)
+	a := sealSeg(t, testStream, 1, 11, 15, segs[0].hash)
+	b := sealSeg(t, testStream, 1, 16, 20, a.hash)
+	wide := sealSeg(t, testStream, 1, 11, 20, segs[0].hash) // overlaps both
+	inner := sealSeg(t, testStream, 1, 3, 5, batch.ZeroHash)
+	st, _ := newStore(t)
+	put(t, st, segs[0], a, b, wide, inner)
+	replica := filepath.Join(t.TempDir(), "replica")
+	ap := newRecorder(replica)
+	r := open(t, testConfig(t, st, ap))
+	if err := run(t, r); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got, want := ap.Applied(), names(segs[0], a, b); !slices.Equal(got, want) {
+		t.Fatalf("applied %v, want %v", got, want)
+	}
+	wantFile(t, replica, want(1, 20), "after Run")
+}
+
+func TestDamagedSegmentStops(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func([]byte) []byte
+	}{
+		{"flipped byte", func(b []byte) []byte {
+			m, off, err := batch.ParseMeta(b)
+			if err != nil || m.PayloadSize < 64 {
+				panic(fmt.Sprintf("test segment payload too small to damage: %v", err))
+			}
+			b[off+(len(b)-off)/2] ^= 0x01
+			return b
+		}},
+		{"truncated", func(b []byte) []byte { return b[:len(b)-7] }},
+		{"extended", func(b []byte) []byte { return append(b, 0) }},
+		{"metadata garbled", func(b []byte) []byte { b[16] = '}'; return b }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			segs := chain(t, 3, 10)
+			st, root := newStore(t)
+			put(t, st, segs...)
+			path := filepath.Join(root, filepath.FromSlash(segs[1].key()))
+			if err := os.WriteFile(path, tc.damage(append([]byte(nil), segs[1].data...)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			replica := filepath.Join(t.TempDir(), "replica")
+			ap := newRecorder(replica)
+			cfg := testConfig(t, st, ap)
+			// A running receiver stops too: damage is not waited out.
+			cfg.Once = false
+			cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour
+			r := open(t, cfg)
+			err := run(t, r)
+			if !errors.Is(err, batch.ErrCorrupt) {
+				t.Fatalf("Run: %v, want an error wrapping batch.ErrCorrupt", err)
+			}
+			if !strings.Contains(err.Error(), segs[1].key()) {
+				t.Errorf("error %q does not name the segment %s", err, segs[1].key())
+			}
+			if got, want := ap.Applied(), names(segs[0]); !slices.Equal(got, want) {
+				t.Fatalf("applied %v, want %v", got, want)
+			}
+			wantCheckpoint(t, r.Checkpoint(), segs[0], "after the damaged segment")
+			wantCheckpoint(t, loadCheckpoint(t, cfg), segs[0], "checkpoint file after the damaged segment")
+			wantFile(t, replica, want(1, 10), "after the damaged segment")
+			r.Close()
+
+			// Restored from another copy, the rest applies.
+			if err := os.WriteFile(path, segs[1].data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Applier = newRecorder(replica)
+			cfg.Once = true
+			cp := runOnce(t, cfg)
+			wantCheckpoint(t, cp, segs[2], "after restoring the segment")
+			wantFile(t, replica, want(1, 30), "after restoring the segment")
+		})
+	}
+}
+
+func TestChainErrors(t *testing.T) {
+	segs := chain(t, 2, 10)
+	next := segs[1]
+	for _, tc := range []struct {
+		name string
+		bad  func(t *testing.T) (string, []byte) // name and content stored after segs[0]
+		msg  string
+	}{
+		{"other stream", func(t *testing.T) (string, []byte) {
+			s := sealSeg(t, "other", 1, 11, 20, segs[0].hash)
+			return s.name, s.data
+		}, `stream "other"`},
+		{"previous hash", func(t *testing.T) (string, []byte) {
+			s := sealSeg(t, testStream, 1, 11, 20, batch.Hash([]byte("some other segment")))
+			return s.name, s.data
+		}, "previous-segment hash"},
+		{"name disagrees with metadata", func(t *testing.T) (string, []byte) {
+			s := sealSeg(t, testStream, 1, 11, 15, segs[0].hash)
+			return next.name, s.data
+		}, "name disagrees"},
+		{"generation", func(t *testing.T) (string, []byte) {
+			s := sealSeg(t, testStream, 2, 11, 20, segs[0].hash)
+			return next.name, s.data
+		}, "generation 2, expected 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, _ := newStore(t)
+			put(t, st, segs[0])
+			name, data := tc.bad(t)
+			putAs(t, st, name, data)
+			replica := filepath.Join(t.TempDir(), "replica")
+			ap := newRecorder(replica)
+			r := open(t, testConfig(t, st, ap))
+			err := run(t, r)
+			if !errors.Is(err, receiver.ErrChain) {
+				t.Fatalf("Run: %v, want ErrChain", err)
+			}
+			for _, s := range []string{batch.SegmentKey(testStream, name), tc.msg} {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q does not mention %q", err, s)
+				}
+			}
+			if got, want := ap.Applied(), names(segs[0]); !slices.Equal(got, want) {
+				t.Fatalf("applied %v, want %v", got, want)
+			}
+			wantCheckpoint(t, r.Checkpoint(), segs[0], "after the chain error")
+			wantFile(t, replica, want(1, 10), "after the chain error")
+		})
+	}
+}
+
+func TestAppliedRangesAreNotReapplied(t *testing.T) {
+	segs := chain(t, 3, 10)
+	st, _ := newStore(t)
+	// 4..7 lies inside 1..10 and sorts after it, so it is listed in the
+	// same pass: it must be skipped as already applied.
+	inner := sealSeg(t, testStream, 1, 4, 7, batch.ZeroHash)
+	put(t, st, segs[0], inner, segs[1])
+	replica := filepath.Join(t.TempDir(), "replica")
+	cfg := testConfig(t, st, nil)
+	ap := newRecorder(replica)
+	cfg.Applier = ap
+	runOnce(t, cfg)
+	if got, want := ap.Applied(), names(segs[0], segs[1]); !slices.Equal(got, want) {
+		t.Fatalf("first run applied %v, want %v", got, want)
+	}
+
+	// Stale copies of ranges at or below the checkpoint, cut differently.
+	put(t, st, sealSeg(t, testStream, 1, 11, 15, segs[0].hash), sealSeg(t, testStream, 1, 15, 20, segs[0].hash), segs[2])
+	ap = newRecorder(replica)
+	cfg.Applier = ap
+	cp := runOnce(t, cfg)
+	if got, want := ap.Applied(), names(segs[2]); !slices.Equal(got, want) {
+		t.Fatalf("second run applied %v, want only %v", got, want)
+	}
+	wantCheckpoint(t, cp, segs[2], "after the second run")
+	wantFile(t, replica, want(1, 30), "after the second run")
+}
+
+func TestTransientStoreErrorsAreRetried(t *testing.T) {
+	segs := chain(t, 3, 10)
+	st, _ := newStore(t)
+	put(t, st, segs...)
+	errFlaky := errors.New("connection reset")
+	var lists, gets, shortReads atomic.Int32
+	faulty := &storetest.Faulty{
+		Store: st,
+		ListFn: func(ctx context.Context, dir, after string, fn func(store.Object) error) error {
+			if lists.Add(1) <= 3 {
+				return errFlaky
+			}
+			return st.List(ctx, dir, after, fn)
+		},
+		GetFn: func(ctx context.Context, name string) (io.ReadCloser, error) {
+			switch n := gets.Add(1); {
+			case n <= 3:
+				return nil, fmt.Errorf("get %s: %w", name, errFlaky)
+			case n <= 5:
+				// The body breaks off mid-segment.
+				shortReads.Add(1)
+				rc, err := st.Get(ctx, name)
+				if err != nil {
+					return nil, err
+				}
+				return struct {
+					io.Reader
+					io.Closer
+				}{io.MultiReader(io.LimitReader(rc, 100), iotestErr{errFlaky}), rc}, nil
+			}
+			return st.Get(ctx, name)
+		},
+	}
+	replica := filepath.Join(t.TempDir(), "replica")
+	cfg := testConfig(t, faulty, newRecorder(replica))
+	cp := runOnce(t, cfg)
+	wantCheckpoint(t, cp, segs[2], "after transient errors")
+	wantFile(t, replica, want(1, 30), "after transient errors")
+	if lists.Load() < 4 || gets.Load() != 8 || shortReads.Load() != 2 {
+		t.Fatalf("lists=%d gets=%d short reads=%d, want >=4, 8 (5 failed + 3), 2", lists.Load(), gets.Load(), shortReads.Load())
+	}
+}
+
+type iotestErr struct{ err error }
+
+func (e iotestErr) Read([]byte) (int, error) { return 0, e.err }
+
+func TestPermanentStoreErrorsStopAtOnce(t *testing.T) {
+	segs := chain(t, 2, 10)
+	for _, op := range []string{"list", "get"} {
+		t.Run(op, func(t *testing.T) {
+			st, _ := newStore(t)
+			put(t, st, segs...)
+			var calls atomic.Int32
+			errDenied := fmt.Errorf("access denied: %w", store.ErrPermanent)
+			faulty := &storetest.Faulty{Store: st}
+			if op == "list" {
+				faulty.ListFn = func(ctx context.Context, dir, after string, fn func(store.Object) error) error {
+					calls.Add(1)
+					return errDenied
+				}
+			} else {
+				faulty.GetFn = func(ctx context.Context, name string) (io.ReadCloser, error) {
+					calls.Add(1)
+					return nil, errDenied
+				}
+			}
+			replica := filepath.Join(t.TempDir(), "replica")
+			cfg := testConfig(t, faulty, newRecorder(replica))
+			cfg.Once = false
+			cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour // a retry would hang the test
+			r := open(t, cfg)
+			err := run(t, r)
+			if !errors.Is(err, store.ErrPermanent) {
+				t.Fatalf("Run: %v, want ErrPermanent", err)
+			}
+			if n := calls.Load(); n != 1 {
+				t.Fatalf("%s called %d times, want 1 (no retry)", op, n)
+			}
+			if cp := r.Checkpoint(); cp.LastSeq != 0 {
+				t.Fatalf("checkpoint at seq %d, want 0", cp.LastSeq)
+			}
+		})
+	}
+}
+
+func TestOpenRefusesStateInUse(t *testing.T) {
+	st, _ := newStore(t)
+	replica := filepath.Join(t.TempDir(), "replica")
+	cfg := testConfig(t, st, newRecorder(replica))
+	r := open(t, cfg)
+
+	cfg2 := cfg
+	cfg2.Applier = newRecorder(filepath.Join(t.TempDir(), "other"))
+	if r2, err := receiver.Open(cfg2, quiet); err == nil {
+		r2.Close()
+		t.Fatal("second Open of a state dir in use succeeded")
+	} else if !strings.Contains(err.Error(), "in use") || !strings.Contains(err.Error(), cfg.StateDir) {
+		t.Fatalf("second Open: %q, want it to say %s is in use", err, cfg.StateDir)
+	}
+
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg2.Applier = newRecorder(replica)
+	open(t, cfg2).Close()
+}
+
+func TestOpenRefusesAnotherStreamsState(t *testing.T) {
+	st, _ := newStore(t)
+	cfg := testConfig(t, st, newRecorder(filepath.Join(t.TempDir(), "replica")))
+	runOnce(t, cfg)
+
+	for _, tc := range []struct {
+		name   string
+		change func(*receiver.Config)
+	}{
+		{"stream", func(c *receiver.Config) { c.Stream = "other" }},
+		{"generation", func(c *receiver.Config) { c.Generation = 2 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cfg
+			c.Applier = newRecorder(filepath.Join(t.TempDir(), "replica"))
+			tc.change(&c)
+			r, err := receiver.Open(c, quiet)
+			if err == nil {
+				r.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !strings.Contains(err.Error(), `belongs to stream "app" generation 1`) || !strings.Contains(err.Error(), cfg.StateDir) {
+				t.Fatalf("Open: %q, want it to name the state dir and its stream", err)
+			}
+		})
+	}
+}
+
+func TestOpenRefusesBadConfig(t *testing.T) {
+	st, _ := newStore(t)
+	for _, tc := range []struct {
+		name   string
+		change func(*receiver.Config)
+		msg    string
+	}{
+		{"stream name", func(c *receiver.Config) { c.Stream = "../etc" }, "stream name"},
+		{"no state dir", func(c *receiver.Config) { c.StateDir = "" }, "state directory not set"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testConfig(t, st, newRecorder(filepath.Join(t.TempDir(), "replica")))
+			tc.change(&c)
+			r, err := receiver.Open(c, quiet)
+			if err == nil {
+				r.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("Open: %q, want it to mention %q", err, tc.msg)
+			}
+		})
+	}
+}

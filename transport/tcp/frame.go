@@ -1,0 +1,243 @@
+package tcp
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+)
+
+// ProtocolVersion is the major version of the link protocol this code
+// speaks. A peer announcing a higher major version is refused.
+const ProtocolVersion = 1
+
+// Frame types; see docs/PROTOCOL.md for who sends which.
+const (
+	frameHello     byte = 0x01
+	frameWelcome   byte = 0x02
+	frameRefuse    byte = 0x03
+	frameSegment   byte = 0x04
+	frameAck       byte = 0x05
+	frameHeartbeat byte = 0x06
+	frameError     byte = 0x07
+	frameFetch     byte = 0x08
+)
+
+const (
+	// MaxControlFrame caps the payload of every frame except SEGMENT.
+	MaxControlFrame = 64 << 10
+	// DefaultMaxSegment is the default cap on a SEGMENT frame's payload
+	// (name header plus segment bytes).
+	DefaultMaxSegment = 1<<30 + 64<<10
+
+	frameHeaderSize  = 5 // u32 length + u8 type
+	frameTrailerSize = 4 // CRC-32C
+	// readStep is the first buffer a payload gets; it doubles as bytes
+	// arrive, so a forged length costs memory only once the bytes are sent.
+	readStep = 1 << 20
+)
+
+// ErrProtocol marks a peer that broke the framing or the message rules: an
+// unknown frame type, a size over its cap, a bad checksum, a malformed
+// payload, or a frame the protocol does not allow at that point.
+var ErrProtocol = errors.New("link protocol violation")
+
+// ErrRefused marks a handshake the receiver refused (bad token, protocol
+// version, stream or generation). The error text carries the receiver's
+// reason.
+var ErrRefused = errors.New("link refused by the receiver")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// frame is one decoded frame. payload is owned by the frame.
+type frame struct {
+	typ     byte
+	payload []byte
+}
+
+func typeName(t byte) string {
+	switch t {
+	case frameHello:
+		return "HELLO"
+	case frameWelcome:
+		return "WELCOME"
+	case frameRefuse:
+		return "REFUSE"
+	case frameSegment:
+		return "SEGMENT"
+	case frameAck:
+		return "ACK"
+	case frameHeartbeat:
+		return "HEARTBEAT"
+	case frameError:
+		return "ERROR"
+	case frameFetch:
+		return "FETCH"
+	}
+	return fmt.Sprintf("type %#02x", t)
+}
+
+// readFrame reads one frame from r. SEGMENT payloads may be up to
+// maxSegment bytes, all others up to MaxControlFrame; both caps are checked
+// before anything is allocated, and the buffer then grows only as bytes
+// arrive. A clean end of stream before the first byte returns io.EOF; a
+// stream that ends inside a frame returns io.ErrUnexpectedEOF; damage
+// returns an error wrapping ErrProtocol.
+func readFrame(r io.Reader, maxSegment int64) (frame, error) {
+	var hdr [frameHeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return frame{}, err
+	}
+	n := int64(binary.BigEndian.Uint32(hdr[:4]))
+	typ := hdr[4]
+	if typ < frameHello || typ > frameFetch {
+		return frame{}, fmt.Errorf("frame %s unknown: %w", typeName(typ), ErrProtocol)
+	}
+	limit := int64(MaxControlFrame)
+	if typ == frameSegment {
+		limit = maxSegment
+	}
+	if n > limit {
+		return frame{}, fmt.Errorf("%s frame of %d bytes is over the %d-byte limit: %w", typeName(typ), n, limit, ErrProtocol)
+	}
+	payload, err := readN(r, int(n))
+	var trailer [frameTrailerSize]byte
+	if err == nil {
+		_, err = io.ReadFull(r, trailer[:])
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return frame{}, fmt.Errorf("read %s frame: %w", typeName(typ), err)
+	}
+	sum := crc32.Update(crc32.Update(0, castagnoli, hdr[4:]), castagnoli, payload)
+	if got := binary.BigEndian.Uint32(trailer[:]); got != sum {
+		return frame{}, fmt.Errorf("%s frame checksum %08x, computed %08x: %w", typeName(typ), got, sum, ErrProtocol)
+	}
+	return frame{typ: typ, payload: payload}, nil
+}
+
+// readN reads exactly n bytes, growing its buffer by doubling from readStep
+// so that memory follows the bytes actually received.
+func readN(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, readStep))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(n-len(buf), len(buf)))
+		}
+		end := min(cap(buf), n)
+		k, err := io.ReadFull(r, buf[len(buf):end])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// appendFrame appends the encoding of one frame to dst.
+func appendFrame(dst []byte, typ byte, parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	dst = binary.BigEndian.AppendUint32(dst, uint32(n))
+	dst = append(dst, typ)
+	sum := crc32.Update(0, castagnoli, []byte{typ})
+	for _, p := range parts {
+		dst = append(dst, p...)
+		sum = crc32.Update(sum, castagnoli, p)
+	}
+	return binary.BigEndian.AppendUint32(dst, sum)
+}
+
+// segmentHeader is the start of a SEGMENT payload: u16 name length, name.
+func segmentHeader(name string) []byte {
+	h := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(name)), uint16(len(name)))
+	return append(h, name...)
+}
+
+// parseSegment splits a SEGMENT payload into the segment name and bytes.
+func parseSegment(p []byte) (name string, data []byte, err error) {
+	if len(p) < 2 {
+		return "", nil, fmt.Errorf("SEGMENT payload of %d bytes has no name header: %w", len(p), ErrProtocol)
+	}
+	n := int(binary.BigEndian.Uint16(p))
+	if n == 0 || len(p)-2 < n {
+		return "", nil, fmt.Errorf("SEGMENT name length %d does not fit its %d-byte payload: %w", n, len(p), ErrProtocol)
+	}
+	return string(p[2 : 2+n]), p[2+n:], nil
+}
+
+// Control messages. Fields are JSON; a reader ignores fields it does not
+// know, so minor additions need no new protocol version.
+type (
+	helloMsg struct {
+		Version     int    `json:"version"`
+		Stream      string `json:"stream"`
+		Generation  uint32 `json:"generation"`
+		Token       string `json:"token,omitempty"`
+		ClientID    string `json:"client_id,omitempty"`
+		HeartbeatMS int64  `json:"heartbeat_ms,omitempty"`
+	}
+	welcomeMsg struct {
+		Version        int    `json:"version"`
+		HighestSeq     uint64 `json:"highest_seq"`
+		HighestSegment string `json:"highest_segment"`
+		HighestHash    string `json:"highest_hash"`
+		AppliedSeq     uint64 `json:"applied_seq"`
+		MaxSegment     int64  `json:"max_segment"`
+		HeartbeatMS    int64  `json:"heartbeat_ms"`
+	}
+	refuseMsg struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	ackMsg struct {
+		Name        string `json:"name"`
+		ReceivedSeq uint64 `json:"received_seq"`
+		AppliedSeq  uint64 `json:"applied_seq"`
+	}
+	// watermarkMsg is the optional payload of a receiver's HEARTBEAT.
+	watermarkMsg struct {
+		ReceivedSeq uint64 `json:"received_seq"`
+		AppliedSeq  uint64 `json:"applied_seq"`
+	}
+	errorMsg struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+		Name    string `json:"name,omitempty"`
+		Close   bool   `json:"close,omitempty"`
+	}
+	fetchMsg struct {
+		Name string `json:"name"`
+	}
+)
+
+// Codes carried by REFUSE and ERROR frames.
+const (
+	codeVersion     = "version"     // refuse: protocol major version not spoken
+	codeAuth        = "auth"        // refuse: token missing or wrong
+	codeStream      = "stream"      // refuse: stream name invalid or not served here
+	codeGeneration  = "generation"  // refuse: generation invalid or not served here
+	codeDamaged     = "damaged"     // refuse: the inbox's newest segment is unreadable
+	codeProtocol    = "protocol"    // refuse/error: framing or message rules broken
+	codeUnavailable = "unavailable" // refuse/error: the inbox failed; retry later
+	codeCorrupt     = "corrupt"     // error: segment fails verification
+	codeMismatch    = "mismatch"    // error: segment name, stream or generation disagree
+	codeConflict    = "conflict"    // error: a different segment has that name
+	codeNotFound    = "not_found"   // error: FETCH of a missing segment
+	codePermanent   = "permanent"   // error: the inbox refuses for good (read-only, ...)
+)
+
+// decodeJSON parses a control payload into v.
+func decodeJSON(f frame, v any) error {
+	if err := json.Unmarshal(f.payload, v); err != nil {
+		return fmt.Errorf("%s payload: %v: %w", typeName(f.typ), err, ErrProtocol)
+	}
+	return nil
+}

@@ -1,0 +1,189 @@
+package tcp
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// defaultChunk is the largest single write to the connection. Each write
+// gets its own deadline, so a big segment needs steady progress, not to
+// finish within one IOTimeout.
+const defaultChunk = 64 << 10
+
+// timeoutConn sets a fresh deadline before every Read and Write: "no
+// progress for timeout" fails the call, however long the whole transfer.
+type timeoutConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c timeoutConn) Read(p []byte) (int, error) {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c timeoutConn) Write(p []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// link is one framed connection. One goroutine reads; writers share the
+// connection under wmu, one whole frame at a time.
+type link struct {
+	conn    net.Conn
+	r       *bufio.Reader
+	maxRead int64 // cap on SEGMENT frames read
+
+	wmu       sync.Mutex
+	w         *bufio.Writer
+	werr      error // sticky: a frame written in part breaks the stream
+	chunk     int
+	limiter   *rate.Limiter // paces SEGMENT bodies; nil = unlimited
+	lastWrite atomic.Int64  // unix nanos of the last complete frame
+}
+
+func newLink(conn net.Conn, timeout time.Duration, maxRead int64, limiter *rate.Limiter, chunk int) *link {
+	tc := timeoutConn{Conn: conn, timeout: timeout}
+	l := &link{
+		conn:    conn,
+		r:       bufio.NewReaderSize(tc, 64<<10),
+		maxRead: maxRead,
+		w:       bufio.NewWriterSize(tc, chunk),
+		chunk:   chunk,
+		limiter: limiter,
+	}
+	l.lastWrite.Store(time.Now().UnixNano())
+	return l
+}
+
+// read reads the next frame; only one goroutine may call it.
+func (l *link) read() (frame, error) { return readFrame(l.r, l.maxRead) }
+
+// write sends one frame whose payload is prefix followed by body. The body
+// goes out in chunks, each paced by the limiter (SEGMENT only) and each
+// with its own write deadline; ctx is checked between chunks. An error
+// leaves the stream unusable: the caller must close the connection.
+func (l *link) write(ctx context.Context, typ byte, prefix, body []byte) error {
+	n := len(prefix) + len(body)
+	if uint64(n) > math.MaxUint32 {
+		return fmt.Errorf("%s frame of %d bytes does not fit the 32-bit length", typeName(typ), n)
+	}
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.werr != nil {
+		return l.werr
+	}
+	err := l.writeLocked(ctx, typ, prefix, body)
+	if err != nil {
+		l.werr = err
+		return err
+	}
+	l.lastWrite.Store(time.Now().UnixNano())
+	return nil
+}
+
+func (l *link) writeLocked(ctx context.Context, typ byte, prefix, body []byte) error {
+	if n := frameHeaderSize + len(prefix) + len(body) + frameTrailerSize; n <= l.chunk {
+		buf := appendFrame(make([]byte, 0, n), typ, prefix, body)
+		if _, err := l.w.Write(buf); err != nil {
+			return err
+		}
+		return l.w.Flush()
+	}
+	var hdr [frameHeaderSize]byte
+	binary.BigEndian.PutUint32(hdr[:4], uint32(len(prefix)+len(body)))
+	hdr[4] = typ
+	sum := crc32.Update(crc32.Update(0, castagnoli, hdr[4:]), castagnoli, prefix)
+	if _, err := l.w.Write(hdr[:]); err != nil {
+		return err
+	}
+	if _, err := l.w.Write(prefix); err != nil {
+		return err
+	}
+	for rest := body; len(rest) > 0; {
+		k := min(len(rest), l.chunk)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if l.limiter != nil && typ == frameSegment {
+			if err := l.limiter.WaitN(ctx, k); err != nil {
+				return err
+			}
+		}
+		sum = crc32.Update(sum, castagnoli, rest[:k])
+		if _, err := l.w.Write(rest[:k]); err != nil {
+			return err
+		}
+		rest = rest[k:]
+	}
+	var trailer [frameTrailerSize]byte
+	binary.BigEndian.PutUint32(trailer[:], sum)
+	if _, err := l.w.Write(trailer[:]); err != nil {
+		return err
+	}
+	return l.w.Flush()
+}
+
+// writeJSON sends a control frame with v as its JSON payload.
+func (l *link) writeJSON(ctx context.Context, typ byte, v any) error {
+	js, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", typeName(typ), err)
+	}
+	return l.write(ctx, typ, js, nil)
+}
+
+// heartbeat sends a HEARTBEAT whenever nothing has been written for
+// interval, until done is closed or a write fails. payload, if not nil,
+// supplies the frame's payload.
+func (l *link) heartbeat(done <-chan struct{}, interval time.Duration, payload func() []byte) error {
+	t := time.NewTicker(max(interval/2, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-t.C:
+		}
+		if time.Since(time.Unix(0, l.lastWrite.Load())) < interval {
+			continue
+		}
+		var p []byte
+		if payload != nil {
+			p = payload()
+		}
+		if err := l.write(context.Background(), frameHeartbeat, p, nil); err != nil {
+			return err
+		}
+	}
+}
+
+// closeGracefully ends a connection after a final REFUSE or ERROR: it
+// half-closes the write side so the peer reads the frame and an EOF, then
+// discards what the peer still sends for a moment, because closing with
+// unread input makes the kernel send a reset that can destroy the frame
+// before the peer reads it.
+func closeGracefully(conn net.Conn) {
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		conn.SetReadDeadline(time.Now().Add(time.Second))
+		io.Copy(io.Discard, io.LimitReader(conn, 1<<20))
+	}
+	conn.Close()
+}
