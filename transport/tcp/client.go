@@ -1,0 +1,651 @@
+package tcp
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store"
+)
+
+// ClientConfig configures a Client. Zero durations and sizes mean the
+// documented defaults.
+type ClientConfig struct {
+	Addr       string // receiver's host:port
+	Stream     string // the stream this link carries
+	Generation uint32 // default 1
+	// Token is the shared secret the receiver checks. Required unless TLS
+	// presents a client certificate (mutual TLS).
+	Token string
+	// TLS enables TLS (1.3 at least; lower MinVersions are raised). An
+	// empty ServerName is taken from Addr. Required unless Insecure is set.
+	TLS *tls.Config
+	// Insecure permits a plaintext link when TLS is nil. The token then
+	// crosses the network in clear.
+	Insecure bool
+	// BandwidthLimit caps the segment bytes sent per second; 0 = no cap.
+	BandwidthLimit int64
+
+	DialTimeout       time.Duration // TCP connect plus TLS handshake; default 10s
+	IOTimeout         time.Duration // longest read or write without progress; default 30s
+	HeartbeatInterval time.Duration // idle heartbeats; default 5s (at most IOTimeout/3)
+	// ReconnectMin and ReconnectMax bound the jittered, doubling wait
+	// before redialling after a failed dial or a lost link. Defaults 200ms
+	// and 30s.
+	ReconnectMin, ReconnectMax time.Duration
+	// MaxSegment caps a segment read back by Get. Default DefaultMaxSegment.
+	MaxSegment int64
+	// ClientID names this shipper in the receiver's logs. Default: the
+	// host name.
+	ClientID string
+}
+
+// Client is the shipping end of a link: a store.Store for one stream that
+// sends segments to a Server. Put returns nil only once the receiver has
+// stored the segment durably in its inbox. The link is dialled on first use
+// and redialled, with backoff, after it breaks; a Put interrupted by a
+// broken link returns a retryable error and is simply called again.
+//
+// Only the operations a shipper needs are supported: Put of a segment of
+// the configured stream; List of "<stream>/", which reports at most one
+// object, the newest segment of the stream and generation the receiver
+// holds (from the handshake, advanced by acks; Size and ModTime are zero);
+// and Get of a segment of the stream. Everything else fails with an error
+// wrapping store.ErrPermanent.
+//
+// Requests are sent one at a time over one connection; concurrent calls
+// wait their turn.
+type Client struct {
+	cfg     ClientConfig
+	tls     *tls.Config
+	log     *slog.Logger
+	limiter *rate.Limiter
+	chunk   int
+	sem     chan struct{} // held by the one request in flight (and by dials)
+	wg      sync.WaitGroup
+
+	mu       sync.Mutex
+	conn     *clientConn // nil when not connected
+	failures int         // consecutive failed dials or lost links
+	nextDial time.Time
+	received uint64 // watermarks from the latest WELCOME, ACK or heartbeat
+	applied  uint64
+	newest   string // newest segment name of the stream the receiver holds
+	dials    int    // successful handshakes
+	closed   bool
+}
+
+var _ store.Store = (*Client)(nil)
+
+// errClientClosed is returned by calls after Close.
+var errClientClosed = fmt.Errorf("%w: tcp client closed", store.ErrPermanent)
+
+// clientConn is one established link.
+type clientConn struct {
+	l       *link
+	welcome welcomeMsg
+	resp    chan frame // the answer to the request in flight
+	done    chan struct{}
+	once    sync.Once
+	err     error // why the link ended; set before done is closed
+}
+
+// fail ends the link with err and reports whether this call ended it.
+func (cc *clientConn) fail(err error) bool {
+	first := false
+	cc.once.Do(func() {
+		cc.err = err
+		cc.l.conn.Close()
+		close(cc.done)
+		first = true
+	})
+	return first
+}
+
+// NewClient checks cfg and returns a Client. It does not dial. log may be
+// nil.
+func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
+	fail := func(format string, args ...any) (*Client, error) {
+		return nil, fmt.Errorf("tcp target tcp://%s: "+format, append([]any{cfg.Addr}, args...)...)
+	}
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil || cfg.Addr == "" {
+		return fail("address must be host:port")
+	}
+	if err := batch.CheckStream(cfg.Stream); err != nil {
+		return fail("%v", err)
+	}
+	if cfg.Generation == 0 {
+		cfg.Generation = 1
+	}
+	c := &Client{log: log, sem: make(chan struct{}, 1), chunk: defaultChunk}
+	switch {
+	case cfg.TLS != nil:
+		c.tls = cfg.TLS.Clone()
+		c.tls.MinVersion = max(c.tls.MinVersion, tls.VersionTLS13)
+		if c.tls.ServerName == "" {
+			c.tls.ServerName = host
+		}
+	case !cfg.Insecure:
+		return fail("no TLS configured; configure TLS (a CA to verify the receiver, and a certificate and key for mutual TLS), or set insecure = true to send in plaintext")
+	}
+	hasCert := c.tls != nil && (len(c.tls.Certificates) > 0 || c.tls.GetClientCertificate != nil)
+	if cfg.Token == "" && !hasCert {
+		return fail("a token is required unless a client certificate is configured (mutual TLS); set token")
+	}
+	if cfg.BandwidthLimit < 0 {
+		return fail("bandwidth limit %d is negative", cfg.BandwidthLimit)
+	}
+	if cfg.BandwidthLimit > 0 {
+		// Small chunks at low rates, so each write finishes well within
+		// IOTimeout and the receiver sees steady progress.
+		c.chunk = int(min(max(cfg.BandwidthLimit/8, 1<<10), defaultChunk))
+		c.limiter = rate.NewLimiter(rate.Limit(cfg.BandwidthLimit), c.chunk)
+	}
+	cfg.DialTimeout = cmp0(cfg.DialTimeout, DefaultDialTimeout)
+	cfg.IOTimeout = cmp0(cfg.IOTimeout, DefaultIOTimeout)
+	cfg.HeartbeatInterval = cmp0(cfg.HeartbeatInterval, min(DefaultHeartbeatInterval, cfg.IOTimeout/3))
+	cfg.ReconnectMin = cmp0(cfg.ReconnectMin, 200*time.Millisecond)
+	cfg.ReconnectMax = max(cmp0(cfg.ReconnectMax, 30*time.Second), cfg.ReconnectMin)
+	cfg.MaxSegment = cmp0(cfg.MaxSegment, DefaultMaxSegment)
+	if cfg.DialTimeout < 0 || cfg.IOTimeout < 0 || cfg.ReconnectMin < 0 || cfg.MaxSegment < 0 {
+		return fail("timeouts and sizes must not be negative")
+	}
+	if cfg.HeartbeatInterval < minHeartbeat || cfg.HeartbeatInterval >= cfg.IOTimeout {
+		return fail("heartbeat interval %s must be at least %s and below the io timeout %s", cfg.HeartbeatInterval, minHeartbeat, cfg.IOTimeout)
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID, _ = os.Hostname()
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.cfg = cfg
+	c.log = c.log.With("store", c.String())
+	return c, nil
+}
+
+// cmp0 returns v, or def if v is zero.
+func cmp0[T int64 | time.Duration](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// String returns "tcp://" and the receiver's address; never the token.
+func (c *Client) String() string { return "tcp://" + c.cfg.Addr }
+
+// Watermarks returns the receiver's watermarks from the latest handshake,
+// ack or heartbeat: the last seq of the newest segment of the stream in
+// its inbox (received) and the last seq its receiver applied (applied).
+func (c *Client) Watermarks() (received, applied uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.received, c.applied
+}
+
+// Close ends the link and waits for its goroutines. Later calls fail with
+// an error wrapping store.ErrPermanent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	cc := c.conn
+	c.conn = nil
+	c.mu.Unlock()
+	if cc != nil {
+		cc.fail(errClientClosed)
+	}
+	c.wg.Wait()
+	return nil
+}
+
+// Put sends the segment named key ("<stream>/<segment name>") and returns
+// nil once the receiver has it durably. A receiver that already holds an
+// identical copy also answers nil; one holding different content under
+// that name gives an error wrapping store.ErrConflict. A segment the
+// receiver finds damaged or mislabelled gives store.ErrPermanent. A lost
+// link gives a retryable error.
+func (c *Client) Put(ctx context.Context, key string, data []byte) error {
+	name, err := c.segmentName("put", key)
+	if err != nil {
+		return err
+	}
+	f, err := c.roundTrip(ctx, frameSegment, segmentHeader(name), data, int64(2+len(name)+len(data)))
+	if err != nil {
+		return fmt.Errorf("%s: put %s: %w", c, key, err)
+	}
+	switch f.typ {
+	case frameAck:
+		var a ackMsg
+		if err := decodeJSON(f, &a); err != nil {
+			return c.badAnswer("put "+key, err)
+		}
+		if a.Name != name {
+			return c.badAnswer("put "+key, fmt.Errorf("ACK for %s, expected %s: %w", a.Name, name, ErrProtocol))
+		}
+		c.mu.Lock()
+		c.received, c.applied = a.ReceivedSeq, a.AppliedSeq
+		c.newest = max(c.newest, name)
+		c.mu.Unlock()
+		return nil
+	case frameError:
+		return c.serverError("put "+key, f)
+	}
+	return c.badAnswer("put "+key, fmt.Errorf("%s frame in answer to SEGMENT: %w", typeName(f.typ), ErrProtocol))
+}
+
+// Get fetches the segment named key ("<stream>/<segment name>") from the
+// receiver's inbox. A missing segment gives an error wrapping
+// store.ErrNotFound.
+func (c *Client) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	name, err := c.segmentName("get", key)
+	if err != nil {
+		return nil, err
+	}
+	req, _ := json.Marshal(fetchMsg{Name: name})
+	f, err := c.roundTrip(ctx, frameFetch, req, nil, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: get %s: %w", c, key, err)
+	}
+	switch f.typ {
+	case frameSegment:
+		got, data, err := parseSegment(f.payload)
+		if err == nil && got != name {
+			err = fmt.Errorf("SEGMENT %s in answer to FETCH %s: %w", got, name, ErrProtocol)
+		}
+		if err != nil {
+			return nil, c.badAnswer("get "+key, err)
+		}
+		return io.NopCloser(bytes.NewReader(data)), nil
+	case frameError:
+		return nil, c.serverError("get "+key, f)
+	}
+	return nil, c.badAnswer("get "+key, fmt.Errorf("%s frame in answer to FETCH: %w", typeName(f.typ), ErrProtocol))
+}
+
+// List reports the newest segment of the stream and generation that the
+// receiver holds, if its name sorts after after; see Client. dir must be
+// "<stream>/".
+func (c *Client) List(ctx context.Context, dir, after string, fn func(store.Object) error) error {
+	want := batch.StreamDir(c.cfg.Stream)
+	if dir != want {
+		return fmt.Errorf("%s: list %s: %w: a tcp link lists only %s", c, dir, store.ErrPermanent, want)
+	}
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("%s: list %s: %w", c, dir, ctx.Err())
+	}
+	_, err := c.connect(ctx)
+	c.mu.Lock()
+	newest := c.newest
+	c.mu.Unlock()
+	<-c.sem
+	if err != nil {
+		return fmt.Errorf("%s: list %s: %w", c, dir, err)
+	}
+	if newest == "" || dir+newest <= after {
+		return nil
+	}
+	return fn(store.Object{Name: dir + newest})
+}
+
+// Delete is not supported over a link: the inbox is pruned on the
+// receiving host. It returns an error wrapping store.ErrPermanent.
+func (c *Client) Delete(ctx context.Context, key string) error {
+	return fmt.Errorf("%s: delete %s: %w: a tcp link cannot delete; prune the receiver's inbox on its host", c, key, store.ErrPermanent)
+}
+
+// segmentName checks that key is a segment of the link's stream and
+// returns the segment name.
+func (c *Client) segmentName(op, key string) (string, error) {
+	name, ok := strings.CutPrefix(key, batch.StreamDir(c.cfg.Stream))
+	if ok {
+		_, _, _, ok = batch.ParseSegmentName(name)
+	}
+	if !ok {
+		return "", fmt.Errorf("%s: %s %s: %w: a tcp link carries only segments of stream %q (%s<segment name>)",
+			c, op, key, store.ErrPermanent, c.cfg.Stream, batch.StreamDir(c.cfg.Stream))
+	}
+	return name, nil
+}
+
+// roundTrip sends one request frame and waits for its answer (ACK, ERROR
+// or SEGMENT), dialling first if needed. size is the SEGMENT payload size,
+// checked against the receiver's limit; 0 for other frames.
+func (c *Client) roundTrip(ctx context.Context, typ byte, prefix, body []byte, size int64) (frame, error) {
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return frame{}, ctx.Err()
+	}
+	defer func() { <-c.sem }()
+	cc, err := c.connect(ctx)
+	if err != nil {
+		return frame{}, err
+	}
+	if size > cc.welcome.MaxSegment {
+		return frame{}, fmt.Errorf("%w: segment frame is %d bytes; the receiver accepts at most %d (its max segment size)",
+			store.ErrPermanent, size, cc.welcome.MaxSegment)
+	}
+	if err := cc.l.write(ctx, typ, prefix, body); err != nil {
+		if ctx.Err() != nil {
+			c.lost(cc, ctx.Err())
+			return frame{}, ctx.Err()
+		}
+		c.lost(cc, err)
+		return frame{}, fmt.Errorf("link lost while sending %s; call again to resend: %w", typeName(typ), cc.err)
+	}
+	select {
+	case f := <-cc.resp:
+		return f, nil
+	case <-cc.done:
+		select {
+		case f := <-cc.resp:
+			return f, nil
+		default:
+		}
+		return frame{}, fmt.Errorf("link lost before the receiver answered; call again to resend: %w", cc.err)
+	case <-ctx.Done():
+		c.lost(cc, ctx.Err())
+		return frame{}, ctx.Err()
+	}
+}
+
+// connect returns the live link, dialling one if there is none. Only the
+// holder of c.sem calls it, so dials never race.
+func (c *Client) connect(ctx context.Context) (*clientConn, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, errClientClosed
+	}
+	if cc := c.conn; cc != nil {
+		select {
+		case <-cc.done:
+			c.conn = nil
+		default:
+			c.mu.Unlock()
+			return cc, nil
+		}
+	}
+	wait := time.Until(c.nextDial)
+	c.mu.Unlock()
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+	cc, err := c.dial(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.failures++
+		c.nextDial = time.Now().Add(c.backoff(c.failures))
+		c.log.Debug("dial failed", "err", err, "attempt", c.failures)
+		return nil, err
+	}
+	if c.closed {
+		cc.fail(errClientClosed)
+		return nil, errClientClosed
+	}
+	c.conn, c.failures = cc, 0
+	c.dials++
+	w := cc.welcome
+	c.received, c.applied, c.newest = w.HighestSeq, w.AppliedSeq, w.HighestSegment
+	interval := c.cfg.HeartbeatInterval
+	if w.HeartbeatMS > 0 {
+		interval = max(min(interval, time.Duration(w.HeartbeatMS)*time.Millisecond), minHeartbeat)
+	}
+	c.log.Info("link established", "stream", c.cfg.Stream, "generation", c.cfg.Generation,
+		"seq", w.HighestSeq, "segment", w.HighestSegment, "local", cc.l.conn.LocalAddr().String())
+	c.wg.Go(func() { c.readLoop(cc) })
+	c.wg.Go(func() {
+		if err := cc.l.heartbeat(cc.done, interval, nil); err != nil {
+			c.lost(cc, fmt.Errorf("send heartbeat: %w", err))
+		}
+	})
+	return cc, nil
+}
+
+// dial connects, runs the TLS handshake and the link handshake.
+func (c *Client) dial(ctx context.Context) (*clientConn, error) {
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(dctx, "tcp", c.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	conn := nc
+	if c.tls != nil {
+		tc := tls.Client(nc, c.tls)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			return nil, c.handshakeError(ctx, err)
+		}
+		conn = tc
+	}
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+	l := newLink(conn, c.cfg.IOTimeout, c.cfg.MaxSegment, c.limiter, c.chunk)
+	hello := helloMsg{
+		Version:     ProtocolVersion,
+		Stream:      c.cfg.Stream,
+		Generation:  c.cfg.Generation,
+		Token:       c.cfg.Token,
+		ClientID:    c.cfg.ClientID,
+		HeartbeatMS: c.cfg.HeartbeatInterval.Milliseconds(),
+	}
+	var f frame
+	err = l.writeJSON(ctx, frameHello, hello)
+	if err == nil {
+		f, err = l.read()
+	}
+	if err != nil {
+		nc.Close()
+		return nil, c.handshakeError(ctx, err)
+	}
+	switch f.typ {
+	case frameWelcome:
+		var w welcomeMsg
+		if err := decodeJSON(f, &w); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("handshake: %w", err)
+		}
+		if w.Version != ProtocolVersion {
+			nc.Close()
+			return nil, fmt.Errorf("%w: receiver answered with link protocol %d; this shipper speaks %d", store.ErrPermanent, w.Version, ProtocolVersion)
+		}
+		return &clientConn{l: l, welcome: w, resp: make(chan frame, 1), done: make(chan struct{})}, nil
+	case frameRefuse:
+		closeGracefully(conn)
+		var r refuseMsg
+		if err := decodeJSON(f, &r); err != nil {
+			return nil, fmt.Errorf("handshake: %w", err)
+		}
+		c.log.Error("receiver refused the link", "addr", c.cfg.Addr, "code", r.Code, "reason", r.Message)
+		err := fmt.Errorf("%w (code %s): %s", ErrRefused, r.Code, r.Message)
+		if permanentCode(r.Code) {
+			err = fmt.Errorf("%w: %w", store.ErrPermanent, err)
+		}
+		return nil, err
+	}
+	nc.Close()
+	return nil, fmt.Errorf("handshake: %s frame in answer to HELLO: %w", typeName(f.typ), ErrProtocol)
+}
+
+// handshakeError explains a failure during the TLS or link handshake.
+func (c *Client) handshakeError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) {
+		return fmt.Errorf("%w: TLS: the receiver's certificate does not verify: %w; check the CA and server name", store.ErrPermanent, err)
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" {
+		return fmt.Errorf("%w: TLS: the receiver rejected the handshake: %w; if it requires a client certificate, configure one signed by its client CA",
+			store.ErrPermanent, err)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || isReset(err) {
+		hint := "see the receiver's log"
+		if c.tls == nil {
+			hint = "does the receiver expect TLS? this shipper is set to insecure plaintext"
+		}
+		return fmt.Errorf("handshake: the receiver closed the link without answering (%s): %w", hint, err)
+	}
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) {
+		return fmt.Errorf("handshake: the receiver is not speaking TLS (is it set to insecure plaintext?): %w", err)
+	}
+	return fmt.Errorf("handshake: %w", err)
+}
+
+// readLoop reads the receiver's frames until the link ends: heartbeats
+// update the watermarks; answers go to the request in flight.
+func (c *Client) readLoop(cc *clientConn) {
+	for {
+		f, err := cc.l.read()
+		if err != nil {
+			c.lost(cc, err)
+			return
+		}
+		switch f.typ {
+		case frameHeartbeat:
+			if len(f.payload) == 0 {
+				continue
+			}
+			var w watermarkMsg
+			if err := decodeJSON(f, &w); err != nil {
+				c.lost(cc, err)
+				return
+			}
+			c.mu.Lock()
+			c.received, c.applied = w.ReceivedSeq, w.AppliedSeq
+			c.mu.Unlock()
+		case frameAck, frameSegment, frameError:
+			var closing error
+			if f.typ == frameError {
+				var m errorMsg
+				if err := decodeJSON(f, &m); err != nil {
+					c.lost(cc, err)
+					return
+				}
+				if m.Close {
+					closing = fmt.Errorf("receiver closed the link: %s (code %s)", m.Message, m.Code)
+				}
+			}
+			select {
+			case cc.resp <- f:
+			default:
+				c.lost(cc, fmt.Errorf("%s frame with no request outstanding: %w", typeName(f.typ), ErrProtocol))
+				return
+			}
+			if closing != nil {
+				c.lost(cc, closing)
+				return
+			}
+		default:
+			c.lost(cc, fmt.Errorf("%s frame not allowed from a receiver after the handshake: %w", typeName(f.typ), ErrProtocol))
+			return
+		}
+	}
+}
+
+// lost ends cc with err (if it has not ended yet) and schedules the next
+// dial after a backoff.
+func (c *Client) lost(cc *clientConn, err error) {
+	if !cc.fail(err) {
+		return
+	}
+	c.mu.Lock()
+	if c.conn == cc {
+		c.conn = nil
+	}
+	closed := c.closed
+	if !closed {
+		c.failures++
+		c.nextDial = time.Now().Add(c.backoff(c.failures))
+	}
+	c.mu.Unlock()
+	switch {
+	case closed || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		c.log.Debug("link closed", "err", err)
+	default:
+		c.log.Warn("link to receiver lost; will reconnect", "addr", c.cfg.Addr, "err", err)
+	}
+}
+
+// badAnswer ends the link after an answer that breaks the protocol and
+// returns a retryable error.
+func (c *Client) badAnswer(op string, err error) error {
+	c.mu.Lock()
+	cc := c.conn
+	c.mu.Unlock()
+	if cc != nil {
+		c.lost(cc, err)
+	}
+	return fmt.Errorf("%s: %s: %w", c, op, err)
+}
+
+// serverError turns an ERROR frame into an error callers can branch on.
+func (c *Client) serverError(op string, f frame) error {
+	var m errorMsg
+	if err := decodeJSON(f, &m); err != nil {
+		return c.badAnswer(op, err)
+	}
+	var kind error
+	switch {
+	case m.Code == codeConflict:
+		kind = store.ErrConflict
+	case m.Code == codeNotFound:
+		kind = store.ErrNotFound
+	case permanentCode(m.Code):
+		kind = store.ErrPermanent
+	default:
+		return fmt.Errorf("%s: %s: receiver: %s (code %s)", c, op, m.Message, m.Code)
+	}
+	return fmt.Errorf("%s: %s: %w: receiver: %s (code %s)", c, op, kind, m.Message, m.Code)
+}
+
+// permanentCode reports REFUSE and ERROR codes that no retry can fix.
+func permanentCode(code string) bool {
+	switch code {
+	case codeVersion, codeAuth, codeStream, codeGeneration, codeDamaged, codeCorrupt, codeMismatch, codePermanent:
+		return true
+	}
+	return false
+}
+
+// backoff is the wait before the next dial after n consecutive failures:
+// ReconnectMin doubling up to ReconnectMax, scaled by a random factor in
+// [0.5, 1.5) and capped at ReconnectMax.
+func (c *Client) backoff(n int) time.Duration {
+	d := c.cfg.ReconnectMin
+	for i := 1; i < n && d < c.cfg.ReconnectMax; i++ {
+		d *= 2
+	}
+	d = time.Duration(float64(d) * (0.5 + rand.Float64()))
+	return min(d, c.cfg.ReconnectMax)
+}

@@ -1,0 +1,96 @@
+package tcp
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+)
+
+// LoadServerTLS builds a server TLS config (TLS 1.3 minimum) from PEM
+// files: the receiver's certificate chain and key, and, if clientCAFile is
+// not empty, the CA that shippers' client certificates must chain to
+// (mutual TLS: a shipper without such a certificate is refused). Errors
+// name the file at fault.
+func LoadServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	cert, err := loadKeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}
+	if clientCAFile != "" {
+		pool, err := loadCAs(clientCAFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// LoadClientTLS builds a client TLS config (TLS 1.3 minimum) from PEM
+// files: the CA that must have signed the receiver's certificate (empty
+// means the system roots), and, for mutual TLS, this shipper's certificate
+// and key (both or neither). serverName overrides the name the receiver's
+// certificate is checked against; empty means the host of the address
+// dialled. Errors name the file at fault.
+func LoadClientTLS(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, ServerName: serverName}
+	if caFile != "" {
+		pool, err := loadCAs(caFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = pool
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, fmt.Errorf("TLS client certificate needs both a cert file and a key file (got cert %q, key %q)", certFile, keyFile)
+	}
+	if certFile != "" {
+		cert, err := loadKeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	if certFile == "" || keyFile == "" {
+		return tls.Certificate{}, fmt.Errorf("TLS needs both a cert file and a key file (got cert %q, key %q)", certFile, keyFile)
+	}
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("read TLS certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("read TLS key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("load TLS certificate %s with key %s: %w", certFile, keyFile, err)
+	}
+	return cert, nil
+}
+
+func loadCAs(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read TLS CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("TLS CA file %s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// isReset reports a connection the peer reset or stopped reading from.
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
