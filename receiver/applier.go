@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 )
@@ -176,6 +178,12 @@ func (a *ExecApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch.
 		"FERRY_LAST_SEQ="+strconv.FormatUint(meta.LastSeq, 10),
 		"FERRY_SEGMENT="+meta.Name(),
 	)
+	// On cancellation kill the whole process group: a child the shell
+	// started must not go on applying after the receiver stopped (and
+	// re-runs the segment), nor hold the stdin pipe and block Wait.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	cmd.Stdout, cmd.Stderr = a.Stdout, a.Stderr
 	if cmd.Stdout == nil {
 		cmd.Stdout = os.Stderr

@@ -245,3 +245,47 @@ func TestStdoutApplierWriteErrorIsFatal(t *testing.T) {
 		t.Fatalf("checkpoint at seq %d after a failed write", cp.LastSeq)
 	}
 }
+
+// Cancelling a receiver kills the whole command, children included: Run
+// returns promptly even while a child holds the stdin pipe without reading
+// it, and nothing the command started goes on applying.
+func TestExecApplierCancelKillsCommandTree(t *testing.T) {
+	st, _ := newStore(t)
+	put(t, st, chain(t, 1, 2000)...) // more stdin than a pipe buffers
+	for _, tc := range []struct{ name, cmd string }{
+		{"hung child", `sleep 30; true`},
+		{"background child", `(sleep 0.3; echo late >"$OUT/late") & sleep 30; true`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := t.TempDir()
+			t.Setenv("OUT", out)
+			cfg := testConfig(t, st, &receiver.ExecApplier{Command: `: >"$OUT/started"; ` + tc.cmd})
+			r := open(t, cfg)
+
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- r.Run(ctx) }()
+			eventually(t, "the command to start", func() bool {
+				_, err := os.Stat(filepath.Join(out, "started"))
+				return err == nil
+			})
+			time.Sleep(50 * time.Millisecond)
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Run after cancel: %v, want nil", err)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatal("Run did not return within 3s of cancel while the command hung")
+			}
+			time.Sleep(500 * time.Millisecond)
+			if _, err := os.Stat(filepath.Join(out, "late")); err == nil {
+				t.Fatal("a child of the cancelled command kept running and wrote its output")
+			}
+			if cp := r.Checkpoint(); cp.LastSeq != 0 {
+				t.Fatalf("checkpoint at seq %d after a cancelled apply", cp.LastSeq)
+			}
+		})
+	}
+}

@@ -72,6 +72,7 @@ type Receiver struct {
 	cp    Checkpoint
 	stats Stats
 
+	gapFrom   uint64 // first missing seq of the gap gapSince times
 	gapSince  time.Time
 	gapLogged time.Time
 
@@ -133,20 +134,33 @@ func Open(cfg Config, log *slog.Logger) (*Receiver, error) {
 	}
 	if !ok {
 		cp = newCheckpoint(cfg.Stream, cfg.Generation)
-		if err := saveCheckpoint(cfg.StateDir, cp); err != nil {
-			lock.Close()
-			return nil, fmt.Errorf("create checkpoint in %s: %w", cfg.StateDir, err)
-		}
 	}
 	if cp.Stream != cfg.Stream || cp.Generation != cfg.Generation {
 		lock.Close()
 		return nil, fmt.Errorf("state %s belongs to stream %q generation %d, not %q generation %d",
 			cfg.StateDir, cp.Stream, cp.Generation, cfg.Stream, cfg.Generation)
 	}
-	if st, ok := cfg.Applier.(Stateful); ok {
+	if st, isStateful := cfg.Applier.(Stateful); isStateful {
 		if err := st.Restore(cp.Applier); err != nil {
 			lock.Close()
 			return nil, err
+		}
+		if !ok {
+			// The new checkpoint records the applier's starting state, so a
+			// crash between the first Apply and its checkpoint is undone on
+			// restart like any later one, not refused as a foreign replica.
+			if cp.Applier, err = st.State(); err != nil {
+				cfg.Applier.Close()
+				lock.Close()
+				return nil, err
+			}
+		}
+	}
+	if !ok {
+		if err := saveCheckpoint(cfg.StateDir, cp); err != nil {
+			cfg.Applier.Close()
+			lock.Close()
+			return nil, fmt.Errorf("create checkpoint in %s: %w", cfg.StateDir, err)
 		}
 	}
 	r.cp = cp
@@ -252,8 +266,10 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 
 func (r *Receiver) noteGap(from, to uint64, next string) error {
 	now := r.cfg.Now()
-	if r.gapSince.IsZero() {
-		r.gapSince = now
+	if r.gapSince.IsZero() || from != r.gapFrom {
+		// A new gap (the old one filled, at least in part) gets its own
+		// timeout rather than the age of the one before.
+		r.gapFrom, r.gapSince = from, now
 	}
 	err := fmt.Errorf("stream %q: seq %d..%d missing before segment %s (waited %s): %w",
 		r.cfg.Stream, from, to, next, now.Sub(r.gapSince).Round(time.Millisecond), ErrGap)

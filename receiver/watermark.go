@@ -3,6 +3,7 @@ package receiver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -120,7 +121,9 @@ func (r *Receiver) publish(ctx context.Context) {
 		}
 		r.registered = true
 	}
-	if err := r.cfg.Store.Put(ctx, name, body); err != nil {
+	// ErrConflict: an earlier run published this seq (with another
+	// published_at) and the object is never overwritten; it stands.
+	if err := r.cfg.Store.Put(ctx, name, body); err != nil && !errors.Is(err, store.ErrConflict) {
 		r.log.Warn("cannot publish applied watermark", "store", r.cfg.Store.String(), "seq", cp.LastSeq, "err", err)
 		return
 	}

@@ -42,6 +42,9 @@ type SpoolConfig struct {
 	Now func() time.Time
 	// SyncFile fsyncs a file; tests inject failures. Default (*os.File).Sync.
 	SyncFile func(*os.File) error
+	// CommitInterval bounds how long records appended by a source that
+	// does not wait stay unsynced under fsync "batch". Default 100ms.
+	CommitInterval time.Duration
 }
 
 // spoolState is state.json: what survives a restart besides the journal and
@@ -53,6 +56,7 @@ type spoolState struct {
 	SealedSeq  uint64 `json:"sealed_seq"` // last seq in a sealed segment
 	LastHash   string `json:"last_hash"`  // hash of that segment (chain)
 	Cursor     []byte `json:"cursor,omitempty"`
+	Segment    string `json:"segment,omitempty"` // name of that segment
 }
 
 // SealedSegment is a segment waiting in the spool for its targets.
@@ -131,6 +135,9 @@ func OpenSpool(cfg SpoolConfig, targets []string, log *slog.Logger) (*Spool, err
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.CommitInterval <= 0 {
+		cfg.CommitInterval = 100 * time.Millisecond
 	}
 	if cfg.SyncFile == nil {
 		cfg.SyncFile = (*os.File).Sync
@@ -250,11 +257,13 @@ func (s *Spool) recover() error {
 		if err != nil {
 			return fmt.Errorf("journal %s offset %d: %w", j.Name(), off, err)
 		}
+		contributes := false
 		for i := range recs {
 			r := &recs[i]
 			if r.Seq <= s.state.SealedSeq {
 				continue // already in a sealed segment
 			}
+			contributes = true
 			if r.Seq != s.lastSeq+1 {
 				return fmt.Errorf("journal %s: record seq %d follows %d (gap)", j.Name(), r.Seq, s.lastSeq)
 			}
@@ -267,7 +276,13 @@ func (s *Spool) recover() error {
 			s.lastSeq = r.Seq
 			replayed++
 		}
-		s.cursor = cursor
+		// An entry whose records are all sealed is older than state.json's
+		// cursor (a seal records the cursor after its records), and newer
+		// entries may have been lost unsynced: only entries still holding
+		// unsealed records move the cursor.
+		if contributes {
+			s.cursor = cursor
+		}
 		off += n
 	}
 	if off < len(data) {
@@ -279,8 +294,8 @@ func (s *Spool) recover() error {
 		return err
 	}
 	// What the journal holds may be only in the page cache (the last run
-	// was killed, not the machine): count it as written but not synced, so
-	// sealing from it fsyncs it first.
+	// was killed, not the machine): count it as written but not synced.
+	// The reseal below makes its records durable in a segment anyway.
 	s.written = uint64(off)
 	s.stats.LastSeq = s.lastSeq
 	if replayed > 0 {
@@ -302,14 +317,25 @@ func (s *Spool) scanSealed() error {
 	for _, e := range ents {
 		name := e.Name()
 		if strings.HasPrefix(name, ".") {
+			if base := strings.TrimSuffix(strings.TrimPrefix(name, "."), ".tmp"); base == s.state.Segment && base != "" {
+				if _, err := os.Stat(s.path("sealed", base)); errors.Is(err, os.ErrNotExist) {
+					// Crashed between state.json and the rename: finish it.
+					if err := s.adoptTemp(name, base); err != nil {
+						return err
+					}
+					name = base
+					goto segment
+				}
+			}
 			os.Remove(s.path("sealed", name)) // temp file of an interrupted seal
 			continue
 		}
+	segment:
 		gen, first, last, ok := batch.ParseSegmentName(name)
 		if !ok || gen != s.cfg.Generation {
 			return fmt.Errorf("unexpected file sealed/%s; move it away", name)
 		}
-		fi, err := e.Info()
+		fi, err := os.Stat(s.path("sealed", name))
 		if err != nil {
 			return err
 		}
@@ -337,6 +363,24 @@ func (s *Spool) scanSealed() error {
 	return nil
 }
 
+// adoptTemp publishes the temp file of the segment state.json names, after
+// checking it is the segment state.json describes.
+func (s *Spool) adoptTemp(tmpName, name string) error {
+	data, err := os.ReadFile(s.path("sealed", tmpName))
+	if err != nil {
+		return err
+	}
+	seg, err := batch.Open(data)
+	if err != nil || seg.Hash != s.state.LastHash {
+		return fmt.Errorf("sealed/%s does not match state.json (%v); the spool is damaged", tmpName, err)
+	}
+	if err := os.Rename(s.path("sealed", tmpName), s.path("sealed", name)); err != nil {
+		return err
+	}
+	s.log.Info("finished publishing a segment sealed before a crash", "segment", name)
+	return fsutil.SyncDir(s.path("sealed"))
+}
+
 func (s *Spool) writeState(st spoolState) error {
 	b, _ := json.Marshal(st)
 	if err := fsutil.WriteFileAtomic(s.path("state.json"), b, 0o644); err != nil {
@@ -361,9 +405,13 @@ func (s *Spool) notify() {
 	s.changed = make(chan struct{})
 }
 
-// SyncLoop is the group committer for fsync "batch": it fsyncs the journal
-// whenever something unsynced is there, so appends that do not wait still
-// become durable promptly. It returns when ctx ends or the spool fails.
+// SyncLoop is the background committer for fsync "batch": it fsyncs the
+// journal when something unsynced is there, at most once per
+// CommitInterval, so sources that do not wait still become durable within
+// that interval, while a seal (which makes its records durable in the
+// segment) usually gets there first and the journal bytes never have to
+// reach the disk. Appenders that wait (WaitDurable) are committed at once,
+// sharing one fsync. It returns when ctx ends or the spool fails.
 func (s *Spool) SyncLoop(ctx context.Context) error {
 	if s.cfg.Fsync != FsyncBatch {
 		return nil
@@ -371,13 +419,23 @@ func (s *Spool) SyncLoop(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		ch, pending, fatal := s.changed, s.written > s.synced, s.fatal
-		pos := s.written
 		s.mu.Unlock()
 		if fatal != nil {
 			return fatal
 		}
 		if pending {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(s.cfg.CommitInterval):
+			}
+			s.mu.Lock()
+			pos := s.written
+			s.mu.Unlock()
 			if err := s.WaitDurable(ctx, pos); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return err
 			}
 			continue
@@ -452,7 +510,8 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 			recs[i].Time = now
 		}
 	}
-	if cursor != nil {
+	callerCursor := cursor != nil
+	if callerCursor {
 		s.cursor = append([]byte(nil), cursor...)
 	}
 	cursor = s.cursor
@@ -483,7 +542,11 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 		s.stats.RecordsIn++
 		s.stats.BytesIn += int64(recs[i].FramedSize())
 		if due, why := s.cfg.Policy.Due(s.builder.Size(), s.builder.Records(), s.firstAt, now); due {
-			if err := s.sealSegment(why, cursor); err != nil {
+			// Sealing mid-entry records this entry's cursor in state.json,
+			// which also covers the records after the seal point: they must
+			// be durable in the journal first, or a crash would skip them.
+			midEntry := i < len(recs)-1 && callerCursor
+			if err := s.sealSegment(why, cursor, midEntry); err != nil {
 				return 0, err
 			}
 			lastSealedAt = i
@@ -593,7 +656,7 @@ func (s *Spool) sealLocked(reason string, leftover []batch.Record) error {
 	if s.builder.Records() == 0 {
 		return nil
 	}
-	if err := s.sealSegment(reason, s.cursor); err != nil {
+	if err := s.sealSegment(reason, s.cursor, false); err != nil {
 		return err
 	}
 	err := s.rewriteJournal(leftover, s.cursor)
@@ -602,17 +665,14 @@ func (s *Spool) sealLocked(reason string, leftover []batch.Record) error {
 }
 
 // sealSegment writes the open batch as a sealed segment and records it in
-// state.json. The journal is left alone: records it still holds are
-// recognised as sealed by their seq on recovery.
-func (s *Spool) sealSegment(reason string, cursor []byte) error {
-	// The journal must hold every record (and the cursor after it) durably
-	// before a segment or state.json names it. Recovery takes the cursor
-	// from the last complete journal entry; were an unsynced entry whose
-	// records are sealed lost in a crash, the cursor would rewind and the
-	// source would repeat them. Sealing mid-entry also records the entry's
-	// cursor in state.json, so the records after the seal point must be in
-	// the journal, or a crash would skip them.
-	if s.cfg.Fsync != FsyncOff && s.synced < s.written {
+// state.json with cursor, the source position after its last record. The
+// journal is left alone: records it still holds are recognised as sealed by
+// their seq on recovery, and entries lost unsynced held only sealed records
+// whose cursor state.json now carries. When syncJournal is set (a seal in
+// the middle of an entry that moves the cursor), the journal is fsynced
+// first, because state.json's cursor then covers records only it holds.
+func (s *Spool) sealSegment(reason string, cursor []byte, syncJournal bool) error {
+	if syncJournal && s.cfg.Fsync != FsyncOff && s.synced < s.written {
 		if err := s.cfg.SyncFile(s.journal); err != nil {
 			return s.fail(fmt.Errorf("fsync journal: %w", err))
 		}
@@ -622,16 +682,26 @@ func (s *Spool) sealSegment(reason string, cursor []byte) error {
 	if err != nil {
 		return s.fail(err)
 	}
+	// Order: the segment under a temp name (fsynced, directory fsynced),
+	// then state.json naming it with the cursor after its records, then the
+	// rename. A crash before state.json leaves a temp file recovery
+	// deletes (the journal still has the records, or lost them together
+	// with their cursor); after it, recovery finishes the rename. So a
+	// sealed segment never exists without the cursor that goes with it.
 	name := meta.Name()
 	final := s.path("sealed", name)
-	if err := s.writeSegmentFile(final, data); err != nil {
+	tmp := s.path("sealed", "."+name+".tmp")
+	if err := s.writeSegmentTemp(tmp, data); err != nil {
 		return s.fail(err)
 	}
 	hash := batch.Hash(data)
 	st := s.state
-	st.SealedSeq, st.LastHash, st.Cursor = meta.LastSeq, hash, append([]byte(nil), cursor...)
+	st.SealedSeq, st.LastHash, st.Cursor, st.Segment = meta.LastSeq, hash, append([]byte(nil), cursor...), name
 	if err := s.writeState(st); err != nil {
 		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return s.fail(fmt.Errorf("publish sealed/%s: %w", name, err))
 	}
 	s.sealed = append(s.sealed, SealedSegment{Name: name, FirstSeq: meta.FirstSeq, LastSeq: meta.LastSeq, Size: int64(len(data)), SealedAt: meta.SealedAt})
 	s.sealedBytes += int64(len(data))
@@ -643,8 +713,8 @@ func (s *Spool) sealSegment(reason string, cursor []byte) error {
 	return nil
 }
 
-func (s *Spool) writeSegmentFile(final string, data []byte) error {
-	tmp := filepath.Join(filepath.Dir(final), "."+filepath.Base(final)+".tmp")
+// writeSegmentTemp writes data to tmp durably: file and directory entry.
+func (s *Spool) writeSegmentTemp(tmp string, data []byte) error {
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
@@ -660,10 +730,7 @@ func (s *Spool) writeSegmentFile(final string, data []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	return fsutil.SyncDir(filepath.Dir(final))
+	return fsutil.SyncDir(filepath.Dir(tmp))
 }
 
 // rewriteJournal replaces the journal with one holding only leftover (the

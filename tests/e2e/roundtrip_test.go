@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,9 +53,12 @@ func TestShipReceiveMillionLines(t *testing.T) {
 	r := mustFerry(t, nil, "ls", "--store", s.store, "--stream", s.name)
 	var listed []string
 	for _, line := range strings.Split(r.stdout, "\n") {
-		if f := strings.Fields(line); len(f) > 0 && strings.HasSuffix(f[len(f)-1], ".seg.zst") {
-			listed = append(listed, f[len(f)-1])
+		// A segment row: GEN FIRST LAST RECORDS ... SEGMENT.
+		f := strings.Fields(line)
+		if len(f) < 5 || strings.Trim(f[0]+f[1]+f[2], "0123456789") != "" || !strings.HasSuffix(f[len(f)-1], ".seg.zst") {
+			continue
 		}
+		listed = append(listed, f[len(f)-1])
 	}
 	if !slices.Equal(listed, files) {
 		t.Errorf("ls lists %d segments %v\nstore dir holds %d %v", len(listed), listed, len(files), files)
@@ -329,5 +331,3 @@ func TestSeqContinuesAcrossRestartsAndSpools(t *testing.T) {
 		t.Errorf("checkpoint at seq %d, want 3000", got)
 	}
 }
-
-func itoa(v uint64) string { return strconv.FormatUint(v, 10) }

@@ -344,9 +344,9 @@ func (c *Client) roundTrip(ctx context.Context, typ byte, prefix, body []byte, s
 			store.ErrPermanent, size, cc.welcome.MaxSegment)
 	}
 	if err := cc.l.write(ctx, typ, prefix, body); err != nil {
-		if ctx.Err() != nil {
-			c.lost(cc, ctx.Err())
-			return frame{}, ctx.Err()
+		if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+			c.lost(cc, err) // a frame was abandoned half-written
+			return frame{}, err
 		}
 		c.lost(cc, err)
 		return frame{}, fmt.Errorf("link lost while sending %s; call again to resend: %w", typeName(typ), cc.err)

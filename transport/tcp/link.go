@@ -123,7 +123,11 @@ func (l *link) writeLocked(ctx context.Context, typ byte, prefix, body []byte) e
 		}
 		if l.limiter != nil && typ == frameSegment {
 			if err := l.limiter.WaitN(ctx, k); err != nil {
-				return err
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				// The limiter refuses early when the deadline is too near.
+				return fmt.Errorf("bandwidth limit: %w: %w", context.DeadlineExceeded, err)
 			}
 		}
 		sum = crc32.Update(sum, castagnoli, rest[:k])

@@ -1,0 +1,147 @@
+package tcp
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"runtime"
+	"testing"
+)
+
+func validFrames() [][]byte {
+	return [][]byte{
+		appendFrame(nil, frameHeartbeat),
+		appendFrame(nil, frameHello, []byte(`{"version":1,"stream":"app","generation":1,"token":"t"}`)),
+		appendFrame(nil, frameAck, []byte(`{"name":"x","received_seq":3,"applied_seq":1}`)),
+		appendFrame(nil, frameSegment, segmentHeader("00000001-0000000000000001-0000000000000001.seg.zst"), []byte("segment bytes")),
+	}
+}
+
+func TestFrameRoundTrip(t *testing.T) {
+	var stream []byte
+	for _, f := range validFrames() {
+		stream = append(stream, f...)
+	}
+	r := bytes.NewReader(stream)
+	for i, want := range validFrames() {
+		f, err := readFrame(r, 1<<20)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if got := appendFrame(nil, f.typ, f.payload); !bytes.Equal(got, want) {
+			t.Fatalf("frame %d re-encodes differently", i)
+		}
+	}
+	if _, err := readFrame(r, 1<<20); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want io.EOF", err)
+	}
+}
+
+// Every single-byte change to a frame is detected.
+func TestFrameDamageDetected(t *testing.T) {
+	for _, valid := range validFrames() {
+		for i := range valid {
+			for _, flip := range []byte{0x01, 0x80, 0xff} {
+				b := bytes.Clone(valid)
+				b[i] ^= flip
+				f, err := readFrame(bytes.NewReader(b), 1<<20)
+				if err == nil {
+					t.Fatalf("byte %d ^ %#x of %s frame accepted as %s", i, flip, typeName(valid[4]), typeName(f.typ))
+				}
+			}
+		}
+		for n := range len(valid) {
+			if _, err := readFrame(bytes.NewReader(valid[:n]), 1<<20); err == nil {
+				t.Fatalf("frame truncated to %d bytes accepted", n)
+			} else if n > 0 && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, ErrProtocol) {
+				t.Fatalf("frame truncated to %d bytes: %v", n, err)
+			}
+		}
+	}
+}
+
+func TestFrameCaps(t *testing.T) {
+	hdr := func(n uint32, typ byte) []byte {
+		return append(binary.BigEndian.AppendUint32(nil, n), typ)
+	}
+	cases := []struct {
+		name string
+		in   []byte
+	}{
+		{"control over 64 KiB", hdr(MaxControlFrame+1, frameAck)},
+		{"segment over the cap", hdr(1<<20+1, frameSegment)},
+		{"unknown type", hdr(0, 0x7f)},
+		{"type zero", hdr(0, 0)},
+	}
+	for _, tc := range cases {
+		if _, err := readFrame(bytes.NewReader(tc.in), 1<<20); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: %v, want ErrProtocol", tc.name, err)
+		}
+	}
+}
+
+// A frame claiming a huge (allowed) size but carrying few bytes costs
+// memory for the bytes that arrived, not for the claim.
+func TestReadFrameAllocatesWhatArrives(t *testing.T) {
+	in := append(binary.BigEndian.AppendUint32(nil, 1<<30), frameSegment)
+	in = append(in, make([]byte, 100)...)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := readFrame(bytes.NewReader(in), 2<<30)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("readFrame of a truncated 1 GiB frame: %v", err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 4<<20 {
+		t.Fatalf("allocated %d bytes for 100 bytes received", grew)
+	}
+}
+
+func TestParseSegment(t *testing.T) {
+	for _, p := range [][]byte{nil, {0}, {0, 0}, {0, 5, 'a'}} {
+		if _, _, err := parseSegment(p); !errors.Is(err, ErrProtocol) {
+			t.Errorf("parseSegment(%q) = %v, want ErrProtocol", p, err)
+		}
+	}
+	name, data, err := parseSegment(append(segmentHeader("n"), "data"...))
+	if err != nil || name != "n" || string(data) != "data" {
+		t.Fatalf("parseSegment = %q, %q, %v", name, data, err)
+	}
+}
+
+// FuzzReadFrame: the decoder never panics, never returns a payload over
+// its cap, and whatever it accepts re-encodes to exactly the bytes read.
+func FuzzReadFrame(f *testing.F) {
+	for _, v := range validFrames() {
+		f.Add(v)
+		damaged := bytes.Clone(v)
+		damaged[len(damaged)-1] ^= 1
+		f.Add(damaged)
+	}
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, frameSegment})
+	f.Add([]byte{0x16, 0x03, 0x01, 0x02, 0x00})
+	const maxSegment = 1 << 16
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bytes.NewReader(in)
+		fr, err := readFrame(r, maxSegment)
+		if err != nil {
+			return
+		}
+		limit := MaxControlFrame
+		if fr.typ == frameSegment {
+			limit = maxSegment
+		}
+		if len(fr.payload) > limit {
+			t.Fatalf("%s payload of %d bytes exceeds %d", typeName(fr.typ), len(fr.payload), limit)
+		}
+		used := len(in) - r.Len()
+		if got := appendFrame(nil, fr.typ, fr.payload); !bytes.Equal(got, in[:used]) {
+			t.Fatalf("accepted frame re-encodes differently")
+		}
+		if fr.typ == frameSegment {
+			parseSegment(fr.payload)
+		}
+	})
+}

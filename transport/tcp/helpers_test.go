@@ -1,0 +1,443 @@
+package tcp
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/dir"
+)
+
+const testToken = "s3cret-token"
+
+// quiet discards logs of the code under test.
+var quiet = slog.New(slog.DiscardHandler)
+
+// logBuffer is a concurrency-safe log sink tests can search.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// testSegment is one sealed segment: its name (without the stream) and bytes.
+type testSegment struct {
+	name string
+	data []byte
+	meta batch.Meta
+	hash string
+}
+
+// makeSegment seals n records starting at seq first, each record's data
+// being "<fill>-<seq>".
+func makeSegment(t testing.TB, stream string, gen uint32, first uint64, n int, fill string) testSegment {
+	t.Helper()
+	recs := make([]batch.Record, n)
+	for i := range recs {
+		recs[i] = batch.Record{Seq: first + uint64(i), Time: time.Unix(1_750_000_000, 0).UTC(), Data: []byte(fill + "-" + itoa(first+uint64(i)))}
+	}
+	return seal(t, stream, gen, batch.ZeroHash, recs)
+}
+
+// makeBigSegment seals one segment of about size bytes of random
+// (incompressible) records.
+func makeBigSegment(t testing.TB, stream string, gen uint32, first uint64, size int) testSegment {
+	t.Helper()
+	const recSize = 64 << 10
+	var recs []batch.Record
+	for i := 0; i*recSize < size; i++ {
+		data := make([]byte, min(recSize, size-i*recSize))
+		for j := range data {
+			data[j] = byte(mrand.Uint32())
+		}
+		recs = append(recs, batch.Record{Seq: first + uint64(i), Time: time.Unix(1_750_000_000, 0).UTC(), Data: data})
+	}
+	return seal(t, stream, gen, batch.ZeroHash, recs)
+}
+
+func seal(t testing.TB, stream string, gen uint32, prev string, recs []batch.Record) testSegment {
+	t.Helper()
+	b, err := batch.NewBuilder(batch.Fastest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Reset(stream, gen, prev)
+	for i := range recs {
+		if err := b.Add(&recs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, m, err := b.Seal(time.Unix(1_750_000_000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testSegment{name: m.Name(), data: data, meta: m, hash: batch.Hash(data)}
+}
+
+func itoa(v uint64) string { return big.NewInt(0).SetUint64(v).String() }
+
+// newInbox returns a dir store in a fresh temp dir and its root.
+func newInbox(t *testing.T) (*dir.Store, string) {
+	t.Helper()
+	root := t.TempDir()
+	s, err := dir.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, root
+}
+
+// startServer serves srv on 127.0.0.1:0 until the test ends (or stop is
+// called) and returns its address.
+func startServer(t *testing.T, srv *Server) (addr string, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Serve: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("Serve did not return after cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
+}
+
+// insecureServer is a plaintext server with a token on a fresh inbox.
+func insecureServer(t *testing.T) (*Server, *dir.Store, string) {
+	t.Helper()
+	inbox, root := newInbox(t)
+	return &Server{Token: testToken, Insecure: true, Inbox: inbox, Log: quiet}, inbox, root
+}
+
+// newClient builds a client that is closed when the test ends.
+func newClient(t *testing.T, cfg ClientConfig, log *slog.Logger) *Client {
+	t.Helper()
+	if log == nil {
+		log = quiet
+	}
+	c, err := NewClient(cfg, log)
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func insecureClient(t *testing.T, addr string) *Client {
+	return newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: testToken, Insecure: true}, nil)
+}
+
+// inboxObjects lists the segments of stream in st.
+func inboxObjects(t *testing.T, st store.Store, stream string) []string {
+	t.Helper()
+	var names []string
+	err := st.List(context.Background(), stream+"/", "", func(o store.Object) error {
+		names = append(names, strings.TrimPrefix(o.Name, stream+"/"))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// mustGet reads a whole object.
+func mustGet(t *testing.T, st store.Store, key string) []byte {
+	t.Helper()
+	rc, err := st.Get(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// rawDial opens a plaintext link to addr without a Client, for tests that
+// speak the protocol by hand.
+func rawDial(t *testing.T, addr string) *link {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return newLink(nc, 5*time.Second, DefaultMaxSegment, nil, defaultChunk)
+}
+
+// rawHello sends h and returns the answer frame.
+func rawHello(t *testing.T, l *link, h helloMsg) frame {
+	t.Helper()
+	if err := l.writeJSON(context.Background(), frameHello, h); err != nil {
+		t.Fatal(err)
+	}
+	f, err := l.read()
+	if err != nil {
+		t.Fatalf("read answer to HELLO: %v", err)
+	}
+	return f
+}
+
+// readUntilEOF reads frames until the link ends and returns them and the
+// ending error.
+func readUntilEOF(l *link) ([]frame, error) {
+	var fs []frame
+	for {
+		f, err := l.read()
+		if err != nil {
+			return fs, err
+		}
+		fs = append(fs, f)
+	}
+}
+
+// pki is a test CA with helpers to issue certificates as PEM files.
+type pki struct {
+	dir    string
+	ca     *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+	caFile string
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	p := &pki{dir: t.TempDir()}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "ferry test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ca, _ = x509.ParseCertificate(der)
+	p.caKey = key
+	p.caFile = filepath.Join(p.dir, "ca.pem")
+	writePEM(t, p.caFile, "CERTIFICATE", der)
+	return p
+}
+
+// issue writes a certificate signed by the CA (for 127.0.0.1 if server)
+// and its key, and returns the two file names.
+func (p *pki) issue(t *testing.T, name string, server bool) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+		tmpl.DNSNames = []string{"localhost"}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile = filepath.Join(p.dir, name+".pem")
+	keyFile = filepath.Join(p.dir, name+"-key.pem")
+	writePEM(t, certFile, "CERTIFICATE", der)
+	writePEM(t, keyFile, "PRIVATE KEY", keyDER)
+	return certFile, keyFile
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func serverTLS(t *testing.T, p *pki, clientCA bool) *tls.Config {
+	t.Helper()
+	cert, key := p.issue(t, "receiver", true)
+	ca := ""
+	if clientCA {
+		ca = p.caFile
+	}
+	cfg, err := LoadServerTLS(cert, key, ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// proxy forwards TCP connections to target. cut, if set, is asked before
+// each chunk is forwarded: conn counts connections from 1, up is true for
+// shipper-to-receiver bytes, n counts chunks in that direction from 1 and
+// total is the bytes forwarded in it including this chunk. If it returns
+// true, the chunk is dropped and both connections are closed.
+type proxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	cut   func(conn int, up bool, n int, total int64) bool
+	conns int
+	wg    sync.WaitGroup
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	p.wg.Go(p.accept)
+	t.Cleanup(func() {
+		ln.Close()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) setCut(f func(conn int, up bool, n int, total int64) bool) {
+	p.mu.Lock()
+	p.cut = f
+	p.mu.Unlock()
+}
+
+func (p *proxy) accept() {
+	for {
+		down, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			down.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns++
+		id := p.conns
+		p.mu.Unlock()
+		closeBoth := sync.OnceFunc(func() { down.Close(); up.Close() })
+		var pipes sync.WaitGroup
+		pipes.Go(func() { p.pipe(id, true, down, up, closeBoth) })
+		pipes.Go(func() { p.pipe(id, false, up, down, closeBoth) })
+		p.wg.Go(func() { pipes.Wait(); closeBoth() })
+	}
+}
+
+// pipe copies from to to until from ends (then half-closes to) or
+// something fails or the cut hook fires (then closes both connections).
+func (p *proxy) pipe(id int, upward bool, from, to net.Conn, closeBoth func()) {
+	buf := make([]byte, 32<<10)
+	var total int64
+	for n := 1; ; n++ {
+		k, err := from.Read(buf)
+		if k > 0 {
+			total += int64(k)
+			p.mu.Lock()
+			cut := p.cut != nil && p.cut(id, upward, n, total)
+			p.mu.Unlock()
+			if cut {
+				closeBoth()
+				return
+			}
+			if _, werr := to.Write(buf[:k]); werr != nil {
+				closeBoth()
+				return
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			to.(*net.TCPConn).CloseWrite()
+			return
+		}
+		if err != nil {
+			closeBoth()
+			return
+		}
+	}
+}
+
+// listenAgain listens on addr, retrying briefly while the old listener's
+// port is released.
+func listenAgain(addr string) (net.Listener, error) {
+	var err error
+	for range 50 {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			return ln, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil, err
+}
