@@ -72,6 +72,11 @@ type Receiver struct {
 	cp    Checkpoint
 	stats Stats
 
+	// unsaved is set when a segment was applied but its checkpoint was not
+	// written: the applier is ahead of the checkpoint, and only Open (which
+	// restores it) may continue, or that segment would apply twice.
+	unsaved error
+
 	gapFrom   uint64 // first missing seq of the gap gapSince times
 	gapSince  time.Time
 	gapLogged time.Time
@@ -194,6 +199,9 @@ func (r *Receiver) Close() error {
 // naming the segment; a gap that outlives GapTimeout fails a Once run with
 // ErrGap and is logged (and waited out) otherwise.
 func (r *Receiver) Run(ctx context.Context) error {
+	if r.unsaved != nil {
+		return r.unsaved
+	}
 	defer r.publish(context.WithoutCancel(ctx))
 	poll := r.cfg.PollMin
 	for {
@@ -315,11 +323,13 @@ func (r *Receiver) applyOne(ctx context.Context, name string) error {
 	next.LastSeq, next.LastHash, next.Segment, next.AppliedAt = seg.Meta.LastSeq, seg.Hash, name, r.cfg.Now().UTC()
 	if st, ok := r.cfg.Applier.(Stateful); ok {
 		if next.Applier, err = st.State(); err != nil {
-			return err
+			r.unsaved = fmt.Errorf("segment %s was applied but not checkpointed (close and reopen the receiver to undo it): %w", name, err)
+			return r.unsaved
 		}
 	}
 	if err := saveCheckpoint(r.cfg.StateDir, next); err != nil {
-		return fmt.Errorf("checkpoint after %s: %w", name, err)
+		r.unsaved = fmt.Errorf("checkpoint after %s (close and reopen the receiver to undo the apply): %w", name, err)
+		return r.unsaved
 	}
 	r.mu.Lock()
 	r.cp = next
@@ -342,7 +352,9 @@ func (r *Receiver) checkContinues(name string, m *batch.Meta, cp Checkpoint) err
 		return fmt.Errorf("metadata says %s (seq %d..%d), name disagrees: %w", m.Name(), m.FirstSeq, m.LastSeq, ErrChain)
 	case m.FirstSeq != cp.LastSeq+1:
 		return fmt.Errorf("starts at seq %d, expected %d: %w", m.FirstSeq, cp.LastSeq+1, ErrChain)
-	case m.PrevSHA256 != cp.LastHash && cp.LastSeq > 0:
+	case m.PrevSHA256 != cp.LastHash && cp.LastSeq == 0:
+		return fmt.Errorf("first segment of the stream, but its previous-segment hash is %.16s, not zero: %w", m.PrevSHA256, ErrChain)
+	case m.PrevSHA256 != cp.LastHash:
 		return fmt.Errorf("previous-segment hash %.16s does not match the last applied segment %s (%.16s): %w",
 			m.PrevSHA256, cp.Segment, cp.LastHash, ErrChain)
 	}

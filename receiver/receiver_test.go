@@ -197,6 +197,46 @@ func TestCrashBetweenApplyAndCheckpoint(t *testing.T) {
 	}
 }
 
+// After a segment was applied but its checkpoint could not be written,
+// the applier is ahead of the checkpoint. Running the same Receiver again
+// must not apply that segment a second time: only a reopen (which restores
+// the applier to the checkpoint) may continue.
+func TestRunAfterFailedCheckpointDoesNotReapply(t *testing.T) {
+	segs := chain(t, 3, 10)
+	st, _ := newStore(t)
+	put(t, st, segs...)
+	replica := filepath.Join(t.TempDir(), "replica")
+	ap := newRecorder(replica)
+	failed := false
+	ap.failState = func(last string) error {
+		if last == segs[1].name && !failed {
+			failed = true
+			return errors.New("state dir full")
+		}
+		return nil
+	}
+	cfg := testConfig(t, st, ap)
+	r := open(t, cfg)
+	if err := run(t, r); err == nil {
+		t.Fatal("Run succeeded though the checkpoint after segment 2 failed")
+	}
+	if err := run(t, r); err == nil {
+		t.Fatal("second Run on the same receiver succeeded")
+	} else if !strings.Contains(err.Error(), "reopen") {
+		t.Errorf("second Run: %q, want it to say the receiver must be reopened", err)
+	}
+	wantFile(t, replica, want(1, 20), "after running again on the same receiver")
+	if got, want := ap.Applied(), names(segs[0], segs[1]); !slices.Equal(got, want) {
+		t.Fatalf("applied %v, want %v", got, want)
+	}
+	r.Close()
+
+	cfg.Applier = newRecorder(replica)
+	cp := runOnce(t, cfg)
+	wantCheckpoint(t, cp, segs[2], "after reopening")
+	wantFile(t, replica, want(1, 30), "after reopening")
+}
+
 func TestGapFailsOnceRun(t *testing.T) {
 	segs := chain(t, 3, 10)
 	st, _ := newStore(t)
@@ -449,6 +489,23 @@ func TestChainErrors(t *testing.T) {
 			wantCheckpoint(t, r.Checkpoint(), segs[0], "after the chain error")
 			wantFile(t, replica, want(1, 10), "after the chain error")
 		})
+	}
+}
+
+// The stream's first segment chains to the zero hash, as verify demands;
+// one that claims a predecessor is not the start of this stream.
+func TestFirstSegmentMustChainToZero(t *testing.T) {
+	st, _ := newStore(t)
+	put(t, st, sealSeg(t, testStream, 1, 1, 10, batch.Hash([]byte("an earlier segment"))))
+	replica := filepath.Join(t.TempDir(), "replica")
+	ap := newRecorder(replica)
+	r := open(t, testConfig(t, st, ap))
+	err := run(t, r)
+	if !errors.Is(err, receiver.ErrChain) || !strings.Contains(err.Error(), "not zero") {
+		t.Fatalf("Run: %v, want ErrChain about the first segment's previous hash", err)
+	}
+	if got := ap.Applied(); len(got) != 0 {
+		t.Fatalf("applied %v", got)
 	}
 }
 

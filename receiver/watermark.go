@@ -128,8 +128,12 @@ func (r *Receiver) publish(ctx context.Context) {
 		return
 	}
 	r.published, r.publishedAt = cp.LastSeq, r.cfg.Now()
+	// Delete every other watermark, higher ones too: they were left by an
+	// earlier receiver under this id (its state since rebuilt), and a
+	// watermark above what is applied would let retention delete segments
+	// this receiver still needs.
 	err := r.cfg.Store.List(ctx, dir, "", func(o store.Object) error {
-		if o.Name < name {
+		if o.Name != name {
 			return r.cfg.Store.Delete(ctx, o.Name)
 		}
 		return nil

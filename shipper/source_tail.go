@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,6 +30,8 @@ type TailSource struct {
 	Poll          time.Duration // default 100ms
 	Cursor        []byte        // from Spool.Cursor(); nil starts at the beginning
 	Log           *slog.Logger
+
+	backlog []string // files rotated away while stopped, still to read
 }
 
 type tailCursor struct {
@@ -87,6 +91,17 @@ func (s *TailSource) Run(ctx context.Context, sink Sink) error {
 			}
 			cur.f.Close()
 			cur = nil
+			if len(s.backlog) > 0 {
+				// Another file rotated away while ferry was stopped: read it
+				// whole, in rotation order, before the live file.
+				next := s.backlog[0]
+				s.backlog = s.backlog[1:]
+				if cur, err = openRotated(next); err != nil {
+					return err
+				}
+				s.Log.Info("shipping a file rotated while stopped", "path", next)
+				continue
+			}
 			if cur, err = s.waitOpen(ctx, 0, 0, 0); cur == nil {
 				return err
 			}
@@ -143,7 +158,8 @@ func (s *TailSource) openStart() (*tailFile, error) {
 	default:
 		if old := findByInode(filepath.Dir(s.Path), c.Dev, c.Ino); old != "" {
 			if of, err := os.Open(old); err == nil {
-				s.Log.Info("file was rotated while stopped; finishing the old file first", "path", old)
+				s.backlog = s.rotatedSince(old, ino)
+				s.Log.Info("file was rotated while stopped; finishing the old file first", "path", old, "rotated_files_after_it", len(s.backlog))
 				f.Close()
 				return &tailFile{f: of, dev: c.Dev, ino: c.Ino, off: c.Off, rotated: true}, nil
 			}
@@ -152,6 +168,66 @@ func (s *TailSource) openStart() (*tailFile, error) {
 			"path", s.Path, "offset", c.Off)
 	}
 	return t, nil
+}
+
+// rotatedSince lists the files rotated away after old while ferry was
+// stopped: siblings named like the tailed file plus a suffix ("app.log.1",
+// "app.log-20261128"), not compressed, neither old nor the live file
+// (liveIno), modified no earlier than old; oldest first. Numbered schemes
+// that shift names keep mtime order, so mtime is the rotation order.
+func (s *TailSource) rotatedSince(old string, liveIno uint64) []string {
+	ofi, err := os.Stat(old)
+	if err != nil {
+		return nil
+	}
+	_, oldIno := fileID(ofi)
+	dir, base := filepath.Split(s.Path)
+	ents, err := os.ReadDir(filepath.Clean(dir))
+	if err != nil {
+		return nil
+	}
+	type cand struct {
+		path string
+		mod  time.Time
+	}
+	var cands []cand
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, base) || name == base || filepath.Join(dir, name) == old {
+			continue
+		}
+		if ext := filepath.Ext(name); ext == ".gz" || ext == ".zst" || ext == ".bz2" || ext == ".xz" || ext == ".lz4" {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || !fi.Mode().IsRegular() || fi.ModTime().Before(ofi.ModTime()) {
+			continue
+		}
+		if _, ino := fileID(fi); ino == oldIno || ino == liveIno {
+			continue
+		}
+		cands = append(cands, cand{filepath.Join(dir, name), fi.ModTime()})
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].mod.Before(cands[j].mod) })
+	out := make([]string, len(cands))
+	for i, c := range cands {
+		out[i] = c.path
+	}
+	return out
+}
+
+func openRotated(path string) (*tailFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("tail: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("tail: %w", err)
+	}
+	dev, ino := fileID(fi)
+	return &tailFile{f: f, dev: dev, ino: ino, rotated: true}, nil
 }
 
 func findByInode(dir string, dev, ino uint64) string {

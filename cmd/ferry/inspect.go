@@ -318,15 +318,17 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	for _, name := range names {
 		key := batch.SegmentKey(c.cfg.Stream, name)
 		data, err := readSegment(ctx, st, key)
-		if err != nil {
-			defects = append(defects, fmt.Sprintf("segment %s: %v", key, err))
-			prevHash = ""
-			continue
+		var seg *batch.Segment
+		var recs []batch.Record
+		if err == nil {
+			seg, recs, err = batch.Decode(data, 0)
 		}
-		seg, recs, err := batch.Decode(data, 0)
 		if err != nil {
+			// Unreadable: report it, and judge the next segment against its
+			// name so one damaged segment is not also reported as a gap.
 			defects = append(defects, fmt.Sprintf("segment %s: %v", key, err))
-			prevHash = ""
+			gen, _, last, _ := batch.ParseSegmentName(name)
+			prevHash, prevName, prevLast, prevGen = "", name, last, gen
 			continue
 		}
 		m := &seg.Meta

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -107,11 +108,18 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	}
 	defer sh.Close()
 
+	// A pollable stdin lets a signal interrupt a read that is waiting on a
+	// quiet pipe (a plain blocking read would not notice).
+	stdin := os.Stdin
+	if err := syscall.SetNonblock(0, true); err == nil {
+		defer syscall.SetNonblock(0, false)
+		stdin = os.NewFile(0, "stdin")
+	}
 	var src shipper.Source
 	stdinSource := false
 	switch {
 	case sc.Source == "stdin" || sc.Source == "":
-		src = &shipper.ReaderSource{R: os.Stdin, Name: "stdin", Format: sc.Format, MaxRecordSize: int(sc.MaxRecordSize)}
+		src = &shipper.ReaderSource{R: stdin, Name: "stdin", Format: sc.Format, MaxRecordSize: int(sc.MaxRecordSize)}
 		stdinSource = true
 	case strings.HasPrefix(sc.Source, "tail:"):
 		src = &shipper.TailSource{Path: strings.TrimPrefix(sc.Source, "tail:"), Format: sc.Format,
@@ -130,7 +138,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	defer stopSrc()
 	if stdinSource {
 		// A read from stdin does not notice ctx; closing stdin ends it.
-		go func() { <-srcCtx.Done(); os.Stdin.Close() }()
+		go func() { <-srcCtx.Done(); stdin.SetReadDeadline(time.Now()) }()
 	}
 	srcErr := make(chan error, 1)
 	go func() { srcErr <- src.Run(srcCtx, sh) }()
@@ -138,8 +146,8 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	var fatal, inputErr error
 	select {
 	case inputErr = <-srcErr:
-		if srcCtx.Err() != nil && errors.Is(inputErr, os.ErrClosed) {
-			inputErr = nil // stdin closed by the signal handler
+		if srcCtx.Err() != nil && (errors.Is(inputErr, os.ErrDeadlineExceeded) || errors.Is(inputErr, os.ErrClosed)) {
+			inputErr = nil // stdin read interrupted by the signal handler
 		}
 	case fatal = <-runErr:
 		stopSrc()

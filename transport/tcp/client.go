@@ -434,7 +434,7 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(dctx, "tcp", c.cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
+		return nil, err // "dial tcp ADDR: ..." says it all
 	}
 	conn := nc
 	if c.tls != nil {

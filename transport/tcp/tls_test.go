@@ -107,8 +107,9 @@ func TestMutualTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := newClient(t, ClientConfig{Addr: addr, Stream: "app", TLS: ctls}, nil)
+		err = c.Put(context.Background(), "app/"+s.name, s.data)
 		t.Logf("error: %v", err)
-		if err := c.Put(context.Background(), "app/"+s.name, s.data); !errors.Is(err, store.ErrPermanent) {
+		if !errors.Is(err, store.ErrPermanent) {
 			t.Fatalf("Put with a foreign certificate: %v", err)
 		}
 	})
