@@ -119,7 +119,7 @@ func NewBuilder(l Level) (*Builder, error) {
 	b := &Builder{}
 	b.enc, err = zstd.NewWriter(&b.buf,
 		zstd.WithEncoderLevel(zl),
-		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderConcurrency(2),
 		zstd.WithEncoderCRC(true),
 		zstd.WithWindowSize(1<<22))
 	if err != nil {
