@@ -17,8 +17,8 @@ import (
 // and operators can see how far it has applied; retention must not delete
 // segments a registered receiver has not applied. It is stored as
 // "<stream>/watermarks/<receiver id>/<16 hex digits of applied seq>.json"
-// (objects are never overwritten; a newer one replaces older ones, which
-// are then deleted).
+// (objects are never overwritten; each one published replaces the others,
+// which are then deleted).
 type Watermark struct {
 	Format      int       `json:"format"`
 	Receiver    string    `json:"receiver"`

@@ -145,3 +145,15 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+// TestProtocolDocExamples pins the worked examples in docs/PROTOCOL.md.
+func TestProtocolDocExamples(t *testing.T) {
+	heartbeat := []byte{0x00, 0x00, 0x00, 0x00, 0x06, 0x74, 0xdc, 0xb4, 0xb9}
+	if got := appendFrame(nil, frameHeartbeat); !bytes.Equal(got, heartbeat) {
+		t.Errorf("HEARTBEAT = % x, docs say % x", got, heartbeat)
+	}
+	fetch := appendFrame(nil, frameFetch, []byte(`{"name":"00000001-0000000000000001-000000000000000a.seg.zst"}`))
+	if len(fetch) != 70 || !bytes.Equal(fetch[:5], []byte{0, 0, 0, 0x3d, 0x08}) || !bytes.Equal(fetch[66:], []byte{0xe1, 0x75, 0x30, 0x95}) {
+		t.Errorf("FETCH = % x, differs from the docs", fetch)
+	}
+}
