@@ -93,12 +93,18 @@ func (s *Shipper) continueStream(ctx context.Context) error {
 	var best string
 	var bestTarget store.Store
 	for _, t := range s.cfg.Targets {
-		err := t.Store.List(ctx, batch.StreamDir(c.Stream), "", func(o store.Object) error {
-			name := o.Name[len(c.Stream)+1:]
-			if gen, _, _, ok := batch.ParseSegmentName(name); ok && gen == c.Generation && name > best {
-				best, bestTarget = name, t.Store
-			}
-			return nil
+		// A fresh spool cannot know where the stream stands until the
+		// target answers: starting at seq 1 beside existing segments would
+		// fork the stream. So wait out transient errors (an endpoint not up
+		// yet at boot); a permanent one (credentials, bucket) fails now.
+		err := store.Retry(ctx, s.cfg.Retry, s.log.With("store", t.Store.String()), "list "+batch.StreamDir(c.Stream), func(ctx context.Context) error {
+			return t.Store.List(ctx, batch.StreamDir(c.Stream), "", func(o store.Object) error {
+				name := o.Name[len(c.Stream)+1:]
+				if gen, _, _, ok := batch.ParseSegmentName(name); ok && gen == c.Generation && name > best {
+					best, bestTarget = name, t.Store
+				}
+				return nil
+			})
 		})
 		if err != nil {
 			return fmt.Errorf("look for existing segments in %s: %w", t.Store, err)
@@ -107,12 +113,16 @@ func (s *Shipper) continueStream(ctx context.Context) error {
 	if best == "" {
 		return nil
 	}
-	rc, err := bestTarget.Get(ctx, batch.SegmentKey(c.Stream, best))
-	if err != nil {
-		return fmt.Errorf("read newest segment %s: %w", best, err)
-	}
-	defer rc.Close()
-	data, err := batch.ReadAll(rc, 4<<30)
+	var data []byte
+	err := store.Retry(ctx, s.cfg.Retry, s.log.With("store", bestTarget.String()), "get "+best, func(ctx context.Context) error {
+		rc, err := bestTarget.Get(ctx, batch.SegmentKey(c.Stream, best))
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		data, err = batch.ReadAll(rc, 4<<30)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("read newest segment %s: %w", best, err)
 	}

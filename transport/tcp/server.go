@@ -117,7 +117,11 @@ func (s *Server) settings() (serverSettings, error) {
 		log:        s.Log,
 	}
 	fail := func(format string, args ...any) (serverSettings, error) {
-		return serverSettings{}, fmt.Errorf("tcp listener %s: "+format, append([]any{s.Addr}, args...)...)
+		prefix := "tcp listener"
+		if s.Addr != "" {
+			prefix += " " + s.Addr
+		}
+		return serverSettings{}, fmt.Errorf(prefix+": "+format, args...)
 	}
 	if s.Inbox == nil {
 		return fail("no inbox store configured")

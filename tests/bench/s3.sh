@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# S3 benchmark: ferry ship into a local directory store vs. into S3 (a real
+# versitygw on loopback), on the same log-like input, and the receiver's
+# catch-up rate on the S3 backlog.
+#
+#   tests/bench/s3.sh                    # 256 MiB input, best of 2
+#   SIZE=1GiB RUNS=3 tests/bench/s3.sh
+#
+# Environment:
+#   SIZE       input size (default 256MiB; B, KiB, MiB, GiB, kB, MB, GB)
+#   SEED       loggen seed (default 1)
+#   RUNS       timed runs per row; the best is reported (default 2)
+#   MAX_BYTES  ferry ship --max-bytes (default 16MiB, as in run.sh)
+#   BENCH_DIR  work dir: cached input and binaries (default /tmp/ferry-bench);
+#              this run's stores, spools and S3 data go in a temp dir under it
+#   VERSITYGW  versitygw binary (default: $PATH, then $(go env GOPATH)/bin)
+#
+# It is a measurement: it exits 0 when a target is missed, non-zero only
+# when something could not be measured (missing tool, failed build or run).
+set -euo pipefail
+
+SIZE=${SIZE:-256MiB}
+SEED=${SEED:-1}
+RUNS=${RUNS:-2}
+MAX_BYTES=${MAX_BYTES:-16MiB}
+BENCH_DIR=${BENCH_DIR:-/tmp/ferry-bench}
+
+# Targets.
+TARGET_S3_VS_DIR=0.7   # ship MB/s into S3 / ship MB/s into the dir store, at least
+TARGET_CATCHUP=1.5     # receive --once MB/s from S3 / ship MB/s into S3, at least
+
+die() {
+	echo "s3.sh: $*" >&2
+	exit 1
+}
+
+need() {
+	command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"
+}
+
+# to_bytes 256MiB -> 268435456 (the units loggen accepts).
+to_bytes() {
+	local s=$1 n unit
+	[[ $s =~ ^([0-9]+)[[:space:]]*([A-Za-z]*)$ ]] || die "SIZE=$s: want a whole number and a unit, e.g. 256MiB"
+	n=${BASH_REMATCH[1]}
+	unit=${BASH_REMATCH[2],,}
+	case $unit in
+	"" | b) echo "$n" ;;
+	kib) echo $((n << 10)) ;;
+	mib) echo $((n << 20)) ;;
+	gib) echo $((n << 30)) ;;
+	kb) echo $((n * 1000)) ;;
+	mb) echo $((n * 1000000)) ;;
+	gb) echo $((n * 1000000000)) ;;
+	*) die "SIZE=$s: unknown unit $unit (use B, KiB, MiB, GiB, kB, MB, GB)" ;;
+	esac
+}
+
+now() { echo "$EPOCHREALTIME"; }
+
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS=$RUNS: want a positive whole number"
+((BASH_VERSINFO[0] >= 5)) || die "bash 5 or later needed (EPOCHREALTIME), found $BASH_VERSION"
+need go "install Go (see go.mod for the version)"
+need awk "install awk, e.g. apt-get install -y gawk"
+need cmp "install diffutils"
+need curl "install curl (7.75 or later: it creates the bucket with --aws-sigv4)"
+curl --help all 2>/dev/null | grep -q -- --aws-sigv4 ||
+	die "curl $(curl --version | awk 'NR==1 {print $2}') has no --aws-sigv4 (needs 7.75 or later): it creates the bucket"
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+[[ -f go.mod && -d cmd/ferry ]] || die "$root does not look like the ferry repository"
+
+gw=${VERSITYGW:-}
+if [[ -z $gw ]]; then
+	gw=$(command -v versitygw || true)
+	[[ -n $gw ]] || gw="$(go env GOPATH | cut -d: -f1)/bin/versitygw"
+fi
+[[ -x $gw ]] || die "versitygw not found at $gw: go install github.com/versity/versitygw/cmd/versitygw@v1.8.0, or set VERSITYGW"
+
+size_bytes=$(to_bytes "$SIZE")
+((size_bytes > 0)) || die "SIZE=$SIZE: must be more than 0 bytes"
+mkdir -p "$BENCH_DIR/bin" || die "cannot create BENCH_DIR=$BENCH_DIR"
+ferry="$BENCH_DIR/bin/ferry"
+
+echo "== building ferry (go build)"
+go build -o "$ferry" ./cmd/ferry || die "go build ./cmd/ferry failed (see above)"
+
+input="$BENCH_DIR/input-$SIZE.log"
+[[ $SEED == 1 ]] || input="$BENCH_DIR/input-$SIZE-seed$SEED.log"
+if [[ -f $input && $(stat -c %s "$input") == "$size_bytes" ]]; then
+	echo "== input: reusing $input"
+else
+	echo "== input: generating $input ($SIZE, seed $SEED)"
+	go run ./tests/bench/loggen -size "$SIZE" -seed "$SEED" -o "$input" || die "loggen failed"
+	sync "$input"
+fi
+echo "== warming the page cache: cat input > /dev/null (caches are not dropped)"
+cat "$input" >/dev/null
+lines=$(wc -l <"$input")
+
+work=$(mktemp -d "$BENCH_DIR/s3-XXXXXX")
+gw_pid=""
+cleanup() {
+	if [[ -n $gw_pid ]]; then
+		kill "$gw_pid" 2>/dev/null || true
+		wait "$gw_pid" 2>/dev/null || true
+	fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# ---- S3 server ---------------------------------------------------------------
+access_key="bench$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+secret_key=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
+bucket=ferry-bench
+mkdir -p "$work/gw"
+
+# port_free PORT succeeds when nothing listens on 127.0.0.1:PORT.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start_gw starts versitygw on a free port and waits until it answers
+# (any HTTP status will do: an unsigned request gets 403).
+start_gw() {
+	local try port code
+	for try in 1 2 3; do
+		port=$((20000 + RANDOM % 40000))
+		port_free "$port" || continue
+		ROOT_ACCESS_KEY=$access_key ROOT_SECRET_KEY=$secret_key \
+			"$gw" --port "127.0.0.1:$port" --quiet posix "$work/gw" >"$work/gw.log" 2>&1 &
+		gw_pid=$!
+		for _ in $(seq 100); do
+			code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)
+			if [[ $code != 000 ]]; then
+				endpoint="http://127.0.0.1:$port"
+				return 0
+			fi
+			kill -0 "$gw_pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill "$gw_pid" 2>/dev/null || true
+		wait "$gw_pid" 2>/dev/null || true
+		gw_pid=""
+	done
+	cat "$work/gw.log" >&2
+	die "versitygw did not come up on a loopback port (log above)"
+}
+
+echo "== starting versitygw ($gw) with a posix backend in $work/gw"
+start_gw
+# ferry has no bucket verb; S3 wants the payload hash header on every request.
+empty_sha256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+code=$(curl -s -o "$work/mkbucket.out" -w '%{http_code}' -X PUT --aws-sigv4 "aws:amz:us-east-1:s3" \
+	--user "$access_key:$secret_key" -H "x-amz-content-sha256: $empty_sha256" "$endpoint/$bucket")
+[[ $code == 200 ]] || die "create bucket $bucket at $endpoint: HTTP $code: $(cat "$work/mkbucket.out")"
+echo "   $endpoint, bucket $bucket"
+
+s3env=(env AWS_ENDPOINT_URL_S3="$endpoint" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID="$access_key"
+	AWS_SECRET_ACCESS_KEY="$secret_key" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_CONFIG_FILE=/dev/null)
+
+# ---- timed runs --------------------------------------------------------------
+declare -A best all
+# keep ROW SECONDS folds one run into the row's best (smallest) and list.
+keep() {
+	all[$1]+="${all[$1]:+ }$2"
+	if [[ -z ${best[$1]:-} ]] || awk -v a="$2" -v b="${best[$1]}" 'BEGIN {exit !(a < b)}'; then
+		best[$1]=$2
+		return 0
+	fi
+	return 1
+}
+
+run_ship() { # run_ship ROW ROUND STORE
+	local row=$1 round=$2 store=$3 t0 t1 err="$work/ship-$1-$2.err"
+	rm -rf "$work/spool"
+	t0=$(now)
+	if ! "${s3env[@]}" "$ferry" ship --store "$store" --stream bench --spool "$work/spool" \
+		--max-bytes "$MAX_BYTES" <"$input" >/dev/null 2>"$err"; then
+		cat "$err" >&2
+		die "ferry ship --store $store failed (round $round; stderr above)"
+	fi
+	t1=$(now)
+	if keep "$row" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')"; then
+		cp "$err" "$work/ship-$row.err"
+		[[ $row == s3 ]] && best_prefix=$store
+	fi
+	[[ $row == dir ]] && rm -rf "$store"
+	return 0
+}
+
+best_prefix=""
+for ((round = 1; round <= RUNS; round++)); do
+	echo "== round $round/$RUNS: ship into the dir store, then into S3"
+	run_ship dir "$round" "$work/store-$round"
+	run_ship s3 "$round" "s3://$bucket/run-$round"
+done
+
+for ((round = 1; round <= RUNS; round++)); do
+	echo "== receive round $round/$RUNS: receive --once from $best_prefix into a file"
+	rm -rf "$work/state" "$work/replica.log"
+	t0=$(now)
+	if ! "${s3env[@]}" "$ferry" receive --store "$best_prefix" --stream bench --state "$work/state" \
+		--apply "file:$work/replica.log" --once >/dev/null 2>"$work/receive.err"; then
+		cat "$work/receive.err" >&2
+		die "ferry receive --once from $best_prefix failed (stderr above)"
+	fi
+	t1=$(now)
+	keep receive "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')" && cp "$work/receive.err" "$work/receive-best.err"
+	cmp -s "$input" "$work/replica.log" || die "the replica received from S3 differs from the input (kept: $work/replica.log)"
+done
+check="OK: every received replica is byte-identical to the input ($size_bytes bytes)"
+
+segments=$(sed -n 's/^ferry ship: .* in \([0-9]*\) segments.*/\1/p' "$work/ship-s3.err")
+[[ -n $segments ]] || die "no segment count in ferry's summary: $(cat "$work/ship-s3.err")"
+stored=$("${s3env[@]}" "$ferry" ls --store "$best_prefix" --stream bench | awk '/ segments, / {print $1}')
+[[ $stored == "$segments" ]] || die "ship says $segments segments, ferry ls counts $stored"
+
+# ---- report --------------------------------------------------------------------
+cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+load=$(cut -d ' ' -f 1-3 /proc/loadavg)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -n $(git status --porcelain 2>/dev/null | head -n 1) ]] && commit+=" + uncommitted changes"
+
+echo
+echo "ferry S3 benchmark: $SIZE input ($size_bytes bytes, $lines lines, seed $SEED), --max-bytes $MAX_BYTES, best of $RUNS"
+echo "  ferry $commit; versitygw $("$gw" --version 2>/dev/null | awk '/Version/ {print $2; exit}') (posix backend) on $endpoint"
+echo "  $(nproc) CPUs ($cpu), load average $load; $work on $(stat -f -c %T "$BENCH_DIR")"
+echo "  the S3 server runs on the same machine and competes with ferry for the CPUs"
+echo
+printf "%-44s %8s %9s   %s\n" "" "wall s" "MB/s" "all runs, wall s"
+for row in dir s3 receive; do
+	case $row in
+	dir) name="ferry ship --store DIR" ;;
+	s3) name="ferry ship --store s3://…" ;;
+	receive) name="ferry receive --once from s3:// (catch-up)" ;;
+	esac
+	awk -v n="$name" -v w="${best[$row]}" -v b="$size_bytes" -v a="${all[$row]}" \
+		'BEGIN {printf "%-44s %8.3f %9.1f   %s\n", n, w, b / 1e6 / w, a}'
+done
+echo "  MB = 10^6 bytes of input per second of wall time (receive: input bytes replayed per second)"
+echo
+awk -v d="${best[dir]}" -v s="${best[s3]}" -v r="${best[receive]}" -v ts="$TARGET_S3_VS_DIR" -v tc="$TARGET_CATCHUP" \
+	-v seg="$segments" -v b="$size_bytes" -v mb="$MAX_BYTES" 'BEGIN {
+	s3dir = d / s      # same input, so the MB/s ratio is the inverse wall-time ratio
+	catchup = s / r
+	printf "target  ship MB/s S3 / dir               = %.2f   want >= %.1f   %s\n", s3dir, ts, (s3dir >= ts ? "OK" : "MISSED")
+	printf "target  receive MB/s / ship MB/s (S3)    = %.2f   want >= %.1f   %s\n", catchup, tc, (catchup >= tc ? "OK" : "MISSED")
+	printf "info    S3 requests per GiB of input: %.1f PUT (one per segment: %d segments of up to %s for %.3f GiB),\n", seg / (b / 2^30), seg, mb, b / 2^30
+	printf "        plus 1 LIST per ship start; receive: %.1f GET per GiB (one per segment) + a LIST per poll\n", seg / (b / 2^30)
+}'
+echo "check   $check"
+echo
+echo "ferry's own summaries (best runs, stderr):"
+echo "  dir: $(grep -m 1 '^ferry ship:' "$work/ship-dir.err")"
+echo "  s3:  $(grep -m 1 '^ferry ship:' "$work/ship-s3.err")"
+echo "  receive: $(grep -m 1 '^ferry receive:' "$work/receive-best.err")"
+echo
+echo "reproduce: cd $root && SIZE=$SIZE SEED=$SEED RUNS=$RUNS MAX_BYTES=$MAX_BYTES BENCH_DIR=$BENCH_DIR tests/bench/s3.sh"

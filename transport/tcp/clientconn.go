@@ -1,0 +1,362 @@
+package tcp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/ferry-dr/ferry/store"
+)
+
+// clientConn is one established link.
+type clientConn struct {
+	l       *link
+	welcome welcomeMsg
+	resp    chan frame // the answer to the request in flight
+	done    chan struct{}
+	once    sync.Once
+	err     error // why the link ended; set before done is closed
+}
+
+// fail ends the link with err and reports whether this call ended it.
+func (cc *clientConn) fail(err error) bool {
+	first := false
+	cc.once.Do(func() {
+		cc.err = err
+		cc.l.conn.Close()
+		close(cc.done)
+		first = true
+	})
+	return first
+}
+
+// roundTrip sends one request frame and waits for its answer (ACK, ERROR
+// or SEGMENT), dialling first if needed. size is the SEGMENT payload size,
+// checked against the receiver's limit; 0 for other frames.
+func (c *Client) roundTrip(ctx context.Context, typ byte, prefix, body []byte, size int64) (frame, error) {
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return frame{}, ctx.Err()
+	}
+	defer func() { <-c.sem }()
+	cc, err := c.connect(ctx)
+	if err != nil {
+		return frame{}, err
+	}
+	if size > cc.welcome.MaxSegment {
+		return frame{}, fmt.Errorf("%w: segment frame is %d bytes; the receiver accepts at most %d (its max segment size)",
+			store.ErrPermanent, size, cc.welcome.MaxSegment)
+	}
+	if err := cc.l.write(ctx, typ, prefix, body); err != nil {
+		if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+			c.lost(cc, err) // a frame was abandoned half-written
+			return frame{}, err
+		}
+		c.lost(cc, err)
+		return frame{}, fmt.Errorf("link lost while sending %s; call again to resend: %w", typeName(typ), cc.err)
+	}
+	select {
+	case f := <-cc.resp:
+		return f, nil
+	case <-cc.done:
+		select {
+		case f := <-cc.resp:
+			return f, nil
+		default:
+		}
+		return frame{}, fmt.Errorf("link lost before the receiver answered; call again to resend: %w", cc.err)
+	case <-ctx.Done():
+		c.lost(cc, ctx.Err())
+		return frame{}, ctx.Err()
+	}
+}
+
+// connect returns the live link, dialling one if there is none. Only the
+// holder of c.sem calls it, so dials never race.
+func (c *Client) connect(ctx context.Context) (*clientConn, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, errClientClosed
+	}
+	if cc := c.conn; cc != nil {
+		select {
+		case <-cc.done:
+			c.conn = nil
+		default:
+			c.mu.Unlock()
+			return cc, nil
+		}
+	}
+	wait := time.Until(c.nextDial)
+	c.mu.Unlock()
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+	cc, err := c.dial(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.failures++
+		c.nextDial = time.Now().Add(c.backoff(c.failures))
+		c.log.Debug("dial failed", "err", err, "attempt", c.failures)
+		return nil, err
+	}
+	if c.closed {
+		cc.fail(errClientClosed)
+		return nil, errClientClosed
+	}
+	c.conn, c.failures = cc, 0
+	c.dials++
+	w := cc.welcome
+	c.received, c.applied, c.newest = w.HighestSeq, w.AppliedSeq, w.HighestSegment
+	interval := c.cfg.HeartbeatInterval
+	if w.HeartbeatMS > 0 {
+		interval = max(min(interval, time.Duration(w.HeartbeatMS)*time.Millisecond), minHeartbeat)
+	}
+	c.log.Info("link established", "stream", c.cfg.Stream, "generation", c.cfg.Generation,
+		"seq", w.HighestSeq, "segment", w.HighestSegment, "local", cc.l.conn.LocalAddr().String())
+	c.wg.Go(func() { c.readLoop(cc) })
+	c.wg.Go(func() {
+		if err := cc.l.heartbeat(cc.done, interval, nil); err != nil {
+			c.lost(cc, fmt.Errorf("send heartbeat: %w", err))
+		}
+	})
+	return cc, nil
+}
+
+// dial connects, runs the TLS handshake and the link handshake.
+func (c *Client) dial(ctx context.Context) (*clientConn, error) {
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(dctx, "tcp", c.cfg.Addr)
+	if err != nil {
+		return nil, err // "dial tcp ADDR: ..." says it all
+	}
+	conn := nc
+	if c.tls != nil {
+		tc := tls.Client(nc, c.tls)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			return nil, c.handshakeError(ctx, err)
+		}
+		conn = tc
+	}
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+	l := newLink(conn, c.cfg.IOTimeout, c.cfg.MaxSegment, c.limiter, c.chunk)
+	hello := helloMsg{
+		Version:     ProtocolVersion,
+		Stream:      c.cfg.Stream,
+		Generation:  c.cfg.Generation,
+		Token:       c.cfg.Token,
+		ClientID:    c.cfg.ClientID,
+		HeartbeatMS: c.cfg.HeartbeatInterval.Milliseconds(),
+	}
+	var f frame
+	err = l.writeJSON(ctx, frameHello, hello)
+	if err == nil {
+		f, err = l.read()
+	}
+	if err != nil {
+		nc.Close()
+		return nil, c.handshakeError(ctx, err)
+	}
+	switch f.typ {
+	case frameWelcome:
+		var w welcomeMsg
+		if err := decodeJSON(f, &w); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("handshake: %w", err)
+		}
+		if w.Version != ProtocolVersion {
+			nc.Close()
+			return nil, fmt.Errorf("%w: receiver answered with link protocol %d; this shipper speaks %d", store.ErrPermanent, w.Version, ProtocolVersion)
+		}
+		return &clientConn{l: l, welcome: w, resp: make(chan frame, 1), done: make(chan struct{})}, nil
+	case frameRefuse:
+		closeGracefully(conn)
+		var r refuseMsg
+		if err := decodeJSON(f, &r); err != nil {
+			return nil, fmt.Errorf("handshake: %w", err)
+		}
+		c.log.Error("receiver refused the link", "addr", c.cfg.Addr, "code", r.Code, "reason", r.Message)
+		err := fmt.Errorf("%w (code %s): %s", ErrRefused, r.Code, r.Message)
+		if permanentCode(r.Code) {
+			err = fmt.Errorf("%w: %w", store.ErrPermanent, err)
+		}
+		return nil, err
+	}
+	nc.Close()
+	return nil, fmt.Errorf("handshake: %s frame in answer to HELLO: %w", typeName(f.typ), ErrProtocol)
+}
+
+// handshakeError explains a failure during the TLS or link handshake.
+func (c *Client) handshakeError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) {
+		return fmt.Errorf("%w: TLS: the receiver's certificate does not verify: %w; check the CA and server name", store.ErrPermanent, err)
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" {
+		return fmt.Errorf("%w: TLS: the receiver rejected the handshake: %w; if it requires a client certificate, configure one signed by its client CA",
+			store.ErrPermanent, err)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || isReset(err) {
+		hint := "see the receiver's log"
+		if c.tls == nil {
+			hint = "does the receiver expect TLS? this shipper is set to insecure plaintext"
+		}
+		return fmt.Errorf("handshake: the receiver closed the link without answering (%s): %w", hint, err)
+	}
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) {
+		return fmt.Errorf("handshake: the receiver is not speaking TLS (is it set to insecure plaintext?): %w", err)
+	}
+	return fmt.Errorf("handshake: %w", err)
+}
+
+// readLoop reads the receiver's frames until the link ends: heartbeats
+// update the watermarks; answers go to the request in flight.
+func (c *Client) readLoop(cc *clientConn) {
+	for {
+		f, err := cc.l.read()
+		if err != nil {
+			c.lost(cc, err)
+			return
+		}
+		switch f.typ {
+		case frameHeartbeat:
+			if len(f.payload) == 0 {
+				continue
+			}
+			var w watermarkMsg
+			if err := decodeJSON(f, &w); err != nil {
+				c.lost(cc, err)
+				return
+			}
+			c.mu.Lock()
+			c.received, c.applied = w.ReceivedSeq, w.AppliedSeq
+			c.mu.Unlock()
+		case frameAck, frameSegment, frameError:
+			var closing error
+			if f.typ == frameError {
+				var m errorMsg
+				if err := decodeJSON(f, &m); err != nil {
+					c.lost(cc, err)
+					return
+				}
+				if m.Close {
+					closing = fmt.Errorf("receiver closed the link: %s (code %s)", m.Message, m.Code)
+				}
+			}
+			select {
+			case cc.resp <- f:
+			default:
+				c.lost(cc, fmt.Errorf("%s frame with no request outstanding: %w", typeName(f.typ), ErrProtocol))
+				return
+			}
+			if closing != nil {
+				c.lost(cc, closing)
+				return
+			}
+		default:
+			c.lost(cc, fmt.Errorf("%s frame not allowed from a receiver after the handshake: %w", typeName(f.typ), ErrProtocol))
+			return
+		}
+	}
+}
+
+// lost ends cc with err (if it has not ended yet) and schedules the next
+// dial after a backoff.
+func (c *Client) lost(cc *clientConn, err error) {
+	if !cc.fail(err) {
+		return
+	}
+	c.mu.Lock()
+	if c.conn == cc {
+		c.conn = nil
+	}
+	closed := c.closed
+	if !closed {
+		c.failures++
+		c.nextDial = time.Now().Add(c.backoff(c.failures))
+	}
+	c.mu.Unlock()
+	switch {
+	case closed || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		c.log.Debug("link closed", "err", err)
+	default:
+		c.log.Warn("link to receiver lost; will reconnect", "addr", c.cfg.Addr, "err", err)
+	}
+}
+
+// badAnswer ends the link after an answer that breaks the protocol and
+// returns a retryable error.
+func (c *Client) badAnswer(op string, err error) error {
+	c.mu.Lock()
+	cc := c.conn
+	c.mu.Unlock()
+	if cc != nil {
+		c.lost(cc, err)
+	}
+	return fmt.Errorf("%s: %s: %w", c, op, err)
+}
+
+// serverError turns an ERROR frame into an error callers can branch on.
+func (c *Client) serverError(op string, f frame) error {
+	var m errorMsg
+	if err := decodeJSON(f, &m); err != nil {
+		return c.badAnswer(op, err)
+	}
+	var kind error
+	switch {
+	case m.Code == codeConflict:
+		kind = store.ErrConflict
+	case m.Code == codeNotFound:
+		kind = store.ErrNotFound
+	case permanentCode(m.Code):
+		kind = store.ErrPermanent
+	default:
+		return fmt.Errorf("%s: %s: receiver: %s (code %s)", c, op, m.Message, m.Code)
+	}
+	return fmt.Errorf("%s: %s: %w: receiver: %s (code %s)", c, op, kind, m.Message, m.Code)
+}
+
+// permanentCode reports REFUSE and ERROR codes that no retry can fix.
+func permanentCode(code string) bool {
+	switch code {
+	case codeVersion, codeAuth, codeStream, codeGeneration, codeDamaged, codeCorrupt, codeMismatch, codePermanent:
+		return true
+	}
+	return false
+}
+
+// backoff is the wait before the next dial after n consecutive failures:
+// ReconnectMin doubling up to ReconnectMax, scaled by a random factor in
+// [0.5, 1.5) and capped at ReconnectMax.
+func (c *Client) backoff(n int) time.Duration {
+	d := c.cfg.ReconnectMin
+	for i := 1; i < n && d < c.cfg.ReconnectMax; i++ {
+		d *= 2
+	}
+	d = time.Duration(float64(d) * (0.5 + rand.Float64()))
+	return min(d, c.cfg.ReconnectMax)
+}
