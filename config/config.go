@@ -52,6 +52,10 @@ type File struct {
 
 	// S3 configures the s3:// store. It is the top-level [s3] table.
 	S3 S3 `toml:"s3"`
+
+	// TCP configures the direct link (tcp:// stores, receive --listen).
+	// It is the top-level [tcp] table.
+	TCP TCP `toml:"tcp"`
 }
 
 // Ship configures the shipping side: where records come from, how they are

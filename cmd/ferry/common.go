@@ -139,8 +139,10 @@ func openStore(ctx context.Context, cfg *config.File, log *slog.Logger) (store.S
 		return openDir(u.Path)
 	case "s3":
 		return openS3(ctx, cfg, log)
+	case "tcp":
+		return openTCP(cfg, log)
 	}
-	return nil, usageError{fmt.Errorf("store URL %q: unknown scheme %q (want a path, file:// or s3://)", raw, scheme)}
+	return nil, usageError{fmt.Errorf("store URL %q: unknown scheme %q (want a path, file://, s3:// or tcp://)", raw, scheme)}
 }
 
 func openDir(path string) (store.Store, error) {

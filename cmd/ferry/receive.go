@@ -2,18 +2,27 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/transport/tcp"
 )
 
 const receiveExamples = `  # apply everything in the store to a file, then exit
   ferry receive --store /srv/ferry --stream app --state /var/lib/ferry/state \
       --apply file:/srv/replica/app.log --once
+
+  # accept shippers directly over TCP (TLS or --insecure; token in [tcp] of the config)
+  ferry receive --listen 0.0.0.0:7000 --stream app --state /var/lib/ferry/state \
+      --apply file:/srv/replica/app.log --tls-cert cert.pem --tls-key key.pem --config /etc/ferry/receive.toml
 
   # keep applying as segments arrive, piping each segment to a command
   ferry receive --store s3://dr-bucket/ferry --stream app --state /var/lib/ferry/state \
@@ -29,7 +38,17 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	c.fs.String("poll-min", "", "shortest wait between store polls (default 200ms)")
 	c.fs.String("poll-max", "", "longest wait between polls when idle (default 5s)")
 	c.fs.String("id", "", "receiver id in the published watermark (default: host name)")
+	addLinkFlags(c.fs, true)
 	err := c.parse(args, "receive", func(f *flag.Flag) error {
+		if f.Name == "listen" {
+			// --listen ADDR is short for --store tcp://ADDR: accept
+			// shippers on ADDR and apply from the local inbox.
+			c.cfg.Store = "tcp://" + f.Value.String()
+			return nil
+		}
+		if ok, err := applyLinkFlag(c.cfg, f); ok {
+			return err
+		}
 		r := &c.cfg.Receive
 		v := f.Value.String()
 		var err error
@@ -63,8 +82,26 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	rc := cfg.Receive
 	ctx, stop := signalContext(context.Background(), log)
 	defer stop()
-	st, err := openStore(ctx, cfg, log)
-	if err != nil {
+	var st store.Store
+	var srv *tcp.Server
+	if listen, ok := strings.CutPrefix(cfg.Store, "tcp://"); ok {
+		// Direct link: segments arrive over TCP into a local inbox (a
+		// directory store) and are applied from there like from any store.
+		if *once {
+			return usageError{errors.New("--once cannot be used with --listen / a tcp:// store")}
+		}
+		inboxDir := cfg.TCP.Inbox
+		if inboxDir == "" {
+			inboxDir = filepath.Join(rc.State, "inbox")
+		}
+		if st, err = openDir(inboxDir); err != nil {
+			return err
+		}
+		cfg.TCP.Listen = listen
+		if srv, err = newLinkServer(cfg, st, log); err != nil {
+			return err
+		}
+	} else if st, err = openStore(ctx, cfg, log); err != nil {
 		return err
 	}
 	ap, err := receiver.ParseApplier(rc.Apply, stdout)
@@ -90,6 +127,29 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	}
 	defer r.Close()
 	start := time.Now()
+	if srv != nil {
+		srv.Applied = func(string) uint64 { return r.Checkpoint().LastSeq }
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		srvErr := make(chan error, 1)
+		go func() {
+			err := srv.ListenAndServe(ctx)
+			if err != nil {
+				log.Error("listener stopped", "addr", srv.Addr, "err", err)
+			}
+			srvErr <- err
+			cancel()
+		}()
+		runErr := r.Run(ctx)
+		cancel()
+		if err := <-srvErr; err != nil && runErr == nil {
+			runErr = fmt.Errorf("listen %s: %w", srv.Addr, err)
+		}
+		s := r.Stats()
+		fmt.Fprintf(stderr, "ferry receive: applied %d segments, %d records over the link in %.2fs to %s; checkpoint at seq %d\n",
+			s.Segments, s.Records, time.Since(start).Seconds(), ap, s.LastSeq)
+		return runErr
+	}
 	runErr := r.Run(ctx)
 	s := r.Stats()
 	secs := time.Since(start).Seconds()

@@ -24,6 +24,9 @@ const shipExamples = `  # ship a log file through stdin into a local directory s
   ferry ship --store /srv/ferry --stream app --spool /var/lib/ferry/spool \
       --source tail:/var/log/app.log --max-bytes 4MiB --max-age 2s
 
+  # straight to a receiver over TLS (see [tcp] in the config for token and certificates)
+  ferry ship --config /etc/ferry/ship.toml --store tcp://dr-site:7000 --tls-ca /etc/ferry/ca.pem
+
   # everything from a config file
   ferry ship --config /etc/ferry/ship.toml
 `
@@ -41,7 +44,11 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	c.fs.String("spool-limit", "", "stop reading input above this spool size (default 1GiB)")
 	c.fs.String("shutdown-timeout", "", "how long to keep sending after EOF or a signal (default 30s)")
 	c.fs.String("compression", "", "fastest, default, better or best (default fastest)")
+	addLinkFlags(c.fs, false)
 	err := c.parse(args, "ship", func(f *flag.Flag) error {
+		if ok, err := applyLinkFlag(c.cfg, f); ok {
+			return err
+		}
 		s := &c.cfg.Ship
 		v := f.Value.String()
 		var err error
@@ -88,6 +95,9 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
+	}
+	if cl, ok := st.(interface{ Close() error }); ok {
+		defer cl.Close()
 	}
 	sh, err := shipper.New(ctx, shipper.Config{
 		Spool: shipper.SpoolConfig{

@@ -182,37 +182,53 @@ run_ship() { # run_ship ROW ROUND STORE
 	t1=$(now)
 	if keep "$row" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')"; then
 		cp "$err" "$work/ship-$row.err"
-		[[ $row == s3 ]] && best_prefix=$store
+		if [[ $row == dir ]]; then
+			rm -rf "$work/store-best"
+			mv "$store" "$work/store-best"
+		fi
 	fi
-	[[ $row == dir ]] && rm -rf "$store"
+	rm -rf "$store"
 	return 0
 }
 
-best_prefix=""
 for ((round = 1; round <= RUNS; round++)); do
 	echo "== round $round/$RUNS: ship into the dir store, then into S3"
 	run_ship dir "$round" "$work/store-$round"
 	run_ship s3 "$round" "s3://$bucket/run-$round"
 done
 
-for ((round = 1; round <= RUNS; round++)); do
-	echo "== receive round $round/$RUNS: receive --once from $best_prefix into a file"
+# run_receive ROW ROUND STORE replays STORE into a file with receive --once
+# and checks the file against the input.
+run_receive() {
+	local row=$1 round=$2 store=$3 t0 t1 err="$work/receive-$1-$2.err"
 	rm -rf "$work/state" "$work/replica.log"
 	t0=$(now)
-	if ! "${s3env[@]}" "$ferry" receive --store "$best_prefix" --stream bench --state "$work/state" \
-		--apply "file:$work/replica.log" --once >/dev/null 2>"$work/receive.err"; then
-		cat "$work/receive.err" >&2
-		die "ferry receive --once from $best_prefix failed (stderr above)"
+	if ! "${s3env[@]}" "$ferry" receive --store "$store" --stream bench --state "$work/state" \
+		--apply "file:$work/replica.log" --once >/dev/null 2>"$err"; then
+		cat "$err" >&2
+		die "ferry receive --once from $store failed (stderr above)"
 	fi
 	t1=$(now)
-	keep receive "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')" && cp "$work/receive.err" "$work/receive-best.err"
-	cmp -s "$input" "$work/replica.log" || die "the replica received from S3 differs from the input (kept: $work/replica.log)"
+	if keep "$row" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')"; then
+		cp "$err" "$work/$row-best.err"
+	fi
+	cmp -s "$input" "$work/replica.log" || die "the replica received from $store differs from the input (kept: $work/replica.log)"
+	rm -f "$work/replica.log"
+}
+
+# Receive from the S3 prefix of round 1 (all rounds stored the same
+# records), and from the best dir store for comparison: the same receiver
+# work without S3 in the way.
+for ((round = 1; round <= RUNS; round++)); do
+	echo "== receive round $round/$RUNS: receive --once from S3, then from the dir store"
+	run_receive receive "$round" "s3://$bucket/run-1"
+	run_receive receive-dir "$round" "$work/store-best"
 done
 check="OK: every received replica is byte-identical to the input ($size_bytes bytes)"
 
 segments=$(sed -n 's/^ferry ship: .* in \([0-9]*\) segments.*/\1/p' "$work/ship-s3.err")
 [[ -n $segments ]] || die "no segment count in ferry's summary: $(cat "$work/ship-s3.err")"
-stored=$("${s3env[@]}" "$ferry" ls --store "$best_prefix" --stream bench | awk '/ segments, / {print $1}')
+stored=$("${s3env[@]}" "$ferry" ls --store "s3://$bucket/run-1" --stream bench | awk '/ segments, / {print $1}')
 [[ $stored == "$segments" ]] || die "ship says $segments segments, ferry ls counts $stored"
 
 # ---- report --------------------------------------------------------------------
@@ -223,28 +239,30 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 echo
 echo "ferry S3 benchmark: $SIZE input ($size_bytes bytes, $lines lines, seed $SEED), --max-bytes $MAX_BYTES, best of $RUNS"
-echo "  ferry $commit; versitygw $("$gw" --version 2>/dev/null | awk '/Version/ {print $2; exit}') (posix backend) on $endpoint"
+echo "  ferry $commit; versitygw $("$gw" --version 2>/dev/null | awk -F': *' '/^Version/ {print $2; exit}') (posix backend) on $endpoint"
 echo "  $(nproc) CPUs ($cpu), load average $load; $work on $(stat -f -c %T "$BENCH_DIR")"
 echo "  the S3 server runs on the same machine and competes with ferry for the CPUs"
 echo
 printf "%-44s %8s %9s   %s\n" "" "wall s" "MB/s" "all runs, wall s"
-for row in dir s3 receive; do
+for row in dir s3 receive receive-dir; do
 	case $row in
 	dir) name="ferry ship --store DIR" ;;
-	s3) name="ferry ship --store s3://…" ;;
-	receive) name="ferry receive --once from s3:// (catch-up)" ;;
+	s3) name="ferry ship --store s3://$bucket/run-N" ;;
+	receive) name="ferry receive --once, S3 backlog" ;;
+	receive-dir) name="ferry receive --once, DIR backlog (reference)" ;;
 	esac
 	awk -v n="$name" -v w="${best[$row]}" -v b="$size_bytes" -v a="${all[$row]}" \
 		'BEGIN {printf "%-44s %8.3f %9.1f   %s\n", n, w, b / 1e6 / w, a}'
 done
 echo "  MB = 10^6 bytes of input per second of wall time (receive: input bytes replayed per second)"
 echo
-awk -v d="${best[dir]}" -v s="${best[s3]}" -v r="${best[receive]}" -v ts="$TARGET_S3_VS_DIR" -v tc="$TARGET_CATCHUP" \
+awk -v d="${best[dir]}" -v s="${best[s3]}" -v r="${best[receive]}" -v rd="${best[receive-dir]}" -v ts="$TARGET_S3_VS_DIR" -v tc="$TARGET_CATCHUP" \
 	-v seg="$segments" -v b="$size_bytes" -v mb="$MAX_BYTES" 'BEGIN {
 	s3dir = d / s      # same input, so the MB/s ratio is the inverse wall-time ratio
 	catchup = s / r
 	printf "target  ship MB/s S3 / dir               = %.2f   want >= %.1f   %s\n", s3dir, ts, (s3dir >= ts ? "OK" : "MISSED")
 	printf "target  receive MB/s / ship MB/s (S3)    = %.2f   want >= %.1f   %s\n", catchup, tc, (catchup >= tc ? "OK" : "MISSED")
+	printf "info    receive MB/s / ship MB/s (dir)   = %.2f   (the same receiver work without S3)\n", d / rd
 	printf "info    S3 requests per GiB of input: %.1f PUT (one per segment: %d segments of up to %s for %.3f GiB),\n", seg / (b / 2^30), seg, mb, b / 2^30
 	printf "        plus 1 LIST per ship start; receive: %.1f GET per GiB (one per segment) + a LIST per poll\n", seg / (b / 2^30)
 }'
@@ -253,6 +271,7 @@ echo
 echo "ferry's own summaries (best runs, stderr):"
 echo "  dir: $(grep -m 1 '^ferry ship:' "$work/ship-dir.err")"
 echo "  s3:  $(grep -m 1 '^ferry ship:' "$work/ship-s3.err")"
-echo "  receive: $(grep -m 1 '^ferry receive:' "$work/receive-best.err")"
+echo "  receive from S3:  $(grep -m 1 '^ferry receive:' "$work/receive-best.err")"
+echo "  receive from dir: $(grep -m 1 '^ferry receive:' "$work/receive-dir-best.err")"
 echo
 echo "reproduce: cd $root && SIZE=$SIZE SEED=$SEED RUNS=$RUNS MAX_BYTES=$MAX_BYTES BENCH_DIR=$BENCH_DIR tests/bench/s3.sh"

@@ -1,0 +1,72 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+)
+
+// TCP configures the direct link: "ferry ship" with store = "tcp://host:port"
+// and "ferry receive --listen". It is the top-level [tcp] table.
+type TCP struct {
+	// Token is the shared secret both ends must present. Required unless
+	// mutual TLS is used. Secret: never printed.
+	Token string `toml:"token"`
+
+	// Insecure allows plaintext. Default false: without it, the link
+	// needs TLS (ca_file on the shipper, cert_file and key_file on the
+	// receiver).
+	Insecure bool `toml:"insecure"`
+
+	// CAFile (shipper) is the PEM CA that signed the receiver's
+	// certificate. CertFile and KeyFile are this side's certificate: the
+	// receiver's server certificate, or the shipper's client certificate
+	// for mutual TLS.
+	CAFile   string `toml:"ca_file"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+
+	// ServerName overrides the name checked in the receiver's
+	// certificate. Default: the host of the store URL.
+	ServerName string `toml:"server_name"`
+
+	// ClientCAFile (receiver) turns on mutual TLS: shippers must present
+	// a certificate signed by this CA.
+	ClientCAFile string `toml:"client_ca_file"`
+
+	// Listen (receiver) is the address to accept shippers on, e.g.
+	// "0.0.0.0:7000". Same as --listen.
+	Listen string `toml:"listen"`
+
+	// Inbox (receiver) is the directory where received segments are kept
+	// durably before they are applied. Default: STATE/inbox.
+	Inbox string `toml:"inbox"`
+
+	// BandwidthLimit (shipper) caps the bytes per second sent over the
+	// link, e.g. "10MiB". Default 0: no cap.
+	BandwidthLimit Size `toml:"bandwidth_limit"`
+}
+
+// String describes t with the token masked.
+func (t TCP) String() string {
+	tok := ""
+	if t.Token != "" {
+		tok = "***"
+	}
+	return fmt.Sprintf("{token:%s insecure:%t ca_file:%s cert_file:%s key_file:%s server_name:%s client_ca_file:%s listen:%s inbox:%s bandwidth_limit:%s}",
+		tok, t.Insecure, t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.ClientCAFile, t.Listen, t.Inbox, t.BandwidthLimit)
+}
+
+// GoString masks the token too.
+func (t TCP) GoString() string { return "config.TCP" + t.String() }
+
+// Format makes every fmt verb print the masked form.
+func (t TCP) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		fmt.Fprint(f, t.GoString())
+		return
+	}
+	fmt.Fprint(f, t.String())
+}
+
+// LogValue masks the token in slog output.
+func (t TCP) LogValue() slog.Value { return slog.StringValue(t.String()) }
