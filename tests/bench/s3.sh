@@ -243,7 +243,7 @@ echo "  ferry $commit; versitygw $("$gw" --version 2>/dev/null | awk -F': *' '/^
 echo "  $(nproc) CPUs ($cpu), load average $load; $work on $(stat -f -c %T "$BENCH_DIR")"
 echo "  the S3 server runs on the same machine and competes with ferry for the CPUs"
 echo
-printf "%-44s %8s %9s   %s\n" "" "wall s" "MB/s" "all runs, wall s"
+printf "%-48s %8s %9s   %s\n" "" "wall s" "MB/s" "all runs, wall s"
 for row in dir s3 receive receive-dir; do
 	case $row in
 	dir) name="ferry ship --store DIR" ;;
@@ -252,7 +252,7 @@ for row in dir s3 receive receive-dir; do
 	receive-dir) name="ferry receive --once, DIR backlog (reference)" ;;
 	esac
 	awk -v n="$name" -v w="${best[$row]}" -v b="$size_bytes" -v a="${all[$row]}" \
-		'BEGIN {printf "%-44s %8.3f %9.1f   %s\n", n, w, b / 1e6 / w, a}'
+		'BEGIN {printf "%-48s %8.3f %9.1f   %s\n", n, w, b / 1e6 / w, a}'
 done
 echo "  MB = 10^6 bytes of input per second of wall time (receive: input bytes replayed per second)"
 echo
