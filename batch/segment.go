@@ -344,7 +344,9 @@ func (s *Segment) Decompress(limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("zstd: %v: %w", err, ErrCorrupt)
 	}
 	var out bytes.Buffer
-	out.Grow(int(min(claimed, 16<<20)))
+	// Room for the whole claim (up to 32 MiB) plus the MinRead io.Copy needs
+	// to see EOF, so a normal segment is read without regrowing the buffer.
+	out.Grow(int(min(claimed, 32<<20)) + bytes.MinRead)
 	n, err := io.Copy(&out, io.LimitReader(d, claimed+1))
 	if err != nil {
 		return nil, fmt.Errorf("zstd: %v: %w", err, ErrCorrupt)
