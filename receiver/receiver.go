@@ -361,33 +361,12 @@ func (r *Receiver) checkContinues(name string, m *batch.Meta, cp Checkpoint) err
 	return nil
 }
 
-// retry runs fn until it succeeds, backing off on transient errors. Store
-// errors marked permanent, applier errors marked fatal, corruption and
-// conflicts end it at once.
+// retry runs fn under store.Retry with the receiver's backoff. Besides
+// the store errors retrying cannot fix (permanent, missing, conflicting),
+// a corrupt segment and a fatal applier error end it at once.
 func (r *Receiver) retry(ctx context.Context, op string, fn func() error) error {
-	wait := r.cfg.RetryMin
-	logged := 0
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if errors.Is(err, ErrFatal) || errors.Is(err, store.ErrPermanent) || errors.Is(err, batch.ErrCorrupt) ||
-			errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
-			return err
-		}
-		if logged < 3 || logged%20 == 0 {
-			r.log.Warn("retrying", "op", op, "err", err, "retry_in", wait)
-		}
-		logged++
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, r.cfg.RetryMax)
-	}
+	p := store.RetryPolicy{Min: r.cfg.RetryMin, Max: r.cfg.RetryMax, Jitter: 0.2, Stop: func(err error) bool {
+		return errors.Is(err, ErrFatal) || errors.Is(err, batch.ErrCorrupt)
+	}}
+	return store.Retry(ctx, p, r.log, op, func(context.Context) error { return fn() })
 }

@@ -17,6 +17,10 @@ import (
 type RetryPolicy struct {
 	Min, Max time.Duration
 	Jitter   float64
+	// Stop, if set, reports further errors that end the retries, on top of
+	// those IsRetryable refuses (a receiver stops on a corrupt segment or
+	// a fatal apply error, for example).
+	Stop func(error) bool
 }
 
 // retryLogEvery bounds how often Retry logs once past the first few attempts.
@@ -35,8 +39,8 @@ func IsRetryable(err error) bool {
 		!errors.Is(err, ErrPermanent)
 }
 
-// Retry calls fn until it returns nil or an error IsRetryable refuses, which
-// Retry returns unchanged, or until ctx is done. It waits between attempts as
+// Retry calls fn until it returns nil or an error IsRetryable refuses (or
+// p.Stop accepts), which Retry returns unchanged, or until ctx is done. It waits between attempts as
 // p says. When ctx ends it returns an error wrapping both ctx's error and
 // fn's last error. fn is never called once ctx is done.
 //
@@ -55,14 +59,14 @@ func Retry(ctx context.Context, p RetryPolicy, log *slog.Logger, op string, fn f
 			return fmt.Errorf("%s: stopped after %d attempts: %w; last error: %w", op, attempt-1, err, lastErr)
 		}
 		err := fn(ctx)
-		if !IsRetryable(err) {
+		if !IsRetryable(err) || (p.Stop != nil && p.Stop(err)) {
 			return err
 		}
 		lastErr = err
-		wait := p.backoff(attempt)
+		wait := p.Backoff(attempt)
 		if log != nil && (attempt <= retryLogFirst || time.Since(lastLog) >= retryLogEvery) {
 			lastLog = time.Now()
-			log.LogAttrs(ctx, slog.LevelWarn, "store operation failed, retrying",
+			log.LogAttrs(ctx, slog.LevelWarn, "failed, retrying",
 				slog.String("op", op),
 				slog.Int("attempt", attempt),
 				slog.Any("err", err),
@@ -89,8 +93,12 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 	return p
 }
 
-// backoff returns the wait after the given failed attempt (1-based).
-func (p RetryPolicy) backoff(attempt int) time.Duration {
+// Backoff returns the wait after the given failed attempt (1-based), for
+// callers that pace their own attempts (a link redialling in the
+// background, say) rather than loop in Retry. Zero fields take the
+// defaults documented on RetryPolicy.
+func (p RetryPolicy) Backoff(attempt int) time.Duration {
+	p = p.withDefaults()
 	d := p.Min
 	for i := 1; i < attempt && d < p.Max; i++ {
 		if d > p.Max/2 {

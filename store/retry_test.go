@@ -124,21 +124,21 @@ func TestRetryLogsRateLimited(t *testing.T) {
 func TestBackoff(t *testing.T) {
 	p := RetryPolicy{Min: 10 * time.Millisecond, Max: 50 * time.Millisecond}
 	for attempt, want := range map[int]time.Duration{1: 10, 2: 20, 3: 40, 4: 50, 100: 50} {
-		if got := p.backoff(attempt); got != want*time.Millisecond {
+		if got := p.Backoff(attempt); got != want*time.Millisecond {
 			t.Errorf("backoff(%d) = %v, want %v", attempt, got, want*time.Millisecond)
 		}
 	}
 	p.Jitter = 0.5
 	for range 1000 {
-		if got := p.backoff(2); got < 10*time.Millisecond || got > 30*time.Millisecond {
+		if got := p.Backoff(2); got < 10*time.Millisecond || got > 30*time.Millisecond {
 			t.Fatalf("backoff(2) with jitter 0.5 = %v, want within [10ms, 30ms]", got)
 		}
-		if got := p.backoff(10); got < 25*time.Millisecond || got > 50*time.Millisecond {
+		if got := p.Backoff(10); got < 25*time.Millisecond || got > 50*time.Millisecond {
 			t.Fatalf("backoff(10) with jitter 0.5 = %v, want within [25ms, 50ms]", got)
 		}
 	}
 	huge := RetryPolicy{Min: time.Second, Max: 1<<63 - 1}
-	if got := huge.backoff(200); got <= 0 {
+	if got := huge.Backoff(200); got <= 0 {
 		t.Errorf("backoff overflowed to %v", got)
 	}
 	if got := (RetryPolicy{}).withDefaults(); got.Min != 100*time.Millisecond || got.Max != 30*time.Second {
@@ -158,5 +158,24 @@ func TestIsRetryable(t *testing.T) {
 		if got := IsRetryable(err); got != want {
 			t.Errorf("IsRetryable(%v) = %v, want %v", err, got, want)
 		}
+	}
+}
+
+// Stop ends the retries on errors the caller knows are final, returning
+// them unchanged after one attempt; other errors are still retried.
+func TestRetryStopHook(t *testing.T) {
+	final := errors.New("segment is corrupt")
+	p := fast
+	p.Stop = func(err error) bool { return errors.Is(err, final) }
+	calls := 0
+	err := Retry(context.Background(), p, nil, "apply", func(context.Context) error {
+		calls++
+		if calls < 3 {
+			return errors.New("transient")
+		}
+		return fmt.Errorf("wrapped: %w", final)
+	})
+	if !errors.Is(err, final) || calls != 3 {
+		t.Fatalf("err %v after %d calls; want the final error after 3 calls", err, calls)
 	}
 }
