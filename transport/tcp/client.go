@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -99,7 +100,7 @@ func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
 		return nil, fmt.Errorf("tcp target tcp://%s: "+format, append([]any{cfg.Addr}, args...)...)
 	}
 	host, _, err := net.SplitHostPort(cfg.Addr)
-	if err != nil || cfg.Addr == "" {
+	if err != nil {
 		return fail("address must be host:port")
 	}
 	if err := batch.CheckStream(cfg.Stream); err != nil {
@@ -132,17 +133,15 @@ func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
 		c.chunk = int(min(max(cfg.BandwidthLimit/8, 1<<10), defaultChunk))
 		c.limiter = rate.NewLimiter(rate.Limit(cfg.BandwidthLimit), c.chunk)
 	}
-	cfg.DialTimeout = cmp0(cfg.DialTimeout, DefaultDialTimeout)
-	cfg.IOTimeout = cmp0(cfg.IOTimeout, DefaultIOTimeout)
-	cfg.HeartbeatInterval = cmp0(cfg.HeartbeatInterval, min(DefaultHeartbeatInterval, cfg.IOTimeout/3))
-	cfg.ReconnectMin = cmp0(cfg.ReconnectMin, 200*time.Millisecond)
-	cfg.ReconnectMax = max(cmp0(cfg.ReconnectMax, 30*time.Second), cfg.ReconnectMin)
-	cfg.MaxSegment = cmp0(cfg.MaxSegment, DefaultMaxSegment)
-	if cfg.DialTimeout < 0 || cfg.IOTimeout < 0 || cfg.ReconnectMin < 0 || cfg.MaxSegment < 0 {
+	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, defaultDialTimeout)
+	cfg.ReconnectMin = cmp.Or(cfg.ReconnectMin, 200*time.Millisecond)
+	cfg.ReconnectMax = max(cmp.Or(cfg.ReconnectMax, 30*time.Second), cfg.ReconnectMin)
+	cfg.MaxSegment = cmp.Or(cfg.MaxSegment, DefaultMaxSegment)
+	if cfg.DialTimeout < 0 || cfg.ReconnectMin < 0 || cfg.MaxSegment < 0 {
 		return fail("timeouts and sizes must not be negative")
 	}
-	if cfg.HeartbeatInterval < minHeartbeat || cfg.HeartbeatInterval >= cfg.IOTimeout {
-		return fail("heartbeat interval %s must be at least %s and below the io timeout %s", cfg.HeartbeatInterval, minHeartbeat, cfg.IOTimeout)
+	if cfg.IOTimeout, cfg.HeartbeatInterval, err = timing(cfg.IOTimeout, cfg.HeartbeatInterval); err != nil {
+		return fail("%v", err)
 	}
 	if cfg.ClientID == "" {
 		cfg.ClientID, _ = os.Hostname()
@@ -153,14 +152,6 @@ func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
 	c.cfg = cfg
 	c.log = c.log.With("store", c.String())
 	return c, nil
-}
-
-// cmp0 returns v, or def if v is zero.
-func cmp0[T int64 | time.Duration](v, def T) T {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // String returns "tcp://" and the receiver's address; never the token.
@@ -201,28 +192,27 @@ func (c *Client) Put(ctx context.Context, key string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	f, err := c.roundTrip(ctx, frameSegment, segmentHeader(name), data, int64(2+len(name)+len(data)))
-	if err != nil {
-		return fmt.Errorf("%s: put %s: %w", c, key, err)
-	}
-	switch f.typ {
-	case frameAck:
+	err = c.request(ctx, frameSegment, segmentHeader(name), data, func(f frame) error {
+		if f.typ != frameAck {
+			return fmt.Errorf("%s frame in answer to SEGMENT: %w", typeName(f.typ), ErrProtocol)
+		}
 		var a ackMsg
 		if err := decodeJSON(f, &a); err != nil {
-			return c.badAnswer("put "+key, err)
+			return err
 		}
 		if a.Name != name {
-			return c.badAnswer("put "+key, fmt.Errorf("ACK for %s, expected %s: %w", a.Name, name, ErrProtocol))
+			return fmt.Errorf("ACK for %s, expected %s: %w", a.Name, name, ErrProtocol)
 		}
 		c.mu.Lock()
 		c.received, c.applied = a.ReceivedSeq, a.AppliedSeq
 		c.newest = max(c.newest, name)
 		c.mu.Unlock()
 		return nil
-	case frameError:
-		return c.serverError("put "+key, f)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: put %s: %w", c, key, err)
 	}
-	return c.badAnswer("put "+key, fmt.Errorf("%s frame in answer to SEGMENT: %w", typeName(f.typ), ErrProtocol))
+	return nil
 }
 
 // Get fetches the segment named key ("<stream>/<segment name>") from the
@@ -234,24 +224,25 @@ func (c *Client) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 		return nil, err
 	}
 	req, _ := json.Marshal(fetchMsg{Name: name})
-	f, err := c.roundTrip(ctx, frameFetch, req, nil, 0)
+	var data []byte
+	err = c.request(ctx, frameFetch, req, nil, func(f frame) error {
+		if f.typ != frameSegment {
+			return fmt.Errorf("%s frame in answer to FETCH: %w", typeName(f.typ), ErrProtocol)
+		}
+		got, seg, err := parseSegment(f.payload)
+		if err != nil {
+			return err
+		}
+		if got != name {
+			return fmt.Errorf("SEGMENT %s in answer to FETCH %s: %w", got, name, ErrProtocol)
+		}
+		data = seg
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: get %s: %w", c, key, err)
 	}
-	switch f.typ {
-	case frameSegment:
-		got, data, err := parseSegment(f.payload)
-		if err == nil && got != name {
-			err = fmt.Errorf("SEGMENT %s in answer to FETCH %s: %w", got, name, ErrProtocol)
-		}
-		if err != nil {
-			return nil, c.badAnswer("get "+key, err)
-		}
-		return io.NopCloser(bytes.NewReader(data)), nil
-	case frameError:
-		return nil, c.serverError("get "+key, f)
-	}
-	return nil, c.badAnswer("get "+key, fmt.Errorf("%s frame in answer to FETCH: %w", typeName(f.typ), ErrProtocol))
+	return io.NopCloser(bytes.NewReader(data)), nil
 }
 
 // List reports the newest segment of the stream and generation that the

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ferry-dr/ferry/store"
@@ -18,7 +19,8 @@ import (
 type clientConn struct {
 	l       *link
 	welcome welcomeMsg
-	resp    chan frame // the answer to the request in flight
+	pending atomic.Bool // a request is waiting for its answer
+	resp    chan frame  // the answer to the request in flight
 	done    chan struct{}
 	once    sync.Once
 	err     error // why the link ended; set before done is closed
@@ -36,30 +38,49 @@ func (cc *clientConn) fail(err error) bool {
 	return first
 }
 
-// roundTrip sends one request frame and waits for its answer (ACK, ERROR
-// or SEGMENT), dialling first if needed. size is the SEGMENT payload size,
-// checked against the receiver's limit; 0 for other frames.
-func (c *Client) roundTrip(ctx context.Context, typ byte, prefix, body []byte, size int64) (frame, error) {
+// request sends one request frame, dialling first if needed, and passes
+// the answer to accept. An ERROR answer becomes an error callers can branch
+// on (see serverError) and accept is not called. An answer that breaks the
+// protocol (accept returns an error wrapping ErrProtocol) ends the link, so
+// that the retry redials.
+func (c *Client) request(ctx context.Context, typ byte, prefix, body []byte, accept func(frame) error) error {
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
-		return frame{}, ctx.Err()
+		return ctx.Err()
 	}
 	defer func() { <-c.sem }()
 	cc, err := c.connect(ctx)
 	if err != nil {
-		return frame{}, err
+		return err
 	}
-	if size > cc.welcome.MaxSegment {
+	f, err := c.roundTrip(ctx, cc, typ, prefix, body)
+	if err != nil {
+		return err
+	}
+	if f.typ == frameError {
+		err = c.serverError(cc, f)
+	} else {
+		err = accept(f)
+	}
+	if errors.Is(err, ErrProtocol) {
+		c.lost(cc, err)
+	}
+	return err
+}
+
+// roundTrip sends one request frame on cc and waits for its answer.
+func (c *Client) roundTrip(ctx context.Context, cc *clientConn, typ byte, prefix, body []byte) (frame, error) {
+	if size := int64(len(prefix) + len(body)); typ == frameSegment && size > cc.welcome.MaxSegment {
 		return frame{}, fmt.Errorf("%w: segment frame is %d bytes; the receiver accepts at most %d (its max segment size)",
 			store.ErrPermanent, size, cc.welcome.MaxSegment)
 	}
+	cc.pending.Store(true)
 	if err := cc.l.write(ctx, typ, prefix, body); err != nil {
-		if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
-			c.lost(cc, err) // a frame was abandoned half-written
-			return frame{}, err
-		}
 		c.lost(cc, err)
+		if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+			return frame{}, err // a frame abandoned half-written
+		}
 		return frame{}, fmt.Errorf("link lost while sending %s; call again to resend: %w", typeName(typ), cc.err)
 	}
 	select {
@@ -123,10 +144,7 @@ func (c *Client) connect(ctx context.Context) (*clientConn, error) {
 	c.dials++
 	w := cc.welcome
 	c.received, c.applied, c.newest = w.HighestSeq, w.AppliedSeq, w.HighestSegment
-	interval := c.cfg.HeartbeatInterval
-	if w.HeartbeatMS > 0 {
-		interval = max(min(interval, time.Duration(w.HeartbeatMS)*time.Millisecond), minHeartbeat)
-	}
+	interval := heartbeatInterval(c.cfg.HeartbeatInterval, w.HeartbeatMS)
 	c.log.Info("link established", "stream", c.cfg.Stream, "generation", c.cfg.Generation,
 		"seq", w.HighestSeq, "segment", w.HighestSegment, "local", cc.l.conn.LocalAddr().String())
 	c.wg.Go(func() { c.readLoop(cc) })
@@ -234,7 +252,8 @@ func (c *Client) handshakeError(ctx context.Context, err error) error {
 }
 
 // readLoop reads the receiver's frames until the link ends: heartbeats
-// update the watermarks; answers go to the request in flight.
+// update the watermarks; answers go to the request in flight, and an
+// answer when none is outstanding ends the link.
 func (c *Client) readLoop(cc *clientConn) {
 	for {
 		f, err := cc.l.read()
@@ -256,27 +275,11 @@ func (c *Client) readLoop(cc *clientConn) {
 			c.received, c.applied = w.ReceivedSeq, w.AppliedSeq
 			c.mu.Unlock()
 		case frameAck, frameSegment, frameError:
-			var closing error
-			if f.typ == frameError {
-				var m errorMsg
-				if err := decodeJSON(f, &m); err != nil {
-					c.lost(cc, err)
-					return
-				}
-				if m.Close {
-					closing = fmt.Errorf("receiver closed the link: %s (code %s)", m.Message, m.Code)
-				}
-			}
-			select {
-			case cc.resp <- f:
-			default:
+			if !cc.pending.CompareAndSwap(true, false) {
 				c.lost(cc, fmt.Errorf("%s frame with no request outstanding: %w", typeName(f.typ), ErrProtocol))
 				return
 			}
-			if closing != nil {
-				c.lost(cc, closing)
-				return
-			}
+			cc.resp <- f // buffered for the one request outstanding
 		default:
 			c.lost(cc, fmt.Errorf("%s frame not allowed from a receiver after the handshake: %w", typeName(f.typ), ErrProtocol))
 			return
@@ -308,36 +311,26 @@ func (c *Client) lost(cc *clientConn, err error) {
 	}
 }
 
-// badAnswer ends the link after an answer that breaks the protocol and
-// returns a retryable error.
-func (c *Client) badAnswer(op string, err error) error {
-	c.mu.Lock()
-	cc := c.conn
-	c.mu.Unlock()
-	if cc != nil {
-		c.lost(cc, err)
-	}
-	return fmt.Errorf("%s: %s: %w", c, op, err)
-}
-
-// serverError turns an ERROR frame into an error callers can branch on.
-func (c *Client) serverError(op string, f frame) error {
+// serverError turns an ERROR frame into an error callers can branch on,
+// and ends cc if the receiver said it closes the link.
+func (c *Client) serverError(cc *clientConn, f frame) error {
 	var m errorMsg
 	if err := decodeJSON(f, &m); err != nil {
-		return c.badAnswer(op, err)
+		return err
 	}
-	var kind error
+	err := fmt.Errorf("receiver: %s (code %s)", m.Message, m.Code)
+	if m.Close {
+		c.lost(cc, fmt.Errorf("receiver closed the link: %w", err))
+	}
 	switch {
 	case m.Code == codeConflict:
-		kind = store.ErrConflict
+		return fmt.Errorf("%w: %w", store.ErrConflict, err)
 	case m.Code == codeNotFound:
-		kind = store.ErrNotFound
+		return fmt.Errorf("%w: %w", store.ErrNotFound, err)
 	case permanentCode(m.Code):
-		kind = store.ErrPermanent
-	default:
-		return fmt.Errorf("%s: %s: receiver: %s (code %s)", c, op, m.Message, m.Code)
+		return fmt.Errorf("%w: %w", store.ErrPermanent, err)
 	}
-	return fmt.Errorf("%s: %s: %w: receiver: %s (code %s)", c, op, kind, m.Message, m.Code)
+	return err
 }
 
 // permanentCode reports REFUSE and ERROR codes that no retry can fix.
@@ -350,13 +343,12 @@ func permanentCode(code string) bool {
 }
 
 // backoff is the wait before the next dial after n consecutive failures:
-// ReconnectMin doubling up to ReconnectMax, scaled by a random factor in
-// [0.5, 1.5) and capped at ReconnectMax.
+// ReconnectMin doubling up to ReconnectMax, jittered by ±50%.
 func (c *Client) backoff(n int) time.Duration {
-	d := c.cfg.ReconnectMin
-	for i := 1; i < n && d < c.cfg.ReconnectMax; i++ {
-		d *= 2
-	}
-	d = time.Duration(float64(d) * (0.5 + rand.Float64()))
-	return min(d, c.cfg.ReconnectMax)
+	return store.RetryPolicy{Min: c.cfg.ReconnectMin, Max: c.cfg.ReconnectMax, Jitter: 0.5}.Backoff(n)
+}
+
+// isReset reports a connection the peer reset or stopped reading from.
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

@@ -139,22 +139,6 @@ func readN(r io.Reader, n int) ([]byte, error) {
 	return buf, nil
 }
 
-// appendFrame appends the encoding of one frame to dst.
-func appendFrame(dst []byte, typ byte, parts ...[]byte) []byte {
-	n := 0
-	for _, p := range parts {
-		n += len(p)
-	}
-	dst = binary.BigEndian.AppendUint32(dst, uint32(n))
-	dst = append(dst, typ)
-	sum := crc32.Update(0, castagnoli, []byte{typ})
-	for _, p := range parts {
-		dst = append(dst, p...)
-		sum = crc32.Update(sum, castagnoli, p)
-	}
-	return binary.BigEndian.AppendUint32(dst, sum)
-}
-
 // segmentHeader is the start of a SEGMENT payload: u16 name length, name.
 func segmentHeader(name string) []byte {
 	h := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(name)), uint16(len(name)))

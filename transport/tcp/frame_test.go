@@ -1,7 +1,9 @@
 package tcp
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -9,12 +11,26 @@ import (
 	"testing"
 )
 
+// encodeFrame returns the bytes link.write puts on the wire for one frame,
+// writing at most chunk bytes at a time.
+func encodeFrame(chunk int, typ byte, prefix, body []byte) []byte {
+	var buf bytes.Buffer
+	l := &link{w: bufio.NewWriterSize(&buf, chunk), chunk: chunk}
+	if err := l.write(context.Background(), typ, prefix, body); err != nil {
+		panic(err) // a bytes.Buffer does not fail
+	}
+	return buf.Bytes()
+}
+
+// frameBytes encodes a frame whose payload is payload.
+func frameBytes(typ byte, payload []byte) []byte { return encodeFrame(defaultChunk, typ, payload, nil) }
+
 func validFrames() [][]byte {
 	return [][]byte{
-		appendFrame(nil, frameHeartbeat),
-		appendFrame(nil, frameHello, []byte(`{"version":1,"stream":"app","generation":1,"token":"t"}`)),
-		appendFrame(nil, frameAck, []byte(`{"name":"x","received_seq":3,"applied_seq":1}`)),
-		appendFrame(nil, frameSegment, segmentHeader("00000001-0000000000000001-0000000000000001.seg.zst"), []byte("segment bytes")),
+		frameBytes(frameHeartbeat, nil),
+		frameBytes(frameHello, []byte(`{"version":1,"stream":"app","generation":1,"token":"t"}`)),
+		frameBytes(frameAck, []byte(`{"name":"x","received_seq":3,"applied_seq":1}`)),
+		encodeFrame(defaultChunk, frameSegment, segmentHeader("00000001-0000000000000001-0000000000000001.seg.zst"), []byte("segment bytes")),
 	}
 }
 
@@ -29,12 +45,29 @@ func TestFrameRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}
-		if got := appendFrame(nil, f.typ, f.payload); !bytes.Equal(got, want) {
+		if got := frameBytes(f.typ, f.payload); !bytes.Equal(got, want) {
 			t.Fatalf("frame %d re-encodes differently", i)
 		}
 	}
 	if _, err := readFrame(r, 1<<20); err != io.EOF {
 		t.Fatalf("after the last frame: %v, want io.EOF", err)
+	}
+}
+
+// A frame written in many chunks (a big segment, or a low bandwidth limit)
+// is the same bytes as one written at once, and reads back whole.
+func TestFrameChunking(t *testing.T) {
+	name := segmentHeader("00000001-0000000000000001-0000000000000001.seg.zst")
+	body := bytes.Repeat([]byte("0123456789abcdef"), 20<<10) // 320 KiB
+	whole := encodeFrame(len(body)+1<<10, frameSegment, name, body)
+	for _, chunk := range []int{16, 1 << 10, defaultChunk} {
+		if got := encodeFrame(chunk, frameSegment, name, body); !bytes.Equal(got, whole) {
+			t.Fatalf("frame written in %d-byte chunks differs from one written at once", chunk)
+		}
+	}
+	f, err := readFrame(bytes.NewReader(whole), 1<<20)
+	if err != nil || f.typ != frameSegment || !bytes.Equal(f.payload, append(name, body...)) {
+		t.Fatalf("readFrame = %s, %d bytes, %v", typeName(f.typ), len(f.payload), err)
 	}
 }
 
@@ -137,7 +170,7 @@ func FuzzReadFrame(f *testing.F) {
 			t.Fatalf("%s payload of %d bytes exceeds %d", typeName(fr.typ), len(fr.payload), limit)
 		}
 		used := len(in) - r.Len()
-		if got := appendFrame(nil, fr.typ, fr.payload); !bytes.Equal(got, in[:used]) {
+		if got := frameBytes(fr.typ, fr.payload); !bytes.Equal(got, in[:used]) {
 			t.Fatalf("accepted frame re-encodes differently")
 		}
 		if fr.typ == frameSegment {
@@ -149,10 +182,10 @@ func FuzzReadFrame(f *testing.F) {
 // TestProtocolDocExamples pins the worked examples in docs/PROTOCOL.md.
 func TestProtocolDocExamples(t *testing.T) {
 	heartbeat := []byte{0x00, 0x00, 0x00, 0x00, 0x06, 0x74, 0xdc, 0xb4, 0xb9}
-	if got := appendFrame(nil, frameHeartbeat); !bytes.Equal(got, heartbeat) {
+	if got := frameBytes(frameHeartbeat, nil); !bytes.Equal(got, heartbeat) {
 		t.Errorf("HEARTBEAT = % x, docs say % x", got, heartbeat)
 	}
-	fetch := appendFrame(nil, frameFetch, []byte(`{"name":"00000001-0000000000000001-000000000000000a.seg.zst"}`))
+	fetch := frameBytes(frameFetch, []byte(`{"name":"00000001-0000000000000001-000000000000000a.seg.zst"}`))
 	if len(fetch) != 70 || !bytes.Equal(fetch[:5], []byte{0, 0, 0, 0x3d, 0x08}) || !bytes.Equal(fetch[66:], []byte{0xe1, 0x75, 0x30, 0x95}) {
 		t.Errorf("FETCH = % x, differs from the docs", fetch)
 	}

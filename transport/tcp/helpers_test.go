@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -158,6 +159,15 @@ func insecureServer(t *testing.T) (*Server, *dir.Store, string) {
 	return &Server{Token: testToken, Insecure: true, Inbox: inbox, Log: quiet}, inbox, root
 }
 
+// insecureLink starts an insecure server on a fresh inbox and returns a
+// client of it and the inbox.
+func insecureLink(t *testing.T) (*Client, *dir.Store) {
+	t.Helper()
+	srv, inbox, _ := insecureServer(t)
+	addr, _ := startServer(t, srv)
+	return insecureClient(t, addr), inbox
+}
+
 // newClient builds a client that is closed when the test ends.
 func newClient(t *testing.T, cfg ClientConfig, log *slog.Logger) *Client {
 	t.Helper()
@@ -188,6 +198,88 @@ func inboxObjects(t *testing.T, st store.Store, stream string) []string {
 		t.Fatal(err)
 	}
 	return names
+}
+
+// wantInbox checks that stream "app" in inbox holds exactly the segments
+// named, in order.
+func wantInbox(t *testing.T, inbox store.Store, names ...string) {
+	t.Helper()
+	if got := inboxObjects(t, inbox, "app"); !slices.Equal(got, names) {
+		t.Fatalf("inbox holds %v, want %v", got, names)
+	}
+}
+
+// faultyInbox is an inbox whose operations fail when the matching field
+// returns an error; nil fields pass through to Store.
+type faultyInbox struct {
+	store.Store
+	list, put, get func() error
+}
+
+func (f *faultyInbox) List(ctx context.Context, dir, after string, fn func(store.Object) error) error {
+	if f.list != nil {
+		if err := f.list(); err != nil {
+			return err
+		}
+	}
+	return f.Store.List(ctx, dir, after, fn)
+}
+
+func (f *faultyInbox) Put(ctx context.Context, name string, data []byte) error {
+	if f.put != nil {
+		if err := f.put(); err != nil {
+			return err
+		}
+	}
+	return f.Store.Put(ctx, name, data)
+}
+
+func (f *faultyInbox) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	if f.get != nil {
+		if err := f.get(); err != nil {
+			return nil, err
+		}
+	}
+	return f.Store.Get(ctx, name)
+}
+
+// fakeReceiver accepts plaintext links on a fresh port and runs serve on
+// each (conn counts from 1) once it has read the shipper's HELLO. It
+// returns the address.
+func fakeReceiver(t *testing.T, serve func(conn int, l *link)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for conn := 1; ; conn++ {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer nc.Close()
+				l := newLink(nc, 5*time.Second, DefaultMaxSegment, nil, defaultChunk)
+				if f, err := l.read(); err != nil || f.typ != frameHello {
+					t.Errorf("fake receiver: first frame %s, %v; want HELLO", typeName(f.typ), err)
+					return
+				}
+				serve(conn, l)
+			})
+		}
+	})
+	return ln.Addr().String()
+}
+
+// welcome answers a HELLO as a receiver with an empty inbox would.
+func welcome(l *link) error {
+	return l.writeJSON(context.Background(), frameWelcome, welcomeMsg{Version: ProtocolVersion, MaxSegment: DefaultMaxSegment, HeartbeatMS: 1000})
 }
 
 // mustGet reads a whole object.

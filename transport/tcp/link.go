@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -98,21 +99,17 @@ func (l *link) write(ctx context.Context, typ byte, prefix, body []byte) error {
 	return nil
 }
 
+// writeLocked streams one frame through l.w: header and prefix, then the
+// body in chunks of at most l.chunk, each paced by the limiter (SEGMENT
+// only), then the checksum. l.w holds at most l.chunk bytes, so every write
+// to the connection is at most one chunk. l.w's errors are sticky: a
+// failed write shows again in the next Write or the Flush.
 func (l *link) writeLocked(ctx context.Context, typ byte, prefix, body []byte) error {
-	if n := frameHeaderSize + len(prefix) + len(body) + frameTrailerSize; n <= l.chunk {
-		buf := appendFrame(make([]byte, 0, n), typ, prefix, body)
-		if _, err := l.w.Write(buf); err != nil {
-			return err
-		}
-		return l.w.Flush()
-	}
 	var hdr [frameHeaderSize]byte
 	binary.BigEndian.PutUint32(hdr[:4], uint32(len(prefix)+len(body)))
 	hdr[4] = typ
 	sum := crc32.Update(crc32.Update(0, castagnoli, hdr[4:]), castagnoli, prefix)
-	if _, err := l.w.Write(hdr[:]); err != nil {
-		return err
-	}
+	l.w.Write(hdr[:])
 	if _, err := l.w.Write(prefix); err != nil {
 		return err
 	}
@@ -138,9 +135,7 @@ func (l *link) writeLocked(ctx context.Context, typ byte, prefix, body []byte) e
 	}
 	var trailer [frameTrailerSize]byte
 	binary.BigEndian.PutUint32(trailer[:], sum)
-	if _, err := l.w.Write(trailer[:]); err != nil {
-		return err
-	}
+	l.w.Write(trailer[:])
 	return l.w.Flush()
 }
 
@@ -151,6 +146,39 @@ func (l *link) writeJSON(ctx context.Context, typ byte, v any) error {
 		return fmt.Errorf("encode %s: %w", typeName(typ), err)
 	}
 	return l.write(ctx, typ, js, nil)
+}
+
+// Defaults for the timing fields of Server and ClientConfig.
+const (
+	defaultIOTimeout         = 30 * time.Second
+	defaultHeartbeatInterval = 5 * time.Second
+	defaultDialTimeout       = 10 * time.Second
+	// minHeartbeat bounds how often a peer may ask to be sent heartbeats.
+	minHeartbeat = 10 * time.Millisecond
+)
+
+// timing applies the defaults to an I/O timeout and a heartbeat interval
+// (5s, or a third of the I/O timeout if that is shorter) and checks them.
+func timing(ioTimeout, heartbeat time.Duration) (time.Duration, time.Duration, error) {
+	ioTimeout = cmp.Or(ioTimeout, defaultIOTimeout)
+	if ioTimeout < 0 {
+		return 0, 0, fmt.Errorf("io timeout %s is negative", ioTimeout)
+	}
+	heartbeat = cmp.Or(heartbeat, min(defaultHeartbeatInterval, ioTimeout/3))
+	if heartbeat < minHeartbeat || heartbeat >= ioTimeout {
+		return 0, 0, fmt.Errorf("heartbeat interval %s must be at least %s and below the io timeout %s", heartbeat, minHeartbeat, ioTimeout)
+	}
+	return ioTimeout, heartbeat, nil
+}
+
+// heartbeatInterval is how often a side sends heartbeats: its own
+// interval, or the one the peer announced (in milliseconds; 0 = none) if
+// that is shorter, but never below minHeartbeat.
+func heartbeatInterval(own time.Duration, peerMS int64) time.Duration {
+	if peerMS <= 0 {
+		return own
+	}
+	return max(min(own, time.Duration(peerMS)*time.Millisecond), minHeartbeat)
 }
 
 // heartbeat sends a HEARTBEAT whenever nothing has been written for

@@ -3,10 +3,8 @@ package tcp
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
-	"syscall"
 )
 
 // LoadServerTLS builds a server TLS config (TLS 1.3 minimum) from PEM
@@ -88,9 +86,4 @@ func loadCAs(file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("TLS CA file %s holds no PEM certificate", file)
 	}
 	return pool, nil
-}
-
-// isReset reports a connection the peer reset or stopped reading from.
-func isReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

@@ -3,6 +3,7 @@ package tcp
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -17,10 +18,7 @@ func TestTLS(t *testing.T) {
 	srv.Insecure = false
 	srv.TLS = serverTLS(t, p, false)
 	addr, _ := startServer(t, srv)
-	ctls, err := LoadClientTLS(p.caFile, "", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctls := clientTLS(t, p.caFile, "", "", "")
 	c := newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: testToken, TLS: ctls}, nil)
 	s := makeSegment(t, "app", 1, 1, 5, "x")
 	if err := c.Put(context.Background(), "app/"+s.name, s.data); err != nil {
@@ -32,12 +30,9 @@ func TestTLS(t *testing.T) {
 
 	t.Run("untrusted server certificate", func(t *testing.T) {
 		other := newPKI(t)
-		ctls, err := LoadClientTLS(other.caFile, "", "", "")
-		if err != nil {
-			t.Fatal(err)
-		}
+		ctls := clientTLS(t, other.caFile, "", "", "")
 		c := newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: testToken, TLS: ctls}, nil)
-		err = c.Put(context.Background(), "app/"+s.name, s.data)
+		err := c.Put(context.Background(), "app/"+s.name, s.data)
 		t.Logf("error: %v", err)
 		if !errors.Is(err, store.ErrPermanent) || !strings.Contains(err.Error(), "certificate") {
 			t.Fatalf("Put to an untrusted receiver: %v", err)
@@ -59,10 +54,7 @@ func TestTLSClientAgainstPlaintextServer(t *testing.T) {
 	var serverLog logBuffer
 	srv.Log = serverLog.logger()
 	addr, _ := startServer(t, srv)
-	ctls, err := LoadClientTLS(p.caFile, "", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctls := clientTLS(t, p.caFile, "", "", "")
 	c := newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: testToken, TLS: ctls}, nil)
 	s := makeSegment(t, "app", 1, 1, 1, "x")
 	if err := c.Put(context.Background(), "app/"+s.name, s.data); err == nil {
@@ -82,19 +74,14 @@ func TestMutualTLS(t *testing.T) {
 	s := makeSegment(t, "app", 1, 1, 5, "x")
 
 	t.Run("client without certificate", func(t *testing.T) {
-		ctls, err := LoadClientTLS(p.caFile, "", "", "")
-		if err != nil {
-			t.Fatal(err)
-		}
+		ctls := clientTLS(t, p.caFile, "", "", "")
 		c := newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: "unused", TLS: ctls}, nil)
-		err = c.Put(context.Background(), "app/"+s.name, s.data)
+		err := c.Put(context.Background(), "app/"+s.name, s.data)
 		t.Logf("error: %v", err)
 		if !errors.Is(err, store.ErrPermanent) || !strings.Contains(err.Error(), "certificate") {
 			t.Fatalf("Put without a client certificate: %v", err)
 		}
-		if got := inboxObjects(t, inbox, "app"); len(got) != 0 {
-			t.Fatalf("inbox holds %v", got)
-		}
+		wantInbox(t, inbox)
 		if !strings.Contains(serverLog.String(), "TLS handshake failed") || !strings.Contains(serverLog.String(), "peer=127.0.0.1:") {
 			t.Fatalf("server log lacks the failed handshake:\n%s", serverLog.String())
 		}
@@ -102,12 +89,9 @@ func TestMutualTLS(t *testing.T) {
 	t.Run("certificate from another CA", func(t *testing.T) {
 		other := newPKI(t)
 		cert, key := other.issue(t, "intruder", false)
-		ctls, err := LoadClientTLS(p.caFile, cert, key, "")
-		if err != nil {
-			t.Fatal(err)
-		}
+		ctls := clientTLS(t, p.caFile, cert, key, "")
 		c := newClient(t, ClientConfig{Addr: addr, Stream: "app", TLS: ctls}, nil)
-		err = c.Put(context.Background(), "app/"+s.name, s.data)
+		err := c.Put(context.Background(), "app/"+s.name, s.data)
 		t.Logf("error: %v", err)
 		if !errors.Is(err, store.ErrPermanent) {
 			t.Fatalf("Put with a foreign certificate: %v", err)
@@ -115,10 +99,7 @@ func TestMutualTLS(t *testing.T) {
 	})
 	t.Run("client with certificate", func(t *testing.T) {
 		cert, key := p.issue(t, "shipper", false)
-		ctls, err := LoadClientTLS(p.caFile, cert, key, "localhost")
-		if err != nil {
-			t.Fatal(err)
-		}
+		ctls := clientTLS(t, p.caFile, cert, key, "localhost")
 		c := newClient(t, ClientConfig{Addr: addr, Stream: "app", TLS: ctls}, nil)
 		if err := c.Put(context.Background(), "app/"+s.name, s.data); err != nil {
 			t.Fatalf("Put with a client certificate: %v", err)
@@ -127,6 +108,16 @@ func TestMutualTLS(t *testing.T) {
 			t.Fatal("inbox copy differs")
 		}
 	})
+}
+
+// clientTLS is LoadClientTLS that fails the test on error.
+func clientTLS(t *testing.T, caFile, certFile, keyFile, serverName string) *tls.Config {
+	t.Helper()
+	cfg, err := LoadClientTLS(caFile, certFile, keyFile, serverName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 func TestLoadTLSErrorsNameTheFile(t *testing.T) {

@@ -1,0 +1,113 @@
+package tcp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store"
+)
+
+// streamGen is the scope of a link: one stream and generation.
+type streamGen struct {
+	stream string
+	gen    uint32
+}
+
+// newestSegment is the newest segment of a stream and generation in the
+// inbox, as reported in WELCOME; its lastSeq is the received watermark of
+// ACKs and heartbeats.
+type newestSegment struct {
+	name    string
+	lastSeq uint64
+	hash    string
+}
+
+// errStopList ends an Inbox.List early.
+var errStopList = errors.New("stop listing")
+
+// findNewest finds the newest segment of k in the inbox. What it finds is
+// remembered, so the segment is read at most once per process (and not at
+// all once this server stored it).
+func (s *Server) findNewest(ctx context.Context, st serverSettings, k streamGen) (newestSegment, error) {
+	dir := batch.StreamDir(k.stream)
+	var name string
+	err := s.Inbox.List(ctx, dir, dir+batch.SegmentName(k.gen, 0, 0), func(o store.Object) error {
+		n := strings.TrimPrefix(o.Name, dir)
+		g, _, _, ok := batch.ParseSegmentName(n)
+		if !ok {
+			return nil
+		}
+		if g != k.gen {
+			return errStopList
+		}
+		name = n
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopList) {
+		return newestSegment{}, fmt.Errorf("list %s in the receiver's inbox: %w", dir, err)
+	}
+	if name == "" {
+		return newestSegment{}, nil
+	}
+	if known := s.newestOf(k); known.name >= name {
+		return known, nil
+	}
+	key := batch.SegmentKey(k.stream, name)
+	data, err := readObject(ctx, s.Inbox, key, st.maxSegment)
+	if err != nil {
+		return newestSegment{}, fmt.Errorf("read newest segment %s from the receiver's inbox: %w", key, err)
+	}
+	seg, err := batch.Open(data)
+	if err != nil {
+		return newestSegment{}, fmt.Errorf("newest segment %s in the receiver's inbox %s: %w", key, s.Inbox, err)
+	}
+	return s.remember(k, newestSegment{name: name, lastSeq: seg.Meta.LastSeq, hash: seg.Hash}), nil
+}
+
+// remember records n as the newest segment of k unless a newer one is
+// known, and returns the newest.
+func (s *Server) remember(k streamGen, n newestSegment) newestSegment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.newest == nil {
+		s.newest = map[streamGen]newestSegment{}
+	}
+	if s.newest[k].name < n.name {
+		s.newest[k] = n
+	}
+	return s.newest[k]
+}
+
+// newestOf returns the newest segment of k this server knows of.
+func (s *Server) newestOf(k streamGen) newestSegment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.newest[k]
+}
+
+// watermarks is the payload of the server's heartbeats.
+func (s *Server) watermarks(k streamGen) []byte {
+	js, _ := json.Marshal(watermarkMsg{ReceivedSeq: s.newestOf(k).lastSeq, AppliedSeq: s.applied(k.stream)})
+	return js
+}
+
+func (s *Server) applied(stream string) uint64 {
+	if s.Applied == nil {
+		return 0
+	}
+	return s.Applied(stream)
+}
+
+// readObject reads a whole object from st, refusing more than limit bytes.
+func readObject(ctx context.Context, st store.Store, key string, limit int64) ([]byte, error) {
+	rc, err := st.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return batch.ReadAll(rc, limit)
+}

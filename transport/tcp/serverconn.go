@@ -1,0 +1,296 @@
+package tcp
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store"
+)
+
+// session is the state of one authenticated link.
+type session struct {
+	streamGen // fixed by the handshake
+	log       *slog.Logger
+	interval  time.Duration // heartbeat interval: the server's, or the client's if shorter
+	segments  int
+	bytes     int64
+}
+
+// serveConn runs one accepted connection: TLS, the handshake, then
+// SEGMENT and FETCH requests until the link ends.
+func (s *Server) serveConn(ctx context.Context, st serverSettings, nc net.Conn) {
+	peer := nc.RemoteAddr().String()
+	log := st.log.With("peer", peer)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+	defer nc.Close()
+
+	conn := nc
+	if st.tls != nil {
+		tc := tls.Server(nc, st.tls)
+		hctx, hcancel := context.WithTimeout(ctx, st.ioTimeout)
+		err := tc.HandshakeContext(hctx)
+		hcancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("TLS handshake failed; link closed", "err", err, "hint", tlsServerHint(err))
+			}
+			return
+		}
+		conn = tc
+	}
+	l := newLink(conn, st.ioTimeout, MaxControlFrame, nil, defaultChunk)
+	sess, ok := s.handshake(ctx, st, l, log)
+	if !ok {
+		return
+	}
+	log = sess.log
+
+	done := make(chan struct{})
+	var hb sync.WaitGroup
+	hb.Go(func() {
+		err := l.heartbeat(done, sess.interval, func() []byte { return s.watermarks(sess.streamGen) })
+		if err != nil && ctx.Err() == nil {
+			nc.Close() // wakes the reader below
+		}
+	})
+	defer func() {
+		close(done)
+		nc.Close() // a heartbeat stuck writing to a peer that stopped reading
+		hb.Wait()
+	}()
+
+	l.maxRead = st.maxSegment
+	err := s.serveRequests(ctx, l, sess)
+	switch {
+	case ctx.Err() != nil:
+	case errors.Is(err, io.EOF):
+		log.Info("link closed by peer", "segments", sess.segments, "bytes", sess.bytes)
+	case errors.Is(err, ErrProtocol):
+		log.Warn("link closed: protocol violation", "err", err)
+		l.writeJSON(ctx, frameError, errorMsg{Code: codeProtocol, Message: err.Error(), Close: true})
+		closeGracefully(l.conn)
+	default:
+		log.Warn("link lost", "err", err, "segments", sess.segments, "bytes", sess.bytes)
+	}
+}
+
+// serveRequests answers the shipper's SEGMENT and FETCH frames until a read
+// or write fails or the shipper breaks the protocol, and returns why.
+func (s *Server) serveRequests(ctx context.Context, l *link, sess *session) error {
+	for {
+		f, err := l.read()
+		if err != nil {
+			return err
+		}
+		switch f.typ {
+		case frameHeartbeat:
+		case frameSegment:
+			err = s.receive(ctx, l, sess, f.payload)
+		case frameFetch:
+			err = s.fetch(ctx, l, sess, f)
+		default:
+			err = fmt.Errorf("frame %s not allowed from a shipper after the handshake: %w", typeName(f.typ), ErrProtocol)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// handshake reads HELLO and answers WELCOME, or REFUSE and false.
+func (s *Server) handshake(ctx context.Context, st serverSettings, l *link, log *slog.Logger) (*session, bool) {
+	// A peer that has not authenticated gets one I/O timeout for its whole
+	// HELLO, not one per read: trickling bytes does not keep it connected.
+	timer := time.AfterFunc(st.ioTimeout, func() { l.conn.Close() })
+	b, err := l.r.Peek(2)
+	if err == nil && b[0] == 0x16 && b[1] == 0x03 {
+		timer.Stop()
+		log.Warn("refused link: the peer started a TLS handshake but this listener is plaintext (insecure); configure TLS here or turn it off on the shipper")
+		return nil, false
+	}
+	var f frame
+	if err == nil {
+		f, err = l.read()
+	}
+	if !timer.Stop() {
+		err = fmt.Errorf("no complete HELLO within the io timeout %s", st.ioTimeout)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("link closed before a complete HELLO", "err", err)
+		}
+		return nil, false
+	}
+	refuse := func(code, msg string, args ...any) (*session, bool) {
+		log.Warn("refused link", append([]any{"code", code, "reason", msg}, args...)...)
+		l.writeJSON(ctx, frameRefuse, refuseMsg{Code: code, Message: msg})
+		closeGracefully(l.conn)
+		return nil, false
+	}
+	if f.typ != frameHello {
+		return refuse(codeProtocol, fmt.Sprintf("expected HELLO, got %s; nothing is accepted before the handshake", typeName(f.typ)))
+	}
+	var h helloMsg
+	if err := decodeJSON(f, &h); err != nil {
+		return refuse(codeProtocol, err.Error())
+	}
+	who := []any{"client_id", h.ClientID, "stream", h.Stream, "generation", h.Generation}
+	switch {
+	case h.Version > ProtocolVersion:
+		return refuse(codeVersion, fmt.Sprintf("shipper speaks link protocol %d; this receiver speaks %d; upgrade the receiver", h.Version, ProtocolVersion), who...)
+	case h.Version < 1:
+		return refuse(codeVersion, fmt.Sprintf("link protocol version %d is invalid", h.Version), who...)
+	case st.needToken && h.Token == "":
+		return refuse(codeAuth, "token missing: this receiver requires a token", who...)
+	case st.needToken && !tokenEqual(st.token, h.Token):
+		return refuse(codeAuth, "token rejected: the shipper's token does not match the receiver's", who...)
+	}
+	if err := batch.CheckStream(h.Stream); err != nil {
+		return refuse(codeStream, err.Error(), who...)
+	}
+	if s.Stream != "" && h.Stream != s.Stream {
+		return refuse(codeStream, fmt.Sprintf("this receiver accepts stream %q, not %q", s.Stream, h.Stream), who...)
+	}
+	if h.Generation == 0 {
+		return refuse(codeGeneration, "generation 0 is invalid; generations start at 1", who...)
+	}
+	if s.Generation != 0 && h.Generation != s.Generation {
+		return refuse(codeGeneration, fmt.Sprintf("this receiver accepts generation %d of stream %q, not %d", s.Generation, h.Stream, h.Generation), who...)
+	}
+	k := streamGen{h.Stream, h.Generation}
+	newest, err := s.findNewest(ctx, st, k)
+	if errors.Is(err, batch.ErrCorrupt) {
+		return refuse(codeDamaged, err.Error(), who...)
+	}
+	if err != nil {
+		return refuse(codeUnavailable, err.Error(), who...)
+	}
+	w := welcomeMsg{
+		Version:        ProtocolVersion,
+		HighestSeq:     newest.lastSeq,
+		HighestSegment: newest.name,
+		HighestHash:    newest.hash,
+		AppliedSeq:     s.applied(h.Stream),
+		MaxSegment:     st.maxSegment,
+		HeartbeatMS:    st.heartbeat.Milliseconds(),
+	}
+	if err := l.writeJSON(ctx, frameWelcome, w); err != nil {
+		log.Warn("link lost during the handshake", "err", err)
+		return nil, false
+	}
+	sess := &session{
+		streamGen: k,
+		log:       log.With("stream", h.Stream, "client_id", h.ClientID),
+		interval:  heartbeatInterval(st.heartbeat, h.HeartbeatMS),
+	}
+	sess.log.Info("link established", "generation", h.Generation, "highest_seq", newest.lastSeq)
+	return sess, true
+}
+
+// receive verifies one SEGMENT, puts it into the inbox and answers ACK or
+// ERROR. It returns an error only when the link must close.
+func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []byte) error {
+	name, data, err := parseSegment(payload)
+	if err != nil {
+		return err
+	}
+	key := batch.SegmentKey(sess.stream, name)
+	reject := func(code, msg string) error {
+		sess.log.Warn("segment rejected", "segment", name, "code", code, "reason", msg)
+		return l.writeJSON(ctx, frameError, errorMsg{Code: code, Message: msg, Name: name})
+	}
+	if _, _, _, ok := batch.ParseSegmentName(name); !ok {
+		return reject(codeMismatch, fmt.Sprintf("%q is not a segment name (GGGGGGGG-FFFFFFFFFFFFFFFF-LLLLLLLLLLLLLLLL%s)", name, batch.SegmentSuffix))
+	}
+	seg, err := batch.Open(data)
+	if err != nil {
+		return reject(codeCorrupt, fmt.Sprintf("segment %s failed verification: %v; it is damaged in the shipper's spool", key, err))
+	}
+	m := &seg.Meta
+	switch {
+	case m.Stream != sess.stream:
+		return reject(codeMismatch, fmt.Sprintf("segment %s belongs to stream %q, but this link carries %q", key, m.Stream, sess.stream))
+	case m.Generation != sess.gen:
+		return reject(codeMismatch, fmt.Sprintf("segment %s is of generation %d, but this link carries generation %d", key, m.Generation, sess.gen))
+	case m.Name() != name:
+		return reject(codeMismatch, fmt.Sprintf("segment sent as %s, but its metadata says %s", key, m.Name()))
+	}
+	err = s.Inbox.Put(ctx, key, data)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, store.ErrConflict):
+		return reject(codeConflict, fmt.Sprintf("a different segment %s is already in the receiver's inbox (two shippers on one stream?): %v", key, err))
+	case errors.Is(err, store.ErrPermanent):
+		sess.log.Error("inbox refused a segment", "segment", name, "store", s.Inbox.String(), "err", err)
+		return reject(codePermanent, fmt.Sprintf("receiver's inbox refused %s: %v", key, err))
+	default:
+		sess.log.Error("inbox write failed", "segment", name, "store", s.Inbox.String(), "err", err)
+		return reject(codeUnavailable, fmt.Sprintf("receiver could not store %s: %v", key, err))
+	}
+	newest := s.remember(sess.streamGen, newestSegment{name: name, lastSeq: m.LastSeq, hash: seg.Hash})
+	sess.segments++
+	sess.bytes += int64(len(data))
+	sess.log.Debug("segment stored", "segment", name, "seq", m.LastSeq, "bytes", len(data))
+	return l.writeJSON(ctx, frameAck, ackMsg{Name: name, ReceivedSeq: newest.lastSeq, AppliedSeq: s.applied(sess.stream)})
+}
+
+// fetch answers FETCH with the named segment of the link's stream.
+func (s *Server) fetch(ctx context.Context, l *link, sess *session, f frame) error {
+	var req fetchMsg
+	if err := decodeJSON(f, &req); err != nil {
+		return err
+	}
+	reply := func(code, msg string) error {
+		return l.writeJSON(ctx, frameError, errorMsg{Code: code, Message: msg, Name: req.Name})
+	}
+	if _, _, _, ok := batch.ParseSegmentName(req.Name); !ok {
+		return reply(codeMismatch, fmt.Sprintf("%q is not a segment name; only segments of stream %q can be fetched", req.Name, sess.stream))
+	}
+	key := batch.SegmentKey(sess.stream, req.Name)
+	data, err := readObject(ctx, s.Inbox, key, l.maxRead-int64(len(req.Name))-2)
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrNotFound):
+		return reply(codeNotFound, fmt.Sprintf("segment %s is not in the receiver's inbox", key))
+	case errors.Is(err, store.ErrPermanent), errors.Is(err, batch.ErrCorrupt):
+		return reply(codePermanent, fmt.Sprintf("read %s from the receiver's inbox: %v", key, err))
+	default:
+		return reply(codeUnavailable, fmt.Sprintf("read %s from the receiver's inbox: %v", key, err))
+	}
+	return l.write(ctx, frameSegment, segmentHeader(req.Name), data)
+}
+
+// tokenEqual compares a presented token with the configured one's hash in
+// constant time; hashing first hides the length too.
+func tokenEqual(want [sha256.Size]byte, got string) bool {
+	h := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(want[:], h[:]) == 1
+}
+
+// tlsServerHint explains the usual causes of a failed TLS handshake.
+func tlsServerHint(err error) string {
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) {
+		return "the peer is not speaking TLS: is the shipper configured for plaintext (insecure)?"
+	}
+	if strings.Contains(err.Error(), "certificate") {
+		return "the shipper's client certificate is missing or not signed by the configured client CA"
+	}
+	return "check the TLS settings on both ends"
+}
