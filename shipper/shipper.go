@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sort"
 	"sync"
@@ -202,7 +201,7 @@ func (s *Shipper) ageLoop(ctx context.Context) error {
 		case <-ctx.Done():
 		case <-ch:
 		case <-timer:
-			if err := s.spool.SealIfDue(time.Now()); err != nil {
+			if err := s.spool.SealIfDue(s.spool.cfg.Now()); err != nil {
 				return err
 			}
 		}
@@ -337,11 +336,3 @@ type Sink interface {
 }
 
 var _ Sink = (*Shipper)(nil)
-
-// eofOK maps io.EOF to nil.
-func eofOK(err error) error {
-	if errors.Is(err, io.EOF) {
-		return nil
-	}
-	return err
-}

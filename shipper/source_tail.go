@@ -102,7 +102,7 @@ func (s *TailSource) Run(ctx context.Context, sink Sink) error {
 				s.Log.Info("shipping a file rotated while stopped", "path", next)
 				continue
 			}
-			if cur, err = s.waitOpen(ctx, 0, 0, 0); cur == nil {
+			if cur, err = s.waitOpen(ctx); cur == nil {
 				return err
 			}
 			continue
@@ -131,37 +131,27 @@ func (s *TailSource) openStart() (*tailFile, error) {
 			return nil, fmt.Errorf("tail %s: spool cursor unreadable: %v", s.Path, err)
 		}
 	}
-	f, err := os.Open(s.Path)
+	t, size, err := openTail(s.Path)
 	if err != nil {
 		return nil, fmt.Errorf("tail: %w", err)
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("tail: %w", err)
-	}
-	if fi.IsDir() {
-		f.Close()
-		return nil, fmt.Errorf("tail: %s is a directory", s.Path)
-	}
-	dev, ino := fileID(fi)
-	t := &tailFile{f: f, dev: dev, ino: ino}
 	switch {
 	case c.Ino == 0:
-	case c.Dev == dev && c.Ino == ino:
+	case c.Dev == t.dev && c.Ino == t.ino:
 		t.off = c.Off
-		if fi.Size() < c.Off {
+		if size < c.Off {
 			s.Log.Warn("tailed file is shorter than the saved offset (truncated while stopped); reading from the start",
-				"path", s.Path, "offset", c.Off, "size", fi.Size())
+				"path", s.Path, "offset", c.Off, "size", size)
 			t.off = 0
 		}
 	default:
 		if old := findByInode(filepath.Dir(s.Path), c.Dev, c.Ino); old != "" {
-			if of, err := os.Open(old); err == nil {
-				s.backlog = s.rotatedSince(old, ino)
+			if ot, _, err := openTail(old); err == nil {
+				s.backlog = s.rotatedSince(old, t.ino)
 				s.Log.Info("file was rotated while stopped; finishing the old file first", "path", old, "rotated_files_after_it", len(s.backlog))
-				f.Close()
-				return &tailFile{f: of, dev: c.Dev, ino: c.Ino, off: c.Off, rotated: true}, nil
+				t.f.Close()
+				ot.off, ot.rotated = c.Off, true
+				return ot, nil
 			}
 		}
 		s.Log.Warn("file was rotated while stopped and the old file is gone; lines after the saved offset in it may be missing",
@@ -217,17 +207,32 @@ func (s *TailSource) rotatedSince(old string, liveIno uint64) []string {
 }
 
 func openRotated(path string) (*tailFile, error) {
-	f, err := os.Open(path)
+	t, _, err := openTail(path)
 	if err != nil {
 		return nil, fmt.Errorf("tail: %w", err)
+	}
+	t.rotated = true
+	return t, nil
+}
+
+// openTail opens a regular file to follow and returns it with its size.
+// Errors are the os errors (os.ErrNotExist is tested by callers).
+func openTail(path string) (*tailFile, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("tail: %w", err)
+		return nil, 0, err
+	}
+	if fi.IsDir() {
+		f.Close()
+		return nil, 0, fmt.Errorf("%s is a directory", path)
 	}
 	dev, ino := fileID(fi)
-	return &tailFile{f: f, dev: dev, ino: ino, rotated: true}, nil
+	return &tailFile{f: f, dev: dev, ino: ino}, fi.Size(), nil
 }
 
 func findByInode(dir string, dev, ino uint64) string {
@@ -248,17 +253,12 @@ func findByInode(dir string, dev, ino uint64) string {
 }
 
 // waitOpen opens the path (after rotation it may not exist for a moment).
-func (s *TailSource) waitOpen(ctx context.Context, _, _ uint64, off int64) (*tailFile, error) {
+// It returns nil, nil when ctx ends first.
+func (s *TailSource) waitOpen(ctx context.Context) (*tailFile, error) {
 	for {
-		f, err := os.Open(s.Path)
+		t, _, err := openTail(s.Path)
 		if err == nil {
-			fi, err := f.Stat()
-			if err != nil {
-				f.Close()
-				return nil, err
-			}
-			dev, ino := fileID(fi)
-			return &tailFile{f: f, dev: dev, ino: ino, off: off}, nil
+			return t, nil
 		}
 		if !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("tail: %w", err)

@@ -65,7 +65,6 @@ type SealedSegment struct {
 	FirstSeq uint64
 	LastSeq  uint64
 	Size     int64
-	SealedAt time.Time // when this process saw it sealed (recovery: file mtime)
 }
 
 // Spool is the shipper's durable local buffer: the journal of the open
@@ -300,7 +299,7 @@ func (s *Spool) recover() error {
 	s.stats.LastSeq = s.lastSeq
 	if replayed > 0 {
 		s.log.Info("resealing partial batch from journal", "records", replayed, "seq", s.lastSeq)
-		if err := s.sealLocked("restart", nil); err != nil {
+		if err := s.sealLocked("restart"); err != nil {
 			return err
 		}
 	}
@@ -339,7 +338,7 @@ func (s *Spool) scanSealed() error {
 		if err != nil {
 			return err
 		}
-		s.sealed = append(s.sealed, SealedSegment{Name: name, FirstSeq: first, LastSeq: last, Size: fi.Size(), SealedAt: fi.ModTime()})
+		s.sealed = append(s.sealed, SealedSegment{Name: name, FirstSeq: first, LastSeq: last, Size: fi.Size()})
 		s.sealedBytes += fi.Size()
 	}
 	sort.Slice(s.sealed, func(i, j int) bool { return s.sealed[i].FirstSeq < s.sealed[j].FirstSeq })
@@ -554,9 +553,10 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 	}
 	s.stats.LastSeq = s.lastSeq
 	if lastSealedAt >= 0 {
-		if err := s.rewriteJournal(recs[lastSealedAt+1:], cursor); err != nil {
+		if err := s.rewriteJournal(recs[lastSealedAt+1:], cursor, pos); err != nil {
 			return 0, err
 		}
+		pos = s.written // the leftover's new place, which a waiter must cover
 	}
 	s.notify()
 	return pos, nil
@@ -637,7 +637,7 @@ func (s *Spool) SealIfDue(now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if due, why := s.cfg.Policy.Due(s.builder.Size(), s.builder.Records(), s.firstAt, now); due {
-		return s.sealLocked(why, nil)
+		return s.sealLocked(why)
 	}
 	return s.fatal
 }
@@ -646,10 +646,10 @@ func (s *Spool) SealIfDue(now time.Time) error {
 func (s *Spool) Seal(reason string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sealLocked(reason, nil)
+	return s.sealLocked(reason)
 }
 
-func (s *Spool) sealLocked(reason string, leftover []batch.Record) error {
+func (s *Spool) sealLocked(reason string) error {
 	if s.fatal != nil {
 		return s.fatal
 	}
@@ -659,7 +659,7 @@ func (s *Spool) sealLocked(reason string, leftover []batch.Record) error {
 	if err := s.sealSegment(reason, s.cursor, false); err != nil {
 		return err
 	}
-	err := s.rewriteJournal(leftover, s.cursor)
+	err := s.rewriteJournal(nil, s.cursor, 0)
 	s.notify()
 	return err
 }
@@ -703,7 +703,7 @@ func (s *Spool) sealSegment(reason string, cursor []byte, syncJournal bool) erro
 	if err := os.Rename(tmp, final); err != nil {
 		return s.fail(fmt.Errorf("publish sealed/%s: %w", name, err))
 	}
-	s.sealed = append(s.sealed, SealedSegment{Name: name, FirstSeq: meta.FirstSeq, LastSeq: meta.LastSeq, Size: int64(len(data)), SealedAt: meta.SealedAt})
+	s.sealed = append(s.sealed, SealedSegment{Name: name, FirstSeq: meta.FirstSeq, LastSeq: meta.LastSeq, Size: int64(len(data))})
 	s.sealedBytes += int64(len(data))
 	s.stats.SegmentsOut++
 	s.stats.BytesSealed += int64(len(data))
@@ -733,40 +733,46 @@ func (s *Spool) writeSegmentTemp(tmp string, data []byte) error {
 	return fsutil.SyncDir(filepath.Dir(tmp))
 }
 
-// rewriteJournal replaces the journal with one holding only leftover (the
-// records after the last seal) and cursor.
-func (s *Spool) rewriteJournal(leftover []batch.Record, cursor []byte) error {
-	if len(leftover) == 0 {
-		if err := s.journal.Truncate(0); err != nil {
-			return s.fail(fmt.Errorf("truncate journal: %w", err))
-		}
-		if _, err := s.journal.Seek(0, io.SeekStart); err != nil {
+// rewriteJournal drops what the seals just made durable and keeps only
+// leftover, the records after the last seal point, with cursor; pos is the
+// journal position of the entry that held them. Dropping is a plain
+// truncate, not fsynced: entries a crash brings back hold only sealed
+// records, which recovery skips by seq without taking their cursor. The
+// leftover keeps the durability its entry had: if that entry was already
+// committed (a waiter, fsync "always", or a cursor-moving seal mid-entry
+// synced it), its replacement is atomic and fsynced; otherwise it is
+// written like any new entry and the group committer syncs it.
+func (s *Spool) rewriteJournal(leftover []batch.Record, cursor []byte, pos uint64) error {
+	if len(leftover) > 0 && s.synced >= pos && s.cfg.Fsync != FsyncOff {
+		buf := appendEntry(nil, leftover, cursor)
+		path := s.path("journal")
+		if err := fsutil.WriteFileAtomic(path, buf, 0o644); err != nil {
 			return s.fail(err)
 		}
-		if s.cfg.Fsync != FsyncOff {
-			if err := s.cfg.SyncFile(s.journal); err != nil {
-				return s.fail(fmt.Errorf("fsync journal: %w", err))
-			}
+		j, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0o644)
+		if err != nil {
+			return s.fail(err)
 		}
+		s.journal.Close()
+		s.journal = j
 		s.synced = s.written
 		return nil
 	}
-	buf := appendEntry(nil, leftover, cursor)
-	path := s.path("journal")
-	if err := fsutil.WriteFileAtomic(path, buf, 0o644); err != nil {
+	if err := s.journal.Truncate(0); err != nil {
+		return s.fail(fmt.Errorf("truncate journal: %w", err))
+	}
+	if _, err := s.journal.Seek(0, io.SeekStart); err != nil {
 		return s.fail(err)
 	}
-	j, err := os.OpenFile(path, os.O_RDWR, 0o644)
-	if err != nil {
-		return s.fail(err)
+	s.synced = s.written // everything written so far is sealed
+	if len(leftover) == 0 {
+		return nil
 	}
-	if _, err := j.Seek(0, io.SeekEnd); err != nil {
-		j.Close()
-		return s.fail(err)
+	s.jbuf = appendEntry(s.jbuf[:0], leftover, cursor)
+	if _, err := s.journal.Write(s.jbuf); err != nil {
+		return s.fail(fmt.Errorf("write journal: %w", err))
 	}
-	s.journal.Close()
-	s.journal = j
-	s.synced = s.written
+	s.written += uint64(len(s.jbuf))
 	return nil
 }
 

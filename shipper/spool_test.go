@@ -703,3 +703,53 @@ func TestSpoolConcurrentAppendsWithSeals(t *testing.T) {
 		next[key]++
 	}
 }
+
+// A seal on the append path costs no journal fsync when nothing waits on
+// the journal: the sealed records are durable in their segment, and the
+// leftover after the seal point is left to the group committer, which a
+// waiter then triggers. A leftover whose entry was already committed (fsync
+// "always") is replaced durably instead.
+func TestSealLeavesUncommittedLeftoverToCommitter(t *testing.T) {
+	for _, mode := range []FsyncMode{FsyncBatch, FsyncAlways} {
+		t.Run(string(mode), func(t *testing.T) {
+			cfg := spoolConfig(t)
+			cfg.Fsync = mode
+			cfg.Policy.MaxRecords = 10
+			var mu sync.Mutex
+			journalSyncs := 0
+			cfg.SyncFile = func(f *os.File) error {
+				if filepath.Base(f.Name()) == "journal" {
+					mu.Lock()
+					journalSyncs++
+					mu.Unlock()
+				}
+				return f.Sync()
+			}
+			sp := openSpool(t, cfg)
+			mu.Lock()
+			journalSyncs = 0
+			mu.Unlock()
+			pos := appendRecs(t, sp, records("a", 15), "")
+			recs, _, n, err := parseEntry(readJournal(t, cfg.Dir))
+			if err != nil || len(recs) != 5 || recs[0].Seq != 11 || n != len(readJournal(t, cfg.Dir)) {
+				t.Fatalf("journal after the seal: %d records from seq %v (err %v); want only the leftover 11-15", len(recs), recs, err)
+			}
+			mu.Lock()
+			got := journalSyncs
+			mu.Unlock()
+			want := map[FsyncMode]int{FsyncBatch: 0, FsyncAlways: 1}[mode]
+			if got != want {
+				t.Fatalf("journal fsyncs during the append: %d, want %d", got, want)
+			}
+			if err := sp.WaitDurable(context.Background(), pos); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			got = journalSyncs
+			mu.Unlock()
+			if mode == FsyncBatch && got != 1 {
+				t.Fatalf("WaitDurable on the leftover issued %d journal fsyncs, want 1", got)
+			}
+		})
+	}
+}
