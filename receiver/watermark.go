@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -52,7 +53,8 @@ func DefaultReceiverID() string {
 }
 
 // ReadWatermarks returns the newest watermark of every receiver of stream
-// found in st.
+// found in st. A watermark that cannot be listed, read or decoded is an
+// error naming it, never skipped: retention decides by these.
 func ReadWatermarks(ctx context.Context, st store.Store, stream string) ([]Watermark, error) {
 	var ids []string
 	// Receivers are sub-"directories" of <stream>/watermarks/, which List
@@ -76,19 +78,26 @@ func ReadWatermarks(ctx context.Context, st store.Store, stream string) ([]Water
 			}
 			return nil
 		})
-		if err != nil || newest == "" {
-			continue
+		if err != nil {
+			return nil, fmt.Errorf("list watermarks of receiver %s: %w", id, err)
+		}
+		if newest == "" {
+			continue // registered, nothing applied yet
 		}
 		rc, err := st.Get(ctx, newest)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // replaced by a newer one since the listing
+		}
 		if err != nil {
-			continue
+			return nil, fmt.Errorf("read watermark %s: %w", newest, err)
 		}
 		var w Watermark
-		err = json.NewDecoder(rc).Decode(&w)
+		err = json.NewDecoder(io.LimitReader(rc, 64<<10)).Decode(&w)
 		rc.Close()
-		if err == nil {
-			out = append(out, w)
+		if err != nil {
+			return nil, fmt.Errorf("watermark %s is damaged: %v", newest, err)
 		}
+		out = append(out, w)
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package receiver_test
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -182,5 +183,37 @@ func listUpTo(st store.Store, last string) func(ctx context.Context, dir, after 
 			}
 			return fn(o)
 		})
+	}
+}
+
+// A damaged watermark is an error naming it, never skipped: retention
+// decides by these, and a silently missing receiver would look absent.
+func TestReadWatermarksReportsDamage(t *testing.T) {
+	segs := chain(t, 1, 10)
+	st, _ := newStore(t)
+	put(t, st, segs[0])
+	cfg := testConfig(t, st, newRecorder(filepath.Join(t.TempDir(), "a")))
+	cfg.ReceiverID = "a"
+	runOnce(t, cfg)
+	objs := watermarkObjects(t, st, "a")
+	if len(objs) != 1 {
+		t.Fatalf("watermarks %v", objs)
+	}
+	ctx := context.Background()
+	if err := st.Delete(ctx, objs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(ctx, objs[0], []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := receiver.ReadWatermarks(ctx, st, testStream)
+	if err == nil || !strings.Contains(err.Error(), objs[0]) {
+		t.Fatalf("ReadWatermarks over a damaged watermark: %v; want an error naming %s", err, objs[0])
+	}
+	failing := &storetest.Faulty{Store: st, GetFn: func(context.Context, string) (io.ReadCloser, error) {
+		return nil, errors.New("connection reset")
+	}}
+	if _, err := receiver.ReadWatermarks(ctx, failing, testStream); err == nil || !strings.Contains(err.Error(), "connection reset") {
+		t.Fatalf("ReadWatermarks with a failing Get: %v; want the error", err)
 	}
 }
