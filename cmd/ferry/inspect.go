@@ -22,21 +22,24 @@ import (
 // maxSegmentRead caps a segment read by ls/cat/verify.
 const maxSegmentRead = 4 << 30
 
-// listSegments returns the names of every segment of the stream, in order.
-func listSegments(ctx context.Context, st store.Store, stream string) ([]string, error) {
+// listSegments returns the names of every segment of the stream, in
+// order, with their sizes as the store lists them.
+func listSegments(ctx context.Context, st store.Store, stream string) ([]string, []int64, error) {
 	dir := batch.StreamDir(stream)
 	var names []string
+	var sizes []int64
 	err := st.List(ctx, dir, "", func(o store.Object) error {
 		name := strings.TrimPrefix(o.Name, dir)
 		if _, _, _, ok := batch.ParseSegmentName(name); ok {
 			names = append(names, name)
+			sizes = append(sizes, o.Size)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list %s in %s: %w", dir, st, err)
+		return nil, nil, fmt.Errorf("list %s in %s: %w", dir, st, err)
 	}
-	return names, nil
+	return names, sizes, nil
 }
 
 func readSegment(ctx context.Context, st store.Store, key string) ([]byte, error) {
@@ -66,7 +69,7 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	names, err := listSegments(ctx, st, c.cfg.Stream)
+	names, sizes, err := listSegments(ctx, st, c.cfg.Stream)
 	if err != nil {
 		return err
 	}
@@ -77,7 +80,7 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 	enc := json.NewEncoder(stdout)
 	var total, totalU int64
 	var recs uint64
-	for _, name := range names {
+	for i, name := range names {
 		key := batch.SegmentKey(c.cfg.Stream, name)
 		data, err := readHeader(ctx, st, key)
 		if err != nil {
@@ -87,10 +90,7 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("segment %s: %w", key, err)
 		}
-		size := int64(len(data))
-		if full, ok := data2size(data, &m); ok {
-			size = full
-		}
+		size := sizes[i]
 		total += size
 		totalU += m.UncompressedSize
 		recs += m.Records
@@ -134,15 +134,6 @@ func readHeader(ctx context.Context, st store.Store, key string) ([]byte, error)
 		return nil, err
 	}
 	return buf, nil
-}
-
-// data2size is the full segment size given its header.
-func data2size(header []byte, m *batch.Meta) (int64, bool) {
-	_, off, err := batch.ParseMeta(header)
-	if err != nil {
-		return 0, false
-	}
-	return int64(off) + m.PayloadSize, true
 }
 
 func ratio(u, c int64) float64 {
@@ -190,7 +181,7 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	names, err := listSegments(ctx, st, c.cfg.Stream)
+	names, _, err := listSegments(ctx, st, c.cfg.Stream)
 	if err != nil {
 		return err
 	}
@@ -307,7 +298,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	names, err := listSegments(ctx, st, c.cfg.Stream)
+	names, _, err := listSegments(ctx, st, c.cfg.Stream)
 	if err != nil {
 		return err
 	}

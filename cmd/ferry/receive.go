@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -127,34 +128,38 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	}
 	defer r.Close()
 	start := time.Now()
+	var runErr error
 	if srv != nil {
 		srv.Applied = func(string) uint64 { return r.Checkpoint().LastSeq }
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		srvErr := make(chan error, 1)
-		go func() {
-			err := srv.ListenAndServe(ctx)
-			if err != nil {
-				log.Error("listener stopped", "addr", srv.Addr, "err", err)
-			}
-			srvErr <- err
-			cancel()
-		}()
-		runErr := r.Run(ctx)
-		cancel()
-		if err := <-srvErr; err != nil && runErr == nil {
-			runErr = fmt.Errorf("listen %s: %w", srv.Addr, err)
-		}
-		s := r.Stats()
-		fmt.Fprintf(stderr, "ferry receive: applied %d segments, %d records over the link in %.2fs to %s; checkpoint at seq %d\n",
-			s.Segments, s.Records, time.Since(start).Seconds(), ap, s.LastSeq)
-		return runErr
+		runErr = runWithLink(ctx, srv, r, log)
+	} else {
+		runErr = r.Run(ctx)
 	}
-	runErr := r.Run(ctx)
 	s := r.Stats()
-	secs := time.Since(start).Seconds()
 	fmt.Fprintf(stderr, "ferry receive: applied %d segments, %d records (%s read) in %.2fs to %s; checkpoint at seq %d\n",
-		s.Segments, s.Records, sizeString(s.Bytes), secs, ap, s.LastSeq)
+		s.Segments, s.Records, sizeString(s.Bytes), time.Since(start).Seconds(), ap, s.LastSeq)
+	return runErr
+}
+
+// runWithLink serves the direct link while the receiver applies from its
+// inbox; whichever stops first stops the other.
+func runWithLink(ctx context.Context, srv *tcp.Server, r *receiver.Receiver, log *slog.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srvErr := make(chan error, 1)
+	go func() {
+		err := srv.ListenAndServe(ctx)
+		if err != nil {
+			log.Error("listener stopped", "addr", srv.Addr, "err", err)
+		}
+		srvErr <- err
+		cancel()
+	}()
+	runErr := r.Run(ctx)
+	cancel()
+	if err := <-srvErr; err != nil && runErr == nil {
+		runErr = fmt.Errorf("listen %s: %w", srv.Addr, err)
+	}
 	return runErr
 }
 
