@@ -322,8 +322,9 @@ var decoders = sync.Pool{New: func() any {
 
 // Decompress returns the record stream of s, refusing more than limit bytes
 // (DefaultMaxUncompressed if limit <= 0) or anything other than exactly the
-// size the metadata claims. Memory grows with the data actually produced,
-// never with the claimed size.
+// size the metadata claims. Up front it reserves the claim up to 32 MiB (so
+// an honest segment is read without regrowing the buffer); beyond that,
+// memory grows only with the data actually produced.
 func (s *Segment) Decompress(limit int64) ([]byte, error) {
 	if limit <= 0 {
 		limit = DefaultMaxUncompressed
