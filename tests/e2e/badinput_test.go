@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
 
 // wantNothingShipped fails the test if the stream has any segment in the
@@ -132,12 +134,12 @@ func TestOversizeRecord(t *testing.T) {
 	failFerry(t, bytes.NewReader(input), []string{"line 500", "max_record_size"},
 		s.shipArgs("--max-record-size", "1KiB", "--max-bytes", "8KiB")...)
 	r := mustFerry(t, nil, "cat", "--store", s.store, "--stream", s.name)
-	if !bytes.Equal([]byte(r.stdout), before) {
-		t.Fatalf("store after the oversize line 500: %s", describeDiff(before, []byte(r.stdout)))
+	if !bytes.Equal([]byte(r.Stdout), before) {
+		t.Fatalf("store after the oversize line 500: %s", describeDiff(before, []byte(r.Stdout)))
 	}
 	s.receiveOnce()
 	s.wantReplica(before, "after an oversize line 500")
-	if r := s.verify(); r.code != 0 {
+	if r := s.verify(); r.Code != 0 {
 		t.Fatalf("verify: want exit 0:\n%s", r)
 	}
 }
@@ -153,18 +155,18 @@ func TestSecondShipperOnSpoolIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := startFerry(t, nil, s.shipArgs("--source", "tail:"+logPath, "--max-age", "100ms")...)
-	eventually(t, 30*time.Second, "first shipper ships the tailed file", func() (bool, string) {
-		if first.exited() {
-			t.Fatalf("first shipper exited with %d:\n%s", first.code, first)
+	ferrytest.Eventually(t, 30*time.Second, "first shipper ships the tailed file", func() (bool, string) {
+		if first.Exited() {
+			t.Fatalf("first shipper exited with %d:\n%s", first.Code(), first)
 		}
 		r := mustFerry(t, nil, "cat", "--store", s.store, "--stream", s.name)
-		return r.stdout == string(tailed), fmt.Sprintf("store holds %d of %d bytes", len(r.stdout), len(tailed))
+		return r.Stdout == string(tailed), fmt.Sprintf("store holds %d of %d bytes", len(r.Stdout), len(tailed))
 	})
 
 	intruder := []byte("this line must not be shipped\n")
 	failFerry(t, bytes.NewReader(intruder), []string{s.spool, "in use"}, s.shipArgs()...)
 
-	if code := first.terminate(30 * time.Second); code != 0 {
+	if code := first.Terminate(30 * time.Second); code != 0 {
 		t.Fatalf("first shipper exit %d on SIGTERM, want 0:\n%s", code, first)
 	}
 	s.receiveOnce()
@@ -179,9 +181,9 @@ func TestSecondReceiverOnStateIsRefused(t *testing.T) {
 	input := logLines(13, 1, 2000)
 	s.ship(input, "--max-bytes", "16KiB")
 	first := startFerry(t, nil, s.receiveArgs("--poll-min", "50ms", "--poll-max", "200ms")...)
-	eventually(t, 30*time.Second, "first receiver applies the stream", func() (bool, string) {
-		if first.exited() {
-			t.Fatalf("first receiver exited with %d:\n%s", first.code, first)
+	ferrytest.Eventually(t, 30*time.Second, "first receiver applies the stream", func() (bool, string) {
+		if first.Exited() {
+			t.Fatalf("first receiver exited with %d:\n%s", first.Code(), first)
 		}
 		got := s.readReplica()
 		return bytes.Equal(got, input), fmt.Sprintf("replica has %d of %d bytes", len(got), len(input))
@@ -194,7 +196,7 @@ func TestSecondReceiverOnStateIsRefused(t *testing.T) {
 		t.Errorf("the refused receiver applied %d bytes to %s", len(data), other)
 	}
 
-	if code := first.terminate(10 * time.Second); code != 0 {
+	if code := first.Terminate(10 * time.Second); code != 0 {
 		t.Fatalf("first receiver exit %d on SIGTERM, want 0:\n%s", code, first)
 	}
 	s.wantReplica(input, "after a refused second receiver")

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
 
 // logWriter appends numbered lines to a file in bursts, one write per
@@ -135,7 +137,7 @@ func TestTailShipperSurvivesKill9(t *testing.T) {
 	stopWriter := sync.OnceFunc(func() { close(stop) })
 	t.Cleanup(stopWriter)
 
-	ship := func() *process {
+	ship := func() *ferrytest.Process {
 		return startFerry(t, nil, s.shipArgs("--source", "tail:"+logPath, "--max-age", "100ms", "--max-bytes", "64KiB")...)
 	}
 	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo)+1)) }
@@ -143,9 +145,9 @@ func TestTailShipperSurvivesKill9(t *testing.T) {
 	p := ship()
 	// Until the first segment is sealed the spool may hold no file position;
 	// a rotation while stopped could then skip the old file by design.
-	eventually(t, 30*time.Second, "first segment in the store", func() (bool, string) {
-		if p.exited() {
-			t.Fatalf("shipper exited with %d:\n%s", p.code, p)
+	ferrytest.Eventually(t, 30*time.Second, "first segment in the store", func() (bool, string) {
+		if p.Exited() {
+			t.Fatalf("shipper exited with %d:\n%s", p.Code(), p)
 		}
 		return len(s.segments()) > 0, "no segment yet"
 	})
@@ -161,16 +163,16 @@ func TestTailShipperSurvivesKill9(t *testing.T) {
 	for k := range kills {
 		time.Sleep(between(100*time.Millisecond, 600*time.Millisecond))
 		if k == rotateDown {
-			eventually(t, 30*time.Second, "a line of the new file shipped", func() (bool, string) {
-				if p.exited() {
-					t.Fatalf("shipper exited with %d:\n%s", p.code, p)
+			ferrytest.Eventually(t, 30*time.Second, "a line of the new file shipped", func() (bool, string) {
+				if p.Exited() {
+					t.Fatalf("shipper exited with %d:\n%s", p.Code(), p)
 				}
 				s.receiveOnce()
 				n := len(s.readReplica())
 				return n > shippedPastRotation, fmt.Sprintf("replica has %d bytes, rotation was at %d", n, shippedPastRotation)
 			})
 		}
-		p.kill9()
+		p.Kill9()
 		_, n := w.written()
 		t.Logf("kill -9 #%d of the shipper at line %d", k+1, n)
 		if k == rotateDown {
@@ -202,9 +204,9 @@ func TestTailShipperSurvivesKill9(t *testing.T) {
 	t.Logf("writer wrote %d lines, %d bytes", total, len(all))
 
 	// Drain through the store into a replica until it holds every line.
-	eventually(t, 60*time.Second, "replica holds every line written", func() (bool, string) {
-		if p.exited() {
-			t.Fatalf("shipper exited with %d:\n%s", p.code, p)
+	ferrytest.Eventually(t, 60*time.Second, "replica holds every line written", func() (bool, string) {
+		if p.Exited() {
+			t.Fatalf("shipper exited with %d:\n%s", p.Code(), p)
 		}
 		s.receiveOnce()
 		got := s.readReplica()
@@ -213,7 +215,7 @@ func TestTailShipperSurvivesKill9(t *testing.T) {
 		}
 		return len(got) == len(all), fmt.Sprintf("replica has %d of %d bytes", len(got), len(all))
 	})
-	if code := p.terminate(30 * time.Second); code != 0 {
+	if code := p.Terminate(30 * time.Second); code != 0 {
 		t.Fatalf("shipper exit %d on SIGTERM, want 0:\n%s", code, p)
 	}
 	s.receiveOnce()
@@ -224,7 +226,7 @@ func TestTailShipperSurvivesKill9(t *testing.T) {
 	if !bytes.Equal(got, all) {
 		t.Fatalf("replica after %d kills: %s", kills, describeDiff(all, got))
 	}
-	if r := s.verify(); r.code != 0 {
+	if r := s.verify(); r.Code != 0 {
 		t.Fatalf("verify after kills: want exit 0:\n%s", r)
 	}
 }
@@ -249,8 +251,8 @@ func TestReceiverSurvivesKill9(t *testing.T) {
 		p := startFerry(t, nil, s.receiveArgs("--poll-min", "50ms", "--poll-max", "200ms")...)
 		deadline := time.Now().Add(60 * time.Second)
 		for {
-			if p.exited() {
-				t.Fatalf("receiver exited with %d before kill #%d:\n%s", p.code, k+1, p)
+			if p.Exited() {
+				t.Fatalf("receiver exited with %d before kill #%d:\n%s", p.Code(), k+1, p)
 			}
 			if fi, err := os.Stat(s.replica); err == nil && fi.Size() >= target {
 				break
@@ -261,7 +263,7 @@ func TestReceiverSurvivesKill9(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 		time.Sleep(time.Duration(rng.Int64N(int64(20 * time.Millisecond))))
-		p.kill9()
+		p.Kill9()
 		got := s.readReplica()
 		if !bytes.HasPrefix(input, got) {
 			t.Fatalf("after kill -9 #%d the replica is not a prefix of the stream: %s", k+1, describeDiff(input, got))
@@ -296,11 +298,11 @@ func TestTailTwoRotationsWhileStopped(t *testing.T) {
 	}
 	args := s.shipArgs("--source", "tail:"+logPath, "--max-age", "100ms")
 	p := startFerry(t, nil, args...)
-	waitReplicaEndsWith := func(p *process, last []byte) {
+	waitReplicaEndsWith := func(p *ferrytest.Process, last []byte) {
 		t.Helper()
-		eventually(t, 30*time.Second, fmt.Sprintf("replica ends with %q", last), func() (bool, string) {
-			if p.exited() {
-				t.Fatalf("shipper exited with %d:\n%s", p.code, p)
+		ferrytest.Eventually(t, 30*time.Second, fmt.Sprintf("replica ends with %q", last), func() (bool, string) {
+			if p.Exited() {
+				t.Fatalf("shipper exited with %d:\n%s", p.Code(), p)
 			}
 			s.receiveOnce()
 			got := s.readReplica()
@@ -308,7 +310,7 @@ func TestTailTwoRotationsWhileStopped(t *testing.T) {
 		})
 	}
 	waitReplicaEndsWith(p, lastLine(a))
-	p.kill9()
+	p.Kill9()
 
 	// Two rotations while the shipper is down: app.log -> app.log.1 (all of
 	// it shipped), then B is written and rotated to app.log.2, then C.
@@ -327,7 +329,7 @@ func TestTailTwoRotationsWhileStopped(t *testing.T) {
 
 	p = startFerry(t, nil, args...)
 	waitReplicaEndsWith(p, lastLine(c))
-	if code := p.terminate(30 * time.Second); code != 0 {
+	if code := p.Terminate(30 * time.Second); code != 0 {
 		t.Fatalf("shipper exit %d on SIGTERM, want 0:\n%s", code, p)
 	}
 	s.receiveOnce()
@@ -363,8 +365,8 @@ func TestReceiverKilledDuringFirstApply(t *testing.T) {
 	p := startFerry(t, nil, s.receiveArgs("--poll-min", "50ms", "--poll-max", "200ms")...)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if p.exited() {
-			t.Fatalf("receiver exited with %d:\n%s", p.code, p)
+		if p.Exited() {
+			t.Fatalf("receiver exited with %d:\n%s", p.Code(), p)
 		}
 		if fi, err := os.Stat(s.replica); err == nil && fi.Size() > 0 {
 			break
@@ -374,7 +376,7 @@ func TestReceiverKilledDuringFirstApply(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	p.kill9()
+	p.Kill9()
 	got := s.readReplica()
 	cp := s.checkpointSeq()
 	t.Logf("killed with %d bytes in the replica, checkpoint at seq %d", len(got), cp)
@@ -386,7 +388,7 @@ func TestReceiverKilledDuringFirstApply(t *testing.T) {
 	}
 
 	r := ferry(t, nil, s.receiveArgs("--once")...)
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("receive after a kill -9 during the first apply: want exit 0 (undo the partial apply, apply again):\n%s", r)
 	}
 	s.wantReplica(input, "after a kill -9 during the first apply")

@@ -35,10 +35,10 @@ func checkDamageStopsReceive(t *testing.T, s *stream, input []byte, bad string, 
 	t.Helper()
 	key := s.name + "/" + bad
 	r := failFerry(t, nil, append([]string{key}, why...), "verify", "--store", s.store, "--stream", s.name)
-	if !strings.Contains(r.stdout, "DEFECT") {
+	if !strings.Contains(r.Stdout, "DEFECT") {
 		t.Errorf("verify output has no DEFECT line:\n%s", r)
 	}
-	for _, line := range strings.Split(r.stdout, "\n") {
+	for _, line := range strings.Split(r.Stdout, "\n") {
 		if strings.HasPrefix(line, "DEFECT") && !strings.Contains(line, bad) {
 			t.Errorf("verify reports a defect that does not involve the damaged segment %s (every other segment is present and intact): %s", bad, line)
 		}
@@ -59,7 +59,7 @@ func checkDamageStopsReceive(t *testing.T, s *stream, input []byte, bad string, 
 	if err := os.WriteFile(s.segmentPath(bad), orig, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r := s.verify(); r.code != 0 {
+	if r := s.verify(); r.Code != 0 {
 		t.Fatalf("verify after restoring %s: want exit 0:\n%s", bad, r)
 	}
 	s.receiveOnce()
@@ -139,7 +139,7 @@ func TestGapIsReportedAndFilled(t *testing.T) {
 
 	seqs := fmt.Sprintf("%d..%d", first, last)
 	r := failFerry(t, nil, []string{seqs, "missing"}, s.receiveArgs("--once", "--gap-timeout", "200ms")...)
-	t.Logf("receive across a gap: %s", strings.TrimSpace(r.stderr))
+	t.Logf("receive across a gap: %s", strings.TrimSpace(r.Stderr))
 	s.wantReplica(prefixLines(input, int(first-1)), fmt.Sprintf("with seq %s missing (records 1..%d only)", seqs, first-1))
 
 	failFerry(t, nil, []string{"gap", seqs}, "verify", "--store", s.store, "--stream", s.name)

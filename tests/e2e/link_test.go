@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
 
 func freeAddr(t *testing.T) string {
@@ -31,7 +33,7 @@ func TestDirectLinkShipReceive(t *testing.T) {
 	addr := freeAddr(t)
 	recv := startFerry(t, nil, "receive", "--listen", addr, "--insecure", "--token", "s3cret-token",
 		"--stream", s.name, "--state", s.state, "--apply", "file:"+s.replica, "--poll-min", "20ms", "--poll-max", "100ms")
-	eventually(t, 10*time.Second, "receiver listening", func() (bool, string) {
+	ferrytest.Eventually(t, 10*time.Second, "receiver listening", func() (bool, string) {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
@@ -42,7 +44,7 @@ func TestDirectLinkShipReceive(t *testing.T) {
 	bad := failFerry(t, bytes.NewReader([]byte("intruder\n")), []string{"token"},
 		"ship", "--store", "tcp://"+addr, "--insecure", "--token", "wrong", "--stream", s.name,
 		"--spool", filepath.Join(s.dir, "spool-bad"))
-	if strings.Contains(bad.output(), "s3cret-token") {
+	if strings.Contains(bad.Output(), "s3cret-token") {
 		t.Fatalf("the receiver's token leaked into the shipper's output:\n%s", bad)
 	}
 
@@ -54,17 +56,17 @@ func TestDirectLinkShipReceive(t *testing.T) {
 	mustFerry(t, bytes.NewReader(second), "ship", "--store", "tcp://"+addr, "--insecure", "--token", "s3cret-token",
 		"--stream", s.name, "--spool", filepath.Join(s.dir, "spool2"), "--max-bytes", "64KiB")
 	all := append(append([]byte(nil), first...), second...)
-	eventually(t, 30*time.Second, "replica has both ship runs", func() (bool, string) {
+	ferrytest.Eventually(t, 30*time.Second, "replica has both ship runs", func() (bool, string) {
 		got := s.readReplica()
 		if !bytes.HasPrefix(all, got) {
 			t.Fatalf("replica is not a prefix of what was shipped: %s", describeDiff(all, got))
 		}
 		return bytes.Equal(got, all), fmt.Sprintf("%d of %d bytes", len(got), len(all))
 	})
-	if code := recv.terminate(10 * time.Second); code != 0 {
+	if code := recv.Terminate(10 * time.Second); code != 0 {
 		t.Fatalf("receiver exit %d on SIGTERM:\n%s", code, recv)
 	}
-	out := recv.stderr.String() + recv.stdout.String()
+	out := recv.Stderr() + recv.Stdout()
 	if !strings.Contains(out, "token") || !strings.Contains(out, "refused") {
 		t.Errorf("receiver log does not report the refused token:\n%s", out)
 	}

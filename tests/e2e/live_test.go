@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
 
 // A receiver left running picks up what several separate ship runs put in
@@ -21,8 +23,8 @@ func TestReceiveWhileShipping(t *testing.T) {
 
 	// The replica only ever grows by whole records, in order.
 	checkPrefix := func(all []byte) (bool, string) {
-		if recv.exited() {
-			t.Fatalf("receiver exited with %d while the stream was being shipped:\n%s", recv.code, recv)
+		if recv.Exited() {
+			t.Fatalf("receiver exited with %d while the stream was being shipped:\n%s", recv.Code(), recv)
 		}
 		got := s.readReplica()
 		if !bytes.HasPrefix(all, got) {
@@ -39,9 +41,9 @@ func TestReceiveWhileShipping(t *testing.T) {
 		_, state := checkPrefix(all)
 		t.Logf("after ship run %d: %s", run+1, state)
 	}
-	eventually(t, 60*time.Second, "replica converges to the 4 ship runs", func() (bool, string) { return checkPrefix(all) })
+	ferrytest.Eventually(t, 60*time.Second, "replica converges to the 4 ship runs", func() (bool, string) { return checkPrefix(all) })
 
-	if code := recv.terminate(10 * time.Second); code != 0 {
+	if code := recv.Terminate(10 * time.Second); code != 0 {
 		t.Fatalf("receiver exit %d on SIGTERM, want 0:\n%s", code, recv)
 	}
 	s.wantReplica(all, "after SIGTERM")
@@ -155,15 +157,15 @@ func TestShipFromOpenPipeStopsOnSIGTERM(t *testing.T) {
 	if _, err := pw.Write(input); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "lines written to the pipe reach the store", func() (bool, string) {
-		if p.exited() {
-			t.Fatalf("shipper exited with %d while its input was open:\n%s", p.code, p)
+	ferrytest.Eventually(t, 30*time.Second, "lines written to the pipe reach the store", func() (bool, string) {
+		if p.Exited() {
+			t.Fatalf("shipper exited with %d while its input was open:\n%s", p.Code(), p)
 		}
 		r := mustFerry(t, nil, "cat", "--store", s.store, "--stream", s.name)
-		return r.stdout == string(input), fmt.Sprintf("store holds %d of %d bytes", len(r.stdout), len(input))
+		return r.Stdout == string(input), fmt.Sprintf("store holds %d of %d bytes", len(r.Stdout), len(input))
 	})
 	// Nothing more arrives on the pipe; SIGTERM alone must end the read.
-	if code := p.terminate(10 * time.Second); code != 0 {
+	if code := p.Terminate(10 * time.Second); code != 0 {
 		t.Fatalf("shipper exit %d on SIGTERM, want 0:\n%s", code, p)
 	}
 	s.receiveOnce()

@@ -12,7 +12,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -20,67 +19,21 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
 
 // ferryBin is the binary TestMain built.
 var ferryBin string
 
-// runTimeout bounds one ferry invocation that is expected to finish.
-const runTimeout = 90 * time.Second
-
 func TestMain(m *testing.M) {
-	os.Exit(buildAndRun(m))
-}
-
-func buildAndRun(m *testing.M) int {
-	root, err := moduleRoot()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: cannot find the module root: %v\n", err)
-		return 1
-	}
-	tmp, err := os.MkdirTemp("", "ferry-e2e-bin-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
-		return 1
-	}
-	defer os.RemoveAll(tmp)
-	ferryBin = filepath.Join(tmp, "ferry")
-	build := exec.Command("go", "build", "-o", ferryBin, "./cmd/ferry")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: FAILED to build ferry (go build -o %s ./cmd/ferry in %s): %v\n%s\n", ferryBin, root, err, out)
-		return 1
-	}
-	return m.Run()
-}
-
-// moduleRoot walks up from the working directory to the go.mod of
-// github.com/ferry-dr/ferry.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.Contains(data, []byte("module github.com/ferry-dr/ferry\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod for github.com/ferry-dr/ferry above the working directory")
-		}
-		dir = parent
-	}
+	os.Exit(ferrytest.Main(m, &ferryBin))
 }
 
 // seededRand returns a generator seeded from FERRY_E2E_SEED or the clock,
@@ -99,57 +52,17 @@ func seededRand(t *testing.T) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 }
 
-// result is the outcome of one finished ferry run.
-type result struct {
-	args   []string
-	stdout string
-	stderr string
-	code   int
-}
-
-func (r result) String() string {
-	return fmt.Sprintf("ferry %s\nexit %d\n--- stdout ---\n%s\n--- stderr ---\n%s",
-		strings.Join(r.args, " "), r.code, clip(r.stdout), clip(r.stderr))
-}
-
-// output is stdout and stderr together, for checking what a user is told.
-func (r result) output() string { return r.stdout + r.stderr }
-
-func clip(s string) string {
-	const max = 4000
-	if len(s) <= max {
-		return s
-	}
-	return s[:max/2] + fmt.Sprintf("\n... (%d bytes elided) ...\n", len(s)-max) + s[len(s)-max/2:]
-}
-
 // ferry runs the binary with args and stdin (nil for none) to completion.
-func ferry(t *testing.T, stdin io.Reader, args ...string) result {
+func ferry(t *testing.T, stdin io.Reader, args ...string) ferrytest.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, ferryBin, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &stdout, &stderr
-	err := cmd.Run()
-	r := result{args: args, stdout: stdout.String(), stderr: stderr.String()}
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("ferry did not finish within %s:\n%s", runTimeout, r)
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	case err != nil:
-		t.Fatalf("run ferry %s: %v", strings.Join(args, " "), err)
-	}
-	return r
+	return ferrytest.Cmd{Bin: ferryBin}.Run(t, stdin, args...)
 }
 
 // mustFerry is ferry that fails the test unless the run exits 0.
-func mustFerry(t *testing.T, stdin io.Reader, args ...string) result {
+func mustFerry(t *testing.T, stdin io.Reader, args ...string) ferrytest.Result {
 	t.Helper()
 	r := ferry(t, stdin, args...)
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("want exit 0:\n%s", r)
 	}
 	return r
@@ -157,139 +70,25 @@ func mustFerry(t *testing.T, stdin io.Reader, args ...string) result {
 
 // failFerry is ferry that fails the test unless the run exits non-zero
 // with output containing every one of want.
-func failFerry(t *testing.T, stdin io.Reader, want []string, args ...string) result {
+func failFerry(t *testing.T, stdin io.Reader, want []string, args ...string) ferrytest.Result {
 	t.Helper()
 	r := ferry(t, stdin, args...)
-	if r.code == 0 {
+	if r.Code == 0 {
 		t.Fatalf("want a non-zero exit:\n%s", r)
 	}
 	for _, w := range want {
-		if !strings.Contains(r.output(), w) {
+		if !strings.Contains(r.Output(), w) {
 			t.Errorf("output does not mention %q:\n%s", w, r)
 		}
 	}
 	return r
 }
 
-// lockedBuffer collects a running process's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// process is a long-running ferry (ship with a tail source, receive
-// without --once). It is killed on test cleanup if still running.
-type process struct {
-	t      *testing.T
-	args   []string
-	cmd    *exec.Cmd
-	stdout lockedBuffer
-	stderr lockedBuffer
-	done   chan struct{}
-	code   int // valid once done is closed; -1 when killed by a signal
-}
-
-func startFerry(t *testing.T, stdin io.Reader, args ...string) *process {
+// startFerry starts a long-running ferry (ship with a tail source, receive
+// without --once), killed on test cleanup if still running.
+func startFerry(t *testing.T, stdin io.Reader, args ...string) *ferrytest.Process {
 	t.Helper()
-	p := &process{t: t, args: args, done: make(chan struct{})}
-	p.cmd = exec.Command(ferryBin, args...)
-	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr = stdin, &p.stdout, &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start ferry %s: %v", strings.Join(args, " "), err)
-	}
-	go func() {
-		p.cmd.Wait()
-		p.code = p.cmd.ProcessState.ExitCode()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if !p.exited() {
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
-func (p *process) String() string {
-	return fmt.Sprintf("ferry %s (pid %d)\n--- stdout ---\n%s\n--- stderr ---\n%s",
-		strings.Join(p.args, " "), p.cmd.Process.Pid, clip(p.stdout.String()), clip(p.stderr.String()))
-}
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// wait waits up to timeout for the process to exit on its own.
-func (p *process) wait(timeout time.Duration) (code int, ok bool) {
-	select {
-	case <-p.done:
-		return p.code, true
-	case <-time.After(timeout):
-		return 0, false
-	}
-}
-
-// kill9 sends SIGKILL and waits for the process to be gone. It fails the
-// test if the process had already exited: a crash test needs it running.
-func (p *process) kill9() {
-	p.t.Helper()
-	if p.exited() {
-		p.t.Fatalf("wanted to kill -9 a running process, but it had exited with %d:\n%s", p.code, p)
-	}
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	if _, ok := p.wait(10 * time.Second); !ok {
-		p.t.Fatalf("process survived SIGKILL for 10s:\n%s", p)
-	}
-}
-
-// terminate sends SIGTERM and returns the exit code, failing the test if
-// the process does not exit within timeout.
-func (p *process) terminate(timeout time.Duration) int {
-	p.t.Helper()
-	if p.exited() {
-		p.t.Fatalf("wanted to SIGTERM a running process, but it had exited with %d:\n%s", p.code, p)
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	code, ok := p.wait(timeout)
-	if !ok {
-		p.t.Fatalf("process did not exit within %s of SIGTERM:\n%s", timeout, p)
-	}
-	return code
-}
-
-// eventually polls cond until it reports true, failing the test with cond's
-// last explanation after timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %s: %s", what, timeout, detail)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return ferrytest.Cmd{Bin: ferryBin}.Start(t, stdin, args...)
 }
 
 // stream is one test's stream with its own store, spool, state and replica.
@@ -329,18 +128,18 @@ func (s *stream) receiveArgs(extra ...string) []string {
 }
 
 // ship runs ferry ship with data on stdin and wants exit 0.
-func (s *stream) ship(data []byte, extra ...string) result {
+func (s *stream) ship(data []byte, extra ...string) ferrytest.Result {
 	s.t.Helper()
 	return mustFerry(s.t, bytes.NewReader(data), s.shipArgs(extra...)...)
 }
 
 // receiveOnce runs ferry receive --once into the replica and wants exit 0.
-func (s *stream) receiveOnce(extra ...string) result {
+func (s *stream) receiveOnce(extra ...string) ferrytest.Result {
 	s.t.Helper()
 	return mustFerry(s.t, nil, s.receiveArgs(append([]string{"--once"}, extra...)...)...)
 }
 
-func (s *stream) verify() result {
+func (s *stream) verify() ferrytest.Result {
 	s.t.Helper()
 	return ferry(s.t, nil, "verify", "--store", s.store, "--stream", s.name)
 }
@@ -441,7 +240,7 @@ func (s *stream) lsJSON() []segInfo {
 	s.t.Helper()
 	r := mustFerry(s.t, nil, "ls", "--json", "--store", s.store, "--stream", s.name)
 	var out []segInfo
-	dec := json.NewDecoder(strings.NewReader(r.stdout))
+	dec := json.NewDecoder(strings.NewReader(r.Stdout))
 	for dec.More() {
 		var si segInfo
 		if err := dec.Decode(&si); err != nil {

@@ -37,9 +37,9 @@ func TestShipReceiveMillionLines(t *testing.T) {
 	s.wantReplica(input, "after receive --once")
 
 	start = time.Now()
-	if r := s.verify(); r.code != 0 {
+	if r := s.verify(); r.Code != 0 {
 		t.Fatalf("verify of an intact stream: want exit 0:\n%s", r)
-	} else if !strings.Contains(r.stdout, fmt.Sprintf("%d records, seq 1..%d", n, n)) {
+	} else if !strings.Contains(r.Stdout, fmt.Sprintf("%d records, seq 1..%d", n, n)) {
 		t.Errorf("verify summary does not say %d records, seq 1..%d:\n%s", n, n, r)
 	}
 	t.Logf("verify: %s", time.Since(start).Round(time.Millisecond))
@@ -52,7 +52,7 @@ func TestShipReceiveMillionLines(t *testing.T) {
 
 	r := mustFerry(t, nil, "ls", "--store", s.store, "--stream", s.name)
 	var listed []string
-	for _, line := range strings.Split(r.stdout, "\n") {
+	for _, line := range strings.Split(r.Stdout, "\n") {
 		// A segment row: GEN FIRST LAST RECORDS ... SEGMENT.
 		f := strings.Fields(line)
 		if len(f) < 5 || strings.Trim(f[0]+f[1]+f[2], "0123456789") != "" || !strings.HasSuffix(f[len(f)-1], ".seg.zst") {
@@ -63,7 +63,7 @@ func TestShipReceiveMillionLines(t *testing.T) {
 	if !slices.Equal(listed, files) {
 		t.Errorf("ls lists %d segments %v\nstore dir holds %d %v", len(listed), listed, len(files), files)
 	}
-	if want := fmt.Sprintf("%d segments, %d records", len(files), n); !strings.Contains(r.stdout, want) {
+	if want := fmt.Sprintf("%d segments, %d records", len(files), n); !strings.Contains(r.Stdout, want) {
 		t.Errorf("ls summary does not say %q:\n%s", want, r)
 	}
 
@@ -205,7 +205,7 @@ func TestNDJSONRoundTrip(t *testing.T) {
 	}
 
 	r := mustFerry(t, nil, "cat", "--json", "--store", s.store, "--stream", s.name)
-	dec := json.NewDecoder(strings.NewReader(r.stdout))
+	dec := json.NewDecoder(strings.NewReader(r.Stdout))
 	i := 0
 	for ; dec.More(); i++ {
 		var j struct {
@@ -282,8 +282,8 @@ func TestRawRoundTrip(t *testing.T) {
 
 	// cat (no --json) prints the payloads as shipped too.
 	r := mustFerry(t, nil, "cat", "--store", s.store, "--stream", s.name)
-	if !bytes.Equal([]byte(r.stdout), want.Bytes()) {
-		t.Fatalf("ferry cat of raw records: %s", describeDiff(want.Bytes(), []byte(r.stdout)))
+	if !bytes.Equal([]byte(r.Stdout), want.Bytes()) {
+		t.Fatalf("ferry cat of raw records: %s", describeDiff(want.Bytes(), []byte(r.Stdout)))
 	}
 }
 
@@ -319,10 +319,10 @@ func TestSeqContinuesAcrossRestartsAndSpools(t *testing.T) {
 		t.Fatalf("after 1000 lines through a new spool, last seq %d, want 3000", got)
 	}
 	r := s.verify()
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("verify after a spool change: want exit 0 (hash chain intact):\n%s", r)
 	}
-	if !strings.Contains(r.stdout, "3000 records, seq 1..3000") {
+	if !strings.Contains(r.Stdout, "3000 records, seq 1..3000") {
 		t.Errorf("verify summary does not say 3000 records, seq 1..3000:\n%s", r)
 	}
 	s.receiveOnce()

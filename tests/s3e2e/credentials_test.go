@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
 
 // failFast is the most a run refused by the server for good may take.
@@ -12,17 +14,17 @@ const failFast = 15 * time.Second
 
 // wantRefused fails the test unless r exited non-zero within failFast and
 // its output contains every one of want.
-func wantRefused(t *testing.T, r result, want ...string) {
+func wantRefused(t *testing.T, r ferrytest.Result, want ...string) {
 	t.Helper()
-	if r.code == 0 {
+	if r.Code == 0 {
 		t.Errorf("want a non-zero exit:\n%s", r)
 		return
 	}
-	if r.elapsed > failFast {
-		t.Errorf("took %s to fail, want under %s: retrying cannot fix this:\n%s", r.elapsed.Round(time.Millisecond), failFast, r)
+	if r.Elapsed > failFast {
+		t.Errorf("took %s to fail, want under %s: retrying cannot fix this:\n%s", r.Elapsed.Round(time.Millisecond), failFast, r)
 	}
 	for _, w := range want {
-		if !strings.Contains(r.output(), w) {
+		if !strings.Contains(r.Output(), w) {
 			t.Errorf("output does not say %q:\n%s", w, r)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/internal/versitygw"
 )
 
@@ -94,7 +95,7 @@ func TestRequestEconomy(t *testing.T) {
 		}
 	}()
 	rcv := h.start(nil, nil, s.receiveArgs("--poll-min", "50ms", "--poll-max", "400ms")...)
-	eventually(t, 15*time.Second, "idle receiver's first LIST", func() (bool, string) {
+	ferrytest.Eventually(t, 15*time.Second, "idle receiver's first LIST", func() (bool, string) {
 		return p.Count(versitygw.List) > 0, fmt.Sprintf("requests %v\n%s", p.Counts(), rcv)
 	})
 	mu.Lock()
@@ -105,7 +106,7 @@ func TestRequestEconomy(t *testing.T) {
 	reqs := p.Requests()
 	close(stop)
 	<-done
-	if code := rcv.terminate(30 * time.Second); code != 0 {
+	if code := rcv.Terminate(30 * time.Second); code != 0 {
 		t.Errorf("idle receiver exited %d after SIGTERM, want 0:\n%s", code, rcv)
 	}
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/internal/versitygw"
 )
 
@@ -71,7 +72,7 @@ func TestShipThroughPutFaults(t *testing.T) {
 		t.Errorf("%d PUTs for %d segments and %d failed attempts; want %d (one retry per failure, none after a success)",
 			got, len(names), retried, want)
 	}
-	if n := strings.Count(r.stderr, "retrying"); n < retried {
+	if n := strings.Count(r.Stderr, "retrying"); n < retried {
 		t.Errorf("ship logged %d retries, want at least %d:\n%s", n, retried, r)
 	}
 
@@ -100,7 +101,7 @@ func TestShipThroughPutFaults(t *testing.T) {
 	}
 
 	v := h.ferry(nil, "verify", "--config", cfg, "--store", s.url(), "--stream", s.name)
-	if !strings.Contains(v.stdout, "hash chain ok") {
+	if !strings.Contains(v.Stdout, "hash chain ok") {
 		t.Errorf("verify:\n%s", v)
 	}
 	s.receiveOnce("--config", cfg)
@@ -129,7 +130,7 @@ func TestReceiverSurvivesServerRestart(t *testing.T) {
 	rcv := h.start(nil, nil, "receive", "--config", cfg, "--store", s.url(), "--stream", s.name,
 		"--state", s.state, "--apply", apply, "--poll-min", "50ms", "--poll-max", "200ms")
 
-	eventually(t, 30*time.Second, "receiver applies part of the backlog", func() (bool, string) {
+	ferrytest.Eventually(t, 30*time.Second, "receiver applies part of the backlog", func() (bool, string) {
 		return s.checkpoint().LastSeq >= total/10, fmt.Sprintf("checkpoint %+v\n%s", s.checkpoint(), rcv)
 	})
 	h.srv.Stop()
@@ -137,22 +138,22 @@ func TestReceiverSurvivesServerRestart(t *testing.T) {
 	if atStop >= total {
 		t.Fatalf("the receiver finished the backlog before the server was stopped; the outage tested nothing")
 	}
-	eventually(t, 15*time.Second, "receiver logs retries while S3 is down", func() (bool, string) {
-		return strings.Contains(rcv.stderr.String(), "retrying"), rcv.String()
+	ferrytest.Eventually(t, 15*time.Second, "receiver logs retries while S3 is down", func() (bool, string) {
+		return strings.Contains(rcv.Stderr(), "retrying"), rcv.String()
 	})
 	time.Sleep(time.Second) // a few more failed attempts
-	if rcv.exited() {
-		t.Fatalf("receiver exited (%d) while S3 was down; it should wait for it:\n%s", rcv.code, rcv)
+	if rcv.Exited() {
+		t.Fatalf("receiver exited (%d) while S3 was down; it should wait for it:\n%s", rcv.Code(), rcv)
 	}
 	h.srv.Restart(t)
 
-	eventually(t, 60*time.Second, "receiver catches up after the restart", func() (bool, string) {
+	ferrytest.Eventually(t, 60*time.Second, "receiver catches up after the restart", func() (bool, string) {
 		return s.checkpoint().LastSeq == total, fmt.Sprintf("checkpoint %+v\n%s", s.checkpoint(), rcv)
 	})
-	if code := rcv.terminate(30 * time.Second); code != 0 {
+	if code := rcv.Terminate(30 * time.Second); code != 0 {
 		t.Errorf("receiver exited %d after SIGTERM, want 0:\n%s", code, rcv)
 	}
-	t.Logf("server stopped at checkpoint seq %d of %d; receiver log:\n%s", atStop, total, clip(rcv.stderr.String()))
+	t.Logf("server stopped at checkpoint seq %d of %d; receiver log:\n%s", atStop, total, ferrytest.Clip(rcv.Stderr()))
 	s.wantReplica(input, "after the S3 outage")
 }
 
@@ -189,31 +190,31 @@ func TestTailShipperKill9MidUpload(t *testing.T) {
 	p.Inject(versitygw.Put, 15, pass)
 	p.Inject(versitygw.Put, 1, versitygw.Stall(time.Minute))
 	ship := h.start(nil, nil, args...)
-	eventually(t, 30*time.Second, "a PUT held in flight", func() (bool, string) {
+	ferrytest.Eventually(t, 30*time.Second, "a PUT held in flight", func() (bool, string) {
 		return p.Pending() == 0, fmt.Sprintf("requests %v\n%s", p.Counts(), ship)
 	})
-	ship.kill9()
+	ship.Kill9()
 	t.Logf("kill -9 #1 with a PUT in flight; %d segments stored", len(s.segments()))
 
 	// Run 2: killed in the middle of uploading while the file grows.
 	ship = h.start(nil, nil, args...)
 	appendLines(30_001, 20_000)
 	puts := p.Count(versitygw.Put)
-	eventually(t, 30*time.Second, "more uploads after the restart", func() (bool, string) {
+	ferrytest.Eventually(t, 30*time.Second, "more uploads after the restart", func() (bool, string) {
 		return p.Count(versitygw.Put) >= puts+25, fmt.Sprintf("requests %v\n%s", p.Counts(), ship)
 	})
-	ship.kill9()
+	ship.Kill9()
 	t.Logf("kill -9 #2 mid-upload; %d segments stored", len(s.segments()))
 
 	// Run 3: finishes the file and stops on SIGTERM.
 	ship = h.start(nil, nil, args...)
 	appendLines(50_001, 10_000)
 	const total = 60_000
-	eventually(t, 60*time.Second, "every line stored", func() (bool, string) {
+	ferrytest.Eventually(t, 60*time.Second, "every line stored", func() (bool, string) {
 		last := s.lastStoredSeq()
 		return last >= total, fmt.Sprintf("stored through seq %d of %d\n%s", last, total, ship)
 	})
-	if code := ship.terminate(30 * time.Second); code != 0 {
+	if code := ship.Terminate(30 * time.Second); code != 0 {
 		t.Errorf("third shipper exited %d after SIGTERM, want 0:\n%s", code, ship)
 	}
 
@@ -221,7 +222,7 @@ func TestTailShipperKill9MidUpload(t *testing.T) {
 		t.Fatalf("after two kill -9s: %s", msg)
 	}
 	v := h.ferry(nil, "verify", "--store", s.url(), "--stream", s.name)
-	if !strings.Contains(v.stdout, fmt.Sprintf("%d records, seq 1..%d", total, total)) {
+	if !strings.Contains(v.Stdout, fmt.Sprintf("%d records, seq 1..%d", total, total)) {
 		t.Errorf("verify:\n%s", v)
 	}
 	s.receiveOnce()
@@ -239,12 +240,12 @@ func TestShipStartsWhileS3IsDown(t *testing.T) {
 	input := numbered(1, total)
 	h.srv.Stop()
 	ship := h.start(nil, bytes.NewReader(input), s.shipArgs("--max-bytes", "16KiB")...)
-	if code, exited := ship.wait(3 * time.Second); exited {
+	if code, exited := ship.Wait(3 * time.Second); exited {
 		t.Fatalf("ship exited %d within 3 s because S3 is unreachable at start-up; want it to spool and retry "+
 			"(a shipper started by systemd before the S3 endpoint is up loses its input):\n%s", code, ship)
 	}
 	h.srv.Restart(t)
-	code, ok := ship.wait(60 * time.Second)
+	code, ok := ship.Wait(60 * time.Second)
 	if !ok || code != 0 {
 		t.Fatalf("ship after S3 came back: exited %v, code %d; want exit 0:\n%s", ok, code, ship)
 	}

@@ -18,76 +18,25 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/minio/minio-go/v7"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/internal/versitygw"
 )
 
 // ferryBin is the binary TestMain built.
 var ferryBin string
 
-// runTimeout bounds one ferry invocation that is expected to finish.
-const runTimeout = 90 * time.Second
-
 func TestMain(m *testing.M) {
-	os.Exit(buildAndRun(m))
-}
-
-func buildAndRun(m *testing.M) int {
-	root, err := moduleRoot()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "s3e2e: FAILED: cannot find the module root: %v\n", err)
-		return 1
-	}
-	tmp, err := os.MkdirTemp("", "ferry-s3e2e-bin-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "s3e2e: FAILED: %v\n", err)
-		return 1
-	}
-	defer os.RemoveAll(tmp)
-	ferryBin = filepath.Join(tmp, "ferry")
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goTool); err != nil {
-		goTool = "go"
-	}
-	build := exec.Command(goTool, "build", "-o", ferryBin, "./cmd/ferry")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "s3e2e: FAILED to build ferry (go build -o %s ./cmd/ferry in %s): %v\n%s\n",
-			ferryBin, root, err, out)
-		return 1
-	}
-	return m.Run()
-}
-
-// moduleRoot walks up from the working directory to ferry's go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.Contains(data, []byte("module github.com/ferry-dr/ferry\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod for github.com/ferry-dr/ferry above the working directory")
-		}
-		dir = parent
-	}
+	os.Exit(ferrytest.Main(m, &ferryBin))
 }
 
 // harness is one test's S3 server and bucket, the optional fault proxy in
@@ -210,187 +159,36 @@ func (h *harness) writeConfig(name, body string) string {
 	return path
 }
 
-// result is the outcome of one finished ferry run.
-type result struct {
-	args    []string
-	stdout  string
-	stderr  string
-	code    int
-	elapsed time.Duration
-}
-
-func (r result) String() string {
-	return fmt.Sprintf("ferry %s\nexit %d after %s\n--- stdout ---\n%s\n--- stderr ---\n%s",
-		strings.Join(r.args, " "), r.code, r.elapsed.Round(time.Millisecond), clip(r.stdout), clip(r.stderr))
-}
-
-func (r result) output() string { return r.stdout + r.stderr }
-
-func clip(s string) string {
-	const limit = 4000
-	if len(s) <= limit {
-		return s
-	}
-	return s[:limit/2] + fmt.Sprintf("\n... (%d bytes elided) ...\n", len(s)-limit) + s[len(s)-limit/2:]
-}
-
-// run runs ferry to completion with env (nil: h.env()) and stdin (nil: none).
-func (h *harness) run(env []string, stdin io.Reader, args ...string) result {
-	h.t.Helper()
+// cmd runs ferry with env (nil: h.env()), recording its output for the
+// secret check.
+func (h *harness) cmd(env []string) ferrytest.Cmd {
 	if env == nil {
 		env = h.env()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, ferryBin, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr, cmd.Env = stdin, &stdout, &stderr, env
-	start := time.Now()
-	err := cmd.Run()
-	r := result{args: args, stdout: stdout.String(), stderr: stderr.String(), elapsed: time.Since(start)}
-	h.recordOutput(r.output)
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		h.t.Fatalf("ferry did not finish within %s:\n%s", runTimeout, r)
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	case err != nil:
-		h.t.Fatalf("run ferry %s: %v", strings.Join(args, " "), err)
-	}
-	return r
+	return ferrytest.Cmd{Bin: ferryBin, Env: env, RecordOutput: h.recordOutput}
+}
+
+// run runs ferry to completion with env (nil: h.env()) and stdin (nil: none).
+func (h *harness) run(env []string, stdin io.Reader, args ...string) ferrytest.Result {
+	h.t.Helper()
+	return h.cmd(env).Run(h.t, stdin, args...)
 }
 
 // ferry runs ferry with the default environment and wants exit 0.
-func (h *harness) ferry(stdin io.Reader, args ...string) result {
+func (h *harness) ferry(stdin io.Reader, args ...string) ferrytest.Result {
 	h.t.Helper()
 	r := h.run(nil, stdin, args...)
-	if r.code != 0 {
+	if r.Code != 0 {
 		h.t.Fatalf("want exit 0:\n%s", r)
 	}
 	return r
 }
 
-// lockedBuffer collects a running process's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// process is a long-running ferry, killed on cleanup if still running.
-type process struct {
-	t      *testing.T
-	args   []string
-	cmd    *exec.Cmd
-	stdout lockedBuffer
-	stderr lockedBuffer
-	done   chan struct{}
-	code   int // valid once done is closed; -1 when killed by a signal
-}
-
-func (h *harness) start(env []string, stdin io.Reader, args ...string) *process {
+// start starts a long-running ferry with env (nil: h.env()), killed on
+// cleanup if still running.
+func (h *harness) start(env []string, stdin io.Reader, args ...string) *ferrytest.Process {
 	h.t.Helper()
-	if env == nil {
-		env = h.env()
-	}
-	p := &process{t: h.t, args: args, done: make(chan struct{})}
-	p.cmd = exec.Command(ferryBin, args...)
-	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr, p.cmd.Env = stdin, &p.stdout, &p.stderr, env
-	if err := p.cmd.Start(); err != nil {
-		h.t.Fatalf("start ferry %s: %v", strings.Join(args, " "), err)
-	}
-	h.recordOutput(func() string { return p.stdout.String() + p.stderr.String() })
-	go func() {
-		p.cmd.Wait()
-		p.code = p.cmd.ProcessState.ExitCode()
-		close(p.done)
-	}()
-	h.t.Cleanup(func() {
-		if !p.exited() {
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
-func (p *process) String() string {
-	return fmt.Sprintf("ferry %s (pid %d)\n--- stdout ---\n%s\n--- stderr ---\n%s",
-		strings.Join(p.args, " "), p.cmd.Process.Pid, clip(p.stdout.String()), clip(p.stderr.String()))
-}
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// wait waits up to timeout for the process to exit on its own.
-func (p *process) wait(timeout time.Duration) (code int, ok bool) {
-	select {
-	case <-p.done:
-		return p.code, true
-	case <-time.After(timeout):
-		return 0, false
-	}
-}
-
-// kill9 sends SIGKILL to a running process and waits until it is gone.
-func (p *process) kill9() {
-	p.t.Helper()
-	if p.exited() {
-		p.t.Fatalf("wanted to kill -9 a running process, but it had exited with %d:\n%s", p.code, p)
-	}
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	if _, ok := p.wait(10 * time.Second); !ok {
-		p.t.Fatalf("process survived SIGKILL for 10s:\n%s", p)
-	}
-}
-
-// terminate sends SIGTERM and returns the exit code.
-func (p *process) terminate(timeout time.Duration) int {
-	p.t.Helper()
-	if p.exited() {
-		p.t.Fatalf("wanted to SIGTERM a running process, but it had exited with %d:\n%s", p.code, p)
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	code, ok := p.wait(timeout)
-	if !ok {
-		p.t.Fatalf("process did not exit within %s of SIGTERM:\n%s", timeout, p)
-	}
-	return code
-}
-
-// eventually polls cond until it reports true, failing the test with
-// cond's last explanation after timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %s: %s", what, timeout, detail)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return h.cmd(env).Start(h.t, stdin, args...)
 }
 
 // stream is one stream under one prefix of the harness's bucket, with its
@@ -432,13 +230,13 @@ func (s *stream) receiveArgs(extra ...string) []string {
 }
 
 // ship runs ferry ship with data on stdin and wants exit 0.
-func (s *stream) ship(data []byte, extra ...string) result {
+func (s *stream) ship(data []byte, extra ...string) ferrytest.Result {
 	s.h.t.Helper()
 	return s.h.ferry(bytes.NewReader(data), s.shipArgs(extra...)...)
 }
 
 // receiveOnce runs ferry receive --once and wants exit 0.
-func (s *stream) receiveOnce(extra ...string) result {
+func (s *stream) receiveOnce(extra ...string) ferrytest.Result {
 	s.h.t.Helper()
 	return s.h.ferry(nil, s.receiveArgs(append([]string{"--once"}, extra...)...)...)
 }

@@ -32,7 +32,7 @@ func TestRoundTripThroughS3(t *testing.T) {
 	if len(names) < 10 {
 		t.Fatalf("%d segments; the test wants at least 10 so ranges cross segment boundaries", len(names))
 	}
-	if want := fmt.Sprintf("in %d segments", len(names)); !strings.Contains(r.stderr, want) {
+	if want := fmt.Sprintf("in %d segments", len(names)); !strings.Contains(r.Stderr, want) {
 		t.Errorf("ship summary does not say %q although the bucket holds %d segments:\n%s", want, len(names), r)
 	}
 
@@ -42,18 +42,18 @@ func TestRoundTripThroughS3(t *testing.T) {
 	t.Run("ls", func(t *testing.T) {
 		ls := h.ferry(nil, "ls", "--store", s.url(), "--stream", s.name)
 		want := fmt.Sprintf("%d segments, %d records", len(names), total)
-		if !strings.Contains(ls.stdout, want) {
+		if !strings.Contains(ls.Stdout, want) {
 			t.Errorf("ls does not say %q:\n%s", want, ls)
 		}
 		for _, n := range names {
-			if !strings.Contains(ls.stdout, n) {
+			if !strings.Contains(ls.Stdout, n) {
 				t.Errorf("ls does not list segment %s:\n%s", n, ls)
 			}
 		}
 		lsj := h.ferry(nil, "ls", "--store", s.url(), "--stream", s.name, "--json")
 		var got []string
 		var records uint64
-		dec := json.NewDecoder(strings.NewReader(lsj.stdout))
+		dec := json.NewDecoder(strings.NewReader(lsj.Stdout))
 		for dec.More() {
 			var row struct {
 				Segment  string `json:"segment"`
@@ -81,7 +81,7 @@ func TestRoundTripThroughS3(t *testing.T) {
 	t.Run("verify", func(t *testing.T) {
 		v := h.ferry(nil, "verify", "--store", s.url(), "--stream", s.name)
 		want := fmt.Sprintf("%d segments, %d records, seq 1..%d: checksums, sequence and hash chain ok", len(names), total, total)
-		if !strings.Contains(v.stdout, want) {
+		if !strings.Contains(v.Stdout, want) {
 			t.Errorf("verify does not say %q:\n%s", want, v)
 		}
 	})
@@ -97,8 +97,8 @@ func TestRoundTripThroughS3(t *testing.T) {
 		} {
 			c := h.ferry(nil, "cat", "--store", s.url(), "--stream", s.name,
 				"--from", fmt.Sprint(rg[0]), "--to", fmt.Sprint(rg[1]))
-			if want := numbered(rg[0], rg[1]-rg[0]+1); c.stdout != string(want) {
-				t.Errorf("cat --from %d --to %d: %s", rg[0], rg[1], describeDiff(want, []byte(c.stdout)))
+			if want := numbered(rg[0], rg[1]-rg[0]+1); c.Stdout != string(want) {
+				t.Errorf("cat --from %d --to %d: %s", rg[0], rg[1], describeDiff(want, []byte(c.Stdout)))
 			}
 		}
 	})
@@ -113,7 +113,7 @@ func TestRoundTripThroughS3(t *testing.T) {
 			{"AWS_ENDPOINT_URL_S3=http://localhost:" + port, "AWS_REGION="},
 		} {
 			r := h.run(h.env(env...), nil, "ls", "--store", s.url(), "--stream", s.name)
-			if want := fmt.Sprintf("%d segments, %d records", len(names), total); r.code != 0 || !strings.Contains(r.stdout, want) {
+			if want := fmt.Sprintf("%d segments, %d records", len(names), total); r.Code != 0 || !strings.Contains(r.Stdout, want) {
 				t.Errorf("with %q: want exit 0 and %q:\n%s", env, want, r)
 			}
 		}

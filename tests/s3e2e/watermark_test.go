@@ -67,7 +67,7 @@ func TestWatermarkPublished(t *testing.T) {
 	s.wantReplica(numbered(1, 8_000), "after two receives")
 
 	ls := h.ferry(nil, "ls", "--store", s.url(), "--stream", s.name)
-	if want := fmt.Sprintf("receiver %s: applied through seq %d", id, cp.LastSeq); !strings.Contains(ls.stdout, want) {
+	if want := fmt.Sprintf("receiver %s: applied through seq %d", id, cp.LastSeq); !strings.Contains(ls.Stdout, want) {
 		t.Errorf("ls does not say %q:\n%s", want, ls)
 	}
 }
@@ -89,7 +89,7 @@ func TestWatermarkRepublishWithoutProgress(t *testing.T) {
 
 	again := s.receiveOnce("--id", id)
 	for _, bad := range []string{"cannot publish", "split brain", "level=WARN", "level=ERROR"} {
-		if strings.Contains(again.stderr, bad) {
+		if strings.Contains(again.Stderr, bad) {
 			t.Errorf("receive --once with nothing new to apply says %q; want a quiet no-op:\n%s", bad, again)
 		}
 	}
