@@ -25,90 +25,28 @@ QUICK=${QUICK:-0}
 TARGET_SPEED=0.8  # ferry MB/s divided by zstd -1 -T1 MB/s, at least
 TARGET_RSS_MIB=100 # peak RSS, at most
 
-die() {
-	echo "run.sh: $*" >&2
-	exit 1
-}
-
-need() {
-	command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"
-}
-
-# to_bytes 256MiB -> 268435456 (the units loggen accepts).
-to_bytes() {
-	local s=$1 n unit
-	[[ $s =~ ^([0-9]+)[[:space:]]*([A-Za-z]*)$ ]] || die "SIZE=$s: want a whole number and a unit, e.g. 256MiB"
-	n=${BASH_REMATCH[1]}
-	unit=${BASH_REMATCH[2],,}
-	case $unit in
-	"" | b) echo "$n" ;;
-	kib) echo $((n << 10)) ;;
-	mib) echo $((n << 20)) ;;
-	gib) echo $((n << 30)) ;;
-	kb) echo $((n * 1000)) ;;
-	mb) echo $((n * 1000000)) ;;
-	gb) echo $((n * 1000000000)) ;;
-	*) die "SIZE=$s: unknown unit $unit (use B, KiB, MiB, GiB, kB, MB, GB)" ;;
-	esac
-}
-
-# now prints the wall clock in seconds with microseconds.
-now() { echo "$EPOCHREALTIME"; }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # sum_file_sizes DIR prints the total size of the regular files under DIR.
 sum_file_sizes() {
 	find "$1" -type f -printf '%s\n' | awk '{s += $1} END {printf "%.0f\n", s}'
 }
 
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS=$RUNS: want a positive whole number"
-(( BASH_VERSINFO[0] >= 5 )) || die "bash 5 or later needed (EPOCHREALTIME), found $BASH_VERSION"
-
-need go "install Go (see go.mod for the version)"
+bench_init
 need zstd "install it, e.g. apt-get install -y zstd"
-need awk "install awk, e.g. apt-get install -y gawk"
-need cmp "install diffutils"
 # Peak RSS comes from GNU time's %M; the bash keyword 'time' cannot report it.
 if [[ ! -x /usr/bin/time ]] || ! /usr/bin/time -f %M -o /dev/null true 2>/dev/null; then
 	die "/usr/bin/time (GNU time) not found or not GNU: it measures peak RSS (%M). Install the Debian package 'time': apt-get install -y time"
 fi
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$root"
-[[ -f go.mod && -d cmd/ferry ]] || die "$root does not look like the ferry repository"
-
-size_bytes=$(to_bytes "$SIZE")
-((size_bytes > 0)) || die "SIZE=$SIZE: must be more than 0 bytes"
-mkdir -p "$BENCH_DIR/bin" || die "cannot create BENCH_DIR=$BENCH_DIR"
-ferry="$BENCH_DIR/bin/ferry"
-loggen="$BENCH_DIR/bin/loggen"
-
-echo "== building ferry and loggen (go build)"
-go build -o "$ferry" ./cmd/ferry || die "go build ./cmd/ferry failed (see above)"
-go build -o "$loggen" ./tests/bench/loggen || die "go build ./tests/bench/loggen failed (see above)"
-
-input="$BENCH_DIR/input-$SIZE.log"
-[[ $SEED == 1 ]] || input="$BENCH_DIR/input-$SIZE-seed$SEED.log"
-if [[ -f $input && $(stat -c %s "$input") == "$size_bytes" ]]; then
-	echo "== input: reusing $input"
-else
-	echo "== input: generating $input ($SIZE, seed $SEED)"
-	t0=$(now)
-	"$loggen" -size "$SIZE" -seed "$SEED" -o "$input" || die "loggen failed"
-	sync "$input" # so its writeback does not overlap the timed runs
-	t1=$(now)
-	awk -v b="$size_bytes" -v t0="$t0" -v t1="$t1" 'BEGIN {printf "   %.1fs, %.0f MB/s\n", t1-t0, b/1e6/(t1-t0)}'
-fi
-
-# Dropping the page cache needs root and disturbs everyone else on the
-# machine, so instead the input is read once here: every timed run below
-# then reads it from memory, zstd and ferry alike.
-echo "== warming the page cache: cat input > /dev/null (caches are not dropped)"
-cat "$input" >/dev/null
+build_bins ferry loggen
+make_input
+warm_input # zstd and ferry alike read the input from memory
 mem_avail=$(($(awk '/^MemAvailable:/ {print $2}' /proc/meminfo) * 1024)) # mawk's %d stops at 2^31
 if ((mem_avail < 2 * size_bytes)); then
 	echo "   warning: MemAvailable $((mem_avail >> 20)) MiB is under twice the input; runs may read from disk"
 fi
-lines=$(wc -l <"$input")
 
 runs_dir="$BENCH_DIR/runs"
 rm -rf "$runs_dir"
@@ -118,7 +56,8 @@ mkdir -p "$runs_dir"
 # (round 1 of every row, then round 2, ...) so that a change in machine load
 # during the benchmark hits every row alike; each row reports its best run.
 rows=(zstd batch off)
-declare -A best_wall best_cpu all_walls peak_rss stored summary
+# best and all (lib.sh) hold the wall times; these the rest.
+declare -A best_cpu peak_rss stored summary
 
 # GNU time writes "peak-RSS-KiB user-s sys-s" to $runs_dir/usage.
 usage_fmt='%M %U %S'
@@ -128,18 +67,13 @@ usage_fmt='%M %U %S'
 # row's best so far.
 record_run() {
 	local row=$1 wall rss user sys
-	wall=$(awk -v a="$2" -v b="$3" 'BEGIN {printf "%.3f", b - a}')
+	wall=$(elapsed "$2" "$3")
 	read -r rss user sys < <(tail -n 1 "$runs_dir/usage")
-	all_walls[$row]+="${all_walls[$row]:+ }$wall"
 	if ((rss > ${peak_rss[$row]:-0})); then
 		peak_rss[$row]=$rss
 	fi
-	if [[ -z ${best_wall[$row]:-} ]] || awk -v w="$wall" -v b="${best_wall[$row]}" 'BEGIN {exit !(w < b)}'; then
-		best_wall[$row]=$wall
-		best_cpu[$row]=$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}')
-		return 0
-	fi
-	return 1
+	keep "$row" "$wall" || return 1
+	best_cpu[$row]=$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}')
 }
 
 run_zstd() {
@@ -211,22 +145,13 @@ if [[ $QUICK != 1 ]]; then
 fi
 
 # ---- report -----------------------------------------------------------------
-fs_type=$(stat -f -c %T "$BENCH_DIR")
-cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-load=$(cut -d ' ' -f 1-3 /proc/loadavg)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[[ -n $(git status --porcelain 2>/dev/null | head -n 1) ]] && commit+=" + uncommitted changes"
-
 row() { # row NAME WALL CPU BYTES_STORED RSS_KIB WALLS
 	awk -v name="$1" -v wall="$2" -v cpu="$3" -v in_b="$size_bytes" -v lines="$lines" -v out_b="$4" -v rss="$5" -v walls="$6" \
 		'BEGIN {printf "%-26s %8.3f %7.2f %9.1f %9.2f %7.2fx %9.1f   %s\n",
 			name, wall, cpu, in_b / 1e6 / wall, lines / 1e6 / wall, in_b / out_b, rss / 1024, walls}'
 }
 
-echo
-echo "ferry throughput benchmark: $SIZE input ($size_bytes bytes, $lines lines, seed $SEED), best of $RUNS"
-echo "  ferry $commit; $(zstd -V | sed 's/^\*\*\* //; s/ \*\*\*$//; s/, by .*//')"
-echo "  $(nproc) CPUs ($cpu), load average $load; BENCH_DIR $BENCH_DIR on $fs_type"
+report_header "throughput benchmark" "" "$(zstd -V | sed 's/^\*\*\* //; s/ \*\*\*$//; s/, by .*//')" "BENCH_DIR $BENCH_DIR"
 echo "  page cache not dropped (needs root): the input was read once beforehand, so every run reads it from memory"
 if awk -v l="${load%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > n)}'; then
 	echo "  warning: load average above the CPU count; other work competes for the CPUs and the figures are noisy"
@@ -236,20 +161,20 @@ printf "%-26s %8s %7s %9s %9s %8s %9s   %s\n" "" "wall s" "CPU s" "MB/s" "Mrec/s
 for r in "${rows[@]}"; do
 	name="ferry ship --fsync $r"
 	[[ $r == zstd ]] && name="zstd -1 -T1"
-	row "$name" "${best_wall[$r]}" "${best_cpu[$r]}" "${stored[$r]}" "${peak_rss[$r]}" "${all_walls[$r]}"
+	row "$name" "${best[$r]}" "${best_cpu[$r]}" "${stored[$r]}" "${peak_rss[$r]}" "${all[$r]}"
 done
 echo "  wall and CPU (user + sys) of the best run; MB = 10^6 bytes of input per second of wall time;"
 echo "  Mrec/s = million lines per second;"
 echo "  ratio = input bytes / bytes written (zstd: compressed stream; ferry: every file in the store dir);"
 echo "  RSS = largest peak RSS over the runs (GNU time %M)"
 echo
-awk -v f="${best_wall[batch]}" -v z="${best_wall[zstd]}" -v fc="${best_cpu[batch]}" -v zc="${best_cpu[zstd]}" \
-	-v t="$TARGET_SPEED" -v rss="${peak_rss[batch]}" -v trss="$TARGET_RSS_MIB" 'BEGIN {
-	speed = z / f   # same input, so the MB/s ratio is the inverse wall-time ratio
-	printf "target  ferry MB/s / zstd MB/s (fsync=batch) = %.2f   want >= %.1f   %s\n", speed, t, (speed >= t ? "OK" : "MISSED")
+awk -v f="${best[batch]}" -v z="${best[zstd]}" -v fc="${best_cpu[batch]}" -v zc="${best_cpu[zstd]}" \
+	-v t="$TARGET_SPEED" -v rss="${peak_rss[batch]}" -v trss="$TARGET_RSS_MIB" "$awk_target"' BEGIN {
+	# same input, so the MB/s ratio is the inverse wall-time ratio
+	target("ferry MB/s / zstd MB/s (fsync=batch)", z / f, ">=", t)
 	if (fc > 0)
 		printf "        (by CPU time instead of wall time: %.2f; less sensitive to other load)\n", zc / fc
-	printf "target  ferry peak RSS (fsync=batch) = %.1f MiB   want <= %d MiB   %s\n", rss / 1024, trss, (rss / 1024 <= trss ? "OK" : "MISSED")
+	target("ferry peak RSS (fsync=batch)", rss / 1024, "<=", trss, "%.1f", "%d", " MiB")
 }'
 echo "check   $verify"
 echo
@@ -260,6 +185,6 @@ done
 echo
 quick=""
 [[ $QUICK == 1 ]] && quick=" QUICK=1"
-echo "reproduce: cd $root && SIZE=$SIZE SEED=$SEED RUNS=$RUNS BENCH_DIR=$BENCH_DIR$quick tests/bench/run.sh"
+reproduce "BENCH_DIR=$BENCH_DIR$quick"
 echo "  one ferry run: $ferry ship --store DIR --stream bench --spool SPOOL --max-bytes 16MiB --fsync batch < $input"
 echo "  reference:     zstd -1 -T1 -c $input > /dev/null"

@@ -29,47 +29,13 @@ BENCH_DIR=${BENCH_DIR:-/tmp/ferry-bench}
 TARGET_S3_VS_DIR=0.7   # ship MB/s into S3 / ship MB/s into the dir store, at least
 TARGET_CATCHUP=1.5     # receive --once MB/s from S3 / ship MB/s into S3, at least
 
-die() {
-	echo "s3.sh: $*" >&2
-	exit 1
-}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-need() {
-	command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"
-}
-
-# to_bytes 256MiB -> 268435456 (the units loggen accepts).
-to_bytes() {
-	local s=$1 n unit
-	[[ $s =~ ^([0-9]+)[[:space:]]*([A-Za-z]*)$ ]] || die "SIZE=$s: want a whole number and a unit, e.g. 256MiB"
-	n=${BASH_REMATCH[1]}
-	unit=${BASH_REMATCH[2],,}
-	case $unit in
-	"" | b) echo "$n" ;;
-	kib) echo $((n << 10)) ;;
-	mib) echo $((n << 20)) ;;
-	gib) echo $((n << 30)) ;;
-	kb) echo $((n * 1000)) ;;
-	mb) echo $((n * 1000000)) ;;
-	gb) echo $((n * 1000000000)) ;;
-	*) die "SIZE=$s: unknown unit $unit (use B, KiB, MiB, GiB, kB, MB, GB)" ;;
-	esac
-}
-
-now() { echo "$EPOCHREALTIME"; }
-
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS=$RUNS: want a positive whole number"
-((BASH_VERSINFO[0] >= 5)) || die "bash 5 or later needed (EPOCHREALTIME), found $BASH_VERSION"
-need go "install Go (see go.mod for the version)"
-need awk "install awk, e.g. apt-get install -y gawk"
-need cmp "install diffutils"
+bench_init
 need curl "install curl (7.75 or later: it creates the bucket with --aws-sigv4)"
 curl --help all 2>/dev/null | grep -q -- --aws-sigv4 ||
 	die "curl $(curl --version | awk 'NR==1 {print $2}') has no --aws-sigv4 (needs 7.75 or later): it creates the bucket"
-
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$root"
-[[ -f go.mod && -d cmd/ferry ]] || die "$root does not look like the ferry repository"
 
 gw=${VERSITYGW:-}
 if [[ -z $gw ]]; then
@@ -78,26 +44,9 @@ if [[ -z $gw ]]; then
 fi
 [[ -x $gw ]] || die "versitygw not found at $gw: go install github.com/versity/versitygw/cmd/versitygw@v1.8.0, or set VERSITYGW"
 
-size_bytes=$(to_bytes "$SIZE")
-((size_bytes > 0)) || die "SIZE=$SIZE: must be more than 0 bytes"
-mkdir -p "$BENCH_DIR/bin" || die "cannot create BENCH_DIR=$BENCH_DIR"
-ferry="$BENCH_DIR/bin/ferry"
-
-echo "== building ferry (go build)"
-go build -o "$ferry" ./cmd/ferry || die "go build ./cmd/ferry failed (see above)"
-
-input="$BENCH_DIR/input-$SIZE.log"
-[[ $SEED == 1 ]] || input="$BENCH_DIR/input-$SIZE-seed$SEED.log"
-if [[ -f $input && $(stat -c %s "$input") == "$size_bytes" ]]; then
-	echo "== input: reusing $input"
-else
-	echo "== input: generating $input ($SIZE, seed $SEED)"
-	go run ./tests/bench/loggen -size "$SIZE" -seed "$SEED" -o "$input" || die "loggen failed"
-	sync "$input"
-fi
-echo "== warming the page cache: cat input > /dev/null (caches are not dropped)"
-cat "$input" >/dev/null
-lines=$(wc -l <"$input")
+build_bins ferry
+make_input
+warm_input
 
 work=$(mktemp -d "$BENCH_DIR/s3-XXXXXX")
 gw_pid=""
@@ -113,7 +62,7 @@ trap cleanup EXIT
 # ---- S3 server ---------------------------------------------------------------
 access_key="bench$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 secret_key=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
-bucket=ferry-bench
+bucket="ferry-bench"
 mkdir -p "$work/gw"
 
 # port_free PORT succeeds when nothing listens on 127.0.0.1:PORT.
@@ -122,8 +71,8 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # start_gw starts versitygw on a free port and waits until it answers
 # (any HTTP status will do: an unsigned request gets 403).
 start_gw() {
-	local try port code
-	for try in 1 2 3; do
+	local port code
+	for _ in 1 2 3; do
 		port=$((20000 + RANDOM % 40000))
 		port_free "$port" || continue
 		ROOT_ACCESS_KEY=$access_key ROOT_SECRET_KEY=$secret_key \
@@ -159,17 +108,6 @@ s3env=(env AWS_ENDPOINT_URL_S3="$endpoint" AWS_REGION=us-east-1 AWS_ACCESS_KEY_I
 	AWS_SECRET_ACCESS_KEY="$secret_key" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_CONFIG_FILE=/dev/null)
 
 # ---- timed runs --------------------------------------------------------------
-declare -A best all
-# keep ROW SECONDS folds one run into the row's best (smallest) and list.
-keep() {
-	all[$1]+="${all[$1]:+ }$2"
-	if [[ -z ${best[$1]:-} ]] || awk -v a="$2" -v b="${best[$1]}" 'BEGIN {exit !(a < b)}'; then
-		best[$1]=$2
-		return 0
-	fi
-	return 1
-}
-
 run_ship() { # run_ship ROW ROUND STORE
 	local row=$1 round=$2 store=$3 t0 t1 err="$work/ship-$1-$2.err"
 	rm -rf "$work/spool"
@@ -180,7 +118,7 @@ run_ship() { # run_ship ROW ROUND STORE
 		die "ferry ship --store $store failed (round $round; stderr above)"
 	fi
 	t1=$(now)
-	if keep "$row" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')"; then
+	if keep "$row" "$(elapsed "$t0" "$t1")"; then
 		cp "$err" "$work/ship-$row.err"
 		if [[ $row == dir ]]; then
 			rm -rf "$work/store-best"
@@ -209,7 +147,7 @@ run_receive() {
 		die "ferry receive --once from $store failed (stderr above)"
 	fi
 	t1=$(now)
-	if keep "$row" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')"; then
+	if keep "$row" "$(elapsed "$t0" "$t1")"; then
 		cp "$err" "$work/$row-best.err"
 	fi
 	cmp -s "$input" "$work/replica.log" || die "the replica received from $store differs from the input (kept: $work/replica.log)"
@@ -232,15 +170,8 @@ stored=$("${s3env[@]}" "$ferry" ls --store "s3://$bucket/run-1" --stream bench |
 [[ $stored == "$segments" ]] || die "ship says $segments segments, ferry ls counts $stored"
 
 # ---- report --------------------------------------------------------------------
-cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-load=$(cut -d ' ' -f 1-3 /proc/loadavg)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[[ -n $(git status --porcelain 2>/dev/null | head -n 1) ]] && commit+=" + uncommitted changes"
-
-echo
-echo "ferry S3 benchmark: $SIZE input ($size_bytes bytes, $lines lines, seed $SEED), --max-bytes $MAX_BYTES, best of $RUNS"
-echo "  ferry $commit; versitygw $("$gw" --version 2>/dev/null | awk -F': *' '/^Version/ {print $2; exit}') (posix backend) on $endpoint"
-echo "  $(nproc) CPUs ($cpu), load average $load; $work on $(stat -f -c %T "$BENCH_DIR")"
+report_header "S3 benchmark" ", --max-bytes $MAX_BYTES" \
+	"versitygw $("$gw" --version 2>/dev/null | awk -F': *' '/^Version/ {print $2; exit}') (posix backend) on $endpoint" "$work"
 echo "  the S3 server runs on the same machine and competes with ferry for the CPUs"
 echo
 printf "%-48s %8s %9s   %s\n" "" "wall s" "MB/s" "all runs, wall s"
@@ -257,11 +188,10 @@ done
 echo "  MB = 10^6 bytes of input per second of wall time (receive: input bytes replayed per second)"
 echo
 awk -v d="${best[dir]}" -v s="${best[s3]}" -v r="${best[receive]}" -v rd="${best[receive-dir]}" -v ts="$TARGET_S3_VS_DIR" -v tc="$TARGET_CATCHUP" \
-	-v seg="$segments" -v b="$size_bytes" -v mb="$MAX_BYTES" 'BEGIN {
-	s3dir = d / s      # same input, so the MB/s ratio is the inverse wall-time ratio
-	catchup = s / r
-	printf "target  ship MB/s S3 / dir               = %.2f   want >= %.1f   %s\n", s3dir, ts, (s3dir >= ts ? "OK" : "MISSED")
-	printf "target  receive MB/s / ship MB/s (S3)    = %.2f   want >= %.1f   %s\n", catchup, tc, (catchup >= tc ? "OK" : "MISSED")
+	-v seg="$segments" -v b="$size_bytes" -v mb="$MAX_BYTES" "$awk_target"' BEGIN {
+	# same input, so the MB/s ratio is the inverse wall-time ratio
+	target(sprintf("%-32s", "ship MB/s S3 / dir"), d / s, ">=", ts)
+	target(sprintf("%-32s", "receive MB/s / ship MB/s (S3)"), s / r, ">=", tc)
 	printf "info    receive MB/s / ship MB/s (dir)   = %.2f   (the same receiver work without S3)\n", d / rd
 	printf "info    S3 requests per GiB of input: %.1f PUT (one per segment: %d segments of up to %s for %.3f GiB),\n", seg / (b / 2^30), seg, mb, b / 2^30
 	printf "        plus 1 LIST per ship start; receive: %.1f GET per GiB (one per segment) + a LIST per poll\n", seg / (b / 2^30)
@@ -274,4 +204,4 @@ echo "  s3:  $(grep -m 1 '^ferry ship:' "$work/ship-s3.err")"
 echo "  receive from S3:  $(grep -m 1 '^ferry receive:' "$work/receive-best.err")"
 echo "  receive from dir: $(grep -m 1 '^ferry receive:' "$work/receive-dir-best.err")"
 echo
-echo "reproduce: cd $root && SIZE=$SIZE SEED=$SEED RUNS=$RUNS MAX_BYTES=$MAX_BYTES BENCH_DIR=$BENCH_DIR tests/bench/s3.sh"
+reproduce "MAX_BYTES=$MAX_BYTES BENCH_DIR=$BENCH_DIR"

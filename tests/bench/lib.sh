@@ -1,0 +1,173 @@
+# shellcheck shell=bash
+# Shared parts of the benchmark scripts run.sh and s3.sh; sourced, not run.
+#
+# A script sets its defaults (SIZE, SEED, RUNS, BENCH_DIR) and
+# `set -euo pipefail`, sources this file, then calls, in order:
+#
+#   bench_init             shared checks; cd to the repo; sets root, size_bytes
+#   build_bins ferry [loggen]   go build into $BENCH_DIR/bin; sets $ferry ($loggen)
+#   make_input             generates or reuses the input; sets input
+#   warm_input             reads the input once; sets lines
+#
+# and, for the timed runs and the report: now, elapsed, keep (best of N into
+# best[ROW] and all[ROW]), report_header, $awk_target (the OK/MISSED lines)
+# and reproduce.
+
+bench_name=${0##*/}
+
+die() {
+	echo "$bench_name: $*" >&2
+	exit 1
+}
+
+need() {
+	command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"
+}
+
+# to_bytes 256MiB -> 268435456 (the units loggen accepts).
+to_bytes() {
+	local s=$1 n unit
+	[[ $s =~ ^([0-9]+)[[:space:]]*([A-Za-z]*)$ ]] || die "SIZE=$s: want a whole number and a unit, e.g. 256MiB"
+	n=${BASH_REMATCH[1]}
+	unit=${BASH_REMATCH[2],,}
+	case $unit in
+	"" | b) echo "$n" ;;
+	kib) echo $((n << 10)) ;;
+	mib) echo $((n << 20)) ;;
+	gib) echo $((n << 30)) ;;
+	kb) echo $((n * 1000)) ;;
+	mb) echo $((n * 1000000)) ;;
+	gb) echo $((n * 1000000000)) ;;
+	*) die "SIZE=$s: unknown unit $unit (use B, KiB, MiB, GiB, kB, MB, GB)" ;;
+	esac
+}
+
+# now prints the wall clock in seconds with microseconds.
+now() { echo "$EPOCHREALTIME"; }
+
+# elapsed T0 T1 prints T1 - T0 in seconds with milliseconds.
+elapsed() {
+	awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'
+}
+
+# bench_init checks the settings and the tools both scripts need, moves to the
+# repository root and sets root and size_bytes. A script checks its own extra
+# tools after it.
+bench_init() {
+	[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS=$RUNS: want a positive whole number"
+	((BASH_VERSINFO[0] >= 5)) || die "bash 5 or later needed (EPOCHREALTIME), found $BASH_VERSION"
+	need go "install Go (see go.mod for the version)"
+	need awk "install awk, e.g. apt-get install -y gawk"
+	need cmp "install diffutils"
+
+	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+	cd "$root" || die "cannot cd to $root"
+	[[ -f go.mod && -d cmd/ferry ]] || die "$root does not look like the ferry repository"
+
+	size_bytes=$(to_bytes "$SIZE")
+	((size_bytes > 0)) || die "SIZE=$SIZE: must be more than 0 bytes"
+	mkdir -p "$BENCH_DIR/bin" || die "cannot create BENCH_DIR=$BENCH_DIR"
+}
+
+# build_bins NAME... builds each of ferry (./cmd/ferry) and loggen
+# (./tests/bench/loggen) to $BENCH_DIR/bin/NAME and sets the variable NAME
+# to that path.
+build_bins() {
+	local names=$* name
+	echo "== building ${names// / and } (go build)"
+	for name in "$@"; do
+		case $name in
+		ferry)
+			ferry="$BENCH_DIR/bin/ferry"
+			go build -o "$ferry" ./cmd/ferry || die "go build ./cmd/ferry failed (see above)"
+			;;
+		loggen)
+			loggen="$BENCH_DIR/bin/loggen"
+			go build -o "$loggen" ./tests/bench/loggen || die "go build ./tests/bench/loggen failed (see above)"
+			;;
+		*) die "build_bins: unknown binary $name" ;;
+		esac
+	done
+}
+
+# make_input sets input to the cached input file for SIZE and SEED under
+# BENCH_DIR, and generates it unless a file of the right size is there. With
+# a built loggen (build_bins ... loggen) it also times the generation;
+# without, it uses go run.
+make_input() {
+	local t0 t1 gen=(go run ./tests/bench/loggen)
+	input="$BENCH_DIR/input-$SIZE.log"
+	[[ $SEED == 1 ]] || input="$BENCH_DIR/input-$SIZE-seed$SEED.log"
+	if [[ -f $input && $(stat -c %s "$input") == "$size_bytes" ]]; then
+		echo "== input: reusing $input"
+		return 0
+	fi
+	echo "== input: generating $input ($SIZE, seed $SEED)"
+	[[ -z ${loggen:-} ]] || gen=("$loggen")
+	t0=$(now)
+	"${gen[@]}" -size "$SIZE" -seed "$SEED" -o "$input" || die "loggen failed"
+	sync "$input" # so its writeback does not overlap the timed runs
+	t1=$(now)
+	# Only a built loggen is timed: go run's time would include the compile.
+	if [[ -n ${loggen:-} ]]; then
+		awk -v b="$size_bytes" -v t0="$t0" -v t1="$t1" 'BEGIN {printf "   %.1fs, %.0f MB/s\n", t1-t0, b/1e6/(t1-t0)}'
+	fi
+}
+
+# warm_input reads the input once and sets lines to its line count.
+# Dropping the page cache needs root and disturbs everyone else on the
+# machine, so instead the input is read once here: every timed run then
+# reads it from memory.
+warm_input() {
+	echo "== warming the page cache: cat input > /dev/null (caches are not dropped)"
+	cat "$input" >/dev/null
+	lines=$(wc -l <"$input")
+}
+
+# Best of N: keep ROW SECONDS appends SECONDS to all[ROW] (every run, in
+# order) and, when it is the smallest so far, sets best[ROW] to it and
+# returns 0; otherwise it returns 1.
+declare -A best all
+keep() {
+	all[$1]+="${all[$1]:+ }$2"
+	if [[ -z ${best[$1]:-} ]] || awk -v a="$2" -v b="${best[$1]}" 'BEGIN {exit !(a < b)}'; then
+		best[$1]=$2
+		return 0
+	fi
+	return 1
+}
+
+# report_header TITLE SETTINGS VERSIONS WHERE prints the report's first lines:
+#   ferry TITLE: SIZE input (...)SETTINGS, best of RUNS
+#     ferry COMMIT; VERSIONS
+#     N CPUs (...), load average ...; WHERE on <file system of BENCH_DIR>
+# and sets load to the load averages it printed.
+report_header() {
+	local cpu commit
+	cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+	load=$(cut -d ' ' -f 1-3 /proc/loadavg)
+	commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+	[[ -n $(git status --porcelain 2>/dev/null | head -n 1) ]] && commit+=" + uncommitted changes"
+	echo
+	echo "ferry $1: $SIZE input ($size_bytes bytes, $lines lines, seed $SEED)$2, best of $RUNS"
+	echo "  ferry $commit; $3"
+	echo "  $(nproc) CPUs ($cpu), load average $load; $4 on $(stat -f -c %T "$BENCH_DIR")"
+}
+
+# awk_target defines target(LABEL, VALUE, OP, WANT[, VFMT, WFMT, UNIT]) for
+# an awk program (awk "$awk_target"' BEGIN {...}'). It prints
+#   target  LABEL = VALUE[UNIT]   want OP WANT[UNIT]   OK|MISSED
+# with OP ">=" or "<=", VALUE in VFMT (default %.2f) and WANT in WFMT
+# (default %.1f).
+# shellcheck disable=SC2034 # used by the scripts that source this file
+awk_target='
+function target(label, v, op, want, vfmt, wfmt, unit,   ok, fmt) {
+	ok = (op == ">=") ? (v >= want) : (v <= want)
+	fmt = "target  %s = " (vfmt == "" ? "%.2f" : vfmt) "%s   want %s " (wfmt == "" ? "%.1f" : wfmt) "%s   %s\n"
+	printf fmt, label, v, unit, op, want, unit, (ok ? "OK" : "MISSED")
+}'
+
+# reproduce SETTINGS prints the command line that repeats this run.
+reproduce() {
+	echo "reproduce: cd $root && SIZE=$SIZE SEED=$SEED RUNS=$RUNS $* tests/bench/$bench_name"
+}
