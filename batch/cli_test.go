@@ -2,6 +2,7 @@ package batch
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +19,13 @@ func TestZstdCLI(t *testing.T) {
 		t.Fatalf("zstd binary not found (%v): install the zstd package (apt-get install zstd)", err)
 	}
 	big := makeRecords(1, 20000) // several zstd blocks
-	segs := map[string][]Record{"golden": goldenRecords(), "big": big}
+	// Over four chunks of ~1 KiB records: several frames, compressed in
+	// parallel, that must come out in order.
+	huge := makeRecords(1, 4*ChunkSize/1000+500)
+	for i := range huge {
+		huge[i].Data = fmt.Appendf(nil, "%0990d\n", huge[i].Seq*2654435761%1000003)
+	}
+	segs := map[string][]Record{"golden": goldenRecords(), "big": big, "multiframe": huge}
 	b := newBuilder(t)
 	dir := t.TempDir()
 	for name, recs := range segs {
@@ -37,6 +44,15 @@ func TestZstdCLI(t *testing.T) {
 			}
 			if want := frames(recs); !bytes.Equal(out, want) {
 				t.Fatalf("zstd -dc printed %d bytes, want the %d bytes of record frames", len(out), len(want))
+			}
+			// One zstd frame per started chunk, each with a checksum.
+			list, err := exec.Command(zstdBin, "-lv", "--", path).CombinedOutput()
+			if err != nil {
+				t.Fatalf("zstd -lv %s: %v\n%s", m.Name(), err, list)
+			}
+			wantFrames := (int(m.UncompressedSize) + ChunkSize - 1) / ChunkSize
+			if !bytes.Contains(list, fmt.Appendf(nil, "# Zstandard Frames: %d\n", wantFrames)) || !bytes.Contains(list, []byte("Check: XXH64")) {
+				t.Fatalf("zstd -lv %s: want %d checksummed frames for %d bytes:\n%s", m.Name(), wantFrames, m.UncompressedSize, list)
 			}
 		})
 	}

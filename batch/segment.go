@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"time"
 
@@ -99,15 +100,64 @@ func (l Level) zstd() (zstd.EncoderLevel, error) {
 	return 0, fmt.Errorf("unknown compression level %q (want fastest, default, better or best)", l)
 }
 
-// Builder accumulates records into one segment, compressing as they
-// arrive so only compressed bytes are held in memory. It is not safe for
-// concurrent use. Reuse it across segments with Reset.
+// ChunkSize is about how many uncompressed bytes of records Builder puts
+// in one zstd frame. Each frame ends at a record boundary and is
+// compressed on its own goroutine while the next one fills, so building a
+// segment uses every core the machine gives it. On log data 2 MiB frames
+// cost about 1% of ratio against one frame per segment.
+const ChunkSize = 2 << 20
+
+// windowSize is the zstd window Builder's frames declare. 1 MiB finds the
+// same matches as larger windows at the fastest level (the encoder's hash
+// tables forget older positions first) and keeps each encoder's history
+// buffer small.
+const windowSize = 1 << 20
+
+// maxInFlight bounds the chunks being compressed at once, and so the raw
+// bytes a Builder holds: (maxInFlight + 1) * ChunkSize.
+var maxInFlight = min(max(runtime.GOMAXPROCS(0), 2), 4)
+
+// encoders holds one EncodeAll encoder per level, shared by all Builders;
+// EncodeAll is safe for concurrent use.
+var encoders sync.Map // zstd.EncoderLevel -> *zstd.Encoder
+
+func encoderFor(zl zstd.EncoderLevel) (*zstd.Encoder, error) {
+	if e, ok := encoders.Load(zl); ok {
+		return e.(*zstd.Encoder), nil
+	}
+	e, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zl),
+		zstd.WithEncoderConcurrency(maxInFlight),
+		zstd.WithEncoderCRC(true),
+		zstd.WithWindowSize(windowSize))
+	if err != nil {
+		return nil, fmt.Errorf("zstd encoder: %w", err)
+	}
+	actual, _ := encoders.LoadOrStore(zl, e)
+	return actual.(*zstd.Encoder), nil
+}
+
+// rawPool recycles chunk buffers.
+var rawPool = sync.Pool{New: func() any { b := make([]byte, 0, ChunkSize+64<<10); return &b }}
+
+// chunk is one frame's worth of records, compressed in the background.
+type chunk struct {
+	raw  *[]byte
+	out  []byte
+	done chan struct{}
+}
+
+// Builder accumulates records into one segment. Records are framed into a
+// chunk buffer; each full chunk is compressed into its own zstd frame on a
+// background goroutine while the next fills, so only compressed bytes and
+// a few chunks of raw records are held in memory. A Builder is not safe
+// for concurrent use. Reuse it across segments with Reset.
 type Builder struct {
-	enc     *zstd.Encoder
-	buf     bytes.Buffer
-	scratch []byte
-	meta    Meta
-	err     error
+	enc    *zstd.Encoder
+	raw    *[]byte  // the chunk being filled
+	chunks []*chunk // submitted, in order
+	meta   Meta
+	err    error
 }
 
 // NewBuilder returns a Builder compressing at level l.
@@ -116,23 +166,17 @@ func NewBuilder(l Level) (*Builder, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Builder{}
-	b.enc, err = zstd.NewWriter(&b.buf,
-		zstd.WithEncoderLevel(zl),
-		zstd.WithEncoderConcurrency(2),
-		zstd.WithEncoderCRC(true),
-		zstd.WithWindowSize(1<<22))
+	enc, err := encoderFor(zl)
 	if err != nil {
-		return nil, fmt.Errorf("zstd encoder: %w", err)
+		return nil, err
 	}
-	return b, nil
+	return &Builder{enc: enc}, nil
 }
 
 // Reset starts a new, empty segment of stream in generation gen whose
 // predecessor has hash prev (ZeroHash for the first segment).
 func (b *Builder) Reset(stream string, gen uint32, prev string) {
-	b.buf.Reset()
-	b.enc.Reset(&b.buf)
+	b.release()
 	b.err = nil
 	b.meta = Meta{
 		Format:      FormatVersion,
@@ -141,6 +185,19 @@ func (b *Builder) Reset(stream string, gen uint32, prev string) {
 		Compression: "zstd",
 		Encryption:  "none",
 		PrevSHA256:  prev,
+	}
+}
+
+// release drops the chunks of the current segment, waiting for those
+// still compressing so their buffers can be reused.
+func (b *Builder) release() {
+	for _, c := range b.chunks {
+		<-c.done
+	}
+	clear(b.chunks)
+	b.chunks = b.chunks[:0]
+	if b.raw != nil {
+		*b.raw = (*b.raw)[:0]
 	}
 }
 
@@ -186,16 +243,52 @@ func (b *Builder) Add(r *Record) error {
 	if t.After(b.meta.MaxTime) {
 		b.meta.MaxTime = t
 	}
-	b.scratch = AppendFrame(b.scratch[:0], r)
-	b.meta.UncompressedSize += int64(len(b.scratch))
-	if _, err := b.enc.Write(b.scratch); err != nil {
-		b.err = fmt.Errorf("builder: compress: %w", err)
-		return b.err
+	if b.raw == nil {
+		b.raw = rawPool.Get().(*[]byte)
 	}
-	if cap(b.scratch) > 1<<20 {
-		b.scratch = nil // don't pin one huge record's buffer
+	n := len(*b.raw)
+	*b.raw = AppendFrame(*b.raw, r)
+	b.meta.UncompressedSize += int64(len(*b.raw) - n)
+	if len(*b.raw) >= ChunkSize {
+		b.submit()
 	}
 	return nil
+}
+
+// submit hands the filled chunk to a compressing goroutine, first waiting
+// for the oldest one still running when maxInFlight are.
+func (b *Builder) submit() {
+	running := 0
+	for _, c := range b.chunks {
+		select {
+		case <-c.done:
+		default:
+			running++
+		}
+	}
+	for _, c := range b.chunks {
+		if running < maxInFlight {
+			break
+		}
+		select {
+		case <-c.done:
+		default:
+			<-c.done
+			running--
+		}
+	}
+	c := &chunk{raw: b.raw, done: make(chan struct{})}
+	b.raw = nil
+	b.chunks = append(b.chunks, c)
+	go func(enc *zstd.Encoder) {
+		c.out = enc.EncodeAll(*c.raw, nil)
+		if cap(*c.raw) <= 2*ChunkSize {
+			*c.raw = (*c.raw)[:0]
+			rawPool.Put(c.raw) // a huge record's buffer is left to the GC
+		}
+		c.raw = nil
+		close(c.done)
+	}(b.enc)
 }
 
 // Seal finishes the segment and returns its bytes (a fresh slice owned by
@@ -208,20 +301,32 @@ func (b *Builder) Seal(sealedAt time.Time) ([]byte, Meta, error) {
 	if b.meta.Records == 0 {
 		return nil, Meta{}, errors.New("builder: seal of an empty segment")
 	}
-	if err := b.enc.Close(); err != nil {
-		return nil, Meta{}, fmt.Errorf("builder: finish zstd frame: %w", err)
+	if b.raw != nil && len(*b.raw) > 0 {
+		b.submit()
 	}
-	payload := b.buf.Bytes()
-	sum := sha256.Sum256(payload)
-	b.meta.PayloadSHA256 = hex.EncodeToString(sum[:])
-	b.meta.PayloadSize = int64(len(payload))
+	payload := make([][]byte, len(b.chunks))
+	h := sha256.New()
+	var size int64
+	for i, c := range b.chunks {
+		<-c.done
+		payload[i] = c.out
+		h.Write(c.out)
+		size += int64(len(c.out))
+	}
+	b.meta.PayloadSHA256 = hex.EncodeToString(h.Sum(nil))
+	b.meta.PayloadSize = size
 	b.meta.SealedAt = sealedAt.UTC()
-	return Assemble(b.meta, payload)
+	b.err = errors.New("builder: sealed; Reset before reuse")
+	return assemble(b.meta, payload...)
 }
 
 // Assemble prefixes payload with the metadata frame for m. It is exported
 // for tools that re-wrap payloads (and for tests that forge segments).
 func Assemble(m Meta, payload []byte) ([]byte, Meta, error) {
+	return assemble(m, payload)
+}
+
+func assemble(m Meta, payload ...[]byte) ([]byte, Meta, error) {
 	js, err := json.Marshal(&m)
 	if err != nil {
 		return nil, Meta{}, fmt.Errorf("encode segment metadata: %w", err)
@@ -230,12 +335,18 @@ func Assemble(m Meta, payload []byte) ([]byte, Meta, error) {
 	if frameLen > MaxMetaSize {
 		return nil, Meta{}, fmt.Errorf("segment metadata is %d bytes, limit %d", frameLen, MaxMetaSize)
 	}
-	out := make([]byte, 0, 8+frameLen+len(payload))
+	size := 8 + frameLen
+	for _, p := range payload {
+		size += len(p)
+	}
+	out := make([]byte, 0, size)
 	out = binary.LittleEndian.AppendUint32(out, MetaFrameMagic)
 	out = binary.LittleEndian.AppendUint32(out, uint32(frameLen))
 	out = append(out, metaTag...)
 	out = append(out, js...)
-	out = append(out, payload...)
+	for _, p := range payload {
+		out = append(out, p...)
+	}
 	return out, m, nil
 }
 

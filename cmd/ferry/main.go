@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 )
@@ -43,6 +44,17 @@ func main() {
 			f.Close()
 			os.Exit(code)
 		}
+	}
+	// FERRY_MEMPROFILE=FILE writes a heap profile of peak-ish use: the
+	// profile records every allocation site of live and freed memory.
+	if path := os.Getenv("FERRY_MEMPROFILE"); path != "" {
+		runtime.MemProfileRate = 64 << 10
+		code := run(os.Args[1:], os.Stdout, os.Stderr)
+		if f, err := os.Create(path); err == nil {
+			pprof.Lookup("allocs").WriteTo(f, 0)
+			f.Close()
+		}
+		os.Exit(code)
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
