@@ -104,9 +104,37 @@ type Ship struct {
 	// Default "fastest".
 	Compression string `toml:"compression"`
 
-	// Ack is when a record counts as delivered: local (in the spool),
-	// received (in the store) or applied (by the receiver). Default "local".
+	// Ack is when a record counts as accepted: local (durable in the
+	// spool), received (stored durably by every target that is not async)
+	// or applied (applied by the receiver behind every such target).
+	// Default "local".
 	Ack string `toml:"ack"`
+
+	// Targets are further stores that get every segment besides store
+	// (fan-out), as [[ship.targets]] tables: e.g. an S3 archive beside a
+	// tcp:// link to the DR site. A segment leaves the spool once every
+	// target has it. Default none.
+	Targets []Target `toml:"targets"`
+}
+
+// Target is one [[ship.targets]] table: an extra destination of the stream.
+// s3:// targets use the [s3] table, tcp:// targets the [tcp] table.
+type Target struct {
+	// Name labels the target in logs and status. Default: its store URL.
+	// Unique; "store" is the name of the main store.
+	Name string `toml:"name"`
+
+	// Store is the target's URL, in the same forms as the top-level store.
+	// Required.
+	Store string `toml:"store"`
+
+	// Async leaves the target out of the ack modes: appenders never wait
+	// for it (an archive that may lag). Default false.
+	Async bool `toml:"async"`
+
+	// BandwidthLimit caps a tcp:// target's bytes per second. Default: the
+	// [tcp] table's bandwidth_limit.
+	BandwidthLimit Size `toml:"bandwidth_limit"`
 }
 
 // Receive configures the receiving side: where progress is kept and where

@@ -187,7 +187,20 @@ func unjoin(err error) []error {
 // knownKeys is the set of every key path File accepts, tables included,
 // as toml.Key.String() values, read from the toml struct tags.
 var knownKeys = sync.OnceValue(func() map[string]bool {
-	m := map[string]bool{}
+	m, _ := keySets()
+	return m
+})
+
+// arrayTables is the set of key paths that are arrays of tables ([[a.b]]).
+var arrayTables = sync.OnceValue(func() map[string]bool {
+	_, a := keySets()
+	return a
+})
+
+// keySets walks File's toml tags: every key path, and those that are
+// arrays of tables.
+func keySets() (map[string]bool, map[string]bool) {
+	m, arrays := map[string]bool{}, map[string]bool{}
 	var walk func(prefix toml.Key, t reflect.Type)
 	walk = func(prefix toml.Key, t reflect.Type) {
 		for i := 0; i < t.NumField(); i++ {
@@ -202,14 +215,18 @@ var knownKeys = sync.OnceValue(func() map[string]bool {
 			if ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
 			}
+			if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+				ft = ft.Elem() // an array of tables: [[a.b]]
+				arrays[k.String()] = true
+			}
 			if ft.Kind() == reflect.Struct && !reflect.PointerTo(ft).Implements(textUnmarshaler) {
 				walk(k, ft)
 			}
 		}
 	}
 	walk(nil, reflect.TypeFor[File]())
-	return m
-})
+	return m, arrays
+}
 
 var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
 
@@ -237,6 +254,9 @@ func keyLine(src string, key toml.Key) int {
 		// mean something else.
 		if name == "" || name == "-" || strings.Contains(name, ",") {
 			return 0
+		}
+		if i < len(key)-1 && arrayTables()[toml.Key(key[:i+1]).String()] {
+			t = reflect.SliceOf(t) // [[a.b]]: each table decodes into an element
 		}
 		t = reflect.StructOf([]reflect.StructField{{
 			Name: "K",

@@ -107,6 +107,29 @@ func (f *File) Validate(verb string) error {
 	}
 	oneOf("ship.compression", s.Compression, "fastest", "default", "better", "best")
 	oneOf("ship.ack", s.Ack, "local", "received", "applied")
+	names := map[string]bool{"store": true}
+	for i, t := range s.Targets {
+		key := fmt.Sprintf("ship.targets[%d]", i)
+		if strings.TrimSpace(t.Store) == "" {
+			add(key+".store", "required: the target's URL")
+		} else if err := checkStore(t.Store); err != nil {
+			add(key+".store", "%v", err)
+		}
+		name := t.Name
+		if name == "" {
+			name = t.Store
+		}
+		if names[name] {
+			add(key+".name", "%q is used by another target; give each target its own name", name)
+		}
+		names[name] = true
+		if t.BandwidthLimit != 0 && !strings.HasPrefix(t.Store, "tcp://") {
+			add(key+".bandwidth_limit", "only tcp:// targets have a bandwidth limit")
+		}
+		if t.BandwidthLimit < 0 {
+			add(key+".bandwidth_limit", "must not be negative")
+		}
+	}
 
 	// [receive]
 	r := &f.Receive

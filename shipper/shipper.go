@@ -21,6 +21,10 @@ import (
 type Target struct {
 	Name  string // unique per shipper, used in logs and status
 	Store store.Store
+	// Async leaves the target out of ack modes: appenders never wait for
+	// it (e.g. an archive bucket beside the DR link). It still gets every
+	// segment, and a segment leaves the spool only once it has it.
+	Async bool
 }
 
 // Config configures a Shipper.
@@ -30,17 +34,34 @@ type Config struct {
 	// Retry governs retries of transient store errors. The sender retries
 	// for as long as the spool holds the data.
 	Retry store.RetryPolicy
+	// Ack is when Append and AppendBatch count records as accepted.
+	// Default AckLocal.
+	Ack AckMode
+	// Applied reads store targets' applied watermarks for AckApplied
+	// (targets that are Watermarkers report their own).
+	Applied AppliedReader
 }
 
 // TargetStatus is what the shipper knows about one target.
 type TargetStatus struct {
 	Name      string
 	Store     string
-	SentSeq   uint64 // highest seq the target confirmed
+	Async     bool
+	SentSeq   uint64 // highest seq the target confirmed it stored durably (received)
 	Segments  uint64 // segments confirmed by this process
 	BytesSent int64
 	LastError string
 	LastSent  time.Time
+	// ReceivedSeq is the receiving side's own report of its newest durable
+	// seq (direct links); AppliedSeq the newest seq its receiver applied,
+	// known from the link or, under ack "applied", from the receivers'
+	// watermark objects. 0 when unknown.
+	ReceivedSeq  uint64
+	AppliedSeq   uint64
+	AppliedKnown bool
+	// OldestUnapplied is when the oldest record this process sent that the
+	// target has not applied was written (zero if none or unknown).
+	OldestUnapplied time.Time
 }
 
 // Shipper owns the spool and the senders. Sources call Append or
@@ -54,6 +75,10 @@ type Shipper struct {
 	targets map[string]*TargetStatus
 	runErr  error         // Run's fatal error, under mu
 	runFail chan struct{} // closed when runErr is set, so Drain stops waiting
+
+	ackCh    chan struct{} // closed and replaced when a watermark moves or an appender starts waiting
+	waiters  int           // appenders waiting for acks
+	segTimes []segTime     // sent segments not yet applied everywhere
 }
 
 // New opens the spool. On a fresh spool whose stream already has segments
@@ -62,6 +87,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	if len(cfg.Targets) == 0 {
 		return nil, errors.New("shipper needs at least one target")
 	}
+	switch cfg.Ack {
+	case "":
+		cfg.Ack = AckLocal
+	case AckLocal, AckReceived, AckApplied:
+	default:
+		return nil, fmt.Errorf("ack mode %q: want local, received or applied", cfg.Ack)
+	}
 	names := make([]string, 0, len(cfg.Targets))
 	status := map[string]*TargetStatus{}
 	for _, t := range cfg.Targets {
@@ -69,18 +101,27 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 			return nil, fmt.Errorf("target %q configured twice", t.Name)
 		}
 		names = append(names, t.Name)
-		status[t.Name] = &TargetStatus{Name: t.Name, Store: t.Store.String()}
+		status[t.Name] = &TargetStatus{Name: t.Name, Store: t.Store.String(), Async: t.Async}
 	}
 	sp, err := OpenSpool(cfg.Spool, names, log)
 	if err != nil {
 		return nil, err
 	}
-	s := &Shipper{cfg: cfg, log: log, spool: sp, targets: status, runFail: make(chan struct{})}
+	s := &Shipper{cfg: cfg, log: log, spool: sp, targets: status, runFail: make(chan struct{}), ackCh: make(chan struct{})}
 	if sp.Fresh() {
 		if err := s.continueStream(ctx); err != nil {
 			sp.Close()
 			return nil, err
 		}
+	}
+	// The spool keeps a segment until every target confirmed it, so every
+	// target has what precedes the oldest segment still here.
+	base := sp.Stats().LastSeq
+	if p := sp.Pending(0); len(p) > 0 {
+		base = p[0].FirstSeq - 1
+	}
+	for _, st := range status {
+		st.SentSeq = base
 	}
 	return s, nil
 }
@@ -137,12 +178,23 @@ func (s *Shipper) continueStream(ctx context.Context) error {
 func (s *Shipper) Spool() *Spool { return s.spool }
 
 // Append accepts one record and returns its sequence number once it is
-// durable in the spool under the fsync mode.
+// accepted under the ack mode: durable in the spool under the fsync mode
+// ("local"), then also stored by every target taking part in acks
+// ("received") or applied behind them ("applied"). Run must be running for
+// the last two. Concurrent Appends share fsyncs, segments and round trips.
 func (s *Shipper) Append(ctx context.Context, rec batch.Record) (uint64, error) {
 	recs := []batch.Record{rec}
 	pos, err := s.spool.Append(ctx, recs, nil)
 	if err != nil {
 		return 0, err
+	}
+	if s.cfg.Ack != AckLocal {
+		// The target confirms only sealed segments, and a sealed segment
+		// is durable in the spool: no separate journal fsync needed.
+		if err := s.waitAck(ctx, recs[0].Seq); err != nil {
+			return 0, err
+		}
+		return recs[0].Seq, nil
 	}
 	if err := s.spool.WaitDurable(ctx, pos); err != nil {
 		return 0, err
@@ -151,12 +203,18 @@ func (s *Shipper) Append(ctx context.Context, rec batch.Record) (uint64, error) 
 }
 
 // AppendBatch is the source path: recs and the source cursor reached after
-// them become one journal entry. It does not wait for fsync; the group
-// committer (Run) makes it durable. recs are copied; the caller may reuse
-// them once it returns.
+// them become one journal entry. Under ack "local" it does not wait for
+// fsync; the group committer (Run) makes it durable. Under "received" and
+// "applied" it returns once the targets acknowledged the last record.
+// recs are copied; the caller may reuse them once it returns.
 func (s *Shipper) AppendBatch(ctx context.Context, recs []batch.Record, cursor []byte) error {
-	_, err := s.spool.Append(ctx, recs, cursor)
-	return err
+	if _, err := s.spool.Append(ctx, recs, cursor); err != nil {
+		return err
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	return s.waitAck(ctx, recs[len(recs)-1].Seq)
 }
 
 // Run seals by age, commits the journal and sends to every target until
@@ -165,14 +223,17 @@ func (s *Shipper) AppendBatch(ctx context.Context, recs []batch.Record, cursor [
 func (s *Shipper) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, len(s.cfg.Targets)+2)
+	n := 2*len(s.cfg.Targets) + 3
+	errc := make(chan error, n)
 	go func() { errc <- s.spool.SyncLoop(ctx) }()
 	go func() { errc <- s.ageLoop(ctx) }()
+	go func() { errc <- s.ackSealer(ctx) }()
 	for _, t := range s.cfg.Targets {
 		go func() { errc <- s.send(ctx, t) }()
+		go func() { errc <- s.watermarkLoop(ctx, t) }()
 	}
 	var first error
-	for range len(s.cfg.Targets) + 2 {
+	for range n {
 		if err := <-errc; err != nil && first == nil && ctx.Err() == nil {
 			first = err
 			cancel()
@@ -256,6 +317,8 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 			st.SentSeq, st.LastError, st.LastSent = cursor, "", time.Now()
 			st.Segments++
 			st.BytesSent += int64(len(data))
+			s.noteSegmentLocked(data)
+			s.ackChangedLocked()
 			s.mu.Unlock()
 			s.spool.Confirm(t.Name, cursor)
 		}
@@ -282,7 +345,11 @@ func (s *Shipper) Targets() []TargetStatus {
 	defer s.mu.Unlock()
 	out := make([]TargetStatus, 0, len(s.targets))
 	for _, t := range s.targets {
-		out = append(out, *t)
+		c := *t
+		if at, ok := s.oldestUnappliedLocked(c.AppliedSeq); ok && c.AppliedKnown {
+			c.OldestUnapplied = at
+		}
+		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
 )
@@ -44,6 +46,9 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	c.fs.String("spool-limit", "", "stop reading input above this spool size (default 1GiB)")
 	c.fs.String("shutdown-timeout", "", "how long to keep sending after EOF or a signal (default 30s)")
 	c.fs.String("compression", "", "fastest, default, better or best (default fastest)")
+	c.fs.String("ack", "", "when a record counts as accepted: local, received or applied (default local)")
+	var also stringList
+	c.fs.Var(&also, "also", "send every segment to this store `URL` too (fan-out; repeatable; see [[ship.targets]])")
 	addLinkFlags(c.fs, false)
 	err := c.parse(args, "ship", func(f *flag.Flag) error {
 		if ok, err := applyLinkFlag(c.cfg, f); ok {
@@ -75,6 +80,12 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 			s.ShutdownTimeout, err = config.ParseDuration(v)
 		case "compression":
 			s.Compression = v
+		case "ack":
+			s.Ack = v
+		case "also":
+			for _, u := range also {
+				s.Targets = append(s.Targets, config.Target{Store: u})
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("--%s: %w", f.Name, err)
@@ -92,13 +103,11 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	sc := cfg.Ship
 
 	ctx := context.Background()
-	st, err := openStore(ctx, cfg, log)
+	targets, closeTargets, err := openTargets(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	if cl, ok := st.(interface{ Close() error }); ok {
-		defer cl.Close()
-	}
+	defer closeTargets()
 	sh, err := shipper.New(ctx, shipper.Config{
 		Spool: shipper.SpoolConfig{
 			Dir:           sc.Spool,
@@ -110,8 +119,10 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 			Limit:         int64(sc.SpoolLimit),
 			Level:         batch.Level(sc.Compression),
 		},
-		Targets: []shipper.Target{{Name: "store", Store: st}},
+		Targets: targets,
 		Retry:   store.RetryPolicy{Min: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2},
+		Ack:     shipper.AckMode(sc.Ack),
+		Applied: readApplied,
 	}, log)
 	if err != nil {
 		return err
@@ -143,6 +154,14 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	defer stopRun()
 	runErr := make(chan error, 1)
 	go func() { runErr <- sh.Run(runCtx) }()
+
+	statusCtx, stopStatus := context.WithCancel(ctx)
+	statusDone := make(chan struct{})
+	go func() {
+		statusLoop(statusCtx, sh, cfg.Stream, cfg.Generation, sc.Ack, sc.Spool)
+		close(statusDone)
+	}()
+	defer func() { stopStatus(); <-statusDone }()
 
 	srcCtx, stopSrc := signalContext(ctx, log)
 	defer stopSrc()
@@ -206,4 +225,72 @@ func summarizeShip(w io.Writer, sh *shipper.Shipper, elapsed time.Duration) {
 			fmt.Fprintf(w, "  target %s (%s): sent through seq %d, last error: %s\n", t.Name, t.Store, t.SentSeq, t.LastError)
 		}
 	}
+}
+
+// openTargets opens the main store (target "store") and every
+// [[ship.targets]] entry. closeAll closes those that hold connections.
+func openTargets(ctx context.Context, cfg *config.File, log *slog.Logger) (targets []shipper.Target, closeAll func(), err error) {
+	var closers []func() error
+	closeAll = func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	open := func(name, url string, async bool, bw config.Size) error {
+		c := *cfg
+		c.Store = url
+		if bw != 0 {
+			c.TCP.BandwidthLimit = bw
+		}
+		st, err := openStore(ctx, &c, log)
+		if err != nil {
+			if name != "store" {
+				return fmt.Errorf("target %s: %w", name, err)
+			}
+			return err
+		}
+		if cl, ok := st.(interface{ Close() error }); ok {
+			closers = append(closers, cl.Close)
+		}
+		targets = append(targets, shipper.Target{Name: name, Store: st, Async: async})
+		return nil
+	}
+	if err := open("store", cfg.Store, false, 0); err != nil {
+		return nil, closeAll, err
+	}
+	for _, t := range cfg.Ship.Targets {
+		name := t.Name
+		if name == "" {
+			name = t.Store
+		}
+		if err := open(name, t.Store, t.Async, t.BandwidthLimit); err != nil {
+			closeAll()
+			return nil, func() {}, err
+		}
+	}
+	return targets, closeAll, nil
+}
+
+// readApplied is the lowest applied watermark over the receivers that
+// published one for stream in st (ack "applied" on store targets).
+func readApplied(ctx context.Context, st store.Store, stream string) (uint64, bool, error) {
+	wms, err := receiver.ReadWatermarks(ctx, st, stream)
+	if err != nil || len(wms) == 0 {
+		return 0, false, err
+	}
+	lo := wms[0].AppliedSeq
+	for _, w := range wms[1:] {
+		lo = min(lo, w.AppliedSeq)
+	}
+	return lo, true, nil
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
 }

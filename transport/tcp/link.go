@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -181,11 +182,23 @@ func heartbeatInterval(own time.Duration, peerMS int64) time.Duration {
 	return max(min(own, time.Duration(peerMS)*time.Millisecond), minHeartbeat)
 }
 
+// watermarkPoll is how often a side with a heartbeat payload (the
+// receiver's watermarks) checks whether it changed: a change is sent at
+// once, so a shipper waiting for "applied" learns of it within this.
+const watermarkPoll = 10 * time.Millisecond
+
 // heartbeat sends a HEARTBEAT whenever nothing has been written for
 // interval, until done is closed or a write fails. payload, if not nil,
-// supplies the frame's payload.
+// supplies the frame's payload; a payload that differs from the last one
+// sent is sent without waiting for the interval.
 func (l *link) heartbeat(done <-chan struct{}, interval time.Duration, payload func() []byte) error {
-	t := time.NewTicker(max(interval/2, time.Millisecond))
+	tick := max(interval/2, time.Millisecond)
+	var last []byte
+	if payload != nil {
+		tick = min(tick, watermarkPoll)
+		last = payload() // the handshake or ack told the peer this much
+	}
+	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
 		select {
@@ -193,16 +206,18 @@ func (l *link) heartbeat(done <-chan struct{}, interval time.Duration, payload f
 			return nil
 		case <-t.C:
 		}
-		if time.Since(time.Unix(0, l.lastWrite.Load())) < interval {
-			continue
-		}
 		var p []byte
 		if payload != nil {
 			p = payload()
 		}
+		idle := time.Since(time.Unix(0, l.lastWrite.Load())) >= interval
+		if !idle && (payload == nil || bytes.Equal(p, last)) {
+			continue
+		}
 		if err := l.write(context.Background(), frameHeartbeat, p, nil); err != nil {
 			return err
 		}
+		last = p
 	}
 }
 

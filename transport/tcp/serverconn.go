@@ -244,6 +244,9 @@ func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []
 		return reject(codeUnavailable, fmt.Sprintf("receiver could not store %s: %v", key, err))
 	}
 	newest := s.remember(sess.streamGen, newestSegment{name: name, lastSeq: m.LastSeq, hash: seg.Hash})
+	if s.Stored != nil {
+		s.Stored(sess.stream)
+	}
 	sess.segments++
 	sess.bytes += int64(len(data))
 	sess.log.Debug("segment stored", "segment", name, "seq", m.LastSeq, "bytes", len(data))

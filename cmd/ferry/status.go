@@ -1,0 +1,356 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/shipper"
+)
+
+const statusExamples = `  # a shipper: per target the received and applied seq, lag, spool use
+  ferry status --spool /var/lib/ferry/spool
+
+  # a receiver: the checkpoint and how old it is
+  ferry status --state /var/lib/ferry/state
+
+  # for scripts and monitoring
+  ferry status --spool /var/lib/ferry/spool --json
+`
+
+// statusFile is where a running shipper publishes its status, in its
+// spool, once a second and when it stops. Not fsynced: it is a report,
+// not state.
+const statusFile = "status.json"
+
+// statusEvery is how often the shipper rewrites status.json.
+const statusEvery = time.Second
+
+// shipStatus is the content of status.json and of `status --json` for a
+// shipper.
+type shipStatus struct {
+	Role       string         `json:"role"` // "shipper"
+	Running    bool           `json:"running"`
+	PID        int            `json:"pid,omitempty"`
+	UpdatedAt  time.Time      `json:"updated_at,omitzero"`
+	Stream     string         `json:"stream"`
+	Generation uint32         `json:"generation"`
+	Ack        string         `json:"ack"`
+	LastSeq    uint64         `json:"last_seq"` // newest seq accepted into the spool
+	Spool      spoolUse       `json:"spool"`
+	Targets    []targetStatus `json:"targets"`
+}
+
+type spoolUse struct {
+	Dir            string `json:"dir"`
+	SealedSegments int    `json:"sealed_segments"` // waiting for a target
+	Bytes          int64  `json:"bytes"`
+}
+
+type targetStatus struct {
+	Name        string `json:"name"`
+	Store       string `json:"store"`
+	Async       bool   `json:"async,omitempty"`
+	ReceivedSeq uint64 `json:"received_seq"`
+	// AppliedSeq is present when the shipper knows it (a direct link, or
+	// ack "applied").
+	AppliedSeq *uint64 `json:"applied_seq,omitempty"`
+	LagRecords uint64  `json:"lag_records"` // accepted but not yet applied (or not received, if applied is unknown)
+	// LagSeconds is the age of the oldest record the target has not
+	// applied (absent when unknown or nothing is outstanding).
+	LagSeconds *float64  `json:"lag_seconds,omitempty"`
+	BytesSent  int64     `json:"bytes_sent"`
+	LastSent   time.Time `json:"last_sent,omitzero"`
+	LastError  string    `json:"last_error,omitempty"`
+}
+
+// snapshotShip builds the status of a running shipper.
+func snapshotShip(sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir string, now time.Time) shipStatus {
+	st := sh.Spool().Stats()
+	out := shipStatus{Role: "shipper", Running: true, PID: os.Getpid(), UpdatedAt: now.UTC(), Stream: stream,
+		Generation: gen, Ack: ack, LastSeq: st.LastSeq,
+		Spool: spoolUse{Dir: spoolDir, SealedSegments: st.SealedPending, Bytes: st.SpoolBytes}}
+	for _, t := range sh.Targets() {
+		ts := targetStatus{Name: t.Name, Store: t.Store, Async: t.Async, ReceivedSeq: max(t.SentSeq, t.ReceivedSeq),
+			BytesSent: t.BytesSent, LastSent: t.LastSent, LastError: t.LastError}
+		done := ts.ReceivedSeq
+		if t.AppliedKnown {
+			applied := t.AppliedSeq
+			ts.AppliedSeq = &applied
+			done = applied
+		}
+		if st.LastSeq > done {
+			ts.LagRecords = st.LastSeq - done
+		}
+		if !t.OldestUnapplied.IsZero() {
+			age := max(now.Sub(t.OldestUnapplied).Seconds(), 0)
+			ts.LagSeconds = &age
+		}
+		out.Targets = append(out.Targets, ts)
+	}
+	return out
+}
+
+// writeShipStatus publishes s in spoolDir (temp file and rename, so a
+// reader never sees half of it).
+func writeShipStatus(spoolDir string, s shipStatus) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(spoolDir, "."+statusFile+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(spoolDir, statusFile))
+}
+
+// statusLoop rewrites status.json every statusEvery until ctx ends, then
+// once more (marked not running) so a stopped shipper leaves its last word.
+func statusLoop(ctx context.Context, sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir string) {
+	t := time.NewTicker(statusEvery)
+	defer t.Stop()
+	for {
+		writeShipStatus(spoolDir, snapshotShip(sh, stream, gen, ack, spoolDir, time.Now()))
+		select {
+		case <-ctx.Done():
+			s := snapshotShip(sh, stream, gen, ack, spoolDir, time.Now())
+			s.Running = false
+			writeShipStatus(spoolDir, s)
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// recvStatus is `status --json` for a receiver.
+type recvStatus struct {
+	Role       string    `json:"role"` // "receiver"
+	Running    bool      `json:"running"`
+	PID        int       `json:"pid,omitempty"`
+	State      string    `json:"state"`
+	Stream     string    `json:"stream"`
+	Generation uint32    `json:"generation"`
+	AppliedSeq uint64    `json:"applied_seq"`
+	Segment    string    `json:"segment,omitempty"`
+	AppliedAt  time.Time `json:"applied_at,omitzero"`
+	// CheckpointAge is how long ago the checkpoint last moved.
+	CheckpointAgeSeconds *float64 `json:"checkpoint_age_seconds,omitempty"`
+}
+
+func runStatus(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	spool := fs.String("spool", "", "a shipper's spool `dir`")
+	state := fs.String("state", "", "a receiver's state `dir`")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: ferry status --spool DIR | --state DIR [--json]\n\nShows a shipper or a receiver, running or not.\n\nFlags:\n")
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nExamples:\n%s", statusExamples)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return usageError{err}
+	}
+	switch {
+	case fs.NArg() > 0:
+		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	case (*spool == "") == (*state == ""):
+		return usageError{errors.New("give one of --spool DIR (a shipper) or --state DIR (a receiver)")}
+	case *spool != "":
+		s, err := readShipStatus(*spool, time.Now())
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, s)
+		}
+		printShipStatus(stdout, s, time.Now())
+		return nil
+	default:
+		s, err := readRecvStatus(*state, time.Now())
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, s)
+		}
+		printRecvStatus(stdout, s)
+		return nil
+	}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// lockHolder returns the pid in dir/LOCK if that process is alive and
+// holds the lock (0 otherwise).
+func lockHolder(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, "LOCK"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return 0
+	}
+	return pid
+}
+
+// readShipStatus reads a spool: the status the shipper last published and,
+// from the spool itself, what is waiting in it.
+func readShipStatus(dir string, now time.Time) (shipStatus, error) {
+	var s shipStatus
+	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
+		return s, fmt.Errorf("%s is not a ferry spool (no state.json): %w", dir, err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, statusFile))
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return s, fmt.Errorf("%s: %v", filepath.Join(dir, statusFile), err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		s.Role = "shipper"
+	default:
+		return s, err
+	}
+	var st struct {
+		Stream     string `json:"stream"`
+		Generation uint32 `json:"generation"`
+		SealedSeq  uint64 `json:"sealed_seq"`
+	}
+	raw, err = os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return s, err
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return s, fmt.Errorf("%s: %v", filepath.Join(dir, "state.json"), err)
+	}
+	s.Stream, s.Generation = st.Stream, st.Generation
+	if st.SealedSeq > s.LastSeq {
+		s.LastSeq = st.SealedSeq
+	}
+	// What is waiting in the spool, read from the spool itself.
+	ents, err := os.ReadDir(filepath.Join(dir, "sealed"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return s, err
+	}
+	s.Spool = spoolUse{Dir: dir}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil {
+			s.Spool.SealedSegments++
+			s.Spool.Bytes += fi.Size()
+		}
+	}
+	pid := lockHolder(dir)
+	s.Running = pid != 0 && s.PID == pid && s.Running && now.Sub(s.UpdatedAt) < 10*statusEvery
+	if !s.Running {
+		s.PID = 0
+	}
+	return s, nil
+}
+
+func printShipStatus(w io.Writer, s shipStatus, now time.Time) {
+	state := "not running"
+	if s.Running {
+		state = fmt.Sprintf("running (pid %d)", s.PID)
+	}
+	fmt.Fprintf(w, "shipper  stream %s (generation %d)  %s\n", s.Stream, s.Generation, state)
+	if !s.UpdatedAt.IsZero() {
+		fmt.Fprintf(w, "status   as of %s (%s ago)  ack %s\n", s.UpdatedAt.Local().Format(time.RFC3339), now.Sub(s.UpdatedAt).Round(time.Second), s.Ack)
+	} else {
+		fmt.Fprintf(w, "status   none published yet (the shipper has not run with this version)\n")
+	}
+	fmt.Fprintf(w, "spool    %s: last seq %d, %d sealed segment(s) waiting, %s\n\n", s.Spool.Dir, s.LastSeq, s.Spool.SealedSegments, sizeString(s.Spool.Bytes))
+	if len(s.Targets) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TARGET\tSTORE\tRECEIVED\tAPPLIED\tLAG RECORDS\tLAG\tLAST ERROR")
+	for _, t := range s.Targets {
+		name := t.Name
+		if t.Async {
+			name += " (async)"
+		}
+		applied, lag := "?", "-"
+		if t.AppliedSeq != nil {
+			applied = strconv.FormatUint(*t.AppliedSeq, 10)
+		}
+		if t.LagSeconds != nil {
+			lag = (time.Duration(*t.LagSeconds * float64(time.Second))).Round(time.Millisecond).String()
+		}
+		errText := t.LastError
+		if errText == "" {
+			errText = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", name, t.Store, t.ReceivedSeq, applied, t.LagRecords, lag, errText)
+	}
+	tw.Flush()
+}
+
+func readRecvStatus(dir string, now time.Time) (recvStatus, error) {
+	s := recvStatus{Role: "receiver", State: dir}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return s, fmt.Errorf("state dir %s: not found", dir)
+	}
+	cp, ok, err := receiver.LoadCheckpoint(dir)
+	if err != nil {
+		return s, err
+	}
+	if ok {
+		s.Stream, s.Generation, s.AppliedSeq, s.Segment, s.AppliedAt = cp.Stream, cp.Generation, cp.LastSeq, cp.Segment, cp.AppliedAt
+		if !cp.AppliedAt.IsZero() {
+			age := max(now.Sub(cp.AppliedAt).Seconds(), 0)
+			s.CheckpointAgeSeconds = &age
+		}
+	}
+	if pid := lockHolder(dir); pid != 0 {
+		s.Running, s.PID = true, pid
+	}
+	return s, nil
+}
+
+func printRecvStatus(w io.Writer, s recvStatus) {
+	state := "not running"
+	if s.Running {
+		state = fmt.Sprintf("running (pid %d)", s.PID)
+	}
+	fmt.Fprintf(w, "receiver  state %s  %s\n", s.State, state)
+	if s.Stream == "" {
+		fmt.Fprintf(w, "checkpoint  none yet: nothing applied\n")
+		return
+	}
+	fmt.Fprintf(w, "stream    %s (generation %d)\n", s.Stream, s.Generation)
+	fmt.Fprintf(w, "applied   seq %d", s.AppliedSeq)
+	if s.Segment != "" {
+		fmt.Fprintf(w, " (segment %s)", s.Segment)
+	}
+	fmt.Fprintln(w)
+	if s.CheckpointAgeSeconds != nil {
+		fmt.Fprintf(w, "checkpoint moved %s ago, at %s\n", (time.Duration(*s.CheckpointAgeSeconds * float64(time.Second))).Round(time.Millisecond), s.AppliedAt.Local().Format(time.RFC3339))
+	}
+}

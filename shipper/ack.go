@@ -1,0 +1,274 @@
+package shipper
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store"
+)
+
+// AckMode says when Append (and a source's AppendBatch) counts records as
+// accepted.
+type AckMode string
+
+// Ack modes (config "ship.ack").
+const (
+	// AckLocal: durable in the local spool under the fsync mode.
+	AckLocal AckMode = "local"
+	// AckReceived: every target that takes part in acks (not Async) has
+	// stored the segment holding the record durably.
+	AckReceived AckMode = "received"
+	// AckApplied: the receiver behind every such target has applied it.
+	AckApplied AckMode = "applied"
+)
+
+// Watermarker is a target that learns the receiver's watermarks from the
+// link itself (a tcp:// client): received is the newest seq durable on the
+// receiving side, applied the newest seq its receiver applied.
+type Watermarker interface {
+	Watermarks() (received, applied uint64)
+}
+
+// AppliedReader reads the applied watermark of a store target's receivers
+// (the lowest over every registered receiver; ok is false while none has
+// published one). The shipper uses it for ack "applied" on targets that are
+// not Watermarkers; cmd/ferry wires it to the receivers' watermark objects.
+type AppliedReader func(ctx context.Context, st store.Store, stream string) (applied uint64, ok bool, err error)
+
+// appliedPoll bounds how often applied watermarks are read: fast while an
+// appender waits for them, slowly otherwise (status and lag only; store
+// targets are not polled then, to keep requests down).
+const (
+	appliedPollBusy = 5 * time.Millisecond
+	appliedPollIdle = time.Second
+)
+
+// ackPipeline is how many segments the ack sealer lets be on their way to
+// the targets at once: while one is sent, the next gathers and seals.
+const ackPipeline = 1
+
+// ackChangedLocked wakes everything waiting on target watermarks. s.mu held.
+func (s *Shipper) ackChangedLocked() {
+	close(s.ackCh)
+	s.ackCh = make(chan struct{})
+}
+
+// ackedLocked reports whether seq is acknowledged under the ack mode by
+// every target that takes part in acks. s.mu held.
+func (s *Shipper) ackedLocked(seq uint64) bool {
+	for _, t := range s.cfg.Targets {
+		if t.Async {
+			continue
+		}
+		st := s.targets[t.Name]
+		switch s.cfg.Ack {
+		case AckApplied:
+			if st.AppliedSeq < seq {
+				return false
+			}
+		default:
+			if st.SentSeq < seq {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// waitAck blocks until seq is acknowledged under the ack mode (at once for
+// "local"), Run fails, or ctx ends. While it waits, the ack sealer seals the
+// open batch as soon as the targets are idle, so concurrent appenders share
+// one segment and one round trip (group commit).
+func (s *Shipper) waitAck(ctx context.Context, seq uint64) error {
+	if s.cfg.Ack == AckLocal || s.cfg.Ack == "" {
+		return nil
+	}
+	s.mu.Lock()
+	s.waiters++
+	s.ackChangedLocked() // wake the ack sealer and the watermark pollers
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.waiters--
+		s.mu.Unlock()
+	}()
+	for {
+		s.mu.Lock()
+		ok, ch, err := s.ackedLocked(seq), s.ackCh, s.runErr
+		s.mu.Unlock()
+		if ok {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("record %d not acknowledged (ack %q): %w", seq, s.cfg.Ack, err)
+		}
+		if err := s.spool.Err(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		case <-s.runFail:
+		}
+	}
+}
+
+// ackSealer seals the open batch when appenders wait for acks and every
+// target taking part in acks has everything sealed so far: the records
+// gathered while the previous segment was on its way go out together.
+func (s *Shipper) ackSealer(ctx context.Context) error {
+	if s.cfg.Ack == AckLocal || s.cfg.Ack == "" {
+		return nil
+	}
+	for {
+		s.mu.Lock()
+		ach, waiters := s.ackCh, s.waiters
+		var minSent uint64 = 1<<64 - 1
+		for _, t := range s.cfg.Targets {
+			if !t.Async {
+				minSent = min(minSent, s.targets[t.Name].SentSeq)
+			}
+		}
+		s.mu.Unlock()
+		sch := s.spool.Changed()
+		if waiters > 0 && len(s.spool.Pending(minSent)) <= ackPipeline-1 && s.spool.Stats().LastSeq > minSent {
+			// Few sealed segments are on their way and records wait in
+			// the open batch: seal them now, so the next segment is ready
+			// when the target acknowledges the one in flight.
+			if err := s.spool.Seal("ack"); err != nil {
+				return err
+			}
+			if len(s.spool.Pending(minSent)) > 0 {
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ach:
+		case <-sch:
+		}
+	}
+}
+
+// watermarkLoop keeps a target's received and applied seq current: from
+// the link for a Watermarker, from the receivers' watermark objects for a
+// store when ack "applied" needs them.
+func (s *Shipper) watermarkLoop(ctx context.Context, t Target) error {
+	wm, isWM := t.Store.(Watermarker)
+	readStore := !isWM && s.cfg.Ack == AckApplied && s.cfg.Applied != nil && !t.Async
+	if !isWM && !readStore {
+		return nil
+	}
+	backoff := appliedPollBusy
+	for {
+		var received, applied uint64
+		var ok bool
+		var err error
+		if isWM {
+			received, applied = wm.Watermarks()
+			ok = true
+		} else {
+			applied, ok, err = s.cfg.Applied(ctx, t.Store, s.cfg.Spool.Stream)
+			if err != nil && ctx.Err() == nil {
+				s.setTargetError(t.Name, fmt.Errorf("read applied watermark: %w", err))
+			}
+		}
+		s.mu.Lock()
+		st := s.targets[t.Name]
+		changed := false
+		if ok {
+			st.AppliedKnown = true
+		}
+		if ok && applied > st.AppliedSeq {
+			st.AppliedSeq, changed = applied, true
+		}
+		if received > st.ReceivedSeq {
+			st.ReceivedSeq = received
+		}
+		if changed {
+			s.pruneTimesLocked()
+			s.ackChangedLocked()
+		}
+		busy := s.waiters > 0 && s.cfg.Ack == AckApplied
+		ach := s.ackCh
+		s.mu.Unlock()
+		wait := appliedPollIdle
+		var wake <-chan struct{}
+		switch {
+		case !busy:
+			wake = ach // an appender starting to wait polls at once
+		case readStore:
+			// Objects in a store: back off while nothing moves.
+			if changed {
+				backoff = appliedPollBusy
+			} else {
+				backoff = min(backoff*2, 250*time.Millisecond)
+			}
+			wait = backoff
+		default:
+			wait = appliedPollBusy
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-timer.C:
+		case <-wake:
+			timer.Stop()
+		}
+	}
+}
+
+// segTime remembers when the first record of a sent segment was written,
+// for the age of the oldest record a target has not applied.
+type segTime struct {
+	first, last uint64
+	at          time.Time
+}
+
+// noteSegmentLocked records a segment's seq range and first record time.
+// s.mu held.
+func (s *Shipper) noteSegmentLocked(data []byte) {
+	m, _, err := batch.ParseMeta(data)
+	if err != nil {
+		return
+	}
+	if n := len(s.segTimes); n > 0 && s.segTimes[n-1].last >= m.FirstSeq {
+		return // another target noted it already
+	}
+	s.segTimes = append(s.segTimes, segTime{first: m.FirstSeq, last: m.LastSeq, at: m.MinTime})
+	if len(s.segTimes) > 100000 {
+		s.segTimes = s.segTimes[len(s.segTimes)-100000:]
+	}
+}
+
+// pruneTimesLocked drops segments every target has applied. s.mu held.
+func (s *Shipper) pruneTimesLocked() {
+	lo := uint64(1<<64 - 1)
+	for _, st := range s.targets {
+		if st.AppliedKnown {
+			lo = min(lo, st.AppliedSeq)
+		}
+	}
+	i := 0
+	for i < len(s.segTimes) && s.segTimes[i].last <= lo {
+		i++
+	}
+	s.segTimes = s.segTimes[i:]
+}
+
+// oldestUnappliedLocked is the time of the first record the target has not
+// applied, if this process sent it. s.mu held.
+func (s *Shipper) oldestUnappliedLocked(applied uint64) (time.Time, bool) {
+	for _, st := range s.segTimes {
+		if st.last > applied {
+			return st.at, true
+		}
+	}
+	return time.Time{}, false
+}

@@ -1,0 +1,221 @@
+package shipper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/storetest"
+)
+
+// gatedStore holds every Put until the gate opens, counting Puts.
+type gatedStore struct {
+	*storetest.Faulty
+	gate chan struct{}
+	puts atomic.Int64
+}
+
+func newGatedStore(t *testing.T) *gatedStore {
+	g := &gatedStore{gate: make(chan struct{})}
+	inner := newDirStore(t)
+	g.Faulty = &storetest.Faulty{Store: inner, PutFn: func(ctx context.Context, name string, data []byte) error {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		g.puts.Add(1)
+		return inner.Put(ctx, name, data)
+	}}
+	return g
+}
+
+// wmStore is a target that reports the receiver's watermarks itself, as a
+// tcp:// link does.
+type wmStore struct {
+	store.Store
+	applied atomic.Uint64
+}
+
+func (w *wmStore) Watermarks() (uint64, uint64) { return 0, w.applied.Load() }
+
+func appendAsync(sh *Shipper, data string) chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := sh.Append(context.Background(), batch.Record{Data: []byte(data)})
+		done <- err
+	}()
+	return done
+}
+
+func notYet(t *testing.T, done chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		t.Fatalf("%s returned (%v) before it was acknowledged", what, err)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func returns(t *testing.T, done chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not return", what)
+	}
+}
+
+// Under ack "received" Append returns only once the target stored the
+// segment holding the record, without waiting for the flush policy; an
+// async target is not waited for.
+func TestAckReceived(t *testing.T) {
+	sync := newGatedStore(t)
+	archive := newGatedStore(t) // never opens during the appends
+	cfg := shipperConfig(t, Target{Name: "dr", Store: sync}, Target{Name: "archive", Store: archive, Async: true})
+	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour} // only acks seal
+	cfg.Ack = AckReceived
+	sh := startShipper(t, cfg)
+
+	done := appendAsync(sh.Shipper, "one")
+	notYet(t, done, "Append with the target's Put held")
+	close(sync.gate)
+	returns(t, done, "Append after the target stored it")
+	if got := sync.puts.Load(); got != 1 {
+		t.Fatalf("%d puts to the synchronous target, want 1", got)
+	}
+	if archive.puts.Load() != 0 {
+		t.Fatal("the async target got a Put through a closed gate")
+	}
+	// The async target still gets everything before the spool lets go.
+	close(archive.gate)
+	drain(t, sh.Shipper)
+	if n := len(storeSegments(t, archive.Store, "app")); n != 1 {
+		t.Fatalf("archive holds %d segments, want 1", n)
+	}
+}
+
+// Concurrent appenders share segments and round trips: while one segment
+// is on its way, the records that arrive gather into the next.
+func TestAckReceivedGroupCommit(t *testing.T) {
+	st := newGatedStore(t)
+	cfg := shipperConfig(t, Target{Name: "dr", Store: st})
+	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
+	cfg.Ack = AckReceived
+	sh := startShipper(t, cfg)
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := sh.Append(context.Background(), batch.Record{Data: fmt.Appendf(nil, "r%d", i)})
+			errs <- err
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // let every appender queue behind the held Put
+	close(st.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	segs := storeSegments(t, st.Store, "app")
+	if len(segs) > 3 {
+		t.Fatalf("%d appenders took %d segments; group commit should need about 2", n, len(segs))
+	}
+	if recs := checkChain(t, segs, 0, batch.ZeroHash); len(recs) != n {
+		t.Fatalf("store holds %d records, want %d", len(recs), n)
+	}
+}
+
+// Under ack "applied" Append waits for the receiver's applied watermark,
+// not just for the store.
+func TestAckApplied(t *testing.T) {
+	target := &wmStore{Store: newDirStore(t)}
+	cfg := shipperConfig(t, Target{Name: "dr", Store: target})
+	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
+	cfg.Ack = AckApplied
+	sh := startShipper(t, cfg)
+
+	done := appendAsync(sh.Shipper, "one")
+	waitFor(t, "segment stored", func() bool { return len(storeSegments(t, target.Store, "app")) == 1 })
+	notYet(t, done, "Append stored but not applied")
+	target.applied.Store(1)
+	returns(t, done, "Append after the receiver applied it")
+	ts := sh.Targets()[0]
+	if ts.AppliedSeq != 1 || !ts.AppliedKnown || !ts.OldestUnapplied.IsZero() {
+		t.Fatalf("target status %+v: want applied 1, nothing unapplied", ts)
+	}
+	// A record sent but not applied shows up as lag.
+	done = appendAsync(sh.Shipper, "two")
+	waitFor(t, "second segment stored", func() bool { return len(storeSegments(t, target.Store, "app")) == 2 })
+	waitFor(t, "lag visible", func() bool { return !sh.Targets()[0].OldestUnapplied.IsZero() })
+	target.applied.Store(2)
+	returns(t, done, "second Append")
+}
+
+// Under ack "applied" on a store target, the shipper reads the receivers'
+// published watermarks through Config.Applied.
+func TestAckAppliedFromStore(t *testing.T) {
+	target := newDirStore(t)
+	var applied atomic.Uint64
+	cfg := shipperConfig(t, Target{Name: "archive", Store: target})
+	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
+	cfg.Ack = AckApplied
+	cfg.Applied = func(ctx context.Context, st store.Store, stream string) (uint64, bool, error) {
+		if st != target || stream != "app" {
+			return 0, false, errors.New("wrong store or stream")
+		}
+		return applied.Load(), true, nil
+	}
+	sh := startShipper(t, cfg)
+	done := appendAsync(sh.Shipper, "one")
+	notYet(t, done, "Append before any watermark")
+	applied.Store(1)
+	returns(t, done, "Append after the watermark moved")
+}
+
+// A failing shipper releases its waiters with the error instead of leaving
+// them hanging.
+func TestAckWaitersReleasedOnFailure(t *testing.T) {
+	conflict := &storetest.Faulty{Store: newDirStore(t), PutFn: func(context.Context, string, []byte) error {
+		return fmt.Errorf("exists with other content: %w", store.ErrConflict)
+	}}
+	cfg := shipperConfig(t, Target{Name: "dr", Store: conflict})
+	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
+	cfg.Ack = AckReceived
+	sh := startShipper(t, cfg)
+	done := appendAsync(sh.Shipper, "one")
+	select {
+	case err := <-done:
+		if !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("Append: %v, want the conflict", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Append still waiting after the shipper failed")
+	}
+	if err := sh.wait(t); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+func TestAckModeChecked(t *testing.T) {
+	cfg := shipperConfig(t, Target{Name: "dr", Store: newDirStore(t)})
+	cfg.Ack = "eventually"
+	if _, err := New(context.Background(), cfg, quiet); err == nil {
+		t.Fatal("New accepted an unknown ack mode")
+	}
+}

@@ -1,0 +1,207 @@
+// Command appender embeds ferry's shipper through the Go API and drives
+// Append from many goroutines, as an application embedding ferry would. It
+// serves the link benchmark (latency percentiles and throughput under each
+// ack mode) and the end-to-end tests that need to know exactly when an
+// Append returned (-print-acks prints "acked SEQ" the moment it does).
+//
+//	appender -store tcp://127.0.0.1:7000 -insecure -token T -stream s -spool DIR \
+//	    -ack received -n 100000 -c 64
+//
+// At the end it prints one JSON object to stdout: records, seconds,
+// records_per_sec, and append latency percentiles in milliseconds.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/dir"
+	"github.com/ferry-dr/ferry/transport/tcp"
+)
+
+type result struct {
+	Ack           string  `json:"ack"`
+	Concurrency   int     `json:"concurrency"`
+	Rate          int     `json:"rate"`
+	Records       int64   `json:"records"`
+	Seconds       float64 `json:"seconds"`
+	RecordsPerSec float64 `json:"records_per_sec"`
+	P50ms         float64 `json:"p50_ms"`
+	P90ms         float64 `json:"p90_ms"`
+	P99ms         float64 `json:"p99_ms"`
+	Maxms         float64 `json:"max_ms"`
+}
+
+func main() {
+	storeURL := flag.String("store", "", "tcp://host:port or a directory")
+	insecure := flag.Bool("insecure", false, "plaintext link")
+	token := flag.String("token", "", "link token")
+	caFile := flag.String("tls-ca", "", "CA file for the receiver's certificate")
+	stream := flag.String("stream", "bench", "stream name")
+	spool := flag.String("spool", "", "spool dir")
+	ack := flag.String("ack", "local", "local, received or applied")
+	n := flag.Int64("n", 10000, "records to append in total (0: until SIGTERM)")
+	conc := flag.Int("c", 1, "concurrent appenders")
+	rate := flag.Int("rate", 0, "records per second in total, evenly paced (0: as fast as acks allow)")
+	size := flag.Int("size", 100, "bytes per record")
+	maxAge := flag.Duration("max-age", 10*time.Millisecond, "flush policy max_age")
+	maxBytes := flag.Int64("max-bytes", 4<<20, "flush policy max_bytes")
+	printAcks := flag.Bool("print-acks", false, `print "acked SEQ" as each Append returns`)
+	flag.Parse()
+	if err := run(*storeURL, *insecure, *token, *caFile, *stream, *spool, *ack, *n, *conc, *rate, *size, *maxAge, *maxBytes, *printAcks); err != nil {
+		fmt.Fprintln(os.Stderr, "appender:", err)
+		os.Exit(1)
+	}
+}
+
+func run(storeURL string, insecure bool, token, caFile, stream, spool, ack string, n int64, conc, rate, size int,
+	maxAge time.Duration, maxBytes int64, printAcks bool) error {
+	if storeURL == "" || spool == "" || conc < 1 {
+		return fmt.Errorf("need -store, -spool and -c >= 1")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var st store.Store
+	if addr, ok := strings.CutPrefix(storeURL, "tcp://"); ok {
+		cc := tcp.ClientConfig{Addr: addr, Stream: stream, Token: token, Insecure: insecure}
+		if caFile != "" {
+			host, _, _ := net.SplitHostPort(addr)
+			tlsCfg, err := tcp.LoadClientTLS(caFile, "", "", host)
+			if err != nil {
+				return err
+			}
+			cc.TLS = tlsCfg
+		}
+		c, err := tcp.NewClient(cc, log)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		st = c
+	} else {
+		abs, err := filepath.Abs(storeURL)
+		if err != nil {
+			return err
+		}
+		if st, err = dir.New(abs); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	sh, err := shipper.New(ctx, shipper.Config{
+		Spool: shipper.SpoolConfig{Dir: spool, Stream: stream,
+			Policy: batch.FlushPolicy{MaxAge: maxAge, MaxBytes: maxBytes}},
+		Targets: []shipper.Target{{Name: "store", Store: st}},
+		Retry:   store.RetryPolicy{Min: 50 * time.Millisecond, Max: time.Second, Jitter: 0.2},
+		Ack:     shipper.AckMode(ack),
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer sh.Close()
+	runCtx, stopRun := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- sh.Run(runCtx) }()
+
+	var (
+		next    atomic.Int64 // records handed out
+		out     sync.Mutex   // stdout and lats
+		lats    []time.Duration
+		firstEr error
+	)
+	start := time.Now()
+	var interval time.Duration
+	if rate > 0 {
+		interval = time.Second / time.Duration(rate)
+	}
+	payload := make([]byte, size)
+	for i := range payload {
+		payload[i] = 'a' + byte(i%26)
+	}
+	if size > 0 {
+		payload[size-1] = '\n'
+	}
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := next.Add(1)
+				if n > 0 && i > n {
+					return
+				}
+				if interval > 0 {
+					// Record i is due at start + i*interval (open loop: a
+					// slow ack does not lower the offered rate).
+					if d := time.Until(start.Add(time.Duration(i-1) * interval)); d > 0 {
+						time.Sleep(d)
+					}
+				}
+				t0 := time.Now()
+				seq, err := sh.Append(ctx, batch.Record{Data: payload})
+				lat := time.Since(t0)
+				out.Lock()
+				if err != nil {
+					if firstEr == nil && ctx.Err() == nil {
+						firstEr = err
+					}
+					out.Unlock()
+					return
+				}
+				lats = append(lats, lat)
+				if printAcks {
+					fmt.Fprintf(os.Stdout, "acked %d\n", seq)
+				}
+				out.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	drainCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	derr := sh.Drain(drainCtx)
+	cancel()
+	stopRun()
+	if err := <-runErr; err != nil && firstEr == nil {
+		firstEr = err
+	}
+	if firstEr != nil {
+		return firstEr
+	}
+	if derr != nil {
+		return derr
+	}
+	slices.Sort(lats)
+	pct := func(p float64) float64 {
+		if len(lats) == 0 {
+			return 0
+		}
+		return float64(lats[min(len(lats)-1, int(p*float64(len(lats))))]) / 1e6
+	}
+	res := result{Ack: ack, Concurrency: conc, Rate: rate, Records: int64(len(lats)), Seconds: elapsed.Seconds(),
+		RecordsPerSec: float64(len(lats)) / elapsed.Seconds(), P50ms: pct(0.50), P90ms: pct(0.90), P99ms: pct(0.99)}
+	if len(lats) > 0 {
+		res.Maxms = float64(lats[len(lats)-1]) / 1e6
+	}
+	if !printAcks {
+		return json.NewEncoder(os.Stdout).Encode(res)
+	}
+	return nil
+}
