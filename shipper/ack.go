@@ -26,9 +26,10 @@ const (
 
 // Watermarker is a target that learns the receiver's watermarks from the
 // link itself (a tcp:// client): received is the newest seq durable on the
-// receiving side, applied the newest seq its receiver applied.
+// receiving side, applied the newest seq its receiver applied; ok is false
+// while the link has not told it yet.
 type Watermarker interface {
-	Watermarks() (received, applied uint64)
+	LinkWatermarks() (received, applied uint64, ok bool)
 }
 
 // AppliedReader reads the applied watermark of a store target's receivers
@@ -169,8 +170,7 @@ func (s *Shipper) watermarkLoop(ctx context.Context, t Target) error {
 		var ok bool
 		var err error
 		if isWM {
-			received, applied = wm.Watermarks()
-			ok = true
+			received, applied, ok = wm.LinkWatermarks()
 		} else {
 			applied, ok, err = s.cfg.Applied(ctx, t.Store, s.cfg.Spool.Stream)
 			if err != nil && ctx.Err() == nil {

@@ -43,7 +43,7 @@ type wmStore struct {
 	applied atomic.Uint64
 }
 
-func (w *wmStore) Watermarks() (uint64, uint64) { return 0, w.applied.Load() }
+func (w *wmStore) LinkWatermarks() (uint64, uint64, bool) { return 0, w.applied.Load(), true }
 
 func appendAsync(sh *Shipper, data string) chan error {
 	done := make(chan error, 1)

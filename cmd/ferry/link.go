@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/transport/tcp"
 )
@@ -101,3 +102,6 @@ func newLinkServer(cfg *config.File, inbox store.Store, log *slog.Logger) (*tcp.
 	}
 	return srv, nil
 }
+
+// A tcp:// target reports the receiver's watermarks to the shipper.
+var _ shipper.Watermarker = (*tcp.Client)(nil)

@@ -283,3 +283,25 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (o
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Build builds the main package pkg (a path relative to the module root,
+// such as "./tests/bench/appender") into dir and returns the binary's
+// path, failing the test if the build fails.
+func Build(t testing.TB, pkg, dir string) string {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goTool); err != nil {
+		goTool = "go"
+	}
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	build := exec.Command(goTool, "build", "-o", bin, pkg)
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build -o %s %s: %v\n%s", bin, pkg, err, out)
+	}
+	return bin
+}

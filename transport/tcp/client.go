@@ -81,6 +81,7 @@ type Client struct {
 	conn     *clientConn // nil when not connected
 	failures int         // consecutive failed dials or lost links
 	nextDial time.Time
+	known    bool   // a handshake has succeeded, so the watermarks are the receiver's
 	received uint64 // watermarks from the latest WELCOME, ACK or heartbeat
 	applied  uint64
 	newest   string // newest segment name of the stream the receiver holds
@@ -164,6 +165,15 @@ func (c *Client) Watermarks() (received, applied uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.received, c.applied
+}
+
+// LinkWatermarks is Watermarks with ok false until a handshake has told
+// this client anything (then both are 0 because they are unknown, not
+// because the receiver reported 0).
+func (c *Client) LinkWatermarks() (received, applied uint64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.received, c.applied, c.known
 }
 
 // Close ends the link and waits for its goroutines. Later calls fail with

@@ -143,7 +143,7 @@ func (c *Client) connect(ctx context.Context) (*clientConn, error) {
 	c.conn, c.failures = cc, 0
 	c.dials++
 	w := cc.welcome
-	c.received, c.applied, c.newest = w.HighestSeq, w.AppliedSeq, w.HighestSegment
+	c.received, c.applied, c.newest, c.known = w.HighestSeq, w.AppliedSeq, w.HighestSegment, true
 	interval := heartbeatInterval(c.cfg.HeartbeatInterval, w.HeartbeatMS)
 	c.log.Info("link established", "stream", c.cfg.Stream, "generation", c.cfg.Generation,
 		"seq", w.HighestSeq, "segment", w.HighestSegment, "local", cc.l.conn.LocalAddr().String())

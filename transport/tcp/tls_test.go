@@ -9,16 +9,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-dr/ferry/internal/testpki"
 	"github.com/ferry-dr/ferry/store"
 )
 
 func TestTLS(t *testing.T) {
-	p := newPKI(t)
+	p := testpki.New(t)
 	srv, inbox, _ := insecureServer(t)
 	srv.Insecure = false
 	srv.TLS = serverTLS(t, p, false)
 	addr, _ := startServer(t, srv)
-	ctls := clientTLS(t, p.caFile, "", "", "")
+	ctls := clientTLS(t, p.CAFile, "", "", "")
 	c := newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: testToken, TLS: ctls}, nil)
 	s := makeSegment(t, "app", 1, 1, 5, "x")
 	if err := c.Put(context.Background(), "app/"+s.name, s.data); err != nil {
@@ -29,8 +30,8 @@ func TestTLS(t *testing.T) {
 	}
 
 	t.Run("untrusted server certificate", func(t *testing.T) {
-		other := newPKI(t)
-		ctls := clientTLS(t, other.caFile, "", "", "")
+		other := testpki.New(t)
+		ctls := clientTLS(t, other.CAFile, "", "", "")
 		c := newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: testToken, TLS: ctls}, nil)
 		err := c.Put(context.Background(), "app/"+s.name, s.data)
 		t.Logf("error: %v", err)
@@ -49,12 +50,12 @@ func TestTLS(t *testing.T) {
 }
 
 func TestTLSClientAgainstPlaintextServer(t *testing.T) {
-	p := newPKI(t)
+	p := testpki.New(t)
 	srv, _, _ := insecureServer(t)
 	var serverLog logBuffer
 	srv.Log = serverLog.logger()
 	addr, _ := startServer(t, srv)
-	ctls := clientTLS(t, p.caFile, "", "", "")
+	ctls := clientTLS(t, p.CAFile, "", "", "")
 	c := newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: testToken, TLS: ctls}, nil)
 	s := makeSegment(t, "app", 1, 1, 1, "x")
 	if err := c.Put(context.Background(), "app/"+s.name, s.data); err == nil {
@@ -66,7 +67,7 @@ func TestTLSClientAgainstPlaintextServer(t *testing.T) {
 }
 
 func TestMutualTLS(t *testing.T) {
-	p := newPKI(t)
+	p := testpki.New(t)
 	inbox, _ := newInbox(t)
 	var serverLog logBuffer
 	srv := &Server{TLS: serverTLS(t, p, true), Inbox: inbox, Log: serverLog.logger()} // no token: mTLS
@@ -74,7 +75,7 @@ func TestMutualTLS(t *testing.T) {
 	s := makeSegment(t, "app", 1, 1, 5, "x")
 
 	t.Run("client without certificate", func(t *testing.T) {
-		ctls := clientTLS(t, p.caFile, "", "", "")
+		ctls := clientTLS(t, p.CAFile, "", "", "")
 		c := newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: "unused", TLS: ctls}, nil)
 		err := c.Put(context.Background(), "app/"+s.name, s.data)
 		t.Logf("error: %v", err)
@@ -87,9 +88,9 @@ func TestMutualTLS(t *testing.T) {
 		}
 	})
 	t.Run("certificate from another CA", func(t *testing.T) {
-		other := newPKI(t)
-		cert, key := other.issue(t, "intruder", false)
-		ctls := clientTLS(t, p.caFile, cert, key, "")
+		other := testpki.New(t)
+		cert, key := other.Issue(t, "intruder", false)
+		ctls := clientTLS(t, p.CAFile, cert, key, "")
 		c := newClient(t, ClientConfig{Addr: addr, Stream: "app", TLS: ctls}, nil)
 		err := c.Put(context.Background(), "app/"+s.name, s.data)
 		t.Logf("error: %v", err)
@@ -98,8 +99,8 @@ func TestMutualTLS(t *testing.T) {
 		}
 	})
 	t.Run("client with certificate", func(t *testing.T) {
-		cert, key := p.issue(t, "shipper", false)
-		ctls := clientTLS(t, p.caFile, cert, key, "localhost")
+		cert, key := p.Issue(t, "shipper", false)
+		ctls := clientTLS(t, p.CAFile, cert, key, "localhost")
 		c := newClient(t, ClientConfig{Addr: addr, Stream: "app", TLS: ctls}, nil)
 		if err := c.Put(context.Background(), "app/"+s.name, s.data); err != nil {
 			t.Fatalf("Put with a client certificate: %v", err)
@@ -121,8 +122,8 @@ func clientTLS(t *testing.T, caFile, certFile, keyFile, serverName string) *tls.
 }
 
 func TestLoadTLSErrorsNameTheFile(t *testing.T) {
-	p := newPKI(t)
-	cert, key := p.issue(t, "receiver", true)
+	p := testpki.New(t)
+	cert, key := p.Issue(t, "receiver", true)
 	missing := filepath.Join(t.TempDir(), "missing.pem")
 	tests := []struct {
 		name string
@@ -142,7 +143,7 @@ func TestLoadTLSErrorsNameTheFile(t *testing.T) {
 			t.Errorf("%s: %v, want an error naming %s", tc.name, err, tc.file)
 		}
 	}
-	cfg, err := LoadServerTLS(cert, key, p.caFile)
+	cfg, err := LoadServerTLS(cert, key, p.CAFile)
 	if err != nil || cfg.MinVersion < 0x0304 || cfg.ClientCAs == nil {
 		t.Fatalf("LoadServerTLS = %+v, %v", cfg, err)
 	}

@@ -2,10 +2,13 @@
 // Append from many goroutines, as an application embedding ferry would. It
 // serves the link benchmark (latency percentiles and throughput under each
 // ack mode) and the end-to-end tests that need to know exactly when an
-// Append returned (-print-acks prints "acked SEQ" the moment it does).
+// Append returned (-print-acks prints "acked SEQ RECORD" the moment it does).
 //
 //	appender -store tcp://127.0.0.1:7000 -insecure -token T -stream s -spool DIR \
 //	    -ack received -n 100000 -c 64
+//
+// Each record is "PID-N " padded with letters to -size bytes, newline
+// included, so records are unique across runs.
 //
 // At the end it prints one JSON object to stdout: records, seconds,
 // records_per_sec, and append latency percentiles in milliseconds.
@@ -62,7 +65,7 @@ func main() {
 	size := flag.Int("size", 100, "bytes per record")
 	maxAge := flag.Duration("max-age", 10*time.Millisecond, "flush policy max_age")
 	maxBytes := flag.Int64("max-bytes", 4<<20, "flush policy max_bytes")
-	printAcks := flag.Bool("print-acks", false, `print "acked SEQ" as each Append returns`)
+	printAcks := flag.Bool("print-acks", false, `print "acked SEQ RECORD" as each Append returns`)
 	flag.Parse()
 	if err := run(*storeURL, *insecure, *token, *caFile, *stream, *spool, *ack, *n, *conc, *rate, *size, *maxAge, *maxBytes, *printAcks); err != nil {
 		fmt.Fprintln(os.Stderr, "appender:", err)
@@ -130,12 +133,15 @@ func run(storeURL string, insecure bool, token, caFile, stream, spool, ack strin
 	if rate > 0 {
 		interval = time.Second / time.Duration(rate)
 	}
-	payload := make([]byte, size)
-	for i := range payload {
-		payload[i] = 'a' + byte(i%26)
-	}
-	if size > 0 {
-		payload[size-1] = '\n'
+	// Each record is "PID-N " padded to size with letters and a newline:
+	// unique across runs, so a test can find every acknowledged record.
+	pid := os.Getpid()
+	record := func(i int64) []byte {
+		b := fmt.Appendf(make([]byte, 0, size), "%d-%d ", pid, i)
+		for len(b) < size-1 {
+			b = append(b, 'a'+byte(len(b)%26))
+		}
+		return append(b, '\n')
 	}
 	var wg sync.WaitGroup
 	for range conc {
@@ -154,8 +160,9 @@ func run(storeURL string, insecure bool, token, caFile, stream, spool, ack strin
 						time.Sleep(d)
 					}
 				}
+				data := record(i)
 				t0 := time.Now()
-				seq, err := sh.Append(ctx, batch.Record{Data: payload})
+				seq, err := sh.Append(ctx, batch.Record{Data: data})
 				lat := time.Since(t0)
 				out.Lock()
 				if err != nil {
@@ -167,7 +174,7 @@ func run(storeURL string, insecure bool, token, caFile, stream, spool, ack strin
 				}
 				lats = append(lats, lat)
 				if printAcks {
-					fmt.Fprintf(os.Stdout, "acked %d\n", seq)
+					fmt.Fprintf(os.Stdout, "acked %d %s", seq, data)
 				}
 				out.Unlock()
 			}
