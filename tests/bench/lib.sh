@@ -69,9 +69,9 @@ bench_init() {
 	mkdir -p "$BENCH_DIR/bin" || die "cannot create BENCH_DIR=$BENCH_DIR"
 }
 
-# build_bins NAME... builds each of ferry (./cmd/ferry) and loggen
-# (./tests/bench/loggen) to $BENCH_DIR/bin/NAME and sets the variable NAME
-# to that path.
+# build_bins NAME... builds each of ferry (./cmd/ferry), loggen
+# (./tests/bench/loggen) and appender (./tests/bench/appender) to
+# $BENCH_DIR/bin/NAME and sets the variable NAME to that path.
 build_bins() {
 	local names=$* name
 	echo "== building ${names// / and } (go build)"
@@ -84,6 +84,10 @@ build_bins() {
 		loggen)
 			loggen="$BENCH_DIR/bin/loggen"
 			go build -o "$loggen" ./tests/bench/loggen || die "go build ./tests/bench/loggen failed (see above)"
+			;;
+		appender)
+			appender="$BENCH_DIR/bin/appender"
+			go build -o "$appender" ./tests/bench/appender || die "go build ./tests/bench/appender failed (see above)"
 			;;
 		*) die "build_bins: unknown binary $name" ;;
 		esac
