@@ -52,9 +52,11 @@ func DefaultReceiverID() string {
 	return h
 }
 
-// ReadWatermarks returns the newest watermark of every receiver of stream
-// found in st. A watermark that cannot be listed, read or decoded is an
-// error naming it, never skipped: retention decides by these.
+// ReadWatermarks returns the newest watermark of every receiver registered
+// for stream in st; a receiver that registered but has applied nothing yet
+// is returned with AppliedSeq 0 (it holds everything back). A watermark that
+// cannot be listed, read or decoded is an error naming it, never skipped:
+// retention and ack "applied" decide by these.
 func ReadWatermarks(ctx context.Context, st store.Store, stream string) ([]Watermark, error) {
 	var ids []string
 	// Receivers are sub-"directories" of <stream>/watermarks/, which List
@@ -71,31 +73,9 @@ func ReadWatermarks(ctx context.Context, st store.Store, stream string) ([]Water
 	}
 	var out []Watermark
 	for _, id := range ids {
-		var newest string
-		err := st.List(ctx, WatermarkDir(stream, id), "", func(o store.Object) error {
-			if strings.HasSuffix(o.Name, ".json") {
-				newest = o.Name
-			}
-			return nil
-		})
+		w, err := readNewestWatermark(ctx, st, stream, id)
 		if err != nil {
-			return nil, fmt.Errorf("list watermarks of receiver %s: %w", id, err)
-		}
-		if newest == "" {
-			continue // registered, nothing applied yet
-		}
-		rc, err := st.Get(ctx, newest)
-		if errors.Is(err, store.ErrNotFound) {
-			continue // replaced by a newer one since the listing
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read watermark %s: %w", newest, err)
-		}
-		var w Watermark
-		err = json.NewDecoder(io.LimitReader(rc, 64<<10)).Decode(&w)
-		rc.Close()
-		if err != nil {
-			return nil, fmt.Errorf("watermark %s is damaged: %v", newest, err)
+			return nil, err
 		}
 		out = append(out, w)
 	}
@@ -156,5 +136,43 @@ func (r *Receiver) publish(ctx context.Context) {
 func (r *Receiver) maybePublish(ctx context.Context) {
 	if r.cfg.Now().Sub(r.publishedAt) >= r.cfg.PublishEvery {
 		r.publish(ctx)
+	}
+}
+
+// readNewestWatermark reads receiver id's newest watermark. A receiver
+// publishing at the same moment may delete the object between the listing
+// and the read; the listing is then retried.
+func readNewestWatermark(ctx context.Context, st store.Store, stream, id string) (Watermark, error) {
+	for attempt := 0; ; attempt++ {
+		var newest string
+		err := st.List(ctx, WatermarkDir(stream, id), "", func(o store.Object) error {
+			if strings.HasSuffix(o.Name, ".json") {
+				newest = o.Name
+			}
+			return nil
+		})
+		if err != nil {
+			return Watermark{}, fmt.Errorf("list watermarks of receiver %s: %w", id, err)
+		}
+		if newest == "" {
+			return Watermark{Receiver: id, Stream: stream}, nil // registered, nothing applied yet
+		}
+		rc, err := st.Get(ctx, newest)
+		if errors.Is(err, store.ErrNotFound) && attempt < 5 {
+			continue // replaced by a newer one since the listing
+		}
+		if err != nil {
+			return Watermark{}, fmt.Errorf("read watermark %s: %w", newest, err)
+		}
+		var w Watermark
+		err = json.NewDecoder(io.LimitReader(rc, 64<<10)).Decode(&w)
+		rc.Close()
+		if err != nil {
+			return Watermark{}, fmt.Errorf("watermark %s is damaged: %v", newest, err)
+		}
+		if w.Receiver != id || w.Stream != stream {
+			return Watermark{}, fmt.Errorf("watermark %s names receiver %q of stream %q: damaged or misplaced", newest, w.Receiver, w.Stream)
+		}
+		return w, nil
 	}
 }

@@ -115,6 +115,10 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("read receiver watermarks: %w", err)
 		}
 		for _, w := range wms {
+			if w.PublishedAt.IsZero() {
+				fmt.Fprintf(stdout, "receiver %s: registered, nothing applied yet\n", w.Receiver)
+				continue
+			}
 			fmt.Fprintf(stdout, "receiver %s: applied through seq %d (segment %s), published %s\n",
 				w.Receiver, w.AppliedSeq, w.Segment, w.PublishedAt.Format(time.RFC3339))
 		}
