@@ -56,6 +56,28 @@ type File struct {
 	// TCP configures the direct link (tcp:// stores, receive --listen).
 	// It is the top-level [tcp] table.
 	TCP TCP `toml:"tcp"`
+
+	// Retention prunes the archive: "ferry prune", and "ferry ship" on its
+	// schedule. It is the top-level [retention] table.
+	Retention Retention `toml:"retention"`
+}
+
+// Retention says which segments of the stream the archive keeps. A segment
+// a registered receiver has not applied, and the newest segment, are always
+// kept.
+type Retention struct {
+	// KeepFor keeps segments stored less than this long ago, e.g. "720h".
+	// Default 0: no age rule.
+	KeepFor Duration `toml:"keep_for"`
+
+	// KeepMin keeps at least this many of the newest segments. Default 0.
+	KeepMin int `toml:"keep_min"`
+
+	// Schedule is a cron expression (5 fields, or descriptors such as
+	// "@daily"; "CRON_TZ=Europe/Paris 0 3 * * *" for a time zone) on which
+	// "ferry ship" prunes its store targets. Default "": only "ferry prune"
+	// prunes.
+	Schedule string `toml:"schedule"`
 }
 
 // Ship configures the shipping side: where records come from, how they are

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/robfig/cron/v3"
 )
 
 // problem is one invalid setting. Key is the dotted TOML key, so Load can
@@ -128,6 +130,22 @@ func (f *File) Validate(verb string) error {
 		}
 		if t.BandwidthLimit < 0 {
 			add(key+".bandwidth_limit", "must not be negative")
+		}
+	}
+
+	// [retention]
+	rt := &f.Retention
+	if rt.KeepFor < 0 {
+		add("retention.keep_for", "must not be negative")
+	}
+	if rt.KeepMin < 0 {
+		add("retention.keep_min", "must not be negative")
+	}
+	if rt.Schedule != "" {
+		if _, err := cronParser.Parse(rt.Schedule); err != nil {
+			add("retention.schedule", "%q is not a cron schedule: %v", rt.Schedule, err)
+		} else if rt.KeepFor == 0 && rt.KeepMin == 0 {
+			add("retention.schedule", "is set but keep_for and keep_min are not: set at least one")
 		}
 	}
 
@@ -262,3 +280,10 @@ func checkApply(s string) error {
 	}
 	return nil
 }
+
+// cronParser reads schedules: five fields (minute hour day month weekday),
+// descriptors such as "@daily" or "@every 6h", and a CRON_TZ= prefix.
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// ParseSchedule parses a schedule as the config validates it.
+func ParseSchedule(spec string) (cron.Schedule, error) { return cronParser.Parse(spec) }

@@ -26,6 +26,7 @@ var verbs = map[string]verb{
 	"ls":      {"list a stream's segments: seq range, records, sizes, ratio, times", runLs},
 	"cat":     {"decode a segment file, or a seq range of a stream, to its records", runCat},
 	"verify":  {"check every segment of a stream and the hash chain between them", runVerify},
+	"prune":   {"delete a stream's oldest segments by retention policy, never one a receiver has not applied", runPrune},
 	"status":  {"show a shipper (targets, lag, spool) or a receiver (checkpoint), running or not", runStatus},
 	"version": {"print the version", func([]string, io.Writer, io.Writer) error { fmt.Println("ferry", version); return nil }},
 }

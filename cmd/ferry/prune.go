@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/retention"
+)
+
+const pruneExamples = `  # see what a 30-day retention keeping at least 100 segments would delete
+  ferry prune --store s3://archive/ferry --stream app --keep-for 720h --keep-min 100 --dry-run
+
+  # prune by the [retention] table of the config
+  ferry prune --config /etc/ferry/archive.toml
+`
+
+func runPrune(args []string, stdout, stderr io.Writer) error {
+	c := newFlags("prune", "ferry prune --store URL --stream NAME [--keep-for 720h] [--keep-min N] [--dry-run] [--config FILE]", pruneExamples, stderr)
+	c.fs.String("keep-for", "", "keep segments stored less than this long ago (e.g. 720h)")
+	c.fs.Int("keep-min", 0, "keep at least this many of the newest segments")
+	dryRun := c.fs.Bool("dry-run", false, "say what would be deleted, delete nothing")
+	err := c.parse(args, "", func(f *flag.Flag) error {
+		r := &c.cfg.Retention
+		v := f.Value.String()
+		var err error
+		switch f.Name {
+		case "keep-for":
+			r.KeepFor, err = config.ParseDuration(v)
+		case "keep-min":
+			_, err = fmt.Sscan(v, &r.KeepMin)
+		}
+		if err != nil {
+			return fmt.Errorf("--%s: %w", f.Name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if c.fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
+	}
+	switch {
+	case c.cfg.Stream == "":
+		return usageError{errors.New("--stream is required")}
+	case c.cfg.Store == "":
+		return usageError{errors.New("--store is required")}
+	case strings.HasPrefix(c.cfg.Store, "tcp://"):
+		return usageError{errors.New("prune works on an archive store (a directory or s3://), not on a tcp:// link")}
+	}
+	pol := retention.Policy{KeepFor: time.Duration(c.cfg.Retention.KeepFor), KeepMin: c.cfg.Retention.KeepMin}
+	if err := pol.Check(); err != nil {
+		return usageError{fmt.Errorf("%w (--keep-for, --keep-min or [retention] in the config)", err)}
+	}
+	log := c.logger(stderr)
+	ctx := context.Background()
+	st, err := openStore(ctx, c.cfg, log)
+	if err != nil {
+		return err
+	}
+	plan, err := retention.Compute(ctx, st, c.cfg.Stream, pol, time.Now())
+	if err != nil {
+		return fmt.Errorf("prune %s in %s: %w", c.cfg.Stream, st, err)
+	}
+	if !*dryRun {
+		if _, err := plan.Apply(ctx, st, log); err != nil {
+			return fmt.Errorf("prune %s in %s: %w", c.cfg.Stream, st, err)
+		}
+	}
+	fmt.Fprint(stdout, plan.Summary(*dryRun))
+	return nil
+}

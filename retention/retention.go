@@ -1,0 +1,185 @@
+// Package retention prunes a stream's archive: it deletes the oldest
+// segments once they are older than keep_for and more than keep_min newer
+// ones exist, but never a segment that a registered receiver of the stream
+// has not applied yet (the receivers' published watermarks), and never the
+// newest segment, which a fresh shipper needs to continue the stream's
+// sequence and hash chain.
+//
+// Only a prefix of the stream is ever deleted, oldest first, so what
+// remains is always a contiguous run of segments: a receiver that starts
+// later starts at a clean boundary, never in front of a hole.
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/store"
+)
+
+// Policy says what to keep. At least one of KeepFor and KeepMin must be set.
+type Policy struct {
+	// KeepFor keeps segments stored less than this long ago (by the
+	// store's modification time). 0: no age rule.
+	KeepFor time.Duration
+	// KeepMin keeps at least this many of the newest segments. The newest
+	// segment is always kept, whatever KeepMin says.
+	KeepMin int
+}
+
+// Check refuses a policy that would keep nothing by rule.
+func (p Policy) Check() error {
+	if p.KeepFor < 0 || p.KeepMin < 0 {
+		return errors.New("retention: keep_for and keep_min must not be negative")
+	}
+	if p.KeepFor == 0 && p.KeepMin == 0 {
+		return errors.New("retention: no policy: set keep_for, keep_min or both")
+	}
+	return nil
+}
+
+// Segment is one segment of the stream as listed.
+type Segment struct {
+	Key         string // the store name
+	Name        string
+	Generation  uint32
+	First, Last uint64
+	Size        int64
+	ModTime     time.Time
+}
+
+// Plan is what pruning the stream would do, and why it stops where it does.
+type Plan struct {
+	Stream    string
+	Policy    Policy
+	Segments  []Segment // every segment, oldest first
+	Delete    int       // the first Delete of Segments go
+	Reason    string    // why the next one is kept ("" if nothing is left to keep)
+	Receivers []receiver.Watermark
+}
+
+// DeleteBytes is the size of the segments the plan deletes.
+func (p *Plan) DeleteBytes() int64 {
+	var n int64
+	for _, s := range p.Segments[:p.Delete] {
+		n += s.Size
+	}
+	return n
+}
+
+// Compute lists the stream's segments and its receivers' watermarks and
+// decides what goes. now is the clock. A watermark that cannot be read is an
+// error: retention never guesses.
+func Compute(ctx context.Context, st store.Store, stream string, pol Policy, now time.Time) (*Plan, error) {
+	if err := pol.Check(); err != nil {
+		return nil, err
+	}
+	p := &Plan{Stream: stream, Policy: pol}
+	err := st.List(ctx, batch.StreamDir(stream), "", func(o store.Object) error {
+		name := strings.TrimPrefix(o.Name, batch.StreamDir(stream))
+		gen, first, last, ok := batch.ParseSegmentName(name)
+		if !ok {
+			return nil // watermarks and other objects are not segments
+		}
+		p.Segments = append(p.Segments, Segment{Key: o.Name, Name: name, Generation: gen, First: first, Last: last,
+			Size: o.Size, ModTime: o.ModTime})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", batch.StreamDir(stream), err)
+	}
+	sort.Slice(p.Segments, func(i, j int) bool { return p.Segments[i].Name < p.Segments[j].Name })
+	if p.Receivers, err = receiver.ReadWatermarks(ctx, st, stream); err != nil {
+		return nil, fmt.Errorf("read the receivers' watermarks (retention needs them to know what is applied): %w", err)
+	}
+	keepMin := max(pol.KeepMin, 1)
+	for i, s := range p.Segments {
+		switch {
+		case len(p.Segments)-i <= keepMin:
+			if pol.KeepMin >= 1 {
+				p.Reason = fmt.Sprintf("keep_min = %d: %s is one of the newest %d", pol.KeepMin, s.Name, pol.KeepMin)
+			} else {
+				p.Reason = fmt.Sprintf("%s is the newest segment, which is always kept (a new spool continues the stream from it)", s.Name)
+			}
+			return p, nil
+		case pol.KeepFor > 0 && (s.ModTime.IsZero() || now.Sub(s.ModTime) < pol.KeepFor):
+			if s.ModTime.IsZero() {
+				p.Reason = fmt.Sprintf("%s has no modification time in the store, so keep_for cannot be checked", s.Name)
+			} else {
+				p.Reason = fmt.Sprintf("keep_for = %s: %s was stored %s ago", pol.KeepFor, s.Name, now.Sub(s.ModTime).Round(time.Second))
+			}
+			return p, nil
+		}
+		if w, ok := unapplied(p.Receivers, s); ok {
+			if w.PublishedAt.IsZero() {
+				p.Reason = fmt.Sprintf("receiver %s has registered but applied nothing yet; %s is not applied", w.Receiver, s.Name)
+			} else {
+				p.Reason = fmt.Sprintf("receiver %s has applied only through generation %d seq %d; %s is not applied",
+					w.Receiver, w.Generation, w.AppliedSeq, s.Name)
+			}
+			return p, nil
+		}
+		p.Delete = i + 1
+	}
+	return p, nil
+}
+
+// unapplied returns a receiver that has not applied s.
+func unapplied(ws []receiver.Watermark, s Segment) (receiver.Watermark, bool) {
+	for _, w := range ws {
+		if s.Generation > w.Generation || (s.Generation == w.Generation && s.Last > w.AppliedSeq) {
+			return w, true
+		}
+	}
+	return receiver.Watermark{}, false
+}
+
+// Apply deletes the planned segments, oldest first, stopping at the first
+// failure so that what remains stays contiguous. It returns how many it
+// deleted.
+func (p *Plan) Apply(ctx context.Context, st store.Store, log *slog.Logger) (int, error) {
+	for i, s := range p.Segments[:p.Delete] {
+		if err := st.Delete(ctx, s.Key); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return i, fmt.Errorf("delete %s: %w (deleted %d of %d; the rest stays)", s.Key, err, i, p.Delete)
+		}
+		if log != nil {
+			log.Debug("pruned segment", "segment", s.Key, "bytes", s.Size)
+		}
+	}
+	return p.Delete, nil
+}
+
+// Summary describes the plan for people: what goes, what stays and why.
+func (p *Plan) Summary(dryRun bool) string {
+	var b strings.Builder
+	verb := "deleted"
+	if dryRun {
+		verb = "would delete"
+	}
+	switch {
+	case len(p.Segments) == 0:
+		fmt.Fprintf(&b, "stream %s has no segments; nothing to prune\n", p.Stream)
+		return b.String()
+	case p.Delete == 0:
+		fmt.Fprintf(&b, "%s nothing: %d segment(s) kept\n", verb, len(p.Segments))
+	default:
+		first, last := p.Segments[0], p.Segments[p.Delete-1]
+		fmt.Fprintf(&b, "%s %d segment(s), %d bytes: seq %d..%d (%s .. %s)\n", verb, p.Delete, p.DeleteBytes(),
+			first.First, last.Last, first.Name, last.Name)
+		fmt.Fprintf(&b, "kept %d segment(s)\n", len(p.Segments)-p.Delete)
+	}
+	if p.Reason != "" {
+		fmt.Fprintf(&b, "kept from %s on because %s\n", p.Segments[p.Delete].Name, p.Reason)
+	}
+	if len(p.Receivers) == 0 {
+		fmt.Fprintf(&b, "no receiver has registered for stream %s: only keep_for and keep_min protect its segments\n", p.Stream)
+	}
+	return b.String()
+}
