@@ -44,6 +44,12 @@ type File struct {
 	// LogFormat is text or json. Default "text".
 	LogFormat string `toml:"log_format"`
 
+	// TimeZone is the zone of every schedule (ship.flush_at, ship.windows,
+	// retention.schedule), an IANA name such as "Europe/Paris". Default:
+	// the machine's local time. A schedule may also carry its own
+	// "CRON_TZ=Zone " prefix.
+	TimeZone string `toml:"time_zone"`
+
 	// Ship configures "ferry ship".
 	Ship Ship `toml:"ship"`
 
@@ -132,11 +138,33 @@ type Ship struct {
 	// Default "local".
 	Ack string `toml:"ack"`
 
+	// FlushAt is a cron schedule on which the open batch is sealed and
+	// shipped, on top of max_bytes, max_records and max_age (e.g.
+	// "0 * * * *": every hour on the hour). Default "": none.
+	FlushAt string `toml:"flush_at"`
+
+	// Windows, as [[ship.windows]] tables, restrict sending to the times
+	// inside one of them: start (a cron schedule) and duration. Outside,
+	// records are still accepted and sealed into the spool; when a window
+	// opens the backlog drains; when it closes, the segment being sent
+	// finishes and sending stops. Default none: always send.
+	Windows []Window `toml:"windows"`
+
 	// Targets are further stores that get every segment besides store
 	// (fan-out), as [[ship.targets]] tables: e.g. an S3 archive beside a
 	// tcp:// link to the DR site. A segment leaves the spool once every
 	// target has it. Default none.
 	Targets []Target `toml:"targets"`
+}
+
+// Window is one [[ship.windows]] table: a recurring sending window.
+type Window struct {
+	// Start is a cron schedule: the window opens whenever it fires, e.g.
+	// "0 22 * * 1-5" (22:00 on weekdays). Required.
+	Start string `toml:"start"`
+
+	// Duration is how long the window stays open, e.g. "6h". Required.
+	Duration Duration `toml:"duration"`
 }
 
 // Target is one [[ship.targets]] table: an extra destination of the stream.

@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestShipTargets(t *testing.T) {
@@ -56,6 +57,65 @@ func TestShipTargetsBad(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := writeConfig(t, head+c.body)
+			_, err := Load(path)
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("Load: %v\nwant an error naming %s and containing %q", err, path, c.want)
+			}
+		})
+	}
+}
+
+func TestSchedules(t *testing.T) {
+	f, err := Load(writeConfig(t, `stream = "app"
+store = "/srv/ferry"
+time_zone = "Europe/Paris"
+[ship]
+spool = "/s"
+flush_at = "0 * * * *"
+
+[[ship.windows]]
+start = "0 22 * * 1-5"
+duration = "6h"
+
+[[ship.windows]]
+start = "CRON_TZ=UTC @daily"
+duration = "30m"
+
+[retention]
+keep_for = "720h"
+schedule = "@every 6h"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Ship.Windows) != 2 || time.Duration(f.Ship.Windows[0].Duration) != 6*time.Hour {
+		t.Fatalf("windows %+v", f.Ship.Windows)
+	}
+	s, err := f.Schedule(f.Ship.Windows[0].Start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Friday 2026-03-13 12:00 UTC is 13:00 in Paris: the next start is
+	// 22:00 Paris time, 21:00 UTC.
+	next := s.Next(time.Date(2026, 3, 13, 12, 0, 0, 0, time.UTC))
+	if want := time.Date(2026, 3, 13, 21, 0, 0, 0, time.UTC); !next.Equal(want) {
+		t.Fatalf("next window start %s, want %s", next.UTC(), want)
+	}
+	head := "stream = \"app\"\nstore = \"/srv/ferry\"\n[ship]\nspool = \"/s\"\n"
+	for _, c := range []struct{ name, body, want string }{
+		{"bad flush_at", "flush_at = \"every hour\"\n", "ship.flush_at"},
+		{"window without duration", "[[ship.windows]]\nstart = \"0 1 * * *\"\n", "ship.windows[0].duration"},
+		{"window with a bad start", "[[ship.windows]]\nstart = \"61 * * * *\"\nduration = \"1h\"\n", "ship.windows[0].start"},
+		{"unknown window key", "[[ship.windows]]\nstart = \"0 1 * * *\"\nduration = \"1h\"\nend = \"0 2 * * *\"\n", `unknown key "ship.windows.end"`},
+		{"bad time zone", "", "time_zone"},
+		{"retention schedule without a rule", "[retention]\nschedule = \"@daily\"\n", "retention.schedule"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			body := head + c.body
+			if c.name == "bad time zone" {
+				body = "time_zone = \"Mars/Olympus\"\n" + body
+			}
+			path := writeConfig(t, body)
 			_, err := Load(path)
 			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), path) {
 				t.Fatalf("Load: %v\nwant an error naming %s and containing %q", err, path, c.want)

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/robfig/cron/v3"
 )
@@ -133,6 +134,28 @@ func (f *File) Validate(verb string) error {
 		}
 	}
 
+	if f.TimeZone != "" {
+		if _, err := time.LoadLocation(f.TimeZone); err != nil {
+			add("time_zone", "%q is not a known time zone (want an IANA name such as Europe/Paris): %v", f.TimeZone, err)
+		}
+	}
+	if s.FlushAt != "" {
+		if _, err := f.Schedule(s.FlushAt); err != nil {
+			add("ship.flush_at", "%q is not a cron schedule: %v", s.FlushAt, err)
+		}
+	}
+	for i, w := range s.Windows {
+		key := fmt.Sprintf("ship.windows[%d]", i)
+		if w.Start == "" {
+			add(key+".start", "required: a cron schedule such as \"0 22 * * *\"")
+		} else if _, err := f.Schedule(w.Start); err != nil {
+			add(key+".start", "%q is not a cron schedule: %v", w.Start, err)
+		}
+		if w.Duration <= 0 {
+			add(key+".duration", "required and greater than 0, e.g. \"6h\"")
+		}
+	}
+
 	// [retention]
 	rt := &f.Retention
 	if rt.KeepFor < 0 {
@@ -142,7 +165,7 @@ func (f *File) Validate(verb string) error {
 		add("retention.keep_min", "must not be negative")
 	}
 	if rt.Schedule != "" {
-		if _, err := cronParser.Parse(rt.Schedule); err != nil {
+		if _, err := f.Schedule(rt.Schedule); err != nil {
 			add("retention.schedule", "%q is not a cron schedule: %v", rt.Schedule, err)
 		} else if rt.KeepFor == 0 && rt.KeepMin == 0 {
 			add("retention.schedule", "is set but keep_for and keep_min are not: set at least one")
@@ -285,5 +308,14 @@ func checkApply(s string) error {
 // descriptors such as "@daily" or "@every 6h", and a CRON_TZ= prefix.
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
-// ParseSchedule parses a schedule as the config validates it.
-func ParseSchedule(spec string) (cron.Schedule, error) { return cronParser.Parse(spec) }
+// Schedule parses a cron schedule of this file: five fields (minute hour
+// day month weekday) or a descriptor such as "@daily", in time_zone unless
+// the spec carries its own CRON_TZ= prefix.
+func (f *File) Schedule(spec string) (cron.Schedule, error) {
+	if f.TimeZone != "" && !strings.HasPrefix(spec, "CRON_TZ=") && !strings.HasPrefix(spec, "TZ=") {
+		if _, err := time.LoadLocation(f.TimeZone); err == nil {
+			spec = "CRON_TZ=" + f.TimeZone + " " + spec
+		}
+	}
+	return cronParser.Parse(spec)
+}

@@ -40,6 +40,10 @@ type Config struct {
 	// Applied reads store targets' applied watermarks for AckApplied
 	// (targets that are Watermarkers report their own).
 	Applied AppliedReader
+	// Schedules are the flush_at and sending-window rules.
+	Schedules Schedules
+	// Clock drives the schedules. Default: the real clock.
+	Clock Clock
 }
 
 // TargetStatus is what the shipper knows about one target.
@@ -76,6 +80,7 @@ type Shipper struct {
 	runErr  error         // Run's fatal error, under mu
 	runFail chan struct{} // closed when runErr is set, so Drain stops waiting
 
+	clock    Clock
 	ackCh    chan struct{} // closed and replaced when a watermark moves or an appender starts waiting
 	waiters  int           // appenders waiting for acks
 	segTimes []segTime     // sent segments not yet applied everywhere
@@ -107,7 +112,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Shipper{cfg: cfg, log: log, spool: sp, targets: status, runFail: make(chan struct{}), ackCh: make(chan struct{})}
+	s := &Shipper{cfg: cfg, log: log, spool: sp, targets: status, runFail: make(chan struct{}), ackCh: make(chan struct{}),
+		clock: cfg.Clock}
+	if s.clock == nil {
+		s.clock = realClock{}
+	}
 	if sp.Fresh() {
 		if err := s.continueStream(ctx); err != nil {
 			sp.Close()
@@ -223,10 +232,11 @@ func (s *Shipper) AppendBatch(ctx context.Context, recs []batch.Record, cursor [
 func (s *Shipper) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	n := 2*len(s.cfg.Targets) + 3
+	n := 2*len(s.cfg.Targets) + 4
 	errc := make(chan error, n)
 	go func() { errc <- s.spool.SyncLoop(ctx) }()
 	go func() { errc <- s.ageLoop(ctx) }()
+	go func() { errc <- s.flushLoop(ctx) }()
 	go func() { errc <- s.ackSealer(ctx) }()
 	for _, t := range s.cfg.Targets {
 		go func() { errc <- s.send(ctx, t) }()
@@ -255,8 +265,12 @@ func (s *Shipper) ageLoop(ctx context.Context) error {
 		var timer <-chan time.Time
 		var t *time.Timer
 		if !deadline.IsZero() {
-			t = time.NewTimer(time.Until(deadline))
-			timer = t.C
+			if s.cfg.Clock != nil {
+				timer = s.clock.After(deadline.Sub(s.clock.Now()))
+			} else {
+				t = time.NewTimer(time.Until(deadline))
+				timer = t.C
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -287,6 +301,11 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 		}
 		pending := s.spool.Pending(cursor)
 		for _, seg := range pending {
+			// Outside the sending windows segments wait in the spool; a
+			// window closing lets the segment being sent finish.
+			if !s.waitWindow(ctx, t.Name) {
+				return nil
+			}
 			data, err := s.spool.ReadSealed(seg.Name)
 			if err != nil {
 				return fmt.Errorf("read sealed/%s from spool: %w", seg.Name, err)

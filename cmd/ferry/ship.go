@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/retention"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
 )
@@ -108,6 +109,10 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeTargets()
+	schedules, err := shipSchedules(cfg)
+	if err != nil {
+		return err
+	}
 	sh, err := shipper.New(ctx, shipper.Config{
 		Spool: shipper.SpoolConfig{
 			Dir:           sc.Spool,
@@ -121,8 +126,9 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		},
 		Targets: targets,
 		Retry:   store.RetryPolicy{Min: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2},
-		Ack:     shipper.AckMode(sc.Ack),
-		Applied: readApplied,
+		Ack:       shipper.AckMode(sc.Ack),
+		Applied:   readApplied,
+		Schedules: schedules,
 	}, log)
 	if err != nil {
 		return err
@@ -162,6 +168,14 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		close(statusDone)
 	}()
 	defer func() { stopStatus(); <-statusDone }()
+	if cfg.Retention.Schedule != "" {
+		pruneDone := make(chan struct{})
+		go func() {
+			pruneLoop(statusCtx, cfg, targets, log)
+			close(pruneDone)
+		}()
+		defer func() { stopStatus(); <-pruneDone }()
+	}
 
 	srcCtx, stopSrc := signalContext(ctx, log)
 	defer stopSrc()
@@ -293,4 +307,62 @@ func (l *stringList) String() string { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error {
 	*l = append(*l, v)
 	return nil
+}
+
+// shipSchedules builds flush_at and the sending windows from the config.
+func shipSchedules(cfg *config.File) (shipper.Schedules, error) {
+	var sc shipper.Schedules
+	if spec := cfg.Ship.FlushAt; spec != "" {
+		s, err := cfg.Schedule(spec)
+		if err != nil {
+			return sc, usageError{fmt.Errorf("ship.flush_at %q: %w", spec, err)}
+		}
+		sc.FlushAt = s
+	}
+	for i, w := range cfg.Ship.Windows {
+		s, err := cfg.Schedule(w.Start)
+		if err != nil {
+			return sc, usageError{fmt.Errorf("ship.windows[%d].start %q: %w", i, w.Start, err)}
+		}
+		sc.Windows = append(sc.Windows, shipper.Window{Start: s, Duration: time.Duration(w.Duration), Spec: w.Start})
+	}
+	return sc, nil
+}
+
+// pruneLoop applies [retention] to every store target (not tcp:// links,
+// whose receiver owns its inbox) whenever retention.schedule fires, until
+// ctx ends. Failures are logged; the next run tries again.
+func pruneLoop(ctx context.Context, cfg *config.File, targets []shipper.Target, log *slog.Logger) {
+	sched, err := cfg.Schedule(cfg.Retention.Schedule)
+	if err != nil {
+		log.Error("retention schedule", "err", err)
+		return
+	}
+	pol := retention.Policy{KeepFor: time.Duration(cfg.Retention.KeepFor), KeepMin: cfg.Retention.KeepMin}
+	for {
+		next := sched.Next(time.Now())
+		if next.IsZero() {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		for _, t := range targets {
+			if _, ok := t.Store.(shipper.Watermarker); ok {
+				continue
+			}
+			plan, err := retention.Compute(ctx, t.Store, cfg.Stream, pol, time.Now())
+			if err == nil {
+				_, err = plan.Apply(ctx, t.Store, log)
+			}
+			if err != nil {
+				log.Error("scheduled prune failed", "target", t.Name, "err", err)
+				continue
+			}
+			log.Info("scheduled prune", "target", t.Name, "deleted", plan.Delete, "bytes", plan.DeleteBytes(),
+				"kept", len(plan.Segments)-plan.Delete, "why", plan.Reason)
+		}
+	}
 }

@@ -40,16 +40,24 @@ const statusEvery = time.Second
 // shipStatus is the content of status.json and of `status --json` for a
 // shipper.
 type shipStatus struct {
-	Role       string         `json:"role"` // "shipper"
-	Running    bool           `json:"running"`
-	PID        int            `json:"pid,omitempty"`
-	UpdatedAt  time.Time      `json:"updated_at,omitzero"`
-	Stream     string         `json:"stream"`
-	Generation uint32         `json:"generation"`
-	Ack        string         `json:"ack"`
-	LastSeq    uint64         `json:"last_seq"` // newest seq accepted into the spool
-	Spool      spoolUse       `json:"spool"`
-	Targets    []targetStatus `json:"targets"`
+	Role       string    `json:"role"` // "shipper"
+	Running    bool      `json:"running"`
+	PID        int       `json:"pid,omitempty"`
+	UpdatedAt  time.Time `json:"updated_at,omitzero"`
+	Stream     string    `json:"stream"`
+	Generation uint32    `json:"generation"`
+	Ack        string    `json:"ack"`
+	LastSeq    uint64    `json:"last_seq"` // newest seq accepted into the spool
+	Spool      spoolUse  `json:"spool"`
+	// Window is present when sending windows are configured.
+	Window  *windowStatus  `json:"window,omitempty"`
+	Targets []targetStatus `json:"targets"`
+}
+
+type windowStatus struct {
+	Open     bool      `json:"open"`
+	Until    time.Time `json:"until,omitzero"`     // open: when it closes
+	NextOpen time.Time `json:"next_open,omitzero"` // closed: when the next opens
 }
 
 type spoolUse struct {
@@ -81,6 +89,9 @@ func snapshotShip(sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir 
 	out := shipStatus{Role: "shipper", Running: true, PID: os.Getpid(), UpdatedAt: now.UTC(), Stream: stream,
 		Generation: gen, Ack: ack, LastSeq: st.LastSeq,
 		Spool: spoolUse{Dir: spoolDir, SealedSegments: st.SealedPending, Bytes: st.SpoolBytes}}
+	if ws := sh.Window(); ws.Restricted {
+		out.Window = &windowStatus{Open: ws.Open, Until: ws.Until, NextOpen: ws.NextOpen}
+	}
 	for _, t := range sh.Targets() {
 		ts := targetStatus{Name: t.Name, Store: t.Store, Async: t.Async, ReceivedSeq: max(t.SentSeq, t.ReceivedSeq),
 			BytesSent: t.BytesSent, LastSent: t.LastSent, LastError: t.LastError}
@@ -284,6 +295,13 @@ func printShipStatus(w io.Writer, s shipStatus, now time.Time) {
 		fmt.Fprintf(w, "status   as of %s (%s ago)  ack %s\n", s.UpdatedAt.Local().Format(time.RFC3339), now.Sub(s.UpdatedAt).Round(time.Second), s.Ack)
 	} else {
 		fmt.Fprintf(w, "status   none published yet (the shipper has not run with this version)\n")
+	}
+	if win := s.Window; win != nil {
+		if win.Open {
+			fmt.Fprintf(w, "window   open until %s\n", win.Until.Local().Format(time.RFC3339))
+		} else {
+			fmt.Fprintf(w, "window   closed; next opens %s\n", win.NextOpen.Local().Format(time.RFC3339))
+		}
 	}
 	fmt.Fprintf(w, "spool    %s: last seq %d, %d sealed segment(s) waiting, %s\n\n", s.Spool.Dir, s.LastSeq, s.Spool.SealedSegments, sizeString(s.Spool.Bytes))
 	if len(s.Targets) == 0 {
