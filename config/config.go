@@ -44,6 +44,17 @@ type File struct {
 	// LogFormat is text or json. Default "text".
 	LogFormat string `toml:"log_format"`
 
+	// MetricsAddr is where ship and receive serve Prometheus metrics
+	// (/metrics) and a health check (/healthz), e.g. "127.0.0.1:9108".
+	// Default "": no metrics endpoint. Same as --metrics-addr.
+	MetricsAddr string `toml:"metrics_addr"`
+
+	// HealthMaxLag is how far behind a target may fall before /healthz
+	// reports the shipper unhealthy: an unapplied (or, when that is
+	// unknown, unreceived) record older than this, or a target failing
+	// for this long. Default 5m.
+	HealthMaxLag Duration `toml:"health_max_lag"`
+
 	// TimeZone is the zone of every schedule (ship.flush_at, ship.windows,
 	// retention.schedule), an IANA name such as "Europe/Paris". Default:
 	// the machine's local time. A schedule may also carry its own

@@ -134,6 +134,14 @@ func (f *File) Validate(verb string) error {
 		}
 	}
 
+	if f.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(f.MetricsAddr); err != nil {
+			add("metrics_addr", "%q is not host:port (e.g. 127.0.0.1:9108): %v", f.MetricsAddr, err)
+		}
+	}
+	if f.HealthMaxLag < 0 {
+		add("health_max_lag", "must not be negative")
+	}
 	if f.TimeZone != "" {
 		if _, err := time.LoadLocation(f.TimeZone); err != nil {
 			add("time_zone", "%q is not a known time zone (want an IANA name such as Europe/Paris): %v", f.TimeZone, err)

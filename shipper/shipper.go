@@ -8,7 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -44,6 +47,9 @@ type Config struct {
 	Schedules Schedules
 	// Clock drives the schedules. Default: the real clock.
 	Clock Clock
+	// OnSent, if set, is called after each segment a target confirmed,
+	// with its size and how long the put took, retries included (metrics).
+	OnSent func(target string, bytes int, took time.Duration)
 }
 
 // TargetStatus is what the shipper knows about one target.
@@ -55,6 +61,7 @@ type TargetStatus struct {
 	Segments  uint64 // segments confirmed by this process
 	BytesSent int64
 	LastError string
+	Failures  uint64 // failed put attempts, each retried
 	LastSent  time.Time
 	// ReceivedSeq is the receiving side's own report of its newest durable
 	// seq (direct links); AppliedSeq the newest seq its receiver applied,
@@ -311,6 +318,7 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 				return fmt.Errorf("read sealed/%s from spool: %w", seg.Name, err)
 			}
 			key := batch.SegmentKey(s.cfg.Spool.Stream, seg.Name)
+			started := time.Now()
 			err = store.Retry(ctx, s.cfg.Retry, s.log.With("store", t.Store.String()), "put "+key, func(ctx context.Context) error {
 				err := t.Store.Put(ctx, key, data)
 				if err != nil {
@@ -339,6 +347,9 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 			s.noteSegmentLocked(data)
 			s.ackChangedLocked()
 			s.mu.Unlock()
+			if s.cfg.OnSent != nil {
+				s.cfg.OnSent(t.Name, len(data), time.Since(started))
+			}
 			s.spool.Confirm(t.Name, cursor)
 		}
 		if len(pending) > 0 {
@@ -355,7 +366,38 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 func (s *Shipper) setTargetError(name string, err error) {
 	s.mu.Lock()
 	s.targets[name].LastError = err.Error()
+	s.targets[name].Failures++
 	s.mu.Unlock()
+}
+
+// OldestUnsent is when the oldest record still in the spool's sealed
+// segments was written (zero when none wait): how far behind the slowest
+// target is.
+func (s *Shipper) OldestUnsent() time.Time {
+	p := s.spool.Pending(0)
+	if len(p) == 0 {
+		return time.Time{}
+	}
+	// The metadata frame is at the front; read no more than it can be.
+	f, err := os.Open(filepath.Join(s.cfg.Spool.Dir, "sealed", p[0].Name))
+	if err != nil {
+		return time.Time{} // sent and deleted meanwhile
+	}
+	defer f.Close()
+	head := make([]byte, 8+batch.MaxMetaSize)
+	n, _ := io.ReadFull(f, head)
+	m, _, err := batch.ParseMeta(head[:n])
+	if err != nil {
+		return time.Time{}
+	}
+	return m.MinTime
+}
+
+// Failed reports Run's fatal error, if Run has failed.
+func (s *Shipper) Failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runErr
 }
 
 // Targets returns the status of every target, sorted by name.

@@ -21,6 +21,9 @@ type RetryPolicy struct {
 	// those IsRetryable refuses (a receiver stops on a corrupt segment or
 	// a fatal apply error, for example).
 	Stop func(error) bool
+	// OnRetry, if set, is called with each error that is about to be
+	// retried (metrics count retries by reason with it).
+	OnRetry func(error)
 }
 
 // retryLogEvery bounds how often Retry logs once past the first few attempts.
@@ -63,6 +66,9 @@ func Retry(ctx context.Context, p RetryPolicy, log *slog.Logger, op string, fn f
 			return err
 		}
 		lastErr = err
+		if p.OnRetry != nil {
+			p.OnRetry(err)
+		}
 		wait := p.Backoff(attempt)
 		if log != nil && (attempt <= retryLogFirst || time.Since(lastLog) >= retryLogEvery) {
 			lastLog = time.Now()

@@ -47,6 +47,11 @@ func newFlags(name, synopsis, examples string, stderr io.Writer) *common {
 	return c
 }
 
+// addMetricsFlag adds --metrics-addr (ship and receive).
+func (c *common) addMetricsFlag() {
+	c.fs.String("metrics-addr", "", "serve Prometheus /metrics and /healthz on this `address` (host:port)")
+}
+
 // parse parses args, loads the config file (or defaults) and applies the
 // flags that were set, via apply for verb-specific ones.
 func (c *common) parse(args []string, verb string, apply func(f *flag.Flag) error) error {
@@ -85,6 +90,8 @@ func (c *common) parse(args []string, verb string, apply func(f *flag.Flag) erro
 			c.cfg.LogLevel = v
 		case "log-format":
 			c.cfg.LogFormat = v
+		case "metrics-addr":
+			c.cfg.MetricsAddr = v
 		default:
 			if apply != nil {
 				ferr = apply(f)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/metrics"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/retention"
 	"github.com/ferry-dr/ferry/shipper"
@@ -48,6 +49,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	c.fs.String("shutdown-timeout", "", "how long to keep sending after EOF or a signal (default 30s)")
 	c.fs.String("compression", "", "fastest, default, better or best (default fastest)")
 	c.fs.String("ack", "", "when a record counts as accepted: local, received or applied (default local)")
+	c.addMetricsFlag()
 	var also stringList
 	c.fs.Var(&also, "also", "send every segment to this store `URL` too (fan-out; repeatable; see [[ship.targets]])")
 	addLinkFlags(c.fs, false)
@@ -104,6 +106,13 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	sc := cfg.Ship
 
 	ctx := context.Background()
+	var reg *metrics.Registry
+	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2}
+	var onSent func(string, int, time.Duration)
+	if cfg.MetricsAddr != "" {
+		reg = metrics.New()
+		s3RequestHook, retry.OnRetry, onSent = reg.OnS3Request, reg.OnRetry, reg.OnSent
+	}
 	targets, closeTargets, err := openTargets(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -124,8 +133,9 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 			Limit:         int64(sc.SpoolLimit),
 			Level:         batch.Level(sc.Compression),
 		},
-		Targets: targets,
-		Retry:   store.RetryPolicy{Min: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2},
+		Targets:   targets,
+		Retry:     retry,
+		OnSent:    onSent,
 		Ack:       shipper.AckMode(sc.Ack),
 		Applied:   readApplied,
 		Schedules: schedules,
@@ -134,6 +144,14 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer sh.Close()
+	if reg != nil {
+		reg.WatchShipper(sh, cfg.Stream, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
+		stopMetrics, err := reg.Serve(ctx, cfg.MetricsAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 
 	// A pollable stdin lets a signal interrupt a read that is waiting on a
 	// quiet pipe (a plain blocking read would not notice).

@@ -32,5 +32,10 @@ func openS3(ctx context.Context, cfg *config.File, log *slog.Logger) (store.Stor
 		SecretKey:          c.SecretKey,
 		SessionToken:       c.SessionToken,
 		Profile:            c.Profile,
+		OnRequest:          s3RequestHook,
 	}, log)
 }
+
+// s3RequestHook counts S3 requests for the metrics of this process (nil
+// without metrics). Set before any store is opened.
+var s3RequestHook func(kind string)

@@ -64,6 +64,10 @@ type Config struct {
 	// Get and List it is an idle timeout: the call fails when no data has
 	// arrived for that long, however large the object or listing.
 	CallTimeout time.Duration
+
+	// OnRequest, if set, is called once per HTTP request with its kind
+	// (list, get, head, put, delete, ...), for metrics.
+	OnRequest func(kind string)
 }
 
 // String describes cfg with secrets masked, so a Config is safe to print.

@@ -91,10 +91,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 			lookup = minio.BucketLookupPath
 		}
 	}
+	var rt http.RoundTripper = tr
+	if cfg.OnRequest != nil {
+		rt = countingTransport{next: tr, count: cfg.OnRequest}
+	}
 	client, err := minio.New(r.endpoint.Host, &minio.Options{
 		Creds:        r.creds,
 		Secure:       secure,
-		Transport:    tr,
+		Transport:    rt,
 		Region:       r.region,
 		BucketLookup: lookup,
 		MaxRetries:   1, // one attempt: see the package comment
@@ -387,4 +391,20 @@ func (s *Store) target(key string) string {
 // callContext bounds one request by CallTimeout.
 func (s *Store) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeoutCause(ctx, s.timeout, errCallTimeout)
+}
+
+// countingTransport reports every request by kind: list, get, head, put,
+// delete or the method for anything else.
+type countingTransport struct {
+	next  http.RoundTripper
+	count func(kind string)
+}
+
+func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	kind := strings.ToLower(req.Method)
+	if req.Method == http.MethodGet && (req.URL.Query().Has("list-type") || req.URL.Query().Has("prefix")) {
+		kind = "list"
+	}
+	t.count(kind)
+	return t.next.RoundTrip(req)
 }
