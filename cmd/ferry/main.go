@@ -24,6 +24,7 @@ var verbs = map[string]verb{
 	"ship":    {"read records, spool them durably, seal segments and send them to the store", runShip},
 	"receive": {"apply segments from the store in order, exactly once, with a durable checkpoint", runReceive},
 	"ls":      {"list a stream's segments: seq range, records, sizes, ratio, times", runLs},
+	"bench":   {"measure a target before going live: throughput, compression, append latency", runBench},
 	"cat":     {"decode a segment file, or a seq range of a stream, to its records", runCat},
 	"verify":  {"check every segment of a stream and the hash chain between them", runVerify},
 	"prune":   {"delete a stream's oldest segments by retention policy, never one a receiver has not applied", runPrune},

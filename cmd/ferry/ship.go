@@ -57,43 +57,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		if ok, err := applyLinkFlag(c.cfg, f); ok {
 			return err
 		}
-		s := &c.cfg.Ship
-		v := f.Value.String()
-		var err error
-		switch f.Name {
-		case "spool":
-			s.Spool = v
-		case "source":
-			s.Source = v
-		case "format":
-			s.Format = v
-		case "fsync":
-			s.Fsync = v
-		case "max-bytes":
-			s.MaxBytes, err = config.ParseSize(v)
-		case "max-age":
-			s.MaxAge, err = config.ParseDuration(v)
-		case "max-records":
-			fmt.Sscan(v, &s.MaxRecords)
-		case "max-record-size":
-			s.MaxRecordSize, err = config.ParseSize(v)
-		case "spool-limit":
-			s.SpoolLimit, err = config.ParseSize(v)
-		case "shutdown-timeout":
-			s.ShutdownTimeout, err = config.ParseDuration(v)
-		case "compression":
-			s.Compression = v
-		case "ack":
-			s.Ack = v
-		case "also":
-			for _, u := range also {
-				s.Targets = append(s.Targets, config.Target{Store: u})
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("--%s: %w", f.Name, err)
-		}
-		return nil
+		return applyShipFlag(c.cfg, f)
 	})
 	if err != nil {
 		return err
@@ -383,4 +347,47 @@ func pruneLoop(ctx context.Context, cfg *config.File, targets []shipper.Target, 
 				"kept", len(plan.Segments)-plan.Delete, "why", plan.Reason)
 		}
 	}
+}
+
+// applyShipFlag applies one [ship] flag (ship and bench share them).
+func applyShipFlag(cfg *config.File, f *flag.Flag) error {
+	s := &cfg.Ship
+	v := f.Value.String()
+	var err error
+	switch f.Name {
+	case "spool":
+		s.Spool = v
+	case "source":
+		s.Source = v
+	case "format":
+		s.Format = v
+	case "fsync":
+		s.Fsync = v
+	case "max-bytes":
+		s.MaxBytes, err = config.ParseSize(v)
+	case "max-age":
+		s.MaxAge, err = config.ParseDuration(v)
+	case "max-records":
+		_, err = fmt.Sscan(v, &s.MaxRecords)
+	case "max-record-size":
+		s.MaxRecordSize, err = config.ParseSize(v)
+	case "spool-limit":
+		s.SpoolLimit, err = config.ParseSize(v)
+	case "shutdown-timeout":
+		s.ShutdownTimeout, err = config.ParseDuration(v)
+	case "compression":
+		s.Compression = v
+	case "ack":
+		s.Ack = v
+	case "also":
+		if l, ok := f.Value.(*stringList); ok {
+			for _, u := range *l {
+				s.Targets = append(s.Targets, config.Target{Store: u})
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("--%s: %w", f.Name, err)
+	}
+	return nil
 }

@@ -24,14 +24,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/loadgen"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
@@ -122,93 +121,36 @@ func run(storeURL string, insecure bool, token, caFile, stream, spool, ack strin
 	runErr := make(chan error, 1)
 	go func() { runErr <- sh.Run(runCtx) }()
 
-	var (
-		next    atomic.Int64 // records handed out
-		out     sync.Mutex   // stdout and lats
-		lats    []time.Duration
-		firstEr error
-	)
-	start := time.Now()
-	var interval time.Duration
-	if rate > 0 {
-		interval = time.Second / time.Duration(rate)
-	}
-	// Each record is "PID-N " padded to size with letters and a newline:
-	// unique across runs, so a test can find every acknowledged record.
-	pid := os.Getpid()
-	record := func(i int64) []byte {
-		b := fmt.Appendf(make([]byte, 0, size), "%d-%d ", pid, i)
-		for len(b) < size-1 {
-			b = append(b, 'a'+byte(len(b)%26))
+	o := loadgen.Options{Records: n, Concurrency: conc, Rate: rate, Size: size}
+	var out sync.Mutex
+	if printAcks {
+		o.OnAck = func(seq uint64, rec []byte) {
+			out.Lock()
+			fmt.Fprintf(os.Stdout, "acked %d %s", seq, rec)
+			out.Unlock()
 		}
-		return append(b, '\n')
 	}
-	var wg sync.WaitGroup
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				i := next.Add(1)
-				if n > 0 && i > n {
-					return
-				}
-				if interval > 0 {
-					// Record i is due at start + i*interval (open loop: a
-					// slow ack does not lower the offered rate).
-					if d := time.Until(start.Add(time.Duration(i-1) * interval)); d > 0 {
-						time.Sleep(d)
-					}
-				}
-				data := record(i)
-				t0 := time.Now()
-				seq, err := sh.Append(ctx, batch.Record{Data: data})
-				lat := time.Since(t0)
-				out.Lock()
-				if err != nil {
-					if firstEr == nil && ctx.Err() == nil {
-						firstEr = err
-					}
-					out.Unlock()
-					return
-				}
-				lats = append(lats, lat)
-				if printAcks {
-					fmt.Fprintf(os.Stdout, "acked %d %s", seq, data)
-				}
-				out.Unlock()
-			}
-		}()
+	if n == 0 {
+		o.Duration = 365 * 24 * time.Hour // until SIGTERM
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	res, lerr := loadgen.Run(ctx, sh, o, nil)
 	drainCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	derr := sh.Drain(drainCtx)
 	cancel()
 	stopRun()
-	if err := <-runErr; err != nil && firstEr == nil {
-		firstEr = err
+	if err := <-runErr; err != nil && lerr == nil {
+		lerr = err
 	}
-	if firstEr != nil {
-		return firstEr
+	if lerr != nil {
+		return lerr
 	}
 	if derr != nil {
 		return derr
 	}
-	slices.Sort(lats)
-	pct := func(p float64) float64 {
-		if len(lats) == 0 {
-			return 0
-		}
-		return float64(lats[min(len(lats)-1, int(p*float64(len(lats))))]) / 1e6
-	}
-	res := result{Ack: ack, Concurrency: conc, Rate: rate, Records: int64(len(lats)), Seconds: elapsed.Seconds(),
-		RecordsPerSec: float64(len(lats)) / elapsed.Seconds(), P50ms: pct(0.50), P90ms: pct(0.90), P99ms: pct(0.99)}
-	if len(lats) > 0 {
-		res.Maxms = float64(lats[len(lats)-1]) / 1e6
-	}
+	out2 := result{Ack: ack, Concurrency: conc, Rate: rate, Records: res.Records, Seconds: res.Seconds,
+		RecordsPerSec: res.RecordsPerSec, P50ms: res.P50ms, P90ms: res.P90ms, P99ms: res.P99ms, Maxms: res.Maxms}
 	if !printAcks {
-		return json.NewEncoder(os.Stdout).Encode(res)
+		return json.NewEncoder(os.Stdout).Encode(out2)
 	}
 	return nil
 }
