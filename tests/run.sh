@@ -36,7 +36,7 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 
-echo "== unit, S3 and end-to-end tests"
+echo "== unit, S3, end-to-end and short chaos tests (tests/chaos/run.sh runs the long one)"
 go test -count=1 -timeout 20m ./...
 
 echo "== race detector on the concurrent packages"
@@ -46,6 +46,9 @@ echo "== short fuzz runs"
 FUZZTIME="${FUZZTIME:-10s}"
 go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$FUZZTIME" ./batch/
 go test -run='^$' -fuzz='^FuzzParseFrame$' -fuzztime="$FUZZTIME" ./batch/
+go test -run='^$' -fuzz='^FuzzForged$' -fuzztime="$FUZZTIME" ./batch/
 go test -run='^$' -fuzz='^FuzzLoad$' -fuzztime="$FUZZTIME" ./config/
+go test -run='^$' -fuzz='^FuzzParseEntry$' -fuzztime="$FUZZTIME" ./shipper/
+go test -run='^$' -fuzz='^FuzzReadFrame$' -fuzztime="$FUZZTIME" ./transport/tcp/
 
 echo "== all tests passed"

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -310,52 +309,6 @@ func lsSegments(t *testing.T, store, stream string) []string {
 	return out
 }
 
-// cutProxy forwards TCP to target and, while cutting is on, cuts each
-// connection after a random few kilobytes from the shipper: mid-segment.
-type cutProxy struct {
-	ln      net.Listener
-	target  string
-	cutting atomic.Bool
-	cuts    atomic.Int64
-}
-
-func startCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target}
-	p.cutting.Store(true)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for n := 0; ; n++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go p.serve(c, 20_000+n*7919%50_000)
-		}
-	}()
-	return p
-}
-
-func (p *cutProxy) serve(c net.Conn, cutAfter int) {
-	defer c.Close()
-	up, err := net.Dial("tcp", p.target)
-	if err != nil {
-		return
-	}
-	defer up.Close()
-	go func() { io.Copy(c, up); c.Close() }()
-	if !p.cutting.Load() {
-		io.Copy(up, c)
-		return
-	}
-	io.CopyN(up, c, int64(cutAfter))
-	p.cuts.Add(1)
-}
-
 // Connections cut in the middle of segments: the shipper reconnects and
 // resumes, the receiver stores only whole segments, and the replica is
 // byte-identical; then the receiver is killed -9 mid-stream and restarted.
@@ -364,18 +317,19 @@ func TestLinkCutMidSegmentAndReceiverRestart(t *testing.T) {
 	s := newStream(t, "cut")
 	addr := freeAddr(t)
 	recv := startReceiver(t, s, addr, "--insecure", "--token", "tok")
-	proxy := startCutProxy(t, addr)
+	proxy := ferrytest.StartProxy(t, addr)
+	proxy.CutAfter(20_000)
 	data := logLines(24, 1, 40000)
 	go func() {
 		time.Sleep(3 * time.Second)
-		proxy.cutting.Store(false)
+		proxy.CutAfter(0)
 	}()
-	mustFerry(t, bytes.NewReader(data), "ship", "--store", "tcp://"+proxy.ln.Addr().String(), "--insecure", "--token", "tok",
+	mustFerry(t, bytes.NewReader(data), "ship", "--store", "tcp://"+proxy.Addr(), "--insecure", "--token", "tok",
 		"--stream", s.name, "--spool", s.spool, "--max-bytes", "256KiB", "--shutdown-timeout", "60s")
-	if proxy.cuts.Load() == 0 {
+	if proxy.Cuts() == 0 {
 		t.Fatal("the proxy never cut a connection")
 	}
-	t.Logf("%d connections cut mid-stream", proxy.cuts.Load())
+	t.Logf("%d connections cut mid-stream", proxy.Cuts())
 
 	// Receiver killed -9 while it applies, then restarted: the rest arrives.
 	ferrytest.Eventually(t, 30*time.Second, "receiver applying", func() (bool, string) {
