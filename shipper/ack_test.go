@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -217,5 +218,23 @@ func TestAckModeChecked(t *testing.T) {
 	cfg.Ack = "eventually"
 	if _, err := New(context.Background(), cfg, quiet); err == nil {
 		t.Fatal("New accepted an unknown ack mode")
+	}
+}
+
+// With every target async, ack "received" waits for nothing remote, but
+// Append still returns only once the record is durable in the spool.
+func TestAckAllTargetsAsyncStillDurable(t *testing.T) {
+	st := newGatedStore(t) // never opens
+	cfg := shipperConfig(t, Target{Name: "archive", Store: st, Async: true})
+	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
+	var syncs atomic.Int64
+	cfg.Spool.SyncFile = func(f *os.File) error { syncs.Add(1); return f.Sync() }
+	cfg.Ack = AckReceived
+	sh := startShipper(t, cfg)
+	if _, err := sh.Append(context.Background(), batch.Record{Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if syncs.Load() == 0 {
+		t.Fatal("Append returned without an fsync and without any target to acknowledge")
 	}
 }

@@ -204,7 +204,7 @@ func (s *Shipper) Append(ctx context.Context, rec batch.Record) (uint64, error) 
 	if err != nil {
 		return 0, err
 	}
-	if s.cfg.Ack != AckLocal {
+	if s.cfg.Ack != AckLocal && s.hasAckTarget() {
 		// The target confirms only sealed segments, and a sealed segment
 		// is durable in the spool: no separate journal fsync needed.
 		if err := s.waitAck(ctx, recs[0].Seq); err != nil {
@@ -216,6 +216,17 @@ func (s *Shipper) Append(ctx context.Context, rec batch.Record) (uint64, error) 
 		return 0, err
 	}
 	return recs[0].Seq, nil
+}
+
+// hasAckTarget reports whether some target takes part in acks (is not
+// Async); with none, ack modes wait for nothing beyond the spool.
+func (s *Shipper) hasAckTarget() bool {
+	for _, t := range s.cfg.Targets {
+		if !t.Async {
+			return true
+		}
+	}
+	return false
 }
 
 // AppendBatch is the source path: recs and the source cursor reached after
