@@ -140,10 +140,22 @@ func encoderFor(zl zstd.EncoderLevel) (*zstd.Encoder, error) {
 // rawPool recycles chunk buffers.
 var rawPool = sync.Pool{New: func() any { b := make([]byte, 0, ChunkSize+64<<10); return &b }}
 
+// outPool recycles the buffers chunks are compressed into: a segment's go
+// back once Seal has copied them into the segment, or Reset dropped them.
+// Compressing into a fresh nil slice instead grows it several times over.
+var outPool = sync.Pool{New: func() any { b := make([]byte, 0, ChunkSize/4); return &b }}
+
+func putOut(b *[]byte) {
+	if b != nil && cap(*b) <= 2*ChunkSize { // a huge record's buffer is left to the GC
+		*b = (*b)[:0]
+		outPool.Put(b)
+	}
+}
+
 // chunk is one frame's worth of records, compressed in the background.
 type chunk struct {
 	raw  *[]byte
-	out  []byte
+	out  *[]byte // from outPool
 	done chan struct{}
 }
 
@@ -174,7 +186,8 @@ func NewBuilder(l Level) (*Builder, error) {
 }
 
 // Reset starts a new, empty segment of stream in generation gen whose
-// predecessor has hash prev (ZeroHash for the first segment).
+// predecessor has hash prev (ZeroHash for the first segment; "" when not
+// known yet, see SetPrev).
 func (b *Builder) Reset(stream string, gen uint32, prev string) {
 	b.release()
 	b.err = nil
@@ -188,11 +201,18 @@ func (b *Builder) Reset(stream string, gen uint32, prev string) {
 	}
 }
 
+// SetPrev sets the hash of the predecessor segment, replacing the one
+// given to Reset. A caller that starts filling a Builder while the segment
+// before it is still being sealed passes "" to Reset and calls SetPrev once
+// that hash is known; Seal refuses a segment whose predecessor is not set.
+func (b *Builder) SetPrev(prev string) { b.meta.PrevSHA256 = prev }
+
 // release drops the chunks of the current segment, waiting for those
 // still compressing so their buffers can be reused.
 func (b *Builder) release() {
 	for _, c := range b.chunks {
 		<-c.done
+		putOut(c.out)
 	}
 	clear(b.chunks)
 	b.chunks = b.chunks[:0]
@@ -281,7 +301,9 @@ func (b *Builder) submit() {
 	b.raw = nil
 	b.chunks = append(b.chunks, c)
 	go func(enc *zstd.Encoder) {
-		c.out = enc.EncodeAll(*c.raw, nil)
+		out := outPool.Get().(*[]byte)
+		*out = enc.EncodeAll(*c.raw, (*out)[:0])
+		c.out = out
 		if cap(*c.raw) <= 2*ChunkSize {
 			*c.raw = (*c.raw)[:0]
 			rawPool.Put(c.raw) // a huge record's buffer is left to the GC
@@ -301,6 +323,9 @@ func (b *Builder) Seal(sealedAt time.Time) ([]byte, Meta, error) {
 	if b.meta.Records == 0 {
 		return nil, Meta{}, errors.New("builder: seal of an empty segment")
 	}
+	if b.meta.PrevSHA256 == "" {
+		return nil, Meta{}, errors.New("builder: predecessor hash not set (Reset or SetPrev)")
+	}
 	if b.raw != nil && len(*b.raw) > 0 {
 		b.submit()
 	}
@@ -309,15 +334,20 @@ func (b *Builder) Seal(sealedAt time.Time) ([]byte, Meta, error) {
 	var size int64
 	for i, c := range b.chunks {
 		<-c.done
-		payload[i] = c.out
-		h.Write(c.out)
-		size += int64(len(c.out))
+		payload[i] = *c.out
+		h.Write(*c.out)
+		size += int64(len(*c.out))
 	}
 	b.meta.PayloadSHA256 = hex.EncodeToString(h.Sum(nil))
 	b.meta.PayloadSize = size
 	b.meta.SealedAt = sealedAt.UTC()
 	b.err = errors.New("builder: sealed; Reset before reuse")
-	return assemble(b.meta, payload...)
+	data, m, err := assemble(b.meta, payload...)
+	for _, c := range b.chunks {
+		putOut(c.out) // copied into data
+		c.out = nil
+	}
+	return data, m, err
 }
 
 // Assemble prefixes payload with the metadata frame for m. It is exported

@@ -353,6 +353,37 @@ func TestBuilderRefuses(t *testing.T) {
 	}
 }
 
+// SetPrev after Reset("") gives the bytes Reset(prev) gives, even with
+// chunks compressed before the predecessor was known; a Builder whose
+// predecessor was never set refuses to seal.
+func TestBuilderSetPrev(t *testing.T) {
+	recs := makeRecords(1, 20000) // several chunks
+	prev := Hash([]byte("predecessor"))
+	want, wantMeta := build(t, newBuilder(t), "a", 1, prev, recs, baseTime)
+
+	b := newBuilder(t)
+	b.Reset("a", 1, "")
+	for i := range recs {
+		if err := b.Add(&recs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := b.Seal(baseTime); err == nil || !strings.Contains(err.Error(), "predecessor") {
+		t.Fatalf("seal without a predecessor: err = %v", err)
+	}
+	b.SetPrev(prev)
+	got, m, err := b.Seal(baseTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) || metaJSON(t, m) != metaJSON(t, wantMeta) {
+		t.Fatal("SetPrev before Seal built different bytes than Reset with the hash")
+	}
+	if m.PrevSHA256 != prev {
+		t.Fatalf("prev_sha256 %s, want %s", m.PrevSHA256, prev)
+	}
+}
+
 // A record with no time must not produce a segment the decoder refuses.
 func TestBuilderZeroTime(t *testing.T) {
 	recs := []Record{{Seq: 1, Data: []byte("a")}, {Seq: 2, Time: baseTime}}

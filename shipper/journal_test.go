@@ -3,6 +3,9 @@ package shipper
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -124,4 +127,33 @@ func FuzzParseEntry(f *testing.F) {
 			t.Fatalf("re-encoding differs:\n% x\n% x", again, b[:n])
 		}
 	})
+}
+
+func TestJournalFileNames(t *testing.T) {
+	for _, seq := range []uint64{1, 0xff, 1<<64 - 1} {
+		got, ok := parseJournalName(journalName(seq))
+		if !ok || got != seq {
+			t.Fatalf("journalName(%d) = %s parses as %d, %v", seq, journalName(seq), got, ok)
+		}
+	}
+	for _, bad := range []string{"journal", "journal-1", "journal-000000000000000g", "journal-00000000000000001", "xjournal-0000000000000001"} {
+		if _, ok := parseJournalName(bad); ok {
+			t.Fatalf("parseJournalName(%q) accepted it", bad)
+		}
+	}
+	// Replay order: the single journal of older versions, then by seq
+	// (hex names sort numerically); other files are not journals.
+	dir := t.TempDir()
+	for _, name := range []string{journalName(0x100), "state.json", journalName(0xf), legacyJournal, ".state.json.tmp", journalName(2)} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names, err := listJournals(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{legacyJournal, journalName(2), journalName(0xf), journalName(0x100)}; !slices.Equal(names, want) {
+		t.Fatalf("listJournals = %q, want %q", names, want)
+	}
 }

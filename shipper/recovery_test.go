@@ -9,15 +9,35 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/ferry-dr/ferry/batch"
 )
 
+// journalFiles lists the journal files in dir in replay order.
+func journalFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	names, err := listJournals(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// journalPath is the newest journal file in dir, the one appends go to.
+func journalPath(t *testing.T, dir string) string {
+	t.Helper()
+	names := journalFiles(t, dir)
+	if len(names) == 0 {
+		t.Fatalf("no journal file in %s", dir)
+	}
+	return filepath.Join(dir, names[len(names)-1])
+}
+
+// readJournal reads the newest journal file in dir.
 func readJournal(t *testing.T, dir string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "journal"))
+	b, err := os.ReadFile(journalPath(t, dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,6 +90,9 @@ func TestRecoverPartialBatch(t *testing.T) {
 	}
 	if j := readJournal(t, cfg.Dir); len(j) != 0 {
 		t.Fatalf("journal holds %d bytes after the reseal", len(j))
+	}
+	if names := journalFiles(t, cfg.Dir); len(names) != 1 || names[0] != journalName(4) {
+		t.Fatalf("journal files after the reseal: %q, want only %s", names, journalName(4))
 	}
 	next := records("n", 1)
 	appendRecs(t, sp, next, "")
@@ -141,11 +164,12 @@ func checkRecoveredFirstEntry(t *testing.T, cfg SpoolConfig, dir, what string) {
 func TestRecoverTornJournalTail(t *testing.T) {
 	cfg, n1 := twoEntrySpool(t)
 	j := readJournal(t, cfg.Dir)
+	name := filepath.Base(journalPath(t, cfg.Dir))
 	for cut := n1; cut < len(j); cut++ {
 		t.Run(fmt.Sprint(cut), func(t *testing.T) {
 			t.Parallel()
 			dir := copyDir(t, cfg.Dir)
-			writeFile(t, filepath.Join(dir, "journal"), j[:cut])
+			writeFile(t, filepath.Join(dir, name), j[:cut])
 			checkRecoveredFirstEntry(t, cfg, dir, fmt.Sprintf("journal cut to %d of %d", cut, len(j)))
 		})
 	}
@@ -154,11 +178,12 @@ func TestRecoverTornJournalTail(t *testing.T) {
 func TestRecoverDamagedJournalTail(t *testing.T) {
 	cfg, n1 := twoEntrySpool(t)
 	j := readJournal(t, cfg.Dir)
+	name := filepath.Base(journalPath(t, cfg.Dir))
 	for _, i := range []int{n1, n1 + 3, n1 + 4, n1 + 8, n1 + 12, len(j) - 1} {
 		dir := copyDir(t, cfg.Dir)
 		b := bytes.Clone(j)
 		b[i] ^= 0x40
-		writeFile(t, filepath.Join(dir, "journal"), b)
+		writeFile(t, filepath.Join(dir, name), b)
 		checkRecoveredFirstEntry(t, cfg, dir, fmt.Sprintf("byte %d flipped", i))
 	}
 }
@@ -174,7 +199,7 @@ func TestRecoverTornTailIsCutOff(t *testing.T) {
 	}
 	sp.Close()
 	torn := appendEntry(nil, records("x", 1), []byte("torn"))
-	writeFile(t, filepath.Join(cfg.Dir, "journal"), torn[:len(torn)-3])
+	writeFile(t, journalPath(t, cfg.Dir), torn[:len(torn)-3])
 
 	sp = openSpool(t, cfg)
 	if c := sp.Cursor(); string(c) != "c2" {
@@ -239,13 +264,18 @@ func TestRecoverSealedRecordsNotResealed(t *testing.T) {
 	if err := sp.WaitDurable(context.Background(), pos); err != nil {
 		t.Fatal(err)
 	}
+	jp := journalPath(t, cfg.Dir)
 	journal := readJournal(t, cfg.Dir)
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
 	sp.Close()
-	// A crash after state.json but before the journal was emptied.
-	writeFile(t, filepath.Join(cfg.Dir, "journal"), journal)
+	if _, err := os.Stat(jp); !os.IsNotExist(err) {
+		t.Fatalf("journal file %s of the sealed batch left behind (%v)", filepath.Base(jp), err)
+	}
+	// A crash after state.json but before the removal of the batch's
+	// journal file was durable brings it back.
+	writeFile(t, jp, journal)
 
 	sp = openSpool(t, cfg)
 	if got := seqRanges(sealedFiles(t, cfg.Dir)); len(got) != 1 || got[0] != [2]uint64{1, 3} {
@@ -294,108 +324,36 @@ func TestRecoverForeignFileInSealed(t *testing.T) {
 	}
 }
 
-// crashSim is a SyncFile that keeps, for the journal, the bytes its last
-// fsync made durable, and calls snap before every fsync and after a
-// segment's: the moments a crash image is interesting.
-type crashSim struct {
-	durable []byte
-	ino     uint64
-	snap    func(point string)
-}
-
-func inode(t *testing.T, path string) uint64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fi.Sys().(*syscall.Stat_t).Ino
-}
-
-func (c *crashSim) sync(t *testing.T) func(*os.File) error {
-	return func(f *os.File) error {
-		base := filepath.Base(f.Name())
-		c.snap("before fsync of " + base)
-		if err := f.Sync(); err != nil {
-			return err
-		}
-		switch {
-		case base == "journal":
-			b, err := os.ReadFile(f.Name())
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.durable, c.ino = b, inode(t, f.Name())
-		case strings.HasSuffix(base, ".tmp"):
-			c.snap("after fsync of " + base)
-		}
-		return nil
-	}
-}
-
-// image copies the spool as a crash now could leave it: the journal only
-// as far as fsynced (unless it was since replaced whole, atomically), a
-// fsynced segment temp file renamed into place when publish is set.
-func (c *crashSim) image(t *testing.T, dir string, publish bool) string {
-	img := copyDir(t, dir)
-	jp := filepath.Join(dir, "journal")
-	if inode(t, jp) == c.ino {
-		writeFile(t, filepath.Join(img, "journal"), c.durable)
-	}
-	if publish {
-		// The rename of a sealed temp file happens only after state.json
-		// names it, so only such a file can appear published.
-		var st spoolState
-		if raw, err := os.ReadFile(filepath.Join(img, "state.json")); err == nil {
-			json.Unmarshal(raw, &st)
-		}
-		ents, _ := os.ReadDir(filepath.Join(img, "sealed"))
-		for _, e := range ents {
-			if name := e.Name(); strings.HasPrefix(name, ".") && name == "."+st.Segment+".tmp" {
-				final := strings.TrimSuffix(name[1:], ".tmp")
-				if err := os.Rename(filepath.Join(img, "sealed", name), filepath.Join(img, "sealed", final)); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	}
-	return img
-}
-
 // TestRecoverCrashAtEveryFsync crashes (by image) before and after every
 // fsync of a run with group commit, mid-entry seals and explicit seals, and
-// checks each image recovers consistently: the cursor names exactly the
-// records in the spool, no more (a restarted source would repeat them) and
-// no fewer (it would skip them).
+// checks each image recovers consistently (checkImages). Each append waits
+// for the seals it started, so every fsync happens while the rest of the
+// spool is still; TestSealInFlightCrashImages crashes with a seal in flight.
 func TestRecoverCrashAtEveryFsync(t *testing.T) {
 	cfg := spoolConfig(t)
 	cfg.Policy.MaxRecords = 10
-	sim := &crashSim{}
-	type image struct {
-		point string
-		dir   string
-	}
-	var images []image
+	sim := newCrashSim(t)
 	sim.snap = func(point string) {
-		images = append(images, image{point, sim.image(t, cfg.Dir, false)})
+		kinds := []imageKind{powerLoss, resurrected, killed}
 		if strings.HasPrefix(point, "after") {
-			images = append(images, image{point + " (published)", sim.image(t, cfg.Dir, true)})
+			kinds = append(kinds, published)
 		}
+		sim.take(cfg.Dir, point, kinds...)
 	}
-	cfg.SyncFile = sim.sync(t)
+	cfg.SyncFile = sim.sync
 	sp := openSpool(t, cfg)
-	sim.ino = inode(t, filepath.Join(cfg.Dir, "journal")) // empty and durable
 	ctx := context.Background()
 
-	var want []string // all data in order
-	seqAt := map[string]uint64{"": 0}
+	log := newCursorLog()
 	add := func(prefix string, n int, cursor string, wait bool) {
 		pos := appendRecs(t, sp, records(prefix, n), cursor)
-		want = append(want, lines(prefix, 1, n)...)
-		seqAt[cursor] = uint64(len(want))
+		log.add(prefix, n, cursor)
+		settle(t, sp)
 		if wait {
 			if err := sp.WaitDurable(ctx, pos); err != nil {
 				t.Fatal(err)
 			}
+			sim.acked.Store(uint64(len(log.want)))
 		}
 	}
 	add("a", 2, "a", true)
@@ -403,43 +361,20 @@ func TestRecoverCrashAtEveryFsync(t *testing.T) {
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
+	sim.acked.Store(uint64(len(log.want)))
 	add("c", 25, "c", false) // seals 5-14 and 15-24 mid-entry
 	add("d", 1, "d", false)
-	add("e", 6, "e", false) // seals 25-34 (c's leftover, d, e)
-	add("f", 1, "f", false)
+	add("e", 6, "e", true) // seals 25-34 (c's leftover, d, e)
+	add("f", 3, "", false) // no cursor
+	add("g", 9, "", false) // seals 35-44 mid-entry without a cursor
+	add("h", 1, "h", true)
+	add("i", 1, "i", false)
 	if err := sp.Close(); err != nil {
 		t.Fatal(err)
 	}
-	images = append(images, image{"after close", copyDir(t, cfg.Dir)})
-
-	for _, img := range images {
-		rc := cfg
-		rc.Dir, rc.SyncFile = img.dir, nil
-		sp, err := OpenSpool(rc, nil, quiet)
-		if err != nil {
-			t.Fatalf("%s: OpenSpool: %v", img.point, err)
-		}
-		cursor := string(sp.Cursor())
-		last, ok := seqAt[cursor]
-		if !ok {
-			t.Fatalf("%s: cursor %q unknown", img.point, cursor)
-		}
-		if got := sp.Stats().LastSeq; got != last {
-			t.Errorf("%s: recovered through seq %d but cursor %q is after seq %d: a restarted source would %s",
-				img.point, got, cursor, last, map[bool]string{true: "repeat records", false: "skip records"}[got > last])
-		}
-		segs := sealedFiles(t, img.dir)
-		all := checkChain(t, segs, 0, batch.ZeroHash)
-		if got := datas(all); !slices.Equal(got, want[:len(got)]) || uint64(len(got)) != sp.Stats().LastSeq {
-			t.Errorf("%s: spool holds %q, want a prefix of %d records", img.point, got, sp.Stats().LastSeq)
-		}
-		sp.Close()
-	}
-	var points []string
-	for _, img := range images {
-		points = append(points, img.point)
-	}
-	t.Logf("%d crash images checked: %s", len(images), strings.Join(points, "; "))
+	sim.snap = nil
+	sim.take(cfg.Dir, "after close", killed, powerLoss)
+	checkImages(t, cfg, sim.images, log)
 }
 
 func TestRecoverResealKeepsCursorDurable(t *testing.T) {
@@ -517,5 +452,138 @@ func TestRecoverFinishesPublish(t *testing.T) {
 	sp = openSpool(t, cfg)
 	if _, err := os.Stat(junk); !os.IsNotExist(err) {
 		t.Fatalf("stray temp file not removed: %v", err)
+	}
+}
+
+// A spool written by ferry before the journal rotated has one file named
+// "journal": recovery replays it like the first of the numbered files and
+// then removes it, whether the old code had rewritten it to the leftover of
+// a mid-entry seal or crashed before that.
+func TestRecoverLegacyJournal(t *testing.T) {
+	for _, rewritten := range []bool{false, true} {
+		t.Run(fmt.Sprintf("rewritten=%v", rewritten), func(t *testing.T) {
+			cfg := spoolConfig(t)
+			cfg.Policy.MaxRecords = 10
+			sp := openSpool(t, cfg)
+			recs := records("a", 15)
+			appendRecs(t, sp, recs, "c15") // seals 1-10 with cursor c15
+			sp.Close()
+			for _, name := range journalFiles(t, cfg.Dir) {
+				if err := os.Remove(filepath.Join(cfg.Dir, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			legacy := appendEntry(nil, recs, []byte("c15"))
+			if rewritten {
+				legacy = appendEntry(nil, recs[10:], []byte("c15"))
+			}
+			writeFile(t, filepath.Join(cfg.Dir, legacyJournal), legacy)
+
+			sp = openSpool(t, cfg)
+			segs := sealedFiles(t, cfg.Dir)
+			if got := seqRanges(segs); len(got) != 2 || got[1] != [2]uint64{11, 15} {
+				t.Fatalf("sealed %v, want [1 10] [11 15]", got)
+			}
+			if got := datas(checkChain(t, segs, 0, batch.ZeroHash)); !slices.Equal(got, lines("a", 1, 15)) {
+				t.Fatalf("data %q", got)
+			}
+			if c := sp.Cursor(); string(c) != "c15" {
+				t.Fatalf("cursor %q, want c15", c)
+			}
+			if names := journalFiles(t, cfg.Dir); !slices.Equal(names, []string{journalName(16)}) {
+				t.Fatalf("journal files %q, want only %s", names, journalName(16))
+			}
+		})
+	}
+}
+
+// A journal file starting past the records recovered from the file before
+// it follows a file that lost its unsynced tail: it was never made durable
+// before that file, so nothing in it was acknowledged, and it is dropped
+// (with any later file) rather than leave a gap.
+func TestRecoverDropsFileAfterLostTail(t *testing.T) {
+	cfg := spoolConfig(t)
+	openSpool(t, cfg).Close()
+	for _, name := range journalFiles(t, cfg.Dir) {
+		os.Remove(filepath.Join(cfg.Dir, name))
+	}
+	recs := records("a", 12)
+	for i := range recs {
+		recs[i].Seq = uint64(i + 1)
+	}
+	first := appendEntry(nil, recs[:3], []byte("c3"))
+	torn := appendEntry(nil, recs[3:10], []byte("c10"))
+	writeFile(t, filepath.Join(cfg.Dir, journalName(1)), append(first, torn[:len(torn)/2]...))
+	writeFile(t, filepath.Join(cfg.Dir, journalName(8)), appendEntry(nil, recs[7:10], []byte("c10")))
+	writeFile(t, filepath.Join(cfg.Dir, journalName(11)), appendEntry(nil, recs[10:], []byte("c12")))
+
+	sp := openSpool(t, cfg)
+	if got := seqRanges(sealedFiles(t, cfg.Dir)); len(got) != 1 || got[0] != [2]uint64{1, 3} {
+		t.Fatalf("sealed %v, want [1 3]", got)
+	}
+	if c := sp.Cursor(); string(c) != "c3" {
+		t.Fatalf("cursor %q, want c3", c)
+	}
+	if names := journalFiles(t, cfg.Dir); !slices.Equal(names, []string{journalName(4)}) {
+		t.Fatalf("journal files %q, want only %s", names, journalName(4))
+	}
+}
+
+// A leftover copied to the next file is replayed once, whichever copy
+// survived; a gap inside a file, or a first file starting past the sealed
+// records, is damage recovery refuses to paper over.
+func TestRecoverLeftoverInBothFilesAndGaps(t *testing.T) {
+	recs := records("a", 8)
+	for i := range recs {
+		recs[i].Seq = uint64(i + 1)
+	}
+	setup := func(t *testing.T, files map[string][]byte) SpoolConfig {
+		cfg := spoolConfig(t)
+		openSpool(t, cfg).Close()
+		for _, name := range journalFiles(t, cfg.Dir) {
+			os.Remove(filepath.Join(cfg.Dir, name))
+		}
+		for name, data := range files {
+			writeFile(t, filepath.Join(cfg.Dir, name), data)
+		}
+		return cfg
+	}
+	// Entry 1-6 (cursor c6) split at 4: 5-6 copied to journal-5, then 7-8.
+	j1 := appendEntry(nil, recs[:6], []byte("c6"))
+	j5 := append(appendEntry(nil, recs[4:6], []byte("c6")), appendEntry(nil, recs[6:], []byte("c8"))...)
+	for _, c := range []struct {
+		name   string
+		files  map[string][]byte
+		last   int
+		cursor string
+	}{
+		{"both copies", map[string][]byte{journalName(1): j1, journalName(5): j5}, 8, "c8"},
+		{"second copy torn", map[string][]byte{journalName(1): j1, journalName(5): j5[:3]}, 6, "c6"},
+		{"second file empty", map[string][]byte{journalName(1): j1, journalName(5): nil}, 6, "c6"},
+		// The entry is lost from the first file, so the second was never
+		// made durable before it: nothing in it was acknowledged.
+		{"first copy torn", map[string][]byte{journalName(1): j1[:len(j1)-1], journalName(5): j5}, 0, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := setup(t, c.files)
+			sp := openSpool(t, cfg)
+			if got := datas(checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)); !slices.Equal(got, lines("a", 1, c.last)) {
+				t.Fatalf("data %q, want %d records", got, c.last)
+			}
+			if got := string(sp.Cursor()); got != c.cursor {
+				t.Fatalf("cursor %q, want %q", got, c.cursor)
+			}
+		})
+	}
+	for name, files := range map[string]map[string][]byte{
+		"gap in a file": {journalName(1): append(appendEntry(nil, recs[:2], nil), appendEntry(nil, recs[3:5], nil)...)},
+		"missing first": {journalName(5): j5},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := setup(t, files)
+			if _, err := OpenSpool(cfg, nil, quiet); err == nil || !strings.Contains(err.Error(), "gap") {
+				t.Fatalf("OpenSpool: err %v, want a gap error", err)
+			}
+		})
 	}
 }

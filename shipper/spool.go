@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -71,32 +69,52 @@ type SealedSegment struct {
 // batch, the sealed segments not yet confirmed by every target, and
 // state.json. One process owns a spool at a time (flock on LOCK).
 //
-//	DIR/LOCK  DIR/state.json  DIR/journal  DIR/sealed/<segment name>
+//	DIR/LOCK  DIR/state.json  DIR/journal-<seq>  DIR/sealed/<segment name>
+//
+// A batch that is due is handed to a sealer goroutine, which finishes its
+// compression and writes the segment and state.json while Append fills the
+// next batch in a second Builder. At most one seal is in flight: an Append
+// whose batch is due before the previous seal is done waits for it.
 type Spool struct {
 	cfg SpoolConfig
 	log *slog.Logger
 
 	lockFile *os.File
 
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced on every change
-	journal *os.File
-	written uint64 // logical journal bytes ever written
-	synced  uint64 // logical journal bytes known durable
-	syncing bool
-	jbuf    []byte
+	// in serialises the ingest side (Append, Seal, SealIfDue, Continue,
+	// Close), which owns the open batch. It is taken before mu. While the
+	// ingest side waits for the seal in flight it keeps in and releases
+	// mu, so waiters, senders and the sealer carry on.
+	in   sync.Mutex
+	jbuf []byte // under in
 
+	mu       sync.Mutex
+	changed  chan struct{}  // closed and replaced on every change
+	journals []*journalFile // live journal files, oldest first; appends go to the last
+	written  uint64         // logical journal bytes ever written
+	synced   uint64         // logical journal position known durable or sealed
+	syncing  bool
+
+	// The open batch: changed with in and mu held, so either lock reads it.
 	builder *batch.Builder
 	firstAt time.Time // arrival of the open batch's first record
 	lastSeq uint64
-	state   spoolState
 	cursor  []byte
 
+	spare   *batch.Builder // the other Builder; nil while a seal holds it
+	sealing *sealJob       // the seal in flight, nil if none
+
+	state       spoolState
 	sealed      []SealedSegment
 	sealedBytes int64
-	confirmed   map[string]uint64
-	fatal       error
-	stats       SpoolStats
+	// newest is the last segment sealed, kept in memory for the senders,
+	// which read it right away, until every target confirmed it.
+	newest     SealedSegment
+	newestData []byte
+	confirmed  map[string]uint64
+	fatal      error
+	closed     bool
+	stats      SpoolStats
 }
 
 // SpoolStats are counters for summaries and status.
@@ -114,6 +132,8 @@ type SpoolStats struct {
 // ErrSpoolFailed wraps the fatal error (an fsync failure) after which the
 // spool refuses all work; the process must exit and recover on restart.
 var ErrSpoolFailed = errors.New("spool failed")
+
+var errSpoolClosed = errors.New("spool closed")
 
 // OpenSpool locks dir, recovers it (adopting segments sealed just before a
 // crash, replaying the journal) and reseals a partial batch left by a
@@ -151,20 +171,21 @@ func OpenSpool(cfg SpoolConfig, targets []string, log *slog.Logger) (*Spool, err
 	if err != nil {
 		return nil, err
 	}
-	b, err := batch.NewBuilder(cfg.Level)
+	b1, err := batch.NewBuilder(cfg.Level)
 	if err != nil {
 		lf.Close()
 		return nil, err
 	}
-	s := &Spool{cfg: cfg, log: log, lockFile: lf, builder: b, changed: make(chan struct{}),
+	b2, _ := batch.NewBuilder(cfg.Level)
+	s := &Spool{cfg: cfg, log: log, lockFile: lf, builder: b1, spare: b2, changed: make(chan struct{}),
 		confirmed: map[string]uint64{}}
 	for _, t := range targets {
 		s.confirmed[t] = 0
 	}
 	if err := s.recover(); err != nil {
 		lf.Close()
-		if s.journal != nil {
-			s.journal.Close()
+		for _, j := range s.journals {
+			j.f.Close()
 		}
 		return nil, fmt.Errorf("spool %s: %w", cfg.Dir, err)
 	}
@@ -182,16 +203,30 @@ func (s *Spool) Fresh() bool {
 // Continue makes a fresh spool continue an existing stream after lastSeq
 // whose last segment has hash lastHash.
 func (s *Spool) Continue(lastSeq uint64, lastHash string) error {
+	s.in.Lock()
+	defer s.in.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
 	if s.lastSeq != 0 || len(s.sealed) != 0 {
 		return fmt.Errorf("spool is not fresh")
 	}
 	st := s.state
 	st.SealedSeq, st.LastHash = lastSeq, lastHash
 	if err := s.writeState(st); err != nil {
-		return err
+		return s.fail(err)
 	}
+	s.state = st
+	// The journal is empty: name it after the seq its first record gets.
+	// Its first fsync makes the rename durable before any record in it.
+	j := s.journals[0]
+	name := journalName(lastSeq + 1)
+	if err := os.Rename(s.path(j.name), s.path(name)); err != nil {
+		return s.fail(fmt.Errorf("rename journal: %w", err))
+	}
+	j.name, j.dirSynced = name, false
 	s.lastSeq = lastSeq
 	s.stats.LastSeq = lastSeq
 	s.builder.Reset(s.cfg.Stream, s.cfg.Generation, lastHash)
@@ -236,167 +271,64 @@ func (s *Spool) recover() error {
 	s.cursor = s.state.Cursor
 	s.builder.Reset(s.cfg.Stream, s.cfg.Generation, s.state.LastHash)
 
-	j, err := os.OpenFile(s.path("journal"), os.O_RDWR|os.O_CREATE, 0o644)
+	names, err := listJournals(s.cfg.Dir)
 	if err != nil {
 		return err
 	}
-	s.journal = j
-	data, err := io.ReadAll(j)
+	replayed, err := s.replayJournals(names)
 	if err != nil {
-		return fmt.Errorf("read journal: %w", err)
-	}
-	off, replayed := 0, 0
-	for off < len(data) {
-		recs, cursor, n, err := parseEntry(data[off:])
-		if errors.Is(err, errTornEntry) {
-			s.log.Warn("journal has a torn tail from an interrupted write; dropping it",
-				"journal", j.Name(), "offset", off, "bytes", len(data)-off)
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("journal %s offset %d: %w", j.Name(), off, err)
-		}
-		contributes := false
-		for i := range recs {
-			r := &recs[i]
-			if r.Seq <= s.state.SealedSeq {
-				continue // already in a sealed segment
-			}
-			contributes = true
-			if r.Seq != s.lastSeq+1 {
-				return fmt.Errorf("journal %s: record seq %d follows %d (gap)", j.Name(), r.Seq, s.lastSeq)
-			}
-			if s.builder.Records() == 0 {
-				s.firstAt = s.cfg.Now()
-			}
-			if err := s.builder.Add(r); err != nil {
-				return err
-			}
-			s.lastSeq = r.Seq
-			replayed++
-		}
-		// An entry whose records are all sealed is older than state.json's
-		// cursor (a seal records the cursor after its records), and newer
-		// entries may have been lost unsynced: only entries still holding
-		// unsealed records move the cursor.
-		if contributes {
-			s.cursor = cursor
-		}
-		off += n
-	}
-	if off < len(data) {
-		if err := j.Truncate(int64(off)); err != nil {
-			return err
-		}
-	}
-	if _, err := j.Seek(int64(off), io.SeekStart); err != nil {
 		return err
 	}
-	// What the journal holds may be only in the page cache (the last run
-	// was killed, not the machine): count it as written but not synced.
-	// The reseal below makes its records durable in a segment anyway.
-	s.written = uint64(off)
 	s.stats.LastSeq = s.lastSeq
-	if replayed > 0 {
-		s.log.Info("resealing partial batch from journal", "records", replayed, "seq", s.lastSeq)
-		if err := s.sealLocked("restart"); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// scanSealed loads the sealed/ listing and adopts a segment sealed after
-// the last state.json write (a crash between the two).
-func (s *Spool) scanSealed() error {
-	ents, err := os.ReadDir(s.path("sealed"))
+	// This run's journal. A file of that name can only be one whose
+	// records were all dropped (a record in it would have been replayed,
+	// and the name would be taken by the next seq), so it is truncated.
+	j, err := s.createJournal(s.lastSeq+1, os.O_TRUNC)
 	if err != nil {
 		return err
 	}
-	for _, e := range ents {
-		name := e.Name()
-		if strings.HasPrefix(name, ".") {
-			if base := strings.TrimSuffix(strings.TrimPrefix(name, "."), ".tmp"); base == s.state.Segment && base != "" {
-				if _, err := os.Stat(s.path("sealed", base)); errors.Is(err, os.ErrNotExist) {
-					// Crashed between state.json and the rename: finish it.
-					if err := s.adoptTemp(name, base); err != nil {
-						return err
-					}
-					name = base
-					goto segment
-				}
-			}
-			os.Remove(s.path("sealed", name)) // temp file of an interrupted seal
-			continue
+	s.journals = []*journalFile{j}
+	var obsolete []string
+	for _, n := range names {
+		if n != j.name {
+			obsolete = append(obsolete, n)
 		}
-	segment:
-		gen, first, last, ok := batch.ParseSegmentName(name)
-		if !ok || gen != s.cfg.Generation {
-			return fmt.Errorf("unexpected file sealed/%s; move it away", name)
-		}
-		fi, err := os.Stat(s.path("sealed", name))
-		if err != nil {
-			return err
-		}
-		s.sealed = append(s.sealed, SealedSegment{Name: name, FirstSeq: first, LastSeq: last, Size: fi.Size()})
-		s.sealedBytes += fi.Size()
 	}
-	sort.Slice(s.sealed, func(i, j int) bool { return s.sealed[i].FirstSeq < s.sealed[j].FirstSeq })
-	if n := len(s.sealed); n > 0 && s.sealed[n-1].LastSeq > s.state.SealedSeq {
-		seg := s.sealed[n-1]
-		data, err := os.ReadFile(s.path("sealed", seg.Name))
-		if err != nil {
-			return err
-		}
-		sg, err := batch.Open(data)
-		if err != nil {
-			return fmt.Errorf("sealed/%s: %w", seg.Name, err)
-		}
-		st := s.state
-		st.SealedSeq, st.LastHash = seg.LastSeq, sg.Hash
-		if err := s.writeState(st); err != nil {
-			return err
-		}
-		s.log.Info("adopted segment sealed before a crash", "segment", seg.Name)
+	if replayed == 0 {
+		// They hold only sealed records and dropped tails.
+		return s.removeJournals(obsolete)
 	}
-	return nil
-}
-
-// adoptTemp publishes the temp file of the segment state.json names, after
-// checking it is the segment state.json describes.
-func (s *Spool) adoptTemp(tmpName, name string) error {
-	data, err := os.ReadFile(s.path("sealed", tmpName))
-	if err != nil {
-		return err
-	}
-	seg, err := batch.Open(data)
-	if err != nil || seg.Hash != s.state.LastHash {
-		return fmt.Errorf("sealed/%s does not match state.json (%v); the spool is damaged", tmpName, err)
-	}
-	if err := os.Rename(s.path("sealed", tmpName), s.path("sealed", name)); err != nil {
-		return err
-	}
-	s.log.Info("finished publishing a segment sealed before a crash", "segment", name)
-	return fsutil.SyncDir(s.path("sealed"))
-}
-
-func (s *Spool) writeState(st spoolState) error {
-	b, _ := json.Marshal(st)
-	if err := fsutil.WriteFileAtomic(s.path("state.json"), b, 0o644); err != nil {
-		return s.fail(err)
-	}
-	s.state = st
-	return nil
+	// What the journal held may be only in the page cache (the last run
+	// was killed, not the machine). The reseal makes it durable in a
+	// segment; the replayed files go once state.json records it.
+	s.log.Info("resealing partial batch from journal", "records", replayed, "seq", s.lastSeq)
+	s.in.Lock()
+	defer s.in.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.startSeal(&sealJob{reason: "restart", cursor: s.cursor, obsolete: obsolete})
+	return s.waitSealLocked()
 }
 
 // fail records a fatal error: after an fsync failure nothing written since
-// the last good fsync can be trusted, so the spool stops.
+// the last good fsync can be trusted, so the spool stops. mu held.
 func (s *Spool) fail(err error) error {
 	if s.fatal == nil {
 		s.fatal = fmt.Errorf("%w: %w", ErrSpoolFailed, err)
 		s.notify()
 	}
 	return s.fatal
+}
+
+// usable is the error that stops any work: fatal, or closed. mu held.
+func (s *Spool) usable() error {
+	if s.fatal != nil {
+		return s.fatal
+	}
+	if s.closed {
+		return errSpoolClosed
+	}
+	return nil
 }
 
 func (s *Spool) notify() {
@@ -432,7 +364,7 @@ func (s *Spool) SyncLoop(ctx context.Context) error {
 			pos := s.written
 			s.mu.Unlock()
 			if err := s.WaitDurable(ctx, pos); err != nil {
-				if ctx.Err() != nil {
+				if ctx.Err() != nil || errors.Is(err, errSpoolClosed) {
 					return nil
 				}
 				return err
@@ -470,14 +402,23 @@ func (s *Spool) Err() error {
 	return s.fatal
 }
 
-func (s *Spool) size() int64 { return s.sealedBytes + s.builder.Size() }
+// size counts the sealed segments, the batch being sealed and the open
+// batch (uncompressed). mu held.
+func (s *Spool) size() int64 {
+	n := s.sealedBytes + s.builder.Size()
+	if s.sealing != nil {
+		n += s.sealing.size
+	}
+	return n
+}
 
 // Append assigns the next sequence numbers to recs (setting Seq, and Time
 // when zero), writes them with cursor (nil: keep the previous cursor) as one
-// journal entry, and seals
-// whenever the flush policy says so. It blocks while the spool is over its
-// limit (backpressure). It returns the journal position to pass to
-// WaitDurable; under fsync "always" the records are already durable.
+// journal entry, and hands the batch to the sealer whenever the flush
+// policy says so (waiting for the seal before it, if that is still in
+// flight). It blocks while the spool is over its limit (backpressure). It
+// returns the journal position to pass to WaitDurable; under fsync
+// "always" the records are already durable.
 func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) (uint64, error) {
 	for i := range recs {
 		if err := recs[i].CheckSize(s.cfg.MaxRecordSize); err != nil {
@@ -487,20 +428,15 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 			return 0, err
 		}
 	}
-	s.mu.Lock()
-	for s.fatal == nil && s.size() >= s.cfg.Limit {
-		ch := s.changed
-		s.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-ch:
-		}
-		s.mu.Lock()
+	if err := s.waitRoom(ctx); err != nil {
+		return 0, err
 	}
+	s.in.Lock()
+	defer s.in.Unlock()
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.fatal != nil {
-		return 0, s.fatal
+	if err := s.usable(); err != nil {
+		return 0, err
 	}
 	now := s.cfg.Now()
 	for i := range recs {
@@ -515,21 +451,14 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 	}
 	cursor = s.cursor
 	s.jbuf = appendEntry(s.jbuf[:0], recs, cursor)
-	if _, err := s.journal.Write(s.jbuf); err != nil {
-		return 0, s.fail(fmt.Errorf("write journal: %w", err))
-	}
-	s.written += uint64(len(s.jbuf))
-	pos := s.written
-	if cap(s.jbuf) > 8<<20 {
-		s.jbuf = nil // don't pin one huge entry's buffer
+	if err := s.writeJournal(s.jbuf); err != nil {
+		return 0, err
 	}
 	if s.cfg.Fsync == FsyncAlways {
-		if err := s.cfg.SyncFile(s.journal); err != nil {
-			return 0, s.fail(fmt.Errorf("fsync journal: %w", err))
+		if err := s.syncLocked(); err != nil {
+			return 0, err
 		}
-		s.synced = s.written
 	}
-	lastSealedAt := -1
 	for i := range recs {
 		if s.builder.Records() == 0 {
 			s.firstAt = now
@@ -542,24 +471,44 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 		s.stats.BytesIn += int64(recs[i].FramedSize())
 		if due, why := s.cfg.Policy.Due(s.builder.Size(), s.builder.Records(), s.firstAt, now); due {
 			// Sealing mid-entry records this entry's cursor in state.json,
-			// which also covers the records after the seal point: they must
-			// be durable in the journal first, or a crash would skip them.
-			midEntry := i < len(recs)-1 && callerCursor
-			if err := s.sealSegment(why, cursor, midEntry); err != nil {
+			// which also covers the records after the seal point: they are
+			// written to the new journal file, and the sealer makes them
+			// durable before state.json, or a crash would skip them.
+			if err := s.handOff(why, cursor, recs[i+1:], callerCursor); err != nil {
 				return 0, err
 			}
-			lastSealedAt = i
 		}
+	}
+	if cap(s.jbuf) > 8<<20 {
+		s.jbuf = nil // don't pin one huge entry's buffer
 	}
 	s.stats.LastSeq = s.lastSeq
-	if lastSealedAt >= 0 {
-		if err := s.rewriteJournal(recs[lastSealedAt+1:], cursor, pos); err != nil {
+	if s.cfg.Fsync == FsyncAlways && s.synced < s.written {
+		if err := s.syncLocked(); err != nil { // a leftover a seal rewrote
 			return 0, err
 		}
-		pos = s.written // the leftover's new place, which a waiter must cover
 	}
 	s.notify()
-	return pos, nil
+	// The entry's end, or the leftover's new place: a waiter must cover it.
+	return s.written, nil
+}
+
+// waitRoom blocks while the spool is over its limit.
+func (s *Spool) waitRoom(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.usable() == nil && s.size() >= s.cfg.Limit {
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			return ctx.Err()
+		case <-ch:
+		}
+		s.mu.Lock()
+	}
+	return nil
 }
 
 // checkTime refuses a record time the framing cannot store (it is Unix
@@ -576,6 +525,14 @@ func checkTime(t time.Time) error {
 // Append) under the configured fsync mode. With fsync "off" it returns at
 // once. With "batch" one fsync serves every waiter (group commit).
 func (s *Spool) WaitDurable(ctx context.Context, pos uint64) error {
+	return s.waitDurable(ctx, pos, true)
+}
+
+// waitDurable is WaitDurable. With preferSeal, a position that needs the
+// journal file of the batch being sealed waits for the seal rather than
+// fsync that file: the seal makes those records durable in far fewer bytes.
+// The sealer itself must not wait for its own seal.
+func (s *Spool) waitDurable(ctx context.Context, pos uint64, preferSeal bool) error {
 	if s.cfg.Fsync == FsyncOff {
 		return nil
 	}
@@ -590,23 +547,19 @@ func (s *Spool) WaitDurable(ctx context.Context, pos uint64) error {
 			s.mu.Unlock()
 			return nil
 		}
-		if !s.syncing {
-			s.syncing = true
-			target := s.written
-			f := s.journal
+		if s.closed {
 			s.mu.Unlock()
-			err := s.cfg.SyncFile(f)
+			return errSpoolClosed
+		}
+		sealFirst := preferSeal && s.sealing != nil && s.sealing.old != nil && s.sealing.old.synced < s.sealing.old.end
+		if !s.syncing && !sealFirst {
+			s.syncing = true
+			target, todo := s.written, s.pendingSyncsLocked()
+			s.mu.Unlock()
+			n, err := s.syncJournals(todo)
 			s.mu.Lock()
 			s.syncing = false
-			switch {
-			case err != nil && f == s.journal:
-				s.fail(fmt.Errorf("fsync journal: %w", err))
-			case err != nil:
-				// The journal was replaced while we synced; what it held is
-				// sealed durably, and rewriteJournal advanced synced.
-			case target > s.synced:
-				s.synced = target
-			}
+			s.finishSyncsLocked(todo, n, err, target)
 			s.notify()
 			continue
 		}
@@ -632,148 +585,40 @@ func (s *Spool) Deadline() time.Time {
 	return s.cfg.Policy.Deadline(s.firstAt)
 }
 
-// SealIfDue seals the open batch if the flush policy says so at now.
+// SealIfDue hands the open batch to the sealer if the flush policy says so
+// at now. It does not wait for the seal, only for one still in flight
+// before it.
 func (s *Spool) SealIfDue(now time.Time) error {
+	s.in.Lock()
+	defer s.in.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
 	if due, why := s.cfg.Policy.Due(s.builder.Size(), s.builder.Records(), s.firstAt, now); due {
-		return s.sealLocked(why)
+		return s.handOff(why, s.cursor, nil, false)
 	}
-	return s.fatal
+	return nil
 }
 
-// Seal seals whatever is open (shutdown, EOF, schedules). No-op when empty.
+// Seal seals whatever is open (shutdown, EOF, schedules) and returns once
+// every record appended before it is in a sealed segment listed by
+// Pending, including a seal already in flight.
 func (s *Spool) Seal(reason string) error {
+	s.in.Lock()
+	defer s.in.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sealLocked(reason)
-}
-
-func (s *Spool) sealLocked(reason string) error {
-	if s.fatal != nil {
-		return s.fatal
-	}
-	if s.builder.Records() == 0 {
-		return nil
-	}
-	if err := s.sealSegment(reason, s.cursor, false); err != nil {
+	if err := s.usable(); err != nil {
 		return err
 	}
-	err := s.rewriteJournal(nil, s.cursor, 0)
-	s.notify()
-	return err
-}
-
-// sealSegment writes the open batch as a sealed segment and records it in
-// state.json with cursor, the source position after its last record. The
-// journal is left alone: records it still holds are recognised as sealed by
-// their seq on recovery, and entries lost unsynced held only sealed records
-// whose cursor state.json now carries. When syncJournal is set (a seal in
-// the middle of an entry that moves the cursor), the journal is fsynced
-// first, because state.json's cursor then covers records only it holds.
-func (s *Spool) sealSegment(reason string, cursor []byte, syncJournal bool) error {
-	if syncJournal && s.cfg.Fsync != FsyncOff && s.synced < s.written {
-		if err := s.cfg.SyncFile(s.journal); err != nil {
-			return s.fail(fmt.Errorf("fsync journal: %w", err))
+	if s.builder.Records() > 0 {
+		if err := s.handOff(reason, s.cursor, nil, false); err != nil {
+			return err
 		}
-		s.synced = s.written
 	}
-	data, meta, err := s.builder.Seal(s.cfg.Now())
-	if err != nil {
-		return s.fail(err)
-	}
-	// Order: the segment under a temp name (fsynced, directory fsynced),
-	// then state.json naming it with the cursor after its records, then the
-	// rename. A crash before state.json leaves a temp file recovery
-	// deletes (the journal still has the records, or lost them together
-	// with their cursor); after it, recovery finishes the rename. So a
-	// sealed segment never exists without the cursor that goes with it.
-	name := meta.Name()
-	final := s.path("sealed", name)
-	tmp := s.path("sealed", "."+name+".tmp")
-	if err := s.writeSegmentTemp(tmp, data); err != nil {
-		return s.fail(err)
-	}
-	hash := batch.Hash(data)
-	st := s.state
-	st.SealedSeq, st.LastHash, st.Cursor, st.Segment = meta.LastSeq, hash, append([]byte(nil), cursor...), name
-	if err := s.writeState(st); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return s.fail(fmt.Errorf("publish sealed/%s: %w", name, err))
-	}
-	s.sealed = append(s.sealed, SealedSegment{Name: name, FirstSeq: meta.FirstSeq, LastSeq: meta.LastSeq, Size: int64(len(data))})
-	s.sealedBytes += int64(len(data))
-	s.stats.SegmentsOut++
-	s.stats.BytesSealed += int64(len(data))
-	s.stats.UncompSealed += meta.UncompressedSize
-	s.builder.Reset(s.cfg.Stream, s.cfg.Generation, hash)
-	s.log.Debug("sealed segment", "segment", name, "records", meta.Records, "bytes", len(data), "reason", reason)
-	return nil
-}
-
-// writeSegmentTemp writes data to tmp durably: file and directory entry.
-func (s *Spool) writeSegmentTemp(tmp string, data []byte) error {
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := s.cfg.SyncFile(f); err != nil {
-		f.Close()
-		return fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return fsutil.SyncDir(filepath.Dir(tmp))
-}
-
-// rewriteJournal drops what the seals just made durable and keeps only
-// leftover, the records after the last seal point, with cursor; pos is the
-// journal position of the entry that held them. Dropping is a plain
-// truncate, not fsynced: entries a crash brings back hold only sealed
-// records, which recovery skips by seq without taking their cursor. The
-// leftover keeps the durability its entry had: if that entry was already
-// committed (a waiter, fsync "always", or a cursor-moving seal mid-entry
-// synced it), its replacement is atomic and fsynced; otherwise it is
-// written like any new entry and the group committer syncs it.
-func (s *Spool) rewriteJournal(leftover []batch.Record, cursor []byte, pos uint64) error {
-	if len(leftover) > 0 && s.synced >= pos && s.cfg.Fsync != FsyncOff {
-		buf := appendEntry(nil, leftover, cursor)
-		path := s.path("journal")
-		if err := fsutil.WriteFileAtomic(path, buf, 0o644); err != nil {
-			return s.fail(err)
-		}
-		j, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0o644)
-		if err != nil {
-			return s.fail(err)
-		}
-		s.journal.Close()
-		s.journal = j
-		s.synced = s.written
-		return nil
-	}
-	if err := s.journal.Truncate(0); err != nil {
-		return s.fail(fmt.Errorf("truncate journal: %w", err))
-	}
-	if _, err := s.journal.Seek(0, io.SeekStart); err != nil {
-		return s.fail(err)
-	}
-	s.synced = s.written // everything written so far is sealed
-	if len(leftover) == 0 {
-		return nil
-	}
-	s.jbuf = appendEntry(s.jbuf[:0], leftover, cursor)
-	if _, err := s.journal.Write(s.jbuf); err != nil {
-		return s.fail(fmt.Errorf("write journal: %w", err))
-	}
-	s.written += uint64(len(s.jbuf))
-	return nil
+	return s.waitSealLocked()
 }
 
 // Pending lists the sealed segments with LastSeq > after, oldest first.
@@ -784,8 +629,16 @@ func (s *Spool) Pending(after uint64) []SealedSegment {
 	return append([]SealedSegment(nil), s.sealed[i:]...)
 }
 
-// ReadSealed returns the bytes of a sealed segment.
+// ReadSealed returns the bytes of a sealed segment. They may be shared
+// with other callers: do not modify them.
 func (s *Spool) ReadSealed(name string) ([]byte, error) {
+	s.mu.Lock()
+	if s.newestData != nil && s.newest.Name == name {
+		data := s.newestData
+		s.mu.Unlock()
+		return data, nil
+	}
+	s.mu.Unlock()
 	return os.ReadFile(s.path("sealed", name))
 }
 
@@ -808,6 +661,9 @@ func (s *Spool) Confirm(target string, lastSeq uint64) {
 			break
 		}
 		s.sealedBytes -= s.sealed[n].Size
+		if s.sealed[n].Name == s.newest.Name {
+			s.newestData = nil
+		}
 		n++
 	}
 	if n > 0 {
@@ -826,18 +682,28 @@ func (s *Spool) Stats() SpoolStats {
 	return st
 }
 
-// Close releases the journal and the lock. It does not seal.
+// Close waits for the seal in flight, fsyncs the journal (unless fsync is
+// off or the spool failed) and releases it and the lock. It does not seal
+// the open batch.
 func (s *Spool) Close() error {
+	s.in.Lock()
+	defer s.in.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var err error
-	if s.journal != nil {
-		if s.cfg.Fsync != FsyncOff && s.fatal == nil {
-			err = s.cfg.SyncFile(s.journal)
-		}
-		s.journal.Close()
-		s.journal = nil
+	if s.closed {
+		return nil
 	}
+	s.waitSealLocked()
+	var err error
+	if s.cfg.Fsync != FsyncOff && s.fatal == nil {
+		err = s.syncLocked()
+	}
+	for _, j := range s.journals {
+		j.f.Close()
+	}
+	s.journals = nil
+	s.closed = true
+	s.notify()
 	if s.lockFile != nil {
 		s.lockFile.Close()
 		s.lockFile = nil

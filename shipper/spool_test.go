@@ -96,6 +96,7 @@ func TestSpoolMaxRecords(t *testing.T) {
 	cfg.Policy.MaxRecords = 10
 	sp := openSpool(t, cfg)
 	appendRecs(t, sp, records("r", 25), "c25")
+	settle(t, sp)
 	segs := sealedFiles(t, cfg.Dir)
 	if got := seqRanges(segs); len(got) != 2 || got[0] != [2]uint64{1, 10} || got[1] != [2]uint64{11, 20} {
 		t.Fatalf("sealed %v, want [1 10] [11 20]", got)
@@ -106,6 +107,7 @@ func TestSpoolMaxRecords(t *testing.T) {
 	}
 	// 21..25 are open: the next record joins them and the batch seals at 10.
 	appendRecs(t, sp, records("s", 5), "c30")
+	settle(t, sp)
 	segs = sealedFiles(t, cfg.Dir)
 	if got := seqRanges(segs); len(got) != 3 || got[2] != [2]uint64{21, 30} {
 		t.Fatalf("sealed %v, want a third segment 21..30", got)
@@ -151,6 +153,7 @@ func TestSpoolMaxBytes(t *testing.T) {
 		}
 		appendRecs(t, sp, []batch.Record{rec}, "")
 	}
+	settle(t, sp)
 	segs := sealedFiles(t, cfg.Dir)
 	if got := seqRanges(segs); len(got) != 2 || got[0] != [2]uint64{1, 4} || got[1] != [2]uint64{5, 8} {
 		t.Fatalf("sealed %v, want [1 4] [5 8]", got)
@@ -188,6 +191,10 @@ func TestSpoolMaxAge(t *testing.T) {
 	if err := sp.SealIfDue(t0.Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
+	if !sp.Deadline().IsZero() {
+		t.Fatal("deadline left after handing the batch to the sealer")
+	}
+	settle(t, sp)
 	segs := sealedFiles(t, cfg.Dir)
 	if got := seqRanges(segs); len(got) != 1 || got[0] != [2]uint64{1, 2} {
 		t.Fatalf("sealed %v, want [1 2]", got)
@@ -219,6 +226,7 @@ func TestSpoolConfirmTwoTargets(t *testing.T) {
 	cfg.Policy.MaxRecords = 2
 	sp := openSpool(t, cfg, "a", "b")
 	appendRecs(t, sp, records("r", 6), "")
+	settle(t, sp)
 	p := sp.Pending(0)
 	if len(p) != 3 || p[0].FirstSeq != 1 || p[2].LastSeq != 6 {
 		t.Fatalf("pending %+v, want 3 segments 1..6", p)
@@ -260,6 +268,7 @@ func TestSpoolBackpressure(t *testing.T) {
 	cfg.Limit = 1 // any sealed byte is over the limit
 	sp := openSpool(t, cfg, "t")
 	appendRecs(t, sp, records("a", 1), "") // seals seq 1
+	settle(t, sp)
 
 	type result struct {
 		seq uint64
@@ -291,6 +300,7 @@ func TestSpoolBackpressure(t *testing.T) {
 	}
 
 	// Seq 2 is sealed now: the next Append blocks until ctx ends.
+	settle(t, sp)
 	ctx, cancel := context.WithCancel(context.Background())
 	done = appendAsync(ctx)
 	select {
@@ -446,14 +456,18 @@ func TestSpoolStreamNameChecked(t *testing.T) {
 
 // failingSync fails every fsync once armed.
 type failingSync struct {
-	armed atomic.Bool
-	calls atomic.Int64
+	armed        atomic.Bool
+	calls        atomic.Int64
+	journalCalls atomic.Int64
 }
 
 var errDisk = errors.New("disk on fire")
 
 func (f *failingSync) sync(file *os.File) error {
 	f.calls.Add(1)
+	if isJournalFile(filepath.Base(file.Name())) {
+		f.journalCalls.Add(1)
+	}
 	if f.armed.Load() {
 		return errDisk
 	}
@@ -537,7 +551,7 @@ func TestSpoolFsyncOff(t *testing.T) {
 	if err := sp.WaitDurable(context.Background(), pos); err != nil {
 		t.Fatal(err)
 	}
-	if n := fs.calls.Load(); n != 0 {
+	if n := fs.journalCalls.Load(); n != 0 {
 		t.Fatalf("fsync off synced the journal %d times", n)
 	}
 }
@@ -546,7 +560,7 @@ func TestSpoolGroupCommit(t *testing.T) {
 	cfg := spoolConfig(t)
 	var journalSyncs atomic.Int64
 	cfg.SyncFile = func(f *os.File) error {
-		if filepath.Base(f.Name()) == "journal" {
+		if isJournalFile(filepath.Base(f.Name())) {
 			journalSyncs.Add(1)
 			time.Sleep(time.Millisecond) // a disk, roughly
 		}
@@ -640,7 +654,7 @@ func TestSpoolLargeEntryIsWaitedFor(t *testing.T) {
 	if syncs.Load() == before {
 		t.Fatal("WaitDurable returned for a 9 MiB entry without an fsync")
 	}
-	fi, err := os.Stat(filepath.Join(cfg.Dir, "journal"))
+	fi, err := os.Stat(journalPath(t, cfg.Dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -706,9 +720,11 @@ func TestSpoolConcurrentAppendsWithSeals(t *testing.T) {
 
 // A seal on the append path costs no journal fsync when nothing waits on
 // the journal: the sealed records are durable in their segment, and the
-// leftover after the seal point is left to the group committer, which a
-// waiter then triggers. A leftover whose entry was already committed (fsync
-// "always") is replaced durably instead.
+// leftover after the seal point, written to the next journal file, is left
+// to the group committer, which a waiter then triggers; that waiter does
+// not fsync the sealing batch's file but lets the seal cover it. Under
+// fsync "always" the entry is fsynced, and so is its leftover in the next
+// file before Append returns.
 func TestSealLeavesUncommittedLeftoverToCommitter(t *testing.T) {
 	for _, mode := range []FsyncMode{FsyncBatch, FsyncAlways} {
 		t.Run(string(mode), func(t *testing.T) {
@@ -718,7 +734,7 @@ func TestSealLeavesUncommittedLeftoverToCommitter(t *testing.T) {
 			var mu sync.Mutex
 			journalSyncs := 0
 			cfg.SyncFile = func(f *os.File) error {
-				if filepath.Base(f.Name()) == "journal" {
+				if isJournalFile(filepath.Base(f.Name())) {
 					mu.Lock()
 					journalSyncs++
 					mu.Unlock()
@@ -737,7 +753,7 @@ func TestSealLeavesUncommittedLeftoverToCommitter(t *testing.T) {
 			mu.Lock()
 			got := journalSyncs
 			mu.Unlock()
-			want := map[FsyncMode]int{FsyncBatch: 0, FsyncAlways: 1}[mode]
+			want := map[FsyncMode]int{FsyncBatch: 0, FsyncAlways: 2}[mode]
 			if got != want {
 				t.Fatalf("journal fsyncs during the append: %d, want %d", got, want)
 			}
@@ -749,6 +765,10 @@ func TestSealLeavesUncommittedLeftoverToCommitter(t *testing.T) {
 			mu.Unlock()
 			if mode == FsyncBatch && got != 1 {
 				t.Fatalf("WaitDurable on the leftover issued %d journal fsyncs, want 1", got)
+			}
+			settle(t, sp)
+			if names := journalFiles(t, cfg.Dir); len(names) != 1 || names[0] != journalName(11) {
+				t.Fatalf("journal files after the seal: %q, want only %s", names, journalName(11))
 			}
 		})
 	}
