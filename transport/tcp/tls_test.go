@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/internal/testpki"
 	"github.com/ferry-dr/ferry/store"
@@ -83,8 +84,14 @@ func TestMutualTLS(t *testing.T) {
 			t.Fatalf("Put without a client certificate: %v", err)
 		}
 		wantInbox(t, inbox)
-		if !strings.Contains(serverLog.String(), "TLS handshake failed") || !strings.Contains(serverLog.String(), "peer=127.0.0.1:") {
-			t.Fatalf("server log lacks the failed handshake:\n%s", serverLog.String())
+		// The server logs its side of the failed handshake on its own
+		// goroutine, possibly after the client has seen the error.
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(serverLog.String(), "TLS handshake failed") || !strings.Contains(serverLog.String(), "peer=127.0.0.1:") {
+			if time.Now().After(deadline) {
+				t.Fatalf("server log lacks the failed handshake:\n%s", serverLog.String())
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
 	t.Run("certificate from another CA", func(t *testing.T) {
