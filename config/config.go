@@ -104,8 +104,14 @@ type Ship struct {
 	// store has them. Required by ship; no default.
 	Spool string `toml:"spool"`
 
-	// Source is "stdin" or "tail:PATH" (follow a growing file). Default "stdin".
+	// Source is "stdin", "tail:PATH" (follow a growing file) or "dir:PATH"
+	// (replicate a directory tree; see docs/DIRTREE.md). Default "stdin".
 	Source string `toml:"source"`
+
+	// DirExclude are globs for a dir: source, matched against each path's
+	// base name and its path relative to the root, e.g. ["*.tmp",
+	// "*.lock"]. An excluded directory is not descended into. Default none.
+	DirExclude []string `toml:"dir_exclude"`
 
 	// Format is how the source is split into records: line, ndjson or raw.
 	// Default "line".

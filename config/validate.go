@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -88,8 +89,17 @@ func (f *File) Validate(verb string) error {
 		if strings.TrimSpace(src) == "" {
 			add("ship.source", `"tail:" needs a file path, e.g. "tail:/var/log/app.log"`)
 		}
+	} else if src, ok := strings.CutPrefix(s.Source, "dir:"); ok {
+		if strings.TrimSpace(src) == "" {
+			add("ship.source", `"dir:" needs a directory, e.g. "dir:/var/mail"`)
+		}
 	} else if s.Source != "stdin" {
-		add("ship.source", `%q is not "stdin" or "tail:PATH"`, s.Source)
+		add("ship.source", `%q is not "stdin", "tail:PATH" or "dir:PATH"`, s.Source)
+	}
+	for i, g := range s.DirExclude {
+		if _, err := path.Match(g, ""); err != nil {
+			add("ship.dir_exclude", "pattern %d %q: %v", i, g, err)
+		}
 	}
 	oneOf("ship.format", s.Format, "line", "ndjson", "raw")
 	oneOf("ship.fsync", s.Fsync, "always", "batch", "off")
@@ -303,11 +313,11 @@ func checkApply(s string) error {
 		return nil
 	}
 	kind, arg, ok := strings.Cut(s, ":")
-	if !ok || (kind != "file" && kind != "exec") {
-		return fmt.Errorf(`%q is not "file:PATH", "exec:CMD" or "stdout"`, s)
+	if !ok || (kind != "file" && kind != "exec" && kind != "dir") {
+		return fmt.Errorf(`%q is not "file:PATH", "dir:PATH", "exec:CMD" or "stdout"`, s)
 	}
 	if strings.TrimSpace(arg) == "" {
-		return fmt.Errorf(`%q: %q needs a %s`, s, kind+":", map[string]string{"file": "path", "exec": "command"}[kind])
+		return fmt.Errorf(`%q: %q needs a %s`, s, kind+":", map[string]string{"file": "path", "dir": "directory", "exec": "command"}[kind])
 	}
 	return nil
 }

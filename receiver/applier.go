@@ -61,8 +61,10 @@ func ParseApplier(spec string, stdout io.Writer) (Applier, error) {
 			return nil, fmt.Errorf("apply %q: stdout takes no argument", spec)
 		}
 		return &WriterApplier{W: stdout, Name: "stdout"}, nil
+	case "dir":
+		return parseDirApplier(spec)
 	}
-	return nil, fmt.Errorf("apply %q: unknown applier (want file:PATH, exec:CMD or stdout)", spec)
+	return nil, fmt.Errorf("apply %q: unknown applier (want file:PATH, dir:PATH, exec:CMD or stdout)", spec)
 }
 
 // FileApplier appends every record's data to a file and fsyncs it. Its

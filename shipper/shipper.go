@@ -218,6 +218,22 @@ func (s *Shipper) Append(ctx context.Context, rec batch.Record) (uint64, error) 
 	return recs[0].Seq, nil
 }
 
+// AppendDurable is AppendBatch that also returns only once the records
+// are accepted the way Append accepts them: durable in the spool under the
+// fsync mode, or acknowledged under "received"/"applied". The dir: source
+// needs it for its index, which may record a state only once the records
+// carrying it cannot be lost.
+func (s *Shipper) AppendDurable(ctx context.Context, recs []batch.Record, cursor []byte) error {
+	pos, err := s.spool.Append(ctx, recs, cursor)
+	if err != nil {
+		return err
+	}
+	if s.cfg.Ack != AckLocal && s.hasAckTarget() && len(recs) > 0 {
+		return s.waitAck(ctx, recs[len(recs)-1].Seq)
+	}
+	return s.spool.WaitDurable(ctx, pos)
+}
+
 // hasAckTarget reports whether some target takes part in acks (is not
 // Async); with none, ack modes wait for nothing beyond the spool.
 func (s *Shipper) hasAckTarget() bool {

@@ -28,6 +28,9 @@ const shipExamples = `  # ship a log file through stdin into a local directory s
   ferry ship --store /srv/ferry --stream app --spool /var/lib/ferry/spool \
       --source tail:/var/log/app.log --max-bytes 4MiB --max-age 2s
 
+  # keep a directory tree (a mail store) in step on the DR site
+  ferry ship --store s3://dr-bucket/ferry --stream mail --spool /var/lib/ferry/spool --source dir:/var/mail
+
   # straight to a receiver over TLS (see [tcp] in the config for token and certificates)
   ferry ship --config /etc/ferry/ship.toml --store tcp://dr-site:7000 --tls-ca /etc/ferry/ca.pem
 
@@ -38,7 +41,7 @@ const shipExamples = `  # ship a log file through stdin into a local directory s
 func runShip(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("ship", "ferry ship --store URL --stream NAME --spool DIR [--source stdin|tail:PATH] [--format line|ndjson|raw] [--max-bytes 4MiB] [--max-age 2s] [--max-records N] [--config FILE]", shipExamples, stderr)
 	c.fs.String("spool", "", "spool `dir`: durable local buffer (one shipper per spool)")
-	c.fs.String("source", "", "stdin or tail:PATH (default stdin)")
+	c.fs.String("source", "", "stdin, tail:PATH (follow a file) or dir:PATH (replicate a directory tree) (default stdin)")
 	c.fs.String("format", "", "line, ndjson or raw (default line)")
 	c.fs.String("fsync", "", "always, batch or off (default batch)")
 	c.fs.String("max-bytes", "", "seal a segment at this many uncompressed `bytes` (default 4MiB)")
@@ -133,8 +136,11 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	case strings.HasPrefix(sc.Source, "tail:"):
 		src = &shipper.TailSource{Path: strings.TrimPrefix(sc.Source, "tail:"), Format: sc.Format,
 			MaxRecordSize: int(sc.MaxRecordSize), Cursor: sh.Spool().Cursor(), Log: log}
+	case strings.HasPrefix(sc.Source, "dir:"):
+		src = &shipper.DirSource{Root: strings.TrimPrefix(sc.Source, "dir:"), SpoolDir: sc.Spool, Exclude: sc.DirExclude,
+			MaxRecordSize: int(sc.MaxRecordSize), Cursor: sh.Spool().Cursor(), Log: log}
 	default:
-		return usageError{fmt.Errorf("ship.source %q: want stdin or tail:PATH", sc.Source)}
+		return usageError{fmt.Errorf("ship.source %q: want stdin, tail:PATH or dir:PATH", sc.Source)}
 	}
 
 	start := time.Now()
