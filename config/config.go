@@ -238,6 +238,14 @@ type Receive struct {
 	// store ("<stream>/watermarks/<id>/"), which the primary side and
 	// retention read. Default: the host name. Same pattern as stream.
 	ID string `toml:"id"`
+
+	// Prefetch is how many segments after the one being applied are read
+	// and verified ahead of it (the next one is also decoded), so a
+	// receiver catching up on a backlog keeps the store and the CPUs busy
+	// while it applies. Decoded segments in flight hold at most 256 MiB
+	// (the one applied next may exceed that alone). Default 4; 0 to 64,
+	// 0 for none.
+	Prefetch int `toml:"prefetch"`
 }
 
 // Defaults returns a File with every default filled in. Stream, Store,
@@ -265,6 +273,7 @@ func Defaults() *File {
 			PollMax:    Duration(5 * time.Second),
 			RetryMin:   Duration(time.Second),
 			RetryMax:   Duration(time.Minute),
+			Prefetch:   4,
 		},
 	}
 }

@@ -147,7 +147,8 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("ship defaults = %+v, want %+v", d.Ship, wantShip)
 	}
 	wantRecv := Receive{GapTimeout: Duration(30 * time.Second), PollMin: Duration(200 * time.Millisecond),
-		PollMax: Duration(5 * time.Second), RetryMin: Duration(time.Second), RetryMax: Duration(time.Minute)}
+		PollMax: Duration(5 * time.Second), RetryMin: Duration(time.Second), RetryMax: Duration(time.Minute),
+		Prefetch: 4}
 	if d.Receive != wantRecv {
 		t.Errorf("receive defaults = %+v, want %+v", d.Receive, wantRecv)
 	}

@@ -31,6 +31,7 @@ const (
 	minMaxBytes        = KiB
 	maxMaxBytes        = GiB
 	maxRecordSizeLimit = 256 * MiB
+	maxPrefetch        = 64 // receive.prefetch, in segments
 )
 
 const storeForms = "a directory path, file:///abs/path, s3://bucket/prefix or tcp://host:port"
@@ -217,6 +218,9 @@ func (f *File) Validate(verb string) error {
 	}
 	if r.ID != "" && !streamPattern.MatchString(r.ID) {
 		add("receive.id", "%q is not a valid receiver id (1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)", r.ID)
+	}
+	if r.Prefetch < 0 || r.Prefetch > maxPrefetch {
+		add("receive.prefetch", "%d is out of range 0 to %d", r.Prefetch, maxPrefetch)
 	}
 
 	// [s3]

@@ -20,7 +20,9 @@ import (
 // Applier makes a verified segment's records take effect on the secondary.
 // Apply returns only once the effect is durable; the receiver advances its
 // checkpoint after that. An error wrapping ErrFatal stops the receiver;
-// any other error is retried with backoff and the checkpoint stays.
+// any other error is retried with backoff and the checkpoint stays. The
+// records and the bytes they point to are valid only until Apply returns:
+// the receiver reuses their memory for later segments.
 type Applier interface {
 	Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error
 	Close() error
@@ -74,6 +76,7 @@ type FileApplier struct {
 	Path string
 	f    *os.File
 	size int64
+	w    *bufio.Writer // reused across Applies
 }
 
 type fileState struct {
@@ -132,7 +135,12 @@ func (a *FileApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch.
 	if a.f == nil {
 		return fmt.Errorf("apply file %s: not restored: %w", a.Path, ErrFatal)
 	}
-	w := bufio.NewWriterSize(io.NewOffsetWriter(a.f, a.size), 1<<20)
+	if a.w == nil {
+		a.w = bufio.NewWriterSize(nil, 1<<20)
+	}
+	w := a.w
+	w.Reset(&writebackWriter{f: a.f, off: a.size})
+	defer w.Reset(nil)
 	n := int64(0)
 	for i := range recs {
 		k, err := w.Write(recs[i].Data)
@@ -195,7 +203,9 @@ func (a *ExecApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch.
 	}
 	pr, pw := io.Pipe()
 	cmd.Stdin = pr
+	written := make(chan struct{})
 	go func() {
+		defer close(written)
 		w := bufio.NewWriterSize(pw, 1<<20)
 		for i := range recs {
 			if _, err := w.Write(recs[i].Data); err != nil {
@@ -207,6 +217,7 @@ func (a *ExecApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch.
 	}()
 	err := cmd.Run()
 	pr.Close()
+	<-written // the records are not touched after Apply returns
 	if err != nil {
 		return fmt.Errorf("apply exec %q for segment %s: %w", a.Command, meta.Name(), err)
 	}
@@ -220,12 +231,18 @@ func (a *ExecApplier) Close() error { return nil }
 type WriterApplier struct {
 	W    io.Writer
 	Name string
+	w    *bufio.Writer // reused across Applies
 }
 
 func (a *WriterApplier) String() string { return a.Name }
 
 func (a *WriterApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
-	w := bufio.NewWriterSize(a.W, 1<<20)
+	if a.w == nil {
+		a.w = bufio.NewWriterSize(nil, 1<<20)
+	}
+	w := a.w
+	w.Reset(a.W)
+	defer w.Reset(nil)
 	for i := range recs {
 		if _, err := w.Write(recs[i].Data); err != nil {
 			return fmt.Errorf("apply %s: %w: %w", a.Name, err, ErrFatal)
@@ -238,3 +255,24 @@ func (a *WriterApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batc
 }
 
 func (a *WriterApplier) Close() error { return nil }
+
+// writebackWriter writes at off, advancing, and starts the writeback of
+// what it wrote every writebackEvery bytes.
+type writebackWriter struct {
+	f       *os.File
+	off     int64
+	pending int64 // written since the last startWriteback
+}
+
+const writebackEvery = 4 << 20
+
+func (w *writebackWriter) Write(p []byte) (int, error) {
+	n, err := w.f.WriteAt(p, w.off)
+	w.off += int64(n)
+	w.pending += int64(n)
+	if w.pending >= writebackEvery {
+		startWriteback(w.f, w.off-w.pending, w.pending)
+		w.pending = 0
+	}
+	return n, err
+}

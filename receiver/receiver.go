@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +52,17 @@ type Config struct {
 	// PublishEvery is the most often the watermark is published while
 	// applying (it is always published when a run ends). Default 10s.
 	PublishEvery time.Duration
+	// Prefetch is how many segments after the one being applied are read
+	// and verified ahead of it (the next one is decoded too; see
+	// prefetch.go). Default 4 (DefaultPrefetch); negative for none.
+	Prefetch int
+	// PrefetchBytes caps the decoded bytes of the segments in flight. The
+	// segment to be applied next is decoded even if it alone is larger.
+	// Default 256 MiB (DefaultPrefetchBytes).
+	PrefetchBytes int64
+	// DecodeWorkers is how many goroutines decompress the zstd frames of
+	// one segment at once. Default GOMAXPROCS.
+	DecodeWorkers int
 }
 
 // Stats are counters for summaries and status.
@@ -115,6 +127,18 @@ func Open(cfg Config, log *slog.Logger) (*Receiver, error) {
 	}
 	if cfg.PublishEvery <= 0 {
 		cfg.PublishEvery = 10 * time.Second
+	}
+	switch {
+	case cfg.Prefetch == 0:
+		cfg.Prefetch = DefaultPrefetch
+	case cfg.Prefetch < 0:
+		cfg.Prefetch = 0
+	}
+	if cfg.PrefetchBytes <= 0 {
+		cfg.PrefetchBytes = DefaultPrefetchBytes
+	}
+	if cfg.DecodeWorkers <= 0 {
+		cfg.DecodeWorkers = runtime.GOMAXPROCS(0)
 	}
 	if err := batch.CheckStream(cfg.Stream); err != nil {
 		return nil, err
@@ -239,13 +263,13 @@ func (r *Receiver) Run(ctx context.Context) error {
 func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	cp := r.Checkpoint()
 	dir := batch.StreamDir(r.cfg.Stream)
-	var names []string
+	var listed []planned
 	err := r.retry(ctx, "list "+dir, func() error {
-		names = names[:0]
+		listed = listed[:0]
 		return r.cfg.Store.List(ctx, dir, dir+batch.NameAfter(cp.Generation, cp.LastSeq), func(o store.Object) error {
 			name := strings.TrimPrefix(o.Name, dir)
 			if gen, _, _, ok := batch.ParseSegmentName(name); ok && gen == cp.Generation {
-				names = append(names, name)
+				listed = append(listed, planned{name: name, listed: o.Size})
 			}
 			return nil
 		})
@@ -253,20 +277,13 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	applied := 0
-	for _, name := range names {
-		_, first, last, _ := batch.ParseSegmentName(name)
-		cp = r.Checkpoint()
-		if last <= cp.LastSeq {
-			continue // duplicate of something applied
-		}
-		if first != cp.LastSeq+1 {
-			return applied, r.noteGap(cp.LastSeq+1, first-1, name), nil
-		}
-		if err := r.applyOne(ctx, name); err != nil {
-			return applied, nil, err
-		}
-		applied++
+	todo, gap := plan(listed, cp.LastSeq)
+	applied, err := r.applyPlanned(ctx, todo)
+	if err != nil {
+		return applied, nil, err
+	}
+	if gap != nil {
+		return applied, r.noteGap(gap.from, gap.first-1, gap.next), nil
 	}
 	r.gapSince = time.Time{}
 	return applied, nil, nil
@@ -289,32 +306,16 @@ func (r *Receiver) noteGap(from, to uint64, next string) error {
 	return err
 }
 
-// applyOne fetches, verifies, applies and checkpoints one segment.
-func (r *Receiver) applyOne(ctx context.Context, name string) error {
-	key := batch.SegmentKey(r.cfg.Stream, name)
-	var data []byte
-	err := r.retry(ctx, "get "+key, func() error {
-		rc, err := r.cfg.Store.Get(ctx, key)
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		data, err = batch.ReadAll(rc, r.cfg.MaxSegmentSize)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("segment %s: %w", key, err)
-	}
-	seg, recs, err := batch.Decode(data, 0)
-	if err != nil {
-		return fmt.Errorf("segment %s is damaged: %w; nothing past it is applied (restore it from another copy)", key, err)
-	}
+// applyFetched checks that a fetched segment continues the stream,
+// applies it and checkpoints it.
+func (r *Receiver) applyFetched(ctx context.Context, f *fetched) error {
+	seg, name := f.seg, f.name
 	cp := r.Checkpoint()
 	if err := r.checkContinues(name, &seg.Meta, cp); err != nil {
-		return fmt.Errorf("segment %s: %w", key, err)
+		return fmt.Errorf("segment %s: %w", f.key, err)
 	}
-	err = r.retry(ctx, "apply "+name, func() error {
-		return r.cfg.Applier.Apply(ctx, &seg.Meta, recs)
+	err := r.retry(ctx, "apply "+name, func() error {
+		return r.cfg.Applier.Apply(ctx, &seg.Meta, f.recs)
 	})
 	if err != nil {
 		return err
@@ -335,7 +336,7 @@ func (r *Receiver) applyOne(ctx context.Context, name string) error {
 	r.cp = next
 	r.stats.Segments++
 	r.stats.Records += seg.Meta.Records
-	r.stats.Bytes += int64(len(data))
+	r.stats.Bytes += f.size
 	r.stats.LastSeq, r.stats.LastHash = next.LastSeq, next.LastHash
 	r.mu.Unlock()
 	r.log.Debug("applied segment", "segment", name, "records", seg.Meta.Records, "seq", seg.Meta.LastSeq)

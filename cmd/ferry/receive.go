@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,6 +40,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	c.fs.String("poll-min", "", "shortest wait between store polls (default 200ms)")
 	c.fs.String("poll-max", "", "longest wait between polls when idle (default 5s)")
 	c.fs.String("id", "", "receiver id in the published watermark (default: host name)")
+	c.fs.Int("prefetch", 0, "segments read and verified ahead of the one being applied, to catch up faster (default 4; 0 for none)")
 	addLinkFlags(c.fs, true)
 	err := c.parse(args, "receive", func(f *flag.Flag) error {
 		if f.Name == "listen" {
@@ -66,6 +68,8 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 			r.PollMax, err = config.ParseDuration(v)
 		case "id":
 			r.ID = v
+		case "prefetch":
+			r.Prefetch, err = strconv.Atoi(v)
 		}
 		if err != nil {
 			return fmt.Errorf("--%s: %w", f.Name, err)
@@ -122,6 +126,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		RetryMax:   time.Duration(rc.RetryMax),
 		Once:       *once,
 		ReceiverID: receiverID(rc.ID),
+		Prefetch:   prefetch(rc.Prefetch),
 	}, log)
 	if err != nil {
 		return err
@@ -161,6 +166,15 @@ func runWithLink(ctx context.Context, srv *tcp.Server, r *receiver.Receiver, log
 		runErr = fmt.Errorf("listen %s: %w", srv.Addr, err)
 	}
 	return runErr
+}
+
+// prefetch maps the config's prefetch (0 = none) to receiver.Config's
+// (0 = the default, negative = none).
+func prefetch(configured int) int {
+	if configured == 0 {
+		return -1
+	}
+	return configured
 }
 
 func receiverID(configured string) string {

@@ -11,6 +11,7 @@
 #   SEED       loggen seed (default 1)
 #   RUNS       timed runs per row; the best is reported (default 2)
 #   MAX_BYTES  ferry ship --max-bytes (default 16MiB, as in run.sh)
+#   PREFETCH   ferry receive --prefetch (default 4, ferry's default)
 #   BENCH_DIR  work dir: cached input and binaries (default /tmp/ferry-bench);
 #              this run's stores, spools and S3 data go in a temp dir under it
 #   VERSITYGW  versitygw binary (default: $PATH, then $(go env GOPATH)/bin)
@@ -23,6 +24,7 @@ SIZE=${SIZE:-256MiB}
 SEED=${SEED:-1}
 RUNS=${RUNS:-2}
 MAX_BYTES=${MAX_BYTES:-16MiB}
+PREFETCH=${PREFETCH:-4}
 BENCH_DIR=${BENCH_DIR:-/tmp/ferry-bench}
 
 # Targets.
@@ -33,6 +35,7 @@ TARGET_CATCHUP=1.5     # receive --once MB/s from S3 / ship MB/s into S3, at lea
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 bench_init
+[[ $PREFETCH =~ ^[0-9]+$ ]] || die "PREFETCH=$PREFETCH: want a whole number of segments (0 for none)"
 need curl "install curl (7.75 or later: it creates the bucket with --aws-sigv4)"
 curl --help all 2>/dev/null | grep -q -- --aws-sigv4 ||
 	die "curl $(curl --version | awk 'NR==1 {print $2}') has no --aws-sigv4 (needs 7.75 or later): it creates the bucket"
@@ -142,7 +145,7 @@ run_receive() {
 	rm -rf "$work/state" "$work/replica.log"
 	t0=$(now)
 	if ! "${s3env[@]}" "$ferry" receive --store "$store" --stream bench --state "$work/state" \
-		--apply "file:$work/replica.log" --once >/dev/null 2>"$err"; then
+		--apply "file:$work/replica.log" --prefetch "$PREFETCH" --once >/dev/null 2>"$err"; then
 		cat "$err" >&2
 		die "ferry receive --once from $store failed (stderr above)"
 	fi
@@ -170,7 +173,7 @@ stored=$("${s3env[@]}" "$ferry" ls --store "s3://$bucket/run-1" --stream bench |
 [[ $stored == "$segments" ]] || die "ship says $segments segments, ferry ls counts $stored"
 
 # ---- report --------------------------------------------------------------------
-report_header "S3 benchmark" ", --max-bytes $MAX_BYTES" \
+report_header "S3 benchmark" ", --max-bytes $MAX_BYTES, receive --prefetch $PREFETCH" \
 	"versitygw $("$gw" --version 2>/dev/null | awk -F': *' '/^Version/ {print $2; exit}') (posix backend) on $endpoint" "$work"
 echo "  the S3 server runs on the same machine and competes with ferry for the CPUs"
 echo
@@ -204,4 +207,4 @@ echo "  s3:  $(grep -m 1 '^ferry ship:' "$work/ship-s3.err")"
 echo "  receive from S3:  $(grep -m 1 '^ferry receive:' "$work/receive-best.err")"
 echo "  receive from dir: $(grep -m 1 '^ferry receive:' "$work/receive-dir-best.err")"
 echo
-reproduce "MAX_BYTES=$MAX_BYTES BENCH_DIR=$BENCH_DIR"
+reproduce "MAX_BYTES=$MAX_BYTES PREFETCH=$PREFETCH BENCH_DIR=$BENCH_DIR"

@@ -150,4 +150,3 @@ func TestDirTreeSurvivesKill9(t *testing.T) {
 	recv.Terminate(30 * time.Second)
 	mustFerry(t, nil, "verify", "--store", s.store, "--stream", s.name)
 }
-

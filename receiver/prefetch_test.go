@@ -1,0 +1,290 @@
+package receiver_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/storetest"
+)
+
+// getWatch wraps a store, counting the Gets of each object and how many
+// run at once, and remembering the order they finish in. before, if set,
+// runs inside each Get before the object is opened.
+type getWatch struct {
+	storetest.Faulty
+
+	mu           sync.Mutex
+	gets         map[string]int
+	active, most int
+	finished     []string
+	finishedCh   map[string]chan struct{}
+	before       func(ctx context.Context, name string) error
+}
+
+func watchGets(st store.Store) *getWatch {
+	w := &getWatch{gets: map[string]int{}, finishedCh: map[string]chan struct{}{}}
+	w.Faulty = storetest.Faulty{Store: st, GetFn: w.get}
+	return w
+}
+
+func (w *getWatch) get(ctx context.Context, name string) (io.ReadCloser, error) {
+	w.mu.Lock()
+	w.gets[name]++
+	w.active++
+	w.most = max(w.most, w.active)
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.active--
+		w.finished = append(w.finished, name)
+		if ch, ok := w.finishedCh[name]; ok {
+			close(ch)
+			delete(w.finishedCh, name)
+		}
+		w.mu.Unlock()
+	}()
+	if w.before != nil {
+		if err := w.before(ctx, name); err != nil {
+			return nil, err
+		}
+	}
+	return w.Store.Get(ctx, name)
+}
+
+// finishedGet returns a channel closed when a Get of name has returned.
+func (w *getWatch) finishedGet(name string) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ch := make(chan struct{})
+	w.finishedCh[name] = ch
+	return ch
+}
+
+func (w *getWatch) stats() (gets map[string]int, most, active int, finished []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.gets), w.most, w.active, slices.Clone(w.finished)
+}
+
+// Segments fetched ahead finish in any order (here the later ones first);
+// they are still applied in seq order, each exactly once, and each fetched
+// once.
+func TestPrefetchAppliesInOrder(t *testing.T) {
+	segs := chain(t, 12, 10)
+	for _, tc := range []struct {
+		name     string
+		prefetch int
+		most     int // at most this many Gets at once
+	}{
+		{"prefetch 4", 4, 5},
+		{"prefetch 2", 2, 3},
+		{"no prefetch", -1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, _ := newStore(t)
+			put(t, st, segs...)
+			w := watchGets(st)
+			// The later a segment, the sooner its Get returns.
+			w.before = func(ctx context.Context, name string) error {
+				i := slices.IndexFunc(segs, func(s seg) bool { return s.key() == name })
+				time.Sleep(time.Duration(len(segs)-i) * 2 * time.Millisecond)
+				return nil
+			}
+			replica := filepath.Join(t.TempDir(), "replica")
+			ap := newRecorder(replica)
+			cfg := testConfig(t, w, ap)
+			cfg.Prefetch = tc.prefetch
+			r := open(t, cfg)
+			if err := run(t, r); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if got, want := ap.Applied(), names(segs...); !slices.Equal(got, want) {
+				t.Fatalf("applied %v, want %v", got, want)
+			}
+			wantFile(t, replica, want(1, 120), "after Run")
+			wantCheckpoint(t, r.Checkpoint(), segs[11], "after Run")
+			gets, most, _, finished := w.stats()
+			for _, s := range segs {
+				if gets[s.key()] != 1 {
+					t.Errorf("segment %s fetched %d times, want once", s.name, gets[s.key()])
+				}
+			}
+			if most > tc.most {
+				t.Errorf("%d Gets at once, want at most %d", most, tc.most)
+			}
+			if tc.prefetch > 0 {
+				if most < 2 {
+					t.Errorf("never more than one Get at once with prefetch %d", tc.prefetch)
+				}
+				if slices.IsSorted(finished) {
+					t.Errorf("Gets finished in seq order %v; the test wants them out of order", finished)
+				}
+			}
+		})
+	}
+}
+
+// Damage found in a segment fetched ahead stops the receiver there: what
+// comes before it is applied and checkpointed, nothing after it is, and the
+// error names it.
+func TestPrefetchStopsAtDamagedSegment(t *testing.T) {
+	segs := chain(t, 6, 10)
+	st, root := newStore(t)
+	put(t, st, segs...)
+	bad := append([]byte(nil), segs[2].data...)
+	bad[len(bad)-5] ^= 0x40 // in the payload: its checksum no longer matches
+	if err := os.WriteFile(filepath.Join(root, filepath.FromSlash(segs[2].key())), bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := watchGets(st)
+	fetchedBad := w.finishedGet(segs[2].key())
+	replica := filepath.Join(t.TempDir(), "replica")
+	rec := newRecorder(replica)
+	ap := &slowApplier{recorder: rec, before: func(meta *batch.Meta) error {
+		if meta.Name() != segs[0].name {
+			return nil
+		}
+		// Segment 3 is read while segment 1 is still applying.
+		select {
+		case <-fetchedBad:
+			return nil
+		case <-time.After(5 * time.Second):
+			return fmt.Errorf("segment %s was not fetched while %s applied: %w", segs[2].name, meta.Name(), receiver.ErrFatal)
+		}
+	}}
+	cfg := testConfig(t, w, ap)
+	cfg.Once = false
+	cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour // damage is not retried
+	r := open(t, cfg)
+	err := run(t, r)
+	if !errors.Is(err, batch.ErrCorrupt) || !strings.Contains(err.Error(), segs[2].key()) {
+		t.Fatalf("Run: %v, want ErrCorrupt naming %s", err, segs[2].key())
+	}
+	if got, want := rec.Applied(), names(segs[:2]...); !slices.Equal(got, want) {
+		t.Fatalf("applied %v, want %v", got, want)
+	}
+	wantCheckpoint(t, r.Checkpoint(), segs[1], "after the damaged segment")
+	wantCheckpoint(t, loadCheckpoint(t, cfg), segs[1], "checkpoint file after the damaged segment")
+	wantFile(t, replica, want(1, 20), "after the damaged segment")
+}
+
+// slowApplier runs before ahead of each Apply of the recorder.
+type slowApplier struct {
+	*recorder
+	before func(meta *batch.Meta) error
+}
+
+func (a *slowApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
+	if err := a.before(meta); err != nil {
+		return err
+	}
+	return a.recorder.Apply(ctx, meta, recs)
+}
+
+// Cancelling a receiver while segments are being fetched ahead ends every
+// fetcher before Run returns, and leaves no goroutine behind.
+func TestPrefetchCancelEndsFetchers(t *testing.T) {
+	segs := chain(t, 6, 10)
+	st, _ := newStore(t)
+	put(t, st, segs...)
+	baseline := runtime.NumGoroutine()
+
+	w := watchGets(st)
+	stuck := make(chan struct{}, len(segs))
+	w.before = func(ctx context.Context, name string) error {
+		if name == segs[0].key() {
+			return nil
+		}
+		stuck <- struct{}{}
+		<-ctx.Done() // a store that hangs until the receiver gives up
+		return ctx.Err()
+	}
+	replica := filepath.Join(t.TempDir(), "replica")
+	ap := newRecorder(replica)
+	cfg := testConfig(t, w, ap)
+	cfg.Once = false
+	r := open(t, cfg)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for range 4 { // segments 2..5 are being fetched
+		select {
+		case <-stuck:
+		case <-time.After(5 * time.Second):
+			t.Fatal("segments after the first were not fetched ahead")
+		}
+	}
+	eventually(t, "the first segment applied", func() bool { return len(ap.Applied()) == 1 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel: %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if _, _, active, _ := w.stats(); active != 0 {
+		t.Fatalf("%d Gets still running after Run returned", active)
+	}
+	wantCheckpoint(t, r.Checkpoint(), segs[0], "after cancel")
+	wantFile(t, replica, want(1, 10), "after cancel")
+	r.Close()
+	eventually(t, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= baseline })
+}
+
+// A byte cap smaller than any one segment still lets every segment through,
+// one decoded at a time.
+func TestPrefetchByteCapBelowOneSegment(t *testing.T) {
+	segs := chain(t, 8, 10)
+	st, _ := newStore(t)
+	put(t, st, segs...)
+	replica := filepath.Join(t.TempDir(), "replica")
+	ap := newRecorder(replica)
+	cfg := testConfig(t, st, ap)
+	cfg.PrefetchBytes = 1
+	cp := runOnce(t, cfg)
+	if got, want := ap.Applied(), names(segs...); !slices.Equal(got, want) {
+		t.Fatalf("applied %v, want %v", got, want)
+	}
+	wantCheckpoint(t, cp, segs[7], "after Run")
+	wantFile(t, replica, want(1, 80), "after Run")
+}
+
+// A segment larger than MaxSegmentSize is refused as damaged, whatever size
+// the listing gave.
+func TestPrefetchRefusesOversizeSegment(t *testing.T) {
+	small := sealSeg(t, testStream, 1, 1, 5, batch.ZeroHash)
+	big := sealSeg(t, testStream, 1, 6, 40, small.hash)
+	st, _ := newStore(t)
+	put(t, st, small, big)
+	replica := filepath.Join(t.TempDir(), "replica")
+	ap := newRecorder(replica)
+	cfg := testConfig(t, st, ap)
+	cfg.MaxSegmentSize = int64(len(big.data)) - 1
+	cfg.Once = false
+	cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour
+	r := open(t, cfg)
+	err := run(t, r)
+	if !errors.Is(err, batch.ErrCorrupt) || !strings.Contains(err.Error(), big.key()) || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("Run: %v, want ErrCorrupt naming %s as too large", err, big.key())
+	}
+	if got, want := ap.Applied(), names(small); !slices.Equal(got, want) {
+		t.Fatalf("applied %v, want %v", got, want)
+	}
+	wantFile(t, replica, want(1, 5), "after the oversize segment")
+}
