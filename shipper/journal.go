@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/fsutil"
@@ -248,7 +250,12 @@ func (s *Spool) removeJournals(names []string) error {
 // writeJournal appends buf to the newest journal file. mu held.
 func (s *Spool) writeJournal(buf []byte) error {
 	j := s.journals[len(s.journals)-1]
-	if _, err := j.f.Write(buf); err != nil {
+	if n, err := s.cfg.WriteFile(j.f, buf); err != nil {
+		if isNoSpace(err) && s.unwrite(j, n) == nil {
+			// The journal ends at an entry boundary again and nothing was
+			// accepted: the caller may retry once there is room.
+			return fmt.Errorf("write journal %s: %w (%w)", s.path(j.name), ErrNoSpace, err)
+		}
 		return s.fail(fmt.Errorf("write journal %s: %w", j.name, err))
 	}
 	s.written += uint64(len(buf))
@@ -323,4 +330,26 @@ func (s *Spool) syncLocked() error {
 		return s.fail(err)
 	}
 	return nil
+}
+
+// ErrNoSpace is returned by Append when the spool's file system is full:
+// nothing of the call was accepted, the spool is intact, and the call may
+// be retried once there is room (Shipper's appends wait and retry).
+var ErrNoSpace = errors.New("no space left for the spool")
+
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// unwrite takes back the n bytes a failed write left at the end of j.
+func (s *Spool) unwrite(j *journalFile, n int) error {
+	off, err := j.f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	if err := j.f.Truncate(off - int64(n)); err != nil {
+		return err
+	}
+	_, err = j.f.Seek(off-int64(n), io.SeekStart)
+	return err
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/fsutil"
@@ -60,7 +61,7 @@ func (s *Spool) handOff(reason string, cursor []byte, leftover []batch.Record, c
 	job := &sealJob{reason: reason, cursor: append([]byte(nil), cursor...), old: old}
 	if len(leftover) > 0 {
 		s.jbuf = appendEntry(s.jbuf[:0], leftover, cursor)
-		if err := s.writeJournal(s.jbuf); err != nil {
+		if err := s.writeLeftover(s.jbuf); err != nil {
 			return err
 		}
 		if callerCursor && s.cfg.Fsync != FsyncOff {
@@ -69,6 +70,34 @@ func (s *Spool) handOff(reason string, cursor []byte, leftover []batch.Record, c
 	}
 	s.startSeal(job)
 	return nil
+}
+
+// writeLeftover writes a hand-off's leftover entry. Part of the caller's
+// entry is already in the batch being handed off, so Append cannot refuse
+// the call any more: a full disk is waited out here, with mu released so
+// senders can confirm segments and free room (in stays held: no other
+// append interleaves). Only a closing or failed spool gives up. in and mu
+// held.
+func (s *Spool) writeLeftover(buf []byte) error {
+	wait := 50 * time.Millisecond
+	var logged time.Time
+	for {
+		err := s.writeJournal(buf)
+		if !errors.Is(err, ErrNoSpace) {
+			return err
+		}
+		if s.closing || s.fatal != nil {
+			return s.fail(err)
+		}
+		if time.Since(logged) > 30*time.Second {
+			s.log.Warn("spool disk full: waiting for room to continue the journal", "dir", s.cfg.Dir, "err", err)
+			logged = time.Now()
+		}
+		s.mu.Unlock()
+		time.Sleep(wait)
+		s.mu.Lock()
+		wait = min(wait*2, 2*time.Second)
+	}
 }
 
 // startSeal gives the open batch to a sealer goroutine as job and opens an
@@ -154,6 +183,37 @@ func (s *Spool) writeSealed(job *sealJob) (sealResult, error) {
 	if err != nil {
 		return sealResult{}, err
 	}
+	// A full disk is waited out: the batch stays in the journal and in
+	// memory, appends go on until the next hand-off waits for this seal
+	// (backpressure), and the seal is written again once there is room.
+	// Only closing the spool gives up; the journal still has the records.
+	wait := 100 * time.Millisecond
+	var lastLog time.Time
+	for {
+		res, err := s.writeSegment(job, data, meta)
+		if err == nil || !isNoSpace(err) {
+			return res, err
+		}
+		// The temp files are rewritten (truncated) by the next attempt;
+		// never removed here: state.json may already name the segment.
+		s.mu.Lock()
+		closing := s.closing
+		s.mu.Unlock()
+		if closing {
+			return sealResult{}, fmt.Errorf("seal %s: %w (%w); its records stay in the journal", meta.Name(), ErrNoSpace, err)
+		}
+		if time.Since(lastLog) > 30*time.Second {
+			s.log.Warn("spool disk full: waiting for room to seal", "segment", meta.Name(), "dir", s.cfg.Dir, "err", err)
+			lastLog = time.Now()
+		}
+		time.Sleep(wait)
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+// writeSegment writes a sealed segment and the state.json naming it (see
+// writeSealed).
+func (s *Spool) writeSegment(job *sealJob, data []byte, meta batch.Meta) (sealResult, error) {
 	name := meta.Name()
 	final := s.path("sealed", name)
 	tmp := s.path("sealed", "."+name+".tmp")
@@ -205,7 +265,7 @@ func (s *Spool) writeSegmentTemp(tmp string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
+	if _, err := s.cfg.WriteFile(f, data); err != nil {
 		f.Close()
 		return fmt.Errorf("write %s: %w", tmp, err)
 	}

@@ -200,7 +200,7 @@ func (s *Shipper) Spool() *Spool { return s.spool }
 // the last two. Concurrent Appends share fsyncs, segments and round trips.
 func (s *Shipper) Append(ctx context.Context, rec batch.Record) (uint64, error) {
 	recs := []batch.Record{rec}
-	pos, err := s.spool.Append(ctx, recs, nil)
+	pos, err := s.spoolAppend(ctx, recs, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -224,7 +224,7 @@ func (s *Shipper) Append(ctx context.Context, rec batch.Record) (uint64, error) 
 // needs it for its index, which may record a state only once the records
 // carrying it cannot be lost.
 func (s *Shipper) AppendDurable(ctx context.Context, recs []batch.Record, cursor []byte) error {
-	pos, err := s.spool.Append(ctx, recs, cursor)
+	pos, err := s.spoolAppend(ctx, recs, cursor)
 	if err != nil {
 		return err
 	}
@@ -232,6 +232,33 @@ func (s *Shipper) AppendDurable(ctx context.Context, recs []batch.Record, cursor
 		return s.waitAck(ctx, recs[len(recs)-1].Seq)
 	}
 	return s.spool.WaitDurable(ctx, pos)
+}
+
+// spoolAppend is Spool.Append that waits out a full disk: the caller (a
+// source) stops reading, which is the backpressure, and the records are
+// appended once there is room. Nothing is accepted or lost meanwhile.
+func (s *Shipper) spoolAppend(ctx context.Context, recs []batch.Record, cursor []byte) (uint64, error) {
+	wait := 100 * time.Millisecond
+	var logged time.Time
+	for {
+		pos, err := s.spool.Append(ctx, recs, cursor)
+		if !errors.Is(err, ErrNoSpace) {
+			if !logged.IsZero() && err == nil {
+				s.log.Info("spool has room again; input resumes", "spool", s.cfg.Spool.Dir)
+			}
+			return pos, err
+		}
+		if time.Since(logged) > 30*time.Second {
+			s.log.Warn("spool disk full: input paused until there is room", "spool", s.cfg.Spool.Dir, "err", err)
+			logged = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w (gave up waiting: %w)", err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
 }
 
 // hasAckTarget reports whether some target takes part in acks (is not
@@ -251,7 +278,7 @@ func (s *Shipper) hasAckTarget() bool {
 // "applied" it returns once the targets acknowledged the last record.
 // recs are copied; the caller may reuse them once it returns.
 func (s *Shipper) AppendBatch(ctx context.Context, recs []batch.Record, cursor []byte) error {
-	if _, err := s.spool.Append(ctx, recs, cursor); err != nil {
+	if _, err := s.spoolAppend(ctx, recs, cursor); err != nil {
 		return err
 	}
 	if len(recs) == 0 {

@@ -40,6 +40,9 @@ type SpoolConfig struct {
 	Now func() time.Time
 	// SyncFile fsyncs a file; tests inject failures. Default (*os.File).Sync.
 	SyncFile func(*os.File) error
+	// WriteFile writes to a journal or segment file; tests inject a full
+	// disk. Default (*os.File).Write.
+	WriteFile func(*os.File, []byte) (int, error)
 	// CommitInterval bounds how long records appended by a source that
 	// does not wait stay unsynced under fsync "batch". Default 100ms.
 	CommitInterval time.Duration
@@ -114,6 +117,7 @@ type Spool struct {
 	confirmed  map[string]uint64
 	fatal      error
 	closed     bool
+	closing    bool // Close has begun: a seal waiting for disk space gives up
 	stats      SpoolStats
 }
 
@@ -160,6 +164,9 @@ func OpenSpool(cfg SpoolConfig, targets []string, log *slog.Logger) (*Spool, err
 	}
 	if cfg.SyncFile == nil {
 		cfg.SyncFile = (*os.File).Sync
+	}
+	if cfg.WriteFile == nil {
+		cfg.WriteFile = (*os.File).Write
 	}
 	if err := batch.CheckStream(cfg.Stream); err != nil {
 		return nil, err
@@ -447,13 +454,15 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 	}
 	callerCursor := cursor != nil
 	if callerCursor {
-		s.cursor = append([]byte(nil), cursor...)
+		cursor = append([]byte(nil), cursor...)
+	} else {
+		cursor = s.cursor
 	}
-	cursor = s.cursor
 	s.jbuf = appendEntry(s.jbuf[:0], recs, cursor)
 	if err := s.writeJournal(s.jbuf); err != nil {
-		return 0, err
+		return 0, err // ErrNoSpace: nothing accepted, the cursor unchanged
 	}
+	s.cursor = cursor
 	if s.cfg.Fsync == FsyncAlways {
 		if err := s.syncLocked(); err != nil {
 			return 0, err
@@ -693,6 +702,7 @@ func (s *Spool) Close() error {
 	if s.closed {
 		return nil
 	}
+	s.closing = true // a seal waiting for disk space gives up
 	s.waitSealLocked()
 	var err error
 	if s.cfg.Fsync != FsyncOff && s.fatal == nil {

@@ -1,0 +1,203 @@
+package shipper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+)
+
+// fullDisk is a WriteFile that fails with ENOSPC while full is set, after
+// writing half of what it was given (a partial write, as a real full disk
+// can leave).
+type fullDisk struct {
+	full   atomic.Bool
+	failed atomic.Int64
+}
+
+func (d *fullDisk) write(f *os.File, b []byte) (int, error) {
+	if d.full.Load() {
+		d.failed.Add(1)
+		n, _ := f.Write(b[:len(b)/2])
+		return n, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+	}
+	return f.Write(b)
+}
+
+// A full disk under the journal: Append refuses with ErrNoSpace and takes
+// the partial entry back, nothing is accepted and the cursor does not move;
+// once there is room the same spool goes on, and a restart recovers every
+// accepted record exactly once.
+func TestSpoolJournalDiskFull(t *testing.T) {
+	disk := &fullDisk{}
+	cfg := spoolConfig(t)
+	cfg.Policy = batch.FlushPolicy{MaxRecords: 1000}
+	cfg.WriteFile = disk.write
+	sp, err := OpenSpool(cfg, []string{"t"}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRecs(t, sp, records("a", 10), "c10")
+	disk.full.Store(true)
+	_, err = sp.Append(context.Background(), records("b", 5), []byte("c15"))
+	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), cfg.Dir) {
+		t.Fatalf("Append on a full disk: %v; want ErrNoSpace naming the spool", err)
+	}
+	if sp.Err() != nil {
+		t.Fatalf("a full disk failed the spool: %v", sp.Err())
+	}
+	if string(sp.Cursor()) != "c10" || sp.Stats().LastSeq != 10 {
+		t.Fatalf("after the refused append: cursor %q, last seq %d; want c10, 10", sp.Cursor(), sp.Stats().LastSeq)
+	}
+	disk.full.Store(false)
+	appendRecs(t, sp, records("b", 5), "c15")
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	sp.Close()
+
+	sp2 := openSpool(t, spoolConfig2(cfg), "t")
+	recs := checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	want := append(lines("a", 1, 10), lines("b", 1, 5)...)
+	if got := datas(recs); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("records after the full disk:\n got %v\nwant %v", got, want)
+	}
+	if string(sp2.Cursor()) != "c15" {
+		t.Fatalf("cursor %q, want c15", sp2.Cursor())
+	}
+}
+
+// spoolConfig2 reopens cfg's spool with plain writes.
+func spoolConfig2(cfg SpoolConfig) SpoolConfig {
+	cfg.WriteFile = nil
+	return cfg
+}
+
+// A full disk when a segment is sealed: the sealer waits for room instead
+// of failing the spool, and the segment appears once there is room.
+func TestSpoolSealDiskFull(t *testing.T) {
+	disk := &fullDisk{}
+	cfg := spoolConfig(t)
+	cfg.Policy = batch.FlushPolicy{MaxRecords: 5}
+	sp, err := OpenSpool(cfg, []string{"t"}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	// Fill the disk only for segment writes: the journal has room.
+	sp.cfg.WriteFile = func(f *os.File, b []byte) (int, error) {
+		if strings.Contains(f.Name(), ".seg.zst.tmp") {
+			return disk.write(f, b)
+		}
+		return f.Write(b)
+	}
+	disk.full.Store(true)
+	appendRecs(t, sp, records("a", 5), "c5") // hands the batch to the sealer
+	waitFor(t, "the sealer tried and met the full disk", func() bool { return disk.failed.Load() >= 2 })
+	if sp.Err() != nil || len(sp.Pending(0)) != 0 {
+		t.Fatalf("while the disk is full: err %v, %d segments", sp.Err(), len(sp.Pending(0)))
+	}
+	disk.full.Store(false)
+	waitFor(t, "the segment sealed once there was room", func() bool { return len(sp.Pending(0)) == 1 })
+	if sp.Err() != nil {
+		t.Fatal(sp.Err())
+	}
+	recs := checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	if len(recs) != 5 {
+		t.Fatalf("%d records sealed, want 5", len(recs))
+	}
+}
+
+// The shipper's appenders wait out a full spool disk (the source stops
+// reading) and carry on when there is room.
+func TestShipperWaitsOutFullSpool(t *testing.T) {
+	disk := &fullDisk{}
+	st := newDirStore(t)
+	cfg := shipperConfig(t, Target{Name: "archive", Store: st})
+	cfg.Spool.WriteFile = disk.write
+	sh := startShipper(t, cfg)
+	disk.full.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := range 20 {
+			if _, err = sh.Append(context.Background(), batch.Record{Data: fmt.Appendf(nil, "r%d", i)}); err != nil {
+				break
+			}
+		}
+		done <- err
+	}()
+	waitFor(t, "appends meeting the full disk", func() bool { return disk.failed.Load() >= 2 })
+	select {
+	case err := <-done:
+		t.Fatalf("appends finished on a full disk: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	disk.full.Store(false)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	drain(t, sh.Shipper)
+	if recs := checkChain(t, storeSegments(t, st, "app"), 0, batch.ZeroHash); len(recs) != 20 {
+		t.Fatalf("%d records stored, want 20", len(recs))
+	}
+}
+
+// The disk fills exactly when a hand-off writes the leftover of an entry
+// split by a seal. Part of that entry is already being sealed, so Append
+// must not refuse it (a retry would duplicate those records): it waits for
+// room and finishes, and a restart finds every record exactly once.
+func TestSpoolLeftoverDiskFull(t *testing.T) {
+	disk := &fullDisk{}
+	cfg := spoolConfig(t)
+	cfg.Policy = batch.FlushPolicy{MaxRecords: 5}
+	var first string
+	cfg.WriteFile = func(f *os.File, b []byte) (int, error) {
+		if first == "" && strings.Contains(f.Name(), "journal-") {
+			first = f.Name()
+		}
+		if f.Name() != first && strings.Contains(f.Name(), "journal-") {
+			return disk.write(f, b)
+		}
+		return f.Write(b)
+	}
+	sp, err := OpenSpool(cfg, []string{"t"}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk.full.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := sp.Append(context.Background(), records("a", 8), []byte("c8"))
+		done <- err
+	}()
+	waitFor(t, "the leftover write meeting the full disk", func() bool { return disk.failed.Load() >= 2 })
+	select {
+	case err := <-done:
+		t.Fatalf("Append returned %v while its leftover could not be written", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	disk.full.Store(false)
+	if err := <-done; err != nil {
+		t.Fatalf("Append after room came back: %v", err)
+	}
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	sp.Close()
+	sp2 := openSpool(t, spoolConfig2(cfg), "t")
+	recs := checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	if got, want := strings.Join(datas(recs), ""), strings.Join(lines("a", 1, 8), ""); got != want {
+		t.Fatalf("records:\n got %q\nwant %q", got, want)
+	}
+	if string(sp2.Cursor()) != "c8" {
+		t.Fatalf("cursor %q, want c8", sp2.Cursor())
+	}
+}
