@@ -146,13 +146,21 @@ func lastOK(t shipper.TargetStatus, started time.Time) time.Time {
 }
 
 // WatchReceiver registers the receiver's metrics and health checks: it is
-// unhealthy once Run has failed (failed() returns non-nil) or while it has
-// waited on a gap for longer than MaxLag.
+// unhealthy once Run has failed (failed() returns non-nil), while an
+// operation (a read, an apply) has kept failing for longer than MaxLag, or
+// while it has waited on a gap that long.
 func (r *Registry) WatchReceiver(rc *receiver.Receiver, stream string, failed func() error, h Health) {
 	r.reg.MustRegister(&recvCollector{r: rc, stream: stream})
 	r.addHealth(func() error {
 		if err := failed(); err != nil {
 			return fmt.Errorf("receiver stopped: %v", err)
+		}
+		hs, now := rc.Health(), time.Now()
+		switch {
+		case hs.Retrying != "" && now.Sub(hs.RetryingSince) > h.maxLag():
+			return fmt.Errorf("receiver failing for %s: %s", now.Sub(hs.RetryingSince).Round(time.Second), hs.Retrying)
+		case !hs.GapSince.IsZero() && now.Sub(hs.GapSince) > h.maxLag():
+			return fmt.Errorf("receiver waiting on a gap for %s", now.Sub(hs.GapSince).Round(time.Second))
 		}
 		return nil
 	})
@@ -321,6 +329,8 @@ var (
 	descRecvBytes    = prometheus.NewDesc("ferry_receive_bytes_read_total", "Segment bytes read from the store by this process.", []string{"stream"}, nil)
 	descRecvSeq      = prometheus.NewDesc("ferry_receive_applied_seq", "Newest seq applied (the checkpoint).", []string{"stream"}, nil)
 	descRecvCkptAge  = prometheus.NewDesc("ferry_receive_checkpoint_age_seconds", "Time since the checkpoint last moved.", []string{"stream"}, nil)
+	descRecvGap      = prometheus.NewDesc("ferry_receive_gap_wait_seconds", "How long the receiver has waited on missing segments (0 when none are missing).", []string{"stream"}, nil)
+	descRecvFailing  = prometheus.NewDesc("ferry_receive_failing_seconds", "How long a read or apply has kept failing (0 when none is).", []string{"stream"}, nil)
 )
 
 type recvCollector struct {
@@ -329,7 +339,7 @@ type recvCollector struct {
 }
 
 func (c *recvCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRecvSegments, descRecvRecords, descRecvBytes, descRecvSeq, descRecvCkptAge} {
+	for _, d := range []*prometheus.Desc{descRecvSegments, descRecvRecords, descRecvBytes, descRecvSeq, descRecvCkptAge, descRecvGap, descRecvFailing} {
 		ch <- d
 	}
 }
@@ -347,4 +357,14 @@ func (c *recvCollector) Collect(ch chan<- prometheus.Metric) {
 	if !cp.AppliedAt.IsZero() {
 		m(descRecvCkptAge, prometheus.GaugeValue, max(time.Since(cp.AppliedAt).Seconds(), 0))
 	}
+	hs := c.r.Health()
+	gap, failing := 0.0, 0.0
+	if !hs.GapSince.IsZero() {
+		gap = time.Since(hs.GapSince).Seconds()
+	}
+	if hs.Retrying != "" {
+		failing = time.Since(hs.RetryingSince).Seconds()
+	}
+	m(descRecvGap, prometheus.GaugeValue, gap)
+	m(descRecvFailing, prometheus.GaugeValue, failing)
 }

@@ -96,6 +96,28 @@ type Receiver struct {
 	published   uint64 // seq of the last published watermark
 	publishedAt time.Time
 	registered  bool
+
+	wake chan struct{} // Wake: look at the store now (buffered, 1)
+
+	// health, under mu: the error being retried (cleared by a success)
+	// and since when a gap has been waited on.
+	retrying      string
+	retryingSince time.Time
+	gapOpen       time.Time
+}
+
+// Health is what the receiver is stuck on, if anything.
+type Health struct {
+	Retrying      string    // the error an operation keeps failing with ("" if none)
+	RetryingSince time.Time // since when
+	GapSince      time.Time // a gap has been waited on since (zero if none)
+}
+
+// Health reports what the receiver is waiting on, for /healthz.
+func (r *Receiver) Health() Health {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Health{Retrying: r.retrying, RetryingSince: r.retryingSince, GapSince: r.gapOpen}
 }
 
 // Open locks the state directory, loads (or creates) the checkpoint and
@@ -155,7 +177,7 @@ func Open(cfg Config, log *slog.Logger) (*Receiver, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Receiver{cfg: cfg, log: log, lock: lock}
+	r := &Receiver{cfg: cfg, log: log, lock: lock, wake: make(chan struct{}, 1)}
 	cp, ok, err := LoadCheckpoint(cfg.StateDir)
 	if err != nil {
 		lock.Close()
@@ -251,9 +273,22 @@ func (r *Receiver) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-r.wake:
+			poll = r.cfg.PollMin
+			continue
 		case <-time.After(poll):
 		}
 		poll = min(2*poll, r.cfg.PollMax)
+	}
+}
+
+// Wake makes an idle Run look at the store at once instead of at its next
+// poll: the direct link's server calls it when a segment arrives in the
+// inbox. It never blocks.
+func (r *Receiver) Wake() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -286,6 +321,9 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 		return applied, r.noteGap(gap.from, gap.first-1, gap.next), nil
 	}
 	r.gapSince = time.Time{}
+	r.mu.Lock()
+	r.gapOpen = time.Time{}
+	r.mu.Unlock()
 	return applied, nil, nil
 }
 
@@ -295,6 +333,9 @@ func (r *Receiver) noteGap(from, to uint64, next string) error {
 		// A new gap (the old one filled, at least in part) gets its own
 		// timeout rather than the age of the one before.
 		r.gapFrom, r.gapSince = from, now
+		r.mu.Lock()
+		r.gapOpen = now
+		r.mu.Unlock()
 	}
 	err := fmt.Errorf("stream %q: seq %d..%d missing before segment %s (waited %s): %w",
 		r.cfg.Stream, from, to, next, now.Sub(r.gapSince).Round(time.Millisecond), ErrGap)
@@ -368,6 +409,19 @@ func (r *Receiver) checkContinues(name string, m *batch.Meta, cp Checkpoint) err
 func (r *Receiver) retry(ctx context.Context, op string, fn func() error) error {
 	p := store.RetryPolicy{Min: r.cfg.RetryMin, Max: r.cfg.RetryMax, Jitter: 0.2, Stop: func(err error) bool {
 		return errors.Is(err, ErrFatal) || errors.Is(err, batch.ErrCorrupt)
+	}, OnRetry: func(err error) {
+		r.mu.Lock()
+		if r.retrying == "" {
+			r.retryingSince = r.cfg.Now()
+		}
+		r.retrying = op + ": " + err.Error()
+		r.mu.Unlock()
 	}}
-	return store.Retry(ctx, p, r.log, op, func(context.Context) error { return fn() })
+	err := store.Retry(ctx, p, r.log, op, func(context.Context) error { return fn() })
+	if err == nil {
+		r.mu.Lock()
+		r.retrying = ""
+		r.mu.Unlock()
+	}
+	return err
 }

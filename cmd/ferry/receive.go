@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/metrics"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/transport/tcp"
@@ -42,6 +44,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	c.fs.String("id", "", "receiver id in the published watermark (default: host name)")
 	c.fs.Int("prefetch", 0, "segments read and verified ahead of the one being applied, to catch up faster (default 4; 0 for none)")
 	addLinkFlags(c.fs, true)
+	c.addMetricsFlag()
 	err := c.parse(args, "receive", func(f *flag.Flag) error {
 		if f.Name == "listen" {
 			// --listen ADDR is short for --store tcp://ADDR: accept
@@ -87,6 +90,11 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	rc := cfg.Receive
 	ctx, stop := signalContext(context.Background(), log)
 	defer stop()
+	var reg *metrics.Registry
+	if cfg.MetricsAddr != "" {
+		reg = metrics.New()
+		s3RequestHook = reg.OnS3Request
+	}
 	var st store.Store
 	var srv *tcp.Server
 	if listen, ok := strings.CutPrefix(cfg.Store, "tcp://"); ok {
@@ -132,13 +140,31 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer r.Close()
+	var failed atomic.Pointer[error]
+	if reg != nil {
+		reg.WatchReceiver(r, cfg.Stream, func() error {
+			if p := failed.Load(); p != nil {
+				return *p
+			}
+			return nil
+		}, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
+		stopMetrics, err := reg.Serve(ctx, cfg.MetricsAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	start := time.Now()
 	var runErr error
 	if srv != nil {
 		srv.Applied = func(string) uint64 { return r.Checkpoint().LastSeq }
+		srv.Stored = func(string) { r.Wake() }
 		runErr = runWithLink(ctx, srv, r, log)
 	} else {
 		runErr = r.Run(ctx)
+	}
+	if runErr != nil {
+		failed.Store(&runErr)
 	}
 	s := r.Stats()
 	fmt.Fprintf(stderr, "ferry receive: applied %d segments, %d records (%s read) in %.2fs to %s; checkpoint at seq %d\n",

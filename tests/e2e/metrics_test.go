@@ -145,3 +145,39 @@ func TestMetricsStatusAndHealth(t *testing.T) {
 	}
 	recv.Terminate(10 * time.Second)
 }
+
+// A receiver's /metrics show its applied seq, and /healthz turns 503 while
+// its applier keeps failing for longer than health_max_lag.
+func TestReceiverMetricsAndHealth(t *testing.T) {
+	t.Parallel()
+	s := newStream(t, "rmetrics")
+	s.ship(logLines(42, 1, 500), "--max-bytes", "16KiB")
+	cfg := filepath.Join(s.dir, "recv.toml")
+	os.WriteFile(cfg, []byte("health_max_lag = \"1s\"\n"), 0o644)
+
+	good, maddr := newStream(t, s.name), freeAddr(t)
+	good.store = s.store
+	recv := startFerry(t, nil, good.receiveArgs("--config", cfg, "--metrics-addr", maddr, "--poll-min", "20ms")...)
+	ferrytest.Eventually(t, 30*time.Second, "receiver metrics show seq 500 applied", func() (bool, string) {
+		m, err := scrape(t, maddr)
+		if err != nil {
+			return false, err.Error()
+		}
+		ok := m[`ferry_receive_applied_seq{stream="rmetrics"}`] == 500 && m[`ferry_receive_records_applied_total{stream="rmetrics"}`] == 500
+		return ok, fmt.Sprintf("applied %v", m[`ferry_receive_applied_seq{stream="rmetrics"}`])
+	})
+	if code, body := health(maddr); code != 200 {
+		t.Fatalf("healthy receiver: %d %s", code, body)
+	}
+	recv.Terminate(10 * time.Second)
+
+	bad, baddr := newStream(t, s.name), freeAddr(t)
+	bad.store = s.store
+	failing := startFerry(t, nil, "receive", "--config", cfg, "--store", s.store, "--stream", s.name, "--state", bad.state,
+		"--apply", "exec:false", "--metrics-addr", baddr, "--poll-min", "20ms")
+	ferrytest.Eventually(t, 30*time.Second, "healthz 503 while the applier fails", func() (bool, string) {
+		code, body := health(baddr)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "failing"), fmt.Sprintf("%d %s", code, body)
+	})
+	failing.Terminate(10 * time.Second)
+}
