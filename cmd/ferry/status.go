@@ -75,6 +75,9 @@ type targetStatus struct {
 	// ack "applied").
 	AppliedSeq *uint64 `json:"applied_seq,omitempty"`
 	LagRecords uint64  `json:"lag_records"` // accepted but not yet applied (or not received, if applied is unknown)
+	// LagBytes is the size of the sealed segments in the spool the target
+	// has not confirmed yet.
+	LagBytes int64 `json:"lag_bytes"`
 	// LagSeconds is the age of the oldest record the target has not
 	// applied (absent when unknown or nothing is outstanding).
 	LagSeconds *float64  `json:"lag_seconds,omitempty"`
@@ -103,6 +106,9 @@ func snapshotShip(sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir 
 		}
 		if st.LastSeq > done {
 			ts.LagRecords = st.LastSeq - done
+		}
+		for _, seg := range sh.Spool().Pending(t.SentSeq) {
+			ts.LagBytes += seg.Size
 		}
 		if !t.OldestUnapplied.IsZero() {
 			age := max(now.Sub(t.OldestUnapplied).Seconds(), 0)
@@ -308,7 +314,7 @@ func printShipStatus(w io.Writer, s shipStatus, now time.Time) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TARGET\tSTORE\tRECEIVED\tAPPLIED\tLAG RECORDS\tLAG\tLAST ERROR")
+	fmt.Fprintln(tw, "TARGET\tSTORE\tRECEIVED\tAPPLIED\tLAG RECORDS\tLAG BYTES\tLAG\tLAST ERROR")
 	for _, t := range s.Targets {
 		name := t.Name
 		if t.Async {
@@ -325,7 +331,7 @@ func printShipStatus(w io.Writer, s shipStatus, now time.Time) {
 		if errText == "" {
 			errText = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", name, t.Store, t.ReceivedSeq, applied, t.LagRecords, lag, errText)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", name, t.Store, t.ReceivedSeq, applied, t.LagRecords, sizeString(t.LagBytes), lag, errText)
 	}
 	tw.Flush()
 }

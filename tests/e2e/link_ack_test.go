@@ -250,6 +250,7 @@ func TestFanOutOneTargetDown(t *testing.T) {
 			Name        string
 			ReceivedSeq uint64 `json:"received_seq"`
 			LagRecords  uint64 `json:"lag_records"`
+			LagBytes    int64  `json:"lag_bytes"`
 			LastError   string `json:"last_error"`
 		}
 	}
@@ -263,11 +264,11 @@ func TestFanOutOneTargetDown(t *testing.T) {
 	for _, tg := range st.Targets {
 		switch tg.Name {
 		case "store":
-			if tg.ReceivedSeq != 5000 || tg.LagRecords != 20000 || tg.LastError == "" {
+			if tg.ReceivedSeq != 5000 || tg.LagRecords != 20000 || tg.LagBytes <= 0 || tg.LastError == "" {
 				t.Errorf("link target status %+v: want received 5000, 20000 records behind and the connection error", tg)
 			}
 		case archive:
-			if tg.ReceivedSeq != 25000 || tg.LastError != "" {
+			if tg.ReceivedSeq != 25000 || tg.LagBytes != 0 || tg.LastError != "" {
 				t.Errorf("archive target status %+v: want everything received", tg)
 			}
 		default:
