@@ -143,8 +143,10 @@ func startWriter(t *testing.T, path string, rng *rand.Rand) *writer {
 				return
 			}
 			w.lines.Store(n)
-			if n%200 == 0 {
-				time.Sleep(time.Millisecond)
+			if n%100 == 0 {
+				// At most ~20,000 lines a second: a long run's backlog
+				// must stay something the receiver can catch up with.
+				time.Sleep(5 * time.Millisecond)
 			}
 		}
 	}()
@@ -227,7 +229,9 @@ func (r *run) mustFerry(args ...string) ferrytest.Result {
 // settle waits until the replica holds want lines, or fails.
 func (r *run) settle(replica string, want int64, procs ...*proc) []byte {
 	var data []byte
-	ferrytest.Eventually(r.t, 120*time.Second, "replica complete", func() (bool, string) {
+	// A minute, plus a second per 10,000 lines to catch up on.
+	timeout := time.Minute + time.Duration(want/10000)*time.Second
+	ferrytest.Eventually(r.t, timeout, "replica complete", func() (bool, string) {
 		for _, p := range procs {
 			if p.p.Exited() {
 				r.t.Fatalf("%s exited (code %d):\n%s", p.args[0], p.p.Code(), p.p)

@@ -25,7 +25,11 @@ echo "== chaos: $KILLS kills and $FAULTS faults per scenario"
 status=0
 FERRY_CHAOS_KILLS=$KILLS FERRY_CHAOS_FAULTS=$FAULTS FERRY_CHAOS_REPORT=$report \
 	go test -count=1 -timeout 120m -v ./tests/chaos 2>&1 | tee "$work/chaos.log" | grep -E '^(--- |ok|FAIL|\s+chaos_test.go:[0-9]+: (CHAOS|.*seed))' || true
-grep -q '^ok' "$work/chaos.log" || status=1
+if ! grep -q '^ok' "$work/chaos.log"; then
+	status=1
+	cp "$work/chaos.log" "${TMPDIR:-/tmp}/ferry-chaos-failed.log"
+	echo "chaos tests FAILED: full log in ${TMPDIR:-/tmp}/ferry-chaos-failed.log"
+fi
 
 echo "== fuzzing: each target for $FUZZTIME"
 fuzz_total=0
