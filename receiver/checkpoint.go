@@ -27,6 +27,10 @@ type Checkpoint struct {
 	Segment    string          `json:"segment,omitempty"`
 	AppliedAt  time.Time       `json:"applied_at,omitzero"`
 	Applier    json.RawMessage `json:"applier,omitempty"` // applier state at LastSeq
+	// PartialHash is set when a restore boundary fell inside segment
+	// Segment: its records up to LastSeq are applied, the rest are not,
+	// and LastHash is the hash of the segment before it (restore.go).
+	PartialHash string `json:"partial_hash,omitempty"`
 }
 
 const checkpointFile = "checkpoint.json"

@@ -168,6 +168,9 @@ func (r *Receiver) applyPlanned(ctx context.Context, todo []planned) (int, error
 		if err != nil {
 			return i, err
 		}
+		if r.reached { // restore: the boundary is applied
+			return i + 1, nil
+		}
 	}
 	return len(todo), nil
 }

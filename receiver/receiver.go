@@ -63,6 +63,12 @@ type Config struct {
 	// DecodeWorkers is how many goroutines decompress the zstd frames of
 	// one segment at once. Default GOMAXPROCS.
 	DecodeWorkers int
+	// Restore boundary (restore.go): Until is the last seq to apply;
+	// UntilTime stops before the first record whose time is after it.
+	// Either makes Run apply up to the boundary and return, like Once;
+	// a store that ends before the Until seq fails it with ErrNotReached.
+	Until     uint64
+	UntilTime time.Time
 }
 
 // Stats are counters for summaries and status.
@@ -88,6 +94,8 @@ type Receiver struct {
 	// written: the applier is ahead of the checkpoint, and only Open (which
 	// restores it) may continue, or that segment would apply twice.
 	unsaved error
+
+	reached bool // the restore boundary is applied (restore.go)
 
 	gapFrom   uint64 // first missing seq of the gap gapSince times
 	gapSince  time.Time
@@ -248,6 +256,11 @@ func (r *Receiver) Run(ctx context.Context) error {
 	if r.unsaved != nil {
 		return r.unsaved
 	}
+	// restore: a boundary makes the run a Once run ending at it.
+	once := r.cfg.Once || r.bounded()
+	if err := r.checkBoundary(); err != nil || r.reached {
+		return err
+	}
 	defer r.publish(context.WithoutCancel(ctx))
 	poll := r.cfg.PollMin
 	for {
@@ -258,12 +271,15 @@ func (r *Receiver) Run(ctx context.Context) error {
 			}
 			return err
 		}
+		if r.reached {
+			return nil
+		}
 		if gap != nil {
-			if r.cfg.Once && r.cfg.Now().Sub(r.gapSince) >= r.cfg.GapTimeout {
+			if once && r.cfg.Now().Sub(r.gapSince) >= r.cfg.GapTimeout {
 				return gap
 			}
-		} else if n == 0 && r.cfg.Once {
-			return nil
+		} else if n == 0 && once {
+			return r.endOfStore()
 		}
 		if n > 0 {
 			poll = r.cfg.PollMin
@@ -297,11 +313,12 @@ func (r *Receiver) Wake() {
 // if it stopped at a missing range, a gap error.
 func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	cp := r.Checkpoint()
+	from := chainSeq(cp) // cp.LastSeq unless a restore stopped inside a segment
 	dir := batch.StreamDir(r.cfg.Stream)
 	var listed []planned
 	err := r.retry(ctx, "list "+dir, func() error {
 		listed = listed[:0]
-		return r.cfg.Store.List(ctx, dir, dir+batch.NameAfter(cp.Generation, cp.LastSeq), func(o store.Object) error {
+		return r.cfg.Store.List(ctx, dir, dir+batch.NameAfter(cp.Generation, from), func(o store.Object) error {
 			name := strings.TrimPrefix(o.Name, dir)
 			if gen, _, _, ok := batch.ParseSegmentName(name); ok && gen == cp.Generation {
 				listed = append(listed, planned{name: name, listed: o.Size})
@@ -312,7 +329,7 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	todo, gap := plan(listed, cp.LastSeq)
+	todo, gap := plan(listed, from)
 	applied, err := r.applyPlanned(ctx, todo)
 	if err != nil {
 		return applied, nil, err
@@ -352,17 +369,34 @@ func (r *Receiver) noteGap(from, to uint64, next string) error {
 func (r *Receiver) applyFetched(ctx context.Context, f *fetched) error {
 	seg, name := f.seg, f.name
 	cp := r.Checkpoint()
-	if err := r.checkContinues(name, &seg.Meta, cp); err != nil {
+	// restore: the chain continues from before a partly applied segment.
+	chain := cp
+	chain.LastSeq = chainSeq(cp)
+	if err := r.checkContinues(name, &seg.Meta, chain); err != nil {
 		return fmt.Errorf("segment %s: %w", f.key, err)
 	}
+	if err := checkResume(name, seg.Hash, cp); err != nil {
+		return fmt.Errorf("segment %s: %w", f.key, err)
+	}
+	recs, reached := r.cut(cp, &seg.Meta, f.recs)
+	if reached && len(recs) == 0 {
+		r.reached = true // the boundary is right before this segment's records
+		return nil
+	}
 	err := r.retry(ctx, "apply "+name, func() error {
-		return r.cfg.Applier.Apply(ctx, &seg.Meta, f.recs)
+		return r.cfg.Applier.Apply(ctx, subMeta(&seg.Meta, recs), recs)
 	})
 	if err != nil {
 		return err
 	}
 	next := cp
 	next.LastSeq, next.LastHash, next.Segment, next.AppliedAt = seg.Meta.LastSeq, seg.Hash, name, r.cfg.Now().UTC()
+	next.PartialHash = ""
+	if n := len(recs); n > 0 && recs[n-1].Seq < seg.Meta.LastSeq {
+		last := recs[n-1].Seq
+		// restore: stopped inside the segment; the chain stays before it.
+		next.LastSeq, next.LastHash, next.PartialHash = last, cp.LastHash, seg.Hash
+	}
 	if st, ok := r.cfg.Applier.(Stateful); ok {
 		if next.Applier, err = st.State(); err != nil {
 			r.unsaved = fmt.Errorf("segment %s was applied but not checkpointed (close and reopen the receiver to undo it): %w", name, err)
@@ -375,8 +409,9 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched) error {
 	}
 	r.mu.Lock()
 	r.cp = next
+	r.reached = reached
 	r.stats.Segments++
-	r.stats.Records += seg.Meta.Records
+	r.stats.Records += uint64(len(recs))
 	r.stats.Bytes += f.size
 	r.stats.LastSeq, r.stats.LastHash = next.LastSeq, next.LastHash
 	r.mu.Unlock()

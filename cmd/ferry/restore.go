@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/store"
+)
+
+const restoreExamples = `  # rebuild a file replica as it was at seq 123456, into a new state dir and target
+  ferry restore --store s3://dr-bucket/ferry --stream app --until 123456 \
+      --apply file:/srv/restore/app.log --state /srv/restore/state
+
+  # as it was at a point in time: every record up to the first one stamped after it
+  ferry restore --store /srv/ferry --stream app --until 2026-03-01T12:00:00Z \
+      --apply file:/srv/restore/app.log --state /srv/restore/state
+
+  # interrupted? run the same command again: it continues where it stopped
+`
+
+func runRestore(args []string, stdout, stderr io.Writer) error {
+	c := newFlags("restore", "ferry restore --store URL --stream NAME --state DIR --apply file:PATH|dir:PATH|exec:CMD|stdout [--until SEQ|TIME] [--prefetch N]", restoreExamples, stderr)
+	state := c.fs.String("state", "", "state `dir` of this restore: a new one, or the one of an interrupted restore to continue it")
+	apply := c.fs.String("apply", "", "file:PATH, dir:PATH, exec:CMD or stdout (a file or dir target must be new)")
+	until := c.fs.String("until", "", "stop after this `seq`, or before the first record whose time is after this RFC 3339 time (default: everything in the store)")
+	pf := c.fs.Int("prefetch", receiver.DefaultPrefetch, "segments read and verified ahead of the one being applied (0 for none)")
+	gapTimeout := c.fs.Duration("gap-timeout", 0, "how long a missing segment may stay missing before the restore fails (default: the config's receive.gap_timeout, 30s)")
+	if err := c.parse(args, "", nil); err != nil {
+		return err
+	}
+	if c.fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
+	}
+	switch {
+	case c.cfg.Stream == "" || c.cfg.Store == "":
+		return usageError{errors.New("--store and --stream are required")}
+	case *state == "":
+		return usageError{errors.New("--state is required: a new directory, or the state of the restore to continue")}
+	case *apply == "":
+		return usageError{errors.New("--apply is required")}
+	case *pf < 0 || *pf > 64:
+		return usageError{fmt.Errorf("--prefetch %d is out of range 0 to 64", *pf)}
+	}
+	b, err := parseUntil(*until)
+	if err != nil {
+		return usageError{err}
+	}
+	log := c.logger(stderr)
+	ctx, stop := signalContext(context.Background(), log)
+	defer stop()
+	st, err := openStore(ctx, c.cfg, log)
+	if err != nil {
+		return err
+	}
+	ap, err := receiver.ParseApplier(*apply, stdout)
+	if err != nil {
+		return usageError{err}
+	}
+	res, err := restoreStream(ctx, restoreJob{cfg: c.cfg, store: st, state: *state, applier: ap, boundary: b,
+		prefetch: *pf, gapTimeout: *gapTimeout, progress: stderr}, log)
+	if err != nil {
+		return err
+	}
+	s, cp := res.stats, res.cp
+	where := ""
+	if cp.PartialHash != "" {
+		where = " (inside segment " + cp.Segment + ")"
+	}
+	fmt.Fprintf(stderr, "ferry restore: applied %d records from %d segments (%s read) in %.2fs to %s; restored through seq %d%s\n",
+		s.Records, s.Segments, sizeString(s.Bytes), res.elapsed.Seconds(), ap, cp.LastSeq, where)
+	return nil
+}
+
+// boundary is where a restore stops; zero for the end of the store.
+type boundary struct {
+	seq  uint64
+	time time.Time
+}
+
+// parseUntil reads --until: a seq (digits) or an RFC 3339 time.
+func parseUntil(v string) (boundary, error) {
+	if v == "" {
+		return boundary{}, nil
+	}
+	if seq, err := strconv.ParseUint(v, 10, 64); err == nil {
+		if seq == 0 {
+			return boundary{}, errors.New("--until: seqs start at 1")
+		}
+		return boundary{seq: seq}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return boundary{}, fmt.Errorf("--until %q is neither a seq nor an RFC 3339 time (like 2026-03-01T12:00:00Z)", v)
+	}
+	return boundary{time: t}, nil
+}
+
+// restoreJob is one restore run: restore and drill share it.
+type restoreJob struct {
+	cfg        *config.File
+	store      store.Store
+	state      string
+	applier    receiver.Applier
+	boundary   boundary
+	prefetch   int // 0 for none
+	gapTimeout time.Duration
+	progress   io.Writer // a progress line if it is a terminal
+}
+
+type restoreResult struct {
+	stats   receiver.Stats
+	cp      receiver.Checkpoint
+	elapsed time.Duration
+}
+
+// restoreStream runs a receiver with the job's boundary until it is
+// reached (or the store ends), showing progress on a terminal.
+func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (restoreResult, error) {
+	cfg := job.cfg
+	gap := job.gapTimeout
+	if gap <= 0 {
+		gap = time.Duration(cfg.Receive.GapTimeout)
+	}
+	r, err := receiver.Open(receiver.Config{
+		Stream:     cfg.Stream,
+		Generation: cfg.Generation,
+		StateDir:   job.state,
+		Store:      job.store,
+		Applier:    job.applier,
+		GapTimeout: gap,
+		RetryMin:   time.Duration(cfg.Receive.RetryMin),
+		RetryMax:   time.Duration(cfg.Receive.RetryMax),
+		Once:       true,
+		Prefetch:   prefetch(job.prefetch),
+		Until:      job.boundary.seq,
+		UntilTime:  job.boundary.time,
+	}, log)
+	if err != nil {
+		return restoreResult{}, err
+	}
+	defer r.Close()
+	start := time.Now()
+	done := make(chan struct{})
+	shown := make(chan struct{})
+	go func() {
+		defer close(shown)
+		if isTerminal(job.progress) {
+			showRestoreProgress(ctx, job, r, start, done)
+		}
+	}()
+	runErr := r.Run(ctx)
+	close(done)
+	<-shown
+	res := restoreResult{stats: r.Stats(), cp: r.Checkpoint(), elapsed: time.Since(start)}
+	if runErr == nil && ctx.Err() != nil {
+		runErr = fmt.Errorf("interrupted at seq %d; run the same command again (same --state) to continue", res.cp.LastSeq)
+	}
+	if err := r.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	return res, runErr
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// showRestoreProgress redraws one line twice a second: segments and
+// records applied, MB/s read, and an ETA from the segments the store
+// lists up to the boundary.
+func showRestoreProgress(ctx context.Context, job restoreJob, r *receiver.Receiver, start time.Time, done <-chan struct{}) {
+	from := r.Checkpoint().LastSeq
+	var totalSegs int
+	var totalBytes int64
+	if names, sizes, err := listSegments(ctx, job.store, job.cfg.Stream); err == nil {
+		for i, name := range names {
+			_, first, last, _ := batch.ParseSegmentName(name)
+			if last <= from || (job.boundary.seq > 0 && first > job.boundary.seq) {
+				continue
+			}
+			totalSegs++
+			totalBytes += sizes[i]
+		}
+	}
+	w := job.progress
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			fmt.Fprint(w, "\r\033[K")
+			return
+		case <-t.C:
+		}
+		s := r.Stats()
+		el := time.Since(start).Seconds()
+		rate := float64(s.Bytes) / el
+		line := fmt.Sprintf("%d/%d segments, %d records, seq %d, %.1f MB/s", s.Segments, totalSegs, s.Records, s.LastSeq, rate/1e6)
+		if totalBytes > 0 && rate > 0 {
+			left := max(totalBytes-s.Bytes, 0)
+			eta := time.Duration(float64(left) / rate * float64(time.Second)).Round(time.Second)
+			line = fmt.Sprintf("%5.1f%% %s, ETA %s", 100*float64(s.Bytes)/float64(totalBytes), line, eta)
+		}
+		fmt.Fprint(w, "\r\033[K"+line)
+	}
+}
