@@ -5,7 +5,6 @@ package shipper
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,44 +24,6 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 )
-
-// Record ops of a replicated directory tree (docs/DIRTREE.md). The key is
-// the slash-separated path relative to the root ("." is the root itself).
-const (
-	DirOpPut     = "put"     // whole regular file: header + content
-	DirOpChunk   = "chunk"   // part of a large regular file: header + bytes at offset
-	DirOpAttr    = "attr"    // regular file whose content is unchanged: header only
-	DirOpDel     = "del"     // remove the path, whatever it is
-	DirOpMkdir   = "mkdir"   // directory (created if missing): header only
-	DirOpRmdir   = "rmdir"   // remove the directory and everything under it
-	DirOpSymlink = "symlink" // symbolic link: header + target
-)
-
-// DirHeaderLen is the size of the fixed header that starts the data of
-// put, chunk, attr, mkdir and symlink records:
-//
-//	u8 version (1) | u32 mode | i64 mtime (Unix ns) | u64 size | u64 offset | [32] sha256
-//
-// big-endian. size is the whole file's size (the target's length for a
-// symlink), offset where a chunk's bytes go, sha256 the whole file's content
-// (put, attr and the last chunk; zero otherwise).
-const DirHeaderLen = 1 + 4 + 8 + 8 + 8 + 32
-
-// DirVersion is the header version this ferry writes and reads.
-const DirVersion = 1
-
-// AppendDirHeader appends a record header to dst.
-func AppendDirHeader(dst []byte, mode uint32, mtime int64, size, offset int64, sum *[32]byte) []byte {
-	dst = append(dst, DirVersion)
-	dst = binary.BigEndian.AppendUint32(dst, mode)
-	dst = binary.BigEndian.AppendUint64(dst, uint64(mtime))
-	dst = binary.BigEndian.AppendUint64(dst, uint64(size))
-	dst = binary.BigEndian.AppendUint64(dst, uint64(offset))
-	if sum == nil {
-		sum = &[32]byte{}
-	}
-	return append(dst, sum[:]...)
-}
 
 // Names the dir applier uses for its own temporary files; the source never
 // ships paths with these names (docs/DIRTREE.md).

@@ -29,6 +29,8 @@ var verbs = map[string]verb{
 	"verify":  {"check every segment of a stream and the hash chain between them", runVerify},
 	"prune":   {"delete a stream's oldest segments by retention policy, never one a receiver has not applied", runPrune},
 	"status":  {"show a shipper (targets, lag, spool) or a receiver (checkpoint), running or not", runStatus},
+	"push":    {"ship one file (a WAL segment from archive_command) and wait until it is accepted", runPush},
+	"fetch":   {"write a pushed file from the store or a receiver's tree (restore_command)", runFetch},
 	"restore": {"rebuild a new target from the store up to a seq or a time; resumable", runRestore},
 	"drill":   {"restore the newest state to a scratch dir, verify it, report RPO and RTO", runDrill},
 	"version": {"print the version", func([]string, io.Writer, io.Writer) error { fmt.Println("ferry", version); return nil }},

@@ -148,6 +148,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	defer stopRun()
 	runErr := make(chan error, 1)
 	go func() { runErr <- sh.Run(runCtx) }()
+	defer servePush(runCtx, cfg, sh, targets, log)() // ferry push hands files over through SPOOL/push.sock
 
 	statusCtx, stopStatus := context.WithCancel(ctx)
 	statusDone := make(chan struct{})

@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/fsutil"
+	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/store"
+)
+
+const fetchExamples = `  # PostgreSQL (restore_command, for a standby or point-in-time recovery)
+  restore_command = 'ferry fetch --store s3://dr-bucket/ferry --stream pg-wal %f %p'
+
+  # from the tree a receiver keeps (ferry receive --apply dir:/srv/pg-archive)
+  restore_command = 'ferry fetch --from /srv/pg-archive %f %p'
+
+From a store, fetch reads the marker <stream>/pushed/NAME: no marker means
+NAME was never pushed, and fetch exits 1 at once (PostgreSQL asks for files
+that do not exist, e.g. the next timeline's .history). The marker names the
+records that carried the file, so fetch reads just the segments holding
+them; if those are gone it scans the stream newest first, which reads every
+segment once. The content is checked against the marker's sha256 and
+written to DEST atomically (temp file beside it, fsync, rename). A tcp://
+link's receiver keeps no markers: fetch --from its dir: tree instead.
+`
+
+func runFetch(args []string, stdout, stderr io.Writer) error {
+	c := newFlags("fetch", "ferry fetch [--config FILE | --store URL --stream NAME | --from DIR] NAME DEST", fetchExamples, stderr)
+	from := c.fs.String("from", "", "copy from this `dir`: a receiver's applied tree (--apply dir:DIR) instead of a store")
+	timeout := c.fs.Duration("timeout", 5*time.Minute, "give up (exit 1) after this long")
+	if err := c.parse(args, "", nil); err != nil {
+		return err
+	}
+	if c.fs.NArg() != 2 {
+		return usageError{errors.New("want NAME DEST")}
+	}
+	name, dest := c.fs.Arg(0), c.fs.Arg(1)
+	if err := shipper.CheckPushName(name); err != nil {
+		return usageError{err}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	log := c.logger(stderr)
+	ctx, stopSig := signalContext(ctx, log)
+	defer stopSig()
+	if *from != "" {
+		return fetchFromTree(*from, name, dest)
+	}
+	cfg := c.cfg
+	switch {
+	case cfg.Stream == "":
+		return usageError{errors.New("--stream is required (or --from DIR)")}
+	case cfg.Store == "":
+		return usageError{errors.New("--store is required (or --from DIR)")}
+	case strings.HasPrefix(cfg.Store, "tcp://"):
+		return usageError{errors.New("fetch reads a directory or S3 store; on a direct link's receiving side use --from with the receiver's dir: tree")}
+	}
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	return fetchFromStore(ctx, st, cfg.Stream, name, dest, log)
+}
+
+// fetchFromTree copies DIR/NAME, a regular file (never through a symlink
+// at NAME; NAME is one file name, so it cannot leave DIR).
+func fetchFromTree(dir, name, dest string) error {
+	src, err := os.OpenFile(filepath.Join(dir, name), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s not found in %s", name, dir)
+	}
+	if err != nil {
+		return fmt.Errorf("%s in %s: %w", name, dir, err)
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s in %s is not a regular file", name, dir)
+	}
+	w, err := newAtomicFile(dest)
+	if err != nil {
+		return err
+	}
+	defer w.abort()
+	if _, err := io.Copy(w.f, src); err != nil {
+		return fmt.Errorf("copy %s to %s: %w", filepath.Join(dir, name), dest, err)
+	}
+	return w.commit()
+}
+
+// fetchFromStore finds NAME's marker, then its records, and writes the
+// verified content to dest.
+func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest string, log *slog.Logger) error {
+	key := shipper.PushMarkerKey(stream, name)
+	var m shipper.PushMarker
+	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
+	err := store.Retry(ctx, retry, log, "get "+key, func(ctx context.Context) error {
+		var err error
+		m, err = shipper.ReadPushMarker(ctx, st, key)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%s not found: no marker %s in %s (never pushed to stream %s)", name, key, st, stream)
+	}
+	if err != nil {
+		return err
+	}
+	want, err := hex.DecodeString(m.SHA256)
+	if err != nil || len(want) != 32 {
+		return fmt.Errorf("marker %s is damaged: sha256 %q", key, m.SHA256)
+	}
+	names, _, err := listSegments(ctx, st, stream)
+	if err != nil {
+		return err
+	}
+	w, err := newAtomicFile(dest)
+	if err != nil {
+		return err
+	}
+	defer w.abort()
+	f := fetcher{ctx: ctx, st: st, stream: stream, name: name, size: m.Size, sum: [32]byte(want), names: names}
+	var ferr error
+	if m.FirstSeq > 0 {
+		ferr = f.assemble(w, m.Generation, m.FirstSeq, m.LastSeq)
+		if ferr == nil {
+			return w.commit()
+		}
+		log.Warn("the records the marker names do not give the file; scanning the stream", "name", name,
+			"first_seq", m.FirstSeq, "last_seq", m.LastSeq, "err", ferr)
+	}
+	gen, first, last, found, err := f.scan()
+	if err != nil {
+		return err
+	}
+	if !found {
+		if ferr != nil {
+			return fmt.Errorf("%s: pushed (marker %s, seq %d-%d), but %s does not hold its records: %v (not sent yet, or pruned?)",
+				name, key, m.FirstSeq, m.LastSeq, st, ferr)
+		}
+		return fmt.Errorf("%s: pushed (marker %s), but no segment of %s holds a file with its sha256 %s (not sent yet, or pruned?)",
+			name, key, st, m.SHA256)
+	}
+	if err := w.reset(); err != nil {
+		return err
+	}
+	if err := f.assemble(w, gen, first, last); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return w.commit()
+}
+
+type fetcher struct {
+	ctx    context.Context
+	st     store.Store
+	stream string
+	name   string
+	size   int64
+	sum    [32]byte
+	names  []string // the stream's segments, in order
+}
+
+func (f *fetcher) records(seg string) ([]batch.Record, error) {
+	key := batch.SegmentKey(f.stream, seg)
+	data, err := readSegment(f.ctx, f.st, key)
+	if err != nil {
+		return nil, fmt.Errorf("segment %s: %w", key, err)
+	}
+	s, recs, err := batch.Decode(data, 0)
+	if err != nil {
+		return nil, fmt.Errorf("segment %s: %w", key, err)
+	}
+	if s.Meta.Name() != seg {
+		return nil, fmt.Errorf("segment %s holds %s", key, s.Meta.Name())
+	}
+	return recs, nil
+}
+
+// assemble writes the file carried by records first..last of generation
+// gen to w, checking every record and the whole content.
+func (f *fetcher) assemble(w *atomicFile, gen uint32, first, last uint64) error {
+	next := first
+	var off int64
+	h := sha256.New()
+	for _, seg := range f.names {
+		g, lo, hi, _ := batch.ParseSegmentName(seg)
+		if g != gen || hi < next || lo > last {
+			continue
+		}
+		recs, err := f.records(seg)
+		if err != nil {
+			return err
+		}
+		for i := range recs {
+			r := &recs[i]
+			if r.Seq < next || r.Seq > last {
+				continue
+			}
+			if string(r.Key) != f.name || (r.Op != shipper.DirOpPut && r.Op != shipper.DirOpChunk) {
+				return fmt.Errorf("record %d is %s %q, not part of %s", r.Seq, r.Op, r.Key, f.name)
+			}
+			hdr, payload, err := shipper.ParseDirHeader(r.Data)
+			if err != nil {
+				return fmt.Errorf("record %d: %v", r.Seq, err)
+			}
+			if hdr.Size != f.size || hdr.Offset != off || (r.Op == shipper.DirOpPut && (first != last || int64(len(payload)) != f.size)) {
+				return fmt.Errorf("record %d: %s of %d bytes at offset %d (file size %d) does not continue the file at %d of %d",
+					r.Seq, r.Op, len(payload), hdr.Offset, hdr.Size, off, f.size)
+			}
+			if _, err := w.Write(payload); err != nil {
+				return err
+			}
+			h.Write(payload)
+			off += int64(len(payload))
+			next = r.Seq + 1
+		}
+		if next > last {
+			break
+		}
+	}
+	if next <= last {
+		return fmt.Errorf("records %d-%d of generation %d are not in %s", next, last, gen, f.st)
+	}
+	if off != f.size || !bytes.Equal(h.Sum(nil), f.sum[:]) {
+		return fmt.Errorf("records %d-%d give %d bytes with sha256 %x, the marker says %d bytes with sha256 %x",
+			first, last, off, h.Sum(nil), f.size, f.sum)
+	}
+	return nil
+}
+
+// scan looks for the newest complete copy of the file with the marker's
+// hash, newest segment first, and returns the records that carry it. Only
+// sequence numbers and headers are kept: the content is read afterwards
+// by assemble.
+func (f *fetcher) scan() (gen uint32, first, last uint64, found bool, err error) {
+	// A chunked file found from its last chunk backwards: the next record
+	// down must be the chunk ending where this one started.
+	var collecting bool
+	var wantSeq uint64
+	var wantEnd int64
+	for i := len(f.names) - 1; i >= 0; i-- {
+		g, _, _, _ := batch.ParseSegmentName(f.names[i])
+		if collecting && g != gen {
+			collecting = false
+		}
+		recs, err := f.records(f.names[i])
+		if err != nil {
+			return 0, 0, 0, false, err
+		}
+		for j := len(recs) - 1; j >= 0; j-- {
+			r := &recs[j]
+			var hdr shipper.DirHeader
+			var payload []byte
+			ok := string(r.Key) == f.name && (r.Op == shipper.DirOpPut || r.Op == shipper.DirOpChunk)
+			if ok {
+				hdr, payload, err = shipper.ParseDirHeader(r.Data)
+				ok = err == nil && hdr.Size == f.size
+			}
+			end := hdr.Offset + int64(len(payload))
+			if collecting {
+				if ok && r.Seq == wantSeq && r.Op == shipper.DirOpChunk && end == wantEnd {
+					if hdr.Offset == 0 {
+						return gen, r.Seq, last, true, nil
+					}
+					wantSeq, wantEnd = r.Seq-1, hdr.Offset
+					continue
+				}
+				collecting = false // broken chain: look on for another copy
+			}
+			if !ok || end != f.size || hdr.SHA256 != f.sum {
+				continue
+			}
+			if hdr.Offset == 0 {
+				return g, r.Seq, r.Seq, true, nil // a put, or a lone chunk
+			}
+			if r.Op == shipper.DirOpPut {
+				continue
+			}
+			collecting, gen, last, wantSeq, wantEnd = true, g, r.Seq, r.Seq-1, hdr.Offset
+		}
+	}
+	return 0, 0, 0, false, nil
+}
+
+// atomicFile is DEST being written: a temp file beside it, renamed over it
+// once complete and fsynced.
+type atomicFile struct {
+	dest string
+	f    *os.File
+	done bool
+}
+
+func newAtomicFile(dest string) (*atomicFile, error) {
+	f, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".ferry-*.tmp")
+	if err != nil {
+		return nil, fmt.Errorf("create a temp file for %s: %w", dest, err)
+	}
+	return &atomicFile{dest: dest, f: f}, nil
+}
+
+func (a *atomicFile) Write(p []byte) (int, error) {
+	n, err := a.f.Write(p)
+	if err != nil {
+		err = fmt.Errorf("write %s: %w", a.f.Name(), err)
+	}
+	return n, err
+}
+
+// reset empties the file for another attempt.
+func (a *atomicFile) reset() error {
+	if err := a.f.Truncate(0); err != nil {
+		return err
+	}
+	_, err := a.f.Seek(0, io.SeekStart)
+	return err
+}
+
+func (a *atomicFile) commit() error {
+	if err := a.f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", a.f.Name(), err)
+	}
+	if err := a.f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", a.f.Name(), err)
+	}
+	if err := os.Rename(a.f.Name(), a.dest); err != nil {
+		return fmt.Errorf("rename to %s: %w", a.dest, err)
+	}
+	a.done = true
+	return fsutil.SyncDir(filepath.Dir(a.dest))
+}
+
+// abort removes the temp file unless commit renamed it.
+func (a *atomicFile) abort() {
+	if !a.done {
+		a.f.Close()
+		os.Remove(a.f.Name())
+	}
+}

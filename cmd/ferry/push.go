@@ -1,0 +1,322 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/store"
+)
+
+const pushExamples = `  # PostgreSQL (postgresql.conf): archive every WAL segment, .history, .backup
+  # and .partial file; PostgreSQL retries until ferry push exits 0
+  archive_command = 'ferry push --config /etc/ferry/pg.toml %p %f'
+
+  # by hand, with flags instead of a config file
+  ferry push --store s3://dr-bucket/ferry --stream pg-wal --spool /var/lib/ferry/pg-spool \
+      pg_wal/000000010000000000000001
+
+How it works: when a ferry ship runs on the spool, the file is handed to it
+through SPOOL/push.sock; otherwise push runs a shipper on the spool itself
+(with the config's targets and ack mode), ships the file and waits up to
+shutdown_timeout for the targets to store it. It exits 0 once the file is
+accepted under the ack mode: with ack "local" that is durable in the spool,
+even if sending did not finish in time (the next ship or push sends it);
+with "received" or "applied" the targets have it.
+
+NAME defaults to FILE's base name and must be a plain file name (no '/',
+no leading '.'). The file travels as one record (1 MiB chunks for a larger
+file) named NAME, in the encoding of a dir: source, so a receiver with
+--apply dir:DIR keeps pushed files as DIR/NAME. A marker <stream>/pushed/NAME
+(sha256, size, seq range) is written to every directory and S3 target and
+to SPOOL/pushed after the file is accepted. Pushing the same content again
+exits 0 without shipping it again; the same NAME with other content is
+refused (exit 1). Every store must answer to check markers, even under ack
+"local". The file is held in memory while it is pushed (at most 1023 MiB).
+`
+
+func runPush(args []string, stdout, stderr io.Writer) error {
+	c := newFlags("push", "ferry push [--config FILE | --store URL --stream NAME --spool DIR] FILE [NAME]", pushExamples, stderr)
+	c.fs.String("spool", "", "spool `dir` of the stream's shipper (where push.sock and LOCK are)")
+	c.fs.String("ack", "", "local, received or applied (default: the config's, else local); a running shipper uses its own")
+	c.fs.String("fsync", "", "always, batch or off (default batch)")
+	c.fs.String("max-bytes", "", "seal a segment at this many uncompressed `bytes` (default 4MiB)")
+	c.fs.String("shutdown-timeout", "", "how long to try sending before exiting when no shipper runs (default 30s)")
+	var also stringList
+	c.fs.Var(&also, "also", "also send to this store `URL` (repeatable; see [[ship.targets]])")
+	addLinkFlags(c.fs, false)
+	timeout := c.fs.Duration("timeout", 10*time.Minute, "give up (exit 1) after this long; PostgreSQL retries a failed archive_command")
+	wait := c.fs.Duration("wait", 30*time.Second, "how long to wait for a spool that another process holds without answering on push.sock")
+	quiet := c.fs.Bool("quiet", false, "print nothing on success")
+	err := c.parse(args, "ship", func(f *flag.Flag) error {
+		if ok, err := applyLinkFlag(c.cfg, f); ok {
+			return err
+		}
+		return applyShipFlag(c.cfg, f)
+	})
+	if err != nil {
+		return err
+	}
+	if c.fs.NArg() < 1 || c.fs.NArg() > 2 {
+		return usageError{errors.New("want FILE [NAME]")}
+	}
+	path := c.fs.Arg(0)
+	name := filepath.Base(path)
+	if c.fs.NArg() == 2 {
+		name = c.fs.Arg(1)
+	}
+	if err := shipper.CheckPushName(name); err != nil {
+		return usageError{err}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	// A running shipper reads the file itself: hash it here without
+	// holding it in memory, so the shipper can tell if it changed.
+	req, err := hashPushFile(abs, name)
+	if err != nil {
+		return err
+	}
+	log := c.logger(stderr)
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	ctx, stopSig := signalContext(ctx, log)
+	defer stopSig()
+
+	spool := c.cfg.Ship.Spool
+	sock := filepath.Join(spool, pushSocket)
+	waitUntil := time.Now().Add(*wait)
+	for {
+		reply, served, err := pushViaSocket(ctx, sock, req)
+		if err != nil {
+			return err
+		}
+		if served && !reply.Retry {
+			if !reply.OK {
+				return fmt.Errorf("%s (shipper pid %d)", reply.Error, reply.PID) // names the file
+			}
+			if !*quiet {
+				reportPush(stderr, name, req, reply.Already, reply.FirstSeq, reply.LastSeq,
+					fmt.Sprintf("the running shipper (pid %d)", reply.PID))
+			}
+			return nil
+		}
+		if !served {
+			held, err := spoolLocked(spool)
+			if err != nil {
+				return err
+			}
+			if !held {
+				file, err := readPushFile(abs, name)
+				if err != nil {
+					return err
+				}
+				sum := sha256.Sum256(file.Content)
+				req.SHA256, req.Size = hex.EncodeToString(sum[:]), int64(len(file.Content))
+				res, err := pushOwn(ctx, c.cfg, file, log)
+				if errors.Is(err, errSpoolTaken) {
+					continue // another process took the spool meanwhile
+				}
+				if err != nil {
+					return err // names the file, or the spool or store at fault
+				}
+				if !*quiet {
+					reportPush(stderr, name, req, res.Already, res.Marker.FirstSeq, res.Marker.LastSeq,
+						"push's own shipper (none was running), ack "+string(c.cfg.Ship.Ack))
+				}
+				return nil
+			}
+			if time.Now().After(waitUntil) {
+				return fmt.Errorf("%s: spool %s is held by pid %s, which does not answer on %s (a ferry ship from before push existed, or stuck?); stop it or run ferry push again",
+					name, spool, lockPid(spool), sock)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// hashPushFile checks that path is a regular file a push can carry and
+// returns the request for it, with its size and SHA-256.
+func hashPushFile(path, name string) (pushRequest, error) {
+	req := pushRequest{Name: name, Path: path}
+	f, err := os.Open(path)
+	if err != nil {
+		return req, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return req, err
+	}
+	if !fi.Mode().IsRegular() {
+		return req, fmt.Errorf("%s is not a regular file", path)
+	}
+	if fi.Size() > shipper.MaxPushSize {
+		return req, fmt.Errorf("%s is %d bytes; a push carries at most %d", path, fi.Size(), shipper.MaxPushSize)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return req, fmt.Errorf("read %s: %w", path, err)
+	}
+	req.SHA256, req.Size = hex.EncodeToString(h.Sum(nil)), n
+	return req, nil
+}
+
+// reportPush prints the one line a successful push prints; by says who
+// did it.
+func reportPush(w io.Writer, name string, req pushRequest, already bool, first, last uint64, by string) {
+	if already {
+		fmt.Fprintf(w, "ferry push: %s: already pushed with identical content (sha256 %.16s, %s); nothing shipped (checked by %s)\n",
+			name, req.SHA256, sizeString(req.Size), by)
+		return
+	}
+	fmt.Fprintf(w, "ferry push: %s: %s, sha256 %.16s, seq %d-%d, shipped by %s\n", name, sizeString(req.Size), req.SHA256, first, last, by)
+}
+
+// pushViaSocket asks the shipper serving sock to push req. served is false
+// when nothing answers there (no socket, connection refused) or the
+// connection broke before a reply (the shipper died: pushing again is
+// safe).
+func pushViaSocket(ctx context.Context, sock string, req pushRequest) (pushReply, bool, error) {
+	var reply pushReply
+	if _, err := os.Stat(sock); err != nil {
+		return reply, false, nil
+	}
+	d := net.Dialer{Timeout: 2 * time.Second}
+	conn, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return reply, false, nil
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	b, _ := json.Marshal(req)
+	if _, err := conn.Write(append(b, '\n')); err != nil {
+		return reply, false, nil
+	}
+	line, err := bufio.NewReader(io.LimitReader(conn, maxPushRequest)).ReadBytes('\n')
+	if err != nil {
+		if ctx.Err() != nil {
+			return reply, false, fmt.Errorf("%s: %w (waiting for the shipper on %s)", req.Name, ctx.Err(), sock)
+		}
+		return reply, false, nil
+	}
+	if err := json.Unmarshal(line, &reply); err != nil {
+		return reply, false, fmt.Errorf("%s: bad reply from %s: %v", req.Name, sock, err)
+	}
+	return reply, true, nil
+}
+
+// spoolLocked reports whether another process holds the spool's lock.
+func spoolLocked(spool string) (bool, error) {
+	f, err := os.OpenFile(filepath.Join(spool, "LOCK"), os.O_RDONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return true, nil
+		}
+		return false, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false, nil
+}
+
+func lockPid(spool string) string {
+	b, _ := os.ReadFile(filepath.Join(spool, "LOCK"))
+	if s := strings.TrimSpace(string(b)); s != "" {
+		return s
+	}
+	return "unknown"
+}
+
+var errSpoolTaken = errors.New("spool taken by another process")
+
+// pushOwn runs a shipper on the spool for one file: append it, try to send
+// everything in the spool within shutdown_timeout, write the markers.
+func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushFile, log *slog.Logger) (shipper.PushResult, error) {
+	var res shipper.PushResult
+	sc := cfg.Ship
+	targets, closeTargets, err := openTargets(ctx, cfg, log)
+	if err != nil {
+		return res, err
+	}
+	defer closeTargets()
+	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
+	sh, err := shipper.New(ctx, shipper.Config{
+		Spool: shipper.SpoolConfig{Dir: sc.Spool, Stream: cfg.Stream, Generation: cfg.Generation, Fsync: shipper.FsyncMode(sc.Fsync),
+			Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
+			MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression)},
+		Targets: targets,
+		Retry:   retry,
+		Ack:     shipper.AckMode(sc.Ack),
+		Applied: readApplied,
+	}, log)
+	if err != nil {
+		if held, _ := spoolLocked(sc.Spool); held {
+			return res, errSpoolTaken
+		}
+		return res, err
+	}
+	defer sh.Close()
+	markers, err := pushMarkerStores(cfg, targets)
+	if err != nil {
+		return res, err
+	}
+	runCtx, stopRun := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() { runErr <- sh.Run(runCtx) }()
+	defer func() { stopRun(); <-runErr }()
+	// drain tries to send everything in the spool within shutdown_timeout.
+	// Running out of time is no error: the file is accepted under the ack
+	// mode already, and the next ship or push sends the rest.
+	drain := func(ctx context.Context) error {
+		dctx, cancel := context.WithTimeout(ctx, time.Duration(sc.ShutdownTimeout))
+		defer cancel()
+		err := sh.Drain(dctx)
+		if err != nil && sh.Failed() == nil && ctx.Err() == nil && dctx.Err() != nil {
+			log.Warn("not every segment was sent within shutdown_timeout; they stay in the spool", "err", err)
+			return nil
+		}
+		return err
+	}
+	p := &shipper.Pusher{Shipper: sh, Markers: markers, Retry: retry, Log: log.With("via", "own shipper"),
+		// Nothing else appends to this shipper: the file may go in
+		// several spool entries, which avoids rewriting a large entry's
+		// tail at every seal.
+		BatchBytes:  int(sc.MaxBytes),
+		AfterAppend: drain,
+	}
+	res, err = p.Push(ctx, file)
+	if err == nil && res.Already && sh.Spool().Stats().SealedPending > 0 {
+		err = drain(ctx) // what an earlier push left in the spool
+	}
+	return res, err
+}

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/dir"
+)
+
+// The push socket (README "Hooks"): while `ferry ship` runs it serves
+// SPOOL/push.sock (mode 0600, so only its user and root can connect).
+// One request per connection, one JSON object per line each way:
+//
+//	request  {"name":"000000010000000000000001","path":"/abs/pg_wal/0000...","sha256":"<hex>","size":16777216}
+//	reply    {"ok":true,"already":false,"first_seq":12,"last_seq":28,"pid":4242}
+//	         {"ok":false,"error":"...","conflict":true}   the name was pushed with other content
+//	         {"ok":false,"error":"...","retry":true}      the shipper is stopping: try again
+//
+// The shipper reads the file at path itself and refuses it when its size
+// or SHA-256 differ from the request's (it changed in between). The reply
+// comes only once the records are accepted under the shipper's ack mode
+// and the markers are written. A client that hangs up cancels its push;
+// pushing again is always safe.
+const pushSocket = "push.sock"
+
+type pushRequest struct {
+	Name   string `json:"name"`
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+type pushReply struct {
+	OK       bool   `json:"ok"`
+	Already  bool   `json:"already,omitempty"`
+	FirstSeq uint64 `json:"first_seq,omitempty"`
+	LastSeq  uint64 `json:"last_seq,omitempty"`
+	PID      int    `json:"pid,omitempty"`
+	Error    string `json:"error,omitempty"`
+	Conflict bool   `json:"conflict,omitempty"`
+	Retry    bool   `json:"retry,omitempty"`
+}
+
+// maxPushRequest caps a request line.
+const maxPushRequest = 64 << 10
+
+// pushMarkerStores lists where a push keeps its markers: every target that
+// holds arbitrary objects (directory and S3 stores, not tcp:// links, whose
+// receiver accepts only segments) and the spool's own index, SPOOL/pushed,
+// which also covers a shipper whose only targets are links.
+func pushMarkerStores(cfg *config.File, targets []shipper.Target) ([]shipper.MarkerStore, error) {
+	idx, err := dir.New(filepath.Join(cfg.Ship.Spool, "pushed"))
+	if err != nil {
+		return nil, fmt.Errorf("push index in spool %s: %w", cfg.Ship.Spool, err)
+	}
+	out := []shipper.MarkerStore{{Name: "spool index " + filepath.Join(cfg.Ship.Spool, "pushed"), Store: idx,
+		Key: func(name string) string { return name }}}
+	stream := cfg.Stream
+	for _, t := range targets {
+		if _, link := t.Store.(shipper.Watermarker); link {
+			continue
+		}
+		out = append(out, shipper.MarkerStore{Name: "target " + t.Name + " (" + t.Store.String() + ")", Store: t.Store,
+			Key: func(name string) string { return shipper.PushMarkerKey(stream, name) }})
+	}
+	return out, nil
+}
+
+// servePush serves the push socket of a running shipper until ctx ends or
+// the returned stop is called; stop waits for the pushes in progress. A
+// socket that cannot be served is logged, not fatal: pushes then fail
+// with an error naming this process.
+func servePush(ctx context.Context, cfg *config.File, sh *shipper.Shipper, targets []shipper.Target, log *slog.Logger) (stop func()) {
+	path := filepath.Join(cfg.Ship.Spool, pushSocket)
+	ln, err := listenPrivate(path)
+	if err != nil {
+		log.Warn("push socket not served; ferry push will fail while this shipper runs", "path", path, "err", err)
+		return func() {}
+	}
+	// The pusher (and SPOOL/pushed) only once somebody pushes.
+	var once sync.Once
+	var p *shipper.Pusher
+	var perr error
+	pusher := func() (*shipper.Pusher, error) {
+		once.Do(func() {
+			markers, err := pushMarkerStores(cfg, targets)
+			if err != nil {
+				perr = err
+				return
+			}
+			p = &shipper.Pusher{Shipper: sh, Markers: markers, Log: log,
+				Retry: store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2},
+				// Sealed at once, so the file is on its way to the
+				// targets without waiting for max_age.
+				AfterAppend: func(context.Context) error { return sh.Spool().Seal("push") }}
+		})
+		return p, perr
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+					log.Warn("push socket accept failed; not serving pushes any more", "err", err)
+				}
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handlePush(ctx, pusher, conn.(*net.UnixConn), log)
+			}()
+		}
+	}()
+	go func() { <-ctx.Done(); ln.Close() }()
+	return func() {
+		cancel()
+		ln.Close()
+		wg.Wait()
+		os.Remove(path)
+	}
+}
+
+// listenPrivate listens on a unix socket at path with mode 0600 from the
+// start: it is made in a private directory, chmodded and renamed into
+// place. A stale socket at path is replaced (the caller holds the spool's
+// lock, so no other shipper serves it).
+func listenPrivate(path string) (*net.UnixListener, error) {
+	// sun_path holds 108 bytes on Linux, 104 on macOS; the temp name is
+	// about 17 longer.
+	if len(path)+17 > 103 {
+		return nil, fmt.Errorf("%s is too long for a unix socket path: use a spool path of at most 76 bytes", path)
+	}
+	tmpDir, err := os.MkdirTemp(filepath.Dir(path), ".push-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmpDir)
+	tmp := filepath.Join(tmpDir, pushSocket)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+func handlePush(ctx context.Context, pusher func() (*shipper.Pusher, error), conn *net.UnixConn, log *slog.Logger) {
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(io.LimitReader(conn, maxPushRequest)).ReadBytes('\n')
+	if err != nil {
+		return
+	}
+	conn.SetReadDeadline(time.Time{})
+	var req pushRequest
+	if err := json.Unmarshal(line, &req); err != nil {
+		writeReply(conn, pushReply{Error: fmt.Sprintf("bad request: %v", err)})
+		return
+	}
+	// The client sends nothing more; its hanging up ends the read.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		var b [1]byte
+		conn.Read(b[:])
+		cancel()
+	}()
+	start := time.Now()
+	var reply pushReply
+	if p, err := pusher(); err != nil {
+		reply = pushReply{Error: err.Error()}
+	} else {
+		reply = pushFromRequest(ctx, p, req)
+	}
+	switch {
+	case reply.OK && reply.Already:
+		log.Info("pushed file was already stored", "via", "push.sock", "name", req.Name, "bytes", req.Size)
+	case reply.OK:
+		log.Info("pushed file", "via", "push.sock", "name", req.Name, "bytes", req.Size,
+			"first_seq", reply.FirstSeq, "last_seq", reply.LastSeq, "took", time.Since(start).Round(time.Millisecond))
+	case ctx.Err() == nil:
+		log.Warn("push refused", "via", "push.sock", "name", req.Name, "err", reply.Error)
+	}
+	if ctx.Err() != nil && !reply.OK {
+		reply = pushReply{Error: "the shipper is stopping; push again", Retry: true}
+	}
+	reply.PID = os.Getpid()
+	writeReply(conn, reply)
+}
+
+func pushFromRequest(ctx context.Context, p *shipper.Pusher, req pushRequest) pushReply {
+	if err := shipper.CheckPushName(req.Name); err != nil {
+		return pushReply{Error: err.Error()}
+	}
+	if !filepath.IsAbs(req.Path) {
+		return pushReply{Error: fmt.Sprintf("path %q is not absolute", req.Path)}
+	}
+	f, err := readPushFile(req.Path, req.Name)
+	if err != nil {
+		return pushReply{Error: err.Error()}
+	}
+	sum := sha256.Sum256(f.Content)
+	if got := hex.EncodeToString(sum[:]); int64(len(f.Content)) != req.Size || got != req.SHA256 {
+		return pushReply{Error: fmt.Sprintf("%s changed while it was pushed: ferry push read %d bytes with sha256 %s, the shipper %d bytes with sha256 %s",
+			req.Path, req.Size, req.SHA256, len(f.Content), got)}
+	}
+	res, err := p.Push(ctx, f)
+	if err != nil {
+		return pushReply{Error: err.Error(), Conflict: errors.Is(err, shipper.ErrPushConflict)}
+	}
+	return pushReply{OK: true, Already: res.Already, FirstSeq: res.Marker.FirstSeq, LastSeq: res.Marker.LastSeq}
+}
+
+func writeReply(conn net.Conn, r pushReply) {
+	b, _ := json.Marshal(r)
+	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	conn.Write(append(b, '\n'))
+}
+
+// readPushFile reads a regular file to push under name.
+func readPushFile(path, name string) (shipper.PushFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return shipper.PushFile{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return shipper.PushFile{}, err
+	}
+	if !fi.Mode().IsRegular() {
+		return shipper.PushFile{}, fmt.Errorf("%s is not a regular file", path)
+	}
+	if fi.Size() > shipper.MaxPushSize {
+		return shipper.PushFile{}, fmt.Errorf("%s is %d bytes; a push carries at most %d", path, fi.Size(), shipper.MaxPushSize)
+	}
+	// One allocation of the size stat gave; a file that shrank or grew
+	// meanwhile is read as it is (the caller compares size and hash).
+	data := make([]byte, fi.Size(), fi.Size()+1)
+	n, err := io.ReadFull(f, data)
+	switch {
+	case err == io.ErrUnexpectedEOF || err == io.EOF:
+		data = data[:n]
+	case err != nil:
+		return shipper.PushFile{}, fmt.Errorf("read %s: %w", path, err)
+	default:
+		rest, err := io.ReadAll(io.LimitReader(f, shipper.MaxPushSize+1-int64(n)))
+		if err != nil {
+			return shipper.PushFile{}, fmt.Errorf("read %s: %w", path, err)
+		}
+		data = append(data, rest...)
+	}
+	if len(data) > shipper.MaxPushSize {
+		return shipper.PushFile{}, fmt.Errorf("%s grew past %d bytes while it was read", path, shipper.MaxPushSize)
+	}
+	mode := uint32(fi.Mode().Perm())
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		mode = uint32(st.Mode) & 0o7777
+	}
+	return shipper.PushFile{Name: name, Content: data, Mode: mode, Mtime: fi.ModTime().UnixNano()}, nil
+}

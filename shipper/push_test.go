@@ -1,0 +1,155 @@
+//go:build linux
+
+package shipper
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store"
+)
+
+// A pushed file is encoded exactly as the dir: source ships the same file:
+// a put up to one chunk, 1 MiB chunks beyond.
+func TestFileRecordsMatchDirSource(t *testing.T) {
+	root := t.TempDir()
+	sizes := map[string]int{"empty": 0, "small": 100, "one-chunk": 1<<20 - 200, "chunks": 3<<20 + 5}
+	for name, n := range sizes {
+		data := bytes.Repeat([]byte(name[:1]), n)
+		if err := os.WriteFile(filepath.Join(root, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink := &dirSink{}
+	src := startDirSource(t, &DirSource{Root: root, SpoolDir: t.TempDir()}, sink)
+	m := newDirModel(t)
+	src.converge(t, m)
+	shipped := map[string][]batch.Record{}
+	for _, r := range sink.records() {
+		shipped[string(r.Key)] = append(shipped[string(r.Key)], r)
+	}
+	for name, n := range sizes {
+		fi, err := os.Stat(filepath.Join(root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, _, err := FileRecords(name, bytes.Repeat([]byte(name[:1]), n), 0o600, fi.ModTime().UnixNano(), 16<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := shipped[name]
+		if len(recs) != len(want) {
+			t.Fatalf("%s: %d records, the dir source shipped %d", name, len(recs), len(want))
+		}
+		for i := range recs {
+			if recs[i].Op != want[i].Op || !bytes.Equal(recs[i].Key, want[i].Key) || !bytes.Equal(recs[i].Data, want[i].Data) {
+				t.Fatalf("%s record %d: %s of %d bytes, the dir source shipped %s of %d bytes", name, i,
+					recs[i].Op, len(recs[i].Data), want[i].Op, len(want[i].Data))
+			}
+		}
+	}
+}
+
+// failingStore refuses puts while fail is set.
+type failingStore struct {
+	store.Store
+	fail bool
+}
+
+func (s *failingStore) Put(ctx context.Context, name string, data []byte) error {
+	if s.fail {
+		return fmt.Errorf("put %s: disk on fire: %w", name, store.ErrPermanent)
+	}
+	return s.Store.Put(ctx, name, data)
+}
+
+// The marker rules: markers only after the records are accepted; the same
+// content again ships nothing; other content is refused before anything
+// is shipped; a marker store that missed a marker gets it without the
+// file being shipped again; a failed marker write ships the file again on
+// the retry (records twice, harmless).
+func TestPusherMarkers(t *testing.T) {
+	st := newDirStore(t)
+	idx := &failingStore{Store: newDirStore(t)}
+	r := startShipper(t, shipperConfig(t, Target{Name: "store", Store: st}))
+	p := &Pusher{Shipper: r.Shipper, Retry: store.RetryPolicy{Min: 1, Max: 1}, Log: quiet, Markers: []MarkerStore{
+		{Name: "index", Store: idx, Key: func(n string) string { return n }},
+		{Name: "store", Store: st, Key: func(n string) string { return PushMarkerKey("app", n) }},
+	}}
+	ctx := context.Background()
+	lastSeq := func() uint64 { return r.Spool().Stats().LastSeq }
+	big := bytes.Repeat([]byte("w"), 2<<20+3)
+	res, err := p.Push(ctx, PushFile{Name: "000000010000000000000001", Content: big, Mode: 0o600})
+	if err != nil || res.Already || res.Marker.FirstSeq != 1 || res.Marker.LastSeq != 3 {
+		t.Fatalf("first push: %+v, %v; want records 1-3", res, err)
+	}
+	for _, k := range []string{"000000010000000000000001"} {
+		m, err := ReadPushMarker(ctx, st, PushMarkerKey("app", k))
+		if err != nil || m.Size != int64(len(big)) || m.LastSeq != 3 {
+			t.Fatalf("store marker %+v, %v", m, err)
+		}
+	}
+
+	res, err = p.Push(ctx, PushFile{Name: "000000010000000000000001", Content: big})
+	if err != nil || !res.Already || lastSeq() != 3 {
+		t.Fatalf("identical push: %+v, %v, last seq %d; want already, nothing shipped", res, err, lastSeq())
+	}
+	_, err = p.Push(ctx, PushFile{Name: "000000010000000000000001", Content: []byte("other")})
+	if !errors.Is(err, ErrPushConflict) || !strings.Contains(err.Error(), "000000010000000000000001") || lastSeq() != 3 {
+		t.Fatalf("conflicting push: %v, last seq %d; want ErrPushConflict naming the file, nothing shipped", err, lastSeq())
+	}
+
+	// The index lost the marker (a new spool): it gets it back, nothing shipped.
+	if err := idx.Delete(ctx, "000000010000000000000001"); err != nil {
+		t.Fatal(err)
+	}
+	res, err = p.Push(ctx, PushFile{Name: "000000010000000000000001", Content: big})
+	if err != nil || res.Already || lastSeq() != 3 {
+		t.Fatalf("push with the index marker missing: %+v, %v, last seq %d; want the marker restored, nothing shipped", res, err, lastSeq())
+	}
+	if _, err := ReadPushMarker(ctx, idx, "000000010000000000000001"); err != nil {
+		t.Fatalf("index marker not restored: %v", err)
+	}
+
+	// A marker write fails after the records were accepted: no marker
+	// anywhere claims the file, and the retry ships it again.
+	idx.fail = true
+	if _, err := p.Push(ctx, PushFile{Name: "00000002.history", Content: []byte("1\t0/3000090\tbefore\n")}); err == nil {
+		t.Fatal("push with a failing marker store succeeded")
+	}
+	if lastSeq() != 4 {
+		t.Fatalf("last seq %d, want 4: the records go first", lastSeq())
+	}
+	if _, err := ReadPushMarker(ctx, st, PushMarkerKey("app", "00000002.history")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("store marker after a failed push: %v, want none", err)
+	}
+	idx.fail = false
+	res, err = p.Push(ctx, PushFile{Name: "00000002.history", Content: []byte("1\t0/3000090\tbefore\n")})
+	if err != nil || res.Marker.FirstSeq != 5 {
+		t.Fatalf("retry: %+v, %v; want shipped again as seq 5", res, err)
+	}
+	drain(t, r.Shipper)
+	var keys []string
+	for _, s := range storeSegments(t, st, "app") {
+		for _, rec := range s.recs {
+			keys = append(keys, rec.Op+" "+string(rec.Key))
+		}
+	}
+	want := "chunk 000000010000000000000001,chunk 000000010000000000000001,chunk 000000010000000000000001,put 00000002.history,put 00000002.history"
+	if got := strings.Join(keys, ","); got != want {
+		t.Fatalf("records in the store:\n%s\nwant\n%s", got, want)
+	}
+
+	for _, bad := range []string{"", ".", "..", "../x", "/abs", "a/b", ".hidden", "nul\x00", strings.Repeat("x", 256)} {
+		if _, err := p.Push(ctx, PushFile{Name: bad, Content: []byte("x")}); err == nil {
+			t.Errorf("push as %q succeeded", bad)
+		}
+	}
+}
