@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared parts of the benchmark scripts run.sh and s3.sh; sourced, not run.
+# Shared parts of the benchmark scripts (run.sh, s3.sh, link.sh,
+# restore.sh, dirtree.sh); sourced, not run.
 #
 # A script sets its defaults (SIZE, SEED, RUNS, BENCH_DIR) and
 # `set -euo pipefail`, sources this file, then calls, in order:
@@ -70,8 +71,9 @@ bench_init() {
 }
 
 # build_bins NAME... builds each of ferry (./cmd/ferry), loggen
-# (./tests/bench/loggen) and appender (./tests/bench/appender) to
-# $BENCH_DIR/bin/NAME and sets the variable NAME to that path.
+# (./tests/bench/loggen), appender (./tests/bench/appender) and treegen
+# (./tests/bench/treegen) to $BENCH_DIR/bin/NAME and sets the variable NAME
+# to that path.
 build_bins() {
 	local names=$* name
 	echo "== building ${names// / and } (go build)"
@@ -88,6 +90,10 @@ build_bins() {
 		appender)
 			appender="$BENCH_DIR/bin/appender"
 			go build -o "$appender" ./tests/bench/appender || die "go build ./tests/bench/appender failed (see above)"
+			;;
+		treegen)
+			treegen="$BENCH_DIR/bin/treegen"
+			go build -o "$treegen" ./tests/bench/treegen || die "go build ./tests/bench/treegen failed (see above)"
 			;;
 		*) die "build_bins: unknown binary $name" ;;
 		esac

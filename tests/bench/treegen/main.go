@@ -1,0 +1,60 @@
+//go:build linux
+
+// Command treegen is the directory-tree benchmark's helper
+// (tests/bench/dirtree.sh). It plays the workload, measures when a replica
+// matches, counts the bytes a replication tool puts on the wire and the CPU
+// time it spends, so that lsyncd + rsync and ferry are measured the same way:
+//
+//	treegen run -src SRC -dst DST -seed 1 -files 10000   workload, waiting for a match after each phase
+//	treegen cmp SRC DST                                  compare two trees (exit 1 if they differ)
+//	treegen proxy -listen ADDR -to ADDR -stats FILE      counting TCP proxy
+//	treegen cpu -o FILE -- CMD ARGS...                   run CMD, record its CPU time
+//	treegen watching -pid PID -path DIR                  wait until PID's tree watches DIR
+//	treegen freeport                                     print a free loopback port
+//
+// run plays two phases on SRC: phase 1 creates FILES files in nested
+// directories (a mail store with logs and binary attachments); once DST
+// matches SRC, phase 2 appends to, rewrites, deletes and renames some of
+// them, creates new ones and renames a directory, and again waits for DST to
+// match. The workload depends only on -seed and -files. For each phase it
+// prints the time the writes took and the time from the phase's first write
+// to the moment the comparison confirmed the match, and with -bytes (a
+// proxy's -live file) the bytes the proxy passed during the phase.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: treegen run|cmp|proxy|cpu|watching|freeport [flags]
+  (see the package comment in tests/bench/treegen/main.go)`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "run":
+		err = runWorkload(args)
+	case "cmp":
+		err = runCmp(args)
+	case "proxy":
+		err = runProxy(args)
+	case "cpu":
+		err = runCPU(args)
+	case "watching":
+		err = runWatching(args)
+	case "freeport":
+		err = runFreePort(args)
+	default:
+		fmt.Fprintf(os.Stderr, "treegen: unknown command %q\n%s\n", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "treegen %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
