@@ -41,6 +41,12 @@ type TCP struct {
 	// durably before they are applied. Default: STATE/inbox.
 	Inbox string `toml:"inbox"`
 
+	// InboxKeep (receiver) prunes the inbox: once applied, segments are
+	// deleted except the newest InboxKeep of them (and always the newest
+	// one, which a shipper starting on a fresh spool continues from).
+	// Default 0: keep every segment (the inbox is then a full archive).
+	InboxKeep int `toml:"inbox_keep"`
+
 	// BandwidthLimit (shipper) caps the bytes per second sent over the
 	// link, e.g. "10MiB". Default 0: no cap.
 	BandwidthLimit Size `toml:"bandwidth_limit"`
@@ -52,8 +58,8 @@ func (t TCP) String() string {
 	if t.Token != "" {
 		tok = "***"
 	}
-	return fmt.Sprintf("{token:%s insecure:%t ca_file:%s cert_file:%s key_file:%s server_name:%s client_ca_file:%s listen:%s inbox:%s bandwidth_limit:%s}",
-		tok, t.Insecure, t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.ClientCAFile, t.Listen, t.Inbox, t.BandwidthLimit)
+	return fmt.Sprintf("{token:%s insecure:%t ca_file:%s cert_file:%s key_file:%s server_name:%s client_ca_file:%s listen:%s inbox:%s inbox_keep:%d bandwidth_limit:%s}",
+		tok, t.Insecure, t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.ClientCAFile, t.Listen, t.Inbox, t.InboxKeep, t.BandwidthLimit)
 }
 
 // GoString masks the token too.

@@ -175,6 +175,10 @@ func (f *File) Validate(verb string) error {
 		}
 	}
 
+	if f.TCP.InboxKeep < 0 {
+		add("tcp.inbox_keep", "must not be negative (0 keeps every segment)")
+	}
+
 	// [retention]
 	rt := &f.Retention
 	if rt.KeepFor < 0 {

@@ -8,11 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/metrics"
 	"github.com/ferry-dr/ferry/receiver"
@@ -159,6 +161,15 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	if srv != nil {
 		srv.Applied = func(string) uint64 { return r.Checkpoint().LastSeq }
 		srv.Stored = func(string) { r.Wake() }
+		if keep := cfg.TCP.InboxKeep; keep > 0 {
+			pruneCtx, stopPrune := context.WithCancel(ctx)
+			pruned := make(chan struct{})
+			go func() {
+				pruneInbox(pruneCtx, st, cfg.Stream, keep, r.Checkpoint, log)
+				close(pruned)
+			}()
+			defer func() { stopPrune(); <-pruned }()
+		}
 		runErr = runWithLink(ctx, srv, r, log)
 	} else {
 		runErr = r.Run(ctx)
@@ -208,4 +219,48 @@ func receiverID(configured string) string {
 		return configured
 	}
 	return receiver.DefaultReceiverID()
+}
+
+// inboxPruneEvery is how often a link receiver with tcp.inbox_keep looks
+// for applied segments to delete from its inbox.
+const inboxPruneEvery = 2 * time.Second
+
+// pruneInbox deletes applied segments from a link receiver's inbox, oldest
+// first, keeping the newest keep (at least one: a shipper on a fresh spool
+// continues the stream from the newest segment it fetches back) until ctx
+// ends. Failures are logged and retried at the next round.
+func pruneInbox(ctx context.Context, inbox store.Store, stream string, keep int, checkpoint func() receiver.Checkpoint, log *slog.Logger) {
+	keep = max(keep, 1)
+	t := time.NewTicker(inboxPruneEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var names []string
+		err := inbox.List(ctx, batch.StreamDir(stream), "", func(o store.Object) error {
+			if _, _, _, ok := batch.ParseSegmentName(strings.TrimPrefix(o.Name, batch.StreamDir(stream))); ok {
+				names = append(names, o.Name)
+			}
+			return nil
+		})
+		if err != nil {
+			log.Warn("inbox prune: list failed", "err", err)
+			continue
+		}
+		sort.Strings(names)
+		cp := checkpoint()
+		for _, key := range names[:max(len(names)-keep, 0)] {
+			gen, _, last, _ := batch.ParseSegmentName(strings.TrimPrefix(key, batch.StreamDir(stream)))
+			if gen > cp.Generation || (gen == cp.Generation && last > cp.LastSeq) {
+				break // not applied yet
+			}
+			if err := inbox.Delete(ctx, key); err != nil && !errors.Is(err, store.ErrNotFound) {
+				log.Warn("inbox prune: delete failed", "segment", key, "err", err)
+				break
+			}
+		}
+	}
 }

@@ -356,3 +356,37 @@ func TestLinkCutMidSegmentAndReceiverRestart(t *testing.T) {
 	recv.Terminate(10 * time.Second)
 	mustFerry(t, nil, "verify", "--store", filepath.Join(s.state, "inbox"), "--stream", s.name)
 }
+
+// tcp.inbox_keep prunes a link receiver's inbox once segments are applied,
+// keeping the newest few: the inbox verifies, and a shipper on a fresh
+// spool still continues the stream from the newest segment.
+func TestLinkInboxPruned(t *testing.T) {
+	t.Parallel()
+	s := newStream(t, "pruned")
+	addr := freeAddr(t)
+	cfg := filepath.Join(s.dir, "recv.toml")
+	if err := os.WriteFile(cfg, []byte("[tcp]\ninbox_keep = 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	recv := startReceiver(t, s, addr, "--config", cfg, "--insecure", "--token", "tok")
+	first, second := logLines(27, 1, 20000), logLines(27, 20001, 5000)
+	mustFerry(t, bytes.NewReader(first), "ship", "--store", "tcp://"+addr, "--insecure", "--token", "tok",
+		"--stream", s.name, "--spool", s.spool, "--max-bytes", "32KiB")
+	inbox := filepath.Join(s.state, "inbox")
+	ferrytest.Eventually(t, 30*time.Second, "applied and pruned to 2 segments", func() (bool, string) {
+		n := len(lsSegments(t, inbox, s.name))
+		return bytes.Equal(s.readReplica(), first) && n == 2, fmt.Sprintf("%d segments in the inbox", n)
+	})
+	mustFerry(t, nil, "verify", "--store", inbox, "--stream", s.name)
+	// A fresh spool continues from the newest segment, still in the inbox.
+	mustFerry(t, bytes.NewReader(second), "ship", "--store", "tcp://"+addr, "--insecure", "--token", "tok",
+		"--stream", s.name, "--spool", filepath.Join(s.dir, "spool2"), "--max-bytes", "32KiB")
+	all := append(append([]byte(nil), first...), second...)
+	ferrytest.Eventually(t, 30*time.Second, "replica complete", func() (bool, string) {
+		got := s.readReplica()
+		return bytes.Equal(got, all), fmt.Sprintf("%d of %d bytes", len(got), len(all))
+	})
+	recv.Terminate(10 * time.Second)
+	failFerry(t, nil, []string{"tcp.inbox_keep"}, "receive", "--config", writeFile(t, "bad.toml", "[tcp]\ninbox_keep = -1\n"),
+		"--listen", freeAddr(t), "--insecure", "--token", "x", "--stream", "x", "--state", t.TempDir(), "--apply", "stdout")
+}
