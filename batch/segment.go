@@ -507,28 +507,7 @@ func (s *Segment) Records(limit int64) ([]Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &s.Meta
-	recs := make([]Record, 0, min(m.Records, uint64(len(raw)/recordFixed)+1))
-	want := m.FirstSeq
-	for len(raw) > 0 {
-		r, n, err := ParseFrame(raw)
-		if err != nil {
-			return nil, fmt.Errorf("record %d: %w", want, err)
-		}
-		if r.Seq != want || r.Seq > m.LastSeq {
-			return nil, fmt.Errorf("record seq %d where %d expected (segment %d..%d): %w", r.Seq, want, m.FirstSeq, m.LastSeq, ErrCorrupt)
-		}
-		if r.Time.Before(m.MinTime) || r.Time.After(m.MaxTime) {
-			return nil, fmt.Errorf("record %d time %s outside segment range: %w", r.Seq, r.Time.Format(time.RFC3339Nano), ErrCorrupt)
-		}
-		recs = append(recs, r)
-		raw = raw[n:]
-		want++
-	}
-	if uint64(len(recs)) != m.Records {
-		return nil, fmt.Errorf("segment holds %d records, metadata says %d: %w", len(recs), m.Records, ErrCorrupt)
-	}
-	return recs, nil
+	return s.ParseRecords(raw, nil)
 }
 
 // Decode is Open followed by Records: the whole verification of one
