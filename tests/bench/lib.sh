@@ -7,6 +7,7 @@
 #
 #   bench_init             shared checks; cd to the repo; sets root, size_bytes
 #   build_bins ferry [loggen]   go build into $BENCH_DIR/bin; sets $ferry ($loggen)
+#   need_versitygw, s3_start DIR, s3_stop   a versitygw with a fresh bucket (s3.sh, restore.sh)
 #   make_input             generates or reuses the input; sets input
 #   warm_input             reads the input once; sets lines
 #
@@ -180,4 +181,75 @@ function target(label, v, op, want, vfmt, wfmt, unit,   ok, fmt) {
 # reproduce SETTINGS prints the command line that repeats this run.
 reproduce() {
 	echo "reproduce: cd $root && SIZE=$SIZE SEED=$SEED RUNS=$RUNS $* tests/bench/$bench_name"
+}
+
+# port_free PORT succeeds when nothing listens on 127.0.0.1:PORT.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# need_versitygw checks what s3_start needs (curl with --aws-sigv4, the
+# versitygw binary: $VERSITYGW, $PATH, then $(go env GOPATH)/bin) and sets gw.
+need_versitygw() {
+	need curl "install curl (7.75 or later: it creates the bucket with --aws-sigv4)"
+	curl --help all 2>/dev/null | grep -q -- --aws-sigv4 ||
+		die "curl $(curl --version | awk 'NR==1 {print $2}') has no --aws-sigv4 (needs 7.75 or later): it creates the bucket"
+	gw=${VERSITYGW:-}
+	if [[ -z $gw ]]; then
+		gw=$(command -v versitygw || true)
+		[[ -n $gw ]] || gw="$(go env GOPATH | cut -d: -f1)/bin/versitygw"
+	fi
+	[[ -x $gw ]] || die "versitygw not found at $gw: go install github.com/versity/versitygw/cmd/versitygw@v1.8.0, or set VERSITYGW"
+}
+
+# s3_start DIR starts versitygw with a posix backend in DIR/gw on a free
+# loopback port with fresh random credentials, creates bucket ferry-bench and
+# sets gw_pid, endpoint, bucket and s3env (the env command line ferry runs
+# under). Call s3_stop from the script's EXIT trap.
+gw_pid=""
+s3_start() {
+	local dir=$1 port code empty_sha256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+	local access_key secret_key
+	access_key="bench$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+	secret_key=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
+	bucket="ferry-bench"
+	mkdir -p "$dir/gw"
+	echo "== starting versitygw ($gw) with a posix backend in $dir/gw"
+	endpoint=""
+	for _ in 1 2 3; do
+		port=$((20000 + RANDOM % 40000))
+		port_free "$port" || continue
+		ROOT_ACCESS_KEY=$access_key ROOT_SECRET_KEY=$secret_key \
+			"$gw" --port "127.0.0.1:$port" --quiet posix "$dir/gw" >"$dir/gw.log" 2>&1 &
+		gw_pid=$!
+		# Any HTTP status will do: an unsigned request gets 403.
+		for _ in $(seq 100); do
+			code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)
+			if [[ $code != 000 ]]; then
+				endpoint="http://127.0.0.1:$port"
+				break 2
+			fi
+			kill -0 "$gw_pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		s3_stop
+	done
+	if [[ -z $endpoint ]]; then
+		cat "$dir/gw.log" >&2
+		die "versitygw did not come up on a loopback port (log above)"
+	fi
+	# ferry has no bucket verb; S3 wants the payload hash header on every request.
+	code=$(curl -s -o "$dir/mkbucket.out" -w '%{http_code}' -X PUT --aws-sigv4 "aws:amz:us-east-1:s3" \
+		--user "$access_key:$secret_key" -H "x-amz-content-sha256: $empty_sha256" "$endpoint/$bucket")
+	[[ $code == 200 ]] || die "create bucket $bucket at $endpoint: HTTP $code: $(cat "$dir/mkbucket.out")"
+	echo "   $endpoint, bucket $bucket"
+	s3env=(env AWS_ENDPOINT_URL_S3="$endpoint" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID="$access_key"
+		AWS_SECRET_ACCESS_KEY="$secret_key" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_CONFIG_FILE=/dev/null)
+}
+
+# s3_stop stops the versitygw s3_start started, if any.
+s3_stop() {
+	if [[ -n $gw_pid ]]; then
+		kill "$gw_pid" 2>/dev/null || true
+		wait "$gw_pid" 2>/dev/null || true
+		gw_pid=""
+	fi
 }

@@ -63,7 +63,6 @@ cleanup() {
 trap cleanup EXIT
 
 token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # start_receiver NAME: a receiver applying to a file in $work/NAME, on a
 # free loopback port (sets addr).

@@ -35,75 +35,21 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 bench_init
 [[ $PREFETCH =~ ^[1-9][0-9]*$ ]] || die "PREFETCH=$PREFETCH: want a whole number of segments, at least 1"
-need curl "install curl (7.75 or later: it creates the bucket with --aws-sigv4)"
-curl --help all 2>/dev/null | grep -q -- --aws-sigv4 ||
-	die "curl $(curl --version | awk 'NR==1 {print $2}') has no --aws-sigv4 (needs 7.75 or later): it creates the bucket"
-
-gw=${VERSITYGW:-}
-if [[ -z $gw ]]; then
-	gw=$(command -v versitygw || true)
-	[[ -n $gw ]] || gw="$(go env GOPATH | cut -d: -f1)/bin/versitygw"
-fi
-[[ -x $gw ]] || die "versitygw not found at $gw: go install github.com/versity/versitygw/cmd/versitygw@v1.8.0, or set VERSITYGW"
+need_versitygw
 
 build_bins ferry
 make_input
 warm_input
 
 work=$(mktemp -d "$BENCH_DIR/restore-XXXXXX")
-gw_pid=""
 cleanup() {
-	if [[ -n $gw_pid ]]; then
-		kill "$gw_pid" 2>/dev/null || true
-		wait "$gw_pid" 2>/dev/null || true
-	fi
+	s3_stop
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
-# ---- S3 server (as in s3.sh) ---------------------------------------------------
-access_key="bench$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
-secret_key=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
-bucket="ferry-bench"
-mkdir -p "$work/gw"
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-start_gw() {
-	local port code
-	for _ in 1 2 3; do
-		port=$((20000 + RANDOM % 40000))
-		port_free "$port" || continue
-		ROOT_ACCESS_KEY=$access_key ROOT_SECRET_KEY=$secret_key \
-			"$gw" --port "127.0.0.1:$port" --quiet posix "$work/gw" >"$work/gw.log" 2>&1 &
-		gw_pid=$!
-		for _ in $(seq 100); do
-			code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)
-			if [[ $code != 000 ]]; then
-				endpoint="http://127.0.0.1:$port"
-				return 0
-			fi
-			kill -0 "$gw_pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill "$gw_pid" 2>/dev/null || true
-		wait "$gw_pid" 2>/dev/null || true
-		gw_pid=""
-	done
-	cat "$work/gw.log" >&2
-	die "versitygw did not come up on a loopback port (log above)"
-}
-
-echo "== starting versitygw ($gw) with a posix backend in $work/gw"
-start_gw
-empty_sha256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
-code=$(curl -s -o "$work/mkbucket.out" -w '%{http_code}' -X PUT --aws-sigv4 "aws:amz:us-east-1:s3" \
-	--user "$access_key:$secret_key" -H "x-amz-content-sha256: $empty_sha256" "$endpoint/$bucket")
-[[ $code == 200 ]] || die "create bucket $bucket at $endpoint: HTTP $code: $(cat "$work/mkbucket.out")"
-echo "   $endpoint, bucket $bucket"
-
-s3env=(env AWS_ENDPOINT_URL_S3="$endpoint" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID="$access_key"
-	AWS_SECRET_ACCESS_KEY="$secret_key" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_CONFIG_FILE=/dev/null)
+# ---- S3 server ---------------------------------------------------------------
+s3_start "$work"
 store="s3://$bucket/archive"
 
 # ---- the archive (not timed) ---------------------------------------------------
