@@ -200,19 +200,7 @@ func (s *Shipper) Spool() *Spool { return s.spool }
 // the last two. Concurrent Appends share fsyncs, segments and round trips.
 func (s *Shipper) Append(ctx context.Context, rec batch.Record) (uint64, error) {
 	recs := []batch.Record{rec}
-	pos, err := s.spoolAppend(ctx, recs, nil)
-	if err != nil {
-		return 0, err
-	}
-	if s.cfg.Ack != AckLocal && s.hasAckTarget() {
-		// The target confirms only sealed segments, and a sealed segment
-		// is durable in the spool: no separate journal fsync needed.
-		if err := s.waitAck(ctx, recs[0].Seq); err != nil {
-			return 0, err
-		}
-		return recs[0].Seq, nil
-	}
-	if err := s.spool.WaitDurable(ctx, pos); err != nil {
+	if err := s.AppendDurable(ctx, recs, nil); err != nil {
 		return 0, err
 	}
 	return recs[0].Seq, nil
@@ -229,6 +217,8 @@ func (s *Shipper) AppendDurable(ctx context.Context, recs []batch.Record, cursor
 		return err
 	}
 	if s.cfg.Ack != AckLocal && s.hasAckTarget() && len(recs) > 0 {
+		// A target confirms only sealed segments, and a sealed segment is
+		// durable in the spool: no separate journal fsync needed.
 		return s.waitAck(ctx, recs[len(recs)-1].Seq)
 	}
 	return s.spool.WaitDurable(ctx, pos)
