@@ -154,18 +154,9 @@ func splitFrames(p []byte) (frames []payloadFrame, total int64, ok bool) {
 // A payload whose frames do not all declare their content size, or one
 // that declares over 32 MiB, is decompressed as a single stream.
 func (s *Segment) DecompressInto(dst []byte, limit int64, workers int) ([]byte, error) {
-	if limit <= 0 {
-		limit = DefaultMaxUncompressed
-	}
-	if s.Meta.Encryption != "none" && s.Meta.Encryption != "" {
-		return nil, fmt.Errorf("segment payload is encrypted (%s); this ferry cannot decrypt it", s.Meta.Encryption)
-	}
-	if s.Meta.Compression != "zstd" {
-		return nil, fmt.Errorf("unknown compression %q: %w", s.Meta.Compression, ErrCorrupt)
-	}
-	claimed := s.Meta.UncompressedSize
-	if claimed > limit {
-		return nil, fmt.Errorf("segment claims %d uncompressed bytes, limit %d: %w", claimed, limit, ErrCorrupt)
+	claimed, err := s.checkClaim(limit)
+	if err != nil {
+		return nil, err
 	}
 	frames, total, ok := splitFrames(s.Payload)
 	if !ok || total != claimed {

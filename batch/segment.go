@@ -461,24 +461,34 @@ var decoders = sync.Pool{New: func() any {
 	return d
 }}
 
+// checkClaim checks what a decompression of s needs before it starts: a
+// payload this ferry can read, and an uncompressed size claim within limit
+// (DefaultMaxUncompressed if limit <= 0). It returns the claim.
+func (s *Segment) checkClaim(limit int64) (int64, error) {
+	if limit <= 0 {
+		limit = DefaultMaxUncompressed
+	}
+	if s.Meta.Encryption != "none" && s.Meta.Encryption != "" {
+		return 0, fmt.Errorf("segment payload is encrypted (%s); this ferry cannot decrypt it", s.Meta.Encryption)
+	}
+	if s.Meta.Compression != "zstd" {
+		return 0, fmt.Errorf("unknown compression %q: %w", s.Meta.Compression, ErrCorrupt)
+	}
+	if claimed := s.Meta.UncompressedSize; claimed > limit {
+		return 0, fmt.Errorf("segment claims %d uncompressed bytes, limit %d: %w", claimed, limit, ErrCorrupt)
+	}
+	return s.Meta.UncompressedSize, nil
+}
+
 // Decompress returns the record stream of s, refusing more than limit bytes
 // (DefaultMaxUncompressed if limit <= 0) or anything other than exactly the
 // size the metadata claims. Up front it reserves the claim up to 32 MiB (so
 // an honest segment is read without regrowing the buffer); beyond that,
 // memory grows only with the data actually produced.
 func (s *Segment) Decompress(limit int64) ([]byte, error) {
-	if limit <= 0 {
-		limit = DefaultMaxUncompressed
-	}
-	if s.Meta.Encryption != "none" && s.Meta.Encryption != "" {
-		return nil, fmt.Errorf("segment payload is encrypted (%s); this ferry cannot decrypt it", s.Meta.Encryption)
-	}
-	if s.Meta.Compression != "zstd" {
-		return nil, fmt.Errorf("unknown compression %q: %w", s.Meta.Compression, ErrCorrupt)
-	}
-	claimed := s.Meta.UncompressedSize
-	if claimed > limit {
-		return nil, fmt.Errorf("segment claims %d uncompressed bytes, limit %d: %w", claimed, limit, ErrCorrupt)
+	claimed, err := s.checkClaim(limit)
+	if err != nil {
+		return nil, err
 	}
 	d := decoders.Get().(*zstd.Decoder)
 	defer decoders.Put(d)
