@@ -163,8 +163,9 @@ type Ship struct {
 	// Windows, as [[ship.windows]] tables, restrict sending to the times
 	// inside one of them: start (a cron schedule) and duration. Outside,
 	// records are still accepted and sealed into the spool; when a window
-	// opens the backlog drains; when it closes, the segment being sent
-	// finishes and sending stops. Default none: always send.
+	// opens the backlog drains, under the window's bandwidth_limit if it
+	// has one; when it closes, the segment being sent finishes and sending
+	// stops. Default none: always send.
 	Windows []Window `toml:"windows"`
 
 	// Targets are further stores that get every segment besides store
@@ -182,6 +183,16 @@ type Window struct {
 
 	// Duration is how long the window stays open, e.g. "6h". Required.
 	Duration Duration `toml:"duration"`
+
+	// BandwidthLimit caps the bytes per second sent to each target while
+	// this window is open, e.g. "5MiB". On a tcp:// link the bytes on the
+	// wire are paced, and the target's own bandwidth_limit still applies
+	// (the lower wins); dir and s3:// targets take whole segments, so there
+	// the cap holds on average: a segment goes at full speed and the next
+	// waits until the average is back under the cap. When open windows
+	// overlap, no cap applies if one of them has none, else the highest.
+	// Default 0: no cap; otherwise at least 16KiB.
+	BandwidthLimit Size `toml:"bandwidth_limit"`
 }
 
 // Target is one [[ship.targets]] table: an extra destination of the stream.

@@ -170,6 +170,8 @@ func locate(path, src string, md toml.MetaData, err error) error {
 		if errors.As(e, &p) {
 			if k := toml.Key(strings.Split(p.key, ".")); md.IsDefined(k...) {
 				line = lineOf(src, md, k)
+			} else {
+				line = arrayKeyLine(src, p.key)
 			}
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", at(path, line), e))

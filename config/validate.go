@@ -32,6 +32,10 @@ const (
 	maxMaxBytes        = GiB
 	maxRecordSizeLimit = 256 * MiB
 	maxPrefetch        = 64 // receive.prefetch, in segments
+	// minWindowBandwidth is the lowest ship.windows bandwidth_limit: a
+	// link sends in chunks of up to 64 KiB, and at this rate a chunk takes
+	// 4 s, well within the receiver's 30 s I/O timeout.
+	minWindowBandwidth = 16 * KiB
 )
 
 const storeForms = "a directory path, file:///abs/path, s3://bucket/prefix or tcp://host:port"
@@ -172,6 +176,12 @@ func (f *File) Validate(verb string) error {
 		}
 		if w.Duration <= 0 {
 			add(key+".duration", "required and greater than 0, e.g. \"6h\"")
+		}
+		switch {
+		case w.BandwidthLimit < 0:
+			add(key+".bandwidth_limit", "must not be negative (leave it out for no cap)")
+		case w.BandwidthLimit > 0 && w.BandwidthLimit < minWindowBandwidth:
+			add(key+".bandwidth_limit", "%v is below the minimum %v per second (leave it out for no cap)", w.BandwidthLimit, minWindowBandwidth)
 		}
 	}
 

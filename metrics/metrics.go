@@ -249,6 +249,7 @@ var (
 	descTgtLagSecs   = prometheus.NewDesc("ferry_ship_target_lag_seconds", "Age of the oldest record sent but not applied behind the target (only when known).", []string{"stream", "target"}, nil)
 	descTgtUp        = prometheus.NewDesc("ferry_ship_target_up", "1 if the target's last attempt succeeded, 0 if it failed.", []string{"stream", "target"}, nil)
 	descWindowOpen   = prometheus.NewDesc("ferry_ship_window_open", "1 while sending is allowed by the sending windows (always 1 without windows).", []string{"stream"}, nil)
+	descWindowCap    = prometheus.NewDesc("ferry_ship_window_bandwidth_limit_bytes", "Bytes per second each target may be sent under the open sending windows' bandwidth_limit (0: no cap).", []string{"stream"}, nil)
 )
 
 type shipCollector struct {
@@ -259,7 +260,7 @@ type shipCollector struct {
 func (c *shipCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRecordsIn, descBytesIn, descSegSealed, descSealedBytes, descRatio, descSpoolBytes,
 		descSpoolSegs, descLastSeq, descOldestUnsent, descTgtBytes, descTgtSegs, descTgtFailed, descTgtReceived, descTgtApplied,
-		descTgtLagRecs, descTgtLagSecs, descTgtUp, descWindowOpen} {
+		descTgtLagRecs, descTgtLagSecs, descTgtUp, descWindowOpen, descWindowCap} {
 		ch <- d
 	}
 }
@@ -287,11 +288,13 @@ func (c *shipCollector) Collect(ch chan<- prometheus.Metric) {
 		age = max(now.Sub(o).Seconds(), 0)
 	}
 	m(descOldestUnsent, prometheus.GaugeValue, age)
+	ws := c.sh.Window()
 	open := 1.0
-	if !c.sh.Window().Open {
+	if !ws.Open {
 		open = 0
 	}
 	m(descWindowOpen, prometheus.GaugeValue, open)
+	m(descWindowCap, prometheus.GaugeValue, float64(ws.BandwidthLimit))
 	for _, t := range c.sh.Targets() {
 		m(descTgtBytes, prometheus.CounterValue, float64(t.BytesSent), t.Name)
 		m(descTgtSegs, prometheus.CounterValue, float64(t.Segments), t.Name)

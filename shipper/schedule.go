@@ -27,6 +27,9 @@ type Window struct {
 	Duration time.Duration
 	// Spec is Start as written, for status and logs.
 	Spec string
+	// BandwidthLimit caps the bytes per second sent to each target while
+	// the window is open (see pace.go); 0: no cap.
+	BandwidthLimit int64
 }
 
 // Schedules are the time rules of a shipper. The zero value has none:
@@ -48,6 +51,9 @@ type WindowState struct {
 	Open       bool      // sending is allowed now
 	Until      time.Time // open: when the open window closes
 	NextOpen   time.Time // closed: when the next window opens
+	// BandwidthLimit is the cap of the open windows in bytes per second:
+	// 0 if one of them has none, else the highest. 0 when closed.
+	BandwidthLimit int64
 }
 
 // windowAt evaluates the windows at t.
@@ -56,6 +62,7 @@ func (sc *Schedules) windowAt(t time.Time) WindowState {
 		return WindowState{Open: true}
 	}
 	ws := WindowState{Restricted: true}
+	uncapped := false
 	for _, w := range sc.Windows {
 		// The window is open at t if it started in (t - Duration, t].
 		if start := w.Start.Next(t.Add(-w.Duration)); !start.After(t) {
@@ -64,6 +71,9 @@ func (sc *Schedules) windowAt(t time.Time) WindowState {
 				ws.Until = end
 			}
 			ws.Open = true
+			// Overlapping windows: the most generous one wins.
+			uncapped = uncapped || w.BandwidthLimit <= 0
+			ws.BandwidthLimit = max(ws.BandwidthLimit, w.BandwidthLimit)
 		}
 		if next := w.Start.Next(t); ws.NextOpen.IsZero() || next.Before(ws.NextOpen) {
 			ws.NextOpen = next
@@ -71,6 +81,9 @@ func (sc *Schedules) windowAt(t time.Time) WindowState {
 	}
 	if ws.Open {
 		ws.NextOpen = time.Time{}
+	}
+	if uncapped {
+		ws.BandwidthLimit = 0
 	}
 	return ws
 }

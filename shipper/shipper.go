@@ -345,6 +345,7 @@ func (s *Shipper) ageLoop(ctx context.Context) error {
 
 func (s *Shipper) send(ctx context.Context, t Target) error {
 	var cursor uint64
+	pace := s.newPacer(t)
 	for {
 		ch := s.spool.Changed()
 		if err := s.spool.Err(); err != nil {
@@ -353,8 +354,9 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 		pending := s.spool.Pending(cursor)
 		for _, seg := range pending {
 			// Outside the sending windows segments wait in the spool; a
-			// window closing lets the segment being sent finish.
-			if !s.waitWindow(ctx, t.Name) {
+			// window closing lets the segment being sent finish. A
+			// window's bandwidth cap paces them (pace.go).
+			if !pace.wait(ctx, seg.Size) {
 				return nil
 			}
 			data, err := s.spool.ReadSealed(seg.Name)

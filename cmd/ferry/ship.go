@@ -313,7 +313,8 @@ func shipSchedules(cfg *config.File) (shipper.Schedules, error) {
 		if err != nil {
 			return sc, usageError{fmt.Errorf("ship.windows[%d].start %q: %w", i, w.Start, err)}
 		}
-		sc.Windows = append(sc.Windows, shipper.Window{Start: s, Duration: time.Duration(w.Duration), Spec: w.Start})
+		sc.Windows = append(sc.Windows, shipper.Window{Start: s, Duration: time.Duration(w.Duration), Spec: w.Start,
+			BandwidthLimit: int64(w.BandwidthLimit)})
 	}
 	return sc, nil
 }

@@ -58,6 +58,9 @@ type windowStatus struct {
 	Open     bool      `json:"open"`
 	Until    time.Time `json:"until,omitzero"`     // open: when it closes
 	NextOpen time.Time `json:"next_open,omitzero"` // closed: when the next opens
+	// BandwidthLimit is the cap in bytes per second of the open window(s)
+	// on what each target is sent; absent when none applies.
+	BandwidthLimit int64 `json:"bandwidth_limit,omitempty"`
 }
 
 type spoolUse struct {
@@ -93,7 +96,7 @@ func snapshotShip(sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir 
 		Generation: gen, Ack: ack, LastSeq: st.LastSeq,
 		Spool: spoolUse{Dir: spoolDir, SealedSegments: st.SealedPending, Bytes: st.SpoolBytes}}
 	if ws := sh.Window(); ws.Restricted {
-		out.Window = &windowStatus{Open: ws.Open, Until: ws.Until, NextOpen: ws.NextOpen}
+		out.Window = &windowStatus{Open: ws.Open, Until: ws.Until, NextOpen: ws.NextOpen, BandwidthLimit: ws.BandwidthLimit}
 	}
 	for _, t := range sh.Targets() {
 		ts := targetStatus{Name: t.Name, Store: t.Store, Async: t.Async, ReceivedSeq: max(t.SentSeq, t.ReceivedSeq),
@@ -304,7 +307,11 @@ func printShipStatus(w io.Writer, s shipStatus, now time.Time) {
 	}
 	if win := s.Window; win != nil {
 		if win.Open {
-			fmt.Fprintf(w, "window   open until %s\n", win.Until.Local().Format(time.RFC3339))
+			bw := ""
+			if win.BandwidthLimit > 0 {
+				bw = fmt.Sprintf("; sending capped at %s/s per target", sizeString(win.BandwidthLimit))
+			}
+			fmt.Fprintf(w, "window   open until %s%s\n", win.Until.Local().Format(time.RFC3339), bw)
 		} else {
 			fmt.Fprintf(w, "window   closed; next opens %s\n", win.NextOpen.Local().Format(time.RFC3339))
 		}

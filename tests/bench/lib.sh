@@ -72,9 +72,9 @@ bench_init() {
 }
 
 # build_bins NAME... builds each of ferry (./cmd/ferry), loggen
-# (./tests/bench/loggen), appender (./tests/bench/appender) and treegen
-# (./tests/bench/treegen) to $BENCH_DIR/bin/NAME and sets the variable NAME
-# to that path.
+# (./tests/bench/loggen), appender (./tests/bench/appender), treegen
+# (./tests/bench/treegen) and latproxy (./tests/bench/latproxy) to
+# $BENCH_DIR/bin/NAME and sets the variable NAME to that path.
 build_bins() {
 	local names=$* name
 	echo "== building ${names// / and } (go build)"
@@ -95,6 +95,10 @@ build_bins() {
 		treegen)
 			treegen="$BENCH_DIR/bin/treegen"
 			go build -o "$treegen" ./tests/bench/treegen || die "go build ./tests/bench/treegen failed (see above)"
+			;;
+		latproxy)
+			latproxy="$BENCH_DIR/bin/latproxy"
+			go build -o "$latproxy" ./tests/bench/latproxy || die "go build ./tests/bench/latproxy failed (see above)"
 			;;
 		*) die "build_bins: unknown binary $name" ;;
 		esac

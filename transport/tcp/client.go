@@ -133,6 +133,8 @@ func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
 		// IOTimeout and the receiver sees steady progress.
 		c.chunk = int(min(max(cfg.BandwidthLimit/8, 1<<10), defaultChunk))
 		c.limiter = rate.NewLimiter(rate.Limit(cfg.BandwidthLimit), c.chunk)
+	} else {
+		c.limiter = rate.NewLimiter(rate.Inf, c.chunk) // until SetWindowLimit caps it
 	}
 	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, defaultDialTimeout)
 	cfg.ReconnectMin = cmp.Or(cfg.ReconnectMin, 200*time.Millisecond)
