@@ -69,6 +69,10 @@ type Config struct {
 	// a store that ends before the Until seq fails it with ErrNotReached.
 	Until     uint64
 	UntilTime time.Time
+	// OnApplied, if set, is called after each checkpoint is durable with
+	// the seq it reached, so a link can tell the shipper at once (ack
+	// "applied"). It must not block.
+	OnApplied func(lastSeq uint64)
 }
 
 // Stats are counters for summaries and status.
@@ -415,6 +419,9 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched) error {
 	r.stats.Bytes += f.size
 	r.stats.LastSeq, r.stats.LastHash = next.LastSeq, next.LastHash
 	r.mu.Unlock()
+	if r.cfg.OnApplied != nil {
+		r.cfg.OnApplied(next.LastSeq)
+	}
 	r.log.Debug("applied segment", "segment", name, "records", seg.Meta.Records, "seq", seg.Meta.LastSeq)
 	return nil
 }

@@ -32,6 +32,14 @@ type Watermarker interface {
 	LinkWatermarks() (received, applied uint64, ok bool)
 }
 
+// WatermarkNotifier is a Watermarker that also says when its watermarks
+// change: the channel is closed on the next change. The shipper then waits
+// on it instead of polling while appenders wait for "applied".
+type WatermarkNotifier interface {
+	Watermarker
+	WatermarksChanged() <-chan struct{}
+}
+
 // AppliedReader reads the applied watermark of a store target's receivers
 // (the lowest over every registered receiver; ok is false while none has
 // published one). The shipper uses it for ack "applied" on targets that are
@@ -164,11 +172,16 @@ func (s *Shipper) watermarkLoop(ctx context.Context, t Target) error {
 	if !isWM && !readStore {
 		return nil
 	}
+	notifier, _ := t.Store.(WatermarkNotifier)
 	backoff := appliedPollBusy
 	for {
 		var received, applied uint64
 		var ok bool
 		var err error
+		var moved <-chan struct{}
+		if notifier != nil {
+			moved = notifier.WatermarksChanged() // before reading: no change slips by
+		}
 		if isWM {
 			received, applied, ok = wm.LinkWatermarks()
 		} else {
@@ -201,6 +214,9 @@ func (s *Shipper) watermarkLoop(ctx context.Context, t Target) error {
 		switch {
 		case !busy:
 			wake = ach // an appender starting to wait polls at once
+		case moved != nil:
+			// The link says when the watermarks move (below); the timer
+			// is only a safety net.
 		case readStore:
 			// Objects in a store: back off while nothing moves.
 			if changed {
@@ -219,6 +235,8 @@ func (s *Shipper) watermarkLoop(ctx context.Context, t Target) error {
 			return nil
 		case <-timer.C:
 		case <-wake:
+			timer.Stop()
+		case <-moved:
 			timer.Stop()
 		}
 	}

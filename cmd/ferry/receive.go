@@ -123,7 +123,12 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	var onApplied func(uint64)
+	if srv != nil {
+		onApplied = func(uint64) { srv.AppliedChanged() }
+	}
 	r, err := receiver.Open(receiver.Config{
+		OnApplied:  onApplied,
 		Stream:     cfg.Stream,
 		Generation: cfg.Generation,
 		StateDir:   rc.State,

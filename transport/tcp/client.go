@@ -87,6 +87,7 @@ type Client struct {
 	newest   string // newest segment name of the stream the receiver holds
 	dials    int    // successful handshakes
 	closed   bool
+	wmCh     chan struct{} // closed (and replaced) when the watermarks change
 }
 
 var _ store.Store = (*Client)(nil)
@@ -178,6 +179,31 @@ func (c *Client) LinkWatermarks() (received, applied uint64, ok bool) {
 	return c.received, c.applied, c.known
 }
 
+// WatermarksChanged returns a channel that is closed when the watermarks
+// LinkWatermarks reports next change, so a shipper waiting for an ack
+// learns of it at once instead of polling.
+func (c *Client) WatermarksChanged() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.wmCh == nil {
+		c.wmCh = make(chan struct{})
+	}
+	return c.wmCh
+}
+
+// setWatermarksLocked records the receiver's watermarks and wakes
+// WatermarksChanged waiters if they moved. c.mu held.
+func (c *Client) setWatermarksLocked(received, applied uint64) {
+	if received == c.received && applied == c.applied && c.known {
+		return
+	}
+	c.received, c.applied = received, applied
+	if c.wmCh != nil {
+		close(c.wmCh)
+		c.wmCh = nil
+	}
+}
+
 // Close ends the link and waits for its goroutines. Later calls fail with
 // an error wrapping store.ErrPermanent.
 func (c *Client) Close() error {
@@ -216,7 +242,7 @@ func (c *Client) Put(ctx context.Context, key string, data []byte) error {
 			return fmt.Errorf("ACK for %s, expected %s: %w", a.Name, name, ErrProtocol)
 		}
 		c.mu.Lock()
-		c.received, c.applied = a.ReceivedSeq, a.AppliedSeq
+		c.setWatermarksLocked(a.ReceivedSeq, a.AppliedSeq)
 		c.newest = max(c.newest, name)
 		c.mu.Unlock()
 		return nil

@@ -143,13 +143,14 @@ func (c *Client) connect(ctx context.Context) (*clientConn, error) {
 	c.conn, c.failures = cc, 0
 	c.dials++
 	w := cc.welcome
-	c.received, c.applied, c.newest, c.known = w.HighestSeq, w.AppliedSeq, w.HighestSegment, true
+	c.setWatermarksLocked(w.HighestSeq, w.AppliedSeq)
+	c.newest, c.known = w.HighestSegment, true
 	interval := heartbeatInterval(c.cfg.HeartbeatInterval, w.HeartbeatMS)
 	c.log.Info("link established", "stream", c.cfg.Stream, "generation", c.cfg.Generation,
 		"seq", w.HighestSeq, "segment", w.HighestSegment, "local", cc.l.conn.LocalAddr().String())
 	c.wg.Go(func() { c.readLoop(cc) })
 	c.wg.Go(func() {
-		if err := cc.l.heartbeat(cc.done, interval, nil); err != nil {
+		if err := cc.l.heartbeat(cc.done, interval, nil, nil); err != nil {
 			c.lost(cc, fmt.Errorf("send heartbeat: %w", err))
 		}
 	})
@@ -272,7 +273,7 @@ func (c *Client) readLoop(cc *clientConn) {
 				return
 			}
 			c.mu.Lock()
-			c.received, c.applied = w.ReceivedSeq, w.AppliedSeq
+			c.setWatermarksLocked(w.ReceivedSeq, w.AppliedSeq)
 			c.mu.Unlock()
 		case frameAck, frameSegment, frameError:
 			if !cc.pending.CompareAndSwap(true, false) {

@@ -183,17 +183,25 @@ func heartbeatInterval(own time.Duration, peerMS int64) time.Duration {
 }
 
 // watermarkPoll is how often a side with a heartbeat payload (the
-// receiver's watermarks) checks whether it changed: a change is sent at
-// once, so a shipper waiting for "applied" learns of it within this.
-const watermarkPoll = 10 * time.Millisecond
+// receiver's watermarks) checks whether it changed when nothing wakes it:
+// a change is sent at once, so a shipper waiting for "applied" learns of
+// it within this even if the receiver does not announce its applies.
+var watermarkPoll = 10 * time.Millisecond // a var for tests
 
 // heartbeat sends a HEARTBEAT whenever nothing has been written for
 // interval, until done is closed or a write fails. payload, if not nil,
 // supplies the frame's payload; a payload that differs from the last one
-// sent is sent without waiting for the interval.
-func (l *link) heartbeat(done <-chan struct{}, interval time.Duration, payload func() []byte) error {
+// sent is sent without waiting for the interval. wake, if not nil, returns
+// a channel that is closed when the payload may have changed: it is
+// looked at then instead of at the next poll.
+func (l *link) heartbeat(done <-chan struct{}, interval time.Duration, payload func() []byte, wake func() <-chan struct{}) error {
 	tick := max(interval/2, time.Millisecond)
+	woken := func() <-chan struct{} { return nil }
+	if wake != nil {
+		woken = wake
+	}
 	var last []byte
+	next := woken() // before the payload is read, so no change slips by
 	if payload != nil {
 		tick = min(tick, watermarkPoll)
 		last = payload() // the handshake or ack told the peer this much
@@ -205,7 +213,9 @@ func (l *link) heartbeat(done <-chan struct{}, interval time.Duration, payload f
 		case <-done:
 			return nil
 		case <-t.C:
+		case <-next:
 		}
+		next = woken()
 		var p []byte
 		if payload != nil {
 			p = payload()

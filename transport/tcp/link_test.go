@@ -545,3 +545,43 @@ func TestServerRestart(t *testing.T) {
 	}
 	wantInbox(t, inbox, a.name, b.name)
 }
+
+// AppliedChanged sends the new watermarks at once: with the poll and the
+// heartbeat interval far longer than the test, only the wake-up can bring
+// them, and WatermarksChanged tells the client's user.
+func TestAppliedChangedPushesWatermarks(t *testing.T) {
+	defer func(p time.Duration) { watermarkPoll = p }(watermarkPoll)
+	watermarkPoll = time.Hour
+	srv, _, _ := insecureServer(t)
+	srv.IOTimeout, srv.HeartbeatInterval = time.Hour, 30*time.Minute
+	var applied atomic.Uint64
+	srv.Applied = func(string) uint64 { return applied.Load() }
+	addr, _ := startServer(t, srv)
+	c := newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: testToken, Insecure: true,
+		IOTimeout: time.Hour, HeartbeatInterval: 30 * time.Minute}, nil)
+	a := makeSegment(t, "app", 1, 1, 3, "x")
+	if err := c.Put(context.Background(), "app/"+a.name, a.data); err != nil {
+		t.Fatal(err)
+	}
+	for want := uint64(1); want <= 3; want++ {
+		moved := c.WatermarksChanged()
+		applied.Store(want)
+		srv.AppliedChanged()
+		select {
+		case <-moved:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("applied %d: WatermarksChanged not closed", want)
+		}
+		if _, ap, ok := c.LinkWatermarks(); !ok || ap != want {
+			t.Fatalf("LinkWatermarks applied = %d (ok %t), want %d", ap, ok, want)
+		}
+	}
+	// Nothing moved: no wake-up.
+	moved := c.WatermarksChanged()
+	srv.AppliedChanged()
+	select {
+	case <-moved:
+		t.Fatal("WatermarksChanged closed although the watermarks did not move")
+	case <-time.After(100 * time.Millisecond):
+	}
+}

@@ -67,6 +67,31 @@ type Server struct {
 
 	mu     sync.Mutex
 	newest map[streamGen]newestSegment // per stream and generation; see newest.go
+	// appliedCh is closed (and replaced) by AppliedChanged.
+	appliedCh chan struct{}
+}
+
+// AppliedChanged tells the server the receiver's applied watermark moved:
+// every link sends its heartbeat with the new watermarks at once, so a
+// shipper waiting for ack "applied" does not wait for the next poll. It
+// does not block.
+func (s *Server) AppliedChanged() {
+	s.mu.Lock()
+	if s.appliedCh != nil {
+		close(s.appliedCh)
+		s.appliedCh = nil
+	}
+	s.mu.Unlock()
+}
+
+// appliedWake returns a channel AppliedChanged closes.
+func (s *Server) appliedWake() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.appliedCh == nil {
+		s.appliedCh = make(chan struct{})
+	}
+	return s.appliedCh
 }
 
 // serverSettings is a validated copy of the Server's configuration.
