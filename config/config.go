@@ -56,9 +56,9 @@ type File struct {
 	HealthMaxLag Duration `toml:"health_max_lag"`
 
 	// TimeZone is the zone of every schedule (ship.flush_at, ship.windows,
-	// retention.schedule), an IANA name such as "Europe/Paris". Default:
-	// the machine's local time. A schedule may also carry its own
-	// "CRON_TZ=Zone " prefix.
+	// ship.baseline, retention.schedule), an IANA name such as
+	// "Europe/Paris". Default: the machine's local time. A schedule may
+	// also carry its own "CRON_TZ=Zone " prefix.
 	TimeZone string `toml:"time_zone"`
 
 	// Ship configures "ferry ship".
@@ -112,6 +112,12 @@ type Ship struct {
 	// base name and its path relative to the root, e.g. ["*.tmp",
 	// "*.lock"]. An excluded directory is not descended into. Default none.
 	DirExclude []string `toml:"dir_exclude"`
+
+	// Baseline is a cron schedule (in time_zone) on which a dir: source
+	// ships the whole tree again as a baseline, so retention can drop the
+	// segments before it and a restore can start at it (docs/DIRTREE.md,
+	// "Baselines"), e.g. "0 2 * * 0". Default "": none.
+	Baseline string `toml:"baseline"`
 
 	// Format is how the source is split into records: line, ndjson or raw.
 	// Default "line".

@@ -167,6 +167,13 @@ func (f *File) Validate(verb string) error {
 			add("ship.flush_at", "%q is not a cron schedule: %v", s.FlushAt, err)
 		}
 	}
+	if s.Baseline != "" {
+		if _, err := f.Schedule(s.Baseline); err != nil {
+			add("ship.baseline", "%q is not a cron schedule: %v", s.Baseline, err)
+		} else if !strings.HasPrefix(s.Source, "dir:") {
+			add("ship.baseline", "is set but ship.source is %q: baselines are for a dir: source", s.Source)
+		}
+	}
 	for i, w := range s.Windows {
 		key := fmt.Sprintf("ship.windows[%d]", i)
 		if w.Start == "" {

@@ -304,3 +304,21 @@ func FuzzLoad(f *testing.F) {
 		_ = cfg.S3.String()
 	})
 }
+
+// ship.baseline is a cron schedule, and only for a dir: source.
+func TestShipBaseline(t *testing.T) {
+	f := Defaults()
+	f.Stream, f.Store, f.Ship.Spool = "mail", "/srv/ferry", "/var/lib/ferry/spool"
+	f.Ship.Source, f.Ship.Baseline = "dir:/var/mail", "@every 1h"
+	if err := f.Validate("ship"); err != nil {
+		t.Fatalf("dir: source with a baseline: %v", err)
+	}
+	f.Ship.Baseline = "every sunday"
+	if err := f.Validate("ship"); err == nil || !strings.Contains(err.Error(), "ship.baseline") {
+		t.Fatalf("bad schedule: %v", err)
+	}
+	f.Ship.Source, f.Ship.Baseline = "stdin", "0 2 * * 0"
+	if err := f.Validate("ship"); err == nil || !strings.Contains(err.Error(), "baselines are for a dir: source") {
+		t.Fatalf("baseline on stdin: %v", err)
+	}
+}

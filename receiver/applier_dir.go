@@ -66,6 +66,9 @@ const (
 	dirOpRmdir   = "rmdir"
 	dirOpSymlink = "symlink"
 
+	dirOpBaselineBegin = "baseline-begin" // a baseline's bounds: nothing to do
+	dirOpBaselineEnd   = "baseline-end"
+
 	dirHeaderLen    = 1 + 4 + 8 + 8 + 8 + 32
 	dirVersion      = 1
 	maxDirFileSize  = 1 << 44 // 16 TiB
@@ -809,6 +812,9 @@ func (a *DirApplier) continues(rec *batch.Record) bool {
 func (a *DirApplier) applyRecord(recs []batch.Record, i int) error {
 	rec := &recs[i]
 	key := string(rec.Key)
+	if rec.Op == dirOpBaselineBegin || rec.Op == dirOpBaselineEnd {
+		return dirCheckBaseline(rec)
+	}
 	if err := dirCheckKey(key, rec.Op); err != nil {
 		return fmt.Errorf("refused: %v: %w", err, ErrFatal)
 	}
@@ -826,7 +832,7 @@ func (a *DirApplier) applyRecord(recs []batch.Record, i int) error {
 		return a.remove(recs, i, key)
 	case dirOpPut, dirOpChunk, dirOpAttr, dirOpMkdir, dirOpSymlink:
 	default:
-		return bad(fmt.Errorf("unknown op %q (this ferry applies put, chunk, attr, del, rmdir, mkdir, symlink; upgrade ferry?)", rec.Op))
+		return bad(fmt.Errorf("unknown op %q (this ferry applies put, chunk, attr, del, rmdir, mkdir, symlink, baseline-begin, baseline-end; upgrade ferry?)", rec.Op))
 	}
 	h, payload, err := dirParseHeader(rec.Data)
 	if err != nil {
@@ -1330,5 +1336,22 @@ func (a *DirApplier) resetPartial(p *dirPartial) error {
 		return dirFatal("checkpoint hash state for %q unreadable: %v", q.Path, err)
 	}
 	q.h = h
+	return nil
+}
+
+// dirCheckBaseline checks a baseline-begin or baseline-end record. Both
+// only mark where a full copy of the tree begins and ends, so the applier
+// does nothing with them (a file being assembled stays as it is: the
+// source never ships one between two chunks).
+func dirCheckBaseline(rec *batch.Record) error {
+	if string(rec.Key) != "." {
+		return fmt.Errorf("malformed record: %s names %q, want \".\": %w", rec.Op, rec.Key, ErrFatal)
+	}
+	var d struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(rec.Data, &d); err != nil || d.Version < 1 {
+		return fmt.Errorf("malformed record: %s data is not a baseline header (%q): %w", rec.Op, rec.Data, ErrFatal)
+	}
 	return nil
 }

@@ -258,6 +258,34 @@ func TestDirApplierOps(t *testing.T) {
 	}
 }
 
+// Baseline markers change nothing: not the tree, not a file being
+// assembled across them (the source never ships one there, but a marker
+// must not be what breaks it).
+func TestDirApplierBaselineMarkers(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "replica")
+	a := newDirApplier(t, root, nil)
+	var r dirRecs
+	begin := []byte(`{"version":1,"started_at":"2025-03-04T05:06:07Z"}`)
+	end := []byte(`{"version":1,"started_at":"2025-03-04T05:06:07Z","begin_seq":3,"paths":2,"later":"ignored"}`)
+	big := strings.Repeat("x", 100)
+	chunks := r.chunks("big", 0o644, big, 64)
+	rs := []batch.Record{
+		r.mkdir(".", 0o755),
+		r.put("f", 0o644, "before\n"),
+		r.rec("baseline-begin", ".", begin),
+		r.mkdir(".", 0o755),
+		r.put("f", 0o644, "before\n"),
+		chunks[0],
+	}
+	dirApply(t, a, rs...)
+	dirApply(t, a, r.rec("baseline-end", ".", end))
+	dirApply(t, a, chunks[1])
+	got := dirWalk(t, root)
+	if got["f"].content != "before\n" || got["big"].content != big || len(got) != 3 {
+		t.Fatalf("tree after baseline markers: %+v", got)
+	}
+}
+
 // A chunked file spanning segments survives in the applier state, and a
 // restart continues it.
 func TestDirApplierChunksAcrossRestart(t *testing.T) {
@@ -468,6 +496,8 @@ func TestDirApplierRefusesBadRecords(t *testing.T) {
 		{name: "put size mismatch", op: "put", key: "x", data: sizeMismatch, wantInErr: "header says 5"},
 		{name: "put hash mismatch", op: "put", key: "x", data: wrongSum, wantInErr: "does not match the sha256"},
 		{name: "del with data", op: "del", key: "x", data: []byte("junk"), wantInErr: "want none"},
+		{name: "baseline on a path", op: "baseline-begin", key: "x", data: []byte(`{"version":1}`), wantInErr: `want "."`},
+		{name: "baseline data", op: "baseline-end", key: ".", data: []byte("junk"), wantInErr: "not a baseline header"},
 		{name: "mkdir with payload", op: "mkdir", key: "x", data: good, wantInErr: "want none"},
 		{name: "unknown op", op: "chmod", key: "x", data: good, wantInErr: `unknown op "chmod"`},
 		{name: "empty op", op: "", key: "x", data: good, wantInErr: "unknown op"},

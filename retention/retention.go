@@ -8,6 +8,13 @@
 // Only a prefix of the stream is ever deleted, oldest first, so what
 // remains is always a contiguous run of segments: a receiver that starts
 // later starts at a clean boundary, never in front of a hole.
+//
+// A stream with baseline markers (a dir: source's full copies of its tree,
+// docs/DIRTREE.md) is cut only in front of a baseline: what remains starts
+// with the segment holding the begin of the newest complete baseline that
+// ended before now-keep_for, so a fresh replica can always be built, and
+// restored to any time in keep_for. Without such a baseline nothing goes.
+// Markers of baselines whose begin is deleted are deleted too.
 package retention
 
 import (
@@ -63,6 +70,13 @@ type Plan struct {
 	Delete    int       // the first Delete of Segments go
 	Reason    string    // why the next one is kept ("" if nothing is left to keep)
 	Receivers []receiver.Watermark
+
+	// Baselines are the stream's baseline markers, oldest first. Anchor is
+	// the one the cut is in front of (nil: none); DeleteBaselines the
+	// markers that go with the segments.
+	Baselines       []receiver.BaselineMarker
+	Anchor          *batch.Baseline
+	DeleteBaselines []receiver.BaselineMarker
 }
 
 // DeleteBytes is the size of the segments the plan deletes.
@@ -99,6 +113,22 @@ func Compute(ctx context.Context, st store.Store, stream string, pol Policy, now
 	if p.Receivers, err = receiver.ReadWatermarks(ctx, st, stream); err != nil {
 		return nil, fmt.Errorf("read the receivers' watermarks (retention needs them to know what is applied): %w", err)
 	}
+	p.byRules(now)
+	if p.Baselines, err = receiver.ListBaselines(ctx, st, stream); err != nil {
+		return nil, err
+	}
+	if len(p.Baselines) > 0 {
+		if err := p.cutAtBaseline(ctx, st, now); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// byRules sets Delete and Reason by keep_min, keep_for, the receivers'
+// watermarks and the newest segment.
+func (p *Plan) byRules(now time.Time) {
+	pol := p.Policy
 	keepMin := max(pol.KeepMin, 1)
 	for i, s := range p.Segments {
 		switch {
@@ -108,14 +138,14 @@ func Compute(ctx context.Context, st store.Store, stream string, pol Policy, now
 			} else {
 				p.Reason = fmt.Sprintf("%s is the newest segment, which is always kept (a new spool continues the stream from it)", s.Name)
 			}
-			return p, nil
+			return
 		case pol.KeepFor > 0 && (s.ModTime.IsZero() || now.Sub(s.ModTime) < pol.KeepFor):
 			if s.ModTime.IsZero() {
 				p.Reason = fmt.Sprintf("%s has no modification time in the store, so keep_for cannot be checked", s.Name)
 			} else {
 				p.Reason = fmt.Sprintf("keep_for = %s: %s was stored %s ago", pol.KeepFor, s.Name, now.Sub(s.ModTime).Round(time.Second))
 			}
-			return p, nil
+			return
 		}
 		if w, ok := unapplied(p.Receivers, s); ok {
 			if w.PublishedAt.IsZero() {
@@ -124,11 +154,72 @@ func Compute(ctx context.Context, st store.Store, stream string, pol Policy, now
 				p.Reason = fmt.Sprintf("receiver %s has applied only through generation %d seq %d; %s is not applied",
 					w.Receiver, w.Generation, w.AppliedSeq, s.Name)
 			}
-			return p, nil
+			return
 		}
 		p.Delete = i + 1
 	}
-	return p, nil
+}
+
+// cutAtBaseline moves the cut back to the segment holding the begin of the
+// anchor: the newest baseline whose begin segment is listed and, under
+// keep_for, that ended at or before now-keep_for (so a restore to any time
+// within keep_for finds a baseline that ends before it). With no anchor
+// nothing is deleted: the segments from the stream's start are needed.
+func (p *Plan) cutAtBaseline(ctx context.Context, st store.Store, now time.Time) error {
+	idx := -1
+	for i := len(p.Baselines) - 1; i >= 0 && idx < 0; i-- {
+		m := p.Baselines[i]
+		j := p.holding(m.Gen, m.Begin)
+		if j < 0 {
+			continue
+		}
+		b, err := receiver.ReadBaseline(ctx, st, m)
+		if err != nil {
+			return err
+		}
+		if p.Policy.KeepFor > 0 && now.Sub(b.EndTime) < p.Policy.KeepFor {
+			continue
+		}
+		idx, p.Anchor = j, &b
+	}
+	if idx < 0 {
+		if p.Delete > 0 {
+			p.Delete = 0
+			p.Reason = "no complete baseline"
+			if p.Policy.KeepFor > 0 {
+				p.Reason += fmt.Sprintf(" ended more than keep_for = %s ago", p.Policy.KeepFor)
+			}
+			p.Reason += fmt.Sprintf(" whose begin is still stored (%d marker(s)): a restore needs every segment from %s on", len(p.Baselines), p.Segments[0].Name)
+		}
+		return nil
+	}
+	if idx < p.Delete {
+		p.Delete = idx
+		p.Reason = fmt.Sprintf("it holds the begin (seq %d) of baseline %s, the newest complete one", p.Anchor.BeginSeq,
+			batch.BaselineName(p.Anchor.Generation, p.Anchor.BeginSeq, p.Anchor.EndSeq))
+		if p.Policy.KeepFor > 0 {
+			p.Reason += fmt.Sprintf(" that ended more than keep_for = %s ago (%s)", p.Policy.KeepFor, p.Anchor.EndTime.Format(time.RFC3339))
+		}
+		p.Reason += "; restores start there"
+	}
+	first := p.Segments[p.Delete]
+	for _, m := range p.Baselines {
+		if m.Gen < first.Generation || (m.Gen == first.Generation && m.Begin < first.First) {
+			p.DeleteBaselines = append(p.DeleteBaselines, m)
+		}
+	}
+	return nil
+}
+
+// holding returns the index of the segment of generation gen that holds
+// seq, or -1.
+func (p *Plan) holding(gen uint32, seq uint64) int {
+	for i, s := range p.Segments {
+		if s.Generation == gen && s.First <= seq && seq <= s.Last {
+			return i
+		}
+	}
+	return -1
 }
 
 // unapplied returns a receiver that has not applied s.
@@ -151,6 +242,14 @@ func (p *Plan) Apply(ctx context.Context, st store.Store, log *slog.Logger) (int
 		}
 		if log != nil {
 			log.Debug("pruned segment", "segment", s.Key, "bytes", s.Size)
+		}
+	}
+	for _, m := range p.DeleteBaselines {
+		if err := st.Delete(ctx, m.Key); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return p.Delete, fmt.Errorf("delete baseline marker %s: %w (the segments before it are deleted)", m.Key, err)
+		}
+		if log != nil {
+			log.Debug("pruned baseline marker", "key", m.Key)
 		}
 	}
 	return p.Delete, nil
@@ -177,6 +276,14 @@ func (p *Plan) Summary(dryRun bool) string {
 	}
 	if p.Reason != "" {
 		fmt.Fprintf(&b, "kept from %s on because %s\n", p.Segments[p.Delete].Name, p.Reason)
+	}
+	if p.Anchor != nil {
+		fmt.Fprintf(&b, "kept baseline %s (seq %d..%d, ended %s) and everything after it: the oldest point a fresh restore can start from\n",
+			batch.BaselineName(p.Anchor.Generation, p.Anchor.BeginSeq, p.Anchor.EndSeq), p.Anchor.BeginSeq, p.Anchor.EndSeq,
+			p.Anchor.EndTime.Format(time.RFC3339))
+	}
+	if n := len(p.DeleteBaselines); n > 0 {
+		fmt.Fprintf(&b, "%s %d baseline marker(s) whose begin is deleted\n", verb, n)
 	}
 	if len(p.Receivers) == 0 {
 		fmt.Fprintf(&b, "no receiver has registered for stream %s: only keep_for and keep_min protect its segments\n", p.Stream)

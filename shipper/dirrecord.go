@@ -3,6 +3,7 @@ package shipper
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 )
 
 // Record ops of a replicated directory tree (docs/DIRTREE.md). The key is
@@ -15,7 +16,23 @@ const (
 	DirOpMkdir   = "mkdir"   // directory (created if missing): header only
 	DirOpRmdir   = "rmdir"   // remove the directory and everything under it
 	DirOpSymlink = "symlink" // symbolic link: header + target
+
+	// A baseline: every path of the tree shipped in full between these
+	// two records (key ".", data a DirBaselineData as JSON). The applier
+	// does nothing for them.
+	DirOpBaselineBegin = "baseline-begin"
+	DirOpBaselineEnd   = "baseline-end"
 )
+
+// DirBaselineData is the data of a baseline-begin or baseline-end record,
+// JSON so that "ferry cat --json" shows it as it is. Version is 1; readers
+// ignore unknown fields.
+type DirBaselineData struct {
+	Version   int       `json:"version"`
+	StartedAt time.Time `json:"started_at"`          // when the walk began (both records)
+	BeginSeq  uint64    `json:"begin_seq,omitempty"` // end: the seq of its begin record
+	Paths     uint64    `json:"paths,omitempty"`     // end: paths the walk shipped
+}
 
 // DirHeaderLen is the size of the fixed header that starts the data of
 // put, chunk, attr, mkdir and symlink records:

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -67,10 +68,19 @@ type DirSource struct {
 	// changes keep coming (it is also written when the pending log grows
 	// past 4 MiB or half the snapshot, after a scan and on exit). Default 30s.
 	IndexEvery time.Duration
+	// Baseline, if set, makes the source ship the whole tree as a
+	// baseline whenever it fires (docs/DIRTREE.md, "Baselines"), and at
+	// start when this spool has completed none or the schedule fired
+	// since the last one. OnBaseline is called with each completed
+	// baseline once its end record is durable (stream and generation
+	// unset); ferry ship hands it to BaselineMarkers.
+	Baseline   BaselineSchedule
+	OnBaseline func(batch.Baseline)
 	Log        *slog.Logger
 
-	mu  sync.Mutex
-	run *dirRun // the current Run, for Status
+	mu             sync.Mutex
+	run            *dirRun // the current Run, for Status
+	baselineWanted atomic.Bool
 }
 
 // DirStatus is what a DirSource reports about itself.
@@ -83,6 +93,10 @@ type DirStatus struct {
 	Records  uint64
 	Bytes    int64 // framed bytes of the records appended
 	Flushes  uint64
+
+	BaselineRunning bool      // a baseline is being shipped
+	Baselines       int       // baselines completed by this Run
+	LastBaseline    time.Time // end of the last baseline the spool completed
 }
 
 // DurableSink is a Sink that can also wait until the records it accepted
@@ -242,6 +256,11 @@ func (s *DirSource) start() (*dirRun, error) {
 	}
 	r.idx.checkCursor(cur.Batches, exists, r.log)
 	r.lastPersist = time.Now()
+	if err := r.initBaseline(); err != nil {
+		r.rootDir.Close()
+		r.idx.close()
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -279,6 +298,9 @@ type dirRun struct {
 	inFlush     bool // a flush started and did not finish: the index is not durable
 	changed     int  // index changes since the snapshot
 	lastPersist time.Time
+
+	base         *dirBaselineRun // the baseline in progress, if any
+	nextBaseline time.Time       // when the next one is due (zero: never)
 }
 
 // openIn opens rel below the root without following a symlink anywhere on
@@ -426,7 +448,12 @@ func (r *dirRun) watchAndShip(ctx context.Context, sink Sink) error {
 	case <-r.rescan:
 	default:
 	}
-	if err := r.scan(); err != nil {
+	if r.base == nil && r.baselineDue(time.Now()) {
+		err = r.beginBaseline(ctx, sink) // its walk is the scan
+	} else {
+		err = r.scan()
+	}
+	if err != nil {
 		return err
 	}
 	baseline := true
@@ -439,6 +466,15 @@ func (r *dirRun) watchAndShip(ctx context.Context, sink Sink) error {
 		case <-r.rescan:
 			return errDirRescan
 		default:
+		}
+		if err := r.maybeEndBaseline(ctx, sink); err != nil {
+			return err
+		}
+		if r.baselineDue(time.Now()) {
+			if err := r.beginBaseline(ctx, sink); err != nil {
+				return err
+			}
+			continue
 		}
 		due, next := r.takeDue(time.Now())
 		if len(due) > 0 {
@@ -475,6 +511,12 @@ func (r *dirRun) wait(ctx context.Context, next time.Time) error {
 		defer t.Stop()
 		due = t.C
 	}
+	var baselineDue <-chan time.Time
+	if r.base == nil && !r.nextBaseline.IsZero() {
+		t := time.NewTimer(time.Until(r.nextBaseline))
+		defer t.Stop()
+		baselineDue = t.C
+	}
 	var persist <-chan time.Time
 	if r.changed > 0 {
 		t := time.NewTimer(time.Until(r.lastPersist.Add(r.indexEvery)))
@@ -490,6 +532,7 @@ func (r *dirRun) wait(ctx context.Context, next time.Time) error {
 		return errDirRescan
 	case <-due:
 	case <-kick:
+	case <-baselineDue:
 	case <-persist:
 		return r.maybePersist(false)
 	}
@@ -782,6 +825,7 @@ func (r *dirRun) flushPart(ctx context.Context, sink Sink, paths []string) error
 		if err := r.process(ctx, sink, p); err != nil {
 			return err
 		}
+		r.baselineShipped(p)
 	}
 	if len(r.cur) > 0 {
 		if err := r.send(ctx, sink, true); err != nil {

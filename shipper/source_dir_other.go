@@ -7,6 +7,8 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/ferry-dr/ferry/batch"
 )
 
 // DirSource replicates a directory tree; see source_dir.go. It watches with
@@ -23,8 +25,13 @@ type DirSource struct {
 	ChunkSize     int
 	MaxRecordSize int
 	IndexEvery    time.Duration
+	Baseline      BaselineSchedule
+	OnBaseline    func(batch.Baseline)
 	Log           *slog.Logger
 }
+
+// RequestBaseline does nothing: see DirSource.
+func (s *DirSource) RequestBaseline() {}
 
 // Run fails: see DirSource.
 func (s *DirSource) Run(ctx context.Context, sink Sink) error {

@@ -32,13 +32,16 @@ type dirSink struct {
 	batches int
 	durable int
 	fail    error
+	seq     uint64
 }
 
 func (s *dirSink) AppendBatch(ctx context.Context, recs []batch.Record, cursor []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, r := range recs {
-		s.recs = append(s.recs, batch.Record{Op: r.Op, Key: slices.Clone(r.Key), Data: slices.Clone(r.Data)})
+	for i, r := range recs {
+		s.seq++
+		recs[i].Seq = s.seq // as the spool numbers them
+		s.recs = append(s.recs, batch.Record{Seq: s.seq, Op: r.Op, Key: slices.Clone(r.Key), Data: slices.Clone(r.Data)})
 	}
 	s.cursor = slices.Clone(cursor)
 	s.batches++
@@ -176,6 +179,7 @@ func (m *dirModel) apply(recs []batch.Record) {
 				m.nodes[key] = dirNode{kind: "file", mode: h.mode, mtime: h.mtime, content: string(buf)}
 				delete(m.partial, key)
 			}
+		case DirOpBaselineBegin, DirOpBaselineEnd:
 		default:
 			t.Fatalf("unknown op %q", r.Op)
 		}

@@ -196,7 +196,7 @@ func seconds(s float64) string {
 }
 
 // dirTreeOps are the record ops of a dir: source (docs/DIRTREE.md).
-var dirTreeOps = []string{"put", "chunk", "attr", "del", "mkdir", "rmdir", "symlink"}
+var dirTreeOps = []string{"put", "chunk", "attr", "del", "mkdir", "rmdir", "symlink", "baseline-begin", "baseline-end"}
 
 // isDirTreeStream tells a dir-tree stream by the op of its first record.
 // An unreadable first segment says file: the restore reports the damage.

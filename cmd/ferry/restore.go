@@ -130,7 +130,7 @@ func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (resto
 	if gap <= 0 {
 		gap = time.Duration(cfg.Receive.GapTimeout)
 	}
-	r, err := receiver.Open(receiver.Config{
+	rcfg := receiver.Config{
 		Stream:     cfg.Stream,
 		Generation: cfg.Generation,
 		StateDir:   job.state,
@@ -143,7 +143,11 @@ func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (resto
 		Prefetch:   prefetch(job.prefetch),
 		Until:      job.boundary.seq,
 		UntilTime:  job.boundary.time,
-	}, log)
+	}
+	if err := startAtBaseline(ctx, rcfg, log); err != nil {
+		return restoreResult{}, err
+	}
+	r, err := receiver.Open(rcfg, log)
 	if err != nil {
 		return restoreResult{}, err
 	}
@@ -217,4 +221,23 @@ func showRestoreProgress(ctx context.Context, job restoreJob, r *receiver.Receiv
 		}
 		fmt.Fprint(w, "\r\033[K"+line)
 	}
+}
+
+// startAtBaseline makes a restore into a new state start at the newest
+// baseline that ends by the boundary (docs/DIRTREE.md, "Restoring from a
+// baseline"), and refuses one whose segments were pruned with no baseline
+// to start from. A state with a checkpoint is resumed as it is.
+func startAtBaseline(ctx context.Context, rcfg receiver.Config, log *slog.Logger) error {
+	if _, ok, err := receiver.LoadCheckpoint(rcfg.StateDir); err != nil || ok {
+		return err
+	}
+	start, err := receiver.PlanRestoreStart(ctx, rcfg.Store, rcfg.Stream, rcfg.Generation, rcfg.Until, rcfg.UntilTime)
+	if err != nil {
+		return err
+	}
+	if b := start.Baseline; b != nil {
+		log.Info("restore starts at a baseline", "stream", rcfg.Stream, "begin_seq", b.BeginSeq, "end_seq", b.EndSeq,
+			"baseline_end", b.EndTime.Format(time.RFC3339Nano), "segment", start.Segment)
+	}
+	return receiver.StartAtBaseline(ctx, rcfg, start)
 }

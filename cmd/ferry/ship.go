@@ -137,8 +137,14 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		src = &shipper.TailSource{Path: strings.TrimPrefix(sc.Source, "tail:"), Format: sc.Format,
 			MaxRecordSize: int(sc.MaxRecordSize), Cursor: sh.Spool().Cursor(), Log: log}
 	case strings.HasPrefix(sc.Source, "dir:"):
-		src = &shipper.DirSource{Root: strings.TrimPrefix(sc.Source, "dir:"), SpoolDir: sc.Spool, Exclude: sc.DirExclude,
+		ds := &shipper.DirSource{Root: strings.TrimPrefix(sc.Source, "dir:"), SpoolDir: sc.Spool, Exclude: sc.DirExclude,
 			MaxRecordSize: int(sc.MaxRecordSize), Cursor: sh.Spool().Cursor(), Log: log}
+		stopBaselines, err := startBaselines(ctx, cfg, sh, targets, ds, log)
+		if err != nil {
+			return err
+		}
+		defer stopBaselines() // after the drain: runs after every later defer
+		src = ds
 	default:
 		return usageError{fmt.Errorf("ship.source %q: want stdin, tail:PATH or dir:PATH", sc.Source)}
 	}

@@ -252,6 +252,9 @@ func (p *Process) Kill9() {
 	}
 }
 
+// Signal sends sig to the running process.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Terminate sends SIGTERM and returns the exit code, failing the test if
 // the process had already exited or does not exit within timeout.
 func (p *Process) Terminate(timeout time.Duration) int {

@@ -1,0 +1,157 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/store"
+)
+
+func putBaseline(t *testing.T, st store.Store, begin, end uint64, endAge time.Duration) batch.Baseline {
+	t.Helper()
+	b := batch.Baseline{Stream: "app", Generation: 1, BeginSeq: begin, EndSeq: end, BeginTime: now.Add(-endAge - time.Minute), EndTime: now.Add(-endAge)}
+	if err := st.Put(context.Background(), batch.BaselineKey("app", b), batch.MarshalBaseline(b)); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func markerNames(t *testing.T, st store.Store) []string {
+	t.Helper()
+	ms, err := receiver.ListBaselines(context.Background(), st, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Name)
+	}
+	return out
+}
+
+// With baselines, the cut is in front of the newest baseline that ended
+// before now-keep_for (so a restore to any time in keep_for has one), never
+// further than the other rules allow, and markers of baselines whose begin
+// goes are deleted with the segments.
+func TestBaselineCut(t *testing.T) {
+	day := 24 * time.Hour
+	ctx := context.Background()
+
+	t.Run("keep_for keeps the baseline that serves its oldest time", func(t *testing.T) {
+		st, _ := archive(t, 10, now, daysOld)
+		putBaseline(t, st, 15, 25, 8*day+12*time.Hour)
+		putBaseline(t, st, 55, 62, 4*day+12*time.Hour)
+		p, err := Compute(ctx, st, "app", Policy{KeepFor: 6 * day}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// keep_for alone would delete 5 segments (6 days old and older).
+		if p.Delete != 1 || p.Anchor == nil || p.Anchor.BeginSeq != 15 || len(p.DeleteBaselines) != 0 {
+			t.Fatalf("plan: delete %d, anchor %+v, markers %v; want 1 segment deleted, anchor at seq 15", p.Delete, p.Anchor, p.DeleteBaselines)
+		}
+		sum := p.Summary(true)
+		if !strings.Contains(sum, "begin (seq 15) of baseline 00000001-000000000000000f-0000000000000019.json") ||
+			!strings.Contains(sum, "the oldest point a fresh restore can start from") {
+			t.Fatalf("summary does not say why:\n%s", sum)
+		}
+	})
+
+	t.Run("keep_min only: newest baseline, older markers go", func(t *testing.T) {
+		st, _ := archive(t, 10, now, daysOld)
+		putBaseline(t, st, 15, 25, 8*day)
+		putBaseline(t, st, 55, 62, 4*day)
+		newest := putBaseline(t, st, 95, 99, time.Hour)
+		p, err := Compute(ctx, st, "app", Policy{KeepMin: 1}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Delete != 9 || p.Anchor == nil || p.Anchor.BeginSeq != 95 || len(p.DeleteBaselines) != 2 {
+			t.Fatalf("plan: delete %d, anchor %+v, markers %v; want 9 segments and 2 markers deleted", p.Delete, p.Anchor, p.DeleteBaselines)
+		}
+		if _, err := p.Apply(ctx, st, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := markerNames(t, st); len(got) != 1 || got[0] != batch.BaselineName(1, newest.BeginSeq, newest.EndSeq) {
+			t.Fatalf("markers left: %v", got)
+		}
+		start, err := receiver.PlanRestoreStart(ctx, st, "app", 1, 0, time.Time{})
+		if err != nil || start.Baseline == nil || start.Baseline.BeginSeq != 95 {
+			t.Fatalf("restore after the prune starts at %+v (%v), want the baseline at seq 95", start, err)
+		}
+	})
+
+	t.Run("no baseline old enough: nothing goes", func(t *testing.T) {
+		st, _ := archive(t, 10, now, daysOld)
+		putBaseline(t, st, 95, 99, 12*time.Hour)
+		putBaseline(t, st, 200, 210, 9*day) // its begin is not in the store
+		p, err := Compute(ctx, st, "app", Policy{KeepFor: 6 * day}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Delete != 0 || p.Anchor != nil || !strings.Contains(p.Reason, "no complete baseline ended more than keep_for") {
+			t.Fatalf("plan: delete %d, anchor %+v, reason %q", p.Delete, p.Anchor, p.Reason)
+		}
+	})
+
+	t.Run("receivers still hold the cut back", func(t *testing.T) {
+		st, _ := archive(t, 10, now, daysOld)
+		putBaseline(t, st, 95, 99, time.Hour)
+		register(t, st, "dr", 1, 30)
+		p, err := Compute(ctx, st, "app", Policy{KeepMin: 1}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Delete != 3 || len(p.DeleteBaselines) != 0 {
+			t.Fatalf("plan: delete %d, markers %v; want 3 segments (the receiver applied through 30)", p.Delete, p.DeleteBaselines)
+		}
+	})
+}
+
+// A restore into a new state starts at the newest baseline that ends by
+// the boundary, at the stream's start when none does and it is still
+// there, and refuses when neither is possible.
+func TestPlanRestoreStart(t *testing.T) {
+	ctx := context.Background()
+	day := 24 * time.Hour
+	st, _ := archive(t, 10, now, daysOld)
+	putBaseline(t, st, 15, 25, 8*day)
+	putBaseline(t, st, 55, 62, 4*day)
+	for _, tc := range []struct {
+		until     uint64
+		untilTime time.Time
+		want      uint64 // 0: stream start
+	}{
+		{0, time.Time{}, 55},
+		{70, time.Time{}, 55},
+		{61, time.Time{}, 15},
+		{20, time.Time{}, 0},
+		{0, now.Add(-5 * day), 15},
+		{0, now.Add(-9 * day), 0},
+	} {
+		start, err := receiver.PlanRestoreStart(ctx, st, "app", 1, tc.until, tc.untilTime)
+		var got uint64
+		if start.Baseline != nil {
+			got = start.Baseline.BeginSeq
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("until %d / %v: start %d (%v), want %d", tc.until, tc.untilTime, got, err, tc.want)
+		}
+	}
+	// Pruned through seq 20: a boundary before the first baseline's end
+	// cannot be restored.
+	for _, name := range []string{batch.SegmentName(1, 1, 10), batch.SegmentName(1, 11, 20)} {
+		if err := st.Delete(ctx, batch.SegmentKey("app", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if start, err := receiver.PlanRestoreStart(ctx, st, "app", 1, 61, time.Time{}); !errors.Is(err, receiver.ErrPruned) {
+		t.Fatalf("restore to seq 61 after pruning seq 1..20 (the baseline at 15 is gone): start %+v, err %v", start, err)
+	} else if !strings.Contains(err.Error(), "seq 1..20 were pruned") {
+		t.Fatalf("error does not say what is missing: %v", err)
+	}
+}
