@@ -54,6 +54,10 @@ const (
 	appliedPollIdle = time.Second
 )
 
+// maxLinger bounds how long the ack sealer waits for the appenders of
+// the last round to append again (ackSealer).
+const maxLinger = time.Millisecond
+
 // ackPipeline is how many segments the ack sealer lets be on their way to
 // the targets at once: while one is sent, the next gathers and seals.
 const ackPipeline = 1
@@ -96,11 +100,15 @@ func (s *Shipper) waitAck(ctx context.Context, seq uint64) error {
 	}
 	s.mu.Lock()
 	s.waiters++
+	s.waitSeqs[seq]++
 	s.ackChangedLocked() // wake the ack sealer and the watermark pollers
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		s.waiters--
+		if s.waitSeqs[seq]--; s.waitSeqs[seq] <= 0 {
+			delete(s.waitSeqs, seq)
+		}
 		s.mu.Unlock()
 	}()
 	for {
@@ -128,10 +136,24 @@ func (s *Shipper) waitAck(ctx context.Context, seq uint64) error {
 // ackSealer seals the open batch when appenders wait for acks and every
 // target taking part in acks has everything sealed so far: the records
 // gathered while the previous segment was on its way go out together.
+//
+// Group commit lingers briefly, like PostgreSQL's commit_delay: when the
+// targets acknowledge a segment, its appenders return and most append
+// again at once. Sealing at the first of them would send a segment with a
+// handful of records and leave the rest for the round after, halving
+// throughput; so while fewer appenders wait in the open batch than the
+// last ack seal carried, it waits for them, at most a quarter of the last
+// round trip and never more than maxLinger.
 func (s *Shipper) ackSealer(ctx context.Context) error {
 	if s.cfg.Ack == AckLocal || s.cfg.Ack == "" {
 		return nil
 	}
+	var (
+		lastCarried int           // appenders the last ack seal carried
+		sealedAt    time.Time     // when it was sealed
+		round       time.Duration // how long the targets took to acknowledge it
+		lingerUntil time.Time     // a linger in progress, or zero
+	)
 	for {
 		s.mu.Lock()
 		ach, waiters := s.ackCh, s.waiters
@@ -141,17 +163,38 @@ func (s *Shipper) ackSealer(ctx context.Context) error {
 				minSent = min(minSent, s.targets[t.Name].SentSeq)
 			}
 		}
+		open := 0 // appenders whose records are not sealed and sent yet
+		for seq, n := range s.waitSeqs {
+			if seq > minSent {
+				open += n
+			}
+		}
 		s.mu.Unlock()
 		sch := s.spool.Changed()
-		if waiters > 0 && len(s.spool.Pending(minSent)) <= ackPipeline-1 && s.spool.Stats().LastSeq > minSent {
-			// Few sealed segments are on their way and records wait in
-			// the open batch: seal them now, so the next segment is ready
-			// when the target acknowledges the one in flight.
-			if err := s.spool.Seal("ack"); err != nil {
-				return err
+		var linger <-chan time.Time
+		idle := len(s.spool.Pending(minSent)) <= ackPipeline-1
+		if idle && !sealedAt.IsZero() {
+			round, sealedAt = time.Since(sealedAt), time.Time{}
+		}
+		if waiters > 0 && idle && s.spool.Stats().LastSeq > minSent {
+			now := time.Now()
+			if open < lastCarried && lingerUntil.IsZero() {
+				lingerUntil = now.Add(min(round/4, maxLinger))
 			}
-			if len(s.spool.Pending(minSent)) > 0 {
-				continue
+			if open < lastCarried && now.Before(lingerUntil) {
+				linger = time.After(lingerUntil.Sub(now))
+			} else {
+				// Few sealed segments are on their way and records
+				// wait in the open batch: seal them now, so the next
+				// segment is ready when the target acknowledges the
+				// one in flight.
+				if err := s.spool.Seal("ack"); err != nil {
+					return err
+				}
+				lastCarried, sealedAt, lingerUntil = open, time.Now(), time.Time{}
+				if len(s.spool.Pending(minSent)) > 0 {
+					continue
+				}
 			}
 		}
 		select {
@@ -159,6 +202,7 @@ func (s *Shipper) ackSealer(ctx context.Context) error {
 			return nil
 		case <-ach:
 		case <-sch:
+		case <-linger:
 		}
 	}
 }

@@ -238,3 +238,44 @@ func TestAckAllTargetsAsyncStillDurable(t *testing.T) {
 		t.Fatal("Append returned without an fsync and without any target to acknowledge")
 	}
 }
+
+// Closed-loop appenders (each appends again as soon as its record is
+// acknowledged) share segments: the ack sealer lingers for the appenders
+// the last segment released instead of sealing at the first of them, which
+// would split every round into a tiny segment and a large one.
+func TestAckReceivedGroupCommitLingers(t *testing.T) {
+	inner := newDirStore(t)
+	st := &storetest.Faulty{Store: inner, PutFn: func(ctx context.Context, name string, data []byte) error {
+		time.Sleep(20 * time.Millisecond) // a round trip
+		return inner.Put(ctx, name, data)
+	}}
+	cfg := shipperConfig(t, Target{Name: "dr", Store: st})
+	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
+	cfg.Ack = AckReceived
+	sh := startShipper(t, cfg)
+	const appenders, each = 8, 24
+	var wg sync.WaitGroup
+	for i := range appenders {
+		wg.Go(func() {
+			for j := range each {
+				if _, err := sh.Append(context.Background(), batch.Record{Data: fmt.Appendf(nil, "r%d-%d", i, j)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	segs := storeSegments(t, inner, "app")
+	recs := checkChain(t, segs, 0, batch.ZeroHash)
+	if len(recs) != appenders*each {
+		t.Fatalf("store holds %d records, want %d", len(recs), appenders*each)
+	}
+	// Ideally each + 1 segments (the first round gathers whoever came
+	// first); splitting every round would need about twice as many.
+	t.Logf("%d segments", len(segs))
+	if max := each * 3 / 2; len(segs) > max {
+		t.Fatalf("%d closed-loop appenders x %d records took %d segments, want at most %d: rounds are split",
+			appenders, each, len(segs), max)
+	}
+}

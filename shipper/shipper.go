@@ -88,9 +88,10 @@ type Shipper struct {
 	runFail chan struct{} // closed when runErr is set, so Drain stops waiting
 
 	clock    Clock
-	ackCh    chan struct{} // closed and replaced when a watermark moves or an appender starts waiting
-	waiters  int           // appenders waiting for acks
-	segTimes []segTime     // sent segments not yet applied everywhere
+	ackCh    chan struct{}  // closed and replaced when a watermark moves or an appender starts waiting
+	waiters  int            // appenders waiting for acks
+	waitSeqs map[uint64]int // how many appenders wait for each seq (ack.go)
+	segTimes []segTime      // sent segments not yet applied everywhere
 }
 
 // New opens the spool. On a fresh spool whose stream already has segments
@@ -120,7 +121,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 		return nil, err
 	}
 	s := &Shipper{cfg: cfg, log: log, spool: sp, targets: status, runFail: make(chan struct{}), ackCh: make(chan struct{}),
-		clock: cfg.Clock}
+		clock: cfg.Clock, waitSeqs: map[uint64]int{}}
 	if s.clock == nil {
 		s.clock = realClock{}
 	}
