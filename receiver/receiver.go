@@ -111,6 +111,8 @@ type Receiver struct {
 
 	wake chan struct{} // Wake: look at the store now (buffered, 1)
 
+	spare spare // buffers one applyPlanned pass leaves the next (prefetch.go)
+
 	// health, under mu: the error being retried (cleared by a success)
 	// and since when a gap has been waited on.
 	retrying      string

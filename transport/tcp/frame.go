@@ -87,6 +87,12 @@ func typeName(t byte) string {
 // stream that ends inside a frame returns io.ErrUnexpectedEOF; damage
 // returns an error wrapping ErrProtocol.
 func readFrame(r io.Reader, maxSegment int64) (frame, error) {
+	return readFrameInto(r, maxSegment, nil)
+}
+
+// readFrameInto is readFrame reading the payload into buf's memory when it
+// is large enough (it still grows only with the bytes actually received).
+func readFrameInto(r io.Reader, maxSegment int64, buf []byte) (frame, error) {
 	var hdr [frameHeaderSize]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return frame{}, err
@@ -103,7 +109,7 @@ func readFrame(r io.Reader, maxSegment int64) (frame, error) {
 	if n > limit {
 		return frame{}, fmt.Errorf("%s frame of %d bytes is over the %d-byte limit: %w", typeName(typ), n, limit, ErrProtocol)
 	}
-	payload, err := readN(r, int(n))
+	payload, err := readN(r, int(n), buf)
 	var trailer [frameTrailerSize]byte
 	if err == nil {
 		_, err = io.ReadFull(r, trailer[:])
@@ -121,10 +127,13 @@ func readFrame(r io.Reader, maxSegment int64) (frame, error) {
 	return frame{typ: typ, payload: payload}, nil
 }
 
-// readN reads exactly n bytes, growing its buffer by doubling from readStep
-// so that memory follows the bytes actually received.
-func readN(r io.Reader, n int) ([]byte, error) {
-	buf := make([]byte, 0, min(n, readStep))
+// readN reads exactly n bytes into buf's memory, growing it by doubling
+// from readStep so that memory follows the bytes actually received.
+func readN(r io.Reader, n int, buf []byte) ([]byte, error) {
+	buf = buf[:0]
+	if cap(buf) < min(n, readStep) {
+		buf = make([]byte, 0, min(n, readStep))
+	}
 	for len(buf) < n {
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, min(n-len(buf), len(buf)))

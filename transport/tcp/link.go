@@ -50,7 +50,8 @@ func (c timeoutConn) Write(p []byte) (int, error) {
 type link struct {
 	conn    net.Conn
 	r       *bufio.Reader
-	maxRead int64 // cap on SEGMENT frames read
+	maxRead int64  // cap on SEGMENT frames read
+	reuse   []byte // readReusing's buffer
 
 	wmu       sync.Mutex
 	w         *bufio.Writer
@@ -76,6 +77,22 @@ func newLink(conn net.Conn, timeout time.Duration, maxRead int64, limiter *rate.
 
 // read reads the next frame; only one goroutine may call it.
 func (l *link) read() (frame, error) { return readFrame(l.r, l.maxRead) }
+
+// maxReuse bounds the buffer readReusing keeps between frames.
+const maxReuse = 64 << 20
+
+// readReusing is read into the memory of the previous frame read this way:
+// the payload is valid only until the next call. The receiver's request
+// loop uses it, as a SEGMENT's bytes are stored before the next is read;
+// fresh buffers for every segment cost more CPU (zeroing, growing) than
+// checking them.
+func (l *link) readReusing() (frame, error) {
+	f, err := readFrameInto(l.r, l.maxRead, l.reuse)
+	if err == nil && cap(f.payload) <= maxReuse {
+		l.reuse = f.payload[:0]
+	}
+	return f, err
+}
 
 // write sends one frame whose payload is prefix followed by body. The body
 // goes out in chunks, each paced by the limiter (SEGMENT only) and each

@@ -39,7 +39,8 @@ type Server struct {
 	Insecure bool
 
 	// Inbox is where segments are stored durably before the ack; the
-	// receiver applies from it. Required.
+	// receiver applies from it. Required. Its Put must not keep the data
+	// slice after it returns: the link reads the next segment into it.
 	Inbox store.Store
 	// Applied reports the receiver's applied watermark for a stream, sent
 	// to shippers in acks and heartbeats. Nil reports 0.

@@ -92,7 +92,7 @@ func (s *Server) serveConn(ctx context.Context, st serverSettings, nc net.Conn) 
 // or write fails or the shipper breaks the protocol, and returns why.
 func (s *Server) serveRequests(ctx context.Context, l *link, sess *session) error {
 	for {
-		f, err := l.read()
+		f, err := l.readReusing() // each request is done with before the next is read
 		if err != nil {
 			return err
 		}
