@@ -63,6 +63,11 @@ type Meta struct {
 	PayloadSHA256    string    `json:"payload_sha256"`
 	PrevSHA256       string    `json:"prev_sha256"`
 	SealedAt         time.Time `json:"sealed_at"`
+	// SourceCursor is the shipper's source position after the segment's
+	// last record (opaque; absent when the source has none). The shipper's
+	// spool recovers it from its newest sealed segment; receivers ignore
+	// it.
+	SourceCursor []byte `json:"source_cursor,omitempty"`
 }
 
 // Name is the segment's file name, derived from its metadata.
@@ -206,6 +211,10 @@ func (b *Builder) Reset(stream string, gen uint32, prev string) {
 // before it is still being sealed passes "" to Reset and calls SetPrev once
 // that hash is known; Seal refuses a segment whose predecessor is not set.
 func (b *Builder) SetPrev(prev string) { b.meta.PrevSHA256 = prev }
+
+// SetSourceCursor records the source position after the segment's last
+// record in its metadata (Meta.SourceCursor); nil leaves it out.
+func (b *Builder) SetSourceCursor(c []byte) { b.meta.SourceCursor = c }
 
 // release drops the chunks of the current segment, waiting for those
 // still compressing so their buffers can be reused.

@@ -93,7 +93,7 @@ func TestSpoolSealDiskFull(t *testing.T) {
 	defer sp.Close()
 	// Fill the disk only for segment writes: the journal has room.
 	sp.cfg.WriteFile = func(f *os.File, b []byte) (int, error) {
-		if strings.Contains(f.Name(), ".seg.zst.tmp") {
+		if strings.HasSuffix(f.Name(), ".seg.zst") {
 			return disk.write(f, b)
 		}
 		return f.Write(b)

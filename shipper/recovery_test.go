@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 )
@@ -399,22 +400,22 @@ func TestRecoverResealKeepsCursorDurable(t *testing.T) {
 		t.Fatalf("sealed %v, want [1 2]", got)
 	}
 	// The reseal must not depend on the journal being durable: the
-	// segment is fsynced before state.json, and state.json carries the
-	// journal's cursor, so a crash right after recovery keeps both.
-	seg := slices.IndexFunc(order, func(s string) bool { return strings.HasSuffix(s, ".seg.zst.tmp") })
-	if seg < 0 {
+	// segment is fsynced, and it carries the journal's cursor, so a crash
+	// right after recovery keeps both.
+	segName := slices.IndexFunc(order, func(s string) bool { return strings.HasSuffix(s, ".seg.zst") })
+	if segName < 0 {
 		t.Fatalf("fsyncs at recovery: %q; want the resealed segment fsynced", order)
 	}
-	raw, err := os.ReadFile(filepath.Join(cfg.Dir, "state.json"))
+	raw, err := os.ReadFile(filepath.Join(cfg.Dir, "sealed", order[segName]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st spoolState
-	if err := json.Unmarshal(raw, &st); err != nil {
+	m, _, err := batch.ParseMeta(raw)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if string(st.Cursor) != "c2" || st.SealedSeq != 2 {
-		t.Fatalf("state.json after reseal: cursor %q sealed %d; want c2 and 2", st.Cursor, st.SealedSeq)
+	if string(m.SourceCursor) != "c2" || m.LastSeq != 2 {
+		t.Fatalf("resealed segment: cursor %q last seq %d; want c2 and 2", m.SourceCursor, m.LastSeq)
 	}
 }
 
@@ -585,5 +586,151 @@ func TestRecoverLeftoverInBothFilesAndGaps(t *testing.T) {
 				t.Fatalf("OpenSpool: err %v, want a gap error", err)
 			}
 		})
+	}
+}
+
+// crashCopy copies a live spool the way kill -9 leaves it (the page cache
+// survives): state.json is whatever the last saveState wrote.
+func crashCopy(t *testing.T, dir string) SpoolConfig {
+	t.Helper()
+	img := t.TempDir()
+	if err := copyTree(dir, img); err != nil {
+		t.Fatal(err)
+	}
+	cfg := spoolConfig(t)
+	cfg.Dir = img
+	return cfg
+}
+
+// Seals do not rewrite state.json: the segments sealed since carry the
+// chain and the source cursor, and recovery brings state.json up to them.
+func TestRecoverAdoptsSealsSinceState(t *testing.T) {
+	cfg := spoolConfig(t)
+	sp := openSpool(t, cfg)
+	defer sp.Close()
+	before := readState(t, cfg.Dir)
+	for i, c := range []string{"c3", "c5", "c9"} {
+		appendRecs(t, sp, records(fmt.Sprint("r", i), 3), c)
+		if err := sp.Seal("test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := readState(t, cfg.Dir); st.SealedSeq != before.SealedSeq {
+		t.Fatalf("a seal rewrote state.json (sealed_seq %d)", st.SealedSeq)
+	}
+	appendRecs(t, sp, records("open", 2), "c11") // left in the journal
+	if err := sp.WaitDurable(context.Background(), sp.written); err != nil {
+		t.Fatal(err)
+	}
+	img := crashCopy(t, cfg.Dir)
+	sp2 := openSpool(t, img)
+	defer sp2.Close()
+	if st := readState(t, img.Dir); st.SealedSeq < 9 {
+		t.Fatalf("state.json sealed_seq %d after recovery, want at least 9", st.SealedSeq)
+	}
+	if c := string(sp2.Cursor()); c != "c11" || sp2.Stats().LastSeq != 11 {
+		t.Fatalf("cursor %q last seq %d; want c11 and 11", c, sp2.Stats().LastSeq)
+	}
+	all := checkChain(t, sealedFiles(t, img.Dir), 0, batch.ZeroHash)
+	if len(all) != 11 {
+		t.Fatalf("spool holds %d records after recovery, want 11", len(all))
+	}
+}
+
+// A crash during a seal, before its fsync, can leave the newest segment
+// torn: recovery removes it and reseals its records from the journal.
+// Damage anywhere else is refused.
+func TestRecoverTornNewestSegment(t *testing.T) {
+	cfg := spoolConfig(t)
+	sp := openSpool(t, cfg)
+	appendRecs(t, sp, records("a", 4), "c4")
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	pos := appendRecs(t, sp, records("b", 3), "c7")
+	if err := sp.WaitDurable(context.Background(), pos); err != nil {
+		t.Fatal(err)
+	}
+	// The journal of 5-7 as the seal found it, before the seal retires it.
+	journals := map[string][]byte{}
+	for _, n := range journalFiles(t, cfg.Dir) {
+		b, err := os.ReadFile(filepath.Join(cfg.Dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		journals[n] = b
+	}
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	img := crashCopy(t, cfg.Dir)
+	sp.Close()
+	for n, b := range journals {
+		writeFile(t, filepath.Join(img.Dir, n), b)
+	}
+	segs := sealedFiles(t, img.Dir)
+	newest := filepath.Join(img.Dir, "sealed", segs[len(segs)-1].name)
+	raw, err := os.ReadFile(newest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, newest, raw[:len(raw)-7]) // torn
+
+	damaged := crashCopy(t, img.Dir)
+	sp2 := openSpool(t, img)
+	if c := string(sp2.Cursor()); c != "c7" || sp2.Stats().LastSeq != 7 {
+		t.Fatalf("cursor %q last seq %d; want c7 and 7", c, sp2.Stats().LastSeq)
+	}
+	all := checkChain(t, sealedFiles(t, img.Dir), 0, batch.ZeroHash)
+	if got, want := datas(all), append(lines("a", 1, 4), lines("b", 1, 3)...); !slices.Equal(got, want) {
+		t.Fatalf("after recovery %q, want %q", got, want)
+	}
+	sp2.Close()
+
+	// The same damage in a segment that is not the newest is refused.
+	first := filepath.Join(damaged.Dir, "sealed", segs[0].name)
+	raw, err = os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)-1] ^= 0xff
+	writeFile(t, first, raw)
+	if _, err := OpenSpool(damaged, nil, quiet); err == nil || !strings.Contains(err.Error(), "the spool is damaged") {
+		t.Fatalf("OpenSpool with a damaged older segment: %v, want 'the spool is damaged'", err)
+	}
+}
+
+// Confirmed segments leave the spool once state.json covers them: at
+// most every stateEvery while running, at once on Close.
+func TestConfirmedSegmentsWaitForState(t *testing.T) {
+	defer func(d time.Duration) { stateEvery = d }(stateEvery)
+	stateEvery = time.Hour
+	cfg := spoolConfig(t)
+	sp := openSpool(t, cfg, "t")
+	seal := func(prefix string) {
+		appendRecs(t, sp, records(prefix, 2), "")
+		if err := sp.Seal("test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seal("a")
+	sp.Confirm("t", 2) // the first Confirm since open writes state.json
+	seal("b")
+	seal("c")
+	sp.Confirm("t", 6)
+	if got := seqRanges(sealedFiles(t, cfg.Dir)); len(got) != 2 || got[0] != [2]uint64{3, 4} {
+		t.Fatalf("sealed after confirming everything within stateEvery: %v, want 3-4 and 5-6 kept", got)
+	}
+	if st := sp.Stats(); st.SealedPending != 0 {
+		t.Fatalf("SealedPending %d, want 0: every segment is confirmed", st.SealedPending)
+	}
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := sealedFiles(t, cfg.Dir); len(got) != 0 {
+		t.Fatalf("sealed after Close: %v, want none", seqRanges(got))
+	}
+	if st := readState(t, cfg.Dir); st.SealedSeq != 6 {
+		t.Fatalf("state.json sealed_seq %d after Close, want 6", st.SealedSeq)
 	}
 }

@@ -150,9 +150,9 @@ func (s *Spool) seal(job *sealJob) {
 	s.notify()
 	s.mu.Unlock()
 	if err == nil {
-		// After state.json: what the files hold is sealed, or copied to
-		// the live file (a leftover). If a crash brings them back,
-		// recovery skips those records by seq.
+		// The segment is durable: what the files hold is sealed, or
+		// copied to the live file (a leftover). If a crash brings them
+		// back, recovery skips those records by seq.
 		if job.old != nil {
 			job.old.f.Close()
 			job.obsolete = append(job.obsolete, job.old.name)
@@ -164,21 +164,25 @@ func (s *Spool) seal(job *sealJob) {
 	close(job.done)
 }
 
-// writeSealed writes job's segment. Order: the segment under a temp name
-// (fsynced, directory fsynced), then state.json naming it with the cursor
-// after its records, then the rename. A crash before state.json leaves a
-// temp file recovery deletes (the journal still has the records, or lost
-// them together with their cursor); after it, recovery finishes the
-// rename. So a sealed segment never exists without the cursor that goes
-// with it. The journal is left alone: records it still holds are
-// recognised as sealed by their seq on recovery, and entries lost unsynced
-// held only sealed records whose cursor state.json now carries.
+// writeSealed writes job's segment: straight under its final name,
+// fsynced with its directory entry, one journal commit. Its metadata
+// carries the source cursor after its records (SourceCursor), so the
+// segment alone tells recovery where the stream and the source stand:
+// state.json is not rewritten per seal (saveState writes it in the
+// background so confirmed segments can leave the spool). A crash before
+// the fsync leaves a torn file, or none, that recovery removes: the
+// journal still has the records, or lost them together with their
+// cursor, and no target was sent it. The journal is left alone: records
+// it still holds are recognised as sealed by their seq on recovery, and
+// entries lost unsynced held only sealed records whose cursor the segment
+// now carries.
 func (s *Spool) writeSealed(job *sealJob) (sealResult, error) {
 	if job.syncTo > 0 {
 		if err := s.waitDurable(context.Background(), job.syncTo, false); err != nil {
 			return sealResult{}, err
 		}
 	}
+	job.b.SetSourceCursor(job.cursor)
 	data, meta, err := job.b.Seal(s.cfg.Now())
 	if err != nil {
 		return sealResult{}, err
@@ -194,8 +198,7 @@ func (s *Spool) writeSealed(job *sealJob) (sealResult, error) {
 		if err == nil || !isNoSpace(err) {
 			return res, err
 		}
-		// The temp files are rewritten (truncated) by the next attempt;
-		// never removed here: state.json may already name the segment.
+		// writeSegmentFile removed what this attempt wrote.
 		s.mu.Lock()
 		closing := s.closing
 		s.mu.Unlock()
@@ -211,25 +214,16 @@ func (s *Spool) writeSealed(job *sealJob) (sealResult, error) {
 	}
 }
 
-// writeSegment writes a sealed segment and the state.json naming it (see
-// writeSealed).
+// writeSegment writes a sealed segment durably (see writeSealed).
 func (s *Spool) writeSegment(job *sealJob, data []byte, meta batch.Meta) (sealResult, error) {
 	name := meta.Name()
-	final := s.path("sealed", name)
-	tmp := s.path("sealed", "."+name+".tmp")
-	if err := s.writeSegmentTemp(tmp, data); err != nil {
+	if err := s.writeSegmentFile(s.path("sealed", name), data); err != nil {
 		return sealResult{}, err
 	}
 	s.mu.Lock()
 	st := s.state
 	s.mu.Unlock()
 	st.SealedSeq, st.LastHash, st.Cursor, st.Segment = meta.LastSeq, batch.Hash(data), job.cursor, name
-	if err := s.writeState(st); err != nil {
-		return sealResult{}, err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return sealResult{}, fmt.Errorf("publish sealed/%s: %w", name, err)
-	}
 	seg := SealedSegment{Name: name, FirstSeq: meta.FirstSeq, LastSeq: meta.LastSeq, Size: int64(len(data))}
 	s.log.Debug("sealed segment", "segment", name, "records", meta.Records, "bytes", len(data), "reason", job.reason)
 	return sealResult{state: st, seg: seg, meta: meta, data: data}, nil
@@ -252,31 +246,37 @@ func (s *Spool) commitLocked(job *sealJob, res sealResult) {
 		// point, in the newer file, where Append returned its position.
 		s.synced = max(s.synced, old.end)
 	}
-	// The live file was created before the seal began, so state.json's
-	// directory fsync made its entry durable.
-	for _, j := range s.journals {
-		j.dirSynced = true
-	}
 }
 
-// writeSegmentTemp writes data to tmp durably: file and directory entry.
-func (s *Spool) writeSegmentTemp(tmp string, data []byte) error {
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+// writeSegmentFile writes data to path durably: file and directory entry.
+// The name must be new (O_EXCL: a segment name is never overwritten). On
+// failure the file it created is removed: a full disk is retried from
+// scratch, and a failed fsync leaves nothing recovery could take for a
+// sealed segment.
+func (s *Spool) writeSegmentFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("seal: %s exists already; a segment name is never overwritten (is another process using this spool?): %w", path, err)
+	}
 	if err != nil {
 		return err
 	}
-	if _, err := s.cfg.WriteFile(f, data); err != nil {
+	fail := func(err error) error {
 		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := s.cfg.SyncFile(f); err != nil {
-		f.Close()
-		return fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
+		os.Remove(path)
 		return err
 	}
-	return fsutil.SyncDir(filepath.Dir(tmp))
+	if _, err := s.cfg.WriteFile(f, data); err != nil {
+		return fail(fmt.Errorf("write %s: %w", path, err))
+	}
+	if err := s.cfg.SyncFile(f); err != nil {
+		return fail(fmt.Errorf("fsync %s: %w", path, err))
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return fsutil.SyncDir(filepath.Dir(path))
 }
 
 // writeState replaces state.json with st durably: temp file fsynced with
@@ -305,8 +305,8 @@ func (s *Spool) writeState(st spoolState) error {
 	return fsutil.SyncDir(s.cfg.Dir)
 }
 
-// scanSealed loads the sealed/ listing and adopts a segment sealed after
-// the last state.json write (a crash between the two).
+// scanSealed loads the sealed/ listing and adopts the segments sealed
+// after the last state.json write (adoptSealed).
 func (s *Spool) scanSealed() error {
 	ents, err := os.ReadDir(s.path("sealed"))
 	if err != nil {
@@ -341,24 +341,62 @@ func (s *Spool) scanSealed() error {
 		s.sealedBytes += fi.Size()
 	}
 	sort.Slice(s.sealed, func(i, j int) bool { return s.sealed[i].FirstSeq < s.sealed[j].FirstSeq })
-	if n := len(s.sealed); n > 0 && s.sealed[n-1].LastSeq > s.state.SealedSeq {
-		seg := s.sealed[n-1]
+	return s.adoptSealed()
+}
+
+// adoptSealed brings state.json up to the segments sealed since it was
+// last written (seals do not rewrite it): each must continue the chain
+// from it, and its metadata carries the source cursor after its records.
+// Only the newest may be damaged, by a crash during its seal, before its
+// fsync: it is removed, as no target was sent it and the journal replays
+// its records (or lost them with their cursor).
+func (s *Spool) adoptSealed() error {
+	st := s.state
+	adopted := 0
+	for i := 0; i < len(s.sealed); i++ {
+		seg := s.sealed[i]
+		if seg.LastSeq <= st.SealedSeq {
+			continue
+		}
 		data, err := os.ReadFile(s.path("sealed", seg.Name))
 		if err != nil {
 			return err
 		}
 		sg, err := batch.Open(data)
+		if err != nil && i == len(s.sealed)-1 {
+			s.log.Warn("removing a segment whose seal a crash interrupted; its records are replayed from the journal",
+				"segment", seg.Name, "err", err)
+			if err := os.Remove(s.path("sealed", seg.Name)); err != nil {
+				return err
+			}
+			if err := fsutil.SyncDir(s.path("sealed")); err != nil {
+				return err
+			}
+			s.sealedBytes -= seg.Size
+			s.sealed = s.sealed[:i]
+			break
+		}
 		if err != nil {
-			return fmt.Errorf("sealed/%s: %w", seg.Name, err)
+			return fmt.Errorf("sealed/%s: %w; the spool is damaged", seg.Name, err)
 		}
-		st := s.state
-		st.SealedSeq, st.LastHash = seg.LastSeq, sg.Hash
-		if err := s.writeState(st); err != nil {
-			return err
+		if seg.FirstSeq != st.SealedSeq+1 || sg.Meta.PrevSHA256 != st.LastHash {
+			return fmt.Errorf("sealed/%s does not continue the spool's chain after seq %d (state.json); the spool is damaged",
+				seg.Name, st.SealedSeq)
 		}
-		s.state = st
-		s.log.Info("adopted segment sealed before a crash", "segment", seg.Name)
+		st.SealedSeq, st.LastHash, st.Segment = seg.LastSeq, sg.Hash, seg.Name
+		if sg.Meta.SourceCursor != nil {
+			st.Cursor = sg.Meta.SourceCursor
+		}
+		adopted++
 	}
+	if adopted == 0 {
+		return nil
+	}
+	if err := s.writeState(st); err != nil {
+		return err
+	}
+	s.state = st
+	s.log.Info("state.json brought up to the sealed segments", "segments", adopted, "seq", st.SealedSeq)
 	return nil
 }
 

@@ -25,8 +25,8 @@ func settle(t *testing.T, sp *Spool) {
 }
 
 // sealGate is a SyncFile that, once on, parks the sealer before each
-// fsync of a temp file (the segment's, state.json's) until the test
-// releases it, with an error for that fsync to return or nil.
+// fsync of a segment file until the test releases it, with an error for
+// that fsync to return or nil.
 type sealGate struct {
 	next    func(*os.File) error
 	on      atomic.Bool
@@ -39,7 +39,7 @@ func newSealGate(next func(*os.File) error) *sealGate {
 }
 
 func (g *sealGate) sync(f *os.File) error {
-	if name := filepath.Base(f.Name()); g.on.Load() && strings.HasSuffix(name, ".tmp") {
+	if name := filepath.Base(f.Name()); g.on.Load() && strings.HasSuffix(name, ".seg.zst") {
 		g.parked <- name
 		if err := <-g.release; err != nil {
 			return err
@@ -118,8 +118,8 @@ func TestSealAppendsContinueWhileSealing(t *testing.T) {
 	sp := openSpool(t, cfg)
 	gate.on.Store(true)
 	appendRecs(t, sp, records("a", 10), "c10") // due: handed to the sealer
-	if name := gate.wait(t); !strings.HasSuffix(name, ".seg.zst.tmp") {
-		t.Fatalf("sealer parked at %s, want the segment's temp file", name)
+	if name := gate.wait(t); !strings.HasSuffix(name, ".seg.zst") {
+		t.Fatalf("sealer parked at %s, want the segment file", name)
 	}
 	// The sealer is stuck in its fsync; the next batch fills meanwhile.
 	next := records("b", 5)
@@ -191,10 +191,7 @@ func TestSealSecondDueBatchWaits(t *testing.T) {
 	blocked(t, "Append of a second due batch", done)
 	lastSeqIs(t, sp, 20)
 
-	gate.release <- nil // segment fsync of 1-10
-	gate.wait(t)        // state.json's fsync of 1-10
-	blocked(t, "Append of a second due batch", done)
-	gate.release <- nil
+	gate.release <- nil // segment fsync of 1-10: the seal is done
 	if err := result(t, "Append of a second due batch", done); err != nil {
 		t.Fatal(err)
 	}
@@ -205,8 +202,6 @@ func TestSealSecondDueBatchWaits(t *testing.T) {
 	due := async(func() error { return sp.SealIfDue(clk.Now()) })
 	blocked(t, "SealIfDue", due)
 	gate.release <- nil
-	gate.wait(t)
-	gate.release <- nil
 	if err := result(t, "SealIfDue", due); err != nil {
 		t.Fatal(err)
 	}
@@ -215,8 +210,6 @@ func TestSealSecondDueBatchWaits(t *testing.T) {
 	// Seal with nothing open still waits for the seal in flight.
 	sealed := async(func() error { return sp.Seal("test") })
 	blocked(t, "Seal", sealed)
-	gate.release <- nil
-	gate.wait(t)
 	gate.release <- nil
 	if err := result(t, "Seal", sealed); err != nil {
 		t.Fatal(err)
@@ -337,7 +330,7 @@ func TestSealerFsyncFailure(t *testing.T) {
 // with records of the sealing batch and the open one in both journal
 // files, seals in the middle of entries that move the cursor, a second
 // batch waiting to be handed over, and at every fsync meanwhile. The sealer
-// is parked at its temp files' fsyncs whenever the test goroutine works,
+// is parked at its segment's fsync whenever the test goroutine works,
 // so every image is one instant. Each must recover every acknowledged
 // record exactly once, in order, with the cursor that goes with them.
 func TestSealInFlightCrashImages(t *testing.T) {
@@ -373,7 +366,7 @@ func TestSealInFlightCrashImages(t *testing.T) {
 	ack(add("a", 4, "a")) // 1-4
 	// 5-16: 1-10 is due at seq 10, mid-entry; the entry moved the cursor,
 	// so its leftover 11-16 is made durable in the next journal file
-	// before state.json can carry cursor b.
+	// before the segment can carry cursor b.
 	add("b", 12, "b")
 	gate.wait(t)
 	sim.take(cfg.Dir, "seal 1-10 in flight", all...)
@@ -389,10 +382,7 @@ func TestSealInFlightCrashImages(t *testing.T) {
 	waiting := appendBg(sp, records("e", 3), "e")
 	lastSeqIs(t, sp, 20)
 	sim.take(cfg.Dir, "batch 11-20 waiting for seal 1-10", all...)
-	gate.release <- nil // 1-10's segment
-	gate.wait(t)        // 1-10's state.json
-	sim.take(cfg.Dir, "seal 1-10 between segment and state.json", all...)
-	gate.release <- nil
+	gate.release <- nil // 1-10's segment: the seal is done
 	if err := result(t, "Append of e", waiting); err != nil {
 		t.Fatal(err)
 	}
@@ -404,11 +394,8 @@ func TestSealInFlightCrashImages(t *testing.T) {
 
 	// Seal hands 21-24 over once 11-20 is done and waits for it all.
 	sealed := async(func() error { return sp.Seal("test") })
-	gate.release <- nil
-	gate.wait(t) // 11-20's state.json
-	sim.take(cfg.Dir, "seal 11-20 between segment and state.json", all...)
-	gate.release <- nil
-	gate.wait(t) // 21-24's segment
+	gate.release <- nil // 11-20's segment: the seal is done
+	gate.wait(t)        // 21-24's segment
 	sim.take(cfg.Dir, "seal 21-24 in flight", all...)
 	gate.on.Store(false)
 	gate.release <- nil

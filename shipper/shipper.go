@@ -478,7 +478,8 @@ func (s *Shipper) Drain(ctx context.Context) error {
 		}
 		st := s.spool.Stats()
 		if st.SealedPending == 0 {
-			return nil
+			s.spool.saveState() // the confirmed segments leave the spool now
+			return s.spool.Err()
 		}
 		select {
 		case <-ctx.Done():

@@ -69,15 +69,19 @@ type SealedSegment struct {
 }
 
 // Spool is the shipper's durable local buffer: the journal of the open
-// batch, the sealed segments not yet confirmed by every target, and
-// state.json. One process owns a spool at a time (flock on LOCK).
+// batch, the sealed segments not yet confirmed by every target (and the
+// confirmed ones state.json does not cover yet), and state.json. One
+// process owns a spool at a time (flock on LOCK).
 //
 //	DIR/LOCK  DIR/state.json  DIR/journal-<seq>  DIR/sealed/<segment name>
 //
 // A batch that is due is handed to a sealer goroutine, which finishes its
-// compression and writes the segment and state.json while Append fills the
-// next batch in a second Builder. At most one seal is in flight: an Append
-// whose batch is due before the previous seal is done waits for it.
+// compression and writes the segment (one fsync; its metadata carries the
+// source cursor) while Append fills the next batch in a second Builder.
+// At most one seal is in flight: an Append whose batch is due before the
+// previous seal is done waits for it. state.json is rewritten in the
+// background (saveState) so confirmed segments can go; recovery brings it
+// up to the segments sealed since.
 type Spool struct {
 	cfg SpoolConfig
 	log *slog.Logger
@@ -115,10 +119,17 @@ type Spool struct {
 	newest     SealedSegment
 	newestData []byte
 	confirmed  map[string]uint64
-	fatal      error
-	closed     bool
-	closing    bool // Close has begun: a seal waiting for disk space gives up
-	stats      SpoolStats
+	// stateSealed is the SealedSeq of state.json on disk: seals do not
+	// rewrite it, so confirmed segments after it stay in sealed/ (the
+	// newest of them is what recovery continues from) until saveState
+	// covers them. stateAt is when it was last written.
+	stateSealed uint64
+	stateAt     time.Time
+	stateMu     sync.Mutex // one saveState at a time
+	fatal       error
+	closed      bool
+	closing     bool // Close has begun: a seal waiting for disk space gives up
+	stats       SpoolStats
 }
 
 // SpoolStats are counters for summaries and status.
@@ -225,7 +236,7 @@ func (s *Spool) Continue(lastSeq uint64, lastHash string) error {
 	if err := s.writeState(st); err != nil {
 		return s.fail(err)
 	}
-	s.state = st
+	s.state, s.stateSealed, s.stateAt = st, st.SealedSeq, time.Now()
 	// The journal is empty: name it after the seq its first record gets.
 	// Its first fsync makes the rename durable before any record in it.
 	j := s.journals[0]
@@ -274,6 +285,7 @@ func (s *Spool) recover() error {
 	if err := s.scanSealed(); err != nil {
 		return err
 	}
+	s.stateSealed = s.state.SealedSeq // scanSealed wrote what it adopted
 	s.lastSeq = s.state.SealedSeq
 	s.cursor = s.state.Cursor
 	s.builder.Reset(s.cfg.Stream, s.cfg.Generation, s.state.LastHash)
@@ -378,10 +390,20 @@ func (s *Spool) SyncLoop(ctx context.Context) error {
 			}
 			continue
 		}
+		// Confirmed segments waiting for state.json go within stateEvery
+		// even if no further Confirm comes.
+		var save <-chan time.Time
+		s.mu.Lock()
+		if s.retiringLocked() {
+			save = time.After(max(stateEvery-time.Since(s.stateAt), 0))
+		}
+		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ch:
+		case <-save:
+			s.saveState()
 		}
 	}
 }
@@ -507,6 +529,13 @@ func (s *Spool) waitRoom(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.usable() == nil && s.size() >= s.cfg.Limit {
+		if s.retiringLocked() {
+			// Confirmed segments wait for state.json: write it now.
+			s.mu.Unlock()
+			s.saveState()
+			s.mu.Lock()
+			continue
+		}
 		ch := s.changed
 		s.mu.Unlock()
 		select {
@@ -652,17 +681,49 @@ func (s *Spool) ReadSealed(name string) ([]byte, error) {
 }
 
 // Confirm records that target holds every segment up to lastSeq. Segments
-// every target holds leave the spool.
+// every target holds leave the spool once state.json covers them; it is
+// rewritten for that at most every stateEvery (and by Close).
 func (s *Spool) Confirm(target string, lastSeq uint64) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if lastSeq > s.confirmed[target] {
 		s.confirmed[target] = lastSeq
+		s.notify() // Drain counts what is confirmed
 	}
-	low := lastSeq
+	s.retireLocked()
+	due := s.retiringLocked() && time.Since(s.stateAt) >= stateEvery
+	s.mu.Unlock()
+	if due {
+		s.saveState()
+	}
+}
+
+// stateEvery bounds how often Confirm rewrites state.json (two journal
+// commits) to let confirmed segments go: a seal costs one.
+var stateEvery = time.Second
+
+// confirmedLocked is the seq through which every target holds the
+// stream: the spool may let go of segments up to it. mu held.
+func (s *Spool) confirmedLocked() uint64 {
+	if len(s.confirmed) == 0 {
+		return 0 // no target: nothing may go
+	}
+	low := uint64(1<<64 - 1)
 	for _, c := range s.confirmed {
 		low = min(low, c)
 	}
+	return low
+}
+
+// retiringLocked reports whether confirmed segments wait for state.json
+// to cover them. mu held.
+func (s *Spool) retiringLocked() bool {
+	return len(s.sealed) > 0 && s.sealed[0].LastSeq <= s.confirmedLocked() && s.sealed[0].LastSeq > s.stateSealed
+}
+
+// retireLocked removes the segments every target confirmed and state.json
+// covers. mu held.
+func (s *Spool) retireLocked() {
+	low := min(s.confirmedLocked(), s.stateSealed)
 	n := 0
 	for n < len(s.sealed) && s.sealed[n].LastSeq <= low {
 		if err := os.Remove(s.path("sealed", s.sealed[n].Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -681,12 +742,41 @@ func (s *Spool) Confirm(target string, lastSeq uint64) {
 	}
 }
 
+// saveState writes state.json for the newest sealed segment, then lets
+// the confirmed segments it covers go. An fsync failure fails the spool.
+func (s *Spool) saveState() {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	s.mu.Lock()
+	if s.fatal != nil || s.state.SealedSeq <= s.stateSealed {
+		s.mu.Unlock()
+		return
+	}
+	st := s.state // of a durable segment: commitLocked sets it
+	s.mu.Unlock()
+	err := s.writeState(st)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stateAt = time.Now()
+	if err != nil {
+		s.fail(fmt.Errorf("write state.json: %w", err))
+		return
+	}
+	s.stateSealed = max(s.stateSealed, st.SealedSeq)
+	s.retireLocked()
+}
+
 // Stats returns a snapshot of the counters.
 func (s *Spool) Stats() SpoolStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	st.SealedPending = len(s.sealed)
+	low := s.confirmedLocked()
+	for _, seg := range s.sealed {
+		if seg.LastSeq > low {
+			st.SealedPending++ // not every target has it
+		}
+	}
 	st.SpoolBytes = s.size()
 	return st
 }
@@ -704,6 +794,13 @@ func (s *Spool) Close() error {
 	}
 	s.closing = true // a seal waiting for disk space gives up
 	s.waitSealLocked()
+	if s.fatal == nil && s.state.SealedSeq > s.stateSealed {
+		// state.json catches up (recovery then has nothing to adopt) and
+		// confirmed segments leave the spool.
+		s.mu.Unlock()
+		s.saveState()
+		s.mu.Lock()
+	}
 	var err error
 	if s.cfg.Fsync != FsyncOff && s.fatal == nil {
 		err = s.syncLocked()

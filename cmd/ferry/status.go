@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/shipper"
 )
@@ -284,6 +285,11 @@ func readShipStatus(dir string, now time.Time) (shipStatus, error) {
 		if fi, err := e.Info(); err == nil {
 			s.Spool.SealedSegments++
 			s.Spool.Bytes += fi.Size()
+		}
+		// Seals do not rewrite state.json: the newest segment may be
+		// ahead of it.
+		if _, _, last, ok := batch.ParseSegmentName(e.Name()); ok && last > s.LastSeq {
+			s.LastSeq = last
 		}
 	}
 	pid := lockHolder(dir)
