@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -181,7 +182,11 @@ func (r *Receiver) applyPlanned(ctx context.Context, todo []planned) (int, error
 		cancel()
 		p.wg.Wait()
 		p.leaveSpare()
+		if r.held != nil {
+			r.flushHeld() // the pass ended inside a group; a failure sets unsaved
+		}
 	}()
+	group := 0 // segments applied since the last checkpoint
 	inflight := make([]*fetched, len(todo))
 	next := 0
 	start := func(upTo int) {
@@ -208,7 +213,17 @@ func (r *Receiver) applyPlanned(ctx context.Context, todo []planned) (int, error
 		}
 		ahead = r.cfg.Prefetch
 		start(i + ahead)
-		err := r.applyFetched(ctx, f)
+		// While the next segment is ready by the time this one is
+		// applied (or within groupWait: it is on its way), they share one
+		// fsync and one checkpoint.
+		var more func() bool
+		if group+1 < maxGroup && i+1 < len(todo) && inflight[i+1] != nil {
+			more = func() bool { return readyWithin(inflight[i+1], groupWait) }
+		}
+		err := r.applyFetched(ctx, f, more)
+		if group++; r.held == nil {
+			group = 0
+		}
 		inflight[i] = nil
 		p.release(i, f)
 		if err != nil {
@@ -219,6 +234,24 @@ func (r *Receiver) applyPlanned(ctx context.Context, todo []planned) (int, error
 		}
 	}
 	return len(todo), nil
+}
+
+// groupWait is how long a segment's checkpoint waits for the next one of
+// the pass to be decoded, to share it. The wait is bounded because the
+// next may need the memory the current one holds.
+const groupWait = 5 * time.Millisecond
+
+// readyWithin reports whether f is fetched and decoded without error
+// within d.
+func readyWithin(f *fetched, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-f.done:
+		return f.err == nil
+	case <-t.C:
+		return false
+	}
 }
 
 // fetch reads, verifies and decodes segment idx of the pass into f.

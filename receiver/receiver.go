@@ -101,6 +101,10 @@ type Receiver struct {
 
 	reached bool // the restore boundary is applied (restore.go)
 
+	// held is the checkpoint a group of applied segments reached before
+	// the group's last one saves it (applyFetched); nil outside a group.
+	held *Checkpoint
+
 	gapFrom   uint64 // first missing seq of the gap gapSince times
 	gapSince  time.Time
 	gapLogged time.Time
@@ -370,11 +374,40 @@ func (r *Receiver) noteGap(from, to uint64, next string) error {
 	return err
 }
 
+// maxGroup bounds how many ready segments share one checkpoint.
+const maxGroup = 64
+
 // applyFetched checks that a fetched segment continues the stream,
-// applies it and checkpoints it.
-func (r *Receiver) applyFetched(ctx context.Context, f *fetched) error {
+// applies it and checkpoints it. With a SyncDeferrer applier and more
+// (non-nil when another segment of the pass follows), it applies without
+// fsync and, if more says the next segment is ready by then, holds the
+// checkpoint back: the group's last segment makes them all durable and
+// saves it.
+func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() bool) (err error) {
 	seg, name := f.seg, f.name
 	cp := r.Checkpoint()
+	if r.held != nil {
+		cp = *r.held
+		defer func() {
+			switch {
+			case err == nil || r.held == nil:
+			case errors.Is(err, ErrFatal):
+				// An fsync may have failed: nothing written since the
+				// last good one can be trusted, so no second try.
+				r.held = nil
+				if r.unsaved == nil {
+					r.unsaved = fmt.Errorf("segments through %s were applied but not checkpointed (close and reopen the receiver to undo them): %w", cp.Segment, err)
+				}
+				err = r.unsaved
+			default:
+				// This segment failed: the group before it is good.
+				if ferr := r.flushHeld(); ferr != nil {
+					err = ferr
+				}
+			}
+		}()
+	}
+
 	// restore: the chain continues from before a partly applied segment.
 	chain := cp
 	chain.LastSeq = chainSeq(cp)
@@ -389,7 +422,12 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched) error {
 		r.reached = true // the boundary is right before this segment's records
 		return nil
 	}
-	err := r.retry(ctx, "apply "+name, func() error {
+	ds, canHold := r.cfg.Applier.(SyncDeferrer)
+	hold := more != nil && canHold && !reached && r.cfg.Until == 0 && r.cfg.UntilTime.IsZero()
+	if canHold {
+		ds.DeferSync(hold)
+	}
+	err = r.retry(ctx, "apply "+name, func() error {
 		return r.cfg.Applier.Apply(ctx, subMeta(&seg.Meta, recs), recs)
 	})
 	if err != nil {
@@ -403,6 +441,23 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched) error {
 		// restore: stopped inside the segment; the chain stays before it.
 		next.LastSeq, next.LastHash, next.PartialHash = last, cp.LastHash, seg.Hash
 	}
+	if hold && more() {
+		r.held = &next
+		r.mu.Lock()
+		r.stats.Segments++
+		r.stats.Records += uint64(len(recs))
+		r.stats.Bytes += f.size
+		r.mu.Unlock()
+		return nil
+	}
+	if hold {
+		// Applied without fsync, and nothing ready follows: make it and
+		// the group before it durable now.
+		if err := ds.Sync(); err != nil {
+			r.unsaved = fmt.Errorf("segment %s was applied but not made durable (close and reopen the receiver to undo it): %w", name, err)
+			return r.unsaved
+		}
+	}
 	if st, ok := r.cfg.Applier.(Stateful); ok {
 		if next.Applier, err = st.State(); err != nil {
 			r.unsaved = fmt.Errorf("segment %s was applied but not checkpointed (close and reopen the receiver to undo it): %w", name, err)
@@ -413,6 +468,7 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched) error {
 		r.unsaved = fmt.Errorf("checkpoint after %s (close and reopen the receiver to undo the apply): %w", name, err)
 		return r.unsaved
 	}
+	r.held = nil
 	r.mu.Lock()
 	r.cp = next
 	r.reached = reached
@@ -425,6 +481,34 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched) error {
 		r.cfg.OnApplied(next.LastSeq)
 	}
 	r.log.Debug("applied segment", "segment", name, "records", seg.Meta.Records, "seq", seg.Meta.LastSeq)
+	return nil
+}
+
+// flushHeld makes a held group durable and saves its checkpoint, when the
+// segment after it fails or the pass ends. If that fails too, the applier
+// is ahead of the checkpoint and only Open may go on.
+func (r *Receiver) flushHeld() error {
+	held := *r.held
+	r.held = nil
+	ds := r.cfg.Applier.(SyncDeferrer)
+	err := ds.Sync()
+	if err == nil {
+		held.Applier, err = ds.State()
+	}
+	if err == nil {
+		err = saveCheckpoint(r.cfg.StateDir, held)
+	}
+	if err != nil {
+		r.unsaved = fmt.Errorf("segments through %s were applied but not checkpointed (close and reopen the receiver to undo them): %w", held.Segment, err)
+		return r.unsaved
+	}
+	r.mu.Lock()
+	r.cp = held
+	r.stats.LastSeq, r.stats.LastHash = held.LastSeq, held.LastHash
+	r.mu.Unlock()
+	if r.cfg.OnApplied != nil {
+		r.cfg.OnApplied(held.LastSeq)
+	}
 	return nil
 }
 
