@@ -292,5 +292,9 @@ func Defaults() *File {
 			RetryMax:   Duration(time.Minute),
 			Prefetch:   4,
 		},
+		TCP: TCP{InboxKeep: DefaultInboxKeep},
 	}
 }
+
+// DefaultInboxKeep is tcp.inbox_keep when the config does not set it.
+const DefaultInboxKeep = 1000

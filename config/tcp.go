@@ -44,7 +44,9 @@ type TCP struct {
 	// InboxKeep (receiver) prunes the inbox: once applied, segments are
 	// deleted except the newest InboxKeep of them (and always the newest
 	// one, which a shipper starting on a fresh spool continues from).
-	// Default 0: keep every segment (the inbox is then a full archive).
+	// Default 1000 (DefaultInboxKeep), so a receiver in rolling mode does
+	// not grow its inbox, and every pass's listing, without bound; 0 keeps
+	// every segment (the inbox is then a full archive).
 	InboxKeep int `toml:"inbox_keep"`
 
 	// BandwidthLimit (shipper) caps the bytes per second sent over the
