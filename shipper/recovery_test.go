@@ -724,6 +724,9 @@ func TestConfirmedSegmentsWaitForState(t *testing.T) {
 	if st := sp.Stats(); st.SealedPending != 0 {
 		t.Fatalf("SealedPending %d, want 0: every segment is confirmed", st.SealedPending)
 	}
+	if u := sp.Unconfirmed(); len(u) != 0 {
+		t.Fatalf("Unconfirmed %v, want none (OldestUnsent and health read it)", u)
+	}
 	if err := sp.Close(); err != nil {
 		t.Fatal(err)
 	}

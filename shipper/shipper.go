@@ -421,7 +421,7 @@ func (s *Shipper) setTargetError(name string, err error) {
 // segments was written (zero when none wait): how far behind the slowest
 // target is.
 func (s *Shipper) OldestUnsent() time.Time {
-	p := s.spool.Pending(0)
+	p := s.spool.Unconfirmed()
 	if len(p) == 0 {
 		return time.Time{}
 	}

@@ -497,3 +497,26 @@ func TestShipperDrainReturnsWhenRunFails(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// Confirmed segments that wait in the spool for state.json are not
+// "unsent": OldestUnsent (metrics and /healthz read it) ignores them.
+func TestOldestUnsentIgnoresConfirmed(t *testing.T) {
+	defer func(d time.Duration) { stateEvery = d }(stateEvery)
+	stateEvery = time.Hour
+	st := newDirStore(t)
+	sh := startShipper(t, shipperConfig(t, Target{Name: "t", Store: st}))
+	for _, p := range []string{"a", "b", "c"} {
+		for _, r := range records(p, 10) {
+			if _, err := sh.Append(context.Background(), r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, "segment "+p+" confirmed", func() bool { return sh.Targets()[0].SentSeq == sh.spool.Stats().LastSeq })
+	}
+	if n := len(sh.spool.Pending(0)); n == 0 {
+		t.Fatal("no confirmed segment waits for state.json: the case under test did not arise")
+	}
+	if o := sh.OldestUnsent(); !o.IsZero() {
+		t.Fatalf("OldestUnsent %v with every segment confirmed, want zero", o)
+	}
+}

@@ -364,7 +364,7 @@ func (s *Spool) notify() {
 // sharing one fsync. It returns when ctx ends or the spool fails.
 func (s *Spool) SyncLoop(ctx context.Context) error {
 	if s.cfg.Fsync != FsyncBatch {
-		return nil
+		return s.stateLoop(ctx)
 	}
 	for {
 		s.mu.Lock()
@@ -390,22 +390,46 @@ func (s *Spool) SyncLoop(ctx context.Context) error {
 			}
 			continue
 		}
-		// Confirmed segments waiting for state.json go within stateEvery
-		// even if no further Confirm comes.
-		var save <-chan time.Time
-		s.mu.Lock()
-		if s.retiringLocked() {
-			save = time.After(max(stateEvery-time.Since(s.stateAt), 0))
-		}
-		s.mu.Unlock()
-		select {
-		case <-ctx.Done():
+		if !s.waitIdle(ctx, ch) {
 			return nil
-		case <-ch:
-		case <-save:
-			s.saveState()
 		}
 	}
+}
+
+// stateLoop is SyncLoop without the journal commits (fsync "always" and
+// "off"): it only lets confirmed segments go.
+func (s *Spool) stateLoop(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		ch, fatal := s.changed, s.fatal
+		s.mu.Unlock()
+		if fatal != nil {
+			return fatal
+		}
+		if !s.waitIdle(ctx, ch) {
+			return nil
+		}
+	}
+}
+
+// waitIdle waits for ch (the next change) or ctx; meanwhile confirmed
+// segments waiting for state.json go within stateEvery even if no further
+// Confirm comes. It returns false when ctx ended.
+func (s *Spool) waitIdle(ctx context.Context, ch <-chan struct{}) bool {
+	var save <-chan time.Time
+	s.mu.Lock()
+	if s.retiringLocked() {
+		save = time.After(max(stateEvery-time.Since(s.stateAt), 0))
+	}
+	s.mu.Unlock()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-ch:
+	case <-save:
+		s.saveState()
+	}
+	return true
 }
 
 // Changed returns a channel closed at the next change of the spool
@@ -665,6 +689,15 @@ func (s *Spool) Pending(after uint64) []SealedSegment {
 	defer s.mu.Unlock()
 	i := sort.Search(len(s.sealed), func(i int) bool { return s.sealed[i].LastSeq > after })
 	return append([]SealedSegment(nil), s.sealed[i:]...)
+}
+
+// Unconfirmed returns the sealed segments some target has not confirmed
+// (Pending lists the confirmed ones state.json does not cover yet too).
+func (s *Spool) Unconfirmed() []SealedSegment {
+	s.mu.Lock()
+	low := s.confirmedLocked()
+	s.mu.Unlock()
+	return s.Pending(low)
 }
 
 // ReadSealed returns the bytes of a sealed segment. They may be shared
