@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -179,14 +180,16 @@ func TestDirTreeBaselineKilledMidway(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		big := strings.Repeat("x", 256<<10)
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			os.WriteFile(filepath.Join(src, "hot"), []byte(fmt.Sprintf("%d %s", i, strings.Repeat("x", i%4096))), 0o644)
-			time.Sleep(2 * time.Millisecond)
+			// Rewritten back to back: a read of it almost never sees one
+			// version from start to end, so the baseline cannot end.
+			os.WriteFile(filepath.Join(src, "hot"), []byte(fmt.Sprintf("%d %s", i, big[:i%len(big)])), 0o644)
 		}
 	}()
 	defer func() { close(stop); wg.Wait() }()
@@ -194,21 +197,41 @@ func TestDirTreeBaselineKilledMidway(t *testing.T) {
 	if err := ship.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	ferrytest.Eventually(t, 30*time.Second, "a second baseline-begin record in the store", func() (bool, string) {
+	// ops returns the seq of every record with op after first's end.
+	ops := func(op string) []uint64 {
 		r := ferry(t, nil, "cat", "--json", "--store", s.store, "--stream", s.name, "--from", fmt.Sprint(first.EndSeq+1))
+		var seqs []uint64
 		for _, line := range strings.Split(r.Stdout, "\n") {
-			var rec struct{ Op string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Op == "baseline-begin" {
-				return true, ""
+			var rec struct {
+				Seq uint64
+				Op  string
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Op == op {
+				seqs = append(seqs, rec.Seq)
 			}
 		}
-		return false, ship.Stderr()
+		return seqs
+	}
+	ferrytest.Eventually(t, 30*time.Second, "a second baseline-begin record in the store", func() (bool, string) {
+		return len(ops("baseline-begin")) > 0, ship.Stderr()
 	})
-	time.Sleep(500 * time.Millisecond) // well into the walk, which cannot end
 	ship.Kill9()
-	if ms := baselineMarkers(t, s); len(ms) != 1 {
+	ms := baselineMarkers(t, s)
+	ends := ops("baseline-end")
+	// A marker is only ever written for a baseline whose end record the
+	// store holds; a baseline the kill cut short has none.
+	for _, m := range ms[1:] {
+		if !slices.Contains(ends, m.EndSeq) {
+			t.Fatalf("marker %+v names a baseline whose end record the store does not hold (ends %v)", m, ends)
+		}
+	}
+	if len(ends) == 0 && len(ms) != 1 {
 		t.Fatalf("markers after a kill mid-baseline: %+v; want only the complete one", ms)
 	}
+	if len(ends) > 0 {
+		t.Logf("the second baseline ended before the kill (end records %v); checking the restore only", ends)
+	}
+	newest := ms[len(ms)-1]
 
 	full := filepath.Join(s.dir, "full")
 	mustFerry(t, nil, "receive", "--store", s.store, "--stream", s.name, "--state", filepath.Join(s.dir, "full.state"),
@@ -216,8 +239,8 @@ func TestDirTreeBaselineKilledMidway(t *testing.T) {
 	dst := filepath.Join(s.dir, "restored")
 	res := mustFerry(t, nil, "restore", "--store", s.store, "--stream", s.name, "--state", filepath.Join(s.dir, "restore.state"),
 		"--apply", "dir:"+dst)
-	if !strings.Contains(res.Stderr, fmt.Sprintf("begin_seq=%d end_seq=%d", first.BeginSeq, first.EndSeq)) {
-		t.Fatalf("restore did not start at the last complete baseline (seq %d..%d):\n%s", first.BeginSeq, first.EndSeq, res.Stderr)
+	if !strings.Contains(res.Stderr, fmt.Sprintf("begin_seq=%d end_seq=%d", newest.BeginSeq, newest.EndSeq)) {
+		t.Fatalf("restore did not start at the last complete baseline (seq %d..%d):\n%s", newest.BeginSeq, newest.EndSeq, res.Stderr)
 	}
 	if d := diffTrees(treeState(t, full), treeState(t, dst)); d != "" {
 		t.Fatalf("restored tree differs from the whole history's:\n%s", d)
