@@ -642,12 +642,7 @@ func (a *DirApplier) openParent(key string, create bool) (*os.File, string, erro
 	for i, e := range elems[:len(elems)-1] {
 		next, err := dirOpenAt(fd, e)
 		if errors.Is(err, unix.ENOENT) && create {
-			err = dirKeepMtime(fd, func() error {
-				if err := unix.Mkdirat(fd, e, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
-					return err
-				}
-				return nil
-			})
+			err = dirMkdirKeepMtime(fd, e, 0o755)
 			if err == nil {
 				next, err = dirOpenAt(fd, e)
 			}
@@ -717,6 +712,17 @@ func (a *DirApplier) parent(recs []batch.Record, i int, key string, create bool)
 		return nil, "", true, nil
 	}
 	return nil, "", false, err
+}
+
+// dirMkdirKeepMtime makes directory name in fd (mode perm) unless it
+// exists, leaving fd's mtime as it was.
+func dirMkdirKeepMtime(fd int, name string, perm uint32) error {
+	return dirKeepMtime(fd, func() error {
+		if err := unix.Mkdirat(fd, name, perm); err != nil && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		return nil
+	})
 }
 
 // dirKeepMtime runs fn, which changes entries of directory fd, and puts the
@@ -1167,12 +1173,7 @@ func (a *DirApplier) openStaging(create bool) (*os.File, error) {
 	rfd := int(a.root.Fd())
 	fd, err := dirOpenAt(rfd, dirStagingName)
 	if errors.Is(err, unix.ENOENT) && create {
-		err = dirKeepMtime(rfd, func() error {
-			if err := unix.Mkdirat(rfd, dirStagingName, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-				return err
-			}
-			return nil
-		})
+		err = dirMkdirKeepMtime(rfd, dirStagingName, 0o700)
 		if err == nil {
 			if err = a.syncLater(a.root); err == nil {
 				fd, err = dirOpenAt(rfd, dirStagingName)

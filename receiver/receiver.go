@@ -441,73 +441,56 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 		// restore: stopped inside the segment; the chain stays before it.
 		next.LastSeq, next.LastHash, next.PartialHash = last, cp.LastHash, seg.Hash
 	}
-	if hold && more() {
-		r.held = &next
-		r.mu.Lock()
-		r.stats.Segments++
-		r.stats.Records += uint64(len(recs))
-		r.stats.Bytes += f.size
-		r.mu.Unlock()
-		return nil
-	}
-	if hold {
-		// Applied without fsync, and nothing ready follows: make it and
-		// the group before it durable now.
-		if err := ds.Sync(); err != nil {
-			r.unsaved = fmt.Errorf("segment %s was applied but not made durable (close and reopen the receiver to undo it): %w", name, err)
-			return r.unsaved
-		}
-	}
-	if st, ok := r.cfg.Applier.(Stateful); ok {
-		if next.Applier, err = st.State(); err != nil {
-			r.unsaved = fmt.Errorf("segment %s was applied but not checkpointed (close and reopen the receiver to undo it): %w", name, err)
-			return r.unsaved
-		}
-	}
-	if err := saveCheckpoint(r.cfg.StateDir, next); err != nil {
-		r.unsaved = fmt.Errorf("checkpoint after %s (close and reopen the receiver to undo the apply): %w", name, err)
-		return r.unsaved
-	}
-	r.held = nil
 	r.mu.Lock()
-	r.cp = next
-	r.reached = reached
 	r.stats.Segments++
 	r.stats.Records += uint64(len(recs))
 	r.stats.Bytes += f.size
-	r.stats.LastSeq, r.stats.LastHash = next.LastSeq, next.LastHash
 	r.mu.Unlock()
-	if r.cfg.OnApplied != nil {
-		r.cfg.OnApplied(next.LastSeq)
+	if hold && more() {
+		r.held = &next
+		return nil
 	}
+	// A segment applied without fsync, with nothing ready after it, makes
+	// itself and the group before it durable now.
+	if err := r.commit(next, hold); err != nil {
+		return err
+	}
+	r.reached = reached
 	r.log.Debug("applied segment", "segment", name, "records", seg.Meta.Records, "seq", seg.Meta.LastSeq)
 	return nil
 }
 
 // flushHeld makes a held group durable and saves its checkpoint, when the
-// segment after it fails or the pass ends. If that fails too, the applier
-// is ahead of the checkpoint and only Open may go on.
+// segment after it fails or the pass ends.
 func (r *Receiver) flushHeld() error {
-	held := *r.held
+	return r.commit(*r.held, true)
+}
+
+// commit saves next as the checkpoint: after making the applier's writes
+// durable (sync: it applied without fsync) and taking its state. If that
+// fails, the applier is ahead of the checkpoint and only Open may go on.
+func (r *Receiver) commit(next Checkpoint, sync bool) error {
 	r.held = nil
-	ds := r.cfg.Applier.(SyncDeferrer)
-	err := ds.Sync()
-	if err == nil {
-		held.Applier, err = ds.State()
+	var err error
+	if sync {
+		err = r.cfg.Applier.(SyncDeferrer).Sync()
+	}
+	if st, ok := r.cfg.Applier.(Stateful); ok && err == nil {
+		next.Applier, err = st.State()
 	}
 	if err == nil {
-		err = saveCheckpoint(r.cfg.StateDir, held)
+		err = saveCheckpoint(r.cfg.StateDir, next)
 	}
 	if err != nil {
-		r.unsaved = fmt.Errorf("segments through %s were applied but not checkpointed (close and reopen the receiver to undo them): %w", held.Segment, err)
+		r.unsaved = fmt.Errorf("segments through %s were applied but not checkpointed (close and reopen the receiver to undo them): %w", next.Segment, err)
 		return r.unsaved
 	}
 	r.mu.Lock()
-	r.cp = held
-	r.stats.LastSeq, r.stats.LastHash = held.LastSeq, held.LastHash
+	r.cp = next
+	r.stats.LastSeq, r.stats.LastHash = next.LastSeq, next.LastHash
 	r.mu.Unlock()
 	if r.cfg.OnApplied != nil {
-		r.cfg.OnApplied(held.LastSeq)
+		r.cfg.OnApplied(next.LastSeq)
 	}
 	return nil
 }
