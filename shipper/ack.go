@@ -163,12 +163,6 @@ func (s *Shipper) ackSealer(ctx context.Context) error {
 				minSent = min(minSent, s.targets[t.Name].SentSeq)
 			}
 		}
-		open := 0 // appenders whose records are not sealed and sent yet
-		for seq, n := range s.waitSeqs {
-			if seq > minSent {
-				open += n
-			}
-		}
 		s.mu.Unlock()
 		sch := s.spool.Changed()
 		var linger <-chan time.Time
@@ -176,7 +170,8 @@ func (s *Shipper) ackSealer(ctx context.Context) error {
 		if idle && !sealedAt.IsZero() {
 			round, sealedAt = time.Since(sealedAt), time.Time{}
 		}
-		if waiters > 0 && idle && s.spool.Stats().LastSeq > minSent {
+		if waiters > 0 && idle && s.spool.LastSeq() > minSent {
+			open := s.openWaiters(minSent)
 			now := time.Now()
 			if open < lastCarried && lingerUntil.IsZero() {
 				lingerUntil = now.Add(min(round/4, maxLinger))
@@ -205,6 +200,21 @@ func (s *Shipper) ackSealer(ctx context.Context) error {
 		case <-linger:
 		}
 	}
+}
+
+// openWaiters counts the appenders waiting for records after seq (not
+// sealed and sent yet). Only the ack sealer's decision to seal needs it,
+// not every wake-up.
+func (s *Shipper) openWaiters(seq uint64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	open := 0
+	for ws, n := range s.waitSeqs {
+		if ws > seq {
+			open += n
+		}
+	}
+	return open
 }
 
 // watermarkLoop keeps a target's received and applied seq current: from

@@ -799,6 +799,14 @@ func (s *Spool) saveState() {
 	s.retireLocked()
 }
 
+// LastSeq is the seq of the last record appended (Stats().LastSeq, without
+// the rest of the snapshot).
+func (s *Spool) LastSeq() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats.LastSeq
+}
+
 // Stats returns a snapshot of the counters.
 func (s *Spool) Stats() SpoolStats {
 	s.mu.Lock()

@@ -178,25 +178,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 
 // showProgress redraws one status line on a terminal every half second.
 func showProgress(w io.Writer, p *loadgen.Progress, total int64, d time.Duration, done <-chan struct{}) {
-	f, ok := w.(*os.File)
-	if !ok {
-		return
-	}
-	if fi, err := f.Stat(); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
-		return // not a terminal: no progress display
+	if !isTerminal(w) {
+		return // no progress display
 	}
 	start := time.Now()
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			fmt.Fprint(w, "\r\033[K")
-			return
-		case <-t.C:
-		}
+	redrawLine(w, done, func() string {
 		n, el := p.Done.Load(), time.Since(start).Seconds()
-		rate := float64(n) / el
 		pct := ""
 		switch {
 		case total > 0:
@@ -204,8 +191,8 @@ func showProgress(w io.Writer, p *loadgen.Progress, total int64, d time.Duration
 		case d > 0:
 			pct = fmt.Sprintf("%5.1f%%", 100*min(el/d.Seconds(), 1))
 		}
-		fmt.Fprintf(w, "\r\033[K%s %d records, %.0f/s, %s", pct, n, rate, sizeString(p.Bytes.Load()))
-	}
+		return fmt.Sprintf("%s %d records, %.0f/s, %s", pct, n, float64(n)/el, sizeString(p.Bytes.Load()))
+	})
 }
 
 // cleanBench deletes the bench stream's segments from store targets.

@@ -174,6 +174,22 @@ func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (resto
 	return res, runErr
 }
 
+// redrawLine shows line() on the terminal w every half second, each over
+// the last, until done is closed, then clears it.
+func redrawLine(w io.Writer, done <-chan struct{}, line func() string) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			fmt.Fprint(w, "\r\033[K")
+			return
+		case <-t.C:
+			fmt.Fprint(w, "\r\033[K"+line())
+		}
+	}
+}
+
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
@@ -200,27 +216,17 @@ func showRestoreProgress(ctx context.Context, job restoreJob, r *receiver.Receiv
 			totalBytes += sizes[i]
 		}
 	}
-	w := job.progress
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			fmt.Fprint(w, "\r\033[K")
-			return
-		case <-t.C:
-		}
+	redrawLine(job.progress, done, func() string {
 		s := r.Stats()
-		el := time.Since(start).Seconds()
-		rate := float64(s.Bytes) / el
+		rate := float64(s.Bytes) / time.Since(start).Seconds()
 		line := fmt.Sprintf("%d/%d segments, %d records, seq %d, %.1f MB/s", s.Segments, totalSegs, s.Records, s.LastSeq, rate/1e6)
 		if totalBytes > 0 && rate > 0 {
 			left := max(totalBytes-s.Bytes, 0)
 			eta := time.Duration(float64(left) / rate * float64(time.Second)).Round(time.Second)
 			line = fmt.Sprintf("%5.1f%% %s, ETA %s", 100*float64(s.Bytes)/float64(totalBytes), line, eta)
 		}
-		fmt.Fprint(w, "\r\033[K"+line)
-	}
+		return line
+	})
 }
 
 // startAtBaseline makes a restore into a new state start at the newest
