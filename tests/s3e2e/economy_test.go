@@ -96,7 +96,9 @@ func TestRequestEconomy(t *testing.T) {
 	}()
 	rcv := h.start(nil, nil, s.receiveArgs("--poll-min", "50ms", "--poll-max", "400ms")...)
 	ferrytest.Eventually(t, 15*time.Second, "idle receiver's first LIST", func() (bool, string) {
-		return p.Count(versitygw.List) > 0, fmt.Sprintf("requests %v\n%s", p.Counts(), rcv)
+		mu.Lock() // the watcher above records it, a moment after the proxy counts it
+		defer mu.Unlock()
+		return len(times) > 0, fmt.Sprintf("requests %v\n%s", p.Counts(), rcv)
 	})
 	mu.Lock()
 	t0 := times[0]
