@@ -52,7 +52,16 @@ type TCP struct {
 	// BandwidthLimit (shipper) caps the bytes per second sent over the
 	// link, e.g. "10MiB". Default 0: no cap.
 	BandwidthLimit Size `toml:"bandwidth_limit"`
+
+	// MaxInFlight (shipper) is how many segments may be sent before the
+	// first is acknowledged: across a WAN a link waiting for each answer
+	// idles for a round trip per segment. The receiver may offer fewer.
+	// Default 0: the link's default (4); 1 waits for every answer.
+	MaxInFlight int `toml:"max_in_flight"`
 }
+
+// maxInFlight bounds tcp.max_in_flight.
+const maxInFlight = 64
 
 // String describes t with the token masked.
 func (t TCP) String() string {
@@ -60,8 +69,8 @@ func (t TCP) String() string {
 	if t.Token != "" {
 		tok = "***"
 	}
-	return fmt.Sprintf("{token:%s insecure:%t ca_file:%s cert_file:%s key_file:%s server_name:%s client_ca_file:%s listen:%s inbox:%s inbox_keep:%d bandwidth_limit:%s}",
-		tok, t.Insecure, t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.ClientCAFile, t.Listen, t.Inbox, t.InboxKeep, t.BandwidthLimit)
+	return fmt.Sprintf("{token:%s insecure:%t ca_file:%s cert_file:%s key_file:%s server_name:%s client_ca_file:%s listen:%s inbox:%s inbox_keep:%d bandwidth_limit:%s max_in_flight:%d}",
+		tok, t.Insecure, t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.ClientCAFile, t.Listen, t.Inbox, t.InboxKeep, t.BandwidthLimit, t.MaxInFlight)
 }
 
 // GoString masks the token too.

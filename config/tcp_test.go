@@ -41,3 +41,26 @@ func TestTCPTableLoadsAndIsStrict(t *testing.T) {
 		t.Fatalf("unknown [tcp] key: got %v, want an error naming tcp.tokn on line 3", err)
 	}
 }
+
+// tcp.max_in_flight loads, and a value out of range is an error naming the
+// key.
+func TestTCPMaxInFlight(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		value string
+		want  int
+		err   bool
+	}{{"1", 1, false}, {"16", 16, false}, {"-1", 0, true}, {"65", 0, true}} {
+		path := filepath.Join(dir, "c.toml")
+		os.WriteFile(path, []byte("stream = \"app\"\nstore = \"tcp://dr:7000\"\n[tcp]\ntoken = \"x\"\nmax_in_flight = "+tc.value+"\n"), 0o644)
+		f, err := Load(path)
+		switch {
+		case tc.err && (err == nil || !strings.Contains(err.Error(), "tcp.max_in_flight")):
+			t.Errorf("max_in_flight = %s: got %v, want an error naming tcp.max_in_flight", tc.value, err)
+		case !tc.err && err != nil:
+			t.Errorf("max_in_flight = %s: %v", tc.value, err)
+		case !tc.err && f.TCP.MaxInFlight != tc.want:
+			t.Errorf("max_in_flight = %s loaded as %d", tc.value, f.TCP.MaxInFlight)
+		}
+	}
+}

@@ -59,7 +59,13 @@ const (
 const maxLinger = time.Millisecond
 
 // ackPipeline is how many segments the ack sealer lets be on their way to
-// the targets at once: while one is sent, the next gathers and seals.
+// the targets at once: while one is sent, the next gathers and seals. One:
+// a second segment on its way splits the appenders of a round into smaller
+// segments, and each costs the targets an fsync, so on a link whose round
+// trip is short beside an fsync (measured: 64 appenders over loopback,
+// 5.4k records/s at 1, 4.2k at 2, 3.4k at 4) more would be slower. Sealed
+// segments are still pipelined to a tcp:// target (tcp.max_in_flight) when
+// a backlog has them waiting.
 const ackPipeline = 1
 
 // ackChangedLocked wakes everything waiting on target watermarks. s.mu held.

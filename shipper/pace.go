@@ -92,6 +92,25 @@ func (p *pacer) wait(ctx context.Context, size int64) bool {
 	}
 }
 
+// ready is wait without waiting, for a segment to follow others still on
+// their way: true when a sending window is open and the target may take it
+// now. Only a pipelining target has segments on their way, and every one
+// so far (the tcp:// link) is a LinkLimiter.
+func (p *pacer) ready() bool {
+	ws := p.s.cfg.Schedules.windowAt(p.s.clock.Now())
+	switch {
+	case !ws.Open:
+		return false
+	case p.link != nil:
+		p.link.SetWindowLimit(ws.BandwidthLimit)
+		return true
+	case ws.BandwidthLimit > 0:
+		return false // pace it in wait, after the answers
+	}
+	p.next, p.rate = time.Time{}, 0
+	return true
+}
+
 // bytesTime is how long n bytes take at rate bytes per second.
 func bytesTime(n, rate int64) time.Duration {
 	return time.Duration(float64(n) / float64(rate) * float64(time.Second))

@@ -344,70 +344,144 @@ func (s *Shipper) ageLoop(ctx context.Context) error {
 	}
 }
 
+// inflight is a segment sent to a pipelining target and not yet answered.
+type inflight struct {
+	seg     SealedSegment
+	key     string
+	data    []byte
+	started time.Time
+	wait    func() error
+}
+
+// send delivers the spool's segments to t in order, for as long as Run
+// runs. A target that can pipeline (store.Pipeliner, such as a tcp://
+// link) gets up to its MaxInFlight segments before the first is answered;
+// any other gets one Put at a time. Either way each segment is confirmed
+// in order, and a failed one is retried before anything after it counts.
 func (s *Shipper) send(ctx context.Context, t Target) error {
-	var cursor uint64
+	var cursor uint64 // last seq t has durably
 	pace := s.newPacer(t)
+	pipe, _ := t.Store.(store.Pipeliner)
+	window := 1
+	if pipe != nil {
+		window = max(pipe.MaxInFlight(), 1)
+	}
+	var queue []inflight // sent, answers outstanding, oldest first
+	defer func() {
+		for _, f := range queue {
+			if f.wait != nil {
+				f.wait() // ctx is done: these return at once
+			}
+		}
+	}()
 	for {
 		ch := s.spool.Changed()
 		if err := s.spool.Err(); err != nil {
 			return err
 		}
-		pending := s.spool.Pending(cursor)
-		for _, seg := range pending {
+		sentTo := cursor
+		if len(queue) > 0 {
+			sentTo = queue[len(queue)-1].seg.LastSeq
+		}
+		for _, seg := range s.spool.Pending(sentTo) {
+			if len(queue) >= window {
+				break
+			}
 			// Outside the sending windows segments wait in the spool; a
-			// window closing lets the segment being sent finish. A
+			// window closing lets the segments being sent finish. A
 			// window's bandwidth cap paces them (pace.go).
-			if !pace.wait(ctx, seg.Size) {
+			if len(queue) == 0 && !pace.wait(ctx, seg.Size) {
 				return nil
+			}
+			if len(queue) > 0 && !pace.ready() {
+				break // the queue's answers come first
 			}
 			data, err := s.spool.ReadSealed(seg.Name)
 			if err != nil {
 				return fmt.Errorf("read sealed/%s from spool: %w", seg.Name, err)
 			}
-			key := batch.SegmentKey(s.cfg.Spool.Stream, seg.Name)
-			started := time.Now()
-			err = store.Retry(ctx, s.cfg.Retry, s.log.With("store", t.Store.String()), "put "+key, func(ctx context.Context) error {
-				err := t.Store.Put(ctx, key, data)
-				if err != nil {
-					s.setTargetError(t.Name, err)
-				}
-				return err
-			})
-			if ctx.Err() != nil {
-				return nil
+			f := inflight{seg: seg, key: batch.SegmentKey(s.cfg.Spool.Stream, seg.Name), data: data, started: time.Now()}
+			if pipe != nil {
+				f.wait = pipe.PutAsync(ctx, f.key, data)
 			}
-			if errors.Is(err, store.ErrConflict) {
-				return fmt.Errorf("target %s: segment %s exists with different content: another writer owns stream %q (split brain?); stopping: %w",
-					t.Name, key, s.cfg.Spool.Stream, err)
-			}
-			if err != nil {
-				return fmt.Errorf("target %s: put %s: %w", t.Name, key, err)
-			}
-			cursor = seg.LastSeq
-			// Status first: once Confirm empties the spool, Drain returns
-			// and the caller reads the status for its summary.
-			s.mu.Lock()
-			st := s.targets[t.Name]
-			st.SentSeq, st.LastError, st.LastSent = cursor, "", time.Now()
-			st.Segments++
-			st.BytesSent += int64(len(data))
-			s.noteSegmentLocked(data)
-			s.ackChangedLocked()
-			s.mu.Unlock()
-			if s.cfg.OnSent != nil {
-				s.cfg.OnSent(t.Name, len(data), time.Since(started))
-			}
-			s.spool.Confirm(t.Name, cursor)
+			queue = append(queue, f)
 		}
-		if len(pending) > 0 {
+		if len(queue) == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-ch:
+			}
 			continue
 		}
-		select {
-		case <-ctx.Done():
+		head := queue[0]
+		err := s.deliver(ctx, t, head, func() {
+			// The head failed: the ones behind it were sent on a link
+			// that must resend from the head, so their answers no longer
+			// count.
+			for _, f := range queue[1:] {
+				f.wait()
+			}
+			queue = queue[:1]
+		})
+		if ctx.Err() != nil {
 			return nil
-		case <-ch:
 		}
+		if err != nil {
+			return err
+		}
+		queue[0] = inflight{}
+		queue = queue[1:]
+		cursor = head.seg.LastSeq
+		// Status first: once Confirm empties the spool, Drain returns
+		// and the caller reads the status for its summary.
+		s.mu.Lock()
+		st := s.targets[t.Name]
+		st.SentSeq, st.LastError, st.LastSent = cursor, "", time.Now()
+		st.Segments++
+		st.BytesSent += int64(len(head.data))
+		s.noteSegmentLocked(head.data)
+		s.ackChangedLocked()
+		s.mu.Unlock()
+		if s.cfg.OnSent != nil {
+			s.cfg.OnSent(t.Name, len(head.data), time.Since(head.started))
+		}
+		s.spool.Confirm(t.Name, cursor)
 	}
+}
+
+// deliver makes sure t has f durably: it waits for f's answer if f was
+// started (f.wait), and otherwise, or if that failed, Puts it with retries
+// under the retry policy. abandon runs once before the first retry.
+func (s *Shipper) deliver(ctx context.Context, t Target, f inflight, abandon func()) error {
+	first := f.wait
+	err := store.Retry(ctx, s.cfg.Retry, s.log.With("store", t.Store.String()), "put "+f.key, func(ctx context.Context) error {
+		var err error
+		if first != nil {
+			err, first = first(), nil
+		} else {
+			if abandon != nil {
+				abandon()
+				abandon = nil
+			}
+			err = t.Store.Put(ctx, f.key, f.data)
+		}
+		if err != nil {
+			s.setTargetError(t.Name, err)
+		}
+		return err
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	if errors.Is(err, store.ErrConflict) {
+		return fmt.Errorf("target %s: segment %s exists with different content: another writer owns stream %q (split brain?); stopping: %w",
+			t.Name, f.key, s.cfg.Spool.Stream, err)
+	}
+	if err != nil {
+		return fmt.Errorf("target %s: put %s: %w", t.Name, f.key, err)
+	}
+	return nil
 }
 
 func (s *Shipper) setTargetError(name string, err error) {

@@ -68,6 +68,20 @@ type Store interface {
 	String() string
 }
 
+// Pipeliner is a Store that can have several Puts on their way at once,
+// such as a tcp:// link, where waiting for each answer before sending the
+// next would leave the link idle for a round trip per object.
+type Pipeliner interface {
+	Store
+	// PutAsync starts a Put and returns a function that waits for its
+	// outcome, which means what Put's would. Puts started one after
+	// another from one goroutine arrive in that order. PutAsync itself
+	// waits while MaxInFlight Puts are outstanding.
+	PutAsync(ctx context.Context, name string, data []byte) (wait func() error)
+	// MaxInFlight is how many started Puts may be outstanding (>= 1).
+	MaxInFlight() int
+}
+
 // CheckName validates an object name against the rules in the package
 // comment. Stores call it before touching anything.
 func CheckName(name string) error {

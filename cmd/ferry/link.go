@@ -67,7 +67,7 @@ func openTCP(cfg *config.File, log *slog.Logger) (store.Store, error) {
 	}
 	t := cfg.TCP
 	cc := tcp.ClientConfig{Addr: addr, Stream: cfg.Stream, Generation: cfg.Generation, Token: t.Token,
-		Insecure: t.Insecure, BandwidthLimit: int64(t.BandwidthLimit)}
+		Insecure: t.Insecure, BandwidthLimit: int64(t.BandwidthLimit), MaxInFlight: t.MaxInFlight}
 	if t.CAFile != "" || t.CertFile != "" {
 		name := t.ServerName
 		if name == "" {

@@ -51,6 +51,10 @@ type ClientConfig struct {
 	// ClientID names this shipper in the receiver's logs. Default: the
 	// host name.
 	ClientID string
+	// MaxInFlight caps the segments sent and not yet acknowledged (see
+	// PutAsync); the receiver's WELCOME may lower it. Default
+	// DefaultMaxInFlight; 1 is stop-and-wait.
+	MaxInFlight int
 }
 
 // Client is the shipping end of a link: a store.Store for one stream that
@@ -66,15 +70,15 @@ type ClientConfig struct {
 // and Get of a segment of the stream. Everything else fails with an error
 // wrapping store.ErrPermanent.
 //
-// Requests are sent one at a time over one connection; concurrent calls
-// wait their turn.
+// Requests share one connection. Up to MaxInFlight of them may be
+// outstanding (PutAsync); the receiver answers in request order.
 type Client struct {
 	cfg     ClientConfig
 	tls     *tls.Config
 	log     *slog.Logger
 	limiter *rate.Limiter
 	chunk   int
-	sem     chan struct{} // held by the one request in flight (and by dials)
+	dialMu  chan struct{} // held while connecting, so dials never race
 	wg      sync.WaitGroup
 
 	mu       sync.Mutex
@@ -90,7 +94,7 @@ type Client struct {
 	wmCh     chan struct{} // closed (and replaced) when the watermarks change
 }
 
-var _ store.Store = (*Client)(nil)
+var _ store.Pipeliner = (*Client)(nil)
 
 // errClientClosed is returned by calls after Close.
 var errClientClosed = fmt.Errorf("%w: tcp client closed", store.ErrPermanent)
@@ -111,7 +115,7 @@ func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
 	if cfg.Generation == 0 {
 		cfg.Generation = 1
 	}
-	c := &Client{log: log, sem: make(chan struct{}, 1), chunk: defaultChunk}
+	c := &Client{log: log, dialMu: make(chan struct{}, 1), chunk: defaultChunk}
 	switch {
 	case cfg.TLS != nil:
 		c.tls = cfg.TLS.Clone()
@@ -141,7 +145,8 @@ func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
 	cfg.ReconnectMin = cmp.Or(cfg.ReconnectMin, 200*time.Millisecond)
 	cfg.ReconnectMax = max(cmp.Or(cfg.ReconnectMax, 30*time.Second), cfg.ReconnectMin)
 	cfg.MaxSegment = cmp.Or(cfg.MaxSegment, DefaultMaxSegment)
-	if cfg.DialTimeout < 0 || cfg.ReconnectMin < 0 || cfg.MaxSegment < 0 {
+	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, DefaultMaxInFlight)
+	if cfg.DialTimeout < 0 || cfg.ReconnectMin < 0 || cfg.MaxSegment < 0 || cfg.MaxInFlight < 0 {
 		return fail("timeouts and sizes must not be negative")
 	}
 	if cfg.IOTimeout, cfg.HeartbeatInterval, err = timing(cfg.IOTimeout, cfg.HeartbeatInterval); err != nil {
@@ -226,11 +231,22 @@ func (c *Client) Close() error {
 // receiver finds damaged or mislabelled gives store.ErrPermanent. A lost
 // link gives a retryable error.
 func (c *Client) Put(ctx context.Context, key string, data []byte) error {
+	return c.PutAsync(ctx, key, data)()
+}
+
+// PutAsync sends the segment named key and returns a function that waits
+// for the receiver's answer and returns what Put would. It returns once the
+// segment is written to the link, waiting first while MaxInFlight segments
+// are outstanding. Segments started in sequence order from one goroutine
+// reach the receiver in that order; if one fails, the receiver refuses the
+// ones behind it that would leave a gap (a retryable error), so the caller
+// resends from the first that failed.
+func (c *Client) PutAsync(ctx context.Context, key string, data []byte) func() error {
 	name, err := c.segmentName("put", key)
 	if err != nil {
-		return err
+		return func() error { return err }
 	}
-	err = c.request(ctx, frameSegment, segmentHeader(name), data, func(f frame) error {
+	wait := c.start(ctx, frameSegment, segmentHeader(name), data, func(f frame) error {
 		if f.typ != frameAck {
 			return fmt.Errorf("%s frame in answer to SEGMENT: %w", typeName(f.typ), ErrProtocol)
 		}
@@ -247,11 +263,17 @@ func (c *Client) Put(ctx context.Context, key string, data []byte) error {
 		c.mu.Unlock()
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("%s: put %s: %w", c, key, err)
+	return func() error {
+		if err := wait(); err != nil {
+			return fmt.Errorf("%s: put %s: %w", c, key, err)
+		}
+		return nil
 	}
-	return nil
 }
+
+// MaxInFlight is how many PutAsync calls may be outstanding at once
+// (the configured cap; a receiver may offer fewer, and PutAsync then waits).
+func (c *Client) MaxInFlight() int { return c.cfg.MaxInFlight }
 
 // Get fetches the segment named key ("<stream>/<segment name>") from the
 // receiver's inbox. A missing segment gives an error wrapping
@@ -291,16 +313,10 @@ func (c *Client) List(ctx context.Context, dir, after string, fn func(store.Obje
 	if dir != want {
 		return fmt.Errorf("%s: list %s: %w: a tcp link lists only %s", c, dir, store.ErrPermanent, want)
 	}
-	select {
-	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("%s: list %s: %w", c, dir, ctx.Err())
-	}
 	_, err := c.connect(ctx)
 	c.mu.Lock()
 	newest := c.newest
 	c.mu.Unlock()
-	<-c.sem
 	if err != nil {
 		return fmt.Errorf("%s: list %s: %w", c, dir, err)
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,11 +18,18 @@ import (
 type clientConn struct {
 	l       *link
 	welcome welcomeMsg
-	pending atomic.Bool // a request is waiting for its answer
-	resp    chan frame  // the answer to the request in flight
+	slots   chan struct{} // one per outstanding request (the in-flight window)
+	sendMu  sync.Mutex    // orders a request's place in queue with its frame
+	qmu     sync.Mutex
+	queue   []*call // outstanding requests, oldest first: answers come in this order
 	done    chan struct{}
 	once    sync.Once
 	err     error // why the link ended; set before done is closed
+}
+
+// call is one request waiting for its answer.
+type call struct {
+	resp chan frame // buffered: the reader never waits for the caller
 }
 
 // fail ends the link with err and reports whether this call ended it.
@@ -38,57 +44,102 @@ func (cc *clientConn) fail(err error) bool {
 	return first
 }
 
+// answered hands f to the oldest outstanding request and frees its slot;
+// false if no request is outstanding.
+func (cc *clientConn) answered(f frame) bool {
+	cc.qmu.Lock()
+	if len(cc.queue) == 0 {
+		cc.qmu.Unlock()
+		return false
+	}
+	cl := cc.queue[0]
+	cc.queue[0] = nil
+	cc.queue = cc.queue[1:]
+	cc.qmu.Unlock()
+	cl.resp <- f
+	<-cc.slots
+	return true
+}
+
 // request sends one request frame, dialling first if needed, and passes
 // the answer to accept. An ERROR answer becomes an error callers can branch
 // on (see serverError) and accept is not called. An answer that breaks the
 // protocol (accept returns an error wrapping ErrProtocol) ends the link, so
 // that the retry redials.
 func (c *Client) request(ctx context.Context, typ byte, prefix, body []byte, accept func(frame) error) error {
-	select {
-	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-c.sem }()
-	cc, err := c.connect(ctx)
-	if err != nil {
-		return err
-	}
-	f, err := c.roundTrip(ctx, cc, typ, prefix, body)
-	if err != nil {
-		return err
-	}
-	if f.typ == frameError {
-		err = c.serverError(cc, f)
-	} else {
-		err = accept(f)
-	}
-	if errors.Is(err, ErrProtocol) {
-		c.lost(cc, err)
-	}
-	return err
+	return c.start(ctx, typ, prefix, body, accept)()
 }
 
-// roundTrip sends one request frame on cc and waits for its answer.
-func (c *Client) roundTrip(ctx context.Context, cc *clientConn, typ byte, prefix, body []byte) (frame, error) {
+// start sends one request frame, dialling first if needed, and returns a
+// function that waits for the answer and passes it to accept (see
+// request). Requests started one after another from one goroutine go out
+// in that order; start waits while the link's in-flight window is full.
+func (c *Client) start(ctx context.Context, typ byte, prefix, body []byte, accept func(frame) error) func() error {
+	cc, err := c.connect(ctx)
+	if err != nil {
+		return func() error { return err }
+	}
+	cl, err := c.send(ctx, cc, typ, prefix, body)
+	if err != nil {
+		return func() error { return err }
+	}
+	return func() error {
+		f, err := c.await(ctx, cc, cl)
+		if err != nil {
+			return err
+		}
+		if f.typ == frameError {
+			err = c.serverError(cc, f)
+		} else {
+			err = accept(f)
+		}
+		if errors.Is(err, ErrProtocol) {
+			c.lost(cc, err)
+		}
+		return err
+	}
+}
+
+// send takes a slot of cc's in-flight window, queues a call and writes
+// its request frame.
+func (c *Client) send(ctx context.Context, cc *clientConn, typ byte, prefix, body []byte) (*call, error) {
 	if size := int64(len(prefix) + len(body)); typ == frameSegment && size > cc.welcome.MaxSegment {
-		return frame{}, fmt.Errorf("%w: segment frame is %d bytes; the receiver accepts at most %d (its max segment size)",
+		return nil, fmt.Errorf("%w: segment frame is %d bytes; the receiver accepts at most %d (its max segment size)",
 			store.ErrPermanent, size, cc.welcome.MaxSegment)
 	}
-	cc.pending.Store(true)
-	if err := cc.l.write(ctx, typ, prefix, body); err != nil {
+	select {
+	case cc.slots <- struct{}{}:
+	case <-cc.done:
+		return nil, fmt.Errorf("link lost before %s was sent; call again to resend: %w", typeName(typ), cc.err)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	cl := &call{resp: make(chan frame, 1)}
+	cc.sendMu.Lock()
+	cc.qmu.Lock()
+	cc.queue = append(cc.queue, cl) // before the frame: its answer may come at once
+	cc.qmu.Unlock()
+	err := cc.l.write(ctx, typ, prefix, body)
+	cc.sendMu.Unlock()
+	if err != nil {
 		c.lost(cc, err)
 		if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
-			return frame{}, err // a frame abandoned half-written
+			return nil, err // a frame abandoned half-written
 		}
-		return frame{}, fmt.Errorf("link lost while sending %s; call again to resend: %w", typeName(typ), cc.err)
+		return nil, fmt.Errorf("link lost while sending %s; call again to resend: %w", typeName(typ), cc.err)
 	}
+	return cl, nil
+}
+
+// await waits for cl's answer on cc. Giving up on it (ctx ends) ends the
+// link, since the answer could no longer be told from the next one's.
+func (c *Client) await(ctx context.Context, cc *clientConn, cl *call) (frame, error) {
 	select {
-	case f := <-cc.resp:
+	case f := <-cl.resp:
 		return f, nil
 	case <-cc.done:
 		select {
-		case f := <-cc.resp:
+		case f := <-cl.resp:
 			return f, nil
 		default:
 		}
@@ -99,9 +150,15 @@ func (c *Client) roundTrip(ctx context.Context, cc *clientConn, typ byte, prefix
 	}
 }
 
-// connect returns the live link, dialling one if there is none. Only the
-// holder of c.sem calls it, so dials never race.
+// connect returns the live link, dialling one if there is none. Dials are
+// serialised by c.dialMu, so they never race.
 func (c *Client) connect(ctx context.Context) (*clientConn, error) {
+	select {
+	case c.dialMu <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-c.dialMu }()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -206,7 +263,8 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 			nc.Close()
 			return nil, fmt.Errorf("%w: receiver answered with link protocol %d; this shipper speaks %d", store.ErrPermanent, w.Version, ProtocolVersion)
 		}
-		return &clientConn{l: l, welcome: w, resp: make(chan frame, 1), done: make(chan struct{})}, nil
+		window := min(max(w.MaxInFlight, 1), c.cfg.MaxInFlight)
+		return &clientConn{l: l, welcome: w, slots: make(chan struct{}, window), done: make(chan struct{})}, nil
 	case frameRefuse:
 		closeGracefully(conn)
 		var r refuseMsg
@@ -253,8 +311,8 @@ func (c *Client) handshakeError(ctx context.Context, err error) error {
 }
 
 // readLoop reads the receiver's frames until the link ends: heartbeats
-// update the watermarks; answers go to the request in flight, and an
-// answer when none is outstanding ends the link.
+// update the watermarks; answers go to the oldest request outstanding, and
+// an answer when none is outstanding ends the link.
 func (c *Client) readLoop(cc *clientConn) {
 	for {
 		f, err := cc.l.read()
@@ -276,11 +334,10 @@ func (c *Client) readLoop(cc *clientConn) {
 			c.setWatermarksLocked(w.ReceivedSeq, w.AppliedSeq)
 			c.mu.Unlock()
 		case frameAck, frameSegment, frameError:
-			if !cc.pending.CompareAndSwap(true, false) {
+			if !cc.answered(f) {
 				c.lost(cc, fmt.Errorf("%s frame with no request outstanding: %w", typeName(f.typ), ErrProtocol))
 				return
 			}
-			cc.resp <- f // buffered for the one request outstanding
 		default:
 			c.lost(cc, fmt.Errorf("%s frame not allowed from a receiver after the handshake: %w", typeName(f.typ), ErrProtocol))
 			return

@@ -32,6 +32,14 @@ const (
 	// DefaultMaxSegment is the default cap on a SEGMENT frame's payload
 	// (name header plus segment bytes).
 	DefaultMaxSegment = 1<<30 + 64<<10
+	// ServerMaxInFlight is the max_in_flight a receiver offers in WELCOME.
+	// It answers requests one at a time, in order, reading the next only
+	// after answering the last, so the shipper's extra requests wait in
+	// the socket buffers and cost the receiver no memory.
+	ServerMaxInFlight = 16
+	// DefaultMaxInFlight is how many SEGMENTs a Client has outstanding at
+	// most unless configured otherwise.
+	DefaultMaxInFlight = 4
 
 	frameHeaderSize  = 5 // u32 length + u8 type
 	frameTrailerSize = 4 // CRC-32C
@@ -185,6 +193,10 @@ type (
 		AppliedSeq     uint64 `json:"applied_seq"`
 		MaxSegment     int64  `json:"max_segment"`
 		HeartbeatMS    int64  `json:"heartbeat_ms"`
+		// MaxInFlight is how many requests the shipper may have
+		// outstanding; answers come in request order. Absent (0) means 1,
+		// as receivers before this field answered one at a time.
+		MaxInFlight int `json:"max_in_flight,omitempty"`
 	}
 	refuseMsg struct {
 		Code    string `json:"code"`
@@ -223,6 +235,7 @@ const (
 	codeCorrupt     = "corrupt"     // error: segment fails verification
 	codeMismatch    = "mismatch"    // error: segment name, stream or generation disagree
 	codeConflict    = "conflict"    // error: a different segment has that name
+	codeGap         = "gap"         // error: the segment does not continue the inbox's newest; resend from there
 	codeNotFound    = "not_found"   // error: FETCH of a missing segment
 	codePermanent   = "permanent"   // error: the inbox refuses for good (read-only, ...)
 )

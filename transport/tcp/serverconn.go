@@ -187,6 +187,7 @@ func (s *Server) handshake(ctx context.Context, st serverSettings, l *link, log 
 		AppliedSeq:     s.applied(h.Stream),
 		MaxSegment:     st.maxSegment,
 		HeartbeatMS:    st.heartbeat.Milliseconds(),
+		MaxInFlight:    ServerMaxInFlight,
 	}
 	if err := l.writeJSON(ctx, frameWelcome, w); err != nil {
 		log.Warn("link lost during the handshake", "err", err)
@@ -228,6 +229,15 @@ func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []
 		return reject(codeMismatch, fmt.Sprintf("segment %s is of generation %d, but this link carries generation %d", key, m.Generation, sess.gen))
 	case m.Name() != name:
 		return reject(codeMismatch, fmt.Sprintf("segment sent as %s, but its metadata says %s", key, m.Name()))
+	}
+	// A shipper may have several segments outstanding; if one of them
+	// failed, the ones behind it must not leave a hole in the inbox, where
+	// the received watermark would claim records that are not there.
+	if newest := s.newestOf(sess.streamGen); newest.name != "" && name > newest.name && m.FirstSeq != newest.lastSeq+1 {
+		if m.FirstSeq <= newest.lastSeq {
+			return reject(codeConflict, fmt.Sprintf("segment %s overlaps the inbox's newest %s (seq %d): another writer on stream %q?", key, newest.name, newest.lastSeq, sess.stream))
+		}
+		return reject(codeGap, fmt.Sprintf("segment %s starts at seq %d, but the inbox's newest %s ends at %d; send from %d", key, m.FirstSeq, newest.name, newest.lastSeq, newest.lastSeq+1))
 	}
 	err = s.Inbox.Put(ctx, key, data)
 	switch {

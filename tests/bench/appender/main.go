@@ -65,12 +65,16 @@ func main() {
 	maxAge := flag.Duration("max-age", 10*time.Millisecond, "flush policy max_age")
 	maxBytes := flag.Int64("max-bytes", 4<<20, "flush policy max_bytes")
 	printAcks := flag.Bool("print-acks", false, `print "acked SEQ RECORD" as each Append returns`)
+	flag.IntVar(&maxInFlight, "in-flight", 0, "segments outstanding on a tcp:// link (0: the link's default)")
 	flag.Parse()
 	if err := run(*storeURL, *insecure, *token, *caFile, *stream, *spool, *ack, *n, *conc, *rate, *size, *maxAge, *maxBytes, *printAcks); err != nil {
 		fmt.Fprintln(os.Stderr, "appender:", err)
 		os.Exit(1)
 	}
 }
+
+// maxInFlight is -in-flight.
+var maxInFlight int
 
 func run(storeURL string, insecure bool, token, caFile, stream, spool, ack string, n int64, conc, rate, size int,
 	maxAge time.Duration, maxBytes int64, printAcks bool) error {
@@ -80,7 +84,7 @@ func run(storeURL string, insecure bool, token, caFile, stream, spool, ack strin
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var st store.Store
 	if addr, ok := strings.CutPrefix(storeURL, "tcp://"); ok {
-		cc := tcp.ClientConfig{Addr: addr, Stream: stream, Token: token, Insecure: insecure}
+		cc := tcp.ClientConfig{Addr: addr, Stream: stream, Token: token, Insecure: insecure, MaxInFlight: maxInFlight}
 		if caFile != "" {
 			host, _, _ := net.SplitHostPort(addr)
 			tlsCfg, err := tcp.LoadClientTLS(caFile, "", "", host)
