@@ -720,7 +720,7 @@ func TestDirApplierCrashBetweenApplyAndCheckpoint(t *testing.T) {
 		c := cfg
 		c.Store = before
 		runOnce(t, c)
-		ckpt := filepath.Join(cfg.StateDir, "checkpoint.json")
+		ckpt := filepath.Join(cfg.StateDir, "checkpoint.ferry")
 		saved, err := os.ReadFile(ckpt)
 		if err != nil {
 			t.Fatal(err)

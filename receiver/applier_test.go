@@ -118,7 +118,7 @@ func TestExecApplierRetriesFailedCommand(t *testing.T) {
 	// Each run counts itself per segment; the one for 11..20 fails twice,
 	// saving the checkpoint as it stood during the failed attempt.
 	cmd := `n=$(cat ` + o + `/count.$FERRY_FIRST_SEQ 2>/dev/null || echo 0); n=$((n+1)); echo $n >` + o + `/count.$FERRY_FIRST_SEQ
-if [ "$FERRY_FIRST_SEQ" = 11 ] && [ $n -le 2 ]; then mkdir ` + o + `/cp.$n && cp ` + shQuote(filepath.Join(cfg.StateDir, "checkpoint.json")) + ` ` + o + `/cp.$n/; exit 3; fi
+if [ "$FERRY_FIRST_SEQ" = 11 ] && [ $n -le 2 ]; then mkdir ` + o + `/cp.$n && cp ` + shQuote(filepath.Join(cfg.StateDir, "checkpoint.ferry")) + ` ` + o + `/cp.$n/; exit 3; fi
 cat >>` + o + `/data`
 	cfg.Applier = &receiver.ExecApplier{Command: cmd}
 	cp := runOnce(t, cfg)

@@ -86,9 +86,10 @@ type Stats struct {
 
 // Receiver applies one stream from one store.
 type Receiver struct {
-	cfg  Config
-	log  *slog.Logger
-	lock *os.File
+	cfg    Config
+	log    *slog.Logger
+	lock   *os.File
+	cpFile *checkpointFile // the checkpoint, saved in place (checkpoint.go)
 
 	mu    sync.Mutex
 	cp    Checkpoint
@@ -232,6 +233,11 @@ func Open(cfg Config, log *slog.Logger) (*Receiver, error) {
 			return nil, fmt.Errorf("create checkpoint in %s: %w", cfg.StateDir, err)
 		}
 	}
+	if r.cpFile, err = openCheckpointFile(cfg.StateDir); err != nil {
+		cfg.Applier.Close()
+		lock.Close()
+		return nil, err
+	}
 	r.cp = cp
 	r.stats.LastSeq, r.stats.LastHash = cp.LastSeq, cp.LastHash
 	return r, nil
@@ -251,9 +257,12 @@ func (r *Receiver) Stats() Stats {
 	return r.stats
 }
 
-// Close releases the applier and the state lock.
+// Close releases the applier, the checkpoint file and the state lock.
 func (r *Receiver) Close() error {
 	err := r.cfg.Applier.Close()
+	if cerr := r.cpFile.Close(); err == nil {
+		err = cerr
+	}
 	r.lock.Close()
 	return err
 }
@@ -479,7 +488,7 @@ func (r *Receiver) commit(next Checkpoint, sync bool) error {
 		next.Applier, err = st.State()
 	}
 	if err == nil {
-		err = saveCheckpoint(r.cfg.StateDir, next)
+		err = r.cpFile.Save(next)
 	}
 	if err != nil {
 		r.unsaved = fmt.Errorf("segments through %s were applied but not checkpointed (close and reopen the receiver to undo them): %w", next.Segment, err)

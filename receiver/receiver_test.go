@@ -88,7 +88,7 @@ func TestRestartResumesWhereItStopped(t *testing.T) {
 // re-applying the segments gives every record exactly once.
 func TestCrashBetweenApplyAndCheckpoint(t *testing.T) {
 	segs := chain(t, 5, 10)
-	checkpointPath := func(cfg receiver.Config) string { return filepath.Join(cfg.StateDir, "checkpoint.json") }
+	checkpointPath := func(cfg receiver.Config) string { return filepath.Join(cfg.StateDir, "checkpoint.ferry") }
 
 	// The crash is simulated by putting back the checkpoint file as it was
 	// before a run, while the replica keeps what that run appended.

@@ -60,5 +60,6 @@ fuzz FuzzForged ./batch/ 90000
 fuzz FuzzLoad ./config/ 8000
 fuzz FuzzParseEntry ./shipper/ 150000
 fuzz FuzzReadFrame ./transport/tcp/ 80000
+fuzz FuzzReadCheckpointFile ./receiver/ 100000
 
 echo "== all tests passed"

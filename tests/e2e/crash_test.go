@@ -268,7 +268,7 @@ func TestReceiverSurvivesKill9(t *testing.T) {
 		if !bytes.HasPrefix(input, got) {
 			t.Fatalf("after kill -9 #%d the replica is not a prefix of the stream: %s", k+1, describeDiff(input, got))
 		}
-		cp := readCheckpoint(t, filepath.Join(s.state, "checkpoint.json"))
+		cp := readCheckpoint(t, s.state)
 		t.Logf("kill -9 #%d: checkpoint at seq %d, replica %d bytes (%d applied past the checkpoint)",
 			k+1, cp.LastSeq, len(got), int64(len(got))-cp.Applier.Size)
 	}

@@ -81,14 +81,15 @@ w=%q
 n=$(cat "$w/attempts.$FERRY_FIRST_SEQ" 2>/dev/null || echo 0)
 n=$((n+1))
 echo $n > "$w/attempts.$FERRY_FIRST_SEQ"
-cp %q "$w/checkpoint.$FERRY_FIRST_SEQ.$n"
+mkdir "$w/checkpoint.$FERRY_FIRST_SEQ.$n"
+cp %q "$w/checkpoint.$FERRY_FIRST_SEQ.$n/"
 echo "$FERRY_STREAM $FERRY_GENERATION $FERRY_FIRST_SEQ $FERRY_LAST_SEQ $FERRY_SEGMENT $n" >> "$w/env.log"
 if [ "$FERRY_FIRST_SEQ" = %d ] && [ $n -le %d ]; then
 	[ $n -eq 1 ] || cat > /dev/null
 	exit 1
 fi
 cat >> "$w/out"
-`, work, filepath.Join(s.state, "checkpoint.json"), failing.FirstSeq, failures)
+`, work, filepath.Join(s.state, "checkpoint.ferry"), failing.FirstSeq, failures)
 	scriptPath := filepath.Join(work, "apply.sh")
 	if err := os.WriteFile(scriptPath, []byte(script), 0o755); err != nil {
 		t.Fatal(err)

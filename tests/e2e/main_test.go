@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/internal/ferrytest"
+	"github.com/ferry-dr/ferry/receiver"
 )
 
 // ferryBin is the binary TestMain built.
@@ -197,31 +198,35 @@ func (s *stream) middleSegment() string {
 	return names[len(names)/2]
 }
 
-// checkpointSeq is last_seq in the receiver's checkpoint.json.
+// checkpointSeq is last_seq in the receiver's checkpoint.
 func (s *stream) checkpointSeq() uint64 {
 	s.t.Helper()
-	return readCheckpoint(s.t, filepath.Join(s.state, "checkpoint.json")).LastSeq
+	return readCheckpoint(s.t, s.state).LastSeq
 }
 
-// checkpoint is what the tests read of a receiver's checkpoint.json.
+// checkpoint is what the tests read of a receiver's checkpoint.
 type checkpoint struct {
-	LastSeq uint64 `json:"last_seq"`
+	LastSeq uint64
 	Applier struct {
 		Size int64 `json:"size"` // the file applier's replica size
-	} `json:"applier"`
+	}
 }
 
-func readCheckpoint(t *testing.T, path string) checkpoint {
+// readCheckpoint reads the checkpoint in the state dir dir, as ferry
+// status does.
+func readCheckpoint(t *testing.T, dir string) checkpoint {
 	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read checkpoint: %v", err)
+	cp, ok, err := receiver.LoadCheckpoint(dir)
+	if err != nil || !ok {
+		t.Fatalf("read checkpoint in %s: ok=%v err=%v", dir, ok, err)
 	}
-	var cp checkpoint
-	if err := json.Unmarshal(raw, &cp); err != nil {
-		t.Fatalf("checkpoint %s: %v", raw, err)
+	out := checkpoint{LastSeq: cp.LastSeq}
+	if cp.Applier != nil {
+		if err := json.Unmarshal(cp.Applier, &out.Applier); err != nil {
+			t.Fatalf("checkpoint in %s: applier state %s: %v", dir, cp.Applier, err)
+		}
 	}
-	return cp
+	return out
 }
 
 // segInfo is one line of ferry ls --json.

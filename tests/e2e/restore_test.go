@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/internal/ferrytest"
+	"github.com/ferry-dr/ferry/receiver"
 )
 
 func (s *stream) restoreArgs(extra ...string) []string {
@@ -139,9 +140,8 @@ func TestRestoreKilledAndResumed(t *testing.T) {
 			if p.Exited() {
 				return true, ""
 			}
-			raw, err := os.ReadFile(filepath.Join(s.state, "checkpoint.json"))
-			var cp checkpoint
-			if err != nil || json.Unmarshal(raw, &cp) != nil {
+			cp, ok, err := receiver.LoadCheckpoint(s.state)
+			if err != nil || !ok {
 				return false, "no checkpoint yet"
 			}
 			return cp.LastSeq > prev, fmt.Sprintf("checkpoint at seq %d", cp.LastSeq)

@@ -13,7 +13,6 @@ package s3e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +29,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/internal/versitygw"
+	"github.com/ferry-dr/ferry/receiver"
 )
 
 // ferryBin is the binary TestMain built.
@@ -336,29 +336,22 @@ func checkContiguous(names []string, total uint64) string {
 	return ""
 }
 
-// checkpoint is the part of STATE/checkpoint.json the tests read.
+// checkpoint is the part of the receiver's checkpoint the tests read.
 type checkpoint struct {
-	Generation uint32 `json:"generation"`
-	LastSeq    uint64 `json:"last_seq"`
-	Segment    string `json:"segment"`
+	Generation uint32
+	LastSeq    uint64
+	Segment    string
 }
 
+// checkpoint reads the receiver's checkpoint as ferry status does; it is
+// zero while there is none.
 func (s *stream) checkpoint() checkpoint {
 	s.h.t.Helper()
-	var cp checkpoint
-	raw, err := os.ReadFile(filepath.Join(s.state, "checkpoint.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return cp
-	}
+	cp, _, err := receiver.LoadCheckpoint(s.state)
 	if err != nil {
 		s.h.t.Fatal(err)
 	}
-	if err := json.Unmarshal(raw, &cp); err != nil {
-		// A torn read while the receiver renames a new one in; the caller
-		// polls again.
-		return checkpoint{}
-	}
-	return cp
+	return checkpoint{Generation: cp.Generation, LastSeq: cp.LastSeq, Segment: cp.Segment}
 }
 
 // numbered returns n lines numbered from first. Line k carries k and some
