@@ -19,6 +19,7 @@ import (
 	"github.com/ferry-dr/ferry/metrics"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/dir"
 	"github.com/ferry-dr/ferry/transport/tcp"
 )
 
@@ -109,12 +110,26 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		if inboxDir == "" {
 			inboxDir = filepath.Join(rc.State, "inbox")
 		}
+		// The link server, which only ever puts segments, writes the
+		// inbox through a store that publishes before it fsyncs. The
+		// receiver, which also writes its watermarks there, keeps the
+		// ordinary order: a watermark cannot be resent, so it must never
+		// be torn.
+		inbox, err := openInbox(inboxDir)
+		if err != nil {
+			return err
+		}
 		if st, err = openDir(inboxDir); err != nil {
 			return err
 		}
 		cfg.TCP.Listen = listen
-		if srv, err = newLinkServer(cfg, st, log); err != nil {
+		if srv, err = newLinkServer(cfg, inbox, log); err != nil {
 			return err
+		}
+		// Before the receiver reads the inbox and before any shipper is
+		// told the newest segment in it.
+		if err := tcp.RecoverInbox(ctx, inbox, cfg.Stream, cfg.Generation, log); err != nil {
+			return err // names the inbox
 		}
 	} else if st, err = openStore(ctx, cfg, log); err != nil {
 		return err
@@ -186,6 +201,22 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "ferry receive: applied %d segments, %d records (%s read) in %.2fs to %s; checkpoint at seq %d\n",
 		s.Segments, s.Records, sizeString(s.Bytes), time.Since(start).Seconds(), ap, s.LastSeq)
 	return runErr
+}
+
+// openInbox opens a link receiver's inbox for its link server. It publishes
+// each segment before fsyncing it (dir.Options.PublishBeforeSync), saving a
+// journal commit per segment on the ack path; a crash can then tear only
+// unacknowledged segments, which tcp.RecoverInbox removes at startup.
+func openInbox(path string) (store.Store, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := dir.NewWithOptions(abs, dir.Options{PublishBeforeSync: true})
+	if err != nil {
+		return nil, fmt.Errorf("link inbox %s: %w", abs, err)
+	}
+	return s, nil
 }
 
 // runWithLink serves the direct link while the receiver applies from its

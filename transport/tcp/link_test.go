@@ -497,7 +497,19 @@ func TestConcurrentPuts(t *testing.T) {
 	for i := range 16 {
 		s := makeSegment(t, "app", 1, uint64(1+10*i), 10, "x")
 		names[i] = s.name
-		wg.Go(func() { errs <- c.Put(t.Context(), "app/"+s.name, s.data) })
+		wg.Go(func() {
+			// Puts racing each other reach the receiver in any order; one
+			// that would leave a hole is refused retryably (code gap), so
+			// each is retried, as the shipper's sender would.
+			for {
+				err := c.Put(t.Context(), "app/"+s.name, s.data)
+				if err == nil || !strings.Contains(err.Error(), "code gap") || !store.IsRetryable(err) {
+					errs <- err
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		})
 	}
 	wg.Wait()
 	close(errs)

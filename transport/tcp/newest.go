@@ -65,6 +65,13 @@ func (s *Server) findNewest(ctx context.Context, st serverSettings, k streamGen)
 	if err != nil {
 		return newestSegment{}, fmt.Errorf("newest segment %s in the receiver's inbox %s: %w", key, s.Inbox, err)
 	}
+	// Its Put may still be on its way on another link, before its fsync
+	// (an inbox that publishes first, dir.Options.PublishBeforeSync). A
+	// shipper told of it may build on it, so make it durable first: Put of
+	// identical bytes returns once it is.
+	if err := s.Inbox.Put(ctx, key, data); err != nil {
+		return newestSegment{}, fmt.Errorf("make newest segment %s in the receiver's inbox durable: %w", key, err)
+	}
 	return s.remember(k, newestSegment{name: name, lastSeq: seg.Meta.LastSeq, hash: seg.Hash}), nil
 }
 
