@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -277,5 +279,46 @@ func TestAckReceivedGroupCommitLingers(t *testing.T) {
 	if max := each * 3 / 2; len(segs) > max {
 		t.Fatalf("%d closed-loop appenders x %d records took %d segments, want at most %d: rounds are split",
 			appenders, each, len(segs), max)
+	}
+}
+
+// Under ack "received" nothing waits for the journal: records count once
+// a target stored their sealed (fsynced) segment, so the journal is never
+// fsynced, even while records wait in the open batch for a slow target.
+// Under "local" the same appends fsync it.
+func TestAckModesJournalCommits(t *testing.T) {
+	for _, tc := range []struct {
+		ack  AckMode
+		want bool // journal fsyncs expected
+	}{{AckReceived, false}, {AckLocal, true}} {
+		t.Run(string(tc.ack), func(t *testing.T) {
+			var journalSyncs atomic.Int64
+			gated := newGatedStore(t)
+			cfg := shipperConfig(t, Target{Name: "dr", Store: gated})
+			cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
+			cfg.Spool.CommitInterval = time.Millisecond
+			cfg.Spool.SyncFile = func(f *os.File) error {
+				if strings.HasPrefix(filepath.Base(f.Name()), journalPrefix) {
+					journalSyncs.Add(1)
+				}
+				return f.Sync()
+			}
+			cfg.Ack = tc.ack
+			sh := startShipper(t, cfg)
+			// The first record's segment is held at the target's gate;
+			// the rest wait in the open batch meanwhile.
+			var dones []chan error
+			for i := range 5 {
+				dones = append(dones, appendAsync(sh.Shipper, fmt.Sprintf("r%d", i)))
+				time.Sleep(10 * time.Millisecond) // many commit intervals
+			}
+			if got := journalSyncs.Load() > 0; got != tc.want {
+				t.Errorf("ack %q: %d journal fsyncs; want some: %v", tc.ack, journalSyncs.Load(), tc.want)
+			}
+			close(gated.gate)
+			for _, d := range dones {
+				returns(t, d, "Append once the target opened")
+			}
+		})
 	}
 }

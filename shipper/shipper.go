@@ -286,7 +286,15 @@ func (s *Shipper) Run(ctx context.Context) error {
 	defer cancel()
 	n := 2*len(s.cfg.Targets) + 4
 	errc := make(chan error, n)
-	go func() { errc <- s.spool.SyncLoop(ctx) }()
+	if s.cfg.Ack != AckLocal && s.cfg.Ack != "" && s.hasAckTarget() {
+		// Every append waits for the targets' ack, which only sealed
+		// (fsynced) segments get: journal commits would protect nothing
+		// anyone was promised. A crash loses only unacknowledged records,
+		// which their appenders never saw accepted.
+		go func() { errc <- s.spool.stateLoop(ctx) }()
+	} else {
+		go func() { errc <- s.spool.SyncLoop(ctx) }()
+	}
 	go func() { errc <- s.ageLoop(ctx) }()
 	go func() { errc <- s.flushLoop(ctx) }()
 	go func() { errc <- s.ackSealer(ctx) }()

@@ -773,3 +773,28 @@ func TestSealLeavesUncommittedLeftoverToCommitter(t *testing.T) {
 		})
 	}
 }
+
+// A state.json save that retires many segments deletes them in the
+// background, spaced out, and Close waits until they are gone.
+func TestSpoolRetiresManyInBackground(t *testing.T) {
+	defer func(d time.Duration) { stateEvery = d }(stateEvery)
+	stateEvery = time.Hour // one save, at Close, retires them all
+	cfg := spoolConfig(t)
+	cfg.Policy.MaxRecords = 1
+	sp := openSpool(t, cfg, "a")
+	appendRecs(t, sp, records("r", 3*retireInline), "")
+	settle(t, sp)
+	if n := len(sp.Pending(0)); n != 3*retireInline {
+		t.Fatalf("%d segments pending, want %d", n, 3*retireInline)
+	}
+	sp.Confirm("a", uint64(3*retireInline))
+	if n := len(sealedFiles(t, cfg.Dir)); n != 3*retireInline {
+		t.Fatalf("%d files in sealed/ before state.json covers them, want %d", n, 3*retireInline)
+	}
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(sealedFiles(t, cfg.Dir)); n != 0 {
+		t.Fatalf("%d files left in sealed/ after Close, want 0: Close must wait for the deletions", n)
+	}
+}
