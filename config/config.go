@@ -292,9 +292,13 @@ func Defaults() *File {
 			RetryMax:   Duration(time.Minute),
 			Prefetch:   4,
 		},
-		TCP: TCP{InboxKeep: DefaultInboxKeep},
+		TCP: TCP{InboxKeep: DefaultInboxKeep, CheckpointDelay: Duration(DefaultCheckpointDelay)},
 	}
 }
+
+// DefaultCheckpointDelay is tcp.checkpoint_delay when the config does not
+// set it.
+const DefaultCheckpointDelay = 100 * time.Millisecond
 
 // DefaultInboxKeep is tcp.inbox_keep when the config does not set it.
 const DefaultInboxKeep = 1000

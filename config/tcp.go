@@ -49,6 +49,15 @@ type TCP struct {
 	// every segment (the inbox is then a full archive).
 	InboxKeep int `toml:"inbox_keep"`
 
+	// CheckpointDelay (receiver) lets its durable checkpoint trail what it
+	// has applied from the inbox by up to this long, so a steady stream of
+	// small segments shares fsyncs and checkpoints. What it applied
+	// meanwhile is reported as applied (ack "applied") once it is also
+	// durable in the inbox; after a crash it is undone and applied again
+	// from there, exactly once. Default 100ms; 0 makes every apply pass
+	// durable before it is reported.
+	CheckpointDelay Duration `toml:"checkpoint_delay"`
+
 	// BandwidthLimit (shipper) caps the bytes per second sent over the
 	// link, e.g. "10MiB". Default 0: no cap.
 	BandwidthLimit Size `toml:"bandwidth_limit"`
@@ -69,8 +78,8 @@ func (t TCP) String() string {
 	if t.Token != "" {
 		tok = "***"
 	}
-	return fmt.Sprintf("{token:%s insecure:%t ca_file:%s cert_file:%s key_file:%s server_name:%s client_ca_file:%s listen:%s inbox:%s inbox_keep:%d bandwidth_limit:%s max_in_flight:%d}",
-		tok, t.Insecure, t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.ClientCAFile, t.Listen, t.Inbox, t.InboxKeep, t.BandwidthLimit, t.MaxInFlight)
+	return fmt.Sprintf("{token:%s insecure:%t ca_file:%s cert_file:%s key_file:%s server_name:%s client_ca_file:%s listen:%s inbox:%s inbox_keep:%d checkpoint_delay:%s bandwidth_limit:%s max_in_flight:%d}",
+		tok, t.Insecure, t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.ClientCAFile, t.Listen, t.Inbox, t.InboxKeep, t.CheckpointDelay, t.BandwidthLimit, t.MaxInFlight)
 }
 
 // GoString masks the token too.

@@ -195,6 +195,9 @@ func (f *File) Validate(verb string) error {
 	if f.TCP.InboxKeep < 0 {
 		add("tcp.inbox_keep", "must not be negative (0 keeps every segment)")
 	}
+	if f.TCP.CheckpointDelay < 0 {
+		add("tcp.checkpoint_delay", "must not be negative (0 checkpoints every apply pass)")
+	}
 	if f.TCP.MaxInFlight < 0 || f.TCP.MaxInFlight > maxInFlight {
 		add("tcp.max_in_flight", "%d is out of range: 1 to %d, or leave it out for the default", f.TCP.MaxInFlight, maxInFlight)
 	}

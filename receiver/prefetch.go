@@ -182,7 +182,7 @@ func (r *Receiver) applyPlanned(ctx context.Context, todo []planned) (int, error
 		cancel()
 		p.wg.Wait()
 		p.leaveSpare()
-		if r.held != nil {
+		if r.held != nil && r.cfg.CheckpointDelay <= 0 {
 			r.flushHeld() // the pass ended inside a group; a failure sets unsaved
 		}
 	}()

@@ -69,10 +69,21 @@ type Config struct {
 	// a store that ends before the Until seq fails it with ErrNotReached.
 	Until     uint64
 	UntilTime time.Time
-	// OnApplied, if set, is called after each checkpoint is durable with
-	// the seq it reached, so a link can tell the shipper at once (ack
-	// "applied"). It must not block.
+	// OnApplied, if set, is called whenever Applied advances with the seq
+	// it reached, so a link can tell the shipper at once (ack "applied").
+	// It must not block.
 	OnApplied func(lastSeq uint64)
+	// CheckpointDelay lets the durable checkpoint trail what is applied by
+	// up to this long (and maxGroup segments), so that a steady trickle of
+	// segments shares fsyncs and checkpoints instead of paying both for
+	// each. Applied reports the segments applied meanwhile; after a crash
+	// they are applied again from the store, undone first by the applier
+	// (a SyncDeferrer), so they still apply exactly once. The store must
+	// keep them until the checkpoint covers them: a link inbox is pruned
+	// behind the checkpoint, and retention waits for published watermarks,
+	// which are checkpoints. 0 (the default): each pass ends durable, as
+	// does every Run.
+	CheckpointDelay time.Duration
 }
 
 // Stats are counters for summaries and status.
@@ -104,7 +115,12 @@ type Receiver struct {
 
 	// held is the checkpoint a group of applied segments reached before
 	// the group's last one saves it (applyFetched); nil outside a group.
-	held *Checkpoint
+	// heldSince is when the group began and heldN its size.
+	held      *Checkpoint
+	heldSince time.Time
+	heldN     int
+	// applied (under mu) is the last seq applied, held or checkpointed.
+	applied uint64
 
 	gapFrom   uint64 // first missing seq of the gap gapSince times
 	gapSince  time.Time
@@ -238,9 +254,28 @@ func Open(cfg Config, log *slog.Logger) (*Receiver, error) {
 		lock.Close()
 		return nil, err
 	}
-	r.cp = cp
+	r.cp, r.applied = cp, cp.LastSeq
 	r.stats.LastSeq, r.stats.LastHash = cp.LastSeq, cp.LastHash
 	return r, nil
+}
+
+// Applied is the last seq applied: the checkpoint's, or, with
+// CheckpointDelay, that of a later segment applied and not yet
+// checkpointed, which a crash would have applied again from the store.
+func (r *Receiver) Applied() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.applied
+}
+
+// setApplied advances Applied and tells OnApplied.
+func (r *Receiver) setApplied(seq uint64) {
+	r.mu.Lock()
+	r.applied = seq
+	r.mu.Unlock()
+	if r.cfg.OnApplied != nil {
+		r.cfg.OnApplied(seq)
+	}
 }
 
 // Checkpoint returns the current checkpoint.
@@ -271,10 +306,18 @@ func (r *Receiver) Close() error {
 // new is left. A corrupt or non-continuing segment stops it with an error
 // naming the segment; a gap that outlives GapTimeout fails a Once run with
 // ErrGap and is logged (and waited out) otherwise.
-func (r *Receiver) Run(ctx context.Context) error {
+func (r *Receiver) Run(ctx context.Context) (err error) {
 	if r.unsaved != nil {
 		return r.unsaved
 	}
+	defer func() {
+		// A group held by CheckpointDelay ends durable with the run.
+		if r.held != nil {
+			if ferr := r.flushHeld(); err == nil {
+				err = ferr
+			}
+		}
+	}()
 	// restore: a boundary makes the run a Once run ending at it.
 	once := r.cfg.Once || r.bounded()
 	if err := r.checkBoundary(); err != nil || r.reached {
@@ -300,6 +343,16 @@ func (r *Receiver) Run(ctx context.Context) error {
 		} else if n == 0 && once {
 			return r.endOfStore()
 		}
+		var due <-chan time.Time
+		if wait, held := r.heldDue(); held {
+			if wait <= 0 {
+				if err := r.flushHeld(); err != nil {
+					return err
+				}
+			} else {
+				due = time.After(wait)
+			}
+		}
 		if n > 0 {
 			poll = r.cfg.PollMin
 			r.maybePublish(ctx)
@@ -310,6 +363,8 @@ func (r *Receiver) Run(ctx context.Context) error {
 			return nil
 		case <-r.wake:
 			poll = r.cfg.PollMin
+			continue
+		case <-due:
 			continue
 		case <-time.After(poll):
 		}
@@ -332,6 +387,9 @@ func (r *Receiver) Wake() {
 // if it stopped at a missing range, a gap error.
 func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	cp := r.Checkpoint()
+	if r.held != nil {
+		cp = *r.held // applied, its checkpoint delayed (CheckpointDelay)
+	}
 	from := chainSeq(cp) // cp.LastSeq unless a restore stopped inside a segment
 	dir := batch.StreamDir(r.cfg.Stream)
 	var listed []planned
@@ -432,7 +490,7 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 		return nil
 	}
 	ds, canHold := r.cfg.Applier.(SyncDeferrer)
-	hold := more != nil && canHold && !reached && r.cfg.Until == 0 && r.cfg.UntilTime.IsZero()
+	hold := (more != nil || r.cfg.CheckpointDelay > 0) && canHold && !reached && r.cfg.Until == 0 && r.cfg.UntilTime.IsZero()
 	if canHold {
 		ds.DeferSync(hold)
 	}
@@ -455,8 +513,14 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 	r.stats.Records += uint64(len(recs))
 	r.stats.Bytes += f.size
 	r.mu.Unlock()
-	if hold && more() {
+	if hold && r.keepHolding(more) {
+		if r.held == nil {
+			r.heldSince = r.cfg.Now()
+		}
 		r.held = &next
+		r.heldN++
+		r.setApplied(next.LastSeq)
+		r.log.Debug("applied segment", "segment", name, "records", seg.Meta.Records, "seq", seg.Meta.LastSeq, "checkpoint", "held")
 		return nil
 	}
 	// A segment applied without fsync, with nothing ready after it, makes
@@ -469,8 +533,29 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 	return nil
 }
 
+// keepHolding reports whether the segment just applied without fsync may
+// leave its checkpoint to a later one: with CheckpointDelay, while the
+// group is younger than that and smaller than maxGroup; otherwise while
+// more says the next segment is ready.
+func (r *Receiver) keepHolding(more func() bool) bool {
+	if d := r.cfg.CheckpointDelay; d > 0 {
+		return r.heldN+1 < maxGroup && (r.held == nil || r.cfg.Now().Sub(r.heldSince) < d)
+	}
+	return more()
+}
+
+// heldDue is how long until a held group must be made durable (<= 0: now);
+// ok is false when nothing is held.
+func (r *Receiver) heldDue() (time.Duration, bool) {
+	if r.held == nil {
+		return 0, false
+	}
+	return r.cfg.CheckpointDelay - r.cfg.Now().Sub(r.heldSince), true
+}
+
 // flushHeld makes a held group durable and saves its checkpoint, when the
-// segment after it fails or the pass ends.
+// segment after it fails, the pass ends, or (CheckpointDelay) the group is
+// due or Run ends.
 func (r *Receiver) flushHeld() error {
 	return r.commit(*r.held, true)
 }
@@ -479,7 +564,7 @@ func (r *Receiver) flushHeld() error {
 // durable (sync: it applied without fsync) and taking its state. If that
 // fails, the applier is ahead of the checkpoint and only Open may go on.
 func (r *Receiver) commit(next Checkpoint, sync bool) error {
-	r.held = nil
+	r.held, r.heldN, r.heldSince = nil, 0, time.Time{}
 	var err error
 	if sync {
 		err = r.cfg.Applier.(SyncDeferrer).Sync()
@@ -498,9 +583,7 @@ func (r *Receiver) commit(next Checkpoint, sync bool) error {
 	r.cp = next
 	r.stats.LastSeq, r.stats.LastHash = next.LastSeq, next.LastHash
 	r.mu.Unlock()
-	if r.cfg.OnApplied != nil {
-		r.cfg.OnApplied(next.LastSeq)
-	}
+	r.setApplied(next.LastSeq)
 	return nil
 }
 

@@ -139,8 +139,10 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	var onApplied func(uint64)
+	var checkpointDelay time.Duration
 	if srv != nil {
 		onApplied = func(uint64) { srv.AppliedChanged() }
+		checkpointDelay = time.Duration(cfg.TCP.CheckpointDelay)
 	}
 	r, err := receiver.Open(receiver.Config{
 		OnApplied:  onApplied,
@@ -157,6 +159,8 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		Once:       *once,
 		ReceiverID: receiverID(rc.ID),
 		Prefetch:   prefetch(rc.Prefetch),
+
+		CheckpointDelay: checkpointDelay,
 	}, log)
 	if err != nil {
 		return err
@@ -179,7 +183,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	start := time.Now()
 	var runErr error
 	if srv != nil {
-		srv.Applied = func(string) uint64 { return r.Checkpoint().LastSeq }
+		srv.Applied = func(string) uint64 { return r.Applied() }
 		srv.Stored = func(string) { r.Wake() }
 		if keep := cfg.TCP.InboxKeep; keep > 0 {
 			pruneCtx, stopPrune := context.WithCancel(ctx)
@@ -258,8 +262,12 @@ func receiverID(configured string) string {
 }
 
 // inboxPruneEvery is how often a link receiver with tcp.inbox_keep looks
-// for applied segments to delete from its inbox.
-const inboxPruneEvery = 2 * time.Second
+// for applied segments to delete from its inbox; inboxPrunePace spaces the
+// deletions.
+const (
+	inboxPruneEvery = 2 * time.Second
+	inboxPrunePace  = time.Millisecond
+)
 
 // pruneInbox deletes applied segments from a link receiver's inbox, oldest
 // first, keeping the newest keep (at least one: a shipper on a fresh spool
@@ -288,7 +296,17 @@ func pruneInbox(ctx context.Context, inbox store.Store, stream string, keep int,
 		}
 		sort.Strings(names)
 		cp := checkpoint()
-		for _, key := range names[:max(len(names)-keep, 0)] {
+		for i, key := range names[:max(len(names)-keep, 0)] {
+			if i > 0 {
+				// Spaced out, like the shipper's spool: back-to-back
+				// deletions load one journal commit (and its discards),
+				// delaying the inbox's and the replica's fsyncs behind it.
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(inboxPrunePace):
+				}
+			}
 			gen, _, last, _ := batch.ParseSegmentName(strings.TrimPrefix(key, batch.StreamDir(stream)))
 			if gen > cp.Generation || (gen == cp.Generation && last > cp.LastSeq) {
 				break // not applied yet

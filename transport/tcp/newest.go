@@ -98,15 +98,22 @@ func (s *Server) newestOf(k streamGen) newestSegment {
 
 // watermarks is the payload of the server's heartbeats.
 func (s *Server) watermarks(k streamGen) []byte {
-	js, _ := json.Marshal(watermarkMsg{ReceivedSeq: s.newestOf(k).lastSeq, AppliedSeq: s.applied(k.stream)})
+	received := s.newestOf(k).lastSeq
+	js, _ := json.Marshal(watermarkMsg{ReceivedSeq: received, AppliedSeq: s.applied(k.stream, received)})
 	return js
 }
 
-func (s *Server) applied(stream string) uint64 {
+// applied is the applied watermark the server reports: the receiver's, but
+// never beyond received, the newest segment durable in the inbox. The
+// receiver may apply a segment whose Put has not returned yet (it is
+// visible early, dir.Options.PublishBeforeSync) and, with a checkpoint
+// delay, before its own checkpoint is durable; "applied" must still mean
+// the record survives the loss of the primary.
+func (s *Server) applied(stream string, received uint64) uint64 {
 	if s.Applied == nil {
 		return 0
 	}
-	return s.Applied(stream)
+	return min(s.Applied(stream), received)
 }
 
 // readObject reads a whole object from st, refusing more than limit bytes.

@@ -170,3 +170,21 @@ func TestServerRefusesGapsAndOverlaps(t *testing.T) {
 		t.Fatalf("received watermark %d, want 6", rec)
 	}
 }
+
+// The applied watermark the server reports never passes the received one:
+// a receiver may apply a segment before its Put is durable (or keep its
+// own checkpoint behind), and "applied" must mean the record survives the
+// loss of the primary.
+func TestAppliedNeverPassesReceived(t *testing.T) {
+	srv, _, _ := insecureServer(t)
+	srv.Applied = func(string) uint64 { return 1000 }
+	addr, _ := startServer(t, srv)
+	c := insecureClient(t, addr)
+	s := makeSegment(t, "app", 1, 1, 3, "a")
+	if err := c.Put(t.Context(), "app/"+s.name, s.data); err != nil {
+		t.Fatal(err)
+	}
+	if rec, app := c.Watermarks(); rec != 3 || app != 3 {
+		t.Fatalf("watermarks after the ACK: received %d applied %d, want 3 and 3", rec, app)
+	}
+}

@@ -184,7 +184,7 @@ func (s *Server) handshake(ctx context.Context, st serverSettings, l *link, log 
 		HighestSeq:     newest.lastSeq,
 		HighestSegment: newest.name,
 		HighestHash:    newest.hash,
-		AppliedSeq:     s.applied(h.Stream),
+		AppliedSeq:     s.applied(h.Stream, newest.lastSeq),
 		MaxSegment:     st.maxSegment,
 		HeartbeatMS:    st.heartbeat.Milliseconds(),
 		MaxInFlight:    ServerMaxInFlight,
@@ -260,7 +260,7 @@ func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []
 	sess.segments++
 	sess.bytes += int64(len(data))
 	sess.log.Debug("segment stored", "segment", name, "seq", m.LastSeq, "bytes", len(data))
-	return l.writeJSON(ctx, frameAck, ackMsg{Name: name, ReceivedSeq: newest.lastSeq, AppliedSeq: s.applied(sess.stream)})
+	return l.writeJSON(ctx, frameAck, ackMsg{Name: name, ReceivedSeq: newest.lastSeq, AppliedSeq: s.applied(sess.stream, newest.lastSeq)})
 }
 
 // fetch answers FETCH with the named segment of the link's stream.
