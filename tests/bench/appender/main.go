@@ -66,6 +66,7 @@ func main() {
 	maxBytes := flag.Int64("max-bytes", 4<<20, "flush policy max_bytes")
 	printAcks := flag.Bool("print-acks", false, `print "acked SEQ RECORD" as each Append returns`)
 	flag.IntVar(&maxInFlight, "in-flight", 0, "segments outstanding on a tcp:// link (0: the link's default)")
+	flag.BoolVar(&debugLog, "debug", false, "log the shipper at debug level (each seal) to stderr")
 	flag.Parse()
 	if err := run(*storeURL, *insecure, *token, *caFile, *stream, *spool, *ack, *n, *conc, *rate, *size, *maxAge, *maxBytes, *printAcks); err != nil {
 		fmt.Fprintln(os.Stderr, "appender:", err)
@@ -73,15 +74,22 @@ func main() {
 	}
 }
 
-// maxInFlight is -in-flight.
-var maxInFlight int
+// maxInFlight is -in-flight; debugLog is -debug.
+var (
+	maxInFlight int
+	debugLog    bool
+)
 
 func run(storeURL string, insecure bool, token, caFile, stream, spool, ack string, n int64, conc, rate, size int,
 	maxAge time.Duration, maxBytes int64, printAcks bool) error {
 	if storeURL == "" || spool == "" || conc < 1 {
 		return fmt.Errorf("need -store, -spool and -c >= 1")
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	level := slog.LevelWarn
+	if debugLog {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	var st store.Store
 	if addr, ok := strings.CutPrefix(storeURL, "tcp://"); ok {
 		cc := tcp.ClientConfig{Addr: addr, Stream: stream, Token: token, Insecure: insecure, MaxInFlight: maxInFlight}
