@@ -46,9 +46,10 @@ type Server struct {
 	// to shippers in acks and heartbeats. Nil reports 0.
 	Applied func(stream string) uint64
 	// Stored, if set, is called after a segment is durably in the inbox
-	// (before the ACK), so the receiver applying from the inbox can look
-	// at once instead of at its next poll. It must not block.
-	Stored func(stream string)
+	// (before the ACK) with its stream and name, so the receiver applying
+	// from the inbox can look at once instead of at its next poll, and
+	// need not list the inbox to find it. It must not block.
+	Stored func(stream, name string)
 	// Log receives connection events. Nil discards them.
 	Log *slog.Logger
 

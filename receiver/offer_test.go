@@ -1,0 +1,67 @@
+package receiver_test
+
+import (
+	"context"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/store"
+)
+
+// countingStore counts List calls.
+type countingStore struct {
+	store.Store
+	lists atomic.Int64
+}
+
+func (c *countingStore) List(ctx context.Context, dir, after string, fn func(store.Object) error) error {
+	c.lists.Add(1)
+	return c.Store.List(ctx, dir, after, fn)
+}
+
+// Segments announced with Offer as they arrive are applied without
+// listing the store; an offer that does not continue the stream (one
+// arrived unannounced) falls back to a listing, which finds both.
+func TestOfferedSegmentsNeedNoListing(t *testing.T) {
+	inner, _ := newStore(t)
+	st := &countingStore{Store: inner}
+	segs := chain(t, 8, 5)
+	out := filepath.Join(t.TempDir(), "replica")
+	cfg := testConfig(t, st, &receiver.FileApplier{Path: out})
+	cfg.Once = false
+	cfg.PollMin, cfg.PollMax = time.Hour, time.Hour // no polls: only offers wake Run
+	r := open(t, cfg)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	eventually(t, "the first pass's listing", func() bool { return st.lists.Load() == 1 })
+
+	for _, s := range segs[:5] {
+		put(t, st, s)
+		r.Offer(s.name)
+		eventually(t, "offered "+s.name+" applied", func() bool { return r.Applied() == s.meta.LastSeq })
+	}
+	if n := st.lists.Load(); n != 1 {
+		t.Fatalf("%d listings for 5 offered segments, want only the first pass's", n)
+	}
+	put(t, st, segs[5]) // stored without an offer
+	put(t, st, segs[6])
+	r.Offer(segs[6].name)
+	eventually(t, "both applied after a listing", func() bool { return r.Applied() == segs[6].meta.LastSeq })
+	if n := st.lists.Load(); n < 2 {
+		t.Fatalf("%d listings: an offer after a missing one must fall back to listing", n)
+	}
+	put(t, st, segs[7])
+	r.Offer(segs[7].name)
+	r.Offer(segs[3].name) // applied already: ignored
+	eventually(t, "the last applied", func() bool { return r.Applied() == segs[7].meta.LastSeq })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	wantFile(t, out, want(1, 40), "after the offers")
+}
