@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/pprof"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -68,8 +69,16 @@ func main() {
 	flag.IntVar(&maxInFlight, "in-flight", 0, "segments outstanding on a tcp:// link (0: the link's default)")
 	flag.BoolVar(&debugLog, "debug", false, "log the shipper at debug level (each seal) to stderr")
 	flag.Parse()
+	// FERRY_CPUPROFILE=FILE writes a CPU profile, as for ferry itself.
+	if path := os.Getenv("FERRY_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
 	if err := run(*storeURL, *insecure, *token, *caFile, *stream, *spool, *ack, *n, *conc, *rate, *size, *maxAge, *maxBytes, *printAcks); err != nil {
 		fmt.Fprintln(os.Stderr, "appender:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
