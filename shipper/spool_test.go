@@ -777,8 +777,6 @@ func TestSealLeavesUncommittedLeftoverToCommitter(t *testing.T) {
 // A state.json save that retires many segments deletes them in the
 // background, spaced out, and Close waits until they are gone.
 func TestSpoolRetiresManyInBackground(t *testing.T) {
-	defer func(d time.Duration) { stateEvery = d }(stateEvery)
-	stateEvery = time.Hour // one save, at Close, retires them all
 	cfg := spoolConfig(t)
 	cfg.Policy.MaxRecords = 1
 	sp := openSpool(t, cfg, "a")
@@ -787,10 +785,9 @@ func TestSpoolRetiresManyInBackground(t *testing.T) {
 	if n := len(sp.Pending(0)); n != 3*retireInline {
 		t.Fatalf("%d segments pending, want %d", n, 3*retireInline)
 	}
+	// The first Confirm writes state.json and retires them all at once:
+	// more than retireInline, so they go in the background.
 	sp.Confirm("a", uint64(3*retireInline))
-	if n := len(sealedFiles(t, cfg.Dir)); n != 3*retireInline {
-		t.Fatalf("%d files in sealed/ before state.json covers them, want %d", n, 3*retireInline)
-	}
 	if err := sp.Close(); err != nil {
 		t.Fatal(err)
 	}
