@@ -20,6 +20,16 @@ import (
 // content hash or link target.
 func treeState(t *testing.T, root string) map[string]string {
 	t.Helper()
+	out, err := walkState(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// walkState is treeState returning the error: a tree a receiver is still
+// changing can lose a path between listing it and reading it.
+func walkState(root string) (map[string]string, error) {
 	out := map[string]string{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -54,10 +64,7 @@ func treeState(t *testing.T, root string) map[string]string {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return out, err
 }
 
 func diffTrees(a, b map[string]string) string {
@@ -140,7 +147,11 @@ func TestDirTreeSurvivesKill9(t *testing.T) {
 		if ship.Exited() || recv.Exited() {
 			t.Fatalf("a process exited:\n%s\n%s", ship, recv)
 		}
-		d := diffTrees(want, treeState(t, dst))
+		got, err := walkState(dst)
+		if err != nil {
+			return false, "replica still changing: " + err.Error()
+		}
+		d := diffTrees(want, got)
 		return d == "", d
 	})
 	if target, err := os.Readlink(filepath.Join(dst, "outside-link")); err != nil || target != "/etc/hostname" {
