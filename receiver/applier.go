@@ -180,10 +180,10 @@ func (a *FileApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch.
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("apply file %s: %w", a.Path, err)
 	}
-	// Deferred: a later Apply's fsync makes it durable.
+	// Deferred: a later Apply's fsync, or Sync, makes it durable.
 	if !a.deferSync {
-		if err := a.f.Sync(); err != nil {
-			return fmt.Errorf("apply file %s: fsync: %w: %w", a.Path, err, ErrFatal)
+		if err := a.Sync(); err != nil {
+			return err
 		}
 	}
 	a.size += n

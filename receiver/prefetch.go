@@ -186,7 +186,6 @@ func (r *Receiver) applyPlanned(ctx context.Context, todo []planned) (int, error
 			r.flushHeld() // the pass ended inside a group; a failure sets unsaved
 		}
 	}()
-	group := 0 // segments applied since the last checkpoint
 	inflight := make([]*fetched, len(todo))
 	next := 0
 	start := func(upTo int) {
@@ -217,13 +216,10 @@ func (r *Receiver) applyPlanned(ctx context.Context, todo []planned) (int, error
 		// applied (or within groupWait: it is on its way), they share one
 		// fsync and one checkpoint.
 		var more func() bool
-		if group+1 < maxGroup && i+1 < len(todo) && inflight[i+1] != nil {
+		if r.heldN+1 < maxGroup && i+1 < len(todo) && inflight[i+1] != nil {
 			more = func() bool { return readyWithin(inflight[i+1], groupWait) }
 		}
 		err := r.applyFetched(ctx, f, more)
-		if group++; r.held == nil {
-			group = 0
-		}
 		inflight[i] = nil
 		p.release(i, f)
 		if err != nil {

@@ -286,6 +286,15 @@ func (r *Receiver) setApplied(seq uint64) {
 	}
 }
 
+// position is where applying stands: the held group's checkpoint, still
+// to be saved, or the saved one.
+func (r *Receiver) position() Checkpoint {
+	if r.held != nil {
+		return *r.held
+	}
+	return r.Checkpoint()
+}
+
 // Checkpoint returns the current checkpoint.
 func (r *Receiver) Checkpoint() Checkpoint {
 	r.mu.Lock()
@@ -361,15 +370,15 @@ func (r *Receiver) Run(ctx context.Context) (err error) {
 				due = time.After(wait)
 			}
 		}
-		if n > 0 && r.offerPass {
+		if n > 0 {
+			r.maybePublish(ctx)
+			if !r.offerPass {
+				poll = r.cfg.PollMin
+				continue // more may be listed at once
+			}
 			// Fed by offers: the next segment wakes Run; the poll (at
 			// its longest) is only a safety net.
 			poll = r.cfg.PollMax
-			r.maybePublish(ctx)
-		} else if n > 0 {
-			poll = r.cfg.PollMin
-			r.maybePublish(ctx)
-			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -443,10 +452,7 @@ func (r *Receiver) takeOffered(gen uint32, from uint64) (_ []planned, ok bool) {
 // segment that continues the stream. It returns how many it applied and,
 // if it stopped at a missing range, a gap error.
 func (r *Receiver) pass(ctx context.Context) (int, error, error) {
-	cp := r.Checkpoint()
-	if r.held != nil {
-		cp = *r.held // applied, its checkpoint delayed (CheckpointDelay)
-	}
+	cp := r.position()
 	from := chainSeq(cp) // cp.LastSeq unless a restore stopped inside a segment
 	dir := batch.StreamDir(r.cfg.Stream)
 	if todo, ok := r.takeOffered(cp.Generation, from); ok {
@@ -515,9 +521,8 @@ const maxGroup = 64
 // saves it.
 func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() bool) (err error) {
 	seg, name := f.seg, f.name
-	cp := r.Checkpoint()
+	cp := r.position()
 	if r.held != nil {
-		cp = *r.held
 		defer func() {
 			switch {
 			case err == nil || r.held == nil:

@@ -217,7 +217,7 @@ func (s *Shipper) AppendDurable(ctx context.Context, recs []batch.Record, cursor
 	if err != nil {
 		return err
 	}
-	if s.cfg.Ack != AckLocal && s.hasAckTarget() && len(recs) > 0 {
+	if s.acksWait() && len(recs) > 0 {
 		// A target confirms only sealed segments, and a sealed segment is
 		// durable in the spool: no separate journal fsync needed.
 		return s.waitAck(ctx, recs[len(recs)-1].Seq)
@@ -250,6 +250,12 @@ func (s *Shipper) spoolAppend(ctx context.Context, recs []batch.Record, cursor [
 		}
 		wait = min(wait*2, 5*time.Second)
 	}
+}
+
+// acksWait reports whether appends wait for targets' acks: an ack mode
+// other than "local" and a target that takes part in acks.
+func (s *Shipper) acksWait() bool {
+	return s.cfg.Ack != AckLocal && s.hasAckTarget()
 }
 
 // hasAckTarget reports whether some target takes part in acks (is not
@@ -286,7 +292,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 	defer cancel()
 	n := 2*len(s.cfg.Targets) + 4
 	errc := make(chan error, n)
-	if s.cfg.Ack != AckLocal && s.cfg.Ack != "" && s.hasAckTarget() {
+	if s.acksWait() {
 		// Every append waits for the targets' ack, which only sealed
 		// (fsynced) segments get: journal commits would protect nothing
 		// anyone was promised. A crash loses only unacknowledged records,

@@ -689,17 +689,21 @@ func (s *Spool) Seal(reason string) error {
 func (s *Spool) Pending(after uint64) []SealedSegment {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i := sort.Search(len(s.sealed), func(i int) bool { return s.sealed[i].LastSeq > after })
-	return append([]SealedSegment(nil), s.sealed[i:]...)
+	return append([]SealedSegment(nil), s.sealed[s.afterLocked(after):]...)
+}
+
+// afterLocked is the index of the first sealed segment with records after
+// seq. mu held.
+func (s *Spool) afterLocked(seq uint64) int {
+	return sort.Search(len(s.sealed), func(i int) bool { return s.sealed[i].LastSeq > seq })
 }
 
 // Unconfirmed returns the sealed segments some target has not confirmed
 // (Pending lists the confirmed ones state.json does not cover yet too).
 func (s *Spool) Unconfirmed() []SealedSegment {
 	s.mu.Lock()
-	low := s.confirmedLocked()
-	s.mu.Unlock()
-	return s.Pending(low)
+	defer s.mu.Unlock()
+	return append([]SealedSegment(nil), s.sealed[s.afterLocked(s.confirmedLocked()):]...)
 }
 
 // ReadSealed returns the bytes of a sealed segment. They may be shared
@@ -863,12 +867,7 @@ func (s *Spool) Stats() SpoolStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	low := s.confirmedLocked()
-	for _, seg := range s.sealed {
-		if seg.LastSeq > low {
-			st.SealedPending++ // not every target has it
-		}
-	}
+	st.SealedPending = len(s.sealed) - s.afterLocked(s.confirmedLocked()) // not every target has them
 	st.SpoolBytes = s.size()
 	return st
 }

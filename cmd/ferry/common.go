@@ -153,6 +153,11 @@ func openStore(ctx context.Context, cfg *config.File, log *slog.Logger) (store.S
 }
 
 func openDir(path string) (store.Store, error) {
+	return openDirWith(path, dir.Options{})
+}
+
+// openDirWith is openDir with the store's write options.
+func openDirWith(path string, opts dir.Options) (store.Store, error) {
 	if path == "" {
 		return nil, usageError{errors.New("store path is empty")}
 	}
@@ -160,7 +165,7 @@ func openDir(path string) (store.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := dir.New(abs)
+	s, err := dir.NewWithOptions(abs, opts)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", abs, err)
 	}

@@ -114,8 +114,10 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		// inbox through a store that publishes before it fsyncs. The
 		// receiver, which also writes its watermarks there, keeps the
 		// ordinary order: a watermark cannot be resent, so it must never
-		// be torn.
-		inbox, err := openInbox(inboxDir)
+		// be torn. Publishing first saves a journal commit per segment on
+		// the ack path; a crash can then tear only unacknowledged
+		// segments, which tcp.RecoverInbox removes below.
+		inbox, err := openDirWith(inboxDir, dir.Options{PublishBeforeSync: true})
 		if err != nil {
 			return err
 		}
@@ -205,22 +207,6 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "ferry receive: applied %d segments, %d records (%s read) in %.2fs to %s; checkpoint at seq %d\n",
 		s.Segments, s.Records, sizeString(s.Bytes), time.Since(start).Seconds(), ap, s.LastSeq)
 	return runErr
-}
-
-// openInbox opens a link receiver's inbox for its link server. It publishes
-// each segment before fsyncing it (dir.Options.PublishBeforeSync), saving a
-// journal commit per segment on the ack path; a crash can then tear only
-// unacknowledged segments, which tcp.RecoverInbox removes at startup.
-func openInbox(path string) (store.Store, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, err
-	}
-	s, err := dir.NewWithOptions(abs, dir.Options{PublishBeforeSync: true})
-	if err != nil {
-		return nil, fmt.Errorf("link inbox %s: %w", abs, err)
-	}
-	return s, nil
 }
 
 // runWithLink serves the direct link while the receiver applies from its

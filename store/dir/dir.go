@@ -153,7 +153,7 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 	switch {
 	case linkErr == nil:
 		// One directory fsync makes both the link and the unlink durable.
-		if err := syncDir(dir); err != nil {
+		if err := syncPath(dir); err != nil {
 			return fail("put", name, err)
 		}
 		if rmErr != nil {
@@ -194,10 +194,10 @@ func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.F
 	}
 	if err != nil {
 		os.Remove(final)
-		syncDir(filepath.Dir(final)) // best effort: the Put fails anyway
+		syncPath(filepath.Dir(final)) // best effort: the Put fails anyway
 		return fail("put", name, err)
 	}
-	if err := syncDir(filepath.Dir(final)); err != nil {
+	if err := syncPath(filepath.Dir(final)); err != nil {
 		// The content is durable; a retry finds it and syncs the directory.
 		return fail("put", name, err)
 	}
@@ -223,10 +223,10 @@ func (s *Store) matchExisting(name, final string, data []byte) error {
 	// synced the directory, or (under PublishBeforeSync, perhaps in another
 	// process sharing the root) the file itself; sync both so that success
 	// here means durable.
-	if err := syncFile(final); err != nil {
+	if err := syncPath(final); err != nil {
 		return fail("put", name, err)
 	}
-	if err := syncDir(filepath.Dir(final)); err != nil {
+	if err := syncPath(filepath.Dir(final)); err != nil {
 		return fail("put", name, err)
 	}
 	return nil
@@ -327,7 +327,7 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 		}
 		return fail("delete", name, err)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := syncPath(filepath.Dir(path)); err != nil {
 		return fail("delete", name, err)
 	}
 	return nil
@@ -363,7 +363,7 @@ func (s *Store) ensureDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := syncDir(parent); err != nil {
+	if err := syncPath(parent); err != nil {
 		return err
 	}
 	s.dirs.Store(dir, struct{}{})
@@ -392,7 +392,7 @@ func mkdirAll(dir string) error {
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	return syncDir(parent)
+	return syncPath(parent)
 }
 
 // writeTemp writes data to a new temp file in dir and returns it open and
@@ -466,22 +466,10 @@ func sameContent(path string, data []byte) (bool, error) {
 	}
 }
 
-// syncFile fsyncs the file at path.
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// syncDir fsyncs a directory so entries created or removed in it are durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+// syncPath fsyncs the file or directory at path: a directory so that
+// entries created or removed in it are durable.
+func syncPath(path string) error {
+	d, err := os.Open(path)
 	if err != nil {
 		return err
 	}

@@ -33,26 +33,14 @@ var errStopList = errors.New("stop listing")
 // remembered, so the segment is read at most once per process (and not at
 // all once this server stored it).
 func (s *Server) findNewest(ctx context.Context, st serverSettings, k streamGen) (newestSegment, error) {
-	dir := batch.StreamDir(k.stream)
-	var name string
-	err := s.Inbox.List(ctx, dir, dir+batch.SegmentName(k.gen, 0, 0), func(o store.Object) error {
-		n := strings.TrimPrefix(o.Name, dir)
-		g, _, _, ok := batch.ParseSegmentName(n)
-		if !ok {
-			return nil
-		}
-		if g != k.gen {
-			return errStopList
-		}
-		name = n
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStopList) {
-		return newestSegment{}, fmt.Errorf("list %s in the receiver's inbox: %w", dir, err)
+	names, err := newestNames(ctx, s.Inbox, k.stream, k.gen, 1)
+	if err != nil {
+		return newestSegment{}, fmt.Errorf("receiver's inbox: %w", err)
 	}
-	if name == "" {
+	if len(names) == 0 {
 		return newestSegment{}, nil
 	}
+	name := names[0]
 	if known := s.newestOf(k); known.name >= name {
 		return known, nil
 	}
@@ -124,4 +112,37 @@ func readObject(ctx context.Context, st store.Store, key string, limit int64) ([
 	}
 	defer rc.Close()
 	return batch.ReadAll(rc, limit)
+}
+
+// newestNames returns the names (without the stream) of the newest n
+// segments of stream and generation gen in inbox, newest first.
+func newestNames(ctx context.Context, inbox store.Store, stream string, gen uint32, n int) ([]string, error) {
+	dir := batch.StreamDir(stream)
+	ring := make([]string, 0, n)
+	next := 0 // where the next name goes once ring is full
+	err := inbox.List(ctx, dir, dir+batch.SegmentName(gen, 0, 0), func(o store.Object) error {
+		name := strings.TrimPrefix(o.Name, dir)
+		g, _, _, ok := batch.ParseSegmentName(name)
+		if !ok {
+			return nil
+		}
+		if g != gen {
+			return errStopList
+		}
+		if len(ring) < n {
+			ring = append(ring, name)
+		} else {
+			ring[next] = name
+			next = (next + 1) % n
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopList) {
+		return nil, fmt.Errorf("list %s in %s: %w", dir, inbox, err)
+	}
+	names := make([]string, 0, len(ring))
+	for i := range ring {
+		names = append(names, ring[(next+len(ring)-1-i)%len(ring)])
+	}
+	return names, nil
 }

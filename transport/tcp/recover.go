@@ -42,7 +42,7 @@ func RecoverInbox(ctx context.Context, inbox store.Store, stream string, gen uin
 	}
 	names, err := newestNames(ctx, inbox, stream, gen, MaxTornSegments+1)
 	if err != nil {
-		return err
+		return fmt.Errorf("recover inbox %s: %w", inbox, err)
 	}
 	var torn []string
 	var reasons []error
@@ -84,37 +84,4 @@ func RecoverInbox(ctx context.Context, inbox store.Store, stream string, gen uin
 			"segment", key, "store", inbox.String(), "reason", reasons[i].Error())
 	}
 	return nil
-}
-
-// newestNames returns the names (without the stream) of the newest n
-// segments of stream and generation gen in inbox, newest first.
-func newestNames(ctx context.Context, inbox store.Store, stream string, gen uint32, n int) ([]string, error) {
-	dir := batch.StreamDir(stream)
-	ring := make([]string, 0, n)
-	next := 0 // where the next name goes once ring is full
-	err := inbox.List(ctx, dir, dir+batch.SegmentName(gen, 0, 0), func(o store.Object) error {
-		name := strings.TrimPrefix(o.Name, dir)
-		g, _, _, ok := batch.ParseSegmentName(name)
-		if !ok {
-			return nil
-		}
-		if g != gen {
-			return errStopList
-		}
-		if len(ring) < n {
-			ring = append(ring, name)
-		} else {
-			ring[next] = name
-			next = (next + 1) % n
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStopList) {
-		return nil, fmt.Errorf("recover inbox %s: list %s: %w", inbox, dir, err)
-	}
-	names := make([]string, 0, len(ring))
-	for i := range ring {
-		names = append(names, ring[(next+len(ring)-1-i)%len(ring)])
-	}
-	return names, nil
 }
