@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestTCPTokenNeverPrinted(t *testing.T) {
@@ -61,6 +62,32 @@ func TestTCPMaxInFlight(t *testing.T) {
 			t.Errorf("max_in_flight = %s: %v", tc.value, err)
 		case !tc.err && f.TCP.MaxInFlight != tc.want:
 			t.Errorf("max_in_flight = %s loaded as %d", tc.value, f.TCP.MaxInFlight)
+		}
+	}
+}
+
+// tcp.checkpoint_delay defaults to 100ms, loads, and a negative one is an
+// error naming the key.
+func TestTCPCheckpointDelay(t *testing.T) {
+	if d := Defaults().TCP.CheckpointDelay; d != Duration(DefaultCheckpointDelay) {
+		t.Fatalf("default checkpoint_delay %v, want %v", d, DefaultCheckpointDelay)
+	}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		value string
+		want  time.Duration
+		err   bool
+	}{{`"0s"`, 0, false}, {`"2s"`, 2 * time.Second, false}, {`"-1s"`, 0, true}} {
+		path := filepath.Join(dir, "c.toml")
+		os.WriteFile(path, []byte("stream = \"app\"\nstore = \"tcp://dr:7000\"\n[tcp]\ntoken = \"x\"\ncheckpoint_delay = "+tc.value+"\n"), 0o644)
+		f, err := Load(path)
+		switch {
+		case tc.err && (err == nil || !strings.Contains(err.Error(), "tcp.checkpoint_delay")):
+			t.Errorf("checkpoint_delay = %s: got %v, want an error naming tcp.checkpoint_delay", tc.value, err)
+		case !tc.err && err != nil:
+			t.Errorf("checkpoint_delay = %s: %v", tc.value, err)
+		case !tc.err && time.Duration(f.TCP.CheckpointDelay) != tc.want:
+			t.Errorf("checkpoint_delay = %s loaded as %v", tc.value, f.TCP.CheckpointDelay)
 		}
 	}
 }

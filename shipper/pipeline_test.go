@@ -135,3 +135,26 @@ func dedupe(s []string) []string {
 	}
 	return out
 }
+
+// A sending window's bandwidth cap paces whole segments for a target that
+// does not pace its own bytes (not a LinkLimiter), so such a target gets
+// them one at a time even if it could take several.
+func TestSendPipelinesNotUnderStoreCap(t *testing.T) {
+	inner := newDirStore(t)
+	ps := &pipeStore{Store: inner, max: 3}
+	cfg := shipperConfig(t, Target{Name: "archive", Store: ps})
+	cfg.Spool.Policy = batch.FlushPolicy{MaxRecords: 1}
+	cfg.Schedules.Windows = []Window{{Start: mustCron(t, "* * * * *"), Duration: time.Hour, BandwidthLimit: 64 * mib}} // always open
+	sp := openSpool(t, cfg.Spool, "archive")
+	appendRecs(t, sp, records("r", 6), "")
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sh := startShipper(t, cfg)
+	waitFor(t, "every segment sent", func() bool { return sh.Targets()[0].SentSeq >= 6 })
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.peak != 1 {
+		t.Fatalf("%d segments outstanding at once under a capped window, want 1", ps.peak)
+	}
+}
