@@ -18,24 +18,39 @@ func SegmentName(gen uint32, first, last uint64) string {
 	return fmt.Sprintf("%08x-%016x-%016x%s", gen, first, last, SegmentSuffix)
 }
 
-var nameRE = regexp.MustCompile(`^([0-9a-f]{8})-([0-9a-f]{16})-([0-9a-f]{16})\.seg\.zst$`)
-
 // ParseSegmentName is the inverse of SegmentName. ok is false for any name
-// that is not exactly a segment name.
+// that is not exactly a segment name (lower-case hex, fixed widths). The
+// receiver parses every name it lists or is offered, so this avoids
+// regexp and fmt.
 func ParseSegmentName(name string) (gen uint32, first, last uint64, ok bool) {
-	m := nameRE.FindStringSubmatch(name)
-	if m == nil {
+	const n = 8 + 1 + 16 + 1 + 16
+	if len(name) != n+len(SegmentSuffix) || name[8] != '-' || name[25] != '-' || name[n:] != SegmentSuffix {
 		return 0, 0, 0, false
 	}
-	var g uint32
-	var f, l uint64
-	fmt.Sscanf(m[1], "%x", &g)
-	fmt.Sscanf(m[2], "%x", &f)
-	fmt.Sscanf(m[3], "%x", &l)
-	if l < f {
+	g, ok1 := parseHex(name[:8])
+	f, ok2 := parseHex(name[9:25])
+	l, ok3 := parseHex(name[26:n])
+	if !ok1 || !ok2 || !ok3 || l < f {
 		return 0, 0, 0, false
 	}
-	return g, f, l, true
+	return uint32(g), f, l, true
+}
+
+// parseHex parses lower-case hex digits (at most 16) into a uint64.
+func parseHex(s string) (uint64, bool) {
+	var v uint64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case '0' <= c && c <= '9':
+			v = v<<4 | uint64(c-'0')
+		case 'a' <= c && c <= 'f':
+			v = v<<4 | uint64(c-'a'+10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
 }
 
 // NameAfter returns a name that sorts after every segment of generation gen

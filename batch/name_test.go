@@ -3,6 +3,7 @@ package batch
 import (
 	"math"
 	"math/rand/v2"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -176,4 +177,26 @@ func TestCheckStream(t *testing.T) {
 			t.Errorf("CheckStream(%q): error %q does not say what is allowed", s, err)
 		}
 	}
+}
+
+// FuzzParseSegmentName holds the hand-written parser to the definition: a
+// name parses exactly when it matches the segment name pattern with last
+// >= first, and then SegmentName gives it back.
+func FuzzParseSegmentName(f *testing.F) {
+	f.Add("00000001-0000000000000001-0000000000000004.seg.zst")
+	f.Add("ffffffff-ffffffffffffffff-ffffffffffffffff.seg.zst")
+	f.Add("0000000A-0000000000000001-0000000000000004.seg.zst")
+	f.Add("00000001-0000000000000005-0000000000000004.seg.zst")
+	pattern := regexp.MustCompile(`^[0-9a-f]{8}-([0-9a-f]{16})-([0-9a-f]{16})\.seg\.zst$`)
+	f.Fuzz(func(t *testing.T, name string) {
+		g, first, last, ok := ParseSegmentName(name)
+		m := pattern.FindStringSubmatch(name)
+		want := m != nil && m[2] >= m[1] // fixed-width hex: string order is numeric order
+		if ok != want {
+			t.Fatalf("ParseSegmentName(%q) ok = %t, want %t", name, ok, want)
+		}
+		if ok && SegmentName(g, first, last) != name {
+			t.Fatalf("ParseSegmentName(%q) = %d, %d, %d; SegmentName gives %s", name, g, first, last, SegmentName(g, first, last))
+		}
+	})
 }

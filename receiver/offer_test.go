@@ -42,7 +42,7 @@ func TestOfferedSegmentsNeedNoListing(t *testing.T) {
 
 	for _, s := range segs[:5] {
 		put(t, st, s)
-		r.Offer(s.name)
+		r.Offer(s.name, int64(len(s.data)))
 		eventually(t, "offered "+s.name+" applied", func() bool { return r.Applied() == s.meta.LastSeq })
 	}
 	if n := st.lists.Load(); n != 1 {
@@ -50,14 +50,14 @@ func TestOfferedSegmentsNeedNoListing(t *testing.T) {
 	}
 	put(t, st, segs[5]) // stored without an offer
 	put(t, st, segs[6])
-	r.Offer(segs[6].name)
+	r.Offer(segs[6].name, int64(len(segs[6].data)))
 	eventually(t, "both applied after a listing", func() bool { return r.Applied() == segs[6].meta.LastSeq })
 	if n := st.lists.Load(); n < 2 {
 		t.Fatalf("%d listings: an offer after a missing one must fall back to listing", n)
 	}
 	put(t, st, segs[7])
-	r.Offer(segs[7].name)
-	r.Offer(segs[3].name) // applied already: ignored
+	r.Offer(segs[7].name, int64(len(segs[7].data)))
+	r.Offer(segs[3].name, 0) // applied already: ignored
 	eventually(t, "the last applied", func() bool { return r.Applied() == segs[7].meta.LastSeq })
 	cancel()
 	if err := <-done; err != nil {

@@ -137,7 +137,7 @@ type Receiver struct {
 
 	// offered (under mu) are segment names Offer announced and no pass has
 	// taken yet; offerLost is set when more came than it keeps.
-	offered   []string
+	offered   []planned
 	offerLost bool
 
 	spare spare // buffers one applyPlanned pass leaves the next (prefetch.go)
@@ -404,16 +404,17 @@ func (r *Receiver) Wake() {
 	}
 }
 
-// Offer tells the receiver that segment name has just been stored durably
-// (the direct link's server calls it for each segment it puts into the
-// inbox) and wakes Run. A pass that finds the offered names continuing the
+// Offer tells the receiver that segment name, of size bytes, has just been
+// stored durably (the direct link's server calls it for each segment it
+// puts into the inbox) and wakes Run. A pass that finds the offered names continuing the
 // stream from where it stands applies them without listing the store,
 // which, for an inbox of a thousand segments, cost more CPU than applying
 // a small segment. It never blocks.
-func (r *Receiver) Offer(name string) {
+// The size sizes the read buffer, as a listing's would.
+func (r *Receiver) Offer(name string, size int64) {
 	r.mu.Lock()
 	if len(r.offered) < maxOffered {
-		r.offered = append(r.offered, name)
+		r.offered = append(r.offered, planned{name: name, listed: size})
 	} else {
 		r.offerLost = true
 	}
@@ -437,11 +438,11 @@ func (r *Receiver) takeOffered(gen uint32, from uint64) (_ []planned, ok bool) {
 	if lost || len(names) == 0 {
 		return nil, false
 	}
-	slices.Sort(names)
+	slices.SortFunc(names, func(a, b planned) int { return strings.Compare(a.name, b.name) })
 	var offered []planned
-	for _, n := range names {
-		if g, _, _, valid := batch.ParseSegmentName(n); valid && g == gen {
-			offered = append(offered, planned{name: n})
+	for _, p := range names {
+		if g, _, _, valid := batch.ParseSegmentName(p.name); valid && g == gen {
+			offered = append(offered, p)
 		}
 	}
 	todo, gap := plan(offered, from)

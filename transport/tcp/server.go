@@ -46,10 +46,10 @@ type Server struct {
 	// to shippers in acks and heartbeats. Nil reports 0.
 	Applied func(stream string) uint64
 	// Stored, if set, is called after a segment is durably in the inbox
-	// (before the ACK) with its stream and name, so the receiver applying
-	// from the inbox can look at once instead of at its next poll, and
-	// need not list the inbox to find it. It must not block.
-	Stored func(stream, name string)
+	// (before the ACK) with its stream, name and size, so the receiver
+	// applying from the inbox can look at once instead of at its next
+	// poll, and need not list the inbox to find it. It must not block.
+	Stored func(stream, name string, size int64)
 	// Log receives connection events. Nil discards them.
 	Log *slog.Logger
 
