@@ -319,6 +319,20 @@ func TestAckModesJournalCommits(t *testing.T) {
 			for _, d := range dones {
 				returns(t, d, "Append once the target opened")
 			}
+			// Nor does a journal file come and go per seal (JournalRotate).
+			for i := range 3 {
+				returns(t, appendAsync(sh.Shipper, fmt.Sprintf("s%d", i)), "Append")
+				if err := sh.Spool().Seal("test"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			files, err := listJournals(cfg.Spool.Dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first := journalName(1); (len(files) == 1 && files[0] == first) == tc.want {
+				t.Errorf("ack %q: journal files %q after several seals; want only %s: %v", tc.ack, files, first, !tc.want)
+			}
 		})
 	}
 }

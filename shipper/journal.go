@@ -100,6 +100,12 @@ func parseEntry(b []byte) ([]batch.Record, []byte, int, error) {
 // once the seal has recorded the batch in state.json, so at most two files
 // are live: the sealing batch's and the open batch's.
 //
+// With SpoolConfig.JournalRotate set (the shipper sets it when appends
+// wait for targets' acks, and nothing commits the journal), a hand-off
+// keeps the current file until it holds JournalRotate bytes, unless an
+// entry was split: then its batches' records stay in it after they are
+// sealed, and recovery skips them by seq as it skips any sealed record.
+//
 // A newer file is made durable only after every older live one is durable
 // or its batch is sealed. Recovery relies on that: it replays the files in
 // name order (a file named "journal", the single journal of ferry versions
@@ -132,6 +138,7 @@ func parseJournalName(name string) (uint64, bool) {
 type journalFile struct {
 	f         *os.File
 	name      string
+	start     uint64 // position of its first byte
 	end       uint64 // position after its last byte
 	synced    uint64 // position up to which its bytes are durable
 	dirSynced bool   // its directory entry is durable
@@ -233,7 +240,7 @@ func (s *Spool) createJournal(first uint64, flag int) (*journalFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create journal: %w", err)
 	}
-	return &journalFile{f: f, name: name, end: s.written, synced: s.written}, nil
+	return &journalFile{f: f, name: name, start: s.written, end: s.written, synced: s.written}, nil
 }
 
 // removeJournals removes the journal files names, which hold nothing

@@ -3,6 +3,7 @@ package shipper
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -155,5 +156,60 @@ func TestJournalFileNames(t *testing.T) {
 	}
 	if want := []string{legacyJournal, journalName(2), journalName(0xf), journalName(0x100)}; !slices.Equal(names, want) {
 		t.Fatalf("listJournals = %q, want %q", names, want)
+	}
+}
+
+// With JournalRotate, seals at entry boundaries keep the one journal file
+// (no create and unlink per seal), a split entry or a full file starts a
+// new one, and a copy of the spool taken as kill -9 would leave it
+// recovers each record once, the sealed ones from their segments.
+func TestJournalRotate(t *testing.T) {
+	cfg := spoolConfig(t)
+	cfg.Policy.MaxRecords = 10
+	cfg.JournalRotate = 2000
+	sp := openSpool(t, cfg)
+	var want []string
+	add := func(prefix string, n int) {
+		recs := records(prefix, n)
+		appendRecs(t, sp, recs, prefix)
+		want = append(want, datas(recs)...)
+	}
+	first := journalFiles(t, cfg.Dir)
+	for i := range 5 {
+		add(fmt.Sprint("s", i), 3)
+		if err := sp.Seal("test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := journalFiles(t, cfg.Dir); !slices.Equal(got, first) {
+		t.Fatalf("journal files after 5 seals at entry boundaries: %q, want still %q", got, first)
+	}
+	add("split", 13) // records 16-28: the batch is due at 25, mid-entry
+	settle(t, sp)
+	afterSplit := journalFiles(t, cfg.Dir)
+	if len(afterSplit) != 1 || afterSplit[0] != journalName(26) {
+		t.Fatalf("journal files after a mid-entry seal: %q, want only %s (the leftover's)", afterSplit, journalName(26))
+	}
+	for i := 0; slices.Equal(journalFiles(t, cfg.Dir), afterSplit); i++ {
+		if i == 100 {
+			t.Fatalf("journal file %s never rotated past JournalRotate %d bytes", afterSplit[0], cfg.JournalRotate)
+		}
+		add(fmt.Sprint("fill", i), 2)
+		if err := sp.Seal("test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("open", 3) // unsealed, in the page cache only
+	img := copyDir(t, cfg.Dir)
+	rc := cfg
+	rc.Dir = img
+	sp2, err := OpenSpool(rc, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp2.Close()
+	got := datas(checkChain(t, sealedFiles(t, img), 0, batch.ZeroHash))
+	if !slices.Equal(got, want) {
+		t.Fatalf("recovered %d records %q, want %d %q", len(got), got, len(want), want)
 	}
 }

@@ -330,9 +330,21 @@ func TestRecoverForeignFileInSealed(t *testing.T) {
 // checks each image recovers consistently (checkImages). Each append waits
 // for the seals it started, so every fsync happens while the rest of the
 // spool is still; TestSealInFlightCrashImages crashes with a seal in flight.
+// It runs with a journal file per seal, with one file kept across seals
+// (JournalRotate), and with one rotated every few seals.
 func TestRecoverCrashAtEveryFsync(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rotate int64
+	}{{"file per seal", 0}, {"one file", 1 << 20}, {"rotate at 300 bytes", 300}} {
+		t.Run(tc.name, func(t *testing.T) { recoverCrashAtEveryFsync(t, tc.rotate) })
+	}
+}
+
+func recoverCrashAtEveryFsync(t *testing.T, rotate int64) {
 	cfg := spoolConfig(t)
 	cfg.Policy.MaxRecords = 10
+	cfg.JournalRotate = rotate
 	sim := newCrashSim(t)
 	sim.snap = func(point string) {
 		kinds := []imageKind{powerLoss, resurrected, killed}

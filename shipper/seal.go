@@ -34,7 +34,10 @@ type sealJob struct {
 	// state.json names cursor: the end of the leftover of an entry the seal
 	// point split, when that entry moved the cursor.
 	syncTo uint64
-	old    *journalFile // the journal file the batch was written to
+	// old is the journal file the batch ends in when the hand-off started
+	// a new one; nil when the batch's records stay in the current file
+	// (JournalRotate), where recovery skips them by seq once sealed.
+	old *journalFile
 	// obsolete names more journal files that hold nothing once the batch
 	// is sealed (the files a restart replayed).
 	obsolete []string
@@ -52,13 +55,15 @@ func (s *Spool) handOff(reason string, cursor []byte, leftover []batch.Record, c
 	if err := s.waitSealLocked(); err != nil {
 		return err
 	}
-	old := s.journals[len(s.journals)-1]
-	j, err := s.createJournal(s.builder.LastSeq()+1, os.O_EXCL)
-	if err != nil {
-		return s.fail(err)
+	job := &sealJob{reason: reason, cursor: append([]byte(nil), cursor...)}
+	if cur := s.journals[len(s.journals)-1]; len(leftover) > 0 || s.cfg.JournalRotate <= 0 || int64(cur.end-cur.start) >= s.cfg.JournalRotate {
+		j, err := s.createJournal(s.builder.LastSeq()+1, os.O_EXCL)
+		if err != nil {
+			return s.fail(err)
+		}
+		s.journals = append(s.journals, j)
+		job.old = cur
 	}
-	s.journals = append(s.journals, j)
-	job := &sealJob{reason: reason, cursor: append([]byte(nil), cursor...), old: old}
 	if len(leftover) > 0 {
 		s.jbuf = appendEntry(s.jbuf[:0], leftover, cursor)
 		if err := s.writeLeftover(s.jbuf); err != nil {
@@ -269,14 +274,24 @@ func (s *Spool) writeSegmentFile(path string, data []byte) error {
 	if _, err := s.cfg.WriteFile(f, data); err != nil {
 		return fail(fmt.Errorf("write %s: %w", path, err))
 	}
-	if err := s.cfg.SyncFile(f); err != nil {
-		return fail(fmt.Errorf("fsync %s: %w", path, err))
+	// The file and its directory entry are fsynced together.
+	var fileErr error
+	err = fsutil.SyncWithDir(func() error {
+		if fileErr = s.cfg.SyncFile(f); fileErr != nil {
+			return fmt.Errorf("fsync %s: %w", path, fileErr)
+		}
+		return nil
+	}, filepath.Dir(path))
+	if fileErr != nil {
+		return fail(err)
 	}
-	if err := f.Close(); err != nil {
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		os.Remove(path)
-		return err
 	}
-	return fsutil.SyncDir(filepath.Dir(path))
+	return err
 }
 
 // writeState replaces state.json with st durably: temp file fsynced with

@@ -46,6 +46,14 @@ type SpoolConfig struct {
 	// CommitInterval bounds how long records appended by a source that
 	// does not wait stay unsynced under fsync "batch". Default 100ms.
 	CommitInterval time.Duration
+	// JournalRotate, if positive, lets a hand-off keep writing the
+	// current journal file until it holds this many bytes, instead of
+	// starting a file per seal. For spools whose journal is not committed
+	// (appends wait for targets' acks): there a file per seal cost a
+	// create and an unlink per round trip, which the next fsync of a
+	// segment paid for. Zero: a file per seal, whose journal positions
+	// the seal then counts as durable (no commit needs them).
+	JournalRotate int64
 }
 
 // spoolState is state.json: what survives a restart besides the journal and

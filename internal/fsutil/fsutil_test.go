@@ -71,3 +71,21 @@ func TestCheckWritableDir(t *testing.T) {
 		t.Fatalf("probe file left behind: %v", left)
 	}
 }
+
+// SyncWithDir runs both fsyncs and reports the file's error first, then
+// the directory's, and waits for both either way.
+func TestSyncWithDir(t *testing.T) {
+	dir := t.TempDir()
+	ran := false
+	if err := SyncWithDir(func() error { ran = true; return nil }, dir); err != nil || !ran {
+		t.Fatalf("SyncWithDir = %v (file sync ran: %t); want nil after running it", err, ran)
+	}
+	boom := fmt.Errorf("file fsync failed")
+	missing := filepath.Join(dir, "gone")
+	if err := SyncWithDir(func() error { return boom }, missing); err != boom {
+		t.Fatalf("both failing: %v; want the file's error", err)
+	}
+	if err := SyncWithDir(func() error { return nil }, missing); err == nil || !strings.Contains(err.Error(), "gone") {
+		t.Fatalf("directory failing: %v; want an error naming it", err)
+	}
+}

@@ -31,6 +31,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -170,8 +171,9 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 
 // publishThenSync is Put's second half under Options.PublishBeforeSync: f
 // is the open, written, unsynced temp file. It links f to final, unlinks
-// the temp, and only then fsyncs the file and the directory; the fsync of
-// the file also commits the link and the unlink, which is the saving. If
+// the temp, and only then fsyncs the file and the directory, together;
+// the fsync of the file also commits the link and the unlink, which is
+// the saving. If
 // the file's fsync fails, final is removed again: its content was never
 // durable, so no later Put may find it and call it a match.
 func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.File, data []byte) error {
@@ -188,18 +190,23 @@ func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.F
 		}
 		return fail("put", name, linkErr)
 	}
-	err := f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	// The file and the directory are fsynced together (fsutil.SyncWithDir).
+	var fileErr error
+	dirErr := fsutil.SyncWithDir(func() error {
+		fileErr = f.Sync()
+		return nil
+	}, filepath.Dir(final))
+	if cerr := f.Close(); fileErr == nil {
+		fileErr = cerr
 	}
-	if err != nil {
+	if fileErr != nil {
 		os.Remove(final)
 		syncPath(filepath.Dir(final)) // best effort: the Put fails anyway
-		return fail("put", name, err)
+		return fail("put", name, fileErr)
 	}
-	if err := syncPath(filepath.Dir(final)); err != nil {
+	if dirErr != nil {
 		// The content is durable; a retry finds it and syncs the directory.
-		return fail("put", name, err)
+		return fail("put", name, dirErr)
 	}
 	if rmErr != nil {
 		// The object is published; a retry of this Put succeeds.
