@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/internal/ferrytest"
+	"github.com/ferry-dr/ferry/receiver"
 )
 
 // A link receiver in rolling mode keeps its checkpoint behind what it has
@@ -36,8 +38,11 @@ func TestLinkReceiverKill9WhileCheckpointHeld(t *testing.T) {
 		"--stream", s.name, "--spool", s.spool, "--max-age", "10ms", "--shutdown-timeout", "60s")
 
 	// Write the input in small pieces, killing the receiver -9 at random
-	// points and restarting it.
-	const pieces = 60
+	// points and restarting it. A kill waits up to 10 more pieces for the
+	// replica to be ahead of the checkpoint: on a loaded machine the
+	// shipper's reconnect after a restart can take longer than a few
+	// pieces, and a kill before anything new arrived tests nothing.
+	const pieces = 80
 	kills, ahead := 0, 0
 	nextKill := 5 + rng.IntN(10)
 	for i := range pieces {
@@ -46,7 +51,7 @@ func TestLinkReceiverKill9WhileCheckpointHeld(t *testing.T) {
 			t.Fatalf("feed the shipper: %v", err)
 		}
 		time.Sleep(time.Duration(20+rng.IntN(30)) * time.Millisecond)
-		if i == nextKill {
+		if i >= nextKill && (i >= nextKill+10 || replicaAhead(t, s)) {
 			recv.Kill9()
 			kills++
 			got := s.readReplica()
@@ -57,7 +62,7 @@ func TestLinkReceiverKill9WhileCheckpointHeld(t *testing.T) {
 				ahead++ // applied past the checkpoint: the case under test
 			}
 			recv = startReceiver(t, s, addr, recvArgs...)
-			nextKill += 5 + rng.IntN(10)
+			nextKill = i + 5 + rng.IntN(10)
 		}
 	}
 	pw.Close()
@@ -76,4 +81,24 @@ func TestLinkReceiverKill9WhileCheckpointHeld(t *testing.T) {
 	if kills < 3 || ahead == 0 {
 		t.Fatalf("%d kills, %d with the replica ahead of the checkpoint: the case under test did not happen", kills, ahead)
 	}
+}
+
+// replicaAhead reports whether the live receiver of s has applied past
+// its checkpoint (false before its first checkpoint).
+func replicaAhead(t *testing.T, s *stream) bool {
+	t.Helper()
+	cp, ok, err := receiver.LoadCheckpoint(s.state)
+	if err != nil {
+		t.Fatalf("read checkpoint in %s: %v", s.state, err)
+	}
+	if !ok || cp.Applier == nil {
+		return false
+	}
+	var st struct {
+		Size int64 `json:"size"`
+	}
+	if err := json.Unmarshal(cp.Applier, &st); err != nil {
+		t.Fatalf("checkpoint in %s: applier state %s: %v", s.state, cp.Applier, err)
+	}
+	return int64(len(s.readReplica())) > st.Size
 }
