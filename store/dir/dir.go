@@ -173,9 +173,9 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 // is the open, written, unsynced temp file. It links f to final, unlinks
 // the temp, and only then fsyncs the file and the directory, together;
 // the fsync of the file also commits the link and the unlink, which is
-// the saving. If
-// the file's fsync fails, final is removed again: its content was never
-// durable, so no later Put may find it and call it a match.
+// the saving. If the file's fsync fails, final is removed again: its
+// content was never durable, so no later Put may find it and call it a
+// match.
 func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.File, data []byte) error {
 	tmp := f.Name()
 	linkErr := ctx.Err()
