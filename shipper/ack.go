@@ -75,6 +75,15 @@ func (s *Shipper) ackChangedLocked() {
 	s.ackCh = make(chan struct{})
 }
 
+// waiterArrivedLocked wakes the ack sealer and the watermark pollers: an
+// appender started waiting. The appenders already waiting do not need it:
+// waking all of them at each arrival cost 64 appenders about 64 wake-ups
+// each per round. s.mu held.
+func (s *Shipper) waiterArrivedLocked() {
+	close(s.waitCh)
+	s.waitCh = make(chan struct{})
+}
+
 // ackedLocked reports whether seq is acknowledged under the ack mode by
 // every target that takes part in acks. s.mu held.
 func (s *Shipper) ackedLocked(seq uint64) bool {
@@ -108,7 +117,7 @@ func (s *Shipper) waitAck(ctx context.Context, seq uint64) error {
 	s.mu.Lock()
 	s.waiters++
 	s.waitSeqs[seq]++
-	s.ackChangedLocked() // wake the ack sealer and the watermark pollers
+	s.waiterArrivedLocked()
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -149,8 +158,11 @@ func (s *Shipper) waitAck(ctx context.Context, seq uint64) error {
 // again at once. Sealing at the first of them would send a segment with a
 // handful of records and leave the rest for the round after, halving
 // throughput; so while fewer appenders wait in the open batch than the
-// last ack seal carried, it waits for them, at most a quarter of the last
-// round trip and never more than maxLinger.
+// last ack seal carried, or than are waiting at all (some released by the
+// last ack have not returned yet), it waits for them: until none has come
+// for a quarter of the last round trip (at most maxLinger), and never more
+// than 2*maxLinger in all. Each arrival extends the wait, so appenders
+// that a loaded machine schedules late still share the segment.
 func (s *Shipper) ackSealer(ctx context.Context) error {
 	if s.cfg.Ack == AckLocal { // New makes "" local
 		return nil
@@ -160,10 +172,12 @@ func (s *Shipper) ackSealer(ctx context.Context) error {
 		sealedAt    time.Time     // when it was sealed
 		round       time.Duration // how long the targets took to acknowledge it
 		lingerUntil time.Time     // a linger in progress, or zero
+		lingerFrom  time.Time     // when it began
+		lingerOpen  int           // appenders in the open batch when it was last extended
 	)
 	for {
 		s.mu.Lock()
-		ach, waiters := s.ackCh, s.waiters
+		ach, wch, waiters := s.ackCh, s.waitCh, s.waiters
 		var minSent uint64 = 1<<64 - 1
 		for _, t := range s.cfg.Targets {
 			if !t.Async {
@@ -179,11 +193,23 @@ func (s *Shipper) ackSealer(ctx context.Context) error {
 		}
 		if waiters > 0 && idle && s.spool.LastSeq() > minSent {
 			open := s.openWaiters(minSent)
+			// The round to gather: as many as the last seal carried, or
+			// all that wait, counting the ones the last ack released
+			// that have not returned yet: after one short seal (the
+			// first round takes whoever came first), waiting only for
+			// the last seal's count kept every round split in two.
+			want := max(lastCarried, waiters)
 			now := time.Now()
-			if open < lastCarried && lingerUntil.IsZero() {
-				lingerUntil = now.Add(min(round/4, maxLinger))
+			if open < want {
+				gap := min(round/4, maxLinger)
+				switch {
+				case lingerUntil.IsZero():
+					lingerFrom, lingerUntil, lingerOpen = now, now.Add(gap), open
+				case open > lingerOpen:
+					lingerUntil, lingerOpen = now.Add(min(gap, lingerFrom.Add(2*maxLinger).Sub(now))), open
+				}
 			}
-			if open < lastCarried && now.Before(lingerUntil) {
+			if open < want && now.Before(lingerUntil) {
 				linger = time.After(lingerUntil.Sub(now))
 			} else {
 				// Few sealed segments are on their way and records
@@ -203,6 +229,7 @@ func (s *Shipper) ackSealer(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-ach:
+		case <-wch:
 		case <-sch:
 		case <-linger:
 		}
@@ -268,13 +295,13 @@ func (s *Shipper) watermarkLoop(ctx context.Context, t Target) error {
 			s.ackChangedLocked()
 		}
 		busy := s.waiters > 0 && s.cfg.Ack == AckApplied
-		ach := s.ackCh
+		wch := s.waitCh
 		s.mu.Unlock()
 		wait := appliedPollIdle
 		var wake <-chan struct{}
 		switch {
 		case !busy:
-			wake = ach // an appender starting to wait polls at once
+			wake = wch // an appender starting to wait polls at once
 		case moved != nil:
 			// The link says when the watermarks move (below); the timer
 			// is only a safety net.

@@ -336,3 +336,81 @@ func TestAckModesJournalCommits(t *testing.T) {
 		})
 	}
 }
+
+// A round that starts split (half the appenders came late to the first
+// segment) is gathered again: the ack sealer waits for every appender
+// still waiting, not only as many as the last segment carried, which kept
+// every round split in two.
+func TestAckSealerHealsASplitRound(t *testing.T) {
+	inner := newDirStore(t)
+	st := &storetest.Faulty{Store: inner, PutFn: func(ctx context.Context, name string, data []byte) error {
+		time.Sleep(20 * time.Millisecond) // a round trip
+		return inner.Put(ctx, name, data)
+	}}
+	cfg := shipperConfig(t, Target{Name: "dr", Store: st})
+	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
+	cfg.Ack = AckReceived
+	sh := startShipper(t, cfg)
+	const appenders, each = 8, 20
+	var wg sync.WaitGroup
+	for i := range appenders {
+		if i == appenders/2 { // the first segment leaves with the first half
+			waitFor(t, "the first segment sealed", func() bool { return sh.Spool().Stats().SegmentsOut > 0 })
+		}
+		wg.Go(func() {
+			for j := range each {
+				if _, err := sh.Append(context.Background(), batch.Record{Data: fmt.Appendf(nil, "r%d-%d", i, j)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	segs := storeSegments(t, inner, "app")
+	checkChain(t, segs, 0, batch.ZeroHash)
+	t.Logf("%d segments", len(segs))
+	// Split for good, it takes 2*each segments.
+	if max := each + 5; len(segs) > max {
+		t.Fatalf("%d appenders x %d records, half of them late to the first round, took %d segments, want at most %d: the split round never healed",
+			appenders, each, len(segs), max)
+	}
+}
+
+// An appender that starts waiting wakes the ack sealer (waitCh), not the
+// appenders already waiting (ackCh): with 64 appenders, each arrival
+// waking all the others made thousands of wake-ups per round.
+func TestArrivingAppenderWakesOnlyTheSealer(t *testing.T) {
+	gated := newGatedStore(t)
+	cfg := shipperConfig(t, Target{Name: "dr", Store: gated})
+	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
+	cfg.Ack = AckReceived
+	sh := startShipper(t, cfg)
+	first := appendAsync(sh.Shipper, "r0") // its segment is held at the gate
+	waiting := func(n int) func() bool {
+		return func() bool {
+			sh.mu.Lock()
+			defer sh.mu.Unlock()
+			return sh.waiters == n
+		}
+	}
+	waitFor(t, "the first appender waiting", waiting(1))
+	sh.mu.Lock()
+	ack, wait := sh.ackCh, sh.waitCh
+	sh.mu.Unlock()
+	second := appendAsync(sh.Shipper, "r1")
+	waitFor(t, "the second appender waiting", waiting(2))
+	select {
+	case <-wait:
+	default:
+		t.Fatal("an appender started waiting without waking the ack sealer")
+	}
+	select {
+	case <-ack:
+		t.Fatal("an appender starting to wait woke the appenders already waiting")
+	default:
+	}
+	close(gated.gate)
+	returns(t, first, "first Append")
+	returns(t, second, "second Append")
+}

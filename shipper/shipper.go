@@ -88,7 +88,8 @@ type Shipper struct {
 	runFail chan struct{} // closed when runErr is set, so Drain stops waiting
 
 	clock    Clock
-	ackCh    chan struct{}  // closed and replaced when a watermark moves or an appender starts waiting
+	ackCh    chan struct{}  // closed and replaced when a watermark moves
+	waitCh   chan struct{}  // closed and replaced when an appender starts waiting
 	waiters  int            // appenders waiting for acks
 	waitSeqs map[uint64]int // how many appenders wait for each seq (ack.go)
 	segTimes []segTime      // sent segments not yet applied everywhere
@@ -116,7 +117,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 		names = append(names, t.Name)
 		status[t.Name] = &TargetStatus{Name: t.Name, Store: t.Store.String(), Async: t.Async}
 	}
-	s := &Shipper{cfg: cfg, log: log, targets: status, runFail: make(chan struct{}), ackCh: make(chan struct{}),
+	s := &Shipper{cfg: cfg, log: log, targets: status, runFail: make(chan struct{}), ackCh: make(chan struct{}), waitCh: make(chan struct{}),
 		clock: cfg.Clock, waitSeqs: map[uint64]int{}}
 	if s.acksWait() && s.cfg.Spool.JournalRotate == 0 {
 		// Nothing commits the journal (Run): one file for many seals.
