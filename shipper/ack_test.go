@@ -246,6 +246,24 @@ func TestAckAllTargetsAsyncStillDurable(t *testing.T) {
 // the last segment released instead of sealing at the first of them, which
 // would split every round into a tiny segment and a large one.
 func TestAckReceivedGroupCommitLingers(t *testing.T) {
+	const appenders, each = 8, 24
+	segs := closedLoopSegments(t, appenders, each, nil)
+	// Ideally each + 1 segments (the first round gathers whoever came
+	// first); splitting every round would need about twice as many.
+	t.Logf("%d segments", len(segs))
+	if max := each * 3 / 2; len(segs) > max {
+		t.Fatalf("%d closed-loop appenders x %d records took %d segments, want at most %d: rounds are split",
+			appenders, each, len(segs), max)
+	}
+}
+
+// closedLoopSegments runs appenders closed-loop appenders of each records
+// under ack "received" against a store whose Put takes 20 ms (a round
+// trip), and returns the segments the store got, checked to chain and
+// hold every record. half, if set, runs before the second half of the
+// appenders starts.
+func closedLoopSegments(t *testing.T, appenders, each int, half func(*Shipper)) []seg {
+	t.Helper()
 	inner := newDirStore(t)
 	st := &storetest.Faulty{Store: inner, PutFn: func(ctx context.Context, name string, data []byte) error {
 		time.Sleep(20 * time.Millisecond) // a round trip
@@ -255,9 +273,11 @@ func TestAckReceivedGroupCommitLingers(t *testing.T) {
 	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
 	cfg.Ack = AckReceived
 	sh := startShipper(t, cfg)
-	const appenders, each = 8, 24
 	var wg sync.WaitGroup
 	for i := range appenders {
+		if i == appenders/2 && half != nil {
+			half(sh.Shipper)
+		}
 		wg.Go(func() {
 			for j := range each {
 				if _, err := sh.Append(context.Background(), batch.Record{Data: fmt.Appendf(nil, "r%d-%d", i, j)}); err != nil {
@@ -269,17 +289,10 @@ func TestAckReceivedGroupCommitLingers(t *testing.T) {
 	}
 	wg.Wait()
 	segs := storeSegments(t, inner, "app")
-	recs := checkChain(t, segs, 0, batch.ZeroHash)
-	if len(recs) != appenders*each {
+	if recs := checkChain(t, segs, 0, batch.ZeroHash); len(recs) != appenders*each {
 		t.Fatalf("store holds %d records, want %d", len(recs), appenders*each)
 	}
-	// Ideally each + 1 segments (the first round gathers whoever came
-	// first); splitting every round would need about twice as many.
-	t.Logf("%d segments", len(segs))
-	if max := each * 3 / 2; len(segs) > max {
-		t.Fatalf("%d closed-loop appenders x %d records took %d segments, want at most %d: rounds are split",
-			appenders, each, len(segs), max)
-	}
+	return segs
 }
 
 // Under ack "received" nothing waits for the journal: records count once
@@ -342,33 +355,11 @@ func TestAckModesJournalCommits(t *testing.T) {
 // still waiting, not only as many as the last segment carried, which kept
 // every round split in two.
 func TestAckSealerHealsASplitRound(t *testing.T) {
-	inner := newDirStore(t)
-	st := &storetest.Faulty{Store: inner, PutFn: func(ctx context.Context, name string, data []byte) error {
-		time.Sleep(20 * time.Millisecond) // a round trip
-		return inner.Put(ctx, name, data)
-	}}
-	cfg := shipperConfig(t, Target{Name: "dr", Store: st})
-	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
-	cfg.Ack = AckReceived
-	sh := startShipper(t, cfg)
 	const appenders, each = 8, 20
-	var wg sync.WaitGroup
-	for i := range appenders {
-		if i == appenders/2 { // the first segment leaves with the first half
-			waitFor(t, "the first segment sealed", func() bool { return sh.Spool().Stats().SegmentsOut > 0 })
-		}
-		wg.Go(func() {
-			for j := range each {
-				if _, err := sh.Append(context.Background(), batch.Record{Data: fmt.Appendf(nil, "r%d-%d", i, j)}); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	segs := storeSegments(t, inner, "app")
-	checkChain(t, segs, 0, batch.ZeroHash)
+	segs := closedLoopSegments(t, appenders, each, func(sh *Shipper) {
+		// The first segment leaves with the first half.
+		waitFor(t, "the first segment sealed", func() bool { return sh.Spool().Stats().SegmentsOut > 0 })
+	})
 	t.Logf("%d segments", len(segs))
 	// Split for good, it takes 2*each segments.
 	if max := each + 5; len(segs) > max {
