@@ -14,7 +14,7 @@ func TestOfferedSizeSizesTheRead(t *testing.T) {
 	a, b := batch.SegmentName(1, 1, 10), batch.SegmentName(1, 11, 20)
 	r.Offer(b, 2000)
 	r.Offer(a, 1000)
-	todo, ok := r.takeOffered(1, 0)
+	todo, ok, _ := r.takeOffered(1, 0)
 	if !ok || len(todo) != 2 {
 		t.Fatalf("takeOffered = %v, %t; want both offers, in order", todo, ok)
 	}

@@ -48,6 +48,15 @@ func TestOfferedSegmentsNeedNoListing(t *testing.T) {
 	if n := st.lists.Load(); n != 1 {
 		t.Fatalf("%d listings for 5 offered segments, want only the first pass's", n)
 	}
+	// Wakes with nothing offered (one racing the last offer, a held
+	// checkpoint coming due) do not list either: only the poll would.
+	for range 5 {
+		r.Wake()
+		time.Sleep(2 * time.Millisecond)
+	}
+	if n := st.lists.Load(); n != 1 {
+		t.Fatalf("%d listings after wakes with nothing offered, want still 1", n)
+	}
 	put(t, st, segs[5]) // stored without an offer
 	put(t, st, segs[6])
 	r.Offer(segs[6].name, int64(len(segs[6].data)))

@@ -128,6 +128,7 @@ type Receiver struct {
 	gapLogged time.Time
 
 	offerPass bool // the last pass applied offered segments, without a listing
+	listDue   bool // Run's poll came due: the next pass lists even if fed by offers
 
 	published   uint64 // seq of the last published watermark
 	publishedAt time.Time
@@ -389,6 +390,7 @@ func (r *Receiver) Run(ctx context.Context) (err error) {
 		case <-due:
 			continue
 		case <-time.After(poll):
+			r.listDue = true
 		}
 		poll = min(2*poll, r.cfg.PollMax)
 	}
@@ -429,14 +431,15 @@ const maxOffered = 4096
 // takeOffered returns the offered segments of generation gen that continue
 // the stream from seq from, in order, and forgets every offer. ok is false
 // when they do not (none offered, one missing, one lost): then the pass
-// lists the store.
-func (r *Receiver) takeOffered(gen uint32, from uint64) (_ []planned, ok bool) {
+// lists the store, unless none was offered at all (none) while offers
+// feed the receiver.
+func (r *Receiver) takeOffered(gen uint32, from uint64) (_ []planned, ok, none bool) {
 	r.mu.Lock()
 	names, lost := r.offered, r.offerLost
 	r.offered, r.offerLost = nil, false
 	r.mu.Unlock()
 	if lost || len(names) == 0 {
-		return nil, false
+		return nil, false, !lost
 	}
 	slices.SortFunc(names, func(a, b planned) int { return strings.Compare(a.name, b.name) })
 	var offered []planned
@@ -446,7 +449,7 @@ func (r *Receiver) takeOffered(gen uint32, from uint64) (_ []planned, ok bool) {
 		}
 	}
 	todo, gap := plan(offered, from)
-	return todo, gap == nil && len(todo) > 0
+	return todo, gap == nil && len(todo) > 0, false
 }
 
 // pass lists the store after the checkpoint once and applies every
@@ -456,10 +459,19 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	cp := r.position()
 	from := chainSeq(cp) // cp.LastSeq unless a restore stopped inside a segment
 	dir := batch.StreamDir(r.cfg.Stream)
-	if todo, ok := r.takeOffered(cp.Generation, from); ok {
+	listDue := r.listDue
+	r.listDue = false
+	todo, ok, none := r.takeOffered(cp.Generation, from)
+	if ok {
 		applied, err := r.applyPlanned(ctx, todo)
 		r.offerPass = err == nil
 		return applied, nil, err
+	}
+	if none && r.offerPass && !listDue {
+		// Fed by offers, and none came: a wake that raced the last
+		// offer, or a held checkpoint coming due. Only the poll, the
+		// safety net, lists the store then.
+		return 0, nil, nil
 	}
 	r.offerPass = false
 	var listed []planned
