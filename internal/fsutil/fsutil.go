@@ -12,14 +12,19 @@ import (
 
 // SyncDir fsyncs a directory so that entries created, renamed or removed in
 // it survive a crash.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
+func SyncDir(dir string) error { return SyncPath(dir) }
+
+// SyncPath fsyncs the file or directory at path, opening it read-only: a
+// directory, or a file another writer (or an earlier attempt) left
+// unsynced.
+func SyncPath(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("open dir for fsync: %w", err)
+		return fmt.Errorf("open for fsync: %w", err)
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync dir %s: %w", dir, err)
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
 	}
 	return nil
 }

@@ -154,7 +154,7 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 	switch {
 	case linkErr == nil:
 		// One directory fsync makes both the link and the unlink durable.
-		if err := syncPath(dir); err != nil {
+		if err := fsutil.SyncPath(dir); err != nil {
 			return fail("put", name, err)
 		}
 		if rmErr != nil {
@@ -201,7 +201,7 @@ func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.F
 	}
 	if fileErr != nil {
 		os.Remove(final)
-		syncPath(filepath.Dir(final)) // best effort: the Put fails anyway
+		fsutil.SyncPath(filepath.Dir(final)) // best effort: the Put fails anyway
 		return fail("put", name, fileErr)
 	}
 	if dirErr != nil {
@@ -230,10 +230,10 @@ func (s *Store) matchExisting(name, final string, data []byte) error {
 	// synced the directory, or (under PublishBeforeSync, perhaps in another
 	// process sharing the root) the file itself; sync both so that success
 	// here means durable.
-	if err := syncPath(final); err != nil {
+	if err := fsutil.SyncPath(final); err != nil {
 		return fail("put", name, err)
 	}
-	if err := syncPath(filepath.Dir(final)); err != nil {
+	if err := fsutil.SyncPath(filepath.Dir(final)); err != nil {
 		return fail("put", name, err)
 	}
 	return nil
@@ -334,7 +334,7 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 		}
 		return fail("delete", name, err)
 	}
-	if err := syncPath(filepath.Dir(path)); err != nil {
+	if err := fsutil.SyncPath(filepath.Dir(path)); err != nil {
 		return fail("delete", name, err)
 	}
 	return nil
@@ -370,7 +370,7 @@ func (s *Store) ensureDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := syncPath(parent); err != nil {
+	if err := fsutil.SyncPath(parent); err != nil {
 		return err
 	}
 	s.dirs.Store(dir, struct{}{})
@@ -399,7 +399,7 @@ func mkdirAll(dir string) error {
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	return syncPath(parent)
+	return fsutil.SyncPath(parent)
 }
 
 // writeTemp writes data to a new temp file in dir and returns it open and
@@ -471,20 +471,6 @@ func sameContent(path string, data []byte) (bool, error) {
 			return true, nil
 		}
 	}
-}
-
-// syncPath fsyncs the file or directory at path: a directory so that
-// entries created or removed in it are durable.
-func syncPath(path string) error {
-	d, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // checkName applies store.CheckName and also refuses names the temp files
