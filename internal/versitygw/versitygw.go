@@ -15,7 +15,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +25,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
 
 // InstallHint tells a developer how to get the gateway binary.
@@ -99,7 +100,7 @@ func start(t testing.TB, useTLS bool) *Server {
 	// else before the gateway binds it; try a few ports before giving up.
 	var lastErr error
 	for range 3 {
-		s.addr = freePort(t)
+		s.addr = ferrytest.FreeAddr(t) // Restart keeps it
 		s.Endpoint = scheme + "://" + s.addr
 		if lastErr = s.launch(); lastErr == nil {
 			return s
@@ -219,7 +220,7 @@ func (s *Server) launch() error {
 // waitReady polls until the gateway answers a request signed with its own
 // random keys, the process exits, or startTimeout passes. Requiring a signed
 // success (not just any HTTP answer) makes sure the port is not held by
-// some other server that grabbed it between freePort and the bind.
+// some other server that grabbed it between ferrytest.FreeAddr and the bind.
 func (s *Server) waitReady(exited <-chan struct{}) error {
 	opts := &minio.Options{
 		Creds:      credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
@@ -303,18 +304,6 @@ func gopathBins() []string {
 		dirs = append(dirs, filepath.Join(p, "bin"))
 	}
 	return dirs
-}
-
-// freePort returns a loopback address that was free a moment ago.
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("versitygw: pick a port: %v", err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 func randomHex(t testing.TB, n int) string {

@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -335,7 +334,7 @@ func TestChaosAPILink(t *testing.T) {
 		appenderBin = ferrytest.Build(t, "./tests/bench/appender", dir)
 	})
 	r := newRun(t, "api-link", nil)
-	addr := freeAddr(t)
+	addr := ferrytest.FreeAddr(t)
 	replica, state, spool := filepath.Join(r.dir, "replica"), filepath.Join(r.dir, "state"), filepath.Join(r.dir, "spool")
 	recv := r.start("receive", "--listen", addr, "--insecure", "--token", "tok", "--stream", "api", "--state", state,
 		"--apply", "file:"+replica, "--poll-min", "10ms", "--poll-max", "50ms")
@@ -432,14 +431,4 @@ func TestChaosAPILink(t *testing.T) {
 	if r.faults > 0 && proxy.Cuts() == 0 {
 		t.Error("the proxy never cut a live connection: the link faults did not happen")
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

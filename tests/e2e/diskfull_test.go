@@ -38,7 +38,7 @@ func TestSpoolDiskFullRecovers(t *testing.T) {
 	t.Parallel()
 	s := newStream(t, "full")
 	mountTmpfs(t, s.spool, 1<<20)
-	addr := freeAddr(t)
+	addr := ferrytest.FreeAddr(t)
 	log := filepath.Join(s.dir, "app.log")
 	data := logLines(51, 1, 60000) // ~10 MiB: ~2 MiB of segments, more than the spool holds
 	first := prefixLines(data, 100)

@@ -22,7 +22,7 @@ import (
 func TestLinkInboxTornNewestSegment(t *testing.T) {
 	t.Parallel()
 	s := newStream(t, "torn")
-	addr := freeAddr(t)
+	addr := ferrytest.FreeAddr(t)
 	ship := func(spool string, stdin []byte) ferrytest.Result {
 		t.Helper()
 		return ferry(t, bytes.NewReader(stdin), "ship", "--store", "tcp://"+addr, "--insecure", "--token", "tok",

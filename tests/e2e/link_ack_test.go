@@ -86,7 +86,7 @@ func TestLinkAckReceivedSurvivesShipperKill9(t *testing.T) {
 	t.Parallel()
 	bin := appender(t)
 	s := newStream(t, "ackrecv")
-	addr := freeAddr(t)
+	addr := ferrytest.FreeAddr(t)
 	recv := startReceiver(t, s, addr, "--insecure", "--token", "tok")
 	run := func(extra ...string) *ferrytest.Process {
 		args := append([]string{"-store", "tcp://" + addr, "-insecure", "-token", "tok", "-stream", s.name,
@@ -164,7 +164,7 @@ func TestLinkTLSAndMutualTLS(t *testing.T) {
 
 	t.Run("server certificate and token", func(t *testing.T) {
 		s := newStream(t, "tls")
-		addr := freeAddr(t)
+		addr := ferrytest.FreeAddr(t)
 		recv := startReceiver(t, s, addr, "--tls-cert", srvCert, "--tls-key", srvKey, "--token", "tok")
 		failFerry(t, bytes.NewReader([]byte("x\n")), []string{"certificate"}, "ship", "--store", "tcp://"+addr,
 			"--tls-ca", other.CAFile, "--token", "tok", "--stream", s.name, "--spool", filepath.Join(s.dir, "spool-bad"),
@@ -180,7 +180,7 @@ func TestLinkTLSAndMutualTLS(t *testing.T) {
 	})
 	t.Run("mutual TLS", func(t *testing.T) {
 		s := newStream(t, "mtls")
-		addr := freeAddr(t)
+		addr := ferrytest.FreeAddr(t)
 		recv := startReceiver(t, s, addr, "--tls-cert", srvCert, "--tls-key", srvKey, "--tls-client-ca", pki.CAFile)
 		failFerry(t, bytes.NewReader([]byte("refused-intruder\n")), []string{"certificate"}, "ship", "--store", "tcp://"+addr,
 			"--tls-ca", pki.CAFile, "--stream", s.name, "--spool", filepath.Join(s.dir, "spool-nocert"), "--shutdown-timeout", "2s")
@@ -213,7 +213,7 @@ func TestLinkTLSAndMutualTLS(t *testing.T) {
 func TestFanOutOneTargetDown(t *testing.T) {
 	t.Parallel()
 	s := newStream(t, "fanout")
-	addr := freeAddr(t)
+	addr := ferrytest.FreeAddr(t)
 	archive := filepath.Join(s.dir, "archive")
 	first, second := logLines(23, 1, 5000), logLines(23, 5001, 20000)
 	ship := func(stdin io.Reader) ferrytest.Result {
@@ -316,7 +316,7 @@ func lsSegments(t *testing.T, store, stream string) []string {
 func TestLinkCutMidSegmentAndReceiverRestart(t *testing.T) {
 	t.Parallel()
 	s := newStream(t, "cut")
-	addr := freeAddr(t)
+	addr := ferrytest.FreeAddr(t)
 	recv := startReceiver(t, s, addr, "--insecure", "--token", "tok")
 	proxy := ferrytest.StartProxy(t, addr)
 	proxy.CutAfter(20_000)
@@ -363,7 +363,7 @@ func TestLinkCutMidSegmentAndReceiverRestart(t *testing.T) {
 func TestLinkInboxPruned(t *testing.T) {
 	t.Parallel()
 	s := newStream(t, "pruned")
-	addr := freeAddr(t)
+	addr := ferrytest.FreeAddr(t)
 	cfg := filepath.Join(s.dir, "recv.toml")
 	if err := os.WriteFile(cfg, []byte("[tcp]\ninbox_keep = 2\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -388,5 +388,5 @@ func TestLinkInboxPruned(t *testing.T) {
 	})
 	recv.Terminate(10 * time.Second)
 	failFerry(t, nil, []string{"tcp.inbox_keep"}, "receive", "--config", writeFile(t, "bad.toml", "[tcp]\ninbox_keep = -1\n"),
-		"--listen", freeAddr(t), "--insecure", "--token", "x", "--stream", "x", "--state", t.TempDir(), "--apply", "stdout")
+		"--listen", ferrytest.FreeAddr(t), "--insecure", "--token", "x", "--stream", "x", "--state", t.TempDir(), "--apply", "stdout")
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/internal/ferrytest"
-	"github.com/ferry-dr/ferry/receiver"
 )
 
 // A link receiver in rolling mode keeps its checkpoint behind what it has
@@ -23,7 +21,7 @@ func TestLinkReceiverKill9WhileCheckpointHeld(t *testing.T) {
 	t.Parallel()
 	rng := seededRand(t)
 	s := newStream(t, "hold")
-	addr := freeAddr(t)
+	addr := ferrytest.FreeAddr(t)
 	input := logLines(31, 1, 60_000)
 	// A long delay, so that most kills find segments applied past the
 	// checkpoint.
@@ -87,18 +85,6 @@ func TestLinkReceiverKill9WhileCheckpointHeld(t *testing.T) {
 // its checkpoint (false before its first checkpoint).
 func replicaAhead(t *testing.T, s *stream) bool {
 	t.Helper()
-	cp, ok, err := receiver.LoadCheckpoint(s.state)
-	if err != nil {
-		t.Fatalf("read checkpoint in %s: %v", s.state, err)
-	}
-	if !ok || cp.Applier == nil {
-		return false
-	}
-	var st struct {
-		Size int64 `json:"size"`
-	}
-	if err := json.Unmarshal(cp.Applier, &st); err != nil {
-		t.Fatalf("checkpoint in %s: applier state %s: %v", s.state, cp.Applier, err)
-	}
-	return int64(len(s.readReplica())) > st.Size
+	cp, ok := tryCheckpoint(t, s.state)
+	return ok && int64(len(s.readReplica())) > cp.Applier.Size
 }

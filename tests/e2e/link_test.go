@@ -12,17 +12,6 @@ import (
 	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // Direct link: ship over TCP to `ferry receive --listen`, which stores each
 // segment in its inbox before acknowledging and applies from there. A wrong
 // token is refused on both ends and nothing from that shipper is accepted;
@@ -30,7 +19,7 @@ func freeAddr(t *testing.T) string {
 func TestDirectLinkShipReceive(t *testing.T) {
 	t.Parallel()
 	s := newStream(t, "link")
-	addr := freeAddr(t)
+	addr := ferrytest.FreeAddr(t)
 	recv := startFerry(t, nil, "receive", "--listen", addr, "--insecure", "--token", "s3cret-token",
 		"--stream", s.name, "--state", s.state, "--apply", "file:"+s.replica, "--poll-min", "20ms", "--poll-max", "100ms")
 	ferrytest.Eventually(t, 10*time.Second, "receiver listening", func() (bool, string) {
@@ -84,8 +73,8 @@ func TestDirectLinkShipReceive(t *testing.T) {
 func TestDirectLinkRefusesPlaintextWithoutInsecure(t *testing.T) {
 	t.Parallel()
 	s := newStream(t, "plain")
-	failFerry(t, nil, []string{"insecure"}, "receive", "--listen", freeAddr(t), "--token", "t",
+	failFerry(t, nil, []string{"insecure"}, "receive", "--listen", ferrytest.FreeAddr(t), "--token", "t",
 		"--stream", s.name, "--state", s.state, "--apply", "file:"+s.replica)
-	failFerry(t, bytes.NewReader([]byte("x\n")), []string{"insecure"}, "ship", "--store", "tcp://"+freeAddr(t),
+	failFerry(t, bytes.NewReader([]byte("x\n")), []string{"insecure"}, "ship", "--store", "tcp://"+ferrytest.FreeAddr(t),
 		"--token", "t", "--stream", s.name, "--spool", s.spool)
 }

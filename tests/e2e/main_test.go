@@ -216,9 +216,20 @@ type checkpoint struct {
 // status does.
 func readCheckpoint(t *testing.T, dir string) checkpoint {
 	t.Helper()
+	cp, ok := tryCheckpoint(t, dir)
+	if !ok {
+		t.Fatalf("read checkpoint in %s: there is none", dir)
+	}
+	return cp
+}
+
+// tryCheckpoint is readCheckpoint for a state dir that may have none yet
+// (ok false).
+func tryCheckpoint(t *testing.T, dir string) (_ checkpoint, ok bool) {
+	t.Helper()
 	cp, ok, err := receiver.LoadCheckpoint(dir)
-	if err != nil || !ok {
-		t.Fatalf("read checkpoint in %s: ok=%v err=%v", dir, ok, err)
+	if err != nil {
+		t.Fatalf("read checkpoint in %s: %v", dir, err)
 	}
 	out := checkpoint{LastSeq: cp.LastSeq}
 	if cp.Applier != nil {
@@ -226,7 +237,7 @@ func readCheckpoint(t *testing.T, dir string) checkpoint {
 			t.Fatalf("checkpoint in %s: applier state %s: %v", dir, cp.Applier, err)
 		}
 	}
-	return out
+	return out, ok
 }
 
 // segInfo is one line of ferry ls --json.

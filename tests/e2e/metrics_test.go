@@ -59,7 +59,7 @@ func health(addr string) (int, string) {
 func TestMetricsStatusAndHealth(t *testing.T) {
 	t.Parallel()
 	s := newStream(t, "metrics")
-	addr, maddr := freeAddr(t), freeAddr(t)
+	addr, maddr := ferrytest.FreeAddr(t), ferrytest.FreeAddr(t)
 	recv := startReceiver(t, s, addr, "--insecure", "--token", "tok")
 	log := filepath.Join(s.dir, "app.log")
 	if err := os.WriteFile(log, nil, 0o644); err != nil {
@@ -155,7 +155,7 @@ func TestReceiverMetricsAndHealth(t *testing.T) {
 	cfg := filepath.Join(s.dir, "recv.toml")
 	os.WriteFile(cfg, []byte("health_max_lag = \"1s\"\n"), 0o644)
 
-	good, maddr := newStream(t, s.name), freeAddr(t)
+	good, maddr := newStream(t, s.name), ferrytest.FreeAddr(t)
 	good.store = s.store
 	recv := startFerry(t, nil, good.receiveArgs("--config", cfg, "--metrics-addr", maddr, "--poll-min", "20ms")...)
 	ferrytest.Eventually(t, 30*time.Second, "receiver metrics show seq 500 applied", func() (bool, string) {
@@ -171,7 +171,7 @@ func TestReceiverMetricsAndHealth(t *testing.T) {
 	}
 	recv.Terminate(10 * time.Second)
 
-	bad, baddr := newStream(t, s.name), freeAddr(t)
+	bad, baddr := newStream(t, s.name), ferrytest.FreeAddr(t)
 	bad.store = s.store
 	failing := startFerry(t, nil, "receive", "--config", cfg, "--store", s.store, "--stream", s.name, "--state", bad.state,
 		"--apply", "exec:false", "--metrics-addr", baddr, "--poll-min", "20ms")
