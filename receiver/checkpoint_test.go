@@ -150,7 +150,14 @@ func TestCheckpointFile(t *testing.T) {
 	wantCheckpoint(t, loadCheckpoint(t, cfg), segs[1], "LoadCheckpoint")
 
 	// Nothing but the lock and the checkpoint is left in the state dir.
-	ents, err := os.ReadDir(cfg.StateDir)
+	onlyCheckpoint(t, cfg.StateDir, "")
+}
+
+// onlyCheckpoint fails unless dir holds just the lock and the checkpoint
+// file (when says when, for the message).
+func onlyCheckpoint(t *testing.T, dir, when string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +166,7 @@ func TestCheckpointFile(t *testing.T) {
 		got = append(got, e.Name())
 	}
 	if want := []string{"LOCK", checkpointName}; !slices.Equal(got, want) {
-		t.Fatalf("state dir holds %v, want %v", got, want)
+		t.Fatalf("state dir holds %v%s, want %v", got, when, want)
 	}
 }
 
@@ -304,17 +311,7 @@ func TestCheckpointMigration(t *testing.T) {
 	wantCheckpoint(t, runOnce(t, cfg), segs[3], "after the run on checkpoint.json")
 	wantFile(t, replica, want(1, 40), "after the run on checkpoint.json")
 	wantCheckpoint(t, loadCheckpoint(t, cfg), segs[3], "LoadCheckpoint after the run")
-	ents, err := os.ReadDir(cfg.StateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range ents {
-		got = append(got, e.Name())
-	}
-	if want := []string{"LOCK", checkpointName}; !slices.Equal(got, want) {
-		t.Fatalf("state dir holds %v after the first save, want %v", got, want)
-	}
+	onlyCheckpoint(t, cfg.StateDir, " after the first save")
 
 	// From there on it is saved in place.
 	path := filepath.Join(cfg.StateDir, checkpointName)
