@@ -190,6 +190,16 @@ reproduce() {
 # port_free PORT succeeds when nothing listens on 127.0.0.1:PORT.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# pick_port sets port to a random loopback port nothing listens on (a
+# server started on it may still lose a race for it: callers retry).
+pick_port() {
+	for _ in $(seq 20); do
+		port=$((20000 + RANDOM % 40000))
+		port_free "$port" && return 0
+	done
+	die "no free loopback port found in 20 tries"
+}
+
 # need_versitygw checks what s3_start needs (curl with --aws-sigv4, the
 # versitygw binary: $VERSITYGW, $PATH, then $(go env GOPATH)/bin) and sets gw.
 need_versitygw() {
@@ -219,8 +229,7 @@ s3_start() {
 	echo "== starting versitygw ($gw) with a posix backend in $dir/gw"
 	endpoint=""
 	for _ in 1 2 3; do
-		port=$((20000 + RANDOM % 40000))
-		port_free "$port" || continue
+		pick_port
 		ROOT_ACCESS_KEY=$access_key ROOT_SECRET_KEY=$secret_key \
 			"$gw" --port "127.0.0.1:$port" --quiet posix "$dir/gw" >"$dir/gw.log" 2>&1 &
 		gw_pid=$!

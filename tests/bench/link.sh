@@ -84,8 +84,7 @@ token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 start_receiver() {
 	local name=$1 port
 	for _ in 1 2 3 4 5; do
-		port=$((20000 + RANDOM % 40000))
-		port_free "$port" || continue
+		pick_port
 		addr="127.0.0.1:$port"
 		mkdir -p "$work/$name" "$recv/$name"
 		"$ferry" receive --listen "$addr" --insecure --token "$token" --stream bench \

@@ -53,10 +53,7 @@ token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 # sets proxy (host:port).
 start_link() {
 	local row=$1 port
-	for _ in 1 2 3 4 5; do
-		port=$((20000 + RANDOM % 40000))
-		port_free "$port" && break
-	done
+	pick_port
 	mkdir -p "$work/$row"
 	"$ferry" receive --listen "127.0.0.1:$port" --insecure --token "$token" --stream bench \
 		--state "$work/$row/state" --apply "file:$work/$row/replica" 2>"$work/$row/receive.err" &
