@@ -408,11 +408,11 @@ func (r *Receiver) Wake() {
 
 // Offer tells the receiver that segment name, of size bytes, has just been
 // stored durably (the direct link's server calls it for each segment it
-// puts into the inbox) and wakes Run. A pass that finds the offered names continuing the
-// stream from where it stands applies them without listing the store,
-// which, for an inbox of a thousand segments, cost more CPU than applying
-// a small segment. It never blocks.
-// The size sizes the read buffer, as a listing's would.
+// puts into the inbox) and wakes Run. A pass that finds the offered names
+// continuing the stream from where it stands applies them without listing
+// the store, which, for an inbox of a thousand segments, cost more CPU
+// than applying a small segment; size sizes the read buffer, as a
+// listing's would. It never blocks.
 func (r *Receiver) Offer(name string, size int64) {
 	r.mu.Lock()
 	if len(r.offered) < maxOffered {

@@ -64,9 +64,9 @@ const maxLinger = time.Millisecond
 // segments (339 of 3,345 held one record), and each costs the targets
 // an fsync, so on a link whose round trip is short beside an fsync
 // (measured: 64 appenders over loopback, alternating runs, 10-12k
-// records/s at 1, 6.1k at 2) more is slower. Sealed
-// segments are still pipelined to a tcp:// target (tcp.max_in_flight) when
-// a backlog has them waiting.
+// records/s at 1, 6.1k at 2) more is slower. Sealed segments are still
+// pipelined to a tcp:// target (tcp.max_in_flight) when a backlog has
+// them waiting.
 const ackPipeline = 1
 
 // ackChangedLocked wakes everything waiting on target watermarks. s.mu held.
@@ -201,6 +201,7 @@ func (s *Shipper) ackSealer(ctx context.Context) error {
 			want := max(lastCarried, waiters)
 			now := time.Now()
 			if open < want {
+				// Until none has come for gap, and 2*maxLinger at most.
 				gap := min(round/4, maxLinger)
 				switch {
 				case lingerUntil.IsZero():
