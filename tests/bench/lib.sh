@@ -153,7 +153,7 @@ keep() {
 }
 
 # report_header TITLE SETTINGS VERSIONS WHERE prints the report's first lines:
-#   ferry TITLE: SIZE input (...)SETTINGS, best of RUNS
+#   ferry TITLE: SIZE input (...)SETTINGS, best of RUNS (or $runs_note)
 #     ferry COMMIT; VERSIONS
 #     N CPUs (...), load average ...; WHERE on <file system of BENCH_DIR>
 # and sets load to the load averages it printed.
@@ -164,7 +164,7 @@ report_header() {
 	commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 	[[ -n $(git status --porcelain 2>/dev/null | head -n 1) ]] && commit+=" + uncommitted changes"
 	echo
-	echo "ferry $1: $SIZE input ($size_bytes bytes, $lines lines, seed $SEED)$2, best of $RUNS"
+	echo "ferry $1: $SIZE input ($size_bytes bytes, $lines lines, seed $SEED)$2, ${runs_note:-best of $RUNS}"
 	echo "  ferry $commit; $3"
 	echo "  $(nproc) CPUs ($cpu), load average $load; $4 on $(stat -f -c %T "$BENCH_DIR")"
 }
