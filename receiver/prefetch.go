@@ -42,7 +42,8 @@ const decodeAhead = 1
 // planned is a segment a pass applies if every one before it applies.
 type planned struct {
 	name   string
-	listed int64 // size the store listed; a hint for the read buffer
+	listed int64   // size the store listed; a hint for the read buffer
+	mem    *memSeg // an offered copy to apply from, not the store (offermem.go)
 }
 
 // gapAt is where a pass's plan stops: segment next begins at seq first,
@@ -188,6 +189,7 @@ func (r *Receiver) applyPlanned(ctx context.Context, todo []planned) (int, error
 	}()
 	inflight := make([]*fetched, len(todo))
 	next := 0
+	defer func() { r.releasePlanned(todo[next:]) }() // never fetched
 	start := func(upTo int) {
 		for ; next < len(todo) && next <= upTo; next++ {
 			f := &fetched{planned: todo[next], key: batch.SegmentKey(r.cfg.Stream, todo[next].name), done: make(chan struct{})}
@@ -250,30 +252,36 @@ func readyWithin(f *fetched, d time.Duration) bool {
 	}
 }
 
-// fetch reads, verifies and decodes segment idx of the pass into f.
+// fetch reads, verifies and decodes segment idx of the pass into f. An
+// offered copy is verified already and is decoded as it is.
 func (p *pipeline) fetch(idx int, f *fetched) {
 	defer close(f.done)
 	r := p.r
-	data := p.takeData()
-	defer func() { p.putData(data) }()
-	err := r.retry(p.ctx, "get "+f.key, func() error {
-		rc, err := r.cfg.Store.Get(p.ctx, f.key)
-		if err != nil {
+	var seg *batch.Segment
+	if m := f.mem; m != nil {
+		defer r.releaseMem(m) // decoded into buffers of its own
+		seg, f.size = &m.seg, int64(len(m.data))
+	} else {
+		data := p.takeData()
+		defer func() { p.putData(data) }()
+		err := r.retry(p.ctx, "get "+f.key, func() error {
+			rc, err := r.cfg.Store.Get(p.ctx, f.key)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			data, err = readSegment(rc, data, f.listed, r.cfg.MaxSegmentSize)
 			return err
+		})
+		if err != nil {
+			f.err = fmt.Errorf("segment %s: %w", f.key, err)
+			return
 		}
-		defer rc.Close()
-		data, err = readSegment(rc, data, f.listed, r.cfg.MaxSegmentSize)
-		return err
-	})
-	if err != nil {
-		f.err = fmt.Errorf("segment %s: %w", f.key, err)
-		return
-	}
-	f.size = int64(len(data))
-	seg, err := batch.Open(data)
-	if err != nil {
-		f.err = damaged(f.key, err)
-		return
+		f.size = int64(len(data))
+		if seg, err = batch.Open(data); err != nil {
+			f.err = damaged(f.key, err)
+			return
+		}
 	}
 	// Reserved before decompressing: what the metadata claims (never more
 	// than DecompressInto accepts) and the records parsed from it (each

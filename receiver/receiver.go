@@ -59,7 +59,8 @@ type Config struct {
 	Prefetch int
 	// PrefetchBytes caps the decoded bytes of the segments in flight. The
 	// segment to be applied next is decoded even if it alone is larger.
-	// Default 256 MiB (DefaultPrefetchBytes).
+	// A quarter of it caps the copies of segments offered with their
+	// bytes (OfferVerified). Default 256 MiB (DefaultPrefetchBytes).
 	PrefetchBytes int64
 	// DecodeWorkers is how many goroutines decompress the zstd frames of
 	// one segment at once. Default GOMAXPROCS.
@@ -140,6 +141,12 @@ type Receiver struct {
 	// taken yet; offerLost is set when more came than it keeps.
 	offered   []planned
 	offerLost bool
+	// memHeld (under mu) is the bytes of offered copies not yet released,
+	// and memFree buffers released copies left for the next, of
+	// memFreeBytes in all (offermem.go).
+	memHeld      int64
+	memFree      [][]byte
+	memFreeBytes int64
 
 	spare spare // buffers one applyPlanned pass leaves the next (prefetch.go)
 
@@ -439,6 +446,7 @@ func (r *Receiver) takeOffered(gen uint32, from uint64) (_ []planned, ok, none b
 	r.offered, r.offerLost = nil, false
 	r.mu.Unlock()
 	if lost || len(names) == 0 {
+		r.releasePlanned(names) // the listing reads them from the store
 		return nil, false, !lost
 	}
 	slices.SortFunc(names, func(a, b planned) int { return strings.Compare(a.name, b.name) })
@@ -446,10 +454,26 @@ func (r *Receiver) takeOffered(gen uint32, from uint64) (_ []planned, ok, none b
 	for _, p := range names {
 		if g, _, _, valid := batch.ParseSegmentName(p.name); valid && g == gen {
 			offered = append(offered, p)
+		} else {
+			r.releaseMem(p.mem)
 		}
 	}
 	todo, gap := plan(offered, from)
-	return todo, gap == nil && len(todo) > 0, false
+	if gap != nil || len(todo) == 0 {
+		r.releasePlanned(offered)
+		return nil, false, false
+	}
+	// What plan skipped (applied already) is not needed.
+	kept := make(map[*memSeg]bool, len(todo))
+	for _, p := range todo {
+		kept[p.mem] = true
+	}
+	for _, p := range offered {
+		if !kept[p.mem] {
+			r.releaseMem(p.mem)
+		}
+	}
+	return todo, true, false
 }
 
 // pass lists the store after the checkpoint once and applies every

@@ -186,7 +186,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	var runErr error
 	if srv != nil {
 		srv.Applied = func(string) uint64 { return r.Applied() }
-		srv.Stored = func(_, name string, size int64) { r.Offer(name, size) }
+		srv.Stored = func(_ string, seg *batch.Segment, data []byte) { r.OfferVerified(seg, data) }
 		if keep := cfg.TCP.InboxKeep; keep > 0 {
 			pruneCtx, stopPrune := context.WithCancel(ctx)
 			pruned := make(chan struct{})

@@ -46,10 +46,13 @@ type Server struct {
 	// to shippers in acks and heartbeats. Nil reports 0.
 	Applied func(stream string) uint64
 	// Stored, if set, is called after a segment is durably in the inbox
-	// (before the ACK) with its stream, name and size, so the receiver
-	// applying from the inbox can look at once instead of at its next
-	// poll, and need not list the inbox to find it. It must not block.
-	Stored func(stream, name string, size int64)
+	// (before the ACK) with its stream, its verified parse (batch.Open)
+	// and its bytes, so the receiver applying from the inbox can look at
+	// once instead of at its next poll, need not list the inbox to find
+	// it, and may apply from a copy instead of reading it back. seg and
+	// data are valid only during the call (the read buffer is reused). It
+	// must not block.
+	Stored func(stream string, seg *batch.Segment, data []byte)
 	// Log receives connection events. Nil discards them.
 	Log *slog.Logger
 

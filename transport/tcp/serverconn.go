@@ -255,7 +255,7 @@ func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []
 	}
 	newest := s.remember(sess.streamGen, newestSegment{name: name, lastSeq: m.LastSeq, hash: seg.Hash})
 	if s.Stored != nil {
-		s.Stored(sess.stream, name, int64(len(data)))
+		s.Stored(sess.stream, seg, data)
 	}
 	sess.segments++
 	sess.bytes += int64(len(data))
