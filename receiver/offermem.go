@@ -31,10 +31,10 @@ func (r *Receiver) memLimit() int64 { return r.cfg.PrefetchBytes / 4 }
 
 // OfferVerified is Offer for a segment the caller has stored durably in
 // the receiver's store and verified with batch.Open: seg is that parse and
-// data the bytes stored. Unless the copies held already reach a quarter of
-// PrefetchBytes, the receiver keeps a copy of data and applies from it,
-// without reading the segment back from the store or verifying it again.
-// It keeps neither seg nor data. It never blocks.
+// data the bytes stored. Unless the copy would take the copies held past a
+// quarter of PrefetchBytes, the receiver keeps a copy of data and applies
+// from it, without reading the segment back from the store or verifying
+// it again. It keeps neither seg nor data. It never blocks.
 func (r *Receiver) OfferVerified(seg *batch.Segment, data []byte) {
 	name, n := seg.Meta.Name(), int64(len(data))
 	r.mu.Lock()
