@@ -275,23 +275,18 @@ func (s *Spool) writeSegmentFile(path string, data []byte) error {
 		return fail(fmt.Errorf("write %s: %w", path, err))
 	}
 	// The file and its directory entry are fsynced together.
-	var fileErr error
-	err = fsutil.SyncWithDir(func() error {
-		if fileErr = s.cfg.SyncFile(f); fileErr != nil {
-			return fmt.Errorf("fsync %s: %w", path, fileErr)
-		}
-		return nil
-	}, filepath.Dir(path))
+	fileErr, dirErr := fsutil.SyncWithDir(func() error { return s.cfg.SyncFile(f) }, filepath.Dir(path))
 	if fileErr != nil {
-		return fail(err)
+		return fail(fmt.Errorf("fsync %s: %w", path, fileErr))
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if dirErr != nil {
+		return fail(dirErr)
 	}
-	if err != nil {
+	if err := f.Close(); err != nil {
 		os.Remove(path)
+		return err
 	}
-	return err
+	return nil
 }
 
 // writeState replaces state.json with st durably: temp file fsynced with

@@ -72,20 +72,20 @@ func TestCheckWritableDir(t *testing.T) {
 	}
 }
 
-// SyncWithDir runs both fsyncs and reports the file's error first, then
-// the directory's, and waits for both either way.
+// SyncWithDir runs both fsyncs and reports each one's error, and waits
+// for both either way.
 func TestSyncWithDir(t *testing.T) {
 	dir := t.TempDir()
 	ran := false
-	if err := SyncWithDir(func() error { ran = true; return nil }, dir); err != nil || !ran {
-		t.Fatalf("SyncWithDir = %v (file sync ran: %t); want nil after running it", err, ran)
+	if ferr, derr := SyncWithDir(func() error { ran = true; return nil }, dir); ferr != nil || derr != nil || !ran {
+		t.Fatalf("SyncWithDir = %v, %v (file sync ran: %t); want nil, nil after running it", ferr, derr, ran)
 	}
 	boom := fmt.Errorf("file fsync failed")
 	missing := filepath.Join(dir, "gone")
-	if err := SyncWithDir(func() error { return boom }, missing); err != boom {
-		t.Fatalf("both failing: %v; want the file's error", err)
+	if ferr, derr := SyncWithDir(func() error { return boom }, missing); ferr != boom || derr == nil {
+		t.Fatalf("both failing: %v, %v; want the file's error and the directory's", ferr, derr)
 	}
-	if err := SyncWithDir(func() error { return nil }, missing); err == nil || !strings.Contains(err.Error(), "gone") {
-		t.Fatalf("directory failing: %v; want an error naming it", err)
+	if ferr, derr := SyncWithDir(func() error { return nil }, missing); ferr != nil || derr == nil || !strings.Contains(derr.Error(), "gone") {
+		t.Fatalf("directory failing: %v, %v; want nil and an error naming it", ferr, derr)
 	}
 }

@@ -190,12 +190,7 @@ func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.F
 		}
 		return fail("put", name, linkErr)
 	}
-	// The file and the directory are fsynced together (fsutil.SyncWithDir).
-	var fileErr error
-	dirErr := fsutil.SyncWithDir(func() error {
-		fileErr = f.Sync()
-		return nil
-	}, filepath.Dir(final))
+	fileErr, dirErr := fsutil.SyncWithDir(f.Sync, filepath.Dir(final))
 	if cerr := f.Close(); fileErr == nil {
 		fileErr = cerr
 	}
