@@ -2,6 +2,7 @@ package receiver_test
 
 import (
 	"context"
+	"io"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -11,15 +12,39 @@ import (
 	"github.com/ferry-dr/ferry/store"
 )
 
-// countingStore counts List calls.
+// countingStore counts List and Get calls.
 type countingStore struct {
 	store.Store
-	lists atomic.Int64
+	lists, gets atomic.Int64
 }
 
 func (c *countingStore) List(ctx context.Context, dir, after string, fn func(store.Object) error) error {
 	c.lists.Add(1)
 	return c.Store.List(ctx, dir, after, fn)
+}
+
+func (c *countingStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	c.gets.Add(1)
+	return c.Store.Get(ctx, key)
+}
+
+// runFedByOffers opens cfg as a receiver that nothing but offers wakes (no
+// polls) and runs it; stop ends Run and fails the test on its error.
+func runFedByOffers(t *testing.T, cfg receiver.Config) (r *receiver.Receiver, stop func()) {
+	t.Helper()
+	cfg.Once = false
+	cfg.PollMin, cfg.PollMax = time.Hour, time.Hour
+	r = open(t, cfg)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	return r, func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // Segments announced with Offer as they arrive are applied without
@@ -30,14 +55,7 @@ func TestOfferedSegmentsNeedNoListing(t *testing.T) {
 	st := &countingStore{Store: inner}
 	segs := chain(t, 8, 5)
 	out := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, &receiver.FileApplier{Path: out})
-	cfg.Once = false
-	cfg.PollMin, cfg.PollMax = time.Hour, time.Hour // no polls: only offers wake Run
-	r := open(t, cfg)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	r, stop := runFedByOffers(t, testConfig(t, st, &receiver.FileApplier{Path: out}))
 	eventually(t, "the first pass's listing", func() bool { return st.lists.Load() == 1 })
 
 	for _, s := range segs[:5] {
@@ -68,9 +86,6 @@ func TestOfferedSegmentsNeedNoListing(t *testing.T) {
 	r.Offer(segs[7].name, int64(len(segs[7].data)))
 	r.Offer(segs[3].name, 0) // applied already: ignored
 	eventually(t, "the last applied", func() bool { return r.Applied() == segs[7].meta.LastSeq })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	wantFile(t, out, want(1, 40), "after the offers")
 }

@@ -1,28 +1,12 @@
 package receiver_test
 
 import (
-	"context"
-	"io"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
-	"github.com/ferry-dr/ferry/store"
 )
-
-// getCountingStore counts Get calls.
-type getCountingStore struct {
-	store.Store
-	gets atomic.Int64
-}
-
-func (c *getCountingStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	c.gets.Add(1)
-	return c.Store.Get(ctx, key)
-}
 
 // offerVerified offers s as the link's server does: verified, with bytes
 // that the caller reuses as soon as the call returns.
@@ -44,56 +28,37 @@ func offerVerified(t *testing.T, r *receiver.Receiver, s seg) {
 // from the store as before.
 func TestOfferedBytesAreNotReadBack(t *testing.T) {
 	inner, _ := newStore(t)
-	st := &getCountingStore{Store: inner}
+	st := &countingStore{Store: inner}
 	segs := chain(t, 6, 50)
 	out := filepath.Join(t.TempDir(), "replica")
 	cfg := testConfig(t, st, &receiver.FileApplier{Path: out})
-	cfg.Once = false
-	cfg.PollMin, cfg.PollMax = time.Hour, time.Hour // only offers wake Run
+	// offerAll offers each of segs under a copy limit of a quarter of
+	// prefetchBytes and returns how often the store was read.
+	offerAll := func(segs []seg, prefetchBytes int64) int64 {
+		cfg.PrefetchBytes = prefetchBytes
+		gets := st.gets.Load()
+		r, stop := runFedByOffers(t, cfg)
+		for _, s := range segs {
+			put(t, st, s)
+			offerVerified(t, r, s)
+			eventually(t, "offered "+s.name+" applied", func() bool { return r.Applied() == s.meta.LastSeq })
+		}
+		stop()
+		r.Close()
+		return st.gets.Load() - gets
+	}
 	// Copies of one segment at a time: one not released makes the later
 	// offers go without theirs, and read the store.
 	var largest int64
 	for _, s := range segs {
 		largest = max(largest, int64(len(s.data)))
 	}
-	cfg.PrefetchBytes = 4 * largest
-	r := open(t, cfg)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-
-	for _, s := range segs[:4] {
-		put(t, st, s)
-		offerVerified(t, r, s)
-		eventually(t, "offered "+s.name+" applied", func() bool { return r.Applied() == s.meta.LastSeq })
-	}
-	if n := st.gets.Load(); n != 0 {
+	if n := offerAll(segs[:4], 4*largest); n != 0 {
 		t.Fatalf("%d reads of the store for 4 segments offered with their bytes, want 0", n)
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	r.Close()
-
 	// A limit smaller than one segment: the offers carry names only.
-	cfg.PrefetchBytes = int64(len(segs[4].data)) // a quarter of it is the limit
-	r = open(t, cfg)
-	ctx, cancel = context.WithCancel(t.Context())
-	defer cancel()
-	go func() { done <- r.Run(ctx) }()
-	for _, s := range segs[4:] {
-		put(t, st, s)
-		offerVerified(t, r, s)
-		eventually(t, "offered "+s.name+" applied", func() bool { return r.Applied() == s.meta.LastSeq })
-	}
-	if n := st.gets.Load(); n != 2 {
+	if n := offerAll(segs[4:], int64(len(segs[4].data))); n != 2 {
 		t.Fatalf("%d reads of the store for 2 segments offered past the memory limit, want 2", n)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
 	}
 	wantFile(t, out, want(1, 300), "after the offers")
 }

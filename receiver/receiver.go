@@ -463,13 +463,13 @@ func (r *Receiver) takeOffered(gen uint32, from uint64) (_ []planned, ok, none b
 		r.releasePlanned(offered)
 		return nil, false, false
 	}
-	// What plan skipped (applied already) is not needed.
-	kept := make(map[*memSeg]bool, len(todo))
-	for _, p := range todo {
-		kept[p.mem] = true
-	}
+	// What plan skipped (applied already) is not needed; todo keeps
+	// offered's order.
+	k := 0
 	for _, p := range offered {
-		if !kept[p.mem] {
+		if k < len(todo) && p == todo[k] {
+			k++
+		} else {
 			r.releaseMem(p.mem)
 		}
 	}
