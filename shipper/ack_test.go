@@ -84,9 +84,7 @@ func returns(t *testing.T, done chan error, what string) {
 func TestAckReceived(t *testing.T) {
 	sync := newGatedStore(t)
 	archive := newGatedStore(t) // never opens during the appends
-	cfg := shipperConfig(t, Target{Name: "dr", Store: sync}, Target{Name: "archive", Store: archive, Async: true})
-	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour} // only acks seal
-	cfg.Ack = AckReceived
+	cfg := ackConfig(t, AckReceived, Target{Name: "dr", Store: sync}, Target{Name: "archive", Store: archive, Async: true})
 	sh := startShipper(t, cfg)
 
 	done := appendAsync(sh.Shipper, "one")
@@ -111,9 +109,7 @@ func TestAckReceived(t *testing.T) {
 // is on its way, the records that arrive gather into the next.
 func TestAckReceivedGroupCommit(t *testing.T) {
 	st := newGatedStore(t)
-	cfg := shipperConfig(t, Target{Name: "dr", Store: st})
-	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
-	cfg.Ack = AckReceived
+	cfg := ackConfig(t, AckReceived, Target{Name: "dr", Store: st})
 	sh := startShipper(t, cfg)
 	const n = 64
 	var wg sync.WaitGroup
@@ -148,9 +144,7 @@ func TestAckReceivedGroupCommit(t *testing.T) {
 // not just for the store.
 func TestAckApplied(t *testing.T) {
 	target := &wmStore{Store: newDirStore(t)}
-	cfg := shipperConfig(t, Target{Name: "dr", Store: target})
-	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
-	cfg.Ack = AckApplied
+	cfg := ackConfig(t, AckApplied, Target{Name: "dr", Store: target})
 	sh := startShipper(t, cfg)
 
 	done := appendAsync(sh.Shipper, "one")
@@ -175,9 +169,7 @@ func TestAckApplied(t *testing.T) {
 func TestAckAppliedFromStore(t *testing.T) {
 	target := newDirStore(t)
 	var applied atomic.Uint64
-	cfg := shipperConfig(t, Target{Name: "archive", Store: target})
-	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
-	cfg.Ack = AckApplied
+	cfg := ackConfig(t, AckApplied, Target{Name: "archive", Store: target})
 	cfg.Applied = func(ctx context.Context, st store.Store, stream string) (uint64, bool, error) {
 		if st != target || stream != "app" {
 			return 0, false, errors.New("wrong store or stream")
@@ -197,9 +189,7 @@ func TestAckWaitersReleasedOnFailure(t *testing.T) {
 	conflict := &storetest.Faulty{Store: newDirStore(t), PutFn: func(context.Context, string, []byte) error {
 		return fmt.Errorf("exists with other content: %w", store.ErrConflict)
 	}}
-	cfg := shipperConfig(t, Target{Name: "dr", Store: conflict})
-	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
-	cfg.Ack = AckReceived
+	cfg := ackConfig(t, AckReceived, Target{Name: "dr", Store: conflict})
 	sh := startShipper(t, cfg)
 	done := appendAsync(sh.Shipper, "one")
 	select {
@@ -227,11 +217,9 @@ func TestAckModeChecked(t *testing.T) {
 // Append still returns only once the record is durable in the spool.
 func TestAckAllTargetsAsyncStillDurable(t *testing.T) {
 	st := newGatedStore(t) // never opens
-	cfg := shipperConfig(t, Target{Name: "archive", Store: st, Async: true})
-	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
+	cfg := ackConfig(t, AckReceived, Target{Name: "archive", Store: st, Async: true})
 	var syncs atomic.Int64
 	cfg.Spool.SyncFile = func(f *os.File) error { syncs.Add(1); return f.Sync() }
-	cfg.Ack = AckReceived
 	sh := startShipper(t, cfg)
 	if _, err := sh.Append(context.Background(), batch.Record{Data: []byte("x")}); err != nil {
 		t.Fatal(err)
@@ -269,9 +257,7 @@ func closedLoopSegments(t *testing.T, appenders, each int, half func(*Shipper)) 
 		time.Sleep(20 * time.Millisecond) // a round trip
 		return inner.Put(ctx, name, data)
 	}}
-	cfg := shipperConfig(t, Target{Name: "dr", Store: st})
-	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
-	cfg.Ack = AckReceived
+	cfg := ackConfig(t, AckReceived, Target{Name: "dr", Store: st})
 	sh := startShipper(t, cfg)
 	var wg sync.WaitGroup
 	for i := range appenders {
@@ -307,8 +293,7 @@ func TestAckModesJournalCommits(t *testing.T) {
 		t.Run(string(tc.ack), func(t *testing.T) {
 			var journalSyncs atomic.Int64
 			gated := newGatedStore(t)
-			cfg := shipperConfig(t, Target{Name: "dr", Store: gated})
-			cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
+			cfg := ackConfig(t, tc.ack, Target{Name: "dr", Store: gated})
 			cfg.Spool.CommitInterval = time.Millisecond
 			cfg.Spool.SyncFile = func(f *os.File) error {
 				if strings.HasPrefix(filepath.Base(f.Name()), journalPrefix) {
@@ -316,7 +301,6 @@ func TestAckModesJournalCommits(t *testing.T) {
 				}
 				return f.Sync()
 			}
-			cfg.Ack = tc.ack
 			sh := startShipper(t, cfg)
 			// The first record's segment is held at the target's gate;
 			// the rest wait in the open batch meanwhile.
@@ -373,9 +357,7 @@ func TestAckSealerHealsASplitRound(t *testing.T) {
 // waking all the others made thousands of wake-ups per round.
 func TestArrivingAppenderWakesOnlyTheSealer(t *testing.T) {
 	gated := newGatedStore(t)
-	cfg := shipperConfig(t, Target{Name: "dr", Store: gated})
-	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
-	cfg.Ack = AckReceived
+	cfg := ackConfig(t, AckReceived, Target{Name: "dr", Store: gated})
 	sh := startShipper(t, cfg)
 	first := appendAsync(sh.Shipper, "r0") // its segment is held at the gate
 	waiting := func(n int) func() bool {
@@ -404,4 +386,13 @@ func TestArrivingAppenderWakesOnlyTheSealer(t *testing.T) {
 	close(gated.gate)
 	returns(t, first, "first Append")
 	returns(t, second, "second Append")
+}
+
+// ackConfig is shipperConfig for ack mode ack, where only acks seal: the
+// flush policy's max_age is an hour.
+func ackConfig(t *testing.T, ack AckMode, targets ...Target) Config {
+	cfg := shipperConfig(t, targets...)
+	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: time.Hour}
+	cfg.Ack = ack
+	return cfg
 }

@@ -697,6 +697,11 @@ func (s *Spool) Seal(reason string) error {
 func (s *Spool) Pending(after uint64) []SealedSegment {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.pendingLocked(after)
+}
+
+// pendingLocked is Pending with mu held.
+func (s *Spool) pendingLocked(after uint64) []SealedSegment {
 	return append([]SealedSegment(nil), s.sealed[s.afterLocked(after):]...)
 }
 
@@ -711,7 +716,7 @@ func (s *Spool) afterLocked(seq uint64) int {
 func (s *Spool) Unconfirmed() []SealedSegment {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]SealedSegment(nil), s.sealed[s.afterLocked(s.confirmedLocked()):]...)
+	return s.pendingLocked(s.confirmedLocked())
 }
 
 // ReadSealed returns the bytes of a sealed segment. They may be shared
