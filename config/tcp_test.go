@@ -2,8 +2,6 @@ package config
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,42 +23,46 @@ func TestTCPTokenNeverPrinted(t *testing.T) {
 }
 
 func TestTCPTableLoadsAndIsStrict(t *testing.T) {
-	dir := t.TempDir()
-	good := filepath.Join(dir, "good.toml")
-	os.WriteFile(good, []byte("stream = \"app\"\nstore = \"tcp://dr:7000\"\n[tcp]\ntoken = \"x\"\nca_file = \"/etc/ca.pem\"\nbandwidth_limit = \"10MiB\"\n"), 0o644)
-	f, err := Load(good)
+	f, err := Load(writeConfig(t, tcpConfig+"ca_file = \"/etc/ca.pem\"\nbandwidth_limit = \"10MiB\"\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if f.TCP.Token != "x" || f.TCP.BandwidthLimit != 10*MiB || f.TCP.CAFile != "/etc/ca.pem" {
 		t.Fatalf("loaded %+v", f.TCP)
 	}
-	bad := filepath.Join(dir, "bad.toml")
-	os.WriteFile(bad, []byte("stream = \"app\"\n[tcp]\ntokn = \"x\"\n"), 0o644)
-	_, err = Load(bad)
+	_, err = Load(writeConfig(t, "stream = \"app\"\n[tcp]\ntokn = \"x\"\n"))
 	if err == nil || !strings.Contains(err.Error(), "tcp.tokn") || !strings.Contains(err.Error(), ":3:") {
 		t.Fatalf("unknown [tcp] key: got %v, want an error naming tcp.tokn on line 3", err)
 	}
 }
 
+// tcpConfig is a shipper config for a tcp:// store, ending inside [tcp].
+const tcpConfig = "stream = \"app\"\nstore = \"tcp://dr:7000\"\n[tcp]\ntoken = \"x\"\n"
+
+// loadTCPKey loads tcpConfig with key = value in [tcp]. It fails the test
+// unless the load fails exactly when bad, with an error naming tcp.KEY;
+// ok says it loaded as expected, for the caller to check the value.
+func loadTCPKey(t *testing.T, key, value string, bad bool) (*File, bool) {
+	t.Helper()
+	f, err := Load(writeConfig(t, tcpConfig+key+" = "+value+"\n"))
+	switch {
+	case bad && (err == nil || !strings.Contains(err.Error(), "tcp."+key)):
+		t.Errorf("%s = %s: got %v, want an error naming tcp.%s", key, value, err, key)
+	case !bad && err != nil:
+		t.Errorf("%s = %s: %v", key, value, err)
+	}
+	return f, err == nil && !bad
+}
+
 // tcp.max_in_flight loads, and a value out of range is an error naming the
 // key.
 func TestTCPMaxInFlight(t *testing.T) {
-	dir := t.TempDir()
 	for _, tc := range []struct {
 		value string
 		want  int
 		err   bool
 	}{{"1", 1, false}, {"16", 16, false}, {"-1", 0, true}, {"65", 0, true}} {
-		path := filepath.Join(dir, "c.toml")
-		os.WriteFile(path, []byte("stream = \"app\"\nstore = \"tcp://dr:7000\"\n[tcp]\ntoken = \"x\"\nmax_in_flight = "+tc.value+"\n"), 0o644)
-		f, err := Load(path)
-		switch {
-		case tc.err && (err == nil || !strings.Contains(err.Error(), "tcp.max_in_flight")):
-			t.Errorf("max_in_flight = %s: got %v, want an error naming tcp.max_in_flight", tc.value, err)
-		case !tc.err && err != nil:
-			t.Errorf("max_in_flight = %s: %v", tc.value, err)
-		case !tc.err && f.TCP.MaxInFlight != tc.want:
+		if f, ok := loadTCPKey(t, "max_in_flight", tc.value, tc.err); ok && f.TCP.MaxInFlight != tc.want {
 			t.Errorf("max_in_flight = %s loaded as %d", tc.value, f.TCP.MaxInFlight)
 		}
 	}
@@ -72,21 +74,12 @@ func TestTCPCheckpointDelay(t *testing.T) {
 	if d := Defaults().TCP.CheckpointDelay; d != Duration(DefaultCheckpointDelay) {
 		t.Fatalf("default checkpoint_delay %v, want %v", d, DefaultCheckpointDelay)
 	}
-	dir := t.TempDir()
 	for _, tc := range []struct {
 		value string
 		want  time.Duration
 		err   bool
 	}{{`"0s"`, 0, false}, {`"2s"`, 2 * time.Second, false}, {`"-1s"`, 0, true}} {
-		path := filepath.Join(dir, "c.toml")
-		os.WriteFile(path, []byte("stream = \"app\"\nstore = \"tcp://dr:7000\"\n[tcp]\ntoken = \"x\"\ncheckpoint_delay = "+tc.value+"\n"), 0o644)
-		f, err := Load(path)
-		switch {
-		case tc.err && (err == nil || !strings.Contains(err.Error(), "tcp.checkpoint_delay")):
-			t.Errorf("checkpoint_delay = %s: got %v, want an error naming tcp.checkpoint_delay", tc.value, err)
-		case !tc.err && err != nil:
-			t.Errorf("checkpoint_delay = %s: %v", tc.value, err)
-		case !tc.err && time.Duration(f.TCP.CheckpointDelay) != tc.want:
+		if f, ok := loadTCPKey(t, "checkpoint_delay", tc.value, tc.err); ok && time.Duration(f.TCP.CheckpointDelay) != tc.want {
 			t.Errorf("checkpoint_delay = %s loaded as %v", tc.value, f.TCP.CheckpointDelay)
 		}
 	}
