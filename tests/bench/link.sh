@@ -94,45 +94,47 @@ trap cleanup EXIT
 
 token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 
+# launch_receiver NAME READY ARG ARGS...: starts ferry receive ARGS,
+# applying to $recv/NAME/replica, and waits up to 5 s for READY ARG to
+# succeed. If the receiver exits or is not ready by then, it is stopped
+# and launch_receiver fails.
+launch_receiver() {
+	local name=$1 ready=$2 arg=$3
+	shift 3
+	"$ferry" receive "$@" --stream bench --state "$recv/$name/state" --apply "file:$recv/$name/replica" \
+		--poll-min 1ms --poll-max 20ms 2>"$work/$name/receive.err" &
+	recv_pid=$!
+	for _ in $(seq 100); do
+		"$ready" "$arg" && return 0
+		kill -0 "$recv_pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	stop_receiver
+	return 1
+}
+listening() { ! port_free "$1"; }
+has_checkpoint() { [[ -f $1/checkpoint.ferry ]]; }
+
 # start_receiver NAME [DIRSTORE]: a receiver applying to $recv/NAME/replica.
 # Without DIRSTORE it listens on a free loopback port (sets addr); with it,
 # it reads that directory store. It returns once the receiver is up.
 start_receiver() {
 	local name=$1 from=${2:-} port
 	mkdir -p "$work/$name" "$recv/$name"
+	local how="--listen"
 	if [[ -n $from ]]; then
+		how="--store $from"
 		mkdir -p "$from"
-		"$ferry" receive --store "$from" --stream bench \
-			--state "$recv/$name/state" --apply "file:$recv/$name/replica" \
-			--poll-min 1ms --poll-max 20ms 2>"$work/$name/receive.err" &
-		recv_pid=$!
-		for _ in $(seq 100); do
-			[[ -f $recv/$name/state/checkpoint.ferry ]] && return 0
-			kill -0 "$recv_pid" 2>/dev/null || break
-			sleep 0.05
+		launch_receiver "$name" has_checkpoint "$recv/$name/state" --store "$from" && return 0
+	else
+		for _ in 1 2 3 4 5; do
+			pick_port
+			addr="127.0.0.1:$port"
+			launch_receiver "$name" listening "$port" --listen "$addr" --insecure --token "$token" && return 0
 		done
-		stop_receiver
-		cat "$work/$name/receive.err" >&2
-		die "ferry receive --store $from did not come up (log above)"
 	fi
-	for _ in 1 2 3 4 5; do
-		pick_port
-		addr="127.0.0.1:$port"
-		"$ferry" receive --listen "$addr" --insecure --token "$token" --stream bench \
-			--state "$recv/$name/state" --apply "file:$recv/$name/replica" \
-			--poll-min 1ms --poll-max 20ms 2>"$work/$name/receive.err" &
-		recv_pid=$!
-		for _ in $(seq 100); do
-			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-				return 0
-			fi
-			kill -0 "$recv_pid" 2>/dev/null || break
-			sleep 0.05
-		done
-		stop_receiver
-	done
 	cat "$work/$name/receive.err" >&2
-	die "ferry receive --listen did not come up (log above)"
+	die "ferry receive $how did not come up (log above)"
 }
 
 # wait_replica NAME: waits until $recv/NAME/replica is as long as the input,
