@@ -58,6 +58,7 @@ fuzz FuzzDecode ./batch/ 150000
 fuzz FuzzParseFrame ./batch/ 300000
 fuzz FuzzForged ./batch/ 90000
 fuzz FuzzParseSegmentName ./batch/ 200000
+fuzz FuzzParseGeneration ./batch/ 100000
 fuzz FuzzLoad ./config/ 8000
 fuzz FuzzParseEntry ./shipper/ 150000
 fuzz FuzzReadFrame ./transport/tcp/ 80000
