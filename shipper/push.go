@@ -108,7 +108,7 @@ func CheckPushName(name string) error {
 // at offsets 0, n, 2n, ..., the last carrying the whole file's hash.
 func FileRecords(key string, content []byte, mode uint32, mtime int64, maxRecord int) ([]batch.Record, [32]byte, error) {
 	sum := sha256.Sum256(content)
-	limit := min(pushChunk, maxRecord-23-len(DirOpChunk)-len(key)-DirHeaderLen)
+	limit := min(pushChunk, maxRecord-batch.RecordOverhead-len(DirOpChunk)-len(key)-DirHeaderLen)
 	if limit < 1 {
 		return nil, sum, fmt.Errorf("name %q is too long for max_record_size %d", key, maxRecord)
 	}

@@ -958,7 +958,7 @@ func (r *dirRun) shipLink(ctx context.Context, sink Sink, p string, f *os.File, 
 
 // payloadMax is the most content bytes a record for key p can carry.
 func (r *dirRun) payloadMax(p string) int {
-	return min(r.chunk, r.maxRecord-23-len(DirOpChunk)-len(p)-DirHeaderLen)
+	return min(r.chunk, r.maxRecord-batch.RecordOverhead-len(DirOpChunk)-len(p)-DirHeaderLen)
 }
 
 // shipFile ships a regular file, reading it again while it changes under
