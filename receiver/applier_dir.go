@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirtree"
 )
 
 // DirApplier applies the records of a dir: source (docs/DIRTREE.md) to a
@@ -55,29 +55,9 @@ var (
 	_ Stateful = (*DirApplier)(nil)
 )
 
-// Record ops and header of a dir: stream; the shipper's source_dir.go
-// writes them, docs/DIRTREE.md defines them.
-const (
-	dirOpPut     = "put"
-	dirOpChunk   = "chunk"
-	dirOpAttr    = "attr"
-	dirOpDel     = "del"
-	dirOpMkdir   = "mkdir"
-	dirOpRmdir   = "rmdir"
-	dirOpSymlink = "symlink"
-
-	dirOpBaselineBegin = "baseline-begin" // a baseline's bounds: nothing to do
-	dirOpBaselineEnd   = "baseline-end"
-
-	dirHeaderLen    = 1 + 4 + 8 + 8 + 8 + 32
-	dirVersion      = 1
-	maxDirFileSize  = 1 << 44 // 16 TiB
-	maxDirKey       = 4096    // PATH_MAX
-	dirStagingName  = ".ferry-staging"
-	dirTempPrefix   = ".ferry-"
-	dirTempSuffix   = ".tmp"
-	dirMaxOpenSyncs = 256
-)
+// dirMaxOpenSyncs caps the directories held open for the fsync at the end
+// of Apply; beyond it they are fsynced early.
+const dirMaxOpenSyncs = 256
 
 // dirPartial is a chunked file being assembled.
 type dirPartial struct {
@@ -265,9 +245,9 @@ func dirPutRunEnd(recs []batch.Record, i int) int {
 	j, n, puts := i, 0, 0
 	for ; j < len(recs) && j-i < dirRunRecords && n < dirRunBytes; j++ {
 		switch recs[j].Op {
-		case dirOpPut:
+		case dirtree.OpPut:
 			puts++
-		case dirOpMkdir, dirOpDel, dirOpRmdir:
+		case dirtree.OpMkdir, dirtree.OpDel, dirtree.OpRmdir:
 		default:
 			goto end
 		}
@@ -329,8 +309,8 @@ func (a *DirApplier) putRun(recs []batch.Record, i, j int) (int, error) {
 	for k := i; k < j; k++ {
 		rec := &recs[k]
 		key := string(rec.Key)
-		if rec.Op != dirOpPut {
-			if dirClashes(keys, key) || (rec.Op == dirOpMkdir && parents[key]) || (rec.Op != dirOpMkdir && above[key]) {
+		if rec.Op != dirtree.OpPut {
+			if dirClashes(keys, key) || (rec.Op == dirtree.OpMkdir && parents[key]) || (rec.Op != dirtree.OpMkdir && above[key]) {
 				j = k
 				break
 			}
@@ -339,7 +319,7 @@ func (a *DirApplier) putRun(recs []batch.Record, i, j int) (int, error) {
 			}
 			continue
 		}
-		if err := dirCheckKey(key, rec.Op); err != nil {
+		if err := dirtree.CheckKey(key, rec.Op); err != nil {
 			return k, fmt.Errorf("refused: %v: %w", err, ErrFatal)
 		}
 		keys[key] = true
@@ -347,9 +327,9 @@ func (a *DirApplier) putRun(recs []batch.Record, i, j int) (int, error) {
 		for d := dirOfKey(key); d != "."; d = dirOfKey(d) {
 			above[d] = true
 		}
-		h, payload, err := dirParseHeader(rec.Data)
+		h, payload, err := dirtree.ParseHeader(rec.Data)
 		if err == nil {
-			err = dirCheckPut(h, payload)
+			err = dirtree.CheckPayload(rec.Op, h, payload)
 		}
 		if err != nil {
 			return k, fmt.Errorf("%v: %w", err, ErrFatal)
@@ -361,7 +341,7 @@ func (a *DirApplier) putRun(recs []batch.Record, i, j int) (int, error) {
 		if skip {
 			continue
 		}
-		s := &dirStagedPut{i: k, dir: dir, base: base, tmp: dirTempName(rec.Seq)}
+		s := &dirStagedPut{i: k, dir: dir, base: base, tmp: dirtree.TempName(rec.Seq)}
 		staged = append(staged, s)
 		var st unix.Stat_t
 		if err := unix.Fstat(int(dir.Fd()), &st); err != nil {
@@ -437,17 +417,6 @@ func dirClashes(keys map[string]bool, key string) bool {
 	}
 }
 
-// dirCheckPut checks a put's content against its header.
-func dirCheckPut(h dirHeader, payload []byte) error {
-	if int64(len(payload)) != h.size {
-		return fmt.Errorf("malformed record: carries %d bytes of content, its header says %d", len(payload), h.size)
-	}
-	if sha256.Sum256(payload) != h.sum {
-		return errors.New("content does not match the sha256 in its header")
-	}
-	return nil
-}
-
 // createTemp creates the temp file tmp in dir, replacing one a crash left.
 func (a *DirApplier) createTemp(dir *os.File, tmp string) (*os.File, error) {
 	fd := int(dir.Fd())
@@ -466,11 +435,11 @@ func (a *DirApplier) finish() error {
 	if p := a.partial; p != nil {
 		if p.lost {
 			return a.fatalf("the staging file for %q (chunks from seq %d) is missing from %s and this segment neither finishes nor drops it; it was removed outside ferry",
-				p.Path, p.Seq, dirStagingName)
+				p.Path, p.Seq, dirtree.StagingDir)
 		}
 		if p.dirty {
 			if err := p.f.Sync(); err != nil {
-				return a.fatalf("fsync %s/%s: %v", dirStagingName, dirStagingFile(p.Seq), err)
+				return a.fatalf("fsync %s/%s: %v", dirtree.StagingDir, dirStagingFile(p.Seq), err)
 			}
 			p.dirty = false
 		}
@@ -540,75 +509,6 @@ func (a *DirApplier) syncLater(d *os.File) error {
 	}
 	unix.CloseOnExec(fd)
 	a.syncs[k] = os.NewFile(uintptr(fd), d.Name())
-	return nil
-}
-
-// dirHeader is the fixed header of put, chunk, attr, mkdir and symlink.
-type dirHeader struct {
-	mode         uint32
-	mtime        int64
-	size, offset int64
-	sum          [32]byte
-}
-
-func dirParseHeader(data []byte) (dirHeader, []byte, error) {
-	var h dirHeader
-	if len(data) < dirHeaderLen {
-		return h, nil, fmt.Errorf("malformed record: data is %d bytes, shorter than the %d-byte header", len(data), dirHeaderLen)
-	}
-	if data[0] != dirVersion {
-		return h, nil, fmt.Errorf("record header version %d; this ferry reads %d (upgrade ferry)", data[0], dirVersion)
-	}
-	h.mode = binary.BigEndian.Uint32(data[1:])
-	h.mtime = int64(binary.BigEndian.Uint64(data[5:]))
-	size := binary.BigEndian.Uint64(data[13:])
-	offset := binary.BigEndian.Uint64(data[21:])
-	copy(h.sum[:], data[29:61])
-	if h.mode&^0o7777 != 0 {
-		return h, nil, fmt.Errorf("malformed record: mode %#o has bits beyond 07777", h.mode)
-	}
-	if size > maxDirFileSize || offset > maxDirFileSize {
-		return h, nil, fmt.Errorf("oversize record header: size %d, offset %d (limit %d)", size, offset, uint64(maxDirFileSize))
-	}
-	h.size, h.offset = int64(size), int64(offset)
-	return h, data[dirHeaderLen:], nil
-}
-
-// dirCheckKey refuses keys that are not a clean relative path, or that name
-// the applier's own temporary files.
-func dirCheckKey(key, op string) error {
-	switch {
-	case key == "":
-		return errors.New("empty path")
-	case key == ".":
-		if op != dirOpMkdir {
-			return fmt.Errorf("op %s on the root: only mkdir may name it", op)
-		}
-		return nil
-	case key[0] == '/':
-		return errors.New("absolute path")
-	case len(key) > maxDirKey:
-		return fmt.Errorf("path is %d bytes, limit %d", len(key), maxDirKey)
-	case strings.IndexByte(key, 0) >= 0:
-		return errors.New("path contains a NUL byte")
-	}
-	elems := strings.Split(key, "/")
-	for _, e := range elems {
-		switch {
-		case e == "":
-			return errors.New("empty path element (\"//\" or a trailing \"/\")")
-		case e == "." || e == "..":
-			return fmt.Errorf("path element %q", e)
-		case len(e) > 255:
-			return fmt.Errorf("path element of %d bytes, limit 255", len(e))
-		}
-	}
-	if elems[0] == dirStagingName {
-		return fmt.Errorf("%s is reserved for the applier's staging directory", dirStagingName)
-	}
-	if b := elems[len(elems)-1]; strings.HasPrefix(b, dirTempPrefix) && strings.HasSuffix(b, dirTempSuffix) {
-		return fmt.Errorf("names %s*%s are reserved for the applier's temp files", dirTempPrefix, dirTempSuffix)
-	}
 	return nil
 }
 
@@ -800,28 +700,28 @@ func dirReplace(odir int, oldName string, ndir int, newName string) error {
 	return err
 }
 
-func dirTempName(seq uint64) string {
-	return fmt.Sprintf("%s%016x%s", dirTempPrefix, seq, dirTempSuffix)
-}
 func dirStagingFile(seq uint64) string { return fmt.Sprintf("%016x.part", seq) }
 
 // continues says whether rec is the next chunk of the file being assembled.
 func (a *DirApplier) continues(rec *batch.Record) bool {
 	p := a.partial
-	if rec.Op != dirOpChunk || string(rec.Key) != p.Path {
+	if rec.Op != dirtree.OpChunk || string(rec.Key) != p.Path {
 		return false
 	}
-	h, _, err := dirParseHeader(rec.Data)
-	return err == nil && h.offset > 0 && h.offset == p.Offset && h.size == p.Size
+	h, _, err := dirtree.ParseHeader(rec.Data)
+	return err == nil && h.Offset > 0 && h.Offset == p.Offset && h.Size == p.Size
 }
 
 func (a *DirApplier) applyRecord(recs []batch.Record, i int) error {
 	rec := &recs[i]
 	key := string(rec.Key)
-	if rec.Op == dirOpBaselineBegin || rec.Op == dirOpBaselineEnd {
-		return dirCheckBaseline(rec)
+	if rec.Op == dirtree.OpBaselineBegin || rec.Op == dirtree.OpBaselineEnd {
+		if err := dirtree.CheckBaseline(rec.Op, rec.Key, rec.Data); err != nil {
+			return fmt.Errorf("%v: %w", err, ErrFatal)
+		}
+		return nil
 	}
-	if err := dirCheckKey(key, rec.Op); err != nil {
+	if err := dirtree.CheckKey(key, rec.Op); err != nil {
 		return fmt.Errorf("refused: %v: %w", err, ErrFatal)
 	}
 	if a.partial != nil && !a.continues(rec) {
@@ -831,41 +731,32 @@ func (a *DirApplier) applyRecord(recs []batch.Record, i int) error {
 	}
 	bad := func(err error) error { return fmt.Errorf("%v: %w", err, ErrFatal) }
 	switch rec.Op {
-	case dirOpDel, dirOpRmdir:
+	case dirtree.OpDel, dirtree.OpRmdir:
 		if len(rec.Data) != 0 {
 			return bad(fmt.Errorf("malformed record: %s carries %d bytes of data, want none", rec.Op, len(rec.Data)))
 		}
 		return a.remove(recs, i, key)
-	case dirOpPut, dirOpChunk, dirOpAttr, dirOpMkdir, dirOpSymlink:
+	case dirtree.OpPut, dirtree.OpChunk, dirtree.OpAttr, dirtree.OpMkdir, dirtree.OpSymlink:
 	default:
 		return bad(fmt.Errorf("unknown op %q (this ferry applies put, chunk, attr, del, rmdir, mkdir, symlink, baseline-begin, baseline-end; upgrade ferry?)", rec.Op))
 	}
-	h, payload, err := dirParseHeader(rec.Data)
+	h, payload, err := dirtree.ParseHeader(rec.Data)
+	if err == nil {
+		err = dirtree.CheckPayload(rec.Op, h, payload)
+	}
 	if err != nil {
 		return bad(err)
 	}
 	switch rec.Op {
-	case dirOpPut:
-		if err := dirCheckPut(h, payload); err != nil {
-			return bad(err)
-		}
+	case dirtree.OpPut:
 		return a.put(recs, i, key, h, payload)
-	case dirOpChunk:
+	case dirtree.OpChunk:
 		return a.chunk(recs, i, key, h, payload)
-	case dirOpAttr:
-		if len(payload) != 0 {
-			return bad(fmt.Errorf("malformed record: attr carries %d bytes after its header, want none", len(payload)))
-		}
+	case dirtree.OpAttr:
 		return a.attr(recs, i, key, h)
-	case dirOpMkdir:
-		if len(payload) != 0 {
-			return bad(fmt.Errorf("malformed record: mkdir carries %d bytes after its header, want none", len(payload)))
-		}
+	case dirtree.OpMkdir:
 		return a.mkdir(recs, i, key, h)
 	default: // symlink
-		if int64(len(payload)) != h.size || len(payload) == 0 || strings.IndexByte(string(payload), 0) >= 0 {
-			return bad(fmt.Errorf("malformed record: symlink target of %d bytes (header says %d), empty or with a NUL byte", len(payload), h.size))
-		}
 		return a.symlink(recs, i, key, h, string(payload))
 	}
 }
@@ -883,14 +774,14 @@ func (a *DirApplier) remove(recs []batch.Record, i int, key string) error {
 	return a.syncLater(dir)
 }
 
-func (a *DirApplier) put(recs []batch.Record, i int, key string, h dirHeader, payload []byte) error {
+func (a *DirApplier) put(recs []batch.Record, i int, key string, h dirtree.Header, payload []byte) error {
 	dir, base, skip, err := a.parent(recs, i, key, true)
 	if err != nil || skip {
 		return err
 	}
 	defer dir.Close()
 	fd := int(dir.Fd())
-	tmp := dirTempName(recs[i].Seq)
+	tmp := dirtree.TempName(recs[i].Seq)
 	err = dirKeepMtime(fd, func() error {
 		f, err := a.createTemp(dir, tmp)
 		if err != nil {
@@ -912,7 +803,7 @@ func (a *DirApplier) put(recs []batch.Record, i int, key string, h dirHeader, pa
 
 // writeOut writes payload (if any) to f, sets its mode and mtime and
 // fsyncs it. A failed fsync is fatal.
-func (a *DirApplier) writeOut(f *os.File, payload []byte, h dirHeader) error {
+func (a *DirApplier) writeOut(f *os.File, payload []byte, h dirtree.Header) error {
 	if err := dirWriteMeta(f, payload, h); err != nil {
 		return err
 	}
@@ -923,25 +814,25 @@ func (a *DirApplier) writeOut(f *os.File, payload []byte, h dirHeader) error {
 }
 
 // dirWriteMeta writes payload (if any) to f and sets its mode and mtime.
-func dirWriteMeta(f *os.File, payload []byte, h dirHeader) error {
+func dirWriteMeta(f *os.File, payload []byte, h dirtree.Header) error {
 	if len(payload) > 0 {
 		if _, err := f.Write(payload); err != nil {
 			return err
 		}
 	}
-	if err := unix.Fchmod(int(f.Fd()), h.mode); err != nil {
+	if err := unix.Fchmod(int(f.Fd()), h.Mode); err != nil {
 		return err
 	}
-	return dirSetMtime(int(f.Fd()), dirNsec(h.mtime))
+	return dirSetMtime(int(f.Fd()), dirNsec(h.Mtime))
 }
 
-func (a *DirApplier) mkdir(recs []batch.Record, i int, key string, h dirHeader) error {
+func (a *DirApplier) mkdir(recs []batch.Record, i int, key string, h dirtree.Header) error {
 	if key == "." {
 		fd := int(a.root.Fd())
-		if err := unix.Fchmod(fd, h.mode); err != nil {
+		if err := unix.Fchmod(fd, h.Mode); err != nil {
 			return err
 		}
-		if err := dirSetMtime(fd, dirNsec(h.mtime)); err != nil {
+		if err := dirSetMtime(fd, dirNsec(h.Mtime)); err != nil {
 			return err
 		}
 		return a.syncLater(a.root)
@@ -978,10 +869,10 @@ func (a *DirApplier) mkdir(recs []batch.Record, i int, key string, h dirHeader) 
 	}
 	d := os.NewFile(uintptr(sub), a.Root+"/"+key)
 	defer d.Close()
-	if err := unix.Fchmod(sub, h.mode); err != nil {
+	if err := unix.Fchmod(sub, h.Mode); err != nil {
 		return err
 	}
-	if err := dirSetMtime(sub, dirNsec(h.mtime)); err != nil {
+	if err := dirSetMtime(sub, dirNsec(h.Mtime)); err != nil {
 		return err
 	}
 	if err := a.syncLater(d); err != nil {
@@ -990,14 +881,14 @@ func (a *DirApplier) mkdir(recs []batch.Record, i int, key string, h dirHeader) 
 	return a.syncLater(dir)
 }
 
-func (a *DirApplier) symlink(recs []batch.Record, i int, key string, h dirHeader, target string) error {
+func (a *DirApplier) symlink(recs []batch.Record, i int, key string, h dirtree.Header, target string) error {
 	dir, base, skip, err := a.parent(recs, i, key, true)
 	if err != nil || skip {
 		return err
 	}
 	defer dir.Close()
 	fd := int(dir.Fd())
-	tmp := dirTempName(recs[i].Seq)
+	tmp := dirtree.TempName(recs[i].Seq)
 	err = dirKeepMtime(fd, func() error {
 		if err := unix.Unlinkat(fd, tmp, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return err
@@ -1005,7 +896,7 @@ func (a *DirApplier) symlink(recs []batch.Record, i int, key string, h dirHeader
 		if err := unix.Symlinkat(target, fd, tmp); err != nil {
 			return err
 		}
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, dirNsec(h.mtime)}
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, dirNsec(h.Mtime)}
 		if err := unix.UtimesNanoAt(fd, tmp, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			unix.Unlinkat(fd, tmp, 0)
 			return err
@@ -1019,7 +910,7 @@ func (a *DirApplier) symlink(recs []batch.Record, i int, key string, h dirHeader
 }
 
 // attr sets the mode and mtime of a file whose content the replica has.
-func (a *DirApplier) attr(recs []batch.Record, i int, key string, h dirHeader) error {
+func (a *DirApplier) attr(recs []batch.Record, i int, key string, h dirtree.Header) error {
 	dir, base, skip, err := a.parent(recs, i, key, false)
 	if err != nil {
 		return err
@@ -1041,21 +932,21 @@ func (a *DirApplier) attr(recs []batch.Record, i int, key string, h dirHeader) e
 	case err != nil && !errors.Is(err, unix.ENOENT):
 		return err
 	case dirSuperseded(recs, i, key):
-		if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != h.size {
+		if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != h.Size {
 			return nil
 		}
 	case err != nil:
 		return fmt.Errorf("the replica has no %q to set the mode and time of: %w", key, ErrFatal)
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		return fmt.Errorf("%q is not a regular file in the replica: %w", key, ErrFatal)
-	case st.Size != h.size:
-		return fmt.Errorf("replica file %q is %d bytes, the record says %d: %w", key, st.Size, h.size, ErrFatal)
+	case st.Size != h.Size:
+		return fmt.Errorf("replica file %q is %d bytes, the record says %d: %w", key, st.Size, h.Size, ErrFatal)
 	}
 	proc := "/proc/self/fd/" + strconv.Itoa(fd)
-	if err := unix.Fchmodat(unix.AT_FDCWD, proc, h.mode, 0); err != nil {
+	if err := unix.Fchmodat(unix.AT_FDCWD, proc, h.Mode, 0); err != nil {
 		return err
 	}
-	if err := dirSetMtime(fd, dirNsec(h.mtime)); err != nil {
+	if err := dirSetMtime(fd, dirNsec(h.Mtime)); err != nil {
 		return err
 	}
 	// The change is to the file's inode: fsync it (an O_PATH descriptor
@@ -1074,28 +965,22 @@ func (a *DirApplier) attr(recs []batch.Record, i int, key string, h dirHeader) e
 	return nil
 }
 
-// chunk adds a chunk to the file being assembled and publishes the file on
-// its last chunk.
-func (a *DirApplier) chunk(recs []batch.Record, i int, key string, h dirHeader, payload []byte) error {
+// chunk adds a chunk (checked by dirtree.CheckPayload) to the file being
+// assembled and publishes the file on its last chunk.
+func (a *DirApplier) chunk(recs []batch.Record, i int, key string, h dirtree.Header, payload []byte) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrFatal)
 	}
-	switch {
-	case len(payload) == 0:
-		return bad("malformed record: empty chunk")
-	case h.offset+int64(len(payload)) > h.size:
-		return bad("oversize chunk: %d bytes at offset %d overrun the file size %d", len(payload), h.offset, h.size)
-	}
-	if h.offset == 0 {
-		if err := a.startPartial(recs[i].Seq, key, h.size); err != nil {
+	if h.Offset == 0 {
+		if err := a.startPartial(recs[i].Seq, key, h.Size); err != nil {
 			return err
 		}
 	} else if a.partial == nil {
-		return bad("chunk at offset %d, but no file is being assembled (its chunk at offset 0 is missing)", h.offset)
+		return bad("chunk at offset %d, but no file is being assembled (its chunk at offset 0 is missing)", h.Offset)
 	}
 	p := a.partial
 	if !p.lost {
-		if _, err := p.f.WriteAt(payload, h.offset); err != nil {
+		if _, err := p.f.WriteAt(payload, h.Offset); err != nil {
 			return err
 		}
 		p.h.Write(payload)
@@ -1113,9 +998,9 @@ func (a *DirApplier) chunk(recs []batch.Record, i int, key string, h dirHeader, 
 			return nil
 		}
 		return bad("the staging file for %q (chunks from seq %d) is missing from %s and the replica does not hold the published file; it was removed outside ferry",
-			key, p.Seq, dirStagingName)
+			key, p.Seq, dirtree.StagingDir)
 	}
-	if [32]byte(p.h.Sum(nil)) != h.sum {
+	if [32]byte(p.h.Sum(nil)) != h.SHA256 {
 		a.dropPartial()
 		return bad("assembled content of %d bytes does not match the sha256 in the last chunk", p.Size)
 	}
@@ -1132,7 +1017,7 @@ func (a *DirApplier) isPublished(key string, ino uint64) bool {
 	return unix.Fstatat(int(dir.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Ino == ino
 }
 
-func (a *DirApplier) publish(recs []batch.Record, i int, key string, h dirHeader) error {
+func (a *DirApplier) publish(recs []batch.Record, i int, key string, h dirtree.Header) error {
 	p := a.partial
 	if err := a.writeOut(p.f, nil, h); err != nil {
 		return err
@@ -1151,7 +1036,7 @@ func (a *DirApplier) publish(recs []batch.Record, i int, key string, h dirHeader
 	})
 	if errors.Is(err, unix.EXDEV) {
 		return fmt.Errorf("rename %s/%s to %q: the replica spans filesystems; the dir applier needs the whole tree on one: %w",
-			dirStagingName, dirStagingFile(p.Seq), key, ErrFatal)
+			dirtree.StagingDir, dirStagingFile(p.Seq), key, ErrFatal)
 	}
 	if err != nil {
 		return err
@@ -1171,12 +1056,12 @@ func (a *DirApplier) openStaging(create bool) (*os.File, error) {
 		return a.staging, nil
 	}
 	rfd := int(a.root.Fd())
-	fd, err := dirOpenAt(rfd, dirStagingName)
+	fd, err := dirOpenAt(rfd, dirtree.StagingDir)
 	if errors.Is(err, unix.ENOENT) && create {
-		err = dirMkdirKeepMtime(rfd, dirStagingName, 0o700)
+		err = dirMkdirKeepMtime(rfd, dirtree.StagingDir, 0o700)
 		if err == nil {
 			if err = a.syncLater(a.root); err == nil {
-				fd, err = dirOpenAt(rfd, dirStagingName)
+				fd, err = dirOpenAt(rfd, dirtree.StagingDir)
 			}
 		}
 	}
@@ -1184,9 +1069,9 @@ func (a *DirApplier) openStaging(create bool) (*os.File, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, dirFatal("open %s: %v", dirStagingName, err)
+		return nil, dirFatal("open %s: %v", dirtree.StagingDir, err)
 	}
-	a.staging = os.NewFile(uintptr(fd), a.Root+"/"+dirStagingName)
+	a.staging = os.NewFile(uintptr(fd), a.Root+"/"+dirtree.StagingDir)
 	return a.staging, nil
 }
 
@@ -1240,17 +1125,17 @@ func (a *DirApplier) clearStaging(keep string) error {
 	}
 	l, err := os.Open("/proc/self/fd/" + strconv.Itoa(int(sd.Fd())))
 	if err != nil {
-		return dirFatal("list %s: %v", dirStagingName, err)
+		return dirFatal("list %s: %v", dirtree.StagingDir, err)
 	}
 	names, err := l.Readdirnames(-1)
 	l.Close()
 	if err != nil && !errors.Is(err, io.EOF) {
-		return dirFatal("list %s: %v", dirStagingName, err)
+		return dirFatal("list %s: %v", dirtree.StagingDir, err)
 	}
 	for _, n := range names {
 		if n != keep {
 			if err := dirRemoveAll(int(sd.Fd()), n); err != nil {
-				return dirFatal("clean %s: %v", dirStagingName, err)
+				return dirFatal("clean %s: %v", dirtree.StagingDir, err)
 			}
 		}
 	}
@@ -1261,13 +1146,13 @@ func (a *DirApplier) clearStaging(keep string) error {
 	a.staging = nil
 	rfd := int(a.root.Fd())
 	err = dirKeepMtime(rfd, func() error {
-		if err := unix.Unlinkat(rfd, dirStagingName, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		if err := unix.Unlinkat(rfd, dirtree.StagingDir, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
 			return err
 		}
 		return nil
 	})
 	if err != nil {
-		return dirFatal("remove %s: %v", dirStagingName, err)
+		return dirFatal("remove %s: %v", dirtree.StagingDir, err)
 	}
 	if a.syncs != nil {
 		return a.syncLater(a.root)
@@ -1294,7 +1179,7 @@ func (a *DirApplier) resetPartial(p *dirPartial) error {
 		return nil
 	}
 	q := &dirPartial{Path: p.Path, Seq: p.Seq, Size: p.Size, Offset: p.Offset, Ino: p.Ino, Hash: p.Hash}
-	if q.Offset < 0 || q.Offset >= q.Size || dirCheckKey(q.Path, dirOpChunk) != nil {
+	if q.Offset < 0 || q.Offset >= q.Size || dirtree.CheckKey(q.Path, dirtree.OpChunk) != nil {
 		return dirFatal("checkpoint state names an impossible partial file %+v", *p)
 	}
 	a.partial = q
@@ -1311,7 +1196,7 @@ func (a *DirApplier) resetPartial(p *dirPartial) error {
 		return nil
 	}
 	if err != nil {
-		return dirFatal("open %s/%s: %v", dirStagingName, keep, err)
+		return dirFatal("open %s/%s: %v", dirtree.StagingDir, keep, err)
 	}
 	q.f = os.NewFile(uintptr(fd), sd.Name()+"/"+keep)
 	var st unix.Stat_t
@@ -1319,17 +1204,17 @@ func (a *DirApplier) resetPartial(p *dirPartial) error {
 		return dirFatal("%v", err)
 	}
 	if st.Ino != q.Ino {
-		return dirFatal("%s/%s is not the file the checkpoint names (inode %d, want %d); it was replaced outside ferry", dirStagingName, keep, st.Ino, q.Ino)
+		return dirFatal("%s/%s is not the file the checkpoint names (inode %d, want %d); it was replaced outside ferry", dirtree.StagingDir, keep, st.Ino, q.Ino)
 	}
 	if st.Size < q.Offset {
-		return dirFatal("%s/%s is %d bytes, shorter than the %d the checkpoint recorded; it was changed outside ferry", dirStagingName, keep, st.Size, q.Offset)
+		return dirFatal("%s/%s is %d bytes, shorter than the %d the checkpoint recorded; it was changed outside ferry", dirtree.StagingDir, keep, st.Size, q.Offset)
 	}
 	if st.Size > q.Offset {
 		if err := q.f.Truncate(q.Offset); err != nil {
-			return dirFatal("truncate %s/%s: %v", dirStagingName, keep, err)
+			return dirFatal("truncate %s/%s: %v", dirtree.StagingDir, keep, err)
 		}
 		if err := q.f.Sync(); err != nil {
-			return dirFatal("fsync %s/%s: %v", dirStagingName, keep, err)
+			return dirFatal("fsync %s/%s: %v", dirtree.StagingDir, keep, err)
 		}
 	}
 	h := sha256.New()
@@ -1337,22 +1222,5 @@ func (a *DirApplier) resetPartial(p *dirPartial) error {
 		return dirFatal("checkpoint hash state for %q unreadable: %v", q.Path, err)
 	}
 	q.h = h
-	return nil
-}
-
-// dirCheckBaseline checks a baseline-begin or baseline-end record. Both
-// only mark where a full copy of the tree begins and ends, so the applier
-// does nothing with them (a file being assembled stays as it is: the
-// source never ships one between two chunks).
-func dirCheckBaseline(rec *batch.Record) error {
-	if string(rec.Key) != "." {
-		return fmt.Errorf("malformed record: %s names %q, want \".\": %w", rec.Op, rec.Key, ErrFatal)
-	}
-	var d struct {
-		Version int `json:"version"`
-	}
-	if err := json.Unmarshal(rec.Data, &d); err != nil || d.Version < 1 {
-		return fmt.Errorf("malformed record: %s data is not a baseline header (%q): %w", rec.Op, rec.Data, ErrFatal)
-	}
 	return nil
 }

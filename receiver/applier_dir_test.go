@@ -3,10 +3,8 @@
 package receiver_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,22 +17,13 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/receiver"
-	"github.com/ferry-dr/ferry/shipper"
 )
 
-// dirHdr is the dirtree record header (docs/DIRTREE.md), written here
-// independently of the shipper so that a drift on either side shows.
+// dirHdr is the dirtree record header (docs/DIRTREE.md).
 func dirHdr(mode uint32, mtime int64, size, off int64, sum *[32]byte) []byte {
-	b := []byte{1}
-	b = binary.BigEndian.AppendUint32(b, mode)
-	b = binary.BigEndian.AppendUint64(b, uint64(mtime))
-	b = binary.BigEndian.AppendUint64(b, uint64(size))
-	b = binary.BigEndian.AppendUint64(b, uint64(off))
-	if sum == nil {
-		sum = &[32]byte{}
-	}
-	return append(b, sum[:]...)
+	return dirtree.AppendHeader(nil, mode, mtime, size, off, sum)
 }
 
 // dirT is a fixed base time for records.
@@ -181,16 +170,6 @@ func diffTrees(want, got map[string]dirNode) string {
 	}
 	slices.Sort(d)
 	return strings.Join(d, "\n")
-}
-
-func TestDirHeaderMatchesShipper(t *testing.T) {
-	sum := sha256.Sum256([]byte("x"))
-	if got, want := shipper.AppendDirHeader(nil, 0o4755, -5, 1<<40, 77, &sum), dirHdr(0o4755, -5, 1<<40, 77, &sum); !bytes.Equal(got, want) {
-		t.Fatalf("shipper writes header\n%x\nreceiver tests expect\n%x", got, want)
-	}
-	if shipper.DirHeaderLen != len(dirHdr(0, 0, 0, 0, nil)) {
-		t.Fatalf("DirHeaderLen %d", shipper.DirHeaderLen)
-	}
 }
 
 func TestDirApplierOps(t *testing.T) {

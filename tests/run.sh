@@ -62,5 +62,6 @@ fuzz FuzzLoad ./config/ 8000
 fuzz FuzzParseEntry ./shipper/ 150000
 fuzz FuzzReadFrame ./transport/tcp/ 80000
 fuzz FuzzReadCheckpointFile ./receiver/ 100000
+fuzz FuzzParseHeader ./dirtree/ 100000
 
 echo "== all tests passed"

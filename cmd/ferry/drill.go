@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/store"
 )
@@ -195,9 +196,6 @@ func seconds(s float64) string {
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
 }
 
-// dirTreeOps are the record ops of a dir: source (docs/DIRTREE.md).
-var dirTreeOps = []string{"put", "chunk", "attr", "del", "mkdir", "rmdir", "symlink", "baseline-begin", "baseline-end"}
-
 // isDirTreeStream tells a dir-tree stream by the op of its first record.
 // An unreadable first segment says file: the restore reports the damage.
 func isDirTreeStream(ctx context.Context, stream string, st store.Store, first string) bool {
@@ -206,5 +204,5 @@ func isDirTreeStream(ctx context.Context, stream string, st store.Store, first s
 		return false
 	}
 	_, recs, err := batch.Decode(data, 0)
-	return err == nil && len(recs) > 0 && slices.Contains(dirTreeOps, recs[0].Op)
+	return err == nil && len(recs) > 0 && slices.Contains(dirtree.Ops, recs[0].Op)
 }
