@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -55,7 +56,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	scratch := c.fs.String("scratch", "", "`dir` to make the drill's temp dir in (default: the system temp dir)")
 	keep := c.fs.Bool("keep", false, "keep the restored copy and its state (the path is printed)")
 	asJSON := c.fs.Bool("json", false, "print the report as JSON")
-	apply := c.fs.String("apply", "", "file, dir, or an applier spec (default: dir for a dir-tree stream, file otherwise)")
+	applySpec := c.fs.String("apply", "", "file, dir, or an applier spec (default: dir for a dir-tree stream, file otherwise)")
 	pf := c.fs.Int("prefetch", receiver.DefaultPrefetch, "segments read and verified ahead of the one being applied (0 for none)")
 	gapTimeout := c.fs.Duration("gap-timeout", 2*time.Second, "how long a missing segment may stay missing before the restore fails")
 	if err := c.parse(args, "", nil); err != nil {
@@ -103,7 +104,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	} else {
 		defer os.RemoveAll(base)
 	}
-	spec := *apply
+	spec := *applySpec
 	if spec == "" {
 		spec = "file"
 		if isDirTreeStream(ctx, c.cfg.Stream, st, names[0]) {
@@ -116,7 +117,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	case "dir":
 		spec = "dir:" + filepath.Join(base, "tree")
 	}
-	ap, err := receiver.ParseApplier(spec, io.Discard)
+	ap, err := apply.Parse(spec, io.Discard)
 	if err != nil {
 		return usageError{err}
 	}

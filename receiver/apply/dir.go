@@ -1,6 +1,6 @@
 //go:build linux
 
-package receiver
+package apply
 
 import (
 	"context"
@@ -20,9 +20,10 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/dirtree"
+	"github.com/ferry-dr/ferry/receiver"
 )
 
-// DirApplier applies the records of a dir: source (docs/DIRTREE.md) to a
+// Dir applies the records of a dir: source (docs/DIRTREE.md) to a
 // directory tree: files are replaced atomically (temp file in the same
 // directory, fsync, rename, directory fsync before Apply returns), chunked
 // files are assembled in ROOT/.ferry-staging and renamed into place on
@@ -41,7 +42,7 @@ import (
 // far, hash state), so a crash between Apply and the checkpoint is undone
 // on restart: the staging file is cut back, and replaying the segment
 // converges (puts carry full content, deletes of missing paths succeed).
-type DirApplier struct {
+type Dir struct {
 	Root string
 
 	root    *os.File
@@ -51,8 +52,8 @@ type DirApplier struct {
 }
 
 var (
-	_ Applier  = (*DirApplier)(nil)
-	_ Stateful = (*DirApplier)(nil)
+	_ receiver.Applier  = (*Dir)(nil)
+	_ receiver.Stateful = (*Dir)(nil)
 )
 
 // dirMaxOpenSyncs caps the directories held open for the fsync at the end
@@ -80,29 +81,29 @@ type dirApplierState struct {
 	Partial *dirPartial `json:"partial,omitempty"`
 }
 
-// parseDirApplier builds the applier for "dir:PATH" (ParseApplier).
-func parseDirApplier(spec string) (Applier, error) {
+// parseDir builds the applier for "dir:PATH" (Parse).
+func parseDir(spec string) (receiver.Applier, error) {
 	_, arg, _ := strings.Cut(spec, ":")
 	if arg == "" {
 		return nil, fmt.Errorf("apply %q: dir: needs a directory", spec)
 	}
-	return &DirApplier{Root: arg}, nil
+	return &Dir{Root: arg}, nil
 }
 
-func (a *DirApplier) String() string { return "dir:" + a.Root }
+func (a *Dir) String() string { return "dir:" + a.Root }
 
-func (a *DirApplier) fatalf(format string, args ...any) error {
-	return fmt.Errorf("apply dir %s: %s: %w", a.Root, fmt.Sprintf(format, args...), ErrFatal)
+func (a *Dir) fatalf(format string, args ...any) error {
+	return fmt.Errorf("apply dir %s: %s: %w", a.Root, fmt.Sprintf(format, args...), receiver.ErrFatal)
 }
 
 // dirFatal is an error retrying cannot fix; Apply adds the record and segment.
 func dirFatal(format string, args ...any) error {
-	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrFatal)
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), receiver.ErrFatal)
 }
 
 // Restore opens the root (creating it) and brings the file being assembled
 // back to the checkpoint. A new state needs an empty root.
-func (a *DirApplier) Restore(state json.RawMessage) error {
+func (a *Dir) Restore(state json.RawMessage) error {
 	if err := os.MkdirAll(a.Root, 0o755); err != nil {
 		return a.fatalf("%v", err)
 	}
@@ -139,7 +140,7 @@ func (a *DirApplier) Restore(state json.RawMessage) error {
 }
 
 // State is the file being assembled, if any.
-func (a *DirApplier) State() (json.RawMessage, error) {
+func (a *Dir) State() (json.RawMessage, error) {
 	var st dirApplierState
 	if a.partial != nil {
 		c, err := a.partial.clone()
@@ -163,7 +164,7 @@ func (p *dirPartial) clone() (*dirPartial, error) {
 	return c, nil
 }
 
-func (a *DirApplier) Close() error {
+func (a *Dir) Close() error {
 	a.closeSyncs()
 	if a.partial != nil && a.partial.f != nil {
 		a.partial.f.Close()
@@ -182,7 +183,7 @@ func (a *DirApplier) Close() error {
 
 // Apply applies the records in order. On an error it brings the file being
 // assembled back to where it was, so a retry applies the segment afresh.
-func (a *DirApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
+func (a *Dir) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
 	if a.root == nil {
 		return a.fatalf("not restored")
 	}
@@ -200,14 +201,14 @@ func (a *DirApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch.R
 	}
 	if err != nil {
 		a.closeSyncs()
-		if rerr := a.resetPartial(start); rerr != nil && !errors.Is(err, ErrFatal) {
+		if rerr := a.resetPartial(start); rerr != nil && !errors.Is(err, receiver.ErrFatal) {
 			err = fmt.Errorf("apply dir %s: %w", a.Root, rerr)
 		}
 	}
 	return err
 }
 
-func (a *DirApplier) applyAll(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
+func (a *Dir) applyAll(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
 	wrap := func(i int, err error) error {
 		r := &recs[i]
 		return fmt.Errorf("apply dir %s: segment %s record seq %d (%s %q): %w", a.Root, meta.Name(), r.Seq, r.Op, r.Key, err)
@@ -279,7 +280,7 @@ type dirStagedPut struct {
 // of its directory (its time would be put back to the old one). It
 // returns the index of the record after the run, or of the record that
 // failed.
-func (a *DirApplier) putRun(recs []batch.Record, i, j int) (int, error) {
+func (a *Dir) putRun(recs []batch.Record, i, j int) (int, error) {
 	if a.partial != nil {
 		if err := a.dropPartial(); err != nil {
 			return i, err
@@ -320,7 +321,7 @@ func (a *DirApplier) putRun(recs []batch.Record, i, j int) (int, error) {
 			continue
 		}
 		if err := dirtree.CheckKey(key, rec.Op); err != nil {
-			return k, fmt.Errorf("refused: %v: %w", err, ErrFatal)
+			return k, fmt.Errorf("refused: %v: %w", err, receiver.ErrFatal)
 		}
 		keys[key] = true
 		parents[dirOfKey(key)] = true
@@ -332,7 +333,7 @@ func (a *DirApplier) putRun(recs []batch.Record, i, j int) (int, error) {
 			err = dirtree.CheckPayload(rec.Op, h, payload)
 		}
 		if err != nil {
-			return k, fmt.Errorf("%v: %w", err, ErrFatal)
+			return k, fmt.Errorf("%v: %w", err, receiver.ErrFatal)
 		}
 		dir, base, skip, err := a.parent(recs, k, key, true)
 		if err != nil {
@@ -373,7 +374,7 @@ func (a *DirApplier) putRun(recs []batch.Record, i, j int) (int, error) {
 	wg.Wait()
 	for n, s := range staged {
 		if errs[n] != nil {
-			return s.i, fmt.Errorf("fsync %s: %v: %w", s.tmp, errs[n], ErrFatal)
+			return s.i, fmt.Errorf("fsync %s: %v: %w", s.tmp, errs[n], receiver.ErrFatal)
 		}
 	}
 	for _, s := range staged {
@@ -418,7 +419,7 @@ func dirClashes(keys map[string]bool, key string) bool {
 }
 
 // createTemp creates the temp file tmp in dir, replacing one a crash left.
-func (a *DirApplier) createTemp(dir *os.File, tmp string) (*os.File, error) {
+func (a *Dir) createTemp(dir *os.File, tmp string) (*os.File, error) {
 	fd := int(dir.Fd())
 	if err := unix.Unlinkat(fd, tmp, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return nil, err
@@ -431,7 +432,7 @@ func (a *DirApplier) createTemp(dir *os.File, tmp string) (*os.File, error) {
 }
 
 // finish makes everything this Apply did durable.
-func (a *DirApplier) finish() error {
+func (a *Dir) finish() error {
 	if p := a.partial; p != nil {
 		if p.lost {
 			return a.fatalf("the staging file for %q (chunks from seq %d) is missing from %s and this segment neither finishes nor drops it; it was removed outside ferry",
@@ -454,7 +455,7 @@ func (a *DirApplier) finish() error {
 }
 
 // flushSyncs fsyncs the directories noted by syncLater, several at a time.
-func (a *DirApplier) flushSyncs() error {
+func (a *Dir) flushSyncs() error {
 	dirs := make([]*os.File, 0, len(a.syncs))
 	for _, d := range a.syncs {
 		dirs = append(dirs, d)
@@ -479,7 +480,7 @@ func (a *DirApplier) flushSyncs() error {
 	return nil
 }
 
-func (a *DirApplier) closeSyncs() {
+func (a *Dir) closeSyncs() {
 	for k, d := range a.syncs {
 		d.Close()
 		delete(a.syncs, k)
@@ -488,7 +489,7 @@ func (a *DirApplier) closeSyncs() {
 
 // syncLater notes that directory d changed and must be fsynced before
 // Apply returns.
-func (a *DirApplier) syncLater(d *os.File) error {
+func (a *Dir) syncLater(d *os.File) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(d.Fd()), &st); err != nil {
 		return err
@@ -532,7 +533,7 @@ var errDirNoParent = errors.New("parent directory missing")
 // root, one element at a time, never following a symlink. With create,
 // missing directories are made (0755; a later mkdir record sets their mode
 // and time); without, a missing one is errDirNoParent.
-func (a *DirApplier) openParent(key string, create bool) (*os.File, string, error) {
+func (a *Dir) openParent(key string, create bool) (*os.File, string, error) {
 	elems := strings.Split(key, "/")
 	fd, err := unix.Dup(int(a.root.Fd()))
 	if err != nil {
@@ -597,7 +598,7 @@ func dirSuperseded(recs []batch.Record, i int, p string) bool {
 // parent resolves key's directory for a record, turning a path through a
 // symlink or file into a fatal error unless a later record supersedes it
 // (skip is then true).
-func (a *DirApplier) parent(recs []batch.Record, i int, key string, create bool) (dir *os.File, base string, skip bool, err error) {
+func (a *Dir) parent(recs []batch.Record, i int, key string, create bool) (dir *os.File, base string, skip bool, err error) {
 	dir, base, err = a.openParent(key, create)
 	var nd *dirNotDirError
 	switch {
@@ -607,7 +608,7 @@ func (a *DirApplier) parent(recs []batch.Record, i int, key string, create bool)
 		if dirSuperseded(recs, i, nd.path) {
 			return nil, "", true, nil
 		}
-		return nil, "", false, fmt.Errorf("%v: %w", err, ErrFatal)
+		return nil, "", false, fmt.Errorf("%v: %w", err, receiver.ErrFatal)
 	case errors.Is(err, errDirNoParent):
 		return nil, "", true, nil
 	}
@@ -703,7 +704,7 @@ func dirReplace(odir int, oldName string, ndir int, newName string) error {
 func dirStagingFile(seq uint64) string { return fmt.Sprintf("%016x.part", seq) }
 
 // continues says whether rec is the next chunk of the file being assembled.
-func (a *DirApplier) continues(rec *batch.Record) bool {
+func (a *Dir) continues(rec *batch.Record) bool {
 	p := a.partial
 	if rec.Op != dirtree.OpChunk || string(rec.Key) != p.Path {
 		return false
@@ -712,24 +713,24 @@ func (a *DirApplier) continues(rec *batch.Record) bool {
 	return err == nil && h.Offset > 0 && h.Offset == p.Offset && h.Size == p.Size
 }
 
-func (a *DirApplier) applyRecord(recs []batch.Record, i int) error {
+func (a *Dir) applyRecord(recs []batch.Record, i int) error {
 	rec := &recs[i]
 	key := string(rec.Key)
 	if rec.Op == dirtree.OpBaselineBegin || rec.Op == dirtree.OpBaselineEnd {
 		if err := dirtree.CheckBaseline(rec.Op, rec.Key, rec.Data); err != nil {
-			return fmt.Errorf("%v: %w", err, ErrFatal)
+			return fmt.Errorf("%v: %w", err, receiver.ErrFatal)
 		}
 		return nil
 	}
 	if err := dirtree.CheckKey(key, rec.Op); err != nil {
-		return fmt.Errorf("refused: %v: %w", err, ErrFatal)
+		return fmt.Errorf("refused: %v: %w", err, receiver.ErrFatal)
 	}
 	if a.partial != nil && !a.continues(rec) {
 		if err := a.dropPartial(); err != nil {
 			return err
 		}
 	}
-	bad := func(err error) error { return fmt.Errorf("%v: %w", err, ErrFatal) }
+	bad := func(err error) error { return fmt.Errorf("%v: %w", err, receiver.ErrFatal) }
 	switch rec.Op {
 	case dirtree.OpDel, dirtree.OpRmdir:
 		if len(rec.Data) != 0 {
@@ -761,7 +762,7 @@ func (a *DirApplier) applyRecord(recs []batch.Record, i int) error {
 	}
 }
 
-func (a *DirApplier) remove(recs []batch.Record, i int, key string) error {
+func (a *Dir) remove(recs []batch.Record, i int, key string) error {
 	dir, base, skip, err := a.parent(recs, i, key, false)
 	if err != nil || skip {
 		return err
@@ -774,7 +775,7 @@ func (a *DirApplier) remove(recs []batch.Record, i int, key string) error {
 	return a.syncLater(dir)
 }
 
-func (a *DirApplier) put(recs []batch.Record, i int, key string, h dirtree.Header, payload []byte) error {
+func (a *Dir) put(recs []batch.Record, i int, key string, h dirtree.Header, payload []byte) error {
 	dir, base, skip, err := a.parent(recs, i, key, true)
 	if err != nil || skip {
 		return err
@@ -803,12 +804,12 @@ func (a *DirApplier) put(recs []batch.Record, i int, key string, h dirtree.Heade
 
 // writeOut writes payload (if any) to f, sets its mode and mtime and
 // fsyncs it. A failed fsync is fatal.
-func (a *DirApplier) writeOut(f *os.File, payload []byte, h dirtree.Header) error {
+func (a *Dir) writeOut(f *os.File, payload []byte, h dirtree.Header) error {
 	if err := dirWriteMeta(f, payload, h); err != nil {
 		return err
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %v: %w", f.Name(), err, ErrFatal)
+		return fmt.Errorf("fsync %s: %v: %w", f.Name(), err, receiver.ErrFatal)
 	}
 	return nil
 }
@@ -826,7 +827,7 @@ func dirWriteMeta(f *os.File, payload []byte, h dirtree.Header) error {
 	return dirSetMtime(int(f.Fd()), dirNsec(h.Mtime))
 }
 
-func (a *DirApplier) mkdir(recs []batch.Record, i int, key string, h dirtree.Header) error {
+func (a *Dir) mkdir(recs []batch.Record, i int, key string, h dirtree.Header) error {
 	if key == "." {
 		fd := int(a.root.Fd())
 		if err := unix.Fchmod(fd, h.Mode); err != nil {
@@ -881,7 +882,7 @@ func (a *DirApplier) mkdir(recs []batch.Record, i int, key string, h dirtree.Hea
 	return a.syncLater(dir)
 }
 
-func (a *DirApplier) symlink(recs []batch.Record, i int, key string, h dirtree.Header, target string) error {
+func (a *Dir) symlink(recs []batch.Record, i int, key string, h dirtree.Header, target string) error {
 	dir, base, skip, err := a.parent(recs, i, key, true)
 	if err != nil || skip {
 		return err
@@ -910,7 +911,7 @@ func (a *DirApplier) symlink(recs []batch.Record, i int, key string, h dirtree.H
 }
 
 // attr sets the mode and mtime of a file whose content the replica has.
-func (a *DirApplier) attr(recs []batch.Record, i int, key string, h dirtree.Header) error {
+func (a *Dir) attr(recs []batch.Record, i int, key string, h dirtree.Header) error {
 	dir, base, skip, err := a.parent(recs, i, key, false)
 	if err != nil {
 		return err
@@ -919,7 +920,7 @@ func (a *DirApplier) attr(recs []batch.Record, i int, key string, h dirtree.Head
 		if dirSuperseded(recs, i, key) {
 			return nil
 		}
-		return fmt.Errorf("the replica has no %q to set the mode and time of: %w", key, ErrFatal)
+		return fmt.Errorf("the replica has no %q to set the mode and time of: %w", key, receiver.ErrFatal)
 	}
 	defer dir.Close()
 	fd, err := unix.Openat(int(dir.Fd()), base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -936,11 +937,11 @@ func (a *DirApplier) attr(recs []batch.Record, i int, key string, h dirtree.Head
 			return nil
 		}
 	case err != nil:
-		return fmt.Errorf("the replica has no %q to set the mode and time of: %w", key, ErrFatal)
+		return fmt.Errorf("the replica has no %q to set the mode and time of: %w", key, receiver.ErrFatal)
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return fmt.Errorf("%q is not a regular file in the replica: %w", key, ErrFatal)
+		return fmt.Errorf("%q is not a regular file in the replica: %w", key, receiver.ErrFatal)
 	case st.Size != h.Size:
-		return fmt.Errorf("replica file %q is %d bytes, the record says %d: %w", key, st.Size, h.Size, ErrFatal)
+		return fmt.Errorf("replica file %q is %d bytes, the record says %d: %w", key, st.Size, h.Size, receiver.ErrFatal)
 	}
 	proc := "/proc/self/fd/" + strconv.Itoa(fd)
 	if err := unix.Fchmodat(unix.AT_FDCWD, proc, h.Mode, 0); err != nil {
@@ -955,21 +956,21 @@ func (a *DirApplier) attr(recs []batch.Record, i int, key string, h dirtree.Head
 		err = unix.Fsync(rfd)
 		unix.Close(rfd)
 		if err != nil {
-			return fmt.Errorf("fsync %s: %v: %w", key, err, ErrFatal)
+			return fmt.Errorf("fsync %s: %v: %w", key, err, receiver.ErrFatal)
 		}
 		return nil
 	}
 	if err := unix.Syncfs(int(a.root.Fd())); err != nil {
-		return fmt.Errorf("syncfs: %v: %w", err, ErrFatal)
+		return fmt.Errorf("syncfs: %v: %w", err, receiver.ErrFatal)
 	}
 	return nil
 }
 
 // chunk adds a chunk (checked by dirtree.CheckPayload) to the file being
 // assembled and publishes the file on its last chunk.
-func (a *DirApplier) chunk(recs []batch.Record, i int, key string, h dirtree.Header, payload []byte) error {
+func (a *Dir) chunk(recs []batch.Record, i int, key string, h dirtree.Header, payload []byte) error {
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrFatal)
+		return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), receiver.ErrFatal)
 	}
 	if h.Offset == 0 {
 		if err := a.startPartial(recs[i].Seq, key, h.Size); err != nil {
@@ -1007,7 +1008,7 @@ func (a *DirApplier) chunk(recs []batch.Record, i int, key string, h dirtree.Hea
 	return a.publish(recs, i, key, h)
 }
 
-func (a *DirApplier) isPublished(key string, ino uint64) bool {
+func (a *Dir) isPublished(key string, ino uint64) bool {
 	dir, base, err := a.openParent(key, false)
 	if err != nil {
 		return false
@@ -1017,7 +1018,7 @@ func (a *DirApplier) isPublished(key string, ino uint64) bool {
 	return unix.Fstatat(int(dir.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Ino == ino
 }
 
-func (a *DirApplier) publish(recs []batch.Record, i int, key string, h dirtree.Header) error {
+func (a *Dir) publish(recs []batch.Record, i int, key string, h dirtree.Header) error {
 	p := a.partial
 	if err := a.writeOut(p.f, nil, h); err != nil {
 		return err
@@ -1036,7 +1037,7 @@ func (a *DirApplier) publish(recs []batch.Record, i int, key string, h dirtree.H
 	})
 	if errors.Is(err, unix.EXDEV) {
 		return fmt.Errorf("rename %s/%s to %q: the replica spans filesystems; the dir applier needs the whole tree on one: %w",
-			dirtree.StagingDir, dirStagingFile(p.Seq), key, ErrFatal)
+			dirtree.StagingDir, dirStagingFile(p.Seq), key, receiver.ErrFatal)
 	}
 	if err != nil {
 		return err
@@ -1051,7 +1052,7 @@ func (a *DirApplier) publish(recs []batch.Record, i int, key string, h dirtree.H
 
 // openStaging opens ROOT/.ferry-staging, creating it if create is set. It
 // returns a nil file (and no error) when it does not exist.
-func (a *DirApplier) openStaging(create bool) (*os.File, error) {
+func (a *Dir) openStaging(create bool) (*os.File, error) {
 	if a.staging != nil {
 		return a.staging, nil
 	}
@@ -1075,7 +1076,7 @@ func (a *DirApplier) openStaging(create bool) (*os.File, error) {
 	return a.staging, nil
 }
 
-func (a *DirApplier) startPartial(seq uint64, key string, size int64) error {
+func (a *Dir) startPartial(seq uint64, key string, size int64) error {
 	sd, err := a.openStaging(true)
 	if err != nil {
 		return err
@@ -1101,7 +1102,7 @@ func (a *DirApplier) startPartial(seq uint64, key string, size int64) error {
 
 // dropPartial abandons the file being assembled (the source started over
 // or moved on) and removes its staging file.
-func (a *DirApplier) dropPartial() error {
+func (a *Dir) dropPartial() error {
 	p := a.partial
 	a.partial = nil
 	if p.f != nil {
@@ -1118,7 +1119,7 @@ func (a *DirApplier) dropPartial() error {
 
 // clearStaging removes everything in the staging directory but keep, and
 // the directory itself when keep is empty.
-func (a *DirApplier) clearStaging(keep string) error {
+func (a *Dir) clearStaging(keep string) error {
 	sd, err := a.openStaging(false)
 	if err != nil || sd == nil {
 		return err
@@ -1163,7 +1164,7 @@ func (a *DirApplier) clearStaging(keep string) error {
 // resetPartial makes p (a checkpointed or saved state, nil for none) the
 // file being assembled: its staging file is cut back to p.Offset and every
 // other staging file is removed. A missing staging file makes p lost.
-func (a *DirApplier) resetPartial(p *dirPartial) error {
+func (a *Dir) resetPartial(p *dirPartial) error {
 	if a.partial != nil && a.partial.f != nil {
 		a.partial.f.Close()
 	}

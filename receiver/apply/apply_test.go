@@ -1,4 +1,4 @@
-package receiver_test
+package apply_test
 
 import (
 	"bytes"
@@ -12,9 +12,10 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 )
 
-func TestFileApplierRefusesForeignFile(t *testing.T) {
+func TestFileRefusesForeignFile(t *testing.T) {
 	st, _ := newStore(t)
 	put(t, st, chain(t, 1, 10)...)
 	replica := filepath.Join(t.TempDir(), "replica")
@@ -22,7 +23,7 @@ func TestFileApplierRefusesForeignFile(t *testing.T) {
 	if err := os.WriteFile(replica, orig, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(t, st, &receiver.FileApplier{Path: replica})
+	cfg := testConfig(t, st, &apply.File{Path: replica})
 	r, err := receiver.Open(cfg, quiet)
 	if err == nil {
 		r.Close()
@@ -42,22 +43,22 @@ func TestFileApplierRefusesForeignFile(t *testing.T) {
 	if err := os.Remove(replica); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Applier = &receiver.FileApplier{Path: replica}
+	cfg.Applier = &apply.File{Path: replica}
 	runOnce(t, cfg)
 	wantFile(t, replica, want(1, 10), "after the file was moved away")
 }
 
-func TestFileApplierRefusesShortFile(t *testing.T) {
+func TestFileRefusesShortFile(t *testing.T) {
 	st, _ := newStore(t)
 	put(t, st, chain(t, 2, 10)...)
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, &receiver.FileApplier{Path: replica})
+	cfg := testConfig(t, st, &apply.File{Path: replica})
 	runOnce(t, cfg)
 	if err := os.Truncate(replica, int64(len(want(1, 20)))-5); err != nil {
 		t.Fatal(err)
 	}
 
-	cfg.Applier = &receiver.FileApplier{Path: replica}
+	cfg.Applier = &apply.File{Path: replica}
 	r, err := receiver.Open(cfg, quiet)
 	if err == nil {
 		r.Close()
@@ -68,8 +69,8 @@ func TestFileApplierRefusesShortFile(t *testing.T) {
 	}
 }
 
-func TestFileApplierNotRestored(t *testing.T) {
-	a := &receiver.FileApplier{Path: filepath.Join(t.TempDir(), "replica")}
+func TestFileNotRestored(t *testing.T) {
+	a := &apply.File{Path: filepath.Join(t.TempDir(), "replica")}
 	segs := chain(t, 1, 1)
 	if err := a.Apply(t.Context(), &segs[0].meta, nil); !errors.Is(err, receiver.ErrFatal) {
 		t.Fatalf("Apply before Restore: %v, want ErrFatal", err)
@@ -82,7 +83,7 @@ func TestFileApplierNotRestored(t *testing.T) {
 // shQuote quotes s for /bin/sh.
 func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-func TestExecApplierEnvironmentAndStdin(t *testing.T) {
+func TestExecEnvironmentAndStdin(t *testing.T) {
 	segs := chain(t, 3, 10)
 	st, _ := newStore(t)
 	put(t, st, segs...)
@@ -91,7 +92,7 @@ func TestExecApplierEnvironmentAndStdin(t *testing.T) {
 	cmd := `printf '%s %s %s %s %s\n' "$FERRY_STREAM" "$FERRY_GENERATION" "$FERRY_FIRST_SEQ" "$FERRY_LAST_SEQ" "$FERRY_SEGMENT" >>` +
 		shQuote(envLog) + `; cat >>` + shQuote(data)
 	var stderr bytes.Buffer
-	cfg := testConfig(t, st, &receiver.ExecApplier{Command: cmd, Stderr: &stderr})
+	cfg := testConfig(t, st, &apply.Exec{Command: cmd, Stderr: &stderr})
 	cp := runOnce(t, cfg)
 	wantCheckpoint(t, cp, segs[2], "after Run")
 	if stderr.Len() > 0 {
@@ -108,7 +109,7 @@ func TestExecApplierEnvironmentAndStdin(t *testing.T) {
 
 // A failing command is run again with backoff, and the checkpoint stays
 // before its segment until it succeeds.
-func TestExecApplierRetriesFailedCommand(t *testing.T) {
+func TestExecRetriesFailedCommand(t *testing.T) {
 	segs := chain(t, 3, 10)
 	st, _ := newStore(t)
 	put(t, st, segs...)
@@ -120,7 +121,7 @@ func TestExecApplierRetriesFailedCommand(t *testing.T) {
 	cmd := `n=$(cat ` + o + `/count.$FERRY_FIRST_SEQ 2>/dev/null || echo 0); n=$((n+1)); echo $n >` + o + `/count.$FERRY_FIRST_SEQ
 if [ "$FERRY_FIRST_SEQ" = 11 ] && [ $n -le 2 ]; then mkdir ` + o + `/cp.$n && cp ` + shQuote(filepath.Join(cfg.StateDir, "checkpoint.ferry")) + ` ` + o + `/cp.$n/; exit 3; fi
 cat >>` + o + `/data`
-	cfg.Applier = &receiver.ExecApplier{Command: cmd}
+	cfg.Applier = &apply.Exec{Command: cmd}
 	cp := runOnce(t, cfg)
 	wantCheckpoint(t, cp, segs[2], "after Run")
 	wantFile(t, filepath.Join(out, "data"), want(1, 30), "data")
@@ -136,12 +137,12 @@ cat >>` + o + `/data`
 	}
 }
 
-func TestExecApplierCancelStopsRetrying(t *testing.T) {
+func TestExecCancelStopsRetrying(t *testing.T) {
 	segs := chain(t, 1, 10)
 	st, _ := newStore(t)
 	put(t, st, segs...)
 	attempts := filepath.Join(t.TempDir(), "attempts")
-	cfg := testConfig(t, st, &receiver.ExecApplier{Command: `echo x >>` + shQuote(attempts) + `; exit 1`})
+	cfg := testConfig(t, st, &apply.Exec{Command: `echo x >>` + shQuote(attempts) + `; exit 1`})
 	cfg.Once = false
 	r := open(t, cfg)
 
@@ -166,7 +167,7 @@ func TestExecApplierCancelStopsRetrying(t *testing.T) {
 	}
 }
 
-func TestParseApplier(t *testing.T) {
+func TestParse(t *testing.T) {
 	var stdout bytes.Buffer
 	for _, tc := range []struct {
 		spec string
@@ -186,32 +187,32 @@ func TestParseApplier(t *testing.T) {
 		{spec: "", err: "unknown applier"},
 	} {
 		t.Run(tc.spec, func(t *testing.T) {
-			a, err := receiver.ParseApplier(tc.spec, &stdout)
+			a, err := apply.Parse(tc.spec, &stdout)
 			if tc.err != "" {
 				if err == nil {
-					t.Fatalf("ParseApplier(%q) = %v, want an error", tc.spec, a)
+					t.Fatalf("Parse(%q) = %v, want an error", tc.spec, a)
 				}
 				if !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), fmt.Sprintf("%q", tc.spec)) {
-					t.Fatalf("ParseApplier(%q): %q, want it to quote the spec and say %q", tc.spec, err, tc.err)
+					t.Fatalf("Parse(%q): %q, want it to quote the spec and say %q", tc.spec, err, tc.err)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("ParseApplier(%q): %v", tc.spec, err)
+				t.Fatalf("Parse(%q): %v", tc.spec, err)
 			}
 			if got := a.String(); got != tc.want {
-				t.Fatalf("ParseApplier(%q).String() = %q, want %q", tc.spec, got, tc.want)
+				t.Fatalf("Parse(%q).String() = %q, want %q", tc.spec, got, tc.want)
 			}
 		})
 	}
 }
 
-func TestStdoutApplier(t *testing.T) {
+func TestStdout(t *testing.T) {
 	segs := chain(t, 2, 10)
 	st, _ := newStore(t)
 	put(t, st, segs...)
 	var stdout bytes.Buffer
-	a, err := receiver.ParseApplier("stdout", &stdout)
+	a, err := apply.Parse("stdout", &stdout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,10 +229,10 @@ func (errWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe"
 
 // A failed write to stdout cannot be retried (part of it may be out), so it
 // stops the receiver.
-func TestStdoutApplierWriteErrorIsFatal(t *testing.T) {
+func TestStdoutWriteErrorIsFatal(t *testing.T) {
 	st, _ := newStore(t)
 	put(t, st, chain(t, 1, 10)...)
-	a, err := receiver.ParseApplier("stdout", errWriter{})
+	a, err := apply.Parse("stdout", errWriter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +250,7 @@ func TestStdoutApplierWriteErrorIsFatal(t *testing.T) {
 // Cancelling a receiver kills the whole command, children included: Run
 // returns promptly even while a child holds the stdin pipe without reading
 // it, and nothing the command started goes on applying.
-func TestExecApplierCancelKillsCommandTree(t *testing.T) {
+func TestExecCancelKillsCommandTree(t *testing.T) {
 	st, _ := newStore(t)
 	put(t, st, chain(t, 1, 2000)...) // more stdin than a pipe buffers
 	for _, tc := range []struct{ name, cmd string }{
@@ -259,7 +260,7 @@ func TestExecApplierCancelKillsCommandTree(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			out := t.TempDir()
 			t.Setenv("OUT", out)
-			cfg := testConfig(t, st, &receiver.ExecApplier{Command: `: >"$OUT/started"; ` + tc.cmd})
+			cfg := testConfig(t, st, &apply.Exec{Command: `: >"$OUT/started"; ` + tc.cmd})
 			r := open(t, cfg)
 
 			ctx, cancel := context.WithCancel(t.Context())
