@@ -268,7 +268,7 @@ func (s *Segment) decompressStream(dst []byte, claimed int64) ([]byte, error) {
 // alias raw.
 func (s *Segment) ParseRecords(raw []byte, recs []Record) ([]Record, error) {
 	m := &s.Meta
-	if most := min(m.Records, uint64(len(raw)/recordFixed)+1); uint64(cap(recs)) < most {
+	if most := min(m.Records, uint64(len(raw)/RecordOverhead)+1); uint64(cap(recs)) < most {
 		recs = make([]Record, 0, withSlack(int64(most)))
 	}
 	recs = recs[:0]

@@ -105,7 +105,7 @@ func FuzzParseFrame(f *testing.F) {
 			}
 			return
 		}
-		if n < recordFixed || n > len(b) {
+		if n < RecordOverhead || n > len(b) {
 			t.Fatalf("consumed %d of %d bytes", n, len(b))
 		}
 		if n != r.FramedSize() {

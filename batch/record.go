@@ -22,9 +22,11 @@ var ErrTooLarge = errors.New("record too large")
 const (
 	MaxKeyLen = 1<<16 - 1 // key length is a uint16
 	MaxOpLen  = 1<<8 - 1  // op length is a uint8
-	// recordFixed is the framed size of a record with empty key, op and data:
-	// u32 length + u64 seq + i64 time + u8 oplen + u16 keylen.
-	recordFixed = 4 + 8 + 8 + 1 + 2
+	// RecordOverhead is the framing every record carries besides its op,
+	// key and data: u32 length + u64 seq + i64 time + u8 oplen + u16 keylen.
+	// A record's FramedSize, which max_record_size limits, is RecordOverhead
+	// plus the lengths of its op, key and data.
+	RecordOverhead = 4 + 8 + 8 + 1 + 2
 	// MaxFramedRecord caps the u32 length field of a record frame before
 	// anything is allocated from it.
 	MaxFramedRecord = 1<<30 - 1
@@ -43,7 +45,7 @@ type Record struct {
 // FramedSize is the number of bytes r occupies in the decompressed record
 // stream. Size limits and max_bytes are measured in it.
 func (r *Record) FramedSize() int {
-	return recordFixed + len(r.Op) + len(r.Key) + len(r.Data)
+	return RecordOverhead + len(r.Op) + len(r.Key) + len(r.Data)
 }
 
 // CheckSize reports an error wrapping ErrTooLarge when r is over limit bytes
@@ -87,7 +89,7 @@ func ParseFrame(b []byte) (Record, int, error) {
 		return r, 0, fmt.Errorf("record header truncated (%d bytes): %w", len(b), ErrCorrupt)
 	}
 	n := binary.BigEndian.Uint32(b)
-	if n > MaxFramedRecord || int(n) < recordFixed-4 {
+	if n > MaxFramedRecord || int(n) < RecordOverhead-4 {
 		return r, 0, fmt.Errorf("record length %d out of range: %w", n, ErrCorrupt)
 	}
 	if uint64(len(b)-4) < uint64(n) {

@@ -12,7 +12,7 @@ func TestCheckSizeFramingCap(t *testing.T) {
 	// A limit above the framing cap does not lift the cap. CheckSize only
 	// looks at lengths, so Data is 1 GiB of untouched anonymous mapping:
 	// address space, no memory.
-	n := MaxFramedRecord - recordFixed + 1
+	n := MaxFramedRecord - RecordOverhead + 1
 	huge, err := syscall.Mmap(-1, 0, n, syscall.PROT_READ, syscall.MAP_PRIVATE|syscall.MAP_ANON|syscall.MAP_NORESERVE)
 	if err != nil {
 		t.Fatalf("mmap %d bytes: %v", n, err)

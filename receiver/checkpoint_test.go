@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 )
 
 // The checkpoint file as docs/FORMAT.md ("Receiver checkpoint") lays it
@@ -91,7 +92,7 @@ func TestCheckpointFile(t *testing.T) {
 	st, _ := newStore(t)
 	put(t, st, segs...)
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, &receiver.FileApplier{Path: replica})
+	cfg := testConfig(t, st, &apply.File{Path: replica})
 	path := filepath.Join(cfg.StateDir, checkpointName)
 
 	// Open alone writes the starting checkpoint.
@@ -248,7 +249,7 @@ func TestLoadCheckpoint(t *testing.T) {
 
 			// Open refuses it too rather than starting over.
 			st, _ := newStore(t)
-			cfg := testConfig(t, st, &receiver.FileApplier{Path: filepath.Join(t.TempDir(), "replica")})
+			cfg := testConfig(t, st, &apply.File{Path: filepath.Join(t.TempDir(), "replica")})
 			cfg.StateDir = dir
 			if r, err := receiver.Open(cfg, quiet); err == nil {
 				r.Close()
@@ -286,7 +287,7 @@ func TestCheckpointMigration(t *testing.T) {
 	st, _ := newStore(t)
 	put(t, st, segs[:2]...)
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, &receiver.FileApplier{Path: replica})
+	cfg := testConfig(t, st, &apply.File{Path: replica})
 	runOnce(t, cfg)
 	legacy := writeLegacy(t, cfg)
 
@@ -300,14 +301,14 @@ func TestCheckpointMigration(t *testing.T) {
 	}
 
 	// Nothing new: the old file stays as it is.
-	cfg.Applier = &receiver.FileApplier{Path: replica}
+	cfg.Applier = &apply.File{Path: replica}
 	runOnce(t, cfg)
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, legacyName)); err != nil {
 		t.Fatalf("a run that saved nothing touched checkpoint.json: %v", err)
 	}
 
 	put(t, st, segs[2:4]...)
-	cfg.Applier = &receiver.FileApplier{Path: replica}
+	cfg.Applier = &apply.File{Path: replica}
 	wantCheckpoint(t, runOnce(t, cfg), segs[3], "after the run on checkpoint.json")
 	wantFile(t, replica, want(1, 40), "after the run on checkpoint.json")
 	wantCheckpoint(t, loadCheckpoint(t, cfg), segs[3], "LoadCheckpoint after the run")
@@ -317,7 +318,7 @@ func TestCheckpointMigration(t *testing.T) {
 	path := filepath.Join(cfg.StateDir, checkpointName)
 	ino := inode(t, path)
 	put(t, st, segs[4])
-	cfg.Applier = &receiver.FileApplier{Path: replica}
+	cfg.Applier = &apply.File{Path: replica}
 	wantCheckpoint(t, runOnce(t, cfg), segs[4], "after the next run")
 	if got := inode(t, path); got != ino {
 		t.Fatalf("the next save replaced %s (inode %d, was %d) instead of writing in place", path, got, ino)
@@ -338,11 +339,11 @@ func TestCheckpointBothFilesNewWins(t *testing.T) {
 	st, _ := newStore(t)
 	put(t, st, segs[:1]...)
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, &receiver.FileApplier{Path: replica})
+	cfg := testConfig(t, st, &apply.File{Path: replica})
 	runOnce(t, cfg)
 	writeLegacy(t, cfg) // at segs[0]
 	put(t, st, segs[1:]...)
-	cfg.Applier = &receiver.FileApplier{Path: replica}
+	cfg.Applier = &apply.File{Path: replica}
 	runOnce(t, cfg) // writes checkpoint.ferry at segs[1], removes checkpoint.json
 
 	// Put the old checkpoint.json back next to the newer checkpoint.ferry.
@@ -350,7 +351,7 @@ func TestCheckpointBothFilesNewWins(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCheckpoint(t, loadCheckpoint(t, cfg), segs[1], "LoadCheckpoint with both files")
-	cfg.Applier = &receiver.FileApplier{Path: replica}
+	cfg.Applier = &apply.File{Path: replica}
 	wantCheckpoint(t, runOnce(t, cfg), segs[1], "a run with both files")
 	wantFile(t, replica, want(1, 20), "a run with both files")
 }

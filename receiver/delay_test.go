@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 )
 
 // With CheckpointDelay, segments arriving one at a time are reported as
@@ -19,7 +20,7 @@ func TestCheckpointDelayHoldsAndReplays(t *testing.T) {
 	st, _ := newStore(t)
 	segs := chain(t, 3, 5)
 	out := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, &receiver.FileApplier{Path: out})
+	cfg := testConfig(t, st, &apply.File{Path: out})
 	cfg.Once = false
 	cfg.CheckpointDelay = time.Hour // only the end of Run makes it durable
 	var told atomic.Uint64
@@ -49,7 +50,7 @@ func TestCheckpointDelayHoldsAndReplays(t *testing.T) {
 	cfg2 := cfg
 	cfg2.Once, cfg2.CheckpointDelay, cfg2.OnApplied = true, 0, nil
 	cfg2.StateDir = filepath.Join(crashed, "state")
-	cfg2.Applier = &receiver.FileApplier{Path: filepath.Join(crashed, "replica")}
+	cfg2.Applier = &apply.File{Path: filepath.Join(crashed, "replica")}
 	cp := runOnce(t, cfg2)
 	wantCheckpoint(t, cp, segs[2], "after the crash")
 	wantFile(t, filepath.Join(crashed, "replica"), want(1, 15), "after the crash: each record once")
@@ -71,7 +72,7 @@ func TestCheckpointDelayHoldsAndReplays(t *testing.T) {
 func TestCheckpointDelayExpires(t *testing.T) {
 	st, _ := newStore(t)
 	segs := chain(t, 1, 5)
-	cfg := testConfig(t, st, &receiver.FileApplier{Path: filepath.Join(t.TempDir(), "replica")})
+	cfg := testConfig(t, st, &apply.File{Path: filepath.Join(t.TempDir(), "replica")})
 	cfg.Once = false
 	cfg.PollMin, cfg.PollMax = time.Hour, time.Hour // no poll: only the delay's timer may wake Run
 	cfg.CheckpointDelay = 50 * time.Millisecond

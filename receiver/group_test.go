@@ -12,12 +12,13 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 )
 
 // groupApplier counts the checkpoints (State calls) and deferred Applies
-// of a FileApplier, and can fail one segment's Apply or its fsyncs.
+// of an apply.File, and can fail one segment's Apply or its fsyncs.
 type groupApplier struct {
-	*receiver.FileApplier
+	*apply.File
 	states, deferred, fails atomic.Int64
 	deferring               bool
 	failAt                  uint64 // LastSeq of the segment whose Apply fails
@@ -28,12 +29,12 @@ func (a *groupApplier) Sync() error {
 	if a.failSync {
 		return fmt.Errorf("injected fsync failure: %w", receiver.ErrFatal)
 	}
-	return a.FileApplier.Sync()
+	return a.File.Sync()
 }
 
 func (a *groupApplier) DeferSync(d bool) {
 	a.deferring = d
-	a.FileApplier.DeferSync(d)
+	a.File.DeferSync(d)
 }
 
 func (a *groupApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
@@ -45,17 +46,17 @@ func (a *groupApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch
 		a.deferred.Add(1)
 	} else if a.failSync {
 		// Apply's own fsync fails after the write, like Sync would.
-		if err := a.FileApplier.Apply(ctx, meta, recs); err != nil {
+		if err := a.File.Apply(ctx, meta, recs); err != nil {
 			return err
 		}
 		return a.Sync()
 	}
-	return a.FileApplier.Apply(ctx, meta, recs)
+	return a.File.Apply(ctx, meta, recs)
 }
 
 func (a *groupApplier) State() (json.RawMessage, error) {
 	a.states.Add(1)
-	return a.FileApplier.State()
+	return a.File.State()
 }
 
 // Segments that are ready together are applied as a group: one fsync and
@@ -65,7 +66,7 @@ func TestReadySegmentsShareCheckpoint(t *testing.T) {
 	segs := chain(t, 20, 5)
 	put(t, st, segs...)
 	out := filepath.Join(t.TempDir(), "replica")
-	ap := &groupApplier{FileApplier: &receiver.FileApplier{Path: out}}
+	ap := &groupApplier{File: &apply.File{Path: out}}
 	cfg := testConfig(t, st, ap)
 	cp := runOnce(t, cfg)
 	wantCheckpoint(t, cp, segs[len(segs)-1], "after the pass")
@@ -83,7 +84,7 @@ func TestFailedSegmentAfterGroupKeepsGroup(t *testing.T) {
 	segs := chain(t, 12, 5)
 	put(t, st, segs...)
 	out := filepath.Join(t.TempDir(), "replica")
-	ap := &groupApplier{FileApplier: &receiver.FileApplier{Path: out}, failAt: 45}
+	ap := &groupApplier{File: &apply.File{Path: out}, failAt: 45}
 	cfg := testConfig(t, st, ap)
 	cfg.RetryMax = cfg.RetryMin
 	r := open(t, cfg)
@@ -114,7 +115,7 @@ func TestUndurableGroupReplaysExactlyOnce(t *testing.T) {
 	segs := chain(t, 12, 5)
 	put(t, st, segs...)
 	out := filepath.Join(t.TempDir(), "replica")
-	ap := &groupApplier{FileApplier: &receiver.FileApplier{Path: out}, failSync: true}
+	ap := &groupApplier{File: &apply.File{Path: out}, failSync: true}
 	cfg := testConfig(t, st, ap)
 	r := open(t, cfg)
 	if err := run(t, r); err == nil || !errors.Is(err, receiver.ErrFatal) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 )
@@ -174,11 +175,11 @@ func runOnce(t *testing.T, cfg receiver.Config) receiver.Checkpoint {
 	return cp
 }
 
-// recorder is a FileApplier that remembers which segments it applied and
+// recorder is an apply.File that remembers which segments it applied and
 // can fail its State call, which is how a test stops the receiver between
 // an Apply and the checkpoint write that should follow it.
 type recorder struct {
-	*receiver.FileApplier
+	*apply.File
 
 	mu        sync.Mutex
 	applied   []string
@@ -190,18 +191,18 @@ var (
 	_ receiver.Stateful = (*recorder)(nil)
 )
 
-// DeferSync hides FileApplier's (a different signature, so recorder is
+// DeferSync hides File's (a different signature, so recorder is
 // not a SyncDeferrer): the receiver checkpoints every segment it applies,
 // which the crash-between-apply-and-checkpoint tests rely on. Groups are
 // tested in group_test.go.
 func (a *recorder) DeferSync() {}
 
 func newRecorder(path string) *recorder {
-	return &recorder{FileApplier: &receiver.FileApplier{Path: path}}
+	return &recorder{File: &apply.File{Path: path}}
 }
 
 func (a *recorder) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
-	if err := a.FileApplier.Apply(ctx, meta, recs); err != nil {
+	if err := a.File.Apply(ctx, meta, recs); err != nil {
 		return err
 	}
 	a.mu.Lock()
@@ -222,7 +223,7 @@ func (a *recorder) State() (json.RawMessage, error) {
 			return nil, err
 		}
 	}
-	return a.FileApplier.State()
+	return a.File.State()
 }
 
 func (a *recorder) Applied() []string {

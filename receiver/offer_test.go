@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -55,7 +56,7 @@ func TestOfferedSegmentsNeedNoListing(t *testing.T) {
 	st := &countingStore{Store: inner}
 	segs := chain(t, 8, 5)
 	out := filepath.Join(t.TempDir(), "replica")
-	r, stop := runFedByOffers(t, testConfig(t, st, &receiver.FileApplier{Path: out}))
+	r, stop := runFedByOffers(t, testConfig(t, st, &apply.File{Path: out}))
 	eventually(t, "the first pass's listing", func() bool { return st.lists.Load() == 1 })
 
 	for _, s := range segs[:5] {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 )
 
 // offerVerified offers s as the link's server does: verified, with bytes
@@ -31,7 +32,7 @@ func TestOfferedBytesAreNotReadBack(t *testing.T) {
 	st := &countingStore{Store: inner}
 	segs := chain(t, 6, 50)
 	out := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, &receiver.FileApplier{Path: out})
+	cfg := testConfig(t, st, &apply.File{Path: out})
 	// offerAll offers each of segs under a copy limit of a quarter of
 	// prefetchBytes and returns how often the store was read.
 	offerAll := func(segs []seg, prefetchBytes int64) int64 {

@@ -285,10 +285,10 @@ func (p *pipeline) fetch(idx int, f *fetched) {
 	}
 	// Reserved before decompressing: what the metadata claims (never more
 	// than DecompressInto accepts) and the records parsed from it (each
-	// takes at least 23 framed bytes).
+	// takes at least batch.RecordOverhead framed bytes).
 	m := &seg.Meta
 	claimed := min(max(m.UncompressedSize, 0), batch.DefaultMaxUncompressed)
-	need := claimed + int64(min(m.Records, uint64(claimed)/23+1))*recordSize
+	need := claimed + int64(min(m.Records, uint64(claimed)/batch.RecordOverhead+1))*recordSize
 	if err := p.budget.acquire(p.ctx, idx, need); err != nil {
 		f.err = err
 		return

@@ -9,12 +9,13 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/store"
 )
 
 // restoreConfig is testConfig for a restore to seq until into replica.
 func restoreConfig(t *testing.T, st store.Store, replica string, until uint64) receiver.Config {
-	cfg := testConfig(t, st, &receiver.FileApplier{Path: replica})
+	cfg := testConfig(t, st, &apply.File{Path: replica})
 	cfg.Once = false // the boundary alone must end the run
 	cfg.Until = until
 	return cfg
@@ -23,7 +24,7 @@ func restoreConfig(t *testing.T, st store.Store, replica string, until uint64) r
 // reopen is cfg on the same state and replica with a new applier (a new
 // process, as far as the receiver can tell).
 func reopen(cfg receiver.Config, replica string) receiver.Config {
-	cfg.Applier = &receiver.FileApplier{Path: replica}
+	cfg.Applier = &apply.File{Path: replica}
 	return cfg
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -29,9 +30,6 @@ import (
 // spool as one journal entry (a running shipper's other source must not
 // come between a file's chunks), which is at most 1 GiB with framing.
 const MaxPushSize = 1<<30 - 1<<20
-
-// pushChunk is the content one chunk record carries, as the dir source.
-const pushChunk = 1 << 20
 
 // PushMarkerKey is the store object that records a pushed file.
 func PushMarkerKey(stream, name string) string { return stream + "/pushed/" + name }
@@ -100,34 +98,6 @@ func CheckPushName(name string) error {
 		return fmt.Errorf("name %q starts with '.': hidden names are reserved for temporary files", name)
 	}
 	return nil
-}
-
-// FileRecords returns the dir-tree records of one whole regular file under
-// key, as the dir source builds them: one put when the content fits in a
-// record of maxRecord framed bytes (and in one 1 MiB chunk), else chunks
-// at offsets 0, n, 2n, ..., the last carrying the whole file's hash.
-func FileRecords(key string, content []byte, mode uint32, mtime int64, maxRecord int) ([]batch.Record, [32]byte, error) {
-	sum := sha256.Sum256(content)
-	limit := min(pushChunk, maxRecord-23-len(DirOpChunk)-len(key)-DirHeaderLen)
-	if limit < 1 {
-		return nil, sum, fmt.Errorf("name %q is too long for max_record_size %d", key, maxRecord)
-	}
-	size := int64(len(content))
-	if len(content) <= limit {
-		data := AppendDirHeader(make([]byte, 0, DirHeaderLen+len(content)), mode, mtime, size, 0, &sum)
-		return []batch.Record{{Op: DirOpPut, Key: []byte(key), Data: append(data, content...)}}, sum, nil
-	}
-	recs := make([]batch.Record, 0, (len(content)+limit-1)/limit)
-	for off := 0; off < len(content); off += limit {
-		part := content[off:min(off+limit, len(content))]
-		var s *[32]byte
-		if off+len(part) == len(content) {
-			s = &sum
-		}
-		data := AppendDirHeader(make([]byte, 0, DirHeaderLen+len(part)), mode, mtime, size, int64(off), s)
-		recs = append(recs, batch.Record{Op: DirOpChunk, Key: []byte(key), Data: append(data, part...)})
-	}
-	return recs, sum, nil
 }
 
 // PushFile is one file to push.
@@ -230,7 +200,7 @@ func (p *Pusher) Push(ctx context.Context, f PushFile) (PushResult, error) {
 		res.Already = res.Already && m != nil
 	}
 	if have == nil {
-		recs, _, err := FileRecords(f.Name, f.Content, f.Mode&0o7777, f.Mtime, sh.spool.cfg.MaxRecordSize)
+		recs, _, err := dirtree.FileRecords(f.Name, f.Content, f.Mode&0o7777, f.Mtime, sh.spool.cfg.MaxRecordSize)
 		if err != nil {
 			return res, err
 		}

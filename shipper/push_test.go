@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -40,7 +41,7 @@ func TestFileRecordsMatchDirSource(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		recs, _, err := FileRecords(name, bytes.Repeat([]byte(name[:1]), n), 0o600, fi.ModTime().UnixNano(), 16<<20)
+		recs, _, err := dirtree.FileRecords(name, bytes.Repeat([]byte(name[:1]), n), 0o600, fi.ModTime().UnixNano(), 16<<20)
 		if err != nil {
 			t.Fatal(err)
 		}

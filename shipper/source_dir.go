@@ -24,14 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ferry-dr/ferry/batch"
-)
-
-// Names the dir applier uses for its own temporary files; the source never
-// ships paths with these names (docs/DIRTREE.md).
-const (
-	dirStagingName = ".ferry-staging"
-	dirTempPrefix  = ".ferry-"
-	dirTempSuffix  = ".tmp"
+	"github.com/ferry-dr/ferry/dirtree"
 )
 
 // dirSourceRun is the state of a DirSource's Run (source_dir_config.go).
@@ -183,7 +176,7 @@ func (s *DirSource) start() (*dirRun, error) {
 		r.settle = 20 * time.Millisecond
 	}
 	if r.chunk <= 0 {
-		r.chunk = 1 << 20
+		r.chunk = dirtree.ChunkSize
 	}
 	if r.maxRecord <= 0 {
 		r.maxRecord = 16 << 20
@@ -302,11 +295,11 @@ func (r *dirRun) skip(rel string) bool {
 	if rel == "." {
 		return false
 	}
-	base := path.Base(rel)
-	if rel == dirStagingName || (strings.HasPrefix(base, dirTempPrefix) && strings.HasSuffix(base, dirTempSuffix)) {
+	if dirtree.Reserved(rel) {
 		r.warnOnce(rel, "path has a name the dir applier reserves; not shipped", nil)
 		return true
 	}
+	base := path.Base(rel)
 	for _, pat := range r.src.Exclude {
 		if ok, _ := path.Match(pat, base); ok {
 			return true
@@ -904,9 +897,9 @@ func (r *dirRun) gone(ctx context.Context, sink Sink, p string) error {
 	if e == nil || p == "." {
 		return nil
 	}
-	op := DirOpDel
+	op := dirtree.OpDel
 	if e.Kind == dirKindDir {
-		op = DirOpRmdir
+		op = dirtree.OpRmdir
 	}
 	r.idx.removeTree(p)
 	r.unwatchTree(p)
@@ -922,8 +915,8 @@ func (r *dirRun) shipDir(ctx context.Context, sink Sink, p string, fi os.FileInf
 	// A file or symlink that became a directory has no children to drop;
 	// an unknown (pending) entry keeps its children, which are pending too.
 	r.idx.set(p, &dirEntry{Kind: dirKindDir, Mode: st.mode, Mtime: st.mtime, Ino: st.ino, Ctime: st.ctime})
-	if err := r.emit(ctx, sink, batch.Record{Op: DirOpMkdir, Key: []byte(p),
-		Data: AppendDirHeader(make([]byte, 0, DirHeaderLen), st.mode, st.mtime, 0, 0, nil)}); err != nil {
+	if err := r.emit(ctx, sink, batch.Record{Op: dirtree.OpMkdir, Key: []byte(p),
+		Data: dirtree.AppendHeader(make([]byte, 0, dirtree.HeaderLen), st.mode, st.mtime, 0, 0, nil)}); err != nil {
 		return err
 	}
 	if !r.isWatched(p) {
@@ -952,13 +945,13 @@ func (r *dirRun) shipLink(ctx context.Context, sink Sink, p string, f *os.File, 
 		r.idx.removeTree(p) // whatever was there, the symlink replaces it
 	}
 	r.idx.set(p, &dirEntry{Kind: dirKindLink, Mode: st.mode, Mtime: st.mtime, Size: int64(len(target)), Ino: st.ino, Ctime: st.ctime, Target: target})
-	data := AppendDirHeader(make([]byte, 0, DirHeaderLen+len(target)), st.mode, st.mtime, int64(len(target)), 0, nil)
-	return r.emit(ctx, sink, batch.Record{Op: DirOpSymlink, Key: []byte(p), Data: append(data, target...)})
+	data := dirtree.AppendHeader(make([]byte, 0, dirtree.HeaderLen+len(target)), st.mode, st.mtime, int64(len(target)), 0, nil)
+	return r.emit(ctx, sink, batch.Record{Op: dirtree.OpSymlink, Key: []byte(p), Data: append(data, target...)})
 }
 
 // payloadMax is the most content bytes a record for key p can carry.
 func (r *dirRun) payloadMax(p string) int {
-	return min(r.chunk, r.maxRecord-23-len(DirOpChunk)-len(p)-DirHeaderLen)
+	return min(r.chunk, dirtree.ChunkRoom(p, r.maxRecord))
 }
 
 // shipFile ships a regular file, reading it again while it changes under
@@ -1033,28 +1026,28 @@ func (r *dirRun) tryFile(ctx context.Context, sink Sink, p string) (done bool, e
 	entry := &dirEntry{Kind: dirKindFile, Mode: st.mode, Mtime: st.mtime, Size: st.size, Ino: st.ino, Ctime: st.ctime}
 	limit := r.payloadMax(p)
 	if st.size <= int64(limit) {
-		data := make([]byte, DirHeaderLen+int(st.size))
-		if n, err := f.ReadAt(data[DirHeaderLen:], 0); n != int(st.size) && !errors.Is(err, io.EOF) {
+		data := make([]byte, dirtree.HeaderLen+int(st.size))
+		if n, err := f.ReadAt(data[dirtree.HeaderLen:], 0); n != int(st.size) && !errors.Is(err, io.EOF) {
 			r.warnOnce(p, "cannot read file; left as it was shipped", err)
 			return true, nil
 		} else if n != int(st.size) || !still() {
 			return r.dirtySince(p, readStart), nil
 		}
-		entry.Hash = sha256.Sum256(data[DirHeaderLen:])
-		AppendDirHeader(data[:0], st.mode, st.mtime, st.size, 0, &entry.Hash)
+		entry.Hash = sha256.Sum256(data[dirtree.HeaderLen:])
+		dirtree.AppendHeader(data[:0], st.mode, st.mtime, st.size, 0, &entry.Hash)
 		r.clearWarned(p)
 		if known && e.Hash == entry.Hash {
 			r.idx.set(p, entry)
 			if e.Mode == st.mode && e.Mtime == st.mtime {
 				return true, nil // only the inode or ctime moved
 			}
-			return true, r.emit(ctx, sink, batch.Record{Op: DirOpAttr, Key: []byte(p), Data: data[:DirHeaderLen]})
+			return true, r.emit(ctx, sink, batch.Record{Op: dirtree.OpAttr, Key: []byte(p), Data: data[:dirtree.HeaderLen]})
 		}
 		if e != nil {
 			r.idx.removeTree(p)
 		}
 		r.idx.set(p, entry)
-		return true, r.emit(ctx, sink, batch.Record{Op: DirOpPut, Key: []byte(p), Data: data})
+		return true, r.emit(ctx, sink, batch.Record{Op: dirtree.OpPut, Key: []byte(p), Data: data})
 	}
 	if known && e.Mtime == st.mtime {
 		// Same size and mtime: most likely a chmod or a copy. Hash first
@@ -1070,15 +1063,15 @@ func (r *dirRun) tryFile(ctx context.Context, sink Sink, p string) (done bool, e
 			if e.Mode == st.mode {
 				return true, nil
 			}
-			hdr := AppendDirHeader(nil, st.mode, st.mtime, st.size, 0, &sum)
-			return true, r.emit(ctx, sink, batch.Record{Op: DirOpAttr, Key: []byte(p), Data: hdr})
+			hdr := dirtree.AppendHeader(nil, st.mode, st.mtime, st.size, 0, &sum)
+			return true, r.emit(ctx, sink, batch.Record{Op: dirtree.OpAttr, Key: []byte(p), Data: hdr})
 		}
 	}
 	h := sha256.New()
 	for off := int64(0); off < st.size; {
 		n := min(int64(limit), st.size-off)
-		data := make([]byte, DirHeaderLen+int(n))
-		if k, err := f.ReadAt(data[DirHeaderLen:], off); int64(k) != n {
+		data := make([]byte, dirtree.HeaderLen+int(n))
+		if k, err := f.ReadAt(data[dirtree.HeaderLen:], off); int64(k) != n {
 			if !errors.Is(err, io.EOF) {
 				r.warnOnce(p, "cannot read file; left as it was shipped", err)
 				return true, nil
@@ -1088,14 +1081,14 @@ func (r *dirRun) tryFile(ctx context.Context, sink Sink, p string) (done bool, e
 		if !still() {
 			return r.dirtySince(p, readStart), nil
 		}
-		h.Write(data[DirHeaderLen:])
+		h.Write(data[dirtree.HeaderLen:])
 		var sum *[32]byte
 		if off+n == st.size {
 			entry.Hash = [32]byte(h.Sum(nil))
 			sum = &entry.Hash
 		}
-		AppendDirHeader(data[:0], st.mode, st.mtime, st.size, off, sum)
-		if err := r.emit(ctx, sink, batch.Record{Op: DirOpChunk, Key: []byte(p), Data: data}); err != nil {
+		dirtree.AppendHeader(data[:0], st.mode, st.mtime, st.size, off, sum)
+		if err := r.emit(ctx, sink, batch.Record{Op: dirtree.OpChunk, Key: []byte(p), Data: data}); err != nil {
 			return false, err
 		}
 		off += n

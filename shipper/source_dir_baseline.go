@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirtree"
 )
 
 // dirBaselineRun is a baseline in progress.
@@ -73,8 +74,8 @@ func (r *dirRun) baselineDue(now time.Time) bool {
 func (r *dirRun) beginBaseline(ctx context.Context, sink Sink) error {
 	r.src.baselineWanted.Store(false)
 	started := time.Now()
-	data, _ := json.Marshal(DirBaselineData{Version: 1, StartedAt: started.UTC()})
-	rec, err := r.sendMarker(ctx, sink, batch.Record{Op: DirOpBaselineBegin, Key: []byte("."), Data: data})
+	data, _ := json.Marshal(dirtree.BaselineData{Version: 1, StartedAt: started.UTC()})
+	rec, err := r.sendMarker(ctx, sink, batch.Record{Op: dirtree.OpBaselineBegin, Key: []byte("."), Data: data})
 	if err != nil {
 		return err
 	}
@@ -124,8 +125,8 @@ func (r *dirRun) maybeEndBaseline(ctx context.Context, sink Sink) error {
 	if b == nil || len(b.owed) > 0 {
 		return nil
 	}
-	data, _ := json.Marshal(DirBaselineData{Version: 1, StartedAt: b.started.UTC(), BeginSeq: b.begin.Seq, Paths: b.paths})
-	rec, err := r.sendMarker(ctx, sink, batch.Record{Op: DirOpBaselineEnd, Key: []byte("."), Data: data})
+	data, _ := json.Marshal(dirtree.BaselineData{Version: 1, StartedAt: b.started.UTC(), BeginSeq: b.begin.Seq, Paths: b.paths})
+	rec, err := r.sendMarker(ctx, sink, batch.Record{Op: dirtree.OpBaselineEnd, Key: []byte("."), Data: data})
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirtree"
 )
 
 // every is a schedule that fires d after the last time.
@@ -30,10 +31,10 @@ func baselineRecords(t *testing.T, recs []batch.Record, b batch.Baseline) []batc
 			end = i
 		}
 	}
-	if begin < 0 || end < 0 || recs[begin].Op != DirOpBaselineBegin || recs[end].Op != DirOpBaselineEnd {
+	if begin < 0 || end < 0 || recs[begin].Op != dirtree.OpBaselineBegin || recs[end].Op != dirtree.OpBaselineEnd {
 		t.Fatalf("baseline %+v: no begin/end records at its seqs", b)
 	}
-	var d DirBaselineData
+	var d dirtree.BaselineData
 	if err := json.Unmarshal(recs[end].Data, &d); err != nil || d.Version != 1 || d.BeginSeq != b.BeginSeq || d.Paths != b.Paths {
 		t.Fatalf("baseline-end data %s (%v), want version 1, begin_seq %d, paths %d", recs[end].Data, err, b.BeginSeq, b.Paths)
 	}
@@ -105,7 +106,7 @@ func TestDirSourceBaselineOnRequest(t *testing.T) {
 	run := startDirSource(t, src, sink)
 	run.converge(t, newDirModel(t), "skip.tmp", "locks")
 	for _, r := range sink.records() {
-		if r.Op == DirOpBaselineBegin {
+		if r.Op == dirtree.OpBaselineBegin {
 			t.Fatal("a baseline without a schedule or a request")
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirtree"
 )
 
 // dirSink records what a DirSource appends. fail, when set, is returned by
@@ -73,24 +73,13 @@ func (s *dirSink) lastCursor() []byte {
 	return slices.Clone(s.cursor)
 }
 
-// dirHeader decodes the fixed header of a dirtree record.
-type dirHeader struct {
-	mode         uint32
-	mtime        int64
-	size, offset int64
-	sum          [32]byte
-}
-
-func parseDirHdr(t *testing.T, r batch.Record) (dirHeader, []byte) {
+func parseDirHdr(t *testing.T, r batch.Record) (dirtree.Header, []byte) {
 	t.Helper()
-	if len(r.Data) < DirHeaderLen || r.Data[0] != DirVersion {
-		t.Fatalf("record %s %q: bad header % x", r.Op, r.Key, r.Data[:min(len(r.Data), 8)])
+	h, rest, err := dirtree.ParseHeader(r.Data)
+	if err != nil {
+		t.Fatalf("record %s %q: %v", r.Op, r.Key, err)
 	}
-	d := r.Data
-	h := dirHeader{mode: binary.BigEndian.Uint32(d[1:]), mtime: int64(binary.BigEndian.Uint64(d[5:])),
-		size: int64(binary.BigEndian.Uint64(d[13:])), offset: int64(binary.BigEndian.Uint64(d[21:]))}
-	copy(h.sum[:], d[29:61])
-	return h, d[DirHeaderLen:]
+	return h, rest
 }
 
 // dirNode is one path of a tree as the comparison sees it.
@@ -133,57 +122,57 @@ func (m *dirModel) apply(recs []batch.Record) {
 			}
 		}
 		switch r.Op {
-		case DirOpDel, DirOpRmdir:
+		case dirtree.OpDel, dirtree.OpRmdir:
 			m.removeTree(key)
-		case DirOpMkdir:
+		case dirtree.OpMkdir:
 			h, _ := parseDirHdr(t, r)
 			if m.nodes[key].kind != "dir" {
 				m.removeTree(key)
 			}
-			m.nodes[key] = dirNode{kind: "dir", mode: h.mode, mtime: h.mtime}
-		case DirOpPut:
+			m.nodes[key] = dirNode{kind: "dir", mode: h.Mode, mtime: h.Mtime}
+		case dirtree.OpPut:
 			h, b := parseDirHdr(t, r)
-			if int64(len(b)) != h.size || sha256.Sum256(b) != h.sum {
+			if int64(len(b)) != h.Size || sha256.Sum256(b) != h.SHA256 {
 				t.Fatalf("put %q: header does not match content", key)
 			}
 			m.removeTree(key)
-			m.nodes[key] = dirNode{kind: "file", mode: h.mode, mtime: h.mtime, content: string(b)}
-		case DirOpAttr:
+			m.nodes[key] = dirNode{kind: "file", mode: h.Mode, mtime: h.Mtime, content: string(b)}
+		case dirtree.OpAttr:
 			h, _ := parseDirHdr(t, r)
 			n := m.nodes[key]
-			if n.kind != "file" || int64(len(n.content)) != h.size || sha256.Sum256([]byte(n.content)) != h.sum {
+			if n.kind != "file" || int64(len(n.content)) != h.Size || sha256.Sum256([]byte(n.content)) != h.SHA256 {
 				t.Fatalf("attr %q for content the replica does not have", key)
 			}
-			n.mode, n.mtime = h.mode, h.mtime
+			n.mode, n.mtime = h.Mode, h.Mtime
 			m.nodes[key] = n
-		case DirOpSymlink:
+		case dirtree.OpSymlink:
 			h, b := parseDirHdr(t, r)
 			m.removeTree(key)
-			m.nodes[key] = dirNode{kind: "symlink", mtime: h.mtime, content: string(b)}
-		case DirOpChunk:
+			m.nodes[key] = dirNode{kind: "symlink", mtime: h.Mtime, content: string(b)}
+		case dirtree.OpChunk:
 			h, b := parseDirHdr(t, r)
-			if h.offset == 0 {
+			if h.Offset == 0 {
 				m.partial = map[string][]byte{}
 			}
 			buf, ok := m.partial[key]
-			if !ok && h.offset != 0 || int64(len(buf)) != h.offset {
-				t.Fatalf("chunk %q at offset %d does not continue %d bytes", key, h.offset, len(buf))
+			if !ok && h.Offset != 0 || int64(len(buf)) != h.Offset {
+				t.Fatalf("chunk %q at offset %d does not continue %d bytes", key, h.Offset, len(buf))
 			}
 			buf = append(buf, b...)
 			m.partial = map[string][]byte{key: buf}
-			if int64(len(buf)) == h.size {
-				if sha256.Sum256(buf) != h.sum {
+			if int64(len(buf)) == h.Size {
+				if sha256.Sum256(buf) != h.SHA256 {
 					t.Fatalf("chunked %q: assembled content does not match the last chunk's hash", key)
 				}
 				m.removeTree(key)
-				m.nodes[key] = dirNode{kind: "file", mode: h.mode, mtime: h.mtime, content: string(buf)}
+				m.nodes[key] = dirNode{kind: "file", mode: h.Mode, mtime: h.Mtime, content: string(buf)}
 				delete(m.partial, key)
 			}
-		case DirOpBaselineBegin, DirOpBaselineEnd:
+		case dirtree.OpBaselineBegin, dirtree.OpBaselineEnd:
 		default:
 			t.Fatalf("unknown op %q", r.Op)
 		}
-		if r.Op != DirOpChunk {
+		if r.Op != dirtree.OpChunk {
 			m.partial = map[string][]byte{}
 		}
 	}
@@ -346,16 +335,6 @@ func dirSourceFor(t *testing.T, root string) *DirSource {
 	return &DirSource{Root: root, SpoolDir: t.TempDir(), Exclude: []string{"*.tmp", "locks"}}
 }
 
-func TestDirHeaderGolden(t *testing.T) {
-	sum := sha256.Sum256([]byte("hello\n"))
-	got := hex.EncodeToString(AppendDirHeader(nil, 0o644, 1735787045000000006, 6, 0, &sum))
-	want := "01" + "000001a4" + "1816c11eeef33206" + "0000000000000006" + "0000000000000000" +
-		"5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
-	if got != want {
-		t.Fatalf("header\n got %s\nwant %s", got, want)
-	}
-}
-
 // The first scan ships the whole tree, parents before children, symlinks
 // as links (never followed, also not into a linked directory), excluded
 // names not at all.
@@ -421,11 +400,11 @@ func TestDirSourceChunksLargeFile(t *testing.T) {
 	var offsets []int64
 	for _, r := range sink.records() {
 		if string(r.Key) == "big" {
-			if r.Op != DirOpChunk || r.FramedSize() > 65<<10 {
+			if r.Op != dirtree.OpChunk || r.FramedSize() > 65<<10 {
 				t.Fatalf("big went as %s of %d bytes", r.Op, r.FramedSize())
 			}
 			h, _ := parseDirHdr(t, r)
-			offsets = append(offsets, h.offset)
+			offsets = append(offsets, h.Offset)
 		}
 	}
 	if want := []int64{0, 64 << 10, 128 << 10, 192 << 10}; !slices.Equal(offsets, want) {
@@ -437,7 +416,7 @@ func TestDirSourceChunksLargeFile(t *testing.T) {
 	}
 	src.converge(t, m, "skip.tmp", "locks")
 	rs := sink.records()[before:]
-	if len(rs) != 1 || rs[0].Op != DirOpAttr || len(rs[0].Data) != DirHeaderLen {
+	if len(rs) != 1 || rs[0].Op != dirtree.OpAttr || len(rs[0].Data) != dirtree.HeaderLen {
 		t.Fatalf("chmod shipped %d records (%v); want one attr without content", len(rs), rs)
 	}
 }
@@ -491,7 +470,7 @@ func TestDirSourceNeverShipsTorn(t *testing.T) {
 				if string(r.Key) != "busy" {
 					continue
 				}
-				if h, b := parseDirHdr(t, r); r.Op == DirOpChunk && h.offset+int64(len(b)) != h.size {
+				if h, b := parseDirHdr(t, r); r.Op == dirtree.OpChunk && h.Offset+int64(len(b)) != h.Size {
 					continue // not the last chunk: nothing published yet
 				}
 				versions++
@@ -580,7 +559,7 @@ func TestDirSourceRestartShipsDifferences(t *testing.T) {
 	src2.converge(t, m, "skip.tmp", "locks")
 	var got []string
 	for _, r := range sink.records()[before:] {
-		if r.Op != DirOpMkdir {
+		if r.Op != dirtree.OpMkdir {
 			got = append(got, r.Op+" "+string(r.Key))
 		}
 	}
@@ -652,7 +631,7 @@ func TestDirSourceDoesNotFollowReplacedDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs := sink.records()[before:]
-	if len(rs) != 1 || rs[0].Op != DirOpDel || string(rs[0].Key) != "a/b/c.txt" {
+	if len(rs) != 1 || rs[0].Op != dirtree.OpDel || string(rs[0].Key) != "a/b/c.txt" {
 		t.Fatalf("shipped %v; want only del a/b/c.txt", rs)
 	}
 }
@@ -692,7 +671,7 @@ func TestDirSourceIndexWaitsForDurability(t *testing.T) {
 	startDirSource(t, third, sink3).converge(t, m, "skip.tmp", "locks")
 	found := false
 	for _, r := range sink3.records() {
-		found = found || (r.Op == DirOpPut && string(r.Key) == "a/x.bin")
+		found = found || (r.Op == dirtree.OpPut && string(r.Key) == "a/x.bin")
 	}
 	if !found {
 		t.Fatal("the change whose records were not durable was not shipped again")
@@ -848,7 +827,7 @@ func TestDirSourceFollowsRenamedDirectory(t *testing.T) {
 	dirWrite(t, filepath.Join(root, "b-again/c.txt"), "and after the second move\n", 0o644)
 	src.converge(t, m, "skip.tmp", "locks")
 	for _, r := range sink.records() {
-		if strings.HasPrefix(string(r.Key), "a/") && r.Op != DirOpDel && r.Op != DirOpRmdir && r.Op != DirOpMkdir && bytes.Contains(r.Data, []byte("after")) {
+		if strings.HasPrefix(string(r.Key), "a/") && r.Op != dirtree.OpDel && r.Op != dirtree.OpRmdir && r.Op != dirtree.OpMkdir && bytes.Contains(r.Data, []byte("after")) {
 			t.Fatalf("a change after the move was shipped under the old name: %s %q", r.Op, r.Key)
 		}
 	}

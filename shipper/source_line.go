@@ -199,7 +199,7 @@ func (p *recordParser) nextRaw(br *bufio.Reader, arena []byte) (batch.Record, []
 		return batch.Record{}, arena, fmt.Errorf("%s raw record %d: truncated length prefix", p.name, p.n+1)
 	}
 	size := binary.BigEndian.Uint32(hdr[:])
-	if uint64(size)+23 > uint64(p.max) { // 23: framing overhead counted by CheckSize
+	if uint64(size)+batch.RecordOverhead > uint64(p.max) { // a raw record has no op or key
 		return batch.Record{}, arena, fmt.Errorf("%s raw record %d: length %d is over max_record_size %d: %w", p.name, p.n+1, size, p.max, batch.ErrTooLarge)
 	}
 	start := len(arena)

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -54,7 +56,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	scratch := c.fs.String("scratch", "", "`dir` to make the drill's temp dir in (default: the system temp dir)")
 	keep := c.fs.Bool("keep", false, "keep the restored copy and its state (the path is printed)")
 	asJSON := c.fs.Bool("json", false, "print the report as JSON")
-	apply := c.fs.String("apply", "", "file, dir, or an applier spec (default: dir for a dir-tree stream, file otherwise)")
+	applySpec := c.fs.String("apply", "", "file, dir, or an applier spec (default: dir for a dir-tree stream, file otherwise)")
 	pf := c.fs.Int("prefetch", receiver.DefaultPrefetch, "segments read and verified ahead of the one being applied (0 for none)")
 	gapTimeout := c.fs.Duration("gap-timeout", 2*time.Second, "how long a missing segment may stay missing before the restore fails")
 	if err := c.parse(args, "", nil); err != nil {
@@ -102,7 +104,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	} else {
 		defer os.RemoveAll(base)
 	}
-	spec := *apply
+	spec := *applySpec
 	if spec == "" {
 		spec = "file"
 		if isDirTreeStream(ctx, c.cfg.Stream, st, names[0]) {
@@ -115,7 +117,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	case "dir":
 		spec = "dir:" + filepath.Join(base, "tree")
 	}
-	ap, err := receiver.ParseApplier(spec, io.Discard)
+	ap, err := apply.Parse(spec, io.Discard)
 	if err != nil {
 		return usageError{err}
 	}
@@ -195,9 +197,6 @@ func seconds(s float64) string {
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
 }
 
-// dirTreeOps are the record ops of a dir: source (docs/DIRTREE.md).
-var dirTreeOps = []string{"put", "chunk", "attr", "del", "mkdir", "rmdir", "symlink", "baseline-begin", "baseline-end"}
-
 // isDirTreeStream tells a dir-tree stream by the op of its first record.
 // An unreadable first segment says file: the restore reports the damage.
 func isDirTreeStream(ctx context.Context, stream string, st store.Store, first string) bool {
@@ -206,5 +205,5 @@ func isDirTreeStream(ctx context.Context, stream string, st store.Store, first s
 		return false
 	}
 	_, recs, err := batch.Decode(data, 0)
-	return err == nil && len(recs) > 0 && slices.Contains(dirTreeOps, recs[0].Op)
+	return err == nil && len(recs) > 0 && slices.Contains(dirtree.Ops, recs[0].Op)
 }

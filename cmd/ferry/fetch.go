@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
@@ -211,14 +212,14 @@ func (f *fetcher) assemble(w *atomicFile, gen uint32, first, last uint64) error 
 			if r.Seq < next || r.Seq > last {
 				continue
 			}
-			if string(r.Key) != f.name || (r.Op != shipper.DirOpPut && r.Op != shipper.DirOpChunk) {
+			if string(r.Key) != f.name || (r.Op != dirtree.OpPut && r.Op != dirtree.OpChunk) {
 				return fmt.Errorf("record %d is %s %q, not part of %s", r.Seq, r.Op, r.Key, f.name)
 			}
-			hdr, payload, err := shipper.ParseDirHeader(r.Data)
+			hdr, payload, err := dirtree.ParseHeader(r.Data)
 			if err != nil {
 				return fmt.Errorf("record %d: %v", r.Seq, err)
 			}
-			if hdr.Size != f.size || hdr.Offset != off || (r.Op == shipper.DirOpPut && (first != last || int64(len(payload)) != f.size)) {
+			if hdr.Size != f.size || hdr.Offset != off || (r.Op == dirtree.OpPut && (first != last || int64(len(payload)) != f.size)) {
 				return fmt.Errorf("record %d: %s of %d bytes at offset %d (file size %d) does not continue the file at %d of %d",
 					r.Seq, r.Op, len(payload), hdr.Offset, hdr.Size, off, f.size)
 			}
@@ -264,16 +265,16 @@ func (f *fetcher) scan() (gen uint32, first, last uint64, found bool, err error)
 		}
 		for j := len(recs) - 1; j >= 0; j-- {
 			r := &recs[j]
-			var hdr shipper.DirHeader
+			var hdr dirtree.Header
 			var payload []byte
-			ok := string(r.Key) == f.name && (r.Op == shipper.DirOpPut || r.Op == shipper.DirOpChunk)
+			ok := string(r.Key) == f.name && (r.Op == dirtree.OpPut || r.Op == dirtree.OpChunk)
 			if ok {
-				hdr, payload, err = shipper.ParseDirHeader(r.Data)
+				hdr, payload, err = dirtree.ParseHeader(r.Data)
 				ok = err == nil && hdr.Size == f.size
 			}
 			end := hdr.Offset + int64(len(payload))
 			if collecting {
-				if ok && r.Seq == wantSeq && r.Op == shipper.DirOpChunk && end == wantEnd {
+				if ok && r.Seq == wantSeq && r.Op == dirtree.OpChunk && end == wantEnd {
 					if hdr.Offset == 0 {
 						return gen, r.Seq, last, true, nil
 					}
@@ -288,7 +289,7 @@ func (f *fetcher) scan() (gen uint32, first, last uint64, found bool, err error)
 			if hdr.Offset == 0 {
 				return g, r.Seq, r.Seq, true, nil // a put, or a lone chunk
 			}
-			if r.Op == shipper.DirOpPut {
+			if r.Op == dirtree.OpPut {
 				continue
 			}
 			collecting, gen, last, wantSeq, wantEnd = true, g, r.Seq, r.Seq-1, hdr.Offset

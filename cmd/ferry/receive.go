@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/metrics"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 	"github.com/ferry-dr/ferry/transport/tcp"
@@ -136,7 +137,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	} else if st, err = openStore(ctx, cfg, log); err != nil {
 		return err
 	}
-	ap, err := receiver.ParseApplier(rc.Apply, stdout)
+	ap, err := apply.Parse(rc.Apply, stdout)
 	if err != nil {
 		return usageError{err}
 	}

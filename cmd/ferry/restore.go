@@ -13,6 +13,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -30,7 +31,7 @@ const restoreExamples = `  # rebuild a file replica as it was at seq 123456, int
 func runRestore(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("restore", "ferry restore --store URL --stream NAME --state DIR --apply file:PATH|dir:PATH|exec:CMD|stdout [--until SEQ|TIME] [--prefetch N]", restoreExamples, stderr)
 	state := c.fs.String("state", "", "state `dir` of this restore: a new one, or the one of an interrupted restore to continue it")
-	apply := c.fs.String("apply", "", "file:PATH, dir:PATH, exec:CMD or stdout (a file or dir target must be new)")
+	applySpec := c.fs.String("apply", "", "file:PATH, dir:PATH, exec:CMD or stdout (a file or dir target must be new)")
 	until := c.fs.String("until", "", "stop after this `seq`, or before the first record whose time is after this RFC 3339 time (default: everything in the store)")
 	pf := c.fs.Int("prefetch", receiver.DefaultPrefetch, "segments read and verified ahead of the one being applied (0 for none)")
 	gapTimeout := c.fs.Duration("gap-timeout", 0, "how long a missing segment may stay missing before the restore fails (default: the config's receive.gap_timeout, 30s)")
@@ -45,7 +46,7 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 		return usageError{errors.New("--store and --stream are required")}
 	case *state == "":
 		return usageError{errors.New("--state is required: a new directory, or the state of the restore to continue")}
-	case *apply == "":
+	case *applySpec == "":
 		return usageError{errors.New("--apply is required")}
 	case *pf < 0 || *pf > 64:
 		return usageError{fmt.Errorf("--prefetch %d is out of range 0 to 64", *pf)}
@@ -61,7 +62,7 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ap, err := receiver.ParseApplier(*apply, stdout)
+	ap, err := apply.Parse(*applySpec, stdout)
 	if err != nil {
 		return usageError{err}
 	}

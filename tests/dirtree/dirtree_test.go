@@ -2,7 +2,7 @@
 
 // Package dirtree_test replicates a real directory tree through the real
 // pieces, in process: a DirSource feeding a Shipper that seals into a
-// directory store, and a Receiver applying the store with a DirApplier.
+// directory store, and a Receiver applying the store with an apply.Dir.
 // It changes the tree in the ways a mail store and its users do (renames,
 // deletes, bursts of rewrites, files growing while they are read, type
 // changes, symlinks pointing outside) and, after each phase, waits until a
@@ -27,6 +27,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
@@ -149,7 +150,7 @@ func (r *rig) startReceiving() {
 	r.t.Helper()
 	rc, err := receiver.Open(receiver.Config{
 		Stream: stream, StateDir: r.state, Store: r.store,
-		Applier: &receiver.DirApplier{Root: r.replica},
+		Applier: &apply.Dir{Root: r.replica},
 		PollMin: 10 * time.Millisecond, PollMax: 50 * time.Millisecond,
 		RetryMin: 10 * time.Millisecond, RetryMax: 100 * time.Millisecond,
 	}, r.log)
@@ -511,7 +512,7 @@ func TestRefusesNonEmptyReplica(t *testing.T) {
 	r := newRig(t)
 	writeFile(t, filepath.Join(r.replica, "foreign"), []byte("x"), 0o644)
 	_, err := receiver.Open(receiver.Config{Stream: stream, StateDir: r.state, Store: r.store,
-		Applier: &receiver.DirApplier{Root: r.replica}}, r.log)
+		Applier: &apply.Dir{Root: r.replica}}, r.log)
 	if err == nil || !strings.Contains(err.Error(), "already holds files") {
 		t.Fatalf("Open over a non-empty replica: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
@@ -53,7 +54,7 @@ func TestShipperToReceiverOverLink(t *testing.T) {
 	go func() { served <- srv.Serve(ctx, ln) }()
 	defer func() { cancel(); <-served }()
 
-	ap, err := receiver.ParseApplier("file:"+replica, nil)
+	ap, err := apply.Parse("file:"+replica, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,10 @@
 //go:build linux
 
-package receiver_test
+package apply_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,22 +17,14 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/receiver"
-	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/receiver/apply"
 )
 
-// dirHdr is the dirtree record header (docs/DIRTREE.md), written here
-// independently of the shipper so that a drift on either side shows.
+// dirHdr is the dirtree record header (docs/DIRTREE.md).
 func dirHdr(mode uint32, mtime int64, size, off int64, sum *[32]byte) []byte {
-	b := []byte{1}
-	b = binary.BigEndian.AppendUint32(b, mode)
-	b = binary.BigEndian.AppendUint64(b, uint64(mtime))
-	b = binary.BigEndian.AppendUint64(b, uint64(size))
-	b = binary.BigEndian.AppendUint64(b, uint64(off))
-	if sum == nil {
-		sum = &[32]byte{}
-	}
-	return append(b, sum[:]...)
+	return dirtree.AppendHeader(nil, mode, mtime, size, off, sum)
 }
 
 // dirT is a fixed base time for records.
@@ -92,9 +82,9 @@ func dirMeta(rs []batch.Record) *batch.Meta {
 	return m
 }
 
-func newDirApplier(t *testing.T, root string, state json.RawMessage) *receiver.DirApplier {
+func newDirApplier(t *testing.T, root string, state json.RawMessage) *apply.Dir {
 	t.Helper()
-	a := &receiver.DirApplier{Root: root}
+	a := &apply.Dir{Root: root}
 	if err := a.Restore(state); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
@@ -102,14 +92,14 @@ func newDirApplier(t *testing.T, root string, state json.RawMessage) *receiver.D
 	return a
 }
 
-func dirApply(t *testing.T, a *receiver.DirApplier, rs ...batch.Record) {
+func dirApply(t *testing.T, a *apply.Dir, rs ...batch.Record) {
 	t.Helper()
 	if err := a.Apply(context.Background(), dirMeta(rs), rs); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
 }
 
-func dirState(t *testing.T, a *receiver.DirApplier) json.RawMessage {
+func dirState(t *testing.T, a *apply.Dir) json.RawMessage {
 	t.Helper()
 	st, err := a.State()
 	if err != nil {
@@ -183,17 +173,7 @@ func diffTrees(want, got map[string]dirNode) string {
 	return strings.Join(d, "\n")
 }
 
-func TestDirHeaderMatchesShipper(t *testing.T) {
-	sum := sha256.Sum256([]byte("x"))
-	if got, want := shipper.AppendDirHeader(nil, 0o4755, -5, 1<<40, 77, &sum), dirHdr(0o4755, -5, 1<<40, 77, &sum); !bytes.Equal(got, want) {
-		t.Fatalf("shipper writes header\n%x\nreceiver tests expect\n%x", got, want)
-	}
-	if shipper.DirHeaderLen != len(dirHdr(0, 0, 0, 0, nil)) {
-		t.Fatalf("DirHeaderLen %d", shipper.DirHeaderLen)
-	}
-}
-
-func TestDirApplierOps(t *testing.T) {
+func TestDirOps(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "replica")
 	a := newDirApplier(t, root, nil)
 	var r dirRecs
@@ -261,7 +241,7 @@ func TestDirApplierOps(t *testing.T) {
 // Baseline markers change nothing: not the tree, not a file being
 // assembled across them (the source never ships one there, but a marker
 // must not be what breaks it).
-func TestDirApplierBaselineMarkers(t *testing.T) {
+func TestDirBaselineMarkers(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "replica")
 	a := newDirApplier(t, root, nil)
 	var r dirRecs
@@ -288,7 +268,7 @@ func TestDirApplierBaselineMarkers(t *testing.T) {
 
 // A chunked file spanning segments survives in the applier state, and a
 // restart continues it.
-func TestDirApplierChunksAcrossRestart(t *testing.T) {
+func TestDirChunksAcrossRestart(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "replica")
 	var r dirRecs
 	content := strings.Repeat("abcdefghij", 100)
@@ -354,7 +334,7 @@ func dirScenario() [][]batch.Record {
 // A crash anywhere (after any record of any segment, before that
 // segment's checkpoint) followed by a restart from the checkpoint and a
 // replay converges to the same tree as a run without crashes.
-func TestDirApplierReplayConverges(t *testing.T) {
+func TestDirReplayConverges(t *testing.T) {
 	segs := dirScenario()
 	refRoot := filepath.Join(t.TempDir(), "ref")
 	ref := newDirApplier(t, refRoot, nil)
@@ -407,7 +387,7 @@ func (c *dirErrAfter) Err() error {
 
 // A retryable failure midway through Apply leaves the applier where the
 // segment started; the retry converges.
-func TestDirApplierRetryAfterError(t *testing.T) {
+func TestDirRetryAfterError(t *testing.T) {
 	segs := dirScenario()
 	refRoot := filepath.Join(t.TempDir(), "ref")
 	ref := newDirApplier(t, refRoot, nil)
@@ -446,7 +426,7 @@ func TestDirApplierRetryAfterError(t *testing.T) {
 // Every bad record stops the applier with a fatal error naming the record's
 // seq, its path and the segment; nothing is written outside the root, and
 // no panic.
-func TestDirApplierRefusesBadRecords(t *testing.T) {
+func TestDirRefusesBadRecords(t *testing.T) {
 	base := t.TempDir()
 	outside := filepath.Join(base, "outside")
 	if err := os.Mkdir(outside, 0o755); err != nil {
@@ -563,7 +543,7 @@ func dirFileAt(name string) func(*testing.T, string) {
 // A record that would go through a symlink is skipped only when a later
 // record of the same segment replaces that symlink: a segment applied
 // again after a crash meets the tree it left.
-func TestDirApplierSupersededThroughSymlink(t *testing.T) {
+func TestDirSupersededThroughSymlink(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "replica")
 	a := newDirApplier(t, root, nil)
 	outside := t.TempDir()
@@ -577,11 +557,11 @@ func TestDirApplierSupersededThroughSymlink(t *testing.T) {
 	}
 }
 
-func TestDirApplierRestoreRefuses(t *testing.T) {
+func TestDirRestoreRefuses(t *testing.T) {
 	t.Run("new state over files", func(t *testing.T) {
 		root := t.TempDir()
 		os.WriteFile(filepath.Join(root, "foreign"), nil, 0o644)
-		err := (&receiver.DirApplier{Root: root}).Restore(nil)
+		err := (&apply.Dir{Root: root}).Restore(nil)
 		if !errors.Is(err, receiver.ErrFatal) || !strings.Contains(err.Error(), "already holds files") {
 			t.Fatalf("Restore: %v", err)
 		}
@@ -606,7 +586,7 @@ func TestDirApplierRestoreRefuses(t *testing.T) {
 	t.Run("staging file cut short", func(t *testing.T) {
 		root, st := partial(t)
 		os.Truncate(staging(root), 10)
-		err := (&receiver.DirApplier{Root: root}).Restore(st)
+		err := (&apply.Dir{Root: root}).Restore(st)
 		if !errors.Is(err, receiver.ErrFatal) || !strings.Contains(err.Error(), "shorter than the 80") {
 			t.Fatalf("Restore: %v", err)
 		}
@@ -633,7 +613,7 @@ func TestDirApplierRestoreRefuses(t *testing.T) {
 	})
 	t.Run("damaged state", func(t *testing.T) {
 		root := t.TempDir()
-		err := (&receiver.DirApplier{Root: root}).Restore(json.RawMessage(`{"partial":{"path":"../x","seq":1,"size":10,"offset":5}}`))
+		err := (&apply.Dir{Root: root}).Restore(json.RawMessage(`{"partial":{"path":"../x","seq":1,"size":10,"offset":5}}`))
 		if !errors.Is(err, receiver.ErrFatal) {
 			t.Fatalf("Restore: %v", err)
 		}
@@ -654,7 +634,7 @@ func FuzzDirApply(f *testing.F) {
 		os.Mkdir(outside, 0o755)
 		os.WriteFile(filepath.Join(outside, "keep"), []byte("keep"), 0o644)
 		root := filepath.Join(base, "replica")
-		a := &receiver.DirApplier{Root: root}
+		a := &apply.Dir{Root: root}
 		if err := a.Restore(nil); err != nil {
 			t.Fatal(err)
 		}
@@ -702,19 +682,19 @@ func dirSegments(t *testing.T, segs [][]batch.Record) []seg {
 // before its checkpoint (the checkpoint file put back as it was) is undone
 // by the applier state in the checkpoint, including a file assembled from
 // chunks in several segments.
-func TestDirApplierCrashBetweenApplyAndCheckpoint(t *testing.T) {
+func TestDirCrashBetweenApplyAndCheckpoint(t *testing.T) {
 	segs := dirSegments(t, dirScenario())
 	st, _ := newStore(t)
 	put(t, st, segs...)
 	refRoot := filepath.Join(t.TempDir(), "ref")
-	runOnce(t, testConfig(t, st, &receiver.DirApplier{Root: refRoot}))
+	runOnce(t, testConfig(t, st, &apply.Dir{Root: refRoot}))
 	want := dirWalk(t, refRoot)
 
 	for k := range segs {
 		st, _ := newStore(t)
 		put(t, st, segs[:k+1]...)
 		root := filepath.Join(t.TempDir(), "replica")
-		cfg := testConfig(t, st, &receiver.DirApplier{Root: root})
+		cfg := testConfig(t, st, &apply.Dir{Root: root})
 		before, _ := newStore(t) // the first k segments: the checkpoint to go back to
 		put(t, before, segs[:k]...)
 		c := cfg
@@ -725,13 +705,13 @@ func TestDirApplierCrashBetweenApplyAndCheckpoint(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.Applier = &receiver.DirApplier{Root: root}
+		cfg.Applier = &apply.Dir{Root: root}
 		runOnce(t, cfg) // applies segment k+1
 		if err := os.WriteFile(ckpt, saved, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		put(t, st, segs[k+1:]...)
-		cfg.Applier = &receiver.DirApplier{Root: root}
+		cfg.Applier = &apply.Dir{Root: root}
 		runOnce(t, cfg)
 		if d := diffTrees(want, dirWalk(t, root)); d != "" {
 			t.Fatalf("crash before the checkpoint of segment %d: replica differs:\n%s", k+1, d)
@@ -742,7 +722,7 @@ func TestDirApplierCrashBetweenApplyAndCheckpoint(t *testing.T) {
 // Puts are applied in runs (written, fsynced together, renamed in order)
 // with the mkdirs between them; the result must be that of applying every
 // record on its own.
-func TestDirApplierPutRunsMatchOneByOne(t *testing.T) {
+func TestDirPutRunsMatchOneByOne(t *testing.T) {
 	var r dirRecs
 	mixed := []batch.Record{
 		r.mkdir(".", 0o755), r.put("D/a", 0o644, "a"), r.mkdir("D", 0o700), r.put("D/b", 0o644, "b"),
@@ -774,7 +754,7 @@ func TestDirApplierPutRunsMatchOneByOne(t *testing.T) {
 // Through the real receiver, a record that would write through a symlink
 // in the replica stops it with an error naming the segment and the path;
 // the checkpoint stays before that segment and nothing lands outside.
-func TestDirApplierStopsReceiver(t *testing.T) {
+func TestDirStopsReceiver(t *testing.T) {
 	var r dirRecs
 	segs := dirSegments(t, [][]batch.Record{
 		{r.mkdir(".", 0o755), r.put("ok", 0o644, "fine")},
@@ -784,7 +764,7 @@ func TestDirApplierStopsReceiver(t *testing.T) {
 	put(t, st, segs...)
 	root := filepath.Join(t.TempDir(), "replica")
 	outside := t.TempDir()
-	cfg := testConfig(t, st, &receiver.DirApplier{Root: root})
+	cfg := testConfig(t, st, &apply.Dir{Root: root})
 	rc := open(t, cfg)
 	if err := os.Symlink(outside, filepath.Join(root, "esc")); err != nil {
 		t.Fatal(err)

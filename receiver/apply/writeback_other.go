@@ -1,6 +1,6 @@
 //go:build !linux
 
-package receiver
+package apply
 
 import "os"
 

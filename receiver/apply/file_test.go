@@ -1,0 +1,77 @@
+package apply_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
+)
+
+func TestFileRefusesForeignFile(t *testing.T) {
+	st, _ := newStore(t)
+	put(t, st, chain(t, 1, 10)...)
+	replica := filepath.Join(t.TempDir(), "replica")
+	orig := []byte("somebody else's data\n")
+	if err := os.WriteFile(replica, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, st, &apply.File{Path: replica})
+	r, err := receiver.Open(cfg, quiet)
+	if err == nil {
+		r.Close()
+		t.Fatal("Open with a non-empty replica and a new state dir succeeded")
+	}
+	if !errors.Is(err, receiver.ErrFatal) {
+		t.Errorf("Open: %v, want ErrFatal", err)
+	}
+	for _, s := range []string{replica, "move the file away"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("Open: %q does not mention %q", err, s)
+		}
+	}
+	wantFile(t, replica, orig, "after the refused Open")
+
+	// Moved away, the receiver starts.
+	if err := os.Remove(replica); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Applier = &apply.File{Path: replica}
+	runOnce(t, cfg)
+	wantFile(t, replica, want(1, 10), "after the file was moved away")
+}
+
+func TestFileRefusesShortFile(t *testing.T) {
+	st, _ := newStore(t)
+	put(t, st, chain(t, 2, 10)...)
+	replica := filepath.Join(t.TempDir(), "replica")
+	cfg := testConfig(t, st, &apply.File{Path: replica})
+	runOnce(t, cfg)
+	if err := os.Truncate(replica, int64(len(want(1, 20)))-5); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Applier = &apply.File{Path: replica}
+	r, err := receiver.Open(cfg, quiet)
+	if err == nil {
+		r.Close()
+		t.Fatal("Open with a replica shorter than the checkpoint succeeded")
+	}
+	if !errors.Is(err, receiver.ErrFatal) || !strings.Contains(err.Error(), "shorter") || !strings.Contains(err.Error(), replica) {
+		t.Fatalf("Open: %v, want ErrFatal saying %s is shorter than the checkpoint", err, replica)
+	}
+}
+
+func TestFileNotRestored(t *testing.T) {
+	a := &apply.File{Path: filepath.Join(t.TempDir(), "replica")}
+	segs := chain(t, 1, 1)
+	if err := a.Apply(t.Context(), &segs[0].meta, nil); !errors.Is(err, receiver.ErrFatal) {
+		t.Fatalf("Apply before Restore: %v, want ErrFatal", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close of an unopened applier: %v", err)
+	}
+}
