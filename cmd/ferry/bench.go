@@ -105,7 +105,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		defer os.RemoveAll(spool)
 	}
-	targets, closeTargets, err := openTargets(ctx, cfg, log)
+	targets, closeTargets, err := openTargets(ctx, cfg, nil, log)
 	if err != nil {
 		return err
 	}

@@ -76,11 +76,12 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	var reg *metrics.Registry
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2}
 	var onSent func(string, int, time.Duration)
+	var onS3Request func(string)
 	if cfg.MetricsAddr != "" {
 		reg = metrics.New()
-		s3RequestHook, retry.OnRetry, onSent = reg.OnS3Request, reg.OnRetry, reg.OnSent
+		onS3Request, retry.OnRetry, onSent = reg.OnS3Request, reg.OnRetry, reg.OnSent
 	}
-	targets, closeTargets, err := openTargets(ctx, cfg, log)
+	targets, closeTargets, err := openTargets(ctx, cfg, onS3Request, log)
 	if err != nil {
 		return err
 	}
@@ -237,8 +238,10 @@ func summarizeShip(w io.Writer, sh *shipper.Shipper, elapsed time.Duration) {
 }
 
 // openTargets opens the main store (target "store") and every
-// [[ship.targets]] entry. closeAll closes those that hold connections.
-func openTargets(ctx context.Context, cfg *config.File, log *slog.Logger) (targets []shipper.Target, closeAll func(), err error) {
+// [[ship.targets]] entry, s3:// ones counting their requests with
+// onS3Request (nil: not counted). closeAll closes those that hold
+// connections.
+func openTargets(ctx context.Context, cfg *config.File, onS3Request func(string), log *slog.Logger) (targets []shipper.Target, closeAll func(), err error) {
 	var closers []func() error
 	closeAll = func() {
 		for _, c := range closers {
@@ -251,7 +254,7 @@ func openTargets(ctx context.Context, cfg *config.File, log *slog.Logger) (targe
 		if bw != 0 {
 			c.TCP.BandwidthLimit = bw
 		}
-		st, err := openStore(ctx, &c, log)
+		st, err := openStoreWith(ctx, &c, onS3Request, log)
 		if err != nil {
 			if name != "store" {
 				return fmt.Errorf("target %s: %w", name, err)
