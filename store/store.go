@@ -5,8 +5,8 @@
 // A store holds immutable objects under slash-separated names. Segments of a
 // stream live directly under "<stream>/"; other per-stream objects (receiver
 // watermarks, for example) live in sub-"directories" such as
-// "<stream>/watermarks/". Names never start with "/" and never contain "..",
-// "." or empty elements.
+// "<stream>/watermarks/" (package catalog names and reads them). Names
+// never start with "/" and never contain "..", "." or empty elements.
 package store
 
 import (

@@ -15,10 +15,10 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/metrics"
-	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/retention"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 const shipExamples = `  # ship a log file through stdin into a local directory store
@@ -286,7 +286,7 @@ func openTargets(ctx context.Context, cfg *config.File, onS3Request func(string)
 // readApplied is the lowest applied watermark over the receivers that
 // published one for stream in st (ack "applied" on store targets).
 func readApplied(ctx context.Context, st store.Store, stream string) (uint64, bool, error) {
-	wms, err := receiver.ReadWatermarks(ctx, st, stream)
+	wms, err := catalog.ReadWatermarks(ctx, st, stream)
 	if err != nil || len(wms) == 0 {
 		return 0, false, err
 	}
