@@ -118,7 +118,6 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		Targets: targets,
 		Retry:   store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2},
 		Ack:     shipper.AckMode(sc.Ack),
-		Applied: readApplied,
 	}, log)
 	if err != nil {
 		return err

@@ -277,7 +277,6 @@ func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushFile, log *
 		Targets: targets,
 		Retry:   retry,
 		Ack:     shipper.AckMode(sc.Ack),
-		Applied: readApplied,
 	}, log)
 	if err != nil {
 		if held, _ := spoolLocked(sc.Spool); held {

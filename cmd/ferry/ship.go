@@ -18,7 +18,6 @@ import (
 	"github.com/ferry-dr/ferry/retention"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
-	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 const shipExamples = `  # ship a log file through stdin into a local directory store
@@ -105,7 +104,6 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		Retry:     retry,
 		OnSent:    onSent,
 		Ack:       shipper.AckMode(sc.Ack),
-		Applied:   readApplied,
 		Schedules: schedules,
 	}, log)
 	if err != nil {
@@ -281,20 +279,6 @@ func openTargets(ctx context.Context, cfg *config.File, onS3Request func(string)
 		}
 	}
 	return targets, closeAll, nil
-}
-
-// readApplied is the lowest applied watermark over the receivers that
-// published one for stream in st (ack "applied" on store targets).
-func readApplied(ctx context.Context, st store.Store, stream string) (uint64, bool, error) {
-	wms, err := catalog.ReadWatermarks(ctx, st, stream)
-	if err != nil || len(wms) == 0 {
-		return 0, false, err
-	}
-	lo := wms[0].AppliedSeq
-	for _, w := range wms[1:] {
-		lo = min(lo, w.AppliedSeq)
-	}
-	return lo, true, nil
 }
 
 // stringList is a repeatable string flag.
