@@ -82,6 +82,28 @@ type Pipeliner interface {
 	MaxInFlight() int
 }
 
+// SegmentsOnly is implemented by a Store that carries nothing but its
+// stream's segments into storage that another party owns, such as a
+// tcp:// link into a receiver's inbox: it refuses any other object, lists
+// only what the segment protocol needs, and cannot delete; the receiving
+// side prunes it. SegmentsOnly reports whether that holds (a wrapper may
+// forward its inner store's answer). Those writing to a store skip one
+// that is segments-only for everything but segments: baseline and push
+// markers, receiver watermarks, retention, clean-up.
+//
+// A Store that does not implement SegmentsOnly, or returns false, holds
+// any object named under the rules above, and whoever writes to it may
+// also list, prune and delete there.
+type SegmentsOnly interface {
+	SegmentsOnly() bool
+}
+
+// IsSegmentsOnly reports whether st is a SegmentsOnly store that says so.
+func IsSegmentsOnly(st Store) bool {
+	so, ok := st.(SegmentsOnly)
+	return ok && so.SegmentsOnly()
+}
+
 // CheckName validates an object name against the rules in the package
 // comment. Stores call it before touching anything.
 func CheckName(name string) error {

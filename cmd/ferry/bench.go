@@ -199,7 +199,7 @@ func cleanBench(ctx context.Context, targets []shipper.Target, stream string, lo
 	Warn(string, ...any)
 }) {
 	for _, t := range targets {
-		if _, link := t.Store.(shipper.Watermarker); link {
+		if store.IsSegmentsOnly(t.Store) {
 			continue
 		}
 		var names []string

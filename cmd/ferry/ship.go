@@ -333,7 +333,7 @@ func pruneLoop(ctx context.Context, cfg *config.File, targets []shipper.Target, 
 		case <-time.After(time.Until(next)):
 		}
 		for _, t := range targets {
-			if _, ok := t.Store.(shipper.Watermarker); ok {
+			if store.IsSegmentsOnly(t.Store) {
 				continue
 			}
 			plan, err := retention.Compute(ctx, t.Store, cfg.Stream, pol, time.Now())
