@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 	"github.com/ferry-dr/ferry/store/storetest"
 )
 
@@ -18,7 +19,7 @@ import (
 func watermarkObjects(t *testing.T, st store.Store, id string) []string {
 	t.Helper()
 	var out []string
-	err := st.List(context.Background(), receiver.WatermarkDir(testStream, id), "", func(o store.Object) error {
+	err := st.List(context.Background(), catalog.WatermarkDir(testStream, id), "", func(o store.Object) error {
 		out = append(out, o.Name)
 		return nil
 	})
@@ -47,7 +48,7 @@ func TestWatermarkPublished(t *testing.T) {
 
 	check := func(s seg, when string) {
 		t.Helper()
-		ws, err := receiver.ReadWatermarks(t.Context(), st, testStream)
+		ws, err := catalog.ReadWatermarks(t.Context(), st, testStream)
 		if err != nil {
 			t.Fatalf("%s: ReadWatermarks: %v", when, err)
 		}
@@ -122,7 +123,7 @@ func TestWatermarksOfSeveralReceivers(t *testing.T) {
 	cfg.ReceiverID = "b"
 	runOnce(t, cfg)
 
-	ws, err := receiver.ReadWatermarks(t.Context(), st, testStream)
+	ws, err := catalog.ReadWatermarks(t.Context(), st, testStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +165,7 @@ func TestWatermarkOfRebuiltReceiver(t *testing.T) {
 	cfg.ReceiverID = "dr-1"
 	runOnce(t, cfg)
 
-	ws, err := receiver.ReadWatermarks(t.Context(), st, testStream)
+	ws, err := catalog.ReadWatermarks(t.Context(), st, testStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,14 +207,14 @@ func TestReadWatermarksReportsDamage(t *testing.T) {
 	if err := st.Put(ctx, objs[0], []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
-	_, err := receiver.ReadWatermarks(ctx, st, testStream)
+	_, err := catalog.ReadWatermarks(ctx, st, testStream)
 	if err == nil || !strings.Contains(err.Error(), objs[0]) {
 		t.Fatalf("ReadWatermarks over a damaged watermark: %v; want an error naming %s", err, objs[0])
 	}
 	failing := &storetest.Faulty{Store: st, GetFn: func(context.Context, string) (io.ReadCloser, error) {
 		return nil, errors.New("connection reset")
 	}}
-	if _, err := receiver.ReadWatermarks(ctx, failing, testStream); err == nil || !strings.Contains(err.Error(), "connection reset") {
+	if _, err := catalog.ReadWatermarks(ctx, failing, testStream); err == nil || !strings.Contains(err.Error(), "connection reset") {
 		t.Fatalf("ReadWatermarks with a failing Get: %v; want the error", err)
 	}
 }

@@ -2,14 +2,13 @@ package retention
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
-	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 func putBaseline(t *testing.T, st store.Store, begin, end uint64, endAge time.Duration) batch.Baseline {
@@ -23,7 +22,7 @@ func putBaseline(t *testing.T, st store.Store, begin, end uint64, endAge time.Du
 
 func markerNames(t *testing.T, st store.Store) []string {
 	t.Helper()
-	ms, err := receiver.ListBaselines(context.Background(), st, "app")
+	ms, err := catalog.ListBaselines(context.Background(), st, "app")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,10 +78,8 @@ func TestBaselineCut(t *testing.T) {
 		if got := markerNames(t, st); len(got) != 1 || got[0] != batch.BaselineName(1, newest.BeginSeq, newest.EndSeq) {
 			t.Fatalf("markers left: %v", got)
 		}
-		start, err := receiver.PlanRestoreStart(ctx, st, "app", 1, 0, time.Time{})
-		if err != nil || start.Baseline == nil || start.Baseline.BeginSeq != 95 {
-			t.Fatalf("restore after the prune starts at %+v (%v), want the baseline at seq 95", start, err)
-		}
+		// A restore from here starts at the newest baseline
+		// (receiver's TestPlanRestoreStartAfterPrune).
 	})
 
 	t.Run("no baseline old enough: nothing goes", func(t *testing.T) {
@@ -110,48 +107,4 @@ func TestBaselineCut(t *testing.T) {
 			t.Fatalf("plan: delete %d, markers %v; want 3 segments (the receiver applied through 30)", p.Delete, p.DeleteBaselines)
 		}
 	})
-}
-
-// A restore into a new state starts at the newest baseline that ends by
-// the boundary, at the stream's start when none does and it is still
-// there, and refuses when neither is possible.
-func TestPlanRestoreStart(t *testing.T) {
-	ctx := context.Background()
-	day := 24 * time.Hour
-	st, _ := archive(t, 10, now, daysOld)
-	putBaseline(t, st, 15, 25, 8*day)
-	putBaseline(t, st, 55, 62, 4*day)
-	for _, tc := range []struct {
-		until     uint64
-		untilTime time.Time
-		want      uint64 // 0: stream start
-	}{
-		{0, time.Time{}, 55},
-		{70, time.Time{}, 55},
-		{61, time.Time{}, 15},
-		{20, time.Time{}, 0},
-		{0, now.Add(-5 * day), 15},
-		{0, now.Add(-9 * day), 0},
-	} {
-		start, err := receiver.PlanRestoreStart(ctx, st, "app", 1, tc.until, tc.untilTime)
-		var got uint64
-		if start.Baseline != nil {
-			got = start.Baseline.BeginSeq
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("until %d / %v: start %d (%v), want %d", tc.until, tc.untilTime, got, err, tc.want)
-		}
-	}
-	// Pruned through seq 20: a boundary before the first baseline's end
-	// cannot be restored.
-	for _, name := range []string{batch.SegmentName(1, 1, 10), batch.SegmentName(1, 11, 20)} {
-		if err := st.Delete(ctx, batch.SegmentKey("app", name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if start, err := receiver.PlanRestoreStart(ctx, st, "app", 1, 61, time.Time{}); !errors.Is(err, receiver.ErrPruned) {
-		t.Fatalf("restore to seq 61 after pruning seq 1..20 (the baseline at 15 is gone): start %+v, err %v", start, err)
-	} else if !strings.Contains(err.Error(), "seq 1..20 were pruned") {
-		t.Fatalf("error does not say what is missing: %v", err)
-	}
 }

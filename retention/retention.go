@@ -27,8 +27,8 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
-	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 // Policy says what to keep. At least one of KeepFor and KeepMin must be set.
@@ -69,14 +69,14 @@ type Plan struct {
 	Segments  []Segment // every segment, oldest first
 	Delete    int       // the first Delete of Segments go
 	Reason    string    // why the next one is kept ("" if nothing is left to keep)
-	Receivers []receiver.Watermark
+	Receivers []catalog.Watermark
 
 	// Baselines are the stream's baseline markers, oldest first. Anchor is
 	// the one the cut is in front of (nil: none); DeleteBaselines the
 	// markers that go with the segments.
-	Baselines       []receiver.BaselineMarker
+	Baselines       []catalog.BaselineMarker
 	Anchor          *batch.Baseline
-	DeleteBaselines []receiver.BaselineMarker
+	DeleteBaselines []catalog.BaselineMarker
 }
 
 // DeleteBytes is the size of the segments the plan deletes.
@@ -110,11 +110,11 @@ func Compute(ctx context.Context, st store.Store, stream string, pol Policy, now
 		return nil, fmt.Errorf("list %s: %w", batch.StreamDir(stream), err)
 	}
 	sort.Slice(p.Segments, func(i, j int) bool { return p.Segments[i].Name < p.Segments[j].Name })
-	if p.Receivers, err = receiver.ReadWatermarks(ctx, st, stream); err != nil {
+	if p.Receivers, err = catalog.ReadWatermarks(ctx, st, stream); err != nil {
 		return nil, fmt.Errorf("read the receivers' watermarks (retention needs them to know what is applied): %w", err)
 	}
 	p.byRules(now)
-	if p.Baselines, err = receiver.ListBaselines(ctx, st, stream); err != nil {
+	if p.Baselines, err = catalog.ListBaselines(ctx, st, stream); err != nil {
 		return nil, err
 	}
 	if len(p.Baselines) > 0 {
@@ -173,7 +173,7 @@ func (p *Plan) cutAtBaseline(ctx context.Context, st store.Store, now time.Time)
 		if j < 0 {
 			continue
 		}
-		b, err := receiver.ReadBaseline(ctx, st, m)
+		b, err := catalog.ReadBaseline(ctx, st, m)
 		if err != nil {
 			return err
 		}
@@ -223,13 +223,13 @@ func (p *Plan) holding(gen uint32, seq uint64) int {
 }
 
 // unapplied returns a receiver that has not applied s.
-func unapplied(ws []receiver.Watermark, s Segment) (receiver.Watermark, bool) {
+func unapplied(ws []catalog.Watermark, s Segment) (catalog.Watermark, bool) {
 	for _, w := range ws {
 		if s.Generation > w.Generation || (s.Generation == w.Generation && s.Last > w.AppliedSeq) {
 			return w, true
 		}
 	}
-	return receiver.Watermark{}, false
+	return catalog.Watermark{}, false
 }
 
 // Apply deletes the planned segments, oldest first, stopping at the first

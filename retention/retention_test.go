@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
-	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 	"github.com/ferry-dr/ferry/store/dir"
 	"github.com/ferry-dr/ferry/store/storetest"
 )
@@ -64,9 +64,9 @@ func register(t *testing.T, st store.Store, id string, gen uint32, applied uint6
 	if applied == 0 {
 		return
 	}
-	b, _ := json.Marshal(receiver.Watermark{Format: 1, Receiver: id, Stream: "app", Generation: gen, AppliedSeq: applied,
+	b, _ := json.Marshal(catalog.Watermark{Format: 1, Receiver: id, Stream: "app", Generation: gen, AppliedSeq: applied,
 		PublishedAt: time.Now()})
-	if err := st.Put(ctx, receiver.WatermarkDir("app", id)+"0000000000000001.json", b); err != nil {
+	if err := st.Put(ctx, catalog.WatermarkDir("app", id)+"0000000000000001.json", b); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 // AckMode says when Append (and a source's AppendBatch) counts records as
@@ -43,8 +44,23 @@ type WatermarkNotifier interface {
 // AppliedReader reads the applied watermark of a store target's receivers
 // (the lowest over every registered receiver; ok is false while none has
 // published one). The shipper uses it for ack "applied" on targets that are
-// not Watermarkers; cmd/ferry wires it to the receivers' watermark objects.
+// not Watermarkers; the default, readApplied, reads the receivers'
+// watermark objects.
 type AppliedReader func(ctx context.Context, st store.Store, stream string) (applied uint64, ok bool, err error)
+
+// readApplied is the default AppliedReader: the lowest applied seq over
+// the receivers registered for stream in st (catalog.ReadWatermarks).
+func readApplied(ctx context.Context, st store.Store, stream string) (uint64, bool, error) {
+	wms, err := catalog.ReadWatermarks(ctx, st, stream)
+	if err != nil || len(wms) == 0 {
+		return 0, false, err
+	}
+	lo := wms[0].AppliedSeq
+	for _, w := range wms[1:] {
+		lo = min(lo, w.AppliedSeq)
+	}
+	return lo, true, nil
+}
 
 // appliedPoll bounds how often applied watermarks are read: fast while an
 // appender waits for them, slowly otherwise (status and lag only; store
@@ -257,7 +273,7 @@ func (s *Shipper) openWaiters(seq uint64) int {
 // store when ack "applied" needs them.
 func (s *Shipper) watermarkLoop(ctx context.Context, t Target) error {
 	wm, isWM := t.Store.(Watermarker)
-	readStore := !isWM && s.cfg.Ack == AckApplied && s.cfg.Applied != nil && !t.Async
+	readStore := !isWM && s.cfg.Ack == AckApplied && !t.Async
 	if !isWM && !readStore {
 		return nil
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 	"github.com/ferry-dr/ferry/store/storetest"
 )
 
@@ -181,6 +182,33 @@ func TestAckAppliedFromStore(t *testing.T) {
 	notYet(t, done, "Append before any watermark")
 	applied.Store(1)
 	returns(t, done, "Append after the watermark moved")
+}
+
+// Without Config.Applied, ack "applied" on a store target waits for the
+// watermark objects the receivers publish there, and for the lowest of
+// them.
+func TestAckAppliedFromWatermarkObjects(t *testing.T) {
+	target := newDirStore(t)
+	ctx := context.Background()
+	for _, id := range []string{"dr-1", "dr-2"} {
+		if err := catalog.RegisterReceiver(ctx, target, "app", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish := func(id string, seq uint64) {
+		t.Helper()
+		w := catalog.Watermark{Format: 1, Receiver: id, Stream: "app", Generation: 1, AppliedSeq: seq, PublishedAt: time.Now()}
+		if _, err := catalog.PutWatermark(ctx, target, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh := startShipper(t, ackConfig(t, AckApplied, Target{Name: "archive", Store: target}))
+	done := appendAsync(sh.Shipper, "one")
+	notYet(t, done, "Append before any watermark")
+	publish("dr-1", 1)
+	notYet(t, done, "Append applied by one of two receivers")
+	publish("dr-2", 1)
+	returns(t, done, "Append after both receivers applied it")
 }
 
 // A failing shipper releases its waiters with the error instead of leaving

@@ -41,7 +41,8 @@ type Config struct {
 	// Default AckLocal.
 	Ack AckMode
 	// Applied reads store targets' applied watermarks for AckApplied
-	// (targets that are Watermarkers report their own).
+	// (targets that are Watermarkers report their own). Default: from the
+	// receivers' watermark objects in the target (package catalog).
 	Applied AppliedReader
 	// Schedules are the flush_at and sending-window rules.
 	Schedules Schedules
@@ -107,6 +108,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	case AckLocal, AckReceived, AckApplied:
 	default:
 		return nil, fmt.Errorf("ack mode %q: want local, received or applied", cfg.Ack)
+	}
+	if cfg.Applied == nil {
+		cfg.Applied = readApplied
 	}
 	names := make([]string, 0, len(cfg.Targets))
 	status := map[string]*TargetStatus{}

@@ -5,8 +5,8 @@
 // A store holds immutable objects under slash-separated names. Segments of a
 // stream live directly under "<stream>/"; other per-stream objects (receiver
 // watermarks, for example) live in sub-"directories" such as
-// "<stream>/watermarks/". Names never start with "/" and never contain "..",
-// "." or empty elements.
+// "<stream>/watermarks/" (package catalog names and reads them). Names
+// never start with "/" and never contain "..", "." or empty elements.
 package store
 
 import (
@@ -80,6 +80,28 @@ type Pipeliner interface {
 	PutAsync(ctx context.Context, name string, data []byte) (wait func() error)
 	// MaxInFlight is how many started Puts may be outstanding (>= 1).
 	MaxInFlight() int
+}
+
+// SegmentsOnly is implemented by a Store that carries nothing but its
+// stream's segments into storage that another party owns, such as a
+// tcp:// link into a receiver's inbox: it refuses any other object, lists
+// only what the segment protocol needs, and cannot delete; the receiving
+// side prunes it. SegmentsOnly reports whether that holds (a wrapper may
+// forward its inner store's answer). Those writing to a store skip one
+// that is segments-only for everything but segments: baseline and push
+// markers, receiver watermarks, retention, clean-up.
+//
+// A Store that does not implement SegmentsOnly, or returns false, holds
+// any object named under the rules above, and whoever writes to it may
+// also list, prune and delete there.
+type SegmentsOnly interface {
+	SegmentsOnly() bool
+}
+
+// IsSegmentsOnly reports whether st is a SegmentsOnly store that says so.
+func IsSegmentsOnly(st Store) bool {
+	so, ok := st.(SegmentsOnly)
+	return ok && so.SegmentsOnly()
 }
 
 // CheckName validates an object name against the rules in the package

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/store"
 )
 
 // startBaselines wires the baselines of a dir: source (docs/DIRTREE.md,
@@ -29,7 +30,7 @@ func startBaselines(ctx context.Context, cfg *config.File, sh *shipper.Shipper, 
 	}
 	m := &shipper.BaselineMarkers{Shipper: sh, Log: log}
 	for _, t := range targets {
-		if _, link := t.Store.(shipper.Watermarker); !link {
+		if !store.IsSegmentsOnly(t.Store) {
 			m.Targets = append(m.Targets, t)
 		}
 	}

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
-	"github.com/ferry-dr/ferry/internal/loadgen"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/loadgen"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -105,7 +105,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		defer os.RemoveAll(spool)
 	}
-	targets, closeTargets, err := openTargets(ctx, cfg, log)
+	targets, closeTargets, err := openTargets(ctx, cfg, nil, log)
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,6 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		Targets: targets,
 		Retry:   store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2},
 		Ack:     shipper.AckMode(sc.Ack),
-		Applied: readApplied,
 	}, log)
 	if err != nil {
 		return err
@@ -200,7 +199,7 @@ func cleanBench(ctx context.Context, targets []shipper.Target, stream string, lo
 	Warn(string, ...any)
 }) {
 	for _, t := range targets {
-		if _, link := t.Store.(shipper.Watermarker); link {
+		if store.IsSegmentsOnly(t.Store) {
 			continue
 		}
 		var names []string

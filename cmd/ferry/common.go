@@ -126,6 +126,12 @@ func (c *common) logger(stderr io.Writer) *slog.Logger {
 
 // openStore builds the store named by a URL.
 func openStore(ctx context.Context, cfg *config.File, log *slog.Logger) (store.Store, error) {
+	return openStoreWith(ctx, cfg, nil, log)
+}
+
+// openStoreWith is openStore with a callback counting an s3:// store's
+// requests by kind (the metrics of this process; nil counts nothing).
+func openStoreWith(ctx context.Context, cfg *config.File, onS3Request func(kind string), log *slog.Logger) (store.Store, error) {
 	raw := cfg.Store
 	if raw == "" {
 		return nil, usageError{errors.New("no store given: use --store URL or store = in the config file")}
@@ -145,7 +151,7 @@ func openStore(ctx context.Context, cfg *config.File, log *slog.Logger) (store.S
 		}
 		return openDir(u.Path)
 	case "s3":
-		return openS3(ctx, cfg, log)
+		return openS3(ctx, cfg, onS3Request, log)
 	case "tcp":
 		return openTCP(cfg, log)
 	}

@@ -15,8 +15,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/ferry-dr/ferry/batch"
-	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 // maxSegmentRead caps a segment read by ls/cat/verify.
@@ -110,7 +110,7 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		tw.Flush()
 		fmt.Fprintf(stdout, "%d segments, %d records, %s stored, %s uncompressed (ratio %.2fx)\n",
 			len(names), recs, sizeString(total), sizeString(totalU), ratio(totalU, total))
-		wms, err := receiver.ReadWatermarks(ctx, st, c.cfg.Stream)
+		wms, err := catalog.ReadWatermarks(ctx, st, c.cfg.Stream)
 		if err != nil {
 			return fmt.Errorf("read receiver watermarks: %w", err)
 		}

@@ -264,7 +264,7 @@ var errSpoolTaken = errors.New("spool taken by another process")
 func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushFile, log *slog.Logger) (shipper.PushResult, error) {
 	var res shipper.PushResult
 	sc := cfg.Ship
-	targets, closeTargets, err := openTargets(ctx, cfg, log)
+	targets, closeTargets, err := openTargets(ctx, cfg, nil, log)
 	if err != nil {
 		return res, err
 	}
@@ -277,7 +277,6 @@ func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushFile, log *
 		Targets: targets,
 		Retry:   retry,
 		Ack:     shipper.AckMode(sc.Ack),
-		Applied: readApplied,
 	}, log)
 	if err != nil {
 		if held, _ := spoolLocked(sc.Spool); held {

@@ -73,7 +73,7 @@ func pushMarkerStores(cfg *config.File, targets []shipper.Target) ([]shipper.Mar
 		Key: func(name string) string { return name }}}
 	stream := cfg.Stream
 	for _, t := range targets {
-		if _, link := t.Store.(shipper.Watermarker); link {
+		if store.IsSegmentsOnly(t.Store) {
 			continue
 		}
 		out = append(out, shipper.MarkerStore{Name: "target " + t.Name + " (" + t.Store.String() + ")", Store: t.Store,

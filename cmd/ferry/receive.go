@@ -95,9 +95,10 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signalContext(context.Background(), log)
 	defer stop()
 	var reg *metrics.Registry
+	var onS3Request func(string)
 	if cfg.MetricsAddr != "" {
 		reg = metrics.New()
-		s3RequestHook = reg.OnS3Request
+		onS3Request = reg.OnS3Request
 	}
 	var st store.Store
 	var srv *tcp.Server
@@ -134,7 +135,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		if err := tcp.RecoverInbox(ctx, inbox, cfg.Stream, cfg.Generation, log); err != nil {
 			return err // names the inbox
 		}
-	} else if st, err = openStore(ctx, cfg, log); err != nil {
+	} else if st, err = openStoreWith(ctx, cfg, onS3Request, log); err != nil {
 		return err
 	}
 	ap, err := apply.Parse(rc.Apply, stdout)

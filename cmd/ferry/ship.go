@@ -15,7 +15,6 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/metrics"
-	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/retention"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
@@ -76,11 +75,12 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	var reg *metrics.Registry
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2}
 	var onSent func(string, int, time.Duration)
+	var onS3Request func(string)
 	if cfg.MetricsAddr != "" {
 		reg = metrics.New()
-		s3RequestHook, retry.OnRetry, onSent = reg.OnS3Request, reg.OnRetry, reg.OnSent
+		onS3Request, retry.OnRetry, onSent = reg.OnS3Request, reg.OnRetry, reg.OnSent
 	}
-	targets, closeTargets, err := openTargets(ctx, cfg, log)
+	targets, closeTargets, err := openTargets(ctx, cfg, onS3Request, log)
 	if err != nil {
 		return err
 	}
@@ -104,7 +104,6 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		Retry:     retry,
 		OnSent:    onSent,
 		Ack:       shipper.AckMode(sc.Ack),
-		Applied:   readApplied,
 		Schedules: schedules,
 	}, log)
 	if err != nil {
@@ -237,8 +236,10 @@ func summarizeShip(w io.Writer, sh *shipper.Shipper, elapsed time.Duration) {
 }
 
 // openTargets opens the main store (target "store") and every
-// [[ship.targets]] entry. closeAll closes those that hold connections.
-func openTargets(ctx context.Context, cfg *config.File, log *slog.Logger) (targets []shipper.Target, closeAll func(), err error) {
+// [[ship.targets]] entry, s3:// ones counting their requests with
+// onS3Request (nil: not counted). closeAll closes those that hold
+// connections.
+func openTargets(ctx context.Context, cfg *config.File, onS3Request func(string), log *slog.Logger) (targets []shipper.Target, closeAll func(), err error) {
 	var closers []func() error
 	closeAll = func() {
 		for _, c := range closers {
@@ -251,7 +252,7 @@ func openTargets(ctx context.Context, cfg *config.File, log *slog.Logger) (targe
 		if bw != 0 {
 			c.TCP.BandwidthLimit = bw
 		}
-		st, err := openStore(ctx, &c, log)
+		st, err := openStoreWith(ctx, &c, onS3Request, log)
 		if err != nil {
 			if name != "store" {
 				return fmt.Errorf("target %s: %w", name, err)
@@ -278,20 +279,6 @@ func openTargets(ctx context.Context, cfg *config.File, log *slog.Logger) (targe
 		}
 	}
 	return targets, closeAll, nil
-}
-
-// readApplied is the lowest applied watermark over the receivers that
-// published one for stream in st (ack "applied" on store targets).
-func readApplied(ctx context.Context, st store.Store, stream string) (uint64, bool, error) {
-	wms, err := receiver.ReadWatermarks(ctx, st, stream)
-	if err != nil || len(wms) == 0 {
-		return 0, false, err
-	}
-	lo := wms[0].AppliedSeq
-	for _, w := range wms[1:] {
-		lo = min(lo, w.AppliedSeq)
-	}
-	return lo, true, nil
 }
 
 // stringList is a repeatable string flag.
@@ -346,7 +333,7 @@ func pruneLoop(ctx context.Context, cfg *config.File, targets []shipper.Target, 
 		case <-time.After(time.Until(next)):
 		}
 		for _, t := range targets {
-			if _, ok := t.Store.(shipper.Watermarker); ok {
+			if store.IsSegmentsOnly(t.Store) {
 				continue
 			}
 			plan, err := retention.Compute(ctx, t.Store, cfg.Stream, pol, time.Now())

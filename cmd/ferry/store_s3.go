@@ -10,8 +10,9 @@ import (
 )
 
 // openS3 builds the s3:// store from the URL and the [s3] table; unset
-// settings fall back to the AWS environment inside the store.
-func openS3(ctx context.Context, cfg *config.File, log *slog.Logger) (store.Store, error) {
+// settings fall back to the AWS environment inside the store. onRequest,
+// if not nil, counts its requests (s3.Config.OnRequest).
+func openS3(ctx context.Context, cfg *config.File, onRequest func(kind string), log *slog.Logger) (store.Store, error) {
 	bucket, prefix, err := s3.ParseURL(cfg.Store)
 	if err != nil {
 		return nil, usageError{err}
@@ -32,10 +33,6 @@ func openS3(ctx context.Context, cfg *config.File, log *slog.Logger) (store.Stor
 		SecretKey:          c.SecretKey,
 		SessionToken:       c.SessionToken,
 		Profile:            c.Profile,
-		OnRequest:          s3RequestHook,
+		OnRequest:          onRequest,
 	}, log)
 }
-
-// s3RequestHook counts S3 requests for the metrics of this process (nil
-// without metrics). Set before any store is opened.
-var s3RequestHook func(kind string)

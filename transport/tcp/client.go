@@ -94,7 +94,10 @@ type Client struct {
 	wmCh     chan struct{} // closed (and replaced) when the watermarks change
 }
 
-var _ store.Pipeliner = (*Client)(nil)
+var (
+	_ store.Pipeliner    = (*Client)(nil)
+	_ store.SegmentsOnly = (*Client)(nil)
+)
 
 // errClientClosed is returned by calls after Close.
 var errClientClosed = fmt.Errorf("%w: tcp client closed", store.ErrPermanent)
@@ -331,6 +334,10 @@ func (c *Client) List(ctx context.Context, dir, after string, fn func(store.Obje
 func (c *Client) Delete(ctx context.Context, key string) error {
 	return fmt.Errorf("%s: delete %s: %w: a tcp link cannot delete; prune the receiver's inbox on its host", c, key, store.ErrPermanent)
 }
+
+// SegmentsOnly reports true: a link carries only the stream's segments,
+// and the receiver prunes its inbox (store.SegmentsOnly).
+func (c *Client) SegmentsOnly() bool { return true }
 
 // segmentName checks that key is a segment of the link's stream and
 // returns the segment name.

@@ -207,7 +207,7 @@ func (c *Client) connect(ctx context.Context) (*clientConn, error) {
 		"seq", w.HighestSeq, "segment", w.HighestSegment, "local", cc.l.conn.LocalAddr().String())
 	c.wg.Go(func() { c.readLoop(cc) })
 	c.wg.Go(func() {
-		if err := cc.l.heartbeat(cc.done, interval, nil, nil); err != nil {
+		if err := cc.l.heartbeat(cc.done, interval, nil, 0, nil); err != nil {
 			c.lost(cc, fmt.Errorf("send heartbeat: %w", err))
 		}
 	})

@@ -199,19 +199,17 @@ func heartbeatInterval(own time.Duration, peerMS int64) time.Duration {
 	return max(min(own, time.Duration(peerMS)*time.Millisecond), minHeartbeat)
 }
 
-// watermarkPoll is how often a side with a heartbeat payload (the
-// receiver's watermarks) checks whether it changed when nothing wakes it:
-// a change is sent at once, so a shipper waiting for "applied" learns of
-// it within this even if the receiver does not announce its applies.
-var watermarkPoll = 10 * time.Millisecond // a var for tests
+// defaultWatermarkPoll is Server.WatermarkPoll's default.
+const defaultWatermarkPoll = 10 * time.Millisecond
 
 // heartbeat sends a HEARTBEAT whenever nothing has been written for
 // interval, until done is closed or a write fails. payload, if not nil,
-// supplies the frame's payload; a payload that differs from the last one
-// sent is sent without waiting for the interval. wake, if not nil, returns
-// a channel that is closed when the payload may have changed: it is
-// looked at then instead of at the next poll.
-func (l *link) heartbeat(done <-chan struct{}, interval time.Duration, payload func() []byte, wake func() <-chan struct{}) error {
+// supplies the frame's payload, and a payload that differs from the last
+// one sent is sent without waiting for the interval: it is looked at every
+// poll (which must then be > 0) and whenever the channel wake returns is
+// closed (wake, if not nil, says the payload may have changed).
+func (l *link) heartbeat(done <-chan struct{}, interval time.Duration, payload func() []byte, poll time.Duration,
+	wake func() <-chan struct{}) error {
 	tick := max(interval/2, time.Millisecond)
 	woken := func() <-chan struct{} { return nil }
 	if wake != nil {
@@ -220,7 +218,7 @@ func (l *link) heartbeat(done <-chan struct{}, interval time.Duration, payload f
 	var last []byte
 	next := woken() // before the payload is read, so no change slips by
 	if payload != nil {
-		tick = min(tick, watermarkPoll)
+		tick = min(tick, poll)
 		last = payload() // the handshake or ack told the peer this much
 	}
 	t := time.NewTicker(tick)

@@ -562,10 +562,8 @@ func TestServerRestart(t *testing.T) {
 // heartbeat interval far longer than the test, only the wake-up can bring
 // them, and WatermarksChanged tells the client's user.
 func TestAppliedChangedPushesWatermarks(t *testing.T) {
-	defer func(p time.Duration) { watermarkPoll = p }(watermarkPoll)
-	watermarkPoll = time.Hour
 	srv, _, _ := insecureServer(t)
-	srv.IOTimeout, srv.HeartbeatInterval = time.Hour, 30*time.Minute
+	srv.IOTimeout, srv.HeartbeatInterval, srv.WatermarkPoll = time.Hour, 30*time.Minute, time.Hour
 	var applied atomic.Uint64
 	srv.Applied = func(string) uint64 { return applied.Load() }
 	addr, _ := startServer(t, srv)

@@ -69,6 +69,12 @@ type Server struct {
 	// HeartbeatInterval is how often an idle link is sent a heartbeat (or
 	// more often, if the client asks). Default 5s; below IOTimeout.
 	HeartbeatInterval time.Duration
+	// WatermarkPoll is how often each link checks whether the watermarks
+	// it reports (received and applied seq) changed when AppliedChanged
+	// has not woken it: a change is sent at once in a heartbeat, so a
+	// shipper waiting for ack "applied" learns of it within this even if
+	// the receiver does not announce its applies. Default 10ms.
+	WatermarkPoll time.Duration
 
 	mu     sync.Mutex
 	newest map[streamGen]newestSegment // per stream and generation; see newest.go
@@ -101,13 +107,14 @@ func (s *Server) appliedWake() <-chan struct{} {
 
 // serverSettings is a validated copy of the Server's configuration.
 type serverSettings struct {
-	tls        *tls.Config
-	token      [sha256.Size]byte
-	needToken  bool
-	maxSegment int64
-	ioTimeout  time.Duration
-	heartbeat  time.Duration
-	log        *slog.Logger
+	tls           *tls.Config
+	token         [sha256.Size]byte
+	needToken     bool
+	maxSegment    int64
+	ioTimeout     time.Duration
+	heartbeat     time.Duration
+	watermarkPoll time.Duration
+	log           *slog.Logger
 }
 
 // Check validates the configuration and reports the first problem, saying
@@ -119,8 +126,9 @@ func (s *Server) Check() error {
 
 func (s *Server) settings() (serverSettings, error) {
 	st := serverSettings{
-		maxSegment: cmp.Or(s.MaxSegment, DefaultMaxSegment),
-		log:        s.Log,
+		maxSegment:    cmp.Or(s.MaxSegment, DefaultMaxSegment),
+		watermarkPoll: cmp.Or(s.WatermarkPoll, defaultWatermarkPoll),
+		log:           s.Log,
 	}
 	fail := func(format string, args ...any) (serverSettings, error) {
 		prefix := "tcp listener"
@@ -161,6 +169,9 @@ func (s *Server) settings() (serverSettings, error) {
 	var err error
 	if st.ioTimeout, st.heartbeat, err = timing(s.IOTimeout, s.HeartbeatInterval); err != nil {
 		return fail("%v", err)
+	}
+	if st.watermarkPoll < 0 {
+		return fail("watermark poll %s is negative", st.watermarkPoll)
 	}
 	if st.log == nil {
 		st.log = slog.New(slog.DiscardHandler)

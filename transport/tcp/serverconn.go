@@ -62,7 +62,7 @@ func (s *Server) serveConn(ctx context.Context, st serverSettings, nc net.Conn) 
 	done := make(chan struct{})
 	var hb sync.WaitGroup
 	hb.Go(func() {
-		err := l.heartbeat(done, sess.interval, func() []byte { return s.watermarks(sess.streamGen) }, s.appliedWake)
+		err := l.heartbeat(done, sess.interval, func() []byte { return s.watermarks(sess.streamGen) }, st.watermarkPoll, s.appliedWake)
 		if err != nil && ctx.Err() == nil {
 			nc.Close() // wakes the reader below
 		}

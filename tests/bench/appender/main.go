@@ -31,8 +31,8 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
-	"github.com/ferry-dr/ferry/internal/loadgen"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/loadgen"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 	"github.com/ferry-dr/ferry/transport/tcp"

@@ -1,4 +1,4 @@
-package receiver
+package catalog
 
 import (
 	"context"
@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -32,24 +30,54 @@ type Watermark struct {
 	PublishedAt time.Time `json:"published_at"`
 }
 
+// watermarksDir is the List dir of a stream's receiver registrations.
+func watermarksDir(stream string) string { return stream + "/watermarks/" }
+
 // WatermarkDir is the List dir of a receiver's watermark objects.
 func WatermarkDir(stream, receiverID string) string {
-	return stream + "/watermarks/" + receiverID + "/"
+	return watermarksDir(stream) + receiverID + "/"
 }
 
-var idSanitize = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+// WatermarkKey is the object name of receiver's watermark at applied seq.
+func WatermarkKey(stream, receiverID string, seq uint64) string {
+	return fmt.Sprintf("%s%016x.json", WatermarkDir(stream, receiverID), seq)
+}
 
-// DefaultReceiverID is the host name made safe as a name element.
-func DefaultReceiverID() string {
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "receiver"
+// registrationKey is the object name of a receiver's registration marker.
+func registrationKey(stream, receiverID string) string {
+	return watermarksDir(stream) + receiverID + ".id"
+}
+
+// RegisterReceiver stores the marker that registers receiverID for
+// stream: ReadWatermarks finds every receiver with one List of the parent
+// of their watermark dirs, which does not report sub-"directories".
+// Registering again is harmless.
+func RegisterReceiver(ctx context.Context, st store.Store, stream, receiverID string) error {
+	return st.Put(ctx, registrationKey(stream, receiverID), []byte(receiverID+"\n"))
+}
+
+// PutWatermark stores w under WatermarkKey and returns that key. A
+// watermark already stored at the same seq (an earlier run's, with
+// another published_at) is never overwritten; it stands, and that is no
+// error.
+func PutWatermark(ctx context.Context, st store.Store, w Watermark) (string, error) {
+	body, _ := json.Marshal(w)
+	key := WatermarkKey(w.Stream, w.Receiver, w.AppliedSeq)
+	if err := st.Put(ctx, key, body); err != nil && !errors.Is(err, store.ErrConflict) {
+		return key, err
 	}
-	h = strings.Trim(idSanitize.ReplaceAllString(h, "-"), "-.")
-	if h == "" {
-		return "receiver"
-	}
-	return h
+	return key, nil
+}
+
+// DeleteOtherWatermarks deletes every watermark of receiverID but the one
+// stored under keep, higher ones too.
+func DeleteOtherWatermarks(ctx context.Context, st store.Store, stream, receiverID, keep string) error {
+	return st.List(ctx, WatermarkDir(stream, receiverID), "", func(o store.Object) error {
+		if o.Name != keep {
+			return st.Delete(ctx, o.Name)
+		}
+		return nil
+	})
 }
 
 // ReadWatermarks returns the newest watermark of every receiver registered
@@ -62,8 +90,8 @@ func ReadWatermarks(ctx context.Context, st store.Store, stream string) ([]Water
 	// Receivers are sub-"directories" of <stream>/watermarks/, which List
 	// does not report; each receiver's newest object is found per id, so
 	// ids are discovered from a marker listing of the parent.
-	err := st.List(ctx, stream+"/watermarks/", "", func(o store.Object) error {
-		if id, ok := strings.CutSuffix(strings.TrimPrefix(o.Name, stream+"/watermarks/"), ".id"); ok {
+	err := st.List(ctx, watermarksDir(stream), "", func(o store.Object) error {
+		if id, ok := strings.CutSuffix(strings.TrimPrefix(o.Name, watermarksDir(stream)), ".id"); ok {
 			ids = append(ids, id)
 		}
 		return nil
@@ -80,63 +108,6 @@ func ReadWatermarks(ctx context.Context, st store.Store, stream string) ([]Water
 		out = append(out, w)
 	}
 	return out, nil
-}
-
-// publish writes the current watermark if it moved, then deletes the
-// older ones. Failures are logged, never fatal: applying matters more.
-func (r *Receiver) publish(ctx context.Context) {
-	if r.cfg.ReceiverID == "" {
-		return
-	}
-	cp := r.Checkpoint()
-	if cp.LastSeq == 0 || cp.LastSeq == r.published {
-		return
-	}
-	w := Watermark{Format: 1, Receiver: r.cfg.ReceiverID, Stream: r.cfg.Stream, Generation: cp.Generation,
-		AppliedSeq: cp.LastSeq, AppliedHash: cp.LastHash, Segment: cp.Segment, AppliedAt: cp.AppliedAt,
-		PublishedAt: r.cfg.Now().UTC()}
-	body, _ := json.Marshal(w)
-	dir := WatermarkDir(r.cfg.Stream, r.cfg.ReceiverID)
-	name := fmt.Sprintf("%s%016x.json", dir, cp.LastSeq)
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if !r.registered {
-		// A marker naming the receiver lets ReadWatermarks find every
-		// receiver with one List of the parent.
-		marker := r.cfg.Stream + "/watermarks/" + r.cfg.ReceiverID + ".id"
-		if err := r.cfg.Store.Put(ctx, marker, []byte(r.cfg.ReceiverID+"\n")); err != nil {
-			r.log.Warn("cannot register receiver watermark", "store", r.cfg.Store.String(), "err", err)
-			return
-		}
-		r.registered = true
-	}
-	// ErrConflict: an earlier run published this seq (with another
-	// published_at) and the object is never overwritten; it stands.
-	if err := r.cfg.Store.Put(ctx, name, body); err != nil && !errors.Is(err, store.ErrConflict) {
-		r.log.Warn("cannot publish applied watermark", "store", r.cfg.Store.String(), "seq", cp.LastSeq, "err", err)
-		return
-	}
-	r.published, r.publishedAt = cp.LastSeq, r.cfg.Now()
-	// Delete every other watermark, higher ones too: they were left by an
-	// earlier receiver under this id (its state since rebuilt), and a
-	// watermark above what is applied would let retention delete segments
-	// this receiver still needs.
-	err := r.cfg.Store.List(ctx, dir, "", func(o store.Object) error {
-		if o.Name != name {
-			return r.cfg.Store.Delete(ctx, o.Name)
-		}
-		return nil
-	})
-	if err != nil {
-		r.log.Warn("cannot delete old watermarks", "store", r.cfg.Store.String(), "err", err)
-	}
-}
-
-// maybePublish publishes at most every PublishEvery.
-func (r *Receiver) maybePublish(ctx context.Context) {
-	if r.cfg.Now().Sub(r.publishedAt) >= r.cfg.PublishEvery {
-		r.publish(ctx)
-	}
 }
 
 // readNewestWatermark reads receiver id's newest watermark. A receiver
