@@ -47,7 +47,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	c.fs.String("id", "", "receiver id in the published watermark (default: host name)")
 	c.fs.Int("prefetch", 0, "segments read and verified ahead of the one being applied, to catch up faster (default 4; 0 for none)")
 	addLinkFlags(c.fs, true)
-	c.addMetricsFlag()
+	c.accept("metrics-addr")
 	err := c.parse(args, "receive", func(f *flag.Flag) error {
 		if f.Name == "listen" {
 			// --listen ADDR is short for --store tcp://ADDR: accept

@@ -52,7 +52,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	c.fs.String("shutdown-timeout", "", "how long to keep sending after EOF or a signal (default 30s)")
 	c.fs.String("compression", "", "fastest, default, better or best (default fastest)")
 	c.fs.String("ack", "", "when a record counts as accepted: local, received or applied (default local)")
-	c.addMetricsFlag()
+	c.accept("metrics-addr")
 	var also stringList
 	c.fs.Var(&also, "also", "send every segment to this store `URL` too (fan-out; repeatable; see [[ship.targets]])")
 	addLinkFlags(c.fs, false)
