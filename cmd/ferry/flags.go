@@ -56,6 +56,40 @@ var configFlags = map[string]configFlag{
 		set: func(c *config.File, v string) error { c.LogFormat = v; return nil }},
 	"metrics-addr": {kind: stringFlag, usage: "serve Prometheus /metrics and /healthz on this `address` (host:port)",
 		set: func(c *config.File, v string) error { c.MetricsAddr = v; return nil }},
+
+	// [ship]; the usages are ship's.
+	"spool": {kind: stringFlag, usage: "spool `dir`: durable local buffer (one shipper per spool)",
+		set: func(c *config.File, v string) error { c.Ship.Spool = v; return nil }},
+	"source": {kind: stringFlag, usage: "stdin, tail:PATH (follow a file) or dir:PATH (replicate a directory tree) (default stdin)",
+		set: func(c *config.File, v string) error { c.Ship.Source = v; return nil }},
+	"format": {kind: stringFlag, usage: "line, ndjson or raw (default line)",
+		set: func(c *config.File, v string) error { c.Ship.Format = v; return nil }},
+	"fsync": {kind: stringFlag, usage: "always, batch or off (default batch)",
+		set: func(c *config.File, v string) error { c.Ship.Fsync = v; return nil }},
+	"max-bytes": {kind: stringFlag, usage: "seal a segment at this many uncompressed `bytes` (default 4MiB)",
+		set: func(c *config.File, v string) (err error) { c.Ship.MaxBytes, err = config.ParseSize(v); return }},
+	"max-age": {kind: stringFlag, usage: "seal a segment this long after its first record (default 2s)",
+		set: func(c *config.File, v string) (err error) { c.Ship.MaxAge, err = config.ParseDuration(v); return }},
+	"max-records": {kind: int64Flag, usage: "seal a segment at this many records (default no limit)",
+		set: func(c *config.File, v string) (err error) { _, err = fmt.Sscan(v, &c.Ship.MaxRecords); return }},
+	"max-record-size": {kind: stringFlag, usage: "refuse records larger than this (default 16MiB)",
+		set: func(c *config.File, v string) (err error) { c.Ship.MaxRecordSize, err = config.ParseSize(v); return }},
+	"spool-limit": {kind: stringFlag, usage: "stop reading input above this spool size (default 1GiB)",
+		set: func(c *config.File, v string) (err error) { c.Ship.SpoolLimit, err = config.ParseSize(v); return }},
+	"shutdown-timeout": {kind: stringFlag, usage: "how long to keep sending after EOF or a signal (default 30s)",
+		set: func(c *config.File, v string) (err error) {
+			c.Ship.ShutdownTimeout, err = config.ParseDuration(v)
+			return
+		}},
+	"compression": {kind: stringFlag, usage: "fastest, default, better or best (default fastest)",
+		set: func(c *config.File, v string) error { c.Ship.Compression = v; return nil }},
+	"ack": {kind: stringFlag, usage: "when a record counts as accepted: local, received or applied (default local)",
+		set: func(c *config.File, v string) error { c.Ship.Ack = v; return nil }},
+	"also": {kind: listFlag, usage: "send every segment to this store `URL` too (fan-out; repeatable; see [[ship.targets]])",
+		set: func(c *config.File, v string) error {
+			c.Ship.Targets = append(c.Ship.Targets, config.Target{Store: v})
+			return nil
+		}},
 }
 
 // commonFlags are accepted by every verb that reads the config.
