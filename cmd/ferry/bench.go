@@ -54,11 +54,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	c.acceptWithUsage("ack", "local, received or applied (default: the config's, else local)")
 	c.acceptWithUsage("max-bytes", "seal at this many uncompressed bytes (default: the config's)")
 	c.acceptWithUsage("max-age", "seal this long after the first record (default: the config's)")
-	addLinkFlags(c.fs, false)
-	err := c.parse(args, "", func(f *flag.Flag) error {
-		_, err := applyLinkFlag(c.cfg, f)
-		return err
-	})
+	c.accept(shipperLinkFlags...)
+	err := c.parse(args, "")
 	if err != nil {
 		return err
 	}

@@ -45,8 +45,8 @@ func newFlags(name, synopsis, examples string, stderr io.Writer) *common {
 }
 
 // parse parses args, loads the config file (or defaults) and applies the
-// flags that were set, via apply for verb-specific ones.
-func (c *common) parse(args []string, verb string, apply func(f *flag.Flag) error) error {
+// config flags that were set.
+func (c *common) parse(args []string, verb string) error {
 	if err := c.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return errHelp
@@ -62,16 +62,14 @@ func (c *common) parse(args []string, verb string, apply func(f *flag.Flag) erro
 	} else {
 		c.cfg = config.Defaults()
 	}
+	// Visit goes through the set flags in lexical order, so --store, after
+	// --listen, wins when both are given.
 	var ferr error
 	c.fs.Visit(func(f *flag.Flag) {
 		if ferr != nil {
 			return
 		}
-		if ok, err := c.applyFlag(f); ok {
-			ferr = err
-		} else if apply != nil && f.Name != "config" {
-			ferr = apply(f)
-		}
+		ferr = c.applyFlag(f)
 	})
 	if ferr != nil {
 		return usageError{ferr}

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"strconv"
 
 	"github.com/ferry-dr/ferry/config"
 )
@@ -90,10 +91,64 @@ var configFlags = map[string]configFlag{
 			c.Ship.Targets = append(c.Ship.Targets, config.Target{Store: v})
 			return nil
 		}},
+
+	// [receive]
+	"state": {kind: stringFlag, usage: "state `dir`: the durable checkpoint (one receiver per dir)",
+		set: func(c *config.File, v string) error { c.Receive.State = v; return nil }},
+	"apply": {kind: stringFlag, usage: "file:PATH, exec:CMD or stdout",
+		set: func(c *config.File, v string) error { c.Receive.Apply = v; return nil }},
+	"gap-timeout": {kind: stringFlag, usage: "how long a missing segment may stay missing before it is reported (default 30s)",
+		set: func(c *config.File, v string) (err error) {
+			c.Receive.GapTimeout, err = config.ParseDuration(v)
+			return
+		}},
+	"poll-min": {kind: stringFlag, usage: "shortest wait between store polls (default 200ms)",
+		set: func(c *config.File, v string) (err error) { c.Receive.PollMin, err = config.ParseDuration(v); return }},
+	"poll-max": {kind: stringFlag, usage: "longest wait between polls when idle (default 5s)",
+		set: func(c *config.File, v string) (err error) { c.Receive.PollMax, err = config.ParseDuration(v); return }},
+	"id": {kind: stringFlag, usage: "receiver id in the published watermark (default: host name)",
+		set: func(c *config.File, v string) error { c.Receive.ID = v; return nil }},
+	"prefetch": {kind: intFlag, usage: "segments read and verified ahead of the one being applied, to catch up faster (default 4; 0 for none)",
+		set: func(c *config.File, v string) (err error) { c.Receive.Prefetch, err = strconv.Atoi(v); return }},
+
+	// [tcp], the direct link
+	"token": {kind: stringFlag, usage: "shared secret for the TCP link (prefer the config file: flags show in ps)",
+		set: func(c *config.File, v string) error { c.TCP.Token = v; return nil }},
+	"insecure": {kind: boolFlag, usage: "allow a plaintext TCP link (no TLS)",
+		set: func(c *config.File, v string) error { c.TCP.Insecure = v == "true"; return nil }},
+	"tls-cert": {kind: stringFlag, usage: "this side's TLS certificate `file` (PEM)",
+		set: func(c *config.File, v string) error { c.TCP.CertFile = v; return nil }},
+	"tls-key": {kind: stringFlag, usage: "this side's TLS key `file` (PEM)",
+		set: func(c *config.File, v string) error { c.TCP.KeyFile = v; return nil }},
+	"tls-ca": {kind: stringFlag, usage: "CA `file` that signed the receiver's certificate",
+		set: func(c *config.File, v string) error { c.TCP.CAFile = v; return nil }},
+	"bandwidth-limit": {kind: stringFlag, usage: "cap the link at this many `bytes` per second (e.g. 10MiB)",
+		set: func(c *config.File, v string) (err error) { c.TCP.BandwidthLimit, err = config.ParseSize(v); return }, bareErr: true},
+	"tls-client-ca": {kind: stringFlag, usage: "require client certificates signed by this CA `file` (mutual TLS)",
+		set: func(c *config.File, v string) error { c.TCP.ClientCAFile = v; return nil }},
+	"inbox": {kind: stringFlag, usage: "`dir` for received segments (default STATE/inbox)",
+		set: func(c *config.File, v string) error { c.TCP.Inbox = v; return nil }},
+	// --listen ADDR is short for --store tcp://ADDR: accept shippers on
+	// ADDR and apply from the local inbox.
+	"listen": {kind: stringFlag, usage: "accept shippers on this `address` (host:port) and apply what they send",
+		set: func(c *config.File, v string) error { c.Store = "tcp://" + v; return nil }},
+
+	// [retention]
+	"keep-for": {kind: stringFlag, usage: "keep segments stored less than this long ago (e.g. 720h)",
+		set: func(c *config.File, v string) (err error) { c.Retention.KeepFor, err = config.ParseDuration(v); return }},
+	"keep-min": {kind: intFlag, usage: "keep at least this many of the newest segments",
+		set: func(c *config.File, v string) (err error) { _, err = fmt.Sscan(v, &c.Retention.KeepMin); return }},
 }
 
-// commonFlags are accepted by every verb that reads the config.
-var commonFlags = []string{"store", "stream", "generation", "log-level", "log-format"}
+// Flags that several verbs accept together.
+var (
+	// commonFlags are accepted by every verb that reads the config.
+	commonFlags = []string{"store", "stream", "generation", "log-level", "log-format"}
+	// shipperLinkFlags are for the shipper's end of a tcp:// link.
+	shipperLinkFlags = []string{"token", "insecure", "tls-cert", "tls-key", "tls-ca", "bandwidth-limit"}
+	// receiverLinkFlags are for receive's end of it.
+	receiverLinkFlags = []string{"token", "insecure", "tls-cert", "tls-key", "listen", "tls-client-ca", "inbox"}
+)
 
 // accept adds the named config flags to the verb, with the table's usage.
 func (c *common) accept(names ...string) {
@@ -125,12 +180,12 @@ func (c *common) acceptWithUsage(name, usage string) {
 	c.accepted[name] = cf
 }
 
-// applyFlag stores a config flag given on the command line in c.cfg; ok is
-// false if f is not a config flag of this verb.
-func (c *common) applyFlag(f *flag.Flag) (ok bool, err error) {
+// applyFlag stores f, given on the command line, in c.cfg if it is one of
+// the verb's config flags.
+func (c *common) applyFlag(f *flag.Flag) error {
 	cf, ok := c.accepted[f.Name]
 	if !ok {
-		return false, nil
+		return nil // --config, or a flag of the verb's own
 	}
 	values := []string{f.Value.String()}
 	if l, isList := f.Value.(*stringList); isList {
@@ -139,10 +194,10 @@ func (c *common) applyFlag(f *flag.Flag) (ok bool, err error) {
 	for _, v := range values {
 		if err := cf.set(c.cfg, v); err != nil {
 			if cf.bareErr {
-				return true, err
+				return err
 			}
-			return true, fmt.Errorf("--%s: %w", f.Name, err)
+			return fmt.Errorf("--%s: %w", f.Name, err)
 		}
 	}
-	return true, nil
+	return nil
 }

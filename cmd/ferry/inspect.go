@@ -58,7 +58,7 @@ const lsExamples = `  ferry ls --store /srv/ferry --stream app
 func runLs(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("ls", "ferry ls --store URL --stream NAME [--json] [--config FILE]", lsExamples, stderr)
 	asJSON := c.fs.Bool("json", false, "one JSON object per segment")
-	if err := c.parse(args, "", nil); err != nil {
+	if err := c.parse(args, ""); err != nil {
 		return err
 	}
 	if c.cfg.Stream == "" {
@@ -157,7 +157,7 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 	asJSON := c.fs.Bool("json", false, "one JSON object per record (seq, time, key, op, data)")
 	from := c.fs.Uint64("from", 1, "first seq to print (with --store)")
 	to := c.fs.Uint64("to", 0, "last seq to print (with --store; 0 = to the end)")
-	if err := c.parse(args, "", nil); err != nil {
+	if err := c.parse(args, ""); err != nil {
 		return err
 	}
 	out := &recordPrinter{w: stdout, json: *asJSON}
@@ -276,7 +276,7 @@ const verifyExamples = `  ferry verify --store /srv/ferry --stream app
 // and between segments, metadata vs name, stream) and the hash chain.
 func runVerify(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("verify", "ferry verify --store URL --stream NAME [--config FILE] | ferry verify FILE...", verifyExamples, stderr)
-	if err := c.parse(args, "", nil); err != nil {
+	if err := c.parse(args, ""); err != nil {
 		return err
 	}
 	var defects []string

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -58,14 +57,11 @@ func runPush(args []string, stdout, stderr io.Writer) error {
 	c.accept("fsync", "max-bytes")
 	c.acceptWithUsage("shutdown-timeout", "how long to try sending before exiting when no shipper runs (default 30s)")
 	c.acceptWithUsage("also", "also send to this store `URL` (repeatable; see [[ship.targets]])")
-	addLinkFlags(c.fs, false)
+	c.accept(shipperLinkFlags...)
 	timeout := c.fs.Duration("timeout", 10*time.Minute, "give up (exit 1) after this long; PostgreSQL retries a failed archive_command")
 	wait := c.fs.Duration("wait", 30*time.Second, "how long to wait for a spool that another process holds without answering on push.sock")
 	quiet := c.fs.Bool("quiet", false, "print nothing on success")
-	err := c.parse(args, "ship", func(f *flag.Flag) error {
-		_, err := applyLinkFlag(c.cfg, f)
-		return err
-	})
+	err := c.parse(args, "ship")
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -42,11 +41,8 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("ship", "ferry ship --store URL --stream NAME --spool DIR [--source stdin|tail:PATH] [--format line|ndjson|raw] [--max-bytes 4MiB] [--max-age 2s] [--max-records N] [--config FILE]", shipExamples, stderr)
 	c.accept("spool", "source", "format", "fsync", "max-bytes", "max-age", "max-records", "max-record-size",
 		"spool-limit", "shutdown-timeout", "compression", "ack", "metrics-addr", "also")
-	addLinkFlags(c.fs, false)
-	err := c.parse(args, "ship", func(f *flag.Flag) error {
-		_, err := applyLinkFlag(c.cfg, f)
-		return err
-	})
+	c.accept(shipperLinkFlags...)
+	err := c.parse(args, "ship")
 	if err != nil {
 		return err
 	}
