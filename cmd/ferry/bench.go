@@ -55,14 +55,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	c.acceptWithUsage("max-bytes", "seal at this many uncompressed bytes (default: the config's)")
 	c.acceptWithUsage("max-age", "seal this long after the first record (default: the config's)")
 	c.accept(shipperLinkFlags...)
-	err := c.parse(args, "")
+	err := c.parseNoArgs(args, "")
 	if err != nil {
 		return err
 	}
 	cfg := c.cfg
-	if c.fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
-	}
 	if cfg.Store == "" {
 		return usageError{errors.New("--store is required: the target to measure")}
 	}

@@ -80,6 +80,17 @@ func (c *common) parse(args []string, verb string) error {
 	return nil
 }
 
+// parseNoArgs is parse for a verb that takes flags only.
+func (c *common) parseNoArgs(args []string, verb string) error {
+	if err := c.parse(args, verb); err != nil {
+		return err
+	}
+	if c.fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
+	}
+	return nil
+}
+
 func (c *common) logger(stderr io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	switch c.cfg.LogLevel {

@@ -22,12 +22,9 @@ func runPrune(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("prune", "ferry prune --store URL --stream NAME [--keep-for 720h] [--keep-min N] [--dry-run] [--config FILE]", pruneExamples, stderr)
 	c.accept("keep-for", "keep-min")
 	dryRun := c.fs.Bool("dry-run", false, "say what would be deleted, delete nothing")
-	err := c.parse(args, "")
+	err := c.parseNoArgs(args, "")
 	if err != nil {
 		return err
-	}
-	if c.fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
 	}
 	switch {
 	case c.cfg.Stream == "":

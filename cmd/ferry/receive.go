@@ -38,12 +38,9 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	c.accept("state", "apply", "gap-timeout", "poll-min", "poll-max", "id", "prefetch", "metrics-addr")
 	c.accept(receiverLinkFlags...)
 	once := c.fs.Bool("once", false, "apply what is in the store, then exit (non-zero on a gap)")
-	err := c.parse(args, "receive")
+	err := c.parseNoArgs(args, "receive")
 	if err != nil {
 		return err
-	}
-	if c.fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
 	}
 	log := c.logger(stderr)
 	cfg := c.cfg

@@ -42,12 +42,9 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	c.accept("spool", "source", "format", "fsync", "max-bytes", "max-age", "max-records", "max-record-size",
 		"spool-limit", "shutdown-timeout", "compression", "ack", "metrics-addr", "also")
 	c.accept(shipperLinkFlags...)
-	err := c.parse(args, "ship")
+	err := c.parseNoArgs(args, "ship")
 	if err != nil {
 		return err
-	}
-	if c.fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
 	}
 	log := c.logger(stderr)
 	cfg := c.cfg
