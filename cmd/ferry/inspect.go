@@ -177,15 +177,8 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 		}
 		return out.flush()
 	}
-	if c.cfg.Stream == "" || c.cfg.Store == "" {
-		return usageError{errors.New("give segment files, or --store and --stream")}
-	}
 	ctx := context.Background()
-	st, err := openStore(ctx, c.cfg, c.logger(stderr))
-	if err != nil {
-		return err
-	}
-	names, _, err := listSegments(ctx, st, c.cfg.Stream)
+	st, names, err := c.storeSegments(ctx, stderr)
 	if err != nil {
 		return err
 	}
@@ -208,6 +201,20 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return out.flush()
+}
+
+// storeSegments opens the store and lists the stream's segments, for cat
+// and verify when they are given no segment files.
+func (c *common) storeSegments(ctx context.Context, stderr io.Writer) (store.Store, []string, error) {
+	if c.cfg.Stream == "" || c.cfg.Store == "" {
+		return nil, nil, usageError{errors.New("give segment files, or --store and --stream")}
+	}
+	st, err := openStore(ctx, c.cfg, c.logger(stderr))
+	if err != nil {
+		return nil, nil, err
+	}
+	names, _, err := listSegments(ctx, st, c.cfg.Stream)
+	return st, names, err
 }
 
 func readFileCapped(path string) ([]byte, error) {
@@ -294,15 +301,8 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		}
 		return verdict(stdout, defects, len(c.fs.Args()))
 	}
-	if c.cfg.Stream == "" || c.cfg.Store == "" {
-		return usageError{errors.New("give segment files, or --store and --stream")}
-	}
 	ctx := context.Background()
-	st, err := openStore(ctx, c.cfg, c.logger(stderr))
-	if err != nil {
-		return err
-	}
-	names, _, err := listSegments(ctx, st, c.cfg.Stream)
+	st, names, err := c.storeSegments(ctx, stderr)
 	if err != nil {
 		return err
 	}
