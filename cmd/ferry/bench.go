@@ -51,23 +51,15 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	spoolDir := c.fs.String("bench-spool", "", "spool `dir` (default: a temporary one, removed afterwards)")
 	keep := c.fs.Bool("keep", false, "keep the bench segments in the store (default: delete them from directory and S3 stores)")
 	asJSON := c.fs.Bool("json", false, "print the result as JSON")
-	c.fs.String("ack", "", "local, received or applied (default: the config's, else local)")
-	c.fs.String("max-bytes", "", "seal at this many uncompressed bytes (default: the config's)")
-	c.fs.String("max-age", "", "seal this long after the first record (default: the config's)")
-	addLinkFlags(c.fs, false)
-	err := c.parse(args, "", func(f *flag.Flag) error {
-		if ok, err := applyLinkFlag(c.cfg, f); ok {
-			return err
-		}
-		return applyShipFlag(c.cfg, f)
-	})
+	c.acceptWithUsage("ack", "local, received or applied (default: the config's, else local)")
+	c.acceptWithUsage("max-bytes", "seal at this many uncompressed bytes (default: the config's)")
+	c.acceptWithUsage("max-age", "seal this long after the first record (default: the config's)")
+	c.accept(shipperLinkFlags...)
+	err := c.parseNoArgs(args, "")
 	if err != nil {
 		return err
 	}
 	cfg := c.cfg
-	if c.fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
-	}
 	if cfg.Store == "" {
 		return usageError{errors.New("--store is required: the target to measure")}
 	}

@@ -26,10 +26,11 @@ type common struct {
 	fs         *flag.FlagSet
 	configPath string
 	cfg        *config.File
+	accepted   map[string]configFlag // the verb's config flags, by name
 }
 
 func newFlags(name, synopsis, examples string, stderr io.Writer) *common {
-	c := &common{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+	c := &common{fs: flag.NewFlagSet(name, flag.ContinueOnError), accepted: map[string]configFlag{}}
 	c.fs.SetOutput(stderr)
 	c.fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: %s\n\nFlags (they override the config file):\n", synopsis)
@@ -39,22 +40,13 @@ func newFlags(name, synopsis, examples string, stderr io.Writer) *common {
 		}
 	}
 	c.fs.StringVar(&c.configPath, "config", "", "TOML config `file` (see etc/)")
-	c.fs.String("store", "", "store `URL`: a directory path, file:///abs/path or s3://bucket/prefix")
-	c.fs.String("stream", "", "stream `name`")
-	c.fs.Uint("generation", 0, "stream generation (default 1)")
-	c.fs.String("log-level", "", "debug, info, warn or error (default info)")
-	c.fs.String("log-format", "", "text or json (default text)")
+	c.accept(commonFlags...)
 	return c
 }
 
-// addMetricsFlag adds --metrics-addr (ship and receive).
-func (c *common) addMetricsFlag() {
-	c.fs.String("metrics-addr", "", "serve Prometheus /metrics and /healthz on this `address` (host:port)")
-}
-
 // parse parses args, loads the config file (or defaults) and applies the
-// flags that were set, via apply for verb-specific ones.
-func (c *common) parse(args []string, verb string, apply func(f *flag.Flag) error) error {
+// config flags that were set.
+func (c *common) parse(args []string, verb string) error {
 	if err := c.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return errHelp
@@ -70,39 +62,31 @@ func (c *common) parse(args []string, verb string, apply func(f *flag.Flag) erro
 	} else {
 		c.cfg = config.Defaults()
 	}
+	// Visit goes through the set flags in lexical order, so --store, after
+	// --listen, wins when both are given.
 	var ferr error
 	c.fs.Visit(func(f *flag.Flag) {
 		if ferr != nil {
 			return
 		}
-		v := f.Value.String()
-		switch f.Name {
-		case "config":
-		case "store":
-			c.cfg.Store = v
-		case "stream":
-			c.cfg.Stream = v
-		case "generation":
-			var g uint32
-			fmt.Sscan(v, &g)
-			c.cfg.Generation = g
-		case "log-level":
-			c.cfg.LogLevel = v
-		case "log-format":
-			c.cfg.LogFormat = v
-		case "metrics-addr":
-			c.cfg.MetricsAddr = v
-		default:
-			if apply != nil {
-				ferr = apply(f)
-			}
-		}
+		ferr = c.applyFlag(f)
 	})
 	if ferr != nil {
 		return usageError{ferr}
 	}
 	if err := c.cfg.Validate(verb); err != nil {
 		return usageError{fmt.Errorf("invalid settings:\n%w", err)}
+	}
+	return nil
+}
+
+// parseNoArgs is parse for a verb that takes flags only.
+func (c *common) parseNoArgs(args []string, verb string) error {
+	if err := c.parse(args, verb); err != nil {
+		return err
+	}
+	if c.fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
 	}
 	return nil
 }

@@ -59,11 +59,8 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	applySpec := c.fs.String("apply", "", "file, dir, or an applier spec (default: dir for a dir-tree stream, file otherwise)")
 	pf := c.fs.Int("prefetch", receiver.DefaultPrefetch, "segments read and verified ahead of the one being applied (0 for none)")
 	gapTimeout := c.fs.Duration("gap-timeout", 2*time.Second, "how long a missing segment may stay missing before the restore fails")
-	if err := c.parse(args, "", nil); err != nil {
+	if err := c.parseNoArgs(args, ""); err != nil {
 		return err
-	}
-	if c.fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
 	}
 	if c.cfg.Stream == "" || c.cfg.Store == "" {
 		return usageError{errors.New("--store and --stream are required")}

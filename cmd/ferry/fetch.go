@@ -42,7 +42,7 @@ func runFetch(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("fetch", "ferry fetch [--config FILE | --store URL --stream NAME | --from DIR] NAME DEST", fetchExamples, stderr)
 	from := c.fs.String("from", "", "copy from this `dir`: a receiver's applied tree (--apply dir:DIR) instead of a store")
 	timeout := c.fs.Duration("timeout", 5*time.Minute, "give up (exit 1) after this long")
-	if err := c.parse(args, "", nil); err != nil {
+	if err := c.parse(args, ""); err != nil {
 		return err
 	}
 	if c.fs.NArg() != 2 {

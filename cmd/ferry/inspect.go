@@ -58,7 +58,7 @@ const lsExamples = `  ferry ls --store /srv/ferry --stream app
 func runLs(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("ls", "ferry ls --store URL --stream NAME [--json] [--config FILE]", lsExamples, stderr)
 	asJSON := c.fs.Bool("json", false, "one JSON object per segment")
-	if err := c.parse(args, "", nil); err != nil {
+	if err := c.parse(args, ""); err != nil {
 		return err
 	}
 	if c.cfg.Stream == "" {
@@ -157,7 +157,7 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 	asJSON := c.fs.Bool("json", false, "one JSON object per record (seq, time, key, op, data)")
 	from := c.fs.Uint64("from", 1, "first seq to print (with --store)")
 	to := c.fs.Uint64("to", 0, "last seq to print (with --store; 0 = to the end)")
-	if err := c.parse(args, "", nil); err != nil {
+	if err := c.parse(args, ""); err != nil {
 		return err
 	}
 	out := &recordPrinter{w: stdout, json: *asJSON}
@@ -177,15 +177,8 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 		}
 		return out.flush()
 	}
-	if c.cfg.Stream == "" || c.cfg.Store == "" {
-		return usageError{errors.New("give segment files, or --store and --stream")}
-	}
 	ctx := context.Background()
-	st, err := openStore(ctx, c.cfg, c.logger(stderr))
-	if err != nil {
-		return err
-	}
-	names, _, err := listSegments(ctx, st, c.cfg.Stream)
+	st, names, err := c.storeSegments(ctx, stderr)
 	if err != nil {
 		return err
 	}
@@ -208,6 +201,20 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return out.flush()
+}
+
+// storeSegments opens the store and lists the stream's segments, for cat
+// and verify when they are given no segment files.
+func (c *common) storeSegments(ctx context.Context, stderr io.Writer) (store.Store, []string, error) {
+	if c.cfg.Stream == "" || c.cfg.Store == "" {
+		return nil, nil, usageError{errors.New("give segment files, or --store and --stream")}
+	}
+	st, err := openStore(ctx, c.cfg, c.logger(stderr))
+	if err != nil {
+		return nil, nil, err
+	}
+	names, _, err := listSegments(ctx, st, c.cfg.Stream)
+	return st, names, err
 }
 
 func readFileCapped(path string) ([]byte, error) {
@@ -276,7 +283,7 @@ const verifyExamples = `  ferry verify --store /srv/ferry --stream app
 // and between segments, metadata vs name, stream) and the hash chain.
 func runVerify(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("verify", "ferry verify --store URL --stream NAME [--config FILE] | ferry verify FILE...", verifyExamples, stderr)
-	if err := c.parse(args, "", nil); err != nil {
+	if err := c.parse(args, ""); err != nil {
 		return err
 	}
 	var defects []string
@@ -294,15 +301,8 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		}
 		return verdict(stdout, defects, len(c.fs.Args()))
 	}
-	if c.cfg.Stream == "" || c.cfg.Store == "" {
-		return usageError{errors.New("give segment files, or --store and --stream")}
-	}
 	ctx := context.Background()
-	st, err := openStore(ctx, c.cfg, c.logger(stderr))
-	if err != nil {
-		return err
-	}
-	names, _, err := listSegments(ctx, st, c.cfg.Stream)
+	st, names, err := c.storeSegments(ctx, stderr)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,51 +11,6 @@ import (
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/transport/tcp"
 )
-
-// addLinkFlags adds the direct-link flags (see [tcp] in the config).
-func addLinkFlags(fs *flag.FlagSet, receiverSide bool) {
-	fs.String("token", "", "shared secret for the TCP link (prefer the config file: flags show in ps)")
-	fs.Bool("insecure", false, "allow a plaintext TCP link (no TLS)")
-	fs.String("tls-cert", "", "this side's TLS certificate `file` (PEM)")
-	fs.String("tls-key", "", "this side's TLS key `file` (PEM)")
-	if receiverSide {
-		fs.String("listen", "", "accept shippers on this `address` (host:port) and apply what they send")
-		fs.String("tls-client-ca", "", "require client certificates signed by this CA `file` (mutual TLS)")
-		fs.String("inbox", "", "`dir` for received segments (default STATE/inbox)")
-	} else {
-		fs.String("tls-ca", "", "CA `file` that signed the receiver's certificate")
-		fs.String("bandwidth-limit", "", "cap the link at this many `bytes` per second (e.g. 10MiB)")
-	}
-}
-
-// applyLinkFlag applies one direct-link flag; ok is false if f is not one.
-func applyLinkFlag(cfg *config.File, f *flag.Flag) (ok bool, err error) {
-	t := &cfg.TCP
-	v := f.Value.String()
-	switch f.Name {
-	case "token":
-		t.Token = v
-	case "insecure":
-		t.Insecure = v == "true"
-	case "tls-cert":
-		t.CertFile = v
-	case "tls-key":
-		t.KeyFile = v
-	case "tls-ca":
-		t.CAFile = v
-	case "tls-client-ca":
-		t.ClientCAFile = v
-	case "listen":
-		t.Listen = v
-	case "inbox":
-		t.Inbox = v
-	case "bandwidth-limit":
-		t.BandwidthLimit, err = config.ParseSize(v)
-	default:
-		return false, nil
-	}
-	return true, err
-}
 
 // openTCP builds the shipper's end of a direct link to tcp://host:port.
 func openTCP(cfg *config.File, log *slog.Logger) (store.Store, error) {

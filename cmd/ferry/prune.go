@@ -3,13 +3,11 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
-	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/retention"
 )
 
@@ -22,29 +20,11 @@ const pruneExamples = `  # see what a 30-day retention keeping at least 100 segm
 
 func runPrune(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("prune", "ferry prune --store URL --stream NAME [--keep-for 720h] [--keep-min N] [--dry-run] [--config FILE]", pruneExamples, stderr)
-	c.fs.String("keep-for", "", "keep segments stored less than this long ago (e.g. 720h)")
-	c.fs.Int("keep-min", 0, "keep at least this many of the newest segments")
+	c.accept("keep-for", "keep-min")
 	dryRun := c.fs.Bool("dry-run", false, "say what would be deleted, delete nothing")
-	err := c.parse(args, "", func(f *flag.Flag) error {
-		r := &c.cfg.Retention
-		v := f.Value.String()
-		var err error
-		switch f.Name {
-		case "keep-for":
-			r.KeepFor, err = config.ParseDuration(v)
-		case "keep-min":
-			_, err = fmt.Sscan(v, &r.KeepMin)
-		}
-		if err != nil {
-			return fmt.Errorf("--%s: %w", f.Name, err)
-		}
-		return nil
-	})
+	err := c.parseNoArgs(args, "")
 	if err != nil {
 		return err
-	}
-	if c.fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
 	}
 	switch {
 	case c.cfg.Stream == "":

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -53,23 +52,16 @@ refused (exit 1). Every store must answer to check markers, even under ack
 
 func runPush(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("push", "ferry push [--config FILE | --store URL --stream NAME --spool DIR] FILE [NAME]", pushExamples, stderr)
-	c.fs.String("spool", "", "spool `dir` of the stream's shipper (where push.sock and LOCK are)")
-	c.fs.String("ack", "", "local, received or applied (default: the config's, else local); a running shipper uses its own")
-	c.fs.String("fsync", "", "always, batch or off (default batch)")
-	c.fs.String("max-bytes", "", "seal a segment at this many uncompressed `bytes` (default 4MiB)")
-	c.fs.String("shutdown-timeout", "", "how long to try sending before exiting when no shipper runs (default 30s)")
-	var also stringList
-	c.fs.Var(&also, "also", "also send to this store `URL` (repeatable; see [[ship.targets]])")
-	addLinkFlags(c.fs, false)
+	c.acceptWithUsage("spool", "spool `dir` of the stream's shipper (where push.sock and LOCK are)")
+	c.acceptWithUsage("ack", "local, received or applied (default: the config's, else local); a running shipper uses its own")
+	c.accept("fsync", "max-bytes")
+	c.acceptWithUsage("shutdown-timeout", "how long to try sending before exiting when no shipper runs (default 30s)")
+	c.acceptWithUsage("also", "also send to this store `URL` (repeatable; see [[ship.targets]])")
+	c.accept(shipperLinkFlags...)
 	timeout := c.fs.Duration("timeout", 10*time.Minute, "give up (exit 1) after this long; PostgreSQL retries a failed archive_command")
 	wait := c.fs.Duration("wait", 30*time.Second, "how long to wait for a spool that another process holds without answering on push.sock")
 	quiet := c.fs.Bool("quiet", false, "print nothing on success")
-	err := c.parse(args, "ship", func(f *flag.Flag) error {
-		if ok, err := applyLinkFlag(c.cfg, f); ok {
-			return err
-		}
-		return applyShipFlag(c.cfg, f)
-	})
+	err := c.parse(args, "ship")
 	if err != nil {
 		return err
 	}

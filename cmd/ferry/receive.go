@@ -3,19 +3,16 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
-	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/metrics"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
@@ -39,55 +36,12 @@ const receiveExamples = `  # apply everything in the store to a file, then exit
 
 func runReceive(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("receive", "ferry receive --store URL --stream NAME --state DIR --apply file:PATH|exec:CMD|stdout [--once] [--config FILE]", receiveExamples, stderr)
-	c.fs.String("state", "", "state `dir`: the durable checkpoint (one receiver per dir)")
-	c.fs.String("apply", "", "file:PATH, exec:CMD or stdout")
+	c.accept("state", "apply", "gap-timeout", "poll-min", "poll-max", "id", "prefetch", "metrics-addr")
+	c.accept(receiverLinkFlags...)
 	once := c.fs.Bool("once", false, "apply what is in the store, then exit (non-zero on a gap)")
-	c.fs.String("gap-timeout", "", "how long a missing segment may stay missing before it is reported (default 30s)")
-	c.fs.String("poll-min", "", "shortest wait between store polls (default 200ms)")
-	c.fs.String("poll-max", "", "longest wait between polls when idle (default 5s)")
-	c.fs.String("id", "", "receiver id in the published watermark (default: host name)")
-	c.fs.Int("prefetch", 0, "segments read and verified ahead of the one being applied, to catch up faster (default 4; 0 for none)")
-	addLinkFlags(c.fs, true)
-	c.addMetricsFlag()
-	err := c.parse(args, "receive", func(f *flag.Flag) error {
-		if f.Name == "listen" {
-			// --listen ADDR is short for --store tcp://ADDR: accept
-			// shippers on ADDR and apply from the local inbox.
-			c.cfg.Store = "tcp://" + f.Value.String()
-			return nil
-		}
-		if ok, err := applyLinkFlag(c.cfg, f); ok {
-			return err
-		}
-		r := &c.cfg.Receive
-		v := f.Value.String()
-		var err error
-		switch f.Name {
-		case "state":
-			r.State = v
-		case "apply":
-			r.Apply = v
-		case "gap-timeout":
-			r.GapTimeout, err = config.ParseDuration(v)
-		case "poll-min":
-			r.PollMin, err = config.ParseDuration(v)
-		case "poll-max":
-			r.PollMax, err = config.ParseDuration(v)
-		case "id":
-			r.ID = v
-		case "prefetch":
-			r.Prefetch, err = strconv.Atoi(v)
-		}
-		if err != nil {
-			return fmt.Errorf("--%s: %w", f.Name, err)
-		}
-		return nil
-	})
+	err := c.parseNoArgs(args, "receive")
 	if err != nil {
 		return err
-	}
-	if c.fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
 	}
 	log := c.logger(stderr)
 	cfg := c.cfg

@@ -35,11 +35,8 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 	until := c.fs.String("until", "", "stop after this `seq`, or before the first record whose time is after this RFC 3339 time (default: everything in the store)")
 	pf := c.fs.Int("prefetch", receiver.DefaultPrefetch, "segments read and verified ahead of the one being applied (0 for none)")
 	gapTimeout := c.fs.Duration("gap-timeout", 0, "how long a missing segment may stay missing before the restore fails (default: the config's receive.gap_timeout, 30s)")
-	if err := c.parse(args, "", nil); err != nil {
+	if err := c.parseNoArgs(args, ""); err != nil {
 		return err
-	}
-	if c.fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
 	}
 	switch {
 	case c.cfg.Stream == "" || c.cfg.Store == "":

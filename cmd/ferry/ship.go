@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,33 +38,12 @@ const shipExamples = `  # ship a log file through stdin into a local directory s
 
 func runShip(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("ship", "ferry ship --store URL --stream NAME --spool DIR [--source stdin|tail:PATH] [--format line|ndjson|raw] [--max-bytes 4MiB] [--max-age 2s] [--max-records N] [--config FILE]", shipExamples, stderr)
-	c.fs.String("spool", "", "spool `dir`: durable local buffer (one shipper per spool)")
-	c.fs.String("source", "", "stdin, tail:PATH (follow a file) or dir:PATH (replicate a directory tree) (default stdin)")
-	c.fs.String("format", "", "line, ndjson or raw (default line)")
-	c.fs.String("fsync", "", "always, batch or off (default batch)")
-	c.fs.String("max-bytes", "", "seal a segment at this many uncompressed `bytes` (default 4MiB)")
-	c.fs.String("max-age", "", "seal a segment this long after its first record (default 2s)")
-	c.fs.Int64("max-records", 0, "seal a segment at this many records (default no limit)")
-	c.fs.String("max-record-size", "", "refuse records larger than this (default 16MiB)")
-	c.fs.String("spool-limit", "", "stop reading input above this spool size (default 1GiB)")
-	c.fs.String("shutdown-timeout", "", "how long to keep sending after EOF or a signal (default 30s)")
-	c.fs.String("compression", "", "fastest, default, better or best (default fastest)")
-	c.fs.String("ack", "", "when a record counts as accepted: local, received or applied (default local)")
-	c.addMetricsFlag()
-	var also stringList
-	c.fs.Var(&also, "also", "send every segment to this store `URL` too (fan-out; repeatable; see [[ship.targets]])")
-	addLinkFlags(c.fs, false)
-	err := c.parse(args, "ship", func(f *flag.Flag) error {
-		if ok, err := applyLinkFlag(c.cfg, f); ok {
-			return err
-		}
-		return applyShipFlag(c.cfg, f)
-	})
+	c.accept("spool", "source", "format", "fsync", "max-bytes", "max-age", "max-records", "max-record-size",
+		"spool-limit", "shutdown-timeout", "compression", "ack", "metrics-addr", "also")
+	c.accept(shipperLinkFlags...)
+	err := c.parseNoArgs(args, "ship")
 	if err != nil {
 		return err
-	}
-	if c.fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
 	}
 	log := c.logger(stderr)
 	cfg := c.cfg
@@ -348,47 +326,4 @@ func pruneLoop(ctx context.Context, cfg *config.File, targets []shipper.Target, 
 				"kept", len(plan.Segments)-plan.Delete, "why", plan.Reason)
 		}
 	}
-}
-
-// applyShipFlag applies one [ship] flag (ship and bench share them).
-func applyShipFlag(cfg *config.File, f *flag.Flag) error {
-	s := &cfg.Ship
-	v := f.Value.String()
-	var err error
-	switch f.Name {
-	case "spool":
-		s.Spool = v
-	case "source":
-		s.Source = v
-	case "format":
-		s.Format = v
-	case "fsync":
-		s.Fsync = v
-	case "max-bytes":
-		s.MaxBytes, err = config.ParseSize(v)
-	case "max-age":
-		s.MaxAge, err = config.ParseDuration(v)
-	case "max-records":
-		_, err = fmt.Sscan(v, &s.MaxRecords)
-	case "max-record-size":
-		s.MaxRecordSize, err = config.ParseSize(v)
-	case "spool-limit":
-		s.SpoolLimit, err = config.ParseSize(v)
-	case "shutdown-timeout":
-		s.ShutdownTimeout, err = config.ParseDuration(v)
-	case "compression":
-		s.Compression = v
-	case "ack":
-		s.Ack = v
-	case "also":
-		if l, ok := f.Value.(*stringList); ok {
-			for _, u := range *l {
-				s.Targets = append(s.Targets, config.Target{Store: u})
-			}
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("--%s: %w", f.Name, err)
-	}
-	return nil
 }
