@@ -63,6 +63,17 @@ func (r *Record) CheckSize(limit int) error {
 	return nil
 }
 
+// CheckTime refuses a record time the framing cannot store (it is Unix
+// nanoseconds in an int64). The spool checks it before a record reaches
+// its journal, where the Builder would refuse it later and fail the whole
+// spool; sources check it to name the input line.
+func CheckTime(t time.Time) error {
+	if !t.IsZero() && !time.Unix(0, t.UnixNano()).Equal(t) {
+		return fmt.Errorf("record time %s is outside the range ferry stores (years 1678-2262)", t.Format(time.RFC3339))
+	}
+	return nil
+}
+
 // AppendFrame appends the binary framing of r to dst:
 //
 //	u32 len | u64 seq | i64 unix-nanos | u8 oplen | op | u16 keylen | key | data

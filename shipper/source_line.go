@@ -167,7 +167,7 @@ func (p *recordParser) parseNDJSON(line []byte) (batch.Record, error) {
 	if err := json.Unmarshal(trimmed, &j); err != nil {
 		return batch.Record{}, fmt.Errorf("%s line %d: invalid JSON record: %v", p.name, p.n, err)
 	}
-	if err := checkTime(j.Time); err != nil {
+	if err := batch.CheckTime(j.Time); err != nil {
 		return batch.Record{}, fmt.Errorf("%s line %d: %w", p.name, p.n, err)
 	}
 	rec := batch.Record{Key: []byte(j.Key), Op: j.Op, Time: j.Time}

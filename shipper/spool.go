@@ -487,7 +487,7 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 		if err := recs[i].CheckSize(s.cfg.MaxRecordSize); err != nil {
 			return 0, err
 		}
-		if err := checkTime(recs[i].Time); err != nil {
+		if err := batch.CheckTime(recs[i].Time); err != nil {
 			return 0, err
 		}
 	}
@@ -579,16 +579,6 @@ func (s *Spool) waitRoom(ctx context.Context) error {
 		case <-ch:
 		}
 		s.mu.Lock()
-	}
-	return nil
-}
-
-// checkTime refuses a record time the framing cannot store (it is Unix
-// nanoseconds in an int64), before the record reaches the journal: the
-// builder would refuse it later and fail the whole spool.
-func checkTime(t time.Time) error {
-	if !t.IsZero() && !time.Unix(0, t.UnixNano()).Equal(t) {
-		return fmt.Errorf("record time %s is outside the range ferry stores (years 1678-2262)", t.Format(time.RFC3339))
 	}
 	return nil
 }
