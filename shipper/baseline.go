@@ -99,7 +99,7 @@ func (m *BaselineMarkers) init() {
 // and generation are the shipper's.
 func (m *BaselineMarkers) Add(b batch.Baseline) {
 	m.init()
-	b.Stream, b.Generation = m.Shipper.cfg.Spool.Stream, m.Shipper.spool.cfg.Generation
+	b.Stream, b.Generation = m.Shipper.cfg.Spool.Stream, m.Shipper.spool.Config().Generation
 	m.mu.Lock()
 	for _, t := range m.Targets {
 		m.pending[t.Name] = append(m.pending[t.Name], b)

@@ -176,7 +176,7 @@ func (p *Pusher) Push(ctx context.Context, f PushFile) (PushResult, error) {
 	sh := p.Shipper
 	sum := sha256.Sum256(f.Content)
 	want := PushMarker{Name: f.Name, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(f.Content)),
-		Stream: sh.cfg.Spool.Stream, Generation: sh.spool.cfg.Generation}
+		Stream: sh.cfg.Spool.Stream, Generation: sh.spool.Config().Generation}
 	found := make([]*PushMarker, len(p.Markers))
 	var have *PushMarker
 	for i, ms := range p.Markers {
@@ -200,7 +200,7 @@ func (p *Pusher) Push(ctx context.Context, f PushFile) (PushResult, error) {
 		res.Already = res.Already && m != nil
 	}
 	if have == nil {
-		recs, _, err := dirtree.FileRecords(f.Name, f.Content, f.Mode&0o7777, f.Mtime, sh.spool.cfg.MaxRecordSize)
+		recs, _, err := dirtree.FileRecords(f.Name, f.Content, f.Mode&0o7777, f.Mtime, sh.spool.Config().MaxRecordSize)
 		if err != nil {
 			return res, err
 		}

@@ -602,7 +602,7 @@ func TestRecoverLeftoverInBothFilesAndGaps(t *testing.T) {
 }
 
 // crashCopy copies a live spool the way kill -9 leaves it (the page cache
-// survives): state.json is whatever the last saveState wrote.
+// survives): state.json is whatever the last SaveState wrote.
 func crashCopy(t *testing.T, dir string) SpoolConfig {
 	t.Helper()
 	img := t.TempDir()
@@ -713,11 +713,10 @@ func TestRecoverTornNewestSegment(t *testing.T) {
 }
 
 // Confirmed segments leave the spool once state.json covers them: at
-// most every stateEvery while running, at once on Close.
+// most every StateEvery while running, at once on Close.
 func TestConfirmedSegmentsWaitForState(t *testing.T) {
-	defer func(d time.Duration) { stateEvery = d }(stateEvery)
-	stateEvery = time.Hour
 	cfg := spoolConfig(t)
+	cfg.StateEvery = time.Hour
 	sp := openSpool(t, cfg, "t")
 	seal := func(prefix string) {
 		appendRecs(t, sp, records(prefix, 2), "")
@@ -731,7 +730,7 @@ func TestConfirmedSegmentsWaitForState(t *testing.T) {
 	seal("c")
 	sp.Confirm("t", 6)
 	if got := seqRanges(sealedFiles(t, cfg.Dir)); len(got) != 2 || got[0] != [2]uint64{3, 4} {
-		t.Fatalf("sealed after confirming everything within stateEvery: %v, want 3-4 and 5-6 kept", got)
+		t.Fatalf("sealed after confirming everything within StateEvery: %v, want 3-4 and 5-6 kept", got)
 	}
 	if st := sp.Stats(); st.SealedPending != 0 {
 		t.Fatalf("SealedPending %d, want 0: every segment is confirmed", st.SealedPending)

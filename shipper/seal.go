@@ -173,7 +173,7 @@ func (s *Spool) seal(job *sealJob) {
 // fsynced with its directory entry, one journal commit. Its metadata
 // carries the source cursor after its records (SourceCursor), so the
 // segment alone tells recovery where the stream and the source stand:
-// state.json is not rewritten per seal (saveState writes it in the
+// state.json is not rewritten per seal (SaveState writes it in the
 // background so confirmed segments can leave the spool). A crash before
 // the fsync leaves a torn file, or none, that recovery removes: the
 // journal still has the records, or lost them together with their

@@ -156,7 +156,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 // continueStream finds the newest segment of this stream and generation in
 // any target and makes the fresh spool continue after it.
 func (s *Shipper) continueStream(ctx context.Context) error {
-	c := s.spool.cfg // with defaults applied: Generation 0 means 1
+	c := s.spool.Config() // with defaults applied: Generation 0 means 1
 	var best string
 	var bestTarget store.Store
 	for _, t := range s.cfg.Targets {
@@ -313,7 +313,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 		// (fsynced) segments get: journal commits would protect nothing
 		// anyone was promised. A crash loses only unacknowledged records,
 		// which their appenders never saw accepted.
-		go func() { errc <- s.spool.stateLoop(ctx) }()
+		go func() { errc <- s.spool.StateLoop(ctx) }()
 	} else {
 		go func() { errc <- s.spool.SyncLoop(ctx) }()
 	}
@@ -358,7 +358,7 @@ func (s *Shipper) ageLoop(ctx context.Context) error {
 		case <-ctx.Done():
 		case <-ch:
 		case <-timer:
-			if err := s.spool.SealIfDue(s.spool.cfg.Now()); err != nil {
+			if err := s.spool.SealIfDue(s.spool.Config().Now()); err != nil {
 				return err
 			}
 		}
@@ -582,7 +582,7 @@ func (s *Shipper) Drain(ctx context.Context) error {
 		}
 		st := s.spool.Stats()
 		if st.SealedPending == 0 {
-			s.spool.saveState() // the confirmed segments leave the spool now
+			s.spool.SaveState() // the confirmed segments leave the spool now
 			return s.spool.Err()
 		}
 		select {

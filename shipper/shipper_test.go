@@ -501,10 +501,10 @@ func TestShipperDrainReturnsWhenRunFails(t *testing.T) {
 // Confirmed segments that wait in the spool for state.json are not
 // "unsent": OldestUnsent (metrics and /healthz read it) ignores them.
 func TestOldestUnsentIgnoresConfirmed(t *testing.T) {
-	defer func(d time.Duration) { stateEvery = d }(stateEvery)
-	stateEvery = time.Hour
 	st := newDirStore(t)
-	sh := startShipper(t, shipperConfig(t, Target{Name: "t", Store: st}))
+	cfg := shipperConfig(t, Target{Name: "t", Store: st})
+	cfg.Spool.StateEvery = time.Hour
+	sh := startShipper(t, cfg)
 	for _, p := range []string{"a", "b", "c"} {
 		for _, r := range records(p, 10) {
 			if _, err := sh.Append(context.Background(), r); err != nil {

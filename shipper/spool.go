@@ -54,6 +54,9 @@ type SpoolConfig struct {
 	// segment paid for. Zero: a file per seal, whose journal positions
 	// the seal then counts as durable (no commit needs them).
 	JournalRotate int64
+	// StateEvery bounds how often Confirm rewrites state.json (two journal
+	// commits) to let confirmed segments go: a seal costs one. Default 1s.
+	StateEvery time.Duration
 }
 
 // spoolState is state.json: what survives a restart besides the journal and
@@ -88,7 +91,7 @@ type SealedSegment struct {
 // source cursor) while Append fills the next batch in a second Builder.
 // At most one seal is in flight: an Append whose batch is due before the
 // previous seal is done waits for it. state.json is rewritten in the
-// background (saveState) so confirmed segments can go; recovery brings it
+// background (SaveState) so confirmed segments can go; recovery brings it
 // up to the segments sealed since.
 type Spool struct {
 	cfg SpoolConfig
@@ -129,11 +132,11 @@ type Spool struct {
 	confirmed  map[string]uint64
 	// stateSealed is the SealedSeq of state.json on disk: seals do not
 	// rewrite it, so confirmed segments after it stay in sealed/ (the
-	// newest of them is what recovery continues from) until saveState
+	// newest of them is what recovery continues from) until SaveState
 	// covers them. stateAt is when it was last written.
 	stateSealed uint64
 	stateAt     time.Time
-	stateMu     sync.Mutex     // one saveState at a time
+	stateMu     sync.Mutex     // one SaveState at a time
 	retiring    sync.WaitGroup // removeRetired's deletions in the background
 	retireMu    sync.Mutex     // one background batch at a time
 	fatal       error
@@ -182,6 +185,9 @@ func OpenSpool(cfg SpoolConfig, targets []string, log *slog.Logger) (*Spool, err
 	}
 	if cfg.CommitInterval <= 0 {
 		cfg.CommitInterval = 100 * time.Millisecond
+	}
+	if cfg.StateEvery <= 0 {
+		cfg.StateEvery = time.Second
 	}
 	if cfg.SyncFile == nil {
 		cfg.SyncFile = (*os.File).Sync
@@ -260,6 +266,9 @@ func (s *Spool) Continue(lastSeq uint64, lastHash string) error {
 	s.builder.Reset(s.cfg.Stream, s.cfg.Generation, lastHash)
 	return nil
 }
+
+// Config returns the spool's configuration with the defaults applied.
+func (s *Spool) Config() SpoolConfig { return s.cfg }
 
 func (s *Spool) path(p ...string) string { return filepath.Join(append([]string{s.cfg.Dir}, p...)...) }
 
@@ -374,7 +383,7 @@ func (s *Spool) notify() {
 // sharing one fsync. It returns when ctx ends or the spool fails.
 func (s *Spool) SyncLoop(ctx context.Context) error {
 	if s.cfg.Fsync != FsyncBatch {
-		return s.stateLoop(ctx)
+		return s.StateLoop(ctx)
 	}
 	for {
 		s.mu.Lock()
@@ -406,9 +415,10 @@ func (s *Spool) SyncLoop(ctx context.Context) error {
 	}
 }
 
-// stateLoop is SyncLoop without the journal commits (fsync "always" and
-// "off"): it only lets confirmed segments go.
-func (s *Spool) stateLoop(ctx context.Context) error {
+// StateLoop is SyncLoop without the journal commits (fsync "always" and
+// "off", or appends that wait for targets' acks): it only lets confirmed
+// segments go. It returns when ctx ends or the spool fails.
+func (s *Spool) StateLoop(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		ch, fatal := s.changed, s.fatal
@@ -423,13 +433,13 @@ func (s *Spool) stateLoop(ctx context.Context) error {
 }
 
 // waitIdle waits for ch (the next change) or ctx; meanwhile confirmed
-// segments waiting for state.json go within stateEvery even if no further
+// segments waiting for state.json go within StateEvery even if no further
 // Confirm comes. It returns false when ctx ended.
 func (s *Spool) waitIdle(ctx context.Context, ch <-chan struct{}) bool {
 	var save <-chan time.Time
 	s.mu.Lock()
 	if s.retiringLocked() {
-		save = time.After(max(stateEvery-time.Since(s.stateAt), 0))
+		save = time.After(max(s.cfg.StateEvery-time.Since(s.stateAt), 0))
 	}
 	s.mu.Unlock()
 	select {
@@ -437,7 +447,7 @@ func (s *Spool) waitIdle(ctx context.Context, ch <-chan struct{}) bool {
 		return false
 	case <-ch:
 	case <-save:
-		s.saveState()
+		s.SaveState()
 	}
 	return true
 }
@@ -566,7 +576,7 @@ func (s *Spool) waitRoom(ctx context.Context) error {
 		if s.retiringLocked() {
 			// Confirmed segments wait for state.json: write it now.
 			s.mu.Unlock()
-			s.saveState()
+			s.SaveState()
 			s.mu.Lock()
 			continue
 		}
@@ -724,7 +734,7 @@ func (s *Spool) ReadSealed(name string) ([]byte, error) {
 
 // Confirm records that target holds every segment up to lastSeq. Segments
 // every target holds leave the spool once state.json covers them; it is
-// rewritten for that at most every stateEvery (and by Close).
+// rewritten for that at most every StateEvery (and by Close).
 func (s *Spool) Confirm(target string, lastSeq uint64) {
 	s.mu.Lock()
 	if lastSeq > s.confirmed[target] {
@@ -732,17 +742,13 @@ func (s *Spool) Confirm(target string, lastSeq uint64) {
 		s.notify() // Drain counts what is confirmed
 	}
 	gone := s.retireLocked()
-	due := s.retiringLocked() && time.Since(s.stateAt) >= stateEvery
+	due := s.retiringLocked() && time.Since(s.stateAt) >= s.cfg.StateEvery
 	s.mu.Unlock()
 	s.removeRetired(gone)
 	if due {
-		s.saveState()
+		s.SaveState()
 	}
 }
-
-// stateEvery bounds how often Confirm rewrites state.json (two journal
-// commits) to let confirmed segments go: a seal costs one.
-var stateEvery = time.Second
 
 // confirmedLocked is the seq through which every target holds the
 // stream: the spool may let go of segments up to it. mu held.
@@ -807,7 +813,7 @@ func (s *Spool) removeRetired(paths []string) {
 		s.retireMu.Lock()
 		defer s.retireMu.Unlock()
 		for i := range paths {
-			if i > 0 && retirePace > 0 {
+			if i > 0 {
 				time.Sleep(retirePace)
 			}
 			s.remove(paths[i : i+1])
@@ -827,13 +833,15 @@ func (s *Spool) remove(paths []string) {
 // retirePace spaces the deletions of retired segments (removeRetired);
 // up to retireInline of them are deleted at once by the caller (one
 // Confirm after state.json covers its segment).
-var retirePace = time.Millisecond
+const retirePace = time.Millisecond
 
 const retireInline = 4
 
-// saveState writes state.json for the newest sealed segment, then lets
-// the confirmed segments it covers go. An fsync failure fails the spool.
-func (s *Spool) saveState() {
+// SaveState writes state.json for the newest sealed segment, then lets
+// the confirmed segments it covers go. An fsync failure fails the spool
+// (Err). Confirm and the loops call it at most every StateEvery; a caller
+// that wants the confirmed segments gone now (a drained shutdown) calls it.
+func (s *Spool) SaveState() {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
 	s.mu.Lock()
@@ -892,7 +900,7 @@ func (s *Spool) Close() error {
 		// state.json catches up (recovery then has nothing to adopt) and
 		// confirmed segments leave the spool.
 		s.mu.Unlock()
-		s.saveState()
+		s.SaveState()
 		s.mu.Lock()
 	}
 	var err error
