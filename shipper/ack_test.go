@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
 	"github.com/ferry-dr/ferry/store/storetest"
@@ -136,7 +137,7 @@ func TestAckReceivedGroupCommit(t *testing.T) {
 	if len(segs) > 3 {
 		t.Fatalf("%d appenders took %d segments; group commit should need about 2", n, len(segs))
 	}
-	if recs := checkChain(t, segs, 0, batch.ZeroHash); len(recs) != n {
+	if recs := batchtest.CheckChain(t, segs, 0, batch.ZeroHash); len(recs) != n {
 		t.Fatalf("store holds %d records, want %d", len(recs), n)
 	}
 }
@@ -278,7 +279,7 @@ func TestAckReceivedGroupCommitLingers(t *testing.T) {
 // trip), and returns the segments the store got, checked to chain and
 // hold every record. half, if set, runs before the second half of the
 // appenders starts.
-func closedLoopSegments(t *testing.T, appenders, each int, half func(*Shipper)) []seg {
+func closedLoopSegments(t *testing.T, appenders, each int, half func(*Shipper)) []batchtest.Segment {
 	t.Helper()
 	inner := newDirStore(t)
 	st := &storetest.Faulty{Store: inner, PutFn: func(ctx context.Context, name string, data []byte) error {
@@ -303,7 +304,7 @@ func closedLoopSegments(t *testing.T, appenders, each int, half func(*Shipper)) 
 	}
 	wg.Wait()
 	segs := storeSegments(t, inner, "app")
-	if recs := checkChain(t, segs, 0, batch.ZeroHash); len(recs) != appenders*each {
+	if recs := batchtest.CheckChain(t, segs, 0, batch.ZeroHash); len(recs) != appenders*each {
 		t.Fatalf("store holds %d records, want %d", len(recs), appenders*each)
 	}
 	return segs

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 )
 
 // crashSim is a SyncFile that remembers, for every journal file and for
@@ -238,7 +239,7 @@ type cursorLog struct {
 func newCursorLog() *cursorLog { return &cursorLog{ranges: map[string][2]uint64{"": {0, 0}}} }
 
 func (l *cursorLog) add(prefix string, n int, cursor string) {
-	l.want = append(l.want, lines(prefix, 1, n)...)
+	l.want = append(l.want, batchtest.Lines(prefix, 1, n)...)
 	seq := uint64(len(l.want))
 	if cursor == "" {
 		r := l.ranges[l.last]
@@ -346,14 +347,14 @@ func checkImages(t *testing.T, cfg SpoolConfig, images []crashImage, l *cursorLo
 		if got < img.acked {
 			t.Errorf("%s: recovered through seq %d, but seq %d was acknowledged", img.point, got, img.acked)
 		}
-		all := checkChain(t, sealedFiles(t, img.dir), 0, batch.ZeroHash)
-		if d := datas(all); uint64(len(d)) != got || !slices.Equal(d, l.want[:min(len(d), len(l.want))]) {
+		all := batchtest.CheckChain(t, sealedFiles(t, img.dir), 0, batch.ZeroHash)
+		if d := batchtest.Datas(all); uint64(len(d)) != got || !slices.Equal(d, l.want[:min(len(d), len(l.want))]) {
 			t.Errorf("%s: spool holds %q, want the first %d records", img.point, d, got)
 		}
 		if names := journalFiles(t, img.dir); len(names) != 1 || names[0] != journalName(got+1) || len(readJournal(t, img.dir)) != 0 {
 			t.Errorf("%s: journal files after recovery %q, want only an empty %s", img.point, names, journalName(got+1))
 		}
-		next := records("next", 1)
+		next := batchtest.Records("next", 1)
 		if _, err := sp.Append(context.Background(), next, nil); err != nil || next[0].Seq != got+1 {
 			t.Errorf("%s: next append got seq %d (err %v), want %d", img.point, next[0].Seq, err, got+1)
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 )
 
 // fullDisk is a WriteFile that fails with ENOSPC while full is set, after
@@ -44,9 +45,9 @@ func TestSpoolJournalDiskFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	appendRecs(t, sp, records("a", 10), "c10")
+	appendRecs(t, sp, batchtest.Records("a", 10), "c10")
 	disk.full.Store(true)
-	_, err = sp.Append(context.Background(), records("b", 5), []byte("c15"))
+	_, err = sp.Append(context.Background(), batchtest.Records("b", 5), []byte("c15"))
 	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), cfg.Dir) {
 		t.Fatalf("Append on a full disk: %v; want ErrNoSpace naming the spool", err)
 	}
@@ -57,16 +58,16 @@ func TestSpoolJournalDiskFull(t *testing.T) {
 		t.Fatalf("after the refused append: cursor %q, last seq %d; want c10, 10", sp.Cursor(), sp.Stats().LastSeq)
 	}
 	disk.full.Store(false)
-	appendRecs(t, sp, records("b", 5), "c15")
+	appendRecs(t, sp, batchtest.Records("b", 5), "c15")
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
 	sp.Close()
 
 	sp2 := openSpool(t, spoolConfig2(cfg), "t")
-	recs := checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
-	want := append(lines("a", 1, 10), lines("b", 1, 5)...)
-	if got := datas(recs); strings.Join(got, ",") != strings.Join(want, ",") {
+	recs := batchtest.CheckChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	want := append(batchtest.Lines("a", 1, 10), batchtest.Lines("b", 1, 5)...)
+	if got := batchtest.Datas(recs); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("records after the full disk:\n got %v\nwant %v", got, want)
 	}
 	if string(sp2.Cursor()) != "c15" {
@@ -99,7 +100,7 @@ func TestSpoolSealDiskFull(t *testing.T) {
 		return f.Write(b)
 	}
 	disk.full.Store(true)
-	appendRecs(t, sp, records("a", 5), "c5") // hands the batch to the sealer
+	appendRecs(t, sp, batchtest.Records("a", 5), "c5") // hands the batch to the sealer
 	waitFor(t, "the sealer tried and met the full disk", func() bool { return disk.failed.Load() >= 2 })
 	if sp.Err() != nil || len(sp.Pending(0)) != 0 {
 		t.Fatalf("while the disk is full: err %v, %d segments", sp.Err(), len(sp.Pending(0)))
@@ -109,7 +110,7 @@ func TestSpoolSealDiskFull(t *testing.T) {
 	if sp.Err() != nil {
 		t.Fatal(sp.Err())
 	}
-	recs := checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	recs := batchtest.CheckChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
 	if len(recs) != 5 {
 		t.Fatalf("%d records sealed, want 5", len(recs))
 	}
@@ -145,7 +146,7 @@ func TestShipperWaitsOutFullSpool(t *testing.T) {
 		t.Fatal(err)
 	}
 	drain(t, sh.Shipper)
-	if recs := checkChain(t, storeSegments(t, st, "app"), 0, batch.ZeroHash); len(recs) != 20 {
+	if recs := batchtest.CheckChain(t, storeSegments(t, st, "app"), 0, batch.ZeroHash); len(recs) != 20 {
 		t.Fatalf("%d records stored, want 20", len(recs))
 	}
 }
@@ -175,7 +176,7 @@ func TestSpoolLeftoverDiskFull(t *testing.T) {
 	disk.full.Store(true)
 	done := make(chan error, 1)
 	go func() {
-		_, err := sp.Append(context.Background(), records("a", 8), []byte("c8"))
+		_, err := sp.Append(context.Background(), batchtest.Records("a", 8), []byte("c8"))
 		done <- err
 	}()
 	waitFor(t, "the leftover write meeting the full disk", func() bool { return disk.failed.Load() >= 2 })
@@ -193,8 +194,8 @@ func TestSpoolLeftoverDiskFull(t *testing.T) {
 	}
 	sp.Close()
 	sp2 := openSpool(t, spoolConfig2(cfg), "t")
-	recs := checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
-	if got, want := strings.Join(datas(recs), ""), strings.Join(lines("a", 1, 8), ""); got != want {
+	recs := batchtest.CheckChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	if got, want := strings.Join(batchtest.Datas(recs), ""), strings.Join(batchtest.Lines("a", 1, 8), ""); got != want {
 		t.Fatalf("records:\n got %q\nwant %q", got, want)
 	}
 	if string(sp2.Cursor()) != "c8" {

@@ -3,7 +3,6 @@ package shipper
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 )
 
 // quiet is the logger for tests: the code under test logs warnings on
@@ -56,15 +56,6 @@ func openSpool(t *testing.T, cfg SpoolConfig, targets ...string) *Spool {
 	return sp
 }
 
-// records returns n records whose data is "<prefix>-<i>\n" (i from 1).
-func records(prefix string, n int) []batch.Record {
-	recs := make([]batch.Record, n)
-	for i := range recs {
-		recs[i].Data = fmt.Appendf(nil, "%s-%d\n", prefix, i+1)
-	}
-	return recs
-}
-
 func appendRecs(t *testing.T, sp *Spool, recs []batch.Record, cursor string) uint64 {
 	t.Helper()
 	var c []byte
@@ -78,94 +69,11 @@ func appendRecs(t *testing.T, sp *Spool, recs []batch.Record, cursor string) uin
 	return pos
 }
 
-// seg is one decoded segment file.
-type seg struct {
-	name string
-	hash string
-	meta batch.Meta
-	recs []batch.Record
-}
-
-func decodeSegment(t *testing.T, name string, data []byte) seg {
+// sealedFiles decodes every segment in the spool dir's sealed/, in name
+// order.
+func sealedFiles(t *testing.T, dir string) []batchtest.Segment {
 	t.Helper()
-	s, recs, err := batch.Decode(data, 0)
-	if err != nil {
-		t.Fatalf("segment %s: %v", name, err)
-	}
-	if got := s.Meta.Name(); got != name {
-		t.Fatalf("segment file %s holds metadata for %s", name, got)
-	}
-	return seg{name: name, hash: s.Hash, meta: s.Meta, recs: recs}
-}
-
-// sealedFiles decodes every segment in dir/sealed, in name order.
-func sealedFiles(t *testing.T, dir string) []seg {
-	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(dir, "sealed"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []seg
-	for _, e := range ents {
-		data, err := os.ReadFile(filepath.Join(dir, "sealed", e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, decodeSegment(t, e.Name(), data))
-	}
-	return out
-}
-
-// checkChain verifies that segs are consecutive: seqs continue from
-// afterSeq without gap or overlap, each segment's PrevSHA256 is the hash of
-// the one before (prev for the first), and every record seq is in place.
-// It returns all records in order.
-func checkChain(t *testing.T, segs []seg, afterSeq uint64, prev string) []batch.Record {
-	t.Helper()
-	var all []batch.Record
-	want := afterSeq + 1
-	for _, s := range segs {
-		if s.meta.FirstSeq != want {
-			t.Fatalf("segment %s starts at seq %d, want %d", s.name, s.meta.FirstSeq, want)
-		}
-		if s.meta.PrevSHA256 != prev {
-			t.Fatalf("segment %s prev_sha256 %.16s, want %.16s", s.name, s.meta.PrevSHA256, prev)
-		}
-		for _, r := range s.recs {
-			if r.Seq != want {
-				t.Fatalf("segment %s: record seq %d, want %d", s.name, r.Seq, want)
-			}
-			want++
-		}
-		prev = s.hash
-		all = append(all, s.recs...)
-	}
-	return all
-}
-
-func seqRanges(segs []seg) [][2]uint64 {
-	var out [][2]uint64
-	for _, s := range segs {
-		out = append(out, [2]uint64{s.meta.FirstSeq, s.meta.LastSeq})
-	}
-	return out
-}
-
-func datas(recs []batch.Record) []string {
-	out := make([]string, len(recs))
-	for i, r := range recs {
-		out[i] = string(r.Data)
-	}
-	return out
-}
-
-// lines returns "<prefix>-<i>\n" for i in from..to.
-func lines(prefix string, from, to int) []string {
-	var out []string
-	for i := from; i <= to; i++ {
-		out = append(out, fmt.Sprintf("%s-%d\n", prefix, i))
-	}
-	return out
+	return batchtest.ReadDir(t, filepath.Join(dir, "sealed"))
 }
 
 // fakeSink records every batch a source appends, deep-copying because
@@ -204,7 +112,7 @@ func (s *fakeSink) records() []batch.Record {
 	return out
 }
 
-func (s *fakeSink) datas() []string { return datas(s.records()) }
+func (s *fakeSink) datas() []string { return batchtest.Datas(s.records()) }
 
 func (s *fakeSink) lastCursor() []byte {
 	s.mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 )
 
 func journalRecords() []batch.Record {
@@ -170,9 +171,9 @@ func TestJournalRotate(t *testing.T) {
 	sp := openSpool(t, cfg)
 	var want []string
 	add := func(prefix string, n int) {
-		recs := records(prefix, n)
+		recs := batchtest.Records(prefix, n)
 		appendRecs(t, sp, recs, prefix)
-		want = append(want, datas(recs)...)
+		want = append(want, batchtest.Datas(recs)...)
 	}
 	first := journalFiles(t, cfg.Dir)
 	for i := range 5 {
@@ -208,7 +209,7 @@ func TestJournalRotate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sp2.Close()
-	got := datas(checkChain(t, sealedFiles(t, img), 0, batch.ZeroHash))
+	got := batchtest.Datas(batchtest.CheckChain(t, sealedFiles(t, img), 0, batch.ZeroHash))
 	if !slices.Equal(got, want) {
 		t.Fatalf("recovered %d records %q, want %d %q", len(got), got, len(want), want)
 	}

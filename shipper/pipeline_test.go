@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -82,14 +83,14 @@ func TestSendPipelines(t *testing.T) {
 	}
 	// Seal the segments before the sender runs, so a backlog waits.
 	sp := openSpool(t, cfg.Spool, "link")
-	appendRecs(t, sp, records("r", 12), "")
+	appendRecs(t, sp, batchtest.Records("r", 12), "")
 	const last = 12
 	if err := sp.Close(); err != nil {
 		t.Fatal(err)
 	}
 	var keys []string
 	for _, s := range sealedFiles(t, cfg.Spool.Dir) {
-		keys = append(keys, batch.SegmentKey("app", s.name))
+		keys = append(keys, batch.SegmentKey("app", s.Name))
 	}
 	if len(keys) != 12 {
 		t.Fatalf("%d segments sealed, want 12", len(keys))
@@ -146,7 +147,7 @@ func TestSendPipelinesNotUnderStoreCap(t *testing.T) {
 	cfg.Spool.Policy = batch.FlushPolicy{MaxRecords: 1}
 	cfg.Schedules.Windows = []Window{{Start: mustCron(t, "* * * * *"), Duration: time.Hour, BandwidthLimit: 64 * mib}} // always open
 	sp := openSpool(t, cfg.Spool, "archive")
-	appendRecs(t, sp, records("r", 6), "")
+	appendRecs(t, sp, batchtest.Records("r", 6), "")
 	if err := sp.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -139,7 +139,7 @@ func TestPusherMarkers(t *testing.T) {
 	drain(t, r.Shipper)
 	var keys []string
 	for _, s := range storeSegments(t, st, "app") {
-		for _, rec := range s.recs {
+		for _, rec := range s.Records {
 			keys = append(keys, rec.Op+" "+string(rec.Key))
 		}
 	}

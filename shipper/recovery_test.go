@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 )
 
 // journalFiles lists the journal files in dir in replay order.
@@ -68,8 +69,8 @@ func readState(t *testing.T, dir string) spoolState {
 func TestRecoverPartialBatch(t *testing.T) {
 	cfg := spoolConfig(t)
 	sp := openSpool(t, cfg)
-	appendRecs(t, sp, records("a", 2), "c2")
-	appendRecs(t, sp, records("b", 1), "c3")
+	appendRecs(t, sp, batchtest.Records("a", 2), "c2")
+	appendRecs(t, sp, batchtest.Records("b", 1), "c3")
 	if err := sp.Close(); err != nil { // no Seal: the batch stays in the journal
 		t.Fatal(err)
 	}
@@ -79,11 +80,11 @@ func TestRecoverPartialBatch(t *testing.T) {
 
 	sp = openSpool(t, cfg)
 	segs := sealedFiles(t, cfg.Dir)
-	if got := seqRanges(segs); len(got) != 1 || got[0] != [2]uint64{1, 3} {
+	if got := batchtest.SeqRanges(segs); len(got) != 1 || got[0] != [2]uint64{1, 3} {
 		t.Fatalf("after reopen: sealed %v, want [1 3]", got)
 	}
-	all := checkChain(t, segs, 0, batch.ZeroHash)
-	if got, want := datas(all), append(lines("a", 1, 2), lines("b", 1, 1)...); !slices.Equal(got, want) {
+	all := batchtest.CheckChain(t, segs, 0, batch.ZeroHash)
+	if got, want := batchtest.Datas(all), append(batchtest.Lines("a", 1, 2), batchtest.Lines("b", 1, 1)...); !slices.Equal(got, want) {
 		t.Fatalf("resealed data %q, want %q", got, want)
 	}
 	if c := sp.Cursor(); string(c) != "c3" {
@@ -95,7 +96,7 @@ func TestRecoverPartialBatch(t *testing.T) {
 	if names := journalFiles(t, cfg.Dir); len(names) != 1 || names[0] != journalName(4) {
 		t.Fatalf("journal files after the reseal: %q, want only %s", names, journalName(4))
 	}
-	next := records("n", 1)
+	next := batchtest.Records("n", 1)
 	appendRecs(t, sp, next, "")
 	if next[0].Seq != 4 {
 		t.Fatalf("next seq %d, want 4", next[0].Seq)
@@ -103,12 +104,12 @@ func TestRecoverPartialBatch(t *testing.T) {
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
-	checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	batchtest.CheckChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
 
 	// A third open with nothing in the journal changes nothing.
 	sp.Close()
 	sp = openSpool(t, cfg)
-	if got := seqRanges(sealedFiles(t, cfg.Dir)); len(got) != 2 {
+	if got := batchtest.SeqRanges(sealedFiles(t, cfg.Dir)); len(got) != 2 {
 		t.Fatalf("sealed %v after a clean reopen", got)
 	}
 	if st := sp.Stats(); st.LastSeq != 4 {
@@ -122,8 +123,8 @@ func TestRecoverPartialBatch(t *testing.T) {
 func twoEntrySpool(t *testing.T) (SpoolConfig, int) {
 	cfg := spoolConfig(t)
 	sp := openSpool(t, cfg)
-	appendRecs(t, sp, records("one", 2), "c1")
-	appendRecs(t, sp, records("two", 2), "c2")
+	appendRecs(t, sp, batchtest.Records("one", 2), "c1")
+	appendRecs(t, sp, batchtest.Records("two", 2), "c2")
 	sp.Close()
 	j := readJournal(t, cfg.Dir)
 	_, _, n, err := parseEntry(j)
@@ -144,16 +145,16 @@ func checkRecoveredFirstEntry(t *testing.T, cfg SpoolConfig, dir, what string) {
 	}
 	defer sp.Close()
 	segs := sealedFiles(t, dir)
-	if got := seqRanges(segs); len(got) != 1 || got[0] != [2]uint64{1, 2} {
+	if got := batchtest.SeqRanges(segs); len(got) != 1 || got[0] != [2]uint64{1, 2} {
 		t.Fatalf("%s: sealed %v, want [1 2]", what, got)
 	}
-	if got := datas(checkChain(t, segs, 0, batch.ZeroHash)); !slices.Equal(got, lines("one", 1, 2)) {
+	if got := batchtest.Datas(batchtest.CheckChain(t, segs, 0, batch.ZeroHash)); !slices.Equal(got, batchtest.Lines("one", 1, 2)) {
 		t.Fatalf("%s: data %q", what, got)
 	}
 	if c := sp.Cursor(); string(c) != "c1" {
 		t.Fatalf("%s: cursor %q, want c1 (the last complete entry's)", what, c)
 	}
-	next := records("n", 1)
+	next := batchtest.Records("n", 1)
 	if _, err := sp.Append(context.Background(), next, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -194,26 +195,26 @@ func TestRecoverTornTailIsCutOff(t *testing.T) {
 	// after recovery would otherwise sit behind it and be lost next time.
 	cfg := spoolConfig(t)
 	sp := openSpool(t, cfg)
-	appendRecs(t, sp, records("a", 2), "c2")
+	appendRecs(t, sp, batchtest.Records("a", 2), "c2")
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
 	sp.Close()
-	torn := appendEntry(nil, records("x", 1), []byte("torn"))
+	torn := appendEntry(nil, batchtest.Records("x", 1), []byte("torn"))
 	writeFile(t, journalPath(t, cfg.Dir), torn[:len(torn)-3])
 
 	sp = openSpool(t, cfg)
 	if c := sp.Cursor(); string(c) != "c2" {
 		t.Fatalf("cursor %q, want c2", c)
 	}
-	appendRecs(t, sp, records("b", 1), "c3")
+	appendRecs(t, sp, batchtest.Records("b", 1), "c3")
 	sp.Close()
 	sp = openSpool(t, cfg)
 	segs := sealedFiles(t, cfg.Dir)
-	if got := seqRanges(segs); len(got) != 2 || got[1] != [2]uint64{3, 3} {
+	if got := batchtest.SeqRanges(segs); len(got) != 2 || got[1] != [2]uint64{3, 3} {
 		t.Fatalf("sealed %v, want [1 2] [3 3]", got)
 	}
-	checkChain(t, segs, 0, batch.ZeroHash)
+	batchtest.CheckChain(t, segs, 0, batch.ZeroHash)
 	if c := sp.Cursor(); string(c) != "c3" {
 		t.Fatalf("cursor %q, want c3", c)
 	}
@@ -222,7 +223,7 @@ func TestRecoverTornTailIsCutOff(t *testing.T) {
 func TestRecoverAdoptsSegmentBeyondState(t *testing.T) {
 	cfg := spoolConfig(t)
 	sp := openSpool(t, cfg)
-	appendRecs(t, sp, records("a", 5), "c5")
+	appendRecs(t, sp, batchtest.Records("a", 5), "c5")
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +231,7 @@ func TestRecoverAdoptsSegmentBeyondState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	appendRecs(t, sp, records("b", 3), "c8")
+	appendRecs(t, sp, batchtest.Records("b", 3), "c8")
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +243,7 @@ func TestRecoverAdoptsSegmentBeyondState(t *testing.T) {
 	if st := readState(t, cfg.Dir); st.SealedSeq != 8 {
 		t.Fatalf("state.json sealed_seq %d after adoption, want 8", st.SealedSeq)
 	}
-	next := records("c", 1)
+	next := batchtest.Records("c", 1)
 	appendRecs(t, sp, next, "c9")
 	if next[0].Seq != 9 {
 		t.Fatalf("next seq %d, want 9", next[0].Seq)
@@ -251,17 +252,17 @@ func TestRecoverAdoptsSegmentBeyondState(t *testing.T) {
 		t.Fatal(err)
 	}
 	segs := sealedFiles(t, cfg.Dir)
-	if got := seqRanges(segs); len(got) != 3 {
+	if got := batchtest.SeqRanges(segs); len(got) != 3 {
 		t.Fatalf("sealed %v, want three segments", got)
 	}
 	// The new segment chains to the adopted one.
-	checkChain(t, segs, 0, batch.ZeroHash)
+	batchtest.CheckChain(t, segs, 0, batch.ZeroHash)
 }
 
 func TestRecoverSealedRecordsNotResealed(t *testing.T) {
 	cfg := spoolConfig(t)
 	sp := openSpool(t, cfg)
-	pos := appendRecs(t, sp, records("a", 3), "c3")
+	pos := appendRecs(t, sp, batchtest.Records("a", 3), "c3")
 	if err := sp.WaitDurable(context.Background(), pos); err != nil {
 		t.Fatal(err)
 	}
@@ -279,13 +280,13 @@ func TestRecoverSealedRecordsNotResealed(t *testing.T) {
 	writeFile(t, jp, journal)
 
 	sp = openSpool(t, cfg)
-	if got := seqRanges(sealedFiles(t, cfg.Dir)); len(got) != 1 || got[0] != [2]uint64{1, 3} {
+	if got := batchtest.SeqRanges(sealedFiles(t, cfg.Dir)); len(got) != 1 || got[0] != [2]uint64{1, 3} {
 		t.Fatalf("sealed %v, want only [1 3]", got)
 	}
 	if c := sp.Cursor(); string(c) != "c3" {
 		t.Fatalf("cursor %q, want c3", c)
 	}
-	next := records("n", 1)
+	next := batchtest.Records("n", 1)
 	appendRecs(t, sp, next, "")
 	if next[0].Seq != 4 {
 		t.Fatalf("next seq %d, want 4", next[0].Seq)
@@ -293,16 +294,16 @@ func TestRecoverSealedRecordsNotResealed(t *testing.T) {
 	sp.Close()
 	sp = openSpool(t, cfg)
 	segs := sealedFiles(t, cfg.Dir)
-	if got := seqRanges(segs); len(got) != 2 || got[1] != [2]uint64{4, 4} {
+	if got := batchtest.SeqRanges(segs); len(got) != 2 || got[1] != [2]uint64{4, 4} {
 		t.Fatalf("sealed %v, want [1 3] [4 4]", got)
 	}
-	checkChain(t, segs, 0, batch.ZeroHash)
+	batchtest.CheckChain(t, segs, 0, batch.ZeroHash)
 }
 
 func TestRecoverRemovesSealTempFile(t *testing.T) {
 	cfg := spoolConfig(t)
 	sp := openSpool(t, cfg)
-	appendRecs(t, sp, records("a", 2), "c2")
+	appendRecs(t, sp, batchtest.Records("a", 2), "c2")
 	sp.Close()
 	tmp := filepath.Join(cfg.Dir, "sealed", "."+batch.SegmentName(1, 1, 2)+".tmp")
 	writeFile(t, tmp, []byte("half a segment"))
@@ -310,7 +311,7 @@ func TestRecoverRemovesSealTempFile(t *testing.T) {
 	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
 		t.Fatalf("temp file of an interrupted seal left behind (%v)", err)
 	}
-	if got := seqRanges(sealedFiles(t, cfg.Dir)); len(got) != 1 || got[0] != [2]uint64{1, 2} {
+	if got := batchtest.SeqRanges(sealedFiles(t, cfg.Dir)); len(got) != 1 || got[0] != [2]uint64{1, 2} {
 		t.Fatalf("sealed %v, want [1 2]", got)
 	}
 }
@@ -359,7 +360,7 @@ func recoverCrashAtEveryFsync(t *testing.T, rotate int64) {
 
 	log := newCursorLog()
 	add := func(prefix string, n int, cursor string, wait bool) {
-		pos := appendRecs(t, sp, records(prefix, n), cursor)
+		pos := appendRecs(t, sp, batchtest.Records(prefix, n), cursor)
 		log.add(prefix, n, cursor)
 		settle(t, sp)
 		if wait {
@@ -396,7 +397,7 @@ func TestRecoverResealKeepsCursorDurable(t *testing.T) {
 	// other seal.
 	cfg := spoolConfig(t)
 	openSpool(t, cfg).Close()
-	recs := records("a", 2)
+	recs := batchtest.Records("a", 2)
 	recs[0].Seq, recs[1].Seq = 1, 2
 	writeFile(t, filepath.Join(cfg.Dir, "journal"), appendEntry(nil, recs, []byte("c2")))
 	var order []string
@@ -408,7 +409,7 @@ func TestRecoverResealKeepsCursorDurable(t *testing.T) {
 	if c := sp.Cursor(); string(c) != "c2" {
 		t.Fatalf("cursor %q", c)
 	}
-	if got := seqRanges(sealedFiles(t, cfg.Dir)); len(got) != 1 || got[0] != [2]uint64{1, 2} {
+	if got := batchtest.SeqRanges(sealedFiles(t, cfg.Dir)); len(got) != 1 || got[0] != [2]uint64{1, 2} {
 		t.Fatalf("sealed %v, want [1 2]", got)
 	}
 	// The reseal must not depend on the journal being durable: the
@@ -437,7 +438,7 @@ func TestRecoverResealKeepsCursorDurable(t *testing.T) {
 func TestRecoverFinishesPublish(t *testing.T) {
 	cfg := spoolConfig(t)
 	sp := openSpool(t, cfg)
-	appendRecs(t, sp, records("a", 3), "c3")
+	appendRecs(t, sp, batchtest.Records("a", 3), "c3")
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
@@ -446,13 +447,13 @@ func TestRecoverFinishesPublish(t *testing.T) {
 	if len(segs) != 1 {
 		t.Fatalf("sealed %v", segs)
 	}
-	name := segs[0].name
+	name := segs[0].Name
 	if err := os.Rename(filepath.Join(cfg.Dir, "sealed", name), filepath.Join(cfg.Dir, "sealed", "."+name+".tmp")); err != nil {
 		t.Fatal(err)
 	}
 	sp = openSpool(t, cfg)
 	defer sp.Close()
-	if got := sealedFiles(t, cfg.Dir); len(got) != 1 || got[0].name != name {
+	if got := sealedFiles(t, cfg.Dir); len(got) != 1 || got[0].Name != name {
 		t.Fatalf("after recovery sealed = %v, want %s", got, name)
 	}
 	if c := sp.Cursor(); string(c) != "c3" || sp.Stats().LastSeq != 3 {
@@ -478,7 +479,7 @@ func TestRecoverLegacyJournal(t *testing.T) {
 			cfg := spoolConfig(t)
 			cfg.Policy.MaxRecords = 10
 			sp := openSpool(t, cfg)
-			recs := records("a", 15)
+			recs := batchtest.Records("a", 15)
 			appendRecs(t, sp, recs, "c15") // seals 1-10 with cursor c15
 			sp.Close()
 			for _, name := range journalFiles(t, cfg.Dir) {
@@ -494,10 +495,10 @@ func TestRecoverLegacyJournal(t *testing.T) {
 
 			sp = openSpool(t, cfg)
 			segs := sealedFiles(t, cfg.Dir)
-			if got := seqRanges(segs); len(got) != 2 || got[1] != [2]uint64{11, 15} {
+			if got := batchtest.SeqRanges(segs); len(got) != 2 || got[1] != [2]uint64{11, 15} {
 				t.Fatalf("sealed %v, want [1 10] [11 15]", got)
 			}
-			if got := datas(checkChain(t, segs, 0, batch.ZeroHash)); !slices.Equal(got, lines("a", 1, 15)) {
+			if got := batchtest.Datas(batchtest.CheckChain(t, segs, 0, batch.ZeroHash)); !slices.Equal(got, batchtest.Lines("a", 1, 15)) {
 				t.Fatalf("data %q", got)
 			}
 			if c := sp.Cursor(); string(c) != "c15" {
@@ -520,7 +521,7 @@ func TestRecoverDropsFileAfterLostTail(t *testing.T) {
 	for _, name := range journalFiles(t, cfg.Dir) {
 		os.Remove(filepath.Join(cfg.Dir, name))
 	}
-	recs := records("a", 12)
+	recs := batchtest.Records("a", 12)
 	for i := range recs {
 		recs[i].Seq = uint64(i + 1)
 	}
@@ -531,7 +532,7 @@ func TestRecoverDropsFileAfterLostTail(t *testing.T) {
 	writeFile(t, filepath.Join(cfg.Dir, journalName(11)), appendEntry(nil, recs[10:], []byte("c12")))
 
 	sp := openSpool(t, cfg)
-	if got := seqRanges(sealedFiles(t, cfg.Dir)); len(got) != 1 || got[0] != [2]uint64{1, 3} {
+	if got := batchtest.SeqRanges(sealedFiles(t, cfg.Dir)); len(got) != 1 || got[0] != [2]uint64{1, 3} {
 		t.Fatalf("sealed %v, want [1 3]", got)
 	}
 	if c := sp.Cursor(); string(c) != "c3" {
@@ -546,7 +547,7 @@ func TestRecoverDropsFileAfterLostTail(t *testing.T) {
 // survived; a gap inside a file, or a first file starting past the sealed
 // records, is damage recovery refuses to paper over.
 func TestRecoverLeftoverInBothFilesAndGaps(t *testing.T) {
-	recs := records("a", 8)
+	recs := batchtest.Records("a", 8)
 	for i := range recs {
 		recs[i].Seq = uint64(i + 1)
 	}
@@ -580,7 +581,7 @@ func TestRecoverLeftoverInBothFilesAndGaps(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := setup(t, c.files)
 			sp := openSpool(t, cfg)
-			if got := datas(checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)); !slices.Equal(got, lines("a", 1, c.last)) {
+			if got := batchtest.Datas(batchtest.CheckChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)); !slices.Equal(got, batchtest.Lines("a", 1, c.last)) {
 				t.Fatalf("data %q, want %d records", got, c.last)
 			}
 			if got := string(sp.Cursor()); got != c.cursor {
@@ -622,7 +623,7 @@ func TestRecoverAdoptsSealsSinceState(t *testing.T) {
 	defer sp.Close()
 	before := readState(t, cfg.Dir)
 	for i, c := range []string{"c3", "c5", "c9"} {
-		appendRecs(t, sp, records(fmt.Sprint("r", i), 3), c)
+		appendRecs(t, sp, batchtest.Records(fmt.Sprint("r", i), 3), c)
 		if err := sp.Seal("test"); err != nil {
 			t.Fatal(err)
 		}
@@ -630,7 +631,7 @@ func TestRecoverAdoptsSealsSinceState(t *testing.T) {
 	if st := readState(t, cfg.Dir); st.SealedSeq != before.SealedSeq {
 		t.Fatalf("a seal rewrote state.json (sealed_seq %d)", st.SealedSeq)
 	}
-	appendRecs(t, sp, records("open", 2), "c11") // left in the journal
+	appendRecs(t, sp, batchtest.Records("open", 2), "c11") // left in the journal
 	if err := sp.WaitDurable(context.Background(), sp.written); err != nil {
 		t.Fatal(err)
 	}
@@ -643,7 +644,7 @@ func TestRecoverAdoptsSealsSinceState(t *testing.T) {
 	if c := string(sp2.Cursor()); c != "c11" || sp2.Stats().LastSeq != 11 {
 		t.Fatalf("cursor %q last seq %d; want c11 and 11", c, sp2.Stats().LastSeq)
 	}
-	all := checkChain(t, sealedFiles(t, img.Dir), 0, batch.ZeroHash)
+	all := batchtest.CheckChain(t, sealedFiles(t, img.Dir), 0, batch.ZeroHash)
 	if len(all) != 11 {
 		t.Fatalf("spool holds %d records after recovery, want 11", len(all))
 	}
@@ -655,11 +656,11 @@ func TestRecoverAdoptsSealsSinceState(t *testing.T) {
 func TestRecoverTornNewestSegment(t *testing.T) {
 	cfg := spoolConfig(t)
 	sp := openSpool(t, cfg)
-	appendRecs(t, sp, records("a", 4), "c4")
+	appendRecs(t, sp, batchtest.Records("a", 4), "c4")
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
-	pos := appendRecs(t, sp, records("b", 3), "c7")
+	pos := appendRecs(t, sp, batchtest.Records("b", 3), "c7")
 	if err := sp.WaitDurable(context.Background(), pos); err != nil {
 		t.Fatal(err)
 	}
@@ -681,7 +682,7 @@ func TestRecoverTornNewestSegment(t *testing.T) {
 		writeFile(t, filepath.Join(img.Dir, n), b)
 	}
 	segs := sealedFiles(t, img.Dir)
-	newest := filepath.Join(img.Dir, "sealed", segs[len(segs)-1].name)
+	newest := filepath.Join(img.Dir, "sealed", segs[len(segs)-1].Name)
 	raw, err := os.ReadFile(newest)
 	if err != nil {
 		t.Fatal(err)
@@ -693,14 +694,14 @@ func TestRecoverTornNewestSegment(t *testing.T) {
 	if c := string(sp2.Cursor()); c != "c7" || sp2.Stats().LastSeq != 7 {
 		t.Fatalf("cursor %q last seq %d; want c7 and 7", c, sp2.Stats().LastSeq)
 	}
-	all := checkChain(t, sealedFiles(t, img.Dir), 0, batch.ZeroHash)
-	if got, want := datas(all), append(lines("a", 1, 4), lines("b", 1, 3)...); !slices.Equal(got, want) {
+	all := batchtest.CheckChain(t, sealedFiles(t, img.Dir), 0, batch.ZeroHash)
+	if got, want := batchtest.Datas(all), append(batchtest.Lines("a", 1, 4), batchtest.Lines("b", 1, 3)...); !slices.Equal(got, want) {
 		t.Fatalf("after recovery %q, want %q", got, want)
 	}
 	sp2.Close()
 
 	// The same damage in a segment that is not the newest is refused.
-	first := filepath.Join(damaged.Dir, "sealed", segs[0].name)
+	first := filepath.Join(damaged.Dir, "sealed", segs[0].Name)
 	raw, err = os.ReadFile(first)
 	if err != nil {
 		t.Fatal(err)
@@ -719,7 +720,7 @@ func TestConfirmedSegmentsWaitForState(t *testing.T) {
 	cfg.StateEvery = time.Hour
 	sp := openSpool(t, cfg, "t")
 	seal := func(prefix string) {
-		appendRecs(t, sp, records(prefix, 2), "")
+		appendRecs(t, sp, batchtest.Records(prefix, 2), "")
 		if err := sp.Seal("test"); err != nil {
 			t.Fatal(err)
 		}
@@ -729,7 +730,7 @@ func TestConfirmedSegmentsWaitForState(t *testing.T) {
 	seal("b")
 	seal("c")
 	sp.Confirm("t", 6)
-	if got := seqRanges(sealedFiles(t, cfg.Dir)); len(got) != 2 || got[0] != [2]uint64{3, 4} {
+	if got := batchtest.SeqRanges(sealedFiles(t, cfg.Dir)); len(got) != 2 || got[0] != [2]uint64{3, 4} {
 		t.Fatalf("sealed after confirming everything within StateEvery: %v, want 3-4 and 5-6 kept", got)
 	}
 	if st := sp.Stats(); st.SealedPending != 0 {
@@ -742,7 +743,7 @@ func TestConfirmedSegmentsWaitForState(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := sealedFiles(t, cfg.Dir); len(got) != 0 {
-		t.Fatalf("sealed after Close: %v, want none", seqRanges(got))
+		t.Fatalf("sealed after Close: %v, want none", batchtest.SeqRanges(got))
 	}
 	if st := readState(t, cfg.Dir); st.SealedSeq != 6 {
 		t.Fatalf("state.json sealed_seq %d after Close, want 6", st.SealedSeq)

@@ -10,6 +10,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 )
 
 // fakeClock is a Clock whose time moves only when the test advances it.
@@ -210,7 +211,7 @@ func TestFlushAt(t *testing.T) {
 	}
 	clk.Set(at(10, 13, 0))
 	waitFor(t, "segment sealed and sent at 13:00", func() bool { return len(storeSegments(t, st, "app")) == 1 })
-	if segs := storeSegments(t, st, "app"); len(checkChain(t, segs, 0, batch.ZeroHash)) != 3 {
+	if segs := storeSegments(t, st, "app"); len(batchtest.CheckChain(t, segs, 0, batch.ZeroHash)) != 3 {
 		t.Fatal("the scheduled segment does not hold the three records")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 )
 
 // settle waits until no seal is in flight, as a test that looks at sealed
@@ -117,12 +118,12 @@ func TestSealAppendsContinueWhileSealing(t *testing.T) {
 	cfg.SyncFile = gate.sync
 	sp := openSpool(t, cfg)
 	gate.on.Store(true)
-	appendRecs(t, sp, records("a", 10), "c10") // due: handed to the sealer
+	appendRecs(t, sp, batchtest.Records("a", 10), "c10") // due: handed to the sealer
 	if name := gate.wait(t); !strings.HasSuffix(name, ".seg.zst") {
 		t.Fatalf("sealer parked at %s, want the segment file", name)
 	}
 	// The sealer is stuck in its fsync; the next batch fills meanwhile.
-	next := records("b", 5)
+	next := batchtest.Records("b", 5)
 	done := appendBg(sp, next, "c15")
 	if err := result(t, "Append of the next batch", done); err != nil {
 		t.Fatal(err)
@@ -139,7 +140,7 @@ func TestSealAppendsContinueWhileSealing(t *testing.T) {
 	}
 	// size() counts the batch being sealed as well as the open one.
 	var recSize int64
-	for _, r := range append(records("a", 10), next...) {
+	for _, r := range append(batchtest.Records("a", 10), next...) {
 		recSize += int64(r.FramedSize())
 	}
 	if st.SpoolBytes < recSize {
@@ -159,11 +160,11 @@ func TestSealAppendsContinueWhileSealing(t *testing.T) {
 		t.Fatal(err)
 	}
 	segs := sealedFiles(t, cfg.Dir)
-	if got := seqRanges(segs); len(got) != 2 || got[0] != [2]uint64{1, 10} || got[1] != [2]uint64{11, 15} {
+	if got := batchtest.SeqRanges(segs); len(got) != 2 || got[0] != [2]uint64{1, 10} || got[1] != [2]uint64{11, 15} {
 		t.Fatalf("sealed %v, want [1 10] [11 15]", got)
 	}
-	all := checkChain(t, segs, 0, batch.ZeroHash)
-	if got, want := datas(all), append(lines("a", 1, 10), lines("b", 1, 5)...); !slices.Equal(got, want) {
+	all := batchtest.CheckChain(t, segs, 0, batch.ZeroHash)
+	if got, want := batchtest.Datas(all), append(batchtest.Lines("a", 1, 10), batchtest.Lines("b", 1, 5)...); !slices.Equal(got, want) {
 		t.Fatalf("data %q, want %q", got, want)
 	}
 	if c := sp.Cursor(); string(c) != "c15" {
@@ -184,10 +185,10 @@ func TestSealSecondDueBatchWaits(t *testing.T) {
 	cfg.SyncFile = gate.sync
 	sp := openSpool(t, cfg)
 	gate.on.Store(true)
-	appendRecs(t, sp, records("a", 10), "")
+	appendRecs(t, sp, batchtest.Records("a", 10), "")
 	gate.wait(t) // seal 1-10 parked at its segment's fsync
 
-	done := appendBg(sp, records("b", 12), "") // 11-20 due at seq 20
+	done := appendBg(sp, batchtest.Records("b", 12), "") // 11-20 due at seq 20
 	blocked(t, "Append of a second due batch", done)
 	lastSeqIs(t, sp, 20)
 
@@ -219,7 +220,7 @@ func TestSealSecondDueBatchWaits(t *testing.T) {
 	}
 
 	// Close waits for a seal in flight rather than abandon it.
-	appendRecs(t, sp, records("c", 10), "")
+	appendRecs(t, sp, batchtest.Records("c", 10), "")
 	gate.wait(t)
 	closed := async(sp.Close)
 	blocked(t, "Close", closed)
@@ -229,12 +230,12 @@ func TestSealSecondDueBatchWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	segs := sealedFiles(t, cfg.Dir)
-	if got := seqRanges(segs); !slices.Equal(got, [][2]uint64{{1, 10}, {11, 20}, {21, 22}, {23, 32}}) {
+	if got := batchtest.SeqRanges(segs); !slices.Equal(got, [][2]uint64{{1, 10}, {11, 20}, {21, 22}, {23, 32}}) {
 		t.Fatalf("sealed %v", got)
 	}
-	all := checkChain(t, segs, 0, batch.ZeroHash)
-	want := slices.Concat(lines("a", 1, 10), lines("b", 1, 12), lines("c", 1, 10))
-	if got := datas(all); !slices.Equal(got, want) {
+	all := batchtest.CheckChain(t, segs, 0, batch.ZeroHash)
+	want := slices.Concat(batchtest.Lines("a", 1, 10), batchtest.Lines("b", 1, 12), batchtest.Lines("c", 1, 10))
+	if got := batchtest.Datas(all); !slices.Equal(got, want) {
 		t.Fatalf("data %q, want %q", got, want)
 	}
 }
@@ -248,9 +249,9 @@ func TestSealBackpressureCountsSealingBatch(t *testing.T) {
 	cfg.SyncFile = gate.sync
 	sp := openSpool(t, cfg, "t")
 	gate.on.Store(true)
-	appendRecs(t, sp, records("a", 2), "")
+	appendRecs(t, sp, batchtest.Records("a", 2), "")
 	gate.wait(t)
-	done := appendBg(sp, records("b", 1), "")
+	done := appendBg(sp, batchtest.Records("b", 1), "")
 	blocked(t, "Append over the limit", done)
 	gate.on.Store(false)
 	gate.release <- nil
@@ -274,11 +275,11 @@ func TestSealerFsyncFailure(t *testing.T) {
 	sp := openSpool(t, cfg)
 	gate.on.Store(true)
 	ctx := context.Background()
-	pos := appendRecs(t, sp, records("a", 10), "")
+	pos := appendRecs(t, sp, batchtest.Records("a", 10), "")
 	gate.wait(t)
-	appendRecs(t, sp, records("b", 5), "")
+	appendRecs(t, sp, batchtest.Records("b", 5), "")
 	waited := async(func() error { return sp.WaitDurable(ctx, pos) })
-	handOff := appendBg(sp, records("c", 5), "")
+	handOff := appendBg(sp, batchtest.Records("c", 5), "")
 	lastSeqIs(t, sp, 20)
 	sealed := async(func() error { return sp.Seal("test") })
 	blocked(t, "WaitDurable", waited)
@@ -292,7 +293,7 @@ func TestSealerFsyncFailure(t *testing.T) {
 			t.Fatalf("%s: err %v, want ErrSpoolFailed wrapping the fsync error", what, err)
 		}
 	}
-	if _, err := sp.Append(ctx, records("later", 1), nil); !errors.Is(err, ErrSpoolFailed) {
+	if _, err := sp.Append(ctx, batchtest.Records("later", 1), nil); !errors.Is(err, ErrSpoolFailed) {
 		t.Fatalf("later Append: err %v", err)
 	}
 	if err := sp.WaitDurable(ctx, pos); !errors.Is(err, ErrSpoolFailed) {
@@ -320,8 +321,8 @@ func TestSealerFsyncFailure(t *testing.T) {
 
 	cfg.SyncFile = nil
 	sp = openSpool(t, cfg)
-	all := checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
-	if got, want := datas(all), slices.Concat(lines("a", 1, 10), lines("b", 1, 5), lines("c", 1, 5)); !slices.Equal(got, want) {
+	all := batchtest.CheckChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	if got, want := batchtest.Datas(all), slices.Concat(batchtest.Lines("a", 1, 10), batchtest.Lines("b", 1, 5), batchtest.Lines("c", 1, 5)); !slices.Equal(got, want) {
 		t.Fatalf("after restart: %q, want %q", got, want)
 	}
 }
@@ -352,7 +353,7 @@ func TestSealInFlightCrashImages(t *testing.T) {
 	ctx := context.Background()
 	log := newCursorLog()
 	add := func(prefix string, n int, cursor string) uint64 {
-		pos := appendRecs(t, sp, records(prefix, n), cursor)
+		pos := appendRecs(t, sp, batchtest.Records(prefix, n), cursor)
 		log.add(prefix, n, cursor)
 		return pos
 	}
@@ -379,7 +380,7 @@ func TestSealInFlightCrashImages(t *testing.T) {
 
 	// 20-22: 11-20 is due at seq 20 while 1-10 still seals.
 	log.add("e", 3, "e")
-	waiting := appendBg(sp, records("e", 3), "e")
+	waiting := appendBg(sp, batchtest.Records("e", 3), "e")
 	lastSeqIs(t, sp, 20)
 	sim.take(cfg.Dir, "batch 11-20 waiting for seal 1-10", all...)
 	gate.release <- nil // 1-10's segment: the seal is done
@@ -424,7 +425,7 @@ func TestSealContinueNamesJournal(t *testing.T) {
 	if names := journalFiles(t, cfg.Dir); !slices.Equal(names, []string{journalName(101)}) {
 		t.Fatalf("journal files %q, want %s", names, journalName(101))
 	}
-	recs := records("a", 2)
+	recs := batchtest.Records("a", 2)
 	appendRecs(t, sp, recs, "c2")
 	if recs[0].Seq != 101 {
 		t.Fatalf("seq %d, want 101", recs[0].Seq)
@@ -432,7 +433,7 @@ func TestSealContinueNamesJournal(t *testing.T) {
 	sp.Close()
 	sp = openSpool(t, cfg)
 	segs := sealedFiles(t, cfg.Dir)
-	if got := datas(checkChain(t, segs, 100, prev)); !slices.Equal(got, lines("a", 1, 2)) {
+	if got := batchtest.Datas(batchtest.CheckChain(t, segs, 100, prev)); !slices.Equal(got, batchtest.Lines("a", 1, 2)) {
 		t.Fatalf("data %q", got)
 	}
 	if c := sp.Cursor(); string(c) != "c2" {
@@ -446,7 +447,7 @@ func TestSealReadSealed(t *testing.T) {
 	cfg := spoolConfig(t)
 	cfg.Policy.MaxRecords = 5
 	sp := openSpool(t, cfg, "t")
-	appendRecs(t, sp, records("a", 10), "")
+	appendRecs(t, sp, batchtest.Records("a", 10), "")
 	settle(t, sp)
 	p := sp.Pending(0)
 	if len(p) != 2 {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 	"github.com/ferry-dr/ferry/store/storetest"
@@ -94,7 +95,7 @@ func drain(t *testing.T, sh *Shipper) {
 }
 
 // storeSegments reads and decodes every segment of stream in st.
-func storeSegments(t *testing.T, st store.Store, stream string) []seg {
+func storeSegments(t *testing.T, st store.Store, stream string) []batchtest.Segment {
 	t.Helper()
 	ctx := context.Background()
 	var names []string
@@ -105,7 +106,7 @@ func storeSegments(t *testing.T, st store.Store, stream string) []seg {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []seg
+	var out []batchtest.Segment
 	for _, n := range names {
 		rc, err := st.Get(ctx, n)
 		if err != nil {
@@ -116,7 +117,7 @@ func storeSegments(t *testing.T, st store.Store, stream string) []seg {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, decodeSegment(t, strings.TrimPrefix(n, stream+"/"), data))
+		out = append(out, batchtest.Decode(t, strings.TrimPrefix(n, stream+"/"), data))
 	}
 	return out
 }
@@ -143,18 +144,18 @@ func TestShipperEndToEnd(t *testing.T) {
 	if err != nil || seq != 1 {
 		t.Fatalf("Append: seq %d err %v, want 1", seq, err)
 	}
-	recs := records("r", 25)
+	recs := batchtest.Records("r", 25)
 	if err := sh.AppendBatch(ctx, recs, []byte("cur")); err != nil {
 		t.Fatal(err)
 	}
 	drain(t, sh.Shipper)
 
 	segs := storeSegments(t, st, "app")
-	if got := seqRanges(segs); !slices.Equal(got, [][2]uint64{{1, 10}, {11, 20}, {21, 26}}) {
+	if got := batchtest.SeqRanges(segs); !slices.Equal(got, [][2]uint64{{1, 10}, {11, 20}, {21, 26}}) {
 		t.Fatalf("store holds %v", got)
 	}
-	all := checkChain(t, segs, 0, batch.ZeroHash)
-	if got, want := datas(all), append([]string{"first\n"}, lines("r", 1, 25)...); !slices.Equal(got, want) {
+	all := batchtest.CheckChain(t, segs, 0, batch.ZeroHash)
+	if got, want := batchtest.Datas(all), append([]string{"first\n"}, batchtest.Lines("r", 1, 25)...); !slices.Equal(got, want) {
 		t.Fatalf("store data %q, want %q", got, want)
 	}
 	if string(all[0].Key) != "k" || all[0].Op != "put" {
@@ -177,19 +178,19 @@ func TestShipperFanOut(t *testing.T) {
 	a, b := newDirStore(t), newDirStore(t)
 	sh := startShipper(t, shipperConfig(t, Target{Name: "a", Store: a}, Target{Name: "b", Store: b}))
 	for i := range 5 {
-		if err := sh.AppendBatch(context.Background(), records(fmt.Sprint("r", i), 7), nil); err != nil {
+		if err := sh.AppendBatch(context.Background(), batchtest.Records(fmt.Sprint("r", i), 7), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	drain(t, sh.Shipper)
 	sa, sb := storeSegments(t, a, "app"), storeSegments(t, b, "app")
-	checkChain(t, sa, 0, batch.ZeroHash)
+	batchtest.CheckChain(t, sa, 0, batch.ZeroHash)
 	if len(sa) != 4 || len(sb) != len(sa) {
-		t.Fatalf("a holds %v, b holds %v; want 4 segments each", seqRanges(sa), seqRanges(sb))
+		t.Fatalf("a holds %v, b holds %v; want 4 segments each", batchtest.SeqRanges(sa), batchtest.SeqRanges(sb))
 	}
 	for i := range sa {
-		if sa[i].name != sb[i].name || sa[i].hash != sb[i].hash {
-			t.Fatalf("segment %d differs between targets: %s/%.12s vs %s/%.12s", i, sa[i].name, sa[i].hash, sb[i].name, sb[i].hash)
+		if sa[i].Name != sb[i].Name || sa[i].Hash != sb[i].Hash {
+			t.Fatalf("segment %d differs between targets: %s/%.12s vs %s/%.12s", i, sa[i].Name, sa[i].Hash, sb[i].Name, sb[i].Hash)
 		}
 	}
 	checkSpoolEmpty(t, sh.Shipper)
@@ -231,15 +232,15 @@ func TestShipperTransientErrors(t *testing.T) {
 	flaky, puts := countingPuts(real, 5, errors.New("connection reset by peer"))
 	steady := newDirStore(t)
 	sh := startShipper(t, shipperConfig(t, Target{Name: "flaky", Store: flaky}, Target{Name: "steady", Store: steady}))
-	if err := sh.AppendBatch(context.Background(), records("r", 30), nil); err != nil {
+	if err := sh.AppendBatch(context.Background(), batchtest.Records("r", 30), nil); err != nil {
 		t.Fatal(err)
 	}
 	drain(t, sh.Shipper)
 	segs := storeSegments(t, real, "app")
-	if got := seqRanges(segs); !slices.Equal(got, [][2]uint64{{1, 10}, {11, 20}, {21, 30}}) {
+	if got := batchtest.SeqRanges(segs); !slices.Equal(got, [][2]uint64{{1, 10}, {11, 20}, {21, 30}}) {
 		t.Fatalf("flaky target holds %v", got)
 	}
-	if got := datas(checkChain(t, segs, 0, batch.ZeroHash)); !slices.Equal(got, lines("r", 1, 30)) {
+	if got := batchtest.Datas(batchtest.CheckChain(t, segs, 0, batch.ZeroHash)); !slices.Equal(got, batchtest.Lines("r", 1, 30)) {
 		t.Fatalf("data %q", got)
 	}
 	for name, n := range puts() {
@@ -265,7 +266,7 @@ func TestShipperConflictStopsRun(t *testing.T) {
 		return fmt.Errorf("put %s: %w", name, store.ErrConflict)
 	}
 	sh := startShipper(t, shipperConfig(t, Target{Name: "t", Store: f}))
-	if err := sh.AppendBatch(context.Background(), records("r", 10), nil); err != nil {
+	if err := sh.AppendBatch(context.Background(), batchtest.Records("r", 10), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := sh.wait(t); !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "another writer") {
@@ -287,7 +288,7 @@ func TestShipperRealConflict(t *testing.T) {
 	if err := st.Put(context.Background(), name, []byte("someone else's segment")); err != nil {
 		t.Fatal(err)
 	}
-	if err := sh.AppendBatch(context.Background(), records("r", 10), nil); err != nil {
+	if err := sh.AppendBatch(context.Background(), batchtest.Records("r", 10), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := sh.wait(t); err == nil || !strings.Contains(err.Error(), "another writer") || !strings.Contains(err.Error(), name) {
@@ -298,7 +299,7 @@ func TestShipperRealConflict(t *testing.T) {
 func TestShipperContinuesStreamFromStore(t *testing.T) {
 	st := newDirStore(t)
 	first := startShipper(t, shipperConfig(t, Target{Name: "t", Store: st}))
-	if err := first.AppendBatch(context.Background(), records("old", 12), nil); err != nil {
+	if err := first.AppendBatch(context.Background(), batchtest.Records("old", 12), nil); err != nil {
 		t.Fatal(err)
 	}
 	drain(t, first.Shipper)
@@ -318,11 +319,11 @@ func TestShipperContinuesStreamFromStore(t *testing.T) {
 	}
 	drain(t, second.Shipper)
 	segs := storeSegments(t, st, "app")
-	if got := seqRanges(segs); !slices.Equal(got, [][2]uint64{{1, 10}, {11, 12}, {13, 13}}) {
+	if got := batchtest.SeqRanges(segs); !slices.Equal(got, [][2]uint64{{1, 10}, {11, 12}, {13, 13}}) {
 		t.Fatalf("store holds %v", got)
 	}
-	all := checkChain(t, segs, 0, batch.ZeroHash) // the new segment's prev is the old last's hash
-	if got, want := datas(all), append(lines("old", 1, 12), "new-1\n"); !slices.Equal(got, want) {
+	all := batchtest.CheckChain(t, segs, 0, batch.ZeroHash) // the new segment's prev is the old last's hash
+	if got, want := batchtest.Datas(all), append(batchtest.Lines("old", 1, 12), "new-1\n"); !slices.Equal(got, want) {
 		t.Fatalf("data %q", got)
 	}
 }
@@ -332,7 +333,7 @@ func TestShipperContinueIgnoresOtherGenerations(t *testing.T) {
 	cfg := shipperConfig(t, Target{Name: "t", Store: st})
 	cfg.Spool.Generation = 2
 	old := startShipper(t, cfg)
-	if err := old.AppendBatch(context.Background(), records("g2", 3), nil); err != nil {
+	if err := old.AppendBatch(context.Background(), batchtest.Records("g2", 3), nil); err != nil {
 		t.Fatal(err)
 	}
 	drain(t, old.Shipper)
@@ -373,7 +374,7 @@ func TestShipperDrainTimeout(t *testing.T) {
 	cfg.Targets = []Target{{Name: "dead", Store: real}}
 	sh = startShipper(t, cfg)
 	drain(t, sh.Shipper)
-	if got := seqRanges(storeSegments(t, real, "app")); !slices.Equal(got, [][2]uint64{{1, 1}}) {
+	if got := batchtest.SeqRanges(storeSegments(t, real, "app")); !slices.Equal(got, [][2]uint64{{1, 1}}) {
 		t.Fatalf("store holds %v after restart", got)
 	}
 }
@@ -383,13 +384,13 @@ func TestShipperSealsByAge(t *testing.T) {
 	cfg := shipperConfig(t, Target{Name: "t", Store: st})
 	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: 20 * time.Millisecond}
 	sh := startShipper(t, cfg)
-	if err := sh.AppendBatch(context.Background(), records("r", 3), nil); err != nil {
+	if err := sh.AppendBatch(context.Background(), batchtest.Records("r", 3), nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the age trigger to seal and ship", func() bool {
 		return len(storeSegments(t, st, "app")) == 1
 	})
-	if got := seqRanges(storeSegments(t, st, "app")); got[0] != [2]uint64{1, 3} {
+	if got := batchtest.SeqRanges(storeSegments(t, st, "app")); got[0] != [2]uint64{1, 3} {
 		t.Fatalf("store holds %v", got)
 	}
 }
@@ -401,7 +402,7 @@ func TestShipperRunStopsOnFsyncFailure(t *testing.T) {
 	cfg.Spool.SyncFile = fs.sync
 	sh := startShipper(t, cfg)
 	fs.armed.Store(true)
-	if err := sh.AppendBatch(context.Background(), records("r", 1), nil); err != nil {
+	if err := sh.AppendBatch(context.Background(), batchtest.Records("r", 1), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := sh.wait(t); !errors.Is(err, ErrSpoolFailed) {
@@ -429,7 +430,7 @@ func TestShipperConcurrentAppends(t *testing.T) {
 	}
 	wg.Wait()
 	drain(t, sh.Shipper)
-	all := checkChain(t, storeSegments(t, st, "app"), 0, batch.ZeroHash)
+	all := batchtest.CheckChain(t, storeSegments(t, st, "app"), 0, batch.ZeroHash)
 	if len(all) != workers*each {
 		t.Fatalf("%d records in the store, want %d", len(all), workers*each)
 	}
@@ -506,7 +507,7 @@ func TestOldestUnsentIgnoresConfirmed(t *testing.T) {
 	cfg.Spool.StateEvery = time.Hour
 	sh := startShipper(t, cfg)
 	for _, p := range []string{"a", "b", "c"} {
-		for _, r := range records(p, 10) {
+		for _, r := range batchtest.Records(p, 10) {
 			if _, err := sh.Append(context.Background(), r); err != nil {
 				t.Fatal(err)
 			}

@@ -791,7 +791,7 @@ func TestDirSourceIntoShipper(t *testing.T) {
 	drain(t, sh.Shipper)
 	var recs []batch.Record
 	for _, s := range storeSegments(t, st, "app") {
-		recs = append(recs, s.recs...)
+		recs = append(recs, s.Records...)
 	}
 	m := newDirModel(t)
 	m.apply(recs)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 )
 
 func runReader(t *testing.T, format, input string, max int) (*fakeSink, error) {
@@ -275,15 +276,15 @@ func TestReaderSourceIntoSpool(t *testing.T) {
 	sh := startShipper(t, shipperConfig(t, Target{Name: "t", Store: st}))
 	var in strings.Builder
 	for i := range 100 {
-		in.WriteString(lines("l", i+1, i+1)[0])
+		in.WriteString(batchtest.Lines("l", i+1, i+1)[0])
 	}
 	src := &ReaderSource{R: iotest.HalfReader(strings.NewReader(in.String())), Name: "stdin", Format: FormatLine}
 	if err := src.Run(context.Background(), sh); err != nil {
 		t.Fatal(err)
 	}
 	drain(t, sh.Shipper)
-	all := checkChain(t, storeSegments(t, st, "app"), 0, batch.ZeroHash)
-	if got := datas(all); !slices.Equal(got, lines("l", 1, 100)) {
+	all := batchtest.CheckChain(t, storeSegments(t, st, "app"), 0, batch.ZeroHash)
+	if got := batchtest.Datas(all); !slices.Equal(got, batchtest.Lines("l", 1, 100)) {
 		t.Fatalf("store holds %q", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 )
 
 const tailPoll = 10 * time.Millisecond
@@ -120,11 +121,11 @@ func fileCursor(t *testing.T, path string) tailCursor {
 
 func TestTailAppendedLines(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.log")
-	appendFile(t, path, lines("l", 1, 2)...)
+	appendFile(t, path, batchtest.Lines("l", 1, 2)...)
 	r := startTail(t, &TailSource{Path: path, Format: FormatLine})
-	r.wait(t, lines("l", 1, 2))
-	appendFile(t, path, lines("l", 3, 5)...)
-	r.wait(t, lines("l", 1, 5))
+	r.wait(t, batchtest.Lines("l", 1, 2))
+	appendFile(t, path, batchtest.Lines("l", 3, 5)...)
+	r.wait(t, batchtest.Lines("l", 1, 5))
 	if got, want := decodeCursor(t, r.sink.lastCursor()), fileCursor(t, path); got != want {
 		t.Fatalf("cursor %+v, want %+v (end of file)", got, want)
 	}
@@ -175,20 +176,20 @@ func TestTailRenameRotation(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, "app.log")
-			appendFile(t, path, lines("l", 1, 3)...)
+			appendFile(t, path, batchtest.Lines("l", 1, 3)...)
 			r := startTail(t, &TailSource{Path: path, Format: FormatLine})
-			r.wait(t, lines("l", 1, 3))
+			r.wait(t, batchtest.Lines("l", 1, 3))
 			for round := range 3 {
 				// Lines written just before the rename are read from the old
 				// file before the new one is opened.
 				base := 3 + round*4
-				appendFile(t, path, lines("l", base+1, base+2)...)
+				appendFile(t, path, batchtest.Lines("l", base+1, base+2)...)
 				if err := os.Rename(path, filepath.Join(dir, "app.log.1")); err != nil {
 					t.Fatal(err)
 				}
 				time.Sleep(gap)
-				appendFile(t, path, lines("l", base+3, base+4)...)
-				r.wait(t, lines("l", 1, base+4))
+				appendFile(t, path, batchtest.Lines("l", base+3, base+4)...)
+				r.wait(t, batchtest.Lines("l", 1, base+4))
 			}
 			if got, want := decodeCursor(t, r.sink.lastCursor()), fileCursor(t, path); got != want {
 				t.Fatalf("cursor %+v, want the new file's end %+v", got, want)
@@ -216,9 +217,9 @@ func TestTailRenameRotationPartialLastLine(t *testing.T) {
 func TestTailCopyTruncate(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.log")
-	appendFile(t, path, lines("old", 1, 5)...)
+	appendFile(t, path, batchtest.Lines("old", 1, 5)...)
 	r := startTail(t, &TailSource{Path: path, Format: FormatLine})
-	r.wait(t, lines("old", 1, 5))
+	r.wait(t, batchtest.Lines("old", 1, 5))
 	// logrotate copytruncate: copy, then truncate in place.
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -231,7 +232,7 @@ func TestTailCopyTruncate(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendFile(t, path, "n1\n") // shorter than the old offset
-	want := append(lines("old", 1, 5), "n1\n")
+	want := append(batchtest.Lines("old", 1, 5), "n1\n")
 	r.wait(t, want)
 	appendFile(t, path, "n2\n", "n3\n")
 	r.wait(t, append(want, "n2\n", "n3\n"))
@@ -242,65 +243,65 @@ func TestTailCopyTruncate(t *testing.T) {
 
 func TestTailRestartFromCursor(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.log")
-	appendFile(t, path, lines("l", 1, 3)...)
+	appendFile(t, path, batchtest.Lines("l", 1, 3)...)
 	appendFile(t, path, "part")
 	r := startTail(t, &TailSource{Path: path})
-	r.wait(t, lines("l", 1, 3))
+	r.wait(t, batchtest.Lines("l", 1, 3))
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
 	cursor := r.sink.lastCursor()
 
 	appendFile(t, path, "ial\n")
-	appendFile(t, path, lines("l", 4, 5)...)
+	appendFile(t, path, batchtest.Lines("l", 4, 5)...)
 	r2 := startTail(t, &TailSource{Path: path, Cursor: cursor})
-	r2.wait(t, append([]string{"partial\n"}, lines("l", 4, 5)...))
+	r2.wait(t, append([]string{"partial\n"}, batchtest.Lines("l", 4, 5)...))
 }
 
 func TestTailRotationWhileStopped(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.log")
-	appendFile(t, path, lines("l", 1, 3)...)
+	appendFile(t, path, batchtest.Lines("l", 1, 3)...)
 	r := startTail(t, &TailSource{Path: path})
-	r.wait(t, lines("l", 1, 3))
+	r.wait(t, batchtest.Lines("l", 1, 3))
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
 	cursor := r.sink.lastCursor()
 
-	appendFile(t, path, lines("l", 4, 5)...)
+	appendFile(t, path, batchtest.Lines("l", 4, 5)...)
 	if err := os.Rename(path, filepath.Join(dir, "app.log.1")); err != nil {
 		t.Fatal(err)
 	}
-	appendFile(t, path, lines("l", 6, 7)...)
+	appendFile(t, path, batchtest.Lines("l", 6, 7)...)
 	r2 := startTail(t, &TailSource{Path: path, Cursor: cursor})
-	r2.wait(t, lines("l", 4, 7))
-	appendFile(t, path, lines("l", 8, 8)...)
-	r2.wait(t, lines("l", 4, 8))
+	r2.wait(t, batchtest.Lines("l", 4, 7))
+	appendFile(t, path, batchtest.Lines("l", 8, 8)...)
+	r2.wait(t, batchtest.Lines("l", 4, 8))
 }
 
 func TestTailRotatedAwayWhileStoppedOldFileGone(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.log")
-	appendFile(t, path, lines("l", 1, 3)...)
+	appendFile(t, path, batchtest.Lines("l", 1, 3)...)
 	r := startTail(t, &TailSource{Path: path})
-	r.wait(t, lines("l", 1, 3))
+	r.wait(t, batchtest.Lines("l", 1, 3))
 	r.stop(t)
 	// Rotated out of the directory (deleting it instead could let the new
 	// file reuse its inode, which an inode cursor cannot tell apart).
 	if err := os.Rename(path, filepath.Join(t.TempDir(), "elsewhere.log")); err != nil {
 		t.Fatal(err)
 	}
-	appendFile(t, path, lines("new", 1, 2)...)
+	appendFile(t, path, batchtest.Lines("new", 1, 2)...)
 	r2 := startTail(t, &TailSource{Path: path, Cursor: r.sink.lastCursor()})
-	r2.wait(t, lines("new", 1, 2))
+	r2.wait(t, batchtest.Lines("new", 1, 2))
 }
 
 func TestTailTruncatedWhileStopped(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.log")
-	appendFile(t, path, lines("long-line", 1, 3)...)
+	appendFile(t, path, batchtest.Lines("long-line", 1, 3)...)
 	r := startTail(t, &TailSource{Path: path})
-	r.wait(t, lines("long-line", 1, 3))
+	r.wait(t, batchtest.Lines("long-line", 1, 3))
 	r.stop(t)
 	if err := os.Truncate(path, 0); err != nil {
 		t.Fatal(err)
@@ -370,7 +371,7 @@ func TestTailIntoSpoolRestart(t *testing.T) {
 	// Spool.Cursor resumes the tail exactly after the last accepted line.
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.log")
-	appendFile(t, path, lines("l", 1, 4)...)
+	appendFile(t, path, batchtest.Lines("l", 1, 4)...)
 	cfg := spoolConfig(t)
 	cfg.Policy.MaxRecords = 3
 	sp := openSpool(t, cfg)
@@ -389,18 +390,18 @@ func TestTailIntoSpoolRestart(t *testing.T) {
 	}
 	run(nil, 4)
 	sp.Close()
-	appendFile(t, path, lines("l", 5, 6)...)
+	appendFile(t, path, batchtest.Lines("l", 5, 6)...)
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
-	appendFile(t, path, lines("l", 7, 7)...)
+	appendFile(t, path, batchtest.Lines("l", 7, 7)...)
 	sp = openSpool(t, cfg)
 	run(sp.Cursor(), 7)
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
-	all := checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
-	if got := datas(all); !slices.Equal(got, lines("l", 1, 7)) {
+	all := batchtest.CheckChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	if got := batchtest.Datas(all); !slices.Equal(got, batchtest.Lines("l", 1, 7)) {
 		t.Fatalf("spool holds %q", got)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 )
 
 func seqsOf(recs []batch.Record) []uint64 {
@@ -28,9 +29,9 @@ func seqsOf(recs []batch.Record) []uint64 {
 func TestSpoolSeqsGapless(t *testing.T) {
 	cfg := spoolConfig(t)
 	sp := openSpool(t, cfg)
-	r1 := records("a", 3)
+	r1 := batchtest.Records("a", 3)
 	appendRecs(t, sp, r1, "")
-	r2 := records("b", 2)
+	r2 := batchtest.Records("b", 2)
 	appendRecs(t, sp, r2, "")
 	if got := append(seqsOf(r1), seqsOf(r2)...); !equalSeqs(got, 1, 5) {
 		t.Fatalf("seqs %v, want 1..5", got)
@@ -38,7 +39,7 @@ func TestSpoolSeqsGapless(t *testing.T) {
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
-	r3 := records("c", 2)
+	r3 := batchtest.Records("c", 2)
 	appendRecs(t, sp, r3, "")
 	if !equalSeqs(seqsOf(r3), 6, 7) {
 		t.Fatalf("after seal: seqs %v, want 6..7", seqsOf(r3))
@@ -48,7 +49,7 @@ func TestSpoolSeqsGapless(t *testing.T) {
 	}
 
 	sp = openSpool(t, cfg)
-	r4 := records("d", 1)
+	r4 := batchtest.Records("d", 1)
 	appendRecs(t, sp, r4, "")
 	if r4[0].Seq != 8 {
 		t.Fatalf("after reopen: seq %d, want 8", r4[0].Seq)
@@ -56,9 +57,9 @@ func TestSpoolSeqsGapless(t *testing.T) {
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
-	all := checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
-	want := append(append(append(lines("a", 1, 3), lines("b", 1, 2)...), lines("c", 1, 2)...), lines("d", 1, 1)...)
-	if got := datas(all); !slices.Equal(got, want) {
+	all := batchtest.CheckChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	want := append(append(append(batchtest.Lines("a", 1, 3), batchtest.Lines("b", 1, 2)...), batchtest.Lines("c", 1, 2)...), batchtest.Lines("d", 1, 1)...)
+	if got := batchtest.Datas(all); !slices.Equal(got, want) {
 		t.Fatalf("sealed data %q, want %q", got, want)
 	}
 	if st := sp.Stats(); st.LastSeq != 8 {
@@ -95,25 +96,25 @@ func TestSpoolMaxRecords(t *testing.T) {
 	cfg := spoolConfig(t)
 	cfg.Policy.MaxRecords = 10
 	sp := openSpool(t, cfg)
-	appendRecs(t, sp, records("r", 25), "c25")
+	appendRecs(t, sp, batchtest.Records("r", 25), "c25")
 	settle(t, sp)
 	segs := sealedFiles(t, cfg.Dir)
-	if got := seqRanges(segs); len(got) != 2 || got[0] != [2]uint64{1, 10} || got[1] != [2]uint64{11, 20} {
+	if got := batchtest.SeqRanges(segs); len(got) != 2 || got[0] != [2]uint64{1, 10} || got[1] != [2]uint64{11, 20} {
 		t.Fatalf("sealed %v, want [1 10] [11 20]", got)
 	}
-	checkChain(t, segs, 0, batch.ZeroHash)
+	batchtest.CheckChain(t, segs, 0, batch.ZeroHash)
 	if st := sp.Stats(); st.LastSeq != 25 || st.SealedPending != 2 || st.RecordsIn != 25 || st.SegmentsOut != 2 {
 		t.Fatalf("stats %+v", st)
 	}
 	// 21..25 are open: the next record joins them and the batch seals at 10.
-	appendRecs(t, sp, records("s", 5), "c30")
+	appendRecs(t, sp, batchtest.Records("s", 5), "c30")
 	settle(t, sp)
 	segs = sealedFiles(t, cfg.Dir)
-	if got := seqRanges(segs); len(got) != 3 || got[2] != [2]uint64{21, 30} {
+	if got := batchtest.SeqRanges(segs); len(got) != 3 || got[2] != [2]uint64{21, 30} {
 		t.Fatalf("sealed %v, want a third segment 21..30", got)
 	}
-	all := checkChain(t, segs, 0, batch.ZeroHash)
-	if got, want := datas(all), append(lines("r", 1, 25), lines("s", 1, 5)...); !slices.Equal(got, want) {
+	all := batchtest.CheckChain(t, segs, 0, batch.ZeroHash)
+	if got, want := batchtest.Datas(all), append(batchtest.Lines("r", 1, 25), batchtest.Lines("s", 1, 5)...); !slices.Equal(got, want) {
 		t.Fatalf("data %q, want %q", got, want)
 	}
 }
@@ -124,15 +125,15 @@ func TestSpoolMaxRecordsLeftoverSurvivesReopen(t *testing.T) {
 	cfg := spoolConfig(t)
 	cfg.Policy.MaxRecords = 10
 	sp := openSpool(t, cfg)
-	appendRecs(t, sp, records("r", 25), "c25")
+	appendRecs(t, sp, batchtest.Records("r", 25), "c25")
 	sp.Close()
 	sp = openSpool(t, cfg)
 	segs := sealedFiles(t, cfg.Dir)
-	if got := seqRanges(segs); len(got) != 3 || got[2] != [2]uint64{21, 25} {
+	if got := batchtest.SeqRanges(segs); len(got) != 3 || got[2] != [2]uint64{21, 25} {
 		t.Fatalf("sealed %v, want 1..10 11..20 21..25", got)
 	}
-	all := checkChain(t, segs, 0, batch.ZeroHash)
-	if got := datas(all); !slices.Equal(got, lines("r", 1, 25)) {
+	all := batchtest.CheckChain(t, segs, 0, batch.ZeroHash)
+	if got := batchtest.Datas(all); !slices.Equal(got, batchtest.Lines("r", 1, 25)) {
 		t.Fatalf("data %q", got)
 	}
 	if c := sp.Cursor(); string(c) != "c25" {
@@ -155,15 +156,15 @@ func TestSpoolMaxBytes(t *testing.T) {
 	}
 	settle(t, sp)
 	segs := sealedFiles(t, cfg.Dir)
-	if got := seqRanges(segs); len(got) != 2 || got[0] != [2]uint64{1, 4} || got[1] != [2]uint64{5, 8} {
+	if got := batchtest.SeqRanges(segs); len(got) != 2 || got[0] != [2]uint64{1, 4} || got[1] != [2]uint64{5, 8} {
 		t.Fatalf("sealed %v, want [1 4] [5 8]", got)
 	}
 	for _, s := range segs {
-		if s.meta.UncompressedSize != 200 {
-			t.Errorf("segment %s: %d uncompressed bytes, want 200", s.name, s.meta.UncompressedSize)
+		if s.Meta.UncompressedSize != 200 {
+			t.Errorf("segment %s: %d uncompressed bytes, want 200", s.Name, s.Meta.UncompressedSize)
 		}
 	}
-	checkChain(t, segs, 0, batch.ZeroHash)
+	batchtest.CheckChain(t, segs, 0, batch.ZeroHash)
 }
 
 func TestSpoolMaxAge(t *testing.T) {
@@ -176,9 +177,9 @@ func TestSpoolMaxAge(t *testing.T) {
 		t.Fatal("empty spool has a deadline")
 	}
 	t0 := clk.Now()
-	appendRecs(t, sp, records("a", 1), "")
+	appendRecs(t, sp, batchtest.Records("a", 1), "")
 	clk.Advance(500 * time.Millisecond)
-	appendRecs(t, sp, records("b", 1), "")
+	appendRecs(t, sp, batchtest.Records("b", 1), "")
 	if got, want := sp.Deadline(), t0.Add(time.Second); !got.Equal(want) {
 		t.Fatalf("deadline %v, want %v (first record + max_age)", got, want)
 	}
@@ -196,7 +197,7 @@ func TestSpoolMaxAge(t *testing.T) {
 	}
 	settle(t, sp)
 	segs := sealedFiles(t, cfg.Dir)
-	if got := seqRanges(segs); len(got) != 1 || got[0] != [2]uint64{1, 2} {
+	if got := batchtest.SeqRanges(segs); len(got) != 1 || got[0] != [2]uint64{1, 2} {
 		t.Fatalf("sealed %v, want [1 2]", got)
 	}
 	if !sp.Deadline().IsZero() {
@@ -204,7 +205,7 @@ func TestSpoolMaxAge(t *testing.T) {
 	}
 	// The age counts from the first record of the new batch.
 	clk.Advance(10 * time.Second)
-	appendRecs(t, sp, records("c", 1), "")
+	appendRecs(t, sp, batchtest.Records("c", 1), "")
 	if got, want := sp.Deadline(), clk.Now().Add(time.Second); !got.Equal(want) {
 		t.Fatalf("second batch deadline %v, want %v", got, want)
 	}
@@ -225,7 +226,7 @@ func TestSpoolConfirmTwoTargets(t *testing.T) {
 	cfg := spoolConfig(t)
 	cfg.Policy.MaxRecords = 2
 	sp := openSpool(t, cfg, "a", "b")
-	appendRecs(t, sp, records("r", 6), "")
+	appendRecs(t, sp, batchtest.Records("r", 6), "")
 	settle(t, sp)
 	p := sp.Pending(0)
 	if len(p) != 3 || p[0].FirstSeq != 1 || p[2].LastSeq != 6 {
@@ -267,7 +268,7 @@ func TestSpoolBackpressure(t *testing.T) {
 	cfg.Policy.MaxRecords = 1
 	cfg.Limit = 1 // any sealed byte is over the limit
 	sp := openSpool(t, cfg, "t")
-	appendRecs(t, sp, records("a", 1), "") // seals seq 1
+	appendRecs(t, sp, batchtest.Records("a", 1), "") // seals seq 1
 	settle(t, sp)
 
 	type result struct {
@@ -277,7 +278,7 @@ func TestSpoolBackpressure(t *testing.T) {
 	appendAsync := func(ctx context.Context) chan result {
 		ch := make(chan result, 1)
 		go func() {
-			recs := records("b", 1)
+			recs := batchtest.Records("b", 1)
 			_, err := sp.Append(ctx, recs, nil)
 			ch <- result{recs[0].Seq, err}
 		}()
@@ -318,7 +319,7 @@ func TestSpoolBackpressure(t *testing.T) {
 		t.Fatal("cancel did not unblock Append")
 	}
 	sp.Confirm("t", 2)
-	recs := records("c", 1)
+	recs := batchtest.Records("c", 1)
 	appendRecs(t, sp, recs, "")
 	if recs[0].Seq != 3 {
 		t.Fatalf("seq after a cancelled Append: %d, want 3 (no seq consumed)", recs[0].Seq)
@@ -351,7 +352,7 @@ func TestSpoolWrongStreamOrGeneration(t *testing.T) {
 			cfg := spoolConfig(t)
 			cfg.Generation = 3
 			sp := openSpool(t, cfg)
-			appendRecs(t, sp, records("a", 2), "")
+			appendRecs(t, sp, batchtest.Records("a", 2), "")
 			if sealed {
 				if err := sp.Seal("test"); err != nil {
 					t.Fatal(err)
@@ -375,8 +376,8 @@ func TestSpoolWrongStreamOrGeneration(t *testing.T) {
 			// under the wrong name.
 			openSpool(t, cfg)
 			for _, s := range sealedFiles(t, cfg.Dir) {
-				if s.meta.Stream != "app" || s.meta.Generation != 3 {
-					t.Fatalf("segment %s of stream %q gen %d", s.name, s.meta.Stream, s.meta.Generation)
+				if s.Meta.Stream != "app" || s.Meta.Generation != 3 {
+					t.Fatalf("segment %s of stream %q gen %d", s.Name, s.Meta.Stream, s.Meta.Generation)
 				}
 			}
 		})
@@ -413,7 +414,7 @@ func TestSpoolOversizeRecord(t *testing.T) {
 	if c := sp.Cursor(); c != nil {
 		t.Fatalf("cursor %q after refused Append", c)
 	}
-	next := records("n", 1)
+	next := batchtest.Records("n", 1)
 	appendRecs(t, sp, next, "")
 	if next[0].Seq != 1 {
 		t.Fatalf("next seq %d, want 1", next[0].Seq)
@@ -421,7 +422,7 @@ func TestSpoolOversizeRecord(t *testing.T) {
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
-	all := checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	all := batchtest.CheckChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
 	if len(all) != 1 {
 		t.Fatalf("%d records sealed, want 1", len(all))
 	}
@@ -439,7 +440,7 @@ func TestSpoolTimeOutOfRange(t *testing.T) {
 	if err := sp.Err(); err != nil {
 		t.Fatalf("spool failed: %v", err)
 	}
-	next := records("n", 1)
+	next := batchtest.Records("n", 1)
 	appendRecs(t, sp, next, "")
 	if next[0].Seq != 1 {
 		t.Fatalf("next seq %d, want 1", next[0].Seq)
@@ -483,12 +484,12 @@ func TestSpoolFsyncFailure(t *testing.T) {
 			cfg.SyncFile = fs.sync
 			sp := openSpool(t, cfg)
 			ctx := context.Background()
-			pos := appendRecs(t, sp, records("ok", 1), "")
+			pos := appendRecs(t, sp, batchtest.Records("ok", 1), "")
 			if err := sp.WaitDurable(ctx, pos); err != nil {
 				t.Fatal(err)
 			}
 			fs.armed.Store(true)
-			pos, err := sp.Append(ctx, records("bad", 1), nil)
+			pos, err := sp.Append(ctx, batchtest.Records("bad", 1), nil)
 			if err == nil {
 				err = sp.WaitDurable(ctx, pos)
 			}
@@ -498,7 +499,7 @@ func TestSpoolFsyncFailure(t *testing.T) {
 			// Failed for good, even once the disk "recovers".
 			fs.armed.Store(false)
 			for range 2 {
-				if _, err := sp.Append(ctx, records("later", 1), nil); !errors.Is(err, ErrSpoolFailed) {
+				if _, err := sp.Append(ctx, batchtest.Records("later", 1), nil); !errors.Is(err, ErrSpoolFailed) {
 					t.Fatalf("later Append: err %v, want ErrSpoolFailed", err)
 				}
 			}
@@ -524,19 +525,19 @@ func TestSpoolFsyncFailureWhileSealing(t *testing.T) {
 	fs := &failingSync{}
 	cfg.SyncFile = fs.sync
 	sp := openSpool(t, cfg)
-	appendRecs(t, sp, records("a", 3), "")
+	appendRecs(t, sp, batchtest.Records("a", 3), "")
 	fs.armed.Store(true)
 	if err := sp.Seal("test"); !errors.Is(err, ErrSpoolFailed) {
 		t.Fatalf("Seal: err %v, want ErrSpoolFailed", err)
 	}
-	if _, err := sp.Append(context.Background(), records("b", 1), nil); !errors.Is(err, ErrSpoolFailed) {
+	if _, err := sp.Append(context.Background(), batchtest.Records("b", 1), nil); !errors.Is(err, ErrSpoolFailed) {
 		t.Fatalf("Append after failed seal: err %v", err)
 	}
 	sp.Close()
 	// The restart recovers: the records were durable in the journal.
 	fs.armed.Store(false)
 	openSpool(t, cfg)
-	if got := seqRanges(sealedFiles(t, cfg.Dir)); len(got) != 1 || got[0] != [2]uint64{1, 3} {
+	if got := batchtest.SeqRanges(sealedFiles(t, cfg.Dir)); len(got) != 1 || got[0] != [2]uint64{1, 3} {
 		t.Fatalf("after restart: sealed %v, want [1 3]", got)
 	}
 }
@@ -547,7 +548,7 @@ func TestSpoolFsyncOff(t *testing.T) {
 	fs := &failingSync{}
 	cfg.SyncFile = fs.sync
 	sp := openSpool(t, cfg)
-	pos := appendRecs(t, sp, records("a", 3), "")
+	pos := appendRecs(t, sp, batchtest.Records("a", 3), "")
 	if err := sp.WaitDurable(context.Background(), pos); err != nil {
 		t.Fatal(err)
 	}
@@ -618,7 +619,7 @@ func TestSpoolSyncLoop(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- sp.SyncLoop(ctx) }()
 	before := syncs.Load()
-	pos := appendRecs(t, sp, records("a", 1), "")
+	pos := appendRecs(t, sp, batchtest.Records("a", 1), "")
 	waitFor(t, "SyncLoop to fsync the journal", func() bool { return syncs.Load() > before })
 	// WaitDurable returns without needing a sync of its own.
 	waitFor(t, "synced to reach pos", func() bool {
@@ -639,7 +640,7 @@ func TestSpoolLargeEntryIsWaitedFor(t *testing.T) {
 	var syncs atomic.Int64
 	cfg.SyncFile = func(f *os.File) error { syncs.Add(1); return f.Sync() }
 	sp := openSpool(t, cfg)
-	small := appendRecs(t, sp, records("a", 1), "")
+	small := appendRecs(t, sp, batchtest.Records("a", 1), "")
 	if err := sp.WaitDurable(context.Background(), small); err != nil {
 		t.Fatal(err)
 	}
@@ -698,7 +699,7 @@ func TestSpoolConcurrentAppendsWithSeals(t *testing.T) {
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
-	all := checkChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	all := batchtest.CheckChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
 	if len(all) != workers*each*3 {
 		t.Fatalf("%d records sealed, want %d", len(all), workers*each*3)
 	}
@@ -745,7 +746,7 @@ func TestSealLeavesUncommittedLeftoverToCommitter(t *testing.T) {
 			mu.Lock()
 			journalSyncs = 0
 			mu.Unlock()
-			pos := appendRecs(t, sp, records("a", 15), "")
+			pos := appendRecs(t, sp, batchtest.Records("a", 15), "")
 			recs, _, n, err := parseEntry(readJournal(t, cfg.Dir))
 			if err != nil || len(recs) != 5 || recs[0].Seq != 11 || n != len(readJournal(t, cfg.Dir)) {
 				t.Fatalf("journal after the seal: %d records from seq %v (err %v); want only the leftover 11-15", len(recs), recs, err)
@@ -780,7 +781,7 @@ func TestSpoolRetiresManyInBackground(t *testing.T) {
 	cfg := spoolConfig(t)
 	cfg.Policy.MaxRecords = 1
 	sp := openSpool(t, cfg, "a")
-	appendRecs(t, sp, records("r", 3*retireInline), "")
+	appendRecs(t, sp, batchtest.Records("r", 3*retireInline), "")
 	settle(t, sp)
 	if n := len(sp.Pending(0)); n != 3*retireInline {
 		t.Fatalf("%d segments pending, want %d", n, 3*retireInline)
