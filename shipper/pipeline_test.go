@@ -83,7 +83,9 @@ func TestSendPipelines(t *testing.T) {
 	}
 	// Seal the segments before the sender runs, so a backlog waits.
 	sp := openSpool(t, cfg.Spool, "link")
-	appendRecs(t, sp, batchtest.Records("r", 12), "")
+	if _, err := sp.Append(context.Background(), batchtest.Records("r", 12), nil); err != nil {
+		t.Fatal(err)
+	}
 	const last = 12
 	if err := sp.Close(); err != nil {
 		t.Fatal(err)
@@ -147,7 +149,9 @@ func TestSendPipelinesNotUnderStoreCap(t *testing.T) {
 	cfg.Spool.Policy = batch.FlushPolicy{MaxRecords: 1}
 	cfg.Schedules.Windows = []Window{{Start: mustCron(t, "* * * * *"), Duration: time.Hour, BandwidthLimit: 64 * mib}} // always open
 	sp := openSpool(t, cfg.Spool, "archive")
-	appendRecs(t, sp, batchtest.Records("r", 6), "")
+	if _, err := sp.Append(context.Background(), batchtest.Records("r", 6), nil); err != nil {
+		t.Fatal(err)
+	}
 	if err := sp.Close(); err != nil {
 		t.Fatal(err)
 	}

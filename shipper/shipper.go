@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -32,7 +33,7 @@ type Target struct {
 
 // Config configures a Shipper.
 type Config struct {
-	Spool   SpoolConfig
+	Spool   spool.Config
 	Targets []Target
 	// Retry governs retries of transient store errors. The sender retries
 	// for as long as the spool holds the data.
@@ -81,7 +82,7 @@ type TargetStatus struct {
 type Shipper struct {
 	cfg   Config
 	log   *slog.Logger
-	spool *Spool
+	spool *spool.Spool
 
 	mu      sync.Mutex
 	targets map[string]*TargetStatus
@@ -127,7 +128,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 		// Nothing commits the journal (Run): one file for many seals.
 		s.cfg.Spool.JournalRotate = journalRotateAcks
 	}
-	sp, err := OpenSpool(s.cfg.Spool, names, log)
+	sp, err := spool.Open(s.cfg.Spool, names, log)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +203,7 @@ func (s *Shipper) continueStream(ctx context.Context) error {
 }
 
 // Spool exposes the spool (status, tests).
-func (s *Shipper) Spool() *Spool { return s.spool }
+func (s *Shipper) Spool() *spool.Spool { return s.spool }
 
 // Append accepts one record and returns its sequence number once it is
 // accepted under the ack mode: durable in the spool under the fsync mode
@@ -243,7 +244,7 @@ func (s *Shipper) spoolAppend(ctx context.Context, recs []batch.Record, cursor [
 	var logged time.Time
 	for {
 		pos, err := s.spool.Append(ctx, recs, cursor)
-		if !errors.Is(err, ErrNoSpace) {
+		if !errors.Is(err, spool.ErrNoSpace) {
 			if !logged.IsZero() && err == nil {
 				s.log.Info("spool has room again; input resumes", "spool", s.cfg.Spool.Dir)
 			}
@@ -376,7 +377,7 @@ func (s *Shipper) ageLoop(ctx context.Context) error {
 
 // inflight is a segment sent to a pipelining target and not yet answered.
 type inflight struct {
-	seg     SealedSegment
+	seg     spool.SealedSegment
 	key     string
 	data    []byte
 	started time.Time

@@ -11,11 +11,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/batch/batchtest"
+	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 	"github.com/ferry-dr/ferry/store/storetest"
@@ -32,7 +34,7 @@ func newDirStore(t *testing.T) *dir.Store {
 
 func shipperConfig(t *testing.T, targets ...Target) Config {
 	return Config{
-		Spool:   SpoolConfig{Dir: t.TempDir(), Stream: "app", Policy: batch.FlushPolicy{MaxRecords: 10}},
+		Spool:   spool.Config{Dir: t.TempDir(), Stream: "app", Policy: batch.FlushPolicy{MaxRecords: 10}},
 		Targets: targets,
 		Retry:   store.RetryPolicy{Min: time.Millisecond, Max: 5 * time.Millisecond},
 	}
@@ -398,17 +400,22 @@ func TestShipperSealsByAge(t *testing.T) {
 func TestShipperRunStopsOnFsyncFailure(t *testing.T) {
 	st := newDirStore(t)
 	cfg := shipperConfig(t, Target{Name: "t", Store: st})
-	fs := &failingSync{}
-	cfg.Spool.SyncFile = fs.sync
+	var failing atomic.Bool
+	cfg.Spool.SyncFile = func(f *os.File) error {
+		if failing.Load() {
+			return errors.New("disk on fire")
+		}
+		return f.Sync()
+	}
 	sh := startShipper(t, cfg)
-	fs.armed.Store(true)
+	failing.Store(true)
 	if err := sh.AppendBatch(context.Background(), batchtest.Records("r", 1), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := sh.wait(t); !errors.Is(err, ErrSpoolFailed) {
-		t.Fatalf("Run: %v, want ErrSpoolFailed", err)
+	if err := sh.wait(t); !errors.Is(err, spool.ErrFailed) {
+		t.Fatalf("Run: %v, want spool.ErrFailed", err)
 	}
-	if _, err := sh.Append(context.Background(), batch.Record{Data: []byte("x")}); !errors.Is(err, ErrSpoolFailed) {
+	if _, err := sh.Append(context.Background(), batch.Record{Data: []byte("x")}); !errors.Is(err, spool.ErrFailed) {
 		t.Fatalf("Append after failure: %v", err)
 	}
 }
@@ -519,5 +526,57 @@ func TestOldestUnsentIgnoresConfirmed(t *testing.T) {
 	}
 	if o := sh.OldestUnsent(); !o.IsZero() {
 		t.Fatalf("OldestUnsent %v with every segment confirmed, want zero", o)
+	}
+}
+
+// fullDisk is a WriteFile that fails with ENOSPC while full is set, after
+// writing half of what it was given (a partial write, as a real full disk
+// can leave).
+type fullDisk struct {
+	full   atomic.Bool
+	failed atomic.Int64
+}
+
+func (d *fullDisk) write(f *os.File, b []byte) (int, error) {
+	if d.full.Load() {
+		d.failed.Add(1)
+		n, _ := f.Write(b[:len(b)/2])
+		return n, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+	}
+	return f.Write(b)
+}
+
+// The shipper's appenders wait out a full spool disk (the source stops
+// reading) and carry on when there is room.
+func TestShipperWaitsOutFullSpool(t *testing.T) {
+	disk := &fullDisk{}
+	st := newDirStore(t)
+	cfg := shipperConfig(t, Target{Name: "archive", Store: st})
+	cfg.Spool.WriteFile = disk.write
+	sh := startShipper(t, cfg)
+	disk.full.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := range 20 {
+			if _, err = sh.Append(context.Background(), batch.Record{Data: fmt.Appendf(nil, "r%d", i)}); err != nil {
+				break
+			}
+		}
+		done <- err
+	}()
+	waitFor(t, "appends meeting the full disk", func() bool { return disk.failed.Load() >= 2 })
+	select {
+	case err := <-done:
+		t.Fatalf("appends finished on a full disk: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	disk.full.Store(false)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	drain(t, sh.Shipper)
+	if recs := batchtest.CheckChain(t, storeSegments(t, st, "app"), 0, batch.ZeroHash); len(recs) != 20 {
+		t.Fatalf("%d records stored, want 20", len(recs))
 	}
 }

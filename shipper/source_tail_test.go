@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/batch/batchtest"
+	"github.com/ferry-dr/ferry/shipper/spool"
 )
 
 const tailPoll = 10 * time.Millisecond
@@ -372,7 +373,7 @@ func TestTailIntoSpoolRestart(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.log")
 	appendFile(t, path, batchtest.Lines("l", 1, 4)...)
-	cfg := spoolConfig(t)
+	cfg := spool.Config{Dir: t.TempDir(), Stream: "app", Fsync: spool.FsyncBatch}
 	cfg.Policy.MaxRecords = 3
 	sp := openSpool(t, cfg)
 
@@ -407,7 +408,7 @@ func TestTailIntoSpoolRestart(t *testing.T) {
 }
 
 // spoolSink appends straight into a spool, as the shipper does.
-type spoolSink struct{ sp *Spool }
+type spoolSink struct{ sp *spool.Spool }
 
 func (s spoolSink) AppendBatch(ctx context.Context, recs []batch.Record, cursor []byte) error {
 	_, err := s.sp.Append(ctx, recs, cursor)

@@ -43,7 +43,7 @@ echo "== unit, S3, end-to-end and short chaos tests (tests/chaos/run.sh runs the
 go test -count=1 -timeout 20m ./...
 
 echo "== race detector on the concurrent packages"
-go test -count=1 -race -timeout 20m ./shipper/ ./receiver/... ./store/...
+go test -count=1 -race -timeout 20m ./shipper/... ./receiver/... ./store/...
 
 echo "== short fuzz runs"
 # Budgets are execution counts (about 10 s each here), not durations: a
@@ -60,7 +60,7 @@ fuzz FuzzForged ./batch/ 90000
 fuzz FuzzParseSegmentName ./batch/ 200000
 fuzz FuzzParseGeneration ./batch/ 100000
 fuzz FuzzLoad ./config/ 8000
-fuzz FuzzParseEntry ./shipper/ 150000
+fuzz FuzzParseEntry ./shipper/spool/ 150000
 fuzz FuzzReadFrame ./transport/tcp/ 80000
 fuzz FuzzReadCheckpointFile ./receiver/ 100000
 fuzz FuzzParseHeader ./dirtree/ 100000

@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/shipper/loadgen"
+	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -90,12 +91,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	log := c.logger(stderr)
 	ctx := context.Background()
-	spool := *spoolDir
-	if spool == "" {
-		if spool, err = os.MkdirTemp("", "ferry-bench-spool-"); err != nil {
+	spoolPath := *spoolDir
+	if spoolPath == "" {
+		if spoolPath, err = os.MkdirTemp("", "ferry-bench-spool-"); err != nil {
 			return err
 		}
-		defer os.RemoveAll(spool)
+		defer os.RemoveAll(spoolPath)
 	}
 	targets, closeTargets, err := openTargets(ctx, cfg, nil, log)
 	if err != nil {
@@ -104,7 +105,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	defer closeTargets()
 	sc := cfg.Ship
 	sh, err := shipper.New(ctx, shipper.Config{
-		Spool: shipper.SpoolConfig{Dir: spool, Stream: cfg.Stream, Generation: cfg.Generation, Fsync: shipper.FsyncMode(sc.Fsync),
+		Spool: spool.Config{Dir: spoolPath, Stream: cfg.Stream, Generation: cfg.Generation, Fsync: spool.FsyncMode(sc.Fsync),
 			Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
 			MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression)},
 		Targets: targets,

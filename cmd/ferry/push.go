@@ -20,6 +20,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -263,7 +264,7 @@ func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushFile, log *
 	defer closeTargets()
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
 	sh, err := shipper.New(ctx, shipper.Config{
-		Spool: shipper.SpoolConfig{Dir: sc.Spool, Stream: cfg.Stream, Generation: cfg.Generation, Fsync: shipper.FsyncMode(sc.Fsync),
+		Spool: spool.Config{Dir: sc.Spool, Stream: cfg.Stream, Generation: cfg.Generation, Fsync: spool.FsyncMode(sc.Fsync),
 			Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
 			MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression)},
 		Targets: targets,

@@ -16,6 +16,7 @@ import (
 	"github.com/ferry-dr/ferry/metrics"
 	"github.com/ferry-dr/ferry/retention"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -68,11 +69,11 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	sh, err := shipper.New(ctx, shipper.Config{
-		Spool: shipper.SpoolConfig{
+		Spool: spool.Config{
 			Dir:           sc.Spool,
 			Stream:        cfg.Stream,
 			Generation:    cfg.Generation,
-			Fsync:         shipper.FsyncMode(sc.Fsync),
+			Fsync:         spool.FsyncMode(sc.Fsync),
 			Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
 			MaxRecordSize: int(sc.MaxRecordSize),
 			Limit:         int64(sc.SpoolLimit),

@@ -29,6 +29,7 @@ import (
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 )
@@ -93,7 +94,7 @@ func newRig(t *testing.T) *rig {
 func (r *rig) startShipping() {
 	r.t.Helper()
 	cfg := shipper.Config{
-		Spool: shipper.SpoolConfig{Dir: r.spool, Stream: stream, Fsync: shipper.FsyncBatch,
+		Spool: spool.Config{Dir: r.spool, Stream: stream, Fsync: spool.FsyncBatch,
 			Policy: batch.FlushPolicy{MaxAge: 50 * time.Millisecond, MaxBytes: 4 << 20}},
 		Targets: []shipper.Target{{Name: "store", Store: r.store}},
 		Retry:   store.RetryPolicy{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond},

@@ -16,6 +16,7 @@ import (
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 	"github.com/ferry-dr/ferry/transport/tcp"
@@ -75,7 +76,7 @@ func TestShipperToReceiverOverLink(t *testing.T) {
 			t.Fatal(err)
 		}
 		sh, err := shipper.New(ctx, shipper.Config{
-			Spool:   shipper.SpoolConfig{Dir: t.TempDir(), Stream: "app", Policy: batch.FlushPolicy{MaxRecords: 10}},
+			Spool:   spool.Config{Dir: t.TempDir(), Stream: "app", Policy: batch.FlushPolicy{MaxRecords: 10}},
 			Targets: []shipper.Target{{Name: "link", Store: c}},
 			Retry:   store.RetryPolicy{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond},
 		}, quiet)

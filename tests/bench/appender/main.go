@@ -33,6 +33,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/shipper/loadgen"
+	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 	"github.com/ferry-dr/ferry/transport/tcp"
@@ -89,9 +90,9 @@ var (
 	debugLog    bool
 )
 
-func run(storeURL string, insecure bool, token, caFile, stream, spool, ack string, n int64, conc, rate, size int,
+func run(storeURL string, insecure bool, token, caFile, stream, spoolDir, ack string, n int64, conc, rate, size int,
 	maxAge time.Duration, maxBytes int64, printAcks bool) error {
-	if storeURL == "" || spool == "" || conc < 1 {
+	if storeURL == "" || spoolDir == "" || conc < 1 {
 		return fmt.Errorf("need -store, -spool and -c >= 1")
 	}
 	level := slog.LevelWarn
@@ -128,7 +129,7 @@ func run(storeURL string, insecure bool, token, caFile, stream, spool, ack strin
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	sh, err := shipper.New(ctx, shipper.Config{
-		Spool: shipper.SpoolConfig{Dir: spool, Stream: stream,
+		Spool: spool.Config{Dir: spoolDir, Stream: stream,
 			Policy: batch.FlushPolicy{MaxAge: maxAge, MaxBytes: maxBytes}},
 		Targets: []shipper.Target{{Name: "store", Store: st}},
 		Retry:   store.RetryPolicy{Min: 50 * time.Millisecond, Max: time.Second, Jitter: 0.2},

@@ -1,4 +1,4 @@
-package shipper
+package spool
 
 import (
 	"bytes"
@@ -329,9 +329,9 @@ func TestSpoolBackpressure(t *testing.T) {
 func TestSpoolLocked(t *testing.T) {
 	cfg := spoolConfig(t)
 	openSpool(t, cfg)
-	_, err := OpenSpool(cfg, nil, quiet)
+	_, err := Open(cfg, nil, quiet)
 	if err == nil || !strings.Contains(err.Error(), "in use by another ferry process") {
-		t.Fatalf("second OpenSpool: err %v, want 'in use by another ferry process'", err)
+		t.Fatalf("second Open: err %v, want 'in use by another ferry process'", err)
 	}
 }
 
@@ -362,13 +362,13 @@ func TestSpoolWrongStreamOrGeneration(t *testing.T) {
 
 			other := cfg
 			other.Stream = "other"
-			_, err := OpenSpool(other, nil, quiet)
+			_, err := Open(other, nil, quiet)
 			if err == nil || !strings.Contains(err.Error(), `stream "app"`) || !strings.Contains(err.Error(), cfg.Dir) {
 				t.Fatalf("reopen as another stream: err %v, want it to name stream \"app\" and the dir", err)
 			}
 			other = cfg
 			other.Generation = 4
-			_, err = OpenSpool(other, nil, quiet)
+			_, err = Open(other, nil, quiet)
 			if err == nil || !strings.Contains(err.Error(), "generation 3") {
 				t.Fatalf("reopen as another generation: err %v, want it to name generation 3", err)
 			}
@@ -390,7 +390,7 @@ func TestSpoolDamagedState(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(cfg.Dir, "state.json"), []byte("{not json"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := OpenSpool(cfg, nil, quiet)
+	_, err := Open(cfg, nil, quiet)
 	if err == nil || !strings.Contains(err.Error(), "state.json is damaged") {
 		t.Fatalf("err %v, want state.json is damaged", err)
 	}
@@ -450,8 +450,8 @@ func TestSpoolTimeOutOfRange(t *testing.T) {
 func TestSpoolStreamNameChecked(t *testing.T) {
 	cfg := spoolConfig(t)
 	cfg.Stream = "../x"
-	if _, err := OpenSpool(cfg, nil, quiet); err == nil {
-		t.Fatal("OpenSpool accepted stream ../x")
+	if _, err := Open(cfg, nil, quiet); err == nil {
+		t.Fatal("Open accepted stream ../x")
 	}
 }
 
@@ -493,23 +493,23 @@ func TestSpoolFsyncFailure(t *testing.T) {
 			if err == nil {
 				err = sp.WaitDurable(ctx, pos)
 			}
-			if !errors.Is(err, ErrSpoolFailed) || !errors.Is(err, errDisk) {
-				t.Fatalf("err %v, want ErrSpoolFailed wrapping the fsync error", err)
+			if !errors.Is(err, ErrFailed) || !errors.Is(err, errDisk) {
+				t.Fatalf("err %v, want ErrFailed wrapping the fsync error", err)
 			}
 			// Failed for good, even once the disk "recovers".
 			fs.armed.Store(false)
 			for range 2 {
-				if _, err := sp.Append(ctx, batchtest.Records("later", 1), nil); !errors.Is(err, ErrSpoolFailed) {
-					t.Fatalf("later Append: err %v, want ErrSpoolFailed", err)
+				if _, err := sp.Append(ctx, batchtest.Records("later", 1), nil); !errors.Is(err, ErrFailed) {
+					t.Fatalf("later Append: err %v, want ErrFailed", err)
 				}
 			}
-			if err := sp.WaitDurable(ctx, pos); !errors.Is(err, ErrSpoolFailed) {
+			if err := sp.WaitDurable(ctx, pos); !errors.Is(err, ErrFailed) {
 				t.Fatalf("later WaitDurable: err %v", err)
 			}
-			if err := sp.Seal("test"); !errors.Is(err, ErrSpoolFailed) {
-				t.Fatalf("Seal: err %v, want ErrSpoolFailed", err)
+			if err := sp.Seal("test"); !errors.Is(err, ErrFailed) {
+				t.Fatalf("Seal: err %v, want ErrFailed", err)
 			}
-			if err := sp.Err(); !errors.Is(err, ErrSpoolFailed) {
+			if err := sp.Err(); !errors.Is(err, ErrFailed) {
 				t.Fatalf("Err: %v", err)
 			}
 			if n := len(sealedFiles(t, cfg.Dir)); n != 0 {
@@ -527,10 +527,10 @@ func TestSpoolFsyncFailureWhileSealing(t *testing.T) {
 	sp := openSpool(t, cfg)
 	appendRecs(t, sp, batchtest.Records("a", 3), "")
 	fs.armed.Store(true)
-	if err := sp.Seal("test"); !errors.Is(err, ErrSpoolFailed) {
-		t.Fatalf("Seal: err %v, want ErrSpoolFailed", err)
+	if err := sp.Seal("test"); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Seal: err %v, want ErrFailed", err)
 	}
-	if _, err := sp.Append(context.Background(), batchtest.Records("b", 1), nil); !errors.Is(err, ErrSpoolFailed) {
+	if _, err := sp.Append(context.Background(), batchtest.Records("b", 1), nil); !errors.Is(err, ErrFailed) {
 		t.Fatalf("Append after failed seal: err %v", err)
 	}
 	sp.Close()

@@ -1,4 +1,4 @@
-package shipper
+package spool
 
 import (
 	"bytes"
@@ -204,7 +204,7 @@ func TestJournalRotate(t *testing.T) {
 	img := copyDir(t, cfg.Dir)
 	rc := cfg
 	rc.Dir = img
-	sp2, err := OpenSpool(rc, nil, quiet)
+	sp2, err := Open(rc, nil, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}

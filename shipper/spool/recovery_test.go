@@ -1,4 +1,4 @@
-package shipper
+package spool
 
 import (
 	"bytes"
@@ -120,7 +120,7 @@ func TestRecoverPartialBatch(t *testing.T) {
 // twoEntrySpool leaves a closed spool whose journal holds entry 1 (seqs
 // 1-2, cursor c1) and entry 2 (seqs 3-4, cursor c2), and returns the dir
 // and the length of entry 1.
-func twoEntrySpool(t *testing.T) (SpoolConfig, int) {
+func twoEntrySpool(t *testing.T) (Config, int) {
 	cfg := spoolConfig(t)
 	sp := openSpool(t, cfg)
 	appendRecs(t, sp, batchtest.Records("one", 2), "c1")
@@ -136,12 +136,12 @@ func twoEntrySpool(t *testing.T) (SpoolConfig, int) {
 
 // checkRecoveredFirstEntry opens the spool in dir and checks that exactly
 // entry 1 of twoEntrySpool survived.
-func checkRecoveredFirstEntry(t *testing.T, cfg SpoolConfig, dir, what string) {
+func checkRecoveredFirstEntry(t *testing.T, cfg Config, dir, what string) {
 	t.Helper()
 	cfg.Dir = dir
-	sp, err := OpenSpool(cfg, nil, quiet)
+	sp, err := Open(cfg, nil, quiet)
 	if err != nil {
-		t.Fatalf("%s: OpenSpool: %v", what, err)
+		t.Fatalf("%s: Open: %v", what, err)
 	}
 	defer sp.Close()
 	segs := sealedFiles(t, dir)
@@ -320,7 +320,7 @@ func TestRecoverForeignFileInSealed(t *testing.T) {
 	cfg := spoolConfig(t)
 	openSpool(t, cfg).Close()
 	writeFile(t, filepath.Join(cfg.Dir, "sealed", "notes.txt"), nil)
-	_, err := OpenSpool(cfg, nil, quiet)
+	_, err := Open(cfg, nil, quiet)
 	if err == nil || !strings.Contains(err.Error(), "sealed/notes.txt") {
 		t.Fatalf("err %v, want it to name sealed/notes.txt", err)
 	}
@@ -551,7 +551,7 @@ func TestRecoverLeftoverInBothFilesAndGaps(t *testing.T) {
 	for i := range recs {
 		recs[i].Seq = uint64(i + 1)
 	}
-	setup := func(t *testing.T, files map[string][]byte) SpoolConfig {
+	setup := func(t *testing.T, files map[string][]byte) Config {
 		cfg := spoolConfig(t)
 		openSpool(t, cfg).Close()
 		for _, name := range journalFiles(t, cfg.Dir) {
@@ -595,8 +595,8 @@ func TestRecoverLeftoverInBothFilesAndGaps(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := setup(t, files)
-			if _, err := OpenSpool(cfg, nil, quiet); err == nil || !strings.Contains(err.Error(), "gap") {
-				t.Fatalf("OpenSpool: err %v, want a gap error", err)
+			if _, err := Open(cfg, nil, quiet); err == nil || !strings.Contains(err.Error(), "gap") {
+				t.Fatalf("Open: err %v, want a gap error", err)
 			}
 		})
 	}
@@ -604,7 +604,7 @@ func TestRecoverLeftoverInBothFilesAndGaps(t *testing.T) {
 
 // crashCopy copies a live spool the way kill -9 leaves it (the page cache
 // survives): state.json is whatever the last SaveState wrote.
-func crashCopy(t *testing.T, dir string) SpoolConfig {
+func crashCopy(t *testing.T, dir string) Config {
 	t.Helper()
 	img := t.TempDir()
 	if err := copyTree(dir, img); err != nil {
@@ -708,8 +708,8 @@ func TestRecoverTornNewestSegment(t *testing.T) {
 	}
 	raw[len(raw)-1] ^= 0xff
 	writeFile(t, first, raw)
-	if _, err := OpenSpool(damaged, nil, quiet); err == nil || !strings.Contains(err.Error(), "the spool is damaged") {
-		t.Fatalf("OpenSpool with a damaged older segment: %v, want 'the spool is damaged'", err)
+	if _, err := Open(damaged, nil, quiet); err == nil || !strings.Contains(err.Error(), "the spool is damaged") {
+		t.Fatalf("Open with a damaged older segment: %v, want 'the spool is damaged'", err)
 	}
 }
 

@@ -1,4 +1,4 @@
-package shipper
+package spool
 
 import (
 	"bytes"
@@ -289,20 +289,20 @@ func TestSealerFsyncFailure(t *testing.T) {
 	gate.on.Store(false)
 	gate.release <- errDisk
 	for what, ch := range map[string]chan error{"WaitDurable": waited, "Append": handOff, "Seal": sealed} {
-		if err := result(t, what, ch); !errors.Is(err, ErrSpoolFailed) || !errors.Is(err, errDisk) {
-			t.Fatalf("%s: err %v, want ErrSpoolFailed wrapping the fsync error", what, err)
+		if err := result(t, what, ch); !errors.Is(err, ErrFailed) || !errors.Is(err, errDisk) {
+			t.Fatalf("%s: err %v, want ErrFailed wrapping the fsync error", what, err)
 		}
 	}
-	if _, err := sp.Append(ctx, batchtest.Records("later", 1), nil); !errors.Is(err, ErrSpoolFailed) {
+	if _, err := sp.Append(ctx, batchtest.Records("later", 1), nil); !errors.Is(err, ErrFailed) {
 		t.Fatalf("later Append: err %v", err)
 	}
-	if err := sp.WaitDurable(ctx, pos); !errors.Is(err, ErrSpoolFailed) {
+	if err := sp.WaitDurable(ctx, pos); !errors.Is(err, ErrFailed) {
 		t.Fatalf("later WaitDurable: err %v", err)
 	}
-	if err := sp.Seal("test"); !errors.Is(err, ErrSpoolFailed) {
+	if err := sp.Seal("test"); !errors.Is(err, ErrFailed) {
 		t.Fatalf("later Seal: err %v", err)
 	}
-	if err := sp.SealIfDue(time.Now()); !errors.Is(err, ErrSpoolFailed) {
+	if err := sp.SealIfDue(time.Now()); !errors.Is(err, ErrFailed) {
 		t.Fatalf("later SealIfDue: err %v", err)
 	}
 	if p := sp.Pending(0); len(p) != 0 {

@@ -1,9 +1,8 @@
-package shipper
+package spool
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -41,7 +40,7 @@ func TestSpoolJournalDiskFull(t *testing.T) {
 	cfg := spoolConfig(t)
 	cfg.Policy = batch.FlushPolicy{MaxRecords: 1000}
 	cfg.WriteFile = disk.write
-	sp, err := OpenSpool(cfg, []string{"t"}, quiet)
+	sp, err := Open(cfg, []string{"t"}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +75,7 @@ func TestSpoolJournalDiskFull(t *testing.T) {
 }
 
 // spoolConfig2 reopens cfg's spool with plain writes.
-func spoolConfig2(cfg SpoolConfig) SpoolConfig {
+func spoolConfig2(cfg Config) Config {
 	cfg.WriteFile = nil
 	return cfg
 }
@@ -87,7 +86,7 @@ func TestSpoolSealDiskFull(t *testing.T) {
 	disk := &fullDisk{}
 	cfg := spoolConfig(t)
 	cfg.Policy = batch.FlushPolicy{MaxRecords: 5}
-	sp, err := OpenSpool(cfg, []string{"t"}, quiet)
+	sp, err := Open(cfg, []string{"t"}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,41 +115,6 @@ func TestSpoolSealDiskFull(t *testing.T) {
 	}
 }
 
-// The shipper's appenders wait out a full spool disk (the source stops
-// reading) and carry on when there is room.
-func TestShipperWaitsOutFullSpool(t *testing.T) {
-	disk := &fullDisk{}
-	st := newDirStore(t)
-	cfg := shipperConfig(t, Target{Name: "archive", Store: st})
-	cfg.Spool.WriteFile = disk.write
-	sh := startShipper(t, cfg)
-	disk.full.Store(true)
-	done := make(chan error, 1)
-	go func() {
-		var err error
-		for i := range 20 {
-			if _, err = sh.Append(context.Background(), batch.Record{Data: fmt.Appendf(nil, "r%d", i)}); err != nil {
-				break
-			}
-		}
-		done <- err
-	}()
-	waitFor(t, "appends meeting the full disk", func() bool { return disk.failed.Load() >= 2 })
-	select {
-	case err := <-done:
-		t.Fatalf("appends finished on a full disk: %v", err)
-	case <-time.After(100 * time.Millisecond):
-	}
-	disk.full.Store(false)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	drain(t, sh.Shipper)
-	if recs := batchtest.CheckChain(t, storeSegments(t, st, "app"), 0, batch.ZeroHash); len(recs) != 20 {
-		t.Fatalf("%d records stored, want 20", len(recs))
-	}
-}
-
 // The disk fills exactly when a hand-off writes the leftover of an entry
 // split by a seal. Part of that entry is already being sealed, so Append
 // must not refuse it (a retry would duplicate those records): it waits for
@@ -169,7 +133,7 @@ func TestSpoolLeftoverDiskFull(t *testing.T) {
 		}
 		return f.Write(b)
 	}
-	sp, err := OpenSpool(cfg, []string{"t"}, quiet)
+	sp, err := Open(cfg, []string{"t"}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package shipper
+package spool
 
 import (
 	"bytes"
@@ -100,7 +100,7 @@ func parseEntry(b []byte) ([]batch.Record, []byte, int, error) {
 // once the seal has recorded the batch in state.json, so at most two files
 // are live: the sealing batch's and the open batch's.
 //
-// With SpoolConfig.JournalRotate set (the shipper sets it when appends
+// With Config.JournalRotate set (the shipper sets it when appends
 // wait for targets' acks, and nothing commits the journal), a hand-off
 // keeps the current file until it holds JournalRotate bytes, unless an
 // entry was split: then its batches' records stay in it after they are

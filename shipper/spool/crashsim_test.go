@@ -1,4 +1,4 @@
-package shipper
+package spool
 
 import (
 	"bytes"
@@ -321,7 +321,7 @@ func durableHole(t *testing.T, dir string) uint64 {
 // appended, each once and in order, in chained segments; one empty journal
 // file is left. Before that it checks that no durable record follows a
 // lost one.
-func checkImages(t *testing.T, cfg SpoolConfig, images []crashImage, l *cursorLog) {
+func checkImages(t *testing.T, cfg Config, images []crashImage, l *cursorLog) {
 	t.Helper()
 	for _, img := range images {
 		if hole := durableHole(t, img.dir); hole != 0 {
@@ -329,9 +329,9 @@ func checkImages(t *testing.T, cfg SpoolConfig, images []crashImage, l *cursorLo
 		}
 		rc := cfg
 		rc.Dir, rc.SyncFile = img.dir, nil
-		sp, err := OpenSpool(rc, nil, quiet)
+		sp, err := Open(rc, nil, quiet)
 		if err != nil {
-			t.Errorf("%s: OpenSpool: %v", img.point, err)
+			t.Errorf("%s: Open: %v", img.point, err)
 			continue
 		}
 		cursor := string(sp.Cursor())

@@ -1,4 +1,4 @@
-package shipper
+package spool
 
 import (
 	"context"
@@ -26,8 +26,8 @@ const (
 	FsyncOff    FsyncMode = "off"    // leave it to the OS; a crash may lose accepted records
 )
 
-// SpoolConfig configures a Spool. Zero values get defaults where noted.
-type SpoolConfig struct {
+// Config configures a Spool. Zero values get defaults where noted.
+type Config struct {
 	Dir           string
 	Stream        string
 	Generation    uint32 // default 1
@@ -94,7 +94,7 @@ type SealedSegment struct {
 // background (SaveState) so confirmed segments can go; recovery brings it
 // up to the segments sealed since.
 type Spool struct {
-	cfg SpoolConfig
+	cfg Config
 	log *slog.Logger
 
 	lockFile *os.File
@@ -142,11 +142,11 @@ type Spool struct {
 	fatal       error
 	closed      bool
 	closing     bool // Close has begun: a seal waiting for disk space gives up
-	stats       SpoolStats
+	stats       Stats
 }
 
-// SpoolStats are counters for summaries and status.
-type SpoolStats struct {
+// Stats are counters for summaries and status.
+type Stats struct {
 	RecordsIn     uint64
 	BytesIn       int64 // framed, uncompressed
 	SegmentsOut   uint64
@@ -157,17 +157,17 @@ type SpoolStats struct {
 	SpoolBytes    int64
 }
 
-// ErrSpoolFailed wraps the fatal error (an fsync failure) after which the
+// ErrFailed wraps the fatal error (an fsync failure) after which the
 // spool refuses all work; the process must exit and recover on restart.
-var ErrSpoolFailed = errors.New("spool failed")
+var ErrFailed = errors.New("spool failed")
 
-var errSpoolClosed = errors.New("spool closed")
+var errClosed = errors.New("spool closed")
 
-// OpenSpool locks dir, recovers it (adopting segments sealed just before a
+// Open locks dir, recovers it (adopting segments sealed just before a
 // crash, replaying the journal) and reseals a partial batch left by a
 // previous run. targets names every target that must confirm a segment
 // before it leaves the spool.
-func OpenSpool(cfg SpoolConfig, targets []string, log *slog.Logger) (*Spool, error) {
+func Open(cfg Config, targets []string, log *slog.Logger) (*Spool, error) {
 	if cfg.Generation == 0 {
 		cfg.Generation = 1
 	}
@@ -268,7 +268,7 @@ func (s *Spool) Continue(lastSeq uint64, lastHash string) error {
 }
 
 // Config returns the spool's configuration with the defaults applied.
-func (s *Spool) Config() SpoolConfig { return s.cfg }
+func (s *Spool) Config() Config { return s.cfg }
 
 func (s *Spool) path(p ...string) string { return filepath.Join(append([]string{s.cfg.Dir}, p...)...) }
 
@@ -352,7 +352,7 @@ func (s *Spool) recover() error {
 // the last good fsync can be trusted, so the spool stops. mu held.
 func (s *Spool) fail(err error) error {
 	if s.fatal == nil {
-		s.fatal = fmt.Errorf("%w: %w", ErrSpoolFailed, err)
+		s.fatal = fmt.Errorf("%w: %w", ErrFailed, err)
 		s.notify()
 	}
 	return s.fatal
@@ -364,7 +364,7 @@ func (s *Spool) usable() error {
 		return s.fatal
 	}
 	if s.closed {
-		return errSpoolClosed
+		return errClosed
 	}
 	return nil
 }
@@ -402,7 +402,7 @@ func (s *Spool) SyncLoop(ctx context.Context) error {
 			pos := s.written
 			s.mu.Unlock()
 			if err := s.WaitDurable(ctx, pos); err != nil {
-				if ctx.Err() != nil || errors.Is(err, errSpoolClosed) {
+				if ctx.Err() != nil || errors.Is(err, errClosed) {
 					return nil
 				}
 				return err
@@ -621,7 +621,7 @@ func (s *Spool) waitDurable(ctx context.Context, pos uint64, preferSeal bool) er
 		}
 		if s.closed {
 			s.mu.Unlock()
-			return errSpoolClosed
+			return errClosed
 		}
 		sealFirst := preferSeal && s.sealing != nil && s.sealing.old != nil && s.sealing.old.synced < s.sealing.old.end
 		if !s.syncing && !sealFirst {
@@ -874,7 +874,7 @@ func (s *Spool) LastSeq() uint64 {
 }
 
 // Stats returns a snapshot of the counters.
-func (s *Spool) Stats() SpoolStats {
+func (s *Spool) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
