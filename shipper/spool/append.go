@@ -72,10 +72,11 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 		s.stats.RecordsIn++
 		s.stats.BytesIn += int64(recs[i].FramedSize())
 		if due, why := s.cfg.Policy.Due(s.builder.Size(), s.builder.Records(), s.firstAt, now); due {
-			// Sealing mid-entry records this entry's cursor in state.json,
-			// which also covers the records after the seal point: they are
-			// written to the new journal file, and the sealer makes them
-			// durable before state.json, or a crash would skip them.
+			// Sealing mid-entry records this entry's cursor in the segment
+			// (and so in state.json), which also covers the records after
+			// the seal point: they are written to the new journal file, and
+			// the sealer makes them durable before the segment, or a crash
+			// would skip them.
 			if err := s.handOff(why, cursor, recs[i+1:], callerCursor); err != nil {
 				return 0, err
 			}

@@ -20,19 +20,21 @@ import (
 // waits for the seal before it (at most one is in flight, so the previous
 // segment's hash is known for the chain), starts a new journal file, gives
 // the Builder to a sealer goroutine and opens the next batch in the spare
-// Builder. The sealer finishes the compression, writes the segment and
-// state.json, then makes the segment visible (Pending) and removes the
-// journal file the batch was written to. Seal waits for all of it.
+// Builder. The sealer finishes the compression, writes the segment
+// (state.json follows in the background: SaveState), then makes the
+// segment visible (Pending) and removes the journal file the batch was
+// written to. Seal waits for all of it.
 
 // sealJob is a batch handed to the sealer.
 type sealJob struct {
 	b      *batch.Builder
 	reason string
-	cursor []byte // source position after its last record, for state.json
+	cursor []byte // source position after its last record, for the segment and state.json
 	size   int64  // uncompressed bytes, counted by size() until sealed
 	// syncTo, when set, is a journal position that must be durable before
-	// state.json names cursor: the end of the leftover of an entry the seal
-	// point split, when that entry moved the cursor.
+	// the segment, whose metadata carries cursor, is written: the end of the
+	// leftover of an entry the seal point split, when that entry moved the
+	// cursor.
 	syncTo uint64
 	// old is the journal file the batch ends in when the hand-off started
 	// a new one; nil when the batch's records stay in the current file
@@ -49,7 +51,7 @@ type sealJob struct {
 // waits for the seal in flight, starts a new journal file and writes
 // leftover there, the records of the current entry after the seal point,
 // as an entry with cursor. callerCursor says that entry moved the cursor:
-// then state.json's cursor covers the leftover, which the sealer makes
+// then the segment's cursor covers the leftover, which the sealer makes
 // durable first. in and mu held.
 func (s *Spool) handOff(reason string, cursor []byte, leftover []batch.Record, callerCursor bool) error {
 	if err := s.waitSealLocked(); err != nil {
@@ -140,8 +142,8 @@ type sealResult struct {
 }
 
 // seal runs on the sealer goroutine: it writes job's batch as a sealed
-// segment recorded in state.json, then retires the journal files that held
-// it. A failure fails the spool, which wakes every waiter.
+// segment, then retires the journal files that held it. A failure fails
+// the spool, which wakes every waiter.
 func (s *Spool) seal(job *sealJob) {
 	res, err := s.writeSealed(job)
 	s.mu.Lock()
@@ -327,7 +329,8 @@ func (s *Spool) scanSealed() error {
 		if strings.HasPrefix(name, ".") {
 			if base := strings.TrimSuffix(strings.TrimPrefix(name, "."), ".tmp"); base == s.state.Segment && base != "" {
 				if _, err := os.Stat(s.path("sealed", base)); errors.Is(err, os.ErrNotExist) {
-					// Crashed between state.json and the rename: finish it.
+					// Crashed between state.json and the rename (ferry
+					// versions that sealed through a temp file): finish it.
 					if err := s.adoptTemp(name, base); err != nil {
 						return err
 					}

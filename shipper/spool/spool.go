@@ -336,7 +336,7 @@ func (s *Spool) recover() error {
 	}
 	// What the journal held may be only in the page cache (the last run
 	// was killed, not the machine). The reseal makes it durable in a
-	// segment; the replayed files go once state.json records it.
+	// segment; the replayed files go once that segment is durable.
 	s.log.Info("resealing partial batch from journal", "records", replayed, "seq", s.lastSeq)
 	s.in.Lock()
 	defer s.in.Unlock()
