@@ -80,9 +80,8 @@ type SealedSegment struct {
 // Spool is the shipper's durable local buffer: the journal of the open
 // batch, the sealed segments not yet confirmed by every target (and the
 // confirmed ones state.json does not cover yet), and state.json. One
-// process owns a spool at a time (flock on LOCK).
-//
-//	DIR/LOCK  DIR/state.json  DIR/journal-<seq>  DIR/sealed/<segment name>
+// process owns a spool at a time (flock on LOCK). The package
+// documentation defines the files.
 //
 // A batch that is due is handed to a sealer goroutine, which finishes its
 // compression and writes the segment (one fsync; its metadata carries the
