@@ -9,6 +9,12 @@
 // Options.PublishBeforeSync trades that last guarantee for one fsync less
 // per Put; see there.
 //
+// Store is also a store.Swapper. A Swap holds an flock(2) on a lock file
+// beside the object while it reads, compares, writes a temp file, fsyncs it
+// and renames it over the object; versions are the hex SHA-256 of the
+// content. The lock files (".<base>.swap-lock.tmp") are never removed; see
+// lock.go.
+//
 // The directory layout has limits S3 does not share. A name cannot be both an
 // object and a "directory" ("s" and "s/x"), and names whose last element has
 // the temp-file shape (".*.tmp") are reserved. Both are refused with errors
@@ -307,7 +313,9 @@ func (s *Store) List(ctx context.Context, dir, after string, fn func(store.Objec
 }
 
 // Delete removes the named object and fsyncs its directory. A missing object,
-// or a name that is a directory here, is left alone and gives nil.
+// or a name that is a directory here, is left alone and gives nil. An object
+// that was ever swapped is removed under its Swap lock, so that a Swap in
+// progress either finishes first or finds it gone.
 func (s *Store) Delete(ctx context.Context, name string) error {
 	if err := checkName(name); err != nil {
 		return fmt.Errorf("delete: %w", err)
@@ -321,6 +329,13 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 		return nil
 	}
 	if err != nil {
+		return fail("delete", name, err)
+	}
+	unlock, err := lock(ctx, swapLock(path), false)
+	switch {
+	case err == nil:
+		defer unlock()
+	case !isMissing(err): // missing: never swapped
 		return fail("delete", name, err)
 	}
 	if err := os.Remove(path); err != nil {
