@@ -14,6 +14,10 @@
 // If-None-Match would silently overwrite, so use one that implements
 // conditional writes (AWS since 2024-08, MinIO, versitygw, Ceph RGW).
 //
+// Store is also a store.Swapper: versions are ETags, Swap is a PUT with
+// If-Match (If-None-Match: * to create), and the server checks the
+// condition and replaces the object atomically; see Swap.
+//
 // Retries: minio-go makes one attempt per call; its own retry loop is
 // switched off so that the caller's store.Retry is the only retry layer
 // (it logs, backs off with jitter, and stops on store.ErrPermanent). Two
@@ -156,17 +160,7 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 		return fmt.Errorf("s3 put: %w: %w", err, store.ErrPermanent)
 	}
 	key := s.key(name)
-	sum := sha256.Sum256(data)
-	sumHex := hex.EncodeToString(sum[:])
-
-	opts := minio.PutObjectOptions{
-		ContentType:          "application/octet-stream",
-		UserMetadata:         map[string]string{metaSHA256: sumHex},
-		StorageClass:         s.storageClass,
-		ServerSideEncryption: s.sse,
-		DisableMultipart:     true, // one request: If-None-Match applies to it, and a retry resends it whole
-		SendContentMd5:       true, // the server rejects a body damaged in transit
-	}
+	opts, sumHex := s.putOptions(data)
 	opts.SetMatchETagExcept("*") // If-None-Match: *
 
 	cctx, cancel := s.callContext(ctx)
@@ -192,6 +186,21 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 		return s.compareExisting(ctx, key, data, sumHex, s.fail(ctx, "put", s.target(key), err))
 	}
 	return s.fail(ctx, "put", s.target(key), err)
+}
+
+// putOptions are the options of every PUT of data, and the hex SHA-256
+// they carry in metaSHA256.
+func (s *Store) putOptions(data []byte) (minio.PutObjectOptions, string) {
+	sum := sha256.Sum256(data)
+	sumHex := hex.EncodeToString(sum[:])
+	return minio.PutObjectOptions{
+		ContentType:          "application/octet-stream",
+		UserMetadata:         map[string]string{metaSHA256: sumHex},
+		StorageClass:         s.storageClass,
+		ServerSideEncryption: s.sse,
+		DisableMultipart:     true, // one request: conditions apply to it, and a retry resends it whole
+		SendContentMd5:       true, // the server rejects a body damaged in transit
+	}, sumHex
 }
 
 // compareExisting decides a Put that found key occupied (or may have): nil
@@ -258,17 +267,24 @@ func (s *Store) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 }
 
 func (s *Store) open(ctx context.Context, key string) (io.ReadCloser, error) {
+	r, _, err := s.openInfo(ctx, "get", key)
+	return r, err
+}
+
+// openInfo is open that also returns what the GET's answer says about the
+// object (its ETag, say); op names the operation in errors.
+func (s *Store) openInfo(ctx context.Context, op, key string) (io.ReadCloser, minio.ObjectInfo, error) {
 	wd := newWatchdog(ctx, s.timeout)
-	body, _, _, err := s.core.GetObject(wd.ctx, s.bucket, key, minio.GetObjectOptions{})
+	body, info, _, err := s.core.GetObject(wd.ctx, s.bucket, key, minio.GetObjectOptions{})
 	if err != nil {
 		wd.stop()
 		if code, status := errorCode(err); code == "NoSuchKey" || (code == "" && status == http.StatusNotFound) {
-			return nil, fmt.Errorf("s3 get %s: %w", s.target(key), store.ErrNotFound)
+			return nil, info, fmt.Errorf("s3 %s %s: %w", op, s.target(key), store.ErrNotFound)
 		}
-		return nil, s.fail(ctx, "get", s.target(key), err)
+		return nil, info, s.fail(ctx, op, s.target(key), err)
 	}
 	wd.kick()
-	return &objectReader{body: body, wd: wd, s: s, parent: ctx, key: key}, nil
+	return &objectReader{body: body, wd: wd, s: s, parent: ctx, key: key}, info, nil
 }
 
 // objectReader reads an object body, keeping the idle watchdog fed and

@@ -87,13 +87,16 @@ func (f *fixture) store(t testing.TB, prefix string, edit ...func(*Config)) *Sto
 	return newStore(t, cfg)
 }
 
+// caps is what the S3 store declares to the conformance suite.
+var caps = storetest.Caps{Swap: true}
+
 // TestConformance runs the shared store suite, each store on its own
 // prefix in one bucket.
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, false)
 	var n atomic.Int64
-	storetest.Run(t, func(t *testing.T) store.Store {
+	storetest.RunWith(t, caps, func(t *testing.T) store.Store {
 		return f.store(t, fmt.Sprintf("/conformance//%d/", n.Add(1)))
 	})
 }
@@ -104,7 +107,7 @@ func TestConformanceNoPrefix(t *testing.T) {
 	t.Parallel()
 	srv := versitygw.Start(t)
 	var n atomic.Int64
-	storetest.Run(t, func(t *testing.T) store.Store {
+	storetest.RunWith(t, caps, func(t *testing.T) store.Store {
 		bucket := fmt.Sprintf("ferry-root-%d", n.Add(1))
 		srv.CreateBucket(t, bucket)
 		return newStore(t, serverConfig(srv, srv.Endpoint, bucket, ""))
