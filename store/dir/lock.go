@@ -43,9 +43,11 @@ func segmentsLock(dir string) string {
 // an exclusive flock(2) on it. unlock releases it. Without create, a missing
 // lock file gives an error wrapping fs.ErrNotExist. If the lock is busy,
 // lock waits until it is free or ctx is done; holders keep it only for a
-// few small file operations.
+// few small file operations. The file is opened for writing, though nothing
+// is written to it: Linux's NFS client grants an exclusive flock only on a
+// file open for writing.
 func lock(ctx context.Context, path string, create bool) (unlock func(), err error) {
-	flags := os.O_RDONLY
+	flags := os.O_RDWR
 	if create {
 		flags |= os.O_CREATE
 	}
