@@ -8,6 +8,30 @@
 // "<stream>/watermarks/". Names never start with "/" and never contain "..",
 // "." or empty elements. The only mutable objects are those a Swapper
 // replaces by compare-and-swap (a writer lease), kept apart from segments.
+//
+// # Split brain
+//
+// Two writers on one stream show in the store as two segments of one
+// generation whose seq ranges overlap: the same names with different
+// content, or different boundaries. Every store refuses the first kind
+// (ErrConflict). The second is refused as far as each store can:
+//
+//   - dir: exactly. Segment Puts into one directory are serialised by a
+//     lock, and a Put is refused if any stored segment of its generation
+//     shares a seq with it, whether it starts below, inside or above.
+//   - s3: partly, with one LIST before the PUT. A stored segment that
+//     starts inside the new one's range is found; one that starts below it
+//     and reaches into it is not (S3 cannot list backwards), nor is one
+//     stored by a writer racing between the LIST and the PUT.
+//   - tcp:// links: the receiver refuses a segment overlapping its inbox's
+//     newest, and its inbox is a dir store.
+//
+// What a store lets through, the writer lease (one writer at a time, by
+// Swap) is there to prevent, and readers catch: the receiver applies only
+// segments that start right after the last one it applied and continue its
+// hash chain (it skips one wholly inside what it applied, and stops at one
+// that starts inside it as at a gap), and `ferry verify` reports every
+// overlap.
 package store
 
 import (
@@ -23,9 +47,11 @@ import (
 var (
 	// ErrNotFound: the named object does not exist.
 	ErrNotFound = errors.New("not found")
-	// ErrConflict: an object of that name exists with different content.
-	// For segments this means two writers produced different data for the
-	// same sequence range (split brain); it is never resolved by overwriting.
+	// ErrConflict: an object of that name exists with different content,
+	// or (for a segment) a stored segment of the same generation overlaps
+	// its seq range. For segments either means two writers produced data
+	// for the same sequence numbers (split brain); it is never resolved by
+	// overwriting.
 	ErrConflict = errors.New("object exists with different content")
 	// ErrPermanent marks errors that retrying cannot fix (bad credentials,
 	// missing bucket, unwritable directory). Retry loops give up on them.
@@ -53,6 +79,12 @@ type Store interface {
 	// identical content, Put returns nil (an idempotent retry). If it exists
 	// with different content, Put returns an error wrapping ErrConflict and
 	// leaves the stored object untouched. Put never overwrites.
+	//
+	// If name is a segment (ParseSegmentObject) and no object of that name
+	// exists, Put also refuses it, with an error wrapping ErrConflict
+	// (OverlapError), when a stored segment of the same generation in the
+	// same directory overlaps its seq range. How completely a store
+	// enforces this differs; see the package comment.
 	Put(ctx context.Context, name string, data []byte) error
 
 	// Get opens the named object for reading. A missing object gives an

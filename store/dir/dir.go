@@ -37,6 +37,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/store"
 )
@@ -151,11 +152,7 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 		return fail("put", name, err)
 	}
 
-	// Link, unlike rename, fails with EEXIST rather than replace final.
-	linkErr := ctx.Err()
-	if linkErr == nil {
-		linkErr = os.Link(tmp, final)
-	}
+	linkErr := s.link(ctx, name, tmp, final)
 	rmErr := os.Remove(tmp)
 	switch {
 	case linkErr == nil:
@@ -170,6 +167,8 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 		return nil
 	case errors.Is(linkErr, fs.ErrExist):
 		return s.matchExisting(name, final, data)
+	case errors.Is(linkErr, store.ErrConflict):
+		return linkErr
 	default:
 		return fail("put", name, linkErr)
 	}
@@ -184,15 +183,15 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 // match.
 func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.File, data []byte) error {
 	tmp := f.Name()
-	linkErr := ctx.Err()
-	if linkErr == nil {
-		linkErr = os.Link(tmp, final)
-	}
+	linkErr := s.link(ctx, name, tmp, final)
 	rmErr := os.Remove(tmp)
 	if linkErr != nil {
 		f.Close()
-		if errors.Is(linkErr, fs.ErrExist) {
+		switch {
+		case errors.Is(linkErr, fs.ErrExist):
 			return s.matchExisting(name, final, data)
+		case errors.Is(linkErr, store.ErrConflict):
+			return linkErr
 		}
 		return fail("put", name, linkErr)
 	}
@@ -214,6 +213,75 @@ func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.F
 		return fail("put", name, rmErr)
 	}
 	return nil
+}
+
+// link publishes the temp file tmp as final, the object name. Link, unlike
+// rename, fails with EEXIST rather than replace final. A segment is linked
+// under its directory's segments lock, and only if no stored segment
+// overlaps it (findOverlap); otherwise link returns store.OverlapError.
+// The lock is released once the link exists: the directory's fsync, which
+// follows, need not be inside it, as another Put finds the entry either
+// way.
+func (s *Store) link(ctx context.Context, name, tmp, final string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	seg, ok := store.ParseSegmentObject(name)
+	if !ok {
+		return os.Link(tmp, final)
+	}
+	dir := filepath.Dir(final)
+	unlock, err := lock(ctx, segmentsLock(dir), true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	stored, found, err := findOverlap(dir, seg)
+	if err != nil {
+		return err
+	}
+	if found {
+		return store.OverlapError(seg, stored)
+	}
+	return os.Link(tmp, final)
+}
+
+// findOverlap looks through the names in dir (no stat) for a segment that
+// overlaps seg, and returns the lowest-named one. If seg's own name is
+// there, it reports none: Put then compares the contents, as for any name.
+func findOverlap(dir string, seg store.SegmentObject) (stored store.SegmentObject, found bool, err error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return stored, false, err
+	}
+	defer d.Close()
+	stream, base := seg.Name[:strings.LastIndexByte(seg.Name, '/')+1], seg.Name[strings.LastIndexByte(seg.Name, '/')+1:]
+	genPrefix := base[:9] // "GGGGGGGG-"
+	for {
+		names, err := d.Readdirnames(4096)
+		for _, n := range names {
+			if len(n) != len(base) || n[:9] != genPrefix {
+				continue // not a segment of this generation: cheap test first
+			}
+			if n == base {
+				return stored, false, nil
+			}
+			gen, first, last, ok := batch.ParseSegmentName(n)
+			if !ok || gen != seg.Gen || first > seg.Last || last < seg.First {
+				continue
+			}
+			if !found || stream+n < stored.Name {
+				stored = store.SegmentObject{Name: stream + n, Gen: gen, First: first, Last: last}
+				found = true
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return stored, found, nil
+		}
+		if err != nil {
+			return stored, false, err
+		}
+	}
 }
 
 // matchExisting is Put's answer when final already exists: nil if it holds

@@ -14,6 +14,24 @@
 // If-None-Match would silently overwrite, so use one that implements
 // conditional writes (AWS since 2024-08, MinIO, versitygw, Ceph RGW).
 //
+// Overlapping segments (see store.Store's Put) are refused only in part.
+// Before the PUT of a segment, Put makes one ListObjectsV2 request for the
+// first two keys after every segment of its generation that starts below
+// it (StartAfter, max-keys 2): a segment of the same generation among them
+// that starts inside the new one's seq range is an overlap, refused with
+// store.ErrConflict. So a segment Put costs two requests (LIST, then PUT)
+// instead of one, both billed as the dearer class on AWS. Not refused:
+//
+//   - a stored segment that starts below the new one and reaches into it
+//     (1..10 stored, 5..12 put): finding it would mean listing backwards,
+//     which S3 cannot, or listing the whole generation;
+//   - a segment another writer stores between this Put's LIST and its
+//     PUT: S3 has no condition spanning two keys.
+//
+// Both take two writers on one stream, which the writer lease prevents;
+// the receiver will not apply past such an overlap, and `ferry verify`
+// reports it.
+//
 // Store is also a store.Swapper: versions are ETags, Swap is a PUT with
 // If-Match (If-None-Match: * to create), and the server checks the
 // condition and replaces the object atomically; see Swap.
@@ -42,6 +60,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/encrypt"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -160,6 +179,11 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 		return fmt.Errorf("s3 put: %w: %w", err, store.ErrPermanent)
 	}
 	key := s.key(name)
+	if seg, ok := store.ParseSegmentObject(name); ok {
+		if err := s.checkOverlap(ctx, seg); err != nil {
+			return err
+		}
+	}
 	opts, sumHex := s.putOptions(data)
 	opts.SetMatchETagExcept("*") // If-None-Match: *
 
@@ -186,6 +210,56 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 		return s.compareExisting(ctx, key, data, sumHex, s.fail(ctx, "put", s.target(key), err))
 	}
 	return s.fail(ctx, "put", s.target(key), err)
+}
+
+// overlapListKeys is how many keys checkOverlap asks for: the segment's own
+// name, if a retry finds it stored, and the one after it.
+const overlapListKeys = 2
+
+// checkOverlap refuses a Put of seg, with store.OverlapError, if a stored
+// segment of the same generation starts inside seg's seq range. It makes
+// one ListObjectsV2 request for the first keys after every segment that
+// starts below seg (StartAfter), which is all S3 can do cheaply: see the
+// package comment for what escapes it. If seg's own name is stored, it
+// refuses nothing, and Put compares the contents.
+func (s *Store) checkOverlap(ctx context.Context, seg store.SegmentObject) error {
+	dir := seg.Name[:strings.LastIndexByte(seg.Name, '/')+1]
+	after := dir + fmt.Sprintf("%08x-", seg.Gen) // sorts before every segment of seg.Gen
+	if seg.First > 0 {
+		after = dir + batch.NameAfter(seg.Gen, seg.First-1)
+	}
+	opts := minio.ListObjectsOptions{
+		Prefix:     s.key(dir),
+		StartAfter: s.key(after),
+		MaxKeys:    overlapListKeys,
+		FetchOwner: new(bool),
+	}
+	cctx, cancel := s.callContext(ctx)
+	defer cancel()
+	var stored *store.SegmentObject
+	n := 0
+	for obj := range s.client.ListObjectsIter(cctx, s.bucket, opts) {
+		if obj.Err != nil {
+			return s.fail(ctx, "put: list neighbours of", s.target(s.key(seg.Name)), obj.Err)
+		}
+		name := s.name(obj.Key)
+		if name == seg.Name {
+			return nil
+		}
+		if o, ok := store.ParseSegmentObject(name); ok && stored == nil && seg.Overlaps(o) {
+			stored = &o
+		}
+		if n++; n == overlapListKeys {
+			break // one page: never ask for the next
+		}
+	}
+	if cause := context.Cause(cctx); cause != nil {
+		return s.fail(ctx, "put: list neighbours of", s.target(s.key(seg.Name)), cause)
+	}
+	if stored != nil {
+		return store.OverlapError(seg, *stored)
+	}
+	return nil
 }
 
 // putOptions are the options of every PUT of data, and the hex SHA-256
