@@ -16,7 +16,7 @@ import (
 )
 
 // caps is what the dir store declares to the conformance suite.
-var caps = storetest.Caps{Swap: true}
+var caps = storetest.Caps{Swap: true, OverlapBelow: true, OverlapRace: true}
 
 func TestConformance(t *testing.T) {
 	storetest.RunWith(t, caps, func(t *testing.T) store.Store {

@@ -42,6 +42,14 @@ type Caps struct {
 	// Swap: the store implements store.Swapper. The suite fails if it
 	// does not, and runs the Swap tests if it does.
 	Swap bool
+	// OverlapBelow: Put refuses a segment that a stored segment of the
+	// same generation, starting below it, reaches into. (Every store
+	// refuses one that a stored segment starting inside it overlaps.)
+	OverlapBelow bool
+	// OverlapRace: of concurrent Puts of overlapping segments of one
+	// generation, exactly one succeeds. (Without it the suite checks only
+	// that each either succeeds or fails with ErrConflict.)
+	OverlapRace bool
 }
 
 // Run runs the suite as subtests of t for a store that declares no Caps.
@@ -74,10 +82,16 @@ func RunWith(t *testing.T, caps Caps, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentIdenticalPut", testConcurrentIdenticalPut},
 		{"ConcurrentConflictingPut", testConcurrentConflictingPut},
 		{"ReaderSurvivesDelete", testReaderSurvivesDelete},
+		{"OverlapFromAbove", testOverlapFromAbove},
+		{"OverlapAllowed", testOverlapAllowed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
 	}
+	if caps.OverlapBelow {
+		t.Run("OverlapFromBelow", func(t *testing.T) { testOverlapFromBelow(t, newStore(t)) })
+	}
+	t.Run("OverlapRace", func(t *testing.T) { testOverlapRace(t, newStore(t), caps.OverlapRace) })
 	if caps.Swap {
 		for _, tc := range swapTests {
 			t.Run(tc.name, func(t *testing.T) { tc.fn(t, asSwapper(t, newStore(t))) })
