@@ -27,11 +27,12 @@
 //     newest, and its inbox is a dir store.
 //
 // What a store lets through, the writer lease (one writer at a time, by
-// Swap) is there to prevent, and readers catch: the receiver applies only
-// segments that start right after the last one it applied and continue its
-// hash chain (it skips one wholly inside what it applied, and stops at one
-// that starts inside it as at a gap), and `ferry verify` reports every
-// overlap.
+// Swap) is there to prevent, and readers cope with: the receiver applies a
+// single chain, each segment starting right after the last one it applied
+// and naming that one's hash, and passes over segments that start inside
+// what it applied, so no record applies twice and another writer's segment
+// that does continue the seqs breaks the chain (receiver.ErrChain). `ferry
+// verify` reports every overlap.
 package store
 
 import (

@@ -9,17 +9,24 @@
 // Options.PublishBeforeSync trades that last guarantee for one fsync less
 // per Put; see there.
 //
+// A segment (store.ParseSegmentObject) that overlaps a stored segment of its
+// generation in the same directory is refused exactly, whichever side the
+// overlap is on and however Puts race, across goroutines and processes:
+// segment Puts into a directory hold an flock(2) on its
+// ".segments-lock.tmp" while they read the directory's names, look for an
+// overlap and link. Writing and fsyncing the data happen outside the lock.
+//
 // Store is also a store.Swapper. A Swap holds an flock(2) on a lock file
 // beside the object while it reads, compares, writes a temp file, fsyncs it
 // and renames it over the object; versions are the hex SHA-256 of the
-// content. The lock files (".<base>.swap-lock.tmp") are never removed; see
-// lock.go.
+// content. Lock files (".<base>.swap-lock.tmp" and ".segments-lock.tmp")
+// are never removed; see lock.go.
 //
 // The directory layout has limits S3 does not share. A name cannot be both an
 // object and a "directory" ("s" and "s/x"), and names whose last element has
 // the temp-file shape (".*.tmp") are reserved. Both are refused with errors
 // wrapping store.ErrPermanent, as are permission errors and read-only
-// filesystems. The filesystem must support hard links.
+// filesystems. The filesystem must support hard links and flock(2).
 package dir
 
 import (
@@ -222,6 +229,11 @@ func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.F
 // The lock is released once the link exists: the directory's fsync, which
 // follows, need not be inside it, as another Put finds the entry either
 // way.
+//
+// Reading the names costs time in proportion to the directory's size
+// (BenchmarkPutSegment): on the 2-vCPU test VM, about 50 µs beside 10
+// segments and 5-6 ms beside 10,000, against 1-3 ms for the fsyncs of a
+// Put on its ext4 disk.
 func (s *Store) link(ctx context.Context, name, tmp, final string) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -29,8 +29,8 @@
 //     PUT: S3 has no condition spanning two keys.
 //
 // Both take two writers on one stream, which the writer lease prevents;
-// the receiver will not apply past such an overlap, and `ferry verify`
-// reports it.
+// the receiver still applies each record once, following one hash-linked
+// chain, and `ferry verify` reports the overlap.
 //
 // Store is also a store.Swapper: versions are ETags, Swap is a PUT with
 // If-Match (If-None-Match: * to create), and the server checks the
