@@ -33,11 +33,12 @@ const retryLogEvery = 30 * time.Second
 const retryLogFirst = 3
 
 // IsRetryable reports whether another attempt might succeed: false for nil
-// and for errors wrapping ErrConflict, ErrNotFound or ErrPermanent, true for
-// everything else.
+// and for errors wrapping ErrConflict, ErrChanged, ErrNotFound or
+// ErrPermanent, true for everything else.
 func IsRetryable(err error) bool {
 	return err != nil &&
 		!errors.Is(err, ErrConflict) &&
+		!errors.Is(err, ErrChanged) &&
 		!errors.Is(err, ErrNotFound) &&
 		!errors.Is(err, ErrPermanent)
 }

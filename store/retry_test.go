@@ -43,7 +43,7 @@ func TestRetryUntilSuccess(t *testing.T) {
 }
 
 func TestRetryGivesUp(t *testing.T) {
-	for _, sentinel := range []error{ErrConflict, ErrNotFound, ErrPermanent} {
+	for _, sentinel := range []error{ErrConflict, ErrChanged, ErrNotFound, ErrPermanent} {
 		want := fmt.Errorf("put s/a: %w", sentinel)
 		attempts := 0
 		err := Retry(t.Context(), fast, nil, "put s/a", func(context.Context) error {
@@ -152,6 +152,7 @@ func TestIsRetryable(t *testing.T) {
 		errors.New("connection reset"):       true,
 		fmt.Errorf("put a: %w", ErrConflict): false,
 		fmt.Errorf("get a: %w", ErrNotFound): false,
+		fmt.Errorf("swap a: %w", ErrChanged): false,
 		fmt.Errorf("put a: %w: %w", ErrPermanent, errors.New("permission denied")): false,
 	}
 	for err, want := range cases {

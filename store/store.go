@@ -6,7 +6,33 @@
 // stream live directly under "<stream>/"; other per-stream objects (receiver
 // watermarks, for example) live in sub-"directories" such as
 // "<stream>/watermarks/" (package catalog names and reads them). Names
-// never start with "/" and never contain "..", "." or empty elements.
+// never start with "/" and never contain "..", "." or empty elements. The only mutable objects are those a Swapper
+// replaces by compare-and-swap (a writer lease), kept apart from segments.
+//
+// # Split brain
+//
+// Two writers on one stream show in the store as two segments of one
+// generation whose seq ranges overlap: the same names with different
+// content, or different boundaries. Every store refuses the first kind
+// (ErrConflict). The second is refused as far as each store can:
+//
+//   - dir: exactly. Segment Puts into one directory are serialised by a
+//     lock, and a Put is refused if any stored segment of its generation
+//     shares a seq with it, whether it starts below, inside or above.
+//   - s3: partly, with one LIST before the PUT. A stored segment that
+//     starts inside the new one's range is found; one that starts below it
+//     and reaches into it is not (S3 cannot list backwards), nor is one
+//     stored by a writer racing between the LIST and the PUT.
+//   - tcp:// links: the receiver refuses a segment overlapping its inbox's
+//     newest, and its inbox is a dir store.
+//
+// What a store lets through, the writer lease (one writer at a time, by
+// Swap) is there to prevent, and readers cope with: the receiver applies a
+// single chain, each segment starting right after the last one it applied
+// and naming that one's hash, and passes over segments that start inside
+// what it applied, so no record applies twice and another writer's segment
+// that does continue the seqs breaks the chain (receiver.ErrChain). `ferry
+// verify` reports every overlap.
 package store
 
 import (
@@ -22,13 +48,20 @@ import (
 var (
 	// ErrNotFound: the named object does not exist.
 	ErrNotFound = errors.New("not found")
-	// ErrConflict: an object of that name exists with different content.
-	// For segments this means two writers produced different data for the
-	// same sequence range (split brain); it is never resolved by overwriting.
+	// ErrConflict: an object of that name exists with different content,
+	// or (for a segment) a stored segment of the same generation overlaps
+	// its seq range. For segments either means two writers produced data
+	// for the same sequence numbers (split brain); it is never resolved by
+	// overwriting.
 	ErrConflict = errors.New("object exists with different content")
 	// ErrPermanent marks errors that retrying cannot fix (bad credentials,
 	// missing bucket, unwritable directory). Retry loops give up on them.
 	ErrPermanent = errors.New("permanent store error")
+	// ErrChanged: a Swapper's Swap found the object not at the version it
+	// was told (replaced, created or deleted since it was read) and left
+	// it untouched. Retrying the same Swap cannot help; Load again and
+	// decide afresh.
+	ErrChanged = errors.New("object changed since it was read")
 )
 
 // Object describes one stored object as returned by List.
@@ -47,6 +80,12 @@ type Store interface {
 	// identical content, Put returns nil (an idempotent retry). If it exists
 	// with different content, Put returns an error wrapping ErrConflict and
 	// leaves the stored object untouched. Put never overwrites.
+	//
+	// If name is a segment (ParseSegmentObject) and no object of that name
+	// exists, Put also refuses it, with an error wrapping ErrConflict
+	// (OverlapError), when a stored segment of the same generation in the
+	// same directory overlaps its seq range. How completely a store
+	// enforces this differs; see the package comment.
 	Put(ctx context.Context, name string, data []byte) error
 
 	// Get opens the named object for reading. A missing object gives an
@@ -102,6 +141,57 @@ type SegmentsOnly interface {
 func IsSegmentsOnly(st Store) bool {
 	so, ok := st.(SegmentsOnly)
 	return ok && so.SegmentsOnly()
+}
+
+// Swapper is a Store that can also replace an object atomically on the
+// condition that it has not changed since it was read: compare-and-swap, for
+// the few objects that several writers contend for, such as a stream's
+// writer lease. Swapped objects are mutable, so they live apart from
+// segments (under "<stream>/claims/", say) and are written only with Swap;
+// Put keeps its never-overwrite contract, Get and List see swapped objects
+// like any other, and Delete removes them unconditionally (to give one up
+// without racing a Swap, Swap it to a released state instead).
+//
+// A Store that does not implement Swapper (a tcp:// link, or a wrapper that
+// hides it) cannot hold a lease; a caller that needs one refuses such a
+// store (AsSwapper) rather than imitate Swap with Get and Put, which is not
+// atomic.
+type Swapper interface {
+	Store
+
+	// Load returns the object's content and its version, an opaque,
+	// non-empty string that changes whenever the content does. A version
+	// identifies content, not a write: a store may give identical content
+	// the same version, so an object that must never be mistaken for an
+	// earlier state of itself carries a counter or a time (a lease carries
+	// its renewal time). A missing object gives an error wrapping
+	// ErrNotFound. Load reads the whole object into memory; it is meant
+	// for small objects.
+	Load(ctx context.Context, name string) (data []byte, version string, err error)
+
+	// Swap stores data under name if the object is at version old ("" for
+	// an object that does not exist yet) and returns the version it now
+	// has. If the object is at any other version, or missing while old is
+	// not "", Swap returns an error wrapping ErrChanged and leaves it
+	// untouched. Of several Swaps from one version, at most one succeeds.
+	// Like Put, Swap returns only once the new content is durable.
+	//
+	// If the object already holds exactly data, Swap returns its version
+	// and nil whatever old is, without writing. That makes a retry of a
+	// Swap whose answer was lost succeed; data should therefore identify
+	// its writer and the attempt (a lease names its holder and a renewal
+	// counter), so that no other writer can produce the same bytes.
+	Swap(ctx context.Context, name string, data []byte, old string) (version string, err error)
+}
+
+// AsSwapper returns s as a Swapper, or an error wrapping ErrPermanent that
+// names the store and says why it is needed: what, e.g. "writer lease".
+func AsSwapper(s Store, what string) (Swapper, error) {
+	if sw, ok := s.(Swapper); ok {
+		return sw, nil
+	}
+	return nil, fmt.Errorf("%s needs a store that can compare-and-swap objects, which %s cannot; use a dir or s3 store: %w",
+		what, s, ErrPermanent)
 }
 
 // CheckName validates an object name against the rules in the package

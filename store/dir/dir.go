@@ -9,11 +9,24 @@
 // Options.PublishBeforeSync trades that last guarantee for one fsync less
 // per Put; see there.
 //
+// A segment (store.ParseSegmentObject) that overlaps a stored segment of its
+// generation in the same directory is refused exactly, whichever side the
+// overlap is on and however Puts race, across goroutines and processes:
+// segment Puts into a directory hold an flock(2) on its
+// ".segments-lock.tmp" while they read the directory's names, look for an
+// overlap and link. Writing and fsyncing the data happen outside the lock.
+//
+// Store is also a store.Swapper. A Swap holds an flock(2) on a lock file
+// beside the object while it reads, compares, writes a temp file, fsyncs it
+// and renames it over the object; versions are the hex SHA-256 of the
+// content. Lock files (".<base>.swap-lock.tmp" and ".segments-lock.tmp")
+// are never removed; see lock.go.
+//
 // The directory layout has limits S3 does not share. A name cannot be both an
 // object and a "directory" ("s" and "s/x"), and names whose last element has
 // the temp-file shape (".*.tmp") are reserved. Both are refused with errors
 // wrapping store.ErrPermanent, as are permission errors and read-only
-// filesystems. The filesystem must support hard links.
+// filesystems. The filesystem must support hard links and flock(2).
 package dir
 
 import (
@@ -31,6 +44,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/store"
 )
@@ -145,11 +159,7 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 		return fail("put", name, err)
 	}
 
-	// Link, unlike rename, fails with EEXIST rather than replace final.
-	linkErr := ctx.Err()
-	if linkErr == nil {
-		linkErr = os.Link(tmp, final)
-	}
+	linkErr := s.link(ctx, name, tmp, final)
 	rmErr := os.Remove(tmp)
 	switch {
 	case linkErr == nil:
@@ -164,6 +174,8 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 		return nil
 	case errors.Is(linkErr, fs.ErrExist):
 		return s.matchExisting(name, final, data)
+	case errors.Is(linkErr, store.ErrConflict):
+		return linkErr
 	default:
 		return fail("put", name, linkErr)
 	}
@@ -178,15 +190,15 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 // match.
 func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.File, data []byte) error {
 	tmp := f.Name()
-	linkErr := ctx.Err()
-	if linkErr == nil {
-		linkErr = os.Link(tmp, final)
-	}
+	linkErr := s.link(ctx, name, tmp, final)
 	rmErr := os.Remove(tmp)
 	if linkErr != nil {
 		f.Close()
-		if errors.Is(linkErr, fs.ErrExist) {
+		switch {
+		case errors.Is(linkErr, fs.ErrExist):
 			return s.matchExisting(name, final, data)
+		case errors.Is(linkErr, store.ErrConflict):
+			return linkErr
 		}
 		return fail("put", name, linkErr)
 	}
@@ -208,6 +220,81 @@ func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.F
 		return fail("put", name, rmErr)
 	}
 	return nil
+}
+
+// link publishes the temp file tmp as final, the object name. Link, unlike
+// rename, fails with EEXIST rather than replace final. A segment is linked
+// under its directory's segments lock, and only if no stored segment
+// overlaps it (findOverlap); otherwise link returns store.OverlapError.
+// The lock is released once the link exists: the directory's fsync, which
+// follows, need not be inside it, as another Put finds the entry either
+// way.
+//
+// Reading the names takes time in proportion to the directory's size. On
+// the 2-vCPU test VM (BenchmarkPutSegment, on tmpfs) the lock and the
+// reading add about 50 µs to a Put beside 10 segments and 5-6 ms beside
+// 10,000; the fsyncs of a Put on its ext4 disk take 1-3 ms.
+func (s *Store) link(ctx context.Context, name, tmp, final string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	seg, ok := store.ParseSegmentObject(name)
+	if !ok {
+		return os.Link(tmp, final)
+	}
+	dir := filepath.Dir(final)
+	unlock, err := lock(ctx, segmentsLock(dir), true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	stored, found, err := findOverlap(dir, seg)
+	if err != nil {
+		return err
+	}
+	if found {
+		return store.OverlapError(seg, stored)
+	}
+	return os.Link(tmp, final)
+}
+
+// findOverlap looks through the names in dir (no stat) for a segment that
+// overlaps seg, and returns the lowest-named one. If seg's own name is
+// there, it reports none: Put then compares the contents, as for any name.
+func findOverlap(dir string, seg store.SegmentObject) (stored store.SegmentObject, found bool, err error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return stored, false, err
+	}
+	defer d.Close()
+	i := strings.LastIndexByte(seg.Name, '/') + 1
+	stream, base := seg.Name[:i], seg.Name[i:]
+	genPrefix := base[:9] // "GGGGGGGG-"
+	for {
+		names, err := d.Readdirnames(4096)
+		for _, n := range names {
+			if len(n) != len(base) || n[:9] != genPrefix {
+				continue // not a segment of this generation: cheap test first
+			}
+			if n == base {
+				return stored, false, nil
+			}
+			gen, first, last, ok := batch.ParseSegmentName(n)
+			if !ok || gen != seg.Gen || first > seg.Last || last < seg.First {
+				continue
+			}
+			if !found || stream+n < stored.Name {
+				stored = store.SegmentObject{Name: stream + n, Gen: gen, First: first, Last: last}
+				found = true
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return stored, found, nil
+		}
+		if err != nil {
+			return stored, false, err
+		}
+	}
 }
 
 // matchExisting is Put's answer when final already exists: nil if it holds
@@ -307,7 +394,9 @@ func (s *Store) List(ctx context.Context, dir, after string, fn func(store.Objec
 }
 
 // Delete removes the named object and fsyncs its directory. A missing object,
-// or a name that is a directory here, is left alone and gives nil.
+// or a name that is a directory here, is left alone and gives nil. An object
+// that was ever swapped is removed under its Swap lock, so that a Swap in
+// progress either finishes first or finds it gone.
 func (s *Store) Delete(ctx context.Context, name string) error {
 	if err := checkName(name); err != nil {
 		return fmt.Errorf("delete: %w", err)
@@ -321,6 +410,13 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 		return nil
 	}
 	if err != nil {
+		return fail("delete", name, err)
+	}
+	unlock, err := lock(ctx, swapLock(path), false)
+	switch {
+	case err == nil:
+		defer unlock()
+	case !isMissing(err): // missing: never swapped
 		return fail("delete", name, err)
 	}
 	if err := os.Remove(path); err != nil {

@@ -15,8 +15,11 @@ import (
 	"github.com/ferry-dr/ferry/store/storetest"
 )
 
+// caps is what the dir store declares to the conformance suite.
+var caps = storetest.Caps{Swap: true, OverlapBelow: true, OverlapRace: true}
+
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
+	storetest.RunWith(t, caps, func(t *testing.T) store.Store {
 		return newStore(t, t.TempDir())
 	})
 }

@@ -29,7 +29,7 @@ func publishFirst(t testing.TB, root string) *dir.Store {
 
 // The other publish order keeps every contract the suite checks.
 func TestConformancePublishBeforeSync(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
+	storetest.RunWith(t, caps, func(t *testing.T) store.Store {
 		return publishFirst(t, t.TempDir())
 	})
 }

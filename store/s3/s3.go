@@ -14,6 +14,28 @@
 // If-None-Match would silently overwrite, so use one that implements
 // conditional writes (AWS since 2024-08, MinIO, versitygw, Ceph RGW).
 //
+// Overlapping segments (see store.Store's Put) are refused only in part.
+// Before the PUT of a segment, Put makes one ListObjectsV2 request for the
+// first two keys after every segment of its generation that starts below
+// it (StartAfter, max-keys 2): a segment of the same generation among them
+// that starts inside the new one's seq range is an overlap, refused with
+// store.ErrConflict. So a segment Put costs two requests (LIST, then PUT)
+// instead of one, both billed as the dearer class on AWS. Not refused:
+//
+//   - a stored segment that starts below the new one and reaches into it
+//     (1..10 stored, 5..12 put): finding it would mean listing backwards,
+//     which S3 cannot, or listing the whole generation;
+//   - a segment another writer stores between this Put's LIST and its
+//     PUT: S3 has no condition spanning two keys.
+//
+// Both take two writers on one stream, which the writer lease prevents;
+// the receiver still applies each record once, following one hash-linked
+// chain, and `ferry verify` reports the overlap.
+//
+// Store is also a store.Swapper: versions are ETags, Swap is a PUT with
+// If-Match (If-None-Match: * to create), and the server checks the
+// condition and replaces the object atomically; see Swap.
+//
 // Retries: minio-go makes one attempt per call; its own retry loop is
 // switched off so that the caller's store.Retry is the only retry layer
 // (it logs, backs off with jitter, and stops on store.ErrPermanent). Two
@@ -38,6 +60,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/encrypt"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -156,17 +179,12 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 		return fmt.Errorf("s3 put: %w: %w", err, store.ErrPermanent)
 	}
 	key := s.key(name)
-	sum := sha256.Sum256(data)
-	sumHex := hex.EncodeToString(sum[:])
-
-	opts := minio.PutObjectOptions{
-		ContentType:          "application/octet-stream",
-		UserMetadata:         map[string]string{metaSHA256: sumHex},
-		StorageClass:         s.storageClass,
-		ServerSideEncryption: s.sse,
-		DisableMultipart:     true, // one request: If-None-Match applies to it, and a retry resends it whole
-		SendContentMd5:       true, // the server rejects a body damaged in transit
+	if seg, ok := store.ParseSegmentObject(name); ok {
+		if err := s.checkOverlap(ctx, seg); err != nil {
+			return err
+		}
 	}
+	opts, sumHex := s.putOptions(data)
 	opts.SetMatchETagExcept("*") // If-None-Match: *
 
 	cctx, cancel := s.callContext(ctx)
@@ -192,6 +210,71 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 		return s.compareExisting(ctx, key, data, sumHex, s.fail(ctx, "put", s.target(key), err))
 	}
 	return s.fail(ctx, "put", s.target(key), err)
+}
+
+// overlapListKeys is how many keys checkOverlap asks for: the segment's own
+// name, if a retry finds it stored, and the one after it.
+const overlapListKeys = 2
+
+// checkOverlap refuses a Put of seg, with store.OverlapError, if a stored
+// segment of the same generation starts inside seg's seq range. It makes
+// one ListObjectsV2 request for the first keys after every segment that
+// starts below seg (StartAfter), which is all S3 can do cheaply: see the
+// package comment for what escapes it. If seg's own name is stored, it
+// refuses nothing, and Put compares the contents.
+func (s *Store) checkOverlap(ctx context.Context, seg store.SegmentObject) error {
+	dir := seg.Name[:strings.LastIndexByte(seg.Name, '/')+1]
+	after := dir + fmt.Sprintf("%08x-", seg.Gen) // sorts before every segment of seg.Gen
+	if seg.First > 0 {
+		after = dir + batch.NameAfter(seg.Gen, seg.First-1)
+	}
+	opts := minio.ListObjectsOptions{
+		Prefix:     s.key(dir),
+		StartAfter: s.key(after),
+		MaxKeys:    overlapListKeys,
+		FetchOwner: new(bool),
+	}
+	cctx, cancel := s.callContext(ctx)
+	defer cancel()
+	var stored *store.SegmentObject
+	n := 0
+	for obj := range s.client.ListObjectsIter(cctx, s.bucket, opts) {
+		if obj.Err != nil {
+			return s.fail(ctx, "put: list neighbours of", s.target(s.key(seg.Name)), obj.Err)
+		}
+		name := s.name(obj.Key)
+		if name == seg.Name {
+			return nil
+		}
+		if o, ok := store.ParseSegmentObject(name); ok && stored == nil && seg.Overlaps(o) {
+			stored = &o
+		}
+		if n++; n == overlapListKeys {
+			break // one page: never ask for the next
+		}
+	}
+	if cause := context.Cause(cctx); cause != nil {
+		return s.fail(ctx, "put: list neighbours of", s.target(s.key(seg.Name)), cause)
+	}
+	if stored != nil {
+		return store.OverlapError(seg, *stored)
+	}
+	return nil
+}
+
+// putOptions are the options of every PUT of data, and the hex SHA-256
+// they carry in metaSHA256.
+func (s *Store) putOptions(data []byte) (minio.PutObjectOptions, string) {
+	sum := sha256.Sum256(data)
+	sumHex := hex.EncodeToString(sum[:])
+	return minio.PutObjectOptions{
+		ContentType:          "application/octet-stream",
+		UserMetadata:         map[string]string{metaSHA256: sumHex},
+		StorageClass:         s.storageClass,
+		ServerSideEncryption: s.sse,
+		DisableMultipart:     true, // one request: conditions apply to it, and a retry resends it whole
+		SendContentMd5:       true, // the server rejects a body damaged in transit
+	}, sumHex
 }
 
 // compareExisting decides a Put that found key occupied (or may have): nil
@@ -258,17 +341,24 @@ func (s *Store) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 }
 
 func (s *Store) open(ctx context.Context, key string) (io.ReadCloser, error) {
+	r, _, err := s.openInfo(ctx, "get", key)
+	return r, err
+}
+
+// openInfo is open that also returns what the GET's answer says about the
+// object (its ETag, say); op names the operation in errors.
+func (s *Store) openInfo(ctx context.Context, op, key string) (io.ReadCloser, minio.ObjectInfo, error) {
 	wd := newWatchdog(ctx, s.timeout)
-	body, _, _, err := s.core.GetObject(wd.ctx, s.bucket, key, minio.GetObjectOptions{})
+	body, info, _, err := s.core.GetObject(wd.ctx, s.bucket, key, minio.GetObjectOptions{})
 	if err != nil {
 		wd.stop()
 		if code, status := errorCode(err); code == "NoSuchKey" || (code == "" && status == http.StatusNotFound) {
-			return nil, fmt.Errorf("s3 get %s: %w", s.target(key), store.ErrNotFound)
+			return nil, info, fmt.Errorf("s3 %s %s: %w", op, s.target(key), store.ErrNotFound)
 		}
-		return nil, s.fail(ctx, "get", s.target(key), err)
+		return nil, info, s.fail(ctx, op, s.target(key), err)
 	}
 	wd.kick()
-	return &objectReader{body: body, wd: wd, s: s, parent: ctx, key: key}, nil
+	return &objectReader{body: body, wd: wd, s: s, parent: ctx, key: key}, info, nil
 }
 
 // objectReader reads an object body, keeping the idle watchdog fed and

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/versitygw"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/storetest"
@@ -87,13 +89,18 @@ func (f *fixture) store(t testing.TB, prefix string, edit ...func(*Config)) *Sto
 	return newStore(t, cfg)
 }
 
+// caps is what the S3 store declares to the conformance suite.
+// Overlaps: only from above, and not between racing writers (see the
+// package comment).
+var caps = storetest.Caps{Swap: true}
+
 // TestConformance runs the shared store suite, each store on its own
 // prefix in one bucket.
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, false)
 	var n atomic.Int64
-	storetest.Run(t, func(t *testing.T) store.Store {
+	storetest.RunWith(t, caps, func(t *testing.T) store.Store {
 		return f.store(t, fmt.Sprintf("/conformance//%d/", n.Add(1)))
 	})
 }
@@ -104,7 +111,7 @@ func TestConformanceNoPrefix(t *testing.T) {
 	t.Parallel()
 	srv := versitygw.Start(t)
 	var n atomic.Int64
-	storetest.Run(t, func(t *testing.T) store.Store {
+	storetest.RunWith(t, caps, func(t *testing.T) store.Store {
 		bucket := fmt.Sprintf("ferry-root-%d", n.Add(1))
 		srv.CreateBucket(t, bucket)
 		return newStore(t, serverConfig(srv, srv.Endpoint, bucket, ""))
@@ -279,4 +286,64 @@ func readAllCtx(t testing.TB, ctx context.Context, s *Store, name string) []byte
 		t.Fatalf("read %q: %v", name, err)
 	}
 	return data
+}
+
+// TestPutSegmentListsFirst: a segment Put is one LIST for its neighbours,
+// then the PUT; other objects are PUT alone. A failed LIST fails the Put
+// retryably without a PUT.
+func TestPutSegmentListsFirst(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, true)
+	s := f.store(t, "ov")
+	ctx := t.Context()
+	seg := "app/" + batch.SegmentName(1, 0x10, 0x1f)
+
+	f.proxy.ResetCounts()
+	if err := s.Put(ctx, seg, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	reqs := f.proxy.Requests()
+	if len(reqs) != 2 || reqs[0].Kind != versitygw.List || reqs[1].Kind != versitygw.Put {
+		t.Fatalf("segment Put made requests %+v, want LIST then PUT", reqs)
+	}
+	q := reqs[0].Query
+	if want := "ov/app/" + batch.NameAfter(1, 0x0f); q.Get("start-after") != want || q.Get("max-keys") != "2" || q.Get("prefix") != "ov/app/" {
+		t.Errorf("LIST query %v, want start-after=%s max-keys=2 prefix=ov/app/", q, want)
+	}
+
+	f.proxy.ResetCounts()
+	if err := s.Put(ctx, seg, []byte("a")); err != nil {
+		t.Fatalf("identical re-Put: %v", err)
+	}
+	if c := f.proxy.Counts(); c[versitygw.List] != 1 || c[versitygw.Put] != 1 || c[versitygw.Head] != 1 || len(f.proxy.Requests()) != 3 {
+		t.Errorf("identical re-Put made requests %v, want LIST, PUT (refused), HEAD", c)
+	}
+
+	f.proxy.ResetCounts()
+	zero := "app/" + batch.SegmentName(2, 0, 3)
+	if err := s.Put(ctx, zero, []byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	if q := f.proxy.Requests()[0].Query; q.Get("start-after") != "ov/app/00000002-" {
+		t.Errorf("LIST for a segment starting at seq 0: start-after=%q, want ov/app/00000002-", q.Get("start-after"))
+	}
+
+	f.proxy.ResetCounts()
+	if err := s.Put(ctx, "app/watermarks/r1", []byte("w")); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.proxy.Counts(); c[versitygw.List] != 0 || c[versitygw.Put] != 1 {
+		t.Errorf("non-segment Put made requests %v, want one PUT", c)
+	}
+
+	f.proxy.ResetCounts()
+	f.proxy.Inject(versitygw.List, 1, versitygw.Status(http.StatusInternalServerError, ""))
+	next := "app/" + batch.SegmentName(1, 0x20, 0x2f)
+	checkRetryable(t, "segment Put whose LIST failed", s.Put(ctx, next, []byte("b")))
+	if c := f.proxy.Counts(); c[versitygw.Put] != 0 {
+		t.Errorf("segment Put whose LIST failed made requests %v, want no PUT", c)
+	}
+	if err := putWithRetry(t, s, next, []byte("b")); err != nil {
+		t.Fatalf("Put under Retry after a failed LIST: %v", err)
+	}
 }

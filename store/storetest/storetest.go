@@ -12,6 +12,10 @@
 //		})
 //	}
 //
+// A store that does more than the Store contract declares it in Caps and
+// calls RunWith instead, so the suite checks exactly what the store
+// promises and a store cannot skip a test by quietly lacking a feature.
+//
 // The suite only checks behaviour every backend shares; backend limits (a
 // name that is both an object and a directory, say) belong in the backend's
 // own tests.
@@ -32,9 +36,32 @@ import (
 	"github.com/ferry-dr/ferry/store"
 )
 
-// Run runs the suite as subtests of t. newStore must return a fresh, empty
-// store on each call (its own temp dir or prefix); each subtest calls it once.
+// Caps declares what a store does beyond the Store contract. The zero
+// value declares nothing extra.
+type Caps struct {
+	// Swap: the store implements store.Swapper. The suite fails if it
+	// does not, and runs the Swap tests if it does.
+	Swap bool
+	// OverlapBelow: Put refuses a segment that a stored segment of the
+	// same generation, starting below it, reaches into. (Every store
+	// refuses one that a stored segment starting inside it overlaps.)
+	OverlapBelow bool
+	// OverlapRace: of concurrent Puts of overlapping segments of one
+	// generation, exactly one succeeds. (Without it the suite checks only
+	// that each either succeeds or fails with ErrConflict.)
+	OverlapRace bool
+}
+
+// Run runs the suite as subtests of t for a store that declares no Caps.
+// newStore must return a fresh, empty store on each call (its own temp dir
+// or prefix); each subtest calls it once.
 func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	RunWith(t, Caps{}, newStore)
+}
+
+// RunWith is Run for a store that declares caps: it also runs the tests of
+// each declared capability.
+func RunWith(t *testing.T, caps Caps, newStore func(t *testing.T) store.Store) {
 	tests := []struct {
 		name string
 		fn   func(*testing.T, store.Store)
@@ -55,9 +82,20 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentIdenticalPut", testConcurrentIdenticalPut},
 		{"ConcurrentConflictingPut", testConcurrentConflictingPut},
 		{"ReaderSurvivesDelete", testReaderSurvivesDelete},
+		{"OverlapFromAbove", testOverlapFromAbove},
+		{"OverlapAllowed", testOverlapAllowed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
+	}
+	if caps.OverlapBelow {
+		t.Run("OverlapFromBelow", func(t *testing.T) { testOverlapFromBelow(t, newStore(t)) })
+	}
+	t.Run("OverlapRace", func(t *testing.T) { testOverlapRace(t, newStore(t), caps.OverlapRace) })
+	if caps.Swap {
+		for _, tc := range swapTests {
+			t.Run(tc.name, func(t *testing.T) { tc.fn(t, asSwapper(t, newStore(t))) })
+		}
 	}
 }
 

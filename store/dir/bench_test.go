@@ -1,0 +1,53 @@
+package dir_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store/dir"
+)
+
+// BenchmarkPutSegment measures a segment Put into a stream directory that
+// already holds n segments of the same generation, each Put a new segment
+// right after them. The new segment is removed again outside the timer, so
+// the directory keeps n segments however long the benchmark runs. Run it on
+// a real disk: TMPDIR decides where.
+func BenchmarkPutSegment(b *testing.B) {
+	data := bytes.Repeat([]byte("0123456789"), 1024)
+	for _, n := range []int{10, 10_000} {
+		b.Run(fmt.Sprintf("segments=%d", n), func(b *testing.B) {
+			root := b.TempDir()
+			s, err := dir.New(root)
+			if err != nil {
+				b.Fatal(err)
+			}
+			stream := filepath.Join(root, "app")
+			if err := os.Mkdir(stream, 0o755); err != nil {
+				b.Fatal(err)
+			}
+			for i := range uint64(n) {
+				name := batch.SegmentName(1, 10*i+1, 10*i+10)
+				if err := os.WriteFile(filepath.Join(stream, name), data, 0o644); err != nil {
+					b.Fatal(err)
+				}
+			}
+			name := batch.SegmentName(1, 10*uint64(n)+1, 10*uint64(n)+10)
+			b.SetBytes(int64(len(data)))
+			b.ResetTimer()
+			for range b.N {
+				if err := s.Put(b.Context(), "app/"+name, data); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := os.Remove(filepath.Join(stream, name)); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}
