@@ -146,8 +146,8 @@ func TestOverlappingSegmentsApplyEachRecordOnce(t *testing.T) {
 	b := sealSeg(t, testStream, 1, 16, 20, a.hash)
 	wide := sealSeg(t, testStream, 1, 11, 20, segs[0].hash) // overlaps both
 	inner := sealSeg(t, testStream, 1, 3, 5, batch.ZeroHash)
-	st, _ := newStore(t)
-	put(t, st, segs[0], a, b, wide, inner)
+	st, root := newStore(t)
+	plant(t, root, segs[0], a, b, wide, inner)
 	replica := filepath.Join(t.TempDir(), "replica")
 	ap := newRecorder(replica)
 	r := open(t, testConfig(t, st, ap))

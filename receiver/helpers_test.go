@@ -111,6 +111,21 @@ func put(t *testing.T, st store.Store, segs ...seg) {
 	}
 }
 
+// plant writes segs straight into a dir store's directory at root,
+// bypassing Put's refusal of overlapping segments, as a stray writer that
+// does not use ferry's store could.
+func plant(t *testing.T, root string, segs ...seg) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(root, testStream), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range segs {
+		if err := os.WriteFile(filepath.Join(root, testStream, s.name), s.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // putAs stores data as segment name of testStream, whatever it holds.
 func putAs(t *testing.T, st store.Store, name string, data []byte) {
 	t.Helper()

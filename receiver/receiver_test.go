@@ -366,11 +366,11 @@ func TestFirstSegmentMustChainToZero(t *testing.T) {
 
 func TestAppliedRangesAreNotReapplied(t *testing.T) {
 	segs := chain(t, 3, 10)
-	st, _ := newStore(t)
+	st, root := newStore(t)
 	// 4..7 lies inside 1..10 and sorts after it, so it is listed in the
 	// same pass: it must be skipped as already applied.
 	inner := sealSeg(t, testStream, 1, 4, 7, batch.ZeroHash)
-	put(t, st, segs[0], inner, segs[1])
+	plant(t, root, segs[0], inner, segs[1])
 	replica := filepath.Join(t.TempDir(), "replica")
 	cfg := testConfig(t, st, nil)
 	ap := newRecorder(replica)
@@ -381,7 +381,7 @@ func TestAppliedRangesAreNotReapplied(t *testing.T) {
 	}
 
 	// Stale copies of ranges at or below the checkpoint, cut differently.
-	put(t, st, sealSeg(t, testStream, 1, 11, 15, segs[0].hash), sealSeg(t, testStream, 1, 15, 20, segs[0].hash), segs[2])
+	plant(t, root, sealSeg(t, testStream, 1, 11, 15, segs[0].hash), sealSeg(t, testStream, 1, 15, 20, segs[0].hash), segs[2])
 	ap = newRecorder(replica)
 	cfg.Applier = ap
 	cp := runOnce(t, cfg)
