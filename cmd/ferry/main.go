@@ -33,6 +33,7 @@ var verbs = map[string]verb{
 	"fetch":   {"write a pushed file from the store or a receiver's tree (restore_command)", runFetch},
 	"restore": {"rebuild a new target from the store up to a seq or a time; resumable", runRestore},
 	"drill":   {"restore the newest state to a scratch dir, verify it, report RPO and RTO", runDrill},
+	"promote": {"make this DR site the writer of the stream: record a new generation forked at its checkpoint", runPromote},
 	"version": {"print the version", func([]string, io.Writer, io.Writer) error { fmt.Println("ferry", version); return nil }},
 }
 

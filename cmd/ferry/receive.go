@@ -46,6 +46,9 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	log := c.logger(stderr)
 	cfg := c.cfg
 	rc := cfg.Receive
+	if err := receiver.CheckNotPromoted(rc.State); err != nil {
+		return err
+	}
 	ctx, stop := signalContext(context.Background(), log)
 	defer stop()
 	var reg *metrics.Registry

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/internal/fsutil"
+	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
+)
+
+const promoteExamples = `  # the primary is gone: make this DR site the writer of the stream
+  ferry promote --store s3://dr-bucket/ferry --stream app --state /var/lib/ferry/state --site dr
+
+  # a direct-link secondary: the generation record goes into its inbox
+  ferry promote --config /etc/ferry/receive.toml --site dr
+`
+
+// promotion is what promote did, for its report.
+type promotion struct {
+	Stream     string    `json:"stream"`
+	Generation uint32    `json:"generation"`
+	Parent     uint32    `json:"parent"`
+	ForkSeq    uint64    `json:"fork_seq"`
+	Site       string    `json:"site"`
+	Time       time.Time `json:"time"`
+	// What the old generation had beyond the fork as far as the store
+	// knows: never applied here, so lost unless the old primary rejoins
+	// and an operator reconciles its divergence report.
+	LostRecords  uint64  `json:"lost_records"`
+	LostBytes    int64   `json:"lost_bytes"`
+	LostSeconds  float64 `json:"lost_seconds"`
+	LostSegments int     `json:"lost_segments"`
+}
+
+func runPromote(args []string, stdout, stderr io.Writer) error {
+	c := newFlags("promote", "ferry promote --store URL --stream NAME --state DIR [--site NAME] [--reason TEXT] [--json] [--config FILE]", promoteExamples, stderr)
+	c.accept("state", "inbox")
+	site := c.fs.String("site", "", "this site's `name` in the generation record (default the host name)")
+	reason := c.fs.String("reason", "promote", "why, recorded in the generation record")
+	asJSON := c.fs.Bool("json", false, "print the promotion as JSON")
+	if err := c.parseNoArgs(args, ""); err != nil {
+		return err
+	}
+	cfg := c.cfg
+	switch {
+	case cfg.Stream == "":
+		return usageError{errors.New("--stream is required")}
+	case cfg.Store == "":
+		return usageError{errors.New("--store is required")}
+	case cfg.Receive.State == "":
+		return usageError{errors.New("--state is required: the receiver state of this site")}
+	}
+	log := c.logger(stderr)
+	ctx, stop := signalContext(context.Background(), log)
+	defer stop()
+	p, err := promote(ctx, cfg, siteName(*site), *reason)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(p)
+	}
+	fmt.Fprintf(stdout, "promoted %s: generation %d (parent %d) forked at seq %d on %s at %s\n",
+		p.Stream, p.Generation, p.Parent, p.ForkSeq, p.Site, p.Time.Format(time.RFC3339))
+	if p.LostSegments == 0 {
+		fmt.Fprintf(stdout, "nothing beyond the fork in the store: no records lost that the store knew of\n")
+	} else {
+		fmt.Fprintf(stdout, "beyond the fork, never applied here: %d records, %s in %d segments, %.1fs of the old primary's writes\n",
+			p.LostRecords, sizeString(p.LostBytes), p.LostSegments, p.LostSeconds)
+	}
+	fmt.Fprintf(stdout, "this site now writes generation %d from seq %d: start ferry ship on stream %s\n", p.Generation, p.ForkSeq+1, p.Stream)
+	return nil
+}
+
+// siteName is the --site given, or the host name.
+func siteName(site string) string {
+	if site != "" {
+		return site
+	}
+	if h, err := os.Hostname(); err == nil {
+		return h
+	}
+	return "unknown"
+}
+
+// historyStore opens the store that holds the stream's history for a
+// site: for a direct-link secondary (tcp://) its inbox, where the link
+// server and its receiver read the records.
+func historyStore(ctx context.Context, cfg *config.File) (store.Store, error) {
+	if strings.HasPrefix(cfg.Store, "tcp://") {
+		inbox := cfg.TCP.Inbox
+		if inbox == "" {
+			inbox = filepath.Join(cfg.Receive.State, "inbox")
+		}
+		return openDir(inbox)
+	}
+	return openStore(ctx, cfg, nil)
+}
+
+// promote records generation Newest+1 forked at this site's checkpoint and
+// marks the state dir as promoted. The receiver must be stopped: its state
+// dir's lock is held throughout.
+func promote(ctx context.Context, cfg *config.File, site, reason string) (promotion, error) {
+	state := cfg.Receive.State
+	lock, err := fsutil.Lock(state, "receiver state")
+	if err != nil {
+		return promotion{}, fmt.Errorf("%w (stop the receiver before promoting this site)", err)
+	}
+	defer lock.Close()
+	if err := receiver.CheckNotPromoted(state); err != nil {
+		return promotion{}, err
+	}
+	cp, ok, err := receiver.LoadCheckpoint(state)
+	if err != nil {
+		return promotion{}, err
+	}
+	if !ok {
+		cp = receiver.Checkpoint{Stream: cfg.Stream, Generation: 1}
+	}
+	switch {
+	case cp.Stream != cfg.Stream:
+		return promotion{}, fmt.Errorf("state %s holds the checkpoint of stream %q, not %q", state, cp.Stream, cfg.Stream)
+	case cp.PartialHash != "":
+		return promotion{}, fmt.Errorf("state %s: a restore stopped inside segment %s at seq %d; finish or redo the restore before promoting", state, cp.Segment, cp.LastSeq)
+	}
+	st, err := historyStore(ctx, cfg)
+	if err != nil {
+		return promotion{}, err
+	}
+	h, err := catalog.ReadHistory(ctx, st, cfg.Stream)
+	if err != nil {
+		return promotion{}, fmt.Errorf("read the history of %s in %s: %w", cfg.Stream, st, err)
+	}
+	if _, _, err := h.Next(cp.Generation, cp.LastSeq); err != nil {
+		return promotion{}, fmt.Errorf("this site cannot be promoted: %w", err)
+	}
+	newest := h.Newest()
+	rec := batch.Generation{
+		Stream:     cfg.Stream,
+		Generation: newest.Generation + 1,
+		Parent:     newest.Generation,
+		ForkSeq:    cp.LastSeq,
+		Time:       time.Now().UTC().Truncate(time.Millisecond),
+		Site:       site,
+		Reason:     reason,
+	}
+	if cp.LastSeq > 0 {
+		rec.ForkHash = cp.LastHash
+	}
+	rec.Host, _ = os.Hostname()
+	p := promotion{Stream: cfg.Stream, Generation: rec.Generation, Parent: rec.Parent, ForkSeq: rec.ForkSeq, Site: site, Time: rec.Time}
+	if err := beyondFork(ctx, st, cfg.Stream, cp, &p); err != nil {
+		return promotion{}, err
+	}
+	if err := catalog.CreateGeneration(ctx, st, rec); err != nil {
+		return promotion{}, fmt.Errorf("promote %s in %s: %w", cfg.Stream, st, err)
+	}
+	err = receiver.SavePromotion(state, receiver.Promotion{Stream: cfg.Stream, Generation: rec.Generation,
+		ForkSeq: rec.ForkSeq, ForkHash: rec.ForkHash, Time: rec.Time, Site: site, ReplicaSize: replicaSize(cp)})
+	if err != nil {
+		// The record is in the store: the stream has moved on whatever
+		// this site does, so say so rather than leave it unsaid.
+		return p, fmt.Errorf("generation %d is recorded in %s, but marking %s as promoted failed: %w; do not start ferry receive there",
+			rec.Generation, st, state, err)
+	}
+	return p, nil
+}
+
+// replicaSize is the size of a file: replica at the checkpoint (the file
+// applier's state), or -1 when the checkpoint holds no file applier's.
+func replicaSize(cp receiver.Checkpoint) int64 {
+	var fs struct {
+		Size *int64 `json:"size"`
+	}
+	if len(cp.Applier) == 0 || json.Unmarshal(cp.Applier, &fs) != nil || fs.Size == nil {
+		return -1
+	}
+	return *fs.Size
+}
+
+// beyondFork fills in what the store holds past the checkpoint in the
+// checkpoint's own line of segments: what this promotion gives up.
+func beyondFork(ctx context.Context, st store.Store, stream string, cp receiver.Checkpoint, p *promotion) error {
+	dir := batch.StreamDir(stream)
+	var appliedAt, newest time.Time
+	err := st.List(ctx, dir, "", func(o store.Object) error {
+		name := strings.TrimPrefix(o.Name, dir)
+		gen, first, last, ok := batch.ParseSegmentName(name)
+		if !ok || gen < cp.Generation {
+			return nil
+		}
+		if name == cp.Segment {
+			appliedAt = o.ModTime
+		}
+		if last <= cp.LastSeq {
+			return nil
+		}
+		p.LostSegments++
+		p.LostRecords += last - max(first, cp.LastSeq+1) + 1
+		p.LostBytes += o.Size
+		if o.ModTime.After(newest) {
+			newest = o.ModTime
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list %s in %s: %w", dir, st, err)
+	}
+	if appliedAt.IsZero() {
+		appliedAt = cp.AppliedAt
+	}
+	if p.LostSegments > 0 && !appliedAt.IsZero() && newest.After(appliedAt) {
+		p.LostSeconds = newest.Sub(appliedAt).Seconds()
+	}
+	return nil
+}
