@@ -87,3 +87,32 @@ func CheckNotPromoted(dir string) error {
 	}
 	return nil
 }
+
+// StartCheckpoint gives a state dir its first checkpoint: a receiver
+// started on it continues after seq last of generation gen, chained to
+// hash (the hash of the segment that ends at last), with the applier
+// state given (nil for none). ferry rejoin uses it to turn a fenced
+// primary into a receiver at the fork. It refuses a dir that already has
+// a checkpoint, and takes the state lock while it writes.
+func StartCheckpoint(dir, stream string, gen uint32, last uint64, hash string, applier json.RawMessage) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	lock, err := fsutil.Lock(dir, "state")
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if _, ok, err := LoadCheckpoint(dir); err != nil || ok {
+		if err == nil {
+			err = fmt.Errorf("state %s already has a checkpoint; use a new state dir", dir)
+		}
+		return err
+	}
+	cp := newCheckpoint(stream, gen)
+	cp.LastSeq, cp.Applier = last, applier
+	if last > 0 {
+		cp.LastHash = hash
+	}
+	return saveCheckpoint(dir, cp)
+}

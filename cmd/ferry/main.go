@@ -34,6 +34,7 @@ var verbs = map[string]verb{
 	"restore": {"rebuild a new target from the store up to a seq or a time; resumable", runRestore},
 	"drill":   {"restore the newest state to a scratch dir, verify it, report RPO and RTO", runDrill},
 	"promote": {"make this DR site the writer of the stream: record a new generation forked at its checkpoint", runPromote},
+	"rejoin":  {"turn a fenced old primary into a receiver at the fork, with a report of what it had past it", runRejoin},
 	"version": {"print the version", func([]string, io.Writer, io.Writer) error { fmt.Println("ferry", version); return nil }},
 }
 

@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/fsutil"
+	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/shipper/spool"
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
+)
+
+const rejoinExamples = `  # the old primary came back fenced: report what it had past the fork,
+  # cut its file back to the fork point and make it a receiver of the new primary
+  ferry rejoin --store s3://dr-bucket/ferry --stream app --spool /var/lib/ferry/spool \
+      --state /var/lib/ferry/state --apply file:/var/log/app.log --report /root/app-divergence.ndjson
+  ferry receive --store s3://dr-bucket/ferry --stream app --state /var/lib/ferry/state --apply file:/var/log/app.log
+`
+
+// divergence is the first line of a rejoin report.
+type divergence struct {
+	Report     string           `json:"report"` // "ferry divergence"
+	Stream     string           `json:"stream"`
+	Generation uint32           `json:"generation"` // the fenced generation
+	ForkSeq    uint64           `json:"fork_seq"`
+	Promoted   batch.Generation `json:"promoted"` // the record that fenced it
+	Records    int              `json:"records"`  // accepted here past the fork, never in the history
+	FirstSeq   uint64           `json:"first_seq,omitempty"`
+	LastSeq    uint64           `json:"last_seq,omitempty"`
+	FirstTime  time.Time        `json:"first_time,omitzero"`
+	LastTime   time.Time        `json:"last_time,omitzero"`
+	InStore    int              `json:"in_store"` // of them, shipped into divergent segments before the fence
+	InSpool    int              `json:"in_spool"` // of them, never shipped
+	CutFile    string           `json:"cut_file,omitempty"`
+	CutOffset  int64            `json:"cut_offset,omitempty"`
+	CutBytes   int64            `json:"cut_bytes"`
+}
+
+// cutRecord is the last line of a report when a file was cut: the bytes cut.
+type cutRecord struct {
+	Cut        string  `json:"cut"` // the file
+	Offset     int64   `json:"offset"`
+	Data       *string `json:"data,omitempty"`
+	DataBase64 *string `json:"data_base64,omitempty"`
+}
+
+func runRejoin(args []string, stdout, stderr io.Writer) error {
+	c := newFlags("rejoin", "ferry rejoin --store URL --stream NAME --spool DIR --state DIR --apply SPEC --report FILE [--config FILE]", rejoinExamples, stderr)
+	c.accept("spool", "state", "apply")
+	report := c.fs.String("report", "", "write the divergence report (ndjson) to this `file`; required")
+	if err := c.parseNoArgs(args, ""); err != nil {
+		return err
+	}
+	cfg := c.cfg
+	switch {
+	case cfg.Stream == "":
+		return usageError{errors.New("--stream is required")}
+	case cfg.Store == "":
+		return usageError{errors.New("--store is required")}
+	case strings.HasPrefix(cfg.Store, "tcp://"):
+		return usageError{errors.New("rejoin reads the history from a store (a directory or s3://); over a direct link, rejoin against the new primary's archive store")}
+	case cfg.Ship.Spool == "":
+		return usageError{errors.New("--spool is required: the spool of this site's fenced shipper")}
+	case cfg.Receive.State == "":
+		return usageError{errors.New("--state is required: where this site's receiver keeps its checkpoint")}
+	case *report == "":
+		return usageError{errors.New("--report is required")}
+	}
+	log := c.logger(stderr)
+	ctx, stop := signalContext(context.Background(), log)
+	defer stop()
+	st, err := openStore(ctx, cfg, nil)
+	if err != nil {
+		return err
+	}
+	d, err := rejoin(ctx, st, cfg.Stream, cfg.Ship.Spool, cfg.Receive.State, cfg.Receive.Apply, *report, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rejoined %s: generation %d was fenced at seq %d by generation %d (promoted on %s)\n",
+		d.Stream, d.Generation, d.ForkSeq, d.Promoted.Generation, d.Promoted.Site)
+	if d.Records == 0 {
+		fmt.Fprintf(stdout, "divergence: none; report %s\n", *report)
+	} else {
+		fmt.Fprintf(stdout, "divergence: %d records, seq %d..%d (%s .. %s), %d shipped before the fence, %d only in the spool; report %s\n",
+			d.Records, d.FirstSeq, d.LastSeq, d.FirstTime.Format(time.RFC3339), d.LastTime.Format(time.RFC3339), d.InStore, d.InSpool, *report)
+	}
+	if d.CutFile != "" {
+		fmt.Fprintf(stdout, "cut %s back to %d bytes (%d bytes cut, kept in the report)\n", d.CutFile, d.CutOffset, d.CutBytes)
+	}
+	fmt.Fprintf(stdout, "this site is now a receiver at seq %d: start ferry receive with --state %s\n", d.ForkSeq, cfg.Receive.State)
+	return nil
+}
+
+// rejoin writes the divergence report of a fenced spool, cuts a file:
+// target back to the fork, gives state a checkpoint at the fork and moves
+// the spool aside. The report is durable before anything is changed.
+func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applySpec, reportPath string, log *slog.Logger) (divergence, error) {
+	gen, err := spoolGeneration(spoolDir, stream)
+	if err != nil {
+		return divergence{}, err
+	}
+	h, err := catalog.ReadHistory(ctx, st, stream)
+	if err != nil {
+		return divergence{}, fmt.Errorf("read the history of %s in %s: %w", stream, st, err)
+	}
+	var fenced *batch.FencedError
+	if err := h.Fenced(gen); !errors.As(err, &fenced) {
+		if err == nil {
+			return divergence{}, fmt.Errorf("spool %s writes generation %d, the newest of stream %q: this site is not fenced, nothing to rejoin", spoolDir, gen, stream)
+		}
+		return divergence{}, err
+	}
+	fork, _ := h.End(gen)
+	cutter := fenced.Next
+	for g := gen + 1; ; g++ { // the oldest newer generation forked at End(gen)
+		r, ok := h.Record(g)
+		if !ok {
+			break
+		}
+		if r.ForkSeq == fork {
+			cutter = r
+			break
+		}
+	}
+	d := divergence{Report: "ferry divergence", Stream: stream, Generation: gen, ForkSeq: fork, Promoted: cutter}
+
+	recs := map[uint64]batch.Record{}
+	if err := divergentInStore(ctx, st, stream, gen, fork, recs); err != nil {
+		return d, err
+	}
+	d.InStore = len(recs)
+	sp, err := spool.Open(spool.Config{Dir: spoolDir, Stream: stream, Generation: gen}, nil, log)
+	if err != nil {
+		return d, fmt.Errorf("open the fenced spool: %w", err)
+	}
+	for _, s := range sp.Unconfirmed() {
+		if s.LastSeq <= fork {
+			continue
+		}
+		data, err := sp.ReadSealed(s.Name)
+		if err == nil {
+			err = addRecords(data, fork, recs)
+		}
+		if err != nil {
+			sp.Close()
+			return d, fmt.Errorf("spool %s: sealed/%s: %w", spoolDir, s.Name, err)
+		}
+	}
+	if err := sp.Close(); err != nil {
+		return d, err
+	}
+	d.InSpool = len(recs) - d.InStore
+	seqs := slices.Sorted(func(yield func(uint64) bool) {
+		for s := range recs {
+			if !yield(s) {
+				return
+			}
+		}
+	})
+	var tail []byte
+	for _, s := range seqs {
+		tail = append(tail, recs[s].Data...)
+	}
+	if d.Records = len(seqs); d.Records > 0 {
+		d.FirstSeq, d.LastSeq = seqs[0], seqs[len(seqs)-1]
+		d.FirstTime, d.LastTime = recs[d.FirstSeq].Time, recs[d.LastSeq].Time
+	}
+
+	var applierState json.RawMessage
+	var cut []byte
+	if path, ok := strings.CutPrefix(applySpec, "file:"); ok {
+		data, err := os.ReadFile(path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return d, err
+		}
+		at := int64(len(data))
+		if len(tail) > 0 {
+			i := bytes.LastIndex(data, tail)
+			if i < 0 {
+				return d, fmt.Errorf("file %s does not hold the %d divergent records (seq %d..%d); cut it back to seq %d by hand, then run rejoin with another --apply",
+					path, d.Records, d.FirstSeq, d.LastSeq, fork)
+			}
+			at = int64(i)
+		}
+		cut = data[at:]
+		d.CutFile, d.CutOffset, d.CutBytes = path, at, int64(len(cut))
+		applierState, _ = json.Marshal(map[string]int64{"size": at})
+	}
+	if err := writeReport(reportPath, d, seqs, recs, cut); err != nil {
+		return d, err
+	}
+	if d.CutFile != "" && d.CutBytes > 0 {
+		if err := truncateDurably(d.CutFile, d.CutOffset); err != nil {
+			return d, err
+		}
+	}
+	if err := receiver.StartCheckpoint(state, stream, gen, fork, cutter.ForkHash, applierState); err != nil {
+		return d, fmt.Errorf("start the receiver checkpoint: %w", err)
+	}
+	aside := fmt.Sprintf("%s.fenced-gen%d-%s", filepath.Clean(spoolDir), gen, time.Now().UTC().Format("20060102T150405Z"))
+	if err := os.Rename(spoolDir, aside); err != nil {
+		return d, fmt.Errorf("move the fenced spool aside: %w", err)
+	}
+	if err := fsutil.SyncDir(filepath.Dir(aside)); err != nil {
+		return d, err
+	}
+	log.Info("fenced spool moved aside; a later ferry ship starts a fresh spool", "spool", aside)
+	return d, nil
+}
+
+// spoolGeneration reads the generation a spool's state.json pins.
+func spoolGeneration(dir, stream string) (uint32, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return 0, fmt.Errorf("spool %s: %w", dir, err)
+	}
+	var st struct {
+		Stream     string `json:"stream"`
+		Generation uint32 `json:"generation"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil || st.Generation == 0 {
+		return 0, fmt.Errorf("spool %s: state.json is damaged (%v)", dir, err)
+	}
+	if st.Stream != stream {
+		return 0, fmt.Errorf("spool %s belongs to stream %q, not %q", dir, st.Stream, stream)
+	}
+	return st.Generation, nil
+}
+
+// divergentInStore adds the records past fork of gen's segments in st.
+func divergentInStore(ctx context.Context, st store.Store, stream string, gen uint32, fork uint64, recs map[uint64]batch.Record) error {
+	dir := batch.StreamDir(stream)
+	var names []string
+	err := st.List(ctx, dir, dir+batch.NameAfter(gen, 0)[:8], func(o store.Object) error {
+		g, _, last, ok := batch.ParseSegmentName(strings.TrimPrefix(o.Name, dir))
+		if ok && g == gen && last > fork {
+			names = append(names, o.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list %s in %s: %w", dir, st, err)
+	}
+	for _, key := range names {
+		rc, err := st.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		data, err := batch.ReadAll(rc, 4<<30)
+		rc.Close()
+		if err == nil {
+			err = addRecords(data, fork, recs)
+		}
+		if err != nil {
+			return fmt.Errorf("divergent segment %s: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// addRecords adds a segment's records past fork to recs.
+func addRecords(data []byte, fork uint64, recs map[uint64]batch.Record) error {
+	seg, err := batch.Open(data)
+	if err != nil {
+		return err
+	}
+	rs, err := seg.Records(1 << 30)
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if r.Seq > fork {
+			r.Data = bytes.Clone(r.Data)
+			recs[r.Seq] = r
+		}
+	}
+	return nil
+}
+
+// writeReport writes the report durably: the summary, each record as
+// ferry cat --json prints it, and the bytes cut from a file.
+func writeReport(path string, d divergence, seqs []uint64, recs map[uint64]batch.Record, cut []byte) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	if err := enc.Encode(d); err != nil {
+		return err
+	}
+	p := &recordPrinter{w: &buf, json: true}
+	for _, s := range seqs {
+		if err := p.print([]batch.Record{recs[s]}, 0, 0); err != nil {
+			return err
+		}
+	}
+	if d.CutFile != "" {
+		cr := cutRecord{Cut: d.CutFile, Offset: d.CutOffset}
+		if utf8.Valid(cut) {
+			s := string(cut)
+			cr.Data = &s
+		} else {
+			s := base64.StdEncoding.EncodeToString(cut)
+			cr.DataBase64 = &s
+		}
+		if err := enc.Encode(cr); err != nil {
+			return err
+		}
+	}
+	if err := fsutil.WriteFileAtomic(path, buf.Bytes(), 0o600); err != nil {
+		return fmt.Errorf("write report %s: %w", path, err)
+	}
+	return nil
+}
+
+func truncateDurably(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(size)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("cut %s back to %d bytes: %w", path, size, err)
+	}
+	return nil
+}
