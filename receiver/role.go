@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/ferry-dr/ferry/internal/fsutil"
@@ -53,8 +54,8 @@ func SavePromotion(dir string, p Promotion) error {
 func LoadPromotion(dir string) (p Promotion, ok bool, err error) {
 	path := filepath.Join(dir, promotionName)
 	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return p, false, nil
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return p, false, nil // no state dir (yet): the receiver says what is wrong with it
 	}
 	if err != nil {
 		return p, false, err
