@@ -59,6 +59,12 @@ func want(from, to uint64) []byte {
 // first..last, chained to a predecessor whose hash is prev.
 func sealSeg(t *testing.T, stream string, gen uint32, first, last uint64, prev string) seg {
 	t.Helper()
+	return sealWith(t, stream, gen, first, last, prev, recData)
+}
+
+// sealWith is sealSeg with the data of record seq given by recData.
+func sealWith(t *testing.T, stream string, gen uint32, first, last uint64, prev string, recData func(seq uint64) []byte) seg {
+	t.Helper()
 	b, err := batch.NewBuilder(batch.Fastest)
 	if err != nil {
 		t.Fatal(err)
