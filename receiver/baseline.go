@@ -27,22 +27,34 @@ type RestoreStart struct {
 	Segment string
 }
 
-// PlanRestoreStart picks where a restore of stream generation gen into a
-// new state starts (docs/DIRTREE.md, "Restoring from a baseline"): at the
-// begin of the newest baseline with a marker whose end is at or before the
-// boundary (until seq, untilTime; zero for none) and whose begin segment
-// the store still holds; else at the start of the stream if its first
-// segment is still there. Otherwise it fails with ErrPruned, naming what is
-// missing.
+// PlanRestoreStart picks where a restore of stream into a new state
+// starts (docs/DIRTREE.md, "Restoring from a baseline"): at the begin of
+// the newest baseline with a marker whose end is at or before the
+// boundary (until seq, untilTime; zero for none), which the stream's
+// history holds whole and whose begin segment the store still holds;
+// else at the start of the stream if its first segment is still there.
+// Otherwise it fails with ErrPruned, naming what is missing. The restore
+// follows the stream's history across its generations (the receiver does
+// the same), so gen, the generation a restore was once confined to, is
+// not used.
 func PlanRestoreStart(ctx context.Context, st store.Store, stream string, gen uint32, until uint64, untilTime time.Time) (RestoreStart, error) {
-	if gen == 0 {
-		gen = 1
+	hist, err := catalog.ReadHistory(ctx, st, stream)
+	if err != nil {
+		return RestoreStart{}, err
 	}
+	// The segments of the history, in seq order: the owner of a seq never
+	// decreases as the seq grows, so name order is seq order. A segment
+	// the history does not hold, or cannot place, is left to the receiver
+	// to skip or report.
 	var segs []string
 	dir := batch.StreamDir(stream)
-	err := st.List(ctx, dir, dir+batch.NameAfter(gen-1, ^uint64(0)), func(o store.Object) error {
+	err = st.List(ctx, dir, "", func(o store.Object) error {
 		name := strings.TrimPrefix(o.Name, dir)
-		if g, _, _, ok := batch.ParseSegmentName(name); ok && g == gen {
+		g, first, last, ok := batch.ParseSegmentName(name)
+		if !ok {
+			return nil
+		}
+		if where, err := hist.Place(g, first, last); err == nil && where == batch.InHistory {
 			segs = append(segs, name)
 		}
 		return nil
@@ -62,7 +74,7 @@ func PlanRestoreStart(ctx context.Context, st store.Store, stream string, gen ui
 	var skipped []string
 	for i := len(marks) - 1; i >= 0; i-- {
 		m := marks[i]
-		if m.Gen != gen || (until > 0 && m.End > until) || m.Begin < first {
+		if !heldWhole(hist, m.Gen, m.Begin, m.End) || (until > 0 && m.End > until) || m.Begin < first {
 			continue
 		}
 		b, err := catalog.ReadBaseline(ctx, st, m)
@@ -90,12 +102,21 @@ func PlanRestoreStart(ctx context.Context, st store.Store, stream string, gen ui
 	case !untilTime.IsZero():
 		bound = "the boundary " + untilTime.Format(time.RFC3339Nano)
 	}
-	msg := fmt.Sprintf("stream %q generation %d in %s starts at seq %d (segment %s): seq 1..%d were pruned, and no complete baseline (%d marker(s) in %s) begins in what is left and ends by %s",
-		stream, gen, st, first, segs[0], first-1, len(marks), batch.BaselineDir(stream), bound)
+	msg := fmt.Sprintf("stream %q in %s starts at seq %d (segment %s): seq 1..%d were pruned, and no complete baseline (%d marker(s) in %s) begins in what is left and ends by %s",
+		stream, st, first, segs[0], first-1, len(marks), batch.BaselineDir(stream), bound)
 	if len(skipped) > 0 {
 		msg += " (" + strings.Join(skipped, "; ") + ")"
 	}
 	return RestoreStart{}, fmt.Errorf("%s; restore to a later boundary, or from an archive that still holds them: %w", msg, ErrPruned)
+}
+
+// heldWhole reports whether the history holds seqs begin..end of
+// generation gen: a baseline an old primary wrote past a fork is not part
+// of the stream.
+func heldWhole(h batch.History, gen uint32, begin, end uint64) bool {
+	ob, ok1 := h.Owner(begin)
+	oe, ok2 := h.Owner(end)
+	return ok1 && ok2 && ob == gen && oe == gen
 }
 
 // segmentHolding returns the listed segment whose seq range holds seq.

@@ -96,3 +96,51 @@ func TestPlanRestoreStartAfterPrune(t *testing.T) {
 		t.Fatalf("restore after the prune starts at %+v (%v), want the baseline at seq 95", start, err)
 	}
 }
+
+// putBaselineOf is putBaseline for generation gen.
+func putBaselineOf(t *testing.T, st store.Store, gen uint32, begin, end uint64, endAge time.Duration) {
+	t.Helper()
+	b := batch.Baseline{Stream: testStream, Generation: gen, BeginSeq: begin, EndSeq: end,
+		BeginTime: baselineNow.Add(-endAge - time.Minute), EndTime: baselineNow.Add(-endAge)}
+	if err := st.Put(context.Background(), batch.BaselineKey(testStream, b), batch.MarshalBaseline(b)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A restore starts at a baseline the history holds whole, in whichever
+// generation: not at one the old primary wrote past the fork, nor one
+// that straddles it.
+func TestPlanRestoreStartFollowsTheHistory(t *testing.T) {
+	ctx := context.Background()
+	f := newForked(t)
+	st, _ := newStore(t)
+	f.putAll(t, st)
+	putBaselineOf(t, st, 1, 12, 18, 5*time.Hour)
+	putBaselineOf(t, st, 1, 15, 25, 4*time.Hour) // straddles the fork
+	putBaselineOf(t, st, 1, 22, 28, 3*time.Hour) // the old primary's
+	putBaselineOf(t, st, 2, 22, 24, 2*time.Hour)
+	for _, tc := range []struct {
+		until   uint64
+		begin   uint64
+		segment string
+	}{
+		{0, 22, f.g2[0].name},
+		{30, 22, f.g2[0].name},
+		{23, 12, f.g1[1].name},
+	} {
+		start, err := receiver.PlanRestoreStart(ctx, st, testStream, 1, tc.until, time.Time{})
+		if err != nil || start.Baseline == nil || start.Baseline.BeginSeq != tc.begin || start.Segment != tc.segment {
+			t.Errorf("until %d: start %+v (%v), want the baseline at seq %d in %s", tc.until, start, err, tc.begin, tc.segment)
+		}
+	}
+	// Pruned through seq 20: the first segment of the history is
+	// generation 2's, and the baseline before it cannot be used.
+	for _, s := range f.g1 {
+		if err := st.Delete(ctx, s.key()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if start, err := receiver.PlanRestoreStart(ctx, st, testStream, 1, 23, time.Time{}); !errors.Is(err, receiver.ErrPruned) || !strings.Contains(err.Error(), "seq 1..20 were pruned") {
+		t.Fatalf("restore to seq 23 after pruning generation 1: start %+v, err %v; want ErrPruned for seq 1..20", start, err)
+	}
+}

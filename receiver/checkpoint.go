@@ -1,6 +1,7 @@
 // Package receiver is the secondary side: it lists a store after its
-// checkpoint, verifies each segment (checksum, sequence continuity, hash
-// chain), applies it through an Applier, and only then advances a durable
+// checkpoint, following the stream's history across its generations,
+// verifies each segment (checksum, sequence continuity, hash chain),
+// applies it through an Applier, and only then advances a durable
 // checkpoint. Segments are applied strictly in order, exactly once for
 // appliers that keep state in the checkpoint.
 package receiver
@@ -25,9 +26,9 @@ import (
 type Checkpoint struct {
 	Format     int             `json:"format"`
 	Stream     string          `json:"stream"`
-	Generation uint32          `json:"generation"`
-	LastSeq    uint64          `json:"last_seq"`  // last applied seq, 0 = nothing yet
-	LastHash   string          `json:"last_hash"` // hash of the last applied segment
+	Generation uint32          `json:"generation"` // of Segment; Config.Generation until one is applied
+	LastSeq    uint64          `json:"last_seq"`   // last applied seq, 0 = nothing yet
+	LastHash   string          `json:"last_hash"`  // hash of the last applied segment
 	Segment    string          `json:"segment,omitempty"`
 	AppliedAt  time.Time       `json:"applied_at,omitzero"`
 	Applier    json.RawMessage `json:"applier,omitempty"` // applier state at LastSeq

@@ -59,6 +59,12 @@ func want(from, to uint64) []byte {
 // first..last, chained to a predecessor whose hash is prev.
 func sealSeg(t *testing.T, stream string, gen uint32, first, last uint64, prev string) seg {
 	t.Helper()
+	return sealWith(t, stream, gen, first, last, prev, recData)
+}
+
+// sealWith is sealSeg with the data of record seq given by recData.
+func sealWith(t *testing.T, stream string, gen uint32, first, last uint64, prev string, recData func(seq uint64) []byte) seg {
+	t.Helper()
 	b, err := batch.NewBuilder(batch.Fastest)
 	if err != nil {
 		t.Fatal(err)
@@ -108,21 +114,6 @@ func put(t *testing.T, st store.Store, segs ...seg) {
 	t.Helper()
 	for _, s := range segs {
 		putAs(t, st, s.name, s.data)
-	}
-}
-
-// plant writes segs straight into a dir store's directory at root,
-// bypassing Put's refusal of overlapping segments, as a stray writer that
-// does not use ferry's store could.
-func plant(t *testing.T, root string, segs ...seg) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Join(root, testStream), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range segs {
-		if err := os.WriteFile(filepath.Join(root, testStream, s.name), s.data, 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 

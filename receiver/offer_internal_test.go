@@ -14,8 +14,9 @@ func TestOfferedSizeSizesTheRead(t *testing.T) {
 	a, b := batch.SegmentName(1, 1, 10), batch.SegmentName(1, 11, 20)
 	r.Offer(b, 2000)
 	r.Offer(a, 1000)
-	todo, ok, _ := r.takeOffered(1, 0)
-	if !ok || len(todo) != 2 {
+	offered, _ := r.takeOffers()
+	todo, ok, err := r.takeOffered(testCursor(t, nil, "", 0), offered)
+	if !ok || err != nil || len(todo) != 2 {
 		t.Fatalf("takeOffered = %v, %t; want both offers, in order", todo, ok)
 	}
 	if todo[0] != (planned{name: a, listed: 1000}) || todo[1] != (planned{name: b, listed: 2000}) {

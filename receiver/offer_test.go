@@ -8,20 +8,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/store"
 )
 
-// countingStore counts List and Get calls.
+// countingStore counts Get calls and List calls: those of the stream's
+// segments (lists) and of its generation records (histLists).
 type countingStore struct {
 	store.Store
-	lists, gets atomic.Int64
+	lists, histLists, gets atomic.Int64
 }
 
+// List counts a listing once it is done, so that a test waiting for the
+// count knows what the listing could have seen.
 func (c *countingStore) List(ctx context.Context, dir, after string, fn func(store.Object) error) error {
-	c.lists.Add(1)
-	return c.Store.List(ctx, dir, after, fn)
+	err := c.Store.List(ctx, dir, after, fn)
+	switch dir {
+	case batch.StreamDir(testStream):
+		c.lists.Add(1)
+	case batch.GenerationDir(testStream):
+		c.histLists.Add(1)
+	}
+	return err
 }
 
 func (c *countingStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
@@ -66,6 +76,11 @@ func TestOfferedSegmentsNeedNoListing(t *testing.T) {
 	}
 	if n := st.lists.Load(); n != 1 {
 		t.Fatalf("%d listings for 5 offered segments, want only the first pass's", n)
+	}
+	// The history is read before each applies (one LIST of the small
+	// generations dir), and by the first pass.
+	if n := st.histLists.Load(); n != 6 {
+		t.Fatalf("%d listings of the generation records for 5 offered segments, want 6", n)
 	}
 	// Wakes with nothing offered (one racing the last offer, a held
 	// checkpoint coming due) do not list either: only the poll would.

@@ -37,7 +37,8 @@ func TestOfferedCopiesAreReleased(t *testing.T) {
 	offer(1, 1, 10, 300)  // a duplicate
 	offer(2, 21, 30, 300) // over the limit: no copy
 	held(900, "after four offers")
-	todo, ok, _ := r.takeOffered(1, 0)
+	offered, _ := r.takeOffers()
+	todo, ok, _ := r.takeOffered(testCursor(t, nil, "", 0), offered)
 	if !ok || len(todo) != 2 || todo[0].mem == nil || todo[1].mem == nil {
 		t.Fatalf("takeOffered = %+v, %t; want both of generation 1, with their copies", todo, ok)
 	}
@@ -57,7 +58,8 @@ func TestOfferedCopiesAreReleased(t *testing.T) {
 	}
 	offer(1, 41, 50, 200) // allocates: leaves a gap, so the pass lists the store
 	held(400, "after two offers")
-	if _, ok, _ := r.takeOffered(1, 20); ok {
+	offered, _ = r.takeOffers()
+	if _, ok, _ := r.takeOffered(testCursor(t, nil, "", 20), offered); ok {
 		t.Fatal("takeOffered planned across a gap")
 	}
 	held(0, "after offers a listing replaces")

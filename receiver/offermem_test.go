@@ -37,8 +37,11 @@ func TestOfferedBytesAreNotReadBack(t *testing.T) {
 	// prefetchBytes and returns how often the store was read.
 	offerAll := func(segs []seg, prefetchBytes int64) int64 {
 		cfg.PrefetchBytes = prefetchBytes
-		gets := st.gets.Load()
+		gets, lists := st.gets.Load(), st.lists.Load()
 		r, stop := runFedByOffers(t, cfg)
+		// Offered after the first pass's listing, which would apply
+		// them from the store.
+		eventually(t, "the first pass's listing", func() bool { return st.lists.Load() > lists })
 		for _, s := range segs {
 			put(t, st, s)
 			offerVerified(t, r, s)

@@ -47,32 +47,67 @@ type planned struct {
 }
 
 // gapAt is where a pass's plan stops: segment next begins at seq first,
-// after the missing seqs from..first-1.
+// after the missing seqs from..first-1. When next is "", the missing seqs
+// run to the end of the generation, where generation forkGen forked.
 type gapAt struct {
 	from, first uint64
 	next        string
+	forkGen     uint32
 }
 
-// plan picks, from names listed in order, the segments that continue the
-// stream after lastSeq: a range already covered is skipped as a
-// duplicate, and the plan ends at the first missing range. Applying a
-// segment moves the checkpoint to its name's last seq (the chain check
-// holds metadata and name to the same range), so the plan is exactly what
-// applying one listed segment at a time would apply.
-func plan(listed []planned, lastSeq uint64) ([]planned, *gapAt) {
-	var out []planned
+// plan picks, from segments of c.gen listed (or offered) in order after
+// c.after, those that continue the stream after c.from and that its
+// history holds, up to the first missing range. Divergent segments are
+// returned to be logged; none is applied. Applying a segment moves the
+// checkpoint to its name's last seq (the chain check holds metadata and
+// name to the same range), so the plan is exactly what applying one
+// listed segment at a time would apply.
+//
+// Nothing is skipped silently: a segment that overlaps another listed one
+// or the one applied last (c.applied, the only one that may be listed
+// again) is an error naming both, as is one straddling a fork; then
+// nothing is planned, since which of two writers the history holds is for
+// a person to find out.
+func plan(listed []planned, c cursor) (todo []planned, gap *gapAt, divergent []string, err error) {
+	next := c.from // the last seq todo reaches
+	// The InHistory segment reaching furthest so far, which the next one
+	// must start after: the one applied last, then each listed.
+	hiName, hiFirst, hiLast, hiApplied := c.applied, c.appliedFirst, c.from, c.applied != ""
 	for _, p := range listed {
-		_, first, last, _ := batch.ParseSegmentName(p.name)
-		if last <= lastSeq {
-			continue // duplicate of something applied
+		if p.name == c.applied {
+			continue
 		}
-		if first != lastSeq+1 {
-			return out, &gapAt{from: lastSeq + 1, first: first, next: p.name}
+		g, first, last, _ := batch.ParseSegmentName(p.name)
+		where, err := c.hist.Place(g, first, last)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("stream %q: %w; the receiver stops at seq %d (remove the segment after checking it with ferry verify): %w",
+				c.stream, err, c.from, ErrHistory)
 		}
-		out = append(out, p)
-		lastSeq = last
+		if where == batch.Divergent {
+			divergent = append(divergent, p.name)
+			continue
+		}
+		if first <= hiLast {
+			return nil, nil, nil, overlapError(c.stream, p.name, first, last, hiName, hiFirst, hiLast, hiApplied)
+		}
+		hiName, hiFirst, hiLast, hiApplied = p.name, first, last, false
+		if gap != nil {
+			continue // looking for overlaps only
+		}
+		if first != next+1 {
+			gap = &gapAt{from: next + 1, first: first, next: p.name}
+			continue
+		}
+		todo = append(todo, p)
+		next = last
 	}
-	return out, nil
+	if gap == nil && c.bounded && next < c.end {
+		// The generation ends at a fork, and a site applied through it:
+		// its last seqs are missing here, not still to come.
+		gen, _ := c.hist.Owner(c.end + 1)
+		gap = &gapAt{from: next + 1, first: c.end + 1, forkGen: gen}
+	}
+	return todo, gap, divergent, nil
 }
 
 // decodeBufs is the memory a segment is decoded into. A pass hands it on
@@ -92,6 +127,7 @@ const recordSize = int64(unsafe.Sizeof(batch.Record{}))
 // fetched is a planned segment on its way to being applied.
 type fetched struct {
 	planned
+	gen  uint32 // the generation the pass planned
 	key  string
 	done chan struct{} // closed once the fields below are set
 
@@ -164,10 +200,10 @@ func (p *pipeline) leaveSpare() {
 	sp.mu.Unlock()
 }
 
-// applyPlanned applies todo in order, fetching ahead. It returns how many
-// it applied and the error that stopped it, if any. Every fetcher it
-// started has ended when it returns.
-func (r *Receiver) applyPlanned(ctx context.Context, todo []planned) (int, error) {
+// applyPlanned applies todo, segments of generation gen, in order,
+// fetching ahead. It returns how many it applied and the error that
+// stopped it, if any. Every fetcher it started has ended when it returns.
+func (r *Receiver) applyPlanned(ctx context.Context, gen uint32, todo []planned) (int, error) {
 	if len(todo) == 0 {
 		return 0, nil
 	}
@@ -192,7 +228,7 @@ func (r *Receiver) applyPlanned(ctx context.Context, todo []planned) (int, error
 	defer func() { r.releasePlanned(todo[next:]) }() // never fetched
 	start := func(upTo int) {
 		for ; next < len(todo) && next <= upTo; next++ {
-			f := &fetched{planned: todo[next], key: batch.SegmentKey(r.cfg.Stream, todo[next].name), done: make(chan struct{})}
+			f := &fetched{planned: todo[next], gen: gen, key: batch.SegmentKey(r.cfg.Stream, todo[next].name), done: make(chan struct{})}
 			inflight[next] = f
 			idx := next
 			p.wg.Go(func() { p.fetch(idx, f) })

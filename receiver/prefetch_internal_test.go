@@ -14,6 +14,42 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 )
 
+// testHistory is the history of stream "app" with generation 2 forked at
+// each of forks in turn (generation k+2 at forks[k]).
+func testHistory(t *testing.T, forks ...uint64) batch.History {
+	t.Helper()
+	var recs []batch.Generation
+	for i, f := range forks {
+		g := batch.Generation{Version: 1, Stream: "app", Generation: uint32(i + 2), Parent: uint32(i + 1), ForkSeq: f}
+		if f > 0 {
+			g.ForkHash = strings.Repeat("ab", 32)
+		}
+		recs = append(recs, g)
+	}
+	h, err := batch.NewHistory("app", recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// testCursor is where a pass of stream "app" continues in history h (nil:
+// generation 1 alone) after a checkpoint in generation 1 at seq from,
+// which applied segment applied ("" for none).
+func testCursor(t *testing.T, h *batch.History, applied string, from uint64) cursor {
+	t.Helper()
+	if h == nil {
+		hist := testHistory(t)
+		h = &hist
+	}
+	r := &Receiver{cfg: Config{Stream: "app"}}
+	c, err := r.follow(*h, Checkpoint{Stream: "app", Generation: 1, LastSeq: from, LastHash: batch.ZeroHash, Segment: applied})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func TestPlan(t *testing.T) {
 	name := func(first, last uint64) string { return batch.SegmentName(1, first, last) }
 	listing := func(ranges ...[2]uint64) []planned {
@@ -23,31 +59,58 @@ func TestPlan(t *testing.T) {
 		}
 		return out
 	}
+	forkAt20 := testHistory(t, 20)
 	for _, tc := range []struct {
-		desc    string
-		listed  []planned
-		applied uint64
-		want    []string
-		gap     *gapAt
+		desc      string
+		hist      *batch.History
+		listed    []planned
+		applied   string // the segment applied last
+		from      uint64
+		want      []string
+		gap       *gapAt
+		divergent []string
+		err       []string // what the error names
 	}{
-		{"nothing", nil, 0, nil, nil},
-		{"chain", listing([2]uint64{1, 10}, [2]uint64{11, 20}), 0, []string{name(1, 10), name(11, 20)}, nil},
-		{"after checkpoint", listing([2]uint64{11, 20}, [2]uint64{21, 30}), 10, []string{name(11, 20), name(21, 30)}, nil},
-		{"duplicates skipped", listing([2]uint64{1, 10}, [2]uint64{4, 7}, [2]uint64{11, 20}, [2]uint64{12, 20}, [2]uint64{21, 30}),
-			0, []string{name(1, 10), name(11, 20), name(21, 30)}, nil},
-		// 11..20 sorts after 11..15 but does not follow it: the next pass
-		// lists after 15 and so past 11..20 (the receiver applied before
-		// prefetching did the same).
-		{"wider range after a narrow one", listing([2]uint64{11, 15}, [2]uint64{11, 20}, [2]uint64{16, 20}), 10,
-			[]string{name(11, 15)}, &gapAt{from: 16, first: 11, next: name(11, 20)}},
-		{"gap first", listing([2]uint64{21, 30}), 10, nil, &gapAt{from: 11, first: 21, next: name(21, 30)}},
-		{"gap later", listing([2]uint64{11, 20}, [2]uint64{31, 40}, [2]uint64{41, 50}), 10,
-			[]string{name(11, 20)}, &gapAt{from: 21, first: 31, next: name(31, 40)}},
-		{"overlap is a gap", listing([2]uint64{1, 10}, [2]uint64{5, 15}), 0,
-			[]string{name(1, 10)}, &gapAt{from: 11, first: 5, next: name(5, 15)}},
+		{desc: "nothing"},
+		{desc: "chain", listed: listing([2]uint64{1, 10}, [2]uint64{11, 20}), want: []string{name(1, 10), name(11, 20)}},
+		{desc: "after checkpoint", listed: listing([2]uint64{11, 20}, [2]uint64{21, 30}), from: 10,
+			want: []string{name(11, 20), name(21, 30)}},
+		{desc: "the applied segment listed again", listed: listing([2]uint64{1, 10}, [2]uint64{11, 20}), applied: name(1, 10), from: 10,
+			want: []string{name(11, 20)}},
+		{desc: "gap first", listed: listing([2]uint64{21, 30}), from: 10, gap: &gapAt{from: 11, first: 21, next: name(21, 30)}},
+		{desc: "gap later", listed: listing([2]uint64{11, 20}, [2]uint64{31, 40}, [2]uint64{41, 50}), from: 10,
+			want: []string{name(11, 20)}, gap: &gapAt{from: 21, first: 31, next: name(31, 40)}},
+		{desc: "overlaps the applied segment", listed: listing([2]uint64{1, 2}, [2]uint64{1, 3}), applied: name(1, 2), from: 2,
+			err: []string{name(1, 2), "seq 1..2", name(1, 3), "seq 1..3", "which this site applied", "two writers"}},
+		{desc: "the applied segment overlaps a narrower one", listed: listing([2]uint64{1, 2}, [2]uint64{1, 3}), applied: name(1, 3), from: 3,
+			err: []string{name(1, 2), name(1, 3), "two writers"}},
+		{desc: "listed segments overlap", listed: listing([2]uint64{11, 15}, [2]uint64{11, 20}, [2]uint64{16, 20}), from: 10,
+			err: []string{name(11, 15), name(11, 20), "two writers"}},
+		{desc: "overlap past a gap", listed: listing([2]uint64{11, 20}, [2]uint64{31, 40}, [2]uint64{35, 45}), from: 10,
+			err: []string{name(31, 40), name(35, 45)}},
+		{desc: "divergent past the fork", hist: &forkAt20, listed: listing([2]uint64{11, 20}, [2]uint64{21, 30}, [2]uint64{31, 40}), from: 10,
+			want: []string{name(11, 20)}, divergent: []string{name(21, 30), name(31, 40)}},
+		{desc: "missing before the fork", hist: &forkAt20, listed: listing([2]uint64{11, 15}, [2]uint64{21, 30}), from: 10,
+			want: []string{name(11, 15)}, gap: &gapAt{from: 16, first: 21, forkGen: 2}, divergent: []string{name(21, 30)}},
+		{desc: "straddles the fork", hist: &forkAt20, listed: listing([2]uint64{11, 15}, [2]uint64{16, 25}), from: 10,
+			err: []string{name(16, 25), "straddles seq 20"}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			got, gap := plan(tc.listed, tc.applied)
+			got, gap, divergent, err := plan(tc.listed, testCursor(t, tc.hist, tc.applied, tc.from))
+			if len(tc.err) > 0 {
+				if err == nil || got != nil {
+					t.Fatalf("plan = %v, %v; want an error and nothing planned", got, err)
+				}
+				for _, s := range tc.err {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("error %q does not mention %q", err, s)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
 			var gotNames []string
 			for _, p := range got {
 				gotNames = append(gotNames, p.name)
@@ -57,6 +120,9 @@ func TestPlan(t *testing.T) {
 			}
 			if (gap == nil) != (tc.gap == nil) || (gap != nil && *gap != *tc.gap) {
 				t.Errorf("gap = %+v, want %+v", gap, tc.gap)
+			}
+			if !slices.Equal(divergent, tc.divergent) {
+				t.Errorf("divergent = %v, want %v", divergent, tc.divergent)
 			}
 		})
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 // Sentinels callers branch on.
@@ -24,12 +25,24 @@ var (
 	// ErrChain: a segment does not continue the applied stream (wrong
 	// stream or generation, previous-hash mismatch, bad seq range).
 	ErrChain = errors.New("segment does not continue the stream")
+	// ErrOverlap: two segments of one generation hold some of the same
+	// seqs, which two writers on one stream produce (prefetch.go, plan).
+	ErrOverlap = errors.New("overlapping segments")
+	// ErrHistory: the stream's generation records do not let the
+	// receiver go on: a damaged or missing record, a segment straddling
+	// a fork, a fork from another chain than the one applied (history.go).
+	ErrHistory = errors.New("cannot follow the stream's history")
 )
 
 // Config configures a Receiver.
 type Config struct {
-	Stream     string
-	Generation uint32 // default 1
+	Stream string
+	// Generation seeds the checkpoint of a new state (default 1); it must
+	// be a generation of the stream's history, and the receiver starts at
+	// seq 1 of that history whichever generation owns it. An existing
+	// checkpoint keeps its own generation, and from there the receiver
+	// follows the generation records (history.go), whatever this says.
+	Generation uint32
 	StateDir   string
 	Store      store.Store
 	Applier    Applier
@@ -95,6 +108,10 @@ type Stats struct {
 	Bytes    int64 // segment bytes read
 	LastSeq  uint64
 	LastHash string
+	// Divergent counts the segments a listing or an offer showed that
+	// are not in the stream's history (an old primary's past a fork):
+	// skipped, never applied.
+	Divergent uint64
 }
 
 // Receiver applies one stream from one store.
@@ -127,6 +144,14 @@ type Receiver struct {
 	gapFrom   uint64 // first missing seq of the gap gapSince times
 	gapSince  time.Time
 	gapLogged time.Time
+
+	// hists reads the stream's history; hist is the last read (histRead:
+	// there is one). divergent holds the segments skipped as not in it,
+	// each logged once (history.go).
+	hists     *catalog.Histories
+	hist      batch.History
+	histRead  bool
+	divergent map[string]bool
 
 	offerPass bool // the last pass applied offered segments, without a listing
 	listDue   bool // Run's poll came due: the next pass lists even if fed by offers
@@ -237,10 +262,10 @@ func Open(cfg Config, log *slog.Logger) (*Receiver, error) {
 	if !ok {
 		cp = newCheckpoint(cfg.Stream, cfg.Generation)
 	}
-	if cp.Stream != cfg.Stream || cp.Generation != cfg.Generation {
+	if cp.Stream != cfg.Stream {
 		lock.Close()
-		return nil, fmt.Errorf("state %s belongs to stream %q generation %d, not %q generation %d",
-			cfg.StateDir, cp.Stream, cp.Generation, cfg.Stream, cfg.Generation)
+		return nil, fmt.Errorf("state %s belongs to stream %q (generation %d), not %q",
+			cfg.StateDir, cp.Stream, cp.Generation, cfg.Stream)
 	}
 	if st, isStateful := cfg.Applier.(Stateful); isStateful {
 		if err := st.Restore(cp.Applier); err != nil {
@@ -329,8 +354,12 @@ func (r *Receiver) Close() error {
 
 // Run applies segments until ctx ends (nil), or, with Once, until nothing
 // new is left. A corrupt or non-continuing segment stops it with an error
-// naming the segment; a gap that outlives GapTimeout fails a Once run with
-// ErrGap and is logged (and waited out) otherwise.
+// naming the segment, as does anything that keeps it from following the
+// stream's history: overlapping segments (ErrOverlap), a segment
+// straddling a fork or a fork from another chain (ErrHistory), a
+// checkpoint past a fork (batch.ErrDiverged). A gap that outlives
+// GapTimeout fails a Once run with ErrGap and is logged (and waited out)
+// otherwise.
 func (r *Receiver) Run(ctx context.Context) (err error) {
 	if r.unsaved != nil {
 		return r.unsaved
@@ -435,61 +464,101 @@ func (r *Receiver) Offer(name string, size int64) {
 // next pass lists the store.
 const maxOffered = 4096
 
-// takeOffered returns the offered segments of generation gen that continue
-// the stream from seq from, in order, and forgets every offer. ok is false
-// when they do not (none offered, one missing, one lost): then the pass
-// lists the store, unless none was offered at all (none) while offers
-// feed the receiver.
-func (r *Receiver) takeOffered(gen uint32, from uint64) (_ []planned, ok, none bool) {
+// takeOffers takes every offered segment, in name order, each name once
+// (a resent segment may be offered twice). lost is set when more were
+// offered than Offer keeps.
+func (r *Receiver) takeOffers() (offered []planned, lost bool) {
 	r.mu.Lock()
 	names, lost := r.offered, r.offerLost
 	r.offered, r.offerLost = nil, false
 	r.mu.Unlock()
-	if lost || len(names) == 0 {
-		r.releasePlanned(names) // the listing reads them from the store
-		return nil, false, !lost
-	}
 	slices.SortFunc(names, func(a, b planned) int { return strings.Compare(a.name, b.name) })
-	var offered []planned
 	for _, p := range names {
-		if g, _, _, valid := batch.ParseSegmentName(p.name); valid && g == gen {
-			offered = append(offered, p)
+		if n := len(offered); n > 0 && offered[n-1].name == p.name {
+			r.releaseMem(p.mem)
+			continue
+		}
+		offered = append(offered, p)
+	}
+	return offered, lost
+}
+
+// takeOffered returns the offered segments that continue the stream from
+// c, in order, and releases the others. They are planned as a listing from
+// c would be, so an offer that overlaps another or the segment applied
+// last is an error. ok is false when they do not continue it (none
+// offered, one missing): then the pass lists the store.
+func (r *Receiver) takeOffered(c cursor, offered []planned) (_ []planned, ok bool, err error) {
+	var mine []planned
+	for _, p := range offered {
+		if g, _, _, valid := batch.ParseSegmentName(p.name); valid && g == c.gen && p.name > c.after {
+			mine = append(mine, p)
 		} else {
+			// Another generation's, or before the segment applied last,
+			// where a listing from c would not look either.
 			r.releaseMem(p.mem)
 		}
 	}
-	todo, gap := plan(offered, from)
-	if gap != nil || len(todo) == 0 {
-		r.releasePlanned(offered)
-		return nil, false, false
+	todo, gap, divergent, err := plan(mine, c)
+	if err != nil || gap != nil || len(todo) == 0 {
+		r.releasePlanned(mine)
+		return nil, false, err
 	}
-	// What plan skipped (applied already) is not needed; todo keeps
-	// offered's order.
+	r.noteDivergent(c, divergent)
+	// What plan skipped (applied already, divergent) is not needed; todo
+	// keeps mine's order.
 	k := 0
-	for _, p := range offered {
+	for _, p := range mine {
 		if k < len(todo) && p == todo[k] {
 			k++
 		} else {
 			r.releaseMem(p.mem)
 		}
 	}
-	return todo, true, false
+	return todo, true, nil
 }
 
-// pass lists the store after the checkpoint once and applies every
-// segment that continues the stream. It returns how many it applied and,
-// if it stopped at a missing range, a gap error.
+// pass applies what continues the stream from the checkpoint in its
+// history: the offered segments when they do, or else what one listing of
+// the store after the checkpoint shows. It returns how many segments it
+// applied and, if it stopped at a missing range, a gap error. Anything
+// that cannot be applied as the store holds it (an overlap, a straddling
+// segment, a diverged checkpoint) is an error that stops the receiver.
 func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	cp := r.position()
-	from := chainSeq(cp) // cp.LastSeq unless a restore stopped inside a segment
-	dir := batch.StreamDir(r.cfg.Stream)
 	listDue := r.listDue
 	r.listDue = false
-	todo, ok, none := r.takeOffered(cp.Generation, from)
-	if ok {
-		applied, err := r.applyPlanned(ctx, todo)
-		r.offerPass = err == nil
-		return applied, nil, err
+	offered, lost := r.takeOffers()
+	none := len(offered) == 0 && !lost
+	if lost {
+		r.releasePlanned(offered) // the listing reads them from the store
+		offered = nil
+	}
+	fresh := !r.histRead // the history is read in this pass
+	c, err := r.cursorAt(ctx, cp, false)
+	if err != nil {
+		r.releasePlanned(offered)
+		return 0, nil, err
+	}
+	isNew := func(p planned) bool { return c.isNew(p.name) }
+	if len(offered) > 0 {
+		if !fresh && slices.ContainsFunc(offered, isNew) {
+			// Something to apply: the history first (see history.go).
+			if c, err = r.cursorAt(ctx, cp, true); err != nil {
+				r.releasePlanned(offered)
+				return 0, nil, err
+			}
+			fresh = true
+		}
+		todo, ok, err := r.takeOffered(c, offered)
+		if err != nil {
+			return 0, nil, err
+		}
+		if ok {
+			applied, err := r.applyPlanned(ctx, c.gen, todo)
+			r.offerPass = err == nil
+			return applied, nil, err
+		}
 	}
 	if none && r.offerPass && !listDue {
 		// Fed by offers, and none came: a wake that raced the last
@@ -498,27 +567,32 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 		return 0, nil, nil
 	}
 	r.offerPass = false
-	var listed []planned
-	err := r.retry(ctx, "list "+dir, func() error {
-		listed = listed[:0]
-		return r.cfg.Store.List(ctx, dir, dir+batch.NameAfter(cp.Generation, from), func(o store.Object) error {
-			name := strings.TrimPrefix(o.Name, dir)
-			if gen, _, _, ok := batch.ParseSegmentName(name); ok && gen == cp.Generation {
-				listed = append(listed, planned{name: name, listed: o.Size})
-			}
-			return nil
-		})
-	})
+	listed, newer, err := r.listAfter(ctx, c)
 	if err != nil {
 		return 0, nil, err
 	}
-	todo, gap := plan(listed, from)
-	applied, err := r.applyPlanned(ctx, todo)
+	if !fresh && (newer || slices.ContainsFunc(listed, isNew)) {
+		gen := c.gen
+		if c, err = r.cursorAt(ctx, cp, true); err != nil {
+			return 0, nil, err
+		}
+		if c.gen != gen { // the checkpoint is at a fork the history had not shown
+			if listed, _, err = r.listAfter(ctx, c); err != nil {
+				return 0, nil, err
+			}
+		}
+	}
+	todo, gap, divergent, err := plan(listed, c)
+	if err != nil {
+		return 0, nil, err
+	}
+	r.noteDivergent(c, divergent)
+	applied, err := r.applyPlanned(ctx, c.gen, todo)
 	if err != nil {
 		return applied, nil, err
 	}
 	if gap != nil {
-		return applied, r.noteGap(gap.from, gap.first-1, gap.next), nil
+		return applied, r.noteGap(gap), nil
 	}
 	r.gapSince = time.Time{}
 	r.mu.Lock()
@@ -527,7 +601,13 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	return applied, nil, nil
 }
 
-func (r *Receiver) noteGap(from, to uint64, next string) error {
+func (r *Receiver) noteGap(gap *gapAt) error {
+	from, to := gap.from, gap.first-1
+	before, attr := "segment "+gap.next, slog.String("next_segment", gap.next)
+	if gap.next == "" {
+		before = fmt.Sprintf("generation %d, forked at seq %d", gap.forkGen, to)
+		attr = slog.Any("next_generation", gap.forkGen)
+	}
 	now := r.cfg.Now()
 	if r.gapSince.IsZero() || from != r.gapFrom {
 		// A new gap (the old one filled, at least in part) gets its own
@@ -537,12 +617,12 @@ func (r *Receiver) noteGap(from, to uint64, next string) error {
 		r.gapOpen = now
 		r.mu.Unlock()
 	}
-	err := fmt.Errorf("stream %q: seq %d..%d missing before segment %s (waited %s): %w",
-		r.cfg.Stream, from, to, next, now.Sub(r.gapSince).Round(time.Millisecond), ErrGap)
+	err := fmt.Errorf("stream %q: seq %d..%d missing before %s (waited %s): %w",
+		r.cfg.Stream, from, to, before, now.Sub(r.gapSince).Round(time.Millisecond), ErrGap)
 	if now.Sub(r.gapSince) >= r.cfg.GapTimeout && now.Sub(r.gapLogged) >= r.cfg.GapTimeout {
 		r.gapLogged = now
 		r.log.Error("gap in stream: segments missing from the store", "stream", r.cfg.Stream,
-			"missing_from", from, "missing_to", to, "next_segment", next)
+			"missing_from", from, "missing_to", to, attr)
 	}
 	return err
 }
@@ -583,7 +663,7 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 	// restore: the chain continues from before a partly applied segment.
 	chain := cp
 	chain.LastSeq = chainSeq(cp)
-	if err := r.checkContinues(name, &seg.Meta, chain); err != nil {
+	if err := r.checkContinues(name, &seg.Meta, chain, f.gen); err != nil {
 		return fmt.Errorf("segment %s: %w", f.key, err)
 	}
 	if err := checkResume(name, seg.Hash, cp); err != nil {
@@ -606,6 +686,7 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 		return err
 	}
 	next := cp
+	next.Generation = seg.Meta.Generation // a new one at a fork
 	next.LastSeq, next.LastHash, next.Segment, next.AppliedAt = seg.Meta.LastSeq, seg.Hash, name, r.cfg.Now().UTC()
 	next.PartialHash = ""
 	if n := len(recs); n > 0 && recs[n-1].Seq < seg.Meta.LastSeq {
@@ -692,12 +773,14 @@ func (r *Receiver) commit(next Checkpoint, sync bool) error {
 	return nil
 }
 
-func (r *Receiver) checkContinues(name string, m *batch.Meta, cp Checkpoint) error {
+// checkContinues checks that segment name, planned in generation gen (the
+// checkpoint's, or the one after a fork), continues the chain from cp.
+func (r *Receiver) checkContinues(name string, m *batch.Meta, cp Checkpoint, gen uint32) error {
 	switch {
 	case m.Stream != r.cfg.Stream:
 		return fmt.Errorf("belongs to stream %q, not %q: %w", m.Stream, r.cfg.Stream, ErrChain)
-	case m.Generation != cp.Generation:
-		return fmt.Errorf("generation %d, expected %d: %w", m.Generation, cp.Generation, ErrChain)
+	case m.Generation != gen:
+		return fmt.Errorf("generation %d, expected %d: %w", m.Generation, gen, ErrChain)
 	case m.Name() != name:
 		return fmt.Errorf("metadata says %s (seq %d..%d), name disagrees: %w", m.Name(), m.FirstSeq, m.LastSeq, ErrChain)
 	case m.FirstSeq != cp.LastSeq+1:
@@ -716,7 +799,7 @@ func (r *Receiver) checkContinues(name string, m *batch.Meta, cp Checkpoint) err
 // a corrupt segment and a fatal applier error end it at once.
 func (r *Receiver) retry(ctx context.Context, op string, fn func() error) error {
 	p := store.RetryPolicy{Min: r.cfg.RetryMin, Max: r.cfg.RetryMax, Jitter: 0.2, Stop: func(err error) bool {
-		return errors.Is(err, ErrFatal) || errors.Is(err, batch.ErrCorrupt)
+		return errors.Is(err, ErrFatal) || errors.Is(err, batch.ErrCorrupt) || errors.Is(err, ErrHistory)
 	}, OnRetry: func(err error) {
 		r.mu.Lock()
 		if r.retrying == "" {

@@ -204,11 +204,15 @@ func checkReceiveRequests(t *testing.T, h *harness, s *stream, reqs []versitygw.
 }
 
 // startAfterFits reports whether a LIST of the stream's segments resumes
-// right after checkpoint cp: its start-after sorts at or after cp's
-// segment and before any segment that would continue it.
+// at checkpoint cp: its start-after sorts just before cp's segment (the
+// receiver lists the segment it applied last again, to see any other
+// segment overlapping it) and before any segment that would continue it.
 func startAfterFits(s *stream, r versitygw.Request, cp checkpoint) bool {
 	after := r.Query.Get("start-after")
 	lo := s.dirKey() + cp.Segment
+	if _, first, _, ok := batch.ParseSegmentName(cp.Segment); ok {
+		lo = s.dirKey() + batch.NameAfter(cp.Generation, first-1)
+	}
 	hi := s.dirKey() + batch.SegmentName(cp.Generation, cp.LastSeq+1, cp.LastSeq+1)
 	return after != "" && after >= lo && after < hi
 }
@@ -218,8 +222,8 @@ func startAfterFits(s *stream, r versitygw.Request, cp checkpoint) bool {
 func checkStartAfter(t *testing.T, who string, s *stream, r versitygw.Request, cp checkpoint) {
 	t.Helper()
 	if !startAfterFits(s, r, cp) {
-		t.Errorf("%s at checkpoint seq %d (segment %q) listed %s with start-after %q; want a key in [%q, %q)",
-			who, cp.LastSeq, cp.Segment, s.dirKey(), r.Query.Get("start-after"), s.dirKey()+cp.Segment,
+		t.Errorf("%s at checkpoint seq %d (segment %q) listed %s with start-after %q; want a key from just before that segment, below %q",
+			who, cp.LastSeq, cp.Segment, s.dirKey(), r.Query.Get("start-after"),
 			s.dirKey()+batch.SegmentName(cp.Generation, cp.LastSeq+1, cp.LastSeq+1))
 	}
 }
