@@ -24,8 +24,9 @@ import (
 // stream, generation) before any segment is accepted. Each segment is
 // verified (checksum, stream, generation, name) and put into Inbox; only
 // once Inbox.Put returns nil is it acknowledged. A resent identical segment
-// is acknowledged again; a different segment under an existing name is
-// answered with a conflict.
+// is acknowledged again; a segment overlapping one the inbox has or had (a
+// different one under an existing name, or other boundaries over the same
+// seqs) is answered with a conflict.
 type Server struct {
 	Addr string // ListenAndServe's address, e.g. ":7070"
 
@@ -43,7 +44,9 @@ type Server struct {
 	// slice after it returns: the link reads the next segment into it.
 	Inbox store.Store
 	// Applied reports the receiver's applied watermark for a stream, sent
-	// to shippers in acks and heartbeats. Nil reports 0.
+	// to shippers in acks and heartbeats. A segment over seqs at or below
+	// it that the inbox no longer holds to compare with is refused as an
+	// overlap (see Server). Nil reports 0.
 	Applied func(stream string) uint64
 	// Stored, if set, is called after a segment is durably in the inbox
 	// (before the ACK) with its stream, its verified parse (batch.Open)
@@ -63,6 +66,12 @@ type Server struct {
 
 	// MaxSegment caps a SEGMENT frame's payload. Default DefaultMaxSegment.
 	MaxSegment int64
+	// RecentSegments is how many of each stream and generation's newest
+	// segments the server remembers (name, seqs, hash) to refuse a
+	// segment that overlaps one of them without reading the inbox; older
+	// resends are checked against the inbox. Default
+	// DefaultRecentSegments.
+	RecentSegments int
 	// IOTimeout is how long any read or write may make no progress; an
 	// idle link stays open through heartbeats. Default 30s.
 	IOTimeout time.Duration
@@ -77,7 +86,7 @@ type Server struct {
 	WatermarkPoll time.Duration
 
 	mu     sync.Mutex
-	newest map[streamGen]newestSegment // per stream and generation; see newest.go
+	recent map[streamGen]*segMemory // per stream and generation; see overlap.go
 	// appliedCh is closed (and replaced) by AppliedChanged.
 	appliedCh chan struct{}
 }
@@ -162,6 +171,9 @@ func (s *Server) settings() (serverSettings, error) {
 		if err := batch.CheckStream(s.Stream); err != nil {
 			return fail("%v", err)
 		}
+	}
+	if s.RecentSegments < 0 {
+		return fail("recent segments %d is negative", s.RecentSegments)
 	}
 	if st.maxSegment < MaxControlFrame {
 		return fail("max segment %d bytes is below the %d-byte minimum", st.maxSegment, MaxControlFrame)

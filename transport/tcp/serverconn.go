@@ -230,14 +230,28 @@ func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []
 	case m.Name() != name:
 		return reject(codeMismatch, fmt.Sprintf("segment sent as %s, but its metadata says %s", key, m.Name()))
 	}
-	// A shipper may have several segments outstanding; if one of them
-	// failed, the ones behind it must not leave a hole in the inbox, where
-	// the received watermark would claim records that are not there.
-	if newest := s.newestOf(sess.streamGen); newest.name != "" && name > newest.name && m.FirstSeq != newest.lastSeq+1 {
+	this := storedSegment{name: name, firstSeq: m.FirstSeq, lastSeq: m.LastSeq, hash: seg.Hash}
+	newest := s.newestOf(sess.streamGen)
+	switch {
+	case newest.name == "":
+	case name > newest.name:
+		// A shipper may have several segments outstanding; if one of them
+		// failed, the ones behind it must not leave a hole in the inbox,
+		// where the received watermark would claim records that are not
+		// there.
 		if m.FirstSeq <= newest.lastSeq {
-			return reject(codeConflict, fmt.Sprintf("segment %s overlaps the inbox's newest %s (seq %d): another writer on stream %q?", key, newest.name, newest.lastSeq, sess.stream))
+			return reject(codeConflict, overlapMessage(sess.stream, this, newest))
 		}
-		return reject(codeGap, fmt.Sprintf("segment %s starts at seq %d, but the inbox's newest %s ends at %d; send from %d", key, m.FirstSeq, newest.name, newest.lastSeq, newest.lastSeq+1))
+		if m.FirstSeq > newest.lastSeq+1 {
+			return reject(codeGap, fmt.Sprintf("segment %s starts at seq %d, but the inbox's newest %s ends at %d; send from %d", key, m.FirstSeq, newest.name, newest.lastSeq, newest.lastSeq+1))
+		}
+	default:
+		if code, msg := s.checkResend(ctx, sess, this, data); code != "" {
+			if code == codeUnavailable && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return reject(code, msg)
+		}
 	}
 	err = s.Inbox.Put(ctx, key, data)
 	switch {
@@ -253,7 +267,7 @@ func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []
 		sess.log.Error("inbox write failed", "segment", name, "store", s.Inbox.String(), "err", err)
 		return reject(codeUnavailable, fmt.Sprintf("receiver could not store %s: %v", key, err))
 	}
-	newest := s.remember(sess.streamGen, newestSegment{name: name, lastSeq: m.LastSeq, hash: seg.Hash})
+	newest = s.remember(sess.streamGen, this)
 	if s.Stored != nil {
 		s.Stored(sess.stream, seg, data)
 	}
