@@ -122,6 +122,7 @@ func TestHandshakeRefusals(t *testing.T) {
 	srv, inbox, _ := insecureServer(t)
 	srv.Stream = "app"
 	srv.Generation = 2
+	createRecord(t, inbox, testRecord("app", 2, 0, "dr"))
 	addr, _ := startServer(t, srv)
 	good := helloMsg{Version: 1, Stream: "app", Generation: 2, Token: testToken}
 	tests := []struct {
@@ -136,7 +137,8 @@ func TestHandshakeRefusals(t *testing.T) {
 		{"bad stream name", func(h *helloMsg) { h.Stream = "../etc" }, codeStream, "invalid"},
 		{"other stream", func(h *helloMsg) { h.Stream = "other" }, codeStream, `accepts stream "app"`},
 		{"generation zero", func(h *helloMsg) { h.Generation = 0 }, codeGeneration, "generation 0"},
-		{"other generation", func(h *helloMsg) { h.Generation = 1 }, codeGeneration, "accepts generation 2"},
+		{"older generation", func(h *helloMsg) { h.Generation = 1 }, codeFenced, "fenced: generation 2 was promoted at seq 0 on dr"},
+		{"unknown generation", func(h *helloMsg) { h.Generation = 3 }, codeGeneration, "unknown generation 3"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

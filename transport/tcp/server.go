@@ -21,12 +21,18 @@ import (
 // documented defaults. A Server must not be modified once serving.
 //
 // Each connection must complete the handshake (protocol version, token,
-// stream, generation) before any segment is accepted. Each segment is
-// verified (checksum, stream, generation, name) and put into Inbox; only
-// once Inbox.Put returns nil is it acknowledged. A resent identical segment
-// is acknowledged again; a segment overlapping one the inbox has or had (a
-// different one under an existing name, or other boundaries over the same
-// seqs) is answered with a conflict.
+// stream, generation) before any segment is accepted. In it the shipper
+// may send its stream's generation records; the server stores those
+// missing from Records and refuses one that differs from its own
+// (conflicting histories). It admits only a shipper of the newest
+// generation of the history in Records (an older one is fenced).
+//
+// Each segment is verified (checksum, stream, generation, name) and put
+// into Inbox; only once Inbox.Put returns nil is it acknowledged. A resent
+// identical segment is acknowledged again; a segment overlapping one the
+// inbox has or had (a different one under an existing name, or other
+// boundaries over the same seqs) is answered with a conflict, and so is
+// every segment of a link whose generation a newer one has since fenced.
 type Server struct {
 	Addr string // ListenAndServe's address, e.g. ":7070"
 
@@ -43,6 +49,14 @@ type Server struct {
 	// receiver applies from it. Required. Its Put must not keep the data
 	// slice after it returns: the link reads the next segment into it.
 	Inbox store.Store
+	// Records is where the streams' generation records are read and
+	// created (<stream>/generations/, docs/FORMAT.md): the history the
+	// server fences shippers by. Nil means Inbox. Records are create-only,
+	// so a torn one could never be replaced: Records must keep the
+	// ordinary crash contract, not publish before it syncs
+	// (dir.Options.PublishBeforeSync). ferry receive opens a second dir
+	// store on the inbox directory for it.
+	Records store.Store
 	// Applied reports the receiver's applied watermark for a stream, sent
 	// to shippers in acks and heartbeats. A segment over seqs at or below
 	// it that the inbox no longer holds to compare with is refused as an
@@ -60,7 +74,10 @@ type Server struct {
 	Log *slog.Logger
 
 	// Stream and Generation, if set, are the only stream and generation
-	// this server accepts; others are refused at the handshake.
+	// this server accepts; others are refused at the handshake. Whatever
+	// Generation says, a generation older than the newest of the
+	// stream's history is refused as fenced, and one the history does not
+	// hold as unknown.
 	Stream     string
 	Generation uint32
 
@@ -85,8 +102,9 @@ type Server struct {
 	// the receiver does not announce its applies. Default 10ms.
 	WatermarkPoll time.Duration
 
-	mu     sync.Mutex
-	recent map[streamGen]*segMemory // per stream and generation; see overlap.go
+	mu      sync.Mutex
+	recent  map[streamGen]*segMemory // per stream and generation; see overlap.go
+	streams map[string]*streamState  // history per stream; see history.go
 	// appliedCh is closed (and replaced) by AppliedChanged.
 	appliedCh chan struct{}
 }
