@@ -68,6 +68,19 @@ type ClientConfig struct {
 	// protocol 1.1 cannot take them: with records, linking to one fails
 	// with an error wrapping store.ErrPermanent.
 	History []batch.Generation
+
+	// Site, Host, PID and Spool tell the receiver which shipper this is
+	// (with ClientID): a receiver takes one shipper per stream at a time,
+	// and names the one it has when it refuses another. A new link with
+	// the same ClientID, Site, Host and Spool (the PID may differ) is the
+	// same shipper reconnecting, and replaces its old link. Host defaults
+	// to the host name and PID to this process's; Site and Spool (the
+	// spool directory) are optional. ClientID, Site and Host are at most
+	// 256 bytes, Spool 1024.
+	Site  string
+	Host  string
+	PID   int
+	Spool string
 }
 
 // Client is the shipping end of a link: a store.Store for one stream that
@@ -171,6 +184,23 @@ func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
 	}
 	if cfg.ClientID == "" {
 		cfg.ClientID, _ = os.Hostname()
+	}
+	if cfg.Host == "" {
+		cfg.Host, _ = os.Hostname()
+	}
+	if cfg.PID == 0 {
+		cfg.PID = os.Getpid()
+	}
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{{"client id", cfg.ClientID, maxIdentity}, {"site", cfg.Site, maxIdentity}, {"host", cfg.Host, maxIdentity}, {"spool", cfg.Spool, maxSpoolPath}} {
+		if len(f.v) > f.max {
+			return fail("%s is %d bytes; at most %d are allowed", f.name, len(f.v), f.max)
+		}
+	}
+	if cfg.PID < 0 {
+		return fail("pid %d is negative", cfg.PID)
 	}
 	if c.history, err = encodeHistory(cfg.Stream, cfg.History); err != nil {
 		return fail("%v", err)

@@ -248,6 +248,10 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 		ClientID:    c.cfg.ClientID,
 		HeartbeatMS: c.cfg.HeartbeatInterval.Milliseconds(),
 		Generations: len(history),
+		Site:        c.cfg.Site,
+		Host:        c.cfg.Host,
+		PID:         c.cfg.PID,
+		Spool:       c.cfg.Spool,
 	}
 	var f frame
 	err = l.writeJSON(ctx, frameHello, hello)

@@ -17,7 +17,8 @@ const ProtocolVersion = 1
 // ProtocolMinor is the minor version within ProtocolVersion: additions an
 // older peer of the same major version can do without. Minor 1 adds the
 // GENERATION frame (a shipper carries its stream's generation records to
-// the receiver). Peers announce it in HELLO and WELCOME; absent means 0.
+// the receiver) and the shipper's identity in HELLO. Peers announce it in
+// HELLO and WELCOME; absent means 0.
 const ProtocolMinor = 1
 
 // Frame types; see docs/PROTOCOL.md for who sends which.
@@ -57,6 +58,11 @@ const (
 	// real ones are a few hundred bytes). It is checked on the frame's
 	// header, before anything is allocated.
 	MaxGenerationRecord = 4 << 10
+	// maxIdentity caps each of HELLO's client_id, site and host, and
+	// maxSpoolPath its spool: they only name the shipper in logs and
+	// refusals.
+	maxIdentity  = 256
+	maxSpoolPath = 1024
 
 	frameHeaderSize  = 5 // u32 length + u8 type
 	frameTrailerSize = 4 // CRC-32C
@@ -211,6 +217,11 @@ type (
 		// Generations is how many GENERATION frames follow the HELLO.
 		Minor       int `json:"minor,omitempty"`
 		Generations int `json:"generations,omitempty"`
+		// The shipper's identity, for the one-writer rule and messages.
+		Site  string `json:"site,omitempty"`
+		Host  string `json:"host,omitempty"`
+		PID   int    `json:"pid,omitempty"`
+		Spool string `json:"spool,omitempty"`
 	}
 	welcomeMsg struct {
 		Version        int    `json:"version"`
@@ -268,6 +279,7 @@ const (
 	codePermanent   = "permanent"   // error: the inbox refuses for good (read-only, ...)
 	codeFenced      = "fenced"      // refuse/error: a newer generation of the stream exists
 	codeHistory     = "history"     // refuse: the shipper's generation records are invalid or conflict with the receiver's
+	codeBusy        = "busy"        // refuse: another shipper is connected for the stream; retry later
 )
 
 // decodeJSON parses a control payload into v.

@@ -36,14 +36,15 @@ func refuseWith(code, format string, args ...any) *refusal {
 
 // streamState is what the server knows of one stream across its links.
 type streamState struct {
-	// admit serialises the stream's handshakes: storing records and
-	// reading the history.
+	// admit serialises the stream's handshakes: storing records, reading
+	// the history and taking the writer slot.
 	admit sync.Mutex
 	hist  *catalog.Histories // records cached; each Read lists them again
 
 	// Under Server.mu:
 	history batch.History // as last read at a handshake; newestGen 0 until then
 	newest  uint32        // history.Newest().Generation
+	writer  *session      // the established link that writes the stream
 }
 
 // stream returns the state of stream, creating it on first use.

@@ -37,7 +37,7 @@ func createRecord(t *testing.T, st store.Store, rec batch.Generation) {
 // the records recs, as the shipper identified by id.
 func historyClient(t *testing.T, addr string, gen uint32, id string, recs ...batch.Generation) *Client {
 	return newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: testToken, Insecure: true,
-		Generation: gen, History: recs, ClientID: id, ReconnectMin: time.Millisecond}, nil)
+		Generation: gen, History: recs, ClientID: id, Host: "host-" + id, ReconnectMin: time.Millisecond}, nil)
 }
 
 // A shipper promoted elsewhere carries the record of its generation; the
@@ -151,6 +151,36 @@ func TestUnknownGenerationRefused(t *testing.T) {
 	wantInbox(t, inbox)
 }
 
+// A shipper of a newer generation takes the stream over from the writer of
+// the old one, whose link is closed; the old writer is then refused as
+// fenced.
+func TestNewerGenerationFencesTheWriter(t *testing.T) {
+	srv, inbox, _ := insecureServer(t)
+	addr, _ := startServer(t, srv)
+	old := historyClient(t, addr, 1, "a")
+	s1 := makeSegment(t, "app", 1, 1, 3, "a")
+	if err := put(t, old, s1); err != nil {
+		t.Fatal(err)
+	}
+	promoted := historyClient(t, addr, 2, "b", testRecord("app", 2, 3, "dr-b"))
+	s2 := makeSegment(t, "app", 2, 4, 2, "b")
+	if err := put(t, promoted, s2); err != nil {
+		t.Fatalf("Put of the newer generation while the old writer is connected: %v", err)
+	}
+	err := put(t, old, makeSegment(t, "app", 1, 4, 1, "a"))
+	for range 10 {
+		if !store.IsRetryable(err) {
+			break
+		}
+		// The link was closed under it; the redial is refused.
+		err = put(t, old, makeSegment(t, "app", 1, 4, 1, "a"))
+	}
+	if !errors.Is(err, batch.ErrFenced) || !errors.Is(err, store.ErrPermanent) {
+		t.Fatalf("old writer after the promotion: %v; want ErrFenced", err)
+	}
+	wantInbox(t, inbox, s1.name, s2.name)
+}
+
 // A link established before a newer generation was admitted is fenced at
 // its next SEGMENT: ERROR fenced, link closed. (Here the newer shipper
 // itself is refused after its record was stored, by a receiver pinned to
@@ -217,7 +247,7 @@ func TestHistoryToOldReceiverRefused(t *testing.T) {
 
 // Hostile or broken HELLOs and records are refused before anything large
 // is read or kept: too many records announced, a record frame over its
-// cap, a record of another stream, a malformed one.
+// cap, an oversized identity, a record of another stream, a malformed one.
 func TestHistoryCaps(t *testing.T) {
 	srv, inbox, _ := insecureServer(t)
 	addr, _ := startServer(t, srv)
@@ -233,6 +263,8 @@ func TestHistoryCaps(t *testing.T) {
 	}{
 		{"too many records", func(h *helloMsg) { h.Generations = MaxHistoryRecords + 1 }, nil, codeHistory, "at most 1024"},
 		{"negative count", func(h *helloMsg) { h.Generations = -1 }, nil, codeHistory, "announces -1"},
+		{"long client id", func(h *helloMsg) { h.ClientID = strings.Repeat("x", 300) }, nil, codeProtocol, "client_id is 300 bytes"},
+		{"long spool", func(h *helloMsg) { h.Spool = strings.Repeat("x", 2000) }, nil, codeProtocol, "spool is 2000 bytes"},
 		{"record over 4 KiB", func(h *helloMsg) { h.Generations = 1 }, func(l *link) {
 			// Only the header: the length alone is refused.
 			hdr := append(binary.BigEndian.AppendUint32(nil, 1<<30), frameGeneration)

@@ -462,8 +462,9 @@ func TestHandshakeReportsNewestAfterRestart(t *testing.T) {
 
 	srv2 := &Server{Token: testToken, Insecure: true, Inbox: open(), Log: quiet}
 	addr2, _ := startServer(t, srv2)
+	// The same shipper as c2 below, which replaces this link.
 	l := rawDial(t, addr2)
-	f := rawHello(t, l, helloMsg{Version: 1, Stream: "app", Generation: 1, Token: testToken})
+	f := rawHello(t, l, helloMsg{Version: 1, Stream: "app", Generation: 1, Token: testToken, ClientID: "c2", Host: "h"})
 	var w welcomeMsg
 	if f.typ != frameWelcome || decodeJSON(f, &w) != nil {
 		t.Fatalf("answer %s %q", typeName(f.typ), f.payload)
@@ -474,7 +475,7 @@ func TestHandshakeReportsNewestAfterRestart(t *testing.T) {
 	}
 
 	// What the shipper does on a fresh spool: List, then Get the newest.
-	c2 := insecureClient(t, addr2)
+	c2 := newClient(t, ClientConfig{Addr: addr2, Stream: "app", Token: testToken, Insecure: true, ClientID: "c2", Host: "h"}, nil)
 	var listed []string
 	err := c2.List(ctx, "app/", "", func(o store.Object) error { listed = append(listed, o.Name); return nil })
 	if err != nil || len(listed) != 1 || listed[0] != "app/"+newest.name {

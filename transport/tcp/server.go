@@ -25,7 +25,10 @@ import (
 // may send its stream's generation records; the server stores those
 // missing from Records and refuses one that differs from its own
 // (conflicting histories). It admits only a shipper of the newest
-// generation of the history in Records (an older one is fenced).
+// generation of the history in Records (an older one is fenced), and only
+// one shipper per stream at a time: another one is refused while the first
+// is connected, a new link of the same shipper replaces its old one, and
+// one of a newer generation fences it.
 //
 // Each segment is verified (checksum, stream, generation, name) and put
 // into Inbox; only once Inbox.Put returns nil is it acknowledged. A resent
@@ -104,7 +107,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	recent  map[streamGen]*segMemory // per stream and generation; see overlap.go
-	streams map[string]*streamState  // history per stream; see history.go
+	streams map[string]*streamState  // history and writer per stream; see history.go
 	// appliedCh is closed (and replaced) by AppliedChanged.
 	appliedCh chan struct{}
 }

@@ -23,8 +23,13 @@ type session struct {
 	streamGen // fixed by the handshake
 	log       *slog.Logger
 	interval  time.Duration // heartbeat interval: the server's, or the client's if shorter
-	fork      uint64        // its generation's fork seq: its segments start above it
-	segments  int
+	peer      string
+	id        shipperID
+	since     time.Time
+	fork      uint64             // its generation's fork seq: its segments start above it
+	cancel    context.CancelFunc // ends the link
+	done      chan struct{}      // closed once the link no longer touches the inbox
+	segments  int                // used by the link's own goroutine only
 	bytes     int64
 }
 
@@ -58,10 +63,11 @@ func (s *Server) serveConn(ctx context.Context, st serverSettings, nc net.Conn) 
 		conn = tc
 	}
 	l := newLink(conn, st.ioTimeout, MaxControlFrame, nil, defaultChunk)
-	sess, ok := s.handshake(ctx, st, l, log)
+	sess, ok := s.handshake(ctx, cancel, st, l, log)
 	if !ok {
 		return
 	}
+	defer s.releaseWriter(sess) // last: after the requests and the heartbeat
 	log = sess.log
 
 	done := make(chan struct{})
@@ -119,8 +125,8 @@ func (s *Server) serveRequests(ctx context.Context, l *link, sess *session) erro
 }
 
 // handshake reads HELLO (and the generation records after it) and answers
-// WELCOME, or REFUSE and false.
-func (s *Server) handshake(ctx context.Context, st serverSettings, l *link, log *slog.Logger) (*session, bool) {
+// WELCOME, or REFUSE and false. cancel ends the link.
+func (s *Server) handshake(ctx context.Context, cancel context.CancelFunc, st serverSettings, l *link, log *slog.Logger) (*session, bool) {
 	h, recs, err := s.readHello(ctx, st, l, log)
 	if err != nil {
 		return nil, false
@@ -130,10 +136,17 @@ func (s *Server) handshake(ctx context.Context, st serverSettings, l *link, log 
 		streamGen: streamGen{h.Stream, h.Generation},
 		log:       log.With("stream", h.Stream, "client_id", h.ClientID),
 		interval:  heartbeatInterval(st.heartbeat, h.HeartbeatMS),
+		peer:      l.conn.RemoteAddr().String(),
+		id:        shipperID{ClientID: h.ClientID, Site: h.Site, Host: h.Host, PID: h.PID, Spool: h.Spool},
+		since:     time.Now(),
+		cancel:    cancel,
+		done:      make(chan struct{}),
 	}
 	w, err := s.admit(ctx, st, sess, recs)
 	if err == nil {
-		err = l.writeJSON(ctx, frameWelcome, w)
+		if err = l.writeJSON(ctx, frameWelcome, w); err != nil {
+			s.releaseWriter(sess)
+		}
 	}
 	var r *refusal
 	switch {
@@ -148,7 +161,8 @@ func (s *Server) handshake(ctx context.Context, st serverSettings, l *link, log 
 		}
 		return nil, false
 	}
-	sess.log.Info("link established", "generation", h.Generation, "highest_seq", w.HighestSeq, "records", len(recs))
+	sess.log.Info("link established", "generation", h.Generation, "highest_seq", w.HighestSeq,
+		"site", h.Site, "host", h.Host, "pid", h.PID, "spool", h.Spool, "records", len(recs))
 	return sess, true
 }
 
@@ -202,6 +216,9 @@ func (s *Server) readHello(ctx context.Context, st serverSettings, l *link, log 
 	case st.needToken && !tokenEqual(st.token, h.Token):
 		return refuse(codeAuth, "token rejected: the shipper's token does not match the receiver's", who...)
 	}
+	if err := checkIdentity(&h); err != nil {
+		return refuse(codeProtocol, err.Error(), who...)
+	}
 	if h.Generations < 0 || h.Generations > MaxHistoryRecords {
 		return refuse(codeHistory, fmt.Sprintf("HELLO announces %d generation records; a receiver accepts at most %d", h.Generations, MaxHistoryRecords), who...)
 	}
@@ -229,8 +246,9 @@ func (s *Server) readHello(ctx context.Context, st serverSettings, l *link, log 
 }
 
 // admit admits sess to its stream: it stores the records the shipper sent
-// that the history lacks, checks that sess's generation is the newest and
-// returns the WELCOME. A refusal is a *refusal.
+// that the history lacks, checks that sess's generation is the newest,
+// makes sess the stream's writer and returns the WELCOME. A refusal is a
+// *refusal; on success the caller must releaseWriter(sess) once done.
 func (s *Server) admit(ctx context.Context, st serverSettings, sess *session, recs []batch.Generation) (welcomeMsg, error) {
 	ss := s.stream(sess.stream)
 	ss.admit.Lock()
@@ -248,8 +266,12 @@ func (s *Server) admit(ctx context.Context, st serverSettings, sess *session, re
 	if rec, ok := hist.Record(sess.gen); ok {
 		sess.fork = rec.ForkSeq
 	}
+	if err := s.claimWriter(ctx, ss, sess, st.ioTimeout); err != nil {
+		return welcomeMsg{}, err
+	}
 	newest, err := s.findNewest(ctx, st, sess.streamGen)
 	if err != nil {
+		s.releaseWriter(sess)
 		if errors.Is(err, batch.ErrCorrupt) {
 			return welcomeMsg{}, refuseWith(codeDamaged, "%v", err)
 		}
