@@ -55,6 +55,32 @@ type ClientConfig struct {
 	// PutAsync); the receiver's WELCOME may lower it. Default
 	// DefaultMaxInFlight; 1 is stop-and-wait.
 	MaxInFlight int
+
+	// History is the stream's generation records this shipper knows
+	// (generation 1 has none), in any order; SetHistory replaces them.
+	// Every handshake carries them to the receiver, which stores those
+	// it lacks and refuses the link if one differs from its own
+	// ("conflicting histories"). A shipper of generation G >= 2 must send
+	// at least the records the receiver may lack, in practice all of
+	// them: the receiver refuses a generation it has no record of. At
+	// most MaxHistoryRecords, each of Stream and at most
+	// MaxGenerationRecord bytes once encoded. A receiver older than
+	// protocol 1.1 cannot take them: with records, linking to one fails
+	// with an error wrapping store.ErrPermanent.
+	History []batch.Generation
+
+	// Site, Host, PID and Spool tell the receiver which shipper this is
+	// (with ClientID): a receiver takes one shipper per stream at a time,
+	// and names the one it has when it refuses another. A new link with
+	// the same ClientID, Site, Host and Spool (the PID may differ) is the
+	// same shipper reconnecting, and replaces its old link. Host defaults
+	// to the host name and PID to this process's; Site and Spool (the
+	// spool directory) are optional. ClientID, Site and Host are at most
+	// 256 bytes, Spool 1024.
+	Site  string
+	Host  string
+	PID   int
+	Spool string
 }
 
 // Client is the shipping end of a link: a store.Store for one stream that
@@ -82,6 +108,7 @@ type Client struct {
 	wg      sync.WaitGroup
 
 	mu       sync.Mutex
+	history  [][]byte    // the encoded generation records sent at each handshake
 	conn     *clientConn // nil when not connected
 	failures int         // consecutive failed dials or lost links
 	nextDial time.Time
@@ -158,12 +185,71 @@ func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
 	if cfg.ClientID == "" {
 		cfg.ClientID, _ = os.Hostname()
 	}
+	if cfg.Host == "" {
+		cfg.Host, _ = os.Hostname()
+	}
+	if cfg.PID == 0 {
+		cfg.PID = os.Getpid()
+	}
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{{"client id", cfg.ClientID, maxIdentity}, {"site", cfg.Site, maxIdentity}, {"host", cfg.Host, maxIdentity}, {"spool", cfg.Spool, maxSpoolPath}} {
+		if len(f.v) > f.max {
+			return fail("%s is %d bytes; at most %d are allowed", f.name, len(f.v), f.max)
+		}
+	}
+	if cfg.PID < 0 {
+		return fail("pid %d is negative", cfg.PID)
+	}
+	if c.history, err = encodeHistory(cfg.Stream, cfg.History); err != nil {
+		return fail("%v", err)
+	}
+	cfg.History = nil // c.history has them
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.cfg = cfg
 	c.log = c.log.With("store", c.String())
 	return c, nil
+}
+
+// SetHistory replaces the generation records sent to the receiver (see
+// ClientConfig.History). They go with the next handshake: call it before
+// the first request, or the link already established keeps what the
+// receiver was told.
+func (c *Client) SetHistory(recs []batch.Generation) error {
+	enc, err := encodeHistory(c.cfg.Stream, recs)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c, err)
+	}
+	c.mu.Lock()
+	c.history = enc
+	c.mu.Unlock()
+	return nil
+}
+
+// encodeHistory checks and encodes the generation records of stream for
+// GENERATION frames.
+func encodeHistory(stream string, recs []batch.Generation) ([][]byte, error) {
+	if len(recs) > MaxHistoryRecords {
+		return nil, fmt.Errorf("%d generation records; a link carries at most %d", len(recs), MaxHistoryRecords)
+	}
+	enc := make([][]byte, 0, len(recs))
+	for _, r := range recs {
+		if r.Stream != stream {
+			return nil, fmt.Errorf("generation record %s is of stream %q, not %q", batch.GenerationName(r.Generation), r.Stream, stream)
+		}
+		data, err := batch.MarshalGeneration(r)
+		if err != nil {
+			return nil, err
+		}
+		if len(data) > MaxGenerationRecord {
+			return nil, fmt.Errorf("generation record %s is %d bytes encoded; a link carries at most %d", batch.GenerationName(r.Generation), len(data), MaxGenerationRecord)
+		}
+		enc = append(enc, data)
+	}
+	return enc, nil
 }
 
 // String returns "tcp://" and the receiver's address; never the token.

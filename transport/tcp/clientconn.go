@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -235,16 +236,32 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
 	l := newLink(conn, c.cfg.IOTimeout, c.cfg.MaxSegment, c.limiter, c.chunk)
+	c.mu.Lock()
+	history := c.history
+	c.mu.Unlock()
 	hello := helloMsg{
 		Version:     ProtocolVersion,
+		Minor:       ProtocolMinor,
 		Stream:      c.cfg.Stream,
 		Generation:  c.cfg.Generation,
 		Token:       c.cfg.Token,
 		ClientID:    c.cfg.ClientID,
 		HeartbeatMS: c.cfg.HeartbeatInterval.Milliseconds(),
+		Generations: len(history),
+		Site:        c.cfg.Site,
+		Host:        c.cfg.Host,
+		PID:         c.cfg.PID,
+		Spool:       c.cfg.Spool,
 	}
 	var f frame
 	err = l.writeJSON(ctx, frameHello, hello)
+	// The records follow at once: the receiver answers once it has them.
+	for _, rec := range history {
+		if err != nil {
+			break
+		}
+		err = l.write(ctx, frameGeneration, rec, nil)
+	}
 	if err == nil {
 		f, err = l.read()
 	}
@@ -263,6 +280,13 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 			nc.Close()
 			return nil, fmt.Errorf("%w: receiver answered with link protocol %d; this shipper speaks %d", store.ErrPermanent, w.Version, ProtocolVersion)
 		}
+		if len(history) > 0 && w.Minor < 1 {
+			// It took the GENERATION frames for requests and is closing.
+			nc.Close()
+			return nil, fmt.Errorf("%w: the receiver speaks link protocol %d.%d, which cannot take the stream's generation records; "+
+				"upgrade the receiver (to protocol %d.%d) before shipping generation %d to it",
+				store.ErrPermanent, w.Version, w.Minor, ProtocolVersion, ProtocolMinor, c.cfg.Generation)
+		}
 		window := min(max(w.MaxInFlight, 1), c.cfg.MaxInFlight)
 		return &clientConn{l: l, welcome: w, slots: make(chan struct{}, window), done: make(chan struct{})}, nil
 	case frameRefuse:
@@ -272,11 +296,7 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 			return nil, fmt.Errorf("handshake: %w", err)
 		}
 		c.log.Error("receiver refused the link", "addr", c.cfg.Addr, "code", r.Code, "reason", r.Message)
-		err := fmt.Errorf("%w (code %s): %s", ErrRefused, r.Code, r.Message)
-		if permanentCode(r.Code) {
-			err = fmt.Errorf("%w: %w", store.ErrPermanent, err)
-		}
-		return nil, err
+		return nil, codeError(r.Code, fmt.Errorf("%w (code %s): %s", ErrRefused, r.Code, r.Message))
 	}
 	nc.Close()
 	return nil, fmt.Errorf("handshake: %s frame in answer to HELLO: %w", typeName(f.typ), ErrProtocol)
@@ -380,24 +400,25 @@ func (c *Client) serverError(cc *clientConn, f frame) error {
 	if m.Close {
 		c.lost(cc, fmt.Errorf("receiver closed the link: %w", err))
 	}
-	switch {
-	case m.Code == codeConflict:
+	return codeError(m.Code, err)
+}
+
+// codeError wraps err, a REFUSE or ERROR with code, in the sentinels
+// callers branch on: store.ErrConflict, store.ErrNotFound, or
+// store.ErrPermanent for codes no retry can fix; a fenced link also wraps
+// batch.ErrFenced, so the shipper stops instead of retrying.
+func codeError(code string, err error) error {
+	switch code {
+	case codeConflict:
 		return fmt.Errorf("%w: %w", store.ErrConflict, err)
-	case m.Code == codeNotFound:
+	case codeNotFound:
 		return fmt.Errorf("%w: %w", store.ErrNotFound, err)
-	case permanentCode(m.Code):
+	case codeFenced:
+		return fmt.Errorf("%w: %w: %w", store.ErrPermanent, batch.ErrFenced, err)
+	case codeVersion, codeAuth, codeStream, codeGeneration, codeDamaged, codeCorrupt, codeMismatch, codePermanent, codeHistory:
 		return fmt.Errorf("%w: %w", store.ErrPermanent, err)
 	}
 	return err
-}
-
-// permanentCode reports REFUSE and ERROR codes that no retry can fix.
-func permanentCode(code string) bool {
-	switch code {
-	case codeVersion, codeAuth, codeStream, codeGeneration, codeDamaged, codeCorrupt, codeMismatch, codePermanent:
-		return true
-	}
-	return false
 }
 
 // backoff is the wait before the next dial after n consecutive failures:

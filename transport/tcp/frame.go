@@ -14,6 +14,13 @@ import (
 // speaks. A peer announcing a higher major version is refused.
 const ProtocolVersion = 1
 
+// ProtocolMinor is the minor version within ProtocolVersion: additions an
+// older peer of the same major version can do without. Minor 1 adds the
+// GENERATION frame (a shipper carries its stream's generation records to
+// the receiver) and the shipper's identity in HELLO. Peers announce it in
+// HELLO and WELCOME; absent means 0.
+const ProtocolMinor = 1
+
 // Frame types; see docs/PROTOCOL.md for who sends which.
 const (
 	frameHello     byte = 0x01
@@ -24,6 +31,9 @@ const (
 	frameHeartbeat byte = 0x06
 	frameError     byte = 0x07
 	frameFetch     byte = 0x08
+	// frameGeneration carries one generation record, shipper to
+	// receiver, right after HELLO (protocol 1.1).
+	frameGeneration byte = 0x09
 )
 
 const (
@@ -40,6 +50,19 @@ const (
 	// DefaultMaxInFlight is how many SEGMENTs a Client has outstanding at
 	// most unless configured otherwise.
 	DefaultMaxInFlight = 4
+	// MaxHistoryRecords caps the generation records a shipper may send
+	// in one handshake; the receiver refuses a HELLO announcing more
+	// before it reads any.
+	MaxHistoryRecords = 1024
+	// MaxGenerationRecord caps a GENERATION frame's payload (one record;
+	// real ones are a few hundred bytes). It is checked on the frame's
+	// header, before anything is allocated.
+	MaxGenerationRecord = 4 << 10
+	// maxIdentity caps each of HELLO's client_id, site and host, and
+	// maxSpoolPath its spool: they only name the shipper in logs and
+	// refusals.
+	maxIdentity  = 256
+	maxSpoolPath = 1024
 
 	frameHeaderSize  = 5 // u32 length + u8 type
 	frameTrailerSize = 4 // CRC-32C
@@ -84,12 +107,15 @@ func typeName(t byte) string {
 		return "ERROR"
 	case frameFetch:
 		return "FETCH"
+	case frameGeneration:
+		return "GENERATION"
 	}
 	return fmt.Sprintf("type %#02x", t)
 }
 
 // readFrame reads one frame from r. SEGMENT payloads may be up to
-// maxSegment bytes, all others up to MaxControlFrame; both caps are checked
+// maxSegment bytes, GENERATION payloads up to MaxGenerationRecord, all
+// others up to MaxControlFrame; the caps are checked
 // before anything is allocated, and the buffer then grows only as bytes
 // arrive. A clean end of stream before the first byte returns io.EOF; a
 // stream that ends inside a frame returns io.ErrUnexpectedEOF; damage
@@ -107,12 +133,15 @@ func readFrameInto(r io.Reader, maxSegment int64, buf []byte) (frame, error) {
 	}
 	n := int64(binary.BigEndian.Uint32(hdr[:4]))
 	typ := hdr[4]
-	if typ < frameHello || typ > frameFetch {
+	if typ < frameHello || typ > frameGeneration {
 		return frame{}, fmt.Errorf("frame %s unknown: %w", typeName(typ), ErrProtocol)
 	}
 	limit := int64(MaxControlFrame)
-	if typ == frameSegment {
+	switch typ {
+	case frameSegment:
 		limit = maxSegment
+	case frameGeneration:
+		limit = MaxGenerationRecord
 	}
 	if n > limit {
 		return frame{}, fmt.Errorf("%s frame of %d bytes is over the %d-byte limit: %w", typeName(typ), n, limit, ErrProtocol)
@@ -184,9 +213,19 @@ type (
 		Token       string `json:"token,omitempty"`
 		ClientID    string `json:"client_id,omitempty"`
 		HeartbeatMS int64  `json:"heartbeat_ms,omitempty"`
+		// Protocol 1.1. Minor is the shipper's ProtocolMinor;
+		// Generations is how many GENERATION frames follow the HELLO.
+		Minor       int `json:"minor,omitempty"`
+		Generations int `json:"generations,omitempty"`
+		// The shipper's identity, for the one-writer rule and messages.
+		Site  string `json:"site,omitempty"`
+		Host  string `json:"host,omitempty"`
+		PID   int    `json:"pid,omitempty"`
+		Spool string `json:"spool,omitempty"`
 	}
 	welcomeMsg struct {
 		Version        int    `json:"version"`
+		Minor          int    `json:"minor,omitempty"` // the receiver's ProtocolMinor; absent = 0
 		HighestSeq     uint64 `json:"highest_seq"`
 		HighestSegment string `json:"highest_segment"`
 		HighestHash    string `json:"highest_hash"`
@@ -238,6 +277,9 @@ const (
 	codeGap         = "gap"         // error: the segment does not continue the inbox's newest; resend from there
 	codeNotFound    = "not_found"   // error: FETCH of a missing segment
 	codePermanent   = "permanent"   // error: the inbox refuses for good (read-only, ...)
+	codeFenced      = "fenced"      // refuse/error: a newer generation of the stream exists
+	codeHistory     = "history"     // refuse: the shipper's generation records are invalid or conflict with the receiver's
+	codeBusy        = "busy"        // refuse: another shipper is connected for the stream; retry later
 )
 
 // decodeJSON parses a control payload into v.

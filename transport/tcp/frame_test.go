@@ -31,6 +31,7 @@ func validFrames() [][]byte {
 		frameBytes(frameHello, []byte(`{"version":1,"stream":"app","generation":1,"token":"t"}`)),
 		frameBytes(frameAck, []byte(`{"name":"x","received_seq":3,"applied_seq":1}`)),
 		encodeFrame(defaultChunk, frameSegment, segmentHeader("00000001-0000000000000001-0000000000000001.seg.zst"), []byte("segment bytes")),
+		frameBytes(frameGeneration, []byte(`{"version":1,"stream":"app","generation":2,"parent":1,"fork_seq":0,"fork_hash":"","time":"2026-03-01T03:00:00Z","site":"b","host":"h","reason":"promote"}`)),
 	}
 }
 
@@ -104,7 +105,9 @@ func TestFrameCaps(t *testing.T) {
 	}{
 		{"control over 64 KiB", hdr(MaxControlFrame+1, frameAck)},
 		{"segment over the cap", hdr(1<<20+1, frameSegment)},
+		{"generation record over 4 KiB", hdr(MaxGenerationRecord+1, frameGeneration)},
 		{"unknown type", hdr(0, 0x7f)},
+		{"type after GENERATION", hdr(0, frameGeneration+1)},
 		{"type zero", hdr(0, 0)},
 	}
 	for _, tc := range cases {
@@ -163,8 +166,11 @@ func FuzzReadFrame(f *testing.F) {
 			return
 		}
 		limit := MaxControlFrame
-		if fr.typ == frameSegment {
+		switch fr.typ {
+		case frameSegment:
 			limit = maxSegment
+		case frameGeneration:
+			limit = MaxGenerationRecord
 		}
 		if len(fr.payload) > limit {
 			t.Fatalf("%s payload of %d bytes exceeds %d", typeName(fr.typ), len(fr.payload), limit)

@@ -123,6 +123,7 @@ func TestHandshakeRefusals(t *testing.T) {
 	srv, inbox, _ := insecureServer(t)
 	srv.Stream = "app"
 	srv.Generation = 2
+	createRecord(t, inbox, testRecord("app", 2, 0, "dr"))
 	addr, _ := startServer(t, srv)
 	good := helloMsg{Version: 1, Stream: "app", Generation: 2, Token: testToken}
 	tests := []struct {
@@ -137,7 +138,8 @@ func TestHandshakeRefusals(t *testing.T) {
 		{"bad stream name", func(h *helloMsg) { h.Stream = "../etc" }, codeStream, "invalid"},
 		{"other stream", func(h *helloMsg) { h.Stream = "other" }, codeStream, `accepts stream "app"`},
 		{"generation zero", func(h *helloMsg) { h.Generation = 0 }, codeGeneration, "generation 0"},
-		{"other generation", func(h *helloMsg) { h.Generation = 1 }, codeGeneration, "accepts generation 2"},
+		{"older generation", func(h *helloMsg) { h.Generation = 1 }, codeFenced, "fenced: generation 2 was promoted at seq 0 on dr"},
+		{"unknown generation", func(h *helloMsg) { h.Generation = 3 }, codeGeneration, "unknown generation 3"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -468,8 +470,9 @@ func TestHandshakeReportsNewestAfterRestart(t *testing.T) {
 
 	srv2 := &Server{Token: testToken, Insecure: true, Inbox: open(), Log: quiet}
 	addr2, _ := startServer(t, srv2)
+	// The same shipper as c2 below, which replaces this link.
 	l := rawDial(t, addr2)
-	f := rawHello(t, l, helloMsg{Version: 1, Stream: "app", Generation: 1, Token: testToken})
+	f := rawHello(t, l, helloMsg{Version: 1, Stream: "app", Generation: 1, Token: testToken, ClientID: "c2", Host: "h"})
 	var w welcomeMsg
 	if f.typ != frameWelcome || decodeJSON(f, &w) != nil {
 		t.Fatalf("answer %s %q", typeName(f.typ), f.payload)
@@ -480,7 +483,7 @@ func TestHandshakeReportsNewestAfterRestart(t *testing.T) {
 	}
 
 	// What the shipper does on a fresh spool: List, then Get the newest.
-	c2 := insecureClient(t, addr2)
+	c2 := newClient(t, ClientConfig{Addr: addr2, Stream: "app", Token: testToken, Insecure: true, ClientID: "c2", Host: "h"}, nil)
 	var listed []string
 	err := c2.List(ctx, "app/", "", func(o store.Object) error { listed = append(listed, o.Name); return nil })
 	if err != nil || len(listed) != 1 || listed[0] != "app/"+newest.name {

@@ -17,13 +17,13 @@ type streamGen struct {
 	gen    uint32
 }
 
-// newestSegment is the newest segment of a stream and generation in the
-// inbox, as reported in WELCOME; its lastSeq is the received watermark of
-// ACKs and heartbeats.
-type newestSegment struct {
-	name    string
-	lastSeq uint64
-	hash    string
+// storedSegment is a segment of a stream and generation in the inbox.
+// The newest one is reported in WELCOME; its lastSeq is the received
+// watermark of ACKs and heartbeats.
+type storedSegment struct {
+	name              string
+	firstSeq, lastSeq uint64
+	hash              string
 }
 
 // errStopList ends an Inbox.List early.
@@ -32,13 +32,13 @@ var errStopList = errors.New("stop listing")
 // findNewest finds the newest segment of k in the inbox. What it finds is
 // remembered, so the segment is read at most once per process (and not at
 // all once this server stored it).
-func (s *Server) findNewest(ctx context.Context, st serverSettings, k streamGen) (newestSegment, error) {
+func (s *Server) findNewest(ctx context.Context, st serverSettings, k streamGen) (storedSegment, error) {
 	names, err := newestNames(ctx, s.Inbox, k.stream, k.gen, 1)
 	if err != nil {
-		return newestSegment{}, fmt.Errorf("receiver's inbox: %w", err)
+		return storedSegment{}, fmt.Errorf("receiver's inbox: %w", err)
 	}
 	if len(names) == 0 {
-		return newestSegment{}, nil
+		return storedSegment{}, nil
 	}
 	name := names[0]
 	if known := s.newestOf(k); known.name >= name {
@@ -47,41 +47,47 @@ func (s *Server) findNewest(ctx context.Context, st serverSettings, k streamGen)
 	key := batch.SegmentKey(k.stream, name)
 	data, err := readObject(ctx, s.Inbox, key, st.maxSegment)
 	if err != nil {
-		return newestSegment{}, fmt.Errorf("read newest segment %s from the receiver's inbox: %w", key, err)
+		return storedSegment{}, fmt.Errorf("read newest segment %s from the receiver's inbox: %w", key, err)
 	}
 	seg, err := batch.Open(data)
 	if err != nil {
-		return newestSegment{}, fmt.Errorf("newest segment %s in the receiver's inbox %s: %w", key, s.Inbox, err)
+		return storedSegment{}, fmt.Errorf("newest segment %s in the receiver's inbox %s: %w", key, s.Inbox, err)
 	}
 	// Its Put may still be on its way on another link, before its fsync
 	// (an inbox that publishes first, dir.Options.PublishBeforeSync). A
 	// shipper told of it may build on it, so make it durable first: Put of
 	// identical bytes returns once it is.
 	if err := s.Inbox.Put(ctx, key, data); err != nil {
-		return newestSegment{}, fmt.Errorf("make newest segment %s in the receiver's inbox durable: %w", key, err)
+		return storedSegment{}, fmt.Errorf("make newest segment %s in the receiver's inbox durable: %w", key, err)
 	}
-	return s.remember(k, newestSegment{name: name, lastSeq: seg.Meta.LastSeq, hash: seg.Hash}), nil
+	return s.remember(k, storedSegment{name: name, firstSeq: seg.Meta.FirstSeq, lastSeq: seg.Meta.LastSeq, hash: seg.Hash}), nil
 }
 
-// remember records n as the newest segment of k unless a newer one is
-// known, and returns the newest.
-func (s *Server) remember(k streamGen, n newestSegment) newestSegment {
+// remember records n, a segment now in the inbox, in the memory of k's
+// recent segments, and returns the newest.
+func (s *Server) remember(k streamGen, n storedSegment) storedSegment {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.newest == nil {
-		s.newest = map[streamGen]newestSegment{}
+	if s.recent == nil {
+		s.recent = map[streamGen]*segMemory{}
 	}
-	if s.newest[k].name < n.name {
-		s.newest[k] = n
+	m := s.recent[k]
+	if m == nil {
+		m = &segMemory{}
+		s.recent[k] = m
 	}
-	return s.newest[k]
+	m.add(n, s.recentSegments())
+	return m.newest()
 }
 
 // newestOf returns the newest segment of k this server knows of.
-func (s *Server) newestOf(k streamGen) newestSegment {
+func (s *Server) newestOf(k streamGen) storedSegment {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.newest[k]
+	if m := s.recent[k]; m != nil {
+		return m.newest()
+	}
+	return storedSegment{}
 }
 
 // watermarks is the payload of the server's heartbeats.

@@ -21,11 +21,21 @@ import (
 // documented defaults. A Server must not be modified once serving.
 //
 // Each connection must complete the handshake (protocol version, token,
-// stream, generation) before any segment is accepted. Each segment is
-// verified (checksum, stream, generation, name) and put into Inbox; only
-// once Inbox.Put returns nil is it acknowledged. A resent identical segment
-// is acknowledged again; a different segment under an existing name is
-// answered with a conflict.
+// stream, generation) before any segment is accepted. In it the shipper
+// may send its stream's generation records; the server stores those
+// missing from Records and refuses one that differs from its own
+// (conflicting histories). It admits only a shipper of the newest
+// generation of the history in Records (an older one is fenced), and only
+// one shipper per stream at a time: another one is refused while the first
+// is connected, a new link of the same shipper replaces its old one, and
+// one of a newer generation fences it.
+//
+// Each segment is verified (checksum, stream, generation, name) and put
+// into Inbox; only once Inbox.Put returns nil is it acknowledged. A resent
+// identical segment is acknowledged again; a segment overlapping one the
+// inbox has or had (a different one under an existing name, or other
+// boundaries over the same seqs) is answered with a conflict, and so is
+// every segment of a link whose generation a newer one has since fenced.
 type Server struct {
 	Addr string // ListenAndServe's address, e.g. ":7070"
 
@@ -42,8 +52,18 @@ type Server struct {
 	// receiver applies from it. Required. Its Put must not keep the data
 	// slice after it returns: the link reads the next segment into it.
 	Inbox store.Store
+	// Records is where the streams' generation records are read and
+	// created (<stream>/generations/, docs/FORMAT.md): the history the
+	// server fences shippers by. Nil means Inbox. Records are create-only,
+	// so a torn one could never be replaced: Records must keep the
+	// ordinary crash contract, not publish before it syncs
+	// (dir.Options.PublishBeforeSync). ferry receive opens a second dir
+	// store on the inbox directory for it.
+	Records store.Store
 	// Applied reports the receiver's applied watermark for a stream, sent
-	// to shippers in acks and heartbeats. Nil reports 0.
+	// to shippers in acks and heartbeats. A segment over seqs at or below
+	// it that the inbox no longer holds to compare with is refused as an
+	// overlap (see Server). Nil reports 0.
 	Applied func(stream string) uint64
 	// Stored, if set, is called after a segment is durably in the inbox
 	// (before the ACK) with its stream, its verified parse (batch.Open)
@@ -57,12 +77,21 @@ type Server struct {
 	Log *slog.Logger
 
 	// Stream and Generation, if set, are the only stream and generation
-	// this server accepts; others are refused at the handshake.
+	// this server accepts; others are refused at the handshake. Whatever
+	// Generation says, a generation older than the newest of the
+	// stream's history is refused as fenced, and one the history does not
+	// hold as unknown.
 	Stream     string
 	Generation uint32
 
 	// MaxSegment caps a SEGMENT frame's payload. Default DefaultMaxSegment.
 	MaxSegment int64
+	// RecentSegments is how many of each stream and generation's newest
+	// segments the server remembers (name, seqs, hash) to refuse a
+	// segment that overlaps one of them without reading the inbox; older
+	// resends are checked against the inbox. Default
+	// DefaultRecentSegments.
+	RecentSegments int
 	// IOTimeout is how long any read or write may make no progress; an
 	// idle link stays open through heartbeats. Default 30s.
 	IOTimeout time.Duration
@@ -76,8 +105,9 @@ type Server struct {
 	// the receiver does not announce its applies. Default 10ms.
 	WatermarkPoll time.Duration
 
-	mu     sync.Mutex
-	newest map[streamGen]newestSegment // per stream and generation; see newest.go
+	mu      sync.Mutex
+	recent  map[streamGen]*segMemory // per stream and generation; see overlap.go
+	streams map[string]*streamState  // history and writer per stream; see history.go
 	// appliedCh is closed (and replaced) by AppliedChanged.
 	appliedCh chan struct{}
 }
@@ -162,6 +192,9 @@ func (s *Server) settings() (serverSettings, error) {
 		if err := batch.CheckStream(s.Stream); err != nil {
 			return fail("%v", err)
 		}
+	}
+	if s.RecentSegments < 0 {
+		return fail("recent segments %d is negative", s.RecentSegments)
 	}
 	if st.maxSegment < MaxControlFrame {
 		return fail("max segment %d bytes is below the %d-byte minimum", st.maxSegment, MaxControlFrame)

@@ -23,9 +23,19 @@ type session struct {
 	streamGen // fixed by the handshake
 	log       *slog.Logger
 	interval  time.Duration // heartbeat interval: the server's, or the client's if shorter
-	segments  int
+	peer      string
+	id        shipperID
+	since     time.Time
+	fork      uint64             // its generation's fork seq: its segments start above it
+	cancel    context.CancelFunc // ends the link
+	done      chan struct{}      // closed once the link no longer touches the inbox
+	segments  int                // used by the link's own goroutine only
 	bytes     int64
 }
+
+// errLinkFenced ends a link whose generation was fenced while it was
+// established, after the ERROR saying so.
+var errLinkFenced = errors.New("link fenced by a newer generation")
 
 // serveConn runs one accepted connection: TLS, the handshake, then
 // SEGMENT and FETCH requests until the link ends.
@@ -53,10 +63,11 @@ func (s *Server) serveConn(ctx context.Context, st serverSettings, nc net.Conn) 
 		conn = tc
 	}
 	l := newLink(conn, st.ioTimeout, MaxControlFrame, nil, defaultChunk)
-	sess, ok := s.handshake(ctx, st, l, log)
+	sess, ok := s.handshake(ctx, cancel, st, l, log)
 	if !ok {
 		return
 	}
+	defer s.releaseWriter(sess) // last: after the requests and the heartbeat
 	log = sess.log
 
 	done := make(chan struct{})
@@ -79,6 +90,8 @@ func (s *Server) serveConn(ctx context.Context, st serverSettings, nc net.Conn) 
 	case ctx.Err() != nil:
 	case errors.Is(err, io.EOF):
 		log.Info("link closed by peer", "segments", sess.segments, "bytes", sess.bytes)
+	case errors.Is(err, errLinkFenced):
+		closeGracefully(l.conn)
 	case errors.Is(err, ErrProtocol):
 		log.Warn("link closed: protocol violation", "err", err)
 		l.writeJSON(ctx, frameError, errorMsg{Code: codeProtocol, Message: err.Error(), Close: true})
@@ -111,8 +124,53 @@ func (s *Server) serveRequests(ctx context.Context, l *link, sess *session) erro
 	}
 }
 
-// handshake reads HELLO and answers WELCOME, or REFUSE and false.
-func (s *Server) handshake(ctx context.Context, st serverSettings, l *link, log *slog.Logger) (*session, bool) {
+// handshake reads HELLO (and the generation records after it) and answers
+// WELCOME, or REFUSE and false. cancel ends the link.
+func (s *Server) handshake(ctx context.Context, cancel context.CancelFunc, st serverSettings, l *link, log *slog.Logger) (*session, bool) {
+	h, recs, err := s.readHello(ctx, st, l, log)
+	if err != nil {
+		return nil, false
+	}
+	who := []any{"client_id", h.ClientID, "stream", h.Stream, "generation", h.Generation}
+	sess := &session{
+		streamGen: streamGen{h.Stream, h.Generation},
+		log:       log.With("stream", h.Stream, "client_id", h.ClientID),
+		interval:  heartbeatInterval(st.heartbeat, h.HeartbeatMS),
+		peer:      l.conn.RemoteAddr().String(),
+		id:        shipperID{ClientID: h.ClientID, Site: h.Site, Host: h.Host, PID: h.PID, Spool: h.Spool},
+		since:     time.Now(),
+		cancel:    cancel,
+		done:      make(chan struct{}),
+	}
+	w, err := s.admit(ctx, st, sess, recs)
+	if err == nil {
+		if err = l.writeJSON(ctx, frameWelcome, w); err != nil {
+			s.releaseWriter(sess)
+		}
+	}
+	var r *refusal
+	switch {
+	case errors.As(err, &r):
+		log.Warn("refused link", append([]any{"code", r.code, "reason", r.msg}, who...)...)
+		l.writeJSON(ctx, frameRefuse, refuseMsg{Code: r.code, Message: r.msg})
+		closeGracefully(l.conn)
+		return nil, false
+	case err != nil:
+		if ctx.Err() == nil {
+			log.Warn("link lost during the handshake", "err", err)
+		}
+		return nil, false
+	}
+	sess.log.Info("link established", "generation", h.Generation, "highest_seq", w.HighestSeq,
+		"site", h.Site, "host", h.Host, "pid", h.PID, "spool", h.Spool, "records", len(recs))
+	return sess, true
+}
+
+// readHello reads and checks HELLO and reads the generation records that
+// follow it. It answers a HELLO it refuses with REFUSE and closes the
+// link; any error means the link is done with.
+func (s *Server) readHello(ctx context.Context, st serverSettings, l *link, log *slog.Logger) (helloMsg, []batch.Generation, error) {
+	var h helloMsg
 	// A peer that has not authenticated gets one I/O timeout for its whole
 	// HELLO, not one per read: trickling bytes does not keep it connected.
 	timer := time.AfterFunc(st.ioTimeout, func() { l.conn.Close() })
@@ -120,7 +178,7 @@ func (s *Server) handshake(ctx context.Context, st serverSettings, l *link, log 
 	if err == nil && b[0] == 0x16 && b[1] == 0x03 {
 		timer.Stop()
 		log.Warn("refused link: the peer started a TLS handshake but this listener is plaintext (insecure); configure TLS here or turn it off on the shipper")
-		return nil, false
+		return h, nil, errors.New("TLS on a plaintext listener")
 	}
 	var f frame
 	if err == nil {
@@ -133,18 +191,17 @@ func (s *Server) handshake(ctx context.Context, st serverSettings, l *link, log 
 		if ctx.Err() == nil {
 			log.Warn("link closed before a complete HELLO", "err", err)
 		}
-		return nil, false
+		return h, nil, err
 	}
-	refuse := func(code, msg string, args ...any) (*session, bool) {
+	refuse := func(code, msg string, args ...any) (helloMsg, []batch.Generation, error) {
 		log.Warn("refused link", append([]any{"code", code, "reason", msg}, args...)...)
 		l.writeJSON(ctx, frameRefuse, refuseMsg{Code: code, Message: msg})
 		closeGracefully(l.conn)
-		return nil, false
+		return h, nil, refuseWith(code, "%s", msg)
 	}
 	if f.typ != frameHello {
 		return refuse(codeProtocol, fmt.Sprintf("expected HELLO, got %s; nothing is accepted before the handshake", typeName(f.typ)))
 	}
-	var h helloMsg
 	if err := decodeJSON(f, &h); err != nil {
 		return refuse(codeProtocol, err.Error())
 	}
@@ -159,6 +216,12 @@ func (s *Server) handshake(ctx context.Context, st serverSettings, l *link, log 
 	case st.needToken && !tokenEqual(st.token, h.Token):
 		return refuse(codeAuth, "token rejected: the shipper's token does not match the receiver's", who...)
 	}
+	if err := checkIdentity(&h); err != nil {
+		return refuse(codeProtocol, err.Error(), who...)
+	}
+	if h.Generations < 0 || h.Generations > MaxHistoryRecords {
+		return refuse(codeHistory, fmt.Sprintf("HELLO announces %d generation records; a receiver accepts at most %d", h.Generations, MaxHistoryRecords), who...)
+	}
 	if err := batch.CheckStream(h.Stream); err != nil {
 		return refuse(codeStream, err.Error(), who...)
 	}
@@ -168,38 +231,63 @@ func (s *Server) handshake(ctx context.Context, st serverSettings, l *link, log 
 	if h.Generation == 0 {
 		return refuse(codeGeneration, "generation 0 is invalid; generations start at 1", who...)
 	}
-	if s.Generation != 0 && h.Generation != s.Generation {
-		return refuse(codeGeneration, fmt.Sprintf("this receiver accepts generation %d of stream %q, not %d", s.Generation, h.Stream, h.Generation), who...)
+	recs, err := readGenerations(l, h.Stream, h.Generations)
+	var r *refusal
+	switch {
+	case errors.As(err, &r):
+		return refuse(r.code, r.msg, who...)
+	case err != nil:
+		if ctx.Err() == nil {
+			log.Warn("link closed during the handshake", append([]any{"err", err}, who...)...)
+		}
+		return h, nil, err
 	}
-	k := streamGen{h.Stream, h.Generation}
-	newest, err := s.findNewest(ctx, st, k)
-	if errors.Is(err, batch.ErrCorrupt) {
-		return refuse(codeDamaged, err.Error(), who...)
-	}
+	return h, recs, nil
+}
+
+// admit admits sess to its stream: it stores the records the shipper sent
+// that the history lacks, checks that sess's generation is the newest,
+// makes sess the stream's writer and returns the WELCOME. A refusal is a
+// *refusal; on success the caller must releaseWriter(sess) once done.
+func (s *Server) admit(ctx context.Context, st serverSettings, sess *session, recs []batch.Generation) (welcomeMsg, error) {
+	ss := s.stream(sess.stream)
+	ss.admit.Lock()
+	defer ss.admit.Unlock()
+	hist, err := s.acceptHistory(ctx, ss, sess.stream, recs, sess.log)
 	if err != nil {
-		return refuse(codeUnavailable, err.Error(), who...)
+		return welcomeMsg{}, err
 	}
-	w := welcomeMsg{
+	if err := s.admitGeneration(ss, hist, sess.gen); err != nil {
+		return welcomeMsg{}, err
+	}
+	if s.Generation != 0 && sess.gen != s.Generation {
+		return welcomeMsg{}, refuseWith(codeGeneration, "this receiver accepts generation %d of stream %q, not %d", s.Generation, sess.stream, sess.gen)
+	}
+	if rec, ok := hist.Record(sess.gen); ok {
+		sess.fork = rec.ForkSeq
+	}
+	if err := s.claimWriter(ctx, ss, sess, st.ioTimeout); err != nil {
+		return welcomeMsg{}, err
+	}
+	newest, err := s.findNewest(ctx, st, sess.streamGen)
+	if err != nil {
+		s.releaseWriter(sess)
+		if errors.Is(err, batch.ErrCorrupt) {
+			return welcomeMsg{}, refuseWith(codeDamaged, "%v", err)
+		}
+		return welcomeMsg{}, refuseWith(codeUnavailable, "%v", err)
+	}
+	return welcomeMsg{
 		Version:        ProtocolVersion,
+		Minor:          ProtocolMinor,
 		HighestSeq:     newest.lastSeq,
 		HighestSegment: newest.name,
 		HighestHash:    newest.hash,
-		AppliedSeq:     s.applied(h.Stream, newest.lastSeq),
+		AppliedSeq:     s.applied(sess.stream, newest.lastSeq),
 		MaxSegment:     st.maxSegment,
 		HeartbeatMS:    st.heartbeat.Milliseconds(),
 		MaxInFlight:    ServerMaxInFlight,
-	}
-	if err := l.writeJSON(ctx, frameWelcome, w); err != nil {
-		log.Warn("link lost during the handshake", "err", err)
-		return nil, false
-	}
-	sess := &session{
-		streamGen: k,
-		log:       log.With("stream", h.Stream, "client_id", h.ClientID),
-		interval:  heartbeatInterval(st.heartbeat, h.HeartbeatMS),
-	}
-	sess.log.Info("link established", "generation", h.Generation, "highest_seq", newest.lastSeq)
-	return sess, true
+	}, nil
 }
 
 // receive verifies one SEGMENT, puts it into the inbox and answers ACK or
@@ -217,6 +305,14 @@ func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []
 	if _, _, _, ok := batch.ParseSegmentName(name); !ok {
 		return reject(codeMismatch, fmt.Sprintf("%q is not a segment name (GGGGGGGG-FFFFFFFFFFFFFFFF-LLLLLLLLLLLLLLLL%s)", name, batch.SegmentSuffix))
 	}
+	// A newer generation was admitted since this link's handshake.
+	if err := s.fenced(sess); err != nil {
+		sess.log.Warn("link closed: fenced", "segment", name, "reason", err.Error())
+		if werr := l.writeJSON(ctx, frameError, errorMsg{Code: codeFenced, Message: err.Error(), Name: name, Close: true}); werr != nil {
+			return werr
+		}
+		return errLinkFenced
+	}
 	seg, err := batch.Open(data)
 	if err != nil {
 		return reject(codeCorrupt, fmt.Sprintf("segment %s failed verification: %v; it is damaged in the shipper's spool", key, err))
@@ -229,15 +325,32 @@ func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []
 		return reject(codeMismatch, fmt.Sprintf("segment %s is of generation %d, but this link carries generation %d", key, m.Generation, sess.gen))
 	case m.Name() != name:
 		return reject(codeMismatch, fmt.Sprintf("segment sent as %s, but its metadata says %s", key, m.Name()))
+	case m.FirstSeq <= sess.fork:
+		return reject(codeMismatch, fmt.Sprintf("segment %s starts at seq %d, but generation %d forked at seq %d (%s): its segments start above that",
+			key, m.FirstSeq, sess.gen, sess.fork, batch.GenerationKey(sess.stream, sess.gen)))
 	}
-	// A shipper may have several segments outstanding; if one of them
-	// failed, the ones behind it must not leave a hole in the inbox, where
-	// the received watermark would claim records that are not there.
-	if newest := s.newestOf(sess.streamGen); newest.name != "" && name > newest.name && m.FirstSeq != newest.lastSeq+1 {
+	this := storedSegment{name: name, firstSeq: m.FirstSeq, lastSeq: m.LastSeq, hash: seg.Hash}
+	newest := s.newestOf(sess.streamGen)
+	switch {
+	case newest.name == "":
+	case name > newest.name:
+		// A shipper may have several segments outstanding; if one of them
+		// failed, the ones behind it must not leave a hole in the inbox,
+		// where the received watermark would claim records that are not
+		// there.
 		if m.FirstSeq <= newest.lastSeq {
-			return reject(codeConflict, fmt.Sprintf("segment %s overlaps the inbox's newest %s (seq %d): another writer on stream %q?", key, newest.name, newest.lastSeq, sess.stream))
+			return reject(codeConflict, overlapMessage(sess.stream, this, newest))
 		}
-		return reject(codeGap, fmt.Sprintf("segment %s starts at seq %d, but the inbox's newest %s ends at %d; send from %d", key, m.FirstSeq, newest.name, newest.lastSeq, newest.lastSeq+1))
+		if m.FirstSeq > newest.lastSeq+1 {
+			return reject(codeGap, fmt.Sprintf("segment %s starts at seq %d, but the inbox's newest %s ends at %d; send from %d", key, m.FirstSeq, newest.name, newest.lastSeq, newest.lastSeq+1))
+		}
+	default:
+		if code, msg := s.checkResend(ctx, sess, this, data); code != "" {
+			if code == codeUnavailable && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return reject(code, msg)
+		}
 	}
 	err = s.Inbox.Put(ctx, key, data)
 	switch {
@@ -253,7 +366,7 @@ func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []
 		sess.log.Error("inbox write failed", "segment", name, "store", s.Inbox.String(), "err", err)
 		return reject(codeUnavailable, fmt.Sprintf("receiver could not store %s: %v", key, err))
 	}
-	newest := s.remember(sess.streamGen, newestSegment{name: name, lastSeq: m.LastSeq, hash: seg.Hash})
+	newest = s.remember(sess.streamGen, this)
 	if s.Stored != nil {
 		s.Stored(sess.stream, seg, data)
 	}
