@@ -40,10 +40,15 @@ func openTCP(cfg *config.File, log *slog.Logger) (store.Store, error) {
 }
 
 // newLinkServer builds the receiver's end of the direct link.
-func newLinkServer(cfg *config.File, inbox store.Store, log *slog.Logger) (*tcp.Server, error) {
+// newLinkServer builds the server of a link receiver. Segments go into
+// inbox; generation records into records, the same directory through a
+// store that fsyncs before it publishes (a record cannot be resent, so it
+// must never be torn). The server accepts the generations the inbox's
+// history allows (fencing older ones), not a pinned one.
+func newLinkServer(cfg *config.File, inbox, records store.Store, log *slog.Logger) (*tcp.Server, error) {
 	t := cfg.TCP
-	srv := &tcp.Server{Addr: t.Listen, Token: t.Token, Insecure: t.Insecure, Inbox: inbox,
-		Stream: cfg.Stream, Generation: cfg.Generation, Log: log}
+	srv := &tcp.Server{Addr: t.Listen, Token: t.Token, Insecure: t.Insecure, Inbox: inbox, Records: records,
+		Stream: cfg.Stream, Log: log}
 	if t.CertFile != "" || t.KeyFile != "" {
 		var err error
 		srv.TLS, err = tcp.LoadServerTLS(t.CertFile, t.KeyFile, t.ClientCAFile)

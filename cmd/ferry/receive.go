@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 	"github.com/ferry-dr/ferry/store/dir"
 	"github.com/ferry-dr/ferry/transport/tcp"
 )
@@ -84,13 +85,20 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		cfg.TCP.Listen = listen
-		if srv, err = newLinkServer(cfg, inbox, log); err != nil {
+		if srv, err = newLinkServer(cfg, inbox, st, log); err != nil {
 			return err
 		}
 		// Before the receiver reads the inbox and before any shipper is
-		// told the newest segment in it.
-		if err := tcp.RecoverInbox(ctx, inbox, cfg.Stream, cfg.Generation, log); err != nil {
-			return err // names the inbox
+		// told the newest segment in it: a torn segment can only be the
+		// newest of a generation that was being written.
+		h, err := catalog.ReadHistory(ctx, st, cfg.Stream)
+		if err != nil {
+			return fmt.Errorf("inbox %s: %w", inboxDir, err)
+		}
+		for g := uint32(1); g <= h.Newest().Generation; g++ {
+			if err := tcp.RecoverInbox(ctx, inbox, cfg.Stream, g, log); err != nil {
+				return err // names the inbox
+			}
 		}
 	} else if st, err = openStoreWith(ctx, cfg, onS3Request, log); err != nil {
 		return err
