@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -73,6 +74,11 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	h, err := catalog.ReadHistory(ctx, st, c.cfg.Stream)
+	if err != nil {
+		return fmt.Errorf("the history of stream %q in %s: %w", c.cfg.Stream, st, err)
+	}
+	var divergent int
 	tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', tabwriter.AlignRight)
 	if !*asJSON {
 		fmt.Fprintln(tw, "GEN\tFIRST SEQ\tLAST SEQ\tRECORDS\tSIZE\tUNCOMPRESSED\tRATIO\tMIN TIME\tMAX TIME\tSEGMENT\t")
@@ -94,12 +100,20 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		total += size
 		totalU += m.UncompressedSize
 		recs += m.Records
+		placement := "in history"
+		if p, err := h.Place(m.Generation, m.FirstSeq, m.LastSeq); err != nil {
+			placement = "straddles a fork"
+		} else if p == batch.Divergent {
+			placement = "divergent"
+			divergent++
+		}
 		if *asJSON {
 			enc.Encode(struct {
-				Segment string `json:"segment"`
-				Size    int64  `json:"size"`
+				Segment   string `json:"segment"`
+				Size      int64  `json:"size"`
+				Placement string `json:"placement"`
 				batch.Meta
-			}{name, size, m})
+			}{name, size, placement, m})
 			continue
 		}
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%.2fx\t%s\t%s\t%s\t\n", m.Generation, m.FirstSeq, m.LastSeq, m.Records,
@@ -110,6 +124,10 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		tw.Flush()
 		fmt.Fprintf(stdout, "%d segments, %d records, %s stored, %s uncompressed (ratio %.2fx)\n",
 			len(names), recs, sizeString(total), sizeString(totalU), ratio(totalU, total))
+		if newest := h.Newest(); newest.Generation > 1 {
+			fmt.Fprintf(stdout, "history: generation %d is the newest, promoted at seq %d on %s at %s; %d divergent segments (past their generation's end, not part of the history)\n",
+				newest.Generation, newest.ForkSeq, newest.Site, newest.Time.Format(time.RFC3339), divergent)
+		}
 		wms, err := catalog.ReadWatermarks(ctx, st, c.cfg.Stream)
 		if err != nil {
 			return fmt.Errorf("read receiver watermarks: %w", err)
@@ -306,12 +324,28 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	h, err := catalog.ReadHistory(ctx, st, c.cfg.Stream)
+	if err != nil {
+		return fmt.Errorf("the history of stream %q in %s: %w", c.cfg.Stream, st, err)
+	}
 	var prevHash, prevName string
 	var prevLast uint64
 	var prevGen uint32
 	var records uint64
+	var divergent []string
+	lastOfGen := map[uint32]string{} // each generation's segment reaching furthest, for overlaps
 	for _, name := range names {
 		key := batch.SegmentKey(c.cfg.Stream, name)
+		gen, first, last, _ := batch.ParseSegmentName(name)
+		if prior, ok := lastOfGen[gen]; ok {
+			if _, _, priorLast, _ := batch.ParseSegmentName(prior); first <= priorLast {
+				defects = append(defects, fmt.Sprintf("segment %s: seq %d..%d overlaps %s of the same generation: two writers on one stream", key, first, last, prior))
+			}
+		}
+		if _, _, l, _ := batch.ParseSegmentName(lastOfGen[gen]); lastOfGen[gen] == "" || last > l {
+			lastOfGen[gen] = name
+		}
+		place, perr := h.Place(gen, first, last)
 		data, err := readSegment(ctx, st, key)
 		var seg *batch.Segment
 		var recs []batch.Record
@@ -322,12 +356,12 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 			// Unreadable: report it, and judge the next segment against its
 			// name so one damaged segment is not also reported as a gap.
 			defects = append(defects, fmt.Sprintf("segment %s: %v", key, err))
-			gen, _, last, _ := batch.ParseSegmentName(name)
-			prevHash, prevName, prevLast, prevGen = "", name, last, gen
+			if place == batch.InHistory {
+				prevHash, prevName, prevLast, prevGen = "", name, last, gen
+			}
 			continue
 		}
 		m := &seg.Meta
-		records += uint64(len(recs))
 		if m.Name() != name {
 			defects = append(defects, fmt.Sprintf("segment %s: metadata says it is %s", key, m.Name()))
 		}
@@ -335,14 +369,35 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 			defects = append(defects, fmt.Sprintf("segment %s: belongs to stream %q", key, m.Stream))
 		}
 		switch {
+		case perr != nil:
+			defects = append(defects, fmt.Sprintf("segment %s: %v", key, perr))
+			continue
+		case place == batch.Divergent:
+			divergent = append(divergent, name)
+			continue
+		}
+		records += uint64(len(recs))
+		rec, _ := h.Record(gen)
+		switch {
 		case prevName == "" || m.Generation != prevGen:
-			if m.FirstSeq == 1 && m.PrevSHA256 != batch.ZeroHash {
-				defects = append(defects, fmt.Sprintf("segment %s: first segment of the stream but prev_sha256 is not zero", key))
+			// The first segment of the history, or of a generation: it
+			// continues at its generation's fork, chained to the fork's hash.
+			want, wantHash := rec.ForkSeq, rec.ForkHash
+			if want == 0 {
+				wantHash = batch.ZeroHash
+			}
+			// (The first segment listed may start later: retention pruned
+			// what came before.)
+			switch {
+			case prevName != "" && m.FirstSeq != prevLast+1:
+				defects = append(defects, fmt.Sprintf("gap: seq %d..%d missing between %s and %s", prevLast+1, m.FirstSeq-1, prevName, name))
+			case m.FirstSeq == want+1 && m.PrevSHA256 != wantHash:
+				defects = append(defects, fmt.Sprintf("segment %s: prev_sha256 %.16s does not match generation %d's fork hash %.16s: chain broken", key, m.PrevSHA256, gen, wantHash))
+			case prevHash != "" && m.FirstSeq == prevLast+1 && m.PrevSHA256 != prevHash:
+				defects = append(defects, fmt.Sprintf("segment %s: prev_sha256 %.16s does not match %s (%.16s): chain broken", key, m.PrevSHA256, prevName, prevHash))
 			}
 		case m.FirstSeq != prevLast+1:
-			if m.FirstSeq <= prevLast {
-				defects = append(defects, fmt.Sprintf("segment %s: seq %d..%d overlaps %s", key, m.FirstSeq, m.LastSeq, prevName))
-			} else {
+			if m.FirstSeq > prevLast {
 				defects = append(defects, fmt.Sprintf("gap: seq %d..%d missing between %s and %s", prevLast+1, m.FirstSeq-1, prevName, name))
 			}
 		case prevHash != "" && m.PrevSHA256 != prevHash:
@@ -352,7 +407,17 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	}
 	if len(defects) == 0 {
 		fmt.Fprintf(stdout, "%d segments, %d records, seq %s: checksums, sequence and hash chain ok\n",
-			len(names), records, seqRange(names))
+			len(names)-len(divergent), records, seqRange(slices.DeleteFunc(slices.Clone(names), func(n string) bool { return slices.Contains(divergent, n) })))
+	}
+	if newest := h.Newest(); newest.Generation > 1 {
+		fmt.Fprintf(stdout, "history: %d generations; newest %d promoted at seq %d on %s at %s\n",
+			newest.Generation, newest.Generation, newest.ForkSeq, newest.Site, newest.Time.Format(time.RFC3339))
+	}
+	for _, name := range divergent {
+		gen, first, last, _ := batch.ParseSegmentName(name)
+		end, _ := h.End(gen)
+		fmt.Fprintf(stdout, "DIVERGENT %s: generation %d seq %d..%d is past that generation's end at seq %d; not part of the history (ferry rejoin reports such records)\n",
+			name, gen, first, last, end)
 	}
 	return verdict(stdout, defects, len(names))
 }
