@@ -49,6 +49,7 @@ func runPromote(args []string, stdout, stderr io.Writer) error {
 	site := c.fs.String("site", "", "this site's `name` in the generation record (default the host name)")
 	reason := c.fs.String("reason", "promote", "why, recorded in the generation record")
 	asJSON := c.fs.Bool("json", false, "print the promotion as JSON")
+	force := c.fs.Bool("force", false, "promote even though another site was promoted after this site's checkpoint")
 	if err := c.parseNoArgs(args, ""); err != nil {
 		return err
 	}
@@ -64,7 +65,7 @@ func runPromote(args []string, stdout, stderr io.Writer) error {
 	log := c.logger(stderr)
 	ctx, stop := signalContext(context.Background(), log)
 	defer stop()
-	p, err := promote(ctx, cfg, siteName(*site), *reason)
+	p, err := promote(ctx, cfg, siteName(*site), *reason, *force)
 	if err != nil {
 		return err
 	}
@@ -111,9 +112,10 @@ func historyStore(ctx context.Context, cfg *config.File) (store.Store, error) {
 }
 
 // promote records generation Newest+1 forked at this site's checkpoint and
-// marks the state dir as promoted. The receiver must be stopped: its state
+// marks the state dir as promoted. A generation newer than the checkpoint's
+// means another site was promoted meanwhile: promote refuses unless forced. The receiver must be stopped: its state
 // dir's lock is held throughout.
-func promote(ctx context.Context, cfg *config.File, site, reason string) (promotion, error) {
+func promote(ctx context.Context, cfg *config.File, site, reason string, force bool) (promotion, error) {
 	state := cfg.Receive.State
 	lock, err := fsutil.Lock(state, "receiver state")
 	if err != nil {
@@ -148,6 +150,12 @@ func promote(ctx context.Context, cfg *config.File, site, reason string) (promot
 		return promotion{}, fmt.Errorf("this site cannot be promoted: %w", err)
 	}
 	newest := h.Newest()
+	if newest.Generation > cp.Generation && !force {
+		// Another site was promoted since this one last applied: it is the
+		// primary, and promoting this site too would fence it.
+		return promotion{}, fmt.Errorf("%w: generation %d was already promoted at seq %d on %s at %s, after this site's checkpoint (generation %d, seq %d); follow it with ferry receive, or stop that site and promote with --force",
+			catalog.ErrPromoted, newest.Generation, newest.ForkSeq, newest.Site, newest.Time.Format(time.RFC3339), cp.Generation, cp.LastSeq)
+	}
 	rec := batch.Generation{
 		Stream:     cfg.Stream,
 		Generation: newest.Generation + 1,
