@@ -41,7 +41,11 @@ const statusEvery = time.Second
 // shipStatus is the content of status.json and of `status --json` for a
 // shipper.
 type shipStatus struct {
-	Role       string    `json:"role"` // "shipper"
+	Role string `json:"role"` // "shipper"
+	// SiteRole is "primary", or "fenced" once a newer generation stopped
+	// the shipper (Fenced says by whom; run ferry rejoin).
+	SiteRole   string    `json:"site_role"`
+	Fenced     string    `json:"fenced,omitempty"`
 	Running    bool      `json:"running"`
 	PID        int       `json:"pid,omitempty"`
 	UpdatedAt  time.Time `json:"updated_at,omitzero"`
@@ -95,7 +99,10 @@ func snapshotShip(sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir 
 	st := sh.Spool().Stats()
 	out := shipStatus{Role: "shipper", Running: true, PID: os.Getpid(), UpdatedAt: now.UTC(), Stream: stream,
 		Generation: gen, Ack: ack, LastSeq: st.LastSeq,
-		Spool: spoolUse{Dir: spoolDir, SealedSegments: st.SealedPending, Bytes: st.SpoolBytes}}
+		Spool: spoolUse{Dir: spoolDir, SealedSegments: st.SealedPending, Bytes: st.SpoolBytes}, SiteRole: "primary"}
+	if err := sh.Failed(); errors.Is(err, batch.ErrFenced) {
+		out.SiteRole, out.Fenced = "fenced", err.Error()
+	}
 	if ws := sh.Window(); ws.Restricted {
 		out.Window = &windowStatus{Open: ws.Open, Until: ws.Until, NextOpen: ws.NextOpen, BandwidthLimit: ws.BandwidthLimit}
 	}
@@ -157,7 +164,11 @@ func statusLoop(ctx context.Context, sh *shipper.Shipper, stream string, gen uin
 
 // recvStatus is `status --json` for a receiver.
 type recvStatus struct {
-	Role       string    `json:"role"` // "receiver"
+	Role string `json:"role"` // "receiver"
+	// SiteRole is "secondary", or "primary" once ferry promote made the
+	// site the writer (Promoted says of which generation, from where).
+	SiteRole   string    `json:"site_role"`
+	Promoted   string    `json:"promoted,omitempty"`
 	Running    bool      `json:"running"`
 	PID        int       `json:"pid,omitempty"`
 	State      string    `json:"state"`
@@ -306,6 +317,12 @@ func printShipStatus(w io.Writer, s shipStatus, now time.Time) {
 		state = fmt.Sprintf("running (pid %d)", s.PID)
 	}
 	fmt.Fprintf(w, "shipper  stream %s (generation %d)  %s\n", s.Stream, s.Generation, state)
+	if s.SiteRole != "" {
+		fmt.Fprintf(w, "role     %s\n", s.SiteRole)
+	}
+	if s.Fenced != "" {
+		fmt.Fprintf(w, "fenced   %s\n", s.Fenced)
+	}
 	if !s.UpdatedAt.IsZero() {
 		fmt.Fprintf(w, "status   as of %s (%s ago)  ack %s\n", s.UpdatedAt.Local().Format(time.RFC3339), now.Sub(s.UpdatedAt).Round(time.Second), s.Ack)
 	} else {
@@ -350,9 +367,15 @@ func printShipStatus(w io.Writer, s shipStatus, now time.Time) {
 }
 
 func readRecvStatus(dir string, now time.Time) (recvStatus, error) {
-	s := recvStatus{Role: "receiver", State: dir}
+	s := recvStatus{Role: "receiver", State: dir, SiteRole: "secondary"}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return s, fmt.Errorf("state dir %s: not found", dir)
+	}
+	if p, ok, err := receiver.LoadPromotion(dir); err != nil {
+		return s, err
+	} else if ok {
+		s.SiteRole = "primary"
+		s.Promoted = fmt.Sprintf("writes generation %d from seq %d (promoted on %s at %s)", p.Generation, p.ForkSeq+1, p.Site, p.Time.Format(time.RFC3339))
 	}
 	cp, ok, err := receiver.LoadCheckpoint(dir)
 	if err != nil {
@@ -377,6 +400,10 @@ func printRecvStatus(w io.Writer, s recvStatus) {
 		state = fmt.Sprintf("running (pid %d)", s.PID)
 	}
 	fmt.Fprintf(w, "receiver  state %s  %s\n", s.State, state)
+	fmt.Fprintf(w, "role      %s\n", s.SiteRole)
+	if s.Promoted != "" {
+		fmt.Fprintf(w, "promoted  %s\n", s.Promoted)
+	}
 	if s.Stream == "" {
 		fmt.Fprintf(w, "checkpoint  none yet: nothing applied\n")
 		return
