@@ -50,16 +50,6 @@ type DirStatus struct {
 	LastBaseline    time.Time // end of the last baseline the spool completed
 }
 
-// DurableSink is a Sink that can also wait until the records it accepted
-// can no longer be lost. The dir source needs it for its index: a state may
-// be recorded there only once the records carrying it are durable.
-type DurableSink interface {
-	Sink
-	AppendDurable(ctx context.Context, recs []batch.Record, cursor []byte) error
-}
-
-var _ DurableSink = (*Shipper)(nil)
-
 // Status reports on the running source (zero before Run).
 func (s *DirSource) Status() DirStatus {
 	s.mu.Lock()
