@@ -37,6 +37,9 @@ func sealedFiles(t *testing.T, dir string) []batchtest.Segment {
 	return batchtest.ReadDir(t, filepath.Join(dir, "sealed"))
 }
 
+// storeSegments decodes every segment of stream in a store.
+var storeSegments = batchtest.ReadStore
+
 // fakeSink records every batch a source appends, deep-copying because
 // sources reuse their buffers. fail, when set, is returned by the call
 // with that index (0-based) instead of recording it.
