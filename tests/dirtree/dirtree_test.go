@@ -29,6 +29,7 @@ import (
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/source"
 	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
@@ -64,7 +65,7 @@ type rig struct {
 	logs             *logBuffer
 	log              *slog.Logger
 	sh               *shipper.Shipper
-	source           *shipper.DirSource
+	source           *source.DirSource
 	stopShip         func()
 	stopRecv         func()
 	shipErr, recvErr chan error
@@ -105,7 +106,7 @@ func (r *rig) startShipping() {
 		r.t.Fatalf("shipper.New: %v", err)
 	}
 	r.sh = sh
-	r.source = &shipper.DirSource{Root: r.src, SpoolDir: r.spool, Cursor: sh.Spool().Cursor(),
+	r.source = &source.DirSource{Root: r.src, SpoolDir: r.spool, Cursor: sh.Spool().Cursor(),
 		Exclude: []string{"*.lock", "scratch"}, Debounce: 50 * time.Millisecond, Log: r.log}
 	runDone, srcDone := make(chan error, 1), make(chan error, 1)
 	srcCtx, stopSrc := context.WithCancel(ctx)

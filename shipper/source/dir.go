@@ -1,6 +1,6 @@
 //go:build linux
 
-package shipper
+package source
 
 import (
 	"context"
@@ -25,9 +25,10 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/dirtree"
+	"github.com/ferry-dr/ferry/shipper"
 )
 
-// dirSourceRun is the state of a DirSource's Run (source_dir_config.go).
+// dirSourceRun is the state of a DirSource's Run (dir_config.go).
 type dirSourceRun struct {
 	mu             sync.Mutex
 	run            *dirRun // the current Run, for Status
@@ -84,7 +85,7 @@ type dirCursor struct {
 
 // Run ships the tree until ctx ends (nil) or something fails: the index
 // cannot be written, the sink refuses records, or the watch limit is hit.
-func (s *DirSource) Run(ctx context.Context, sink Sink) error {
+func (s *DirSource) Run(ctx context.Context, sink shipper.Sink) error {
 	r, err := s.start()
 	if err != nil {
 		return err
@@ -366,7 +367,7 @@ func (r *dirRun) takeDue(now time.Time) ([]string, time.Time) {
 
 // watchAndShip sets up a new watcher, scans the tree and ships changes
 // until ctx ends, something fails, or events are lost (errDirRescan).
-func (r *dirRun) watchAndShip(ctx context.Context, sink Sink) error {
+func (r *dirRun) watchAndShip(ctx context.Context, sink shipper.Sink) error {
 	w, err := fsnotify.NewBufferedWatcher(4096)
 	if err != nil {
 		return fmt.Errorf("dir source %s: %w", r.root, err)
@@ -729,7 +730,7 @@ func (r *dirRun) differs(rel string, fi os.FileInfo) bool {
 // flush ships the given paths (plus any ancestor the index does not hold
 // as a shipped directory, so the replica never sees a path below something
 // that is not yet a directory there), parents before children.
-func (r *dirRun) flush(ctx context.Context, sink Sink, due []string) error {
+func (r *dirRun) flush(ctx context.Context, sink shipper.Sink, due []string) error {
 	set := make(map[string]struct{}, len(due))
 	for _, p := range due {
 		set[p] = struct{}{}
@@ -759,7 +760,7 @@ func (r *dirRun) flush(ctx context.Context, sink Sink, due []string) error {
 // dirFlushPaths is the most paths one part of a flush ships.
 const dirFlushPaths = 8192
 
-func (r *dirRun) flushPart(ctx context.Context, sink Sink, paths []string) error {
+func (r *dirRun) flushPart(ctx context.Context, sink shipper.Sink, paths []string) error {
 	r.flushPaths, r.logged, r.inFlush = paths, false, true
 	r.cur, r.curBytes = r.cur[:0], 0
 	for _, p := range paths {
@@ -805,7 +806,7 @@ func (r *dirRun) maybePersist(force bool) error {
 // emit adds a record to the flush's current batch, first handing the batch
 // to the sink if it is full. The last batch of a flush is sent durably by
 // flush itself, so the current batch is never empty after an emit.
-func (r *dirRun) emit(ctx context.Context, sink Sink, rec batch.Record) error {
+func (r *dirRun) emit(ctx context.Context, sink shipper.Sink, rec batch.Record) error {
 	n := rec.FramedSize()
 	if len(r.cur) > 0 && (r.curBytes+n > sourceBatchBytes || len(r.cur) >= sourceBatchRecords) {
 		if err := r.send(ctx, sink, false); err != nil {
@@ -818,7 +819,7 @@ func (r *dirRun) emit(ctx context.Context, sink Sink, rec batch.Record) error {
 	return nil
 }
 
-func (r *dirRun) send(ctx context.Context, sink Sink, durable bool) error {
+func (r *dirRun) send(ctx context.Context, sink shipper.Sink, durable bool) error {
 	if !r.logged {
 		if err := r.idx.logPending(r.idx.batches+1, r.flushPaths); err != nil {
 			return err
@@ -828,7 +829,7 @@ func (r *dirRun) send(ctx context.Context, sink Sink, durable bool) error {
 	r.idx.batches++
 	cursor, _ := json.Marshal(dirCursor{Batches: r.idx.batches})
 	var err error
-	if ds, ok := sink.(DurableSink); ok && durable {
+	if ds, ok := sink.(shipper.DurableSink); ok && durable {
 		err = ds.AppendDurable(ctx, r.cur, cursor)
 	} else {
 		err = sink.AppendBatch(ctx, r.cur, cursor)
@@ -847,7 +848,7 @@ func (r *dirRun) send(ctx context.Context, sink Sink, durable bool) error {
 
 // process ships the current state of one path, if the replica does not
 // have it already.
-func (r *dirRun) process(ctx context.Context, sink Sink, p string) error {
+func (r *dirRun) process(ctx context.Context, sink shipper.Sink, p string) error {
 	if p != "." && r.skip(p) {
 		return r.gone(ctx, sink, p)
 	}
@@ -882,7 +883,7 @@ func (r *dirRun) process(ctx context.Context, sink Sink, p string) error {
 }
 
 // gone ships the removal of a path the index has.
-func (r *dirRun) gone(ctx context.Context, sink Sink, p string) error {
+func (r *dirRun) gone(ctx context.Context, sink shipper.Sink, p string) error {
 	e := r.idx.get(p)
 	if e == nil || p == "." {
 		return nil
@@ -896,7 +897,7 @@ func (r *dirRun) gone(ctx context.Context, sink Sink, p string) error {
 	return r.emit(ctx, sink, batch.Record{Op: op, Key: []byte(p)})
 }
 
-func (r *dirRun) shipDir(ctx context.Context, sink Sink, p string, fi os.FileInfo) error {
+func (r *dirRun) shipDir(ctx context.Context, sink shipper.Sink, p string, fi os.FileInfo) error {
 	st := dirStatOf(fi)
 	e := r.idx.get(p)
 	if e != nil && e.Kind == dirKindDir && !e.Pending && e.Mode == st.mode && e.Mtime == st.mtime {
@@ -915,7 +916,7 @@ func (r *dirRun) shipDir(ctx context.Context, sink Sink, p string, fi os.FileInf
 	return nil
 }
 
-func (r *dirRun) shipLink(ctx context.Context, sink Sink, p string, f *os.File, fi os.FileInfo) error {
+func (r *dirRun) shipLink(ctx context.Context, sink shipper.Sink, p string, f *os.File, fi os.FileInfo) error {
 	// The descriptor is the link itself: readlink on it cannot race a
 	// replacement of the path.
 	buf := make([]byte, 4096)
@@ -946,7 +947,7 @@ func (r *dirRun) payloadMax(p string) int {
 
 // shipFile ships a regular file, reading it again while it changes under
 // the read; after dirFileAttempts it is put back to wait for a quiet moment.
-func (r *dirRun) shipFile(ctx context.Context, sink Sink, p string) error {
+func (r *dirRun) shipFile(ctx context.Context, sink shipper.Sink, p string) error {
 	if r.payloadMax(p) < 1 {
 		return fmt.Errorf("dir source: path %q is too long for max_record_size %d", p, r.maxRecord)
 	}
@@ -975,7 +976,7 @@ func dirSameStat(a, b dirStat) bool { return a == b }
 // tryFile reads and ships a file once. done is false when the file changed
 // while it was read (nothing published; any chunks sent are discarded by
 // the applier when the next record arrives).
-func (r *dirRun) tryFile(ctx context.Context, sink Sink, p string) (done bool, err error) {
+func (r *dirRun) tryFile(ctx context.Context, sink shipper.Sink, p string) (done bool, err error) {
 	readStart := time.Now()
 	f, err := r.openIn(p, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {

@@ -1,10 +1,11 @@
-package shipper
+package source
 
 import (
 	"log/slog"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/shipper"
 )
 
 // DirSource replicates a directory tree: a scan first (against the index of
@@ -52,5 +53,12 @@ type DirSource struct {
 	OnBaseline func(batch.Baseline)
 	Log        *slog.Logger
 
-	dirSourceRun // Linux: source_dir.go; elsewhere empty, and Run fails
+	dirSourceRun // Linux: dir.go; elsewhere empty, and Run fails
+}
+
+var _ shipper.Source = (*DirSource)(nil)
+
+// BaselineSchedule says when baselines are due (a cron.Schedule fits).
+type BaselineSchedule interface {
+	Next(time.Time) time.Time
 }

@@ -1,4 +1,4 @@
-package shipper
+package source
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/shipper"
 )
 
 // TailSource follows a growing file like `tail -F`: across rotation by
@@ -33,6 +34,8 @@ type TailSource struct {
 
 	backlog []string // files rotated away while stopped, still to read
 }
+
+var _ shipper.Source = (*TailSource)(nil)
 
 type tailCursor struct {
 	Dev uint64 `json:"dev"`
@@ -56,7 +59,7 @@ func fileID(fi os.FileInfo) (uint64, uint64) {
 }
 
 // Run follows the file until ctx ends.
-func (s *TailSource) Run(ctx context.Context, sink Sink) error {
+func (s *TailSource) Run(ctx context.Context, sink shipper.Sink) error {
 	if s.Poll <= 0 {
 		s.Poll = 100 * time.Millisecond
 	}
@@ -296,7 +299,7 @@ func (s *TailSource) checkRotation(t *tailFile) error {
 
 // readLines reads what is new, appends the complete lines as one batch per
 // chunk, and returns how many bytes it consumed.
-func (s *TailSource) readLines(ctx context.Context, t *tailFile, p *recordParser, sink Sink) (int, error) {
+func (s *TailSource) readLines(ctx context.Context, t *tailFile, p *recordParser, sink shipper.Sink) (int, error) {
 	consumed := 0
 	for {
 		if cap(t.buf)-len(t.buf) < 64<<10 {
@@ -330,7 +333,7 @@ func (s *TailSource) readLines(ctx context.Context, t *tailFile, p *recordParser
 
 // emit appends complete lines in chunk (which ends with a newline) and
 // advances the offset with them.
-func (s *TailSource) emit(ctx context.Context, t *tailFile, p *recordParser, sink Sink, chunk []byte) error {
+func (s *TailSource) emit(ctx context.Context, t *tailFile, p *recordParser, sink shipper.Sink, chunk []byte) error {
 	var recs []batch.Record
 	off := t.off
 	for len(chunk) > 0 {
@@ -361,7 +364,7 @@ func (s *TailSource) emit(ctx context.Context, t *tailFile, p *recordParser, sin
 }
 
 // flushPartial ships a final unterminated line of a rotated-away file.
-func (s *TailSource) flushPartial(ctx context.Context, t *tailFile, p *recordParser, sink Sink) error {
+func (s *TailSource) flushPartial(ctx context.Context, t *tailFile, p *recordParser, sink shipper.Sink) error {
 	if len(t.buf) == 0 {
 		return nil
 	}

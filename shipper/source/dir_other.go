@@ -1,10 +1,12 @@
 //go:build !linux
 
-package shipper
+package source
 
 import (
 	"context"
 	"errors"
+
+	"github.com/ferry-dr/ferry/shipper"
 )
 
 // dirSourceRun holds nothing: Run fails at once off Linux.
@@ -14,6 +16,6 @@ type dirSourceRun struct{}
 func (s *DirSource) RequestBaseline() {}
 
 // Run fails: see DirSource.
-func (s *DirSource) Run(ctx context.Context, sink Sink) error {
+func (s *DirSource) Run(ctx context.Context, sink shipper.Sink) error {
 	return errors.New("source dir:" + s.Root + ": directory-tree sources need Linux (inotify, openat2)")
 }

@@ -1,4 +1,4 @@
-package shipper
+package source
 
 import (
 	"context"
@@ -401,7 +401,7 @@ func TestTailIntoSpoolRestart(t *testing.T) {
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
-	all := batchtest.CheckChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	all := batchtest.CheckChain(t, batchtest.ReadDir(t, filepath.Join(cfg.Dir, "sealed")), 0, batch.ZeroHash)
 	if got := batchtest.Datas(all); !slices.Equal(got, batchtest.Lines("l", 1, 7)) {
 		t.Fatalf("spool holds %q", got)
 	}

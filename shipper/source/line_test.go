@@ -1,4 +1,4 @@
-package shipper
+package source
 
 import (
 	"bytes"
@@ -272,8 +272,8 @@ func TestReaderSourceCancelled(t *testing.T) {
 func TestReaderSourceIntoSpool(t *testing.T) {
 	// End to end with the real sink: the spool copies the source's reused
 	// buffers, so every record survives intact.
-	st := newDirStore(t)
-	sh := startShipper(t, shipperConfig(t, Target{Name: "t", Store: st}))
+	cfg, st := shipperConfig(t)
+	sh := startShipper(t, cfg)
 	var in strings.Builder
 	for i := range 100 {
 		in.WriteString(batchtest.Lines("l", i+1, i+1)[0])
@@ -282,8 +282,8 @@ func TestReaderSourceIntoSpool(t *testing.T) {
 	if err := src.Run(context.Background(), sh); err != nil {
 		t.Fatal(err)
 	}
-	drain(t, sh.Shipper)
-	all := batchtest.CheckChain(t, storeSegments(t, st, "app"), 0, batch.ZeroHash)
+	drain(t, sh)
+	all := batchtest.CheckChain(t, batchtest.ReadStore(t, st, "app"), 0, batch.ZeroHash)
 	if got := batchtest.Datas(all); !slices.Equal(got, batchtest.Lines("l", 1, 100)) {
 		t.Fatalf("store holds %q", got)
 	}
