@@ -21,7 +21,7 @@ import (
 // marker writer after one last pass (call it once the spool is drained, so
 // the marker of a baseline that just ended is not left for the next start).
 func startBaselines(ctx context.Context, cfg *config.File, sh *shipper.Shipper, targets []shipper.Target,
-	ds *source.DirSource, log *slog.Logger) (stop func(), err error) {
+	ds *source.Dir, log *slog.Logger) (stop func(), err error) {
 	if spec := cfg.Ship.Baseline; spec != "" {
 		sched, err := cfg.Schedule(spec)
 		if err != nil {

@@ -28,14 +28,14 @@ import (
 	"github.com/ferry-dr/ferry/shipper"
 )
 
-// dirSourceRun is the state of a DirSource's Run (dir_config.go).
+// dirSourceRun is the state of a Dir's Run (dir_config.go).
 type dirSourceRun struct {
 	mu             sync.Mutex
 	run            *dirRun // the current Run, for Status
 	baselineWanted atomic.Bool
 }
 
-// DirStatus is what a DirSource reports about itself.
+// DirStatus is what a Dir reports about itself.
 type DirStatus struct {
 	Scans    int  // full scans: one at start, one more per inotify overflow
 	Baseline bool // the first scan's differences have been shipped
@@ -52,7 +52,7 @@ type DirStatus struct {
 }
 
 // Status reports on the running source (zero before Run).
-func (s *DirSource) Status() DirStatus {
+func (s *Dir) Status() DirStatus {
 	s.mu.Lock()
 	r := s.run
 	s.mu.Unlock()
@@ -85,7 +85,7 @@ type dirCursor struct {
 
 // Run ships the tree until ctx ends (nil) or something fails: the index
 // cannot be written, the sink refuses records, or the watch limit is hit.
-func (s *DirSource) Run(ctx context.Context, sink shipper.Sink) error {
+func (s *Dir) Run(ctx context.Context, sink shipper.Sink) error {
 	r, err := s.start()
 	if err != nil {
 		return err
@@ -111,7 +111,7 @@ func (s *DirSource) Run(ctx context.Context, sink shipper.Sink) error {
 	}
 }
 
-func (s *DirSource) start() (*dirRun, error) {
+func (s *Dir) start() (*dirRun, error) {
 	log := s.Log
 	if log == nil {
 		log = slog.Default()
@@ -209,9 +209,9 @@ func (s *DirSource) start() (*dirRun, error) {
 // dirDirtyMark is a changed path waiting to be shipped.
 type dirDirtyMark struct{ first, last time.Time }
 
-// dirRun is the state of one DirSource.Run.
+// dirRun is the state of one Dir.Run.
 type dirRun struct {
-	src     *DirSource
+	src     *Dir
 	root    string // absolute, symlinks resolved
 	prefix  string // root + "/"
 	rootDir *os.File

@@ -22,7 +22,7 @@ type dirBaselineRun struct {
 
 // RequestBaseline asks the running source for a baseline now (ferry ship
 // on SIGUSR1). A request while one is in progress is dropped.
-func (s *DirSource) RequestBaseline() {
+func (s *Dir) RequestBaseline() {
 	s.baselineWanted.Store(true)
 	s.mu.Lock()
 	r := s.run

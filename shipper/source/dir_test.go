@@ -24,7 +24,7 @@ import (
 	"github.com/ferry-dr/ferry/shipper"
 )
 
-// dirSink records what a DirSource appends. fail, when set, is returned by
+// dirSink records what a Dir appends. fail, when set, is returned by
 // AppendDurable after the records were taken: the spool has them but they
 // may not be durable.
 type dirSink struct {
@@ -250,15 +250,15 @@ func diffDirNodes(want, got map[string]dirNode) string {
 	return strings.Join(d, "\n")
 }
 
-// dirRunning is a DirSource running in the background.
+// dirRunning is a Dir running in the background.
 type dirRunning struct {
-	*DirSource
+	*Dir
 	sink   *dirSink
 	cancel context.CancelFunc
 	done   chan error
 }
 
-func startDirSource(t *testing.T, src *DirSource, sink *dirSink) *dirRunning {
+func startDirSource(t *testing.T, src *Dir, sink *dirSink) *dirRunning {
 	t.Helper()
 	if src.Debounce == 0 {
 		src.Debounce = 30 * time.Millisecond
@@ -267,7 +267,7 @@ func startDirSource(t *testing.T, src *DirSource, sink *dirSink) *dirRunning {
 		src.Log = quiet
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &dirRunning{DirSource: src, sink: sink, cancel: cancel, done: make(chan error, 1)}
+	r := &dirRunning{Dir: src, sink: sink, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- src.Run(ctx, sink) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r
@@ -281,7 +281,7 @@ func (r *dirRunning) stop(t *testing.T) error {
 		r.done <- err
 		return err
 	case <-time.After(10 * time.Second):
-		t.Fatal("DirSource.Run did not return")
+		t.Fatal("Dir.Run did not return")
 		return nil
 	}
 }
@@ -295,7 +295,7 @@ func (r *dirRunning) converge(t *testing.T, m *dirModel, skip ...string) {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-r.done:
-			t.Fatalf("DirSource.Run returned early: %v", err)
+			t.Fatalf("Dir.Run returned early: %v", err)
 		default:
 		}
 		m.apply(r.sink.records())
@@ -337,8 +337,8 @@ func dirTestTree(t *testing.T) (root, outside string) {
 	return root, outside
 }
 
-func dirSourceFor(t *testing.T, root string) *DirSource {
-	return &DirSource{Root: root, SpoolDir: t.TempDir(), Exclude: []string{"*.tmp", "locks"}}
+func dirSourceFor(t *testing.T, root string) *Dir {
+	return &Dir{Root: root, SpoolDir: t.TempDir(), Exclude: []string{"*.tmp", "locks"}}
 }
 
 // The first scan ships the whole tree, parents before children, symlinks
@@ -440,7 +440,7 @@ func TestDirSourceNeverShipsTorn(t *testing.T) {
 			size := pages * 4096
 			dirWrite(t, p, strings.Repeat("\x00", size), 0o644)
 			sink := &dirSink{}
-			cfg := &DirSource{Root: root, SpoolDir: t.TempDir(), ChunkSize: 64 << 10, Debounce: 2 * time.Millisecond, MaxDelay: 10 * time.Millisecond}
+			cfg := &Dir{Root: root, SpoolDir: t.TempDir(), ChunkSize: 64 << 10, Debounce: 2 * time.Millisecond, MaxDelay: 10 * time.Millisecond}
 			src := startDirSource(t, cfg, sink)
 			f, err := os.OpenFile(p, os.O_WRONLY, 0)
 			if err != nil {
@@ -505,7 +505,7 @@ func TestDirSourceGrowingFile(t *testing.T) {
 	root := t.TempDir()
 	p := filepath.Join(root, "grow.log")
 	sink := &dirSink{}
-	cfg := &DirSource{Root: root, SpoolDir: t.TempDir(), ChunkSize: 64 << 10, Debounce: 2 * time.Millisecond, MaxDelay: 10 * time.Millisecond}
+	cfg := &Dir{Root: root, SpoolDir: t.TempDir(), ChunkSize: 64 << 10, Debounce: 2 * time.Millisecond, MaxDelay: 10 * time.Millisecond}
 	src := startDirSource(t, cfg, sink)
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -559,7 +559,7 @@ func TestDirSourceRestartShipsDifferences(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	again := &DirSource{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: sink.lastCursor()}
+	again := &Dir{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: sink.lastCursor()}
 	src2 := startDirSource(t, again, sink)
 	before := len(sink.records())
 	src2.converge(t, m, "skip.tmp", "locks")
@@ -626,7 +626,7 @@ func TestDirSourceDoesNotFollowReplacedDirectory(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(root, "a")); err != nil {
 		t.Fatal(err)
 	}
-	r, err := (&DirSource{Root: root, SpoolDir: src.SpoolDir, Log: quiet, Cursor: sink.lastCursor()}).start()
+	r, err := (&Dir{Root: root, SpoolDir: src.SpoolDir, Log: quiet, Cursor: sink.lastCursor()}).start()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -653,7 +653,7 @@ func TestDirSourceIndexWaitsForDurability(t *testing.T) {
 	src.stop(t)
 
 	failing := &dirSink{fail: errors.New("spool failed")}
-	again := &DirSource{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: sink.lastCursor()}
+	again := &Dir{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: sink.lastCursor()}
 	dirWrite(t, filepath.Join(root, "a/x.bin"), "lost in a crash", 0o600)
 	run2 := startDirSource(t, again, failing)
 	select {
@@ -669,7 +669,7 @@ func TestDirSourceIndexWaitsForDurability(t *testing.T) {
 		t.Fatal("nothing was offered to the failing sink")
 	}
 
-	third := &DirSource{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: sink.lastCursor()}
+	third := &Dir{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: sink.lastCursor()}
 	sink3 := &dirSink{}
 	m := newDirModel(t)
 	m.apply(sink.records()) // the replica as the first run left it
@@ -694,7 +694,7 @@ func TestDirSourceIndexAheadOfSpool(t *testing.T) {
 	src.converge(t, newDirModel(t), "skip.tmp", "locks")
 	src.stop(t)
 	n := len(sink.records())
-	again := &DirSource{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: nil}
+	again := &Dir{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: nil}
 	sink2 := &dirSink{}
 	startDirSource(t, again, sink2).converge(t, newDirModel(t), "skip.tmp", "locks")
 	if got := len(sink2.records()); got < n-1 {
@@ -759,13 +759,13 @@ func TestDirIndexRoundTripAndDamage(t *testing.T) {
 func TestDirSourceRefusesBadConfig(t *testing.T) {
 	root := t.TempDir()
 	for _, c := range []struct {
-		src  *DirSource
+		src  *Dir
 		want string
 	}{
-		{&DirSource{Root: root, SpoolDir: filepath.Join(root, "spool")}, "must not be inside the tree"},
-		{&DirSource{Root: root, SpoolDir: t.TempDir(), Exclude: []string{"[x"}}, "exclude pattern"},
-		{&DirSource{Root: filepath.Join(root, "missing"), SpoolDir: t.TempDir()}, "missing"},
-		{&DirSource{Root: root}, "no spool directory"},
+		{&Dir{Root: root, SpoolDir: filepath.Join(root, "spool")}, "must not be inside the tree"},
+		{&Dir{Root: root, SpoolDir: t.TempDir(), Exclude: []string{"[x"}}, "exclude pattern"},
+		{&Dir{Root: filepath.Join(root, "missing"), SpoolDir: t.TempDir()}, "missing"},
+		{&Dir{Root: root}, "no spool directory"},
 	} {
 		err := c.src.Run(context.Background(), &dirSink{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -781,7 +781,7 @@ func TestDirSourceIntoShipper(t *testing.T) {
 	cfg, st := shipperConfig(t)
 	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: 20 * time.Millisecond}
 	sh := startShipper(t, cfg)
-	src := &DirSource{Root: root, SpoolDir: cfg.Spool.Dir, Exclude: []string{"*.tmp", "locks"}, Debounce: 20 * time.Millisecond, Log: quiet}
+	src := &Dir{Root: root, SpoolDir: cfg.Spool.Dir, Exclude: []string{"*.tmp", "locks"}, Debounce: 20 * time.Millisecond, Log: quiet}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx, sh) }()
@@ -850,7 +850,7 @@ func TestFileRecordsMatchDirSource(t *testing.T) {
 		}
 	}
 	sink := &dirSink{}
-	src := startDirSource(t, &DirSource{Root: root, SpoolDir: t.TempDir()}, sink)
+	src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir()}, sink)
 	m := newDirModel(t)
 	src.converge(t, m)
 	shipped := map[string][]batch.Record{}
