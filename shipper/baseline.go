@@ -2,63 +2,22 @@ package shipper
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
-	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/store"
 )
 
 // Baselines of a dir: source (docs/DIRTREE.md, "Baselines"). The source
-// brackets a full copy of the tree with baseline-begin and baseline-end
-// records; BaselineMarkers then records each completed baseline in a marker
-// object (batch.BaselineKey) on every target that holds arbitrary objects,
+// (package shipper/source) brackets a full copy of the tree with
+// baseline-begin and baseline-end records; BaselineMarkers then records
+// each completed baseline in a marker object (batch.BaselineKey) on every target that holds arbitrary objects,
 // once that target has stored the segment holding the end record. A marker
 // therefore never names a baseline the target cannot serve; a crash before
 // it is written leaves a baseline nobody uses.
-
-// BaselineSchedule says when baselines are due (a cron.Schedule fits).
-type BaselineSchedule interface {
-	Next(time.Time) time.Time
-}
-
-// dirBaselineFile is SPOOL/dirbaseline.json: the last baseline this spool
-// completed (a batch.Baseline without stream and generation). The source
-// reads it to tell whether a scheduled baseline was missed while it was
-// down; BaselineMarkers to finish the marker of the last one.
-const dirBaselineFile = "dirbaseline.json"
-
-// LoadLastBaseline reads the last baseline the spool in dir completed.
-// ok is false when it has completed none.
-func LoadLastBaseline(dir string) (b batch.Baseline, ok bool, err error) {
-	path := filepath.Join(dir, dirBaselineFile)
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return b, false, nil
-	}
-	if err != nil {
-		return b, false, fmt.Errorf("dir source: %w", err)
-	}
-	if err := json.Unmarshal(raw, &b); err != nil || b.BeginSeq == 0 || b.EndSeq <= b.BeginSeq {
-		return b, false, fmt.Errorf("dir source: %s is damaged (%v); remove it (the next baseline then starts at once)", path, err)
-	}
-	return b, true, nil
-}
-
-func saveLastBaseline(dir string, b batch.Baseline) error {
-	raw, _ := json.Marshal(b)
-	if err := fsutil.WriteFileAtomic(filepath.Join(dir, dirBaselineFile), append(raw, '\n'), 0o644); err != nil {
-		return fmt.Errorf("dir source: record the completed baseline: %w", err)
-	}
-	return nil
-}
 
 // BaselineMarkers writes baseline markers to the shipper's targets. Add
 // queues a completed baseline; Run writes each queued marker to each
@@ -109,18 +68,6 @@ func (m *BaselineMarkers) Add(b batch.Baseline) {
 	case m.kick <- struct{}{}:
 	default:
 	}
-}
-
-// Resume queues the marker of the last baseline the spool in dir completed
-// (a crash may have come before it was written everywhere; writing it
-// again stores the same bytes).
-func (m *BaselineMarkers) Resume(dir string) error {
-	b, ok, err := LoadLastBaseline(dir)
-	if err != nil || !ok {
-		return err
-	}
-	m.Add(b)
-	return nil
 }
 
 // Run writes queued markers until ctx ends.

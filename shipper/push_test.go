@@ -7,56 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/ferry-dr/ferry/batch"
-	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/store"
 )
-
-// A pushed file is encoded exactly as the dir: source ships the same file:
-// a put up to one chunk, 1 MiB chunks beyond.
-func TestFileRecordsMatchDirSource(t *testing.T) {
-	root := t.TempDir()
-	sizes := map[string]int{"empty": 0, "small": 100, "one-chunk": 1<<20 - 200, "chunks": 3<<20 + 5}
-	for name, n := range sizes {
-		data := bytes.Repeat([]byte(name[:1]), n)
-		if err := os.WriteFile(filepath.Join(root, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sink := &dirSink{}
-	src := startDirSource(t, &DirSource{Root: root, SpoolDir: t.TempDir()}, sink)
-	m := newDirModel(t)
-	src.converge(t, m)
-	shipped := map[string][]batch.Record{}
-	for _, r := range sink.records() {
-		shipped[string(r.Key)] = append(shipped[string(r.Key)], r)
-	}
-	for name, n := range sizes {
-		fi, err := os.Stat(filepath.Join(root, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs, _, err := dirtree.FileRecords(name, bytes.Repeat([]byte(name[:1]), n), 0o600, fi.ModTime().UnixNano(), 16<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := shipped[name]
-		if len(recs) != len(want) {
-			t.Fatalf("%s: %d records, the dir source shipped %d", name, len(recs), len(want))
-		}
-		for i := range recs {
-			if recs[i].Op != want[i].Op || !bytes.Equal(recs[i].Key, want[i].Key) || !bytes.Equal(recs[i].Data, want[i].Data) {
-				t.Fatalf("%s record %d: %s of %d bytes, the dir source shipped %s of %d bytes", name, i,
-					recs[i].Op, len(recs[i].Data), want[i].Op, len(want[i].Data))
-			}
-		}
-	}
-}
 
 // failingStore refuses puts while fail is set.
 type failingStore struct {

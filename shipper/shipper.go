@@ -617,3 +617,13 @@ type Sink interface {
 }
 
 var _ Sink = (*Shipper)(nil)
+
+// DurableSink is a Sink that can also wait until the records it accepted
+// can no longer be lost. The dir source needs it for its index: a state may
+// be recorded there only once the records carrying it are durable.
+type DurableSink interface {
+	Sink
+	AppendDurable(ctx context.Context, recs []batch.Record, cursor []byte) error
+}
+
+var _ DurableSink = (*Shipper)(nil)

@@ -96,34 +96,6 @@ func drain(t *testing.T, sh *Shipper) {
 	}
 }
 
-// storeSegments reads and decodes every segment of stream in st.
-func storeSegments(t *testing.T, st store.Store, stream string) []batchtest.Segment {
-	t.Helper()
-	ctx := context.Background()
-	var names []string
-	err := st.List(ctx, batch.StreamDir(stream), "", func(o store.Object) error {
-		names = append(names, o.Name)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []batchtest.Segment
-	for _, n := range names {
-		rc, err := st.Get(ctx, n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := batch.ReadAll(rc, 1<<30)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, batchtest.Decode(t, strings.TrimPrefix(n, stream+"/"), data))
-	}
-	return out
-}
-
 func checkSpoolEmpty(t *testing.T, sh *Shipper) {
 	t.Helper()
 	if st := sh.Spool().Stats(); st.SealedPending != 0 || st.SpoolBytes != 0 {

@@ -5,12 +5,15 @@
 package batchtest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store"
 )
 
 // Records returns n records whose data is "<prefix>-<i>\n" (i from 1).
@@ -76,6 +79,34 @@ func ReadDir(t testing.TB, dir string) []Segment {
 			t.Fatal(err)
 		}
 		out = append(out, Decode(t, e.Name(), data))
+	}
+	return out
+}
+
+// ReadStore decodes every segment of stream in st, in name order.
+func ReadStore(t testing.TB, st store.Store, stream string) []Segment {
+	t.Helper()
+	ctx := context.Background()
+	var names []string
+	err := st.List(ctx, batch.StreamDir(stream), "", func(o store.Object) error {
+		names = append(names, o.Name)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []Segment
+	for _, n := range names {
+		rc, err := st.Get(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := batch.ReadAll(rc, 1<<30)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, Decode(t, strings.TrimPrefix(n, stream+"/"), data))
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/source"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -20,7 +21,7 @@ import (
 // marker writer after one last pass (call it once the spool is drained, so
 // the marker of a baseline that just ended is not left for the next start).
 func startBaselines(ctx context.Context, cfg *config.File, sh *shipper.Shipper, targets []shipper.Target,
-	ds *shipper.DirSource, log *slog.Logger) (stop func(), err error) {
+	ds *source.Dir, log *slog.Logger) (stop func(), err error) {
 	if spec := cfg.Ship.Baseline; spec != "" {
 		sched, err := cfg.Schedule(spec)
 		if err != nil {
@@ -34,8 +35,15 @@ func startBaselines(ctx context.Context, cfg *config.File, sh *shipper.Shipper, 
 			m.Targets = append(m.Targets, t)
 		}
 	}
-	if err := m.Resume(cfg.Ship.Spool); err != nil {
+	// The marker of the last baseline the spool completed is queued again:
+	// a crash may have come before it was written everywhere, and writing
+	// it again stores the same bytes.
+	last, ok, err := source.LoadLastBaseline(cfg.Ship.Spool)
+	if err != nil {
 		return nil, err
+	}
+	if ok {
+		m.Add(last)
 	}
 	ds.OnBaseline = m.Add
 	usr1 := make(chan os.Signal, 1)

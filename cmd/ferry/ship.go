@@ -16,6 +16,7 @@ import (
 	"github.com/ferry-dr/ferry/metrics"
 	"github.com/ferry-dr/ferry/retention"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/source"
 	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 )
@@ -109,13 +110,13 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	stdinSource := false
 	switch {
 	case sc.Source == "stdin" || sc.Source == "":
-		src = &shipper.ReaderSource{R: stdin, Name: "stdin", Format: sc.Format, MaxRecordSize: int(sc.MaxRecordSize)}
+		src = &source.Reader{R: stdin, Name: "stdin", Format: sc.Format, MaxRecordSize: int(sc.MaxRecordSize)}
 		stdinSource = true
 	case strings.HasPrefix(sc.Source, "tail:"):
-		src = &shipper.TailSource{Path: strings.TrimPrefix(sc.Source, "tail:"), Format: sc.Format,
+		src = &source.Tail{Path: strings.TrimPrefix(sc.Source, "tail:"), Format: sc.Format,
 			MaxRecordSize: int(sc.MaxRecordSize), Cursor: sh.Spool().Cursor(), Log: log}
 	case strings.HasPrefix(sc.Source, "dir:"):
-		ds := &shipper.DirSource{Root: strings.TrimPrefix(sc.Source, "dir:"), SpoolDir: sc.Spool, Exclude: sc.DirExclude,
+		ds := &source.Dir{Root: strings.TrimPrefix(sc.Source, "dir:"), SpoolDir: sc.Spool, Exclude: sc.DirExclude,
 			MaxRecordSize: int(sc.MaxRecordSize), Cursor: sh.Spool().Cursor(), Log: log}
 		stopBaselines, err := startBaselines(ctx, cfg, sh, targets, ds, log)
 		if err != nil {

@@ -28,8 +28,8 @@
 // ship`, and pushed/, that command's index of pushed files (cmd/ferry);
 // status.json, the report `ferry ship` rewrites every second without
 // fsync; dirindex, dirindex.pending and dirbaseline.json, the dir
-// source's index and last baseline (package shipper). Their temp files
-// and directories start with a dot.
+// source's index and last baseline (package shipper/source). Their temp
+// files and directories start with a dot.
 //
 // # Names
 //

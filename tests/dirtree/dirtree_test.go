@@ -1,7 +1,7 @@
 //go:build linux
 
 // Package dirtree_test replicates a real directory tree through the real
-// pieces, in process: a DirSource feeding a Shipper that seals into a
+// pieces, in process: a source.Dir feeding a Shipper that seals into a
 // directory store, and a Receiver applying the store with an apply.Dir.
 // It changes the tree in the ways a mail store and its users do (renames,
 // deletes, bursts of rewrites, files growing while they are read, type
@@ -29,6 +29,7 @@ import (
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/source"
 	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
@@ -64,7 +65,7 @@ type rig struct {
 	logs             *logBuffer
 	log              *slog.Logger
 	sh               *shipper.Shipper
-	source           *shipper.DirSource
+	source           *source.Dir
 	stopShip         func()
 	stopRecv         func()
 	shipErr, recvErr chan error
@@ -90,7 +91,7 @@ func newRig(t *testing.T) *rig {
 	return r
 }
 
-// startShipping starts a Shipper on the spool and a DirSource on the tree.
+// startShipping starts a Shipper on the spool and a source.Dir on the tree.
 func (r *rig) startShipping() {
 	r.t.Helper()
 	cfg := shipper.Config{
@@ -105,7 +106,7 @@ func (r *rig) startShipping() {
 		r.t.Fatalf("shipper.New: %v", err)
 	}
 	r.sh = sh
-	r.source = &shipper.DirSource{Root: r.src, SpoolDir: r.spool, Cursor: sh.Spool().Cursor(),
+	r.source = &source.Dir{Root: r.src, SpoolDir: r.spool, Cursor: sh.Spool().Cursor(),
 		Exclude: []string{"*.lock", "scratch"}, Debounce: 50 * time.Millisecond, Log: r.log}
 	runDone, srcDone := make(chan error, 1), make(chan error, 1)
 	srcCtx, stopSrc := context.WithCancel(ctx)

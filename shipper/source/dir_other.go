@@ -1,19 +1,21 @@
 //go:build !linux
 
-package shipper
+package source
 
 import (
 	"context"
 	"errors"
+
+	"github.com/ferry-dr/ferry/shipper"
 )
 
 // dirSourceRun holds nothing: Run fails at once off Linux.
 type dirSourceRun struct{}
 
-// RequestBaseline does nothing: see DirSource.
-func (s *DirSource) RequestBaseline() {}
+// RequestBaseline does nothing: see Dir.
+func (s *Dir) RequestBaseline() {}
 
-// Run fails: see DirSource.
-func (s *DirSource) Run(ctx context.Context, sink Sink) error {
+// Run fails: see Dir.
+func (s *Dir) Run(ctx context.Context, sink shipper.Sink) error {
 	return errors.New("source dir:" + s.Root + ": directory-tree sources need Linux (inotify, openat2)")
 }

@@ -1,4 +1,4 @@
-package shipper
+package source
 
 import (
 	"bytes"
@@ -16,14 +16,15 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/shipper"
 )
 
-// TailSource follows a growing file like `tail -F`: across rotation by
+// Tail follows a growing file like `tail -F`: across rotation by
 // rename+create (the rest of the old file is read first) and copytruncate
 // (reading restarts at offset 0). Its cursor (device, inode, offset of the
 // next unread byte) is stored in the spool atomically with the records, so
 // a restart resumes exactly after the last accepted line.
-type TailSource struct {
+type Tail struct {
 	Path          string
 	Format        string // line or ndjson
 	MaxRecordSize int
@@ -33,6 +34,8 @@ type TailSource struct {
 
 	backlog []string // files rotated away while stopped, still to read
 }
+
+var _ shipper.Source = (*Tail)(nil)
 
 type tailCursor struct {
 	Dev uint64 `json:"dev"`
@@ -56,7 +59,7 @@ func fileID(fi os.FileInfo) (uint64, uint64) {
 }
 
 // Run follows the file until ctx ends.
-func (s *TailSource) Run(ctx context.Context, sink Sink) error {
+func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 	if s.Poll <= 0 {
 		s.Poll = 100 * time.Millisecond
 	}
@@ -124,7 +127,7 @@ func (s *TailSource) Run(ctx context.Context, sink Sink) error {
 // openStart opens the file at the stored cursor, or, when the file was
 // rotated while ferry was down, finds the old file by inode in the same
 // directory and finishes it first.
-func (s *TailSource) openStart() (*tailFile, error) {
+func (s *Tail) openStart() (*tailFile, error) {
 	var c tailCursor
 	if len(s.Cursor) > 0 {
 		if err := json.Unmarshal(s.Cursor, &c); err != nil {
@@ -165,7 +168,7 @@ func (s *TailSource) openStart() (*tailFile, error) {
 // "app.log-20261128"), not compressed, neither old nor the live file
 // (liveIno), modified no earlier than old; oldest first. Numbered schemes
 // that shift names keep mtime order, so mtime is the rotation order.
-func (s *TailSource) rotatedSince(old string, liveIno uint64) []string {
+func (s *Tail) rotatedSince(old string, liveIno uint64) []string {
 	ofi, err := os.Stat(old)
 	if err != nil {
 		return nil
@@ -254,7 +257,7 @@ func findByInode(dir string, dev, ino uint64) string {
 
 // waitOpen opens the path (after rotation it may not exist for a moment).
 // It returns nil, nil when ctx ends first.
-func (s *TailSource) waitOpen(ctx context.Context) (*tailFile, error) {
+func (s *Tail) waitOpen(ctx context.Context) (*tailFile, error) {
 	for {
 		t, _, err := openTail(s.Path)
 		if err == nil {
@@ -273,7 +276,7 @@ func (s *TailSource) waitOpen(ctx context.Context) (*tailFile, error) {
 
 // checkRotation notices rename+create (the path now names another file)
 // and copytruncate (the file shrank below our offset).
-func (s *TailSource) checkRotation(t *tailFile) error {
+func (s *Tail) checkRotation(t *tailFile) error {
 	fi, err := os.Stat(s.Path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -296,7 +299,7 @@ func (s *TailSource) checkRotation(t *tailFile) error {
 
 // readLines reads what is new, appends the complete lines as one batch per
 // chunk, and returns how many bytes it consumed.
-func (s *TailSource) readLines(ctx context.Context, t *tailFile, p *recordParser, sink Sink) (int, error) {
+func (s *Tail) readLines(ctx context.Context, t *tailFile, p *recordParser, sink shipper.Sink) (int, error) {
 	consumed := 0
 	for {
 		if cap(t.buf)-len(t.buf) < 64<<10 {
@@ -330,7 +333,7 @@ func (s *TailSource) readLines(ctx context.Context, t *tailFile, p *recordParser
 
 // emit appends complete lines in chunk (which ends with a newline) and
 // advances the offset with them.
-func (s *TailSource) emit(ctx context.Context, t *tailFile, p *recordParser, sink Sink, chunk []byte) error {
+func (s *Tail) emit(ctx context.Context, t *tailFile, p *recordParser, sink shipper.Sink, chunk []byte) error {
 	var recs []batch.Record
 	off := t.off
 	for len(chunk) > 0 {
@@ -361,7 +364,7 @@ func (s *TailSource) emit(ctx context.Context, t *tailFile, p *recordParser, sin
 }
 
 // flushPartial ships a final unterminated line of a rotated-away file.
-func (s *TailSource) flushPartial(ctx context.Context, t *tailFile, p *recordParser, sink Sink) error {
+func (s *Tail) flushPartial(ctx context.Context, t *tailFile, p *recordParser, sink shipper.Sink) error {
 	if len(t.buf) == 0 {
 		return nil
 	}

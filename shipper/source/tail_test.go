@@ -1,4 +1,4 @@
-package shipper
+package source
 
 import (
 	"context"
@@ -25,7 +25,7 @@ type tailRun struct {
 	done   chan error
 }
 
-func startTail(t *testing.T, src *TailSource) *tailRun {
+func startTail(t *testing.T, src *Tail) *tailRun {
 	t.Helper()
 	if src.Poll == 0 {
 		src.Poll = tailPoll
@@ -123,7 +123,7 @@ func fileCursor(t *testing.T, path string) tailCursor {
 func TestTailAppendedLines(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.log")
 	appendFile(t, path, batchtest.Lines("l", 1, 2)...)
-	r := startTail(t, &TailSource{Path: path, Format: FormatLine})
+	r := startTail(t, &Tail{Path: path, Format: FormatLine})
 	r.wait(t, batchtest.Lines("l", 1, 2))
 	appendFile(t, path, batchtest.Lines("l", 3, 5)...)
 	r.wait(t, batchtest.Lines("l", 1, 5))
@@ -148,7 +148,7 @@ func TestTailAppendedLines(t *testing.T) {
 func TestTailEmptyFileThenLines(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.log")
 	appendFile(t, path)
-	r := startTail(t, &TailSource{Path: path})
+	r := startTail(t, &Tail{Path: path})
 	time.Sleep(2 * tailPoll)
 	appendFile(t, path, "x\n")
 	r.wait(t, []string{"x\n"})
@@ -157,7 +157,7 @@ func TestTailEmptyFileThenLines(t *testing.T) {
 func TestTailPartialLineHeld(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.log")
 	appendFile(t, path, "first\n", "sec")
-	r := startTail(t, &TailSource{Path: path, Format: FormatLine})
+	r := startTail(t, &Tail{Path: path, Format: FormatLine})
 	r.wait(t, []string{"first\n"}) // and not "sec" for three polls
 	if c := decodeCursor(t, r.sink.lastCursor()); c.Off != 6 {
 		t.Fatalf("cursor offset %d, want 6 (before the partial line)", c.Off)
@@ -178,7 +178,7 @@ func TestTailRenameRotation(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, "app.log")
 			appendFile(t, path, batchtest.Lines("l", 1, 3)...)
-			r := startTail(t, &TailSource{Path: path, Format: FormatLine})
+			r := startTail(t, &Tail{Path: path, Format: FormatLine})
 			r.wait(t, batchtest.Lines("l", 1, 3))
 			for round := range 3 {
 				// Lines written just before the rename are read from the old
@@ -205,7 +205,7 @@ func TestTailRenameRotationPartialLastLine(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.log")
 	appendFile(t, path, "a\n")
-	r := startTail(t, &TailSource{Path: path})
+	r := startTail(t, &Tail{Path: path})
 	r.wait(t, []string{"a\n"})
 	appendFile(t, path, "b\n", "unterminated")
 	if err := os.Rename(path, filepath.Join(dir, "app.log.1")); err != nil {
@@ -219,7 +219,7 @@ func TestTailCopyTruncate(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.log")
 	appendFile(t, path, batchtest.Lines("old", 1, 5)...)
-	r := startTail(t, &TailSource{Path: path, Format: FormatLine})
+	r := startTail(t, &Tail{Path: path, Format: FormatLine})
 	r.wait(t, batchtest.Lines("old", 1, 5))
 	// logrotate copytruncate: copy, then truncate in place.
 	data, err := os.ReadFile(path)
@@ -246,7 +246,7 @@ func TestTailRestartFromCursor(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.log")
 	appendFile(t, path, batchtest.Lines("l", 1, 3)...)
 	appendFile(t, path, "part")
-	r := startTail(t, &TailSource{Path: path})
+	r := startTail(t, &Tail{Path: path})
 	r.wait(t, batchtest.Lines("l", 1, 3))
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
@@ -255,7 +255,7 @@ func TestTailRestartFromCursor(t *testing.T) {
 
 	appendFile(t, path, "ial\n")
 	appendFile(t, path, batchtest.Lines("l", 4, 5)...)
-	r2 := startTail(t, &TailSource{Path: path, Cursor: cursor})
+	r2 := startTail(t, &Tail{Path: path, Cursor: cursor})
 	r2.wait(t, append([]string{"partial\n"}, batchtest.Lines("l", 4, 5)...))
 }
 
@@ -263,7 +263,7 @@ func TestTailRotationWhileStopped(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.log")
 	appendFile(t, path, batchtest.Lines("l", 1, 3)...)
-	r := startTail(t, &TailSource{Path: path})
+	r := startTail(t, &Tail{Path: path})
 	r.wait(t, batchtest.Lines("l", 1, 3))
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
@@ -275,7 +275,7 @@ func TestTailRotationWhileStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendFile(t, path, batchtest.Lines("l", 6, 7)...)
-	r2 := startTail(t, &TailSource{Path: path, Cursor: cursor})
+	r2 := startTail(t, &Tail{Path: path, Cursor: cursor})
 	r2.wait(t, batchtest.Lines("l", 4, 7))
 	appendFile(t, path, batchtest.Lines("l", 8, 8)...)
 	r2.wait(t, batchtest.Lines("l", 4, 8))
@@ -285,7 +285,7 @@ func TestTailRotatedAwayWhileStoppedOldFileGone(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.log")
 	appendFile(t, path, batchtest.Lines("l", 1, 3)...)
-	r := startTail(t, &TailSource{Path: path})
+	r := startTail(t, &Tail{Path: path})
 	r.wait(t, batchtest.Lines("l", 1, 3))
 	r.stop(t)
 	// Rotated out of the directory (deleting it instead could let the new
@@ -294,21 +294,21 @@ func TestTailRotatedAwayWhileStoppedOldFileGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendFile(t, path, batchtest.Lines("new", 1, 2)...)
-	r2 := startTail(t, &TailSource{Path: path, Cursor: r.sink.lastCursor()})
+	r2 := startTail(t, &Tail{Path: path, Cursor: r.sink.lastCursor()})
 	r2.wait(t, batchtest.Lines("new", 1, 2))
 }
 
 func TestTailTruncatedWhileStopped(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.log")
 	appendFile(t, path, batchtest.Lines("long-line", 1, 3)...)
-	r := startTail(t, &TailSource{Path: path})
+	r := startTail(t, &Tail{Path: path})
 	r.wait(t, batchtest.Lines("long-line", 1, 3))
 	r.stop(t)
 	if err := os.Truncate(path, 0); err != nil {
 		t.Fatal(err)
 	}
 	appendFile(t, path, "s\n")
-	r2 := startTail(t, &TailSource{Path: path, Cursor: r.sink.lastCursor()})
+	r2 := startTail(t, &Tail{Path: path, Cursor: r.sink.lastCursor()})
 	r2.wait(t, []string{"s\n"})
 }
 
@@ -316,7 +316,7 @@ func TestTailNDJSON(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.ndjson")
 	first := `{"key":"k","op":"put","data":"v"}` + "\n"
 	appendFile(t, path, first)
-	r := startTail(t, &TailSource{Path: path, Format: FormatNDJSON})
+	r := startTail(t, &Tail{Path: path, Format: FormatNDJSON})
 	waitFor(t, "one record", func() bool { return len(r.sink.records()) == 1 })
 	if got := r.sink.records()[0]; string(got.Key) != "k" || got.Op != "put" || string(got.Data) != "v" {
 		t.Fatalf("record %+v", got)
@@ -336,7 +336,7 @@ func TestTailNDJSON(t *testing.T) {
 func TestTailOversizeLine(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.log")
 	appendFile(t, path, "ok\n", strings.Repeat("x", 200)) // no newline yet
-	r := startTail(t, &TailSource{Path: path, MaxRecordSize: 64})
+	r := startTail(t, &Tail{Path: path, MaxRecordSize: 64})
 	select {
 	case err := <-r.done:
 		r.done <- err
@@ -352,7 +352,7 @@ func TestTailOversizeLine(t *testing.T) {
 }
 
 func TestTailMissingFile(t *testing.T) {
-	src := &TailSource{Path: filepath.Join(t.TempDir(), "nope.log"), Poll: tailPoll, Log: quiet}
+	src := &Tail{Path: filepath.Join(t.TempDir(), "nope.log"), Poll: tailPoll, Log: quiet}
 	if err := src.Run(context.Background(), &fakeSink{}); err == nil || !strings.Contains(err.Error(), "nope.log") {
 		t.Fatalf("err %v, want it to name the file", err)
 	}
@@ -361,7 +361,7 @@ func TestTailMissingFile(t *testing.T) {
 func TestTailBadCursor(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.log")
 	appendFile(t, path, "x\n")
-	src := &TailSource{Path: path, Cursor: []byte("garbage"), Poll: tailPoll, Log: quiet}
+	src := &Tail{Path: path, Cursor: []byte("garbage"), Poll: tailPoll, Log: quiet}
 	if err := src.Run(context.Background(), &fakeSink{}); err == nil || !strings.Contains(err.Error(), "cursor") {
 		t.Fatalf("err %v, want a cursor error", err)
 	}
@@ -381,7 +381,7 @@ func TestTailIntoSpoolRestart(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		src := &TailSource{Path: path, Cursor: cursor, Poll: tailPoll, Log: quiet}
+		src := &Tail{Path: path, Cursor: cursor, Poll: tailPoll, Log: quiet}
 		go func() { done <- src.Run(ctx, spoolSink{sp}) }()
 		waitFor(t, "records in the spool", func() bool { return sp.Stats().LastSeq == uint64(want) })
 		cancel()
@@ -401,7 +401,7 @@ func TestTailIntoSpoolRestart(t *testing.T) {
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
 	}
-	all := batchtest.CheckChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
+	all := batchtest.CheckChain(t, batchtest.ReadDir(t, filepath.Join(cfg.Dir, "sealed")), 0, batch.ZeroHash)
 	if got := batchtest.Datas(all); !slices.Equal(got, batchtest.Lines("l", 1, 7)) {
 		t.Fatalf("spool holds %q", got)
 	}

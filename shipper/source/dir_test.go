@@ -1,6 +1,6 @@
 //go:build linux
 
-package shipper
+package source
 
 import (
 	"bytes"
@@ -19,10 +19,12 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
 	"github.com/ferry-dr/ferry/dirtree"
+	"github.com/ferry-dr/ferry/shipper"
 )
 
-// dirSink records what a DirSource appends. fail, when set, is returned by
+// dirSink records what a Dir appends. fail, when set, is returned by
 // AppendDurable after the records were taken: the spool has them but they
 // may not be durable.
 type dirSink struct {
@@ -34,6 +36,10 @@ type dirSink struct {
 	fail    error
 	seq     uint64
 }
+
+// The source looks for AppendDurable by a type assertion: were the
+// signatures to drift apart, the tests would lose it without a word.
+var _ shipper.DurableSink = (*dirSink)(nil)
 
 func (s *dirSink) AppendBatch(ctx context.Context, recs []batch.Record, cursor []byte) error {
 	s.mu.Lock()
@@ -244,15 +250,15 @@ func diffDirNodes(want, got map[string]dirNode) string {
 	return strings.Join(d, "\n")
 }
 
-// dirRunning is a DirSource running in the background.
+// dirRunning is a Dir running in the background.
 type dirRunning struct {
-	*DirSource
+	*Dir
 	sink   *dirSink
 	cancel context.CancelFunc
 	done   chan error
 }
 
-func startDirSource(t *testing.T, src *DirSource, sink *dirSink) *dirRunning {
+func startDirSource(t *testing.T, src *Dir, sink *dirSink) *dirRunning {
 	t.Helper()
 	if src.Debounce == 0 {
 		src.Debounce = 30 * time.Millisecond
@@ -261,7 +267,7 @@ func startDirSource(t *testing.T, src *DirSource, sink *dirSink) *dirRunning {
 		src.Log = quiet
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &dirRunning{DirSource: src, sink: sink, cancel: cancel, done: make(chan error, 1)}
+	r := &dirRunning{Dir: src, sink: sink, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- src.Run(ctx, sink) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r
@@ -275,7 +281,7 @@ func (r *dirRunning) stop(t *testing.T) error {
 		r.done <- err
 		return err
 	case <-time.After(10 * time.Second):
-		t.Fatal("DirSource.Run did not return")
+		t.Fatal("Dir.Run did not return")
 		return nil
 	}
 }
@@ -289,7 +295,7 @@ func (r *dirRunning) converge(t *testing.T, m *dirModel, skip ...string) {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-r.done:
-			t.Fatalf("DirSource.Run returned early: %v", err)
+			t.Fatalf("Dir.Run returned early: %v", err)
 		default:
 		}
 		m.apply(r.sink.records())
@@ -331,8 +337,8 @@ func dirTestTree(t *testing.T) (root, outside string) {
 	return root, outside
 }
 
-func dirSourceFor(t *testing.T, root string) *DirSource {
-	return &DirSource{Root: root, SpoolDir: t.TempDir(), Exclude: []string{"*.tmp", "locks"}}
+func dirSourceFor(t *testing.T, root string) *Dir {
+	return &Dir{Root: root, SpoolDir: t.TempDir(), Exclude: []string{"*.tmp", "locks"}}
 }
 
 // The first scan ships the whole tree, parents before children, symlinks
@@ -434,7 +440,7 @@ func TestDirSourceNeverShipsTorn(t *testing.T) {
 			size := pages * 4096
 			dirWrite(t, p, strings.Repeat("\x00", size), 0o644)
 			sink := &dirSink{}
-			cfg := &DirSource{Root: root, SpoolDir: t.TempDir(), ChunkSize: 64 << 10, Debounce: 2 * time.Millisecond, MaxDelay: 10 * time.Millisecond}
+			cfg := &Dir{Root: root, SpoolDir: t.TempDir(), ChunkSize: 64 << 10, Debounce: 2 * time.Millisecond, MaxDelay: 10 * time.Millisecond}
 			src := startDirSource(t, cfg, sink)
 			f, err := os.OpenFile(p, os.O_WRONLY, 0)
 			if err != nil {
@@ -499,7 +505,7 @@ func TestDirSourceGrowingFile(t *testing.T) {
 	root := t.TempDir()
 	p := filepath.Join(root, "grow.log")
 	sink := &dirSink{}
-	cfg := &DirSource{Root: root, SpoolDir: t.TempDir(), ChunkSize: 64 << 10, Debounce: 2 * time.Millisecond, MaxDelay: 10 * time.Millisecond}
+	cfg := &Dir{Root: root, SpoolDir: t.TempDir(), ChunkSize: 64 << 10, Debounce: 2 * time.Millisecond, MaxDelay: 10 * time.Millisecond}
 	src := startDirSource(t, cfg, sink)
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -553,7 +559,7 @@ func TestDirSourceRestartShipsDifferences(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	again := &DirSource{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: sink.lastCursor()}
+	again := &Dir{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: sink.lastCursor()}
 	src2 := startDirSource(t, again, sink)
 	before := len(sink.records())
 	src2.converge(t, m, "skip.tmp", "locks")
@@ -620,7 +626,7 @@ func TestDirSourceDoesNotFollowReplacedDirectory(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(root, "a")); err != nil {
 		t.Fatal(err)
 	}
-	r, err := (&DirSource{Root: root, SpoolDir: src.SpoolDir, Log: quiet, Cursor: sink.lastCursor()}).start()
+	r, err := (&Dir{Root: root, SpoolDir: src.SpoolDir, Log: quiet, Cursor: sink.lastCursor()}).start()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -647,7 +653,7 @@ func TestDirSourceIndexWaitsForDurability(t *testing.T) {
 	src.stop(t)
 
 	failing := &dirSink{fail: errors.New("spool failed")}
-	again := &DirSource{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: sink.lastCursor()}
+	again := &Dir{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: sink.lastCursor()}
 	dirWrite(t, filepath.Join(root, "a/x.bin"), "lost in a crash", 0o600)
 	run2 := startDirSource(t, again, failing)
 	select {
@@ -663,7 +669,7 @@ func TestDirSourceIndexWaitsForDurability(t *testing.T) {
 		t.Fatal("nothing was offered to the failing sink")
 	}
 
-	third := &DirSource{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: sink.lastCursor()}
+	third := &Dir{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: sink.lastCursor()}
 	sink3 := &dirSink{}
 	m := newDirModel(t)
 	m.apply(sink.records()) // the replica as the first run left it
@@ -688,7 +694,7 @@ func TestDirSourceIndexAheadOfSpool(t *testing.T) {
 	src.converge(t, newDirModel(t), "skip.tmp", "locks")
 	src.stop(t)
 	n := len(sink.records())
-	again := &DirSource{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: nil}
+	again := &Dir{Root: root, SpoolDir: cfg.SpoolDir, Exclude: cfg.Exclude, Cursor: nil}
 	sink2 := &dirSink{}
 	startDirSource(t, again, sink2).converge(t, newDirModel(t), "skip.tmp", "locks")
 	if got := len(sink2.records()); got < n-1 {
@@ -753,13 +759,13 @@ func TestDirIndexRoundTripAndDamage(t *testing.T) {
 func TestDirSourceRefusesBadConfig(t *testing.T) {
 	root := t.TempDir()
 	for _, c := range []struct {
-		src  *DirSource
+		src  *Dir
 		want string
 	}{
-		{&DirSource{Root: root, SpoolDir: filepath.Join(root, "spool")}, "must not be inside the tree"},
-		{&DirSource{Root: root, SpoolDir: t.TempDir(), Exclude: []string{"[x"}}, "exclude pattern"},
-		{&DirSource{Root: filepath.Join(root, "missing"), SpoolDir: t.TempDir()}, "missing"},
-		{&DirSource{Root: root}, "no spool directory"},
+		{&Dir{Root: root, SpoolDir: filepath.Join(root, "spool")}, "must not be inside the tree"},
+		{&Dir{Root: root, SpoolDir: t.TempDir(), Exclude: []string{"[x"}}, "exclude pattern"},
+		{&Dir{Root: filepath.Join(root, "missing"), SpoolDir: t.TempDir()}, "missing"},
+		{&Dir{Root: root}, "no spool directory"},
 	} {
 		err := c.src.Run(context.Background(), &dirSink{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -772,11 +778,10 @@ func TestDirSourceRefusesBadConfig(t *testing.T) {
 // the cursor it stores comes back from the spool after a restart.
 func TestDirSourceIntoShipper(t *testing.T) {
 	root, _ := dirTestTree(t)
-	st := newDirStore(t)
-	cfg := shipperConfig(t, Target{Name: "local", Store: st})
+	cfg, st := shipperConfig(t)
 	cfg.Spool.Policy = batch.FlushPolicy{MaxAge: 20 * time.Millisecond}
 	sh := startShipper(t, cfg)
-	src := &DirSource{Root: root, SpoolDir: cfg.Spool.Dir, Exclude: []string{"*.tmp", "locks"}, Debounce: 20 * time.Millisecond, Log: quiet}
+	src := &Dir{Root: root, SpoolDir: cfg.Spool.Dir, Exclude: []string{"*.tmp", "locks"}, Debounce: 20 * time.Millisecond, Log: quiet}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx, sh) }()
@@ -788,9 +793,9 @@ func TestDirSourceIntoShipper(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	drain(t, sh.Shipper)
+	drain(t, sh)
 	var recs []batch.Record
-	for _, s := range storeSegments(t, st, "app") {
+	for _, s := range batchtest.ReadStore(t, st, "app") {
 		recs = append(recs, s.Records...)
 	}
 	m := newDirModel(t)
@@ -829,6 +834,47 @@ func TestDirSourceFollowsRenamedDirectory(t *testing.T) {
 	for _, r := range sink.records() {
 		if strings.HasPrefix(string(r.Key), "a/") && r.Op != dirtree.OpDel && r.Op != dirtree.OpRmdir && r.Op != dirtree.OpMkdir && bytes.Contains(r.Data, []byte("after")) {
 			t.Fatalf("a change after the move was shipped under the old name: %s %q", r.Op, r.Key)
+		}
+	}
+}
+
+// A pushed file is encoded exactly as the dir: source ships the same file:
+// a put up to one chunk, 1 MiB chunks beyond.
+func TestFileRecordsMatchDirSource(t *testing.T) {
+	root := t.TempDir()
+	sizes := map[string]int{"empty": 0, "small": 100, "one-chunk": 1<<20 - 200, "chunks": 3<<20 + 5}
+	for name, n := range sizes {
+		data := bytes.Repeat([]byte(name[:1]), n)
+		if err := os.WriteFile(filepath.Join(root, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink := &dirSink{}
+	src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir()}, sink)
+	m := newDirModel(t)
+	src.converge(t, m)
+	shipped := map[string][]batch.Record{}
+	for _, r := range sink.records() {
+		shipped[string(r.Key)] = append(shipped[string(r.Key)], r)
+	}
+	for name, n := range sizes {
+		fi, err := os.Stat(filepath.Join(root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, _, err := dirtree.FileRecords(name, bytes.Repeat([]byte(name[:1]), n), 0o600, fi.ModTime().UnixNano(), 16<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := shipped[name]
+		if len(recs) != len(want) {
+			t.Fatalf("%s: %d records, the dir source shipped %d", name, len(recs), len(want))
+		}
+		for i := range recs {
+			if recs[i].Op != want[i].Op || !bytes.Equal(recs[i].Key, want[i].Key) || !bytes.Equal(recs[i].Data, want[i].Data) {
+				t.Fatalf("%s record %d: %s of %d bytes, the dir source shipped %s of %d bytes", name, i,
+					recs[i].Op, len(recs[i].Data), want[i].Op, len(want[i].Data))
+			}
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package shipper
+package source
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/shipper"
 )
 
 // Input formats for stream sources.
@@ -28,13 +29,15 @@ const (
 	sourceBatchRecords = 8192
 )
 
-// ReaderSource reads records from a stream such as stdin until EOF.
-type ReaderSource struct {
+// Reader reads records from a stream such as stdin until EOF.
+type Reader struct {
 	R             io.Reader
 	Name          string // "stdin"; names the input in errors
 	Format        string
 	MaxRecordSize int
 }
+
+var _ shipper.Source = (*Reader)(nil)
 
 // ndjsonRecord is one line of --format ndjson.
 type ndjsonRecord struct {
@@ -48,7 +51,7 @@ type ndjsonRecord struct {
 // Run reads until EOF and appends in batches. A malformed or oversize
 // record stops it with an error naming the line (or raw record) number;
 // everything before it has been appended.
-func (s *ReaderSource) Run(ctx context.Context, sink Sink) error {
+func (s *Reader) Run(ctx context.Context, sink shipper.Sink) error {
 	br := bufio.NewReaderSize(s.R, 1<<20)
 	p := &recordParser{name: s.Name, format: s.Format, max: s.MaxRecordSize}
 	if p.max <= 0 {

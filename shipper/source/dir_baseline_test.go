@@ -1,6 +1,6 @@
 //go:build linux
 
-package shipper
+package source
 
 import (
 	"encoding/json"

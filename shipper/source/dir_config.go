@@ -1,20 +1,21 @@
-package shipper
+package source
 
 import (
 	"log/slog"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/shipper"
 )
 
-// DirSource replicates a directory tree: a scan first (against the index of
+// Dir replicates a directory tree: a scan first (against the index of
 // what was shipped before, so a restart ships only the differences), then
 // inotify events through fsnotify. Changed paths are debounced and their
 // state is read when they are shipped, so a burst of writes to one file
 // ships its last state once. The index (SPOOL/dirindex) claims a state only
 // after the records carrying it are durable in the spool. It runs on Linux
 // only (inotify, openat2); elsewhere Run fails at once.
-type DirSource struct {
+type Dir struct {
 	Root     string
 	SpoolDir string // where the index lives (the shipper's spool directory)
 	// Exclude holds globs (path.Match) matched against each path's base
@@ -52,5 +53,12 @@ type DirSource struct {
 	OnBaseline func(batch.Baseline)
 	Log        *slog.Logger
 
-	dirSourceRun // Linux: source_dir.go; elsewhere empty, and Run fails
+	dirSourceRun // Linux: dir.go; elsewhere empty, and Run fails
+}
+
+var _ shipper.Source = (*Dir)(nil)
+
+// BaselineSchedule says when baselines are due (a cron.Schedule fits).
+type BaselineSchedule interface {
+	Next(time.Time) time.Time
 }

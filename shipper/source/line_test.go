@@ -1,4 +1,4 @@
-package shipper
+package source
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ import (
 func runReader(t *testing.T, format, input string, max int) (*fakeSink, error) {
 	t.Helper()
 	sink := &fakeSink{}
-	src := &ReaderSource{R: strings.NewReader(input), Name: "stdin", Format: format, MaxRecordSize: max}
+	src := &Reader{R: strings.NewReader(input), Name: "stdin", Format: format, MaxRecordSize: max}
 	return sink, src.Run(context.Background(), sink)
 }
 
@@ -58,7 +58,7 @@ func TestReaderSourceSmallReads(t *testing.T) {
 	// Input arriving a byte at a time (a pipe) gives the same records.
 	in := "one\ntwo\r\nthree"
 	sink := &fakeSink{}
-	src := &ReaderSource{R: iotest.OneByteReader(strings.NewReader(in)), Name: "stdin", Format: FormatLine}
+	src := &Reader{R: iotest.OneByteReader(strings.NewReader(in)), Name: "stdin", Format: FormatLine}
 	if err := src.Run(context.Background(), sink); err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +237,7 @@ func TestReaderSourceOversizeLine(t *testing.T) {
 func TestReaderSourceSinkError(t *testing.T) {
 	boom := errors.New("spool failed")
 	sink := &fakeSink{failAt: 0, failErr: boom}
-	src := &ReaderSource{R: strings.NewReader("a\nb\n"), Name: "stdin", Format: FormatLine}
+	src := &Reader{R: strings.NewReader("a\nb\n"), Name: "stdin", Format: FormatLine}
 	if err := src.Run(context.Background(), sink); !errors.Is(err, boom) {
 		t.Fatalf("err %v, want the sink's", err)
 	}
@@ -250,7 +250,7 @@ func TestReaderSourceCancelled(t *testing.T) {
 	sink := &fakeSink{}
 	done := make(chan error, 1)
 	go func() {
-		done <- (&ReaderSource{R: pr, Name: "stdin", Format: FormatLine}).Run(ctx, sink)
+		done <- (&Reader{R: pr, Name: "stdin", Format: FormatLine}).Run(ctx, sink)
 	}()
 	if _, err := pw.Write([]byte("a\n")); err != nil {
 		t.Fatal(err)
@@ -272,18 +272,18 @@ func TestReaderSourceCancelled(t *testing.T) {
 func TestReaderSourceIntoSpool(t *testing.T) {
 	// End to end with the real sink: the spool copies the source's reused
 	// buffers, so every record survives intact.
-	st := newDirStore(t)
-	sh := startShipper(t, shipperConfig(t, Target{Name: "t", Store: st}))
+	cfg, st := shipperConfig(t)
+	sh := startShipper(t, cfg)
 	var in strings.Builder
 	for i := range 100 {
 		in.WriteString(batchtest.Lines("l", i+1, i+1)[0])
 	}
-	src := &ReaderSource{R: iotest.HalfReader(strings.NewReader(in.String())), Name: "stdin", Format: FormatLine}
+	src := &Reader{R: iotest.HalfReader(strings.NewReader(in.String())), Name: "stdin", Format: FormatLine}
 	if err := src.Run(context.Background(), sh); err != nil {
 		t.Fatal(err)
 	}
-	drain(t, sh.Shipper)
-	all := batchtest.CheckChain(t, storeSegments(t, st, "app"), 0, batch.ZeroHash)
+	drain(t, sh)
+	all := batchtest.CheckChain(t, batchtest.ReadStore(t, st, "app"), 0, batch.ZeroHash)
 	if got := batchtest.Datas(all); !slices.Equal(got, batchtest.Lines("l", 1, 100)) {
 		t.Fatalf("store holds %q", got)
 	}

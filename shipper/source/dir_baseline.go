@@ -1,6 +1,6 @@
 //go:build linux
 
-package shipper
+package source
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/dirtree"
+	"github.com/ferry-dr/ferry/shipper"
 )
 
 // dirBaselineRun is a baseline in progress.
@@ -21,7 +22,7 @@ type dirBaselineRun struct {
 
 // RequestBaseline asks the running source for a baseline now (ferry ship
 // on SIGUSR1). A request while one is in progress is dropped.
-func (s *DirSource) RequestBaseline() {
+func (s *Dir) RequestBaseline() {
 	s.baselineWanted.Store(true)
 	s.mu.Lock()
 	r := s.run
@@ -71,7 +72,7 @@ func (r *dirRun) baselineDue(now time.Time) bool {
 // known), marks every path of the index unknown, so that every path is
 // shipped in full whatever the index says, and scans the tree. The paths
 // the scan marks are owed: the baseline ends once each has been shipped.
-func (r *dirRun) beginBaseline(ctx context.Context, sink Sink) error {
+func (r *dirRun) beginBaseline(ctx context.Context, sink shipper.Sink) error {
 	r.src.baselineWanted.Store(false)
 	started := time.Now()
 	data, _ := json.Marshal(dirtree.BaselineData{Version: 1, StartedAt: started.UTC()})
@@ -120,7 +121,7 @@ func (r *dirRun) baselineShipped(p string) {
 
 // maybeEndBaseline ships the baseline-end record once nothing is owed,
 // then records the baseline in the spool and hands it to OnBaseline.
-func (r *dirRun) maybeEndBaseline(ctx context.Context, sink Sink) error {
+func (r *dirRun) maybeEndBaseline(ctx context.Context, sink shipper.Sink) error {
 	b := r.base
 	if b == nil || len(b.owed) > 0 {
 		return nil
@@ -153,12 +154,12 @@ func (r *dirRun) maybeEndBaseline(ctx context.Context, sink Sink) error {
 
 // sendMarker ships one baseline record as a batch of its own, durably,
 // and returns it with its seq and time. It is called between flushes.
-func (r *dirRun) sendMarker(ctx context.Context, sink Sink, rec batch.Record) (batch.Record, error) {
+func (r *dirRun) sendMarker(ctx context.Context, sink shipper.Sink, rec batch.Record) (batch.Record, error) {
 	recs := []batch.Record{rec}
 	r.idx.batches++
 	cursor, _ := json.Marshal(dirCursor{Batches: r.idx.batches})
 	var err error
-	if ds, ok := sink.(DurableSink); ok {
+	if ds, ok := sink.(shipper.DurableSink); ok {
 		err = ds.AppendDurable(ctx, recs, cursor)
 	} else {
 		err = sink.AppendBatch(ctx, recs, cursor)
