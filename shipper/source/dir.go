@@ -294,7 +294,7 @@ func (r *dirRun) warnOnce(rel, msg string, err error) {
 	r.warned[rel] = true
 	r.mu.Unlock()
 	if !seen {
-		r.log.Warn(msg, "path", rel, "error", err)
+		r.log.Warn(msg, "path", rel, "err", err)
 	}
 }
 

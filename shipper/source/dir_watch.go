@@ -37,7 +37,7 @@ func (r *dirRun) events(ctx context.Context, w *fsnotify.Watcher) {
 				return
 			}
 			if !errors.Is(err, fsnotify.ErrEventOverflow) {
-				r.log.Warn("inotify error; rescanning the tree", "error", err)
+				r.log.Warn("inotify error; rescanning the tree", "err", err)
 			}
 			select {
 			case r.rescan <- struct{}{}:
