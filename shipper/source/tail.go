@@ -58,6 +58,22 @@ func fileID(fi os.FileInfo) (uint64, uint64) {
 	return 0, 0
 }
 
+// TailCursorAt is the cursor of a Tail that has read path up to offset
+// off: a spool seeded with it (ferry promote, on a file: replica that
+// becomes the primary's log) follows the file from there. The file must
+// exist and hold at least off bytes.
+func TailCursorAt(path string, off int64) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("tail %s: %w", path, err)
+	}
+	if fi.Size() < off {
+		return nil, fmt.Errorf("tail %s: the file has %d bytes, fewer than the %d to start after", path, fi.Size(), off)
+	}
+	dev, ino := fileID(fi)
+	return json.Marshal(tailCursor{Dev: dev, Ino: ino, Off: off})
+}
+
 // Run follows the file until ctx ends.
 func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 	if s.Poll <= 0 {

@@ -414,3 +414,36 @@ func (s spoolSink) AppendBatch(ctx context.Context, recs []batch.Record, cursor 
 	_, err := s.sp.Append(ctx, recs, cursor)
 	return err
 }
+
+// A Tail started from TailCursorAt reads only what was appended after the
+// offset: the lines before it are already the stream's.
+func TestTailCursorAtStartsAfterOffset(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "replica.log")
+	if err := os.WriteFile(path, []byte("old 1\nold 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := TailCursorAt(path, int64(len("old 1\nold 2\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := TailCursorAt(path, 1<<20); err == nil {
+		t.Fatal("TailCursorAt past the end of the file: no error")
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("new 1\nnew 2\n")
+	f.Close()
+	src := &Tail{Path: path, Format: "line", MaxRecordSize: 1 << 20, Poll: tailPoll, Cursor: cur, Log: quiet}
+	sink := &fakeSink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, sink) }()
+	waitFor(t, "two new lines", func() bool { return len(sink.datas()) >= 2 })
+	cancel()
+	<-done
+	if got := sink.datas(); len(got) != 2 || got[0] != "new 1\n" || got[1] != "new 2\n" {
+		t.Fatalf("tail from the cursor read %q; want only the two new lines", got)
+	}
+}
