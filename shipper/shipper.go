@@ -199,7 +199,7 @@ func (s *Shipper) continueStream(ctx context.Context) error {
 		return fmt.Errorf("newest segment %s in %s: %w", best, bestTarget, err)
 	}
 	s.log.Info("new spool continues the stream found in the store", "stream", c.Stream, "segment", best, "seq", seg.Meta.LastSeq)
-	return s.spool.Continue(seg.Meta.LastSeq, seg.Hash)
+	return s.spool.Continue(c.Generation, seg.Meta.LastSeq, seg.Hash)
 }
 
 // Spool exposes the spool (status, tests).
