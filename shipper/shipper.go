@@ -83,11 +83,18 @@ type Shipper struct {
 	cfg   Config
 	log   *slog.Logger
 	spool *spool.Spool
+	retry store.RetryPolicy // cfg.Retry, stopping on a halt (isHalt)
+
+	// Set by New, read-only afterwards.
+	history    batch.History // as New loaded it
+	hasHistory bool          // some target holds a history
+	hist       []*histTarget // the targets that hold it (history.go)
 
 	mu      sync.Mutex
 	targets map[string]*TargetStatus
 	runErr  error         // Run's fatal error, under mu
 	runFail chan struct{} // closed when runErr is set, so Drain stops waiting
+	halted  error         // why nothing may be sent any more (fence.go), under mu
 
 	clock    Clock
 	ackCh    chan struct{}  // closed and replaced when a watermark moves
@@ -97,8 +104,11 @@ type Shipper struct {
 	segTimes []segTime      // sent segments not yet applied everywhere
 }
 
-// New opens the spool. On a fresh spool whose stream already has segments
-// in a target, the sequence and hash chain continue from the newest one.
+// New opens the spool and readies it to ship: it loads the stream's
+// history from the targets and picks the generation to write
+// (history.go), refusing one that is fenced; and on a fresh spool,
+// continues the stream where it stands in the targets. Nothing is sent
+// before Run.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	if len(cfg.Targets) == 0 {
 		return nil, errors.New("shipper needs at least one target")
@@ -124,6 +134,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	}
 	s := &Shipper{cfg: cfg, log: log, targets: status, runFail: make(chan struct{}), ackCh: make(chan struct{}), waitCh: make(chan struct{}),
 		clock: cfg.Clock, waitSeqs: map[uint64]int{}}
+	s.retry = cfg.Retry
+	s.retry.Stop = func(err error) bool { return isHalt(err) || (cfg.Retry.Stop != nil && cfg.Retry.Stop(err)) }
 	if s.acksWait() && s.cfg.Spool.JournalRotate == 0 {
 		// Nothing commits the journal (Run): one file for many seals.
 		s.cfg.Spool.JournalRotate = journalRotateAcks
@@ -136,11 +148,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	if s.clock == nil {
 		s.clock = realClock{}
 	}
-	if sp.Fresh() {
-		if err := s.continueStream(ctx); err != nil {
-			sp.Close()
-			return nil, err
-		}
+	if err := s.ready(ctx); err != nil {
+		sp.Close()
+		return nil, err
 	}
 	// The spool keeps a segment until every target confirmed it, so every
 	// target has what precedes the oldest segment still here.
@@ -154,53 +164,32 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	return s, nil
 }
 
-// continueStream finds the newest segment of this stream and generation in
-// any target and makes the fresh spool continue after it.
-func (s *Shipper) continueStream(ctx context.Context) error {
-	c := s.spool.Config() // with defaults applied: Generation 0 means 1
-	var best string
-	var bestTarget store.Store
-	for _, t := range s.cfg.Targets {
-		// A fresh spool cannot know where the stream stands until the
-		// target answers: starting at seq 1 beside existing segments would
-		// fork the stream. So wait out transient errors (an endpoint not up
-		// yet at boot); a permanent one (credentials, bucket) fails now.
-		err := store.Retry(ctx, s.cfg.Retry, s.log.With("store", t.Store.String()), "list "+batch.StreamDir(c.Stream), func(ctx context.Context) error {
-			return t.Store.List(ctx, batch.StreamDir(c.Stream), "", func(o store.Object) error {
-				name := o.Name[len(c.Stream)+1:]
-				if gen, _, _, ok := batch.ParseSegmentName(name); ok && gen == c.Generation && name > best {
-					best, bestTarget = name, t.Store
-				}
-				return nil
-			})
-		})
-		if err != nil {
-			return fmt.Errorf("look for existing segments in %s: %w", t.Store, err)
-		}
-	}
-	if best == "" {
-		return nil
-	}
-	var data []byte
-	err := store.Retry(ctx, s.cfg.Retry, s.log.With("store", bestTarget.String()), "get "+best, func(ctx context.Context) error {
-		rc, err := bestTarget.Get(ctx, batch.SegmentKey(c.Stream, best))
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		data, err = batch.ReadAll(rc, 4<<30)
+// ready is New's work on the stores: history and generation, then (fresh
+// spool) where the stream stands.
+func (s *Shipper) ready(ctx context.Context) error {
+	hist, ok, err := s.loadHistory(ctx)
+	if err != nil {
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("read newest segment %s: %w", best, err)
 	}
-	seg, err := batch.Open(data)
+	gen, err := s.pickGeneration(hist, ok)
 	if err != nil {
-		return fmt.Errorf("newest segment %s in %s: %w", best, bestTarget, err)
+		return err
 	}
-	s.log.Info("new spool continues the stream found in the store", "stream", c.Stream, "segment", best, "seq", seg.Meta.LastSeq)
-	return s.spool.Continue(c.Generation, seg.Meta.LastSeq, seg.Hash)
+	s.history, s.hasHistory = hist, ok
+	if s.spool.Fresh() {
+		return s.continueStream(ctx, gen, hist, ok)
+	}
+	return nil
 }
+
+// History returns the stream's history as New loaded it from the targets
+// that hold one; ok is false when none does (tcp:// links only), and the
+// generation is then the spool's. Link clients built after New take the
+// generation from it (or from Generation).
+func (s *Shipper) History() (h batch.History, ok bool) { return s.history, s.hasHistory }
+
+// Generation is the generation the shipper writes: its spool's.
+func (s *Shipper) Generation() uint32 { return s.spool.Config().Generation }
 
 // Spool exposes the spool (status, tests).
 func (s *Shipper) Spool() *spool.Spool { return s.spool }
@@ -303,11 +292,12 @@ func (s *Shipper) AppendBatch(ctx context.Context, recs []batch.Record, cursor [
 
 // Run seals by age, commits the journal and sends to every target until
 // ctx ends (returning nil) or something fatal happens: an fsync failure, a
-// permanent store error, or a conflict (another writer owns the stream).
+// permanent store error, a conflict (another writer owns the stream) or a
+// newer generation (the *batch.FencedError, fence.go).
 func (s *Shipper) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	n := 2*len(s.cfg.Targets) + 4
+	n := 2*len(s.cfg.Targets) + 4 + len(s.hist)
 	errc := make(chan error, n)
 	if s.acksWait() {
 		// Every append waits for the targets' ack, which only sealed
@@ -324,6 +314,9 @@ func (s *Shipper) Run(ctx context.Context) error {
 	for _, t := range s.cfg.Targets {
 		go func() { errc <- s.send(ctx, t) }()
 		go func() { errc <- s.watermarkLoop(ctx, t) }()
+	}
+	for _, ht := range s.hist {
+		go func() { errc <- s.watchHistory(ctx, ht, s.watchEvery()) }()
 	}
 	var first error
 	for range n {
@@ -414,6 +407,7 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 		if len(queue) > 0 {
 			sentTo = queue[len(queue)-1].seg.LastSeq
 		}
+		checked := false
 		for _, seg := range s.spool.Pending(sentTo) {
 			if len(queue) >= window {
 				break
@@ -427,11 +421,24 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 			if len(queue) > 0 && !pace.ready() {
 				break // the queue's answers come first
 			}
+			if !checked {
+				// Once per round: the stream may have been promoted away.
+				if err := s.checkFence(ctx, t); err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				checked = true
+			}
 			data, err := s.spool.ReadSealed(seg.Name)
 			if err != nil {
 				return fmt.Errorf("read sealed/%s from spool: %w", seg.Name, err)
 			}
 			f := inflight{seg: seg, key: batch.SegmentKey(s.cfg.Spool.Stream, seg.Name), data: data, started: time.Now()}
+			if err := s.haltErr(); err != nil {
+				return err
+			}
 			if pipe != nil {
 				f.wait = pipe.PutAsync(ctx, f.key, data)
 			}
@@ -483,10 +490,11 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 
 // deliver makes sure t has f durably: it waits for f's answer if f was
 // started (f.wait), and otherwise, or if that failed, Puts it with retries
-// under the retry policy. abandon runs once before the first retry.
+// under the retry policy. abandon runs once before the first retry. No
+// Put starts once the shipper is halted.
 func (s *Shipper) deliver(ctx context.Context, t Target, f inflight, abandon func()) error {
 	first := f.wait
-	err := store.Retry(ctx, s.cfg.Retry, s.log.With("store", t.Store.String()), "put "+f.key, func(ctx context.Context) error {
+	err := store.Retry(ctx, s.retry, s.log.With("store", t.Store.String()), "put "+f.key, func(ctx context.Context) error {
 		var err error
 		if first != nil {
 			err, first = first(), nil
@@ -495,9 +503,12 @@ func (s *Shipper) deliver(ctx context.Context, t Target, f inflight, abandon fun
 				abandon()
 				abandon = nil
 			}
+			if err := s.haltErr(); err != nil {
+				return err
+			}
 			err = t.Store.Put(ctx, f.key, f.data)
 		}
-		if err != nil {
+		if err != nil && !isHalt(err) {
 			s.setTargetError(t.Name, err)
 		}
 		return err
@@ -505,11 +516,16 @@ func (s *Shipper) deliver(ctx context.Context, t Target, f inflight, abandon fun
 	if ctx.Err() != nil {
 		return nil
 	}
-	if errors.Is(err, store.ErrConflict) {
+	switch {
+	case errors.Is(err, batch.ErrFenced):
+		// From a link, whose receiver knows the newer generation.
+		return s.halt(fmt.Errorf("target %s: %w", t.Name, err))
+	case isHalt(err):
+		return s.halt(err)
+	case errors.Is(err, store.ErrConflict):
 		return fmt.Errorf("target %s: segment %s exists with different content: another writer owns stream %q (split brain?); stopping: %w",
 			t.Name, f.key, s.cfg.Spool.Stream, err)
-	}
-	if err != nil {
+	case err != nil:
 		return fmt.Errorf("target %s: put %s: %w", t.Name, f.key, err)
 	}
 	return nil
