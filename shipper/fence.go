@@ -18,13 +18,13 @@ import (
 //   - before every send round to a target that holds the history: one
 //     LIST of <stream>/generations/ (a GET only for a record created
 //     since the last look);
-//   - while idle, from watchHistory, every watchEvery;
+//   - while idle, from watchHistory, at the lease's renewal pace;
 //   - from a tcp:// link, whose receiver refuses the segments of a fenced
 //     generation with an error wrapping batch.ErrFenced.
 //
 // Whichever comes first halts the shipper: no segment is Put to any
-// target after it, and Run returns the error. The spool keeps what was
-// not sent.
+// target after it, and Run returns the error. Losing a writer lease
+// (lease.go) halts it the same way. The spool keeps what was not sent.
 
 // halt records err as the reason the shipper stopped sending, unless one
 // is recorded already, and returns the recorded one.
@@ -47,7 +47,7 @@ func (s *Shipper) haltErr() error {
 
 // isHalt reports whether err stops the shipper rather than being retried.
 func isHalt(err error) bool {
-	return errors.Is(err, batch.ErrFenced) || errors.Is(err, batch.ErrUnknownGeneration)
+	return errors.Is(err, batch.ErrFenced) || errors.Is(err, ErrLeaseLost) || errors.Is(err, batch.ErrUnknownGeneration)
 }
 
 // histTargetOf returns the history reader of target t, nil if t holds no
@@ -99,12 +99,9 @@ func (s *Shipper) readFence(ctx context.Context, ht *histTarget) error {
 	return nil
 }
 
-// watchEvery is how often an idle shipper looks at the history.
-func (s *Shipper) watchEvery() time.Duration { return 10 * time.Second }
-
 // watchHistory looks at ht's history every interval in which no send
 // round did, so a shipper with nothing to send still learns that it was
-// fenced, and stops.
+// fenced, stops, and gives up its writer lease to the promoted site.
 // Errors are logged and the next look tries again; a halt ends it.
 func (s *Shipper) watchHistory(ctx context.Context, ht *histTarget, every time.Duration) error {
 	log := s.log.With("store", ht.t.Store.String())

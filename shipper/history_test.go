@@ -20,7 +20,7 @@ import (
 )
 
 // shipAndClose ships n records through a shipper on cfg, drains it and
-// closes it.
+// closes it, releasing its lease.
 func shipAndClose(t *testing.T, cfg Config, prefix string, n int) {
 	t.Helper()
 	sh := startShipper(t, cfg)
@@ -191,6 +191,9 @@ func TestOldGenerationSpoolFencedAtNew(t *testing.T) {
 	if segs := storeSegments(t, st, "app"); len(segs) != 0 {
 		t.Fatalf("a fenced spool put %v", batchtest.SeqRanges(segs))
 	}
+	if _, _, err := st.Load(context.Background(), LeaseKey("app")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a fenced shipper took the lease: %v", err)
+	}
 
 	// An explicit generation older than the newest is fenced too, even
 	// on a fresh spool; one newer than the history has no record.
@@ -244,6 +247,7 @@ func TestFencedWhileRunning(t *testing.T) {
 	st, linkStore := newDirStore(t), newDirStore(t)
 	w := &putWatch{ready: make(chan struct{})}
 	cfg := shipperConfig(t, Target{Name: "store", Store: w.wrap(st)}, Target{Name: "link", Store: segmentsOnly{w.wrap(linkStore)}})
+	cfg.Lease.TTL = time.Hour // no idle look at the history during the test
 	sh := startShipper(t, cfg)
 	w.sh = sh.Shipper
 	close(w.ready)
@@ -284,6 +288,19 @@ func drainErr(t *testing.T, sh *Shipper) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return sh.Drain(ctx)
+}
+
+// A shipper with nothing to send learns of the promotion too, at the
+// lease's renewal pace, and stops.
+func TestFencedWhileIdle(t *testing.T) {
+	st := newDirStore(t)
+	cfg := shipperConfig(t, Target{Name: "t", Store: st})
+	cfg.Lease.TTL = 300 * time.Millisecond
+	sh := startShipper(t, cfg)
+	promote(t, st, 2, nil, "dr-b")
+	if err := sh.wait(t); !errors.Is(err, batch.ErrFenced) {
+		t.Fatalf("Run: %v, want fenced", err)
+	}
 }
 
 // A link target's refusal wrapping batch.ErrFenced halts the shipper at

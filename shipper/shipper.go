@@ -52,6 +52,9 @@ type Config struct {
 	// OnSent, if set, is called after each segment a target confirmed,
 	// with its size and how long the put took, retries included (metrics).
 	OnSent func(target string, bytes int, took time.Duration)
+	// Lease configures the writer lease taken in every target that can
+	// hold one (lease.go).
+	Lease LeaseConfig
 }
 
 // TargetStatus is what the shipper knows about one target.
@@ -89,12 +92,15 @@ type Shipper struct {
 	history    batch.History // as New loaded it
 	hasHistory bool          // some target holds a history
 	hist       []*histTarget // the targets that hold it (history.go)
+	leases     []*lease      // writer leases held (lease.go)
 
-	mu      sync.Mutex
-	targets map[string]*TargetStatus
-	runErr  error         // Run's fatal error, under mu
-	runFail chan struct{} // closed when runErr is set, so Drain stops waiting
-	halted  error         // why nothing may be sent any more (fence.go), under mu
+	mu        sync.Mutex
+	targets   map[string]*TargetStatus
+	runErr    error         // Run's fatal error, under mu
+	runFail   chan struct{} // closed when runErr is set, so Drain stops waiting
+	halted    error         // why nothing may be sent any more (fence.go), under mu
+	runCancel context.CancelFunc
+	runDone   chan struct{} // closed when Run returns
 
 	clock    Clock
 	ackCh    chan struct{}  // closed and replaced when a watermark moves
@@ -106,7 +112,8 @@ type Shipper struct {
 
 // New opens the spool and readies it to ship: it loads the stream's
 // history from the targets and picks the generation to write
-// (history.go), refusing one that is fenced; and on a fresh spool,
+// (history.go), refusing one that is fenced; takes the writer lease in
+// every target that can hold one (lease.go); and on a fresh spool,
 // continues the stream where it stands in the targets. Nothing is sent
 // before Run.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
@@ -149,6 +156,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 		s.clock = realClock{}
 	}
 	if err := s.ready(ctx); err != nil {
+		s.releaseLeases()
 		sp.Close()
 		return nil, err
 	}
@@ -164,8 +172,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	return s, nil
 }
 
-// ready is New's work on the stores: history and generation, then (fresh
-// spool) where the stream stands.
+// ready is New's work on the stores, in an order that keeps a fenced or
+// second shipper from touching the stream: history and generation, then
+// the leases, then (fresh spool) where the stream stands.
 func (s *Shipper) ready(ctx context.Context) error {
 	hist, ok, err := s.loadHistory(ctx)
 	if err != nil {
@@ -176,6 +185,9 @@ func (s *Shipper) ready(ctx context.Context) error {
 		return err
 	}
 	s.history, s.hasHistory = hist, ok
+	if err := s.acquireLeases(ctx, gen, hist, ok); err != nil {
+		return err
+	}
 	if s.spool.Fresh() {
 		return s.continueStream(ctx, gen, hist, ok)
 	}
@@ -290,14 +302,20 @@ func (s *Shipper) AppendBatch(ctx context.Context, recs []batch.Record, cursor [
 	return s.waitAck(ctx, recs[len(recs)-1].Seq)
 }
 
-// Run seals by age, commits the journal and sends to every target until
-// ctx ends (returning nil) or something fatal happens: an fsync failure, a
-// permanent store error, a conflict (another writer owns the stream) or a
-// newer generation (the *batch.FencedError, fence.go).
+// Run seals by age, commits the journal, sends to every target and renews
+// the writer leases until ctx ends (returning nil) or something fatal
+// happens: an fsync failure, a permanent store error, a conflict (another
+// writer owns the stream), a newer generation (the *batch.FencedError,
+// fence.go) or a lost lease (ErrLeaseLost). Close ends it too.
 func (s *Shipper) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	n := 2*len(s.cfg.Targets) + 4 + len(s.hist)
+	done := make(chan struct{})
+	defer close(done)
+	s.mu.Lock()
+	s.runCancel, s.runDone = cancel, done
+	s.mu.Unlock()
+	n := 2*len(s.cfg.Targets) + 4 + len(s.leases) + len(s.hist)
 	errc := make(chan error, n)
 	if s.acksWait() {
 		// Every append waits for the targets' ack, which only sealed
@@ -314,6 +332,9 @@ func (s *Shipper) Run(ctx context.Context) error {
 	for _, t := range s.cfg.Targets {
 		go func() { errc <- s.send(ctx, t) }()
 		go func() { errc <- s.watermarkLoop(ctx, t) }()
+	}
+	for _, l := range s.leases {
+		go func() { errc <- s.leaseLoop(ctx, l) }()
 	}
 	for _, ht := range s.hist {
 		go func() { errc <- s.watchHistory(ctx, ht, s.watchEvery()) }()
@@ -491,9 +512,11 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 // deliver makes sure t has f durably: it waits for f's answer if f was
 // started (f.wait), and otherwise, or if that failed, Puts it with retries
 // under the retry policy. abandon runs once before the first retry. No
-// Put starts once the shipper is halted.
+// Put starts once the shipper is halted, nor while t's writer lease may
+// have expired.
 func (s *Shipper) deliver(ctx context.Context, t Target, f inflight, abandon func()) error {
 	first := f.wait
+	l := s.leaseOf(t)
 	err := store.Retry(ctx, s.retry, s.log.With("store", t.Store.String()), "put "+f.key, func(ctx context.Context) error {
 		var err error
 		if first != nil {
@@ -505,6 +528,14 @@ func (s *Shipper) deliver(ctx context.Context, t Target, f inflight, abandon fun
 			}
 			if err := s.haltErr(); err != nil {
 				return err
+			}
+			if l != nil {
+				if err := l.ensure(ctx); err != nil {
+					if !isHalt(err) {
+						s.setTargetError(t.Name, err)
+					}
+					return err
+				}
 			}
 			err = t.Store.Put(ctx, f.key, f.data)
 		}
@@ -617,8 +648,20 @@ func (s *Shipper) Drain(ctx context.Context) error {
 	}
 }
 
-// Close closes the spool (fsyncing the journal unless fsync is off).
-func (s *Shipper) Close() error { return s.spool.Close() }
+// Close ends Run if it is running and waits for it, gives up the writer
+// leases (so a successor need not wait for them to expire), and closes
+// the spool (fsyncing the journal unless fsync is off).
+func (s *Shipper) Close() error {
+	s.mu.Lock()
+	cancel, done := s.runCancel, s.runDone
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	s.releaseLeases()
+	return s.spool.Close()
+}
 
 // Source produces records into a shipper until its input ends (io.EOF is
 // returned as nil) or ctx ends.
