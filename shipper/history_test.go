@@ -328,3 +328,24 @@ func TestLinkFencedErrorHalts(t *testing.T) {
 		t.Fatalf("%d puts to the link, want 1 (no retry)", n)
 	}
 }
+
+// The split-brain message says which kind of conflict it was.
+func TestConflictMessageSaysOverlap(t *testing.T) {
+	st := newDirStore(t)
+	cfg := shipperConfig(t, Target{Name: "t", Store: st})
+	cfg.Lease.TTL = -1 // the other writer did not take one
+	sh := startShipper(t, cfg)
+	// Another writer stored seqs 5..12 of generation 1.
+	other := batch.SegmentKey("app", batch.SegmentName(1, 5, 12))
+	if err := st.Put(context.Background(), other, []byte("someone else's segment")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.AppendBatch(context.Background(), batchtest.Records("r", 10), nil); err != nil {
+		t.Fatal(err)
+	}
+	err := sh.wait(t)
+	if !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "overlaps a different segment") ||
+		strings.Contains(err.Error(), "exists there with different content") {
+		t.Fatalf("Run: %v, want an overlap named as such", err)
+	}
+}

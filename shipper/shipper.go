@@ -554,12 +554,30 @@ func (s *Shipper) deliver(ctx context.Context, t Target, f inflight, abandon fun
 	case isHalt(err):
 		return s.halt(err)
 	case errors.Is(err, store.ErrConflict):
-		return fmt.Errorf("target %s: segment %s exists with different content: another writer owns stream %q (split brain?); stopping: %w",
-			t.Name, f.key, s.cfg.Spool.Stream, err)
+		return fmt.Errorf("target %s: %s: another writer ships stream %q (split brain?); stopping: %w",
+			t.Name, s.describeConflict(ctx, t, f), s.cfg.Spool.Stream, err)
 	case err != nil:
 		return fmt.Errorf("target %s: put %s: %w", t.Name, f.key, err)
 	}
 	return nil
+}
+
+// describeConflict says what kind of conflict refused f: another segment
+// under the same name, or (the name being free) a stored segment of the
+// same generation whose seqs overlap f's, which the store's error names.
+// It reads the name once, on this fatal path only.
+func (s *Shipper) describeConflict(ctx context.Context, t Target, f inflight) string {
+	if !store.IsSegmentsOnly(t.Store) {
+		rc, err := t.Store.Get(ctx, f.key)
+		if err == nil {
+			rc.Close()
+			return fmt.Sprintf("segment %s exists there with different content", f.key)
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Sprintf("segment %s (seq %d..%d) overlaps a different segment stored there", f.key, f.seg.FirstSeq, f.seg.LastSeq)
+		}
+	}
+	return fmt.Sprintf("segment %s was refused as a conflict", f.key)
 }
 
 func (s *Shipper) setTargetError(name string, err error) {
