@@ -89,11 +89,11 @@ func parseLease(data []byte, stream string) (WriterLease, error) {
 
 // ErrLeaseHeld marks New's refusal to start while another shipper holds
 // the stream's writer lease.
-var ErrLeaseHeld = errors.New("writer lease held by another shipper")
+var ErrLeaseHeld = errors.New("held by another shipper")
 
 // ErrLeaseLost marks a shipper whose writer lease another shipper took:
 // it stops, and sends nothing more.
-var ErrLeaseLost = errors.New("writer lease lost")
+var ErrLeaseLost = errors.New("lost the writer lease")
 
 // lease is this shipper's hold on the writer lease in one target.
 type lease struct {
@@ -220,7 +220,11 @@ func (s *Shipper) acquire(ctx context.Context, l *lease, me WriterLease, hist ba
 		if err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
-		log.Warn("taking over the writer lease", "why", why, "holder", held.holder(), "expires", held.Expires)
+		level := slog.LevelWarn
+		if held.Released {
+			level = slog.LevelInfo
+		}
+		log.Log(ctx, level, "taking over the writer lease", "why", why, "holder", held.holder(), "expires", held.Expires)
 	}
 }
 
@@ -238,10 +242,9 @@ func judgeLease(held, me WriterLease, now time.Time, hist batch.History, histOK 
 	case histOK && held.Generation < me.Generation && errors.Is(hist.Fenced(held.Generation), batch.ErrFenced):
 		return fmt.Sprintf("its generation %d is fenced", held.Generation), nil
 	}
-	return "", fmt.Errorf("%w: %s holds it, renewed at %s, until %s (%s from now): "+
-		"another shipper writes stream %q; stop it, or wait for its lease to expire",
+	return "", fmt.Errorf("%w, %s, renewed at %s, until %s (%s from now): stop that shipper, or wait until its lease expires",
 		ErrLeaseHeld, held.holder(), held.Renewed.UTC().Format(time.RFC3339), held.Expires.UTC().Format(time.RFC3339),
-		held.Expires.Sub(now).Round(100*time.Millisecond), held.Stream)
+		held.Expires.Sub(now).Round(100*time.Millisecond))
 }
 
 // swapLocked replaces the lease with next, at the version last written. A
@@ -262,7 +265,7 @@ func (l *lease) swapLocked(ctx context.Context, next WriterLease) error {
 		cur, ver, lerr := l.sw.Load(ctx, l.key)
 		switch {
 		case errors.Is(lerr, store.ErrNotFound):
-			l.lost = fmt.Errorf("%w: writer lease %s in %s was deleted; another shipper may write stream %q: stopping",
+			l.lost = fmt.Errorf("%w: %s in %s was deleted; another shipper may write stream %q: stopping",
 				ErrLeaseLost, l.key, l.target.Store, l.rec.Stream)
 			return l.lost
 		case lerr != nil:
@@ -277,7 +280,7 @@ func (l *lease) swapLocked(ctx context.Context, next WriterLease) error {
 		if perr == nil {
 			who = held.holder()
 		}
-		l.lost = fmt.Errorf("%w: writer lease %s in %s was taken by %s: another shipper writes stream %q now; stopping",
+		l.lost = fmt.Errorf("%w: %s in %s was taken by %s: another shipper writes stream %q now; stopping",
 			ErrLeaseLost, l.key, l.target.Store, who, l.rec.Stream)
 		return l.lost
 	}
@@ -289,7 +292,7 @@ func (l *lease) renewLocked(ctx context.Context) error {
 		return l.lost
 	}
 	if l.released {
-		return fmt.Errorf("%w: writer lease %s in %s was released", ErrLeaseLost, l.key, l.target.Store)
+		return fmt.Errorf("%w: %s in %s was released", ErrLeaseLost, l.key, l.target.Store)
 	}
 	next := l.rec
 	// Renewed is read before the Swap is sent, so the lease is reckoned
