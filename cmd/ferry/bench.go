@@ -104,7 +104,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	defer closeTargets()
 	sc := cfg.Ship
-	var lease shipper.LeaseConfig
+	lease := leaseConfig(cfg)
 	if !streamSet {
 		// A stream of its own has no other writer to keep out, and the
 		// clean-up would have to remove the lease object too.
