@@ -101,7 +101,11 @@ type lease struct {
 	sw     store.Swapper
 	key    string
 	ttl    time.Duration
-	margin time.Duration // a Put starts no later than Renewed+ttl-margin
+	// margin: a Put starts no later than Renewed+ttl-margin by this
+	// host's clock. A successor takes over at Expires by its own clock, so
+	// the Put is done before then if clock skew + pause + the Put's
+	// duration stay under the margin (docs/FENCING.md).
+	margin time.Duration
 
 	mu       sync.Mutex // one Swap at a time; guards the rest
 	rec      WriterLease
@@ -145,7 +149,7 @@ func (s *Shipper) acquireLeases(ctx context.Context, gen uint32, hist batch.Hist
 		if !ok || store.IsSegmentsOnly(t.Store) {
 			continue
 		}
-		l := &lease{target: t, sw: sw, key: LeaseKey(s.cfg.Spool.Stream), ttl: s.leaseTTL(), margin: s.leaseTTL() / 5}
+		l := &lease{target: t, sw: sw, key: LeaseKey(s.cfg.Spool.Stream), ttl: s.leaseTTL(), margin: s.leaseTTL() / 3}
 		if err := s.acquire(ctx, l, me, hist, histOK); err != nil {
 			s.releaseLeases()
 			return err
