@@ -42,8 +42,9 @@ type histTarget struct {
 // it. The longest wins if every other is a prefix of it; the records the
 // others lack are then copied to them (create-only), so the history
 // travels with the stream. Histories that disagree are an error naming
-// both stores. ok is false when no target can hold a history.
-func (s *Shipper) loadHistory(ctx context.Context) (hist batch.History, ok bool, err error) {
+// both stores. ok is false when no target can hold a history. Store
+// errors are waited out if wait is set (Shipper.try).
+func (s *Shipper) loadHistory(ctx context.Context, wait bool) (hist batch.History, ok bool, err error) {
 	stream := s.cfg.Spool.Stream
 	var hists []batch.History
 	for _, t := range s.cfg.Targets {
@@ -51,10 +52,8 @@ func (s *Shipper) loadHistory(ctx context.Context) (hist batch.History, ok bool,
 			continue
 		}
 		ht := &histTarget{t: t, h: catalog.NewHistories(t.Store, stream)}
-		// As for the segments (continueStream): wait out transient
-		// errors, since the generation depends on the answer.
 		var h batch.History
-		err := store.Retry(ctx, s.retry, s.log.With("store", t.Store.String()), "list "+batch.GenerationDir(stream), func(ctx context.Context) error {
+		err := s.try(ctx, wait, t.Store, "list "+batch.GenerationDir(stream), func(ctx context.Context) error {
 			var err error
 			h, err = ht.h.Read(ctx)
 			return err
@@ -89,7 +88,7 @@ func (s *Shipper) loadHistory(ctx context.Context) (hist batch.History, ok bool,
 		t := s.hist[i].t
 		for g := h.Newest().Generation + 1; g <= longest.Newest().Generation; g++ {
 			rec, _ := longest.Record(g)
-			err := store.Retry(ctx, s.retry, s.log.With("store", t.Store.String()), "create "+batch.GenerationKey(stream, g), func(ctx context.Context) error {
+			err := s.try(ctx, wait, t.Store, "create "+batch.GenerationKey(stream, g), func(ctx context.Context) error {
 				return catalog.CreateGeneration(ctx, t.Store, rec)
 			})
 			if errors.Is(err, catalog.ErrPromoted) {

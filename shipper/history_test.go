@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/ferry-dr/ferry/batch/batchtest"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
+	"github.com/ferry-dr/ferry/store/dir"
 	"github.com/ferry-dr/ferry/store/storetest"
 )
 
@@ -347,5 +349,90 @@ func TestConflictMessageSaysOverlap(t *testing.T) {
 	if !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "overlaps a different segment") ||
 		strings.Contains(err.Error(), "exists there with different content") {
 		t.Fatalf("Run: %v, want an overlap named as such", err)
+	}
+}
+
+// downStore is a dir store that fails every call while down is set, as an
+// unreachable endpoint does.
+type downStore struct {
+	*dir.Store
+	down atomic.Bool
+}
+
+var errDown = errors.New("dial tcp: connection refused")
+
+func (d *downStore) Put(ctx context.Context, name string, data []byte) error {
+	if d.down.Load() {
+		return errDown
+	}
+	return d.Store.Put(ctx, name, data)
+}
+
+func (d *downStore) List(ctx context.Context, dir, after string, fn func(store.Object) error) error {
+	if d.down.Load() {
+		return errDown
+	}
+	return d.Store.List(ctx, dir, after, fn)
+}
+
+func (d *downStore) Swap(ctx context.Context, name string, data []byte, old string) (string, error) {
+	if d.down.Load() {
+		return "", errDown
+	}
+	return d.Store.Swap(ctx, name, data, old)
+}
+
+// A spool that knows its stream starts while its target is down: it takes
+// records, and sends nothing until the target answers and the history and
+// lease are checked. A promotion recorded meanwhile fences it then.
+func TestTargetDownAtStart(t *testing.T) {
+	for _, promoted := range []bool{false, true} {
+		t.Run(fmt.Sprint("promoted=", promoted), func(t *testing.T) {
+			st := &downStore{Store: newDirStore(t)}
+			cfg := shipperConfig(t, Target{Name: "t", Store: st})
+			shipAndClose(t, cfg, "a", 10)
+			st.down.Store(true)
+			sh := startShipper(t, cfg)
+			if _, ok := sh.History(); ok {
+				t.Fatal("History() ok while the target is down")
+			}
+			if err := sh.AppendBatch(context.Background(), batchtest.Records("b", 10), nil); err != nil {
+				t.Fatal(err)
+			}
+			if promoted {
+				promote(t, st.Store, 2, nil, "dr-b")
+			}
+			time.Sleep(20 * time.Millisecond)
+			st.down.Store(false)
+			if promoted {
+				if err := sh.wait(t); !errors.Is(err, batch.ErrFenced) {
+					t.Fatalf("Run: %v, want fenced", err)
+				}
+				if got := batchtest.SeqRanges(storeSegments(t, st, "app")); !slices.Equal(got, [][2]uint64{{1, 10}}) {
+					t.Fatalf("store holds %v, want only [1 10]", got)
+				}
+				return
+			}
+			drain(t, sh.Shipper)
+			if got := batchtest.SeqRanges(storeSegments(t, st, "app")); !slices.Equal(got, [][2]uint64{{1, 10}, {11, 20}}) {
+				t.Fatalf("store holds %v", got)
+			}
+			if l, _ := loadLease(t, st.Store); l.Spool != cfg.Spool.Dir || l.Released {
+				t.Fatalf("lease %+v, want this shipper's", l)
+			}
+			if _, ok := sh.History(); !ok {
+				t.Fatal("History() not ok once the target answered")
+			}
+		})
+	}
+	// A permanent error still fails New.
+	st := newDirStore(t)
+	cfg := shipperConfig(t, Target{Name: "t", Store: st})
+	shipAndClose(t, cfg, "a", 10)
+	cfg.Targets = []Target{{Name: "t", Store: &storetest.Faulty{Store: st, ListFn: func(context.Context, string, string, func(store.Object) error) error {
+		return fmt.Errorf("403 AccessDenied: %w", store.ErrPermanent)
+	}}}}
+	if _, err := New(context.Background(), cfg, quiet); !errors.Is(err, store.ErrPermanent) {
+		t.Fatalf("New with a permanent error: %v", err)
 	}
 }

@@ -134,9 +134,10 @@ func (s *Shipper) leaseIdentity(gen uint32) (WriterLease, error) {
 		Spool: spoolDir, Generation: gen, Token: hex.EncodeToString(tok[:])}, nil
 }
 
-// acquireLeases takes the writer lease in every target that can hold one.
-// On error, those taken already are released.
-func (s *Shipper) acquireLeases(ctx context.Context, gen uint32, hist batch.History, histOK bool) error {
+// acquireLeases takes the writer lease in every target that can hold one,
+// waiting out store errors if wait is set (Shipper.try). On error, those
+// taken already are released.
+func (s *Shipper) acquireLeases(ctx context.Context, wait bool, gen uint32, hist batch.History, histOK bool) error {
 	if s.cfg.Lease.TTL < 0 {
 		return nil
 	}
@@ -150,8 +151,9 @@ func (s *Shipper) acquireLeases(ctx context.Context, gen uint32, hist batch.Hist
 			continue
 		}
 		l := &lease{target: t, sw: sw, key: LeaseKey(s.cfg.Spool.Stream), ttl: s.leaseTTL(), margin: s.leaseTTL() / 3}
-		if err := s.acquire(ctx, l, me, hist, histOK); err != nil {
+		if err := s.acquire(ctx, wait, l, me, hist, histOK); err != nil {
 			s.releaseLeases()
+			s.leases = nil
 			return err
 		}
 		s.leases = append(s.leases, l)
@@ -181,7 +183,7 @@ func (s *Shipper) watchEvery() time.Duration {
 // process ended (the spool's lock, which this process holds, proves that
 // holder gone), or whose holder's generation the history has fenced. A
 // live lease of another holder is an error wrapping ErrLeaseHeld.
-func (s *Shipper) acquire(ctx context.Context, l *lease, me WriterLease, hist batch.History, histOK bool) error {
+func (s *Shipper) acquire(ctx context.Context, wait bool, l *lease, me WriterLease, hist batch.History, histOK bool) error {
 	log := s.log.With("store", l.target.Store.String())
 	where := fmt.Sprintf("writer lease %s in %s", l.key, l.target.Store)
 	old := ""
@@ -191,7 +193,7 @@ func (s *Shipper) acquire(ctx context.Context, l *lease, me WriterLease, hist ba
 		rec.Acquired, rec.Renewed, rec.Expires = now, now, now.Add(l.ttl)
 		data, _ := json.Marshal(rec)
 		var v string
-		err := store.Retry(ctx, s.retry, log, "swap "+l.key, func(ctx context.Context) (err error) {
+		err := s.try(ctx, wait, l.target.Store, "swap "+l.key, func(ctx context.Context) (err error) {
 			v, err = l.sw.Swap(ctx, l.key, data, old)
 			return err
 		})
@@ -205,7 +207,7 @@ func (s *Shipper) acquire(ctx context.Context, l *lease, me WriterLease, hist ba
 		}
 		// Someone holds it, or it changed since it was read: look at it.
 		var cur []byte
-		err = store.Retry(ctx, s.retry, log, "load "+l.key, func(ctx context.Context) (err error) {
+		err = s.try(ctx, wait, l.target.Store, "load "+l.key, func(ctx context.Context) (err error) {
 			cur, old, err = l.sw.Load(ctx, l.key)
 			return err
 		})

@@ -88,11 +88,14 @@ type Shipper struct {
 	spool *spool.Spool
 	retry store.RetryPolicy // cfg.Retry, stopping on a halt (isHalt)
 
-	// Set by New, read-only afterwards.
-	history    batch.History // as New loaded it
+	// Set by prepare, in New or (deferred) in Run before ready is
+	// closed; read-only afterwards. history and hasHistory are under mu.
+	history    batch.History
 	hasHistory bool          // some target holds a history
 	hist       []*histTarget // the targets that hold it (history.go)
 	leases     []*lease      // writer leases held (lease.go)
+	deferred   bool          // New could not reach the targets: Run prepares (start.go)
+	ready      chan struct{} // closed once prepared: senders wait for it
 
 	mu        sync.Mutex
 	targets   map[string]*TargetStatus
@@ -110,8 +113,8 @@ type Shipper struct {
 	segTimes []segTime      // sent segments not yet applied everywhere
 }
 
-// New opens the spool and readies it to ship: it loads the stream's
-// history from the targets and picks the generation to write
+// New opens the spool and readies it to ship (start.go): it loads the
+// stream's history from the targets and picks the generation to write
 // (history.go), refusing one that is fenced; takes the writer lease in
 // every target that can hold one (lease.go); and on a fresh spool,
 // continues the stream where it stands in the targets. Nothing is sent
@@ -140,7 +143,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 		status[t.Name] = &TargetStatus{Name: t.Name, Store: t.Store.String(), Async: t.Async}
 	}
 	s := &Shipper{cfg: cfg, log: log, targets: status, runFail: make(chan struct{}), ackCh: make(chan struct{}), waitCh: make(chan struct{}),
-		clock: cfg.Clock, waitSeqs: map[uint64]int{}}
+		clock: cfg.Clock, waitSeqs: map[uint64]int{}, ready: make(chan struct{})}
 	s.retry = cfg.Retry
 	s.retry.Stop = func(err error) bool { return isHalt(err) || (cfg.Retry.Stop != nil && cfg.Retry.Stop(err)) }
 	if s.acksWait() && s.cfg.Spool.JournalRotate == 0 {
@@ -155,7 +158,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	if s.clock == nil {
 		s.clock = realClock{}
 	}
-	if err := s.ready(ctx); err != nil {
+	if err := s.start(ctx); err != nil {
 		s.releaseLeases()
 		sp.Close()
 		return nil, err
@@ -172,33 +175,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	return s, nil
 }
 
-// ready is New's work on the stores, in an order that keeps a fenced or
-// second shipper from touching the stream: history and generation, then
-// the leases, then (fresh spool) where the stream stands.
-func (s *Shipper) ready(ctx context.Context) error {
-	hist, ok, err := s.loadHistory(ctx)
-	if err != nil {
-		return err
-	}
-	gen, err := s.pickGeneration(hist, ok)
-	if err != nil {
-		return err
-	}
-	s.history, s.hasHistory = hist, ok
-	if err := s.acquireLeases(ctx, gen, hist, ok); err != nil {
-		return err
-	}
-	if s.spool.Fresh() {
-		return s.continueStream(ctx, gen, hist, ok)
-	}
-	return nil
+// History returns the stream's history as the shipper loaded it from the
+// targets that hold one; ok is false when none does (tcp:// links only;
+// the generation is then the spool's), or while New could not reach them
+// and Run has not yet. Link clients built after New take the generation
+// from it, or from Generation.
+func (s *Shipper) History() (h batch.History, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.history, s.hasHistory
 }
-
-// History returns the stream's history as New loaded it from the targets
-// that hold one; ok is false when none does (tcp:// links only), and the
-// generation is then the spool's. Link clients built after New take the
-// generation from it (or from Generation).
-func (s *Shipper) History() (h batch.History, ok bool) { return s.history, s.hasHistory }
 
 // Generation is the generation the shipper writes: its spool's.
 func (s *Shipper) Generation() uint32 { return s.spool.Config().Generation }
@@ -315,7 +301,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.runCancel, s.runDone = cancel, done
 	s.mu.Unlock()
-	n := 2*len(s.cfg.Targets) + 4 + len(s.leases) + len(s.hist)
+	n := 2*len(s.cfg.Targets) + 5
 	errc := make(chan error, n)
 	if s.acksWait() {
 		// Every append waits for the targets' ack, which only sealed
@@ -333,12 +319,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 		go func() { errc <- s.send(ctx, t) }()
 		go func() { errc <- s.watermarkLoop(ctx, t) }()
 	}
-	for _, l := range s.leases {
-		go func() { errc <- s.leaseLoop(ctx, l) }()
-	}
-	for _, ht := range s.hist {
-		go func() { errc <- s.watchHistory(ctx, ht, s.watchEvery()) }()
-	}
+	go func() { errc <- s.guard(ctx) }()
 	var first error
 	for range n {
 		if err := <-errc; err != nil && first == nil && ctx.Err() == nil {
@@ -404,6 +385,11 @@ type inflight struct {
 // any other gets one Put at a time. Either way each segment is confirmed
 // in order, and a failed one is retried before anything after it counts.
 func (s *Shipper) send(ctx context.Context, t Target) error {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return nil
+	}
 	var cursor uint64 // last seq t has durably
 	pace := s.newPacer(t)
 	pipe, _ := t.Store.(store.Pipeliner)
