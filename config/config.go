@@ -29,8 +29,12 @@ type File struct {
 	// Required by ship and receive. Pattern [A-Za-z0-9][A-Za-z0-9._-]{0,127}.
 	Stream string `toml:"stream"`
 
-	// Generation distinguishes restarts of a stream from scratch; segments of
-	// an older generation are never mixed with a newer one. Default 1, >= 1.
+	// Generation is the generation of the stream's history a shipper
+	// writes (docs/FORMAT.md, "Generation records"; docs/FENCING.md).
+	// Default 0: follow the history. A spool that has shipped keeps its
+	// generation; a new one takes the newest in the store targets. A
+	// shipper of an older generation than the newest is fenced: it ships
+	// nothing and exits. Kept for compatibility; other verbs take 0 as 1.
 	Generation uint32 `toml:"generation"`
 
 	// Store is where segments are kept: a plain directory path,
@@ -60,6 +64,9 @@ type File struct {
 	// "Europe/Paris". Default: the machine's local time. A schedule may
 	// also carry its own "CRON_TZ=Zone " prefix.
 	TimeZone string `toml:"time_zone"`
+
+	// Site says which site this is. It is the top-level [site] table.
+	Site Site `toml:"site"`
 
 	// Ship configures "ferry ship".
 	Ship Ship `toml:"ship"`
@@ -95,6 +102,14 @@ type Retention struct {
 	// "ferry ship" prunes its store targets. Default "": only "ferry prune"
 	// prunes.
 	Schedule string `toml:"schedule"`
+}
+
+// Site names the site a ferry runs on.
+type Site struct {
+	// ID names this site in the stream's writer lease, where a shipper
+	// kept out of the stream reads who holds it. Default: the host name.
+	// Same pattern as stream.
+	ID string `toml:"id"`
 }
 
 // Ship configures the shipping side: where records come from, how they are
@@ -173,6 +188,18 @@ type Ship struct {
 	// has one; when it closes, the segment being sent finishes and sending
 	// stops. Default none: always send.
 	Windows []Window `toml:"windows"`
+
+	// LeaseTTL is how long the stream's writer lease lasts unless renewed
+	// (every third of it): the lease that keeps a second shipper off the
+	// stream in every dir and s3:// target (docs/FENCING.md). It must
+	// exceed the worst clock skew between the hosts that may ship the
+	// stream plus the longest pause of a shipper. A second shipper is
+	// refused while the lease is live; after a crash, another host takes
+	// over once it expires (the same spool restarted takes over at once).
+	// "off" or 0 disables the lease, which leaves nothing but the stores'
+	// overlap checks to stop two shippers writing one stream: unsafe.
+	// Default 30s; at least 1s.
+	LeaseTTL DurationOrOff `toml:"lease_ttl"`
 
 	// Targets are further stores that get every segment besides store
 	// (fan-out), as [[ship.targets]] tables: e.g. an S3 archive beside a
@@ -269,9 +296,8 @@ type Receive struct {
 // Ship.Spool, Receive.State and Receive.Apply have no default.
 func Defaults() *File {
 	return &File{
-		Generation: 1,
-		LogLevel:   "info",
-		LogFormat:  "text",
+		LogLevel:  "info",
+		LogFormat: "text",
 		Ship: Ship{
 			Source:          "stdin",
 			Format:          "line",
@@ -283,6 +309,7 @@ func Defaults() *File {
 			ShutdownTimeout: Duration(30 * time.Second),
 			Compression:     "fastest",
 			Ack:             "local",
+			LeaseTTL:        DurationOrOff(DefaultLeaseTTL),
 		},
 		Receive: Receive{
 			GapTimeout: Duration(30 * time.Second),
@@ -295,6 +322,9 @@ func Defaults() *File {
 		TCP: TCP{InboxKeep: DefaultInboxKeep, CheckpointDelay: Duration(DefaultCheckpointDelay)},
 	}
 }
+
+// DefaultLeaseTTL is ship.lease_ttl when the config does not set it.
+const DefaultLeaseTTL = 30 * time.Second
 
 // DefaultCheckpointDelay is tcp.checkpoint_delay when the config does not
 // set it.

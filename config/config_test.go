@@ -137,12 +137,12 @@ func TestFlagValues(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	d := Defaults()
-	if d.Generation != 1 || d.LogLevel != "info" || d.LogFormat != "text" {
+	if d.Generation != 0 || d.LogLevel != "info" || d.LogFormat != "text" {
 		t.Errorf("common defaults: %+v", d)
 	}
 	wantShip := Ship{Source: "stdin", Format: "line", Fsync: "batch", MaxBytes: 4 * MiB,
 		MaxAge: Duration(2 * time.Second), MaxRecordSize: 16 * MiB, SpoolLimit: GiB,
-		ShutdownTimeout: Duration(30 * time.Second), Compression: "fastest", Ack: "local"}
+		ShutdownTimeout: Duration(30 * time.Second), Compression: "fastest", Ack: "local", LeaseTTL: DurationOrOff(30 * time.Second)}
 	if !reflect.DeepEqual(d.Ship, wantShip) {
 		t.Errorf("ship defaults = %+v, want %+v", d.Ship, wantShip)
 	}
@@ -195,6 +195,31 @@ max_record_size = "1 MiB"
 	}
 }
 
+// lease_ttl takes a duration or "off" (0, like a bare 0); [site] id a name.
+func TestLoadLeaseAndSite(t *testing.T) {
+	for _, tc := range []struct {
+		content string
+		want    DurationOrOff
+	}{
+		{"[ship]\nlease_ttl = \"45s\"\n", DurationOrOff(45 * time.Second)},
+		{"[ship]\nlease_ttl = \"off\"\n", 0},
+		{"[ship]\nlease_ttl = 0\n", 0},
+		{"", DurationOrOff(30 * time.Second)},
+	} {
+		f, err := Load(writeConfig(t, tc.content))
+		if err != nil || f.Ship.LeaseTTL != tc.want {
+			t.Errorf("%q: lease_ttl %v, %v; want %v", tc.content, f.Ship.LeaseTTL, err, tc.want)
+		}
+	}
+	f, err := Load(writeConfig(t, "[site]\nid = \"dr-b\"\n"))
+	if err != nil || f.Site.ID != "dr-b" {
+		t.Errorf("site.id: %+v, %v", f.Site, err)
+	}
+	if got := DurationOrOff(0).String(); got != "off" {
+		t.Errorf("0 formats as %q, want off", got)
+	}
+}
+
 func TestLoadUnknownKey(t *testing.T) {
 	for _, tc := range []struct {
 		name, content, want string
@@ -212,6 +237,8 @@ func TestLoadUnknownKey(t *testing.T) {
 		{"wrong case", "Stream = \"a\"\n", `:1: unknown key "Stream" (did you mean "stream"?)`},
 		{"key above its table", "spool = \"/s\"\n[ship]\n", `:1: unknown key "spool" (did you mean "ship.spool"?)`},
 		{"quoted", "stream = \"a\"\n\"we ird\" = 1\n", `:2: unknown key "\"we ird\""`},
+		{"lease ttl", "[ship]\nlease_tll = \"30s\"\n", `:2: unknown key "ship.lease_tll" (did you mean "ship.lease_ttl"?)`},
+		{"site", "[site]\nidd = \"dr-b\"\n", `:2: unknown key "site.idd" (did you mean "site.id"?)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeConfig(t, tc.content)
@@ -257,6 +284,9 @@ func TestLoadSyntaxAndTypeErrors(t *testing.T) {
 		{"generation string", "\ngeneration = \"one\"\n", []string{":2: generation: ", "string"}},
 		{"generation negative", "generation = -1\n", []string{":1: generation: "}},
 		{"generation overflow", "generation = 4294967296\n", []string{":1: generation: "}},
+		{"lease_ttl no unit", "[ship]\nlease_ttl = 30\n", []string{":2: ship.lease_ttl: ", `or "off"`}},
+		{"lease_ttl word", "[ship]\nlease_ttl = \"never\"\n", []string{":2: ship.lease_ttl: ", `or "off"`}},
+		{"lease_ttl short", "[ship]\n\nlease_ttl = \"100ms\"\n", []string{":3: ship.lease_ttl: 100ms is below 1s"}},
 		{"bool as string", "[s3]\npath_style = \"yes\"\n", []string{":2: s3.path_style: "}},
 		{"table as string", "ship = \"x\"\n", []string{":1: ship: "}},
 		{"string as table", "[stream]\nx = 1\n", []string{"stream"}},

@@ -132,3 +132,39 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 
 // Set implements flag.Value.
 func (d *Duration) Set(v string) error { return d.UnmarshalText([]byte(v)) }
+
+// DurationOrOff is a Duration that may also be written "off", which is 0.
+type DurationOrOff Duration
+
+// ParseDurationOrOff parses "off" as 0, anything else as ParseDuration.
+func ParseDurationOrOff(s string) (DurationOrOff, error) {
+	if strings.TrimSpace(s) == "off" {
+		return 0, nil
+	}
+	d, err := ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w, or \"off\"", err)
+	}
+	return DurationOrOff(d), nil
+}
+
+// String formats d like Duration, and 0 as "off".
+func (d DurationOrOff) String() string {
+	if d == 0 {
+		return "off"
+	}
+	return Duration(d).String()
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *DurationOrOff) UnmarshalText(b []byte) error {
+	v, err := ParseDurationOrOff(string(b))
+	if err != nil {
+		return err
+	}
+	*d = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d DurationOrOff) MarshalText() ([]byte, error) { return []byte(d.String()), nil }

@@ -74,9 +74,6 @@ func (f *File) Validate(verb string) error {
 	if f.Stream != "" && !streamPattern.MatchString(f.Stream) {
 		add("stream", "%q is not a valid stream name: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", f.Stream)
 	}
-	if f.Generation < 1 {
-		add("generation", "must be at least 1")
-	}
 	if f.Store != "" {
 		if err := checkStore(f.Store); err != nil {
 			add("store", "%v", err)
@@ -122,6 +119,12 @@ func (f *File) Validate(verb string) error {
 	}
 	if s.ShutdownTimeout <= 0 {
 		add("ship.shutdown_timeout", "must be greater than 0")
+	}
+	if s.LeaseTTL != 0 && s.LeaseTTL < DurationOrOff(time.Second) {
+		add("ship.lease_ttl", "%v is below 1s: use at least the worst clock skew between the shipping hosts plus a shipper's longest pause, or \"off\"", time.Duration(s.LeaseTTL))
+	}
+	if f.Site.ID != "" && !streamPattern.MatchString(f.Site.ID) {
+		add("site.id", "%q is not a valid site id (1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)", f.Site.ID)
 	}
 	oneOf("ship.compression", s.Compression, "fastest", "default", "better", "best")
 	oneOf("ship.ack", s.Ack, "local", "received", "applied")

@@ -52,6 +52,9 @@ type Config struct {
 	// OnSent, if set, is called after each segment a target confirmed,
 	// with its size and how long the put took, retries included (metrics).
 	OnSent func(target string, bytes int, took time.Duration)
+	// Lease configures the writer lease taken in every target that can
+	// hold one (lease.go).
+	Lease LeaseConfig
 }
 
 // TargetStatus is what the shipper knows about one target.
@@ -83,11 +86,24 @@ type Shipper struct {
 	cfg   Config
 	log   *slog.Logger
 	spool *spool.Spool
+	retry store.RetryPolicy // cfg.Retry, stopping on a halt (isHalt)
 
-	mu      sync.Mutex
-	targets map[string]*TargetStatus
-	runErr  error         // Run's fatal error, under mu
-	runFail chan struct{} // closed when runErr is set, so Drain stops waiting
+	// Set by prepare, in New or (deferred) in Run before ready is
+	// closed; read-only afterwards. history and hasHistory are under mu.
+	history    batch.History
+	hasHistory bool          // some target holds a history
+	hist       []*histTarget // the targets that hold it (history.go)
+	leases     []*lease      // writer leases held (lease.go)
+	deferred   bool          // New could not reach the targets: Run prepares (start.go)
+	ready      chan struct{} // closed once prepared: senders wait for it
+
+	mu        sync.Mutex
+	targets   map[string]*TargetStatus
+	runErr    error         // Run's fatal error, under mu
+	runFail   chan struct{} // closed when runErr is set, so Drain stops waiting
+	halted    error         // why nothing may be sent any more (fence.go), under mu
+	runCancel context.CancelFunc
+	runDone   chan struct{} // closed when Run returns
 
 	clock    Clock
 	ackCh    chan struct{}  // closed and replaced when a watermark moves
@@ -97,8 +113,12 @@ type Shipper struct {
 	segTimes []segTime      // sent segments not yet applied everywhere
 }
 
-// New opens the spool. On a fresh spool whose stream already has segments
-// in a target, the sequence and hash chain continue from the newest one.
+// New opens the spool and readies it to ship (start.go): it loads the
+// stream's history from the targets and picks the generation to write
+// (history.go), refusing one that is fenced; takes the writer lease in
+// every target that can hold one (lease.go); and on a fresh spool,
+// continues the stream where it stands in the targets. Nothing is sent
+// before Run.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	if len(cfg.Targets) == 0 {
 		return nil, errors.New("shipper needs at least one target")
@@ -123,7 +143,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 		status[t.Name] = &TargetStatus{Name: t.Name, Store: t.Store.String(), Async: t.Async}
 	}
 	s := &Shipper{cfg: cfg, log: log, targets: status, runFail: make(chan struct{}), ackCh: make(chan struct{}), waitCh: make(chan struct{}),
-		clock: cfg.Clock, waitSeqs: map[uint64]int{}}
+		clock: cfg.Clock, waitSeqs: map[uint64]int{}, ready: make(chan struct{})}
+	s.retry = cfg.Retry
+	s.retry.Stop = func(err error) bool { return isHalt(err) || (cfg.Retry.Stop != nil && cfg.Retry.Stop(err)) }
 	if s.acksWait() && s.cfg.Spool.JournalRotate == 0 {
 		// Nothing commits the journal (Run): one file for many seals.
 		s.cfg.Spool.JournalRotate = journalRotateAcks
@@ -136,11 +158,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	if s.clock == nil {
 		s.clock = realClock{}
 	}
-	if sp.Fresh() {
-		if err := s.continueStream(ctx); err != nil {
-			sp.Close()
-			return nil, err
-		}
+	if err := s.start(ctx); err != nil {
+		s.releaseLeases()
+		sp.Close()
+		return nil, err
 	}
 	// The spool keeps a segment until every target confirmed it, so every
 	// target has what precedes the oldest segment still here.
@@ -154,53 +175,19 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	return s, nil
 }
 
-// continueStream finds the newest segment of this stream and generation in
-// any target and makes the fresh spool continue after it.
-func (s *Shipper) continueStream(ctx context.Context) error {
-	c := s.spool.Config() // with defaults applied: Generation 0 means 1
-	var best string
-	var bestTarget store.Store
-	for _, t := range s.cfg.Targets {
-		// A fresh spool cannot know where the stream stands until the
-		// target answers: starting at seq 1 beside existing segments would
-		// fork the stream. So wait out transient errors (an endpoint not up
-		// yet at boot); a permanent one (credentials, bucket) fails now.
-		err := store.Retry(ctx, s.cfg.Retry, s.log.With("store", t.Store.String()), "list "+batch.StreamDir(c.Stream), func(ctx context.Context) error {
-			return t.Store.List(ctx, batch.StreamDir(c.Stream), "", func(o store.Object) error {
-				name := o.Name[len(c.Stream)+1:]
-				if gen, _, _, ok := batch.ParseSegmentName(name); ok && gen == c.Generation && name > best {
-					best, bestTarget = name, t.Store
-				}
-				return nil
-			})
-		})
-		if err != nil {
-			return fmt.Errorf("look for existing segments in %s: %w", t.Store, err)
-		}
-	}
-	if best == "" {
-		return nil
-	}
-	var data []byte
-	err := store.Retry(ctx, s.cfg.Retry, s.log.With("store", bestTarget.String()), "get "+best, func(ctx context.Context) error {
-		rc, err := bestTarget.Get(ctx, batch.SegmentKey(c.Stream, best))
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		data, err = batch.ReadAll(rc, 4<<30)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("read newest segment %s: %w", best, err)
-	}
-	seg, err := batch.Open(data)
-	if err != nil {
-		return fmt.Errorf("newest segment %s in %s: %w", best, bestTarget, err)
-	}
-	s.log.Info("new spool continues the stream found in the store", "stream", c.Stream, "segment", best, "seq", seg.Meta.LastSeq)
-	return s.spool.Continue(seg.Meta.LastSeq, seg.Hash)
+// History returns the stream's history as the shipper loaded it from the
+// targets that hold one; ok is false when none does (tcp:// links only;
+// the generation is then the spool's), or while New could not reach them
+// and Run has not yet. Link clients built after New take the generation
+// from it, or from Generation.
+func (s *Shipper) History() (h batch.History, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.history, s.hasHistory
 }
+
+// Generation is the generation the shipper writes: its spool's.
+func (s *Shipper) Generation() uint32 { return s.spool.Config().Generation }
 
 // Spool exposes the spool (status, tests).
 func (s *Shipper) Spool() *spool.Spool { return s.spool }
@@ -301,13 +288,20 @@ func (s *Shipper) AppendBatch(ctx context.Context, recs []batch.Record, cursor [
 	return s.waitAck(ctx, recs[len(recs)-1].Seq)
 }
 
-// Run seals by age, commits the journal and sends to every target until
-// ctx ends (returning nil) or something fatal happens: an fsync failure, a
-// permanent store error, or a conflict (another writer owns the stream).
+// Run seals by age, commits the journal, sends to every target and renews
+// the writer leases until ctx ends (returning nil) or something fatal
+// happens: an fsync failure, a permanent store error, a conflict (another
+// writer owns the stream), a newer generation (the *batch.FencedError,
+// fence.go) or a lost lease (ErrLeaseLost). Close ends it too.
 func (s *Shipper) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	n := 2*len(s.cfg.Targets) + 4
+	done := make(chan struct{})
+	defer close(done)
+	s.mu.Lock()
+	s.runCancel, s.runDone = cancel, done
+	s.mu.Unlock()
+	n := 2*len(s.cfg.Targets) + 5
 	errc := make(chan error, n)
 	if s.acksWait() {
 		// Every append waits for the targets' ack, which only sealed
@@ -325,6 +319,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 		go func() { errc <- s.send(ctx, t) }()
 		go func() { errc <- s.watermarkLoop(ctx, t) }()
 	}
+	go func() { errc <- s.guard(ctx) }()
 	var first error
 	for range n {
 		if err := <-errc; err != nil && first == nil && ctx.Err() == nil {
@@ -390,6 +385,11 @@ type inflight struct {
 // any other gets one Put at a time. Either way each segment is confirmed
 // in order, and a failed one is retried before anything after it counts.
 func (s *Shipper) send(ctx context.Context, t Target) error {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return nil
+	}
 	var cursor uint64 // last seq t has durably
 	pace := s.newPacer(t)
 	pipe, _ := t.Store.(store.Pipeliner)
@@ -414,6 +414,7 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 		if len(queue) > 0 {
 			sentTo = queue[len(queue)-1].seg.LastSeq
 		}
+		checked := false
 		for _, seg := range s.spool.Pending(sentTo) {
 			if len(queue) >= window {
 				break
@@ -427,11 +428,24 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 			if len(queue) > 0 && !pace.ready() {
 				break // the queue's answers come first
 			}
+			if !checked {
+				// Once per round: the stream may have been promoted away.
+				if err := s.checkFence(ctx, t); err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				checked = true
+			}
 			data, err := s.spool.ReadSealed(seg.Name)
 			if err != nil {
 				return fmt.Errorf("read sealed/%s from spool: %w", seg.Name, err)
 			}
 			f := inflight{seg: seg, key: batch.SegmentKey(s.cfg.Spool.Stream, seg.Name), data: data, started: time.Now()}
+			if err := s.haltErr(); err != nil {
+				return err
+			}
 			if pipe != nil {
 				f.wait = pipe.PutAsync(ctx, f.key, data)
 			}
@@ -483,10 +497,13 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 
 // deliver makes sure t has f durably: it waits for f's answer if f was
 // started (f.wait), and otherwise, or if that failed, Puts it with retries
-// under the retry policy. abandon runs once before the first retry.
+// under the retry policy. abandon runs once before the first retry. No
+// Put starts once the shipper is halted, nor while t's writer lease may
+// have expired.
 func (s *Shipper) deliver(ctx context.Context, t Target, f inflight, abandon func()) error {
 	first := f.wait
-	err := store.Retry(ctx, s.cfg.Retry, s.log.With("store", t.Store.String()), "put "+f.key, func(ctx context.Context) error {
+	l := s.leaseOf(t)
+	err := store.Retry(ctx, s.retry, s.log.With("store", t.Store.String()), "put "+f.key, func(ctx context.Context) error {
 		var err error
 		if first != nil {
 			err, first = first(), nil
@@ -495,9 +512,20 @@ func (s *Shipper) deliver(ctx context.Context, t Target, f inflight, abandon fun
 				abandon()
 				abandon = nil
 			}
+			if err := s.haltErr(); err != nil {
+				return err
+			}
+			if l != nil {
+				if err := l.ensure(ctx); err != nil {
+					if !isHalt(err) {
+						s.setTargetError(t.Name, err)
+					}
+					return err
+				}
+			}
 			err = t.Store.Put(ctx, f.key, f.data)
 		}
-		if err != nil {
+		if err != nil && !isHalt(err) {
 			s.setTargetError(t.Name, err)
 		}
 		return err
@@ -505,14 +533,37 @@ func (s *Shipper) deliver(ctx context.Context, t Target, f inflight, abandon fun
 	if ctx.Err() != nil {
 		return nil
 	}
-	if errors.Is(err, store.ErrConflict) {
-		return fmt.Errorf("target %s: segment %s exists with different content: another writer owns stream %q (split brain?); stopping: %w",
-			t.Name, f.key, s.cfg.Spool.Stream, err)
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, batch.ErrFenced):
+		// From a link, whose receiver knows the newer generation.
+		return s.halt(fmt.Errorf("target %s: %w", t.Name, err))
+	case isHalt(err):
+		return s.halt(err)
+	case errors.Is(err, store.ErrConflict):
+		return fmt.Errorf("target %s: %s: another writer ships stream %q (split brain?); stopping: %w",
+			t.Name, s.describeConflict(ctx, t, f), s.cfg.Spool.Stream, err)
+	case err != nil:
 		return fmt.Errorf("target %s: put %s: %w", t.Name, f.key, err)
 	}
 	return nil
+}
+
+// describeConflict says what kind of conflict refused f: another segment
+// under the same name, or (the name being free) a stored segment of the
+// same generation whose seqs overlap f's, which the store's error names.
+// It reads the name once, on this fatal path only.
+func (s *Shipper) describeConflict(ctx context.Context, t Target, f inflight) string {
+	if !store.IsSegmentsOnly(t.Store) {
+		rc, err := t.Store.Get(ctx, f.key)
+		if err == nil {
+			rc.Close()
+			return fmt.Sprintf("segment %s exists there with different content", f.key)
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Sprintf("segment %s (seq %d..%d) overlaps a different segment stored there", f.key, f.seg.FirstSeq, f.seg.LastSeq)
+		}
+	}
+	return fmt.Sprintf("segment %s was refused as a conflict", f.key)
 }
 
 func (s *Shipper) setTargetError(name string, err error) {
@@ -601,8 +652,20 @@ func (s *Shipper) Drain(ctx context.Context) error {
 	}
 }
 
-// Close closes the spool (fsyncing the journal unless fsync is off).
-func (s *Shipper) Close() error { return s.spool.Close() }
+// Close ends Run if it is running and waits for it, gives up the writer
+// leases (so a successor need not wait for them to expire), and closes
+// the spool (fsyncing the journal unless fsync is off).
+func (s *Shipper) Close() error {
+	s.mu.Lock()
+	cancel, done := s.runCancel, s.runDone
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	s.releaseLeases()
+	return s.spool.Close()
+}
 
 // Source produces records into a shipper until its input ends (io.EOF is
 // returned as nil) or ctx ends.

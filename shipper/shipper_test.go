@@ -302,24 +302,6 @@ func TestShipperContinuesStreamFromStore(t *testing.T) {
 	}
 }
 
-func TestShipperContinueIgnoresOtherGenerations(t *testing.T) {
-	st := newDirStore(t)
-	cfg := shipperConfig(t, Target{Name: "t", Store: st})
-	cfg.Spool.Generation = 2
-	old := startShipper(t, cfg)
-	if err := old.AppendBatch(context.Background(), batchtest.Records("g2", 3), nil); err != nil {
-		t.Fatal(err)
-	}
-	drain(t, old.Shipper)
-	old.stop(t)
-
-	sh := startShipper(t, shipperConfig(t, Target{Name: "t", Store: st})) // generation 1
-	seq, err := sh.Append(context.Background(), batch.Record{Data: []byte("x")})
-	if err != nil || seq != 1 {
-		t.Fatalf("generation 1 after a generation 2 stream: seq %d err %v, want 1", seq, err)
-	}
-}
-
 func TestShipperDrainTimeout(t *testing.T) {
 	real := newDirStore(t)
 	dead := &storetest.Faulty{Store: real, PutFn: func(ctx context.Context, name string, data []byte) error {

@@ -104,6 +104,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	defer closeTargets()
 	sc := cfg.Ship
+	lease := leaseConfig(cfg)
+	if !streamSet {
+		// A stream of its own has no other writer to keep out, and the
+		// clean-up would have to remove the lease object too.
+		lease.TTL = -1
+	}
 	sh, err := shipper.New(ctx, shipper.Config{
 		Spool: spool.Config{Dir: spoolPath, Stream: cfg.Stream, Generation: cfg.Generation, Fsync: spool.FsyncMode(sc.Fsync),
 			Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
@@ -111,6 +117,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		Targets: targets,
 		Retry:   store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2},
 		Ack:     shipper.AckMode(sc.Ack),
+		Lease:   lease,
 	}, log)
 	if err != nil {
 		return err

@@ -77,6 +77,12 @@ func (c *common) parse(args []string, verb string) error {
 	if err := c.cfg.Validate(verb); err != nil {
 		return usageError{fmt.Errorf("invalid settings:\n%w", err)}
 	}
+	if verb != "ship" && c.cfg.Generation == 0 {
+		// Only the shippers (ship, push) follow the stream's history
+		// when generation is left unset; the other verbs keep to
+		// generation 1, as before, until they follow it too.
+		c.cfg.Generation = 1
+	}
 	return nil
 }
 

@@ -43,14 +43,17 @@ var configFlags = map[string]configFlag{
 		set: func(c *config.File, v string) error { c.Store = v; return nil }},
 	"stream": {kind: stringFlag, usage: "stream `name`",
 		set: func(c *config.File, v string) error { c.Stream = v; return nil }},
-	"generation": {kind: uintFlag, usage: "stream generation (default 1)",
+	"generation": {kind: uintFlag, usage: "stream generation (default 0: follow the stream's history)",
 		set: func(c *config.File, v string) error {
-			// A value over uint32 stores 0, which Validate refuses.
-			var g uint32
-			fmt.Sscan(v, &g)
-			c.Generation = g
+			g, err := strconv.ParseUint(v, 10, 32)
+			if err != nil {
+				return fmt.Errorf("%q is not a generation (0 to %d; 0 follows the stream's history)", v, uint32(1<<32-1))
+			}
+			c.Generation = uint32(g)
 			return nil
 		}},
+	"site": {kind: stringFlag, usage: "this site's `name` in the stream's writer lease (default: host name)",
+		set: func(c *config.File, v string) error { c.Site.ID = v; return nil }},
 	"log-level": {kind: stringFlag, usage: "debug, info, warn or error (default info)",
 		set: func(c *config.File, v string) error { c.LogLevel = v; return nil }},
 	"log-format": {kind: stringFlag, usage: "text or json (default text)",
@@ -84,6 +87,11 @@ var configFlags = map[string]configFlag{
 		}},
 	"compression": {kind: stringFlag, usage: "fastest, default, better or best (default fastest)",
 		set: func(c *config.File, v string) error { c.Ship.Compression = v; return nil }},
+	"lease-ttl": {kind: stringFlag, usage: "how long the stream's writer lease lasts unless renewed, or off (unsafe: nothing then keeps a second shipper off the stream) (default 30s)",
+		set: func(c *config.File, v string) (err error) {
+			c.Ship.LeaseTTL, err = config.ParseDurationOrOff(v)
+			return
+		}},
 	"ack": {kind: stringFlag, usage: "when a record counts as accepted: local, received or applied (default local)",
 		set: func(c *config.File, v string) error { c.Ship.Ack = v; return nil }},
 	"also": {kind: listFlag, usage: "send every segment to this store `URL` too (fan-out; repeatable; see [[ship.targets]])",

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/config"
 )
@@ -89,5 +90,47 @@ insecure = true
 	// A bad value names the flag.
 	if _, err := parse("--max-age", "soon"); err == nil || !strings.HasPrefix(err.Error(), "--max-age: invalid duration") {
 		t.Errorf("--max-age soon: %v", err)
+	}
+}
+
+// --generation, --site and --lease-ttl set their keys; a generation that
+// does not fit 32 bits is refused rather than taken as 0 (follow the
+// history, which only the shipping verbs do), and "off" turns the lease
+// off.
+func TestFenceFlags(t *testing.T) {
+	parseAs := func(verb string, args ...string) (*config.File, error) {
+		c := newFlags("test", "test", "", io.Discard)
+		c.accept("site", "lease-ttl", "spool")
+		err := c.parse(append([]string{"--store", "/s", "--stream", "app", "--spool", "/sp"}, args...), verb)
+		return c.cfg, err
+	}
+	parse := func(args ...string) (*config.File, error) { return parseAs("ship", args...) }
+	cfg, err := parse()
+	if err != nil || cfg.Generation != 0 || cfg.Site.ID != "" || time.Duration(cfg.Ship.LeaseTTL) != 30*time.Second {
+		t.Fatalf("defaults: generation %d, site %q, lease_ttl %v, %v", cfg.Generation, cfg.Site.ID, cfg.Ship.LeaseTTL, err)
+	}
+	cfg, err = parse("--generation", "3", "--site", "dr-b", "--lease-ttl", "45s")
+	if err != nil || cfg.Generation != 3 || cfg.Site.ID != "dr-b" || time.Duration(cfg.Ship.LeaseTTL) != 45*time.Second {
+		t.Fatalf("set: generation %d, site %q, lease_ttl %v, %v", cfg.Generation, cfg.Site.ID, cfg.Ship.LeaseTTL, err)
+	}
+	if cfg, err = parse("--lease-ttl", "off"); err != nil || cfg.Ship.LeaseTTL != 0 {
+		t.Fatalf("--lease-ttl off: %v, %v", cfg.Ship.LeaseTTL, err)
+	}
+	// The verbs that do not ship keep to generation 1 when it is unset.
+	if cfg, err = parseAs(""); err != nil || cfg.Generation != 1 {
+		t.Fatalf("verb \"\": generation %d, %v; want 1", cfg.Generation, err)
+	}
+	for _, tc := range []struct{ args, want []string }{
+		{[]string{"--generation", "4294967296"}, []string{"--generation", "is not a generation"}},
+		{[]string{"--lease-ttl", "never"}, []string{"--lease-ttl: invalid duration", `"off"`}},
+		{[]string{"--lease-ttl", "200ms"}, []string{"ship.lease_ttl: 200ms is below 1s"}},
+		{[]string{"--site", "dr b"}, []string{`site.id: "dr b" is not a valid site id`}},
+	} {
+		_, err := parse(tc.args...)
+		for _, w := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%q: %v, want it to say %q", tc.args, err, w)
+			}
+		}
 	}
 }

@@ -257,26 +257,25 @@ var errSpoolTaken = errors.New("spool taken by another process")
 func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushFile, log *slog.Logger) (shipper.PushResult, error) {
 	var res shipper.PushResult
 	sc := cfg.Ship
-	targets, closeTargets, err := openTargets(ctx, cfg, nil, log)
-	if err != nil {
-		return res, err
-	}
-	defer closeTargets()
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
-	sh, err := shipper.New(ctx, shipper.Config{
-		Spool: spool.Config{Dir: sc.Spool, Stream: cfg.Stream, Generation: cfg.Generation, Fsync: spool.FsyncMode(sc.Fsync),
-			Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
-			MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression)},
-		Targets: targets,
-		Retry:   retry,
-		Ack:     shipper.AckMode(sc.Ack),
-	}, log)
+	sh, targets, closeTargets, err := openShipper(ctx, cfg, nil, log, func(targets []shipper.Target, gen uint32) shipper.Config {
+		return shipper.Config{
+			Spool: spool.Config{Dir: sc.Spool, Stream: cfg.Stream, Generation: gen, Fsync: spool.FsyncMode(sc.Fsync),
+				Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
+				MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression)},
+			Targets: targets,
+			Retry:   retry,
+			Ack:     shipper.AckMode(sc.Ack),
+			Lease:   leaseConfig(cfg),
+		}
+	})
 	if err != nil {
 		if held, _ := spoolLocked(sc.Spool); held {
 			return res, errSpoolTaken
 		}
 		return res, err
 	}
+	defer closeTargets()
 	defer sh.Close()
 	markers, err := pushMarkerStores(cfg, targets)
 	if err != nil {

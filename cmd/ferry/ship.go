@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -41,7 +42,7 @@ const shipExamples = `  # ship a log file through stdin into a local directory s
 func runShip(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("ship", "ferry ship --store URL --stream NAME --spool DIR [--source stdin|tail:PATH] [--format line|ndjson|raw] [--max-bytes 4MiB] [--max-age 2s] [--max-records N] [--config FILE]", shipExamples, stderr)
 	c.accept("spool", "source", "format", "fsync", "max-bytes", "max-age", "max-records", "max-record-size",
-		"spool-limit", "shutdown-timeout", "compression", "ack", "metrics-addr", "also")
+		"spool-limit", "shutdown-timeout", "compression", "ack", "metrics-addr", "also", "site", "lease-ttl")
 	c.accept(shipperLinkFlags...)
 	err := c.parseNoArgs(args, "ship")
 	if err != nil {
@@ -60,35 +61,37 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		reg = metrics.New()
 		onS3Request, retry.OnRetry, onSent = reg.OnS3Request, reg.OnRetry, reg.OnSent
 	}
-	targets, closeTargets, err := openTargets(ctx, cfg, onS3Request, log)
-	if err != nil {
-		return err
-	}
-	defer closeTargets()
 	schedules, err := shipSchedules(cfg)
 	if err != nil {
 		return err
 	}
-	sh, err := shipper.New(ctx, shipper.Config{
-		Spool: spool.Config{
-			Dir:           sc.Spool,
-			Stream:        cfg.Stream,
-			Generation:    cfg.Generation,
-			Fsync:         spool.FsyncMode(sc.Fsync),
-			Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
-			MaxRecordSize: int(sc.MaxRecordSize),
-			Limit:         int64(sc.SpoolLimit),
-			Level:         batch.Level(sc.Compression),
-		},
-		Targets:   targets,
-		Retry:     retry,
-		OnSent:    onSent,
-		Ack:       shipper.AckMode(sc.Ack),
-		Schedules: schedules,
-	}, log)
+	if sc.LeaseTTL == 0 {
+		log.Warn("ship.lease_ttl is off: nothing keeps a second shipper off the stream", "stream", cfg.Stream)
+	}
+	sh, targets, closeTargets, err := openShipper(ctx, cfg, onS3Request, log, func(targets []shipper.Target, gen uint32) shipper.Config {
+		return shipper.Config{
+			Spool: spool.Config{
+				Dir:           sc.Spool,
+				Stream:        cfg.Stream,
+				Generation:    gen,
+				Fsync:         spool.FsyncMode(sc.Fsync),
+				Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
+				MaxRecordSize: int(sc.MaxRecordSize),
+				Limit:         int64(sc.SpoolLimit),
+				Level:         batch.Level(sc.Compression),
+			},
+			Targets:   targets,
+			Retry:     retry,
+			OnSent:    onSent,
+			Ack:       shipper.AckMode(sc.Ack),
+			Schedules: schedules,
+			Lease:     leaseConfig(cfg),
+		}
+	})
 	if err != nil {
 		return err
 	}
+	defer closeTargets()
 	defer sh.Close()
 	if reg != nil {
 		reg.WatchShipper(sh, cfg.Stream, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
@@ -138,7 +141,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	statusCtx, stopStatus := context.WithCancel(ctx)
 	statusDone := make(chan struct{})
 	go func() {
-		statusLoop(statusCtx, sh, cfg.Stream, cfg.Generation, sc.Ack, sc.Spool)
+		statusLoop(statusCtx, sh, cfg.Stream, sh.Generation(), sc.Ack, sc.Spool)
 		close(statusDone)
 	}()
 	defer func() { stopStatus(); <-statusDone }()
@@ -213,6 +216,50 @@ func summarizeShip(w io.Writer, sh *shipper.Shipper, elapsed time.Duration) {
 			fmt.Fprintf(w, "  target %s (%s): sent through seq %d, last error: %s\n", t.Name, t.Store, t.SentSeq, t.LastError)
 		}
 	}
+}
+
+// openShipper opens the targets and a shipper on them, whose config build
+// makes for the targets and the generation to write (0: follow the
+// stream's history). A tcp:// link client names its generation to the
+// receiver when it connects, and is built before the shipper has read the
+// history: when the shipper follows the history into another generation
+// than the clients were built for, both are closed and opened again for
+// that one, which the spool is in by then. closeAll closes the targets
+// (after the shipper).
+func openShipper(ctx context.Context, cfg *config.File, onS3Request func(string), log *slog.Logger,
+	build func(targets []shipper.Target, gen uint32) shipper.Config) (sh *shipper.Shipper, targets []shipper.Target, closeAll func(), err error) {
+	c := *cfg
+	for {
+		targets, closeAll, err := openTargets(ctx, &c, onS3Request, log)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		sh, err := shipper.New(ctx, build(targets, c.Generation), log)
+		if err != nil {
+			closeAll()
+			return nil, nil, nil, err
+		}
+		if gen := sh.Generation(); c.Generation == 0 && gen != 1 && slices.ContainsFunc(targets, isLink) {
+			log.Info("opening the tcp:// links again for the generation the shipper follows", "stream", c.Stream, "generation", gen)
+			sh.Close()
+			closeAll()
+			c.Generation = gen
+			continue
+		}
+		return sh, targets, closeAll, nil
+	}
+}
+
+// isLink reports whether t is a tcp:// link (a segments-only store).
+func isLink(t shipper.Target) bool { return store.IsSegmentsOnly(t.Store) }
+
+// leaseConfig is the shipper's writer lease as the config sets it.
+func leaseConfig(cfg *config.File) shipper.LeaseConfig {
+	l := shipper.LeaseConfig{TTL: time.Duration(cfg.Ship.LeaseTTL), Site: cfg.Site.ID}
+	if l.TTL == 0 {
+		l.TTL = -1 // "off"
+	}
+	return l
 }
 
 // openTargets opens the main store (target "store") and every

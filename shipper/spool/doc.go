@@ -132,14 +132,18 @@
 //	 "last_hash":"<64 hex digits>","cursor":"<base64>",
 //	 "segment":"00000001-000000000000044d-00000000000004b0.seg.zst"}
 //
-// format is 1. stream and generation pin the spool to one stream: the
-// journal does not name them, so Open refuses a spool of another stream
-// or generation. sealed_seq is the last seq of the newest segment sealed
-// when it was written, last_hash the SHA-256 of that segment, which the
-// next one chains to, cursor the source position after it (omitted when
-// none) and segment its name. A new spool has 0, batch.ZeroHash and
-// neither cursor nor segment; after Continue, sealed_seq and last_hash
-// are those of the stream's newest segment in a target.
+// format is 1. stream and generation pin the spool to one stream and
+// generation: the journal does not name them, so Open refuses a spool of
+// another stream, or of another generation than a non-zero
+// Config.Generation (zero takes the one state.json names; a new spool is
+// in generation 1 unless the config names another). sealed_seq is the
+// last seq of the newest segment sealed when it was written, last_hash
+// the SHA-256 of that segment, which the next one chains to, cursor the
+// source position after it (omitted when none) and segment its name. A
+// new spool has 0, batch.ZeroHash and neither cursor nor segment. Continue
+// sets generation, sealed_seq and last_hash of a fresh spool to where the
+// stream stands: after its newest segment of that generation in a target,
+// or at the fork seq and hash of the generation's record.
 //
 // Seals do not rewrite state.json, so it may lag behind sealed/; the
 // newest segment's metadata says where the stream and the source stand,
@@ -169,7 +173,8 @@
 // the process, so a crash leaves none behind) and recovers:
 //
 //  1. It reads state.json; a damaged one, or one of another stream or
-//     generation, fails Open. A new spool gets one.
+//     (when Config.Generation is set) generation, fails Open. A new spool
+//     gets one.
 //  2. It lists sealed/. A file there starting with a dot is the temp file
 //     of an interrupted seal of an older ferry version: it is removed,
 //     unless it is the segment state.json names and that segment's file

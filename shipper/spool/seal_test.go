@@ -419,7 +419,7 @@ func TestSealContinueNamesJournal(t *testing.T) {
 	cfg := spoolConfig(t)
 	sp := openSpool(t, cfg)
 	prev := batch.Hash([]byte("segment 100 in the store"))
-	if err := sp.Continue(100, prev); err != nil {
+	if err := sp.Continue(1, 100, prev); err != nil {
 		t.Fatal(err)
 	}
 	if names := journalFiles(t, cfg.Dir); !slices.Equal(names, []string{journalName(101)}) {
@@ -438,6 +438,48 @@ func TestSealContinueNamesJournal(t *testing.T) {
 	}
 	if c := sp.Cursor(); string(c) != "c2" {
 		t.Fatalf("cursor %q", c)
+	}
+}
+
+// Continue moves a fresh spool to another generation: state.json says so,
+// its segments are of that generation, and a reopen with Generation 0
+// keeps it while one naming the old generation is refused.
+func TestSealContinueInGeneration(t *testing.T) {
+	cfg := spoolConfig(t) // Generation 0: a new spool is in generation 1
+	sp := openSpool(t, cfg)
+	if g := sp.Config().Generation; g != 1 {
+		t.Fatalf("new spool in generation %d, want 1", g)
+	}
+	prev := batch.Hash([]byte("segment 40 of generation 1, where generation 2 forked"))
+	if err := sp.Continue(2, 40, prev); err != nil {
+		t.Fatal(err)
+	}
+	if g := sp.Config().Generation; g != 2 {
+		t.Fatalf("generation %d after Continue(2, ...), want 2", g)
+	}
+	appendRecs(t, sp, batchtest.Records("a", 3), "")
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Continue(3, 0, batch.ZeroHash); err == nil {
+		t.Fatal("Continue on a spool that sealed a segment succeeded")
+	}
+	sp.Close()
+	segs := sealedFiles(t, cfg.Dir)
+	if len(segs) != 1 || segs[0].Name != batch.SegmentName(2, 41, 43) || segs[0].Meta.Generation != 2 {
+		t.Fatalf("sealed %v, want one segment %s", segs, batch.SegmentName(2, 41, 43))
+	}
+	batchtest.CheckChain(t, segs, 40, prev)
+
+	sp = openSpool(t, cfg)
+	if g := sp.Config().Generation; g != 2 {
+		t.Fatalf("reopened with generation 0: in generation %d, want state.json's 2", g)
+	}
+	sp.Close()
+	old := cfg
+	old.Generation = 1
+	if _, err := Open(old, nil, quiet); err == nil || !strings.Contains(err.Error(), "generation 2, not 1") {
+		t.Fatalf("reopen as generation 1: %v, want it refused naming generation 2", err)
 	}
 }
 

@@ -26,9 +26,13 @@ const (
 
 // Config configures a Spool. Zero values get defaults where noted.
 type Config struct {
-	Dir           string
-	Stream        string
-	Generation    uint32 // default 1
+	Dir    string
+	Stream string
+	// Generation pins the spool to one generation of the stream. Zero
+	// means the generation state.json names, or 1 for a new spool; any
+	// other value must match state.json's. Continue moves a fresh spool to
+	// another generation.
+	Generation    uint32
 	Fsync         FsyncMode
 	Policy        batch.FlushPolicy
 	MaxRecordSize int   // framed bytes, default 16 MiB
@@ -165,9 +169,6 @@ var errClosed = errors.New("spool closed")
 // previous run. targets names every target that must confirm a segment
 // before it leaves the spool.
 func Open(cfg Config, targets []string, log *slog.Logger) (*Spool, error) {
-	if cfg.Generation == 0 {
-		cfg.Generation = 1
-	}
 	if cfg.MaxRecordSize <= 0 {
 		cfg.MaxRecordSize = 16 << 20
 	}
@@ -231,9 +232,14 @@ func (s *Spool) Fresh() bool {
 	return s.lastSeq == 0 && len(s.sealed) == 0
 }
 
-// Continue makes a fresh spool continue an existing stream after lastSeq
-// whose last segment has hash lastHash.
-func (s *Spool) Continue(lastSeq uint64, lastHash string) error {
+// Continue makes a fresh spool continue an existing stream in generation
+// gen (>= 1) after lastSeq, whose segment ending there has hash lastHash:
+// the stream's newest segment of gen in a target, or, for a generation
+// without segments yet, its record's fork seq and hash (0 and
+// batch.ZeroHash to start the stream). It rewrites state.json, generation
+// included, so the spool stays in gen from then on. Call it before
+// anything else uses the spool: it changes the generation Config reports.
+func (s *Spool) Continue(gen uint32, lastSeq uint64, lastHash string) error {
 	s.in.Lock()
 	defer s.in.Unlock()
 	s.mu.Lock()
@@ -241,15 +247,19 @@ func (s *Spool) Continue(lastSeq uint64, lastHash string) error {
 	if err := s.usable(); err != nil {
 		return err
 	}
+	if gen == 0 {
+		return fmt.Errorf("continue in generation 0: generations start at 1")
+	}
 	if s.lastSeq != 0 || len(s.sealed) != 0 {
 		return fmt.Errorf("spool is not fresh")
 	}
 	st := s.state
-	st.SealedSeq, st.LastHash = lastSeq, lastHash
+	st.Generation, st.SealedSeq, st.LastHash = gen, lastSeq, lastHash
 	if err := s.writeState(st); err != nil {
 		return s.fail(err)
 	}
 	s.state, s.stateSealed, s.stateAt = st, st.SealedSeq, time.Now()
+	s.cfg.Generation = gen
 	// The journal is empty: name it after the seq its first record gets.
 	// Its first fsync makes the rename durable before any record in it.
 	j := s.journals[0]
@@ -264,13 +274,13 @@ func (s *Spool) Continue(lastSeq uint64, lastHash string) error {
 	return nil
 }
 
-// Config returns the spool's configuration with the defaults applied.
+// Config returns the spool's configuration with the defaults applied;
+// its Generation is the spool's (state.json's).
 func (s *Spool) Config() Config { return s.cfg }
 
 func (s *Spool) path(p ...string) string { return filepath.Join(append([]string{s.cfg.Dir}, p...)...) }
 
 func (s *Spool) recover() error {
-	s.state = spoolState{Format: 1, Stream: s.cfg.Stream, Generation: s.cfg.Generation, LastHash: batch.ZeroHash}
 	raw, err := os.ReadFile(s.path("state.json"))
 	switch {
 	case err == nil:
@@ -281,11 +291,17 @@ func (s *Spool) recover() error {
 		if st.Stream != s.cfg.Stream {
 			return fmt.Errorf("spool belongs to stream %q, not %q", st.Stream, s.cfg.Stream)
 		}
-		if st.Generation != s.cfg.Generation {
+		if st.Generation == 0 {
+			return fmt.Errorf("state.json is damaged (generation 0); restore it or start a new spool")
+		}
+		if s.cfg.Generation != 0 && st.Generation != s.cfg.Generation {
 			return fmt.Errorf("spool belongs to generation %d, not %d", st.Generation, s.cfg.Generation)
 		}
+		s.cfg.Generation = st.Generation
 		s.state = st
 	case errors.Is(err, os.ErrNotExist):
+		s.cfg.Generation = max(s.cfg.Generation, 1)
+		s.state = spoolState{Format: 1, Stream: s.cfg.Stream, Generation: s.cfg.Generation, LastHash: batch.ZeroHash}
 		// Pin stream and generation now: the journal does not name them,
 		// so a spool reopened under another stream would otherwise reseal
 		// this stream's records into that one.
