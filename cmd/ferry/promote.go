@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/shipper/source"
+	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
 )
@@ -41,11 +44,13 @@ type promotion struct {
 	LostBytes    int64   `json:"lost_bytes"`
 	LostSeconds  float64 `json:"lost_seconds"`
 	LostSegments int     `json:"lost_segments"`
+	// Spool is the spool seeded to continue the new generation (--spool).
+	Spool string `json:"spool,omitempty"`
 }
 
 func runPromote(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("promote", "ferry promote --store URL --stream NAME --state DIR [--site NAME] [--reason TEXT] [--json] [--config FILE]", promoteExamples, stderr)
-	c.accept("state", "inbox")
+	c.accept("state", "inbox", "spool", "source")
 	site := c.fs.String("site", "", "this site's `name` in the generation record (default the host name)")
 	reason := c.fs.String("reason", "promote", "why, recorded in the generation record")
 	asJSON := c.fs.Bool("json", false, "print the promotion as JSON")
@@ -173,8 +178,24 @@ func promote(ctx context.Context, cfg *config.File, site, reason string, force b
 	if err := beyondFork(ctx, st, cfg.Stream, cp, &p); err != nil {
 		return promotion{}, err
 	}
+	var sp *spool.Spool
+	if cfg.Ship.Spool != "" {
+		// Checked before the record exists: a promotion that cannot seed
+		// the spool it was asked to should not happen at all.
+		if sp, err = openFreshSpool(cfg, replicaSize(cp)); err != nil {
+			return promotion{}, err
+		}
+		defer sp.Close()
+	}
 	if err := catalog.CreateGeneration(ctx, st, rec); err != nil {
 		return promotion{}, fmt.Errorf("promote %s in %s: %w", cfg.Stream, st, err)
+	}
+	if sp != nil {
+		if err := seedSpool(sp, cfg, rec, replicaSize(cp)); err != nil {
+			return p, fmt.Errorf("generation %d is recorded in %s, but seeding spool %s failed: %w; start ferry ship with a new spool, it continues the generation from the store",
+				rec.Generation, st, cfg.Ship.Spool, err)
+		}
+		p.Spool = cfg.Ship.Spool
 	}
 	err = receiver.SavePromotion(state, receiver.Promotion{Stream: cfg.Stream, Generation: rec.Generation,
 		ForkSeq: rec.ForkSeq, ForkHash: rec.ForkHash, Time: rec.Time, Site: site, ReplicaSize: replicaSize(cp)})
@@ -234,4 +255,49 @@ func beyondFork(ctx context.Context, st store.Store, stream string, cp receiver.
 		p.LostSeconds = newest.Sub(appliedAt).Seconds()
 	}
 	return nil
+}
+
+// openFreshSpool opens the spool a promoted site will ship from, which
+// must be new: an old spool of this site belongs to the stream's past.
+// With a tail: source the file must hold the replica's bytes at the fork.
+func openFreshSpool(cfg *config.File, size int64) (*spool.Spool, error) {
+	if path, ok := strings.CutPrefix(cfg.Ship.Source, "tail:"); ok {
+		if size < 0 {
+			return nil, fmt.Errorf("--source %s: the checkpoint holds no file: replica size to start the tail after", cfg.Ship.Source)
+		}
+		if _, err := source.TailCursorAt(path, size); err != nil {
+			return nil, err
+		}
+	}
+	sp, err := spool.Open(spool.Config{Dir: cfg.Ship.Spool, Stream: cfg.Stream}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	if !sp.Fresh() {
+		sp.Close()
+		return nil, fmt.Errorf("spool %s has records of its own; a promoted site ships from a new spool (move the old one aside)", cfg.Ship.Spool)
+	}
+	return sp, nil
+}
+
+// seedSpool makes a fresh spool continue generation rec at its fork, and a
+// tail: source start right after the replica's bytes at the fork.
+func seedSpool(sp *spool.Spool, cfg *config.File, rec batch.Generation, size int64) error {
+	hash := rec.ForkHash
+	if rec.ForkSeq == 0 {
+		hash = batch.ZeroHash
+	}
+	if err := sp.Continue(rec.Generation, rec.ForkSeq, hash); err != nil {
+		return err
+	}
+	if path, ok := strings.CutPrefix(cfg.Ship.Source, "tail:"); ok {
+		cur, err := source.TailCursorAt(path, size)
+		if err != nil {
+			return err
+		}
+		if err := sp.SeedCursor(cur); err != nil {
+			return err
+		}
+	}
+	return sp.Close()
 }

@@ -395,6 +395,30 @@ func (s *Spool) Changed() <-chan struct{} {
 	return s.changed
 }
 
+// SeedCursor sets the source position of a spool that has accepted no
+// record since Open or Continue, so its source starts there: ferry promote
+// seeds a tail of the promoted replica with the replica's size at the fork.
+// It rewrites state.json.
+func (s *Spool) SeedCursor(cursor []byte) error {
+	s.in.Lock()
+	defer s.in.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	if s.lastSeq != s.state.SealedSeq || len(s.sealed) != 0 {
+		return fmt.Errorf("spool %s has accepted records: its source position is theirs", s.cfg.Dir)
+	}
+	st := s.state
+	st.Cursor = append([]byte(nil), cursor...)
+	if err := s.writeState(st); err != nil {
+		return s.fail(err)
+	}
+	s.state, s.cursor = st, st.Cursor
+	return nil
+}
+
 // Cursor is the source position reached by the last accepted record, as
 // passed to Append (nil if none).
 func (s *Spool) Cursor() []byte {

@@ -123,7 +123,10 @@ func TestFailoverUnplanned(t *testing.T) {
 	written()
 
 	// Promote the secondary at what it applied.
-	r := mustFerry(t, nil, append([]string{"promote", "--state", b.state, "--site", "b", "--json"}, common...)...)
+	// Its spool is seeded so that a tail of the replica, where the
+	// application now writes, starts right after the applied bytes.
+	r := mustFerry(t, nil, append([]string{"promote", "--state", b.state, "--site", "b", "--json",
+		"--spool", b.spool, "--source", "tail:" + b.log}, common...)...)
 	var p struct {
 		Generation  uint32 `json:"generation"`
 		ForkSeq     uint64 `json:"fork_seq"`
@@ -142,9 +145,24 @@ func TestFailoverUnplanned(t *testing.T) {
 	// The promoted site will not receive its own stream.
 	failFerry(t, nil, []string{"promoted", "rejoin"}, append([]string{"receive", "--once", "--state", b.state, "--apply", "file:" + b.log}, common...)...)
 
-	// The new primary writes generation 2 from fork+1 without being told.
-	newRecs := numberedLines("b", 1, 300)
-	mustFerry(t, bytes.NewReader(newRecs), append([]string{"ship", "--spool", b.spool, "--max-records", "64"}, common...)...)
+	// The application writes on at the new primary, into the replica, and
+	// ferry ship there continues generation 2 from fork+1 without being
+	// told, tailing the replica from the fork.
+	stopB := make(chan struct{})
+	writtenB := appLines(t, b.log, "b", stopB)
+	shipB := startFerry(t, nil, append([]string{"ship", "--spool", b.spool, "--source", "tail:" + b.log,
+		"--max-records", "64", "--max-age", "50ms", "--lease-ttl", "5s"}, common...)...)
+	time.Sleep(500 * time.Millisecond)
+	close(stopB)
+	nb := writtenB()
+	waitStored(t, store, "app", 2, fork+uint64(nb), 30*time.Second)
+	if code := shipB.Terminate(30 * time.Second); code != 0 {
+		t.Fatalf("new primary's shipper exited %d:\n%s", code, shipB)
+	}
+	newRecs := numberedLines("b", 1, nb)
+	if got, want := readFile(t, b.log), append(numberedLines("a", 1, int(fork)), newRecs...); !bytes.Equal(got, want) {
+		t.Fatalf("new primary's log: %s", describeDiff(want, got))
+	}
 
 	// The old primary comes back: fenced, non-zero, ships nothing.
 	before := listDir(t, filepath.Join(store, "app"))
@@ -228,6 +246,30 @@ func TestConcurrentPromotesOneWins(t *testing.T) {
 	}
 	if won != 1 {
 		t.Fatalf("%d of 2 concurrent promotes won; want exactly 1", won)
+	}
+}
+
+// waitStored waits until the store holds a segment of generation gen
+// ending at seq last.
+func waitStored(t *testing.T, store, stream string, gen uint32, last uint64, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		r := mustFerry(t, nil, "ls", "--json", "--store", store, "--stream", stream)
+		dec := json.NewDecoder(strings.NewReader(r.Stdout))
+		for dec.More() {
+			var s segInfo
+			if err := dec.Decode(&s); err != nil {
+				t.Fatal(err)
+			}
+			if s.Generation == gen && s.LastSeq >= last {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no segment of generation %d reached seq %d within %s:\n%s", gen, last, within, r)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
