@@ -55,7 +55,7 @@ func TestStrayOverlappingTheAppliedSegment(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeStray(t, root, stray.name, stray.data)
-	put(t, st, next)
+	writeStray(t, root, next.name, next.data) // the store refuses it beside the stray
 	for i := range 2 {
 		wantOverlap(t, run(t, r), a.name, "seq 1..2", stray.name, "seq 1..3", "which this site applied")
 		if i == 0 {
@@ -96,7 +96,7 @@ func TestStrayInsideTheAppliedSegment(t *testing.T) {
 			cfg := testConfig(t, st, newRecorder(replica))
 			runOnce(t, cfg)
 			writeStray(t, root, tc.name, tc.data)
-			put(t, st, segs[1])
+			writeStray(t, root, segs[1].name, segs[1].data) // the store refuses it beside the stray
 			r := open(t, reopen(cfg, replica))
 			wantOverlap(t, run(t, r), segs[0].name, tc.name)
 			wantFile(t, replica, want(1, 10), "with the stray segment in the store")
@@ -110,8 +110,9 @@ func TestListedSegmentsOverlap(t *testing.T) {
 	segs := chain(t, 1, 2)
 	b := sealSeg(t, testStream, 1, 3, 5, segs[0].hash)
 	c := sealSeg(t, testStream, 1, 3, 6, segs[0].hash)
-	st, _ := newStore(t)
-	put(t, st, segs[0], b, c)
+	st, root := newStore(t)
+	put(t, st, segs[0], b)
+	writeStray(t, root, c.name, c.data)
 	replica := filepath.Join(t.TempDir(), "replica")
 	ap := newRecorder(replica)
 	r := open(t, testConfig(t, st, ap))
