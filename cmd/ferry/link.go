@@ -1,10 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store/catalog"
+	"github.com/ferry-dr/ferry/store/dir"
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/shipper"
@@ -21,7 +27,8 @@ func openTCP(cfg *config.File, log *slog.Logger) (store.Store, error) {
 	}
 	t := cfg.TCP
 	cc := tcp.ClientConfig{Addr: addr, Stream: cfg.Stream, Generation: cfg.Generation, Token: t.Token,
-		Insecure: t.Insecure, BandwidthLimit: int64(t.BandwidthLimit), MaxInFlight: t.MaxInFlight}
+		Insecure: t.Insecure, BandwidthLimit: int64(t.BandwidthLimit), MaxInFlight: t.MaxInFlight,
+		Site: cfg.Site.ID, Spool: cfg.Ship.Spool}
 	if t.CAFile != "" || t.CertFile != "" {
 		name := t.ServerName
 		if name == "" {
@@ -39,7 +46,37 @@ func openTCP(cfg *config.File, log *slog.Logger) (store.Store, error) {
 	return c, nil
 }
 
-// newLinkServer builds the receiver's end of the direct link.
+// spoolHistoryDir is where a spool keeps a copy of the stream's history
+// (written by ferry promote --spool), for a shipper whose only targets are
+// tcp:// links: it must send its generation's record to the receivers,
+// and has no store to read it from.
+func spoolHistoryDir(spool string) string { return filepath.Join(spool, "history") }
+
+// linkHistory is the history a shipper of generation gen sends over its
+// links: what its store targets hold, else the spool's copy.
+func linkHistory(ctx context.Context, sh *shipper.Shipper, cfg *config.File) ([]batch.Generation, error) {
+	h, ok := sh.History()
+	if !ok {
+		st, err := dir.New(spoolHistoryDir(cfg.Ship.Spool))
+		if err != nil {
+			return nil, err
+		}
+		if h, err = catalog.ReadHistory(ctx, st, cfg.Stream); err != nil {
+			return nil, fmt.Errorf("spool %s: %w", cfg.Ship.Spool, err)
+		}
+	}
+	var recs []batch.Generation
+	for g := uint32(2); g <= h.Newest().Generation; g++ {
+		r, _ := h.Record(g)
+		recs = append(recs, r)
+	}
+	if len(recs) == 0 && sh.Generation() > 1 {
+		return nil, fmt.Errorf("the shipper writes generation %d but neither its store targets nor spool %s hold the stream's history; promote with --spool, or add the archive store as a target",
+			sh.Generation(), cfg.Ship.Spool)
+	}
+	return recs, nil
+}
+
 // newLinkServer builds the server of a link receiver. Segments go into
 // inbox; generation records into records, the same directory through a
 // store that fsyncs before it publishes (a record cannot be resent, so it

@@ -20,6 +20,7 @@ import (
 	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
+	"github.com/ferry-dr/ferry/store/dir"
 )
 
 const promoteExamples = `  # the primary is gone: make this DR site the writer of the stream
@@ -191,7 +192,12 @@ func promote(ctx context.Context, cfg *config.File, site, reason string, force b
 		return promotion{}, fmt.Errorf("promote %s in %s: %w", cfg.Stream, st, err)
 	}
 	if sp != nil {
-		if err := seedSpool(sp, cfg, rec, replicaSize(cp)); err != nil {
+		var history []batch.Generation
+		for g := uint32(2); g <= newest.Generation; g++ {
+			r, _ := h.Record(g)
+			history = append(history, r)
+		}
+		if err := seedSpool(sp, cfg, append(history, rec), rec, replicaSize(cp)); err != nil {
 			return p, fmt.Errorf("generation %d is recorded in %s, but seeding spool %s failed: %w; start ferry ship with a new spool, it continues the generation from the store",
 				rec.Generation, st, cfg.Ship.Spool, err)
 		}
@@ -282,13 +288,23 @@ func openFreshSpool(cfg *config.File, size int64) (*spool.Spool, error) {
 
 // seedSpool makes a fresh spool continue generation rec at its fork, and a
 // tail: source start right after the replica's bytes at the fork.
-func seedSpool(sp *spool.Spool, cfg *config.File, rec batch.Generation, size int64) error {
+func seedSpool(sp *spool.Spool, cfg *config.File, history []batch.Generation, rec batch.Generation, size int64) error {
 	hash := rec.ForkHash
 	if rec.ForkSeq == 0 {
 		hash = batch.ZeroHash
 	}
 	if err := sp.Continue(rec.Generation, rec.ForkSeq, hash); err != nil {
 		return err
+	}
+	// A copy of the history, for a shipper whose targets are all links.
+	hs, err := dir.New(spoolHistoryDir(cfg.Ship.Spool))
+	if err != nil {
+		return err
+	}
+	for _, r := range history {
+		if err := catalog.CreateGeneration(context.Background(), hs, r); err != nil {
+			return err
+		}
 	}
 	if path, ok := strings.CutPrefix(cfg.Ship.Source, "tail:"); ok {
 		cur, err := source.TailCursorAt(path, size)

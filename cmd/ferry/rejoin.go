@@ -99,8 +99,11 @@ func runRejoin(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "divergence: %d records, seq %d..%d (%s .. %s), %d shipped before the fence, %d only in the spool; report %s\n",
 			d.Records, d.FirstSeq, d.LastSeq, d.FirstTime.Format(time.RFC3339), d.LastTime.Format(time.RFC3339), d.InStore, d.InSpool, *report)
 	}
-	if d.CutFile != "" {
+	switch {
+	case d.CutFile != "" && d.CutBytes > 0:
 		fmt.Fprintf(stdout, "cut %s back to %d bytes (%d bytes cut, kept in the report)\n", d.CutFile, d.CutOffset, d.CutBytes)
+	case d.CutFile != "":
+		fmt.Fprintf(stdout, "%s ends at the fork (%d bytes): nothing cut\n", d.CutFile, d.CutOffset)
 	}
 	fmt.Fprintf(stdout, "this site is now a receiver at seq %d: start ferry receive with --state %s\n", d.ForkSeq, cfg.Receive.State)
 	return nil

@@ -20,6 +20,7 @@ import (
 	"github.com/ferry-dr/ferry/shipper/source"
 	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/transport/tcp"
 )
 
 const shipExamples = `  # ship a log file through stdin into a local directory store
@@ -229,10 +230,19 @@ func summarizeShip(w io.Writer, sh *shipper.Shipper, elapsed time.Duration) {
 func openShipper(ctx context.Context, cfg *config.File, onS3Request func(string), log *slog.Logger,
 	build func(targets []shipper.Target, gen uint32) shipper.Config) (sh *shipper.Shipper, targets []shipper.Target, closeAll func(), err error) {
 	c := *cfg
+	var history []batch.Generation
 	for {
 		targets, closeAll, err := openTargets(ctx, &c, onS3Request, log)
 		if err != nil {
 			return nil, nil, nil, err
+		}
+		for _, t := range targets {
+			if lc, ok := t.Store.(*tcp.Client); ok && history != nil {
+				if err := lc.SetHistory(history); err != nil {
+					closeAll()
+					return nil, nil, nil, err
+				}
+			}
 		}
 		sh, err := shipper.New(ctx, build(targets, c.Generation), log)
 		if err != nil {
@@ -240,9 +250,15 @@ func openShipper(ctx context.Context, cfg *config.File, onS3Request func(string)
 			return nil, nil, nil, err
 		}
 		if gen := sh.Generation(); c.Generation == 0 && gen != 1 && slices.ContainsFunc(targets, isLink) {
+			// The links announce their generation when they connect, and
+			// must carry its record to the receivers.
 			log.Info("opening the tcp:// links again for the generation the shipper follows", "stream", c.Stream, "generation", gen)
+			history, err = linkHistory(ctx, sh, &c)
 			sh.Close()
 			closeAll()
+			if err != nil {
+				return nil, nil, nil, err
+			}
 			c.Generation = gen
 			continue
 		}

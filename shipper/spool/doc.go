@@ -28,8 +28,11 @@
 // ship`, and pushed/, that command's index of pushed files (cmd/ferry);
 // status.json, the report `ferry ship` rewrites every second without
 // fsync; dirindex, dirindex.pending and dirbaseline.json, the dir
-// source's index and last baseline (package shipper/source). Their temp
-// files and directories start with a dot.
+// source's index and last baseline (package shipper/source); history/, a
+// copy of the stream's generation records (history/<stream>/generations/)
+// that `ferry promote --spool` writes so that a shipper whose targets are
+// all tcp:// links can send its generation's record to the receivers
+// (docs/FAILOVER.md). Their temp files and directories start with a dot.
 //
 // # Names
 //
