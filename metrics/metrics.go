@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/shipper"
 )
@@ -249,6 +250,8 @@ var (
 	descTgtLagSecs   = prometheus.NewDesc("ferry_ship_target_lag_seconds", "Age of the oldest record sent but not applied behind the target (only when known).", []string{"stream", "target"}, nil)
 	descTgtUp        = prometheus.NewDesc("ferry_ship_target_up", "1 if the target's last attempt succeeded, 0 if it failed.", []string{"stream", "target"}, nil)
 	descWindowOpen   = prometheus.NewDesc("ferry_ship_window_open", "1 while sending is allowed by the sending windows (always 1 without windows).", []string{"stream"}, nil)
+	descGeneration   = prometheus.NewDesc("ferry_ship_generation", "The generation of the stream this shipper writes (docs/FAILOVER.md).", []string{"stream"}, nil)
+	descFenced       = prometheus.NewDesc("ferry_ship_fenced", "1 once a newer generation fenced this shipper (it ships nothing more; run ferry rejoin), else 0.", []string{"stream"}, nil)
 	descWindowCap    = prometheus.NewDesc("ferry_ship_window_bandwidth_limit_bytes", "Bytes per second each target may be sent under the open sending windows' bandwidth_limit (0: no cap).", []string{"stream"}, nil)
 )
 
@@ -260,7 +263,7 @@ type shipCollector struct {
 func (c *shipCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRecordsIn, descBytesIn, descSegSealed, descSealedBytes, descRatio, descSpoolBytes,
 		descSpoolSegs, descLastSeq, descOldestUnsent, descTgtBytes, descTgtSegs, descTgtFailed, descTgtReceived, descTgtApplied,
-		descTgtLagRecs, descTgtLagSecs, descTgtUp, descWindowOpen, descWindowCap} {
+		descTgtLagRecs, descTgtLagSecs, descTgtUp, descWindowOpen, descWindowCap, descGeneration, descFenced} {
 		ch <- d
 	}
 }
@@ -295,6 +298,12 @@ func (c *shipCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	m(descWindowOpen, prometheus.GaugeValue, open)
 	m(descWindowCap, prometheus.GaugeValue, float64(ws.BandwidthLimit))
+	m(descGeneration, prometheus.GaugeValue, float64(c.sh.Generation()))
+	fenced := 0.0
+	if errors.Is(c.sh.Failed(), batch.ErrFenced) {
+		fenced = 1
+	}
+	m(descFenced, prometheus.GaugeValue, fenced)
 	for _, t := range c.sh.Targets() {
 		m(descTgtBytes, prometheus.CounterValue, float64(t.BytesSent), t.Name)
 		m(descTgtSegs, prometheus.CounterValue, float64(t.Segments), t.Name)
@@ -333,6 +342,8 @@ var (
 	descRecvSeq      = prometheus.NewDesc("ferry_receive_applied_seq", "Newest seq applied (the checkpoint).", []string{"stream"}, nil)
 	descRecvCkptAge  = prometheus.NewDesc("ferry_receive_checkpoint_age_seconds", "Time since the checkpoint last moved.", []string{"stream"}, nil)
 	descRecvGap      = prometheus.NewDesc("ferry_receive_gap_wait_seconds", "How long the receiver has waited on missing segments (0 when none are missing).", []string{"stream"}, nil)
+	descRecvGen      = prometheus.NewDesc("ferry_receive_generation", "The generation of the last applied segment (the checkpoint's).", []string{"stream"}, nil)
+	descRecvDiverged = prometheus.NewDesc("ferry_receive_divergent_segments_total", "Segments of an old generation past its fork that this process saw and skipped (never applied).", []string{"stream"}, nil)
 	descRecvFailing  = prometheus.NewDesc("ferry_receive_failing_seconds", "How long a read or apply has kept failing (0 when none is).", []string{"stream"}, nil)
 )
 
@@ -342,7 +353,7 @@ type recvCollector struct {
 }
 
 func (c *recvCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRecvSegments, descRecvRecords, descRecvBytes, descRecvSeq, descRecvCkptAge, descRecvGap, descRecvFailing} {
+	for _, d := range []*prometheus.Desc{descRecvSegments, descRecvRecords, descRecvBytes, descRecvSeq, descRecvCkptAge, descRecvGap, descRecvFailing, descRecvGen, descRecvDiverged} {
 		ch <- d
 	}
 }
@@ -355,6 +366,8 @@ func (c *recvCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	m(descRecvSegments, prometheus.CounterValue, float64(st.Segments))
 	m(descRecvRecords, prometheus.CounterValue, float64(st.Records))
+	m(descRecvDiverged, prometheus.CounterValue, float64(st.Divergent))
+	m(descRecvGen, prometheus.GaugeValue, float64(c.r.Checkpoint().Generation))
 	m(descRecvBytes, prometheus.CounterValue, float64(st.Bytes))
 	m(descRecvSeq, prometheus.GaugeValue, float64(cp.LastSeq))
 	if !cp.AppliedAt.IsZero() {

@@ -93,7 +93,8 @@ func TestMetricsStatusAndHealth(t *testing.T) {
 			m[key("ferry_ship_target_received_seq", `target="store"`)] == 1000 &&
 			m[key("ferry_ship_target_applied_seq", `target="store"`)] == 1000 &&
 			m[key("ferry_ship_target_lag_records", `target="store"`)] == 0 &&
-			m[key("ferry_ship_target_up", `target="store"`)] == 1
+			m[key("ferry_ship_target_up", `target="store"`)] == 1 &&
+			m[key("ferry_ship_generation")] == 1 && m[key("ferry_ship_fenced")] == 0
 		return ok, fmt.Sprintf("records_in %v received %v applied %v", m[key("ferry_ship_records_in_total")],
 			m[key("ferry_ship_target_received_seq", `target="store"`)], m[key("ferry_ship_target_applied_seq", `target="store"`)])
 	})
@@ -163,7 +164,8 @@ func TestReceiverMetricsAndHealth(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		ok := m[`ferry_receive_applied_seq{stream="rmetrics"}`] == 500 && m[`ferry_receive_records_applied_total{stream="rmetrics"}`] == 500
+		ok := m[`ferry_receive_applied_seq{stream="rmetrics"}`] == 500 && m[`ferry_receive_records_applied_total{stream="rmetrics"}`] == 500 &&
+			m[`ferry_receive_generation{stream="rmetrics"}`] == 1
 		return ok, fmt.Sprintf("applied %v", m[`ferry_receive_applied_seq{stream="rmetrics"}`])
 	})
 	if code, body := health(maddr); code != 200 {
