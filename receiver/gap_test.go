@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/storetest"
@@ -64,8 +65,8 @@ func TestGapWaitedOutWhileRunning(t *testing.T) {
 	cfg := testConfig(t, st, newRecorder(replica))
 	cfg.Once = false
 	cfg.GapTimeout = 20 * time.Millisecond
-	var logs syncBuffer
-	r, err := receiver.Open(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	var logs ferrytest.LockedBuffer
+	r, err := receiver.Open(cfg, logs.Logger(slog.LevelInfo))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/shipper"
@@ -37,32 +38,13 @@ import (
 
 const stream = "tree"
 
-// logBuffer collects the logs of the pieces under test; a failing test
-// prints them.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // rig is the shipper side and the receiver side of one test.
 type rig struct {
 	t                *testing.T
 	src, replica     string
 	spool, state     string
 	store            store.Store
-	logs             *logBuffer
+	logs             *ferrytest.LockedBuffer // the pieces' logs, printed when the test fails
 	log              *slog.Logger
 	sh               *shipper.Shipper
 	source           *source.Dir
@@ -77,11 +59,11 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &ferrytest.LockedBuffer{}
 	r := &rig{
 		t: t, src: filepath.Join(base, "src"), replica: filepath.Join(base, "replica"),
 		spool: filepath.Join(base, "spool"), state: filepath.Join(base, "state"),
-		store: st, logs: logs, log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		store: st, logs: logs, log: logs.Logger(slog.LevelInfo),
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
