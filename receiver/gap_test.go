@@ -110,7 +110,7 @@ func TestGapTimeoutRestartsForANewGap(t *testing.T) {
 	segs := chain(t, 5, 10)
 	st, _ := newStore(t)
 	put(t, st, segs[0], segs[2], segs[4]) // 11..20 and 31..40 missing
-	clk := newClock()
+	clk := ferrytest.NewClock(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 	lists := 0
 	faulty := &storetest.Faulty{Store: st}
 	faulty.ListFn = func(ctx context.Context, dir, after string, fn func(store.Object) error) error {

@@ -288,26 +288,6 @@ func loadCheckpoint(t *testing.T, cfg receiver.Config) receiver.Checkpoint {
 	return cp
 }
 
-// clock is an injectable Config.Now that moves only when told to.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // eventually polls cond until it holds or 5s pass.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()

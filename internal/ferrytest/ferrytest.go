@@ -3,8 +3,8 @@
 // builds ./cmd/ferry once per test binary, runs it to completion or starts
 // it as a long-running process that is killed on test cleanup, and waits
 // by polling with deadlines rather than by fixed sleeps. It also holds what
-// unit tests would otherwise each write again: a LockedBuffer to log
-// into, a fault Proxy and free loopback addresses.
+// unit tests would otherwise each write again: a Clock moved by hand, a
+// LockedBuffer to log into, a fault Proxy and free loopback addresses.
 // It imports nothing of ferry's, so any package's tests can use it.
 package ferrytest
 
