@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/storetest"
@@ -64,8 +65,8 @@ func TestGapWaitedOutWhileRunning(t *testing.T) {
 	cfg := testConfig(t, st, newRecorder(replica))
 	cfg.Once = false
 	cfg.GapTimeout = 20 * time.Millisecond
-	var logs syncBuffer
-	r, err := receiver.Open(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	var logs ferrytest.LockedBuffer
+	r, err := receiver.Open(cfg, logs.Logger(slog.LevelInfo))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +110,7 @@ func TestGapTimeoutRestartsForANewGap(t *testing.T) {
 	segs := chain(t, 5, 10)
 	st, _ := newStore(t)
 	put(t, st, segs[0], segs[2], segs[4]) // 11..20 and 31..40 missing
-	clk := newClock()
+	clk := ferrytest.NewClock(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 	lists := 0
 	faulty := &storetest.Faulty{Store: st}
 	faulty.ListFn = func(ctx context.Context, dir, after string, fn func(store.Object) error) error {

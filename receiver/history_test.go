@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
@@ -63,11 +64,6 @@ func (f forked) putAll(t *testing.T, st store.Store) {
 	put(t, st, f.g2...)
 }
 
-// logTo returns a logger writing text to buf.
-func logTo(buf *syncBuffer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
 // openLogged is open with a logger of its own.
 func openLogged(t *testing.T, cfg receiver.Config, log *slog.Logger) *receiver.Receiver {
 	t.Helper()
@@ -88,8 +84,8 @@ func TestFollowsAFork(t *testing.T) {
 	f.putAll(t, st)
 	replica := filepath.Join(t.TempDir(), "replica")
 	ap := newRecorder(replica)
-	var logs syncBuffer
-	r := openLogged(t, testConfig(t, st, ap), logTo(&logs))
+	var logs ferrytest.LockedBuffer
+	r := openLogged(t, testConfig(t, st, ap), logs.Logger(slog.LevelDebug))
 	if err := run(t, r); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -122,8 +118,8 @@ func TestDivergentSegmentsLoggedOnce(t *testing.T) {
 	promote(t, st, 2, 20, f.g1[1].hash)
 	put(t, st, f.g2...)
 	replica := filepath.Join(t.TempDir(), "replica")
-	var logs syncBuffer
-	r := openLogged(t, testConfig(t, st, newRecorder(replica)), logTo(&logs))
+	var logs ferrytest.LockedBuffer
+	r := openLogged(t, testConfig(t, st, newRecorder(replica)), logs.Logger(slog.LevelDebug))
 	// Generation 1 ends at the fork, so 11..20 are missing, not to come.
 	if err := run(t, r); !errors.Is(err, receiver.ErrGap) || !strings.Contains(err.Error(), "seq 11..20 missing before generation 2, forked at seq 20") {
 		t.Fatalf("Run with seq 11..20 missing: %v, want ErrGap for 11..20", err)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
@@ -36,9 +37,9 @@ func TestWatermarkPublished(t *testing.T) {
 	replica := filepath.Join(t.TempDir(), "replica")
 	cfg := testConfig(t, st, newRecorder(replica))
 	cfg.ReceiverID = "dr-1"
-	var logs syncBuffer
+	var logs ferrytest.LockedBuffer
 	openLogged := func() *receiver.Receiver {
-		r, err := receiver.Open(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+		r, err := receiver.Open(cfg, logs.Logger(slog.LevelInfo))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/transport/tcp"
 )
@@ -45,26 +46,19 @@ func TestWindowBandwidthRule(t *testing.T) {
 
 // pacerAt returns a pacer for a target that takes whole segments, under
 // windows, on clk.
-func pacerAt(clk *fakeClock, store store.Store, windows ...Window) *pacer {
+func pacerAt(clk *ferrytest.Clock, store store.Store, windows ...Window) *pacer {
 	s := &Shipper{cfg: Config{Schedules: Schedules{Windows: windows}}, clock: clk, log: quiet}
 	return s.newPacer(Target{Name: "archive", Store: store})
 }
 
-// waiters is how many timers are pending on the fake clock.
-func (c *fakeClock) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.waiters)
-}
-
 // startWait runs p.wait in the background and waits until it blocks on
 // clk (or returns at once).
-func startWait(t *testing.T, clk *fakeClock, p *pacer, size int64) <-chan bool {
+func startWait(t *testing.T, clk *ferrytest.Clock, p *pacer, size int64) <-chan bool {
 	t.Helper()
 	done := make(chan bool, 1)
 	go func() { done <- p.wait(context.Background(), size) }()
 	deadline := time.Now().Add(5 * time.Second)
-	for clk.pending() == 0 && len(done) == 0 {
+	for clk.Pending() == 0 && len(done) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("wait neither returned nor waited on the clock")
 		}
@@ -101,7 +95,7 @@ func TestPacerSegments(t *testing.T) {
 	night := Window{Start: mustCron(t, "0 22 * * *"), Duration: 6 * time.Hour, BandwidthLimit: 1 * mib}
 	late := Window{Start: mustCron(t, "0 23 * * *"), Duration: time.Hour, BandwidthLimit: 4 * mib}
 	free := Window{Start: mustCron(t, "0 2 * * *"), Duration: time.Hour}
-	clk := newFakeClock(at(10, 22, 0))
+	clk := ferrytest.NewClock(at(10, 22, 0))
 	p := pacerAt(clk, newDirStore(t), night, late, free)
 
 	mustReturn(t, "first segment", startWait(t, clk, p, 2*mib))
@@ -156,7 +150,7 @@ func (l *linkStore) SetWindowLimit(bps int64) { l.caps <- bps }
 func TestPacerLink(t *testing.T) {
 	night := Window{Start: mustCron(t, "0 22 * * *"), Duration: 6 * time.Hour, BandwidthLimit: 1 * mib}
 	free := Window{Start: mustCron(t, "0 2 * * *"), Duration: time.Hour}
-	clk := newFakeClock(at(10, 22, 0))
+	clk := ferrytest.NewClock(at(10, 22, 0))
 	link := &linkStore{Store: newDirStore(t), caps: make(chan int64, 10)}
 	p := pacerAt(clk, link, night, free)
 	for range 2 {
@@ -211,7 +205,7 @@ func TestWindowCapOnLink(t *testing.T) {
 	}
 	t.Cleanup(func() { cl.Close() })
 
-	clk := newFakeClock(at(10, 22, 0))
+	clk := ferrytest.NewClock(at(10, 22, 0))
 	cfg := shipperConfig(t, Target{Name: "dr", Store: cl})
 	cfg.Spool.Policy = batch.FlushPolicy{MaxRecords: 1}
 	cfg.Clock = clk

@@ -3,7 +3,6 @@ package shipper
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,55 +10,8 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/batch/batchtest"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
-
-// fakeClock is a Clock whose time moves only when the test advances it.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
-}
-
-type fakeWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock(t time.Time) *fakeClock { return &fakeClock{now: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, fakeWaiter{at: c.now.Add(d), ch: ch})
-	return ch
-}
-
-// Set moves the clock to t and fires every timer due by then.
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(t) {
-			w.ch <- t
-		} else {
-			kept = append(kept, w)
-		}
-	}
-	c.waiters = kept
-}
 
 func mustCron(t *testing.T, spec string) cron.Schedule {
 	t.Helper()
@@ -114,7 +66,7 @@ func TestWindowAt(t *testing.T) {
 
 // windowedShipper runs a shipper whose clock starts at start, sending only
 // 22:00-04:00 into a store whose Puts the test can hold.
-func windowedShipper(t *testing.T, spool string, clk *fakeClock, st *gatedStore) *running {
+func windowedShipper(t *testing.T, spool string, clk *ferrytest.Clock, st *gatedStore) *running {
 	cfg := shipperConfig(t, Target{Name: "archive", Store: st})
 	cfg.Spool.Dir = spool
 	cfg.Spool.Now = clk.Now
@@ -138,7 +90,7 @@ func appendN(t *testing.T, sh *Shipper, from, n int) {
 // being sent finishes and nothing more goes; a restart outside a window
 // sends nothing either.
 func TestSendingWindows(t *testing.T) {
-	clk := newFakeClock(at(10, 12, 0))
+	clk := ferrytest.NewClock(at(10, 12, 0))
 	st := newGatedStore(t)
 	close(st.gate)
 	spool := t.TempDir()
@@ -196,7 +148,7 @@ func TestSendingWindows(t *testing.T) {
 // flush_at seals the open batch on schedule even though no size, count or
 // age rule would.
 func TestFlushAt(t *testing.T) {
-	clk := newFakeClock(at(10, 12, 10))
+	clk := ferrytest.NewClock(at(10, 12, 10))
 	st := newDirStore(t)
 	cfg := shipperConfig(t, Target{Name: "archive", Store: st})
 	cfg.Spool.Now = clk.Now

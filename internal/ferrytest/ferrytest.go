@@ -1,8 +1,11 @@
-// Package ferrytest runs the real ferry binary for the end-to-end suites
-// (tests/e2e, tests/s3e2e): it builds ./cmd/ferry once per test binary,
-// runs it to completion or starts it as a long-running process that is
-// killed on test cleanup, and waits by polling with deadlines rather than
-// by fixed sleeps.
+// Package ferrytest is the harness ferry's tests share. It runs the real
+// ferry binary for the end-to-end suites (tests/e2e, tests/s3e2e): it
+// builds ./cmd/ferry once per test binary, runs it to completion or starts
+// it as a long-running process that is killed on test cleanup, and waits
+// by polling with deadlines rather than by fixed sleeps. It also holds what
+// unit tests would otherwise each write again: a Clock moved by hand, a
+// LockedBuffer to log into, a fault Proxy and free loopback addresses.
+// It imports nothing of ferry's, so any package's tests can use it.
 package ferrytest
 
 import (
@@ -16,7 +19,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -142,32 +144,14 @@ func (c Cmd) Run(t testing.TB, stdin io.Reader, args ...string) Result {
 	return r
 }
 
-// lockedBuffer collects a running process's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // Process is a long-running ferry (ship with a tail source, receive
 // without --once). It is killed on test cleanup if still running.
 type Process struct {
 	t      testing.TB
 	args   []string
 	cmd    *exec.Cmd
-	stdout lockedBuffer
-	stderr lockedBuffer
+	stdout LockedBuffer
+	stderr LockedBuffer
 	done   chan struct{}
 	code   int // valid once done is closed; -1 when killed by a signal
 }

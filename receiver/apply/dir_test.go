@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/dirtree"
+	"github.com/ferry-dr/ferry/internal/treetest"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 )
@@ -108,69 +108,15 @@ func dirState(t *testing.T, a *apply.Dir) json.RawMessage {
 	return st
 }
 
-// dirNode is what a tree comparison looks at for one path.
-type dirNode struct {
-	kind    string
-	mode    fs.FileMode
-	mtime   int64
-	content string
-}
-
-// dirWalk describes every path under root, never following symlinks.
-func dirWalk(t *testing.T, root string) map[string]dirNode {
+// dirWalk describes every path under root by its type, content or link
+// target, all its mode bits and its mtime to the nanosecond.
+func dirWalk(t *testing.T, root string) treetest.Tree {
 	t.Helper()
-	out := map[string]dirNode{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		n := dirNode{mode: fi.Mode(), mtime: fi.ModTime().UnixNano()}
-		switch {
-		case fi.IsDir():
-			n.kind = "dir"
-		case fi.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			n.kind, n.content = "file", string(b)
-		default:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			n.kind, n.content, n.mode = "symlink", target, 0
-		}
-		out[rel] = n
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return treetest.Read(t, root, treetest.Options{Mode: 0o7777, Mtime: time.Nanosecond})
 }
 
-func diffTrees(want, got map[string]dirNode) string {
-	var d []string
-	for p, w := range want {
-		if g, ok := got[p]; !ok {
-			d = append(d, fmt.Sprintf("missing %q", p))
-		} else if g != w {
-			d = append(d, fmt.Sprintf("%q: got %+v, want %+v", p, g, w))
-		}
-	}
-	for p := range got {
-		if _, ok := want[p]; !ok {
-			d = append(d, fmt.Sprintf("extra %q", p))
-		}
-	}
-	slices.Sort(d)
-	return strings.Join(d, "\n")
+func diffTrees(want, got treetest.Tree) string {
+	return treetest.Diff("want", want, "got", got)
 }
 
 func TestDirOps(t *testing.T) {
@@ -190,17 +136,17 @@ func TestDirOps(t *testing.T) {
 	rs = append(rs, r.chunks("a/big", 0o644, big, 64)...)
 	dirApply(t, a, rs...)
 	got := dirWalk(t, root)
-	want := map[string]dirNode{
-		".":            {kind: "dir", mode: fs.ModeDir | 0o711, mtime: dirT - 1e9},
-		"a":            {kind: "dir", mode: fs.ModeDir | 0o750, mtime: dirT - 1e9},
-		"a/f":          {kind: "file", mode: 0o640, mtime: dirT + 3, content: "hello\n"},
-		"a/empty":      {kind: "file", mode: 0o600, mtime: dirT + 7, content: ""},
-		"a/g":          {kind: "file", mode: 0o755 | fs.ModeSetuid, mtime: dirT + 3, content: "setuid\n"},
-		"a/out":        {kind: "symlink", mtime: dirT + 7, content: "/etc/passwd"},
-		"a/big":        {kind: "file", mode: 0o644, mtime: dirT + 3, content: big},
+	want := treetest.Tree{
+		".":            {Kind: "dir", Mode: 0o711, Mtime: dirT - 1e9},
+		"a":            {Kind: "dir", Mode: 0o750, Mtime: dirT - 1e9},
+		"a/f":          {Kind: "file", Mode: 0o640, Mtime: dirT + 3, Content: "hello\n"},
+		"a/empty":      {Kind: "file", Mode: 0o600, Mtime: dirT + 7, Content: ""},
+		"a/g":          {Kind: "file", Mode: 0o4755, Mtime: dirT + 3, Content: "setuid\n"},
+		"a/out":        {Kind: "symlink", Mtime: dirT + 7, Target: "/etc/passwd"},
+		"a/big":        {Kind: "file", Mode: 0o644, Mtime: dirT + 3, Content: big},
 		"deep":         got["deep"], // made on the way: mode and time are the applier's
 		"deep/er":      got["deep/er"],
-		"deep/er/file": {kind: "file", mode: 0o644, mtime: dirT + 12, content: "parents made on the way\n"},
+		"deep/er/file": {Kind: "file", Mode: 0o644, Mtime: dirT + 12, Content: "parents made on the way\n"},
 	}
 	if d := diffTrees(want, got); d != "" {
 		t.Fatalf("tree after the first segment:\n%s", d)
@@ -220,15 +166,15 @@ func TestDirOps(t *testing.T) {
 	}
 	dirApply(t, a, rs...)
 	got = dirWalk(t, root)
-	want = map[string]dirNode{
+	want = treetest.Tree{
 		".":       want["."],
 		"a":       want["a"],
-		"a/f":     {kind: "file", mode: 0o600, mtime: dirT + 99, content: "hello\n"},
+		"a/f":     {Kind: "file", Mode: 0o600, Mtime: dirT + 99, Content: "hello\n"},
 		"a/g":     want["a/g"],
-		"a/out":   {kind: "file", mode: 0o644, mtime: dirT + 5, content: "was a symlink\n"},
-		"a/big":   {kind: "dir", mode: fs.ModeDir | 0o700, mtime: dirT - 5e9},
-		"a/big/x": {kind: "file", mode: 0o644, mtime: dirT + 7, content: "x"},
-		"deep":    {kind: "symlink", mtime: dirT + 7, content: "/tmp"},
+		"a/out":   {Kind: "file", Mode: 0o644, Mtime: dirT + 5, Content: "was a symlink\n"},
+		"a/big":   {Kind: "dir", Mode: 0o700, Mtime: dirT - 5e9},
+		"a/big/x": {Kind: "file", Mode: 0o644, Mtime: dirT + 7, Content: "x"},
+		"deep":    {Kind: "symlink", Mtime: dirT + 7, Target: "/tmp"},
 	}
 	if d := diffTrees(want, got); d != "" {
 		t.Fatalf("tree after the second segment:\n%s", d)
@@ -261,7 +207,7 @@ func TestDirBaselineMarkers(t *testing.T) {
 	dirApply(t, a, r.rec("baseline-end", ".", end))
 	dirApply(t, a, chunks[1])
 	got := dirWalk(t, root)
-	if got["f"].content != "before\n" || got["big"].content != big || len(got) != 3 {
+	if got["f"].Content != "before\n" || got["big"].Content != big || len(got) != 3 {
 		t.Fatalf("tree after baseline markers: %+v", got)
 	}
 }
@@ -342,7 +288,7 @@ func TestDirReplayConverges(t *testing.T) {
 		dirApply(t, ref, s...)
 	}
 	want := dirWalk(t, refRoot)
-	if _, ok := want["big"]; !ok || want["big"].content != strings.Repeat("Z", 25) {
+	if _, ok := want["big"]; !ok || want["big"].Content != strings.Repeat("Z", 25) {
 		t.Fatalf("reference tree wrong: big = %+v", want["big"])
 	}
 	for k := range segs {

@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/batch/batchtest"
 	"github.com/ferry-dr/ferry/dirtree"
+	"github.com/ferry-dr/ferry/internal/treetest"
 	"github.com/ferry-dr/ferry/shipper"
 )
 
@@ -88,25 +89,17 @@ func parseDirHdr(t *testing.T, r batch.Record) (dirtree.Header, []byte) {
 	return h, rest
 }
 
-// dirNode is one path of a tree as the comparison sees it.
-type dirNode struct {
-	kind    string
-	mode    uint32
-	mtime   int64
-	content string
-}
-
 // dirModel is a replica in memory: it applies dirtree records the way the
 // dir applier does, and checks the stream's rules as it goes.
 type dirModel struct {
 	t       *testing.T
-	nodes   map[string]dirNode
+	nodes   treetest.Tree
 	partial map[string][]byte
 	seen    int
 }
 
 func newDirModel(t *testing.T) *dirModel {
-	return &dirModel{t: t, nodes: map[string]dirNode{".": {kind: "dir"}}, partial: map[string][]byte{}}
+	return &dirModel{t: t, nodes: treetest.Tree{".": {Kind: "dir"}}, partial: map[string][]byte{}}
 }
 
 func (m *dirModel) removeTree(p string) {
@@ -123,7 +116,7 @@ func (m *dirModel) apply(recs []batch.Record) {
 	for _, r := range recs[m.seen:] {
 		key := string(r.Key)
 		if key != "." {
-			if par := dirParent(key); m.nodes[par].kind != "dir" {
+			if par := dirParent(key); m.nodes[par].Kind != "dir" {
 				t.Fatalf("%s %q comes before its directory %q exists as one", r.Op, key, par)
 			}
 		}
@@ -132,29 +125,29 @@ func (m *dirModel) apply(recs []batch.Record) {
 			m.removeTree(key)
 		case dirtree.OpMkdir:
 			h, _ := parseDirHdr(t, r)
-			if m.nodes[key].kind != "dir" {
+			if m.nodes[key].Kind != "dir" {
 				m.removeTree(key)
 			}
-			m.nodes[key] = dirNode{kind: "dir", mode: h.Mode, mtime: h.Mtime}
+			m.nodes[key] = treetest.Node{Kind: "dir", Mode: h.Mode, Mtime: h.Mtime}
 		case dirtree.OpPut:
 			h, b := parseDirHdr(t, r)
 			if int64(len(b)) != h.Size || sha256.Sum256(b) != h.SHA256 {
 				t.Fatalf("put %q: header does not match content", key)
 			}
 			m.removeTree(key)
-			m.nodes[key] = dirNode{kind: "file", mode: h.Mode, mtime: h.Mtime, content: string(b)}
+			m.nodes[key] = treetest.Node{Kind: "file", Mode: h.Mode, Mtime: h.Mtime, Content: string(b)}
 		case dirtree.OpAttr:
 			h, _ := parseDirHdr(t, r)
 			n := m.nodes[key]
-			if n.kind != "file" || int64(len(n.content)) != h.Size || sha256.Sum256([]byte(n.content)) != h.SHA256 {
+			if n.Kind != "file" || int64(len(n.Content)) != h.Size || sha256.Sum256([]byte(n.Content)) != h.SHA256 {
 				t.Fatalf("attr %q for content the replica does not have", key)
 			}
-			n.mode, n.mtime = h.Mode, h.Mtime
+			n.Mode, n.Mtime = h.Mode, h.Mtime
 			m.nodes[key] = n
 		case dirtree.OpSymlink:
 			h, b := parseDirHdr(t, r)
 			m.removeTree(key)
-			m.nodes[key] = dirNode{kind: "symlink", mtime: h.Mtime, content: string(b)}
+			m.nodes[key] = treetest.Node{Kind: "symlink", Mtime: h.Mtime, Target: string(b)}
 		case dirtree.OpChunk:
 			h, b := parseDirHdr(t, r)
 			if h.Offset == 0 {
@@ -171,7 +164,7 @@ func (m *dirModel) apply(recs []batch.Record) {
 					t.Fatalf("chunked %q: assembled content does not match the last chunk's hash", key)
 				}
 				m.removeTree(key)
-				m.nodes[key] = dirNode{kind: "file", mode: h.Mode, mtime: h.Mtime, content: string(buf)}
+				m.nodes[key] = treetest.Node{Kind: "file", Mode: h.Mode, Mtime: h.Mtime, Content: string(buf)}
 				delete(m.partial, key)
 			}
 		case dirtree.OpBaselineBegin, dirtree.OpBaselineEnd:
@@ -187,67 +180,19 @@ func (m *dirModel) apply(recs []batch.Record) {
 
 // walkDirTree describes the tree at root the way dirModel does, skipping
 // the names in skip.
-func walkDirTree(t *testing.T, root string, skip ...string) map[string]dirNode {
+func walkDirTree(t *testing.T, root string, skip ...string) treetest.Tree {
 	t.Helper()
-	out := map[string]dirNode{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		if slices.Contains(skip, d.Name()) || slices.Contains(skip, rel) {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		st := dirStatOf(fi)
-		n := dirNode{mode: st.mode, mtime: st.mtime}
-		switch {
-		case fi.IsDir():
-			n.kind = "dir"
-		case fi.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			n.kind, n.content = "file", string(b)
-		default:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			n.kind, n.content, n.mode = "symlink", target, 0
-		}
-		out[filepath.ToSlash(rel)] = n
-		return nil
+	return treetest.Read(t, root, treetest.Options{
+		Mode:  0o7777,
+		Mtime: time.Nanosecond,
+		Skip: func(rel string, d fs.DirEntry) bool {
+			return slices.Contains(skip, d.Name()) || slices.Contains(skip, rel)
+		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
-func diffDirNodes(want, got map[string]dirNode) string {
-	var d []string
-	for p, w := range want {
-		if g, ok := got[p]; !ok {
-			d = append(d, fmt.Sprintf("missing %q", p))
-		} else if g != w {
-			d = append(d, fmt.Sprintf("%q: model %+v, tree %+v", p, g, w))
-		}
-	}
-	for p := range got {
-		if _, ok := want[p]; !ok {
-			d = append(d, fmt.Sprintf("extra %q", p))
-		}
-	}
-	slices.Sort(d)
-	return strings.Join(d, "\n")
+func diffDirNodes(tree, model treetest.Tree) string {
+	return treetest.Diff("tree", tree, "model", model)
 }
 
 // dirRunning is a Dir running in the background.
@@ -355,7 +300,7 @@ func TestDirSourceBaseline(t *testing.T) {
 			t.Fatalf("shipped something from outside the tree: %s %q", r.Op, r.Key)
 		}
 	}
-	if n := m.nodes["out-dir"]; n.kind != "symlink" || !strings.HasSuffix(n.content, "outside") {
+	if n := m.nodes["out-dir"]; n.Kind != "symlink" || !strings.HasSuffix(n.Target, "outside") {
 		t.Fatalf("out-dir shipped as %+v", n)
 	}
 	if st := src.Status(); !st.Baseline || st.Scans != 1 || st.Watched != 3 {
@@ -480,7 +425,7 @@ func TestDirSourceNeverShipsTorn(t *testing.T) {
 					continue // not the last chunk: nothing published yet
 				}
 				versions++
-				c := []byte(replay.nodes["busy"].content)
+				c := []byte(replay.nodes["busy"].Content)
 				if len(c) != size {
 					t.Fatalf("shipped %d bytes, the file always holds %d", len(c), size)
 				}
@@ -491,7 +436,7 @@ func TestDirSourceNeverShipsTorn(t *testing.T) {
 					}
 				}
 			}
-			if got := []byte(m.nodes["busy"].content); binary.BigEndian.Uint16(got) != v || binary.BigEndian.Uint16(got[size-2:]) != v {
+			if got := []byte(m.nodes["busy"].Content); binary.BigEndian.Uint16(got) != v || binary.BigEndian.Uint16(got[size-2:]) != v {
 				t.Fatalf("final version shipped is %d..%d, the file holds %d", binary.BigEndian.Uint16(got), binary.BigEndian.Uint16(got[size-2:]), v)
 			}
 			t.Logf("%d passes written, %d consistent versions shipped", v, versions)
@@ -529,8 +474,8 @@ func TestDirSourceGrowingFile(t *testing.T) {
 	rs := sink.records()
 	for i := range rs {
 		replay.apply(rs[:i+1])
-		if n, ok := replay.nodes["grow.log"]; ok && !bytes.HasPrefix(all, []byte(n.content)) {
-			t.Fatalf("shipped %d bytes that are not a prefix of what was written", len(n.content))
+		if n, ok := replay.nodes["grow.log"]; ok && !bytes.HasPrefix(all, []byte(n.Content)) {
+			t.Fatalf("shipped %d bytes that are not a prefix of what was written", len(n.Content))
 		}
 	}
 }

@@ -6,36 +6,21 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/batch/batchtest"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
 
 // quiet is the logger for tests: the code under test logs warnings on
 // purpose (torn tails, retries), which would only clutter the output.
 var quiet = slog.New(slog.DiscardHandler)
 
-// clock is an injectable Config.Now that moves only when told to.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+// newClock is an injectable Config.Now that moves only when told to.
+func newClock() *ferrytest.Clock {
+	return ferrytest.NewClock(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 }
 
 // spoolConfig is a small-limits config for a spool in a fresh temp dir.

@@ -12,20 +12,20 @@ package dirtree_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
+	"github.com/ferry-dr/ferry/internal/treetest"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/shipper"
@@ -37,32 +37,13 @@ import (
 
 const stream = "tree"
 
-// logBuffer collects the logs of the pieces under test; a failing test
-// prints them.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // rig is the shipper side and the receiver side of one test.
 type rig struct {
 	t                *testing.T
 	src, replica     string
 	spool, state     string
 	store            store.Store
-	logs             *logBuffer
+	logs             *ferrytest.LockedBuffer // the pieces' logs, printed when the test fails
 	log              *slog.Logger
 	sh               *shipper.Shipper
 	source           *source.Dir
@@ -77,11 +58,11 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &ferrytest.LockedBuffer{}
 	r := &rig{
 		t: t, src: filepath.Join(base, "src"), replica: filepath.Join(base, "replica"),
 		spool: filepath.Join(base, "spool"), state: filepath.Join(base, "state"),
-		store: st, logs: logs, log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		store: st, logs: logs, log: logs.Logger(slog.LevelInfo),
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -211,96 +192,30 @@ func (r *rig) waitEqual(t *testing.T, what string, limit time.Duration) time.Dur
 	return 0
 }
 
-// node is what the comparison looks at for one path.
-type node struct {
-	kind   string
-	mode   fs.FileMode
-	size   int64
-	sum    [32]byte
-	target string
-	mtime  int64 // seconds
-}
-
-func (n node) String() string {
-	return fmt.Sprintf("%s mode %v size %d sha %x target %q mtime %d", n.kind, n.mode, n.size, n.sum[:4], n.target, n.mtime)
-}
-
-// walkTree describes every path under root (root included as "."),
-// never following symlinks. Excluded names are left out.
-func walkTree(root string) (map[string]node, error) {
-	out := map[string]node{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		if rel != "." && (strings.HasSuffix(rel, ".lock") || rel == "scratch") {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		n := node{mode: fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky), mtime: fi.ModTime().Unix()}
-		switch {
-		case fi.IsDir():
-			n.kind = "dir"
-		case fi.Mode().IsRegular():
-			n.kind = "file"
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			n.size, n.sum = int64(len(data)), sha256.Sum256(data)
-		case fi.Mode()&fs.ModeSymlink != 0:
-			n.kind, n.mode = "symlink", 0
-			if n.target, err = os.Readlink(p); err != nil {
-				return err
-			}
-		default:
-			n.kind = "other"
-		}
-		out[rel] = n
-		return nil
-	})
-	return out, err
+// treeOptions is what the comparison looks at: every path's type,
+// content, link target, mode bits and mtime to the second, leaving out the
+// excluded paths.
+var treeOptions = treetest.Options{
+	Mode:  0o7777,
+	Mtime: time.Second,
+	Skip: func(rel string, _ fs.DirEntry) bool {
+		return strings.HasSuffix(rel, ".lock") || rel == "scratch"
+	},
 }
 
 // compareTrees returns "" when both trees hold the same paths with the
 // same types, content, modes, link targets and mtimes (to the second), and
 // otherwise the first differences.
 func compareTrees(src, replica string) string {
-	a, err := walkTree(src)
+	a, err := treetest.Walk(src, treeOptions)
 	if err != nil {
 		return "walk source: " + err.Error()
 	}
-	b, err := walkTree(replica)
+	b, err := treetest.Walk(replica, treeOptions)
 	if err != nil {
 		return "walk replica: " + err.Error()
 	}
-	var diffs []string
-	for p, n := range a {
-		m, ok := b[p]
-		switch {
-		case !ok:
-			diffs = append(diffs, fmt.Sprintf("missing in replica: %q (%v)", p, n))
-		case m != n:
-			diffs = append(diffs, fmt.Sprintf("differs: %q\n  source  %v\n  replica %v", p, n, m))
-		}
-	}
-	for p, m := range b {
-		if _, ok := a[p]; !ok {
-			diffs = append(diffs, fmt.Sprintf("extra in replica: %q (%v)", p, m))
-		}
-	}
-	slices.Sort(diffs)
-	if len(diffs) > 12 {
-		diffs = append(diffs[:12], fmt.Sprintf("... %d more", len(diffs)-12))
-	}
-	return strings.Join(diffs, "\n")
+	return treetest.Diff("source", a, "replica", b)
 }
 
 func writeFile(t *testing.T, p string, data []byte, mode os.FileMode) {

@@ -3,87 +3,37 @@
 package e2e
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ferry-dr/ferry/internal/ferrytest"
+	"github.com/ferry-dr/ferry/internal/treetest"
 )
 
-// treeState describes a tree for comparison: per path its type, mode,
-// content hash or link target.
-func treeState(t *testing.T, root string) map[string]string {
+// treeOptions is what a comparison of a source and a replica looks at:
+// per path below the root its type, permissions, content or link target,
+// leaving out the applier's own .ferry-* files.
+var treeOptions = treetest.Options{
+	Mode:   0o777,
+	NoRoot: true,
+	Skip:   func(_ string, d fs.DirEntry) bool { return strings.HasPrefix(d.Name(), ".ferry-") },
+}
+
+// treeState reads the tree at root as treeOptions say, failing the test on
+// an error.
+func treeState(t *testing.T, root string) treetest.Tree {
 	t.Helper()
-	out, err := walkState(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return treetest.Read(t, root, treeOptions)
 }
 
-// walkState is treeState returning the error: a tree a receiver is still
-// changing can lose a path between listing it and reading it.
-func walkState(root string) (map[string]string, error) {
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		if rel == "." || strings.HasPrefix(d.Name(), ".ferry-") {
-			if d.IsDir() && rel != "." {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			out[rel] = "link " + target
-		case fi.IsDir():
-			out[rel] = fmt.Sprintf("dir %o", fi.Mode().Perm())
-		default:
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			out[rel] = fmt.Sprintf("file %o %x", fi.Mode().Perm(), sha256.Sum256(data))
-		}
-		return nil
-	})
-	return out, err
-}
-
-func diffTrees(a, b map[string]string) string {
-	var d []string
-	for p, v := range a {
-		if b[p] != v {
-			d = append(d, fmt.Sprintf("%s: source %q, replica %q", p, v, b[p]))
-		}
-	}
-	for p, v := range b {
-		if _, ok := a[p]; !ok {
-			d = append(d, fmt.Sprintf("%s: only in the replica (%q)", p, v))
-		}
-	}
-	sort.Strings(d)
-	if len(d) > 10 {
-		d = append(d[:10], fmt.Sprintf("... %d differences", len(d)))
-	}
-	return strings.Join(d, "\n")
+// diffTrees is "" when the replica equals the source, else how it differs.
+func diffTrees(source, replica treetest.Tree) string {
+	return treetest.Diff("source", source, "replica", replica)
 }
 
 // A directory tree replicated by the binary: dir: source, S3-less directory
@@ -147,7 +97,7 @@ func TestDirTreeSurvivesKill9(t *testing.T) {
 		if ship.Exited() || recv.Exited() {
 			t.Fatalf("a process exited:\n%s\n%s", ship, recv)
 		}
-		got, err := walkState(dst)
+		got, err := treetest.Walk(dst, treeOptions) // the receiver may still be changing it
 		if err != nil {
 			return false, "replica still changing: " + err.Error()
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 )
@@ -94,10 +96,10 @@ func TestDifferentContentSameNameIsConflict(t *testing.T) {
 
 func TestWrongTokenRefused(t *testing.T) {
 	srv, inbox, _ := insecureServer(t)
-	var serverLog, clientLog logBuffer
-	srv.Log = serverLog.logger()
+	var serverLog, clientLog ferrytest.LockedBuffer
+	srv.Log = serverLog.Logger(slog.LevelDebug)
 	addr, _ := startServer(t, srv)
-	c := newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: "wrong", Insecure: true}, clientLog.logger())
+	c := newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: "wrong", Insecure: true}, clientLog.Logger(slog.LevelDebug))
 	s := makeSegment(t, "app", 1, 1, 3, "x")
 	err := c.Put(context.Background(), "app/"+s.name, s.data)
 	t.Logf("error: %v", err)

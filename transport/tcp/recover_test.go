@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -44,7 +46,7 @@ type recoverFixture struct {
 	inbox *countingInbox
 	root  string
 	segs  []testSegment
-	log   logBuffer
+	log   ferrytest.LockedBuffer
 }
 
 func newRecoverFixture(t *testing.T, n int) *recoverFixture {
@@ -73,7 +75,7 @@ func (f *recoverFixture) tear(t *testing.T, i, keep int) {
 
 func (f *recoverFixture) recover(t *testing.T) error {
 	t.Helper()
-	return RecoverInbox(t.Context(), f.inbox, "app", 1, f.log.logger())
+	return RecoverInbox(t.Context(), f.inbox, "app", 1, f.log.Logger(slog.LevelDebug))
 }
 
 func (f *recoverFixture) names(idx ...int) []string {

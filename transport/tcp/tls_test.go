@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/internal/testpki"
 	"github.com/ferry-dr/ferry/store"
 )
@@ -53,8 +55,8 @@ func TestTLS(t *testing.T) {
 func TestTLSClientAgainstPlaintextServer(t *testing.T) {
 	p := testpki.New(t)
 	srv, _, _ := insecureServer(t)
-	var serverLog logBuffer
-	srv.Log = serverLog.logger()
+	var serverLog ferrytest.LockedBuffer
+	srv.Log = serverLog.Logger(slog.LevelDebug)
 	addr, _ := startServer(t, srv)
 	ctls := clientTLS(t, p.CAFile, "", "", "")
 	c := newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: testToken, TLS: ctls}, nil)
@@ -70,8 +72,8 @@ func TestTLSClientAgainstPlaintextServer(t *testing.T) {
 func TestMutualTLS(t *testing.T) {
 	p := testpki.New(t)
 	inbox, _ := newInbox(t)
-	var serverLog logBuffer
-	srv := &Server{TLS: serverTLS(t, p, true), Inbox: inbox, Log: serverLog.logger()} // no token: mTLS
+	var serverLog ferrytest.LockedBuffer
+	srv := &Server{TLS: serverTLS(t, p, true), Inbox: inbox, Log: serverLog.Logger(slog.LevelDebug)} // no token: mTLS
 	addr, _ := startServer(t, srv)
 	s := makeSegment(t, "app", 1, 1, 5, "x")
 
