@@ -93,14 +93,7 @@ func TestGapWaitedOutWhileRunning(t *testing.T) {
 	receivertest.Put(t, st, segs[1])
 	receivertest.Eventually(t, "the receiver to pass the gap", func() bool { return r.Checkpoint().LastSeq == 30 })
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run after cancel: %v, want nil", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
+	receivertest.WaitReturned(t, done, "Run did not return after cancel")
 	receivertest.WantFile(t, replica, receivertest.Want(1, 30), "after the gap was filled")
 }
 

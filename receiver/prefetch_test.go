@@ -231,14 +231,7 @@ func TestPrefetchCancelEndsFetchers(t *testing.T) {
 	}
 	receivertest.Eventually(t, "the first segment applied", func() bool { return len(ap.Applied()) == 1 })
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run after cancel: %v, want nil", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
+	receivertest.WaitReturned(t, done, "Run did not return after cancel")
 	if _, _, active, _ := w.stats(); active != 0 {
 		t.Fatalf("%d Gets still running after Run returned", active)
 	}

@@ -89,14 +89,7 @@ func TestExecCancelStopsRetrying(t *testing.T) {
 		return bytes.Count(b, []byte("\n")) >= 3
 	})
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run after cancel: %v, want nil", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run kept retrying after cancel")
-	}
+	receivertest.WaitReturned(t, done, "Run kept retrying after cancel")
 	if cp := r.Checkpoint(); cp.LastSeq != 0 {
 		t.Fatalf("checkpoint at seq %d after only failed attempts", cp.LastSeq)
 	}

@@ -225,3 +225,17 @@ func Eventually(t *testing.T, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// WaitReturned waits up to 5s for a cancelled Run to send its result on
+// done, and fails the test with msg if it does not, or if Run failed.
+func WaitReturned(t *testing.T, done <-chan error, msg string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel: %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal(msg)
+	}
+}
