@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
+	"github.com/ferry-dr/ferry/receiver/receivertest"
 )
 
 // The checkpoint file as docs/FORMAT.md ("Receiver checkpoint") lays it
@@ -88,21 +89,21 @@ func inode(t *testing.T, path string) uint64 {
 }
 
 func TestCheckpointFile(t *testing.T) {
-	segs := chain(t, 2, 10)
-	st, _ := newStore(t)
-	put(t, st, segs...)
+	segs := receivertest.Chain(t, 2, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs...)
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, &apply.File{Path: replica})
+	cfg := receivertest.Config(t, st, &apply.File{Path: replica})
 	path := filepath.Join(cfg.StateDir, checkpointName)
 
 	// Open alone writes the starting checkpoint.
-	r := open(t, cfg)
+	r := receivertest.Open(t, cfg)
 	cp := loadCheckpoint(t, cfg)
-	if cp.Format != 1 || cp.Stream != testStream || cp.Generation != 1 || cp.LastSeq != 0 || cp.LastHash != batch.ZeroHash {
+	if cp.Format != 1 || cp.Stream != receivertest.Stream || cp.Generation != 1 || cp.LastSeq != 0 || cp.LastHash != batch.ZeroHash {
 		t.Fatalf("checkpoint after Open: %+v", cp)
 	}
 	ino := inode(t, path)
-	if err := run(t, r); err != nil {
+	if err := receivertest.Run(t, r); err != nil {
 		t.Fatal(err)
 	}
 	r.Close()
@@ -144,11 +145,11 @@ func TestCheckpointFile(t *testing.T) {
 	if err := json.Unmarshal(newest.payload, &doc); err != nil {
 		t.Fatalf("newest slot is not JSON: %v\n%s", err, newest.payload)
 	}
-	if doc.Format != 1 || doc.Stream != testStream || doc.LastSeq != 20 || doc.LastHash != segs[1].hash ||
-		doc.Segment != segs[1].name || doc.AppliedAt == "" || doc.Applier.Size != int64(len(want(1, 20))) {
-		t.Fatalf("checkpoint does not record segment %s applied (replica %d bytes):\n%s", segs[1].name, len(want(1, 20)), newest.payload)
+	if doc.Format != 1 || doc.Stream != receivertest.Stream || doc.LastSeq != 20 || doc.LastHash != segs[1].Hash ||
+		doc.Segment != segs[1].Name || doc.AppliedAt == "" || doc.Applier.Size != int64(len(receivertest.Want(1, 20))) {
+		t.Fatalf("checkpoint does not record segment %s applied (replica %d bytes):\n%s", segs[1].Name, len(receivertest.Want(1, 20)), newest.payload)
 	}
-	wantCheckpoint(t, loadCheckpoint(t, cfg), segs[1], "LoadCheckpoint")
+	receivertest.WantCheckpoint(t, loadCheckpoint(t, cfg), segs[1], "LoadCheckpoint")
 
 	// Nothing but the lock and the checkpoint is left in the state dir.
 	onlyCheckpoint(t, cfg.StateDir, "")
@@ -248,10 +249,10 @@ func TestLoadCheckpoint(t *testing.T) {
 			}
 
 			// Open refuses it too rather than starting over.
-			st, _ := newStore(t)
-			cfg := testConfig(t, st, &apply.File{Path: filepath.Join(t.TempDir(), "replica")})
+			st, _ := receivertest.NewStore(t)
+			cfg := receivertest.Config(t, st, &apply.File{Path: filepath.Join(t.TempDir(), "replica")})
 			cfg.StateDir = dir
-			if r, err := receiver.Open(cfg, quiet); err == nil {
+			if r, err := receiver.Open(cfg, receivertest.Quiet); err == nil {
 				r.Close()
 				t.Fatal("Open with a bad checkpoint succeeded")
 			}
@@ -283,12 +284,12 @@ func writeLegacy(t *testing.T, cfg receiver.Config) receiver.Checkpoint {
 // A state dir with only checkpoint.json goes on from it; the first save
 // writes checkpoint.ferry and removes checkpoint.json.
 func TestCheckpointMigration(t *testing.T) {
-	segs := chain(t, 5, 10)
-	st, _ := newStore(t)
-	put(t, st, segs[:2]...)
+	segs := receivertest.Chain(t, 5, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs[:2]...)
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, &apply.File{Path: replica})
-	runOnce(t, cfg)
+	cfg := receivertest.Config(t, st, &apply.File{Path: replica})
+	receivertest.RunOnce(t, cfg)
 	legacy := writeLegacy(t, cfg)
 
 	cp := loadCheckpoint(t, cfg)
@@ -302,24 +303,24 @@ func TestCheckpointMigration(t *testing.T) {
 
 	// Nothing new: the old file stays as it is.
 	cfg.Applier = &apply.File{Path: replica}
-	runOnce(t, cfg)
+	receivertest.RunOnce(t, cfg)
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, legacyName)); err != nil {
 		t.Fatalf("a run that saved nothing touched checkpoint.json: %v", err)
 	}
 
-	put(t, st, segs[2:4]...)
+	receivertest.Put(t, st, segs[2:4]...)
 	cfg.Applier = &apply.File{Path: replica}
-	wantCheckpoint(t, runOnce(t, cfg), segs[3], "after the run on checkpoint.json")
-	wantFile(t, replica, want(1, 40), "after the run on checkpoint.json")
-	wantCheckpoint(t, loadCheckpoint(t, cfg), segs[3], "LoadCheckpoint after the run")
+	receivertest.WantCheckpoint(t, receivertest.RunOnce(t, cfg), segs[3], "after the run on checkpoint.json")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 40), "after the run on checkpoint.json")
+	receivertest.WantCheckpoint(t, loadCheckpoint(t, cfg), segs[3], "LoadCheckpoint after the run")
 	onlyCheckpoint(t, cfg.StateDir, " after the first save")
 
 	// From there on it is saved in place.
 	path := filepath.Join(cfg.StateDir, checkpointName)
 	ino := inode(t, path)
-	put(t, st, segs[4])
+	receivertest.Put(t, st, segs[4])
 	cfg.Applier = &apply.File{Path: replica}
-	wantCheckpoint(t, runOnce(t, cfg), segs[4], "after the next run")
+	receivertest.WantCheckpoint(t, receivertest.RunOnce(t, cfg), segs[4], "after the next run")
 	if got := inode(t, path); got != ino {
 		t.Fatalf("the next save replaced %s (inode %d, was %d) instead of writing in place", path, got, ino)
 	}
@@ -335,23 +336,23 @@ func TestCheckpointMigration(t *testing.T) {
 // When both files exist (a crash after checkpoint.ferry was written and
 // before checkpoint.json was removed), checkpoint.ferry wins.
 func TestCheckpointBothFilesNewWins(t *testing.T) {
-	segs := chain(t, 2, 10)
-	st, _ := newStore(t)
-	put(t, st, segs[:1]...)
+	segs := receivertest.Chain(t, 2, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs[:1]...)
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, &apply.File{Path: replica})
-	runOnce(t, cfg)
+	cfg := receivertest.Config(t, st, &apply.File{Path: replica})
+	receivertest.RunOnce(t, cfg)
 	writeLegacy(t, cfg) // at segs[0]
-	put(t, st, segs[1:]...)
+	receivertest.Put(t, st, segs[1:]...)
 	cfg.Applier = &apply.File{Path: replica}
-	runOnce(t, cfg) // writes checkpoint.ferry at segs[1], removes checkpoint.json
+	receivertest.RunOnce(t, cfg) // writes checkpoint.ferry at segs[1], removes checkpoint.json
 
 	// Put the old checkpoint.json back next to the newer checkpoint.ferry.
 	if err := os.WriteFile(filepath.Join(cfg.StateDir, legacyName), []byte(`{"format":1,"stream":"app","generation":1,"last_seq":0}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	wantCheckpoint(t, loadCheckpoint(t, cfg), segs[1], "LoadCheckpoint with both files")
+	receivertest.WantCheckpoint(t, loadCheckpoint(t, cfg), segs[1], "LoadCheckpoint with both files")
 	cfg.Applier = &apply.File{Path: replica}
-	wantCheckpoint(t, runOnce(t, cfg), segs[1], "a run with both files")
-	wantFile(t, replica, want(1, 20), "a run with both files")
+	receivertest.WantCheckpoint(t, receivertest.RunOnce(t, cfg), segs[1], "a run with both files")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 20), "a run with both files")
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
+	"github.com/ferry-dr/ferry/receiver/receivertest"
 )
 
 // With CheckpointDelay, segments arriving one at a time are reported as
@@ -17,31 +18,31 @@ import (
 // crash then (the state and the replica as they are on disk) applies them
 // again from the store exactly once; and Run's end makes them durable.
 func TestCheckpointDelayHoldsAndReplays(t *testing.T) {
-	st, _ := newStore(t)
-	segs := chain(t, 3, 5)
+	st, _ := receivertest.NewStore(t)
+	segs := receivertest.Chain(t, 3, 5)
 	out := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, &apply.File{Path: out})
+	cfg := receivertest.Config(t, st, &apply.File{Path: out})
 	cfg.Once = false
 	cfg.CheckpointDelay = time.Hour // only the end of Run makes it durable
 	var told atomic.Uint64
 	cfg.OnApplied = func(seq uint64) { told.Store(seq) }
-	r := open(t, cfg)
+	r := receivertest.Open(t, cfg)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	for _, s := range segs {
-		put(t, st, s)
+		receivertest.Put(t, st, s)
 		r.Wake()
-		eventually(t, "segment "+s.name+" applied", func() bool { return r.Applied() == s.meta.LastSeq })
-		if got := told.Load(); got != s.meta.LastSeq {
-			t.Fatalf("OnApplied last told %d, want %d", got, s.meta.LastSeq)
+		receivertest.Eventually(t, "segment "+s.Name+" applied", func() bool { return r.Applied() == s.Meta.LastSeq })
+		if got := told.Load(); got != s.Meta.LastSeq {
+			t.Fatalf("OnApplied last told %d, want %d", got, s.Meta.LastSeq)
 		}
 		if cp := r.Checkpoint(); cp.LastSeq != 0 {
 			t.Fatalf("checkpoint at %d while its delay is an hour, want 0", cp.LastSeq)
 		}
 	}
-	wantFile(t, out, want(1, 15), "with the checkpoint held")
+	receivertest.WantFile(t, out, receivertest.Want(1, 15), "with the checkpoint held")
 
 	// A crash now: what is on disk is a replica ahead of its checkpoint.
 	crashed := t.TempDir()
@@ -51,39 +52,39 @@ func TestCheckpointDelayHoldsAndReplays(t *testing.T) {
 	cfg2.Once, cfg2.CheckpointDelay, cfg2.OnApplied = true, 0, nil
 	cfg2.StateDir = filepath.Join(crashed, "state")
 	cfg2.Applier = &apply.File{Path: filepath.Join(crashed, "replica")}
-	cp := runOnce(t, cfg2)
-	wantCheckpoint(t, cp, segs[2], "after the crash")
-	wantFile(t, filepath.Join(crashed, "replica"), want(1, 15), "after the crash: each record once")
+	cp := receivertest.RunOnce(t, cfg2)
+	receivertest.WantCheckpoint(t, cp, segs[2], "after the crash")
+	receivertest.WantFile(t, filepath.Join(crashed, "replica"), receivertest.Want(1, 15), "after the crash: each record once")
 
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	wantCheckpoint(t, r.Checkpoint(), segs[2], "after Run ended")
+	receivertest.WantCheckpoint(t, r.Checkpoint(), segs[2], "after Run ended")
 	r.Close()
 	cp, ok, err := receiver.LoadCheckpoint(cfg.StateDir)
-	if err != nil || !ok || cp.LastSeq != segs[2].meta.LastSeq {
-		t.Fatalf("checkpoint on disk after Run ended: %+v %v %v, want seq %d", cp, ok, err, segs[2].meta.LastSeq)
+	if err != nil || !ok || cp.LastSeq != segs[2].Meta.LastSeq {
+		t.Fatalf("checkpoint on disk after Run ended: %+v %v %v, want seq %d", cp, ok, err, segs[2].Meta.LastSeq)
 	}
 }
 
 // A held checkpoint is saved once its delay has passed, with nothing more
 // arriving.
 func TestCheckpointDelayExpires(t *testing.T) {
-	st, _ := newStore(t)
-	segs := chain(t, 1, 5)
-	cfg := testConfig(t, st, &apply.File{Path: filepath.Join(t.TempDir(), "replica")})
+	st, _ := receivertest.NewStore(t)
+	segs := receivertest.Chain(t, 1, 5)
+	cfg := receivertest.Config(t, st, &apply.File{Path: filepath.Join(t.TempDir(), "replica")})
 	cfg.Once = false
 	cfg.PollMin, cfg.PollMax = time.Hour, time.Hour // no poll: only the delay's timer may wake Run
 	cfg.CheckpointDelay = 50 * time.Millisecond
-	r := open(t, cfg)
+	r := receivertest.Open(t, cfg)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	put(t, st, segs...)
+	receivertest.Put(t, st, segs...)
 	r.Wake()
-	eventually(t, "the held checkpoint saved", func() bool { return r.Checkpoint().LastSeq == segs[0].meta.LastSeq })
+	receivertest.Eventually(t, "the held checkpoint saved", func() bool { return r.Checkpoint().LastSeq == segs[0].Meta.LastSeq })
 	cancel()
 	<-done
 }

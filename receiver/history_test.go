@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/receivertest"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
 )
@@ -22,7 +23,7 @@ import (
 // seq fork from the segment whose hash is hash, as ferry promote would.
 func promote(t *testing.T, st store.Store, gen uint32, fork uint64, hash string) {
 	t.Helper()
-	rec := batch.Generation{Stream: testStream, Generation: gen, Parent: gen - 1, ForkSeq: fork, ForkHash: hash,
+	rec := batch.Generation{Stream: receivertest.Stream, Generation: gen, Parent: gen - 1, ForkSeq: fork, ForkHash: hash,
 		Time: time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC), Site: "dr-b", Host: "db7", Reason: "promote"}
 	if err := catalog.CreateGeneration(context.Background(), st, rec); err != nil {
 		t.Fatal(err)
@@ -38,30 +39,30 @@ func oldData(seq uint64) []byte { return fmt.Appendf(nil, "divergent %06d\n", se
 // generation 2, forked at seq 20, holds 21..35 (g2). The history is
 // want(1, 35).
 type forked struct {
-	g1, old, g2 []seg
+	g1, old, g2 []receivertest.Seg
 }
 
 func newForked(t *testing.T) forked {
 	t.Helper()
 	var f forked
-	f.g1 = chain(t, 2, 10)
-	prev := f.g1[1].hash
+	f.g1 = receivertest.Chain(t, 2, 10)
+	prev := f.g1[1].Hash
 	for first := uint64(21); first <= 31; first += 10 {
-		s := sealWith(t, testStream, 1, first, first+9, prev, oldData)
-		f.old, prev = append(f.old, s), s.hash
+		s := receivertest.SealWith(t, receivertest.Stream, 1, first, first+9, prev, oldData)
+		f.old, prev = append(f.old, s), s.Hash
 	}
-	a := sealSeg(t, testStream, 2, 21, 25, f.g1[1].hash)
-	f.g2 = []seg{a, sealSeg(t, testStream, 2, 26, 35, a.hash)}
+	a := receivertest.SealSeg(t, receivertest.Stream, 2, 21, 25, f.g1[1].Hash)
+	f.g2 = []receivertest.Seg{a, receivertest.SealSeg(t, receivertest.Stream, 2, 26, 35, a.Hash)}
 	return f
 }
 
 // putAll stores the whole forked stream and its record.
 func (f forked) putAll(t *testing.T, st store.Store) {
 	t.Helper()
-	put(t, st, f.g1...)
-	put(t, st, f.old...)
-	promote(t, st, 2, 20, f.g1[1].hash)
-	put(t, st, f.g2...)
+	receivertest.Put(t, st, f.g1...)
+	receivertest.Put(t, st, f.old...)
+	promote(t, st, 2, 20, f.g1[1].Hash)
+	receivertest.Put(t, st, f.g2...)
 }
 
 // openLogged is open with a logger of its own.
@@ -80,21 +81,21 @@ func openLogged(t *testing.T, cfg receiver.Config, log *slog.Logger) *receiver.R
 // in generation 2: the replica is the history.
 func TestFollowsAFork(t *testing.T) {
 	f := newForked(t)
-	st, _ := newStore(t)
+	st, _ := receivertest.NewStore(t)
 	f.putAll(t, st)
 	replica := filepath.Join(t.TempDir(), "replica")
 	ap := newRecorder(replica)
 	var logs ferrytest.LockedBuffer
-	r := openLogged(t, testConfig(t, st, ap), logs.Logger(slog.LevelDebug))
-	if err := run(t, r); err != nil {
+	r := openLogged(t, receivertest.Config(t, st, ap), logs.Logger(slog.LevelDebug))
+	if err := receivertest.Run(t, r); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	if got, want := ap.Applied(), names(append(slices.Clone(f.g1), f.g2...)...); !slices.Equal(got, want) {
 		t.Fatalf("applied %v, want %v", got, want)
 	}
-	wantFile(t, replica, want(1, 35), "after following the fork")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 35), "after following the fork")
 	cp := r.Checkpoint()
-	wantCheckpoint(t, cp, f.g2[1], "after following the fork")
+	receivertest.WantCheckpoint(t, cp, f.g2[1], "after following the fork")
 	if cp.Generation != 2 {
 		t.Fatalf("checkpoint in generation %d, want 2", cp.Generation)
 	}
@@ -102,8 +103,8 @@ func TestFollowsAFork(t *testing.T) {
 		t.Fatalf("Stats.Divergent = %d, want the old primary's 2 segments", n)
 	}
 	for _, s := range f.old {
-		if n := strings.Count(logs.String(), "segment="+s.name); n != 1 {
-			t.Errorf("divergent segment %s logged %d times, want once:\n%s", s.name, n, logs.String())
+		if n := strings.Count(logs.String(), "segment="+s.Name); n != 1 {
+			t.Errorf("divergent segment %s logged %d times, want once:\n%s", s.Name, n, logs.String())
 		}
 	}
 }
@@ -112,29 +113,29 @@ func TestFollowsAFork(t *testing.T) {
 // primary's segments at every poll: each is logged and counted once.
 func TestDivergentSegmentsLoggedOnce(t *testing.T) {
 	f := newForked(t)
-	st, _ := newStore(t)
-	put(t, st, f.g1[0])
-	put(t, st, f.old...)
-	promote(t, st, 2, 20, f.g1[1].hash)
-	put(t, st, f.g2...)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, f.g1[0])
+	receivertest.Put(t, st, f.old...)
+	promote(t, st, 2, 20, f.g1[1].Hash)
+	receivertest.Put(t, st, f.g2...)
 	replica := filepath.Join(t.TempDir(), "replica")
 	var logs ferrytest.LockedBuffer
-	r := openLogged(t, testConfig(t, st, newRecorder(replica)), logs.Logger(slog.LevelDebug))
+	r := openLogged(t, receivertest.Config(t, st, newRecorder(replica)), logs.Logger(slog.LevelDebug))
 	// Generation 1 ends at the fork, so 11..20 are missing, not to come.
-	if err := run(t, r); !errors.Is(err, receiver.ErrGap) || !strings.Contains(err.Error(), "seq 11..20 missing before generation 2, forked at seq 20") {
+	if err := receivertest.Run(t, r); !errors.Is(err, receiver.ErrGap) || !strings.Contains(err.Error(), "seq 11..20 missing before generation 2, forked at seq 20") {
 		t.Fatalf("Run with seq 11..20 missing: %v, want ErrGap for 11..20", err)
 	}
-	put(t, st, f.g1[1])
-	if err := run(t, r); err != nil {
+	receivertest.Put(t, st, f.g1[1])
+	if err := receivertest.Run(t, r); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	wantFile(t, replica, want(1, 35), "after the gap filled")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 35), "after the gap filled")
 	if n := r.Stats().Divergent; n != 2 {
 		t.Fatalf("Stats.Divergent = %d, want 2", n)
 	}
 	for _, s := range f.old {
-		if n := strings.Count(logs.String(), "segment="+s.name); n != 1 {
-			t.Errorf("divergent segment %s logged %d times over several polls, want once", s.name, n)
+		if n := strings.Count(logs.String(), "segment="+s.Name); n != 1 {
+			t.Errorf("divergent segment %s logged %d times over several polls, want once", s.Name, n)
 		}
 	}
 }
@@ -143,25 +144,25 @@ func TestDivergentSegmentsLoggedOnce(t *testing.T) {
 // old primary's segments are never even listed.
 func TestFollowsAForkFromTheForkSeq(t *testing.T) {
 	f := newForked(t)
-	st, _ := newStore(t)
-	put(t, st, f.g1...)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, f.g1...)
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, newRecorder(replica))
-	wantCheckpoint(t, runOnce(t, cfg), f.g1[1], "before the promotion")
+	cfg := receivertest.Config(t, st, newRecorder(replica))
+	receivertest.WantCheckpoint(t, receivertest.RunOnce(t, cfg), f.g1[1], "before the promotion")
 
-	put(t, st, f.old...)
-	promote(t, st, 2, 20, f.g1[1].hash)
-	put(t, st, f.g2...)
+	receivertest.Put(t, st, f.old...)
+	promote(t, st, 2, 20, f.g1[1].Hash)
+	receivertest.Put(t, st, f.g2...)
 	ap := newRecorder(replica)
 	cfg.Applier = ap
-	r := open(t, cfg)
-	if err := run(t, r); err != nil {
+	r := receivertest.Open(t, cfg)
+	if err := receivertest.Run(t, r); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	if got, want := ap.Applied(), names(f.g2...); !slices.Equal(got, want) {
 		t.Fatalf("applied %v, want %v", got, want)
 	}
-	wantFile(t, replica, want(1, 35), "after the fork")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 35), "after the fork")
 	if cp := r.Checkpoint(); cp.Generation != 2 {
 		t.Fatalf("checkpoint in generation %d, want 2", cp.Generation)
 	}
@@ -174,55 +175,55 @@ func TestFollowsAForkFromTheForkSeq(t *testing.T) {
 func TestHistoryReadBeforeApplying(t *testing.T) {
 	t.Run("below the fork", func(t *testing.T) {
 		f := newForked(t)
-		inner, _ := newStore(t)
+		inner, _ := receivertest.NewStore(t)
 		st := &countingStore{Store: inner}
-		put(t, st, f.g1[0])
+		receivertest.Put(t, st, f.g1[0])
 		replica := filepath.Join(t.TempDir(), "replica")
-		r := open(t, testConfig(t, st, newRecorder(replica)))
-		if err := run(t, r); err != nil {
+		r := receivertest.Open(t, receivertest.Config(t, st, newRecorder(replica)))
+		if err := receivertest.Run(t, r); err != nil {
 			t.Fatal(err)
 		}
 		// An idle pass (nothing new) does not read the history.
 		reads := st.histLists.Load()
-		if err := run(t, r); err != nil {
+		if err := receivertest.Run(t, r); err != nil {
 			t.Fatal(err)
 		}
 		if n := st.histLists.Load(); n != reads {
 			t.Fatalf("a run with nothing new read the generation records %d times, want none", n-reads)
 		}
 
-		put(t, st, f.g1[1])
-		promote(t, st, 2, 20, f.g1[1].hash)
-		put(t, st, f.old...)
-		put(t, st, f.g2...)
-		if err := run(t, r); err != nil {
+		receivertest.Put(t, st, f.g1[1])
+		promote(t, st, 2, 20, f.g1[1].Hash)
+		receivertest.Put(t, st, f.old...)
+		receivertest.Put(t, st, f.g2...)
+		if err := receivertest.Run(t, r); err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-		wantFile(t, replica, want(1, 35), "after the promotion")
+		receivertest.WantFile(t, replica, receivertest.Want(1, 35), "after the promotion")
 		if n := r.Stats().Divergent; n != 2 {
 			t.Fatalf("Stats.Divergent = %d, want 2", n)
 		}
 	})
 	t.Run("at the fork", func(t *testing.T) {
 		f := newForked(t)
-		st, _ := newStore(t)
-		put(t, st, f.g1...)
+		st, _ := receivertest.NewStore(t)
+		receivertest.Put(t, st, f.g1...)
 		replica := filepath.Join(t.TempDir(), "replica")
-		r := open(t, testConfig(t, st, newRecorder(replica)))
-		if err := run(t, r); err != nil {
+		r := receivertest.Open(t, receivertest.Config(t, st, newRecorder(replica)))
+		if err := receivertest.Run(t, r); err != nil {
 			t.Fatal(err)
 		}
-		promote(t, st, 2, 20, f.g1[1].hash)
-		put(t, st, f.old...) // generation 2 has shipped nothing yet
-		if err := run(t, r); err != nil {
+		promote(t, st, 2, 20, f.g1[1].Hash)
+		receivertest.Put(t, st, f.old...) // generation 2 has shipped nothing yet
+		if err := receivertest.Run(t, r); err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-		wantFile(t, replica, want(1, 20), "before generation 2 shipped")
-		put(t, st, f.g2...)
-		if err := run(t, r); err != nil {
+		receivertest.WantFile(t, replica, receivertest.Want(1, 20), "before generation 2 shipped")
+		receivertest.Put(t, st, f.g2...)
+		if err := receivertest.Run(t, r); err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-		wantFile(t, replica, want(1, 35), "after generation 2 shipped")
+		receivertest.WantFile(t, replica, receivertest.Want(1, 35), "after generation 2 shipped")
 	})
 }
 
@@ -230,29 +231,29 @@ func TestHistoryReadBeforeApplying(t *testing.T) {
 // owns nothing (generation 3 forked where it did), and what 2 and 3
 // shipped past their ends is not applied.
 func TestFollowsAChainOfForks(t *testing.T) {
-	g1 := chain(t, 2, 10)
-	g1old := sealWith(t, testStream, 1, 21, 30, g1[1].hash, oldData)
-	g2old := sealWith(t, testStream, 2, 21, 30, g1[1].hash, oldData)
-	g3 := sealSeg(t, testStream, 3, 21, 30, g1[1].hash)
-	g3old := sealWith(t, testStream, 3, 31, 35, g3.hash, oldData)
-	g4 := sealSeg(t, testStream, 4, 31, 40, g3.hash)
-	st, _ := newStore(t)
-	put(t, st, g1...)
-	put(t, st, g1old, g2old, g3, g3old, g4)
-	promote(t, st, 2, 20, g1[1].hash)
-	promote(t, st, 3, 20, g1[1].hash)
-	promote(t, st, 4, 30, g3.hash)
+	g1 := receivertest.Chain(t, 2, 10)
+	g1old := receivertest.SealWith(t, receivertest.Stream, 1, 21, 30, g1[1].Hash, oldData)
+	g2old := receivertest.SealWith(t, receivertest.Stream, 2, 21, 30, g1[1].Hash, oldData)
+	g3 := receivertest.SealSeg(t, receivertest.Stream, 3, 21, 30, g1[1].Hash)
+	g3old := receivertest.SealWith(t, receivertest.Stream, 3, 31, 35, g3.Hash, oldData)
+	g4 := receivertest.SealSeg(t, receivertest.Stream, 4, 31, 40, g3.Hash)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, g1...)
+	receivertest.Put(t, st, g1old, g2old, g3, g3old, g4)
+	promote(t, st, 2, 20, g1[1].Hash)
+	promote(t, st, 3, 20, g1[1].Hash)
+	promote(t, st, 4, 30, g3.Hash)
 
 	replica := filepath.Join(t.TempDir(), "replica")
 	ap := newRecorder(replica)
-	r := open(t, testConfig(t, st, ap))
-	if err := run(t, r); err != nil {
+	r := receivertest.Open(t, receivertest.Config(t, st, ap))
+	if err := receivertest.Run(t, r); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	if got, want := ap.Applied(), names(g1[0], g1[1], g3, g4); !slices.Equal(got, want) {
 		t.Fatalf("applied %v, want %v", got, want)
 	}
-	wantFile(t, replica, want(1, 40), "after the forks")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 40), "after the forks")
 	if cp := r.Checkpoint(); cp.Generation != 4 {
 		t.Fatalf("checkpoint in generation %d, want 4", cp.Generation)
 	}
@@ -265,44 +266,44 @@ func TestFollowsAChainOfForks(t *testing.T) {
 // record's fork hash is not the hash of the last segment applied.
 func TestForkFromAnotherChainStops(t *testing.T) {
 	f := newForked(t)
-	other := sealWith(t, testStream, 1, 11, 20, f.g1[0].hash, oldData)
-	st, _ := newStore(t)
-	put(t, st, f.g1...)
-	promote(t, st, 2, 20, other.hash)
-	put(t, st, sealSeg(t, testStream, 2, 21, 25, other.hash))
+	other := receivertest.SealWith(t, receivertest.Stream, 1, 11, 20, f.g1[0].Hash, oldData)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, f.g1...)
+	promote(t, st, 2, 20, other.Hash)
+	receivertest.Put(t, st, receivertest.SealSeg(t, receivertest.Stream, 2, 21, 25, other.Hash))
 	replica := filepath.Join(t.TempDir(), "replica")
-	r := open(t, testConfig(t, st, newRecorder(replica)))
+	r := receivertest.Open(t, receivertest.Config(t, st, newRecorder(replica)))
 	for range 2 {
-		err := run(t, r)
+		err := receivertest.Run(t, r)
 		if !errors.Is(err, receiver.ErrHistory) {
 			t.Fatalf("Run: %v, want ErrHistory", err)
 		}
-		for _, s := range []string{batch.GenerationKey(testStream, 2), "another chain", "rejoin"} {
+		for _, s := range []string{batch.GenerationKey(receivertest.Stream, 2), "another chain", "rejoin"} {
 			if !strings.Contains(err.Error(), s) {
 				t.Errorf("error %q does not mention %q", err, s)
 			}
 		}
 	}
-	wantFile(t, replica, want(1, 20), "after the fork from another chain")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 20), "after the fork from another chain")
 }
 
 // A segment partly in the history and partly past a fork stops the
 // receiver, naming it.
 func TestStraddlingSegmentStops(t *testing.T) {
-	segs := chain(t, 2, 10)
-	st, _ := newStore(t)
-	put(t, st, segs...)
-	promote(t, st, 2, 15, segs[0].hash) // any hash: the record is not checked before seq 15
+	segs := receivertest.Chain(t, 2, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs...)
+	promote(t, st, 2, 15, segs[0].Hash) // any hash: the record is not checked before seq 15
 	replica := filepath.Join(t.TempDir(), "replica")
 	ap := newRecorder(replica)
-	r := open(t, testConfig(t, st, ap))
+	r := receivertest.Open(t, receivertest.Config(t, st, ap))
 	for range 2 {
-		err := run(t, r)
-		if !errors.Is(err, receiver.ErrHistory) || !strings.Contains(err.Error(), segs[1].name) || !strings.Contains(err.Error(), "straddles seq 15") {
-			t.Fatalf("Run: %v, want ErrHistory naming %s", err, segs[1].name)
+		err := receivertest.Run(t, r)
+		if !errors.Is(err, receiver.ErrHistory) || !strings.Contains(err.Error(), segs[1].Name) || !strings.Contains(err.Error(), "straddles seq 15") {
+			t.Fatalf("Run: %v, want ErrHistory naming %s", err, segs[1].Name)
 		}
 	}
-	if got := ap.Applied(); slices.Contains(got, segs[1].name) {
+	if got := ap.Applied(); slices.Contains(got, segs[1].Name) {
 		t.Fatalf("applied %v, including the straddling segment", got)
 	}
 }
@@ -311,72 +312,72 @@ func TestStraddlingSegmentStops(t *testing.T) {
 // primary) has diverged: it stops, and says to run ferry rejoin.
 func TestDivergedCheckpointStops(t *testing.T) {
 	f := newForked(t)
-	st, _ := newStore(t)
-	put(t, st, f.g1...)
-	put(t, st, f.old[0])
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, f.g1...)
+	receivertest.Put(t, st, f.old[0])
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, newRecorder(replica))
-	r := open(t, cfg)
-	if err := run(t, r); err != nil {
+	cfg := receivertest.Config(t, st, newRecorder(replica))
+	r := receivertest.Open(t, cfg)
+	if err := receivertest.Run(t, r); err != nil {
 		t.Fatal(err)
 	}
-	promote(t, st, 2, 20, f.g1[1].hash)
-	put(t, st, f.g2...)
+	promote(t, st, 2, 20, f.g1[1].Hash)
+	receivertest.Put(t, st, f.g2...)
 	wantDiverged := func(err error) {
 		t.Helper()
 		if !errors.Is(err, batch.ErrDiverged) || !strings.Contains(err.Error(), "run ferry rejoin") {
 			t.Fatalf("Run: %v, want the checkpoint diverged, run ferry rejoin", err)
 		}
 	}
-	wantDiverged(run(t, r)) // the receiver that was running
+	wantDiverged(receivertest.Run(t, r)) // the receiver that was running
 	r.Close()
-	wantDiverged(run(t, open(t, reopen(cfg, replica)))) // and after a restart
+	wantDiverged(receivertest.Run(t, receivertest.Open(t, reopen(cfg, replica)))) // and after a restart
 }
 
 // Config.Generation only seeds a new state: a checkpoint that followed
 // the history into generation 2 opens with the configured 1 and goes on.
 func TestOpenKeepsTheCheckpointsGeneration(t *testing.T) {
 	f := newForked(t)
-	st, _ := newStore(t)
-	put(t, st, f.g1...)
-	promote(t, st, 2, 20, f.g1[1].hash)
-	put(t, st, f.g2[0])
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, f.g1...)
+	promote(t, st, 2, 20, f.g1[1].Hash)
+	receivertest.Put(t, st, f.g2[0])
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, newRecorder(replica))
+	cfg := receivertest.Config(t, st, newRecorder(replica))
 	cfg.Generation = 1
-	if cp := runOnce(t, cfg); cp.Generation != 2 {
+	if cp := receivertest.RunOnce(t, cfg); cp.Generation != 2 {
 		t.Fatalf("checkpoint in generation %d, want 2", cp.Generation)
 	}
-	put(t, st, f.g2[1])
-	wantCheckpoint(t, runOnce(t, reopen(cfg, replica)), f.g2[1], "after reopening with generation 1 configured")
-	wantFile(t, replica, want(1, 35), "after reopening")
+	receivertest.Put(t, st, f.g2[1])
+	receivertest.WantCheckpoint(t, receivertest.RunOnce(t, reopen(cfg, replica)), f.g2[1], "after reopening with generation 1 configured")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 35), "after reopening")
 }
 
 // A new state seeded with a generation the store has no record of stops
 // at once, naming the record it looked for.
 func TestUnknownGenerationStops(t *testing.T) {
-	st, _ := newStore(t)
-	put(t, st, chain(t, 1, 10)...)
-	cfg := testConfig(t, st, newRecorder(filepath.Join(t.TempDir(), "replica")))
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, receivertest.Chain(t, 1, 10)...)
+	cfg := receivertest.Config(t, st, newRecorder(filepath.Join(t.TempDir(), "replica")))
 	cfg.Generation = 3
-	err := run(t, open(t, cfg))
-	if !errors.Is(err, receiver.ErrHistory) || !strings.Contains(err.Error(), batch.GenerationKey(testStream, 3)) {
-		t.Fatalf("Run: %v, want ErrHistory naming %s", err, batch.GenerationKey(testStream, 3))
+	err := receivertest.Run(t, receivertest.Open(t, cfg))
+	if !errors.Is(err, receiver.ErrHistory) || !strings.Contains(err.Error(), batch.GenerationKey(receivertest.Stream, 3)) {
+		t.Fatalf("Run: %v, want ErrHistory naming %s", err, batch.GenerationKey(receivertest.Stream, 3))
 	}
 }
 
 // A damaged generation record stops the receiver, naming it; it is not
 // retried as if the store had failed.
 func TestDamagedGenerationRecordStops(t *testing.T) {
-	st, _ := newStore(t)
-	put(t, st, chain(t, 1, 10)...)
-	key := batch.GenerationKey(testStream, 2)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, receivertest.Chain(t, 1, 10)...)
+	key := batch.GenerationKey(receivertest.Stream, 2)
 	if err := st.Put(context.Background(), key, []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(t, st, newRecorder(filepath.Join(t.TempDir(), "replica")))
+	cfg := receivertest.Config(t, st, newRecorder(filepath.Join(t.TempDir(), "replica")))
 	cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour // a retry would hang the test
-	err := run(t, open(t, cfg))
+	err := receivertest.Run(t, receivertest.Open(t, cfg))
 	if !errors.Is(err, receiver.ErrHistory) || !strings.Contains(err.Error(), key) {
 		t.Fatalf("Run: %v, want ErrHistory naming %s", err, key)
 	}
@@ -386,55 +387,55 @@ func TestDamagedGenerationRecordStops(t *testing.T) {
 // what it applied in its stride, and stops at an offered overlap.
 func TestOffersFollowAFork(t *testing.T) {
 	f := newForked(t)
-	st, root := newStore(t)
+	st, root := receivertest.NewStore(t)
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, newRecorder(replica))
+	cfg := receivertest.Config(t, st, newRecorder(replica))
 	cfg.Once = false
 	cfg.PollMin, cfg.PollMax = time.Hour, time.Hour
-	r := open(t, cfg)
+	r := receivertest.Open(t, cfg)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(t.Context()) }()
-	offer := func(s seg) {
-		put(t, st, s)
-		r.Offer(s.name, int64(len(s.data)))
+	offer := func(s receivertest.Seg) {
+		receivertest.Put(t, st, s)
+		r.Offer(s.Name, int64(len(s.Data)))
 	}
 	for _, s := range f.g1 {
 		offer(s)
-		eventually(t, s.name+" applied", func() bool { return r.Applied() == s.meta.LastSeq })
+		receivertest.Eventually(t, s.Name+" applied", func() bool { return r.Applied() == s.Meta.LastSeq })
 	}
-	promote(t, st, 2, 20, f.g1[1].hash)
+	promote(t, st, 2, 20, f.g1[1].Hash)
 	offer(f.old[0]) // the old primary's, past the fork
 	offer(f.g1[1])  // a resend of what was applied
 	offer(f.g2[0])
 	offer(f.g2[1])
-	eventually(t, "generation 2 applied", func() bool { return r.Applied() == 35 })
-	stray := sealSeg(t, testStream, 2, 26, 30, f.g2[0].hash)
-	writeStray(t, root, stray.name, stray.data)
-	r.Offer(stray.name, int64(len(stray.data)))
+	receivertest.Eventually(t, "generation 2 applied", func() bool { return r.Applied() == 35 })
+	stray := receivertest.SealSeg(t, receivertest.Stream, 2, 26, 30, f.g2[0].Hash)
+	writeStray(t, root, stray.Name, stray.Data)
+	r.Offer(stray.Name, int64(len(stray.Data)))
 	select {
 	case err := <-done:
-		wantOverlap(t, err, f.g2[1].name, stray.name)
+		wantOverlap(t, err, f.g2[1].Name, stray.Name)
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not stop at the offered overlap")
 	}
-	wantFile(t, replica, want(1, 35), "after the offers")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 35), "after the offers")
 }
 
 // A restore to a seq past a fork applies generation 1 up to the fork, then
 // generation 2 up to the boundary.
 func TestRestoreAcrossAFork(t *testing.T) {
 	f := newForked(t)
-	st, _ := newStore(t)
+	st, _ := receivertest.NewStore(t)
 	f.putAll(t, st)
 	replica := filepath.Join(t.TempDir(), "replica")
 	cfg := restoreConfig(t, st, replica, 28)
-	cp := runOnce(t, cfg)
-	wantFile(t, replica, want(1, 28), "after --until 28")
-	if cp.Generation != 2 || cp.LastSeq != 28 || cp.Segment != f.g2[1].name || cp.PartialHash != f.g2[1].hash {
-		t.Fatalf("checkpoint after --until 28 = %+v; want generation 2, seq 28 inside %s", cp, f.g2[1].name)
+	cp := receivertest.RunOnce(t, cfg)
+	receivertest.WantFile(t, replica, receivertest.Want(1, 28), "after --until 28")
+	if cp.Generation != 2 || cp.LastSeq != 28 || cp.Segment != f.g2[1].Name || cp.PartialHash != f.g2[1].Hash {
+		t.Fatalf("checkpoint after --until 28 = %+v; want generation 2, seq 28 inside %s", cp, f.g2[1].Name)
 	}
 	more := reopen(cfg, replica)
 	more.Until = 35
-	wantCheckpoint(t, runOnce(t, more), f.g2[1], "after --until 35")
-	wantFile(t, replica, want(1, 35), "after --until 35")
+	receivertest.WantCheckpoint(t, receivertest.RunOnce(t, more), f.g2[1], "after --until 35")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 35), "after --until 35")
 }

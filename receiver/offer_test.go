@@ -11,6 +11,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
+	"github.com/ferry-dr/ferry/receiver/receivertest"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -26,9 +27,9 @@ type countingStore struct {
 func (c *countingStore) List(ctx context.Context, dir, after string, fn func(store.Object) error) error {
 	err := c.Store.List(ctx, dir, after, fn)
 	switch dir {
-	case batch.StreamDir(testStream):
+	case batch.StreamDir(receivertest.Stream):
 		c.lists.Add(1)
-	case batch.GenerationDir(testStream):
+	case batch.GenerationDir(receivertest.Stream):
 		c.histLists.Add(1)
 	}
 	return err
@@ -45,7 +46,7 @@ func runFedByOffers(t *testing.T, cfg receiver.Config) (r *receiver.Receiver, st
 	t.Helper()
 	cfg.Once = false
 	cfg.PollMin, cfg.PollMax = time.Hour, time.Hour
-	r = open(t, cfg)
+	r = receivertest.Open(t, cfg)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
@@ -62,17 +63,17 @@ func runFedByOffers(t *testing.T, cfg receiver.Config) (r *receiver.Receiver, st
 // listing the store; an offer that does not continue the stream (one
 // arrived unannounced) falls back to a listing, which finds both.
 func TestOfferedSegmentsNeedNoListing(t *testing.T) {
-	inner, _ := newStore(t)
+	inner, _ := receivertest.NewStore(t)
 	st := &countingStore{Store: inner}
-	segs := chain(t, 8, 5)
+	segs := receivertest.Chain(t, 8, 5)
 	out := filepath.Join(t.TempDir(), "replica")
-	r, stop := runFedByOffers(t, testConfig(t, st, &apply.File{Path: out}))
-	eventually(t, "the first pass's listing", func() bool { return st.lists.Load() == 1 })
+	r, stop := runFedByOffers(t, receivertest.Config(t, st, &apply.File{Path: out}))
+	receivertest.Eventually(t, "the first pass's listing", func() bool { return st.lists.Load() == 1 })
 
 	for _, s := range segs[:5] {
-		put(t, st, s)
-		r.Offer(s.name, int64(len(s.data)))
-		eventually(t, "offered "+s.name+" applied", func() bool { return r.Applied() == s.meta.LastSeq })
+		receivertest.Put(t, st, s)
+		r.Offer(s.Name, int64(len(s.Data)))
+		receivertest.Eventually(t, "offered "+s.Name+" applied", func() bool { return r.Applied() == s.Meta.LastSeq })
 	}
 	if n := st.lists.Load(); n != 1 {
 		t.Fatalf("%d listings for 5 offered segments, want only the first pass's", n)
@@ -91,17 +92,17 @@ func TestOfferedSegmentsNeedNoListing(t *testing.T) {
 	if n := st.lists.Load(); n != 1 {
 		t.Fatalf("%d listings after wakes with nothing offered, want still 1", n)
 	}
-	put(t, st, segs[5]) // stored without an offer
-	put(t, st, segs[6])
-	r.Offer(segs[6].name, int64(len(segs[6].data)))
-	eventually(t, "both applied after a listing", func() bool { return r.Applied() == segs[6].meta.LastSeq })
+	receivertest.Put(t, st, segs[5]) // stored without an offer
+	receivertest.Put(t, st, segs[6])
+	r.Offer(segs[6].Name, int64(len(segs[6].Data)))
+	receivertest.Eventually(t, "both applied after a listing", func() bool { return r.Applied() == segs[6].Meta.LastSeq })
 	if n := st.lists.Load(); n < 2 {
 		t.Fatalf("%d listings: an offer after a missing one must fall back to listing", n)
 	}
-	put(t, st, segs[7])
-	r.Offer(segs[7].name, int64(len(segs[7].data)))
-	r.Offer(segs[3].name, 0) // applied already: ignored
-	eventually(t, "the last applied", func() bool { return r.Applied() == segs[7].meta.LastSeq })
+	receivertest.Put(t, st, segs[7])
+	r.Offer(segs[7].Name, int64(len(segs[7].Data)))
+	r.Offer(segs[3].Name, 0) // applied already: ignored
+	receivertest.Eventually(t, "the last applied", func() bool { return r.Applied() == segs[7].Meta.LastSeq })
 	stop()
-	wantFile(t, out, want(1, 40), "after the offers")
+	receivertest.WantFile(t, out, receivertest.Want(1, 40), "after the offers")
 }

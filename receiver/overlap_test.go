@@ -10,16 +10,17 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/receivertest"
 )
 
 // writeStray writes data as segment name of testStream straight into the
 // dir store at root, as a second writer that bypasses Put's checks would.
 func writeStray(t *testing.T, root, name string, data []byte) {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Join(root, testStream), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(root, receivertest.Stream), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(root, testStream, name), data, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(root, receivertest.Stream, name), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -42,64 +43,64 @@ func wantOverlap(t *testing.T, err error, what ...string) {
 // applied 1..2; while 1..3 is there, every run stops with an error naming
 // both, and none returns nil or applies anything past seq 2.
 func TestStrayOverlappingTheAppliedSegment(t *testing.T) {
-	a := sealSeg(t, testStream, 1, 1, 2, batch.ZeroHash)
-	stray := sealSeg(t, testStream, 1, 1, 3, batch.ZeroHash)
-	next := sealSeg(t, testStream, 1, 3, 5, a.hash)
-	st, root := newStore(t)
-	put(t, st, a)
+	a := receivertest.SealSeg(t, receivertest.Stream, 1, 1, 2, batch.ZeroHash)
+	stray := receivertest.SealSeg(t, receivertest.Stream, 1, 1, 3, batch.ZeroHash)
+	next := receivertest.SealSeg(t, receivertest.Stream, 1, 3, 5, a.Hash)
+	st, root := receivertest.NewStore(t)
+	receivertest.Put(t, st, a)
 	replica := filepath.Join(t.TempDir(), "replica")
 	ap := newRecorder(replica)
-	cfg := testConfig(t, st, ap)
-	r := open(t, cfg)
-	if err := run(t, r); err != nil {
+	cfg := receivertest.Config(t, st, ap)
+	r := receivertest.Open(t, cfg)
+	if err := receivertest.Run(t, r); err != nil {
 		t.Fatal(err)
 	}
-	writeStray(t, root, stray.name, stray.data)
-	writeStray(t, root, next.name, next.data) // the store refuses it beside the stray
+	writeStray(t, root, stray.Name, stray.Data)
+	writeStray(t, root, next.Name, next.Data) // the store refuses it beside the stray
 	for i := range 2 {
-		wantOverlap(t, run(t, r), a.name, "seq 1..2", stray.name, "seq 1..3", "which this site applied")
+		wantOverlap(t, receivertest.Run(t, r), a.Name, "seq 1..2", stray.Name, "seq 1..3", "which this site applied")
 		if i == 0 {
 			r.Close()
-			r = open(t, reopen(cfg, replica))
+			r = receivertest.Open(t, reopen(cfg, replica))
 		}
 	}
 	if got := ap.Applied(); !slices.Equal(got, names(a)) {
-		t.Fatalf("applied %v, want only %s", got, a.name)
+		t.Fatalf("applied %v, want only %s", got, a.Name)
 	}
-	wantFile(t, replica, want(1, 2), "with the stray segment in the store")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 2), "with the stray segment in the store")
 
 	// Once it is removed, the stream goes on.
-	if err := os.Remove(filepath.Join(root, testStream, stray.name)); err != nil {
+	if err := os.Remove(filepath.Join(root, receivertest.Stream, stray.Name)); err != nil {
 		t.Fatal(err)
 	}
 	r.Close()
 	cfg.Applier = newRecorder(replica)
-	wantCheckpoint(t, runOnce(t, cfg), next, "after the stray segment was removed")
-	wantFile(t, replica, want(1, 5), "after the stray segment was removed")
+	receivertest.WantCheckpoint(t, receivertest.RunOnce(t, cfg), next, "after the stray segment was removed")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 5), "after the stray segment was removed")
 }
 
 // A stray that lies inside the applied segment, and one holding another
 // segment's bytes under an overlapping name, are caught the same way.
 func TestStrayInsideTheAppliedSegment(t *testing.T) {
-	segs := chain(t, 2, 10)
+	segs := receivertest.Chain(t, 2, 10)
 	for _, tc := range []struct {
 		desc, name string
 		data       []byte
 	}{
-		{"narrower", batch.SegmentName(1, 1, 5), sealSeg(t, testStream, 1, 1, 5, batch.ZeroHash).data},
-		{"another segment's bytes", batch.SegmentName(1, 5, 15), segs[1].data},
+		{"narrower", batch.SegmentName(1, 1, 5), receivertest.SealSeg(t, receivertest.Stream, 1, 1, 5, batch.ZeroHash).Data},
+		{"another segment's bytes", batch.SegmentName(1, 5, 15), segs[1].Data},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			st, root := newStore(t)
-			put(t, st, segs[0])
+			st, root := receivertest.NewStore(t)
+			receivertest.Put(t, st, segs[0])
 			replica := filepath.Join(t.TempDir(), "replica")
-			cfg := testConfig(t, st, newRecorder(replica))
-			runOnce(t, cfg)
+			cfg := receivertest.Config(t, st, newRecorder(replica))
+			receivertest.RunOnce(t, cfg)
 			writeStray(t, root, tc.name, tc.data)
-			writeStray(t, root, segs[1].name, segs[1].data) // the store refuses it beside the stray
-			r := open(t, reopen(cfg, replica))
-			wantOverlap(t, run(t, r), segs[0].name, tc.name)
-			wantFile(t, replica, want(1, 10), "with the stray segment in the store")
+			writeStray(t, root, segs[1].Name, segs[1].Data) // the store refuses it beside the stray
+			r := receivertest.Open(t, reopen(cfg, replica))
+			wantOverlap(t, receivertest.Run(t, r), segs[0].Name, tc.name)
+			receivertest.WantFile(t, replica, receivertest.Want(1, 10), "with the stray segment in the store")
 		})
 	}
 }
@@ -107,26 +108,26 @@ func TestStrayInsideTheAppliedSegment(t *testing.T) {
 // Two segments not applied yet that overlap each other: nothing of either
 // is applied, and the error names both.
 func TestListedSegmentsOverlap(t *testing.T) {
-	segs := chain(t, 1, 2)
-	b := sealSeg(t, testStream, 1, 3, 5, segs[0].hash)
-	c := sealSeg(t, testStream, 1, 3, 6, segs[0].hash)
-	st, root := newStore(t)
-	put(t, st, segs[0], b)
-	writeStray(t, root, c.name, c.data)
+	segs := receivertest.Chain(t, 1, 2)
+	b := receivertest.SealSeg(t, receivertest.Stream, 1, 3, 5, segs[0].Hash)
+	c := receivertest.SealSeg(t, receivertest.Stream, 1, 3, 6, segs[0].Hash)
+	st, root := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs[0], b)
+	writeStray(t, root, c.Name, c.Data)
 	replica := filepath.Join(t.TempDir(), "replica")
 	ap := newRecorder(replica)
-	r := open(t, testConfig(t, st, ap))
-	wantOverlap(t, run(t, r), b.name, "seq 3..5", c.name, "seq 3..6")
+	r := receivertest.Open(t, receivertest.Config(t, st, ap))
+	wantOverlap(t, receivertest.Run(t, r), b.Name, "seq 3..5", c.Name, "seq 3..6")
 	if got := ap.Applied(); len(got) != 0 {
 		t.Fatalf("applied %v, want nothing: the pass that lists the overlap applies none of it", got)
 	}
 	// The same segments met one pass at a time.
-	st2, root2 := newStore(t)
-	put(t, st2, segs[0], b)
+	st2, root2 := receivertest.NewStore(t)
+	receivertest.Put(t, st2, segs[0], b)
 	replica2 := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st2, newRecorder(replica2))
-	runOnce(t, cfg)
-	writeStray(t, root2, c.name, c.data)
-	wantOverlap(t, run(t, open(t, reopen(cfg, replica2))), b.name, c.name)
-	wantFile(t, replica2, want(1, 5), "with the stray segment in the store")
+	cfg := receivertest.Config(t, st2, newRecorder(replica2))
+	receivertest.RunOnce(t, cfg)
+	writeStray(t, root2, c.Name, c.Data)
+	wantOverlap(t, receivertest.Run(t, receivertest.Open(t, reopen(cfg, replica2))), b.Name, c.Name)
+	receivertest.WantFile(t, replica2, receivertest.Want(1, 5), "with the stray segment in the store")
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/receivertest"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/storetest"
 )
@@ -84,7 +85,7 @@ func (w *getWatch) stats() (gets map[string]int, most, active int, finished []st
 // they are still applied in seq order, each exactly once, and each fetched
 // once.
 func TestPrefetchAppliesInOrder(t *testing.T) {
-	segs := chain(t, 12, 10)
+	segs := receivertest.Chain(t, 12, 10)
 	for _, tc := range []struct {
 		name     string
 		prefetch int
@@ -95,32 +96,32 @@ func TestPrefetchAppliesInOrder(t *testing.T) {
 		{"no prefetch", -1, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st, _ := newStore(t)
-			put(t, st, segs...)
+			st, _ := receivertest.NewStore(t)
+			receivertest.Put(t, st, segs...)
 			w := watchGets(st)
 			// The later a segment, the sooner its Get returns.
 			w.before = func(ctx context.Context, name string) error {
-				i := slices.IndexFunc(segs, func(s seg) bool { return s.key() == name })
+				i := slices.IndexFunc(segs, func(s receivertest.Seg) bool { return s.Key() == name })
 				time.Sleep(time.Duration(len(segs)-i) * 2 * time.Millisecond)
 				return nil
 			}
 			replica := filepath.Join(t.TempDir(), "replica")
 			ap := newRecorder(replica)
-			cfg := testConfig(t, w, ap)
+			cfg := receivertest.Config(t, w, ap)
 			cfg.Prefetch = tc.prefetch
-			r := open(t, cfg)
-			if err := run(t, r); err != nil {
+			r := receivertest.Open(t, cfg)
+			if err := receivertest.Run(t, r); err != nil {
 				t.Fatalf("Run: %v", err)
 			}
 			if got, want := ap.Applied(), names(segs...); !slices.Equal(got, want) {
 				t.Fatalf("applied %v, want %v", got, want)
 			}
-			wantFile(t, replica, want(1, 120), "after Run")
-			wantCheckpoint(t, r.Checkpoint(), segs[11], "after Run")
+			receivertest.WantFile(t, replica, receivertest.Want(1, 120), "after Run")
+			receivertest.WantCheckpoint(t, r.Checkpoint(), segs[11], "after Run")
 			gets, most, _, finished := w.stats()
 			for _, s := range segs {
-				if gets[s.key()] != 1 {
-					t.Errorf("segment %s fetched %d times, want once", s.name, gets[s.key()])
+				if gets[s.Key()] != 1 {
+					t.Errorf("segment %s fetched %d times, want once", s.Name, gets[s.Key()])
 				}
 			}
 			if most > tc.most {
@@ -142,20 +143,20 @@ func TestPrefetchAppliesInOrder(t *testing.T) {
 // comes before it is applied and checkpointed, nothing after it is, and the
 // error names it.
 func TestPrefetchStopsAtDamagedSegment(t *testing.T) {
-	segs := chain(t, 6, 10)
-	st, root := newStore(t)
-	put(t, st, segs...)
-	bad := append([]byte(nil), segs[2].data...)
+	segs := receivertest.Chain(t, 6, 10)
+	st, root := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs...)
+	bad := append([]byte(nil), segs[2].Data...)
 	bad[len(bad)-5] ^= 0x40 // in the payload: its checksum no longer matches
-	if err := os.WriteFile(filepath.Join(root, filepath.FromSlash(segs[2].key())), bad, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(root, filepath.FromSlash(segs[2].Key())), bad, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	w := watchGets(st)
-	fetchedBad := w.finishedGet(segs[2].key())
+	fetchedBad := w.finishedGet(segs[2].Key())
 	replica := filepath.Join(t.TempDir(), "replica")
 	rec := newRecorder(replica)
 	ap := &slowApplier{recorder: rec, before: func(meta *batch.Meta) error {
-		if meta.Name() != segs[0].name {
+		if meta.Name() != segs[0].Name {
 			return nil
 		}
 		// Segment 3 is read while segment 1 is still applying.
@@ -163,23 +164,23 @@ func TestPrefetchStopsAtDamagedSegment(t *testing.T) {
 		case <-fetchedBad:
 			return nil
 		case <-time.After(5 * time.Second):
-			return fmt.Errorf("segment %s was not fetched while %s applied: %w", segs[2].name, meta.Name(), receiver.ErrFatal)
+			return fmt.Errorf("segment %s was not fetched while %s applied: %w", segs[2].Name, meta.Name(), receiver.ErrFatal)
 		}
 	}}
-	cfg := testConfig(t, w, ap)
+	cfg := receivertest.Config(t, w, ap)
 	cfg.Once = false
 	cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour // damage is not retried
-	r := open(t, cfg)
-	err := run(t, r)
-	if !errors.Is(err, batch.ErrCorrupt) || !strings.Contains(err.Error(), segs[2].key()) {
-		t.Fatalf("Run: %v, want ErrCorrupt naming %s", err, segs[2].key())
+	r := receivertest.Open(t, cfg)
+	err := receivertest.Run(t, r)
+	if !errors.Is(err, batch.ErrCorrupt) || !strings.Contains(err.Error(), segs[2].Key()) {
+		t.Fatalf("Run: %v, want ErrCorrupt naming %s", err, segs[2].Key())
 	}
 	if got, want := rec.Applied(), names(segs[:2]...); !slices.Equal(got, want) {
 		t.Fatalf("applied %v, want %v", got, want)
 	}
-	wantCheckpoint(t, r.Checkpoint(), segs[1], "after the damaged segment")
-	wantCheckpoint(t, loadCheckpoint(t, cfg), segs[1], "checkpoint file after the damaged segment")
-	wantFile(t, replica, want(1, 20), "after the damaged segment")
+	receivertest.WantCheckpoint(t, r.Checkpoint(), segs[1], "after the damaged segment")
+	receivertest.WantCheckpoint(t, loadCheckpoint(t, cfg), segs[1], "checkpoint file after the damaged segment")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 20), "after the damaged segment")
 }
 
 // slowApplier runs before ahead of each Apply of the recorder.
@@ -198,15 +199,15 @@ func (a *slowApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch.
 // Cancelling a receiver while segments are being fetched ahead ends every
 // fetcher before Run returns, and leaves no goroutine behind.
 func TestPrefetchCancelEndsFetchers(t *testing.T) {
-	segs := chain(t, 6, 10)
-	st, _ := newStore(t)
-	put(t, st, segs...)
+	segs := receivertest.Chain(t, 6, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs...)
 	baseline := runtime.NumGoroutine()
 
 	w := watchGets(st)
 	stuck := make(chan struct{}, len(segs))
 	w.before = func(ctx context.Context, name string) error {
-		if name == segs[0].key() {
+		if name == segs[0].Key() {
 			return nil
 		}
 		stuck <- struct{}{}
@@ -215,9 +216,9 @@ func TestPrefetchCancelEndsFetchers(t *testing.T) {
 	}
 	replica := filepath.Join(t.TempDir(), "replica")
 	ap := newRecorder(replica)
-	cfg := testConfig(t, w, ap)
+	cfg := receivertest.Config(t, w, ap)
 	cfg.Once = false
-	r := open(t, cfg)
+	r := receivertest.Open(t, cfg)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
@@ -228,63 +229,56 @@ func TestPrefetchCancelEndsFetchers(t *testing.T) {
 			t.Fatal("segments after the first were not fetched ahead")
 		}
 	}
-	eventually(t, "the first segment applied", func() bool { return len(ap.Applied()) == 1 })
+	receivertest.Eventually(t, "the first segment applied", func() bool { return len(ap.Applied()) == 1 })
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run after cancel: %v, want nil", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
+	receivertest.WaitReturned(t, done, "Run did not return after cancel")
 	if _, _, active, _ := w.stats(); active != 0 {
 		t.Fatalf("%d Gets still running after Run returned", active)
 	}
-	wantCheckpoint(t, r.Checkpoint(), segs[0], "after cancel")
-	wantFile(t, replica, want(1, 10), "after cancel")
+	receivertest.WantCheckpoint(t, r.Checkpoint(), segs[0], "after cancel")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 10), "after cancel")
 	r.Close()
-	eventually(t, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= baseline })
+	receivertest.Eventually(t, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= baseline })
 }
 
 // A byte cap smaller than any one segment still lets every segment through,
 // one decoded at a time.
 func TestPrefetchByteCapBelowOneSegment(t *testing.T) {
-	segs := chain(t, 8, 10)
-	st, _ := newStore(t)
-	put(t, st, segs...)
+	segs := receivertest.Chain(t, 8, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs...)
 	replica := filepath.Join(t.TempDir(), "replica")
 	ap := newRecorder(replica)
-	cfg := testConfig(t, st, ap)
+	cfg := receivertest.Config(t, st, ap)
 	cfg.PrefetchBytes = 1
-	cp := runOnce(t, cfg)
+	cp := receivertest.RunOnce(t, cfg)
 	if got, want := ap.Applied(), names(segs...); !slices.Equal(got, want) {
 		t.Fatalf("applied %v, want %v", got, want)
 	}
-	wantCheckpoint(t, cp, segs[7], "after Run")
-	wantFile(t, replica, want(1, 80), "after Run")
+	receivertest.WantCheckpoint(t, cp, segs[7], "after Run")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 80), "after Run")
 }
 
 // A segment larger than MaxSegmentSize is refused as damaged, whatever size
 // the listing gave.
 func TestPrefetchRefusesOversizeSegment(t *testing.T) {
-	small := sealSeg(t, testStream, 1, 1, 5, batch.ZeroHash)
-	big := sealSeg(t, testStream, 1, 6, 40, small.hash)
-	st, _ := newStore(t)
-	put(t, st, small, big)
+	small := receivertest.SealSeg(t, receivertest.Stream, 1, 1, 5, batch.ZeroHash)
+	big := receivertest.SealSeg(t, receivertest.Stream, 1, 6, 40, small.Hash)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, small, big)
 	replica := filepath.Join(t.TempDir(), "replica")
 	ap := newRecorder(replica)
-	cfg := testConfig(t, st, ap)
-	cfg.MaxSegmentSize = int64(len(big.data)) - 1
+	cfg := receivertest.Config(t, st, ap)
+	cfg.MaxSegmentSize = int64(len(big.Data)) - 1
 	cfg.Once = false
 	cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour
-	r := open(t, cfg)
-	err := run(t, r)
-	if !errors.Is(err, batch.ErrCorrupt) || !strings.Contains(err.Error(), big.key()) || !strings.Contains(err.Error(), "larger than") {
-		t.Fatalf("Run: %v, want ErrCorrupt naming %s as too large", err, big.key())
+	r := receivertest.Open(t, cfg)
+	err := receivertest.Run(t, r)
+	if !errors.Is(err, batch.ErrCorrupt) || !strings.Contains(err.Error(), big.Key()) || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("Run: %v, want ErrCorrupt naming %s as too large", err, big.Key())
 	}
 	if got, want := ap.Applied(), names(small); !slices.Equal(got, want) {
 		t.Fatalf("applied %v, want %v", got, want)
 	}
-	wantFile(t, replica, want(1, 5), "after the oversize segment")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 5), "after the oversize segment")
 }

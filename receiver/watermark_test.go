@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/receivertest"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
 	"github.com/ferry-dr/ferry/store/storetest"
@@ -20,7 +21,7 @@ import (
 func watermarkObjects(t *testing.T, st store.Store, id string) []string {
 	t.Helper()
 	var out []string
-	err := st.List(context.Background(), catalog.WatermarkDir(testStream, id), "", func(o store.Object) error {
+	err := st.List(context.Background(), catalog.WatermarkDir(receivertest.Stream, id), "", func(o store.Object) error {
 		out = append(out, o.Name)
 		return nil
 	})
@@ -31,11 +32,11 @@ func watermarkObjects(t *testing.T, st store.Store, id string) []string {
 }
 
 func TestWatermarkPublished(t *testing.T) {
-	segs := chain(t, 4, 10)
-	st, _ := newStore(t)
-	put(t, st, segs[:2]...)
+	segs := receivertest.Chain(t, 4, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs[:2]...)
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, newRecorder(replica))
+	cfg := receivertest.Config(t, st, newRecorder(replica))
 	cfg.ReceiverID = "dr-1"
 	var logs ferrytest.LockedBuffer
 	openLogged := func() *receiver.Receiver {
@@ -47,14 +48,14 @@ func TestWatermarkPublished(t *testing.T) {
 		return r
 	}
 
-	check := func(s seg, when string) {
+	check := func(s receivertest.Seg, when string) {
 		t.Helper()
-		ws, err := catalog.ReadWatermarks(t.Context(), st, testStream)
+		ws, err := catalog.ReadWatermarks(t.Context(), st, receivertest.Stream)
 		if err != nil {
 			t.Fatalf("%s: ReadWatermarks: %v", when, err)
 		}
-		if len(ws) != 1 || ws[0].Receiver != "dr-1" || ws[0].AppliedSeq != s.meta.LastSeq || ws[0].AppliedHash != s.hash || ws[0].Segment != s.name {
-			t.Fatalf("%s: watermarks %+v, want one for dr-1 at %s", when, ws, s.name)
+		if len(ws) != 1 || ws[0].Receiver != "dr-1" || ws[0].AppliedSeq != s.Meta.LastSeq || ws[0].AppliedHash != s.Hash || ws[0].Segment != s.Name {
+			t.Fatalf("%s: watermarks %+v, want one for dr-1 at %s", when, ws, s.Name)
 		}
 		if objs := watermarkObjects(t, st, "dr-1"); len(objs) != 1 {
 			t.Fatalf("%s: watermark objects %v, want only the newest", when, objs)
@@ -65,16 +66,16 @@ func TestWatermarkPublished(t *testing.T) {
 	}
 
 	r := openLogged()
-	if err := run(t, r); err != nil {
+	if err := receivertest.Run(t, r); err != nil {
 		t.Fatal(err)
 	}
 	r.Close()
 	check(segs[1], "after the first run")
 
-	put(t, st, segs[2:]...)
+	receivertest.Put(t, st, segs[2:]...)
 	cfg.Applier = newRecorder(replica)
 	r = openLogged()
-	if err := run(t, r); err != nil {
+	if err := receivertest.Run(t, r); err != nil {
 		t.Fatal(err)
 	}
 	r.Close()
@@ -84,20 +85,20 @@ func TestWatermarkPublished(t *testing.T) {
 	// conflict, and nothing to warn about.
 	cfg.Applier = newRecorder(replica)
 	r = openLogged()
-	if err := run(t, r); err != nil {
+	if err := receivertest.Run(t, r); err != nil {
 		t.Fatal(err)
 	}
 	r.Close()
 	check(segs[3], "after a run with nothing new")
 
 	// The segments themselves are untouched by the watermark objects.
-	wantFile(t, replica, want(1, 40), "after three runs")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 40), "after three runs")
 }
 
 func TestWatermarkFailureDoesNotStopApplying(t *testing.T) {
-	segs := chain(t, 2, 10)
-	st, _ := newStore(t)
-	put(t, st, segs...)
+	segs := receivertest.Chain(t, 2, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs...)
 	faulty := &storetest.Faulty{
 		Store: st,
 		PutFn: func(ctx context.Context, name string, data []byte) error {
@@ -105,26 +106,26 @@ func TestWatermarkFailureDoesNotStopApplying(t *testing.T) {
 		},
 	}
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, faulty, newRecorder(replica))
+	cfg := receivertest.Config(t, faulty, newRecorder(replica))
 	cfg.ReceiverID = "dr-1"
-	cp := runOnce(t, cfg)
-	wantCheckpoint(t, cp, segs[1], "after Run")
-	wantFile(t, replica, want(1, 20), "after Run")
+	cp := receivertest.RunOnce(t, cfg)
+	receivertest.WantCheckpoint(t, cp, segs[1], "after Run")
+	receivertest.WantFile(t, replica, receivertest.Want(1, 20), "after Run")
 }
 
 func TestWatermarksOfSeveralReceivers(t *testing.T) {
-	segs := chain(t, 2, 10)
-	st, _ := newStore(t)
-	put(t, st, segs[0])
-	cfg := testConfig(t, st, newRecorder(filepath.Join(t.TempDir(), "a")))
+	segs := receivertest.Chain(t, 2, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs[0])
+	cfg := receivertest.Config(t, st, newRecorder(filepath.Join(t.TempDir(), "a")))
 	cfg.ReceiverID = "a"
-	runOnce(t, cfg)
-	put(t, st, segs[1])
-	cfg = testConfig(t, st, newRecorder(filepath.Join(t.TempDir(), "b")))
+	receivertest.RunOnce(t, cfg)
+	receivertest.Put(t, st, segs[1])
+	cfg = receivertest.Config(t, st, newRecorder(filepath.Join(t.TempDir(), "b")))
 	cfg.ReceiverID = "b"
-	runOnce(t, cfg)
+	receivertest.RunOnce(t, cfg)
 
-	ws, err := catalog.ReadWatermarks(t.Context(), st, testStream)
+	ws, err := catalog.ReadWatermarks(t.Context(), st, receivertest.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,10 +139,10 @@ func TestWatermarksOfSeveralReceivers(t *testing.T) {
 }
 
 func TestOpenRefusesBadReceiverID(t *testing.T) {
-	st, _ := newStore(t)
-	cfg := testConfig(t, st, newRecorder(filepath.Join(t.TempDir(), "replica")))
+	st, _ := receivertest.NewStore(t)
+	cfg := receivertest.Config(t, st, newRecorder(filepath.Join(t.TempDir(), "replica")))
 	cfg.ReceiverID = "../x"
-	if r, err := receiver.Open(cfg, quiet); err == nil {
+	if r, err := receiver.Open(cfg, receivertest.Quiet); err == nil {
 		r.Close()
 		t.Fatal("Open with receiver id ../x succeeded")
 	} else if !strings.Contains(err.Error(), "receiver id") {
@@ -154,19 +155,19 @@ func TestOpenRefusesBadReceiverID(t *testing.T) {
 // store must then say where it really is: retention trusting the old,
 // higher watermark would delete segments it still needs.
 func TestWatermarkOfRebuiltReceiver(t *testing.T) {
-	segs := chain(t, 4, 10)
-	st, _ := newStore(t)
-	put(t, st, segs...)
-	cfg := testConfig(t, st, newRecorder(filepath.Join(t.TempDir(), "old")))
+	segs := receivertest.Chain(t, 4, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs...)
+	cfg := receivertest.Config(t, st, newRecorder(filepath.Join(t.TempDir(), "old")))
 	cfg.ReceiverID = "dr-1"
-	runOnce(t, cfg)
+	receivertest.RunOnce(t, cfg)
 
 	// The rebuilt receiver has applied only 1..10 so far.
-	cfg = testConfig(t, &storetest.Faulty{Store: st, ListFn: listUpTo(st, segs[0].name)}, newRecorder(filepath.Join(t.TempDir(), "new")))
+	cfg = receivertest.Config(t, &storetest.Faulty{Store: st, ListFn: listUpTo(st, segs[0].Name)}, newRecorder(filepath.Join(t.TempDir(), "new")))
 	cfg.ReceiverID = "dr-1"
-	runOnce(t, cfg)
+	receivertest.RunOnce(t, cfg)
 
-	ws, err := catalog.ReadWatermarks(t.Context(), st, testStream)
+	ws, err := catalog.ReadWatermarks(t.Context(), st, receivertest.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func TestWatermarkOfRebuiltReceiver(t *testing.T) {
 func listUpTo(st store.Store, last string) func(ctx context.Context, dir, after string, fn func(store.Object) error) error {
 	return func(ctx context.Context, dir, after string, fn func(store.Object) error) error {
 		return st.List(ctx, dir, after, func(o store.Object) error {
-			if dir == testStream+"/" && o.Name > testStream+"/"+last {
+			if dir == receivertest.Stream+"/" && o.Name > receivertest.Stream+"/"+last {
 				return nil
 			}
 			return fn(o)
@@ -191,12 +192,12 @@ func listUpTo(st store.Store, last string) func(ctx context.Context, dir, after 
 // A damaged watermark is an error naming it, never skipped: retention
 // decides by these, and a silently missing receiver would look absent.
 func TestReadWatermarksReportsDamage(t *testing.T) {
-	segs := chain(t, 1, 10)
-	st, _ := newStore(t)
-	put(t, st, segs[0])
-	cfg := testConfig(t, st, newRecorder(filepath.Join(t.TempDir(), "a")))
+	segs := receivertest.Chain(t, 1, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs[0])
+	cfg := receivertest.Config(t, st, newRecorder(filepath.Join(t.TempDir(), "a")))
 	cfg.ReceiverID = "a"
-	runOnce(t, cfg)
+	receivertest.RunOnce(t, cfg)
 	objs := watermarkObjects(t, st, "a")
 	if len(objs) != 1 {
 		t.Fatalf("watermarks %v", objs)
@@ -208,14 +209,14 @@ func TestReadWatermarksReportsDamage(t *testing.T) {
 	if err := st.Put(ctx, objs[0], []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
-	_, err := catalog.ReadWatermarks(ctx, st, testStream)
+	_, err := catalog.ReadWatermarks(ctx, st, receivertest.Stream)
 	if err == nil || !strings.Contains(err.Error(), objs[0]) {
 		t.Fatalf("ReadWatermarks over a damaged watermark: %v; want an error naming %s", err, objs[0])
 	}
 	failing := &storetest.Faulty{Store: st, GetFn: func(context.Context, string) (io.ReadCloser, error) {
 		return nil, errors.New("connection reset")
 	}}
-	if _, err := catalog.ReadWatermarks(ctx, failing, testStream); err == nil || !strings.Contains(err.Error(), "connection reset") {
+	if _, err := catalog.ReadWatermarks(ctx, failing, receivertest.Stream); err == nil || !strings.Contains(err.Error(), "connection reset") {
 		t.Fatalf("ReadWatermarks with a failing Get: %v; want the error", err)
 	}
 }

@@ -11,12 +11,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/batch/batchtest"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
@@ -483,32 +483,15 @@ func TestOldestUnsentIgnoresConfirmed(t *testing.T) {
 	}
 }
 
-// fullDisk is a WriteFile that fails with ENOSPC while full is set, after
-// writing half of what it was given (a partial write, as a real full disk
-// can leave).
-type fullDisk struct {
-	full   atomic.Bool
-	failed atomic.Int64
-}
-
-func (d *fullDisk) write(f *os.File, b []byte) (int, error) {
-	if d.full.Load() {
-		d.failed.Add(1)
-		n, _ := f.Write(b[:len(b)/2])
-		return n, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
-	}
-	return f.Write(b)
-}
-
 // The shipper's appenders wait out a full spool disk (the source stops
 // reading) and carry on when there is room.
 func TestShipperWaitsOutFullSpool(t *testing.T) {
-	disk := &fullDisk{}
+	disk := &ferrytest.FullDisk{}
 	st := newDirStore(t)
 	cfg := shipperConfig(t, Target{Name: "archive", Store: st})
-	cfg.Spool.WriteFile = disk.write
+	cfg.Spool.WriteFile = disk.Write
 	sh := startShipper(t, cfg)
-	disk.full.Store(true)
+	disk.Full.Store(true)
 	done := make(chan error, 1)
 	go func() {
 		var err error
@@ -519,13 +502,13 @@ func TestShipperWaitsOutFullSpool(t *testing.T) {
 		}
 		done <- err
 	}()
-	waitFor(t, "appends meeting the full disk", func() bool { return disk.failed.Load() >= 2 })
+	waitFor(t, "appends meeting the full disk", func() bool { return disk.Failed.Load() >= 2 })
 	select {
 	case err := <-done:
 		t.Fatalf("appends finished on a full disk: %v", err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	disk.full.Store(false)
+	disk.Full.Store(false)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

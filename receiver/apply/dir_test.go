@@ -20,6 +20,7 @@ import (
 	"github.com/ferry-dr/ferry/internal/treetest"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
+	"github.com/ferry-dr/ferry/receiver/receivertest"
 )
 
 // dirHdr is the dirtree record header (docs/DIRTREE.md).
@@ -596,7 +597,7 @@ func FuzzDirApply(f *testing.F) {
 }
 
 // dirSegments seals the scenario's segments as testStream, chained.
-func dirSegments(t *testing.T, segs [][]batch.Record) []seg {
+func dirSegments(t *testing.T, segs [][]batch.Record) []receivertest.Seg {
 	t.Helper()
 	b, err := batch.NewBuilder(batch.Fastest)
 	if err != nil {
@@ -604,9 +605,9 @@ func dirSegments(t *testing.T, segs [][]batch.Record) []seg {
 	}
 	prev, next := batch.ZeroHash, uint64(1)
 	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	var out []seg
+	var out []receivertest.Seg
 	for _, rs := range segs {
-		b.Reset(testStream, 1, prev)
+		b.Reset(receivertest.Stream, 1, prev)
 		for _, r := range rs {
 			r.Seq, r.Time = next, at
 			next++
@@ -618,8 +619,8 @@ func dirSegments(t *testing.T, segs [][]batch.Record) []seg {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, seg{name: meta.Name(), data: data, meta: meta, hash: batch.Hash(data)})
-		prev = out[len(out)-1].hash
+		out = append(out, receivertest.Seg{Name: meta.Name(), Data: data, Meta: meta, Hash: batch.Hash(data)})
+		prev = out[len(out)-1].Hash
 	}
 	return out
 }
@@ -630,35 +631,35 @@ func dirSegments(t *testing.T, segs [][]batch.Record) []seg {
 // chunks in several segments.
 func TestDirCrashBetweenApplyAndCheckpoint(t *testing.T) {
 	segs := dirSegments(t, dirScenario())
-	st, _ := newStore(t)
-	put(t, st, segs...)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs...)
 	refRoot := filepath.Join(t.TempDir(), "ref")
-	runOnce(t, testConfig(t, st, &apply.Dir{Root: refRoot}))
+	receivertest.RunOnce(t, receivertest.Config(t, st, &apply.Dir{Root: refRoot}))
 	want := dirWalk(t, refRoot)
 
 	for k := range segs {
-		st, _ := newStore(t)
-		put(t, st, segs[:k+1]...)
+		st, _ := receivertest.NewStore(t)
+		receivertest.Put(t, st, segs[:k+1]...)
 		root := filepath.Join(t.TempDir(), "replica")
-		cfg := testConfig(t, st, &apply.Dir{Root: root})
-		before, _ := newStore(t) // the first k segments: the checkpoint to go back to
-		put(t, before, segs[:k]...)
+		cfg := receivertest.Config(t, st, &apply.Dir{Root: root})
+		before, _ := receivertest.NewStore(t) // the first k segments: the checkpoint to go back to
+		receivertest.Put(t, before, segs[:k]...)
 		c := cfg
 		c.Store = before
-		runOnce(t, c)
+		receivertest.RunOnce(t, c)
 		ckpt := filepath.Join(cfg.StateDir, "checkpoint.ferry")
 		saved, err := os.ReadFile(ckpt)
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg.Applier = &apply.Dir{Root: root}
-		runOnce(t, cfg) // applies segment k+1
+		receivertest.RunOnce(t, cfg) // applies segment k+1
 		if err := os.WriteFile(ckpt, saved, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		put(t, st, segs[k+1:]...)
+		receivertest.Put(t, st, segs[k+1:]...)
 		cfg.Applier = &apply.Dir{Root: root}
-		runOnce(t, cfg)
+		receivertest.RunOnce(t, cfg)
 		if d := diffTrees(want, dirWalk(t, root)); d != "" {
 			t.Fatalf("crash before the checkpoint of segment %d: replica differs:\n%s", k+1, d)
 		}
@@ -706,23 +707,23 @@ func TestDirStopsReceiver(t *testing.T) {
 		{r.mkdir(".", 0o755), r.put("ok", 0o644, "fine")},
 		{r.put("esc/passwd", 0o644, "owned")},
 	})
-	st, _ := newStore(t)
-	put(t, st, segs...)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs...)
 	root := filepath.Join(t.TempDir(), "replica")
 	outside := t.TempDir()
-	cfg := testConfig(t, st, &apply.Dir{Root: root})
-	rc := open(t, cfg)
+	cfg := receivertest.Config(t, st, &apply.Dir{Root: root})
+	rc := receivertest.Open(t, cfg)
 	if err := os.Symlink(outside, filepath.Join(root, "esc")); err != nil {
 		t.Fatal(err)
 	}
-	err := run(t, rc)
-	if !errors.Is(err, receiver.ErrFatal) || !strings.Contains(err.Error(), segs[1].name) ||
+	err := receivertest.Run(t, rc)
+	if !errors.Is(err, receiver.ErrFatal) || !strings.Contains(err.Error(), segs[1].Name) ||
 		!strings.Contains(err.Error(), `"esc/passwd"`) || !strings.Contains(err.Error(), "refusing to write through it") {
 		t.Fatalf("Run: %v", err)
 	}
 	t.Log(err)
-	if cp := rc.Checkpoint(); cp.Segment != segs[0].name {
-		t.Fatalf("checkpoint at %q, want %q", cp.Segment, segs[0].name)
+	if cp := rc.Checkpoint(); cp.Segment != segs[0].Name {
+		t.Fatalf("checkpoint at %q, want %q", cp.Segment, segs[0].Name)
 	}
 	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
 		t.Fatalf("wrote outside the replica: %v", ents)

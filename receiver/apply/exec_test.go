@@ -12,43 +12,44 @@ import (
 
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
+	"github.com/ferry-dr/ferry/receiver/receivertest"
 )
 
 // shQuote quotes s for /bin/sh.
 func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 func TestExecEnvironmentAndStdin(t *testing.T) {
-	segs := chain(t, 3, 10)
-	st, _ := newStore(t)
-	put(t, st, segs...)
+	segs := receivertest.Chain(t, 3, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs...)
 	out := t.TempDir()
 	envLog, data := filepath.Join(out, "env"), filepath.Join(out, "data")
 	cmd := `printf '%s %s %s %s %s\n' "$FERRY_STREAM" "$FERRY_GENERATION" "$FERRY_FIRST_SEQ" "$FERRY_LAST_SEQ" "$FERRY_SEGMENT" >>` +
 		shQuote(envLog) + `; cat >>` + shQuote(data)
 	var stderr bytes.Buffer
-	cfg := testConfig(t, st, &apply.Exec{Command: cmd, Stderr: &stderr})
-	cp := runOnce(t, cfg)
-	wantCheckpoint(t, cp, segs[2], "after Run")
+	cfg := receivertest.Config(t, st, &apply.Exec{Command: cmd, Stderr: &stderr})
+	cp := receivertest.RunOnce(t, cfg)
+	receivertest.WantCheckpoint(t, cp, segs[2], "after Run")
 	if stderr.Len() > 0 {
 		t.Errorf("command wrote to stderr: %s", stderr.String())
 	}
 
-	wantFile(t, data, want(1, 30), "records on stdin")
+	receivertest.WantFile(t, data, receivertest.Want(1, 30), "records on stdin")
 	var wantEnv strings.Builder
 	for _, s := range segs {
-		fmt.Fprintf(&wantEnv, "app 1 %d %d %s\n", s.meta.FirstSeq, s.meta.LastSeq, s.name)
+		fmt.Fprintf(&wantEnv, "app 1 %d %d %s\n", s.Meta.FirstSeq, s.Meta.LastSeq, s.Name)
 	}
-	wantFile(t, envLog, []byte(wantEnv.String()), "environment")
+	receivertest.WantFile(t, envLog, []byte(wantEnv.String()), "environment")
 }
 
 // A failing command is run again with backoff, and the checkpoint stays
 // before its segment until it succeeds.
 func TestExecRetriesFailedCommand(t *testing.T) {
-	segs := chain(t, 3, 10)
-	st, _ := newStore(t)
-	put(t, st, segs...)
+	segs := receivertest.Chain(t, 3, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs...)
 	out := t.TempDir()
-	cfg := testConfig(t, st, nil)
+	cfg := receivertest.Config(t, st, nil)
 	o := shQuote(out)
 	// Each run counts itself per segment; the one for 11..20 fails twice,
 	// saving the checkpoint as it stood during the failed attempt.
@@ -56,46 +57,39 @@ func TestExecRetriesFailedCommand(t *testing.T) {
 if [ "$FERRY_FIRST_SEQ" = 11 ] && [ $n -le 2 ]; then mkdir ` + o + `/cp.$n && cp ` + shQuote(filepath.Join(cfg.StateDir, "checkpoint.ferry")) + ` ` + o + `/cp.$n/; exit 3; fi
 cat >>` + o + `/data`
 	cfg.Applier = &apply.Exec{Command: cmd}
-	cp := runOnce(t, cfg)
-	wantCheckpoint(t, cp, segs[2], "after Run")
-	wantFile(t, filepath.Join(out, "data"), want(1, 30), "data")
+	cp := receivertest.RunOnce(t, cfg)
+	receivertest.WantCheckpoint(t, cp, segs[2], "after Run")
+	receivertest.WantFile(t, filepath.Join(out, "data"), receivertest.Want(1, 30), "data")
 	for seq, n := range map[int]string{1: "1\n", 11: "3\n", 21: "1\n"} {
-		wantFile(t, filepath.Join(out, fmt.Sprintf("count.%d", seq)), []byte(n), fmt.Sprintf("runs for the segment at seq %d", seq))
+		receivertest.WantFile(t, filepath.Join(out, fmt.Sprintf("count.%d", seq)), []byte(n), fmt.Sprintf("runs for the segment at seq %d", seq))
 	}
 	for _, n := range []int{1, 2} {
 		cp, ok, err := receiver.LoadCheckpoint(filepath.Join(out, fmt.Sprintf("cp.%d", n)))
 		if err != nil || !ok {
 			t.Fatalf("checkpoint saved by failed attempt %d: ok=%v err=%v", n, ok, err)
 		}
-		wantCheckpoint(t, cp, segs[0], fmt.Sprintf("during failed attempt %d", n))
+		receivertest.WantCheckpoint(t, cp, segs[0], fmt.Sprintf("during failed attempt %d", n))
 	}
 }
 
 func TestExecCancelStopsRetrying(t *testing.T) {
-	segs := chain(t, 1, 10)
-	st, _ := newStore(t)
-	put(t, st, segs...)
+	segs := receivertest.Chain(t, 1, 10)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, segs...)
 	attempts := filepath.Join(t.TempDir(), "attempts")
-	cfg := testConfig(t, st, &apply.Exec{Command: `echo x >>` + shQuote(attempts) + `; exit 1`})
+	cfg := receivertest.Config(t, st, &apply.Exec{Command: `echo x >>` + shQuote(attempts) + `; exit 1`})
 	cfg.Once = false
-	r := open(t, cfg)
+	r := receivertest.Open(t, cfg)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	eventually(t, "three attempts", func() bool {
+	receivertest.Eventually(t, "three attempts", func() bool {
 		b, _ := os.ReadFile(attempts)
 		return bytes.Count(b, []byte("\n")) >= 3
 	})
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run after cancel: %v, want nil", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run kept retrying after cancel")
-	}
+	receivertest.WaitReturned(t, done, "Run kept retrying after cancel")
 	if cp := r.Checkpoint(); cp.LastSeq != 0 {
 		t.Fatalf("checkpoint at seq %d after only failed attempts", cp.LastSeq)
 	}
@@ -105,8 +99,8 @@ func TestExecCancelStopsRetrying(t *testing.T) {
 // returns promptly even while a child holds the stdin pipe without reading
 // it, and nothing the command started goes on applying.
 func TestExecCancelKillsCommandTree(t *testing.T) {
-	st, _ := newStore(t)
-	put(t, st, chain(t, 1, 2000)...) // more stdin than a pipe buffers
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, receivertest.Chain(t, 1, 2000)...) // more stdin than a pipe buffers
 	for _, tc := range []struct{ name, cmd string }{
 		{"hung child", `sleep 30; true`},
 		{"background child", `(sleep 0.3; echo late >"$OUT/late") & sleep 30; true`},
@@ -114,13 +108,13 @@ func TestExecCancelKillsCommandTree(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			out := t.TempDir()
 			t.Setenv("OUT", out)
-			cfg := testConfig(t, st, &apply.Exec{Command: `: >"$OUT/started"; ` + tc.cmd})
-			r := open(t, cfg)
+			cfg := receivertest.Config(t, st, &apply.Exec{Command: `: >"$OUT/started"; ` + tc.cmd})
+			r := receivertest.Open(t, cfg)
 
 			ctx, cancel := context.WithCancel(t.Context())
 			done := make(chan error, 1)
 			go func() { done <- r.Run(ctx) }()
-			eventually(t, "the command to start", func() bool {
+			receivertest.Eventually(t, "the command to start", func() bool {
 				_, err := os.Stat(filepath.Join(out, "started"))
 				return err == nil
 			})

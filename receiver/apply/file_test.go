@@ -9,18 +9,19 @@ import (
 
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
+	"github.com/ferry-dr/ferry/receiver/receivertest"
 )
 
 func TestFileRefusesForeignFile(t *testing.T) {
-	st, _ := newStore(t)
-	put(t, st, chain(t, 1, 10)...)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, receivertest.Chain(t, 1, 10)...)
 	replica := filepath.Join(t.TempDir(), "replica")
 	orig := []byte("somebody else's data\n")
 	if err := os.WriteFile(replica, orig, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(t, st, &apply.File{Path: replica})
-	r, err := receiver.Open(cfg, quiet)
+	cfg := receivertest.Config(t, st, &apply.File{Path: replica})
+	r, err := receiver.Open(cfg, receivertest.Quiet)
 	if err == nil {
 		r.Close()
 		t.Fatal("Open with a non-empty replica and a new state dir succeeded")
@@ -33,29 +34,29 @@ func TestFileRefusesForeignFile(t *testing.T) {
 			t.Errorf("Open: %q does not mention %q", err, s)
 		}
 	}
-	wantFile(t, replica, orig, "after the refused Open")
+	receivertest.WantFile(t, replica, orig, "after the refused Open")
 
 	// Moved away, the receiver starts.
 	if err := os.Remove(replica); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Applier = &apply.File{Path: replica}
-	runOnce(t, cfg)
-	wantFile(t, replica, want(1, 10), "after the file was moved away")
+	receivertest.RunOnce(t, cfg)
+	receivertest.WantFile(t, replica, receivertest.Want(1, 10), "after the file was moved away")
 }
 
 func TestFileRefusesShortFile(t *testing.T) {
-	st, _ := newStore(t)
-	put(t, st, chain(t, 2, 10)...)
+	st, _ := receivertest.NewStore(t)
+	receivertest.Put(t, st, receivertest.Chain(t, 2, 10)...)
 	replica := filepath.Join(t.TempDir(), "replica")
-	cfg := testConfig(t, st, &apply.File{Path: replica})
-	runOnce(t, cfg)
-	if err := os.Truncate(replica, int64(len(want(1, 20)))-5); err != nil {
+	cfg := receivertest.Config(t, st, &apply.File{Path: replica})
+	receivertest.RunOnce(t, cfg)
+	if err := os.Truncate(replica, int64(len(receivertest.Want(1, 20)))-5); err != nil {
 		t.Fatal(err)
 	}
 
 	cfg.Applier = &apply.File{Path: replica}
-	r, err := receiver.Open(cfg, quiet)
+	r, err := receiver.Open(cfg, receivertest.Quiet)
 	if err == nil {
 		r.Close()
 		t.Fatal("Open with a replica shorter than the checkpoint succeeded")
@@ -67,8 +68,8 @@ func TestFileRefusesShortFile(t *testing.T) {
 
 func TestFileNotRestored(t *testing.T) {
 	a := &apply.File{Path: filepath.Join(t.TempDir(), "replica")}
-	segs := chain(t, 1, 1)
-	if err := a.Apply(t.Context(), &segs[0].meta, nil); !errors.Is(err, receiver.ErrFatal) {
+	segs := receivertest.Chain(t, 1, 1)
+	if err := a.Apply(t.Context(), &segs[0].Meta, nil); !errors.Is(err, receiver.ErrFatal) {
 		t.Fatalf("Apply before Restore: %v, want ErrFatal", err)
 	}
 	if err := a.Close(); err != nil {

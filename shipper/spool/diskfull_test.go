@@ -5,47 +5,29 @@ import (
 	"errors"
 	"os"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/batch/batchtest"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
-
-// fullDisk is a WriteFile that fails with ENOSPC while full is set, after
-// writing half of what it was given (a partial write, as a real full disk
-// can leave).
-type fullDisk struct {
-	full   atomic.Bool
-	failed atomic.Int64
-}
-
-func (d *fullDisk) write(f *os.File, b []byte) (int, error) {
-	if d.full.Load() {
-		d.failed.Add(1)
-		n, _ := f.Write(b[:len(b)/2])
-		return n, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
-	}
-	return f.Write(b)
-}
 
 // A full disk under the journal: Append refuses with ErrNoSpace and takes
 // the partial entry back, nothing is accepted and the cursor does not move;
 // once there is room the same spool goes on, and a restart recovers every
 // accepted record exactly once.
 func TestSpoolJournalDiskFull(t *testing.T) {
-	disk := &fullDisk{}
+	disk := &ferrytest.FullDisk{}
 	cfg := spoolConfig(t)
 	cfg.Policy = batch.FlushPolicy{MaxRecords: 1000}
-	cfg.WriteFile = disk.write
+	cfg.WriteFile = disk.Write
 	sp, err := Open(cfg, []string{"t"}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
 	appendRecs(t, sp, batchtest.Records("a", 10), "c10")
-	disk.full.Store(true)
+	disk.Full.Store(true)
 	_, err = sp.Append(context.Background(), batchtest.Records("b", 5), []byte("c15"))
 	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), cfg.Dir) {
 		t.Fatalf("Append on a full disk: %v; want ErrNoSpace naming the spool", err)
@@ -56,7 +38,7 @@ func TestSpoolJournalDiskFull(t *testing.T) {
 	if string(sp.Cursor()) != "c10" || sp.Stats().LastSeq != 10 {
 		t.Fatalf("after the refused append: cursor %q, last seq %d; want c10, 10", sp.Cursor(), sp.Stats().LastSeq)
 	}
-	disk.full.Store(false)
+	disk.Full.Store(false)
 	appendRecs(t, sp, batchtest.Records("b", 5), "c15")
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
@@ -83,7 +65,7 @@ func spoolConfig2(cfg Config) Config {
 // A full disk when a segment is sealed: the sealer waits for room instead
 // of failing the spool, and the segment appears once there is room.
 func TestSpoolSealDiskFull(t *testing.T) {
-	disk := &fullDisk{}
+	disk := &ferrytest.FullDisk{}
 	cfg := spoolConfig(t)
 	cfg.Policy = batch.FlushPolicy{MaxRecords: 5}
 	sp, err := Open(cfg, []string{"t"}, quiet)
@@ -94,17 +76,17 @@ func TestSpoolSealDiskFull(t *testing.T) {
 	// Fill the disk only for segment writes: the journal has room.
 	sp.cfg.WriteFile = func(f *os.File, b []byte) (int, error) {
 		if strings.HasSuffix(f.Name(), ".seg.zst") {
-			return disk.write(f, b)
+			return disk.Write(f, b)
 		}
 		return f.Write(b)
 	}
-	disk.full.Store(true)
+	disk.Full.Store(true)
 	appendRecs(t, sp, batchtest.Records("a", 5), "c5") // hands the batch to the sealer
-	waitFor(t, "the sealer tried and met the full disk", func() bool { return disk.failed.Load() >= 2 })
+	waitFor(t, "the sealer tried and met the full disk", func() bool { return disk.Failed.Load() >= 2 })
 	if sp.Err() != nil || len(sp.Pending(0)) != 0 {
 		t.Fatalf("while the disk is full: err %v, %d segments", sp.Err(), len(sp.Pending(0)))
 	}
-	disk.full.Store(false)
+	disk.Full.Store(false)
 	waitFor(t, "the segment sealed once there was room", func() bool { return len(sp.Pending(0)) == 1 })
 	if sp.Err() != nil {
 		t.Fatal(sp.Err())
@@ -120,7 +102,7 @@ func TestSpoolSealDiskFull(t *testing.T) {
 // must not refuse it (a retry would duplicate those records): it waits for
 // room and finishes, and a restart finds every record exactly once.
 func TestSpoolLeftoverDiskFull(t *testing.T) {
-	disk := &fullDisk{}
+	disk := &ferrytest.FullDisk{}
 	cfg := spoolConfig(t)
 	cfg.Policy = batch.FlushPolicy{MaxRecords: 5}
 	var first string
@@ -129,7 +111,7 @@ func TestSpoolLeftoverDiskFull(t *testing.T) {
 			first = f.Name()
 		}
 		if f.Name() != first && strings.Contains(f.Name(), "journal-") {
-			return disk.write(f, b)
+			return disk.Write(f, b)
 		}
 		return f.Write(b)
 	}
@@ -137,19 +119,19 @@ func TestSpoolLeftoverDiskFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	disk.full.Store(true)
+	disk.Full.Store(true)
 	done := make(chan error, 1)
 	go func() {
 		_, err := sp.Append(context.Background(), batchtest.Records("a", 8), []byte("c8"))
 		done <- err
 	}()
-	waitFor(t, "the leftover write meeting the full disk", func() bool { return disk.failed.Load() >= 2 })
+	waitFor(t, "the leftover write meeting the full disk", func() bool { return disk.Failed.Load() >= 2 })
 	select {
 	case err := <-done:
 		t.Fatalf("Append returned %v while its leftover could not be written", err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	disk.full.Store(false)
+	disk.Full.Store(false)
 	if err := <-done; err != nil {
 		t.Fatalf("Append after room came back: %v", err)
 	}
