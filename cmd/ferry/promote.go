@@ -46,12 +46,13 @@ type promotion struct {
 	LostSeconds  float64 `json:"lost_seconds"`
 	LostSegments int     `json:"lost_segments"`
 	// Spool is the spool seeded to continue the new generation (--spool).
-	Spool string `json:"spool,omitempty"`
+	Spool    string   `json:"spool,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func runPromote(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("promote", "ferry promote --store URL --stream NAME --state DIR [--site NAME] [--reason TEXT] [--json] [--config FILE]", promoteExamples, stderr)
-	c.accept("state", "inbox", "spool", "source")
+	c.accept("state", "inbox", "spool", "source", "id")
 	site := c.fs.String("site", "", "this site's `name` in the generation record (default the host name)")
 	reason := c.fs.String("reason", "promote", "why, recorded in the generation record")
 	asJSON := c.fs.Bool("json", false, "print the promotion as JSON")
@@ -87,6 +88,9 @@ func runPromote(args []string, stdout, stderr io.Writer) error {
 	} else {
 		fmt.Fprintf(stdout, "beyond the fork, never applied here: %d records, %s in %d segments, %.1fs of the old primary's writes\n",
 			p.LostRecords, sizeString(p.LostBytes), p.LostSegments, p.LostSeconds)
+	}
+	for _, w := range p.Warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "this site now writes generation %d from seq %d: start ferry ship on stream %s\n", p.Generation, p.ForkSeq+1, p.Stream)
 	return nil

@@ -147,3 +147,14 @@ func readNewestWatermark(ctx context.Context, st store.Store, stream, id string)
 		return w, nil
 	}
 }
+
+// UnregisterReceiver removes receiverID from stream: its registration
+// marker first (so ReadWatermarks no longer waits on it), then its
+// watermarks. A site promoted to primary no longer receives the stream,
+// and a stale watermark would hold retention back for ever.
+func UnregisterReceiver(ctx context.Context, st store.Store, stream, receiverID string) error {
+	if err := st.Delete(ctx, registrationKey(stream, receiverID)); err != nil {
+		return err
+	}
+	return DeleteOtherWatermarks(ctx, st, stream, receiverID, "")
+}

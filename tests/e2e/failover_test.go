@@ -211,6 +211,19 @@ func TestFailoverUnplanned(t *testing.T) {
 	if !strings.Contains(v.Stdout, "DIVERGENT") || !strings.Contains(v.Stdout, "chain ok") {
 		t.Fatalf("verify should pass and report the divergent segments:\n%s", v)
 	}
+
+	// Retention across the switch: the promoted site's watermark is gone,
+	// so pruning follows the old primary, now the receiver, up to what it
+	// applied in generation 2; what is left still verifies.
+	pr := mustFerry(t, nil, append([]string{"prune", "--keep-min", "1"}, common...)...)
+	if strings.Contains(pr.Stdout, "applied only through generation 1") {
+		t.Fatalf("prune is held back by the promoted site's old watermark:\n%s", pr)
+	}
+	segs := listDir(t, filepath.Join(store, "app"))
+	if n := len(slicesFilter(segs, ".seg.zst")); n != 1 {
+		t.Fatalf("after prune --keep-min 1 the store holds %d segments, want 1: %v\n%s", n, segs, pr)
+	}
+	mustFerry(t, nil, append([]string{"verify"}, common...)...)
 }
 
 // Of two secondaries promoted at once, exactly one wins and the other is
@@ -373,6 +386,17 @@ func listDir(t *testing.T, dir string) []string {
 	for _, e := range ents {
 		if !strings.HasSuffix(e.Name(), ".tmp") {
 			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// slicesFilter keeps the names ending in suffix.
+func slicesFilter(names []string, suffix string) []string {
+	var out []string
+	for _, n := range names {
+		if strings.HasSuffix(n, suffix) {
+			out = append(out, n)
 		}
 	}
 	return out
