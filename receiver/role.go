@@ -94,7 +94,11 @@ func CheckNotPromoted(dir string) error {
 // hash (the hash of the segment that ends at last), with the applier
 // state given (nil for none). ferry rejoin uses it to turn a fenced
 // primary into a receiver at the fork. It refuses a dir that already has
-// a checkpoint, and takes the state lock while it writes.
+// a checkpoint, unless the dir was promoted to write generation gen of
+// stream: that checkpoint is from before the promotion, and the site,
+// fenced in gen, becomes a receiver again (its promoted.json is removed
+// once the new checkpoint is durable). It takes the state lock while it
+// writes.
 func StartCheckpoint(dir, stream string, gen uint32, last uint64, hash string, applier json.RawMessage) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -104,7 +108,12 @@ func StartCheckpoint(dir, stream string, gen uint32, last uint64, hash string, a
 		return err
 	}
 	defer lock.Close()
-	if _, ok, err := LoadCheckpoint(dir); err != nil || ok {
+	p, promoted, err := LoadPromotion(dir)
+	if err != nil {
+		return err
+	}
+	promoted = promoted && p.Stream == stream && p.Generation == gen
+	if _, ok, err := LoadCheckpoint(dir); err != nil || ok && !promoted {
 		if err == nil {
 			err = fmt.Errorf("state %s already has a checkpoint; use a new state dir", dir)
 		}
@@ -115,5 +124,11 @@ func StartCheckpoint(dir, stream string, gen uint32, last uint64, hash string, a
 	if last > 0 {
 		cp.LastHash = hash
 	}
-	return saveCheckpoint(dir, cp)
+	if err := saveCheckpoint(dir, cp); err != nil {
+		return err
+	}
+	if promoted {
+		return ClearPromotion(dir)
+	}
+	return nil
 }

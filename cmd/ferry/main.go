@@ -21,21 +21,22 @@ type verb struct {
 }
 
 var verbs = map[string]verb{
-	"ship":    {"read records, spool them durably, seal segments and send them to the store", runShip},
-	"receive": {"apply segments from the store in order, exactly once, with a durable checkpoint", runReceive},
-	"ls":      {"list a stream's segments: seq range, records, sizes, ratio, times", runLs},
-	"bench":   {"measure a target before going live: throughput, compression, append latency", runBench},
-	"cat":     {"decode a segment file, or a seq range of a stream, to its records", runCat},
-	"verify":  {"check every segment of a stream and the hash chain between them", runVerify},
-	"prune":   {"delete a stream's oldest segments by retention policy, never one a receiver has not applied", runPrune},
-	"status":  {"show a shipper (targets, lag, spool) or a receiver (checkpoint), running or not", runStatus},
-	"push":    {"ship one file (a WAL segment from archive_command) and wait until it is accepted", runPush},
-	"fetch":   {"write a pushed file from the store or a receiver's tree (restore_command)", runFetch},
-	"restore": {"rebuild a new target from the store up to a seq or a time; resumable", runRestore},
-	"drill":   {"restore the newest state to a scratch dir, verify it, report RPO and RTO", runDrill},
-	"promote": {"make this DR site the writer of the stream: record a new generation forked at its checkpoint", runPromote},
-	"rejoin":  {"turn a fenced old primary into a receiver at the fork, with a report of what it had past it", runRejoin},
-	"version": {"print the version", func([]string, io.Writer, io.Writer) error { fmt.Println("ferry", version); return nil }},
+	"ship":       {"read records, spool them durably, seal segments and send them to the store", runShip},
+	"receive":    {"apply segments from the store in order, exactly once, with a durable checkpoint", runReceive},
+	"ls":         {"list a stream's segments: seq range, records, sizes, ratio, times", runLs},
+	"bench":      {"measure a target before going live: throughput, compression, append latency", runBench},
+	"cat":        {"decode a segment file, or a seq range of a stream, to its records", runCat},
+	"verify":     {"check every segment of a stream and the hash chain between them", runVerify},
+	"prune":      {"delete a stream's oldest segments by retention policy, never one a receiver has not applied", runPrune},
+	"status":     {"show a shipper (targets, lag, spool) or a receiver (checkpoint), running or not", runStatus},
+	"push":       {"ship one file (a WAL segment from archive_command) and wait until it is accepted", runPush},
+	"fetch":      {"write a pushed file from the store or a receiver's tree (restore_command)", runFetch},
+	"restore":    {"rebuild a new target from the store up to a seq or a time; resumable", runRestore},
+	"drill":      {"restore the newest state to a scratch dir, verify it, report RPO and RTO", runDrill},
+	"promote":    {"make this DR site the writer of the stream: record a new generation forked at its checkpoint", runPromote},
+	"switchover": {"planned, zero-loss role swap: drain the primary, promote the secondary at its last seq, rejoin the old primary", runSwitchover},
+	"rejoin":     {"turn a fenced old primary into a receiver at the fork, with a report of what it had past it", runRejoin},
+	"version":    {"print the version", func([]string, io.Writer, io.Writer) error { fmt.Println("ferry", version); return nil }},
 }
 
 var version = "0.1.0-dev"
@@ -105,7 +106,7 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, verbs[n].summary)
+		fmt.Fprintf(w, "  %-10s %s\n", n, verbs[n].summary)
 	}
 	fmt.Fprintf(w, "\nRun 'ferry COMMAND --help' for the flags and examples of a command.\n")
 }
