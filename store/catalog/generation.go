@@ -35,7 +35,8 @@ func NewHistories(st store.Store, stream string) *Histories {
 
 // Read lists the stream's generation records, reads those not read
 // before, and returns the history. A damaged record, or a chain with a
-// missing or inconsistent record, is an error naming the object. A stream
+// missing or inconsistent record, is an error naming the object and
+// wrapping store.ErrPermanent: retrying cannot mend it. A stream
 // without records has the history of generation 1 alone.
 func (h *Histories) Read(ctx context.Context) (batch.History, error) {
 	dir := batch.GenerationDir(h.stream)
@@ -63,7 +64,11 @@ func (h *Histories) Read(ctx context.Context) (batch.History, error) {
 		}
 		recs = append(recs, rec)
 	}
-	return batch.NewHistory(h.stream, recs)
+	hist, err := batch.NewHistory(h.stream, recs)
+	if err != nil {
+		return hist, fmt.Errorf("%w: %w", store.ErrPermanent, err) // no retry mends a broken chain
+	}
+	return hist, nil
 }
 
 // ReadHistory reads the history of stream in st once.
@@ -81,12 +86,14 @@ func readGeneration(ctx context.Context, st store.Store, key, name string) (batc
 	if err != nil {
 		return batch.Generation{}, fmt.Errorf("read generation record %s: %w", key, err)
 	}
+	// A damaged record is permanent: records are create-only, so no
+	// retry can mend it, and every reader must stop rather than guess.
 	if len(data) > maxGenerationRecord {
-		return batch.Generation{}, fmt.Errorf("generation record %s is larger than %d bytes: damaged", key, maxGenerationRecord)
+		return batch.Generation{}, fmt.Errorf("generation record %s is larger than %d bytes: damaged: %w", key, maxGenerationRecord, store.ErrPermanent)
 	}
 	rec, err := batch.ParseGeneration(name, data)
 	if err != nil {
-		return batch.Generation{}, fmt.Errorf("%s: %w", key, err)
+		return batch.Generation{}, fmt.Errorf("%s: %w: %w", key, err, store.ErrPermanent)
 	}
 	return rec, nil
 }

@@ -134,6 +134,9 @@ func TestReadHistoryRefusesBadRecords(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("ReadHistory: %v; want an error containing %q", err, tc.want)
 			}
+			if !errors.Is(err, store.ErrPermanent) {
+				t.Errorf("ReadHistory: %v; want it permanent (no retry mends a damaged record)", err)
+			}
 		})
 	}
 }
