@@ -14,11 +14,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
@@ -112,7 +112,7 @@ func runPush(args []string, stdout, stderr io.Writer) error {
 			return nil
 		}
 		if !served {
-			held, err := spoolLocked(spool)
+			held, err := fsutil.Locked(spool)
 			if err != nil {
 				return err
 			}
@@ -222,26 +222,6 @@ func pushViaSocket(ctx context.Context, sock string, req pushRequest) (pushReply
 	return reply, true, nil
 }
 
-// spoolLocked reports whether another process holds the spool's lock.
-func spoolLocked(spool string) (bool, error) {
-	f, err := os.OpenFile(filepath.Join(spool, "LOCK"), os.O_RDONLY, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return true, nil
-		}
-		return false, fmt.Errorf("lock %s: %w", f.Name(), err)
-	}
-	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false, nil
-}
-
 func lockPid(spool string) string {
 	b, _ := os.ReadFile(filepath.Join(spool, "LOCK"))
 	if s := strings.TrimSpace(string(b)); s != "" {
@@ -270,7 +250,7 @@ func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushFile, log *
 		}
 	})
 	if err != nil {
-		if held, _ := spoolLocked(sc.Spool); held {
+		if held, _ := fsutil.Locked(sc.Spool); held {
 			return res, errSpoolTaken
 		}
 		return res, err

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/shipper/source"
 	"github.com/ferry-dr/ferry/shipper/spool"
@@ -243,8 +244,8 @@ func switchoverPreflight(ctx context.Context, sc switchoverConfig) error {
 // and waits until the lock is free. It returns the pid signalled (0: the
 // lock was free).
 func stopLockHolder(ctx context.Context, dir, what string) (int, error) {
-	free, err := lockFree(dir)
-	if err != nil || free {
+	held, err := fsutil.Locked(dir)
+	if err != nil || !held {
 		return 0, err
 	}
 	pid := lockHolder(dir)
@@ -255,7 +256,7 @@ func stopLockHolder(ctx context.Context, dir, what string) (int, error) {
 		return pid, fmt.Errorf("%s: stop pid %d: %w", what, pid, err)
 	}
 	for {
-		if free, err := lockFree(dir); err != nil || free {
+		if held, err := fsutil.Locked(dir); err != nil || !held {
 			return pid, err
 		}
 		select {
@@ -263,27 +264,6 @@ func stopLockHolder(ctx context.Context, dir, what string) (int, error) {
 			return pid, fmt.Errorf("%s: pid %d still holds %s/LOCK (sent SIGTERM): %w", what, pid, dir, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
-	}
-}
-
-// lockFree reports whether no process holds dir/LOCK (the flock of
-// fsutil.Lock); a missing LOCK is free. It leaves the file as it is.
-func lockFree(dir string) (bool, error) {
-	f, err := os.Open(filepath.Join(dir, "LOCK"))
-	if errors.Is(err, os.ErrNotExist) {
-		return true, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	switch err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); {
-	case err == nil:
-		return true, nil // released with f
-	case errors.Is(err, syscall.EWOULDBLOCK):
-		return false, nil
-	default:
-		return false, fmt.Errorf("lock %s/LOCK: %w", dir, err)
 	}
 }
 

@@ -58,8 +58,8 @@ func TestStopLockHolder(t *testing.T) {
 	if err != nil || pid != cmd.Process.Pid {
 		t.Fatalf("pid %d err %v; want the helper's pid %d stopped", pid, err, cmd.Process.Pid)
 	}
-	if free, err := lockFree(dir); !free || err != nil {
-		t.Fatalf("lock free %v err %v after stopLockHolder", free, err)
+	if held, err := fsutil.Locked(dir); held || err != nil {
+		t.Fatalf("lock held %v err %v after stopLockHolder", held, err)
 	}
 	if pid, err := stopLockHolder(ctx, dir, "shipper"); pid != 0 || err != nil {
 		t.Fatalf("free LOCK naming a dead pid: pid %d err %v; want nothing done", pid, err)

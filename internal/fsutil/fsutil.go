@@ -4,6 +4,7 @@
 package fsutil
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -102,6 +103,28 @@ func Lock(dir, what string) (*os.File, error) {
 		fmt.Fprintf(f, "%d\n", os.Getpid())
 	}
 	return f, nil
+}
+
+// Locked reports whether a process holds dir/LOCK (Lock's flock); a
+// missing LOCK is not held. It leaves the file as it is: a probe takes
+// the lock and drops it at once.
+func Locked(dir string) (bool, error) {
+	f, err := os.Open(filepath.Join(dir, "LOCK"))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close() // releases the probe's lock
+	switch err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, syscall.EWOULDBLOCK):
+		return true, nil
+	default:
+		return false, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
 }
 
 func trimPid(b []byte) string {

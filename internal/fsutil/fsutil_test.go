@@ -89,3 +89,25 @@ func TestSyncWithDir(t *testing.T) {
 		t.Fatalf("directory failing: %v, %v; want nil and an error naming it", ferr, derr)
 	}
 }
+
+// Locked sees a lock another holder has, and a missing or released LOCK
+// as free; probing leaves the holder's lock in place.
+func TestLocked(t *testing.T) {
+	dir := t.TempDir()
+	if held, err := Locked(dir); held || err != nil {
+		t.Fatalf("no LOCK: held %v, err %v", held, err)
+	}
+	f, err := Lock(dir, "spool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if held, err := Locked(dir); !held || err != nil {
+			t.Fatalf("LOCK held: Locked says held %v, err %v", held, err)
+		}
+	}
+	f.Close()
+	if held, err := Locked(dir); held || err != nil {
+		t.Fatalf("LOCK released: held %v, err %v", held, err)
+	}
+}
