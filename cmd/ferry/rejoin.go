@@ -113,7 +113,7 @@ func runRejoin(args []string, stdout, stderr io.Writer) error {
 // target back to the fork, gives state a checkpoint at the fork and moves
 // the spool aside. The report is durable before anything is changed.
 func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applySpec, reportPath string, log *slog.Logger) (divergence, error) {
-	gen, err := spoolGeneration(spoolDir, stream)
+	gen, err := spool.Generation(spoolDir, stream)
 	if err != nil {
 		return divergence{}, err
 	}
@@ -224,25 +224,6 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 	}
 	log.Info("fenced spool moved aside; a later ferry ship starts a fresh spool", "spool", aside)
 	return d, nil
-}
-
-// spoolGeneration reads the generation a spool's state.json pins.
-func spoolGeneration(dir, stream string) (uint32, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, "state.json"))
-	if err != nil {
-		return 0, fmt.Errorf("spool %s: %w", dir, err)
-	}
-	var st struct {
-		Stream     string `json:"stream"`
-		Generation uint32 `json:"generation"`
-	}
-	if err := json.Unmarshal(raw, &st); err != nil || st.Generation == 0 {
-		return 0, fmt.Errorf("spool %s: state.json is damaged (%v)", dir, err)
-	}
-	if st.Stream != stream {
-		return 0, fmt.Errorf("spool %s belongs to stream %q, not %q", dir, st.Stream, stream)
-	}
-	return st.Generation, nil
 }
 
 // divergentInStore adds the records past fork of gen's segments in st.

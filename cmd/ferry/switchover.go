@@ -212,7 +212,7 @@ func switchoverPreflight(ctx context.Context, sc switchoverConfig) error {
 	if err := receiver.CheckNotPromoted(b.Receive.State); err != nil {
 		return fmt.Errorf("%s: %w", sc.To, err)
 	}
-	gen, err := spoolGeneration(a.Ship.Spool, a.Stream)
+	gen, err := spool.Generation(a.Ship.Spool, a.Stream)
 	if err != nil {
 		return fmt.Errorf("%s: %w", sc.From, err)
 	}
@@ -284,8 +284,7 @@ func drainedSpool(a *config.File) (uint64, uint32, error) {
 			return 0, 0, err
 		}
 	}
-	gen, err := spoolGeneration(a.Ship.Spool, a.Stream)
-	return sp.LastSeq(), gen, err
+	return sp.LastSeq(), sp.Config().Generation, nil
 }
 
 // tailAtEnd checks that a tail source's cursor is at the end of the file:
