@@ -16,6 +16,7 @@ import (
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/shipper/source"
 	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
@@ -221,13 +222,10 @@ func promote(ctx context.Context, cfg *config.File, site, reason string, force b
 // replicaSize is the size of a file: replica at the checkpoint (the file
 // applier's state), or -1 when the checkpoint holds no file applier's.
 func replicaSize(cp receiver.Checkpoint) int64 {
-	var fs struct {
-		Size *int64 `json:"size"`
+	if size, ok := apply.FileSize(cp.Applier); ok {
+		return size
 	}
-	if len(cp.Applier) == 0 || json.Unmarshal(cp.Applier, &fs) != nil || fs.Size == nil {
-		return -1
-	}
-	return *fs.Size
+	return -1
 }
 
 // beyondFork fills in what the store holds past the checkpoint in the

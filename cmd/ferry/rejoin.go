@@ -19,6 +19,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
@@ -202,7 +203,7 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 		}
 		cut = data[at:]
 		d.CutFile, d.CutOffset, d.CutBytes = path, at, int64(len(cut))
-		applierState, _ = json.Marshal(map[string]int64{"size": at})
+		applierState = apply.FileState(at)
 	}
 	if err := writeReport(reportPath, d, seqs, recs, cut); err != nil {
 		return d, err

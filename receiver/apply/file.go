@@ -87,7 +87,27 @@ func (a *File) Sync() error {
 
 // State is the file size after the last Apply.
 func (a *File) State() (json.RawMessage, error) {
-	return json.Marshal(fileState{Size: a.size})
+	return FileState(a.size), nil
+}
+
+// FileState is the checkpoint state of a File applier whose replica holds
+// size bytes: what ferry rejoin starts a receiver with after cutting the
+// file back to the fork.
+func FileState(size int64) json.RawMessage {
+	data, _ := json.Marshal(fileState{Size: size})
+	return data
+}
+
+// FileSize is the replica size in a File applier's checkpoint state; ok is
+// false when state is not a File applier's.
+func FileSize(state json.RawMessage) (size int64, ok bool) {
+	var fs struct {
+		Size *int64 `json:"size"`
+	}
+	if len(state) == 0 || json.Unmarshal(state, &fs) != nil || fs.Size == nil {
+		return 0, false
+	}
+	return *fs.Size, true
 }
 
 // Apply appends the records' data and fsyncs. A failed fsync is fatal.

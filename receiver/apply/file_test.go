@@ -76,3 +76,28 @@ func TestFileNotRestored(t *testing.T) {
 		t.Fatalf("Close of an unopened applier: %v", err)
 	}
 }
+
+// FileState and FileSize are the File applier's checkpoint state, the one
+// State writes; a state that is not a File's has no size.
+func TestFileStateRoundTrip(t *testing.T) {
+	a := &apply.File{Path: filepath.Join(t.TempDir(), "replica")}
+	if err := a.Restore(apply.FileState(0)); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	st, err := a.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(st) != string(apply.FileState(0)) {
+		t.Fatalf("State %s, FileState(0) %s: want the same bytes", st, apply.FileState(0))
+	}
+	if size, ok := apply.FileSize(apply.FileState(12345)); !ok || size != 12345 {
+		t.Fatalf("FileSize(FileState(12345)) = %d, %v", size, ok)
+	}
+	for _, other := range []string{"", `{"partial":null}`, "not json"} {
+		if _, ok := apply.FileSize([]byte(other)); ok {
+			t.Errorf("FileSize(%q): ok; want false for a state that is not a File's", other)
+		}
+	}
+}
