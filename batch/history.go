@@ -206,6 +206,22 @@ func (h History) Next(g uint32, last uint64) (gen uint32, seq uint64, err error)
 	return gen, last + 1, nil
 }
 
+// Records returns the records of generations 2 to Newest, oldest first:
+// what a store holds of the history (generation 1 has none).
+func (h History) Records() []Generation {
+	return slices.Clone(h.recs[1:])
+}
+
+// EndedBy returns the record of the generation whose fork ended generation
+// g: the oldest newer generation forked at End(g). ok is false for the
+// newest generation, which nothing ended, and for one not in the history.
+func (h History) EndedBy(g uint32) (rec Generation, ok bool) {
+	if !h.has(g) || uint64(g) == uint64(len(h.recs)) {
+		return Generation{}, false
+	}
+	return h.cutter(g), true
+}
+
 // cutter returns the record that bounds generation g (not the newest): the
 // oldest newer generation forked at End(g).
 func (h History) cutter(g uint32) Generation {

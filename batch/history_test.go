@@ -274,3 +274,32 @@ func TestNewHistoryRefuses(t *testing.T) {
 		t.Error("NewHistory sorted its argument")
 	}
 }
+
+// Records gives back what NewHistory was built from; EndedBy names the
+// generation whose fork ended another, the oldest at the lowest fork.
+func TestHistoryRecordsAndEndedBy(t *testing.T) {
+	if got := history(t).Records(); len(got) != 0 {
+		t.Fatalf("Records of generation 1 alone: %v; want none", got)
+	}
+	h := history(t, 100, 200, 50) // generation 4 forked at 50 ends 1, 2 and 3
+	recs := h.Records()
+	if len(recs) != 3 || recs[0].Generation != 2 || recs[2].ForkSeq != 50 {
+		t.Fatalf("Records: %+v", recs)
+	}
+	recs[0].Site = "changed"
+	if r, _ := h.Record(2); r.Site == "changed" {
+		t.Fatal("Records returned the history's own slice")
+	}
+	for _, tc := range []struct {
+		g    uint32
+		want uint32 // 0: none
+	}{{1, 4}, {2, 4}, {3, 4}, {4, 0}, {5, 0}, {0, 0}} {
+		r, ok := h.EndedBy(tc.g)
+		if ok != (tc.want != 0) || (ok && r.Generation != tc.want) {
+			t.Errorf("EndedBy(%d) = generation %d, %v; want %d", tc.g, r.Generation, ok, tc.want)
+		}
+	}
+	if r, ok := history(t, 100, 200).EndedBy(1); !ok || r.Generation != 2 {
+		t.Errorf("EndedBy(1) with forks 100, 200: generation %d, %v; want 2", r.Generation, ok)
+	}
+}

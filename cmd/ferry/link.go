@@ -65,11 +65,7 @@ func linkHistory(ctx context.Context, sh *shipper.Shipper, cfg *config.File) ([]
 			return nil, fmt.Errorf("spool %s: %w", cfg.Ship.Spool, err)
 		}
 	}
-	var recs []batch.Generation
-	for g := uint32(2); g <= h.Newest().Generation; g++ {
-		r, _ := h.Record(g)
-		recs = append(recs, r)
-	}
+	recs := h.Records()
 	if len(recs) == 0 && sh.Generation() > 1 {
 		return nil, fmt.Errorf("the shipper writes generation %d but neither its store targets nor spool %s hold the stream's history; promote with --spool, or add the archive store as a target",
 			sh.Generation(), cfg.Ship.Spool)

@@ -197,12 +197,7 @@ func promote(ctx context.Context, cfg *config.File, site, reason string, force b
 		return promotion{}, fmt.Errorf("promote %s in %s: %w", cfg.Stream, st, err)
 	}
 	if sp != nil {
-		var history []batch.Generation
-		for g := uint32(2); g <= newest.Generation; g++ {
-			r, _ := h.Record(g)
-			history = append(history, r)
-		}
-		if err := seedSpool(sp, cfg, append(history, rec), rec, replicaSize(cp)); err != nil {
+		if err := seedSpool(sp, cfg, append(h.Records(), rec), rec, replicaSize(cp)); err != nil {
 			return p, fmt.Errorf("generation %d is recorded in %s, but seeding spool %s failed: %w; start ferry ship with a new spool, it continues the generation from the store",
 				rec.Generation, st, cfg.Ship.Spool, err)
 		}

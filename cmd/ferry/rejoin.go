@@ -122,25 +122,14 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 	if err != nil {
 		return divergence{}, fmt.Errorf("read the history of %s in %s: %w", stream, st, err)
 	}
-	var fenced *batch.FencedError
-	if err := h.Fenced(gen); !errors.As(err, &fenced) {
+	if err := h.Fenced(gen); !errors.Is(err, batch.ErrFenced) {
 		if err == nil {
 			return divergence{}, fmt.Errorf("spool %s writes generation %d, the newest of stream %q: this site is not fenced, nothing to rejoin", spoolDir, gen, stream)
 		}
 		return divergence{}, err
 	}
 	fork, _ := h.End(gen)
-	cutter := fenced.Next
-	for g := gen + 1; ; g++ { // the oldest newer generation forked at End(gen)
-		r, ok := h.Record(g)
-		if !ok {
-			break
-		}
-		if r.ForkSeq == fork {
-			cutter = r
-			break
-		}
-	}
+	cutter, _ := h.EndedBy(gen) // fenced: a newer generation exists
 	d := divergence{Report: "ferry divergence", Stream: stream, Generation: gen, ForkSeq: fork, Promoted: cutter}
 
 	recs := map[uint64]batch.Record{}
