@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -158,13 +159,7 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 		return d, err
 	}
 	d.InSpool = len(recs) - d.InStore
-	seqs := slices.Sorted(func(yield func(uint64) bool) {
-		for s := range recs {
-			if !yield(s) {
-				return
-			}
-		}
-	})
+	seqs := slices.Sorted(maps.Keys(recs))
 	var tail []byte
 	for _, s := range seqs {
 		tail = append(tail, recs[s].Data...)
@@ -220,7 +215,8 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 func divergentInStore(ctx context.Context, st store.Store, stream string, gen uint32, fork uint64, recs map[uint64]batch.Record) error {
 	dir := batch.StreamDir(stream)
 	var names []string
-	err := st.List(ctx, dir, dir+batch.NameAfter(gen, 0)[:8], func(o store.Object) error {
+	// Every segment of gen starts at seq 1 or later, so it sorts after this.
+	err := st.List(ctx, dir, dir+batch.SegmentName(gen, 0, 0), func(o store.Object) error {
 		g, _, last, ok := batch.ParseSegmentName(strings.TrimPrefix(o.Name, dir))
 		if ok && g == gen && last > fork {
 			names = append(names, o.Name)
