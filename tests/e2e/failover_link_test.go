@@ -55,8 +55,8 @@ func TestFailoverUnplannedLink(t *testing.T) {
 	report := filepath.Join(a.dir, "divergence.ndjson")
 	mustFerry(t, nil, "rejoin", "--store", filepath.Join(b.spool, "history"), "--stream", "app", "--spool", a.spool,
 		"--state", a.state, "--apply", "file:"+a.log, "--report", report)
-	if sum, recs := readReport(t, report); sum.ForkSeq != fork || sum.Records != len(recs) {
-		t.Fatalf("report summary %+v with %d records; want fork %d", sum, len(recs), fork)
+	if sum := ferrytest.ReadDivergenceReport(t, report); sum.ForkSeq != fork || sum.Records != len(sum.Lines) {
+		t.Fatalf("report summary %+v with %d records; want fork %d", sum, len(sum.Lines), fork)
 	}
 	if got := readFile(t, a.log); !bytes.Equal(got, numberedLines("a", 1, int(fork))) {
 		t.Fatalf("old primary's log after rejoin: %s", describeDiff(numberedLines("a", 1, int(fork)), got))

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
 
 // site is one of the two sites of a failover test: each has its own
@@ -175,7 +176,8 @@ func TestFailoverUnplanned(t *testing.T) {
 	// Rejoin: the report holds exactly the records accepted past the fork.
 	report := filepath.Join(a.dir, "divergence.ndjson")
 	mustFerry(t, nil, append([]string{"rejoin", "--spool", a.spool, "--state", a.state, "--apply", "file:" + a.log, "--report", report}, common...)...)
-	sum, recs := readReport(t, report)
+	sum := ferrytest.ReadDivergenceReport(t, report)
+	recs := sum.Lines
 	if sum.ForkSeq != fork || sum.Records != len(recs) || sum.Records == 0 {
 		t.Fatalf("report summary %+v with %d records; want fork %d and the records past it", sum, len(recs), fork)
 	}
@@ -320,50 +322,6 @@ func TestStrayOverlappingSegment(t *testing.T) {
 	}
 	s.receiveOnce()
 	s.wantReplica(input, "after the stray segment was removed")
-}
-
-type reportSummary struct {
-	ForkSeq uint64 `json:"fork_seq"`
-	Records int    `json:"records"`
-}
-
-type reportRecord struct {
-	Seq  uint64 `json:"seq"`
-	Data string `json:"data"`
-}
-
-// readReport reads a rejoin report: the summary line, then the records
-// (lines with a seq), then possibly the cut bytes.
-func readReport(t *testing.T, path string) (reportSummary, []reportRecord) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 64<<20)
-	var sum reportSummary
-	var recs []reportRecord
-	for i := 0; sc.Scan(); i++ {
-		if i == 0 {
-			if err := json.Unmarshal(sc.Bytes(), &sum); err != nil {
-				t.Fatalf("report %s line 1: %v", path, err)
-			}
-			continue
-		}
-		var r reportRecord
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("report %s line %d: %v", path, i+1, err)
-		}
-		if r.Seq != 0 {
-			recs = append(recs, r)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return sum, recs
 }
 
 func readFile(t *testing.T, path string) []byte {

@@ -146,8 +146,8 @@ func TestSwitchoverBackAndForth(t *testing.T) {
 		if res.LastSeq != uint64(n) || res.Generation != uint32(round+1) || res.DivergentRecords != 0 || res.CutBytes != 0 {
 			t.Fatalf("round %d: switchover %+v; want generation %d forked at the app's %d lines, no divergence", round, res, round+1, n)
 		}
-		if sum, recs := readReport(t, res.Report); sum.Records != 0 || len(recs) != 0 || sum.ForkSeq != uint64(n) {
-			t.Fatalf("round %d: report %s: %+v with %d records; want empty at seq %d", round, res.Report, sum, len(recs), n)
+		if sum := ferrytest.ReadDivergenceReport(t, res.Report); sum.Records != 0 || len(sum.Lines) != 0 || sum.ForkSeq != uint64(n) {
+			t.Fatalf("round %d: report %s: %+v with %d records; want empty at seq %d", round, res.Report, sum, len(sum.Lines), n)
 		}
 		results = append(results, res)
 		for _, p := range []*ferrytest.Process{ship, recv} {

@@ -1,7 +1,6 @@
 package s3e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -109,7 +108,13 @@ func TestFailoverUnplannedS3(t *testing.T) {
 	report := filepath.Join(t.TempDir(), "divergence.ndjson")
 	h.ferry(nil, "rejoin", "--store", a.url(), "--stream", "app", "--spool", a.spool, "--state", a.state,
 		"--apply", "file:"+aLog, "--report", report)
-	sum, seqs, data := readDivergence(t, report)
+	sum := ferrytest.ReadDivergenceReport(t, report)
+	var seqs []uint64
+	var data []byte
+	for _, r := range sum.Lines {
+		seqs = append(seqs, r.Seq)
+		data = append(data, r.Data...)
+	}
 	if sum.ForkSeq != fork || sum.Records != len(seqs) || len(seqs) == 0 {
 		t.Fatalf("report summary %+v with %d records; want fork %d and the records past it", sum, len(seqs), fork)
 	}
@@ -144,49 +149,4 @@ func storedThrough(s *stream, gen uint32) uint64 {
 		}
 	}
 	return last
-}
-
-type divergenceSummary struct {
-	ForkSeq uint64 `json:"fork_seq"`
-	Records int    `json:"records"`
-	InStore int    `json:"in_store"`
-}
-
-// readDivergence reads a rejoin report: its summary, the seqs of its
-// records and their data concatenated.
-func readDivergence(t *testing.T, path string) (divergenceSummary, []uint64, []byte) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 64<<20)
-	var sum divergenceSummary
-	var seqs []uint64
-	var data []byte
-	for i := 0; sc.Scan(); i++ {
-		if i == 0 {
-			if err := json.Unmarshal(sc.Bytes(), &sum); err != nil {
-				t.Fatalf("report %s line 1: %v", path, err)
-			}
-			continue
-		}
-		var r struct {
-			Seq  uint64 `json:"seq"`
-			Data string `json:"data"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("report %s line %d: %v", path, i+1, err)
-		}
-		if r.Seq != 0 {
-			seqs = append(seqs, r.Seq)
-			data = append(data, r.Data...)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return sum, seqs, data
 }
