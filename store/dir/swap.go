@@ -2,6 +2,7 @@ package dir
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -93,10 +94,8 @@ func (s *Store) swapLocked(ctx context.Context, name, final string, data []byte,
 	case exists && bytes.Equal(cur, data):
 		// Already in place, perhaps by this very Swap's earlier attempt
 		// whose fsync failed: make sure it is durable.
-		if err := fsutil.SyncPath(final); err != nil {
-			return false, fail("swap", name, err)
-		}
-		if err := fsutil.SyncPath(filepath.Dir(final)); err != nil {
+		fileErr, dirErr := fsutil.SyncWithDir(func() error { return fsutil.SyncPath(final) }, filepath.Dir(final))
+		if err := cmp.Or(fileErr, dirErr); err != nil {
 			return false, fail("swap", name, err)
 		}
 		return false, nil
@@ -106,7 +105,11 @@ func (s *Store) swapLocked(ctx context.Context, name, final string, data []byte,
 	case !isMissing(err):
 		return false, fail("swap", name, err)
 	}
-	if now := versionOf(cur, exists); now != old {
+	now := ""
+	if exists {
+		now = version(cur)
+	}
+	if now != old {
 		return false, fmt.Errorf("swap %s: %w: expected %s, found %s; load it again",
 			name, store.ErrChanged, describeVersion(old), describeVersion(now))
 	}
@@ -114,19 +117,15 @@ func (s *Store) swapLocked(ctx context.Context, name, final string, data []byte,
 	if err != nil {
 		return false, fail("swap", name, err)
 	}
-	tmp := f.Name()
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err := syncClose(f); err != nil {
+		return false, fail("swap", name, err)
 	}
+	err = ctx.Err()
 	if err == nil {
-		err = ctx.Err()
-	}
-	if err == nil {
-		err = os.Rename(tmp, final)
+		err = os.Rename(f.Name(), final)
 	}
 	if err != nil {
-		os.Remove(tmp)
+		os.Remove(f.Name())
 		return false, fail("swap", name, err)
 	}
 	return true, nil
@@ -136,14 +135,6 @@ func (s *Store) swapLocked(ctx context.Context, name, final string, data []byte,
 func version(data []byte) string {
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:])
-}
-
-// versionOf is version, or "" for an object that does not exist.
-func versionOf(data []byte, exists bool) string {
-	if !exists {
-		return ""
-	}
-	return version(data)
 }
 
 // describeVersion names a version in an error.
