@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -30,14 +31,29 @@ func (s *Store) Load(ctx context.Context, name string) ([]byte, string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, "", fmt.Errorf("load %s: %w", name, err)
 	}
-	data, err := os.ReadFile(s.path(name))
+	data, err := readSmall(s.path(name))
 	if isMissing(err) || errors.Is(err, syscall.EISDIR) {
 		return nil, "", fmt.Errorf("load %s: %w: %w", name, store.ErrNotFound, err)
 	}
 	if err != nil {
 		return nil, "", fail("load", name, err)
 	}
+	if err := store.CheckSwapSize("load "+name, int64(len(data))); err != nil {
+		return nil, "", err
+	}
 	return data, version(data), nil
+}
+
+// readSmall reads the file at path, but at most one byte more than
+// store.MaxSwapSize, so that an oversized object is seen and refused
+// without being read whole.
+func readSmall(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, store.MaxSwapSize+1))
 }
 
 // Swap replaces the named object with data if it is at version old; see
@@ -50,6 +66,9 @@ func (s *Store) Load(ctx context.Context, name string) ([]byte, string, error) {
 func (s *Store) Swap(ctx context.Context, name string, data []byte, old string) (string, error) {
 	if err := checkName(name); err != nil {
 		return "", fmt.Errorf("swap: %w", err)
+	}
+	if err := store.CheckSwapSize("swap "+name, int64(len(data))); err != nil {
+		return "", err
 	}
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("swap %s: %w", name, err)
@@ -88,7 +107,7 @@ func (s *Store) Swap(ctx context.Context, name string, data []byte, old string) 
 // renamed a new file over final, which then still needs its directory
 // fsynced.
 func (s *Store) swapLocked(ctx context.Context, name, final string, data []byte, old string) (replaced bool, err error) {
-	cur, err := os.ReadFile(final)
+	cur, err := readSmall(final)
 	exists := err == nil
 	switch {
 	case exists && bytes.Equal(cur, data):
