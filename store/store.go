@@ -166,7 +166,8 @@ type Swapper interface {
 	// earlier state of itself carries a counter or a time (a lease carries
 	// its renewal time). A missing object gives an error wrapping
 	// ErrNotFound. Load reads the whole object into memory; it is meant
-	// for small objects.
+	// for small objects, and refuses one larger than MaxSwapSize (damaged,
+	// or not written by Swap) with an error wrapping ErrPermanent.
 	Load(ctx context.Context, name string) (data []byte, version string, err error)
 
 	// Swap stores data under name if the object is at version old ("" for
@@ -181,7 +182,25 @@ type Swapper interface {
 	// Swap whose answer was lost succeed; data should therefore identify
 	// its writer and the attempt (a lease names its holder and a renewal
 	// counter), so that no other writer can produce the same bytes.
+	//
+	// Data larger than MaxSwapSize is refused with an error wrapping
+	// ErrPermanent, before anything is written.
 	Swap(ctx context.Context, name string, data []byte, old string) (version string, err error)
+}
+
+// MaxSwapSize is the largest object a Swapper's Load reads and its Swap
+// writes: swapped objects (a lease) are a few hundred bytes, and a larger
+// one is damaged or hostile, so no reader must take it into memory whole.
+const MaxSwapSize = 64 << 10
+
+// CheckSwapSize refuses size above MaxSwapSize with an error wrapping
+// ErrPermanent; what names the object (and operation) in it.
+func CheckSwapSize(what string, size int64) error {
+	if size > MaxSwapSize {
+		return fmt.Errorf("%s: %d bytes, larger than the %d a swapped object may hold: damaged or not a swapped object: %w",
+			what, size, MaxSwapSize, ErrPermanent)
+	}
+	return nil
 }
 
 // AsSwapper returns s as a Swapper, or an error wrapping ErrPermanent that

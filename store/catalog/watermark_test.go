@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 )
 
@@ -43,5 +44,79 @@ func TestReadWatermarksRegisteredNothingApplied(t *testing.T) {
 	put("app/watermarks/late/0000000000000009.json", Watermark{Format: 1, Receiver: "someone-else", Stream: "app", AppliedSeq: 9})
 	if _, err := ReadWatermarks(ctx, st, "app"); err == nil || !strings.Contains(err.Error(), "someone-else") {
 		t.Fatalf("a watermark naming another receiver: %v", err)
+	}
+}
+
+// A watermark that is not JSON, or is larger than any real one, stops
+// ReadWatermarks with an error naming it.
+func TestReadWatermarksRefusesDamaged(t *testing.T) {
+	ctx := context.Background()
+	const key = "app/watermarks/r/0000000000000007.json"
+	for _, tc := range []struct {
+		name string
+		body []byte
+	}{
+		{"not json", []byte("{not json")},
+		{"empty", nil},
+		{"oversized", []byte(`{"receiver":"r","stream":"app","segment":"` + strings.Repeat("x", 64<<10) + `"}`)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := dir.New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := RegisterReceiver(ctx, st, "app", "r"); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Put(ctx, key, tc.body); err != nil {
+				t.Fatal(err)
+			}
+			_, err = ReadWatermarks(ctx, st, "app")
+			if err == nil || !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "damaged") {
+				t.Fatalf("ReadWatermarks: %v; want an error calling %s damaged", err, key)
+			}
+		})
+	}
+}
+
+// UnregisterReceiver removes the registration and every watermark of that
+// receiver, and no other's; unregistering again is harmless.
+func TestUnregisterReceiver(t *testing.T) {
+	ctx := context.Background()
+	st, err := dir.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"gone", "stays"} {
+		if err := RegisterReceiver(ctx, st, "app", id); err != nil {
+			t.Fatal(err)
+		}
+		for _, seq := range []uint64{3, 9} {
+			if _, err := PutWatermark(ctx, st, Watermark{Format: 1, Receiver: id, Stream: "app", AppliedSeq: seq}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for range 2 {
+		if err := UnregisterReceiver(ctx, st, "app", "gone"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wms, err := ReadWatermarks(ctx, st, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wms) != 1 || wms[0].Receiver != "stays" || wms[0].AppliedSeq != 9 {
+		t.Fatalf("after unregistering gone: %+v; want only stays at 9", wms)
+	}
+	var left []string
+	if err := st.List(ctx, WatermarkDir("app", "gone"), "", func(o store.Object) error {
+		left = append(left, o.Name)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if left != nil {
+		t.Errorf("watermarks of gone left behind: %q", left)
 	}
 }

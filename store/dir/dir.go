@@ -150,35 +150,50 @@ func (s *Store) Put(ctx context.Context, name string, data []byte) error {
 		return s.publishThenSync(ctx, name, final, f, data)
 	}
 	tmp := f.Name()
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := syncClose(f); err != nil {
 		return fail("put", name, err)
 	}
 
 	linkErr := s.link(ctx, name, tmp, final)
 	rmErr := os.Remove(tmp)
-	switch {
-	case linkErr == nil:
-		// One directory fsync makes both the link and the unlink durable.
-		if err := fsutil.SyncPath(dir); err != nil {
-			return fail("put", name, err)
-		}
-		if rmErr != nil {
-			// The object is published; a retry of this Put succeeds.
-			return fail("put", name, rmErr)
-		}
-		return nil
-	case errors.Is(linkErr, fs.ErrExist):
-		return s.matchExisting(name, final, data)
-	case errors.Is(linkErr, store.ErrConflict):
-		return linkErr
-	default:
-		return fail("put", name, linkErr)
+	if linkErr != nil {
+		return s.linkFailed(name, final, data, linkErr)
 	}
+	// One directory fsync makes both the link and the unlink durable.
+	if err := fsutil.SyncPath(dir); err != nil {
+		return fail("put", name, err)
+	}
+	if rmErr != nil {
+		// The object is published; a retry of this Put succeeds.
+		return fail("put", name, rmErr)
+	}
+	return nil
+}
+
+// syncClose fsyncs and closes f, a temp file writeTemp made, and removes
+// it if either fails.
+func syncClose(f *os.File) error {
+	err := f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// linkFailed is Put's answer when link failed with err: the existing
+// object's comparison if name is taken, an overlap's ErrConflict as it
+// is, and otherwise err.
+func (s *Store) linkFailed(name, final string, data []byte, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		return s.matchExisting(name, final, data)
+	case errors.Is(err, store.ErrConflict):
+		return err
+	}
+	return fail("put", name, err)
 }
 
 // publishThenSync is Put's second half under Options.PublishBeforeSync: f
@@ -194,13 +209,7 @@ func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.F
 	rmErr := os.Remove(tmp)
 	if linkErr != nil {
 		f.Close()
-		switch {
-		case errors.Is(linkErr, fs.ErrExist):
-			return s.matchExisting(name, final, data)
-		case errors.Is(linkErr, store.ErrConflict):
-			return linkErr
-		}
-		return fail("put", name, linkErr)
+		return s.linkFailed(name, final, data, linkErr)
 	}
 	fileErr, dirErr := fsutil.SyncWithDir(f.Sync, filepath.Dir(final))
 	if cerr := f.Close(); fileErr == nil {

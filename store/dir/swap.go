@@ -2,11 +2,13 @@ package dir
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -29,14 +31,29 @@ func (s *Store) Load(ctx context.Context, name string) ([]byte, string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, "", fmt.Errorf("load %s: %w", name, err)
 	}
-	data, err := os.ReadFile(s.path(name))
+	data, err := readSmall(s.path(name))
 	if isMissing(err) || errors.Is(err, syscall.EISDIR) {
 		return nil, "", fmt.Errorf("load %s: %w: %w", name, store.ErrNotFound, err)
 	}
 	if err != nil {
 		return nil, "", fail("load", name, err)
 	}
+	if err := store.CheckSwapSize("load "+name, int64(len(data))); err != nil {
+		return nil, "", err
+	}
 	return data, version(data), nil
+}
+
+// readSmall reads the file at path, but at most one byte more than
+// store.MaxSwapSize, so that an oversized object is seen and refused
+// without being read whole.
+func readSmall(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, store.MaxSwapSize+1))
 }
 
 // Swap replaces the named object with data if it is at version old; see
@@ -49,6 +66,9 @@ func (s *Store) Load(ctx context.Context, name string) ([]byte, string, error) {
 func (s *Store) Swap(ctx context.Context, name string, data []byte, old string) (string, error) {
 	if err := checkName(name); err != nil {
 		return "", fmt.Errorf("swap: %w", err)
+	}
+	if err := store.CheckSwapSize("swap "+name, int64(len(data))); err != nil {
+		return "", err
 	}
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("swap %s: %w", name, err)
@@ -87,16 +107,14 @@ func (s *Store) Swap(ctx context.Context, name string, data []byte, old string) 
 // renamed a new file over final, which then still needs its directory
 // fsynced.
 func (s *Store) swapLocked(ctx context.Context, name, final string, data []byte, old string) (replaced bool, err error) {
-	cur, err := os.ReadFile(final)
+	cur, err := readSmall(final)
 	exists := err == nil
 	switch {
 	case exists && bytes.Equal(cur, data):
 		// Already in place, perhaps by this very Swap's earlier attempt
 		// whose fsync failed: make sure it is durable.
-		if err := fsutil.SyncPath(final); err != nil {
-			return false, fail("swap", name, err)
-		}
-		if err := fsutil.SyncPath(filepath.Dir(final)); err != nil {
+		fileErr, dirErr := fsutil.SyncWithDir(func() error { return fsutil.SyncPath(final) }, filepath.Dir(final))
+		if err := cmp.Or(fileErr, dirErr); err != nil {
 			return false, fail("swap", name, err)
 		}
 		return false, nil
@@ -106,7 +124,11 @@ func (s *Store) swapLocked(ctx context.Context, name, final string, data []byte,
 	case !isMissing(err):
 		return false, fail("swap", name, err)
 	}
-	if now := versionOf(cur, exists); now != old {
+	now := ""
+	if exists {
+		now = version(cur)
+	}
+	if now != old {
 		return false, fmt.Errorf("swap %s: %w: expected %s, found %s; load it again",
 			name, store.ErrChanged, describeVersion(old), describeVersion(now))
 	}
@@ -114,19 +136,15 @@ func (s *Store) swapLocked(ctx context.Context, name, final string, data []byte,
 	if err != nil {
 		return false, fail("swap", name, err)
 	}
-	tmp := f.Name()
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err := syncClose(f); err != nil {
+		return false, fail("swap", name, err)
 	}
+	err = ctx.Err()
 	if err == nil {
-		err = ctx.Err()
-	}
-	if err == nil {
-		err = os.Rename(tmp, final)
+		err = os.Rename(f.Name(), final)
 	}
 	if err != nil {
-		os.Remove(tmp)
+		os.Remove(f.Name())
 		return false, fail("swap", name, err)
 	}
 	return true, nil
@@ -136,14 +154,6 @@ func (s *Store) swapLocked(ctx context.Context, name, final string, data []byte,
 func version(data []byte) string {
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:])
-}
-
-// versionOf is version, or "" for an object that does not exist.
-func versionOf(data []byte, exists bool) string {
-	if !exists {
-		return ""
-	}
-	return version(data)
 }
 
 // describeVersion names a version in an error.

@@ -29,9 +29,12 @@ func (s *Store) load(ctx context.Context, key string) ([]byte, string, error) {
 		return nil, "", err
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(rc)
+	data, err := io.ReadAll(io.LimitReader(rc, store.MaxSwapSize+1))
 	if err != nil {
 		return nil, "", err // already "s3 read <key>: …"
+	}
+	if err := store.CheckSwapSize("s3 load "+s.target(key), int64(len(data))); err != nil {
+		return nil, "", err
 	}
 	if info.ETag == "" {
 		return nil, "", fmt.Errorf("s3 load %s: the server sent no ETag, so it cannot compare-and-swap; use another S3 server: %w",
@@ -60,6 +63,9 @@ func (s *Store) Swap(ctx context.Context, name string, data []byte, old string) 
 		return "", fmt.Errorf("s3 swap: %w: %w", err, store.ErrPermanent)
 	}
 	key := s.key(name)
+	if err := store.CheckSwapSize("s3 swap "+s.target(key), int64(len(data))); err != nil {
+		return "", err
+	}
 	opts, _ := s.putOptions(data)
 	if old == "" {
 		opts.SetMatchETagExcept("*") // If-None-Match: *

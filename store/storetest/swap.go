@@ -26,6 +26,7 @@ var swapTests = []struct {
 	{"SwapConcurrent", testSwapConcurrent},
 	{"SwapCancelled", testSwapCancelled},
 	{"SwapInvalidNames", testSwapInvalidNames},
+	{"SwapOversized", testSwapOversized},
 }
 
 // claim is the name the Swap tests contend for, shaped like a writer lease.
@@ -200,6 +201,25 @@ func testSwapInvalidNames(t *testing.T, s store.Swapper) {
 			t.Errorf("Load(%q) succeeded, want refusal", name)
 		}
 	}
+}
+
+// An object larger than store.MaxSwapSize is refused, permanently, by
+// Swap before anything is written and by Load without reading it whole.
+func testSwapOversized(t *testing.T, s store.Swapper) {
+	big := bytes.Repeat([]byte("x"), store.MaxSwapSize+1)
+	if _, err := s.Swap(t.Context(), claim, big, ""); !errors.Is(err, store.ErrPermanent) || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("Swap of %d bytes: %v; want ErrPermanent, larger than", len(big), err)
+	}
+	checkLoadMissing(t, s, claim)
+	if err := s.Put(t.Context(), claim, big); err != nil {
+		t.Fatal(err)
+	}
+	if data, _, err := s.Load(t.Context(), claim); !errors.Is(err, store.ErrPermanent) || !strings.Contains(err.Error(), claim) {
+		t.Errorf("Load of a %d-byte object: %d bytes, %v; want ErrPermanent naming it", len(big), len(data), err)
+	}
+	// At the limit is fine.
+	v := mustSwap(t, s, "s/claims/max.json", big[:store.MaxSwapSize], "")
+	checkLoad(t, s, "s/claims/max.json", big[:store.MaxSwapSize], v)
 }
 
 func mustSwap(t *testing.T, s store.Swapper, name string, data []byte, old string) string {
