@@ -196,6 +196,14 @@ func promote(ctx context.Context, cfg *config.File, site, reason string, force b
 	if err := catalog.CreateGeneration(ctx, st, rec); err != nil {
 		return promotion{}, fmt.Errorf("promote %s in %s: %w", cfg.Stream, st, err)
 	}
+	// This site no longer receives the stream: its watermark would hold
+	// retention back for ever.
+	if id := receiverID(cfg.Receive.ID); !store.IsSegmentsOnly(st) {
+		if err := catalog.UnregisterReceiver(ctx, st, cfg.Stream, id); err != nil {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("could not remove this site's receiver watermark from %s (%v); remove %s by hand or retention keeps everything after it",
+				st, err, catalog.WatermarkDir(cfg.Stream, id)))
+		}
+	}
 	if sp != nil {
 		if err := seedSpool(sp, cfg, append(h.Records(), rec), rec, replicaSize(cp)); err != nil {
 			return p, fmt.Errorf("generation %d is recorded in %s, but seeding spool %s failed: %w; start ferry ship with a new spool, it continues the generation from the store",

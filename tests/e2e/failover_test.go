@@ -111,7 +111,8 @@ func TestFailoverUnplanned(t *testing.T) {
 	written := appLines(t, a.log, "a", stopApp)
 	shipA := startFerry(t, nil, append([]string{"ship", "--spool", a.spool, "--source", "tail:" + a.log,
 		"--max-records", "40", "--max-age", "50ms", "--lease-ttl", "5s"}, common...)...)
-	recvB := startFerry(t, nil, append([]string{"receive", "--state", b.state, "--apply", "file:" + b.log}, common...)...)
+	// Each site's receiver has its own id, as on two hosts.
+	recvB := startFerry(t, nil, append([]string{"receive", "--id", "b", "--state", b.state, "--apply", "file:" + b.log}, common...)...)
 	waitApplied(t, b.state, 400, 30*time.Second)
 	// The secondary stops while the primary goes on shipping, so the store
 	// holds generation-1 segments past what the secondary applied.
@@ -126,7 +127,7 @@ func TestFailoverUnplanned(t *testing.T) {
 	// Promote the secondary at what it applied.
 	// Its spool is seeded so that a tail of the replica, where the
 	// application now writes, starts right after the applied bytes.
-	r := mustFerry(t, nil, append([]string{"promote", "--state", b.state, "--site", "b", "--json",
+	r := mustFerry(t, nil, append([]string{"promote", "--id", "b", "--state", b.state, "--site", "b", "--json",
 		"--spool", b.spool, "--source", "tail:" + b.log}, common...)...)
 	var p struct {
 		Generation  uint32 `json:"generation"`
@@ -192,7 +193,7 @@ func TestFailoverUnplanned(t *testing.T) {
 	}
 
 	// The old primary follows the new history; nothing divergent was applied.
-	mustFerry(t, nil, append([]string{"receive", "--once", "--state", a.state, "--apply", "file:" + a.log}, common...)...)
+	mustFerry(t, nil, append([]string{"receive", "--once", "--id", "a", "--state", a.state, "--apply", "file:" + a.log}, common...)...)
 	want := append(numberedLines("a", 1, int(fork)), newRecs...)
 	if got := readFile(t, a.log); !bytes.Equal(got, want) {
 		t.Fatalf("old primary after following generation 2: %s", describeDiff(want, got))
