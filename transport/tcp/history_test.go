@@ -247,13 +247,15 @@ func TestHistoryToOldReceiverRefused(t *testing.T) {
 
 // Hostile or broken HELLOs and records are refused before anything large
 // is read or kept: too many records announced, a record frame over its
-// cap, an oversized identity, a record of another stream, a malformed one.
+// cap, an oversized identity, a record of another stream, a malformed one,
+// two different records of one generation.
 func TestHistoryCaps(t *testing.T) {
 	srv, inbox, _ := insecureServer(t)
 	addr, _ := startServer(t, srv)
 	good := helloMsg{Version: 1, Minor: 1, Stream: "app", Generation: 2, Token: testToken}
 	rec, _ := batch.MarshalGeneration(testRecord("app", 2, 3, "dr-b"))
 	otherStream, _ := batch.MarshalGeneration(testRecord("other", 2, 3, "dr-b"))
+	forged, _ := batch.MarshalGeneration(testRecord("app", 2, 3, "dr-c"))
 	tests := []struct {
 		name   string
 		hello  func(h *helloMsg)
@@ -280,6 +282,11 @@ func TestHistoryCaps(t *testing.T) {
 		{"malformed record", func(h *helloMsg) { h.Generations = 1 }, func(l *link) {
 			l.write(context.Background(), frameGeneration, []byte(`{"generation":2,"parent":7}`), nil)
 		}, codeHistory, "damaged"},
+		{"two different records of one generation", func(h *helloMsg) { h.Generations = 3 }, func(l *link) {
+			l.write(context.Background(), frameGeneration, rec, nil)
+			l.write(context.Background(), frameGeneration, rec, nil) // the same one twice is no harm
+			l.write(context.Background(), frameGeneration, forged, nil)
+		}, codeHistory, "two different records of generation 2"},
 		{"fewer records than announced", func(h *helloMsg) { h.Generations = 2 }, func(l *link) {
 			l.write(context.Background(), frameGeneration, rec, nil)
 			l.write(context.Background(), frameHeartbeat, nil, nil)
