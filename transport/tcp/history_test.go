@@ -317,7 +317,8 @@ func TestHistoryCaps(t *testing.T) {
 		t.Fatalf("records stored: %v", names)
 	}
 
-	// The client refuses to send what the receiver would refuse.
+	// The client refuses to send what the receiver would refuse: records
+	// and identities.
 	cfg := ClientConfig{Addr: addr, Stream: "app", Token: testToken, Insecure: true, Generation: 2}
 	big := testRecord("app", 2, 3, strings.Repeat("s", MaxGenerationRecord))
 	for name, recs := range map[string][]batch.Generation{
@@ -329,6 +330,21 @@ func TestHistoryCaps(t *testing.T) {
 		cfg.History = recs
 		if _, err := NewClient(cfg, nil); err == nil {
 			t.Errorf("NewClient with %s records: no error", name)
+		}
+	}
+	cfg.History = nil
+	for name, tc := range map[string]struct {
+		set  func(c *ClientConfig)
+		want string
+	}{
+		"long site":    {func(c *ClientConfig) { c.Site = strings.Repeat("s", 300) }, "site is 300 bytes"},
+		"long spool":   {func(c *ClientConfig) { c.Spool = strings.Repeat("s", 2000) }, "spool is 2000 bytes"},
+		"negative pid": {func(c *ClientConfig) { c.PID = -2 }, "pid -2 is negative"},
+	} {
+		c := cfg
+		tc.set(&c)
+		if _, err := NewClient(c, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewClient with a %s: %v; want an error with %q", name, err, tc.want)
 		}
 	}
 }
