@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -123,19 +122,19 @@ func (r *Receiver) cursorAt(ctx context.Context, cp Checkpoint, fresh bool) (cur
 }
 
 // readHistory reads the stream's generation records into r.hist. Failures
-// of the store are retried; a damaged record or chain stops the receiver.
+// of the store are retried; a damaged record or chain (which
+// catalog.Histories marks store.ErrPermanent) stops the receiver.
 func (r *Receiver) readHistory(ctx context.Context) error {
 	if r.hists == nil {
-		r.hists = catalog.NewHistories(failureMarker{r.cfg.Store}, r.cfg.Stream)
+		r.hists = catalog.NewHistories(r.cfg.Store, r.cfg.Stream)
 	}
 	dir := batch.GenerationDir(r.cfg.Stream)
 	return r.retry(ctx, "read generation records "+dir, func() error {
 		h, err := r.hists.Read(ctx)
-		var sf *storeFailure
 		switch {
 		case err == nil:
 			r.hist, r.histRead = h, true
-		case !errors.As(err, &sf):
+		case errors.Is(err, store.ErrPermanent):
 			return fmt.Errorf("stream %q: %w; nothing more is applied until it is repaired: %w", r.cfg.Stream, err, ErrHistory)
 		}
 		return err
@@ -182,40 +181,6 @@ func overlapError(stream, name string, first, last uint64, other string, oFirst,
 	}
 	return fmt.Errorf("stream %q: segment %s (seq %d..%d) overlaps %s: two writers are shipping into one stream; nothing more is applied until the stray segment is removed (check with ferry verify which one the stream's history holds): %w",
 		stream, name, first, last, what, ErrOverlap)
-}
-
-// failureMarker marks the errors of its store, so that readHistory tells
-// them (retried) from errors in what the store holds.
-type failureMarker struct{ store.Store }
-
-type storeFailure struct{ err error }
-
-func (e *storeFailure) Error() string { return e.err.Error() }
-func (e *storeFailure) Unwrap() error { return e.err }
-
-func (s failureMarker) List(ctx context.Context, dir, after string, fn func(store.Object) error) error {
-	if err := s.Store.List(ctx, dir, after, fn); err != nil {
-		return &storeFailure{err}
-	}
-	return nil
-}
-
-func (s failureMarker) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	rc, err := s.Store.Get(ctx, key)
-	if err != nil {
-		return nil, &storeFailure{err}
-	}
-	return markedReader{rc}, nil
-}
-
-type markedReader struct{ io.ReadCloser }
-
-func (m markedReader) Read(p []byte) (int, error) {
-	n, err := m.ReadCloser.Read(p)
-	if err != nil && err != io.EOF {
-		err = &storeFailure{err}
-	}
-	return n, err
 }
 
 // listAfter lists the segments of c.gen after c.after. newer reports a

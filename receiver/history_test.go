@@ -439,3 +439,34 @@ func TestRestoreAcrossAFork(t *testing.T) {
 	receivertest.WantCheckpoint(t, receivertest.RunOnce(t, more), f.g2[1], "after --until 35")
 	receivertest.WantFile(t, replica, receivertest.Want(1, 35), "after --until 35")
 }
+
+// failingGenerations fails the first n listings of the generations dir.
+type failingGenerations struct {
+	store.Store
+	n int
+}
+
+func (s *failingGenerations) List(ctx context.Context, dir, after string, fn func(store.Object) error) error {
+	if dir == batch.GenerationDir(receivertest.Stream) && s.n > 0 {
+		s.n--
+		return errors.New("connection reset")
+	}
+	return s.Store.List(ctx, dir, after, fn)
+}
+
+// A store failure reading the generation records is retried, not taken
+// for a damaged history.
+func TestGenerationReadFailureRetried(t *testing.T) {
+	f := newForked(t)
+	st, _ := receivertest.NewStore(t)
+	f.putAll(t, st)
+	flaky := &failingGenerations{Store: st, n: 2}
+	out := filepath.Join(t.TempDir(), "replica")
+	cfg := receivertest.Config(t, flaky, newRecorder(out))
+	cp := receivertest.RunOnce(t, cfg)
+	if flaky.n != 0 {
+		t.Fatalf("%d listing failures left, want none", flaky.n)
+	}
+	receivertest.WantCheckpoint(t, cp, f.g2[1], "after retried reads")
+	receivertest.WantFile(t, out, receivertest.Want(1, 35), "after retried reads")
+}

@@ -1,6 +1,9 @@
 package receiver_test
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,5 +39,52 @@ func TestStartCheckpointAfterPromotion(t *testing.T) {
 	}
 	if err := receiver.CheckNotPromoted(dir); err != nil {
 		t.Fatalf("still promoted: %v", err)
+	}
+}
+
+// The promotion marker: absent (no dir, or a path under a file) is not
+// promoted; saved, it reads back and a receiver's state check refuses the
+// dir, naming the generation; damaged, it is an error, never taken for
+// absent; cleared, the dir receives again.
+func TestPromotionMarker(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(dir, "missing"), filepath.Join(file, "state")} {
+		if _, ok, err := receiver.LoadPromotion(d); ok || err != nil {
+			t.Fatalf("LoadPromotion(%s): ok=%v err=%v; want not promoted", d, ok, err)
+		}
+	}
+	p := receiver.Promotion{Stream: "app", Generation: 3, ForkSeq: 41, ForkHash: "h41", Time: time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC), Site: "dr-b", ReplicaSize: 7}
+	if err := receiver.SavePromotion(dir, p); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := receiver.LoadPromotion(dir)
+	p.Version = 1
+	if err != nil || !ok || got != p {
+		t.Fatalf("LoadPromotion: %+v ok=%v err=%v; want %+v", got, ok, err, p)
+	}
+	err = receiver.CheckNotPromoted(dir)
+	if !errors.Is(err, receiver.ErrPromoted) || !strings.Contains(err.Error(), "generation 3") || !strings.Contains(err.Error(), "ferry rejoin") {
+		t.Fatalf("CheckNotPromoted: %v; want ErrPromoted naming generation 3 and ferry rejoin", err)
+	}
+	for _, bad := range []string{"{not json", `{"version":2,"generation":3}`, `{"version":1,"generation":1}`} {
+		if err := os.WriteFile(filepath.Join(dir, "promoted.json"), []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := receiver.CheckNotPromoted(dir); err == nil || errors.Is(err, receiver.ErrPromoted) || !strings.Contains(err.Error(), "damaged") {
+			t.Fatalf("CheckNotPromoted with promoted.json %s: %v; want a damaged-marker error", bad, err)
+		}
+	}
+	if err := receiver.ClearPromotion(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := receiver.ClearPromotion(dir); err != nil {
+		t.Fatalf("ClearPromotion without a marker: %v", err)
+	}
+	if err := receiver.CheckNotPromoted(dir); err != nil {
+		t.Fatalf("after ClearPromotion: %v", err)
 	}
 }

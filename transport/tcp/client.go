@@ -191,16 +191,8 @@ func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
 	if cfg.PID == 0 {
 		cfg.PID = os.Getpid()
 	}
-	for _, f := range []struct {
-		name, v string
-		max     int
-	}{{"client id", cfg.ClientID, maxIdentity}, {"site", cfg.Site, maxIdentity}, {"host", cfg.Host, maxIdentity}, {"spool", cfg.Spool, maxSpoolPath}} {
-		if len(f.v) > f.max {
-			return fail("%s is %d bytes; at most %d are allowed", f.name, len(f.v), f.max)
-		}
-	}
-	if cfg.PID < 0 {
-		return fail("pid %d is negative", cfg.PID)
+	if err := (shipperID{ClientID: cfg.ClientID, Site: cfg.Site, Host: cfg.Host, PID: cfg.PID, Spool: cfg.Spool}).check(); err != nil {
+		return fail("%v", err)
 	}
 	if c.history, err = encodeHistory(cfg.Stream, cfg.History); err != nil {
 		return fail("%v", err)

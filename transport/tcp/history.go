@@ -42,9 +42,17 @@ type streamState struct {
 	hist  *catalog.Histories // records cached; each Read lists them again
 
 	// Under Server.mu:
-	history batch.History // as last read at a handshake; newestGen 0 until then
-	newest  uint32        // history.Newest().Generation
+	history batch.History // the newest read at a handshake; zero until then
 	writer  *session      // the established link that writes the stream
+}
+
+// newest is the newest generation of ss.history, 0 before one is read.
+// Server.mu must be held.
+func (ss *streamState) newest() uint32 {
+	if ss.history.Stream() == "" {
+		return 0
+	}
+	return ss.history.Newest().Generation
 }
 
 // stream returns the state of stream, creating it on first use.
@@ -217,8 +225,8 @@ func (s *Server) admitGeneration(ss *streamState, hist batch.History, gen uint32
 	s.mu.Lock()
 	// Another handshake may have read a newer history meanwhile; records
 	// are create-only, so the newer one holds all of this one.
-	if ss.newest < hist.Newest().Generation {
-		ss.history, ss.newest = hist, hist.Newest().Generation
+	if ss.newest() < hist.Newest().Generation {
+		ss.history = hist
 	}
 	hist = ss.history
 	s.mu.Unlock()
@@ -241,12 +249,9 @@ func (s *Server) admitGeneration(ss *streamState, hist batch.History, gen uint32
 // is cheap: a map look-up and a compare.
 func (s *Server) fenced(sess *session) error {
 	s.mu.Lock()
-	ss := s.streams[sess.stream]
-	if ss == nil || ss.newest <= sess.gen {
-		s.mu.Unlock()
-		return nil
+	defer s.mu.Unlock()
+	if ss := s.streams[sess.stream]; ss != nil && ss.newest() > sess.gen {
+		return ss.history.Fenced(sess.gen)
 	}
-	hist := ss.history
-	s.mu.Unlock()
-	return hist.Fenced(sess.gen)
+	return nil
 }

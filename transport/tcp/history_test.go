@@ -247,13 +247,15 @@ func TestHistoryToOldReceiverRefused(t *testing.T) {
 
 // Hostile or broken HELLOs and records are refused before anything large
 // is read or kept: too many records announced, a record frame over its
-// cap, an oversized identity, a record of another stream, a malformed one.
+// cap, an oversized identity, a record of another stream, a malformed one,
+// two different records of one generation.
 func TestHistoryCaps(t *testing.T) {
 	srv, inbox, _ := insecureServer(t)
 	addr, _ := startServer(t, srv)
 	good := helloMsg{Version: 1, Minor: 1, Stream: "app", Generation: 2, Token: testToken}
 	rec, _ := batch.MarshalGeneration(testRecord("app", 2, 3, "dr-b"))
 	otherStream, _ := batch.MarshalGeneration(testRecord("other", 2, 3, "dr-b"))
+	forged, _ := batch.MarshalGeneration(testRecord("app", 2, 3, "dr-c"))
 	tests := []struct {
 		name   string
 		hello  func(h *helloMsg)
@@ -280,6 +282,11 @@ func TestHistoryCaps(t *testing.T) {
 		{"malformed record", func(h *helloMsg) { h.Generations = 1 }, func(l *link) {
 			l.write(context.Background(), frameGeneration, []byte(`{"generation":2,"parent":7}`), nil)
 		}, codeHistory, "damaged"},
+		{"two different records of one generation", func(h *helloMsg) { h.Generations = 3 }, func(l *link) {
+			l.write(context.Background(), frameGeneration, rec, nil)
+			l.write(context.Background(), frameGeneration, rec, nil) // the same one twice is no harm
+			l.write(context.Background(), frameGeneration, forged, nil)
+		}, codeHistory, "two different records of generation 2"},
 		{"fewer records than announced", func(h *helloMsg) { h.Generations = 2 }, func(l *link) {
 			l.write(context.Background(), frameGeneration, rec, nil)
 			l.write(context.Background(), frameHeartbeat, nil, nil)
@@ -310,7 +317,8 @@ func TestHistoryCaps(t *testing.T) {
 		t.Fatalf("records stored: %v", names)
 	}
 
-	// The client refuses to send what the receiver would refuse.
+	// The client refuses to send what the receiver would refuse: records
+	// and identities.
 	cfg := ClientConfig{Addr: addr, Stream: "app", Token: testToken, Insecure: true, Generation: 2}
 	big := testRecord("app", 2, 3, strings.Repeat("s", MaxGenerationRecord))
 	for name, recs := range map[string][]batch.Generation{
@@ -322,6 +330,21 @@ func TestHistoryCaps(t *testing.T) {
 		cfg.History = recs
 		if _, err := NewClient(cfg, nil); err == nil {
 			t.Errorf("NewClient with %s records: no error", name)
+		}
+	}
+	cfg.History = nil
+	for name, tc := range map[string]struct {
+		set  func(c *ClientConfig)
+		want string
+	}{
+		"long site":    {func(c *ClientConfig) { c.Site = strings.Repeat("s", 300) }, "site is 300 bytes"},
+		"long spool":   {func(c *ClientConfig) { c.Spool = strings.Repeat("s", 2000) }, "spool is 2000 bytes"},
+		"negative pid": {func(c *ClientConfig) { c.PID = -2 }, "pid -2 is negative"},
+	} {
+		c := cfg
+		tc.set(&c)
+		if _, err := NewClient(c, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewClient with a %s: %v; want an error with %q", name, err, tc.want)
 		}
 	}
 }

@@ -137,7 +137,7 @@ func (s *Server) handshake(ctx context.Context, cancel context.CancelFunc, st se
 		log:       log.With("stream", h.Stream, "client_id", h.ClientID),
 		interval:  heartbeatInterval(st.heartbeat, h.HeartbeatMS),
 		peer:      l.conn.RemoteAddr().String(),
-		id:        shipperID{ClientID: h.ClientID, Site: h.Site, Host: h.Host, PID: h.PID, Spool: h.Spool},
+		id:        h.shipper(),
 		since:     time.Now(),
 		cancel:    cancel,
 		done:      make(chan struct{}),
@@ -216,8 +216,8 @@ func (s *Server) readHello(ctx context.Context, st serverSettings, l *link, log 
 	case st.needToken && !tokenEqual(st.token, h.Token):
 		return refuse(codeAuth, "token rejected: the shipper's token does not match the receiver's", who...)
 	}
-	if err := checkIdentity(&h); err != nil {
-		return refuse(codeProtocol, err.Error(), who...)
+	if err := h.shipper().check(); err != nil {
+		return refuse(codeProtocol, "HELLO's "+err.Error(), who...)
 	}
 	if h.Generations < 0 || h.Generations > MaxHistoryRecords {
 		return refuse(codeHistory, fmt.Sprintf("HELLO announces %d generation records; a receiver accepts at most %d", h.Generations, MaxHistoryRecords), who...)

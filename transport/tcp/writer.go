@@ -20,6 +20,11 @@ type shipperID struct {
 	PID                         int
 }
 
+// shipper is who h says the shipper is.
+func (h *helloMsg) shipper() shipperID {
+	return shipperID{ClientID: h.ClientID, Site: h.Site, Host: h.Host, PID: h.PID, Spool: h.Spool}
+}
+
 // same reports whether a and b name the same shipper: the same client id,
 // site, host and spool. The pid may differ: a restarted shipper is the
 // same one.
@@ -45,20 +50,20 @@ func (a shipperID) String() string {
 	return b.String()
 }
 
-// checkIdentity refuses HELLO identity fields over their caps: they only
-// name the shipper, and an unauthenticated peer must not make the server
-// keep and log arbitrary amounts.
-func checkIdentity(h *helloMsg) error {
+// check refuses identity fields over their caps: they only name the
+// shipper, and an unauthenticated peer must not make the server keep and
+// log arbitrary amounts. The client checks its own the same way.
+func (a shipperID) check() error {
 	for _, f := range []struct {
 		name, v string
 		max     int
-	}{{"client_id", h.ClientID, maxIdentity}, {"site", h.Site, maxIdentity}, {"host", h.Host, maxIdentity}, {"spool", h.Spool, maxSpoolPath}} {
+	}{{"client_id", a.ClientID, maxIdentity}, {"site", a.Site, maxIdentity}, {"host", a.Host, maxIdentity}, {"spool", a.Spool, maxSpoolPath}} {
 		if len(f.v) > f.max {
-			return refuseWith(codeProtocol, "HELLO's %s is %d bytes; at most %d are accepted", f.name, len(f.v), f.max)
+			return fmt.Errorf("%s is %d bytes; at most %d are accepted", f.name, len(f.v), f.max)
 		}
 	}
-	if h.PID < 0 {
-		return refuseWith(codeProtocol, "HELLO's pid %d is negative", h.PID)
+	if a.PID < 0 {
+		return fmt.Errorf("pid %d is negative", a.PID)
 	}
 	return nil
 }
