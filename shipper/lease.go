@@ -365,44 +365,40 @@ func (l *lease) release(ctx context.Context) error {
 }
 
 // leaseLoop renews l every TTL/3 until ctx ends. A failed renewal is
-// tried again sooner; until one succeeds, no segment goes to the target
-// once the lease may have expired (ensure). A lease taken by another
-// shipper halts the shipper.
+// retried under the retry policy, its waits capped at TTL/3; until one
+// succeeds, no segment goes to the target once the lease may have expired
+// (ensure). A lease taken by another shipper halts the shipper.
 func (s *Shipper) leaseLoop(ctx context.Context, l *lease) error {
 	every := l.ttl / 3
+	p := s.retry
+	if p.Max <= 0 || p.Max > every {
+		p.Max = every
+	}
 	log := s.log.With("store", l.target.Store.String())
-	var lastLog time.Time
-	attempt := 0
 	for {
-		wait := time.Until(l.renewedAt().Add(every)) // ensure may renew it too
-		if attempt > 0 {
-			wait = min(s.cfg.Retry.Backoff(attempt), every)
-		}
-		if wait > 0 {
+		// ensure may have renewed it meanwhile: wait for the renewal due.
+		for wait := time.Until(l.renewedAt().Add(every)); wait > 0; wait = time.Until(l.renewedAt().Add(every)) {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-time.After(wait):
 			}
-			if attempt == 0 && time.Until(l.renewedAt().Add(every)) > 0 {
-				continue
-			}
 		}
-		err := l.renew(ctx)
+		err := store.Retry(ctx, p, log, "renew writer lease "+l.key, l.renew)
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, ErrLeaseLost):
 			return s.halt(err)
 		case err != nil:
-			attempt++
-			if attempt <= 3 || time.Since(lastLog) >= retryLogEvery {
-				lastLog = time.Now()
-				log.LogAttrs(ctx, slog.LevelWarn, "renew writer lease failed, retrying",
-					slog.Int("attempt", attempt), slog.Any("err", err))
+			// One store.Retry does not retry (a permanent store error):
+			// keep trying at the renewal pace, as ensure does before a Put.
+			log.Warn("renew writer lease failed", "err", err, "retry_in", every)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(every):
 			}
-		default:
-			attempt = 0
 		}
 	}
 }
