@@ -73,7 +73,7 @@ func (s *Shipper) prepare(ctx context.Context, wait bool) (gen uint32, hist batc
 		return 0, hist, ok, err
 	}
 	s.mu.Lock()
-	s.history, s.hasHistory = hist, ok
+	s.history = hist // the zero History if !ok
 	s.mu.Unlock()
 	return gen, hist, ok, s.acquireLeases(ctx, wait, gen, hist, ok)
 }
