@@ -336,3 +336,23 @@ func TestLeaseHostileObjectRefused(t *testing.T) {
 		})
 	}
 }
+
+// A lease damaged while its holder runs is lost: the holder cannot tell
+// who wrote it, so it stops at its next renewal rather than overwrite it.
+func TestLeaseDamagedWhileHeldIsLost(t *testing.T) {
+	st := newDirStore(t)
+	cfg := shipperConfig(t, Target{Name: "t", Store: st})
+	cfg.Lease.TTL = 300 * time.Millisecond
+	sh := startShipper(t, cfg)
+	_, v := loadLease(t, st)
+	if _, err := st.Swap(context.Background(), LeaseKey("app"), []byte("{not json"), v); err != nil {
+		t.Fatal(err)
+	}
+	err := sh.wait(t)
+	if !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "taken by someone") {
+		t.Fatalf("Run: %v, want ErrLeaseLost", err)
+	}
+	if data, _, _ := st.Load(context.Background(), LeaseKey("app")); string(data) != "{not json" {
+		t.Fatalf("damaged lease overwritten: %q", data)
+	}
+}
