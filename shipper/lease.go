@@ -146,7 +146,7 @@ func (s *Shipper) leaseIdentity(gen uint32) (WriterLease, error) {
 // acquireLeases takes the writer lease in every target that can hold one,
 // waiting out store errors if wait is set (Shipper.try). On error, those
 // taken already are released.
-func (s *Shipper) acquireLeases(ctx context.Context, wait bool, gen uint32, hist batch.History, histOK bool) error {
+func (s *Shipper) acquireLeases(ctx context.Context, wait bool, gen uint32, hist batch.History) error {
 	if s.cfg.Lease.TTL < 0 {
 		return nil
 	}
@@ -160,7 +160,7 @@ func (s *Shipper) acquireLeases(ctx context.Context, wait bool, gen uint32, hist
 			continue
 		}
 		l := &lease{target: t, sw: sw, key: LeaseKey(s.cfg.Spool.Stream), ttl: s.leaseTTL(), margin: s.leaseTTL() / 3}
-		if err := s.acquire(ctx, wait, l, me, hist, histOK); err != nil {
+		if err := s.acquire(ctx, wait, l, me, hist); err != nil {
 			s.releaseLeases()
 			s.leases = nil
 			return err
@@ -192,7 +192,7 @@ func (s *Shipper) watchEvery() time.Duration {
 // process ended (the spool's lock, which this process holds, proves that
 // holder gone), or whose holder's generation the history has fenced. A
 // live lease of another holder is an error wrapping ErrLeaseHeld.
-func (s *Shipper) acquire(ctx context.Context, wait bool, l *lease, me WriterLease, hist batch.History, histOK bool) error {
+func (s *Shipper) acquire(ctx context.Context, wait bool, l *lease, me WriterLease, hist batch.History) error {
 	log := s.log.With("store", l.target.Store.String())
 	where := fmt.Sprintf("writer lease %s in %s", l.key, l.target.Store)
 	old := ""
@@ -231,7 +231,7 @@ func (s *Shipper) acquire(ctx context.Context, wait bool, l *lease, me WriterLea
 		if err != nil {
 			return fmt.Errorf("%s %v; if no shipper writes stream %q, delete it", where, err, me.Stream)
 		}
-		why, err := judgeLease(held, me, now, hist, histOK)
+		why, err := judgeLease(held, me, now, hist)
 		if err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
@@ -246,7 +246,7 @@ func (s *Shipper) acquire(ctx context.Context, wait bool, l *lease, me WriterLea
 // judgeLease decides whether me may take over the lease held: why says
 // why it may; otherwise the error, wrapping ErrLeaseHeld, names the
 // holder and when its lease expires.
-func judgeLease(held, me WriterLease, now time.Time, hist batch.History, histOK bool) (why string, err error) {
+func judgeLease(held, me WriterLease, now time.Time, hist batch.History) (why string, err error) {
 	switch {
 	case held.Released:
 		return "released", nil
@@ -254,7 +254,7 @@ func judgeLease(held, me WriterLease, now time.Time, hist batch.History, histOK 
 		return "expired", nil
 	case held.Host == me.Host && held.Spool == me.Spool:
 		return "held by this spool before its process ended", nil
-	case histOK && held.Generation < me.Generation && errors.Is(hist.Fenced(held.Generation), batch.ErrFenced):
+	case hasHistory(hist) && held.Generation < me.Generation && errors.Is(hist.Fenced(held.Generation), batch.ErrFenced):
 		return fmt.Sprintf("its generation %d is fenced", held.Generation), nil
 	}
 	return "", fmt.Errorf("%w, %s, renewed at %s, until %s (%s from now): stop that shipper, or wait until its lease expires",

@@ -283,7 +283,7 @@ func TestJudgeLease(t *testing.T) {
 	} {
 		held := live
 		tc.held(&held)
-		why, err := judgeLease(held, me, now, tc.hist, true)
+		why, err := judgeLease(held, me, now, tc.hist)
 		if tc.takes != (err == nil) || (tc.takes && !strings.Contains(why, tc.reason)) || (!tc.takes && !errors.Is(err, ErrLeaseHeld)) {
 			t.Errorf("%s: why %q, err %v", tc.name, why, err)
 		}

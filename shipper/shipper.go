@@ -183,7 +183,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 func (s *Shipper) History() (h batch.History, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.history, s.history.Stream() != ""
+	return s.history, hasHistory(s.history)
 }
 
 // Generation is the generation the shipper writes: its spool's.
