@@ -72,15 +72,13 @@ func (s *Shipper) checkFence(ctx context.Context, t Target) error {
 	if ht == nil {
 		return nil
 	}
-	var err error
-	err = store.Retry(ctx, s.retry, s.log.With("store", t.Store.String()), "list "+batch.GenerationDir(s.cfg.Spool.Stream), func(ctx context.Context) error {
+	return store.Retry(ctx, s.retry, s.log.With("store", t.Store.String()), "list "+batch.GenerationDir(s.cfg.Spool.Stream), func(ctx context.Context) error {
 		err := s.readFence(ctx, ht)
 		if err != nil && !isHalt(err) {
 			s.setTargetError(t.Name, err)
 		}
 		return err
 	})
-	return err
 }
 
 // readFence reads ht's history once and halts the shipper if it fences

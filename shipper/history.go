@@ -42,9 +42,10 @@ type histTarget struct {
 // it. The longest wins if every other is a prefix of it; the records the
 // others lack are then copied to them (create-only), so the history
 // travels with the stream. Histories that disagree are an error naming
-// both stores. ok is false when no target can hold a history. Store
-// errors are waited out if wait is set (Shipper.try).
-func (s *Shipper) loadHistory(ctx context.Context, wait bool) (hist batch.History, ok bool, err error) {
+// both stores. When no target can hold a history it returns the zero
+// History (hasHistory is false). Store errors are waited out if wait is
+// set (Shipper.try).
+func (s *Shipper) loadHistory(ctx context.Context, wait bool) (batch.History, error) {
 	stream := s.cfg.Spool.Stream
 	var hists []batch.History
 	for _, t := range s.cfg.Targets {
@@ -59,14 +60,14 @@ func (s *Shipper) loadHistory(ctx context.Context, wait bool) (hist batch.Histor
 			return err
 		})
 		if err != nil {
-			return batch.History{}, false, fmt.Errorf("read the generation history of stream %q in %s: %w", stream, t.Store, err)
+			return batch.History{}, fmt.Errorf("read the generation history of stream %q in %s: %w", stream, t.Store, err)
 		}
 		ht.checked = time.Now()
 		s.hist = append(s.hist, ht)
 		hists = append(hists, h)
 	}
 	if len(hists) == 0 {
-		return batch.History{}, false, nil
+		return batch.History{}, nil
 	}
 	best := 0
 	for i, h := range hists {
@@ -80,7 +81,7 @@ func (s *Shipper) loadHistory(ctx context.Context, wait bool) (hist batch.Histor
 			a, _ := h.Record(g)
 			b, _ := longest.Record(g)
 			if !sameRecord(a, b) {
-				return batch.History{}, false, s.historyConflict(g, s.hist[i].t, a, s.hist[best].t, b)
+				return batch.History{}, s.historyConflict(g, s.hist[i].t, a, s.hist[best].t, b)
 			}
 		}
 	}
@@ -94,19 +95,23 @@ func (s *Shipper) loadHistory(ctx context.Context, wait bool) (hist batch.Histor
 			if errors.Is(err, catalog.ErrPromoted) {
 				// Created meanwhile, by a promotion or another copier: only
 				// the same record is the same history.
-				return batch.History{}, false, fmt.Errorf("stream %q has conflicting generation histories: copying generation %d from %s to %s: %w",
+				return batch.History{}, fmt.Errorf("stream %q has conflicting generation histories: copying generation %d from %s to %s: %w",
 					stream, g, s.hist[best].t.Store, t.Store, err)
 			}
 			if err != nil {
-				return batch.History{}, false, fmt.Errorf("copy generation record %s from %s to %s: %w",
+				return batch.History{}, fmt.Errorf("copy generation record %s from %s to %s: %w",
 					batch.GenerationKey(stream, g), s.hist[best].t.Store, t.Store, err)
 			}
 			s.log.Info("copied generation record to a target that lacked it", "stream", stream, "generation", g,
 				"from", s.hist[best].t.Store.String(), "store", t.Store.String())
 		}
 	}
-	return longest, true, nil
+	return longest, nil
 }
+
+// hasHistory reports whether hist was loaded from a target: the zero
+// History (no target holds one) has no stream.
+func hasHistory(hist batch.History) bool { return hist.Stream() != "" }
 
 // sameRecord reports whether two generation records say the same: their
 // encodings are equal (MarshalGeneration is deterministic).
@@ -136,9 +141,9 @@ func describeRecord(r batch.Generation) string {
 // or for a fresh spool without a configured one the history's newest. It
 // must be the newest: an older one is fenced (the *batch.FencedError),
 // one the history does not hold is refused.
-func (s *Shipper) pickGeneration(hist batch.History, ok bool) (uint32, error) {
+func (s *Shipper) pickGeneration(hist batch.History) (uint32, error) {
 	gen := s.spool.Config().Generation
-	if !ok {
+	if !hasHistory(hist) {
 		return gen, nil
 	}
 	if s.spool.Fresh() && s.cfg.Spool.Generation == 0 {
@@ -169,8 +174,9 @@ func (s *Shipper) histStores() string {
 // gen: after the newest segment of gen in any target, or, if gen has no
 // segment yet, at its record's fork seq, chained to the fork hash
 // (generation 1: from the start).
-func (s *Shipper) continueStream(ctx context.Context, gen uint32, hist batch.History, ok bool) error {
+func (s *Shipper) continueStream(ctx context.Context, gen uint32, hist batch.History) error {
 	stream := s.cfg.Spool.Stream
+	ok := hasHistory(hist)
 	var best string
 	var bestTarget store.Store
 	for _, t := range s.cfg.Targets {

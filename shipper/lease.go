@@ -69,8 +69,17 @@ func (l WriterLease) holder() string {
 	return fmt.Sprintf("site %s (host %s, pid %d, spool %s, generation %d)", l.Site, l.Host, l.PID, l.Spool, l.Generation)
 }
 
+// maxLease caps the lease object parseLease accepts: a real one is a few
+// hundred bytes, so anything larger is damaged or hostile.
+const maxLease = 64 << 10
+
+// parseLease decodes a lease of stream, with an error saying how it is
+// damaged if it is not one.
 func parseLease(data []byte, stream string) (WriterLease, error) {
 	var l WriterLease
+	if len(data) > maxLease {
+		return l, fmt.Errorf("damaged: %d bytes, more than a lease's %d", len(data), maxLease)
+	}
 	if err := json.Unmarshal(data, &l); err != nil {
 		return l, fmt.Errorf("damaged: %v", err)
 	}
@@ -137,7 +146,7 @@ func (s *Shipper) leaseIdentity(gen uint32) (WriterLease, error) {
 // acquireLeases takes the writer lease in every target that can hold one,
 // waiting out store errors if wait is set (Shipper.try). On error, those
 // taken already are released.
-func (s *Shipper) acquireLeases(ctx context.Context, wait bool, gen uint32, hist batch.History, histOK bool) error {
+func (s *Shipper) acquireLeases(ctx context.Context, wait bool, gen uint32, hist batch.History) error {
 	if s.cfg.Lease.TTL < 0 {
 		return nil
 	}
@@ -151,7 +160,7 @@ func (s *Shipper) acquireLeases(ctx context.Context, wait bool, gen uint32, hist
 			continue
 		}
 		l := &lease{target: t, sw: sw, key: LeaseKey(s.cfg.Spool.Stream), ttl: s.leaseTTL(), margin: s.leaseTTL() / 3}
-		if err := s.acquire(ctx, wait, l, me, hist, histOK); err != nil {
+		if err := s.acquire(ctx, wait, l, me, hist); err != nil {
 			s.releaseLeases()
 			s.leases = nil
 			return err
@@ -183,7 +192,7 @@ func (s *Shipper) watchEvery() time.Duration {
 // process ended (the spool's lock, which this process holds, proves that
 // holder gone), or whose holder's generation the history has fenced. A
 // live lease of another holder is an error wrapping ErrLeaseHeld.
-func (s *Shipper) acquire(ctx context.Context, wait bool, l *lease, me WriterLease, hist batch.History, histOK bool) error {
+func (s *Shipper) acquire(ctx context.Context, wait bool, l *lease, me WriterLease, hist batch.History) error {
 	log := s.log.With("store", l.target.Store.String())
 	where := fmt.Sprintf("writer lease %s in %s", l.key, l.target.Store)
 	old := ""
@@ -222,7 +231,7 @@ func (s *Shipper) acquire(ctx context.Context, wait bool, l *lease, me WriterLea
 		if err != nil {
 			return fmt.Errorf("%s %v; if no shipper writes stream %q, delete it", where, err, me.Stream)
 		}
-		why, err := judgeLease(held, me, now, hist, histOK)
+		why, err := judgeLease(held, me, now, hist)
 		if err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
@@ -237,7 +246,7 @@ func (s *Shipper) acquire(ctx context.Context, wait bool, l *lease, me WriterLea
 // judgeLease decides whether me may take over the lease held: why says
 // why it may; otherwise the error, wrapping ErrLeaseHeld, names the
 // holder and when its lease expires.
-func judgeLease(held, me WriterLease, now time.Time, hist batch.History, histOK bool) (why string, err error) {
+func judgeLease(held, me WriterLease, now time.Time, hist batch.History) (why string, err error) {
 	switch {
 	case held.Released:
 		return "released", nil
@@ -245,7 +254,7 @@ func judgeLease(held, me WriterLease, now time.Time, hist batch.History, histOK 
 		return "expired", nil
 	case held.Host == me.Host && held.Spool == me.Spool:
 		return "held by this spool before its process ended", nil
-	case histOK && held.Generation < me.Generation && errors.Is(hist.Fenced(held.Generation), batch.ErrFenced):
+	case hasHistory(hist) && held.Generation < me.Generation && errors.Is(hist.Fenced(held.Generation), batch.ErrFenced):
 		return fmt.Sprintf("its generation %d is fenced", held.Generation), nil
 	}
 	return "", fmt.Errorf("%w, %s, renewed at %s, until %s (%s from now): stop that shipper, or wait until its lease expires",
@@ -356,44 +365,40 @@ func (l *lease) release(ctx context.Context) error {
 }
 
 // leaseLoop renews l every TTL/3 until ctx ends. A failed renewal is
-// tried again sooner; until one succeeds, no segment goes to the target
-// once the lease may have expired (ensure). A lease taken by another
-// shipper halts the shipper.
+// retried under the retry policy, its waits capped at TTL/3; until one
+// succeeds, no segment goes to the target once the lease may have expired
+// (ensure). A lease taken by another shipper halts the shipper.
 func (s *Shipper) leaseLoop(ctx context.Context, l *lease) error {
 	every := l.ttl / 3
+	p := s.retry
+	if p.Max <= 0 || p.Max > every {
+		p.Max = every
+	}
 	log := s.log.With("store", l.target.Store.String())
-	var lastLog time.Time
-	attempt := 0
 	for {
-		wait := time.Until(l.renewedAt().Add(every)) // ensure may renew it too
-		if attempt > 0 {
-			wait = min(s.cfg.Retry.Backoff(attempt), every)
-		}
-		if wait > 0 {
+		// ensure may have renewed it meanwhile: wait for the renewal due.
+		for wait := time.Until(l.renewedAt().Add(every)); wait > 0; wait = time.Until(l.renewedAt().Add(every)) {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-time.After(wait):
 			}
-			if attempt == 0 && time.Until(l.renewedAt().Add(every)) > 0 {
-				continue
-			}
 		}
-		err := l.renew(ctx)
+		err := store.Retry(ctx, p, log, "renew writer lease "+l.key, l.renew)
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, ErrLeaseLost):
 			return s.halt(err)
 		case err != nil:
-			attempt++
-			if attempt <= 3 || time.Since(lastLog) >= retryLogEvery {
-				lastLog = time.Now()
-				log.LogAttrs(ctx, slog.LevelWarn, "renew writer lease failed, retrying",
-					slog.Int("attempt", attempt), slog.Any("err", err))
+			// One store.Retry does not retry (a permanent store error):
+			// keep trying at the renewal pace, as ensure does before a Put.
+			log.Warn("renew writer lease failed", "err", err, "retry_in", every)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(every):
 			}
-		default:
-			attempt = 0
 		}
 	}
 }

@@ -283,9 +283,76 @@ func TestJudgeLease(t *testing.T) {
 	} {
 		held := live
 		tc.held(&held)
-		why, err := judgeLease(held, me, now, tc.hist, true)
+		why, err := judgeLease(held, me, now, tc.hist)
 		if tc.takes != (err == nil) || (tc.takes && !strings.Contains(why, tc.reason)) || (!tc.takes && !errors.Is(err, ErrLeaseHeld)) {
 			t.Errorf("%s: why %q, err %v", tc.name, why, err)
 		}
+	}
+}
+
+// A lease object that is not a lease of this stream (damaged JSON, one
+// naming another stream, one too large to be a lease, however well formed)
+// refuses New with an error naming the object and saying what is wrong,
+// and is left as it is.
+func TestLeaseHostileObjectRefused(t *testing.T) {
+	now := time.Now()
+	live := WriterLease{Version: LeaseVersion, Stream: "app", Site: "a", Host: "h", Spool: "/s", Token: "tok",
+		Renewed: now, Expires: now.Add(time.Hour)}
+	other := live
+	other.Stream = "other"
+	huge := live
+	huge.Site = strings.Repeat("x", maxLease)
+	enc := func(l WriterLease) []byte { b, _ := json.Marshal(l); return b }
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"damaged JSON", []byte(`{"version":1,"stream":"app",`), "damaged: unexpected end of JSON input"},
+		{"other stream", enc(other), `damaged: it says stream "other"`},
+		{"huge", enc(huge), fmt.Sprintf("more than a lease's %d", maxLease)},
+		{"newer version", []byte(`{"version":2,"stream":"app","token":"t"}`), "has version 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newDirStore(t)
+			if _, err := st.Swap(context.Background(), LeaseKey("app"), tc.data, ""); err != nil {
+				t.Fatal(err)
+			}
+			_, err := New(context.Background(), shipperConfig(t, Target{Name: "t", Store: st}), quiet)
+			if err == nil {
+				t.Fatal("New took a hostile lease over")
+			}
+			for _, want := range []string{LeaseKey("app"), tc.want, "delete it"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+			if len(err.Error()) > 1000 {
+				t.Errorf("error of %d bytes", len(err.Error()))
+			}
+			if data, _, err := st.Load(context.Background(), LeaseKey("app")); err != nil || string(data) != string(tc.data) {
+				t.Errorf("lease object changed: %v", err)
+			}
+		})
+	}
+}
+
+// A lease damaged while its holder runs is lost: the holder cannot tell
+// who wrote it, so it stops at its next renewal rather than overwrite it.
+func TestLeaseDamagedWhileHeldIsLost(t *testing.T) {
+	st := newDirStore(t)
+	cfg := shipperConfig(t, Target{Name: "t", Store: st})
+	cfg.Lease.TTL = 300 * time.Millisecond
+	sh := startShipper(t, cfg)
+	_, v := loadLease(t, st)
+	if _, err := st.Swap(context.Background(), LeaseKey("app"), []byte("{not json"), v); err != nil {
+		t.Fatal(err)
+	}
+	err := sh.wait(t)
+	if !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "taken by someone") {
+		t.Fatalf("Run: %v, want ErrLeaseLost", err)
+	}
+	if data, _, _ := st.Load(context.Background(), LeaseKey("app")); string(data) != "{not json" {
+		t.Fatalf("damaged lease overwritten: %q", data)
 	}
 }

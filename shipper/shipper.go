@@ -89,13 +89,13 @@ type Shipper struct {
 	retry store.RetryPolicy // cfg.Retry, stopping on a halt (isHalt)
 
 	// Set by prepare, in New or (deferred) in Run before ready is
-	// closed; read-only afterwards. history and hasHistory are under mu.
-	history    batch.History
-	hasHistory bool          // some target holds a history
-	hist       []*histTarget // the targets that hold it (history.go)
-	leases     []*lease      // writer leases held (lease.go)
-	deferred   bool          // New could not reach the targets: Run prepares (start.go)
-	ready      chan struct{} // closed once prepared: senders wait for it
+	// closed; read-only afterwards. history is under mu: the zero
+	// History while no target holds one (or it is not loaded yet).
+	history  batch.History
+	hist     []*histTarget // the targets that hold it (history.go)
+	leases   []*lease      // writer leases held (lease.go)
+	deferred bool          // New could not reach the targets: Run prepares (start.go)
+	ready    chan struct{} // closed once prepared: senders wait for it
 
 	mu        sync.Mutex
 	targets   map[string]*TargetStatus
@@ -183,7 +183,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 func (s *Shipper) History() (h batch.History, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.history, s.hasHistory
+	return s.history, hasHistory(s.history)
 }
 
 // Generation is the generation the shipper writes: its spool's.

@@ -41,7 +41,7 @@ func (s *Shipper) try(ctx context.Context, wait bool, st store.Store, op string,
 // start is New's work on the stores.
 func (s *Shipper) start(ctx context.Context) error {
 	fresh := s.spool.Fresh()
-	gen, hist, ok, err := s.prepare(ctx, fresh)
+	gen, hist, err := s.prepare(ctx, fresh)
 	var down *storeDown
 	switch {
 	case err == nil:
@@ -55,7 +55,7 @@ func (s *Shipper) start(ctx context.Context) error {
 		return err
 	}
 	if fresh {
-		return s.continueStream(ctx, gen, hist, ok)
+		return s.continueStream(ctx, gen, hist)
 	}
 	return nil
 }
@@ -63,19 +63,19 @@ func (s *Shipper) start(ctx context.Context) error {
 // prepare reads the history, picks the generation (refusing a fenced one)
 // and takes the writer leases, waiting out transient store errors if wait
 // is set.
-func (s *Shipper) prepare(ctx context.Context, wait bool) (gen uint32, hist batch.History, ok bool, err error) {
+func (s *Shipper) prepare(ctx context.Context, wait bool) (gen uint32, hist batch.History, err error) {
 	s.hist, s.leases = nil, nil
-	hist, ok, err = s.loadHistory(ctx, wait)
+	hist, err = s.loadHistory(ctx, wait)
 	if err != nil {
-		return 0, hist, ok, err
+		return 0, hist, err
 	}
-	if gen, err = s.pickGeneration(hist, ok); err != nil {
-		return 0, hist, ok, err
+	if gen, err = s.pickGeneration(hist); err != nil {
+		return 0, hist, err
 	}
 	s.mu.Lock()
-	s.history, s.hasHistory = hist, ok
+	s.history = hist
 	s.mu.Unlock()
-	return gen, hist, ok, s.acquireLeases(ctx, wait, gen, hist, ok)
+	return gen, hist, s.acquireLeases(ctx, wait, gen, hist)
 }
 
 // guard runs beside the senders: it prepares the shipper if New could not
@@ -83,7 +83,7 @@ func (s *Shipper) prepare(ctx context.Context, wait bool) (gen uint32, hist batc
 // history, until ctx ends or one of them halts the shipper.
 func (s *Shipper) guard(ctx context.Context) error {
 	if s.deferred {
-		if _, _, _, err := s.prepare(ctx, true); err != nil {
+		if _, _, err := s.prepare(ctx, true); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}

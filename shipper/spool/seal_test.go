@@ -483,6 +483,27 @@ func TestSealContinueInGeneration(t *testing.T) {
 	}
 }
 
+// Generation 0 is no generation: Continue refuses it and leaves the
+// spool fresh, and a state.json naming it is damaged.
+func TestSealContinueGenerationZeroRefused(t *testing.T) {
+	cfg := spoolConfig(t)
+	sp := openSpool(t, cfg)
+	if err := sp.Continue(0, 40, batch.ZeroHash); err == nil || !strings.Contains(err.Error(), "generation 0") {
+		t.Fatalf("Continue(0, ...): %v, want it refused naming generation 0", err)
+	}
+	if !sp.Fresh() || sp.Config().Generation != 1 {
+		t.Fatalf("after the refused Continue: fresh %v, generation %d", sp.Fresh(), sp.Config().Generation)
+	}
+	sp.Close()
+	state := `{"format":1,"stream":"` + cfg.Stream + `","generation":0,"sealed_seq":0,"last_hash":"` + batch.ZeroHash + `"}`
+	if err := os.WriteFile(filepath.Join(cfg.Dir, "state.json"), []byte(state), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(cfg, nil, quiet); err == nil || !strings.Contains(err.Error(), "damaged (generation 0)") {
+		t.Fatalf("open with state.json in generation 0: %v, want it refused as damaged", err)
+	}
+}
+
 // ReadSealed serves the newest segment from memory and older ones from
 // disk, the same bytes either way.
 func TestSealReadSealed(t *testing.T) {
