@@ -69,17 +69,10 @@ func (l WriterLease) holder() string {
 	return fmt.Sprintf("site %s (host %s, pid %d, spool %s, generation %d)", l.Site, l.Host, l.PID, l.Spool, l.Generation)
 }
 
-// maxLease caps the lease object parseLease accepts: a real one is a few
-// hundred bytes, so anything larger is damaged or hostile.
-const maxLease = 64 << 10
-
 // parseLease decodes a lease of stream, with an error saying how it is
 // damaged if it is not one.
 func parseLease(data []byte, stream string) (WriterLease, error) {
 	var l WriterLease
-	if len(data) > maxLease {
-		return l, fmt.Errorf("damaged: %d bytes, more than a lease's %d", len(data), maxLease)
-	}
 	if err := json.Unmarshal(data, &l); err != nil {
 		return l, fmt.Errorf("damaged: %v", err)
 	}
@@ -223,6 +216,11 @@ func (s *Shipper) acquire(ctx context.Context, wait bool, l *lease, me WriterLea
 		if errors.Is(err, store.ErrNotFound) {
 			old = ""
 			continue
+		}
+		if errors.Is(err, store.ErrPermanent) {
+			// The store refuses the object itself (one too large to be a
+			// lease): as damaged as one that does not parse.
+			return fmt.Errorf("read %s: %w; if no shipper writes stream %q, delete it", where, err, me.Stream)
 		}
 		if err != nil {
 			return fmt.Errorf("read %s: %w", where, err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -301,7 +302,7 @@ func TestLeaseHostileObjectRefused(t *testing.T) {
 	other := live
 	other.Stream = "other"
 	huge := live
-	huge.Site = strings.Repeat("x", maxLease)
+	huge.Site = strings.Repeat("x", store.MaxSwapSize) // Swapper.Load refuses it (store.MaxSwapSize)
 	enc := func(l WriterLease) []byte { b, _ := json.Marshal(l); return b }
 	for _, tc := range []struct {
 		name string
@@ -310,12 +311,13 @@ func TestLeaseHostileObjectRefused(t *testing.T) {
 	}{
 		{"damaged JSON", []byte(`{"version":1,"stream":"app",`), "damaged: unexpected end of JSON input"},
 		{"other stream", enc(other), `damaged: it says stream "other"`},
-		{"huge", enc(huge), fmt.Sprintf("more than a lease's %d", maxLease)},
+		{"huge", enc(huge), fmt.Sprintf("larger than the %d a swapped object may hold", store.MaxSwapSize)},
 		{"newer version", []byte(`{"version":2,"stream":"app","token":"t"}`), "has version 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := newDirStore(t)
-			if _, err := st.Swap(context.Background(), LeaseKey("app"), tc.data, ""); err != nil {
+			// Put, not Swap: a hostile writer need not keep Swap's limits.
+			if err := st.Put(context.Background(), LeaseKey("app"), tc.data); err != nil {
 				t.Fatal(err)
 			}
 			_, err := New(context.Background(), shipperConfig(t, Target{Name: "t", Store: st}), quiet)
@@ -330,8 +332,8 @@ func TestLeaseHostileObjectRefused(t *testing.T) {
 			if len(err.Error()) > 1000 {
 				t.Errorf("error of %d bytes", len(err.Error()))
 			}
-			if data, _, err := st.Load(context.Background(), LeaseKey("app")); err != nil || string(data) != string(tc.data) {
-				t.Errorf("lease object changed: %v", err)
+			if data := readObject(t, st, LeaseKey("app")); string(data) != string(tc.data) {
+				t.Errorf("lease object changed")
 			}
 		})
 	}
@@ -355,4 +357,19 @@ func TestLeaseDamagedWhileHeldIsLost(t *testing.T) {
 	if data, _, _ := st.Load(context.Background(), LeaseKey("app")); string(data) != "{not json" {
 		t.Fatalf("damaged lease overwritten: %q", data)
 	}
+}
+
+// readObject reads a whole object (Load refuses a huge one).
+func readObject(t *testing.T, st store.Store, name string) []byte {
+	t.Helper()
+	rc, err := st.Get(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
