@@ -13,6 +13,7 @@ import (
 	"github.com/ferry-dr/ferry/store/dir"
 
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/transport/tcp"
@@ -23,7 +24,7 @@ func openTCP(cfg *config.File, log *slog.Logger) (store.Store, error) {
 	addr := strings.TrimPrefix(cfg.Store, "tcp://")
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("store %q: want tcp://host:port", cfg.Store)}
+		return nil, usageError{fmt.Errorf("store %q: want tcp://host:port", redact.URL(cfg.Store))}
 	}
 	t := cfg.TCP
 	cc := tcp.ClientConfig{Addr: addr, Stream: cfg.Stream, Generation: cfg.Generation, Token: t.Token,
