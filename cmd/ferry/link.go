@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -88,6 +89,14 @@ func newLinkServer(cfg *config.File, inbox, records store.Store, log *slog.Logge
 		srv.TLS, err = tcp.LoadServerTLS(t.CertFile, t.KeyFile, t.ClientCAFile)
 		if err != nil {
 			return nil, err
+		}
+	}
+	if len(t.TLSClientNames) > 0 {
+		if srv.TLS == nil {
+			return nil, usageError{errors.New("tcp.tls_client_names needs mutual TLS: set cert_file, key_file and client_ca_file (--tls-cert, --tls-key, --tls-client-ca)")}
+		}
+		if err := tcp.RequireClientNames(srv.TLS, t.TLSClientNames); err != nil {
+			return nil, usageError{fmt.Errorf("tcp.tls_client_names: %w", err)}
 		}
 	}
 	if err := srv.Check(); err != nil {
