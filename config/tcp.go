@@ -8,8 +8,10 @@ import (
 // TCP configures the direct link: "ferry ship" with store = "tcp://host:port"
 // and "ferry receive --listen". It is the top-level [tcp] table.
 type TCP struct {
-	// Token is the shared secret both ends must present. Required unless
-	// mutual TLS is used. Secret: never printed.
+	// Token is the shared secret both ends must present: at least 16
+	// bytes, not the samples' placeholder. Required unless mutual TLS is
+	// used. Prefer TokenFile or FERRY_TOKEN, which keep it out of this
+	// file (see ResolveToken). Secret: never printed.
 	Token string `toml:"token"`
 
 	// Insecure allows plaintext. Default false: without it, the link
@@ -30,7 +32,7 @@ type TCP struct {
 	ServerName string `toml:"server_name"`
 
 	// ClientCAFile (receiver) turns on mutual TLS: shippers must present
-	// a certificate signed by this CA.
+	// a certificate signed by this CA. Refused with Insecure.
 	ClientCAFile string `toml:"client_ca_file"`
 
 	// Listen (receiver) is the address to accept shippers on, e.g.
