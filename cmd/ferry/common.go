@@ -81,18 +81,16 @@ func (c *common) parse(args []string, verb string) error {
 	if ferr != nil {
 		return usageError{ferr}
 	}
-	if _, linkVerb := c.accepted["token"]; linkVerb {
-		if usesLink(c.cfg) {
-			if err := c.cfg.TCP.ResolveToken(os.Getenv); err != nil {
-				return usageError{err}
-			}
-			if c.cfg.TCP.TokenSource == config.TokenFromFlag {
-				warnings = append(warnings, []any{"--token shows the link token to every user of this host (ps, /proc) and in shell history: use --token-file, FERRY_TOKEN or tcp.token_file"})
-			}
+	if usesLink(c.cfg) {
+		if err := c.cfg.TCP.ResolveToken(os.Getenv); err != nil {
+			return usageError{err}
 		}
-		// Not handed on to what this process runs (exec: appliers).
-		os.Unsetenv(config.TokenEnv)
+		if c.cfg.TCP.TokenSource == config.TokenFromFlag {
+			warnings = append(warnings, []any{"--token shows the link token to every user of this host (ps, /proc) and in shell history: use --token-file, FERRY_TOKEN or tcp.token_file"})
+		}
 	}
+	// Not handed on to what this process runs (exec: appliers).
+	os.Unsetenv(config.TokenEnv)
 	if err := c.cfg.Validate(verb); err != nil {
 		return usageError{fmt.Errorf("invalid settings:\n%w", err)}
 	}
@@ -111,8 +109,9 @@ func (c *common) parse(args []string, verb string) error {
 	return nil
 }
 
-// usesLink reports whether cfg ships or receives over a tcp:// link: only
-// then is the link token looked for.
+// usesLink reports whether cfg ships, receives or reads over a tcp://
+// link: only then is the link token looked for (a token file that cannot
+// be read stops only the verbs that need it).
 func usesLink(cfg *config.File) bool {
 	if strings.HasPrefix(cfg.Store, "tcp://") {
 		return true
