@@ -8,8 +8,10 @@ import (
 // TCP configures the direct link: "ferry ship" with store = "tcp://host:port"
 // and "ferry receive --listen". It is the top-level [tcp] table.
 type TCP struct {
-	// Token is the shared secret both ends must present. Required unless
-	// mutual TLS is used. Secret: never printed.
+	// Token is the shared secret both ends must present: at least 16
+	// bytes, not the samples' placeholder. Required unless mutual TLS is
+	// used. Prefer TokenFile or FERRY_TOKEN, which keep it out of this
+	// file (see ResolveToken). Secret: never printed.
 	Token string `toml:"token"`
 
 	// Insecure allows plaintext. Default false: without it, the link
@@ -30,7 +32,7 @@ type TCP struct {
 	ServerName string `toml:"server_name"`
 
 	// ClientCAFile (receiver) turns on mutual TLS: shippers must present
-	// a certificate signed by this CA.
+	// a certificate signed by this CA. Refused with Insecure.
 	ClientCAFile string `toml:"client_ca_file"`
 
 	// Listen (receiver) is the address to accept shippers on, e.g.
@@ -67,6 +69,24 @@ type TCP struct {
 	// idles for a round trip per segment. The receiver may offer fewer.
 	// Default 0: the link's default (4); 1 waits for every answer.
 	MaxInFlight int `toml:"max_in_flight"`
+
+	// TokenFile is a file that holds the token, instead of Token: the
+	// token alone, one trailing newline allowed, in a regular file that
+	// group and others cannot read or write (chmod 600), else ferry
+	// refuses to start. Symlinks are followed. See ResolveToken for the
+	// order of --token, --token-file, FERRY_TOKEN, token_file and token.
+	TokenFile string `toml:"token_file"`
+
+	// TLSClientNames (receiver) narrows mutual TLS to these shippers: a
+	// client certificate (already signed by ClientCAFile) whose common
+	// name or one of whose DNS names is in the list is accepted, any other
+	// refused at the TLS handshake. Matched exactly, ignoring case.
+	// Default none: every certificate the CA signed. Needs ClientCAFile.
+	TLSClientNames []string `toml:"tls_client_names"`
+
+	// TokenSource says where Token came from once ResolveToken has run:
+	// one of the TokenFrom constants. Not a config key.
+	TokenSource string `toml:"-"`
 }
 
 // maxInFlight bounds tcp.max_in_flight.
@@ -78,8 +98,8 @@ func (t TCP) String() string {
 	if t.Token != "" {
 		tok = "***"
 	}
-	return fmt.Sprintf("{token:%s insecure:%t ca_file:%s cert_file:%s key_file:%s server_name:%s client_ca_file:%s listen:%s inbox:%s inbox_keep:%d checkpoint_delay:%s bandwidth_limit:%s max_in_flight:%d}",
-		tok, t.Insecure, t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.ClientCAFile, t.Listen, t.Inbox, t.InboxKeep, t.CheckpointDelay, t.BandwidthLimit, t.MaxInFlight)
+	return fmt.Sprintf("{token:%s insecure:%t ca_file:%s cert_file:%s key_file:%s server_name:%s client_ca_file:%s listen:%s inbox:%s inbox_keep:%d checkpoint_delay:%s bandwidth_limit:%s max_in_flight:%d token_file:%s tls_client_names:%q}",
+		tok, t.Insecure, t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.ClientCAFile, t.Listen, t.Inbox, t.InboxKeep, t.CheckpointDelay, t.BandwidthLimit, t.MaxInFlight, t.TokenFile, t.TLSClientNames)
 }
 
 // GoString masks the token too.

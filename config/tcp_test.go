@@ -27,7 +27,7 @@ func TestTCPTableLoadsAndIsStrict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.TCP.Token != "x" || f.TCP.BandwidthLimit != 10*MiB || f.TCP.CAFile != "/etc/ca.pem" {
+	if f.TCP.Token != "config-test-token-0123" || f.TCP.BandwidthLimit != 10*MiB || f.TCP.CAFile != "/etc/ca.pem" {
 		t.Fatalf("loaded %+v", f.TCP)
 	}
 	_, err = Load(writeConfig(t, "stream = \"app\"\n[tcp]\ntokn = \"x\"\n"))
@@ -37,7 +37,7 @@ func TestTCPTableLoadsAndIsStrict(t *testing.T) {
 }
 
 // tcpConfig is a shipper config for a tcp:// store, ending inside [tcp].
-const tcpConfig = "stream = \"app\"\nstore = \"tcp://dr:7000\"\n[tcp]\ntoken = \"x\"\n"
+const tcpConfig = "stream = \"app\"\nstore = \"tcp://dr:7000\"\n[tcp]\ntoken = \"config-test-token-0123\"\n"
 
 // loadTCPKey loads tcpConfig with key = value in [tcp]. It fails the test
 // unless the load fails exactly when bad, with an error naming tcp.KEY;

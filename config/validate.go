@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/ferry-dr/ferry/internal/redact"
 )
 
 // problem is one invalid setting. Key is the dotted TOML key, so Load can
@@ -204,6 +206,7 @@ func (f *File) Validate(verb string) error {
 	if f.TCP.MaxInFlight < 0 || f.TCP.MaxInFlight > maxInFlight {
 		add("tcp.max_in_flight", "%d is out of range: 1 to %d, or leave it out for the default", f.TCP.MaxInFlight, maxInFlight)
 	}
+	ps = append(ps, f.TCP.secretProblems(verb)...)
 
 	// [retention]
 	rt := &f.Retention
@@ -258,7 +261,7 @@ func (f *File) Validate(verb string) error {
 	if c.Endpoint != "" {
 		u, err := url.Parse(c.Endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			add("s3.endpoint", "%q is not an http:// or https:// URL", c.Endpoint)
+			add("s3.endpoint", "%q is not an http:// or https:// URL", redact.URL(c.Endpoint))
 		} else if u.User != nil {
 			add("s3.endpoint", "must not contain credentials; use s3.access_key/s3.secret_key or the environment")
 		}
@@ -283,17 +286,21 @@ func (f *File) Validate(verb string) error {
 }
 
 // checkStore accepts the store URL forms ferry knows. Anything without
-// "://" is a directory path.
+// "://" is a directory path. Its errors never print a URL's userinfo.
 func checkStore(s string) error {
 	if !strings.Contains(s, "://") {
 		return nil
 	}
 	u, err := url.Parse(s)
+	// A secret with a '/' (AWS secret keys have them) makes the URL fail
+	// to parse; the '@' still gives it away.
+	userinfo := (err == nil && u.User != nil) || (err != nil && strings.Contains(s, "@"))
+	s = redact.URL(s) // from here on s is only printed
+	if userinfo {
+		return fmt.Errorf("%q must not contain credentials; use the [s3] table or the environment", s)
+	}
 	if err != nil {
 		return fmt.Errorf("%q is not a valid URL: want %s", s, storeForms)
-	}
-	if u.User != nil {
-		return fmt.Errorf("%q must not contain credentials; use the [s3] table or the environment", s)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("%q must not have a query or fragment", s)

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 )
@@ -27,10 +28,11 @@ type common struct {
 	configPath string
 	cfg        *config.File
 	accepted   map[string]configFlag // the verb's config flags, by name
+	stderr     io.Writer
 }
 
 func newFlags(name, synopsis, examples string, stderr io.Writer) *common {
-	c := &common{fs: flag.NewFlagSet(name, flag.ContinueOnError), accepted: map[string]configFlag{}}
+	c := &common{fs: flag.NewFlagSet(name, flag.ContinueOnError), accepted: map[string]configFlag{}, stderr: stderr}
 	c.fs.SetOutput(stderr)
 	c.fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: %s\n\nFlags (they override the config file):\n", synopsis)
@@ -53,12 +55,17 @@ func (c *common) parse(args []string, verb string) error {
 		}
 		return usageError{err}
 	}
+	var warnings [][]any // slog messages and attributes, logged once the settings are valid
 	if c.configPath != "" {
 		cfg, err := config.Load(c.configPath)
 		if err != nil {
 			return err
 		}
 		c.cfg = cfg
+		if keys, mode := config.ExposedSecrets(c.configPath, cfg); keys != nil {
+			warnings = append(warnings, []any{"the config file holds secrets and group or others may read it: chmod 600 it",
+				"file", c.configPath, "keys", strings.Join(keys, ","), "mode", fmt.Sprintf("%04o", mode)})
+		}
 	} else {
 		c.cfg = config.Defaults()
 	}
@@ -74,8 +81,24 @@ func (c *common) parse(args []string, verb string) error {
 	if ferr != nil {
 		return usageError{ferr}
 	}
+	if usesLink(c.cfg) {
+		if err := c.cfg.TCP.ResolveToken(os.Getenv); err != nil {
+			return usageError{err}
+		}
+		if c.cfg.TCP.TokenSource == config.TokenFromFlag {
+			warnings = append(warnings, []any{"--token shows the link token to every user of this host (ps, /proc) and in shell history: use --token-file, FERRY_TOKEN or tcp.token_file"})
+		}
+	}
+	// Not handed on to what this process runs (exec: appliers).
+	os.Unsetenv(config.TokenEnv)
 	if err := c.cfg.Validate(verb); err != nil {
 		return usageError{fmt.Errorf("invalid settings:\n%w", err)}
+	}
+	if len(warnings) > 0 {
+		log := c.logger(c.stderr)
+		for _, w := range warnings {
+			log.Warn(w[0].(string), w[1:]...)
+		}
 	}
 	if verb != "ship" && c.cfg.Generation == 0 {
 		// Only the shippers (ship, push) follow the stream's history
@@ -84,6 +107,21 @@ func (c *common) parse(args []string, verb string) error {
 		c.cfg.Generation = 1
 	}
 	return nil
+}
+
+// usesLink reports whether cfg ships, receives or reads over a tcp://
+// link: only then is the link token looked for (a token file that cannot
+// be read stops only the verbs that need it).
+func usesLink(cfg *config.File) bool {
+	if strings.HasPrefix(cfg.Store, "tcp://") {
+		return true
+	}
+	for _, t := range cfg.Ship.Targets {
+		if strings.HasPrefix(t.Store, "tcp://") {
+			return true
+		}
+	}
+	return false
 }
 
 // parseNoArgs is parse for a verb that takes flags only.
@@ -134,10 +172,10 @@ func openStoreWith(ctx context.Context, cfg *config.File, onS3Request func(kind 
 	case "file":
 		u, err := url.Parse(raw)
 		if err != nil {
-			return nil, usageError{fmt.Errorf("store URL %q: %v", raw, err)}
+			return nil, usageError{fmt.Errorf("store URL %q is not a valid URL", redact.URL(raw))} // err quotes it unredacted
 		}
 		if u.Host != "" && u.Host != "localhost" {
-			return nil, usageError{fmt.Errorf("store URL %q: file URLs need an absolute path (file:///dir)", raw)}
+			return nil, usageError{fmt.Errorf("store URL %q: file URLs need an absolute path (file:///dir)", redact.URL(raw))}
 		}
 		return openDir(u.Path)
 	case "s3":
@@ -145,7 +183,7 @@ func openStoreWith(ctx context.Context, cfg *config.File, onS3Request func(kind 
 	case "tcp":
 		return openTCP(cfg, log)
 	}
-	return nil, usageError{fmt.Errorf("store URL %q: unknown scheme %q (want a path, file://, s3:// or tcp://)", raw, scheme)}
+	return nil, usageError{fmt.Errorf("store URL %q: unknown scheme %q (want a path, file://, s3:// or tcp://)", redact.URL(raw), scheme)}
 }
 
 func openDir(path string) (store.Store, error) {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/ferry-dr/ferry/config"
 )
@@ -120,8 +122,19 @@ var configFlags = map[string]configFlag{
 		set: func(c *config.File, v string) (err error) { c.Receive.Prefetch, err = strconv.Atoi(v); return }},
 
 	// [tcp], the direct link
-	"token": {kind: stringFlag, usage: "shared secret for the TCP link (prefer the config file: flags show in ps)",
-		set: func(c *config.File, v string) error { c.TCP.Token = v; return nil }},
+	"token": {kind: stringFlag, usage: "shared secret for the TCP link; other users see it in ps: prefer --token-file, FERRY_TOKEN or tcp.token_file",
+		set: func(c *config.File, v string) error {
+			c.TCP.Token, c.TCP.TokenFile, c.TCP.TokenSource = v, "", config.TokenFromFlag
+			return nil
+		}},
+	"token-file": {kind: stringFlag, usage: "read the TCP link's shared secret from this `file` (mode 600; see tcp.token_file)",
+		set: func(c *config.File, v string) error {
+			if c.TCP.TokenSource == config.TokenFromFlag {
+				return errors.New("give --token or --token-file, not both")
+			}
+			c.TCP.Token, c.TCP.TokenFile, c.TCP.TokenSource = "", v, config.TokenFromFileFlag
+			return nil
+		}},
 	"insecure": {kind: boolFlag, usage: "allow a plaintext TCP link (no TLS)",
 		set: func(c *config.File, v string) error { c.TCP.Insecure = v == "true"; return nil }},
 	"tls-cert": {kind: stringFlag, usage: "this side's TLS certificate `file` (PEM)",
@@ -134,6 +147,16 @@ var configFlags = map[string]configFlag{
 		set: func(c *config.File, v string) (err error) { c.TCP.BandwidthLimit, err = config.ParseSize(v); return }, bareErr: true},
 	"tls-client-ca": {kind: stringFlag, usage: "require client certificates signed by this CA `file` (mutual TLS)",
 		set: func(c *config.File, v string) error { c.TCP.ClientCAFile = v; return nil }},
+	"tls-client-names": {kind: stringFlag, usage: "accept only client certificates whose common name or a DNS name is in this comma-separated `list` (needs --tls-client-ca)",
+		set: func(c *config.File, v string) error {
+			c.TCP.TLSClientNames = nil
+			for n := range strings.SplitSeq(v, ",") {
+				if n = strings.TrimSpace(n); n != "" {
+					c.TCP.TLSClientNames = append(c.TCP.TLSClientNames, n)
+				}
+			}
+			return nil
+		}},
 	"inbox": {kind: stringFlag, usage: "`dir` for received segments (default STATE/inbox)",
 		set: func(c *config.File, v string) error { c.TCP.Inbox = v; return nil }},
 	// --listen ADDR is short for --store tcp://ADDR: accept shippers on
@@ -153,9 +176,9 @@ var (
 	// commonFlags are accepted by every verb that reads the config.
 	commonFlags = []string{"store", "stream", "generation", "log-level", "log-format"}
 	// shipperLinkFlags are for the shipper's end of a tcp:// link.
-	shipperLinkFlags = []string{"token", "insecure", "tls-cert", "tls-key", "tls-ca", "bandwidth-limit"}
+	shipperLinkFlags = []string{"token", "token-file", "insecure", "tls-cert", "tls-key", "tls-ca", "bandwidth-limit"}
 	// receiverLinkFlags are for receive's end of it.
-	receiverLinkFlags = []string{"token", "insecure", "tls-cert", "tls-key", "listen", "tls-client-ca", "inbox"}
+	receiverLinkFlags = []string{"token", "token-file", "insecure", "tls-cert", "tls-key", "listen", "tls-client-ca", "tls-client-names", "inbox"}
 )
 
 // accept adds the named config flags to the verb, with the table's usage.

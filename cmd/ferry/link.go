@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"github.com/ferry-dr/ferry/store/dir"
 
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/transport/tcp"
@@ -23,7 +25,7 @@ func openTCP(cfg *config.File, log *slog.Logger) (store.Store, error) {
 	addr := strings.TrimPrefix(cfg.Store, "tcp://")
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("store %q: want tcp://host:port", cfg.Store)}
+		return nil, usageError{fmt.Errorf("store %q: want tcp://host:port", redact.URL(cfg.Store))}
 	}
 	t := cfg.TCP
 	cc := tcp.ClientConfig{Addr: addr, Stream: cfg.Stream, Generation: cfg.Generation, Token: t.Token,
@@ -87,6 +89,14 @@ func newLinkServer(cfg *config.File, inbox, records store.Store, log *slog.Logge
 		srv.TLS, err = tcp.LoadServerTLS(t.CertFile, t.KeyFile, t.ClientCAFile)
 		if err != nil {
 			return nil, err
+		}
+	}
+	if len(t.TLSClientNames) > 0 {
+		if srv.TLS == nil {
+			return nil, usageError{errors.New("tcp.tls_client_names needs mutual TLS: set cert_file, key_file and client_ca_file (--tls-cert, --tls-key, --tls-client-ca)")}
+		}
+		if err := tcp.RequireClientNames(srv.TLS, t.TLSClientNames); err != nil {
+			return nil, usageError{fmt.Errorf("tcp.tls_client_names: %w", err)}
 		}
 	}
 	if err := srv.Check(); err != nil {

@@ -26,7 +26,8 @@ const receiveExamples = `  # apply everything in the store to a file, then exit
   ferry receive --store /srv/ferry --stream app --state /var/lib/ferry/state \
       --apply file:/srv/replica/app.log --once
 
-  # accept shippers directly over TCP (TLS or --insecure; token in [tcp] of the config)
+  # accept shippers directly over TCP (TLS or --insecure; the token from FERRY_TOKEN,
+  # --token-file or token_file in [tcp] of the config)
   ferry receive --listen 0.0.0.0:7000 --stream app --state /var/lib/ferry/state \
       --apply file:/srv/replica/app.log --tls-cert cert.pem --tls-key key.pem --config /etc/ferry/receive.toml
 

@@ -33,7 +33,8 @@ const shipExamples = `  # ship a log file through stdin into a local directory s
   # keep a directory tree (a mail store) in step on the DR site
   ferry ship --store s3://dr-bucket/ferry --stream mail --spool /var/lib/ferry/spool --source dir:/var/mail
 
-  # straight to a receiver over TLS (see [tcp] in the config for token and certificates)
+  # straight to a receiver over TLS (see [tcp] in the config for token_file and
+  # certificates, or set FERRY_TOKEN)
   ferry ship --config /etc/ferry/ship.toml --store tcp://dr-site:7000 --tls-ca /etc/ferry/ca.pem
 
   # everything from a config file

@@ -16,6 +16,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/encrypt"
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 
+	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -104,8 +105,9 @@ func mask(s string) string {
 // prefix ("some/prefix"; "" for "s3://bucket" or "s3://bucket/").
 func ParseURL(u string) (bucket, prefix string, err error) {
 	p, err := url.Parse(u)
+	u = redact.URL(u) // from here on u is only printed
 	if err != nil {
-		return "", "", fmt.Errorf("parse store url %q: %w", u, err)
+		return "", "", fmt.Errorf("store url %q is not a valid URL", u) // err quotes the URL unredacted
 	}
 	switch {
 	case p.Scheme != "s3":

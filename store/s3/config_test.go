@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/internal/versitygw"
 	"github.com/ferry-dr/ferry/store"
 )
@@ -33,8 +34,16 @@ func TestParseURL(t *testing.T) {
 	} {
 		if b, p, err := ParseURL(in); err == nil {
 			t.Errorf("ParseURL(%q) = %q, %q, nil; want an error", in, b, p)
-		} else if in != "" && !strings.Contains(err.Error(), in) {
+		} else if in != "" && !strings.Contains(err.Error(), redact.URL(in)) {
 			t.Errorf("ParseURL(%q) error %q does not quote the url", in, err)
+		}
+	}
+	// Credentials are never echoed, even when they keep the URL from
+	// parsing.
+	for _, in := range []string{"s3://AKIAEXAMPLE:s3cr3tkey@bucket/p", "s3://AKIAEXAMPLE:s3cr3t/key@bucket/p", "s3://AKIAEXAMPLE:s3cr3t%key@bucket"} {
+		_, _, err := ParseURL(in)
+		if err == nil || strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "AKIAEXAMPLE") || !strings.Contains(err.Error(), "s3://***@") {
+			t.Errorf("ParseURL(%q): %v, want an error showing the URL with its userinfo hidden", in, err)
 		}
 	}
 }

@@ -98,7 +98,7 @@ for run in $(seq "$RUNS"); do
 	pb=$port
 	pick_port
 	pa=$port
-	link=(--insecure --token bench --stream app --log-level warn)
+	link=(--insecure --token bench-link-token-0123 --stream app --log-level warn)
 	"$ferry" receive --listen "127.0.0.1:$pb" --state "$d/b/state" --apply "file:$d/b/app.log" "${link[@]}" 2>"$d/b/recv.err" &
 	recv_b=$!
 	pids+=("$recv_b")

@@ -336,12 +336,12 @@ func TestChaosAPILink(t *testing.T) {
 	r := newRun(t, "api-link", nil)
 	addr := ferrytest.FreeAddr(t)
 	replica, state, spool := filepath.Join(r.dir, "replica"), filepath.Join(r.dir, "state"), filepath.Join(r.dir, "spool")
-	recv := r.start("receive", "--listen", addr, "--insecure", "--token", "tok", "--stream", "api", "--state", state,
+	recv := r.start("receive", "--listen", addr, "--insecure", "--token", "chaos-link-token-1234", "--stream", "api", "--state", state,
 		"--apply", "file:"+replica, "--poll-min", "10ms", "--poll-max", "50ms")
 	proxy := ferrytest.StartProxy(t, addr)
 	app := ferrytest.Cmd{Bin: appenderBin}
 	appArgs := func(n string) []string {
-		return []string{"-store", "tcp://" + proxy.Addr(), "-insecure", "-token", "tok", "-stream", "api", "-spool", spool,
+		return []string{"-store", "tcp://" + proxy.Addr(), "-insecure", "-token", "chaos-link-token-1234", "-stream", "api", "-spool", spool,
 			"-ack", "received", "-c", "16", "-size", "80", "-print-acks", "-max-age", "20ms", "-n", n}
 	}
 	acked := map[string]uint64{}

@@ -42,5 +42,5 @@ func TestBenchVerb(t *testing.T) {
 	if len(ents) != 0 {
 		t.Fatalf("bench left %d objects in the store", len(ents))
 	}
-	failFerry(t, nil, []string{"--stream"}, "bench", "--store", "tcp://127.0.0.1:1", "--insecure", "--token", "x")
+	failFerry(t, nil, []string{"--stream"}, "bench", "--store", "tcp://127.0.0.1:1", "--insecure", "--token", linkToken)
 }

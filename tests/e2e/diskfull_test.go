@@ -47,8 +47,8 @@ func TestSpoolDiskFullRecovers(t *testing.T) {
 	}
 	// The link is up at first (a fresh spool must learn where the stream
 	// stands), then the receiver goes away and the rest of the log comes.
-	recv := startReceiver(t, s, addr, "--insecure", "--token", "tok")
-	ship := startFerry(t, nil, "ship", "--store", "tcp://"+addr, "--insecure", "--token", "tok", "--stream", s.name,
+	recv := startReceiver(t, s, addr, "--insecure", "--token", linkToken)
+	ship := startFerry(t, nil, "ship", "--store", "tcp://"+addr, "--insecure", "--token", linkToken, "--stream", s.name,
 		"--spool", s.spool, "--source", "tail:"+log, "--max-bytes", "64KiB", "--max-age", "50ms")
 	ferrytest.Eventually(t, 30*time.Second, "first lines applied", func() (bool, string) {
 		return bytes.Equal(s.readReplica(), first), fmt.Sprintf("%d bytes", len(s.readReplica()))
@@ -66,7 +66,7 @@ func TestSpoolDiskFullRecovers(t *testing.T) {
 		}
 		return strings.Contains(ship.Stderr(), "spool disk full"), "no disk-full message yet"
 	})
-	recv = startReceiver(t, s, addr, "--insecure", "--token", "tok")
+	recv = startReceiver(t, s, addr, "--insecure", "--token", linkToken)
 	ferrytest.Eventually(t, 120*time.Second, "replica complete after the spool drained", func() (bool, string) {
 		if ship.Exited() {
 			t.Fatalf("the shipper exited:\n%s", ship)

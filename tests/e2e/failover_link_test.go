@@ -21,7 +21,7 @@ func TestFailoverUnplannedLink(t *testing.T) {
 	base := t.TempDir()
 	a, b := newSite(t, base, "a"), newSite(t, base, "b")
 	addrB, addrA := ferrytest.FreeAddr(t), ferrytest.FreeAddr(t)
-	link := []string{"--insecure", "--token", "failover-token", "--stream", "app"}
+	link := []string{"--insecure", "--token", "failover-link-token", "--stream", "app"}
 
 	stopApp := make(chan struct{})
 	written := appLines(t, a.log, "a", stopApp)

@@ -25,7 +25,7 @@ func TestLinkInboxTornNewestSegment(t *testing.T) {
 	addr := ferrytest.FreeAddr(t)
 	ship := func(spool string, stdin []byte) ferrytest.Result {
 		t.Helper()
-		return ferry(t, bytes.NewReader(stdin), "ship", "--store", "tcp://"+addr, "--insecure", "--token", "tok",
+		return ferry(t, bytes.NewReader(stdin), "ship", "--store", "tcp://"+addr, "--insecure", "--token", linkToken,
 			"--stream", s.name, "--spool", spool, "--max-bytes", "32KiB", "--shutdown-timeout", "2s")
 	}
 	waitReplica := func(want []byte) {
@@ -41,8 +41,8 @@ func TestLinkInboxTornNewestSegment(t *testing.T) {
 	first, second, third := logLines(41, 1, 3000), logLines(41, 3001, 5000), logLines(41, 8001, 2000)
 
 	// The stream starts over the link.
-	recv := startReceiver(t, s, addr, "--insecure", "--token", "tok")
-	mustFerry(t, bytes.NewReader(first), "ship", "--store", "tcp://"+addr, "--insecure", "--token", "tok",
+	recv := startReceiver(t, s, addr, "--insecure", "--token", linkToken)
+	mustFerry(t, bytes.NewReader(first), "ship", "--store", "tcp://"+addr, "--insecure", "--token", linkToken,
 		"--stream", s.name, "--spool", s.spool, "--max-bytes", "32KiB")
 	waitReplica(first)
 	recv.Terminate(10 * time.Second)
@@ -56,8 +56,8 @@ func TestLinkInboxTornNewestSegment(t *testing.T) {
 	if err := os.CopyFS(unacked, os.DirFS(s.spool)); err != nil {
 		t.Fatal(err)
 	}
-	recv = startReceiver(t, s, addr, "--insecure", "--token", "tok")
-	mustFerry(t, nil, "ship", "--store", "tcp://"+addr, "--insecure", "--token", "tok",
+	recv = startReceiver(t, s, addr, "--insecure", "--token", linkToken)
+	mustFerry(t, nil, "ship", "--store", "tcp://"+addr, "--insecure", "--token", linkToken,
 		"--stream", s.name, "--spool", s.spool, "--max-bytes", "32KiB")
 	all := append(bytes.Clone(first), second...)
 	waitReplica(all)
@@ -83,7 +83,7 @@ func TestLinkInboxTornNewestSegment(t *testing.T) {
 	}
 
 	// The shipper that never saw the ACKs resends, and goes on.
-	recv = startReceiver(t, s, addr, "--insecure", "--token", "tok")
+	recv = startReceiver(t, s, addr, "--insecure", "--token", linkToken)
 	if r := ship(unacked, third); r.Code != 0 {
 		t.Fatalf("ship after the receiver's restart:\n%s", r)
 	}

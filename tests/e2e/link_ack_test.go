@@ -87,9 +87,9 @@ func TestLinkAckReceivedSurvivesShipperKill9(t *testing.T) {
 	bin := appender(t)
 	s := newStream(t, "ackrecv")
 	addr := ferrytest.FreeAddr(t)
-	recv := startReceiver(t, s, addr, "--insecure", "--token", "tok")
+	recv := startReceiver(t, s, addr, "--insecure", "--token", linkToken)
 	run := func(extra ...string) *ferrytest.Process {
-		args := append([]string{"-store", "tcp://" + addr, "-insecure", "-token", "tok", "-stream", s.name,
+		args := append([]string{"-store", "tcp://" + addr, "-insecure", "-token", linkToken, "-stream", s.name,
 			"-spool", s.spool, "-ack", "received", "-c", "8", "-size", "60", "-print-acks", "-max-age", "1h"}, extra...)
 		return ferrytest.Cmd{Bin: bin}.Start(t, nil, args...)
 	}
@@ -165,12 +165,12 @@ func TestLinkTLSAndMutualTLS(t *testing.T) {
 	t.Run("server certificate and token", func(t *testing.T) {
 		s := newStream(t, "tls")
 		addr := ferrytest.FreeAddr(t)
-		recv := startReceiver(t, s, addr, "--tls-cert", srvCert, "--tls-key", srvKey, "--token", "tok")
+		recv := startReceiver(t, s, addr, "--tls-cert", srvCert, "--tls-key", srvKey, "--token", linkToken)
 		failFerry(t, bytes.NewReader([]byte("x\n")), []string{"certificate"}, "ship", "--store", "tcp://"+addr,
-			"--tls-ca", other.CAFile, "--token", "tok", "--stream", s.name, "--spool", filepath.Join(s.dir, "spool-bad"),
+			"--tls-ca", other.CAFile, "--token", linkToken, "--stream", s.name, "--spool", filepath.Join(s.dir, "spool-bad"),
 			"--shutdown-timeout", "2s")
 		data := logLines(21, 1, 5000)
-		mustFerry(t, bytes.NewReader(data), "ship", "--store", "tcp://"+addr, "--tls-ca", pki.CAFile, "--token", "tok",
+		mustFerry(t, bytes.NewReader(data), "ship", "--store", "tcp://"+addr, "--tls-ca", pki.CAFile, "--token", linkToken,
 			"--stream", s.name, "--spool", s.spool, "--max-bytes", "32KiB", "--ack", "received")
 		ferrytest.Eventually(t, 30*time.Second, "replica complete", func() (bool, string) {
 			got := s.readReplica()
@@ -217,10 +217,10 @@ func TestFanOutOneTargetDown(t *testing.T) {
 	archive := filepath.Join(s.dir, "archive")
 	first, second := logLines(23, 1, 5000), logLines(23, 5001, 20000)
 	ship := func(stdin io.Reader) ferrytest.Result {
-		return ferry(t, stdin, "ship", "--store", "tcp://"+addr, "--insecure", "--token", "tok", "--also", archive,
+		return ferry(t, stdin, "ship", "--store", "tcp://"+addr, "--insecure", "--token", linkToken, "--also", archive,
 			"--stream", s.name, "--spool", s.spool, "--max-bytes", "64KiB", "--shutdown-timeout", "2s")
 	}
-	recv := startReceiver(t, s, addr, "--insecure", "--token", "tok")
+	recv := startReceiver(t, s, addr, "--insecure", "--token", linkToken)
 	if r := ship(bytes.NewReader(first)); r.Code != 0 {
 		t.Fatalf("ship with both targets up:\n%s", r)
 	}
@@ -276,12 +276,12 @@ func TestFanOutOneTargetDown(t *testing.T) {
 		}
 	}
 	table := mustFerry(t, nil, "status", "--spool", s.spool).Stdout
-	if !strings.Contains(table, "not running") || !strings.Contains(table, "tcp://"+addr) || strings.Contains(table, "tok") {
+	if !strings.Contains(table, "not running") || !strings.Contains(table, "tcp://"+addr) || strings.Contains(table, linkToken) {
 		t.Errorf("status table:\n%s", table)
 	}
 
 	// The receiver comes back; the next run sends what waited.
-	recv = startReceiver(t, s, addr, "--insecure", "--token", "tok")
+	recv = startReceiver(t, s, addr, "--insecure", "--token", linkToken)
 	if r := ship(strings.NewReader("")); r.Code != 0 {
 		t.Fatalf("ship after the receiver came back:\n%s", r)
 	}
@@ -317,7 +317,7 @@ func TestLinkCutMidSegmentAndReceiverRestart(t *testing.T) {
 	t.Parallel()
 	s := newStream(t, "cut")
 	addr := ferrytest.FreeAddr(t)
-	recv := startReceiver(t, s, addr, "--insecure", "--token", "tok")
+	recv := startReceiver(t, s, addr, "--insecure", "--token", linkToken)
 	proxy := ferrytest.StartProxy(t, addr)
 	proxy.CutAfter(20_000)
 	data := logLines(24, 1, 40000)
@@ -325,7 +325,7 @@ func TestLinkCutMidSegmentAndReceiverRestart(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		proxy.CutAfter(0)
 	}()
-	mustFerry(t, bytes.NewReader(data), "ship", "--store", "tcp://"+proxy.Addr(), "--insecure", "--token", "tok",
+	mustFerry(t, bytes.NewReader(data), "ship", "--store", "tcp://"+proxy.Addr(), "--insecure", "--token", linkToken,
 		"--stream", s.name, "--spool", s.spool, "--max-bytes", "256KiB", "--shutdown-timeout", "60s")
 	if proxy.Cuts() == 0 {
 		t.Fatal("the proxy never cut a connection")
@@ -338,10 +338,10 @@ func TestLinkCutMidSegmentAndReceiverRestart(t *testing.T) {
 	})
 	recv.Kill9()
 	more := logLines(25, 40001, 10000)
-	shipper := startFerry(t, bytes.NewReader(more), "ship", "--store", "tcp://"+addr, "--insecure", "--token", "tok",
+	shipper := startFerry(t, bytes.NewReader(more), "ship", "--store", "tcp://"+addr, "--insecure", "--token", linkToken,
 		"--stream", s.name, "--spool", s.spool, "--max-bytes", "256KiB", "--shutdown-timeout", "60s")
 	time.Sleep(500 * time.Millisecond)
-	recv = startReceiver(t, s, addr, "--insecure", "--token", "tok")
+	recv = startReceiver(t, s, addr, "--insecure", "--token", linkToken)
 	if code, ok := shipper.Wait(60 * time.Second); !ok || code != 0 {
 		t.Fatalf("shipper across the receiver's restart: exit %d (finished %t):\n%s", code, ok, shipper)
 	}
@@ -368,9 +368,9 @@ func TestLinkInboxPruned(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("[tcp]\ninbox_keep = 2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	recv := startReceiver(t, s, addr, "--config", cfg, "--insecure", "--token", "tok")
+	recv := startReceiver(t, s, addr, "--config", cfg, "--insecure", "--token", linkToken)
 	first, second := logLines(27, 1, 20000), logLines(27, 20001, 5000)
-	mustFerry(t, bytes.NewReader(first), "ship", "--store", "tcp://"+addr, "--insecure", "--token", "tok",
+	mustFerry(t, bytes.NewReader(first), "ship", "--store", "tcp://"+addr, "--insecure", "--token", linkToken,
 		"--stream", s.name, "--spool", s.spool, "--max-bytes", "32KiB")
 	inbox := filepath.Join(s.state, "inbox")
 	ferrytest.Eventually(t, 30*time.Second, "applied and pruned to 2 segments", func() (bool, string) {
@@ -379,7 +379,7 @@ func TestLinkInboxPruned(t *testing.T) {
 	})
 	mustFerry(t, nil, "verify", "--store", inbox, "--stream", s.name)
 	// A fresh spool continues from the newest segment, still in the inbox.
-	mustFerry(t, bytes.NewReader(second), "ship", "--store", "tcp://"+addr, "--insecure", "--token", "tok",
+	mustFerry(t, bytes.NewReader(second), "ship", "--store", "tcp://"+addr, "--insecure", "--token", linkToken,
 		"--stream", s.name, "--spool", filepath.Join(s.dir, "spool2"), "--max-bytes", "32KiB")
 	all := append(append([]byte(nil), first...), second...)
 	ferrytest.Eventually(t, 30*time.Second, "replica complete", func() (bool, string) {
@@ -388,5 +388,5 @@ func TestLinkInboxPruned(t *testing.T) {
 	})
 	recv.Terminate(10 * time.Second)
 	failFerry(t, nil, []string{"tcp.inbox_keep"}, "receive", "--config", writeFile(t, "bad.toml", "[tcp]\ninbox_keep = -1\n"),
-		"--listen", ferrytest.FreeAddr(t), "--insecure", "--token", "x", "--stream", "x", "--state", t.TempDir(), "--apply", "stdout")
+		"--listen", ferrytest.FreeAddr(t), "--insecure", "--token", linkToken, "--stream", "x", "--state", t.TempDir(), "--apply", "stdout")
 }

@@ -29,10 +29,10 @@ func TestLinkReceiverKill9WhileCheckpointHeld(t *testing.T) {
 	if err := os.WriteFile(conf, []byte("[tcp]\ncheckpoint_delay = \"2s\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	recvArgs := []string{"--insecure", "--token", "tok", "--config", conf}
+	recvArgs := []string{"--insecure", "--token", linkToken, "--config", conf}
 	recv := startReceiver(t, s, addr, recvArgs...)
 	pr, pw := io.Pipe()
-	shipper := startFerry(t, pr, "ship", "--store", "tcp://"+addr, "--insecure", "--token", "tok",
+	shipper := startFerry(t, pr, "ship", "--store", "tcp://"+addr, "--insecure", "--token", linkToken,
 		"--stream", s.name, "--spool", s.spool, "--max-age", "10ms", "--shutdown-timeout", "60s")
 
 	// Write the input in small pieces, killing the receiver -9 at random

@@ -20,7 +20,7 @@ func TestDirectLinkShipReceive(t *testing.T) {
 	t.Parallel()
 	s := newStream(t, "link")
 	addr := ferrytest.FreeAddr(t)
-	recv := startFerry(t, nil, "receive", "--listen", addr, "--insecure", "--token", "s3cret-token",
+	recv := startFerry(t, nil, "receive", "--listen", addr, "--insecure", "--token", "s3cret-link-token",
 		"--stream", s.name, "--state", s.state, "--apply", "file:"+s.replica, "--poll-min", "20ms", "--poll-max", "100ms")
 	ferrytest.Eventually(t, 10*time.Second, "receiver listening", func() (bool, string) {
 		c, err := net.Dial("tcp", addr)
@@ -31,18 +31,18 @@ func TestDirectLinkShipReceive(t *testing.T) {
 	})
 
 	bad := failFerry(t, bytes.NewReader([]byte("intruder\n")), []string{"token"},
-		"ship", "--store", "tcp://"+addr, "--insecure", "--token", "wrong", "--stream", s.name,
+		"ship", "--store", "tcp://"+addr, "--insecure", "--token", "wrong-link-token-0000", "--stream", s.name,
 		"--spool", filepath.Join(s.dir, "spool-bad"))
-	if strings.Contains(bad.Output(), "s3cret-token") {
+	if strings.Contains(bad.Output(), "s3cret-link-token") {
 		t.Fatalf("the receiver's token leaked into the shipper's output:\n%s", bad)
 	}
 
 	first := logLines(11, 1, 30000)
 	second := logLines(11, 30001, 20000)
-	mustFerry(t, bytes.NewReader(first), "ship", "--store", "tcp://"+addr, "--insecure", "--token", "s3cret-token",
+	mustFerry(t, bytes.NewReader(first), "ship", "--store", "tcp://"+addr, "--insecure", "--token", "s3cret-link-token",
 		"--stream", s.name, "--spool", s.spool, "--max-bytes", "64KiB")
 	// A new spool continues the stream from what the receiver holds.
-	mustFerry(t, bytes.NewReader(second), "ship", "--store", "tcp://"+addr, "--insecure", "--token", "s3cret-token",
+	mustFerry(t, bytes.NewReader(second), "ship", "--store", "tcp://"+addr, "--insecure", "--token", "s3cret-link-token",
 		"--stream", s.name, "--spool", filepath.Join(s.dir, "spool2"), "--max-bytes", "64KiB")
 	all := append(append([]byte(nil), first...), second...)
 	ferrytest.Eventually(t, 30*time.Second, "replica has both ship runs", func() (bool, string) {
@@ -59,7 +59,7 @@ func TestDirectLinkShipReceive(t *testing.T) {
 	if !strings.Contains(out, "token") || !strings.Contains(out, "refused") {
 		t.Errorf("receiver log does not report the refused token:\n%s", out)
 	}
-	if strings.Contains(out, "s3cret-token") || strings.Contains(out, "wrong") {
+	if strings.Contains(out, "s3cret-link-token") || strings.Contains(out, "wrong-link-token") {
 		t.Errorf("a token appears in the receiver log:\n%s", out)
 	}
 	if bytes.Contains(s.readReplica(), []byte("intruder")) {
@@ -73,8 +73,8 @@ func TestDirectLinkShipReceive(t *testing.T) {
 func TestDirectLinkRefusesPlaintextWithoutInsecure(t *testing.T) {
 	t.Parallel()
 	s := newStream(t, "plain")
-	failFerry(t, nil, []string{"insecure"}, "receive", "--listen", ferrytest.FreeAddr(t), "--token", "t",
+	failFerry(t, nil, []string{"insecure"}, "receive", "--listen", ferrytest.FreeAddr(t), "--token", linkToken,
 		"--stream", s.name, "--state", s.state, "--apply", "file:"+s.replica)
 	failFerry(t, bytes.NewReader([]byte("x\n")), []string{"insecure"}, "ship", "--store", "tcp://"+ferrytest.FreeAddr(t),
-		"--token", "t", "--stream", s.name, "--spool", s.spool)
+		"--token", linkToken, "--stream", s.name, "--spool", s.spool)
 }

@@ -30,6 +30,10 @@ import (
 	"github.com/ferry-dr/ferry/receiver"
 )
 
+// linkToken is the token of the tests' tcp:// links (16 bytes at least,
+// as ferry requires).
+const linkToken = "e2e-link-token-5f0c2a9d"
+
 // ferryBin is the binary TestMain built.
 var ferryBin string
 

@@ -60,14 +60,14 @@ func TestMetricsStatusAndHealth(t *testing.T) {
 	t.Parallel()
 	s := newStream(t, "metrics")
 	addr, maddr := ferrytest.FreeAddr(t), ferrytest.FreeAddr(t)
-	recv := startReceiver(t, s, addr, "--insecure", "--token", "tok")
+	recv := startReceiver(t, s, addr, "--insecure", "--token", linkToken)
 	log := filepath.Join(s.dir, "app.log")
 	if err := os.WriteFile(log, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(s.dir, "ship.toml")
 	os.WriteFile(cfg, []byte("health_max_lag = \"1s\"\n"), 0o644)
-	ship := startFerry(t, nil, "ship", "--config", cfg, "--store", "tcp://"+addr, "--insecure", "--token", "tok",
+	ship := startFerry(t, nil, "ship", "--config", cfg, "--store", "tcp://"+addr, "--insecure", "--token", linkToken,
 		"--stream", s.name, "--spool", s.spool, "--source", "tail:"+log, "--max-age", "50ms", "--metrics-addr", maddr)
 	appendLines := func(from, n int) {
 		f, err := os.OpenFile(log, os.O_APPEND|os.O_WRONLY, 0)
@@ -136,7 +136,7 @@ func TestMetricsStatusAndHealth(t *testing.T) {
 			m[key("ferry_ship_target_send_failures_total", `target="store"`)])
 	}
 
-	recv = startReceiver(t, s, addr, "--insecure", "--token", "tok")
+	recv = startReceiver(t, s, addr, "--insecure", "--token", linkToken)
 	ferrytest.Eventually(t, 60*time.Second, "healthz healthy again", func() (bool, string) {
 		code, body := health(maddr)
 		return code == 200, fmt.Sprintf("%d %s", code, body)

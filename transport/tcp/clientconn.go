@@ -313,7 +313,7 @@ func (c *Client) handshakeError(ctx context.Context, err error) error {
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "remote error" {
-		return fmt.Errorf("%w: TLS: the receiver rejected the handshake: %w; if it requires a client certificate, configure one signed by its client CA",
+		return fmt.Errorf("%w: TLS: the receiver rejected the handshake: %w; if it requires a client certificate, configure one signed by its client CA (and named in its tls_client_names, if it has that list)",
 			store.ErrPermanent, err)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || isReset(err) {

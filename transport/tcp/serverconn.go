@@ -415,6 +415,9 @@ func tlsServerHint(err error) string {
 	if errors.As(err, &rh) {
 		return "the peer is not speaking TLS: is the shipper configured for plaintext (insecure)?"
 	}
+	if errors.Is(err, ErrClientName) {
+		return "the certificate is signed by the client CA but not named in tls_client_names: add its name there if this shipper is to be let in"
+	}
 	if strings.Contains(err.Error(), "certificate") {
 		return "the shipper's client certificate is missing or not signed by the configured client CA"
 	}

@@ -157,3 +157,54 @@ func TestLoadTLSErrorsNameTheFile(t *testing.T) {
 		t.Fatalf("LoadServerTLS = %+v, %v", cfg, err)
 	}
 }
+
+// With tls_client_names, a certificate the client CA signed gets through
+// only if it is named in the list; another is refused at the handshake,
+// and the receiver's log quotes the name it presented, truncated.
+func TestMutualTLSClientNames(t *testing.T) {
+	p := testpki.New(t)
+	inbox, _ := newInbox(t)
+	var serverLog ferrytest.LockedBuffer
+	stls := serverTLS(t, p, true)
+	if err := RequireClientNames(stls, []string{"Shipper-A", "shipper-c"}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{TLS: stls, Inbox: inbox, Log: serverLog.Logger(slog.LevelDebug)}
+	addr, _ := startServer(t, srv)
+	put := func(name string, seq int) error {
+		cert, key := p.Issue(t, name, false)
+		c := newClient(t, ClientConfig{Addr: addr, Stream: "app", TLS: clientTLS(t, p.CAFile, cert, key, "localhost")}, nil)
+		s := makeSegment(t, "app", 1, uint64(seq), 1, "x")
+		return c.Put(context.Background(), "app/"+s.name, s.data)
+	}
+	if err := put("shipper-a", 1); err != nil {
+		t.Fatalf("a listed name (other case): %v", err)
+	}
+	long := "shipper-b-" + strings.Repeat("z", 200)
+	for _, name := range []string{"shipper-b", long} {
+		err := put(name, 2)
+		t.Logf("error: %v", err)
+		if !errors.Is(err, store.ErrPermanent) || !strings.Contains(err.Error(), "tls_client_names") {
+			t.Fatalf("%.20s: %v, want a permanent refusal mentioning tls_client_names", name, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(serverLog.String(), `common name \"shipper-b\"`) || !strings.Contains(serverLog.String(), "shipper-b-zzzz") {
+		if time.Now().After(deadline) {
+			t.Fatalf("server log does not name the refused certificates:\n%s", serverLog.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if strings.Contains(serverLog.String(), strings.Repeat("z", 100)) {
+		t.Fatalf("the presented name is logged untruncated:\n%s", serverLog.String())
+	}
+	if !strings.Contains(serverLog.String(), "add its name there") {
+		t.Errorf("no hint at tls_client_names in the log:\n%s", serverLog.String())
+	}
+	if err := put("shipper-c", 2); err != nil {
+		t.Fatalf("the second listed name: %v", err)
+	}
+	if err := RequireClientNames(serverTLS(t, p, false), []string{"x"}); err == nil {
+		t.Fatal("client names without a client CA: no error")
+	}
+}
