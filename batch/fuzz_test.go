@@ -35,10 +35,11 @@ func FuzzDecode(f *testing.F) {
 	f.Add(forge(f, m, []byte("ciphertext")))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s, got, err := Decode(data, 64<<20)
+		s, rs, err := Decode(data, 64<<20)
+		got := all(rs)
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) && !isNewerFormat(err) && !isEncrypted(err) {
-				t.Fatalf("error is neither ErrCorrupt nor a newer-format or encrypted refusal: %v", err)
+			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrSegmentTooLarge) && !isNewerFormat(err) && !isEncrypted(err) {
+				t.Fatalf("error is neither ErrCorrupt nor ErrSegmentTooLarge nor a newer-format or encrypted refusal: %v", err)
 			}
 			if got != nil {
 				t.Fatalf("%d records returned with error %v", len(got), err)
@@ -79,10 +80,10 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("rebuild: seal: %v", err)
 		}
 		_, again, err := Decode(seg, 64<<20)
+		checkRecords(t, all(again), got)
 		if err != nil {
 			t.Fatalf("rebuilt segment: %v", err)
 		}
-		checkRecords(t, again, got)
 	})
 }
 
@@ -146,9 +147,10 @@ func FuzzForged(f *testing.F) {
 			MinTime: time.Unix(0, math.MinInt64).UTC(), MaxTime: time.Unix(0, math.MaxInt64).UTC(),
 			UncompressedSize: claim, Compression: "zstd", Encryption: "none", PrevSHA256: ZeroHash,
 		}
-		_, got, err := Decode(forge(t, m, payload), 64<<20)
+		_, rs, err := Decode(forge(t, m, payload), 64<<20)
+		got := all(rs)
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
+			if !errors.Is(err, ErrCorrupt) && !(errors.Is(err, ErrSegmentTooLarge) && claim > 64<<20) {
 				t.Fatalf("error does not wrap ErrCorrupt: %v", err)
 			}
 			return
