@@ -52,6 +52,15 @@ func (rs Records) Time(i int) time.Time {
 	return time.Unix(0, int64(beUint64(rs.raw[rs.offs[i]+12:]))).UTC()
 }
 
+// Data is the data of record i, read without parsing the rest of it: all
+// that the file, exec and stdout appliers need.
+func (rs Records) Data(i int) []byte {
+	b := rs.raw[rs.offs[i]:rs.offs[i+1]]
+	op := int(b[20])
+	key := int(b[21+op])<<8 | int(b[22+op])
+	return b[23+op+key : len(b) : len(b)]
+}
+
 // All yields each record with its index, in order. The Record a loop
 // body gets is its own copy; its Key and Data alias the stream.
 func (rs Records) All() iter.Seq2[int, Record] {

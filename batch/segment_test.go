@@ -628,3 +628,35 @@ func TestReadSegment(t *testing.T) {
 		t.Fatalf("broken body: %v", err)
 	}
 }
+
+// Records's accessors read what At parses, for records with and without
+// op and key, across sub-ranges.
+func TestRecordsAccessors(t *testing.T) {
+	recs := []Record{
+		{Seq: 5, Time: baseTime, Data: []byte("plain")},
+		{Seq: 6, Time: baseTime.Add(time.Second), Op: "put", Key: []byte("a/b"), Data: []byte("with op and key")},
+		{Seq: 7, Op: "del", Key: []byte("k")},
+		{Seq: 8, Time: baseTime, Key: bytes.Repeat([]byte("k"), 300), Data: []byte{0, 1, 2}},
+	}
+	rs := RecordsOf(recs)
+	for _, sub := range []struct{ i, j int }{{0, 4}, {1, 3}, {2, 2}, {3, 4}} {
+		s := rs.Slice(sub.i, sub.j)
+		want := recs[sub.i:sub.j]
+		if s.Len() != len(want) {
+			t.Fatalf("Slice(%d, %d).Len() = %d", sub.i, sub.j, s.Len())
+		}
+		var framed int64
+		for i, w := range want {
+			framed += int64(w.FramedSize())
+			if d := sameRecord(s.At(i), w); d != "" {
+				t.Fatalf("Slice(%d, %d).At(%d): %s", sub.i, sub.j, i, d)
+			}
+			if s.Seq(i) != w.Seq || !s.Time(i).Equal(time.Unix(0, timeNanos(w.Time))) || !bytes.Equal(s.Data(i), w.Data) {
+				t.Fatalf("Slice(%d, %d) record %d: seq %d time %v data %q", sub.i, sub.j, i, s.Seq(i), s.Time(i), s.Data(i))
+			}
+		}
+		if s.Framed() != framed {
+			t.Fatalf("Slice(%d, %d).Framed() = %d, want %d", sub.i, sub.j, s.Framed(), framed)
+		}
+	}
+}

@@ -58,8 +58,8 @@ func (a *Exec) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) 
 	go func() {
 		defer close(written)
 		w := bufio.NewWriterSize(pw, 1<<20)
-		for _, r := range recs.All() {
-			if _, err := w.Write(r.Data); err != nil {
+		for i := range recs.Len() {
+			if _, err := w.Write(recs.Data(i)); err != nil {
 				pw.CloseWithError(err)
 				return
 			}

@@ -122,8 +122,8 @@ func (a *File) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) 
 	w.Reset(&writebackWriter{f: a.f, off: a.size})
 	defer w.Reset(nil)
 	n := int64(0)
-	for _, r := range recs.All() {
-		k, err := w.Write(r.Data)
+	for i := range recs.Len() {
+		k, err := w.Write(recs.Data(i))
 		n += int64(k)
 		if err != nil {
 			return fmt.Errorf("apply file %s: %w", a.Path, err)

@@ -29,8 +29,8 @@ func (a *Writer) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records
 	w := a.w
 	w.Reset(a.W)
 	defer w.Reset(nil)
-	for _, r := range recs.All() {
-		if _, err := w.Write(r.Data); err != nil {
+	for i := range recs.Len() {
+		if _, err := w.Write(recs.Data(i)); err != nil {
 			return fmt.Errorf("apply %s: %w: %w", a.Name, err, receiver.ErrFatal)
 		}
 	}
