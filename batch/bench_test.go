@@ -73,8 +73,8 @@ func BenchmarkDecode(b *testing.B) {
 			b.SetBytes(m.UncompressedSize)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, got, err := Decode(seg, 0); err != nil || len(got) != len(recs) {
-					b.Fatalf("%d records, %v", len(got), err)
+				if _, got, err := Decode(seg, 0); err != nil || got.Len() != len(recs) {
+					b.Fatalf("%d records, %v", got.Len(), err)
 				}
 			}
 		})

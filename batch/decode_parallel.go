@@ -7,7 +7,6 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -22,10 +21,6 @@ import (
 // larger frame (or any frame without a declared size) is decompressed as
 // one stream, exactly as Decompress does.
 const maxParallelFrame = 32 << 20
-
-// reserveLimit is how much of a claim DecompressInto reserves before any
-// data has been produced, like Decompress.
-const reserveLimit = 32 << 20
 
 // frameDecoders decode one frame at a time with DecodeAll into a slot of
 // the output buffer. WithDecodeAllCapLimit makes DecodeAll refuse, rather
@@ -145,11 +140,11 @@ func splitFrames(p []byte) (frames []payloadFrame, total int64, ok bool) {
 // DecompressInto is Decompress with the output written into dst's memory
 // (grown if it is too small) and the payload's frames decompressed on up
 // to workers goroutines at once. It makes the same checks and returns the
-// same errors: more than limit bytes (DefaultMaxUncompressed if limit <= 0)
-// or anything other than exactly the claimed size is refused, frames may
-// declare windows of at most MaxWindowSize, and when dst is too small for
-// the claim, at most 32 MiB of it is reserved before data is produced;
-// beyond that, memory grows only with the data actually produced.
+// same errors: a claim over limit (DefaultMaxUncompressed if limit <= 0)
+// is refused before anything is allocated, anything other than exactly
+// the claimed size is refused, and frames may declare windows of at most
+// MaxWindowSize. A buffer too small for the claim is replaced once by one
+// that holds it: the output never outgrows the claim.
 //
 // A payload whose frames do not all declare their content size, or one
 // that declares over 32 MiB, is decompressed as a single stream.
@@ -164,33 +159,23 @@ func (s *Segment) DecompressInto(dst []byte, limit int64, workers int) ([]byte, 
 		// this path does not.
 		return s.decompressStream(dst, claimed)
 	}
-	// Buffers get some slack beyond the claim, so that the next segment
-	// (rarely of the very same size) fits too when the caller reuses them.
-	most := withSlack(claimed)
-	out := dst[:0]
-	if int64(cap(out)) < min(claimed, reserveLimit) {
-		out = make([]byte, 0, min(most, reserveLimit))
+	out := claimBuffer(dst, claimed)
+	if err := decodeFrames(s.Payload, out, frames, workers); err != nil {
+		return nil, err
 	}
-	for done := 0; done < len(frames); {
-		// Decode every frame that fits in out's capacity, then grow it
-		// (at least doubling, so the copying stays linear) for the next.
-		n := done
-		for n < len(frames) && frames[n].at+frames[n].size <= int64(cap(out)) {
-			n++
-		}
-		if n == done {
-			f := frames[done]
-			grown := make([]byte, f.at, min(most, max(2*int64(cap(out)), f.at+f.size)))
-			copy(grown, out[:f.at])
-			out = grown
-			continue
-		}
-		if err := decodeFrames(s.Payload, out[:cap(out)], frames[done:n], workers); err != nil {
-			return nil, err
-		}
-		done = n
+	return out, nil
+}
+
+// claimBuffer is dst's memory, or new memory if dst cannot hold claimed
+// bytes, sliced to claimed bytes. New memory gets some slack beyond the
+// claim, so that the next segment (rarely of the very same size) fits too
+// when the caller reuses it; the slack is never written, so it costs
+// address space, not memory.
+func claimBuffer(dst []byte, claimed int64) []byte {
+	if int64(cap(dst)) >= claimed {
+		return dst[:claimed]
 	}
-	return out[:claimed], nil
+	return make([]byte, claimed, withSlack(claimed))
 }
 
 // withSlack adds an eighth to a buffer size.
@@ -250,46 +235,33 @@ func (s *Segment) decompressStream(dst []byte, claimed int64) ([]byte, error) {
 	if err := d.Reset(bytes.NewReader(s.Payload)); err != nil {
 		return nil, fmt.Errorf("zstd: %v: %w", err, ErrCorrupt)
 	}
-	out := bytes.NewBuffer(dst[:0])
-	out.Grow(int(min(claimed, reserveLimit)) + bytes.MinRead)
-	n, err := io.Copy(out, io.LimitReader(d, claimed+1))
+	out := claimBuffer(dst, claimed)
+	n, err := io.ReadFull(d, out)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return nil, fmt.Errorf("payload decompresses to %d bytes, metadata says %d: %w", n, claimed, ErrCorrupt)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("zstd: %v: %w", err, ErrCorrupt)
 	}
-	if n != claimed {
-		return nil, fmt.Errorf("payload decompresses to %d+ bytes, metadata says %d: %w", n, claimed, ErrCorrupt)
+	if err := checkDrained(d, claimed); err != nil {
+		return nil, err
 	}
-	return out.Bytes(), nil
+	return out, nil
 }
 
-// ParseRecords decodes raw, the decompressed record stream of s, into
-// recs's memory (grown if it is too small) with the checks of Records:
-// exactly FirstSeq..LastSeq in order, within MinTime..MaxTime. The records
-// alias raw.
-func (s *Segment) ParseRecords(raw []byte, recs []Record) ([]Record, error) {
-	m := &s.Meta
-	if most := min(m.Records, uint64(len(raw)/RecordOverhead)+1); uint64(cap(recs)) < most {
-		recs = make([]Record, 0, withSlack(int64(most)))
-	}
-	recs = recs[:0]
-	want := m.FirstSeq
-	for len(raw) > 0 {
-		r, n, err := ParseFrame(raw)
-		if err != nil {
-			return nil, fmt.Errorf("record %d: %w", want, err)
+// checkDrained checks that d, which produced the claimed bytes, ends there
+// and ends well (the last frame's checksum is checked only at its end).
+func checkDrained(d io.Reader, claimed int64) error {
+	var one [1]byte
+	for {
+		n, err := d.Read(one[:])
+		switch {
+		case n > 0:
+			return fmt.Errorf("payload decompresses to more than the %d bytes metadata says: %w", claimed, ErrCorrupt)
+		case err == io.EOF:
+			return nil
+		case err != nil:
+			return fmt.Errorf("zstd: %v: %w", err, ErrCorrupt)
 		}
-		if r.Seq != want || r.Seq > m.LastSeq {
-			return nil, fmt.Errorf("record seq %d where %d expected (segment %d..%d): %w", r.Seq, want, m.FirstSeq, m.LastSeq, ErrCorrupt)
-		}
-		if r.Time.Before(m.MinTime) || r.Time.After(m.MaxTime) {
-			return nil, fmt.Errorf("record %d time %s outside segment range: %w", r.Seq, r.Time.Format(time.RFC3339Nano), ErrCorrupt)
-		}
-		recs = append(recs, r)
-		raw = raw[n:]
-		want++
 	}
-	if uint64(len(recs)) != m.Records {
-		return nil, fmt.Errorf("segment holds %d records, metadata says %d: %w", len(recs), m.Records, ErrCorrupt)
-	}
-	return recs, nil
 }

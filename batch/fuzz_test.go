@@ -2,6 +2,7 @@ package batch
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math"
 	"os"
@@ -33,12 +34,16 @@ func FuzzDecode(f *testing.F) {
 	f.Add(forge(f, m, compress(f, frames(recs))))
 	m.Format, m.Encryption = 1, "age"
 	f.Add(forge(f, m, []byte("ciphertext")))
+	for _, seg := range hostileSegments(f) {
+		f.Add(seg)
+	}
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s, got, err := Decode(data, 64<<20)
+		s, rs, err := Decode(data, 64<<20)
+		got := all(rs)
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) && !isNewerFormat(err) && !isEncrypted(err) {
-				t.Fatalf("error is neither ErrCorrupt nor a newer-format or encrypted refusal: %v", err)
+			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrSegmentTooLarge) && !isNewerFormat(err) && !isEncrypted(err) {
+				t.Fatalf("error is neither ErrCorrupt nor ErrSegmentTooLarge nor a newer-format or encrypted refusal: %v", err)
 			}
 			if got != nil {
 				t.Fatalf("%d records returned with error %v", len(got), err)
@@ -79,10 +84,10 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("rebuild: seal: %v", err)
 		}
 		_, again, err := Decode(seg, 64<<20)
+		checkRecords(t, all(again), got)
 		if err != nil {
 			t.Fatalf("rebuilt segment: %v", err)
 		}
-		checkRecords(t, again, got)
 	})
 }
 
@@ -146,9 +151,10 @@ func FuzzForged(f *testing.F) {
 			MinTime: time.Unix(0, math.MinInt64).UTC(), MaxTime: time.Unix(0, math.MaxInt64).UTC(),
 			UncompressedSize: claim, Compression: "zstd", Encryption: "none", PrevSHA256: ZeroHash,
 		}
-		_, got, err := Decode(forge(t, m, payload), 64<<20)
+		_, rs, err := Decode(forge(t, m, payload), 64<<20)
+		got := all(rs)
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
+			if !errors.Is(err, ErrCorrupt) && !(errors.Is(err, ErrSegmentTooLarge) && claim > 64<<20) {
 				t.Fatalf("error does not wrap ErrCorrupt: %v", err)
 			}
 			return
@@ -158,6 +164,81 @@ func FuzzForged(f *testing.F) {
 		}
 		if raw && !bytes.Equal(frames(got), in) {
 			t.Fatal("records re-frame to a different stream")
+		}
+	})
+}
+
+// hostileSegments are the segments a writer ignoring every limit can make
+// (issue 18): a bomb, 2 GiB of zeros in a few KiB of RLE blocks claiming
+// what it holds, the same bomb claiming 1 KiB, and a flood of one-byte
+// records (200,000 here; the e2e test takes 5 M through the binary).
+func hostileSegments(t testing.TB) [][]byte {
+	var out [][]byte
+	bomb := rleBomb(2 << 30)
+	for _, claim := range []int64{2 << 30, 1 << 10} {
+		m := honestMeta(makeRecords(1, 1000))
+		m.UncompressedSize = claim
+		out = append(out, forge(t, m, bomb))
+	}
+	flood := make([]Record, 200_000)
+	for i := range flood {
+		flood[i] = Record{Seq: uint64(i + 1), Time: baseTime, Data: []byte{'a' + byte(i%26)}}
+	}
+	seg, _ := build(t, newBuilder(t), "flood", 1, ZeroHash, flood, baseTime)
+	return append(out, seg)
+}
+
+// rleBomb is a zstd frame of RLE blocks decompressing to n zeros.
+func rleBomb(n int64) []byte {
+	const block = 128 << 10
+	p := binary.LittleEndian.AppendUint32(nil, zstdMagic)
+	p = append(p, 0x00, 0x50) // no content size or checksum; window 1 MiB
+	for left := n; left > 0; left -= block {
+		h := uint32(min(left, block))<<3 | 1<<1
+		if left <= block {
+			h |= 1
+		}
+		p = append(p, byte(h), byte(h>>8), byte(h>>16), 0)
+	}
+	return p
+}
+
+// Scan and Decode agree on every segment: the same records, the same
+// verdict (a damaged segment's records before the damage may have been
+// scanned); Scan of a hostile segment is refused or bounded like Decode.
+func FuzzScan(f *testing.F) {
+	golden, err := os.ReadFile(goldenSeg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(golden)
+	f.Add(golden[:len(golden)-3])
+	recs := makeRecords(1, 40)
+	f.Add(forge(f, honestMeta(recs), compress(f, frames(recs))))
+	big := bigRecords(1, 300<<10) // records over Scan's 256 KiB buffer
+	f.Add(forge(f, honestMeta(big), compress(f, frames(big))))
+	for _, seg := range hostileSegments(f) {
+		f.Add(seg)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		const limit = 64 << 20
+		s, want, werr := Decode(data, limit)
+		if s == nil {
+			return // Open refused it: Scan is never reached
+		}
+		var got []Record
+		err := s.Scan(limit, func(r *Record) error {
+			c := *r
+			c.Key, c.Data = bytes.Clone(r.Key), bytes.Clone(r.Data)
+			got = append(got, c)
+			return nil
+		})
+		if (err == nil) != (werr == nil) || errors.Is(err, ErrCorrupt) != errors.Is(werr, ErrCorrupt) ||
+			errors.Is(err, ErrSegmentTooLarge) != errors.Is(werr, ErrSegmentTooLarge) {
+			t.Fatalf("Scan says %v, Decode says %v", err, werr)
+		}
+		if err == nil {
+			checkRecords(t, got, all(want))
 		}
 	})
 }

@@ -79,7 +79,7 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkRecords(t, recs, goldenRecords())
+	checkRecords(t, all(recs), goldenRecords())
 	const wantMeta = `{"format":1,"stream":"app","generation":1,"first_seq":1,"last_seq":4,"records":4,` +
 		`"min_time":"2025-01-02T03:04:05.000000006Z","max_time":"2025-01-02T03:04:05.002000006Z",` +
 		`"uncompressed_size":152,"payload_size":%d,"compression":"zstd","encryption":"none",` +

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -114,7 +115,7 @@ func ParseFrame(b []byte) (Record, int, error) {
 	if len(rest) < oplen+2 {
 		return r, 0, fmt.Errorf("record %d: op length %d overruns record: %w", r.Seq, oplen, ErrCorrupt)
 	}
-	r.Op = string(rest[:oplen])
+	r.Op = internOp(rest[:oplen])
 	rest = rest[oplen:]
 	keylen := int(binary.BigEndian.Uint16(rest))
 	rest = rest[2:]
@@ -126,6 +127,40 @@ func ParseFrame(b []byte) (Record, int, error) {
 	}
 	r.Data = rest[keylen:len(rest):len(rest)]
 	return r, int(4 + n), nil
+}
+
+// ops holds the ops parsed so far, up to maxOps of them, so that parsing a
+// record (which Records does whenever one is read) costs no allocation
+// for an op a stream has used before: streams use a handful.
+var ops atomic.Pointer[[]string]
+
+const maxOps = 32
+
+func internOp(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	known := ops.Load()
+	if known != nil {
+		for _, s := range *known {
+			if string(b) == s {
+				return s
+			}
+		}
+	}
+	s := string(b)
+	if known == nil || len(*known) < maxOps {
+		grown := append([]string{s}, deref(known)...)
+		ops.CompareAndSwap(known, &grown) // lost to another: s is added next time
+	}
+	return s
+}
+
+func deref(p *[]string) []string {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
 
 func timeNanos(t time.Time) int64 {

@@ -1,7 +1,6 @@
 package batch
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -37,9 +36,23 @@ const (
 // most 4 MiB.
 const MaxWindowSize = 8 << 20
 
-// DefaultMaxUncompressed caps the decompressed size of one segment.
-// A segment claiming more is refused as corrupt.
+// DefaultMaxUncompressed caps the decompressed size of one segment when
+// a reader is given no limit of its own; no reader accepts a larger one.
 const DefaultMaxUncompressed = 2 << 30
+
+// DefaultMaxSegmentBytes is the default limit readers (receive, restore,
+// verify, cat, ...) set on a segment's size, compressed and uncompressed:
+// max_segment_bytes. A shipper's segments stay under max_bytes plus one
+// record (max_record_size): 20 MiB with the defaults, and 256 MiB leaves
+// room for shippers configured well beyond them while keeping what one
+// hostile segment can make a reader allocate to a known amount.
+const DefaultMaxSegmentBytes = 256 << 20
+
+// ErrSegmentTooLarge marks a segment refused because its size, or the
+// size it claims to decompress to, is over the reader's limit
+// (max_segment_bytes). Nothing is allocated for it; reading it again
+// gives the same answer, so it is never retried.
+var ErrSegmentTooLarge = errors.New("segment over max_segment_bytes (raise it if shippers really make segments this large)")
 
 // ZeroHash is the previous-segment hash of a stream's first segment.
 var ZeroHash = hex.EncodeToString(make([]byte, sha256.Size))
@@ -484,73 +497,101 @@ func (s *Segment) checkClaim(limit int64) (int64, error) {
 		return 0, fmt.Errorf("unknown compression %q: %w", s.Meta.Compression, ErrCorrupt)
 	}
 	if claimed := s.Meta.UncompressedSize; claimed > limit {
-		return 0, fmt.Errorf("segment claims %d uncompressed bytes, limit %d: %w", claimed, limit, ErrCorrupt)
+		return 0, fmt.Errorf("claims %d uncompressed bytes (%s), over the limit of %d (%s): %w",
+			claimed, sizeString(claimed), limit, sizeString(limit), ErrSegmentTooLarge)
 	}
 	return s.Meta.UncompressedSize, nil
 }
 
-// Decompress returns the record stream of s, refusing more than limit bytes
-// (DefaultMaxUncompressed if limit <= 0) or anything other than exactly the
-// size the metadata claims. Up front it reserves the claim up to 32 MiB (so
-// an honest segment is read without regrowing the buffer); beyond that,
-// memory grows only with the data actually produced.
+// Decompress returns the record stream of s, refusing a claim over limit
+// bytes (DefaultMaxUncompressed if limit <= 0) and anything other than
+// exactly the size the metadata claims. The claim is allocated once, up
+// front: a payload that decompresses to more is refused, not made room for.
 func (s *Segment) Decompress(limit int64) ([]byte, error) {
 	claimed, err := s.checkClaim(limit)
 	if err != nil {
 		return nil, err
 	}
-	d := decoders.Get().(*zstd.Decoder)
-	defer decoders.Put(d)
-	if err := d.Reset(bytes.NewReader(s.Payload)); err != nil {
-		return nil, fmt.Errorf("zstd: %v: %w", err, ErrCorrupt)
-	}
-	var out bytes.Buffer
-	// Room for the whole claim (up to 32 MiB) plus the MinRead io.Copy needs
-	// to see EOF, so a normal segment is read without regrowing the buffer.
-	out.Grow(int(min(claimed, 32<<20)) + bytes.MinRead)
-	n, err := io.Copy(&out, io.LimitReader(d, claimed+1))
-	if err != nil {
-		return nil, fmt.Errorf("zstd: %v: %w", err, ErrCorrupt)
-	}
-	if n != claimed {
-		return nil, fmt.Errorf("payload decompresses to %d+ bytes, metadata says %d: %w", n, claimed, ErrCorrupt)
-	}
-	return out.Bytes(), nil
+	return s.decompressStream(nil, claimed)
 }
 
 // Records decompresses s and decodes every record, checking that they are
 // exactly FirstSeq..LastSeq in order and within MinTime..MaxTime. Records
 // alias one buffer owned by the caller.
-func (s *Segment) Records(limit int64) ([]Record, error) {
+func (s *Segment) Records(limit int64) (Records, error) {
 	raw, err := s.Decompress(limit)
 	if err != nil {
-		return nil, err
+		return Records{}, err
 	}
-	return s.ParseRecords(raw, nil)
+	return s.ParseRecords(raw, Records{})
 }
 
 // Decode is Open followed by Records: the whole verification of one
-// segment file.
-func Decode(data []byte, limit int64) (*Segment, []Record, error) {
+// segment file, holding its records in memory. Scan verifies a segment
+// without holding them.
+func Decode(data []byte, limit int64) (*Segment, Records, error) {
 	s, err := Open(data)
 	if err != nil {
-		return nil, nil, err
+		return nil, Records{}, err
 	}
 	recs, err := s.Records(limit)
 	if err != nil {
-		return s, nil, err
+		return s, Records{}, err
 	}
 	return s, recs, nil
 }
 
 // ReadAll reads a whole segment from r, refusing more than limit bytes.
 func ReadAll(r io.Reader, limit int64) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
+	return ReadSegment(r, nil, 0, limit)
+}
+
+// ReadSegment reads a whole segment from rd into buf's memory (grown if it
+// is too small), refusing more than limit bytes with ErrSegmentTooLarge.
+// hint, the size the store lists, presizes the buffer, but by no more than
+// 64 MiB: beyond that it grows only with the data actually read, and never
+// past limit+1.
+func ReadSegment(rd io.Reader, buf []byte, hint, limit int64) ([]byte, error) {
+	if hint > limit {
+		return buf[:0], fmt.Errorf("%d bytes (%s) stored, over the limit of %d (%s): %w",
+			hint, sizeString(hint), limit, sizeString(limit), ErrSegmentTooLarge)
 	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("segment is larger than %d bytes: %w", limit, ErrCorrupt)
+	if want := min(max(hint, 0), 64<<20) + 1; int64(cap(buf)) < want {
+		// +1 leaves room to see EOF without growing; the slack lets the
+		// buffer fit the next segment too.
+		buf = make([]byte, 0, min(want+want/8, limit+1))
 	}
-	return data, nil
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			grown := make([]byte, len(buf), min(max(2*int64(cap(buf)), 4<<10), limit+1))
+			copy(grown, buf)
+			buf = grown
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			return buf, fmt.Errorf("more than the limit of %d bytes (%s) stored: %w", limit, sizeString(limit), ErrSegmentTooLarge)
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// sizeString is n in the largest binary unit that keeps it >= 1.
+func sizeString(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, u := float64(n)/1024, 0
+	for f >= 1024 && u < len(units)-1 {
+		f /= 1024
+		u++
+	}
+	return fmt.Sprintf("%.1f %ciB", f, units[u])
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -79,6 +80,15 @@ func build(t testing.TB, b *Builder, stream string, gen uint32, prev string, rec
 		t.Fatal(err)
 	}
 	return seg, m
+}
+
+// all is every record of rs, parsed.
+func all(rs Records) []Record {
+	var out []Record
+	for _, r := range rs.All() {
+		out = append(out, r)
+	}
+	return out
 }
 
 func checkRecords(t testing.TB, got, want []Record) {
@@ -234,7 +244,8 @@ func TestBuilderRoundTrip(t *testing.T) {
 		t.Errorf("payload %d bytes is not smaller than %d uncompressed", m.PayloadSize, m.UncompressedSize)
 	}
 
-	s, got, err := Decode(seg, 0)
+	s, rs, err := Decode(seg, 0)
+	got := all(rs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +276,8 @@ func TestBuilderLevels(t *testing.T) {
 			t.Fatalf("level %q: %v", l, err)
 		}
 		seg, _ := build(t, b, "s", 0, ZeroHash, recs, baseTime)
-		_, got, err := Decode(seg, 0)
+		_, rs, err := Decode(seg, 0)
+		got := all(rs)
 		if err != nil {
 			t.Fatalf("level %q: %v", l, err)
 		}
@@ -291,7 +303,7 @@ func TestBuilderReuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkRecords(t, got, recs2)
+	checkRecords(t, all(got), recs2)
 	if s2.Meta.Stream != "b" || s2.Meta.Generation != 2 || m2.FirstSeq != 201 || m2.Records != 50 {
 		t.Fatalf("second segment meta leaks the first: %+v", s2.Meta)
 	}
@@ -343,8 +355,8 @@ func TestBuilderRefuses(t *testing.T) {
 	if m.Records != 2 || m.LastSeq != 11 {
 		t.Fatalf("meta after refusals: %+v", m)
 	}
-	if _, got, err := Decode(seg, 0); err != nil || len(got) != 2 {
-		t.Fatalf("decode: %d records, %v", len(got), err)
+	if _, got, err := Decode(seg, 0); err != nil || got.Len() != 2 {
+		t.Fatalf("decode: %d records, %v", got.Len(), err)
 	}
 
 	b.Reset("s", 1, ZeroHash)
@@ -395,8 +407,8 @@ func TestBuilderZeroTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got[0].Time.Equal(time.Unix(0, 0)) {
-		t.Fatalf("zero time decoded as %v, want the Unix epoch", got[0].Time)
+	if !got.At(0).Time.Equal(time.Unix(0, 0)) || !got.Time(0).Equal(time.Unix(0, 0)) {
+		t.Fatalf("zero time decoded as %v, want the Unix epoch", got.At(0).Time)
 	}
 }
 
@@ -474,14 +486,14 @@ func TestMetaExtension(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkRecords(t, got, recs)
+	checkRecords(t, all(got), recs)
 	if s.Meta.Stream != "s" {
 		t.Fatalf("meta after extension: %+v", s.Meta)
 	}
 	// A missing encryption field means plaintext (segments that predate it).
 	noEnc := rewrapMeta(t, seg, func(js string) string { return strings.Replace(js, `"encryption":"none",`, "", 1) })
-	if _, got, err := Decode(noEnc, 0); err != nil || len(got) != len(recs) {
-		t.Fatalf("without encryption field: %d records, %v", len(got), err)
+	if _, got, err := Decode(noEnc, 0); err != nil || got.Len() != len(recs) {
+		t.Fatalf("without encryption field: %d records, %v", got.Len(), err)
 	}
 	// A missing compression field is not assumed to be zstd.
 	noComp := rewrapMeta(t, seg, func(js string) string { return strings.Replace(js, `"compression":"zstd",`, "", 1) })
@@ -531,7 +543,7 @@ func TestDecodeLimit(t *testing.T) {
 		t.Fatalf("limit == size: %v", err)
 	}
 	_, _, err := Decode(seg, n-1)
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("claims %d uncompressed bytes, limit %d", n, n-1)) {
+	if !errors.Is(err, ErrSegmentTooLarge) || errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("claims %d uncompressed bytes (%s), over the limit of %d", n, sizeString(n), n-1)) {
 		t.Fatalf("limit size-1: err = %v", err)
 	}
 	for _, l := range []int64{0, -1} {
@@ -541,7 +553,7 @@ func TestDecodeLimit(t *testing.T) {
 	}
 	big := honestMeta(recs)
 	big.UncompressedSize = DefaultMaxUncompressed + 1
-	if _, _, err := Decode(forge(t, big, []byte("x")), 0); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "limit") {
+	if _, _, err := Decode(forge(t, big, []byte("x")), 0); !errors.Is(err, ErrSegmentTooLarge) || !strings.Contains(err.Error(), "limit") {
 		t.Fatalf("claim over the default limit: %v", err)
 	}
 }
@@ -560,7 +572,7 @@ func TestPayloadMultipleFrames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkRecords(t, got, recs)
+	checkRecords(t, all(got), recs)
 }
 
 func TestReadAll(t *testing.T) {
@@ -569,7 +581,7 @@ func TestReadAll(t *testing.T) {
 	if err != nil || !bytes.Equal(got, seg) {
 		t.Fatalf("ReadAll at the limit: %v", err)
 	}
-	if _, err := ReadAll(bytes.NewReader(seg), int64(len(seg))-1); !errors.Is(err, ErrCorrupt) {
+	if _, err := ReadAll(bytes.NewReader(seg), int64(len(seg))-1); !errors.Is(err, ErrSegmentTooLarge) {
 		t.Fatalf("ReadAll over the limit: %v", err)
 	}
 	boom := errors.New("boom")
@@ -581,3 +593,70 @@ func TestReadAll(t *testing.T) {
 type errReader struct{ err error }
 
 func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+func TestReadSegment(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 10_000)
+	for _, tc := range []struct {
+		desc   string
+		listed int64
+		buf    []byte
+	}{
+		{"listed exactly", int64(len(data)), nil},
+		{"listed short", 10, nil},
+		{"listed negative", -1, nil},
+		{"reused buffer", int64(len(data)), make([]byte, 7, 2*len(data))},
+		{"small buffer", int64(len(data)), make([]byte, 3)},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			got, err := ReadSegment(iotest.HalfReader(bytes.NewReader(data)), tc.buf, tc.listed, int64(len(data)))
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("read %d bytes, %v; want the %d bytes", len(got), err, len(data))
+			}
+			if cap(tc.buf) >= len(data)+1 && &got[0] != &tc.buf[:1][0] {
+				t.Fatal("a big enough buffer was not reused")
+			}
+		})
+	}
+	if _, err := ReadSegment(bytes.NewReader(data), nil, 10, int64(len(data))-1); !errors.Is(err, ErrSegmentTooLarge) || !strings.Contains(err.Error(), "more than the limit of 159999 bytes (156.2 KiB)") {
+		t.Fatalf("over the limit: %v", err)
+	}
+	if _, err := ReadSegment(bytes.NewReader(data), nil, int64(len(data)), int64(len(data))-1); !errors.Is(err, ErrSegmentTooLarge) || !strings.Contains(err.Error(), "160000 bytes (156.2 KiB) stored, over the limit of 159999") {
+		t.Fatalf("listed over the limit: %v", err)
+	}
+	boom := errors.New("connection reset")
+	if _, err := ReadSegment(io.MultiReader(bytes.NewReader(data[:100]), iotest.ErrReader(boom)), nil, 0, 1<<20); !errors.Is(err, boom) {
+		t.Fatalf("broken body: %v", err)
+	}
+}
+
+// Records's accessors read what At parses, for records with and without
+// op and key, across sub-ranges.
+func TestRecordsAccessors(t *testing.T) {
+	recs := []Record{
+		{Seq: 5, Time: baseTime, Data: []byte("plain")},
+		{Seq: 6, Time: baseTime.Add(time.Second), Op: "put", Key: []byte("a/b"), Data: []byte("with op and key")},
+		{Seq: 7, Op: "del", Key: []byte("k")},
+		{Seq: 8, Time: baseTime, Key: bytes.Repeat([]byte("k"), 300), Data: []byte{0, 1, 2}},
+	}
+	rs := RecordsOf(recs)
+	for _, sub := range []struct{ i, j int }{{0, 4}, {1, 3}, {2, 2}, {3, 4}} {
+		s := rs.Slice(sub.i, sub.j)
+		want := recs[sub.i:sub.j]
+		if s.Len() != len(want) {
+			t.Fatalf("Slice(%d, %d).Len() = %d", sub.i, sub.j, s.Len())
+		}
+		var framed int64
+		for i, w := range want {
+			framed += int64(w.FramedSize())
+			if d := sameRecord(s.At(i), w); d != "" {
+				t.Fatalf("Slice(%d, %d).At(%d): %s", sub.i, sub.j, i, d)
+			}
+			if s.Seq(i) != w.Seq || !s.Time(i).Equal(time.Unix(0, timeNanos(w.Time))) || !bytes.Equal(s.Data(i), w.Data) {
+				t.Fatalf("Slice(%d, %d) record %d: seq %d time %v data %q", sub.i, sub.j, i, s.Seq(i), s.Time(i), s.Data(i))
+			}
+		}
+		if s.Framed() != framed {
+			t.Fatalf("Slice(%d, %d).Framed() = %d, want %d", sub.i, sub.j, s.Framed(), framed)
+		}
+	}
+}

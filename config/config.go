@@ -290,7 +290,21 @@ type Receive struct {
 	// (the one applied next may exceed that alone). Default 4; 0 to 64,
 	// 0 for none.
 	Prefetch int `toml:"prefetch"`
+
+	// MaxSegmentBytes is the largest segment a reader accepts, both as
+	// stored and as it claims to decompress to. A segment over it is
+	// refused, before anything is allocated for it, with an error naming
+	// it, and stops the receiver (it is never retried); what one segment
+	// can make receive, restore, drill, verify, cat or fetch allocate is
+	// bounded by it. It must be at least the largest segment the shippers
+	// make: under their max_bytes plus one max_record_size (20MiB with
+	// their defaults). Default 256MiB; between 1MiB and 2GiB.
+	MaxSegmentBytes Size `toml:"max_segment_bytes"`
 }
+
+// DefaultMaxSegmentBytes is receive.max_segment_bytes when the config does
+// not set it (batch.DefaultMaxSegmentBytes).
+const DefaultMaxSegmentBytes = 256 * MiB
 
 // Defaults returns a File with every default filled in. Stream, Store,
 // Ship.Spool, Receive.State and Receive.Apply have no default.
@@ -318,6 +332,8 @@ func Defaults() *File {
 			RetryMin:   Duration(time.Second),
 			RetryMax:   Duration(time.Minute),
 			Prefetch:   4,
+
+			MaxSegmentBytes: DefaultMaxSegmentBytes,
 		},
 		TCP: TCP{InboxKeep: DefaultInboxKeep, CheckpointDelay: Duration(DefaultCheckpointDelay)},
 	}

@@ -34,6 +34,8 @@ const (
 	maxMaxBytes        = GiB
 	maxRecordSizeLimit = 256 * MiB
 	maxPrefetch        = 64 // receive.prefetch, in segments
+	minMaxSegmentBytes = MiB
+	maxMaxSegmentBytes = 2 * GiB // batch.DefaultMaxUncompressed
 	// minWindowBandwidth is the lowest ship.windows bandwidth_limit: a
 	// link sends in chunks of up to 64 KiB, and at this rate a chunk takes
 	// 4 s, well within the receiver's 30 s I/O timeout.
@@ -254,6 +256,9 @@ func (f *File) Validate(verb string) error {
 	}
 	if r.Prefetch < 0 || r.Prefetch > maxPrefetch {
 		add("receive.prefetch", "%d is out of range 0 to %d", r.Prefetch, maxPrefetch)
+	}
+	if r.MaxSegmentBytes < minMaxSegmentBytes || r.MaxSegmentBytes > maxMaxSegmentBytes {
+		add("receive.max_segment_bytes", "%v is out of range %v to %v", r.MaxSegmentBytes, minMaxSegmentBytes, maxMaxSegmentBytes)
 	}
 
 	// [s3]

@@ -14,9 +14,11 @@ import (
 // checkpoint after that. An error wrapping ErrFatal stops the receiver;
 // any other error is retried with backoff and the checkpoint stays. The
 // records and the bytes they point to are valid only until Apply returns:
-// the receiver reuses their memory for later segments.
+// the receiver reuses their memory for later segments. meta describes the
+// records given (exec: FERRY_FIRST_SEQ), which a restore boundary may make
+// part of the segment.
 type Applier interface {
-	Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error
+	Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) error
 	Close() error
 	String() string
 }

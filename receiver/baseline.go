@@ -163,12 +163,16 @@ func StartAtBaseline(ctx context.Context, cfg Config, start RestoreStart) error 
 	if err != nil {
 		return fmt.Errorf("segment %s: %w", key, err)
 	}
-	data, err := batch.ReadAll(rc, 4<<30)
+	limit := segmentLimit(cfg.MaxSegmentBytes)
+	data, err := batch.ReadSegment(rc, nil, 0, limit)
 	rc.Close()
 	if err != nil {
 		return fmt.Errorf("segment %s: %w", key, err)
 	}
-	seg, _, err := batch.Decode(data, 0)
+	seg, err := batch.Open(data)
+	if err == nil {
+		err = seg.Scan(limit, func(*batch.Record) error { return nil })
+	}
 	if err != nil {
 		return fmt.Errorf("segment %s: %w", key, err)
 	}

@@ -38,7 +38,7 @@ func (a *groupApplier) DeferSync(d bool) {
 	a.File.DeferSync(d)
 }
 
-func (a *groupApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
+func (a *groupApplier) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) error {
 	if meta.LastSeq == a.failAt {
 		a.fails.Add(1)
 		return errors.New("injected apply failure")

@@ -38,7 +38,7 @@ func newRecorder(path string) *recorder {
 	return &recorder{File: &apply.File{Path: path}}
 }
 
-func (a *recorder) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
+func (a *recorder) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) error {
 	if err := a.File.Apply(ctx, meta, recs); err != nil {
 		return err
 	}

@@ -2,11 +2,10 @@ package receiver
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/ferry-dr/ferry/batch"
 )
@@ -114,15 +113,13 @@ func plan(listed []planned, c cursor) (todo []planned, gap *gapAt, divergent []s
 // to a later segment once its segment is applied: filling fresh pages
 // costs more than decoding into warm ones.
 type decodeBufs struct {
-	raw  []byte         // the decompressed record stream
-	recs []batch.Record // the records, aliasing raw
+	raw  []byte        // the decompressed record stream
+	recs batch.Records // the records, aliasing raw
 }
 
 func (b *decodeBufs) bytes() int64 {
-	return int64(cap(b.raw)) + int64(cap(b.recs))*recordSize
+	return int64(cap(b.raw)) + b.recs.IndexCap()
 }
-
-const recordSize = int64(unsafe.Sizeof(batch.Record{}))
 
 // fetched is a planned segment on its way to being applied.
 type fetched struct {
@@ -132,7 +129,7 @@ type fetched struct {
 	done chan struct{} // closed once the fields below are set
 
 	seg  *batch.Segment // Payload cleared: its buffer is reused
-	recs []batch.Record
+	recs batch.Records
 	size int64 // bytes read
 	held int64 // budget held for the decoded segment
 	bufs *decodeBufs
@@ -306,11 +303,11 @@ func (p *pipeline) fetch(idx int, f *fetched) {
 				return err
 			}
 			defer rc.Close()
-			data, err = readSegment(rc, data, f.listed, r.cfg.MaxSegmentSize)
+			data, err = batch.ReadSegment(rc, data, f.listed, r.cfg.MaxSegmentBytes)
 			return err
 		})
 		if err != nil {
-			f.err = fmt.Errorf("segment %s: %w", f.key, err)
+			f.err = refused(f.key, err)
 			return
 		}
 		f.size = int64(len(data))
@@ -320,11 +317,11 @@ func (p *pipeline) fetch(idx int, f *fetched) {
 		}
 	}
 	// Reserved before decompressing: what the metadata claims (never more
-	// than DecompressInto accepts) and the records parsed from it (each
-	// takes at least batch.RecordOverhead framed bytes).
+	// than DecompressInto accepts) and the offsets of the records parsed
+	// from it (each takes at least batch.RecordOverhead framed bytes).
 	m := &seg.Meta
-	claimed := min(max(m.UncompressedSize, 0), batch.DefaultMaxUncompressed)
-	need := claimed + int64(min(m.Records, uint64(claimed)/batch.RecordOverhead+1))*recordSize
+	claimed := min(max(m.UncompressedSize, 0), r.cfg.MaxSegmentBytes)
+	need := claimed + batch.IndexBytes(min(m.Records, uint64(claimed)/batch.RecordOverhead+1))
 	if err := p.budget.acquire(p.ctx, idx, need); err != nil {
 		f.err = err
 		return
@@ -332,9 +329,9 @@ func (p *pipeline) fetch(idx int, f *fetched) {
 	f.held = need
 	b := p.takeBufs()
 	f.bufs = b
-	raw, err := seg.DecompressInto(b.raw, 0, r.cfg.DecodeWorkers)
+	raw, err := seg.DecompressInto(b.raw, r.cfg.MaxSegmentBytes, r.cfg.DecodeWorkers)
 	if err != nil {
-		f.err = damaged(f.key, err)
+		f.err = refused(f.key, err)
 		return
 	}
 	b.raw = raw
@@ -350,6 +347,18 @@ func (p *pipeline) fetch(idx int, f *fetched) {
 
 func damaged(key string, err error) error {
 	return fmt.Errorf("segment %s is damaged: %w; nothing past it is applied (restore it from another copy)", key, err)
+}
+
+// refused is the error of segment key that could not be read or
+// decompressed: damaged, or over max_segment_bytes.
+func refused(key string, err error) error {
+	switch {
+	case errors.Is(err, batch.ErrSegmentTooLarge):
+		return fmt.Errorf("segment %s: %w; nothing past it is applied", key, err)
+	case errors.Is(err, batch.ErrCorrupt):
+		return damaged(key, err)
+	}
+	return fmt.Errorf("segment %s: %w", key, err)
 }
 
 // takeData and takeBufs take buffers for a segment, reusing those of one
@@ -395,34 +404,6 @@ func (p *pipeline) release(idx int, f *fetched) {
 		p.mu.Lock()
 		p.freeBufs = append(p.freeBufs, b)
 		p.mu.Unlock()
-	}
-}
-
-// readSegment reads a whole segment from rd into buf's memory, refusing
-// more than limit bytes. listed presizes the buffer, but by no more than
-// 64 MiB: beyond that it grows only with the data actually read.
-func readSegment(rd io.Reader, buf []byte, listed, limit int64) ([]byte, error) {
-	if want := min(max(listed, 0), limit, 64<<20) + 1; int64(cap(buf)) < want {
-		// +1 leaves room to see EOF without growing; the slack lets the
-		// buffer fit the next segment too.
-		buf = make([]byte, 0, want+want/8)
-	}
-	buf = buf[:0]
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := rd.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if int64(len(buf)) > limit {
-			return buf, fmt.Errorf("segment is larger than %d bytes: %w", limit, batch.ErrCorrupt)
-		}
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
 	}
 }
 

@@ -1,14 +1,11 @@
 package receiver
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"slices"
 	"strings"
 	"testing"
-	"testing/iotest"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -194,38 +191,5 @@ func TestBudget(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("cancelled acquire still waiting")
-	}
-}
-
-func TestReadSegment(t *testing.T) {
-	data := bytes.Repeat([]byte("0123456789abcdef"), 10_000)
-	for _, tc := range []struct {
-		desc   string
-		listed int64
-		buf    []byte
-	}{
-		{"listed exactly", int64(len(data)), nil},
-		{"listed short", 10, nil},
-		{"listed long", 1 << 40, nil},
-		{"listed negative", -1, nil},
-		{"reused buffer", int64(len(data)), make([]byte, 7, 2*len(data))},
-		{"small buffer", int64(len(data)), make([]byte, 3)},
-	} {
-		t.Run(tc.desc, func(t *testing.T) {
-			got, err := readSegment(iotest.HalfReader(bytes.NewReader(data)), tc.buf, tc.listed, int64(len(data)))
-			if err != nil || !bytes.Equal(got, data) {
-				t.Fatalf("read %d bytes, %v; want the %d bytes", len(got), err, len(data))
-			}
-			if cap(tc.buf) >= len(data)+1 && &got[0] != &tc.buf[:1][0] {
-				t.Fatal("a big enough buffer was not reused")
-			}
-		})
-	}
-	if _, err := readSegment(bytes.NewReader(data), nil, 10, int64(len(data))-1); !errors.Is(err, batch.ErrCorrupt) || !strings.Contains(err.Error(), "larger than") {
-		t.Fatalf("over the limit: %v", err)
-	}
-	boom := errors.New("connection reset")
-	if _, err := readSegment(io.MultiReader(bytes.NewReader(data[:100]), iotest.ErrReader(boom)), nil, 0, 1<<20); !errors.Is(err, boom) {
-		t.Fatalf("broken body: %v", err)
 	}
 }

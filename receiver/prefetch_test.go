@@ -189,7 +189,7 @@ type slowApplier struct {
 	before func(meta *batch.Meta) error
 }
 
-func (a *slowApplier) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
+func (a *slowApplier) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) error {
 	if err := a.before(meta); err != nil {
 		return err
 	}
@@ -259,26 +259,54 @@ func TestPrefetchByteCapBelowOneSegment(t *testing.T) {
 	receivertest.WantFile(t, replica, receivertest.Want(1, 80), "after Run")
 }
 
-// A segment larger than MaxSegmentSize is refused as damaged, whatever size
-// the listing gave.
+// A segment larger than MaxSegmentBytes is refused, whatever size the
+// listing gave, and so is one claiming to decompress to more: at once
+// (the retry backoff is an hour), naming the segment, its size and the
+// limit, and nothing after it is applied.
 func TestPrefetchRefusesOversizeSegment(t *testing.T) {
 	small := receivertest.SealSeg(t, receivertest.Stream, 1, 1, 5, batch.ZeroHash)
 	big := receivertest.SealSeg(t, receivertest.Stream, 1, 6, 40, small.Hash)
-	st, _ := receivertest.NewStore(t)
-	receivertest.Put(t, st, small, big)
-	replica := filepath.Join(t.TempDir(), "replica")
-	ap := newRecorder(replica)
-	cfg := receivertest.Config(t, st, ap)
-	cfg.MaxSegmentSize = int64(len(big.Data)) - 1
-	cfg.Once = false
-	cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour
-	r := receivertest.Open(t, cfg)
-	err := receivertest.Run(t, r)
-	if !errors.Is(err, batch.ErrCorrupt) || !strings.Contains(err.Error(), big.Key()) || !strings.Contains(err.Error(), "larger than") {
-		t.Fatalf("Run: %v, want ErrCorrupt naming %s as too large", err, big.Key())
+	// bomb is big claiming 1 GiB: a forgery whose checksums all hold.
+	m, off, err := batch.ParseMeta(big.Data)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got, want := ap.Applied(), names(small); !slices.Equal(got, want) {
-		t.Fatalf("applied %v, want %v", got, want)
+	m.UncompressedSize = 1 << 30
+	bombData, _, err := batch.Assemble(m, big.Data[off:])
+	if err != nil {
+		t.Fatal(err)
 	}
-	receivertest.WantFile(t, replica, receivertest.Want(1, 5), "after the oversize segment")
+	bomb := receivertest.Seg{Name: big.Name, Data: bombData, Meta: m, Hash: batch.Hash(bombData)}
+	for _, tc := range []struct {
+		desc  string
+		seg   receivertest.Seg
+		limit int64
+		want  string
+	}{
+		{"stored size", big, int64(len(big.Data)) - 1, fmt.Sprintf("%d bytes (%s) stored, over the limit of %d", len(big.Data), sizeString(len(big.Data)), len(big.Data)-1)},
+		{"claimed size", bomb, 1 << 20, "claims 1073741824 uncompressed bytes (1.0 GiB), over the limit of 1048576 (1.0 MiB)"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			st, _ := receivertest.NewStore(t)
+			receivertest.Put(t, st, small, tc.seg)
+			replica := filepath.Join(t.TempDir(), "replica")
+			ap := newRecorder(replica)
+			cfg := receivertest.Config(t, st, ap)
+			cfg.MaxSegmentBytes = tc.limit
+			cfg.Once = false
+			cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour
+			r := receivertest.Open(t, cfg)
+			err := receivertest.Run(t, r)
+			if !errors.Is(err, batch.ErrSegmentTooLarge) || !strings.Contains(err.Error(), "segment "+tc.seg.Key()+": ") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Run: %v\nwant ErrSegmentTooLarge naming %s and saying %q", err, tc.seg.Key(), tc.want)
+			}
+			if got, want := ap.Applied(), names(small); !slices.Equal(got, want) {
+				t.Fatalf("applied %v, want %v", got, want)
+			}
+			receivertest.WantFile(t, replica, receivertest.Want(1, 5), "after the oversize segment")
+		})
+	}
 }
+
+// sizeString is batch's rendering of a size in an error.
+func sizeString(n int) string { return fmt.Sprintf("%.1f KiB", float64(n)/1024) }

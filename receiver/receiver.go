@@ -55,8 +55,12 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// Once: apply what is there, then return.
 	Once bool
-	// MaxSegmentSize caps a segment read from the store. Default 4 GiB.
-	MaxSegmentSize int64
+	// MaxSegmentBytes caps a segment's size, as stored and as it claims
+	// to decompress to: one over it is refused before anything is
+	// allocated for it, and stops the receiver there (it is never
+	// retried). Default batch.DefaultMaxSegmentBytes (256 MiB); at most
+	// batch.DefaultMaxUncompressed.
+	MaxSegmentBytes int64
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// ReceiverID names this receiver in its published watermark
@@ -216,9 +220,7 @@ func Open(cfg Config, log *slog.Logger) (*Receiver, error) {
 	if cfg.RetryMax < cfg.RetryMin {
 		cfg.RetryMax = max(cfg.RetryMin, time.Minute)
 	}
-	if cfg.MaxSegmentSize <= 0 {
-		cfg.MaxSegmentSize = 4 << 30
-	}
+	cfg.MaxSegmentBytes = segmentLimit(cfg.MaxSegmentBytes)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -297,6 +299,14 @@ func Open(cfg Config, log *slog.Logger) (*Receiver, error) {
 	r.cp, r.applied = cp, cp.LastSeq
 	r.stats.LastSeq, r.stats.LastHash = cp.LastSeq, cp.LastHash
 	return r, nil
+}
+
+// segmentLimit is Config.MaxSegmentBytes with its default and cap.
+func segmentLimit(n int64) int64 {
+	if n <= 0 {
+		n = batch.DefaultMaxSegmentBytes
+	}
+	return min(n, batch.DefaultMaxUncompressed)
 }
 
 // Applied is the last seq applied: the checkpoint's, or, with
@@ -583,7 +593,7 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 		return fmt.Errorf("segment %s: %w", f.key, err)
 	}
 	recs, reached := r.cut(cp, &seg.Meta, f.recs)
-	if reached && len(recs) == 0 {
+	if reached && recs.Len() == 0 {
 		r.reached = true // the boundary is right before this segment's records
 		return nil
 	}
@@ -602,14 +612,14 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 	next.Generation = seg.Meta.Generation // a new one at a fork
 	next.LastSeq, next.LastHash, next.Segment, next.AppliedAt = seg.Meta.LastSeq, seg.Hash, name, r.cfg.Now().UTC()
 	next.PartialHash = ""
-	if n := len(recs); n > 0 && recs[n-1].Seq < seg.Meta.LastSeq {
-		last := recs[n-1].Seq
+	if n := recs.Len(); n > 0 && recs.Seq(n-1) < seg.Meta.LastSeq {
+		last := recs.Seq(n - 1)
 		// restore: stopped inside the segment; the chain stays before it.
 		next.LastSeq, next.LastHash, next.PartialHash = last, cp.LastHash, seg.Hash
 	}
 	r.mu.Lock()
 	r.stats.Segments++
-	r.stats.Records += uint64(len(recs))
+	r.stats.Records += uint64(recs.Len())
 	r.stats.Bytes += f.size
 	r.mu.Unlock()
 	if hold && r.keepHolding(more) {
@@ -712,7 +722,8 @@ func (r *Receiver) checkContinues(name string, m *batch.Meta, cp Checkpoint, gen
 // a corrupt segment and a fatal applier error end it at once.
 func (r *Receiver) retry(ctx context.Context, op string, fn func() error) error {
 	p := store.RetryPolicy{Min: r.cfg.RetryMin, Max: r.cfg.RetryMax, Jitter: 0.2, Stop: func(err error) bool {
-		return errors.Is(err, ErrFatal) || errors.Is(err, batch.ErrCorrupt) || errors.Is(err, ErrHistory)
+		return errors.Is(err, ErrFatal) || errors.Is(err, batch.ErrCorrupt) || errors.Is(err, batch.ErrSegmentTooLarge) ||
+			errors.Is(err, ErrHistory)
 	}, OnRetry: func(err error) {
 		r.mu.Lock()
 		if r.retrying == "" {

@@ -87,25 +87,25 @@ func checkResume(name, hash string, cp Checkpoint) error {
 // cut returns the records of segment m to apply after checkpoint cp: the
 // ones after LastSeq if cp is inside m, and none past the boundary.
 // reached reports that the boundary is in m (or right before it).
-func (r *Receiver) cut(cp Checkpoint, m *batch.Meta, recs []batch.Record) (out []batch.Record, reached bool) {
-	if cp.PartialHash != "" {
-		skip := 0
-		for skip < len(recs) && recs[skip].Seq <= cp.LastSeq {
-			skip++
-		}
-		recs = recs[skip:]
+// The records' seqs are m.FirstSeq..m.LastSeq in order (ParseRecords
+// checked them), so a seq is found by arithmetic.
+func (r *Receiver) cut(cp Checkpoint, m *batch.Meta, recs batch.Records) (out batch.Records, reached bool) {
+	first := m.FirstSeq // of recs
+	if cp.PartialHash != "" && cp.LastSeq >= first {
+		skip := int(min(cp.LastSeq-first+1, uint64(recs.Len())))
+		recs, first = recs.Slice(skip, recs.Len()), cp.LastSeq+1
 	}
 	if u := r.cfg.Until; u > 0 && m.LastSeq >= u {
 		n := 0
-		for n < len(recs) && recs[n].Seq <= u {
-			n++
+		if u >= first {
+			n = int(min(u-first+1, uint64(recs.Len())))
 		}
-		recs, reached = recs[:n], true
+		recs, reached = recs.Slice(0, n), true
 	}
 	if t := r.cfg.UntilTime; !t.IsZero() && m.MaxTime.After(t) {
-		for i := range recs {
-			if recs[i].Time.After(t) {
-				recs, reached = recs[:i], true
+		for i := range recs.Len() {
+			if recs.Time(i).After(t) {
+				recs, reached = recs.Slice(0, i), true
 				break
 			}
 		}
@@ -115,11 +115,12 @@ func (r *Receiver) cut(cp Checkpoint, m *batch.Meta, recs []batch.Record) (out [
 
 // subMeta is m narrowed to the records recs (a part of its segment), for
 // appliers that report the seq range they apply (exec: FERRY_FIRST_SEQ).
-func subMeta(m *batch.Meta, recs []batch.Record) *batch.Meta {
-	if len(recs) == 0 || (recs[0].Seq == m.FirstSeq && recs[len(recs)-1].Seq == m.LastSeq) {
+func subMeta(m *batch.Meta, recs batch.Records) *batch.Meta {
+	n := recs.Len()
+	if n == 0 || (recs.Seq(0) == m.FirstSeq && recs.Seq(n-1) == m.LastSeq) {
 		return m
 	}
 	sub := *m
-	sub.FirstSeq, sub.LastSeq, sub.Records = recs[0].Seq, recs[len(recs)-1].Seq, uint64(len(recs))
+	sub.FirstSeq, sub.LastSeq, sub.Records = recs.Seq(0), recs.Seq(n-1), uint64(n)
 	return &sub
 }

@@ -62,7 +62,11 @@ func Decode(t testing.TB, name string, data []byte) Segment {
 	if got := s.Meta.Name(); got != name {
 		t.Fatalf("segment file %s holds metadata for %s", name, got)
 	}
-	return Segment{Name: name, Hash: s.Hash, Meta: s.Meta, Records: recs}
+	out := make([]batch.Record, 0, recs.Len())
+	for _, r := range recs.All() {
+		out = append(out, r)
+	}
+	return Segment{Name: name, Hash: s.Hash, Meta: s.Meta, Records: out}
 }
 
 // ReadDir decodes every file in dir as a segment, in name order.

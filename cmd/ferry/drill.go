@@ -59,6 +59,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	applySpec := c.fs.String("apply", "", "file, dir, or an applier spec (default: dir for a dir-tree stream, file otherwise)")
 	pf := c.fs.Int("prefetch", receiver.DefaultPrefetch, "segments read and verified ahead of the one being applied (0 for none)")
 	gapTimeout := c.fs.Duration("gap-timeout", 2*time.Second, "how long a missing segment may stay missing before the restore fails")
+	c.accept("max-segment-bytes")
 	if err := c.parseNoArgs(args, ""); err != nil {
 		return err
 	}
@@ -104,7 +105,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	spec := *applySpec
 	if spec == "" {
 		spec = "file"
-		if isDirTreeStream(ctx, c.cfg.Stream, st, names[0]) {
+		if isDirTreeStream(ctx, c.cfg.Stream, st, names[0], c.segmentLimit()) {
 			spec = "dir"
 		}
 	}
@@ -196,11 +197,17 @@ func seconds(s float64) string {
 
 // isDirTreeStream tells a dir-tree stream by the op of its first record.
 // An unreadable first segment says file: the restore reports the damage.
-func isDirTreeStream(ctx context.Context, stream string, st store.Store, first string) bool {
-	data, err := readSegment(ctx, st, batch.SegmentKey(stream, first))
+func isDirTreeStream(ctx context.Context, stream string, st store.Store, first string, limit int64) bool {
+	data, err := readSegment(ctx, st, batch.SegmentKey(stream, first), 0, limit)
 	if err != nil {
 		return false
 	}
-	_, recs, err := batch.Decode(data, 0)
-	return err == nil && len(recs) > 0 && slices.Contains(dirtree.Ops, recs[0].Op)
+	seg, err := batch.Open(data)
+	if err != nil {
+		return false
+	}
+	var op string
+	stop := errors.New("first record read")
+	err = seg.Scan(limit, func(r *batch.Record) error { op = r.Op; return stop })
+	return err == stop && slices.Contains(dirtree.Ops, op)
 }

@@ -42,6 +42,7 @@ func runFetch(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("fetch", "ferry fetch [--config FILE | --store URL --stream NAME | --from DIR] NAME DEST", fetchExamples, stderr)
 	from := c.fs.String("from", "", "copy from this `dir`: a receiver's applied tree (--apply dir:DIR) instead of a store")
 	timeout := c.fs.Duration("timeout", 5*time.Minute, "give up (exit 1) after this long")
+	c.accept("max-segment-bytes")
 	if err := c.parse(args, ""); err != nil {
 		return err
 	}
@@ -73,7 +74,7 @@ func runFetch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return fetchFromStore(ctx, st, cfg.Stream, name, dest, log)
+	return fetchFromStore(ctx, st, cfg.Stream, name, dest, c.segmentLimit(), log)
 }
 
 // fetchFromTree copies DIR/NAME, a regular file (never through a symlink
@@ -107,7 +108,7 @@ func fetchFromTree(dir, name, dest string) error {
 
 // fetchFromStore finds NAME's marker, then its records, and writes the
 // verified content to dest.
-func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest string, log *slog.Logger) error {
+func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest string, limit int64, log *slog.Logger) error {
 	key := shipper.PushMarkerKey(stream, name)
 	var m shipper.PushMarker
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
@@ -135,7 +136,7 @@ func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest stri
 		return err
 	}
 	defer w.abort()
-	f := fetcher{ctx: ctx, st: st, stream: stream, name: name, size: m.Size, sum: [32]byte(want), names: names}
+	f := fetcher{ctx: ctx, st: st, stream: stream, name: name, size: m.Size, sum: [32]byte(want), names: names, limit: limit}
 	var ferr error
 	if m.FirstSeq > 0 {
 		ferr = f.assemble(w, m.Generation, m.FirstSeq, m.LastSeq)
@@ -174,20 +175,21 @@ type fetcher struct {
 	size   int64
 	sum    [32]byte
 	names  []string // the stream's segments, in order
+	limit  int64    // max_segment_bytes
 }
 
-func (f *fetcher) records(seg string) ([]batch.Record, error) {
+func (f *fetcher) records(seg string) (batch.Records, error) {
 	key := batch.SegmentKey(f.stream, seg)
-	data, err := readSegment(f.ctx, f.st, key)
+	data, err := readSegment(f.ctx, f.st, key, 0, f.limit)
 	if err != nil {
-		return nil, fmt.Errorf("segment %s: %w", key, err)
+		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
 	}
-	s, recs, err := batch.Decode(data, 0)
+	s, recs, err := batch.Decode(data, f.limit)
 	if err != nil {
-		return nil, fmt.Errorf("segment %s: %w", key, err)
+		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
 	}
 	if s.Meta.Name() != seg {
-		return nil, fmt.Errorf("segment %s holds %s", key, s.Meta.Name())
+		return batch.Records{}, fmt.Errorf("segment %s holds %s", key, s.Meta.Name())
 	}
 	return recs, nil
 }
@@ -207,8 +209,7 @@ func (f *fetcher) assemble(w *atomicFile, gen uint32, first, last uint64) error 
 		if err != nil {
 			return err
 		}
-		for i := range recs {
-			r := &recs[i]
+		for _, r := range recs.All() {
 			if r.Seq < next || r.Seq > last {
 				continue
 			}
@@ -263,8 +264,8 @@ func (f *fetcher) scan() (gen uint32, first, last uint64, found bool, err error)
 		if err != nil {
 			return 0, 0, 0, false, err
 		}
-		for j := len(recs) - 1; j >= 0; j-- {
-			r := &recs[j]
+		for j := recs.Len() - 1; j >= 0; j-- {
+			r := recs.At(j)
 			var hdr dirtree.Header
 			var payload []byte
 			ok := string(r.Key) == f.name && (r.Op == dirtree.OpPut || r.Op == dirtree.OpChunk)

@@ -118,6 +118,11 @@ var configFlags = map[string]configFlag{
 		set: func(c *config.File, v string) (err error) { c.Receive.PollMax, err = config.ParseDuration(v); return }},
 	"id": {kind: stringFlag, usage: "receiver id in the published watermark (default: host name)",
 		set: func(c *config.File, v string) error { c.Receive.ID = v; return nil }},
+	"max-segment-bytes": {kind: stringFlag, usage: "refuse a segment larger than this, stored or decompressed, before allocating it (default 256MiB; at least the shippers' max_bytes + max_record_size)",
+		set: func(c *config.File, v string) (err error) {
+			c.Receive.MaxSegmentBytes, err = config.ParseSize(v)
+			return
+		}},
 	"prefetch": {kind: intFlag, usage: "segments read and verified ahead of the one being applied, to catch up faster (default 4; 0 for none)",
 		set: func(c *config.File, v string) (err error) { c.Receive.Prefetch, err = strconv.Atoi(v); return }},
 

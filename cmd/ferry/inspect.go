@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -19,9 +20,6 @@ import (
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
 )
-
-// maxSegmentRead caps a segment read by ls/cat/verify.
-const maxSegmentRead = 4 << 30
 
 // listSegments returns the names of every segment of the stream, in
 // order, with their sizes as the store lists them.
@@ -43,14 +41,19 @@ func listSegments(ctx context.Context, st store.Store, stream string) ([]string,
 	return names, sizes, nil
 }
 
-func readSegment(ctx context.Context, st store.Store, key string) ([]byte, error) {
+// readSegment reads the segment key of st, which the store lists at size
+// bytes (0: not known), refusing one over limit (max_segment_bytes).
+func readSegment(ctx context.Context, st store.Store, key string, size, limit int64) ([]byte, error) {
 	rc, err := st.Get(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	return batch.ReadAll(rc, maxSegmentRead)
+	return batch.ReadSegment(rc, nil, size, limit)
 }
+
+// segmentLimit is the max_segment_bytes of the verb's config.
+func (c *common) segmentLimit() int64 { return int64(c.cfg.Receive.MaxSegmentBytes) }
 
 const lsExamples = `  ferry ls --store /srv/ferry --stream app
   ferry ls --store s3://dr-bucket/ferry --stream app --json
@@ -175,47 +178,41 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 	asJSON := c.fs.Bool("json", false, "one JSON object per record (seq, time, key, op, data)")
 	from := c.fs.Uint64("from", 1, "first seq to print (with --store)")
 	to := c.fs.Uint64("to", 0, "last seq to print (with --store; 0 = to the end)")
+	c.accept("max-segment-bytes")
 	if err := c.parse(args, ""); err != nil {
 		return err
 	}
-	out := &recordPrinter{w: stdout, json: *asJSON}
+	limit := c.segmentLimit()
+	out := newRecordPrinter(stdout, *asJSON)
 	if c.fs.NArg() > 0 {
 		for _, path := range c.fs.Args() {
-			data, err := readFileCapped(path)
+			data, err := readFileCapped(path, limit)
 			if err != nil {
 				return err
 			}
-			_, recs, err := batch.Decode(data, 0)
-			if err != nil {
+			if err := out.printSegment(data, limit, 0, 0); err != nil {
 				return fmt.Errorf("%s: %w", path, err)
-			}
-			if err := out.print(recs, 0, 0); err != nil {
-				return err
 			}
 		}
 		return out.flush()
 	}
 	ctx := context.Background()
-	st, names, err := c.storeSegments(ctx, stderr)
+	st, names, sizes, err := c.storeSegments(ctx, stderr)
 	if err != nil {
 		return err
 	}
-	for _, name := range names {
+	for i, name := range names {
 		_, first, last, _ := batch.ParseSegmentName(name)
 		if last < *from || (*to != 0 && first > *to) {
 			continue
 		}
 		key := batch.SegmentKey(c.cfg.Stream, name)
-		data, err := readSegment(ctx, st, key)
+		data, err := readSegment(ctx, st, key, sizes[i], limit)
+		if err == nil {
+			err = out.printSegment(data, limit, *from, *to)
+		}
 		if err != nil {
 			return fmt.Errorf("segment %s: %w", key, err)
-		}
-		_, recs, err := batch.Decode(data, 0)
-		if err != nil {
-			return fmt.Errorf("segment %s: %w", key, err)
-		}
-		if err := out.print(recs, *from, *to); err != nil {
-			return err
 		}
 	}
 	return out.flush()
@@ -223,25 +220,31 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 
 // storeSegments opens the store and lists the stream's segments, for cat
 // and verify when they are given no segment files.
-func (c *common) storeSegments(ctx context.Context, stderr io.Writer) (store.Store, []string, error) {
+func (c *common) storeSegments(ctx context.Context, stderr io.Writer) (store.Store, []string, []int64, error) {
 	if c.cfg.Stream == "" || c.cfg.Store == "" {
-		return nil, nil, usageError{errors.New("give segment files, or --store and --stream")}
+		return nil, nil, nil, usageError{errors.New("give segment files, or --store and --stream")}
 	}
 	st, err := openStore(ctx, c.cfg, c.logger(stderr))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	names, _, err := listSegments(ctx, st, c.cfg.Stream)
-	return st, names, err
+	names, sizes, err := listSegments(ctx, st, c.cfg.Stream)
+	return st, names, sizes, err
 }
 
-func readFileCapped(path string) ([]byte, error) {
+// readFileCapped reads the segment file path, refusing one over limit
+// (max_segment_bytes).
+func readFileCapped(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := batch.ReadAll(f, maxSegmentRead)
+	var size int64
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		size = fi.Size()
+	}
+	data, err := batch.ReadSegment(f, nil, size, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -249,9 +252,35 @@ func readFileCapped(path string) ([]byte, error) {
 }
 
 type recordPrinter struct {
-	w    io.Writer
+	w    *bufio.Writer
 	json bool
-	err  error
+	enc  *json.Encoder
+}
+
+func newRecordPrinter(w io.Writer, asJSON bool) *recordPrinter {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	return &recordPrinter{w: bw, json: asJSON, enc: json.NewEncoder(bw)}
+}
+
+// printSegment prints the records from..to (to 0: to the end) of the
+// segment data as they are decompressed, holding one at a time: a damaged
+// segment's records before the damage are printed, then the error is
+// returned.
+func (p *recordPrinter) printSegment(data []byte, limit int64, from, to uint64) error {
+	seg, err := batch.Open(data)
+	if err != nil {
+		return err
+	}
+	err = seg.Scan(limit, func(r *batch.Record) error {
+		if r.Seq < from || (to != 0 && r.Seq > to) {
+			return nil
+		}
+		return p.print(r)
+	})
+	if err != nil {
+		p.flush() // what was printed before the damage
+	}
+	return err
 }
 
 type jsonRecord struct {
@@ -263,35 +292,23 @@ type jsonRecord struct {
 	DataBase64 *string   `json:"data_base64,omitempty"`
 }
 
-func (p *recordPrinter) print(recs []batch.Record, from, to uint64) error {
-	enc := json.NewEncoder(p.w)
-	for i := range recs {
-		r := &recs[i]
-		if r.Seq < from || (to != 0 && r.Seq > to) {
-			continue
-		}
-		if !p.json {
-			if _, err := p.w.Write(r.Data); err != nil {
-				return err
-			}
-			continue
-		}
-		j := jsonRecord{Seq: r.Seq, Time: r.Time, Key: string(r.Key), Op: r.Op}
-		if utf8.Valid(r.Data) {
-			s := string(r.Data)
-			j.Data = &s
-		} else {
-			s := base64.StdEncoding.EncodeToString(r.Data)
-			j.DataBase64 = &s
-		}
-		if err := enc.Encode(j); err != nil {
-			return err
-		}
+func (p *recordPrinter) print(r *batch.Record) error {
+	if !p.json {
+		_, err := p.w.Write(r.Data)
+		return err
 	}
-	return nil
+	j := jsonRecord{Seq: r.Seq, Time: r.Time, Key: string(r.Key), Op: r.Op}
+	if utf8.Valid(r.Data) {
+		s := string(r.Data)
+		j.Data = &s
+	} else {
+		s := base64.StdEncoding.EncodeToString(r.Data)
+		j.DataBase64 = &s
+	}
+	return p.enc.Encode(j)
 }
 
-func (p *recordPrinter) flush() error { return p.err }
+func (p *recordPrinter) flush() error { return p.w.Flush() }
 
 const verifyExamples = `  ferry verify --store /srv/ferry --stream app
   ferry verify segment.seg.zst other.seg.zst
@@ -301,15 +318,17 @@ const verifyExamples = `  ferry verify --store /srv/ferry --stream app
 // and between segments, metadata vs name, stream) and the hash chain.
 func runVerify(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("verify", "ferry verify --store URL --stream NAME [--config FILE] | ferry verify FILE...", verifyExamples, stderr)
+	c.accept("max-segment-bytes")
 	if err := c.parse(args, ""); err != nil {
 		return err
 	}
+	limit := c.segmentLimit()
 	var defects []string
 	if c.fs.NArg() > 0 {
 		for _, path := range c.fs.Args() {
-			data, err := readFileCapped(path)
+			data, err := readFileCapped(path, limit)
 			if err == nil {
-				_, _, err = batch.Decode(data, 0)
+				_, err = verifySegment(data, limit)
 			}
 			if err != nil {
 				defects = append(defects, fmt.Sprintf("%s: %v", path, err))
@@ -320,7 +339,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		return verdict(stdout, defects, len(c.fs.Args()))
 	}
 	ctx := context.Background()
-	st, names, err := c.storeSegments(ctx, stderr)
+	st, names, sizes, err := c.storeSegments(ctx, stderr)
 	if err != nil {
 		return err
 	}
@@ -334,7 +353,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	var records uint64
 	var divergent []string
 	lastOfGen := map[uint32]string{} // each generation's segment reaching furthest, for overlaps
-	for _, name := range names {
+	for i, name := range names {
 		key := batch.SegmentKey(c.cfg.Stream, name)
 		gen, first, last, _ := batch.ParseSegmentName(name)
 		if prior, ok := lastOfGen[gen]; ok {
@@ -346,11 +365,10 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 			lastOfGen[gen] = name
 		}
 		place, perr := h.Place(gen, first, last)
-		data, err := readSegment(ctx, st, key)
+		data, err := readSegment(ctx, st, key, sizes[i], limit)
 		var seg *batch.Segment
-		var recs []batch.Record
 		if err == nil {
-			seg, recs, err = batch.Decode(data, 0)
+			seg, err = verifySegment(data, limit)
 		}
 		if err != nil {
 			// Unreadable: report it, and judge the next segment against its
@@ -376,7 +394,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 			divergent = append(divergent, name)
 			continue
 		}
-		records += uint64(len(recs))
+		records += seg.Meta.Records
 		rec, _ := h.Record(gen)
 		switch {
 		case prevName == "" || m.Generation != prevGen:
@@ -420,6 +438,16 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 			name, gen, first, last, end)
 	}
 	return verdict(stdout, defects, len(names))
+}
+
+// verifySegment checks the segment data as Decode does, decompressing it
+// as a stream rather than holding its records.
+func verifySegment(data []byte, limit int64) (*batch.Segment, error) {
+	seg, err := batch.Open(data)
+	if err != nil {
+		return nil, err
+	}
+	return seg, seg.Scan(limit, func(*batch.Record) error { return nil })
 }
 
 func seqRange(names []string) string {

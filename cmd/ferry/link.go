@@ -84,6 +84,9 @@ func newLinkServer(cfg *config.File, inbox, records store.Store, log *slog.Logge
 	t := cfg.TCP
 	srv := &tcp.Server{Addr: t.Listen, Token: t.Token, Insecure: t.Insecure, Inbox: inbox, Records: records,
 		Stream: cfg.Stream, Log: log}
+	// A segment the receiver would refuse is refused by the link, so the
+	// shipper is told at once (64 KiB: the frame's name header).
+	srv.MaxSegment = int64(cfg.Receive.MaxSegmentBytes) + 64<<10
 	if t.CertFile != "" || t.KeyFile != "" {
 		var err error
 		srv.TLS, err = tcp.LoadServerTLS(t.CertFile, t.KeyFile, t.ClientCAFile)

@@ -38,7 +38,7 @@ const receiveExamples = `  # apply everything in the store to a file, then exit
 
 func runReceive(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("receive", "ferry receive --store URL --stream NAME --state DIR --apply file:PATH|exec:CMD|stdout [--once] [--config FILE]", receiveExamples, stderr)
-	c.accept("state", "apply", "gap-timeout", "poll-min", "poll-max", "id", "prefetch", "metrics-addr")
+	c.accept("state", "apply", "gap-timeout", "poll-min", "poll-max", "id", "prefetch", "metrics-addr", "max-segment-bytes")
 	c.accept(receiverLinkFlags...)
 	once := c.fs.Bool("once", false, "apply what is in the store, then exit (non-zero on a gap)")
 	err := c.parseNoArgs(args, "receive")
@@ -130,6 +130,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		ReceiverID: receiverID(rc.ID),
 		Prefetch:   prefetch(rc.Prefetch),
 
+		MaxSegmentBytes: int64(rc.MaxSegmentBytes),
 		CheckpointDelay: checkpointDelay,
 	}, log)
 	if err != nil {

@@ -249,17 +249,14 @@ func addRecords(data []byte, fork uint64, recs map[uint64]batch.Record) error {
 	if err != nil {
 		return err
 	}
-	rs, err := seg.Records(1 << 30)
-	if err != nil {
-		return err
-	}
-	for _, r := range rs {
+	return seg.Scan(batch.DefaultMaxUncompressed, func(r *batch.Record) error {
 		if r.Seq > fork {
-			r.Data = bytes.Clone(r.Data)
-			recs[r.Seq] = r
+			rec := *r
+			rec.Key, rec.Data = bytes.Clone(r.Key), bytes.Clone(r.Data)
+			recs[r.Seq] = rec
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // writeReport writes the report durably: the summary, each record as
@@ -270,11 +267,15 @@ func writeReport(path string, d divergence, seqs []uint64, recs map[uint64]batch
 	if err := enc.Encode(d); err != nil {
 		return err
 	}
-	p := &recordPrinter{w: &buf, json: true}
+	p := newRecordPrinter(&buf, true)
 	for _, s := range seqs {
-		if err := p.print([]batch.Record{recs[s]}, 0, 0); err != nil {
+		r := recs[s]
+		if err := p.print(&r); err != nil {
 			return err
 		}
+	}
+	if err := p.flush(); err != nil {
+		return err
 	}
 	if d.CutFile != "" {
 		cr := cutRecord{Cut: d.CutFile, Offset: d.CutOffset}

@@ -35,6 +35,7 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 	until := c.fs.String("until", "", "stop after this `seq`, or before the first record whose time is after this RFC 3339 time (default: everything in the store)")
 	pf := c.fs.Int("prefetch", receiver.DefaultPrefetch, "segments read and verified ahead of the one being applied (0 for none)")
 	gapTimeout := c.fs.Duration("gap-timeout", 0, "how long a missing segment may stay missing before the restore fails (default: the config's receive.gap_timeout, 30s)")
+	c.accept("max-segment-bytes")
 	if err := c.parseNoArgs(args, ""); err != nil {
 		return err
 	}
@@ -141,6 +142,8 @@ func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (resto
 		Prefetch:   prefetch(job.prefetch),
 		Until:      job.boundary.seq,
 		UntilTime:  job.boundary.time,
+
+		MaxSegmentBytes: int64(cfg.Receive.MaxSegmentBytes),
 	}
 	if err := startAtBaseline(ctx, rcfg, log); err != nil {
 		return restoreResult{}, err

@@ -86,7 +86,7 @@ func (a *Dir) Close() error {
 
 // Apply applies the records in order. On an error it brings the file being
 // assembled back to where it was, so a retry applies the segment afresh.
-func (a *Dir) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
+func (a *Dir) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) error {
 	if a.root == nil {
 		return a.fatalf("not restored")
 	}
@@ -111,12 +111,12 @@ func (a *Dir) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) 
 	return err
 }
 
-func (a *Dir) applyAll(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
+func (a *Dir) applyAll(ctx context.Context, meta *batch.Meta, recs batch.Records) error {
 	wrap := func(i int, err error) error {
-		r := &recs[i]
+		r := recs.At(i)
 		return fmt.Errorf("apply dir %s: segment %s record seq %d (%s %q): %w", a.Root, meta.Name(), r.Seq, r.Op, r.Key, err)
 	}
-	for i := 0; i < len(recs); {
+	for i := 0; i < recs.Len(); {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

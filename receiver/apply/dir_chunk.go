@@ -65,12 +65,12 @@ func (a *Dir) continues(rec *batch.Record) bool {
 
 // chunk adds a chunk (checked by dirtree.CheckPayload) to the file being
 // assembled and publishes the file on its last chunk.
-func (a *Dir) chunk(recs []batch.Record, i int, key string, h dirtree.Header, payload []byte) error {
+func (a *Dir) chunk(recs batch.Records, i int, key string, h dirtree.Header, payload []byte) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), receiver.ErrFatal)
 	}
 	if h.Offset == 0 {
-		if err := a.startPartial(recs[i].Seq, key, h.Size); err != nil {
+		if err := a.startPartial(recs.Seq(i), key, h.Size); err != nil {
 			return err
 		}
 	} else if a.partial == nil {
@@ -115,7 +115,7 @@ func (a *Dir) isPublished(key string, ino uint64) bool {
 	return unix.Fstatat(int(dir.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Ino == ino
 }
 
-func (a *Dir) publish(recs []batch.Record, i int, key string, h dirtree.Header) error {
+func (a *Dir) publish(recs batch.Records, i int, key string, h dirtree.Header) error {
 	p := a.partial
 	if err := a.writeOut(p.f, nil, h); err != nil {
 		return err

@@ -91,9 +91,9 @@ func dirOpenAt(fd int, name string) (int, error) {
 // dirSuperseded reports whether a record after recs[i] names p or one of its
 // ancestors: then what recs[i] would do to p is undone anyway, which is how
 // a segment applied again after a crash meets the state it left behind.
-func dirSuperseded(recs []batch.Record, i int, p string) bool {
-	for j := i + 1; j < len(recs); j++ {
-		k := string(recs[j].Key)
+func dirSuperseded(recs batch.Records, i int, p string) bool {
+	for j := i + 1; j < recs.Len(); j++ {
+		k := string(recs.At(j).Key)
 		if k == p || strings.HasPrefix(p, k+"/") {
 			return true
 		}
@@ -104,7 +104,7 @@ func dirSuperseded(recs []batch.Record, i int, p string) bool {
 // parent resolves key's directory for a record, turning a path through a
 // symlink or file into a fatal error unless a later record supersedes it
 // (skip is then true).
-func (a *Dir) parent(recs []batch.Record, i int, key string, create bool) (dir *os.File, base string, skip bool, err error) {
+func (a *Dir) parent(recs batch.Records, i int, key string, create bool) (dir *os.File, base string, skip bool, err error) {
 	dir, base, err = a.openParent(key, create)
 	var nd *dirNotDirError
 	switch {

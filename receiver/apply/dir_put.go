@@ -22,17 +22,18 @@ const (
 
 // dirPutRunEnd returns the end of the run of put, mkdir, del and rmdir
 // records starting at i, or i+1 if it holds fewer than two puts.
-func dirPutRunEnd(recs []batch.Record, i int) int {
+func dirPutRunEnd(recs batch.Records, i int) int {
 	j, n, puts := i, 0, 0
-	for ; j < len(recs) && j-i < dirRunRecords && n < dirRunBytes; j++ {
-		switch recs[j].Op {
+	for ; j < recs.Len() && j-i < dirRunRecords && n < dirRunBytes; j++ {
+		r := recs.At(j)
+		switch r.Op {
 		case dirtree.OpPut:
 			puts++
 		case dirtree.OpMkdir, dirtree.OpDel, dirtree.OpRmdir:
 		default:
 			goto end
 		}
-		n += len(recs[j].Data)
+		n += len(r.Data)
 	}
 end:
 	if puts < 2 {
@@ -60,7 +61,7 @@ type dirStagedPut struct {
 // of its directory (its time would be put back to the old one). It
 // returns the index of the record after the run, or of the record that
 // failed.
-func (a *Dir) putRun(recs []batch.Record, i, j int) (int, error) {
+func (a *Dir) putRun(recs batch.Records, i, j int) (int, error) {
 	if a.partial != nil {
 		if err := a.dropPartial(); err != nil {
 			return i, err
@@ -88,7 +89,7 @@ func (a *Dir) putRun(recs []batch.Record, i, j int) (int, error) {
 	}()
 	keys, parents, above := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for k := i; k < j; k++ {
-		rec := &recs[k]
+		rec := recs.At(k)
 		key := string(rec.Key)
 		if rec.Op != dirtree.OpPut {
 			if dirClashes(keys, key) || (rec.Op == dirtree.OpMkdir && parents[key]) || (rec.Op != dirtree.OpMkdir && above[key]) {

@@ -17,8 +17,8 @@ import (
 
 // applyRecord applies recs[i] on its own: it checks the key and the data
 // (dirtree), then hands the record to its op below.
-func (a *Dir) applyRecord(recs []batch.Record, i int) error {
-	rec := &recs[i]
+func (a *Dir) applyRecord(recs batch.Records, i int) error {
+	rec := recs.At(i)
 	key := string(rec.Key)
 	if rec.Op == dirtree.OpBaselineBegin || rec.Op == dirtree.OpBaselineEnd {
 		if err := dirtree.CheckBaseline(rec.Op, rec.Key, rec.Data); err != nil {
@@ -29,7 +29,7 @@ func (a *Dir) applyRecord(recs []batch.Record, i int) error {
 	if err := dirtree.CheckKey(key, rec.Op); err != nil {
 		return fmt.Errorf("refused: %v: %w", err, receiver.ErrFatal)
 	}
-	if a.partial != nil && !a.continues(rec) {
+	if a.partial != nil && !a.continues(&rec) {
 		if err := a.dropPartial(); err != nil {
 			return err
 		}
@@ -66,7 +66,7 @@ func (a *Dir) applyRecord(recs []batch.Record, i int) error {
 	}
 }
 
-func (a *Dir) remove(recs []batch.Record, i int, key string) error {
+func (a *Dir) remove(recs batch.Records, i int, key string) error {
 	dir, base, skip, err := a.parent(recs, i, key, false)
 	if err != nil || skip {
 		return err
@@ -79,14 +79,14 @@ func (a *Dir) remove(recs []batch.Record, i int, key string) error {
 	return a.syncLater(dir)
 }
 
-func (a *Dir) put(recs []batch.Record, i int, key string, h dirtree.Header, payload []byte) error {
+func (a *Dir) put(recs batch.Records, i int, key string, h dirtree.Header, payload []byte) error {
 	dir, base, skip, err := a.parent(recs, i, key, true)
 	if err != nil || skip {
 		return err
 	}
 	defer dir.Close()
 	fd := int(dir.Fd())
-	tmp := dirtree.TempName(recs[i].Seq)
+	tmp := dirtree.TempName(recs.Seq(i))
 	err = dirKeepMtime(fd, func() error {
 		f, err := a.createTemp(dir, tmp)
 		if err != nil {
@@ -144,7 +144,7 @@ func (a *Dir) createTemp(dir *os.File, tmp string) (*os.File, error) {
 	return os.NewFile(uintptr(tfd), tmp), nil
 }
 
-func (a *Dir) mkdir(recs []batch.Record, i int, key string, h dirtree.Header) error {
+func (a *Dir) mkdir(recs batch.Records, i int, key string, h dirtree.Header) error {
 	if key == "." {
 		fd := int(a.root.Fd())
 		if err := unix.Fchmod(fd, h.Mode); err != nil {
@@ -199,14 +199,14 @@ func (a *Dir) mkdir(recs []batch.Record, i int, key string, h dirtree.Header) er
 	return a.syncLater(dir)
 }
 
-func (a *Dir) symlink(recs []batch.Record, i int, key string, h dirtree.Header, target string) error {
+func (a *Dir) symlink(recs batch.Records, i int, key string, h dirtree.Header, target string) error {
 	dir, base, skip, err := a.parent(recs, i, key, true)
 	if err != nil || skip {
 		return err
 	}
 	defer dir.Close()
 	fd := int(dir.Fd())
-	tmp := dirtree.TempName(recs[i].Seq)
+	tmp := dirtree.TempName(recs.Seq(i))
 	err = dirKeepMtime(fd, func() error {
 		if err := unix.Unlinkat(fd, tmp, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return err
@@ -228,7 +228,7 @@ func (a *Dir) symlink(recs []batch.Record, i int, key string, h dirtree.Header, 
 }
 
 // attr sets the mode and mtime of a file whose content the replica has.
-func (a *Dir) attr(recs []batch.Record, i int, key string, h dirtree.Header) error {
+func (a *Dir) attr(recs batch.Records, i int, key string, h dirtree.Header) error {
 	dir, base, skip, err := a.parent(recs, i, key, false)
 	if err != nil {
 		return err

@@ -95,7 +95,7 @@ func newDirApplier(t *testing.T, root string, state json.RawMessage) *apply.Dir 
 
 func dirApply(t *testing.T, a *apply.Dir, rs ...batch.Record) {
 	t.Helper()
-	if err := a.Apply(context.Background(), dirMeta(rs), rs); err != nil {
+	if err := a.Apply(context.Background(), dirMeta(rs), batch.RecordsOf(rs)); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
 }
@@ -352,7 +352,7 @@ func TestDirRetryAfterError(t *testing.T) {
 			// Err is asked once per record or run of puts: late failures
 			// may not come at all.
 			rest := segs[k:]
-			err := a.Apply(&dirErrAfter{Context: context.Background(), n: n}, dirMeta(segs[k]), segs[k])
+			err := a.Apply(&dirErrAfter{Context: context.Background(), n: n}, dirMeta(segs[k]), batch.RecordsOf(segs[k]))
 			switch {
 			case err == nil:
 				rest = segs[k+1:]
@@ -448,7 +448,7 @@ func TestDirRefusesBadRecords(t *testing.T) {
 			seq := uint64(1000 + i)
 			rec := batch.Record{Seq: seq, Op: c.op, Key: []byte(c.key), Data: c.data}
 			meta := dirMeta([]batch.Record{rec})
-			err := a.Apply(context.Background(), meta, []batch.Record{rec})
+			err := a.Apply(context.Background(), meta, batch.RecordsOf([]batch.Record{rec}))
 			if err == nil {
 				t.Fatalf("applied")
 			}
@@ -553,7 +553,7 @@ func TestDirRestoreRefuses(t *testing.T) {
 		root, st := partial(t)
 		os.Remove(staging(root))
 		a := newDirApplier(t, root, st)
-		err := a.Apply(context.Background(), dirMeta(cs[2:]), cs[2:])
+		err := a.Apply(context.Background(), dirMeta(cs[2:]), batch.RecordsOf(cs[2:]))
 		if !errors.Is(err, receiver.ErrFatal) || !strings.Contains(err.Error(), "removed outside ferry") {
 			t.Fatalf("Apply: %v", err)
 		}
@@ -589,7 +589,7 @@ func FuzzDirApply(f *testing.F) {
 		os.Symlink(outside, filepath.Join(root, "esc"))
 		before := dirWalk(t, outside)
 		rec := batch.Record{Seq: 1, Op: op, Key: []byte(key), Data: data}
-		a.Apply(context.Background(), dirMeta([]batch.Record{rec}), []batch.Record{rec})
+		a.Apply(context.Background(), dirMeta([]batch.Record{rec}), batch.RecordsOf([]batch.Record{rec}))
 		if d := diffTrees(before, dirWalk(t, outside)); d != "" {
 			t.Fatalf("op %q key %q changed the outside directory:\n%s", op, key, d)
 		}

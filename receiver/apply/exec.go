@@ -30,7 +30,7 @@ var _ receiver.Applier = (*Exec)(nil)
 
 func (a *Exec) String() string { return "exec:" + a.Command }
 
-func (a *Exec) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
+func (a *Exec) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) error {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", a.Command)
 	cmd.Env = append(os.Environ(),
 		"FERRY_STREAM="+meta.Stream,
@@ -58,8 +58,8 @@ func (a *Exec) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record)
 	go func() {
 		defer close(written)
 		w := bufio.NewWriterSize(pw, 1<<20)
-		for i := range recs {
-			if _, err := w.Write(recs[i].Data); err != nil {
+		for i := range recs.Len() {
+			if _, err := w.Write(recs.Data(i)); err != nil {
 				pw.CloseWithError(err)
 				return
 			}

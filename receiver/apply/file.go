@@ -111,7 +111,7 @@ func FileSize(state json.RawMessage) (size int64, ok bool) {
 }
 
 // Apply appends the records' data and fsyncs. A failed fsync is fatal.
-func (a *File) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
+func (a *File) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) error {
 	if a.f == nil {
 		return fmt.Errorf("apply file %s: not restored: %w", a.Path, receiver.ErrFatal)
 	}
@@ -122,8 +122,8 @@ func (a *File) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record)
 	w.Reset(&writebackWriter{f: a.f, off: a.size})
 	defer w.Reset(nil)
 	n := int64(0)
-	for i := range recs {
-		k, err := w.Write(recs[i].Data)
+	for i := range recs.Len() {
+		k, err := w.Write(recs.Data(i))
 		n += int64(k)
 		if err != nil {
 			return fmt.Errorf("apply file %s: %w", a.Path, err)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/receiver/receivertest"
@@ -69,7 +70,7 @@ func TestFileRefusesShortFile(t *testing.T) {
 func TestFileNotRestored(t *testing.T) {
 	a := &apply.File{Path: filepath.Join(t.TempDir(), "replica")}
 	segs := receivertest.Chain(t, 1, 1)
-	if err := a.Apply(t.Context(), &segs[0].Meta, nil); !errors.Is(err, receiver.ErrFatal) {
+	if err := a.Apply(t.Context(), &segs[0].Meta, batch.Records{}); !errors.Is(err, receiver.ErrFatal) {
 		t.Fatalf("Apply before Restore: %v, want ErrFatal", err)
 	}
 	if err := a.Close(); err != nil {

@@ -22,15 +22,15 @@ var _ receiver.Applier = (*Writer)(nil)
 
 func (a *Writer) String() string { return a.Name }
 
-func (a *Writer) Apply(ctx context.Context, meta *batch.Meta, recs []batch.Record) error {
+func (a *Writer) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) error {
 	if a.w == nil {
 		a.w = bufio.NewWriterSize(nil, 1<<20)
 	}
 	w := a.w
 	w.Reset(a.W)
 	defer w.Reset(nil)
-	for i := range recs {
-		if _, err := w.Write(recs[i].Data); err != nil {
+	for i := range recs.Len() {
+		if _, err := w.Write(recs.Data(i)); err != nil {
 			return fmt.Errorf("apply %s: %w: %w", a.Name, err, receiver.ErrFatal)
 		}
 	}

@@ -283,7 +283,7 @@ func durableHole(t *testing.T, dir string) uint64 {
 		if err != nil {
 			continue // torn by the crash before its fsync: recovery removes it
 		}
-		for _, r := range recs {
+		for _, r := range recs.All() {
 			note(r.Seq)
 		}
 	}

@@ -210,11 +210,11 @@ func sameSegmentContent(a, b []byte) string {
 	if ka != kb {
 		return fmt.Sprintf("metadata %+v vs %+v", ka, kb)
 	}
-	if len(ra) != len(rb) {
-		return fmt.Sprintf("%d records vs %d", len(ra), len(rb))
+	if ra.Len() != rb.Len() {
+		return fmt.Sprintf("%d records vs %d", ra.Len(), rb.Len())
 	}
-	for i := range ra {
-		x, y := &ra[i], &rb[i]
+	for i := range ra.Len() {
+		x, y := ra.At(i), rb.At(i)
 		if x.Seq != y.Seq || x.Op != y.Op || !bytes.Equal(x.Key, y.Key) || !bytes.Equal(x.Data, y.Data) {
 			return fmt.Sprintf("record %d: seq %d %q vs seq %d %q", i, x.Seq, x.Data, y.Seq, y.Data)
 		}
