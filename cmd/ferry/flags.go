@@ -32,7 +32,6 @@ const (
 	boolFlag
 	intFlag
 	int64Flag
-	uintFlag
 	listFlag // repeatable string
 )
 
@@ -43,7 +42,7 @@ var configFlags = map[string]configFlag{
 		set: func(c *config.File, v string) error { c.Store = v; return nil }},
 	"stream": {kind: stringFlag, usage: "stream `name`",
 		set: func(c *config.File, v string) error { c.Stream = v; return nil }},
-	"generation": {kind: uintFlag, usage: "stream generation (default 0: follow the stream's history)",
+	"generation": {kind: stringFlag, usage: "stream generation `N`, 1 to 4294967295 (default 0: follow the stream's history)",
 		set: func(c *config.File, v string) error {
 			g, err := strconv.ParseUint(v, 10, 32)
 			if err != nil {
@@ -103,7 +102,7 @@ var configFlags = map[string]configFlag{
 	// [receive]
 	"state": {kind: stringFlag, usage: "state `dir`: the durable checkpoint (one receiver per dir)",
 		set: func(c *config.File, v string) error { c.Receive.State = v; return nil }},
-	"apply": {kind: stringFlag, usage: "file:PATH, exec:CMD or stdout",
+	"apply": {kind: stringFlag, usage: "where records go: file:PATH (append), exec:CMD (pipe each segment), dir:DIR (a directory tree from a dir: source or ferry push) or stdout",
 		set: func(c *config.File, v string) error { c.Receive.Apply = v; return nil }},
 	"gap-timeout": {kind: stringFlag, usage: "how long a missing segment may stay missing before it is reported (default 30s)",
 		set: func(c *config.File, v string) (err error) {
@@ -180,8 +179,6 @@ func (c *common) acceptWithUsage(name, usage string) {
 		c.fs.Int(name, 0, usage)
 	case int64Flag:
 		c.fs.Int64(name, 0, usage)
-	case uintFlag:
-		c.fs.Uint(name, 0, usage)
 	case listFlag:
 		c.fs.Var(new(stringList), name, usage)
 	}

@@ -33,10 +33,14 @@ const receiveExamples = `  # apply everything in the store to a file, then exit
   # keep applying as segments arrive, piping each segment to a command
   ferry receive --store s3://dr-bucket/ferry --stream app --state /var/lib/ferry/state \
       --apply 'exec:/usr/local/bin/load-batch'
+
+  # keep a directory tree (a dir: source, or files from ferry push) in step
+  ferry receive --store s3://dr-bucket/ferry --stream mail --state /var/lib/ferry/state \
+      --apply dir:/srv/replica/mail
 `
 
 func runReceive(args []string, stdout, stderr io.Writer) error {
-	c := newFlags("receive", "ferry receive --store URL --stream NAME --state DIR --apply file:PATH|exec:CMD|stdout [--once] [--config FILE]", receiveExamples, stderr)
+	c := newFlags("receive", "ferry receive --store URL --stream NAME --state DIR --apply file:PATH|exec:CMD|dir:DIR|stdout [--once] [--config FILE]", receiveExamples, stderr)
 	c.accept("state", "apply", "gap-timeout", "poll-min", "poll-max", "id", "prefetch", "metrics-addr")
 	c.accept(receiverLinkFlags...)
 	once := c.fs.Bool("once", false, "apply what is in the store, then exit (non-zero on a gap)")
