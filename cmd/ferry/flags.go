@@ -99,6 +99,12 @@ var configFlags = map[string]configFlag{
 			return nil
 		}},
 
+	"start-now": {kind: listFlag, usage: "let target `TARGET` (\"store\", a target's name or its URL) begin the stream at the spool's seq if it holds nothing of it and no other target can backfill it (repeatable; see start_now)",
+		set: func(c *config.File, v string) error {
+			c.Ship.StartNow = append(c.Ship.StartNow, v)
+			return nil
+		}},
+
 	// [receive]
 	"state": {kind: stringFlag, usage: "state `dir`: the durable checkpoint (one receiver per dir)",
 		set: func(c *config.File, v string) error { c.Receive.State = v; return nil }},
