@@ -206,6 +206,15 @@ type Ship struct {
 	// tcp:// link to the DR site. A segment leaves the spool once every
 	// target has it. Default none.
 	Targets []Target `toml:"targets"`
+
+	// StartNow names targets ("store" for the main store, or a
+	// [[ship.targets]] name or store URL) that may begin the stream at the
+	// seq the spool stands at when they hold nothing of it and no other
+	// target can backfill them. A start marker in the target then records
+	// that its history begins there on purpose. Any other target that
+	// lacks the stream's start is backfilled from a dir or s3:// target
+	// that has it, or refused (README, "Adding a target"). Default none.
+	StartNow []string `toml:"start_now"`
 }
 
 // Window is one [[ship.windows]] table: a recurring sending window.

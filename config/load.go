@@ -62,7 +62,7 @@ func decodeError(path, src string, md toml.MetaData, err error) error {
 			}
 			return fmt.Errorf("%s: %s", at(path, syntaxLine(src, pe)), msg)
 		}
-		return fmt.Errorf("%s: %s: %s", at(path, pe.Position.Line), pe.LastKey, pe.Message)
+		return fmt.Errorf("%s: %s: %s%s", at(path, pe.Position.Line), pe.LastKey, pe.Message, keyHint(pe.LastKey))
 	}
 	// Type mismatches are plain errors: "toml: line 3 (last key "x"): ...".
 	if m := typeErrorPattern.FindStringSubmatch(err.Error()); m != nil {
@@ -72,11 +72,7 @@ func decodeError(path, src string, md toml.MetaData, err error) error {
 			if line == 0 {
 				line = lineOf(src, md, toml.Key(strings.Split(key, ".")))
 			}
-			msg := m[3]
-			if key == "store" {
-				msg += storeHint
-			}
-			return fmt.Errorf("%s: %s: %s", at(path, line), key, msg)
+			return fmt.Errorf("%s: %s: %s%s", at(path, line), key, m[3], keyHint(key))
 		}
 	}
 	return fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "toml: "))
@@ -91,6 +87,20 @@ func syntaxLine(src string, pe toml.ParseError) int {
 	}
 	return pe.Position.Line
 }
+
+// keyHint is what to add to a decoding error of key.
+func keyHint(key string) string {
+	switch key {
+	case "store":
+		return storeHint
+	case "generation":
+		return generationHint
+	}
+	return ""
+}
+
+// generationHint says what a generation may be.
+const generationHint = "; a generation is 1 to 4294967295, or 0 (the default) to follow the stream's history"
 
 // storeHint explains the one departure from the obvious layout.
 const storeHint = "; store is the store URL string, and S3 settings go in a top-level [s3] table"

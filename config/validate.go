@@ -155,6 +155,11 @@ func (f *File) Validate(verb string) error {
 			add(key+".bandwidth_limit", "must not be negative")
 		}
 	}
+	for i, n := range s.StartNow {
+		if !names[n] && !slices.ContainsFunc(s.Targets, func(t Target) bool { return t.Store == n }) && n != f.Store {
+			add(fmt.Sprintf("ship.start_now[%d]", i), "%q names no target: give \"store\" (the main store), a [[ship.targets]] name or a target's store URL", n)
+		}
+	}
 
 	if f.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(f.MetricsAddr); err != nil {

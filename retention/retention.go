@@ -8,6 +8,9 @@
 // Only a prefix of the stream is ever deleted, oldest first, so what
 // remains is always a contiguous run of segments: a receiver that starts
 // later starts at a clean boundary, never in front of a hole.
+// Before deleting, a start marker at the first seq kept (batch.Start,
+// reason "pruned") records that the stream starts there on purpose, so
+// ferry verify can tell a pruned start from lost records.
 //
 // A stream with baseline markers (a dir: source's full copies of its tree,
 // docs/DIRTREE.md) is cut only in front of a baseline: what remains starts
@@ -234,14 +237,29 @@ func unapplied(ws []catalog.Watermark, s Segment) (catalog.Watermark, bool) {
 
 // Apply deletes the planned segments, oldest first, stopping at the first
 // failure so that what remains stays contiguous. It returns how many it
-// deleted.
+// deleted. Before the first deletion it writes a start marker at the
+// first seq kept (batch.Start, reason "pruned"), so `ferry verify` can
+// tell the pruned start from lost records; the markers below it go with
+// the segments.
 func (p *Plan) Apply(ctx context.Context, st store.Store, log *slog.Logger) (int, error) {
+	var starts []catalog.StartMarker
+	if p.Delete > 0 {
+		var err error
+		if starts, err = p.markStart(ctx, st); err != nil {
+			return 0, err
+		}
+	}
 	for i, s := range p.Segments[:p.Delete] {
 		if err := st.Delete(ctx, s.Key); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return i, fmt.Errorf("delete %s: %w (deleted %d of %d; the rest stays)", s.Key, err, i, p.Delete)
 		}
 		if log != nil {
 			log.Debug("pruned segment", "segment", s.Key, "bytes", s.Size)
+		}
+	}
+	for _, m := range starts {
+		if err := st.Delete(ctx, m.Key); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return p.Delete, fmt.Errorf("delete start marker %s: %w (the segments before it are deleted)", m.Key, err)
 		}
 	}
 	for _, m := range p.DeleteBaselines {
@@ -253,6 +271,26 @@ func (p *Plan) Apply(ctx context.Context, st store.Store, log *slog.Logger) (int
 		}
 	}
 	return p.Delete, nil
+}
+
+// markStart writes the start marker at the first segment kept and returns
+// the older markers, which the deletions make moot.
+func (p *Plan) markStart(ctx context.Context, st store.Store) ([]catalog.StartMarker, error) {
+	kept := p.Segments[p.Delete]
+	if err := catalog.MarkPruned(ctx, st, p.Stream, kept.Name); err != nil {
+		return nil, err
+	}
+	all, err := catalog.ListStarts(ctx, st, p.Stream)
+	if err != nil {
+		return nil, err
+	}
+	var older []catalog.StartMarker
+	for _, s := range all {
+		if s.Seq < kept.First {
+			older = append(older, s)
+		}
+	}
+	return older, nil
 }
 
 // Summary describes the plan for people: what goes, what stays and why.

@@ -26,9 +26,11 @@ type gatedStore struct {
 	puts atomic.Int64
 }
 
-func newGatedStore(t *testing.T) *gatedStore {
+func newGatedStore(t *testing.T) *gatedStore { return gatedOn(newDirStore(t)) }
+
+// gatedOn is a gatedStore in front of inner.
+func gatedOn(inner store.Store) *gatedStore {
 	g := &gatedStore{gate: make(chan struct{})}
-	inner := newDirStore(t)
 	g.Faulty = &storetest.Faulty{Store: inner, PutFn: func(ctx context.Context, name string, data []byte) error {
 		select {
 		case <-g.gate:

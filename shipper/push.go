@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/dirtree"
@@ -96,6 +97,10 @@ func CheckPushName(name string) error {
 		return fmt.Errorf("name %q contains a '/', a backslash or a NUL byte: it must be a plain file name", name)
 	case name[0] == '.':
 		return fmt.Errorf("name %q starts with '.': hidden names are reserved for temporary files", name)
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		// A newline or an escape sequence in a name would forge lines in
+		// logs and listings, and trouble every shell that handles it.
+		return fmt.Errorf("name %q contains a control character: it must be a plain file name", name)
 	}
 	return nil
 }

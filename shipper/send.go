@@ -34,6 +34,12 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 	case <-ctx.Done():
 		return nil
 	}
+	if err := s.prepareTarget(ctx, t); err != nil || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	var cursor uint64 // last seq t has durably
 	pace := s.newPacer(t)
 	pipe, _ := t.Store.(store.Pipeliner)

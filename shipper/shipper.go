@@ -29,6 +29,11 @@ type Target struct {
 	// it (e.g. an archive bucket beside the DR link). It still gets every
 	// segment, and a segment leaves the spool only once it has it.
 	Async bool
+	// StartNow lets a target that holds nothing of the stream, when no
+	// other target can backfill it, begin at the seq the spool continues
+	// from, recording a start marker in it (backfill.go). Otherwise such
+	// a target is refused.
+	StartNow bool
 }
 
 // Config configures a Shipper.
@@ -96,6 +101,13 @@ type Shipper struct {
 	leases   []*lease      // writer leases held (lease.go)
 	deferred bool          // New could not reach the targets: Run prepares (start.go)
 	ready    chan struct{} // closed once prepared: senders wait for it
+	// starts says, by target name, what a target needs before it gets
+	// the spool's segments (backfill.go): set before ready is closed,
+	// then each entry is its sender's. base and baseHash are where the
+	// spool continues the stream (spool.Base) when it was set.
+	starts   map[string]*targetStart
+	base     uint64
+	baseHash string
 
 	mu        sync.Mutex
 	targets   map[string]*TargetStatus
@@ -170,7 +182,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 		base = p[0].FirstSeq - 1
 	}
 	for _, st := range status {
-		st.SentSeq = base
+		if ts := s.starts[st.Name]; ts == nil || ts.plan == nil {
+			st.SentSeq = base
+		}
 	}
 	return s, nil
 }

@@ -55,9 +55,11 @@ func (s *Shipper) start(ctx context.Context) error {
 		return err
 	}
 	if fresh {
-		return s.continueStream(ctx, gen, hist)
+		if err := s.continueStream(ctx, gen, hist); err != nil {
+			return err
+		}
 	}
-	return nil
+	return s.planBackfill(ctx)
 }
 
 // prepare reads the history, picks the generation (refusing a fenced one)
@@ -84,6 +86,12 @@ func (s *Shipper) prepare(ctx context.Context, wait bool) (gen uint32, hist batc
 func (s *Shipper) guard(ctx context.Context) error {
 	if s.deferred {
 		if _, _, err := s.prepare(ctx, true); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := s.planBackfill(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}

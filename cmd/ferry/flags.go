@@ -34,7 +34,6 @@ const (
 	boolFlag
 	intFlag
 	int64Flag
-	uintFlag
 	listFlag // repeatable string
 )
 
@@ -45,7 +44,7 @@ var configFlags = map[string]configFlag{
 		set: func(c *config.File, v string) error { c.Store = v; return nil }},
 	"stream": {kind: stringFlag, usage: "stream `name`",
 		set: func(c *config.File, v string) error { c.Stream = v; return nil }},
-	"generation": {kind: uintFlag, usage: "stream generation (default 0: follow the stream's history)",
+	"generation": {kind: stringFlag, usage: "stream generation `N`, 1 to 4294967295 (default 0: follow the stream's history)",
 		set: func(c *config.File, v string) error {
 			g, err := strconv.ParseUint(v, 10, 32)
 			if err != nil {
@@ -102,10 +101,16 @@ var configFlags = map[string]configFlag{
 			return nil
 		}},
 
+	"start-now": {kind: listFlag, usage: "let target `TARGET` (\"store\", a target's name or its URL) begin the stream at the spool's seq if it holds nothing of it and no other target can backfill it (repeatable; see start_now)",
+		set: func(c *config.File, v string) error {
+			c.Ship.StartNow = append(c.Ship.StartNow, v)
+			return nil
+		}},
+
 	// [receive]
 	"state": {kind: stringFlag, usage: "state `dir`: the durable checkpoint (one receiver per dir)",
 		set: func(c *config.File, v string) error { c.Receive.State = v; return nil }},
-	"apply": {kind: stringFlag, usage: "file:PATH, exec:CMD or stdout",
+	"apply": {kind: stringFlag, usage: "where records go: file:PATH (append), exec:CMD (pipe each segment), dir:DIR (a directory tree from a dir: source or ferry push) or stdout",
 		set: func(c *config.File, v string) error { c.Receive.Apply = v; return nil }},
 	"gap-timeout": {kind: stringFlag, usage: "how long a missing segment may stay missing before it is reported (default 30s)",
 		set: func(c *config.File, v string) (err error) {
@@ -208,8 +213,6 @@ func (c *common) acceptWithUsage(name, usage string) {
 		c.fs.Int(name, 0, usage)
 	case int64Flag:
 		c.fs.Int64(name, 0, usage)
-	case uintFlag:
-		c.fs.Uint(name, 0, usage)
 	case listFlag:
 		c.fs.Var(new(stringList), name, usage)
 	}

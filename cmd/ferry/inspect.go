@@ -127,6 +127,11 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		tw.Flush()
 		fmt.Fprintf(stdout, "%d segments, %d records, %s stored, %s uncompressed (ratio %.2fx)\n",
 			len(names), recs, sizeString(total), sizeString(totalU), ratio(totalU, total))
+		hs, err := findHistoryStart(ctx, st, c.cfg.Stream, names, h)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, hs)
 		if newest := h.Newest(); newest.Generation > 1 {
 			fmt.Fprintf(stdout, "history: generation %d is the newest, promoted at seq %d on %s at %s; %d divergent segments (past their generation's end, not part of the history)\n",
 				newest.Generation, newest.ForkSeq, newest.Site, newest.Time.Format(time.RFC3339), divergent)
@@ -423,9 +428,19 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		}
 		prevHash, prevName, prevLast, prevGen = seg.Hash, name, m.LastSeq, m.Generation
 	}
+	hs, err := findHistoryStart(ctx, st, c.cfg.Stream, names, h)
+	if err != nil {
+		return err
+	}
+	if !hs.OK {
+		defects = append(defects, hs.String())
+	}
 	if len(defects) == 0 {
 		fmt.Fprintf(stdout, "%d segments, %d records, seq %s: checksums, sequence and hash chain ok\n",
 			len(names)-len(divergent), records, seqRange(slices.DeleteFunc(slices.Clone(names), func(n string) bool { return slices.Contains(divergent, n) })))
+		if hs.Seq > 1 {
+			fmt.Fprintln(stdout, hs)
+		}
 	}
 	if newest := h.Newest(); newest.Generation > 1 {
 		fmt.Fprintf(stdout, "history: %d generations; newest %d promoted at seq %d on %s at %s\n",

@@ -153,18 +153,11 @@ func runPush(args []string, stdout, stderr io.Writer) error {
 // returns the request for it, with its size and SHA-256.
 func hashPushFile(path, name string) (pushRequest, error) {
 	req := pushRequest{Name: name, Path: path}
-	f, err := os.Open(path)
+	f, fi, err := fsutil.OpenRegular(path)
 	if err != nil {
 		return req, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return req, err
-	}
-	if !fi.Mode().IsRegular() {
-		return req, fmt.Errorf("%s is not a regular file", path)
-	}
 	if fi.Size() > shipper.MaxPushSize {
 		return req, fmt.Errorf("%s is %d bytes; a push carries at most %d", path, fi.Size(), shipper.MaxPushSize)
 	}

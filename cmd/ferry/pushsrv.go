@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
@@ -248,18 +249,11 @@ func writeReply(conn net.Conn, r pushReply) {
 
 // readPushFile reads a regular file to push under name.
 func readPushFile(path, name string) (shipper.PushFile, error) {
-	f, err := os.Open(path)
+	f, fi, err := fsutil.OpenRegular(path)
 	if err != nil {
 		return shipper.PushFile{}, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return shipper.PushFile{}, err
-	}
-	if !fi.Mode().IsRegular() {
-		return shipper.PushFile{}, fmt.Errorf("%s is not a regular file", path)
-	}
 	if fi.Size() > shipper.MaxPushSize {
 		return shipper.PushFile{}, fmt.Errorf("%s is %d bytes; a push carries at most %d", path, fi.Size(), shipper.MaxPushSize)
 	}

@@ -34,10 +34,14 @@ const receiveExamples = `  # apply everything in the store to a file, then exit
   # keep applying as segments arrive, piping each segment to a command
   ferry receive --store s3://dr-bucket/ferry --stream app --state /var/lib/ferry/state \
       --apply 'exec:/usr/local/bin/load-batch'
+
+  # keep a directory tree (a dir: source, or files from ferry push) in step
+  ferry receive --store s3://dr-bucket/ferry --stream mail --state /var/lib/ferry/state \
+      --apply dir:/srv/replica/mail
 `
 
 func runReceive(args []string, stdout, stderr io.Writer) error {
-	c := newFlags("receive", "ferry receive --store URL --stream NAME --state DIR --apply file:PATH|exec:CMD|stdout [--once] [--config FILE]", receiveExamples, stderr)
+	c := newFlags("receive", "ferry receive --store URL --stream NAME --state DIR --apply file:PATH|exec:CMD|dir:DIR|stdout [--once] [--config FILE]", receiveExamples, stderr)
 	c.accept("state", "apply", "gap-timeout", "poll-min", "poll-max", "id", "prefetch", "metrics-addr", "max-segment-bytes")
 	c.accept(receiverLinkFlags...)
 	once := c.fs.Bool("once", false, "apply what is in the store, then exit (non-zero on a gap)")
@@ -251,7 +255,32 @@ func pruneInbox(ctx context.Context, inbox store.Store, stream string, keep int,
 		}
 		sort.Strings(names)
 		cp := checkpoint()
-		for i, key := range names[:max(len(names)-keep, 0)] {
+		n := 0 // the applied segments in front of the newest keep
+		for _, key := range names[:max(len(names)-keep, 0)] {
+			gen, _, last, _ := batch.ParseSegmentName(strings.TrimPrefix(key, batch.StreamDir(stream)))
+			if gen > cp.Generation || (gen == cp.Generation && last > cp.LastSeq) {
+				break // not applied yet
+			}
+			n++
+		}
+		if n == 0 {
+			continue
+		}
+		// So that ferry verify on the inbox tells the pruned start from
+		// lost segments.
+		if err := catalog.MarkPruned(ctx, inbox, stream, strings.TrimPrefix(names[n], batch.StreamDir(stream))); err != nil {
+			log.Warn("inbox prune: cannot write the start marker; nothing pruned", "err", err)
+			continue
+		}
+		_, keptFirst, _, _ := batch.ParseSegmentName(strings.TrimPrefix(names[n], batch.StreamDir(stream)))
+		if starts, err := catalog.ListStarts(ctx, inbox, stream); err == nil {
+			for _, m := range starts {
+				if m.Seq < keptFirst {
+					inbox.Delete(ctx, m.Key) // moot: a marker above it stands; a failure leaves a harmless file
+				}
+			}
+		}
+		for i, key := range names[:n] {
 			if i > 0 {
 				// Spaced out, like the shipper's spool: back-to-back
 				// deletions load one journal commit (and its discards),
@@ -261,10 +290,6 @@ func pruneInbox(ctx context.Context, inbox store.Store, stream string, keep int,
 					return
 				case <-time.After(inboxPrunePace):
 				}
-			}
-			gen, _, last, _ := batch.ParseSegmentName(strings.TrimPrefix(key, batch.StreamDir(stream)))
-			if gen > cp.Generation || (gen == cp.Generation && last > cp.LastSeq) {
-				break // not applied yet
 			}
 			if err := inbox.Delete(ctx, key); err != nil && !errors.Is(err, store.ErrNotFound) {
 				log.Warn("inbox prune: delete failed", "segment", key, "err", err)

@@ -44,7 +44,7 @@ const shipExamples = `  # ship a log file through stdin into a local directory s
 func runShip(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("ship", "ferry ship --store URL --stream NAME --spool DIR [--source stdin|tail:PATH] [--format line|ndjson|raw] [--max-bytes 4MiB] [--max-age 2s] [--max-records N] [--config FILE]", shipExamples, stderr)
 	c.accept("spool", "source", "format", "fsync", "max-bytes", "max-age", "max-records", "max-record-size",
-		"spool-limit", "shutdown-timeout", "compression", "ack", "metrics-addr", "also", "site", "lease-ttl")
+		"spool-limit", "shutdown-timeout", "compression", "ack", "metrics-addr", "also", "start-now", "site", "lease-ttl")
 	c.accept(shipperLinkFlags...)
 	err := c.parseNoArgs(args, "ship")
 	if err != nil {
@@ -306,7 +306,8 @@ func openTargets(ctx context.Context, cfg *config.File, onS3Request func(string)
 		if cl, ok := st.(interface{ Close() error }); ok {
 			closers = append(closers, cl.Close)
 		}
-		targets = append(targets, shipper.Target{Name: name, Store: st, Async: async})
+		startNow := slices.Contains(cfg.Ship.StartNow, name) || slices.Contains(cfg.Ship.StartNow, url)
+		targets = append(targets, shipper.Target{Name: name, Store: st, Async: async, StartNow: startNow})
 		return nil
 	}
 	if err := open("store", cfg.Store, false, 0); err != nil {

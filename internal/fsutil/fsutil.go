@@ -162,3 +162,47 @@ func CheckWritableDir(dir, what string) error {
 	os.Remove(f.Name())
 	return nil
 }
+
+// OpenRegular opens path for reading if it is a regular file (following
+// symlinks) and returns it with its FileInfo. Anything else (a named
+// pipe, a device, a socket, a directory) is an error naming what it is.
+// The open does not block: a plain open of a FIFO waits for a writer,
+// forever if none comes, so it is opened with O_NONBLOCK (which reads of
+// a regular file ignore) and judged by fstat, which also sees a file
+// swapped for a FIFO after a first check.
+func OpenRegular(path string) (*os.File, os.FileInfo, error) {
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("%s is %s, not a regular file", path, fileKind(fi.Mode()))
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s is %s, not a regular file", path, fileKind(fi.Mode()))
+	}
+	return f, fi, nil
+}
+
+// fileKind names the type of a file that is not regular, for messages.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&os.ModeSocket != 0:
+		return "a unix socket"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m.IsDir():
+		return "a directory"
+	}
+	return "not a regular file (mode " + m.String() + ")"
+}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/ferry-dr/ferry/batch"
 )
 
 // The sending side: senders read sealed segments (Pending, ReadSealed)
@@ -221,4 +223,30 @@ func (s *Spool) waitIdle(ctx context.Context, ch <-chan struct{}) bool {
 		s.SaveState()
 	}
 	return true
+}
+
+// Base returns where the spool's segments continue the stream: the seq
+// before its oldest sealed segment and the hash that segment chains to,
+// or, with none, the newest sealed seq and its segment's hash (0 and
+// batch.ZeroHash for a new stream). A target must hold the stream
+// through Base for the spool's segments to continue it there: what came
+// before has left the spool.
+func (s *Spool) Base() (seq uint64, hash string, err error) {
+	s.mu.Lock()
+	if len(s.sealed) == 0 {
+		seq, hash = s.state.SealedSeq, s.state.LastHash
+		s.mu.Unlock()
+		return seq, hash, nil
+	}
+	oldest := s.sealed[0]
+	s.mu.Unlock()
+	data, err := s.ReadSealed(oldest.Name)
+	if err != nil {
+		return 0, "", fmt.Errorf("read sealed/%s: %w", oldest.Name, err)
+	}
+	m, _, err := batch.ParseMeta(data)
+	if err != nil {
+		return 0, "", fmt.Errorf("sealed/%s: %w", oldest.Name, err)
+	}
+	return oldest.FirstSeq - 1, m.PrevSHA256, nil
 }

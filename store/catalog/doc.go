@@ -5,9 +5,10 @@
 //	<stream>/watermarks/<receiver id>.id                    a receiver's registration
 //	<stream>/watermarks/<receiver id>/<applied seq>.json    its watermark (Watermark)
 //	<stream>/baselines/<gen>-<begin seq>-<end seq>.json     a baseline marker (batch.Baseline)
+//	<stream>/starts/<gen>-<seq>.json                        a start marker (batch.Start)
 //
 // with seqs in 16 and generations in 8 lower-case hex digits, so listings
-// sort in seq order. The baseline marker's name and content are defined
+// sort in seq order. The baseline and start markers' names and content are defined
 // with the segment format in package batch (docs/FORMAT.md); this package
 // lists and reads them through a store. What the objects mean for
 // applying, pruning or restoring is up to the receiver, retention and the
