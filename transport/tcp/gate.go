@@ -83,16 +83,22 @@ func (g *gate) admit(conn net.Conn) (*ticket, string) {
 	src := sourceOf(conn.RemoteAddr())
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.conns >= g.maxConns {
-		switch {
-		case len(g.penalty) > 0:
-			g.evictLocked(g.penalty[0])
-		case !g.evictStartupLocked(src):
+	// Choose whom to evict before evicting anyone: a newcomer that is
+	// refused after all must not have cost another its place.
+	var victim *ticket
+	if len(g.startups) >= g.maxStartups {
+		if victim = g.startupVictimLocked(src); victim == nil {
+			return nil, gateStartupsFull
+		}
+	} else if g.conns >= g.maxConns {
+		if len(g.penalty) > 0 {
+			victim = g.penalty[0]
+		} else if victim = g.startupVictimLocked(src); victim == nil {
 			return nil, gateConnectionsFull
 		}
 	}
-	if len(g.startups) >= g.maxStartups && !g.evictStartupLocked(src) {
-		return nil, gateStartupsFull
+	if victim != nil {
+		g.evictLocked(victim)
 	}
 	t := &ticket{conn: conn, source: src, evicted: make(chan struct{})}
 	g.startups = append(g.startups, t)
@@ -100,10 +106,10 @@ func (g *gate) admit(conn net.Conn) (*ticket, string) {
 	return t, ""
 }
 
-// evictStartupLocked evicts the oldest startup of the source holding the
-// most startup slots, if it holds more than src; it reports whether it
-// did.
-func (g *gate) evictStartupLocked(src string) bool {
+// startupVictimLocked is the startup a newcomer from src may take the
+// place of: the oldest of the source holding the most startups, if that
+// is more than src holds; else nil.
+func (g *gate) startupVictimLocked(src string) *ticket {
 	count := map[string]int{}
 	heaviest := 0
 	for _, t := range g.startups {
@@ -111,15 +117,14 @@ func (g *gate) evictStartupLocked(src string) bool {
 		heaviest = max(heaviest, count[t.source])
 	}
 	if heaviest <= count[src] {
-		return false
+		return nil
 	}
 	for _, t := range g.startups { // oldest first
 		if count[t.source] == heaviest {
-			g.evictLocked(t)
-			return true
+			return t
 		}
 	}
-	return false
+	return nil
 }
 
 // evictLocked closes t's connection and takes it out of the gate.
