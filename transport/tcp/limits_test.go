@@ -250,8 +250,9 @@ func TestHandshakeLinkGrows(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	l := newHandshakeLink(b, time.Second)
-	if l.r.Size() != handshakeBuffer || l.w.Size() != handshakeBuffer {
-		t.Fatalf("handshake link buffers %d/%d, want %d", l.r.Size(), l.w.Size(), handshakeBuffer)
+	// What a peer that has not authenticated costs in buffers.
+	if l.r.Size()+l.w.Size() > 8<<10 {
+		t.Fatalf("handshake link buffers %d+%d bytes, want at most 8 KiB", l.r.Size(), l.w.Size())
 	}
 	hello := frameBytes(frameHello, []byte(`{"version":1}`))
 	gen := frameBytes(frameGeneration, []byte(`{"generation":2}`))
