@@ -204,6 +204,7 @@ func (f *File) Validate(verb string) error {
 	if f.TCP.MaxInFlight < 0 || f.TCP.MaxInFlight > maxInFlight {
 		add("tcp.max_in_flight", "%d is out of range: 1 to %d, or leave it out for the default", f.TCP.MaxInFlight, maxInFlight)
 	}
+	checkListenLimits(&f.TCP, add)
 
 	// [retention]
 	rt := &f.Retention

@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store/catalog"
@@ -81,7 +82,8 @@ func linkHistory(ctx context.Context, sh *shipper.Shipper, cfg *config.File) ([]
 func newLinkServer(cfg *config.File, inbox, records store.Store, log *slog.Logger) (*tcp.Server, error) {
 	t := cfg.TCP
 	srv := &tcp.Server{Addr: t.Listen, Token: t.Token, Insecure: t.Insecure, Inbox: inbox, Records: records,
-		Stream: cfg.Stream, Log: log}
+		Stream: cfg.Stream, Log: log,
+		MaxStartups: t.MaxStartups, MaxConnections: t.MaxConnections, HandshakeTimeout: time.Duration(t.HandshakeTimeout)}
 	if t.CertFile != "" || t.KeyFile != "" {
 		var err error
 		srv.TLS, err = tcp.LoadServerTLS(t.CertFile, t.KeyFile, t.ClientCAFile)

@@ -412,3 +412,52 @@ func TestLinkFloodMemory(t *testing.T) {
 		})
 	}
 }
+
+// The listener's limits come from [tcp] in the config file: with
+// handshake_timeout = "1s" a silent connection is closed after a second,
+// and with max_startups = 2 a third from the same address at once.
+func TestLinkListenLimitsFromConfig(t *testing.T) {
+	t.Parallel()
+	s := newStream(t, "limits")
+	addr := ferrytest.FreeAddr(t)
+	cfg := writeFile(t, "receive.toml",
+		"[tcp]\ntoken = \"limits-test-token-0123456789\"\ninsecure = true\nmax_startups = 2\nmax_connections = 4\nhandshake_timeout = \"1s\"\n")
+	recv := startReceiver(t, s, addr, "--config", cfg)
+	ferrytest.Eventually(t, 5*time.Second, "listener ready", func() (bool, string) {
+		out := recv.Stderr()
+		return strings.Contains(out, "max_connections=4 max_startups=2 handshake_timeout=1s"), out
+	})
+	src := attackerSource(0)
+	dial := func() net.Conn {
+		d := net.Dialer{LocalAddr: src}
+		nc, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		return nc
+	}
+	// closedAt is when the receiver closed nc (its read ended).
+	closedAt := func(nc net.Conn) time.Time {
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		nc.Read(make([]byte, 1))
+		return time.Now()
+	}
+	time.Sleep(300 * time.Millisecond) // the readiness probe's connection is gone
+	start := time.Now()
+	a, b := dial(), dial()
+	time.Sleep(100 * time.Millisecond)
+	third := time.Now()
+	if took := closedAt(dial()).Sub(third); took > 500*time.Millisecond {
+		t.Errorf("a third connection with max_startups = 2 was kept %s", took)
+	}
+	for _, nc := range []net.Conn{a, b} {
+		if took := closedAt(nc).Sub(start); took < 800*time.Millisecond || took > 3*time.Second {
+			t.Errorf("a silent connection was closed after %s, want about the 1s handshake_timeout", took)
+		}
+	}
+	recv.Terminate(10 * time.Second)
+	if t.Failed() {
+		t.Logf("receiver:\n%s", recv)
+	}
+}
