@@ -106,27 +106,29 @@ type Server struct {
 	WatermarkPoll time.Duration
 
 	// Limits on peers that have not authenticated (docs/PROTOCOL.md
-	// "Limits"). MaxStartups caps the connections in the TLS handshake or
-	// before their HELLO is accepted, default DefaultMaxStartups; a
-	// connection over it is closed at once, unless it comes from another
-	// source than the one holding the most of them, whose oldest is then
-	// closed instead (see gate). MaxConnections caps connections in all,
-	// default DefaultMaxConnections, and is lowered to what the file
-	// descriptor limit allows after FDReserve (default
-	// DefaultFDReserve): descriptors the receiver keeps for its own
-	// files. HandshakeTimeout bounds the TLS handshake and the HELLO
-	// together, default DefaultHandshakeTimeout (or IOTimeout if that is
-	// shorter). AuthFailDelay is how
-	// long a connection whose token was wrong waits for its REFUSE,
-	// default DefaultAuthFailDelay; negative means none. LogInterval is
-	// how often at most each kind of event about such connections is
-	// logged (the rest are counted), default 10s.
-	MaxStartups      int
-	MaxConnections   int
-	FDReserve        int
+	// "Limits"; the zero values are the defaults).
+	//
+	// MaxStartups caps the connections in their TLS handshake or before
+	// their HELLO's token is checked (DefaultMaxStartups). One over it is
+	// closed at once, unless it comes from another source than the one
+	// holding the most, whose oldest is then closed instead (see gate).
+	MaxStartups int
+	// MaxConnections caps connections in all (DefaultMaxConnections).
+	// Serve lowers it if the file descriptor limit would leave fewer than
+	// FDReserve (DefaultFDReserve) descriptors for the receiver's own
+	// files with that many connections open.
+	MaxConnections int
+	FDReserve      int
+	// HandshakeTimeout bounds the TLS handshake and the HELLO together,
+	// from the accept (DefaultHandshakeTimeout, or IOTimeout if shorter).
 	HandshakeTimeout time.Duration
-	AuthFailDelay    time.Duration
-	LogInterval      time.Duration
+	// AuthFailDelay is how long a connection whose token is missing or
+	// wrong waits for its REFUSE (DefaultAuthFailDelay; negative: none).
+	AuthFailDelay time.Duration
+	// LogInterval is how often at most each kind of event about peers
+	// that have not authenticated is logged; the rest are counted
+	// (default 10s).
+	LogInterval time.Duration
 
 	mu      sync.Mutex
 	recent  map[streamGen]*segMemory // per stream and generation; see overlap.go
