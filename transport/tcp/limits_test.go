@@ -293,7 +293,7 @@ func TestFloodLogIsShortAndEscaped(t *testing.T) {
 	if n := strings.Count(out, `msg="refused link"`); n != 1 {
 		t.Fatalf("%d refused-link lines for 30 refusals within the interval, want 1:\n%s", n, out)
 	}
-	if !strings.Contains(out, "kind=refused count=29") {
+	if !strings.Contains(out, `kind="refused auth" count=29`) {
 		t.Fatalf("no count of the 29 lines held back:\n%s", out)
 	}
 	for line := range strings.Lines(out) {

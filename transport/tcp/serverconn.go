@@ -66,7 +66,10 @@ func (s *Server) serveConn(ctx context.Context, st serverSettings, nc net.Conn, 
 				st.quiet.Log(slog.LevelWarn, "tls", "TLS handshake not completed within the handshake timeout; link closed",
 					"peer", peer, "handshake_timeout", st.handshakeTimeout)
 			default:
-				st.quiet.Log(slog.LevelWarn, "tls", "TLS handshake failed; link closed", "peer", peer, "err", errText(err), "hint", tlsServerHint(err))
+				// One kind per hint: a port probe's failures do not hide
+				// a shipper's missing certificate.
+				hint := tlsServerHint(err)
+				st.quiet.Log(slog.LevelWarn, "tls: "+hint, "TLS handshake failed; link closed", "peer", peer, "err", errText(err), "hint", hint)
 			}
 			return
 		}
@@ -214,7 +217,7 @@ func (s *Server) readHello(ctx context.Context, st serverSettings, l *link, log 
 	peer := l.conn.RemoteAddr().String()
 	b, err := l.r.Peek(2)
 	if err == nil && b[0] == 0x16 && b[1] == 0x03 {
-		st.quiet.Log(slog.LevelWarn, "refused", "refused link: the peer started a TLS handshake but this listener is plaintext (insecure); configure TLS here or turn it off on the shipper",
+		st.quiet.Log(slog.LevelWarn, "refused tls", "refused link: the peer started a TLS handshake but this listener is plaintext (insecure); configure TLS here or turn it off on the shipper",
 			"peer", peer)
 		return h, nil, errors.New("TLS on a plaintext listener")
 	}
@@ -240,7 +243,7 @@ func (s *Server) readHello(ctx context.Context, st serverSettings, l *link, log 
 		if authenticated {
 			log.Warn("refused link", append([]any{"code", code, "reason", peerText(msg, maxLoggedShip)}, args...)...)
 		} else {
-			st.quiet.Log(slog.LevelWarn, "refused", "refused link", append([]any{"peer", peer, "code", code, "reason", peerText(msg, maxLoggedErr)}, args...)...)
+			st.quiet.Log(slog.LevelWarn, "refused "+code, "refused link", append([]any{"peer", peer, "code", code, "reason", peerText(msg, maxLoggedErr)}, args...)...)
 		}
 		l.writeJSON(ctx, frameRefuse, refuseMsg{Code: code, Message: msg})
 		closeGracefully(l.conn)
@@ -308,7 +311,7 @@ func (s *Server) refuseAuth(ctx context.Context, st serverSettings, l *link, su 
 	if !su.deadline.Stop() || !st.gate.penalize(su.ticket) {
 		return helloMsg{}, nil, err
 	}
-	st.quiet.Log(slog.LevelWarn, "refused", "refused link", append([]any{"peer", l.conn.RemoteAddr().String(), "code", codeAuth, "reason", msg,
+	st.quiet.Log(slog.LevelWarn, "refused "+codeAuth, "refused link", append([]any{"peer", l.conn.RemoteAddr().String(), "code", codeAuth, "reason", msg,
 		"delay", st.authFailDelay}, who...)...)
 	if st.authFailDelay > 0 {
 		delay := time.NewTimer(st.authFailDelay)
