@@ -307,11 +307,11 @@ func TestLinkFloodShipperGetsThrough(t *testing.T) {
 
 	ship := func(data []byte, spool string) time.Duration {
 		start := time.Now()
-		r := ferry(t, bytes.NewReader(data), "ship", "--store", "tcp://"+addr, "--tls-ca", pki.CAFile, "--token", token,
+		p := startFerry(t, bytes.NewReader(data), "ship", "--store", "tcp://"+addr, "--tls-ca", pki.CAFile, "--token", token,
 			"--stream", s.name, "--spool", spool, "--max-bytes", "32KiB", "--ack", "applied", "--shutdown-timeout", "20s")
-		if r.Code != 0 {
-			t.Fatalf("shipper did not get through the flood (exit %d after %s):\n%s\n--- receiver ---\n%s",
-				r.Code, r.Elapsed.Round(time.Millisecond), r, recv)
+		if code, ok := p.Wait(40 * time.Second); !ok || code != 0 {
+			t.Fatalf("shipper did not get through the flood (exit %d, finished %t, after %s):\n%s\n--- receiver ---\n%s",
+				code, ok, time.Since(start).Round(time.Millisecond), p, recv)
 		}
 		return time.Since(start)
 	}
