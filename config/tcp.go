@@ -87,6 +87,20 @@ type TCP struct {
 	// TokenSource says where Token came from once ResolveToken has run:
 	// one of the TokenFrom constants. Not a config key.
 	TokenSource string `toml:"-"`
+
+	// Limits of the receiver's listener on peers that have not
+	// authenticated (docs/PROTOCOL.md "Limits"). 0 means the default.
+
+	// MaxStartups (receiver) caps the connections still in their TLS
+	// handshake or HELLO. Default 16.
+	MaxStartups int `toml:"max_startups"`
+	// MaxConnections (receiver) caps connections in all; the listener
+	// holds fewer if the file descriptor limit would otherwise leave less
+	// than 64 descriptors for the receiver's own files. Default 64.
+	MaxConnections int `toml:"max_connections"`
+	// HandshakeTimeout (receiver) is how long a connection has for its
+	// TLS handshake and HELLO together. Default 5s.
+	HandshakeTimeout Duration `toml:"handshake_timeout"`
 }
 
 // maxInFlight bounds tcp.max_in_flight.
@@ -98,8 +112,9 @@ func (t TCP) String() string {
 	if t.Token != "" {
 		tok = "***"
 	}
-	return fmt.Sprintf("{token:%s insecure:%t ca_file:%s cert_file:%s key_file:%s server_name:%s client_ca_file:%s listen:%s inbox:%s inbox_keep:%d checkpoint_delay:%s bandwidth_limit:%s max_in_flight:%d token_file:%s tls_client_names:%q}",
-		tok, t.Insecure, t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.ClientCAFile, t.Listen, t.Inbox, t.InboxKeep, t.CheckpointDelay, t.BandwidthLimit, t.MaxInFlight, t.TokenFile, t.TLSClientNames)
+	return fmt.Sprintf("{token:%s insecure:%t ca_file:%s cert_file:%s key_file:%s server_name:%s client_ca_file:%s listen:%s inbox:%s inbox_keep:%d checkpoint_delay:%s bandwidth_limit:%s max_in_flight:%d token_file:%s tls_client_names:%q max_startups:%d max_connections:%d handshake_timeout:%s}",
+		tok, t.Insecure, t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.ClientCAFile, t.Listen, t.Inbox, t.InboxKeep, t.CheckpointDelay, t.BandwidthLimit, t.MaxInFlight, t.TokenFile, t.TLSClientNames,
+		t.MaxStartups, t.MaxConnections, t.HandshakeTimeout)
 }
 
 // GoString masks the token too.
@@ -116,3 +131,27 @@ func (t TCP) Format(f fmt.State, verb rune) {
 
 // LogValue masks the token in slog output.
 func (t TCP) LogValue() slog.Value { return slog.StringValue(t.String()) }
+
+// checkListenLimits validates the listener's limits on unauthenticated
+// peers, reporting each problem through add.
+func checkListenLimits(t *TCP, add func(key, format string, args ...any)) {
+	if t.MaxStartups < 0 {
+		add("tcp.max_startups", "must not be negative (leave it out for the default 16)")
+	}
+	switch {
+	case t.MaxConnections < 0:
+		add("tcp.max_connections", "must not be negative (leave it out for the default 64)")
+	case t.MaxConnections == 1:
+		add("tcp.max_connections", "1 is too few: the shipper's link and a connection replacing it need 2")
+	}
+	conns := t.MaxConnections
+	if conns == 0 {
+		conns = 64
+	}
+	if t.MaxStartups >= conns {
+		add("tcp.max_startups", "%d must be below max_connections (%d)", t.MaxStartups, conns)
+	}
+	if t.HandshakeTimeout < 0 {
+		add("tcp.handshake_timeout", "must not be negative (leave it out for the default 5s)")
+	}
+}

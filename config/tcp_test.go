@@ -84,3 +84,18 @@ func TestTCPCheckpointDelay(t *testing.T) {
 		}
 	}
 }
+
+// The listener's limits load, and values out of range are errors naming
+// the key.
+func TestTCPListenLimits(t *testing.T) {
+	f, ok := loadTCPKey(t, "max_startups", "8\nmax_connections = 20\nhandshake_timeout = \"2s\"", false)
+	if ok && (f.TCP.MaxStartups != 8 || f.TCP.MaxConnections != 20 || time.Duration(f.TCP.HandshakeTimeout) != 2*time.Second) {
+		t.Errorf("loaded %+v", f.TCP)
+	}
+	for _, tc := range []struct{ key, value string }{
+		{"max_startups", "-1"}, {"max_startups", "64"}, {"max_startups", "10\nmax_connections = 10"},
+		{"max_connections", "-1"}, {"max_connections", "1"}, {"handshake_timeout", "\"-1s\""},
+	} {
+		loadTCPKey(t, tc.key, tc.value, true)
+	}
+}

@@ -214,6 +214,7 @@ func (f *File) Validate(verb string) error {
 		add("tcp.max_in_flight", "%d is out of range: 1 to %d, or leave it out for the default", f.TCP.MaxInFlight, maxInFlight)
 	}
 	ps = append(ps, f.TCP.secretProblems(verb)...)
+	checkListenLimits(&f.TCP, add)
 
 	// [retention]
 	rt := &f.Retention

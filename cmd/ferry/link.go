@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store/catalog"
@@ -83,7 +84,8 @@ func linkHistory(ctx context.Context, sh *shipper.Shipper, cfg *config.File) ([]
 func newLinkServer(cfg *config.File, inbox, records store.Store, log *slog.Logger) (*tcp.Server, error) {
 	t := cfg.TCP
 	srv := &tcp.Server{Addr: t.Listen, Token: t.Token, Insecure: t.Insecure, Inbox: inbox, Records: records,
-		Stream: cfg.Stream, Log: log}
+		Stream: cfg.Stream, Log: log,
+		MaxStartups: t.MaxStartups, MaxConnections: t.MaxConnections, HandshakeTimeout: time.Duration(t.HandshakeTimeout)}
 	// A segment the receiver would refuse is refused by the link, so the
 	// shipper is told at once (64 KiB: the frame's name header).
 	srv.MaxSegment = int64(cfg.Receive.MaxSegmentBytes) + 64<<10

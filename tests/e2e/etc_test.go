@@ -50,6 +50,12 @@ func TestSystemdUnits(t *testing.T) {
 			if svc["User"] == "" || svc["User"] == "root" {
 				t.Errorf("%s: the service should run as its own user, not %q", path, svc["User"])
 			}
+			// A flood or a runaway must not take the host down with ferry.
+			for _, key := range []string{"LimitNOFILE", "MemoryMax"} {
+				if svc[key] == "" || svc[key] == "infinity" {
+					t.Errorf("%s: %s is not set", path, key)
+				}
+			}
 			args := strings.Fields(svc["ExecStart"])
 			if len(args) < 2 || filepath.Base(args[0]) != "ferry" {
 				t.Fatalf("%s: ExecStart %q does not run ferry", path, svc["ExecStart"])

@@ -202,8 +202,32 @@ func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.cfg = cfg
+	// The history's length is at most 4 digits.
+	if hello, _ := json.Marshal(c.hello(MaxHistoryRecords)); len(hello) > MaxHelloFrame {
+		return fail("the HELLO would be %d bytes, over the %d bytes a receiver reads before the shipper has authenticated; shorten the token (%d bytes), client id, site, host or spool path",
+			len(hello), MaxHelloFrame, len(cfg.Token))
+	}
 	c.log = c.log.With("store", c.String())
 	return c, nil
+}
+
+// hello is the HELLO the client sends, announcing records generation
+// records.
+func (c *Client) hello(records int) helloMsg {
+	return helloMsg{
+		Version:     ProtocolVersion,
+		Minor:       ProtocolMinor,
+		Stream:      c.cfg.Stream,
+		Generation:  c.cfg.Generation,
+		Token:       c.cfg.Token,
+		ClientID:    c.cfg.ClientID,
+		HeartbeatMS: c.cfg.HeartbeatInterval.Milliseconds(),
+		Generations: records,
+		Site:        c.cfg.Site,
+		Host:        c.cfg.Host,
+		PID:         c.cfg.PID,
+		Spool:       c.cfg.Spool,
+	}
 }
 
 // SetHistory replaces the generation records sent to the receiver (see

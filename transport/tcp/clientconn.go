@@ -239,22 +239,8 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	c.mu.Lock()
 	history := c.history
 	c.mu.Unlock()
-	hello := helloMsg{
-		Version:     ProtocolVersion,
-		Minor:       ProtocolMinor,
-		Stream:      c.cfg.Stream,
-		Generation:  c.cfg.Generation,
-		Token:       c.cfg.Token,
-		ClientID:    c.cfg.ClientID,
-		HeartbeatMS: c.cfg.HeartbeatInterval.Milliseconds(),
-		Generations: len(history),
-		Site:        c.cfg.Site,
-		Host:        c.cfg.Host,
-		PID:         c.cfg.PID,
-		Spool:       c.cfg.Spool,
-	}
 	var f frame
-	err = l.writeJSON(ctx, frameHello, hello)
+	err = l.writeJSON(ctx, frameHello, c.hello(len(history)))
 	// The records follow at once: the receiver answers once it has them.
 	for _, rec := range history {
 		if err != nil {

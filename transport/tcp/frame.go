@@ -39,6 +39,14 @@ const (
 const (
 	// MaxControlFrame caps the payload of every frame except SEGMENT.
 	MaxControlFrame = 64 << 10
+	// MaxHelloFrame caps the first frame of a connection, the HELLO,
+	// which a receiver reads before it knows who sent it: a peer that has
+	// not authenticated cannot make it allocate more. A HELLO is a few
+	// hundred bytes; its identity fields are at most 1.8 KiB in all
+	// (maxIdentity, maxSpoolPath) and a stream name 128 bytes, which
+	// leaves room for a token of several KiB. NewClient refuses a HELLO
+	// over it.
+	MaxHelloFrame = 8 << 10
 	// DefaultMaxSegment is the default cap on a SEGMENT frame's payload
 	// (name header plus segment bytes).
 	DefaultMaxSegment = 1<<30 + 64<<10
@@ -127,6 +135,18 @@ func readFrame(r io.Reader, maxSegment int64) (frame, error) {
 // readFrameInto is readFrame reading the payload into buf's memory when it
 // is large enough (it still grows only with the bytes actually received).
 func readFrameInto(r io.Reader, maxSegment int64, buf []byte) (frame, error) {
+	return readFrameWithin(r, maxSegment, MaxControlFrame, buf)
+}
+
+// readHelloFrame reads the first frame of a connection, whatever its
+// type, capped at MaxHelloFrame.
+func readHelloFrame(r io.Reader) (frame, error) {
+	return readFrameWithin(r, MaxHelloFrame, MaxHelloFrame, nil)
+}
+
+// readFrameWithin is readFrameInto with the frames other than SEGMENT
+// capped at maxControl (GENERATION at MaxGenerationRecord if lower).
+func readFrameWithin(r io.Reader, maxSegment, maxControl int64, buf []byte) (frame, error) {
 	var hdr [frameHeaderSize]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return frame{}, err
@@ -136,12 +156,12 @@ func readFrameInto(r io.Reader, maxSegment int64, buf []byte) (frame, error) {
 	if typ < frameHello || typ > frameGeneration {
 		return frame{}, fmt.Errorf("frame %s unknown: %w", typeName(typ), ErrProtocol)
 	}
-	limit := int64(MaxControlFrame)
+	limit := maxControl
 	switch typ {
 	case frameSegment:
 		limit = maxSegment
 	case frameGeneration:
-		limit = MaxGenerationRecord
+		limit = min(MaxGenerationRecord, maxControl)
 	}
 	if n > limit {
 		return frame{}, fmt.Errorf("%s frame of %d bytes is over the %d-byte limit: %w", typeName(typ), n, limit, ErrProtocol)

@@ -61,11 +61,19 @@ type link struct {
 	lastWrite atomic.Int64  // unix nanos of the last complete frame
 }
 
+// linkReadBuffer is the read buffer of an established link.
+const linkReadBuffer = 64 << 10
+
+// handshakeBuffer is the read and write buffer of a receiver's link
+// before the peer has authenticated (newHandshakeLink): a HELLO fits in
+// two reads, and an unauthenticated peer costs little memory.
+const handshakeBuffer = 4 << 10
+
 func newLink(conn net.Conn, timeout time.Duration, maxRead int64, limiter *rate.Limiter, chunk int) *link {
 	tc := timeoutConn{Conn: conn, timeout: timeout}
 	l := &link{
 		conn:    conn,
-		r:       bufio.NewReaderSize(tc, 64<<10),
+		r:       bufio.NewReaderSize(tc, linkReadBuffer),
 		maxRead: maxRead,
 		w:       bufio.NewWriterSize(tc, chunk),
 		chunk:   chunk,
@@ -73,6 +81,42 @@ func newLink(conn net.Conn, timeout time.Duration, maxRead int64, limiter *rate.
 	}
 	l.lastWrite.Store(time.Now().UnixNano())
 	return l
+}
+
+// newHandshakeLink is the receiver's link before the peer has
+// authenticated: small buffers, every read and write bounded by timeout
+// (the handshake timeout), SEGMENT frames capped as HELLO is. Once the
+// peer has authenticated, grow gives it the buffers and timeout of an
+// established link.
+func newHandshakeLink(conn net.Conn, timeout time.Duration) *link {
+	tc := timeoutConn{Conn: conn, timeout: timeout}
+	l := &link{
+		conn:    conn,
+		r:       bufio.NewReaderSize(tc, handshakeBuffer),
+		maxRead: MaxHelloFrame,
+		w:       bufio.NewWriterSize(tc, handshakeBuffer),
+		chunk:   defaultChunk,
+	}
+	l.lastWrite.Store(time.Now().UnixNano())
+	return l
+}
+
+// grow turns a handshake link into an established one: read and write
+// buffers of full size, and timeout for every read and write. Bytes the
+// small buffer already holds are read first. No frame may be being read
+// or written.
+func (l *link) grow(timeout time.Duration, maxRead int64) {
+	tc := timeoutConn{Conn: l.conn, timeout: timeout}
+	var r io.Reader = tc
+	if n := l.r.Buffered(); n > 0 {
+		b, _ := l.r.Peek(n)
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), tc)
+	}
+	l.r = bufio.NewReaderSize(r, linkReadBuffer)
+	l.maxRead = maxRead
+	l.wmu.Lock()
+	l.w = bufio.NewWriterSize(tc, l.chunk) // empty: every write flushes
+	l.wmu.Unlock()
 }
 
 // read reads the next frame; only one goroutine may call it.

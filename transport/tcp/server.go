@@ -105,6 +105,31 @@ type Server struct {
 	// the receiver does not announce its applies. Default 10ms.
 	WatermarkPoll time.Duration
 
+	// Limits on peers that have not authenticated (docs/PROTOCOL.md
+	// "Limits"; the zero values are the defaults).
+	//
+	// MaxStartups caps the connections in their TLS handshake or before
+	// their HELLO's token is checked (DefaultMaxStartups). One over it is
+	// closed at once, unless it comes from another source than the one
+	// holding the most, whose oldest is then closed instead (see gate).
+	MaxStartups int
+	// MaxConnections caps connections in all (DefaultMaxConnections).
+	// Serve lowers it if the file descriptor limit would leave fewer than
+	// FDReserve (DefaultFDReserve) descriptors for the receiver's own
+	// files with that many connections open.
+	MaxConnections int
+	FDReserve      int
+	// HandshakeTimeout bounds the TLS handshake and the HELLO together,
+	// from the accept (DefaultHandshakeTimeout, or IOTimeout if shorter).
+	HandshakeTimeout time.Duration
+	// AuthFailDelay is how long a connection whose token is missing or
+	// wrong waits for its REFUSE (DefaultAuthFailDelay; negative: none).
+	AuthFailDelay time.Duration
+	// LogInterval is how often at most each kind of event about peers
+	// that have not authenticated is logged; the rest are counted
+	// (default 10s).
+	LogInterval time.Duration
+
 	mu      sync.Mutex
 	recent  map[streamGen]*segMemory // per stream and generation; see overlap.go
 	streams map[string]*streamState  // history and writer per stream; see history.go
@@ -135,16 +160,35 @@ func (s *Server) appliedWake() <-chan struct{} {
 	return s.appliedCh
 }
 
+// Defaults of the Server's limits on peers that have not authenticated.
+const (
+	DefaultMaxStartups      = 16
+	DefaultMaxConnections   = 64
+	DefaultFDReserve        = 64
+	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultAuthFailDelay    = time.Second
+)
+
 // serverSettings is a validated copy of the Server's configuration.
 type serverSettings struct {
-	tls           *tls.Config
-	token         [sha256.Size]byte
-	needToken     bool
-	maxSegment    int64
-	ioTimeout     time.Duration
-	heartbeat     time.Duration
-	watermarkPoll time.Duration
-	log           *slog.Logger
+	tls              *tls.Config
+	token            [sha256.Size]byte
+	needToken        bool
+	maxSegment       int64
+	ioTimeout        time.Duration
+	heartbeat        time.Duration
+	watermarkPoll    time.Duration
+	handshakeTimeout time.Duration
+	authFailDelay    time.Duration
+	maxConns         int
+	maxStartups      int
+	fdReserve        int
+	logEvery         time.Duration
+	log              *slog.Logger
+
+	// Set by Serve.
+	gate  *gate
+	quiet *logLimiter // for events about unauthenticated peers
 }
 
 // Check validates the configuration and reports the first problem, saying
@@ -158,6 +202,11 @@ func (s *Server) settings() (serverSettings, error) {
 	st := serverSettings{
 		maxSegment:    cmp.Or(s.MaxSegment, DefaultMaxSegment),
 		watermarkPoll: cmp.Or(s.WatermarkPoll, defaultWatermarkPoll),
+		authFailDelay: max(cmp.Or(s.AuthFailDelay, DefaultAuthFailDelay), 0),
+		maxConns:      cmp.Or(s.MaxConnections, DefaultMaxConnections),
+		maxStartups:   cmp.Or(s.MaxStartups, DefaultMaxStartups),
+		fdReserve:     cmp.Or(s.FDReserve, DefaultFDReserve),
+		logEvery:      cmp.Or(s.LogInterval, defaultLogEvery),
 		log:           s.Log,
 	}
 	fail := func(format string, args ...any) (serverSettings, error) {
@@ -206,6 +255,19 @@ func (s *Server) settings() (serverSettings, error) {
 	if st.watermarkPoll < 0 {
 		return fail("watermark poll %s is negative", st.watermarkPoll)
 	}
+	st.handshakeTimeout = cmp.Or(s.HandshakeTimeout, min(DefaultHandshakeTimeout, st.ioTimeout))
+	switch {
+	case st.maxConns < 2:
+		return fail("max connections %d is below 2: the shipper's link and one connection to replace it", st.maxConns)
+	case st.maxStartups < 1 || st.maxStartups >= st.maxConns:
+		return fail("max startups %d is out of range: at least 1 and below max connections (%d)", st.maxStartups, st.maxConns)
+	case st.handshakeTimeout < 0:
+		return fail("handshake timeout %s is negative", st.handshakeTimeout)
+	case st.fdReserve < 0:
+		return fail("file descriptor reserve %d is negative", st.fdReserve)
+	case st.logEvery < 0:
+		return fail("log interval %s is negative", st.logEvery)
+	}
 	if st.log == nil {
 		st.log = slog.New(slog.DiscardHandler)
 	}
@@ -241,12 +303,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			mode = "mutual TLS"
 		}
 	}
-	st.log.Info("tcp listener ready", "addr", ln.Addr().String(), "mode", mode, "inbox", s.Inbox.String())
+	st.maxConns = s.fileBudget(st)
+	st.maxStartups = min(st.maxStartups, st.maxConns-1)
+	st.gate = newGate(st.maxConns, st.maxStartups)
+	st.quiet = newLogLimiter(st.log, st.logEvery)
+	st.log.Info("tcp listener ready", "addr", ln.Addr().String(), "mode", mode, "inbox", s.Inbox.String(),
+		"max_connections", st.maxConns, "max_startups", st.maxStartups, "handshake_timeout", st.handshakeTimeout)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var wg sync.WaitGroup
+	defer st.quiet.Close()
 	defer wg.Wait()
 	var delay time.Duration
 	for {
@@ -258,9 +326,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			if errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("tcp listener %s: %w", ln.Addr(), err)
 			}
-			// Out of file descriptors and the like: wait and try again.
+			// Out of file descriptors and the like: wait and try again,
+			// as net/http does, rather than spin.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			st.log.Warn("accept failed; retrying", "err", err, "retry_in", delay)
+			st.quiet.Log(slog.LevelWarn, "accept", "accept failed; retrying", "err", err, "retry_in", delay)
 			select {
 			case <-ctx.Done():
 			case <-time.After(delay):
@@ -268,6 +337,39 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		wg.Go(func() { s.serveConn(ctx, st, nc) })
+		t, why := st.gate.admit(nc)
+		if t == nil {
+			nc.Close()
+			conns, startups := st.gate.counts()
+			st.quiet.Log(slog.LevelWarn, "drop", "connection closed at once: "+why,
+				"peer", nc.RemoteAddr().String(), "connections", conns, "startups", startups)
+			continue
+		}
+		wg.Go(func() {
+			defer st.gate.release(t)
+			s.serveConn(ctx, st, nc, t)
+		})
 	}
+}
+
+// fileBudget is how many connections the server may hold: MaxConnections,
+// or fewer if the process's file descriptor limit would leave less than
+// FDReserve descriptors for the receiver's own files (inbox, state,
+// applier) once they were all open. It logs a warning when the limit
+// forces it below MaxConnections.
+func (s *Server) fileBudget(st serverSettings) int {
+	limit, open, ok := fileLimit()
+	if !ok {
+		return st.maxConns
+	}
+	// One more for a connection accepted only to be closed.
+	budget := limit - open - st.fdReserve - 1
+	if budget >= st.maxConns {
+		return st.maxConns
+	}
+	n := max(budget, 2)
+	st.log.Warn("the file descriptor limit lowers max connections", "limit", limit, "open", open,
+		"fd_reserve", st.fdReserve, "max_connections", n,
+		"hint", "raise the limit (LimitNOFILE= in the systemd unit, ulimit -n) to at least open + fd_reserve + max_connections")
+	return n
 }

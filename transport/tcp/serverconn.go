@@ -38,8 +38,9 @@ type session struct {
 var errLinkFenced = errors.New("link fenced by a newer generation")
 
 // serveConn runs one accepted connection: TLS, the handshake, then
-// SEGMENT and FETCH requests until the link ends.
-func (s *Server) serveConn(ctx context.Context, st serverSettings, nc net.Conn) {
+// SEGMENT and FETCH requests until the link ends. t is its place in the
+// server's gate.
+func (s *Server) serveConn(ctx context.Context, st serverSettings, nc net.Conn, t *ticket) {
 	peer := nc.RemoteAddr().String()
 	log := st.log.With("peer", peer)
 	ctx, cancel := context.WithCancel(ctx)
@@ -48,22 +49,34 @@ func (s *Server) serveConn(ctx context.Context, st serverSettings, nc net.Conn) 
 	defer stop()
 	defer nc.Close()
 
+	// A peer that has not authenticated gets one handshake timeout for
+	// its TLS handshake and its whole HELLO together, not one per read:
+	// trickling bytes does not keep it connected.
+	su := &startup{ticket: t, deadline: time.AfterFunc(st.handshakeTimeout, func() { nc.Close() })}
+	defer su.deadline.Stop()
 	conn := nc
 	if st.tls != nil {
 		tc := tls.Server(nc, st.tls)
-		hctx, hcancel := context.WithTimeout(ctx, st.ioTimeout)
-		err := tc.HandshakeContext(hctx)
-		hcancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Warn("TLS handshake failed; link closed", "err", err, "hint", tlsServerHint(err))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			switch {
+			case ctx.Err() != nil:
+			case su.evicted():
+				st.quiet.Log(slog.LevelInfo, "evict", "unauthenticated connection closed to make room for another", "peer", peer)
+			case !su.deadline.Stop():
+				st.quiet.Log(slog.LevelWarn, "tls", "TLS handshake not completed within the handshake timeout; link closed",
+					"peer", peer, "handshake_timeout", st.handshakeTimeout)
+			default:
+				// One kind per hint: a port probe's failures do not hide
+				// a shipper's missing certificate.
+				hint := tlsServerHint(err)
+				st.quiet.Log(slog.LevelWarn, "tls: "+hint, "TLS handshake failed; link closed", "peer", peer, "err", errText(err), "hint", hint)
 			}
 			return
 		}
 		conn = tc
 	}
-	l := newLink(conn, st.ioTimeout, MaxControlFrame, nil, defaultChunk)
-	sess, ok := s.handshake(ctx, cancel, st, l, log)
+	l := newHandshakeLink(conn, st.handshakeTimeout)
+	sess, ok := s.handshake(ctx, cancel, st, l, log, su)
 	if !ok {
 		return
 	}
@@ -124,17 +137,33 @@ func (s *Server) serveRequests(ctx context.Context, l *link, sess *session) erro
 	}
 }
 
+// startup is a connection's state until its peer has authenticated.
+type startup struct {
+	ticket   *ticket
+	deadline *time.Timer // closes the connection at the handshake timeout
+}
+
+// evicted reports whether the gate closed the connection to make room.
+func (su *startup) evicted() bool {
+	select {
+	case <-su.ticket.evicted:
+		return true
+	default:
+		return false
+	}
+}
+
 // handshake reads HELLO (and the generation records after it) and answers
 // WELCOME, or REFUSE and false. cancel ends the link.
-func (s *Server) handshake(ctx context.Context, cancel context.CancelFunc, st serverSettings, l *link, log *slog.Logger) (*session, bool) {
-	h, recs, err := s.readHello(ctx, st, l, log)
+func (s *Server) handshake(ctx context.Context, cancel context.CancelFunc, st serverSettings, l *link, log *slog.Logger, su *startup) (*session, bool) {
+	h, recs, err := s.readHello(ctx, st, l, log, su)
 	if err != nil {
 		return nil, false
 	}
-	who := []any{"client_id", h.ClientID, "stream", h.Stream, "generation", h.Generation}
+	who := h.logArgs(maxLoggedShip)
 	sess := &session{
 		streamGen: streamGen{h.Stream, h.Generation},
-		log:       log.With("stream", h.Stream, "client_id", h.ClientID),
+		log:       log.With("stream", h.Stream, "client_id", peerText(h.ClientID, maxLoggedShip)),
 		interval:  heartbeatInterval(st.heartbeat, h.HeartbeatMS),
 		peer:      l.conn.RemoteAddr().String(),
 		id:        h.shipper(),
@@ -151,50 +180,71 @@ func (s *Server) handshake(ctx context.Context, cancel context.CancelFunc, st se
 	var r *refusal
 	switch {
 	case errors.As(err, &r):
-		log.Warn("refused link", append([]any{"code", r.code, "reason", r.msg}, who...)...)
+		log.Warn("refused link", append([]any{"code", r.code, "reason", peerText(r.msg, maxLoggedShip)}, who...)...)
 		l.writeJSON(ctx, frameRefuse, refuseMsg{Code: r.code, Message: r.msg})
 		closeGracefully(l.conn)
 		return nil, false
 	case err != nil:
 		if ctx.Err() == nil {
-			log.Warn("link lost during the handshake", "err", err)
+			log.Warn("link lost during the handshake", "err", errText(err))
 		}
 		return nil, false
 	}
 	sess.log.Info("link established", "generation", h.Generation, "highest_seq", w.HighestSeq,
-		"site", h.Site, "host", h.Host, "pid", h.PID, "spool", h.Spool, "records", len(recs))
+		"site", peerText(h.Site, maxLoggedShip), "host", peerText(h.Host, maxLoggedShip), "pid", h.PID,
+		"spool", peerText(h.Spool, maxLoggedShip), "records", len(recs))
 	return sess, true
 }
 
+// logArgs names the shipper of h in a log line, its strings cut to max.
+func (h helloMsg) logArgs(max int) []any {
+	return []any{"client_id", peerText(h.ClientID, max), "stream", peerText(h.Stream, max), "generation", h.Generation}
+}
+
+// errHandshakeEnded is what readHello returns when the connection was
+// closed by the handshake timeout or to make room for another.
+var errHandshakeEnded = errors.New("connection closed before it authenticated")
+
 // readHello reads and checks HELLO and reads the generation records that
 // follow it. It answers a HELLO it refuses with REFUSE and closes the
-// link; any error means the link is done with.
-func (s *Server) readHello(ctx context.Context, st serverSettings, l *link, log *slog.Logger) (helloMsg, []batch.Generation, error) {
+// link; any error means the link is done with. Until the peer has
+// authenticated, it reads one frame of at most MaxHelloFrame bytes within
+// the handshake timeout, logs through st.quiet, and holds a peer whose
+// token is wrong for st.authFailDelay before its REFUSE; then it moves
+// the connection out of its startup slot and grows the link.
+func (s *Server) readHello(ctx context.Context, st serverSettings, l *link, log *slog.Logger, su *startup) (helloMsg, []batch.Generation, error) {
 	var h helloMsg
-	// A peer that has not authenticated gets one I/O timeout for its whole
-	// HELLO, not one per read: trickling bytes does not keep it connected.
-	timer := time.AfterFunc(st.ioTimeout, func() { l.conn.Close() })
+	peer := l.conn.RemoteAddr().String()
 	b, err := l.r.Peek(2)
 	if err == nil && b[0] == 0x16 && b[1] == 0x03 {
-		timer.Stop()
-		log.Warn("refused link: the peer started a TLS handshake but this listener is plaintext (insecure); configure TLS here or turn it off on the shipper")
+		st.quiet.Log(slog.LevelWarn, "refused tls", "refused link: the peer started a TLS handshake but this listener is plaintext (insecure); configure TLS here or turn it off on the shipper",
+			"peer", peer)
 		return h, nil, errors.New("TLS on a plaintext listener")
 	}
 	var f frame
 	if err == nil {
-		f, err = l.read()
-	}
-	if !timer.Stop() {
-		err = fmt.Errorf("no complete HELLO within the io timeout %s", st.ioTimeout)
+		f, err = readHelloFrame(l.r)
 	}
 	if err != nil {
-		if ctx.Err() == nil {
-			log.Warn("link closed before a complete HELLO", "err", err)
+		switch {
+		case ctx.Err() != nil:
+		case su.evicted():
+			st.quiet.Log(slog.LevelInfo, "evict", "unauthenticated connection closed to make room for another", "peer", peer)
+		case !su.deadline.Stop():
+			st.quiet.Log(slog.LevelWarn, "hello", "no complete HELLO within the handshake timeout; link closed",
+				"peer", peer, "handshake_timeout", st.handshakeTimeout)
+		default:
+			st.quiet.Log(slog.LevelWarn, "hello", "link closed before a complete HELLO", "peer", peer, "err", errText(err))
 		}
 		return h, nil, err
 	}
+	authenticated := false
 	refuse := func(code, msg string, args ...any) (helloMsg, []batch.Generation, error) {
-		log.Warn("refused link", append([]any{"code", code, "reason", msg}, args...)...)
+		if authenticated {
+			log.Warn("refused link", append([]any{"code", code, "reason", peerText(msg, maxLoggedShip)}, args...)...)
+		} else {
+			st.quiet.Log(slog.LevelWarn, "refused "+code, "refused link", append([]any{"peer", peer, "code", code, "reason", peerText(msg, maxLoggedErr)}, args...)...)
+		}
 		l.writeJSON(ctx, frameRefuse, refuseMsg{Code: code, Message: msg})
 		closeGracefully(l.conn)
 		return h, nil, refuseWith(code, "%s", msg)
@@ -205,17 +255,24 @@ func (s *Server) readHello(ctx context.Context, st serverSettings, l *link, log 
 	if err := decodeJSON(f, &h); err != nil {
 		return refuse(codeProtocol, err.Error())
 	}
-	who := []any{"client_id", h.ClientID, "stream", h.Stream, "generation", h.Generation}
+	who := h.logArgs(maxLoggedPeer)
 	switch {
 	case h.Version > ProtocolVersion:
 		return refuse(codeVersion, fmt.Sprintf("shipper speaks link protocol %d; this receiver speaks %d; upgrade the receiver", h.Version, ProtocolVersion), who...)
 	case h.Version < 1:
 		return refuse(codeVersion, fmt.Sprintf("link protocol version %d is invalid", h.Version), who...)
 	case st.needToken && h.Token == "":
-		return refuse(codeAuth, "token missing: this receiver requires a token", who...)
+		return s.refuseAuth(ctx, st, l, su, "token missing: this receiver requires a token", who)
 	case st.needToken && !tokenEqual(st.token, h.Token):
-		return refuse(codeAuth, "token rejected: the shipper's token does not match the receiver's", who...)
+		return s.refuseAuth(ctx, st, l, su, "token rejected: the shipper's token does not match the receiver's", who)
 	}
+	// Authenticated (by token, or by its TLS client certificate).
+	if !su.deadline.Stop() || !st.gate.authenticated(su.ticket) {
+		return h, nil, errHandshakeEnded
+	}
+	l.grow(st.ioTimeout, MaxControlFrame)
+	authenticated = true
+	who = h.logArgs(maxLoggedShip)
 	if err := h.shipper().check(); err != nil {
 		return refuse(codeProtocol, "HELLO's "+err.Error(), who...)
 	}
@@ -238,11 +295,38 @@ func (s *Server) readHello(ctx context.Context, st serverSettings, l *link, log 
 		return refuse(r.code, r.msg, who...)
 	case err != nil:
 		if ctx.Err() == nil {
-			log.Warn("link closed during the handshake", append([]any{"err", err}, who...)...)
+			log.Warn("link closed during the handshake", append([]any{"err", errText(err)}, who...)...)
 		}
 		return h, nil, err
 	}
 	return h, recs, nil
+}
+
+// refuseAuth refuses a HELLO whose token is missing or wrong: it holds
+// the connection for st.authFailDelay, outside the startup slots but in
+// the connection count (the gate may close it early to make room), then
+// answers REFUSE auth and closes it.
+func (s *Server) refuseAuth(ctx context.Context, st serverSettings, l *link, su *startup, msg string, who []any) (helloMsg, []batch.Generation, error) {
+	err := refuseWith(codeAuth, "%s", msg)
+	if !su.deadline.Stop() || !st.gate.penalize(su.ticket) {
+		return helloMsg{}, nil, err
+	}
+	st.quiet.Log(slog.LevelWarn, "refused "+codeAuth, "refused link", append([]any{"peer", l.conn.RemoteAddr().String(), "code", codeAuth, "reason", msg,
+		"delay", st.authFailDelay}, who...)...)
+	if st.authFailDelay > 0 {
+		delay := time.NewTimer(st.authFailDelay)
+		defer delay.Stop()
+		select {
+		case <-delay.C:
+		case <-su.ticket.evicted:
+			return helloMsg{}, nil, err
+		case <-ctx.Done():
+			return helloMsg{}, nil, err
+		}
+	}
+	l.writeJSON(ctx, frameRefuse, refuseMsg{Code: codeAuth, Message: msg})
+	closeGracefully(l.conn)
+	return helloMsg{}, nil, err
 }
 
 // admit admits sess to its stream: it stores the records the shipper sent
