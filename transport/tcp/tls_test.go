@@ -169,7 +169,8 @@ func TestMutualTLSClientNames(t *testing.T) {
 	if err := RequireClientNames(stls, []string{"Shipper-A", "shipper-c"}); err != nil {
 		t.Fatal(err)
 	}
-	srv := &Server{TLS: stls, Inbox: inbox, Log: serverLog.Logger(slog.LevelDebug)}
+	// Every refusal logged (not one per LogInterval): this test reads both.
+	srv := &Server{TLS: stls, Inbox: inbox, Log: serverLog.Logger(slog.LevelDebug), LogInterval: time.Nanosecond}
 	addr, _ := startServer(t, srv)
 	put := func(name string, seq int) error {
 		cert, key := p.Issue(t, name, false)
