@@ -374,6 +374,9 @@ func (r *Receiver) Run(ctx context.Context) (err error) {
 	// restore: a boundary makes the run a Once run ending at it.
 	once := r.cfg.Once || r.bounded()
 	if err := r.checkBoundary(); err != nil || r.reached {
+		if err == nil {
+			err = r.caughtUp()
+		}
 		return err
 	}
 	defer r.publish(context.WithoutCancel(ctx))
@@ -385,6 +388,13 @@ func (r *Receiver) Run(ctx context.Context) (err error) {
 				return nil
 			}
 			return err
+		}
+		// Nothing more to apply after a listing (a pass fed by offers
+		// has not listed), or the boundary reached.
+		if r.reached || (n == 0 && !r.offerPass) {
+			if err := r.caughtUp(); err != nil {
+				return err
+			}
 		}
 		if r.reached {
 			return nil
@@ -630,6 +640,16 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 	r.reached = reached
 	r.log.Debug("applied segment", "segment", name, "records", seg.Meta.Records, "seq", seg.Meta.LastSeq)
 	return nil
+}
+
+// caughtUp tells a CatchUpChecker applier that everything after the
+// checkpoint the store holds is applied.
+func (r *Receiver) caughtUp() error {
+	c, ok := r.cfg.Applier.(CatchUpChecker)
+	if !ok {
+		return nil
+	}
+	return c.CaughtUp()
 }
 
 // keepHolding reports whether the segment just applied without fsync may
