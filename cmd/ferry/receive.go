@@ -40,6 +40,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	c.accept("state", "apply", "gap-timeout", "poll-min", "poll-max", "id", "prefetch", "metrics-addr")
 	c.accept(receiverLinkFlags...)
 	once := c.fs.Bool("once", false, "apply what is in the store, then exit (non-zero on a gap)")
+	repair := c.fs.Bool("repair", false, "accept a file: replica that is not as the checkpoint left it where that can be repaired: cut the bytes past the checkpoint that ferry did not write (the cut is logged), adopt a replica replaced by a copy")
 	err := c.parseNoArgs(args, "receive")
 	if err != nil {
 		return err
@@ -106,6 +107,11 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	ap, err := apply.Parse(rc.Apply, stdout)
 	if err != nil {
 		return usageError{err}
+	}
+	if f, ok := ap.(*apply.File); ok {
+		f.Repair, f.Log = *repair, log
+	} else if *repair {
+		return usageError{fmt.Errorf("--repair applies to a file: replica, not %s", ap)}
 	}
 	var onApplied func(uint64)
 	var checkpointDelay time.Duration

@@ -63,6 +63,9 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	if f, ok := ap.(*apply.File); ok {
+		f.Log = log
+	}
 	res, err := restoreStream(ctx, restoreJob{cfg: c.cfg, store: st, state: *state, applier: ap, boundary: b,
 		prefetch: *pf, gapTimeout: *gapTimeout, progress: stderr}, log)
 	if err != nil {
