@@ -55,6 +55,11 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// Once: apply what is there, then return.
 	Once bool
+	// RetryBudget, if positive, is how long one operation (a listing, a
+	// read, an apply) may keep failing before Run gives up and returns its
+	// last error (wrapping store.ErrGaveUp). Zero retries until ctx ends.
+	// ferry receive sets it with --once only: a daemon waits the error out.
+	RetryBudget time.Duration
 	// MaxSegmentSize caps a segment read from the store. Default 4 GiB.
 	MaxSegmentSize int64
 	// Now is the clock. Default time.Now.
@@ -293,6 +298,10 @@ func Open(cfg Config, log *slog.Logger) (*Receiver, error) {
 		cfg.Applier.Close()
 		lock.Close()
 		return nil, err
+	}
+	if at := r.cpFile.at; at.damaged != nil {
+		log.Warn("checkpoint slot damaged: using the other slot, which may be one save older (segments after it are applied again, still exactly once for file: and dir:)",
+			"file", r.cpFile.path, "damaged", at.damaged.Error(), "using_slot", at.cur, "counter", at.seq, "seq", cp.LastSeq)
 	}
 	r.cp, r.applied = cp, cp.LastSeq
 	r.stats.LastSeq, r.stats.LastHash = cp.LastSeq, cp.LastHash
@@ -731,7 +740,7 @@ func (r *Receiver) checkContinues(name string, m *batch.Meta, cp Checkpoint, gen
 // the store errors retrying cannot fix (permanent, missing, conflicting),
 // a corrupt segment and a fatal applier error end it at once.
 func (r *Receiver) retry(ctx context.Context, op string, fn func() error) error {
-	p := store.RetryPolicy{Min: r.cfg.RetryMin, Max: r.cfg.RetryMax, Jitter: 0.2, Stop: func(err error) bool {
+	p := store.RetryPolicy{Min: r.cfg.RetryMin, Max: r.cfg.RetryMax, Jitter: 0.2, GiveUpAfter: r.cfg.RetryBudget, Stop: func(err error) bool {
 		return errors.Is(err, ErrFatal) || errors.Is(err, batch.ErrCorrupt) || errors.Is(err, ErrHistory)
 	}, OnRetry: func(err error) {
 		r.mu.Lock()

@@ -63,9 +63,6 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	if f, ok := ap.(*apply.File); ok {
-		f.Log = log
-	}
 	res, err := restoreStream(ctx, restoreJob{cfg: c.cfg, store: st, state: *state, applier: ap, boundary: b,
 		prefetch: *pf, gapTimeout: *gapTimeout, progress: stderr}, log)
 	if err != nil {
@@ -142,9 +139,12 @@ func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (resto
 		RetryMax:   time.Duration(cfg.Receive.RetryMax),
 		Once:       true,
 		Prefetch:   prefetch(job.prefetch),
-		Until:      job.boundary.seq,
-		UntilTime:  job.boundary.time,
+
+		RetryBudget: time.Duration(cfg.Receive.OnceTimeout),
+		Until:       job.boundary.seq,
+		UntilTime:   job.boundary.time,
 	}
+	configureApplier(job.applier, cfg.Receive, log)
 	if err := startAtBaseline(ctx, rcfg, log); err != nil {
 		return restoreResult{}, err
 	}
