@@ -385,7 +385,15 @@ func (w *replicaWriter) Write(p []byte) (int, error) {
 	}
 	k, err := a.f.WriteAt(p, w.off)
 	w.off += int64(k)
-	a.end = max(a.end, w.off) // a failed write may have written some
+	a.end = max(a.end, w.off)
+	if err != nil {
+		// A failed write may have grown the file by more than it reports
+		// (tmpfs out of space: 0 bytes written, 128 KiB more file): that
+		// is ferry's too, and the retry writes over it.
+		if fi, serr := a.f.Stat(); serr == nil {
+			a.end = max(a.end, fi.Size())
+		}
+	}
 	w.pending += int64(k)
 	if w.pending >= writebackEvery {
 		startWriteback(a.f, w.off-w.pending, w.pending)
