@@ -40,7 +40,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("receive", "ferry receive --store URL --stream NAME --state DIR --apply file:PATH|exec:CMD|stdout [--once] [--config FILE]", receiveExamples, stderr)
 	c.accept("state", "apply", "gap-timeout", "poll-min", "poll-max", "id", "prefetch", "metrics-addr", "once-timeout", "exec-timeout")
 	c.accept(receiverLinkFlags...)
-	once := c.fs.Bool("once", false, "apply what is in the store, then exit (non-zero on a gap)")
+	once := c.fs.Bool("once", false, "apply what is in the store, then exit (non-zero on a gap, or on an error that persists for --once-timeout)")
 	repair := c.fs.Bool("repair", false, "accept a file: replica that is not as the checkpoint left it where that can be repaired: cut the bytes past the checkpoint that ferry did not write (the cut is logged), adopt a replica replaced by a copy")
 	err := c.parseNoArgs(args, "receive")
 	if err != nil {
