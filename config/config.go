@@ -287,6 +287,19 @@ type Receive struct {
 	// RetryMax caps the exec applier's backoff. Default 1m; at least RetryMin.
 	RetryMax Duration `toml:"retry_max"`
 
+	// OnceTimeout is how long one operation of a bounded run (receive
+	// --once, restore, drill) may keep failing (an unreachable store, an
+	// exec command that keeps failing, a full disk) before the run gives
+	// up with its error. Default 5m; must be > 0. A receiver without
+	// --once retries until stopped.
+	OnceTimeout Duration `toml:"once_timeout"`
+
+	// ExecTimeout is how long an exec: command may run on one segment
+	// before it is killed with its process group and the segment retried.
+	// Default 0: no limit (ferry cannot know how long a load takes, and a
+	// command killed at a limit it always needs would be retried forever).
+	ExecTimeout Duration `toml:"exec_timeout"`
+
 	// ID names this receiver in the applied watermark it publishes in the
 	// store ("<stream>/watermarks/<id>/"), which the primary side and
 	// retention read. Default: the host name. Same pattern as stream.
@@ -343,10 +356,15 @@ func Defaults() *File {
 			Prefetch:   4,
 
 			MaxSegmentBytes: DefaultMaxSegmentBytes,
+			OnceTimeout:     Duration(DefaultOnceTimeout),
 		},
 		TCP: TCP{InboxKeep: DefaultInboxKeep, CheckpointDelay: Duration(DefaultCheckpointDelay)},
 	}
 }
+
+// DefaultOnceTimeout is receive.once_timeout when the config does not set
+// it.
+const DefaultOnceTimeout = 5 * time.Minute
 
 // DefaultLeaseTTL is ship.lease_ttl when the config does not set it.
 const DefaultLeaseTTL = 30 * time.Second

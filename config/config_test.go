@@ -148,7 +148,7 @@ func TestDefaults(t *testing.T) {
 	}
 	wantRecv := Receive{GapTimeout: Duration(30 * time.Second), PollMin: Duration(200 * time.Millisecond),
 		PollMax: Duration(5 * time.Second), RetryMin: Duration(time.Second), RetryMax: Duration(time.Minute),
-		Prefetch: 4, MaxSegmentBytes: 256 * MiB}
+		Prefetch: 4, MaxSegmentBytes: 256 * MiB, OnceTimeout: Duration(5 * time.Minute)}
 	if d.Receive != wantRecv {
 		t.Errorf("receive defaults = %+v, want %+v", d.Receive, wantRecv)
 	}

@@ -246,10 +246,13 @@ func (f *File) Validate(verb string) error {
 	for _, d := range []struct {
 		key string
 		v   Duration
-	}{{"receive.gap_timeout", r.GapTimeout}, {"receive.poll_min", r.PollMin}, {"receive.retry_min", r.RetryMin}} {
+	}{{"receive.gap_timeout", r.GapTimeout}, {"receive.poll_min", r.PollMin}, {"receive.retry_min", r.RetryMin}, {"receive.once_timeout", r.OnceTimeout}} {
 		if d.v <= 0 {
 			add(d.key, "must be greater than 0")
 		}
+	}
+	if r.ExecTimeout < 0 {
+		add("receive.exec_timeout", "must not be negative (0 for no limit)")
 	}
 	if r.PollMax < r.PollMin {
 		add("receive.poll_max", "%v is less than receive.poll_min (%v)", r.PollMax, r.PollMin)

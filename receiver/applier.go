@@ -46,5 +46,15 @@ type SyncDeferrer interface {
 	Sync() error
 }
 
+// CatchUpChecker is a Stateful applier that Restore may leave with
+// something only the segments after the checkpoint can account for (the
+// file: applier's bytes past the checkpointed size). The receiver calls
+// CaughtUp whenever it has applied all the store holds after the
+// checkpoint: a listing found nothing more to apply, or a restore reached
+// its boundary. An error stops the receiver.
+type CatchUpChecker interface {
+	CaughtUp() error
+}
+
 // ErrFatal marks applier errors that retrying cannot fix.
 var ErrFatal = errors.New("fatal apply error")

@@ -73,6 +73,9 @@ var (
 	// saves of a running receiver could see that too, so LoadCheckpoint
 	// looks again before it believes it.
 	errSlots = errors.New("both slots fail their checksum")
+	// errSlotEmpty: a slot whose header is all zeros, as slot 1 of a file
+	// written whole is until its first save; not reported as damage.
+	errSlotEmpty = errors.New("no slot marker (all zeros: never written)")
 )
 
 // LoadCheckpoint reads the checkpoint in dir. ok is false when there is
@@ -130,6 +133,10 @@ type cpPlace struct {
 	slotSize int64
 	cur      int
 	seq      uint64
+	// damaged says why the other slot is not valid, when it was written
+	// once (not all zeros): a torn save or a damaged disk block, so the
+	// checkpoint read may be one save older than the newest written.
+	damaged error
 }
 
 // readCheckpointFile reads the newest valid checkpoint of the file f,
@@ -163,6 +170,9 @@ func readCheckpoint(r io.ReaderAt, size int64, path string) (Checkpoint, cpPlace
 		at.cur = 1
 	}
 	at.seq = seq[at.cur]
+	if other := why[1-at.cur]; other != nil && !errors.Is(other, errSlotEmpty) {
+		at.damaged = fmt.Errorf("slot %d: %w", 1-at.cur, other)
+	}
 	if err := json.Unmarshal(payload[at.cur], &cp); err != nil {
 		return cp, at, fmt.Errorf("checkpoint %s is damaged: slot %d: %v", path, at.cur, err)
 	}
@@ -206,6 +216,9 @@ func readSlot(r io.ReaderAt, off, slotSize int64) (uint64, []byte, error) {
 		return 0, nil, err
 	}
 	if string(h[:8]) != string(cpSlotMagic) {
+		if h == [cpSlotHeaderLen]byte{} {
+			return 0, nil, errSlotEmpty
+		}
 		return 0, nil, errors.New("no slot marker")
 	}
 	n := int64(binary.BigEndian.Uint32(h[16:]))
@@ -295,7 +308,10 @@ type checkpointFile struct {
 	dir, path string
 	f         *os.File // nil while the file does not exist yet (a state with only checkpoint.json)
 	at        cpPlace
-	buf       []byte
+	// dirInfo and fileInfo are the state dir and f as opened: a save
+	// checks that the paths still name them (checkPlace).
+	dirInfo, fileInfo os.FileInfo
+	buf               []byte
 	// err is the write or fdatasync that failed: what the file holds is
 	// unknown, and no save is tried on it again.
 	err error
@@ -307,6 +323,10 @@ var errCheckpointClosed = errors.New("checkpoint file closed")
 // holds the state lock and has loaded the checkpoint (LoadCheckpoint).
 func openCheckpointFile(dir string) (*checkpointFile, error) {
 	c := &checkpointFile{dir: dir, path: filepath.Join(dir, checkpointName)}
+	var err error
+	if c.dirInfo, err = os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
 	f, err := os.OpenFile(c.path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
@@ -318,8 +338,36 @@ func openCheckpointFile(dir string) (*checkpointFile, error) {
 		f.Close()
 		return nil, err
 	}
+	if c.fileInfo, err = f.Stat(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("checkpoint %s: %w", c.path, err)
+	}
 	c.f = f
 	return c, nil
+}
+
+// checkPlace checks that the state dir and the checkpoint file are still
+// where the receiver opened them: a save into a removed or replaced state
+// dir would go to a file nobody reads, and the next start would begin
+// again from nothing or from an older checkpoint.
+func (c *checkpointFile) checkPlace() error {
+	di, err := os.Stat(c.dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("state dir %s was removed while the receiver ran: the checkpoint cannot be saved; stop whatever removes it, restore it and start the receiver again", c.dir)
+	case err != nil:
+		return fmt.Errorf("state dir %s: %w", c.dir, err)
+	case !os.SameFile(di, c.dirInfo):
+		return fmt.Errorf("state dir %s was replaced while the receiver ran (it is not the directory the receiver locked): the checkpoint cannot be saved", c.dir)
+	}
+	if c.f == nil {
+		return nil
+	}
+	fi, err := os.Stat(c.path)
+	if err != nil || !os.SameFile(fi, c.fileInfo) {
+		return fmt.Errorf("checkpoint %s was removed or replaced while the receiver ran: the checkpoint cannot be saved", c.path)
+	}
+	return nil
 }
 
 // Save makes cp the durable checkpoint: written over the slot that does
@@ -329,6 +377,9 @@ func openCheckpointFile(dir string) (*checkpointFile, error) {
 func (c *checkpointFile) Save(cp Checkpoint) error {
 	if c.err != nil {
 		return c.err
+	}
+	if err := c.checkPlace(); err != nil {
+		return c.fail(err)
 	}
 	payload, err := json.Marshal(cp)
 	if err != nil {
@@ -371,7 +422,12 @@ func (c *checkpointFile) rewrite(payload []byte) error {
 	if err != nil {
 		return c.fail(fmt.Errorf("open checkpoint: %w", err))
 	}
-	c.f, c.at = f, cpPlace{slotSize: slotSize, cur: 0, seq: seq}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return c.fail(fmt.Errorf("checkpoint %s: %w", c.path, err))
+	}
+	c.f, c.fileInfo, c.at = f, fi, cpPlace{slotSize: slotSize, cur: 0, seq: seq}
 	return nil
 }
 

@@ -61,6 +61,11 @@ type Config struct {
 	// retried). Default batch.DefaultMaxSegmentBytes (256 MiB); at most
 	// batch.DefaultMaxUncompressed.
 	MaxSegmentBytes int64
+	// RetryBudget, if positive, is how long one operation (a listing, a
+	// read, an apply) may keep failing before Run gives up and returns its
+	// last error (wrapping store.ErrGaveUp). Zero retries until ctx ends.
+	// ferry receive sets it with --once only: a daemon waits the error out.
+	RetryBudget time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// ReceiverID names this receiver in its published watermark
@@ -296,6 +301,10 @@ func Open(cfg Config, log *slog.Logger) (*Receiver, error) {
 		lock.Close()
 		return nil, err
 	}
+	if at := r.cpFile.at; at.damaged != nil {
+		log.Warn("checkpoint slot damaged: using the other slot, which may be one save older (segments after it are applied again, still exactly once for file: and dir:)",
+			"file", r.cpFile.path, "damaged", at.damaged.Error(), "using_slot", at.cur, "counter", at.seq, "seq", cp.LastSeq)
+	}
 	r.cp, r.applied = cp, cp.LastSeq
 	r.stats.LastSeq, r.stats.LastHash = cp.LastSeq, cp.LastHash
 	return r, nil
@@ -384,6 +393,9 @@ func (r *Receiver) Run(ctx context.Context) (err error) {
 	// restore: a boundary makes the run a Once run ending at it.
 	once := r.cfg.Once || r.bounded()
 	if err := r.checkBoundary(); err != nil || r.reached {
+		if err == nil {
+			err = r.caughtUp()
+		}
 		return err
 	}
 	defer r.publish(context.WithoutCancel(ctx))
@@ -395,6 +407,13 @@ func (r *Receiver) Run(ctx context.Context) (err error) {
 				return nil
 			}
 			return err
+		}
+		// Nothing more to apply after a listing (a pass fed by offers
+		// has not listed), or the boundary reached.
+		if r.reached || (n == 0 && !r.offerPass) {
+			if err := r.caughtUp(); err != nil {
+				return err
+			}
 		}
 		if r.reached {
 			return nil
@@ -642,6 +661,16 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 	return nil
 }
 
+// caughtUp tells a CatchUpChecker applier that everything after the
+// checkpoint the store holds is applied.
+func (r *Receiver) caughtUp() error {
+	c, ok := r.cfg.Applier.(CatchUpChecker)
+	if !ok {
+		return nil
+	}
+	return c.CaughtUp()
+}
+
 // keepHolding reports whether the segment just applied without fsync may
 // leave its checkpoint to a later one: with CheckpointDelay, while the
 // group is younger than that and smaller than maxGroup; otherwise while
@@ -721,7 +750,7 @@ func (r *Receiver) checkContinues(name string, m *batch.Meta, cp Checkpoint, gen
 // the store errors retrying cannot fix (permanent, missing, conflicting),
 // a corrupt segment and a fatal applier error end it at once.
 func (r *Receiver) retry(ctx context.Context, op string, fn func() error) error {
-	p := store.RetryPolicy{Min: r.cfg.RetryMin, Max: r.cfg.RetryMax, Jitter: 0.2, Stop: func(err error) bool {
+	p := store.RetryPolicy{Min: r.cfg.RetryMin, Max: r.cfg.RetryMax, Jitter: 0.2, GiveUpAfter: r.cfg.RetryBudget, Stop: func(err error) bool {
 		return errors.Is(err, ErrFatal) || errors.Is(err, batch.ErrCorrupt) || errors.Is(err, batch.ErrSegmentTooLarge) ||
 			errors.Is(err, ErrHistory)
 	}, OnRetry: func(err error) {

@@ -24,7 +24,16 @@ type RetryPolicy struct {
 	// OnRetry, if set, is called with each error that is about to be
 	// retried (metrics count retries by reason with it).
 	OnRetry func(error)
+	// GiveUpAfter, if positive, bounds how long attempts may keep failing:
+	// once the first failure is that old, Retry returns the last error,
+	// wrapped in ErrGaveUp, instead of waiting again (the last wait is
+	// shortened to end there). Zero retries until ctx ends.
+	GiveUpAfter time.Duration
 }
+
+// ErrGaveUp marks the error Retry returns when attempts kept failing for
+// RetryPolicy.GiveUpAfter.
+var ErrGaveUp = errors.New("gave up retrying")
 
 // retryLogEvery bounds how often Retry logs once past the first few attempts.
 const retryLogEvery = 30 * time.Second
@@ -54,7 +63,7 @@ func IsRetryable(err error) bool {
 func Retry(ctx context.Context, p RetryPolicy, log *slog.Logger, op string, fn func(ctx context.Context) error) error {
 	p = p.withDefaults()
 	var lastErr error
-	var lastLog time.Time
+	var lastLog, firstFail time.Time
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			if lastErr == nil {
@@ -67,10 +76,21 @@ func Retry(ctx context.Context, p RetryPolicy, log *slog.Logger, op string, fn f
 			return err
 		}
 		lastErr = err
+		wait := p.Backoff(attempt)
+		if p.GiveUpAfter > 0 {
+			if attempt == 1 {
+				firstFail = time.Now()
+			}
+			left := p.GiveUpAfter - time.Since(firstFail)
+			if left <= 0 {
+				return fmt.Errorf("%s: %w after %d attempts in %s: %w", op, ErrGaveUp, attempt,
+					time.Since(firstFail).Round(time.Millisecond), err)
+			}
+			wait = min(wait, left)
+		}
 		if p.OnRetry != nil {
 			p.OnRetry(err)
 		}
-		wait := p.Backoff(attempt)
 		if log != nil && (attempt <= retryLogFirst || time.Since(lastLog) >= retryLogEvery) {
 			lastLog = time.Now()
 			log.LogAttrs(ctx, slog.LevelWarn, "failed, retrying",

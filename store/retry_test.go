@@ -180,3 +180,37 @@ func TestRetryStopHook(t *testing.T) {
 		t.Fatalf("err %v after %d calls; want the final error after 3 calls", err, calls)
 	}
 }
+
+// GiveUpAfter ends a run of failures that lasted that long with the last
+// error, wrapped in ErrGaveUp, without waiting past it.
+func TestRetryGiveUpAfter(t *testing.T) {
+	errDown := errors.New("connection refused")
+	p := RetryPolicy{Min: 20 * time.Millisecond, Max: time.Hour, GiveUpAfter: 300 * time.Millisecond}
+	attempts := 0
+	start := time.Now()
+	err := Retry(t.Context(), p, nil, "list s/", func(context.Context) error {
+		attempts++
+		return errDown
+	})
+	took := time.Since(start)
+	if !errors.Is(err, ErrGaveUp) || !errors.Is(err, errDown) {
+		t.Fatalf("Retry = %v, want ErrGaveUp wrapping the last error", err)
+	}
+	if took < 300*time.Millisecond || took > 2*time.Second {
+		t.Errorf("gave up after %s, want just past 300ms", took)
+	}
+	if attempts < 3 {
+		t.Errorf("%d attempts, want the retries up to the budget", attempts)
+	}
+	// A success resets nothing here: each Retry call has its own budget.
+	attempts = 0
+	err = Retry(t.Context(), p, nil, "list s/", func(context.Context) error {
+		if attempts++; attempts < 3 {
+			return errDown
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Retry that succeeds within its budget = %v", err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/ferry-dr/ferry/config"
@@ -206,8 +207,9 @@ func openDirWith(path string, opts dir.Options) (store.Store, error) {
 	return s, nil
 }
 
-// signalContext is cancelled on SIGINT or SIGTERM. A second signal exits at
-// once (status 130).
+// signalContext is cancelled on SIGINT or SIGTERM, which it records for
+// run's exit status (stopSignal). A second signal exits at once, with 128
+// plus its number.
 func signalContext(parent context.Context, log *slog.Logger) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(parent)
 	ch := make(chan os.Signal, 2)
@@ -215,15 +217,35 @@ func signalContext(parent context.Context, log *slog.Logger) (context.Context, c
 	go func() {
 		select {
 		case s := <-ch:
+			stopSignal.CompareAndSwap(0, int32(s.(syscall.Signal)))
 			log.Info("signal received; finishing (send it again to exit at once)", "signal", s.String())
 			cancel()
 		case <-ctx.Done():
 			return
 		}
-		<-ch
-		os.Exit(130)
+		s := <-ch
+		os.Exit(128 + int(s.(syscall.Signal)))
 	}()
 	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+// stopSignal is the first SIGINT or SIGTERM a signalContext received, 0
+// for none.
+var stopSignal atomic.Int32
+
+// errInterrupted is returned by a verb that a signal stopped before its
+// work was done, where it would otherwise return nil: run exits with 128
+// plus the signal's number. A long-running receive or ship (a service)
+// stopped by a signal returns nil instead and exits 0.
+var errInterrupted = errors.New("interrupted before the work was done")
+
+// interrupted wraps errInterrupted with what was left undone if ctx was
+// ended by a signal (signalContext), and returns nil otherwise.
+func interrupted(ctx context.Context, undone string) error {
+	if ctx.Err() == nil || stopSignal.Load() == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", undone, errInterrupted)
 }
 
 func sizeString(n int64) string {

@@ -121,6 +121,16 @@ var configFlags = map[string]configFlag{
 		set: func(c *config.File, v string) (err error) { c.Receive.PollMin, err = config.ParseDuration(v); return }},
 	"poll-max": {kind: stringFlag, usage: "longest wait between polls when idle (default 5s)",
 		set: func(c *config.File, v string) (err error) { c.Receive.PollMax, err = config.ParseDuration(v); return }},
+	"once-timeout": {kind: stringFlag, usage: "with --once: how long one operation may keep failing (unreachable store, failing exec:, full disk) before the run gives up, non-zero (default 5m)",
+		set: func(c *config.File, v string) (err error) {
+			c.Receive.OnceTimeout, err = config.ParseDuration(v)
+			return
+		}},
+	"exec-timeout": {kind: stringFlag, usage: "kill an exec: command (and its process group) still running on a segment after this long, and retry the segment (default 0: no limit)",
+		set: func(c *config.File, v string) (err error) {
+			c.Receive.ExecTimeout, err = config.ParseDuration(v)
+			return
+		}},
 	"id": {kind: stringFlag, usage: "receiver id in the published watermark (default: host name)",
 		set: func(c *config.File, v string) error { c.Receive.ID = v; return nil }},
 	"max-segment-bytes": {kind: stringFlag, usage: "refuse a segment larger than this, stored or decompressed, before allocating it (default 256MiB; at least the shippers' max_bytes + max_record_size)",

@@ -10,7 +10,12 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"syscall"
 )
+
+// Exit status (README, "Exit status"): 0 success, 1 error, 2 usage, and
+// 128 plus the signal's number when SIGINT or SIGTERM ended a run before
+// its work was done (see errInterrupted).
 
 // exitUsage is the exit status for command-line mistakes.
 const exitUsage = 2
@@ -90,12 +95,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, errHelp) {
 		return 0
 	}
+	if sig := syscall.Signal(stopSignal.Load()); sig != 0 {
+		// A run a signal ended before its work was done: 130 for
+		// SIGINT, 143 for SIGTERM, as a shell reports a process the
+		// signal killed.
+		fmt.Fprintf(stderr, "ferry %s: stopped by %s: %v\n", args[0], signalName(sig), err)
+		return 128 + int(sig)
+	}
 	fmt.Fprintf(stderr, "ferry %s: %v\n", args[0], err)
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
 	return 1
+}
+
+func signalName(sig syscall.Signal) string {
+	switch sig {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return sig.String()
 }
 
 func usage(w io.Writer) {

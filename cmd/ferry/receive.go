@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/metrics"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
@@ -41,10 +42,11 @@ const receiveExamples = `  # apply everything in the store to a file, then exit
 `
 
 func runReceive(args []string, stdout, stderr io.Writer) error {
-	c := newFlags("receive", "ferry receive --store URL --stream NAME --state DIR --apply file:PATH|exec:CMD|dir:DIR|stdout [--once] [--config FILE]", receiveExamples, stderr)
-	c.accept("state", "apply", "gap-timeout", "poll-min", "poll-max", "id", "prefetch", "metrics-addr", "max-segment-bytes")
+	c := newFlags("receive", "ferry receive --store URL --stream NAME --state DIR --apply file:PATH|exec:CMD|dir:DIR|stdout [--once] [--repair] [--config FILE]", receiveExamples, stderr)
+	c.accept("state", "apply", "gap-timeout", "poll-min", "poll-max", "id", "prefetch", "metrics-addr", "max-segment-bytes", "once-timeout", "exec-timeout")
 	c.accept(receiverLinkFlags...)
-	once := c.fs.Bool("once", false, "apply what is in the store, then exit (non-zero on a gap)")
+	once := c.fs.Bool("once", false, "apply what is in the store, then exit (non-zero on a gap, or on an error that persists for --once-timeout)")
+	repair := c.fs.Bool("repair", false, "accept a file: replica that is not as the checkpoint left it where that can be repaired: cut the bytes past the checkpoint that ferry did not write (the cut is logged), adopt a replica replaced by a copy")
 	err := c.parseNoArgs(args, "receive")
 	if err != nil {
 		return err
@@ -112,6 +114,16 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	configureApplier(ap, rc, log)
+	if f, ok := ap.(*apply.File); ok {
+		f.Repair = *repair
+	} else if *repair {
+		return usageError{fmt.Errorf("--repair applies to a file: replica, not %s", ap)}
+	}
+	var retryBudget time.Duration
+	if *once {
+		retryBudget = time.Duration(rc.OnceTimeout)
+	}
 	var onApplied func(uint64)
 	var checkpointDelay time.Duration
 	if srv != nil {
@@ -132,7 +144,9 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		RetryMax:   time.Duration(rc.RetryMax),
 		Once:       *once,
 		ReceiverID: receiverID(rc.ID),
-		Prefetch:   prefetch(rc.Prefetch),
+
+		RetryBudget: retryBudget,
+		Prefetch:    prefetch(rc.Prefetch),
 
 		MaxSegmentBytes: int64(rc.MaxSegmentBytes),
 		CheckpointDelay: checkpointDelay,
@@ -173,6 +187,10 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	} else {
 		runErr = r.Run(ctx)
 	}
+	if runErr == nil && *once {
+		// Without --once a signal is a service stop: exit 0.
+		runErr = interrupted(ctx, fmt.Sprintf("stopped at seq %d, before the end of the store", r.Stats().LastSeq))
+	}
 	if runErr != nil {
 		failed.Store(&runErr)
 	}
@@ -180,6 +198,17 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "ferry receive: applied %d segments, %d records (%s read) in %.2fs to %s; checkpoint at seq %d\n",
 		s.Segments, s.Records, sizeString(s.Bytes), time.Since(start).Seconds(), ap, s.LastSeq)
 	return runErr
+}
+
+// configureApplier gives an applier the [receive] settings that are its
+// own, and the log.
+func configureApplier(ap receiver.Applier, rc config.Receive, log *slog.Logger) {
+	switch a := ap.(type) {
+	case *apply.File:
+		a.Log = log
+	case *apply.Exec:
+		a.Timeout = time.Duration(rc.ExecTimeout)
+	}
 }
 
 // runWithLink serves the direct link while the receiver applies from its

@@ -140,11 +140,14 @@ func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (resto
 		RetryMax:   time.Duration(cfg.Receive.RetryMax),
 		Once:       true,
 		Prefetch:   prefetch(job.prefetch),
-		Until:      job.boundary.seq,
-		UntilTime:  job.boundary.time,
+
+		RetryBudget: time.Duration(cfg.Receive.OnceTimeout),
+		Until:       job.boundary.seq,
+		UntilTime:   job.boundary.time,
 
 		MaxSegmentBytes: int64(cfg.Receive.MaxSegmentBytes),
 	}
+	configureApplier(job.applier, cfg.Receive, log)
 	if err := startAtBaseline(ctx, rcfg, log); err != nil {
 		return restoreResult{}, err
 	}

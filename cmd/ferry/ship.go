@@ -166,8 +166,10 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	go func() { srcErr <- src.Run(srcCtx, sh) }()
 
 	var fatal, inputErr error
+	inputEnded := false // stdin reached its end before any signal
 	select {
 	case inputErr = <-srcErr:
+		inputEnded = srcCtx.Err() == nil
 		if srcCtx.Err() != nil && (errors.Is(inputErr, os.ErrDeadlineExceeded) || errors.Is(inputErr, os.ErrClosed)) {
 			inputErr = nil // stdin read interrupted by the signal handler
 		}
@@ -195,6 +197,11 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	}
 	if inputErr != nil {
 		return fmt.Errorf("input stopped: %w (records before it were shipped)", inputErr)
+	}
+	if stdinSource && !inputEnded {
+		// A tail: or dir: source runs as a service, which a signal stops
+		// (exit 0); stdin has an end, which a signal may come before.
+		return interrupted(srcCtx, "stopped before the end of stdin (the records read before it were shipped)")
 	}
 	return nil
 }

@@ -19,11 +19,14 @@ import (
 // on stdin and FERRY_STREAM, FERRY_GENERATION, FERRY_FIRST_SEQ,
 // FERRY_LAST_SEQ and FERRY_SEGMENT in its environment. A non-zero exit is
 // retried with backoff and the checkpoint stays; the command sees a segment
-// again after a crash, so it should be idempotent by FERRY_LAST_SEQ.
+// again after a crash, so it should be idempotent by FERRY_LAST_SEQ. A
+// command still running after Timeout (if set) is killed with its process
+// group and retried like a failed one.
 type Exec struct {
 	Command string
-	Stdout  io.Writer // default os.Stderr (stdout may carry data)
-	Stderr  io.Writer // default os.Stderr
+	Timeout time.Duration // 0: none
+	Stdout  io.Writer     // default os.Stderr (stdout may carry data)
+	Stderr  io.Writer     // default os.Stderr
 }
 
 var _ receiver.Applier = (*Exec)(nil)
@@ -31,6 +34,12 @@ var _ receiver.Applier = (*Exec)(nil)
 func (a *Exec) String() string { return "exec:" + a.Command }
 
 func (a *Exec) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) error {
+	parent := ctx
+	if a.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.Timeout)
+		defer cancel()
+	}
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", a.Command)
 	cmd.Env = append(os.Environ(),
 		"FERRY_STREAM="+meta.Stream,
@@ -39,9 +48,10 @@ func (a *Exec) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) 
 		"FERRY_LAST_SEQ="+strconv.FormatUint(meta.LastSeq, 10),
 		"FERRY_SEGMENT="+meta.Name(),
 	)
-	// On cancellation kill the whole process group: a child the shell
-	// started must not go on applying after the receiver stopped (and
-	// re-runs the segment), nor hold the stdin pipe and block Wait.
+	// On cancellation or timeout kill the whole process group: a child the
+	// shell started must not go on applying after the receiver stopped or
+	// gave up on it (and re-runs the segment), nor hold the stdin pipe and
+	// block Wait.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
@@ -69,6 +79,9 @@ func (a *Exec) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) 
 	err := cmd.Run()
 	pr.Close()
 	<-written // the records are not touched after Apply returns
+	if err != nil && parent.Err() == nil && ctx.Err() != nil {
+		return fmt.Errorf("apply exec %q for segment %s: still running after exec_timeout %s: killed with its process group (%v)", a.Command, meta.Name(), a.Timeout, err)
+	}
 	if err != nil {
 		return fmt.Errorf("apply exec %q for segment %s: %w", a.Command, meta.Name(), err)
 	}

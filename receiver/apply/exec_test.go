@@ -138,3 +138,34 @@ func TestExecCancelKillsCommandTree(t *testing.T) {
 		})
 	}
 }
+
+// A command still running after Timeout is killed with its process group
+// (a grandchild too) and the segment is retried: the second attempt,
+// which does not hang, applies it.
+func TestExecTimeoutKillsAndRetries(t *testing.T) {
+	st, _ := receivertest.NewStore(t)
+	segs := receivertest.Chain(t, 1, 10)
+	receivertest.Put(t, st, segs...)
+	out := t.TempDir()
+	t.Setenv("OUT", out)
+	// The first attempt starts a grandchild that would write "late" and
+	// hangs; later attempts succeed.
+	cmd := `if [ ! -e "$OUT/tried" ]; then : >"$OUT/tried"; sh -c 'echo $$ >"$OUT/grandchild"; sleep 1; echo late >"$OUT/late"' & sleep 30; fi; cat >"$OUT/applied"`
+	cfg := receivertest.Config(t, st, &apply.Exec{Command: cmd, Timeout: 300 * time.Millisecond})
+	start := time.Now()
+	cp := receivertest.RunOnce(t, cfg)
+	took := time.Since(start)
+	receivertest.WantCheckpoint(t, cp, segs[0], "after the retry")
+	receivertest.WantFile(t, filepath.Join(out, "applied"), receivertest.Want(1, 10), "the retried command's stdin")
+	if took > 5*time.Second {
+		t.Errorf("took %s: the hung attempt was not cut at its 300ms timeout", took)
+	}
+	pid, err := os.ReadFile(filepath.Join(out, "grandchild"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the grandchild's own sleep
+	if _, err := os.Stat(filepath.Join(out, "late")); err == nil {
+		t.Fatalf("the grandchild (pid %s) of the timed-out command kept running", strings.TrimSpace(string(pid)))
+	}
+}
