@@ -172,7 +172,7 @@ func CheckWritableDir(dir, what string) error {
 // swapped for a FIFO after a first check.
 func OpenRegular(path string) (*os.File, os.FileInfo, error) {
 	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("%s is %s, not a regular file", path, fileKind(fi.Mode()))
+		return nil, nil, fmt.Errorf("%s is %s, not a regular file", path, FileKind(fi.Mode()))
 	}
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
@@ -185,14 +185,17 @@ func OpenRegular(path string) (*os.File, os.FileInfo, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, nil, fmt.Errorf("%s is %s, not a regular file", path, fileKind(fi.Mode()))
+		return nil, nil, fmt.Errorf("%s is %s, not a regular file", path, FileKind(fi.Mode()))
 	}
 	return f, fi, nil
 }
 
-// fileKind names the type of a file that is not regular, for messages.
-func fileKind(m os.FileMode) string {
+// FileKind names the type of a file, with its article, for messages:
+// "a named pipe (FIFO)", "a symbolic link", "a regular file", ...
+func FileKind(m os.FileMode) string {
 	switch {
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
 	case m&os.ModeNamedPipe != 0:
 		return "a named pipe (FIFO)"
 	case m&os.ModeSocket != 0:
@@ -203,6 +206,8 @@ func fileKind(m os.FileMode) string {
 		return "a block device"
 	case m.IsDir():
 		return "a directory"
+	case m.IsRegular():
+		return "a regular file"
 	}
 	return "not a regular file (mode " + m.String() + ")"
 }

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/receiver"
 )
 
@@ -111,7 +112,7 @@ func openReplica(path string) (*os.File, uint64, error) {
 	}
 	fi, err := f.Stat()
 	if err == nil && !fi.Mode().IsRegular() {
-		err = fmt.Errorf("is a %s, not a regular file", fileKind(fi.Mode()))
+		err = fmt.Errorf("is %s, not a regular file", fsutil.FileKind(fi.Mode()))
 	}
 	if err != nil {
 		f.Close()
@@ -195,8 +196,8 @@ func (a *File) checkReplica() error {
 	case err != nil:
 		return fmt.Errorf("apply file %s: %w: %w", a.Path, err, receiver.ErrFatal)
 	case !os.SameFile(fi, li):
-		return fmt.Errorf("apply file %s is now a %s with inode %d, not the file of inode %d the receiver opened: it was replaced while the receiver ran: %w",
-			a.Path, fileKind(li.Mode()), inode(li), a.ino, receiver.ErrFatal)
+		return fmt.Errorf("apply file %s is now %s with inode %d, not the file of inode %d the receiver opened: it was replaced while the receiver ran: %w",
+			a.Path, fsutil.FileKind(li.Mode()), inode(li), a.ino, receiver.ErrFatal)
 	}
 	return nil
 }
@@ -256,24 +257,6 @@ func inode(fi os.FileInfo) uint64 {
 		return st.Ino
 	}
 	return 0
-}
-
-func fileKind(m os.FileMode) string {
-	switch {
-	case m&os.ModeSymlink != 0:
-		return "symbolic link"
-	case m.IsDir():
-		return "directory"
-	case m&os.ModeNamedPipe != 0:
-		return "named pipe"
-	case m&os.ModeSocket != 0:
-		return "socket"
-	case m&os.ModeDevice != 0:
-		return "device"
-	case m.IsRegular():
-		return "file"
-	}
-	return "special file"
 }
 
 // DeferSync makes the following Applies skip their fsync (true) until one
