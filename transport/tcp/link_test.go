@@ -411,21 +411,22 @@ func TestOversizeFrameClosesLink(t *testing.T) {
 
 func TestHeartbeatKeepsIdleLinkAlive(t *testing.T) {
 	srv, inbox, _ := insecureServer(t)
-	// Timeouts short enough to expire several times over during the idle
-	// second below, long enough not to trip on a loaded CI machine.
-	srv.IOTimeout, srv.HeartbeatInterval = 600*time.Millisecond, 150*time.Millisecond
+	// Timeouts short enough to expire three times over during the idle
+	// time below, long enough (10 heartbeats each) not to trip on a loaded
+	// machine's stalls.
+	srv.IOTimeout, srv.HeartbeatInterval = 1500*time.Millisecond, 150*time.Millisecond
 	var applied atomic.Uint64
 	srv.Applied = func(string) uint64 { return applied.Load() }
 	addr, _ := startServer(t, srv)
 	c := newClient(t, ClientConfig{Addr: addr, Stream: "app", Token: testToken, Insecure: true,
-		IOTimeout: 600 * time.Millisecond, HeartbeatInterval: 150 * time.Millisecond}, nil)
+		IOTimeout: 1500 * time.Millisecond, HeartbeatInterval: 150 * time.Millisecond}, nil)
 	ctx := context.Background()
 	a := makeSegment(t, "app", 1, 1, 2, "x")
 	if err := c.Put(ctx, "app/"+a.name, a.data); err != nil {
 		t.Fatal(err)
 	}
 	applied.Store(2) // the receiver applies while the link is idle
-	time.Sleep(2 * time.Second)
+	time.Sleep(4500 * time.Millisecond)
 	if r, ap := c.Watermarks(); r != 2 || ap != 2 {
 		t.Fatalf("Watermarks after idle heartbeats = %d, %d; want 2, 2", r, ap)
 	}
