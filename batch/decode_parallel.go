@@ -230,7 +230,7 @@ func decodeFrames(payload, out []byte, frames []payloadFrame, workers int) error
 
 // decompressStream is Decompress into dst's memory.
 func (s *Segment) decompressStream(dst []byte, claimed int64) ([]byte, error) {
-	return decompressFrom(bytes.NewReader(s.Payload), dst, claimed)
+	return decompressFrom(bytes.NewReader(s.Payload), dst, claimed, 1)
 }
 
 // checkDrained checks that d, which produced the claimed bytes, ends there

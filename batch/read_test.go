@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -14,12 +15,12 @@ import (
 
 // streamDecode is Decode by way of a SegmentReader: the segment verified
 // and decompressed as it is read.
-func streamDecode(data []byte, limit int64) (*Segment, Records, error) {
+func streamDecode(data []byte, limit int64, workers int) (*Segment, Records, error) {
 	sr, err := NewSegmentReader(bytes.NewReader(data), 0, limit)
 	if err != nil {
 		return nil, Records{}, err
 	}
-	s, raw, err := sr.Decompress(nil)
+	s, raw, err := sr.Decompress(nil, workers)
 	if err != nil {
 		return nil, Records{}, err
 	}
@@ -40,12 +41,20 @@ func wholeDecode(data []byte, limit int64) (*Segment, Records, error) {
 	return Decode(data, limit)
 }
 
-// sameVerdict fails the test unless streamDecode gives what wholeDecode
-// gives for data: the same records and hash, or the same error.
+// sameVerdict fails the test unless streamDecode, synchronous and not,
+// gives what wholeDecode gives for data: the same records and hash, or
+// the same error.
 func sameVerdict(t *testing.T, data []byte, limit int64) {
 	t.Helper()
+	for _, workers := range []int{1, 2} {
+		sameVerdictOf(t, data, limit, workers)
+	}
+}
+
+func sameVerdictOf(t *testing.T, data []byte, limit int64, workers int) {
+	t.Helper()
 	ws, wrecs, werr := wholeDecode(data, limit)
-	gs, grecs, gerr := streamDecode(data, limit)
+	gs, grecs, gerr := streamDecode(data, limit, workers)
 	switch {
 	case werr == nil && gerr == nil:
 		if gs.Hash != ws.Hash || gs.Meta.Name() != ws.Meta.Name() {
@@ -54,10 +63,10 @@ func sameVerdict(t *testing.T, data []byte, limit int64) {
 		checkRecords(t, all(grecs), all(wrecs))
 	case werr != nil && gerr != nil:
 		if gerr.Error() != werr.Error() {
-			t.Fatalf("stream says %v\nread whole says %v", gerr, werr)
+			t.Fatalf("stream (%d workers) says %v\nread whole says %v", workers, gerr, werr)
 		}
 	default:
-		t.Fatalf("stream says %v, read whole says %v", gerr, werr)
+		t.Fatalf("stream (%d workers) says %v, read whole says %v", workers, gerr, werr)
 	}
 }
 
@@ -111,15 +120,17 @@ func TestSegmentReaderReadError(t *testing.T) {
 	seg, _ := build(t, newBuilder(t), "app", 1, ZeroHash, bigRecords(1, 3*ChunkSize), baseTime)
 	boom := errors.New("connection reset")
 	for _, at := range []int{0, 5, 100, len(seg) / 2, len(seg) - 1} {
+		for _, workers := range []int{1, 2} {
+			broken := io.MultiReader(bytes.NewReader(seg[:at]), iotest.ErrReader(boom))
+			sr, err := NewSegmentReader(broken, 0, 64<<20)
+			if err == nil {
+				_, _, err = sr.Decompress(nil, workers)
+			}
+			if !errors.Is(err, boom) || errors.Is(err, ErrCorrupt) {
+				t.Errorf("%d workers: error after %d bytes: %v, want %v alone", workers, at, err, boom)
+			}
+		}
 		broken := io.MultiReader(bytes.NewReader(seg[:at]), iotest.ErrReader(boom))
-		sr, err := NewSegmentReader(broken, 0, 64<<20)
-		if err == nil {
-			_, _, err = sr.Decompress(nil)
-		}
-		if !errors.Is(err, boom) || errors.Is(err, ErrCorrupt) {
-			t.Errorf("error after %d bytes: %v, want %v alone", at, err, boom)
-		}
-		broken = io.MultiReader(bytes.NewReader(seg[:at]), iotest.ErrReader(boom))
 		if _, err := ReadSegment(broken, nil, 0, 64<<20); !errors.Is(err, boom) || errors.Is(err, ErrCorrupt) {
 			t.Errorf("ReadSegment: error after %d bytes: %v, want %v alone", at, err, boom)
 		}
@@ -163,24 +174,31 @@ func TestSegmentReaderMemory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	streamed := func() {
-		sr, err := NewSegmentReader(bytes.NewReader(seg), int64(len(seg)), 64<<20)
-		if err == nil {
-			_, _, err = sr.Decompress(nil)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	streamed() // the pooled decoder's own buffers
-	w, s := allocated(whole), allocated(streamed)
-	t.Logf("%.1f MiB stored, %.1f MiB decompressed: read whole %.1f MiB allocated, streamed %.1f MiB",
-		float64(len(seg))/(1<<20), float64(m.UncompressedSize)/(1<<20), float64(w)/(1<<20), float64(s)/(1<<20))
+	w := allocated(whole)
 	if w < uint64(len(seg))+uint64(m.UncompressedSize) {
 		t.Fatalf("reading whole allocated %d bytes, less than stored plus decompressed: the test measures nothing", w)
 	}
-	if s > uint64(m.UncompressedSize)*9/8+4<<20 {
-		t.Fatalf("streamed allocated %d bytes for a claim of %d", s, m.UncompressedSize)
+	for _, workers := range []int{1, 2} {
+		streamed := func() {
+			sr, err := NewSegmentReader(bytes.NewReader(seg), int64(len(seg)), 64<<20)
+			if err == nil {
+				_, _, err = sr.Decompress(nil, workers)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		streamed() // the pooled decoder's own buffers
+		goroutines := runtime.NumGoroutine()
+		s := allocated(streamed)
+		t.Logf("%.1f MiB stored, %.1f MiB decompressed: read whole %.1f MiB allocated, streamed with %d workers %.1f MiB",
+			float64(len(seg))/(1<<20), float64(m.UncompressedSize)/(1<<20), float64(w)/(1<<20), workers, float64(s)/(1<<20))
+		if s > uint64(m.UncompressedSize)*9/8+4<<20 {
+			t.Fatalf("%d workers: streamed allocated %d bytes for a claim of %d", workers, s, m.UncompressedSize)
+		}
+		if n := runtime.NumGoroutine(); n > goroutines {
+			t.Fatalf("%d workers: %d goroutines after Decompress, %d before", workers, n, goroutines)
+		}
 	}
 }
 

@@ -394,7 +394,7 @@ func (p *pipeline) fetchStore(idx int, f *fetched, data []byte) ([]byte, error) 
 	if f.bufs == nil {
 		f.bufs = p.takeBufs()
 	}
-	seg, raw, err := sr.Decompress(f.bufs.raw)
+	seg, raw, err := sr.Decompress(f.bufs.raw, r.cfg.DecodeWorkers)
 	if err != nil {
 		return data, err
 	}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -198,7 +199,7 @@ func (f *fetcher) records(seg string) (batch.Records, error) {
 	if err != nil {
 		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
 	}
-	s, raw, err := sr.Decompress(nil)
+	s, raw, err := sr.Decompress(nil, runtime.GOMAXPROCS(0))
 	if err != nil {
 		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
 	}
