@@ -230,23 +230,7 @@ func decodeFrames(payload, out []byte, frames []payloadFrame, workers int) error
 
 // decompressStream is Decompress into dst's memory.
 func (s *Segment) decompressStream(dst []byte, claimed int64) ([]byte, error) {
-	d := decoders.Get().(*zstd.Decoder)
-	defer decoders.Put(d)
-	if err := d.Reset(bytes.NewReader(s.Payload)); err != nil {
-		return nil, fmt.Errorf("zstd: %v: %w", err, ErrCorrupt)
-	}
-	out := claimBuffer(dst, claimed)
-	n, err := io.ReadFull(d, out)
-	if err == io.EOF || err == io.ErrUnexpectedEOF {
-		return nil, fmt.Errorf("payload decompresses to %d bytes, metadata says %d: %w", n, claimed, ErrCorrupt)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("zstd: %v: %w", err, ErrCorrupt)
-	}
-	if err := checkDrained(d, claimed); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return decompressFrom(bytes.NewReader(s.Payload), dst, claimed, 1)
 }
 
 // checkDrained checks that d, which produced the claimed bytes, ends there

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"runtime"
 	"sync"
 	"time"
@@ -539,47 +538,6 @@ func Decode(data []byte, limit int64) (*Segment, Records, error) {
 		return s, Records{}, err
 	}
 	return s, recs, nil
-}
-
-// ReadAll reads a whole segment from r, refusing more than limit bytes.
-func ReadAll(r io.Reader, limit int64) ([]byte, error) {
-	return ReadSegment(r, nil, 0, limit)
-}
-
-// ReadSegment reads a whole segment from rd into buf's memory (grown if it
-// is too small), refusing more than limit bytes with ErrSegmentTooLarge.
-// hint, the size the store lists, presizes the buffer, but by no more than
-// 64 MiB: beyond that it grows only with the data actually read, and never
-// past limit+1.
-func ReadSegment(rd io.Reader, buf []byte, hint, limit int64) ([]byte, error) {
-	if hint > limit {
-		return buf[:0], fmt.Errorf("%d bytes (%s) stored, over the limit of %d (%s): %w",
-			hint, sizeString(hint), limit, sizeString(limit), ErrSegmentTooLarge)
-	}
-	if want := min(max(hint, 0), 64<<20) + 1; int64(cap(buf)) < want {
-		// +1 leaves room to see EOF without growing; the slack lets the
-		// buffer fit the next segment too.
-		buf = make([]byte, 0, min(want+want/8, limit+1))
-	}
-	buf = buf[:0]
-	for {
-		if len(buf) == cap(buf) {
-			grown := make([]byte, len(buf), min(max(2*int64(cap(buf)), 4<<10), limit+1))
-			copy(grown, buf)
-			buf = grown
-		}
-		n, err := rd.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if int64(len(buf)) > limit {
-			return buf, fmt.Errorf("more than the limit of %d bytes (%s) stored: %w", limit, sizeString(limit), ErrSegmentTooLarge)
-		}
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
 }
 
 // sizeString is n in the largest binary unit that keeps it >= 1.

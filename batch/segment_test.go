@@ -8,10 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
-	"testing/iotest"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -573,60 +571,6 @@ func TestPayloadMultipleFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkRecords(t, all(got), recs)
-}
-
-func TestReadAll(t *testing.T) {
-	seg := goldenSegment(t)
-	got, err := ReadAll(bytes.NewReader(seg), int64(len(seg)))
-	if err != nil || !bytes.Equal(got, seg) {
-		t.Fatalf("ReadAll at the limit: %v", err)
-	}
-	if _, err := ReadAll(bytes.NewReader(seg), int64(len(seg))-1); !errors.Is(err, ErrSegmentTooLarge) {
-		t.Fatalf("ReadAll over the limit: %v", err)
-	}
-	boom := errors.New("boom")
-	if _, err := ReadAll(io.MultiReader(bytes.NewReader(seg[:10]), errReader{boom}), 1<<20); !errors.Is(err, boom) {
-		t.Fatalf("ReadAll with a failing reader: %v", err)
-	}
-}
-
-type errReader struct{ err error }
-
-func (r errReader) Read([]byte) (int, error) { return 0, r.err }
-
-func TestReadSegment(t *testing.T) {
-	data := bytes.Repeat([]byte("0123456789abcdef"), 10_000)
-	for _, tc := range []struct {
-		desc   string
-		listed int64
-		buf    []byte
-	}{
-		{"listed exactly", int64(len(data)), nil},
-		{"listed short", 10, nil},
-		{"listed negative", -1, nil},
-		{"reused buffer", int64(len(data)), make([]byte, 7, 2*len(data))},
-		{"small buffer", int64(len(data)), make([]byte, 3)},
-	} {
-		t.Run(tc.desc, func(t *testing.T) {
-			got, err := ReadSegment(iotest.HalfReader(bytes.NewReader(data)), tc.buf, tc.listed, int64(len(data)))
-			if err != nil || !bytes.Equal(got, data) {
-				t.Fatalf("read %d bytes, %v; want the %d bytes", len(got), err, len(data))
-			}
-			if cap(tc.buf) >= len(data)+1 && &got[0] != &tc.buf[:1][0] {
-				t.Fatal("a big enough buffer was not reused")
-			}
-		})
-	}
-	if _, err := ReadSegment(bytes.NewReader(data), nil, 10, int64(len(data))-1); !errors.Is(err, ErrSegmentTooLarge) || !strings.Contains(err.Error(), "more than the limit of 159999 bytes (156.2 KiB)") {
-		t.Fatalf("over the limit: %v", err)
-	}
-	if _, err := ReadSegment(bytes.NewReader(data), nil, int64(len(data)), int64(len(data))-1); !errors.Is(err, ErrSegmentTooLarge) || !strings.Contains(err.Error(), "160000 bytes (156.2 KiB) stored, over the limit of 159999") {
-		t.Fatalf("listed over the limit: %v", err)
-	}
-	boom := errors.New("connection reset")
-	if _, err := ReadSegment(io.MultiReader(bytes.NewReader(data[:100]), iotest.ErrReader(boom)), nil, 0, 1<<20); !errors.Is(err, boom) {
-		t.Fatalf("broken body: %v", err)
-	}
 }
 
 // Records's accessors read what At parses, for records with and without

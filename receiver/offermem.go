@@ -34,12 +34,15 @@ func (r *Receiver) memLimit() int64 { return r.cfg.PrefetchBytes / 4 }
 // data the bytes stored. Unless the copy would take the copies held past a
 // quarter of PrefetchBytes, the receiver keeps a copy of data and applies
 // from it, without reading the segment back from the store or verifying
-// it again. It keeps neither seg nor data. It never blocks.
+// it again. A segment stored in over streamAbove bytes is never copied:
+// read back from the store it is decompressed as it is read, holding
+// none of its stored bytes, where a copy would hold them all. It keeps
+// neither seg nor data. It never blocks.
 func (r *Receiver) OfferVerified(seg *batch.Segment, data []byte) {
 	name, n := seg.Meta.Name(), int64(len(data))
 	r.mu.Lock()
 	var buf []byte
-	keep := len(r.offered) < maxOffered && r.memHeld+n <= r.memLimit()
+	keep := len(r.offered) < maxOffered && r.memHeld+n <= r.memLimit() && n <= streamAbove
 	if keep {
 		r.memHeld += n
 		for i, b := range r.memFree {

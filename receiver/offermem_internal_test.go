@@ -74,3 +74,16 @@ func TestOfferedCopiesAreReleased(t *testing.T) {
 		t.Fatalf("%d free buffers of %d bytes, want still 2 within the limit of %d", len(r.memFree), r.memFreeBytes, r.memLimit())
 	}
 }
+
+// A segment stored in over streamAbove bytes is offered without a copy,
+// whatever the limit: read back, it is decompressed as it is read.
+func TestLargeOfferIsNotCopied(t *testing.T) {
+	r := &Receiver{wake: make(chan struct{}, 1), cfg: Config{PrefetchBytes: 1 << 30}}
+	r.OfferVerified(fakeVerified(1, 1, 10, streamAbove))
+	r.OfferVerified(fakeVerified(1, 11, 20, streamAbove+1))
+	offered, _ := r.takeOffers()
+	if len(offered) != 2 || offered[0].mem == nil || offered[1].mem != nil || offered[1].listed != streamAbove+1 {
+		t.Fatalf("offered %+v; want the first with a copy, the second by name and size only", offered)
+	}
+	r.releasePlanned(offered)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -142,6 +143,9 @@ type pipeline struct {
 	ctx    context.Context
 	wg     sync.WaitGroup
 	budget *budget
+	// How far past the head segments are decoded: decodeAhead, or fewer
+	// with Prefetch.
+	decodeAhead int
 
 	mu       sync.Mutex
 	freeData [][]byte
@@ -207,9 +211,10 @@ func (r *Receiver) applyPlanned(ctx context.Context, gen uint32, todo []planned)
 	ctx, cancel := context.WithCancel(ctx)
 	p := &pipeline{
 		r: r, ctx: ctx,
-		budget:   newBudget(r.cfg.PrefetchBytes, min(r.cfg.Prefetch, decodeAhead)),
-		keepData: r.cfg.PrefetchBytes / int64(r.cfg.Prefetch+1),
-		keepBufs: r.cfg.PrefetchBytes / (decodeAhead + 1),
+		budget:      newBudget(r.cfg.PrefetchBytes),
+		decodeAhead: max(min(r.cfg.Prefetch, decodeAhead), 0),
+		keepData:    r.cfg.PrefetchBytes / int64(r.cfg.Prefetch+1),
+		keepBufs:    r.cfg.PrefetchBytes / (decodeAhead + 1),
 	}
 	p.takeSpare()
 	defer func() {
@@ -285,64 +290,179 @@ func readyWithin(f *fetched, d time.Duration) bool {
 	}
 }
 
+// streamAbove is the stored size above which a segment is verified and
+// decompressed as it is read (batch.SegmentReader.Decompress), single
+// threaded, instead of read whole first and its frames decompressed on
+// DecodeWorkers goroutines: one segment then costs its record stream and
+// no more, never its stored bytes as well. Below it the stored bytes cost
+// at most this much beside the record stream, within max_segment_bytes +
+// 64 MiB with the process's own; the parallel decode keeps ordinary
+// segments (a few MiB stored) fast.
+const streamAbove = 32 << 20
+
 // fetch reads, verifies and decodes segment idx of the pass into f. An
-// offered copy is verified already and is decoded as it is.
+// offered copy is verified already and is decoded as it is. What f holds
+// is counted in the budget (f.held) before it is allocated: a segment
+// read whole from the store its stored bytes, as far ahead as Prefetch,
+// until it is decoded; a decoded one its record stream and offsets, as
+// far ahead as decodeAhead, until it is applied.
 func (p *pipeline) fetch(idx int, f *fetched) {
 	defer close(f.done)
 	r := p.r
-	var seg *batch.Segment
 	if m := f.mem; m != nil {
 		defer r.releaseMem(m) // decoded into buffers of its own
-		seg, f.size = &m.seg, int64(len(m.data))
-	} else {
-		data := p.takeData()
-		defer func() { p.putData(data) }()
-		err := r.retry(p.ctx, "get "+f.key, func() error {
-			rc, err := r.cfg.Store.Get(p.ctx, f.key)
-			if err != nil {
-				return err
-			}
-			defer rc.Close()
-			data, err = batch.ReadSegment(rc, data, f.listed, r.cfg.MaxSegmentBytes)
-			return err
-		})
-		if err != nil {
-			f.err = refused(f.key, err)
-			return
+		f.size = int64(len(m.data))
+		if f.err = p.reserve(idx, f, decodeNeed(&m.seg.Meta, r.cfg.MaxSegmentBytes), p.decodeAhead); f.err == nil {
+			f.err = p.decode(f, &m.seg)
 		}
-		f.size = int64(len(data))
-		if seg, err = batch.Open(data); err != nil {
-			f.err = damaged(f.key, err)
-			return
-		}
-	}
-	// Reserved before decompressing: what the metadata claims (never more
-	// than DecompressInto accepts) and the offsets of the records parsed
-	// from it (each takes at least batch.RecordOverhead framed bytes).
-	m := &seg.Meta
-	claimed := min(max(m.UncompressedSize, 0), r.cfg.MaxSegmentBytes)
-	need := claimed + batch.IndexBytes(min(m.Records, uint64(claimed)/batch.RecordOverhead+1))
-	if err := p.budget.acquire(p.ctx, idx, need); err != nil {
-		f.err = err
 		return
 	}
-	f.held = need
-	b := p.takeBufs()
-	f.bufs = b
-	raw, err := seg.DecompressInto(b.raw, r.cfg.MaxSegmentBytes, r.cfg.DecodeWorkers)
+	if f.listed > 0 && f.listed <= streamAbove {
+		// Read ahead whole (fetchStore): held from before it is read, by
+		// the size listed; the metadata corrects it.
+		f.err = p.reserve(idx, f, f.listed+1, r.cfg.Prefetch)
+	} else if f.listed > streamAbove {
+		// Decoded as it is read: not opened before it may be.
+		f.err = p.budget.acquire(p.ctx, idx, 0, p.decodeAhead)
+	}
+	if f.err != nil {
+		return
+	}
+	var data []byte // a segment read whole
+	defer func() { p.putData(data) }()
+	err := r.retry(p.ctx, "get "+f.key, func() error {
+		var err error
+		data, err = p.fetchStore(idx, f, data)
+		return err
+	})
 	if err != nil {
 		f.err = refused(f.key, err)
 		return
 	}
-	b.raw = raw
-	recs, err := seg.ParseRecords(raw, b.recs)
+	if f.seg != nil {
+		return // streamed
+	}
+	f.size = int64(len(data))
+	seg, err := batch.Open(data)
 	if err != nil {
 		f.err = damaged(f.key, err)
 		return
 	}
-	b.recs = recs
+	read := f.held
+	if f.err = p.reserve(idx, f, read+decodeNeed(&seg.Meta, r.cfg.MaxSegmentBytes), p.decodeAhead); f.err != nil {
+		return
+	}
+	f.err = p.decode(f, seg)
+	p.budget.add(-read) // data goes back to the pass below, not to be held
+	f.held -= read
+}
+
+// fetchStore opens segment f in the store and reads its metadata. A
+// segment stored in at most streamAbove bytes it reads whole into data's
+// memory and returns, for fetch to verify and decode; a larger one it
+// verifies and decodes as it reads it, once its record stream is within
+// the budget, setting f.seg and f.recs.
+func (p *pipeline) fetchStore(idx int, f *fetched, data []byte) ([]byte, error) {
+	r := p.r
+	rc, sr, err := p.open(f)
+	if err != nil {
+		return data, err
+	}
+	defer func() { rc.Close() }()
+	if size := sr.Size(); size <= streamAbove {
+		p.budget.add(size + 1 - f.held) // what it holds, listed or not
+		f.held = size + 1
+		if data == nil {
+			data = p.takeData()
+		}
+		return sr.ReadAll(data)
+	}
+	need := decodeNeed(&sr.Meta, r.cfg.MaxSegmentBytes)
+	if ok := p.budget.tryAcquire(idx, need-f.held, p.decodeAhead); ok {
+		f.held = need
+	} else {
+		// Not while the store waits with the object open: an idle body
+		// times out, and holds a connection.
+		rc.Close()
+		if err := p.reserve(idx, f, need, p.decodeAhead); err != nil {
+			return data, err
+		}
+		if rc, sr, err = p.open(f); err != nil {
+			return data, err
+		}
+	}
+	if f.bufs == nil {
+		f.bufs = p.takeBufs()
+	}
+	seg, raw, err := sr.Decompress(f.bufs.raw, r.cfg.DecodeWorkers)
+	if err != nil {
+		return data, err
+	}
+	f.bufs.raw = raw
+	f.size = sr.Size()
+	return data, p.parse(f, seg, raw)
+}
+
+// open opens segment f in the store and reads its metadata.
+func (p *pipeline) open(f *fetched) (io.ReadCloser, *batch.SegmentReader, error) {
+	rc, err := p.r.cfg.Store.Get(p.ctx, f.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	sr, err := batch.NewSegmentReader(rc, f.listed, p.r.cfg.MaxSegmentBytes)
+	if err != nil {
+		rc.Close()
+		return nil, nil, err
+	}
+	return rc, sr, nil
+}
+
+// decodeNeed is what decoding a segment of metadata m holds: what it
+// claims to decompress to (never more than DecompressInto accepts) and the
+// offsets of the records parsed from it (each takes at least
+// batch.RecordOverhead framed bytes).
+func decodeNeed(m *batch.Meta, limit int64) int64 {
+	claimed := min(max(m.UncompressedSize, 0), limit)
+	return claimed + batch.IndexBytes(min(m.Records, uint64(claimed)/batch.RecordOverhead+1))
+}
+
+// reserve makes f hold n bytes of the budget, waiting as budget.acquire
+// does for what it holds beyond its f.held.
+func (p *pipeline) reserve(idx int, f *fetched, n int64, ahead int) error {
+	if n <= f.held {
+		p.budget.add(n - f.held)
+	} else if err := p.budget.acquire(p.ctx, idx, n-f.held, ahead); err != nil {
+		return err
+	}
+	f.held = n
+	return nil
+}
+
+// decode decompresses seg, verified, into f's buffers on DecodeWorkers
+// goroutines and parses its records.
+func (p *pipeline) decode(f *fetched, seg *batch.Segment) error {
+	if f.bufs == nil {
+		f.bufs = p.takeBufs()
+	}
+	raw, err := seg.DecompressInto(f.bufs.raw, p.r.cfg.MaxSegmentBytes, p.r.cfg.DecodeWorkers)
+	if err != nil {
+		return refused(f.key, err)
+	}
+	f.bufs.raw = raw
+	return p.parse(f, seg, raw)
+}
+
+// parse parses the records of seg from raw, its record stream in f's
+// buffers, and makes f ready to apply.
+func (p *pipeline) parse(f *fetched, seg *batch.Segment, raw []byte) error {
+	recs, err := seg.ParseRecords(raw, f.bufs.recs)
+	if err != nil {
+		return damaged(f.key, err)
+	}
+	f.bufs.recs = recs
 	seg.Payload = nil
 	f.seg, f.recs = seg, recs
+	return nil
 }
 
 func damaged(key string, err error) error {
@@ -407,29 +527,29 @@ func (p *pipeline) release(idx int, f *fetched) {
 	}
 }
 
-// budget admits segments of a pass to decoding: at most ahead segments
-// past the one to be applied next (the head), holding at most limit bytes
-// between them. The head is always admitted, even past the limit or while
-// later segments hold it all, so the pipeline cannot stall on segments it
-// cannot apply yet.
+// budget admits segments of a pass to holding memory: each as far ahead
+// of the one to be applied next (the head) as its caller allows, all of
+// them together at most limit bytes. The head is always admitted, even
+// past the limit or while later segments hold it all, so the pipeline
+// cannot stall on segments it cannot apply yet.
 type budget struct {
 	mu      sync.Mutex
 	limit   int64
-	ahead   int
 	used    int64
 	head    int
 	changed chan struct{} // closed and replaced when used or head change
 }
 
-func newBudget(limit int64, ahead int) *budget {
-	return &budget{limit: limit, ahead: ahead, changed: make(chan struct{})}
+func newBudget(limit int64) *budget {
+	return &budget{limit: limit, changed: make(chan struct{})}
 }
 
-// acquire waits until segment idx may hold n bytes, or ctx ends.
-func (b *budget) acquire(ctx context.Context, idx int, n int64) error {
+// acquire waits until segment idx, at most ahead segments past the head,
+// may hold n more bytes, or ctx ends.
+func (b *budget) acquire(ctx context.Context, idx int, n int64, ahead int) error {
 	for {
 		b.mu.Lock()
-		if idx <= b.head || (idx <= b.head+b.ahead && b.used+n <= b.limit) {
+		if b.admits(idx, n, ahead) {
 			b.used += n
 			b.mu.Unlock()
 			return nil
@@ -443,6 +563,26 @@ func (b *budget) acquire(ctx context.Context, idx int, n int64) error {
 		}
 	}
 }
+
+// tryAcquire is acquire without the wait: whether segment idx got n more
+// bytes.
+func (b *budget) tryAcquire(idx int, n int64, ahead int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.admits(idx, n, ahead) {
+		b.used += n
+		return true
+	}
+	return false
+}
+
+func (b *budget) admits(idx int, n int64, ahead int) bool {
+	return idx <= b.head || (idx <= b.head+ahead && b.used+n <= b.limit)
+}
+
+// add counts n more bytes held (fewer if negative) without waiting: what
+// a segment found it holds beyond what it acquired, or gave back early.
+func (b *budget) add(n int64) { b.release(-n, 0) }
 
 // release gives back n bytes and makes head the segment applied next.
 func (b *budget) release(n int64, head int) {

@@ -125,11 +125,11 @@ func TestPlan(t *testing.T) {
 	}
 }
 
-// acquireAsync starts b.acquire(ctx, idx, n) and returns a channel that
-// yields its result.
+// acquireAsync starts b.acquire(ctx, idx, n, 2) and returns a channel
+// that yields its result.
 func acquireAsync(ctx context.Context, b *budget, idx int, n int64) <-chan error {
 	ch := make(chan error, 1)
-	go func() { ch <- b.acquire(ctx, idx, n) }()
+	go func() { ch <- b.acquire(ctx, idx, n, 2) }()
 	return ch
 }
 
@@ -158,7 +158,7 @@ func admitted(t *testing.T, ch <-chan error, want bool, what string) {
 
 func TestBudget(t *testing.T) {
 	ctx := t.Context()
-	b := newBudget(100, 2)
+	b := newBudget(100)
 
 	// The head is admitted whatever it asks for.
 	admitted(t, acquireAsync(ctx, b, 0, 1000), true, "head over the limit")

@@ -78,8 +78,9 @@ type Config struct {
 	// and verified ahead of it (the next one is decoded too; see
 	// prefetch.go). Default 4 (DefaultPrefetch); negative for none.
 	Prefetch int
-	// PrefetchBytes caps the decoded bytes of the segments in flight. The
-	// segment to be applied next is decoded even if it alone is larger.
+	// PrefetchBytes caps the bytes the segments in flight hold: read
+	// whole and not yet decoded, and decoded and not yet applied. The
+	// segment to be applied next is taken even if it alone is larger.
 	// A quarter of it caps the copies of segments offered with their
 	// bytes (OfferVerified). Default 256 MiB (DefaultPrefetchBytes).
 	PrefetchBytes int64

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -127,7 +129,7 @@ func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest stri
 	if err != nil || len(want) != 32 {
 		return fmt.Errorf("marker %s is damaged: sha256 %q", key, m.SHA256)
 	}
-	names, _, err := listSegments(ctx, st, stream)
+	names, sizes, err := listSegments(ctx, st, stream)
 	if err != nil {
 		return err
 	}
@@ -136,7 +138,7 @@ func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest stri
 		return err
 	}
 	defer w.abort()
-	f := fetcher{ctx: ctx, st: st, stream: stream, name: name, size: m.Size, sum: [32]byte(want), names: names, limit: limit}
+	f := fetcher{ctx: ctx, st: st, stream: stream, name: name, size: m.Size, sum: [32]byte(want), names: names, sizes: sizes, limit: limit}
 	var ferr error
 	if m.FirstSeq > 0 {
 		ferr = f.assemble(w, m.Generation, m.FirstSeq, m.LastSeq)
@@ -175,16 +177,33 @@ type fetcher struct {
 	size   int64
 	sum    [32]byte
 	names  []string // the stream's segments, in order
+	sizes  []int64  // their sizes as listed
 	limit  int64    // max_segment_bytes
 }
 
+// records reads segment seg and returns its records, verified and
+// decompressed as it is read: what it holds is the record stream, never
+// the stored bytes as well.
 func (f *fetcher) records(seg string) (batch.Records, error) {
 	key := batch.SegmentKey(f.stream, seg)
-	data, err := readSegment(f.ctx, f.st, key, 0, f.limit)
+	var size int64
+	if i, ok := slices.BinarySearch(f.names, seg); ok {
+		size = f.sizes[i]
+	}
+	rc, err := f.st.Get(f.ctx, key)
 	if err != nil {
 		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
 	}
-	s, recs, err := batch.Decode(data, f.limit)
+	defer rc.Close()
+	sr, err := batch.NewSegmentReader(rc, size, f.limit)
+	if err != nil {
+		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
+	}
+	s, raw, err := sr.Decompress(nil, runtime.GOMAXPROCS(0))
+	if err != nil {
+		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
+	}
+	recs, err := s.ParseRecords(raw, batch.Records{})
 	if err != nil {
 		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
 	}

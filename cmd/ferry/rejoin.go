@@ -62,7 +62,7 @@ type cutRecord struct {
 
 func runRejoin(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("rejoin", "ferry rejoin --store URL --stream NAME --spool DIR --state DIR --apply SPEC --report FILE [--config FILE]", rejoinExamples, stderr)
-	c.accept("spool", "state", "apply")
+	c.accept("spool", "state", "apply", "max-segment-bytes")
 	report := c.fs.String("report", "", "write the divergence report (ndjson) to this `file`; required")
 	if err := c.parseNoArgs(args, ""); err != nil {
 		return err
@@ -89,7 +89,7 @@ func runRejoin(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d, err := rejoin(ctx, st, cfg.Stream, cfg.Ship.Spool, cfg.Receive.State, cfg.Receive.Apply, *report, log)
+	d, err := rejoin(ctx, st, cfg.Stream, cfg.Ship.Spool, cfg.Receive.State, cfg.Receive.Apply, *report, c.segmentLimit(), log)
 	if err != nil {
 		return err
 	}
@@ -113,8 +113,10 @@ func runRejoin(args []string, stdout, stderr io.Writer) error {
 
 // rejoin writes the divergence report of a fenced spool, cuts a file:
 // target back to the fork, gives state a checkpoint at the fork and moves
-// the spool aside. The report is durable before anything is changed.
-func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applySpec, reportPath string, log *slog.Logger) (divergence, error) {
+// the spool aside. The report is durable before anything is changed. A
+// segment of st over limit bytes (max_segment_bytes), stored or
+// decompressed, is refused; the spool's own are read whatever their size.
+func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applySpec, reportPath string, limit int64, log *slog.Logger) (divergence, error) {
 	gen, err := spool.Generation(spoolDir, stream)
 	if err != nil {
 		return divergence{}, err
@@ -134,7 +136,7 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 	d := divergence{Report: "ferry divergence", Stream: stream, Generation: gen, ForkSeq: fork, Promoted: cutter}
 
 	recs := map[uint64]batch.Record{}
-	if err := divergentInStore(ctx, st, stream, gen, fork, recs); err != nil {
+	if err := divergentInStore(ctx, st, stream, gen, fork, limit, recs); err != nil {
 		return d, err
 	}
 	d.InStore = len(recs)
@@ -148,7 +150,7 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 		}
 		data, err := sp.ReadSealed(s.Name)
 		if err == nil {
-			err = addRecords(data, fork, recs)
+			err = addRecords(data, fork, batch.DefaultMaxUncompressed, recs)
 		}
 		if err != nil {
 			sp.Close()
@@ -211,45 +213,42 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 	return d, nil
 }
 
-// divergentInStore adds the records past fork of gen's segments in st.
-func divergentInStore(ctx context.Context, st store.Store, stream string, gen uint32, fork uint64, recs map[uint64]batch.Record) error {
+// divergentInStore adds the records past fork of gen's segments in st,
+// refusing a segment over limit bytes.
+func divergentInStore(ctx context.Context, st store.Store, stream string, gen uint32, fork uint64, limit int64, recs map[uint64]batch.Record) error {
 	dir := batch.StreamDir(stream)
-	var names []string
+	var objs []store.Object
 	// Every segment of gen starts at seq 1 or later, so it sorts after this.
 	err := st.List(ctx, dir, dir+batch.SegmentName(gen, 0, 0), func(o store.Object) error {
 		g, _, last, ok := batch.ParseSegmentName(strings.TrimPrefix(o.Name, dir))
 		if ok && g == gen && last > fork {
-			names = append(names, o.Name)
+			objs = append(objs, o)
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("list %s in %s: %w", dir, st, err)
 	}
-	for _, key := range names {
-		rc, err := st.Get(ctx, key)
-		if err != nil {
-			return err
-		}
-		data, err := batch.ReadAll(rc, 4<<30)
-		rc.Close()
+	for _, o := range objs {
+		data, err := readSegment(ctx, st, o.Name, o.Size, limit)
 		if err == nil {
-			err = addRecords(data, fork, recs)
+			err = addRecords(data, fork, limit, recs)
 		}
 		if err != nil {
-			return fmt.Errorf("divergent segment %s: %w", key, err)
+			return fmt.Errorf("divergent segment %s: %w", o.Name, err)
 		}
 	}
 	return nil
 }
 
-// addRecords adds a segment's records past fork to recs.
-func addRecords(data []byte, fork uint64, recs map[uint64]batch.Record) error {
+// addRecords adds a segment's records past fork to recs, refusing a
+// segment that claims to decompress to over limit bytes.
+func addRecords(data []byte, fork uint64, limit int64, recs map[uint64]batch.Record) error {
 	seg, err := batch.Open(data)
 	if err != nil {
 		return err
 	}
-	return seg.Scan(batch.DefaultMaxUncompressed, func(r *batch.Record) error {
+	return seg.Scan(limit, func(r *batch.Record) error {
 		if r.Seq > fork {
 			rec := *r
 			rec.Key, rec.Data = bytes.Clone(r.Key), bytes.Clone(r.Data)
