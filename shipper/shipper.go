@@ -157,7 +157,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	s := &Shipper{cfg: cfg, log: log, targets: status, runFail: make(chan struct{}), ackCh: make(chan struct{}), waitCh: make(chan struct{}),
 		clock: cfg.Clock, waitSeqs: map[uint64]int{}, ready: make(chan struct{})}
 	s.retry = cfg.Retry
-	s.retry.Stop = func(err error) bool { return isHalt(err) || (cfg.Retry.Stop != nil && cfg.Retry.Stop(err)) }
+	// A segment read back from a store (the newest at start, a backfill)
+	// that is corrupt or over the read limit reads the same way again.
+	s.retry.Stop = func(err error) bool {
+		return isHalt(err) || errors.Is(err, batch.ErrCorrupt) || errors.Is(err, batch.ErrSegmentTooLarge) ||
+			(cfg.Retry.Stop != nil && cfg.Retry.Stop(err))
+	}
 	if s.acksWait() && s.cfg.Spool.JournalRotate == 0 {
 		// Nothing commits the journal (Run): one file for many seals.
 		s.cfg.Spool.JournalRotate = journalRotateAcks
