@@ -28,9 +28,10 @@ const MaxTornSegments = 4
 // segment only after its Put returned, so the shipper still has every torn
 // one and resends it.
 //
-// Newest first, it reads each segment and verifies it with batch.Open,
-// removing it (with a WARN log naming it and why) while verification fails
-// with batch.ErrCorrupt, and stops at the first that verifies. If the newest
+// Newest first, it verifies each segment as batch.Open would, reading it
+// as a stream that it does not hold, and removes it (with a WARN log
+// naming it and why) while verification fails with batch.ErrCorrupt, and
+// stops at the first that verifies. If the newest
 // MaxTornSegments+1 all fail, it removes nothing and returns an error
 // wrapping batch.ErrCorrupt that names them. Damage further back is left to
 // the receiver, which reports it when it gets there. Any other error
@@ -46,16 +47,13 @@ func RecoverInbox(ctx context.Context, inbox store.Store, stream string, gen uin
 	}
 	var torn []string
 	var reasons []error
+	buf := make([]byte, streamBuffer)
 	for _, name := range names {
 		key := batch.SegmentKey(stream, name)
-		data, err := readObject(ctx, inbox, key, DefaultMaxSegment)
+		err := verifyObject(ctx, inbox, key, buf)
 		if errors.Is(err, store.ErrNotFound) {
 			continue // deleted since listed
 		}
-		if err != nil {
-			return fmt.Errorf("recover inbox %s: read %s: %w", inbox, key, err)
-		}
-		_, err = batch.Open(data)
 		if err == nil {
 			break
 		}
@@ -84,4 +82,24 @@ func RecoverInbox(ctx context.Context, inbox store.Store, stream string, gen uin
 			"segment", key, "store", inbox.String(), "reason", reasons[i].Error())
 	}
 	return nil
+}
+
+// verifyObject reads segment key from st through buf and makes
+// batch.Open's checks on it. Damage is an error wrapping batch.ErrCorrupt
+// (a segment claiming more than DefaultMaxSegment too); a segment
+// missing is one wrapping store.ErrNotFound.
+func verifyObject(ctx context.Context, st store.Store, key string, buf []byte) error {
+	rc, err := st.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	sr, err := batch.NewSegmentReader(rc, 0, DefaultMaxSegment)
+	if err == nil {
+		_, err = sr.Verify(buf)
+	}
+	if errors.Is(err, batch.ErrSegmentTooLarge) {
+		err = fmt.Errorf("%w: %w", batch.ErrCorrupt, err)
+	}
+	return err
 }
