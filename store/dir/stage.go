@@ -3,8 +3,12 @@ package dir
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
+	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -71,4 +75,41 @@ func (p *staged) Discard() {
 	p.done = true
 	p.f.Close()
 	os.Remove(p.f.Name())
+}
+
+// RemoveTemps removes from dir (a directory of the store, "app/" say) the
+// temp files that Puts and staged objects left there when their process
+// died before publishing them; lock files stay. A staged segment can be
+// as large as the segment, so an owner that streams objects in calls it
+// at start, when no other process writes to dir. It returns the names
+// of the files removed.
+func (s *Store) RemoveTemps(dir string) ([]string, error) {
+	if err := store.CheckDir(dir); err != nil {
+		return nil, fmt.Errorf("remove temps: %w: %w", store.ErrPermanent, err)
+	}
+	path := filepath.Join(s.root, filepath.FromSlash(dir))
+	ents, err := os.ReadDir(path)
+	if isMissing(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fail("remove temps in", dir, err)
+	}
+	var removed []string
+	for _, e := range ents {
+		name := e.Name()
+		if !e.Type().IsRegular() || !isTemp(name) || strings.HasSuffix(name, "-lock.tmp") {
+			continue
+		}
+		if err := os.Remove(filepath.Join(path, name)); err != nil && !isMissing(err) {
+			return removed, fail("remove temps in", dir, err)
+		}
+		removed = append(removed, dir+name)
+	}
+	if len(removed) > 0 {
+		if err := fsutil.SyncPath(path); err != nil {
+			return removed, fail("remove temps in", dir, err)
+		}
+	}
+	return removed, nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ferry-dr/ferry/store"
@@ -114,5 +115,36 @@ func TestStageInvalidName(t *testing.T) {
 		if _, err := s.Stage(t.Context(), name); !errors.Is(err, store.ErrPermanent) {
 			t.Errorf("Stage(%q): %v, want ErrPermanent", name, err)
 		}
+	}
+}
+
+// RemoveTemps removes what a Put or a staged object left when its process
+// died (here: never published), keeps the lock files and the objects, and
+// names what it removed.
+func TestRemoveTemps(t *testing.T) {
+	root := t.TempDir()
+	s := newStore(t, root)
+	const seg = "s/00000001-0000000000000001-0000000000000010.seg.zst"
+	if err := s.Put(t.Context(), seg, []byte("stored")); err != nil {
+		t.Fatal(err)
+	}
+	stage(t, s, "s/00000001-0000000000000011-0000000000000020.seg.zst", []byte("torn")) // never published
+	removed, err := s.RemoveTemps("s/")
+	if err != nil || len(removed) != 1 || !strings.HasPrefix(removed[0], "s/.00000001-0000000000000011-0000000000000020.seg.zst.") {
+		t.Fatalf("RemoveTemps = %q, %v; want the staged segment's temp file", removed, err)
+	}
+	ents, err := os.ReadDir(filepath.Join(root, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := []string{".segments-lock.tmp", filepath.Base(seg)}; !slices.Equal(names, want) {
+		t.Errorf("left in s/: %q, want %q", names, want)
+	}
+	if removed, err := s.RemoveTemps("missing/"); err != nil || removed != nil {
+		t.Errorf("RemoveTemps of a missing dir = %q, %v", removed, err)
 	}
 }

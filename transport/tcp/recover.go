@@ -28,6 +28,10 @@ const MaxTornSegments = 4
 // segment only after its Put returned, so the shipper still has every torn
 // one and resends it.
 //
+// First it removes the temp files of the stream's directory (if the
+// inbox can: dir.Store.RemoveTemps), where a segment that was being
+// streamed in when the process died was left, up to its size.
+//
 // Newest first, it verifies each segment as batch.Open would, reading it
 // as a stream that it does not hold, and removes it (with a WARN log
 // naming it and why) while verification fails with batch.ErrCorrupt, and
@@ -40,6 +44,17 @@ const MaxTornSegments = 4
 func RecoverInbox(ctx context.Context, inbox store.Store, stream string, gen uint32, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	// A segment being streamed in (receiveStream) when the process died
+	// is left in a temp file of up to its size, which no listing shows.
+	if rt, ok := inbox.(tempRemover); ok {
+		removed, err := rt.RemoveTemps(batch.StreamDir(stream))
+		for _, name := range removed {
+			log.Warn("removed a segment left unfinished in the inbox when the receiver stopped; the shipper resends it", "file", name, "store", inbox.String())
+		}
+		if err != nil {
+			return fmt.Errorf("recover inbox %s: %w", inbox, err)
+		}
 	}
 	names, err := newestNames(ctx, inbox, stream, gen, MaxTornSegments+1)
 	if err != nil {
@@ -82,6 +97,12 @@ func RecoverInbox(ctx context.Context, inbox store.Store, stream string, gen uin
 			"segment", key, "store", inbox.String(), "reason", reasons[i].Error())
 	}
 	return nil
+}
+
+// tempRemover is an inbox that can remove what unfinished writes left
+// (dir.Store.RemoveTemps).
+type tempRemover interface {
+	RemoveTemps(dir string) ([]string, error)
 }
 
 // verifyObject reads segment key from st through buf and makes
