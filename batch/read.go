@@ -129,8 +129,7 @@ func (s *SegmentReader) overrun(n int64) error {
 // trusted unless the error is nil.
 func (s *SegmentReader) Decompress(dst []byte, workers int) (*Segment, []byte, error) {
 	seg := &Segment{Meta: s.Meta}
-	pr := &hashingReader{rd: s.rd, left: s.limit - int64(len(s.hdr)) + 1, whole: sha256.New(), payload: sha256.New()}
-	pr.whole.Write(s.hdr)
+	pr := s.hashing()
 	var out []byte
 	claimed, derr := seg.checkClaim(s.limit)
 	if derr == nil {
@@ -141,23 +140,59 @@ func (s *SegmentReader) Decompress(dst []byte, workers int) (*Segment, []byte, e
 	if _, err := io.Copy(io.Discard, pr); err != nil {
 		return nil, nil, err
 	}
-	if pr.err != nil {
-		return nil, nil, pr.err // a read error, not damage
-	}
-	if pr.n != s.Meta.PayloadSize {
-		if size := int64(len(s.hdr)) + pr.n; size > s.limit {
-			return nil, nil, s.overrun(size)
-		}
-		return nil, nil, fmt.Errorf("payload is %d bytes, metadata says %d (truncated or extended): %w", pr.n, s.Meta.PayloadSize, ErrCorrupt)
-	}
-	if got := hex.EncodeToString(pr.payload.Sum(nil)); got != s.Meta.PayloadSHA256 {
-		return nil, nil, fmt.Errorf("payload sha256 %s does not match metadata %s: %w", got[:16], short(s.Meta.PayloadSHA256), ErrCorrupt)
+	if err := s.check(pr); err != nil {
+		return nil, nil, err
 	}
 	if derr != nil {
 		return nil, nil, derr
 	}
 	seg.Hash = hex.EncodeToString(pr.whole.Sum(nil))
 	return seg, out, nil
+}
+
+// Verify reads the rest of the segment through buf, holding none of it,
+// and makes Open's checks: the payload's size and checksum. The Segment's
+// Payload is nil. Errors of the reader are returned as they are.
+func (s *SegmentReader) Verify(buf []byte) (*Segment, error) {
+	pr := s.hashing()
+	for {
+		_, err := pr.Read(buf)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := s.check(pr); err != nil {
+		return nil, err
+	}
+	return &Segment{Meta: s.Meta, Hash: hex.EncodeToString(pr.whole.Sum(nil))}, nil
+}
+
+// hashing is the reader of the segment's payload, hashing it as it is read.
+func (s *SegmentReader) hashing() *hashingReader {
+	pr := &hashingReader{rd: s.rd, left: s.limit - int64(len(s.hdr)) + 1, whole: sha256.New(), payload: sha256.New()}
+	pr.whole.Write(s.hdr)
+	return pr
+}
+
+// check makes Open's checks on the payload pr read to its end: a read
+// error, then its size and checksum.
+func (s *SegmentReader) check(pr *hashingReader) error {
+	if pr.err != nil {
+		return pr.err // a read error, not damage
+	}
+	if pr.n != s.Meta.PayloadSize {
+		if size := int64(len(s.hdr)) + pr.n; size > s.limit {
+			return s.overrun(size)
+		}
+		return fmt.Errorf("payload is %d bytes, metadata says %d (truncated or extended): %w", pr.n, s.Meta.PayloadSize, ErrCorrupt)
+	}
+	if got := hex.EncodeToString(pr.payload.Sum(nil)); got != s.Meta.PayloadSHA256 {
+		return fmt.Errorf("payload sha256 %s does not match metadata %s: %w", got[:16], short(s.Meta.PayloadSHA256), ErrCorrupt)
+	}
+	return nil
 }
 
 // hashingReader reads a segment's payload for Decompress: it hashes what

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -274,4 +275,56 @@ func FuzzSegmentReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sameVerdict(t, data, 64<<20)
 	})
+}
+
+// verifyStream is Open by way of a SegmentReader: the segment verified as
+// it is read through a small buffer, never held.
+func verifyStream(data []byte, limit int64) (*Segment, error) {
+	sr, err := NewSegmentReader(bytes.NewReader(data), 0, limit)
+	if err != nil {
+		return nil, err
+	}
+	return sr.Verify(make([]byte, 100))
+}
+
+// Verify reaches Open's verdict, with Open's words, on a segment whole,
+// cut short anywhere, extended, or with any byte flipped.
+func TestSegmentReaderVerify(t *testing.T) {
+	seg, _ := build(t, newBuilder(t), "app", 1, ZeroHash, bigRecords(1, 2*ChunkSize+300), baseTime)
+	same := func(data []byte) {
+		t.Helper()
+		want, werr := Open(data)
+		got, gerr := verifyStream(data, 64<<20)
+		switch {
+		case werr == nil && gerr == nil:
+			if got.Hash != want.Hash || !reflect.DeepEqual(got.Meta, want.Meta) || got.Payload != nil {
+				t.Fatalf("Verify: %s %+v (payload %d bytes); Open: %s %+v", got.Hash, got.Meta, len(got.Payload), want.Hash, want.Meta)
+			}
+		case werr != nil && gerr != nil:
+			if gerr.Error() != werr.Error() {
+				t.Fatalf("Verify says %v\nOpen says %v", gerr, werr)
+			}
+		default:
+			t.Fatalf("Verify says %v, Open says %v", gerr, werr)
+		}
+	}
+	same(seg)
+	for n := 0; n < len(seg); n += 1 + n/8 {
+		same(seg[:n])
+	}
+	same(append(bytes.Clone(seg), 0))
+	for pos := 0; pos < len(seg); pos += 1 + pos/16 {
+		seg[pos] ^= 0x20
+		same(seg)
+		seg[pos] ^= 0x20
+	}
+	boom := errors.New("connection reset")
+	broken := io.MultiReader(bytes.NewReader(seg[:len(seg)/2]), iotest.ErrReader(boom))
+	sr, err := NewSegmentReader(broken, 0, 64<<20)
+	if err == nil {
+		_, err = sr.Verify(make([]byte, 4096))
+	}
+	if !errors.Is(err, boom) || errors.Is(err, ErrCorrupt) {
+		t.Errorf("read error half-way: %v, want %v alone", err, boom)
+	}
 }

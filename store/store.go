@@ -121,6 +121,41 @@ type Pipeliner interface {
 	MaxInFlight() int
 }
 
+// Stager is a Store that can take an object as its bytes arrive rather
+// than whole in memory: they are written to a temp file (or the like),
+// where nothing reads them under the object's name, and named only when
+// the writer has checked them and publishes them. A link receiver streams
+// a large segment into its inbox this way, holding a fixed buffer instead
+// of the segment.
+type Stager interface {
+	Store
+	// Stage starts an object to be stored under name; nothing is stored
+	// under name until Publish. An invalid name is refused as Put refuses
+	// it.
+	Stage(ctx context.Context, name string) (Staged, error)
+}
+
+// Staged is an object a Stager is writing. It is used by one goroutine.
+type Staged interface {
+	// Write appends to the object.
+	io.Writer
+	// ReadAt reads back what was written, to compare it with another
+	// copy.
+	io.ReaderAt
+	// Size is how many bytes were written.
+	Size() int64
+	// Publish stores what was written under the name, with Put's
+	// contract and errors: it returns nil only once the object is
+	// durable, nil also if an identical object is there, ErrConflict
+	// (and leaves the stored object untouched) if a different one is or
+	// a segment overlaps, and never overwrites. Whatever it returns, the
+	// Staged is done with.
+	Publish(ctx context.Context) error
+	// Discard drops what was written without storing it. It may be
+	// called after Publish and more than once; it then does nothing.
+	Discard()
+}
+
 // SegmentsOnly is implemented by a Store that carries nothing but its
 // stream's segments into storage that another party owns, such as a
 // tcp:// link into a receiver's inbox: it refuses any other object, lists

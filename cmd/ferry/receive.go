@@ -173,7 +173,13 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	var runErr error
 	if srv != nil {
 		srv.Applied = func(string) uint64 { return r.Applied() }
-		srv.Stored = func(_ string, seg *batch.Segment, data []byte) { r.OfferVerified(seg, data) }
+		srv.Stored = func(_ string, seg *batch.Segment, size int64, data []byte) {
+			if data == nil { // streamed into the inbox, never held
+				r.Offer(seg.Meta.Name(), size)
+				return
+			}
+			r.OfferVerified(seg, data)
+		}
 		if keep := cfg.TCP.InboxKeep; keep > 0 {
 			pruneCtx, stopPrune := context.WithCancel(ctx)
 			pruned := make(chan struct{})

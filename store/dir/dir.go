@@ -31,6 +31,7 @@ package dir
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -124,92 +125,110 @@ func (s *Store) String() string { return "dir:" + s.root }
 // Put stores data under name durably, never overwriting; see store.Store.
 // An existing object is compared with data by streaming it from disk.
 func (s *Store) Put(ctx context.Context, name string, data []byte) error {
-	if err := checkName(name); err != nil {
-		return fmt.Errorf("put: %w", err)
+	final, f, err := s.create(ctx, "put", name)
+	if err != nil {
+		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("put %s: %w", name, err)
-	}
-	final := s.path(name)
-	dir := filepath.Dir(final)
-	if err := s.ensureDir(dir); err != nil {
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(f.Name())
 		return fail("put", name, err)
 	}
-	f, err := writeTemp(dir, filepath.Base(final), data)
+	return s.publish(ctx, name, final, f, bytes.NewReader(data), int64(len(data)))
+}
+
+// create checks name and makes the temp file its object is written to
+// before publish names it: a new file beside final, open for reading and
+// writing.
+func (s *Store) create(ctx context.Context, op, name string) (final string, f *os.File, err error) {
+	if err := checkName(name); err != nil {
+		return "", nil, fmt.Errorf("%s: %w", op, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return "", nil, fmt.Errorf("%s %s: %w", op, name, err)
+	}
+	final = s.path(name)
+	dir := filepath.Dir(final)
+	if err := s.ensureDir(dir); err != nil {
+		return "", nil, fail(op, name, err)
+	}
+	f, err = createTemp(dir, filepath.Base(final))
 	if errors.Is(err, fs.ErrNotExist) {
 		// A directory was removed behind the cache's back; recreate it once.
 		s.dirs.Clear()
 		if err = s.ensureDir(dir); err == nil {
-			f, err = writeTemp(dir, filepath.Base(final), data)
+			f, err = createTemp(dir, filepath.Base(final))
 		}
 	}
 	if err != nil {
-		return fail("put", name, err)
+		return "", nil, fail(op, name, err)
 	}
+	return final, f, nil
+}
+
+// publish is the second half of Put (and of a staged object's Publish):
+// f is the open, written temp file, content (size bytes) what it holds,
+// for comparing with an object found under the name. It makes f durable
+// and links it to final, in the order the Options say, and closes it and
+// removes the temp file whatever happens.
+func (s *Store) publish(ctx context.Context, name, final string, f *os.File, content io.ReaderAt, size int64) error {
 	if s.opts.PublishBeforeSync {
-		return s.publishThenSync(ctx, name, final, f, data)
+		return s.publishThenSync(ctx, name, final, f, content, size)
 	}
 	tmp := f.Name()
-	if err := syncClose(f); err != nil {
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
 		return fail("put", name, err)
 	}
-
 	linkErr := s.link(ctx, name, tmp, final)
-	rmErr := os.Remove(tmp)
 	if linkErr != nil {
-		return s.linkFailed(name, final, data, linkErr)
+		err := s.linkFailed(name, final, content, size, linkErr)
+		f.Close()
+		os.Remove(tmp)
+		return err
 	}
+	closeErr := f.Close()
+	rmErr := os.Remove(tmp)
 	// One directory fsync makes both the link and the unlink durable.
-	if err := fsutil.SyncPath(dir); err != nil {
+	if err := fsutil.SyncPath(filepath.Dir(final)); err != nil {
 		return fail("put", name, err)
 	}
-	if rmErr != nil {
-		// The object is published; a retry of this Put succeeds.
-		return fail("put", name, rmErr)
+	if err := cmp.Or(closeErr, rmErr); err != nil {
+		// The object is published, its content synced; a retry of this
+		// Put succeeds.
+		return fail("put", name, err)
 	}
 	return nil
 }
 
-// syncClose fsyncs and closes f, a temp file writeTemp made, and removes
-// it if either fails.
-func syncClose(f *os.File) error {
-	err := f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
-}
-
 // linkFailed is Put's answer when link failed with err: the existing
-// object's comparison if name is taken, an overlap's ErrConflict as it
-// is, and otherwise err.
-func (s *Store) linkFailed(name, final string, data []byte, err error) error {
+// object's comparison with content if name is taken, an overlap's
+// ErrConflict as it is, and otherwise err.
+func (s *Store) linkFailed(name, final string, content io.ReaderAt, size int64, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrExist):
-		return s.matchExisting(name, final, data)
+		return s.matchExisting(name, final, content, size)
 	case errors.Is(err, store.ErrConflict):
 		return err
 	}
 	return fail("put", name, err)
 }
 
-// publishThenSync is Put's second half under Options.PublishBeforeSync: f
-// is the open, written, unsynced temp file. It links f to final, unlinks
-// the temp, and only then fsyncs the file and the directory, together;
-// the fsync of the file also commits the link and the unlink, which is
-// the saving. If the file's fsync fails, final is removed again: its
-// content was never durable, so no later Put may find it and call it a
-// match.
-func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.File, data []byte) error {
+// publishThenSync is publish under Options.PublishBeforeSync: it links f
+// to final, unlinks the temp, and only then fsyncs the file and the
+// directory, together; the fsync of the file also commits the link and
+// the unlink, which is the saving. If the file's fsync fails, final is
+// removed again: its content was never durable, so no later Put may find
+// it and call it a match.
+func (s *Store) publishThenSync(ctx context.Context, name, final string, f *os.File, content io.ReaderAt, size int64) error {
 	tmp := f.Name()
 	linkErr := s.link(ctx, name, tmp, final)
 	rmErr := os.Remove(tmp)
 	if linkErr != nil {
+		err := s.linkFailed(name, final, content, size, linkErr)
 		f.Close()
-		return s.linkFailed(name, final, data, linkErr)
+		return err
 	}
 	fileErr, dirErr := fsutil.SyncWithDir(f.Sync, filepath.Dir(final))
 	if cerr := f.Close(); fileErr == nil {
@@ -307,9 +326,10 @@ func findOverlap(dir string, seg store.SegmentObject) (stored store.SegmentObjec
 }
 
 // matchExisting is Put's answer when final already exists: nil if it holds
-// exactly data, an error wrapping store.ErrConflict otherwise.
-func (s *Store) matchExisting(name, final string, data []byte) error {
-	same, err := sameContent(final, data)
+// exactly content's size bytes, an error wrapping store.ErrConflict
+// otherwise.
+func (s *Store) matchExisting(name, final string, content io.ReaderAt, size int64) error {
+	same, err := sameContent(final, content, size)
 	if err != nil {
 		return fail("put", name, err)
 	}
@@ -502,9 +522,9 @@ func mkdirAll(dir string) error {
 	return fsutil.SyncPath(parent)
 }
 
-// writeTemp writes data to a new temp file in dir and returns it open and
-// not yet synced. On error no temp file remains.
-func writeTemp(dir, base string, data []byte) (*os.File, error) {
+// createTemp creates a new temp file in dir for the object base, open for
+// reading and writing.
+func createTemp(dir, base string) (*os.File, error) {
 	if len(base) > 64 {
 		base = strings.ToValidUTF8(base[:64], "")
 	}
@@ -512,11 +532,18 @@ func writeTemp(dir, base string, data []byte) (*os.File, error) {
 	var err error
 	for range 10 {
 		tmp := filepath.Join(dir, "."+base+"."+strconv.FormatUint(rand.Uint64(), 36)+".tmp")
-		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		f, err = os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 		if !errors.Is(err, fs.ErrExist) {
 			break
 		}
 	}
+	return f, err
+}
+
+// writeTemp writes data to a new temp file in dir and returns it open and
+// not yet synced. On error no temp file remains.
+func writeTemp(dir, base string, data []byte) (*os.File, error) {
+	f, err := createTemp(dir, base)
 	if err != nil {
 		return nil, err
 	}
@@ -528,9 +555,26 @@ func writeTemp(dir, base string, data []byte) (*os.File, error) {
 	return f, nil
 }
 
-// sameContent reports whether the regular file at path holds exactly data.
-// It compares sizes first, then streams the file in chunks.
-func sameContent(path string, data []byte) (bool, error) {
+// syncClose fsyncs and closes f, a temp file writeTemp made, and removes
+// it if either fails.
+func syncClose(f *os.File) error {
+	err := f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// compareChunk is how much sameContent reads of each side at a time.
+const compareChunk = 256 << 10
+
+// sameContent reports whether the regular file at path holds exactly the
+// size bytes of content. It compares sizes first, then streams both in
+// chunks.
+func sameContent(path string, content io.ReaderAt, size int64) (bool, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return false, err
@@ -543,34 +587,36 @@ func sameContent(path string, data []byte) (bool, error) {
 	if !fi.Mode().IsRegular() {
 		return false, fmt.Errorf("%s is a directory, not an object: %w", path, store.ErrPermanent)
 	}
-	if fi.Size() != int64(len(data)) {
+	if fi.Size() != size {
 		return false, nil
 	}
-	buf := make([]byte, min(len(data), 256<<10)+1)
-	for rest := data; ; {
-		n, err := io.ReadFull(f, buf[:min(len(rest), len(buf)-1)])
-		if !bytes.Equal(buf[:n], rest[:n]) {
-			return false, nil
-		}
-		rest = rest[n:]
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return false, nil // shrank since Stat
-		}
-		if err != nil {
+	n := min(size, compareChunk)
+	stored, want := make([]byte, n+1), make([]byte, n)
+	for off := int64(0); off < size; {
+		k := min(n, size-off)
+		if _, err := io.ReadFull(f, stored[:k]); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return false, nil // shrank since Stat
+			}
 			return false, err
 		}
-		if len(rest) == 0 {
-			// Objects are immutable, but a stray writer may have appended.
-			n, err := f.Read(buf[:1])
-			if n > 0 {
-				return false, nil
-			}
-			if err != nil && !errors.Is(err, io.EOF) {
-				return false, err
-			}
-			return true, nil
+		if got, err := content.ReadAt(want[:k], off); int64(got) < k {
+			return false, fmt.Errorf("read back what was written: %w", cmp.Or(err, io.ErrUnexpectedEOF))
 		}
+		if !bytes.Equal(stored[:k], want[:k]) {
+			return false, nil
+		}
+		off += k
 	}
+	// Objects are immutable, but a stray writer may have appended.
+	k, err := f.Read(stored[:1])
+	if k > 0 {
+		return false, nil
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	return true, nil
 }
 
 // checkName applies store.CheckName and also refuses names the temp files

@@ -7,10 +7,13 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
+	"github.com/ferry-dr/ferry/internal/testpki"
 )
 
 // An honest segment near the limit, of data that does not compress, is
@@ -137,4 +140,65 @@ func (r *randomLines) Read(p []byte) (int, error) {
 	r.left -= len(p)
 	r.sum.Write(p)
 	return len(p), nil
+}
+
+// Over the direct link, the same segment near the limit: receive --listen
+// takes it over TLS, stores it in its inbox and applies it within
+// max_segment_bytes + 64 MiB of peak RSS (VmHWM of the long-running
+// child). Its link server streams so large a SEGMENT frame into the
+// inbox instead of reading it into memory, where it stayed while the
+// receiver decoded the segment.
+func TestHonestSegmentMemoryLink(t *testing.T) {
+	const (
+		mib   = 1 << 20
+		limit = 96 * mib
+		slack = 64 << 20
+	)
+	s := newStream(t, "honestlink")
+	pki := testpki.New(t)
+	cert, key := pki.Issue(t, "receiver", true)
+	addr := ferrytest.FreeAddr(t)
+	recv := startReceiver(t, s, addr, "--tls-cert", cert, "--tls-key", key, "--token", linkToken,
+		"--max-segment-bytes", fmt.Sprint(limit))
+	pid := pidOf(t, s.state)
+	in := newRandomLines(91 * mib)
+	start := time.Now()
+	mustFerry(t, in, "ship", "--store", "tcp://"+addr, "--tls-ca", pki.CAFile, "--token", linkToken,
+		"--stream", s.name, "--spool", s.spool, "--max-bytes", "95MiB", "--max-age", "1h")
+	ferrytest.Eventually(t, time.Minute, "replica complete", func() (bool, string) {
+		fi, err := os.Stat(s.replica)
+		return err == nil && fi.Size() == 91*mib, fmt.Sprint(fi, err)
+	})
+	elapsed := time.Since(start)
+	sum := [32]byte(in.sum.Sum(nil))
+	peak := procStatus(t, pid, "VmHWM")
+	inbox := filepath.Join(s.state, "inbox", s.name)
+	ents, err := os.ReadDir(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		if _, _, _, ok := batch.ParseSegmentName(e.Name()); ok {
+			names = append(names, e.Name())
+		}
+	}
+	if len(names) != 1 {
+		t.Fatalf("the inbox holds %d segments, want 1: %.200v", len(names), names)
+	}
+	stored, m := segmentHeader(t, filepath.Join(inbox, names[0]))
+	t.Logf("segment %s: %.1f MiB stored, %.1f MiB decompressed; shipped and applied in %s; receiver peak RSS %.1f MiB (VmHWM)",
+		names[0], float64(stored)/mib, float64(m.UncompressedSize)/mib, elapsed.Round(time.Millisecond), float64(peak)/mib)
+	if stored > limit || stored < 90*mib {
+		t.Fatalf("segment of %d bytes is not near the %d-byte limit", stored, limit)
+	}
+	if peak > limit+slack {
+		t.Errorf("receive --listen: peak RSS %.1f MiB, over max_segment_bytes + 64 MiB (%d MiB)", float64(peak)/mib, (limit+slack)/mib)
+	}
+	if got := fileSum(t, s.replica); got != sum {
+		t.Errorf("replica: sha256 %x; want the %d bytes shipped, sha256 %x", got, 91*mib, sum)
+	}
+	if code := recv.Terminate(10 * time.Second); code != 0 {
+		t.Fatalf("receiver exit %d:\n%s", code, recv)
+	}
 }

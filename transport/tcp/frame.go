@@ -50,6 +50,9 @@ const (
 	// DefaultMaxSegment is the default cap on a SEGMENT frame's payload
 	// (name header plus segment bytes).
 	DefaultMaxSegment = 1<<30 + 64<<10
+	// DefaultStreamAbove is Server.StreamAbove's default: the stored size
+	// above which the receiver also decodes a segment as it reads it.
+	DefaultStreamAbove = 32 << 20
 	// ServerMaxInFlight is the max_in_flight a receiver offers in WELCOME.
 	// It answers requests one at a time, in order, reading the next only
 	// after answering the last, so the shipper's extra requests wait in
@@ -147,14 +150,31 @@ func readHelloFrame(r io.Reader) (frame, error) {
 // readFrameWithin is readFrameInto with the frames other than SEGMENT
 // capped at maxControl (GENERATION at MaxGenerationRecord if lower).
 func readFrameWithin(r io.Reader, maxSegment, maxControl int64, buf []byte) (frame, error) {
+	h, err := readFrameHeader(r, maxSegment, maxControl)
+	if err != nil {
+		return frame{}, err
+	}
+	return readFrameBody(r, h, buf)
+}
+
+// frameHeader is a frame's type and payload length, read and checked
+// against the caps before anything is allocated for the payload.
+type frameHeader struct {
+	typ byte
+	n   int64
+}
+
+// readFrameHeader reads a frame's header and checks its type and length
+// as readFrameWithin does.
+func readFrameHeader(r io.Reader, maxSegment, maxControl int64) (frameHeader, error) {
 	var hdr [frameHeaderSize]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return frame{}, err
+		return frameHeader{}, err
 	}
 	n := int64(binary.BigEndian.Uint32(hdr[:4]))
 	typ := hdr[4]
 	if typ < frameHello || typ > frameGeneration {
-		return frame{}, fmt.Errorf("frame %s unknown: %w", typeName(typ), ErrProtocol)
+		return frameHeader{}, fmt.Errorf("frame %s unknown: %w", typeName(typ), ErrProtocol)
 	}
 	limit := maxControl
 	switch typ {
@@ -164,24 +184,104 @@ func readFrameWithin(r io.Reader, maxSegment, maxControl int64, buf []byte) (fra
 		limit = min(MaxGenerationRecord, maxControl)
 	}
 	if n > limit {
-		return frame{}, fmt.Errorf("%s frame of %d bytes is over the %d-byte limit: %w", typeName(typ), n, limit, ErrProtocol)
+		return frameHeader{}, fmt.Errorf("%s frame of %d bytes is over the %d-byte limit: %w", typeName(typ), n, limit, ErrProtocol)
 	}
-	payload, err := readN(r, int(n), buf)
+	return frameHeader{typ: typ, n: n}, nil
+}
+
+// readFrameBody reads the payload and checksum of the frame whose header
+// h was read, the payload into buf's memory (grown only as bytes arrive).
+func readFrameBody(r io.Reader, h frameHeader, buf []byte) (frame, error) {
+	payload, err := readN(r, int(h.n), buf)
 	var trailer [frameTrailerSize]byte
 	if err == nil {
 		_, err = io.ReadFull(r, trailer[:])
 	}
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return frame{}, fmt.Errorf("read %s frame: %w", typeName(typ), err)
+		return frame{}, cutShort(h.typ, err)
 	}
-	sum := crc32.Update(crc32.Update(0, castagnoli, hdr[4:]), castagnoli, payload)
+	sum := crc32.Update(crc32.Update(0, castagnoli, []byte{h.typ}), castagnoli, payload)
+	if err := checkSum(h.typ, trailer, sum); err != nil {
+		return frame{}, err
+	}
+	return frame{typ: h.typ, payload: payload}, nil
+}
+
+// cutShort is the error of a frame of type typ whose reading failed with
+// err after its header: a stream that ended is io.ErrUnexpectedEOF.
+func cutShort(typ byte, err error) error {
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("read %s frame: %w", typeName(typ), err)
+}
+
+// checkSum compares a frame's trailer with the checksum computed over its
+// type and payload.
+func checkSum(typ byte, trailer [frameTrailerSize]byte, sum uint32) error {
 	if got := binary.BigEndian.Uint32(trailer[:]); got != sum {
-		return frame{}, fmt.Errorf("%s frame checksum %08x, computed %08x: %w", typeName(typ), got, sum, ErrProtocol)
+		return fmt.Errorf("%s frame checksum %08x, computed %08x: %w", typeName(typ), got, sum, ErrProtocol)
 	}
-	return frame{typ: typ, payload: payload}, nil
+	return nil
+}
+
+// bodyReader reads the payload of a frame whose header was read as a
+// stream, for a payload too large to hold: it counts the payload's
+// checksum as it goes, and finish reads the rest and the trailer and
+// checks it. Its first read error sticks.
+type bodyReader struct {
+	r    io.Reader
+	h    frameHeader
+	left int64 // payload bytes not read yet
+	sum  uint32
+	err  error
+}
+
+func newBodyReader(r io.Reader, h frameHeader) *bodyReader {
+	return &bodyReader{r: r, h: h, left: h.n, sum: crc32.Update(0, castagnoli, []byte{h.typ})}
+}
+
+// Read reads from the payload; io.EOF is its end.
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.sum = crc32.Update(b.sum, castagnoli, p[:n])
+	b.left -= int64(n)
+	if err == io.EOF && b.left == 0 {
+		err = nil
+	}
+	if err != nil {
+		b.err = cutShort(b.h.typ, err)
+		return n, b.err
+	}
+	return n, nil
+}
+
+// finish reads what is left of the payload through buf, discarding it,
+// then the trailer, and checks the frame's checksum: a frame whose
+// payload was consumed in part is done with, the stream at the next
+// frame.
+func (b *bodyReader) finish(buf []byte) error {
+	for b.left > 0 && b.err == nil {
+		b.Read(buf)
+	}
+	if b.err != nil {
+		return b.err
+	}
+	var trailer [frameTrailerSize]byte
+	if _, err := io.ReadFull(b.r, trailer[:]); err != nil {
+		b.err = cutShort(b.h.typ, err)
+		return b.err
+	}
+	return checkSum(b.h.typ, trailer, b.sum)
 }
 
 // readN reads exactly n bytes into buf's memory, growing it by doubling

@@ -131,7 +131,22 @@ const maxReuse = 64 << 20
 // fresh buffers for every segment cost more CPU (zeroing, growing) than
 // checking them.
 func (l *link) readReusing() (frame, error) {
-	f, err := readFrameInto(l.r, l.maxRead, l.reuse)
+	h, err := l.readHeader()
+	if err != nil {
+		return frame{}, err
+	}
+	return l.readBodyReusing(h)
+}
+
+// readHeader reads the next frame's header, checked against the caps.
+func (l *link) readHeader() (frameHeader, error) {
+	return readFrameHeader(l.r, l.maxRead, MaxControlFrame)
+}
+
+// readBodyReusing reads the rest of the frame whose header readHeader
+// returned, as readReusing does.
+func (l *link) readBodyReusing(h frameHeader) (frame, error) {
+	f, err := readFrameBody(l.r, h, l.reuse)
 	if err == nil && cap(f.payload) <= maxReuse {
 		l.reuse = f.payload[:0]
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"strings"
@@ -85,7 +86,7 @@ func (s *Server) recentOverlap(k streamGen, first, last uint64) (storedSegment, 
 // ones behind it, which had no newest to continue, landed). It returns
 // the code and message to refuse with, or "" to go on and store the
 // segment (an identical Put is a no-op).
-func (s *Server) checkResend(ctx context.Context, sess *session, seg storedSegment, data []byte) (code, msg string) {
+func (s *Server) checkResend(ctx context.Context, sess *session, seg storedSegment, content io.ReaderAt, size int64) (code, msg string) {
 	key := batch.SegmentKey(sess.stream, seg.name)
 	if old, ok := s.recentOverlap(sess.streamGen, seg.firstSeq, seg.lastSeq); ok {
 		if old.name == seg.name && old.hash == seg.hash {
@@ -94,11 +95,11 @@ func (s *Server) checkResend(ctx context.Context, sess *session, seg storedSegme
 		return codeConflict, overlapMessage(sess.stream, seg, old)
 	}
 	// Older than what the server remembers: the inbox decides.
-	old, err := readObject(ctx, s.Inbox, key, int64(len(data)))
+	same, err := sameObject(ctx, s.Inbox, key, content, size)
 	switch {
-	case err == nil && bytes.Equal(old, data):
+	case err == nil && same:
 		return "", ""
-	case err == nil, errors.Is(err, batch.ErrCorrupt): // ErrCorrupt: larger than data
+	case err == nil:
 		return codeConflict, fmt.Sprintf("a different segment %s is already in the receiver's inbox: two writers on stream %q; stop the other shipper, or run ferry rejoin on this one",
 			key, sess.stream)
 	case !errors.Is(err, store.ErrNotFound):
@@ -162,4 +163,44 @@ func (s *Server) inboxOverlap(ctx context.Context, k streamGen, first, last uint
 		return storedSegment{}, fmt.Errorf("list %s in %s: %w", dir, s.Inbox, err)
 	}
 	return found, nil
+}
+
+// compareChunk is how much sameObject reads of each side at a time.
+const compareChunk = 256 << 10
+
+// sameObject reports whether st holds exactly the size bytes of content
+// under key, reading both in chunks: a segment is never held whole to
+// compare it. A missing object is an error wrapping store.ErrNotFound.
+func sameObject(ctx context.Context, st store.Store, key string, content io.ReaderAt, size int64) (bool, error) {
+	rc, err := st.Get(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	n := min(size, compareChunk)
+	stored, want := make([]byte, n+1), make([]byte, n)
+	for off := int64(0); off < size; {
+		k := min(n, size-off)
+		if _, err := io.ReadFull(rc, stored[:k]); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return false, nil // shorter
+			}
+			return false, err
+		}
+		if got, err := content.ReadAt(want[:k], off); int64(got) < k {
+			return false, fmt.Errorf("read back segment %s: %w", key, cmp.Or(err, io.ErrUnexpectedEOF))
+		}
+		if !bytes.Equal(stored[:k], want[:k]) {
+			return false, nil
+		}
+		off += k
+	}
+	k, err := io.ReadFull(rc, stored[:1])
+	if k > 0 {
+		return false, nil // longer
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	return true, nil
 }

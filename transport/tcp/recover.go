@@ -28,9 +28,14 @@ const MaxTornSegments = 4
 // segment only after its Put returned, so the shipper still has every torn
 // one and resends it.
 //
-// Newest first, it reads each segment and verifies it with batch.Open,
-// removing it (with a WARN log naming it and why) while verification fails
-// with batch.ErrCorrupt, and stops at the first that verifies. If the newest
+// First it removes the temp files of the stream's directory (if the
+// inbox can: dir.Store.RemoveTemps), where a segment that was being
+// streamed in when the process died was left, up to its size.
+//
+// Newest first, it verifies each segment as batch.Open would, reading it
+// as a stream that it does not hold, and removes it (with a WARN log
+// naming it and why) while verification fails with batch.ErrCorrupt, and
+// stops at the first that verifies. If the newest
 // MaxTornSegments+1 all fail, it removes nothing and returns an error
 // wrapping batch.ErrCorrupt that names them. Damage further back is left to
 // the receiver, which reports it when it gets there. Any other error
@@ -40,22 +45,30 @@ func RecoverInbox(ctx context.Context, inbox store.Store, stream string, gen uin
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// A segment being streamed in (receiveStream) when the process died
+	// is left in a temp file of up to its size, which no listing shows.
+	if rt, ok := inbox.(tempRemover); ok {
+		removed, err := rt.RemoveTemps(batch.StreamDir(stream))
+		for _, name := range removed {
+			log.Warn("removed a segment left unfinished in the inbox when the receiver stopped; the shipper resends it", "file", name, "store", inbox.String())
+		}
+		if err != nil {
+			return fmt.Errorf("recover inbox %s: %w", inbox, err)
+		}
+	}
 	names, err := newestNames(ctx, inbox, stream, gen, MaxTornSegments+1)
 	if err != nil {
 		return fmt.Errorf("recover inbox %s: %w", inbox, err)
 	}
 	var torn []string
 	var reasons []error
+	buf := make([]byte, streamBuffer)
 	for _, name := range names {
 		key := batch.SegmentKey(stream, name)
-		data, err := readObject(ctx, inbox, key, DefaultMaxSegment)
+		err := verifyObject(ctx, inbox, key, buf)
 		if errors.Is(err, store.ErrNotFound) {
 			continue // deleted since listed
 		}
-		if err != nil {
-			return fmt.Errorf("recover inbox %s: read %s: %w", inbox, key, err)
-		}
-		_, err = batch.Open(data)
 		if err == nil {
 			break
 		}
@@ -84,4 +97,30 @@ func RecoverInbox(ctx context.Context, inbox store.Store, stream string, gen uin
 			"segment", key, "store", inbox.String(), "reason", reasons[i].Error())
 	}
 	return nil
+}
+
+// tempRemover is an inbox that can remove what unfinished writes left
+// (dir.Store.RemoveTemps).
+type tempRemover interface {
+	RemoveTemps(dir string) ([]string, error)
+}
+
+// verifyObject reads segment key from st through buf and makes
+// batch.Open's checks on it. Damage is an error wrapping batch.ErrCorrupt
+// (a segment claiming more than DefaultMaxSegment too); a segment
+// missing is one wrapping store.ErrNotFound.
+func verifyObject(ctx context.Context, st store.Store, key string, buf []byte) error {
+	rc, err := st.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	sr, err := batch.NewSegmentReader(rc, 0, DefaultMaxSegment)
+	if err == nil {
+		_, err = sr.Verify(buf)
+	}
+	if errors.Is(err, batch.ErrSegmentTooLarge) {
+		err = fmt.Errorf("%w: %w", batch.ErrCorrupt, err)
+	}
+	return err
 }

@@ -270,3 +270,40 @@ func TestRecoverInboxThenResend(t *testing.T) {
 		t.Fatal("resent segment differs from the original")
 	}
 }
+
+// A segment being streamed into the inbox when the receiver died is left
+// in a temp file, which RecoverInbox removes (and logs); the segments and
+// the lock file stay.
+func TestRecoverInboxRemovesUnfinishedStream(t *testing.T) {
+	st, root := newInbox(t)
+	seg := makeSegment(t, "app", 1, 1, 10, "r")
+	if err := st.Put(t.Context(), batch.SegmentKey("app", seg.name), seg.data); err != nil {
+		t.Fatal(err)
+	}
+	next := makeBigSegment(t, "app", 1, 11, 200<<10)
+	staged, err := st.Stage(t.Context(), batch.SegmentKey("app", next.name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := staged.Write(next.data[:len(next.data)/2]); err != nil { // and then the process died
+		t.Fatal(err)
+	}
+	var logs ferrytest.LockedBuffer
+	if err := RecoverInbox(t.Context(), st, "app", 1, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(filepath.Join(root, "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := []string{".segments-lock.tmp", seg.name}; !slices.Equal(names, want) {
+		t.Errorf("inbox holds %q after RecoverInbox, want %q", names, want)
+	}
+	if !strings.Contains(logs.String(), "left unfinished") || !strings.Contains(logs.String(), next.name) {
+		t.Errorf("log does not name the file removed:\n%s", logs.String())
+	}
+}

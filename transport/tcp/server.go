@@ -66,13 +66,15 @@ type Server struct {
 	// overlap (see Server). Nil reports 0.
 	Applied func(stream string) uint64
 	// Stored, if set, is called after a segment is durably in the inbox
-	// (before the ACK) with its stream, its verified parse (batch.Open)
-	// and its bytes, so the receiver applying from the inbox can look at
-	// once instead of at its next poll, need not list the inbox to find
-	// it, and may apply from a copy instead of reading it back. seg and
-	// data are valid only during the call (the read buffer is reused). It
-	// must not block.
-	Stored func(stream string, seg *batch.Segment, data []byte)
+	// (before the ACK) with its stream, its verified parse (batch.Open),
+	// its size as stored and its bytes, so the receiver applying from the
+	// inbox can look at once instead of at its next poll, need not list
+	// the inbox to find it, and may apply from a copy instead of reading
+	// it back. A segment streamed into the inbox (see StreamAbove) was
+	// never in memory: data is nil, and so is seg.Payload. seg and data
+	// are valid only during the call (the read buffer is reused). It must
+	// not block.
+	Stored func(stream string, seg *batch.Segment, size int64, data []byte)
 	// Log receives connection events. Nil discards them.
 	Log *slog.Logger
 
@@ -86,6 +88,15 @@ type Server struct {
 
 	// MaxSegment caps a SEGMENT frame's payload. Default DefaultMaxSegment.
 	MaxSegment int64
+	// StreamAbove is the SEGMENT payload size above which the server, if
+	// Inbox is a store.Stager, writes the segment into the inbox as it
+	// arrives, verifying it as it goes, and names it there once the whole
+	// frame is in, its checksum and the segment checked: a segment near
+	// MaxSegment then costs the server a fixed buffer, not its size
+	// (the receiver decoding it needs its record stream). Smaller ones
+	// are read into memory first, which is faster. Default
+	// DefaultStreamAbove; negative: never.
+	StreamAbove int64
 	// RecentSegments is how many of each stream and generation's newest
 	// segments the server remembers (name, seqs, hash) to refuse a
 	// segment that overlaps one of them without reading the inbox; older
@@ -175,6 +186,7 @@ type serverSettings struct {
 	token            [sha256.Size]byte
 	needToken        bool
 	maxSegment       int64
+	streamAbove      int64 // < 0: never
 	ioTimeout        time.Duration
 	heartbeat        time.Duration
 	watermarkPoll    time.Duration
@@ -201,6 +213,7 @@ func (s *Server) Check() error {
 func (s *Server) settings() (serverSettings, error) {
 	st := serverSettings{
 		maxSegment:    cmp.Or(s.MaxSegment, DefaultMaxSegment),
+		streamAbove:   cmp.Or(s.StreamAbove, DefaultStreamAbove),
 		watermarkPoll: cmp.Or(s.WatermarkPoll, defaultWatermarkPoll),
 		authFailDelay: max(cmp.Or(s.AuthFailDelay, DefaultAuthFailDelay), 0),
 		maxConns:      cmp.Or(s.MaxConnections, DefaultMaxConnections),

@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -98,7 +99,7 @@ func (s *Server) serveConn(ctx context.Context, st serverSettings, nc net.Conn, 
 	}()
 
 	l.maxRead = st.maxSegment
-	err := s.serveRequests(ctx, l, sess)
+	err := s.serveRequests(ctx, st, l, sess)
 	switch {
 	case ctx.Err() != nil:
 	case errors.Is(err, io.EOF):
@@ -116,9 +117,20 @@ func (s *Server) serveConn(ctx context.Context, st serverSettings, nc net.Conn, 
 
 // serveRequests answers the shipper's SEGMENT and FETCH frames until a read
 // or write fails or the shipper breaks the protocol, and returns why.
-func (s *Server) serveRequests(ctx context.Context, l *link, sess *session) error {
+func (s *Server) serveRequests(ctx context.Context, st serverSettings, l *link, sess *session) error {
+	stager, _ := s.Inbox.(store.Stager)
 	for {
-		f, err := l.readReusing() // each request is done with before the next is read
+		h, err := l.readHeader()
+		if err != nil {
+			return err
+		}
+		if h.typ == frameSegment && stager != nil && st.streamAbove >= 0 && h.n > st.streamAbove {
+			if err := s.receiveStream(ctx, st, l, sess, newBodyReader(l.r, h), stager); err != nil {
+				return err
+			}
+			continue
+		}
+		f, err := l.readBodyReusing(h) // each request is done with before the next is read
 		if err != nil {
 			return err
 		}
@@ -381,6 +393,35 @@ func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []
 	if err != nil {
 		return err
 	}
+	return s.store(ctx, l, sess, incoming{
+		name:    name,
+		size:    int64(len(data)),
+		data:    data,
+		content: bytes.NewReader(data),
+		verify:  func() (*batch.Segment, error) { return batch.Open(data) },
+		put:     func(ctx context.Context, key string) error { return s.Inbox.Put(ctx, key, data) },
+	})
+}
+
+// incoming is a SEGMENT whose frame was read whole, its checksum checked,
+// for store to decide on.
+type incoming struct {
+	name    string
+	size    int64       // the segment's bytes
+	data    []byte      // the segment, if it is held in memory
+	content io.ReaderAt // the segment, to compare with a copy in the inbox
+	// verify makes batch.Open's checks; put stores the segment under key
+	// with Inbox.Put's contract.
+	verify func() (*batch.Segment, error)
+	put    func(ctx context.Context, key string) error
+}
+
+// store makes the checks on a received segment in.name (docs/PROTOCOL.md,
+// "Segments (receiver side)"), in order, puts it into the inbox and
+// answers ACK, or ERROR for the first check that fails. It returns an
+// error only when the link must close.
+func (s *Server) store(ctx context.Context, l *link, sess *session, in incoming) error {
+	name := in.name
 	key := batch.SegmentKey(sess.stream, name)
 	reject := func(code, msg string) error {
 		sess.log.Warn("segment rejected", "segment", name, "code", code, "reason", msg)
@@ -397,7 +438,7 @@ func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []
 		}
 		return errLinkFenced
 	}
-	seg, err := batch.Open(data)
+	seg, err := in.verify()
 	if err != nil {
 		return reject(codeCorrupt, fmt.Sprintf("segment %s failed verification: %v; it is damaged in the shipper's spool", key, err))
 	}
@@ -429,14 +470,14 @@ func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []
 			return reject(codeGap, fmt.Sprintf("segment %s starts at seq %d, but the inbox's newest %s ends at %d; send from %d", key, m.FirstSeq, newest.name, newest.lastSeq, newest.lastSeq+1))
 		}
 	default:
-		if code, msg := s.checkResend(ctx, sess, this, data); code != "" {
+		if code, msg := s.checkResend(ctx, sess, this, in.content, in.size); code != "" {
 			if code == codeUnavailable && ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return reject(code, msg)
 		}
 	}
-	err = s.Inbox.Put(ctx, key, data)
+	err = in.put(ctx, key)
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
@@ -452,11 +493,11 @@ func (s *Server) receive(ctx context.Context, l *link, sess *session, payload []
 	}
 	newest = s.remember(sess.streamGen, this)
 	if s.Stored != nil {
-		s.Stored(sess.stream, seg, data)
+		s.Stored(sess.stream, seg, in.size, in.data)
 	}
 	sess.segments++
-	sess.bytes += int64(len(data))
-	sess.log.Debug("segment stored", "segment", name, "seq", m.LastSeq, "bytes", len(data))
+	sess.bytes += in.size
+	sess.log.Debug("segment stored", "segment", name, "seq", m.LastSeq, "bytes", in.size)
 	return l.writeJSON(ctx, frameAck, ackMsg{Name: name, ReceivedSeq: newest.lastSeq, AppliedSeq: s.applied(sess.stream, newest.lastSeq)})
 }
 
