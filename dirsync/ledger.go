@@ -329,6 +329,23 @@ func (l *Ledger) compact() error {
 	return nil
 }
 
+// WithHash is st with the content hash h.
+func (st State) WithHash(h []byte) State {
+	st.Hash = append([]byte(nil), h...)
+	return st
+}
+
+// Foreign reports whether path in state st is what a peer's change, or the
+// conflict rule, left in the tree (call it under the lock): the source does
+// not ship it. hash is the content's hash as the ledger knows it.
+func (l *Ledger) Foreign(path string, st State) (bool, []byte) {
+	e := l.entries[path]
+	if e == nil || e.Origin == l.Site || !e.State.Same(st) {
+		return false, nil
+	}
+	return true, e.State.Hash
+}
+
 // Local is the source's question before it ships path in state st (held
 // under the lock; Sync before the records reach the spool). ship is false
 // when st is what a peer's change (or the conflict rule) left there: it is
