@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -46,6 +47,9 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	name := y.Stream
 	if name == "" {
 		name = syncStreamName(root)
+	}
+	if err := os.MkdirAll(y.State, 0o755); err != nil {
+		return fmt.Errorf("sync.state: %w", err)
 	}
 	lock, err := fsutil.Lock(y.State, "ferry sync")
 	if err != nil {
@@ -219,4 +223,62 @@ func syncStreamName(root string) string {
 		return "tree"
 	}
 	return n[:min(len(n), 100)]
+}
+
+// isSyncState reports whether dir is a ferry sync state directory (it
+// holds the ledger).
+func isSyncState(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, dirsync.LedgerFile))
+	return err == nil
+}
+
+// syncStatus is `ferry status --state SYNCSTATE --json`.
+type syncStatus struct {
+	Role      string             `json:"role"` // "sync"
+	Running   bool               `json:"running"`
+	PID       int                `json:"pid,omitempty"`
+	State     string             `json:"state"`
+	Peers     []recvStatus       `json:"peers"`
+	Conflicts []dirsync.Conflict `json:"conflicts"`
+}
+
+// printSyncStatus shows a sync site's state: each peer's receiver and the
+// conflicts the site resolved.
+func printSyncStatus(w io.Writer, dir string, asJSON bool) error {
+	s := syncStatus{Role: "sync", State: dir, PID: lockHolder(dir)}
+	s.Running = s.PID != 0
+	cs, err := dirsync.ReadConflicts(dir)
+	if err != nil {
+		return fmt.Errorf("sync state %s: %w", dir, err)
+	}
+	s.Conflicts = cs
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "peer-") {
+			if r, err := readRecvStatus(filepath.Join(dir, e.Name()), time.Now()); err == nil {
+				s.Peers = append(s.Peers, r)
+			}
+		}
+	}
+	if asJSON {
+		return printJSON(w, s)
+	}
+	state := "not running"
+	if s.Running {
+		state = fmt.Sprintf("running (pid %d)", s.PID)
+	}
+	fmt.Fprintf(w, "sync  state %s  %s\n", dir, state)
+	for _, p := range s.Peers {
+		fmt.Fprintf(w, "  peer stream %s: checkpoint at seq %d\n", p.Stream, p.AppliedSeq)
+	}
+	fmt.Fprintf(w, "  conflicts: %d\n", len(cs))
+	for _, c := range cs {
+		fmt.Fprintf(w, "    %s  %s  won by %s (%s) over %s (%s)", c.At.Format(time.RFC3339), c.Path,
+			c.Winner, time.Unix(0, c.WinnerTime).UTC().Format(time.RFC3339Nano), c.Loser, time.Unix(0, c.LoserTime).UTC().Format(time.RFC3339Nano))
+		if c.Copy != "" {
+			fmt.Fprintf(w, "; loser kept as %s", c.Copy)
+		}
+		fmt.Fprintln(w)
+	}
+	return nil
 }
