@@ -66,13 +66,14 @@ func SegmentKey(stream, name string) string { return stream + "/" + name }
 // StreamDir is the List dir holding a stream's segments.
 func StreamDir(stream string) string { return stream + "/" }
 
-var streamRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+var streamRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$`)
 
-// CheckStream validates a stream name: 1-128 characters from [A-Za-z0-9._-],
+// CheckStream validates a stream name: 1-128 characters from [A-Za-z0-9._@-]
+// (ferry sync names its streams NAME@SITE),
 // starting with a letter or digit, so it is safe as a path element.
 func CheckStream(s string) error {
 	if !streamRE.MatchString(s) {
-		return fmt.Errorf("stream name %q invalid: use 1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit", s)
+		return fmt.Errorf("stream name %q invalid: use 1-128 of A-Z a-z 0-9 . _ - @ starting with a letter or digit", s)
 	}
 	return nil
 }

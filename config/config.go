@@ -81,6 +81,10 @@ type File struct {
 	// It is the top-level [tcp] table.
 	TCP TCP `toml:"tcp"`
 
+	// Sync configures "ferry sync" (docs/SYNC.md): this site's tree,
+	// replicated in both directions with its peers.
+	Sync Sync `toml:"sync"`
+
 	// Retention prunes the archive: "ferry prune", and "ferry ship" on its
 	// schedule. It is the top-level [retention] table.
 	Retention Retention `toml:"retention"`
@@ -102,6 +106,44 @@ type Retention struct {
 	// "ferry ship" prunes its store targets. Default "": only "ferry prune"
 	// prunes.
 	Schedule string `toml:"schedule"`
+}
+
+// Sync is the [sync] table: one site of a bi-directional pair (or ring).
+type Sync struct {
+	// Data is the tree this site replicates: "dir:PATH". Required by sync.
+	Data string `toml:"data"`
+
+	// Stream is the name of the tree's streams: this site ships its own
+	// changes as "STREAM@SITE" and applies each peer's "STREAM@PEER".
+	// Default: the tree's base name (made a valid stream name).
+	Stream string `toml:"stream"`
+
+	// Spool is this site's spool directory (its own stream's durable
+	// buffer and the dir source's index). Required by sync.
+	Spool string `toml:"spool"`
+
+	// State holds the sync ledger (the version of every path and where
+	// it came from), the list of conflicts, and one receiver state
+	// directory per peer (STATE/PEER). Required by sync.
+	State string `toml:"state"`
+
+	// Exclude are globs, as ship.dir_exclude, for paths neither shipped
+	// nor expected from the peers. Default none.
+	Exclude []string `toml:"exclude"`
+
+	// Peers, as [[sync.peers]] tables, are the other sites. At least one.
+	Peers []SyncPeer `toml:"peers"`
+}
+
+// SyncPeer is one [[sync.peers]] table.
+type SyncPeer struct {
+	// ID is the peer's site.id. Required; not this site's.
+	ID string `toml:"id"`
+
+	// Store is where the peer's stream is read: a directory path,
+	// file:///abs/path or s3://bucket/prefix. Default: the top-level store
+	// (both sites write one shared store).
+	Store string `toml:"store"`
 }
 
 // Site names the site a ferry runs on.

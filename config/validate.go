@@ -65,16 +65,19 @@ func (f *File) Validate(verb string) error {
 	}
 
 	switch verb {
-	case "", "ship", "receive":
+	case "", "ship", "receive", "sync":
 	default:
-		return fmt.Errorf("validate config: unknown verb %q (want ship, receive or empty)", verb)
+		return fmt.Errorf("validate config: unknown verb %q (want ship, receive, sync or empty)", verb)
 	}
 
 	// Common settings.
-	if verb != "" {
+	if verb == "ship" || verb == "receive" {
 		require("stream", f.Stream)
+	}
+	if verb != "" {
 		require("store", f.Store)
 	}
+	f.validateSync(verb, add, require)
 	if f.Stream != "" && !streamPattern.MatchString(f.Stream) {
 		add("stream", "%q is not a valid stream name: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", f.Stream)
 	}
@@ -391,4 +394,59 @@ func (f *File) Schedule(spec string) (cron.Schedule, error) {
 		}
 	}
 	return cronParser.Parse(spec)
+}
+
+// validateSync checks the [sync] table; its required keys only for sync.
+func (f *File) validateSync(verb string, add func(key, format string, args ...any), require func(key, v string)) {
+	y := &f.Sync
+	if verb == "sync" {
+		require("site.id", f.Site.ID)
+		require("sync.data", y.Data)
+		require("sync.spool", y.Spool)
+		require("sync.state", y.State)
+		if len(y.Peers) == 0 {
+			add("sync.peers", "required for sync: at least one [[sync.peers]] table with the peer's id")
+		}
+		if strings.HasPrefix(f.Store, "tcp://") {
+			add("store", "ferry sync reads and writes a shared store (a directory or s3://), not a tcp:// link")
+		}
+	}
+	if y.Data != "" {
+		if p, ok := strings.CutPrefix(y.Data, "dir:"); !ok || strings.TrimSpace(p) == "" {
+			add("sync.data", "%q is not \"dir:PATH\" (ferry sync replicates a directory tree)", y.Data)
+		}
+	}
+	if y.Stream != "" && !streamPattern.MatchString(y.Stream) {
+		add("sync.stream", "%q is not a valid stream name: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", y.Stream)
+	}
+	if y.Spool != "" && y.Spool == y.State {
+		add("sync.state", "is the same directory as sync.spool; give each its own")
+	}
+	for i, g := range y.Exclude {
+		if _, err := path.Match(g, ""); err != nil {
+			add("sync.exclude", "pattern %d %q: %v", i, g, err)
+		}
+	}
+	seen := map[string]bool{}
+	for i, p := range y.Peers {
+		key := fmt.Sprintf("sync.peers[%d]", i)
+		switch {
+		case p.ID == "":
+			add(key+".id", "required: the peer's site.id")
+		case !streamPattern.MatchString(p.ID):
+			add(key+".id", "%q is not a valid site id (1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)", p.ID)
+		case p.ID == f.Site.ID:
+			add(key+".id", "%q is this site's own id (site.id); list the other sites", p.ID)
+		case seen[p.ID]:
+			add(key+".id", "%q is listed twice", p.ID)
+		}
+		seen[p.ID] = true
+		if p.Store != "" {
+			if err := checkStore(p.Store); err != nil {
+				add(key+".store", "%v", err)
+			} else if strings.HasPrefix(p.Store, "tcp://") {
+				add(key+".store", "ferry sync reads a peer's stream from a directory or s3:// store, not a tcp:// link")
+			}
+		}
+	}
 }

@@ -247,7 +247,8 @@ func TestS3Redaction(t *testing.T) {
 }
 
 // Every sample in etc/ loads and validates for the verbs its name implies:
-// ferry-ship.toml for ship, ferry-receive.toml for receive, others for both.
+// ferry-ship.toml for ship, ferry-receive.toml for receive, ferry-sync-*.toml
+// for sync, others for both.
 func TestSampleConfigs(t *testing.T) {
 	paths, err := filepath.Glob("../etc/*.toml")
 	if err != nil {
@@ -263,7 +264,7 @@ func TestSampleConfigs(t *testing.T) {
 				t.Fatal(err)
 			}
 			var verbs []string
-			for _, v := range []string{"ship", "receive"} {
+			for _, v := range []string{"ship", "receive", "sync"} {
 				if strings.Contains(filepath.Base(path), v) {
 					verbs = append(verbs, v)
 				}
@@ -331,5 +332,30 @@ func TestShipBaseline(t *testing.T) {
 	f.Ship.Source, f.Ship.Baseline = "stdin", "0 2 * * 0"
 	if err := f.Validate("ship"); err == nil || !strings.Contains(err.Error(), "baselines are for a dir: source") {
 		t.Fatalf("baseline on stdin: %v", err)
+	}
+}
+
+// ferry sync needs its site id, tree, spool, state and peers, each named
+// when missing; a peer may not be this site, nor a tcp:// link.
+func TestValidateSync(t *testing.T) {
+	f := Defaults()
+	f.Store = "/srv/s"
+	err := f.Validate("sync")
+	for _, key := range []string{"site.id", "sync.data", "sync.spool", "sync.state", "sync.peers"} {
+		if err == nil || !strings.Contains(err.Error(), key+":") {
+			t.Errorf("Validate(sync) without %s: %v", key, err)
+		}
+	}
+	f.Site.ID = "a"
+	f.Sync = Sync{Data: "/var/mail", Spool: "/sp", State: "/st", Peers: []SyncPeer{{ID: "a"}, {ID: "b", Store: "tcp://h:1"}}}
+	err = f.Validate("sync")
+	for _, want := range []string{`sync.data: "/var/mail" is not "dir:PATH"`, `sync.peers[0].id: "a" is this site's own id`, "sync.peers[1].store: ferry sync reads"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want %q in %v", want, err)
+		}
+	}
+	f.Sync.Data, f.Sync.Peers = "dir:/var/mail", []SyncPeer{{ID: "b"}}
+	if err := f.Validate("sync"); err != nil {
+		t.Fatalf("a valid sync config: %v", err)
 	}
 }

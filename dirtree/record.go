@@ -27,6 +27,11 @@ const (
 	OpRmdir   = "rmdir"   // remove the directory and everything under it
 	OpSymlink = "symlink" // symbolic link: header + target
 
+	// The version of the change the next record(s) for the same key make
+	// (ferry sync, docs/SYNC.md): data a JSON object, package dirsync.
+	// Only sync streams carry it; ferry receive refuses it.
+	OpVersion = "version"
+
 	// A baseline: every path of the tree shipped in full between these
 	// two records (key ".", data a BaselineData as JSON). The applier
 	// does nothing for them.

@@ -384,3 +384,13 @@ func (c *recvCollector) Collect(ch chan<- prometheus.Metric) {
 	m(descRecvGap, prometheus.GaugeValue, gap)
 	m(descRecvFailing, prometheus.GaugeValue, failing)
 }
+
+// WatchSync registers ferry sync's conflict counter: conflicts returns how
+// many conflicts the site has resolved (docs/SYNC.md).
+func (r *Registry) WatchSync(site string, conflicts func() int64) {
+	r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name:        "ferry_sync_conflicts_total",
+		Help:        "Conflicts this site resolved: a peer's change met a concurrent local change of the same path (the loser kept as NAME.ferry-conflict-SITE-TIME).",
+		ConstLabels: prometheus.Labels{"site": site},
+	}, func() float64 { return float64(conflicts()) }))
+}

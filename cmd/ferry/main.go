@@ -40,6 +40,7 @@ var verbs = map[string]verb{
 	"drill":      {"restore the newest state to a scratch dir, verify it, report RPO and RTO", runDrill},
 	"promote":    {"make this DR site the writer of the stream: record a new generation forked at its checkpoint", runPromote},
 	"switchover": {"planned, zero-loss role swap: drain the primary, promote the secondary at its last seq, rejoin the old primary", runSwitchover},
+	"sync":       {"run one site of a two-way pair (or ring) for a directory tree: ship its changes, apply its peers', resolve conflicts", runSync},
 	"rejoin":     {"turn a fenced old primary into a receiver at the fork, with a report of what it had past it", runRejoin},
 	"version":    {"print the version", func([]string, io.Writer, io.Writer) error { fmt.Println("ferry", version); return nil }},
 }

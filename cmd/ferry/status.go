@@ -213,6 +213,8 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		}
 		printShipStatus(stdout, s, time.Now())
 		return nil
+	case isSyncState(*state):
+		return printSyncStatus(stdout, *state, *asJSON)
 	default:
 		s, err := readRecvStatus(*state, time.Now())
 		if err != nil {

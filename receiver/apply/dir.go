@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirsync"
 	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/receiver"
 )
@@ -35,6 +36,12 @@ import (
 // converges (puts carry full content, deletes of missing paths succeed).
 type Dir struct {
 	Root string
+	// Ledger, when set, makes this the applier of a peer's stream in
+	// ferry sync (dir_peer.go); Peer names that peer. The root is then the
+	// site's own tree, which need not start empty.
+	Ledger *dirsync.Ledger
+	Peer   string
+	peer   dirPeerState
 
 	root    *os.File
 	staging *os.File // ROOT/.ferry-staging, open while it exists
@@ -98,7 +105,12 @@ func (a *Dir) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) e
 		}
 	}
 	a.syncs = map[[2]uint64]*os.File{}
-	err := a.applyAll(ctx, meta, recs)
+	var err error
+	if a.Ledger != nil {
+		err = a.applyPeer(ctx, meta, recs)
+	} else {
+		err = a.applyAll(ctx, meta, recs)
+	}
 	if err == nil {
 		err = a.finish()
 	}

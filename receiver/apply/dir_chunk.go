@@ -54,9 +54,9 @@ func (p *dirPartial) clone() (*dirPartial, error) {
 func dirStagingFile(seq uint64) string { return fmt.Sprintf("%016x.part", seq) }
 
 // continues says whether rec is the next chunk of the file being assembled.
-func (a *Dir) continues(rec *batch.Record) bool {
+func (a *Dir) continues(rec *batch.Record, key string) bool {
 	p := a.partial
-	if rec.Op != dirtree.OpChunk || string(rec.Key) != p.Path {
+	if rec.Op != dirtree.OpChunk || key != p.Path {
 		return false
 	}
 	h, _, err := dirtree.ParseHeader(rec.Data)

@@ -18,8 +18,13 @@ import (
 // applyRecord applies recs[i] on its own: it checks the key and the data
 // (dirtree), then hands the record to its op below.
 func (a *Dir) applyRecord(recs batch.Records, i int) error {
+	return a.applyRecordAs(recs, i, string(recs.At(i).Key))
+}
+
+// applyRecordAs applies recs[i] to key instead of the record's own key
+// (ferry sync keeps a conflict's loser under another name).
+func (a *Dir) applyRecordAs(recs batch.Records, i int, key string) error {
 	rec := recs.At(i)
-	key := string(rec.Key)
 	if rec.Op == dirtree.OpBaselineBegin || rec.Op == dirtree.OpBaselineEnd {
 		if err := dirtree.CheckBaseline(rec.Op, rec.Key, rec.Data); err != nil {
 			return fmt.Errorf("%v: %w", err, receiver.ErrFatal)
@@ -29,7 +34,10 @@ func (a *Dir) applyRecord(recs batch.Records, i int) error {
 	if err := dirtree.CheckKey(key, rec.Op); err != nil {
 		return fmt.Errorf("refused: %v: %w", err, receiver.ErrFatal)
 	}
-	if a.partial != nil && !a.continues(&rec) {
+	if rec.Op == dirtree.OpVersion && a.Ledger == nil {
+		return fmt.Errorf("a version record: this is a ferry sync stream (docs/SYNC.md), which only ferry sync applies: %w", receiver.ErrFatal)
+	}
+	if a.partial != nil && !a.continues(&rec, key) {
 		if err := a.dropPartial(); err != nil {
 			return err
 		}

@@ -17,7 +17,8 @@ import (
 
 // dirApplierState is the applier's state in the checkpoint.
 type dirApplierState struct {
-	Partial *dirPartial `json:"partial,omitempty"`
+	Partial *dirPartial   `json:"partial,omitempty"`
+	Peer    *dirPeerState `json:"sync,omitempty"`
 }
 
 // Restore opens the root (creating it) and brings the file being assembled
@@ -35,7 +36,7 @@ func (a *Dir) Restore(state json.RawMessage) error {
 		return a.fatalf("not a directory")
 	}
 	var st dirApplierState
-	if state == nil {
+	if state == nil && a.Ledger == nil {
 		l, err := os.Open(a.Root)
 		if err != nil {
 			f.Close()
@@ -47,11 +48,16 @@ func (a *Dir) Restore(state json.RawMessage) error {
 			f.Close()
 			return a.fatalf("the directory already holds files (%q, ...) but the receiver state is new; move them away or use an empty directory", names[0])
 		}
+	} else if state == nil {
+		// ferry sync: the root is the site's own tree.
 	} else if err := json.Unmarshal(state, &st); err != nil {
 		f.Close()
 		return a.fatalf("checkpoint state unreadable: %v", err)
 	}
 	a.root = f
+	if st.Peer != nil {
+		a.peer = *st.Peer
+	}
 	if err := a.resetPartial(st.Partial); err != nil {
 		return fmt.Errorf("apply dir %s: %w", a.Root, err)
 	}
@@ -67,6 +73,10 @@ func (a *Dir) State() (json.RawMessage, error) {
 			return nil, err
 		}
 		st.Partial = c
+	}
+	if a.peer.VerKey != "" || a.peer.ContKey != "" {
+		p := a.peer
+		st.Peer = &p
 	}
 	return json.Marshal(st)
 }

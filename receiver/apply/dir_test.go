@@ -428,6 +428,7 @@ func TestDirRefusesBadRecords(t *testing.T) {
 		{name: "mkdir with payload", op: "mkdir", key: "x", data: good, wantInErr: "want none"},
 		{name: "unknown op", op: "chmod", key: "x", data: good, wantInErr: `unknown op "chmod"`},
 		{name: "empty op", op: "", key: "x", data: good, wantInErr: "unknown op"},
+		{name: "sync version record", op: "version", key: "x", data: []byte(`{"v":1,"origin":"a","vv":{"a":1}}`), wantInErr: "this is a ferry sync stream"},
 		{name: "symlink empty target", op: "symlink", key: "l", data: dirHdr(0o777, 0, 0, 0, nil), wantInErr: "symlink target"},
 		{name: "symlink nul target", op: "symlink", key: "l", data: append(dirHdr(0o777, 0, 3, 0, nil), "a\x00b"...), wantInErr: "symlink target"},
 		{name: "oversize chunk header", op: "chunk", key: "x", data: hugeSize, wantInErr: "oversize record header"},

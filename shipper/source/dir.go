@@ -29,6 +29,40 @@ type dirSourceRun struct {
 	mu             sync.Mutex
 	run            *dirRun // the current Run, for Status
 	baselineWanted atomic.Bool
+	reship         []string // paths whose subtrees are to be shipped again
+}
+
+// Reship asks the running source to ship path and everything below it
+// again, as if the index did not know them (ferry sync: a peer's delete of
+// a directory lost to changes below it). Safe from any goroutine.
+func (s *Dir) Reship(path string) {
+	s.mu.Lock()
+	s.reship = append(s.reship, path)
+	r := s.run
+	s.mu.Unlock()
+	if r != nil {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// takeReship marks dirty, and unknown to the index, the paths Reship named.
+func (r *dirRun) takeReship() error {
+	s := r.src
+	s.mu.Lock()
+	paths := s.reship
+	s.reship = nil
+	s.mu.Unlock()
+	for _, p := range paths {
+		r.idx.markPending(p)
+		r.markDirty(p, time.Time{})
+		if err := r.walk(p, map[string]struct{}{}, map[string]bool{}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DirStatus is what a Dir reports about itself.
@@ -273,7 +307,9 @@ func (r *dirRun) skip(rel string) bool {
 		return false
 	}
 	if dirtree.Reserved(rel) {
-		r.warnOnce(rel, "path has a name the dir applier reserves; not shipped", nil)
+		if r.src.Ledger == nil { // under ferry sync they are the appliers' own temp files
+			r.warnOnce(rel, "path has a name the dir applier reserves; not shipped", nil)
+		}
 		return true
 	}
 	base := path.Base(rel)
@@ -347,6 +383,9 @@ func (r *dirRun) watchAndShip(ctx context.Context, sink shipper.Sink) error {
 		case <-r.rescan:
 			return errDirRescan
 		default:
+		}
+		if err := r.takeReship(); err != nil {
+			return err
 		}
 		if err := r.maybeEndBaseline(ctx, sink); err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirsync"
 	"github.com/ferry-dr/ferry/shipper"
 )
 
@@ -49,6 +50,11 @@ type Dir struct {
 	// since the last one. OnBaseline is called with each completed
 	// baseline once its end record is durable (stream and generation
 	// unset); ferry ship hands it to BaselineMarkers.
+	// Ledger, when set, makes this the source of a ferry sync site
+	// (docs/SYNC.md): every change ships after a version record, and a
+	// state the ledger says a peer's change left is not shipped back.
+	Ledger *dirsync.Ledger
+
 	Baseline   BaselineSchedule
 	OnBaseline func(batch.Baseline)
 	Log        *slog.Logger

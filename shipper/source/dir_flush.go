@@ -106,6 +106,12 @@ func (r *dirRun) flush(ctx context.Context, sink shipper.Sink, due []string) err
 const dirFlushPaths = 8192
 
 func (r *dirRun) flushPart(ctx context.Context, sink shipper.Sink, paths []string) error {
+	if l := r.src.Ledger; l != nil {
+		// The appliers of the peers' streams change the tree under the same
+		// lock: what this part reads is never half of their work.
+		l.Lock()
+		defer l.Unlock()
+	}
 	r.flushPaths, r.logged, r.inFlush = paths, false, true
 	r.cur, r.curBytes = r.cur[:0], 0
 	for _, p := range paths {
@@ -170,6 +176,11 @@ func (r *dirRun) send(ctx context.Context, sink shipper.Sink, durable bool) erro
 			return err
 		}
 		r.logged = true
+	}
+	if l := r.src.Ledger; l != nil {
+		if err := l.Sync(); err != nil {
+			return err
+		}
 	}
 	r.idx.batches++
 	cursor, _ := json.Marshal(dirCursor{Batches: r.idx.batches})

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirsync"
 	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/shipper"
 )
@@ -73,8 +74,15 @@ func (r *dirRun) gone(ctx context.Context, sink shipper.Sink, p string) error {
 	if e.Kind == dirKindDir {
 		op = dirtree.OpRmdir
 	}
+	foreign, _ := r.syncForeign(p, dirsync.Absent)
 	r.idx.removeTree(p)
 	r.unwatchTree(p)
+	if foreign {
+		return nil
+	}
+	if err := r.syncVersion(ctx, sink, p, dirsync.Absent); err != nil {
+		return err
+	}
 	return r.emit(ctx, sink, batch.Record{Op: op, Key: []byte(p)})
 }
 
@@ -87,9 +95,15 @@ func (r *dirRun) shipDir(ctx context.Context, sink shipper.Sink, p string, fi os
 	// A file or symlink that became a directory has no children to drop;
 	// an unknown (pending) entry keeps its children, which are pending too.
 	r.idx.set(p, &dirEntry{Kind: dirKindDir, Mode: st.mode, Mtime: st.mtime, Ino: st.ino, Ctime: st.ctime})
-	if err := r.emit(ctx, sink, batch.Record{Op: dirtree.OpMkdir, Key: []byte(p),
-		Data: dirtree.AppendHeader(make([]byte, 0, dirtree.HeaderLen), st.mode, st.mtime, 0, 0, nil)}); err != nil {
-		return err
+	sst := dirsync.State{Kind: dirsync.KindDir, Mode: st.mode, Mtime: st.mtime}
+	if foreign, _ := r.syncForeign(p, sst); !foreign {
+		if err := r.syncVersion(ctx, sink, p, sst); err != nil {
+			return err
+		}
+		if err := r.emit(ctx, sink, batch.Record{Op: dirtree.OpMkdir, Key: []byte(p),
+			Data: dirtree.AppendHeader(make([]byte, 0, dirtree.HeaderLen), st.mode, st.mtime, 0, 0, nil)}); err != nil {
+			return err
+		}
 	}
 	if !r.isWatched(p) {
 		r.addTree(p, time.Now())
@@ -117,6 +131,13 @@ func (r *dirRun) shipLink(ctx context.Context, sink shipper.Sink, p string, f *o
 		r.idx.removeTree(p) // whatever was there, the symlink replaces it
 	}
 	r.idx.set(p, &dirEntry{Kind: dirKindLink, Mode: st.mode, Mtime: st.mtime, Size: int64(len(target)), Ino: st.ino, Ctime: st.ctime, Target: target})
+	sst := dirsync.State{Kind: dirsync.KindLink, Mode: st.mode, Mtime: st.mtime, Size: int64(len(target)), Target: target}
+	if foreign, _ := r.syncForeign(p, sst); foreign {
+		return nil
+	}
+	if err := r.syncVersion(ctx, sink, p, sst); err != nil {
+		return err
+	}
 	data := dirtree.AppendHeader(make([]byte, 0, dirtree.HeaderLen+len(target)), st.mode, st.mtime, int64(len(target)), 0, nil)
 	return r.emit(ctx, sink, batch.Record{Op: dirtree.OpSymlink, Key: []byte(p), Data: append(data, target...)})
 }
@@ -183,6 +204,16 @@ func (r *dirRun) tryFile(ctx context.Context, sink shipper.Sink, p string) (done
 		e.Size == st.size && e.Ino == st.ino && e.Ctime == st.ctime {
 		return true, nil
 	}
+	sst := dirsync.State{Kind: dirsync.KindFile, Mode: st.mode, Mtime: st.mtime, Size: st.size}
+	if foreign, hash := r.syncForeign(p, sst); foreign {
+		if e != nil && e.Kind != dirKindFile {
+			r.idx.removeTree(p)
+		}
+		ne := &dirEntry{Kind: dirKindFile, Mode: st.mode, Mtime: st.mtime, Size: st.size, Ino: st.ino, Ctime: st.ctime}
+		copy(ne.Hash[:], hash)
+		r.idx.set(p, ne)
+		return true, nil
+	}
 	if age := time.Since(time.Unix(0, st.ctime)); age >= 0 && age < r.settle {
 		return false, nil
 	}
@@ -213,12 +244,18 @@ func (r *dirRun) tryFile(ctx context.Context, sink shipper.Sink, p string) (done
 			if e.Mode == st.mode && e.Mtime == st.mtime {
 				return true, nil // only the inode or ctime moved
 			}
+			if err := r.syncVersion(ctx, sink, p, sst.WithHash(entry.Hash[:])); err != nil {
+				return true, err
+			}
 			return true, r.emit(ctx, sink, batch.Record{Op: dirtree.OpAttr, Key: []byte(p), Data: data[:dirtree.HeaderLen]})
 		}
 		if e != nil {
 			r.idx.removeTree(p)
 		}
 		r.idx.set(p, entry)
+		if err := r.syncVersion(ctx, sink, p, sst.WithHash(entry.Hash[:])); err != nil {
+			return true, err
+		}
 		return true, r.emit(ctx, sink, batch.Record{Op: dirtree.OpPut, Key: []byte(p), Data: data})
 	}
 	if known && e.Mtime == st.mtime {
@@ -236,6 +273,9 @@ func (r *dirRun) tryFile(ctx context.Context, sink shipper.Sink, p string) (done
 				return true, nil
 			}
 			hdr := dirtree.AppendHeader(nil, st.mode, st.mtime, st.size, 0, &sum)
+			if err := r.syncVersion(ctx, sink, p, sst.WithHash(sum[:])); err != nil {
+				return true, err
+			}
 			return true, r.emit(ctx, sink, batch.Record{Op: dirtree.OpAttr, Key: []byte(p), Data: hdr})
 		}
 	}
@@ -260,6 +300,11 @@ func (r *dirRun) tryFile(ctx context.Context, sink shipper.Sink, p string) (done
 			sum = &entry.Hash
 		}
 		dirtree.AppendHeader(data[:0], st.mode, st.mtime, st.size, off, sum)
+		if off == 0 {
+			if err := r.syncVersion(ctx, sink, p, sst); err != nil {
+				return false, err
+			}
+		}
 		if err := r.emit(ctx, sink, batch.Record{Op: dirtree.OpChunk, Key: []byte(p), Data: data}); err != nil {
 			return false, err
 		}
@@ -271,4 +316,27 @@ func (r *dirRun) tryFile(ctx context.Context, sink shipper.Sink, p string) (done
 	}
 	r.idx.set(p, entry)
 	return true, nil
+}
+
+// syncForeign reports whether p in state st is what a peer's change (or
+// the conflict rule) left in the tree (ferry sync): it is not shipped
+// back. hash is the content's, as the ledger knows it.
+func (r *dirRun) syncForeign(p string, st dirsync.State) (bool, []byte) {
+	if r.src.Ledger == nil {
+		return false, nil
+	}
+	return r.src.Ledger.Foreign(p, st)
+}
+
+// syncVersion emits the version record of p's new state (ferry sync)
+// before the records that make it.
+func (r *dirRun) syncVersion(ctx context.Context, sink shipper.Sink, p string, st dirsync.State) error {
+	if r.src.Ledger == nil {
+		return nil
+	}
+	ver, ship, err := r.src.Ledger.Local(p, st)
+	if err != nil || !ship {
+		return err
+	}
+	return r.emit(ctx, sink, batch.Record{Op: dirtree.OpVersion, Key: []byte(p), Data: ver})
 }

@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirsync"
+	"github.com/ferry-dr/ferry/internal/fsutil"
+	"github.com/ferry-dr/ferry/metrics"
+	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
+	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/source"
+	"github.com/ferry-dr/ferry/shipper/spool"
+	"github.com/ferry-dr/ferry/store"
+)
+
+const syncExamples = `  # one site of a pair: both sites share a store and list each other as peers
+  ferry sync --config /etc/ferry/sync-a.toml     # on site a (etc/ferry-sync-a.toml)
+  ferry sync --config /etc/ferry/sync-b.toml     # on site b (etc/ferry-sync-b.toml)
+`
+
+// runSync runs one site of a bi-directional pair (or ring) for a directory
+// tree (docs/SYNC.md): a shipper of this site's changes as STREAM@SITE and
+// one receiver per peer applying STREAM@PEER to the same tree, all sharing
+// the site's sync ledger so that what a peer changed is never shipped back.
+func runSync(args []string, stdout, stderr io.Writer) error {
+	c := newFlags("sync", "ferry sync --config FILE", syncExamples, stderr)
+	c.accept("metrics-addr", "site")
+	if err := c.parseNoArgs(args, "sync"); err != nil {
+		return err
+	}
+	log := c.logger(stderr)
+	cfg := c.cfg
+	y := cfg.Sync
+	site := cfg.Site.ID
+	root := strings.TrimPrefix(y.Data, "dir:")
+	name := y.Stream
+	if name == "" {
+		name = syncStreamName(root)
+	}
+	if err := os.MkdirAll(y.State, 0o755); err != nil {
+		return fmt.Errorf("sync.state: %w", err)
+	}
+	lock, err := fsutil.Lock(y.State, "ferry sync")
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	ledger, err := dirsync.Open(y.State, site, log)
+	if err != nil {
+		return err
+	}
+	defer ledger.Close()
+
+	ctx, stop := signalContext(context.Background(), log)
+	defer stop()
+	var reg *metrics.Registry
+	if cfg.MetricsAddr != "" {
+		reg = metrics.New()
+	}
+
+	// This site's changes: a shipper on STREAM@SITE with the dir: source.
+	own := *cfg
+	own.Stream = name + "@" + site
+	own.Ship.Spool = y.Spool
+	own.Ship.Source = y.Data
+	sc := own.Ship
+	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2}
+	sh, _, closeTargets, err := openShipper(context.Background(), &own, nil, log, func(targets []shipper.Target, gen uint32) shipper.Config {
+		return shipper.Config{
+			Spool: spool.Config{
+				Dir: sc.Spool, Stream: own.Stream, Generation: gen, Fsync: spool.FsyncMode(sc.Fsync),
+				Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
+				MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression),
+			},
+			Targets: targets, Retry: retry, Ack: shipper.AckMode(sc.Ack), Lease: leaseConfig(&own),
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer closeTargets()
+	defer sh.Close()
+	src := &source.Dir{Root: root, SpoolDir: sc.Spool, Exclude: y.Exclude, MaxRecordSize: int(sc.MaxRecordSize),
+		Cursor: sh.Spool().Cursor(), Log: log, Ledger: ledger}
+	ledger.OnReship = src.Reship
+
+	// Each peer's changes: a receiver of STREAM@PEER applying to the tree.
+	type peerRun struct {
+		id string
+		r  *receiver.Receiver
+	}
+	var peers []peerRun
+	for _, p := range y.Peers {
+		pc := *cfg
+		pc.Stream = name + "@" + p.ID
+		if p.Store != "" {
+			pc.Store = p.Store
+		}
+		st, err := openStoreWith(ctx, &pc, nil, log)
+		if err != nil {
+			return fmt.Errorf("peer %s: %w", p.ID, err)
+		}
+		rc := cfg.Receive
+		r, err := receiver.Open(receiver.Config{
+			Stream: pc.Stream, Generation: 1, StateDir: filepath.Join(y.State, "peer-"+p.ID), Store: st,
+			Applier:    &apply.Dir{Root: root, Ledger: ledger, Peer: p.ID},
+			GapTimeout: time.Duration(rc.GapTimeout), PollMin: time.Duration(rc.PollMin), PollMax: time.Duration(rc.PollMax),
+			RetryMin: time.Duration(rc.RetryMin), RetryMax: time.Duration(rc.RetryMax),
+			ReceiverID: site, Prefetch: prefetch(rc.Prefetch), MaxSegmentBytes: int64(rc.MaxSegmentBytes),
+		}, log.With("peer", p.ID))
+		if err != nil {
+			return fmt.Errorf("peer %s: %w", p.ID, err)
+		}
+		defer r.Close()
+		peers = append(peers, peerRun{p.ID, r})
+	}
+	if reg != nil {
+		reg.WatchShipper(sh, own.Stream, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
+		reg.WatchSync(site, ledger.Conflicts)
+		stopMetrics, err := reg.Serve(ctx, cfg.MetricsAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+
+	log.Info("sync starting", "site", site, "tree", root, "ships", own.Stream, "peers", len(peers))
+	start := time.Now()
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	shErr := make(chan error, 1)
+	go func() { shErr <- sh.Run(runCtx) }()
+	statusCtx, stopStatus := context.WithCancel(context.Background())
+	statusDone := make(chan struct{})
+	go func() {
+		statusLoop(statusCtx, sh, own.Stream, sh.Generation(), sc.Ack, sc.Spool)
+		close(statusDone)
+	}()
+	defer func() { stopStatus(); <-statusDone }()
+
+	// Any part failing stops the site: a source, shipper or receiver that
+	// cannot go on leaves the others nothing sound to do.
+	partCtx, stopParts := context.WithCancel(ctx)
+	defer stopParts()
+	var fatalMu sync.Mutex
+	var fatal error
+	fail := func(what string, err error) {
+		if err == nil || errors.Is(err, context.Canceled) {
+			return
+		}
+		fatalMu.Lock()
+		if fatal == nil {
+			fatal = fmt.Errorf("%s: %w", what, err)
+		}
+		fatalMu.Unlock()
+		stopParts()
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		fail("dir source", src.Run(partCtx, sh))
+	}()
+	for _, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := p.r.Run(partCtx)
+			if partCtx.Err() == nil && err == nil {
+				err = errors.New("receiver stopped")
+			}
+			fail("peer "+p.id, err)
+		}()
+	}
+	go func() {
+		select {
+		case err := <-shErr:
+			fail("shipper", err)
+			if err == nil {
+				stopParts()
+			}
+		case <-partCtx.Done():
+		}
+	}()
+	wg.Wait()
+	if fatal == nil {
+		drainCtx, cancel := context.WithTimeout(context.Background(), time.Duration(sc.ShutdownTimeout))
+		if err := sh.Drain(drainCtx); err != nil {
+			fail("shipper drain", err)
+		}
+		cancel()
+	}
+	stopRun()
+	st := sh.Spool().Stats()
+	fmt.Fprintf(stderr, "ferry sync: site %s shipped %d records (%s) as %s in %.2fs; %d conflicts resolved (all time)\n",
+		site, st.RecordsIn, sizeString(st.BytesIn), own.Stream, time.Since(start).Seconds(), ledger.Conflicts())
+	for _, p := range peers {
+		s := p.r.Stats()
+		fmt.Fprintf(stderr, "  from %s: applied %d segments, %d records (%s); checkpoint at seq %d\n", p.id, s.Segments, s.Records, sizeString(s.Bytes), s.LastSeq)
+	}
+	return fatal
+}
+
+var syncNameBad = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// syncStreamName is the default sync.stream: the tree's base name, made a
+// valid stream name.
+func syncStreamName(root string) string {
+	n := syncNameBad.ReplaceAllString(filepath.Base(filepath.Clean(root)), "-")
+	n = strings.TrimLeft(n, "._-")
+	if n == "" {
+		return "tree"
+	}
+	return n[:min(len(n), 100)]
+}
+
+// isSyncState reports whether dir is a ferry sync state directory (it
+// holds the ledger).
+func isSyncState(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, dirsync.LedgerFile))
+	return err == nil
+}
+
+// syncStatus is `ferry status --state SYNCSTATE --json`.
+type syncStatus struct {
+	Role      string             `json:"role"` // "sync"
+	Running   bool               `json:"running"`
+	PID       int                `json:"pid,omitempty"`
+	State     string             `json:"state"`
+	Peers     []recvStatus       `json:"peers"`
+	Conflicts []dirsync.Conflict `json:"conflicts"`
+}
+
+// printSyncStatus shows a sync site's state: each peer's receiver and the
+// conflicts the site resolved.
+func printSyncStatus(w io.Writer, dir string, asJSON bool) error {
+	s := syncStatus{Role: "sync", State: dir, PID: lockHolder(dir)}
+	s.Running = s.PID != 0
+	cs, err := dirsync.ReadConflicts(dir)
+	if err != nil {
+		return fmt.Errorf("sync state %s: %w", dir, err)
+	}
+	s.Conflicts = cs
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "peer-") {
+			if r, err := readRecvStatus(filepath.Join(dir, e.Name()), time.Now()); err == nil {
+				s.Peers = append(s.Peers, r)
+			}
+		}
+	}
+	if asJSON {
+		return printJSON(w, s)
+	}
+	state := "not running"
+	if s.Running {
+		state = fmt.Sprintf("running (pid %d)", s.PID)
+	}
+	fmt.Fprintf(w, "sync  state %s  %s\n", dir, state)
+	for _, p := range s.Peers {
+		fmt.Fprintf(w, "  peer stream %s: checkpoint at seq %d\n", p.Stream, p.AppliedSeq)
+	}
+	fmt.Fprintf(w, "  conflicts: %d\n", len(cs))
+	for _, c := range cs {
+		fmt.Fprintf(w, "    %s  %s  won by %s (%s) over %s (%s)", c.At.Format(time.RFC3339), c.Path,
+			c.Winner, time.Unix(0, c.WinnerTime).UTC().Format(time.RFC3339Nano), c.Loser, time.Unix(0, c.LoserTime).UTC().Format(time.RFC3339Nano))
+		if c.Copy != "" {
+			fmt.Fprintf(w, "; loser kept as %s", c.Copy)
+		}
+		fmt.Fprintln(w)
+	}
+	return nil
+}

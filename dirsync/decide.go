@@ -1,0 +1,262 @@
+package dirsync
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Action is what the applier does with a peer's record (Decide).
+type Action string
+
+const (
+	ActApply Action = "apply" // apply it
+	ActSkip  Action = "skip"  // drop it: already seen, or it lost a conflict
+	// ActRenameApply: keep the local version as Decision.Copy (rename it
+	// there), then apply the record.
+	ActRenameApply Action = "rename-apply"
+	// ActAsCopy: the local version wins; the record's content is applied
+	// under Decision.Copy instead of its key.
+	ActAsCopy Action = "as-copy"
+)
+
+// Decision is Decide's answer.
+type Decision struct {
+	Act  Action
+	Copy string
+}
+
+// Incoming is a peer's change as the applier meets it.
+type Incoming struct {
+	Peer string // the peer whose stream carries it
+	Seq  uint64 // the record's seq in that stream
+	Key  string
+	Ver  Version
+	// State is what the record makes of the path (Absent for a delete).
+	State State
+	// Disk is what the local tree holds at the path now. CheckDisk is
+	// false when a record earlier in the same segment already decided the
+	// path (or an ancestor): the tree then still shows the state before it.
+	Disk      State
+	CheckDisk bool
+	// LocalHash hashes the local file (asked only to compare contents).
+	LocalHash func() []byte
+	// Below lists the paths under Key in the local tree with their state
+	// (asked only for a delete of a directory).
+	Below func(fn func(path string, st State))
+}
+
+// Decide says what a peer's record does to the local tree, and records the
+// outcome in the ledger (held under the lock; Sync before touching the
+// tree). The rule (docs/SYNC.md):
+//
+//   - A local change the ledger has no version for yet (the tree differs
+//     from the ledger) gets one now, stamped now.
+//   - A record whose version this site has seen is dropped.
+//   - A record whose version includes the local one is applied.
+//   - Otherwise the two are concurrent: a conflict. The same content on
+//     both sides is no conflict. Else the winner is the one Wins says, on
+//     every site; the loser is kept as ConflictName(path, its site, its
+//     stamp) by the site that holds it (the local version, renamed; or the
+//     record, when the local version never left this site and the peer
+//     therefore never meets the conflict).
+//   - A delete of a directory below which the local tree has changes the
+//     deleter had not seen loses: the directory and everything below it
+//     get new local versions and are shipped again.
+func (l *Ledger) Decide(in Incoming) (Decision, error) {
+	l.observe(in.Ver.VV)
+	l.observe(in.Ver.Seen)
+	e := l.entries[in.Key]
+	if e != nil && e.From == in.Peer && e.Seq == in.Seq && e.Act != "" {
+		return Decision{Act: e.Act, Copy: e.Copy}, nil // applied again after a crash
+	}
+	cur := Entry{State: Absent}
+	if e != nil {
+		cur = *e
+	}
+	if in.CheckDisk && !cur.State.Same(in.Disk) {
+		vv := Merge(cur.Seen, cur.VV)
+		vv[l.Site] = l.now()
+		cur = Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site}
+	}
+	seen := Merge(cur.Seen, cur.VV)
+	remote := in.Ver
+	done := func(d Decision, ne Entry) (Decision, error) {
+		ne.From, ne.Seq, ne.Act, ne.Copy = in.Peer, in.Seq, d.Act, d.Copy
+		return d, l.set(in.Key, &ne)
+	}
+	if remote.VV.LE(seen) {
+		cur.Seen = seen
+		return done(Decision{Act: ActSkip}, cur)
+	}
+	if in.State.Kind == KindAbsent && in.Disk.Kind == KindDir && in.Below != nil && l.changedBelow(in) {
+		return l.resurrect(in, cur, seen)
+	}
+	applied := Entry{VV: remote.VV.Clone(), Seen: Merge(seen, remote.VV), State: in.State, Origin: remote.Origin}
+	if cur.VV.LE(remote.VV) {
+		return done(Decision{Act: ActApply}, applied)
+	}
+	// Concurrent.
+	local := cur.State
+	if local.Kind == KindFile && in.State.Kind == KindFile && local.Size == in.State.Size && len(local.Hash) == 0 && in.LocalHash != nil {
+		local.Hash = in.LocalHash()
+	}
+	localTime := cur.VV[cur.Origin]
+	remoteWins := Wins(remote.Time(), remote.Origin, in.State, localTime, cur.Origin, cur.State)
+	if SameContent(local, in.State) {
+		if remoteWins {
+			return done(Decision{Act: ActApply}, applied)
+		}
+		cur.Seen = Merge(seen, remote.VV)
+		return done(Decision{Act: ActSkip}, cur)
+	}
+	c := Conflict{At: time.Now().UTC(), Path: in.Key, Peer: in.Peer}
+	var d Decision
+	var ne Entry
+	if remoteWins {
+		c.Winner, c.WinnerTime, c.Loser, c.LoserTime = remote.Origin, remote.Time(), cur.Origin, localTime
+		d, ne = Decision{Act: ActApply}, applied
+		if cur.State.Kind != KindAbsent && in.Disk.Kind != KindAbsent {
+			d = Decision{Act: ActRenameApply, Copy: ConflictName(in.Key, cur.Origin, localTime)}
+		}
+	} else {
+		c.Winner, c.WinnerTime, c.Loser, c.LoserTime = cur.Origin, localTime, remote.Origin, remote.Time()
+		d = Decision{Act: ActSkip}
+		ne = cur
+		ne.Seen = Merge(seen, remote.VV)
+		if !cur.Shipped && cur.Origin == l.Site {
+			// The peer never saw the local version and will not meet this
+			// conflict: keep its loser here, and ship the local version as
+			// one that includes it.
+			ne.VV = Merge(cur.VV, remote.VV)
+			ne.VV[l.Site] = localTime
+			if in.State.Kind != KindAbsent {
+				d = Decision{Act: ActAsCopy, Copy: ConflictName(in.Key, remote.Origin, remote.Time())}
+			}
+		}
+	}
+	if c.Copy = d.Copy; cur.State.Kind != KindAbsent && in.State.Kind != KindAbsent {
+		if err := l.recordConflict(c); err != nil {
+			return Decision{}, err
+		}
+	} else {
+		l.Log.Info("sync: a delete met a concurrent change; the change stays", "path", in.Key, "peer", in.Peer,
+			"winner_site", c.Winner, "loser_site", c.Loser)
+	}
+	return done(d, ne)
+}
+
+// changedBelow reports whether the tree under a directory the record
+// deletes holds a change the deleter had not seen.
+func (l *Ledger) changedBelow(in Incoming) bool {
+	changed := false
+	in.Below(func(p string, st State) {
+		if changed {
+			return
+		}
+		e := l.entries[p]
+		switch {
+		case e == nil || !e.State.Same(st):
+			changed = true // not versioned yet: a local change
+		case e.Origin == l.Site && e.VV[l.Site] > in.Ver.Seen[l.Site]:
+			changed = true
+		}
+	})
+	return changed
+}
+
+// resurrect keeps a directory whose delete lost: it and everything below
+// get new local versions (including the delete's), and the source ships
+// them again.
+func (l *Ledger) resurrect(in Incoming, cur Entry, seen VV) (Decision, error) {
+	now := l.now()
+	vv := Merge(seen, in.Ver.VV)
+	vv[l.Site] = now
+	ne := Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site, From: in.Peer, Seq: in.Seq, Act: ActSkip}
+	if err := l.set(in.Key, &ne); err != nil {
+		return Decision{}, err
+	}
+	var err error
+	in.Below(func(p string, st State) {
+		e := l.entries[p]
+		cv := Merge(in.Ver.VV, nil)
+		if e != nil {
+			cv = Merge(cv, Merge(e.Seen, e.VV))
+		}
+		cv[l.Site] = now
+		if serr := l.set(p, &Entry{VV: cv, Seen: cv, State: st, Origin: l.Site}); serr != nil && err == nil {
+			err = serr
+		}
+	})
+	if err != nil {
+		return Decision{}, err
+	}
+	l.Log.Info("sync: a peer deleted a directory below which this site changed things; it stays and is shipped again",
+		"path", in.Key, "peer", in.Peer)
+	if l.OnReship != nil {
+		l.OnReship(in.Key)
+	}
+	return Decision{Act: ActSkip}, nil
+}
+
+func (l *Ledger) recordConflict(c Conflict) error {
+	b, _ := json.Marshal(c)
+	path := filepath.Join(l.dir, ConflictsFile)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("sync conflicts: %w", err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync conflicts: %w", err)
+	}
+	l.conflicts.Add(1)
+	l.Log.Warn("sync conflict", "path", c.Path, "peer", c.Peer, "winner_site", c.Winner,
+		"winner_time", time.Unix(0, c.WinnerTime).UTC(), "loser_site", c.Loser, "loser_time", time.Unix(0, c.LoserTime).UTC(), "copy", c.Copy)
+	if l.OnConflict != nil {
+		l.OnConflict(c)
+	}
+	return nil
+}
+
+// ReadConflicts lists the conflicts recorded in a sync state directory.
+func ReadConflicts(dir string) ([]Conflict, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, ConflictsFile))
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out []Conflict
+	for _, line := range splitLines(raw) {
+		var c Conflict
+		if json.Unmarshal(line, &c) == nil {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func splitLines(b []byte) [][]byte {
+	var out [][]byte
+	for len(b) > 0 {
+		i := 0
+		for i < len(b) && b[i] != '\n' {
+			i++
+		}
+		if i > 0 {
+			out = append(out, b[:i])
+		}
+		if i == len(b) {
+			break
+		}
+		b = b[i+1:]
+	}
+	return out
+}

@@ -1,0 +1,179 @@
+package dirsync
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func file(mtime int64, size int64, hash string) State {
+	return State{Kind: KindFile, Mode: 0o644, Mtime: mtime, Size: size, Hash: []byte(hash)}
+}
+
+func TestWinsOrder(t *testing.T) {
+	f := file(1, 1, "x")
+	cases := []struct {
+		name string
+		at   int64
+		as   string
+		ast  State
+		bt   int64
+		bs   string
+		bst  State
+		want bool
+	}{
+		{"later stamp wins", 20, "a", f, 10, "b", f, true},
+		{"earlier stamp loses", 10, "z", f, 20, "a", f, false},
+		{"tie: greater site wins", 10, "b", f, 10, "a", f, true},
+		{"tie: smaller site loses", 10, "a", f, 10, "b", f, false},
+		{"modify beats a later delete", 10, "a", f, 20, "b", Absent, true},
+		{"delete loses to an earlier modify", 20, "b", Absent, 10, "a", f, false},
+	}
+	for _, c := range cases {
+		if got := Wins(c.at, c.as, c.ast, c.bt, c.bs, c.bst); got != c.want {
+			t.Errorf("%s: Wins = %v, want %v", c.name, got, c.want)
+		}
+		// A total order: exactly one of two different changes wins.
+		if c.at != c.bt || c.as != c.bs {
+			if Wins(c.at, c.as, c.ast, c.bt, c.bs, c.bst) == Wins(c.bt, c.bs, c.bst, c.at, c.as, c.ast) {
+				t.Errorf("%s: both or neither win", c.name)
+			}
+		}
+	}
+	if a, b := ConflictName("x/f", "a", 1e18), ConflictName("x/f", "a", 1e18); a != b || !strings.HasPrefix(a, "x/f.ferry-conflict-a-") {
+		t.Fatalf("ConflictName: %q, %q", a, b)
+	}
+}
+
+func TestVV(t *testing.T) {
+	v, w := VV{"a": 1}, VV{"a": 1, "b": 2}
+	if !v.LE(w) || w.LE(v) {
+		t.Fatal("LE wrong")
+	}
+	if m := Merge(VV{"a": 3}, w); m["a"] != 3 || m["b"] != 2 {
+		t.Fatalf("Merge = %v", m)
+	}
+	ver := Version{Origin: "a", VV: VV{"a": 5, "b": 2}}
+	got, err := ParseVersion(ver.Encode())
+	if err != nil || got.Time() != 5 || got.Origin != "a" {
+		t.Fatalf("ParseVersion = %+v, %v", got, err)
+	}
+	if _, err := ParseVersion([]byte(`{"v":2,"origin":"a","vv":{"a":1}}`)); err == nil || !strings.Contains(err.Error(), "upgrade ferry") {
+		t.Fatalf("a newer format: %v", err)
+	}
+}
+
+func open(t *testing.T, dir, site string) *Ledger {
+	t.Helper()
+	l, err := Open(dir, site, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// A peer's change, once decided, is foreign to the source: it is not
+// shipped back, also after the ledger is reopened (a restart), and a torn
+// last line (a crash mid-write) is ignored.
+func TestLedgerForeignSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, "b")
+	st := file(100, 3, "h1")
+	d, err := l.Decide(Incoming{Peer: "a", Seq: 7, Key: "f", Ver: Version{Origin: "a", VV: VV{"a": 50}}, State: st, Disk: Absent, CheckDisk: true})
+	if err != nil || d.Act != ActApply {
+		t.Fatalf("Decide = %+v, %v; want apply", d, err)
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	f, _ := os.OpenFile(filepath.Join(dir, LedgerFile), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"p":"g","e":{"st":`)
+	f.Close()
+
+	l = open(t, dir, "b")
+	if foreign, _ := l.Foreign("f", file(100, 3, "")); !foreign {
+		t.Fatal("the applied state is not foreign after a restart")
+	}
+	if _, ship, _ := l.Local("f", file(100, 3, "h1")); ship {
+		t.Fatal("Local would ship a peer's change back")
+	}
+	// A local change of it is this site's, and includes what it replaced.
+	ver, ship, err := l.Local("f", file(200, 4, "h2"))
+	if err != nil || !ship {
+		t.Fatalf("Local of a local change: ship %v, %v", ship, err)
+	}
+	v, _ := ParseVersion(ver)
+	if v.Origin != "b" || v.VV["a"] != 50 || v.VV["b"] <= 50 {
+		t.Fatalf("local version %+v: want origin b, including a:50, stamped after it", v)
+	}
+	// The same record applied again after a crash gets the same answer.
+	e, _ := l.Get("f")
+	if e.Origin != "b" {
+		t.Fatalf("entry %+v", e)
+	}
+}
+
+// Two sites change one path concurrently: each decides the other's record
+// and both pick the same winner; the loser's copy is made once.
+func TestDecideConcurrentSameWinner(t *testing.T) {
+	la, lb := open(t, t.TempDir(), "a"), open(t, t.TempDir(), "b")
+	va, _, _ := la.Local("f", file(10, 1, "A"))
+	vb, _, _ := lb.Local("f", file(20, 1, "B"))
+	verA, _ := ParseVersion(va)
+	verB, _ := ParseVersion(vb)
+	// Both shipped; each site meets the other's.
+	da, err := la.Decide(Incoming{Peer: "b", Seq: 1, Key: "f", Ver: verB, State: file(20, 1, "B"), Disk: file(10, 1, "A"), CheckDisk: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := lb.Decide(Incoming{Peer: "a", Seq: 1, Key: "f", Ver: verA, State: file(10, 1, "A"), Disk: file(20, 1, "B"), CheckDisk: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b stamped later, so b wins on both: a keeps its own as the copy, b drops a's.
+	if da.Act != ActRenameApply || da.Copy != ConflictName("f", "a", verA.Time()) {
+		t.Fatalf("a decided %+v; want rename-apply to a's conflict copy", da)
+	}
+	if db.Act != ActSkip {
+		t.Fatalf("b decided %+v; want skip (a keeps the copy)", db)
+	}
+	if la.Conflicts() != 1 || lb.Conflicts() != 1 {
+		t.Fatalf("conflicts a %d, b %d; want 1 each", la.Conflicts(), lb.Conflicts())
+	}
+	// A change b makes after seeing a's includes it: a applies it, no conflict.
+	vb2, _, _ := lb.Local("f", file(30, 2, "B2"))
+	verB2, _ := ParseVersion(vb2)
+	d, _ := la.Decide(Incoming{Peer: "b", Seq: 2, Key: "f", Ver: verB2, State: file(30, 2, "B2"), Disk: file(20, 1, "B"), CheckDisk: true})
+	if d.Act != ActApply {
+		t.Fatalf("a decided %+v on b's later change; want apply", d)
+	}
+}
+
+// A local change the source has not shipped yet (the tree differs from the
+// ledger) is not overwritten by a peer's concurrent change: the later one
+// wins, and the earlier is kept as a copy.
+func TestDecideUnshippedLocalChange(t *testing.T) {
+	l := open(t, t.TempDir(), "b")
+	ver := Version{Origin: "a", VV: VV{"a": 1}} // stamped long ago
+	d, err := l.Decide(Incoming{Peer: "a", Seq: 3, Key: "f", Ver: ver, State: file(5, 1, "A"), Disk: file(9, 2, ""), CheckDisk: true,
+		LocalHash: func() []byte { return []byte("L") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Act != ActAsCopy || d.Copy != ConflictName("f", "a", 1) {
+		t.Fatalf("decided %+v; want the peer's record kept as its conflict copy", d)
+	}
+	// The local version, when shipped, includes the peer's (so the peer applies it).
+	v, ship, _ := l.Local("f", file(9, 2, "L"))
+	pv, _ := ParseVersion(v)
+	if !ship || pv.VV["a"] != 1 {
+		t.Fatalf("local version %+v (ship %v); want it to include a:1", pv, ship)
+	}
+	// A modify beats a concurrent delete whatever the stamps.
+	d, _ = l.Decide(Incoming{Peer: "a", Seq: 4, Key: "f", Ver: Version{Origin: "a", VV: VV{"a": 1 << 62}}, State: Absent, Disk: file(9, 2, ""), CheckDisk: true})
+	if d.Act != ActSkip {
+		t.Fatalf("a later delete met a local modify: %+v; want skip", d)
+	}
+}

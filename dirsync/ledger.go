@@ -1,0 +1,397 @@
+package dirsync
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferry-dr/ferry/internal/fsutil"
+)
+
+// Kind is what a path is in a State.
+type Kind string
+
+const (
+	KindAbsent Kind = "-" // nothing at the path (deleted)
+	KindFile   Kind = "f"
+	KindDir    Kind = "d"
+	KindLink   Kind = "l"
+)
+
+// State is what a path is: what a record makes it, or what the local tree
+// holds. Hash is the content's SHA-256 where known (files); Same ignores
+// it, SameContent uses it.
+type State struct {
+	Kind   Kind   `json:"k"`
+	Mode   uint32 `json:"m,omitempty"`
+	Mtime  int64  `json:"t,omitempty"`
+	Size   int64  `json:"s,omitempty"`
+	Target string `json:"l,omitempty"`
+	Hash   []byte `json:"h,omitempty"`
+}
+
+// Absent is the state of a path with nothing at it.
+var Absent = State{Kind: KindAbsent}
+
+// Same reports whether a and b look the same to stat: kind, mode, mtime,
+// size, symlink target. The applier sets mode and mtime exactly, so a tree
+// still holding what a record made is Same as the record's state, and a
+// local change (which moves the mtime) is not.
+func (a State) Same(b State) bool {
+	if a.Kind != b.Kind {
+		return false
+	}
+	switch a.Kind {
+	case KindAbsent:
+		return true
+	case KindDir:
+		return a.Mode == b.Mode && a.Mtime == b.Mtime
+	}
+	return a.Mode == b.Mode && a.Mtime == b.Mtime && a.Size == b.Size && a.Target == b.Target
+}
+
+// SameContent reports whether a and b hold the same thing, times and modes
+// aside: two sites that made the same change have no conflict. Files
+// compare by hash (false when a hash is unknown).
+func SameContent(a, b State) bool {
+	if a.Kind != b.Kind {
+		return false
+	}
+	switch a.Kind {
+	case KindFile:
+		return a.Size == b.Size && len(a.Hash) > 0 && bytes.Equal(a.Hash, b.Hash)
+	case KindLink:
+		return a.Target == b.Target
+	}
+	return true
+}
+
+// Entry is what the ledger knows of one path.
+type Entry struct {
+	VV      VV     `json:"vv,omitempty"`   // the version the local tree holds
+	Seen    VV     `json:"seen,omitempty"` // every version of the path this site has seen (includes VV)
+	State   State  `json:"st"`             // what that version is
+	Origin  string `json:"o,omitempty"`    // the site that made it
+	Shipped bool   `json:"sh,omitempty"`   // a local version handed to the source: it ships with VV
+
+	// The last decision on a peer's record for the path, so that the
+	// record applied again after a crash does what it did the first time.
+	From string `json:"from,omitempty"`
+	Seq  uint64 `json:"seq,omitempty"`
+	Act  Action `json:"act,omitempty"`
+	Copy string `json:"copy,omitempty"`
+}
+
+// Conflict is one conflict this site resolved, as listed in
+// STATE/conflicts.ndjson and by ferry status.
+type Conflict struct {
+	At         time.Time `json:"at"`
+	Path       string    `json:"path"`
+	Winner     string    `json:"winner_site"`
+	WinnerTime int64     `json:"winner_time"`
+	Loser      string    `json:"loser_site"`
+	LoserTime  int64     `json:"loser_time"`
+	Copy       string    `json:"copy,omitempty"` // where the loser is kept; empty when it was a delete
+	Peer       string    `json:"peer"`           // whose record met the local version
+}
+
+// Ledger files in the sync state directory:
+//
+//	STATE/ledger.ndjson     one JSON line per change: {"p":PATH,"e":ENTRY}; the last line
+//	                        of a path wins; a torn last line is ignored; rewritten
+//	                        (temp, fsync, rename) when it holds many superseded lines
+//	STATE/conflicts.ndjson  one Conflict per line, appended
+const (
+	LedgerFile    = "ledger.ndjson"
+	ConflictsFile = "conflicts.ndjson"
+)
+
+// Ledger is a site's record of the version of every path of its tree. One
+// Ledger serves the site's dir: source and every applier of a peer's
+// stream; they hold its lock while they read the tree and decide, so that
+// neither sees the other's half-done work.
+type Ledger struct {
+	Site string
+	Log  *slog.Logger
+	// OnReship is called (under the lock) with a path whose subtree the
+	// source must ship again: a delete of a directory lost to changes
+	// below it.
+	OnReship func(path string)
+	// OnConflict is called for every conflict resolved (metrics).
+	OnConflict func(Conflict)
+
+	mu        sync.Mutex
+	dir       string
+	entries   map[string]*Entry
+	frontier  VV    // the highest stamp applied from each site
+	clock     int64 // hybrid logical clock: the last stamp given or seen
+	f         *os.File
+	w         *bufio.Writer
+	lines     int
+	dirty     bool
+	conflicts atomic.Int64
+}
+
+// Open loads the ledger of the sync state directory dir (creating it).
+func Open(dir, site string, log *slog.Logger) (*Ledger, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("sync ledger: %w", err)
+	}
+	l := &Ledger{Site: site, Log: log, dir: dir, entries: map[string]*Entry{}, frontier: VV{}}
+	path := filepath.Join(dir, LedgerFile)
+	raw, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("sync ledger: %w", err)
+	}
+	good := 0
+	for len(raw) > good {
+		nl := bytes.IndexByte(raw[good:], '\n')
+		if nl < 0 {
+			break // torn last line: never fsynced, so nothing depends on it
+		}
+		var line struct {
+			P string `json:"p"`
+			E *Entry `json:"e"`
+		}
+		if err := json.Unmarshal(raw[good:good+nl], &line); err != nil || line.E == nil {
+			if good+nl+1 == len(raw) {
+				break
+			}
+			return nil, fmt.Errorf("sync ledger %s is damaged at byte %d (%v); remove the sync state to start over", path, good, err)
+		}
+		l.entries[line.P] = line.E
+		l.lines++
+		good += nl + 1
+	}
+	for _, e := range l.entries {
+		l.observe(e.VV)
+		l.observe(e.Seen)
+	}
+	l.frontier[site] = l.clock
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err == nil {
+		err = f.Truncate(int64(good))
+	}
+	if err == nil {
+		_, err = f.Seek(int64(good), 0)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sync ledger: %w", err)
+	}
+	l.f, l.w = f, bufio.NewWriterSize(f, 64<<10)
+	if n, err := countLines(filepath.Join(dir, ConflictsFile)); err == nil {
+		l.conflicts.Store(int64(n))
+	}
+	return l, nil
+}
+
+func countLines(path string) (int, error) {
+	raw, err := os.ReadFile(path)
+	return bytes.Count(raw, []byte{'\n'}), err
+}
+
+// Close writes what is buffered and closes the file.
+func (l *Ledger) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.syncLocked()
+	if cerr := l.f.Close(); err == nil {
+		err = cerr
+	}
+	l.f = nil
+	return err
+}
+
+// Lock and Unlock serialise the source and the appliers.
+func (l *Ledger) Lock()   { l.mu.Lock() }
+func (l *Ledger) Unlock() { l.mu.Unlock() }
+
+// Conflicts is how many conflicts this site has resolved (all time).
+func (l *Ledger) Conflicts() int64 { return l.conflicts.Load() }
+
+// Get returns a copy of the entry of path (tests, status), under the lock.
+func (l *Ledger) Get(path string) (Entry, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.entries[path]
+	if e == nil {
+		return Entry{}, false
+	}
+	return *e, true
+}
+
+// now is the next stamp of this site: wall-clock nanoseconds, but always
+// past every stamp given or seen, so a site's changes are ordered and a
+// change made after seeing another is stamped later than it.
+func (l *Ledger) now() int64 {
+	t := time.Now().UnixNano()
+	if t <= l.clock {
+		t = l.clock + 1
+	}
+	l.clock = t
+	l.frontier[l.Site] = t
+	return t
+}
+
+func (l *Ledger) observe(v VV) {
+	for s, t := range v {
+		if t > l.clock {
+			l.clock = t
+		}
+		if s != l.Site && t > l.frontier[s] {
+			l.frontier[s] = t
+		}
+	}
+}
+
+// set records e for path in memory and in the log (written, not yet
+// synced: Sync makes it durable).
+func (l *Ledger) set(path string, e *Entry) error {
+	l.entries[path] = e
+	b, err := json.Marshal(struct {
+		P string `json:"p"`
+		E *Entry `json:"e"`
+	}{path, e})
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if _, err := l.w.Write(b); err != nil {
+		return fmt.Errorf("sync ledger: %w", err)
+	}
+	l.lines++
+	l.dirty = true
+	return nil
+}
+
+// Sync makes every entry set so far durable. Call it with the lock held.
+func (l *Ledger) Sync() error { return l.syncLocked() }
+
+func (l *Ledger) syncLocked() error {
+	if !l.dirty {
+		return nil
+	}
+	if err := l.w.Flush(); err != nil {
+		return fmt.Errorf("sync ledger: %w", err)
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("fsync sync ledger: %w", err)
+	}
+	l.dirty = false
+	if l.lines > 4*len(l.entries)+100000 {
+		return l.compact()
+	}
+	return nil
+}
+
+// compact rewrites the log with one line per path.
+func (l *Ledger) compact() error {
+	paths := make([]string, 0, len(l.entries))
+	for p := range l.entries {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	var buf bytes.Buffer
+	for _, p := range paths {
+		b, _ := json.Marshal(struct {
+			P string `json:"p"`
+			E *Entry `json:"e"`
+		}{p, l.entries[p]})
+		buf.Write(b)
+		buf.WriteByte('\n')
+	}
+	path := filepath.Join(l.dir, LedgerFile)
+	if err := fsutil.WriteFileAtomic(path, buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("sync ledger: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("sync ledger: %w", err)
+	}
+	l.f.Close()
+	l.f, l.w, l.lines = f, bufio.NewWriterSize(f, 64<<10), len(paths)
+	return nil
+}
+
+// WithHash is st with the content hash h.
+func (st State) WithHash(h []byte) State {
+	st.Hash = append([]byte(nil), h...)
+	return st
+}
+
+// Foreign reports whether path in state st is what a peer's change, or the
+// conflict rule, left in the tree (call it under the lock): the source does
+// not ship it. hash is the content's hash as the ledger knows it.
+func (l *Ledger) Foreign(path string, st State) (bool, []byte) {
+	e := l.entries[path]
+	if e == nil || e.Origin == l.Site || !e.State.Same(st) {
+		return false, nil
+	}
+	return true, e.State.Hash
+}
+
+// Local is the source's question before it ships path in state st (held
+// under the lock; Sync before the records reach the spool). ship is false
+// when st is what a peer's change (or the conflict rule) left there: it is
+// not this site's change and is not shipped back. Otherwise ver is the
+// version record's data to ship before the path's records: the version
+// already given to this state, or a new one.
+func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error) {
+	e := l.entries[path]
+	if e != nil && e.State.Same(st) {
+		if e.Origin != l.Site {
+			return nil, false, nil
+		}
+		if !e.Shipped || (len(e.State.Hash) == 0 && len(st.Hash) > 0) {
+			ne := *e
+			ne.Shipped = true
+			if len(ne.State.Hash) == 0 {
+				ne.State.Hash = st.Hash
+			}
+			if err := l.set(path, &ne); err != nil {
+				return nil, false, err
+			}
+			e = &ne
+		}
+		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone()}.Encode(), true, nil
+	}
+	var seen VV
+	if e != nil {
+		seen = Merge(e.Seen, e.VV)
+	}
+	now := l.now()
+	vv := seen.Clone()
+	vv[l.Site] = now
+	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true}); err != nil {
+		return nil, false, err
+	}
+	if st.Kind == KindAbsent {
+		// Everything below is gone with it, in this same version.
+		for p, c := range l.entries {
+			if strings.HasPrefix(p, path+"/") && c.State.Kind != KindAbsent {
+				cv := Merge(c.Seen, c.VV)
+				cv[l.Site] = now
+				if err := l.set(p, &Entry{VV: cv, Seen: cv, State: Absent, Origin: l.Site, Shipped: true}); err != nil {
+					return nil, false, err
+				}
+			}
+		}
+	}
+	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone()}.Encode(), true, nil
+}

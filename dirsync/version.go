@@ -1,0 +1,127 @@
+// Package dirsync is what two (or more) sites need to replicate one
+// directory tree in both directions (docs/SYNC.md): the version of every
+// path (a version vector of hybrid-logical-clock stamps), the ledger that
+// remembers, per path, which version the local tree holds and where it came
+// from, and the rule that decides, without the sites talking, what a change
+// from a peer does to the local tree: apply it, drop it as already seen, or
+// resolve a conflict the same way on every site.
+//
+// The dir: source asks the ledger before it ships a path (Ledger.Local): a
+// state a peer's change left is not shipped back. The dir: applier asks it
+// before it applies a peer's record (Ledger.Decide), and the answer is
+// durable before the tree is touched.
+package dirsync
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// VV is a version vector: for each site, the stamp (hybrid-logical-clock
+// nanoseconds) of the latest change of that site it includes.
+type VV map[string]int64
+
+// LE reports whether v is included in w: every stamp of v is at most w's.
+func (v VV) LE(w VV) bool {
+	for s, t := range v {
+		if w[s] < t {
+			return false
+		}
+	}
+	return true
+}
+
+// Merge returns the element-wise maximum of v and w (a new map).
+func Merge(v, w VV) VV {
+	m := make(VV, len(v)+len(w))
+	for s, t := range v {
+		m[s] = t
+	}
+	for s, t := range w {
+		if m[s] < t {
+			m[s] = t
+		}
+	}
+	return m
+}
+
+// Clone copies v.
+func (v VV) Clone() VV { return Merge(v, nil) }
+
+// Version is the data of a version record (dirtree.OpVersion): it comes
+// right before the record(s) that change its key, and says which version
+// of the path they make.
+type Version struct {
+	V      int    `json:"v"`      // format version, 1
+	Origin string `json:"origin"` // the site whose change this is
+	VV     VV     `json:"vv"`     // the version vector of the new state; VV[Origin] is its time
+	// Seen is what the origin had applied from each site when it made the
+	// change (its frontier): a change of another site stamped later was
+	// concurrent with this one. A delete of a directory uses it for the
+	// paths below it.
+	Seen VV `json:"seen,omitempty"`
+}
+
+// FormatVersion is the Version.V this ferry writes and reads.
+const FormatVersion = 1
+
+// Time is the version's own stamp: when its origin made it.
+func (v Version) Time() int64 { return v.VV[v.Origin] }
+
+// Encode is the record data of v.
+func (v Version) Encode() []byte {
+	v.V = FormatVersion
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// ParseVersion decodes a version record's data.
+func ParseVersion(data []byte) (Version, error) {
+	var v Version
+	if err := json.Unmarshal(data, &v); err != nil {
+		return v, fmt.Errorf("malformed version record: %v", err)
+	}
+	if v.V != FormatVersion {
+		return v, fmt.Errorf("version record format %d; this ferry reads %d (upgrade ferry)", v.V, FormatVersion)
+	}
+	if v.Origin == "" || v.VV[v.Origin] == 0 {
+		return v, errors.New("malformed version record: no origin, or no stamp of the origin in its vector")
+	}
+	return v, nil
+}
+
+// Wins reports whether the change (aTime, aSite, aState) beats the
+// concurrent change (bTime, bSite, bState) under the total order every
+// site applies (docs/SYNC.md): a change that leaves something at the path
+// beats a delete; otherwise the later stamp wins, and on equal stamps the
+// greater site id.
+func Wins(aTime int64, aSite string, aState State, bTime int64, bSite string, bState State) bool {
+	aDel, bDel := aState.Kind == KindAbsent, bState.Kind == KindAbsent
+	if aDel != bDel {
+		return bDel
+	}
+	if aTime != bTime {
+		return aTime > bTime
+	}
+	return aSite > bSite
+}
+
+// ConflictName is the name the losing version of a conflict is kept under,
+// beside the path: NAME.ferry-conflict-SITE-TIME, TIME the loser's stamp in
+// UTC. Every site computes the same name from the same loser.
+func ConflictName(key, site string, stamp int64) string {
+	return key + ".ferry-conflict-" + site + "-" + time.Unix(0, stamp).UTC().Format("20060102T150405.000000000Z")
+}
+
+// sortedSites lists a vector's sites in order (for messages).
+func sortedSites(v VV) []string {
+	s := make([]string, 0, len(v))
+	for k := range v {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return s
+}

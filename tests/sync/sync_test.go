@@ -1,0 +1,469 @@
+//go:build linux
+
+// Package sync_test runs two ferry sync sites as separate processes of the
+// built binary over a shared directory store, changes both trees at once,
+// kills one site with SIGKILL in the middle, and checks that the trees end
+// identical, that each conflict left exactly one conflict copy, and that
+// neither site shipped the other's changes back.
+package sync_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/dirsync"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
+)
+
+var ferryBin string
+
+func TestMain(m *testing.M) { os.Exit(ferrytest.Main(m, &ferryBin)) }
+
+// site is one ferry sync site of a test.
+type site struct {
+	id, peer   string
+	dir        string // everything of the site
+	tree, conf string
+	proc       *ferrytest.Process
+}
+
+func newPair(t *testing.T) (store string, a, b *site) {
+	base := t.TempDir()
+	store = filepath.Join(base, "store")
+	mk := func(id, peer string) *site {
+		s := &site{id: id, peer: peer, dir: filepath.Join(base, id)}
+		s.tree = filepath.Join(s.dir, "tree")
+		s.conf = filepath.Join(s.dir, "sync.toml")
+		if err := os.MkdirAll(s.tree, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		conf := fmt.Sprintf(`store = %q
+[site]
+id = %q
+[sync]
+data = "dir:%s"
+stream = "mail"
+spool = %q
+state = %q
+[[sync.peers]]
+id = %q
+[ship]
+max_age = "100ms"
+[receive]
+poll_min = "50ms"
+poll_max = "200ms"
+`, store, id, s.tree, filepath.Join(s.dir, "spool"), filepath.Join(s.dir, "state"), peer)
+		if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	return store, mk("a", "b"), mk("b", "a")
+}
+
+func (s *site) start(t *testing.T) {
+	t.Helper()
+	s.proc = ferrytest.Cmd{Bin: ferryBin}.Start(t, nil, "sync", "--config", s.conf)
+}
+
+func (s *site) stop(t *testing.T) {
+	t.Helper()
+	if code := s.proc.Terminate(20 * time.Second); code != 0 {
+		t.Fatalf("site %s: ferry sync exited %d:\n%s", s.id, code, s.proc)
+	}
+}
+
+// snapshot is a tree as the test compares it: files by content, mode and
+// mtime, symlinks by target, directories by presence.
+func snapshot(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) {
+				return nil
+			}
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if rel == "." || strings.HasPrefix(filepath.Base(rel), ".ferry-") {
+			if d.IsDir() && rel != "." {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		switch {
+		case d.IsDir():
+			out[rel] = "dir"
+		case fi.Mode()&os.ModeSymlink != 0:
+			l, _ := os.Readlink(p)
+			out[rel] = "link:" + l
+		default:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return nil
+			}
+			out[rel] = fmt.Sprintf("file %o %d %s", fi.Mode().Perm(), fi.ModTime().UnixNano(), sig(b))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// sig names content in a snapshot: size, hash, and the first line (the
+// test's writes start with who wrote them).
+func sig(b []byte) string {
+	first, _, _ := bytes.Cut(b, []byte("\n"))
+	return fmt.Sprintf("%d:%x:%q", len(b), sha256.Sum256(b), first[:min(len(first), 40)])
+}
+
+func diff(a, b map[string]string) string {
+	var d []string
+	for k, v := range a {
+		if w, ok := b[k]; !ok {
+			d = append(d, "only in a: "+k)
+		} else if v != w {
+			d = append(d, "differs: "+k+": "+ferrytest.Clip(v)+" vs "+ferrytest.Clip(w))
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			d = append(d, "only in b: "+k)
+		}
+	}
+	sort.Strings(d)
+	if len(d) > 20 {
+		d = append(d[:20], fmt.Sprintf("... %d more", len(d)-20))
+	}
+	return strings.Join(d, "\n")
+}
+
+func waitIdentical(t *testing.T, a, b *site, timeout time.Duration) map[string]string {
+	t.Helper()
+	var last map[string]string
+	ferrytest.Eventually(t, timeout, "both trees identical", func() (bool, string) {
+		sa, sb := snapshot(t, a.tree), snapshot(t, b.tree)
+		last = sa
+		d := diff(sa, sb)
+		return d == "", d
+	})
+	// And still identical a moment later: nothing is still bouncing.
+	time.Sleep(1500 * time.Millisecond)
+	sa, sb := snapshot(t, a.tree), snapshot(t, b.tree)
+	if d := diff(sa, sb); d != "" {
+		t.Fatalf("trees identical, then not:\n%s", d)
+	}
+	if d := diff(last, sa); d != "" {
+		t.Fatalf("trees changed after they were identical (ping-pong?):\n%s", d)
+	}
+	return sa
+}
+
+func write(t *testing.T, p string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// shippedBytes is what a site's stream holds in the store: the bytes it shipped.
+func shippedBytes(t *testing.T, store, id string) int64 {
+	t.Helper()
+	var n int64
+	ents, err := os.ReadDir(filepath.Join(store, "mail@"+id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".seg.zst") {
+			fi, _ := e.Info()
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+func conflictCopies(snap map[string]string) []string {
+	var out []string
+	for k := range snap {
+		if strings.Contains(filepath.Base(k), ".ferry-conflict-") {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestSyncConflictWinnerAndCopy changes one file on both sites while they
+// cannot see each other: a ships its change first, b later, so b's is the
+// later version and wins on both sites; a's is kept as
+// f.ferry-conflict-a-TIME beside it, once, on both.
+func TestSyncConflictWinnerAndCopy(t *testing.T) {
+	store, a, b := newPair(t)
+	write(t, filepath.Join(a.tree, "box/f"), []byte("base\n"))
+	a.start(t)
+	b.start(t)
+	waitIdentical(t, a, b, 30*time.Second)
+	a.stop(t)
+	b.stop(t)
+
+	write(t, filepath.Join(a.tree, "box/f"), []byte("from a\n"))
+	write(t, filepath.Join(b.tree, "box/f"), []byte("from b, later\n"))
+	before := shippedBytes(t, store, "a")
+	a.start(t)
+	ferrytest.Eventually(t, 20*time.Second, "a shipped its change", func() (bool, string) {
+		return shippedBytes(t, store, "a") > before, ""
+	})
+	time.Sleep(100 * time.Millisecond) // b's stamp is later than a's
+	b.start(t)
+	snap := waitIdentical(t, a, b, 30*time.Second)
+	if got := snap["box/f"]; !strings.Contains(got, sig([]byte("from b, later\n"))) {
+		t.Fatalf("box/f on both sites: %s; want b's (later) version", got)
+	}
+	copies := conflictCopies(snap)
+	if len(copies) != 1 || !strings.HasPrefix(copies[0], "box/f.ferry-conflict-a-") || !strings.Contains(snap[copies[0]], sig([]byte("from a\n"))) {
+		t.Fatalf("conflict copies %q (%v); want one box/f.ferry-conflict-a-TIME holding a's version", copies, snap)
+	}
+	n := 0
+	for _, s := range []*site{a, b} {
+		cs, err := dirsync.ReadConflicts(filepath.Join(s.dir, "state"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c.Path != "box/f" || c.Winner != "b" || c.Loser != "a" {
+				t.Fatalf("site %s recorded conflict %+v; want box/f won by b over a", s.id, c)
+			}
+		}
+		n += len(cs)
+	}
+	if n == 0 {
+		t.Fatal("no site recorded the conflict in conflicts.ndjson")
+	}
+	r := ferrytest.Cmd{Bin: ferryBin}.Run(t, nil, "status", "--state", filepath.Join(b.dir, "state"))
+	if r.Code != 0 || !strings.Contains(r.Output(), "box/f") {
+		t.Fatalf("ferry status --state on b does not list the conflict:\n%s", r)
+	}
+	a.stop(t)
+	b.stop(t)
+}
+
+// TestSyncChurnKill9 changes both trees at random for a while (creates,
+// rewrites, appends, deletes, renames, directory moves, and rewrites of
+// shared files that make true conflicts), kills site b with SIGKILL in the
+// middle and restarts it, then checks that both trees are identical, that
+// every change of a file only one site touches is there, that every
+// conflict copy on disk is one a site recorded (and each recorded copy is
+// there), and that each site shipped about the bytes of its own changes.
+func TestSyncChurnKill9(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("FERRY_E2E_SEED"); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	t.Logf("seed %d (replay with FERRY_E2E_SEED)", seed)
+	store, a, b := newPair(t)
+	for i := range 10 {
+		write(t, filepath.Join(a.tree, "shared", fmt.Sprintf("s%d", i)), []byte("initial\n"))
+	}
+	a.start(t)
+	b.start(t)
+	waitIdentical(t, a, b, 30*time.Second)
+	baseA, baseB := shippedBytes(t, store, "a"), shippedBytes(t, store, "b")
+
+	type churn struct {
+		s     *site
+		rng   *rand.Rand
+		own   map[string][]byte // files only this site touches: their last content
+		dirs  []string          // this site's directories (moved as a whole)
+		bytes int64             // content bytes written
+		ops   int
+		n     int
+	}
+	mkChurn := func(s *site, k uint64) *churn {
+		c := &churn{s: s, rng: rand.New(rand.NewPCG(seed, k)), own: map[string][]byte{}}
+		for i := range 3 {
+			c.dirs = append(c.dirs, fmt.Sprintf("%s-dir%d", s.id, i))
+		}
+		return c
+	}
+	ca, cb := mkChurn(a, 1), mkChurn(b, 2)
+	content := func(c *churn, what string) []byte {
+		c.n++
+		head := fmt.Sprintf("%s %s %d\n", c.s.id, what, c.n)
+		body := make([]byte, 512+c.rng.IntN(4096))
+		for i := range body {
+			body[i] = byte(c.rng.Uint32())
+		}
+		return append([]byte(head), body...)
+	}
+	step := func(c *churn) {
+		c.ops++
+		keys := make([]string, 0, len(c.own))
+		for k := range c.own {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		pick := func() string { return keys[c.rng.IntN(len(keys))] }
+		switch op := c.rng.IntN(10); {
+		case op < 3 || len(keys) < 3: // create
+			p := filepath.Join(c.dirs[c.rng.IntN(len(c.dirs))], fmt.Sprintf("m%d", c.n))
+			data := content(c, p)
+			write(t, filepath.Join(c.s.tree, p), data)
+			c.own[p], c.bytes = data, c.bytes+int64(len(data))
+		case op < 5: // rewrite
+			p := pick()
+			data := content(c, p)
+			write(t, filepath.Join(c.s.tree, p), data)
+			c.own[p], c.bytes = data, c.bytes+int64(len(data))
+		case op == 5: // append
+			p := pick()
+			more := content(c, "append")
+			f, err := os.OpenFile(filepath.Join(c.s.tree, p), os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write(more)
+			f.Close()
+			c.own[p] = append(append([]byte(nil), c.own[p]...), more...)
+			c.bytes += int64(len(c.own[p]))
+		case op == 6: // delete
+			p := pick()
+			os.Remove(filepath.Join(c.s.tree, p))
+			delete(c.own, p)
+		case op == 7: // rename (del + put)
+			p := pick()
+			q := filepath.Join(filepath.Dir(p), fmt.Sprintf("r%d", c.n))
+			c.n++
+			if err := os.Rename(filepath.Join(c.s.tree, p), filepath.Join(c.s.tree, q)); err != nil {
+				t.Fatal(err)
+			}
+			c.own[q], c.bytes = c.own[p], c.bytes+int64(len(c.own[p]))
+			delete(c.own, p)
+		case op == 8: // directory move
+			i := c.rng.IntN(len(c.dirs))
+			from := c.dirs[i]
+			to := fmt.Sprintf("%s-dir%d", c.s.id, 100+c.n)
+			c.n++
+			if _, err := os.Stat(filepath.Join(c.s.tree, from)); err != nil {
+				return
+			}
+			if err := os.Rename(filepath.Join(c.s.tree, from), filepath.Join(c.s.tree, to)); err != nil {
+				t.Fatal(err)
+			}
+			c.dirs[i] = to
+			for _, k := range keys {
+				if strings.HasPrefix(k, from+"/") {
+					nk := to + strings.TrimPrefix(k, from)
+					c.own[nk], c.bytes = c.own[k], c.bytes+int64(len(c.own[k]))
+					delete(c.own, k)
+				}
+			}
+		default: // rewrite a shared file: concurrent with the other site's
+			p := filepath.Join("shared", fmt.Sprintf("s%d", c.rng.IntN(10)))
+			data := content(c, p)
+			write(t, filepath.Join(c.s.tree, p), data)
+			c.bytes += int64(len(data))
+		}
+	}
+	end := time.Now().Add(8 * time.Second)
+	killed := false
+	for time.Now().Before(end) {
+		step(ca)
+		step(cb)
+		if !killed && time.Until(end) < 5*time.Second {
+			b.proc.Kill9()
+			killed = true
+			for range 20 { // b's tree changes while it is down
+				step(cb)
+				step(ca)
+			}
+			time.Sleep(500 * time.Millisecond)
+			b.start(t)
+		}
+		time.Sleep(time.Duration(10+ca.rng.IntN(40)) * time.Millisecond)
+	}
+	snap := waitIdentical(t, a, b, 90*time.Second)
+
+	for _, c := range []*churn{ca, cb} {
+		for p, data := range c.own {
+			if got := snap[p]; !strings.Contains(got, sig(data)) {
+				t.Errorf("site %s's last change of %s is not on both sites: %s", c.s.id, p, ferrytest.Clip(got))
+			}
+		}
+	}
+	// Every conflict copy is one a site made by the rule, and each such copy is there.
+	recorded := map[string]bool{}
+	total := 0
+	for _, s := range []*site{a, b} {
+		cs, err := dirsync.ReadConflicts(filepath.Join(s.dir, "state"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(cs)
+		for _, c := range cs {
+			if c.Copy != "" {
+				if recorded[c.Copy] {
+					t.Errorf("conflict copy %s made twice", c.Copy)
+				}
+				recorded[c.Copy] = true
+			}
+		}
+	}
+	copies := conflictCopies(snap)
+	for _, p := range copies {
+		if !recorded[p] {
+			t.Errorf("conflict copy %s on both sites, but no site recorded making it", p)
+		}
+		if !strings.HasPrefix(p, "shared/") {
+			t.Errorf("conflict copy %s of a path only one site changes", p)
+		}
+	}
+	for p := range recorded {
+		if _, ok := snap[p]; !ok {
+			t.Errorf("recorded conflict copy %s is not in the trees", p)
+		}
+	}
+	t.Logf("conflicts recorded %d, conflict copies %d", total, len(copies))
+
+	// No echo: each site shipped about its own changes. Without own-change
+	// recognition each would also ship the other's, about doubling this.
+	for _, x := range []struct {
+		c    *churn
+		base int64
+	}{{ca, baseA}, {cb, baseB}} {
+		shipped := shippedBytes(t, store, x.c.s.id) - x.base
+		var copyBytes int64 // a site ships the copies it makes; either site may make one
+		for _, p := range copies {
+			n, _, _ := strings.Cut(strings.Fields(snap[p])[3], ":")
+			size, _ := strconv.ParseInt(n, 10, 64)
+			copyBytes += size
+		}
+		limit := x.c.bytes + x.c.bytes/4 + int64(x.c.ops)*400 + copyBytes + 64<<10
+		t.Logf("site %s: wrote %d bytes in %d ops, shipped %d bytes (limit %d, ratio %.2f)", x.c.s.id, x.c.bytes, x.c.ops, shipped, limit, float64(shipped)/float64(x.c.bytes))
+		if shipped > limit {
+			t.Errorf("site %s shipped %d bytes for %d bytes of its own changes: echo?", x.c.s.id, shipped, x.c.bytes)
+		}
+	}
+	a.stop(t)
+	b.stop(t)
+}
