@@ -222,12 +222,64 @@ start_unison() { # start_unison DIR
 st_api() { # st_api SITE PATH: GET the REST API of site a or b
 	curl -fsS -H "X-API-Key: $st_key" "http://127.0.0.1:${st_gui[$1]}$2"
 }
+# st_config FILE TREE PEER-ID PEER-NAME PEER-ADDR LISTEN-PORT GUI-PORT edits
+# the config.xml `syncthing generate` wrote: the folder "mail" and the peer
+# device from the generated <defaults> (so every setting not named here is
+# syncthing's default, maxConflicts 10 among them), the options above, the
+# GUI's port and API key. It fails when an edit finds nothing to change.
+st_config() {
+	local f=$1 tree=$2 peer=$3 peer_name=$4 peer_addr=$5 listen=$6 gui=$7 e
+	awk -v tree="$tree" -v peer="$peer" -v pname="$peer_name" -v paddr="$peer_addr" \
+		-v rescan="$ST_RESCAN" -v delay="$ST_WATCH_DELAY" '
+	NR == FNR {
+		if ($0 ~ /<defaults>/) indef = 1
+		if (indef && $0 ~ /^ *<folder id=""/) f = 1
+		if (f) folder = folder $0 "\n"
+		if (f && $0 ~ /<\/folder>/) f = 0
+		if (indef && $0 ~ /^ *<device id=""/) dv = 1
+		if (dv) device = device $0 "\n"
+		if (dv && $0 ~ /<\/device>/) dv = 0
+		next
+	}
+	{ print }
+	FNR == 1 {
+		n = sub(/id="" label="" path="~"/, "id=\"mail\" label=\"mail\" path=\"" tree "\"", folder)
+		n += sub(/rescanIntervalS="[0-9]+"/, "rescanIntervalS=\"" rescan "\"", folder)
+		n += sub(/fsWatcherEnabled="[a-z]+"/, "fsWatcherEnabled=\"true\"", folder)
+		n += sub(/fsWatcherDelayS="[0-9]+"/, "fsWatcherDelayS=\"" delay "\"", folder)
+		n += sub(/<minDiskFree/, "<device id=\"" peer "\" introducedBy=\"\"><encryptionPassword></encryptionPassword></device>\n            <minDiskFree", folder)
+		n += sub(/id=""/, "id=\"" peer "\" name=\"" pname "\"", device)
+		n += sub(/<address>dynamic<\/address>/, "<address>tcp://" paddr "</address>", device)
+		if (n != 7) { print "st_config: the generated <defaults> are not as expected" > "/dev/stderr"; exit 1 }
+		printf "%s%s", folder, device
+	}' "$f" "$f" >"$f.new" || die "cannot edit $f"
+	for e in "s|<listenAddress>default</listenAddress>|<listenAddress>tcp://127.0.0.1:$listen</listenAddress>|" \
+		's|<globalAnnounceEnabled>true<|<globalAnnounceEnabled>false<|' \
+		's|<localAnnounceEnabled>true<|<localAnnounceEnabled>false<|' \
+		's|<relaysEnabled>true<|<relaysEnabled>false<|' \
+		's|<natEnabled>true<|<natEnabled>false<|' \
+		's|<urAccepted>0<|<urAccepted>-1<|' \
+		's|<startBrowser>true<|<startBrowser>false<|' \
+		's|<autoUpgradeIntervalH>[0-9]*<|<autoUpgradeIntervalH>0<|' \
+		's|<crashReportingEnabled>true<|<crashReportingEnabled>false<|' \
+		's|<setLowPriority>true<|<setLowPriority>false<|' \
+		's|<reconnectionIntervalS>[0-9]*<|<reconnectionIntervalS>2<|' \
+		"s|<address>[0-9.]*:[0-9]*</address>|<address>127.0.0.1:$gui</address>|" \
+		"s|<apikey>[^<]*</apikey>|<apikey>$st_key</apikey>|"; do
+		sed -i "$e" "$f.new"
+		# Each edit must have changed something: its replacement is there now.
+		e=${e#s|*|}
+		grep -qF "${e%|}" "$f.new" || die "st_config: no effect in $f: $e"
+	done
+	mv "$f.new" "$f"
+}
+
 declare -A st_id st_gui st_listen st_proxy
 start_syncthing() { # start_syncthing DIR
 	local d=$1 s peer i ready
 	st_key=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 	for s in a b; do
-		syncthing generate --home "$d/st-$s" --no-default-folder >"$d/st-$s-generate.log" 2>&1 ||
+		syncthing generate --home "$d/st-$s" --no-default-folder --skip-port-probing >"$d/st-$s-generate.log" 2>&1 ||
 			die "syncthing generate failed ($d/st-$s-generate.log)"
 		st_id[$s]=$(syncthing serve --home "$d/st-$s" --device-id) || die "syncthing --device-id failed"
 		st_gui[$s]=$("$treegen" freeport)
@@ -245,38 +297,8 @@ start_syncthing() { # start_syncthing DIR
 		peer=b
 		[[ $s == a ]] || peer=a
 		mkdir -p "$d/${s^^}/.stfolder"
-		cat >"$d/st-$s/config.xml" <<-EOF
-			<configuration version="36">
-			    <folder id="mail" label="mail" path="$d/${s^^}" type="sendreceive" rescanIntervalS="$ST_RESCAN" fsWatcherEnabled="true" fsWatcherDelayS="$ST_WATCH_DELAY" ignorePerms="false" autoNormalize="true">
-			        <filesystemType>basic</filesystemType>
-			        <device id="${st_id[$s]}"></device>
-			        <device id="${st_id[$peer]}"></device>
-			    </folder>
-			    <device id="${st_id[$s]}" name="site-$s" compression="metadata">
-			        <address>dynamic</address>
-			    </device>
-			    <device id="${st_id[$peer]}" name="site-$peer" compression="metadata">
-			        <address>tcp://${st_proxy[$peer]}</address>
-			    </device>
-			    <gui enabled="true" tls="false">
-			        <address>127.0.0.1:${st_gui[$s]}</address>
-			        <apikey>$st_key</apikey>
-			    </gui>
-			    <options>
-			        <listenAddress>tcp://127.0.0.1:${st_listen[$s]}</listenAddress>
-			        <globalAnnounceEnabled>false</globalAnnounceEnabled>
-			        <localAnnounceEnabled>false</localAnnounceEnabled>
-			        <relaysEnabled>false</relaysEnabled>
-			        <natEnabled>false</natEnabled>
-			        <urAccepted>-1</urAccepted>
-			        <startBrowser>false</startBrowser>
-			        <autoUpgradeIntervalH>0</autoUpgradeIntervalH>
-			        <crashReportingEnabled>false</crashReportingEnabled>
-			        <setLowPriority>false</setLowPriority>
-			        <reconnectionIntervalS>2</reconnectionIntervalS>
-			    </options>
-			</configuration>
-		EOF
+		st_config "$d/st-$s/config.xml" "$d/${s^^}" "${st_id[$peer]}" "site-$peer" "${st_proxy[$peer]}" \
+			"${st_listen[$s]}" "${st_gui[$s]}"
 		STNODEFAULTFOLDER=1 start "syncthing-$s" "$d" syncthing serve --home "$d/st-$s" --no-browser --no-restart \
 			--no-upgrade --no-default-folder
 		tool_pids+=("$pid")
@@ -300,6 +322,8 @@ start_syncthing() { # start_syncthing DIR
 		sleep 0.5
 	done
 	[[ -n $ready ]] || die "syncthing did not become idle and in sync within 10 minutes ($d/syncthing-*.log)"
+	st_settings=$(st_api a /rest/config/folders/mail | jq -r '"folder: maxConflicts \(.maxConflicts), fsWatcherDelayS \(.fsWatcherDelayS), rescanIntervalS \(.rescanIntervalS)"') ||
+		die "syncthing: cannot read the folder's config back"
 	sleep 2
 }
 
@@ -374,7 +398,7 @@ run_row() { # run_row ROW ROUND
 		out+=", $(grep -c 'extra in A: .*(conflict on' "$d/report.txt" || true) conflict copies (\"(conflict on\")"
 		;;
 	syncthing)
-		out="$(grep -c 'extra in A: .*sync-conflict' "$d/report.txt" || true) conflict copies (.sync-conflict-)"
+		out="$(grep -c 'extra in A: .*sync-conflict' "$d/report.txt" || true) conflict copies (.sync-conflict-); $st_settings"
 		;;
 	ferry)
 		out="store $(find "$d/store" -type f | wc -l) files"
@@ -423,7 +447,8 @@ echo
 echo "ferry sync vs unison and syncthing: $FILES-message Maildir tree ($tree_bytes bytes), churn on both sites over $WINDOW, median of $RUNS"
 echo "  churn: $churn(seed $SEED)"
 echo "  ferry $commit; $(go version | cut -d' ' -f3), unison $(unison -version | awk '{print $3}'), syncthing $(syncthing --version | awk '{print $2}')"
-echo "  unison: a batch run every ${UNISON_SLEEP}s after the last (${unison_args[*]}) over -socket; syncthing: fsWatcherDelayS $ST_WATCH_DELAY, rescanIntervalS $ST_RESCAN"
+[[ " ${ran[*]} " != *" unison "* ]] || echo "  unison: a batch run every ${UNISON_SLEEP}s after the last (${unison_args[*]}) over -socket"
+[[ " ${ran[*]} " != *" syncthing "* ]] || echo "  syncthing: fsWatcherDelayS $ST_WATCH_DELAY, rescanIntervalS $ST_RESCAN, other folder settings syncthing's defaults"
 echo "  $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), load average $(cut -d ' ' -f 1-3 /proc/loadavg); trees on $(stat -f -c %T "$BENCH_DIR")"
 echo
 printf '%-20s %11s %10s %8s %6s   %-24s %s\n' "" "converge s" "MB moved" "CPU s" "lost" "all runs, converge s" "lost"

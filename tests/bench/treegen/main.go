@@ -1,9 +1,11 @@
 //go:build linux
 
-// Command treegen is the directory-tree benchmark's helper
-// (tests/bench/dirtree.sh). It plays the workload, measures when a replica
-// matches, counts the bytes a replication tool puts on the wire and the CPU
-// time it spends, so that lsyncd + rsync and ferry are measured the same way:
+// Command treegen is the helper of the directory-tree benchmark
+// (tests/bench/dirtree.sh) and of the two-way sync benchmark
+// (tests/bench/sync.sh; mailtree and twoway, in twoway.go). It plays the
+// workload, measures when a replica matches, counts the bytes a replication
+// tool puts on the wire and the CPU time it spends, so that every tool is
+// measured the same way:
 //
 //	treegen run -src SRC -dst DST -seed 1 -files 10000   workload, waiting for a match after each phase
 //	treegen cmp SRC DST                                  compare two trees (exit 1 if they differ)
