@@ -395,7 +395,7 @@ run_row() { # run_row ROW ROUND
 	case $row in
 	unison)
 		out="$(wc -l <"$d/unison-runs.log") unison runs ($(grep -vc 'rc=0$' "$d/unison-runs.log" || true) with a non-zero exit)"
-		out+=", $(grep -c 'extra in A: .*(conflict on' "$d/report.txt" || true) conflict copies (\"(conflict on\")"
+		out+=", $(grep -c 'extra in A: .* (conflict_on_' "$d/report.txt" || true) conflict copies (\" (conflict_on_\")"
 		;;
 	syncthing)
 		out="$(grep -c 'extra in A: .*sync-conflict' "$d/report.txt" || true) conflict copies (.sync-conflict-); $st_settings"
