@@ -401,7 +401,7 @@ run_row() { # run_row ROW ROUND
 		out="$(grep -c 'extra in A: .*sync-conflict' "$d/report.txt" || true) conflict copies (.sync-conflict-); $st_settings"
 		;;
 	ferry)
-		out="store $(find "$d/store" -type f | wc -l) files"
+		out="store $(find "$d/store" -type f 2>/dev/null | wc -l || true) files"
 		;;
 	esac
 	v_notes[$row]+="    run $round: $(field lost) lost ($(field lost_conflicts) of them in conflicts), $(field extra) extra files, $out"$'\n'
