@@ -1,9 +1,11 @@
 //go:build linux
 
-// Command treegen is the directory-tree benchmark's helper
-// (tests/bench/dirtree.sh). It plays the workload, measures when a replica
-// matches, counts the bytes a replication tool puts on the wire and the CPU
-// time it spends, so that lsyncd + rsync and ferry are measured the same way:
+// Command treegen is the helper of the directory-tree benchmark
+// (tests/bench/dirtree.sh) and of the two-way sync benchmark
+// (tests/bench/sync.sh; mailtree and twoway, in twoway.go). It plays the
+// workload, measures when a replica matches, counts the bytes a replication
+// tool puts on the wire and the CPU time it spends, so that every tool is
+// measured the same way:
 //
 //	treegen run -src SRC -dst DST -seed 1 -files 10000   workload, waiting for a match after each phase
 //	treegen cmp SRC DST                                  compare two trees (exit 1 if they differ)
@@ -11,6 +13,8 @@
 //	treegen cpu -o FILE -- CMD ARGS...                   run CMD, record its CPU time
 //	treegen watching -pid PID -path DIR                  wait until PID's tree watches DIR
 //	treegen freeport                                     print a free loopback port
+//	treegen mailtree -dir D -seed 1 -files 10000         write a Maildir-like tree (sync.sh)
+//	treegen twoway -a A -b B -seed 1 [...]               two-sided churn, then wait until A and B converge (sync.sh)
 //
 // run plays two phases on SRC: phase 1 creates FILES files in nested
 // directories (a mail store with logs and binary attachments); once DST
@@ -27,7 +31,7 @@ import (
 	"os"
 )
 
-const usage = `usage: treegen run|cmp|proxy|cpu|watching|freeport [flags]
+const usage = `usage: treegen run|cmp|proxy|cpu|watching|freeport|mailtree|twoway [flags]
   (see the package comment in tests/bench/treegen/main.go)`
 
 func main() {
@@ -49,6 +53,10 @@ func main() {
 		err = runWatching(args)
 	case "freeport":
 		err = runFreePort(args)
+	case "mailtree":
+		err = runMailtree(args)
+	case "twoway":
+		err = runTwoway(args)
 	default:
 		fmt.Fprintf(os.Stderr, "treegen: unknown command %q\n%s\n", cmd, usage)
 		os.Exit(2)
