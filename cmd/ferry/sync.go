@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -97,10 +98,12 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 
 	// Each peer's changes: a receiver of STREAM@PEER applying to the tree.
 	type peerRun struct {
-		id string
-		r  *receiver.Receiver
+		id     string
+		stream string
+		r      *receiver.Receiver
+		failed atomic.Pointer[error]
 	}
-	var peers []peerRun
+	var peers []*peerRun
 	for _, p := range y.Peers {
 		pc := *cfg
 		pc.Stream = name + "@" + p.ID
@@ -123,11 +126,19 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("peer %s: %w", p.ID, err)
 		}
 		defer r.Close()
-		peers = append(peers, peerRun{p.ID, r})
+		peers = append(peers, &peerRun{id: p.ID, stream: pc.Stream, r: r})
 	}
 	if reg != nil {
 		reg.WatchShipper(sh, own.Stream, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
 		reg.WatchSync(site, ledger.Conflicts)
+		for _, p := range peers {
+			reg.WatchReceiver(p.r, p.stream, func() error {
+				if e := p.failed.Load(); e != nil {
+					return *e
+				}
+				return nil
+			}, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
+		}
 		stopMetrics, err := reg.Serve(ctx, cfg.MetricsAddr, log)
 		if err != nil {
 			return err
@@ -179,6 +190,9 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 			err := p.r.Run(partCtx)
 			if partCtx.Err() == nil && err == nil {
 				err = errors.New("receiver stopped")
+			}
+			if err != nil && !errors.Is(err, context.Canceled) {
+				p.failed.Store(&err)
 			}
 			fail("peer "+p.id, err)
 		}()
