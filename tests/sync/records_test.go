@@ -3,6 +3,7 @@
 package sync_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -26,13 +27,15 @@ type recSite struct {
 	id          string
 	dir         string
 	log, conf   string
+	peersLog    string // sync.apply's file; "" when the peers' events go to log
 	metricsAddr string
 	proc        *ferrytest.Process
 }
 
 // newRecordMesh makes one site per id, each listing all the others as
-// peers, sharing the store directory store.
-func newRecordMesh(t *testing.T, ids ...string) (store string, sites []*recSite) {
+// peers, sharing the store directory store. A site whose id is in
+// separate applies its peers' events to a file of their own.
+func newRecordMesh(t *testing.T, separate string, ids ...string) (store string, sites []*recSite) {
 	base := t.TempDir()
 	store = filepath.Join(base, "store")
 	for _, id := range ids {
@@ -44,6 +47,11 @@ func newRecordMesh(t *testing.T, ids ...string) (store string, sites []*recSite)
 		}
 		if err := os.WriteFile(s.log, nil, 0o644); err != nil {
 			t.Fatal(err)
+		}
+		apply := ""
+		if strings.Contains(separate, id) {
+			s.peersLog = filepath.Join(s.dir, "app", "from-peers.ndjson")
+			apply = fmt.Sprintf("apply = \"file:%s\"\n", s.peersLog)
 		}
 		var peers strings.Builder
 		for _, p := range ids {
@@ -59,12 +67,12 @@ data = "tail:%s"
 stream = "events"
 spool = %q
 state = %q
-%s[ship]
+%s%s[ship]
 max_age = "100ms"
 [receive]
 poll_min = "50ms"
 poll_max = "200ms"
-`, store, id, s.log, filepath.Join(s.dir, "spool"), filepath.Join(s.dir, "state"), peers.String())
+`, store, id, s.log, filepath.Join(s.dir, "spool"), filepath.Join(s.dir, "state"), apply, peers.String())
 		if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -114,14 +122,25 @@ type logLine struct {
 	} `json:"ferry_origin"`
 }
 
-// readLog counts the site's log lines by event id, and checks every line:
-// an event of the site itself carries no origin, a peer's carries the
-// peer's.
+// readLog counts the site's log lines (and those of its peers' file) by
+// event id, and checks every line: an event of the site itself carries no
+// origin, a peer's carries the peer's; with a peers' file, the log holds
+// only the site's own events.
 func readLog(t *testing.T, s *recSite) (own, peers map[string]int, bad []string) {
 	t.Helper()
 	b, err := os.ReadFile(s.log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if s.peersLog != "" {
+		if bytes.Contains(b, []byte("ferry_origin")) {
+			bad = append(bad, "the log holds a peer's event, which go to "+s.peersLog)
+		}
+		p, err := os.ReadFile(s.peersLog)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		b = append(b, p...)
 	}
 	own, peers = map[string]int{}, map[string]int{}
 	for i, line := range strings.SplitAfter(string(b), "\n") {
@@ -277,37 +296,47 @@ func runWriters(t *testing.T, sites []*recSite, n int, at func(i int)) {
 	wg.Wait()
 }
 
-// TestSyncRecordsKill9 runs two sites of a record stream whose
-// application appends events to the log on both sites while ferry runs,
-// kills site b with SIGKILL a third of the way and site a two thirds of
-// the way (each restarted while the applications keep writing), and
-// checks that every event is applied exactly once at the other site,
-// marked with its origin, and that each site's stream in the store holds
-// exactly its own events: none shipped back.
+// TestSyncRecordsKill9 runs two sites, then three in a mesh, of a record
+// stream whose application appends events to its log on every site while
+// ferry runs; kills the second site with SIGKILL a third of the way and
+// the first two thirds of the way (each restarted while the applications
+// keep writing); and checks that every event is applied exactly once at
+// every other site, marked with its origin, and that each site's stream
+// in the store holds exactly its own events: none shipped back. With three
+// sites, site c applies its peers' events to a file of their own.
 func TestSyncRecordsKill9(t *testing.T) {
 	const n = 900
-	store, sites := newRecordMesh(t, "a", "b")
-	a, b := sites[0], sites[1]
-	a.start(t)
-	b.start(t)
-	runWriters(t, sites, n, func(i int) {
-		switch i {
-		case n / 3:
-			b.proc.Kill9()
-			time.Sleep(300 * time.Millisecond)
-			b.start(t)
-		case 2 * n / 3:
-			a.proc.Kill9()
-			time.Sleep(300 * time.Millisecond)
-			a.start(t)
-		}
-	})
-	waitApplied(t, sites, n, 60*time.Second)
-	checkRecordMesh(t, store, sites, n)
-	a.stop(t)
-	b.stop(t)
-	if t.Failed() || os.Getenv("FERRY_SYNC_LOGS") != "" {
-		t.Logf("site a:\n%s\nsite b:\n%s", a.proc, b.proc)
+	for _, ids := range [][]string{{"a", "b"}, {"a", "b", "c"}} {
+		t.Run(fmt.Sprintf("%dsites", len(ids)), func(t *testing.T) {
+			store, sites := newRecordMesh(t, "c", ids...)
+			for _, s := range sites {
+				s.start(t)
+			}
+			runWriters(t, sites, n, func(i int) {
+				var s *recSite
+				switch i {
+				case n / 3:
+					s = sites[1]
+				case 2 * n / 3:
+					s = sites[0]
+				default:
+					return
+				}
+				s.proc.Kill9()
+				time.Sleep(300 * time.Millisecond)
+				s.start(t)
+			})
+			waitApplied(t, sites, n, 60*time.Second)
+			checkRecordMesh(t, store, sites, n)
+			for _, s := range sites {
+				s.stop(t)
+			}
+			if t.Failed() || os.Getenv("FERRY_SYNC_LOGS") != "" {
+				for _, s := range sites {
+					t.Logf("site %s:\n%s", s.id, s.proc)
+				}
+			}
+		})
 	}
 }
 
@@ -317,7 +346,7 @@ func TestSyncRecordsKill9(t *testing.T) {
 // stream, and every event reaches every other site once.
 func TestSyncRecordsMeshMetrics(t *testing.T) {
 	const n = 120
-	store, sites := newRecordMesh(t, "a", "b", "c")
+	store, sites := newRecordMesh(t, "", "a", "b", "c")
 	sites[0].metricsAddr = ferrytest.FreeAddr(t)
 	for _, s := range sites {
 		s.start(t)
