@@ -150,7 +150,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		rc := cfg.Receive
 		var ap receiver.Applier = &apply.Dir{Root: path, Ledger: ledger, Peer: p.ID}
 		if records {
-			ap = &apply.SyncLog{Path: applyPath, Peer: p.ID, MaxLine: int(cfg.Ship.MaxRecordSize) + 256, Log: log.With("peer", p.ID)}
+			ap = &apply.SyncLog{Path: applyPath, Peer: p.ID, MaxLine: max(int(cfg.Ship.MaxRecordSize), 16<<20) + 256, Log: log.With("peer", p.ID)}
 		}
 		r, err := receiver.Open(receiver.Config{
 			Stream: pc.Stream, Generation: 1, StateDir: filepath.Join(y.State, "peer-"+p.ID), Store: st,
