@@ -110,8 +110,15 @@ type Retention struct {
 
 // Sync is the [sync] table: one site of a bi-directional pair (or ring).
 type Sync struct {
-	// Data is the tree this site replicates: "dir:PATH". Required by sync.
+	// Data is what this site replicates: a directory tree, "dir:PATH", or
+	// a record stream, "tail:PATH": a log of one JSON object per line that
+	// an application appends to on every site. Required by sync.
 	Data string `toml:"data"`
+
+	// Apply is where a record stream applies the peers' records,
+	// "file:PATH", each line marked with its origin. Default: the tailed
+	// file itself. Only with data = "tail:PATH".
+	Apply string `toml:"apply"`
 
 	// Stream is the name of the tree's streams: this site ships its own
 	// changes as "STREAM@SITE" and applies each peer's "STREAM@PEER".

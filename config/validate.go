@@ -412,8 +412,20 @@ func (f *File) validateSync(verb string, add func(key, format string, args ...an
 		}
 	}
 	if y.Data != "" {
-		if p, ok := strings.CutPrefix(y.Data, "dir:"); !ok || strings.TrimSpace(p) == "" {
-			add("sync.data", "%q is not \"dir:PATH\" (ferry sync replicates a directory tree)", y.Data)
+		kind, p, _ := strings.Cut(y.Data, ":")
+		if (kind != "dir" && kind != "tail") || strings.TrimSpace(p) == "" {
+			add("sync.data", "%q is neither \"dir:PATH\" (a directory tree) nor \"tail:PATH\" (a record stream: a log of one JSON object per line)", y.Data)
+		}
+		if kind != "tail" && y.Apply != "" {
+			add("sync.apply", "only for a record stream (sync.data = \"tail:PATH\"); a tree is applied to itself")
+		}
+		if kind == "tail" && len(y.Exclude) > 0 {
+			add("sync.exclude", "only for a directory tree (sync.data = \"dir:PATH\")")
+		}
+	}
+	if y.Apply != "" {
+		if p, ok := strings.CutPrefix(y.Apply, "file:"); !ok || strings.TrimSpace(p) == "" {
+			add("sync.apply", "%q is not \"file:PATH\"", y.Apply)
 		}
 	}
 	if y.Stream != "" && !streamPattern.MatchString(y.Stream) {

@@ -349,7 +349,7 @@ func TestValidateSync(t *testing.T) {
 	f.Site.ID = "a"
 	f.Sync = Sync{Data: "/var/mail", Spool: "/sp", State: "/st", Peers: []SyncPeer{{ID: "a"}, {ID: "b", Store: "tcp://h:1"}}}
 	err = f.Validate("sync")
-	for _, want := range []string{`sync.data: "/var/mail" is not "dir:PATH"`, `sync.peers[0].id: "a" is this site's own id`, "sync.peers[1].store: ferry sync reads"} {
+	for _, want := range []string{`sync.data: "/var/mail" is neither "dir:PATH"`, `sync.peers[0].id: "a" is this site's own id`, "sync.peers[1].store: ferry sync reads"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("want %q in %v", want, err)
 		}
@@ -357,5 +357,24 @@ func TestValidateSync(t *testing.T) {
 	f.Sync.Data, f.Sync.Peers = "dir:/var/mail", []SyncPeer{{ID: "b"}}
 	if err := f.Validate("sync"); err != nil {
 		t.Fatalf("a valid sync config: %v", err)
+	}
+	// A record stream: apply only there, and only file:; exclude only for trees.
+	f.Sync.Apply = "file:/var/log/peers.ndjson"
+	if err := f.Validate("sync"); err == nil || !strings.Contains(err.Error(), "sync.apply: only for a record stream") {
+		t.Errorf("apply on a tree: %v", err)
+	}
+	f.Sync.Data, f.Sync.Exclude, f.Sync.Apply = "tail:/var/log/app/events.ndjson", []string{"*.lock"}, "/var/log/peers.ndjson"
+	err = f.Validate("sync")
+	for _, want := range []string{"sync.exclude: only for a directory tree", `sync.apply: "/var/log/peers.ndjson" is not "file:PATH"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want %q in %v", want, err)
+		}
+	}
+	f.Sync.Exclude = nil
+	for _, apply := range []string{"", "file:/var/log/peers.ndjson"} {
+		f.Sync.Apply = apply
+		if err := f.Validate("sync"); err != nil {
+			t.Fatalf("a valid record stream config (apply %q): %v", apply, err)
+		}
 	}
 }

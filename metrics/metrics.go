@@ -36,8 +36,9 @@ type Registry struct {
 	retries     *prometheus.CounterVec
 	s3Requests  *prometheus.CounterVec
 
-	mu     sync.Mutex
-	health []func() error // each returns why the process is unhealthy, or nil
+	mu        sync.Mutex
+	health    []func() error // each returns why the process is unhealthy, or nil
+	receivers *recvCollector // registered with the first WatchReceiver
 }
 
 // New returns a registry with the Go runtime and process collectors.
@@ -149,19 +150,32 @@ func lastOK(t shipper.TargetStatus, started time.Time) time.Time {
 // WatchReceiver registers the receiver's metrics and health checks: it is
 // unhealthy once Run has failed (failed() returns non-nil), while an
 // operation (a read, an apply) has kept failing for longer than MaxLag, or
-// while it has waited on a gap that long.
+// while it has waited on a gap that long. A process may watch several
+// receivers (ferry sync: one per peer), each of its own stream: their
+// metrics are told apart by the stream label. Watching two receivers of
+// one stream panics, as a duplicate registration does.
 func (r *Registry) WatchReceiver(rc *receiver.Receiver, stream string, failed func() error, h Health) {
-	r.reg.MustRegister(&recvCollector{r: rc, stream: stream})
+	r.mu.Lock()
+	first := r.receivers == nil
+	if first {
+		r.receivers = &recvCollector{}
+	}
+	c := r.receivers
+	r.mu.Unlock()
+	c.add(rc, stream)
+	if first {
+		r.reg.MustRegister(c)
+	}
 	r.addHealth(func() error {
 		if err := failed(); err != nil {
-			return fmt.Errorf("receiver stopped: %v", err)
+			return fmt.Errorf("receiver of %s stopped: %v", stream, err)
 		}
 		hs, now := rc.Health(), time.Now()
 		switch {
 		case hs.Retrying != "" && now.Sub(hs.RetryingSince) > h.maxLag():
-			return fmt.Errorf("receiver failing for %s: %s", now.Sub(hs.RetryingSince).Round(time.Second), hs.Retrying)
+			return fmt.Errorf("receiver of %s failing for %s: %s", stream, now.Sub(hs.RetryingSince).Round(time.Second), hs.Retrying)
 		case !hs.GapSince.IsZero() && now.Sub(hs.GapSince) > h.maxLag():
-			return fmt.Errorf("receiver waiting on a gap for %s", now.Sub(hs.GapSince).Round(time.Second))
+			return fmt.Errorf("receiver of %s waiting on a gap for %s", stream, now.Sub(hs.GapSince).Round(time.Second))
 		}
 		return nil
 	})
@@ -347,9 +361,28 @@ var (
 	descRecvFailing  = prometheus.NewDesc("ferry_receive_failing_seconds", "How long a read or apply has kept failing (0 when none is).", []string{"stream"}, nil)
 )
 
+// recvCollector collects every watched receiver's metrics, one stream
+// label value each. It is one collector for all of them: prometheus
+// refuses a second collector with the same descriptors.
 type recvCollector struct {
+	mu   sync.Mutex
+	recv []watchedReceiver
+}
+
+type watchedReceiver struct {
 	r      *receiver.Receiver
 	stream string
+}
+
+func (c *recvCollector) add(r *receiver.Receiver, stream string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.recv {
+		if w.stream == stream {
+			panic(fmt.Sprintf("metrics: a second receiver of stream %s watched", stream))
+		}
+	}
+	c.recv = append(c.recv, watchedReceiver{r, stream})
 }
 
 func (c *recvCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -359,6 +392,15 @@ func (c *recvCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *recvCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	recv := append([]watchedReceiver(nil), c.recv...)
+	c.mu.Unlock()
+	for _, w := range recv {
+		collectReceiver(ch, w)
+	}
+}
+
+func collectReceiver(ch chan<- prometheus.Metric, c watchedReceiver) {
 	st := c.r.Stats()
 	cp := c.r.Checkpoint()
 	m := func(d *prometheus.Desc, t prometheus.ValueType, v float64) {

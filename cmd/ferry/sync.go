@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -29,10 +31,12 @@ const syncExamples = `  # one site of a pair: both sites share a store and list 
   ferry sync --config /etc/ferry/sync-b.toml     # on site b (etc/ferry-sync-b.toml)
 `
 
-// runSync runs one site of a bi-directional pair (or ring) for a directory
-// tree (docs/SYNC.md): a shipper of this site's changes as STREAM@SITE and
-// one receiver per peer applying STREAM@PEER to the same tree, all sharing
-// the site's sync ledger so that what a peer changed is never shipped back.
+// runSync runs one site of a bi-directional pair (or ring, or mesh)
+// (docs/SYNC.md): a shipper of this site's changes as STREAM@SITE and one
+// receiver per peer applying STREAM@PEER. For a directory tree they share
+// the site's sync ledger so that what a peer changed is never shipped
+// back; for a record stream the peers' records are applied marked with
+// their origin, and the source ships only unmarked lines.
 func runSync(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("sync", "ferry sync --config FILE", syncExamples, stderr)
 	c.accept("metrics-addr", "site")
@@ -43,10 +47,11 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	cfg := c.cfg
 	y := cfg.Sync
 	site := cfg.Site.ID
-	root := strings.TrimPrefix(y.Data, "dir:")
+	kind, path, _ := strings.Cut(y.Data, ":")
+	records := kind == "tail"
 	name := y.Stream
 	if name == "" {
-		name = syncStreamName(root)
+		name = syncStreamName(path)
 	}
 	if err := os.MkdirAll(y.State, 0o755); err != nil {
 		return fmt.Errorf("sync.state: %w", err)
@@ -56,11 +61,26 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer lock.Close()
-	ledger, err := dirsync.Open(y.State, site, log)
-	if err != nil {
-		return err
+	var ledger *dirsync.Ledger
+	if !records {
+		if ledger, err = dirsync.Open(y.State, site, log); err != nil {
+			return err
+		}
+		defer ledger.Close()
 	}
-	defer ledger.Close()
+	applyPath := path // a record stream's peers' records: default the tailed log
+	if p, ok := strings.CutPrefix(y.Apply, "file:"); ok {
+		applyPath = p
+	}
+	if records {
+		// The log may not exist before the application's first event; the
+		// peers' records may come first and create it all the same.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
+		if err != nil {
+			return fmt.Errorf("sync.data %s: %w", y.Data, err)
+		}
+		f.Close()
+	}
 
 	ctx, stop := signalContext(context.Background(), log)
 	defer stop()
@@ -70,20 +90,23 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	}
 
 	// This site's changes: a shipper on STREAM@SITE with the dir: source.
-	own := *cfg
-	own.Stream = name + "@" + site
-	own.Ship.Spool = y.Spool
-	own.Ship.Source = y.Data
-	sc := own.Ship
+	ownCfg := *cfg
+	ownCfg.Stream = name + "@" + site
+	ownCfg.Ship.Spool = y.Spool
+	ownCfg.Ship.Source = y.Data
+	if records {
+		ownCfg.Ship.Format = source.FormatLine // the lines as they are: JSON objects
+	}
+	sc := ownCfg.Ship
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2}
-	sh, _, closeTargets, err := openShipper(context.Background(), &own, nil, log, func(targets []shipper.Target, gen uint32) shipper.Config {
+	sh, _, closeTargets, err := openShipper(context.Background(), &ownCfg, nil, log, func(targets []shipper.Target, gen uint32) shipper.Config {
 		return shipper.Config{
 			Spool: spool.Config{
-				Dir: sc.Spool, Stream: own.Stream, Generation: gen, Fsync: spool.FsyncMode(sc.Fsync),
+				Dir: sc.Spool, Stream: ownCfg.Stream, Generation: gen, Fsync: spool.FsyncMode(sc.Fsync),
 				Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
 				MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression),
 			},
-			Targets: targets, Retry: retry, Ack: shipper.AckMode(sc.Ack), Lease: leaseConfig(&own),
+			Targets: targets, Retry: retry, Ack: shipper.AckMode(sc.Ack), Lease: leaseConfig(&ownCfg),
 		}
 	})
 	if err != nil {
@@ -91,16 +114,29 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	}
 	defer closeTargets()
 	defer sh.Close()
-	src := &source.Dir{Root: root, SpoolDir: sc.Spool, Exclude: y.Exclude, MaxRecordSize: int(sc.MaxRecordSize),
-		Cursor: sh.Spool().Cursor(), Log: log, Ledger: ledger}
-	ledger.OnReship = src.Reship
+	var src shipper.Source
+	var sink shipper.Sink = sh
+	var own *source.OwnRecords
+	if records {
+		src = &source.Tail{Path: path, Format: source.FormatLine, MaxRecordSize: int(sc.MaxRecordSize),
+			Cursor: sh.Spool().Cursor(), Log: log}
+		own = &source.OwnRecords{Sink: sh, Path: path}
+		sink = own
+	} else {
+		ds := &source.Dir{Root: path, SpoolDir: sc.Spool, Exclude: y.Exclude, MaxRecordSize: int(sc.MaxRecordSize),
+			Cursor: sh.Spool().Cursor(), Log: log, Ledger: ledger}
+		ledger.OnReship = ds.Reship
+		src = ds
+	}
 
 	// Each peer's changes: a receiver of STREAM@PEER applying to the tree.
 	type peerRun struct {
-		id string
-		r  *receiver.Receiver
+		id     string
+		stream string
+		r      *receiver.Receiver
+		failed atomic.Pointer[error]
 	}
-	var peers []peerRun
+	var peers []*peerRun
 	for _, p := range y.Peers {
 		pc := *cfg
 		pc.Stream = name + "@" + p.ID
@@ -112,9 +148,13 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("peer %s: %w", p.ID, err)
 		}
 		rc := cfg.Receive
+		var ap receiver.Applier = &apply.Dir{Root: path, Ledger: ledger, Peer: p.ID}
+		if records {
+			ap = &apply.SyncLog{Path: applyPath, Peer: p.ID, MaxLine: max(int(cfg.Ship.MaxRecordSize), 16<<20) + 256, Log: log.With("peer", p.ID)}
+		}
 		r, err := receiver.Open(receiver.Config{
 			Stream: pc.Stream, Generation: 1, StateDir: filepath.Join(y.State, "peer-"+p.ID), Store: st,
-			Applier:    &apply.Dir{Root: root, Ledger: ledger, Peer: p.ID},
+			Applier:    ap,
 			GapTimeout: time.Duration(rc.GapTimeout), PollMin: time.Duration(rc.PollMin), PollMax: time.Duration(rc.PollMax),
 			RetryMin: time.Duration(rc.RetryMin), RetryMax: time.Duration(rc.RetryMax),
 			ReceiverID: site, Prefetch: prefetch(rc.Prefetch), MaxSegmentBytes: int64(rc.MaxSegmentBytes),
@@ -123,11 +163,21 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("peer %s: %w", p.ID, err)
 		}
 		defer r.Close()
-		peers = append(peers, peerRun{p.ID, r})
+		peers = append(peers, &peerRun{id: p.ID, stream: pc.Stream, r: r})
 	}
 	if reg != nil {
-		reg.WatchShipper(sh, own.Stream, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
-		reg.WatchSync(site, ledger.Conflicts)
+		reg.WatchShipper(sh, ownCfg.Stream, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
+		if ledger != nil {
+			reg.WatchSync(site, ledger.Conflicts)
+		}
+		for _, p := range peers {
+			reg.WatchReceiver(p.r, p.stream, func() error {
+				if e := p.failed.Load(); e != nil {
+					return *e
+				}
+				return nil
+			}, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
+		}
 		stopMetrics, err := reg.Serve(ctx, cfg.MetricsAddr, log)
 		if err != nil {
 			return err
@@ -135,7 +185,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		defer stopMetrics()
 	}
 
-	log.Info("sync starting", "site", site, "tree", root, "ships", own.Stream, "peers", len(peers))
+	log.Info("sync starting", "site", site, "data", y.Data, "ships", ownCfg.Stream, "peers", len(peers))
 	start := time.Now()
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
@@ -144,7 +194,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	statusCtx, stopStatus := context.WithCancel(context.Background())
 	statusDone := make(chan struct{})
 	go func() {
-		statusLoop(statusCtx, sh, own.Stream, sh.Generation(), sc.Ack, sc.Spool)
+		statusLoop(statusCtx, sh, ownCfg.Stream, sh.Generation(), sc.Ack, sc.Spool)
 		close(statusDone)
 	}()
 	defer func() { stopStatus(); <-statusDone }()
@@ -170,7 +220,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		fail("dir source", src.Run(partCtx, sh))
+		fail(kind+" source", src.Run(partCtx, sink))
 	}()
 	for _, p := range peers {
 		wg.Add(1)
@@ -179,6 +229,9 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 			err := p.r.Run(partCtx)
 			if partCtx.Err() == nil && err == nil {
 				err = errors.New("receiver stopped")
+			}
+			if err != nil && !errors.Is(err, context.Canceled) {
+				p.failed.Store(&err)
 			}
 			fail("peer "+p.id, err)
 		}()
@@ -203,8 +256,12 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	}
 	stopRun()
 	st := sh.Spool().Stats()
-	fmt.Fprintf(stderr, "ferry sync: site %s shipped %d records (%s) as %s in %.2fs; %d conflicts resolved (all time)\n",
-		site, st.RecordsIn, sizeString(st.BytesIn), own.Stream, time.Since(start).Seconds(), ledger.Conflicts())
+	fmt.Fprintf(stderr, "ferry sync: site %s shipped %d records (%s) as %s in %.2fs", site, st.RecordsIn, sizeString(st.BytesIn), ownCfg.Stream, time.Since(start).Seconds())
+	if ledger != nil {
+		fmt.Fprintf(stderr, "; %d conflicts resolved (all time)\n", ledger.Conflicts())
+	} else {
+		fmt.Fprintf(stderr, "; %d peers' records seen in the log and not shipped\n", own.Dropped.Load())
+	}
 	for _, p := range peers {
 		s := p.r.Stats()
 		fmt.Fprintf(stderr, "  from %s: applied %d segments, %d records (%s); checkpoint at seq %d\n", p.id, s.Segments, s.Records, sizeString(s.Bytes), s.LastSeq)

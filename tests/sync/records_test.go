@@ -1,0 +1,381 @@
+//go:build linux
+
+package sync_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/ferrytest"
+)
+
+// recSite is one ferry sync site of a record stream: an application
+// appends its events to log, and the site applies its peers' events to
+// the same log.
+type recSite struct {
+	id          string
+	dir         string
+	log, conf   string
+	peersLog    string // sync.apply's file; "" when the peers' events go to log
+	metricsAddr string
+	proc        *ferrytest.Process
+}
+
+// newRecordMesh makes one site per id, each listing all the others as
+// peers, sharing the store directory store. A site whose id is in
+// separate applies its peers' events to a file of their own.
+func newRecordMesh(t *testing.T, separate string, ids ...string) (store string, sites []*recSite) {
+	base := t.TempDir()
+	store = filepath.Join(base, "store")
+	for _, id := range ids {
+		s := &recSite{id: id, dir: filepath.Join(base, id)}
+		s.log = filepath.Join(s.dir, "app", "events.ndjson")
+		s.conf = filepath.Join(s.dir, "sync.toml")
+		if err := os.MkdirAll(filepath.Dir(s.log), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(s.log, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		apply := ""
+		if strings.Contains(separate, id) {
+			s.peersLog = filepath.Join(s.dir, "app", "from-peers.ndjson")
+			apply = fmt.Sprintf("apply = \"file:%s\"\n", s.peersLog)
+		}
+		var peers strings.Builder
+		for _, p := range ids {
+			if p != id {
+				fmt.Fprintf(&peers, "[[sync.peers]]\nid = %q\n", p)
+			}
+		}
+		conf := fmt.Sprintf(`store = %q
+[site]
+id = %q
+[sync]
+data = "tail:%s"
+stream = "events"
+spool = %q
+state = %q
+%s%s[ship]
+max_age = "100ms"
+[receive]
+poll_min = "50ms"
+poll_max = "200ms"
+`, store, id, s.log, filepath.Join(s.dir, "spool"), filepath.Join(s.dir, "state"), apply, peers.String())
+		if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sites = append(sites, s)
+	}
+	return store, sites
+}
+
+func (s *recSite) start(t *testing.T) {
+	t.Helper()
+	args := []string{"sync", "--config", s.conf}
+	if s.metricsAddr != "" {
+		args = append(args, "--metrics-addr", s.metricsAddr)
+	}
+	s.proc = ferrytest.Cmd{Bin: ferryBin}.Start(t, nil, args...)
+}
+
+func (s *recSite) stop(t *testing.T) {
+	t.Helper()
+	if code := s.proc.Terminate(20 * time.Second); code != 0 {
+		t.Fatalf("site %s: ferry sync exited %d:\n%s", s.id, code, s.proc)
+	}
+}
+
+// appendEvent appends one event as the application does: one line, one
+// O_APPEND write.
+func appendEvent(t *testing.T, s *recSite, n int) {
+	line := fmt.Sprintf(`{"id":"%s-%06d","site":%q,"n":%d,"pad":"%s"}`+"\n", s.id, n, s.id, n, strings.Repeat("x", n%97))
+	f, err := os.OpenFile(s.log, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer f.Close()
+	if _, err := f.WriteString(line); err != nil {
+		t.Error(err)
+	}
+}
+
+// logLine is one line of a site's log as the test reads it.
+type logLine struct {
+	ID     string `json:"id"`
+	Site   string `json:"site"`
+	Origin *struct {
+		Site string `json:"site"`
+		Seq  uint64 `json:"seq"`
+	} `json:"ferry_origin"`
+}
+
+// readLog counts the site's log lines (and those of its peers' file) by
+// event id, and checks every line: an event of the site itself carries no
+// origin, a peer's carries the peer's; with a peers' file, the log holds
+// only the site's own events.
+func readLog(t *testing.T, s *recSite) (own, peers map[string]int, bad []string) {
+	t.Helper()
+	b, err := os.ReadFile(s.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.peersLog != "" {
+		if bytes.Contains(b, []byte("ferry_origin")) {
+			bad = append(bad, "the log holds a peer's event, which go to "+s.peersLog)
+		}
+		p, err := os.ReadFile(s.peersLog)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		b = append(b, p...)
+	}
+	own, peers = map[string]int{}, map[string]int{}
+	for i, line := range strings.SplitAfter(string(b), "\n") {
+		if line == "" {
+			continue
+		}
+		var l logLine
+		if err := json.Unmarshal([]byte(line), &l); err != nil || !strings.HasSuffix(line, "\n") {
+			bad = append(bad, fmt.Sprintf("line %d: %q (%v)", i+1, ferrytest.Clip(line), err))
+			continue
+		}
+		switch {
+		case l.Site == s.id && l.Origin == nil:
+			own[l.ID]++
+		case l.Site != s.id && l.Origin != nil && l.Origin.Site == l.Site && l.Origin.Seq > 0:
+			peers[l.ID]++
+		default:
+			bad = append(bad, fmt.Sprintf("line %d: %q: wrong origin", i+1, ferrytest.Clip(line)))
+		}
+	}
+	return own, peers, bad
+}
+
+// storeRecords counts the records of stream events@id in the store by
+// event id: what the site shipped.
+func storeRecords(t *testing.T, store, id string) map[string]int {
+	t.Helper()
+	dir := filepath.Join(store, "events@"+id)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".seg.zst") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, recs, err := batch.Decode(data, 64<<20)
+		if err != nil {
+			t.Fatalf("segment %s of events@%s: %v", e.Name(), id, err)
+		}
+		for i := range recs.Len() {
+			var l logLine
+			if err := json.Unmarshal(recs.Data(i), &l); err != nil {
+				t.Fatalf("segment %s of events@%s, record %d: %q: %v", e.Name(), id, recs.Seq(i), recs.Data(i), err)
+			}
+			if l.Origin != nil {
+				t.Errorf("events@%s record %d carries an origin: a peer's record shipped back: %q", id, recs.Seq(i), recs.Data(i))
+			}
+			out[l.ID]++
+		}
+	}
+	return out
+}
+
+func wantIDs(t *testing.T, what string, got map[string]int, site string, n int) {
+	t.Helper()
+	var missing, twice, other []string
+	for i := range n {
+		id := fmt.Sprintf("%s-%06d", site, i)
+		switch got[id] {
+		case 0:
+			missing = append(missing, id)
+		case 1:
+		default:
+			twice = append(twice, fmt.Sprintf("%s x%d", id, got[id]))
+		}
+	}
+	for id := range got {
+		if !strings.HasPrefix(id, site+"-") {
+			other = append(other, id)
+		}
+	}
+	sort.Strings(other)
+	if len(missing)+len(twice)+len(other) > 0 {
+		t.Errorf("%s: of %d events of %s, %d missing %v, %d more than once %v; %d of other sites %v",
+			what, n, site, len(missing), head(missing), len(twice), head(twice), len(other), head(other))
+	}
+}
+
+func head(s []string) []string { return s[:min(len(s), 5)] }
+
+// waitApplied waits until every site's log holds every other site's n
+// events.
+func waitApplied(t *testing.T, sites []*recSite, n int, timeout time.Duration) {
+	t.Helper()
+	ferrytest.Eventually(t, timeout, "every event applied at every other site", func() (bool, string) {
+		var lag []string
+		for _, s := range sites {
+			_, peers, _ := readLog(t, s)
+			if len(peers) < n*(len(sites)-1) {
+				lag = append(lag, fmt.Sprintf("%s holds %d of %d peers' events", s.id, len(peers), n*(len(sites)-1)))
+			}
+		}
+		return len(lag) == 0, strings.Join(lag, "; ")
+	})
+	time.Sleep(1500 * time.Millisecond) // anything still bouncing would show now
+}
+
+// checkRecordMesh checks every site's log and stream: its own n events
+// once each, unmarked; each peer's n events once each, marked with the
+// peer; and in its stream in the store exactly its own n events.
+func checkRecordMesh(t *testing.T, store string, sites []*recSite, n int) {
+	t.Helper()
+	for _, s := range sites {
+		own, peers, bad := readLog(t, s)
+		if len(bad) > 0 {
+			t.Errorf("site %s log: %d bad lines: %v", s.id, len(bad), head(bad))
+		}
+		wantIDs(t, "site "+s.id+" log, own events", own, s.id, n)
+		for _, p := range sites {
+			if p == s {
+				continue
+			}
+			from := map[string]int{}
+			for id, c := range peers {
+				if strings.HasPrefix(id, p.id+"-") {
+					from[id] = c
+				}
+			}
+			wantIDs(t, fmt.Sprintf("site %s log, events of %s", s.id, p.id), from, p.id, n)
+		}
+		if len(peers) != n*(len(sites)-1) {
+			t.Errorf("site %s log: %d peers' events, want %d", s.id, len(peers), n*(len(sites)-1))
+		}
+		wantIDs(t, "store stream events@"+s.id, storeRecords(t, store, s.id), s.id, n)
+	}
+}
+
+// runWriters appends n events at every site, paced, calling at(i) after
+// the i-th event of the first site.
+func runWriters(t *testing.T, sites []*recSite, n int, at func(i int)) {
+	var wg sync.WaitGroup
+	for k, s := range sites {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n {
+				appendEvent(t, s, i)
+				if k == 0 && at != nil {
+					at(i)
+				}
+				if i%10 == 9 {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestSyncRecordsKill9 runs two sites, then three in a mesh, of a record
+// stream whose application appends events to its log on every site while
+// ferry runs; kills the second site with SIGKILL a third of the way and
+// the first two thirds of the way (each restarted while the applications
+// keep writing); and checks that every event is applied exactly once at
+// every other site, marked with its origin, and that each site's stream
+// in the store holds exactly its own events: none shipped back. With three
+// sites, site c applies its peers' events to a file of their own.
+func TestSyncRecordsKill9(t *testing.T) {
+	const n = 900
+	for _, ids := range [][]string{{"a", "b"}, {"a", "b", "c"}} {
+		t.Run(fmt.Sprintf("%dsites", len(ids)), func(t *testing.T) {
+			store, sites := newRecordMesh(t, "c", ids...)
+			for _, s := range sites {
+				s.start(t)
+			}
+			runWriters(t, sites, n, func(i int) {
+				var s *recSite
+				switch i {
+				case n / 3:
+					s = sites[1]
+				case 2 * n / 3:
+					s = sites[0]
+				default:
+					return
+				}
+				s.proc.Kill9()
+				time.Sleep(300 * time.Millisecond)
+				s.start(t)
+			})
+			waitApplied(t, sites, n, 60*time.Second)
+			checkRecordMesh(t, store, sites, n)
+			for _, s := range sites {
+				s.stop(t)
+			}
+			if t.Failed() || os.Getenv("FERRY_SYNC_LOGS") != "" {
+				for _, s := range sites {
+					t.Logf("site %s:\n%s", s.id, s.proc)
+				}
+			}
+		})
+	}
+}
+
+// TestSyncRecordsMeshMetrics runs three sites in a mesh (each reads the
+// two others' streams), with site a serving metrics: a's two receivers
+// (which one registry used to refuse) are both exported, each by its
+// stream, and every event reaches every other site once.
+func TestSyncRecordsMeshMetrics(t *testing.T) {
+	const n = 120
+	store, sites := newRecordMesh(t, "", "a", "b", "c")
+	sites[0].metricsAddr = ferrytest.FreeAddr(t)
+	for _, s := range sites {
+		s.start(t)
+	}
+	runWriters(t, sites, n, nil)
+	waitApplied(t, sites, n, 60*time.Second)
+	checkRecordMesh(t, store, sites, n)
+
+	resp, err := http.Get("http://" + sites[0].metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape site a: %v\n%s", err, sites[0].proc)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf(`ferry_receive_records_applied_total{stream="events@b"} %d`, n),
+		fmt.Sprintf(`ferry_receive_records_applied_total{stream="events@c"} %d`, n),
+		`ferry_receive_applied_seq{stream="events@b"} `,
+		`ferry_receive_applied_seq{stream="events@c"} `,
+		fmt.Sprintf(`ferry_ship_records_in_total{stream="events@a"} %d`, n),
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("site a /metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", body)
+	}
+	for _, s := range sites {
+		s.stop(t)
+	}
+}
