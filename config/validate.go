@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/ferry-dr/ferry/batch"
 	"net"
 	"net/url"
 	"path"
@@ -78,8 +79,10 @@ func (f *File) Validate(verb string) error {
 		require("store", f.Store)
 	}
 	f.validateSync(verb, add, require)
-	if f.Stream != "" && !streamPattern.MatchString(f.Stream) {
-		add("stream", "%q is not a valid stream name: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", f.Stream)
+	// A top-level stream may name one site's stream of a sync pair
+	// (NAME@SITE), for ls, verify, cat and receive.
+	if f.Stream != "" && batch.CheckStream(f.Stream) != nil {
+		add("stream", "%q is not a valid stream name: use 1-128 letters, digits, '.', '_', '-' or '@' (NAME@SITE names one site's stream of ferry sync), starting with a letter or digit", f.Stream)
 	}
 	if f.Store != "" {
 		if err := checkStore(f.Store); err != nil {

@@ -66,7 +66,6 @@ TARGET_BYTES_RATIO=1.0 # ferry bytes moved / the better one's, at most
 ferry_site_config() {
 	local site=$1 peer=$2 tree=$3 store=$4 dir=$5
 	cat <<-EOF
-		stream = "mail"
 		store = "$store"
 
 		[site]
@@ -74,11 +73,20 @@ ferry_site_config() {
 
 		[sync]
 		data = "dir:$tree"
+		stream = "mail"
 		spool = "$dir/spool"
 		state = "$dir/state"
 
 		[[sync.peers]]
 		id = "$peer"
+
+		# As etc/ferry-sync-a.toml: seal and poll often, as a live sync pair should.
+		[ship]
+		max_age = "500ms"
+
+		[receive]
+		poll_min = "100ms"
+		poll_max = "1s"
 	EOF
 }
 
@@ -342,7 +350,32 @@ start_ferry() { # start_ferry DIR
 	done
 	"$treegen" watching -pid "${tool_pids[0]}" -path "$d/A" || die "ferry sync is not watching $d/A ($d/ferry-a.log)"
 	"$treegen" watching -pid "${tool_pids[1]}" -path "$d/B" || die "ferry sync is not watching $d/B ($d/ferry-b.log)"
-	sleep 2
+	# Untimed, as unison's first run and syncthing's initial scan are: each
+	# site ships its first scan of the tree, and the churn starts once each
+	# site has applied all of the other's and neither stream grows.
+	local last_a last_b prev="" now i
+	for ((i = 0; i < 1200; i++)); do
+		last_a=$(ferry_last_seq "$d/store" mail@a) last_b=$(ferry_last_seq "$d/store" mail@b)
+		now="$last_a/$last_b"
+		if [[ $last_a -gt 0 && $last_b -gt 0 && $now == "$prev" ]] &&
+			[[ $(ferry_applied "$d/ferry-b/state/peer-a") == "$last_a" && $(ferry_applied "$d/ferry-a/state/peer-b") == "$last_b" ]]; then
+			break
+		fi
+		prev=$now
+		sleep 0.5
+	done
+	((i < 1200)) || die "ferry sync: the sites did not apply each other's first scan within 10 minutes ($d/ferry-*.log)"
+	sleep 1
+}
+
+# ferry_last_seq STORE STREAM prints the stream's newest seq in STORE (0 if none).
+ferry_last_seq() {
+	"$ferry" ls --store "$1" --stream "$2" --json 2>/dev/null | jq -rs 'map(.last_seq) | max // 0'
+}
+
+# ferry_applied STATE prints the seq a receiver's state has applied (0 if none).
+ferry_applied() {
+	"$ferry" status --state "$1" --json 2>/dev/null | jq -r '.applied_seq // 0'
 }
 
 label() {
