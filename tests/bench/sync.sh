@@ -82,11 +82,11 @@ ferry_site_config() {
 
 		# As etc/ferry-sync-a.toml: seal and poll often, as a live sync pair should.
 		[ship]
-		max_age = "500ms"
+		max_age = "200ms"
 
 		[receive]
 		poll_min = "100ms"
-		poll_max = "1s"
+		poll_max = "300ms"
 	EOF
 }
 
