@@ -1,6 +1,8 @@
 package dirsync
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,7 +68,7 @@ func TestVV(t *testing.T) {
 
 func open(t *testing.T, dir, site string) *Ledger {
 	t.Helper()
-	l, err := Open(dir, site, nil)
+	l, err := Open(dir, site, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,8 +154,10 @@ func TestDecideConcurrentSameWinner(t *testing.T) {
 }
 
 // A local change the source has not shipped yet (the tree differs from the
-// ledger) is not overwritten by a peer's concurrent change: the later one
-// wins, and the earlier is kept as a copy.
+// ledger) is not overwritten by a peer's concurrent change: it gets its
+// version when the peer's record arrives, stamped then, so it is the later
+// one and wins; the peer's record is dropped here, and the peer, meeting
+// the local version when it ships, keeps its own as the conflict copy.
 func TestDecideUnshippedLocalChange(t *testing.T) {
 	l := open(t, t.TempDir(), "b")
 	ver := Version{Origin: "a", VV: VV{"a": 1}} // stamped long ago
@@ -162,14 +166,15 @@ func TestDecideUnshippedLocalChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Act != ActAsCopy || d.Copy != ConflictName("f", "a", 1) {
-		t.Fatalf("decided %+v; want the peer's record kept as its conflict copy", d)
+	if d.Act != ActSkip {
+		t.Fatalf("decided %+v; want skip (the peer keeps its copy)", d)
 	}
-	// The local version, when shipped, includes the peer's (so the peer applies it).
+	// The local version, when shipped, is concurrent with the peer's (so
+	// the peer meets the conflict), and lists the peer's as lost.
 	v, ship, _ := l.Local("f", file(9, 2, "L"))
 	pv, _ := ParseVersion(v)
-	if !ship || pv.VV["a"] != 1 {
-		t.Fatalf("local version %+v (ship %v); want it to include a:1", pv, ship)
+	if !ship || pv.VV["a"] != 0 || pv.VV["b"] <= 1 || pv.Lost["a"] != 1 {
+		t.Fatalf("local version %+v (ship %v); want b's own, after a:1, listing a:1 as lost", pv, ship)
 	}
 	// A modify beats a concurrent delete whatever the stamps.
 	d, _ = l.Decide(Incoming{Peer: "a", Seq: 4, Key: "f", Ver: Version{Origin: "a", VV: VV{"a": 1 << 62}}, State: Absent, Disk: file(9, 2, ""), CheckDisk: true})
