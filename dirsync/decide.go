@@ -46,6 +46,10 @@ type Incoming struct {
 	// Below lists the paths under Key in the local tree with their state
 	// (asked only for a delete of a directory).
 	Below func(fn func(path string, st State))
+	// DecidedBefore reports whether a record earlier in the same segment
+	// decided path: its entry already holds that decision while the tree
+	// still shows the state before it.
+	DecidedBefore func(path string) bool
 }
 
 // Decide says what a peer's record does to the local tree, and records the
@@ -173,6 +177,9 @@ func (l *Ledger) changedBelow(in Incoming) bool {
 		}
 		e := l.entries[p]
 		switch {
+		case e != nil && e.From == in.Peer && in.DecidedBefore != nil && in.DecidedBefore(p):
+			// The deleter's own record earlier in the segment decided it;
+			// the tree shows the state before that until it is applied.
 		case e == nil || !e.State.Same(st):
 			changed = true // not versioned yet: a local change
 		case e.Origin == l.Site && e.VV[l.Site] > in.Ver.Seen[l.Site]:

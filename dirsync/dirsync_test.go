@@ -182,3 +182,36 @@ func TestDecideUnshippedLocalChange(t *testing.T) {
 		t.Fatalf("a later delete met a local modify: %+v; want skip", d)
 	}
 }
+
+// A peer that deletes a file and then its directory ships both in one
+// segment; the applier decides the whole segment before applying it, so
+// when the directory's delete is decided the file is still on disk while
+// its entry already says deleted. That is the peer's own change, not a
+// local one: the directory's delete is applied, not undone and re-shipped.
+func TestDecideDirDeleteAfterItsFilesInOneSegment(t *testing.T) {
+	l := open(t, t.TempDir(), "b")
+	dirSt := State{Kind: KindDir, Mode: 0o755, Mtime: 5}
+	f := file(6, 3, "F")
+	d, err := l.Decide(Incoming{Peer: "a", Seq: 1, Key: "d", Ver: Version{Origin: "a", VV: VV{"a": 10}}, State: dirSt, Disk: Absent, CheckDisk: true})
+	if err != nil || d.Act != ActApply {
+		t.Fatalf("mkdir: %+v, %v", d, err)
+	}
+	if d, err = l.Decide(Incoming{Peer: "a", Seq: 2, Key: "d/f", Ver: Version{Origin: "a", VV: VV{"a": 11}}, State: f, Disk: Absent, CheckDisk: true}); err != nil || d.Act != ActApply {
+		t.Fatalf("put: %+v, %v", d, err)
+	}
+	// One later segment: del d/f, rmdir d. The tree still holds d/f.
+	decided := map[string]bool{}
+	d, err = l.Decide(Incoming{Peer: "a", Seq: 3, Key: "d/f", Ver: Version{Origin: "a", VV: VV{"a": 20}, Seen: VV{"a": 20}}, State: Absent, Disk: f, CheckDisk: true})
+	if err != nil || d.Act != ActApply {
+		t.Fatalf("del: %+v, %v", d, err)
+	}
+	decided["d/f"] = true
+	reshipped := ""
+	l.OnReship = func(p string) { reshipped = p }
+	d, err = l.Decide(Incoming{Peer: "a", Seq: 4, Key: "d", Ver: Version{Origin: "a", VV: VV{"a": 21}, Seen: VV{"a": 21}}, State: Absent, Disk: dirSt, CheckDisk: true,
+		Below:         func(fn func(string, State)) { fn("d/f", f) },
+		DecidedBefore: func(p string) bool { return decided[p] }})
+	if err != nil || d.Act != ActApply || reshipped != "" {
+		t.Fatalf("rmdir after its file's del in one segment: %+v, %v, reshipped %q; want apply", d, err, reshipped)
+	}
+}
