@@ -242,6 +242,25 @@ func (l *Ledger) Get(path string) (Entry, bool) {
 	return *e, true
 }
 
+// Unshipped lists, parents first, the paths whose version is this site's
+// own but was never handed to the source: a directory kept against a
+// peer's delete (resurrect) and what is below it, or a local change
+// versioned by Decide. The source ships them when it starts, since a
+// crash can lose the running source's note of them (OnReship) while the
+// tree and the source's index still agree.
+func (l *Ledger) Unshipped() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for p, e := range l.entries {
+		if e.Origin == l.Site && !e.Shipped {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // now is the next stamp of this site: wall-clock nanoseconds, but always
 // past every stamp given or seen, so a site's changes are ordered and a
 // change made after seeing another is stamped later than it.

@@ -355,6 +355,21 @@ func runChurn(t *testing.T, ids []string, kill string) {
 	}
 	t.Logf("seed %d (replay with FERRY_E2E_SEED)", seed)
 	store, sites := newMesh(t, ids...)
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, s := range sites {
+			if s.proc == nil {
+				continue
+			}
+			for _, l := range strings.Split(s.proc.Stderr(), "\n") {
+				if strings.Contains(l, "directory below which") || strings.Contains(l, "level=ERROR") {
+					t.Logf("site %s: %s", s.id, l)
+				}
+			}
+		}
+	})
 	for i := range 10 {
 		write(t, filepath.Join(sites[0].tree, "shared", fmt.Sprintf("s%d", i)), []byte("initial\n"))
 	}
