@@ -46,6 +46,10 @@ type Incoming struct {
 	// Below lists the paths under Key in the local tree with their state
 	// (asked only for a delete of a directory).
 	Below func(fn func(path string, st State))
+	// DecidedBefore reports whether a record earlier in the same segment
+	// decided path: its entry already holds that decision while the tree
+	// still shows the state before it.
+	DecidedBefore func(path string) bool
 }
 
 // Decide says what a peer's record does to the local tree, and records the
@@ -55,13 +59,18 @@ type Incoming struct {
 //   - A local change the ledger has no version for yet (the tree differs
 //     from the ledger) gets one now, stamped now.
 //   - A record whose version this site has seen is dropped.
-//   - A record whose version includes the local one is applied.
+//   - A record whose version includes the local one is applied; if it lists
+//     the local version, made here, among its losers (Version.Lost), the
+//     local version is first kept as its conflict copy.
 //   - Otherwise the two are concurrent: a conflict. The same content on
 //     both sides is no conflict. Else the winner is the one Wins says, on
-//     every site; the loser is kept as ConflictName(path, its site, its
-//     stamp) by the site that holds it (the local version, renamed; or the
-//     record, when the local version never left this site and the peer
-//     therefore never meets the conflict).
+//     every site, whatever order the versions arrive in. A losing version
+//     is kept as ConflictName(path, its site, its stamp) by its own site
+//     only, and only while that site's tree still holds it: the winner
+//     arrives there sooner or later (every site reads every other's
+//     stream), so exactly one site makes each copy, and ships it as an
+//     ordinary new file. Any other site just applies the winner or drops
+//     the loser, and remembers the loser in Entry.Lost.
 //   - A delete of a directory below which the local tree has changes the
 //     deleter had not seen loses: the directory and everything below it
 //     get new local versions and are shipped again.
@@ -79,7 +88,7 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	if in.CheckDisk && !cur.State.Same(in.Disk) {
 		vv := Merge(cur.Seen, cur.VV)
 		vv[l.Site] = l.now()
-		cur = Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site}
+		cur = Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site, Lost: cur.Lost}
 	}
 	seen := Merge(cur.Seen, cur.VV)
 	remote := in.Ver
@@ -94,8 +103,24 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	if in.State.Kind == KindAbsent && in.Disk.Kind == KindDir && in.Below != nil && l.changedBelow(in) {
 		return l.resurrect(in, cur, seen)
 	}
-	applied := Entry{VV: remote.VV.Clone(), Seen: Merge(seen, remote.VV), State: in.State, Origin: remote.Origin}
+	applied := Entry{VV: remote.VV.Clone(), Seen: Merge(seen, remote.VV), State: in.State, Origin: remote.Origin,
+		Lost: Merge(cur.Lost, remote.Lost)}
+	localTime := cur.VV[cur.Origin]
+	// holdsOwn: the tree holds a version this site made: if it loses, this
+	// site is the one that keeps it.
+	holdsOwn := cur.Origin == l.Site && cur.State.Kind != KindAbsent && in.Disk.Kind != KindAbsent
+	c := Conflict{At: time.Now().UTC(), Path: in.Key, Peer: in.Peer}
 	if cur.VV.LE(remote.VV) {
+		if holdsOwn && localTime > 0 && remote.Lost[l.Site] >= localTime {
+			// The peer's change includes the local version only as a
+			// conflict's loser, which this site keeps.
+			c.Winner, c.WinnerTime, c.Loser, c.LoserTime = remote.Origin, remote.Time(), l.Site, localTime
+			d := Decision{Act: ActRenameApply, Copy: ConflictName(in.Key, l.Site, localTime)}
+			if err := l.recordConflict(c, d.Copy, true); err != nil {
+				return Decision{}, err
+			}
+			return done(d, applied)
+		}
 		return done(Decision{Act: ActApply}, applied)
 	}
 	// Concurrent.
@@ -103,7 +128,6 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	if local.Kind == KindFile && in.State.Kind == KindFile && local.Size == in.State.Size && len(local.Hash) == 0 && in.LocalHash != nil {
 		local.Hash = in.LocalHash()
 	}
-	localTime := cur.VV[cur.Origin]
 	remoteWins := Wins(remote.Time(), remote.Origin, in.State, localTime, cur.Origin, cur.State)
 	if SameContent(local, in.State) {
 		if remoteWins {
@@ -112,38 +136,33 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 		cur.Seen = Merge(seen, remote.VV)
 		return done(Decision{Act: ActSkip}, cur)
 	}
-	c := Conflict{At: time.Now().UTC(), Path: in.Key, Peer: in.Peer}
 	var d Decision
 	var ne Entry
+	var loserState State
 	if remoteWins {
 		c.Winner, c.WinnerTime, c.Loser, c.LoserTime = remote.Origin, remote.Time(), cur.Origin, localTime
-		d, ne = Decision{Act: ActApply}, applied
-		if cur.State.Kind != KindAbsent && in.Disk.Kind != KindAbsent {
-			d = Decision{Act: ActRenameApply, Copy: ConflictName(in.Key, cur.Origin, localTime)}
+		d, ne, loserState = Decision{Act: ActApply}, applied, cur.State
+		if holdsOwn {
+			d = Decision{Act: ActRenameApply, Copy: ConflictName(in.Key, l.Site, localTime)}
+		} else if cur.State.Kind != KindAbsent {
+			ne.Lost = Merge(ne.Lost, VV{cur.Origin: localTime})
 		}
 	} else {
 		c.Winner, c.WinnerTime, c.Loser, c.LoserTime = cur.Origin, localTime, remote.Origin, remote.Time()
-		d = Decision{Act: ActSkip}
-		ne = cur
+		d, ne, loserState = Decision{Act: ActSkip}, cur, in.State
 		ne.Seen = Merge(seen, remote.VV)
-		if !cur.Shipped && cur.Origin == l.Site {
-			// The peer never saw the local version and will not meet this
-			// conflict: keep its loser here, and ship the local version as
-			// one that includes it.
-			ne.VV = Merge(cur.VV, remote.VV)
-			ne.VV[l.Site] = localTime
-			if in.State.Kind != KindAbsent {
-				d = Decision{Act: ActAsCopy, Copy: ConflictName(in.Key, remote.Origin, remote.Time())}
-			}
+		if in.State.Kind != KindAbsent {
+			ne.Lost = Merge(ne.Lost, VV{remote.Origin: remote.Time()})
 		}
 	}
-	if c.Copy = d.Copy; cur.State.Kind != KindAbsent && in.State.Kind != KindAbsent {
-		if err := l.recordConflict(c); err != nil {
+	if cur.State.Kind != KindAbsent && in.State.Kind != KindAbsent {
+		copyName := ConflictName(in.Key, c.Loser, c.LoserTime)
+		if err := l.recordConflict(c, copyName, d.Copy != ""); err != nil {
 			return Decision{}, err
 		}
 	} else {
 		l.Log.Info("sync: a delete met a concurrent change; the change stays", "path", in.Key, "peer", in.Peer,
-			"winner_site", c.Winner, "loser_site", c.Loser)
+			"winner_site", c.Winner, "loser_site", c.Loser, "loser_deleted", loserState.Kind == KindAbsent)
 	}
 	return done(d, ne)
 }
@@ -158,6 +177,9 @@ func (l *Ledger) changedBelow(in Incoming) bool {
 		}
 		e := l.entries[p]
 		switch {
+		case e != nil && e.From == in.Peer && in.DecidedBefore != nil && in.DecidedBefore(p):
+			// The deleter's own record earlier in the segment decided it;
+			// the tree shows the state before that until it is applied.
 		case e == nil || !e.State.Same(st):
 			changed = true // not versioned yet: a local change
 		case e.Origin == l.Site && e.VV[l.Site] > in.Ver.Seen[l.Site]:
@@ -201,7 +223,10 @@ func (l *Ledger) resurrect(in Incoming, cur Entry, seen VV) (Decision, error) {
 	return Decision{Act: ActSkip}, nil
 }
 
-func (l *Ledger) recordConflict(c Conflict) error {
+// recordConflict lists c, whose loser is kept as copyName by the loser's
+// site (made: this one).
+func (l *Ledger) recordConflict(c Conflict, copyName string, made bool) error {
+	c.Copy, c.Made = copyName, made
 	b, _ := json.Marshal(c)
 	path := filepath.Join(l.dir, ConflictsFile)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
@@ -217,7 +242,7 @@ func (l *Ledger) recordConflict(c Conflict) error {
 	}
 	l.conflicts.Add(1)
 	l.Log.Warn("sync conflict", "path", c.Path, "peer", c.Peer, "winner_site", c.Winner,
-		"winner_time", time.Unix(0, c.WinnerTime).UTC(), "loser_site", c.Loser, "loser_time", time.Unix(0, c.LoserTime).UTC(), "copy", c.Copy)
+		"winner_time", time.Unix(0, c.WinnerTime).UTC(), "loser_site", c.Loser, "loser_time", time.Unix(0, c.LoserTime).UTC(), "copy", c.Copy, "copy_made_here", c.Made)
 	if l.OnConflict != nil {
 		l.OnConflict(c)
 	}

@@ -1,6 +1,8 @@
 package dirsync
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,7 +68,7 @@ func TestVV(t *testing.T) {
 
 func open(t *testing.T, dir, site string) *Ledger {
 	t.Helper()
-	l, err := Open(dir, site, nil)
+	l, err := Open(dir, site, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,8 +154,10 @@ func TestDecideConcurrentSameWinner(t *testing.T) {
 }
 
 // A local change the source has not shipped yet (the tree differs from the
-// ledger) is not overwritten by a peer's concurrent change: the later one
-// wins, and the earlier is kept as a copy.
+// ledger) is not overwritten by a peer's concurrent change: it gets its
+// version when the peer's record arrives, stamped then, so it is the later
+// one and wins; the peer's record is dropped here, and the peer, meeting
+// the local version when it ships, keeps its own as the conflict copy.
 func TestDecideUnshippedLocalChange(t *testing.T) {
 	l := open(t, t.TempDir(), "b")
 	ver := Version{Origin: "a", VV: VV{"a": 1}} // stamped long ago
@@ -162,18 +166,52 @@ func TestDecideUnshippedLocalChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Act != ActAsCopy || d.Copy != ConflictName("f", "a", 1) {
-		t.Fatalf("decided %+v; want the peer's record kept as its conflict copy", d)
+	if d.Act != ActSkip {
+		t.Fatalf("decided %+v; want skip (the peer keeps its copy)", d)
 	}
-	// The local version, when shipped, includes the peer's (so the peer applies it).
+	// The local version, when shipped, is concurrent with the peer's (so
+	// the peer meets the conflict), and lists the peer's as lost.
 	v, ship, _ := l.Local("f", file(9, 2, "L"))
 	pv, _ := ParseVersion(v)
-	if !ship || pv.VV["a"] != 1 {
-		t.Fatalf("local version %+v (ship %v); want it to include a:1", pv, ship)
+	if !ship || pv.VV["a"] != 0 || pv.VV["b"] <= 1 || pv.Lost["a"] != 1 {
+		t.Fatalf("local version %+v (ship %v); want b's own, after a:1, listing a:1 as lost", pv, ship)
 	}
 	// A modify beats a concurrent delete whatever the stamps.
 	d, _ = l.Decide(Incoming{Peer: "a", Seq: 4, Key: "f", Ver: Version{Origin: "a", VV: VV{"a": 1 << 62}}, State: Absent, Disk: file(9, 2, ""), CheckDisk: true})
 	if d.Act != ActSkip {
 		t.Fatalf("a later delete met a local modify: %+v; want skip", d)
+	}
+}
+
+// A peer that deletes a file and then its directory ships both in one
+// segment; the applier decides the whole segment before applying it, so
+// when the directory's delete is decided the file is still on disk while
+// its entry already says deleted. That is the peer's own change, not a
+// local one: the directory's delete is applied, not undone and re-shipped.
+func TestDecideDirDeleteAfterItsFilesInOneSegment(t *testing.T) {
+	l := open(t, t.TempDir(), "b")
+	dirSt := State{Kind: KindDir, Mode: 0o755, Mtime: 5}
+	f := file(6, 3, "F")
+	d, err := l.Decide(Incoming{Peer: "a", Seq: 1, Key: "d", Ver: Version{Origin: "a", VV: VV{"a": 10}}, State: dirSt, Disk: Absent, CheckDisk: true})
+	if err != nil || d.Act != ActApply {
+		t.Fatalf("mkdir: %+v, %v", d, err)
+	}
+	if d, err = l.Decide(Incoming{Peer: "a", Seq: 2, Key: "d/f", Ver: Version{Origin: "a", VV: VV{"a": 11}}, State: f, Disk: Absent, CheckDisk: true}); err != nil || d.Act != ActApply {
+		t.Fatalf("put: %+v, %v", d, err)
+	}
+	// One later segment: del d/f, rmdir d. The tree still holds d/f.
+	decided := map[string]bool{}
+	d, err = l.Decide(Incoming{Peer: "a", Seq: 3, Key: "d/f", Ver: Version{Origin: "a", VV: VV{"a": 20}, Seen: VV{"a": 20}}, State: Absent, Disk: f, CheckDisk: true})
+	if err != nil || d.Act != ActApply {
+		t.Fatalf("del: %+v, %v", d, err)
+	}
+	decided["d/f"] = true
+	reshipped := ""
+	l.OnReship = func(p string) { reshipped = p }
+	d, err = l.Decide(Incoming{Peer: "a", Seq: 4, Key: "d", Ver: Version{Origin: "a", VV: VV{"a": 21}, Seen: VV{"a": 21}}, State: Absent, Disk: dirSt, CheckDisk: true,
+		Below:         func(fn func(string, State)) { fn("d/f", f) },
+		DecidedBefore: func(p string) bool { return decided[p] }})
+	if err != nil || d.Act != ActApply || reshipped != "" {
+		t.Fatalf("rmdir after its file's del in one segment: %+v, %v, reshipped %q; want apply", d, err, reshipped)
 	}
 }

@@ -83,6 +83,11 @@ type Entry struct {
 	State   State  `json:"st"`             // what that version is
 	Origin  string `json:"o,omitempty"`    // the site that made it
 	Shipped bool   `json:"sh,omitempty"`   // a local version handed to the source: it ships with VV
+	// Lost: the versions of other sites this site has seen lose a conflict
+	// at the path (newest stamp per site). Every local version made after
+	// carries it (Version.Lost), so that the loser's site keeps its copy
+	// even when this site's change reaches it before the winner does.
+	Lost VV `json:"lost,omitempty"`
 
 	// The last decision on a peer's record for the path, so that the
 	// record applied again after a crash does what it did the first time.
@@ -102,6 +107,7 @@ type Conflict struct {
 	Loser      string    `json:"loser_site"`
 	LoserTime  int64     `json:"loser_time"`
 	Copy       string    `json:"copy,omitempty"` // where the loser is kept; empty when it was a delete
+	Made       bool      `json:"made,omitempty"` // this site made the copy (the loser's own site; exactly one does)
 	Peer       string    `json:"peer"`           // whose record met the local version
 }
 
@@ -234,6 +240,25 @@ func (l *Ledger) Get(path string) (Entry, bool) {
 		return Entry{}, false
 	}
 	return *e, true
+}
+
+// Unshipped lists, parents first, the paths whose version is this site's
+// own but was never handed to the source: a directory kept against a
+// peer's delete (resurrect) and what is below it, or a local change
+// versioned by Decide. The source ships them when it starts, since a
+// crash can lose the running source's note of them (OnReship) while the
+// tree and the source's index still agree.
+func (l *Ledger) Unshipped() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for p, e := range l.entries {
+		if e.Origin == l.Site && !e.Shipped {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // now is the next stamp of this site: wall-clock nanoseconds, but always
@@ -369,16 +394,16 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 			}
 			e = &ne
 		}
-		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone()}.Encode(), true, nil
+		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost}.Encode(), true, nil
 	}
-	var seen VV
+	var seen, lost VV
 	if e != nil {
-		seen = Merge(e.Seen, e.VV)
+		seen, lost = Merge(e.Seen, e.VV), e.Lost
 	}
 	now := l.now()
 	vv := seen.Clone()
 	vv[l.Site] = now
-	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true}); err != nil {
+	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost}); err != nil {
 		return nil, false, err
 	}
 	if st.Kind == KindAbsent {
@@ -387,11 +412,11 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 			if strings.HasPrefix(p, path+"/") && c.State.Kind != KindAbsent {
 				cv := Merge(c.Seen, c.VV)
 				cv[l.Site] = now
-				if err := l.set(p, &Entry{VV: cv, Seen: cv, State: Absent, Origin: l.Site, Shipped: true}); err != nil {
+				if err := l.set(p, &Entry{VV: cv, Seen: cv, State: Absent, Origin: l.Site, Shipped: true, Lost: c.Lost}); err != nil {
 					return nil, false, err
 				}
 			}
 		}
 	}
-	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone()}.Encode(), true, nil
+	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone(), Lost: lost}.Encode(), true, nil
 }

@@ -63,6 +63,13 @@ type Version struct {
 	// concurrent with this one. A delete of a directory uses it for the
 	// paths below it.
 	Seen VV `json:"seen,omitempty"`
+	// Lost lists, per site, the newest stamp of that site's versions of
+	// the path that lost a conflict at the origin before it made this
+	// change: the change includes them (VV covers them) but only as
+	// losers. The site that made such a loser and still holds it keeps
+	// it as its conflict copy before it applies this change (docs/SYNC.md,
+	// "Three or more sites").
+	Lost VV `json:"lost,omitempty"`
 }
 
 // FormatVersion is the Version.V this ferry writes and reads.

@@ -94,8 +94,9 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 		in := dirsync.Incoming{
 			Peer: a.Peer, Seq: rec.Seq, Key: key, Ver: ver, State: st,
 			Disk: a.diskState(key), CheckDisk: !dirDecidedAbove(decided, key),
-			LocalHash: func() []byte { return a.hashLocal(key) },
-			Below:     func(fn func(string, dirsync.State)) { a.below(key, fn) },
+			LocalHash:     func() []byte { return a.hashLocal(key) },
+			Below:         func(fn func(string, dirsync.State)) { a.below(key, fn) },
+			DecidedBefore: func(p string) bool { return dirDecidedAbove(decided, p) },
 		}
 		d, err := a.Ledger.Decide(in)
 		if err != nil {

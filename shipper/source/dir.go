@@ -58,6 +58,9 @@ func (r *dirRun) takeReship() error {
 	for _, p := range paths {
 		r.idx.markPending(p)
 		r.markDirty(p, time.Time{})
+		if fi, err := os.Lstat(r.abs(p)); err != nil || !fi.IsDir() {
+			continue // a file, or gone: marking it is enough
+		}
 		if err := r.walk(p, map[string]struct{}{}, map[string]bool{}); err != nil {
 			return err
 		}
@@ -117,6 +120,11 @@ func (s *Dir) Run(ctx context.Context, sink shipper.Sink) error {
 	defer r.rootDir.Close()
 	s.mu.Lock()
 	s.run = r
+	if s.Ledger != nil {
+		// What the ledger gave versions of this site that never reached
+		// the source (a crash between the two) ships now.
+		s.reship = append(s.reship, s.Ledger.Unshipped()...)
+	}
 	s.mu.Unlock()
 	for {
 		err := r.watchAndShip(ctx, sink)

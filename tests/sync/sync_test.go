@@ -21,7 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/dirsync"
+	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
 
@@ -31,21 +33,34 @@ func TestMain(m *testing.M) { os.Exit(ferrytest.Main(m, &ferryBin)) }
 
 // site is one ferry sync site of a test.
 type site struct {
-	id, peer   string
+	id         string
 	dir        string // everything of the site
 	tree, conf string
 	proc       *ferrytest.Process
 }
 
 func newPair(t *testing.T) (store string, a, b *site) {
+	store, s := newMesh(t, "a", "b")
+	return store, s[0], s[1]
+}
+
+// newMesh makes one site per id, each reading every other's stream from
+// one shared directory store.
+func newMesh(t *testing.T, ids ...string) (store string, sites []*site) {
 	base := t.TempDir()
 	store = filepath.Join(base, "store")
-	mk := func(id, peer string) *site {
-		s := &site{id: id, peer: peer, dir: filepath.Join(base, id)}
+	mk := func(id string) *site {
+		s := &site{id: id, dir: filepath.Join(base, id)}
 		s.tree = filepath.Join(s.dir, "tree")
 		s.conf = filepath.Join(s.dir, "sync.toml")
 		if err := os.MkdirAll(s.tree, 0o755); err != nil {
 			t.Fatal(err)
+		}
+		peers := ""
+		for _, p := range ids {
+			if p != id {
+				peers += fmt.Sprintf("[[sync.peers]]\nid = %q\n", p)
+			}
 		}
 		conf := fmt.Sprintf(`store = %q
 [site]
@@ -55,20 +70,21 @@ data = "dir:%s"
 stream = "mail"
 spool = %q
 state = %q
-[[sync.peers]]
-id = %q
-[ship]
+%s[ship]
 max_age = "100ms"
 [receive]
 poll_min = "50ms"
 poll_max = "200ms"
-`, store, id, s.tree, filepath.Join(s.dir, "spool"), filepath.Join(s.dir, "state"), peer)
+`, store, id, s.tree, filepath.Join(s.dir, "spool"), filepath.Join(s.dir, "state"), peers)
 		if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
-	return store, mk("a", "b"), mk("b", "a")
+	for _, id := range ids {
+		sites = append(sites, mk(id))
+	}
+	return store, sites
 }
 
 func (s *site) start(t *testing.T) {
@@ -157,23 +173,37 @@ func diff(a, b map[string]string) string {
 
 func waitIdentical(t *testing.T, a, b *site, timeout time.Duration) map[string]string {
 	t.Helper()
+	return waitAllIdentical(t, []*site{a, b}, timeout)
+}
+
+// waitAllIdentical waits for every site's tree to be the first's, and
+// checks that they stay so (nothing still bouncing).
+func waitAllIdentical(t *testing.T, sites []*site, timeout time.Duration) map[string]string {
+	t.Helper()
+	differ := func() (map[string]string, string) {
+		first := snapshot(t, sites[0].tree)
+		for _, s := range sites[1:] {
+			if d := diff(first, snapshot(t, s.tree)); d != "" {
+				return first, fmt.Sprintf("%s vs %s:\n%s", sites[0].id, s.id, d)
+			}
+		}
+		return first, ""
+	}
 	var last map[string]string
-	ferrytest.Eventually(t, timeout, "both trees identical", func() (bool, string) {
-		sa, sb := snapshot(t, a.tree), snapshot(t, b.tree)
-		last = sa
-		d := diff(sa, sb)
+	ferrytest.Eventually(t, timeout, "all trees identical", func() (bool, string) {
+		snap, d := differ()
+		last = snap
 		return d == "", d
 	})
-	// And still identical a moment later: nothing is still bouncing.
 	time.Sleep(1500 * time.Millisecond)
-	sa, sb := snapshot(t, a.tree), snapshot(t, b.tree)
-	if d := diff(sa, sb); d != "" {
-		t.Fatalf("trees identical, then not:\n%s", d)
+	snap, d := differ()
+	if d != "" {
+		t.Fatalf("trees identical, then not: %s", d)
 	}
-	if d := diff(last, sa); d != "" {
+	if d := diff(last, snap); d != "" {
 		t.Fatalf("trees changed after they were identical (ping-pong?):\n%s", d)
 	}
-	return sa
+	return snap
 }
 
 func write(t *testing.T, p string, data []byte) {
@@ -201,6 +231,40 @@ func shippedBytes(t *testing.T, store, id string) int64 {
 		}
 	}
 	return n
+}
+
+// foreignPuts counts, per top directory, the file records a site's stream
+// carries for another site's directories (the churn's ID-dirN).
+func foreignPuts(t *testing.T, store, id string) map[string]int {
+	t.Helper()
+	dir := filepath.Join(store, "mail@"+id)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".seg.zst") {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, recs, err := batch.Decode(raw, 1<<30)
+		if err != nil {
+			t.Fatalf("segment %s: %v", e.Name(), err)
+		}
+		for i := range recs.Len() {
+			r := recs.At(i)
+			top, _, _ := strings.Cut(string(r.Key), "/")
+			if r.Op != dirtree.OpPut && r.Op != dirtree.OpChunk || !strings.Contains(top, "-dir") || strings.HasPrefix(top, id+"-") {
+				continue
+			}
+			out[top]++
+		}
+	}
+	return out
 }
 
 func conflictCopies(snap map[string]string) []string {
@@ -273,23 +337,46 @@ func TestSyncConflictWinnerAndCopy(t *testing.T) {
 // shared files that make true conflicts), kills site b with SIGKILL in the
 // middle and restarts it, then checks that both trees are identical, that
 // every change of a file only one site touches is there, that every
-// conflict copy on disk is one a site recorded (and each recorded copy is
-// there), and that each site shipped about the bytes of its own changes.
-func TestSyncChurnKill9(t *testing.T) {
+// conflict copy on disk is one a site recorded making (and each recorded
+// copy is there, made once), and that each site shipped about the bytes of
+// its own changes.
+func TestSyncChurnKill9(t *testing.T) { runChurn(t, []string{"a", "b"}, "b") }
+
+// TestSyncThreeSitesChurnKill9 is the same with three sites in a mesh
+// (each reads the other two's streams from the shared store), site c
+// killed with SIGKILL in the middle: the shared files see three-way
+// conflicts, which every site must resolve alike (docs/SYNC.md).
+func TestSyncThreeSitesChurnKill9(t *testing.T) { runChurn(t, []string{"a", "b", "c"}, "c") }
+
+func runChurn(t *testing.T, ids []string, kill string) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("FERRY_E2E_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
 	}
 	t.Logf("seed %d (replay with FERRY_E2E_SEED)", seed)
-	store, a, b := newPair(t)
+	store, sites := newMesh(t, ids...)
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, s := range sites {
+			if s.proc == nil {
+				continue
+			}
+			for _, l := range strings.Split(s.proc.Stderr(), "\n") {
+				if strings.Contains(l, "directory below which") || strings.Contains(l, "level=ERROR") {
+					t.Logf("site %s: %s", s.id, l)
+				}
+			}
+		}
+	})
 	for i := range 10 {
-		write(t, filepath.Join(a.tree, "shared", fmt.Sprintf("s%d", i)), []byte("initial\n"))
+		write(t, filepath.Join(sites[0].tree, "shared", fmt.Sprintf("s%d", i)), []byte("initial\n"))
 	}
-	a.start(t)
-	b.start(t)
-	waitIdentical(t, a, b, 30*time.Second)
-	baseA, baseB := shippedBytes(t, store, "a"), shippedBytes(t, store, "b")
-
+	for _, s := range sites {
+		s.start(t)
+	}
+	waitAllIdentical(t, sites, 30*time.Second)
 	type churn struct {
 		s     *site
 		rng   *rand.Rand
@@ -306,7 +393,18 @@ func TestSyncChurnKill9(t *testing.T) {
 		}
 		return c
 	}
-	ca, cb := mkChurn(a, 1), mkChurn(b, 2)
+	var churns []*churn
+	var victim *site
+	for k, s := range sites {
+		churns = append(churns, mkChurn(s, uint64(k+1)))
+		if s.id == kill {
+			victim = s
+		}
+	}
+	base := map[string]int64{}
+	for _, s := range sites {
+		base[s.id] = shippedBytes(t, store, s.id)
+	}
 	content := func(c *churn, what string) []byte {
 		c.n++
 		head := fmt.Sprintf("%s %s %d\n", c.s.id, what, c.n)
@@ -388,44 +486,51 @@ func TestSyncChurnKill9(t *testing.T) {
 	end := time.Now().Add(8 * time.Second)
 	killed := false
 	for time.Now().Before(end) {
-		step(ca)
-		step(cb)
+		for _, c := range churns {
+			step(c)
+		}
 		if !killed && time.Until(end) < 5*time.Second {
-			b.proc.Kill9()
+			victim.proc.Kill9()
 			killed = true
-			for range 20 { // b's tree changes while it is down
-				step(cb)
-				step(ca)
+			for range 20 { // the victim's tree changes while it is down
+				for _, c := range churns {
+					step(c)
+				}
 			}
 			time.Sleep(500 * time.Millisecond)
-			b.start(t)
+			victim.start(t)
 		}
-		time.Sleep(time.Duration(10+ca.rng.IntN(40)) * time.Millisecond)
+		time.Sleep(time.Duration(10+churns[0].rng.IntN(40)) * time.Millisecond)
 	}
-	snap := waitIdentical(t, a, b, 90*time.Second)
+	snap := waitAllIdentical(t, sites, 120*time.Second)
 
-	for _, c := range []*churn{ca, cb} {
+	for _, c := range churns {
 		for p, data := range c.own {
 			if got := snap[p]; !strings.Contains(got, sig(data)) {
 				t.Errorf("site %s's last change of %s is not on both sites: %s", c.s.id, p, ferrytest.Clip(got))
 			}
 		}
 	}
-	// Every conflict copy is one a site made by the rule, and each such copy is there.
+	// Every conflict copy is one a site made by the rule (the loser's own
+	// site, once), and each such copy is there.
 	recorded := map[string]bool{}
+	madeBy := map[string]string{}
 	total := 0
-	for _, s := range []*site{a, b} {
+	for _, s := range sites {
 		cs, err := dirsync.ReadConflicts(filepath.Join(s.dir, "state"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		total += len(cs)
 		for _, c := range cs {
-			if c.Copy != "" {
+			if c.Made {
 				if recorded[c.Copy] {
 					t.Errorf("conflict copy %s made twice", c.Copy)
 				}
-				recorded[c.Copy] = true
+				if c.Loser != s.id {
+					t.Errorf("conflict copy %s made by site %s, not by the loser's site %s", c.Copy, s.id, c.Loser)
+				}
+				recorded[c.Copy], madeBy[c.Copy] = true, s.id
 			}
 		}
 	}
@@ -445,25 +550,35 @@ func TestSyncChurnKill9(t *testing.T) {
 	}
 	t.Logf("conflicts recorded %d, conflict copies %d", total, len(copies))
 
-	// No echo: each site shipped about its own changes. Without own-change
-	// recognition each would also ship the other's, about doubling this.
-	for _, x := range []struct {
-		c    *churn
-		base int64
-	}{{ca, baseA}, {cb, baseB}} {
-		shipped := shippedBytes(t, store, x.c.s.id) - x.base
-		var copyBytes int64 // a site ships the copies it makes; either site may make one
+	// No echo: no site ships a file in another site's directories (only
+	// their owner changes them), and each site shipped about its own
+	// changes.
+	for _, s := range sites {
+		if n := foreignPuts(t, store, s.id); len(n) > 0 {
+			t.Errorf("site %s shipped files of other sites' directories (echo): %v", s.id, n)
+		}
+	}
+	// Without own-change recognition each would also ship the others', at
+	// least doubling this.
+	for _, c := range churns {
+		shipped := shippedBytes(t, store, c.s.id) - base[c.s.id]
+		var copyBytes int64 // a site ships the copies it makes (of its own losing changes)
 		for _, p := range copies {
+			if madeBy[p] != c.s.id {
+				continue
+			}
 			n, _, _ := strings.Cut(strings.Fields(snap[p])[3], ":")
 			size, _ := strconv.ParseInt(n, 10, 64)
 			copyBytes += size
 		}
-		limit := x.c.bytes + x.c.bytes/4 + int64(x.c.ops)*400 + copyBytes + 64<<10
-		t.Logf("site %s: wrote %d bytes in %d ops, shipped %d bytes (limit %d, ratio %.2f)", x.c.s.id, x.c.bytes, x.c.ops, shipped, limit, float64(shipped)/float64(x.c.bytes))
+		limit := c.bytes + c.bytes/4 + int64(c.ops)*400 + copyBytes + 64<<10
+		t.Logf("site %s: wrote %d bytes in %d ops, made copies of %d bytes, shipped %d bytes (limit %d, ratio shipped/(written+copies) %.2f)",
+			c.s.id, c.bytes, c.ops, copyBytes, shipped, limit, float64(shipped)/float64(c.bytes+copyBytes))
 		if shipped > limit {
-			t.Errorf("site %s shipped %d bytes for %d bytes of its own changes: echo?", x.c.s.id, shipped, x.c.bytes)
+			t.Errorf("site %s shipped %d bytes for %d bytes of its own changes: echo?", c.s.id, shipped, c.bytes)
 		}
 	}
-	a.stop(t)
-	b.stop(t)
+	for _, s := range sites {
+		s.stop(t)
+	}
 }

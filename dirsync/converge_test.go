@@ -1,0 +1,439 @@
+package dirsync
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// Simulated sites for the convergence tests: each has a real Ledger and a
+// tree held in memory (path -> state; a file's Hash stands for its
+// content). The simulation does what the dir: source and applier do with
+// the ledger's answers: ship a local change with the version Local gives,
+// apply, drop, or keep a peer's record under a copy name as Decide says,
+// and ship the conflict copies a site makes as its own new files.
+
+type simRec struct {
+	from string
+	seq  uint64
+	key  string
+	ver  Version
+	st   State
+}
+
+type simSite struct {
+	id   string
+	dir  string
+	l    *Ledger
+	tree map[string]State
+	out  []simRec // everything this site shipped, in order
+}
+
+func newSim(t *testing.T, dir, id string) *simSite {
+	t.Helper()
+	return &simSite{id: id, dir: dir, l: open(t, dir, id), tree: map[string]State{}}
+}
+
+func (s *simSite) disk(p string) State {
+	if st, ok := s.tree[p]; ok {
+		st.Hash = nil // stat knows no content hash
+		return st
+	}
+	return Absent
+}
+
+// write changes the site's tree (a local change, not yet shipped).
+func (s *simSite) write(p string, st State) {
+	if st.Kind == KindAbsent {
+		delete(s.tree, p)
+		return
+	}
+	s.tree[p] = st
+}
+
+// ship is the source meeting p: it ships it unless it is what a peer's
+// change left.
+func (s *simSite) ship(t *testing.T, p string) {
+	t.Helper()
+	st, ok := s.tree[p]
+	if !ok {
+		st = Absent
+	}
+	b, ship, err := s.l.Local(p, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ship {
+		return
+	}
+	v, err := ParseVersion(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.out = append(s.out, simRec{from: s.id, seq: uint64(len(s.out) + 1), key: p, ver: v, st: st})
+}
+
+// deliver applies a peer's record as the dir: applier does, and ships
+// any conflict copy it made.
+func (s *simSite) deliver(t *testing.T, r simRec) {
+	t.Helper()
+	disk := s.disk(r.key)
+	d, err := s.l.Decide(Incoming{Peer: r.from, Seq: r.seq, Key: r.key, Ver: r.ver, State: r.st, Disk: disk, CheckDisk: true,
+		LocalHash: func() []byte { return s.tree[r.key].Hash }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	switch d.Act {
+	case ActSkip:
+	case ActApply:
+		s.write(r.key, r.st)
+	case ActRenameApply:
+		if st, ok := s.tree[r.key]; ok {
+			s.tree[d.Copy] = st
+		}
+		s.write(r.key, r.st)
+		s.ship(t, d.Copy)
+	case ActAsCopy:
+		if r.st.Kind != KindAbsent {
+			s.tree[d.Copy] = r.st
+			s.ship(t, d.Copy)
+		}
+	default:
+		t.Fatalf("site %s: decision %q", s.id, d.Act)
+	}
+}
+
+// clone copies a site (its ledger directory and tree) to dir.
+func (s *simSite) clone(t *testing.T, dir string) *simSite {
+	t.Helper()
+	if err := s.l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{LedgerFile, ConflictsFile} {
+		if b, err := os.ReadFile(filepath.Join(s.dir, name)); err == nil {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s.l = open(t, s.dir, s.id)
+	c := newSim(t, dir, s.id)
+	for p, st := range s.tree {
+		c.tree[p] = st
+	}
+	c.out = append([]simRec(nil), s.out...)
+	return c
+}
+
+// treeString is a site's tree as the tests compare it: kind and content.
+func (s *simSite) treeString() string {
+	var lines []string
+	for p, st := range s.tree {
+		lines = append(lines, fmt.Sprintf("%s %s %x", p, st.Kind, st.Hash))
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// quiesce delivers every site's shipped records to every other site, in
+// each stream's order, until nothing new ships.
+func quiesce(t *testing.T, sites []*simSite, done map[[2]string]int) {
+	t.Helper()
+	for moved := true; moved; {
+		moved = false
+		for _, from := range sites {
+			for _, to := range sites {
+				if from == to {
+					continue
+				}
+				k := [2]string{from.id, to.id}
+				for done[k] < len(from.out) {
+					r := from.out[done[k]]
+					done[k]++
+					to.deliver(t, r)
+					moved = true
+				}
+			}
+		}
+	}
+}
+
+// permutations lists every order of the records.
+func permutations(rs []simRec) [][]simRec {
+	if len(rs) <= 1 {
+		return [][]simRec{rs}
+	}
+	var out [][]simRec
+	for i := range rs {
+		rest := append(append([]simRec(nil), rs[:i]...), rs[i+1:]...)
+		for _, p := range permutations(rest) {
+			out = append(out, append([]simRec{rs[i]}, p...))
+		}
+	}
+	return out
+}
+
+// change is one site's concurrent change of the path: content, or a delete.
+type change struct {
+	site    string
+	content string // "" deletes
+}
+
+// expectOutcome is the documented rule, written out independently of
+// Wins: of concurrent changes, one that leaves something beats a delete,
+// then the later stamp, then the greater site id; every other change that
+// leaves something is kept as its conflict copy. A losing change with the
+// winner's very content (maybe) is the one exception: whether its site
+// keeps a copy depends on what that site meets first (docs/SYNC.md), so
+// it is listed in maybe, not in copies.
+func expectOutcome(key string, vers []simRec) (winner simRec, copies, maybe []string) {
+	better := func(a, b simRec) bool {
+		ad, bd := a.st.Kind == KindAbsent, b.st.Kind == KindAbsent
+		if ad != bd {
+			return !ad
+		}
+		if a.ver.Time() != b.ver.Time() {
+			return a.ver.Time() > b.ver.Time()
+		}
+		return a.ver.Origin > b.ver.Origin
+	}
+	winner = vers[0]
+	for _, v := range vers[1:] {
+		if better(v, winner) {
+			winner = v
+		}
+	}
+	for _, v := range vers {
+		if v.ver.Origin == winner.ver.Origin || v.st.Kind == KindAbsent {
+			continue
+		}
+		name := ConflictName(key, v.ver.Origin, v.ver.Time())
+		if SameContent(v.st, winner.st) {
+			maybe = append(maybe, name)
+		} else {
+			copies = append(copies, name)
+		}
+	}
+	sort.Strings(copies)
+	return winner, copies, maybe
+}
+
+// runConcurrent sets up sites a, b, c, d holding "f" (made by d), lets
+// the sites of changes change it concurrently in that order (so stamps
+// follow it), and then, for every combination of arrival orders at every
+// site, checks that all sites end with the same tree: the winner the rule
+// names at f, and exactly one copy of each losing change, made by the
+// losing change's own site.
+func runConcurrent(t *testing.T, changes []change) {
+	t.Helper()
+	ids := []string{"a", "b", "c", "d"}
+	base := map[string]*simSite{}
+	var sites []*simSite
+	for _, id := range ids {
+		s := newSim(t, t.TempDir(), id)
+		base[id] = s
+		sites = append(sites, s)
+	}
+	d := base["d"]
+	d.write("f", file(1, 4, "base"))
+	d.ship(t, "f")
+	quiesce(t, sites, map[[2]string]int{})
+	var vers []simRec
+	for i, c := range changes {
+		s := base[c.site]
+		st := Absent
+		if c.content != "" {
+			st = file(int64(100+i), int64(len(c.content)), c.content)
+		}
+		s.write("f", st)
+		s.ship(t, "f")
+		vers = append(vers, s.out[len(s.out)-1])
+	}
+	winner, wantCopies, maybe := expectOutcome("f", vers)
+
+	// Each site's arrival orders: every order of the changes it did not make.
+	orders := map[string][][]simRec{}
+	for _, id := range ids {
+		var in []simRec
+		for _, v := range vers {
+			if v.from != id {
+				in = append(in, v)
+			}
+		}
+		orders[id] = permutations(in)
+	}
+	combos := 1
+	for _, id := range ids {
+		combos *= len(orders[id])
+	}
+	// Every combination ends with the same tree; with a change of the
+	// winner's content among the losers, the same on every site of it.
+	var first string
+	for n := range combos {
+		if len(maybe) > 0 {
+			first = ""
+		}
+		var run []*simSite
+		done := map[[2]string]int{}
+		k := n
+		for _, id := range ids {
+			s := base[id].clone(t, t.TempDir())
+			order := orders[id][k%len(orders[id])]
+			k /= len(orders[id])
+			for _, r := range order {
+				s.deliver(t, r)
+			}
+			run = append(run, s)
+			for _, from := range ids {
+				done[[2]string{from, id}] = len(base[from].out)
+			}
+		}
+		quiesce(t, run, done)
+		for _, s := range run {
+			got := s.treeString()
+			if first == "" {
+				first = got
+			}
+			if got != first {
+				t.Fatalf("combination %d: site %s ends with\n%s\nbut another combination or site with\n%s", n, s.id, got, first)
+			}
+			if wst, ok := s.tree["f"]; winner.st.Kind == KindAbsent && ok || winner.st.Kind != KindAbsent && (!ok || string(wst.Hash) != string(winner.st.Hash)) {
+				t.Fatalf("combination %d: site %s holds f = %+v; want the winner %+v (site %s)", n, s.id, wst, winner.st, winner.from)
+			}
+			var copies []string
+			for p := range s.tree {
+				if strings.Contains(p, ".ferry-conflict-") && !slices.Contains(maybe, p) {
+					copies = append(copies, p)
+				}
+			}
+			sort.Strings(copies)
+			if fmt.Sprint(copies) != fmt.Sprint(wantCopies) {
+				t.Fatalf("combination %d: site %s has copies %v; want %v", n, s.id, copies, wantCopies)
+			}
+		}
+		made := map[string]string{}
+		for _, s := range run {
+			cs, err := ReadConflicts(s.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range cs {
+				if !c.Made {
+					continue
+				}
+				if by, ok := made[c.Copy]; ok {
+					t.Fatalf("combination %d: copy %s made by %s and %s", n, c.Copy, by, s.id)
+				}
+				if c.Loser != s.id {
+					t.Fatalf("combination %d: copy %s made by %s, not by the loser's site", n, c.Copy, s.id)
+				}
+				made[c.Copy] = s.id
+			}
+		}
+		for _, p := range maybe {
+			if _, ok := made[p]; ok {
+				delete(made, p)
+			}
+		}
+		if len(made) != len(wantCopies) {
+			t.Fatalf("combination %d: %d copies recorded as made (%v); want %d", n, len(made), made, len(wantCopies))
+		}
+		for _, s := range run {
+			s.l.Close()
+		}
+	}
+	t.Logf("%d combinations of arrival orders, all sites alike: f from %s, copies %v", combos, winner.from, wantCopies)
+}
+
+// More than two concurrent changes of one path, each arrival order at each
+// site: the same winner and the same copies everywhere.
+func TestConvergeConcurrentEveryOrder(t *testing.T) {
+	cases := []struct {
+		name    string
+		changes []change
+	}{
+		{"three rewrites", []change{{"a", "A"}, {"b", "B"}, {"c", "C"}}},
+		{"three rewrites, stamps in another order", []change{{"c", "C"}, {"a", "A"}, {"b", "B"}}},
+		{"a delete racing two rewrites", []change{{"a", ""}, {"b", "B"}, {"c", "C"}}},
+		{"a later delete racing two rewrites", []change{{"b", "B"}, {"c", "C"}, {"a", ""}}},
+		{"two deletes racing a rewrite", []change{{"c", "C"}, {"a", ""}, {"b", ""}}},
+		{"two rewrites, two bystanders", []change{{"b", "B"}, {"a", "A"}}},
+		{"three rewrites, two the same content", []change{{"a", "X"}, {"b", "B"}, {"c", "X"}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { runConcurrent(t, c.changes) })
+	}
+}
+
+// A site that saw a conflict (a's change lost to b's) and then changed the
+// path ships a version that includes a's only as a loser. When that
+// version reaches a before b's does, a keeps its version as the conflict
+// copy before applying it (Version.Lost); otherwise a's change would be
+// superseded unseen, with no copy anywhere.
+func TestConvergeLoserSupersededUnseen(t *testing.T) {
+	a, b, c := newSim(t, t.TempDir(), "a"), newSim(t, t.TempDir(), "b"), newSim(t, t.TempDir(), "c")
+	a.write("f", file(1, 1, "A"))
+	a.ship(t, "f")
+	b.write("f", file(2, 1, "B"))
+	b.ship(t, "f") // later: b's wins
+	c.deliver(t, a.out[0])
+	c.deliver(t, b.out[0])
+	if got := string(c.tree["f"].Hash); got != "B" {
+		t.Fatalf("c holds %q; want b's", got)
+	}
+	c.write("f", file(3, 2, "C2"))
+	c.ship(t, "f")
+	if v := c.out[len(c.out)-1].ver; v.Lost["a"] != a.out[0].ver.Time() {
+		t.Fatalf("c's version %+v does not list a's change as lost", v)
+	}
+	a.deliver(t, c.out[len(c.out)-1]) // before b's
+	copyName := ConflictName("f", "a", a.out[0].ver.Time())
+	if got := string(a.tree[copyName].Hash); got != "A" {
+		t.Fatalf("a's tree %v: want a's change kept as %s", a.tree, copyName)
+	}
+	sites := []*simSite{a, b, c}
+	quiesce(t, sites, map[[2]string]int{{"a", "b"}: 1, {"a", "c"}: 1, {"b", "c"}: 1, {"c", "a"}: len(c.out)})
+	for _, s := range sites[1:] {
+		if s.treeString() != a.treeString() {
+			t.Fatalf("site %s:\n%s\nsite a:\n%s", s.id, s.treeString(), a.treeString())
+		}
+	}
+	if string(a.tree["f"].Hash) != "C2" {
+		t.Fatalf("f = %q; want c's later change", a.tree["f"].Hash)
+	}
+}
+
+// A site's local change not yet shipped when a peer's concurrent change
+// arrives gets its version then; the sites still end alike, with one copy
+// of the loser made by the loser's site.
+func TestConvergeUnshippedLocalChange(t *testing.T) {
+	for _, order := range [][]string{{"a", "c"}, {"c", "a"}} {
+		a, b, c := newSim(t, t.TempDir(), "a"), newSim(t, t.TempDir(), "b"), newSim(t, t.TempDir(), "c")
+		a.write("f", file(1, 1, "A"))
+		a.ship(t, "f")
+		c.write("f", file(2, 1, "C"))
+		c.ship(t, "f")
+		b.write("f", file(3, 1, "B")) // not shipped yet
+		for _, id := range order {
+			b.deliver(t, map[string]*simSite{"a": a, "c": c}[id].out[0])
+		}
+		b.ship(t, "f")
+		sites := []*simSite{a, b, c}
+		quiesce(t, sites, map[[2]string]int{{"a", "b"}: 1, {"c", "b"}: 1})
+		for _, s := range sites[1:] {
+			if s.treeString() != a.treeString() {
+				t.Fatalf("order %v: site %s:\n%s\nsite a:\n%s", order, s.id, s.treeString(), a.treeString())
+			}
+		}
+		if string(a.tree["f"].Hash) != "B" || len(a.tree) != 3 {
+			t.Fatalf("order %v: tree %s; want f = b's change and copies of a's and c's", order, a.treeString())
+		}
+	}
+}
