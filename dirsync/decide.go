@@ -88,7 +88,7 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	if in.CheckDisk && !cur.State.Same(in.Disk) {
 		vv := Merge(cur.Seen, cur.VV)
 		vv[l.Site] = l.now()
-		cur = Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site, Lost: cur.Lost}
+		cur = Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site, Lost: cur.Lost, Base: baseOf(e)}
 	}
 	seen := Merge(cur.Seen, cur.VV)
 	remote := in.Ver
@@ -104,7 +104,7 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 		return l.resurrect(in, cur, seen)
 	}
 	applied := Entry{VV: remote.VV.Clone(), Seen: Merge(seen, remote.VV), State: in.State, Origin: remote.Origin,
-		Lost: Merge(cur.Lost, remote.Lost)}
+		Lost: Merge(cur.Lost, remote.Lost), Base: remote.Base}
 	localTime := cur.VV[cur.Origin]
 	// holdsOwn: the tree holds a version this site made: if it loses, this
 	// site is the one that keeps it.
@@ -125,8 +125,26 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	}
 	// Concurrent.
 	local := cur.State
-	if local.Kind == KindFile && in.State.Kind == KindFile && local.Size == in.State.Size && len(local.Hash) == 0 && in.LocalHash != nil {
+	if local.Kind == KindFile && len(local.Hash) == 0 && in.LocalHash != nil &&
+		((in.State.Kind == KindFile && local.Size == in.State.Size) ||
+			(remote.Base != nil && remote.Base.Kind == KindFile && local.Size == remote.Base.Size)) {
 		local.Hash = in.LocalHash()
+	}
+	// A change made on top of the very content the other side holds is no
+	// conflict: that side has changed nothing since. Two sites' first
+	// scans of the same tree are concurrent versions of every path, so a
+	// change one site makes before it meets the other's first scan meets
+	// it this way (a delete would otherwise lose to it as to a modify).
+	// Both sites judge from the same two versions, so they agree; when each
+	// holds what the other replaced, neither rule is taken.
+	remoteOnLocal := remote.Base != nil && SameContent(*remote.Base, local)
+	localOnRemote := cur.Base != nil && SameContent(*cur.Base, in.State)
+	switch {
+	case remoteOnLocal && !localOnRemote:
+		return done(Decision{Act: ActApply}, applied)
+	case localOnRemote && !remoteOnLocal:
+		cur.Seen = Merge(seen, remote.VV)
+		return done(Decision{Act: ActSkip}, cur)
 	}
 	remoteWins := Wins(remote.Time(), remote.Origin, in.State, localTime, cur.Origin, cur.State)
 	if SameContent(local, in.State) {
@@ -284,4 +302,14 @@ func splitLines(b []byte) [][]byte {
 		b = b[i+1:]
 	}
 	return out
+}
+
+// baseOf is the state a new local version of a path replaces: what the
+// ledger held for it (nil when it held nothing: the path is new to it).
+func baseOf(e *Entry) *State {
+	if e == nil {
+		return nil
+	}
+	st := e.State
+	return &st
 }

@@ -88,6 +88,9 @@ type Entry struct {
 	// carries it (Version.Lost), so that the loser's site keeps its copy
 	// even when this site's change reaches it before the winner does.
 	Lost VV `json:"lost,omitempty"`
+	// Base is the state the version replaced, as far as this site knows
+	// (nil: the path was new to it); Version.Base carries it.
+	Base *State `json:"base,omitempty"`
 
 	// The last decision on a peer's record for the path, so that the
 	// record applied again after a crash does what it did the first time.
@@ -394,7 +397,7 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 			}
 			e = &ne
 		}
-		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost}.Encode(), true, nil
+		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost, Base: e.Base}.Encode(), true, nil
 	}
 	var seen, lost VV
 	if e != nil {
@@ -403,7 +406,8 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 	now := l.now()
 	vv := seen.Clone()
 	vv[l.Site] = now
-	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost}); err != nil {
+	base := baseOf(e)
+	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost, Base: base}); err != nil {
 		return nil, false, err
 	}
 	if st.Kind == KindAbsent {
@@ -412,11 +416,11 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 			if strings.HasPrefix(p, path+"/") && c.State.Kind != KindAbsent {
 				cv := Merge(c.Seen, c.VV)
 				cv[l.Site] = now
-				if err := l.set(p, &Entry{VV: cv, Seen: cv, State: Absent, Origin: l.Site, Shipped: true, Lost: c.Lost}); err != nil {
+				if err := l.set(p, &Entry{VV: cv, Seen: cv, State: Absent, Origin: l.Site, Shipped: true, Lost: c.Lost, Base: baseOf(c)}); err != nil {
 					return nil, false, err
 				}
 			}
 		}
 	}
-	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone(), Lost: lost}.Encode(), true, nil
+	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone(), Lost: lost, Base: base}.Encode(), true, nil
 }

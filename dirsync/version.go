@@ -70,6 +70,11 @@ type Version struct {
 	// it as its conflict copy before it applies this change (docs/SYNC.md,
 	// "Three or more sites").
 	Lost VV `json:"lost,omitempty"`
+	// Base is the state of the path the change replaced at its origin
+	// (absent: the origin did not know the path). A concurrent version
+	// whose content is exactly that base changed nothing since, so this
+	// change wins over it without a conflict (docs/SYNC.md).
+	Base *State `json:"base,omitempty"`
 }
 
 // FormatVersion is the Version.V this ferry writes and reads.
