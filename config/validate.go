@@ -305,10 +305,19 @@ func (f *File) Validate(verb string) error {
 	return errors.Join(ps...)
 }
 
+// urlLike matches the scheme of a string that starts like a URL.
+var urlLike = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*:`)
+
 // checkStore accepts the store URL forms ferry knows. Anything without
 // "://" is a directory path. Its errors never print a URL's userinfo.
 func checkStore(s string) error {
 	if !strings.Contains(s, "://") {
+		// A path that starts like a URL (s3:/bucket, tcp:host) is a
+		// mistyped URL far more often than a directory named so: refuse
+		// it rather than make ./s3:/bucket.
+		if urlLike.MatchString(s) {
+			return fmt.Errorf("%q looks like a URL but is not one (want %s); for a directory named so, write ./%s", redact.URL(s), storeForms, redact.URL(s))
+		}
 		return nil
 	}
 	u, err := url.Parse(s)

@@ -64,6 +64,16 @@ var (
 	ErrChanged = errors.New("object changed since it was read")
 )
 
+// DirLister is implemented by stores that can name the sub-"directories"
+// List skips: ferry uses it to name the streams a store holds when one
+// asked for is not there.
+type DirLister interface {
+	// ListDirs calls fn with the name (ending in "/") of each
+	// sub-"directory" directly under dir ("" or ending in "/"), in
+	// ascending lexical order. A missing dir lists nothing and returns nil.
+	ListDirs(ctx context.Context, dir string, fn func(name string) error) error
+}
+
 // Object describes one stored object as returned by List.
 type Object struct {
 	Name    string    // full name, e.g. "app/00000001-0000000000000001-0000000000000010.seg.zst"

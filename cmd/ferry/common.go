@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/store"
@@ -153,7 +155,8 @@ func (c *common) logger(stderr io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(stderr, opts))
 }
 
-// openStore builds the store named by a URL.
+// openStore builds the store named by a URL, creating a directory store
+// that does not exist yet: for the verbs that write a store (ship, push).
 func openStore(ctx context.Context, cfg *config.File, log *slog.Logger) (store.Store, error) {
 	return openStoreWith(ctx, cfg, nil, log)
 }
@@ -161,13 +164,31 @@ func openStore(ctx context.Context, cfg *config.File, log *slog.Logger) (store.S
 // openStoreWith is openStore with a callback counting an s3:// store's
 // requests by kind (the metrics of this process; nil counts nothing).
 func openStoreWith(ctx context.Context, cfg *config.File, onS3Request func(kind string), log *slog.Logger) (store.Store, error) {
+	return openStoreMode(ctx, cfg, onS3Request, log, false)
+}
+
+// openExistingStore is openStore for the verbs that read a store someone
+// else writes (ls, cat, verify, receive, restore, drill, fetch, ...): a
+// directory store that does not exist is an error naming it, never a new
+// empty store.
+func openExistingStore(ctx context.Context, cfg *config.File, log *slog.Logger) (store.Store, error) {
+	return openExistingStoreWith(ctx, cfg, nil, log)
+}
+
+// openExistingStoreWith is openExistingStore with openStoreWith's callback.
+func openExistingStoreWith(ctx context.Context, cfg *config.File, onS3Request func(kind string), log *slog.Logger) (store.Store, error) {
+	return openStoreMode(ctx, cfg, onS3Request, log, true)
+}
+
+func openStoreMode(ctx context.Context, cfg *config.File, onS3Request func(kind string), log *slog.Logger, mustExist bool) (store.Store, error) {
 	raw := cfg.Store
 	if raw == "" {
 		return nil, usageError{errors.New("no store given: use --store URL or store = in the config file")}
 	}
+	opts := dir.Options{MustExist: mustExist}
 	scheme, _, hasScheme := strings.Cut(raw, "://")
 	if !hasScheme {
-		return openDir(raw)
+		return openDirWith(raw, opts)
 	}
 	switch scheme {
 	case "file":
@@ -178,7 +199,7 @@ func openStoreWith(ctx context.Context, cfg *config.File, onS3Request func(kind 
 		if u.Host != "" && u.Host != "localhost" {
 			return nil, usageError{fmt.Errorf("store URL %q: file URLs need an absolute path (file:///dir)", redact.URL(raw))}
 		}
-		return openDir(u.Path)
+		return openDirWith(u.Path, opts)
 	case "s3":
 		return openS3(ctx, cfg, onS3Request, log)
 	case "tcp":
@@ -191,7 +212,7 @@ func openDir(path string) (store.Store, error) {
 	return openDirWith(path, dir.Options{})
 }
 
-// openDirWith is openDir with the store's write options.
+// openDirWith is openDir with the store's options.
 func openDirWith(path string, opts dir.Options) (store.Store, error) {
 	if path == "" {
 		return nil, usageError{errors.New("store path is empty")}
@@ -201,10 +222,37 @@ func openDirWith(path string, opts dir.Options) (store.Store, error) {
 		return nil, err
 	}
 	s, err := dir.NewWithOptions(abs, opts)
+	if opts.MustExist && errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("store %s does not exist (this verb only reads a store; check the path, or ship to it first)", abs)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", abs, err)
 	}
 	return s, nil
+}
+
+// noSuchStream is the error for a stream that has no segments in st,
+// naming the streams st holds (when st can list them).
+func noSuchStream(ctx context.Context, st store.Store, stream string) error {
+	dl, ok := st.(store.DirLister)
+	if !ok {
+		return fmt.Errorf("stream %q has no segments in %s", stream, st)
+	}
+	var streams []string
+	err := dl.ListDirs(ctx, "", func(name string) error {
+		name = strings.TrimSuffix(name, "/")
+		if name != stream && batch.CheckStream(name) == nil {
+			streams = append(streams, name)
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("stream %q has no segments in %s (listing its streams failed: %v)", stream, st, err)
+	case len(streams) == 0:
+		return fmt.Errorf("stream %q has no segments in %s, which holds no other stream", stream, st)
+	}
+	return fmt.Errorf("stream %q has no segments in %s; its streams: %s", stream, st, strings.Join(streams, ", "))
 }
 
 // signalContext is cancelled on SIGINT or SIGTERM, which it records for

@@ -72,7 +72,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	log := c.logger(stderr)
 	ctx, stop := signalContext(context.Background(), log)
 	defer stop()
-	st, err := openStore(ctx, c.cfg, log)
+	st, err := openExistingStore(ctx, c.cfg, log)
 	if err != nil {
 		return err
 	}

@@ -72,7 +72,7 @@ func runFetch(args []string, stdout, stderr io.Writer) error {
 	case strings.HasPrefix(cfg.Store, "tcp://"):
 		return usageError{errors.New("fetch reads a directory or S3 store; on a direct link's receiving side use --from with the receiver's dir: tree")}
 	}
-	st, err := openStore(ctx, cfg, log)
+	st, err := openExistingStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

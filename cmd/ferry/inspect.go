@@ -69,13 +69,16 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		return usageError{errors.New("--stream is required")}
 	}
 	ctx := context.Background()
-	st, err := openStore(ctx, c.cfg, c.logger(stderr))
+	st, err := openExistingStore(ctx, c.cfg, c.logger(stderr))
 	if err != nil {
 		return err
 	}
 	names, sizes, err := listSegments(ctx, st, c.cfg.Stream)
 	if err != nil {
 		return err
+	}
+	if len(names) == 0 {
+		return noSuchStream(ctx, st, c.cfg.Stream)
 	}
 	h, err := catalog.ReadHistory(ctx, st, c.cfg.Stream)
 	if err != nil {
@@ -229,11 +232,14 @@ func (c *common) storeSegments(ctx context.Context, stderr io.Writer) (store.Sto
 	if c.cfg.Stream == "" || c.cfg.Store == "" {
 		return nil, nil, nil, usageError{errors.New("give segment files, or --store and --stream")}
 	}
-	st, err := openStore(ctx, c.cfg, c.logger(stderr))
+	st, err := openExistingStore(ctx, c.cfg, c.logger(stderr))
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	names, sizes, err := listSegments(ctx, st, c.cfg.Stream)
+	if err == nil && len(names) == 0 {
+		err = noSuchStream(ctx, st, c.cfg.Stream)
+	}
 	return st, names, sizes, err
 }
 

@@ -107,7 +107,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 				return err // names the inbox
 			}
 		}
-	} else if st, err = openStoreWith(ctx, cfg, onS3Request, log); err != nil {
+	} else if st, err = openExistingStoreWith(ctx, cfg, onS3Request, log); err != nil {
 		return err
 	}
 	ap, err := apply.Parse(rc.Apply, stdout)

@@ -56,7 +56,7 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 	log := c.logger(stderr)
 	ctx, stop := signalContext(context.Background(), log)
 	defer stop()
-	st, err := openStore(ctx, c.cfg, log)
+	st, err := openExistingStore(ctx, c.cfg, log)
 	if err != nil {
 		return err
 	}

@@ -87,6 +87,12 @@ type Options struct {
 	// owner removes torn objects after a crash before trusting the store
 	// (a link receiver's inbox: tcp.RecoverInbox).
 	PublishBeforeSync bool
+
+	// MustExist makes opening fail, naming root, if root does not exist,
+	// instead of creating it: for callers that only read (or only add to)
+	// a store someone else made, to whom a missing root means a mistyped
+	// path, never a new empty store. The error wraps fs.ErrNotExist.
+	MustExist bool
 }
 
 // New returns a Store rooted at root, creating root (and its parents, each
@@ -109,6 +115,8 @@ func NewWithOptions(root string, o Options) (*Store, error) {
 	case err == nil && !fi.IsDir():
 		return nil, fmt.Errorf("open dir store %s: not a directory: %w", root, store.ErrPermanent)
 	case err == nil:
+	case errors.Is(err, fs.ErrNotExist) && o.MustExist:
+		return nil, &fs.PathError{Op: "open dir store", Path: root, Err: syscall.ENOENT}
 	case errors.Is(err, fs.ErrNotExist):
 		if err := mkdirAll(root); err != nil {
 			return nil, fail("open dir store", root, err)
@@ -376,6 +384,36 @@ func (s *Store) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 		return nil, fail("get", name, err)
 	}
 	return f, nil
+}
+
+var _ store.DirLister = (*Store)(nil)
+
+// ListDirs reports the directories directly in dir whose names CheckDir
+// accepts; see store.DirLister.
+func (s *Store) ListDirs(ctx context.Context, dir string, fn func(name string) error) error {
+	if err := store.CheckDir(dir); err != nil {
+		return fmt.Errorf("list: %w: %w", store.ErrPermanent, err)
+	}
+	entries, err := os.ReadDir(filepath.Join(s.root, filepath.FromSlash(dir)))
+	if isMissing(err) {
+		return nil
+	}
+	if err != nil {
+		return fail("list", dir, err)
+	}
+	for _, e := range entries {
+		name := dir + e.Name() + "/"
+		if !e.IsDir() || isTemp(e.Name()) || store.CheckDir(name) != nil {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // List reports the regular files directly in dir, skipping sub-directories,

@@ -390,6 +390,44 @@ func (r *objectReader) Close() error {
 	return r.body.Close()
 }
 
+var _ store.DirLister = (*Store)(nil)
+
+// ListDirs calls fn for each common prefix directly under dir; see
+// store.DirLister. Like List it issues ListObjectsV2 requests only.
+func (s *Store) ListDirs(ctx context.Context, dir string, fn func(name string) error) error {
+	if err := store.CheckDir(dir); err != nil {
+		return fmt.Errorf("s3 list: %w: %w", err, store.ErrPermanent)
+	}
+	opts := minio.ListObjectsOptions{Prefix: s.key(dir), FetchOwner: new(bool)}
+	wd := newWatchdog(ctx, s.timeout)
+	defer wd.stop()
+	for obj := range s.client.ListObjectsIter(wd.ctx, s.bucket, opts) {
+		if obj.Err != nil {
+			if cause := context.Cause(wd.ctx); cause != nil {
+				obj.Err = cause
+			}
+			return s.fail(ctx, "list", s.target(opts.Prefix), obj.Err)
+		}
+		name := s.name(obj.Key)
+		if !strings.HasSuffix(obj.Key, "/") || !strings.HasPrefix(name, dir) || name == dir {
+			continue // an object, not a common prefix
+		}
+		wd.pause()
+		err := fn(name)
+		wd.kick()
+		if err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("s3 list %s: %w", s.target(opts.Prefix), err)
+	}
+	if cause := context.Cause(wd.ctx); cause != nil {
+		return s.fail(ctx, "list", s.target(opts.Prefix), cause)
+	}
+	return nil
+}
+
 // List calls fn for each object directly under dir whose name sorts after
 // after; see store.Store. It issues ListObjectsV2 requests only (delimiter
 // "/", StartAfter when after is inside or beyond dir), never a HEAD or GET
