@@ -84,6 +84,7 @@ func moduleRoot() (string, error) {
 type Cmd struct {
 	Bin string   // the binary Main built
 	Env []string // nil: this process's environment
+	Dir string   // the working directory; "": this process's
 	// RecordOutput, if set, is handed a reader of each run's or process's
 	// stdout and stderr as soon as the run has ended or the process has
 	// started, before anything can fail the test.
@@ -125,7 +126,7 @@ func (c Cmd) Run(t testing.TB, stdin io.Reader, args ...string) Result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.Bin, args...)
 	var stdout, stderr bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr, cmd.Env = stdin, &stdout, &stderr, c.Env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr, cmd.Env, cmd.Dir = stdin, &stdout, &stderr, c.Env, c.Dir
 	start := time.Now()
 	err := cmd.Run()
 	r := Result{Args: args, Stdout: stdout.String(), Stderr: stderr.String(), Elapsed: time.Since(start)}
@@ -162,7 +163,7 @@ func (c Cmd) Start(t testing.TB, stdin io.Reader, args ...string) *Process {
 	t.Helper()
 	p := &Process{t: t, args: args, done: make(chan struct{})}
 	p.cmd = exec.Command(c.Bin, args...)
-	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr, p.cmd.Env = stdin, &p.stdout, &p.stderr, c.Env
+	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr, p.cmd.Env, p.cmd.Dir = stdin, &p.stdout, &p.stderr, c.Env, c.Dir
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start ferry %s: %v", strings.Join(args, " "), err)
 	}
