@@ -223,13 +223,23 @@ func openDirWith(path string, opts dir.Options) (store.Store, error) {
 	}
 	s, err := dir.NewWithOptions(abs, opts)
 	if opts.MustExist && errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("store %s does not exist (this verb only reads a store; check the path, or ship to it first)", abs)
+		return nil, missingStoreError{abs}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", abs, err)
 	}
 	return s, nil
 }
+
+// missingStoreError: a directory store that a verb which never creates
+// one was pointed at does not exist. It wraps fs.ErrNotExist.
+type missingStoreError struct{ path string }
+
+func (e missingStoreError) Error() string {
+	return fmt.Sprintf("store %s does not exist (this verb only reads a store; check the path, or ship to it first)", e.path)
+}
+
+func (e missingStoreError) Unwrap() error { return fs.ErrNotExist }
 
 // noSuchStream is the error for a stream that has no segments in st,
 // naming the streams st holds (when st can list them).

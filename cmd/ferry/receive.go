@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"sort"
@@ -108,7 +109,19 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	} else if st, err = openExistingStoreWith(ctx, cfg, onS3Request, log); err != nil {
-		return err
+		var missing missingStoreError
+		if *once || !errors.As(err, &missing) {
+			return err
+		}
+		// A service may start before its shipper has made the store:
+		// wait for it, saying so, but never create it (a mistyped path
+		// would otherwise be a new empty store, polled for ever).
+		if st, err = waitForStore(ctx, cfg, onS3Request, missing.path, log); err != nil {
+			return err
+		}
+		if st == nil {
+			return nil // stopped by a signal while waiting
+		}
 	}
 	ap, err := apply.Parse(rc.Apply, stdout)
 	if err != nil {
@@ -330,6 +343,32 @@ func pruneInbox(ctx context.Context, inbox store.Store, stream string, keep int,
 				log.Warn("inbox prune: delete failed", "segment", key, "err", err)
 				break
 			}
+		}
+	}
+}
+
+// waitForStore opens cfg's directory store, which did not exist at path,
+// once it does, polling at poll_max and warning at once and every minute
+// while it is missing. A signal ends the wait with a nil store.
+func waitForStore(ctx context.Context, cfg *config.File, onS3Request func(string), path string, log *slog.Logger) (store.Store, error) {
+	poll := time.Duration(cfg.Receive.PollMax)
+	var warned time.Time
+	for {
+		if time.Since(warned) >= time.Minute {
+			log.Warn("the store does not exist: waiting for a shipper to create it (receive never creates a store; check the path if nothing ships to it)", "store", path)
+			warned = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(poll):
+		}
+		st, err := openExistingStoreWith(ctx, cfg, onS3Request, log)
+		if !errors.Is(err, fs.ErrNotExist) {
+			if err == nil {
+				log.Info("the store exists now", "store", path)
+			}
+			return st, err
 		}
 	}
 }

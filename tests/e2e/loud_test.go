@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/internal/ferrytest"
 )
@@ -124,4 +125,26 @@ func TestBadStoreSchemeRefused(t *testing.T) {
 	if r := (ferrytest.Cmd{Bin: ferryBin, Dir: dir}.Run(t, nil, "verify", "--store", "./a:b", "--stream", "app")); r.Code != 0 {
 		t.Errorf("verify ./a:b:\n%s", r)
 	}
+}
+
+// A receiver service started before anything was shipped waits for the
+// store, saying so and naming it, without creating it; it picks up the
+// stream once a shipper has made the store. (--once fails instead: see
+// TestReadOnlyVerbsNeverCreateTheStore.)
+func TestReceiveWaitsForAMissingStore(t *testing.T) {
+	t.Parallel()
+	s := newStream(t, "late")
+	recv := startFerry(t, nil, s.receiveArgs("--poll-min", "20ms", "--poll-max", "100ms")...)
+	ferrytest.Eventually(t, 10*time.Second, "the receiver warns of the missing store", func() (bool, string) {
+		if recv.Exited() {
+			t.Fatalf("receiver exited:\n%s", recv)
+		}
+		out := recv.Stderr()
+		return strings.Contains(out, "the store does not exist") && strings.Contains(out, s.store), ferrytest.Clip(out)
+	})
+	time.Sleep(300 * time.Millisecond) // a few polls
+	wantAbsent(t, s.store)
+	data := logLines(9, 1, 300)
+	s.ship(data)
+	waitReplica(t, s, recv, data)
 }
