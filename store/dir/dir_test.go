@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,6 +42,44 @@ func TestNewCreatesRoot(t *testing.T) {
 	}
 	if got, want := s.String(), "dir:"+root; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+// MustExist refuses a missing root, naming it, and creates nothing.
+func TestMustExistCreatesNothing(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "a", "b")
+	_, err := dir.NewWithOptions(root, dir.Options{MustExist: true})
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), root) {
+		t.Fatalf("err = %v, want one wrapping fs.ErrNotExist naming %s", err, root)
+	}
+	if _, err := os.Stat(filepath.Dir(root)); !os.IsNotExist(err) {
+		t.Fatalf("%s: %v, want it not to exist", filepath.Dir(root), err)
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dir.NewWithOptions(root, dir.Options{MustExist: true}); err != nil {
+		t.Fatalf("existing root: %v", err)
+	}
+}
+
+// ListDirs names the sub-directories, not files or temp directories.
+func TestListDirs(t *testing.T) {
+	s := newStore(t, t.TempDir())
+	ctx := context.Background()
+	for _, name := range []string{"b/x", "a/y", "a/c/z", "top"} {
+		if err := s.Put(ctx, name, []byte(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ dir, want string }{{"", "a/ b/"}, {"a/", "a/c/"}, {"b/", ""}, {"nope/", ""}} {
+		var got []string
+		if err := s.ListDirs(ctx, tc.dir, func(n string) error { got = append(got, n); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("ListDirs(%q) = %q, want %q", tc.dir, got, tc.want)
+		}
 	}
 }
 
