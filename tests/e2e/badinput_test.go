@@ -159,8 +159,8 @@ func TestSecondShipperOnSpoolIsRefused(t *testing.T) {
 		if first.Exited() {
 			t.Fatalf("first shipper exited with %d:\n%s", first.Code(), first)
 		}
-		r := mustFerry(t, nil, "cat", "--store", s.store, "--stream", s.name)
-		return r.Stdout == string(tailed), fmt.Sprintf("store holds %d of %d bytes", len(r.Stdout), len(tailed))
+		got := s.pollCat()
+		return got == string(tailed), fmt.Sprintf("store holds %d of %d bytes", len(got), len(tailed))
 	})
 
 	intruder := []byte("this line must not be shipped\n")

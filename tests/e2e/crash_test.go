@@ -167,7 +167,7 @@ func TestTailShipperSurvivesKill9(t *testing.T) {
 				if p.Exited() {
 					t.Fatalf("shipper exited with %d:\n%s", p.Code(), p)
 				}
-				s.receiveOnce()
+				s.pollReceiveOnce()
 				n := len(s.readReplica())
 				return n > shippedPastRotation, fmt.Sprintf("replica has %d bytes, rotation was at %d", n, shippedPastRotation)
 			})
@@ -208,7 +208,7 @@ func TestTailShipperSurvivesKill9(t *testing.T) {
 		if p.Exited() {
 			t.Fatalf("shipper exited with %d:\n%s", p.Code(), p)
 		}
-		s.receiveOnce()
+		s.pollReceiveOnce()
 		got := s.readReplica()
 		if !bytes.HasPrefix(all, got) {
 			t.Fatalf("replica is not a prefix of the lines written: %s; %s", checkNumbered(got, total), describeDiff(all, got))
@@ -304,7 +304,7 @@ func TestTailTwoRotationsWhileStopped(t *testing.T) {
 			if p.Exited() {
 				t.Fatalf("shipper exited with %d:\n%s", p.Code(), p)
 			}
-			s.receiveOnce()
+			s.pollReceiveOnce()
 			got := s.readReplica()
 			return bytes.HasSuffix(got, last), fmt.Sprintf("replica has %d bytes", len(got))
 		})

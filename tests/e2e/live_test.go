@@ -163,8 +163,8 @@ func TestShipFromOpenPipeStopsOnSIGTERM(t *testing.T) {
 		if p.Exited() {
 			t.Fatalf("shipper exited with %d while its input was open:\n%s", p.Code(), p)
 		}
-		r := mustFerry(t, nil, "cat", "--store", s.store, "--stream", s.name)
-		return r.Stdout == string(input), fmt.Sprintf("store holds %d of %d bytes", len(r.Stdout), len(input))
+		got := s.pollCat()
+		return got == string(input), fmt.Sprintf("store holds %d of %d bytes", len(got), len(input))
 	})
 	// Nothing more arrives on the pipe; SIGTERM alone must end the read.
 	if code := p.Terminate(10 * time.Second); code != 143 {

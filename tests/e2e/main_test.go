@@ -144,6 +144,34 @@ func (s *stream) receiveOnce(extra ...string) ferrytest.Result {
 	return mustFerry(s.t, nil, s.receiveArgs(append([]string{"--once"}, extra...)...)...)
 }
 
+// notYet reports whether r failed only because a shipper started moments
+// ago has not created its store or stored a first segment yet (read-only
+// verbs refuse both, loudly): a poll then just tries again.
+func notYet(r ferrytest.Result) bool {
+	return r.Code != 0 && (strings.Contains(r.Stderr, "does not exist (this verb only reads a store") ||
+		strings.Contains(r.Stderr, "has no segments in"))
+}
+
+// pollReceiveOnce is receiveOnce for a poll racing a shipper's start: a
+// store the shipper has not created yet is not a failure.
+func (s *stream) pollReceiveOnce() {
+	s.t.Helper()
+	if r := ferry(s.t, nil, s.receiveArgs("--once")...); r.Code != 0 && !notYet(r) {
+		s.t.Fatalf("want exit 0:\n%s", r)
+	}
+}
+
+// pollCat is ferry cat of the stream for a poll racing a shipper's start:
+// what the store holds, empty while it holds nothing yet.
+func (s *stream) pollCat() string {
+	s.t.Helper()
+	r := ferry(s.t, nil, "cat", "--store", s.store, "--stream", s.name)
+	if r.Code != 0 && !notYet(r) {
+		s.t.Fatalf("want exit 0:\n%s", r)
+	}
+	return r.Stdout
+}
+
 func (s *stream) verify() ferrytest.Result {
 	s.t.Helper()
 	return ferry(s.t, nil, "verify", "--store", s.store, "--stream", s.name)
