@@ -53,6 +53,13 @@ const DefaultMaxSegmentBytes = 256 << 20
 // gives the same answer, so it is never retried.
 var ErrSegmentTooLarge = errors.New("segment over max_segment_bytes (raise it if shippers really make segments this large)")
 
+// IsUnreadable reports whether err says a segment itself cannot be read
+// (ErrCorrupt or ErrSegmentTooLarge): reading the same bytes again gives
+// the same answer, so a retry loop stops on it.
+func IsUnreadable(err error) bool {
+	return errors.Is(err, ErrCorrupt) || errors.Is(err, ErrSegmentTooLarge)
+}
+
 // ZeroHash is the previous-segment hash of a stream's first segment.
 var ZeroHash = hex.EncodeToString(make([]byte, sha256.Size))
 

@@ -752,8 +752,7 @@ func (r *Receiver) checkContinues(name string, m *batch.Meta, cp Checkpoint, gen
 // a corrupt segment and a fatal applier error end it at once.
 func (r *Receiver) retry(ctx context.Context, op string, fn func() error) error {
 	p := store.RetryPolicy{Min: r.cfg.RetryMin, Max: r.cfg.RetryMax, Jitter: 0.2, GiveUpAfter: r.cfg.RetryBudget, Stop: func(err error) bool {
-		return errors.Is(err, ErrFatal) || errors.Is(err, batch.ErrCorrupt) || errors.Is(err, batch.ErrSegmentTooLarge) ||
-			errors.Is(err, ErrHistory)
+		return errors.Is(err, ErrFatal) || batch.IsUnreadable(err) || errors.Is(err, ErrHistory)
 	}, OnRetry: func(err error) {
 		r.mu.Lock()
 		if r.retrying == "" {

@@ -84,16 +84,11 @@ func (a *File) Restore(state json.RawMessage) error {
 			return fmt.Errorf("apply file %s: checkpoint state unreadable: %v: %w", a.Path, err, receiver.ErrFatal)
 		}
 	}
-	f, ino, err := openReplica(a.Path)
+	f, fi, err := openReplica(a.Path)
 	if err != nil {
 		return err
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("apply file %s: %w: %w", a.Path, err, receiver.ErrFatal)
-	}
-	if err := a.restore(f, ino, fi.Size(), state == nil, st); err != nil {
+	if err := a.restore(f, inode(fi), fi.Size(), state == nil, st); err != nil {
 		f.Close()
 		return err
 	}
@@ -101,14 +96,15 @@ func (a *File) Restore(state json.RawMessage) error {
 }
 
 // openReplica opens path for writing, creating it, and refuses a symbolic
-// link or anything but a regular file.
-func openReplica(path string) (*os.File, uint64, error) {
+// link or anything but a regular file. It returns the file's FileInfo
+// as opened.
+func openReplica(path string) (*os.File, os.FileInfo, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
 	if errors.Is(err, syscall.ELOOP) {
-		return nil, 0, fmt.Errorf("apply file %s is a symbolic link: ferry writes only to a file it opens itself; give the link's target as the path: %w", path, receiver.ErrFatal)
+		return nil, nil, fmt.Errorf("apply file %s is a symbolic link: ferry writes only to a file it opens itself; give the link's target as the path: %w", path, receiver.ErrFatal)
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("apply file %s: %w: %w", path, err, receiver.ErrFatal)
+		return nil, nil, fmt.Errorf("apply file %s: %w: %w", path, err, receiver.ErrFatal)
 	}
 	fi, err := f.Stat()
 	if err == nil && !fi.Mode().IsRegular() {
@@ -116,9 +112,9 @@ func openReplica(path string) (*os.File, uint64, error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, 0, fmt.Errorf("apply file %s %w: %w", path, err, receiver.ErrFatal)
+		return nil, nil, fmt.Errorf("apply file %s %w: %w", path, err, receiver.ErrFatal)
 	}
-	return f, inode(fi), nil
+	return f, fi, nil
 }
 
 func (a *File) restore(f *os.File, ino uint64, found int64, fresh bool, st fileState) error {

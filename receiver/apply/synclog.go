@@ -108,7 +108,7 @@ func (a *SyncLog) scan(r io.Reader) (int, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	n := 0
 	for {
-		line, err := readLine(br, nil, max)
+		line, err := readLine(br, max)
 		if len(line) > 0 {
 			if o, ok, perr := syncrec.Parse(line); ok && perr == nil && o.Site == a.Peer {
 				a.skipTo = o.Seq
@@ -130,7 +130,8 @@ var errLineTooLong = errors.New("line too long")
 
 // readLine reads one line, newline included; a line over max is skipped
 // to its end and reported as errLineTooLong.
-func readLine(br *bufio.Reader, dst []byte, max int) ([]byte, error) {
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var dst []byte
 	for {
 		frag, err := br.ReadSlice('\n')
 		if len(dst)+len(frag) > max {
