@@ -160,8 +160,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 	// A segment read back from a store (the newest at start, a backfill)
 	// that is corrupt or over the read limit reads the same way again.
 	s.retry.Stop = func(err error) bool {
-		return isHalt(err) || errors.Is(err, batch.ErrCorrupt) || errors.Is(err, batch.ErrSegmentTooLarge) ||
-			(cfg.Retry.Stop != nil && cfg.Retry.Stop(err))
+		return isHalt(err) || batch.IsUnreadable(err) || (cfg.Retry.Stop != nil && cfg.Retry.Stop(err))
 	}
 	if s.acksWait() && s.cfg.Spool.JournalRotate == 0 {
 		// Nothing commits the journal (Run): one file for many seals.
