@@ -21,7 +21,11 @@
 // command-line flags apply them to the returned File and call Validate again.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+)
 
 // File is the whole configuration file.
 type File struct {
@@ -374,8 +378,8 @@ type Receive struct {
 }
 
 // DefaultMaxSegmentBytes is receive.max_segment_bytes when the config does
-// not set it (batch.DefaultMaxSegmentBytes).
-const DefaultMaxSegmentBytes = 256 * MiB
+// not set it: the readers' default.
+const DefaultMaxSegmentBytes = Size(batch.DefaultMaxSegmentBytes)
 
 // Defaults returns a File with every default filled in. Stream, Store,
 // Ship.Spool, Receive.State and Receive.Apply have no default.

@@ -36,7 +36,7 @@ const (
 	maxRecordSizeLimit = 256 * MiB
 	maxPrefetch        = 64 // receive.prefetch, in segments
 	minMaxSegmentBytes = MiB
-	maxMaxSegmentBytes = 2 * GiB // batch.DefaultMaxUncompressed
+	maxMaxSegmentBytes = Size(batch.DefaultMaxUncompressed)
 	// minWindowBandwidth is the lowest ship.windows bandwidth_limit: a
 	// link sends in chunks of up to 64 KiB, and at this rate a chunk takes
 	// 4 s, well within the receiver's 30 s I/O timeout.

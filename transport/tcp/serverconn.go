@@ -59,14 +59,7 @@ func (s *Server) serveConn(ctx context.Context, st serverSettings, nc net.Conn, 
 	if st.tls != nil {
 		tc := tls.Server(nc, st.tls)
 		if err := tc.HandshakeContext(ctx); err != nil {
-			switch {
-			case ctx.Err() != nil:
-			case su.evicted():
-				st.quiet.Log(slog.LevelInfo, "evict", "unauthenticated connection closed to make room for another", "peer", peer)
-			case !su.deadline.Stop():
-				st.quiet.Log(slog.LevelWarn, "tls", "TLS handshake not completed within the handshake timeout; link closed",
-					"peer", peer, "handshake_timeout", st.handshakeTimeout)
-			default:
+			if !su.logCut(ctx, st, peer, "tls", "TLS handshake not completed within the handshake timeout; link closed") {
 				// One kind per hint: a port probe's failures do not hide
 				// a shipper's missing certificate.
 				hint := tlsServerHint(err)
@@ -165,6 +158,23 @@ func (su *startup) evicted() bool {
 	}
 }
 
+// logCut logs, through st.quiet, why a connection that failed before it
+// authenticated was cut: the gate evicted it, or its handshake timeout
+// (as timeoutMsg, of kind). It reports false, logging nothing, if neither
+// did nor the server is stopping: the caller logs the failure itself.
+func (su *startup) logCut(ctx context.Context, st serverSettings, peer, kind, timeoutMsg string) bool {
+	switch {
+	case ctx.Err() != nil:
+	case su.evicted():
+		st.quiet.Log(slog.LevelInfo, "evict", "unauthenticated connection closed to make room for another", "peer", peer)
+	case !su.deadline.Stop():
+		st.quiet.Log(slog.LevelWarn, kind, timeoutMsg, "peer", peer, "handshake_timeout", st.handshakeTimeout)
+	default:
+		return false
+	}
+	return true
+}
+
 // handshake reads HELLO (and the generation records after it) and answers
 // WELCOME, or REFUSE and false. cancel ends the link.
 func (s *Server) handshake(ctx context.Context, cancel context.CancelFunc, st serverSettings, l *link, log *slog.Logger, su *startup) (*session, bool) {
@@ -238,14 +248,7 @@ func (s *Server) readHello(ctx context.Context, st serverSettings, l *link, log 
 		f, err = readHelloFrame(l.r)
 	}
 	if err != nil {
-		switch {
-		case ctx.Err() != nil:
-		case su.evicted():
-			st.quiet.Log(slog.LevelInfo, "evict", "unauthenticated connection closed to make room for another", "peer", peer)
-		case !su.deadline.Stop():
-			st.quiet.Log(slog.LevelWarn, "hello", "no complete HELLO within the handshake timeout; link closed",
-				"peer", peer, "handshake_timeout", st.handshakeTimeout)
-		default:
+		if !su.logCut(ctx, st, peer, "hello", "no complete HELLO within the handshake timeout; link closed") {
 			st.quiet.Log(slog.LevelWarn, "hello", "link closed before a complete HELLO", "peer", peer, "err", errText(err))
 		}
 		return h, nil, err
