@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/ferry-dr/ferry/internal/redact"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -57,21 +58,18 @@ type S3 struct {
 	Profile string `toml:"profile"`
 }
 
-// redactedMark replaces a secret that is set. An unset secret stays "" so
-// an operator can still see whether one was configured.
-const redactedMark = "***"
-
 // UsePathStyle reports whether path_style was set to true.
 func (s S3) UsePathStyle() bool { return s.PathStyle != nil && *s.PathStyle }
 
-// Redacted returns a copy of s with every set secret replaced by "***".
+// Redacted returns a copy of s with every set secret replaced by "***"; an
+// unset secret stays "", so an operator can still see whether one was set.
 // The copy does not share PathStyle with s.
 func (s S3) Redacted() S3 {
 	mask := func(v string) string {
 		if v == "" {
 			return ""
 		}
-		return redactedMark
+		return redact.Mark
 	}
 	s.AccessKey = mask(s.AccessKey)
 	s.SecretKey = mask(s.SecretKey)

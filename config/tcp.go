@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"github.com/ferry-dr/ferry/internal/redact"
 	"log/slog"
 )
 
@@ -110,7 +111,7 @@ const maxInFlight = 64
 func (t TCP) String() string {
 	tok := ""
 	if t.Token != "" {
-		tok = "***"
+		tok = redact.Mark
 	}
 	return fmt.Sprintf("{token:%s insecure:%t ca_file:%s cert_file:%s key_file:%s server_name:%s client_ca_file:%s listen:%s inbox:%s inbox_keep:%d checkpoint_delay:%s bandwidth_limit:%s max_in_flight:%d token_file:%s tls_client_names:%q max_startups:%d max_connections:%d handshake_timeout:%s}",
 		tok, t.Insecure, t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.ClientCAFile, t.Listen, t.Inbox, t.InboxKeep, t.CheckpointDelay, t.BandwidthLimit, t.MaxInFlight, t.TokenFile, t.TLSClientNames,
