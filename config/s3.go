@@ -3,10 +3,11 @@ package config
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/ferry-dr/ferry/internal/redact"
 	"log/slog"
 	"strconv"
 	"strings"
+
+	"github.com/ferry-dr/ferry/internal/redact"
 )
 
 // S3 configures the s3:// store. Every field is optional; an unset field

@@ -2,8 +2,9 @@ package config
 
 import (
 	"fmt"
-	"github.com/ferry-dr/ferry/internal/redact"
 	"log/slog"
+
+	"github.com/ferry-dr/ferry/internal/redact"
 )
 
 // TCP configures the direct link: "ferry ship" with store = "tcp://host:port"
