@@ -1,6 +1,7 @@
 package dirsync
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -277,31 +278,13 @@ func ReadConflicts(dir string) ([]Conflict, error) {
 		return nil, err
 	}
 	var out []Conflict
-	for _, line := range splitLines(raw) {
+	for line := range bytes.Lines(raw) {
 		var c Conflict
 		if json.Unmarshal(line, &c) == nil {
 			out = append(out, c)
 		}
 	}
 	return out, nil
-}
-
-func splitLines(b []byte) [][]byte {
-	var out [][]byte
-	for len(b) > 0 {
-		i := 0
-		for i < len(b) && b[i] != '\n' {
-			i++
-		}
-		if i > 0 {
-			out = append(out, b[:i])
-		}
-		if i == len(b) {
-			break
-		}
-		b = b[i+1:]
-	}
-	return out
 }
 
 // baseOf is the state a new local version of a path replaces: what the

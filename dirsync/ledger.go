@@ -125,6 +125,12 @@ const (
 	ConflictsFile = "conflicts.ndjson"
 )
 
+// ledgerLine is one line of LedgerFile.
+type ledgerLine struct {
+	P string `json:"p"`
+	E *Entry `json:"e"`
+}
+
 // Ledger is a site's record of the version of every path of its tree. One
 // Ledger serves the site's dir: source and every applier of a peer's
 // stream; they hold its lock while they read the tree and decide, so that
@@ -171,10 +177,7 @@ func Open(dir, site string, log *slog.Logger) (*Ledger, error) {
 		if nl < 0 {
 			break // torn last line: never fsynced, so nothing depends on it
 		}
-		var line struct {
-			P string `json:"p"`
-			E *Entry `json:"e"`
-		}
+		var line ledgerLine
 		if err := json.Unmarshal(raw[good:good+nl], &line); err != nil || line.E == nil {
 			if good+nl+1 == len(raw) {
 				break
@@ -292,10 +295,7 @@ func (l *Ledger) observe(v VV) {
 // synced: Sync makes it durable).
 func (l *Ledger) set(path string, e *Entry) error {
 	l.entries[path] = e
-	b, err := json.Marshal(struct {
-		P string `json:"p"`
-		E *Entry `json:"e"`
-	}{path, e})
+	b, err := json.Marshal(ledgerLine{path, e})
 	if err != nil {
 		return err
 	}
@@ -337,10 +337,7 @@ func (l *Ledger) compact() error {
 	sort.Strings(paths)
 	var buf bytes.Buffer
 	for _, p := range paths {
-		b, _ := json.Marshal(struct {
-			P string `json:"p"`
-			E *Entry `json:"e"`
-		}{p, l.entries[p]})
+		b, _ := json.Marshal(ledgerLine{p, l.entries[p]})
 		buf.Write(b)
 		buf.WriteByte('\n')
 	}

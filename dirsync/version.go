@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 )
 
@@ -126,14 +125,4 @@ func Wins(aTime int64, aSite string, aState State, bTime int64, bSite string, bS
 // UTC. Every site computes the same name from the same loser.
 func ConflictName(key, site string, stamp int64) string {
 	return key + ".ferry-conflict-" + site + "-" + time.Unix(0, stamp).UTC().Format("20060102T150405.000000000Z")
-}
-
-// sortedSites lists a vector's sites in order (for messages).
-func sortedSites(v VV) []string {
-	s := make([]string, 0, len(v))
-	for k := range v {
-		s = append(s, k)
-	}
-	sort.Strings(s)
-	return s
 }

@@ -80,7 +80,7 @@ func (r *dirRun) gone(ctx context.Context, sink shipper.Sink, p string) error {
 	if foreign {
 		return nil
 	}
-	if err := r.syncVersion(ctx, sink, p, dirsync.Absent); err != nil {
+	if err := r.syncVersion(ctx, sink, p, dirsync.Absent, nil); err != nil {
 		return err
 	}
 	return r.emit(ctx, sink, batch.Record{Op: op, Key: []byte(p)})
@@ -97,7 +97,7 @@ func (r *dirRun) shipDir(ctx context.Context, sink shipper.Sink, p string, fi os
 	r.idx.set(p, &dirEntry{Kind: dirKindDir, Mode: st.mode, Mtime: st.mtime, Ino: st.ino, Ctime: st.ctime})
 	sst := dirsync.State{Kind: dirsync.KindDir, Mode: st.mode, Mtime: st.mtime}
 	if foreign, _ := r.syncForeign(p, sst); !foreign {
-		if err := r.syncVersion(ctx, sink, p, sst); err != nil {
+		if err := r.syncVersion(ctx, sink, p, sst, nil); err != nil {
 			return err
 		}
 		if err := r.emit(ctx, sink, batch.Record{Op: dirtree.OpMkdir, Key: []byte(p),
@@ -135,7 +135,7 @@ func (r *dirRun) shipLink(ctx context.Context, sink shipper.Sink, p string, f *o
 	if foreign, _ := r.syncForeign(p, sst); foreign {
 		return nil
 	}
-	if err := r.syncVersion(ctx, sink, p, sst); err != nil {
+	if err := r.syncVersion(ctx, sink, p, sst, nil); err != nil {
 		return err
 	}
 	data := dirtree.AppendHeader(make([]byte, 0, dirtree.HeaderLen+len(target)), st.mode, st.mtime, int64(len(target)), 0, nil)
@@ -244,7 +244,7 @@ func (r *dirRun) tryFile(ctx context.Context, sink shipper.Sink, p string) (done
 			if e.Mode == st.mode && e.Mtime == st.mtime {
 				return true, nil // only the inode or ctime moved
 			}
-			if err := r.syncVersion(ctx, sink, p, sst.WithHash(entry.Hash[:])); err != nil {
+			if err := r.syncVersion(ctx, sink, p, sst, entry.Hash[:]); err != nil {
 				return true, err
 			}
 			return true, r.emit(ctx, sink, batch.Record{Op: dirtree.OpAttr, Key: []byte(p), Data: data[:dirtree.HeaderLen]})
@@ -253,7 +253,7 @@ func (r *dirRun) tryFile(ctx context.Context, sink shipper.Sink, p string) (done
 			r.idx.removeTree(p)
 		}
 		r.idx.set(p, entry)
-		if err := r.syncVersion(ctx, sink, p, sst.WithHash(entry.Hash[:])); err != nil {
+		if err := r.syncVersion(ctx, sink, p, sst, entry.Hash[:]); err != nil {
 			return true, err
 		}
 		return true, r.emit(ctx, sink, batch.Record{Op: dirtree.OpPut, Key: []byte(p), Data: data})
@@ -273,7 +273,7 @@ func (r *dirRun) tryFile(ctx context.Context, sink shipper.Sink, p string) (done
 				return true, nil
 			}
 			hdr := dirtree.AppendHeader(nil, st.mode, st.mtime, st.size, 0, &sum)
-			if err := r.syncVersion(ctx, sink, p, sst.WithHash(sum[:])); err != nil {
+			if err := r.syncVersion(ctx, sink, p, sst, sum[:]); err != nil {
 				return true, err
 			}
 			return true, r.emit(ctx, sink, batch.Record{Op: dirtree.OpAttr, Key: []byte(p), Data: hdr})
@@ -301,7 +301,7 @@ func (r *dirRun) tryFile(ctx context.Context, sink shipper.Sink, p string) (done
 		}
 		dirtree.AppendHeader(data[:0], st.mode, st.mtime, st.size, off, sum)
 		if off == 0 {
-			if err := r.syncVersion(ctx, sink, p, sst); err != nil {
+			if err := r.syncVersion(ctx, sink, p, sst, nil); err != nil {
 				return false, err
 			}
 		}
@@ -328,11 +328,15 @@ func (r *dirRun) syncForeign(p string, st dirsync.State) (bool, []byte) {
 	return r.src.Ledger.Foreign(p, st)
 }
 
-// syncVersion emits the version record of p's new state (ferry sync)
-// before the records that make it.
-func (r *dirRun) syncVersion(ctx context.Context, sink shipper.Sink, p string, st dirsync.State) error {
+// syncVersion emits the version record of p's new state st, with the
+// content hash if any (ferry sync), before the records that make it.
+// Without a ledger it costs nothing: not even the copy of the hash.
+func (r *dirRun) syncVersion(ctx context.Context, sink shipper.Sink, p string, st dirsync.State, hash []byte) error {
 	if r.src.Ledger == nil {
 		return nil
+	}
+	if hash != nil {
+		st = st.WithHash(hash)
 	}
 	ver, ship, err := r.src.Ledger.Local(p, st)
 	if err != nil || !ship {

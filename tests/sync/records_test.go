@@ -168,35 +168,17 @@ func readLog(t *testing.T, s *recSite) (own, peers map[string]int, bad []string)
 // event id: what the site shipped.
 func storeRecords(t *testing.T, store, id string) map[string]int {
 	t.Helper()
-	dir := filepath.Join(store, "events@"+id)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]int{}
-	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), ".seg.zst") {
-			continue
+	eachRecord(t, store, "events@"+id, func(seg string, r batch.Record) {
+		var l logLine
+		if err := json.Unmarshal(r.Data, &l); err != nil {
+			t.Fatalf("segment %s of events@%s, record %d: %q: %v", seg, id, r.Seq, r.Data, err)
 		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
+		if l.Origin != nil {
+			t.Errorf("events@%s record %d carries an origin: a peer's record shipped back: %q", id, r.Seq, r.Data)
 		}
-		_, recs, err := batch.Decode(data, 64<<20)
-		if err != nil {
-			t.Fatalf("segment %s of events@%s: %v", e.Name(), id, err)
-		}
-		for i := range recs.Len() {
-			var l logLine
-			if err := json.Unmarshal(recs.Data(i), &l); err != nil {
-				t.Fatalf("segment %s of events@%s, record %d: %q: %v", e.Name(), id, recs.Seq(i), recs.Data(i), err)
-			}
-			if l.Origin != nil {
-				t.Errorf("events@%s record %d carries an origin: a peer's record shipped back: %q", id, recs.Seq(i), recs.Data(i))
-			}
-			out[l.ID]++
-		}
-	}
+		out[l.ID]++
+	})
 	return out
 }
 

@@ -237,12 +237,26 @@ func shippedBytes(t *testing.T, store, id string) int64 {
 // carries for another site's directories (the churn's ID-dirN).
 func foreignPuts(t *testing.T, store, id string) map[string]int {
 	t.Helper()
-	dir := filepath.Join(store, "mail@"+id)
+	out := map[string]int{}
+	eachRecord(t, store, "mail@"+id, func(_ string, r batch.Record) {
+		top, _, _ := strings.Cut(string(r.Key), "/")
+		if r.Op != dirtree.OpPut && r.Op != dirtree.OpChunk || !strings.Contains(top, "-dir") || strings.HasPrefix(top, id+"-") {
+			return
+		}
+		out[top]++
+	})
+	return out
+}
+
+// eachRecord calls fn with every record of every segment of stream in
+// the store, naming the segment it came from.
+func eachRecord(t *testing.T, store, stream string, fn func(seg string, r batch.Record)) {
+	t.Helper()
+	dir := filepath.Join(store, stream)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]int{}
 	for _, e := range ents {
 		if !strings.HasSuffix(e.Name(), ".seg.zst") {
 			continue
@@ -253,18 +267,12 @@ func foreignPuts(t *testing.T, store, id string) map[string]int {
 		}
 		_, recs, err := batch.Decode(raw, 1<<30)
 		if err != nil {
-			t.Fatalf("segment %s: %v", e.Name(), err)
+			t.Fatalf("segment %s of %s: %v", e.Name(), stream, err)
 		}
 		for i := range recs.Len() {
-			r := recs.At(i)
-			top, _, _ := strings.Cut(string(r.Key), "/")
-			if r.Op != dirtree.OpPut && r.Op != dirtree.OpChunk || !strings.Contains(top, "-dir") || strings.HasPrefix(top, id+"-") {
-				continue
-			}
-			out[top]++
+			fn(e.Name(), recs.At(i))
 		}
 	}
-	return out
 }
 
 func conflictCopies(snap map[string]string) []string {
