@@ -51,3 +51,33 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestSplit cuts marked lines at every byte, appends the next writer's
+// line, and checks that Split finds that line whole after the cut part,
+// and that it leaves whole lines, and lines of other shapes, alone.
+func TestSplit(t *testing.T) {
+	marked := string(Mark(nil, []byte(`{"id":"b-1","m":{"k":[1,{"x":"{\"y\":1}"}]},"s":"a{b}"}`), Origin{Site: "b", Seq: 7}))
+	for _, next := range []string{`{"id":"a-9","m":{"z":{}}}` + "\n", string(Mark(nil, []byte(`{"id":"b-1"}`), Origin{Site: "b", Seq: 7}))} {
+		for cut := 1; cut < len(marked); cut++ {
+			line := marked[:cut] + next
+			torn, rest, ok := Split([]byte(line))
+			if !ok || string(torn) != marked[:cut] || string(rest) != next {
+				t.Fatalf("Split(%q) = %q, %q, %v; want %q, %q", line, torn, rest, ok, marked[:cut], next)
+			}
+		}
+	}
+	for _, line := range []string{
+		marked,                        // whole
+		`{"id":"a-1"}` + "\n",         // whole, unmarked
+		`{"id":"a-1"}{"id":"a-2"}`,    // two objects, not after a mark
+		`{"ferry_origin":{"site":"b"`, // cut, nothing after it yet
+		`{"ferry_origin":{"site":"b","seq":1},"x":[1,2` + "\n",
+		`[1]{"id":"a-1"}` + "\n",
+		`x{"id":"a-1"}` + "\n",
+		``,
+	} {
+		if torn, rest, ok := Split([]byte(line)); ok {
+			t.Errorf("Split(%q) = %q, %q: took apart a line that is not a cut mark and a whole object", line, torn, rest)
+		}
+	}
+}

@@ -120,7 +120,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	if records {
 		src = &source.Tail{Path: path, Format: source.FormatLine, MaxRecordSize: int(sc.MaxRecordSize),
 			Cursor: sh.Spool().Cursor(), Log: log}
-		own = &source.OwnRecords{Sink: sh, Path: path}
+		own = &source.OwnRecords{Sink: sh, Path: path, Log: log}
 		sink = own
 	} else {
 		ds := &source.Dir{Root: path, SpoolDir: sc.Spool, Exclude: y.Exclude, MaxRecordSize: int(sc.MaxRecordSize),

@@ -110,7 +110,18 @@ func (a *SyncLog) scan(r io.Reader) (int, error) {
 	for {
 		line, err := readLine(br, max)
 		if len(line) > 0 {
-			if o, ok, perr := syncrec.Parse(line); ok && perr == nil && o.Site == a.Peer {
+			whole := syncrec.CheckObject(line) == nil
+			if !whole {
+				if torn, rest, ok := syncrec.Split(line); ok {
+					// A line cut short by a crash (perhaps this applier's
+					// own, killed while writing it): that record is not in
+					// the file, the line after the cut part may be.
+					a.logger().Warn("a line of the log was cut short by a crash of its writer and the next line appended to it; a record of this peer cut so is applied again",
+						"file", a.Path, "peer", a.Peer, "cut_bytes", len(torn))
+					line, whole = rest, true
+				}
+			}
+			if o, ok, perr := syncrec.Parse(line); whole && ok && perr == nil && o.Site == a.Peer {
 				a.skipTo = o.Seq
 				n++
 			}
@@ -192,18 +203,14 @@ func (a *SyncLog) Apply(ctx context.Context, meta *batch.Meta, recs batch.Record
 	return nil
 }
 
-// write appends the buffer in writes of whole lines of at most 64 KiB
-// (one line, when it is longer): an O_APPEND write lands whole between
-// the application's own, which must also write each line in one write.
+// write appends the buffer one line per write. A write is whole between
+// the application's own (which must also write each line in one write),
+// and a SIGKILL can cut it only where it crosses a page boundary, so one
+// line at a time is the least a crash can cut; what it cuts, Restore and
+// the sync source recognise (syncrec.Split).
 func (a *SyncLog) write(f *os.File) error {
-	const most = 64 << 10
 	for b := a.buf; len(b) > 0; {
-		n := len(b)
-		if n > most {
-			if n = bytes.LastIndexByte(b[:most], '\n') + 1; n == 0 {
-				n = bytes.IndexByte(b, '\n') + 1 // every marked line ends with one
-			}
-		}
+		n := bytes.IndexByte(b, '\n') + 1 // every marked line ends with one
 		if _, err := f.Write(b[:n]); err != nil {
 			return fmt.Errorf("apply %s: write: %w (the log may now hold a torn line): %w", a, err, receiver.ErrFatal)
 		}

@@ -152,3 +152,39 @@ func TestSyncLogRefusesForeignAndNonObjectRecords(t *testing.T) {
 		t.Errorf("the log holds %q after refused records", b)
 	}
 }
+
+// An Apply killed in the middle of a line (a write a SIGKILL cut at a page
+// boundary), after which the application appended a line of its own: at
+// every cut, Restore counts only the whole lines of the peer, so the cut
+// record is applied again, and the application's line stays readable
+// after the cut part.
+func TestSyncLogRestoreAfterCutLine(t *testing.T) {
+	ctx := context.Background()
+	m, recs := syncSeg(t, 1, 3, eventData)
+	cut := syncrec.Mark(nil, eventData(3), syncrec.Origin{Site: "b", Seq: 3})
+	for at := 1; at < len(cut); at++ {
+		path := filepath.Join(t.TempDir(), "events.ndjson")
+		var log []byte
+		log = append(log, `{"id":"a-1"}`+"\n"...)
+		for seq := uint64(1); seq <= 2; seq++ {
+			log = syncrec.Mark(log, eventData(seq), syncrec.Origin{Site: "b", Seq: seq})
+		}
+		log = append(log, cut[:at]...)
+		log = append(log, `{"id":"a-2"}`+"\n"...)
+		if err := os.WriteFile(path, log, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		a := &SyncLog{Path: path, Peer: "b"}
+		if err := a.Restore(nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Apply(ctx, m, recs); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(path)
+		want := string(log) + string(cut)
+		if string(b) != want {
+			t.Fatalf("cut after %d bytes: log\n%s\nwant\n%s", at, b, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -18,11 +19,18 @@ import (
 // whose origin is another site, across restarts too. A line that is not
 // one JSON object is an error (the peers could not apply it); a blank
 // line is skipped.
+//
+// A line an applier's crash cut short, with the next line appended to it
+// (syncrec.Split), is taken apart: the cut part is dropped (the applier
+// writes its record again) and the line after it is judged on its own,
+// so an event the application appended after the crash is still shipped.
 type OwnRecords struct {
 	Sink shipper.Sink
 	Path string // the tailed file, for messages
-	// Dropped counts the lines dropped as another site's.
-	Dropped atomic.Int64
+	Log  *slog.Logger
+	// Dropped counts the lines dropped as another site's; Torn the
+	// cut-short parts dropped.
+	Dropped, Torn atomic.Int64
 }
 
 var _ shipper.Sink = (*OwnRecords)(nil)
@@ -31,6 +39,20 @@ var _ shipper.Sink = (*OwnRecords)(nil)
 func (o *OwnRecords) AppendBatch(ctx context.Context, recs []batch.Record, cursor []byte) error {
 	keep := recs[:0]
 	for _, r := range recs {
+		if len(bytes.TrimSpace(r.Data)) == 0 {
+			continue // a blank line is nobody's record
+		}
+		notObject := syncrec.CheckObject(r.Data)
+		if notObject != nil {
+			if torn, rest, ok := syncrec.Split(r.Data); ok {
+				o.Torn.Add(1)
+				if o.Log != nil {
+					o.Log.Warn("a line of the sync log was cut short by a crash of its writer and the next line appended to it: dropping the cut part (ferry writes its record again), reading the line after it",
+						"log", o.Path, "cut_bytes", len(torn))
+				}
+				r.Data, notObject = rest, nil
+			}
+		}
 		_, marked, err := syncrec.Parse(r.Data)
 		if err != nil {
 			return fmt.Errorf("sync log %s: %v: a line that starts like one ferry applied must carry a readable origin", o.Path, err)
@@ -39,11 +61,8 @@ func (o *OwnRecords) AppendBatch(ctx context.Context, recs []batch.Record, curso
 			o.Dropped.Add(1)
 			continue
 		}
-		if len(bytes.TrimSpace(r.Data)) == 0 {
-			continue // a blank line is nobody's record
-		}
-		if err := syncrec.CheckObject(r.Data); err != nil {
-			return fmt.Errorf("sync log %s: line %v: the peers could not apply it (a sync record stream is one JSON object per line); fix the writer, and blank the line in place (spaces, same length) to go on", o.Path, err)
+		if notObject != nil {
+			return fmt.Errorf("sync log %s: line %v: the peers could not apply it (a sync record stream is one JSON object per line); fix the writer, and blank the line in place (spaces, same length) to go on", o.Path, notObject)
 		}
 		keep = append(keep, r)
 	}

@@ -56,3 +56,25 @@ func TestOwnRecords(t *testing.T) {
 		t.Errorf("a plain-text line: %v", err)
 	}
 }
+
+// A line an applier's crash cut short, continued by the application's
+// next line, ships that next line; continued by the applier's own
+// rewrite, ships nothing.
+func TestOwnRecordsTornLine(t *testing.T) {
+	sink := &recordingSink{}
+	o := &OwnRecords{Sink: sink, Path: "events.ndjson"}
+	marked := string(syncrec.Mark(nil, []byte(`{"id":"b1","n":{"k":1}}`), syncrec.Origin{Site: "b", Seq: 3}))
+	var recs []batch.Record
+	for _, l := range []string{marked[:9] + `{"id":"a1"}` + "\n", marked[:30] + marked, marked[:len(marked)-1] + `{"id":"a2"}` + "\n"} {
+		recs = append(recs, batch.Record{Data: []byte(l)})
+	}
+	if err := o.AppendBatch(context.Background(), recs, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(sink.recs, ""); got != `{"id":"a1"}`+"\n"+`{"id":"a2"}`+"\n" {
+		t.Errorf("shipped %q", got)
+	}
+	if o.Torn.Load() != 3 || o.Dropped.Load() != 1 {
+		t.Errorf("torn %d, dropped %d; want 3 and 1", o.Torn.Load(), o.Dropped.Load())
+	}
+}
