@@ -42,10 +42,8 @@ var verbs = map[string]verb{
 	"switchover": {"planned, zero-loss role swap: drain the primary, promote the secondary at its last seq, rejoin the old primary", runSwitchover},
 	"sync":       {"run one site of a two-way pair (or ring) for a directory tree: ship its changes, apply its peers', resolve conflicts", runSync},
 	"rejoin":     {"turn a fenced old primary into a receiver at the fork, with a report of what it had past it", runRejoin},
-	"version":    {"print the version", func([]string, io.Writer, io.Writer) error { fmt.Println("ferry", version); return nil }},
+	"version":    {"print the version, commit and build date", runVersion},
 }
-
-var version = "0.1.0-dev"
 
 // usageError marks errors that exit with status 2.
 type usageError struct{ error }
@@ -81,6 +79,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if len(args) == 0 {
 			return exitUsage
 		}
+		return 0
+	}
+	if args[0] == "--version" {
+		runVersion(nil, stdout, stderr)
 		return 0
 	}
 	v, ok := verbs[args[0]]
