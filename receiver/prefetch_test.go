@@ -99,11 +99,22 @@ func TestPrefetchAppliesInOrder(t *testing.T) {
 			st, _ := receivertest.NewStore(t)
 			receivertest.Put(t, st, segs...)
 			w := watchGets(st)
-			// The later a segment, the sooner its Get returns.
-			w.before = func(ctx context.Context, name string) error {
-				i := slices.IndexFunc(segs, func(s receivertest.Seg) bool { return s.Key() == name })
-				time.Sleep(time.Duration(len(segs)-i) * 2 * time.Millisecond)
-				return nil
+			// A Get returns only after the Get of the next segment has
+			// (or after half a second, when that one is not under way):
+			// the later ones finish first however slow the machine.
+			if tc.prefetch > 0 {
+				w.before = func(ctx context.Context, name string) error {
+					i := slices.IndexFunc(segs, func(s receivertest.Seg) bool { return s.Key() == name })
+					if i+1 == len(segs) {
+						return nil
+					}
+					select {
+					case <-w.finishedGet(segs[i+1].Key()):
+					case <-time.After(500 * time.Millisecond):
+					case <-ctx.Done():
+					}
+					return nil
+				}
 			}
 			replica := filepath.Join(t.TempDir(), "replica")
 			ap := newRecorder(replica)
