@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -132,7 +133,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	defer stopSig()
 	var prog loadgen.Progress
 	progDone := make(chan struct{})
-	go showProgress(stderr, &prog, *records, *duration, progDone)
+	go showBenchProgress(stderr, log, &prog, *records, *duration, progDone)
 	res, lerr := loadgen.Run(sigCtx, sh, loadgen.Options{Records: *records, Duration: *duration, Concurrency: *conc,
 		Rate: *rate, Size: *size, Sample: lines}, &prog)
 	close(progDone)
@@ -175,13 +176,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	return lerr
 }
 
-// showProgress redraws one status line on a terminal every half second.
-func showProgress(w io.Writer, p *loadgen.Progress, total int64, d time.Duration, done <-chan struct{}) {
-	if !isTerminal(w) {
-		return // no progress display
-	}
+// showBenchProgress shows (showProgress) the records appended, their
+// rate and bytes, and how far through the run.
+func showBenchProgress(w io.Writer, log *slog.Logger, p *loadgen.Progress, total int64, d time.Duration, done <-chan struct{}) {
 	start := time.Now()
-	redrawLine(w, done, func() string {
+	showProgress(w, log, "bench progress", done, func() progressLine {
 		n, el := p.Done.Load(), time.Since(start).Seconds()
 		pct := ""
 		switch {
@@ -190,7 +189,10 @@ func showProgress(w io.Writer, p *loadgen.Progress, total int64, d time.Duration
 		case d > 0:
 			pct = fmt.Sprintf("%5.1f%%", 100*min(el/d.Seconds(), 1))
 		}
-		return fmt.Sprintf("%s %d records, %.0f/s, %s", pct, n, float64(n)/el, sizeString(p.Bytes.Load()))
+		return progressLine{
+			text:  fmt.Sprintf("%s %d records, %.0f/s, %s", pct, n, float64(n)/el, sizeString(p.Bytes.Load())),
+			attrs: []any{"records", n, "records_per_s", fmt.Sprintf("%.0f", float64(n)/el), "bytes", p.Bytes.Load(), "percent", strings.TrimSpace(pct)},
+		}
 	})
 }
 

@@ -161,9 +161,7 @@ func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (resto
 	shown := make(chan struct{})
 	go func() {
 		defer close(shown)
-		if isTerminal(job.progress) {
-			showRestoreProgress(ctx, job, r, start, done)
-		}
+		showRestoreProgress(ctx, job, r, log, start, done)
 	}()
 	runErr := r.Run(ctx)
 	close(done)
@@ -178,22 +176,6 @@ func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (resto
 	return res, runErr
 }
 
-// redrawLine shows line() on the terminal w every half second, each over
-// the last, until done is closed, then clears it.
-func redrawLine(w io.Writer, done <-chan struct{}, line func() string) {
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			fmt.Fprint(w, "\r\033[K")
-			return
-		case <-t.C:
-			fmt.Fprint(w, "\r\033[K"+line())
-		}
-	}
-}
-
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
@@ -203,10 +185,10 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// showRestoreProgress redraws one line twice a second: segments and
-// records applied, MB/s read, and an ETA from the segments the store
-// lists up to the boundary.
-func showRestoreProgress(ctx context.Context, job restoreJob, r *receiver.Receiver, start time.Time, done <-chan struct{}) {
+// showRestoreProgress shows (showProgress) segments and records applied,
+// MB/s read, and an ETA from the segments the store lists up to the
+// boundary.
+func showRestoreProgress(ctx context.Context, job restoreJob, r *receiver.Receiver, log *slog.Logger, start time.Time, done <-chan struct{}) {
 	from := r.Checkpoint().LastSeq
 	var totalSegs int
 	var totalBytes int64
@@ -220,16 +202,20 @@ func showRestoreProgress(ctx context.Context, job restoreJob, r *receiver.Receiv
 			totalBytes += sizes[i]
 		}
 	}
-	redrawLine(job.progress, done, func() string {
+	showProgress(job.progress, log, "restore progress", done, func() progressLine {
 		s := r.Stats()
 		rate := float64(s.Bytes) / time.Since(start).Seconds()
 		line := fmt.Sprintf("%d/%d segments, %d records, seq %d, %.1f MB/s", s.Segments, totalSegs, s.Records, s.LastSeq, rate/1e6)
+		attrs := []any{"stream", job.cfg.Stream, "segments", s.Segments, "of_segments", totalSegs, "records", s.Records,
+			"seq", s.LastSeq, "mb_per_s", fmt.Sprintf("%.1f", rate/1e6)}
 		if totalBytes > 0 && rate > 0 {
 			left := max(totalBytes-s.Bytes, 0)
 			eta := time.Duration(float64(left) / rate * float64(time.Second)).Round(time.Second)
-			line = fmt.Sprintf("%5.1f%% %s, ETA %s", 100*float64(s.Bytes)/float64(totalBytes), line, eta)
+			pct := 100 * float64(s.Bytes) / float64(totalBytes)
+			line = fmt.Sprintf("%5.1f%% %s, ETA %s", pct, line, eta)
+			attrs = append(attrs, "percent", fmt.Sprintf("%.1f", pct), "eta", eta.String())
 		}
-		return line
+		return progressLine{text: line, attrs: attrs}
 	})
 }
 
