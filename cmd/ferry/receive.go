@@ -214,8 +214,12 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		failed.Store(&runErr)
 	}
 	s := r.Stats()
-	fmt.Fprintf(stderr, "ferry receive: applied %d segments, %d records (%s read) in %.2fs to %s; checkpoint at seq %d\n",
+	sum := summary{verb: "receive"}
+	sum.line("ferry receive: applied %d segments, %d records (%s read) in %.2fs to %s; checkpoint at seq %d",
 		s.Segments, s.Records, sizeString(s.Bytes), time.Since(start).Seconds(), ap, s.LastSeq)
+	sum.add("stream", cfg.Stream, "segments", s.Segments, "records", s.Records, "bytes", s.Bytes,
+		"seconds", round2(time.Since(start).Seconds()), "apply", ap.String(), "checkpoint_seq", s.LastSeq)
+	sum.write(stderr, cfg.LogFormat)
 	return runErr
 }
 

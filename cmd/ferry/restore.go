@@ -74,8 +74,15 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 	if cp.PartialHash != "" {
 		where = " (inside segment " + cp.Segment + ")"
 	}
-	fmt.Fprintf(stderr, "ferry restore: applied %d records from %d segments (%s read) in %.2fs to %s; restored through seq %d%s\n",
+	sum := summary{verb: "restore"}
+	sum.line("ferry restore: applied %d records from %d segments (%s read) in %.2fs to %s; restored through seq %d%s",
 		s.Records, s.Segments, sizeString(s.Bytes), res.elapsed.Seconds(), ap, cp.LastSeq, where)
+	sum.add("stream", c.cfg.Stream, "records", s.Records, "segments", s.Segments, "bytes", s.Bytes,
+		"seconds", round2(res.elapsed.Seconds()), "apply", ap.String(), "restored_seq", cp.LastSeq)
+	if cp.PartialHash != "" {
+		sum.add("inside_segment", cp.Segment)
+	}
+	sum.write(stderr, c.cfg.LogFormat)
 	return nil
 }
 

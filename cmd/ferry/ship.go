@@ -191,7 +191,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	}
 	stopRun()
 	elapsed := time.Since(start)
-	summarizeShip(stderr, sh, elapsed)
+	summarizeShip(stderr, cfg, sh, elapsed)
 	if fatal != nil {
 		return fatal
 	}
@@ -206,26 +206,38 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func summarizeShip(w io.Writer, sh *shipper.Shipper, elapsed time.Duration) {
+func summarizeShip(w io.Writer, cfg *config.File, sh *shipper.Shipper, elapsed time.Duration) {
 	st := sh.Spool().Stats()
 	ratio := 0.0
 	if st.BytesSealed > 0 {
 		ratio = float64(st.UncompSealed) / float64(st.BytesSealed)
 	}
 	secs := elapsed.Seconds()
-	fmt.Fprintf(w, "ferry ship: %d records (%s) in %d segments, %s stored (ratio %.2fx), %.2fs, %.1f MB/s, %.0f records/s; last seq %d",
+	sum := summary{verb: "ship"}
+	line := fmt.Sprintf("ferry ship: %d records (%s) in %d segments, %s stored (ratio %.2fx), %.2fs, %.1f MB/s, %.0f records/s; last seq %d",
 		st.RecordsIn, sizeString(st.BytesIn), st.SegmentsOut, sizeString(st.BytesSealed), ratio, secs,
 		float64(st.BytesIn)/1e6/secs, float64(st.RecordsIn)/secs, st.LastSeq)
 	if st.SealedPending > 0 {
-		fmt.Fprintf(w, "; %d segments still in spool", st.SealedPending)
+		line += fmt.Sprintf("; %d segments still in spool", st.SealedPending)
 	}
-	fmt.Fprintln(w)
+	sum.line("%s", line)
+	sum.add("stream", cfg.Stream, "records", st.RecordsIn, "bytes", st.BytesIn, "segments", st.SegmentsOut, "stored_bytes", st.BytesSealed,
+		"ratio", round2(ratio), "seconds", round2(secs), "last_seq", st.LastSeq, "segments_in_spool", st.SealedPending)
+	var behind []any
 	for _, t := range sh.Targets() {
 		if t.LastError != "" && t.SentSeq < st.LastSeq {
-			fmt.Fprintf(w, "  target %s (%s): sent through seq %d, last error: %s\n", t.Name, t.Store, t.SentSeq, t.LastError)
+			sum.line("  target %s (%s): sent through seq %d, last error: %s", t.Name, t.Store, t.SentSeq, t.LastError)
+			behind = append(behind, map[string]any{"target": t.Name, "store": t.Store, "sent_seq": t.SentSeq, "last_error": t.LastError})
 		}
 	}
+	if len(behind) > 0 {
+		sum.add("targets_behind", behind)
+	}
+	sum.write(w, cfg.LogFormat)
 }
+
+// round2 rounds x to two decimals, for figures in a JSON summary.
+func round2(x float64) float64 { return float64(int64(x*100+0.5)) / 100 }
 
 // openShipper opens the targets and a shipper on them, whose config build
 // makes for the targets and the generation to write (0: follow the

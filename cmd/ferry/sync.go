@@ -256,16 +256,25 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	}
 	stopRun()
 	st := sh.Spool().Stats()
-	fmt.Fprintf(stderr, "ferry sync: site %s shipped %d records (%s) as %s in %.2fs", site, st.RecordsIn, sizeString(st.BytesIn), ownCfg.Stream, time.Since(start).Seconds())
+	sum := summary{verb: "sync"}
+	line := fmt.Sprintf("ferry sync: site %s shipped %d records (%s) as %s in %.2fs", site, st.RecordsIn, sizeString(st.BytesIn), ownCfg.Stream, time.Since(start).Seconds())
+	sum.add("site", site, "stream", ownCfg.Stream, "records", st.RecordsIn, "bytes", st.BytesIn, "seconds", round2(time.Since(start).Seconds()))
 	if ledger != nil {
-		fmt.Fprintf(stderr, "; %d conflicts resolved (all time)\n", ledger.Conflicts())
+		line += fmt.Sprintf("; %d conflicts resolved (all time)", ledger.Conflicts())
+		sum.add("conflicts", ledger.Conflicts())
 	} else {
-		fmt.Fprintf(stderr, "; %d peers' records seen in the log and not shipped\n", own.Dropped.Load())
+		line += fmt.Sprintf("; %d peers' records seen in the log and not shipped", own.Dropped.Load())
+		sum.add("peers_records_not_shipped", own.Dropped.Load())
 	}
+	sum.line("%s", line)
+	var from []any
 	for _, p := range peers {
 		s := p.r.Stats()
-		fmt.Fprintf(stderr, "  from %s: applied %d segments, %d records (%s); checkpoint at seq %d\n", p.id, s.Segments, s.Records, sizeString(s.Bytes), s.LastSeq)
+		sum.line("  from %s: applied %d segments, %d records (%s); checkpoint at seq %d", p.id, s.Segments, s.Records, sizeString(s.Bytes), s.LastSeq)
+		from = append(from, map[string]any{"peer": p.id, "segments": s.Segments, "records": s.Records, "bytes": s.Bytes, "checkpoint_seq": s.LastSeq})
 	}
+	sum.add("peers", from)
+	sum.write(stderr, cfg.LogFormat)
 	return fatal
 }
 
