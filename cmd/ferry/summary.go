@@ -16,7 +16,9 @@ type summary struct {
 	attrs []any
 }
 
-func (s *summary) line(format string, args ...any) { s.text = append(s.text, fmt.Sprintf(format, args...)) }
+func (s *summary) line(format string, args ...any) {
+	s.text = append(s.text, fmt.Sprintf(format, args...))
+}
 
 func (s *summary) add(attrs ...any) { s.attrs = append(s.attrs, attrs...) }
 
