@@ -239,7 +239,9 @@ func (r *Receiver) applyPlanned(ctx context.Context, gen uint32, todo []planned)
 	// The first segment of a pass is fetched alone: a store that refuses
 	// it (missing bucket, bad credentials) is not asked for more.
 	ahead := 0
+	progress := r.catchUpLog(todo)
 	for i := range todo {
+		progress(i)
 		start(i + ahead)
 		f := inflight[i]
 		select {
@@ -269,7 +271,33 @@ func (r *Receiver) applyPlanned(ctx context.Context, gen uint32, todo []planned)
 			return i + 1, nil
 		}
 	}
+	progress(-1)
 	return len(todo), nil
+}
+
+// catchUpLog returns the progress report of a pass over todo
+// (Config.CatchUpLog): called with the index of the segment about to be
+// applied, it logs "catching up" once an interval has passed since the
+// pass started or its last line; called with -1 at the end, it logs
+// "caught up" if it logged before.
+func (r *Receiver) catchUpLog(todo []planned) func(i int) {
+	every := r.cfg.CatchUpLog
+	if every <= 0 || len(todo) < 2 {
+		return func(int) {}
+	}
+	_, _, toSeq, _ := batch.ParseSegmentName(todo[len(todo)-1].name)
+	start := time.Now()
+	last, logged := start, false
+	return func(i int) {
+		applied := r.Applied()
+		switch {
+		case i < 0 && logged:
+			r.log.Info("caught up", "stream", r.cfg.Stream, "seq", applied, "seconds", int(time.Since(start).Seconds()))
+		case i >= 0 && time.Since(last) >= every:
+			last, logged = time.Now(), true
+			r.log.Info("catching up", "stream", r.cfg.Stream, "seq", applied, "to_seq", toSeq, "segments_left", len(todo)-i)
+		}
+	}
 }
 
 // groupWait is how long a segment's checkpoint waits for the next one of

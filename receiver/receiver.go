@@ -84,6 +84,11 @@ type Config struct {
 	// A quarter of it caps the copies of segments offered with their
 	// bytes (OfferVerified). Default 256 MiB (DefaultPrefetchBytes).
 	PrefetchBytes int64
+	// CatchUpLog, if set, is how often a pass with a backlog (a receiver
+	// catching up after downtime) logs its progress: the seq applied and
+	// the segments left. The first line comes after one interval, so a
+	// pass that ends sooner logs nothing. 0: never.
+	CatchUpLog time.Duration
 	// DecodeWorkers is how many goroutines decompress the zstd frames of
 	// one segment at once. Default GOMAXPROCS.
 	DecodeWorkers int

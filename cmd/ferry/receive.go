@@ -163,6 +163,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 
 		MaxSegmentBytes: int64(rc.MaxSegmentBytes),
 		CheckpointDelay: checkpointDelay,
+		CatchUpLog:      progressEvery,
 	}, log)
 	if err != nil {
 		return err

@@ -157,7 +157,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 			Applier:    ap,
 			GapTimeout: time.Duration(rc.GapTimeout), PollMin: time.Duration(rc.PollMin), PollMax: time.Duration(rc.PollMax),
 			RetryMin: time.Duration(rc.RetryMin), RetryMax: time.Duration(rc.RetryMax),
-			ReceiverID: site, Prefetch: prefetch(rc.Prefetch), MaxSegmentBytes: int64(rc.MaxSegmentBytes),
+			ReceiverID: site, Prefetch: prefetch(rc.Prefetch), MaxSegmentBytes: int64(rc.MaxSegmentBytes), CatchUpLog: progressEvery,
 		}, log.With("peer", p.ID))
 		if err != nil {
 			return fmt.Errorf("peer %s: %w", p.ID, err)
