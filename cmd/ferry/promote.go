@@ -119,7 +119,7 @@ func historyStore(ctx context.Context, cfg *config.File) (store.Store, error) {
 		}
 		return openDir(inbox)
 	}
-	return openStore(ctx, cfg, nil)
+	return openExistingStore(ctx, cfg, nil)
 }
 
 // promote records generation Newest+1 forked at this site's checkpoint and

@@ -40,7 +40,7 @@ func runPrune(args []string, stdout, stderr io.Writer) error {
 	}
 	log := c.logger(stderr)
 	ctx := context.Background()
-	st, err := openStore(ctx, c.cfg, log)
+	st, err := openExistingStore(ctx, c.cfg, log)
 	if err != nil {
 		return err
 	}

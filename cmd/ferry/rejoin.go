@@ -85,7 +85,7 @@ func runRejoin(args []string, stdout, stderr io.Writer) error {
 	log := c.logger(stderr)
 	ctx, stop := signalContext(context.Background(), log)
 	defer stop()
-	st, err := openStore(ctx, cfg, nil)
+	st, err := openExistingStore(ctx, cfg, nil)
 	if err != nil {
 		return err
 	}

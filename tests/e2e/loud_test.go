@@ -24,15 +24,19 @@ func wantAbsent(t *testing.T, path string) {
 	}
 }
 
-// The verbs that read a store fail, naming it, when its directory does
-// not exist, and leave it not existing (they used to create it and report
-// an empty stream, or wait on it for ever).
+// The verbs that read a store, and prune, promote and rejoin, fail, naming
+// it, when its directory does not exist, and leave it not existing (they
+// used to create it and report an empty stream, or wait on it for ever).
 func TestReadOnlyVerbsNeverCreateTheStore(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "no-such-store")
 	want := []string{missing, "does not exist"}
 	state := filepath.Join(dir, "state")
+	pstate := filepath.Join(dir, "pstate") // a receiver's state, stopped
+	if err := os.Mkdir(pstate, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	cases := map[string][]string{
 		"ls":      {"ls", "--store", missing, "--stream", "app"},
 		"cat":     {"cat", "--store", missing, "--stream", "app"},
@@ -42,6 +46,11 @@ func TestReadOnlyVerbsNeverCreateTheStore(t *testing.T) {
 		"drill":   {"drill", "--store", missing, "--stream", "app", "--scratch", filepath.Join(dir, "scratch")},
 		"fetch":   {"fetch", "--store", missing, "--stream", "app", "00000001-0000000000000001-0000000000000001.seg.zst", filepath.Join(dir, "seg")},
 		"status":  {"status", "--spool", missing},
+		// They write to a store, but only to one that holds the stream.
+		"prune":   {"prune", "--store", missing, "--stream", "app", "--keep-for", "1h"},
+		"promote": {"promote", "--store", missing, "--stream", "app", "--state", pstate},
+		"rejoin": {"rejoin", "--store", missing, "--stream", "app", "--spool", filepath.Join(dir, "spool"), "--state", state,
+			"--apply", "file:" + filepath.Join(dir, "out"), "--report", filepath.Join(dir, "report")},
 	}
 	for verb, args := range cases {
 		t.Run(verb, func(t *testing.T) {
