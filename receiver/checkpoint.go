@@ -351,6 +351,12 @@ func openCheckpointFile(dir string) (*checkpointFile, error) {
 // dir would go to a file nobody reads, and the next start would begin
 // again from nothing or from an older checkpoint.
 func (c *checkpointFile) checkPlace() error {
+	if c.f != nil {
+		// While all is well, one stat: the file, through the dir's path.
+		if fi, err := os.Stat(c.path); err == nil && os.SameFile(fi, c.fileInfo) {
+			return nil
+		}
+	}
 	di, err := os.Stat(c.dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -363,11 +369,7 @@ func (c *checkpointFile) checkPlace() error {
 	if c.f == nil {
 		return nil
 	}
-	fi, err := os.Stat(c.path)
-	if err != nil || !os.SameFile(fi, c.fileInfo) {
-		return fmt.Errorf("checkpoint %s was removed or replaced while the receiver ran: the checkpoint cannot be saved", c.path)
-	}
-	return nil
+	return fmt.Errorf("checkpoint %s was removed or replaced while the receiver ran: the checkpoint cannot be saved", c.path)
 }
 
 // Save makes cp the durable checkpoint: written over the slot that does
