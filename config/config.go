@@ -142,6 +142,13 @@ type Sync struct {
 	// nor expected from the peers. Default none.
 	Exclude []string `toml:"exclude"`
 
+	// Listen is the address this site accepts its link peers' streams on
+	// ([[sync.peers]] link), e.g. "0.0.0.0:7100": the direct link in the
+	// other direction, with TLS and the token of the [tcp] table as for
+	// "ferry receive --listen". Required when a peer has a link, refused
+	// when none has. Each peer's stream is kept in STATE/inbox.
+	Listen string `toml:"listen"`
+
 	// Peers, as [[sync.peers]] tables, are the other sites. At least one.
 	Peers []SyncPeer `toml:"peers"`
 }
@@ -153,8 +160,13 @@ type SyncPeer struct {
 
 	// Store is where the peer's stream is read: a directory path,
 	// file:///abs/path or s3://bucket/prefix. Default: the top-level store
-	// (both sites write one shared store).
+	// (both sites write one shared store). Not with Link.
 	Store string `toml:"store"`
+
+	// Link, "tcp://host:port", is the peer's sync.listen: this site ships
+	// its own stream there over the direct link, and the peer ships its
+	// stream to this site's sync.listen. Not with Store.
+	Link string `toml:"link"`
 }
 
 // Site names the site a ferry runs on.

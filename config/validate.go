@@ -75,7 +75,7 @@ func (f *File) Validate(verb string) error {
 	if verb == "ship" || verb == "receive" {
 		require("stream", f.Stream)
 	}
-	if verb != "" {
+	if verb != "" && (verb != "sync" || !f.Sync.allLinks()) {
 		require("store", f.Store)
 	}
 	f.validateSync(verb, add, require)
@@ -420,7 +420,24 @@ func (f *File) validateSync(verb string, add func(key, format string, args ...an
 			add("sync.peers", "required for sync: at least one [[sync.peers]] table with the peer's id")
 		}
 		if strings.HasPrefix(f.Store, "tcp://") {
-			add("store", "ferry sync reads and writes a shared store (a directory or s3://), not a tcp:// link")
+			add("store", "ferry sync reads and writes a shared store (a directory or s3://), not a tcp:// link: give each peer that is reached over the direct link its address as [[sync.peers]] link, and this site's address as sync.listen")
+		}
+	}
+	links := 0
+	for _, p := range y.Peers {
+		if p.Link != "" {
+			links++
+		}
+	}
+	switch {
+	case links > 0 && strings.TrimSpace(y.Listen) == "":
+		add("sync.listen", "required when a peer has a link: the HOST:PORT this site accepts its link peers' streams on (they ship theirs to it as this site ships its own to their link)")
+	case links == 0 && y.Listen != "":
+		add("sync.listen", "is set but no [[sync.peers]] has a link: add link = \"tcp://HOST:PORT\" (the peer's sync.listen) to the peers reached over the direct link, or remove sync.listen")
+	}
+	if y.Listen != "" {
+		if _, port, err := net.SplitHostPort(y.Listen); err != nil || port == "" {
+			add("sync.listen", "%q is not HOST:PORT (e.g. \"0.0.0.0:7100\"); a tcp:// prefix is not needed", y.Listen)
 		}
 	}
 	if y.Data != "" {
@@ -465,12 +482,35 @@ func (f *File) validateSync(verb string, add func(key, format string, args ...an
 			add(key+".id", "%q is listed twice", p.ID)
 		}
 		seen[p.ID] = true
+		switch {
+		case p.Store != "" && p.Link != "":
+			add(key, "peer %q has both store and link: keep store (its stream is read from a store) or link (its stream comes over the direct link)", p.ID)
+		case p.Store == "" && p.Link == "" && f.Store == "" && verb == "sync":
+			add(key, "peer %q has neither store nor link, and there is no top-level store to read its stream from: set link = \"tcp://HOST:PORT\" (its sync.listen) or store", p.ID)
+		}
 		if p.Store != "" {
 			if err := checkStore(p.Store); err != nil {
 				add(key+".store", "%v", err)
 			} else if strings.HasPrefix(p.Store, "tcp://") {
-				add(key+".store", "ferry sync reads a peer's stream from a directory or s3:// store, not a tcp:// link")
+				add(key+".store", "ferry sync reads a peer's stream from a directory or s3:// store; for the direct link write link = %q instead", p.Store)
+			}
+		}
+		if p.Link != "" {
+			host, port, err := net.SplitHostPort(strings.TrimPrefix(p.Link, "tcp://"))
+			if !strings.HasPrefix(p.Link, "tcp://") || err != nil || host == "" || port == "" {
+				add(key+".link", "%q is not tcp://HOST:PORT (the peer's sync.listen)", redact.URL(p.Link))
 			}
 		}
 	}
+}
+
+// allLinks reports whether every peer is reached over the direct link:
+// the site then needs no store.
+func (y *Sync) allLinks() bool {
+	for _, p := range y.Peers {
+		if p.Link == "" {
+			return false
+		}
+	}
+	return len(y.Peers) > 0
 }

@@ -383,3 +383,64 @@ func TestValidateSync(t *testing.T) {
 		}
 	}
 }
+
+// Direct links in ferry sync: a peer has a store or a link (not both; with
+// neither it reads the top-level store, which must then be there), a link
+// is tcp://HOST:PORT, links need this site's sync.listen (which needs a
+// link peer), and a site whose peers are all links needs no store.
+func TestValidateSyncLinks(t *testing.T) {
+	base := func() *File {
+		f := Defaults()
+		f.Site.ID = "a"
+		f.Sync = Sync{Data: "dir:/var/mail", Spool: "/sp", State: "/st", Listen: "0.0.0.0:7100",
+			Peers: []SyncPeer{{ID: "b", Link: "tcp://b.example:7100"}, {ID: "c", Link: "tcp://[::1]:7100"}}}
+		return f
+	}
+	if err := base().Validate("sync"); err != nil {
+		t.Fatalf("two link peers, no store: %v", err)
+	}
+	mixed := base()
+	mixed.Store = "/srv/s"
+	mixed.Sync.Peers = append(mixed.Sync.Peers, SyncPeer{ID: "d"}, SyncPeer{ID: "e", Store: "s3://bucket/p"})
+	if err := mixed.Validate("sync"); err != nil {
+		t.Fatalf("link peers beside store peers: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*File)
+		want string
+	}{
+		{"both", func(f *File) { f.Sync.Peers[0].Store = "/srv/s" }, `sync.peers[0]: peer "b" has both store and link`},
+		{"neither", func(f *File) { f.Sync.Peers[1].Link = "" }, `sync.peers[1]: peer "c" has neither store nor link, and there is no top-level store`},
+		{"store as link", func(f *File) { f.Sync.Peers[1] = SyncPeer{ID: "c", Store: "tcp://c:1"} }, `sync.peers[1].store: ferry sync reads a peer's stream from a directory or s3:// store; for the direct link write link = "tcp://c:1"`},
+		{"not tcp", func(f *File) { f.Sync.Peers[0].Link = "b.example:7100" }, `sync.peers[0].link: "b.example:7100" is not tcp://HOST:PORT`},
+		{"no port", func(f *File) { f.Sync.Peers[0].Link = "tcp://b.example" }, `sync.peers[0].link: "tcp://b.example" is not tcp://HOST:PORT`},
+		{"no listen", func(f *File) { f.Sync.Listen = "" }, "sync.listen: required when a peer has a link"},
+		{"bad listen", func(f *File) { f.Sync.Listen = "tcp://0.0.0.0:7100" }, `sync.listen: "tcp://0.0.0.0:7100" is not HOST:PORT`},
+		{"listen without links", func(f *File) { f.Store = "/srv/s"; f.Sync.Peers = []SyncPeer{{ID: "b"}} }, "sync.listen: is set but no [[sync.peers]] has a link"},
+		{"duplicate", func(f *File) { f.Sync.Peers[1].ID = "b" }, `sync.peers[1].id: "b" is listed twice`},
+		{"own id", func(f *File) { f.Sync.Peers[1].ID = "a" }, `sync.peers[1].id: "a" is this site's own id`},
+		{"tcp store", func(f *File) { f.Store = "tcp://h:1" }, "store: ferry sync reads and writes a shared store (a directory or s3://), not a tcp:// link: give each peer"},
+		{"store peer needs a store", func(f *File) { f.Sync.Peers = append(f.Sync.Peers, SyncPeer{ID: "d"}) }, `sync.peers[2]: peer "d" has neither store nor link`},
+	} {
+		f := base()
+		tc.edit(f)
+		if err := f.Validate("sync"); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Validate = %v; want %q", tc.name, err, tc.want)
+		}
+	}
+	// The keys load from TOML, and an unknown one is still refused.
+	dir := t.TempDir()
+	p := filepath.Join(dir, "sync.toml")
+	os.WriteFile(p, []byte("[site]\nid = \"a\"\n[sync]\ndata = \"dir:/m\"\nspool = \"/sp\"\nstate = \"/st\"\nlisten = \"127.0.0.1:7100\"\n[[sync.peers]]\nid = \"b\"\nlink = \"tcp://127.0.0.1:7101\"\n"), 0o600)
+	f, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Sync.Listen != "127.0.0.1:7100" || len(f.Sync.Peers) != 1 || f.Sync.Peers[0].Link != "tcp://127.0.0.1:7101" {
+		t.Fatalf("loaded %+v", f.Sync)
+	}
+	if err := f.Validate("sync"); err != nil {
+		t.Fatalf("loaded link config: %v", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -214,4 +215,49 @@ func TestDecideDirDeleteAfterItsFilesInOneSegment(t *testing.T) {
 	if err != nil || d.Act != ActApply || reshipped != "" {
 		t.Fatalf("rmdir after its file's del in one segment: %+v, %v, reshipped %q; want apply", d, err, reshipped)
 	}
+}
+
+// The decisions on a peer's last segment survive a restart and the
+// ledger's compaction; another segment, or another peer's, has none.
+func TestLedgerDecidedSurvivesRestartAndCompaction(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, "b")
+	acts := []Decision{{Act: ActSkip}, {Act: ActApply}, {Act: ActSkip}, {Act: ActRenameApply, Copy: "f.ferry-conflict-b-x"}, {}, {Act: ActAsCopy, Copy: "g.ferry-conflict-a-y"}}
+	l.Lock()
+	if err := l.SetDecided("a", "seg1", acts[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetDecided("a", "seg2", acts); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	l.Unlock()
+	for round, reopen := range []func(*Ledger) *Ledger{
+		func(l *Ledger) *Ledger { l.Close(); return open(t, dir, "b") },
+		func(l *Ledger) *Ledger {
+			if err := l.compact(); err != nil {
+				t.Fatal(err)
+			}
+			l.Close()
+			return open(t, dir, "b")
+		},
+	} {
+		l = reopen(l)
+		got, ok := l.Decided("a", "seg2", len(acts))
+		if !ok || !reflect.DeepEqual(got, acts) {
+			t.Fatalf("round %d: Decided(a, seg2) = %+v, %v; want %+v", round, got, ok, acts)
+		}
+		if _, ok := l.Decided("a", "seg1", 2); ok {
+			t.Fatalf("round %d: the decisions on a's older segment are still there", round)
+		}
+		if _, ok := l.Decided("c", "seg2", len(acts)); ok {
+			t.Fatalf("round %d: peer c has a's decisions", round)
+		}
+		if _, ok := l.Decided("a", "seg2", len(acts)-1); ok {
+			t.Fatalf("round %d: decisions given for a segment of another length", round)
+		}
+	}
+	l.Close()
 }

@@ -118,18 +118,36 @@ type Conflict struct {
 //
 //	STATE/ledger.ndjson     one JSON line per change: {"p":PATH,"e":ENTRY}; the last line
 //	                        of a path wins; a torn last line is ignored; rewritten
-//	                        (temp, fsync, rename) when it holds many superseded lines
+//	                        (temp, fsync, rename) when it holds many superseded lines.
+//	                        Also one line per peer's segment decided:
+//	                        {"seg":{"peer":ID,"segment":NAME,"acts":"sasr-c","copies":{"3":NAME}}}
+//	                        (one letter per record); the last one of a peer wins
 //	STATE/conflicts.ndjson  one Conflict per line, appended
 const (
 	LedgerFile    = "ledger.ndjson"
 	ConflictsFile = "conflicts.ndjson"
 )
 
-// ledgerLine is one line of LedgerFile.
+// ledgerLine is one line of LedgerFile: a path's entry, or (Seg) the
+// decisions on a peer's segment.
 type ledgerLine struct {
-	P string `json:"p"`
-	E *Entry `json:"e"`
+	P   string   `json:"p,omitempty"`
+	E   *Entry   `json:"e,omitempty"`
+	Seg *segLine `json:"seg,omitempty"`
 }
+
+// segLine is what a peer's segment was decided to do (SetDecided): Acts
+// has one letter per record (actLetters), Copies the conflict copy names
+// by record index.
+type segLine struct {
+	Peer    string         `json:"peer"`
+	Segment string         `json:"segment"`
+	Acts    string         `json:"acts"`
+	Copies  map[int]string `json:"copies,omitempty"`
+}
+
+// actLetters encodes a segment's decisions, one byte per record.
+var actLetters = map[Action]byte{"": '-', ActApply: 'a', ActSkip: 's', ActRenameApply: 'r', ActAsCopy: 'c'}
 
 // Ledger is a site's record of the version of every path of its tree. One
 // Ledger serves the site's dir: source and every applier of a peer's
@@ -148,8 +166,9 @@ type Ledger struct {
 	mu        sync.Mutex
 	dir       string
 	entries   map[string]*Entry
-	frontier  VV    // the highest stamp applied from each site
-	clock     int64 // hybrid logical clock: the last stamp given or seen
+	segs      map[string]*segLine // per peer, the decisions on its last segment decided
+	frontier  VV                  // the highest stamp applied from each site
+	clock     int64               // hybrid logical clock: the last stamp given or seen
 	f         *os.File
 	w         *bufio.Writer
 	lines     int
@@ -165,7 +184,7 @@ func Open(dir, site string, log *slog.Logger) (*Ledger, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("sync ledger: %w", err)
 	}
-	l := &Ledger{Site: site, Log: log, dir: dir, entries: map[string]*Entry{}, frontier: VV{}}
+	l := &Ledger{Site: site, Log: log, dir: dir, entries: map[string]*Entry{}, frontier: VV{}, segs: map[string]*segLine{}}
 	path := filepath.Join(dir, LedgerFile)
 	raw, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -178,13 +197,17 @@ func Open(dir, site string, log *slog.Logger) (*Ledger, error) {
 			break // torn last line: never fsynced, so nothing depends on it
 		}
 		var line ledgerLine
-		if err := json.Unmarshal(raw[good:good+nl], &line); err != nil || line.E == nil {
+		if err := json.Unmarshal(raw[good:good+nl], &line); err != nil || (line.E == nil) == (line.Seg == nil) {
 			if good+nl+1 == len(raw) {
 				break
 			}
 			return nil, fmt.Errorf("sync ledger %s is damaged at byte %d (%v); remove the sync state to start over", path, good, err)
 		}
-		l.entries[line.P] = line.E
+		if line.Seg != nil {
+			l.segs[line.Seg.Peer] = line.Seg
+		} else {
+			l.entries[line.P] = line.E
+		}
 		l.lines++
 		good += nl + 1
 	}
@@ -295,7 +318,11 @@ func (l *Ledger) observe(v VV) {
 // synced: Sync makes it durable).
 func (l *Ledger) set(path string, e *Entry) error {
 	l.entries[path] = e
-	b, err := json.Marshal(ledgerLine{path, e})
+	return l.writeLine(ledgerLine{P: path, E: e})
+}
+
+func (l *Ledger) writeLine(line ledgerLine) error {
+	b, err := json.Marshal(line)
 	if err != nil {
 		return err
 	}
@@ -306,6 +333,55 @@ func (l *Ledger) set(path string, e *Entry) error {
 	l.lines++
 	l.dirty = true
 	return nil
+}
+
+// SetDecided records acts, the decisions on the records of the segment
+// named segment of peer's stream, in order (call it under the lock, with
+// the entries it decided; Sync before touching the tree). Only the last
+// segment of each peer is kept: the receiver checkpoints every segment
+// before it applies the next, so only that one can be applied again.
+func (l *Ledger) SetDecided(peer, segment string, acts []Decision) error {
+	sl := &segLine{Peer: peer, Segment: segment}
+	b := make([]byte, len(acts))
+	for i, d := range acts {
+		c, ok := actLetters[d.Act]
+		if !ok {
+			return fmt.Errorf("sync ledger: unknown decision %q", d.Act)
+		}
+		b[i] = c
+		if d.Copy != "" {
+			if sl.Copies == nil {
+				sl.Copies = map[int]string{}
+			}
+			sl.Copies[i] = d.Copy
+		}
+	}
+	sl.Acts = string(b)
+	l.segs[peer] = sl
+	return l.writeLine(ledgerLine{Seg: sl})
+}
+
+// Decided returns the decisions SetDecided recorded on segment of peer's
+// stream, if it is the last one recorded for peer and has n records (call
+// it under the lock). A segment applied again (after a crash, or a retry
+// after an error midway) must do what it was decided to do the first
+// time: deciding it again would meet the tree half applied, and take what
+// the first pass already did for local changes.
+func (l *Ledger) Decided(peer, segment string, n int) ([]Decision, bool) {
+	sl := l.segs[peer]
+	if sl == nil || sl.Segment != segment || len(sl.Acts) != n {
+		return nil, false
+	}
+	out := make([]Decision, n)
+	for i := range n {
+		for act, c := range actLetters {
+			if c == sl.Acts[i] {
+				out[i].Act = act
+			}
+		}
+		out[i].Copy = sl.Copies[i]
+	}
+	return out, true
 }
 
 // Sync makes every entry set so far durable. Call it with the lock held.
@@ -337,7 +413,17 @@ func (l *Ledger) compact() error {
 	sort.Strings(paths)
 	var buf bytes.Buffer
 	for _, p := range paths {
-		b, _ := json.Marshal(ledgerLine{p, l.entries[p]})
+		b, _ := json.Marshal(ledgerLine{P: p, E: l.entries[p]})
+		buf.Write(b)
+		buf.WriteByte('\n')
+	}
+	peers := make([]string, 0, len(l.segs))
+	for p := range l.segs {
+		peers = append(peers, p)
+	}
+	sort.Strings(peers)
+	for _, p := range peers {
+		b, _ := json.Marshal(ledgerLine{Seg: l.segs[p]})
 		buf.Write(b)
 		buf.WriteByte('\n')
 	}

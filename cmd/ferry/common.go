@@ -124,7 +124,7 @@ func usesLink(cfg *config.File) bool {
 			return true
 		}
 	}
-	return false
+	return cfg.Sync.Listen != "" // ferry sync's links (validation: only with peers' links)
 }
 
 // parseNoArgs is parse for a verb that takes flags only.

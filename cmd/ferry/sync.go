@@ -89,11 +89,27 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		reg = metrics.New()
 	}
 
+	// The link peers' streams arrive on sync.listen. It listens before
+	// the shipper opens its links: on a first start (a fresh spool) the
+	// shipper waits for every peer to answer, and each peer's waits for
+	// this listener.
+	var listener *syncListener
+	var listenErr <-chan error
+	if y.Listen != "" {
+		if listener, err = openSyncListener(ctx, cfg, name, log); err != nil {
+			return err
+		}
+		listenCtx, stopListen := context.WithCancel(ctx)
+		listenErr = listener.serve(listenCtx)
+		defer func() { stopListen(); <-listenErr }()
+	}
+
 	// This site's changes: a shipper on STREAM@SITE with the dir: source.
 	ownCfg := *cfg
 	ownCfg.Stream = name + "@" + site
 	ownCfg.Ship.Spool = y.Spool
 	ownCfg.Ship.Source = y.Data
+	syncTargets(&ownCfg, y.Peers)
 	if records {
 		ownCfg.Ship.Format = source.FormatLine // the lines as they are: JSON objects
 	}
@@ -143,8 +159,11 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		if p.Store != "" {
 			pc.Store = p.Store
 		}
-		st, err := openStoreWith(ctx, &pc, nil, log)
-		if err != nil {
+		var st store.Store
+		var onApplied func(uint64)
+		if p.Link != "" {
+			st, onApplied = listener.inbox, func(uint64) { listener.srv.AppliedChanged() }
+		} else if st, err = openStoreWith(ctx, &pc, nil, log); err != nil {
 			return fmt.Errorf("peer %s: %w", p.ID, err)
 		}
 		rc := cfg.Receive
@@ -158,11 +177,13 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 			GapTimeout: time.Duration(rc.GapTimeout), PollMin: time.Duration(rc.PollMin), PollMax: time.Duration(rc.PollMax),
 			RetryMin: time.Duration(rc.RetryMin), RetryMax: time.Duration(rc.RetryMax),
 			ReceiverID: site, Prefetch: prefetch(rc.Prefetch), MaxSegmentBytes: int64(rc.MaxSegmentBytes), CatchUpLog: progressEvery,
+			OnApplied: onApplied,
 		}, log.With("peer", p.ID))
 		if err != nil {
 			return fmt.Errorf("peer %s: %w", p.ID, err)
 		}
 		defer r.Close()
+		listener.receiving(pc.Stream, r)
 		peers = append(peers, &peerRun{id: p.ID, stream: pc.Stream, r: r})
 	}
 	if reg != nil {
@@ -222,6 +243,29 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		defer wg.Done()
 		fail(kind+" source", src.Run(partCtx, sink))
 	}()
+	if listener != nil {
+		go func() {
+			select {
+			case err := <-listenErr:
+				if err == nil {
+					err = errors.New("listener stopped")
+				}
+				fail("sync.listen "+y.Listen, err)
+			case <-partCtx.Done():
+			}
+		}()
+		if keep := cfg.TCP.InboxKeep; keep > 0 {
+			for _, p := range peers {
+				if listener.receives(p.stream) {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						pruneInbox(partCtx, listener.inbox, p.stream, keep, p.r.Checkpoint, log.With("peer", p.id))
+					}()
+				}
+			}
+		}
+	}
 	for _, p := range peers {
 		wg.Add(1)
 		go func() {

@@ -58,6 +58,10 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 	}
 	acts := make([]dirsync.Decision, recs.Len())
 	decided := map[string]bool{}
+	// The segment applied again after a crash or an error midway: the
+	// tree is half applied, so it gets the decisions it got the first
+	// time (dirsync.Ledger.Decided), not new ones.
+	again, replay := a.Ledger.Decided(a.Peer, meta.Name(), recs.Len())
 	for i := 0; i < recs.Len(); i++ {
 		rec := recs.At(i)
 		key := string(rec.Key)
@@ -91,16 +95,20 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 		if err != nil {
 			return wrap(i, fmt.Errorf("%v: %w", err, receiver.ErrFatal))
 		}
-		in := dirsync.Incoming{
-			Peer: a.Peer, Seq: rec.Seq, Key: key, Ver: ver, State: st,
-			Disk: a.diskState(key), CheckDisk: !dirDecidedAbove(decided, key),
-			LocalHash:     func() []byte { return a.hashLocal(key) },
-			Below:         func(fn func(string, dirsync.State)) { a.below(key, fn) },
-			DecidedBefore: func(p string) bool { return dirDecidedAbove(decided, p) },
-		}
-		d, err := a.Ledger.Decide(in)
-		if err != nil {
-			return wrap(i, err)
+		d := dirsync.Decision{}
+		if replay {
+			d = again[i]
+		} else {
+			in := dirsync.Incoming{
+				Peer: a.Peer, Seq: rec.Seq, Key: key, Ver: ver, State: st,
+				Disk: a.diskState(key), CheckDisk: !dirDecidedAbove(decided, key),
+				LocalHash:     func() []byte { return a.hashLocal(key) },
+				Below:         func(fn func(string, dirsync.State)) { a.below(key, fn) },
+				DecidedBefore: func(p string) bool { return dirDecidedAbove(decided, p) },
+			}
+			if d, err = a.Ledger.Decide(in); err != nil {
+				return wrap(i, err)
+			}
 		}
 		acts[i] = d
 		decided[key] = true
@@ -111,6 +119,11 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 			a.peer.ContKey, a.peer.Cont = key, d
 		} else if a.peer.ContKey == key {
 			a.peer.ContKey, a.peer.Cont = "", dirsync.Decision{}
+		}
+	}
+	if !replay {
+		if err := a.Ledger.SetDecided(a.Peer, meta.Name(), acts); err != nil {
+			return a.fatalf("%v", err)
 		}
 	}
 	if err := a.Ledger.Sync(); err != nil {

@@ -33,11 +33,18 @@ type recSite struct {
 }
 
 // newRecordMesh makes one site per id, each listing all the others as
-// peers, sharing the store directory store. A site whose id is in
-// separate applies its peers' events to a file of their own.
-func newRecordMesh(t *testing.T, separate string, ids ...string) (store string, sites []*recSite) {
+// peers, sharing one directory store (viaStore) or over the direct link
+// (viaLink). A site whose id is in separate applies its peers' events to
+// a file of their own.
+func newRecordMesh(t *testing.T, via transport, separate string, ids ...string) (where streams, sites []*recSite) {
 	base := t.TempDir()
-	store = filepath.Join(base, "store")
+	store := filepath.Join(base, "store")
+	where = func(string) string { return store }
+	var links *linkNet
+	if via == viaLink {
+		links = newLinkNet(t, base, ids)
+		where = links.streams
+	}
 	for _, id := range ids {
 		s := &recSite{id: id, dir: filepath.Join(base, id)}
 		s.log = filepath.Join(s.dir, "app", "events.ndjson")
@@ -57,10 +64,17 @@ func newRecordMesh(t *testing.T, separate string, ids ...string) (store string, 
 		for _, p := range ids {
 			if p != id {
 				fmt.Fprintf(&peers, "[[sync.peers]]\nid = %q\n", p)
+				if links != nil {
+					fmt.Fprintf(&peers, "link = \"tcp://%s\"\n", links.addr[p])
+				}
 			}
 		}
-		conf := fmt.Sprintf(`store = %q
-[site]
+		storeLine, tcp := fmt.Sprintf("store = %q\n", store), ""
+		if links != nil {
+			storeLine, tcp = "", links.tcpTable(t, id)
+			apply += fmt.Sprintf("listen = %q\n", links.addr[id])
+		}
+		conf := fmt.Sprintf(`%s[site]
 id = %q
 [sync]
 data = "tail:%s"
@@ -72,13 +86,13 @@ max_age = "100ms"
 [receive]
 poll_min = "50ms"
 poll_max = "200ms"
-`, store, id, s.log, filepath.Join(s.dir, "spool"), filepath.Join(s.dir, "state"), apply, peers.String())
-		if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
+%s`, storeLine, id, s.log, filepath.Join(s.dir, "spool"), filepath.Join(s.dir, "state"), apply, peers.String(), tcp)
+		if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		sites = append(sites, s)
 	}
-	return store, sites
+	return where, sites
 }
 
 func (s *recSite) start(t *testing.T) {
@@ -192,10 +206,10 @@ func cutLine(line string, lines []string) (cut, rest string) {
 
 // storeRecords counts the records of stream events@id in the store by
 // event id: what the site shipped.
-func storeRecords(t *testing.T, store, id string) map[string]int {
+func storeRecords(t *testing.T, where streams, id string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	eachRecord(t, store, "events@"+id, func(seg string, r batch.Record) {
+	eachRecord(t, where, "events@"+id, func(seg string, r batch.Record) {
 		var l logLine
 		if err := json.Unmarshal(r.Data, &l); err != nil {
 			t.Fatalf("segment %s of events@%s, record %d: %q: %v", seg, id, r.Seq, r.Data, err)
@@ -264,7 +278,7 @@ func waitApplied(t *testing.T, sites []*recSite, n int, timeout time.Duration) {
 // checkRecordMesh checks every site's log and stream: its own n events
 // once each, unmarked; each peer's n events once each, marked with the
 // peer; and in its stream in the store exactly its own n events.
-func checkRecordMesh(t *testing.T, store string, sites []*recSite, n int) {
+func checkRecordMesh(t *testing.T, where streams, sites []*recSite, n int) {
 	t.Helper()
 	for _, s := range sites {
 		own, peers, bad := readLog(t, s)
@@ -287,7 +301,7 @@ func checkRecordMesh(t *testing.T, store string, sites []*recSite, n int) {
 		if len(peers) != n*(len(sites)-1) {
 			t.Errorf("site %s log: %d peers' events, want %d", s.id, len(peers), n*(len(sites)-1))
 		}
-		wantIDs(t, "store stream events@"+s.id, storeRecords(t, store, s.id), s.id, n)
+		wantIDs(t, "store stream events@"+s.id, storeRecords(t, where, s.id), s.id, n)
 	}
 }
 
@@ -322,38 +336,41 @@ func runWriters(t *testing.T, sites []*recSite, n int, at func(i int)) {
 // in the store holds exactly its own events: none shipped back. With three
 // sites, site c applies its peers' events to a file of their own.
 func TestSyncRecordsKill9(t *testing.T) {
-	const n = 900
 	for _, ids := range [][]string{{"a", "b"}, {"a", "b", "c"}} {
-		t.Run(fmt.Sprintf("%dsites", len(ids)), func(t *testing.T) {
-			store, sites := newRecordMesh(t, "c", ids...)
-			for _, s := range sites {
-				s.start(t)
-			}
-			runWriters(t, sites, n, func(i int) {
-				var s *recSite
-				switch i {
-				case n / 3:
-					s = sites[1]
-				case 2 * n / 3:
-					s = sites[0]
-				default:
-					return
-				}
-				s.proc.Kill9()
-				time.Sleep(300 * time.Millisecond)
-				s.start(t)
-			})
-			waitApplied(t, sites, n, 60*time.Second)
-			checkRecordMesh(t, store, sites, n)
-			for _, s := range sites {
-				s.stop(t)
-			}
-			if t.Failed() || os.Getenv("FERRY_SYNC_LOGS") != "" {
-				for _, s := range sites {
-					t.Logf("site %s:\n%s", s.id, s.proc)
-				}
-			}
-		})
+		t.Run(fmt.Sprintf("%dsites", len(ids)), func(t *testing.T) { runRecordsKill9(t, viaStore, ids) })
+	}
+}
+
+// runRecordsKill9 is TestSyncRecordsKill9 over via.
+func runRecordsKill9(t *testing.T, via transport, ids []string) {
+	const n = 900
+	store, sites := newRecordMesh(t, via, "c", ids...)
+	for _, s := range sites {
+		s.start(t)
+	}
+	runWriters(t, sites, n, func(i int) {
+		var s *recSite
+		switch i {
+		case n / 3:
+			s = sites[1]
+		case 2 * n / 3:
+			s = sites[0]
+		default:
+			return
+		}
+		s.proc.Kill9()
+		time.Sleep(300 * time.Millisecond)
+		s.start(t)
+	})
+	waitApplied(t, sites, n, 60*time.Second)
+	checkRecordMesh(t, store, sites, n)
+	for _, s := range sites {
+		s.stop(t)
+	}
+	if t.Failed() || os.Getenv("FERRY_SYNC_LOGS") != "" {
+		for _, s := range sites {
+			t.Logf("site %s:\n%s", s.id, s.proc)
+		}
 	}
 }
 
@@ -363,7 +380,7 @@ func TestSyncRecordsKill9(t *testing.T) {
 // stream, and every event reaches every other site once.
 func TestSyncRecordsMeshMetrics(t *testing.T) {
 	const n = 120
-	store, sites := newRecordMesh(t, "", "a", "b", "c")
+	store, sites := newRecordMesh(t, viaStore, "", "a", "b", "c")
 	sites[0].metricsAddr = ferrytest.FreeAddr(t)
 	for _, s := range sites {
 		s.start(t)
@@ -406,7 +423,7 @@ func TestSyncRecordsMeshMetrics(t *testing.T) {
 // twice, nothing shipped back.
 func TestSyncRecordsCutLine(t *testing.T) {
 	const n = 6
-	store, sites := newRecordMesh(t, "", "a", "b")
+	store, sites := newRecordMesh(t, viaStore, "", "a", "b")
 	a, b := sites[0], sites[1]
 	for _, s := range sites {
 		s.start(t)

@@ -39,16 +39,23 @@ type site struct {
 	proc       *ferrytest.Process
 }
 
-func newPair(t *testing.T) (store string, a, b *site) {
-	store, s := newMesh(t, "a", "b")
-	return store, s[0], s[1]
+func newPair(t *testing.T) (where streams, a, b *site) {
+	where, s := newMesh(t, viaStore, "a", "b")
+	return where, s[0], s[1]
 }
 
 // newMesh makes one site per id, each reading every other's stream from
-// one shared directory store.
-func newMesh(t *testing.T, ids ...string) (store string, sites []*site) {
+// one shared directory store (viaStore), or each shipping its own to
+// every other's listener and taking theirs on its own (viaLink).
+func newMesh(t *testing.T, via transport, ids ...string) (where streams, sites []*site) {
 	base := t.TempDir()
-	store = filepath.Join(base, "store")
+	store := filepath.Join(base, "store")
+	where = func(string) string { return store }
+	var links *linkNet
+	if via == viaLink {
+		links = newLinkNet(t, base, ids)
+		where = links.streams
+	}
 	mk := func(id string) *site {
 		s := &site{id: id, dir: filepath.Join(base, id)}
 		s.tree = filepath.Join(s.dir, "tree")
@@ -56,27 +63,32 @@ func newMesh(t *testing.T, ids ...string) (store string, sites []*site) {
 		if err := os.MkdirAll(s.tree, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		peers := ""
+		peers, storeLine, listen, tcp := "", fmt.Sprintf("store = %q\n", store), "", ""
 		for _, p := range ids {
 			if p != id {
 				peers += fmt.Sprintf("[[sync.peers]]\nid = %q\n", p)
+				if links != nil {
+					peers += fmt.Sprintf("link = \"tcp://%s\"\n", links.addr[p])
+				}
 			}
 		}
-		conf := fmt.Sprintf(`store = %q
-[site]
+		if links != nil {
+			storeLine, listen, tcp = "", fmt.Sprintf("listen = %q\n", links.addr[id]), links.tcpTable(t, id)
+		}
+		conf := fmt.Sprintf(`%s[site]
 id = %q
 [sync]
 data = "dir:%s"
 stream = "mail"
 spool = %q
 state = %q
-%s[ship]
+%s%s[ship]
 max_age = "100ms"
 [receive]
 poll_min = "50ms"
 poll_max = "200ms"
-`, store, id, s.tree, filepath.Join(s.dir, "spool"), filepath.Join(s.dir, "state"), peers)
-		if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
+%s`, storeLine, id, s.tree, filepath.Join(s.dir, "spool"), filepath.Join(s.dir, "state"), listen, peers, tcp)
+		if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return s
@@ -84,7 +96,7 @@ poll_max = "200ms"
 	for _, id := range ids {
 		sites = append(sites, mk(id))
 	}
-	return store, sites
+	return where, sites
 }
 
 func (s *site) start(t *testing.T) {
@@ -216,11 +228,12 @@ func write(t *testing.T, p string, data []byte) {
 	}
 }
 
-// shippedBytes is what a site's stream holds in the store: the bytes it shipped.
-func shippedBytes(t *testing.T, store, id string) int64 {
+// shippedBytes is what a site's stream holds in the store (or a peer's
+// inbox): the bytes it shipped.
+func shippedBytes(t *testing.T, where streams, id string) int64 {
 	t.Helper()
 	var n int64
-	ents, err := os.ReadDir(filepath.Join(store, "mail@"+id))
+	ents, err := os.ReadDir(filepath.Join(where(id), "mail@"+id))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,10 +248,10 @@ func shippedBytes(t *testing.T, store, id string) int64 {
 
 // foreignPuts counts, per top directory, the file records a site's stream
 // carries for another site's directories (the churn's ID-dirN).
-func foreignPuts(t *testing.T, store, id string) map[string]int {
+func foreignPuts(t *testing.T, where streams, id string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	eachRecord(t, store, "mail@"+id, func(_ string, r batch.Record) {
+	eachRecord(t, where, "mail@"+id, func(_ string, r batch.Record) {
 		top, _, _ := strings.Cut(string(r.Key), "/")
 		if r.Op != dirtree.OpPut && r.Op != dirtree.OpChunk || !strings.Contains(top, "-dir") || strings.HasPrefix(top, id+"-") {
 			return
@@ -248,11 +261,12 @@ func foreignPuts(t *testing.T, store, id string) map[string]int {
 	return out
 }
 
-// eachRecord calls fn with every record of every segment of stream in
-// the store, naming the segment it came from.
-func eachRecord(t *testing.T, store, stream string, fn func(seg string, r batch.Record)) {
+// eachRecord calls fn with every record of every segment of stream
+// (NAME@SITE) where it is kept, naming the segment it came from.
+func eachRecord(t *testing.T, where streams, stream string, fn func(seg string, r batch.Record)) {
 	t.Helper()
-	dir := filepath.Join(store, stream)
+	_, id, _ := strings.Cut(stream, "@")
+	dir := filepath.Join(where(id), stream)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -291,7 +305,7 @@ func conflictCopies(snap map[string]string) []string {
 // later version and wins on both sites; a's is kept as
 // f.ferry-conflict-a-TIME beside it, once, on both.
 func TestSyncConflictWinnerAndCopy(t *testing.T) {
-	store, a, b := newPair(t)
+	where, a, b := newPair(t)
 	write(t, filepath.Join(a.tree, "box/f"), []byte("base\n"))
 	a.start(t)
 	b.start(t)
@@ -301,10 +315,10 @@ func TestSyncConflictWinnerAndCopy(t *testing.T) {
 
 	write(t, filepath.Join(a.tree, "box/f"), []byte("from a\n"))
 	write(t, filepath.Join(b.tree, "box/f"), []byte("from b, later\n"))
-	before := shippedBytes(t, store, "a")
+	before := shippedBytes(t, where, "a")
 	a.start(t)
 	ferrytest.Eventually(t, 20*time.Second, "a shipped its change", func() (bool, string) {
-		return shippedBytes(t, store, "a") > before, ""
+		return shippedBytes(t, where, "a") > before, ""
 	})
 	time.Sleep(100 * time.Millisecond) // b's stamp is later than a's
 	b.start(t)
@@ -348,21 +362,23 @@ func TestSyncConflictWinnerAndCopy(t *testing.T) {
 // conflict copy on disk is one a site recorded making (and each recorded
 // copy is there, made once), and that each site shipped about the bytes of
 // its own changes.
-func TestSyncChurnKill9(t *testing.T) { runChurn(t, []string{"a", "b"}, "b") }
+func TestSyncChurnKill9(t *testing.T) { runChurn(t, viaStore, []string{"a", "b"}, "b") }
 
 // TestSyncThreeSitesChurnKill9 is the same with three sites in a mesh
 // (each reads the other two's streams from the shared store), site c
 // killed with SIGKILL in the middle: the shared files see three-way
 // conflicts, which every site must resolve alike (docs/SYNC.md).
-func TestSyncThreeSitesChurnKill9(t *testing.T) { runChurn(t, []string{"a", "b", "c"}, "c") }
+func TestSyncThreeSitesChurnKill9(t *testing.T) { runChurn(t, viaStore, []string{"a", "b", "c"}, "c") }
 
-func runChurn(t *testing.T, ids []string, kill string) {
+// runChurn runs the churn over via with the sites in ids, killing each
+// site of kill (in turn, a few seconds apart) with SIGKILL and restarting it.
+func runChurn(t *testing.T, via transport, ids []string, kill ...string) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("FERRY_E2E_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
 	}
 	t.Logf("seed %d (replay with FERRY_E2E_SEED)", seed)
-	store, sites := newMesh(t, ids...)
+	where, sites := newMesh(t, via, ids...)
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return
@@ -402,16 +418,20 @@ func runChurn(t *testing.T, ids []string, kill string) {
 		return c
 	}
 	var churns []*churn
-	var victim *site
+	var victims []*site
+	for _, id := range kill {
+		for _, s := range sites {
+			if s.id == id {
+				victims = append(victims, s)
+			}
+		}
+	}
 	for k, s := range sites {
 		churns = append(churns, mkChurn(s, uint64(k+1)))
-		if s.id == kill {
-			victim = s
-		}
 	}
 	base := map[string]int64{}
 	for _, s := range sites {
-		base[s.id] = shippedBytes(t, store, s.id)
+		base[s.id] = shippedBytes(t, where, s.id)
 	}
 	content := func(c *churn, what string) []byte {
 		c.n++
@@ -491,15 +511,18 @@ func runChurn(t *testing.T, ids []string, kill string) {
 			c.bytes += int64(len(data))
 		}
 	}
-	end := time.Now().Add(8 * time.Second)
-	killed := false
+	// The kills come from 3 s into the churn on, 2.5 s apart.
+	end := time.Now().Add(time.Duration(max(8000, 3000+2500*len(victims))) * time.Millisecond)
+	nextKill := time.Now().Add(3 * time.Second)
 	for time.Now().Before(end) {
 		for _, c := range churns {
 			step(c)
 		}
-		if !killed && time.Until(end) < 5*time.Second {
+		if len(victims) > 0 && time.Now().After(nextKill) {
+			victim := victims[0]
+			victims = victims[1:]
+			nextKill = nextKill.Add(2500 * time.Millisecond)
 			victim.proc.Kill9()
-			killed = true
 			for range 20 { // the victim's tree changes while it is down
 				for _, c := range churns {
 					step(c)
@@ -562,14 +585,14 @@ func runChurn(t *testing.T, ids []string, kill string) {
 	// their owner changes them), and each site shipped about its own
 	// changes.
 	for _, s := range sites {
-		if n := foreignPuts(t, store, s.id); len(n) > 0 {
+		if n := foreignPuts(t, where, s.id); len(n) > 0 {
 			t.Errorf("site %s shipped files of other sites' directories (echo): %v", s.id, n)
 		}
 	}
 	// Without own-change recognition each would also ship the others', at
 	// least doubling this.
 	for _, c := range churns {
-		shipped := shippedBytes(t, store, c.s.id) - base[c.s.id]
+		shipped := shippedBytes(t, where, c.s.id) - base[c.s.id]
 		var copyBytes int64 // a site ships the copies it makes (of its own losing changes)
 		for _, p := range copies {
 			if madeBy[p] != c.s.id {

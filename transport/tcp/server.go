@@ -85,6 +85,11 @@ type Server struct {
 	// hold as unknown.
 	Stream     string
 	Generation uint32
+	// Admit, if set, is asked about every authenticated HELLO with its
+	// stream and the site the shipper says it is (HELLO's site): an error
+	// refuses the link (code "stream"), its text the REFUSE's message.
+	// ferry sync admits each peer to its own stream only.
+	Admit func(stream, site string) error
 
 	// MaxSegment caps a SEGMENT frame's payload. Default DefaultMaxSegment.
 	MaxSegment int64

@@ -183,3 +183,37 @@ func TestSlowPeersDropped(t *testing.T) {
 		}
 	})
 }
+
+// Admit sees every authenticated HELLO's stream and site; its error
+// refuses the link with code stream and its text, and the other streams
+// are admitted.
+func TestServerAdmit(t *testing.T) {
+	srv, _, _ := insecureServer(t)
+	var asked []string
+	srv.Admit = func(stream, site string) error {
+		asked = append(asked, stream+" from "+site)
+		if stream != "mail@"+site {
+			return fmt.Errorf("site %q may ship only its own stream mail@%s, not %q", site, site, stream)
+		}
+		return nil
+	}
+	addr, _ := startServer(t, srv)
+	l := rawDial(t, addr)
+	f := rawHello(t, l, helloMsg{Version: 1, Stream: "mail@c", Site: "b", Generation: 1, Token: testToken})
+	var m refuseMsg
+	if f.typ != frameRefuse || decodeJSON(f, &m) != nil || m.Code != codeStream || !strings.Contains(m.Message, `site "b" may ship only`) {
+		t.Fatalf("answer %s %q; want REFUSE stream with Admit's text", typeName(f.typ), f.payload)
+	}
+	l = rawDial(t, addr)
+	if f := rawHello(t, l, helloMsg{Version: 1, Stream: "mail@b", Site: "b", Generation: 1, Token: testToken}); f.typ != frameWelcome {
+		t.Fatalf("answer %s %q; want WELCOME", typeName(f.typ), f.payload)
+	}
+	// A wrong token is refused before Admit is asked.
+	l = rawDial(t, addr)
+	if f := rawHello(t, l, helloMsg{Version: 1, Stream: "mail@b", Site: "b", Generation: 1, Token: testToken + "x"}); f.typ != frameRefuse {
+		t.Fatalf("answer %s %q; want REFUSE", typeName(f.typ), f.payload)
+	}
+	if want := []string{"mail@c from b", "mail@b from b"}; strings.Join(asked, ";") != strings.Join(want, ";") {
+		t.Fatalf("Admit asked %q; want %q", asked, want)
+	}
+}

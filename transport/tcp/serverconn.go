@@ -220,7 +220,7 @@ func (s *Server) handshake(ctx context.Context, cancel context.CancelFunc, st se
 
 // logArgs names the shipper of h in a log line, its strings cut to max.
 func (h helloMsg) logArgs(max int) []any {
-	return []any{"client_id", peerText(h.ClientID, max), "stream", peerText(h.Stream, max), "generation", h.Generation}
+	return []any{"client_id", peerText(h.ClientID, max), "site", peerText(h.Site, max), "stream", peerText(h.Stream, max), "generation", h.Generation}
 }
 
 // errHandshakeEnded is what readHello returns when the connection was
@@ -299,6 +299,11 @@ func (s *Server) readHello(ctx context.Context, st serverSettings, l *link, log 
 	}
 	if s.Stream != "" && h.Stream != s.Stream {
 		return refuse(codeStream, fmt.Sprintf("this receiver accepts stream %q, not %q", s.Stream, h.Stream), who...)
+	}
+	if s.Admit != nil {
+		if err := s.Admit(h.Stream, h.Site); err != nil {
+			return refuse(codeStream, err.Error(), who...)
+		}
 	}
 	if h.Generation == 0 {
 		return refuse(codeGeneration, "generation 0 is invalid; generations start at 1", who...)

@@ -1,0 +1,121 @@
+//go:build linux
+
+package apply_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirsync"
+	"github.com/ferry-dr/ferry/dirtree"
+	"github.com/ferry-dr/ferry/receiver/apply"
+)
+
+// peerRecs builds a peer's sync stream: every change is a version record
+// of the peer's (its stamps rising) followed by the change.
+type peerRecs struct {
+	dirRecs
+	origin string
+	stamp  int64
+}
+
+func (p *peerRecs) ver(key string) batch.Record {
+	p.stamp++
+	v := dirsync.Version{Origin: p.origin, VV: dirsync.VV{p.origin: p.stamp}, Seen: dirsync.VV{p.origin: p.stamp}}
+	return p.rec(dirtree.OpVersion, key, v.Encode())
+}
+
+func (p *peerRecs) change(r batch.Record) []batch.Record {
+	v := p.ver(string(r.Key))
+	// The version record takes the change's seq; renumber so the change
+	// comes after it.
+	r.Seq = p.seq + 1
+	p.seq++
+	return []batch.Record{v, r}
+}
+
+func newPeerApplier(t *testing.T, root, state, peer string) (*apply.Dir, *dirsync.Ledger) {
+	t.Helper()
+	l, err := dirsync.Open(state, "b", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &apply.Dir{Root: root, Ledger: l, Peer: peer}
+	if err := a.Restore(nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); l.Close() })
+	return a, l
+}
+
+// A segment of a peer's stream applied again, after an Apply that stopped
+// midway (a retry, or a kill -9 and restart), does what it was decided to
+// do the first time; deciding it afresh meets the tree half applied.
+//
+//   - The segment creates d/g and deletes it; the first Apply stops after
+//     the put, so the tree holds d/g while the ledger says the peer deleted
+//     it. Decided afresh, d/g is a local change of this site: the peer's
+//     delete of it is dropped, d/g is shipped back as this site's, and the
+//     peer's later delete of d is undone as "changed below" (the
+//     TestSyncChurnKill9 flake seen once).
+//   - The segment creates d/h and rewrites it; the first Apply stops before
+//     the put, so d/h is absent while the ledger holds the rewrite. Decided
+//     afresh, the absence is a local delete of this site, which beats both
+//     puts: d/h is never written here, and the source, seeing no change on
+//     disk, never ships the delete either, so the trees differ for good
+//     (the TestSyncChurnKill9 failure under load: "only in a: a-dir2/m29").
+func TestDirPeerSegmentAppliedAgainKeepsDecisions(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		for stopAfter := 0; stopAfter <= 4; stopAfter++ {
+			base := t.TempDir()
+			root, state := filepath.Join(base, "tree"), filepath.Join(base, "state")
+			a, l := newPeerApplier(t, root, state, "a")
+			p := &peerRecs{origin: "a", stamp: 100}
+			var seg1, seg2, seg3 []batch.Record
+			seg1 = append(seg1, p.change(p.mkdir("d", 0o755))...)
+			seg1 = append(seg1, p.change(p.put("d/f", 0o644, "f"))...)
+			seg2 = append(seg2, p.change(p.put("d/g", 0o644, "g"))...)
+			seg2 = append(seg2, p.change(p.del("d/g"))...)
+			seg2 = append(seg2, p.change(p.put("e/h", 0o644, "h1"))...)
+			seg2 = append(seg2, p.change(p.put("e/h", 0o600, "h2, rewritten"))...)
+			seg3 = append(seg3, p.change(p.del("d/f"))...)
+			seg3 = append(seg3, p.change(p.rmdir("d"))...)
+			dirApply(t, a, seg1...)
+
+			err := a.Apply(&dirErrAfter{Context: context.Background(), n: stopAfter}, dirMeta(seg2), batch.RecordsOf(seg2))
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Fatalf("stop after %d: Apply: %v", stopAfter, err)
+			}
+			if restart { // kill -9: a new applier and ledger from what is on disk
+				a.Close()
+				l.Close()
+				a, l = newPeerApplier(t, root, state, "a")
+			}
+			var reshipped []string
+			l.OnReship = func(p string) { reshipped = append(reshipped, p) }
+			dirApply(t, a, seg2...)
+			dirApply(t, a, seg3...)
+
+			what := fmt.Sprintf("restart %v, stop after %d records", restart, stopAfter)
+			if _, err := os.Lstat(filepath.Join(root, "d")); !os.IsNotExist(err) {
+				t.Errorf("%s: d is still in the tree (%v); the peer deleted it", what, err)
+			}
+			if b, err := os.ReadFile(filepath.Join(root, "e/h")); string(b) != "h2, rewritten" {
+				t.Errorf("%s: e/h holds %q (%v); want the peer's rewrite", what, b, err)
+			}
+			if len(reshipped) > 0 {
+				t.Errorf("%s: %q kept against the peer's delete and shipped again", what, reshipped)
+			}
+			if u := l.Unshipped(); len(u) > 0 {
+				t.Errorf("%s: the ledger gives this site versions of %q, which only the peer changed", what, u)
+			}
+		}
+	}
+}
