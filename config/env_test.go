@@ -217,8 +217,8 @@ func TestEnvPrecedence(t *testing.T) {
 func TestEnvUnknownNames(t *testing.T) {
 	for _, tc := range []struct{ name, want string }{
 		{"FERRY_SHIP_MAX_AGEE", "did you mean FERRY_SHIP_MAX_AGE, the key ship.max_age?"},
-		{"FERRY_MAX_AGE", "did you mean FERRY_SHIP_MAX_AGE"},    // the key outside its table
-		{"FERRY_SHP_SPOOL", "did you mean FERRY_SHIP_SPOOL"},    // the table misspelt
+		{"FERRY_MAX_AGE", "did you mean FERRY_SHIP_MAX_AGE"}, // the key outside its table
+		{"FERRY_SHP_SPOOL", "did you mean FERRY_SHIP_SPOOL"}, // the table misspelt
 		{"FERRY_S3_SECRET_KY", "did you mean FERRY_S3_SECRET_KEY"},
 		{"FERRY_STORES", "did you mean FERRY_STORE,"},
 		{"FERRY_SHIP", ""}, // a table
