@@ -40,9 +40,9 @@ const shipExamples = `  # ship a log file through stdin into a local directory s
   # everything from a config file
   ferry ship --config /etc/ferry/ship.toml
 
-  # push-only, for PostgreSQL's archive_command (ferry push hands it each WAL
-  # file through SPOOL/push.sock; it reads no stdin): etc/ferry-pg.toml
-  ferry ship --config /etc/ferry/ferry-pg.toml --source none
+  # push-only, for PostgreSQL's archive_command: ferry push hands it each WAL
+  # file through SPOOL/push.sock, and it reads no stdin (etc/ferry-pg.toml)
+  ferry ship --store s3://pg-archive/ferry --stream pg-wal --spool /var/lib/ferry/pg-spool --source none
 `
 
 func runShip(args []string, stdout, stderr io.Writer) error {
