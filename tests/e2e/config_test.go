@@ -142,8 +142,10 @@ secret_key = %q
 	}
 	var got struct {
 		Stream string
-		Ship   struct{ MaxAge string `toml:"max_age"` }
-		S3     struct {
+		Ship   struct {
+			MaxAge string `toml:"max_age"`
+		}
+		S3 struct {
 			AccessKey    string `toml:"access_key"`
 			SecretKey    string `toml:"secret_key"`
 			SessionToken string `toml:"session_token"`
