@@ -205,8 +205,8 @@ func ApplyEnv(f *File, environ []string) (map[string]string, error) {
 	return set, errors.Join(errs...)
 }
 
-// suggestEnv returns " (did you mean FERRY_X?)" for the variable of the
-// key closest to the one name would be, or "". The key is guessed by
+// suggestEnv returns " (did you mean FERRY_X, the key x?)" for the
+// variable of the key closest to the one name would be, or "". The key is guessed by
 // splitting the name after a table's name ("SHIP_MAX_AGEE" is
 // ship.max_agee) and found as Load finds the key of an unknown one; failing
 // that, any variable within two edits.
@@ -330,6 +330,9 @@ func setTables(v reflect.Value, s, key string) error {
 	var errs []error
 	seen := map[string]bool{}
 	for _, k := range slices.Concat(md.Keys(), md.Undecoded()) {
+		if k[0] != "v" { // "[...]\nother = 1"
+			return fmt.Errorf("%s is an array of tables: want one TOML array of inline tables, not the key %q after it", key, k.String())
+		}
 		full := append(toml.Key(strings.Split(key, ".")), k[1:]...)
 		if len(k) > 1 && !knownKeys()[full.String()] && !seen[full.String()] {
 			seen[full.String()] = true

@@ -304,6 +304,7 @@ func TestEnvBadValues(t *testing.T) {
 		{"FERRY_SHIP_TARGETS=s3://b/p", `FERRY_SHIP_TARGETS: ship.targets is an array of tables: want a TOML array of inline tables`},
 		{`FERRY_SHIP_TARGETS=[{stor = "s3://b/p"}]`, `FERRY_SHIP_TARGETS: unknown key "ship.targets.stor" (did you mean "ship.targets.store"?)`},
 		{`FERRY_SHIP_TARGETS=[{store = 1}]`, `FERRY_SHIP_TARGETS: ship.targets is an array of tables`},
+		{"FERRY_SHIP_TARGETS=[{store = \"/a\"}]\nstream = \"x\"", `FERRY_SHIP_TARGETS: ship.targets is an array of tables: want one TOML array of inline tables, not the key "stream" after it`},
 		{"FERRY_SHIP_MAX_BYTES=10B", `FERRY_SHIP_MAX_BYTES: ship.max_bytes: 10B is out of range 1KiB to 1GiB`},
 		{"FERRY_LOG_LEVEL=loud", `FERRY_LOG_LEVEL: log_level: "loud" is not one of debug, info, warn, error`},
 		{`FERRY_SHIP_TARGETS=[{store = "s3:/b"}]`, `FERRY_SHIP_TARGETS: ship.targets[0].store: "s3:/b" looks like a URL`},

@@ -19,9 +19,9 @@ const configExamples = `  # the settings the services would start with: the conf
   FERRY_SHIP_MAX_AGE=5s ferry config check --config /etc/ferry/ferry.toml
 
 It prints the effective settings as TOML on stdout, secrets shown as ***, and
-exits 0; or names the file and line, or the variable, of every problem and
-exits 1 (a file that does not parse, an unknown key or variable) or 2 (a
-value that is not valid).
+exits 0. Otherwise it names the file and line, or the variable, of every
+problem and exits 1; or 2 for a bad flag, or a key --for requires that is
+missing.
 `
 
 // runConfig is "ferry config SUBCOMMAND"; check is the only one.
