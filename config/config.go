@@ -92,6 +92,9 @@ type File struct {
 	// Retention prunes the archive: "ferry prune", and "ferry ship" on its
 	// schedule. It is the top-level [retention] table.
 	Retention Retention `toml:"retention"`
+
+	// env holds the FERRY_* variables LoadEnv applied, by dotted key.
+	env map[string]string
 }
 
 // Retention says which segments of the stream the archive keeps. A segment
@@ -184,8 +187,10 @@ type Ship struct {
 	// store has them. Required by ship; no default.
 	Spool string `toml:"spool"`
 
-	// Source is "stdin", "tail:PATH" (follow a growing file) or "dir:PATH"
-	// (replicate a directory tree; see docs/DIRTREE.md). Default "stdin".
+	// Source is "stdin", "tail:PATH" (follow a growing file), "dir:PATH"
+	// (replicate a directory tree; see docs/DIRTREE.md) or "none" (a
+	// push-only shipper: it reads no input, only what `ferry push` hands it
+	// through SPOOL/push.sock, and runs until stopped). Default "stdin".
 	Source string `toml:"source"`
 
 	// DirExclude are globs for a dir: source, matched against each path's

@@ -28,22 +28,46 @@ const maxUnknownReported = 20
 // type error stops decoding and is reported alone; otherwise every unknown
 // key and every Validate problem is reported, joined.
 func Load(path string) (*File, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	src := string(data)
+	return load(path, nil, false)
+}
+
+// LoadEnv is Load with the FERRY_* variables of environ (os.Environ's form,
+// "NAME=VALUE") applied over the file (see [ApplyEnv]): the order of
+// precedence is flags (the caller's), then the environment, then the file,
+// then the defaults. An empty path reads no file: the defaults and the
+// environment. A problem with a value the environment set names the
+// variable instead of the file.
+func LoadEnv(path string, environ []string) (*File, error) {
+	return load(path, environ, true)
+}
+
+func load(path string, environ []string, useEnv bool) (*File, error) {
 	f := Defaults()
-	md, err := toml.Decode(src, f)
-	if err != nil {
-		return nil, decodeError(path, src, md, err)
+	var src string
+	var md toml.MetaData
+	var keysErr error
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		src = string(data)
+		md, err = toml.Decode(src, f)
+		if err != nil {
+			return nil, decodeError(path, src, md, err)
+		}
+		keysErr = checkKeys(path, src, md)
 	}
-	keysErr := checkKeys(path, src, md)
+	var fromEnv map[string]string
+	var envErr error
+	if useEnv {
+		fromEnv, envErr = ApplyEnv(f, environ)
+	}
 	var validErr error
 	if err := f.Validate(""); err != nil {
-		validErr = locate(path, src, md, err)
+		validErr = locate(path, src, md, fromEnv, err)
 	}
-	if err := errors.Join(keysErr, validErr); err != nil {
+	if err := errors.Join(keysErr, envErr, validErr); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -170,19 +194,30 @@ func lineOf(src string, md toml.MetaData, key toml.Key) int {
 	return 0
 }
 
-// locate prefixes each Validate problem with the file and, if the file
-// sets that key, its line.
-func locate(path, src string, md toml.MetaData, err error) error {
+// locate prefixes each Validate problem with the environment variable
+// that set its key (fromEnv: variables by key), else with the file and, if
+// the file sets that key, its line. A problem of a key neither set is left
+// as it is when there is no file.
+func locate(path, src string, md toml.MetaData, fromEnv map[string]string, err error) error {
 	var errs []error
 	for _, e := range unjoin(err) {
 		var p *problem
 		line := 0
 		if errors.As(e, &p) {
+			base, _, _ := strings.Cut(p.key, "[") // ship.targets[1].store: set as a whole
+			if name := fromEnv[base]; name != "" {
+				errs = append(errs, fmt.Errorf("%s: %w", name, e))
+				continue
+			}
 			if k := toml.Key(strings.Split(p.key, ".")); md.IsDefined(k...) {
 				line = lineOf(src, md, k)
 			} else {
 				line = arrayKeyLine(src, p.key)
 			}
+		}
+		if path == "" {
+			errs = append(errs, e)
+			continue
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", at(path, line), e))
 	}
@@ -287,9 +322,20 @@ func keyLine(src string, key toml.Key) int {
 }
 
 // suggest returns ` (did you mean "x"?)` for the known key closest to k,
-// or "" if none is close: same table and at most two edits away, or the
-// same name in another table (a key written above its [table] header).
+// or "" if none is close (see closestKey).
 func suggest(k toml.Key) string {
+	best := closestKey(k, nil)
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// closestKey returns the known key closest to k, or "" if none is close:
+// same table and at most two edits away, or the same name in another table
+// (a key written above its [table] header). With a non-nil allow, only the
+// keys it allows are candidates. k itself is never returned.
+func closestKey(k toml.Key, allow func(key string) bool) string {
 	ks, name := k.String(), k[len(k)-1]
 	if len(name) > 64 {
 		return "" // no known key is this long; spare the edit distance
@@ -297,6 +343,9 @@ func suggest(k toml.Key) string {
 	parent := toml.Key(k[:len(k)-1]).String()
 	best, bestDist := "", 3
 	for cand := range knownKeys() {
+		if allow != nil && !allow(cand) {
+			continue
+		}
 		cparent, cname := "", cand
 		if i := strings.LastIndexByte(cand, '.'); i >= 0 {
 			cparent, cname = cand[:i], cand[i+1:]
@@ -312,10 +361,10 @@ func suggest(k toml.Key) string {
 			best, bestDist = cand, d
 		}
 	}
-	if best == "" || best == ks {
+	if best == ks {
 		return ""
 	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
+	return best
 }
 
 // editDistance is the Levenshtein distance between a and b.

@@ -208,7 +208,7 @@ func ExposedSecrets(path string, f *File) (keys []string, mode fs.FileMode) {
 	for _, s := range []struct{ key, v string }{
 		{"tcp.token", f.TCP.Token}, {"s3.secret_key", f.S3.SecretKey}, {"s3.session_token", f.S3.SessionToken},
 	} {
-		if s.v != "" {
+		if s.v != "" && f.env[s.key] == "" { // a secret from the environment is not in the file
 			keys = append(keys, s.key)
 		}
 	}

@@ -105,8 +105,8 @@ func (f *File) Validate(verb string) error {
 		if strings.TrimSpace(src) == "" {
 			add("ship.source", `"dir:" needs a directory, e.g. "dir:/var/mail"`)
 		}
-	} else if s.Source != "stdin" {
-		add("ship.source", `%q is not "stdin", "tail:PATH" or "dir:PATH"`, s.Source)
+	} else if s.Source != "stdin" && s.Source != "none" {
+		add("ship.source", `%q is not "stdin", "tail:PATH", "dir:PATH" or "none"`, s.Source)
 	}
 	for i, g := range s.DirExclude {
 		if _, err := path.Match(g, ""); err != nil {

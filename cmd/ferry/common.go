@@ -30,8 +30,12 @@ type common struct {
 	fs         *flag.FlagSet
 	configPath string
 	cfg        *config.File
+	configFrom string                // where configPath came from (config.Locate); "" for no file
 	accepted   map[string]configFlag // the verb's config flags, by name
 	stderr     io.Writer
+	// keepGeneration leaves generation 0 as it is for every verb (config
+	// check prints the settings as given).
+	keepGeneration bool
 }
 
 func newFlags(name, synopsis, examples string, stderr io.Writer) *common {
@@ -59,18 +63,22 @@ func (c *common) parse(args []string, verb string) error {
 		return usageError{err}
 	}
 	var warnings [][]any // slog messages and attributes, logged once the settings are valid
-	if c.configPath != "" {
-		cfg, err := config.Load(c.configPath)
-		if err != nil {
-			return err
-		}
-		c.cfg = cfg
-		if keys, mode := config.ExposedSecrets(c.configPath, cfg); keys != nil {
-			warnings = append(warnings, []any{"the config file holds secrets and group or others may read it: chmod 600 it",
-				"file", c.configPath, "keys", strings.Join(keys, ","), "mode", fmt.Sprintf("%04o", mode)})
-		}
-	} else {
-		c.cfg = config.Defaults()
+	// --config, else FERRY_CONFIG, else /etc/ferry/ferry.toml if it exists;
+	// the FERRY_* variables override the file, the flags both.
+	path, from := config.Locate(c.configPath, os.Getenv, config.DefaultPath)
+	cfg, err := config.LoadEnv(path, os.Environ())
+	if err != nil {
+		return err
+	}
+	c.cfg, c.configPath, c.configFrom = cfg, path, from
+	if keys, mode := config.ExposedSecrets(path, cfg); path != "" && keys != nil {
+		warnings = append(warnings, []any{"the config file holds secrets and group or others may read it: chmod 600 it",
+			"file", path, "keys", strings.Join(keys, ","), "mode", fmt.Sprintf("%04o", mode)})
+	}
+	// Not handed on to what this process runs (exec: appliers, where a
+	// ferry would take them for its own).
+	for _, name := range append(config.EnvSettings(os.Environ()), config.PathEnv) {
+		os.Unsetenv(name)
 	}
 	// Visit goes through the set flags in lexical order, so --store, after
 	// --listen, wins when both are given.
@@ -97,19 +105,36 @@ func (c *common) parse(args []string, verb string) error {
 	if err := c.cfg.Validate(verb); err != nil {
 		return usageError{fmt.Errorf("invalid settings:\n%w", err)}
 	}
-	if len(warnings) > 0 {
-		log := c.logger(c.stderr)
-		for _, w := range warnings {
-			log.Warn(w[0].(string), w[1:]...)
-		}
+	log := c.logger(c.stderr)
+	for _, w := range warnings {
+		log.Warn(w[0].(string), w[1:]...)
 	}
-	if verb != "ship" && c.cfg.Generation == 0 {
+	c.logConfigFile(log)
+	if verb != "ship" && c.cfg.Generation == 0 && !c.keepGeneration {
 		// Only the shippers (ship, push) follow the stream's history
 		// when generation is left unset; the other verbs keep to
 		// generation 1, as before, until they follow it too.
 		c.cfg.Generation = 1
 	}
 	return nil
+}
+
+// logConfigFile says which config file the settings came from: at info
+// level for the services (ship, receive, sync), whose start-up log should
+// say it, at debug level for the other verbs, which may have to print
+// nothing on success (push --quiet).
+func (c *common) logConfigFile(log *slog.Logger) {
+	level := slog.LevelDebug
+	switch c.fs.Name() {
+	case "ship", "receive", "sync":
+		level = slog.LevelInfo
+	}
+	if c.configPath == "" {
+		log.Log(context.Background(), level, "no config file: defaults, environment and flags",
+			"looked_for", "--config, "+config.PathEnv+", "+config.DefaultPath)
+		return
+	}
+	log.Log(context.Background(), level, "config file", "file", c.configPath, "from", c.configFrom)
 }
 
 // usesLink reports whether cfg ships, receives or reads over a tcp://

@@ -65,7 +65,7 @@ var configFlags = map[string]configFlag{
 	// [ship]; the usages are ship's.
 	"spool": {kind: stringFlag, usage: "spool `dir`: durable local buffer (one shipper per spool)",
 		set: func(c *config.File, v string) error { c.Ship.Spool = v; return nil }},
-	"source": {kind: stringFlag, usage: "stdin, tail:PATH (follow a file) or dir:PATH (replicate a directory tree) (default stdin)",
+	"source": {kind: stringFlag, usage: "stdin, tail:PATH (follow a file), dir:PATH (replicate a directory tree) or none (only what ferry push hands over) (default stdin)",
 		set: func(c *config.File, v string) error { c.Ship.Source = v; return nil }},
 	"format": {kind: stringFlag, usage: "line, ndjson or raw (default line)",
 		set: func(c *config.File, v string) error { c.Ship.Format = v; return nil }},

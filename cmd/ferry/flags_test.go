@@ -134,3 +134,46 @@ func TestFenceFlags(t *testing.T) {
 		}
 	}
 }
+
+// Flags over FERRY_* variables over FERRY_CONFIG's file; the variables
+// taken as settings, and FERRY_CONFIG, are dropped from the environment so
+// that what ferry runs (an exec: applier) does not inherit them.
+func TestFlagsOverEnvOverFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ferry.toml")
+	if err := os.WriteFile(path, []byte("stream = \"from-file\"\n[ship]\nmax_age = \"3s\"\nmax_bytes = \"8MiB\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(args ...string) (*config.File, error) {
+		t.Setenv(config.PathEnv, path)
+		t.Setenv("FERRY_SHIP_MAX_AGE", "5s")
+		t.Setenv("FERRY_STREAM", "from-env")
+		t.Setenv("FERRY_CPUPROFILE", "") // not a setting: left alone
+		c := newFlags("test", "test", "", io.Discard)
+		c.accept("max-age", "max-bytes")
+		err := c.parse(args, "")
+		return c.cfg, err
+	}
+	cfg, err := parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Stream != "from-env" || cfg.Ship.MaxAge.String() != "5s" || cfg.Ship.MaxBytes != 8*config.MiB {
+		t.Errorf("stream %q max_age %v max_bytes %v, want from-env 5s 8MiB", cfg.Stream, cfg.Ship.MaxAge, cfg.Ship.MaxBytes)
+	}
+	for _, name := range []string{config.PathEnv, "FERRY_SHIP_MAX_AGE", "FERRY_STREAM"} {
+		if v, ok := os.LookupEnv(name); ok {
+			t.Errorf("%s=%s is still in the environment", name, v)
+		}
+	}
+	if _, ok := os.LookupEnv("FERRY_CPUPROFILE"); !ok {
+		t.Error("FERRY_CPUPROFILE, not a setting, was dropped")
+	}
+	cfg, err = parse("--max-age", "9s", "--stream", "from-flag")
+	if err != nil || cfg.Stream != "from-flag" || cfg.Ship.MaxAge.String() != "9s" {
+		t.Errorf("flags: stream %q max_age %v (%v), want from-flag 9s", cfg.Stream, cfg.Ship.MaxAge, err)
+	}
+	t.Setenv("FERRY_SHIP_MAX_AGEE", "1s")
+	if _, err := parse(); err == nil || !strings.Contains(err.Error(), "FERRY_SHIP_MAX_AGEE: unknown variable") {
+		t.Errorf("a misspelt variable: %v", err)
+	}
+}

@@ -26,7 +26,7 @@ import (
 
 const pushExamples = `  # PostgreSQL (postgresql.conf): archive every WAL segment, .history, .backup
   # and .partial file; PostgreSQL retries until ferry push exits 0
-  archive_command = 'ferry push --config /etc/ferry/pg.toml %p %f'
+  archive_command = 'ferry push --config /etc/ferry/ferry-pg.toml %p %f'
 
   # by hand, with flags instead of a config file
   ferry push --store s3://dr-bucket/ferry --stream pg-wal --spool /var/lib/ferry/pg-spool \

@@ -39,6 +39,10 @@ const shipExamples = `  # ship a log file through stdin into a local directory s
 
   # everything from a config file
   ferry ship --config /etc/ferry/ship.toml
+
+  # push-only, for PostgreSQL's archive_command: ferry push hands it each WAL
+  # file through SPOOL/push.sock, and it reads no stdin (etc/ferry-pg.toml)
+  ferry ship --store s3://pg-archive/ferry --stream pg-wal --spool /var/lib/ferry/pg-spool --source none
 `
 
 func runShip(args []string, stdout, stderr io.Writer) error {
@@ -104,19 +108,20 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		defer stopMetrics()
 	}
 
+	var src shipper.Source
+	stdinSource := sc.Source == "stdin" || sc.Source == ""
 	// A pollable stdin lets a signal interrupt a read that is waiting on a
 	// quiet pipe (a plain blocking read would not notice).
 	stdin := os.Stdin
-	if err := syscall.SetNonblock(0, true); err == nil {
+	if stdinSource && syscall.SetNonblock(0, true) == nil {
 		defer syscall.SetNonblock(0, false)
 		stdin = os.NewFile(0, "stdin")
 	}
-	var src shipper.Source
-	stdinSource := false
 	switch {
-	case sc.Source == "stdin" || sc.Source == "":
+	case sc.Source == "none":
+		src = source.None{} // push-only: records come through push.sock
+	case stdinSource:
 		src = &source.Reader{R: stdin, Name: "stdin", Format: sc.Format, MaxRecordSize: int(sc.MaxRecordSize)}
-		stdinSource = true
 	case strings.HasPrefix(sc.Source, "tail:"):
 		src = &source.Tail{Path: strings.TrimPrefix(sc.Source, "tail:"), Format: sc.Format,
 			MaxRecordSize: int(sc.MaxRecordSize), Cursor: sh.Spool().Cursor(), Log: log}
@@ -130,7 +135,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		defer stopBaselines() // after the drain: runs after every later defer
 		src = ds
 	default:
-		return usageError{fmt.Errorf("ship.source %q: want stdin, tail:PATH or dir:PATH", sc.Source)}
+		return usageError{fmt.Errorf("ship.source %q: want stdin, tail:PATH, dir:PATH or none", sc.Source)}
 	}
 
 	start := time.Now()
@@ -199,7 +204,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("input stopped: %w (records before it were shipped)", inputErr)
 	}
 	if stdinSource && !inputEnded {
-		// A tail: or dir: source runs as a service, which a signal stops
+		// A tail:, dir: or none source runs as a service, which a signal stops
 		// (exit 0); stdin has an end, which a signal may come before.
 		return interrupted(srcCtx, "stopped before the end of stdin (the records read before it were shipped)")
 	}
