@@ -232,8 +232,6 @@ func helpCmd(root *cobra.Command) *cobra.Command {
 			if len(rest) > 0 {
 				return fmt.Errorf("%s has no command %q", cmd.CommandPath(), rest[0])
 			}
-			cmd.InitDefaultHelpFlag()
-			cmd.InitDefaultVersionFlag()
 			if v, ok := verbs[cmd.Name()]; ok && cmd.Parent() == root && !cmd.HasAvailableLocalFlags() {
 				out := cmd.OutOrStdout()
 				if err := v.run([]string{"--help"}, out, out); err != nil && !errors.Is(err, errHelp) {
@@ -241,6 +239,8 @@ func helpCmd(root *cobra.Command) *cobra.Command {
 				}
 				return nil
 			}
+			cmd.InitDefaultHelpFlag()
+			cmd.InitDefaultVersionFlag()
 			return cmd.Help()
 		},
 	}
