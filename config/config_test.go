@@ -96,13 +96,15 @@ func TestParseDuration(t *testing.T) {
 	}{
 		{"0", 0}, {"0s", 0}, {"250ms", 250 * time.Millisecond}, {"2s", 2 * time.Second},
 		{"1m", time.Minute}, {"1h30m", 90 * time.Minute}, {" 5s ", 5 * time.Second},
+		{"1d", 24 * time.Hour}, {"30d", 720 * time.Hour}, {"1d12h", 36 * time.Hour},
+		{"1.5d", 36 * time.Hour}, {"2d30m10s", 48*time.Hour + 30*time.Minute + 10*time.Second},
 	} {
 		got, err := ParseDuration(tc.in)
 		if err != nil || time.Duration(got) != tc.want {
 			t.Errorf("ParseDuration(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
 		}
 	}
-	for _, in := range []string{"", "2", "-1s", "-0.5s", "soon", "2 s", "1d"} {
+	for _, in := range []string{"", "2", "-1s", "-0.5s", "soon", "2 s", "-1d", "d", "1dd", "1d 2h", "1x2d", "110000d", ".d"} {
 		if got, err := ParseDuration(in); err == nil {
 			t.Errorf("ParseDuration(%q) = %v, want error", in, got)
 		}
@@ -217,6 +219,17 @@ func TestLoadLeaseAndSite(t *testing.T) {
 	}
 	if got := DurationOrOff(0).String(); got != "off" {
 		t.Errorf("0 formats as %q, want off", got)
+	}
+}
+
+// Durations in the config file take days too.
+func TestLoadDays(t *testing.T) {
+	f, err := Load(writeConfig(t, "[retention]\nkeep_for = \"30d\"\n[receive]\ngap_timeout = \"1d12h\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(f.Retention.KeepFor) != 720*time.Hour || time.Duration(f.Receive.GapTimeout) != 36*time.Hour {
+		t.Errorf("keep_for %v, gap_timeout %v; want 720h, 36h", f.Retention.KeepFor, f.Receive.GapTimeout)
 	}
 }
 

@@ -98,20 +98,67 @@ func (s *Size) Set(v string) error { return s.UnmarshalText([]byte(v)) }
 // integers are refused because they carry no unit.
 type Duration time.Duration
 
-// ParseDuration parses a non-negative duration in time.ParseDuration syntax.
+// ParseDuration parses a non-negative duration in time.ParseDuration
+// syntax, plus the unit "d" for 24 hours ("30d", "1d12h"), which retention
+// settings are most naturally written in.
 func ParseDuration(s string) (Duration, error) {
 	t := strings.TrimSpace(s)
 	if t == "" {
-		return 0, errors.New(`invalid duration "": want e.g. "2s", "250ms", "1m"`)
+		return 0, errors.New(`invalid duration "": want e.g. "2s", "250ms", "1m", "30d"`)
 	}
-	d, err := time.ParseDuration(t)
+	d, err := parseDurationDays(t)
 	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q: want e.g. \"2s\", \"250ms\", \"1m\"", s)
+		return 0, fmt.Errorf("invalid duration %q: want e.g. \"2s\", \"250ms\", \"1m\", \"30d\"", s)
 	}
 	if d < 0 {
 		return 0, fmt.Errorf("invalid duration %q: must not be negative", s)
 	}
 	return Duration(d), nil
+}
+
+// parseDurationDays is time.ParseDuration that also knows "d" (24h). A
+// string without a "d" term goes to time.ParseDuration unchanged; one with
+// it is parsed term by term, "d" terms as hours times 24.
+func parseDurationDays(s string) (time.Duration, error) {
+	if !strings.Contains(s, "d") {
+		return time.ParseDuration(s)
+	}
+	rest, neg := s, false
+	if rest[0] == '-' || rest[0] == '+' {
+		neg, rest = rest[0] == '-', rest[1:]
+	}
+	var total time.Duration
+	for rest != "" {
+		i := 0
+		for i < len(rest) && (rest[i] == '.' || rest[i] >= '0' && rest[i] <= '9') {
+			i++
+		}
+		j := i
+		for j < len(rest) && rest[j] != '.' && (rest[j] < '0' || rest[j] > '9') {
+			j++
+		}
+		num, unit := rest[:i], rest[i:j]
+		rest = rest[j:]
+		if num == "" || unit == "" {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		mult := time.Duration(1)
+		if unit == "d" {
+			unit, mult = "h", 24
+		}
+		d, err := time.ParseDuration(num + unit)
+		if err != nil {
+			return 0, err
+		}
+		if d > math.MaxInt64/mult || total > math.MaxInt64-d*mult {
+			return 0, fmt.Errorf("invalid duration %q: too large", s)
+		}
+		total += d * mult
+	}
+	if neg {
+		total = -total
+	}
+	return total, nil
 }
 
 // String formats d like time.Duration ("2s", "1m0s").

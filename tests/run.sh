@@ -2,9 +2,10 @@
 # Runs every ferry test: vet, gofmt, unit tests, short fuzz runs, the S3
 # tests against a real versitygw, and the end-to-end tests that start the
 # built ferry binary as separate processes. Installs what the tests need
-# when it is missing: the zstd CLI and PostgreSQL (Debian packages; the
-# archive_command/restore_command test in tests/pg runs a real server) and
-# versitygw (pinned).
+# when it is missing: the zstd CLI, PostgreSQL, groff and bash-completion
+# (Debian packages; the archive_command/restore_command test in tests/pg
+# runs a real server, tests/e2e renders the man pages and completes with
+# the bash script) and versitygw (pinned).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,8 @@ export PATH="$GOBIN_DIR:$PATH"
 need_apt=()
 command -v zstd >/dev/null || need_apt+=(zstd)
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
+command -v groff >/dev/null || need_apt+=(groff-base)                                  # the man pages render (tests/e2e)
+[ -f /usr/share/bash-completion/bash_completion ] || need_apt+=(bash-completion) # the completion completes
 if ((${#need_apt[@]})); then
 	echo "== installing ${need_apt[*]} (apt)"
 	SUDO=""

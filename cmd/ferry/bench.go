@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -43,14 +42,15 @@ type benchResult struct {
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
-	c := newFlags("bench", "ferry bench --store URL [--stream NAME] [--records N | --duration D] [--rate R] [--size B | --sample FILE] [--concurrency C] [--ack MODE] [--config FILE]", benchExamples, stderr)
+	c := newFlags("bench", "ferry bench --store URL [--stream NAME] [--records N | --duration D] [--rate R] [--size SIZE | --sample FILE] [--spool DIR] [--concurrency C] [--ack MODE] [--config FILE]", benchExamples, stderr)
 	records := c.fs.Int64("records", 0, "records to append (default 100000 unless --duration)")
-	duration := c.fs.Duration("duration", 0, "append for this long instead of a record count")
+	duration := c.duration("duration", 0, "append for this long instead of a record count")
 	rate := c.fs.Int("rate", 0, "records per second offered (default: as fast as accepted)")
-	size := c.fs.Int("size", 200, "bytes per synthetic record")
+	size := c.size("size", 200, "size of a synthetic record (e.g. 200 or 1KiB)")
 	sample := c.fs.String("sample", "", "cycle through the lines of this `file` instead of synthetic records")
 	conc := c.fs.Int("concurrency", 16, "concurrent appenders")
-	spoolDir := c.fs.String("bench-spool", "", "spool `dir` (default: a temporary one, removed afterwards)")
+	spoolDir := c.fs.String("spool", "", "spool `dir` (default: a temporary one, removed afterwards)")
+	c.alias("bench-spool", "spool")
 	keep := c.fs.Bool("keep", false, "keep the bench segments in the store (default: delete them from directory and S3 stores)")
 	asJSON := c.fs.Bool("json", false, "print the result as JSON")
 	c.acceptWithUsage("ack", "local, received or applied (default: the config's, else local)")
@@ -65,8 +65,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if cfg.Store == "" {
 		return usageError{errors.New("--store is required: the target to measure")}
 	}
-	streamSet := false
-	c.fs.Visit(func(f *flag.Flag) { streamSet = streamSet || f.Name == "stream" })
+	streamSet := c.fs.Changed("stream")
 	if strings.HasPrefix(cfg.Store, "tcp://") && !streamSet {
 		return usageError{errors.New("a tcp:// target needs --stream: the receiver accepts only its own stream, and benching into a production stream would apply the bench records; start a receiver for a bench stream")}
 	}
@@ -135,7 +134,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	progDone := make(chan struct{})
 	go showBenchProgress(stderr, log, &prog, *records, *duration, progDone)
 	res, lerr := loadgen.Run(sigCtx, sh, loadgen.Options{Records: *records, Duration: *duration, Concurrency: *conc,
-		Rate: *rate, Size: *size, Sample: lines}, &prog)
+		Rate: *rate, Size: int(*size), Sample: lines}, &prog)
 	close(progDone)
 	drainStart := time.Now()
 	drainCtx, cancel := context.WithTimeout(ctx, time.Duration(sc.ShutdownTimeout))

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -16,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/spf13/pflag"
+
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/internal/redact"
@@ -23,11 +24,13 @@ import (
 	"github.com/ferry-dr/ferry/store/dir"
 )
 
+// errHelp is returned by a verb asked for --help: the command layer
+// (cli.go) prints the verb's help from the flag set it built, on stdout.
 var errHelp = errors.New("help shown")
 
 // common holds the flags every verb shares. Flags override the config file.
 type common struct {
-	fs         *flag.FlagSet
+	fs         *pflag.FlagSet
 	configPath string
 	cfg        *config.File
 	configFrom string                // where configPath came from (config.Locate); "" for no file
@@ -36,31 +39,53 @@ type common struct {
 	// keepGeneration leaves generation 0 as it is for every verb (config
 	// check prints the settings as given).
 	keepGeneration bool
+	// synopsis and examples of the verb, for its help and man page.
+	synopsis, examples string
 }
 
+// newFlags starts the flag set of a verb that reads the config file: it
+// has --config and the flags every such verb shares.
 func newFlags(name, synopsis, examples string, stderr io.Writer) *common {
-	c := &common{fs: flag.NewFlagSet(name, flag.ContinueOnError), accepted: map[string]configFlag{}, stderr: stderr}
-	c.fs.SetOutput(stderr)
-	c.fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s\n\nFlags (they override the config file):\n", synopsis)
-		c.fs.PrintDefaults()
-		if examples != "" {
-			fmt.Fprintf(stderr, "\nExamples:\n%s", examples)
-		}
-	}
+	c := newVerbFlags(name, synopsis, examples, stderr)
 	c.fs.StringVar(&c.configPath, "config", "", "TOML config `file` (see etc/)")
 	c.accept(commonFlags...)
 	return c
 }
 
+// newVerbFlags starts the flag set of a verb that takes no config file
+// (status): parse it with parseArgs.
+func newVerbFlags(name, synopsis, examples string, stderr io.Writer) *common {
+	c := &common{
+		fs:       pflag.NewFlagSet(name, pflag.ContinueOnError),
+		accepted: map[string]configFlag{},
+		stderr:   stderr,
+		synopsis: synopsis,
+		examples: examples,
+	}
+	c.fs.SetOutput(stderr) // deprecation notices
+	c.fs.Usage = func() {} // help is the command layer's (errHelp)
+	verbFlags.built(c)
+	return c
+}
+
+// parseArgs parses the command line: flags anywhere among the arguments,
+// "--flag" or Go's "-flag", and "--" ending them.
+func (c *common) parseArgs(args []string) error {
+	err := c.fs.Parse(longFlags(c.fs, args))
+	switch {
+	case errors.Is(err, pflag.ErrHelp):
+		return errHelp
+	case err != nil:
+		return usageError{flagError(c.fs, err)}
+	}
+	return nil
+}
+
 // parse parses args, loads the config file (or defaults) and applies the
 // config flags that were set.
 func (c *common) parse(args []string, verb string) error {
-	if err := c.fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return usageError{err}
+	if err := c.parseArgs(args); err != nil {
+		return err
 	}
 	var warnings [][]any // slog messages and attributes, logged once the settings are valid
 	// --config, else FERRY_CONFIG, else /etc/ferry/ferry.toml if it exists;
@@ -83,7 +108,7 @@ func (c *common) parse(args []string, verb string) error {
 	// Visit goes through the set flags in lexical order, so --store, after
 	// --listen, wins when both are given.
 	var ferr error
-	c.fs.Visit(func(f *flag.Flag) {
+	c.fs.Visit(func(f *pflag.Flag) {
 		if ferr != nil {
 			return
 		}

@@ -58,7 +58,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	asJSON := c.fs.Bool("json", false, "print the report as JSON")
 	applySpec := c.fs.String("apply", "", "file, dir, or an applier spec (default: dir for a dir-tree stream, file otherwise)")
 	pf := c.fs.Int("prefetch", receiver.DefaultPrefetch, "segments read and verified ahead of the one being applied (0 for none)")
-	gapTimeout := c.fs.Duration("gap-timeout", 2*time.Second, "how long a missing segment may stay missing before the restore fails")
+	gapTimeout := c.duration("gap-timeout", 2*time.Second, "how long a missing segment may stay missing before the restore fails")
 	c.accept("max-segment-bytes")
 	if err := c.parseNoArgs(args, ""); err != nil {
 		return err

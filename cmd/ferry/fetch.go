@@ -28,7 +28,7 @@ const fetchExamples = `  # PostgreSQL (restore_command, for a standby or point-i
   restore_command = 'ferry fetch --store s3://dr-bucket/ferry --stream pg-wal %f %p'
 
   # from the tree a receiver keeps (ferry receive --apply dir:/srv/pg-archive)
-  restore_command = 'ferry fetch --from /srv/pg-archive %f %p'
+  restore_command = 'ferry fetch --tree /srv/pg-archive %f %p'
 
 From a store, fetch reads the marker <stream>/pushed/NAME: no marker means
 NAME was never pushed, and fetch exits 1 at once (PostgreSQL asks for files
@@ -37,13 +37,14 @@ records that carried the file, so fetch reads just the segments holding
 them; if those are gone it scans the stream newest first, which reads every
 segment once. The content is checked against the marker's sha256 and
 written to DEST atomically (temp file beside it, fsync, rename). A tcp://
-link's receiver keeps no markers: fetch --from its dir: tree instead.
+link's receiver keeps no markers: fetch --tree from its dir: tree instead.
 `
 
 func runFetch(args []string, stdout, stderr io.Writer) error {
-	c := newFlags("fetch", "ferry fetch [--config FILE | --store URL --stream NAME | --from DIR] NAME DEST", fetchExamples, stderr)
-	from := c.fs.String("from", "", "copy from this `dir`: a receiver's applied tree (--apply dir:DIR) instead of a store")
-	timeout := c.fs.Duration("timeout", 5*time.Minute, "give up (exit 1) after this long")
+	c := newFlags("fetch", "ferry fetch [--config FILE | --store URL --stream NAME | --tree DIR] NAME DEST", fetchExamples, stderr)
+	from := c.fs.String("tree", "", "copy from this `dir`: a receiver's applied tree (--apply dir:DIR) instead of a store")
+	c.alias("from", "tree") // --from is a seq everywhere else (cat)
+	timeout := c.duration("timeout", 5*time.Minute, "give up (exit 1) after this long")
 	c.accept("max-segment-bytes")
 	if err := c.parse(args, ""); err != nil {
 		return err
@@ -66,11 +67,11 @@ func runFetch(args []string, stdout, stderr io.Writer) error {
 	cfg := c.cfg
 	switch {
 	case cfg.Stream == "":
-		return usageError{errors.New("--stream is required (or --from DIR)")}
+		return usageError{errors.New("--stream is required (or --tree DIR)")}
 	case cfg.Store == "":
-		return usageError{errors.New("--store is required (or --from DIR)")}
+		return usageError{errors.New("--store is required (or --tree DIR)")}
 	case strings.HasPrefix(cfg.Store, "tcp://"):
-		return usageError{errors.New("fetch reads a directory or S3 store; on a direct link's receiving side use --from with the receiver's dir: tree")}
+		return usageError{errors.New("fetch reads a directory or S3 store; on a direct link's receiving side use --tree with the receiver's dir: tree")}
 	}
 	st, err := openExistingStore(ctx, cfg, log)
 	if err != nil {

@@ -2,10 +2,14 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/agnivade/levenshtein"
+	"github.com/spf13/pflag"
 
 	"github.com/ferry-dr/ferry/config"
 )
@@ -25,8 +29,9 @@ type configFlag struct {
 	bareErr bool
 }
 
-// flagKind is the type the flag package parses a configFlag's value as, and
-// shows in --help. Sizes and durations are strings the setter parses.
+// flagKind is the type pflag parses a configFlag's value as, and shows in
+// --help. Sizes and durations are strings the setter parses, shown as
+// "size" and "duration" like the verbs' own (sizeValue, durationValue).
 type flagKind int
 
 const (
@@ -34,7 +39,9 @@ const (
 	boolFlag
 	intFlag
 	int64Flag
-	listFlag // repeatable string
+	sizeFlag     // config.ParseSize: 4MiB, 512KiB, 1GB
+	durationFlag // config.ParseDuration: 250ms, 2s, 30d
+	listFlag     // repeatable string
 )
 
 // configFlags holds every config flag, by name. A verb lists those it
@@ -71,24 +78,24 @@ var configFlags = map[string]configFlag{
 		set: func(c *config.File, v string) error { c.Ship.Format = v; return nil }},
 	"fsync": {kind: stringFlag, usage: "always, batch or off (default batch)",
 		set: func(c *config.File, v string) error { c.Ship.Fsync = v; return nil }},
-	"max-bytes": {kind: stringFlag, usage: "seal a segment at this many uncompressed `bytes` (default 4MiB)",
+	"max-bytes": {kind: sizeFlag, usage: "seal a segment at this many uncompressed `bytes` (default 4MiB)",
 		set: func(c *config.File, v string) (err error) { c.Ship.MaxBytes, err = config.ParseSize(v); return }},
-	"max-age": {kind: stringFlag, usage: "seal a segment this long after its first record (default 2s)",
+	"max-age": {kind: durationFlag, usage: "seal a segment this long after its first record (default 2s)",
 		set: func(c *config.File, v string) (err error) { c.Ship.MaxAge, err = config.ParseDuration(v); return }},
 	"max-records": {kind: int64Flag, usage: "seal a segment at this many records (default no limit)",
 		set: func(c *config.File, v string) (err error) { _, err = fmt.Sscan(v, &c.Ship.MaxRecords); return }},
-	"max-record-size": {kind: stringFlag, usage: "refuse records larger than this (default 16MiB)",
+	"max-record-size": {kind: sizeFlag, usage: "refuse records larger than this (default 16MiB)",
 		set: func(c *config.File, v string) (err error) { c.Ship.MaxRecordSize, err = config.ParseSize(v); return }},
-	"spool-limit": {kind: stringFlag, usage: "stop reading input above this spool size (default 1GiB)",
+	"spool-limit": {kind: sizeFlag, usage: "stop reading input above this spool size (default 1GiB)",
 		set: func(c *config.File, v string) (err error) { c.Ship.SpoolLimit, err = config.ParseSize(v); return }},
-	"shutdown-timeout": {kind: stringFlag, usage: "how long to keep sending after EOF or a signal (default 30s)",
+	"shutdown-timeout": {kind: durationFlag, usage: "how long to keep sending after EOF or a signal (default 30s)",
 		set: func(c *config.File, v string) (err error) {
 			c.Ship.ShutdownTimeout, err = config.ParseDuration(v)
 			return
 		}},
 	"compression": {kind: stringFlag, usage: "fastest, default, better or best (default fastest)",
 		set: func(c *config.File, v string) error { c.Ship.Compression = v; return nil }},
-	"lease-ttl": {kind: stringFlag, usage: "how long the stream's writer lease lasts unless renewed, or off (unsafe: nothing then keeps a second shipper off the stream) (default 30s)",
+	"lease-ttl": {kind: durationFlag, usage: "how long the stream's writer lease lasts unless renewed, or off (unsafe: nothing then keeps a second shipper off the stream) (default 30s)",
 		set: func(c *config.File, v string) (err error) {
 			c.Ship.LeaseTTL, err = config.ParseDurationOrOff(v)
 			return
@@ -112,28 +119,28 @@ var configFlags = map[string]configFlag{
 		set: func(c *config.File, v string) error { c.Receive.State = v; return nil }},
 	"apply": {kind: stringFlag, usage: "where records go: file:PATH (append), exec:CMD (pipe each segment), dir:DIR (a directory tree from a dir: source or ferry push) or stdout",
 		set: func(c *config.File, v string) error { c.Receive.Apply = v; return nil }},
-	"gap-timeout": {kind: stringFlag, usage: "how long a missing segment may stay missing before it is reported (default 30s)",
+	"gap-timeout": {kind: durationFlag, usage: "how long a missing segment may stay missing before it is reported (default 30s)",
 		set: func(c *config.File, v string) (err error) {
 			c.Receive.GapTimeout, err = config.ParseDuration(v)
 			return
 		}},
-	"poll-min": {kind: stringFlag, usage: "shortest wait between store polls (default 200ms)",
+	"poll-min": {kind: durationFlag, usage: "shortest wait between store polls (default 200ms)",
 		set: func(c *config.File, v string) (err error) { c.Receive.PollMin, err = config.ParseDuration(v); return }},
-	"poll-max": {kind: stringFlag, usage: "longest wait between polls when idle (default 5s)",
+	"poll-max": {kind: durationFlag, usage: "longest wait between polls when idle (default 5s)",
 		set: func(c *config.File, v string) (err error) { c.Receive.PollMax, err = config.ParseDuration(v); return }},
-	"once-timeout": {kind: stringFlag, usage: "with --once: how long one operation may keep failing (unreachable store, failing exec:, full disk) before the run gives up, non-zero (default 5m)",
+	"once-timeout": {kind: durationFlag, usage: "with --once: how long one operation may keep failing (unreachable store, failing exec:, full disk) before the run gives up, non-zero (default 5m)",
 		set: func(c *config.File, v string) (err error) {
 			c.Receive.OnceTimeout, err = config.ParseDuration(v)
 			return
 		}},
-	"exec-timeout": {kind: stringFlag, usage: "kill an exec: command (and its process group) still running on a segment after this long, and retry the segment (default 0: no limit)",
+	"exec-timeout": {kind: durationFlag, usage: "kill an exec: command (and its process group) still running on a segment after this long, and retry the segment (default 0: no limit)",
 		set: func(c *config.File, v string) (err error) {
 			c.Receive.ExecTimeout, err = config.ParseDuration(v)
 			return
 		}},
 	"id": {kind: stringFlag, usage: "receiver id in the published watermark (default: host name)",
 		set: func(c *config.File, v string) error { c.Receive.ID = v; return nil }},
-	"max-segment-bytes": {kind: stringFlag, usage: "refuse a segment larger than this, stored or decompressed, before allocating it (default 256MiB; at least the shippers' max_bytes + max_record_size)",
+	"max-segment-bytes": {kind: sizeFlag, usage: "refuse a segment larger than this, stored or decompressed, before allocating it (default 256MiB; at least the shippers' max_bytes + max_record_size)",
 		set: func(c *config.File, v string) (err error) {
 			c.Receive.MaxSegmentBytes, err = config.ParseSize(v)
 			return
@@ -163,7 +170,7 @@ var configFlags = map[string]configFlag{
 		set: func(c *config.File, v string) error { c.TCP.KeyFile = v; return nil }},
 	"tls-ca": {kind: stringFlag, usage: "CA `file` that signed the receiver's certificate",
 		set: func(c *config.File, v string) error { c.TCP.CAFile = v; return nil }},
-	"bandwidth-limit": {kind: stringFlag, usage: "cap the link at this many `bytes` per second (e.g. 10MiB)",
+	"bandwidth-limit": {kind: sizeFlag, usage: "cap the link at this many `bytes` per second (e.g. 10MiB)",
 		set: func(c *config.File, v string) (err error) { c.TCP.BandwidthLimit, err = config.ParseSize(v); return }, bareErr: true},
 	"tls-client-ca": {kind: stringFlag, usage: "require client certificates signed by this CA `file` (mutual TLS)",
 		set: func(c *config.File, v string) error { c.TCP.ClientCAFile = v; return nil }},
@@ -185,7 +192,7 @@ var configFlags = map[string]configFlag{
 		set: func(c *config.File, v string) error { c.Store = "tcp://" + v; return nil }},
 
 	// [retention]
-	"keep-for": {kind: stringFlag, usage: "keep segments stored less than this long ago (e.g. 720h)",
+	"keep-for": {kind: durationFlag, usage: "keep segments stored less than this long ago (e.g. 30d or 720h)",
 		set: func(c *config.File, v string) (err error) { c.Retention.KeepFor, err = config.ParseDuration(v); return }},
 	"keep-min": {kind: intFlag, usage: "keep at least this many of the newest segments",
 		set: func(c *config.File, v string) (err error) { _, err = fmt.Sscan(v, &c.Retention.KeepMin); return }},
@@ -223,22 +230,26 @@ func (c *common) acceptWithUsage(name, usage string) {
 		c.fs.Int(name, 0, usage)
 	case int64Flag:
 		c.fs.Int64(name, 0, usage)
+	case sizeFlag:
+		c.fs.Var(&rawValue{kind: "size"}, name, usage)
+	case durationFlag:
+		c.fs.Var(&rawValue{kind: "duration"}, name, usage)
 	case listFlag:
-		c.fs.Var(new(stringList), name, usage)
+		c.fs.StringArray(name, nil, usage)
 	}
 	c.accepted[name] = cf
 }
 
 // applyFlag stores f, given on the command line, in c.cfg if it is one of
 // the verb's config flags.
-func (c *common) applyFlag(f *flag.Flag) error {
+func (c *common) applyFlag(f *pflag.Flag) error {
 	cf, ok := c.accepted[f.Name]
 	if !ok {
 		return nil // --config, or a flag of the verb's own
 	}
 	values := []string{f.Value.String()}
-	if l, isList := f.Value.(*stringList); isList {
-		values = *l
+	if cf.kind == listFlag {
+		values, _ = c.fs.GetStringArray(f.Name)
 	}
 	for _, v := range values {
 		if err := cf.set(c.cfg, v); err != nil {
@@ -249,4 +260,153 @@ func (c *common) applyFlag(f *flag.Flag) error {
 		}
 	}
 	return nil
+}
+
+// rawValue is a config flag's value as given: its setter parses it, so a
+// bad one is reported as the config key's would be. kind is what --help
+// shows it as.
+type rawValue struct{ s, kind string }
+
+func (v *rawValue) String() string     { return v.s }
+func (v *rawValue) Set(s string) error { v.s = s; return nil }
+func (v *rawValue) Type() string       { return v.kind }
+
+// durationValue is a verb's own duration flag, in the config's syntax
+// (config.ParseDuration: "250ms", "2m", "30d").
+type durationValue time.Duration
+
+func (d *durationValue) Set(s string) error {
+	v, err := config.ParseDuration(s)
+	*d = durationValue(v)
+	return err
+}
+
+func (d *durationValue) String() string {
+	if *d == 0 {
+		return "0" // shown as no default in --help
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *durationValue) Type() string { return "duration" }
+
+// sizeValue is a verb's own size flag, in the config's syntax
+// (config.ParseSize: "200", "4MiB", "1GB").
+type sizeValue config.Size
+
+func (v *sizeValue) Set(s string) error {
+	n, err := config.ParseSize(s)
+	*v = sizeValue(n)
+	return err
+}
+
+func (v *sizeValue) String() string {
+	if *v == 0 {
+		return "0"
+	}
+	return config.Size(*v).String()
+}
+
+func (v *sizeValue) Type() string { return "size" }
+
+// duration defines a verb's own duration flag (config.ParseDuration).
+func (c *common) duration(name string, value time.Duration, usage string) *time.Duration {
+	p := &value
+	c.fs.Var((*durationValue)(p), name, usage)
+	return p
+}
+
+// size defines a verb's own size flag (config.ParseSize).
+func (c *common) size(name string, value config.Size, usage string) *config.Size {
+	p := &value
+	c.fs.Var((*sizeValue)(p), name, usage)
+	return p
+}
+
+// alias adds old as a deprecated name of the flag named name: it sets the
+// same value, is left out of --help, completion and the man pages, and
+// using it prints a notice naming the new flag.
+func (c *common) alias(old, name string) {
+	f := c.fs.Lookup(name)
+	if f == nil {
+		panic("alias of an undefined flag " + name)
+	}
+	c.fs.Var(f.Value, old, f.Usage)
+	if f.NoOptDefVal != "" {
+		c.fs.Lookup(old).NoOptDefVal = f.NoOptDefVal
+	}
+	c.fs.MarkDeprecated(old, "use --"+name)
+}
+
+// longFlags rewrites Go-style single-dash long flags as pflag's double-dash
+// ones ("-store x" as "--store x", "-json" as "--json", "-max-age=2s" as
+// "--max-age=2s"). ferry's flags were Go flags, and scripts, units and docs
+// use both forms; ferry defines no one-letter shorthands that "-abc" could
+// otherwise mean, so only a lone letter ("-h") is left alone. The value of
+// a flag that takes one is never rewritten, nor anything after "--".
+func longFlags(fs *pflag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if len(a) < 2 || a[0] != '-' {
+			out = append(out, a)
+			continue
+		}
+		if a[1] != '-' {
+			if name, _, _ := strings.Cut(a[1:], "="); len(name) < 2 {
+				out = append(out, a) // a shorthand: -h
+				continue
+			}
+			a = "-" + a
+		}
+		out = append(out, a)
+		name, _, hasValue := strings.Cut(a[2:], "=")
+		if f := fs.Lookup(name); f != nil && f.NoOptDefVal == "" && !hasValue && i+1 < len(args) {
+			i++
+			out = append(out, args[i]) // its value, whatever it looks like
+		}
+	}
+	return out
+}
+
+// flagError adds the nearest defined flags to pflag's "unknown flag" error:
+// "unknown flag: --stram (did you mean --stream?)".
+func flagError(fs *pflag.FlagSet, err error) error {
+	var ne *pflag.NotExistError
+	if !errors.As(err, &ne) {
+		return err
+	}
+	if s := suggestFlags(fs, ne.GetSpecifiedName()); len(s) > 0 {
+		return fmt.Errorf("%w (did you mean --%s?)", err, strings.Join(s, " or --"))
+	}
+	return err
+}
+
+// suggestFlags returns the visible flags of fs nearest to name: at most two
+// edits away, or starting with it (a flag cut short), the nearest first.
+func suggestFlags(fs *pflag.FlagSet, name string) []string {
+	if len(name) < 2 || len(name) > 64 {
+		return nil
+	}
+	best, bestDist := []string(nil), 3
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Hidden || f.Deprecated != "" {
+			return
+		}
+		d := levenshtein.ComputeDistance(name, f.Name)
+		if strings.HasPrefix(f.Name, name) {
+			d = min(d, 2)
+		}
+		switch {
+		case d < bestDist:
+			best, bestDist = []string{f.Name}, d
+		case d == bestDist:
+			best = append(best, f.Name)
+		}
+	})
+	sort.Strings(best)
+	return best[:min(len(best), 3)]
 }

@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
 )
@@ -323,29 +324,63 @@ func (p *recordPrinter) flush() error { return p.w.Flush() }
 
 const verifyExamples = `  ferry verify --store /srv/ferry --stream app
   ferry verify segment.seg.zst other.seg.zst
+  ferry verify --store s3://dr-bucket/ferry --stream app --json | jq .ok
 `
+
+// verifyReport is what ferry verify --json prints on stdout, defects or
+// not (the exit status is 1 with defects either way).
+type verifyReport struct {
+	Stream string   `json:"stream,omitempty"`
+	Store  string   `json:"store,omitempty"`
+	Files  []string `json:"files,omitempty"` // ferry verify FILE...
+	OK     bool     `json:"ok"`
+	// Segments and Records: of the history (the divergent segments left
+	// out), or of the files.
+	Segments uint64 `json:"segments"`
+	Records  uint64 `json:"records"`
+	FirstSeq uint64 `json:"first_seq,omitempty"`
+	LastSeq  uint64 `json:"last_seq,omitempty"`
+	// HistoryStart is the first seq of the history, and why it is there
+	// (pruned, or a baseline) when that is past seq 1.
+	HistoryStart    uint64   `json:"history_start,omitempty"`
+	HistoryStartWhy string   `json:"history_start_why,omitempty"`
+	Generation      uint32   `json:"generation,omitempty"` // the newest
+	Divergent       []string `json:"divergent,omitempty"`  // segments past their generation's end
+	Defects         []string `json:"defects,omitempty"`
+}
 
 // runVerify checks every segment (checksum, decode, seq continuity inside
 // and between segments, metadata vs name, stream) and the hash chain.
 func runVerify(args []string, stdout, stderr io.Writer) error {
-	c := newFlags("verify", "ferry verify --store URL --stream NAME [--config FILE] | ferry verify FILE...", verifyExamples, stderr)
+	c := newFlags("verify", "ferry verify --store URL --stream NAME [--json] [--config FILE] | ferry verify [--json] FILE...", verifyExamples, stderr)
 	c.accept("max-segment-bytes")
+	asJSON := c.fs.Bool("json", false, "print the result as JSON")
 	if err := c.parse(args, ""); err != nil {
 		return err
 	}
 	limit := c.segmentLimit()
 	var defects []string
 	if c.fs.NArg() > 0 {
+		rep := verifyReport{Files: c.fs.Args()}
 		for _, path := range c.fs.Args() {
 			data, err := readFileCapped(path, limit)
+			var seg *batch.Segment
 			if err == nil {
-				_, err = verifySegment(data, limit)
+				seg, err = verifySegment(data, limit)
 			}
 			if err != nil {
 				defects = append(defects, fmt.Sprintf("%s: %v", path, err))
 				continue
 			}
-			fmt.Fprintf(stdout, "%s: ok\n", path)
+			rep.Segments++
+			rep.Records += seg.Meta.Records
+			if !*asJSON {
+				fmt.Fprintf(stdout, "%s: ok\n", path)
+			}
+		}
+		if *asJSON {
+			rep.Defects = defects
+			return verdictJSON(stdout, rep, len(c.fs.Args()))
 		}
 		return verdict(stdout, defects, len(c.fs.Args()))
 	}
@@ -441,6 +476,19 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	if !hs.OK {
 		defects = append(defects, hs.String())
 	}
+	if *asJSON {
+		history := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return slices.Contains(divergent, n) })
+		rep := verifyReport{Stream: c.cfg.Stream, Store: redact.URL(c.cfg.Store), Segments: uint64(len(history)), Records: records,
+			Generation: h.Newest().Generation, Divergent: divergent, Defects: defects}
+		if len(history) > 0 {
+			_, rep.FirstSeq, _, _ = batch.ParseSegmentName(history[0])
+			_, _, rep.LastSeq, _ = batch.ParseSegmentName(history[len(history)-1])
+		}
+		if hs.Seq > 1 {
+			rep.HistoryStart, rep.HistoryStartWhy = hs.Seq, hs.Why
+		}
+		return verdictJSON(stdout, rep, len(names))
+	}
 	if len(defects) == 0 {
 		fmt.Fprintf(stdout, "%d segments, %d records, seq %s: checksums, sequence and hash chain ok\n",
 			len(names)-len(divergent), records, seqRange(slices.DeleteFunc(slices.Clone(names), func(n string) bool { return slices.Contains(divergent, n) })))
@@ -478,6 +526,18 @@ func seqRange(names []string) string {
 	_, first, _, _ := batch.ParseSegmentName(names[0])
 	_, _, last, _ := batch.ParseSegmentName(names[len(names)-1])
 	return strconv.FormatUint(first, 10) + ".." + strconv.FormatUint(last, 10)
+}
+
+// verdictJSON is verdict for --json: the report, then the same error.
+func verdictJSON(stdout io.Writer, rep verifyReport, n int) error {
+	rep.OK = len(rep.Defects) == 0
+	if err := printJSON(stdout, rep); err != nil {
+		return err
+	}
+	if !rep.OK {
+		return fmt.Errorf("%d defect(s) in %d segment(s)", len(rep.Defects), n)
+	}
+	return nil
 }
 
 func verdict(stdout io.Writer, defects []string, n int) error {

@@ -3,13 +3,10 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"sort"
 	"syscall"
 )
 
@@ -20,6 +17,10 @@ import (
 // exitUsage is the exit status for command-line mistakes.
 const exitUsage = 2
 
+// A verb is one command of ferry: run parses its own arguments (flags
+// anywhere among them; see common.parse) and returns nil, errHelp, a
+// usageError or another error. Register a verb with one line in verbs; the
+// command layer (cli.go) does the rest.
 type verb struct {
 	summary string
 	run     func(args []string, stdout, stderr io.Writer) error
@@ -74,46 +75,6 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stderr)
-		if len(args) == 0 {
-			return exitUsage
-		}
-		return 0
-	}
-	if args[0] == "--version" {
-		runVersion(nil, stdout, stderr)
-		return 0
-	}
-	v, ok := verbs[args[0]]
-	if !ok {
-		fmt.Fprintf(stderr, "ferry: unknown command %q\n\n", args[0])
-		usage(stderr)
-		return exitUsage
-	}
-	err := v.run(args[1:], stdout, stderr)
-	if err == nil {
-		return 0
-	}
-	if errors.Is(err, errHelp) {
-		return 0
-	}
-	if sig := syscall.Signal(stopSignal.Load()); sig != 0 {
-		// A run a signal ended before its work was done: 130 for
-		// SIGINT, 143 for SIGTERM, as a shell reports a process the
-		// signal killed.
-		fmt.Fprintf(stderr, "ferry %s: stopped by %s: %v\n", args[0], signalName(sig), err)
-		return 128 + int(sig)
-	}
-	fmt.Fprintf(stderr, "ferry %s: %v\n", args[0], err)
-	var ue usageError
-	if errors.As(err, &ue) {
-		return exitUsage
-	}
-	return 1
-}
-
 func signalName(sig syscall.Signal) string {
 	switch sig {
 	case syscall.SIGINT:
@@ -122,17 +83,4 @@ func signalName(sig syscall.Signal) string {
 		return "SIGTERM"
 	}
 	return sig.String()
-}
-
-func usage(w io.Writer) {
-	fmt.Fprintf(w, "ferry — disaster-recovery replication by batched log shipping\n\nUsage: ferry COMMAND [flags]\n\nCommands:\n")
-	names := make([]string, 0, len(verbs))
-	for n := range verbs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, verbs[n].summary)
-	}
-	fmt.Fprintf(w, "\nRun 'ferry COMMAND --help' for the flags and examples of a command.\n")
 }

@@ -51,17 +51,34 @@ refused (exit 1). Every store must answer to check markers, even under ack
 "local". The file is held in memory while it is pushed (at most 1023 MiB).
 `
 
+// pushSummary is what ferry push --json prints on stdout.
+type pushSummary struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+	// Already: pushed before with the same content, nothing shipped now.
+	Already  bool   `json:"already"`
+	FirstSeq uint64 `json:"first_seq"` // the records that carry the file
+	LastSeq  uint64 `json:"last_seq"`
+	// Via is "shipper" (the running shipper, ShipperPID, pushed it) or
+	// "own" (push ran its own shipper on the spool, under Ack).
+	Via        string `json:"via"`
+	ShipperPID int    `json:"shipper_pid,omitempty"`
+	Ack        string `json:"ack,omitempty"`
+}
+
 func runPush(args []string, stdout, stderr io.Writer) error {
-	c := newFlags("push", "ferry push [--config FILE | --store URL --stream NAME --spool DIR] FILE [NAME]", pushExamples, stderr)
+	c := newFlags("push", "ferry push [--config FILE | --store URL --stream NAME --spool DIR] [--json] FILE [NAME]", pushExamples, stderr)
 	c.acceptWithUsage("spool", "spool `dir` of the stream's shipper (where push.sock and LOCK are)")
 	c.acceptWithUsage("ack", "local, received or applied (default: the config's, else local); a running shipper uses its own")
 	c.accept("fsync", "max-bytes")
 	c.acceptWithUsage("shutdown-timeout", "how long to try sending before exiting when no shipper runs (default 30s)")
 	c.acceptWithUsage("also", "also send to this store `URL` (repeatable; see [[ship.targets]])")
 	c.accept(shipperLinkFlags...)
-	timeout := c.fs.Duration("timeout", 10*time.Minute, "give up (exit 1) after this long; PostgreSQL retries a failed archive_command")
-	wait := c.fs.Duration("wait", 30*time.Second, "how long to wait for a spool that another process holds without answering on push.sock")
+	timeout := c.duration("timeout", 10*time.Minute, "give up (exit 1) after this long; PostgreSQL retries a failed archive_command")
+	wait := c.duration("wait", 30*time.Second, "how long to wait for a spool that another process holds without answering on push.sock")
 	quiet := c.fs.Bool("quiet", false, "print nothing on success")
+	asJSON := c.fs.Bool("json", false, "print what was pushed as JSON on stdout")
 	err := c.parse(args, "ship")
 	if err != nil {
 		return err
@@ -96,6 +113,16 @@ func runPush(args []string, stdout, stderr io.Writer) error {
 	spool := c.cfg.Ship.Spool
 	sock := filepath.Join(spool, pushSocket)
 	waitUntil := time.Now().Add(*wait)
+	done := func(s pushSummary, by string) error {
+		s.Name, s.Size, s.SHA256 = name, req.Size, req.SHA256
+		switch {
+		case *asJSON:
+			return printJSON(stdout, s)
+		case !*quiet:
+			reportPush(stderr, name, req, s.Already, s.FirstSeq, s.LastSeq, by)
+		}
+		return nil
+	}
 	for {
 		reply, served, err := pushViaSocket(ctx, sock, req)
 		if err != nil {
@@ -105,11 +132,8 @@ func runPush(args []string, stdout, stderr io.Writer) error {
 			if !reply.OK {
 				return fmt.Errorf("%s (shipper pid %d)", reply.Error, reply.PID) // names the file
 			}
-			if !*quiet {
-				reportPush(stderr, name, req, reply.Already, reply.FirstSeq, reply.LastSeq,
-					fmt.Sprintf("the running shipper (pid %d)", reply.PID))
-			}
-			return nil
+			return done(pushSummary{Already: reply.Already, FirstSeq: reply.FirstSeq, LastSeq: reply.LastSeq, Via: "shipper", ShipperPID: reply.PID},
+				fmt.Sprintf("the running shipper (pid %d)", reply.PID))
 		}
 		if !served {
 			held, err := fsutil.Locked(spool)
@@ -130,11 +154,8 @@ func runPush(args []string, stdout, stderr io.Writer) error {
 				if err != nil {
 					return err // names the file, or the spool or store at fault
 				}
-				if !*quiet {
-					reportPush(stderr, name, req, res.Already, res.Marker.FirstSeq, res.Marker.LastSeq,
-						"push's own shipper (none was running), ack "+string(c.cfg.Ship.Ack))
-				}
-				return nil
+				return done(pushSummary{Already: res.Already, FirstSeq: res.Marker.FirstSeq, LastSeq: res.Marker.LastSeq, Via: "own", Ack: string(c.cfg.Ship.Ack)},
+					"push's own shipper (none was running), ack "+string(c.cfg.Ship.Ack))
 			}
 			if time.Now().After(waitUntil) {
 				return fmt.Errorf("%s: spool %s is held by pid %s, which does not answer on %s (a ferry ship from before push existed, or stuck?); stop it or run ferry push again",

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/store"
@@ -28,13 +29,31 @@ const restoreExamples = `  # rebuild a file replica as it was at seq 123456, int
   # interrupted? run the same command again: it continues where it stopped
 `
 
+// restoreSummary is what ferry restore --json prints on stdout.
+type restoreSummary struct {
+	Stream   string `json:"stream"`
+	Store    string `json:"store"`
+	State    string `json:"state"`
+	Applier  string `json:"applier"`
+	Until    string `json:"until,omitempty"`
+	Segments uint64 `json:"segments"` // read and applied by this run
+	Records  uint64 `json:"records"`
+	Bytes    int64  `json:"bytes"` // segment bytes read
+	// LastSeq is the seq the target is restored through; PartialSegment
+	// the segment the boundary fell inside, if it did.
+	LastSeq        uint64  `json:"last_seq"`
+	PartialSegment string  `json:"partial_segment,omitempty"`
+	Seconds        float64 `json:"seconds"`
+}
+
 func runRestore(args []string, stdout, stderr io.Writer) error {
-	c := newFlags("restore", "ferry restore --store URL --stream NAME --state DIR --apply file:PATH|dir:PATH|exec:CMD|stdout [--until SEQ|TIME] [--prefetch N]", restoreExamples, stderr)
+	c := newFlags("restore", "ferry restore --store URL --stream NAME --state DIR --apply file:PATH|dir:PATH|exec:CMD|stdout [--until SEQ|TIME] [--prefetch N] [--json]", restoreExamples, stderr)
 	state := c.fs.String("state", "", "state `dir` of this restore: a new one, or the one of an interrupted restore to continue it")
 	applySpec := c.fs.String("apply", "", "file:PATH, dir:PATH, exec:CMD or stdout (a file or dir target must be new)")
 	until := c.fs.String("until", "", "stop after this `seq`, or before the first record whose time is after this RFC 3339 time (default: everything in the store)")
 	pf := c.fs.Int("prefetch", receiver.DefaultPrefetch, "segments read and verified ahead of the one being applied (0 for none)")
-	gapTimeout := c.fs.Duration("gap-timeout", 0, "how long a missing segment may stay missing before the restore fails (default: the config's receive.gap_timeout, 30s)")
+	asJSON := c.fs.Bool("json", false, "print a summary as JSON on stdout (not with --apply stdout)")
+	gapTimeout := c.duration("gap-timeout", 0, "how long a missing segment may stay missing before the restore fails (default: the config's receive.gap_timeout, 30s)")
 	c.accept("max-segment-bytes")
 	if err := c.parseNoArgs(args, ""); err != nil {
 		return err
@@ -48,6 +67,8 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 		return usageError{errors.New("--apply is required")}
 	case *pf < 0 || *pf > 64:
 		return usageError{fmt.Errorf("--prefetch %d is out of range 0 to 64", *pf)}
+	case *asJSON && *applySpec == "stdout":
+		return usageError{errors.New("--json and --apply stdout both write to stdout: apply to a file, a dir or exec: instead")}
 	}
 	b, err := parseUntil(*until)
 	if err != nil {
@@ -70,6 +91,14 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	s, cp := res.stats, res.cp
+	if *asJSON {
+		sum := restoreSummary{Stream: c.cfg.Stream, Store: redact.URL(c.cfg.Store), State: *state, Applier: ap.String(), Until: *until,
+			Segments: s.Segments, Records: s.Records, Bytes: s.Bytes, LastSeq: cp.LastSeq, Seconds: res.elapsed.Seconds()}
+		if cp.PartialHash != "" {
+			sum.PartialSegment = cp.Segment
+		}
+		return printJSON(stdout, sum)
+	}
 	where := ""
 	if cp.PartialHash != "" {
 		where = " (inside segment " + cp.Segment + ")"

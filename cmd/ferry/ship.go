@@ -350,16 +350,6 @@ func openTargets(ctx context.Context, cfg *config.File, onS3Request func(string)
 	return targets, closeAll, nil
 }
 
-// stringList is a repeatable string flag.
-type stringList []string
-
-func (l *stringList) String() string { return strings.Join(*l, ",") }
-
-func (l *stringList) Set(v string) error {
-	*l = append(*l, v)
-	return nil
-}
-
 // shipSchedules builds flush_at and the sending windows from the config.
 func shipSchedules(cfg *config.File) (shipper.Schedules, error) {
 	var sc shipper.Schedules

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -182,25 +181,16 @@ type recvStatus struct {
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	spool := fs.String("spool", "", "a shipper's spool `dir`")
-	state := fs.String("state", "", "a receiver's state `dir`")
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: ferry status --spool DIR | --state DIR [--json]\n\nShows a shipper or a receiver, running or not.\n\nFlags:\n")
-		fs.PrintDefaults()
-		fmt.Fprintf(stderr, "\nExamples:\n%s", statusExamples)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return usageError{err}
+	c := newVerbFlags("status", "ferry status --spool DIR | --state DIR [--json]", statusExamples, stderr)
+	spool := c.fs.String("spool", "", "a shipper's spool `dir`")
+	state := c.fs.String("state", "", "a receiver's state `dir`")
+	asJSON := c.fs.Bool("json", false, "print JSON instead of a table")
+	if err := c.parseArgs(args); err != nil {
+		return err
 	}
 	switch {
-	case fs.NArg() > 0:
-		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	case c.fs.NArg() > 0:
+		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
 	case (*spool == "") == (*state == ""):
 		return usageError{errors.New("give one of --spool DIR (a shipper) or --state DIR (a receiver)")}
 	case *spool != "":

@@ -23,7 +23,7 @@ import (
 )
 
 const switchoverExamples = `  # planned role swap: site a (primary) becomes the secondary of site b
-  ferry switchover --from /etc/ferry/a.toml --to /etc/ferry/b.toml
+  ferry switchover --primary /etc/ferry/a.toml --secondary /etc/ferry/b.toml
   # then, on b: ferry ship --config /etc/ferry/b.toml
   #       on a: ferry receive --config /etc/ferry/a.toml
 `
@@ -56,17 +56,20 @@ type switchoverResult struct {
 }
 
 func runSwitchover(args []string, stdout, stderr io.Writer) error {
-	c := newFlags("switchover", "ferry switchover --from A.toml --to B.toml [--report FILE] [--timeout 2m] [--json]", switchoverExamples, stderr)
-	from := c.fs.String("from", "", "config `file` of the primary, which becomes a secondary")
-	to := c.fs.String("to", "", "config `file` of the secondary, which becomes the primary")
+	c := newFlags("switchover", "ferry switchover --primary A.toml --secondary B.toml [--report FILE] [--timeout 2m] [--json]", switchoverExamples, stderr)
+	from := c.fs.String("primary", "", "config `file` of the primary, which becomes a secondary")
+	to := c.fs.String("secondary", "", "config `file` of the secondary, which becomes the primary")
+	// --from and --to are seqs everywhere else (cat).
+	c.alias("from", "primary")
+	c.alias("to", "secondary")
 	report := c.fs.String("report", "", "write the old primary's divergence report to this `file` (default SPOOL.switchover-GEN.ndjson)")
-	timeout := c.fs.Duration("timeout", 2*time.Minute, "bound of each step")
+	timeout := c.duration("timeout", 2*time.Minute, "bound of each step")
 	asJSON := c.fs.Bool("json", false, "print the result as JSON")
 	if err := c.parseNoArgs(args, ""); err != nil {
 		return err
 	}
 	if *from == "" || *to == "" {
-		return usageError{errors.New("--from and --to are required: the config files of the primary and the secondary")}
+		return usageError{errors.New("--primary and --secondary are required: their config files")}
 	}
 	a, err := config.Load(*from)
 	if err != nil {

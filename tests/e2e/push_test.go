@@ -333,7 +333,7 @@ func TestPushThroughRunningShipper(t *testing.T) {
 }
 
 // A receiver applying the stream with --apply dir: keeps pushed files as a
-// directory, and fetch --from reads them there. A file shipped twice (the
+// directory, and fetch --tree reads them there. A file shipped twice (the
 // crash between records and marker, simulated by removing the markers)
 // is applied twice harmlessly.
 func TestPushAppliedTree(t *testing.T) {
@@ -362,11 +362,11 @@ func TestPushAppliedTree(t *testing.T) {
 		if fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s applied with mode %v, want the pushed file's 0600", n, fi.Mode())
 		}
-		mustFerry(t, nil, "fetch", "--from", tree, n, out)
+		mustFerry(t, nil, "fetch", "--tree", tree, n, out)
 		wantFileContent(t, out, data)
 	}
-	failFerry(t, nil, []string{"000000010000000000000009", "not found"}, "fetch", "--from", tree, "000000010000000000000009", out)
+	failFerry(t, nil, []string{"000000010000000000000009", "not found"}, "fetch", "--tree", tree, "000000010000000000000009", out)
 	os.Symlink("/etc/passwd", filepath.Join(tree, "000000010000000000000008"))
-	failFerry(t, nil, []string{"000000010000000000000008"}, "fetch", "--from", tree, "000000010000000000000008", out)
-	failFerry(t, nil, nil, "fetch", "--from", tree, "../archive/00000002.history", out)
+	failFerry(t, nil, []string{"000000010000000000000008"}, "fetch", "--tree", tree, "000000010000000000000008", out)
+	failFerry(t, nil, nil, "fetch", "--tree", tree, "../archive/00000002.history", out)
 }

@@ -135,7 +135,7 @@ func TestSwitchoverBackAndForth(t *testing.T) {
 		// The application is stopped; its last lines reach the shipper's
 		// tail within a poll (100ms).
 		time.Sleep(300 * time.Millisecond)
-		r := ferry(t, nil, "switchover", "--from", cfgs[cur], "--to", cfgs[other], "--json", "--timeout", "30s")
+		r := ferry(t, nil, "switchover", "--primary", cfgs[cur], "--secondary", cfgs[other], "--json", "--timeout", "30s")
 		if r.Code != 0 {
 			t.Fatalf("round %d: switchover %s -> %s:\n%s\nshipper:\n%s\nreceiver:\n%s", round, cur.name, other.name, r, ship, recv)
 		}
