@@ -2,9 +2,10 @@
 # Runs every ferry test: vet, gofmt, unit tests, short fuzz runs, the S3
 # tests against a real versitygw, and the end-to-end tests that start the
 # built ferry binary as separate processes. Installs what the tests need
-# when it is missing: the zstd CLI and PostgreSQL (Debian packages; the
-# archive_command/restore_command test in tests/pg runs a real server) and
-# versitygw (pinned).
+# when it is missing: the zstd CLI, PostgreSQL (Debian packages; the
+# archive_command/restore_command test in tests/pg runs a real server),
+# Prometheus (Debian package: promtool checks etc/prometheus, the server
+# runs the dashboard's queries) and versitygw (pinned).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ export PATH="$GOBIN_DIR:$PATH"
 need_apt=()
 command -v zstd >/dev/null || need_apt+=(zstd)
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
+command -v promtool >/dev/null && command -v prometheus >/dev/null || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
 	echo "== installing ${need_apt[*]} (apt)"
 	SUDO=""
@@ -27,8 +29,10 @@ if ! command -v versitygw >/dev/null; then
 	go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi
 export FERRY_VERSITYGW="$(command -v versitygw)"
-# The S3 tests fail (never skip) when the server cannot start.
+# The S3 tests fail (never skip) when the server cannot start, and the
+# tests that run promtool and prometheus when those are missing.
 export FERRY_REQUIRE_S3=1
+export FERRY_REQUIRE_TOOLS=1
 
 echo "== go vet"
 go vet ./...
