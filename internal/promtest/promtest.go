@@ -193,22 +193,12 @@ func CheckFerrySeries(t testing.TB, what string, f Families, streams ...string) 
 	}
 }
 
-// CheckZeroCounters wants every counter of the first scrape at 0, and
-// every counter series of a later scrape already in the first: a counter
-// that appears late loses its first increments to rate() and increase().
-func CheckZeroCounters(t testing.TB, what string, first, later Families) {
+// CheckCountersEarly wants every counter series of a later scrape
+// already in the first: a counter that appears late loses its first
+// increments to rate() and increase().
+func CheckCountersEarly(t testing.TB, what string, first, later Families) {
 	t.Helper()
 	had := map[string]bool{}
-	for name, fam := range first {
-		if !strings.HasPrefix(name, "ferry_") {
-			continue
-		}
-		for _, m := range fam.GetMetric() {
-			if (fam.GetType() == dto.MetricType_COUNTER || fam.GetType() == dto.MetricType_HISTOGRAM) && Value(m) != 0 {
-				t.Errorf("%s: first scrape has %s = %v, want 0", what, Series(name, m), Value(m))
-			}
-		}
-	}
 	for _, s := range first.Counters() {
 		had[s] = true
 	}
@@ -219,6 +209,14 @@ func CheckZeroCounters(t testing.TB, what string, first, later Families) {
 	}
 	if len(had) < 5 {
 		t.Errorf("%s: only %d counter series in the first scrape: %v", what, len(had), first.Counters())
+	}
+}
+
+// CheckZero wants each of name's series with labels (pairs) in f, at 0.
+func CheckZero(t testing.TB, what string, f Families, name string, labels ...string) {
+	t.Helper()
+	if v, ok := f.Get(name, labels...); !ok || v != 0 {
+		t.Errorf("%s: %s%v is %v (present %v), want 0", what, name, labels, v, ok)
 	}
 }
 
@@ -447,7 +445,8 @@ type Live struct {
 
 // CheckLive checks a live shipper and receiver: their first scrapes
 // hold the target's lag series, the spool limit, ferry_build_info and
-// every counter at 0, each ferry_* series with the stream label; then a
+// every counter they later export (those of what has not happened yet
+// at 0), each ferry_* series with the stream label; then a
 // real Prometheus scraping both answers every query of the dashboard
 // with data and evaluates every alert rule without error.
 func CheckLive(t testing.TB, l Live) {
@@ -469,8 +468,25 @@ func CheckLive(t testing.TB, l Live) {
 			t.Errorf("receiver's first scrape lacks %s", name)
 		}
 	}
-	if v, ok := recvFirst.Get("ferry_receive_stopped", "stream", l.Stream, "reason", "corrupt"); !ok || v != 0 {
-		t.Errorf("receiver's first scrape: ferry_receive_stopped{reason=\"corrupt\"} %v (present %v), want 0", v, ok)
+	// Counters of what has not happened yet are there, at 0.
+	for _, reason := range []string{"timeout", "refused", "reset", "throttled", "server_error", "other"} {
+		CheckZero(t, "shipper's first scrape", shipFirst, "ferry_retries_total", "stream", l.Stream, "reason", reason)
+	}
+	for _, kind := range []string{"list", "get", "head", "put", "delete"} {
+		for what, f := range map[string]Families{"shipper's first scrape": shipFirst, "receiver's first scrape": recvFirst} {
+			if _, ok := f.Get("ferry_s3_requests_total", "stream", l.Stream, "kind", kind); !ok {
+				t.Errorf("%s lacks ferry_s3_requests_total{kind=%q}", what, kind)
+			}
+		}
+	}
+	CheckZero(t, "shipper's first scrape", shipFirst, "ferry_ship_target_send_failures_total", "stream", l.Stream, "target", l.Target)
+	CheckZero(t, "shipper's first scrape", shipFirst, "ferry_ship_records_in_total", "stream", l.Stream)
+	CheckZero(t, "receiver's first scrape", recvFirst, "ferry_receive_divergent_segments_total", "stream", l.Stream)
+	for _, reason := range []string{"corrupt", "chain", "history", "gap", "apply", "other"} {
+		CheckZero(t, "receiver's first scrape", recvFirst, "ferry_receive_stopped", "stream", l.Stream, "reason", reason)
+	}
+	if _, ok := shipFirst.Get("ferry_ship_send_seconds", "stream", l.Stream, "target", l.Target); !ok {
+		t.Errorf("shipper's first scrape lacks ferry_ship_send_seconds{target=%q}", l.Target)
 	}
 
 	prom := StartPrometheus(t, map[string][]string{"ferry-ship": {l.ShipAddr}, "ferry-receive": {l.RecvAddr}}, l.RulesFile)
@@ -522,8 +538,8 @@ func CheckLive(t testing.TB, l Live) {
 	}
 	CheckFerrySeries(t, "shipper", shipLater, l.Stream)
 	CheckFerrySeries(t, "receiver", recvLater, l.Stream)
-	CheckZeroCounters(t, "shipper", shipFirst, shipLater)
-	CheckZeroCounters(t, "receiver", recvFirst, recvLater)
+	CheckCountersEarly(t, "shipper", shipFirst, shipLater)
+	CheckCountersEarly(t, "receiver", recvFirst, recvLater)
 	if v, _ := recvLater.Get("ferry_receive_records_applied_total", "stream", l.Stream); v == 0 {
 		t.Errorf("receiver applied no records")
 	}

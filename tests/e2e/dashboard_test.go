@@ -14,8 +14,9 @@ import (
 
 // A live shipper and receiver over each target kind, a directory store
 // and the direct link (tests/s3e2e has S3), export every lag series, the
-// spool limit, ferry_build_info and their counters at 0 from their first
-// scrape, each ferry_* series with the stream label; a real Prometheus
+// spool limit, ferry_build_info and every counter they later export (at 0
+// what has not happened) from their first scrape, each ferry_* series
+// with the stream label; a real Prometheus
 // scraping them answers every query of etc/grafana-ferry.json with data
 // and evaluates etc/prometheus/ferry-rules.yml without error.
 func TestDashboardQueriesReturnData(t *testing.T) {
