@@ -31,11 +31,11 @@ func TestReason(t *testing.T) {
 
 // The health endpoint reports every failing check with 503 and recovers.
 func TestHealthEndpoint(t *testing.T) {
-	r := New()
+	r := New(Build{})
 	var failing error
 	r.addHealth(func() error { return failing })
-	r.OnRetry(errors.New("connection reset"))
-	r.OnS3Request("put")
+	r.RetryHook("s")(errors.New("connection reset"))
+	r.S3Hook("s")("put")
 	srv := httptest.NewServer(r.Handler())
 	defer srv.Close()
 	get := func(path string) (int, string) {
@@ -55,7 +55,7 @@ func TestHealthEndpoint(t *testing.T) {
 		t.Fatalf("unhealthy: %d %q", code, body)
 	}
 	_, body := get("/metrics")
-	for _, want := range []string{`ferry_retries_total{reason="reset"} 1`, `ferry_s3_requests_total{kind="put"} 1`, "go_goroutines"} {
+	for _, want := range []string{`ferry_retries_total{reason="reset",stream="s"} 1`, `ferry_s3_requests_total{kind="put",stream="s"} 1`, "go_goroutines"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

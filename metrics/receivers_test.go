@@ -16,7 +16,7 @@ import (
 func TestTwoReceiversInOneRegistry(t *testing.T) {
 	st, _ := receivertest.NewStore(t)
 	receivertest.Put(t, st, receivertest.Chain(t, 2, 3)...)
-	r := New()
+	r := New(Build{})
 	for _, stream := range []string{"mail@b", "mail@c"} {
 		cfg := receivertest.Config(t, st, &apply.Writer{W: io.Discard, Name: "discard"})
 		if stream == "mail@b" {

@@ -392,7 +392,18 @@ func (s *Shipper) ageLoop(ctx context.Context) error {
 // segments was written (zero when none wait): how far behind the slowest
 // target is.
 func (s *Shipper) OldestUnsent() time.Time {
-	p := s.spool.Unconfirmed()
+	return s.oldestIn(s.spool.Unconfirmed())
+}
+
+// OldestPending is when the oldest record after seq in the spool's sealed
+// segments was written (zero when none wait): how far behind a target
+// that holds the stream through seq is.
+func (s *Shipper) OldestPending(seq uint64) time.Time {
+	return s.oldestIn(s.spool.Pending(seq))
+}
+
+// oldestIn is the time of the first record of p's first segment.
+func (s *Shipper) oldestIn(p []spool.SealedSegment) time.Time {
 	if len(p) == 0 {
 		return time.Time{}
 	}

@@ -5,7 +5,9 @@
 # when it is missing: the zstd CLI, PostgreSQL, groff and bash-completion
 # (Debian packages; the archive_command/restore_command test in tests/pg
 # runs a real server, tests/e2e renders the man pages and completes with
-# the bash script) and versitygw (pinned).
+# the bash script), Prometheus (Debian package: promtool checks
+# etc/prometheus, the server runs the dashboard's queries) and versitygw
+# (pinned).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,7 @@ command -v zstd >/dev/null || need_apt+=(zstd)
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
 command -v groff >/dev/null || need_apt+=(groff-base)                                  # the man pages render (tests/e2e)
 [ -f /usr/share/bash-completion/bash_completion ] || need_apt+=(bash-completion) # the completion completes
+command -v promtool >/dev/null && command -v prometheus >/dev/null || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
 	echo "== installing ${need_apt[*]} (apt)"
 	SUDO=""
@@ -30,8 +33,10 @@ if ! command -v versitygw >/dev/null; then
 	go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi
 export FERRY_VERSITYGW="$(command -v versitygw)"
-# The S3 tests fail (never skip) when the server cannot start.
+# The S3 tests fail (never skip) when the server cannot start, and the
+# tests that run promtool and prometheus when those are missing.
 export FERRY_REQUIRE_S3=1
+export FERRY_REQUIRE_TOOLS=1
 
 echo "== go vet"
 go vet ./...

@@ -63,8 +63,8 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	var reg *metrics.Registry
 	var onS3Request func(string)
 	if cfg.MetricsAddr != "" {
-		reg = metrics.New()
-		onS3Request = reg.OnS3Request
+		reg = metrics.New(readBuildInfo().metrics())
+		onS3Request = reg.S3Hook(cfg.Stream)
 	}
 	var st store.Store
 	var srv *tcp.Server

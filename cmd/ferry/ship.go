@@ -64,8 +64,8 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	var onSent func(string, int, time.Duration)
 	var onS3Request func(string)
 	if cfg.MetricsAddr != "" {
-		reg = metrics.New()
-		onS3Request, retry.OnRetry, onSent = reg.OnS3Request, reg.OnRetry, reg.OnSent
+		reg = metrics.New(readBuildInfo().metrics())
+		onS3Request, retry.OnRetry, onSent = reg.S3Hook(cfg.Stream), reg.RetryHook(cfg.Stream), reg.SendHook(cfg.Stream)
 	}
 	schedules, err := shipSchedules(cfg)
 	if err != nil {

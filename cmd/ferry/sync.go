@@ -86,7 +86,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	var reg *metrics.Registry
 	if cfg.MetricsAddr != "" {
-		reg = metrics.New()
+		reg = metrics.New(readBuildInfo().metrics())
 	}
 
 	// The link peers' streams arrive on sync.listen. It listens before
@@ -189,7 +189,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	if reg != nil {
 		reg.WatchShipper(sh, ownCfg.Stream, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
 		if ledger != nil {
-			reg.WatchSync(site, ledger.Conflicts)
+			reg.WatchSync(ownCfg.Stream, site, ledger.Conflicts)
 		}
 		for _, p := range peers {
 			reg.WatchReceiver(p.r, p.stream, func() error {

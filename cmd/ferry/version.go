@@ -5,6 +5,8 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/ferry-dr/ferry/metrics"
 )
 
 // Set at build time with -ldflags "-X main.version=1.2.3 -X main.commit=…
@@ -50,6 +52,11 @@ func readBuildInfo() buildInfo {
 		b.Date = "unknown"
 	}
 	return b
+}
+
+// metrics is b as ferry_build_info labels it.
+func (b buildInfo) metrics() metrics.Build {
+	return metrics.Build{Version: b.Version, Commit: b.Commit, GoVersion: b.GoVersion}
 }
 
 // String is the one line ferry version and ferry --version print.

@@ -100,10 +100,10 @@ func TestMetricsStatusAndHealth(t *testing.T) {
 	})
 	m, _ := scrape(t, maddr)
 	if m[key("ferry_ship_bytes_in_total")] <= 0 || m[key("ferry_ship_compression_ratio")] <= 1 ||
-		m[key("ferry_ship_segments_sealed_total")] < 1 || m[`ferry_ship_send_seconds_count{target="store"}`] < 1 {
+		m[key("ferry_ship_segments_sealed_total")] < 1 || m[key("ferry_ship_send_seconds_count", `target="store"`)] < 1 {
 		t.Errorf("metrics missing or implausible: bytes_in %v ratio %v sealed %v send_seconds_count %v",
 			m[key("ferry_ship_bytes_in_total")], m[key("ferry_ship_compression_ratio")],
-			m[key("ferry_ship_segments_sealed_total")], m[`ferry_ship_send_seconds_count{target="store"}`])
+			m[key("ferry_ship_segments_sealed_total")], m[key("ferry_ship_send_seconds_count", `target="store"`)])
 	}
 	if code, body := health(maddr); code != 200 {
 		t.Fatalf("healthz %d while all is well: %s", code, body)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/ferrytest"
+	"github.com/ferry-dr/ferry/internal/promtest"
 )
 
 // recSite is one ferry sync site of a record stream: an application
@@ -377,7 +378,8 @@ func runRecordsKill9(t *testing.T, via transport, ids []string) {
 // TestSyncRecordsMeshMetrics runs three sites in a mesh (each reads the
 // two others' streams), with site a serving metrics: a's two receivers
 // (which one registry used to refuse) are both exported, each by its
-// stream, and every event reaches every other site once.
+// stream, with the stream label on every ferry_* series; and every event
+// reaches every other site once.
 func TestSyncRecordsMeshMetrics(t *testing.T) {
 	const n = 120
 	store, sites := newRecordMesh(t, viaStore, "", "a", "b", "c")
@@ -406,6 +408,12 @@ func TestSyncRecordsMeshMetrics(t *testing.T) {
 			t.Errorf("site a /metrics lacks %s", want)
 		}
 	}
+	// One process, three streams: every ferry_* series says whose.
+	fams, err := promtest.Scrape(sites[0].metricsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	promtest.CheckFerrySeries(t, "site a", fams, "events@a", "events@b", "events@c")
 	if t.Failed() {
 		t.Logf("/metrics:\n%s", body)
 	}
