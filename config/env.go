@@ -69,15 +69,16 @@ var OtherEnv = map[string]string{
 	"FERRY_LAST_SEQ":  "set by an exec: applier",
 	"FERRY_SEGMENT":   "set by an exec: applier",
 	// Read by the tests only.
-	"FERRY_VERSITYGW":    "tests: the versitygw binary",
-	"FERRY_REQUIRE_S3":   "tests: fail, never skip, without versitygw",
-	"FERRY_E2E_SEED":     "tests: replay a seed",
-	"FERRY_CHAOS_SEED":   "tests: replay a chaos seed",
-	"FERRY_CHAOS_KILLS":  "tests: kills per chaos scenario",
-	"FERRY_CHAOS_FAULTS": "tests: faults per chaos scenario",
-	"FERRY_CHAOS_REPORT": "tests: where the chaos report goes",
-	"FERRY_SYNC_LOGS":    "tests: print the sync tests' logs",
-	"FERRY_HOLD_LOCK":    "tests: a helper process's lock",
+	"FERRY_VERSITYGW":     "tests: the versitygw binary",
+	"FERRY_REQUIRE_S3":    "tests: fail, never skip, without versitygw",
+	"FERRY_REQUIRE_TOOLS": "tests: fail, never skip, without promtool and prometheus",
+	"FERRY_E2E_SEED":      "tests: replay a seed",
+	"FERRY_CHAOS_SEED":    "tests: replay a chaos seed",
+	"FERRY_CHAOS_KILLS":   "tests: kills per chaos scenario",
+	"FERRY_CHAOS_FAULTS":  "tests: faults per chaos scenario",
+	"FERRY_CHAOS_REPORT":  "tests: where the chaos report goes",
+	"FERRY_SYNC_LOGS":     "tests: print the sync tests' logs",
+	"FERRY_HOLD_LOCK":     "tests: a helper process's lock",
 }
 
 // appliedOnly are the key variables an exec: applier also sets for its
