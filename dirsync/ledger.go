@@ -457,6 +457,16 @@ func (l *Ledger) Foreign(path string, st State) (bool, []byte) {
 	return true, e.State.Hash
 }
 
+// Present reports the kind of what the ledger says is at path, if
+// anything (call it under the lock).
+func (l *Ledger) Present(path string) (Kind, bool) {
+	e := l.entries[path]
+	if e == nil || e.State.Kind == KindAbsent {
+		return "", false
+	}
+	return e.State.Kind, true
+}
+
 // Local is the source's question before it ships path in state st (held
 // under the lock; Sync before the records reach the spool). ship is false
 // when st is what a peer's change (or the conflict rule) left there: it is

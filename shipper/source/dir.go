@@ -257,7 +257,12 @@ type dirRun struct {
 	w       *fsnotify.Watcher
 	watched map[string]struct{}
 	dirty   map[string]*dirDirtyMark
-	warned  map[string]bool
+	// appeared are the paths an event showed coming into the tree (a
+	// create, or a rename to the name) since they were last processed:
+	// under ferry sync, a peer's path the applier put there is in the tree
+	// even before the index has it (gone).
+	appeared map[string]struct{}
+	warned   map[string]bool
 	status  DirStatus
 
 	// Flusher side only.

@@ -31,6 +31,13 @@ const dirFileAttempts = 5
 // process ships the current state of one path, if the replica does not
 // have it already.
 func (r *dirRun) process(ctx context.Context, sink shipper.Sink, p string) error {
+	if r.src.Ledger != nil {
+		defer func() {
+			r.mu.Lock()
+			delete(r.appeared, p)
+			r.mu.Unlock()
+		}()
+	}
 	if p != "." && r.skip(p) {
 		return r.gone(ctx, sink, p)
 	}
@@ -64,11 +71,16 @@ func (r *dirRun) process(ctx context.Context, sink shipper.Sink, p string) error
 	return r.gone(ctx, sink, p)
 }
 
-// gone ships the removal of a path the index has.
+// gone ships the removal of a path the index has, or (ferry sync) of a
+// peer's path the index never had: one the applier put in the tree and
+// something here removed before the source looked at it (peerGone).
 func (r *dirRun) gone(ctx context.Context, sink shipper.Sink, p string) error {
 	e := r.idx.get(p)
-	if e == nil || p == "." {
+	if p == "." {
 		return nil
+	}
+	if e == nil {
+		return r.peerGone(ctx, sink, p)
 	}
 	op := dirtree.OpDel
 	if e.Kind == dirKindDir {
@@ -80,6 +92,37 @@ func (r *dirRun) gone(ctx context.Context, sink shipper.Sink, p string) error {
 	if foreign {
 		return nil
 	}
+	if err := r.syncVersion(ctx, sink, p, dirsync.Absent, nil); err != nil {
+		return err
+	}
+	return r.emit(ctx, sink, batch.Record{Op: op, Key: []byte(p)})
+}
+
+// peerGone ships the removal of p, which the index does not have, when
+// an event showed p coming into the tree since p was last processed and
+// the ledger says a peer's change left something there: the applier put
+// it there (the ledger entry is written before the tree is touched, and
+// the event proves the tree was), and it is gone now, so this site
+// removed it. Without the event the ledger alone is no proof (an apply
+// that failed after its ledger entry never touched the tree), and nothing
+// is shipped.
+func (r *dirRun) peerGone(ctx context.Context, sink shipper.Sink, p string) error {
+	l := r.src.Ledger
+	if l == nil {
+		return nil
+	}
+	r.mu.Lock()
+	_, appeared := r.appeared[p]
+	r.mu.Unlock()
+	kind, ok := l.Present(p)
+	if !appeared || !ok {
+		return nil
+	}
+	op := dirtree.OpDel
+	if kind == dirsync.KindDir {
+		op = dirtree.OpRmdir
+	}
+	r.log.Debug("a peer's path was removed here before it was indexed: shipping its removal", "path", p)
 	if err := r.syncVersion(ctx, sink, p, dirsync.Absent, nil); err != nil {
 		return err
 	}

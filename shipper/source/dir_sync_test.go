@@ -112,3 +112,60 @@ func TestDirSyncShipsUnshippedVersionsAtStart(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A peer's file the applier put in the tree and a local program removed
+// before the source looked at it (the index never had it): the source
+// ships its removal, so the peer does not keep it for ever.
+func TestDirSyncShipsRemovalOfAPeersUnindexedFile(t *testing.T) {
+	root, state, spoolDir := t.TempDir(), t.TempDir(), t.TempDir()
+	l, err := dirsync.Open(state, "b", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	sink := &dirSink{}
+	startDirSource(t, &Dir{Root: root, SpoolDir: spoolDir, Ledger: l}, sink)
+	time.Sleep(300 * time.Millisecond) // the first scan is done
+	// Under the lock, as the applier works: a's x is recorded and written;
+	// then, before the source can look, something here removes it.
+	l.Lock()
+	p := filepath.Join(root, "x")
+	dirWrite(t, p, "from a\n", 0o644)
+	st := statState(t, p)
+	d, err := l.Decide(dirsync.Incoming{Peer: "a", Seq: 1, Key: "x", Ver: dirsync.Version{Origin: "a", VV: dirsync.VV{"a": 10}},
+		State: st, Disk: st, CheckDisk: false})
+	if err == nil {
+		err = l.Sync()
+	}
+	if err != nil || d.Act != dirsync.ActApply {
+		l.Unlock()
+		t.Fatalf("a's x: %+v, %v", d, err)
+	}
+	time.Sleep(100 * time.Millisecond) // the source sees x come
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	l.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var del bool
+		for _, r := range sink.views() {
+			if r.key == "x" && r.op == dirtree.OpDel {
+				del = true
+			}
+			if r.key == "x" && r.op == dirtree.OpPut {
+				t.Fatalf("a's x was shipped back: %v", sink.views())
+			}
+		}
+		if del {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the removal of a's x was not shipped: %v", sink.views())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if e, ok := l.Get("x"); !ok || e.State.Kind != dirsync.KindAbsent || e.Origin != "b" {
+		t.Errorf("ledger entry of x after the removal: %+v, %v; want absent, this site's", e, ok)
+	}
+}

@@ -67,6 +67,14 @@ func (r *dirRun) handle(ev fsnotify.Event) {
 		r.unwatchTree(rel)
 	}
 	if ev.Has(fsnotify.Create) {
+		if r.src.Ledger != nil {
+			r.mu.Lock()
+			if r.appeared == nil {
+				r.appeared = map[string]struct{}{}
+			}
+			r.appeared[rel] = struct{}{}
+			r.mu.Unlock()
+		}
 		if fi, err := os.Lstat(r.abs(rel)); err == nil && fi.IsDir() {
 			r.addTree(rel, now)
 		}
