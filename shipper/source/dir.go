@@ -263,7 +263,7 @@ type dirRun struct {
 	// even before the index has it (gone).
 	appeared map[string]struct{}
 	warned   map[string]bool
-	status  DirStatus
+	status   DirStatus
 
 	// Flusher side only.
 	cur         []batch.Record
