@@ -219,6 +219,9 @@ func summarizeShip(w io.Writer, sh *shipper.Shipper, elapsed time.Duration) {
 	if st.SealedPending > 0 {
 		fmt.Fprintf(w, "; %d segments still in spool", st.SealedPending)
 	}
+	if st.Held > 0 {
+		fmt.Fprintf(w, "; %d records held in spool until a target answers", st.Held)
+	}
 	fmt.Fprintln(w)
 	for _, t := range sh.Targets() {
 		if t.LastError != "" && t.SentSeq < st.LastSeq {
