@@ -90,3 +90,29 @@ func TestShipStartsWithLinkDown(t *testing.T) {
 	recv.Terminate(10 * time.Second)
 	mustFerry(t, nil, "verify", "--store", filepath.Join(s.state, "inbox"), "--stream", s.name)
 }
+
+// A receiver whose S3 endpoint is down at start serves /healthz 503,
+// saying it waits for its store, not 200 until health_max_lag passes.
+func TestReceiveStartsWithStoreDown(t *testing.T) {
+	t.Parallel()
+	s := newStream(t, "recvdown")
+	maddr := ferrytest.FreeAddr(t)
+	cfg := retryConfig(t, fmt.Sprintf("[s3]\nendpoint = \"http://%s\"\nregion = \"us-east-1\"\npath_style = true\n", ferrytest.FreeAddr(t)))
+	env := append(os.Environ(), "AWS_ACCESS_KEY_ID=ferrytest", "AWS_SECRET_ACCESS_KEY=ferrytest-secret", "AWS_EC2_METADATA_DISABLED=true")
+	p := ferrytest.Cmd{Bin: ferryBin, Env: env}.Start(t, nil, "receive", "--config", cfg, "--store", "s3://bucket/prefix",
+		"--stream", s.name, "--state", s.state, "--apply", "file:"+s.replica, "--metrics-addr", maddr)
+	ferrytest.Eventually(t, 10*time.Second, "healthz 503 waiting for the store", func() (bool, string) {
+		if p.Exited() {
+			t.Fatalf("receiver exited:\n%s", p)
+		}
+		code, body := health(maddr)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "waiting for its store") &&
+			strings.Contains(body, "connection refused"), fmt.Sprintf("%d %s", code, body)
+	})
+	if code := p.Terminate(10 * time.Second); code != 0 {
+		t.Fatalf("receiver stopped by SIGTERM: exit %d, want 0:\n%s", code, p)
+	}
+	if strings.Contains(p.Stderr(), "ferrytest-secret") {
+		t.Fatal("the secret key is in the receiver's output")
+	}
+}
