@@ -32,6 +32,7 @@ type common struct {
 	cfg        *config.File
 	accepted   map[string]configFlag // the verb's config flags, by name
 	stderr     io.Writer
+	level      slog.LevelVar // the loggers' level: a reload may change it
 }
 
 func newFlags(name, synopsis, examples string, stderr io.Writer) *common {
@@ -139,20 +140,25 @@ func (c *common) parseNoArgs(args []string, verb string) error {
 }
 
 func (c *common) logger(stderr io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	switch c.cfg.LogLevel {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	}
-	opts := &slog.HandlerOptions{Level: level}
+	c.level.Set(levelOf(c.cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: &c.level}
 	if c.cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(stderr, opts))
+}
+
+// levelOf is the slog level of a log_level value.
+func levelOf(name string) slog.Level {
+	switch name {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
 }
 
 // openStore builds the store named by a URL, creating a directory store

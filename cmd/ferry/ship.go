@@ -51,6 +51,8 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := c.logger(stderr)
+	reload := c.watchReload("ship", log) // SIGHUP
+	defer reload.close()
 	cfg := c.cfg
 	sc := cfg.Ship
 
@@ -95,6 +97,11 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	}
 	defer closeTargets()
 	defer sh.Close()
+	reload.onApply(func(next *config.File) {
+		n := next.Ship
+		sh.Spool().SetLimits(batch.FlushPolicy{MaxBytes: int64(n.MaxBytes), MaxRecords: int(n.MaxRecords), MaxAge: time.Duration(n.MaxAge)},
+			int64(n.SpoolLimit))
+	})
 	if reg != nil {
 		reg.WatchShipper(sh, cfg.Stream, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
 		stopMetrics, err := reg.Serve(ctx, cfg.MetricsAddr, log)
