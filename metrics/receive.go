@@ -41,6 +41,8 @@ func (r *Registry) WatchReceiver(rc *receiver.Receiver, stream string, failed fu
 		}
 		hs, now := rc.Health(), time.Now()
 		switch {
+		case hs.Waiting:
+			return fmt.Errorf("receiver of %s waiting for its store, which has not answered since the start: %s", stream, hs.Retrying)
 		case hs.Retrying != "" && now.Sub(hs.RetryingSince) > h.maxLag():
 			return fmt.Errorf("receiver of %s failing for %s: %s", stream, now.Sub(hs.RetryingSince).Round(time.Second), hs.Retrying)
 		case !hs.GapSince.IsZero() && now.Sub(hs.GapSince) > h.maxLag():

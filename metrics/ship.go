@@ -30,6 +30,9 @@ func (r *Registry) WatchShipper(sh *shipper.Shipper, stream string, h Health) {
 		if err := sh.Failed(); err != nil {
 			return fmt.Errorf("shipper stopped: %v", err)
 		}
+		if err := sh.Unreachable(); err != nil {
+			return err
+		}
 		now := time.Now()
 		var problems []string
 		oldest := sh.OldestUnsent()

@@ -194,6 +194,7 @@ type Receiver struct {
 	retrying      string
 	retryingSince time.Time
 	gapOpen       time.Time
+	answered      bool // an operation has succeeded since Open
 }
 
 // Health is what the receiver is stuck on, if anything.
@@ -201,13 +202,17 @@ type Health struct {
 	Retrying      string    // the error an operation keeps failing with ("" if none)
 	RetryingSince time.Time // since when
 	GapSince      time.Time // a gap has been waited on since (zero if none)
+	// Waiting: nothing has succeeded since Open and an operation keeps
+	// failing (Retrying): the store has not answered yet.
+	Waiting bool
 }
 
 // Health reports what the receiver is waiting on, for /healthz.
 func (r *Receiver) Health() Health {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return Health{Retrying: r.retrying, RetryingSince: r.retryingSince, GapSince: r.gapOpen}
+	return Health{Retrying: r.retrying, RetryingSince: r.retryingSince, GapSince: r.gapOpen,
+		Waiting: !r.answered && r.retrying != ""}
 }
 
 // Open locks the state directory, loads (or creates) the checkpoint and
@@ -769,7 +774,7 @@ func (r *Receiver) retry(ctx context.Context, op string, fn func() error) error 
 	err := store.Retry(ctx, p, r.log, op, func(context.Context) error { return fn() })
 	if err == nil {
 		r.mu.Lock()
-		r.retrying = ""
+		r.retrying, r.answered = "", true
 		r.mu.Unlock()
 	}
 	return err

@@ -174,7 +174,8 @@ func (s *Shipper) histStores() string {
 // gen: after the newest segment of gen in any target, or, if gen has no
 // segment yet, at its record's fork seq, chained to the fork hash
 // (generation 1: from the start).
-func (s *Shipper) continueStream(ctx context.Context, gen uint32, hist batch.History) error {
+// Store errors are waited out if wait is set (Shipper.try).
+func (s *Shipper) continueStream(ctx context.Context, gen uint32, hist batch.History, wait bool) error {
 	stream := s.cfg.Spool.Stream
 	ok := hasHistory(hist)
 	var best string
@@ -182,9 +183,8 @@ func (s *Shipper) continueStream(ctx context.Context, gen uint32, hist batch.His
 	for _, t := range s.cfg.Targets {
 		// A fresh spool cannot know where the stream stands until the
 		// target answers: starting at seq 1 beside existing segments would
-		// fork the stream. So wait out transient errors (an endpoint not up
-		// yet at boot); a permanent one (credentials, bucket) fails now.
-		err := store.Retry(ctx, s.retry, s.log.With("store", t.Store.String()), "list "+batch.StreamDir(stream), func(ctx context.Context) error {
+		// fork the stream. A permanent error (credentials, bucket) fails.
+		err := s.try(ctx, wait, t.Store, "list "+batch.StreamDir(stream), func(ctx context.Context) error {
 			return t.Store.List(ctx, batch.StreamDir(stream), batch.StreamDir(stream)+batch.NameAfter(gen-1, ^uint64(0)), func(o store.Object) error {
 				name := o.Name[len(stream)+1:]
 				if g, _, _, ok := batch.ParseSegmentName(name); ok && g == gen && name > best {
@@ -200,7 +200,7 @@ func (s *Shipper) continueStream(ctx context.Context, gen uint32, hist batch.His
 	if best == "" {
 		rec, _ := hist.Record(gen)
 		if !ok || rec.ForkSeq == 0 {
-			if gen == s.spool.Config().Generation {
+			if gen == s.spool.Config().Generation && !s.spool.Held() {
 				return nil // a new spool starts the stream as it is
 			}
 			return s.spool.Continue(gen, 0, batch.ZeroHash)
@@ -209,7 +209,7 @@ func (s *Shipper) continueStream(ctx context.Context, gen uint32, hist batch.His
 		return s.spool.Continue(gen, rec.ForkSeq, rec.ForkHash)
 	}
 	var data []byte
-	err := store.Retry(ctx, s.retry, s.log.With("store", bestTarget.String()), "get "+best, func(ctx context.Context) error {
+	err := s.try(ctx, wait, bestTarget, "get "+best, func(ctx context.Context) error {
 		rc, err := bestTarget.Get(ctx, batch.SegmentKey(stream, best))
 		if err != nil {
 			return err

@@ -240,6 +240,9 @@ func (p *Pusher) Push(ctx context.Context, f PushFile) (PushResult, error) {
 // targets confirm segments in order).
 func (p *Pusher) appendFile(ctx context.Context, recs []batch.Record) error {
 	sh := p.Shipper
+	if err := sh.waitPlaced(ctx); err != nil { // a push marker names seqs
+		return err
+	}
 	if p.BatchBytes > 0 {
 		for len(recs) > 1 {
 			n, size := 0, 0

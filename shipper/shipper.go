@@ -111,6 +111,7 @@ type Shipper struct {
 
 	mu        sync.Mutex
 	targets   map[string]*TargetStatus
+	startErr  string        // the start-up's last store failure (Unreachable), under mu
 	runErr    error         // Run's fatal error, under mu
 	runFail   chan struct{} // closed when runErr is set, so Drain stops waiting
 	halted    error         // why nothing may be sent any more (fence.go), under mu
@@ -229,6 +230,9 @@ func (s *Shipper) Append(ctx context.Context, rec batch.Record) (uint64, error) 
 // needs it for its index, which may record a state only once the records
 // carrying it cannot be lost.
 func (s *Shipper) AppendDurable(ctx context.Context, recs []batch.Record, cursor []byte) error {
+	if err := s.waitPlaced(ctx); err != nil {
+		return err
+	}
 	pos, err := s.spoolAppend(ctx, recs, cursor)
 	if err != nil {
 		return err
@@ -297,6 +301,12 @@ func (s *Shipper) hasAckTarget() bool {
 // "applied" it returns once the targets acknowledged the last record.
 // recs are copied; the caller may reuse them once it returns.
 func (s *Shipper) AppendBatch(ctx context.Context, recs []batch.Record, cursor []byte) error {
+	if s.acksWait() {
+		// An ack is for a seq: a held spool has none to give yet.
+		if err := s.waitPlaced(ctx); err != nil {
+			return err
+		}
+	}
 	if _, err := s.spoolAppend(ctx, recs, cursor); err != nil {
 		return err
 	}
@@ -453,18 +463,35 @@ func (s *Shipper) Drain(ctx context.Context) error {
 	if err := s.spool.Seal("shutdown"); err != nil {
 		return err
 	}
+	held := s.spool.Held()
 	for {
 		ch := s.spool.Changed()
 		if err := s.spool.Err(); err != nil {
 			return err
 		}
+		if held && !s.spool.Held() {
+			// Placed meanwhile: its records are in the open batch.
+			held = false
+			if err := s.spool.Seal("shutdown"); err != nil {
+				return err
+			}
+			continue
+		}
 		st := s.spool.Stats()
-		if st.SealedPending == 0 {
+		if st.SealedPending == 0 && !held {
 			s.spool.SaveState() // the confirmed segments leave the spool now
 			return s.spool.Err()
 		}
 		select {
 		case <-ctx.Done():
+			if held {
+				why := "no target has said where the stream stands"
+				if err := s.Unreachable(); err != nil {
+					why = err.Error()
+				}
+				return fmt.Errorf("shutdown timeout: %d record(s), %d bytes still in spool %s (%s); they will be sent on the next start",
+					st.Held, st.SpoolBytes, s.cfg.Spool.Dir, why)
+			}
 			return fmt.Errorf("shutdown timeout: %d segment(s), %d bytes still in spool %s; they will be sent on the next start",
 				st.SealedPending, st.SpoolBytes, s.cfg.Spool.Dir)
 		case <-s.runFail:

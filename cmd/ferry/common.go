@@ -41,6 +41,8 @@ type common struct {
 	keepGeneration bool
 	// synopsis and examples of the verb, for its help and man page.
 	synopsis, examples string
+	level              slog.LevelVar // the loggers' level: a reload may change it
+	env                []string      // the FERRY_* settings the environment gave, kept for a reload
 }
 
 // newFlags starts the flag set of a verb that reads the config file: it
@@ -101,7 +103,10 @@ func (c *common) parse(args []string, verb string) error {
 			"file", path, "keys", strings.Join(keys, ","), "mode", fmt.Sprintf("%04o", mode)})
 	}
 	// Not handed on to what this process runs (exec: appliers, where a
-	// ferry would take them for its own).
+	// ferry would take them for its own); kept for a reload (SIGHUP).
+	for _, name := range config.EnvSettings(os.Environ()) {
+		c.env = append(c.env, name+"="+os.Getenv(name))
+	}
 	for _, name := range append(config.EnvSettings(os.Environ()), config.PathEnv) {
 		os.Unsetenv(name)
 	}
@@ -189,20 +194,25 @@ func (c *common) parseNoArgs(args []string, verb string) error {
 }
 
 func (c *common) logger(stderr io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	switch c.cfg.LogLevel {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	}
-	opts := &slog.HandlerOptions{Level: level}
+	c.level.Set(levelOf(c.cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: &c.level}
 	if c.cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(stderr, opts))
+}
+
+// levelOf is the slog level of a log_level value.
+func levelOf(name string) slog.Level {
+	switch name {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
 }
 
 // openStore builds the store named by a URL, creating a directory store

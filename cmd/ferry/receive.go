@@ -53,6 +53,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := c.logger(stderr)
+	defer c.watchReload("receive", log).close() // SIGHUP: the log level
 	cfg := c.cfg
 	rc := cfg.Receive
 	if err := receiver.CheckNotPromoted(rc.State); err != nil {

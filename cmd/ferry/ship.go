@@ -55,6 +55,8 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := c.logger(stderr)
+	reload := c.watchReload("ship", log) // SIGHUP
+	defer reload.close()
 	cfg := c.cfg
 	sc := cfg.Ship
 
@@ -99,6 +101,11 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	}
 	defer closeTargets()
 	defer sh.Close()
+	reload.onApply(func(next *config.File) {
+		n := next.Ship
+		sh.Spool().SetLimits(batch.FlushPolicy{MaxBytes: int64(n.MaxBytes), MaxRecords: int(n.MaxRecords), MaxAge: time.Duration(n.MaxAge)},
+			int64(n.SpoolLimit))
+	})
 	if reg != nil {
 		reg.WatchShipper(sh, cfg.Stream, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
 		stopMetrics, err := reg.Serve(ctx, cfg.MetricsAddr, log)
@@ -225,9 +232,12 @@ func summarizeShip(w io.Writer, cfg *config.File, sh *shipper.Shipper, elapsed t
 	if st.SealedPending > 0 {
 		line += fmt.Sprintf("; %d segments still in spool", st.SealedPending)
 	}
+	if st.Held > 0 {
+		line += fmt.Sprintf("; %d records held in spool until a target answers", st.Held)
+	}
 	sum.line("%s", line)
 	sum.add("stream", cfg.Stream, "records", st.RecordsIn, "bytes", st.BytesIn, "segments", st.SegmentsOut, "stored_bytes", st.BytesSealed,
-		"ratio", round2(ratio), "seconds", round2(secs), "last_seq", st.LastSeq, "segments_in_spool", st.SealedPending)
+		"ratio", round2(ratio), "seconds", round2(secs), "last_seq", st.LastSeq, "segments_in_spool", st.SealedPending, "held_records", st.Held)
 	var behind []any
 	for _, t := range sh.Targets() {
 		if t.LastError != "" && t.SentSeq < st.LastSeq {

@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/spool"
 )
 
 const statusExamples = `  # a shipper: per target the received and applied seq, lag, spool use
@@ -56,6 +57,9 @@ type shipStatus struct {
 	// Window is present when sending windows are configured.
 	Window  *windowStatus  `json:"window,omitempty"`
 	Targets []targetStatus `json:"targets"`
+	// Unreachable says why a running shipper sends nothing yet: a target
+	// it must hear from first does not answer (the spool takes records).
+	Unreachable string `json:"unreachable,omitempty"`
 }
 
 type windowStatus struct {
@@ -71,6 +75,9 @@ type spoolUse struct {
 	Dir            string `json:"dir"`
 	SealedSegments int    `json:"sealed_segments"` // waiting for a target
 	Bytes          int64  `json:"bytes"`
+	// HeldRecords wait for their seqs: the spool started while no target
+	// said where the stream stands.
+	HeldRecords uint64 `json:"held_records,omitempty"`
 }
 
 type targetStatus struct {
@@ -98,7 +105,10 @@ func snapshotShip(sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir 
 	st := sh.Spool().Stats()
 	out := shipStatus{Role: "shipper", Running: true, PID: os.Getpid(), UpdatedAt: now.UTC(), Stream: stream,
 		Generation: gen, Ack: ack, LastSeq: st.LastSeq,
-		Spool: spoolUse{Dir: spoolDir, SealedSegments: st.SealedPending, Bytes: st.SpoolBytes}, SiteRole: "primary"}
+		Spool: spoolUse{Dir: spoolDir, SealedSegments: st.SealedPending, Bytes: st.SpoolBytes, HeldRecords: st.Held}, SiteRole: "primary"}
+	if err := sh.Unreachable(); err != nil {
+		out.Unreachable = err.Error()
+	}
 	if err := sh.Failed(); errors.Is(err, batch.ErrFenced) {
 		out.SiteRole, out.Fenced = "fenced", err.Error()
 	}
@@ -295,6 +305,9 @@ func readShipStatus(dir string, now time.Time) (shipStatus, error) {
 			s.LastSeq = last
 		}
 	}
+	if held, size, err := spool.Held(dir); err == nil && held > 0 {
+		s.Spool.HeldRecords, s.Spool.Bytes = held, s.Spool.Bytes+size
+	}
 	pid := lockHolder(dir)
 	s.Running = pid != 0 && s.PID == pid && s.Running && now.Sub(s.UpdatedAt) < 10*statusEvery
 	if !s.Running {
@@ -307,6 +320,9 @@ func printShipStatus(w io.Writer, s shipStatus, now time.Time) {
 	state := "not running"
 	if s.Running {
 		state = fmt.Sprintf("running (pid %d)", s.PID)
+		if s.Unreachable != "" {
+			state += ", " + s.Unreachable
+		}
 	}
 	fmt.Fprintf(w, "shipper  stream %s (generation %d)  %s\n", s.Stream, s.Generation, state)
 	if s.SiteRole != "" {
@@ -331,7 +347,11 @@ func printShipStatus(w io.Writer, s shipStatus, now time.Time) {
 			fmt.Fprintf(w, "window   closed; next opens %s\n", win.NextOpen.Local().Format(time.RFC3339))
 		}
 	}
-	fmt.Fprintf(w, "spool    %s: last seq %d, %d sealed segment(s) waiting, %s\n\n", s.Spool.Dir, s.LastSeq, s.Spool.SealedSegments, sizeString(s.Spool.Bytes))
+	held := ""
+	if s.Spool.HeldRecords > 0 {
+		held = fmt.Sprintf(", %d record(s) held until a target says where the stream stands", s.Spool.HeldRecords)
+	}
+	fmt.Fprintf(w, "spool    %s: last seq %d, %d sealed segment(s) waiting%s, %s\n\n", s.Spool.Dir, s.LastSeq, s.Spool.SealedSegments, held, sizeString(s.Spool.Bytes))
 	if len(s.Targets) == 0 {
 		return
 	}

@@ -44,6 +44,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := c.logger(stderr)
+	defer c.watchReload("sync", log).close() // SIGHUP: the log level
 	cfg := c.cfg
 	y := cfg.Sync
 	site := cfg.Site.ID

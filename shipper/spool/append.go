@@ -61,6 +61,17 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 			return 0, err
 		}
 	}
+	if s.provisional {
+		// Held: nothing is sealed before Continue numbers the records.
+		for i := range recs {
+			s.lastSeq = recs[i].Seq
+			s.stats.RecordsIn++
+			s.stats.BytesIn += int64(recs[i].FramedSize())
+			s.provBytes += int64(recs[i].FramedSize())
+		}
+		s.notify()
+		return s.written, nil
+	}
 	for i := range recs {
 		if s.builder.Records() == 0 {
 			s.firstAt = now

@@ -15,6 +15,7 @@
 //	DIR/.state.json.tmp             state.json being replaced
 //	DIR/journal-<seq>               the journal: the open batch, the one being sealed
 //	DIR/journal                     the single journal of older ferry versions
+//	DIR/provisional                 records taken before the stream's place was known (Hold)
 //	DIR/sealed/<segment name>       sealed segments not yet retired
 //	DIR/sealed/.<segment name>.tmp  a seal of an older ferry version, interrupted
 //
@@ -147,6 +148,13 @@
 // sets generation, sealed_seq and last_hash of a fresh spool to where the
 // stream stands: after its newest segment of that generation in a target,
 // or at the fork seq and hash of the generation's record.
+//
+// "unplaced": true (omitted otherwise) marks a spool that was Held: its
+// records wait in DIR/provisional, numbered from 1 provisionally and
+// never sealed, until Continue numbers them after sealed_seq and clears
+// it (provisional.go says how, crash-safely). Recovery of an unplaced
+// spool replays only DIR/provisional and removes journal files; recovery
+// of a placed one removes a DIR/provisional left behind.
 //
 // Seals do not rewrite state.json, so it may lag behind sealed/; the
 // newest segment's metadata says where the stream and the source stand,

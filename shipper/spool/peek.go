@@ -26,3 +26,33 @@ func Generation(dir, stream string) (uint32, error) {
 	}
 	return st.Generation, nil
 }
+
+// Held counts the records the spool in dir holds without seqs yet (Hold)
+// and their journal's size, without opening the spool: its owner may be
+// running (ferry status). A placed spool holds none.
+func Held(dir string) (records uint64, bytes int64, err error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return 0, 0, fmt.Errorf("spool %s: %w", dir, err)
+	}
+	var st spoolState
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return 0, 0, fmt.Errorf("%s is damaged (%v)", filepath.Join(dir, "state.json"), err)
+	}
+	if !st.Unplaced {
+		return 0, 0, nil
+	}
+	data, err := os.ReadFile(filepath.Join(dir, provisionalName))
+	if err != nil && !os.IsNotExist(err) {
+		return 0, 0, err
+	}
+	for off := 0; off < len(data); {
+		recs, _, n, err := parseEntry(data[off:])
+		if err != nil {
+			break // a torn tail being written, or one recovery drops
+		}
+		records += uint64(len(recs))
+		off += n
+	}
+	return records, int64(len(data)), nil
+}

@@ -71,6 +71,9 @@ type spoolState struct {
 	LastHash   string `json:"last_hash"`  // hash of that segment (chain)
 	Cursor     []byte `json:"cursor,omitempty"`
 	Segment    string `json:"segment,omitempty"` // name of that segment
+	// Unplaced: the spool was Held and has not been placed by Continue;
+	// its records wait in DIR/provisional (provisional.go).
+	Unplaced bool `json:"unplaced,omitempty"`
 }
 
 // SealedSegment is a segment waiting in the spool for its targets.
@@ -140,6 +143,11 @@ type Spool struct {
 	stateMu     sync.Mutex     // one SaveState at a time
 	retiring    sync.WaitGroup // removeRetired's deletions in the background
 	retireMu    sync.Mutex     // one background batch at a time
+	// provisional: Held, not placed yet (state.Unplaced): appends go to
+	// DIR/provisional, numbered from 1, and nothing is sealed. provBytes
+	// is their framed size, counted against the limit.
+	provisional bool
+	provBytes   int64
 	fatal       error
 	closed      bool
 	closing     bool // Close has begun: a seal waiting for disk space gives up
@@ -156,6 +164,8 @@ type Stats struct {
 	LastSeq       uint64
 	SealedPending int
 	SpoolBytes    int64
+	// Held is how many records wait, unnumbered, for Continue (Hold).
+	Held uint64
 }
 
 // ErrFailed wraps the fatal error (an fsync failure) after which the
@@ -224,12 +234,13 @@ func Open(cfg Config, targets []string, log *slog.Logger) (*Spool, error) {
 	return s, nil
 }
 
-// Fresh reports whether the spool has never sealed or journaled anything,
-// so the shipper may continue a stream found in the store.
+// Fresh reports whether the spool has never sealed or journaled anything
+// numbered (it may hold records, Hold), so the shipper may continue a
+// stream found in the store.
 func (s *Spool) Fresh() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.lastSeq == 0 && len(s.sealed) == 0
+	return s.provisional || (s.lastSeq == 0 && len(s.sealed) == 0)
 }
 
 // Continue makes a fresh spool continue an existing stream in generation
@@ -239,6 +250,8 @@ func (s *Spool) Fresh() bool {
 // batch.ZeroHash to start the stream). It rewrites state.json, generation
 // included, so the spool stays in gen from then on. Call it before
 // anything else uses the spool: it changes the generation Config reports.
+// A held spool (Hold) may have taken records meanwhile: Continue numbers
+// them after lastSeq and seals them by the flush policy.
 func (s *Spool) Continue(gen uint32, lastSeq uint64, lastHash string) error {
 	s.in.Lock()
 	defer s.in.Unlock()
@@ -249,6 +262,9 @@ func (s *Spool) Continue(gen uint32, lastSeq uint64, lastHash string) error {
 	}
 	if gen == 0 {
 		return fmt.Errorf("continue in generation 0: generations start at 1")
+	}
+	if s.provisional {
+		return s.place(gen, lastSeq, lastHash)
 	}
 	if s.lastSeq != 0 || len(s.sealed) != 0 {
 		return fmt.Errorf("spool is not fresh")
@@ -313,6 +329,12 @@ func (s *Spool) recover() error {
 	}
 	if err := os.MkdirAll(s.path("sealed"), 0o755); err != nil {
 		return err
+	}
+	if s.state.Unplaced {
+		return s.recoverProvisional()
+	}
+	if err := os.Remove(s.path(provisionalName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove the provisional journal of a placed spool: %w", err)
 	}
 	if err := s.scanSealed(); err != nil {
 		return err
@@ -437,7 +459,7 @@ func (s *Spool) Err() error {
 // size counts the sealed segments, the batch being sealed and the open
 // batch (uncompressed). mu held.
 func (s *Spool) size() int64 {
-	n := s.sealedBytes + s.builder.Size()
+	n := s.sealedBytes + s.builder.Size() + s.provBytes
 	if s.sealing != nil {
 		n += s.sealing.size
 	}
@@ -459,6 +481,9 @@ func (s *Spool) Stats() Stats {
 	st := s.stats
 	st.SealedPending = len(s.sealed) - s.afterLocked(s.confirmedLocked()) // not every target has them
 	st.SpoolBytes = s.size()
+	if s.provisional {
+		st.Held = s.lastSeq
+	}
 	return st
 }
 
