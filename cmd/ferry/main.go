@@ -43,6 +43,7 @@ var verbs = map[string]verb{
 	"sync":       {"run one site of a two-way pair (or ring) for a directory tree: ship its changes, apply its peers', resolve conflicts", runSync},
 	"rejoin":     {"turn a fenced old primary into a receiver at the fork, with a report of what it had past it", runRejoin},
 	"version":    {"print the version, commit and build date", runVersion},
+	"health":     {"check a running ferry's /healthz (metrics_addr): exit 0 if healthy, 1 if not", runHealth},
 }
 
 // usageError marks errors that exit with status 2.
