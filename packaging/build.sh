@@ -49,7 +49,7 @@ if [ "$arch" != "$(go env GOARCH)" ]; then
 	CGO_ENABLED=0 go build -trimpath -o "$host" ./cmd/ferry
 fi
 
-extra=() # "SRC DST" pairs appended to nfpm.yaml's contents
+extra=() # "SRC DST [PACKAGER]" appended to nfpm.yaml's contents
 
 # Shell completions, if this ferry has `ferry completion SHELL`.
 if "$host" completion bash >/dev/null 2>&1; then
@@ -58,7 +58,8 @@ if "$host" completion bash >/dev/null 2>&1; then
 	"$host" completion zsh >dist/stage/completions/_ferry
 	"$host" completion fish >dist/stage/completions/ferry.fish
 	extra+=("dist/stage/completions/ferry.bash /usr/share/bash-completion/completions/ferry"
-		"dist/stage/completions/_ferry /usr/share/zsh/vendor-completions/_ferry"
+		"dist/stage/completions/_ferry /usr/share/zsh/vendor-completions/_ferry deb"
+		"dist/stage/completions/_ferry /usr/share/zsh/site-functions/_ferry rpm"
 		"dist/stage/completions/ferry.fish /usr/share/fish/vendor_completions.d/ferry.fish")
 	echo "== shell completions: bash, zsh, fish"
 else
@@ -83,6 +84,7 @@ done
 	for e in "${extra[@]}"; do
 		set -- $e
 		printf '  - src: %s\n    dst: %s\n    file_info:\n      mode: 0644\n' "$1" "$2"
+		[ $# -lt 3 ] || printf '    packager: %s\n' "$3"
 	done
 } >dist/build/nfpm.yaml
 mkdir -p dist
