@@ -45,6 +45,7 @@ var verbs = map[string]verb{
 	"rejoin":     {"turn a fenced old primary into a receiver at the fork, with a report of what it had past it", runRejoin},
 	"version":    {"print the version, commit and build date", runVersion},
 	"config":     {"check a config file and the FERRY_* environment; print the effective settings, secrets masked", runConfig},
+	"health":     {"check a running ferry's /healthz (metrics_addr): exit 0 if healthy, 1 if not", runHealth},
 }
 
 // usageError marks errors that exit with status 2.

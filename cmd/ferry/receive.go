@@ -184,6 +184,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		}
 		defer stopMetrics()
 	}
+	defer notifyServing(ctx, log, func() { r.Stats() })()
 	start := time.Now()
 	var runErr error
 	if srv != nil {

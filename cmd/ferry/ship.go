@@ -176,6 +176,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	}
 	srcErr := make(chan error, 1)
 	go func() { srcErr <- src.Run(srcCtx, sh) }()
+	defer notifyServing(srcCtx, log, func() { sh.Spool().Stats(); sh.Targets() })()
 
 	var fatal, inputErr error
 	inputEnded := false // stdin reached its end before any signal

@@ -207,6 +207,13 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		defer stopMetrics()
 	}
 
+	defer notifyServing(ctx, log, func() {
+		sh.Spool().Stats()
+		sh.Targets()
+		for _, p := range peers {
+			p.r.Stats()
+		}
+	})()
 	log.Info("sync starting", "site", site, "data", y.Data, "ships", ownCfg.Stream, "peers", len(peers))
 	start := time.Now()
 	runCtx, stopRun := context.WithCancel(context.Background())

@@ -3,19 +3,115 @@ package e2e
 import (
 	"bufio"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
+
+// unitWants are the [Service] settings every unit must have.
+var unitWants = map[string]string{
+	"Type":                     "notify",
+	"NotifyAccess":             "main",
+	"RestartPreventExitStatus": "2",
+	"Restart":                  "on-failure",
+	"UMask":                    "0077",
+	"CapabilityBoundingSet":    "",
+	"NoNewPrivileges":          "yes",
+	"ProtectSystem":            "strict",
+	"ProtectHome":              "yes",
+	"PrivateTmp":               "yes",
+	"PrivateDevices":           "yes",
+	"ProtectKernelTunables":    "yes",
+	"ProtectKernelModules":     "yes",
+	"ProtectKernelLogs":        "yes",
+	"ProtectControlGroups":     "yes",
+	"ProtectClock":             "yes",
+	"ProtectHostname":          "yes",
+	"RestrictNamespaces":       "yes",
+	"RestrictRealtime":         "yes",
+	"RestrictSUIDSGID":         "yes",
+	"LockPersonality":          "yes",
+	"MemoryDenyWriteExecute":   "yes",
+	"RestrictAddressFamilies":  "AF_INET AF_INET6 AF_UNIX",
+	"SystemCallFilter":         "@system-service",
+	"SystemCallArchitectures":  "native",
+	"DevicePolicy":             "closed",
+	"User":                     "ferry",
+	"Group":                    "ferry",
+}
+
+// maxExposure is the highest systemd-analyze security exposure a unit may
+// have: 2.5 and below is "OK".
+const maxExposure = 2.5
+
+// systemdAnalyze returns the path of systemd-analyze, or "" where it is
+// not installed; under CI (CI set, as .ci/run runs) a missing one fails.
+func systemdAnalyze(t *testing.T) string {
+	path, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("systemd-analyze is not installed (Debian package systemd; .ci/run installs it): %v", err)
+		}
+		t.Logf("systemd-analyze not installed: units not verified nor scored")
+		return ""
+	}
+	return path
+}
+
+var exposureRE = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+) `)
+
+// checkWithSystemdAnalyze verifies the unit (any complaint fails: verify
+// exits 0 on unknown keys and bad values, saying so on stderr) with
+// ExecStart pointed at the built binary, and scores its exposure offline
+// (no systemd needed as PID 1).
+func checkWithSystemdAnalyze(t *testing.T, analyze, path string) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := filepath.Join(t.TempDir(), filepath.Base(path))
+	os.WriteFile(unit, []byte(strings.ReplaceAll(string(raw), "/usr/bin/ferry", ferryBin)), 0o644)
+	out, err := exec.Command(analyze, "verify", "--man=no", unit).CombinedOutput()
+	if err != nil || len(out) > 0 {
+		t.Errorf("systemd-analyze verify %s: %v\n%s", path, err, out)
+	}
+	out, err = exec.Command(analyze, "security", "--offline=true", "--no-pager", unit).CombinedOutput()
+	m := exposureRE.FindSubmatch(out)
+	if err != nil || m == nil {
+		t.Fatalf("systemd-analyze security %s: %v\n%s", path, err, out)
+	}
+	if score, _ := strconv.ParseFloat(string(m[1]), 64); score > maxExposure {
+		t.Errorf("%s: exposure %.1f, want at most %.1f:\n%s", path, score, maxExposure, out)
+	}
+}
 
 // The systemd units in etc/systemd parse as unit files and start ferry
 // with a verb and flags the built binary accepts (it is run with them plus
-// --help, which stops after flag parsing).
+// --help, which stops after flag parsing). They are Type=notify with a
+// watchdog, do not restart on a config error (exit 2), and are hardened to
+// an exposure of at most 2.5 ("OK") by systemd-analyze security, which
+// also verifies them where it is installed (CI installs it).
 func TestSystemdUnits(t *testing.T) {
 	units, err := filepath.Glob("../../etc/systemd/*.service")
-	if err != nil || len(units) < 2 {
-		t.Fatalf("want the shipper and receiver units in etc/systemd, found %v (%v)", units, err)
+	if err != nil {
+		t.Fatal(err)
 	}
+	var names []string
+	for _, u := range units {
+		names = append(names, filepath.Base(u))
+	}
+	for _, want := range []string{"ferry-ship.service", "ferry-receive.service", "ferry-ship@.service", "ferry-receive@.service"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("etc/systemd has no %s (it has %v)", want, names)
+		}
+	}
+	analyze := systemdAnalyze(t)
 	for _, path := range units {
 		t.Run(filepath.Base(path), func(t *testing.T) {
 			f, err := os.Open(path)
@@ -56,9 +152,23 @@ func TestSystemdUnits(t *testing.T) {
 					t.Errorf("%s: %s is not set", path, key)
 				}
 			}
+			for key, want := range unitWants {
+				if svc[key] != want {
+					t.Errorf("%s: %s=%s, want %s=%s", path, key, svc[key], key, want)
+				}
+			}
+			if _, err := time.ParseDuration(svc["WatchdogSec"] + "s"); err != nil {
+				t.Errorf("%s: WatchdogSec=%q, want seconds (ferry pings at half of it)", path, svc["WatchdogSec"])
+			}
 			args := strings.Fields(svc["ExecStart"])
-			if len(args) < 2 || filepath.Base(args[0]) != "ferry" {
-				t.Fatalf("%s: ExecStart %q does not run ferry", path, svc["ExecStart"])
+			if len(args) < 2 || args[0] != "/usr/bin/ferry" {
+				t.Fatalf("%s: ExecStart %q does not run /usr/bin/ferry (where the package installs it)", path, svc["ExecStart"])
+			}
+			if strings.Contains(path, "@") && !strings.Contains(svc["ExecStart"], "--config /etc/ferry/%i.toml") {
+				t.Errorf("%s: a template's ExecStart %q should read /etc/ferry/%%i.toml (one instance per stream)", path, svc["ExecStart"])
+			}
+			if analyze != "" {
+				checkWithSystemdAnalyze(t, analyze, path)
 			}
 			r := ferry(t, nil, append(args[1:], "--help")...)
 			if r.Code != 0 || !strings.Contains(r.Output(), "Usage: ferry "+args[1]) {
