@@ -208,3 +208,31 @@ func CheckHeader(p []byte) (int, error) {
 	}
 	return end + 1 + nl + 1, nil
 }
+
+// LoadRecipients returns the Encrypter for the public keys keys plus those
+// in file (one "age1..." per line, # comments; "" for none). Errors name
+// the file and line and never quote a line, which may be a pasted secret.
+func LoadRecipients(keys []string, file string) (*Encrypter, error) {
+	all := slices.Clone(keys)
+	if file != "" {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("age recipients file: %w", err)
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			if !strings.HasPrefix(line, "age1") {
+				return nil, fmt.Errorf("age recipients file %s line %d: not an X25519 age public key (age1...)", file, i+1)
+			}
+			all = append(all, line)
+		}
+	}
+	e, err := NewEncrypter(all)
+	if err != nil && file != "" {
+		return nil, fmt.Errorf("[encryption] recipients and %s: %w", file, err)
+	}
+	return e, err
+}
