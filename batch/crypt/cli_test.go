@@ -30,6 +30,13 @@ func TestStockTools(t *testing.T) {
 			t.Skipf("age not found (%v); go install filippo.io/age/cmd/...@v1.3.2 (tests/run.sh requires it)", err)
 		}
 	}
+	doc, err := os.ReadFile("../../docs/FORMAT.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(doc, []byte("```\n"+stockPipeline+"\n```")) {
+		t.Fatalf("docs/FORMAT.md does not give the stock-tool pipeline this test runs:\n%s", stockPipeline)
+	}
 	k1, k2 := newKey(t), newKey(t)
 	for name, recs := range map[string][]batch.Record{"small": records(3, 5), "multiframe": records(6000, 1000)} {
 		t.Run(name, func(t *testing.T) {
