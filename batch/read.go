@@ -26,6 +26,9 @@ type SegmentReader struct {
 	rd    io.Reader
 	hdr   []byte // the metadata frame as read
 	limit int64
+	// Decrypter decrypts an encrypted payload for Decompress (nil: such
+	// a payload is refused with ErrNoKey).
+	Decrypter Decrypter
 }
 
 // NewSegmentReader reads and checks the metadata frame of the segment rd
@@ -131,9 +134,20 @@ func (s *SegmentReader) Decompress(dst []byte, workers int) (*Segment, []byte, e
 	seg := &Segment{Meta: s.Meta}
 	pr := s.hashing()
 	var out []byte
-	claimed, derr := seg.checkClaim(s.limit)
+	var src io.Reader = pr
+	var derr error
+	if s.Meta.Encrypted() {
+		var rd io.Reader
+		if rd, derr = decryptingReader(&seg.Meta, s.Decrypter, pr); derr == nil {
+			src, seg.decrypted = &decryptErrors{rd: rd, m: &seg.Meta}, true
+		}
+	}
+	var claimed int64
 	if derr == nil {
-		out, derr = decompressFrom(pr, dst, claimed, workers)
+		claimed, derr = seg.checkClaim(s.limit)
+	}
+	if derr == nil {
+		out, derr = decompressFrom(src, dst, claimed, workers)
 	}
 	// What the decoder left unread (past the claim, after damage, all of
 	// a payload not decompressed) is hashed, not held.
@@ -168,6 +182,25 @@ func (s *SegmentReader) Verify(buf []byte) (*Segment, error) {
 		return nil, err
 	}
 	return &Segment{Meta: s.Meta, Hash: hex.EncodeToString(pr.whole.Sum(nil))}, nil
+}
+
+// decryptErrors turns the errors of a decrypting reader into decryptError's.
+type decryptErrors struct {
+	rd  io.Reader
+	m   *Meta
+	err error
+}
+
+func (d *decryptErrors) Read(p []byte) (int, error) {
+	if d.err != nil {
+		return 0, d.err
+	}
+	n, err := d.rd.Read(p)
+	if err != nil && err != io.EOF {
+		d.err = decryptError(d.m, err)
+		err = d.err
+	}
+	return n, err
 }
 
 // hashing is the reader of the segment's payload, hashing it as it is read.

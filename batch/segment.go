@@ -54,10 +54,11 @@ const DefaultMaxSegmentBytes = 256 << 20
 var ErrSegmentTooLarge = errors.New("segment over max_segment_bytes (raise it if shippers really make segments this large)")
 
 // IsUnreadable reports whether err says a segment itself cannot be read
-// (ErrCorrupt or ErrSegmentTooLarge): reading the same bytes again gives
-// the same answer, so a retry loop stops on it.
+// (ErrCorrupt, ErrSegmentTooLarge, or ErrNoKey: encrypted for keys the
+// reader lacks): reading the same bytes again gives the same answer, so a
+// retry loop stops on it.
 func IsUnreadable(err error) bool {
-	return errors.Is(err, ErrCorrupt) || errors.Is(err, ErrSegmentTooLarge)
+	return errors.Is(err, ErrCorrupt) || errors.Is(err, ErrSegmentTooLarge) || errors.Is(err, ErrNoKey)
 }
 
 // ZeroHash is the previous-segment hash of a stream's first segment.
@@ -79,9 +80,12 @@ type Meta struct {
 	PayloadSize      int64     `json:"payload_size"`
 	Compression      string    `json:"compression"`
 	Encryption       string    `json:"encryption"`
-	PayloadSHA256    string    `json:"payload_sha256"`
-	PrevSHA256       string    `json:"prev_sha256"`
-	SealedAt         time.Time `json:"sealed_at"`
+	// Recipients are the fingerprints of the keys an encrypted payload
+	// is encrypted for (absent when it is not).
+	Recipients    []string  `json:"recipients,omitempty"`
+	PayloadSHA256 string    `json:"payload_sha256"`
+	PrevSHA256    string    `json:"prev_sha256"`
+	SealedAt      time.Time `json:"sealed_at"`
 	// SourceCursor is the shipper's source position after the segment's
 	// last record (opaque; absent when the source has none). The shipper's
 	// spool recovers it from its newest sealed segment; receivers ignore
@@ -193,6 +197,7 @@ type Builder struct {
 	raw    *[]byte  // the chunk being filled
 	chunks []*chunk // submitted, in order
 	meta   Meta
+	crypt  Encrypter // nil: plaintext
 	err    error
 }
 
@@ -222,6 +227,10 @@ func (b *Builder) Reset(stream string, gen uint32, prev string) {
 		Compression: "zstd",
 		Encryption:  "none",
 		PrevSHA256:  prev,
+	}
+	if b.crypt != nil {
+		b.meta.Encryption = b.crypt.Scheme()
+		b.meta.Recipients = b.crypt.Recipients()
 	}
 }
 
@@ -358,13 +367,26 @@ func (b *Builder) Seal(sealedAt time.Time) ([]byte, Meta, error) {
 		b.submit()
 	}
 	payload := make([][]byte, len(b.chunks))
-	h := sha256.New()
-	var size int64
 	for i, c := range b.chunks {
 		<-c.done
 		payload[i] = *c.out
-		h.Write(*c.out)
-		size += int64(len(*c.out))
+	}
+	if b.meta.Encrypted() {
+		// Compress, then encrypt: the payload is the ciphertext.
+		if b.crypt == nil || b.crypt.Scheme() != b.meta.Encryption {
+			return nil, Meta{}, errors.New("builder: encrypter changed since Reset")
+		}
+		ct, err := b.crypt.Encrypt(nil, payload)
+		if err != nil {
+			return nil, Meta{}, fmt.Errorf("encrypt segment: %w", err)
+		}
+		payload = [][]byte{ct}
+	}
+	h := sha256.New()
+	var size int64
+	for _, p := range payload {
+		h.Write(p)
+		size += int64(len(p))
 	}
 	b.meta.PayloadSHA256 = hex.EncodeToString(h.Sum(nil))
 	b.meta.PayloadSize = size
@@ -442,6 +464,9 @@ func ParseMeta(data []byte) (Meta, int, error) {
 	if m.Records == 0 || m.FirstSeq == 0 || m.LastSeq < m.FirstSeq || m.LastSeq-m.FirstSeq+1 != m.Records {
 		return m, 0, fmt.Errorf("metadata seq range %d..%d does not match %d records: %w", m.FirstSeq, m.LastSeq, m.Records, ErrCorrupt)
 	}
+	if len(m.Recipients) > MaxRecipients {
+		return m, 0, fmt.Errorf("metadata lists %d recipients, more than %d: %w", len(m.Recipients), MaxRecipients, ErrCorrupt)
+	}
 	if m.UncompressedSize < 0 || m.PayloadSize < 0 {
 		return m, 0, fmt.Errorf("metadata sizes negative: %w", ErrCorrupt)
 	}
@@ -452,7 +477,9 @@ func ParseMeta(data []byte) (Meta, int, error) {
 type Segment struct {
 	Meta    Meta
 	Hash    string // SHA-256 of the whole segment
-	Payload []byte // the bytes after the metadata frame (aliases the input)
+	Payload []byte // the bytes after the metadata frame (aliases the input); after Decrypt, the compressed plaintext
+	// decrypted says Payload holds the plaintext of an encrypted payload.
+	decrypted bool
 }
 
 // Open parses a complete segment and verifies its payload size and
@@ -496,8 +523,10 @@ func (s *Segment) checkClaim(limit int64) (int64, error) {
 	if limit <= 0 {
 		limit = DefaultMaxUncompressed
 	}
-	if s.Meta.Encryption != "none" && s.Meta.Encryption != "" {
-		return 0, fmt.Errorf("segment payload is encrypted (%s); this ferry cannot decrypt it", s.Meta.Encryption)
+	if s.Meta.Encrypted() && !s.decrypted {
+		if err := s.Meta.canDecrypt(nil); err != nil {
+			return 0, err
+		}
 	}
 	if s.Meta.Compression != "zstd" {
 		return 0, fmt.Errorf("unknown compression %q: %w", s.Meta.Compression, ErrCorrupt)

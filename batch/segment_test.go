@@ -187,8 +187,10 @@ func isNewerFormat(err error) bool {
 }
 
 func isEncrypted(err error) bool {
-	return err != nil && !errors.Is(err, ErrCorrupt) &&
-		strings.Contains(err.Error(), "payload is encrypted") &&
+	if err == nil || errors.Is(err, ErrCorrupt) {
+		return false
+	}
+	return errors.Is(err, ErrNoKey) || strings.Contains(err.Error(), "payload is encrypted") &&
 		strings.Contains(err.Error(), "cannot decrypt")
 }
 
@@ -519,17 +521,26 @@ func TestDecodeNewerFormat(t *testing.T) {
 func TestDecodeEncrypted(t *testing.T) {
 	recs := makeRecords(1, 5)
 	m := honestMeta(recs)
-	m.Encryption = "age"
+	m.Encryption = "rot13"
 	seg := forge(t, m, []byte("opaque ciphertext"))
 	s, err := Open(seg)
 	if err != nil {
 		t.Fatalf("Open must verify an encrypted payload's checksum without decrypting: %v", err)
 	}
-	if _, err := s.Decompress(0); !isEncrypted(err) || !strings.Contains(err.Error(), "(age)") {
+	if _, err := s.Decompress(0); !isEncrypted(err) || !strings.Contains(err.Error(), "(rot13)") {
 		t.Fatalf("Decompress: err = %v, want the encrypted error", err)
 	}
 	if _, _, err := Decode(seg, 0); !isEncrypted(err) {
 		t.Fatalf("Decode: err = %v, want the encrypted error", err)
+	}
+	// age without an identity: ErrNoKey naming the segment and its keys
+	// (batch/crypt tests decrypting).
+	m.Encryption, m.Recipients = EncryptionAge, []string{"0123456789abcdef"}
+	seg = forge(t, m, []byte("opaque ciphertext"))
+	_, _, err = Decode(seg, 0)
+	if !errors.Is(err, ErrNoKey) || errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), m.Name()) ||
+		!strings.Contains(err.Error(), "0123456789abcdef") || !IsUnreadable(err) {
+		t.Fatalf("Decode of age without identity: err = %v, want ErrNoKey naming the segment and key", err)
 	}
 }
 

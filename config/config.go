@@ -93,9 +93,43 @@ type File struct {
 	// schedule. It is the top-level [retention] table.
 	Retention Retention `toml:"retention"`
 
+	// Encryption encrypts segment payloads with age (README, "Security";
+	// docs/FORMAT.md, "Encryption"). It is the top-level [encryption]
+	// table.
+	Encryption Encryption `toml:"encryption"`
 	// env holds the FERRY_* variables LoadEnv applied, by dotted key.
 	env map[string]string
 }
+
+// Encryption configures client-side encryption of the archive.
+type Encryption struct {
+	// Recipients are the X25519 age public keys ("age1...") every segment
+	// a shipper seals is encrypted for. A shipper needs only these: it
+	// cannot read its own archive. Default none: plaintext segments.
+	Recipients []string `toml:"recipients"`
+
+	// RecipientsFile names a file of more recipients, one "age1..." per
+	// line, # comments.
+	RecipientsFile string `toml:"recipients_file"`
+
+	// IdentityFile is the age identity file (AGE-SECRET-KEY-1... lines,
+	// old keys kept to read old segments) of the verbs that decrypt:
+	// receive, restore, drill, cat, fetch, verify --deep, rejoin. The
+	// environment variable FERRY_AGE_IDENTITY_FILE is used when it is
+	// not set. Keep it mode 600 and off the shipper's host.
+	IdentityFile string `toml:"identity_file"`
+
+	// RequireEncryption makes receive (and restore, drill) refuse a
+	// plaintext segment, naming it, instead of applying it.
+	RequireEncryption bool `toml:"require_encryption"`
+}
+
+// IdentityEnv is the environment variable naming an age identity file
+// when [encryption] identity_file is not set.
+const IdentityEnv = "FERRY_AGE_IDENTITY_FILE"
+
+// Encrypts reports whether a shipper with e encrypts its segments.
+func (e *Encryption) Encrypts() bool { return len(e.Recipients) > 0 || e.RecipientsFile != "" }
 
 // Retention says which segments of the stream the archive keeps. A segment
 // a registered receiver has not applied, and the newest segment, are always

@@ -61,6 +61,7 @@ func Locate(flagPath string, getenv func(string) string, defaultPath string) (pa
 var OtherEnv = map[string]string{
 	PathEnv:            "the config file",
 	TokenEnv:           "the tcp:// link token (README, Security)",
+	IdentityEnv:        "the age identity file, when [encryption] identity_file is not set",
 	"FERRY_CPUPROFILE": "write a CPU profile to this file",
 	"FERRY_MEMPROFILE": "write a heap profile to this file",
 	// Set by an exec: applier for its command (receiver/apply/exec.go),
@@ -71,6 +72,7 @@ var OtherEnv = map[string]string{
 	// Read by the tests only.
 	"FERRY_VERSITYGW":     "tests: the versitygw binary",
 	"FERRY_REQUIRE_S3":    "tests: fail, never skip, without versitygw",
+	"FERRY_REQUIRE_AGE":   "tests: fail, never skip, without the age binary",
 	"FERRY_REQUIRE_TOOLS": "tests: fail, never skip, without promtool and prometheus",
 	"FERRY_E2E_SEED":      "tests: replay a seed",
 	"FERRY_CHAOS_SEED":    "tests: replay a chaos seed",

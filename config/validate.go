@@ -276,6 +276,21 @@ func (f *File) Validate(verb string) error {
 		add("receive.max_segment_bytes", "%v is out of range %v to %v", r.MaxSegmentBytes, minMaxSegmentBytes, maxMaxSegmentBytes)
 	}
 
+	// [encryption]
+	en := &f.Encryption
+	for i, r := range en.Recipients {
+		r = strings.TrimSpace(r)
+		switch {
+		case strings.HasPrefix(strings.ToUpper(r), "AGE-SECRET-KEY"):
+			add("encryption.recipients", "entry %d is an age secret key, not a public key: a shipper needs only public keys (age1...); remove it from this file", i+1)
+		case !strings.HasPrefix(r, "age1"):
+			add("encryption.recipients", "entry %d is not an age X25519 public key (age1...)", i+1)
+		}
+	}
+	if verb == "sync" && en.Encrypts() {
+		add("encryption.recipients", "ferry sync does not encrypt segments yet: remove [encryption] recipients from the sync config")
+	}
+
 	// [s3]
 	c := &f.S3
 	if c.Endpoint != "" {

@@ -2,8 +2,8 @@
 # Builds the ferry .deb and .rpm into dist/:
 #
 #   packaging/build.sh VERSION          # e.g. 0.2.0; a leading v is dropped
-#   FERRY_ARCH=arm64 packaging/build.sh 0.2.0
-#   FERRY_FORMATS=deb packaging/build.sh 0.2.0   # only the .deb
+#   PKG_ARCH=arm64 packaging/build.sh 0.2.0
+#   PKG_FORMATS=deb packaging/build.sh 0.2.0   # only the .deb
 #
 # The package holds the static binary (/usr/bin/ferry, with the version,
 # commit and build date stamped in), the systemd units, the sample configs
@@ -28,8 +28,8 @@ case "$version" in
 	exit 2
 	;;
 esac
-arch=${FERRY_ARCH:-$(go env GOARCH)}
-formats=${FERRY_FORMATS:-deb rpm}
+arch=${PKG_ARCH:-$(go env GOARCH)}
+formats=${PKG_FORMATS:-deb rpm}
 commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 # The commit's time, not now: the same commit builds the same binary.
 date=$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || true)
@@ -90,7 +90,7 @@ done
 mkdir -p dist
 for f in $formats; do
 	echo "== $f (nfpm, pinned: $NFPM; the first run builds it)"
-	FERRY_VERSION=$version FERRY_ARCH=$arch go run "$NFPM" package \
+	PKG_VERSION=$version PKG_ARCH=$arch go run "$NFPM" package \
 		--config dist/build/nfpm.yaml --packager "$f" --target dist/
 done
 ls -l dist/*.deb dist/*.rpm 2>/dev/null || true

@@ -170,6 +170,12 @@ func StartAtBaseline(ctx context.Context, cfg Config, start RestoreStart) error 
 		return fmt.Errorf("segment %s: %w", key, err)
 	}
 	seg, err := batch.Open(data)
+	if err == nil && cfg.RequireEncryption && !seg.Meta.Encrypted() {
+		err = ErrPlaintext
+	}
+	if err == nil {
+		err = seg.Decrypt(cfg.Decrypter)
+	}
 	if err == nil {
 		err = seg.Scan(limit, func(*batch.Record) error { return nil })
 	}

@@ -419,6 +419,10 @@ func (p *pipeline) fetchStore(idx int, f *fetched, data []byte) ([]byte, error) 
 			return data, err
 		}
 	}
+	if err := r.admit(f.key, &sr.Meta); err != nil {
+		return data, err
+	}
+	sr.Decrypter = r.cfg.Decrypter
 	if f.bufs == nil {
 		f.bufs = p.takeBufs()
 	}
@@ -469,6 +473,12 @@ func (p *pipeline) reserve(idx int, f *fetched, n int64, ahead int) error {
 // decode decompresses seg, verified, into f's buffers on DecodeWorkers
 // goroutines and parses its records.
 func (p *pipeline) decode(f *fetched, seg *batch.Segment) error {
+	if err := p.r.admit(f.key, &seg.Meta); err != nil {
+		return err
+	}
+	if err := seg.Decrypt(p.r.cfg.Decrypter); err != nil {
+		return refused(f.key, err)
+	}
 	if f.bufs == nil {
 		f.bufs = p.takeBufs()
 	}
@@ -490,6 +500,16 @@ func (p *pipeline) parse(f *fetched, seg *batch.Segment, raw []byte) error {
 	f.bufs.recs = recs
 	seg.Payload = nil
 	f.seg, f.recs = seg, recs
+	return nil
+}
+
+// admit refuses segment key, of metadata m, if it is plaintext and the
+// receiver requires encryption.
+func (r *Receiver) admit(key string, m *batch.Meta) error {
+	if r.cfg.RequireEncryption && !m.Encrypted() {
+		return fmt.Errorf("segment %s is not encrypted and require_encryption is set: %w; nothing past it is applied "+
+			"(a shipper without [encryption] recipients wrote it, or someone replaced it)", key, ErrPlaintext)
+	}
 	return nil
 }
 

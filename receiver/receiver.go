@@ -31,6 +31,9 @@ var (
 	// receiver go on: a damaged or missing record, a segment straddling
 	// a fork, a fork from another chain than the one applied (history.go).
 	ErrHistory = errors.New("cannot follow the stream's history")
+	// ErrPlaintext: a segment is not encrypted and the receiver requires
+	// encryption (Config.RequireEncryption).
+	ErrPlaintext = errors.New("plaintext segment refused")
 )
 
 // Config configures a Receiver.
@@ -92,6 +95,11 @@ type Config struct {
 	// DecodeWorkers is how many goroutines decompress the zstd frames of
 	// one segment at once. Default GOMAXPROCS.
 	DecodeWorkers int
+	// Decrypter decrypts encrypted segments ([encryption] identity_file);
+	// nil: an encrypted segment stops the receiver with batch.ErrNoKey.
+	Decrypter batch.Decrypter
+	// RequireEncryption refuses a plaintext segment with ErrPlaintext.
+	RequireEncryption bool
 	// Restore boundary (restore.go): Until is the last seq to apply;
 	// UntilTime stops before the first record whose time is after it.
 	// Either makes Run apply up to the boundary and return, like Once;
@@ -762,7 +770,7 @@ func (r *Receiver) checkContinues(name string, m *batch.Meta, cp Checkpoint, gen
 // a corrupt segment and a fatal applier error end it at once.
 func (r *Receiver) retry(ctx context.Context, op string, fn func() error) error {
 	p := store.RetryPolicy{Min: r.cfg.RetryMin, Max: r.cfg.RetryMax, Jitter: 0.2, GiveUpAfter: r.cfg.RetryBudget, Stop: func(err error) bool {
-		return errors.Is(err, ErrFatal) || batch.IsUnreadable(err) || errors.Is(err, ErrHistory)
+		return errors.Is(err, ErrFatal) || batch.IsUnreadable(err) || errors.Is(err, ErrHistory) || errors.Is(err, ErrPlaintext)
 	}, OnRetry: func(err error) {
 		r.mu.Lock()
 		if r.retrying == "" {

@@ -514,6 +514,10 @@ func (s *Shipper) backfill(ctx context.Context, t Target, p *backfillPlan) error
 		case prev != "" && seg.Meta.PrevSHA256 != prev:
 			return fmt.Errorf("backfill target %s: segment %s in %s does not chain to the one before it (prev_sha256 %.16s, want %.16s): chain broken; nothing after it copied",
 				t.Name, key, p.from.Store, seg.Meta.PrevSHA256, prev)
+		case s.cfg.Spool.Encrypter != nil && !seg.Meta.Encrypted():
+			return fmt.Errorf("backfill target %s: segment %s in %s is plaintext (sealed before [encryption] was configured) "+
+				"and encryption is on, so it is not copied; let the target begin at the spool's seq instead (start_now) or backfill it "+
+				"without encryption; nothing after it copied", t.Name, key, p.from.Store)
 		case i == len(p.names)-1 && seg.Hash != p.baseHash:
 			return fmt.Errorf("backfill target %s: segment %s in %s changed since it was checked (hash %.16s, want %.16s)", t.Name, key, p.from.Store, seg.Hash, p.baseHash)
 		}

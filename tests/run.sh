@@ -6,12 +6,13 @@
 # (Debian packages; the archive_command/restore_command test in tests/pg
 # runs a real server, tests/e2e renders the man pages and completes with
 # the bash script), Prometheus (Debian package: promtool checks
-# etc/prometheus, the server runs the dashboard's queries) and versitygw
-# (pinned).
+# etc/prometheus, the server runs the dashboard's queries), versitygw and
+# age (pinned, go install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VERSITYGW_VERSION=v1.8.0
+AGE_VERSION=v1.3.2
 GOBIN_DIR="$(go env GOPATH)/bin"
 export PATH="$GOBIN_DIR:$PATH"
 
@@ -33,6 +34,13 @@ if ! command -v versitygw >/dev/null; then
 	go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi
 export FERRY_VERSITYGW="$(command -v versitygw)"
+if ! command -v age >/dev/null; then
+	echo "== installing age $AGE_VERSION (go install)"
+	go install "filippo.io/age/cmd/...@$AGE_VERSION"
+fi
+# The stock-tool test (age -d | zstd -dc, docs/FORMAT.md) fails, never
+# skips, without the age binary.
+export FERRY_REQUIRE_AGE=1
 # The S3 tests fail (never skip) when the server cannot start, and the
 # tests that run promtool and prometheus when those are missing.
 export FERRY_REQUIRE_S3=1
@@ -72,5 +80,6 @@ fuzz FuzzParseEntry ./shipper/spool/ 150000
 fuzz FuzzReadFrame ./transport/tcp/ 80000
 fuzz FuzzReadCheckpointFile ./receiver/ 100000
 fuzz FuzzParseHeader ./dirtree/ 100000
+fuzz FuzzCheckHeader ./batch/crypt/ 20000
 
 echo "== all tests passed"

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
@@ -105,7 +106,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	spec := *applySpec
 	if spec == "" {
 		spec = "file"
-		if isDirTreeStream(ctx, c.cfg.Stream, st, names[0], c.segmentLimit()) {
+		if isDirTreeStream(ctx, c.cfg, st, names[0], c.segmentLimit()) {
 			spec = "dir"
 		}
 	}
@@ -197,13 +198,16 @@ func seconds(s float64) string {
 
 // isDirTreeStream tells a dir-tree stream by the op of its first record.
 // An unreadable first segment says file: the restore reports the damage.
-func isDirTreeStream(ctx context.Context, stream string, st store.Store, first string, limit int64) bool {
-	data, err := readSegment(ctx, st, batch.SegmentKey(stream, first), 0, limit)
+func isDirTreeStream(ctx context.Context, cfg *config.File, st store.Store, first string, limit int64) bool {
+	data, err := readSegment(ctx, st, batch.SegmentKey(cfg.Stream, first), 0, limit)
 	if err != nil {
 		return false
 	}
 	seg, err := batch.Open(data)
 	if err != nil {
+		return false
+	}
+	if dec, err := decrypterFor(cfg); err != nil || seg.Decrypt(dec) != nil {
 		return false
 	}
 	var op string

@@ -77,7 +77,11 @@ func runFetch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return fetchFromStore(ctx, st, cfg.Stream, name, dest, c.segmentLimit(), log)
+	dec, err := decrypterFor(cfg)
+	if err != nil {
+		return err
+	}
+	return fetchFromStore(ctx, st, cfg.Stream, name, dest, c.segmentLimit(), dec, log)
 }
 
 // fetchFromTree copies DIR/NAME, a regular file (never through a symlink
@@ -111,7 +115,7 @@ func fetchFromTree(dir, name, dest string) error {
 
 // fetchFromStore finds NAME's marker, then its records, and writes the
 // verified content to dest.
-func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest string, limit int64, log *slog.Logger) error {
+func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest string, limit int64, dec batch.Decrypter, log *slog.Logger) error {
 	key := shipper.PushMarkerKey(stream, name)
 	var m shipper.PushMarker
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
@@ -139,7 +143,7 @@ func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest stri
 		return err
 	}
 	defer w.abort()
-	f := fetcher{ctx: ctx, st: st, stream: stream, name: name, size: m.Size, sum: [32]byte(want), names: names, sizes: sizes, limit: limit}
+	f := fetcher{ctx: ctx, st: st, stream: stream, name: name, size: m.Size, sum: [32]byte(want), names: names, sizes: sizes, limit: limit, dec: dec}
 	var ferr error
 	if m.FirstSeq > 0 {
 		ferr = f.assemble(w, m.Generation, m.FirstSeq, m.LastSeq)
@@ -180,6 +184,7 @@ type fetcher struct {
 	names  []string // the stream's segments, in order
 	sizes  []int64  // their sizes as listed
 	limit  int64    // max_segment_bytes
+	dec    batch.Decrypter
 }
 
 // records reads segment seg and returns its records, verified and
@@ -200,6 +205,7 @@ func (f *fetcher) records(seg string) (batch.Records, error) {
 	if err != nil {
 		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
 	}
+	sr.Decrypter = f.dec
 	s, raw, err := sr.Decompress(nil, runtime.GOMAXPROCS(0))
 	if err != nil {
 		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)

@@ -88,11 +88,12 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 	var divergent int
 	tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', tabwriter.AlignRight)
 	if !*asJSON {
-		fmt.Fprintln(tw, "GEN\tFIRST SEQ\tLAST SEQ\tRECORDS\tSIZE\tUNCOMPRESSED\tRATIO\tMIN TIME\tMAX TIME\tSEGMENT\t")
+		fmt.Fprintln(tw, "GEN\tFIRST SEQ\tLAST SEQ\tRECORDS\tSIZE\tUNCOMPRESSED\tRATIO\tMIN TIME\tMAX TIME\tSEGMENT\tENCRYPTION\t")
 	}
 	enc := json.NewEncoder(stdout)
 	var total, totalU int64
 	var recs uint64
+	var crypt encryptionTally
 	for i, name := range names {
 		key := batch.SegmentKey(c.cfg.Stream, name)
 		data, err := readHeader(ctx, st, key)
@@ -107,6 +108,7 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		total += size
 		totalU += m.UncompressedSize
 		recs += m.Records
+		crypt.add(&m)
 		placement := "in history"
 		if p, err := h.Place(m.Generation, m.FirstSeq, m.LastSeq); err != nil {
 			placement = "straddles a fork"
@@ -123,9 +125,9 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 			}{name, size, placement, m})
 			continue
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%.2fx\t%s\t%s\t%s\t\n", m.Generation, m.FirstSeq, m.LastSeq, m.Records,
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%.2fx\t%s\t%s\t%s\t%s\t\n", m.Generation, m.FirstSeq, m.LastSeq, m.Records,
 			sizeString(size), sizeString(m.UncompressedSize), ratio(m.UncompressedSize, size),
-			m.MinTime.Format(time.RFC3339), m.MaxTime.Format(time.RFC3339), name)
+			m.MinTime.Format(time.RFC3339), m.MaxTime.Format(time.RFC3339), name, m.EncryptionState())
 	}
 	if !*asJSON {
 		tw.Flush()
@@ -136,6 +138,7 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintln(stdout, hs)
+		fmt.Fprintln(stdout, crypt.String())
 		if newest := h.Newest(); newest.Generation > 1 {
 			fmt.Fprintf(stdout, "history: generation %d is the newest, promoted at seq %d on %s at %s; %d divergent segments (past their generation's end, not part of the history)\n",
 				newest.Generation, newest.ForkSeq, newest.Site, newest.Time.Format(time.RFC3339), divergent)
@@ -193,6 +196,10 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 	}
 	limit := c.segmentLimit()
 	out := newRecordPrinter(stdout, *asJSON)
+	var err error
+	if out.dec, err = decrypterFor(c.cfg); err != nil {
+		return err
+	}
 	if c.fs.NArg() > 0 {
 		for _, path := range c.fs.Args() {
 			data, err := readFileCapped(path, limit)
@@ -264,6 +271,7 @@ func readFileCapped(path string, limit int64) ([]byte, error) {
 }
 
 type recordPrinter struct {
+	dec  batch.Decrypter // nil: encrypted segments are refused
 	w    *bufio.Writer
 	json bool
 	enc  *json.Encoder
@@ -281,6 +289,9 @@ func newRecordPrinter(w io.Writer, asJSON bool) *recordPrinter {
 func (p *recordPrinter) printSegment(data []byte, limit int64, from, to uint64) error {
 	seg, err := batch.Open(data)
 	if err != nil {
+		return err
+	}
+	if err := seg.Decrypt(p.dec); err != nil {
 		return err
 	}
 	err = seg.Scan(limit, func(r *batch.Record) error {
@@ -359,6 +370,10 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	limit := c.segmentLimit()
+	dec, err := decrypterFor(c.cfg)
+	if err != nil {
+		return err
+	}
 	var defects []string
 	if c.fs.NArg() > 0 {
 		rep := verifyReport{Files: c.fs.Args()}
@@ -366,7 +381,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 			data, err := readFileCapped(path, limit)
 			var seg *batch.Segment
 			if err == nil {
-				seg, err = verifySegment(data, limit)
+				seg, err = verifySegment(data, limit, dec)
 			}
 			if err != nil {
 				defects = append(defects, fmt.Sprintf("%s: %v", path, err))
@@ -375,7 +390,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 			rep.Segments++
 			rep.Records += seg.Meta.Records
 			if !*asJSON {
-				fmt.Fprintf(stdout, "%s: ok\n", path)
+				fmt.Fprintf(stdout, "%s: ok%s\n", path, keylessNote(seg, dec))
 			}
 		}
 		if *asJSON {
@@ -398,6 +413,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	var prevGen uint32
 	var records uint64
 	var divergent []string
+	var crypt encryptionTally
 	lastOfGen := map[uint32]string{} // each generation's segment reaching furthest, for overlaps
 	for i, name := range names {
 		key := batch.SegmentKey(c.cfg.Stream, name)
@@ -414,7 +430,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		data, err := readSegment(ctx, st, key, sizes[i], limit)
 		var seg *batch.Segment
 		if err == nil {
-			seg, err = verifySegment(data, limit)
+			seg, err = verifySegment(data, limit, dec)
 		}
 		if err != nil {
 			// Unreadable: report it, and judge the next segment against its
@@ -426,6 +442,10 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 			continue
 		}
 		m := &seg.Meta
+		crypt.add(m)
+		if c.cfg.Encryption.RequireEncryption && !m.Encrypted() {
+			defects = append(defects, fmt.Sprintf("segment %s: not encrypted, and require_encryption is set", key))
+		}
 		if m.Name() != name {
 			defects = append(defects, fmt.Sprintf("segment %s: metadata says it is %s", key, m.Name()))
 		}
@@ -489,6 +509,10 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		}
 		return verdictJSON(stdout, rep, len(names))
 	}
+	fmt.Fprintln(stdout, crypt.String())
+	if crypt.encrypted > 0 && dec == nil {
+		fmt.Fprintln(stdout, "encrypted segments: checksums and hash chain checked; their records were not (no identity: set [encryption] identity_file or FERRY_AGE_IDENTITY_FILE)")
+	}
 	if len(defects) == 0 {
 		fmt.Fprintf(stdout, "%d segments, %d records, seq %s: checksums, sequence and hash chain ok\n",
 			len(names)-len(divergent), records, seqRange(slices.DeleteFunc(slices.Clone(names), func(n string) bool { return slices.Contains(divergent, n) })))
@@ -510,13 +534,29 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 }
 
 // verifySegment checks the segment data as Decode does, decompressing it
-// as a stream rather than holding its records.
-func verifySegment(data []byte, limit int64) (*batch.Segment, error) {
+// as a stream rather than holding its records. An encrypted segment is
+// decrypted with dec; with no identity (dec nil) only what needs no key is
+// checked: its checksum here, its chain by the caller (keylessNote).
+func verifySegment(data []byte, limit int64, dec batch.Decrypter) (*batch.Segment, error) {
 	seg, err := batch.Open(data)
 	if err != nil {
 		return nil, err
 	}
+	if seg.Meta.Encrypted() && dec == nil {
+		return seg, nil
+	}
+	if err := seg.Decrypt(dec); err != nil {
+		return seg, err
+	}
 	return seg, seg.Scan(limit, func(*batch.Record) error { return nil })
+}
+
+// keylessNote says when verifySegment could not check seg's records.
+func keylessNote(seg *batch.Segment, dec batch.Decrypter) string {
+	if seg != nil && seg.Meta.Encrypted() && dec == nil {
+		return " (encrypted; checksum checked, records not: no identity_file)"
+	}
+	return ""
 }
 
 func seqRange(names []string) string {

@@ -252,11 +252,15 @@ func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushFile, log *
 	var res shipper.PushResult
 	sc := cfg.Ship
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
+	enc, err := encrypterFor(cfg, nil)
+	if err != nil {
+		return res, err
+	}
 	sh, targets, closeTargets, err := openShipper(ctx, cfg, nil, log, func(targets []shipper.Target, gen uint32) shipper.Config {
 		return shipper.Config{
 			Spool: spool.Config{Dir: sc.Spool, Stream: cfg.Stream, Generation: gen, Fsync: spool.FsyncMode(sc.Fsync),
 				Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
-				MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression)},
+				MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression), Encrypter: enc},
 			Targets: targets,
 			Retry:   retry,
 			Ack:     shipper.AckMode(sc.Ack),

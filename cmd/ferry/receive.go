@@ -144,6 +144,10 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		onApplied = func(uint64) { srv.AppliedChanged() }
 		checkpointDelay = time.Duration(cfg.TCP.CheckpointDelay)
 	}
+	dec, err := decrypterFor(cfg)
+	if err != nil {
+		return err
+	}
 	r, err := receiver.Open(receiver.Config{
 		OnApplied:  onApplied,
 		Stream:     cfg.Stream,
@@ -165,6 +169,9 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		MaxSegmentBytes: int64(rc.MaxSegmentBytes),
 		CheckpointDelay: checkpointDelay,
 		CatchUpLog:      progressEvery,
+
+		Decrypter:         dec,
+		RequireEncryption: cfg.Encryption.RequireEncryption,
 	}, log)
 	if err != nil {
 		return err

@@ -165,6 +165,10 @@ func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (resto
 	if gap <= 0 {
 		gap = time.Duration(cfg.Receive.GapTimeout)
 	}
+	dec, err := decrypterFor(cfg)
+	if err != nil {
+		return restoreResult{}, err
+	}
 	rcfg := receiver.Config{
 		Stream:     cfg.Stream,
 		Generation: cfg.Generation,
@@ -182,6 +186,9 @@ func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (resto
 		UntilTime:   job.boundary.time,
 
 		MaxSegmentBytes: int64(cfg.Receive.MaxSegmentBytes),
+
+		Decrypter:         dec,
+		RequireEncryption: cfg.Encryption.RequireEncryption,
 	}
 	configureApplier(job.applier, cfg.Receive, log)
 	if err := startAtBaseline(ctx, rcfg, log); err != nil {

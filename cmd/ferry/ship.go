@@ -73,6 +73,10 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	enc, err := encrypterFor(cfg, log)
+	if err != nil {
+		return err
+	}
 	if sc.LeaseTTL == 0 {
 		log.Warn("ship.lease_ttl is off: nothing keeps a second shipper off the stream", "stream", cfg.Stream)
 	}
@@ -87,6 +91,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 				MaxRecordSize: int(sc.MaxRecordSize),
 				Limit:         int64(sc.SpoolLimit),
 				Level:         batch.Level(sc.Compression),
+				Encrypter:     enc,
 			},
 			Targets:   targets,
 			Retry:     retry,

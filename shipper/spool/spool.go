@@ -38,6 +38,10 @@ type Config struct {
 	MaxRecordSize int   // framed bytes, default 16 MiB
 	Limit         int64 // spool size that triggers backpressure, default 1 GiB
 	Level         batch.Level
+	// Encrypter, if set, encrypts every segment the spool seals
+	// ([encryption] recipients), and Open refuses a spool still holding a
+	// segment sealed in plaintext: no target may be sent one.
+	Encrypter batch.Encrypter
 	// Now is the clock (tests inject one). Default time.Now.
 	Now func() time.Time
 	// SyncFile fsyncs a file; tests inject failures. Default (*os.File).Sync.
@@ -219,6 +223,8 @@ func Open(cfg Config, targets []string, log *slog.Logger) (*Spool, error) {
 		return nil, err
 	}
 	b2, _ := batch.NewBuilder(cfg.Level)
+	b1.SetEncrypter(cfg.Encrypter)
+	b2.SetEncrypter(cfg.Encrypter)
 	s := &Spool{cfg: cfg, log: log, lockFile: lf, builder: b1, spare: b2, changed: make(chan struct{}),
 		confirmed: map[string]uint64{}}
 	for _, t := range targets {
@@ -231,7 +237,36 @@ func Open(cfg Config, targets []string, log *slog.Logger) (*Spool, error) {
 		}
 		return nil, fmt.Errorf("spool %s: %w", cfg.Dir, err)
 	}
+	if cfg.Encrypter != nil {
+		if err := s.refusePlaintext(); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("spool %s: %w", cfg.Dir, err)
+		}
+	}
 	return s, nil
+}
+
+// refusePlaintext fails if a sealed segment waiting in the spool is not
+// encrypted: sealed before [encryption] was configured, it would go to
+// the targets in the clear.
+func (s *Spool) refusePlaintext() error {
+	for _, seg := range s.sealed {
+		f, err := os.Open(s.path("sealed", seg.Name))
+		if err != nil {
+			return err
+		}
+		sr, err := batch.NewSegmentReader(f, 0, 1<<62)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("sealed/%s: %w", seg.Name, err)
+		}
+		if !sr.Meta.Encrypted() {
+			return fmt.Errorf("sealed/%s was sealed in plaintext before [encryption] was configured, and the targets have not all "+
+				"confirmed it: encryption is on, so it is not sent. Ship it first with the previous configuration (without "+
+				"[encryption] recipients) until ferry status shows no segment waiting, then turn encryption on", seg.Name)
+		}
+	}
+	return nil
 }
 
 // Fresh reports whether the spool has never sealed or journaled anything

@@ -52,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== build the .deb"
-FERRY_FORMATS=deb packaging/build.sh "$VERSION"
+PKG_FORMATS=deb packaging/build.sh "$VERSION"
 deb=$(ls dist/ferry_"${VERSION}"_*.deb)
 
 echo "== dpkg -i $deb"

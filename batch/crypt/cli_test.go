@@ -1,0 +1,73 @@
+package crypt_test
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/ferry-dr/ferry/batch"
+)
+
+// stockPipeline is the stock-tool path of docs/FORMAT.md ("Encryption"),
+// word for word: skip the metadata frame, decrypt with age, decompress
+// with zstd.
+const stockPipeline = `n=$(od -An -tu4 -j4 -N4 --endian=little "$SEG" | tr -d ' ')
+tail -c +$((8 + n + 1)) "$SEG" | age -d -i "$IDENTITY" | zstd -dc`
+
+// TestStockTools decrypts and decompresses segments with the real age
+// and zstd binaries, as FORMAT.md tells an operator to without ferry.
+// tests/run.sh installs age (go install filippo.io/age/cmd/...) and sets
+// FERRY_REQUIRE_AGE=1: there a missing binary fails the test instead of
+// skipping it.
+func TestStockTools(t *testing.T) {
+	for _, tool := range []string{"age", "zstd", "od", "tail", "bash"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("FERRY_REQUIRE_AGE") != "" || tool != "age" {
+				t.Fatalf("%s not found (%v): go install filippo.io/age/cmd/...@v1.3.2 and apt-get install zstd", tool, err)
+			}
+			t.Skipf("age not found (%v); go install filippo.io/age/cmd/...@v1.3.2 (tests/run.sh requires it)", err)
+		}
+	}
+	doc, err := os.ReadFile("../../docs/FORMAT.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(doc, []byte("```\n"+stockPipeline+"\n```")) {
+		t.Fatalf("docs/FORMAT.md does not give the stock-tool pipeline this test runs:\n%s", stockPipeline)
+	}
+	k1, k2 := newKey(t), newKey(t)
+	for name, recs := range map[string][]batch.Record{"small": records(3, 5), "multiframe": records(6000, 1000)} {
+		t.Run(name, func(t *testing.T) {
+			data, m := seal(t, recs, k1, k2)
+			seg := filepath.Join(t.TempDir(), m.Name())
+			if err := os.WriteFile(seg, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var want []byte
+			for i := range recs {
+				want = batch.AppendFrame(want, &recs[i])
+			}
+			for _, k := range []key{k1, k2} {
+				cmd := exec.Command("bash", "-o", "pipefail", "-c", stockPipeline)
+				cmd.Env = append(os.Environ(), "SEG="+seg, "IDENTITY="+k.file)
+				var stderr bytes.Buffer
+				cmd.Stderr = &stderr
+				out, err := cmd.Output()
+				if err != nil {
+					t.Fatalf("stock pipeline with key %s: %v\n%s", k.fp, err, stderr.Bytes())
+				}
+				if !bytes.Equal(out, want) {
+					t.Fatalf("stock pipeline printed %d bytes, want the %d bytes of record frames", len(out), len(want))
+				}
+			}
+			// The wrong key: age refuses, the pipeline fails.
+			cmd := exec.Command("bash", "-o", "pipefail", "-c", stockPipeline)
+			cmd.Env = append(os.Environ(), "SEG="+seg, "IDENTITY="+newKey(t).file)
+			if out, err := cmd.CombinedOutput(); err == nil || !bytes.Contains(out, []byte("no identity matched")) {
+				t.Fatalf("stock pipeline with another key: %v\n%s", err, out)
+			}
+		})
+	}
+}
