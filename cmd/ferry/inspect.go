@@ -88,7 +88,7 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 	var divergent int
 	tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', tabwriter.AlignRight)
 	if !*asJSON {
-		fmt.Fprintln(tw, "GEN\tFIRST SEQ\tLAST SEQ\tRECORDS\tSIZE\tUNCOMPRESSED\tRATIO\tMIN TIME\tMAX TIME\tSEGMENT\tENCRYPTION\t")
+		fmt.Fprintln(tw, "GEN\tFIRST SEQ\tLAST SEQ\tRECORDS\tSIZE\tUNCOMPRESSED\tRATIO\tMIN TIME\tMAX TIME\tENCRYPTION\tSEGMENT\t")
 	}
 	enc := json.NewEncoder(stdout)
 	var total, totalU int64
@@ -127,7 +127,7 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%.2fx\t%s\t%s\t%s\t%s\t\n", m.Generation, m.FirstSeq, m.LastSeq, m.Records,
 			sizeString(size), sizeString(m.UncompressedSize), ratio(m.UncompressedSize, size),
-			m.MinTime.Format(time.RFC3339), m.MaxTime.Format(time.RFC3339), name, m.EncryptionState())
+			m.MinTime.Format(time.RFC3339), m.MaxTime.Format(time.RFC3339), m.EncryptionState(), name)
 	}
 	if !*asJSON {
 		tw.Flush()
@@ -509,16 +509,16 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		}
 		return verdictJSON(stdout, rep, len(names))
 	}
-	fmt.Fprintln(stdout, crypt.String())
-	if crypt.encrypted > 0 && dec == nil {
-		fmt.Fprintln(stdout, "encrypted segments: checksums and hash chain checked; their records were not (no identity: set [encryption] identity_file or FERRY_AGE_IDENTITY_FILE)")
-	}
 	if len(defects) == 0 {
 		fmt.Fprintf(stdout, "%d segments, %d records, seq %s: checksums, sequence and hash chain ok\n",
 			len(names)-len(divergent), records, seqRange(slices.DeleteFunc(slices.Clone(names), func(n string) bool { return slices.Contains(divergent, n) })))
 		if hs.Seq > 1 {
 			fmt.Fprintln(stdout, hs)
 		}
+	}
+	fmt.Fprintln(stdout, crypt.String())
+	if crypt.encrypted > 0 && dec == nil {
+		fmt.Fprintln(stdout, "encrypted segments: checksums and hash chain checked; their records were not (no identity: set [encryption] identity_file or FERRY_AGE_IDENTITY_FILE)")
 	}
 	if newest := h.Newest(); newest.Generation > 1 {
 		fmt.Fprintf(stdout, "history: %d generations; newest %d promoted at seq %d on %s at %s\n",
