@@ -15,6 +15,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/metrics"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
@@ -177,6 +178,9 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer r.Close()
+	cp := r.Checkpoint()
+	logStart(log, "receive", "stream", cfg.Stream, "generation", cp.Generation, "store", redact.URL(cfg.Store), "state", rc.State,
+		"apply", ap.String(), "resume_after_seq", cp.LastSeq, "decrypts", dec != nil)
 	var failed atomic.Pointer[error]
 	if reg != nil {
 		reg.WatchReceiver(r, cfg.Stream, func() error {

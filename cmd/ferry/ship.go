@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/metrics"
 	"github.com/ferry-dr/ferry/retention"
 	"github.com/ferry-dr/ferry/shipper"
@@ -106,6 +107,9 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	}
 	defer closeTargets()
 	defer sh.Close()
+	logStart(log, "ship", "stream", cfg.Stream, "generation", sh.Generation(), "store", redact.URL(cfg.Store), "targets", len(targets),
+		"spool", sc.Spool, "source", sc.Source, "resume_after_seq", sh.Spool().Stats().LastSeq, "held_records", sh.Spool().Stats().Held,
+		"encrypted", enc != nil)
 	reload.onApply(func(next *config.File) {
 		n := next.Ship
 		sh.Spool().SetLimits(batch.FlushPolicy{MaxBytes: int64(n.MaxBytes), MaxRecords: int(n.MaxRecords), MaxAge: time.Duration(n.MaxAge)},

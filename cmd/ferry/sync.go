@@ -214,7 +214,8 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 			p.r.Stats()
 		}
 	})()
-	log.Info("sync starting", "site", site, "data", y.Data, "ships", ownCfg.Stream, "peers", len(peers))
+	logStart(log, "sync", "site", site, "data", y.Data, "ships", ownCfg.Stream, "generation", sh.Generation(),
+		"resume_after_seq", sh.Spool().Stats().LastSeq, "peers", len(peers))
 	start := time.Now()
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
 	"runtime/debug"
 
@@ -71,4 +72,11 @@ func (b buildInfo) String() string {
 func runVersion(_ []string, stdout, _ io.Writer) error {
 	_, err := fmt.Fprintln(stdout, readBuildInfo())
 	return err
+}
+
+// logStart logs a service's start-up line: "VERB starting" with the
+// version and commit, then attrs (stream, store, where it resumes, ...).
+func logStart(log *slog.Logger, verb string, attrs ...any) {
+	b := readBuildInfo()
+	log.Info(verb+" starting", append([]any{"version", b.Version, "commit", b.Commit}, attrs...)...)
 }

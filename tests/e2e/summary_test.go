@@ -18,7 +18,9 @@ func lastJSON(t *testing.T, stderr string) map[string]any {
 	return obj
 }
 
-// With --log-format json, ship, receive and restore end with their
+// ship and receive log a start-up line (version, commit, stream,
+// generation, where they resume). With --log-format json, ship, receive
+// and restore end with their
 // summary as one JSON log line (msg "VERB summary") holding the same
 // figures the text line gives, and every other line they write to stderr
 // is JSON too.
@@ -30,7 +32,19 @@ func TestSummaryAsJSON(t *testing.T) {
 	if sum["msg"] != "ship summary" || sum["stream"] != "jsonsum" || sum["records"] != float64(500) || sum["last_seq"] != float64(500) || sum["bytes"].(float64) < float64(len(data)) || sum["segments"].(float64) < 1 {
 		t.Errorf("ship summary %v, want msg \"ship summary\", stream jsonsum, 500 records of at least %d bytes, last seq 500", sum, len(data))
 	}
+	var start map[string]any
+	for _, l := range strings.Split(r.Stderr, "\n") {
+		if strings.Contains(l, `"ship starting"`) {
+			json.Unmarshal([]byte(l), &start)
+		}
+	}
+	if start["version"] == nil || start["commit"] == nil || start["stream"] != "jsonsum" || start["resume_after_seq"] != float64(0) || start["generation"] != float64(1) {
+		t.Errorf("ship's start-up line %v, want version, commit, stream jsonsum, generation 1, resume after seq 0:\n%s", start, r.Stderr)
+	}
 	r = s.receiveOnce("--log-format", "json")
+	if !strings.Contains(r.Stderr, `"msg":"receive starting"`) || !strings.Contains(r.Stderr, `"resume_after_seq":0`) {
+		t.Errorf("receive has no start-up line with where it resumes:\n%s", r.Stderr)
+	}
 	sum = lastJSON(t, r.Stderr)
 	if sum["msg"] != "receive summary" || sum["records"] != float64(500) || sum["checkpoint_seq"] != float64(500) || sum["stream"] != "jsonsum" {
 		t.Errorf("receive summary %v, want 500 records, checkpoint seq 500", sum)
