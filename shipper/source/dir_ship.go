@@ -99,9 +99,9 @@ func (r *dirRun) gone(ctx context.Context, sink shipper.Sink, p string) error {
 }
 
 // peerGone ships the removal of p, which the index does not have, when
-// an event showed p coming into the tree since p was last processed and
-// the ledger says a peer's change left something there: the applier put
-// it there (the ledger entry is written before the tree is touched, and
+// an event showed p coming into the tree since p was last processed, the
+// ledger says a peer's change left something there, and p's directory is
+// still there: the applier put it there (the ledger entry is written before the tree is touched, and
 // the event proves the tree was), and it is gone now, so this site
 // removed it. Without the event the ledger alone is no proof (an apply
 // that failed after its ledger entry never touched the tree), and nothing
@@ -117,6 +117,15 @@ func (r *dirRun) peerGone(ctx context.Context, sink shipper.Sink, p string) erro
 	kind, ok := l.Present(p)
 	if !appeared || !ok {
 		return nil
+	}
+	if par := dirParent(p); par != "." {
+		// Gone with its directory: a peer's delete of the directory
+		// (applied here, which leaves the entries below it as they were)
+		// or this site's, shipped as the directory's removal. Either way
+		// not this path's own.
+		if fi, err := os.Lstat(r.abs(par)); err != nil || !fi.IsDir() {
+			return nil
+		}
 	}
 	op := dirtree.OpDel
 	if kind == dirsync.KindDir {

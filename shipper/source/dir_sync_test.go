@@ -169,3 +169,52 @@ func TestDirSyncShipsRemovalOfAPeersUnindexedFile(t *testing.T) {
 		t.Errorf("ledger entry of x after the removal: %+v, %v; want absent, this site's", e, ok)
 	}
 }
+
+// A peer's directory with a file in it, both applied here, then the peer's
+// delete of the directory applied before the source looked at either: the
+// ledger's entry of the file is left as it was (the delete names the
+// directory), but the file went with its directory, a peer's change: the
+// source ships nothing for it.
+func TestDirSyncPeerDirectoryDeleteShipsNothing(t *testing.T) {
+	root, state, spoolDir := t.TempDir(), t.TempDir(), t.TempDir()
+	l, err := dirsync.Open(state, "b", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	sink := &dirSink{}
+	startDirSource(t, &Dir{Root: root, SpoolDir: spoolDir, Ledger: l}, sink)
+	time.Sleep(300 * time.Millisecond) // the first scan is done
+	l.Lock()
+	decide := func(seq uint64, key string, st, disk dirsync.State, stamp int64) {
+		t.Helper()
+		d, err := l.Decide(dirsync.Incoming{Peer: "a", Seq: seq, Key: key, Ver: dirsync.Version{Origin: "a", VV: dirsync.VV{"a": stamp}, Seen: dirsync.VV{"a": stamp}},
+			State: st, Disk: disk, CheckDisk: false})
+		if err != nil || d.Act != dirsync.ActApply {
+			l.Unlock()
+			t.Fatalf("%s: %+v, %v", key, d, err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(root, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	decide(1, "d", statState(t, filepath.Join(root, "d")), dirsync.Absent, 10)
+	time.Sleep(200 * time.Millisecond) // the source watches d
+	dirWrite(t, filepath.Join(root, "d/x"), "from a\n", 0o644)
+	decide(2, "d/x", statState(t, filepath.Join(root, "d/x")), dirsync.Absent, 11)
+	time.Sleep(100 * time.Millisecond) // the source sees them come
+	if err := os.RemoveAll(filepath.Join(root, "d")); err != nil {
+		t.Fatal(err)
+	}
+	decide(3, "d", dirsync.Absent, dirsync.Absent, 12)
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	l.Unlock()
+	time.Sleep(1500 * time.Millisecond) // the source has handled the events
+	for _, r := range sink.views() {
+		if r.key == "d" || r.key == "d/x" {
+			t.Fatalf("the source shipped %s %s, a peer's change: %v", r.op, r.key, sink.views())
+		}
+	}
+}
