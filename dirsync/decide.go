@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -95,6 +96,11 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	remote := in.Ver
 	done := func(d Decision, ne Entry) (Decision, error) {
 		ne.From, ne.Seq, ne.Act, ne.Copy = in.Peer, in.Seq, d.Act, d.Copy
+		if (d.Act == ActApply || d.Act == ActRenameApply) && cur.State.Kind == KindDir && ne.State.Kind != KindDir {
+			if err := l.goneBelow(in.Key, ne); err != nil {
+				return Decision{}, err
+			}
+		}
 		return d, l.set(in.Key, &ne)
 	}
 	if remote.VV.LE(seen) {
@@ -106,6 +112,11 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	}
 	applied := Entry{VV: remote.VV.Clone(), Seen: Merge(seen, remote.VV), State: in.State, Origin: remote.Origin,
 		Lost: Merge(cur.Lost, remote.Lost), Base: remote.Base}
+	if remote.Origin == l.Site {
+		// This site's own version, read back from its stream in the store
+		// by a rejoin: the store has it, nothing ships.
+		applied.Shipped, applied.Stored = true, true
+	}
 	localTime := cur.VV[cur.Origin]
 	// holdsOwn: the tree holds a version this site made: if it loses, this
 	// site is the one that keeps it.
@@ -184,6 +195,23 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 			"winner_site", c.Winner, "loser_site", c.Loser, "loser_deleted", loserState.Kind == KindAbsent)
 	}
 	return done(d, ne)
+}
+
+// goneBelow records that everything below the directory key is gone with
+// it, in the peer's version ne that replaces it (as its origin recorded
+// when it made the change), so that no entry below still says a peer's
+// file is in the tree (InTree).
+func (l *Ledger) goneBelow(key string, ne Entry) error {
+	for p, c := range l.entries {
+		if strings.HasPrefix(p, key+"/") && c.State.Kind != KindAbsent {
+			cv := Merge(c.Seen, c.VV)
+			cv[ne.Origin] = max(cv[ne.Origin], ne.VV[ne.Origin])
+			if err := l.set(p, &Entry{VV: cv, Seen: cv, State: Absent, Origin: ne.Origin, Shipped: ne.Shipped, Stored: ne.Stored, Lost: c.Lost, Base: baseOf(c)}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // changedBelow reports whether the tree under a directory the record

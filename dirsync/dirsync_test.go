@@ -261,3 +261,42 @@ func TestLedgerDecidedSurvivesRestartAndCompaction(t *testing.T) {
 	}
 	l.Close()
 }
+
+// A rejoin reads the site's own stream back from the store through the
+// applier: those versions are this site's, already in the store, so the
+// source ships none of them (nor lists them as unshipped); a later local
+// change of the same path is an ordinary new version of this site that
+// includes them; and a peer's change the own stream had already seen is
+// dropped as seen.
+func TestRejoinOwnVersionsAreStored(t *testing.T) {
+	l := open(t, t.TempDir(), "b")
+	st := file(100, 3, "h1")
+	own := Version{Origin: "b", VV: VV{"a": 40, "b": 50}}
+	d, err := l.Decide(Incoming{Peer: "b", Seq: 1, Key: "f", Ver: own, State: st, Disk: Absent, CheckDisk: true})
+	if err != nil || d.Act != ActApply {
+		t.Fatalf("Decide on the own stream = %+v, %v; want apply", d, err)
+	}
+	if foreign, _ := l.Foreign("f", file(100, 3, "")); !foreign {
+		t.Fatal("a version read back from the own stream is not recognised: the source would ship it again")
+	}
+	if _, ship, _ := l.Local("f", st); ship {
+		t.Fatal("Local would ship a version the store already holds")
+	}
+	if u := l.Unshipped(); len(u) != 0 {
+		t.Fatalf("Unshipped = %q; want none", u)
+	}
+	// A peer's version the own one had seen: dropped.
+	if d, _ := l.Decide(Incoming{Peer: "a", Seq: 1, Key: "f", Ver: Version{Origin: "a", VV: VV{"a": 40}}, State: file(90, 2, "ha"), Disk: st, CheckDisk: true}); d.Act != ActSkip {
+		t.Fatalf("a peer's version the own stream had seen: %+v; want skip", d)
+	}
+	ver, ship, err := l.Local("f", file(200, 4, "h2"))
+	if err != nil || !ship {
+		t.Fatalf("Local of a local change after the rejoin: ship %v, %v", ship, err)
+	}
+	if v, _ := ParseVersion(ver); v.VV["b"] <= 50 || v.VV["a"] != 40 {
+		t.Fatalf("new local version %+v: want after b:50, including a:40", v)
+	}
+	if e, _ := l.Get("f"); e.Stored {
+		t.Fatalf("the new local version is marked stored: %+v", e)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/fsutil"
 )
 
@@ -83,6 +84,10 @@ type Entry struct {
 	State   State  `json:"st"`             // what that version is
 	Origin  string `json:"o,omitempty"`    // the site that made it
 	Shipped bool   `json:"sh,omitempty"`   // a local version handed to the source: it ships with VV
+	// Stored: a version of this site read back from its own stream in the
+	// store (ferry sync --rejoin): the store holds it already, so the
+	// source records it in its index and ships nothing, as for a peer's.
+	Stored bool `json:"sto,omitempty"`
 	// Lost: the versions of other sites this site has seen lose a conflict
 	// at the path (newest stamp per site). Every local version made after
 	// carries it (Version.Lost), so that the loser's site keeps its copy
@@ -174,6 +179,13 @@ type Ledger struct {
 	lines     int
 	dirty     bool
 	conflicts atomic.Int64
+
+	// After a start (SetApplied): per peer, its receiver's checkpoint and
+	// the file whose chunks go on; the paths of a peer's segment decided
+	// and not applied to its end, by peer.
+	applied    map[string]uint64
+	continuing map[string]string
+	pending    map[string]string
 }
 
 // Open loads the ledger of the sync state directory dir (creating it).
@@ -447,11 +459,16 @@ func (st State) WithHash(h []byte) State {
 }
 
 // Foreign reports whether path in state st is what a peer's change, or the
-// conflict rule, left in the tree (call it under the lock): the source does
-// not ship it. hash is the content's hash as the ledger knows it.
+// conflict rule, left in the tree, or a version of this site the store
+// already holds (Entry.Stored), or a path of a peer's segment that waits
+// to be applied again (SetApplied) (call it under the lock): the source
+// does not ship it. hash is the content's hash as the ledger knows it.
 func (l *Ledger) Foreign(path string, st State) (bool, []byte) {
 	e := l.entries[path]
-	if e == nil || e.Origin == l.Site || !e.State.Same(st) {
+	if l.pending[path] != "" {
+		return true, nil // the applier's, half applied: it applies it again
+	}
+	if e == nil || (e.Origin == l.Site && !e.Stored) || !e.State.Same(st) {
 		return false, nil
 	}
 	return true, e.State.Hash
@@ -474,9 +491,12 @@ func (l *Ledger) Present(path string) (Kind, bool) {
 // version record's data to ship before the path's records: the version
 // already given to this state, or a new one.
 func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error) {
+	if l.pending[path] != "" {
+		return nil, false, nil // the applier's, half applied: it applies it again
+	}
 	e := l.entries[path]
 	if e != nil && e.State.Same(st) {
-		if e.Origin != l.Site {
+		if e.Origin != l.Site || e.Stored {
 			return nil, false, nil
 		}
 		if !e.Shipped || (len(e.State.Hash) == 0 && len(st.Hash) > 0) {
@@ -516,4 +536,87 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 		}
 	}
 	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone(), Lost: lost, Base: base}.Encode(), true, nil
+}
+
+// SetApplied tells the ledger, when the site starts, where peer's
+// receiver checkpoint stands: every segment of peer's stream up to lastSeq
+// was applied to its end, so the tree held what each of its records
+// decided "apply" made, but for continuing, a file whose chunks go on in
+// the next segment (InTree). The decisions on peer's last segment, if the
+// checkpoint does not cover it (the site stopped while applying it), are
+// pending until the applier applies it again (DoneApplying): their paths
+// are the applier's, not local changes, even as the tree shows them half
+// applied (Foreign, Local).
+func (l *Ledger) SetApplied(peer string, lastSeq uint64, continuing string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.applied == nil {
+		l.applied, l.continuing, l.pending = map[string]uint64{}, map[string]string{}, map[string]string{}
+	}
+	l.applied[peer], l.continuing[peer] = lastSeq, continuing
+	sl := l.segs[peer]
+	if sl == nil {
+		return
+	}
+	_, first, last, ok := batch.ParseSegmentName(sl.Segment)
+	if !ok || last <= lastSeq {
+		return
+	}
+	for p, e := range l.entries {
+		if e.From == peer && e.Seq >= first && e.Seq <= last && e.Act != ActSkip && e.Act != "" {
+			l.pending[p] = peer
+		}
+	}
+	if len(l.pending) > 0 {
+		l.Log.Info("sync: a peer's segment was decided and not applied to its end before the site stopped; its paths wait for it to be applied again",
+			"peer", peer, "segment", sl.Segment, "paths", len(l.pending))
+	}
+}
+
+// DoneApplying marks the end of the application of a segment of peer's
+// stream (call it under the lock): no path waits for it any more.
+func (l *Ledger) DoneApplying(peer string) {
+	for p, from := range l.pending {
+		if from == peer {
+			delete(l.pending, p)
+		}
+	}
+}
+
+// InTree lists the paths a peer's change certainly put in the tree and
+// that still hold it as far as the ledger knows: a peer's present state,
+// decided "apply" in a segment the peer's checkpoint covers (SetApplied),
+// every ancestor a directory. The source ships the removal of such a path
+// that is gone and that its index does not have: a file applied just
+// before the site stopped and deleted while it was down. (The ledger alone
+// is no proof: an apply that failed after its entry never touched the
+// tree.)
+func (l *Ledger) InTree() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for p, e := range l.entries {
+		if e.Origin == l.Site || e.State.Kind == KindAbsent || e.From == "" ||
+			(e.Act != ActApply && e.Act != ActRenameApply) {
+			continue
+		}
+		if applied, ok := l.applied[e.From]; !ok || e.Seq > applied || l.continuing[e.From] == p {
+			continue
+		}
+		under := true
+		for a := p; under; {
+			i := strings.LastIndexByte(a, '/')
+			if i < 0 {
+				break
+			}
+			a = a[:i]
+			ae := l.entries[a]
+			under = ae != nil && ae.State.Kind == KindDir
+		}
+		if under {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -40,6 +40,7 @@ const syncExamples = `  # one site of a pair: both sites share a store and list 
 func runSync(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("sync", "ferry sync --config FILE", syncExamples, stderr)
 	c.accept("metrics-addr", "site")
+	rejoin := c.fs.Bool("rejoin", false, "rebuild this site's lost tree from the streams in the store and re-join without shipping it again (an empty tree, spool and state: docs/SYNC.md \"Rejoin\")")
 	if err := c.parseNoArgs(args, "sync"); err != nil {
 		return err
 	}
@@ -62,6 +63,14 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer lock.Close()
+	if *rejoin && records {
+		return usageError{fmt.Errorf("--rejoin rebuilds a tree; sync.data %s is a record stream", y.Data)}
+	}
+	if !records {
+		if err := syncRejoinCheck(y, cfg.Store, *rejoin); err != nil {
+			return err
+		}
+	}
 	var ledger *dirsync.Ledger
 	if !records {
 		if ledger, err = dirsync.Open(y.State, site, log); err != nil {
@@ -85,6 +94,11 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signalContext(context.Background(), log)
 	defer stop()
+	if *rejoin {
+		if err := syncRejoin(ctx, cfg, name, path, ledger, log); err != nil {
+			return err
+		}
+	}
 	var reg *metrics.Registry
 	if cfg.MetricsAddr != "" {
 		reg = metrics.New(readBuildInfo().metrics())
@@ -184,6 +198,11 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("peer %s: %w", p.ID, err)
 		}
 		defer r.Close()
+		if d, ok := ap.(*apply.Dir); ok {
+			// What its checkpoint proves is in the tree, and what it left
+			// half applied (dirsync.Ledger.SetApplied).
+			ledger.SetApplied(p.ID, r.Checkpoint().LastSeq, d.Continuing())
+		}
 		listener.receiving(pc.Stream, r)
 		peers = append(peers, &peerRun{id: p.ID, stream: pc.Stream, r: r})
 	}

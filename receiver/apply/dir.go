@@ -41,7 +41,13 @@ type Dir struct {
 	// site's own tree, which need not start empty.
 	Ledger *dirsync.Ledger
 	Peer   string
-	peer   dirPeerState
+	// Rebuild: the tree is being rebuilt from the streams in the store
+	// (ferry sync --rejoin) and holds nothing but what the appliers put
+	// there, one stream after the other: nothing in it is a local change.
+	// A parent directory made for a file of one stream before another
+	// stream's mkdir of it is then not taken for one.
+	Rebuild bool
+	peer    dirPeerState
 
 	root    *os.File
 	staging *os.File // ROOT/.ferry-staging, open while it exists

@@ -106,6 +106,9 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 				Below:         func(fn func(string, dirsync.State)) { a.below(key, fn) },
 				DecidedBefore: func(p string) bool { return dirDecidedAbove(decided, p) },
 			}
+			if a.Rebuild {
+				in.CheckDisk, in.Below = false, nil
+			}
 			if d, err = a.Ledger.Decide(in); err != nil {
 				return wrap(i, err)
 			}
@@ -156,8 +159,14 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 			return wrap(i, err)
 		}
 	}
+	a.Ledger.DoneApplying(a.Peer)
 	return nil
 }
+
+// Continuing is the key of the file whose chunks go on in the peer's next
+// segment, as the checkpoint the receiver restored says ("" for none):
+// everything else its segments up to the checkpoint wrote is in the tree.
+func (a *Dir) Continuing() string { return a.peer.ContKey }
 
 // dirDecidedAbove reports whether key or one of its ancestors was decided
 // earlier in the segment.

@@ -126,6 +126,9 @@ func (s *Dir) Run(ctx context.Context, sink shipper.Sink) error {
 		s.reship = append(s.reship, s.Ledger.Unshipped()...)
 	}
 	s.mu.Unlock()
+	if s.Ledger != nil {
+		r.markGoneWhileDown()
+	}
 	for {
 		err := r.watchAndShip(ctx, sink)
 		if errors.Is(err, errDirRescan) && ctx.Err() == nil {
@@ -139,6 +142,29 @@ func (s *Dir) Run(ctx context.Context, sink shipper.Sink) error {
 			return nil
 		}
 		return err
+	}
+}
+
+// markGoneWhileDown marks for shipping the removal of the paths a peer's
+// change certainly put in the tree (dirsync.Ledger.InTree) that are gone
+// and that the index does not have: applied just before the site stopped,
+// never indexed, and deleted while it was down. As for a removal seen
+// running (peerGone), they count as having appeared.
+func (r *dirRun) markGoneWhileDown() {
+	for _, p := range r.src.Ledger.InTree() {
+		if r.idx.get(p) != nil || r.skip(p) {
+			continue
+		}
+		if _, err := os.Lstat(r.abs(p)); !errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		r.mu.Lock()
+		if r.appeared == nil {
+			r.appeared = map[string]struct{}{}
+		}
+		r.appeared[p] = struct{}{}
+		r.mu.Unlock()
+		r.markDirty(p, time.Time{})
 	}
 }
 

@@ -119,10 +119,9 @@ func (r *dirRun) peerGone(ctx context.Context, sink shipper.Sink, p string) erro
 		return nil
 	}
 	if par := dirParent(p); par != "." {
-		// Gone with its directory: a peer's delete of the directory
-		// (applied here, which leaves the entries below it as they were)
-		// or this site's, shipped as the directory's removal. Either way
-		// not this path's own.
+		// Gone with its directory: a peer's delete of the directory, or
+		// this site's, shipped as the directory's removal. Either way not
+		// this path's own.
 		if fi, err := os.Lstat(r.abs(par)); err != nil || !fi.IsDir() {
 			return nil
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/dirsync"
 	"github.com/ferry-dr/ferry/dirtree"
 )
@@ -170,11 +171,138 @@ func TestDirSyncShipsRemovalOfAPeersUnindexedFile(t *testing.T) {
 	}
 }
 
+// decideApplied records peer's record of key (state st, version stamp ts)
+// as the applier does, in segment seg, without touching the tree.
+func decideApplied(t *testing.T, l *dirsync.Ledger, peer string, seq uint64, seg, key string, st dirsync.State, ts int64) {
+	t.Helper()
+	l.Lock()
+	defer l.Unlock()
+	d, err := l.Decide(dirsync.Incoming{Peer: peer, Seq: seq, Key: key, Ver: dirsync.Version{Origin: peer, VV: dirsync.VV{peer: ts}},
+		State: st, Disk: st, CheckDisk: false})
+	if err == nil {
+		err = l.SetDecided(peer, seg, []dirsync.Decision{d})
+	}
+	if err == nil {
+		err = l.Sync()
+	}
+	if err != nil || d.Act != dirsync.ActApply {
+		t.Fatalf("%s from %s: %+v, %v", key, peer, d, err)
+	}
+}
+
+func recordsOf(recs []batchRecordView, key string) []string {
+	var out []string
+	for _, r := range recs {
+		if r.key == key {
+			out = append(out, r.op)
+		}
+	}
+	return out
+}
+
+// A peer's file applied just before the site stopped, never indexed, and
+// deleted while the site was down: the peer's receiver checkpoint covers
+// the segment that wrote it, which proves the tree held it, so the source
+// ships its removal when it starts. A file whose segment the checkpoint
+// does not cover (its apply may have failed after the ledger entry) is
+// not shipped as removed, nor is a file of a directory the peer removed
+// since.
+func TestDirSyncShipsRemovalWhileDownOfAppliedFile(t *testing.T) {
+	root, state, spoolDir := t.TempDir(), t.TempDir(), t.TempDir()
+	l, err := dirsync.Open(state, "b", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := dirsync.State{Kind: dirsync.KindFile, Mode: 0o644, Mtime: 1e18, Size: 7}
+	dir := dirsync.State{Kind: dirsync.KindDir, Mode: 0o755, Mtime: 1e18}
+	decideApplied(t, l, "a", 1, batch.SegmentName(1, 1, 1), "x", f, 10)
+	decideApplied(t, l, "a", 2, batch.SegmentName(1, 2, 2), "d", dir, 11)
+	decideApplied(t, l, "a", 3, batch.SegmentName(1, 3, 3), "d/z", f, 12)
+	decideApplied(t, l, "a", 4, batch.SegmentName(1, 4, 4), "d", dirsync.Absent, 13) // a removed d and d/z
+	decideApplied(t, l, "c", 1, batch.SegmentName(1, 1, 1), "y", f, 10)
+	// The site stops; x, d/z and y are not in the tree now (d/z went with
+	// a's rmdir, x and y were removed here while the site was down, or
+	// never made it). At the start, a's checkpoint is at seq 4, c's at 0.
+	l.Close()
+	if l, err = dirsync.Open(state, "b", quiet); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.SetApplied("a", 4, "")
+	l.SetApplied("c", 0, "")
+	sink := &dirSink{}
+	startDirSource(t, &Dir{Root: root, SpoolDir: spoolDir, Ledger: l}, sink)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(recordsOf(sink.views(), "x")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the removal of a's x, applied before the stop and deleted while down, was not shipped: %v", sink.views())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := recordsOf(sink.views(), "x"); len(got) != 2 || got[1] != string(dirtree.OpDel) {
+		t.Fatalf("records of x: %v; want version, del", got)
+	}
+	for _, k := range []string{"y", "d", "d/z"} {
+		if got := recordsOf(sink.views(), k); len(got) > 0 {
+			t.Errorf("records of %s: %v; want none (no proof it was in the tree, or removed by the peer)", k, got)
+		}
+	}
+}
+
+// After a kill -9 while the applier was applying a peer's segment (decided,
+// ledger synced, the tree half done), the source's start meets a path of
+// that segment that the tree still shows as before: it is not a local
+// change, and it is not shipped; the receiver applies the segment again,
+// and only then is a change of the path this site's.
+func TestDirSyncHalfAppliedSegmentIsNotShipped(t *testing.T) {
+	root, state, spoolDir := t.TempDir(), t.TempDir(), t.TempDir()
+	l, err := dirsync.Open(state, "b", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	p := filepath.Join(root, "m")
+	dirWrite(t, p, "a's first\n", 0o644)
+	decideApplied(t, l, "a", 1, batch.SegmentName(1, 1, 1), "m", statState(t, p), 10)
+	// a's second version of m: decided and synced, never written (the
+	// kill came first). The checkpoint is at seq 1; the source's index is
+	// new (it never indexed m).
+	second := dirsync.State{Kind: dirsync.KindFile, Mode: 0o644, Mtime: 2e18, Size: 11}
+	decideApplied(t, l, "a", 2, batch.SegmentName(1, 2, 2), "m", second, 20)
+	l.SetApplied("a", 1, "")
+	sink := &dirSink{}
+	startDirSource(t, &Dir{Root: root, SpoolDir: spoolDir, Ledger: l}, sink)
+	time.Sleep(800 * time.Millisecond)
+	if got := recordsOf(sink.views(), "m"); len(got) > 0 {
+		t.Fatalf("m, half applied, was shipped as this site's change: %v", got)
+	}
+	// The receiver applies the segment again.
+	l.Lock()
+	dirWrite(t, p, "a's second\n", 0o644)
+	if err := os.Chtimes(p, time.Unix(0, 2e18), time.Unix(0, 2e18)); err != nil {
+		t.Fatal(err)
+	}
+	l.DoneApplying("a")
+	l.Unlock()
+	time.Sleep(500 * time.Millisecond)
+	if got := recordsOf(sink.views(), "m"); len(got) > 0 {
+		t.Fatalf("m, applied again, was shipped back: %v", got)
+	}
+	dirWrite(t, p, "changed here\n", 0o644)
+	deadline := time.Now().Add(10 * time.Second)
+	for !shippedFile(sink.views(), "m") {
+		if time.Now().After(deadline) {
+			t.Fatalf("a local change of m after the segment was applied again was not shipped: %v", sink.views())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // A peer's directory with a file in it, both applied here, then the peer's
 // delete of the directory applied before the source looked at either: the
-// ledger's entry of the file is left as it was (the delete names the
-// directory), but the file went with its directory, a peer's change: the
-// source ships nothing for it.
+// file went with its directory, a peer's change: the source ships nothing
+// for it.
 func TestDirSyncPeerDirectoryDeleteShipsNothing(t *testing.T) {
 	root, state, spoolDir := t.TempDir(), t.TempDir(), t.TempDir()
 	l, err := dirsync.Open(state, "b", quiet)
