@@ -193,6 +193,15 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		}
 		defer stopMetrics()
 	}
+	if !*once {
+		statusCtx, stopStatus := context.WithCancel(context.Background())
+		statusDone := make(chan struct{})
+		go func() {
+			recvStatusLoop(statusCtx, r, cfg.Stream, rc.State)
+			close(statusDone)
+		}()
+		defer func() { stopStatus(); <-statusDone }() // before r.Close: the lock is still held
+	}
 	defer notifyServing(ctx, log, func() { r.Stats() })()
 	start := time.Now()
 	var runErr error
