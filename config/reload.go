@@ -13,12 +13,20 @@ import (
 
 // liveKeys are the keys a verb applies live, by verb. ship applies the
 // flush policy and the spool limit at its next append or age check (a
-// batch already open is judged by the new policy) and the log level at
-// once; receive and sync the log level.
+// batch already open is judged by the new policy); flush_at and the
+// sending windows (with their bandwidth caps, and time_zone, which they
+// are read in) at once, a segment being sent finishing under the old
+// ones; [retention] from its next scheduled prune; [tcp] bandwidth_limit
+// from the next chunk sent on a tcp:// link (those without a
+// bandwidth_limit of their own in [[ship.targets]]); health_max_lag from
+// the next health check; the log level at once. receive and sync apply
+// health_max_lag and the log level.
 var liveKeys = map[string][]string{
-	"ship":    {"log_level", "ship.max_bytes", "ship.max_age", "ship.max_records", "ship.spool_limit"},
-	"receive": {"log_level"},
-	"sync":    {"log_level"},
+	"ship": {"log_level", "ship.max_bytes", "ship.max_age", "ship.max_records", "ship.spool_limit",
+		"ship.flush_at", "ship.windows", "time_zone", "retention.keep_for", "retention.keep_min", "retention.schedule",
+		"tcp.bandwidth_limit", "health_max_lag"},
+	"receive": {"log_level", "health_max_lag"},
+	"sync":    {"log_level", "health_max_lag"},
 }
 
 // LiveKeys lists the keys verb applies on SIGHUP (for docs and messages).

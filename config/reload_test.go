@@ -75,3 +75,29 @@ func TestReloadableRefusedKeys(t *testing.T) {
 		}
 	}
 }
+
+// Windows, flush_at, retention, the link's bandwidth limit and
+// health_max_lag are live for ship; the other [tcp] keys and the targets
+// are not. receive takes health_max_lag but not the ship's schedules.
+func TestReloadableSchedulesLive(t *testing.T) {
+	a := loadText(t, reloadBase)
+	b := loadText(t, strings.NewReplacer(`max_age = "2s"`, "max_age = \"2s\"\nflush_at = \"@hourly\"\n[[ship.windows]]\nstart = \"0 22 * * *\"\nduration = \"6h\"\nbandwidth_limit = \"1MiB\"\n"+
+		"[retention]\nkeep_for = \"30d\"\nkeep_min = 5\nschedule = \"@daily\"\n[tcp]\nbandwidth_limit = \"2MiB\"",
+		`log_level = "info"`, "log_level = \"info\"\nhealth_max_lag = \"90s\"\ntime_zone = \"UTC\"").Replace(reloadBase))
+	live, refused := Reloadable("ship", a, b)
+	want := []string{"health_max_lag", "time_zone", "ship.flush_at", "ship.windows", "tcp.bandwidth_limit",
+		"retention.keep_for", "retention.keep_min", "retention.schedule"}
+	slices.Sort(live)
+	slices.Sort(want)
+	if !slices.Equal(live, want) || len(refused) != 0 {
+		t.Fatalf("ship: live %q refused %q, want live %q", live, refused, want)
+	}
+	live, refused = Reloadable("receive", a, b)
+	if !slices.Equal(live, []string{"health_max_lag"}) || !slices.Contains(refused, "ship.windows") || !slices.Contains(refused, "tcp.bandwidth_limit") {
+		t.Fatalf("receive: live %q refused %q", live, refused)
+	}
+	c := loadText(t, strings.Replace(reloadBase, `max_age = "2s"`, "max_age = \"2s\"\n[tcp]\nmax_in_flight = 4", 1))
+	if live, refused := Reloadable("ship", a, c); len(live) != 0 || !slices.Equal(refused, []string{"tcp.max_in_flight"}) {
+		t.Fatalf("tcp.max_in_flight: live %q refused %q, want it refused", live, refused)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,6 +49,8 @@ type Registry struct {
 	// it (ferry_receive_stopped): the process exits after, and a scrape
 	// must see why. 0: one minute, Prometheus' default scrape interval.
 	StopGrace time.Duration
+
+	reset atomic.Pointer[Health] // SetHealth's, over the Watch calls' (nil: none)
 }
 
 // Build is the binary's version, as ferry_build_info labels it.
@@ -154,6 +157,19 @@ func (h Health) maxLag() time.Duration {
 		return 5 * time.Minute
 	}
 	return h.MaxLag
+}
+
+// SetHealth replaces what every watcher's health checks judge against
+// (the Health given to WatchShipper and WatchReceiver), from the next
+// check on: a config reload of health_max_lag.
+func (r *Registry) SetHealth(h Health) { r.reset.Store(&h) }
+
+// maxLag is the MaxLag in force for a watcher started with h.
+func (r *Registry) maxLag(h Health) time.Duration {
+	if set := r.reset.Load(); set != nil {
+		return set.maxLag()
+	}
+	return h.maxLag()
 }
 
 func (r *Registry) addHealth(f func() error) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestReason(t *testing.T) {
@@ -59,5 +60,23 @@ func TestHealthEndpoint(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// SetHealth replaces the MaxLag every watcher was started with (a reload
+// of health_max_lag); before it, each keeps its own.
+func TestSetHealth(t *testing.T) {
+	r := New(Build{})
+	started := Health{MaxLag: time.Hour}
+	if got := r.maxLag(started); got != time.Hour {
+		t.Fatalf("before SetHealth: %v, want 1h", got)
+	}
+	r.SetHealth(Health{MaxLag: 10 * time.Second})
+	if got := r.maxLag(started); got != 10*time.Second {
+		t.Fatalf("after SetHealth(10s): %v", got)
+	}
+	r.SetHealth(Health{})
+	if got := r.maxLag(started); got != 5*time.Minute {
+		t.Fatalf("after SetHealth(0): %v, want the 5m default", got)
 	}
 }

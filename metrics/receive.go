@@ -43,9 +43,9 @@ func (r *Registry) WatchReceiver(rc *receiver.Receiver, stream string, failed fu
 		switch {
 		case hs.Waiting:
 			return fmt.Errorf("receiver of %s waiting for its store, which has not answered since the start: %s", stream, hs.Retrying)
-		case hs.Retrying != "" && now.Sub(hs.RetryingSince) > h.maxLag():
+		case hs.Retrying != "" && now.Sub(hs.RetryingSince) > r.maxLag(h):
 			return fmt.Errorf("receiver of %s failing for %s: %s", stream, now.Sub(hs.RetryingSince).Round(time.Second), hs.Retrying)
-		case !hs.GapSince.IsZero() && now.Sub(hs.GapSince) > h.maxLag():
+		case !hs.GapSince.IsZero() && now.Sub(hs.GapSince) > r.maxLag(h):
 			return fmt.Errorf("receiver of %s waiting on a gap for %s", stream, now.Sub(hs.GapSince).Round(time.Second))
 		}
 		return nil

@@ -41,11 +41,11 @@ func (r *Registry) WatchShipper(sh *shipper.Shipper, stream string, h Health) {
 				continue
 			}
 			switch {
-			case !t.OldestUnapplied.IsZero() && now.Sub(t.OldestUnapplied) > h.maxLag():
+			case !t.OldestUnapplied.IsZero() && now.Sub(t.OldestUnapplied) > r.maxLag(h):
 				problems = append(problems, fmt.Sprintf("target %s has not applied records from %s ago", t.Name, now.Sub(t.OldestUnapplied).Round(time.Second)))
-			case t.LastError != "" && now.Sub(lastOK(t, started)) > h.maxLag():
+			case t.LastError != "" && now.Sub(lastOK(t, started)) > r.maxLag(h):
 				problems = append(problems, fmt.Sprintf("target %s failing for %s: %s", t.Name, now.Sub(lastOK(t, started)).Round(time.Second), t.LastError))
-			case !oldest.IsZero() && now.Sub(oldest) > h.maxLag() && t.SentSeq < sh.Spool().Stats().LastSeq:
+			case !oldest.IsZero() && now.Sub(oldest) > r.maxLag(h) && t.SentSeq < sh.Spool().Stats().LastSeq:
 				problems = append(problems, fmt.Sprintf("target %s has not received records from %s ago", t.Name, now.Sub(oldest).Round(time.Second)))
 			}
 		}

@@ -52,7 +52,8 @@ func (p *pacer) wait(ctx context.Context, size int64) bool {
 			return false
 		}
 		now := p.s.clock.Now()
-		ws := p.s.cfg.Schedules.windowAt(now)
+		sc, changed := p.s.schedules()
+		ws := sc.windowAt(now)
 		if !ws.Open {
 			continue // it closed between the two looks
 		}
@@ -87,6 +88,7 @@ func (p *pacer) wait(ctx context.Context, size int64) bool {
 		select {
 		case <-ctx.Done():
 			return false
+		case <-changed: // new windows: look again
 		case <-p.s.clock.After(wait):
 		}
 	}
@@ -97,7 +99,7 @@ func (p *pacer) wait(ctx context.Context, size int64) bool {
 // now. Only a pipelining target has segments on their way, and every one
 // so far (the tcp:// link) is a LinkLimiter.
 func (p *pacer) ready() bool {
-	ws := p.s.cfg.Schedules.windowAt(p.s.clock.Now())
+	ws := p.s.windowNow()
 	switch {
 	case !ws.Open:
 		return false

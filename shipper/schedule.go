@@ -2,6 +2,7 @@ package shipper
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -88,15 +89,59 @@ func (sc *Schedules) windowAt(t time.Time) WindowState {
 	return ws
 }
 
+// schedState holds the schedules in force, which SetSchedules replaces
+// while the shipper runs (a SIGHUP reload).
+type schedState struct {
+	mu      sync.Mutex
+	cur     *Schedules    // nil: Config.Schedules
+	changed chan struct{} // closed and replaced by SetSchedules
+}
+
+// SetSchedules replaces flush_at and the sending windows from now on.
+// What waits on them looks again at once: a sender outside the old windows
+// starts sending if a new one is open, and one inside stops before its next
+// segment if none is (the segment being sent finishes); the flush_at loop
+// waits for the new schedule's next time.
+func (s *Shipper) SetSchedules(sc Schedules) {
+	s.sched.mu.Lock()
+	defer s.sched.mu.Unlock()
+	s.sched.cur = &sc
+	if s.sched.changed != nil {
+		close(s.sched.changed)
+	}
+	s.sched.changed = make(chan struct{})
+}
+
+// schedules returns the schedules in force and a channel closed when
+// SetSchedules replaces them.
+func (s *Shipper) schedules() (*Schedules, <-chan struct{}) {
+	s.sched.mu.Lock()
+	defer s.sched.mu.Unlock()
+	if s.sched.changed == nil {
+		s.sched.changed = make(chan struct{})
+	}
+	if s.sched.cur == nil {
+		return &s.cfg.Schedules, s.sched.changed
+	}
+	return s.sched.cur, s.sched.changed
+}
+
+// windowNow evaluates the sending windows in force now.
+func (s *Shipper) windowNow() WindowState {
+	sc, _ := s.schedules()
+	return sc.windowAt(s.clock.Now())
+}
+
 // Window reports whether sending is allowed now and when that changes.
-func (s *Shipper) Window() WindowState { return s.cfg.Schedules.windowAt(s.clock.Now()) }
+func (s *Shipper) Window() WindowState { return s.windowNow() }
 
 // waitWindow blocks until a window is open (at once when none are
 // configured). It returns false when ctx ends first.
 func (s *Shipper) waitWindow(ctx context.Context, target string) bool {
 	logged := false
 	for {
-		ws := s.cfg.Schedules.windowAt(s.clock.Now())
+		sc, changed := s.schedules()
+		ws := sc.windowAt(s.clock.Now())
 		if ws.Open {
 			if logged {
 				s.log.Info("sending window open; sending", "target", target, "until", ws.Until)
@@ -114,26 +159,31 @@ func (s *Shipper) waitWindow(ctx context.Context, target string) bool {
 		select {
 		case <-ctx.Done():
 			return false
+		case <-changed:
+			logged = false // say what the new windows mean
 		case <-s.clock.After(max(wait, 0)):
 		}
 	}
 }
 
-// flushLoop seals the open batch whenever FlushAt fires.
+// flushLoop seals the open batch whenever FlushAt fires (the FlushAt in
+// force: SetSchedules may set, change or remove it).
 func (s *Shipper) flushLoop(ctx context.Context) error {
-	if s.cfg.Schedules.FlushAt == nil {
-		return nil
-	}
 	for {
-		now := s.clock.Now()
-		next := s.cfg.Schedules.FlushAt.Next(now)
-		if next.IsZero() {
-			return nil
+		sc, changed := s.schedules()
+		var fire <-chan time.Time // nil: no flush_at, wait for a change
+		if sc.FlushAt != nil {
+			now := s.clock.Now()
+			if next := sc.FlushAt.Next(now); !next.IsZero() {
+				fire = s.clock.After(next.Sub(now))
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-s.clock.After(next.Sub(now)):
+		case <-changed:
+			continue
+		case <-fire:
 		}
 		if err := s.spool.Seal("schedule"); err != nil {
 			return err

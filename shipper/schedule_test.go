@@ -167,3 +167,55 @@ func TestFlushAt(t *testing.T) {
 		t.Fatal("the scheduled segment does not hold the three records")
 	}
 }
+
+// SetSchedules applies new windows to a running shipper: a sender waiting
+// outside the old windows drains the backlog at once when a new one is
+// open, and a closed window set while sending stops it before the next
+// segment (the segment in flight finishes).
+func TestSetSchedulesWindows(t *testing.T) {
+	clk := ferrytest.NewClock(at(10, 12, 0))
+	st := newGatedStore(t)
+	close(st.gate)
+	sh := windowedShipper(t, t.TempDir(), clk, st)
+	appendN(t, sh.Shipper, 0, 20) // four sealed segments
+	time.Sleep(100 * time.Millisecond)
+	if n := st.puts.Load(); n != 0 {
+		t.Fatalf("%d segments sent outside the window", n)
+	}
+	sh.SetSchedules(Schedules{Windows: []Window{{Start: mustCron(t, "0 12 * * *"), Duration: time.Hour, Spec: "0 12 * * *"}}})
+	waitFor(t, "backlog drained under the new window", func() bool {
+		return st.puts.Load() == 4 && sh.Spool().Stats().SealedPending == 0
+	})
+	if ws := sh.Window(); !ws.Open || !ws.Until.Equal(at(10, 13, 0)) {
+		t.Fatalf("Window() does not report the new window: %+v", ws)
+	}
+
+	// Back to the night window: nothing more goes at noon.
+	sh.SetSchedules(Schedules{Windows: []Window{{Start: mustCron(t, "0 22 * * *"), Duration: 6 * time.Hour}}})
+	appendN(t, sh.Shipper, 20, 10)
+	time.Sleep(150 * time.Millisecond)
+	if n := st.puts.Load(); n != 4 {
+		t.Fatalf("%d segments sent, want 4: the closed window set live did not stop sending", n)
+	}
+	sh.SetSchedules(Schedules{}) // no windows: always open
+	waitFor(t, "the rest sent once the windows are gone", func() bool { return st.puts.Load() == 6 })
+}
+
+// SetSchedules sets a flush_at on a shipper started without one.
+func TestSetSchedulesFlushAt(t *testing.T) {
+	clk := ferrytest.NewClock(at(10, 12, 10))
+	st := newDirStore(t)
+	cfg := shipperConfig(t, Target{Name: "archive", Store: st})
+	cfg.Spool.Now = clk.Now
+	cfg.Spool.Policy = batch.FlushPolicy{MaxBytes: 1 << 30}
+	cfg.Clock = clk
+	sh := startShipper(t, cfg)
+	appendN(t, sh.Shipper, 0, 3)
+	sh.SetSchedules(Schedules{FlushAt: mustCron(t, "0 * * * *")})
+	time.Sleep(50 * time.Millisecond)
+	if n := len(storeSegments(t, st, "app")); n != 0 {
+		t.Fatalf("%d segments before the schedule fired", n)
+	}
+	clk.Set(at(10, 13, 0))
+	waitFor(t, "segment sealed at 13:00 by the flush_at set live", func() bool { return len(storeSegments(t, st, "app")) == 1 })
+}

@@ -119,6 +119,7 @@ type Shipper struct {
 	runDone   chan struct{} // closed when Run returns
 
 	clock    Clock
+	sched    schedState     // the schedules in force (schedule.go)
 	ackCh    chan struct{}  // closed and replaced when a watermark moves
 	waitCh   chan struct{}  // closed and replaced when an appender starts waiting
 	waiters  int            // appenders waiting for acks

@@ -2,12 +2,19 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
 )
+
+// servingNotified is set once notifyServing has told systemd READY=1: a
+// reload before that must not say READY=1 (the start is not done).
+var servingNotified atomic.Bool
 
 // notifyServing tells systemd (a Type=notify unit) that a long-running
 // verb is serving: READY=1 now; WATCHDOG=1 every half of the unit's
@@ -25,6 +32,7 @@ func notifyServing(ctx context.Context, log *slog.Logger, alive func()) (stop fu
 		}
 	}
 	send(daemon.SdNotifyReady)
+	servingNotified.Store(true)
 
 	pings, stopPings := context.WithCancel(context.Background())
 	var done sync.WaitGroup
@@ -63,5 +71,29 @@ func notifyServing(ctx context.Context, log *slog.Logger, alive func()) (stop fu
 		stopping.Do(func() { send(daemon.SdNotifyStopping) })
 		stopPings()
 		done.Wait()
+	}
+}
+
+// notifyReloading tells systemd that a reload (SIGHUP) begins:
+// RELOADING=1 with MONOTONIC_USEC, the CLOCK_MONOTONIC time of the start,
+// as systemd's reload protocol asks; done says READY=1 once the reload is
+// applied or refused (either way the process serves on). Before the verb
+// has said READY=1, and outside systemd, it does nothing.
+func notifyReloading(log *slog.Logger) (done func()) {
+	if !servingNotified.Load() {
+		return func() {}
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		log.Warn("cannot read CLOCK_MONOTONIC for systemd's reload notification", "err", err)
+	}
+	state := fmt.Sprintf("%s\nMONOTONIC_USEC=%d", daemon.SdNotifyReloading, ts.Nano()/1000)
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		log.Warn("cannot notify systemd", "state", daemon.SdNotifyReloading, "err", err)
+	}
+	return func() {
+		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+			log.Warn("cannot notify systemd", "state", daemon.SdNotifyReady, "err", err)
+		}
 	}
 }

@@ -54,7 +54,8 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := c.logger(stderr)
-	defer c.watchReload("receive", log).close() // SIGHUP: the log level
+	reload := c.watchReload("receive", log) // SIGHUP: the log level and health_max_lag
+	defer reload.close()
 	cfg := c.cfg
 	rc := cfg.Receive
 	if err := receiver.CheckNotPromoted(rc.State); err != nil {
@@ -189,11 +190,21 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 			}
 			return nil
 		}, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
+		reload.onApply(func(next *config.File, changed []string) error { return applyHealthReload(next, changed, reg, log) })
 		stopMetrics, err := reg.Serve(ctx, cfg.MetricsAddr, log)
 		if err != nil {
 			return err
 		}
 		defer stopMetrics()
+	}
+	if !*once {
+		statusCtx, stopStatus := context.WithCancel(context.Background())
+		statusDone := make(chan struct{})
+		go func() {
+			recvStatusLoop(statusCtx, r, cfg.Stream, rc.State)
+			close(statusDone)
+		}()
+		defer func() { stopStatus(); <-statusDone }() // before r.Close: the lock is still held
 	}
 	defer notifyServing(ctx, log, func() { r.Stats() })()
 	start := time.Now()

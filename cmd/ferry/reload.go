@@ -25,7 +25,7 @@ type reloader struct {
 
 	mu    sync.Mutex
 	cur   *config.File
-	apply func(next *config.File) // nil: only the log level is applied
+	apply func(next *config.File, changed []string) error // nil: only the log level is applied
 	stop  chan struct{}
 	done  chan struct{}
 }
@@ -50,8 +50,10 @@ func (c *common) watchReload(verb string, log *slog.Logger) *reloader {
 	return r
 }
 
-// onApply sets what applies a reload's live keys besides the log level.
-func (r *reloader) onApply(f func(next *config.File)) {
+// onApply sets what applies a reload's live keys besides the log level:
+// f is given the new config and the live keys that changed, and applies
+// them all or, returning an error, none (the reload is then refused).
+func (r *reloader) onApply(f func(next *config.File, changed []string) error) {
 	r.mu.Lock()
 	r.apply = f
 	r.mu.Unlock()
@@ -63,6 +65,7 @@ func (r *reloader) close() {
 }
 
 func (r *reloader) reload() {
+	defer notifyReloading(r.log)()
 	path := r.c.configPath
 	if path == "" {
 		r.log.Warn("SIGHUP: no config file to reload (--config not given); nothing changed")
@@ -85,10 +88,13 @@ func (r *reloader) reload() {
 		r.log.Info("config reloaded: nothing changed", "file", path)
 		return
 	}
-	r.c.level.Set(levelOf(next.LogLevel))
 	if r.apply != nil {
-		r.apply(next)
+		if err := r.apply(next, live); err != nil {
+			r.log.Error("config reload refused: keeping the running config", "file", path, "err", err)
+			return
+		}
 	}
+	r.c.level.Set(levelOf(next.LogLevel))
 	r.cur = next
 	r.log.Info("config reloaded", "file", path, "changed", strings.Join(live, ","))
 }

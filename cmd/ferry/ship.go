@@ -110,10 +110,13 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	logStart(log, "ship", "stream", cfg.Stream, "generation", sh.Generation(), "store", redact.URL(cfg.Store), "targets", len(targets),
 		"spool", sc.Spool, "source", sc.Source, "resume_after_seq", sh.Spool().Stats().LastSeq, "held_records", sh.Spool().Stats().Held,
 		"encrypted", enc != nil)
-	reload.onApply(func(next *config.File) {
-		n := next.Ship
-		sh.Spool().SetLimits(batch.FlushPolicy{MaxBytes: int64(n.MaxBytes), MaxRecords: int(n.MaxRecords), MaxAge: time.Duration(n.MaxAge)},
-			int64(n.SpoolLimit))
+	rule, err := retentionRule(cfg)
+	if err != nil {
+		return err
+	}
+	pruner := retention.NewScheduler(rule)
+	reload.onApply(func(next *config.File, changed []string) error {
+		return applyShipReload(next, changed, sh, targets, pruner, reg, log)
 	})
 	if reg != nil {
 		reg.WatchShipper(sh, cfg.Stream, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
@@ -168,14 +171,12 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		close(statusDone)
 	}()
 	defer func() { stopStatus(); <-statusDone }()
-	if cfg.Retention.Schedule != "" {
-		pruneDone := make(chan struct{})
-		go func() {
-			pruneLoop(statusCtx, cfg, targets, log)
-			close(pruneDone)
-		}()
-		defer func() { stopStatus(); <-pruneDone }()
-	}
+	pruneDone := make(chan struct{}) // [retention] schedule, which a reload may set
+	go func() {
+		pruner.Run(statusCtx, func(ctx context.Context, pol retention.Policy) { pruneTargets(ctx, cfg.Stream, pol, targets, log) })
+		close(pruneDone)
+	}()
+	defer func() { stopStatus(); <-pruneDone }()
 
 	srcCtx, stopSrc := signalContext(ctx, log)
 	defer stopSrc()
@@ -391,40 +392,37 @@ func shipSchedules(cfg *config.File) (shipper.Schedules, error) {
 	return sc, nil
 }
 
-// pruneLoop applies [retention] to every store target (not tcp:// links,
-// whose receiver owns its inbox) whenever retention.schedule fires, until
-// ctx ends. Failures are logged; the next run tries again.
-func pruneLoop(ctx context.Context, cfg *config.File, targets []shipper.Target, log *slog.Logger) {
-	sched, err := cfg.Schedule(cfg.Retention.Schedule)
-	if err != nil {
-		log.Error("retention schedule", "err", err)
-		return
+// retentionRule is the [retention] schedule and policy of cfg; no
+// schedule when retention.schedule is not set.
+func retentionRule(cfg *config.File) (retention.Rule, error) {
+	rule := retention.Rule{Policy: retention.Policy{KeepFor: time.Duration(cfg.Retention.KeepFor), KeepMin: cfg.Retention.KeepMin}}
+	if spec := cfg.Retention.Schedule; spec != "" {
+		sched, err := cfg.Schedule(spec)
+		if err != nil {
+			return rule, usageError{fmt.Errorf("retention.schedule %q: %w", spec, err)}
+		}
+		rule.Schedule = sched
 	}
-	pol := retention.Policy{KeepFor: time.Duration(cfg.Retention.KeepFor), KeepMin: cfg.Retention.KeepMin}
-	for {
-		next := sched.Next(time.Now())
-		if next.IsZero() {
-			return
+	return rule, nil
+}
+
+// pruneTargets applies the retention policy pol to every store target
+// (not tcp:// links, whose receiver owns its inbox): a scheduled prune.
+// Failures are logged; the next run tries again.
+func pruneTargets(ctx context.Context, stream string, pol retention.Policy, targets []shipper.Target, log *slog.Logger) {
+	for _, t := range targets {
+		if store.IsSegmentsOnly(t.Store) {
+			continue
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Until(next)):
+		plan, err := retention.Compute(ctx, t.Store, stream, pol, time.Now())
+		if err == nil {
+			_, err = plan.Apply(ctx, t.Store, log)
 		}
-		for _, t := range targets {
-			if store.IsSegmentsOnly(t.Store) {
-				continue
-			}
-			plan, err := retention.Compute(ctx, t.Store, cfg.Stream, pol, time.Now())
-			if err == nil {
-				_, err = plan.Apply(ctx, t.Store, log)
-			}
-			if err != nil {
-				log.Error("scheduled prune failed", "target", t.Name, "err", err)
-				continue
-			}
-			log.Info("scheduled prune", "target", t.Name, "deleted", plan.Delete, "bytes", plan.DeleteBytes(),
-				"kept", len(plan.Segments)-plan.Delete, "why", plan.Reason)
+		if err != nil {
+			log.Error("scheduled prune failed", "target", t.Name, "err", err)
+			continue
 		}
+		log.Info("scheduled prune", "target", t.Name, "deleted", plan.Delete, "bytes", plan.DeleteBytes(),
+			"kept", len(plan.Segments)-plan.Delete, "why", plan.Reason, "keep_for", pol.KeepFor, "keep_min", pol.KeepMin)
 	}
 }

@@ -188,6 +188,19 @@ type recvStatus struct {
 	AppliedAt  time.Time `json:"applied_at,omitzero"`
 	// CheckpointAge is how long ago the checkpoint last moved.
 	CheckpointAgeSeconds *float64 `json:"checkpoint_age_seconds,omitempty"`
+
+	// What a running receiver published (status_recv.go); absent when it
+	// is not running or has published nothing lately.
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	// Waiting says why a running receiver has applied nothing yet: its
+	// store has not answered since the start (the error it gets).
+	Waiting string `json:"waiting,omitempty"`
+	// LastError is the error an operation (a read, an apply) keeps
+	// failing with, and FailingSince since when; absent once one succeeds.
+	LastError    string    `json:"last_error,omitempty"`
+	FailingSince time.Time `json:"failing_since,omitzero"`
+	// GapSince: a running receiver has waited on a missing segment since.
+	GapSince time.Time `json:"gap_since,omitzero"`
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
@@ -402,6 +415,9 @@ func readRecvStatus(dir string, now time.Time) (recvStatus, error) {
 	}
 	if pid := lockHolder(dir); pid != 0 {
 		s.Running, s.PID = true, pid
+		if pub, ok := readRecvPublished(dir, pid, now); ok {
+			s.UpdatedAt, s.Waiting, s.LastError, s.FailingSince, s.GapSince = pub.UpdatedAt, pub.Waiting, pub.LastError, pub.FailingSince, pub.GapSince
+		}
 	}
 	return s, nil
 }
@@ -410,8 +426,17 @@ func printRecvStatus(w io.Writer, s recvStatus) {
 	state := "not running"
 	if s.Running {
 		state = fmt.Sprintf("running (pid %d)", s.PID)
+		if s.Waiting != "" {
+			state += ", waiting for its store: " + s.Waiting
+		}
 	}
 	fmt.Fprintf(w, "receiver  state %s  %s\n", s.State, state)
+	if s.LastError != "" && s.Waiting == "" {
+		fmt.Fprintf(w, "failing   since %s: %s\n", s.FailingSince.Local().Format(time.RFC3339), s.LastError)
+	}
+	if !s.GapSince.IsZero() {
+		fmt.Fprintf(w, "gap       waiting on a missing segment since %s\n", s.GapSince.Local().Format(time.RFC3339))
+	}
 	fmt.Fprintf(w, "role      %s\n", s.SiteRole)
 	if s.Promoted != "" {
 		fmt.Fprintf(w, "promoted  %s\n", s.Promoted)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/dirsync"
 	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/metrics"
@@ -45,7 +46,8 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := c.logger(stderr)
-	defer c.watchReload("sync", log).close() // SIGHUP: the log level
+	reload := c.watchReload("sync", log) // SIGHUP: the log level and health_max_lag
+	defer reload.close()
 	cfg := c.cfg
 	y := cfg.Sync
 	site := cfg.Site.ID
@@ -219,6 +221,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 				return nil
 			}, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
 		}
+		reload.onApply(func(next *config.File, changed []string) error { return applyHealthReload(next, changed, reg, log) })
 		stopMetrics, err := reg.Serve(ctx, cfg.MetricsAddr, log)
 		if err != nil {
 			return err

@@ -189,6 +189,9 @@ func (p *Process) String() string {
 		strings.Join(p.args, " "), p.cmd.Process.Pid, Clip(p.Stdout()), Clip(p.Stderr()))
 }
 
+// Pid is the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Stdout is what the process has written to stdout so far.
 func (p *Process) Stdout() string { return p.stdout.String() }
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-dr/ferry/config"
 )
 
 // unitWants are the [Service] settings every unit must have.
@@ -106,7 +108,8 @@ func TestSystemdUnits(t *testing.T) {
 	for _, u := range units {
 		names = append(names, filepath.Base(u))
 	}
-	for _, want := range []string{"ferry-ship.service", "ferry-receive.service", "ferry-ship@.service", "ferry-receive@.service"} {
+	for _, want := range []string{"ferry-ship.service", "ferry-receive.service", "ferry-ship@.service", "ferry-receive@.service",
+		"ferry-sync.service", "ferry-sync@.service"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("etc/systemd has no %s (it has %v)", want, names)
 		}
@@ -167,6 +170,9 @@ func TestSystemdUnits(t *testing.T) {
 			if strings.Contains(path, "@") && !strings.Contains(svc["ExecStart"], "--config /etc/ferry/%i.toml") {
 				t.Errorf("%s: a template's ExecStart %q should read /etc/ferry/%%i.toml (one instance per stream)", path, svc["ExecStart"])
 			}
+			if args[1] == "sync" {
+				checkSyncWritable(t, path, svc["ReadWritePaths"])
+			}
 			if analyze != "" {
 				checkWithSystemdAnalyze(t, analyze, path)
 			}
@@ -175,5 +181,32 @@ func TestSystemdUnits(t *testing.T) {
 				t.Fatalf("%s: ferry does not accept ExecStart's arguments:\n%s", path, r)
 			}
 		})
+	}
+}
+
+// checkSyncWritable checks that a sync unit lets ferry write what the
+// sample sync configs name: the tree (sync.data), a directory store, the
+// spool and state (under /var/lib/ferry). ProtectSystem=strict makes
+// everything else read-only.
+func checkSyncWritable(t *testing.T, unit, rw string) {
+	t.Helper()
+	var paths []string
+	for _, p := range strings.Fields(rw) {
+		paths = append(paths, strings.TrimPrefix(p, "-"))
+	}
+	covered := func(dir string) bool {
+		return slices.ContainsFunc(paths, func(p string) bool { return dir == p || strings.HasPrefix(dir, p+"/") })
+	}
+	for _, sample := range []string{"../../etc/ferry-sync-a.toml", "../../etc/ferry-sync-b.toml"} {
+		cfg, err := config.Load(sample)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for key, dir := range map[string]string{"sync.data": strings.TrimPrefix(cfg.Sync.Data, "dir:"), "store": cfg.Store,
+			"sync.spool": cfg.Sync.Spool, "sync.state": cfg.Sync.State} {
+			if !covered(dir) {
+				t.Errorf("%s: ReadWritePaths=%s does not cover %s = %q of %s", unit, rw, key, dir, sample)
+			}
+		}
 	}
 }

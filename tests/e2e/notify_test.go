@@ -5,6 +5,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -153,4 +155,62 @@ id = "b"
 `, filepath.Join(dir, "store"), tree, filepath.Join(dir, "spool"), filepath.Join(dir, "state"))), 0o644)
 		checkNotify(t, false, "sync", "--config", conf)
 	})
+}
+
+// A SIGHUP reload follows systemd's reload protocol: RELOADING=1 with
+// MONOTONIC_USEC (CLOCK_MONOTONIC in µs: since boot, so below the wall
+// clock's µs since 1970: at most the host's uptime), then READY=1 once
+// done, for a reload applied and for one refused alike.
+func TestSystemdNotifyReload(t *testing.T) {
+	t.Parallel()
+	s := newStream(t, "notifyreload")
+	l := newLiveShip(t, s.dir)
+	cfg := func(store, maxAge string) string {
+		return fmt.Sprintf("stream = %q\nstore = %q\n[ship]\nspool = %q\nsource = \"tail:%s\"\nmax_age = %q\n", s.name, store, s.spool, l.logPath, maxAge)
+	}
+	l.write(cfg(s.store, "1s"))
+	sock := listenNotify(t, false)
+	p := ferrytest.Cmd{Bin: ferryBin, Env: append(os.Environ(), "NOTIFY_SOCKET="+sock.addr)}.Start(t, nil, "ship", "--config", l.cfgPath)
+	if m := sock.next(t, p, 60*time.Second); m != "READY=1" {
+		t.Fatalf("first notification %q, want READY=1:\n%s", m, p)
+	}
+	for _, step := range []struct{ body, log string }{
+		{cfg(s.store, "300ms"), "changed=ship.max_age"},
+		{cfg(filepath.Join(s.dir, "elsewhere"), "300ms"), "restart to change store"},
+	} {
+		l.write(step.body)
+		if err := p.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		m := sock.next(t, p, 15*time.Second)
+		state, usec, ok := strings.Cut(m, "\nMONOTONIC_USEC=")
+		if !ok || state != "RELOADING=1" {
+			t.Fatalf("notification %q on SIGHUP, want RELOADING=1 and MONOTONIC_USEC=:\n%s", m, p)
+		}
+		mono, err := strconv.ParseInt(usec, 10, 64)
+		uptime := readUptime(t)
+		if err != nil || mono <= 0 || float64(mono)/1e6 > uptime+1 {
+			t.Errorf("MONOTONIC_USEC=%s: want CLOCK_MONOTONIC in µs, at most the uptime %.0fs", usec, uptime)
+		}
+		if m := sock.next(t, p, 15*time.Second); m != "READY=1" {
+			t.Fatalf("notification %q after RELOADING=1, want READY=1:\n%s", m, p)
+		}
+		if !strings.Contains(p.Stderr(), step.log) {
+			t.Errorf("READY=1 before the reload's log line %q:\n%s", step.log, ferrytest.Clip(p.Stderr()))
+		}
+	}
+	if code := p.Terminate(20 * time.Second); code != 0 {
+		t.Fatalf("SIGTERM: exit %d:\n%s", code, p)
+	}
+}
+
+// readUptime is the host's uptime in seconds (CLOCK_BOOTTIME; close to
+// CLOCK_MONOTONIC unless the host has been suspended).
+func readUptime(t *testing.T) float64 {
+	t.Helper()
+	var up float64
+	if _, err := fmt.Sscan(string(readFile(t, "/proc/uptime")), &up); err != nil {
+		t.Fatal(err)
+	}
+	return up
 }

@@ -109,10 +109,55 @@ func TestReceiveStartsWithStoreDown(t *testing.T) {
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "waiting for its store") &&
 			strings.Contains(body, "connection refused"), fmt.Sprintf("%d %s", code, body)
 	})
+	// ferry status says so too, from what the receiver publishes in its
+	// state dir.
+	want := fmt.Sprintf("running (pid %d), waiting for its store: ", p.Pid())
+	ferrytest.Eventually(t, 10*time.Second, "status: running, waiting for its store", func() (bool, string) {
+		out := mustFerry(t, nil, "status", "--state", s.state).Stdout
+		return strings.Contains(out, want) && strings.Contains(out, "connection refused"), out
+	})
+	var st struct {
+		Running bool   `json:"running"`
+		PID     int    `json:"pid"`
+		Waiting string `json:"waiting"`
+	}
+	out := mustFerry(t, nil, "status", "--state", s.state, "--json").Stdout
+	if err := json.Unmarshal([]byte(out), &st); err != nil || !st.Running || st.PID != p.Pid() || !strings.Contains(st.Waiting, "connection refused") {
+		t.Errorf("status --json: want running, pid %d, waiting with the store's error (%v):\n%s", p.Pid(), err, out)
+	}
+	published := string(readFile(t, filepath.Join(s.state, "status.json")))
 	if code := p.Terminate(10 * time.Second); code != 0 {
 		t.Fatalf("receiver stopped by SIGTERM: exit %d, want 0:\n%s", code, p)
 	}
-	if strings.Contains(p.Stderr(), "ferrytest-secret") {
-		t.Fatal("the secret key is in the receiver's output")
+	if strings.Contains(p.Stderr(), "ferrytest-secret") || strings.Contains(published, "ferrytest-secret") || strings.Contains(published, "ferrytest") {
+		t.Fatalf("the access or secret key is in the receiver's output or status:\n%s\n%s", p.Stderr(), published)
+	}
+	if out := mustFerry(t, nil, "status", "--state", s.state).Stdout; !strings.Contains(out, "not running") || strings.Contains(out, "waiting") {
+		t.Errorf("status after SIGTERM, want not running and no waiting:\n%s", out)
+	}
+}
+
+// A running receiver that applies normally: status says running with its
+// pid and the seq applied, and nothing about waiting or failing.
+func TestReceiveStatusRunning(t *testing.T) {
+	t.Parallel()
+	s := newStream(t, "recvstatus")
+	s.ship(logLines(93, 1, 50))
+	p := startFerry(t, nil, s.receiveArgs("--poll-max", "200ms")...)
+	waitReplica(t, s, p, logLines(93, 1, 50))
+	ferrytest.Eventually(t, 10*time.Second, "status: running, seq 50 applied", func() (bool, string) {
+		out := mustFerry(t, nil, "status", "--state", s.state).Stdout
+		return strings.Contains(out, fmt.Sprintf("  running (pid %d)\n", p.Pid())) && strings.Contains(out, "applied   seq 50"), out
+	})
+	out := mustFerry(t, nil, "status", "--state", s.state, "--json").Stdout
+	var st map[string]any
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st["updated_at"] == nil || st["waiting"] != nil || st["last_error"] != nil {
+		t.Errorf("status --json of a receiver applying normally: want updated_at, no waiting nor last_error:\n%s", out)
+	}
+	if code := p.Terminate(10 * time.Second); code != 0 {
+		t.Fatalf("SIGTERM: exit %d:\n%s", code, p)
 	}
 }

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 
 VERSION=0.0.0~pkgcheck
 MAX_EXPOSURE=2.5
-UNITS=(ferry-ship.service ferry-receive.service ferry-ship@.service ferry-receive@.service)
+UNITS=(ferry-ship.service ferry-receive.service ferry-ship@.service ferry-receive@.service ferry-sync.service ferry-sync@.service)
 
 fail() {
 	echo "tests/pkg/check.sh: FAIL: $*" >&2

@@ -104,6 +104,9 @@ type Client struct {
 	log     *slog.Logger
 	limiter *rate.Limiter
 	chunk   int
+	limitMu sync.Mutex    // guards own and window (limit.go)
+	own     int64         // the client's own limit in bytes per second, 0: none
+	window  int64         // the sending window's cap, 0: none
 	dialMu  chan struct{} // held while connecting, so dials never race
 	wg      sync.WaitGroup
 
@@ -163,6 +166,7 @@ func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
 	if cfg.BandwidthLimit < 0 {
 		return fail("bandwidth limit %d is negative", cfg.BandwidthLimit)
 	}
+	c.own = cfg.BandwidthLimit
 	if cfg.BandwidthLimit > 0 {
 		// Small chunks at low rates, so each write finishes well within
 		// IOTimeout and the receiver sees steady progress.
