@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/batch/crypt"
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 // encrypterFor is the Encrypter of cfg's [encryption] recipients, nil
@@ -32,7 +35,17 @@ func encrypterFor(cfg *config.File, log *slog.Logger) (batch.Encrypter, error) {
 // decrypterFor is the Keyring of cfg's [encryption] identity_file, or of
 // the file FERRY_AGE_IDENTITY_FILE names when that is not set; nil when
 // neither is (encrypted segments are then refused, naming their keys).
+// Readers of a store wrap it with withKeyEpochs.
 func decrypterFor(cfg *config.File) (batch.Decrypter, error) {
+	k, err := keyringFor(cfg)
+	if k == nil || err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// keyringFor is decrypterFor's Keyring.
+func keyringFor(cfg *config.File) (*crypt.Keyring, error) {
 	path := cfg.Encryption.IdentityFile
 	if path == "" {
 		path = os.Getenv(config.IdentityEnv)
@@ -40,11 +53,19 @@ func decrypterFor(cfg *config.File) (batch.Decrypter, error) {
 	if path == "" {
 		return nil, nil
 	}
-	k, err := crypt.LoadIdentities(path)
-	if err != nil {
-		return nil, err
+	return crypt.LoadIdentities(path)
+}
+
+// withKeyEpochs makes dec, from decrypterFor, decrypt the segments of
+// stream in st with their headers of the newest key epoch that has one
+// (ferry rekey; docs/FORMAT.md, "Rotation"). A tcp:// link holds no key
+// epochs; dec is then returned as it is.
+func withKeyEpochs(ctx context.Context, dec batch.Decrypter, st store.Store, stream string) batch.Decrypter {
+	k, ok := dec.(*crypt.Keyring)
+	if !ok || st == nil || store.IsSegmentsOnly(st) {
+		return dec
 	}
-	return k, nil
+	return k.WithHeaders(catalog.NewKeyHeaders(ctx, st, stream).Lookup)
 }
 
 // encryptionTally counts a stream's segments by encryption, for the

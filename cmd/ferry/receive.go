@@ -170,7 +170,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		CheckpointDelay: checkpointDelay,
 		CatchUpLog:      progressEvery,
 
-		Decrypter:         dec,
+		Decrypter:         withKeyEpochs(ctx, dec, st, cfg.Stream),
 		RequireEncryption: cfg.Encryption.RequireEncryption,
 	}, log)
 	if err != nil {
