@@ -177,6 +177,9 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer r.Close()
+	if err := writeRecvEncryption(rc.State, cfg, dec); err != nil {
+		log.Warn("could not write the encryption report for ferry status", "state", rc.State, "err", err)
+	}
 	var failed atomic.Pointer[error]
 	if reg != nil {
 		reg.WatchReceiver(r, cfg.Stream, func() error {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -93,5 +94,49 @@ func TestEncryptedRejoin(t *testing.T) {
 	}
 	if got := readFile(t, a.log); !bytes.Equal(got, first) {
 		t.Fatalf("old primary's file after rejoin: %s", describeDiff(first, got))
+	}
+}
+
+// ferry status shows whether a shipper encrypts and for which keys, and
+// how a receiver decrypts; never a secret key.
+func TestEncryptedStatus(t *testing.T) {
+	t.Parallel()
+	s := newStream(t, "encstatus")
+	k := newAgeKey(t, t.TempDir(), "k.txt")
+	cfg := encryptedConfig(t, s.dir, k)
+	s.ship(logLines(61, 1, 200), "--config", cfg)
+	st := mustFerry(t, nil, "status", "--spool", s.spool)
+	if !strings.Contains(st.Stdout, "encrypt  yes: age for key "+k.fp) {
+		t.Fatalf("status of an encrypting shipper:\n%s", st)
+	}
+	var js struct {
+		Encryption struct {
+			Encrypting bool     `json:"encrypting"`
+			Recipients []string `json:"recipients"`
+		} `json:"encryption"`
+	}
+	sj := mustFerry(t, nil, "status", "--spool", s.spool, "--json")
+	if err := json.Unmarshal([]byte(sj.Stdout), &js); err != nil || !js.Encryption.Encrypting || len(js.Encryption.Recipients) != 1 || js.Encryption.Recipients[0] != k.fp {
+		t.Fatalf("status --json of an encrypting shipper (%v):\n%s", err, sj)
+	}
+	plain := newStream(t, "plainstatus")
+	plain.ship(logLines(62, 1, 10))
+	if st := mustFerry(t, nil, "status", "--spool", plain.spool); !strings.Contains(st.Stdout, "encrypt  no") {
+		t.Fatalf("status of a plaintext shipper:\n%s", st)
+	}
+
+	s.receiveOnce("--config", cfg)
+	rs := mustFerry(t, nil, "status", "--state", s.state)
+	if !strings.Contains(rs.Stdout, "decrypts with key "+k.fp+" ("+k.file+")") || !strings.Contains(rs.Stdout, "plaintext segments accepted") {
+		t.Fatalf("status of a decrypting receiver:\n%s", rs)
+	}
+	plain.receiveOnce()
+	if rs := mustFerry(t, nil, "status", "--state", plain.state); !strings.Contains(rs.Stdout, "no identity") {
+		t.Fatalf("status of a receiver without identity:\n%s", rs)
+	}
+	for _, out := range []string{st.Output(), sj.Output(), rs.Output()} {
+		if strings.Contains(out, "AGE-SECRET-KEY") {
+			t.Fatalf("status printed a secret key:\n%s", out)
+		}
 	}
 }
