@@ -30,10 +30,8 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 )
 
-// MaxHeaderSize caps an age header a reader parses: far above what
-// batch.MaxRecipients X25519 stanzas take (about 7 KiB), far below what
-// the age package would read (2 MiB).
-const MaxHeaderSize = 16 << 10
+// MaxHeaderSize caps an age header a reader parses (batch.MaxHeaderSize).
+const MaxHeaderSize = batch.MaxHeaderSize
 
 // Fingerprint is the fingerprint of the recipient "age1..." string r.
 func Fingerprint(r string) string {
@@ -117,6 +115,8 @@ type Keyring struct {
 	ids  []age.Identity
 	fps  []string // of the identities' recipients
 	file string   // where they came from, for errors
+	// lookup finds a segment's header of a key epoch (nil: none).
+	lookup batch.KeyHeaderLookup
 }
 
 var _ batch.Decrypter = (*Keyring)(nil)
@@ -153,23 +153,99 @@ func (k *Keyring) Fingerprints() []string { return slices.Clone(k.fps) }
 // batch.MaxRecipients before age parses it, unwraps the file key with
 // one of k's identities and returns the plaintext reader. No matching
 // identity is an error wrapping batch.ErrNoKey naming the segment, the
-// fingerprints it needs and those k holds.
+// fingerprints it needs and those k holds. With a header lookup
+// (WithHeaders), a header of the newest key epoch that has one for the
+// segment replaces the embedded one.
 func (k *Keyring) Decrypt(m *batch.Meta, ct io.Reader) (io.Reader, error) {
 	br := bufio.NewReaderSize(ct, MaxHeaderSize+64)
 	head, _ := br.Peek(MaxHeaderSize + 64)
-	if _, err := CheckHeader(head); err != nil {
+	n, err := CheckHeader(head)
+	if err != nil {
 		return nil, fmt.Errorf("segment %s/%s: %v: %w", m.Stream, m.Name(), err, batch.ErrCorrupt)
 	}
-	rd, err := age.Decrypt(br, k.ids...)
+	embedded := bytes.Clone(head[:n]) // head is br's buffer, which reading refills
+	if k.lookup == nil {
+		return k.open(m, embedded, br, nil)
+	}
+	for fresh := false; ; fresh = true {
+		h, err := k.lookup(m, fresh)
+		if err != nil {
+			return nil, fmt.Errorf("segment %s/%s: key epochs: %w", m.Stream, m.Name(), err)
+		}
+		rd, err := k.open(m, embedded, br, h)
+		// A rekey may have run since the epochs were listed: list them
+		// again before saying no key opens the segment.
+		if fresh || !errors.Is(err, batch.ErrNoKey) {
+			return rd, err
+		}
+	}
+}
+
+// WithHeaders returns a Keyring with k's identities that decrypts each
+// segment with the header lookup finds for it, if any, instead of the
+// header embedded in the segment.
+func (k *Keyring) WithHeaders(lookup batch.KeyHeaderLookup) *Keyring {
+	c := *k
+	c.lookup = lookup
+	return &c
+}
+
+// open unwraps the file key of the segment m from its key epoch header h
+// or, if h is nil, from embedded, the header at the start of br, and
+// returns the plaintext of br with h in place of embedded. Nothing is
+// read from br before the file key is unwrapped.
+func (k *Keyring) open(m *batch.Meta, embedded []byte, br *bufio.Reader, h *batch.KeyHeader) (io.Reader, error) {
+	hdr, needs, from := embedded, m.Recipients, ""
+	if h != nil {
+		if n, err := CheckHeader(h.Data); err != nil || n != len(h.Data) {
+			if err == nil {
+				err = errors.New("bytes after the header")
+			}
+			return nil, fmt.Errorf("segment %s/%s: key epoch header %s: %v: %w", m.Stream, m.Name(), h.Object, err, batch.ErrCorrupt)
+		}
+		hdr, needs = h.Data, h.Recipients
+		from = fmt.Sprintf(" (rekeyed in key epoch %d, header %s)", h.Epoch, h.Object)
+	}
+	fileKey, err := age.DecryptHeader(hdr, k.ids...)
 	var none *age.NoIdentityMatchError
 	switch {
 	case errors.As(err, &none):
-		return nil, fmt.Errorf("segment %s/%s is encrypted with age for key %s; identity file %s holds key %s, none of them: %w",
-			m.Stream, m.Name(), list(m.Recipients), k.file, list(k.fps), batch.ErrNoKey)
+		return nil, fmt.Errorf("segment %s/%s is encrypted with age for key %s%s; identity file %s holds key %s, none of them: %w",
+			m.Stream, m.Name(), list(needs), from, k.file, list(k.fps), batch.ErrNoKey)
+	case err != nil && h != nil:
+		return nil, fmt.Errorf("segment %s/%s: key epoch header %s: age: %v: %w", m.Stream, m.Name(), h.Object, err, batch.ErrCorrupt)
 	case err != nil:
 		return nil, fmt.Errorf("segment %s/%s: age: %v: %w", m.Stream, m.Name(), err, batch.ErrCorrupt)
 	}
-	return rd, nil
+	if _, err := br.Discard(len(embedded)); err != nil {
+		return nil, fmt.Errorf("segment %s/%s: age: %v: %w", m.Stream, m.Name(), err, batch.ErrCorrupt)
+	}
+	rd, err := age.Decrypt(io.MultiReader(bytes.NewReader(hdr), br), age.NewInjectedFileKeyIdentity(fileKey))
+	if err != nil {
+		return nil, fmt.Errorf("segment %s/%s: age: %v: %w", m.Stream, m.Name(), err, batch.ErrCorrupt)
+	}
+	if h == nil {
+		return rd, nil
+	}
+	return &headerErrors{rd: rd, m: m, h: h}, nil
+}
+
+// headerErrors names the key epoch header in the errors of reading a
+// payload decrypted with the file key it holds: a header whose key does
+// not decrypt its segment is damage or forgery of the header object.
+type headerErrors struct {
+	rd io.Reader
+	m  *batch.Meta
+	h  *batch.KeyHeader
+}
+
+func (e *headerErrors) Read(p []byte) (int, error) {
+	n, err := e.rd.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("segment %s/%s: the file key of key epoch header %s does not decrypt the segment: %v: %w",
+			e.m.Stream, e.m.Name(), e.h.Object, err, batch.ErrCorrupt)
+	}
+	return n, err
 }
 
 func list(fps []string) string {

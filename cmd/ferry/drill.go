@@ -207,7 +207,7 @@ func isDirTreeStream(ctx context.Context, cfg *config.File, st store.Store, firs
 	if err != nil {
 		return false
 	}
-	if dec, err := decrypterFor(cfg); err != nil || seg.Decrypt(dec) != nil {
+	if dec, err := decrypterFor(cfg); err != nil || seg.Decrypt(withKeyEpochs(ctx, dec, st, cfg.Stream)) != nil {
 		return false
 	}
 	var op string

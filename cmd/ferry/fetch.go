@@ -81,7 +81,7 @@ func runFetch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return fetchFromStore(ctx, st, cfg.Stream, name, dest, c.segmentLimit(), dec, log)
+	return fetchFromStore(ctx, st, cfg.Stream, name, dest, c.segmentLimit(), withKeyEpochs(ctx, dec, st, cfg.Stream), log)
 }
 
 // fetchFromTree copies DIR/NAME, a regular file (never through a symlink

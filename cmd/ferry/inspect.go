@@ -217,6 +217,7 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	out.dec = withKeyEpochs(ctx, out.dec, st, c.cfg.Stream)
 	for i, name := range names {
 		_, first, last, _ := batch.ParseSegmentName(name)
 		if last < *from || (*to != 0 && first > *to) {
@@ -404,6 +405,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	dec = withKeyEpochs(ctx, dec, st, c.cfg.Stream)
 	h, err := catalog.ReadHistory(ctx, st, c.cfg.Stream)
 	if err != nil {
 		return fmt.Errorf("the history of stream %q in %s: %w", c.cfg.Stream, st, err)

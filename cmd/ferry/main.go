@@ -43,6 +43,7 @@ var verbs = map[string]verb{
 	"switchover": {"planned, zero-loss role swap: drain the primary, promote the secondary at its last seq, rejoin the old primary", runSwitchover},
 	"sync":       {"run one site of a two-way pair (or ring) for a directory tree: ship its changes, apply its peers', resolve conflicts", runSync},
 	"rejoin":     {"turn a fenced old primary into a receiver at the fork, with a report of what it had past it", runRejoin},
+	"rekey":      {"re-wrap the file keys of a stream's encrypted segments for new age recipients, leaving every segment as stored", runRekey},
 	"version":    {"print the version, commit and build date", runVersion},
 	"config":     {"check a config file and the FERRY_* environment; print the effective settings, secrets masked", runConfig},
 	"health":     {"check a running ferry's /healthz (metrics_addr): exit 0 if healthy, 1 if not", runHealth},

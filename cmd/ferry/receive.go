@@ -172,7 +172,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 		CheckpointDelay: checkpointDelay,
 		CatchUpLog:      progressEvery,
 
-		Decrypter:         dec,
+		Decrypter:         withKeyEpochs(ctx, dec, st, cfg.Stream),
 		RequireEncryption: cfg.Encryption.RequireEncryption,
 	}, log)
 	if err != nil {
@@ -182,6 +182,9 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	cp := r.Checkpoint()
 	logStart(log, "receive", "stream", cfg.Stream, "generation", cp.Generation, "store", redact.URL(cfg.Store), "state", rc.State,
 		"apply", ap.String(), "resume_after_seq", cp.LastSeq, "decrypts", dec != nil)
+	if err := writeRecvEncryption(rc.State, cfg, dec); err != nil {
+		log.Warn("could not write the encryption report for ferry status", "state", rc.State, "err", err)
+	}
 	var failed atomic.Pointer[error]
 	if reg != nil {
 		reg.WatchReceiver(r, cfg.Stream, func() error {

@@ -89,7 +89,12 @@ func runRejoin(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d, err := rejoin(ctx, st, cfg.Stream, cfg.Ship.Spool, cfg.Receive.State, cfg.Receive.Apply, *report, c.segmentLimit(), log)
+	dec, err := decrypterFor(cfg)
+	if err != nil {
+		return err
+	}
+	dec = withKeyEpochs(ctx, dec, st, cfg.Stream)
+	d, err := rejoin(ctx, st, cfg.Stream, cfg.Ship.Spool, cfg.Receive.State, cfg.Receive.Apply, *report, c.segmentLimit(), dec, log)
 	if err != nil {
 		return err
 	}
@@ -116,7 +121,8 @@ func runRejoin(args []string, stdout, stderr io.Writer) error {
 // the spool aside. The report is durable before anything is changed. A
 // segment of st over limit bytes (max_segment_bytes), stored or
 // decompressed, is refused; the spool's own are read whatever their size.
-func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applySpec, reportPath string, limit int64, log *slog.Logger) (divergence, error) {
+// Encrypted segments, stored or spooled, are decrypted with dec.
+func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applySpec, reportPath string, limit int64, dec batch.Decrypter, log *slog.Logger) (divergence, error) {
 	gen, err := spool.Generation(spoolDir, stream)
 	if err != nil {
 		return divergence{}, err
@@ -136,7 +142,7 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 	d := divergence{Report: "ferry divergence", Stream: stream, Generation: gen, ForkSeq: fork, Promoted: cutter}
 
 	recs := map[uint64]batch.Record{}
-	if err := divergentInStore(ctx, st, stream, gen, fork, limit, recs); err != nil {
+	if err := divergentInStore(ctx, st, stream, gen, fork, limit, dec, recs); err != nil {
 		return d, err
 	}
 	d.InStore = len(recs)
@@ -150,7 +156,7 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 		}
 		data, err := sp.ReadSealed(s.Name)
 		if err == nil {
-			err = addRecords(data, fork, batch.DefaultMaxUncompressed, recs)
+			err = addRecords(data, fork, batch.DefaultMaxUncompressed, dec, recs)
 		}
 		if err != nil {
 			sp.Close()
@@ -215,7 +221,7 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 
 // divergentInStore adds the records past fork of gen's segments in st,
 // refusing a segment over limit bytes.
-func divergentInStore(ctx context.Context, st store.Store, stream string, gen uint32, fork uint64, limit int64, recs map[uint64]batch.Record) error {
+func divergentInStore(ctx context.Context, st store.Store, stream string, gen uint32, fork uint64, limit int64, dec batch.Decrypter, recs map[uint64]batch.Record) error {
 	dir := batch.StreamDir(stream)
 	var objs []store.Object
 	// Every segment of gen starts at seq 1 or later, so it sorts after this.
@@ -232,7 +238,7 @@ func divergentInStore(ctx context.Context, st store.Store, stream string, gen ui
 	for _, o := range objs {
 		data, err := readSegment(ctx, st, o.Name, o.Size, limit)
 		if err == nil {
-			err = addRecords(data, fork, limit, recs)
+			err = addRecords(data, fork, limit, dec, recs)
 		}
 		if err != nil {
 			return fmt.Errorf("divergent segment %s: %w", o.Name, err)
@@ -241,11 +247,14 @@ func divergentInStore(ctx context.Context, st store.Store, stream string, gen ui
 	return nil
 }
 
-// addRecords adds a segment's records past fork to recs, refusing a
-// segment that claims to decompress to over limit bytes.
-func addRecords(data []byte, fork uint64, limit int64, recs map[uint64]batch.Record) error {
+// addRecords adds a segment's records past fork to recs, decrypted with
+// dec, refusing a segment that claims to decompress to over limit bytes.
+func addRecords(data []byte, fork uint64, limit int64, dec batch.Decrypter, recs map[uint64]batch.Record) error {
 	seg, err := batch.Open(data)
 	if err != nil {
+		return err
+	}
+	if err := seg.Decrypt(dec); err != nil {
 		return err
 	}
 	return seg.Scan(limit, func(r *batch.Record) error {

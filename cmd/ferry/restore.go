@@ -187,7 +187,7 @@ func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (resto
 
 		MaxSegmentBytes: int64(cfg.Receive.MaxSegmentBytes),
 
-		Decrypter:         dec,
+		Decrypter:         withKeyEpochs(ctx, dec, job.store, cfg.Stream),
 		RequireEncryption: cfg.Encryption.RequireEncryption,
 	}
 	configureApplier(job.applier, cfg.Receive, log)

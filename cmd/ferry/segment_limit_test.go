@@ -64,16 +64,16 @@ func TestRejoinSegmentLimit(t *testing.T) {
 	st, big, zeros := limitSegments(t)
 	ctx := t.Context()
 	recs := map[uint64]batch.Record{}
-	err := divergentInStore(ctx, st, "app", 1, 0, 1<<20, recs)
+	err := divergentInStore(ctx, st, "app", 1, 0, 1<<20, nil, recs)
 	if !errors.Is(err, batch.ErrSegmentTooLarge) || !strings.Contains(err.Error(), big) {
 		t.Fatalf("store segment over 1 MiB: %v", err)
 	}
-	err = divergentInStore(ctx, st, "app", 1, 24, 2<<20, recs)
+	err = divergentInStore(ctx, st, "app", 1, 24, 2<<20, nil, recs)
 	if !errors.Is(err, batch.ErrSegmentTooLarge) || !strings.Contains(err.Error(), zeros) || !strings.Contains(err.Error(), "uncompressed") {
 		t.Fatalf("store segment claiming 3 MiB: %v", err)
 	}
 	clear(recs)
-	if err := divergentInStore(ctx, st, "app", 1, 0, 4<<20, recs); err != nil || len(recs) != 72 {
+	if err := divergentInStore(ctx, st, "app", 1, 0, 4<<20, nil, recs); err != nil || len(recs) != 72 {
 		t.Fatalf("within the limit: %d records, %v", len(recs), err)
 	}
 }

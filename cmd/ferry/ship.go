@@ -167,7 +167,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	statusCtx, stopStatus := context.WithCancel(ctx)
 	statusDone := make(chan struct{})
 	go func() {
-		statusLoop(statusCtx, sh, cfg.Stream, sh.Generation(), sc.Ack, sc.Spool)
+		statusLoop(statusCtx, sh, cfg.Stream, sh.Generation(), sc.Ack, sc.Spool, enc)
 		close(statusDone)
 	}()
 	defer func() { stopStatus(); <-statusDone }()

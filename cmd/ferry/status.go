@@ -60,6 +60,25 @@ type shipStatus struct {
 	// Unreachable says why a running shipper sends nothing yet: a target
 	// it must hear from first does not answer (the spool takes records).
 	Unreachable string `json:"unreachable,omitempty"`
+	// Encryption is what the shipper seals its segments with (absent in
+	// the status of a shipper older than this field).
+	Encryption *shipEncryption `json:"encryption,omitempty"`
+}
+
+// shipEncryption says whether a shipper encrypts the segments it seals,
+// and for which keys (fingerprints; never a key).
+type shipEncryption struct {
+	Encrypting bool     `json:"encrypting"`
+	Scheme     string   `json:"scheme,omitempty"` // "age"
+	Recipients []string `json:"recipients,omitempty"`
+}
+
+// encryptionOf is the shipEncryption of enc (nil: plaintext).
+func encryptionOf(enc batch.Encrypter) *shipEncryption {
+	if enc == nil {
+		return &shipEncryption{}
+	}
+	return &shipEncryption{Encrypting: true, Scheme: enc.Scheme(), Recipients: enc.Recipients()}
 }
 
 type windowStatus struct {
@@ -101,10 +120,10 @@ type targetStatus struct {
 }
 
 // snapshotShip builds the status of a running shipper.
-func snapshotShip(sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir string, now time.Time) shipStatus {
+func snapshotShip(sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir string, enc batch.Encrypter, now time.Time) shipStatus {
 	st := sh.Spool().Stats()
 	out := shipStatus{Role: "shipper", Running: true, PID: os.Getpid(), UpdatedAt: now.UTC(), Stream: stream,
-		Generation: gen, Ack: ack, LastSeq: st.LastSeq,
+		Generation: gen, Ack: ack, LastSeq: st.LastSeq, Encryption: encryptionOf(enc),
 		Spool: spoolUse{Dir: spoolDir, SealedSegments: st.SealedPending, Bytes: st.SpoolBytes, HeldRecords: st.Held}, SiteRole: "primary"}
 	if err := sh.Unreachable(); err != nil {
 		out.Unreachable = err.Error()
@@ -155,14 +174,14 @@ func writeShipStatus(spoolDir string, s shipStatus) error {
 
 // statusLoop rewrites status.json every statusEvery until ctx ends, then
 // once more (marked not running) so a stopped shipper leaves its last word.
-func statusLoop(ctx context.Context, sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir string) {
+func statusLoop(ctx context.Context, sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir string, enc batch.Encrypter) {
 	t := time.NewTicker(statusEvery)
 	defer t.Stop()
 	for {
-		writeShipStatus(spoolDir, snapshotShip(sh, stream, gen, ack, spoolDir, time.Now()))
+		writeShipStatus(spoolDir, snapshotShip(sh, stream, gen, ack, spoolDir, enc, time.Now()))
 		select {
 		case <-ctx.Done():
-			s := snapshotShip(sh, stream, gen, ack, spoolDir, time.Now())
+			s := snapshotShip(sh, stream, gen, ack, spoolDir, enc, time.Now())
 			s.Running = false
 			writeShipStatus(spoolDir, s)
 			return
@@ -201,6 +220,9 @@ type recvStatus struct {
 	FailingSince time.Time `json:"failing_since,omitzero"`
 	// GapSince: a running receiver has waited on a missing segment since.
 	GapSince time.Time `json:"gap_since,omitzero"`
+	// Encryption is how the receiver last started decrypts (absent if it
+	// has not run with this version).
+	Encryption *recvEncryption `json:"encryption,omitempty"`
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
@@ -364,6 +386,13 @@ func printShipStatus(w io.Writer, s shipStatus, now time.Time) {
 	if s.Spool.HeldRecords > 0 {
 		held = fmt.Sprintf(", %d record(s) held until a target says where the stream stands", s.Spool.HeldRecords)
 	}
+	switch e := s.Encryption; {
+	case e == nil:
+	case e.Encrypting:
+		fmt.Fprintf(w, "encrypt  yes: %s for key %s\n", e.Scheme, strings.Join(e.Recipients, ", "))
+	default:
+		fmt.Fprintf(w, "encrypt  no: segments are sealed in plaintext\n")
+	}
 	fmt.Fprintf(w, "spool    %s: last seq %d, %d sealed segment(s) waiting%s, %s\n\n", s.Spool.Dir, s.LastSeq, s.Spool.SealedSegments, held, sizeString(s.Spool.Bytes))
 	if len(s.Targets) == 0 {
 		return
@@ -419,6 +448,9 @@ func readRecvStatus(dir string, now time.Time) (recvStatus, error) {
 			s.UpdatedAt, s.Waiting, s.LastError, s.FailingSince, s.GapSince = pub.UpdatedAt, pub.Waiting, pub.LastError, pub.FailingSince, pub.GapSince
 		}
 	}
+	if s.Encryption, err = readRecvEncryption(dir); err != nil {
+		return s, err
+	}
 	return s, nil
 }
 
@@ -440,6 +472,9 @@ func printRecvStatus(w io.Writer, s recvStatus) {
 	fmt.Fprintf(w, "role      %s\n", s.SiteRole)
 	if s.Promoted != "" {
 		fmt.Fprintf(w, "promoted  %s\n", s.Promoted)
+	}
+	if s.Encryption != nil {
+		fmt.Fprintf(w, "decrypt   %s\n", s.Encryption)
 	}
 	if s.Stream == "" {
 		fmt.Fprintf(w, "checkpoint  none yet: nothing applied\n")

@@ -349,11 +349,17 @@ func waitCheckpoint(ctx context.Context, b *config.File, last uint64, gen uint32
 
 // rejoinFrom rejoins site a against the history site b writes: b's store,
 // or for a direct-link b its inbox, reading b's segments within a's
-// max_segment_bytes (a becomes b's receiver).
+// max_segment_bytes and decrypting them with a's identity (a becomes b's
+// receiver).
 func rejoinFrom(ctx context.Context, b, a *config.File, report string, log *slog.Logger) (divergence, error) {
 	st, err := historyStore(ctx, b)
 	if err != nil {
 		return divergence{}, err
 	}
-	return rejoin(ctx, st, a.Stream, a.Ship.Spool, a.Receive.State, a.Receive.Apply, report, int64(a.Receive.MaxSegmentBytes), log)
+	dec, err := decrypterFor(a)
+	if err != nil {
+		return divergence{}, err
+	}
+	dec = withKeyEpochs(ctx, dec, st, a.Stream)
+	return rejoin(ctx, st, a.Stream, a.Ship.Spool, a.Receive.State, a.Receive.Apply, report, int64(a.Receive.MaxSegmentBytes), dec, log)
 }

@@ -246,7 +246,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	statusCtx, stopStatus := context.WithCancel(context.Background())
 	statusDone := make(chan struct{})
 	go func() {
-		statusLoop(statusCtx, sh, ownCfg.Stream, sh.Generation(), sc.Ack, sc.Spool)
+		statusLoop(statusCtx, sh, ownCfg.Stream, sh.Generation(), sc.Ack, sc.Spool, nil)
 		close(statusDone)
 	}()
 	defer func() { stopStatus(); <-statusDone }()
