@@ -148,6 +148,10 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	trusted, err := verifierFor(cfg)
+	if err != nil {
+		return err
+	}
 	r, err := receiver.Open(receiver.Config{
 		OnApplied:  onApplied,
 		Stream:     cfg.Stream,
@@ -172,6 +176,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 
 		Decrypter:         dec,
 		RequireEncryption: cfg.Encryption.RequireEncryption,
+		Verifier:          batchVerifier(trusted),
 	}, log)
 	if err != nil {
 		return err
