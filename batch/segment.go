@@ -54,11 +54,11 @@ const DefaultMaxSegmentBytes = 256 << 20
 var ErrSegmentTooLarge = errors.New("segment over max_segment_bytes (raise it if shippers really make segments this large)")
 
 // IsUnreadable reports whether err says a segment itself cannot be read
-// (ErrCorrupt, ErrSegmentTooLarge, or ErrNoKey: encrypted for keys the
-// reader lacks): reading the same bytes again gives the same answer, so a
-// retry loop stops on it.
+// (ErrCorrupt, ErrSegmentTooLarge, ErrNoKey: encrypted for keys the
+// reader lacks, or ErrSignature: not signed by a key it trusts): reading
+// the same bytes again gives the same answer, so a retry loop stops on it.
 func IsUnreadable(err error) bool {
-	return errors.Is(err, ErrCorrupt) || errors.Is(err, ErrSegmentTooLarge) || errors.Is(err, ErrNoKey)
+	return errors.Is(err, ErrCorrupt) || errors.Is(err, ErrSegmentTooLarge) || errors.Is(err, ErrNoKey) || errors.Is(err, ErrSignature)
 }
 
 // ZeroHash is the previous-segment hash of a stream's first segment.
@@ -91,6 +91,10 @@ type Meta struct {
 	// spool recovers it from its newest sealed segment; receivers ignore
 	// it.
 	SourceCursor []byte `json:"source_cursor,omitempty"`
+	// Signature is the shipper's signature over every other field
+	// (SignedBytes; absent when the shipper signs nothing). Its value is
+	// batch/sign's: "ed25519:PUBLIC:SIGNATURE", base64.
+	Signature string `json:"signature,omitempty"`
 }
 
 // Name is the segment's file name, derived from its metadata.
@@ -198,6 +202,7 @@ type Builder struct {
 	chunks []*chunk // submitted, in order
 	meta   Meta
 	crypt  Encrypter // nil: plaintext
+	signer Signer    // nil: unsigned
 	err    error
 }
 
@@ -391,6 +396,14 @@ func (b *Builder) Seal(sealedAt time.Time) ([]byte, Meta, error) {
 	b.meta.PayloadSHA256 = hex.EncodeToString(h.Sum(nil))
 	b.meta.PayloadSize = size
 	b.meta.SealedAt = sealedAt.UTC()
+	b.meta.Signature = ""
+	if b.signer != nil {
+		sig, err := b.signer.Sign(SignedBytes(&b.meta))
+		if err != nil {
+			return nil, Meta{}, fmt.Errorf("sign segment: %w", err)
+		}
+		b.meta.Signature = sig
+	}
 	b.err = errors.New("builder: sealed; Reset before reuse")
 	data, m, err := assemble(b.meta, payload...)
 	for _, c := range b.chunks {
@@ -466,6 +479,9 @@ func ParseMeta(data []byte) (Meta, int, error) {
 	}
 	if len(m.Recipients) > MaxRecipients {
 		return m, 0, fmt.Errorf("metadata lists %d recipients, more than %d: %w", len(m.Recipients), MaxRecipients, ErrCorrupt)
+	}
+	if len(m.Signature) > MaxSignatureSize {
+		return m, 0, fmt.Errorf("metadata signature is %d bytes, more than %d: %w", len(m.Signature), MaxSignatureSize, ErrCorrupt)
 	}
 	if m.UncompressedSize < 0 || m.PayloadSize < 0 {
 		return m, 0, fmt.Errorf("metadata sizes negative: %w", ErrCorrupt)

@@ -122,7 +122,29 @@ type Encryption struct {
 	// RequireEncryption makes receive (and restore, drill) refuse a
 	// plaintext segment, naming it, instead of applying it.
 	RequireEncryption bool `toml:"require_encryption"`
+
+	// SigningKeyFile is the shipper's ed25519 private key (PKCS#8 PEM,
+	// ferry keygen --signing; mode 600): every segment it seals carries a
+	// signature over its metadata (docs/FORMAT.md, "Signatures"). Default
+	// none: segments are not signed.
+	SigningKeyFile string `toml:"signing_key_file"`
+
+	// TrustedKeys are the ed25519 public keys ("ferry-ed25519:BASE64") of
+	// the readers (receive, restore, drill, cat, fetch, verify): with any
+	// set, a segment not signed by one of them is refused, naming it.
+	// Keep the old key and the new one while a shipper's key changes.
+	TrustedKeys []string `toml:"trusted_keys"`
+
+	// TrustedKeysFile names a file of more trusted keys, one per line, #
+	// comments.
+	TrustedKeysFile string `toml:"trusted_keys_file"`
 }
+
+// Signs reports whether a shipper with e signs its segments.
+func (e *Encryption) Signs() bool { return e.SigningKeyFile != "" }
+
+// Verifies reports whether a reader with e requires signed segments.
+func (e *Encryption) Verifies() bool { return len(e.TrustedKeys) > 0 || e.TrustedKeysFile != "" }
 
 // IdentityEnv is the environment variable naming an age identity file
 // when [encryption] identity_file is not set.

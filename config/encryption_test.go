@@ -51,3 +51,47 @@ func TestEncryptionTable(t *testing.T) {
 		}
 	}
 }
+
+func TestSigningKeys(t *testing.T) {
+	const pub = "ferry-ed25519:DmnWRfXEG7yShT7UNEQcZVKuyeYCx2YRfb5qs9ASwb4="
+	f, err := Load(writeConfig(t, "stream = \"app\"\nstore = \"/tmp/x\"\n[encryption]\nsigning_key_file = \"/etc/ferry/signing.key\"\n"+
+		"trusted_keys = [\""+pub+"\"]\ntrusted_keys_file = \"/etc/ferry/trusted.txt\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := f.Encryption
+	if e.SigningKeyFile != "/etc/ferry/signing.key" || len(e.TrustedKeys) != 1 || e.TrustedKeys[0] != pub ||
+		e.TrustedKeysFile != "/etc/ferry/trusted.txt" || !e.Signs() || !e.Verifies() {
+		t.Fatalf("loaded %+v", e)
+	}
+	for _, c := range []struct {
+		keys    []string
+		signing string
+		verb    string
+		want    string
+	}{
+		{[]string{"-----BEGIN PRIVATE KEY-----\nMC4C\n-----END PRIVATE KEY-----"}, "", "receive", "entry 1 is a private key"},
+		{[]string{pub, "ssh-ed25519 AAAA"}, "", "receive", "entry 2 is not an ed25519 public key"},
+		{nil, "/k", "sync", "ferry sync does not sign"},
+		{[]string{pub}, "", "sync", "ferry sync does not sign"},
+		{[]string{pub}, "/k", "ship", ""},
+	} {
+		f := Defaults()
+		f.Stream, f.Store, f.Ship.Spool = "app", "/tmp/x", "/tmp/spool"
+		f.Sync.Data, f.Sync.State, f.Sync.Spool = "dir:/tmp/d", "/tmp/s", "/tmp/sp"
+		f.Encryption.TrustedKeys, f.Encryption.SigningKeyFile = c.keys, c.signing
+		err := f.Validate(c.verb)
+		if c.want == "" {
+			if err != nil {
+				t.Fatalf("%v: %v", c.keys, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "encryption.") {
+			t.Fatalf("%v for %s: %v, want %q", c.keys, c.verb, err, c.want)
+		}
+		if strings.Contains(err.Error(), "MC4C") {
+			t.Fatal("the error quotes the private key")
+		}
+	}
+}

@@ -290,6 +290,18 @@ func (f *File) Validate(verb string) error {
 	if verb == "sync" && en.Encrypts() {
 		add("encryption.recipients", "ferry sync does not encrypt segments yet: remove [encryption] recipients from the sync config")
 	}
+	for i, k := range en.TrustedKeys {
+		k = strings.TrimSpace(k)
+		switch {
+		case strings.Contains(k, "PRIVATE KEY"):
+			add("encryption.trusted_keys", "entry %d is a private key, not a public key: a receiver needs only public keys (ferry-ed25519:...); remove it from this file", i+1)
+		case !strings.HasPrefix(k, "ferry-ed25519:"):
+			add("encryption.trusted_keys", "entry %d is not an ed25519 public key in ferry's form (ferry-ed25519:BASE64, as ferry keygen prints it)", i+1)
+		}
+	}
+	if verb == "sync" && (en.Signs() || en.Verifies()) {
+		add("encryption.signing_key_file", "ferry sync does not sign or verify segments yet: remove signing_key_file and trusted_keys from the sync config")
+	}
 
 	// [s3]
 	c := &f.S3

@@ -170,8 +170,8 @@ func StartAtBaseline(ctx context.Context, cfg Config, start RestoreStart) error 
 		return fmt.Errorf("segment %s: %w", key, err)
 	}
 	seg, err := batch.Open(data)
-	if err == nil && cfg.RequireEncryption && !seg.Meta.Encrypted() {
-		err = ErrPlaintext
+	if err == nil {
+		err = admit(&cfg, key, &seg.Meta)
 	}
 	if err == nil {
 		err = seg.Decrypt(cfg.Decrypter)

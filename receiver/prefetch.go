@@ -504,11 +504,22 @@ func (p *pipeline) parse(f *fetched, seg *batch.Segment, raw []byte) error {
 }
 
 // admit refuses segment key, of metadata m, if it is plaintext and the
-// receiver requires encryption.
+// receiver requires encryption, or if its signature is not one the
+// receiver's Verifier accepts.
 func (r *Receiver) admit(key string, m *batch.Meta) error {
-	if r.cfg.RequireEncryption && !m.Encrypted() {
+	return admit(&r.cfg, key, m)
+}
+
+func admit(cfg *Config, key string, m *batch.Meta) error {
+	if cfg.RequireEncryption && !m.Encrypted() {
 		return fmt.Errorf("segment %s is not encrypted and require_encryption is set: %w; nothing past it is applied "+
 			"(a shipper without [encryption] recipients wrote it, or someone replaced it)", key, ErrPlaintext)
+	}
+	if cfg.Verifier != nil {
+		if err := cfg.Verifier.Verify(m); err != nil {
+			return fmt.Errorf("%w; nothing past it is applied (a shipper without [encryption] signing_key_file, or with another key, "+
+				"wrote it, or someone replaced it)", err)
+		}
 	}
 	return nil
 }

@@ -100,6 +100,10 @@ type Config struct {
 	Decrypter batch.Decrypter
 	// RequireEncryption refuses a plaintext segment with ErrPlaintext.
 	RequireEncryption bool
+	// Verifier, if set, must accept every segment's signature
+	// ([encryption] trusted_keys); one it refuses (batch.ErrSignature)
+	// stops the receiver, never retried.
+	Verifier batch.Verifier
 	// Restore boundary (restore.go): Until is the last seq to apply;
 	// UntilTime stops before the first record whose time is after it.
 	// Either makes Run apply up to the boundary and return, like Once;

@@ -81,5 +81,6 @@ fuzz FuzzReadFrame ./transport/tcp/ 80000
 fuzz FuzzReadCheckpointFile ./receiver/ 100000
 fuzz FuzzParseHeader ./dirtree/ 100000
 fuzz FuzzCheckHeader ./batch/crypt/ 20000
+fuzz FuzzParseSignature ./batch/sign/ 50000
 
 echo "== all tests passed"

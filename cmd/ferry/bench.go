@@ -108,6 +108,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	signer, err := signerFor(cfg, log)
+	if err != nil {
+		return err
+	}
 	lease := leaseConfig(cfg)
 	if !streamSet {
 		// A stream of its own has no other writer to keep out, and the
@@ -117,7 +121,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	sh, err := shipper.New(ctx, shipper.Config{
 		Spool: spool.Config{Dir: spoolPath, Stream: cfg.Stream, Generation: cfg.Generation, Fsync: spool.FsyncMode(sc.Fsync),
 			Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
-			MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression), Encrypter: enc},
+			MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression), Encrypter: enc, Signer: signer},
 		Targets: targets,
 		Retry:   store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2},
 		Ack:     shipper.AckMode(sc.Ack),

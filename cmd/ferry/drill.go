@@ -142,7 +142,10 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	for sc := bufio.NewScanner(&vout); sc.Scan(); {
 		if d, ok := strings.CutPrefix(sc.Text(), "DEFECT "); ok {
 			rep.Defects = append(rep.Defects, "verify: "+d)
-		} else if rep.Verify == "" {
+		} else if rep.Verify == "" || strings.Contains(sc.Text(), "hash chain ok") {
+			// The verdict line; before it come the encryption and
+			// signature lines, which are the verdict only when it is
+			// missing.
 			rep.Verify = sc.Text()
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/sign"
 	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/shipper"
@@ -81,7 +82,11 @@ func runFetch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return fetchFromStore(ctx, st, cfg.Stream, name, dest, c.segmentLimit(), withKeyEpochs(ctx, dec, st, cfg.Stream), log)
+	trusted, err := verifierFor(cfg)
+	if err != nil {
+		return err
+	}
+	return fetchFromStore(ctx, st, cfg.Stream, name, dest, fetchKeys{limit: c.segmentLimit(), dec: withKeyEpochs(ctx, dec, st, cfg.Stream), trusted: trusted}, log)
 }
 
 // fetchFromTree copies DIR/NAME, a regular file (never through a symlink
@@ -115,7 +120,16 @@ func fetchFromTree(dir, name, dest string) error {
 
 // fetchFromStore finds NAME's marker, then its records, and writes the
 // verified content to dest.
-func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest string, limit int64, dec batch.Decrypter, log *slog.Logger) error {
+// fetchKeys is how fetch reads segments: their size limit
+// (max_segment_bytes), the identity that decrypts them and the keys that
+// must have signed them (nil: not checked).
+type fetchKeys struct {
+	limit   int64
+	dec     batch.Decrypter
+	trusted *sign.Trusted
+}
+
+func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest string, keys fetchKeys, log *slog.Logger) error {
 	key := shipper.PushMarkerKey(stream, name)
 	var m shipper.PushMarker
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
@@ -143,7 +157,7 @@ func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest stri
 		return err
 	}
 	defer w.abort()
-	f := fetcher{ctx: ctx, st: st, stream: stream, name: name, size: m.Size, sum: [32]byte(want), names: names, sizes: sizes, limit: limit, dec: dec}
+	f := fetcher{ctx: ctx, st: st, stream: stream, name: name, size: m.Size, sum: [32]byte(want), names: names, sizes: sizes, limit: keys.limit, dec: keys.dec, trusted: keys.trusted}
 	var ferr error
 	if m.FirstSeq > 0 {
 		ferr = f.assemble(w, m.Generation, m.FirstSeq, m.LastSeq)
@@ -185,6 +199,8 @@ type fetcher struct {
 	sizes  []int64  // their sizes as listed
 	limit  int64    // max_segment_bytes
 	dec    batch.Decrypter
+	// trusted, if set, must have signed every segment read.
+	trusted *sign.Trusted
 }
 
 // records reads segment seg and returns its records, verified and
@@ -204,6 +220,9 @@ func (f *fetcher) records(seg string) (batch.Records, error) {
 	sr, err := batch.NewSegmentReader(rc, size, f.limit)
 	if err != nil {
 		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
+	}
+	if err := checkSignature(f.trusted, &sr.Meta); err != nil {
+		return batch.Records{}, err
 	}
 	sr.Decrypter = f.dec
 	s, raw, err := sr.Decompress(nil, runtime.GOMAXPROCS(0))

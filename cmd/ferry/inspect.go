@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/sign"
 	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
@@ -88,12 +89,13 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 	var divergent int
 	tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', tabwriter.AlignRight)
 	if !*asJSON {
-		fmt.Fprintln(tw, "GEN\tFIRST SEQ\tLAST SEQ\tRECORDS\tSIZE\tUNCOMPRESSED\tRATIO\tMIN TIME\tMAX TIME\tENCRYPTION\tSEGMENT\t")
+		fmt.Fprintln(tw, "GEN\tFIRST SEQ\tLAST SEQ\tRECORDS\tSIZE\tUNCOMPRESSED\tRATIO\tMIN TIME\tMAX TIME\tENCRYPTION\tSIGNED\tSEGMENT\t")
 	}
 	enc := json.NewEncoder(stdout)
 	var total, totalU int64
 	var recs uint64
 	var crypt encryptionTally
+	var sigs signatureTally
 	for i, name := range names {
 		key := batch.SegmentKey(c.cfg.Stream, name)
 		data, err := readHeader(ctx, st, key)
@@ -109,6 +111,7 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		totalU += m.UncompressedSize
 		recs += m.Records
 		crypt.add(&m)
+		signed := sigs.add(&m)
 		placement := "in history"
 		if p, err := h.Place(m.Generation, m.FirstSeq, m.LastSeq); err != nil {
 			placement = "straddles a fork"
@@ -121,13 +124,16 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 				Segment   string `json:"segment"`
 				Size      int64  `json:"size"`
 				Placement string `json:"placement"`
+				// SignedBy: the key id of a valid signature, "unsigned",
+				// or "BAD:..." (batch/sign.State).
+				SignedBy string `json:"signed_by"`
 				batch.Meta
-			}{name, size, placement, m})
+			}{name, size, placement, signed, m})
 			continue
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%.2fx\t%s\t%s\t%s\t%s\t\n", m.Generation, m.FirstSeq, m.LastSeq, m.Records,
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%.2fx\t%s\t%s\t%s\t%s\t%s\t\n", m.Generation, m.FirstSeq, m.LastSeq, m.Records,
 			sizeString(size), sizeString(m.UncompressedSize), ratio(m.UncompressedSize, size),
-			m.MinTime.Format(time.RFC3339), m.MaxTime.Format(time.RFC3339), m.EncryptionState(), name)
+			m.MinTime.Format(time.RFC3339), m.MaxTime.Format(time.RFC3339), m.EncryptionState(), signed, name)
 	}
 	if !*asJSON {
 		tw.Flush()
@@ -139,6 +145,7 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stdout, hs)
 		fmt.Fprintln(stdout, crypt.String())
+		fmt.Fprintln(stdout, sigs.String())
 		if newest := h.Newest(); newest.Generation > 1 {
 			fmt.Fprintf(stdout, "history: generation %d is the newest, promoted at seq %d on %s at %s; %d divergent segments (past their generation's end, not part of the history)\n",
 				newest.Generation, newest.ForkSeq, newest.Site, newest.Time.Format(time.RFC3339), divergent)
@@ -198,6 +205,9 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 	out := newRecordPrinter(stdout, *asJSON)
 	var err error
 	if out.dec, err = decrypterFor(c.cfg); err != nil {
+		return err
+	}
+	if out.trusted, err = verifierFor(c.cfg); err != nil {
 		return err
 	}
 	if c.fs.NArg() > 0 {
@@ -272,10 +282,11 @@ func readFileCapped(path string, limit int64) ([]byte, error) {
 }
 
 type recordPrinter struct {
-	dec  batch.Decrypter // nil: encrypted segments are refused
-	w    *bufio.Writer
-	json bool
-	enc  *json.Encoder
+	dec     batch.Decrypter // nil: encrypted segments are refused
+	trusted *sign.Trusted   // nil: signatures are not checked
+	w       *bufio.Writer
+	json    bool
+	enc     *json.Encoder
 }
 
 func newRecordPrinter(w io.Writer, asJSON bool) *recordPrinter {
@@ -290,6 +301,9 @@ func newRecordPrinter(w io.Writer, asJSON bool) *recordPrinter {
 func (p *recordPrinter) printSegment(data []byte, limit int64, from, to uint64) error {
 	seg, err := batch.Open(data)
 	if err != nil {
+		return err
+	}
+	if err := checkSignature(p.trusted, &seg.Meta); err != nil {
 		return err
 	}
 	if err := seg.Decrypt(p.dec); err != nil {
@@ -358,7 +372,13 @@ type verifyReport struct {
 	HistoryStartWhy string   `json:"history_start_why,omitempty"`
 	Generation      uint32   `json:"generation,omitempty"` // the newest
 	Divergent       []string `json:"divergent,omitempty"`  // segments past their generation's end
-	Defects         []string `json:"defects,omitempty"`
+	// Signatures counts the segments by signature: valid ones by key id,
+	// unsigned, and bad (not matching the metadata).
+	Signatures signatureCounts `json:"signatures"`
+	// TrustedKeys are the ids of [encryption] trusted_keys: when set, a
+	// segment not signed by one of them is a defect.
+	TrustedKeys []string `json:"trusted_keys,omitempty"`
+	Defects     []string `json:"defects,omitempty"`
 }
 
 // runVerify checks every segment (checksum, decode, seq continuity inside
@@ -375,7 +395,12 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	trusted, err := verifierFor(c.cfg)
+	if err != nil {
+		return err
+	}
 	var defects []string
+	var sigs signatureTally
 	if c.fs.NArg() > 0 {
 		rep := verifyReport{Files: c.fs.Args()}
 		for _, path := range c.fs.Args() {
@@ -388,14 +413,20 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 				defects = append(defects, fmt.Sprintf("%s: %v", path, err))
 				continue
 			}
+			signed := sigs.add(&seg.Meta)
+			if err := checkSignature(trusted, &seg.Meta); err != nil {
+				defects = append(defects, fmt.Sprintf("%s: %v", path, err))
+				continue
+			}
 			rep.Segments++
 			rep.Records += seg.Meta.Records
 			if !*asJSON {
-				fmt.Fprintf(stdout, "%s: ok%s\n", path, keylessNote(seg, dec))
+				fmt.Fprintf(stdout, "%s: ok%s, %s\n", path, keylessNote(seg, dec), signatureNote(signed))
 			}
 		}
 		if *asJSON {
 			rep.Defects = defects
+			rep.Signatures, rep.TrustedKeys = sigs.counts(), trustedIDs(trusted)
 			return verdictJSON(stdout, rep, len(c.fs.Args()))
 		}
 		return verdict(stdout, defects, len(c.fs.Args()))
@@ -447,6 +478,10 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		crypt.add(m)
 		if c.cfg.Encryption.RequireEncryption && !m.Encrypted() {
 			defects = append(defects, fmt.Sprintf("segment %s: not encrypted, and require_encryption is set", key))
+		}
+		sigs.add(m)
+		if err := checkSignature(trusted, m); err != nil {
+			defects = append(defects, err.Error())
 		}
 		if m.Name() != name {
 			defects = append(defects, fmt.Sprintf("segment %s: metadata says it is %s", key, m.Name()))
@@ -501,7 +536,8 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		history := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return slices.Contains(divergent, n) })
 		rep := verifyReport{Stream: c.cfg.Stream, Store: redact.URL(c.cfg.Store), Segments: uint64(len(history)), Records: records,
-			Generation: h.Newest().Generation, Divergent: divergent, Defects: defects}
+			Generation: h.Newest().Generation, Divergent: divergent, Defects: defects,
+			Signatures: sigs.counts(), TrustedKeys: trustedIDs(trusted)}
 		if len(history) > 0 {
 			_, rep.FirstSeq, _, _ = batch.ParseSegmentName(history[0])
 			_, _, rep.LastSeq, _ = batch.ParseSegmentName(history[len(history)-1])
@@ -519,6 +555,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	fmt.Fprintln(stdout, crypt.String())
+	fmt.Fprintln(stdout, sigs.verdict(trusted))
 	if crypt.encrypted > 0 && dec == nil {
 		fmt.Fprintln(stdout, "encrypted segments: checksums and hash chain checked; their records were not (no identity: set [encryption] identity_file or FERRY_AGE_IDENTITY_FILE)")
 	}

@@ -47,6 +47,7 @@ var verbs = map[string]verb{
 	"version":    {"print the version, commit and build date", runVersion},
 	"config":     {"check a config file and the FERRY_* environment; print the effective settings, secrets masked", runConfig},
 	"health":     {"check a running ferry's /healthz (metrics_addr): exit 0 if healthy, 1 if not", runHealth},
+	"keygen":     {"write a new age identity and/or ed25519 signing key (mode 600) and print their public parts", runKeygen},
 }
 
 // usageError marks errors that exit with status 2.

@@ -256,11 +256,15 @@ func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushFile, log *
 	if err != nil {
 		return res, err
 	}
+	signer, err := signerFor(cfg, nil)
+	if err != nil {
+		return res, err
+	}
 	sh, targets, closeTargets, err := openShipper(ctx, cfg, nil, log, func(targets []shipper.Target, gen uint32) shipper.Config {
 		return shipper.Config{
 			Spool: spool.Config{Dir: sc.Spool, Stream: cfg.Stream, Generation: gen, Fsync: spool.FsyncMode(sc.Fsync),
 				Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
-				MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression), Encrypter: enc},
+				MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression), Encrypter: enc, Signer: signer},
 			Targets: targets,
 			Retry:   retry,
 			Ack:     shipper.AckMode(sc.Ack),

@@ -150,6 +150,10 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	trusted, err := verifierFor(cfg)
+	if err != nil {
+		return err
+	}
 	r, err := receiver.Open(receiver.Config{
 		OnApplied:  onApplied,
 		Stream:     cfg.Stream,
@@ -174,6 +178,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 
 		Decrypter:         withKeyEpochs(ctx, dec, st, cfg.Stream),
 		RequireEncryption: cfg.Encryption.RequireEncryption,
+		Verifier:          batchVerifier(trusted),
 	}, log)
 	if err != nil {
 		return err

@@ -169,6 +169,10 @@ func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (resto
 	if err != nil {
 		return restoreResult{}, err
 	}
+	trusted, err := verifierFor(cfg)
+	if err != nil {
+		return restoreResult{}, err
+	}
 	rcfg := receiver.Config{
 		Stream:     cfg.Stream,
 		Generation: cfg.Generation,
@@ -189,6 +193,7 @@ func restoreStream(ctx context.Context, job restoreJob, log *slog.Logger) (resto
 
 		Decrypter:         withKeyEpochs(ctx, dec, job.store, cfg.Stream),
 		RequireEncryption: cfg.Encryption.RequireEncryption,
+		Verifier:          batchVerifier(trusted),
 	}
 	configureApplier(job.applier, cfg.Receive, log)
 	if err := startAtBaseline(ctx, rcfg, log); err != nil {

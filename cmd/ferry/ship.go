@@ -78,6 +78,10 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	signer, err := signerFor(cfg, log)
+	if err != nil {
+		return err
+	}
 	if sc.LeaseTTL == 0 {
 		log.Warn("ship.lease_ttl is off: nothing keeps a second shipper off the stream", "stream", cfg.Stream)
 	}
@@ -93,6 +97,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 				Limit:         int64(sc.SpoolLimit),
 				Level:         batch.Level(sc.Compression),
 				Encrypter:     enc,
+				Signer:        signer,
 			},
 			Targets:   targets,
 			Retry:     retry,

@@ -42,6 +42,9 @@ type Config struct {
 	// ([encryption] recipients), and Open refuses a spool still holding a
 	// segment sealed in plaintext: no target may be sent one.
 	Encrypter batch.Encrypter
+	// Signer, if set, signs every segment the spool seals
+	// ([encryption] signing_key_file).
+	Signer batch.Signer
 	// Now is the clock (tests inject one). Default time.Now.
 	Now func() time.Time
 	// SyncFile fsyncs a file; tests inject failures. Default (*os.File).Sync.
@@ -225,6 +228,8 @@ func Open(cfg Config, targets []string, log *slog.Logger) (*Spool, error) {
 	b2, _ := batch.NewBuilder(cfg.Level)
 	b1.SetEncrypter(cfg.Encrypter)
 	b2.SetEncrypter(cfg.Encrypter)
+	b1.SetSigner(cfg.Signer)
+	b2.SetSigner(cfg.Signer)
 	s := &Spool{cfg: cfg, log: log, lockFile: lf, builder: b1, spare: b2, changed: make(chan struct{}),
 		confirmed: map[string]uint64{}}
 	for _, t := range targets {
