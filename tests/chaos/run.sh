@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The published reliability run: the chaos scenarios of tests/chaos with
 # many kills and faults, then every fuzz target for a while, and one table of
-# figures (the README's reliability section comes from it).
+# figures (docs/RELIABILITY.md comes from it).
 #
 #   tests/chaos/run.sh                      # 510 kills, 100 faults, 1M inputs per fuzz target
 #   KILLS=30 FAULTS=10 FUZZTIME=50000x tests/chaos/run.sh
