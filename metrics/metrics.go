@@ -43,6 +43,9 @@ type Registry struct {
 	// that has ended, and a channel closed (and replaced) as each ends.
 	scrapesBegun, scrapedUpTo uint64
 	scraped                   chan struct{}
+	// stopSeen: a scrape that began once a watched receiver had stopped
+	// has ended (it showed ferry_receive_stopped).
+	stopSeen bool
 
 	// StopGrace is how long Serve's stop keeps serving, once a watched
 	// receiver has stopped on an error, waiting for a scrape that shows
@@ -200,10 +203,12 @@ func (r *Registry) Handler() http.Handler {
 		r.mu.Lock()
 		r.scrapesBegun++
 		n := r.scrapesBegun
+		sawStop := r.anyStoppedLocked() != nil
 		r.mu.Unlock()
 		prom.ServeHTTP(w, req)
 		r.mu.Lock()
 		r.scrapedUpTo = max(r.scrapedUpTo, n)
+		r.stopSeen = r.stopSeen || sawStop
 		close(r.scraped)
 		r.scraped = make(chan struct{})
 		r.mu.Unlock()
@@ -265,18 +270,23 @@ func (r *Registry) WatchSync(stream, site string, conflicts func() int64) {
 	}, func() float64 { return float64(conflicts()) }))
 }
 
+// anyStoppedLocked is the error of a watched receiver that has stopped,
+// if any (under mu).
+func (r *Registry) anyStoppedLocked() error {
+	for _, failed := range r.stopped {
+		if err := failed(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // awaitScrape waits, when a watched receiver has stopped on an error and
 // ctx is live, for a /metrics request begun after now to end, at most
 // StopGrace.
 func (r *Registry) awaitScrape(ctx context.Context, log *slog.Logger) {
 	r.mu.Lock()
-	var stopped error
-	for _, failed := range r.stopped {
-		if err := failed(); err != nil {
-			stopped = err
-			break
-		}
-	}
+	stopped := r.anyStoppedLocked()
 	after := r.scrapesBegun
 	r.mu.Unlock()
 	if stopped == nil || ctx.Err() != nil {
@@ -291,7 +301,9 @@ func (r *Registry) awaitScrape(ctx context.Context, log *slog.Logger) {
 	defer timer.Stop()
 	for {
 		r.mu.Lock()
-		done, ch := r.scrapedUpTo > after, r.scraped
+		// A scrape begun after now, or one begun earlier that already
+		// showed the stop (the stop is visible before this wait starts).
+		done, ch := r.scrapedUpTo > after || r.stopSeen, r.scraped
 		r.mu.Unlock()
 		if done {
 			return

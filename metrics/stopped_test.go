@@ -147,3 +147,28 @@ func TestBuildInfoAndZeroCounters(t *testing.T) {
 		t.Logf("/metrics:\n%s", body)
 	}
 }
+
+// A scrape that showed the stop before stop was called (the receiver's
+// failure is visible at once; the process calls stop a moment later) is
+// the scrape stop waits for: it does not wait for another one.
+func TestStopAfterAScrapeSawIt(t *testing.T) {
+	st, _ := receivertest.NewStore(t)
+	rc := receivertest.Open(t, receivertest.Config(t, st, &apply.Writer{W: io.Discard, Name: "discard"}))
+	r := New(Build{})
+	r.StopGrace = 20 * time.Second
+	failed := fmt.Errorf("segment x: %w", batch.ErrCorrupt)
+	r.WatchReceiver(rc, receivertest.Stream, func() error { return failed }, Health{})
+	addr := ferrytest.FreeAddr(t)
+	stop, err := r.Serve(t.Context(), addr, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := get(t, "http://"+addr+"/metrics"); !strings.Contains(body, `ferry_receive_stopped{reason="corrupt"`) {
+		t.Fatalf("the scrape lacks the stop:\n%s", body)
+	}
+	start := time.Now()
+	stop()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("stop waited %s for another scrape after one had shown the stop", d)
+	}
+}
