@@ -53,6 +53,20 @@ type Decrypter interface {
 	Decrypt(m *Meta, ct io.Reader) (io.Reader, error)
 }
 
+// An InPlaceDecrypter is a Decrypter that can also decrypt a payload
+// held whole over its own memory, on several goroutines at once
+// (Segment.DecryptInPlace).
+type InPlaceDecrypter interface {
+	Decrypter
+	// DecryptInPlace decrypts ct, the whole payload of the segment m,
+	// on up to workers goroutines, writing the plaintext over ct's
+	// memory, and returns it (a prefix of ct). Its errors are Decrypt's
+	// and those of reading Decrypt's reader. ct holds neither the
+	// ciphertext nor the plaintext after an error other than one
+	// wrapping ErrNoKey, which comes before anything is written.
+	DecryptInPlace(m *Meta, ct []byte, workers int) ([]byte, error)
+}
+
 // Encrypted reports whether m's payload is encrypted.
 func (m *Meta) Encrypted() bool { return m.Encryption != "" && m.Encryption != "none" }
 
@@ -99,6 +113,28 @@ func (s *Segment) Decrypt(d Decrypter) error {
 		return fmt.Errorf("segment %s: decrypted payload longer than its ciphertext: %w", s.Meta.label(), ErrCorrupt)
 	}
 	s.Payload, s.decrypted = plain.Bytes(), true
+	return nil
+}
+
+// DecryptInPlace is Decrypt for a reader that owns s.Payload's memory
+// and needs only the records: if d is an InPlaceDecrypter, the plaintext
+// is written over the ciphertext on up to workers goroutines, without
+// memory of its own. The stored bytes are gone after it, failed or not
+// (unless for ErrNoKey); s.Hash and s.Meta still describe them. Any other
+// d decrypts as Decrypt does.
+func (s *Segment) DecryptInPlace(d Decrypter, workers int) error {
+	ip, ok := d.(InPlaceDecrypter)
+	if !ok || !s.Meta.Encrypted() || s.decrypted {
+		return s.Decrypt(d)
+	}
+	if err := s.Meta.canDecrypt(d); err != nil {
+		return err
+	}
+	plain, err := ip.DecryptInPlace(&s.Meta, s.Payload, max(workers, 1))
+	if err != nil {
+		return decryptError(&s.Meta, err)
+	}
+	s.Payload, s.decrypted = plain, true
 	return nil
 }
 

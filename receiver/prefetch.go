@@ -476,7 +476,9 @@ func (p *pipeline) decode(f *fetched, seg *batch.Segment) error {
 	if err := p.r.admit(f.key, &seg.Meta); err != nil {
 		return err
 	}
-	if err := seg.Decrypt(p.r.cfg.Decrypter); err != nil {
+	// The stored bytes are the pass's to reuse (an offered copy's or
+	// read from the store): decrypted over themselves, in parallel.
+	if err := seg.DecryptInPlace(p.r.cfg.Decrypter, p.r.cfg.DecodeWorkers); err != nil {
 		return refused(f.key, err)
 	}
 	if f.bufs == nil {

@@ -80,6 +80,12 @@ type Plan struct {
 	Baselines       []catalog.BaselineMarker
 	Anchor          *batch.Baseline
 	DeleteBaselines []catalog.BaselineMarker
+
+	// DeleteKeyHeaders are the key epoch header objects (ferry rekey,
+	// batch.KeyHeaderKey) of the segments that go, and of any segment
+	// older than the first kept that is gone already (an earlier prune
+	// stopped before its headers).
+	DeleteKeyHeaders []string
 }
 
 // DeleteBytes is the size of the segments the plan deletes.
@@ -124,6 +130,22 @@ func Compute(ctx context.Context, st store.Store, stream string, pol Policy, now
 		if err := p.cutAtBaseline(ctx, st, now); err != nil {
 			return nil, err
 		}
+	}
+	if len(p.Segments) > 0 {
+		hdrs, err := catalog.ListKeyHeaderObjects(ctx, st, stream)
+		if err != nil {
+			return nil, err
+		}
+		kept := make(map[string]bool, len(p.Segments)-p.Delete)
+		for _, s := range p.Segments[p.Delete:] {
+			kept[s.Name] = true
+		}
+		for name, keys := range hdrs {
+			if !kept[name] && name < p.Segments[p.Delete].Name {
+				p.DeleteKeyHeaders = append(p.DeleteKeyHeaders, keys...)
+			}
+		}
+		sort.Strings(p.DeleteKeyHeaders)
 	}
 	return p, nil
 }
@@ -239,8 +261,8 @@ func unapplied(ws []catalog.Watermark, s Segment) (catalog.Watermark, bool) {
 // failure so that what remains stays contiguous. It returns how many it
 // deleted. Before the first deletion it writes a start marker at the
 // first seq kept (batch.Start, reason "pruned"), so `ferry verify` can
-// tell the pruned start from lost records; the markers below it go with
-// the segments.
+// tell the pruned start from lost records; the markers below it, and the
+// key epoch headers of the deleted segments, go after the segments.
 func (p *Plan) Apply(ctx context.Context, st store.Store, log *slog.Logger) (int, error) {
 	var starts []catalog.StartMarker
 	if p.Delete > 0 {
@@ -268,6 +290,16 @@ func (p *Plan) Apply(ctx context.Context, st store.Store, log *slog.Logger) (int
 		}
 		if log != nil {
 			log.Debug("pruned baseline marker", "key", m.Key)
+		}
+	}
+	// After their segments: a header never goes while its segment stays.
+	// One left by a failure here goes with the next prune.
+	for _, key := range p.DeleteKeyHeaders {
+		if err := st.Delete(ctx, key); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return p.Delete, fmt.Errorf("delete key epoch header %s: %w (its segment is deleted; the next prune deletes it)", key, err)
+		}
+		if log != nil {
+			log.Debug("pruned key epoch header", "key", key)
 		}
 	}
 	return p.Delete, nil
@@ -322,6 +354,9 @@ func (p *Plan) Summary(dryRun bool) string {
 	}
 	if n := len(p.DeleteBaselines); n > 0 {
 		fmt.Fprintf(&b, "%s %d baseline marker(s) whose begin is deleted\n", verb, n)
+	}
+	if n := len(p.DeleteKeyHeaders); n > 0 {
+		fmt.Fprintf(&b, "%s %d key epoch header(s) (ferry rekey) of deleted segments\n", verb, n)
 	}
 	if len(p.Receivers) == 0 {
 		fmt.Fprintf(&b, "no receiver has registered for stream %s: only keep_for and keep_min protect its segments\n", p.Stream)

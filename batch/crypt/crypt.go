@@ -164,58 +164,9 @@ func (k *Keyring) Decrypt(m *batch.Meta, ct io.Reader) (io.Reader, error) {
 		return nil, fmt.Errorf("segment %s/%s: %v: %w", m.Stream, m.Name(), err, batch.ErrCorrupt)
 	}
 	embedded := bytes.Clone(head[:n]) // head is br's buffer, which reading refills
-	if k.lookup == nil {
-		return k.open(m, embedded, br, nil)
-	}
-	for fresh := false; ; fresh = true {
-		h, err := k.lookup(m, fresh)
-		if err != nil {
-			return nil, fmt.Errorf("segment %s/%s: key epochs: %w", m.Stream, m.Name(), err)
-		}
-		rd, err := k.open(m, embedded, br, h)
-		// A rekey may have run since the epochs were listed: list them
-		// again before saying no key opens the segment.
-		if fresh || !errors.Is(err, batch.ErrNoKey) {
-			return rd, err
-		}
-	}
-}
-
-// WithHeaders returns a Keyring with k's identities that decrypts each
-// segment with the header lookup finds for it, if any, instead of the
-// header embedded in the segment.
-func (k *Keyring) WithHeaders(lookup batch.KeyHeaderLookup) *Keyring {
-	c := *k
-	c.lookup = lookup
-	return &c
-}
-
-// open unwraps the file key of the segment m from its key epoch header h
-// or, if h is nil, from embedded, the header at the start of br, and
-// returns the plaintext of br with h in place of embedded. Nothing is
-// read from br before the file key is unwrapped.
-func (k *Keyring) open(m *batch.Meta, embedded []byte, br *bufio.Reader, h *batch.KeyHeader) (io.Reader, error) {
-	hdr, needs, from := embedded, m.Recipients, ""
-	if h != nil {
-		if n, err := CheckHeader(h.Data); err != nil || n != len(h.Data) {
-			if err == nil {
-				err = errors.New("bytes after the header")
-			}
-			return nil, fmt.Errorf("segment %s/%s: key epoch header %s: %v: %w", m.Stream, m.Name(), h.Object, err, batch.ErrCorrupt)
-		}
-		hdr, needs = h.Data, h.Recipients
-		from = fmt.Sprintf(" (rekeyed in key epoch %d, header %s)", h.Epoch, h.Object)
-	}
-	fileKey, err := age.DecryptHeader(hdr, k.ids...)
-	var none *age.NoIdentityMatchError
-	switch {
-	case errors.As(err, &none):
-		return nil, fmt.Errorf("segment %s/%s is encrypted with age for key %s%s; identity file %s holds key %s, none of them: %w",
-			m.Stream, m.Name(), list(needs), from, k.file, list(k.fps), batch.ErrNoKey)
-	case err != nil && h != nil:
-		return nil, fmt.Errorf("segment %s/%s: key epoch header %s: age: %v: %w", m.Stream, m.Name(), h.Object, err, batch.ErrCorrupt)
-	case err != nil:
-		return nil, fmt.Errorf("segment %s/%s: age: %v: %w", m.Stream, m.Name(), err, batch.ErrCorrupt)
+	fileKey, hdr, h, err := k.unwrap(m, embedded)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := br.Discard(len(embedded)); err != nil {
 		return nil, fmt.Errorf("segment %s/%s: age: %v: %w", m.Stream, m.Name(), err, batch.ErrCorrupt)
@@ -228,6 +179,67 @@ func (k *Keyring) open(m *batch.Meta, embedded []byte, br *bufio.Reader, h *batc
 		return rd, nil
 	}
 	return &headerErrors{rd: rd, m: m, h: h}, nil
+}
+
+// WithHeaders returns a Keyring with k's identities that decrypts each
+// segment with the header lookup finds for it, if any, instead of the
+// header embedded in the segment.
+func (k *Keyring) WithHeaders(lookup batch.KeyHeaderLookup) *Keyring {
+	c := *k
+	c.lookup = lookup
+	return &c
+}
+
+// unwrap finds the header the segment m is decrypted with, that of the
+// newest key epoch holding one (with a lookup) or else embedded, the
+// header at the start of its payload, and unwraps its file key with k's
+// identities. h is the key epoch header used, nil for the embedded one.
+func (k *Keyring) unwrap(m *batch.Meta, embedded []byte) (fileKey, hdr []byte, h *batch.KeyHeader, err error) {
+	if k.lookup == nil {
+		fileKey, hdr, err = k.unwrapFrom(m, embedded, nil)
+		return fileKey, hdr, nil, err
+	}
+	for fresh := false; ; fresh = true {
+		h, err := k.lookup(m, fresh)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("segment %s/%s: key epochs: %w", m.Stream, m.Name(), err)
+		}
+		fileKey, hdr, err := k.unwrapFrom(m, embedded, h)
+		// A rekey may have run since the epochs were listed: list them
+		// again before saying no key opens the segment.
+		if fresh || !errors.Is(err, batch.ErrNoKey) {
+			return fileKey, hdr, h, err
+		}
+	}
+}
+
+// unwrapFrom unwraps the file key of the segment m from its key epoch
+// header h or, if h is nil, from embedded, its own header, and returns it
+// with the header it came from.
+func (k *Keyring) unwrapFrom(m *batch.Meta, embedded []byte, h *batch.KeyHeader) (fileKey, hdr []byte, err error) {
+	hdr, needs, from := embedded, m.Recipients, ""
+	if h != nil {
+		if n, err := CheckHeader(h.Data); err != nil || n != len(h.Data) {
+			if err == nil {
+				err = errors.New("bytes after the header")
+			}
+			return nil, nil, fmt.Errorf("segment %s/%s: key epoch header %s: %v: %w", m.Stream, m.Name(), h.Object, err, batch.ErrCorrupt)
+		}
+		hdr, needs = h.Data, h.Recipients
+		from = fmt.Sprintf(" (rekeyed in key epoch %d, header %s)", h.Epoch, h.Object)
+	}
+	fileKey, err = age.DecryptHeader(hdr, k.ids...)
+	var none *age.NoIdentityMatchError
+	switch {
+	case errors.As(err, &none):
+		return nil, nil, fmt.Errorf("segment %s/%s is encrypted with age for key %s%s; identity file %s holds key %s, none of them: %w",
+			m.Stream, m.Name(), list(needs), from, k.file, list(k.fps), batch.ErrNoKey)
+	case err != nil && h != nil:
+		return nil, nil, fmt.Errorf("segment %s/%s: key epoch header %s: age: %v: %w", m.Stream, m.Name(), h.Object, err, batch.ErrCorrupt)
+	case err != nil:
+		return nil, nil, fmt.Errorf("segment %s/%s: age: %v: %w", m.Stream, m.Name(), err, batch.ErrCorrupt)
+	}
+	return fileKey, hdr, nil
 }
 
 // headerErrors names the key epoch header in the errors of reading a

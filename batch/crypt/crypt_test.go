@@ -153,7 +153,7 @@ func scan(data []byte, d batch.Decrypter) ([]batch.Record, error) {
 }
 
 var readers = map[string]func([]byte, batch.Decrypter) ([]batch.Record, error){
-	"memory": decode, "stream": decodeStream, "scan": scan,
+	"memory": decode, "stream": decodeStream, "scan": scan, "in place": decodeInPlace(2),
 }
 
 func sameRecords(t *testing.T, got, want []batch.Record) {

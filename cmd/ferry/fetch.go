@@ -164,6 +164,9 @@ func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest stri
 		if ferr == nil {
 			return w.commit()
 		}
+		if errors.Is(ferr, batch.ErrSignature) || errors.Is(ferr, batch.ErrNoKey) {
+			return ferr // refused, not missing: a scan would meet it again
+		}
 		log.Warn("the records the marker names do not give the file; scanning the stream", "name", name,
 			"first_seq", m.FirstSeq, "last_seq", m.LastSeq, "err", ferr)
 	}

@@ -216,8 +216,8 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return err
 			}
-			if err := out.printSegment(data, limit, 0, 0); err != nil {
-				return fmt.Errorf("%s: %w", path, err)
+			if err := out.printSegment(data, path, limit, 0, 0); err != nil {
+				return err
 			}
 		}
 		return out.flush()
@@ -235,11 +235,11 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 		}
 		key := batch.SegmentKey(c.cfg.Stream, name)
 		data, err := readSegment(ctx, st, key, sizes[i], limit)
-		if err == nil {
-			err = out.printSegment(data, limit, *from, *to)
-		}
 		if err != nil {
 			return fmt.Errorf("segment %s: %w", key, err)
+		}
+		if err := out.printSegment(data, "segment "+key, limit, *from, *to); err != nil {
+			return err
 		}
 	}
 	return out.flush()
@@ -297,17 +297,25 @@ func newRecordPrinter(w io.Writer, asJSON bool) *recordPrinter {
 // printSegment prints the records from..to (to 0: to the end) of the
 // segment data as they are decompressed, holding one at a time: a damaged
 // segment's records before the damage are printed, then the error is
-// returned.
-func (p *recordPrinter) printSegment(data []byte, limit int64, from, to uint64) error {
+// returned. Its errors start with where (a file's path, or "segment KEY"),
+// but for those of the signature and decryption of a segment stored
+// under its own name, which name it already.
+func (p *recordPrinter) printSegment(data []byte, where string, limit int64, from, to uint64) error {
 	seg, err := batch.Open(data)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	named := func(err error) error {
+		if where == "segment "+batch.SegmentKey(seg.Meta.Stream, seg.Meta.Name()) {
+			return err
+		}
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	if err := checkSignature(p.trusted, &seg.Meta); err != nil {
-		return err
+		return named(err)
 	}
 	if err := seg.Decrypt(p.dec); err != nil {
-		return err
+		return named(err)
 	}
 	err = seg.Scan(limit, func(r *batch.Record) error {
 		if r.Seq < from || (to != 0 && r.Seq > to) {
@@ -317,8 +325,9 @@ func (p *recordPrinter) printSegment(data []byte, limit int64, from, to uint64) 
 	})
 	if err != nil {
 		p.flush() // what was printed before the damage
+		return fmt.Errorf("%s: %w", where, err)
 	}
-	return err
+	return nil
 }
 
 type jsonRecord struct {

@@ -43,7 +43,8 @@ type Config struct {
 	// segment sealed in plaintext: no target may be sent one.
 	Encrypter batch.Encrypter
 	// Signer, if set, signs every segment the spool seals
-	// ([encryption] signing_key_file).
+	// ([encryption] signing_key_file), and Open refuses a spool still
+	// holding a segment sealed unsigned.
 	Signer batch.Signer
 	// Now is the clock (tests inject one). Default time.Now.
 	Now func() time.Time
@@ -242,8 +243,8 @@ func Open(cfg Config, targets []string, log *slog.Logger) (*Spool, error) {
 		}
 		return nil, fmt.Errorf("spool %s: %w", cfg.Dir, err)
 	}
-	if cfg.Encrypter != nil {
-		if err := s.refusePlaintext(); err != nil {
+	if cfg.Encrypter != nil || cfg.Signer != nil {
+		if err := s.refuseUnprotected(); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("spool %s: %w", cfg.Dir, err)
 		}
@@ -251,10 +252,12 @@ func Open(cfg Config, targets []string, log *slog.Logger) (*Spool, error) {
 	return s, nil
 }
 
-// refusePlaintext fails if a sealed segment waiting in the spool is not
-// encrypted: sealed before [encryption] was configured, it would go to
-// the targets in the clear.
-func (s *Spool) refusePlaintext() error {
+// refuseUnprotected fails if a sealed segment waiting in the spool is not
+// encrypted while encryption is on, or not signed while signing is:
+// sealed before [encryption] recipients or signing_key_file was
+// configured, it would go to the targets in the clear, or unsigned (and a
+// receiver with trusted_keys would stop at it).
+func (s *Spool) refuseUnprotected() error {
 	for _, seg := range s.sealed {
 		f, err := os.Open(s.path("sealed", seg.Name))
 		if err != nil {
@@ -265,10 +268,15 @@ func (s *Spool) refusePlaintext() error {
 		if err != nil {
 			return fmt.Errorf("sealed/%s: %w", seg.Name, err)
 		}
-		if !sr.Meta.Encrypted() {
+		if s.cfg.Encrypter != nil && !sr.Meta.Encrypted() {
 			return fmt.Errorf("sealed/%s was sealed in plaintext before [encryption] was configured, and the targets have not all "+
 				"confirmed it: encryption is on, so it is not sent. Ship it first with the previous configuration (without "+
 				"[encryption] recipients) until ferry status shows no segment waiting, then turn encryption on", seg.Name)
+		}
+		if s.cfg.Signer != nil && !sr.Meta.Signed() {
+			return fmt.Errorf("sealed/%s was sealed unsigned before [encryption] signing_key_file was configured, and the targets have not all "+
+				"confirmed it: signing is on, so it is not sent (a receiver with trusted_keys would stop at it). Ship it first with the "+
+				"previous configuration (without signing_key_file) until ferry status shows no segment waiting, then turn signing on", seg.Name)
 		}
 	}
 	return nil

@@ -72,6 +72,35 @@ func ListKeyHeaders(ctx context.Context, st store.Store, stream string, epoch ui
 	return out, nil
 }
 
+// ListKeyHeaderObjects returns the header objects of every key epoch of
+// stream, by the name of the segment each is for. Epochs are found by the
+// names of their objects, none of which is read: a damaged epoch object
+// does not hide its headers.
+func ListKeyHeaderObjects(ctx context.Context, st store.Store, stream string) (map[string][]string, error) {
+	dir := batch.KeysDir(stream)
+	var epochs []uint32
+	err := st.List(ctx, dir, "", func(o store.Object) error {
+		if e, ok := batch.ParseKeyEpochName(strings.TrimPrefix(o.Name, dir)); ok {
+			epochs = append(epochs, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list key epochs %s: %w", dir, err)
+	}
+	out := map[string][]string{}
+	for _, e := range epochs {
+		names, err := ListKeyHeaders(ctx, st, stream, e)
+		if err != nil {
+			return nil, err
+		}
+		for name := range names {
+			out[name] = append(out[name], batch.KeyHeaderKey(stream, e, name))
+		}
+	}
+	return out, nil
+}
+
 // readCapped reads the object key, refusing one over limit bytes before
 // holding it.
 func readCapped(ctx context.Context, st store.Store, key string, limit int64) ([]byte, error) {

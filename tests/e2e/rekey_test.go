@@ -210,3 +210,51 @@ func TestRekey(t *testing.T) {
 		t.Fatal("the stored segments changed")
 	}
 }
+
+// Pruning a rekeyed stream deletes the key epoch headers of the segments
+// it deletes with them and keeps those of the segments it keeps, which
+// the new key still reads.
+func TestPruneRekeyed(t *testing.T) {
+	t.Parallel()
+	s := newStream(t, "prunerekey")
+	keys := t.TempDir()
+	a, c := newAgeKey(t, keys, "a.txt"), newAgeKey(t, keys, "c.txt")
+	cfgA := filepath.Join(s.dir, "a.toml")
+	os.WriteFile(cfgA, []byte(fmt.Sprintf("[encryption]\nrecipients = [%q]\n", a.public)), 0o644)
+	s.ship(logLines(43, 1, 3000), "--config", cfgA, "--max-bytes", "64KiB")
+	segs := s.segments()
+	if len(segs) < 4 {
+		t.Fatalf("%d segments, want at least 4", len(segs))
+	}
+	if r := withIdentity(a.file).Run(t, nil, "rekey", "--store", s.store, "--stream", s.name, "--recipient", c.public); r.Code != 0 {
+		t.Fatalf("rekey:\n%s", r)
+	}
+	headers := func() []string {
+		hdrs, _ := filepath.Glob(filepath.Join(s.streamDir(), "keys", "00000001", "*.hdr"))
+		var names []string
+		for _, h := range hdrs {
+			names = append(names, strings.TrimSuffix(filepath.Base(h), ".hdr"))
+		}
+		return names
+	}
+	if got := headers(); fmt.Sprint(got) != fmt.Sprint(segs) {
+		t.Fatalf("headers after rekey for %v, want %v", got, segs)
+	}
+	out := mustFerry(t, nil, "prune", "--store", s.store, "--stream", s.name, "--keep-min", "2").Stdout
+	kept := s.segments()
+	if fmt.Sprint(kept) != fmt.Sprint(segs[len(segs)-2:]) {
+		t.Fatalf("prune kept %v, want the newest 2 of %v", kept, segs)
+	}
+	if got := headers(); fmt.Sprint(got) != fmt.Sprint(kept) {
+		t.Fatalf("key epoch headers after prune for %v, want only the kept segments' %v\n%s", got, kept, out)
+	}
+	if !strings.Contains(out, fmt.Sprintf("deleted %d key epoch header(s)", len(segs)-2)) {
+		t.Fatalf("prune does not say it deleted the headers:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(s.streamDir(), "keys", "00000001.json")); err != nil {
+		t.Fatalf("the key epoch itself went: %v", err)
+	}
+	if v := withIdentity(c.file).Run(t, nil, "verify", "--store", s.store, "--stream", s.name); v.Code != 0 {
+		t.Fatalf("verify with the new key after prune:\n%s", v)
+	}
+}
