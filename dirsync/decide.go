@@ -40,7 +40,10 @@ type Incoming struct {
 	State State
 	// Disk is what the local tree holds at the path now. CheckDisk is
 	// false when a record earlier in the same segment already decided the
-	// path (or an ancestor): the tree then still shows the state before it.
+	// path: the tree then still shows the state before it, and the first
+	// decision took any local change. (A path below one decided earlier
+	// in the segment is checked, against its entry as it was before the
+	// segment too: see Ledger.BeginSegment.)
 	Disk      State
 	CheckDisk bool
 	// LocalHash hashes the local file (asked only to compare contents).
@@ -88,9 +91,18 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 		cur = *e
 	}
 	if in.CheckDisk && !cur.State.Same(in.Disk) {
-		vv := Merge(cur.Seen, cur.VV)
-		vv[l.Site] = l.now()
-		cur = Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site, Lost: cur.Lost, Base: baseOf(e)}
+		// The tree differs from the ledger. Unless it still shows the
+		// entry from before this segment (an earlier record changed it:
+		// a file gone with its directory), that is a local change.
+		prior, inSegment := l.before[in.Key]
+		if !inSegment || !stateOf(prior).Same(in.Disk) {
+			if inSegment {
+				e = prior
+			}
+			vv := Merge(cur.Seen, cur.VV)
+			vv[l.Site] = l.now()
+			cur = Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site, Lost: cur.Lost, Base: baseOf(e)}
+		}
 	}
 	seen := Merge(cur.Seen, cur.VV)
 	remote := in.Ver
@@ -313,6 +325,14 @@ func ReadConflicts(dir string) ([]Conflict, error) {
 		}
 	}
 	return out, nil
+}
+
+// stateOf is the state an entry records (Absent for none).
+func stateOf(e *Entry) State {
+	if e == nil {
+		return Absent
+	}
+	return e.State
 }
 
 // baseOf is the state a new local version of a path replaces: what the

@@ -186,6 +186,12 @@ type Ledger struct {
 	applied    map[string]uint64
 	continuing map[string]string
 	pending    map[string]string
+
+	// While a peer's segment is decided (BeginSegment to EndSegment): the
+	// entries, as they stood before it, of the paths its decisions
+	// changed (nil: the path had none). The tree still shows that state
+	// until the segment is applied.
+	before map[string]*Entry
 }
 
 // Open loads the ledger of the sync state directory dir (creating it).
@@ -329,6 +335,11 @@ func (l *Ledger) observe(v VV) {
 // set records e for path in memory and in the log (written, not yet
 // synced: Sync makes it durable).
 func (l *Ledger) set(path string, e *Entry) error {
+	if l.before != nil {
+		if _, ok := l.before[path]; !ok {
+			l.before[path] = l.entries[path]
+		}
+	}
 	l.entries[path] = e
 	return l.writeLine(ledgerLine{P: path, E: e})
 }
@@ -346,6 +357,17 @@ func (l *Ledger) writeLine(line ledgerLine) error {
 	l.dirty = true
 	return nil
 }
+
+// BeginSegment starts the decisions on a peer's segment (call it under
+// the lock, before the first Decide; EndSegment after the last): until
+// the segment is applied, the tree shows every path as it was before it,
+// which Decide then tells from a local change even where an earlier
+// record of the segment already changed the path's entry (a file below a
+// directory the segment deleted or made).
+func (l *Ledger) BeginSegment() { l.before = map[string]*Entry{} }
+
+// EndSegment ends what BeginSegment started.
+func (l *Ledger) EndSegment() { l.before = nil }
 
 // SetDecided records acts, the decisions on the records of the segment
 // named segment of peer's stream, in order (call it under the lock, with

@@ -62,6 +62,8 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 	// tree is half applied, so it gets the decisions it got the first
 	// time (dirsync.Ledger.Decided), not new ones.
 	again, replay := a.Ledger.Decided(a.Peer, meta.Name(), recs.Len())
+	a.Ledger.BeginSegment()
+	defer a.Ledger.EndSegment()
 	for i := 0; i < recs.Len(); i++ {
 		rec := recs.At(i)
 		key := string(rec.Key)
@@ -101,7 +103,7 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 		} else {
 			in := dirsync.Incoming{
 				Peer: a.Peer, Seq: rec.Seq, Key: key, Ver: ver, State: st,
-				Disk: a.diskState(key), CheckDisk: !dirDecidedAbove(decided, key),
+				Disk: a.diskState(key), CheckDisk: !decided[key],
 				LocalHash:     func() []byte { return a.hashLocal(key) },
 				Below:         func(fn func(string, dirsync.State)) { a.below(key, fn) },
 				DecidedBefore: func(p string) bool { return dirDecidedAbove(decided, p) },

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -117,5 +118,86 @@ func TestDirPeerSegmentAppliedAgainKeepsDecisions(t *testing.T) {
 				t.Errorf("%s: the ledger gives this site versions of %q, which only the peer changed", what, u)
 			}
 		}
+	}
+}
+
+// A tree copied back from the peer (cp -a) and started with a new state:
+// the ledger knows nothing, and the peer's stream, read from its start,
+// brings its older versions of paths the copy holds in a newer form. The
+// peer's first segment makes the directory and then the file in it: the
+// file's record comes after its directory was decided in the same
+// segment, and must still meet what the tree holds as this site's change
+// (a conflict the later version wins, here the copy), not overwrite it:
+// the peer, which holds the newer content, would never get it back, and
+// the two trees would differ for good.
+func TestDirPeerCopiedTreeMeetsPeerUnderDirDecidedInSegment(t *testing.T) {
+	base := t.TempDir()
+	root, state := filepath.Join(base, "tree"), filepath.Join(base, "state")
+	const newer = "the copy's newer content, rewritten after the peer's"
+	if err := os.MkdirAll(filepath.Join(root, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "d/f"), []byte(newer), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, l := newPeerApplier(t, root, state, "a")
+	p := &peerRecs{origin: "a", stamp: 100} // stamped long before the copy's versions
+	var seg []batch.Record
+	seg = append(seg, p.change(p.mkdir("d", 0o755))...)
+	seg = append(seg, p.change(p.put("d/f", 0o644, "a's older version"))...)
+	seg = append(seg, p.change(p.put("d/g", 0o644, "only at a"))...)
+	dirApply(t, a, seg...)
+
+	if b, err := os.ReadFile(filepath.Join(root, "d/f")); string(b) != newer {
+		t.Fatalf("d/f holds %q (%v); want the copy's newer content: the peer's older version overwrote it", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "d/g")); string(b) != "only at a" {
+		t.Fatalf("d/g holds %q (%v); want the peer's file", b, err)
+	}
+	e, _ := l.Get("d/f")
+	if e.Origin != "b" {
+		t.Fatalf("d/f's entry %+v; want this site's version (b), which it ships to the peer", e)
+	}
+	if u := l.Unshipped(); !slices.Contains(u, "d/f") {
+		t.Fatalf("unshipped versions %q; want d/f among them", u)
+	}
+	if n := l.Conflicts(); n != 1 {
+		t.Fatalf("%d conflicts recorded; want 1 (d/f)", n)
+	}
+}
+
+// The reason a path under a directory decided earlier in the segment
+// cannot simply be checked against the ledger: the peer deleted the
+// directory and made it again with a new file of the same name, all in one
+// segment. When the file's record is decided, the ledger already says the
+// old file went with the directory, while the tree still holds it. That is
+// the state before the segment, not a local change: the peer's new file is
+// applied, nothing is shipped back.
+func TestDirPeerDirRemadeInOneSegment(t *testing.T) {
+	base := t.TempDir()
+	root, state := filepath.Join(base, "tree"), filepath.Join(base, "state")
+	a, l := newPeerApplier(t, root, state, "a")
+	p := &peerRecs{origin: "a", stamp: 100}
+	var seg1, seg2 []batch.Record
+	seg1 = append(seg1, p.change(p.mkdir("d", 0o755))...)
+	seg1 = append(seg1, p.change(p.put("d/f", 0o644, "f1"))...)
+	dirApply(t, a, seg1...)
+	seg2 = append(seg2, p.change(p.rmdir("d"))...)
+	seg2 = append(seg2, p.change(p.mkdir("d", 0o700))...)
+	seg2 = append(seg2, p.change(p.put("d/f", 0o600, "f2, made again"))...)
+	var reshipped []string
+	l.OnReship = func(p string) { reshipped = append(reshipped, p) }
+	dirApply(t, a, seg2...)
+	if b, err := os.ReadFile(filepath.Join(root, "d/f")); string(b) != "f2, made again" {
+		t.Fatalf("d/f holds %q (%v); want the peer's new file", b, err)
+	}
+	if len(reshipped) > 0 {
+		t.Fatalf("%q kept against the peer's change and shipped again", reshipped)
+	}
+	if u := l.Unshipped(); len(u) > 0 {
+		t.Fatalf("the ledger gives this site versions of %q, which only the peer changed", u)
+	}
+	if n := l.Conflicts(); n != 0 {
+		t.Fatalf("%d conflicts recorded; want none", n)
 	}
 }
