@@ -249,6 +249,20 @@ func TestLedgerDecidedSurvivesRestartAndCompaction(t *testing.T) {
 		if !ok || !reflect.DeepEqual(got, acts) {
 			t.Fatalf("round %d: Decided(a, seg2) = %+v, %v; want %+v", round, got, ok, acts)
 		}
+		if done := l.AppliedToEnd("a", "seg2"); done != (round > 0) {
+			t.Fatalf("round %d: AppliedToEnd(a, seg2) = %v; want %v", round, done, round > 0)
+		}
+		if round == 0 {
+			if err := l.SetAppliedToEnd("a", "seg2", "g"); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.SetAppliedToEnd("a", "seg1", ""); err != nil { // not the last: no mark
+				t.Fatal(err)
+			}
+			if got, ok := l.Decided("a", "seg2", len(acts)); !ok || !reflect.DeepEqual(got, acts) {
+				t.Fatalf("Decided(a, seg2) after SetAppliedToEnd = %+v, %v; want %+v", got, ok, acts)
+			}
+		}
 		if _, ok := l.Decided("a", "seg1", 2); ok {
 			t.Fatalf("round %d: the decisions on a's older segment are still there", round)
 		}

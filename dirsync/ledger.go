@@ -126,7 +126,9 @@ type Conflict struct {
 //	                        (temp, fsync, rename) when it holds many superseded lines.
 //	                        Also one line per peer's segment decided:
 //	                        {"seg":{"peer":ID,"segment":NAME,"acts":"sasr-c","copies":{"3":NAME}}}
-//	                        (one letter per record); the last one of a peer wins
+//	                        (one letter per record), and again with "done":true (and
+//	                        "cont":PATH) once it is applied to its end; the last one
+//	                        of a peer wins
 //	STATE/conflicts.ndjson  one Conflict per line, appended
 const (
 	LedgerFile    = "ledger.ndjson"
@@ -149,6 +151,11 @@ type segLine struct {
 	Segment string         `json:"segment"`
 	Acts    string         `json:"acts"`
 	Copies  map[int]string `json:"copies,omitempty"`
+	// Done: the segment was applied to its end and the tree made durable
+	// (SetAppliedToEnd); Cont is then the file whose chunks go on in the
+	// next segment.
+	Done bool   `json:"done,omitempty"`
+	Cont string `json:"cont,omitempty"`
 }
 
 // actLetters encodes a segment's decisions, one byte per record.
@@ -418,6 +425,55 @@ func (l *Ledger) Decided(peer, segment string, n int) ([]Decision, bool) {
 	return out, true
 }
 
+// SetAppliedToEnd records that segment of peer's stream, decided by
+// SetDecided, was applied to its end and the tree made durable (call it
+// after the applier's fsyncs, under the lock); cont is the file whose
+// chunks go on in the next segment ("" for none). A site that stops
+// before the receiver's checkpoint covers the segment then knows at its
+// start that the tree held all of it: a path of the segment that differs
+// now was changed here while the site was down, a change of this site
+// that the segment applied again must not undo (ChangedSince, SetApplied).
+//
+// The line is handed to the kernel, not fsynced (the next Sync does): a
+// kill -9 keeps it; a power loss that drops it leaves the segment half
+// applied as far as the ledger knows, which is what it was before.
+func (l *Ledger) SetAppliedToEnd(peer, segment, cont string) error {
+	sl := l.segs[peer]
+	if sl == nil || sl.Segment != segment || sl.Done {
+		return nil
+	}
+	done := *sl
+	done.Done, done.Cont = true, cont
+	l.segs[peer] = &done
+	if err := l.writeLine(ledgerLine{Seg: &done}); err != nil {
+		return err
+	}
+	if err := l.w.Flush(); err != nil {
+		return fmt.Errorf("sync ledger: %w", err)
+	}
+	return nil
+}
+
+// AppliedToEnd reports whether segment, the last of peer's segments
+// decided, was applied to its end (SetAppliedToEnd; call it under the
+// lock).
+func (l *Ledger) AppliedToEnd(peer, segment string) bool {
+	sl := l.segs[peer]
+	return sl != nil && sl.Segment == segment && sl.Done
+}
+
+// ChangedSince reports whether path, decided in peer's segment of seqs
+// first to last (call it under the lock), is no longer what the segment
+// left: its entry is another's since (a local change the source
+// versioned), or the tree, in state disk, differs from it (a local change
+// not versioned yet). A segment applied to its end (AppliedToEnd) and
+// applied again after a restart skips such a path: the change is this
+// site's, made after the peer's, and ships.
+func (l *Ledger) ChangedSince(peer string, first, last uint64, path string, disk State) bool {
+	e := l.entries[path]
+	return e == nil || e.From != peer || e.Seq < first || e.Seq > last || !e.State.Same(disk)
+}
+
 // Sync makes every entry set so far durable. Call it with the lock held.
 func (l *Ledger) Sync() error { return l.syncLocked() }
 
@@ -564,11 +620,13 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 // receiver checkpoint stands: every segment of peer's stream up to lastSeq
 // was applied to its end, so the tree held what each of its records
 // decided "apply" made, but for continuing, a file whose chunks go on in
-// the next segment (InTree). The decisions on peer's last segment, if the
-// checkpoint does not cover it (the site stopped while applying it), are
-// pending until the applier applies it again (DoneApplying): their paths
-// are the applier's, not local changes, even as the tree shows them half
-// applied (Foreign, Local).
+// the next segment (InTree). So was peer's last segment decided if it
+// was marked applied to its end (SetAppliedToEnd: the site stopped
+// between the apply and the checkpoint). Otherwise the decisions on it,
+// if the checkpoint does not cover it (the site stopped while applying
+// it), are pending until the applier applies it again (DoneApplying):
+// their paths are the applier's, not local changes, even as the tree
+// shows them half applied (Foreign, Local).
 func (l *Ledger) SetApplied(peer string, lastSeq uint64, continuing string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -582,6 +640,14 @@ func (l *Ledger) SetApplied(peer string, lastSeq uint64, continuing string) {
 	}
 	_, first, last, ok := batch.ParseSegmentName(sl.Segment)
 	if !ok || last <= lastSeq {
+		return
+	}
+	if sl.Done {
+		// Applied to its end, the checkpoint not written: the tree holds
+		// the segment, and what differs from it now is a local change.
+		l.applied[peer], l.continuing[peer] = last, sl.Cont
+		l.Log.Info("sync: a peer's segment was applied to its end before the site stopped, its checkpoint not written; what changed here since stays, and ships",
+			"peer", peer, "segment", sl.Segment)
 		return
 	}
 	for p, e := range l.entries {

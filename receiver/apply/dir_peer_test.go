@@ -201,3 +201,94 @@ func TestDirPeerDirRemadeInOneSegment(t *testing.T) {
 		t.Fatalf("%d conflicts recorded; want none", n)
 	}
 }
+
+// A kill -9 after a peer's segment was applied to its end and before the
+// receiver's checkpoint covered it: the receiver applies the segment again
+// at the start. What was changed here while the site was down, on paths
+// that segment wrote, is this site's change made after the peer's, and
+// stays: a file deleted stays deleted, a file rewritten keeps its content
+// (and the source ships both). A path left as the segment made it is
+// applied again as before. A segment not applied to its end (the kill came
+// midway) is applied again whole (TestDirPeerSegmentAppliedAgainKeepsDecisions).
+func TestDirPeerSegmentAppliedToEndKeepsLocalChangesOnReapply(t *testing.T) {
+	base := t.TempDir()
+	root, state := filepath.Join(base, "tree"), filepath.Join(base, "state")
+	a, l := newPeerApplier(t, root, state, "a")
+	p := &peerRecs{origin: "a", stamp: 100}
+	var seg1, seg2 []batch.Record
+	seg1 = append(seg1, p.change(p.mkdir("d", 0o755))...)
+	seg1 = append(seg1, p.change(p.put("d/f", 0o644, "f"))...)
+	dirApply(t, a, seg1...)
+	checkpoint := dirState(t, a) // the receiver's checkpoint after seg1
+	seg2 = append(seg2, p.change(p.put("d/g", 0o644, "g, deleted here while down"))...)
+	seg2 = append(seg2, p.change(p.put("d/h", 0o644, "h, rewritten here while down"))...)
+	seg2 = append(seg2, p.change(p.mkdir("e", 0o755))...)
+	seg2 = append(seg2, p.change(p.put("e/k", 0o644, "k, left alone"))...)
+	seg2 = append(seg2, p.ver("e/big"))
+	seg2 = append(seg2, p.chunks("e/big", 0o644, "a chunked file, deleted here while down", 8)...)
+	dirApply(t, a, seg2...) // applied to its end; the kill comes before the checkpoint
+	a.Close()
+	l.Close()
+
+	if err := os.Remove(filepath.Join(root, "d/g")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(root, "e/big")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "d/h"), []byte("changed here"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	l, err := dirsync.Open(state, "b", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a = &apply.Dir{Root: root, Ledger: l, Peer: "a"}
+	if err := a.Restore(checkpoint); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	l.SetApplied("a", seg1[len(seg1)-1].Seq, a.Continuing())
+	dirApply(t, a, seg2...) // the receiver applies it again
+
+	for _, k := range []string{"d/g", "e/big"} {
+		if _, err := os.Lstat(filepath.Join(root, k)); !os.IsNotExist(err) {
+			t.Errorf("%s, deleted here while the site was down, is back (%v)", k, err)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "d/h")); string(b) != "changed here" {
+		t.Errorf("d/h holds %q (%v); want the local rewrite", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "e/k")); string(b) != "k, left alone" {
+		t.Errorf("e/k holds %q (%v); want the peer's file", b, err)
+	}
+	// The source ships the local changes: the deletes (gone from the tree
+	// while the ledger holds the peer's files, which the tree held) and
+	// the rewrite; e/k is the peer's.
+	inTree := l.InTree()
+	l.Lock()
+	defer l.Unlock()
+	for _, k := range []string{"d/g", "e/big"} {
+		if !slices.Contains(inTree, k) {
+			t.Errorf("InTree = %q; want %s, so that the source ships its removal", inTree, k)
+		}
+		if _, ship, err := l.Local(k, dirsync.Absent); !ship || err != nil {
+			t.Errorf("the removal of %s would not ship (%v)", k, err)
+		}
+	}
+	fi, err := os.Stat(filepath.Join(root, "d/h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := dirsync.State{Kind: dirsync.KindFile, Mode: 0o644, Mtime: fi.ModTime().UnixNano(), Size: fi.Size()}
+	if _, ship, err := l.Local("d/h", st); !ship || err != nil {
+		t.Errorf("the local rewrite of d/h would not ship (%v)", err)
+	}
+	fi, _ = os.Stat(filepath.Join(root, "e/k"))
+	st = dirsync.State{Kind: dirsync.KindFile, Mode: 0o644, Mtime: fi.ModTime().UnixNano(), Size: fi.Size()}
+	if _, ship, _ := l.Local("e/k", st); ship {
+		t.Error("e/k, the peer's file left alone, would ship back")
+	}
+}
