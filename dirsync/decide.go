@@ -55,6 +55,11 @@ type Incoming struct {
 	// decided path: its entry already holds that decision while the tree
 	// still shows the state before it.
 	DecidedBefore func(path string) bool
+	// Rebuild: a rejoin reads the history back (docs/SYNC.md "Rejoin").
+	// A conflict between versions this site had seen both of before it
+	// lost its state (its own stream's records say what it had seen) was
+	// recorded then, and is not recorded again.
+	Rebuild bool
 }
 
 // Decide says what a peer's record does to the local tree, and records the
@@ -85,6 +90,11 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	e := l.entries[in.Key]
 	if e != nil && e.From == in.Peer && e.Seq == in.Seq && e.Act != "" {
 		return Decision{Act: e.Act, Copy: e.Copy}, nil // applied again after a crash
+	}
+	if in.Rebuild && in.Ver.Origin == l.Site {
+		if err := l.noteKnown(in.Ver); err != nil {
+			return Decision{}, err
+		}
 	}
 	cur := Entry{State: Absent}
 	if e != nil {
@@ -140,7 +150,7 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 			// conflict's loser, which this site keeps.
 			c.Winner, c.WinnerTime, c.Loser, c.LoserTime = remote.Origin, remote.Time(), l.Site, localTime
 			d := Decision{Act: ActRenameApply, Copy: ConflictName(in.Key, l.Site, localTime)}
-			if err := l.recordConflict(c, d.Copy, true); err != nil {
+			if err := l.recordConflict(in, c, d.Copy, true); err != nil {
 				return Decision{}, err
 			}
 			return done(d, applied)
@@ -199,7 +209,7 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	}
 	if cur.State.Kind != KindAbsent && in.State.Kind != KindAbsent {
 		copyName := ConflictName(in.Key, c.Loser, c.LoserTime)
-		if err := l.recordConflict(c, copyName, d.Copy != ""); err != nil {
+		if err := l.recordConflict(in, c, copyName, d.Copy != ""); err != nil {
 			return Decision{}, err
 		}
 	} else {
@@ -282,9 +292,26 @@ func (l *Ledger) resurrect(in Incoming, cur Entry, seen VV) (Decision, error) {
 	return Decision{Act: ActSkip}, nil
 }
 
+// noteKnown adds what this site's own version v, read back by a rejoin,
+// says the site had seen before its loss (Ledger.known).
+func (l *Ledger) noteKnown(v Version) error {
+	k := Merge(l.known, v.Seen)
+	k[l.Site] = max(k[l.Site], v.Time())
+	if l.known != nil && k.LE(l.known) {
+		return nil
+	}
+	l.known = k
+	return l.writeLine(ledgerLine{Known: k})
+}
+
 // recordConflict lists c, whose loser is kept as copyName by the loser's
-// site (made: this one).
-func (l *Ledger) recordConflict(c Conflict, copyName string, made bool) error {
+// site (made: this one), unless a rejoin meets again a conflict the site
+// had met before its loss (both versions known).
+func (l *Ledger) recordConflict(in Incoming, c Conflict, copyName string, made bool) error {
+	if in.Rebuild && c.WinnerTime <= l.known[c.Winner] && c.LoserTime <= l.known[c.Loser] {
+		l.Log.Debug("rejoin: a conflict met before the loss, not recorded again", "path", c.Path, "winner_site", c.Winner, "loser_site", c.Loser)
+		return nil
+	}
 	c.Copy, c.Made = copyName, made
 	b, _ := json.Marshal(c)
 	path := filepath.Join(l.dir, ConflictsFile)

@@ -129,6 +129,8 @@ type Conflict struct {
 //	                        (one letter per record), and again with "done":true (and
 //	                        "cont":PATH) once it is applied to its end; the last one
 //	                        of a peer wins
+//	                        A rejoin adds {"known":VV}: what the site had seen before its
+//	                        loss, from its own stream; the last one wins.
 //	STATE/conflicts.ndjson  one Conflict per line, appended
 const (
 	LedgerFile    = "ledger.ndjson"
@@ -141,6 +143,19 @@ type ledgerLine struct {
 	P   string   `json:"p,omitempty"`
 	E   *Entry   `json:"e,omitempty"`
 	Seg *segLine `json:"seg,omitempty"`
+	// Known: what this site had seen before a rejoin rebuilt it (Ledger.known).
+	Known VV `json:"known,omitempty"`
+}
+
+// kinds counts the parts a ledger line holds (exactly one is valid).
+func (line ledgerLine) kinds() int {
+	n := 0
+	for _, set := range []bool{line.E != nil, line.Seg != nil, line.Known != nil} {
+		if set {
+			n++
+		}
+	}
+	return n
 }
 
 // segLine is what a peer's segment was decided to do (SetDecided): Acts
@@ -199,6 +214,12 @@ type Ledger struct {
 	// changed (nil: the path had none). The tree still shows that state
 	// until the segment is applied.
 	before map[string]*Entry
+
+	// known: per site, the newest stamp this site had seen before it lost
+	// its state, as its own stream read back by a rejoin says (its own
+	// versions, and their Seen). A conflict of two versions it had seen
+	// was met and recorded then (Incoming.Rebuild).
+	known VV
 }
 
 // Open loads the ledger of the sync state directory dir (creating it).
@@ -222,15 +243,18 @@ func Open(dir, site string, log *slog.Logger) (*Ledger, error) {
 			break // torn last line: never fsynced, so nothing depends on it
 		}
 		var line ledgerLine
-		if err := json.Unmarshal(raw[good:good+nl], &line); err != nil || (line.E == nil) == (line.Seg == nil) {
+		if err := json.Unmarshal(raw[good:good+nl], &line); err != nil || line.kinds() != 1 {
 			if good+nl+1 == len(raw) {
 				break
 			}
 			return nil, fmt.Errorf("sync ledger %s is damaged at byte %d (%v); remove the sync state to start over", path, good, err)
 		}
-		if line.Seg != nil {
+		switch {
+		case line.Known != nil:
+			l.known = line.Known
+		case line.Seg != nil:
 			l.segs[line.Seg.Peer] = line.Seg
-		} else {
+		default:
 			l.entries[line.P] = line.E
 		}
 		l.lines++
@@ -514,6 +538,11 @@ func (l *Ledger) compact() error {
 	sort.Strings(peers)
 	for _, p := range peers {
 		b, _ := json.Marshal(ledgerLine{Seg: l.segs[p]})
+		buf.Write(b)
+		buf.WriteByte('\n')
+	}
+	if l.known != nil {
+		b, _ := json.Marshal(ledgerLine{Known: l.known})
 		buf.Write(b)
 		buf.WriteByte('\n')
 	}

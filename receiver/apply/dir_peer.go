@@ -121,7 +121,7 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 				DecidedBefore: func(p string) bool { return dirDecidedAbove(decided, p) },
 			}
 			if a.Rebuild {
-				in.CheckDisk, in.Below = false, nil
+				in.CheckDisk, in.Below, in.Rebuild = false, nil, true
 			}
 			if d, err = a.Ledger.Decide(in); err != nil {
 				return wrap(i, err)
