@@ -40,7 +40,10 @@ type Incoming struct {
 	State State
 	// Disk is what the local tree holds at the path now. CheckDisk is
 	// false when a record earlier in the same segment already decided the
-	// path (or an ancestor): the tree then still shows the state before it.
+	// path: the tree then still shows the state before it, and the first
+	// decision took any local change. (A path below one decided earlier
+	// in the segment is checked, against its entry as it was before the
+	// segment too: see Ledger.BeginSegment.)
 	Disk      State
 	CheckDisk bool
 	// LocalHash hashes the local file (asked only to compare contents).
@@ -52,6 +55,11 @@ type Incoming struct {
 	// decided path: its entry already holds that decision while the tree
 	// still shows the state before it.
 	DecidedBefore func(path string) bool
+	// Rebuild: a rejoin reads the history back (docs/SYNC.md "Rejoin").
+	// A conflict between versions this site had seen both of before it
+	// lost its state (its own stream's records say what it had seen) was
+	// recorded then, and is not recorded again.
+	Rebuild bool
 }
 
 // Decide says what a peer's record does to the local tree, and records the
@@ -83,14 +91,28 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	if e != nil && e.From == in.Peer && e.Seq == in.Seq && e.Act != "" {
 		return Decision{Act: e.Act, Copy: e.Copy}, nil // applied again after a crash
 	}
+	if in.Rebuild && in.Ver.Origin == l.Site {
+		if err := l.noteKnown(in.Ver); err != nil {
+			return Decision{}, err
+		}
+	}
 	cur := Entry{State: Absent}
 	if e != nil {
 		cur = *e
 	}
 	if in.CheckDisk && !cur.State.Same(in.Disk) {
-		vv := Merge(cur.Seen, cur.VV)
-		vv[l.Site] = l.now()
-		cur = Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site, Lost: cur.Lost, Base: baseOf(e)}
+		// The tree differs from the ledger. Unless it still shows the
+		// entry from before this segment (an earlier record changed it:
+		// a file gone with its directory), that is a local change.
+		prior, inSegment := l.before[in.Key]
+		if !inSegment || !stateOf(prior).Same(in.Disk) {
+			if inSegment {
+				e = prior
+			}
+			vv := Merge(cur.Seen, cur.VV)
+			vv[l.Site] = l.now()
+			cur = Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site, Lost: cur.Lost, Base: baseOf(e)}
+		}
 	}
 	seen := Merge(cur.Seen, cur.VV)
 	remote := in.Ver
@@ -128,7 +150,7 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 			// conflict's loser, which this site keeps.
 			c.Winner, c.WinnerTime, c.Loser, c.LoserTime = remote.Origin, remote.Time(), l.Site, localTime
 			d := Decision{Act: ActRenameApply, Copy: ConflictName(in.Key, l.Site, localTime)}
-			if err := l.recordConflict(c, d.Copy, true); err != nil {
+			if err := l.recordConflict(in, c, d.Copy, true); err != nil {
 				return Decision{}, err
 			}
 			return done(d, applied)
@@ -187,7 +209,7 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	}
 	if cur.State.Kind != KindAbsent && in.State.Kind != KindAbsent {
 		copyName := ConflictName(in.Key, c.Loser, c.LoserTime)
-		if err := l.recordConflict(c, copyName, d.Copy != ""); err != nil {
+		if err := l.recordConflict(in, c, copyName, d.Copy != ""); err != nil {
 			return Decision{}, err
 		}
 	} else {
@@ -270,9 +292,26 @@ func (l *Ledger) resurrect(in Incoming, cur Entry, seen VV) (Decision, error) {
 	return Decision{Act: ActSkip}, nil
 }
 
+// noteKnown adds what this site's own version v, read back by a rejoin,
+// says the site had seen before its loss (Ledger.known).
+func (l *Ledger) noteKnown(v Version) error {
+	k := Merge(l.known, v.Seen)
+	k[l.Site] = max(k[l.Site], v.Time())
+	if l.known != nil && k.LE(l.known) {
+		return nil
+	}
+	l.known = k
+	return l.writeLine(ledgerLine{Known: k})
+}
+
 // recordConflict lists c, whose loser is kept as copyName by the loser's
-// site (made: this one).
-func (l *Ledger) recordConflict(c Conflict, copyName string, made bool) error {
+// site (made: this one), unless a rejoin meets again a conflict the site
+// had met before its loss (both versions known).
+func (l *Ledger) recordConflict(in Incoming, c Conflict, copyName string, made bool) error {
+	if in.Rebuild && c.WinnerTime <= l.known[c.Winner] && c.LoserTime <= l.known[c.Loser] {
+		l.Log.Debug("rejoin: a conflict met before the loss, not recorded again", "path", c.Path, "winner_site", c.Winner, "loser_site", c.Loser)
+		return nil
+	}
 	c.Copy, c.Made = copyName, made
 	b, _ := json.Marshal(c)
 	path := filepath.Join(l.dir, ConflictsFile)
@@ -313,6 +352,14 @@ func ReadConflicts(dir string) ([]Conflict, error) {
 		}
 	}
 	return out, nil
+}
+
+// stateOf is the state an entry records (Absent for none).
+func stateOf(e *Entry) State {
+	if e == nil {
+		return Absent
+	}
+	return e.State
 }
 
 // baseOf is the state a new local version of a path replaces: what the

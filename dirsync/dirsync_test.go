@@ -249,6 +249,20 @@ func TestLedgerDecidedSurvivesRestartAndCompaction(t *testing.T) {
 		if !ok || !reflect.DeepEqual(got, acts) {
 			t.Fatalf("round %d: Decided(a, seg2) = %+v, %v; want %+v", round, got, ok, acts)
 		}
+		if done := l.AppliedToEnd("a", "seg2"); done != (round > 0) {
+			t.Fatalf("round %d: AppliedToEnd(a, seg2) = %v; want %v", round, done, round > 0)
+		}
+		if round == 0 {
+			if err := l.SetAppliedToEnd("a", "seg2", "g"); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.SetAppliedToEnd("a", "seg1", ""); err != nil { // not the last: no mark
+				t.Fatal(err)
+			}
+			if got, ok := l.Decided("a", "seg2", len(acts)); !ok || !reflect.DeepEqual(got, acts) {
+				t.Fatalf("Decided(a, seg2) after SetAppliedToEnd = %+v, %v; want %+v", got, ok, acts)
+			}
+		}
 		if _, ok := l.Decided("a", "seg1", 2); ok {
 			t.Fatalf("round %d: the decisions on a's older segment are still there", round)
 		}
@@ -298,5 +312,61 @@ func TestRejoinOwnVersionsAreStored(t *testing.T) {
 	}
 	if e, _ := l.Get("f"); e.Stored {
 		t.Fatalf("the new local version is marked stored: %+v", e)
+	}
+}
+
+// A rejoin re-decides the whole history, and meets again the conflicts
+// this site met before it lost its state: those are not recorded again
+// (conflicts.ndjson, the counter). Its own stream's version records say
+// what it had seen from each site (Version.Seen); a conflict between
+// versions it had seen both of is an old one. A conflict with a version
+// it had not seen (made while it was gone) is new, and recorded, also
+// when the rejoin is interrupted and continued by a new process.
+func TestRejoinDoesNotRecordOldConflictsAgain(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, "b")
+	tree := map[string]State{}
+	decide := func(peer string, seq uint64, key string, ver Version, st State) Decision {
+		t.Helper()
+		l.Lock()
+		defer l.Unlock()
+		disk, ok := tree[key]
+		if !ok {
+			disk = Absent
+		}
+		d, err := l.Decide(Incoming{Peer: peer, Seq: seq, Key: key, Ver: ver, State: st, Disk: disk, Rebuild: true})
+		if d.Act == ActApply || d.Act == ActRenameApply {
+			tree[key] = st
+		}
+		if err == nil {
+			err = l.Sync()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	// b's own stream: f at 20; g at 40, after b had applied a's f (10),
+	// which lost to b's f; h at 45.
+	decide("b", 1, "f", Version{Origin: "b", VV: VV{"b": 20}, Seen: VV{"b": 20}}, file(20, 2, "fb"))
+	decide("b", 2, "g", Version{Origin: "b", VV: VV{"b": 40}, Seen: VV{"a": 10, "b": 40}}, file(40, 2, "gb"))
+	decide("b", 3, "h", Version{Origin: "b", VV: VV{"b": 45}, Seen: VV{"a": 10, "b": 45}}, file(45, 2, "hb"))
+	l.Close() // the rejoin is interrupted; run again, it goes on with a's stream
+	l = open(t, dir, "b")
+	if d := decide("a", 1, "f", Version{Origin: "a", VV: VV{"a": 10}, Seen: VV{"a": 10}}, file(10, 2, "fa")); d.Act != ActSkip {
+		t.Fatalf("a's f, which lost to b's before: %+v; want skip", d)
+	}
+	if n := l.Conflicts(); n != 0 {
+		t.Fatalf("%d conflicts recorded re-deciding one b had met before its loss; want 0", n)
+	}
+	// a's h at 50, made while b was gone: a new conflict, b's h loses.
+	if d := decide("a", 2, "h", Version{Origin: "a", VV: VV{"a": 50}, Seen: VV{"a": 50}}, file(50, 2, "ha")); d.Act != ActRenameApply {
+		t.Fatalf("a's h, made while b was gone: %+v; want rename-apply (b keeps its copy)", d)
+	}
+	if n := l.Conflicts(); n != 1 {
+		t.Fatalf("%d conflicts recorded; want 1, the new one", n)
+	}
+	if cs, err := ReadConflicts(dir); err != nil || len(cs) != 1 || cs[0].Path != "h" || !cs[0].Made {
+		t.Fatalf("conflicts.ndjson: %+v, %v; want h's only, the copy made here", cs, err)
 	}
 }

@@ -126,7 +126,11 @@ type Conflict struct {
 //	                        (temp, fsync, rename) when it holds many superseded lines.
 //	                        Also one line per peer's segment decided:
 //	                        {"seg":{"peer":ID,"segment":NAME,"acts":"sasr-c","copies":{"3":NAME}}}
-//	                        (one letter per record); the last one of a peer wins
+//	                        (one letter per record), and again with "done":true (and
+//	                        "cont":PATH) once it is applied to its end; the last one
+//	                        of a peer wins
+//	                        A rejoin adds {"known":VV}: what the site had seen before its
+//	                        loss, from its own stream; the last one wins.
 //	STATE/conflicts.ndjson  one Conflict per line, appended
 const (
 	LedgerFile    = "ledger.ndjson"
@@ -139,6 +143,19 @@ type ledgerLine struct {
 	P   string   `json:"p,omitempty"`
 	E   *Entry   `json:"e,omitempty"`
 	Seg *segLine `json:"seg,omitempty"`
+	// Known: what this site had seen before a rejoin rebuilt it (Ledger.known).
+	Known VV `json:"known,omitempty"`
+}
+
+// kinds counts the parts a ledger line holds (exactly one is valid).
+func (line ledgerLine) kinds() int {
+	n := 0
+	for _, set := range []bool{line.E != nil, line.Seg != nil, line.Known != nil} {
+		if set {
+			n++
+		}
+	}
+	return n
 }
 
 // segLine is what a peer's segment was decided to do (SetDecided): Acts
@@ -149,6 +166,11 @@ type segLine struct {
 	Segment string         `json:"segment"`
 	Acts    string         `json:"acts"`
 	Copies  map[int]string `json:"copies,omitempty"`
+	// Done: the segment was applied to its end and the tree made durable
+	// (SetAppliedToEnd); Cont is then the file whose chunks go on in the
+	// next segment.
+	Done bool   `json:"done,omitempty"`
+	Cont string `json:"cont,omitempty"`
 }
 
 // actLetters encodes a segment's decisions, one byte per record.
@@ -186,6 +208,18 @@ type Ledger struct {
 	applied    map[string]uint64
 	continuing map[string]string
 	pending    map[string]string
+
+	// While a peer's segment is decided (BeginSegment to EndSegment): the
+	// entries, as they stood before it, of the paths its decisions
+	// changed (nil: the path had none). The tree still shows that state
+	// until the segment is applied.
+	before map[string]*Entry
+
+	// known: per site, the newest stamp this site had seen before it lost
+	// its state, as its own stream read back by a rejoin says (its own
+	// versions, and their Seen). A conflict of two versions it had seen
+	// was met and recorded then (Incoming.Rebuild).
+	known VV
 }
 
 // Open loads the ledger of the sync state directory dir (creating it).
@@ -209,15 +243,18 @@ func Open(dir, site string, log *slog.Logger) (*Ledger, error) {
 			break // torn last line: never fsynced, so nothing depends on it
 		}
 		var line ledgerLine
-		if err := json.Unmarshal(raw[good:good+nl], &line); err != nil || (line.E == nil) == (line.Seg == nil) {
+		if err := json.Unmarshal(raw[good:good+nl], &line); err != nil || line.kinds() != 1 {
 			if good+nl+1 == len(raw) {
 				break
 			}
 			return nil, fmt.Errorf("sync ledger %s is damaged at byte %d (%v); remove the sync state to start over", path, good, err)
 		}
-		if line.Seg != nil {
+		switch {
+		case line.Known != nil:
+			l.known = line.Known
+		case line.Seg != nil:
 			l.segs[line.Seg.Peer] = line.Seg
-		} else {
+		default:
 			l.entries[line.P] = line.E
 		}
 		l.lines++
@@ -329,6 +366,11 @@ func (l *Ledger) observe(v VV) {
 // set records e for path in memory and in the log (written, not yet
 // synced: Sync makes it durable).
 func (l *Ledger) set(path string, e *Entry) error {
+	if l.before != nil {
+		if _, ok := l.before[path]; !ok {
+			l.before[path] = l.entries[path]
+		}
+	}
 	l.entries[path] = e
 	return l.writeLine(ledgerLine{P: path, E: e})
 }
@@ -346,6 +388,17 @@ func (l *Ledger) writeLine(line ledgerLine) error {
 	l.dirty = true
 	return nil
 }
+
+// BeginSegment starts the decisions on a peer's segment (call it under
+// the lock, before the first Decide; EndSegment after the last): until
+// the segment is applied, the tree shows every path as it was before it,
+// which Decide then tells from a local change even where an earlier
+// record of the segment already changed the path's entry (a file below a
+// directory the segment deleted or made).
+func (l *Ledger) BeginSegment() { l.before = map[string]*Entry{} }
+
+// EndSegment ends what BeginSegment started.
+func (l *Ledger) EndSegment() { l.before = nil }
 
 // SetDecided records acts, the decisions on the records of the segment
 // named segment of peer's stream, in order (call it under the lock, with
@@ -396,6 +449,55 @@ func (l *Ledger) Decided(peer, segment string, n int) ([]Decision, bool) {
 	return out, true
 }
 
+// SetAppliedToEnd records that segment of peer's stream, decided by
+// SetDecided, was applied to its end and the tree made durable (call it
+// after the applier's fsyncs, under the lock); cont is the file whose
+// chunks go on in the next segment ("" for none). A site that stops
+// before the receiver's checkpoint covers the segment then knows at its
+// start that the tree held all of it: a path of the segment that differs
+// now was changed here while the site was down, a change of this site
+// that the segment applied again must not undo (ChangedSince, SetApplied).
+//
+// The line is handed to the kernel, not fsynced (the next Sync does): a
+// kill -9 keeps it; a power loss that drops it leaves the segment half
+// applied as far as the ledger knows, which is what it was before.
+func (l *Ledger) SetAppliedToEnd(peer, segment, cont string) error {
+	sl := l.segs[peer]
+	if sl == nil || sl.Segment != segment || sl.Done {
+		return nil
+	}
+	done := *sl
+	done.Done, done.Cont = true, cont
+	l.segs[peer] = &done
+	if err := l.writeLine(ledgerLine{Seg: &done}); err != nil {
+		return err
+	}
+	if err := l.w.Flush(); err != nil {
+		return fmt.Errorf("sync ledger: %w", err)
+	}
+	return nil
+}
+
+// AppliedToEnd reports whether segment, the last of peer's segments
+// decided, was applied to its end (SetAppliedToEnd; call it under the
+// lock).
+func (l *Ledger) AppliedToEnd(peer, segment string) bool {
+	sl := l.segs[peer]
+	return sl != nil && sl.Segment == segment && sl.Done
+}
+
+// ChangedSince reports whether path, decided in peer's segment of seqs
+// first to last (call it under the lock), is no longer what the segment
+// left: its entry is another's since (a local change the source
+// versioned), or the tree, in state disk, differs from it (a local change
+// not versioned yet). A segment applied to its end (AppliedToEnd) and
+// applied again after a restart skips such a path: the change is this
+// site's, made after the peer's, and ships.
+func (l *Ledger) ChangedSince(peer string, first, last uint64, path string, disk State) bool {
+	e := l.entries[path]
+	return e == nil || e.From != peer || e.Seq < first || e.Seq > last || !e.State.Same(disk)
+}
+
 // Sync makes every entry set so far durable. Call it with the lock held.
 func (l *Ledger) Sync() error { return l.syncLocked() }
 
@@ -436,6 +538,11 @@ func (l *Ledger) compact() error {
 	sort.Strings(peers)
 	for _, p := range peers {
 		b, _ := json.Marshal(ledgerLine{Seg: l.segs[p]})
+		buf.Write(b)
+		buf.WriteByte('\n')
+	}
+	if l.known != nil {
+		b, _ := json.Marshal(ledgerLine{Known: l.known})
 		buf.Write(b)
 		buf.WriteByte('\n')
 	}
@@ -542,11 +649,13 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 // receiver checkpoint stands: every segment of peer's stream up to lastSeq
 // was applied to its end, so the tree held what each of its records
 // decided "apply" made, but for continuing, a file whose chunks go on in
-// the next segment (InTree). The decisions on peer's last segment, if the
-// checkpoint does not cover it (the site stopped while applying it), are
-// pending until the applier applies it again (DoneApplying): their paths
-// are the applier's, not local changes, even as the tree shows them half
-// applied (Foreign, Local).
+// the next segment (InTree). So was peer's last segment decided if it
+// was marked applied to its end (SetAppliedToEnd: the site stopped
+// between the apply and the checkpoint). Otherwise the decisions on it,
+// if the checkpoint does not cover it (the site stopped while applying
+// it), are pending until the applier applies it again (DoneApplying):
+// their paths are the applier's, not local changes, even as the tree
+// shows them half applied (Foreign, Local).
 func (l *Ledger) SetApplied(peer string, lastSeq uint64, continuing string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -560,6 +669,14 @@ func (l *Ledger) SetApplied(peer string, lastSeq uint64, continuing string) {
 	}
 	_, first, last, ok := batch.ParseSegmentName(sl.Segment)
 	if !ok || last <= lastSeq {
+		return
+	}
+	if sl.Done {
+		// Applied to its end, the checkpoint not written: the tree holds
+		// the segment, and what differs from it now is a local change.
+		l.applied[peer], l.continuing[peer] = last, sl.Cont
+		l.Log.Info("sync: a peer's segment was applied to its end before the site stopped, its checkpoint not written; what changed here since stays, and ships",
+			"peer", peer, "segment", sl.Segment)
 		return
 	}
 	for p, e := range l.entries {

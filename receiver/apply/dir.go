@@ -120,6 +120,14 @@ func (a *Dir) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) e
 	if err == nil {
 		err = a.finish()
 	}
+	if err == nil && a.Ledger != nil {
+		a.Ledger.Lock()
+		err = a.Ledger.SetAppliedToEnd(a.Peer, meta.Name(), a.peer.ContKey)
+		a.Ledger.Unlock()
+		if err != nil {
+			err = a.fatalf("%v", err)
+		}
+	}
 	if err != nil {
 		a.closeSyncs()
 		if rerr := a.resetPartial(start); rerr != nil && !errors.Is(err, receiver.ErrFatal) {

@@ -62,6 +62,14 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 	// tree is half applied, so it gets the decisions it got the first
 	// time (dirsync.Ledger.Decided), not new ones.
 	again, replay := a.Ledger.Decided(a.Peer, meta.Name(), recs.Len())
+	// Applied to its end before (the checkpoint was not written): a path
+	// changed here since is a local change, not to be undone.
+	var changed map[string]bool
+	if replay && a.Ledger.AppliedToEnd(a.Peer, meta.Name()) {
+		changed = a.changedSinceApplied(meta, recs, again)
+	}
+	a.Ledger.BeginSegment()
+	defer a.Ledger.EndSegment()
 	for i := 0; i < recs.Len(); i++ {
 		rec := recs.At(i)
 		key := string(rec.Key)
@@ -83,6 +91,9 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 		if rec.Op == dirtree.OpChunk && a.peer.ContKey == key && a.peer.VerKey != key {
 			if h, _, err := dirtree.ParseHeader(rec.Data); err == nil && h.Offset > 0 {
 				acts[i] = a.peer.Cont
+				if dirLastChunk(rec) { // the file is whole: nothing goes on
+					a.peer.ContKey, a.peer.Cont = "", dirsync.Decision{}
+				}
 				continue
 			}
 		}
@@ -98,16 +109,19 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 		d := dirsync.Decision{}
 		if replay {
 			d = again[i]
+			if changed[key] {
+				d = dirsync.Decision{Act: dirsync.ActSkip}
+			}
 		} else {
 			in := dirsync.Incoming{
 				Peer: a.Peer, Seq: rec.Seq, Key: key, Ver: ver, State: st,
-				Disk: a.diskState(key), CheckDisk: !dirDecidedAbove(decided, key),
+				Disk: a.diskState(key), CheckDisk: !decided[key],
 				LocalHash:     func() []byte { return a.hashLocal(key) },
 				Below:         func(fn func(string, dirsync.State)) { a.below(key, fn) },
 				DecidedBefore: func(p string) bool { return dirDecidedAbove(decided, p) },
 			}
 			if a.Rebuild {
-				in.CheckDisk, in.Below = false, nil
+				in.CheckDisk, in.Below, in.Rebuild = false, nil, true
 			}
 			if d, err = a.Ledger.Decide(in); err != nil {
 				return wrap(i, err)
@@ -118,7 +132,7 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 		if d.Copy != "" {
 			decided[d.Copy] = true
 		}
-		if rec.Op == dirtree.OpChunk {
+		if rec.Op == dirtree.OpChunk && !dirLastChunk(rec) {
 			a.peer.ContKey, a.peer.Cont = key, d
 		} else if a.peer.ContKey == key {
 			a.peer.ContKey, a.peer.Cont = "", dirsync.Decision{}
@@ -163,10 +177,71 @@ func (a *Dir) applyPeerLocked(ctx context.Context, meta *batch.Meta, recs batch.
 	return nil
 }
 
+// changedSinceApplied lists the paths of a segment applied to its end
+// before a restart (its checkpoint not written) that the tree or the
+// ledger shows changed here since (dirsync.Ledger.ChangedSince), but for
+// a chunked file begun before the segment or going on after it: its
+// chunks carry the assembly from one segment to the next.
+func (a *Dir) changedSinceApplied(meta *batch.Meta, recs batch.Records, acts []dirsync.Decision) map[string]bool {
+	chunked := map[string]bool{}  // a file begun before the segment, or going on after it
+	started := map[string]bool{}  // a chunk at offset 0 in this segment
+	complete := map[string]bool{} // its last chunk in this segment was its end
+	for i := 0; i < recs.Len(); i++ {
+		rec := recs.At(i)
+		if rec.Op != dirtree.OpChunk {
+			continue
+		}
+		key := string(rec.Key)
+		h, _, err := dirtree.ParseHeader(rec.Data)
+		if err != nil {
+			chunked[key] = true
+			continue
+		}
+		if h.Offset == 0 {
+			started[key] = true
+		} else if !started[key] {
+			chunked[key] = true
+		}
+		complete[key] = dirLastChunk(rec)
+	}
+	for k, c := range complete {
+		if !c {
+			chunked[k] = true
+		}
+	}
+	out := map[string]bool{}
+	seen := map[string]bool{}
+	for i := 0; i < recs.Len(); i++ {
+		rec := recs.At(i)
+		key := string(rec.Key)
+		switch {
+		case acts[i].Act != dirsync.ActApply && acts[i].Act != dirsync.ActRenameApply,
+			rec.Op == dirtree.OpVersion || rec.Op == dirtree.OpBaselineBegin || rec.Op == dirtree.OpBaselineEnd,
+			seen[key] || chunked[key]:
+			continue
+		}
+		seen[key] = true
+		if a.Ledger.ChangedSince(a.Peer, meta.FirstSeq, meta.LastSeq, key, a.diskState(key)) {
+			out[key] = true
+		}
+	}
+	if len(out) > 0 {
+		a.Ledger.Log.Info("sync: a peer's segment applied again after a restart: paths changed here since it was applied keep their local change",
+			"peer", a.Peer, "segment", meta.Name(), "paths", len(out))
+	}
+	return out
+}
+
 // Continuing is the key of the file whose chunks go on in the peer's next
 // segment, as the checkpoint the receiver restored says ("" for none):
 // everything else its segments up to the checkpoint wrote is in the tree.
 func (a *Dir) Continuing() string { return a.peer.ContKey }
+
+// dirLastChunk reports whether a chunk record ends its file.
+func dirLastChunk(rec batch.Record) bool {
+	h, payload, err := dirtree.ParseHeader(rec.Data)
+	return err == nil && h.Offset+int64(len(payload)) >= h.Size
+}
 
 // dirDecidedAbove reports whether key or one of its ancestors was decided
 // earlier in the segment.

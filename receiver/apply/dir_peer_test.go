@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -117,5 +118,177 @@ func TestDirPeerSegmentAppliedAgainKeepsDecisions(t *testing.T) {
 				t.Errorf("%s: the ledger gives this site versions of %q, which only the peer changed", what, u)
 			}
 		}
+	}
+}
+
+// A tree copied back from the peer (cp -a) and started with a new state:
+// the ledger knows nothing, and the peer's stream, read from its start,
+// brings its older versions of paths the copy holds in a newer form. The
+// peer's first segment makes the directory and then the file in it: the
+// file's record comes after its directory was decided in the same
+// segment, and must still meet what the tree holds as this site's change
+// (a conflict the later version wins, here the copy), not overwrite it:
+// the peer, which holds the newer content, would never get it back, and
+// the two trees would differ for good.
+func TestDirPeerCopiedTreeMeetsPeerUnderDirDecidedInSegment(t *testing.T) {
+	base := t.TempDir()
+	root, state := filepath.Join(base, "tree"), filepath.Join(base, "state")
+	const newer = "the copy's newer content, rewritten after the peer's"
+	if err := os.MkdirAll(filepath.Join(root, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "d/f"), []byte(newer), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, l := newPeerApplier(t, root, state, "a")
+	p := &peerRecs{origin: "a", stamp: 100} // stamped long before the copy's versions
+	var seg []batch.Record
+	seg = append(seg, p.change(p.mkdir("d", 0o755))...)
+	seg = append(seg, p.change(p.put("d/f", 0o644, "a's older version"))...)
+	seg = append(seg, p.change(p.put("d/g", 0o644, "only at a"))...)
+	dirApply(t, a, seg...)
+
+	if b, err := os.ReadFile(filepath.Join(root, "d/f")); string(b) != newer {
+		t.Fatalf("d/f holds %q (%v); want the copy's newer content: the peer's older version overwrote it", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "d/g")); string(b) != "only at a" {
+		t.Fatalf("d/g holds %q (%v); want the peer's file", b, err)
+	}
+	e, _ := l.Get("d/f")
+	if e.Origin != "b" {
+		t.Fatalf("d/f's entry %+v; want this site's version (b), which it ships to the peer", e)
+	}
+	if u := l.Unshipped(); !slices.Contains(u, "d/f") {
+		t.Fatalf("unshipped versions %q; want d/f among them", u)
+	}
+	if n := l.Conflicts(); n != 1 {
+		t.Fatalf("%d conflicts recorded; want 1 (d/f)", n)
+	}
+}
+
+// The reason a path under a directory decided earlier in the segment
+// cannot simply be checked against the ledger: the peer deleted the
+// directory and made it again with a new file of the same name, all in one
+// segment. When the file's record is decided, the ledger already says the
+// old file went with the directory, while the tree still holds it. That is
+// the state before the segment, not a local change: the peer's new file is
+// applied, nothing is shipped back.
+func TestDirPeerDirRemadeInOneSegment(t *testing.T) {
+	base := t.TempDir()
+	root, state := filepath.Join(base, "tree"), filepath.Join(base, "state")
+	a, l := newPeerApplier(t, root, state, "a")
+	p := &peerRecs{origin: "a", stamp: 100}
+	var seg1, seg2 []batch.Record
+	seg1 = append(seg1, p.change(p.mkdir("d", 0o755))...)
+	seg1 = append(seg1, p.change(p.put("d/f", 0o644, "f1"))...)
+	dirApply(t, a, seg1...)
+	seg2 = append(seg2, p.change(p.rmdir("d"))...)
+	seg2 = append(seg2, p.change(p.mkdir("d", 0o700))...)
+	seg2 = append(seg2, p.change(p.put("d/f", 0o600, "f2, made again"))...)
+	var reshipped []string
+	l.OnReship = func(p string) { reshipped = append(reshipped, p) }
+	dirApply(t, a, seg2...)
+	if b, err := os.ReadFile(filepath.Join(root, "d/f")); string(b) != "f2, made again" {
+		t.Fatalf("d/f holds %q (%v); want the peer's new file", b, err)
+	}
+	if len(reshipped) > 0 {
+		t.Fatalf("%q kept against the peer's change and shipped again", reshipped)
+	}
+	if u := l.Unshipped(); len(u) > 0 {
+		t.Fatalf("the ledger gives this site versions of %q, which only the peer changed", u)
+	}
+	if n := l.Conflicts(); n != 0 {
+		t.Fatalf("%d conflicts recorded; want none", n)
+	}
+}
+
+// A kill -9 after a peer's segment was applied to its end and before the
+// receiver's checkpoint covered it: the receiver applies the segment again
+// at the start. What was changed here while the site was down, on paths
+// that segment wrote, is this site's change made after the peer's, and
+// stays: a file deleted stays deleted, a file rewritten keeps its content
+// (and the source ships both). A path left as the segment made it is
+// applied again as before. A segment not applied to its end (the kill came
+// midway) is applied again whole (TestDirPeerSegmentAppliedAgainKeepsDecisions).
+func TestDirPeerSegmentAppliedToEndKeepsLocalChangesOnReapply(t *testing.T) {
+	base := t.TempDir()
+	root, state := filepath.Join(base, "tree"), filepath.Join(base, "state")
+	a, l := newPeerApplier(t, root, state, "a")
+	p := &peerRecs{origin: "a", stamp: 100}
+	var seg1, seg2 []batch.Record
+	seg1 = append(seg1, p.change(p.mkdir("d", 0o755))...)
+	seg1 = append(seg1, p.change(p.put("d/f", 0o644, "f"))...)
+	dirApply(t, a, seg1...)
+	checkpoint := dirState(t, a) // the receiver's checkpoint after seg1
+	seg2 = append(seg2, p.change(p.put("d/g", 0o644, "g, deleted here while down"))...)
+	seg2 = append(seg2, p.change(p.put("d/h", 0o644, "h, rewritten here while down"))...)
+	seg2 = append(seg2, p.change(p.mkdir("e", 0o755))...)
+	seg2 = append(seg2, p.change(p.put("e/k", 0o644, "k, left alone"))...)
+	seg2 = append(seg2, p.ver("e/big"))
+	seg2 = append(seg2, p.chunks("e/big", 0o644, "a chunked file, deleted here while down", 8)...)
+	dirApply(t, a, seg2...) // applied to its end; the kill comes before the checkpoint
+	a.Close()
+	l.Close()
+
+	if err := os.Remove(filepath.Join(root, "d/g")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(root, "e/big")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "d/h"), []byte("changed here"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	l, err := dirsync.Open(state, "b", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a = &apply.Dir{Root: root, Ledger: l, Peer: "a"}
+	if err := a.Restore(checkpoint); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	l.SetApplied("a", seg1[len(seg1)-1].Seq, a.Continuing())
+	dirApply(t, a, seg2...) // the receiver applies it again
+
+	for _, k := range []string{"d/g", "e/big"} {
+		if _, err := os.Lstat(filepath.Join(root, k)); !os.IsNotExist(err) {
+			t.Errorf("%s, deleted here while the site was down, is back (%v)", k, err)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "d/h")); string(b) != "changed here" {
+		t.Errorf("d/h holds %q (%v); want the local rewrite", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "e/k")); string(b) != "k, left alone" {
+		t.Errorf("e/k holds %q (%v); want the peer's file", b, err)
+	}
+	// The source ships the local changes: the deletes (gone from the tree
+	// while the ledger holds the peer's files, which the tree held) and
+	// the rewrite; e/k is the peer's.
+	inTree := l.InTree()
+	l.Lock()
+	defer l.Unlock()
+	for _, k := range []string{"d/g", "e/big"} {
+		if !slices.Contains(inTree, k) {
+			t.Errorf("InTree = %q; want %s, so that the source ships its removal", inTree, k)
+		}
+		if _, ship, err := l.Local(k, dirsync.Absent); !ship || err != nil {
+			t.Errorf("the removal of %s would not ship (%v)", k, err)
+		}
+	}
+	fi, err := os.Stat(filepath.Join(root, "d/h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := dirsync.State{Kind: dirsync.KindFile, Mode: 0o644, Mtime: fi.ModTime().UnixNano(), Size: fi.Size()}
+	if _, ship, err := l.Local("d/h", st); !ship || err != nil {
+		t.Errorf("the local rewrite of d/h would not ship (%v)", err)
+	}
+	fi, _ = os.Stat(filepath.Join(root, "e/k"))
+	st = dirsync.State{Kind: dirsync.KindFile, Mode: 0o644, Mtime: fi.ModTime().UnixNano(), Size: fi.Size()}
+	if _, ship, _ := l.Local("e/k", st); ship {
+		t.Error("e/k, the peer's file left alone, would ship back")
 	}
 }

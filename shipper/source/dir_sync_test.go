@@ -250,6 +250,46 @@ func TestDirSyncShipsRemovalWhileDownOfAppliedFile(t *testing.T) {
 	}
 }
 
+// A peer's file applied just before the site stopped, in a segment
+// applied to its end whose checkpoint was not written (the kill came in
+// between), and deleted while the site was down: the ledger's mark of the
+// segment's end proves the tree held it, so the source ships its removal
+// when it starts, and does not wait for the receiver to apply the segment
+// again (which keeps the local delete).
+func TestDirSyncShipsRemovalWhileDownOfFileAppliedBeforeCheckpoint(t *testing.T) {
+	root, state, spoolDir := t.TempDir(), t.TempDir(), t.TempDir()
+	l, err := dirsync.Open(state, "b", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := dirsync.State{Kind: dirsync.KindFile, Mode: 0o644, Mtime: 1e18, Size: 7}
+	decideApplied(t, l, "a", 1, batch.SegmentName(1, 1, 1), "x", f, 10)
+	decideApplied(t, l, "a", 2, batch.SegmentName(1, 2, 2), "y", f, 11)
+	l.Lock()
+	if err := l.SetAppliedToEnd("a", batch.SegmentName(1, 2, 2), ""); err != nil {
+		t.Fatal(err)
+	}
+	l.Unlock()
+	l.Close() // kill -9: the line was handed to the kernel, not fsynced
+	if l, err = dirsync.Open(state, "b", quiet); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.SetApplied("a", 1, "") // the checkpoint covers seq 1 only
+	sink := &dirSink{}
+	startDirSource(t, &Dir{Root: root, SpoolDir: spoolDir, Ledger: l}, sink)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(recordsOf(sink.views(), "y")) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the removal of a's y, applied before the stop (not checkpointed) and deleted while down, was not shipped: %v", sink.views())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := recordsOf(sink.views(), "y"); len(got) != 2 || got[1] != string(dirtree.OpDel) {
+		t.Fatalf("records of y: %v; want version, del", got)
+	}
+}
+
 // After a kill -9 while the applier was applying a peer's segment (decided,
 // ledger synced, the tree half done), the source's start meets a path of
 // that segment that the tree still shows as before: it is not a local
