@@ -470,3 +470,136 @@ func TestConvergeFirstScanMeetsChange(t *testing.T) {
 		}
 	}
 }
+
+// A delete made after seeing only the winner of a conflict races the
+// conflict's loser (docs/SYNC.md, "Three or more sites"): c and a rewrite
+// f, a's (later) wins; b, having met only a's, deletes f. The delete
+// replaced a's version, which beats c's, so it beats c's too: every site,
+// in every arrival order, ends without f and with c's rewrite kept as its
+// conflict copy, made once, by c. (Modify beats delete would have c's
+// beat the delete while losing to a's, which the delete includes: the
+// outcome then depended on the order a site met the three.) When a's
+// rewrite is the earlier one, c's beats it and the delete: f is c's
+// everywhere; a keeps its rewrite as the copy only if it meets c's before
+// b's delete of it (docs/SYNC.md, "Limits"), so there the sites agree
+// within each run, not across runs.
+func TestConvergeDeleteOfConflictWinnerBeatsItsLoser(t *testing.T) {
+	for _, aLater := range []bool{true, false} {
+		t.Run(fmt.Sprintf("a's rewrite later %v", aLater), func(t *testing.T) { runDeleteOfConflictWinner(t, aLater) })
+	}
+}
+
+func runDeleteOfConflictWinner(t *testing.T, aLater bool) {
+	ids := []string{"a", "b", "c", "d"}
+	base := map[string]*simSite{}
+	var sites []*simSite
+	for _, id := range ids {
+		s := newSim(t, t.TempDir(), id)
+		base[id] = s
+		sites = append(sites, s)
+	}
+	d := base["d"]
+	d.write("f", file(1, 4, "base"))
+	d.ship(t, "f")
+	quiesce(t, sites, map[[2]string]int{})
+	a, b, c := base["a"], base["b"], base["c"]
+	first, second := c, a // stamps follow the order: the second wins
+	if !aLater {
+		first, second = a, c
+	}
+	first.write("f", file(100, 1, first.id))
+	first.ship(t, "f")
+	second.write("f", file(101, 1, second.id))
+	second.ship(t, "f")
+	b.deliver(t, a.out[len(a.out)-1])
+	if string(b.tree["f"].Hash) != "a" {
+		t.Fatalf("b holds %v; want a's rewrite", b.tree["f"])
+	}
+	b.write("f", Absent)
+	b.ship(t, "f")
+	vers := []simRec{first.out[len(first.out)-1], second.out[len(second.out)-1], b.out[len(b.out)-1]}
+	// The delete wins when it replaced the winner (a's); else c's does.
+	var wantF string
+	copyName := ConflictName("f", first.id, vers[0].ver.Time())
+	if !aLater {
+		wantF = "c"
+	}
+
+	// Each site's arrival orders of the versions it has not met yet.
+	orders := map[string][][]simRec{}
+	for _, id := range ids {
+		var in []simRec
+		for _, v := range vers {
+			if v.from != id && !(id == "b" && v.from == "a") {
+				in = append(in, v)
+			}
+		}
+		orders[id] = permutations(in)
+	}
+	if len(orders["d"]) != 6 {
+		t.Fatalf("d has %d orders; want 6", len(orders["d"]))
+	}
+	combos := 1
+	for _, id := range ids {
+		combos *= len(orders[id])
+	}
+	want := ""
+	for n := range combos {
+		if !aLater {
+			want = ""
+		}
+		var run []*simSite
+		done := map[[2]string]int{}
+		k := n
+		for _, id := range ids {
+			s := base[id].clone(t, t.TempDir())
+			order := orders[id][k%len(orders[id])]
+			k /= len(orders[id])
+			var met []string
+			for _, r := range order {
+				s.deliver(t, r)
+				met = append(met, r.from)
+			}
+			run = append(run, s)
+			for _, from := range ids {
+				done[[2]string{from, id}] = len(base[from].out)
+			}
+			t.Logf("combination %d: %s meets %v", n, id, met)
+		}
+		quiesce(t, run, done)
+		made := 0
+		for _, s := range run {
+			if want == "" {
+				want = s.treeString()
+			}
+			if got := s.treeString(); got != want {
+				t.Fatalf("combination %d: site %s ends with\n%s\nbut another with\n%s", n, s.id, got, want)
+			}
+			if st, ok := s.tree["f"]; ok != (wantF != "") || string(st.Hash) != wantF {
+				t.Fatalf("combination %d: site %s holds f = %q (present %v); want %q (empty: deleted)", n, s.id, st.Hash, ok, wantF)
+			}
+			if st, ok := s.tree[copyName]; (aLater || ok) && string(st.Hash) != first.id {
+				t.Fatalf("combination %d: site %s tree\n%s\nwant %s's rewrite kept as %s", n, s.id, s.treeString(), first.id, copyName)
+			}
+			cs, err := ReadConflicts(s.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, cf := range cs {
+				if cf.Made {
+					made++
+					if cf.Copy != copyName || s.id != first.id {
+						t.Fatalf("combination %d: site %s made copy %s; want only %s to make %s", n, s.id, cf.Copy, first.id, copyName)
+					}
+				}
+			}
+		}
+		if made != 1 && (aLater || made != 0) {
+			t.Fatalf("combination %d: the copy was made %d times; want once", n, made)
+		}
+		for _, s := range run {
+			s.l.Close()
+		}
+	}
+	t.Logf("%d combinations of arrival orders, all sites alike:\n%s", combos, want)
+}

@@ -111,7 +111,8 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 			}
 			vv := Merge(cur.Seen, cur.VV)
 			vv[l.Site] = l.now()
-			cur = Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site, Lost: cur.Lost, Base: baseOf(e)}
+			bs, bt := baseVersion(e)
+			cur = Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site, Lost: cur.Lost, Base: baseOf(e), BaseSite: bs, BaseTime: bt}
 		}
 	}
 	seen := Merge(cur.Seen, cur.VV)
@@ -133,7 +134,7 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 		return l.resurrect(in, cur, seen)
 	}
 	applied := Entry{VV: remote.VV.Clone(), Seen: Merge(seen, remote.VV), State: in.State, Origin: remote.Origin,
-		Lost: Merge(cur.Lost, remote.Lost), Base: remote.Base}
+		Lost: Merge(cur.Lost, remote.Lost), Base: remote.Base, BaseSite: remote.BaseSite, BaseTime: remote.BaseTime}
 	if remote.Origin == l.Site {
 		// This site's own version, read back from its stream in the store
 		// by a rejoin: the store has it, nothing ships.
@@ -180,7 +181,9 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 		cur.Seen = Merge(seen, remote.VV)
 		return done(Decision{Act: ActSkip}, cur)
 	}
-	remoteWins := Wins(remote.Time(), remote.Origin, in.State, localTime, cur.Origin, cur.State)
+	remoteWins := Outranks(
+		Rival{Origin: remote.Origin, VV: remote.VV, State: in.State, Base: remote.Base, BaseSite: remote.BaseSite, BaseTime: remote.BaseTime},
+		Rival{Origin: cur.Origin, VV: cur.VV, State: cur.State, Base: cur.Base, BaseSite: cur.BaseSite, BaseTime: cur.BaseTime})
 	if SameContent(local, in.State) {
 		if remoteWins {
 			return done(Decision{Act: ActApply}, applied)
@@ -207,7 +210,9 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 			ne.Lost = Merge(ne.Lost, VV{remote.Origin: remote.Time()})
 		}
 	}
-	if cur.State.Kind != KindAbsent && in.State.Kind != KindAbsent {
+	if loserState.Kind != KindAbsent {
+		// The loser leaves something (the winner may be a delete that
+		// outranks it): its site keeps it.
 		copyName := ConflictName(in.Key, c.Loser, c.LoserTime)
 		if err := l.recordConflict(in, c, copyName, d.Copy != ""); err != nil {
 			return Decision{}, err
@@ -360,6 +365,15 @@ func stateOf(e *Entry) State {
 		return Absent
 	}
 	return e.State
+}
+
+// baseVersion names the version an entry holds, which a new local version
+// of the path replaces (Version.BaseSite).
+func baseVersion(e *Entry) (string, int64) {
+	if e == nil || e.Origin == "" {
+		return "", 0
+	}
+	return e.Origin, e.VV[e.Origin]
 }
 
 // baseOf is the state a new local version of a path replaces: what the

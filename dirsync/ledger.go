@@ -96,6 +96,9 @@ type Entry struct {
 	// Base is the state the version replaced, as far as this site knows
 	// (nil: the path was new to it); Version.Base carries it.
 	Base *State `json:"base,omitempty"`
+	// BaseSite, BaseTime: the version Base is (Version.BaseSite).
+	BaseSite string `json:"bs,omitempty"`
+	BaseTime int64  `json:"bt,omitempty"`
 
 	// The last decision on a peer's record for the path, so that the
 	// record applied again after a crash does what it did the first time.
@@ -617,7 +620,7 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 			}
 			e = &ne
 		}
-		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost, Base: e.Base}.Encode(), true, nil
+		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost, Base: e.Base, BaseSite: e.BaseSite, BaseTime: e.BaseTime}.Encode(), true, nil
 	}
 	var seen, lost VV
 	if e != nil {
@@ -627,7 +630,8 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 	vv := seen.Clone()
 	vv[l.Site] = now
 	base := baseOf(e)
-	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost, Base: base}); err != nil {
+	bs, bt := baseVersion(e)
+	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost, Base: base, BaseSite: bs, BaseTime: bt}); err != nil {
 		return nil, false, err
 	}
 	if st.Kind == KindAbsent {
@@ -642,7 +646,7 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 			}
 		}
 	}
-	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone(), Lost: lost, Base: base}.Encode(), true, nil
+	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone(), Lost: lost, Base: base, BaseSite: bs, BaseTime: bt}.Encode(), true, nil
 }
 
 // SetApplied tells the ledger, when the site starts, where peer's

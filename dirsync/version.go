@@ -74,6 +74,12 @@ type Version struct {
 	// whose content is exactly that base changed nothing since, so this
 	// change wins over it without a conflict (docs/SYNC.md).
 	Base *State `json:"base,omitempty"`
+	// BaseSite and BaseTime name the version Base is (its origin and
+	// stamp; empty when unknown). A delete ranks against a concurrent
+	// change as the version it replaced would, when that one is
+	// concurrent with the change too (Outranks).
+	BaseSite string `json:"base_site,omitempty"`
+	BaseTime int64  `json:"base_time,omitempty"`
 }
 
 // FormatVersion is the Version.V this ferry writes and reads.
@@ -118,6 +124,54 @@ func Wins(aTime int64, aSite string, aState State, bTime int64, bSite string, bS
 		return aTime > bTime
 	}
 	return aSite > bSite
+}
+
+// Rival is one of two concurrent versions of a path as Outranks compares
+// them.
+type Rival struct {
+	Origin string
+	VV     VV
+	State  State
+	Base   *State // the state it replaced, if known
+	// BaseSite, BaseTime: the version it replaced, if known.
+	BaseSite string
+	BaseTime int64
+}
+
+// Time is the rival's own stamp.
+func (r Rival) Time() int64 { return r.VV[r.Origin] }
+
+// Outranks reports whether a beats the concurrent b: as Wins says, but a
+// delete that replaced a version concurrent with a change that leaves
+// something, and beating it, beats that change too (docs/SYNC.md, "Three
+// or more sites"). Sites that meet the replaced version see it beat the
+// change and the delete then supersede it; a site that meets only the
+// delete and the change must reach the same end, or the outcome would
+// depend on the order the three arrive in.
+func Outranks(a, b Rival) bool {
+	aDel, bDel := a.State.Kind == KindAbsent, b.State.Kind == KindAbsent
+	switch {
+	case aDel && !bDel && a.replacedBeats(b):
+		return true
+	case bDel && !aDel && b.replacedBeats(a):
+		return false
+	}
+	return Wins(a.Time(), a.Origin, a.State, b.Time(), b.Origin, b.State)
+}
+
+// replacedBeats reports whether the version the delete d replaced is
+// concurrent with the change m (m does not include it; d, which does not
+// include m, includes it, so it does not include m either) and beats it:
+// it is later (both leave something), and m was not made on top of its
+// very content (which makes m win without a conflict, as in Decide).
+func (d Rival) replacedBeats(m Rival) bool {
+	if d.BaseTime == 0 || d.BaseSite == "" || m.VV[d.BaseSite] >= d.BaseTime {
+		return false
+	}
+	if m.Base != nil && d.Base != nil && SameContent(*m.Base, *d.Base) {
+		return false
+	}
+	return Wins(d.BaseTime, d.BaseSite, m.State, m.Time(), m.Origin, m.State)
 }
 
 // ConflictName is the name the losing version of a conflict is kept under,
