@@ -318,24 +318,38 @@ func (l *Ledger) recordConflict(in Incoming, c Conflict, copyName string, made b
 		return nil
 	}
 	c.Copy, c.Made = copyName, made
-	b, _ := json.Marshal(c)
-	path := filepath.Join(l.dir, ConflictsFile)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return fmt.Errorf("sync conflicts: %w", err)
-	}
-	_, err = f.Write(append(b, '\n'))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync conflicts: %w", err)
-	}
+	// Listed in ConflictsFile by the Sync that makes the decision durable
+	// (and in the segment's decision line: SetDecided).
+	l.queued = append(l.queued, c)
 	l.conflicts.Add(1)
 	l.Log.Warn("sync conflict", "path", c.Path, "peer", c.Peer, "winner_site", c.Winner,
 		"winner_time", time.Unix(0, c.WinnerTime).UTC(), "loser_site", c.Loser, "loser_time", time.Unix(0, c.LoserTime).UTC(), "copy", c.Copy, "copy_made_here", c.Made)
 	if l.OnConflict != nil {
 		l.OnConflict(c)
+	}
+	return nil
+}
+
+// appendConflicts appends cs to dir's ConflictsFile.
+func appendConflicts(dir string, cs []Conflict) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	var buf bytes.Buffer
+	for _, c := range cs {
+		b, _ := json.Marshal(c)
+		buf.Write(append(b, '\n'))
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ConflictsFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("sync conflicts: %w", err)
+	}
+	_, err = f.Write(buf.Bytes())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync conflicts: %w", err)
 	}
 	return nil
 }

@@ -370,3 +370,67 @@ func TestRejoinDoesNotRecordOldConflictsAgain(t *testing.T) {
 		t.Fatalf("conflicts.ndjson: %+v, %v; want h's only, the copy made here", cs, err)
 	}
 }
+
+// A conflict is listed (conflicts.ndjson) only once the decision that
+// resolved it is durable. A site killed after deciding a segment and
+// before its ledger Sync decides it anew at its start, against what its
+// tree holds then: here its own version, which had lost, was rewritten
+// while it was down, so the peer's record now loses, and no copy is made.
+// Listing the first decision's conflict would leave a copy recorded as
+// made that no tree holds (seen in TestSyncChurnKill9). And a kill right
+// after the Sync, before the listing, loses no conflict: the segment's
+// decision line carries them, and Open lists them.
+func TestConflictListedWithItsDecision(t *testing.T) {
+	dir := t.TempDir()
+	la, lb := open(t, dir, "a"), open(t, t.TempDir(), "b")
+	va, _, _ := la.Local("f", file(10, 1, "A"))
+	if err := la.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	vb, _, _ := lb.Local("f", file(20, 1, "B"))
+	verA, _ := ParseVersion(va)
+	verB, _ := ParseVersion(vb)
+	in := Incoming{Peer: "b", Seq: 1, Key: "f", Ver: verB, State: file(20, 1, "B"), Disk: file(10, 1, "A"), CheckDisk: true}
+	d, err := la.Decide(in)
+	if err != nil || d.Act != ActRenameApply || d.Copy != ConflictName("f", "a", verA.Time()) {
+		t.Fatalf("Decide = %+v, %v; want rename-apply to a's copy", d, err)
+	}
+	if err := la.SetDecided("b", "seg1", []Decision{d}); err != nil {
+		t.Fatal(err)
+	}
+	if cs, _ := ReadConflicts(dir); len(cs) != 0 {
+		t.Fatalf("conflicts listed before the decision is durable: %+v", cs)
+	}
+	// Killed here (la is dropped unsynced); f rewritten while down.
+	l2 := open(t, dir, "a")
+	in.Disk = file(30, 2, "A2")
+	d2, err := l2.Decide(in)
+	if err != nil || d2.Act != ActSkip {
+		t.Fatalf("after the restart, Decide = %+v, %v; want skip (the local rewrite is later)", d2, err)
+	}
+	if err := l2.SetDecided("b", "seg1", []Decision{d2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := ReadConflicts(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 1 || cs[0].Made || cs[0].Winner != "a" || cs[0].Loser != "b" {
+		t.Fatalf("conflicts %+v; want one, a's rewrite beating b's, no copy made here", cs)
+	}
+	// Killed after the Sync, before the listing: Open lists it, once.
+	if err := os.Truncate(filepath.Join(dir, ConflictsFile), 0); err != nil {
+		t.Fatal(err)
+	}
+	l2.Close()
+	for range 2 {
+		l3 := open(t, dir, "a")
+		if got, _ := ReadConflicts(dir); len(got) != 1 || got[0] != cs[0] || l3.Conflicts() != 1 {
+			t.Fatalf("after a restart: conflicts %+v (counted %d); want %+v", got, l3.Conflicts(), cs)
+		}
+		l3.Close()
+	}
+}

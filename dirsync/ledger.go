@@ -134,7 +134,8 @@ type Conflict struct {
 //	                        of a peer wins
 //	                        A rejoin adds {"known":VV}: what the site had seen before its
 //	                        loss, from its own stream; the last one wins.
-//	STATE/conflicts.ndjson  one Conflict per line, appended
+//	STATE/conflicts.ndjson  one Conflict per line, appended by the Sync that makes
+//	                        the decision resolving it durable (segLine.Conflicts)
 const (
 	LedgerFile    = "ledger.ndjson"
 	ConflictsFile = "conflicts.ndjson"
@@ -174,6 +175,12 @@ type segLine struct {
 	// next segment.
 	Done bool   `json:"done,omitempty"`
 	Cont string `json:"cont,omitempty"`
+	// Conflicts: those the segment's decisions resolved. They are
+	// appended to ConflictsFile only once this line is durable (Sync), so
+	// a crash before cannot leave a conflict recorded, its copy counted
+	// as made, for a decision then taken anew; Open appends any that a
+	// crash right after kept from ConflictsFile.
+	Conflicts []Conflict `json:"conf,omitempty"`
 }
 
 // actLetters encodes a segment's decisions, one byte per record.
@@ -198,6 +205,7 @@ type Ledger struct {
 	entries   map[string]*Entry
 	segs      map[string]*segLine // per peer, the decisions on its last segment decided
 	frontier  VV                  // the highest stamp applied from each site
+	queued    []Conflict          // resolved since the last Sync, listed by it
 	clock     int64               // hybrid logical clock: the last stamp given or seen
 	f         *os.File
 	w         *bufio.Writer
@@ -279,10 +287,45 @@ func Open(dir, site string, log *slog.Logger) (*Ledger, error) {
 		return nil, fmt.Errorf("sync ledger: %w", err)
 	}
 	l.f, l.w = f, bufio.NewWriterSize(f, 64<<10)
+	if err := l.recoverConflicts(); err != nil {
+		return nil, err
+	}
 	if n, err := countLines(filepath.Join(dir, ConflictsFile)); err == nil {
 		l.conflicts.Store(int64(n))
 	}
 	return l, nil
+}
+
+// recoverConflicts appends to ConflictsFile the conflicts of each peer's
+// last decided segment that it does not list: the ledger line was made
+// durable and the site stopped before Sync appended them.
+func (l *Ledger) recoverConflicts() error {
+	var want []Conflict
+	for _, sl := range l.segs {
+		want = append(want, sl.Conflicts...)
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	have, err := ReadConflicts(l.dir)
+	if err != nil {
+		return fmt.Errorf("sync conflicts: %w", err)
+	}
+	listed := map[string]bool{}
+	for _, c := range have {
+		b, _ := json.Marshal(c)
+		listed[string(b)] = true
+	}
+	var missing []Conflict
+	for _, c := range want {
+		if b, _ := json.Marshal(c); !listed[string(b)] {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) > 0 {
+		l.Log.Info("sync: conflicts decided before the site stopped, not yet listed, are listed now", "conflicts", len(missing))
+	}
+	return appendConflicts(l.dir, missing)
 }
 
 func countLines(path string) (int, error) {
@@ -425,6 +468,7 @@ func (l *Ledger) SetDecided(peer, segment string, acts []Decision) error {
 		}
 	}
 	sl.Acts = string(b)
+	sl.Conflicts = append([]Conflict(nil), l.queued...)
 	l.segs[peer] = sl
 	return l.writeLine(ledgerLine{Seg: sl})
 }
@@ -515,6 +559,11 @@ func (l *Ledger) syncLocked() error {
 		return fmt.Errorf("fsync sync ledger: %w", err)
 	}
 	l.dirty = false
+	// The decisions are durable: now the conflicts they resolved are.
+	if err := appendConflicts(l.dir, l.queued); err != nil {
+		return err
+	}
+	l.queued = nil
 	if l.lines > 4*len(l.entries)+100000 {
 		return l.compact()
 	}
