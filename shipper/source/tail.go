@@ -31,6 +31,13 @@ type Tail struct {
 	Poll          time.Duration // default 100ms
 	Cursor        []byte        // from Spool.Cursor(); nil starts at the beginning
 	Log           *slog.Logger
+	// Replayable lets the spool skip the journal for the file's lines
+	// (Shipper.SourceReplayable): the file holds them, and the newest
+	// sealed segment's cursor says where to read again after a crash. Off
+	// by default: ferry rejoin finds the lines an old primary read past
+	// the fork in its spool, and cuts the file at the first of them; with
+	// no journal, lines read but not sealed are not there to find.
+	Replayable bool
 
 	backlog []string       // files rotated away while stopped, still to read
 	recs    []batch.Record // emit's batch, reused: the sink copies what it keeps
@@ -94,7 +101,7 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 	// The file keeps its bytes: after a crash the spool's cursor says
 	// where to read again, so the spool need not journal them.
 	durable, replayable := sink.(shipper.DurableSink)
-	if r, ok := sink.(replayableSink); ok && replayable {
+	if r, ok := sink.(replayableSink); ok && replayable && s.Replayable {
 		r.SourceReplayable()
 	} else {
 		replayable = false
