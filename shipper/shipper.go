@@ -246,6 +246,14 @@ func (s *Shipper) AppendDurable(ctx context.Context, recs []batch.Record, cursor
 	return s.spool.WaitDurable(ctx, pos)
 }
 
+// SourceReplayable tells the shipper that its source can give again every
+// record after the spool's cursor (a tailed file keeps its bytes where
+// they are): the spool then writes records once, into the segment, and
+// keeps no journal copy (spool.SetReplayable). Call it before the
+// source's first append. Sources nobody can replay (stdin, the Go API)
+// never call it.
+func (s *Shipper) SourceReplayable() { s.spool.SetReplayable() }
+
 // spoolAppend is Spool.Append that waits out a full disk: the caller (a
 // source) stops reading, which is the backpressure, and the records are
 // appended once there is room. Nothing is accepted or lost meanwhile.

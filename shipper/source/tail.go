@@ -31,11 +31,23 @@ type Tail struct {
 	Poll          time.Duration // default 100ms
 	Cursor        []byte        // from Spool.Cursor(); nil starts at the beginning
 	Log           *slog.Logger
+	// Replayable lets the spool skip the journal for the file's lines
+	// (Shipper.SourceReplayable): the file holds them, and the newest
+	// sealed segment's cursor says where to read again after a crash. Off
+	// by default: ferry rejoin finds the lines an old primary read past
+	// the fork in its spool, and cuts the file at the first of them; with
+	// no journal, lines read but not sealed are not there to find.
+	Replayable bool
 
-	backlog []string // files rotated away while stopped, still to read
+	backlog []string       // files rotated away while stopped, still to read
+	recs    []batch.Record // emit's batch, reused: the sink copies what it keeps
 }
 
 var _ shipper.Source = (*Tail)(nil)
+
+// replayableSink is a Sink that need not journal what a source can give
+// again from its cursor (shipper.Shipper).
+type replayableSink interface{ SourceReplayable() }
 
 type tailCursor struct {
 	Dev uint64 `json:"dev"`
@@ -86,6 +98,14 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 		s.MaxRecordSize = 16 << 20
 	}
 	p := &recordParser{name: s.Path, format: s.Format, max: s.MaxRecordSize}
+	// The file keeps its bytes: after a crash the spool's cursor says
+	// where to read again, so the spool need not journal them.
+	durable, replayable := sink.(shipper.DurableSink)
+	if r, ok := sink.(replayableSink); ok && replayable && s.Replayable {
+		r.SourceReplayable()
+	} else {
+		replayable = false
+	}
 	cur, err := s.openStart()
 	if err != nil {
 		return err
@@ -107,6 +127,13 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 			// Drained the old file: ship a final line without newline, move on.
 			if err := s.flushPartial(ctx, cur, p, sink); err != nil {
 				return err
+			}
+			if replayable {
+				// Its records are in no journal: seal them before the cursor
+				// leaves the file, which may be deleted once rotated away.
+				if err := durable.AppendDurable(ctx, nil, nil); err != nil {
+					return err
+				}
 			}
 			cur.f.Close()
 			cur = nil
@@ -350,7 +377,8 @@ func (s *Tail) readLines(ctx context.Context, t *tailFile, p *recordParser, sink
 // emit appends complete lines in chunk (which ends with a newline) and
 // advances the offset with them.
 func (s *Tail) emit(ctx context.Context, t *tailFile, p *recordParser, sink shipper.Sink, chunk []byte) error {
-	var recs []batch.Record
+	recs := s.recs[:0]
+	defer func() { s.recs = recs[:0] }()
 	off := t.off
 	for len(chunk) > 0 {
 		i := bytes.IndexByte(chunk, '\n')

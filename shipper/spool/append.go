@@ -51,9 +51,15 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 	} else {
 		cursor = s.cursor
 	}
-	s.jbuf = appendEntry(s.jbuf[:0], recs, cursor)
-	if err := s.writeJournal(s.jbuf); err != nil {
-		return 0, err // ErrNoSpace: nothing accepted, the cursor unchanged
+	// A replayable source's records go to the batch only: the source
+	// gives them again from the cursor of the newest sealed segment
+	// (SetReplayable). A held spool journals them all the same.
+	journaled := !s.replayable || s.provisional
+	if journaled {
+		s.jbuf = appendEntry(s.jbuf[:0], recs, cursor)
+		if err := s.writeJournal(s.jbuf); err != nil {
+			return 0, err // ErrNoSpace: nothing accepted, the cursor unchanged
+		}
 	}
 	s.cursor = cursor
 	if s.cfg.Fsync == FsyncAlways {
@@ -82,6 +88,9 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 		s.lastSeq = recs[i].Seq
 		s.stats.RecordsIn++
 		s.stats.BytesIn += int64(recs[i].FramedSize())
+		if !journaled {
+			continue // sealed after the whole entry, below
+		}
 		if due, why := s.cfg.Policy.Due(s.builder.Size(), s.builder.Records(), s.firstAt, now); due {
 			// Sealing mid-entry records this entry's cursor in the segment
 			// (and so in state.json), which also covers the records after
@@ -89,6 +98,16 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 			// the sealer makes them durable before the segment, or a crash
 			// would skip them.
 			if err := s.handOff(why, cursor, recs[i+1:], callerCursor); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if !journaled && len(recs) > 0 {
+		// Without a journal a segment ends only where an entry does: its
+		// cursor must be where the source resumes after its last record,
+		// and the source names one per entry, not per record.
+		if due, why := s.cfg.Policy.Due(s.builder.Size(), s.builder.Records(), s.firstAt, now); due {
+			if err := s.handOff(why, cursor, nil, false); err != nil {
 				return 0, err
 			}
 		}
@@ -148,6 +167,11 @@ func (s *Spool) waitDurable(ctx context.Context, pos uint64, preferSeal bool) er
 		return nil
 	}
 	s.mu.Lock()
+	if s.replayable && !s.provisional && preferSeal {
+		// No journal: a record is durable once it is in a sealed segment.
+		s.mu.Unlock()
+		return s.Seal("durable")
+	}
 	for {
 		if s.fatal != nil {
 			err := s.fatal

@@ -73,6 +73,14 @@
 // CRC matches but whose kind is unknown or whose record frames do not
 // parse is damage: Open fails.
 //
+// A spool whose source can give its records again from a cursor (a
+// tailed file: SetReplayable) writes no journal entries: its records go
+// only into the open batch, a batch is handed off only at the end of an
+// Append (so a segment's cursor is the source's position after its last
+// record), and a crash loses from the spool only records the source reads
+// again from the cursor of the newest sealed segment. WaitDurable then
+// seals the open batch. A held spool journals as below until Continue.
+//
 // Appends go to the newest file. When a batch is handed to the sealer, a
 // new file starts, named after the seq that follows the batch; when the
 // seal point falls inside an Append's records, the records after it (the

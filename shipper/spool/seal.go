@@ -58,7 +58,7 @@ func (s *Spool) handOff(reason string, cursor []byte, leftover []batch.Record, c
 		return err
 	}
 	job := &sealJob{reason: reason, cursor: append([]byte(nil), cursor...)}
-	if cur := s.journals[len(s.journals)-1]; len(leftover) > 0 || s.cfg.JournalRotate <= 0 || int64(cur.end-cur.start) >= s.cfg.JournalRotate {
+	if cur := s.journals[len(s.journals)-1]; s.journalRotates(cur, len(leftover) > 0) {
 		j, err := s.createJournal(s.builder.LastSeq()+1, os.O_EXCL)
 		if err != nil {
 			return s.fail(err)
@@ -77,6 +77,20 @@ func (s *Spool) handOff(reason string, cursor []byte, leftover []batch.Record, c
 	}
 	s.startSeal(job)
 	return nil
+}
+
+// journalRotates says whether a hand-off starts a new journal file after
+// cur: always with a leftover, never while appends skip the journal
+// (SetReplayable: cur holds nothing after the records it had before), else
+// unless JournalRotate lets cur grow on. in and mu held.
+func (s *Spool) journalRotates(cur *journalFile, leftover bool) bool {
+	switch {
+	case leftover:
+		return true
+	case s.replayable && !s.provisional:
+		return false
+	}
+	return s.cfg.JournalRotate <= 0 || int64(cur.end-cur.start) >= s.cfg.JournalRotate
 }
 
 // writeLeftover writes a hand-off's leftover entry. Part of the caller's

@@ -156,10 +156,14 @@ type Spool struct {
 	// is their framed size, counted against the limit.
 	provisional bool
 	provBytes   int64
-	fatal       error
-	closed      bool
-	closing     bool // Close has begun: a seal waiting for disk space gives up
-	stats       Stats
+	// replayable: the source can give again every record after the
+	// cursor of the newest sealed segment, so appends skip the journal
+	// (SetReplayable). Under in and mu.
+	replayable bool
+	fatal      error
+	closed     bool
+	closing    bool // Close has begun: a seal waiting for disk space gives up
+	stats      Stats
 }
 
 // Stats are counters for summaries and status.
@@ -487,6 +491,26 @@ func (s *Spool) SeedCursor(cursor []byte) error {
 	}
 	s.state, s.cursor = st, st.Cursor
 	return nil
+}
+
+// SetReplayable tells the spool that its source can give again every
+// record after the cursor of the newest sealed segment (a file it tails,
+// which keeps its bytes where they are): from now on appends are not
+// written to the journal but only into the open batch, and a crash loses
+// from the spool only records the source reads again on restart, from the
+// cursor recovery finds in the newest segment. Records are written once,
+// into the segment, instead of twice. A segment then ends only where an
+// Append does (the source's cursor is per Append), so it may exceed
+// max_bytes by one Append; WaitDurable seals the open batch and waits for
+// it. A held spool (Hold) journals its records all the same until
+// Continue. Records journaled before the call stay in the journal until
+// they are sealed; recovery skips them by seq afterwards.
+func (s *Spool) SetReplayable() {
+	s.in.Lock()
+	defer s.in.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.replayable = true
 }
 
 // Cursor is the source position reached by the last accepted record, as
