@@ -43,9 +43,9 @@ type Registry struct {
 	// that has ended, and a channel closed (and replaced) as each ends.
 	scrapesBegun, scrapedUpTo uint64
 	scraped                   chan struct{}
-	// stopSeen: a scrape that began once a watched receiver had stopped
-	// has ended (it showed ferry_receive_stopped).
-	stopSeen bool
+	// stopInScrape: a scrape's collection exported a watched receiver's
+	// stop (ferry_receive_stopped 1); stopSeen: a scrape has ended since.
+	stopInScrape, stopSeen bool
 
 	// StopGrace is how long Serve's stop keeps serving, once a watched
 	// receiver has stopped on an error, waiting for a scrape that shows
@@ -203,12 +203,11 @@ func (r *Registry) Handler() http.Handler {
 		r.mu.Lock()
 		r.scrapesBegun++
 		n := r.scrapesBegun
-		sawStop := r.anyStoppedLocked() != nil
 		r.mu.Unlock()
 		prom.ServeHTTP(w, req)
 		r.mu.Lock()
 		r.scrapedUpTo = max(r.scrapedUpTo, n)
-		r.stopSeen = r.stopSeen || sawStop
+		r.stopSeen = r.stopSeen || r.stopInScrape
 		close(r.scraped)
 		r.scraped = make(chan struct{})
 		r.mu.Unlock()
@@ -270,6 +269,14 @@ func (r *Registry) WatchSync(stream, site string, conflicts func() int64) {
 	}, func() float64 { return float64(conflicts()) }))
 }
 
+// stopExported notes that a scrape's collection has exported a watched
+// receiver's stop.
+func (r *Registry) stopExported() {
+	r.mu.Lock()
+	r.stopInScrape = true
+	r.mu.Unlock()
+}
+
 // anyStoppedLocked is the error of a watched receiver that has stopped,
 // if any (under mu).
 func (r *Registry) anyStoppedLocked() error {
@@ -301,8 +308,8 @@ func (r *Registry) awaitScrape(ctx context.Context, log *slog.Logger) {
 	defer timer.Stop()
 	for {
 		r.mu.Lock()
-		// A scrape begun after now, or one begun earlier that already
-		// showed the stop (the stop is visible before this wait starts).
+		// A scrape begun after now, or one that exported the stop and
+		// has ended (the stop is visible before this wait starts).
 		done, ch := r.scrapedUpTo > after || r.stopSeen, r.scraped
 		r.mu.Unlock()
 		if done {

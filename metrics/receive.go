@@ -31,7 +31,7 @@ func (r *Registry) WatchReceiver(rc *receiver.Receiver, stream string, failed fu
 	c := r.receivers
 	r.stopped = append(r.stopped, failed)
 	r.mu.Unlock()
-	c.add(watchedReceiver{r: rc, stream: stream, failed: failed, since: time.Now()})
+	c.add(watchedReceiver{r: rc, stream: stream, failed: failed, since: time.Now(), shown: r.stopExported})
 	if first {
 		r.reg.MustRegister(c)
 	}
@@ -104,6 +104,9 @@ type watchedReceiver struct {
 	stream string
 	failed func() error
 	since  time.Time // when it was watched: the checkpoint age before it first moves
+	// shown is called when a scrape's collection exports the stop (Serve's
+	// stop waits for that scrape to end).
+	shown func()
 }
 
 func (c *recvCollector) add(w watchedReceiver) {
@@ -163,6 +166,9 @@ func collectReceiver(ch chan<- prometheus.Metric, c watchedReceiver) {
 	why := ""
 	if err := c.failed(); err != nil {
 		why = StopReason(err)
+		if c.shown != nil {
+			c.shown()
+		}
 	}
 	for _, reason := range stopReasons {
 		v := 0.0
