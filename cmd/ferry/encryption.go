@@ -141,7 +141,7 @@ func writeRecvEncryption(state string, cfg *config.File, dec batch.Decrypter) er
 // readRecvEncryption reads a receiver's report; nil if it has none (it
 // has not run with this version).
 func readRecvEncryption(state string) (*recvEncryption, error) {
-	raw, err := os.ReadFile(filepath.Join(state, recvEncryptionFile))
+	raw, err := readStateFile(filepath.Join(state, recvEncryptionFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}

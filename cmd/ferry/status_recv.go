@@ -79,7 +79,7 @@ func recvStatusLoop(ctx context.Context, r *receiver.Receiver, stream, stateDir 
 // published, if it is that process's and fresh.
 func readRecvPublished(dir string, pid int, now time.Time) (recvPublished, bool) {
 	var p recvPublished
-	raw, err := os.ReadFile(filepath.Join(dir, statusFile))
+	raw, err := readStateFile(filepath.Join(dir, statusFile))
 	if err != nil || json.Unmarshal(raw, &p) != nil {
 		return p, false
 	}
