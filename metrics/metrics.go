@@ -39,12 +39,10 @@ type Registry struct {
 	hooked    map[string]bool // streams with a SendHook: their targets' sends are timed
 	stopped   []func() error  // watched receivers' failed funcs (Serve's stop waits for a scrape)
 
-	// Scrapes, under mu: how many /metrics requests began, the newest
-	// that has ended, and a channel closed (and replaced) as each ends.
-	scrapesBegun, scrapedUpTo uint64
-	scraped                   chan struct{}
+	// Scrapes, under mu: a channel closed (and replaced) as each ends;
 	// stopInScrape: a scrape's collection exported a watched receiver's
 	// stop (ferry_receive_stopped 1); stopSeen: a scrape has ended since.
+	scraped                chan struct{}
 	stopInScrape, stopSeen bool
 
 	// StopGrace is how long Serve's stop keeps serving, once a watched
@@ -200,13 +198,8 @@ func (r *Registry) Handler() http.Handler {
 	mux := http.NewServeMux()
 	prom := promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{})
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, req *http.Request) {
-		r.mu.Lock()
-		r.scrapesBegun++
-		n := r.scrapesBegun
-		r.mu.Unlock()
 		prom.ServeHTTP(w, req)
 		r.mu.Lock()
-		r.scrapedUpTo = max(r.scrapedUpTo, n)
 		r.stopSeen = r.stopSeen || r.stopInScrape
 		close(r.scraped)
 		r.scraped = make(chan struct{})
@@ -289,12 +282,11 @@ func (r *Registry) anyStoppedLocked() error {
 }
 
 // awaitScrape waits, when a watched receiver has stopped on an error and
-// ctx is live, for a /metrics request begun after now to end, at most
-// StopGrace.
+// ctx is live, until a /metrics request that exported the stop has ended,
+// at most StopGrace.
 func (r *Registry) awaitScrape(ctx context.Context, log *slog.Logger) {
 	r.mu.Lock()
 	stopped := r.anyStoppedLocked()
-	after := r.scrapesBegun
 	r.mu.Unlock()
 	if stopped == nil || ctx.Err() != nil {
 		return
@@ -308,9 +300,7 @@ func (r *Registry) awaitScrape(ctx context.Context, log *slog.Logger) {
 	defer timer.Stop()
 	for {
 		r.mu.Lock()
-		// A scrape begun after now, or one that exported the stop and
-		// has ended (the stop is visible before this wait starts).
-		done, ch := r.scrapedUpTo > after || r.stopSeen, r.scraped
+		done, ch := r.stopSeen, r.scraped
 		r.mu.Unlock()
 		if done {
 			return
