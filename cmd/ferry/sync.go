@@ -176,19 +176,15 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		} else if st, err = openStoreWith(ctx, &pc, nil, log); err != nil {
 			return fmt.Errorf("peer %s: %w", p.ID, err)
 		}
-		rc := cfg.Receive
 		var ap receiver.Applier = &apply.Dir{Root: path, Ledger: ledger, Peer: p.ID}
 		if records {
 			ap = &apply.SyncLog{Path: applyPath, Peer: p.ID, MaxLine: max(int(cfg.Ship.MaxRecordSize), 16<<20) + 256, Log: log.With("peer", p.ID)}
 		}
-		r, err := receiver.Open(receiver.Config{
-			Stream: pc.Stream, Generation: 1, StateDir: filepath.Join(y.State, "peer-"+p.ID), Store: st,
-			Applier:    ap,
-			GapTimeout: time.Duration(rc.GapTimeout), PollMin: time.Duration(rc.PollMin), PollMax: time.Duration(rc.PollMax),
-			RetryMin: time.Duration(rc.RetryMin), RetryMax: time.Duration(rc.RetryMax),
-			ReceiverID: site, Prefetch: prefetch(rc.Prefetch), MaxSegmentBytes: int64(rc.MaxSegmentBytes), CatchUpLog: progressEvery,
-			OnApplied: onApplied,
-		}, log.With("peer", p.ID))
+		rcfg := receiveConfig(cfg.Receive)
+		rcfg.Stream, rcfg.Generation, rcfg.StateDir = pc.Stream, 1, filepath.Join(y.State, "peer-"+p.ID)
+		rcfg.Store, rcfg.Applier = st, ap
+		rcfg.ReceiverID, rcfg.OnApplied = site, onApplied
+		r, err := receiver.Open(rcfg, log.With("peer", p.ID))
 		if err != nil {
 			return fmt.Errorf("peer %s: %w", p.ID, err)
 		}
