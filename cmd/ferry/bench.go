@@ -15,7 +15,6 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/shipper/loadgen"
-	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -112,21 +111,15 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	lease := leaseConfig(cfg)
+	shc := shipConfig(cfg, targets, cfg.Generation, enc, signer)
+	shc.Spool.Dir = spoolPath
+	shc.Retry = store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
 	if !streamSet {
 		// A stream of its own has no other writer to keep out, and the
 		// clean-up would have to remove the lease object too.
-		lease.TTL = -1
+		shc.Lease.TTL = -1
 	}
-	sh, err := shipper.New(ctx, shipper.Config{
-		Spool: spool.Config{Dir: spoolPath, Stream: cfg.Stream, Generation: cfg.Generation, Fsync: spool.FsyncMode(sc.Fsync),
-			Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
-			MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression), Encrypter: enc, Signer: signer},
-		Targets: targets,
-		Retry:   store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2},
-		Ack:     shipper.AckMode(sc.Ack),
-		Lease:   lease,
-	}, log)
+	sh, err := shipper.New(ctx, shc, log)
 	if err != nil {
 		return err
 	}

@@ -167,6 +167,21 @@ func (c *common) logConfigFile(log *slog.Logger) {
 	log.Log(context.Background(), level, "config file", "file", c.configPath, "from", c.configFrom)
 }
 
+// needStreamStore is a usage error when --stream or --store is missing
+// or, when onLink is set (what the verb says to do instead), when the
+// store is a tcp:// link.
+func needStreamStore(cfg *config.File, onLink string) error {
+	switch {
+	case cfg.Stream == "":
+		return usageError{errors.New("--stream is required")}
+	case cfg.Store == "":
+		return usageError{errors.New("--store is required")}
+	case onLink != "" && strings.HasPrefix(cfg.Store, "tcp://"):
+		return usageError{errors.New(onLink)}
+	}
+	return nil
+}
+
 // usesLink reports whether cfg ships, receives or reads over a tcp://
 // link: only then is the link token looked for (a token file that cannot
 // be read stops only the verbs that need it).

@@ -62,12 +62,10 @@ func runPromote(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg := c.cfg
-	switch {
-	case cfg.Stream == "":
-		return usageError{errors.New("--stream is required")}
-	case cfg.Store == "":
-		return usageError{errors.New("--store is required")}
-	case cfg.Receive.State == "":
+	if err := needStreamStore(cfg, ""); err != nil {
+		return err
+	}
+	if cfg.Receive.State == "" {
 		return usageError{errors.New("--state is required: the receiver state of this site")}
 	}
 	log := c.logger(stderr)

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -47,13 +45,8 @@ func runPrune(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case c.cfg.Stream == "":
-		return usageError{errors.New("--stream is required")}
-	case c.cfg.Store == "":
-		return usageError{errors.New("--store is required")}
-	case strings.HasPrefix(c.cfg.Store, "tcp://"):
-		return usageError{errors.New("prune works on an archive store (a directory or s3://), not on a tcp:// link")}
+	if err := needStreamStore(c.cfg, "prune works on an archive store (a directory or s3://), not on a tcp:// link"); err != nil {
+		return err
 	}
 	pol := retention.Policy{KeepFor: time.Duration(c.cfg.Retention.KeepFor), KeepMin: c.cfg.Retention.KeepMin}
 	if err := pol.Check(); err != nil {

@@ -16,11 +16,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/shipper"
-	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -261,15 +259,9 @@ func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushFile, log *
 		return res, err
 	}
 	sh, targets, closeTargets, err := openShipper(ctx, cfg, nil, log, func(targets []shipper.Target, gen uint32) shipper.Config {
-		return shipper.Config{
-			Spool: spool.Config{Dir: sc.Spool, Stream: cfg.Stream, Generation: gen, Fsync: spool.FsyncMode(sc.Fsync),
-				Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
-				MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression), Encrypter: enc, Signer: signer},
-			Targets: targets,
-			Retry:   retry,
-			Ack:     shipper.AckMode(sc.Ack),
-			Lease:   leaseConfig(cfg),
-		}
+		c := shipConfig(cfg, targets, gen, enc, signer)
+		c.Retry = retry
+		return c
 	})
 	if err != nil {
 		if held, _ := fsutil.Locked(sc.Spool); held {

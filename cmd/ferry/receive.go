@@ -154,32 +154,17 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r, err := receiver.Open(receiver.Config{
-		OnApplied:  onApplied,
-		Stream:     cfg.Stream,
-		Generation: cfg.Generation,
-		StateDir:   rc.State,
-		Store:      st,
-		Applier:    ap,
-		GapTimeout: time.Duration(rc.GapTimeout),
-		PollMin:    time.Duration(rc.PollMin),
-		PollMax:    time.Duration(rc.PollMax),
-		RetryMin:   time.Duration(rc.RetryMin),
-		RetryMax:   time.Duration(rc.RetryMax),
-		Once:       *once,
-		ReceiverID: receiverID(rc.ID),
-
-		RetryBudget: retryBudget,
-		Prefetch:    prefetch(rc.Prefetch),
-
-		MaxSegmentBytes: int64(rc.MaxSegmentBytes),
-		CheckpointDelay: checkpointDelay,
-		CatchUpLog:      progressEvery,
-
-		Decrypter:         withKeyEpochs(ctx, dec, st, cfg.Stream),
-		RequireEncryption: cfg.Encryption.RequireEncryption,
-		Verifier:          batchVerifier(trusted),
-	}, log)
+	rcfg := receiveConfig(rc)
+	rcfg.OnApplied = onApplied
+	rcfg.Stream, rcfg.Generation, rcfg.StateDir = cfg.Stream, cfg.Generation, rc.State
+	rcfg.Store, rcfg.Applier = st, ap
+	rcfg.Once, rcfg.RetryBudget = *once, retryBudget
+	rcfg.ReceiverID = receiverID(rc.ID)
+	rcfg.CheckpointDelay = checkpointDelay
+	rcfg.Decrypter = withKeyEpochs(ctx, dec, st, cfg.Stream)
+	rcfg.RequireEncryption = cfg.Encryption.RequireEncryption
+	rcfg.Verifier = batchVerifier(trusted)
+	r, err := receiver.Open(rcfg, log)
 	if err != nil {
 		return err
 	}
@@ -287,6 +272,23 @@ func runWithLink(ctx context.Context, srv *tcp.Server, r *receiver.Receiver, log
 		runErr = fmt.Errorf("listen %s: %w", srv.Addr, err)
 	}
 	return runErr
+}
+
+// receiveConfig is a receiver's config as [receive] sets its gap
+// timeout, poll and retry bounds, prefetch and segment size limit, with
+// catch-up progress logged; callers add the stream, store, applier and
+// the rest.
+func receiveConfig(rc config.Receive) receiver.Config {
+	return receiver.Config{
+		GapTimeout:      time.Duration(rc.GapTimeout),
+		PollMin:         time.Duration(rc.PollMin),
+		PollMax:         time.Duration(rc.PollMax),
+		RetryMin:        time.Duration(rc.RetryMin),
+		RetryMax:        time.Duration(rc.RetryMax),
+		Prefetch:        prefetch(rc.Prefetch),
+		MaxSegmentBytes: int64(rc.MaxSegmentBytes),
+		CatchUpLog:      progressEvery,
+	}
 }
 
 // prefetch maps the config's prefetch (0 = none) to receiver.Config's

@@ -68,13 +68,10 @@ func runRejoin(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg := c.cfg
+	if err := needStreamStore(cfg, "rejoin reads the history from a store (a directory or s3://); over a direct link, rejoin against the new primary's archive store"); err != nil {
+		return err
+	}
 	switch {
-	case cfg.Stream == "":
-		return usageError{errors.New("--stream is required")}
-	case cfg.Store == "":
-		return usageError{errors.New("--store is required")}
-	case strings.HasPrefix(cfg.Store, "tcp://"):
-		return usageError{errors.New("rejoin reads the history from a store (a directory or s3://); over a direct link, rejoin against the new primary's archive store")}
 	case cfg.Ship.Spool == "":
 		return usageError{errors.New("--spool is required: the spool of this site's fenced shipper")}
 	case cfg.Receive.State == "":

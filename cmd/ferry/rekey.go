@@ -32,13 +32,8 @@ func runRekey(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg := c.cfg
-	switch {
-	case cfg.Stream == "":
-		return usageError{errors.New("--stream is required")}
-	case cfg.Store == "":
-		return usageError{errors.New("--store is required")}
-	case strings.HasPrefix(cfg.Store, "tcp://"):
-		return usageError{errors.New("rekey works on an archive store (a directory or s3://), not on a tcp:// link: rekey the receiver's inbox directory instead")}
+	if err := needStreamStore(cfg, "rekey works on an archive store (a directory or s3://), not on a tcp:// link: rekey the receiver's inbox directory instead"); err != nil {
+		return err
 	}
 	if len(*recipients) > 0 || *recipientsFile != "" {
 		cfg.Encryption.Recipients, cfg.Encryption.RecipientsFile = *recipients, *recipientsFile

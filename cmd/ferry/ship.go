@@ -86,26 +86,9 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		log.Warn("ship.lease_ttl is off: nothing keeps a second shipper off the stream", "stream", cfg.Stream)
 	}
 	sh, targets, closeTargets, err := openShipper(ctx, cfg, onS3Request, log, func(targets []shipper.Target, gen uint32) shipper.Config {
-		return shipper.Config{
-			Spool: spool.Config{
-				Dir:           sc.Spool,
-				Stream:        cfg.Stream,
-				Generation:    gen,
-				Fsync:         spool.FsyncMode(sc.Fsync),
-				Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
-				MaxRecordSize: int(sc.MaxRecordSize),
-				Limit:         int64(sc.SpoolLimit),
-				Level:         batch.Level(sc.Compression),
-				Encrypter:     enc,
-				Signer:        signer,
-			},
-			Targets:   targets,
-			Retry:     retry,
-			OnSent:    onSent,
-			Ack:       shipper.AckMode(sc.Ack),
-			Schedules: schedules,
-			Lease:     leaseConfig(cfg),
-		}
+		c := shipConfig(cfg, targets, gen, enc, signer)
+		c.Retry, c.OnSent, c.Schedules = retry, onSent, schedules
+		return c
 	})
 	if err != nil {
 		return err
@@ -319,6 +302,31 @@ func openShipper(ctx context.Context, cfg *config.File, onS3Request func(string)
 
 // isLink reports whether t is a tcp:// link (a segments-only store).
 func isLink(t shipper.Target) bool { return store.IsSegmentsOnly(t.Store) }
+
+// shipConfig is the shipper's config as cfg's [ship] sets it: its spool
+// (for generation gen, sealing with enc and signer when set), the ack mode
+// and the writer lease, sending to targets. Callers add the retry policy
+// and any hooks or schedules.
+func shipConfig(cfg *config.File, targets []shipper.Target, gen uint32, enc batch.Encrypter, signer batch.Signer) shipper.Config {
+	sc := cfg.Ship
+	return shipper.Config{
+		Spool: spool.Config{
+			Dir:           sc.Spool,
+			Stream:        cfg.Stream,
+			Generation:    gen,
+			Fsync:         spool.FsyncMode(sc.Fsync),
+			Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
+			MaxRecordSize: int(sc.MaxRecordSize),
+			Limit:         int64(sc.SpoolLimit),
+			Level:         batch.Level(sc.Compression),
+			Encrypter:     enc,
+			Signer:        signer,
+		},
+		Targets: targets,
+		Ack:     shipper.AckMode(sc.Ack),
+		Lease:   leaseConfig(cfg),
+	}
+}
 
 // leaseConfig is the shipper's writer lease as the config sets it.
 func leaseConfig(cfg *config.File) shipper.LeaseConfig {

@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/dirsync"
 	"github.com/ferry-dr/ferry/internal/fsutil"
@@ -23,7 +22,6 @@ import (
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/shipper/source"
-	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -133,14 +131,9 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	sc := ownCfg.Ship
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2}
 	sh, _, closeTargets, err := openShipper(context.Background(), &ownCfg, nil, log, func(targets []shipper.Target, gen uint32) shipper.Config {
-		return shipper.Config{
-			Spool: spool.Config{
-				Dir: sc.Spool, Stream: ownCfg.Stream, Generation: gen, Fsync: spool.FsyncMode(sc.Fsync),
-				Policy:        batch.FlushPolicy{MaxBytes: int64(sc.MaxBytes), MaxRecords: int(sc.MaxRecords), MaxAge: time.Duration(sc.MaxAge)},
-				MaxRecordSize: int(sc.MaxRecordSize), Limit: int64(sc.SpoolLimit), Level: batch.Level(sc.Compression),
-			},
-			Targets: targets, Retry: retry, Ack: shipper.AckMode(sc.Ack), Lease: leaseConfig(&ownCfg),
-		}
+		c := shipConfig(&ownCfg, targets, gen, nil, nil)
+		c.Retry = retry
+		return c
 	})
 	if err != nil {
 		return err
@@ -183,19 +176,15 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		} else if st, err = openStoreWith(ctx, &pc, nil, log); err != nil {
 			return fmt.Errorf("peer %s: %w", p.ID, err)
 		}
-		rc := cfg.Receive
 		var ap receiver.Applier = &apply.Dir{Root: path, Ledger: ledger, Peer: p.ID}
 		if records {
 			ap = &apply.SyncLog{Path: applyPath, Peer: p.ID, MaxLine: max(int(cfg.Ship.MaxRecordSize), 16<<20) + 256, Log: log.With("peer", p.ID)}
 		}
-		r, err := receiver.Open(receiver.Config{
-			Stream: pc.Stream, Generation: 1, StateDir: filepath.Join(y.State, "peer-"+p.ID), Store: st,
-			Applier:    ap,
-			GapTimeout: time.Duration(rc.GapTimeout), PollMin: time.Duration(rc.PollMin), PollMax: time.Duration(rc.PollMax),
-			RetryMin: time.Duration(rc.RetryMin), RetryMax: time.Duration(rc.RetryMax),
-			ReceiverID: site, Prefetch: prefetch(rc.Prefetch), MaxSegmentBytes: int64(rc.MaxSegmentBytes), CatchUpLog: progressEvery,
-			OnApplied: onApplied,
-		}, log.With("peer", p.ID))
+		rcfg := receiveConfig(cfg.Receive)
+		rcfg.Stream, rcfg.Generation, rcfg.StateDir = pc.Stream, 1, filepath.Join(y.State, "peer-"+p.ID)
+		rcfg.Store, rcfg.Applier = st, ap
+		rcfg.ReceiverID, rcfg.OnApplied = site, onApplied
+		r, err := receiver.Open(rcfg, log.With("peer", p.ID))
 		if err != nil {
 			return fmt.Errorf("peer %s: %w", p.ID, err)
 		}
