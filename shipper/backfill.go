@@ -46,6 +46,7 @@ type backfillPlan struct {
 	heldName  string   // its segment ending at held ("": none)
 	names     []string // from's segments to copy, in seq order, through the base
 	baseHash  string   // hash of the segment ending at the base (the spool chains to it)
+	baseData  []byte   // that segment, read when it was checked (names' last); backfill copies it
 	markers   []string // from's start markers to copy before the segments (held == 0)
 	baselines []string // from's baseline markers to copy after them (held == 0)
 }
@@ -392,6 +393,7 @@ func (s *Shipper) sourcePlan(ctx context.Context, from Target, held uint64, wait
 	if h := batch.Hash(data); h != baseHash {
 		return nil, fmt.Errorf("its segment %s has hash %.16s, but the spool's segments chain to %.16s: another history", p.names[len(p.names)-1], h, baseHash)
 	}
+	p.baseData = data
 	if held == 0 {
 		err := s.tryOn(ctx, wait, from, "list markers", func(ctx context.Context) error {
 			p.markers, p.baselines = nil, nil
@@ -500,9 +502,14 @@ func (s *Shipper) backfill(ctx context.Context, t Target, p *backfillPlan) error
 	}
 	var bytes int64
 	for i, name := range p.names {
-		data, err := s.getSegment(ctx, p.from, name, true)
-		if err != nil {
-			return fmt.Errorf("backfill target %s: %w", t.Name, err)
+		var data []byte
+		if i == len(p.names)-1 && p.baseData != nil {
+			data, p.baseData = p.baseData, nil // read and checked by sourcePlan
+		} else {
+			var err error
+			if data, err = s.getSegment(ctx, p.from, name, true); err != nil {
+				return fmt.Errorf("backfill target %s: %w", t.Name, err)
+			}
 		}
 		key := batch.SegmentKey(stream, name)
 		seg, err := batch.Open(data)
