@@ -101,25 +101,18 @@ var envKeys = sync.OnceValue(func() map[string]envKey {
 	m := map[string]envKey{}
 	var walk func(prefix toml.Key, index []int, t reflect.Type)
 	walk = func(prefix toml.Key, index []int, t reflect.Type) {
-		for i := 0; i < t.NumField(); i++ {
-			sf := t.Field(i)
-			name, _, _ := strings.Cut(sf.Tag.Get("toml"), ",")
-			if name == "" || name == "-" {
-				continue
-			}
-			k := append(slices.Clip(prefix), name)
+		tomlFields(prefix, t, func(k toml.Key, i int, ft reflect.Type) {
 			idx := append(slices.Clip(index), i)
-			ft := sf.Type
 			if ft.Kind() == reflect.Struct && !reflect.PointerTo(ft).Implements(textUnmarshaler) {
 				walk(k, idx, ft) // a table: its keys
-				continue
+				return
 			}
 			env := EnvName(k.String())
 			if prev, dup := m[env]; dup {
 				panic(fmt.Sprintf("config: keys %s and %s both map to %s", prev.key, k, env))
 			}
 			m[env] = envKey{key: k.String(), index: idx}
-		}
+		})
 	}
 	walk(nil, nil, reflect.TypeFor[File]())
 	return m

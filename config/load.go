@@ -244,21 +244,14 @@ var arrayTables = sync.OnceValue(func() map[string]bool {
 	return a
 })
 
-// keySets walks File's toml tags: every key path, and those that are
-// arrays of tables.
-func keySets() (map[string]bool, map[string]bool) {
+// keySets walks File's toml tags, once: every key path, and those that
+// are arrays of tables.
+var keySets = sync.OnceValues(func() (map[string]bool, map[string]bool) {
 	m, arrays := map[string]bool{}, map[string]bool{}
 	var walk func(prefix toml.Key, t reflect.Type)
 	walk = func(prefix toml.Key, t reflect.Type) {
-		for i := 0; i < t.NumField(); i++ {
-			sf := t.Field(i)
-			name, _, _ := strings.Cut(sf.Tag.Get("toml"), ",")
-			if name == "" || name == "-" {
-				continue
-			}
-			k := append(slices.Clip(prefix), name)
+		tomlFields(prefix, t, func(k toml.Key, _ int, ft reflect.Type) {
 			m[k.String()] = true
-			ft := sf.Type
 			if ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
 			}
@@ -269,10 +262,23 @@ func keySets() (map[string]bool, map[string]bool) {
 			if ft.Kind() == reflect.Struct && !reflect.PointerTo(ft).Implements(textUnmarshaler) {
 				walk(k, ft)
 			}
-		}
+		})
 	}
 	walk(nil, reflect.TypeFor[File]())
 	return m, arrays
+})
+
+// tomlFields calls fn for each field of struct t that has a toml key: the
+// key under prefix, the field's index in t and its type.
+func tomlFields(prefix toml.Key, t reflect.Type, fn func(k toml.Key, i int, ft reflect.Type)) {
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		name, _, _ := strings.Cut(sf.Tag.Get("toml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		fn(append(slices.Clip(prefix), name), i, sf.Type)
+	}
 }
 
 var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()

@@ -157,9 +157,9 @@ func (c *shipCollector) Collect(ch chan<- prometheus.Metric) {
 		// Without an applied watermark (a store without ack "applied",
 		// a link not yet connected) the lag is that of what the target
 		// has not received: the oldest spooled record past it.
-		oldest := c.sh.OldestPending(received)
-		if t.AppliedKnown {
-			oldest = t.OldestUnapplied
+		oldest := t.OldestUnapplied
+		if !t.AppliedKnown {
+			oldest = c.sh.OldestPending(received) // reads a spool file: only when needed
 		}
 		secs := 0.0
 		if !oldest.IsZero() {

@@ -46,6 +46,7 @@ type backfillPlan struct {
 	heldName  string   // its segment ending at held ("": none)
 	names     []string // from's segments to copy, in seq order, through the base
 	baseHash  string   // hash of the segment ending at the base (the spool chains to it)
+	baseData  []byte   // that segment, read when it was checked (names' last); backfill copies it
 	markers   []string // from's start markers to copy before the segments (held == 0)
 	baselines []string // from's baseline markers to copy after them (held == 0)
 }
@@ -130,16 +131,28 @@ func (s *Shipper) judgeTarget(ctx context.Context, t Target, wait bool) (*backfi
 	if base == 0 {
 		return nil, nil // the spool holds the stream from its start
 	}
-	ok, err := s.holdsThrough(ctx, t, base, wait)
+	var held uint64
+	var heldName string
+	var ok bool
+	var err error
+	link := store.IsSegmentsOnly(t.Store)
+	if link {
+		// A link reports only its newest segment: one query answers both.
+		held, heldName, err = s.heldThrough(ctx, t, wait)
+		ok = linkHolds(held, heldName, base, s.Generation())
+	} else {
+		ok, err = s.holdsThrough(ctx, t, base, wait)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("target %s: check that it holds stream %q through seq %d: %w", t.Name, s.cfg.Spool.Stream, base, err)
 	}
 	if ok {
 		return nil, nil
 	}
-	held, heldName, err := s.heldThrough(ctx, t, wait)
-	if err != nil {
-		return nil, fmt.Errorf("target %s: %w", t.Name, err)
+	if !link {
+		if held, heldName, err = s.heldThrough(ctx, t, wait); err != nil {
+			return nil, fmt.Errorf("target %s: %w", t.Name, err)
+		}
 	}
 	if t.StartNow {
 		return nil, s.startNow(ctx, t, held, wait)
@@ -233,10 +246,10 @@ func (s *Shipper) inHistory(gen uint32, first, last uint64) bool {
 	return err == nil && p == batch.InHistory
 }
 
-// holdsThrough reports whether t holds a segment of the history that
-// reaches seq or past it: a target pruned by retention, or a link whose
-// receiver reports only its newest segment, holds the stream through seq
-// all the same. It lists forward from below seq in growing windows, so a
+// holdsThrough reports whether t, a dir or s3:// target (a link: see
+// linkHolds), holds a segment of the history that reaches seq or past it:
+// a target pruned by retention holds the stream through seq all the same.
+// It lists forward from below seq in growing windows, so a
 // target that holds it costs a LIST or a few, whatever the size of its
 // archive.
 func (s *Shipper) holdsThrough(ctx context.Context, t Target, seq uint64, wait bool) (bool, error) {
@@ -245,9 +258,6 @@ func (s *Shipper) holdsThrough(ctx context.Context, t Target, seq uint64, wait b
 	gen := s.Generation()
 	if hasHistory(s.history) {
 		gen, _ = s.history.Owner(seq)
-	}
-	if store.IsSegmentsOnly(t.Store) {
-		return s.linkHolds(ctx, t, seq, wait)
 	}
 	errStop := errors.New("stop")
 	for k := uint64(1); ; k *= 8 {
@@ -282,17 +292,14 @@ func (s *Shipper) holdsThrough(ctx context.Context, t Target, seq uint64, wait b
 	}
 }
 
-// linkHolds is holdsThrough for a tcp:// link, which reports only the
-// newest segment of the link's generation that its receiver holds. With
-// none in a generation after the first, the receiver began the
-// generation at its fork (its checkpoint, by promote or rejoin, is there)
-// and judges the segments itself: it refuses one at or below the fork.
-func (s *Shipper) linkHolds(ctx context.Context, t Target, seq uint64, wait bool) (bool, error) {
-	held, name, err := s.heldThrough(ctx, t, wait)
-	if err != nil {
-		return false, err
-	}
-	return held >= seq || (name == "" && s.Generation() > 1), nil
+// linkHolds is holdsThrough for a tcp:// link in generation gen, given
+// what heldThrough found: the link reports only the newest segment of its
+// generation that its receiver holds. With none in a generation after the
+// first, the receiver began the generation at its fork (its checkpoint,
+// by promote or rejoin, is there) and judges the segments itself: it
+// refuses one at or below the fork.
+func linkHolds(held uint64, name string, seq uint64, gen uint32) bool {
+	return held >= seq || (name == "" && gen > 1)
 }
 
 // heldThrough returns the highest seq of the history t holds and the
@@ -392,6 +399,7 @@ func (s *Shipper) sourcePlan(ctx context.Context, from Target, held uint64, wait
 	if h := batch.Hash(data); h != baseHash {
 		return nil, fmt.Errorf("its segment %s has hash %.16s, but the spool's segments chain to %.16s: another history", p.names[len(p.names)-1], h, baseHash)
 	}
+	p.baseData = data
 	if held == 0 {
 		err := s.tryOn(ctx, wait, from, "list markers", func(ctx context.Context) error {
 			p.markers, p.baselines = nil, nil
@@ -500,9 +508,14 @@ func (s *Shipper) backfill(ctx context.Context, t Target, p *backfillPlan) error
 	}
 	var bytes int64
 	for i, name := range p.names {
-		data, err := s.getSegment(ctx, p.from, name, true)
-		if err != nil {
-			return fmt.Errorf("backfill target %s: %w", t.Name, err)
+		var data []byte
+		if i == len(p.names)-1 && p.baseData != nil {
+			data, p.baseData = p.baseData, nil // read and checked by sourcePlan
+		} else {
+			var err error
+			if data, err = s.getSegment(ctx, p.from, name, true); err != nil {
+				return fmt.Errorf("backfill target %s: %w", t.Name, err)
+			}
 		}
 		key := batch.SegmentKey(stream, name)
 		seg, err := batch.Open(data)

@@ -269,23 +269,24 @@ func (t *Trusted) IDs() []string { return slices.Clone(t.ids) }
 // signature matches SignedBytes(m). Errors wrap batch.ErrSignature and
 // name the segment, the key it was signed with and the trusted keys.
 func (t *Trusted) Verify(m *batch.Meta) error {
-	label := m.Stream + "/" + m.Name()
-	trusted := strings.Join(t.ids, ", ")
+	// Built for an error only: Verify runs on every segment read.
+	label := func() string { return m.Stream + "/" + m.Name() }
+	trusted := func() string { return strings.Join(t.ids, ", ") }
 	if !m.Signed() {
-		return fmt.Errorf("segment %s is not signed, and trusted_keys requires a signature by key %s: %w", label, trusted, batch.ErrSignature)
+		return fmt.Errorf("segment %s is not signed, and trusted_keys requires a signature by key %s: %w", label(), trusted(), batch.ErrSignature)
 	}
 	s, err := Parse(m.Signature)
 	if err != nil {
-		return fmt.Errorf("segment %s: %v: %w", label, err, batch.ErrSignature)
+		return fmt.Errorf("segment %s: %v: %w", label(), err, batch.ErrSignature)
 	}
 	id := s.KeyID()
 	pub, ok := t.keys[id]
 	if !ok || !pub.Equal(s.Public) {
-		return fmt.Errorf("segment %s is signed by key %s, which is not trusted (trusted: %s): %w", label, id, trusted, batch.ErrSignature)
+		return fmt.Errorf("segment %s is signed by key %s, which is not trusted (trusted: %s): %w", label(), id, trusted(), batch.ErrSignature)
 	}
 	if !s.Valid(m) {
 		return fmt.Errorf("segment %s: its signature by key %s does not match its metadata (changed after it was signed, or forged): %w",
-			label, id, batch.ErrSignature)
+			label(), id, batch.ErrSignature)
 	}
 	return nil
 }

@@ -38,13 +38,26 @@ type dirSourceRun struct {
 func (s *Dir) Reship(path string) {
 	s.mu.Lock()
 	s.reship = append(s.reship, path)
+	s.mu.Unlock()
+	s.wakeRun()
+}
+
+// wakeRun wakes the running source's loop, if one runs.
+func (s *Dir) wakeRun() {
+	s.mu.Lock()
 	r := s.run
 	s.mu.Unlock()
 	if r != nil {
-		select {
-		case r.kick <- struct{}{}:
-		default:
-		}
+		r.wake()
+	}
+}
+
+// wake makes the loop look at its work now; a wake already pending covers
+// this one.
+func (r *dirRun) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
 	}
 }
 

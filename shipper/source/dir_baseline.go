@@ -24,15 +24,7 @@ type dirBaselineRun struct {
 // on SIGUSR1). A request while one is in progress is dropped.
 func (s *Dir) RequestBaseline() {
 	s.baselineWanted.Store(true)
-	s.mu.Lock()
-	r := s.run
-	s.mu.Unlock()
-	if r != nil {
-		select {
-		case r.kick <- struct{}{}:
-		default:
-		}
-	}
+	s.wakeRun()
 }
 
 // initBaseline sets when the first baseline is due: at once if the spool

@@ -42,10 +42,7 @@ func (r *dirRun) markDirty(rel string, now time.Time) {
 		r.dirty[rel] = &dirDirtyMark{first: now, last: now}
 	}
 	r.mu.Unlock()
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
+	r.wake()
 }
 
 // takeDue removes and returns the paths quiet for Debounce (or dirty for

@@ -152,9 +152,10 @@ func (k *KeyHeaders) Lookup(m *batch.Meta, fresh bool) (*batch.KeyHeader, error)
 			return nil, err
 		}
 	}
+	name := m.Name()
 	var found *batch.KeyEpoch
 	for i, e := range k.epochs {
-		if k.headers[e.Epoch][m.Name()] {
+		if k.headers[e.Epoch][name] {
 			found = &k.epochs[i]
 			break
 		}
@@ -163,7 +164,7 @@ func (k *KeyHeaders) Lookup(m *batch.Meta, fresh bool) (*batch.KeyHeader, error)
 	if found == nil {
 		return nil, nil
 	}
-	key := batch.KeyHeaderKey(k.stream, found.Epoch, m.Name())
+	key := batch.KeyHeaderKey(k.stream, found.Epoch, name)
 	data, err := readCapped(k.ctx, k.st, key, batch.MaxHeaderSize)
 	if errors.Is(err, store.ErrNotFound) {
 		// Listed, then deleted (pruned with its segment): none.

@@ -399,33 +399,13 @@ func (s *Store) ListDirs(ctx context.Context, dir string, fn func(name string) e
 		return fmt.Errorf("s3 list: %w: %w", err, store.ErrPermanent)
 	}
 	opts := minio.ListObjectsOptions{Prefix: s.key(dir), FetchOwner: new(bool)}
-	wd := newWatchdog(ctx, s.timeout)
-	defer wd.stop()
-	for obj := range s.client.ListObjectsIter(wd.ctx, s.bucket, opts) {
-		if obj.Err != nil {
-			if cause := context.Cause(wd.ctx); cause != nil {
-				obj.Err = cause
-			}
-			return s.fail(ctx, "list", s.target(opts.Prefix), obj.Err)
-		}
+	return s.listObjects(ctx, opts, func(obj minio.ObjectInfo) error {
 		name := s.name(obj.Key)
 		if !strings.HasSuffix(obj.Key, "/") || !strings.HasPrefix(name, dir) || name == dir {
-			continue // an object, not a common prefix
+			return nil // an object, not a common prefix
 		}
-		wd.pause()
-		err := fn(name)
-		wd.kick()
-		if err != nil {
-			return err
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("s3 list %s: %w", s.target(opts.Prefix), err)
-	}
-	if cause := context.Cause(wd.ctx); cause != nil {
-		return s.fail(ctx, "list", s.target(opts.Prefix), cause)
-	}
-	return nil
+		return fn(name)
+	})
 }
 
 // List calls fn for each object directly under dir whose name sorts after
@@ -445,6 +425,23 @@ func (s *Store) List(ctx context.Context, dir, after string, fn func(store.Objec
 	if after > dir {
 		opts.StartAfter = s.key(after)
 	}
+	return s.listObjects(ctx, opts, func(obj minio.ObjectInfo) error {
+		if strings.HasSuffix(obj.Key, "/") {
+			return nil // a sub-"directory" (common prefix)
+		}
+		name := s.name(obj.Key)
+		if name <= after || !strings.HasPrefix(name, dir) {
+			return nil // a server that ignores StartAfter
+		}
+		return fn(store.Object{Name: name, Size: obj.Size, ModTime: obj.LastModified})
+	})
+}
+
+// listObjects runs the ListObjectsV2 listing opts describes and calls fn
+// for each entry, common prefixes included, stopping at fn's first error.
+// It fails if no page arrives for CallTimeout; the time fn takes is not
+// counted.
+func (s *Store) listObjects(ctx context.Context, opts minio.ListObjectsOptions, fn func(minio.ObjectInfo) error) error {
 	wd := newWatchdog(ctx, s.timeout)
 	defer wd.stop()
 	for obj := range s.client.ListObjectsIter(wd.ctx, s.bucket, opts) {
@@ -454,15 +451,8 @@ func (s *Store) List(ctx context.Context, dir, after string, fn func(store.Objec
 			}
 			return s.fail(ctx, "list", s.target(opts.Prefix), obj.Err)
 		}
-		if strings.HasSuffix(obj.Key, "/") {
-			continue // a sub-"directory" (common prefix)
-		}
-		name := s.name(obj.Key)
-		if name <= after || !strings.HasPrefix(name, dir) {
-			continue // a server that ignores StartAfter
-		}
 		wd.pause()
-		err := fn(store.Object{Name: name, Size: obj.Size, ModTime: obj.LastModified})
+		err := fn(obj)
 		wd.kick()
 		if err != nil {
 			return err
