@@ -369,13 +369,13 @@ start_ferry() { # start_ferry DIR
 }
 
 # ferry_last_seq STORE STREAM prints the stream's newest seq in STORE (0 if none).
-ferry_last_seq() {
-	"$ferry" ls --store "$1" --stream "$2" --json 2>/dev/null | jq -rs 'map(.last_seq) | max // 0'
+ferry_last_seq() { # ls fails loudly on a stream with no segment yet: that is 0
+	{ "$ferry" ls --store "$1" --stream "$2" --json 2>/dev/null || true; } | jq -rs 'map(.last_seq) | max // 0'
 }
 
 # ferry_applied STATE prints the seq a receiver's state has applied (0 if none).
-ferry_applied() {
-	"$ferry" status --state "$1" --json 2>/dev/null | jq -r '.applied_seq // 0'
+ferry_applied() { # a state not made yet is 0
+	{ "$ferry" status --state "$1" --json 2>/dev/null || true; } | jq -rs '.[0].applied_seq // 0'
 }
 
 label() {
