@@ -8,7 +8,8 @@ import (
 )
 
 // maxStateFile caps the small JSON files a receiver publishes in its state
-// dir (status.json, encryption.json) as ferry status reads them.
+// dir (status.json, encryption.json), and a shipper in its spool (LOCK,
+// status.json, state.json), as ferry status reads them.
 const maxStateFile = 1 << 20
 
 // readStateFile reads one of those files: a regular file (not a FIFO or a

@@ -272,7 +272,7 @@ func printJSON(w io.Writer, v any) error {
 // lockHolder returns the pid in dir/LOCK if that process is alive and
 // holds the lock (0 otherwise).
 func lockHolder(dir string) int {
-	b, err := os.ReadFile(filepath.Join(dir, "LOCK"))
+	b, err := readStateFile(filepath.Join(dir, "LOCK"))
 	if err != nil {
 		return 0
 	}
@@ -293,7 +293,7 @@ func readShipStatus(dir string, now time.Time) (shipStatus, error) {
 	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
 		return s, fmt.Errorf("%s is not a ferry spool (no state.json): %w", dir, err)
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, statusFile))
+	raw, err := readStateFile(filepath.Join(dir, statusFile))
 	switch {
 	case err == nil:
 		if err := json.Unmarshal(raw, &s); err != nil {
@@ -309,7 +309,7 @@ func readShipStatus(dir string, now time.Time) (shipStatus, error) {
 		Generation uint32 `json:"generation"`
 		SealedSeq  uint64 `json:"sealed_seq"`
 	}
-	raw, err = os.ReadFile(filepath.Join(dir, "state.json"))
+	raw, err = readStateFile(filepath.Join(dir, "state.json"))
 	if err != nil {
 		return s, err
 	}
