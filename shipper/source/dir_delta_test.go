@@ -154,13 +154,27 @@ func TestDirSourceDeltaShipsChangedBlocks(t *testing.T) {
 		}
 		t.Logf("4 KiB changed in a 4 MiB file: %d bytes shipped", size)
 	}
-	n := len(sink.records())
-	writeAt(t, p, 0, randomBytes(20, 3<<20))
+	// Half a file or more changed (600 KiB of 1 MiB, which would fit in
+	// one record), or more than a record holds: the file goes whole.
+	q := filepath.Join(root, "small")
+	if err := os.WriteFile(q, randomBytes(5, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	src.converge(t, m)
-	recs, _ := shipped(sink, n)
-	for _, r := range recs {
-		if r.Op == dirtree.OpDelta {
-			t.Fatalf("3 of 4 MiB changed: shipped a delta; want the file whole")
+	writeAt(t, q, 0, []byte("first change"))
+	src.converge(t, m)
+	for _, c := range []struct {
+		p    string
+		size int
+	}{{q, 600 << 10}, {p, 3 << 20}} {
+		n := len(sink.records())
+		writeAt(t, c.p, 0, randomBytes(20, c.size))
+		src.converge(t, m)
+		recs, _ := shipped(sink, n)
+		for _, r := range recs {
+			if r.Op == dirtree.OpDelta {
+				t.Fatalf("%d bytes of %s changed: shipped a delta; want the file whole", c.size, filepath.Base(c.p))
+			}
 		}
 	}
 }
