@@ -163,6 +163,19 @@ func TestDirSourceDeltaShipsChangedBlocks(t *testing.T) {
 	src.converge(t, m)
 	writeAt(t, q, 0, []byte("first change"))
 	src.converge(t, m)
+	// A patched block and 100 bytes more (1 MiB: still 4 KiB blocks): a
+	// delta of both blocks.
+	n := len(sink.records())
+	writeAt(t, q, 8<<10, []byte("patched"))
+	writeAt(t, q, 1<<20, randomBytes(30, 100))
+	src.converge(t, m)
+	recs, _ := shipped(sink, n)
+	if len(recs) != 1 || recs[0].Op != dirtree.OpDelta {
+		t.Fatalf("a block patched and the file grown: shipped %d records, want one delta", len(recs))
+	}
+	if d, _ := dirtree.ParseDelta(dirtree.OpDelta, recs[0].Data); len(d.Blocks) != 2 || len(d.Data) != 4<<10+100 {
+		t.Fatalf("a block patched and the file grown: delta of blocks %v, %d bytes", d.Blocks, len(d.Data))
+	}
 	for _, c := range []struct {
 		p    string
 		size int
@@ -170,7 +183,7 @@ func TestDirSourceDeltaShipsChangedBlocks(t *testing.T) {
 		n := len(sink.records())
 		writeAt(t, c.p, 0, randomBytes(20, c.size))
 		src.converge(t, m)
-		recs, _ := shipped(sink, n)
+		recs, _ = shipped(sink, n)
 		for _, r := range recs {
 			if r.Op == dirtree.OpDelta {
 				t.Fatalf("%d bytes of %s changed: shipped a delta; want the file whole", c.size, filepath.Base(c.p))
