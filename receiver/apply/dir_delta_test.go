@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/dirtree"
@@ -258,5 +259,30 @@ func TestDirAppendAndDeltaAgainAfterCrash(t *testing.T) {
 	fi2, _ := os.Stat(filepath.Join(root, "ix"))
 	if got := readFile(t, filepath.Join(root, "ix")); got != next || !os.SameFile(fi, fi2) {
 		t.Fatalf("delta again: %d bytes, same file %v", len(got), os.SameFile(fi, fi2))
+	}
+}
+
+// The applier trusts what it remembers of its own last append to a file
+// only while the file's ctime says nobody touched it: a change of the
+// same size outside ferry, with the mtime put back, is still refused.
+func TestDirAppendAfterOutsideChangeRefused(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "replica")
+	a := newDirApplier(t, root, nil)
+	var r dirRecs
+	base := strings.Repeat("b", 300)
+	dirApply(t, a, r.put("m", 0o600, base), r.appendRec("m", 0o600, base, "one\n"))
+	p := filepath.Join(root, "m")
+	fi, _ := os.Stat(p)
+	time.Sleep(10 * time.Millisecond)
+	dirPatchFile(t, root, "m", 5, "X")
+	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	err := dirApplyErr(a, r.appendRec("m", 0o600, base+"one\n", "two\n"))
+	if err == nil || !errors.Is(err, receiver.ErrFatal) || !strings.Contains(err.Error(), "is not the content this append was made against") {
+		t.Fatalf("append to a file changed outside ferry: %v", err)
+	}
+	if got := readFile(t, p); got != base[:5]+"X"+base[6:]+"one\n" {
+		t.Fatalf("the refused append changed the file: %q", got)
 	}
 }
