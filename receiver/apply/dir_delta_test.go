@@ -286,3 +286,27 @@ func TestDirAppendAfterOutsideChangeRefused(t *testing.T) {
 		t.Fatalf("the refused append changed the file: %q", got)
 	}
 }
+
+// ferry sync streams carry whole files: its applier refuses an append or
+// delta record, naming it, and leaves the file as it was.
+func TestDirPeerRefusesAppendAndDelta(t *testing.T) {
+	base := strings.Repeat("p", 300)
+	for _, op := range []string{dirtree.OpAppend, dirtree.OpDelta} {
+		root := filepath.Join(t.TempDir(), "tree")
+		a, _ := newPeerApplier(t, root, filepath.Join(t.TempDir(), "state"), "a")
+		p := &peerRecs{origin: "a", stamp: 100}
+		dirApply(t, a, p.change(p.put("f", 0o644, base))...)
+		rec := p.appendRec("f", 0o644, base, "more")
+		if op == dirtree.OpDelta {
+			rec = p.deltaRec("f", 0o644, base, "x"+base[1:], 64)
+		}
+		seg := p.change(rec)
+		err := dirApplyErr(a, seg...)
+		if err == nil || !errors.Is(err, receiver.ErrFatal) || !strings.Contains(err.Error(), `op "`+op+`" record in a ferry sync stream`) {
+			t.Fatalf("%s in a sync stream: %v", op, err)
+		}
+		if got := readFile(t, filepath.Join(root, "f")); got != base {
+			t.Fatalf("%s in a sync stream changed the file: %q", op, got)
+		}
+	}
+}
