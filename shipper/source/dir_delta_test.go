@@ -244,3 +244,34 @@ func TestDirIndexBlockMaps(t *testing.T) {
 		t.Fatalf("version 1 entry: %+v", e)
 	}
 }
+
+// An append larger than a record goes as several, each made against the
+// content the one before it makes (the model checks every base).
+func TestDirSourceLargeAppendSplits(t *testing.T) {
+	root := t.TempDir()
+	p := filepath.Join(root, "mbox")
+	if err := os.WriteFile(p, randomBytes(6, 200<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sink := &dirSink{}
+	src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir(), ChunkSize: 64 << 10}, sink)
+	m := newDirModel(t)
+	src.converge(t, m)
+	n := len(sink.records())
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(randomBytes(7, 150<<10))
+	f.Close()
+	src.converge(t, m)
+	recs, _ := shipped(sink, n)
+	if len(recs) != 3 {
+		t.Fatalf("150 KiB appended in records of 64 KiB: %d records", len(recs))
+	}
+	for _, r := range recs {
+		if d, err := dirtree.ParseDelta(r.Op, r.Data); err != nil || len(d.Tail) > 64<<10 {
+			t.Fatalf("%s record: %v", r.Op, err)
+		}
+	}
+}
