@@ -80,6 +80,7 @@ fuzz FuzzParseEntry ./shipper/spool/ 150000
 fuzz FuzzReadFrame ./transport/tcp/ 80000
 fuzz FuzzReadCheckpointFile ./receiver/ 100000
 fuzz FuzzParseHeader ./dirtree/ 100000
+fuzz FuzzParseDelta ./dirtree/ 50000
 fuzz FuzzCheckHeader ./batch/crypt/ 20000
 fuzz FuzzParseSignature ./batch/sign/ 50000
 

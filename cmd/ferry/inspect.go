@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/batch/sign"
+	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
@@ -337,6 +338,8 @@ type jsonRecord struct {
 	Op         string    `json:"op,omitempty"`
 	Data       *string   `json:"data,omitempty"`
 	DataBase64 *string   `json:"data_base64,omitempty"`
+	// Delta describes an append or delta record of a dir: stream.
+	Delta *dirtree.DeltaInfo `json:"delta,omitempty"`
 }
 
 func (p *recordPrinter) print(r *batch.Record) error {
@@ -345,6 +348,10 @@ func (p *recordPrinter) print(r *batch.Record) error {
 		return err
 	}
 	j := jsonRecord{Seq: r.Seq, Time: r.Time, Key: string(r.Key), Op: r.Op}
+	if r.Op == dirtree.OpAppend || r.Op == dirtree.OpDelta {
+		d := dirtree.Describe(r.Op, r.Data)
+		j.Delta = &d
+	}
 	if utf8.Valid(r.Data) {
 		s := string(r.Data)
 		j.Data = &s

@@ -53,6 +53,8 @@ type Dir struct {
 	staging *os.File // ROOT/.ferry-staging, open while it exists
 	partial *dirPartial
 	syncs   map[[2]uint64]*os.File // directories to fsync before Apply returns
+
+	appended map[string]*dirAppended // files this applier appended to (dir_delta.go)
 }
 
 var (

@@ -263,6 +263,8 @@ func dirRecordState(rec batch.Record) (dirsync.State, error) {
 	switch rec.Op {
 	case dirtree.OpDel, dirtree.OpRmdir:
 		return dirsync.Absent, nil
+	case dirtree.OpAppend, dirtree.OpDelta: // dir_delta.go; the source sends whole files in sync mode
+		return dirsync.State{}, fmt.Errorf("an op %q record in a ferry sync stream, which carries whole files only (docs/DIRTREE.md)", rec.Op)
 	}
 	h, payload, err := dirtree.ParseHeader(rec.Data)
 	if err != nil {

@@ -275,7 +275,7 @@ func dirScenario() [][]batch.Record {
 		r.put("k/l", 0o644, "l"), r.attr("k/l", 0o600, "l"), r.put("k", 0o644, "k is a file"))
 	seg8 = append(seg8, r.chunks("n/o", 0o644, strings.Repeat("o", 25), 10)...)
 	seg8 = append(seg8, r.symlink("n", "/"))
-	return [][]batch.Record{seg1, seg2, seg3, seg4, seg5, seg6, seg7, seg8}
+	return append([][]batch.Record{seg1, seg2, seg3, seg4, seg5, seg6, seg7, seg8}, dirDeltaScenario(&r)...)
 }
 
 // A crash anywhere (after any record of any segment, before that
@@ -576,6 +576,9 @@ func FuzzDirApply(f *testing.F) {
 		f.Add(rec.Op, string(rec.Key), rec.Data)
 	}
 	f.Add("chunk", "esc/c", dirHdr(0o644, 0, 4, 0, nil))
+	for _, rec := range []batch.Record{r.appendRec("esc/keep", 0o644, "keep", "more"), r.deltaRec("esc/keep", 0o644, "keep", "KEEP", 64)} {
+		f.Add(rec.Op, string(rec.Key), rec.Data)
+	}
 	f.Fuzz(func(t *testing.T, op, key string, data []byte) {
 		base := t.TempDir()
 		outside := filepath.Join(base, "outside")

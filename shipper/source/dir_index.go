@@ -34,10 +34,11 @@ import (
 // load, so it is shipped again in full (or deleted). Both are harmless:
 // puts carry full content and deletes of missing paths succeed.
 //
-// Snapshot layout (big-endian): "FERRYDIX" | u32 version (1) | u64 batches |
+// Snapshot layout (big-endian): "FERRYDIX" | u32 version (2) | u64 batches |
 // u64 count | count entries | u32 CRC-32C of everything before it.
 // Entry: u16 pathlen | path | u8 kind | u8 flags (1 = pending) | u32 mode |
-// i64 mtime | i64 size | u64 ino | i64 ctime | [32] sha256 | u16 targetlen | target.
+// i64 mtime | i64 size | u64 ino | i64 ctime | [32] sha256 | u16 targetlen | target |
+// u32 block size | u32 block count | block hashes (dir_delta.go; not in version 1).
 //
 // Pending log: frames of u32 body length | u32 CRC-32C of body | body, the
 // body u64 batches | (u16 len | path)*. A torn last frame is ignored: it was
@@ -82,6 +83,10 @@ type dirEntry struct {
 	Ctime   int64 // Unix ns
 	Hash    [32]byte
 	Target  string
+	// Blocks is the block map of the content (dir_delta.go): a
+	// dirtree.BlockHashLen-byte hash per BlockSize bytes; nil for none.
+	BlockSize uint32
+	Blocks    []byte
 }
 
 // dirIndex is the index in memory. Paths are slash-separated and relative
@@ -276,12 +281,12 @@ func (x *dirIndex) encode() []byte {
 	n := 0
 	for p, e := range x.entries {
 		paths = append(paths, p)
-		n += dirEntryFixed + len(p) + len(e.Target)
+		n += dirEntryFixed + len(p) + len(e.Target) + 8 + len(e.Blocks)
 	}
 	sort.Strings(paths)
 	b := make([]byte, 0, 28+n+4)
 	b = append(b, dirIndexMagic...)
-	b = binary.BigEndian.AppendUint32(b, 1)
+	b = binary.BigEndian.AppendUint32(b, 2)
 	b = binary.BigEndian.AppendUint64(b, x.batches)
 	b = binary.BigEndian.AppendUint64(b, uint64(len(paths)))
 	for _, p := range paths {
@@ -301,6 +306,7 @@ func (x *dirIndex) encode() []byte {
 		b = append(b, e.Hash[:]...)
 		b = binary.BigEndian.AppendUint16(b, uint16(len(e.Target)))
 		b = append(b, e.Target...)
+		b = dirAppendBlockMap(b, e)
 	}
 	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, dirCRC))
 }
@@ -313,8 +319,9 @@ func (x *dirIndex) decode(raw []byte) error {
 	if crc32.Checksum(body, dirCRC) != binary.BigEndian.Uint32(raw[len(raw)-4:]) {
 		return errors.New("checksum mismatch")
 	}
-	if v := binary.BigEndian.Uint32(body[8:]); v != 1 {
-		return fmt.Errorf("version %d, this ferry reads 1", v)
+	v := binary.BigEndian.Uint32(body[8:])
+	if v != 1 && v != 2 {
+		return fmt.Errorf("version %d, this ferry reads 1 and 2", v)
 	}
 	x.batches = binary.BigEndian.Uint64(body[12:])
 	count := binary.BigEndian.Uint64(body[20:])
@@ -343,6 +350,12 @@ func (x *dirIndex) decode(raw []byte) error {
 		}
 		e.Target = string(r[:tl])
 		rest = r[tl:]
+		if v == 2 {
+			var err error
+			if rest, err = dirReadBlockMap(rest, e); err != nil {
+				return fmt.Errorf("entry %q: %v", p, err)
+			}
+		}
 		if e.Kind > dirKindLink {
 			return fmt.Errorf("entry %q has unknown kind %d", p, e.Kind)
 		}

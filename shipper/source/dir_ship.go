@@ -278,6 +278,11 @@ func (r *dirRun) tryFile(ctx context.Context, sink shipper.Sink, p string) (done
 	}
 	known := e != nil && e.Kind == dirKindFile && !e.Pending && e.Size == st.size
 	entry := &dirEntry{Kind: dirKindFile, Mode: st.mode, Mtime: st.mtime, Size: st.size, Ino: st.ino, Ctime: st.ctime}
+	if r.src.Ledger == nil && e != nil && e.Kind == dirKindFile && !e.Pending { // ferry sync ships whole files
+		if done, handled, err := r.tryIncremental(ctx, sink, p, f, st, e, entry, still, readStart); handled || err != nil {
+			return done, err
+		}
+	}
 	limit := r.payloadMax(p)
 	if st.size <= int64(limit) {
 		data := make([]byte, dirtree.HeaderLen+int(st.size))
