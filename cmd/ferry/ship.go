@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -95,9 +96,10 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	}
 	defer closeTargets()
 	defer sh.Close()
+	memLimit := limitMemory(sc)
 	logStart(log, "ship", "stream", cfg.Stream, "generation", sh.Generation(), "store", redact.URL(cfg.Store), "targets", len(targets),
 		"spool", sc.Spool, "source", sc.Source, "resume_after_seq", sh.Spool().Stats().LastSeq, "held_records", sh.Spool().Stats().Held,
-		"encrypted", enc != nil)
+		"encrypted", enc != nil, "memory_limit", memLimit)
 	rule, err := retentionRule(cfg)
 	if err != nil {
 		return err
@@ -298,6 +300,18 @@ func openShipper(ctx context.Context, cfg *config.File, onS3Request func(string)
 		}
 		return sh, targets, closeAll, nil
 	}
+}
+
+// limitMemory sets the Go runtime's soft memory limit to
+// ship.memory_limit (config.Ship.MemoryLimitFor) and returns it, for the
+// log; GOMEMLIMIT, when set, wins and is returned as the runtime read it.
+func limitMemory(sc config.Ship) string {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return "GOMEMLIMIT " + config.Size(debug.SetMemoryLimit(-1)).String()
+	}
+	limit := sc.MemoryLimitFor()
+	debug.SetMemoryLimit(int64(limit))
+	return limit.String()
 }
 
 // isLink reports whether t is a tcp:// link (a segments-only store).
