@@ -293,7 +293,8 @@ type Ship struct {
 	// runs more often as the heap nears it, so the peak stays near it
 	// rather than at twice the live data. Soft: with more live data than
 	// that (huge records), ship goes over it and collects more often.
-	// GOMEMLIMIT in the environment, when set, wins. Set when ship starts.
+	// GOMEMLIMIT in the environment, when set, wins. Set when ship starts:
+	// a SIGHUP changes neither it nor the default it took from max_bytes.
 	// Default 0: 32MiB plus max_bytes (48MiB with 16MiB segments); at
 	// least 16MiB.
 	MemoryLimit Size `toml:"memory_limit"`
