@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -86,6 +87,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	if sc.LeaseTTL == 0 {
 		log.Warn("ship.lease_ttl is off: nothing keeps a second shipper off the stream", "stream", cfg.Stream)
 	}
+	memLimit := limitMemory(sc) // before the spool's recovery reads segments
 	sh, targets, closeTargets, err := openShipper(ctx, cfg, onS3Request, log, func(targets []shipper.Target, gen uint32) shipper.Config {
 		c := shipConfig(cfg, targets, gen, enc, signer)
 		c.Retry, c.OnSent, c.Schedules = retry, onSent, schedules
@@ -96,7 +98,6 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	}
 	defer closeTargets()
 	defer sh.Close()
-	memLimit := limitMemory(sc)
 	logStart(log, "ship", "stream", cfg.Stream, "generation", sh.Generation(), "store", redact.URL(cfg.Store), "targets", len(targets),
 		"spool", sc.Spool, "source", sc.Source, "resume_after_seq", sh.Spool().Stats().LastSeq, "held_records", sh.Spool().Stats().Held,
 		"encrypted", enc != nil, "memory_limit", memLimit)
@@ -307,7 +308,10 @@ func openShipper(ctx context.Context, cfg *config.File, onS3Request func(string)
 // log; GOMEMLIMIT, when set, wins and is returned as the runtime read it.
 func limitMemory(sc config.Ship) string {
 	if os.Getenv("GOMEMLIMIT") != "" {
-		return "GOMEMLIMIT " + config.Size(debug.SetMemoryLimit(-1)).String()
+		if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+			return "GOMEMLIMIT " + config.Size(l).String()
+		}
+		return "GOMEMLIMIT off"
 	}
 	limit := sc.MemoryLimitFor()
 	debug.SetMemoryLimit(int64(limit))
