@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -79,4 +80,62 @@ func BenchmarkDecode(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkFrame is the framing stage alone: records appended to a chunk
+// buffer as Builder.Add frames them (the copy of every record byte).
+func BenchmarkFrame(b *testing.B) {
+	recs := logRecords(benchSegment)
+	buf := make([]byte, 0, len(frames(recs)))
+	b.SetBytes(int64(cap(buf)))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = buf[:0]
+		for i := range recs {
+			buf = AppendFrame(buf, &recs[i])
+		}
+	}
+}
+
+// BenchmarkCompressChunk is the compression stage alone, on one core: one
+// ChunkSize frame of framed log records, as a Builder's worker compresses
+// it (the fastest level).
+func BenchmarkCompressChunk(b *testing.B) {
+	raw := frames(logRecords(ChunkSize))
+	enc, err := encoderFor(must(Fastest.zstd()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := make([]byte, 0, len(raw))
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		out = enc.EncodeAll(raw, out[:0])
+	}
+	b.ReportMetric(float64(len(raw))/float64(len(out)), "ratio")
+}
+
+// BenchmarkAssemble is the last of the seal stage: a sealed segment's
+// metadata frame, copy and hash from compressed chunks (no compression).
+func BenchmarkAssemble(b *testing.B) {
+	payload := make([][]byte, 8)
+	for i := range payload {
+		payload[i] = bytes.Repeat([]byte{byte(i)}, 400<<10)
+	}
+	m := Meta{Format: FormatVersion, Stream: "app", Generation: 1, FirstSeq: 1, LastSeq: 1, Records: 1,
+		Compression: "zstd", Encryption: "none", PrevSHA256: ZeroHash}
+	b.SetBytes(8 * 400 << 10)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, _, err := assemble(m, payload...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -203,6 +203,7 @@ type Builder struct {
 	meta   Meta
 	crypt  Encrypter // nil: plaintext
 	signer Signer    // nil: unsigned
+	hash   string    // the sealed segment's Hash
 	err    error
 }
 
@@ -225,6 +226,7 @@ func NewBuilder(l Level) (*Builder, error) {
 func (b *Builder) Reset(stream string, gen uint32, prev string) {
 	b.release()
 	b.err = nil
+	b.hash = ""
 	b.meta = Meta{
 		Format:      FormatVersion,
 		Stream:      stream,
@@ -405,28 +407,39 @@ func (b *Builder) Seal(sealedAt time.Time) ([]byte, Meta, error) {
 		b.meta.Signature = sig
 	}
 	b.err = errors.New("builder: sealed; Reset before reuse")
-	data, m, err := assemble(b.meta, payload...)
+	data, m, hash, err := assemble(b.meta, payload...)
 	for _, c := range b.chunks {
 		putOut(c.out) // copied into data
 		c.out = nil
 	}
+	b.hash = hash
 	return data, m, err
 }
+
+// Hash is the SHA-256 of the segment the last successful Seal returned,
+// hex-encoded: what batch.Hash of its bytes gives, computed while Seal
+// copied them, so a sealer need not read the segment again for the
+// stream's hash chain. It is "" after Reset.
+func (b *Builder) Hash() string { return b.hash }
 
 // Assemble prefixes payload with the metadata frame for m. It is exported
 // for tools that re-wrap payloads (and for tests that forge segments).
 func Assemble(m Meta, payload []byte) ([]byte, Meta, error) {
-	return assemble(m, payload)
+	out, m, _, err := assemble(m, payload)
+	return out, m, err
 }
 
-func assemble(m Meta, payload ...[]byte) ([]byte, Meta, error) {
+// assemble returns the segment of metadata m and payload, and its Hash.
+// Each piece is hashed right after it is copied, while it is still in the
+// CPU cache: the copy and the hash are one pass over memory.
+func assemble(m Meta, payload ...[]byte) ([]byte, Meta, string, error) {
 	js, err := json.Marshal(&m)
 	if err != nil {
-		return nil, Meta{}, fmt.Errorf("encode segment metadata: %w", err)
+		return nil, Meta{}, "", fmt.Errorf("encode segment metadata: %w", err)
 	}
 	frameLen := len(metaTag) + len(js)
 	if frameLen > MaxMetaSize {
-		return nil, Meta{}, fmt.Errorf("segment metadata is %d bytes, limit %d", frameLen, MaxMetaSize)
+		return nil, Meta{}, "", fmt.Errorf("segment metadata is %d bytes, limit %d", frameLen, MaxMetaSize)
 	}
 	size := 8 + frameLen
 	for _, p := range payload {
@@ -437,10 +450,18 @@ func assemble(m Meta, payload ...[]byte) ([]byte, Meta, error) {
 	out = binary.LittleEndian.AppendUint32(out, uint32(frameLen))
 	out = append(out, metaTag...)
 	out = append(out, js...)
+	h := sha256.New()
+	h.Write(out)
 	for _, p := range payload {
-		out = append(out, p...)
+		// In pieces of at most 256 KiB, hashed as soon as copied.
+		for len(p) > 0 {
+			n := min(len(p), 256<<10)
+			out = append(out, p[:n]...)
+			h.Write(p[:n])
+			p = p[n:]
+		}
 	}
-	return out, m, nil
+	return out, m, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // ParseMeta decodes the metadata frame at the front of a segment and returns

@@ -288,6 +288,17 @@ type Ship struct {
 	// source (backpressure). Default 1GiB; at least MaxBytes.
 	SpoolLimit Size `toml:"spool_limit"`
 
+	// MemoryLimit is the soft limit ship sets on the memory its Go
+	// runtime uses (runtime/debug.SetMemoryLimit): the garbage collector
+	// runs more often as the heap nears it, so the peak stays near it
+	// rather than at twice the live data. Soft: with more live data than
+	// that (huge records), ship goes over it and collects more often.
+	// GOMEMLIMIT in the environment, when set, wins. Set when ship starts:
+	// a SIGHUP changes neither it nor the default it took from max_bytes.
+	// Default 0: 32MiB plus max_bytes (48MiB with 16MiB segments); at
+	// least 16MiB.
+	MemoryLimit Size `toml:"memory_limit"`
+
 	// ShutdownTimeout bounds how long ship keeps uploading after it is told
 	// to stop. Default 30s; must be > 0.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
@@ -501,3 +512,16 @@ const DefaultCheckpointDelay = 100 * time.Millisecond
 
 // DefaultInboxKeep is tcp.inbox_keep when the config does not set it.
 const DefaultInboxKeep = 1000
+
+// MemoryLimitFor is the memory limit ship sets for s: memory_limit, or
+// when that is 0, 32MiB plus max_bytes. The fixed part holds what ship
+// needs whatever the segment size (read and journal buffers, the chunks
+// being compressed, the encoders' tables); a segment adds its compressed
+// chunks and the sealed copy handed to the senders, a fraction of
+// max_bytes for any compressible input.
+func (s Ship) MemoryLimitFor() Size {
+	if s.MemoryLimit > 0 {
+		return s.MemoryLimit
+	}
+	return 32*MiB + s.MaxBytes
+}

@@ -34,7 +34,8 @@ const (
 	minMaxBytes        = KiB
 	maxMaxBytes        = GiB
 	maxRecordSizeLimit = 256 * MiB
-	maxPrefetch        = 64 // receive.prefetch, in segments
+	minMemoryLimit     = 16 * MiB // ship.memory_limit, unless 0
+	maxPrefetch        = 64       // receive.prefetch, in segments
 	minMaxSegmentBytes = MiB
 	maxMaxSegmentBytes = Size(batch.DefaultMaxUncompressed)
 	// minWindowBandwidth is the lowest ship.windows bandwidth_limit: a
@@ -126,6 +127,9 @@ func (f *File) Validate(verb string) error {
 	}
 	if s.SpoolLimit < s.MaxBytes {
 		add("ship.spool_limit", "%v is smaller than ship.max_bytes (%v); the spool must hold at least one segment", s.SpoolLimit, s.MaxBytes)
+	}
+	if s.MemoryLimit != 0 && s.MemoryLimit < minMemoryLimit {
+		add("ship.memory_limit", "%v is below %v; use 0 for the default (32MiB plus max_bytes)", s.MemoryLimit, minMemoryLimit)
 	}
 	if s.ShutdownTimeout <= 0 {
 		add("ship.shutdown_timeout", "must be greater than 0")

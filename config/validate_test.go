@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 // complete returns a File that passes Validate for every verb.
@@ -65,6 +67,9 @@ func TestValidate(t *testing.T) {
 		{"max_record_size", func(f *File) { f.Ship.MaxRecordSize = 257 * MiB }, `ship.max_record_size: 257MiB is out of range 1B to 256MiB`},
 		{"spool_limit", func(f *File) { f.Ship.SpoolLimit = MiB }, `ship.spool_limit: 1MiB is smaller than ship.max_bytes (4MiB)`},
 		{"shutdown_timeout", func(f *File) { f.Ship.ShutdownTimeout = 0 }, `ship.shutdown_timeout: must be greater than 0`},
+		{"memory_limit default", func(f *File) { f.Ship.MemoryLimit = 0 }, ""},
+		{"memory_limit small", func(f *File) { f.Ship.MemoryLimit = 16*MiB - 1 }, `ship.memory_limit: 16777215B is below 16MiB`},
+		{"memory_limit edge", func(f *File) { f.Ship.MemoryLimit = 16 * MiB }, ""},
 		{"poll order", func(f *File) { f.Receive.PollMax = Duration(100 * time.Millisecond) }, `receive.poll_max: 100ms is less than receive.poll_min (200ms)`},
 		{"poll equal", func(f *File) { f.Receive.PollMax = f.Receive.PollMin }, ""},
 		{"retry order", func(f *File) { f.Receive.RetryMax = 0 }, `receive.retry_max: 0s is less than receive.retry_min (1s)`},
@@ -443,5 +448,26 @@ func TestValidateSyncLinks(t *testing.T) {
 	}
 	if err := f.Validate("sync"); err != nil {
 		t.Fatalf("loaded link config: %v", err)
+	}
+}
+
+// TestMemoryLimitFor checks ship's memory limit: memory_limit when set,
+// else 32MiB plus max_bytes, read from a file as written.
+func TestMemoryLimitFor(t *testing.T) {
+	for _, tc := range []struct {
+		toml string
+		want Size
+	}{
+		{"", 36 * MiB}, // max_bytes' default 4MiB
+		{"[ship]\nmax_bytes = \"16MiB\"\n", 48 * MiB},
+		{"[ship]\nmax_bytes = \"16MiB\"\nmemory_limit = \"100MiB\"\n", 100 * MiB},
+	} {
+		f := Defaults()
+		if _, err := toml.Decode(tc.toml, f); err != nil {
+			t.Fatalf("%q: %v", tc.toml, err)
+		}
+		if got := f.Ship.MemoryLimitFor(); got != tc.want {
+			t.Errorf("%q: MemoryLimitFor() = %v, want %v", tc.toml, got, tc.want)
+		}
 	}
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -85,6 +87,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	if sc.LeaseTTL == 0 {
 		log.Warn("ship.lease_ttl is off: nothing keeps a second shipper off the stream", "stream", cfg.Stream)
 	}
+	memLimit := limitMemory(sc) // before the spool's recovery reads segments
 	sh, targets, closeTargets, err := openShipper(ctx, cfg, onS3Request, log, func(targets []shipper.Target, gen uint32) shipper.Config {
 		c := shipConfig(cfg, targets, gen, enc, signer)
 		c.Retry, c.OnSent, c.Schedules = retry, onSent, schedules
@@ -97,7 +100,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	defer sh.Close()
 	logStart(log, "ship", "stream", cfg.Stream, "generation", sh.Generation(), "store", redact.URL(cfg.Store), "targets", len(targets),
 		"spool", sc.Spool, "source", sc.Source, "resume_after_seq", sh.Spool().Stats().LastSeq, "held_records", sh.Spool().Stats().Held,
-		"encrypted", enc != nil)
+		"encrypted", enc != nil, "memory_limit", memLimit)
 	rule, err := retentionRule(cfg)
 	if err != nil {
 		return err
@@ -298,6 +301,21 @@ func openShipper(ctx context.Context, cfg *config.File, onS3Request func(string)
 		}
 		return sh, targets, closeAll, nil
 	}
+}
+
+// limitMemory sets the Go runtime's soft memory limit to
+// ship.memory_limit (config.Ship.MemoryLimitFor) and returns it, for the
+// log; GOMEMLIMIT, when set, wins and is returned as the runtime read it.
+func limitMemory(sc config.Ship) string {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+			return "GOMEMLIMIT " + config.Size(l).String()
+		}
+		return "GOMEMLIMIT off"
+	}
+	limit := sc.MemoryLimitFor()
+	debug.SetMemoryLimit(int64(limit))
+	return limit.String()
 }
 
 // isLink reports whether t is a tcp:// link (a segments-only store).

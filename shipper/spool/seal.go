@@ -215,7 +215,7 @@ func (s *Spool) writeSealed(job *sealJob) (sealResult, error) {
 	wait := 100 * time.Millisecond
 	var lastLog time.Time
 	for {
-		res, err := s.writeSegment(job, data, meta)
+		res, err := s.writeSegment(job, data, meta, job.b.Hash())
 		if err == nil || !isNoSpace(err) {
 			return res, err
 		}
@@ -235,8 +235,9 @@ func (s *Spool) writeSealed(job *sealJob) (sealResult, error) {
 	}
 }
 
-// writeSegment writes a sealed segment durably (see writeSealed).
-func (s *Spool) writeSegment(job *sealJob, data []byte, meta batch.Meta) (sealResult, error) {
+// writeSegment writes a sealed segment durably (see writeSealed). hash
+// is its batch.Hash, which the Builder computed while sealing it.
+func (s *Spool) writeSegment(job *sealJob, data []byte, meta batch.Meta, hash string) (sealResult, error) {
 	name := meta.Name()
 	if err := s.writeSegmentFile(s.path("sealed", name), data); err != nil {
 		return sealResult{}, err
@@ -244,7 +245,7 @@ func (s *Spool) writeSegment(job *sealJob, data []byte, meta batch.Meta) (sealRe
 	s.mu.Lock()
 	st := s.state
 	s.mu.Unlock()
-	st.SealedSeq, st.LastHash, st.Cursor, st.Segment = meta.LastSeq, batch.Hash(data), job.cursor, name
+	st.SealedSeq, st.LastHash, st.Cursor, st.Segment = meta.LastSeq, hash, job.cursor, name
 	seg := SealedSegment{Name: name, FirstSeq: meta.FirstSeq, LastSeq: meta.LastSeq, Size: int64(len(data))}
 	s.log.Debug("sealed segment", "segment", name, "records", meta.Records, "bytes", len(data), "reason", job.reason)
 	return sealResult{state: st, seg: seg, meta: meta, data: data}, nil
