@@ -231,6 +231,10 @@ type Ledger struct {
 	// versions, and their Seen). A conflict of two versions it had seen
 	// was met and recorded then (Incoming.Rebuild).
 	known VV
+
+	// fsync makes the log file durable (f.Sync; crash-image tests wrap it
+	// to note what each fsync made durable).
+	fsync func(*os.File) error
 }
 
 // Open loads the ledger of the sync state directory dir (creating it).
@@ -241,7 +245,8 @@ func Open(dir, site string, log *slog.Logger) (*Ledger, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("sync ledger: %w", err)
 	}
-	l := &Ledger{Site: site, Log: log, dir: dir, entries: map[string]*Entry{}, frontier: VV{}, segs: map[string]*segLine{}}
+	l := &Ledger{Site: site, Log: log, dir: dir, entries: map[string]*Entry{}, frontier: VV{}, segs: map[string]*segLine{},
+		fsync: (*os.File).Sync}
 	path := filepath.Join(dir, LedgerFile)
 	raw, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -505,9 +510,10 @@ func (l *Ledger) Decided(peer, segment string, n int) ([]Decision, bool) {
 // now was changed here while the site was down, a change of this site
 // that the segment applied again must not undo (ChangedSince, SetApplied).
 //
-// The line is handed to the kernel, not fsynced (the next Sync does): a
-// kill -9 keeps it; a power loss that drops it leaves the segment half
-// applied as far as the ledger knows, which is what it was before.
+// The line is fsynced before it returns: a power loss after the apply
+// must not leave the segment half applied as far as the ledger knows (it
+// would then hold back, and overwrite, a local change made to one of its
+// paths since, and count a file deleted here since as the applier's).
 func (l *Ledger) SetAppliedToEnd(peer, segment, cont string) error {
 	sl := l.segs[peer]
 	if sl == nil || sl.Segment != segment || sl.Done {
@@ -519,10 +525,7 @@ func (l *Ledger) SetAppliedToEnd(peer, segment, cont string) error {
 	if err := l.writeLine(ledgerLine{Seg: &done}); err != nil {
 		return err
 	}
-	if err := l.w.Flush(); err != nil {
-		return fmt.Errorf("sync ledger: %w", err)
-	}
-	return nil
+	return l.syncLocked()
 }
 
 // AppliedToEnd reports whether segment, the last of peer's segments
@@ -555,7 +558,7 @@ func (l *Ledger) syncLocked() error {
 	if err := l.w.Flush(); err != nil {
 		return fmt.Errorf("sync ledger: %w", err)
 	}
-	if err := l.f.Sync(); err != nil {
+	if err := l.fsync(l.f); err != nil {
 		return fmt.Errorf("fsync sync ledger: %w", err)
 	}
 	l.dirty = false
