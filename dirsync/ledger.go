@@ -232,6 +232,12 @@ type Ledger struct {
 	// was met and recorded then (Incoming.Rebuild).
 	known VV
 
+	// baseline: the source is shipping a baseline (SetBaseline): this
+	// site's versions read back by a rejoin (Entry.Stored) ship again with
+	// it, as every other version of this site does, so that the stream
+	// from the baseline on holds them all.
+	baseline bool
+
 	// fsync makes the log file durable (f.Sync; crash-image tests wrap it
 	// to note what each fsync made durable).
 	fsync func(*os.File) error
@@ -630,10 +636,47 @@ func (l *Ledger) Foreign(path string, st State) (bool, []byte) {
 	if l.pending[path] != "" {
 		return true, nil // the applier's, half applied: it applies it again
 	}
-	if e == nil || (e.Origin == l.Site && !e.Stored) || !e.State.Same(st) {
+	if e == nil || (e.Origin == l.Site && (!e.Stored || l.baseline)) || !e.State.Same(st) {
 		return false, nil
 	}
 	return true, e.State.Hash
+}
+
+// SetBaseline tells the ledger that the source begins (on) or ends a
+// baseline of this site's stream (docs/SYNC.md "Baselines"): while it
+// runs, this site's versions the store held already (Entry.Stored) are
+// shipped again too, with their own version vectors.
+func (l *Ledger) SetBaseline(on bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.baseline = on
+}
+
+// OwnDeletes lists, parents first, the paths whose version is a delete
+// made by this site (its tombstones): a baseline ships them again
+// (Tombstone), since a replica built from the baseline on must not take a
+// peer's older version of such a path for the newest.
+func (l *Ledger) OwnDeletes() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for p, e := range l.entries {
+		if e.Origin == l.Site && e.State.Kind == KindAbsent && len(e.VV) > 0 {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Tombstone reports whether path's version is a delete made by this site
+// (call it under the lock), and whether what it deleted was a directory.
+func (l *Ledger) Tombstone(path string) (ok, dir bool) {
+	e := l.entries[path]
+	if e == nil || e.Origin != l.Site || e.State.Kind != KindAbsent || len(e.VV) == 0 {
+		return false, false
+	}
+	return true, e.Base != nil && e.Base.Kind == KindDir
 }
 
 // Present reports the kind of what the ledger says is at path, if
@@ -658,7 +701,7 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 	}
 	e := l.entries[path]
 	if e != nil && e.State.Same(st) {
-		if e.Origin != l.Site || e.Stored {
+		if e.Origin != l.Site || (e.Stored && !l.baseline) {
 			return nil, false, nil
 		}
 		if !e.Shipped || (len(e.State.Hash) == 0 && len(st.Hash) > 0) {

@@ -130,7 +130,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	}
 	sc := ownCfg.Ship
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2}
-	sh, _, closeTargets, err := openShipper(context.Background(), &ownCfg, nil, log, func(targets []shipper.Target, gen uint32) shipper.Config {
+	sh, targets, closeTargets, err := openShipper(context.Background(), &ownCfg, nil, log, func(targets []shipper.Target, gen uint32) shipper.Config {
 		c := shipConfig(&ownCfg, targets, gen, nil, nil)
 		c.Retry = retry
 		return c
@@ -153,6 +153,16 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 			Cursor: sh.Spool().Cursor(), Log: log, Ledger: ledger}
 		ledger.OnReship = ds.Reship
 		src = ds
+		// Baselines (ship.baseline, SIGUSR1) as for ferry ship: a rejoin
+		// starts each stream at its newest one (docs/SYNC.md "Baselines").
+		if err := syncSeedBaseline(ctx, cfg, ownCfg.Stream, log); err != nil {
+			return err
+		}
+		stopBaselines, err := startBaselines(ctx, &ownCfg, sh, targets, ds, log)
+		if err != nil {
+			return err
+		}
+		defer stopBaselines() // after the drain below
 	}
 
 	// Each peer's changes: a receiver of STREAM@PEER applying to the tree.

@@ -80,6 +80,11 @@ func (r *dirRun) gone(ctx context.Context, sink shipper.Sink, p string) error {
 		return nil
 	}
 	if e == nil {
+		if r.base != nil && r.src.Ledger != nil {
+			if ok, dir := r.src.Ledger.Tombstone(p); ok {
+				return r.tombstone(ctx, sink, p, dir)
+			}
+		}
 		return r.peerGone(ctx, sink, p)
 	}
 	op := dirtree.OpDel
@@ -94,6 +99,21 @@ func (r *dirRun) gone(ctx context.Context, sink shipper.Sink, p string) error {
 	}
 	if err := r.syncVersion(ctx, sink, p, dirsync.Absent, nil); err != nil {
 		return err
+	}
+	return r.emit(ctx, sink, batch.Record{Op: op, Key: []byte(p)})
+}
+
+// tombstone ships again, in a baseline (ferry sync), this site's delete of
+// p, still its newest version: a replica built from the baseline on meets
+// a peer's older version of p there (a baseline of the peer's stream taken
+// before the delete), which without it it would take for the newest.
+func (r *dirRun) tombstone(ctx context.Context, sink shipper.Sink, p string, dir bool) error {
+	if err := r.syncVersion(ctx, sink, p, dirsync.Absent, nil); err != nil {
+		return err
+	}
+	op := dirtree.OpDel
+	if dir {
+		op = dirtree.OpRmdir
 	}
 	return r.emit(ctx, sink, batch.Record{Op: op, Key: []byte(p)})
 }
