@@ -96,7 +96,7 @@ func TestSyncRejoinFromBaseline(t *testing.T) {
 	}
 	os.Remove(filepath.Join(b.tree, "a-box5/m15")) // b's delete of a's file
 	waitIdentical(t, a, b, 60*time.Second)
-	b.baseline(t, where) // holds b-box0/m0 ... below: b's own files
+	b.baseline(t, where)        // holds b-box0/m0 ... below: b's own files
 	for i := 0; i < 8; i += 4 { // a's deletes of b's files, after b's baseline
 		os.Remove(filepath.Join(a.tree, fmt.Sprintf("b-box0/m%d", i)))
 	}
