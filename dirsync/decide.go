@@ -172,8 +172,8 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	// it this way (a delete would otherwise lose to it as to a modify).
 	// Both sites judge from the same two versions, so they agree; when each
 	// holds what the other replaced, neither rule is taken.
-	remoteOnLocal := remote.Base != nil && SameContent(*remote.Base, local)
-	localOnRemote := cur.Base != nil && SameContent(*cur.Base, in.State)
+	remoteOnLocal := madeOn(remote.Base, local)
+	localOnRemote := madeOn(cur.Base, in.State)
 	switch {
 	case remoteOnLocal && !localOnRemote:
 		return done(Decision{Act: ActApply}, applied)
@@ -398,4 +398,20 @@ func baseOf(e *Entry) *State {
 	}
 	st := e.State
 	return &st
+}
+
+// madeOn reports whether a change whose base (the state it replaced at its
+// origin) is base was made on top of st: the same content, or, for a file
+// the origin listed and never read (State.Unread), the same stat: kind,
+// mode, size and mtime to the nanosecond, which a copy of a tree made with
+// its times (cp -a, rsync -a) keeps and a change moves.
+func madeOn(base *State, st State) bool {
+	if base == nil {
+		return false
+	}
+	if base.Unread {
+		return base.Kind == KindFile && st.Kind == KindFile && base.Mtime != 0 &&
+			base.Mode == st.Mode && base.Size == st.Size && base.Mtime == st.Mtime
+	}
+	return SameContent(*base, st)
 }

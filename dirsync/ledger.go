@@ -39,6 +39,10 @@ type State struct {
 	Size   int64  `json:"s,omitempty"`
 	Target string `json:"l,omitempty"`
 	Hash   []byte `json:"h,omitempty"`
+	// Unread: a file this site's source listed in its scan (kind, mode,
+	// mtime, size from its stat) and never read: it was gone before the
+	// source got to it. Only a version's Base is ever one (LocalUnread).
+	Unread bool `json:"u,omitempty"`
 }
 
 // Absent is the state of a path with nothing at it.
@@ -717,6 +721,28 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 		}
 		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost, Base: e.Base, BaseSite: e.BaseSite, BaseTime: e.BaseTime}.Encode(), true, nil
 	}
+	return l.newLocal(path, st, e, baseOf(e))
+}
+
+// LocalUnread is Local for the delete of a path the ledger does not know
+// that the source's scan listed here in state listed (a file: kind, mode,
+// mtime, size) and found gone when it came to read it: deleted or renamed
+// away before the site's first scan reached it. The delete carries the
+// listed state as its base, marked unread, so that a peer's version of
+// the path with that very stat (its first scan of a copy of the same tree)
+// meets it as a delete made on top of it, and the delete wins on every
+// site (Decide). A path the ledger knows is Local's.
+func (l *Ledger) LocalUnread(path string, listed State) (ver []byte, ship bool, err error) {
+	if l.pending[path] != "" || l.entries[path] != nil || listed.Kind != KindFile {
+		return l.Local(path, Absent)
+	}
+	listed.Hash, listed.Unread = nil, true
+	return l.newLocal(path, Absent, nil, &listed)
+}
+
+// newLocal gives path a new version of this site in state st, replacing
+// e (nil: none) whose state was base.
+func (l *Ledger) newLocal(path string, st State, e *Entry, base *State) (ver []byte, ship bool, err error) {
 	var seen, lost VV
 	if e != nil {
 		seen, lost = Merge(e.Seen, e.VV), e.Lost
@@ -724,7 +750,6 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 	now := l.now()
 	vv := seen.Clone()
 	vv[l.Site] = now
-	base := baseOf(e)
 	bs, bt := baseVersion(e)
 	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost, Base: base, BaseSite: bs, BaseTime: bt}); err != nil {
 		return nil, false, err

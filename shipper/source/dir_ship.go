@@ -35,6 +35,7 @@ func (r *dirRun) process(ctx context.Context, sink shipper.Sink, p string) error
 		defer func() {
 			r.mu.Lock()
 			delete(r.appeared, p)
+			delete(r.listed, p)
 			r.mu.Unlock()
 		}()
 	}
@@ -133,8 +134,22 @@ func (r *dirRun) peerGone(ctx context.Context, sink shipper.Sink, p string) erro
 	}
 	r.mu.Lock()
 	_, appeared := r.appeared[p]
+	listed, wasListed := r.listed[p]
 	r.mu.Unlock()
 	kind, ok := l.Present(p)
+	if wasListed && !ok {
+		// Listed by the scan, gone before it was read: a delete (or a
+		// rename away) of this site, of a file it never read.
+		r.log.Debug("a listed file was removed before it was read: shipping its removal", "path", p)
+		ver, ship, err := l.LocalUnread(p, listed)
+		if err != nil || !ship {
+			return err
+		}
+		if err := r.emit(ctx, sink, batch.Record{Op: dirtree.OpVersion, Key: []byte(p), Data: ver}); err != nil {
+			return err
+		}
+		return r.emit(ctx, sink, batch.Record{Op: dirtree.OpDel, Key: []byte(p)})
+	}
 	if !appeared || !ok {
 		return nil
 	}
