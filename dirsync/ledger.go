@@ -103,6 +103,8 @@ type Entry struct {
 	// BaseSite, BaseTime: the version Base is (Version.BaseSite).
 	BaseSite string `json:"bs,omitempty"`
 	BaseTime int64  `json:"bt,omitempty"`
+	// BaseBase: the base of the version Base is (Version.BaseBase).
+	BaseBase *State `json:"bb,omitempty"`
 
 	// The last decision on a peer's record for the path, so that the
 	// record applied again after a crash does what it did the first time.
@@ -719,7 +721,7 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 			}
 			e = &ne
 		}
-		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost, Base: e.Base, BaseSite: e.BaseSite, BaseTime: e.BaseTime}.Encode(), true, nil
+		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost, Base: e.Base, BaseSite: e.BaseSite, BaseTime: e.BaseTime, BaseBase: e.BaseBase}.Encode(), true, nil
 	}
 	return l.newLocal(path, st, e, baseOf(e))
 }
@@ -751,7 +753,8 @@ func (l *Ledger) newLocal(path string, st State, e *Entry, base *State) (ver []b
 	vv := seen.Clone()
 	vv[l.Site] = now
 	bs, bt := baseVersion(e)
-	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost, Base: base, BaseSite: bs, BaseTime: bt}); err != nil {
+	bb := baseBase(e)
+	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost, Base: base, BaseSite: bs, BaseTime: bt, BaseBase: bb}); err != nil {
 		return nil, false, err
 	}
 	if st.Kind == KindAbsent {
@@ -766,7 +769,7 @@ func (l *Ledger) newLocal(path string, st State, e *Entry, base *State) (ver []b
 			}
 		}
 	}
-	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone(), Lost: lost, Base: base, BaseSite: bs, BaseTime: bt}.Encode(), true, nil
+	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone(), Lost: lost, Base: base, BaseSite: bs, BaseTime: bt, BaseBase: bb}.Encode(), true, nil
 }
 
 // SetApplied tells the ledger, when the site starts, where peer's
