@@ -192,7 +192,9 @@ func (f *File) Validate(verb string) error {
 	if s.Baseline != "" {
 		if _, err := f.Schedule(s.Baseline); err != nil {
 			add("ship.baseline", "%q is not a cron schedule: %v", s.Baseline, err)
-		} else if !strings.HasPrefix(s.Source, "dir:") {
+		} else if syncTree := strings.HasPrefix(f.Sync.Data, "dir:"); verb == "sync" && !syncTree {
+			add("ship.baseline", "is set but sync.data is %q: baselines are for a directory tree (dir:PATH)", f.Sync.Data)
+		} else if verb != "sync" && !strings.HasPrefix(s.Source, "dir:") && (verb != "" || !syncTree) {
 			add("ship.baseline", "is set but ship.source is %q: baselines are for a dir: source", s.Source)
 		}
 	}

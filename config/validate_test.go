@@ -344,6 +344,20 @@ func TestShipBaseline(t *testing.T) {
 	if err := f.Validate("ship"); err == nil || !strings.Contains(err.Error(), "baselines are for a dir: source") {
 		t.Fatalf("baseline on stdin: %v", err)
 	}
+	// ferry sync: for a tree (sync.data = "dir:..."), not a record stream.
+	f.Sync.Data = "dir:/var/mail"
+	for _, verb := range []string{"", "sync"} {
+		if err := f.Validate(verb); err != nil && strings.Contains(err.Error(), "ship.baseline") {
+			t.Fatalf("Validate(%q): a sync tree with a baseline: %v", verb, err)
+		}
+	}
+	if err := f.Validate("ship"); err == nil || !strings.Contains(err.Error(), "baselines are for a dir: source") {
+		t.Fatalf("ferry ship of stdin with a baseline, the config also holding a sync tree: %v", err)
+	}
+	f.Sync.Data = "tail:/var/log/app.log"
+	if err := f.Validate("sync"); err == nil || !strings.Contains(err.Error(), "baselines are for a directory tree") {
+		t.Fatalf("sync of a record stream with a baseline: %v", err)
+	}
 }
 
 // ferry sync needs its site id, tree, spool, state and peers, each named

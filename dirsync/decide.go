@@ -112,7 +112,7 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 			vv := Merge(cur.Seen, cur.VV)
 			vv[l.Site] = l.now()
 			bs, bt := baseVersion(e)
-			cur = Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site, Lost: cur.Lost, Base: baseOf(e), BaseSite: bs, BaseTime: bt}
+			cur = Entry{VV: vv, Seen: vv, State: in.Disk, Origin: l.Site, Lost: cur.Lost, Base: baseOf(e), BaseSite: bs, BaseTime: bt, BaseBase: baseBase(e)}
 		}
 	}
 	seen := Merge(cur.Seen, cur.VV)
@@ -134,7 +134,7 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 		return l.resurrect(in, cur, seen)
 	}
 	applied := Entry{VV: remote.VV.Clone(), Seen: Merge(seen, remote.VV), State: in.State, Origin: remote.Origin,
-		Lost: Merge(cur.Lost, remote.Lost), Base: remote.Base, BaseSite: remote.BaseSite, BaseTime: remote.BaseTime}
+		Lost: Merge(cur.Lost, remote.Lost), Base: remote.Base, BaseSite: remote.BaseSite, BaseTime: remote.BaseTime, BaseBase: remote.BaseBase}
 	if remote.Origin == l.Site {
 		// This site's own version, read back from its stream in the store
 		// by a rejoin: the store has it, nothing ships.
@@ -162,7 +162,8 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	local := cur.State
 	if local.Kind == KindFile && len(local.Hash) == 0 && in.LocalHash != nil &&
 		((in.State.Kind == KindFile && local.Size == in.State.Size) ||
-			(remote.Base != nil && remote.Base.Kind == KindFile && local.Size == remote.Base.Size)) {
+			(remote.Base != nil && remote.Base.Kind == KindFile && local.Size == remote.Base.Size) ||
+			(remote.BaseBase != nil && remote.BaseBase.Kind == KindFile && local.Size == remote.BaseBase.Size)) {
 		local.Hash = in.LocalHash()
 	}
 	// A change made on top of the very content the other side holds is no
@@ -172,18 +173,21 @@ func (l *Ledger) Decide(in Incoming) (Decision, error) {
 	// it this way (a delete would otherwise lose to it as to a modify).
 	// Both sites judge from the same two versions, so they agree; when each
 	// holds what the other replaced, neither rule is taken.
-	remoteOnLocal := remote.Base != nil && SameContent(*remote.Base, local)
-	localOnRemote := cur.Base != nil && SameContent(*cur.Base, in.State)
+	remoteOnLocal := madeOn(remote.Base, local)
+	localOnRemote := madeOn(cur.Base, in.State)
+	rr := Rival{Origin: remote.Origin, VV: remote.VV, State: in.State, Base: remote.Base, BaseSite: remote.BaseSite, BaseTime: remote.BaseTime, BaseBase: remote.BaseBase}
+	lr := Rival{Origin: cur.Origin, VV: cur.VV, State: local, Base: cur.Base, BaseSite: cur.BaseSite, BaseTime: cur.BaseTime, BaseBase: cur.BaseBase}
 	switch {
-	case remoteOnLocal && !localOnRemote:
+	case remoteOnLocal && !localOnRemote, rr.replacedOn(lr):
+		// Also a delete of a version made on top of the local content:
+		// it wins as that version would, with no conflict.
 		return done(Decision{Act: ActApply}, applied)
-	case localOnRemote && !remoteOnLocal:
+	case localOnRemote && !remoteOnLocal, lr.replacedOn(rr):
 		cur.Seen = Merge(seen, remote.VV)
 		return done(Decision{Act: ActSkip}, cur)
 	}
-	remoteWins := Outranks(
-		Rival{Origin: remote.Origin, VV: remote.VV, State: in.State, Base: remote.Base, BaseSite: remote.BaseSite, BaseTime: remote.BaseTime},
-		Rival{Origin: cur.Origin, VV: cur.VV, State: cur.State, Base: cur.Base, BaseSite: cur.BaseSite, BaseTime: cur.BaseTime})
+	lr.State = cur.State
+	remoteWins := Outranks(rr, lr)
 	if SameContent(local, in.State) {
 		if remoteWins {
 			return done(Decision{Act: ActApply}, applied)
@@ -390,6 +394,15 @@ func baseVersion(e *Entry) (string, int64) {
 	return e.Origin, e.VV[e.Origin]
 }
 
+// baseBase is the base of the version a new local version of a path
+// replaces (Version.BaseBase): e's own base.
+func baseBase(e *Entry) *State {
+	if e == nil {
+		return nil
+	}
+	return e.Base
+}
+
 // baseOf is the state a new local version of a path replaces: what the
 // ledger held for it (nil when it held nothing: the path is new to it).
 func baseOf(e *Entry) *State {
@@ -398,4 +411,20 @@ func baseOf(e *Entry) *State {
 	}
 	st := e.State
 	return &st
+}
+
+// madeOn reports whether a change whose base (the state it replaced at its
+// origin) is base was made on top of st: the same content, or, for a file
+// the origin listed and never read (State.Unread), the same stat: kind,
+// mode, size and mtime to the nanosecond, which a copy of a tree made with
+// its times (cp -a, rsync -a) keeps and a change moves.
+func madeOn(base *State, st State) bool {
+	if base == nil {
+		return false
+	}
+	if base.Unread {
+		return base.Kind == KindFile && st.Kind == KindFile && base.Mtime != 0 &&
+			base.Mode == st.Mode && base.Size == st.Size && base.Mtime == st.Mtime
+	}
+	return SameContent(*base, st)
 }

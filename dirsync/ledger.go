@@ -39,6 +39,10 @@ type State struct {
 	Size   int64  `json:"s,omitempty"`
 	Target string `json:"l,omitempty"`
 	Hash   []byte `json:"h,omitempty"`
+	// Unread: a file this site's source listed in its scan (kind, mode,
+	// mtime, size from its stat) and never read: it was gone before the
+	// source got to it. Only a version's Base is ever one (LocalUnread).
+	Unread bool `json:"u,omitempty"`
 }
 
 // Absent is the state of a path with nothing at it.
@@ -99,6 +103,8 @@ type Entry struct {
 	// BaseSite, BaseTime: the version Base is (Version.BaseSite).
 	BaseSite string `json:"bs,omitempty"`
 	BaseTime int64  `json:"bt,omitempty"`
+	// BaseBase: the base of the version Base is (Version.BaseBase).
+	BaseBase *State `json:"bb,omitempty"`
 
 	// The last decision on a peer's record for the path, so that the
 	// record applied again after a crash does what it did the first time.
@@ -231,6 +237,16 @@ type Ledger struct {
 	// versions, and their Seen). A conflict of two versions it had seen
 	// was met and recorded then (Incoming.Rebuild).
 	known VV
+
+	// baseline: the source is shipping a baseline (SetBaseline): this
+	// site's versions read back by a rejoin (Entry.Stored) ship again with
+	// it, as every other version of this site does, so that the stream
+	// from the baseline on holds them all.
+	baseline bool
+
+	// fsync makes the log file durable (f.Sync; crash-image tests wrap it
+	// to note what each fsync made durable).
+	fsync func(*os.File) error
 }
 
 // Open loads the ledger of the sync state directory dir (creating it).
@@ -241,7 +257,8 @@ func Open(dir, site string, log *slog.Logger) (*Ledger, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("sync ledger: %w", err)
 	}
-	l := &Ledger{Site: site, Log: log, dir: dir, entries: map[string]*Entry{}, frontier: VV{}, segs: map[string]*segLine{}}
+	l := &Ledger{Site: site, Log: log, dir: dir, entries: map[string]*Entry{}, frontier: VV{}, segs: map[string]*segLine{},
+		fsync: (*os.File).Sync}
 	path := filepath.Join(dir, LedgerFile)
 	raw, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -505,9 +522,10 @@ func (l *Ledger) Decided(peer, segment string, n int) ([]Decision, bool) {
 // now was changed here while the site was down, a change of this site
 // that the segment applied again must not undo (ChangedSince, SetApplied).
 //
-// The line is handed to the kernel, not fsynced (the next Sync does): a
-// kill -9 keeps it; a power loss that drops it leaves the segment half
-// applied as far as the ledger knows, which is what it was before.
+// The line is fsynced before it returns: a power loss after the apply
+// must not leave the segment half applied as far as the ledger knows (it
+// would then hold back, and overwrite, a local change made to one of its
+// paths since, and count a file deleted here since as the applier's).
 func (l *Ledger) SetAppliedToEnd(peer, segment, cont string) error {
 	sl := l.segs[peer]
 	if sl == nil || sl.Segment != segment || sl.Done {
@@ -519,10 +537,7 @@ func (l *Ledger) SetAppliedToEnd(peer, segment, cont string) error {
 	if err := l.writeLine(ledgerLine{Seg: &done}); err != nil {
 		return err
 	}
-	if err := l.w.Flush(); err != nil {
-		return fmt.Errorf("sync ledger: %w", err)
-	}
-	return nil
+	return l.syncLocked()
 }
 
 // AppliedToEnd reports whether segment, the last of peer's segments
@@ -555,7 +570,7 @@ func (l *Ledger) syncLocked() error {
 	if err := l.w.Flush(); err != nil {
 		return fmt.Errorf("sync ledger: %w", err)
 	}
-	if err := l.f.Sync(); err != nil {
+	if err := l.fsync(l.f); err != nil {
 		return fmt.Errorf("fsync sync ledger: %w", err)
 	}
 	l.dirty = false
@@ -627,10 +642,47 @@ func (l *Ledger) Foreign(path string, st State) (bool, []byte) {
 	if l.pending[path] != "" {
 		return true, nil // the applier's, half applied: it applies it again
 	}
-	if e == nil || (e.Origin == l.Site && !e.Stored) || !e.State.Same(st) {
+	if e == nil || (e.Origin == l.Site && (!e.Stored || l.baseline)) || !e.State.Same(st) {
 		return false, nil
 	}
 	return true, e.State.Hash
+}
+
+// SetBaseline tells the ledger that the source begins (on) or ends a
+// baseline of this site's stream (docs/SYNC.md "Baselines"): while it
+// runs, this site's versions the store held already (Entry.Stored) are
+// shipped again too, with their own version vectors.
+func (l *Ledger) SetBaseline(on bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.baseline = on
+}
+
+// OwnDeletes lists, parents first, the paths whose version is a delete
+// made by this site (its tombstones): a baseline ships them again
+// (Tombstone), since a replica built from the baseline on must not take a
+// peer's older version of such a path for the newest.
+func (l *Ledger) OwnDeletes() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for p, e := range l.entries {
+		if e.Origin == l.Site && e.State.Kind == KindAbsent && len(e.VV) > 0 {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Tombstone reports whether path's version is a delete made by this site
+// (call it under the lock), and whether what it deleted was a directory.
+func (l *Ledger) Tombstone(path string) (ok, dir bool) {
+	e := l.entries[path]
+	if e == nil || e.Origin != l.Site || e.State.Kind != KindAbsent || len(e.VV) == 0 {
+		return false, false
+	}
+	return true, e.Base != nil && e.Base.Kind == KindDir
 }
 
 // Present reports the kind of what the ledger says is at path, if
@@ -655,7 +707,7 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 	}
 	e := l.entries[path]
 	if e != nil && e.State.Same(st) {
-		if e.Origin != l.Site || e.Stored {
+		if e.Origin != l.Site || (e.Stored && !l.baseline) {
 			return nil, false, nil
 		}
 		if !e.Shipped || (len(e.State.Hash) == 0 && len(st.Hash) > 0) {
@@ -669,8 +721,30 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 			}
 			e = &ne
 		}
-		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost, Base: e.Base, BaseSite: e.BaseSite, BaseTime: e.BaseTime}.Encode(), true, nil
+		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost, Base: e.Base, BaseSite: e.BaseSite, BaseTime: e.BaseTime, BaseBase: e.BaseBase}.Encode(), true, nil
 	}
+	return l.newLocal(path, st, e, baseOf(e))
+}
+
+// LocalUnread is Local for the delete of a path the ledger does not know
+// that the source's scan listed here in state listed (a file: kind, mode,
+// mtime, size) and found gone when it came to read it: deleted or renamed
+// away before the site's first scan reached it. The delete carries the
+// listed state as its base, marked unread, so that a peer's version of
+// the path with that very stat (its first scan of a copy of the same tree)
+// meets it as a delete made on top of it, and the delete wins on every
+// site (Decide). A path the ledger knows is Local's.
+func (l *Ledger) LocalUnread(path string, listed State) (ver []byte, ship bool, err error) {
+	if l.pending[path] != "" || l.entries[path] != nil || listed.Kind != KindFile {
+		return l.Local(path, Absent)
+	}
+	listed.Hash, listed.Unread = nil, true
+	return l.newLocal(path, Absent, nil, &listed)
+}
+
+// newLocal gives path a new version of this site in state st, replacing
+// e (nil: none) whose state was base.
+func (l *Ledger) newLocal(path string, st State, e *Entry, base *State) (ver []byte, ship bool, err error) {
 	var seen, lost VV
 	if e != nil {
 		seen, lost = Merge(e.Seen, e.VV), e.Lost
@@ -678,9 +752,9 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 	now := l.now()
 	vv := seen.Clone()
 	vv[l.Site] = now
-	base := baseOf(e)
 	bs, bt := baseVersion(e)
-	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost, Base: base, BaseSite: bs, BaseTime: bt}); err != nil {
+	bb := baseBase(e)
+	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost, Base: base, BaseSite: bs, BaseTime: bt, BaseBase: bb}); err != nil {
 		return nil, false, err
 	}
 	if st.Kind == KindAbsent {
@@ -695,7 +769,7 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 			}
 		}
 	}
-	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone(), Lost: lost, Base: base, BaseSite: bs, BaseTime: bt}.Encode(), true, nil
+	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone(), Lost: lost, Base: base, BaseSite: bs, BaseTime: bt, BaseBase: bb}.Encode(), true, nil
 }
 
 // SetApplied tells the ledger, when the site starts, where peer's

@@ -80,6 +80,12 @@ type Version struct {
 	// concurrent with the change too (Outranks).
 	BaseSite string `json:"base_site,omitempty"`
 	BaseTime int64  `json:"base_time,omitempty"`
+	// BaseBase is the base of the version Base is: the state that version
+	// replaced at its own origin. A delete carries it so that a site
+	// meeting only the delete and a concurrent change ranks the replaced
+	// version against the change as Decide would, base rule included
+	// (replacedBeats).
+	BaseBase *State `json:"base_base,omitempty"`
 }
 
 // FormatVersion is the Version.V this ferry writes and reads.
@@ -133,9 +139,11 @@ type Rival struct {
 	VV     VV
 	State  State
 	Base   *State // the state it replaced, if known
-	// BaseSite, BaseTime: the version it replaced, if known.
+	// BaseSite, BaseTime: the version it replaced, if known; BaseBase,
+	// that version's own base.
 	BaseSite string
 	BaseTime int64
+	BaseBase *State
 }
 
 // Time is the rival's own stamp.
@@ -159,19 +167,38 @@ func Outranks(a, b Rival) bool {
 	return Wins(a.Time(), a.Origin, a.State, b.Time(), b.Origin, b.State)
 }
 
-// replacedBeats reports whether the version the delete d replaced is
+// replacedBeats reports whether the version V the delete d replaced is
 // concurrent with the change m (m does not include it; d, which does not
-// include m, includes it, so it does not include m either) and beats it:
-// it is later (both leave something), and m was not made on top of its
-// very content (which makes m win without a conflict, as in Decide).
+// include m, includes it, so it does not include m either) and beats it as
+// Decide ranks two concurrent versions: made on top of the other's very
+// content, one wins without a conflict (V's base is d.BaseBase, V's state
+// d.Base; when each was made on the other's, neither rule is taken);
+// otherwise the later wins (both leave something).
 func (d Rival) replacedBeats(m Rival) bool {
 	if d.BaseTime == 0 || d.BaseSite == "" || m.VV[d.BaseSite] >= d.BaseTime {
 		return false
 	}
-	if m.Base != nil && d.Base != nil && SameContent(*m.Base, *d.Base) {
+	vOnM := madeOn(d.BaseBase, m.State)
+	mOnV := d.Base != nil && madeOn(m.Base, *d.Base)
+	switch {
+	case vOnM && !mOnV:
+		return true
+	case mOnV && !vOnM:
 		return false
 	}
 	return Wins(d.BaseTime, d.BaseSite, m.State, m.Time(), m.Origin, m.State)
+}
+
+// replacedOn reports whether d is a delete of a version V, concurrent
+// with the change m, that was made on top of m's very content (and m not
+// on top of V's): V beats m without a conflict, and so does d (Decide
+// takes m for no conflict's loser: its content is what V replaced).
+func (d Rival) replacedOn(m Rival) bool {
+	if d.State.Kind != KindAbsent || m.State.Kind == KindAbsent ||
+		d.BaseTime == 0 || d.BaseSite == "" || m.VV[d.BaseSite] >= d.BaseTime {
+		return false
+	}
+	return madeOn(d.BaseBase, m.State) && !(d.Base != nil && madeOn(m.Base, *d.Base))
 }
 
 // ConflictName is the name the losing version of a conflict is kept under,

@@ -99,10 +99,6 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	var reg *metrics.Registry
-	if cfg.MetricsAddr != "" {
-		reg = metrics.New(readBuildInfo().metrics())
-	}
 
 	// The link peers' streams arrive on sync.listen. It listens before
 	// the shipper opens its links: on a first start (a fresh spool) the
@@ -130,9 +126,20 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	}
 	sc := ownCfg.Ship
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2}
-	sh, _, closeTargets, err := openShipper(context.Background(), &ownCfg, nil, log, func(targets []shipper.Target, gen uint32) shipper.Config {
+	// Metrics as for ferry ship and ferry receive: the shipper's sends,
+	// retries and S3 requests, each peer's S3 requests, under their
+	// streams' names.
+	var reg *metrics.Registry
+	var onSent func(string, int, time.Duration)
+	s3Hook := func(string) func(string) { return nil }
+	if cfg.MetricsAddr != "" {
+		reg = metrics.New(readBuildInfo().metrics())
+		s3Hook = reg.S3Hook
+		retry.OnRetry, onSent = reg.RetryHook(ownCfg.Stream), reg.SendHook(ownCfg.Stream)
+	}
+	sh, targets, closeTargets, err := openShipper(context.Background(), &ownCfg, s3Hook(ownCfg.Stream), log, func(targets []shipper.Target, gen uint32) shipper.Config {
 		c := shipConfig(&ownCfg, targets, gen, nil, nil)
-		c.Retry = retry
+		c.Retry, c.OnSent = retry, onSent
 		return c
 	})
 	if err != nil {
@@ -153,12 +160,23 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 			Cursor: sh.Spool().Cursor(), Log: log, Ledger: ledger}
 		ledger.OnReship = ds.Reship
 		src = ds
+		// Baselines (ship.baseline, SIGUSR1) as for ferry ship: a rejoin
+		// starts each stream at its newest one (docs/SYNC.md "Baselines").
+		if err := syncSeedBaseline(ctx, cfg, ownCfg.Stream, log); err != nil {
+			return err
+		}
+		stopBaselines, err := startBaselines(ctx, &ownCfg, sh, targets, ds, log)
+		if err != nil {
+			return err
+		}
+		defer stopBaselines() // after the drain below
 	}
 
 	// Each peer's changes: a receiver of STREAM@PEER applying to the tree.
 	type peerRun struct {
 		id     string
 		stream string
+		state  string // its receiver's state dir, where it publishes status.json
 		r      *receiver.Receiver
 		failed atomic.Pointer[error]
 	}
@@ -173,7 +191,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		var onApplied func(uint64)
 		if p.Link != "" {
 			st, onApplied = listener.inbox, func(uint64) { listener.srv.AppliedChanged() }
-		} else if st, err = openStoreWith(ctx, &pc, nil, log); err != nil {
+		} else if st, err = openStoreWith(ctx, &pc, s3Hook(pc.Stream), log); err != nil {
 			return fmt.Errorf("peer %s: %w", p.ID, err)
 		}
 		var ap receiver.Applier = &apply.Dir{Root: path, Ledger: ledger, Peer: p.ID}
@@ -195,7 +213,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 			ledger.SetApplied(p.ID, r.Checkpoint().LastSeq, d.Continuing())
 		}
 		listener.receiving(pc.Stream, r)
-		peers = append(peers, &peerRun{id: p.ID, stream: pc.Stream, r: r})
+		peers = append(peers, &peerRun{id: p.ID, stream: pc.Stream, state: rcfg.StateDir, r: r})
 	}
 	if reg != nil {
 		reg.WatchShipper(sh, ownCfg.Stream, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
@@ -238,7 +256,17 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		statusLoop(statusCtx, sh, ownCfg.Stream, sh.Generation(), sc.Ack, sc.Spool, nil)
 		close(statusDone)
 	}()
-	defer func() { stopStatus(); <-statusDone }()
+	// Each peer's receiver publishes its status as ferry receive's does
+	// (status.json in STATE/peer-ID): ferry status --state STATE shows it.
+	var recvStatus sync.WaitGroup
+	for _, p := range peers {
+		recvStatus.Add(1)
+		go func() {
+			defer recvStatus.Done()
+			recvStatusLoop(statusCtx, p.r, p.stream, p.state)
+		}()
+	}
+	defer func() { stopStatus(); <-statusDone; recvStatus.Wait() }() // before the receivers close: their locks are held
 
 	// Any part failing stops the site: a source, shipper or receiver that
 	// cannot go on leaves the others nothing sound to do.
@@ -399,7 +427,21 @@ func printSyncStatus(w io.Writer, dir string, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "sync  state %s  %s\n", dir, state)
 	for _, p := range s.Peers {
-		fmt.Fprintf(w, "  peer stream %s: checkpoint at seq %d\n", p.Stream, p.AppliedSeq)
+		fmt.Fprintf(w, "  peer stream %s: applied seq %d", p.Stream, p.AppliedSeq)
+		if p.CheckpointAgeSeconds != nil {
+			fmt.Fprintf(w, ", checkpoint moved %s ago (at %s)", time.Duration(*p.CheckpointAgeSeconds*float64(time.Second)).Round(time.Millisecond),
+				p.AppliedAt.Local().Format(time.RFC3339))
+		}
+		fmt.Fprintln(w)
+		switch {
+		case p.Waiting != "":
+			fmt.Fprintf(w, "    waiting for its store: %s\n", p.Waiting)
+		case p.LastError != "":
+			fmt.Fprintf(w, "    failing since %s: %s\n", p.FailingSince.Local().Format(time.RFC3339), p.LastError)
+		}
+		if !p.GapSince.IsZero() {
+			fmt.Fprintf(w, "    waiting on a missing segment since %s\n", p.GapSince.Local().Format(time.RFC3339))
+		}
 	}
 	fmt.Fprintf(w, "  conflicts: %d\n", len(cs))
 	for _, c := range cs {

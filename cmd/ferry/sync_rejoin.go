@@ -15,6 +15,8 @@ import (
 	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
+	"github.com/ferry-dr/ferry/shipper/source"
+	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 // A rejoin (ferry sync --rejoin, docs/SYNC.md "Rejoin") rebuilds the tree
@@ -137,13 +139,17 @@ func syncRebuildFrom(ctx context.Context, cfg *config.File, stream, storeURL, st
 		defer cl.Close()
 	}
 	rc := cfg.Receive
-	r, err := receiver.Open(receiver.Config{
+	rcfg := receiver.Config{
 		Stream: stream, Generation: 1, StateDir: state, Store: st, Once: true,
 		Applier:    &apply.Dir{Root: tree, Ledger: ledger, Peer: site, Rebuild: true},
 		GapTimeout: time.Duration(rc.GapTimeout), RetryMin: time.Duration(rc.RetryMin), RetryMax: time.Duration(rc.RetryMax),
 		RetryBudget: time.Duration(rc.OnceTimeout), ReceiverID: cfg.Site.ID, Prefetch: prefetch(rc.Prefetch),
 		MaxSegmentBytes: int64(rc.MaxSegmentBytes), CatchUpLog: progressEvery,
-	}, log.With("rejoin", stream))
+	}
+	if err := syncRebuildStart(ctx, rcfg, log); err != nil {
+		return err
+	}
+	r, err := receiver.Open(rcfg, log.With("rejoin", stream))
 	if err != nil {
 		return err
 	}
@@ -157,4 +163,62 @@ func syncRebuildFrom(ctx context.Context, cfg *config.File, stream, storeURL, st
 	s := r.Stats()
 	log.Info("rejoin: stream read back", "stream", stream, "segments", s.Segments, "records", s.Records, "through_seq", s.LastSeq)
 	return r.Close()
+}
+
+// syncRebuildStart makes the rebuild of a stream into a new receiver state
+// start at the stream's newest complete baseline (docs/DIRTREE.md,
+// "Baselines"; docs/SYNC.md "Rejoin"), as a restore does: a sync baseline
+// ships again every version of its site that is still the newest it knows,
+// its deletes too, so the streams from their baselines on hold the newest
+// version of every path. Without a baseline the rebuild reads the stream
+// from seq 1, and a stream pruned past it with no baseline to start from
+// is refused, naming what is missing. A state with a checkpoint (a rebuild
+// interrupted) goes on from there.
+func syncRebuildStart(ctx context.Context, rcfg receiver.Config, log *slog.Logger) error {
+	if _, ok, err := receiver.LoadCheckpoint(rcfg.StateDir); err != nil || ok {
+		return err
+	}
+	start, err := receiver.PlanRestoreStart(ctx, rcfg.Store, rcfg.Stream, rcfg.Generation, 0, time.Time{})
+	if err != nil {
+		return err
+	}
+	if b := start.Baseline; b != nil {
+		log.Info("rejoin: the stream is read from its newest baseline", "stream", rcfg.Stream, "begin_seq", b.BeginSeq,
+			"end_seq", b.EndSeq, "baseline_end", b.EndTime.Format(time.RFC3339Nano), "segment", start.Segment)
+	}
+	return receiver.StartAtBaseline(ctx, rcfg, start)
+}
+
+// syncSeedBaseline records, in the new spool of a site that re-joined, the
+// newest baseline of its own stream in the store as the last one the spool
+// completed, so that ship.baseline goes on from it rather than beginning
+// one at once (which would ship every version the rejoin read back again).
+// Nothing is done if the spool has one, no rejoin finished, or the stream
+// has no baseline.
+func syncSeedBaseline(ctx context.Context, cfg *config.File, stream string, log *slog.Logger) error {
+	if _, err := os.Stat(filepath.Join(cfg.Sync.State, syncRejoinDir, syncRejoinDone)); err != nil || cfg.Store == "" {
+		return nil
+	}
+	if _, ok, err := source.LoadLastBaseline(cfg.Sync.Spool); err != nil || ok {
+		return err
+	}
+	c := *cfg
+	c.Stream = stream
+	st, err := openStoreWith(ctx, &c, nil, log)
+	if err != nil {
+		return err
+	}
+	if cl, ok := st.(interface{ Close() error }); ok {
+		defer cl.Close()
+	}
+	marks, err := catalog.ListBaselines(ctx, st, stream)
+	if err != nil || len(marks) == 0 {
+		return err
+	}
+	b, err := catalog.ReadBaseline(ctx, st, marks[len(marks)-1])
+	if err != nil {
+		return err
+	}
+	log.Info("rejoin: the next baseline follows the stream's last one in the store", "stream", stream, "begin_seq", b.BeginSeq, "end_seq", b.EndSeq)
+	return source.SaveLastBaseline(cfg.Sync.Spool, b)
 }

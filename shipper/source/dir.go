@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirsync"
 	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/shipper"
 )
@@ -301,8 +302,12 @@ type dirRun struct {
 	// under ferry sync, a peer's path the applier put there is in the tree
 	// even before the index has it (gone).
 	appeared map[string]struct{}
-	warned   map[string]bool
-	status   DirStatus
+	// listed: ferry sync, the files a scan listed that the index does
+	// not have, by their stat, until they are processed: one gone by
+	// then was deleted here before the source read it (gone).
+	listed map[string]dirsync.State
+	warned map[string]bool
+	status DirStatus
 
 	// Flusher side only.
 	cur         []batch.Record

@@ -31,6 +31,9 @@ func (s *Dir) RequestBaseline() {
 // has completed none or the schedule fired since the last one ended (it
 // was missed while the source was down), else at the schedule's next time.
 func (r *dirRun) initBaseline() error {
+	if r.src.Ledger != nil {
+		r.src.Ledger.SetBaseline(false) // a run cut short in one begins anew
+	}
 	if r.src.Baseline == nil {
 		return nil
 	}
@@ -78,6 +81,14 @@ func (r *dirRun) beginBaseline(ctx context.Context, sink shipper.Sink) error {
 	r.status.BaselineRunning = true
 	r.mu.Unlock()
 	r.log.Info("baseline started: shipping the whole tree", "seq", rec.Seq)
+	if l := r.src.Ledger; l != nil {
+		// ferry sync: this site's versions read back by a rejoin ship too,
+		// and so do its deletes (gone), which the walk cannot find.
+		l.SetBaseline(true)
+		for _, p := range l.OwnDeletes() {
+			r.markDirty(p, time.Time{})
+		}
+	}
 	if err := r.scan(); err != nil {
 		return err
 	}
@@ -128,6 +139,9 @@ func (r *dirRun) maybeEndBaseline(ctx context.Context, sink shipper.Sink) error 
 		return err
 	}
 	r.base = nil
+	if l := r.src.Ledger; l != nil {
+		l.SetBaseline(false)
+	}
 	if sched := r.src.Baseline; sched != nil {
 		r.nextBaseline = sched.Next(time.Now())
 	}

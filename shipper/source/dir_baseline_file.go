@@ -35,6 +35,11 @@ func LoadLastBaseline(dir string) (b batch.Baseline, ok bool, err error) {
 	return b, true, nil
 }
 
+// SaveLastBaseline records b as the last baseline the spool in dir
+// completed (ferry sync --rejoin: the stream's last one, which a new spool
+// did not ship itself).
+func SaveLastBaseline(dir string, b batch.Baseline) error { return saveLastBaseline(dir, b) }
+
 func saveLastBaseline(dir string, b batch.Baseline) error {
 	raw, _ := json.Marshal(b)
 	if err := fsutil.WriteFileAtomic(filepath.Join(dir, dirBaselineFile), append(raw, '\n'), 0o644); err != nil {

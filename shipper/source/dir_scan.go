@@ -8,6 +8,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/ferry-dr/ferry/dirsync"
 )
 
 // Scanning: the tree is compared with the index, without reading any
@@ -78,6 +80,15 @@ func (r *dirRun) walk(rel string, seen map[string]struct{}, unreadable map[strin
 		seen[c] = struct{}{}
 		if r.differs(c, fi) {
 			r.markDirty(c, time.Time{})
+			if r.src.Ledger != nil && fi.Mode().IsRegular() && r.idx.get(c) == nil {
+				st := dirStatOf(fi)
+				r.mu.Lock()
+				if r.listed == nil {
+					r.listed = map[string]dirsync.State{}
+				}
+				r.listed[c] = dirsync.State{Kind: dirsync.KindFile, Mode: st.mode, Mtime: st.mtime, Size: st.size}
+				r.mu.Unlock()
+			}
 		}
 		if fi.IsDir() {
 			if err := r.walk(c, seen, unreadable); err != nil {

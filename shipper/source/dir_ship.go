@@ -35,6 +35,7 @@ func (r *dirRun) process(ctx context.Context, sink shipper.Sink, p string) error
 		defer func() {
 			r.mu.Lock()
 			delete(r.appeared, p)
+			delete(r.listed, p)
 			r.mu.Unlock()
 		}()
 	}
@@ -80,6 +81,11 @@ func (r *dirRun) gone(ctx context.Context, sink shipper.Sink, p string) error {
 		return nil
 	}
 	if e == nil {
+		if r.base != nil && r.src.Ledger != nil {
+			if ok, dir := r.src.Ledger.Tombstone(p); ok {
+				return r.tombstone(ctx, sink, p, dir)
+			}
+		}
 		return r.peerGone(ctx, sink, p)
 	}
 	op := dirtree.OpDel
@@ -94,6 +100,21 @@ func (r *dirRun) gone(ctx context.Context, sink shipper.Sink, p string) error {
 	}
 	if err := r.syncVersion(ctx, sink, p, dirsync.Absent, nil); err != nil {
 		return err
+	}
+	return r.emit(ctx, sink, batch.Record{Op: op, Key: []byte(p)})
+}
+
+// tombstone ships again, in a baseline (ferry sync), this site's delete of
+// p, still its newest version: a replica built from the baseline on meets
+// a peer's older version of p there (a baseline of the peer's stream taken
+// before the delete), which without it it would take for the newest.
+func (r *dirRun) tombstone(ctx context.Context, sink shipper.Sink, p string, dir bool) error {
+	if err := r.syncVersion(ctx, sink, p, dirsync.Absent, nil); err != nil {
+		return err
+	}
+	op := dirtree.OpDel
+	if dir {
+		op = dirtree.OpRmdir
 	}
 	return r.emit(ctx, sink, batch.Record{Op: op, Key: []byte(p)})
 }
@@ -113,8 +134,22 @@ func (r *dirRun) peerGone(ctx context.Context, sink shipper.Sink, p string) erro
 	}
 	r.mu.Lock()
 	_, appeared := r.appeared[p]
+	listed, wasListed := r.listed[p]
 	r.mu.Unlock()
 	kind, ok := l.Present(p)
+	if wasListed && !ok {
+		// Listed by the scan, gone before it was read: a delete (or a
+		// rename away) of this site, of a file it never read.
+		r.log.Debug("a listed file was removed before it was read: shipping its removal", "path", p)
+		ver, ship, err := l.LocalUnread(p, listed)
+		if err != nil || !ship {
+			return err
+		}
+		if err := r.emit(ctx, sink, batch.Record{Op: dirtree.OpVersion, Key: []byte(p), Data: ver}); err != nil {
+			return err
+		}
+		return r.emit(ctx, sink, batch.Record{Op: dirtree.OpDel, Key: []byte(p)})
+	}
 	if !appeared || !ok {
 		return nil
 	}

@@ -1,0 +1,80 @@
+package dirsync
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ferry-dr/ferry/batch"
+)
+
+// powerLossImage copies the ledger of dir as a power loss leaves it: the
+// log file holds only what its last fsync made durable (durable bytes).
+func powerLossImage(t *testing.T, dir string, durable int64) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, LedgerFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := t.TempDir()
+	if err := os.WriteFile(filepath.Join(img, LedgerFile), raw[:durable], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// The ledger's mark that a peer's segment was applied to its end is
+// durable when SetAppliedToEnd returns: after a power loss right then (the
+// receiver's checkpoint not written), the site knows the tree held the
+// segment, so a path of it changed here while the site was down is a
+// local change that ships, not a half-applied path held back for the
+// applier (which would overwrite it).
+func TestAppliedToEndMarkSurvivesPowerLoss(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, "b")
+	var durable int64
+	l.fsync = func(f *os.File) error {
+		fi, err := f.Stat()
+		if err == nil {
+			err = f.Sync()
+		}
+		if err == nil {
+			durable = fi.Size()
+		}
+		return err
+	}
+	seg := batch.SegmentName(1, 2, 2)
+	f := file(100, 7, "h1")
+	l.Lock()
+	d, err := l.Decide(Incoming{Peer: "a", Seq: 2, Key: "m", Ver: Version{Origin: "a", VV: VV{"a": 10}}, State: f, Disk: Absent})
+	if err == nil {
+		err = l.SetDecided("a", seg, []Decision{d})
+	}
+	if err == nil {
+		err = l.Sync()
+	}
+	if err != nil || d.Act != ActApply {
+		t.Fatalf("m from a: %+v, %v", d, err)
+	}
+	// The applier wrote m and fsynced the tree, then marks the end.
+	if err := l.SetAppliedToEnd("a", seg, ""); err != nil {
+		t.Fatal(err)
+	}
+	l.Unlock()
+
+	img := powerLossImage(t, dir, durable) // before l.Close, which would sync
+	l.Close()
+	l2 := open(t, img, "b")
+	defer l2.Close()
+	l2.SetApplied("a", 1, "") // the checkpoint covers seq 1 only
+	l2.Lock()
+	defer l2.Unlock()
+	if !l2.AppliedToEnd("a", seg) {
+		t.Fatalf("after a power loss the mark of segment %s's end is gone: the segment counts as half applied", seg)
+	}
+	// m was rewritten here while the site was down: a local change.
+	local := file(200, 9, "h2")
+	if _, ship, err := l2.Local("m", local); err != nil || !ship {
+		t.Fatalf("a local rewrite of m after the power loss: ship=%v, %v; want shipped (not held back as half applied)", ship, err)
+	}
+}
