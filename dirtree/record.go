@@ -40,7 +40,8 @@ const (
 )
 
 // Ops lists every op of the format.
-var Ops = []string{OpPut, OpChunk, OpAttr, OpDel, OpMkdir, OpRmdir, OpSymlink, OpBaselineBegin, OpBaselineEnd}
+var Ops = []string{OpPut, OpChunk, OpAttr, OpDel, OpMkdir, OpRmdir, OpSymlink, OpBaselineBegin, OpBaselineEnd,
+	OpRename}
 
 // HeaderLen is the size of the fixed header that starts the data of
 // put, chunk, attr, mkdir and symlink records:
