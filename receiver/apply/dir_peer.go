@@ -263,6 +263,8 @@ func dirRecordState(rec batch.Record) (dirsync.State, error) {
 	switch rec.Op {
 	case dirtree.OpDel, dirtree.OpRmdir:
 		return dirsync.Absent, nil
+	case dirtree.OpRename: // the source ships renames as del + put in sync mode
+		return dirsync.State{}, errors.New("a rename record in a ferry sync stream, which ships renames as del + put")
 	}
 	h, payload, err := dirtree.ParseHeader(rec.Data)
 	if err != nil {

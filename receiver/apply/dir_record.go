@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -49,9 +50,11 @@ func (a *Dir) applyRecordAs(recs batch.Records, i int, key string) error {
 			return bad(fmt.Errorf("malformed record: %s carries %d bytes of data, want none", rec.Op, len(rec.Data)))
 		}
 		return a.remove(recs, i, key)
+	case dirtree.OpRename:
+		return a.rename(recs, i, key, rec.Data)
 	case dirtree.OpPut, dirtree.OpChunk, dirtree.OpAttr, dirtree.OpMkdir, dirtree.OpSymlink:
 	default:
-		return bad(fmt.Errorf("unknown op %q (this ferry applies put, chunk, attr, del, rmdir, mkdir, symlink, baseline-begin, baseline-end; upgrade ferry?)", rec.Op))
+		return bad(fmt.Errorf("unknown op %q (this ferry applies %s; upgrade ferry?)", rec.Op, strings.Join(dirtree.Ops, ", ")))
 	}
 	h, payload, err := dirtree.ParseHeader(rec.Data)
 	if err == nil {
