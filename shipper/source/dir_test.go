@@ -168,6 +168,8 @@ func (m *dirModel) apply(recs []batch.Record) {
 				delete(m.partial, key)
 			}
 		case dirtree.OpBaselineBegin, dirtree.OpBaselineEnd:
+		case dirtree.OpRename:
+			m.rename(key, r)
 		default:
 			t.Fatalf("unknown op %q", r.Op)
 		}

@@ -1,0 +1,191 @@
+//go:build linux
+
+package source
+
+import (
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirtree"
+	"github.com/ferry-dr/ferry/internal/treetest"
+)
+
+// rename applies a rename record to the model as the applier does: the old
+// path must hold exactly what the record expects.
+func (m *dirModel) rename(key string, r batch.Record) {
+	t := m.t
+	rn, err := dirtree.ParseRename(r.Data)
+	if err == nil {
+		err = dirtree.CheckRename(key, rn)
+	}
+	if err != nil {
+		t.Fatalf("rename %q: %v", key, err)
+	}
+	old := m.nodes[rn.Old]
+	switch {
+	case rn.Kind == dirtree.RenameDir && (old.Kind != "dir" || old.Mode != rn.Mode || old.Mtime != rn.Mtime):
+		t.Fatalf("rename %q from %q: the model holds %+v there, the record expects dir %#o %d", key, rn.Old, old, rn.Mode, rn.Mtime)
+	case rn.Kind == dirtree.RenameFile && (old.Kind != "file" || old.Mode != rn.Mode || old.Mtime != rn.Mtime ||
+		int64(len(old.Content)) != rn.Size || sha256.Sum256([]byte(old.Content)) != rn.SHA256):
+		t.Fatalf("rename %q from %q: the model holds %+v there, the record expects another file", key, rn.Old, old)
+	}
+	if n, ok := m.nodes[key]; ok && (n.Kind == "dir") != (rn.Kind == dirtree.RenameDir) {
+		t.Fatalf("rename %q from %q over a %s", key, rn.Old, n.Kind)
+	}
+	moved := treetest.Tree{}
+	for k, n := range m.nodes {
+		if k == rn.Old || strings.HasPrefix(k, rn.Old+"/") {
+			moved[key+k[len(rn.Old):]] = n
+		}
+	}
+	m.removeTree(rn.Old)
+	m.removeTree(key)
+	for k, n := range moved {
+		m.nodes[k] = n
+	}
+}
+
+func opsAfter(recs []batch.Record, from int) map[string]int {
+	n := map[string]int{}
+	for _, r := range recs[from:] {
+		n[r.Op]++
+	}
+	return n
+}
+
+// fsnotify names the old path only in Event.String; the source parses it
+// from there, for every name Linux allows.
+func TestDirRenamedFromParsesFsnotify(t *testing.T) {
+	dir := t.TempDir()
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Add(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, names := range [][2]string{{"1:2,S", "1:2,RS"}, {`a" ← "b`, `c ← "d\"`}, {"tab\there", "new\nline ←"}} {
+		old, nw := filepath.Join(dir, names[0]), filepath.Join(dir, names[1])
+		if err := os.WriteFile(old, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(old, nw); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.After(5 * time.Second)
+		for found := false; !found; {
+			select {
+			case ev := <-w.Events:
+				if ev.Name != nw || !ev.Has(fsnotify.Create) {
+					continue
+				}
+				if got := dirRenamedFrom(ev); got != old {
+					t.Fatalf("dirRenamedFrom(%s) = %q, want %q", ev, got, old)
+				}
+				found = true
+			case err := <-w.Errors:
+				t.Fatal(err)
+			case <-deadline:
+				t.Fatalf("no create event for %q", nw)
+			}
+		}
+	}
+	if got := dirRenamedFrom(fsnotify.Event{Name: "x", Op: fsnotify.Create}); got != "" {
+		t.Fatalf("a plain create names %q", got)
+	}
+}
+
+// A Maildir flag change is one rename record of a few hundred bytes, not
+// the message again; a directory move is one record, not its subtree.
+func TestDirSourceShipsRenames(t *testing.T) {
+	base := t.TempDir()
+	root := filepath.Join(base, "tree")
+	body := strings.Repeat("Subject: hello\r\n\r\nthe body of a message\r\n", 800) // 33 KiB
+	dirWrite(t, filepath.Join(root, "INBOX/cur/1700000000.1.host:2,S"), body, 0o600)
+	for i := range 40 {
+		dirWrite(t, filepath.Join(root, "Archive/cur", strings.Repeat("m", 1+i%5)+string(rune('a'+i%26))+time.Duration(i).String()), body[:100+i], 0o600)
+	}
+	sink := &dirSink{}
+	src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir()}, sink)
+	m := newDirModel(t)
+	src.converge(t, m)
+
+	from := len(sink.records())
+	if err := os.Rename(filepath.Join(root, "INBOX/cur/1700000000.1.host:2,S"), filepath.Join(root, "INBOX/cur/1700000000.1.host:2,RS")); err != nil {
+		t.Fatal(err)
+	}
+	src.converge(t, m)
+	recs := sink.records()
+	var bytes int
+	for _, r := range recs[from:] {
+		bytes += r.FramedSize()
+		if r.Op == dirtree.OpPut || r.Op == dirtree.OpChunk {
+			t.Fatalf("the flag change shipped %s %q", r.Op, r.Key)
+		}
+	}
+	if ops := opsAfter(recs, from); ops[dirtree.OpRename] != 1 {
+		t.Fatalf("the flag change shipped %v, want one rename", ops)
+	}
+	if bytes > 400 {
+		t.Fatalf("the flag change shipped %d bytes", bytes)
+	}
+	t.Logf("flag change of a %d-byte message: %d records, %d framed bytes", len(body), len(recs)-from, bytes)
+
+	from = len(recs)
+	if err := os.Rename(filepath.Join(root, "Archive"), filepath.Join(root, "INBOX/Archive-2025")); err != nil {
+		t.Fatal(err)
+	}
+	src.converge(t, m)
+	recs = sink.records()
+	if ops := opsAfter(recs, from); ops[dirtree.OpRename] != 1 || ops[dirtree.OpPut]+ops[dirtree.OpChunk]+ops[dirtree.OpDel]+ops[dirtree.OpRmdir] != 0 {
+		t.Fatalf("the folder move shipped %v, want one rename and no puts or deletes", ops)
+	}
+	// Changes below the moved folder ship under its new name.
+	dirWrite(t, filepath.Join(root, "INBOX/Archive-2025/cur/after"), "after the move", 0o600)
+	src.converge(t, m)
+}
+
+// What cannot be paired ships as del + put: a move in from outside the
+// tree, a move out of it, a file changed right before its rename, a file
+// never shipped, and a file renamed over a directory's place after that
+// directory is gone.
+func TestDirSourceRenameFallsBack(t *testing.T) {
+	base := t.TempDir()
+	root, outside := filepath.Join(base, "tree"), filepath.Join(base, "outside")
+	dirWrite(t, filepath.Join(outside, "in"), "moved in", 0o644)
+	dirWrite(t, filepath.Join(root, "out"), "moved out", 0o644)
+	dirWrite(t, filepath.Join(root, "changed"), "before", 0o644)
+	sink := &dirSink{}
+	src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir(), Debounce: 300 * time.Millisecond}, sink)
+	m := newDirModel(t)
+	src.converge(t, m)
+	from := len(sink.records())
+	mv := func(a, b string) {
+		t.Helper()
+		if err := os.Rename(a, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mv(filepath.Join(outside, "in"), filepath.Join(root, "in"))
+	mv(filepath.Join(root, "out"), filepath.Join(outside, "out"))
+	dirWrite(t, filepath.Join(root, "changed"), "after!", 0o644) // same size, not shipped yet
+	mv(filepath.Join(root, "changed"), filepath.Join(root, "changed2"))
+	dirWrite(t, filepath.Join(root, "fresh"), "never shipped", 0o644)
+	mv(filepath.Join(root, "fresh"), filepath.Join(root, "fresh2"))
+	src.converge(t, m)
+	ops := opsAfter(sink.records(), from)
+	if ops[dirtree.OpRename] != 0 {
+		t.Fatalf("shipped a rename for moves it cannot pair: %v", ops)
+	}
+	if ops[dirtree.OpPut] != 3 || ops[dirtree.OpDel] != 2 {
+		t.Fatalf("shipped %v, want 3 puts (in, changed2, fresh2) and 2 deletes (out, changed)", ops)
+	}
+}
