@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/batch/sign"
+	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
@@ -340,12 +341,19 @@ type jsonRecord struct {
 }
 
 func (p *recordPrinter) print(r *batch.Record) error {
+	rename, isRename := catRename(r)
 	if !p.json {
+		if isRename {
+			_, err := fmt.Fprintf(p.w, "rename %q %s\n", r.Key, rename)
+			return err
+		}
 		_, err := p.w.Write(r.Data)
 		return err
 	}
 	j := jsonRecord{Seq: r.Seq, Time: r.Time, Key: string(r.Key), Op: r.Op}
-	if utf8.Valid(r.Data) {
+	if isRename {
+		j.Data = &rename
+	} else if utf8.Valid(r.Data) {
 		s := string(r.Data)
 		j.Data = &s
 	} else {
@@ -356,6 +364,19 @@ func (p *recordPrinter) print(r *batch.Record) error {
 }
 
 func (p *recordPrinter) flush() error { return p.w.Flush() }
+
+// catRename describes a dir: stream's rename record readably (its data is
+// binary): `from "OLD" (file, SIZE bytes, sha256 ..., mode ..., mtime ...)`.
+func catRename(r *batch.Record) (string, bool) {
+	if r.Op != dirtree.OpRename {
+		return "", false
+	}
+	rn, err := dirtree.ParseRename(r.Data)
+	if err != nil {
+		return "", false
+	}
+	return rn.String(), true
+}
 
 const verifyExamples = `  ferry verify --store /srv/ferry --stream app
   ferry verify segment.seg.zst other.seg.zst

@@ -56,7 +56,7 @@ func (a *Dir) rename(recs batch.Records, i int, key string, data []byte) error {
 		switch {
 		case e == nil, errors.Is(e, errDirNoParent):
 		case errors.As(e, &nd):
-			if superseded() || dirRenameSuperseded(recs, i, nd.path) {
+			if dirSuperseded(recs, i, rn.Old) || dirSuperseded(recs, i, key) || dirRenameSuperseded(recs, i, nd.path) {
 				return nil
 			}
 			return fmt.Errorf("%v: %w", e, receiver.ErrFatal)
@@ -198,14 +198,18 @@ func dirIsEmptyAt(dir *os.File, name string) bool {
 	return len(names) == 0
 }
 
-// dirRenameSuperseded is dirSuperseded that also counts a later rename
-// moving p or an ancestor of p away.
+// dirRenameSuperseded reports whether a record after recs[i] makes p what
+// it must be whatever recs[i] finds there: one that names p, replaces or
+// removes an ancestor of p (a mkdir of an ancestor does neither), or moves
+// p or an ancestor away. Stricter than dirSuperseded: a rename that finds
+// the wrong content is only let go when the segment certainly rewrites it.
 func dirRenameSuperseded(recs batch.Records, i int, p string) bool {
-	if dirSuperseded(recs, i, p) {
-		return true
-	}
 	for j := i + 1; j < recs.Len(); j++ {
 		r := recs.At(j)
+		k := string(r.Key)
+		if k == p || (r.Op != dirtree.OpMkdir && strings.HasPrefix(p, k+"/")) {
+			return true
+		}
 		if r.Op != dirtree.OpRename {
 			continue
 		}

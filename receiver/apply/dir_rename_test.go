@@ -246,3 +246,20 @@ func dirWalkNoMark(t *testing.T, root string) treetest.Tree {
 	return treetest.Read(t, root, treetest.Options{Mode: 0o7777, Mtime: time.Nanosecond, NoRoot: true,
 		Skip: func(_ string, d fs.DirEntry) bool { return strings.HasPrefix(d.Name(), dirtree.TempPrefix) }})
 }
+
+// A later mkdir of the directory above does not excuse a rename that finds
+// the wrong content (it changes nothing at the path); a later put of the
+// new path does (the segment rewrites it, as after a crash).
+func TestDirRenameMismatchNotExcusedByParentMkdir(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "replica")
+	a := newDirApplier(t, root, nil)
+	var r dirRecs
+	dirApply(t, a, r.mkdir("d", 0o755), r.put("d/f", 0o644, "eff"))
+	recs := []batch.Record{r.renameFile("d/f", "d/g", 0o644, "other"), r.mkdir("d", 0o755)}
+	err := a.Apply(context.Background(), dirMeta(recs), batch.RecordsOf(recs))
+	if !errors.Is(err, receiver.ErrFatal) || !strings.Contains(err.Error(), "replica diverged") {
+		t.Fatalf("Apply: %v, want the divergence refused", err)
+	}
+	recs = []batch.Record{r.renameFile("d/f", "d/g", 0o644, "other"), r.put("d/g", 0o644, "gee"), r.del("d/f")}
+	dirApply(t, a, recs...)
+}

@@ -300,11 +300,12 @@ type dirRun struct {
 	// create, or a rename to the name) since they were last processed:
 	// under ferry sync, a peer's path the applier put there is in the tree
 	// even before the index has it (gone).
-	appeared  map[string]struct{}
-	renames   map[string]dirRenamePair // by new path (dir_rename.go)
-	renameSeq uint64
-	warned    map[string]bool
-	status    DirStatus
+	appeared    map[string]struct{}
+	renames     map[string]dirRenamePair // by new path (dir_rename.go)
+	renameSeq   uint64
+	renamedAway map[string]string // new path of a pending rename, moved on -> its old path
+	warned      map[string]bool
+	status      DirStatus
 
 	// Flusher side only.
 	cur         []batch.Record
@@ -402,7 +403,7 @@ func (r *dirRun) watchAndShip(ctx context.Context, sink shipper.Sink) error {
 		return fmt.Errorf("dir source %s: %w", r.root, err)
 	}
 	r.mu.Lock()
-	r.w, r.watched, r.renames = w, map[string]struct{}{}, nil // the cookies of the old watcher are lost
+	r.w, r.watched, r.renames, r.renamedAway = w, map[string]struct{}{}, nil, nil // the cookies of the old watcher are lost
 	r.mu.Unlock()
 	evCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -75,9 +75,24 @@ func (r *dirRun) noteRename(ev fsnotify.Event, rel string) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if pr, ok := r.renames[rel]; ok && ev.Has(fsnotify.Rename) && !ev.Has(fsnotify.Create) {
+		// Moved on before it shipped: a move of it that follows is one
+		// from the path the replica has (a flag change, then another).
+		if r.renamedAway == nil || len(r.renamedAway) > 4096 {
+			r.renamedAway = map[string]string{}
+		}
+		r.renamedAway[rel] = pr.old
+	}
 	delete(r.renames, rel)
 	if old == "" {
 		return
+	}
+	if o, ok := r.renamedAway[old]; ok {
+		delete(r.renamedAway, old)
+		if o == rel {
+			return // moved back: nothing to ship for rel but what the flush finds
+		}
+		old = o
 	}
 	if r.renames == nil {
 		r.renames = map[string]dirRenamePair{}
