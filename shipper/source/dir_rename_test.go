@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -188,4 +189,59 @@ func TestDirSourceRenameFallsBack(t *testing.T) {
 	if ops[dirtree.OpPut] != 3 || ops[dirtree.OpDel] != 2 {
 		t.Fatalf("shipped %v, want 3 puts (in, changed2, fresh2) and 2 deletes (out, changed)", ops)
 	}
+}
+
+// A baseline never holds a rename (a replica built from the baseline on
+// may lack the old path): moves during one ship as del + put; outside
+// baselines they ship as renames again.
+func TestDirSourceNoRenameInBaseline(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "tree")
+	for i := range 800 {
+		dirWrite(t, filepath.Join(root, "cur", "m"+strconv.Itoa(i)+":2,"), strings.Repeat("x", 100), 0o600)
+	}
+	sink := &dirSink{}
+	done := make(chan batch.Baseline, 100)
+	src := &Dir{Root: root, SpoolDir: t.TempDir(), Debounce: 5 * time.Millisecond, Baseline: every(300 * time.Millisecond),
+		OnBaseline: func(b batch.Baseline) { done <- b }}
+	run := startDirSource(t, src, sink)
+	first := waitBaseline(t, done)
+	flag := map[int]string{}
+	deadline := time.Now().Add(10 * time.Second)
+	// Rename until two more baselines completed during the renames.
+	for i := 0; len(done) < 2 && time.Now().Before(deadline); i = (i + 7) % 800 {
+		name := filepath.Join(root, "cur", "m"+strconv.Itoa(i)+":2,")
+		nf := flag[i] + "S"
+		if err := os.Rename(name+flag[i], name+nf); err != nil {
+			t.Fatal(err)
+		}
+		flag[i] = nf
+		time.Sleep(2 * time.Millisecond)
+	}
+	run.converge(t, newDirModel(t))
+	if err := run.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	close(done)
+	recs := sink.records()
+	renames, baselines := 0, 0
+	for b := range done {
+		if b.BeginSeq == first.BeginSeq {
+			continue
+		}
+		baselines++
+		for _, r := range baselineRecords(t, recs, b) {
+			if r.Op == dirtree.OpRename {
+				t.Fatalf("baseline %d..%d holds a rename of %q", b.BeginSeq, b.EndSeq, r.Key)
+			}
+		}
+	}
+	for _, r := range recs {
+		if r.Op == dirtree.OpRename {
+			renames++
+		}
+	}
+	if renames == 0 || baselines < 2 {
+		t.Fatalf("%d renames, %d baselines: the test needs both", renames, baselines)
+	}
+	t.Logf("%d baselines, %d renames outside them", baselines, renames)
 }
