@@ -14,6 +14,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/dirsync"
 	"github.com/ferry-dr/ferry/dirtree"
 	"github.com/ferry-dr/ferry/internal/treetest"
 )
@@ -244,4 +245,36 @@ func TestDirSourceNoRenameInBaseline(t *testing.T) {
 		t.Fatalf("%d renames, %d baselines: the test needs both", renames, baselines)
 	}
 	t.Logf("%d baselines, %d renames outside them", baselines, renames)
+}
+
+// Under ferry sync a move ships as del + put: versions are per key, and
+// the sync applier refuses rename records.
+func TestDirSyncShipsNoRename(t *testing.T) {
+	root, state, spoolDir := t.TempDir(), t.TempDir(), t.TempDir()
+	l, err := dirsync.Open(state, "b", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	dirWrite(t, filepath.Join(root, "cur/1:2,"), "a message", 0o600)
+	dirWrite(t, filepath.Join(root, "box/x"), "in a folder", 0o600)
+	sink := &dirSink{}
+	startDirSource(t, &Dir{Root: root, SpoolDir: spoolDir, Ledger: l}, sink)
+	waitFor(t, "the first scan shipped", func() bool { return len(sink.records()) >= 6 })
+	time.Sleep(200 * time.Millisecond)
+	from := len(sink.records())
+	if err := os.Rename(filepath.Join(root, "cur/1:2,"), filepath.Join(root, "cur/1:2,S")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(root, "box"), filepath.Join(root, "box2")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the moves shipped", func() bool {
+		ops := opsAfter(sink.records(), from)
+		return ops[dirtree.OpPut] >= 2 && ops[dirtree.OpDel]+ops[dirtree.OpRmdir] >= 2
+	})
+	time.Sleep(200 * time.Millisecond)
+	if ops := opsAfter(sink.records(), from); ops[dirtree.OpRename] != 0 {
+		t.Fatalf("a sync source shipped %v", ops)
+	}
 }
