@@ -28,10 +28,12 @@ import (
 // it is a no-op: the new path already holds what the record expects, and
 // whatever stands at the old path was made again by the segment's earlier
 // records, which the rename moved away the first time, so it goes. A
-// record that a later record of the segment supersedes (it names the old
-// or new path or an ancestor, or moves one of them away) is skipped when
-// the paths are not as expected, as the other ops do. Anything else is a
-// replica that diverged from the source: fatal, naming both paths.
+// rename that an earlier record of the segment could undo on such a replay
+// is made durable at once and marked (dirRenameUnsafe, below), so the
+// replay resumes after it. A record that a later record of the segment
+// rewrites (dirRenameSuperseded) is skipped when the paths are not as
+// expected, as the other ops do. Anything else is a replica that diverged
+// from the source: fatal, naming both paths and what each holds.
 func (a *Dir) rename(recs batch.Records, i int, key string, data []byte) error {
 	rn, err := dirtree.ParseRename(data)
 	if err == nil {
