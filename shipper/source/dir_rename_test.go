@@ -278,3 +278,35 @@ func TestDirSyncShipsNoRename(t *testing.T) {
 		t.Fatalf("a sync source shipped %v", ops)
 	}
 }
+
+// A move whose events are lost (a queue overflow: the rescan finds it)
+// ships as del + put, and the replica converges.
+func TestDirSourceRenameLostToOverflow(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "tree")
+	dirWrite(t, filepath.Join(root, "cur/1:2,"), "a message", 0o600)
+	dirWrite(t, filepath.Join(root, "box/x"), "in a folder", 0o600)
+	sink := &dirSink{}
+	src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir()}, sink)
+	m := newDirModel(t)
+	src.converge(t, m)
+	src.mu.Lock()
+	r := src.run
+	src.mu.Unlock()
+	r.mu.Lock()
+	for p := range r.watched { // deaf, as after an overflow
+		r.w.Remove(r.abs(p))
+	}
+	r.mu.Unlock()
+	from := len(sink.records())
+	if err := os.Rename(filepath.Join(root, "cur/1:2,"), filepath.Join(root, "cur/1:2,S")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(root, "box"), filepath.Join(root, "box2")); err != nil {
+		t.Fatal(err)
+	}
+	r.rescan <- struct{}{}
+	src.converge(t, m)
+	if ops := opsAfter(sink.records(), from); ops[dirtree.OpRename] != 0 || ops[dirtree.OpPut] != 2 {
+		t.Fatalf("moves lost to an overflow shipped %v, want del + put", ops)
+	}
+}
