@@ -41,7 +41,7 @@ const (
 
 // Ops lists every op of the format.
 var Ops = []string{OpPut, OpChunk, OpAttr, OpDel, OpMkdir, OpRmdir, OpSymlink, OpBaselineBegin, OpBaselineEnd,
-	OpAppend, OpDelta}
+	OpAppend, OpDelta, OpRename}
 
 // HeaderLen is the size of the fixed header that starts the data of
 // put, chunk, attr, mkdir and symlink records:

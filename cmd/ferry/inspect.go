@@ -343,7 +343,12 @@ type jsonRecord struct {
 }
 
 func (p *recordPrinter) print(r *batch.Record) error {
+	rename, isRename := catRename(r)
 	if !p.json {
+		if isRename {
+			_, err := fmt.Fprintf(p.w, "rename %q %s\n", r.Key, rename)
+			return err
+		}
 		_, err := p.w.Write(r.Data)
 		return err
 	}
@@ -352,7 +357,9 @@ func (p *recordPrinter) print(r *batch.Record) error {
 		d := dirtree.Describe(r.Op, r.Data)
 		j.Delta = &d
 	}
-	if utf8.Valid(r.Data) {
+	if isRename {
+		j.Data = &rename
+	} else if utf8.Valid(r.Data) {
 		s := string(r.Data)
 		j.Data = &s
 	} else {
@@ -363,6 +370,19 @@ func (p *recordPrinter) print(r *batch.Record) error {
 }
 
 func (p *recordPrinter) flush() error { return p.w.Flush() }
+
+// catRename describes a dir: stream's rename record readably (its data is
+// binary): `from "OLD" (file, SIZE bytes, sha256 ..., mode ..., mtime ...)`.
+func catRename(r *batch.Record) (string, bool) {
+	if r.Op != dirtree.OpRename {
+		return "", false
+	}
+	rn, err := dirtree.ParseRename(r.Data)
+	if err != nil {
+		return "", false
+	}
+	return rn.String(), true
+}
 
 const verifyExamples = `  ferry verify --store /srv/ferry --stream app
   ferry verify segment.seg.zst other.seg.zst

@@ -55,6 +55,7 @@ type Dir struct {
 	syncs   map[[2]uint64]*os.File // directories to fsync before Apply returns
 
 	appended map[string]*dirAppended // files this applier appended to (dir_delta.go)
+	segment  string                  // the segment being applied (dir_rename.go)
 }
 
 var (
@@ -144,7 +145,11 @@ func (a *Dir) applyAll(ctx context.Context, meta *batch.Meta, recs batch.Records
 		r := recs.At(i)
 		return fmt.Errorf("apply dir %s: segment %s record seq %d (%s %q): %w", a.Root, meta.Name(), r.Seq, r.Op, r.Key, err)
 	}
-	for i := 0; i < recs.Len(); {
+	i, err := a.renameResume(meta.Name(), recs.Len())
+	if err != nil {
+		return err
+	}
+	for i < recs.Len() {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

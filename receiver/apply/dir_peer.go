@@ -265,6 +265,8 @@ func dirRecordState(rec batch.Record) (dirsync.State, error) {
 		return dirsync.Absent, nil
 	case dirtree.OpAppend, dirtree.OpDelta: // dir_delta.go; the source sends whole files in sync mode
 		return dirsync.State{}, fmt.Errorf("an op %q record in a ferry sync stream, which carries whole files only (docs/DIRTREE.md)", rec.Op)
+	case dirtree.OpRename: // the source ships renames as del + put in sync mode
+		return dirsync.State{}, errors.New("a rename record in a ferry sync stream, which ships renames as del + put")
 	}
 	h, payload, err := dirtree.ParseHeader(rec.Data)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -51,9 +52,11 @@ func (a *Dir) applyRecordAs(recs batch.Records, i int, key string) error {
 		return a.remove(recs, i, key)
 	case dirtree.OpAppend, dirtree.OpDelta:
 		return a.applyDelta(recs, i, key, rec.Op, rec.Data)
+	case dirtree.OpRename:
+		return a.rename(recs, i, key, rec.Data)
 	case dirtree.OpPut, dirtree.OpChunk, dirtree.OpAttr, dirtree.OpMkdir, dirtree.OpSymlink:
 	default:
-		return bad(fmt.Errorf("unknown op %q (this ferry applies put, chunk, append, delta, attr, del, rmdir, mkdir, symlink, baseline-begin, baseline-end; upgrade ferry?)", rec.Op))
+		return bad(fmt.Errorf("unknown op %q (this ferry applies %s; upgrade ferry?)", rec.Op, strings.Join(dirtree.Ops, ", ")))
 	}
 	h, payload, err := dirtree.ParseHeader(rec.Data)
 	if err == nil {

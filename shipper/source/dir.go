@@ -305,9 +305,12 @@ type dirRun struct {
 	// listed: ferry sync, the files a scan listed that the index does
 	// not have, by their stat, until they are processed: one gone by
 	// then was deleted here before the source read it (gone).
-	listed map[string]dirsync.State
-	warned map[string]bool
-	status DirStatus
+	listed      map[string]dirsync.State
+	renames     map[string]dirRenamePair // by new path (dir_rename.go)
+	renameSeq   uint64
+	renamedAway map[string]string // new path of a pending rename, moved on -> its old path
+	warned      map[string]bool
+	status      DirStatus
 
 	// Flusher side only.
 	cur         []batch.Record
@@ -405,7 +408,7 @@ func (r *dirRun) watchAndShip(ctx context.Context, sink shipper.Sink) error {
 		return fmt.Errorf("dir source %s: %w", r.root, err)
 	}
 	r.mu.Lock()
-	r.w, r.watched = w, map[string]struct{}{}
+	r.w, r.watched, r.renames, r.renamedAway = w, map[string]struct{}{}, nil, nil // the cookies of the old watcher are lost
 	r.mu.Unlock()
 	evCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -73,6 +73,7 @@ func (r *dirRun) takeDue(now time.Time) ([]string, time.Time) {
 // as a shipped directory, so the replica never sees a path below something
 // that is not yet a directory there), parents before children.
 func (r *dirRun) flush(ctx context.Context, sink shipper.Sink, due []string) error {
+	renames, due := r.takeRenames(due)
 	set := make(map[string]struct{}, len(due))
 	for _, p := range due {
 		set[p] = struct{}{}
@@ -91,9 +92,10 @@ func (r *dirRun) flush(ctx context.Context, sink shipper.Sink, due []string) err
 	// in the middle of a large scan ships again only the part it was in.
 	for len(paths) > 0 {
 		n := min(len(paths), dirFlushPaths)
-		if err := r.flushPart(ctx, sink, paths[:n]); err != nil {
+		if err := r.flushPart(ctx, sink, paths[:n], renames); err != nil {
 			return err
 		}
+		renames = nil
 		paths = paths[n:]
 	}
 	return nil
@@ -102,7 +104,7 @@ func (r *dirRun) flush(ctx context.Context, sink shipper.Sink, due []string) err
 // dirFlushPaths is the most paths one part of a flush ships.
 const dirFlushPaths = 8192
 
-func (r *dirRun) flushPart(ctx context.Context, sink shipper.Sink, paths []string) error {
+func (r *dirRun) flushPart(ctx context.Context, sink shipper.Sink, paths []string, renames []dirRenamePair) error {
 	if l := r.src.Ledger; l != nil {
 		// The appliers of the peers' streams change the tree under the same
 		// lock: what this part reads is never half of their work.
@@ -111,6 +113,9 @@ func (r *dirRun) flushPart(ctx context.Context, sink shipper.Sink, paths []strin
 	}
 	r.flushPaths, r.logged, r.inFlush = paths, false, true
 	r.cur, r.curBytes = r.cur[:0], 0
+	if err := r.shipRenames(ctx, sink, paths, renames); err != nil {
+		return err
+	}
 	for _, p := range paths {
 		if err := r.process(ctx, sink, p); err != nil {
 			return err

@@ -170,6 +170,8 @@ func (m *dirModel) apply(recs []batch.Record) {
 		case dirtree.OpBaselineBegin, dirtree.OpBaselineEnd:
 		case dirtree.OpAppend, dirtree.OpDelta:
 			m.applyDelta(r)
+		case dirtree.OpRename:
+			m.rename(key, r)
 		default:
 			t.Fatalf("unknown op %q", r.Op)
 		}

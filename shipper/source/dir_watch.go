@@ -61,6 +61,7 @@ func (r *dirRun) handle(ev fsnotify.Event) {
 		}
 		return
 	}
+	r.noteRename(ev, rel)
 	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
 		// A directory renamed away keeps its inotify watches under the old
 		// names; drop them so a later watch on its new name gets new ones.
