@@ -59,6 +59,9 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	reload := c.watchReload("ship", log) // SIGHUP
 	defer reload.close()
 	cfg := c.cfg
+	if len(cfg.Streams) > 0 {
+		return runShipStreams(cfg, log, stderr) // a reload checks the file and changes nothing
+	}
 	sc := cfg.Ship
 
 	ctx := context.Background()
