@@ -174,6 +174,9 @@ func (r *Runner) scan(ctx context.Context, table int) {
 		switch {
 		case !running:
 			r.launch(ctx, table, name, file)
+		case other == "":
+			// A leftover spool of that name is being drained: the file
+			// gets its stream on a scan after that.
 		case other != file:
 			r.refuse(file, "file's stream name is taken by another file; not shipped", "stream", name, "other", other)
 		}
@@ -213,7 +216,8 @@ func (r *Runner) drainLeftovers(ctx context.Context) {
 		_, running := r.active[e.Name()]
 		r.mu.Unlock()
 		if !running {
-			r.Log.Info("spool of a stream no table runs now: shipping what it holds", "stream", e.Name())
+			r.Log.Warn("spool of a stream no table runs now (its file was removed while ferry was stopped?): shipping what it holds; "+
+				"lines its file had past the spool's cursor are lost with the file", "stream", e.Name())
 			r.launch(ctx, -1, e.Name(), "")
 		}
 	}
