@@ -332,4 +332,3 @@ func (r *Runner) drain(ctx context.Context, sh *shipper.Shipper, runErr <-chan e
 		return err
 	}
 }
-
