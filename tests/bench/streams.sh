@@ -71,6 +71,9 @@ if ((S3 == 1)); then
 	s3_start "$work"
 fi
 
+# s3_requests ADDR prints the shipper's S3 requests so far, every kind.
+s3_requests() { curl -sf "http://$1/metrics" | awk '/^ferry_s3_requests_total/ {n += $NF} END {printf "%.0f", n}'; }
+
 # cpu_ticks PID prints the process's utime+stime in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
@@ -79,7 +82,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # (S3 requests per minute), lines[ROW] written and stored[ROW].
 declare -A cpu cpm rss fds reqs lines stored
 run_row() {
-	local row=$1 files=$2 rate=$3 dir="$work/$1" store maddr gen ship t0 t1 c0 c1 nfd maxfd=0 i
+	local row=$1 files=$2 rate=$3 dir="$work/$1" store maddr gen ship t0 t1 c0 c1 q0 nfd maxfd=0 i
 	mkdir -p "$dir/logs"
 	store="$dir/store"
 	((S3 == 0)) || store="s3://$bucket/$row"
@@ -111,8 +114,13 @@ run_row() {
 		kill -0 "$ship" 2>/dev/null || { cat "$dir/ship.err" >&2; die "$row: ferry ship exited"; }
 		sleep 0.1
 	done
-	sleep 1 # every stream started
+	# Every stream started (its series in /metrics) before the clock starts.
+	for _ in $(seq 600); do
+		(($(curl -sf "http://$maddr/metrics" | grep -c '^ferry_ship_last_seq{') >= files)) && break
+		sleep 0.1
+	done
 	c0=$(cpu_ticks "$ship")
+	q0=$(s3_requests "$maddr")
 	t0=$(now)
 	"$streamlines" -dir "$dir/logs" -files "$files" -rate "$rate" >"$dir/lines.out" &
 	gen=$!
@@ -131,8 +139,8 @@ run_row() {
 	cpu[$row]=$(awk -v a="$c0" -v b="$c1" -v t="$clk_tck" 'BEGIN {printf "%.2f", (b - a) / t}')
 	rss[$row]=$(awk '/^VmHWM:/ {printf "%.1f", $2 / 1024}' "/proc/$ship/status")
 	fds[$row]=$maxfd
-	reqs[$row]=$(curl -sf "http://$maddr/metrics" | awk -v secs="$(elapsed "$t0" "$t1")" \
-		'/^ferry_s3_requests_total/ {n += $NF} END {printf "%.0f", n * 60 / secs}')
+	reqs[$row]=$(awk -v a="$q0" -v b="$(s3_requests "$maddr")" -v secs="$(elapsed "$t0" "$t1")" 'BEGIN {printf "%.0f", (b - a) * 60 / secs}')
+	((S3 == 0)) || curl -sf "http://$maddr/metrics" | awk '/^ferry_s3_requests_total/ {print "   since start: " $0}' >"$dir/s3-kinds.txt"
 	lines[$row]=$(cat "$dir/lines.out")
 	kill -TERM "$ship"
 	wait "$ship" || { cat "$dir/ship.err" >&2; die "$row: ferry ship did not stop cleanly"; }
@@ -145,6 +153,7 @@ run_row() {
 	done
 	cpm[$row]=$(awk -v c="${cpu[$row]}" -v n="${lines[$row]}" 'BEGIN {printf "%.1f", (n > 0 ? c * 1e6 / n : 0)}')
 	echo "   cpu ${cpu[$row]}s (${cpm[$row]}s per million lines), peak rss ${rss[$row]} MiB, max fds ${fds[$row]}, s3 requests/min ${reqs[$row]}, lines ${lines[$row]} written, ${stored[$row]} stored"
+	((S3 == 0)) || cat "$dir/s3-kinds.txt"
 }
 
 run_row many "$STREAMS" "$RATE"
