@@ -136,6 +136,12 @@ func (f *File) validateStreams(add func(key, format string, args ...any)) {
 	if f.Ship.Source != "stdin" && f.Ship.Source != "" {
 		add("ship.source", "%q is set together with [[streams]] tables: give each stream its source in its table and leave ship.source out", f.Ship.Source)
 	}
+	if f.Retention.Schedule != "" {
+		add("retention.schedule", "is not run by a ship with [[streams]] yet: prune with ferry prune --stream NAME on a schedule of your own")
+	}
+	if f.Ship.Format == "raw" {
+		add("ship.format", "\"raw\" is not a format a tail: source reads: use line or ndjson with [[streams]]")
+	}
 	if strings.HasPrefix(f.Store, "tcp://") {
 		add("store", "a tcp:// link carries one stream: [[streams]] ship to dir or s3:// stores")
 	}

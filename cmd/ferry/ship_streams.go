@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -62,6 +63,10 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 	logStart(log, "ship", "streams", len(cfg.Streams), "store", redact.URL(cfg.Store), "targets", len(targets), "spool", sc.Spool,
 		"encrypted", enc != nil)
 
+	// Each stream publishes its status in its spool (ferry status --spool
+	// SPOOL/NAME) while it runs.
+	var statusMu sync.Mutex
+	statusStop := map[string]func(){}
 	tables := make([]multi.Table, len(cfg.Streams))
 	for i, t := range cfg.Streams {
 		tables[i] = multi.Table{Name: t.Name, Path: t.Path(), Glob: t.IsGlob(), Scan: t.Scan(),
@@ -87,6 +92,15 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 			if reg != nil {
 				reg.WatchShipper(sh, name, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
 			}
+			statusCtx, stopStatus := context.WithCancel(context.Background())
+			statusDone := make(chan struct{})
+			go func() {
+				statusLoop(statusCtx, sh, name, sh.Generation(), sc.Ack, c.Ship.Spool, enc)
+				close(statusDone)
+			}()
+			statusMu.Lock()
+			statusStop[name] = func() { stopStatus(); <-statusDone }
+			statusMu.Unlock()
 			if table < 0 {
 				return sh, nil, nil // a leftover spool: ship what it holds
 			}
@@ -98,6 +112,13 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 			return sh, tail, nil
 		},
 		Ended: func(name string, sh *shipper.Shipper, err error) {
+			statusMu.Lock()
+			stop := statusStop[name]
+			delete(statusStop, name)
+			statusMu.Unlock()
+			if stop != nil {
+				stop()
+			}
 			st := sh.Spool().Stats()
 			log.Info("stream stopped", "stream", name, "records", st.RecordsIn, "segments", st.SegmentsOut, "last_seq", st.LastSeq,
 				"segments_in_spool", st.SealedPending, "err", err)

@@ -140,6 +140,12 @@ lease_ttl = "3s"
 		return true, ""
 	})
 
+	// Each stream publishes its status in its own spool.
+	ferrytest.Eventually(t, 30*time.Second, "ferry status of a stream", func() (bool, string) {
+		r := ferry(t, nil, "status", "--spool", filepath.Join(spool, "app-web"))
+		return strings.Contains(r.Stdout, "stream app-web (generation 1)  running (pid "), r.Output()
+	})
+
 	// A glob file rotated and one created while the shipper runs.
 	if _, err := web.rotate(); err != nil {
 		t.Fatal(err)
