@@ -335,3 +335,40 @@ func TestRunnerFairness(t *testing.T) {
 		t.Fatalf("the flood wrote only %d lines: not a flood", flooded)
 	}
 }
+
+// TestRunnerFailureStopsAll checks one stream's fatal error (here its
+// start) stops every stream, each drained, and Run returns the error
+// naming the stream.
+func TestRunnerFailureStopsAll(t *testing.T) {
+	g := newRig(t)
+	logs := filepath.Join(g.root, "logs")
+	os.Mkdir(logs, 0o755)
+	appendLines(t, filepath.Join(logs, "ok.log"), "o1\n")
+	r := g.runner([]Table{{Name: "ok", Path: filepath.Join(logs, "ok.log")}, {Name: "bad", Path: filepath.Join(logs, "bad.log")}})
+	start := r.Start
+	okStarted := make(chan struct{})
+	r.Start = func(ctx context.Context, table int, name, file string) (*shipper.Shipper, shipper.Source, error) {
+		if name == "bad" {
+			<-okStarted
+			// Fail once the good stream has read its line, unsealed.
+			eventually(t, "ok read its line", func() bool { return g.shipperOf("ok").Spool().Stats().RecordsIn == 1 })
+			return nil, nil, fmt.Errorf("no such thing")
+		}
+		defer close(okStarted)
+		return start(ctx, table, name, file)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || err.Error() != "stream bad: no such thing" {
+			t.Fatalf("Run: %v, want the bad stream's error", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not stop on a stream's failure")
+	}
+	// The good stream sealed and shipped its line before Run returned.
+	if got := g.stored(t, "ok"); !slices.Equal(got, []string{"o1\n"}) {
+		t.Fatalf("ok stored %q", got)
+	}
+}
