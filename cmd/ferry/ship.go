@@ -60,7 +60,10 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	defer reload.close()
 	cfg := c.cfg
 	if len(cfg.Streams) > 0 {
-		return runShipStreams(cfg, log, stderr) // a reload checks the file and changes nothing
+		reload.onApply(func(*config.File, []string) error {
+			return errors.New("a ship with [[streams]] applies no reload yet: restart it to change its settings")
+		})
+		return runShipStreams(cfg, log, stderr)
 	}
 	sc := cfg.Ship
 

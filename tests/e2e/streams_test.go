@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -263,5 +264,41 @@ func TestShipStreamsConfigErrors(t *testing.T) {
 			}
 			failFerry(t, nil, append([]string{cfg}, tc.want...), "ship", "--config", cfg)
 		})
+	}
+}
+
+// TestShipStreamsReloadRefused checks SIGHUP on a ship with [[streams]]
+// changes nothing and says so, and the ship keeps running.
+func TestShipStreamsReloadRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "a.log")
+	if err := os.WriteFile(logPath, []byte("a1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "ship.toml")
+	conf := fmt.Sprintf("store = %q\n[ship]\nspool = %q\nmax_age = \"100ms\"\n[[streams]]\nname = \"a\"\nsource = \"tail:%s\"\n",
+		filepath.Join(dir, "store"), filepath.Join(dir, "spool"), logPath)
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startFerry(t, nil, "ship", "--config", cfg)
+	ferrytest.Eventually(t, 30*time.Second, "stream a started", func() (bool, string) {
+		return strings.Contains(p.Stderr(), `msg="stream started" stream=a `), p.Stderr()
+	})
+	if err := os.WriteFile(cfg, []byte(strings.Replace(conf, `"100ms"`, `"300ms"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	ferrytest.Eventually(t, 30*time.Second, "reload refused", func() (bool, string) {
+		if p.Exited() {
+			t.Fatalf("ship exited on SIGHUP:\n%s", p)
+		}
+		return strings.Contains(p.Stderr(), "a ship with [[streams]] applies no reload yet"), p.Stderr()
+	})
+	if code := p.Terminate(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d on SIGTERM, want 0:\n%s", code, p)
 	}
 }
