@@ -75,6 +75,10 @@ type File struct {
 	// Ship configures "ferry ship".
 	Ship Ship `toml:"ship"`
 
+	// Streams, as [[streams]] tables, are the streams one "ferry ship"
+	// runs at once, in place of stream and ship.source (streams.go).
+	Streams []StreamTable `toml:"streams"`
+
 	// Receive configures "ferry receive".
 	Receive Receive `toml:"receive"`
 

@@ -73,9 +73,10 @@ func (f *File) Validate(verb string) error {
 	}
 
 	// Common settings.
-	if verb == "ship" || verb == "receive" {
+	if (verb == "ship" && len(f.Streams) == 0) || verb == "receive" {
 		require("stream", f.Stream)
 	}
+	f.validateStreams(add)
 	if verb != "" && (verb != "sync" || !f.Sync.allLinks()) {
 		require("store", f.Store)
 	}

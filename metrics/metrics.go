@@ -36,6 +36,7 @@ type Registry struct {
 	mu        sync.Mutex
 	health    []func() error  // each returns why the process is unhealthy, or nil
 	receivers *recvCollector  // registered with the first WatchReceiver
+	shippers  *shipCollector  // registered with the first WatchShipper
 	hooked    map[string]bool // streams with a SendHook: their targets' sends are timed
 	stopped   []func() error  // watched receivers' failed funcs (Serve's stop waits for a scrape)
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,12 +15,22 @@ import (
 
 // WatchShipper registers the shipper's metrics and health checks. Every
 // series it exports is there from the first scrape, each target's lag
-// included.
+// included. One process may watch the shippers of many streams (ship with
+// [[streams]]), told apart by the stream label; a shipper watched for a
+// stream already watched replaces the old one (a stream started again).
 func (r *Registry) WatchShipper(sh *shipper.Shipper, stream string, h Health) {
-	r.reg.MustRegister(&shipCollector{sh: sh, stream: stream})
 	r.mu.Lock()
+	first := r.shippers == nil
+	if first {
+		r.shippers = &shipCollector{}
+	}
+	c := r.shippers
 	timed := r.hooked[stream]
 	r.mu.Unlock()
+	c.add(sh, stream)
+	if first {
+		r.reg.MustRegister(c)
+	}
 	if timed {
 		for _, t := range sh.Targets() {
 			r.sendSeconds.WithLabelValues(stream, t.Name) // exported from the first scrape, at 0
@@ -88,9 +99,27 @@ var (
 	descWindowCap    = prometheus.NewDesc("ferry_ship_window_bandwidth_limit_bytes", "Bytes per second each target may be sent under the open sending windows' bandwidth_limit (0: no cap).", []string{"stream"}, nil)
 )
 
+// shipCollector exports the watched shippers, one per stream.
 type shipCollector struct {
+	mu   sync.Mutex
+	ship []watchedShipper
+}
+
+type watchedShipper struct {
 	sh     *shipper.Shipper
 	stream string
+}
+
+func (c *shipCollector) add(sh *shipper.Shipper, stream string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, o := range c.ship {
+		if o.stream == stream {
+			c.ship[i].sh = sh
+			return
+		}
+	}
+	c.ship = append(c.ship, watchedShipper{sh: sh, stream: stream})
 }
 
 func (c *shipCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -102,6 +131,15 @@ func (c *shipCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *shipCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	ship := append([]watchedShipper(nil), c.ship...)
+	c.mu.Unlock()
+	for _, w := range ship {
+		collectShipper(ch, w)
+	}
+}
+
+func collectShipper(ch chan<- prometheus.Metric, c watchedShipper) {
 	st := c.sh.Spool().Stats()
 	now := time.Now()
 	m := func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {

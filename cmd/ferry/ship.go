@@ -61,6 +61,12 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	reload := c.watchReload("ship", log) // SIGHUP
 	defer reload.close()
 	cfg := c.cfg
+	if len(cfg.Streams) > 0 {
+		reload.onApply(func(*config.File, []string) error {
+			return errors.New("a ship with [[streams]] applies no reload yet: restart it to change its settings")
+		})
+		return runShipStreams(cfg, log, stderr)
+	}
 	sc := cfg.Ship
 
 	ctx := context.Background()

@@ -38,6 +38,12 @@ type Tail struct {
 	// the fork in its spool, and cuts the file at the first of them; with
 	// no journal, lines read but not sealed are not there to find.
 	Replayable bool
+	// EndWhenGone, if positive, ends Run (returning nil) once the file
+	// has been read to its end after its path went away and nothing has
+	// taken the path for this long: a glob stream's file that was
+	// removed, not rotated (docs/STREAMS.md). Zero waits for the path to
+	// come back, as across a rotation.
+	EndWhenGone time.Duration
 
 	backlog []string       // files rotated away while stopped, still to read
 	recs    []batch.Record // emit's batch, reused: the sink copies what it keeps
@@ -149,6 +155,10 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 				continue
 			}
 			if cur, err = s.waitOpen(ctx); cur == nil {
+				if errors.Is(err, errGone) {
+					s.Log.Info("tailed file removed: every line read, its stream ends", "path", s.Path)
+					return nil
+				}
 				return err
 			}
 			continue
@@ -298,9 +308,19 @@ func findByInode(dir string, dev, ino uint64) string {
 	return ""
 }
 
+// errGone is waitOpen's error when the path stayed away for EndWhenGone.
+var errGone = errors.New("tailed file removed")
+
 // waitOpen opens the path (after rotation it may not exist for a moment).
-// It returns nil, nil when ctx ends first.
+// It returns nil, nil when ctx ends first, and nil, errGone when
+// EndWhenGone passes first.
 func (s *Tail) waitOpen(ctx context.Context) (*tailFile, error) {
+	var gone <-chan time.Time
+	if s.EndWhenGone > 0 {
+		t := time.NewTimer(s.EndWhenGone)
+		defer t.Stop()
+		gone = t.C
+	}
 	for {
 		t, _, err := openTail(s.Path)
 		if err == nil {
@@ -312,6 +332,8 @@ func (s *Tail) waitOpen(ctx context.Context) (*tailFile, error) {
 		select {
 		case <-ctx.Done():
 			return nil, nil
+		case <-gone:
+			return nil, errGone
 		case <-time.After(s.Poll):
 		}
 	}

@@ -447,3 +447,39 @@ func TestTailCursorAtStartsAfterOffset(t *testing.T) {
 		t.Fatalf("tail from the cursor read %q; want only the two new lines", got)
 	}
 }
+
+// TestTailEndWhenGone checks a removed file is read to its end, including
+// lines written just before the removal and a last line without newline,
+// and that Run then ends by itself; a rotation (the path back within
+// EndWhenGone) continues as before.
+func TestTailEndWhenGone(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	appendFile(t, path, batchtest.Lines("l", 1, 2)...)
+	r := startTail(t, &Tail{Path: path, Format: FormatLine, EndWhenGone: 20 * tailPoll})
+	r.wait(t, batchtest.Lines("l", 1, 2))
+	// A rotation: the path is back well within EndWhenGone.
+	appendFile(t, path, batchtest.Lines("l", 3, 3)...)
+	if err := os.Rename(path, filepath.Join(dir, "app.log.1")); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, batchtest.Lines("l", 4, 4)...)
+	r.wait(t, batchtest.Lines("l", 1, 4))
+	// A removal: the open file is finished, then Run ends.
+	appendFile(t, path, "l5\n", "l6")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not end after the file was removed")
+	}
+	if got, want := r.sink.datas(), append(batchtest.Lines("l", 1, 4), "l5\n", "l6"); !slices.Equal(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}

@@ -96,6 +96,10 @@ build_bins() {
 			treegen="$BENCH_DIR/bin/treegen"
 			go build -o "$treegen" ./tests/bench/treegen || die "go build ./tests/bench/treegen failed (see above)"
 			;;
+		streamlines)
+			streamlines="$BENCH_DIR/bin/streamlines"
+			go build -o "$streamlines" ./tests/bench/streamlines || die "go build ./tests/bench/streamlines failed (see above)"
+			;;
 		latproxy)
 			latproxy="$BENCH_DIR/bin/latproxy"
 			go build -o "$latproxy" ./tests/bench/latproxy || die "go build ./tests/bench/latproxy failed (see above)"

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/internal/redact"
+	"github.com/ferry-dr/ferry/metrics"
+	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/multi"
+	"github.com/ferry-dr/ferry/shipper/source"
+	"github.com/ferry-dr/ferry/store"
+)
+
+// allStreams is the stream label of what the streams of one ship share:
+// the S3 requests of the targets' stores.
+const allStreams = "*"
+
+// goneAfter is how long a glob stream's file must stay away, once read to
+// its end, before its stream ends (a rotation brings the path back
+// sooner).
+const goneAfter = 5 * time.Second
+
+// runShipStreams is ferry ship with [[streams]] tables (docs/STREAMS.md):
+// one shipper per stream, each with its spool under ship.spool, all
+// sending to the targets opened once here.
+func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error {
+	ctx := context.Background()
+	sc := cfg.Ship
+	var reg *metrics.Registry
+	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2}
+	var onS3Request func(string)
+	if cfg.MetricsAddr != "" {
+		reg = metrics.New(readBuildInfo().metrics())
+		onS3Request = reg.S3Hook(allStreams)
+	}
+	schedules, err := shipSchedules(cfg)
+	if err != nil {
+		return err
+	}
+	enc, err := encrypterFor(cfg, log)
+	if err != nil {
+		return err
+	}
+	signer, err := signerFor(cfg, log)
+	if err != nil {
+		return err
+	}
+	if sc.LeaseTTL == 0 {
+		log.Warn("ship.lease_ttl is off: nothing keeps a second shipper off the streams")
+	}
+	targets, closeTargets, err := openTargets(ctx, cfg, onS3Request, log)
+	if err != nil {
+		return err
+	}
+	defer closeTargets()
+	logStart(log, "ship", "streams", len(cfg.Streams), "store", redact.URL(cfg.Store), "targets", len(targets), "spool", sc.Spool,
+		"encrypted", enc != nil)
+
+	// Each stream publishes its status in its spool (ferry status --spool
+	// SPOOL/NAME) while it runs.
+	var statusMu sync.Mutex
+	statusStop := map[string]func(){}
+	tables := make([]multi.Table, len(cfg.Streams))
+	for i, t := range cfg.Streams {
+		tables[i] = multi.Table{Name: t.Name, Path: t.Path(), Glob: t.IsGlob(), Scan: t.Scan(),
+			NameOf: func(file string) (string, error) { return config.StreamName(t.Name, file) }}
+	}
+	r := &multi.Runner{
+		Tables:          tables,
+		SpoolRoot:       sc.Spool,
+		ShutdownTimeout: time.Duration(sc.ShutdownTimeout),
+		Log:             log,
+		Start: func(ctx context.Context, table int, name, file string) (*shipper.Shipper, shipper.Source, error) {
+			c := *cfg
+			c.Stream = name
+			t := config.StreamTable{}
+			if table >= 0 {
+				t = cfg.Streams[table]
+			}
+			c.Ship = t.Ship(sc, name, file)
+			sh, err := shipper.New(ctx, streamShipConfig(&c, targets, enc, signer, retry, schedules, reg), log)
+			if err != nil {
+				return nil, nil, err
+			}
+			if reg != nil {
+				reg.WatchShipper(sh, name, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
+			}
+			statusCtx, stopStatus := context.WithCancel(context.Background())
+			statusDone := make(chan struct{})
+			go func() {
+				statusLoop(statusCtx, sh, name, sh.Generation(), sc.Ack, c.Ship.Spool, enc)
+				close(statusDone)
+			}()
+			statusMu.Lock()
+			statusStop[name] = func() { stopStatus(); <-statusDone }
+			statusMu.Unlock()
+			if table < 0 {
+				return sh, nil, nil // a leftover spool: ship what it holds
+			}
+			tail := &source.Tail{Path: file, Format: c.Ship.Format, MaxRecordSize: int(sc.MaxRecordSize),
+				Cursor: sh.Spool().Cursor(), Log: log.With("stream", name)}
+			if t.IsGlob() {
+				tail.EndWhenGone = goneAfter
+			}
+			return sh, tail, nil
+		},
+		Ended: func(name string, sh *shipper.Shipper, err error) {
+			statusMu.Lock()
+			stop := statusStop[name]
+			delete(statusStop, name)
+			statusMu.Unlock()
+			if stop != nil {
+				stop()
+			}
+			st := sh.Spool().Stats()
+			log.Info("stream stopped", "stream", name, "records", st.RecordsIn, "segments", st.SegmentsOut, "last_seq", st.LastSeq,
+				"segments_in_spool", st.SealedPending, "err", err)
+		},
+	}
+	if reg != nil {
+		stopMetrics, err := reg.Serve(ctx, cfg.MetricsAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	runCtx, stop := signalContext(ctx, log)
+	defer stop()
+	defer notifyServing(runCtx, log, func() { r.Active() })()
+	start := time.Now()
+	err = r.Run(runCtx)
+	fmt.Fprintf(stderr, "ferry ship: %d stream tables, %.2fs\n", len(cfg.Streams), time.Since(start).Seconds())
+	return err
+}
+
+// streamShipConfig is the shipper config of one stream of a multi-stream
+// ship: cfg is the stream's (its name, its [ship] with the table's
+// overrides and spool).
+func streamShipConfig(cfg *config.File, targets []shipper.Target, enc batch.Encrypter, signer batch.Signer, retry store.RetryPolicy,
+	sched shipper.Schedules, reg *metrics.Registry) shipper.Config {
+	c := shipConfig(cfg, targets, cfg.Generation, enc, signer)
+	c.Retry, c.Schedules = retry, sched
+	if reg != nil {
+		c.Retry.OnRetry, c.OnSent = reg.RetryHook(cfg.Stream), reg.SendHook(cfg.Stream)
+	}
+	return c
+}

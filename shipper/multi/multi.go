@@ -1,0 +1,334 @@
+// Package multi runs many streams in one shipper process ([[streams]]
+// tables, docs/STREAMS.md). Each stream is a whole shipper.Shipper with
+// its own spool (its own sequence, journal, checkpoint and writer lease)
+// fed by its own source; the runner starts them, picks up the files a
+// glob table matches as they appear, finishes a stream whose file was
+// removed (everything read is sealed and shipped, then it is closed), and
+// stops them all together.
+//
+// What the streams share is the process: the targets' stores (opened
+// once by the caller), the zstd encoders every spool's Builders compress
+// with (package batch keeps one per level for the process, a fixed number
+// of compressions at once, waiting ones served in arrival order), and the
+// CPUs. Each stream's backpressure is its own: its appends wait for its
+// own seal in flight and its own spool limit, so a stream that floods
+// slows down itself, not the others' appends.
+package multi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ferry-dr/ferry/shipper"
+)
+
+// Table is one [[streams]] table as the runner needs it.
+type Table struct {
+	// Name is the stream's name; for a glob table, NameOf names each
+	// file's stream instead.
+	Name string
+	// Path is the file the stream follows, or, with Glob, the pattern
+	// (filepath.Match) whose files each get a stream.
+	Path string
+	Glob bool
+	// Scan is how often a glob table looks for new files. Default 1s.
+	Scan time.Duration
+	// NameOf is a glob table's template: the stream of a matching file.
+	NameOf func(file string) (string, error)
+}
+
+// Runner runs the streams of Tables until its context ends.
+type Runner struct {
+	Tables []Table
+	// SpoolRoot holds one spool directory per stream, named after it. A
+	// directory there whose stream no table starts (a glob stream's file
+	// removed while ferry was stopped) is drained: what its spool holds
+	// is shipped, then it is left alone.
+	SpoolRoot string
+	// Start opens the shipper of stream name (its spool, under SpoolRoot)
+	// and the source that feeds it from file; table is the index in
+	// Tables, -1 for a leftover spool (file ""), which needs no source.
+	// A glob stream's source must end (Run returns nil) once its file is
+	// removed and read to the end (source.Tail EndWhenGone).
+	Start func(ctx context.Context, table int, name, file string) (*shipper.Shipper, shipper.Source, error)
+	// Ended, if set, is called with each stream's shipper once it has
+	// drained (or failed to), before it is closed: a summary.
+	Ended func(name string, sh *shipper.Shipper, err error)
+	// ShutdownTimeout bounds each stream's drain once the runner is told
+	// to stop. Default 30s.
+	ShutdownTimeout time.Duration
+	Log             *slog.Logger
+
+	mu      sync.Mutex
+	active  map[string]string // stream name -> file, while it runs
+	refused map[string]bool   // files refused (name taken, bad name): logged once
+	fail    error             // the first fatal error
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// Run starts every stream and runs until ctx ends (then drains each,
+// within ShutdownTimeout) or a stream fails: a fatal error of one stream
+// (its shipper's, its source's) stops them all, and Run returns it,
+// naming the stream.
+func (r *Runner) Run(ctx context.Context) error {
+	if r.Log == nil {
+		r.Log = slog.Default()
+	}
+	if r.ShutdownTimeout <= 0 {
+		r.ShutdownTimeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r.mu.Lock()
+	r.active, r.refused, r.stop = map[string]string{}, map[string]bool{}, cancel
+	r.mu.Unlock()
+
+	for i, t := range r.Tables {
+		if !t.Glob {
+			r.launch(ctx, i, t.Name, t.Path)
+		}
+	}
+	for i, t := range r.Tables {
+		if t.Glob {
+			r.scan(ctx, i) // the first scan before the leftovers are looked for
+			r.wg.Add(1)
+			go func() { defer r.wg.Done(); r.scanLoop(ctx, i) }()
+		}
+	}
+	r.drainLeftovers(ctx)
+	<-ctx.Done()
+	r.wg.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fail
+}
+
+// Active returns the names of the streams running now, sorted.
+func (r *Runner) Active() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.active))
+	for n := range r.active {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (r *Runner) failed(err error) {
+	r.mu.Lock()
+	if r.fail == nil {
+		r.fail = err
+	}
+	stop := r.stop
+	r.mu.Unlock()
+	stop()
+}
+
+func (r *Runner) scanLoop(ctx context.Context, table int) {
+	every := r.Tables[table].Scan
+	if every <= 0 {
+		every = time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.scan(ctx, table)
+		}
+	}
+}
+
+// scan starts a stream for every regular file of a glob table that has
+// none running.
+func (r *Runner) scan(ctx context.Context, table int) {
+	t := r.Tables[table]
+	files, err := filepath.Glob(t.Path)
+	if err != nil {
+		r.failed(fmt.Errorf("streams[%d] glob %q: %w", table, t.Path, err))
+		return
+	}
+	for _, file := range files {
+		if fi, err := os.Stat(file); err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		name, err := t.NameOf(file)
+		if err != nil {
+			r.refuse(file, "file matches streams[%d] but names no valid stream; not shipped", table, "err", err)
+			continue
+		}
+		r.mu.Lock()
+		other, running := r.active[name]
+		r.mu.Unlock()
+		switch {
+		case !running:
+			r.launch(ctx, table, name, file)
+		case other == "":
+			// A leftover spool of that name is being drained: the file
+			// gets its stream on a scan after that.
+		case other != file:
+			r.refuse(file, "file's stream name is taken by another file; not shipped", "stream", name, "other", other)
+		}
+	}
+}
+
+// refuse logs a file that gets no stream, once.
+func (r *Runner) refuse(file, msg string, args ...any) {
+	r.mu.Lock()
+	seen := r.refused[file]
+	r.refused[file] = true
+	r.mu.Unlock()
+	if !seen {
+		r.Log.Error(msg, append([]any{"path", file}, args...)...)
+	}
+}
+
+// drainLeftovers ships what the spools of streams no table started hold:
+// a glob stream whose file was removed while ferry was stopped, before
+// its last records were shipped.
+func (r *Runner) drainLeftovers(ctx context.Context) {
+	ents, err := os.ReadDir(r.SpoolRoot)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			r.failed(fmt.Errorf("spool %s: %w", r.SpoolRoot, err))
+		}
+		return
+	}
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(r.SpoolRoot, e.Name(), "state.json")); err != nil {
+			continue
+		}
+		r.mu.Lock()
+		_, running := r.active[e.Name()]
+		r.mu.Unlock()
+		if !running {
+			r.Log.Warn("spool of a stream no table runs now (its file was removed while ferry was stopped?): shipping what it holds; "+
+				"lines its file had past the spool's cursor are lost with the file", "stream", e.Name())
+			r.launch(ctx, -1, e.Name(), "")
+		}
+	}
+}
+
+// launch runs stream name in its own goroutine, registered as active
+// until it ends.
+func (r *Runner) launch(ctx context.Context, table int, name, file string) {
+	r.mu.Lock()
+	if _, dup := r.active[name]; dup {
+		r.mu.Unlock()
+		return
+	}
+	r.active[name] = file
+	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		err := r.runStream(ctx, table, name, file)
+		r.mu.Lock()
+		delete(r.active, name)
+		r.mu.Unlock()
+		if err != nil {
+			r.failed(fmt.Errorf("stream %s: %w", name, err))
+		}
+	}()
+}
+
+// ended is the source of a leftover spool: there is nothing to read.
+type ended struct{}
+
+func (ended) Run(context.Context, shipper.Sink) error { return nil }
+
+// runStream runs one stream: its shipper and its source, until ctx ends
+// or the source does (a removed file), then drains it and closes it.
+func (r *Runner) runStream(ctx context.Context, table int, name, file string) error {
+	sh, src, err := r.Start(ctx, table, name, file)
+	if err != nil {
+		return err
+	}
+	if src == nil {
+		src = ended{}
+	}
+	r.Log.Info("stream started", "stream", name, "path", file, "generation", sh.Generation(), "resume_after_seq", sh.Spool().Stats().LastSeq)
+	// Run outlives ctx: it sends what the drain seals.
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	runErr := make(chan error, 1)
+	go func() { runErr <- sh.Run(runCtx) }()
+	srcCtx, stopSrc := context.WithCancel(ctx)
+	defer stopSrc()
+	srcErr := make(chan error, 1)
+	go func() { srcErr <- src.Run(srcCtx, sh) }()
+
+	var fatal error
+	select {
+	case err := <-srcErr:
+		if err != nil && ctx.Err() == nil {
+			fatal = fmt.Errorf("input %s: %w", file, err)
+		}
+	case fatal = <-runErr:
+		stopSrc()
+		<-srcErr
+	}
+	if fatal == nil {
+		fatal = r.drain(ctx, sh, runErr)
+	}
+	stopRun()
+	if r.Ended != nil {
+		r.Ended(name, sh, fatal)
+	}
+	if err := sh.Close(); err != nil && fatal == nil {
+		fatal = err
+	}
+	if fatal == nil && ctx.Err() == nil {
+		r.Log.Info("stream finished: its input ended and everything read is shipped", "stream", name, "path", file,
+			"last_seq", sh.Spool().Stats().LastSeq)
+	}
+	return fatal
+}
+
+// drain seals the stream's open batch and waits for its targets, or for
+// ShutdownTimeout after ctx ends.
+func (r *Runner) drain(ctx context.Context, sh *shipper.Shipper, runErr <-chan error) error {
+	drainCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-done:
+			return
+		}
+		t := time.NewTimer(r.ShutdownTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-done:
+		}
+	}()
+	drained := make(chan error, 1)
+	go func() { drained <- sh.Drain(drainCtx) }()
+	select {
+	case err := <-drained:
+		return err
+	case err := <-runErr:
+		if err == nil {
+			err = errors.New("stopped before its spool was drained")
+		}
+		return err
+	}
+}
