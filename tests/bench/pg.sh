@@ -110,7 +110,13 @@ fbin="$work/ferry"
 declare -A port sport ship_pid
 cleanup() {
 	local r
-	for r in "${!ship_pid[@]}"; do kill "${ship_pid[$r]}" 2>/dev/null || true; done
+	# Under runuser the ferry process is runuser's child: stop it by the
+	# pid in its spool's LOCK, then runuser.
+	for r in "${!ship_pid[@]}"; do
+		lock_pid=$(cat "$work/$r/spool/LOCK" 2>/dev/null || true)
+		[[ $lock_pid =~ ^[0-9]+$ ]] && kill "$lock_pid" 2>/dev/null
+		kill "${ship_pid[$r]}" 2>/dev/null || true
+	done
 	for r in "${rows[@]}"; do
 		for d in "$work/$r/primary" "$work/$r/standby"; do
 			[[ -f $d/postmaster.pid ]] && as_pg "$pgbin/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true
