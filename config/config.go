@@ -264,6 +264,14 @@ type Ship struct {
 	// "Baselines"), e.g. "0 2 * * 0". Default "": none.
 	Baseline string `toml:"baseline"`
 
+	// PGData is a PostgreSQL data directory whose archive a running ship
+	// reads ahead of archive_command: it pushes every file PostgreSQL
+	// marks pg_wal/archive_status/NAME.ready as soon as it appears, so
+	// `ferry push` from archive_command finds it shipped and returns at
+	// once (docs/DIRTREE.md, "Reading ahead of PostgreSQL"). The shipper's
+	// user must be able to read pg_wal. Default "": no read-ahead.
+	PGData string `toml:"pg_data"`
+
 	// Format is how the source is split into records: line, ndjson or raw.
 	// Default "line".
 	Format string `toml:"format"`

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -189,6 +190,9 @@ func (f *File) Validate(verb string) error {
 		if _, err := f.Schedule(s.FlushAt); err != nil {
 			add("ship.flush_at", "%q is not a cron schedule: %v", s.FlushAt, err)
 		}
+	}
+	if s.PGData != "" && !filepath.IsAbs(s.PGData) {
+		add("ship.pg_data", "%q is not an absolute path: give PostgreSQL's data directory, e.g. \"/var/lib/postgresql/15/main\"", s.PGData)
 	}
 	if s.Baseline != "" {
 		if _, err := f.Schedule(s.Baseline); err != nil {

@@ -360,6 +360,21 @@ func TestShipBaseline(t *testing.T) {
 	}
 }
 
+// ship.pg_data is an absolute path (a service's working directory is
+// anybody's guess).
+func TestShipPGData(t *testing.T) {
+	f := Defaults()
+	f.Stream, f.Store, f.Ship.Spool, f.Ship.Source = "pg", "/srv/ferry", "/var/lib/ferry/spool", "none"
+	f.Ship.PGData = "/var/lib/postgresql/15/main"
+	if err := f.Validate("ship"); err != nil {
+		t.Fatalf("absolute pg_data: %v", err)
+	}
+	f.Ship.PGData = "15/main"
+	if err := f.Validate("ship"); err == nil || !strings.Contains(err.Error(), "ship.pg_data") {
+		t.Fatalf("relative pg_data: %v", err)
+	}
+}
+
 // ferry sync needs its site id, tree, spool, state and peers, each named
 // when missing; a peer may not be this site, nor a tcp:// link.
 func TestValidateSync(t *testing.T) {

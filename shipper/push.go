@@ -180,25 +180,10 @@ func (p *Pusher) Push(ctx context.Context, f PushFile) (PushResult, error) {
 	defer unlock()
 	sh := p.Shipper
 	sum := sha256.Sum256(f.Content)
-	want := PushMarker{Name: f.Name, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(f.Content)),
-		Stream: sh.cfg.Spool.Stream, Generation: sh.spool.Config().Generation}
-	found := make([]*PushMarker, len(p.Markers))
-	var have *PushMarker
-	for i, ms := range p.Markers {
-		m, err := p.readMarker(ctx, ms, f.Name)
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return res, err
-		}
-		if err := checkSame(ms, f.Name, m, want); err != nil {
-			return res, err
-		}
-		found[i] = &m
-		if have == nil {
-			have = &m
-		}
+	want := p.marker(f.Name, hex.EncodeToString(sum[:]), int64(len(f.Content)))
+	found, have, err := p.markers(ctx, want)
+	if err != nil {
+		return res, err
 	}
 	res.Already = have != nil
 	for _, m := range found {
@@ -260,6 +245,91 @@ func (p *Pusher) appendFile(ctx context.Context, recs []batch.Record) error {
 		}
 	}
 	return sh.AppendDurable(ctx, recs, nil)
+}
+
+// Shipped reports whether every marker store holds the marker of name
+// with this SHA-256 (hex) and size: the file was accepted under the ack
+// mode, and a Push of that content would ship nothing. A push of name in
+// progress finishes first. It reads no file, so the caller vouches for
+// the hash (ferry push hashes the file it is asked to archive). A marker
+// with other content is ErrPushConflict; a store that lacks the marker
+// gives false (Push then completes it).
+func (p *Pusher) Shipped(ctx context.Context, name, sha256Hex string, size int64) (PushMarker, bool, error) {
+	if err := CheckPushName(name); err != nil {
+		return PushMarker{}, false, err
+	}
+	// A push of name in progress (the read-ahead's) decides first.
+	unlock, err := p.lock(ctx, name)
+	if err != nil {
+		return PushMarker{}, false, err
+	}
+	defer unlock()
+	found, have, err := p.markers(ctx, p.marker(name, sha256Hex, size))
+	if err != nil || have == nil {
+		return PushMarker{}, false, err
+	}
+	for _, m := range found {
+		if m == nil {
+			return PushMarker{}, false, nil
+		}
+	}
+	return *have, true, nil
+}
+
+// Marked returns name's marker when every marker store holds one, after
+// any push of name in progress has finished. It compares no content: only
+// Push and Shipped vouch for a file.
+func (p *Pusher) Marked(ctx context.Context, name string) (PushMarker, bool, error) {
+	unlock, err := p.lock(ctx, name)
+	if err != nil {
+		return PushMarker{}, false, err
+	}
+	defer unlock()
+	var have PushMarker
+	for i, ms := range p.Markers {
+		m, err := p.readMarker(ctx, ms, name)
+		if errors.Is(err, store.ErrNotFound) {
+			return PushMarker{}, false, nil
+		}
+		if err != nil {
+			return PushMarker{}, false, err
+		}
+		if i == 0 {
+			have = m
+		}
+	}
+	return have, len(p.Markers) > 0, nil
+}
+
+// marker is the marker a push of this content would write (without the
+// seqs and time, which the push fills in).
+func (p *Pusher) marker(name, sha256Hex string, size int64) PushMarker {
+	sh := p.Shipper
+	return PushMarker{Name: name, SHA256: sha256Hex, Size: size, Stream: sh.cfg.Spool.Stream, Generation: sh.spool.Config().Generation}
+}
+
+// markers reads want.Name's marker in every marker store: found[i] is
+// store i's (nil when it has none), have the first found. One that
+// disagrees with want is ErrPushConflict.
+func (p *Pusher) markers(ctx context.Context, want PushMarker) (found []*PushMarker, have *PushMarker, err error) {
+	found = make([]*PushMarker, len(p.Markers))
+	for i, ms := range p.Markers {
+		m, err := p.readMarker(ctx, ms, want.Name)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := checkSame(ms, want.Name, m, want); err != nil {
+			return nil, nil, err
+		}
+		found[i] = &m
+		if have == nil {
+			have = &m
+		}
+	}
+	return found, have, nil
 }
 
 func checkSame(ms MarkerStore, name string, got, want PushMarker) error {

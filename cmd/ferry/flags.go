@@ -108,6 +108,8 @@ var configFlags = map[string]configFlag{
 			return nil
 		}},
 
+	"pg-data": {kind: stringFlag, usage: "read ahead of PostgreSQL's archive_command: ship every WAL file this data `dir`ectory marks ready (see pg_data)",
+		set: func(c *config.File, v string) error { c.Ship.PGData = v; return nil }},
 	"start-now": {kind: listFlag, usage: "let target `TARGET` (\"store\", a target's name or its URL) begin the stream at the spool's seq if it holds nothing of it and no other target can backfill it (repeatable; see start_now)",
 		set: func(c *config.File, v string) error {
 			c.Ship.StartNow = append(c.Ship.StartNow, v)

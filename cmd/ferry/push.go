@@ -275,6 +275,10 @@ func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushFile, log *
 	if err != nil {
 		return res, err
 	}
+	// The file stays where it is until push exits 0, and push exits 0
+	// only once its records are sealed: they are written once, into the
+	// segment, with no journal copy.
+	sh.SourceReplayable()
 	runCtx, stopRun := context.WithCancel(ctx)
 	runErr := make(chan error, 1)
 	go func() { runErr <- sh.Run(runCtx) }()

@@ -83,22 +83,14 @@ func pushMarkerStores(cfg *config.File, targets []shipper.Target) ([]shipper.Mar
 	return out, nil
 }
 
-// servePush serves the push socket of a running shipper until ctx ends or
-// the returned stop is called; stop waits for the pushes in progress. A
-// socket that cannot be served is logged, not fatal: pushes then fail
-// with an error naming this process.
-func servePush(ctx context.Context, cfg *config.File, sh *shipper.Shipper, targets []shipper.Target, log *slog.Logger) (stop func()) {
-	path := filepath.Join(cfg.Ship.Spool, pushSocket)
-	ln, err := listenPrivate(path)
-	if err != nil {
-		log.Warn("push socket not served; ferry push will fail while this shipper runs", "path", path, "err", err)
-		return func() {}
-	}
-	// The pusher (and SPOOL/pushed) only once somebody pushes.
+// newPusher returns the running shipper's Pusher, made (with SPOOL/pushed)
+// on first use; push.sock and the pg_data read-ahead share it, so pushes
+// of one name are serialised between them.
+func newPusher(cfg *config.File, sh *shipper.Shipper, targets []shipper.Target, log *slog.Logger) func() (*shipper.Pusher, error) {
 	var once sync.Once
 	var p *shipper.Pusher
 	var perr error
-	pusher := func() (*shipper.Pusher, error) {
+	return func() (*shipper.Pusher, error) {
 		once.Do(func() {
 			markers, err := pushMarkerStores(cfg, targets)
 			if err != nil {
@@ -112,6 +104,19 @@ func servePush(ctx context.Context, cfg *config.File, sh *shipper.Shipper, targe
 				AfterAppend: func(context.Context) error { return sh.Spool().Seal("push") }}
 		})
 		return p, perr
+	}
+}
+
+// servePush serves the push socket of a running shipper until ctx ends or
+// the returned stop is called; stop waits for the pushes in progress. A
+// socket that cannot be served is logged, not fatal: pushes then fail
+// with an error naming this process.
+func servePush(ctx context.Context, cfg *config.File, pusher func() (*shipper.Pusher, error), log *slog.Logger) (stop func()) {
+	path := filepath.Join(cfg.Ship.Spool, pushSocket)
+	ln, err := listenPrivate(path)
+	if err != nil {
+		log.Warn("push socket not served; ferry push will fail while this shipper runs", "path", path, "err", err)
+		return func() {}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -224,6 +229,14 @@ func pushFromRequest(ctx context.Context, p *shipper.Pusher, req pushRequest) pu
 	}
 	if !filepath.IsAbs(req.Path) {
 		return pushReply{Error: fmt.Sprintf("path %q is not absolute", req.Path)}
+	}
+	// Already shipped (by the read-ahead of --pg-data, or an earlier
+	// push): the markers agree with the hash ferry push took of the file,
+	// so there is nothing to read.
+	if m, ok, err := p.Shipped(ctx, req.Name, req.SHA256, req.Size); err != nil {
+		return pushReply{Error: err.Error(), Conflict: errors.Is(err, shipper.ErrPushConflict)}
+	} else if ok {
+		return pushReply{OK: true, Already: true, FirstSeq: m.FirstSeq, LastSeq: m.LastSeq}
 	}
 	f, err := readPushFile(req.Path, req.Name)
 	if err != nil {

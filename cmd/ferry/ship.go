@@ -51,7 +51,7 @@ const shipExamples = `  # ship a log file through stdin into a local directory s
 func runShip(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("ship", "ferry ship --store URL --stream NAME --spool DIR [--source stdin|tail:PATH] [--format line|ndjson|raw] [--max-bytes 4MiB] [--max-age 2s] [--max-records N] [--config FILE]", shipExamples, stderr)
 	c.accept("spool", "source", "format", "fsync", "max-bytes", "max-age", "max-records", "max-record-size",
-		"spool-limit", "shutdown-timeout", "compression", "ack", "metrics-addr", "also", "start-now", "site", "lease-ttl")
+		"spool-limit", "shutdown-timeout", "compression", "ack", "metrics-addr", "also", "start-now", "site", "lease-ttl", "pg-data")
 	c.accept(shipperLinkFlags...)
 	err := c.parseNoArgs(args, "ship")
 	if err != nil {
@@ -136,6 +136,11 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case sc.Source == "none":
 		src = source.None{} // push-only: records come through push.sock
+		// A pushed file stays where it is until its push returns
+		// (PostgreSQL keeps a WAL file until archive_command exits 0),
+		// and a push returns only once its records are sealed: they
+		// are written once, into the segment, with no journal copy.
+		sh.SourceReplayable()
 	case stdinSource:
 		src = &source.Reader{R: stdin, Name: "stdin", Format: sc.Format, MaxRecordSize: int(sc.MaxRecordSize)}
 	case strings.HasPrefix(sc.Source, "tail:"):
@@ -159,7 +164,15 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	defer stopRun()
 	runErr := make(chan error, 1)
 	go func() { runErr <- sh.Run(runCtx) }()
-	defer servePush(runCtx, cfg, sh, targets, log)() // ferry push hands files over through SPOOL/push.sock
+	pusher := newPusher(cfg, sh, targets, log)
+	defer servePush(runCtx, cfg, pusher, log)() // ferry push hands files over through SPOOL/push.sock
+	if sc.PGData != "" {
+		stopAhead, err := startPGReadAhead(runCtx, sc.PGData, pusher, log)
+		if err != nil {
+			return err
+		}
+		defer stopAhead()
+	}
 
 	statusCtx, stopStatus := context.WithCancel(ctx)
 	statusDone := make(chan struct{})
