@@ -141,7 +141,7 @@ func TestStaleOwnerFenced(t *testing.T) {
 	if err := a.Fence("s")(); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("a renewed after b took the lease: want lost, got %v", err)
 	}
-	if got := a.Claim([]string{"s"}); len(got) != 0 {
+	if got := a.Claim(context.Background(), []string{"s"}, nil); len(got) != 0 {
 		t.Fatalf("a still claims %v", got)
 	}
 }
@@ -229,19 +229,19 @@ func TestHandover(t *testing.T) {
 	ctx := context.Background()
 	a := newMember(t, st, "a", c)
 	all := streams(40)
-	a.Claim(all)
+	a.Claim(ctx, all, all)
 	if err := a.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := a.Claim(all); len(got) != 40 {
+	if got := a.Claim(ctx, all, all); len(got) != 40 {
 		t.Fatalf("a alone holds %d of 40", len(got))
 	}
 	b := newMember(t, st, "b", c)
-	b.Claim(all)
+	b.Claim(ctx, all, nil)
 	if err := a.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	mine := a.Claim(all)
+	mine := a.Claim(ctx, all, all)
 	var moving []string
 	for _, s := range all {
 		if !contains(mine, s) {
@@ -258,7 +258,7 @@ func TestHandover(t *testing.T) {
 	if err := b.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := b.Claim(all); len(got) != len(moving) {
+	if got := b.Claim(ctx, all, nil); len(got) != len(moving) {
 		t.Fatalf("b holds %v, want the %d released: %v", got, len(moving), moving)
 	}
 }
@@ -270,4 +270,32 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// A stream to be handed over whose receiver is not running (it had not
+// opened yet) is released by Claim itself: otherwise its lease would be
+// renewed for ever and the new owner never get it.
+func TestHandoverOfIdleStream(t *testing.T) {
+	st := newStore(t)
+	c := &clock{t: time.Unix(1e9, 0)}
+	ctx := context.Background()
+	a := newMember(t, st, "a", c)
+	all := streams(40)
+	a.Claim(ctx, all, nil)
+	if err := a.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := newMember(t, st, "b", c)
+	b.Claim(ctx, all, nil)
+	if err := a.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mine := a.Claim(ctx, all, nil) // nothing running
+	if err := b.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := b.Claim(ctx, all, nil)
+	if len(got) == 0 || len(got)+len(mine) != len(all) {
+		t.Fatalf("a keeps %d, b took %d of %d: the idle streams were not handed over", len(mine), len(got), len(all))
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ferry-dr/ferry/store"
@@ -134,14 +135,18 @@ func (m *Member) Fence(stream string) func() error {
 // Claim records the streams there are (those a receiver of the fleet
 // would apply) and returns those this member may apply now: held, not
 // lost, not to be handed over. A stream held and no longer returned must
-// be stopped, then Released.
-func (m *Member) Claim(streams []string) []string {
+// be stopped, then Released; one to be handed over that is not running
+// (its receiver would not open yet) is released here.
+func (m *Member) Claim(ctx context.Context, streams, running []string) []string {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.streams = streams
+	var idle []string
 	for s, h := range m.held {
-		if h.lost {
+		switch {
+		case h.lost:
 			delete(m.held, s) // taken by another: a later tick may take it again
+		case h.handover && !slices.Contains(running, s):
+			idle = append(idle, s)
 		}
 	}
 	var mine []string
@@ -149,6 +154,10 @@ func (m *Member) Claim(streams []string) []string {
 		if h := m.held[s]; h != nil && !h.lost && !h.handover {
 			mine = append(mine, s)
 		}
+	}
+	m.mu.Unlock()
+	for _, s := range idle {
+		m.Release(ctx, s)
 	}
 	return mine
 }

@@ -250,6 +250,7 @@ func (m *Member) readMembers(ctx context.Context) ([]string, error) {
 func (m *Member) Run(ctx context.Context) error {
 	every := m.cfg.TTL / 3
 	for {
+		next := time.Now().Add(every) // a slow tick shortens the wait, not the renewals
 		if err := m.Tick(ctx); err != nil {
 			if errors.Is(err, errIDInUse) {
 				return err
@@ -262,13 +263,21 @@ func (m *Member) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(every):
+		case <-time.After(time.Until(next)):
 		}
 	}
 }
 
-// Tick does one round of Run.
+// Tick does one round of Run: the leases are renewed first, as the
+// fences depend on them.
 func (m *Member) Tick(ctx context.Context) error {
+	m.mu.Lock()
+	var renew []string
+	for s := range m.held {
+		renew = append(renew, s)
+	}
+	m.mu.Unlock()
+	m.parallel(ctx, renew, m.renew)
 	if err := m.beat(ctx); err != nil {
 		return err
 	}
@@ -279,14 +288,7 @@ func (m *Member) Tick(ctx context.Context) error {
 	m.mu.Lock()
 	m.live = live
 	streams := m.streams
-	var renew []string
-	for s := range m.held {
-		renew = append(renew, s)
-	}
-	m.mu.Unlock()
-	m.parallel(ctx, renew, m.renew)
 	var take []string
-	m.mu.Lock()
 	for s, h := range m.held {
 		if Owner(s, live) != m.cfg.Member || !slices.Contains(streams, s) {
 			h.handover = true

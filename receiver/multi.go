@@ -30,9 +30,9 @@ const MultiPoll = time.Hour
 // Claimer decides which streams this process applies (package fleet's
 // Member); a Multi without one applies every stream that matches.
 type Claimer interface {
-	// Claim is told every matching stream the listing shows and returns
-	// those this process may apply now.
-	Claim(streams []string) []string
+	// Claim is told every matching stream the listing shows, and those
+	// running, and returns those this process may apply now.
+	Claim(ctx context.Context, streams, running []string) []string
 	// Fence is the check for the stream's Config.Fence.
 	Fence(stream string) func() error
 	// Release is called once a stream's receiver has stopped, what it
@@ -184,7 +184,7 @@ func (m *Multi) step(ctx context.Context, listed []StreamSegments) bool {
 	}
 	mine := matched
 	if m.cfg.Claim != nil {
-		mine = m.cfg.Claim.Claim(matched)
+		mine = m.cfg.Claim.Claim(ctx, matched, m.Running())
 	}
 	m.reap(ctx)
 	for s := range m.snapshot() {

@@ -53,7 +53,21 @@ func TestFleetReceiveS3(t *testing.T) {
 	member := func(id string) *ferrytest.Process {
 		return h.start(nil, nil, "receive", "--store", streams[0].url(), "--stream", "s*", "--state", state,
 			"--apply", "file:"+filepath.Join(replicas, "{stream}.log"), "--fleet", "dr", "--fleet-member", id,
-			"--fleet-ttl", "3s", "--poll-max", "500ms", "--log-level", "debug")
+			"--fleet-ttl", "3s", "--poll-max", "500ms")
+	}
+	var m []*ferrytest.Process
+	// about says what the members logged of stream, for a failure.
+	about := func(stream string) string {
+		var b strings.Builder
+		for i, p := range m {
+			fmt.Fprintf(&b, "--- m%d:\n", i+1)
+			for _, line := range strings.Split(p.Stderr(), "\n") {
+				if strings.Contains(line, "stream="+stream) && !strings.Contains(line, "level=DEBUG") || strings.Contains(line, "level=ERROR") {
+					fmt.Fprintln(&b, line)
+				}
+			}
+		}
+		return b.String()
 	}
 	waitExact := func(what string, within time.Duration) {
 		t.Helper()
@@ -74,13 +88,13 @@ func TestFleetReceiveS3(t *testing.T) {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: replicas not exact after %v: %s", what, within, bad)
+				t.Fatalf("%s: replicas not exact after %v: %s\n%s", what, within, bad, about(bad[:3]))
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
 	shipRound(1)
-	m := []*ferrytest.Process{member("m1"), member("m2"), member("m3")}
+	m = []*ferrytest.Process{member("m1"), member("m2"), member("m3")}
 	waitExact("three members", 90*time.Second)
 	took := func(p *ferrytest.Process) int { return strings.Count(p.Stderr(), "took stream") }
 	for i, p := range m {
