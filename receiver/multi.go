@@ -27,6 +27,11 @@ import (
 // net behind the Multi's offers.
 const MultiPoll = time.Hour
 
+// startParallel is how many receivers a Multi opens at once: an Open
+// makes a state dir durable (fsyncs), which a thousand streams would
+// otherwise wait on one by one.
+const startParallel = 16
+
 // Claimer decides which streams this process applies (package fleet's
 // Member); a Multi without one applies every stream that matches.
 type Claimer interface {
@@ -48,7 +53,7 @@ type MultiConfig struct {
 	// Match selects the streams to apply.
 	Match func(stream string) bool
 	// Open opens the Receiver of one stream, its Config.Fence set to
-	// fence (nil outside a fleet) and its poll to MultiPoll.
+	// fence (nil outside a fleet). The Multi sets its poll to MultiPoll.
 	Open func(stream string, fence func() error) (*Receiver, error)
 	// PollMin, PollMax bound the wait between listings: PollMin after a
 	// listing that showed something new, doubling to PollMax while none
@@ -193,15 +198,23 @@ func (m *Multi) step(ctx context.Context, listed []StreamSegments) bool {
 		}
 	}
 	now := time.Now()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, startParallel)
 	for _, s := range mine {
 		m.mu.Lock()
 		_, on := m.running[s]
 		retryAt := m.failed[s]
 		m.mu.Unlock()
 		if !on && !now.Before(retryAt) {
-			m.start(ctx, s)
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				m.start(ctx, s)
+			}()
 		}
 	}
+	wg.Wait()
 	moved := false
 	for s, sr := range m.snapshot() {
 		applied := sr.r.Checkpoint().Segment
@@ -272,6 +285,8 @@ func (m *Multi) start(ctx context.Context, stream string) {
 		}
 		return
 	}
+	// The Multi's listing feeds it; its own poll is only a safety net.
+	r.cfg.PollMin, r.cfg.PollMax = MultiPoll, MultiPoll
 	rctx, cancel := context.WithCancel(ctx)
 	sr := &streamRun{r: r, cancel: cancel, done: make(chan struct{})}
 	m.mu.Lock()

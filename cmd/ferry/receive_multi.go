@@ -77,7 +77,6 @@ func runReceiveMulti(ctx context.Context, cfg *config.File, stdout io.Writer, lo
 		slog := log.With("stream", stream)
 		configureApplier(ap, rc, slog)
 		rcfg := receiveConfig(rc)
-		rcfg.PollMin, rcfg.PollMax = receiver.MultiPoll, receiver.MultiPoll
 		rcfg.Stream, rcfg.Generation, rcfg.StateDir = stream, cfg.Generation, stateDir
 		rcfg.Store, rcfg.Applier = st, ap
 		rcfg.ReceiverID = receiverID(id)
