@@ -29,6 +29,9 @@ func runReceiveMulti(ctx context.Context, cfg *config.File, stdout io.Writer, lo
 	if strings.HasPrefix(cfg.Store, "tcp://") {
 		return usageError{errors.New("several streams (a list, a glob or --fleet) are received from a dir or s3 store, not a tcp:// link")}
 	}
+	if cfg.MetricsAddr != "" {
+		return usageError{errors.New("metrics_addr (--metrics-addr) is not served by a receiver of several streams yet; unset it, and watch the fleet with ferry status --fleet")}
+	}
 	if rc.State == "" || rc.Apply == "" {
 		return usageError{errors.New("--state DIR (each stream's state goes in DIR/<stream>/) and --apply TEMPLATE (with {stream}) are required")}
 	}
