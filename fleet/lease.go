@@ -80,9 +80,16 @@ func (m *Member) swap(ctx context.Context, key string, rec LeaseRecord, old stri
 func (m *Member) renew(ctx context.Context, stream string) {
 	m.mu.Lock()
 	h := m.held[stream]
-	if h == nil || h.lost {
-		m.mu.Unlock()
+	m.mu.Unlock()
+	if h == nil {
 		return
+	}
+	h.swap.Lock()
+	defer h.swap.Unlock()
+	m.mu.Lock()
+	if h.lost || m.held[stream] != h {
+		m.mu.Unlock()
+		return // lost, or released meanwhile
 	}
 	rec, ver := h.rec, h.version
 	m.mu.Unlock()
@@ -169,13 +176,24 @@ func (m *Member) Release(ctx context.Context, stream string) {
 	h := m.held[stream]
 	delete(m.held, stream)
 	m.mu.Unlock()
-	if h == nil || h.lost {
+	if h == nil {
+		return
+	}
+	h.swap.Lock()
+	defer h.swap.Unlock()
+	m.mu.Lock()
+	lost := h.lost
+	m.mu.Unlock()
+	if lost {
 		return
 	}
 	rec := h.rec
 	rec.Renewals++
 	rec.Released, rec.Expires = true, m.cfg.Now().UTC()
-	if _, err := m.swap(ctx, m.leaseKey(stream), rec, h.version); err != nil {
+	m.mu.Lock()
+	ver := h.version
+	m.mu.Unlock()
+	if _, err := m.swap(ctx, m.leaseKey(stream), rec, ver); err != nil {
 		m.log.Warn("release fleet lease (it expires by itself)", "stream", stream, "err", err)
 		return
 	}

@@ -36,8 +36,9 @@ type Config struct {
 	// Host names the host in the member object; default os.Hostname.
 	Host string
 	Now  func() time.Time
-	// Parallel is how many lease Swaps run at once (default 16): a member
-	// renews every lease it holds each TTL/3.
+	// Parallel is how many lease Swaps run at once (default 64): a member
+	// renews every lease it holds each TTL/3, and a slow store must not
+	// stretch the round past the fences' margin.
 	Parallel int
 }
 
@@ -62,6 +63,8 @@ type Member struct {
 
 // held is this member's hold on one stream's lease.
 type held struct {
+	swap sync.Mutex // one Swap of this lease at a time: a release never races a renewal
+
 	rec       LeaseRecord
 	version   string
 	renewedAt time.Time // this host's clock before the last successful Swap
@@ -92,7 +95,7 @@ func New(cfg Config, log *slog.Logger) (*Member, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Parallel <= 0 {
-		cfg.Parallel = 16
+		cfg.Parallel = 64
 	}
 	if cfg.Host == "" {
 		cfg.Host, _ = os.Hostname()

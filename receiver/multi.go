@@ -41,8 +41,9 @@ type Claimer interface {
 	// Fence is the check for the stream's Config.Fence.
 	Fence(stream string) func() error
 	// Release is called once a stream's receiver has stopped, what it
-	// applied checkpointed, after Claim stopped returning it or its fence
-	// refused.
+	// applied checkpointed, after Claim stopped returning it. A receiver
+	// that stopped by itself (an error, a fence) is not released: it is
+	// opened again while Claim returns it.
 	Release(ctx context.Context, stream string)
 }
 
@@ -308,7 +309,7 @@ func (m *Multi) reap(ctx context.Context) {
 		default:
 			continue
 		}
-		m.finish(ctx, s, sr)
+		m.finish(ctx, s, sr, false) // still this process's: opened again, not handed over
 		if sr.err != nil {
 			m.log.Error("stream stopped; opening it again later", "stream", s, "err", sr.err, "retry_in", m.cfg.Retry)
 			m.mu.Lock()
@@ -332,18 +333,18 @@ func (m *Multi) stop(ctx context.Context, stream string) {
 	}
 	sr.cancel()
 	<-sr.done
-	m.finish(ctx, stream, sr)
+	m.finish(ctx, stream, sr, true)
 }
 
-// finish closes a stopped receiver and releases its stream.
-func (m *Multi) finish(ctx context.Context, stream string, sr *streamRun) {
+// finish closes a stopped receiver and, if release, releases its stream.
+func (m *Multi) finish(ctx context.Context, stream string, sr *streamRun, release bool) {
 	if err := sr.r.Close(); err != nil {
 		m.log.Warn("close stream receiver", "stream", stream, "err", err)
 	}
 	m.mu.Lock()
 	delete(m.running, stream)
 	m.mu.Unlock()
-	if m.cfg.Claim != nil {
+	if release && m.cfg.Claim != nil {
 		m.cfg.Claim.Release(context.WithoutCancel(ctx), stream)
 	}
 	m.log.Info("stopped applying stream", "stream", stream, "checkpoint_seq", sr.r.Checkpoint().LastSeq)

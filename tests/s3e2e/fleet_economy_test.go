@@ -44,6 +44,7 @@ func TestIdleStreamsRequestsS3(t *testing.T) {
 			if c.fleet {
 				args = append(args, "--fleet", "dr", "--fleet-member", "m1", "--fleet-ttl", "3s")
 			}
+			started := time.Now()
 			p := h.start(nil, nil, args...)
 			deadline := time.Now().Add(2 * time.Minute)
 			for i := 0; i < c.streams; {
@@ -56,6 +57,7 @@ func TestIdleStreamsRequestsS3(t *testing.T) {
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
+			t.Logf("all %d streams applied %v after the start", c.streams, time.Since(started).Round(time.Millisecond))
 			time.Sleep(2 * time.Second) // the last first passes
 			before := h.proxy.Counts()
 			const window = 9 * time.Second
