@@ -211,7 +211,15 @@ func TestHostileFleetObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	var damaged int
+	for _, l := range leases {
+		if l.Token != "" {
+			t.Errorf("status shows lease %s's token", l.Stream)
+		}
+	}
 	for _, m := range members {
+		if m.Token != "" {
+			t.Errorf("status shows member %s's token", m.Member)
+		}
 		if m.Damaged != "" {
 			damaged++
 		}

@@ -25,7 +25,8 @@ type LeaseStatus struct {
 }
 
 // ReadStatus reads every member and lease object of fleet name, judged
-// live by now. Damaged objects are reported, not skipped.
+// live by now, without their tokens. Damaged objects are reported, not
+// skipped.
 func ReadStatus(ctx context.Context, sw store.Swapper, name string, now time.Time) ([]MemberStatus, []LeaseStatus, error) {
 	if err := CheckName("fleet name", name); err != nil {
 		return nil, nil, err
@@ -41,6 +42,7 @@ func ReadStatus(ctx context.Context, sw store.Swapper, name string, now time.Tim
 		} else {
 			ms.Live = !ms.Left && ms.Expires.After(now)
 		}
+		ms.Token = "" // a holder's identity, not shown
 		members = append(members, ms)
 	})
 	if err != nil {
@@ -57,6 +59,7 @@ func ReadStatus(ctx context.Context, sw store.Swapper, name string, now time.Tim
 		} else {
 			ls.Live = !ls.Released && ls.Expires.After(now)
 		}
+		ls.Token = ""
 		leases = append(leases, ls)
 	})
 	if err != nil {

@@ -25,7 +25,7 @@ func TestIdleStreamsRequestsS3(t *testing.T) {
 	for _, c := range []struct {
 		streams int
 		fleet   bool
-	}{{1, false}, {100, false}, {100, true}} {
+	}{{100, false}, {100, true}} { // 1 stream: receiver/multi_test.go
 		t.Run(fmt.Sprintf("%d-fleet-%v", c.streams, c.fleet), func(t *testing.T) {
 			h := newHarness(t, withProxy)
 			ctx := context.Background()
