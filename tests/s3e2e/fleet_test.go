@@ -97,11 +97,18 @@ func TestFleetReceiveS3(t *testing.T) {
 	m = []*ferrytest.Process{member("m1"), member("m2"), member("m3")}
 	waitExact("three members", 90*time.Second)
 	took := func(p *ferrytest.Process) int { return strings.Count(p.Stderr(), "took stream") }
+	// The first member may take every stream before the others join; it
+	// hands their shares over once it sees them.
 	for i, p := range m {
-		if took(p) == 0 {
-			t.Errorf("member m%d took no stream: the streams are not shared:\n%s", i+1, p.Stderr())
+		for deadline := time.Now().Add(30 * time.Second); took(p) == 0; {
+			if time.Now().After(deadline) {
+				t.Fatalf("member m%d took no stream: the streams are not shared:\n%s", i+1, p.Stderr())
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
+	time.Sleep(2 * time.Second) // the handovers open on the new owners
+	waitExact("three members, after the rebalance", 60*time.Second)
 
 	// kill -9 one member: the others take its streams after the TTL.
 	killed := took(m[0]) - strings.Count(m[0].Stderr(), "released stream")
