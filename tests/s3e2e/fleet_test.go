@@ -113,9 +113,11 @@ func TestFleetReceiveS3(t *testing.T) {
 	// kill -9 one member: the others take its streams after the TTL.
 	killed := took(m[0]) - strings.Count(m[0].Stderr(), "released stream")
 	m[0].Kill9()
+	killedAt := time.Now()
 	before := took(m[1]) + took(m[2])
 	shipRound(2)
 	waitExact("after kill -9 of m1", 60*time.Second)
+	t.Logf("every replica exact %v after kill -9 of m1 (lease ttl 3s; round 2 shipped meanwhile)", time.Since(killedAt).Round(100*time.Millisecond))
 	if got := took(m[1]) + took(m[2]) - before; got < killed {
 		t.Errorf("m2 and m3 took %d streams after m1 died, want at least the %d it held", got, killed)
 	}
