@@ -82,6 +82,9 @@ type File struct {
 	// Receive configures "ferry receive".
 	Receive Receive `toml:"receive"`
 
+	// Fleet shares the streams among receivers (fleet.go).
+	Fleet Fleet `toml:"fleet"`
+
 	// S3 configures the s3:// store. It is the top-level [s3] table.
 	S3 S3 `toml:"s3"`
 
@@ -471,6 +474,10 @@ type Receive struct {
 	// make: under their max_bytes plus one max_record_size (20MiB with
 	// their defaults). Default 256MiB; between 1MiB and 2GiB.
 	MaxSegmentBytes Size `toml:"max_segment_bytes"`
+
+	// Streams lists more streams (names or globs) to apply, besides
+	// stream; see fleet.go.
+	Streams []string `toml:"streams"`
 }
 
 // DefaultMaxSegmentBytes is receive.max_segment_bytes when the config does
@@ -507,7 +514,8 @@ func Defaults() *File {
 			MaxSegmentBytes: DefaultMaxSegmentBytes,
 			OnceTimeout:     Duration(DefaultOnceTimeout),
 		},
-		TCP: TCP{InboxKeep: DefaultInboxKeep, CheckpointDelay: Duration(DefaultCheckpointDelay)},
+		Fleet: Fleet{LeaseTTL: Duration(DefaultFleetLeaseTTL)},
+		TCP:   TCP{InboxKeep: DefaultInboxKeep, CheckpointDelay: Duration(DefaultCheckpointDelay)},
 	}
 }
 

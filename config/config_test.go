@@ -151,7 +151,7 @@ func TestDefaults(t *testing.T) {
 	wantRecv := Receive{GapTimeout: Duration(30 * time.Second), PollMin: Duration(200 * time.Millisecond),
 		PollMax: Duration(5 * time.Second), RetryMin: Duration(time.Second), RetryMax: Duration(time.Minute),
 		Prefetch: 4, MaxSegmentBytes: 256 * MiB, OnceTimeout: Duration(5 * time.Minute)}
-	if d.Receive != wantRecv {
+	if !reflect.DeepEqual(d.Receive, wantRecv) {
 		t.Errorf("receive defaults = %+v, want %+v", d.Receive, wantRecv)
 	}
 	if d.S3.PathStyle != nil || d.S3.UsePathStyle() {

@@ -74,17 +74,18 @@ func (f *File) Validate(verb string) error {
 	}
 
 	// Common settings.
-	if (verb == "ship" && len(f.Streams) == 0) || verb == "receive" {
+	if (verb == "ship" && len(f.Streams) == 0) || (verb == "receive" && !f.MultiStream()) {
 		require("stream", f.Stream)
 	}
 	f.validateStreams(add)
+	f.validateFleet(verb, add)
 	if verb != "" && (verb != "sync" || !f.Sync.allLinks()) {
 		require("store", f.Store)
 	}
 	f.validateSync(verb, add, require)
 	// A top-level stream may name one site's stream of a sync pair
 	// (NAME@SITE), for ls, verify, cat and receive.
-	if f.Stream != "" && batch.CheckStream(f.Stream) != nil {
+	if f.Stream != "" && !IsStreamSet(f.Stream) && batch.CheckStream(f.Stream) != nil {
 		add("stream", "%q is not a valid stream name: use 1-128 letters, digits, '.', '_', '-' or '@' (NAME@SITE names one site's stream of ferry sync), starting with a letter or digit", f.Stream)
 	}
 	if f.Store != "" {

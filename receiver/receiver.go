@@ -125,7 +125,17 @@ type Config struct {
 	// which are checkpoints. 0 (the default): each pass ends durable, as
 	// does every Run.
 	CheckpointDelay time.Duration
+	// Fence, if set, is asked before each segment is applied and before
+	// each checkpoint is saved; an error (wrapping ErrFenced) stops Run
+	// with it, and one before a save leaves the applied segments to be
+	// undone by the next Open. A fleet member passes its hold on the
+	// stream's lease (package fleet, docs/FLEET.md).
+	Fence func() error
 }
+
+// ErrFenced: Config.Fence refused: this receiver may no longer own the
+// stream.
+var ErrFenced = errors.New("fenced: no longer owns the stream")
 
 // Stats are counters for summaries and status.
 type Stats struct {
@@ -644,6 +654,9 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 	if canHold {
 		ds.DeferSync(hold)
 	}
+	if err := r.fence(); err != nil {
+		return fmt.Errorf("segment %s: %w", f.key, err)
+	}
 	err = r.retry(ctx, "apply "+name, func() error {
 		return r.cfg.Applier.Apply(ctx, subMeta(&seg.Meta, recs), recs)
 	})
@@ -734,6 +747,9 @@ func (r *Receiver) commit(next Checkpoint, sync bool) error {
 		next.Applier, err = st.State()
 	}
 	if err == nil {
+		err = r.fence()
+	}
+	if err == nil {
 		err = r.cpFile.Save(next)
 	}
 	if err != nil {
@@ -745,6 +761,17 @@ func (r *Receiver) commit(next Checkpoint, sync bool) error {
 	r.stats.LastSeq, r.stats.LastHash = next.LastSeq, next.LastHash
 	r.mu.Unlock()
 	r.setApplied(next.LastSeq)
+	return nil
+}
+
+// fence asks Config.Fence, if set.
+func (r *Receiver) fence() error {
+	if r.cfg.Fence == nil {
+		return nil
+	}
+	if err := r.cfg.Fence(); err != nil {
+		return fmt.Errorf("stream %q: %w: %w", r.cfg.Stream, err, ErrFenced)
+	}
 	return nil
 }
 

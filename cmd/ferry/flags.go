@@ -116,6 +116,14 @@ var configFlags = map[string]configFlag{
 			return nil
 		}},
 
+	// [fleet]
+	"fleet": {kind: stringFlag, usage: "share the streams with the other receivers of fleet `NAME` (docs/FLEET.md)",
+		set: func(c *config.File, v string) error { c.Fleet.Name = v; return nil }},
+	"fleet-member": {kind: stringFlag, usage: "this receiver's `id` in the fleet (default: host name and pid)",
+		set: func(c *config.File, v string) error { c.Fleet.Member = v; return nil }},
+	"fleet-ttl": {kind: durationFlag, usage: "how long a fleet member's heartbeat and leases last unless renewed (default 30s, at least 3s)",
+		set: func(c *config.File, v string) (err error) { c.Fleet.LeaseTTL, err = config.ParseDuration(v); return }},
+
 	// [receive]
 	"state": {kind: stringFlag, usage: "state `dir`: the durable checkpoint (one receiver per dir)",
 		set: func(c *config.File, v string) error { c.Receive.State = v; return nil }},

@@ -47,6 +47,7 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("receive", "ferry receive --store URL --stream NAME --state DIR --apply file:PATH|exec:CMD|dir:DIR|stdout [--once] [--repair] [--config FILE]", receiveExamples, stderr)
 	c.accept("state", "apply", "gap-timeout", "poll-min", "poll-max", "id", "prefetch", "metrics-addr", "max-segment-bytes", "once-timeout", "exec-timeout")
 	c.accept(receiverLinkFlags...)
+	c.accept("fleet", "fleet-member", "fleet-ttl")
 	once := c.fs.Bool("once", false, "apply what is in the store, then exit (non-zero on a gap, or on an error that persists for --once-timeout)")
 	repair := c.fs.Bool("repair", false, "accept a file: replica that is not as the checkpoint left it where that can be repaired: cut the bytes past the checkpoint that ferry did not write (the cut is logged), adopt a replica replaced by a copy")
 	err := c.parseNoArgs(args, "receive")
@@ -58,6 +59,14 @@ func runReceive(args []string, stdout, stderr io.Writer) error {
 	defer reload.close()
 	cfg := c.cfg
 	rc := cfg.Receive
+	if cfg.MultiStream() {
+		if *once || *repair {
+			return usageError{errors.New("--once and --repair take one stream, not a list, a glob or a fleet")}
+		}
+		ctx, stop := signalContext(context.Background(), log)
+		defer stop()
+		return runReceiveMulti(ctx, cfg, stdout, log)
+	}
 	if err := receiver.CheckNotPromoted(rc.State); err != nil {
 		return err
 	}

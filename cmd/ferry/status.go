@@ -226,14 +226,29 @@ type recvStatus struct {
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
-	c := newVerbFlags("status", "ferry status --spool DIR | --state DIR [--json]", statusExamples, stderr)
+	c := newVerbFlags("status", "ferry status --spool DIR | --state DIR | --fleet NAME --store URL [--json]", statusExamples, stderr)
 	spool := c.fs.String("spool", "", "a shipper's spool `dir`")
 	state := c.fs.String("state", "", "a receiver's state `dir`")
 	asJSON := c.fs.Bool("json", false, "print JSON instead of a table")
+	fleetName := c.fs.String("fleet", "", "a receiver fleet `NAME`: members, owners and lag per stream, read from --store")
+	storeURL := c.fs.String("store", "", "with --fleet: the store `URL`")
 	if err := c.parseArgs(args); err != nil {
 		return err
 	}
 	switch {
+	case *fleetName != "":
+		if *storeURL == "" || *spool != "" || *state != "" {
+			return usageError{errors.New("--fleet NAME takes --store URL, not --spool or --state")}
+		}
+		s, err := readFleetStatus(context.Background(), *storeURL, *fleetName)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, s)
+		}
+		printFleetStatus(stdout, s)
+		return nil
 	case c.fs.NArg() > 0:
 		return usageError{fmt.Errorf("unexpected arguments %q", c.fs.Args())}
 	case (*spool == "") == (*state == ""):

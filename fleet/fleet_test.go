@@ -1,0 +1,309 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/dir"
+)
+
+// clock is a settable time shared by the members of a test.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func newStore(t *testing.T) *dir.Store {
+	t.Helper()
+	st, err := dir.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func newMember(t *testing.T, st store.Swapper, id string, c *clock) *Member {
+	t.Helper()
+	m, err := New(Config{Name: "f", Member: id, TTL: 3 * time.Second, Store: st, Now: c.now}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Join(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func streams(n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("s%04d", i))
+	}
+	return out
+}
+
+// Rendezvous spreads streams evenly and moves only the joining member's
+// share when one joins.
+func TestOwnerBalanceAndStability(t *testing.T) {
+	members := []string{"a", "b", "c"}
+	all := streams(3000)
+	count := map[string]int{}
+	before := map[string]string{}
+	for _, s := range all {
+		o := Owner(s, members)
+		count[o]++
+		before[s] = o
+	}
+	for _, m := range members {
+		if c := count[m]; c < 850 || c > 1150 {
+			t.Errorf("member %s owns %d of 3000 streams, want about 1000: %v", m, c, count)
+		}
+	}
+	moved := 0
+	for _, s := range all {
+		o := Owner(s, append(members, "d"))
+		if o != before[s] {
+			moved++
+			if o != "d" {
+				t.Fatalf("stream %s moved from %s to %s, not to the new member", s, before[s], o)
+			}
+		}
+	}
+	if moved < 600 || moved > 900 {
+		t.Errorf("%d of 3000 streams moved to a fourth member, want about 750", moved)
+	}
+	if Owner("x", nil) != "" {
+		t.Error("no members: want no owner")
+	}
+}
+
+// Two members racing for one lease: exactly one wins, every time.
+func TestLeaseRaceOneWinner(t *testing.T) {
+	for round := range 20 {
+		st := newStore(t)
+		c := &clock{t: time.Unix(1e9, 0)}
+		a, b := newMember(t, st, "a", c), newMember(t, st, "b", c)
+		stream := fmt.Sprintf("r%d", round)
+		var wg sync.WaitGroup
+		for _, m := range []*Member{a, b} {
+			wg.Add(1)
+			go func() { defer wg.Done(); m.take(context.Background(), stream) }()
+		}
+		wg.Wait()
+		ha, hb := a.Fence(stream)() == nil, b.Fence(stream)() == nil
+		if ha == hb {
+			t.Fatalf("round %d: a holds %v, b holds %v: want exactly one", round, ha, hb)
+		}
+	}
+}
+
+// A stale owner: a member paused past its TTL is fenced by its own clock
+// before it renews, its lease is taken by another, and its renewal then
+// finds it lost: it never gets the stream back by renewing.
+func TestStaleOwnerFenced(t *testing.T) {
+	st := newStore(t)
+	c := &clock{t: time.Unix(1e9, 0)}
+	a, b := newMember(t, st, "a", c), newMember(t, st, "b", c)
+	ctx := context.Background()
+	a.take(ctx, "s")
+	if err := a.Fence("s")(); err != nil {
+		t.Fatalf("a just took s: %v", err)
+	}
+	c.add(2*time.Second + time.Millisecond) // past TTL - TTL/3 without renewal
+	if err := a.Fence("s")(); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("a did not renew for 2/3 of the TTL: want its fence to refuse, got %v", err)
+	}
+	b.take(ctx, "s")
+	if b.Fence("s")() == nil {
+		t.Fatal("b took a lease that had not expired")
+	}
+	c.add(time.Second)
+	b.take(ctx, "s")
+	if err := b.Fence("s")(); err != nil {
+		t.Fatalf("b after a's lease expired: %v", err)
+	}
+	a.renew(ctx, "s") // a wakes
+	if err := a.Fence("s")(); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("a renewed after b took the lease: want lost, got %v", err)
+	}
+	if got := a.Claim(context.Background(), []string{"s"}, nil); len(got) != 0 {
+		t.Fatalf("a still claims %v", got)
+	}
+}
+
+// Damaged and forged objects: a garbage lease and a lease with a far
+// expiry whose holder never renews are taken over once unchanged for a
+// TTL; a forged member that never beats stops counting as live; a member
+// id with path characters is refused.
+func TestHostileFleetObjects(t *testing.T) {
+	st := newStore(t)
+	c := &clock{t: time.Unix(1e9, 0)}
+	ctx := context.Background()
+	if _, err := st.Swap(ctx, LeasesDir("f")+"g", []byte("not json{"), ""); err != nil {
+		t.Fatal(err)
+	}
+	forged := fmt.Sprintf(`{"version":1,"fleet":"f","stream":"h","member":"ghost","token":"x","expires":"2100-01-01T00:00:00Z"}`)
+	if _, err := st.Swap(ctx, LeasesDir("f")+"h", []byte(forged), ""); err != nil {
+		t.Fatal(err)
+	}
+	ghost := `{"version":1,"fleet":"f","member":"ghost","token":"y","expires":"2100-01-01T00:00:00Z"}`
+	if _, err := st.Swap(ctx, MembersDir("f")+"ghost", []byte(ghost), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Swap(ctx, MembersDir("f")+"junk", []byte("\x00\x01garbage"), ""); err != nil {
+		t.Fatal(err)
+	}
+	a := newMember(t, st, "a", c)
+	if err := a.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if live := a.Live(); len(live) != 2 || live[0] != "a" || live[1] != "ghost" {
+		t.Fatalf("live members at first sight = %v, want [a ghost]", live)
+	}
+	a.take(ctx, "g")
+	a.take(ctx, "h")
+	if a.Fence("g")() == nil || a.Fence("h")() == nil {
+		t.Fatal("took a damaged or forged lease at first sight")
+	}
+	c.add(3 * time.Second)
+	if err := a.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if live := a.Live(); len(live) != 1 || live[0] != "a" {
+		t.Fatalf("a forged member unchanged for a TTL still counts as live: %v", live)
+	}
+	a.take(ctx, "g")
+	a.take(ctx, "h")
+	for _, s := range []string{"g", "h"} {
+		if err := a.Fence(s)(); err != nil {
+			t.Errorf("lease %s unchanged for a TTL was not taken over: %v", s, err)
+		}
+	}
+	for _, bad := range []string{"a/b", "..", "x\x01", "", "../../etc"} {
+		_, err := New(Config{Name: "f", Member: bad, Store: st}, slog.Default())
+		if err == nil || !strings.Contains(err.Error(), "member id") {
+			t.Errorf("member id %q: want a refusal naming it, got %v", bad, err)
+		}
+	}
+	if _, _, err := st.Load(ctx, MembersDir("f")+"junk"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a damaged member object unchanged for a TTL was not removed: %v", err)
+	}
+	if _, err := st.Swap(ctx, MembersDir("f")+"junk2", []byte("[]"), ""); err != nil {
+		t.Fatal(err)
+	}
+	members, leases, err := ReadStatus(ctx, st, "f", c.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var damaged int
+	for _, l := range leases {
+		if l.Token != "" {
+			t.Errorf("status shows lease %s's token", l.Stream)
+		}
+	}
+	for _, m := range members {
+		if m.Token != "" {
+			t.Errorf("status shows member %s's token", m.Member)
+		}
+		if m.Damaged != "" {
+			damaged++
+		}
+	}
+	if damaged != 1 || len(leases) != 2 {
+		t.Errorf("status: %d damaged members (want 1), %d leases (want 2): %+v %+v", damaged, len(leases), members, leases)
+	}
+}
+
+// A member hands a stream over when a new member wins it, and takes it
+// once released; a released lease is taken at once.
+func TestHandover(t *testing.T) {
+	st := newStore(t)
+	c := &clock{t: time.Unix(1e9, 0)}
+	ctx := context.Background()
+	a := newMember(t, st, "a", c)
+	all := streams(40)
+	a.Claim(ctx, all, all)
+	if err := a.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Claim(ctx, all, all); len(got) != 40 {
+		t.Fatalf("a alone holds %d of 40", len(got))
+	}
+	b := newMember(t, st, "b", c)
+	b.Claim(ctx, all, nil)
+	if err := a.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mine := a.Claim(ctx, all, all)
+	var moving []string
+	for _, s := range all {
+		if !contains(mine, s) {
+			moving = append(moving, s)
+			if Owner(s, []string{"a", "b"}) != "b" {
+				t.Fatalf("a gives up %s, which hashes to a", s)
+			}
+			a.Release(ctx, s) // its receiver stopped
+		}
+	}
+	if len(moving) == 0 {
+		t.Fatal("nothing moved to b")
+	}
+	if err := b.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Claim(ctx, all, nil); len(got) != len(moving) {
+		t.Fatalf("b holds %v, want the %d released: %v", got, len(moving), moving)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// A stream to be handed over whose receiver is not running (it had not
+// opened yet) is released by Claim itself: otherwise its lease would be
+// renewed for ever and the new owner never get it.
+func TestHandoverOfIdleStream(t *testing.T) {
+	st := newStore(t)
+	c := &clock{t: time.Unix(1e9, 0)}
+	ctx := context.Background()
+	a := newMember(t, st, "a", c)
+	all := streams(40)
+	a.Claim(ctx, all, nil)
+	if err := a.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := newMember(t, st, "b", c)
+	b.Claim(ctx, all, nil)
+	if err := a.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mine := a.Claim(ctx, all, nil) // nothing running
+	if err := b.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := b.Claim(ctx, all, nil)
+	if len(got) == 0 || len(got)+len(mine) != len(all) {
+		t.Fatalf("a keeps %d, b took %d of %d: the idle streams were not handed over", len(mine), len(got), len(all))
+	}
+}

@@ -1,0 +1,330 @@
+package fleet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ferry-dr/ferry/store"
+)
+
+// DefaultTTL is Config.TTL when it is zero; MinTTL is the least allowed.
+const (
+	DefaultTTL = 30 * time.Second
+	MinTTL     = 3 * time.Second
+)
+
+// ErrLeaseLost marks a stream whose lease this member no longer holds, or
+// may no longer hold by its own clock: it must not apply the stream.
+var ErrLeaseLost = errors.New("fleet lease lost")
+
+// Config configures a Member.
+type Config struct {
+	Name   string        // the fleet
+	Member string        // this member's id, unique in the fleet
+	TTL    time.Duration // how long a heartbeat or lease lasts unless renewed; default DefaultTTL
+	Store  store.Swapper
+	// Host names the host in the member object; default os.Hostname.
+	Host string
+	Now  func() time.Time
+	// Parallel is how many lease Swaps run at once (default 64): a member
+	// renews every lease it holds each TTL/3, and a slow store must not
+	// stretch the round past the fences' margin.
+	Parallel int
+}
+
+// Member is one receiver process in a fleet. Run keeps its heartbeat and
+// its leases; Claim tells it which streams exist and answers which it may
+// apply now; Release gives one up after it stopped applying it.
+type Member struct {
+	cfg Config
+	log *slog.Logger
+	me  MemberRecord
+	ver string // of the member object
+
+	mu      sync.Mutex
+	streams []string // the streams the last Claim named
+	held    map[string]*held
+	live    []string // member ids, sorted, as the last tick saw them
+
+	seenMu sync.Mutex
+	seen   map[string]seenState // object key: its version and when first seen so (staleness)
+	warned map[string]string    // object key: the damaged version warned about
+}
+
+// held is this member's hold on one stream's lease.
+type held struct {
+	swap sync.Mutex // one Swap of this lease at a time: a release never races a renewal
+
+	rec       LeaseRecord
+	version   string
+	renewedAt time.Time // this host's clock before the last successful Swap
+	lost      bool
+	handover  bool // the stream hashes to another live member: give it up
+}
+
+type seenState struct {
+	version string
+	since   time.Time
+}
+
+// New checks cfg and returns a member that has not joined yet (Join).
+func New(cfg Config, log *slog.Logger) (*Member, error) {
+	if err := CheckName("fleet name", cfg.Name); err != nil {
+		return nil, err
+	}
+	if err := CheckName("fleet member id", cfg.Member); err != nil {
+		return nil, err
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.TTL < MinTTL {
+		return nil, fmt.Errorf("fleet lease ttl %v is below the minimum %v", cfg.TTL, MinTTL)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 64
+	}
+	if cfg.Host == "" {
+		cfg.Host, _ = os.Hostname()
+	}
+	var tok [16]byte
+	rand.Read(tok[:])
+	now := cfg.Now().UTC()
+	return &Member{cfg: cfg, log: log.With("fleet", cfg.Name, "member", cfg.Member),
+		me: MemberRecord{Version: Version, Fleet: cfg.Name, Member: cfg.Member, Host: cfg.Host, PID: os.Getpid(),
+			Token: hex.EncodeToString(tok[:]), Started: now},
+		held: map[string]*held{}, seen: map[string]seenState{}, warned: map[string]string{}}, nil
+}
+
+// ID is the member's id.
+func (m *Member) ID() string { return m.cfg.Member }
+
+func (m *Member) memberKey() string { return MembersDir(m.cfg.Name) + m.cfg.Member }
+
+// Join writes the member's first heartbeat. If a live member of the same
+// id (another process, or this one before a crash) holds it, Join waits
+// until that heartbeat expires, saying so, or ctx ends.
+func (m *Member) Join(ctx context.Context) error {
+	for {
+		err := m.beat(ctx)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errIDInUse) {
+			return err
+		}
+		m.log.Warn("waiting: another process holds this fleet member id (pick another with [fleet] member if it is alive)", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(m.cfg.TTL / 3):
+		}
+	}
+}
+
+var errIDInUse = errors.New("member id in use")
+
+// beat renews the member object (creating it if missing).
+func (m *Member) beat(ctx context.Context) error {
+	now := m.cfg.Now().UTC()
+	m.mu.Lock()
+	rec := m.me
+	rec.Beats++
+	rec.Renewed, rec.Expires = now, now.Add(m.cfg.TTL)
+	rec.Streams = len(m.held)
+	m.mu.Unlock()
+	data, _ := json.Marshal(rec)
+	key := m.memberKey()
+	v, err := m.cfg.Store.Swap(ctx, key, data, m.ver)
+	if errors.Is(err, store.ErrChanged) {
+		old, oldVer, lerr := m.cfg.Store.Load(ctx, key)
+		switch {
+		case errors.Is(lerr, store.ErrNotFound):
+			oldVer = "" // pruned while we were away: create it again
+		case lerr != nil:
+			return fmt.Errorf("fleet heartbeat %s: %w", key, lerr)
+		default:
+			o, perr := parseMember(old, m.cfg.Name, key)
+			if perr == nil && o.Token != m.me.Token && !o.Left && o.Expires.After(now) && !m.stale(key, oldVer, now) {
+				return fmt.Errorf("fleet member %s: host %s pid %d beats under this id until %s: %w",
+					key, o.Host, o.PID, o.Expires.Format(time.RFC3339), errIDInUse)
+			}
+			// Ours (a Swap whose answer was lost), expired, left, or
+			// damaged: write ours over it.
+		}
+		v, err = m.cfg.Store.Swap(ctx, key, data, oldVer)
+	}
+	if err != nil {
+		return fmt.Errorf("fleet heartbeat %s: %w", key, err)
+	}
+	m.mu.Lock()
+	m.me, m.ver = rec, v
+	m.mu.Unlock()
+	return nil
+}
+
+// stale reports whether the object at key has kept version for a TTL by
+// this host's clock: whatever it claims, its writer has stopped renewing
+// it (a dead member, or a forged object with a far expiry).
+func (m *Member) stale(key, version string, now time.Time) bool {
+	m.seenMu.Lock()
+	defer m.seenMu.Unlock()
+	s, ok := m.seen[key]
+	if !ok || s.version != version {
+		m.seen[key] = seenState{version: version, since: now}
+		return false
+	}
+	return now.Sub(s.since) >= m.cfg.TTL
+}
+
+// warnDamaged logs a damaged object once per version.
+func (m *Member) warnDamaged(key, version string, err error) {
+	m.seenMu.Lock()
+	defer m.seenMu.Unlock()
+	if m.warned[key] != version {
+		m.warned[key] = version
+		m.log.Warn("ignoring a damaged fleet object (it counts as expired once unchanged for a lease ttl)", "object", key, "err", err)
+	}
+}
+
+// Members lists the fleet's member objects: the live ones' ids, sorted,
+// and every record that parses. Damaged objects are logged and skipped.
+func (m *Member) readMembers(ctx context.Context) ([]string, error) {
+	dir := MembersDir(m.cfg.Name)
+	var keys []string
+	if err := m.cfg.Store.List(ctx, dir, "", func(o store.Object) error {
+		keys = append(keys, o.Name)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list fleet members %s: %w", dir, err)
+	}
+	now := m.cfg.Now()
+	live := []string{m.cfg.Member}
+	for _, key := range keys {
+		if key == m.memberKey() {
+			continue
+		}
+		data, ver, err := m.cfg.Store.Load(ctx, key)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil && !errors.Is(err, store.ErrPermanent) {
+			return nil, fmt.Errorf("read fleet member %s: %w", key, err)
+		}
+		var rec MemberRecord
+		if err == nil {
+			rec, err = parseMember(data, m.cfg.Name, key)
+		}
+		if err != nil {
+			m.warnDamaged(key, ver, err)
+			if m.stale(key, ver, now) {
+				m.cfg.Store.Delete(ctx, key) // damaged and abandoned: a failure leaves it to the next tick
+			}
+			continue
+		}
+		if !rec.Left && rec.Expires.After(now) && !m.stale(key, ver, now) {
+			live = append(live, rec.Member)
+		} else if now.Sub(rec.Expires) > 3*m.cfg.TTL {
+			m.cfg.Store.Delete(ctx, key) // long gone: keep the listing short
+		}
+	}
+	sort.Strings(live)
+	return live, nil
+}
+
+// Run keeps the heartbeat and the leases until ctx ends: every TTL/3 it
+// beats, reads the members, renews the leases it holds, marks those that
+// hash to another live member for handover, and takes those that hash to
+// it. It returns an error only if the member id is taken by another live
+// process.
+func (m *Member) Run(ctx context.Context) error {
+	every := m.cfg.TTL / 3
+	for {
+		next := time.Now().Add(every) // a slow tick shortens the wait, not the renewals
+		if err := m.Tick(ctx); err != nil {
+			if errors.Is(err, errIDInUse) {
+				return err
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			m.log.Warn("fleet tick failed; retrying at the next", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Until(next)):
+		}
+	}
+}
+
+// Tick does one round of Run: the leases are renewed first, as the
+// fences depend on them.
+func (m *Member) Tick(ctx context.Context) error {
+	m.mu.Lock()
+	var renew []string
+	for s := range m.held {
+		renew = append(renew, s)
+	}
+	m.mu.Unlock()
+	m.parallel(ctx, renew, m.renew)
+	if err := m.beat(ctx); err != nil {
+		return err
+	}
+	live, err := m.readMembers(ctx)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.live = live
+	streams := m.streams
+	var take []string
+	for s, h := range m.held {
+		if Owner(s, live) != m.cfg.Member || !slices.Contains(streams, s) {
+			h.handover = true
+		}
+	}
+	for _, s := range streams {
+		if _, ok := m.held[s]; !ok && Owner(s, live) == m.cfg.Member {
+			take = append(take, s)
+		}
+	}
+	m.mu.Unlock()
+	m.parallel(ctx, take, m.take)
+	return nil
+}
+
+// parallel runs fn on each stream, Config.Parallel at a time.
+func (m *Member) parallel(ctx context.Context, streams []string, fn func(context.Context, string)) {
+	sem := make(chan struct{}, m.cfg.Parallel)
+	var wg sync.WaitGroup
+	for _, s := range streams {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			fn(ctx, s)
+		}()
+	}
+	wg.Wait()
+}
+
+// Live is the live members as the last tick saw them.
+func (m *Member) Live() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.live)
+}

@@ -1,0 +1,377 @@
+package receiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store"
+)
+
+// Many streams in one process: a Multi lists the whole store once per
+// poll (store.TreeLister), finds the streams that match, runs one
+// Receiver per stream it may apply, and offers each the segments the
+// listing shows past what it was offered last. An idle stream thus costs
+// nothing but its share of that one listing: its Receiver waits on its
+// offers and lists the store itself only when offers do not continue it
+// (a gap), once when it starts, and at its safety-net poll (MultiPoll).
+
+// MultiPoll is the poll of each stream's Receiver under a Multi, a safety
+// net behind the Multi's offers.
+const MultiPoll = time.Hour
+
+// startParallel is how many receivers a Multi opens at once: an Open
+// makes a state dir durable (fsyncs), which a thousand streams would
+// otherwise wait on one by one.
+const startParallel = 16
+
+// Claimer decides which streams this process applies (package fleet's
+// Member); a Multi without one applies every stream that matches.
+type Claimer interface {
+	// Claim is told every matching stream the listing shows, and those
+	// running, and returns those this process may apply now.
+	Claim(ctx context.Context, streams, running []string) []string
+	// Fence is the check for the stream's Config.Fence.
+	Fence(stream string) func() error
+	// Release is called once a stream's receiver has stopped, what it
+	// applied checkpointed, after Claim stopped returning it. A receiver
+	// that stopped by itself (an error, a fence) is not released: it is
+	// opened again while Claim returns it.
+	Release(ctx context.Context, stream string)
+}
+
+// MultiConfig configures a Multi.
+type MultiConfig struct {
+	// Store must be a store.TreeLister.
+	Store store.Store
+	// Match selects the streams to apply.
+	Match func(stream string) bool
+	// Open opens the Receiver of one stream, its Config.Fence set to
+	// fence (nil outside a fleet). The Multi sets its poll to MultiPoll.
+	Open func(stream string, fence func() error) (*Receiver, error)
+	// PollMin, PollMax bound the wait between listings: PollMin after a
+	// listing that showed something new, doubling to PollMax while none
+	// does.
+	PollMin, PollMax time.Duration
+	// Retry is how long a stream whose receiver failed (or would not
+	// open) waits before it is opened again. Default PollMax.
+	Retry time.Duration
+	// Claim, if set, shares the streams with other processes.
+	Claim Claimer
+	// OnListed, if set, is called after each listing with the streams
+	// matched and those running (for status).
+	OnListed func(matched, running []string)
+}
+
+// Multi applies many streams of one store.
+type Multi struct {
+	cfg MultiConfig
+	log *slog.Logger
+	tl  store.TreeLister
+
+	mu      sync.Mutex
+	running map[string]*streamRun
+	failed  map[string]time.Time // stream: not reopened before
+	logged  map[string]string    // stream: the last open error logged
+}
+
+// streamRun is one stream's running Receiver.
+type streamRun struct {
+	r       *Receiver
+	cancel  context.CancelFunc
+	done    chan struct{}
+	err     error  // Run's, once done is closed
+	offered string // the newest segment name offered
+}
+
+// NewMulti checks cfg.
+func NewMulti(cfg MultiConfig, log *slog.Logger) (*Multi, error) {
+	tl, ok := cfg.Store.(store.TreeLister)
+	if !ok {
+		return nil, fmt.Errorf("receiving many streams needs a store that lists a whole prefix at once (dir or s3), not %s", cfg.Store)
+	}
+	if cfg.PollMin <= 0 {
+		cfg.PollMin = 200 * time.Millisecond
+	}
+	cfg.PollMax = max(cfg.PollMax, cfg.PollMin)
+	if cfg.Retry <= 0 {
+		cfg.Retry = cfg.PollMax
+	}
+	return &Multi{cfg: cfg, log: log, tl: tl, running: map[string]*streamRun{}, failed: map[string]time.Time{}, logged: map[string]string{}}, nil
+}
+
+// StreamSegments is what one listing shows of a stream: its segment
+// objects directly under "<stream>/", in name order.
+type StreamSegments struct {
+	Stream   string
+	Segments []store.Object
+}
+
+// ListStreams lists the whole store once and returns every stream in it
+// (a first "directory" a stream name may be, "_fleet/" and the like
+// excluded) with its segments, sorted by stream.
+func ListStreams(ctx context.Context, tl store.TreeLister) ([]StreamSegments, error) {
+	by := map[string]*StreamSegments{}
+	err := tl.ListTree(ctx, "", func(o store.Object) error {
+		stream, rest, ok := strings.Cut(o.Name, "/")
+		if !ok || batch.CheckStream(stream) != nil {
+			return nil
+		}
+		ss := by[stream]
+		if ss == nil {
+			ss = &StreamSegments{Stream: stream}
+			by[stream] = ss
+		}
+		if _, _, _, isSeg := batch.ParseSegmentName(rest); isSeg && !strings.Contains(rest, "/") {
+			ss.Segments = append(ss.Segments, o)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list streams: %w", err)
+	}
+	out := make([]StreamSegments, 0, len(by))
+	for _, ss := range by {
+		slices.SortFunc(ss.Segments, func(a, b store.Object) int { return strings.Compare(a.Name, b.Name) })
+		out = append(out, *ss)
+	}
+	slices.SortFunc(out, func(a, b StreamSegments) int { return strings.Compare(a.Stream, b.Stream) })
+	return out, nil
+}
+
+// Run applies the streams until ctx ends; then it stops every receiver
+// (each ends durable, as a single receiver's Run does) and releases their
+// streams. A stream whose receiver fails is logged and opened again after
+// Retry; it never stops the others.
+func (m *Multi) Run(ctx context.Context) error {
+	defer m.stopAll()
+	poll := m.cfg.PollMin
+	var listFailed time.Time
+	for {
+		streams, err := ListStreams(ctx, m.tl)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if time.Since(listFailed) > time.Minute {
+				m.log.Warn("listing the store failed; retrying", "err", err)
+				listFailed = time.Now()
+			}
+		} else if m.step(ctx, streams) {
+			poll = m.cfg.PollMin
+		} else {
+			poll = min(2*poll, m.cfg.PollMax)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(poll):
+		}
+	}
+}
+
+// step reconciles the running receivers with one listing and offers them
+// what it shows; it reports whether any stream moved.
+func (m *Multi) step(ctx context.Context, listed []StreamSegments) bool {
+	var matched []string
+	segs := map[string][]store.Object{}
+	for _, ss := range listed {
+		if m.cfg.Match(ss.Stream) {
+			matched = append(matched, ss.Stream)
+			segs[ss.Stream] = ss.Segments
+		}
+	}
+	mine := matched
+	if m.cfg.Claim != nil {
+		mine = m.cfg.Claim.Claim(ctx, matched, m.Running())
+	}
+	m.reap(ctx)
+	for s := range m.snapshot() {
+		if !slices.Contains(mine, s) {
+			m.stop(ctx, s)
+		}
+	}
+	now := time.Now()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, startParallel)
+	for _, s := range mine {
+		m.mu.Lock()
+		_, on := m.running[s]
+		retryAt := m.failed[s]
+		m.mu.Unlock()
+		if !on && !now.Before(retryAt) {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				m.start(ctx, s)
+			}()
+		}
+	}
+	wg.Wait()
+	moved := false
+	for s, sr := range m.snapshot() {
+		applied := sr.r.Checkpoint().Segment
+		for _, o := range segs[s] {
+			name := path.Base(o.Name)
+			if name > sr.offered && name > applied {
+				sr.r.Offer(name, o.Size)
+				sr.offered, moved = name, true
+			}
+		}
+	}
+	if m.cfg.OnListed != nil {
+		m.cfg.OnListed(matched, m.Running())
+	}
+	return moved
+}
+
+// snapshot copies the running set.
+func (m *Multi) snapshot() map[string]*streamRun {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]*streamRun, len(m.running))
+	for s, sr := range m.running {
+		out[s] = sr
+	}
+	return out
+}
+
+// Running lists the streams being applied, sorted.
+func (m *Multi) Running() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.running))
+	for s := range m.running {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Receiver returns the running receiver of stream, nil if none.
+func (m *Multi) Receiver(stream string) *Receiver {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if sr := m.running[stream]; sr != nil {
+		return sr.r
+	}
+	return nil
+}
+
+// start opens and runs stream's receiver.
+func (m *Multi) start(ctx context.Context, stream string) {
+	var fence func() error
+	if m.cfg.Claim != nil {
+		fence = m.cfg.Claim.Fence(stream)
+	}
+	r, err := m.cfg.Open(stream, fence)
+	if err != nil {
+		m.mu.Lock()
+		m.failed[stream] = time.Now().Add(min(m.cfg.Retry, m.cfg.PollMax))
+		again := m.logged[stream] == err.Error()
+		m.logged[stream] = err.Error()
+		m.mu.Unlock()
+		if !again {
+			// A fleet member's state may still be locked by the stream's
+			// previous owner, finishing its segment: retried at each poll.
+			m.log.Warn("cannot open the stream's receiver yet; retrying", "stream", stream, "err", err)
+		}
+		return
+	}
+	// The Multi's listing feeds it; its own poll is only a safety net.
+	r.cfg.PollMin, r.cfg.PollMax = MultiPoll, MultiPoll
+	rctx, cancel := context.WithCancel(ctx)
+	sr := &streamRun{r: r, cancel: cancel, done: make(chan struct{})}
+	m.mu.Lock()
+	m.running[stream] = sr
+	delete(m.logged, stream)
+	m.mu.Unlock()
+	m.log.Info("applying stream", "stream", stream, "resume_after_seq", r.Checkpoint().LastSeq)
+	go func() {
+		sr.err = r.Run(rctx)
+		close(sr.done)
+	}()
+}
+
+// reap closes the receivers whose Run ended by itself (an error).
+func (m *Multi) reap(ctx context.Context) {
+	for s, sr := range m.snapshot() {
+		select {
+		case <-sr.done:
+		default:
+			continue
+		}
+		m.finish(ctx, s, sr, false) // still this process's: opened again, not handed over
+		if sr.err != nil {
+			m.log.Error("stream stopped; opening it again later", "stream", s, "err", sr.err, "retry_in", m.cfg.Retry)
+			m.mu.Lock()
+			m.failed[s] = time.Now().Add(m.cfg.Retry)
+			if errors.Is(sr.err, ErrFenced) {
+				m.failed[s] = time.Time{} // not this stream's fault
+			}
+			m.mu.Unlock()
+		}
+	}
+}
+
+// stop ends stream's receiver: the segment in progress finishes and is
+// checkpointed, and the stream is released.
+func (m *Multi) stop(ctx context.Context, stream string) {
+	m.mu.Lock()
+	sr := m.running[stream]
+	m.mu.Unlock()
+	if sr == nil {
+		return
+	}
+	sr.cancel()
+	<-sr.done
+	m.finish(ctx, stream, sr, true)
+}
+
+// finish closes a stopped receiver and, if release, releases its stream.
+func (m *Multi) finish(ctx context.Context, stream string, sr *streamRun, release bool) {
+	if err := sr.r.Close(); err != nil {
+		m.log.Warn("close stream receiver", "stream", stream, "err", err)
+	}
+	m.mu.Lock()
+	delete(m.running, stream)
+	m.mu.Unlock()
+	if release && m.cfg.Claim != nil {
+		m.cfg.Claim.Release(context.WithoutCancel(ctx), stream)
+	}
+	m.log.Info("stopped applying stream", "stream", stream, "checkpoint_seq", sr.r.Checkpoint().LastSeq)
+}
+
+// stopAll stops every receiver at once.
+func (m *Multi) stopAll() {
+	var wg sync.WaitGroup
+	for s := range m.snapshot() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.stop(context.Background(), s)
+		}()
+	}
+	wg.Wait()
+}
+
+// ExpandTemplate puts stream into tmpl's "{stream}" (every one). The
+// stream name must be one a stream can have, so it cannot leave the
+// directory the template names: no '/', no "..", no control characters.
+func ExpandTemplate(tmpl, stream string) (string, error) {
+	if err := batch.CheckStream(stream); err != nil || stream == "." || stream == ".." || strings.ContainsAny(stream, "/\\") {
+		return "", fmt.Errorf("stream name %q cannot name a path: use 1-128 of A-Z a-z 0-9 . _ - @ starting with a letter or digit", stream)
+	}
+	if !strings.Contains(tmpl, "{stream}") {
+		return "", fmt.Errorf("%q has no {stream}: every stream would share one target", tmpl)
+	}
+	return strings.ReplaceAll(tmpl, "{stream}", stream), nil
+}
