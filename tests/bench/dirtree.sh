@@ -323,7 +323,7 @@ done
 
 versions="$(go version | cut -d' ' -f3)"
 if [[ " $ROWS " == *" lsyncd"* ]]; then
-	versions+=", lsyncd $(lsyncd --version | awk '{print $2; exit}'), rsync $(rsync --version | awk '{print $3; exit}')"
+	versions+=", lsyncd $(lsyncd --version | awk 'NR == 1 {print $2}'), rsync $(rsync --version | awk 'NR == 1 {print $3}')"
 fi
 paths=$(awk '$1 == "phase1" {for (i = 2; i <= NF; i++) {split($i, kv, "="); v[kv[1]] = kv[2]}; print v["files"] + v["dirs"]; exit}' "$work"/*/run.out)
 lines=$paths
