@@ -19,7 +19,10 @@ const cyrusMaster = "/usr/lib/cyrus/bin/master"
 // TestCyrusReplica fails, never skips, when Cyrus is missing or cannot
 // start in CI (CI set, or FERRY_REQUIRE_TOOLS=1 as tests/run.sh sets it).
 // Run as root, the script installs cyrus-imapd itself; elsewhere without it
-// the test is skipped. MAIL_MESSAGES overrides the message count.
+// the test is skipped. It runs the script twice: with Cyrus 3.6's default
+// layout (3,000 messages), where a folder rename only changes
+// mailboxes.db, and with the legacy layout (1,000), where it renames
+// directories of the partition. MAIL_MESSAGES overrides both counts.
 func TestCyrusReplica(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the mail check takes a few minutes; not with -short")
@@ -28,13 +31,21 @@ func TestCyrusReplica(t *testing.T) {
 	if _, err := os.Stat(cyrusMaster); err != nil && os.Getuid() != 0 && !required {
 		t.Skipf("no %s (Debian package cyrus-imapd) and not root to install it", cyrusMaster)
 	}
+	for _, c := range []struct{ layout, messages string }{{"uuid", "3000"}, {"legacy", "1000"}} {
+		t.Run(c.layout, func(t *testing.T) {
+			if n := os.Getenv("MAIL_MESSAGES"); n != "" {
+				c.messages = n
+			}
+			runCheck(t, "LAYOUT="+c.layout, "MESSAGES="+c.messages)
+		})
+	}
+}
+
+func runCheck(t *testing.T, env ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "run.sh")
-	cmd.Env = os.Environ()
-	if n := os.Getenv("MAIL_MESSAGES"); n != "" {
-		cmd.Env = append(cmd.Env, "MESSAGES="+n)
-	}
+	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = 30 * time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {

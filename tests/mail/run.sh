@@ -30,7 +30,11 @@
 #   MESSAGES=500 tests/mail/run.sh
 #
 # Environment: MESSAGES (default 3000), SEED (1), KEEP=1 keeps the work dir
-# (logs, configs, dumps), MAIL_TMP (parent of the work dir, default /tmp).
+# (logs, configs, dumps), MAIL_TMP (parent of the work dir, default /tmp),
+# LAYOUT (uuid, Cyrus 3.6's default: a folder's directory is named by its
+# UUID, so a folder rename only changes mailboxes.db; or legacy:
+# mailbox_legacy_dirs, a directory per folder name, as stores created by
+# older Cyrus versions keep, so a folder rename renames directories).
 # It needs go, cyrus-imapd and sasl2-bin (installed with apt-get when
 # missing and run as root).
 set -euo pipefail
@@ -38,6 +42,7 @@ set -euo pipefail
 MESSAGES=${MESSAGES:-3000}
 SEED=${SEED:-1}
 KEEP=${KEEP:-}
+LAYOUT=${LAYOUT:-uuid}
 MAIL_TMP=${MAIL_TMP:-/tmp}
 USERS=alice,bob
 CYRUS_BIN=/usr/lib/cyrus/bin
@@ -48,6 +53,11 @@ die() {
 }
 [[ $MESSAGES =~ ^[1-9][0-9]*$ ]] || die "MESSAGES=$MESSAGES: want a positive whole number"
 [[ $SEED =~ ^[0-9]+$ ]] || die "SEED=$SEED: want a whole number"
+case $LAYOUT in
+uuid) legacy_dirs=no ;;
+legacy) legacy_dirs=yes ;;
+*) die "LAYOUT=$LAYOUT: want uuid or legacy" ;;
+esac
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 if [[ ! -x $CYRUS_BIN/master ]] || ! command -v saslpasswd2 >/dev/null; then
@@ -143,6 +153,7 @@ cyrus() {
 		sasl_auxprop_plugin: sasldb
 		sasl_sasldb_path: $run/sasldb2
 		sasl_mech_list: PLAIN
+		mailbox_legacy_dirs: $legacy_dirs
 	EOF
 	cat >"$run/cyrus.conf" <<-EOF
 		START {
@@ -184,7 +195,7 @@ echo "== Cyrus on the primary"
 mkdir -p "$work/primary/conf/db" "$work/primary/conf/socket" "$work/primary/spool"
 cyrus primary "$work/primary"
 primary_pid=$cyrus_pid
-echo "== imapdriver: $MESSAGES messages for $USERS, seed $SEED"
+echo "== imapdriver: $MESSAGES messages for $USERS, seed $SEED, $LAYOUT layout"
 "$driver" load -addr "$cyrus_addr" -users "$USERS" -messages "$MESSAGES" -seed "$SEED" || die "the workload failed"
 "$driver" dump -addr "$cyrus_addr" -users "$USERS" -o "$work/primary.dump" || die "dump of the primary failed"
 stop "$primary_pid"
