@@ -30,11 +30,12 @@
 #   MESSAGES=500 tests/mail/run.sh
 #
 # Environment: MESSAGES (default 3000), SEED (1), KEEP=1 keeps the work dir
-# (logs, configs, dumps), MAIL_TMP (parent of the work dir, default /tmp),
-# LAYOUT (uuid, Cyrus 3.6's default: a folder's directory is named by its
-# UUID, so a folder rename only changes mailboxes.db; or legacy:
-# mailbox_legacy_dirs, a directory per folder name, as stores created by
-# older Cyrus versions keep, so a folder rename renames directories).
+# (logs, configs, dumps; a failed run keeps it anyway), MAIL_TMP (parent
+# of the work dir, default /tmp), LAYOUT (uuid, Cyrus 3.6's default: a
+# folder's directory is named by its UUID, so a folder rename only changes
+# mailboxes.db; or legacy: mailbox_legacy_dirs, a directory per folder
+# name, as stores created by older Cyrus versions keep, so a folder rename
+# renames directories).
 # It needs go, cyrus-imapd and sasl2-bin (installed with apt-get when
 # missing and run as root).
 set -euo pipefail
@@ -84,15 +85,15 @@ work=$(mktemp -d "$MAIL_TMP/ferry-mail-XXXXXX")
 chmod 755 "$work"
 declare -A started # pid -> name
 cleanup() {
-	local pid
+	local rc=$? pid
 	for pid in "${!started[@]}"; do
 		kill "$pid" 2>/dev/null || true
 	done
 	for pid in "${!started[@]}"; do
 		wait "$pid" 2>/dev/null || true
 	done
-	if [[ $KEEP == 1 ]]; then
-		echo "work dir kept: $work"
+	if [[ $KEEP == 1 || $rc != 0 ]]; then
+		echo "work dir kept: $work" >&2
 	else
 		rm -rf "$work"
 	fi
@@ -224,7 +225,6 @@ stop "$cyrus_pid"
 if ! diff -u "$work/primary.dump" "$work/replica.dump" >"$work/dump.diff"; then
 	echo "the replica's server shows other mail than the primary's (- primary, + replica):" >&2
 	head -n 40 "$work/dump.diff" >&2
-	KEEP=1
 	die "replica differs: $(grep -c '^[-+][^-+]' "$work/dump.diff") lines"
 fi
 echo "OK: the replica's Cyrus shows the same $(grep -c 'uid=' "$work/primary.dump") messages in $(grep -vc 'uid=' "$work/primary.dump") folders (flags, UIDs, dates, bodies)"
