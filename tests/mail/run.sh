@@ -173,7 +173,10 @@ cyrus() {
 		printf '%s' "$IMAPDRIVER_PASSWORD" | "${as[@]}" saslpasswd2 -p -c -f "$run/sasldb2" "$u" ||
 			die "saslpasswd2 for $u failed"
 	done
-	start "cyrus-$name" "$CYRUS_BIN/master" -C "$run/imapd.conf" -M "$run/cyrus.conf" -p "$run/master.pid" -D
+	# In a session of its own: at shutdown, master signals its whole process
+	# group (kill(0, SIGTERM)), which would stop ferry, run as the same user,
+	# before it ships Cyrus's last writes.
+	start "cyrus-$name" setsid "$CYRUS_BIN/master" -C "$run/imapd.conf" -M "$run/cyrus.conf" -p "$run/master.pid" -D
 	cyrus_pid=$pid
 	cyrus_addr=127.0.0.1:$port
 	"$driver" wait -addr "$cyrus_addr" || {
