@@ -19,6 +19,8 @@ const (
 	kindMail = iota
 	kindLog
 	kindBlob
+	kindMbox  // an mbox folder: phase 2 appends messages
+	kindIndex // a mail index: phase 2 rewrites records in place and appends
 )
 
 var wordList = strings.Fields(`the of and to a in is it you that he was for on are with as I his they

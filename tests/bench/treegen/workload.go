@@ -4,10 +4,12 @@ package main
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
@@ -219,23 +221,82 @@ func (w *workload) newFile() (rel string, kind, size int) {
 }
 
 // phase1 plans n new files in a random order across users and folders,
-// and an empty Maildir/tmp per user.
+// and an empty Maildir/tmp per user. Then, per user, an mbox of
+// mboxMessages messages and an index file with one record per message the
+// user got in Maildir: files that phase 2 changes in place, as a mail
+// server does with mbox folders and its index and cache files.
 func (w *workload) phase1(n int) (ops int, steps []step) {
 	for u := range w.users {
 		steps = append(steps, w.t.mkdirs(fmt.Sprintf("u%02d/Maildir/tmp", u))...)
 	}
+	perUser := make([]int, w.users)
 	for range n {
 		rel, kind, size := w.newFile()
+		if kind == kindMail {
+			perUser[userOf(rel)]++
+		}
 		steps = append(steps, w.t.create(rel, kind, w.g.content(kind, size))...)
 	}
-	return n, steps
+	for u := range w.users {
+		var mbox []byte
+		for range mboxMessages {
+			mbox = w.mboxMessage(mbox)
+		}
+		steps = append(steps, w.t.create(mboxPath(u), kindMbox, mbox)...)
+		index := make([]byte, indexHeader, indexHeader+perUser[u]*indexRecord)
+		for i := range perUser[u] {
+			index = w.indexRecord(index, i+1)
+		}
+		steps = append(steps, w.t.create(indexPath(u), kindIndex, index)...)
+	}
+	return n + 2*w.users, steps
+}
+
+// The mbox and index files of phase 1, changed in place by phase 2.
+const (
+	mboxMessages = 20
+	indexHeader  = 64 // bytes; a counter of changes at offset 8
+	indexRecord  = 96 // bytes per message: uid, flags, a GUID, sizes, dates
+)
+
+func mboxPath(u int) string  { return fmt.Sprintf("u%02d/mail/mbox/INBOX", u) }
+func indexPath(u int) string { return fmt.Sprintf("u%02d/Maildir/mail.index", u) }
+
+func userOf(rel string) int {
+	var u int
+	fmt.Sscanf(rel, "u%d/", &u)
+	return u
+}
+
+// mboxMessage appends one message, with its "From " separator line, to b.
+func (w *workload) mboxMessage(b []byte) []byte {
+	_, addr := w.g.person()
+	b = fmt.Appendf(b, "From %s %s\n", addr, w.g.date())
+	b = append(b, w.g.mail(1024+w.g.r.IntN(15<<10))...)
+	return append(b, '\n')
+}
+
+// indexRecord appends the record of message uid to b: little-endian uid
+// and flags, 16 random bytes of GUID, then sizes and times that compress.
+func (w *workload) indexRecord(b []byte, uid int) []byte {
+	rec := make([]byte, indexRecord)
+	binary.LittleEndian.PutUint32(rec[0:], uint32(uid))
+	binary.LittleEndian.PutUint32(rec[4:], uint32(w.g.r.IntN(16)))
+	copy(rec[8:24], w.g.random(nil, 16))
+	binary.LittleEndian.PutUint32(rec[24:], uint32(1024+w.g.r.IntN(64<<10)))
+	binary.LittleEndian.PutUint64(rec[32:], uint64(w.g.t))
+	return append(b, rec...)
 }
 
 // phase2 plans changes to the tree made by phase 1, in a shuffled order:
 // for n files, 15% appends to logs, 5% whole rewrites and 5% in-place
 // patches, 10% deletes, 5% renames of messages (new/ to cur/, a flag added,
 // moved to an archive), 5% new messages, and one directory rename per
-// 10,000 files (an archive folder). No file takes part in two operations.
+// 10,000 files (an archive folder). No file takes part in two of these.
+// Besides, each user's mbox and index change many times in place: 3% of n
+// messages appended to an mbox, and 5% of n index updates (a record's
+// flags and the header's counter rewritten in place, a third of them also
+// appending a record).
 func (w *workload) phase2(n int) (ops int, steps []step) {
 	used := map[string]bool{}
 	var logs, mails, others []string
@@ -245,6 +306,7 @@ func (w *workload) phase2(n int) (ops int, steps []step) {
 			logs = append(logs, p)
 		case kindMail:
 			mails = append(mails, p)
+		case kindMbox, kindIndex:
 		default:
 			others = append(others, p)
 		}
@@ -335,6 +397,29 @@ func (w *workload) phase2(n int) (ops int, steps []step) {
 		data := w.g.mail(size)
 		plan = append(plan, func() []step { return w.t.create(rel, kindMail, data) })
 	}
+	for range n * 3 / 100 {
+		rel := mboxPath(w.g.r.IntN(w.users))
+		msg := w.mboxMessage(nil)
+		plan = append(plan, func() []step { return w.t.appendTo(rel, msg) })
+	}
+	for range n * 5 / 100 {
+		rel, grow, pick := indexPath(w.g.r.IntN(w.users)), w.g.r.IntN(3) == 0, w.g.r.Uint32()
+		flags := binary.LittleEndian.AppendUint32(nil, uint32(w.g.r.IntN(16)))
+		plan = append(plan, func() []step {
+			data := w.t.files[rel].data
+			records := (len(data) - indexHeader) / indexRecord
+			counter := binary.LittleEndian.AppendUint64(nil, binary.LittleEndian.Uint64(data[8:])+1)
+			var steps []step
+			if records > 0 {
+				steps = w.t.patch(rel, indexHeader+int(pick%uint32(records))*indexRecord+4, flags)
+			}
+			steps = append(steps, w.t.patch(rel, 8, counter)...)
+			if grow {
+				steps = append(steps, w.t.appendTo(rel, w.indexRecord(nil, records+1))...)
+			}
+			return steps
+		})
+	}
 	w.g.r.Shuffle(len(plan), func(i, j int) { plan[i], plan[j] = plan[j], plan[i] })
 	for _, op := range plan {
 		steps = append(steps, op()...)
@@ -351,6 +436,7 @@ func runWorkload(args []string) error {
 	timeout := fl.Duration("timeout", 10*time.Minute, "give up when a phase's replica does not match after this long")
 	interval := fl.Duration("interval", 100*time.Millisecond, "time between comparisons")
 	bytesFile := fl.String("bytes", "", "a treegen proxy -live file: report the wire bytes of each phase")
+	afterWrites := fl.String("after-writes", "", "a shell command run once each phase's writes are done, inside the timed phase (TREEGEN_PHASE names the phase): a tool that copies the tree once, such as rsync")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -398,6 +484,15 @@ func runWorkload(args []string) error {
 				}
 			}
 			wrote = time.Since(t0)
+			if *afterWrites != "" {
+				cmd := exec.Command("sh", "-c", *afterWrites)
+				cmd.Env = append(os.Environ(), "TREEGEN_PHASE="+ph.name)
+				cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+				if err := cmd.Run(); err != nil {
+					done <- fmt.Errorf("-after-writes command: %w", err)
+					return
+				}
+			}
 			done <- nil
 		}()
 		matched, polls, diff := m.wait(exp, done, t0.Add(*timeout), *interval)
