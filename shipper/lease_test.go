@@ -155,16 +155,25 @@ func (g *swapGate) Put(ctx context.Context, name string, data []byte) error {
 }
 
 // steal takes the lease over as another site would once it expired.
+// A renewal by the holder between the thief's read and its swap makes the
+// swap fail with store.ErrChanged (a loaded machine hits that window with a
+// short TTL); the thief then reads again, as a real one would.
 func steal(t *testing.T, st store.Swapper, site string) {
 	t.Helper()
-	held, v := loadLease(t, st)
-	now := time.Now()
-	thief := held
-	thief.Site, thief.Host, thief.Spool, thief.Token = site, site+"-host", "/elsewhere", "thief"
-	thief.Acquired, thief.Renewed, thief.Expires, thief.Renewals = now, now, now.Add(time.Hour), 0
-	data, _ := json.Marshal(thief)
-	if _, err := st.Swap(context.Background(), LeaseKey("app"), data, v); err != nil {
-		t.Fatal(err)
+	for try := 0; ; try++ {
+		held, v := loadLease(t, st)
+		now := time.Now()
+		thief := held
+		thief.Site, thief.Host, thief.Spool, thief.Token = site, site+"-host", "/elsewhere", "thief"
+		thief.Acquired, thief.Renewed, thief.Expires, thief.Renewals = now, now, now.Add(time.Hour), 0
+		data, _ := json.Marshal(thief)
+		_, err := st.Swap(context.Background(), LeaseKey("app"), data, v)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, store.ErrChanged) || try == 50 {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -78,7 +78,7 @@ func TestDelayWithoutSerialising(t *testing.T) {
 	if took < 2*delay {
 		t.Errorf("16 MiB round trip took %v, want at least 2×%v", took, delay)
 	}
-	if took > 3*time.Second {
+	if took > 8*time.Second { // loaded machines took 3 s; serialised it is 12 s or more
 		t.Errorf("16 MiB round trip took %v: the delay serialises the stream", took)
 	}
 }
