@@ -315,25 +315,27 @@ func TestHandoverOfIdleStream(t *testing.T) {
 // members racing for it exactly one holds it.
 func TestOwnLeaseNotAdoptedExpiredOrReleased(t *testing.T) {
 	for _, released := range []bool{false, true} {
-		st := newStore(t)
-		c := &clock{t: time.Unix(1e9, 0)}
-		a, b := newMember(t, st, "a", c), newMember(t, st, "b", c)
-		ctx := context.Background()
-		a.take(ctx, "s")
-		if released {
-			a.Release(ctx, "s")
-		} else {
-			a.mu.Lock()
-			delete(a.held, "s") // a Release whose Swap failed
-			a.mu.Unlock()
-			c.add(3*time.Second + time.Millisecond) // the lease expires
-		}
-		a.take(ctx, "s")
-		b.take(ctx, "s")
-		ha, hb := a.Fence("s")() == nil, b.Fence("s")() == nil
-		if ha == hb {
-			t.Fatalf("released %v: a holds %v, b holds %v: want exactly one", released, ha, hb)
-		}
+		t.Run(fmt.Sprintf("released=%v", released), func(t *testing.T) {
+			st := newStore(t)
+			c := &clock{t: time.Unix(1e9, 0)}
+			a, b := newMember(t, st, "a", c), newMember(t, st, "b", c)
+			ctx := context.Background()
+			a.take(ctx, "s")
+			if released {
+				a.Release(ctx, "s")
+			} else {
+				a.mu.Lock()
+				delete(a.held, "s") // a Release whose Swap failed
+				a.mu.Unlock()
+				c.add(3*time.Second + time.Millisecond) // the lease expires
+			}
+			a.take(ctx, "s")
+			b.take(ctx, "s")
+			ha, hb := a.Fence("s")() == nil, b.Fence("s")() == nil
+			if ha == hb {
+				t.Fatalf("a holds %v, b holds %v: want exactly one", ha, hb)
+			}
+		})
 	}
 }
 
