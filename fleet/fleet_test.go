@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -359,5 +360,32 @@ func TestOwnLeaseAdoptedKeepsFenceMargin(t *testing.T) {
 	c.add(time.Second + time.Millisecond) // 2/3 TTL after the lease was written
 	if err := a.Fence("s")(); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("2/3 of the TTL after the lease was written, without renewal: want the fence to refuse, got %v", err)
+	}
+}
+
+// A member object whose host holds control characters (a terminal escape
+// that ferry status --fleet would print) or is longer than a host name can
+// be is damaged: it never reaches the status as a host.
+func TestMemberHostRefused(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	for id, host := range map[string]string{"esc": "\x1b]2;owned\x07h1", "long": strings.Repeat("h", 300)} {
+		h, _ := json.Marshal(host)
+		rec := fmt.Sprintf(`{"version":1,"fleet":"f","member":%q,"host":%s,"token":"y","expires":"2100-01-01T00:00:00Z"}`, id, h)
+		if _, err := st.Swap(ctx, MembersDir("f")+id, []byte(rec), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	members, _, err := ReadStatus(ctx, st, "f", time.Unix(1e9, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(members) != 2 {
+		t.Fatalf("members %+v", members)
+	}
+	for _, m := range members {
+		if m.Damaged == "" || m.Host != "" || strings.ContainsRune(m.Damaged, 0x1b) {
+			t.Errorf("member %s: host %q, damaged %q: want it damaged, its host not shown raw", m.Member, m.Host, m.Damaged)
+		}
 	}
 }
