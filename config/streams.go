@@ -139,6 +139,12 @@ func (f *File) validateStreams(add func(key, format string, args ...any)) {
 	if f.Retention.Schedule != "" {
 		add("retention.schedule", "is not run by a ship with [[streams]] yet: prune with ferry prune --stream NAME on a schedule of your own")
 	}
+	if f.Ship.PGData != "" {
+		add("ship.pg_data", "is not read by a ship with [[streams]] (it has no push socket): run a one-stream ferry ship for PostgreSQL's WAL")
+	}
+	if f.Ship.MemoryLimit != 0 {
+		add("ship.memory_limit", "is not set by a ship with [[streams]] yet: set GOMEMLIMIT in its environment instead")
+	}
 	if f.Ship.Format == "raw" {
 		add("ship.format", "\"raw\" is not a format a tail: source reads: use line or ndjson with [[streams]]")
 	}

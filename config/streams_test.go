@@ -77,6 +77,8 @@ func TestValidateStreams(t *testing.T) {
 		{"tcp target", func(f *File) { f.Ship.Targets = []Target{{Store: "tcp://dr:7000"}} }, `ship.targets[0].store: a tcp:// link carries one stream`},
 		{"retention schedule", func(f *File) { f.Retention.Schedule = "@daily"; f.Retention.KeepMin = 5 }, `retention.schedule: is not run by a ship with [[streams]] yet`},
 		{"raw", func(f *File) { f.Ship.Format = "raw" }, `ship.format: "raw" is not a format a tail: source reads`},
+		{"pg_data", func(f *File) { f.Ship.PGData = "/var/lib/postgresql/16/main" }, `ship.pg_data: is not read by a ship with [[streams]]`},
+		{"memory_limit", func(f *File) { f.Ship.MemoryLimit = 64 * MiB }, `ship.memory_limit: is not set by a ship with [[streams]] yet`},
 		{"format", func(f *File) { f.Streams[0].Format = "raw" }, `streams[0].format: "raw" is not one of line, ndjson`},
 		{"max_bytes", func(f *File) { f.Streams[0].MaxBytes = 10 }, `streams[0].max_bytes: 10B is out of range`},
 		{"max_records", func(f *File) { f.Streams[0].MaxRecords = -1 }, `streams[0].max_records: -1 is negative`},

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -305,5 +306,86 @@ func TestHandoverOfIdleStream(t *testing.T) {
 	got := b.Claim(ctx, all, nil)
 	if len(got) == 0 || len(got)+len(mine) != len(all) {
 		t.Fatalf("a keeps %d, b took %d of %d: the idle streams were not handed over", len(mine), len(got), len(all))
+	}
+}
+
+// A lease that still names this process but that it no longer holds (a
+// Release whose Swap failed, then the stream back after a membership
+// change) is not adopted as it stands: expired or released, another member
+// may take it at the same moment, so it is taken again by Swap, and of two
+// members racing for it exactly one holds it.
+func TestOwnLeaseNotAdoptedExpiredOrReleased(t *testing.T) {
+	for _, released := range []bool{false, true} {
+		t.Run(fmt.Sprintf("released=%v", released), func(t *testing.T) {
+			st := newStore(t)
+			c := &clock{t: time.Unix(1e9, 0)}
+			a, b := newMember(t, st, "a", c), newMember(t, st, "b", c)
+			ctx := context.Background()
+			a.take(ctx, "s")
+			if released {
+				a.Release(ctx, "s")
+			} else {
+				a.mu.Lock()
+				delete(a.held, "s") // a Release whose Swap failed
+				a.mu.Unlock()
+				c.add(3*time.Second + time.Millisecond) // the lease expires
+			}
+			a.take(ctx, "s")
+			b.take(ctx, "s")
+			ha, hb := a.Fence("s")() == nil, b.Fence("s")() == nil
+			if ha == hb {
+				t.Fatalf("a holds %v, b holds %v: want exactly one", ha, hb)
+			}
+		})
+	}
+}
+
+// A lease of this process whose Swap answer was lost is adopted with the
+// renewal time it carries, not the time it was read: the fence keeps its
+// margin before another member may take it.
+func TestOwnLeaseAdoptedKeepsFenceMargin(t *testing.T) {
+	st := newStore(t)
+	c := &clock{t: time.Unix(1e9, 0)}
+	a := newMember(t, st, "a", c)
+	ctx := context.Background()
+	a.take(ctx, "s")
+	a.mu.Lock()
+	delete(a.held, "s") // the Swap landed, its answer was lost
+	a.mu.Unlock()
+	c.add(time.Second)
+	a.take(ctx, "s")
+	if err := a.Fence("s")(); err != nil {
+		t.Fatalf("a adopted its own live lease: %v", err)
+	}
+	c.add(time.Second + time.Millisecond) // 2/3 TTL after the lease was written
+	if err := a.Fence("s")(); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("2/3 of the TTL after the lease was written, without renewal: want the fence to refuse, got %v", err)
+	}
+}
+
+// A member object whose host holds control characters (a terminal escape
+// that ferry status --fleet would print) or is longer than a host name can
+// be is damaged: it never reaches the status as a host.
+func TestMemberHostRefused(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	for id, host := range map[string]string{"esc": "\x1b]2;owned\x07h1", "long": strings.Repeat("h", 300)} {
+		h, _ := json.Marshal(host)
+		rec := fmt.Sprintf(`{"version":1,"fleet":"f","member":%q,"host":%s,"token":"y","expires":"2100-01-01T00:00:00Z"}`, id, h)
+		if _, err := st.Swap(ctx, MembersDir("f")+id, []byte(rec), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	members, _, err := ReadStatus(ctx, st, "f", time.Unix(1e9, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(members) != 2 {
+		t.Fatalf("members %+v", members)
+	}
+	for _, m := range members {
+		if m.Damaged == "" || m.Host != "" || strings.ContainsRune(m.Damaged, 0x1b) {
+			t.Errorf("member %s: host %q, damaged %q: want it damaged, its host not shown raw", m.Member, m.Host, m.Damaged)
+		}
 	}
 }

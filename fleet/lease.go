@@ -41,12 +41,17 @@ func (m *Member) take(ctx context.Context, stream string) {
 			if !m.stale(key, ver, now) {
 				return
 			}
-		case old.Token == m.me.Token:
-			// Ours already (a Swap whose answer was lost): adopt it.
+		case old.Token == m.me.Token && !old.Released && now.Before(old.Renewed.Add(m.cfg.TTL-m.cfg.TTL/3)):
+			// Ours already (a Swap whose answer was lost): adopt it, as
+			// renewed when it was written (by this host's clock), so the
+			// fence keeps its margin. One of ours that is released or
+			// past the fence (a Release whose Swap failed) another member
+			// may be taking now: it is taken again by Swap, below.
 			m.mu.Lock()
-			m.held[stream] = &held{rec: old, version: ver, renewedAt: now}
+			m.held[stream] = &held{rec: old, version: ver, renewedAt: old.Renewed}
 			m.mu.Unlock()
 			return
+		case old.Token == m.me.Token:
 		case !old.Released && old.Expires.After(now) && !m.stale(key, ver, now):
 			return // live, another member's
 		}

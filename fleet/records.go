@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/ferry-dr/ferry/batch"
 )
@@ -98,9 +99,16 @@ func parseMember(data []byte, fleet, key string) (MemberRecord, error) {
 		return m, fmt.Errorf("fleet member %s is damaged: it says fleet %q, member %q", key, m.Fleet, m.Member)
 	case m.Token == "":
 		return m, fmt.Errorf("fleet member %s is damaged: no token", key)
+	case len(m.Host) > maxHost || strings.ContainsFunc(m.Host, unicode.IsControl):
+		// ferry status prints the host: no terminal escapes, no screenfuls.
+		return m, fmt.Errorf("fleet member %s is damaged: host %.64q", key, m.Host)
 	}
 	return m, nil
 }
+
+// maxHost is the longest host a member object may name (a host name is at
+// most 255 bytes).
+const maxHost = 255
 
 // parseLease decodes the lease object at key, like parseMember.
 func parseLease(data []byte, fleet, key string) (LeaseRecord, error) {

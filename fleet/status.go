@@ -38,7 +38,8 @@ func ReadStatus(ctx context.Context, sw store.Swapper, name string, now time.Tim
 			ms.MemberRecord, err = parseMember(data, name, key)
 		}
 		if err != nil {
-			ms.Member, ms.Damaged = lastElem(key), err.Error()
+			ms = MemberStatus{Damaged: err.Error()} // nothing of a damaged object is shown as fact
+			ms.Member = lastElem(key)
 		} else {
 			ms.Live = !ms.Left && ms.Expires.After(now)
 		}
@@ -55,7 +56,8 @@ func ReadStatus(ctx context.Context, sw store.Swapper, name string, now time.Tim
 			ls.LeaseRecord, err = parseLease(data, name, key)
 		}
 		if err != nil {
-			ls.Stream, ls.Damaged = lastElem(key), err.Error()
+			ls = LeaseStatus{Damaged: err.Error()}
+			ls.Stream = lastElem(key)
 		} else {
 			ls.Live = !ls.Released && ls.Expires.After(now)
 		}

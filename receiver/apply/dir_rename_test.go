@@ -162,6 +162,10 @@ func TestDirRenameRefusesHostile(t *testing.T) {
 		{"new through symlink", r.renameFile("f", "esc/sub/x", 0o644, "eff"), `"esc" is a symlink in the replica`},
 		{"old is a symlink", r.renameDir("esc", "x", 0o755), "holds a symlink"},
 		{"malformed", r.rec(dirtree.OpRename, "x", []byte{1, 1, 0}), "shorter than the 54-byte header"},
+		{"onto the marker", r.renameFile("f", ".ferry-renamed.tmp", 0o644, "eff"), "reserved for the applier's temp files"},
+		{"from a temp name", r.renameFile(".ferry-0000000000000001.tmp", "x", 0o644, "eff"), "reserved for the applier's temp files"},
+		{"into staging", r.renameFile("f", ".ferry-staging/x", 0o644, "eff"), "reserved for the applier's staging directory"},
+		{"from staging", r.renameDir(".ferry-staging", "x", 0o755), "reserved for the applier's staging directory"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

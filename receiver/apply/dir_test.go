@@ -576,7 +576,8 @@ func FuzzDirApply(f *testing.F) {
 		f.Add(rec.Op, string(rec.Key), rec.Data)
 	}
 	f.Add("chunk", "esc/c", dirHdr(0o644, 0, 4, 0, nil))
-	for _, rec := range []batch.Record{r.appendRec("esc/keep", 0o644, "keep", "more"), r.deltaRec("esc/keep", 0o644, "keep", "KEEP", 64)} {
+	for _, rec := range []batch.Record{r.appendRec("esc/keep", 0o644, "keep", "more"), r.deltaRec("esc/keep", 0o644, "keep", "KEEP", 64),
+		r.renameFile("esc/keep", "x", 0o644, "keep"), r.renameDir("esc", "y", 0o755), r.renameFile("x", "esc/y", 0o644, "keep")} {
 		f.Add(rec.Op, string(rec.Key), rec.Data)
 	}
 	f.Fuzz(func(t *testing.T, op, key string, data []byte) {

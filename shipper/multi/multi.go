@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/shipper"
 )
 
@@ -210,6 +211,12 @@ func (r *Runner) drainLeftovers(ctx context.Context) {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(r.SpoolRoot, e.Name(), "state.json")); err != nil {
+			continue
+		}
+		if err := batch.CheckStream(e.Name()); err != nil {
+			// Not a stream's spool (a copy an operator made): opening it
+			// would fail, and stop every stream with it.
+			r.Log.Error("directory in the spool root is named like no stream; not shipped", "dir", filepath.Join(r.SpoolRoot, e.Name()), "err", err)
 			continue
 		}
 		r.mu.Lock()

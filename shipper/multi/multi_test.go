@@ -222,6 +222,32 @@ func TestRunnerLeftoverSpool(t *testing.T) {
 	}
 }
 
+// TestRunnerLeftoverBadName checks a directory under the spool root whose
+// name no stream can have (an operator's copy, "orders backup") is passed
+// over with an error in the log, not opened as a stream: opening it fails,
+// and one stream's failure stops every stream.
+func TestRunnerLeftoverBadName(t *testing.T) {
+	g := newRig(t)
+	bad := filepath.Join(g.spool, "orders backup")
+	if err := os.MkdirAll(bad, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bad, "state.json"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(g.root, "in.log")
+	appendLines(t, log, "a1\n")
+	r := g.runner([]Table{{Name: "app", Path: log}})
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	eventually(t, "app shipped", func() bool { return slices.Equal(g.stored(t, "app"), []string{"a1\n"}) })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
 // TestRunnerFairness runs one stream appending as fast as it can beside
 // nine appending 10 lines/s each, and measures the nine's latency from
 // the append to the store's confirmation: its p99 must stay bounded (the

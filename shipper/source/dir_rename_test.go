@@ -310,3 +310,32 @@ func TestDirSourceRenameLostToOverflow(t *testing.T) {
 		t.Fatalf("moves lost to an overflow shipped %v, want del + put", ops)
 	}
 }
+
+// Two directories swapped through a third name (mv d t; mv e d; mv t e)
+// cannot ship as renames (each would land on the other, not empty): they
+// ship as the paths' contents, and what each directory held before and no
+// longer holds is deleted from the replica too. The new directory at a path
+// is another inode than the one the index knows there; its children in the
+// index (which no event names) are looked at again.
+func TestDirSourceSwapDirs(t *testing.T) {
+	for _, debounce := range []time.Duration{30 * time.Millisecond, 300 * time.Millisecond} {
+		t.Run(debounce.String(), func(t *testing.T) {
+			base := t.TempDir()
+			root := filepath.Join(base, "tree")
+			dirWrite(t, filepath.Join(root, "d/x"), "x content", 0o644)
+			dirWrite(t, filepath.Join(root, "d/sub/s"), "s content", 0o644)
+			dirWrite(t, filepath.Join(root, "e/y"), "y content", 0o644)
+			dirWrite(t, filepath.Join(root, "e/sub/u"), "u content", 0o644)
+			sink := &dirSink{}
+			src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir(), Debounce: debounce}, sink)
+			m := newDirModel(t)
+			src.converge(t, m)
+			for _, mv := range [][2]string{{"d", "t"}, {"e", "d"}, {"t", "e"}} {
+				if err := os.Rename(filepath.Join(root, mv[0]), filepath.Join(root, mv[1])); err != nil {
+					t.Fatal(err)
+				}
+			}
+			src.converge(t, m)
+		})
+	}
+}

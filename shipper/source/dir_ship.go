@@ -175,6 +175,16 @@ func (r *dirRun) peerGone(ctx context.Context, sink shipper.Sink, p string) erro
 func (r *dirRun) shipDir(ctx context.Context, sink shipper.Sink, p string, fi os.FileInfo) error {
 	st := dirStatOf(fi)
 	e := r.idx.get(p)
+	if e != nil && e.Kind == dirKindDir && e.Ino != 0 && e.Ino != st.ino {
+		// Another directory took p's place (one moved over it, as in a
+		// swap through a third name): no event names what the index
+		// holds under p, and what the new one lacks must go.
+		r.markKidsDirty(p, time.Now())
+		ne := *e
+		ne.Ino = st.ino
+		e = &ne
+		r.idx.set(p, e)
+	}
 	if e != nil && e.Kind == dirKindDir && !e.Pending && e.Mode == st.mode && e.Mtime == st.mtime {
 		return nil
 	}
@@ -195,6 +205,14 @@ func (r *dirRun) shipDir(ctx context.Context, sink shipper.Sink, p string, fi os
 		r.addTree(p, time.Now())
 	}
 	return nil
+}
+
+// markKidsDirty marks every path the index has below directory p dirty.
+func (r *dirRun) markKidsDirty(p string, now time.Time) {
+	for c := range r.idx.kids[p] {
+		r.markDirty(c, now)
+		r.markKidsDirty(c, now)
+	}
 }
 
 func (r *dirRun) shipLink(ctx context.Context, sink shipper.Sink, p string, f *os.File, fi os.FileInfo) error {
