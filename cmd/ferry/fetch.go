@@ -34,9 +34,9 @@ const fetchExamples = `  # PostgreSQL (restore_command, for a standby or point-i
 From a store, fetch reads the marker <stream>/pushed/NAME: no marker means
 NAME was never pushed, and fetch exits 1 at once (PostgreSQL asks for files
 that do not exist, e.g. the next timeline's .history). The marker names the
-records that carried the file, so fetch reads just the segments holding
-them; if those are gone it scans the stream newest first, which reads every
-segment once. The content is checked against the marker's sha256 and
+records that carried the file, so fetch lists and reads just the segments
+holding them; if those are gone it scans the stream newest first, which
+reads every segment once. The content is checked against the marker's sha256 and
 written to DEST atomically (temp file beside it, fsync, rename). A tcp://
 link's receiver keeps no markers: fetch --tree from its dir: tree instead.
 `
@@ -148,18 +148,17 @@ func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest stri
 	if err != nil || len(want) != 32 {
 		return fmt.Errorf("marker %s is damaged: sha256 %q", key, m.SHA256)
 	}
-	names, sizes, err := listSegments(ctx, st, stream)
-	if err != nil {
-		return err
-	}
 	w, err := newAtomicFile(dest)
 	if err != nil {
 		return err
 	}
 	defer w.abort()
-	f := fetcher{ctx: ctx, st: st, stream: stream, name: name, size: m.Size, sum: [32]byte(want), names: names, sizes: sizes, limit: keys.limit, dec: keys.dec, trusted: keys.trusted}
+	f := fetcher{ctx: ctx, st: st, stream: stream, name: name, size: m.Size, sum: [32]byte(want), limit: keys.limit, dec: keys.dec, trusted: keys.trusted}
 	var ferr error
 	if m.FirstSeq > 0 {
+		if f.names, f.sizes, ferr = listHolding(ctx, st, stream, m.Generation, m.FirstSeq, m.LastSeq); ferr != nil {
+			return ferr
+		}
 		ferr = f.assemble(w, m.Generation, m.FirstSeq, m.LastSeq)
 		if ferr == nil {
 			return w.commit()
@@ -169,6 +168,9 @@ func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest stri
 		}
 		log.Warn("the records the marker names do not give the file; scanning the stream", "name", name,
 			"first_seq", m.FirstSeq, "last_seq", m.LastSeq, "err", ferr)
+	}
+	if f.names, f.sizes, err = listSegments(ctx, st, stream); err != nil {
+		return err
 	}
 	gen, first, last, found, err := f.scan()
 	if err != nil {
@@ -189,6 +191,51 @@ func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest stri
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return w.commit()
+}
+
+// errListed ends a listing early.
+var errListed = errors.New("listed enough")
+
+// listHolding lists the segments of generation gen from the one holding
+// seq first to the last one starting at or before seq last, with their
+// sizes, without listing the whole stream (on S3 that takes a request per
+// thousand segments, every fetch). A store lists names in order, and a
+// segment's name begins with its generation and first seq, so a listing
+// that starts after "<gen>-<first-back>" and meets a segment starting at
+// or before first holds the one holding first; back grows until it does,
+// up to a listing of all of gen. A segment missing from the range leaves
+// the records short, which assemble reports.
+func listHolding(ctx context.Context, st store.Store, stream string, gen uint32, first, last uint64) ([]string, []int64, error) {
+	dir := batch.StreamDir(stream)
+	for back := uint64(64); ; back *= 4 {
+		from := first - min(back, first)
+		var names []string
+		var sizes []int64
+		err := st.List(ctx, dir, fmt.Sprintf("%s%08x-%016x", dir, gen, from), func(o store.Object) error {
+			name := strings.TrimPrefix(o.Name, dir)
+			g, lo, _, ok := batch.ParseSegmentName(name)
+			switch {
+			case !ok:
+				return nil
+			case g != gen || lo > last:
+				return errListed
+			}
+			names = append(names, name)
+			sizes = append(sizes, o.Size)
+			return nil
+		})
+		if err != nil && !errors.Is(err, errListed) {
+			return nil, nil, fmt.Errorf("list %s in %s: %w", dir, st, err)
+		}
+		if from == 0 {
+			return names, sizes, nil
+		}
+		if len(names) > 0 {
+			if _, lo, _, _ := batch.ParseSegmentName(names[0]); lo <= first {
+				return names, sizes, nil
+			}
+		}
+	}
 }
 
 type fetcher struct {
