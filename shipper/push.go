@@ -50,8 +50,8 @@ type PushMarker struct {
 	LastSeq  uint64 `json:"last_seq"`
 }
 
-// maxMarkerSize caps a marker read.
-const maxMarkerSize = 64 << 10
+// MaxPushMarkerSize caps a marker read: a larger one is damaged.
+const MaxPushMarkerSize = 64 << 10
 
 // ParsePushMarker decodes a marker read from key (named in errors).
 func ParsePushMarker(key string, data []byte) (PushMarker, error) {
@@ -73,12 +73,12 @@ func ReadPushMarker(ctx context.Context, st store.Store, key string) (PushMarker
 		return PushMarker{}, err
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, maxMarkerSize+1))
+	data, err := io.ReadAll(io.LimitReader(rc, MaxPushMarkerSize+1))
 	if err != nil {
 		return PushMarker{}, fmt.Errorf("read marker %s: %w", key, err)
 	}
-	if len(data) > maxMarkerSize {
-		return PushMarker{}, fmt.Errorf("marker %s is larger than %d bytes: damaged", key, maxMarkerSize)
+	if len(data) > MaxPushMarkerSize {
+		return PushMarker{}, fmt.Errorf("marker %s is larger than %d bytes: damaged", key, MaxPushMarkerSize)
 	}
 	return ParsePushMarker(key, data)
 }

@@ -34,9 +34,9 @@ const fetchExamples = `  # PostgreSQL (restore_command, for a standby or point-i
 From a store, fetch reads the marker <stream>/pushed/NAME: no marker means
 NAME was never pushed, and fetch exits 1 at once (PostgreSQL asks for files
 that do not exist, e.g. the next timeline's .history). The marker names the
-records that carried the file, so fetch reads just the segments holding
-them; if those are gone it scans the stream newest first, which reads every
-segment once. The content is checked against the marker's sha256 and
+records that carried the file, so fetch lists and reads just the segments
+holding them; if those are gone it scans the stream newest first, which
+reads every segment once. The content is checked against the marker's sha256 and
 written to DEST atomically (temp file beside it, fsync, rename). A tcp://
 link's receiver keeps no markers: fetch --tree from its dir: tree instead.
 `
@@ -131,12 +131,21 @@ type fetchKeys struct {
 
 func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest string, keys fetchKeys, log *slog.Logger) error {
 	key := shipper.PushMarkerKey(stream, name)
-	var m shipper.PushMarker
+	// The store's errors are retried (until --timeout); a marker that is
+	// not one fails at once: reading it again gives the same bytes.
+	var raw []byte
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
 	err := store.Retry(ctx, retry, log, "get "+key, func(ctx context.Context) error {
-		var err error
-		m, err = shipper.ReadPushMarker(ctx, st, key)
-		return err
+		rc, err := st.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		raw, err = io.ReadAll(io.LimitReader(rc, shipper.MaxPushMarkerSize+1))
+		if err != nil {
+			return fmt.Errorf("read marker %s: %w", key, err)
+		}
+		return nil
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("%s not found: no marker %s in %s (never pushed to stream %s)", name, key, st, stream)
@@ -144,22 +153,33 @@ func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest stri
 	if err != nil {
 		return err
 	}
+	if len(raw) > shipper.MaxPushMarkerSize {
+		return fmt.Errorf("marker %s in %s is larger than %d bytes: damaged; push %s again", key, st, shipper.MaxPushMarkerSize, name)
+	}
+	m, err := shipper.ParsePushMarker(key, raw)
+	if err != nil {
+		return fmt.Errorf("%w (in %s); push %s again", err, st, name)
+	}
+	if m.Name != "" && m.Name != name {
+		// A marker copied or linked from another name: its hash and
+		// records are that file's.
+		return fmt.Errorf("marker %s in %s is for %q, not %s: damaged or replaced; push %s again", key, st, m.Name, name, name)
+	}
 	want, err := hex.DecodeString(m.SHA256)
 	if err != nil || len(want) != 32 {
 		return fmt.Errorf("marker %s is damaged: sha256 %q", key, m.SHA256)
-	}
-	names, sizes, err := listSegments(ctx, st, stream)
-	if err != nil {
-		return err
 	}
 	w, err := newAtomicFile(dest)
 	if err != nil {
 		return err
 	}
 	defer w.abort()
-	f := fetcher{ctx: ctx, st: st, stream: stream, name: name, size: m.Size, sum: [32]byte(want), names: names, sizes: sizes, limit: keys.limit, dec: keys.dec, trusted: keys.trusted}
+	f := fetcher{ctx: ctx, st: st, stream: stream, name: name, size: m.Size, sum: [32]byte(want), limit: keys.limit, dec: keys.dec, trusted: keys.trusted}
 	var ferr error
 	if m.FirstSeq > 0 {
+		if f.names, f.sizes, ferr = listHolding(ctx, st, stream, m.Generation, m.FirstSeq, m.LastSeq); ferr != nil {
+			return ferr
+		}
 		ferr = f.assemble(w, m.Generation, m.FirstSeq, m.LastSeq)
 		if ferr == nil {
 			return w.commit()
@@ -169,6 +189,9 @@ func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest stri
 		}
 		log.Warn("the records the marker names do not give the file; scanning the stream", "name", name,
 			"first_seq", m.FirstSeq, "last_seq", m.LastSeq, "err", ferr)
+	}
+	if f.names, f.sizes, err = listSegments(ctx, st, stream); err != nil {
+		return err
 	}
 	gen, first, last, found, err := f.scan()
 	if err != nil {
@@ -191,6 +214,51 @@ func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest stri
 	return w.commit()
 }
 
+// errListed ends a listing early.
+var errListed = errors.New("listed enough")
+
+// listHolding lists the segments of generation gen from the one holding
+// seq first to the last one starting at or before seq last, with their
+// sizes, without listing the whole stream (on S3 that takes a request per
+// thousand segments, every fetch). A store lists names in order, and a
+// segment's name begins with its generation and first seq, so a listing
+// that starts after "<gen>-<first-back>" and meets a segment starting at
+// or before first holds the one holding first; back grows until it does,
+// up to a listing of all of gen. A segment missing from the range leaves
+// the records short, which assemble reports.
+func listHolding(ctx context.Context, st store.Store, stream string, gen uint32, first, last uint64) ([]string, []int64, error) {
+	dir := batch.StreamDir(stream)
+	for back := uint64(64); ; back *= 4 {
+		from := first - min(back, first)
+		var names []string
+		var sizes []int64
+		err := st.List(ctx, dir, fmt.Sprintf("%s%08x-%016x", dir, gen, from), func(o store.Object) error {
+			name := strings.TrimPrefix(o.Name, dir)
+			g, lo, _, ok := batch.ParseSegmentName(name)
+			switch {
+			case !ok:
+				return nil
+			case g != gen || lo > last:
+				return errListed
+			}
+			names = append(names, name)
+			sizes = append(sizes, o.Size)
+			return nil
+		})
+		if err != nil && !errors.Is(err, errListed) {
+			return nil, nil, fmt.Errorf("list %s in %s: %w", dir, st, err)
+		}
+		if from == 0 {
+			return names, sizes, nil
+		}
+		if len(names) > 0 {
+			if _, lo, _, _ := batch.ParseSegmentName(names[0]); lo <= first {
+				return names, sizes, nil
+			}
+		}
+	}
+}
+
 type fetcher struct {
 	ctx    context.Context
 	st     store.Store
@@ -204,11 +272,19 @@ type fetcher struct {
 	dec    batch.Decrypter
 	// trusted, if set, must have signed every segment read.
 	trusted *sign.Trusted
+	// The buffers of the segment last read: its stored bytes, record
+	// stream and records. What records returns is valid until it is
+	// called again.
+	stored, raw []byte
+	recs        batch.Records
 }
 
-// records reads segment seg and returns its records, verified and
-// decompressed as it is read: what it holds is the record stream, never
-// the stored bytes as well.
+// records reads segment seg and returns its records, verified: the
+// whole segment's checksum and its payload's before anything is
+// decompressed, then exactly the claimed size decompressed. The stored
+// bytes, the record stream and the records are held in f's buffers,
+// reused for the next segment (a WAL file spans a few segments; fresh
+// memory for each costs more page faults than the decoding itself).
 func (f *fetcher) records(seg string) (batch.Records, error) {
 	key := batch.SegmentKey(f.stream, seg)
 	var size int64
@@ -227,19 +303,27 @@ func (f *fetcher) records(seg string) (batch.Records, error) {
 	if err := checkSignature(f.trusted, &sr.Meta); err != nil {
 		return batch.Records{}, err
 	}
-	sr.Decrypter = f.dec
-	s, raw, err := sr.Decompress(nil, runtime.GOMAXPROCS(0))
-	if err != nil {
+	if f.stored, err = sr.ReadAll(f.stored); err != nil {
 		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
 	}
-	recs, err := s.ParseRecords(raw, batch.Records{})
+	s, err := batch.Open(f.stored)
 	if err != nil {
 		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
 	}
 	if s.Meta.Name() != seg {
 		return batch.Records{}, fmt.Errorf("segment %s holds %s", key, s.Meta.Name())
 	}
-	return recs, nil
+	workers := runtime.GOMAXPROCS(0)
+	if err := s.DecryptInPlace(f.dec, workers); err != nil {
+		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
+	}
+	if f.raw, err = s.DecompressInto(f.raw, f.limit, workers); err != nil {
+		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
+	}
+	if f.recs, err = s.ParseRecords(f.raw, f.recs); err != nil {
+		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
+	}
+	return f.recs, nil
 }
 
 // assemble writes the file carried by records first..last of generation
