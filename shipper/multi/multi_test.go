@@ -276,7 +276,7 @@ func TestRunnerFairness(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- r.Run(ctx) }()
-		eventually(t, "every stream started", func() bool { return len(r.Active()) == 10 && len(g.shippers) == 10 })
+		eventually(t, "every stream started", func() bool { return len(r.Active()) == 10 && g.started() == 10 })
 
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
