@@ -70,6 +70,13 @@ func (g *rig) runner(tables []Table) *Runner {
 		}}
 }
 
+// started counts the streams the rig has started a shipper for.
+func (g *rig) started() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.shippers)
+}
+
 func (g *rig) shipperOf(name string) *shipper.Shipper {
 	g.mu.Lock()
 	defer g.mu.Unlock()
