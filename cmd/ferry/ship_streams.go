@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/shipper/multi"
 	"github.com/ferry-dr/ferry/shipper/source"
+	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -60,6 +61,15 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 		return err
 	}
 	defer closeTargets()
+	// One group commit for every stream's journal (fsync "batch"): a sync
+	// of the spools' file system every commit interval, not an fsync per
+	// stream (spool.Committer).
+	commit := spool.NewCommitter(0)
+	defer commit.Close()
+	commitCtx, stopCommit := context.WithCancel(context.Background())
+	commitErr := make(chan error, 1)
+	go func() { commitErr <- commit.Run(commitCtx) }()
+	defer func() { stopCommit(); <-commitErr }()
 	logStart(log, "ship", "streams", len(cfg.Streams), "store", redact.URL(cfg.Store), "targets", len(targets), "spool", sc.Spool,
 		"encrypted", enc != nil)
 
@@ -85,7 +95,9 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 				t = cfg.Streams[table]
 			}
 			c.Ship = t.Ship(sc, name, file)
-			sh, err := shipper.New(ctx, streamShipConfig(&c, targets, enc, signer, retry, schedules, reg), log)
+			shc := streamShipConfig(&c, targets, enc, signer, retry, schedules, reg)
+			shc.Spool.Committer = commit
+			sh, err := shipper.New(ctx, shc, log)
 			if err != nil {
 				return nil, nil, err
 			}

@@ -62,6 +62,11 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 		}
 	}
 	s.cursor = cursor
+	if journaled && s.commitFS != nil && !s.commitQueued {
+		if err := s.cfg.Committer.enqueue(s, false); err != nil {
+			return 0, s.fail(err)
+		}
+	}
 	if s.cfg.Fsync == FsyncAlways {
 		if err := s.syncLocked(); err != nil {
 			return 0, err
@@ -187,7 +192,13 @@ func (s *Spool) waitDurable(ctx context.Context, pos uint64, preferSeal bool) er
 			return errClosed
 		}
 		sealFirst := preferSeal && s.sealing != nil && s.sealing.old != nil && s.sealing.old.synced < s.sealing.old.end
-		if !s.syncing && !sealFirst {
+		if s.commitFS != nil && !s.syncing && !sealFirst {
+			// Committed with the other spools, at once.
+			if err := s.cfg.Committer.enqueue(s, true); err != nil {
+				s.fail(err)
+				continue
+			}
+		} else if !s.syncing && !sealFirst {
 			s.syncing = true
 			target, todo := s.written, s.pendingSyncsLocked()
 			s.mu.Unlock()
@@ -217,7 +228,8 @@ func (s *Spool) waitDurable(ctx context.Context, pos uint64, preferSeal bool) er
 // reach the disk. Appenders that wait (WaitDurable) are committed at once,
 // sharing one fsync. It returns when ctx ends or the spool fails.
 func (s *Spool) SyncLoop(ctx context.Context) error {
-	if s.cfg.Fsync != FsyncBatch {
+	if s.cfg.Fsync != FsyncBatch || s.commitFS != nil {
+		// With a Committer, Append queues the journal for its commit.
 		return s.StateLoop(ctx)
 	}
 	for {
