@@ -28,6 +28,20 @@ const allStreams = "*"
 // sooner).
 const goneAfter = 5 * time.Second
 
+// streamJournalRotate and streamStateEvery are each stream's spool's
+// JournalRotate and StateEvery (spool.Config), and streamStatusEvery how
+// often each stream rewrites its status.json: 100 streams at max_age 2 s
+// seal 50 segments a second, and a journal file created and removed per
+// seal, state.json and status.json rewritten per stream every second,
+// were most of the files the ship created. Confirmed segments wait in the
+// spool for state.json up to streamStateEvery; ferry status --spool shows
+// a stream as it was up to streamStatusEvery ago.
+const (
+	streamJournalRotate = 1 << 20
+	streamStateEvery    = 10 * time.Second
+	streamStatusEvery   = 5 * time.Second
+)
+
 // runShipStreams is ferry ship with [[streams]] tables (docs/STREAMS.md):
 // one shipper per stream, each with its spool under ship.spool, all
 // sending to the targets opened once here.
@@ -97,6 +111,13 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 			c.Ship = t.Ship(sc, name, file)
 			shc := streamShipConfig(&c, targets, enc, signer, retry, schedules, reg)
 			shc.Spool.Committer = commit
+			// Per-seal file work, times the streams: one journal file for
+			// many seals, and state.json rewritten every few seconds, not
+			// every second, per stream.
+			if shc.Ack == shipper.AckLocal || shc.Ack == "" {
+				shc.Spool.JournalRotate = streamJournalRotate
+			}
+			shc.Spool.StateEvery = streamStateEvery
 			sh, err := shipper.New(ctx, shc, log)
 			if err != nil {
 				return nil, nil, err
@@ -107,7 +128,7 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 			statusCtx, stopStatus := context.WithCancel(context.Background())
 			statusDone := make(chan struct{})
 			go func() {
-				statusLoop(statusCtx, sh, name, sh.Generation(), sc.Ack, c.Ship.Spool, enc)
+				statusLoop(statusCtx, sh, name, sh.Generation(), sc.Ack, c.Ship.Spool, enc, streamStatusEvery)
 				close(statusDone)
 			}()
 			statusMu.Lock()
