@@ -37,9 +37,8 @@ type Committer struct {
 	Interval time.Duration
 	// Sync makes files, the journal files of the spools on the file
 	// system fs, durable together. Default: syncfs(2) on fs (before Linux
-	// 5.8, which it does not report write-back errors on: an fsync of each
-	// file). Tests inject
-	// crash simulations and failures.
+	// 5.8, whose syncfs does not report write-back errors: an fsync of
+	// each file). Tests inject crash simulations and failures.
 	Sync func(fs *os.File, files []*os.File) error
 
 	mu     sync.Mutex
