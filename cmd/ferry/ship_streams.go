@@ -84,6 +84,13 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 	commitErr := make(chan error, 1)
 	go func() { commitErr <- commit.Run(commitCtx) }()
 	defer func() { stopCommit(); <-commitErr }()
+	// One inotify watch per directory for every stream's tail: an idle
+	// stream's file is not polled (source.TailWatch).
+	watch, err := source.NewTailWatch(log)
+	if err != nil {
+		return err
+	}
+	defer watch.Close()
 	logStart(log, "ship", "streams", len(cfg.Streams), "store", redact.URL(cfg.Store), "targets", len(targets), "spool", sc.Spool,
 		"encrypted", enc != nil)
 
@@ -138,7 +145,7 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 				return sh, nil, nil // a leftover spool: ship what it holds
 			}
 			tail := &source.Tail{Path: file, Format: c.Ship.Format, MaxRecordSize: int(sc.MaxRecordSize),
-				Cursor: sh.Spool().Cursor(), Log: log.With("stream", name)}
+				Cursor: sh.Spool().Cursor(), Log: log.With("stream", name), Watch: watch}
 			if t.IsGlob() {
 				tail.EndWhenGone = goneAfter
 			}

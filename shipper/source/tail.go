@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +39,10 @@ type Tail struct {
 	// the fork in its spool, and cuts the file at the first of them; with
 	// no journal, lines read but not sealed are not there to find.
 	Replayable bool
+	// Watch, if set, wakes the tail when its file changes: an idle file is
+	// not read or stat'ed every Poll, only on an event (or the Watch's
+	// Fallback). Poll still spaces the reads of a busy file.
+	Watch *TailWatch
 	// EndWhenGone, if positive, ends Run (returning nil) once the file
 	// has been read to its end after its path went away and nothing has
 	// taken the path for this long: a glob stream's file that was
@@ -47,6 +52,8 @@ type Tail struct {
 
 	backlog []string       // files rotated away while stopped, still to read
 	recs    []batch.Record // emit's batch, reused: the sink copies what it keeps
+
+	polls atomic.Int64 // times Run looked at the file for new lines (tests)
 }
 
 var _ shipper.Source = (*Tail)(nil)
@@ -112,6 +119,16 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 	} else {
 		replayable = false
 	}
+	var wake chan struct{}
+	if s.Watch != nil {
+		// Before the first read: a write after it wakes the tail.
+		w, cancel, err := s.Watch.watch(s.Path)
+		if err != nil {
+			return err
+		}
+		defer cancel()
+		wake = w
+	}
 	cur, err := s.openStart()
 	if err != nil {
 		return err
@@ -121,7 +138,10 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 			cur.f.Close()
 		}
 	}()
+	var lastRead time.Time
 	for {
+		s.polls.Add(1)
+		lastRead = time.Now()
 		n, err := s.readLines(ctx, cur, p, sink)
 		if err != nil {
 			return err
@@ -163,17 +183,45 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 			}
 			continue
 		}
+		off := cur.off
 		if err := s.checkRotation(cur); err != nil {
 			return err
 		}
-		if cur.rotated {
-			continue
+		if cur.rotated || cur.off != off {
+			continue // truncated: what was written since is there to read now
 		}
+		if !s.pause(ctx, wake, lastRead) {
+			return nil
+		}
+	}
+}
+
+// pause waits until the file may have more: for an event on it (wake,
+// with a Watch) or the Watch's fallback, then for Poll after lastRead;
+// without a Watch, for Poll. It returns false when ctx ended.
+func (s *Tail) pause(ctx context.Context, wake <-chan struct{}, lastRead time.Time) bool {
+	if wake != nil {
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-time.After(s.Poll):
+			return false
+		case <-wake:
+		case <-s.Watch.everyone():
 		}
+	}
+	wait := s.Poll
+	if wake != nil {
+		wait = time.Until(lastRead.Add(s.Poll))
+		if wait <= 0 {
+			return ctx.Err() == nil
+		}
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
