@@ -62,11 +62,6 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 		}
 	}
 	s.cursor = cursor
-	if journaled && s.commitFS != nil && !s.commitQueued {
-		if err := s.cfg.Committer.enqueue(s, false); err != nil {
-			return 0, s.fail(err)
-		}
-	}
 	if s.cfg.Fsync == FsyncAlways {
 		if err := s.syncLocked(); err != nil {
 			return 0, err
@@ -79,6 +74,9 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 			s.stats.RecordsIn++
 			s.stats.BytesIn += int64(recs[i].FramedSize())
 			s.provBytes += int64(recs[i].FramedSize())
+		}
+		if err := s.queueCommitLocked(); err != nil {
+			return 0, err
 		}
 		s.notify()
 		return s.written, nil
@@ -126,9 +124,25 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 			return 0, err
 		}
 	}
+	if err := s.queueCommitLocked(); err != nil {
+		return 0, err
+	}
 	s.notify()
 	// The entry's end, or the leftover's new place: a waiter must cover it.
 	return s.written, nil
+}
+
+// queueCommitLocked queues what the journal holds unsynced (the entry, a
+// leftover a seal wrote again) for the Committer, if the spool has one:
+// durable with the other spools' within its Interval. mu held.
+func (s *Spool) queueCommitLocked() error {
+	if s.commitFS == nil || s.commitQueued || s.written <= s.synced {
+		return nil
+	}
+	if err := s.cfg.Committer.enqueue(s, false); err != nil {
+		return s.fail(err)
+	}
+	return nil
 }
 
 // waitRoom blocks while the spool is over its limit.

@@ -66,7 +66,7 @@ type Config struct {
 	JournalRotate int64
 	// Committer, if set (fsync "batch"), commits the journal together
 	// with the other spools given it (commit.go) instead of on the spool's
-	// own, and CommitInterval is the Committer's Interval.
+	// own; its Interval replaces CommitInterval.
 	Committer *Committer
 	// StateEvery bounds how often Confirm rewrites state.json (two journal
 	// commits) to let confirmed segments go: a seal costs one. Default 1s.
