@@ -119,16 +119,8 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 	} else {
 		replayable = false
 	}
-	var wake chan struct{}
-	if s.Watch != nil {
-		// Before the first read: a write after it wakes the tail.
-		w, cancel, err := s.Watch.watch(s.Path)
-		if err != nil {
-			return err
-		}
-		defer cancel()
-		wake = w
-	}
+	idle := &tailIdle{watch: s.Watch}
+	defer idle.unwatch()
 	cur, err := s.openStart()
 	if err != nil {
 		return err
@@ -147,9 +139,11 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 			return err
 		}
 		if n > 0 {
+			idle.unwatch() // busy: polled, no event per write
 			continue
 		}
 		if cur.rotated {
+			idle.unwatch() // the watch is on the old file
 			// Drained the old file: ship a final line without newline, move on.
 			if err := s.flushPartial(ctx, cur, p, sink); err != nil {
 				return err
@@ -188,11 +182,45 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 			return err
 		}
 		if cur.rotated || cur.off != off {
+			idle.unwatch()
 			continue // truncated: what was written since is there to read now
 		}
-		if !s.pause(ctx, wake, lastRead) {
+		if idle.empty++; idle.empty >= 2 && idle.wake == nil && idle.watch != nil {
+			// Idle: sleep until the file changes. A write between the
+			// last read and the watch is read by the read that follows.
+			if err := idle.start(s.Path); err != nil {
+				return err
+			}
+			continue
+		}
+		if !s.pause(ctx, idle.wake, lastRead) {
 			return nil
 		}
+	}
+}
+
+// tailIdle is a tail's watch on its file while the file is idle.
+type tailIdle struct {
+	watch  *TailWatch
+	empty  int           // reads in a row that found nothing
+	wake   chan struct{} // set while watching
+	cancel func()
+}
+
+func (t *tailIdle) start(path string) error {
+	w, cancel, err := t.watch.watch(path)
+	if err != nil {
+		return err
+	}
+	t.wake, t.cancel = w, cancel
+	return nil
+}
+
+func (t *tailIdle) unwatch() {
+	t.empty = 0
+	if t.cancel != nil {
+		t.cancel()
+		t.wake, t.cancel = nil, nil
 	}
 }
 

@@ -12,15 +12,15 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// TailWatch tells the tails of one process when their files change, so a
-// tail whose file is idle neither reads nor stats it (issue 23: 100 idle
-// streams polled 1,000 times a second). It watches each tailed file's
-// directory once with inotify (fsnotify), whatever number of tails follow
-// files there, and wakes the tail of a path on any event naming it: a
-// write, a truncation, a rename away, a new file under the name. A tail
-// still reads at most once per its Poll interval (writes coalesce), and
-// every Fallback wakes every tail anyway, in case an event was missed
-// (an overflowed inotify queue wakes them all at once too).
+// TailWatch tells the tails of one process when their idle files change,
+// so a tail whose file is idle neither reads nor stats it (issue 23: 100
+// idle streams polled 1,000 times a second). A tail whose reads come back
+// empty twice in a row watches its file with inotify (fsnotify) and
+// sleeps until an event on it (a write, a truncation, a rename or removal
+// of the file); once it reads data again it drops the watch and polls
+// every Poll, so a busy file costs no event per write. Every Fallback
+// wakes every watching tail anyway, in case an event was missed (an
+// overflowed inotify queue wakes them all at once too).
 type TailWatch struct {
 	// Fallback is how often every tail looks at its file without an
 	// event. Default 10s.
@@ -29,9 +29,8 @@ type TailWatch struct {
 
 	w    *fsnotify.Watcher
 	mu   sync.Mutex
-	dirs map[string]int                      // watched directory -> tails there
-	subs map[string]map[chan struct{}]string // path -> wake channels
-	all  chan struct{}                       // closed and replaced on Fallback and overflow
+	subs map[string]map[chan struct{}]bool // watched path -> wake channels
+	all  chan struct{}                     // closed and replaced on Fallback and overflow
 	stop context.CancelFunc
 	done chan struct{}
 }
@@ -46,7 +45,7 @@ func NewTailWatch(log *slog.Logger) (*TailWatch, error) {
 		log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	tw := &TailWatch{Log: log, w: w, dirs: map[string]int{}, subs: map[string]map[chan struct{}]string{},
+	tw := &TailWatch{Log: log, w: w, subs: map[string]map[chan struct{}]bool{},
 		all: make(chan struct{}), stop: cancel, done: make(chan struct{})}
 	go tw.run(ctx)
 	return tw, nil
@@ -61,33 +60,26 @@ func (tw *TailWatch) Close() error {
 }
 
 // watch wakes the returned channel (buffered: wakes coalesce) on every
-// event naming path, until cancel.
+// event on the file at path, until cancel.
 func (tw *TailWatch) watch(path string) (wake chan struct{}, cancel func(), err error) {
 	path = filepath.Clean(path)
-	dir := filepath.Dir(path)
 	tw.mu.Lock()
 	defer tw.mu.Unlock()
-	if tw.dirs[dir] == 0 {
-		if err := tw.w.Add(dir); err != nil {
-			return nil, nil, fmt.Errorf("tail watch %s: %w", dir, err)
+	if len(tw.subs[path]) == 0 {
+		if err := tw.w.Add(path); err != nil {
+			return nil, nil, fmt.Errorf("tail watch %s: %w", path, err)
 		}
+		tw.subs[path] = map[chan struct{}]bool{}
 	}
-	tw.dirs[dir]++
 	wake = make(chan struct{}, 1)
-	if tw.subs[path] == nil {
-		tw.subs[path] = map[chan struct{}]string{}
-	}
-	tw.subs[path][wake] = dir
+	tw.subs[path][wake] = true
 	return wake, func() {
 		tw.mu.Lock()
 		defer tw.mu.Unlock()
 		delete(tw.subs[path], wake)
 		if len(tw.subs[path]) == 0 {
 			delete(tw.subs, path)
-		}
-		if tw.dirs[dir]--; tw.dirs[dir] == 0 {
-			delete(tw.dirs, dir)
-			tw.w.Remove(dir) // the directory may be gone: nothing to undo then
+			tw.w.Remove(path) // gone with its file, maybe: nothing to undo then
 		}
 	}, nil
 }

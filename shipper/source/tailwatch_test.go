@@ -70,10 +70,37 @@ func TestTailWatchIdle(t *testing.T) {
 		os.Remove(path)
 		return int(src.polls.Load() - before)
 	}
-	if n := idle(tw); n > 4 {
+	if n := idle(tw); n > 8 {
 		t.Errorf("a watched tail looked at its idle file %d times in 1 s (Poll 10ms); want only on events", n)
 	}
 	if n := idle(nil); n < 20 {
 		t.Errorf("an unwatched tail looked at its idle file %d times in 1 s (Poll 10ms); the test cannot tell", n)
 	}
+}
+
+// TestTailWatchRotatedWhileIdle: a watched tail whose idle file is renamed
+// away follows the new file at once, not at the next Fallback.
+func TestTailWatchRotatedWhileIdle(t *testing.T) {
+	tw, err := NewTailWatch(quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw.Fallback = time.Hour
+	defer tw.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	appendFile(t, path, "a\n")
+	r := startTail(t, &Tail{Path: path, Watch: tw, Poll: 10 * time.Millisecond})
+	r.wait(t, []string{"a\n"})
+	time.Sleep(100 * time.Millisecond) // idle: watching
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path) // the new file, empty for a while
+	time.Sleep(100 * time.Millisecond)
+	appendFile(t, path, "b\n")
+	r.wait(t, []string{"a\n", "b\n"})
+	time.Sleep(100 * time.Millisecond) // idle on the new file
+	appendFile(t, path, "c\n")
+	r.wait(t, []string{"a\n", "b\n", "c\n"})
 }
