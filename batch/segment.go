@@ -146,7 +146,8 @@ const ChunkSize = 2 << 20
 const windowSize = 1 << 20
 
 // maxInFlight bounds the chunks being compressed at once, and so the raw
-// bytes a Builder holds: (maxInFlight + 1) * ChunkSize.
+// bytes a Builder holds: (maxInFlight + 1) * ChunkSize (a batch that stays
+// under smallChunk holds only what it holds).
 var maxInFlight = min(max(runtime.GOMAXPROCS(0), 2), 4)
 
 // encoders holds one EncodeAll encoder per level, shared by all Builders;
@@ -169,8 +170,18 @@ func encoderFor(zl zstd.EncoderLevel) (*zstd.Encoder, error) {
 	return actual.(*zstd.Encoder), nil
 }
 
-// rawPool recycles chunk buffers.
+// rawPool recycles full-size chunk buffers.
 var rawPool = sync.Pool{New: func() any { b := make([]byte, 0, ChunkSize+64<<10); return &b }}
+
+// smallChunk is how far a Builder's chunk buffer grows on its own before
+// it trades it for a full-size one from rawPool. A batch that stays small
+// (one of many quiet streams, issue 23) holds what it holds, not a chunk:
+// 100 open batches of a few KiB each held 2 MiB each before.
+const smallChunk = 64 << 10
+
+// pooledRaw says whether a chunk buffer belongs in rawPool: full-size,
+// and not a huge record's.
+func pooledRaw(b *[]byte) bool { return cap(*b) >= ChunkSize && cap(*b) <= 2*ChunkSize }
 
 // outPool recycles the buffers chunks are compressed into: a segment's go
 // back once Seal has copied them into the segment, or Reset dropped them.
@@ -260,9 +271,38 @@ func (b *Builder) release() {
 	}
 	clear(b.chunks)
 	b.chunks = b.chunks[:0]
-	if b.raw != nil {
+	if b.raw != nil && pooledRaw(b.raw) {
+		// An empty batch holds no full-size buffer: it may stay empty.
+		*b.raw = (*b.raw)[:0]
+		rawPool.Put(b.raw)
+		b.raw = nil
+	} else if b.raw != nil {
 		*b.raw = (*b.raw)[:0]
 	}
+}
+
+// reserve makes room in the chunk buffer for n more bytes: a small buffer
+// grows by doubling up to smallChunk, past it the bytes move to a
+// full-size buffer from rawPool.
+func (b *Builder) reserve(n int) {
+	if b.raw == nil {
+		b.raw = new([]byte)
+	}
+	have := len(*b.raw)
+	if have+n <= cap(*b.raw) || cap(*b.raw) >= ChunkSize {
+		return // room, or a full-size buffer (append grows it for a huge record)
+	}
+	var next *[]byte
+	if have+n <= smallChunk {
+		c := max(2*cap(*b.raw), have+n, 4<<10)
+		buf := make([]byte, have, min(c, smallChunk))
+		next = &buf
+	} else {
+		next = rawPool.Get().(*[]byte)
+		*next = (*next)[:have]
+	}
+	copy(*next, *b.raw)
+	b.raw = next
 }
 
 // Records is the number of records added since Reset.
@@ -307,9 +347,7 @@ func (b *Builder) Add(r *Record) error {
 	if t.After(b.meta.MaxTime) {
 		b.meta.MaxTime = t
 	}
-	if b.raw == nil {
-		b.raw = rawPool.Get().(*[]byte)
-	}
+	b.reserve(r.FramedSize())
 	n := len(*b.raw)
 	*b.raw = AppendFrame(*b.raw, r)
 	b.meta.UncompressedSize += int64(len(*b.raw) - n)
@@ -348,9 +386,9 @@ func (b *Builder) submit() {
 		out := outPool.Get().(*[]byte)
 		*out = enc.EncodeAll(*c.raw, (*out)[:0])
 		c.out = out
-		if cap(*c.raw) <= 2*ChunkSize {
+		if pooledRaw(c.raw) { // a small one, or a huge record's, is left to the GC
 			*c.raw = (*c.raw)[:0]
-			rawPool.Put(c.raw) // a huge record's buffer is left to the GC
+			rawPool.Put(c.raw)
 		}
 		c.raw = nil
 		close(c.done)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -614,4 +615,54 @@ func TestRecordsAccessors(t *testing.T) {
 			t.Fatalf("Slice(%d, %d).Framed() = %d, want %d", sub.i, sub.j, s.Framed(), framed)
 		}
 	}
+}
+
+// TestBuilderSmallBatchMemory: an open batch holding a few records holds
+// about what they take, not a full chunk buffer (issue 23: 100 streams'
+// open batches held 2 MiB each), and a Reset Builder holds none.
+func TestBuilderSmallBatchMemory(t *testing.T) {
+	const builders = 64
+	heap := func() int64 {
+		runtime.GC()
+		runtime.GC() // and the pools' victim caches
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return int64(ms.HeapAlloc)
+	}
+	before := heap()
+	bs := make([]*Builder, builders)
+	for i := range bs {
+		b, err := NewBuilder(Fastest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Reset("s", 1, ZeroHash)
+		for _, r := range makeRecords(1, 20) {
+			if err := b.Add(&r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		bs[i] = b
+	}
+	grown := heap() - before
+	// Full-size chunk buffers would be builders x 2 MiB = 128 MiB.
+	if limit := int64(builders * 64 << 10); grown > limit {
+		t.Errorf("%d builders with 20 records each hold %d KiB of heap, want at most %d KiB", builders, grown>>10, limit>>10)
+	}
+	// A batch past 64 KiB uses a full-size buffer, and Reset gives it back.
+	b := bs[0]
+	for seq := uint64(21); b.Size() < 128<<10; seq++ {
+		r := Record{Seq: seq, Time: baseTime, Data: bytes.Repeat([]byte("x"), 1000)}
+		if err := b.Add(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b.raw == nil || cap(*b.raw) < ChunkSize {
+		t.Fatalf("a batch of %d bytes does not fill a full-size chunk buffer", b.Size())
+	}
+	b.Reset("s", 1, ZeroHash)
+	if b.raw != nil {
+		t.Errorf("a Reset Builder still holds a %d-byte chunk buffer", cap(*b.raw))
+	}
+	runtime.KeepAlive(bs)
 }

@@ -168,6 +168,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 		// Nothing commits the journal (Run): one file for many seals.
 		s.cfg.Spool.JournalRotate = journalRotateAcks
 	}
+	if s.acksWait() {
+		s.cfg.Spool.Committer = nil // nor a shared commit
+	}
 	sp, err := spool.Open(s.cfg.Spool, names, log)
 	if err != nil {
 		return nil, err

@@ -177,7 +177,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	statusCtx, stopStatus := context.WithCancel(ctx)
 	statusDone := make(chan struct{})
 	go func() {
-		statusLoop(statusCtx, sh, cfg.Stream, sh.Generation(), sc.Ack, sc.Spool, enc)
+		statusLoop(statusCtx, sh, cfg.Stream, sh.Generation(), sc.Ack, sc.Spool, enc, 0)
 		close(statusDone)
 	}()
 	defer func() { stopStatus(); <-statusDone }()

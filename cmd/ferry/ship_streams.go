@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/shipper/multi"
 	"github.com/ferry-dr/ferry/shipper/source"
+	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 )
 
@@ -26,6 +27,20 @@ const allStreams = "*"
 // its end, before its stream ends (a rotation brings the path back
 // sooner).
 const goneAfter = 5 * time.Second
+
+// streamJournalRotate and streamStateEvery are each stream's spool's
+// JournalRotate and StateEvery (spool.Config), and streamStatusEvery how
+// often each stream rewrites its status.json: 100 streams at max_age 2 s
+// seal 50 segments a second, and a journal file created and removed per
+// seal, state.json and status.json rewritten per stream every second,
+// were most of the files the ship created. Confirmed segments wait in the
+// spool for state.json up to streamStateEvery; ferry status --spool shows
+// a stream as it was up to streamStatusEvery ago.
+const (
+	streamJournalRotate = 1 << 20
+	streamStateEvery    = 10 * time.Second
+	streamStatusEvery   = 5 * time.Second
+)
 
 // runShipStreams is ferry ship with [[streams]] tables (docs/STREAMS.md):
 // one shipper per stream, each with its spool under ship.spool, all
@@ -60,6 +75,22 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 		return err
 	}
 	defer closeTargets()
+	// One group commit for every stream's journal (fsync "batch"): a sync
+	// of the spools' file system every commit interval, not an fsync per
+	// stream (spool.Committer).
+	commit := spool.NewCommitter(0)
+	defer commit.Close()
+	commitCtx, stopCommit := context.WithCancel(context.Background())
+	commitErr := make(chan error, 1)
+	go func() { commitErr <- commit.Run(commitCtx) }()
+	defer func() { stopCommit(); <-commitErr }()
+	// One inotify watch per directory for every stream's tail: an idle
+	// stream's file is not polled (source.TailWatch).
+	watch, err := source.NewTailWatch(log)
+	if err != nil {
+		return err
+	}
+	defer watch.Close()
 	logStart(log, "ship", "streams", len(cfg.Streams), "store", redact.URL(cfg.Store), "targets", len(targets), "spool", sc.Spool,
 		"encrypted", enc != nil)
 
@@ -85,7 +116,16 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 				t = cfg.Streams[table]
 			}
 			c.Ship = t.Ship(sc, name, file)
-			sh, err := shipper.New(ctx, streamShipConfig(&c, targets, enc, signer, retry, schedules, reg), log)
+			shc := streamShipConfig(&c, targets, enc, signer, retry, schedules, reg)
+			shc.Spool.Committer = commit
+			// Per-seal file work, times the streams: one journal file for
+			// many seals, and state.json rewritten every few seconds, not
+			// every second, per stream.
+			if shc.Ack == shipper.AckLocal || shc.Ack == "" {
+				shc.Spool.JournalRotate = streamJournalRotate
+			}
+			shc.Spool.StateEvery = streamStateEvery
+			sh, err := shipper.New(ctx, shc, log)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -95,7 +135,7 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 			statusCtx, stopStatus := context.WithCancel(context.Background())
 			statusDone := make(chan struct{})
 			go func() {
-				statusLoop(statusCtx, sh, name, sh.Generation(), sc.Ack, c.Ship.Spool, enc)
+				statusLoop(statusCtx, sh, name, sh.Generation(), sc.Ack, c.Ship.Spool, enc, streamStatusEvery)
 				close(statusDone)
 			}()
 			statusMu.Lock()
@@ -105,7 +145,7 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 				return sh, nil, nil // a leftover spool: ship what it holds
 			}
 			tail := &source.Tail{Path: file, Format: c.Ship.Format, MaxRecordSize: int(sc.MaxRecordSize),
-				Cursor: sh.Spool().Cursor(), Log: log.With("stream", name)}
+				Cursor: sh.Spool().Cursor(), Log: log.With("stream", name), Watch: watch}
 			if t.IsGlob() {
 				tail.EndWhenGone = goneAfter
 			}

@@ -172,10 +172,16 @@ func writeShipStatus(spoolDir string, s shipStatus) error {
 	return os.Rename(tmp, filepath.Join(spoolDir, statusFile))
 }
 
-// statusLoop rewrites status.json every statusEvery until ctx ends, then
+// statusLoop rewrites status.json every statusEvery (every, when
+// positive: under the 10 x statusEvery after which ferry status calls it
+// stale) until ctx ends, then
 // once more (marked not running) so a stopped shipper leaves its last word.
-func statusLoop(ctx context.Context, sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir string, enc batch.Encrypter) {
-	t := time.NewTicker(statusEvery)
+func statusLoop(ctx context.Context, sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir string, enc batch.Encrypter,
+	every time.Duration) {
+	if every <= 0 {
+		every = statusEvery
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		writeShipStatus(spoolDir, snapshotShip(sh, stream, gen, ack, spoolDir, enc, time.Now()))

@@ -67,6 +67,8 @@ type Runner struct {
 	ShutdownTimeout time.Duration
 	Log             *slog.Logger
 
+	stat func(string) (os.FileInfo, error) // os.Stat; tests count the calls
+
 	mu      sync.Mutex
 	active  map[string]string // stream name -> file, while it runs
 	refused map[string]bool   // files refused (name taken, bad name): logged once
@@ -85,6 +87,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	if r.ShutdownTimeout <= 0 {
 		r.ShutdownTimeout = 30 * time.Second
+	}
+	if r.stat == nil {
+		r.stat = os.Stat
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -161,17 +166,20 @@ func (r *Runner) scan(ctx context.Context, table int) {
 		return
 	}
 	for _, file := range files {
-		if fi, err := os.Stat(file); err != nil || !fi.Mode().IsRegular() {
-			continue
-		}
-		name, err := t.NameOf(file)
-		if err != nil {
-			r.refuse(file, "file matches streams[%d] but names no valid stream; not shipped", table, "err", err)
-			continue
-		}
+		name, nameErr := t.NameOf(file)
 		r.mu.Lock()
 		other, running := r.active[name]
 		r.mu.Unlock()
+		if nameErr == nil && running && other == file {
+			continue // its stream runs: no stat per file per scan
+		}
+		if fi, err := r.stat(file); err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if nameErr != nil {
+			r.refuse(file, "file matches streams[%d] but names no valid stream; not shipped", table, "err", nameErr)
+			continue
+		}
 		switch {
 		case !running:
 			r.launch(ctx, table, name, file)

@@ -405,3 +405,47 @@ func TestRunnerFailureStopsAll(t *testing.T) {
 		t.Fatalf("ok stored %q", got)
 	}
 }
+
+// TestRunnerScanSkipsRunningFiles: a glob table's scan stats only the
+// files whose stream does not run yet, not every file every scan (issue
+// 23: 100 streams, 100 stats a second).
+func TestRunnerScanSkipsRunningFiles(t *testing.T) {
+	g := newRig(t)
+	logs := filepath.Join(g.root, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b", "c"} {
+		appendLines(t, filepath.Join(logs, n+".log"), n+"1")
+	}
+	tab := globTable(filepath.Join(logs, "*.log"))
+	tab.Scan = 10 * time.Millisecond
+	r := g.runner([]Table{tab})
+	var mu sync.Mutex
+	stats := map[string]int{}
+	r.stat = func(p string) (os.FileInfo, error) {
+		mu.Lock()
+		stats[filepath.Base(p)]++
+		mu.Unlock()
+		return os.Stat(p)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	eventually(t, "three streams", func() bool { return len(r.Active()) == 3 })
+	time.Sleep(300 * time.Millisecond) // about 30 scans
+	appendLines(t, filepath.Join(logs, "d.log"), "d1")
+	eventually(t, "the new file's stream", func() bool { return len(r.Active()) == 4 })
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, n := range []string{"a.log", "b.log", "c.log", "d.log"} {
+		if stats[n] < 1 || stats[n] > 3 {
+			t.Errorf("%s stat'ed %d times over about 40 scans; want once or so, before its stream started", n, stats[n])
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +39,10 @@ type Tail struct {
 	// the fork in its spool, and cuts the file at the first of them; with
 	// no journal, lines read but not sealed are not there to find.
 	Replayable bool
+	// Watch, if set, wakes the tail when its file changes: an idle file is
+	// not read or stat'ed every Poll, only on an event (or the Watch's
+	// Fallback). Poll still spaces the reads of a busy file.
+	Watch *TailWatch
 	// EndWhenGone, if positive, ends Run (returning nil) once the file
 	// has been read to its end after its path went away and nothing has
 	// taken the path for this long: a glob stream's file that was
@@ -47,6 +52,8 @@ type Tail struct {
 
 	backlog []string       // files rotated away while stopped, still to read
 	recs    []batch.Record // emit's batch, reused: the sink copies what it keeps
+
+	polls atomic.Int64 // times Run looked at the file for new lines (tests)
 }
 
 var _ shipper.Source = (*Tail)(nil)
@@ -112,6 +119,8 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 	} else {
 		replayable = false
 	}
+	idle := &tailIdle{watch: s.Watch}
+	defer idle.unwatch()
 	cur, err := s.openStart()
 	if err != nil {
 		return err
@@ -121,15 +130,20 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 			cur.f.Close()
 		}
 	}()
+	var lastRead time.Time
 	for {
+		s.polls.Add(1)
+		lastRead = time.Now()
 		n, err := s.readLines(ctx, cur, p, sink)
 		if err != nil {
 			return err
 		}
 		if n > 0 {
+			idle.unwatch() // busy: polled, no event per write
 			continue
 		}
 		if cur.rotated {
+			idle.unwatch() // the watch is on the old file
 			// Drained the old file: ship a final line without newline, move on.
 			if err := s.flushPartial(ctx, cur, p, sink); err != nil {
 				return err
@@ -163,17 +177,79 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 			}
 			continue
 		}
+		off := cur.off
 		if err := s.checkRotation(cur); err != nil {
 			return err
 		}
-		if cur.rotated {
+		if cur.rotated || cur.off != off {
+			idle.unwatch()
+			continue // truncated: what was written since is there to read now
+		}
+		if idle.empty++; idle.empty >= 2 && idle.wake == nil && idle.watch != nil {
+			// Idle: sleep until the file changes. A write between the
+			// last read and the watch is read by the read that follows.
+			if err := idle.start(s.Path); err != nil {
+				return err
+			}
 			continue
 		}
+		if !s.pause(ctx, idle.wake, lastRead) {
+			return nil
+		}
+	}
+}
+
+// tailIdle is a tail's watch on its file while the file is idle.
+type tailIdle struct {
+	watch  *TailWatch
+	empty  int           // reads in a row that found nothing
+	wake   chan struct{} // set while watching
+	cancel func()
+}
+
+func (t *tailIdle) start(path string) error {
+	w, cancel, err := t.watch.watch(path)
+	if err != nil {
+		return err
+	}
+	t.wake, t.cancel = w, cancel
+	return nil
+}
+
+func (t *tailIdle) unwatch() {
+	t.empty = 0
+	if t.cancel != nil {
+		t.cancel()
+		t.wake, t.cancel = nil, nil
+	}
+}
+
+// pause waits until the file may have more: for an event on it (wake,
+// with a Watch) or the Watch's fallback, then for Poll after lastRead;
+// without a Watch, for Poll. It returns false when ctx ended.
+func (s *Tail) pause(ctx context.Context, wake <-chan struct{}, lastRead time.Time) bool {
+	if wake != nil {
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-time.After(s.Poll):
+			return false
+		case <-wake:
+		case <-s.Watch.everyone():
 		}
+	}
+	wait := s.Poll
+	if wake != nil {
+		wait = time.Until(lastRead.Add(s.Poll))
+		if wait <= 0 {
+			return ctx.Err() == nil
+		}
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

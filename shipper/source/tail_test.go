@@ -31,6 +31,9 @@ func startTail(t *testing.T, src *Tail) *tailRun {
 		src.Poll = tailPoll
 	}
 	src.Log = quiet
+	if src.Watch == nil {
+		src.Watch = testTailWatch
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &tailRun{sink: &fakeSink{}, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- src.Run(ctx, r.sink) }()

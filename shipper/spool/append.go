@@ -75,6 +75,9 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 			s.stats.BytesIn += int64(recs[i].FramedSize())
 			s.provBytes += int64(recs[i].FramedSize())
 		}
+		if err := s.queueCommitLocked(); err != nil {
+			return 0, err
+		}
 		s.notify()
 		return s.written, nil
 	}
@@ -121,9 +124,25 @@ func (s *Spool) Append(ctx context.Context, recs []batch.Record, cursor []byte) 
 			return 0, err
 		}
 	}
+	if err := s.queueCommitLocked(); err != nil {
+		return 0, err
+	}
 	s.notify()
 	// The entry's end, or the leftover's new place: a waiter must cover it.
 	return s.written, nil
+}
+
+// queueCommitLocked queues what the journal holds unsynced (the entry, a
+// leftover a seal wrote again) for the Committer, if the spool has one:
+// durable with the other spools' within its Interval. mu held.
+func (s *Spool) queueCommitLocked() error {
+	if s.commitFS == nil || s.commitQueued || s.written <= s.synced {
+		return nil
+	}
+	if err := s.cfg.Committer.enqueue(s, false); err != nil {
+		return s.fail(err)
+	}
+	return nil
 }
 
 // waitRoom blocks while the spool is over its limit.
@@ -187,7 +206,13 @@ func (s *Spool) waitDurable(ctx context.Context, pos uint64, preferSeal bool) er
 			return errClosed
 		}
 		sealFirst := preferSeal && s.sealing != nil && s.sealing.old != nil && s.sealing.old.synced < s.sealing.old.end
-		if !s.syncing && !sealFirst {
+		if s.commitFS != nil && !s.syncing && !sealFirst {
+			// Committed with the other spools, at once.
+			if err := s.cfg.Committer.enqueue(s, true); err != nil {
+				s.fail(err)
+				continue
+			}
+		} else if !s.syncing && !sealFirst {
 			s.syncing = true
 			target, todo := s.written, s.pendingSyncsLocked()
 			s.mu.Unlock()
@@ -217,7 +242,8 @@ func (s *Spool) waitDurable(ctx context.Context, pos uint64, preferSeal bool) er
 // reach the disk. Appenders that wait (WaitDurable) are committed at once,
 // sharing one fsync. It returns when ctx ends or the spool fails.
 func (s *Spool) SyncLoop(ctx context.Context) error {
-	if s.cfg.Fsync != FsyncBatch {
+	if s.cfg.Fsync != FsyncBatch || s.commitFS != nil {
+		// With a Committer, Append queues the journal for its commit.
 		return s.StateLoop(ctx)
 	}
 	for {

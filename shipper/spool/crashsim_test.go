@@ -69,6 +69,18 @@ func (c *crashSim) sync(f *os.File) error {
 	if c.snap != nil {
 		c.snap("before fsync of " + base)
 	}
+	if err := c.durableNow(f); err != nil {
+		return err
+	}
+	if strings.HasSuffix(base, ".tmp") && c.snap != nil {
+		c.snap("after fsync of " + base)
+	}
+	return nil
+}
+
+// durableNow fsyncs f and records what it made durable.
+func (c *crashSim) durableNow(f *os.File) error {
+	base := filepath.Base(f.Name())
 	fi, err := f.Stat()
 	if err != nil {
 		return err
@@ -90,9 +102,6 @@ func (c *crashSim) sync(f *os.File) error {
 		c.mu.Lock()
 		c.durable[key] = b[:min(len(b), int(fi.Size()))]
 		c.mu.Unlock()
-	}
-	if strings.HasSuffix(base, ".tmp") && c.snap != nil {
-		c.snap("after fsync of " + base)
 	}
 	return nil
 }

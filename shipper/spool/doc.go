@@ -105,6 +105,13 @@
 //     written. The shipper runs StateLoop instead of SyncLoop when appends
 //     wait for the targets' acks, which only sealed segments get: the
 //     journal is then fsynced only for a leftover (below) and by Close.
+//     With Config.Committer (a multi-stream ship) the spools of a process
+//     commit together instead (commit.go): Append queues the spool, and the
+//     Committer makes every queued spool's journal durable with one
+//     syncfs(2) of their file system, within CommitInterval or at once for
+//     a waiter, before it advances any spool's durable position. syncfs
+//     makes the files and their directory entries durable at once, so the
+//     order between a spool's files holds too.
 //   - "off": never; a crash may lose accepted records.
 //
 // A new journal file's directory entry is fsynced before its first fsync

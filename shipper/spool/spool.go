@@ -64,6 +64,10 @@ type Config struct {
 	// segment paid for. Zero: a file per seal, whose journal positions
 	// the seal then counts as durable (no commit needs them).
 	JournalRotate int64
+	// Committer, if set (fsync "batch"), commits the journal together
+	// with the other spools given it (commit.go) instead of on the spool's
+	// own; its Interval replaces CommitInterval.
+	Committer *Committer
 	// StateEvery bounds how often Confirm rewrites state.json (two journal
 	// commits) to let confirmed segments go: a seal costs one. Default 1s.
 	StateEvery time.Duration
@@ -124,6 +128,10 @@ type Spool struct {
 	written  uint64         // logical journal bytes ever written
 	synced   uint64         // logical journal position known durable or sealed
 	syncing  bool
+	// commitFS is the Committer's descriptor on the spool's file system;
+	// commitQueued: the spool is in the Committer's queue.
+	commitFS     *os.File
+	commitQueued bool
 
 	// The open batch: changed with in and mu held, so either lock reads it.
 	builder *batch.Builder
@@ -237,6 +245,14 @@ func Open(cfg Config, targets []string, log *slog.Logger) (*Spool, error) {
 	b2.SetSigner(cfg.Signer)
 	s := &Spool{cfg: cfg, log: log, lockFile: lf, builder: b1, spare: b2, changed: make(chan struct{}),
 		confirmed: map[string]uint64{}}
+	if cfg.Committer != nil && cfg.Fsync == FsyncBatch {
+		// Before the spool writes: the Committer's descriptor must see
+		// every write-back error of what it commits.
+		if s.commitFS, err = cfg.Committer.register(cfg.Dir); err != nil {
+			lf.Close()
+			return nil, fmt.Errorf("spool %s: %w", cfg.Dir, err)
+		}
+	}
 	for _, t := range targets {
 		s.confirmed[t] = 0
 	}

@@ -1,0 +1,245 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch/batchtest"
+)
+
+// runCommitter runs c until the test ends.
+func runCommitter(t *testing.T, c *Committer) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Logf("committer: %v", err)
+		}
+		c.Close()
+	})
+}
+
+// TestGroupCommitOneSyncForAllSpools: the records two spools' sources
+// append without waiting become durable within the Interval through one
+// sync covering both spools' journals, not an fsync per spool.
+func TestGroupCommitOneSyncForAllSpools(t *testing.T) {
+	c := NewCommitter(50 * time.Millisecond)
+	var syncs atomic.Int32
+	var mu sync.Mutex
+	var covered []string
+	c.Sync = func(fs *os.File, files []*os.File) error {
+		syncs.Add(1)
+		mu.Lock()
+		for _, f := range files {
+			covered = append(covered, filepath.Base(filepath.Dir(f.Name())))
+		}
+		mu.Unlock()
+		return syncFS(fs, files)
+	}
+	runCommitter(t, c)
+	var fsyncs atomic.Int32
+	var sps []*Spool
+	for _, name := range []string{"a", "b"} {
+		cfg := spoolConfig(t)
+		cfg.Dir = filepath.Join(t.TempDir(), name)
+		cfg.Committer = c
+		cfg.SyncFile = func(f *os.File) error {
+			if isJournalFile(filepath.Base(f.Name())) {
+				fsyncs.Add(1)
+			}
+			return f.Sync()
+		}
+		sps = append(sps, openSpool(t, cfg))
+	}
+	var pos []uint64
+	for _, sp := range sps {
+		pos = append(pos, appendRecs(t, sp, batchtest.Records("x", 3), "c1"))
+	}
+	for i, sp := range sps {
+		waitFor(t, "the journal durable without a waiter", func() bool {
+			sp.mu.Lock()
+			defer sp.mu.Unlock()
+			return sp.synced >= pos[i]
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := syncs.Load(); n != 1 || !strings.Contains(strings.Join(covered, ","), "a") || !strings.Contains(strings.Join(covered, ","), "b") {
+		t.Errorf("%d group syncs covering %q; want one covering both spools' journals", n, covered)
+	}
+	if n := fsyncs.Load(); n != 0 {
+		t.Errorf("%d journal fsyncs of the spools' own; want none (the group sync covers the journals)", n)
+	}
+}
+
+// TestGroupCommitFailureFailsEverySpool: a failed group sync (a write-back
+// error syncfs reports) fails every spool it covered, and their waiters.
+func TestGroupCommitFailureFailsEverySpool(t *testing.T) {
+	c := NewCommitter(time.Hour)
+	boom := errors.New("EIO from write-back")
+	c.Sync = func(*os.File, []*os.File) error { return boom }
+	runCommitter(t, c)
+	var sps []*Spool
+	for range 2 {
+		cfg := spoolConfig(t)
+		cfg.Committer = c
+		sps = append(sps, openSpool(t, cfg))
+	}
+	posB := appendRecs(t, sps[1], batchtest.Records("b", 1), "b")
+	posA := appendRecs(t, sps[0], batchtest.Records("a", 1), "a")
+	if err := sps[0].WaitDurable(context.Background(), posA); !errors.Is(err, boom) || !errors.Is(err, ErrFailed) {
+		t.Fatalf("WaitDurable after a failed group sync: %v; want the sync's error, failing the spool", err)
+	}
+	if err := sps[1].WaitDurable(context.Background(), posB); !errors.Is(err, boom) {
+		t.Errorf("the other spool in the failed sync: WaitDurable %v; want the sync's error", err)
+	}
+	if _, err := sps[1].Append(context.Background(), batchtest.Records("c", 1), nil); err == nil {
+		t.Error("append to a spool whose group sync failed: accepted")
+	}
+}
+
+// TestGroupCommitCrashImages takes crash images of two spools sharing a
+// Committer at every sync (the group's and each seal's) and checks each
+// recovers consistently with every record its WaitDurable acknowledged:
+// a spool's records are acknowledged only once the group sync covering
+// them has returned.
+func TestGroupCommitCrashImages(t *testing.T) {
+	c := NewCommitter(time.Hour) // only waiters commit: the images are taken while the test waits
+	type side struct {
+		cfg Config
+		sim *crashSim
+		sp  *Spool
+		log *cursorLog
+	}
+	var sides []*side
+	snapAll := func(point string) {
+		for _, s := range sides {
+			s.sim.take(s.cfg.Dir, point, powerLoss, resurrected, killed)
+		}
+	}
+	c.Sync = func(fs *os.File, files []*os.File) error {
+		// Time for a waiter acknowledged too early to say so.
+		time.Sleep(30 * time.Millisecond)
+		snapAll("before group sync")
+		for _, f := range files {
+			for _, s := range sides {
+				if filepath.Dir(f.Name()) == s.cfg.Dir {
+					// A file a seal retired meanwhile holds only sealed records.
+					if err := s.sim.durableNow(f); err != nil && !errors.Is(err, os.ErrClosed) {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	}
+	runCommitter(t, c)
+	for range 2 {
+		s := &side{cfg: spoolConfig(t), sim: newCrashSim(t), log: newCursorLog()}
+		s.cfg.Policy.MaxRecords = 10
+		s.cfg.Committer = c
+		s.cfg.SyncFile = s.sim.sync
+		s.sim.snap = func(point string) { s.sim.take(s.cfg.Dir, point, powerLoss, resurrected, killed) }
+		sides = append(sides, s)
+	}
+	for _, s := range sides {
+		s.sp = openSpool(t, s.cfg)
+	}
+	ctx := context.Background()
+	add := func(s *side, prefix string, n int, cursor string, wait bool) {
+		pos := appendRecs(t, s.sp, batchtest.Records(prefix, n), cursor)
+		s.log.add(prefix, n, cursor)
+		settle(t, s.sp)
+		if wait {
+			if err := s.sp.WaitDurable(ctx, pos); err != nil {
+				t.Fatal(err)
+			}
+			s.sim.acked.Store(uint64(len(s.log.want)))
+		}
+	}
+	a, b := sides[0], sides[1]
+	add(a, "a", 2, "a", false)
+	add(b, "b", 3, "b", false)
+	add(a, "c", 1, "c", true) // one sync for a's and b's journals
+	b.sim.acked.Store(uint64(len(b.log.want)))
+	add(b, "d", 12, "d", false) // seals 1-10 mid-entry
+	add(a, "e", 4, "e", false)
+	add(b, "f", 2, "f", true)
+	a.sim.acked.Store(uint64(len(a.log.want)))
+	add(a, "g", 9, "", false) // seals 1-10 mid-entry, no cursor
+	add(b, "h", 1, "h", false)
+	add(a, "i", 1, "i", true)
+	b.sim.acked.Store(uint64(len(b.log.want)))
+	for _, s := range sides {
+		if err := s.sp.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s.sim.snap = nil
+		s.sim.take(s.cfg.Dir, "after close", killed, powerLoss)
+	}
+	for i, s := range sides {
+		t.Run([]string{"a", "b"}[i], func(t *testing.T) {
+			checkImages(t, Config{Stream: s.cfg.Stream, Policy: s.cfg.Policy}, s.sim.images, s.log)
+		})
+	}
+}
+
+// BenchmarkGroupCommit commits 100 spools' journals, each with a fresh
+// entry, per iteration: through one syncfs, or an fsync of each journal
+// file in turn (the alternative issue 23 asked to measure).
+func BenchmarkGroupCommit(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		sync func(*os.File, []*os.File) error
+	}{{"syncfs", syncFS}, {"fsync-each", fsyncEach}} {
+		b.Run(mode.name, func(b *testing.B) {
+			c := NewCommitter(time.Hour)
+			c.Sync = mode.sync
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go c.Run(ctx)
+			root := b.TempDir()
+			var sps []*Spool
+			for i := range 100 {
+				sp, err := Open(Config{Dir: filepath.Join(root, fmt.Sprint(i)), Stream: "s", Fsync: FsyncBatch, Committer: c}, nil, quiet)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer sp.Close()
+				sps = append(sps, sp)
+			}
+			recs := batchtest.Records("x", 1)
+			b.ResetTimer()
+			for range b.N {
+				var pos uint64
+				var err error
+				for _, sp := range sps {
+					if pos, err = sp.Append(ctx, recs, nil); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := sps[len(sps)-1].WaitDurable(ctx, pos); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func TestSyncfsReportsErrors(t *testing.T) {
+	for rel, want := range map[string]bool{"6.1.0-18-amd64": true, "5.8.0": true, "5.10.1": true, "5.7.19": false, "4.19.0-25": false, "": false, "x": false} {
+		if got := syncfsReportsErrors(rel); got != want {
+			t.Errorf("syncfsReportsErrors(%q) = %v, want %v", rel, got, want)
+		}
+	}
+}
