@@ -81,6 +81,7 @@ fuzz FuzzReadFrame ./transport/tcp/ 80000
 fuzz FuzzReadCheckpointFile ./receiver/ 100000
 fuzz FuzzParseHeader ./dirtree/ 100000
 fuzz FuzzParseDelta ./dirtree/ 50000
+fuzz FuzzParseRename ./dirtree/ 50000
 fuzz FuzzCheckHeader ./batch/crypt/ 20000
 fuzz FuzzParseSignature ./batch/sign/ 50000
 

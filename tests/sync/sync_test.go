@@ -419,6 +419,24 @@ func runChurn(t *testing.T, via transport, ids []string, kill ...string) {
 	}
 	var churns []*churn
 	var victims []*site
+	// What a failure needs to be explained: when each site was killed and
+	// started, each directory move, and each site's last process's log.
+	var events []string
+	began := time.Now()
+	event := func(format string, args ...any) {
+		events = append(events, fmt.Sprintf("%6.2fs ", time.Since(began).Seconds())+fmt.Sprintf(format, args...))
+	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		t.Logf("churn events:\n%s", strings.Join(events, "\n"))
+		for _, s := range sites {
+			if s.proc != nil {
+				t.Logf("site %s, last process: %s", s.id, s.proc)
+			}
+		}
+	})
 	for _, id := range kill {
 		for _, s := range sites {
 			if s.id == id {
@@ -497,6 +515,7 @@ func runChurn(t *testing.T, via transport, ids []string, kill ...string) {
 				t.Fatal(err)
 			}
 			c.dirs[i] = to
+			event("%s: moved %s to %s", c.s.id, from, to)
 			for _, k := range keys {
 				if strings.HasPrefix(k, from+"/") {
 					nk := to + strings.TrimPrefix(k, from)
@@ -523,6 +542,7 @@ func runChurn(t *testing.T, via transport, ids []string, kill ...string) {
 			victims = victims[1:]
 			nextKill = nextKill.Add(2500 * time.Millisecond)
 			victim.proc.Kill9()
+			event("%s: killed (SIGKILL)", victim.id)
 			for range 20 { // the victim's tree changes while it is down
 				for _, c := range churns {
 					step(c)
@@ -530,6 +550,7 @@ func runChurn(t *testing.T, via transport, ids []string, kill ...string) {
 			}
 			time.Sleep(500 * time.Millisecond)
 			victim.start(t)
+			event("%s: started", victim.id)
 		}
 		time.Sleep(time.Duration(10+churns[0].rng.IntN(40)) * time.Millisecond)
 	}
