@@ -86,7 +86,7 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 	defer func() { stopCommit(); <-commitErr }()
 	// One inotify watch per directory for every stream's tail: an idle
 	// stream's file is not polled (source.TailWatch).
-	watch, err := source.NewTailWatch(log)
+	watch, err := source.NewTailWatch(log, 0)
 	if err != nil {
 		return err
 	}

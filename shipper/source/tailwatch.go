@@ -23,7 +23,7 @@ import (
 // overflowed inotify queue wakes them all at once too).
 type TailWatch struct {
 	// Fallback is how often every tail looks at its file without an
-	// event. Default 10s.
+	// event (NewTailWatch's fallback; default 10s). Read-only once started.
 	Fallback time.Duration
 	Log      *slog.Logger
 
@@ -35,8 +35,9 @@ type TailWatch struct {
 	done chan struct{}
 }
 
-// NewTailWatch starts a TailWatch; Close stops it.
-func NewTailWatch(log *slog.Logger) (*TailWatch, error) {
+// NewTailWatch starts a TailWatch; Close stops it. fallback is how often
+// every tail looks at its file without an event (0: 10s).
+func NewTailWatch(log *slog.Logger, fallback time.Duration) (*TailWatch, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, fmt.Errorf("tail watch: %w", err)
@@ -45,7 +46,7 @@ func NewTailWatch(log *slog.Logger) (*TailWatch, error) {
 		log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	tw := &TailWatch{Log: log, w: w, subs: map[string]map[chan struct{}]bool{},
+	tw := &TailWatch{Fallback: fallback, Log: log, w: w, subs: map[string]map[chan struct{}]bool{},
 		all: make(chan struct{}), stop: cancel, done: make(chan struct{})}
 	go tw.run(ctx)
 	return tw, nil

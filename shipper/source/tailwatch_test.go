@@ -14,11 +14,10 @@ var testTailWatch *TailWatch
 // partial line, rotation by rename and copytruncate are all noticed
 // through its events.
 func TestTailWatched(t *testing.T) {
-	tw, err := NewTailWatch(quiet)
+	tw, err := NewTailWatch(quiet, time.Hour) // only events wake the tails
 	if err != nil {
 		t.Fatal(err)
 	}
-	tw.Fallback = time.Hour // only events wake the tails
 	defer tw.Close()
 	testTailWatch = tw
 	defer func() { testTailWatch = nil }()
@@ -38,11 +37,10 @@ func TestTailWatched(t *testing.T) {
 // TestTailWatchIdle: a watched tail whose file is idle does not look at it
 // every Poll (an unwatched one does), and a write wakes it at once.
 func TestTailWatchIdle(t *testing.T) {
-	tw, err := NewTailWatch(quiet)
+	tw, err := NewTailWatch(quiet, time.Hour) // only events wake the tails
 	if err != nil {
 		t.Fatal(err)
 	}
-	tw.Fallback = time.Hour
 	defer tw.Close()
 	dir := t.TempDir()
 	idle := func(watch *TailWatch) int {
@@ -81,11 +79,10 @@ func TestTailWatchIdle(t *testing.T) {
 // TestTailWatchRotatedWhileIdle: a watched tail whose idle file is renamed
 // away follows the new file at once, not at the next Fallback.
 func TestTailWatchRotatedWhileIdle(t *testing.T) {
-	tw, err := NewTailWatch(quiet)
+	tw, err := NewTailWatch(quiet, time.Hour) // only events wake the tails
 	if err != nil {
 		t.Fatal(err)
 	}
-	tw.Fallback = time.Hour
 	defer tw.Close()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.log")
