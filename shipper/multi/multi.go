@@ -271,6 +271,12 @@ func (ended) Run(context.Context, shipper.Sink) error { return nil }
 func (r *Runner) runStream(ctx context.Context, table int, name, file string) error {
 	sh, src, err := r.Start(ctx, table, name, file)
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// Stopped while the stream was starting: not its failure.
+			// What its spool holds stays there for the next start.
+			r.Log.Info("stream not started: stopping", "stream", name)
+			return nil
+		}
 		return err
 	}
 	if src == nil {
