@@ -31,8 +31,11 @@ func notifyServing(ctx context.Context, log *slog.Logger, alive func()) (stop fu
 			warnOnce.Do(func() { log.Warn("cannot notify systemd", "state", state, "err", err) })
 		}
 	}
-	send(daemon.SdNotifyReady)
+	// Set before READY=1 is sent: a SIGHUP sent by whoever read READY=1
+	// must find it set, or the reload says nothing to systemd (a clean-
+	// clone CI run lost its RELOADING=1 to that race).
 	servingNotified.Store(true)
+	send(daemon.SdNotifyReady)
 
 	pings, stopPings := context.WithCancel(context.Background())
 	var done sync.WaitGroup
