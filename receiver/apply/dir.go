@@ -56,6 +56,7 @@ type Dir struct {
 
 	appended map[string]*dirAppended // files this applier appended to (dir_delta.go)
 	segment  string                  // the segment being applied (dir_rename.go)
+	renamed  []dirRenameMarker       // the rename marker's list; nil: not read yet (dir_rename.go)
 }
 
 var (

@@ -267,3 +267,45 @@ func TestDirRenameMismatchNotExcusedByParentMkdir(t *testing.T) {
 	recs = []batch.Record{r.renameFile("d/f", "d/g", 0o644, "other"), r.put("d/g", 0o644, "gee"), r.del("d/f")}
 	dirApply(t, a, recs...)
 }
+
+// The receiver applies up to 64 segments past its checkpoint
+// (checkpoint_delay, or segments ready at once); after a crash it applies
+// them all again, the earlier ones first. The marker of an exactly-once
+// rename in a later segment survives the replay of the earlier ones, and
+// of an earlier one with an exactly-once rename of its own. A marker
+// written before the list (one segment) still reads.
+func TestDirRenameMarkerSurvivesEarlierSegmentReplay(t *testing.T) {
+	var r dirRecs
+	prefix := []batch.Record{r.put("f", 0o644, "eff"), r.mkdir("e", 0o755)}
+	first := []batch.Record{r.put("p", 0o640, "pp"), r.renameFile("p", "q", 0o640, "pp"), r.put("h", 0o644, "hh")}
+	second := []batch.Record{r.put("g", 0o644, "other"), r.renameFile("f", "g", 0o644, "eff")}
+	base := t.TempDir()
+	once := filepath.Join(base, "once")
+	a := newDirApplier(t, once, nil)
+	dirApply(t, a, prefix...)
+	dirApply(t, a, first...)
+	dirApply(t, a, second...)
+	want := dirWalkNoMark(t, once)
+
+	for _, oldMarker := range []bool{false, true} {
+		root := filepath.Join(base, fmt.Sprint("replay-", oldMarker))
+		a = newDirApplier(t, root, nil)
+		dirApply(t, a, prefix...)
+		st := dirState(t, a)
+		dirApply(t, a, first...)
+		dirApply(t, a, second...)
+		a.Close()
+		if oldMarker {
+			m := fmt.Sprintf(`{"segment":%q,"index":1}`, dirMeta(second).Name())
+			if err := os.WriteFile(filepath.Join(root, ".ferry-renamed.tmp"), []byte(m), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b := newDirApplier(t, root, st)
+		dirApply(t, b, first...)
+		dirApply(t, b, second...)
+		if d := diffTrees(want, dirWalkNoMark(t, root)); d != "" {
+			t.Fatalf("applied again from the checkpoint before both segments (marker of one segment: %v):\n%s", oldMarker, d)
+		}
+	}
+}
