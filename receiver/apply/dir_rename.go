@@ -30,7 +30,7 @@ import (
 // whatever stands at the old path was made again by the segment's earlier
 // records, which the rename moved away the first time, so it goes. A
 // rename that an earlier record of the segment could undo on such a replay
-// is made durable at once and marked (dirRenameUnsafe, below), so the
+// is made durable at once and marked (dirTouched.renameUnsafe, below), so the
 // replay resumes after it. A record that a later record of the segment
 // rewrites (dirRenameSuperseded) is skipped when the paths are not as
 // expected, as the other ops do. Anything else is a replica that diverged
@@ -99,7 +99,7 @@ func (a *Dir) rename(recs batch.Records, i int, key string, data []byte) error {
 		}
 		return a.syncLater(odir)
 	case oldMatch && nerr == nil:
-		unsafe := dirRenameUnsafe(recs, i, rn.Old, key)
+		unsafe := a.touched.renameUnsafe(recs, i, rn.Old, key)
 		if unsafe {
 			// Everything before the rename is durable before it.
 			if err := a.flushSyncs(); err != nil {
@@ -262,24 +262,58 @@ type dirRenameMarkers struct {
 	Renames []dirRenameMarker `json:"renames,omitempty"`
 }
 
-// dirRenameUnsafe reports whether a record before recs[i] names old or key
-// as described above.
-func dirRenameUnsafe(recs batch.Records, i int, old, key string) bool {
-	touches := func(op, k string) bool {
-		for _, p := range []string{old, key} {
-			if k == p || strings.HasPrefix(k, p+"/") || (op != dirtree.OpMkdir && strings.HasPrefix(p, k+"/")) {
-				return true
+// dirTouched indexes the paths the records of a segment name, up to a
+// record, so that renameUnsafe costs the depth of the paths it checks
+// rather than every record before the rename: a segment of Maildir flag
+// changes is mostly renames.
+type dirTouched struct {
+	n     int              // recs[:n] are indexed
+	paths map[string]uint8 // dirNamed, dirNamedNotMkdir, dirAbove
+}
+
+const (
+	dirNamed         = 1 << iota // a record names the path (a rename: its old path too)
+	dirNamedNotMkdir             // ... a record other than mkdir
+	dirAbove                     // a named path is below it
+)
+
+// add indexes recs[t.n:i].
+func (t *dirTouched) add(recs batch.Records, i int) {
+	if t.paths == nil {
+		t.paths = map[string]uint8{}
+	}
+	mark := func(op, k string) {
+		bits := uint8(dirNamed)
+		if op != dirtree.OpMkdir {
+			bits |= dirNamedNotMkdir
+		}
+		t.paths[k] |= bits
+		for j := strings.LastIndexByte(k, '/'); j > 0; j = strings.LastIndexByte(k[:j], '/') {
+			t.paths[k[:j]] |= dirAbove
+		}
+	}
+	for ; t.n < i; t.n++ {
+		r := recs.At(t.n)
+		mark(r.Op, string(r.Key))
+		if r.Op == dirtree.OpRename {
+			if rn, err := dirtree.ParseRename(r.Data); err == nil {
+				mark(r.Op, rn.Old)
 			}
 		}
-		return false
 	}
-	for j := 0; j < i; j++ {
-		r := recs.At(j)
-		if touches(r.Op, string(r.Key)) {
+}
+
+// renameUnsafe reports whether a record before recs[i] names old or key
+// as described above: names it, names something below it, or (other than
+// mkdir) names an ancestor of it. t indexes recs from its start.
+func (t *dirTouched) renameUnsafe(recs batch.Records, i int, old, key string) bool {
+	t.add(recs, i)
+	for _, p := range []string{old, key} {
+		if t.paths[p]&(dirNamed|dirAbove) != 0 {
 			return true
 		}
-		if r.Op == dirtree.OpRename {
-			if rn, err := dirtree.ParseRename(r.Data); err == nil && touches(r.Op, rn.Old) {
+		for j := strings.LastIndexByte(p, '/'); j > 0; j = strings.LastIndexByte(p[:j], '/') {
+			if t.paths[p[:j]]&dirNamedNotMkdir != 0 {
 				return true
 			}
 		}
