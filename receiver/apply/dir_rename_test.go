@@ -309,3 +309,39 @@ func TestDirRenameMarkerSurvivesEarlierSegmentReplay(t *testing.T) {
 		}
 	}
 }
+
+// The rename marker is the applier's own file at the root; one it cannot
+// use (not JSON, a symlink, a record past the segment's end) stops the
+// apply, naming it, before any record is applied.
+func TestDirRenameMarkerHostile(t *testing.T) {
+	var r dirRecs
+	seg := []batch.Record{r.put("f", 0o644, "eff")}
+	cases := []struct {
+		name  string
+		plant func(t *testing.T, p string)
+		inErr string
+	}{
+		{"not json", func(t *testing.T, p string) { os.WriteFile(p, []byte("{seg"), 0o644) }, ".ferry-renamed.tmp unreadable"},
+		{"symlink", func(t *testing.T, p string) { os.Symlink("/etc/passwd", p) }, "open .ferry-renamed.tmp"},
+		{"record past the end", func(t *testing.T, p string) {
+			os.WriteFile(p, fmt.Appendf(nil, `{"renames":[{"segment":%q,"index":7}]}`, dirMeta(seg).Name()), 0o644)
+		}, "names record 7 of segment " + dirMeta(seg).Name() + ", which has 1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			root := filepath.Join(t.TempDir(), "replica")
+			a := newDirApplier(t, root, nil)
+			st := dirState(t, a)
+			a.Close()
+			c.plant(t, filepath.Join(root, ".ferry-renamed.tmp"))
+			b := newDirApplier(t, root, st)
+			err := b.Apply(context.Background(), dirMeta(seg), batch.RecordsOf(seg))
+			if !errors.Is(err, receiver.ErrFatal) || !strings.Contains(err.Error(), c.inErr) {
+				t.Fatalf("got %v, want a fatal error with %q", err, c.inErr)
+			}
+			if _, err := os.Lstat(filepath.Join(root, "f")); err == nil {
+				t.Fatalf("f applied despite the marker")
+			}
+		})
+	}
+}
