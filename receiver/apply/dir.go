@@ -56,6 +56,8 @@ type Dir struct {
 
 	appended map[string]*dirAppended // files this applier appended to (dir_delta.go)
 	segment  string                  // the segment being applied (dir_rename.go)
+	renamed  []dirRenameMarker       // the rename marker's list; nil: not read yet (dir_rename.go)
+	touched  dirTouched              // paths the segment's records name (dir_rename.go)
 }
 
 var (
@@ -114,6 +116,7 @@ func (a *Dir) Apply(ctx context.Context, meta *batch.Meta, recs batch.Records) e
 		}
 	}
 	a.syncs = map[[2]uint64]*os.File{}
+	a.touched = dirTouched{}
 	var err error
 	if a.Ledger != nil {
 		err = a.applyPeer(ctx, meta, recs)

@@ -99,8 +99,10 @@ func dirSkipIfSuperseded(recs batch.Records, i int, key string, err error) error
 
 // dirOpenFile opens the regular file base in dir, never through a
 // symlink. A file whose mode denies its owner the access (a receiver not
-// running as root) gets the owner's read and write bits first; the record
-// sets the mode anyway.
+// running as root) gets the owner's read and write bits for the open and
+// its own mode back once open: the descriptor keeps the access, and a
+// record refused after the open leaves the file as it found it (one
+// applied sets the record's mode anyway).
 func dirOpenFile(dir *os.File, base, key string, mode int) (*os.File, *unix.Stat_t, error) {
 	dfd := int(dir.Fd())
 	open := func() (int, error) {
@@ -111,10 +113,13 @@ func dirOpenFile(dir *os.File, base, key string, mode int) (*os.File, *unix.Stat
 		if pfd, perr := unix.Openat(dfd, base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); perr == nil {
 			var st unix.Stat_t
 			if unix.Fstat(pfd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
-				unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(pfd), uint32(st.Mode&0o7777)|0o600, 0)
+				proc := "/proc/self/fd/" + strconv.Itoa(pfd)
+				if unix.Fchmodat(unix.AT_FDCWD, proc, uint32(st.Mode&0o7777)|0o600, 0) == nil {
+					fd, err = open()
+					unix.Fchmodat(unix.AT_FDCWD, proc, uint32(st.Mode&0o7777), 0)
+				}
 			}
 			unix.Close(pfd)
-			fd, err = open()
 		}
 	}
 	switch {

@@ -7,8 +7,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -308,5 +310,88 @@ func TestDirPeerRefusesAppendAndDelta(t *testing.T) {
 		if got := readFile(t, filepath.Join(root, "f")); got != base {
 			t.Fatalf("%s in a sync stream changed the file: %q", op, got)
 		}
+	}
+}
+
+// A replica file whose mode denies its owner the access (a receiver not
+// running as root) is opened with the owner's bits added, and keeps its
+// own mode whether the append or delta is applied (the record's mode) or
+// refused. Run as root, the test runs itself as nobody: root is never
+// denied.
+func TestDirAppendAndDeltaToFileOwnerCannotOpen(t *testing.T) {
+	if os.Getuid() == 0 {
+		dirRunTestAsNobody(t)
+		return
+	}
+	var r dirRecs
+	base, other := strings.Repeat("a", 300), strings.Repeat("z", 300)
+	cases := []struct {
+		name     string
+		rec      batch.Record
+		wantErr  string
+		wantMode os.FileMode
+		want     string
+	}{
+		{"append", r.appendRec("f", 0o000, base, "more"), "", 0o000, base + "more"},
+		{"delta", r.deltaRec("f", 0o000, base, "x"+base[1:], 64), "", 0o000, "x" + base[1:]},
+		{"append refused", r.appendRec("f", 0o644, other, "more"), "is not the content this append was made against", 0o000, base},
+		{"delta refused", r.deltaRec("f", 0o644, other, "x"+other[1:], 64), "is not the content this delta was made against", 0o000, base},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			root := filepath.Join(t.TempDir(), "replica")
+			a := newDirApplier(t, root, nil)
+			var rr dirRecs
+			rr.seq = 1000
+			dirApply(t, a, rr.put("f", 0o000, base))
+			err := dirApplyErr(a, c.rec)
+			if c.wantErr == "" && err != nil || c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)) {
+				t.Fatalf("got error %v, want %q", err, c.wantErr)
+			}
+			p := filepath.Join(root, "f")
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != c.wantMode {
+				t.Fatalf("mode %v after the %s, want %v", fi.Mode().Perm(), c.name, c.wantMode)
+			}
+			if err := os.Chmod(p, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if got := readFile(t, p); got != c.want {
+				t.Fatalf("content after the %s: %q", c.name, got)
+			}
+		})
+	}
+}
+
+// dirRunTestAsNobody runs t's test in a copy of the test binary as the
+// user nobody and fails t if it fails (or does not run).
+func dirRunTestAsNobody(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "apply.test")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^"+t.Name()+"$", "-test.v")
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+		t.Fatalf("%s as nobody: %v\n%s", t.Name(), err, out)
 	}
 }

@@ -33,13 +33,18 @@ func (p *peerRecs) ver(key string) batch.Record {
 	return p.rec(dirtree.OpVersion, key, v.Encode())
 }
 
-func (p *peerRecs) change(r batch.Record) []batch.Record {
-	v := p.ver(string(r.Key))
-	// The version record takes the change's seq; renumber so the change
-	// comes after it.
-	r.Seq = p.seq + 1
-	p.seq++
-	return []batch.Record{v, r}
+// change is each of rs after its version record.
+func (p *peerRecs) change(rs ...batch.Record) []batch.Record {
+	var out []batch.Record
+	for _, r := range rs {
+		v := p.ver(string(r.Key))
+		// The version record takes the change's seq; renumber so the
+		// change comes after it.
+		r.Seq = p.seq + 1
+		p.seq++
+		out = append(out, v, r)
+	}
+	return out
 }
 
 func newPeerApplier(t *testing.T, root, state, peer string) (*apply.Dir, *dirsync.Ledger) {
@@ -79,15 +84,14 @@ func TestDirPeerSegmentAppliedAgainKeepsDecisions(t *testing.T) {
 			root, state := filepath.Join(base, "tree"), filepath.Join(base, "state")
 			a, l := newPeerApplier(t, root, state, "a")
 			p := &peerRecs{origin: "a", stamp: 100}
-			var seg1, seg2, seg3 []batch.Record
-			seg1 = append(seg1, p.change(p.mkdir("d", 0o755))...)
-			seg1 = append(seg1, p.change(p.put("d/f", 0o644, "f"))...)
-			seg2 = append(seg2, p.change(p.put("d/g", 0o644, "g"))...)
-			seg2 = append(seg2, p.change(p.del("d/g"))...)
-			seg2 = append(seg2, p.change(p.put("e/h", 0o644, "h1"))...)
-			seg2 = append(seg2, p.change(p.put("e/h", 0o600, "h2, rewritten"))...)
-			seg3 = append(seg3, p.change(p.del("d/f"))...)
-			seg3 = append(seg3, p.change(p.rmdir("d"))...)
+			seg1 := p.change(p.mkdir("d", 0o755), p.put("d/f", 0o644, "f"))
+			seg2 := p.change(
+				p.put("d/g", 0o644, "g"),
+				p.del("d/g"),
+				p.put("e/h", 0o644, "h1"),
+				p.put("e/h", 0o600, "h2, rewritten"),
+			)
+			seg3 := p.change(p.del("d/f"), p.rmdir("d"))
 			dirApply(t, a, seg1...)
 
 			err := a.Apply(&dirErrAfter{Context: context.Background(), n: stopAfter}, dirMeta(seg2), batch.RecordsOf(seg2))
@@ -142,10 +146,11 @@ func TestDirPeerCopiedTreeMeetsPeerUnderDirDecidedInSegment(t *testing.T) {
 	}
 	a, l := newPeerApplier(t, root, state, "a")
 	p := &peerRecs{origin: "a", stamp: 100} // stamped long before the copy's versions
-	var seg []batch.Record
-	seg = append(seg, p.change(p.mkdir("d", 0o755))...)
-	seg = append(seg, p.change(p.put("d/f", 0o644, "a's older version"))...)
-	seg = append(seg, p.change(p.put("d/g", 0o644, "only at a"))...)
+	seg := p.change(
+		p.mkdir("d", 0o755),
+		p.put("d/f", 0o644, "a's older version"),
+		p.put("d/g", 0o644, "only at a"),
+	)
 	dirApply(t, a, seg...)
 
 	if b, err := os.ReadFile(filepath.Join(root, "d/f")); string(b) != newer {
@@ -178,13 +183,9 @@ func TestDirPeerDirRemadeInOneSegment(t *testing.T) {
 	root, state := filepath.Join(base, "tree"), filepath.Join(base, "state")
 	a, l := newPeerApplier(t, root, state, "a")
 	p := &peerRecs{origin: "a", stamp: 100}
-	var seg1, seg2 []batch.Record
-	seg1 = append(seg1, p.change(p.mkdir("d", 0o755))...)
-	seg1 = append(seg1, p.change(p.put("d/f", 0o644, "f1"))...)
+	seg1 := p.change(p.mkdir("d", 0o755), p.put("d/f", 0o644, "f1"))
 	dirApply(t, a, seg1...)
-	seg2 = append(seg2, p.change(p.rmdir("d"))...)
-	seg2 = append(seg2, p.change(p.mkdir("d", 0o700))...)
-	seg2 = append(seg2, p.change(p.put("d/f", 0o600, "f2, made again"))...)
+	seg2 := p.change(p.rmdir("d"), p.mkdir("d", 0o700), p.put("d/f", 0o600, "f2, made again"))
 	var reshipped []string
 	l.OnReship = func(p string) { reshipped = append(reshipped, p) }
 	dirApply(t, a, seg2...)
@@ -215,15 +216,15 @@ func TestDirPeerSegmentAppliedToEndKeepsLocalChangesOnReapply(t *testing.T) {
 	root, state := filepath.Join(base, "tree"), filepath.Join(base, "state")
 	a, l := newPeerApplier(t, root, state, "a")
 	p := &peerRecs{origin: "a", stamp: 100}
-	var seg1, seg2 []batch.Record
-	seg1 = append(seg1, p.change(p.mkdir("d", 0o755))...)
-	seg1 = append(seg1, p.change(p.put("d/f", 0o644, "f"))...)
+	seg1 := p.change(p.mkdir("d", 0o755), p.put("d/f", 0o644, "f"))
 	dirApply(t, a, seg1...)
 	checkpoint := dirState(t, a) // the receiver's checkpoint after seg1
-	seg2 = append(seg2, p.change(p.put("d/g", 0o644, "g, deleted here while down"))...)
-	seg2 = append(seg2, p.change(p.put("d/h", 0o644, "h, rewritten here while down"))...)
-	seg2 = append(seg2, p.change(p.mkdir("e", 0o755))...)
-	seg2 = append(seg2, p.change(p.put("e/k", 0o644, "k, left alone"))...)
+	seg2 := p.change(
+		p.put("d/g", 0o644, "g, deleted here while down"),
+		p.put("d/h", 0o644, "h, rewritten here while down"),
+		p.mkdir("e", 0o755),
+		p.put("e/k", 0o644, "k, left alone"),
+	)
 	seg2 = append(seg2, p.ver("e/big"))
 	seg2 = append(seg2, p.chunks("e/big", 0o644, "a chunked file, deleted here while down", 8)...)
 	dirApply(t, a, seg2...) // applied to its end; the kill comes before the checkpoint

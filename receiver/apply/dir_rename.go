@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -29,7 +30,7 @@ import (
 // whatever stands at the old path was made again by the segment's earlier
 // records, which the rename moved away the first time, so it goes. A
 // rename that an earlier record of the segment could undo on such a replay
-// is made durable at once and marked (dirRenameUnsafe, below), so the
+// is made durable at once and marked (dirTouched.renameUnsafe, below), so the
 // replay resumes after it. A record that a later record of the segment
 // rewrites (dirRenameSuperseded) is skipped when the paths are not as
 // expected, as the other ops do. Anything else is a replica that diverged
@@ -98,7 +99,7 @@ func (a *Dir) rename(recs batch.Records, i int, key string, data []byte) error {
 		}
 		return a.syncLater(odir)
 	case oldMatch && nerr == nil:
-		unsafe := dirRenameUnsafe(recs, i, rn.Old, key)
+		unsafe := a.touched.renameUnsafe(recs, i, rn.Old, key)
 		if unsafe {
 			// Everything before the rename is durable before it.
 			if err := a.flushSyncs(); err != nil {
@@ -232,34 +233,87 @@ func dirRenameSuperseded(recs batch.Records, i int, p string) bool {
 // (dirRenameMark) records the segment and the rename's index: a segment
 // applied again resumes after it. Every other rename is checked by
 // content and needs no marker.
+//
+// The marker keeps the last such rename of each of the last
+// dirRenameMarks segments that had one, not only the latest segment's: the
+// receiver applies up to 64 segments (its maxGroup) past one checkpoint,
+// and a crash applies them all again, the earlier ones first; a damaged
+// checkpoint slot falls back to the save before. An entry for a segment
+// that can no longer be applied again is harmless.
 
 // dirRenameMark is the marker at the root; its name is one the source never
 // ships and no key may name (dirtree.Reserved).
 const dirRenameMark = dirtree.TempPrefix + "renamed" + dirtree.TempSuffix
+
+// dirRenameMarks bounds the segments the marker remembers: more than the
+// two checkpoint groups of segments a crash can apply again.
+const dirRenameMarks = 256
 
 type dirRenameMarker struct {
 	Segment string `json:"segment"`
 	Index   int    `json:"index"` // of the rename record in the segment
 }
 
-// dirRenameUnsafe reports whether a record before recs[i] names old or key
-// as described above.
-func dirRenameUnsafe(recs batch.Records, i int, old, key string) bool {
-	touches := func(op, k string) bool {
-		for _, p := range []string{old, key} {
-			if k == p || strings.HasPrefix(k, p+"/") || (op != dirtree.OpMkdir && strings.HasPrefix(p, k+"/")) {
-				return true
+// dirRenameMarkers is the marker file: oldest segment first. A marker of
+// one entry alone ({"segment":..., "index":...}, written before the list)
+// reads as a list of one.
+type dirRenameMarkers struct {
+	dirRenameMarker
+	Renames []dirRenameMarker `json:"renames,omitempty"`
+}
+
+// dirTouched indexes the paths the records of a segment name, up to a
+// record, so that renameUnsafe costs the depth of the paths it checks
+// rather than every record before the rename: a segment of Maildir flag
+// changes is mostly renames.
+type dirTouched struct {
+	n     int              // recs[:n] are indexed
+	paths map[string]uint8 // dirNamed, dirNamedNotMkdir, dirAbove
+}
+
+const (
+	dirNamed         = 1 << iota // a record names the path (a rename: its old path too)
+	dirNamedNotMkdir             // ... a record other than mkdir
+	dirAbove                     // a named path is below it
+)
+
+// add indexes recs[t.n:i].
+func (t *dirTouched) add(recs batch.Records, i int) {
+	if t.paths == nil {
+		t.paths = map[string]uint8{}
+	}
+	mark := func(op, k string) {
+		bits := uint8(dirNamed)
+		if op != dirtree.OpMkdir {
+			bits |= dirNamedNotMkdir
+		}
+		t.paths[k] |= bits
+		for j := strings.LastIndexByte(k, '/'); j > 0; j = strings.LastIndexByte(k[:j], '/') {
+			t.paths[k[:j]] |= dirAbove
+		}
+	}
+	for ; t.n < i; t.n++ {
+		r := recs.At(t.n)
+		mark(r.Op, string(r.Key))
+		if r.Op == dirtree.OpRename {
+			if rn, err := dirtree.ParseRename(r.Data); err == nil {
+				mark(r.Op, rn.Old)
 			}
 		}
-		return false
 	}
-	for j := 0; j < i; j++ {
-		r := recs.At(j)
-		if touches(r.Op, string(r.Key)) {
+}
+
+// renameUnsafe reports whether a record before recs[i] names old or key
+// as described above: names it, names something below it, or (other than
+// mkdir) names an ancestor of it. t indexes recs from its start.
+func (t *dirTouched) renameUnsafe(recs batch.Records, i int, old, key string) bool {
+	t.add(recs, i)
+	for _, p := range []string{old, key} {
+		if t.paths[p]&(dirNamed|dirAbove) != 0 {
 			return true
 		}
-		if r.Op == dirtree.OpRename {
-			if rn, err := dirtree.ParseRename(r.Data); err == nil && touches(r.Op, rn.Old) {
+		for j := strings.LastIndexByte(p, '/'); j > 0; j = strings.LastIndexByte(p[:j], '/') {
+			if t.paths[p[:j]]&dirNamedNotMkdir != 0 {
 				return true
 			}
 		}
@@ -275,10 +329,20 @@ func (a *Dir) renamedDurably(recs batch.Records, i int, dirs ...*os.File) error 
 			return dirFatal("fsync directory %s: %v", d.Name(), err)
 		}
 	}
-	b, err := json.Marshal(dirRenameMarker{Segment: a.segment, Index: i})
+	marks, err := a.renameMarks()
 	if err != nil {
 		return err
 	}
+	marks = slices.DeleteFunc(marks, func(m dirRenameMarker) bool { return m.Segment == a.segment })
+	if len(marks) >= dirRenameMarks {
+		marks = marks[len(marks)-dirRenameMarks+1:]
+	}
+	marks = append(marks, dirRenameMarker{Segment: a.segment, Index: i})
+	b, err := json.Marshal(dirRenameMarkers{Renames: marks})
+	if err != nil {
+		return err
+	}
+	a.renamed = nil // read again if this write fails
 	fd := int(a.root.Fd())
 	tmp := dirtree.TempName(recs.Seq(i))
 	err = dirKeepMtime(fd, func() error {
@@ -307,6 +371,7 @@ func (a *Dir) renamedDurably(recs batch.Records, i int, dirs ...*os.File) error 
 	if err := a.root.Sync(); err != nil {
 		return dirFatal("fsync %s: %v", a.Root, err)
 	}
+	a.renamed = marks
 	return nil
 }
 
@@ -315,31 +380,15 @@ func (a *Dir) renamedDurably(recs batch.Records, i int, dirs ...*os.File) error 
 // crash or an error), else at its first record.
 func (a *Dir) renameResume(seg string, n int) (int, error) {
 	a.segment = seg
-	fd, err := unix.Openat(int(a.root.Fd()), dirRenameMark, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return 0, nil
-	}
+	marks, err := a.renameMarks()
 	if err != nil {
-		return 0, dirFatal("open %s: %v", dirRenameMark, err)
-	}
-	f := os.NewFile(uintptr(fd), dirRenameMark)
-	defer f.Close()
-	var m dirRenameMarker
-	if b, err := io.ReadAll(f); err != nil {
 		return 0, err
-	} else if err := json.Unmarshal(b, &m); err != nil {
-		return 0, dirFatal("%s/%s unreadable: %v", a.Root, dirRenameMark, err)
 	}
-	if m.Segment != seg {
-		// Stale: the receiver has moved past that segment. Durability of
-		// the removal does not matter; the marker names another segment.
-		rfd := int(a.root.Fd())
-		err := dirKeepMtime(rfd, func() error { return unix.Unlinkat(rfd, dirRenameMark, 0) })
-		if err != nil && !errors.Is(err, unix.ENOENT) {
-			return 0, err
-		}
+	k := slices.IndexFunc(marks, func(m dirRenameMarker) bool { return m.Segment == seg })
+	if k < 0 {
 		return 0, nil
 	}
+	m := marks[k]
 	if m.Index < 0 || m.Index >= n {
 		return 0, dirFatal("%s/%s names record %d of segment %s, which has %d", a.Root, dirRenameMark, m.Index, seg, n)
 	}
@@ -349,4 +398,33 @@ func (a *Dir) renameResume(seg string, n int) (int, error) {
 		}
 	}
 	return m.Index + 1, nil
+}
+
+// renameMarks is the marker's list, read once after Restore and then kept
+// as this applier writes it.
+func (a *Dir) renameMarks() ([]dirRenameMarker, error) {
+	if a.renamed != nil {
+		return a.renamed, nil
+	}
+	fd, err := unix.Openat(int(a.root.Fd()), dirRenameMark, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		a.renamed = []dirRenameMarker{}
+		return a.renamed, nil
+	}
+	if err != nil {
+		return nil, dirFatal("open %s: %v", dirRenameMark, err)
+	}
+	f := os.NewFile(uintptr(fd), dirRenameMark)
+	defer f.Close()
+	var m dirRenameMarkers
+	if b, err := io.ReadAll(f); err != nil {
+		return nil, err
+	} else if err := json.Unmarshal(b, &m); err != nil {
+		return nil, dirFatal("%s/%s unreadable: %v", a.Root, dirRenameMark, err)
+	}
+	if m.Segment != "" {
+		m.Renames = append(m.Renames, m.dirRenameMarker)
+	}
+	a.renamed = append([]dirRenameMarker{}, m.Renames...)
+	return a.renamed, nil
 }

@@ -267,3 +267,81 @@ func TestDirRenameMismatchNotExcusedByParentMkdir(t *testing.T) {
 	recs = []batch.Record{r.renameFile("d/f", "d/g", 0o644, "other"), r.put("d/g", 0o644, "gee"), r.del("d/f")}
 	dirApply(t, a, recs...)
 }
+
+// The receiver applies up to 64 segments past its checkpoint
+// (checkpoint_delay, or segments ready at once); after a crash it applies
+// them all again, the earlier ones first. The marker of an exactly-once
+// rename in a later segment survives the replay of the earlier ones, and
+// of an earlier one with an exactly-once rename of its own. A marker
+// written before the list (one segment) still reads.
+func TestDirRenameMarkerSurvivesEarlierSegmentReplay(t *testing.T) {
+	var r dirRecs
+	prefix := []batch.Record{r.put("f", 0o644, "eff"), r.mkdir("e", 0o755)}
+	first := []batch.Record{r.put("p", 0o640, "pp"), r.renameFile("p", "q", 0o640, "pp"), r.put("h", 0o644, "hh")}
+	second := []batch.Record{r.put("g", 0o644, "other"), r.renameFile("f", "g", 0o644, "eff")}
+	base := t.TempDir()
+	once := filepath.Join(base, "once")
+	a := newDirApplier(t, once, nil)
+	dirApply(t, a, prefix...)
+	dirApply(t, a, first...)
+	dirApply(t, a, second...)
+	want := dirWalkNoMark(t, once)
+
+	for _, oldMarker := range []bool{false, true} {
+		root := filepath.Join(base, fmt.Sprint("replay-", oldMarker))
+		a = newDirApplier(t, root, nil)
+		dirApply(t, a, prefix...)
+		st := dirState(t, a)
+		dirApply(t, a, first...)
+		dirApply(t, a, second...)
+		a.Close()
+		if oldMarker {
+			m := fmt.Sprintf(`{"segment":%q,"index":1}`, dirMeta(second).Name())
+			if err := os.WriteFile(filepath.Join(root, ".ferry-renamed.tmp"), []byte(m), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b := newDirApplier(t, root, st)
+		dirApply(t, b, first...)
+		dirApply(t, b, second...)
+		if d := diffTrees(want, dirWalkNoMark(t, root)); d != "" {
+			t.Fatalf("applied again from the checkpoint before both segments (marker of one segment: %v):\n%s", oldMarker, d)
+		}
+	}
+}
+
+// The rename marker is the applier's own file at the root; one it cannot
+// use (not JSON, a symlink, a record past the segment's end) stops the
+// apply, naming it, before any record is applied.
+func TestDirRenameMarkerHostile(t *testing.T) {
+	var r dirRecs
+	seg := []batch.Record{r.put("f", 0o644, "eff")}
+	cases := []struct {
+		name  string
+		plant func(t *testing.T, p string)
+		inErr string
+	}{
+		{"not json", func(t *testing.T, p string) { os.WriteFile(p, []byte("{seg"), 0o644) }, ".ferry-renamed.tmp unreadable"},
+		{"symlink", func(t *testing.T, p string) { os.Symlink("/etc/passwd", p) }, "open .ferry-renamed.tmp"},
+		{"record past the end", func(t *testing.T, p string) {
+			os.WriteFile(p, fmt.Appendf(nil, `{"renames":[{"segment":%q,"index":7}]}`, dirMeta(seg).Name()), 0o644)
+		}, "names record 7 of segment " + dirMeta(seg).Name() + ", which has 1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			root := filepath.Join(t.TempDir(), "replica")
+			a := newDirApplier(t, root, nil)
+			st := dirState(t, a)
+			a.Close()
+			c.plant(t, filepath.Join(root, ".ferry-renamed.tmp"))
+			b := newDirApplier(t, root, st)
+			err := b.Apply(context.Background(), dirMeta(seg), batch.RecordsOf(seg))
+			if !errors.Is(err, receiver.ErrFatal) || !strings.Contains(err.Error(), c.inErr) {
+				t.Fatalf("got %v, want a fatal error with %q", err, c.inErr)
+			}
+			if _, err := os.Lstat(filepath.Join(root, "f")); err == nil {
+				t.Fatalf("f applied despite the marker")
+			}
+		})
+	}
+}

@@ -55,6 +55,7 @@ func (a *Dir) Restore(state json.RawMessage) error {
 		return a.fatalf("checkpoint state unreadable: %v", err)
 	}
 	a.root = f
+	a.renamed = nil
 	if st.Peer != nil {
 		a.peer = *st.Peer
 	}

@@ -65,7 +65,7 @@ func (r *dirRun) tryIncremental(ctx context.Context, sink shipper.Sink, p string
 	if appendable {
 		cut = e.Size
 	}
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, min(1<<20, st.size)) // a small file grown gets no 1 MiB buffer
 	for off := int64(0); off < st.size; {
 		n := min(int64(len(buf)), st.size-off)
 		if cut > off && cut < off+n {

@@ -88,13 +88,8 @@ func writeAt(t *testing.T, p string, off int64, b []byte) {
 func TestDirSourceAppendShipsTheNewBytes(t *testing.T) {
 	root := t.TempDir()
 	p := filepath.Join(root, "mbox")
-	if err := os.WriteFile(p, randomBytes(1, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sink := &dirSink{}
-	src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir()}, sink)
-	m := newDirModel(t)
-	src.converge(t, m)
+	dirWrite(t, p, string(randomBytes(1, 1<<20)), 0o600)
+	sink, src, m := startConverged(t, &Dir{Root: root, SpoolDir: t.TempDir()})
 	n := len(sink.records())
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -112,9 +107,7 @@ func TestDirSourceAppendShipsTheNewBytes(t *testing.T) {
 	// The same size and more, but the head differs: not an append.
 	n = len(sink.records())
 	b := randomBytes(3, 1<<20+300)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dirWrite(t, p, string(b), 0o600)
 	src.converge(t, m)
 	recs, _ = shipped(sink, n)
 	for _, r := range recs {
@@ -130,13 +123,8 @@ func TestDirSourceAppendShipsTheNewBytes(t *testing.T) {
 func TestDirSourceDeltaShipsChangedBlocks(t *testing.T) {
 	root := t.TempDir()
 	p := filepath.Join(root, "index")
-	if err := os.WriteFile(p, randomBytes(4, 4<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sink := &dirSink{}
-	src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir()}, sink)
-	m := newDirModel(t)
-	src.converge(t, m)
+	dirWrite(t, p, string(randomBytes(4, 4<<20)), 0o644)
+	sink, src, m := startConverged(t, &Dir{Root: root, SpoolDir: t.TempDir()})
 	writeAt(t, p, 100, []byte("first change"))
 	src.converge(t, m)
 	for i, off := range []int64{1<<20 + 8<<10, 3 << 20} {
@@ -157,9 +145,7 @@ func TestDirSourceDeltaShipsChangedBlocks(t *testing.T) {
 	// Half a file or more changed (600 KiB of 1 MiB, which would fit in
 	// one record), or more than a record holds: the file goes whole.
 	q := filepath.Join(root, "small")
-	if err := os.WriteFile(q, randomBytes(5, 1<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dirWrite(t, q, string(randomBytes(5, 1<<20)), 0o644)
 	src.converge(t, m)
 	writeAt(t, q, 0, []byte("first change"))
 	src.converge(t, m)
@@ -250,13 +236,8 @@ func TestDirIndexBlockMaps(t *testing.T) {
 func TestDirSourceLargeAppendSplits(t *testing.T) {
 	root := t.TempDir()
 	p := filepath.Join(root, "mbox")
-	if err := os.WriteFile(p, randomBytes(6, 200<<10), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sink := &dirSink{}
-	src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir(), ChunkSize: 64 << 10}, sink)
-	m := newDirModel(t)
-	src.converge(t, m)
+	dirWrite(t, p, string(randomBytes(6, 200<<10)), 0o600)
+	sink, src, m := startConverged(t, &Dir{Root: root, SpoolDir: t.TempDir(), ChunkSize: 64 << 10})
 	n := len(sink.records())
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {

@@ -115,10 +115,7 @@ func TestDirSourceShipsRenames(t *testing.T) {
 	for i := range 40 {
 		dirWrite(t, filepath.Join(root, "Archive/cur", strings.Repeat("m", 1+i%5)+string(rune('a'+i%26))+time.Duration(i).String()), body[:100+i], 0o600)
 	}
-	sink := &dirSink{}
-	src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir()}, sink)
-	m := newDirModel(t)
-	src.converge(t, m)
+	sink, src, m := startConverged(t, &Dir{Root: root, SpoolDir: t.TempDir()})
 
 	from := len(sink.records())
 	if err := os.Rename(filepath.Join(root, "INBOX/cur/1700000000.1.host:2,S"), filepath.Join(root, "INBOX/cur/1700000000.1.host:2,RS")); err != nil {
@@ -165,10 +162,7 @@ func TestDirSourceRenameFallsBack(t *testing.T) {
 	dirWrite(t, filepath.Join(outside, "in"), "moved in", 0o644)
 	dirWrite(t, filepath.Join(root, "out"), "moved out", 0o644)
 	dirWrite(t, filepath.Join(root, "changed"), "before", 0o644)
-	sink := &dirSink{}
-	src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir(), Debounce: 300 * time.Millisecond}, sink)
-	m := newDirModel(t)
-	src.converge(t, m)
+	sink, src, m := startConverged(t, &Dir{Root: root, SpoolDir: t.TempDir(), Debounce: 300 * time.Millisecond})
 	from := len(sink.records())
 	mv := func(a, b string) {
 		t.Helper()
@@ -285,10 +279,7 @@ func TestDirSourceRenameLostToOverflow(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "tree")
 	dirWrite(t, filepath.Join(root, "cur/1:2,"), "a message", 0o600)
 	dirWrite(t, filepath.Join(root, "box/x"), "in a folder", 0o600)
-	sink := &dirSink{}
-	src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir()}, sink)
-	m := newDirModel(t)
-	src.converge(t, m)
+	sink, src, m := startConverged(t, &Dir{Root: root, SpoolDir: t.TempDir()})
 	src.mu.Lock()
 	r := src.run
 	src.mu.Unlock()
@@ -326,10 +317,7 @@ func TestDirSourceSwapDirs(t *testing.T) {
 			dirWrite(t, filepath.Join(root, "d/sub/s"), "s content", 0o644)
 			dirWrite(t, filepath.Join(root, "e/y"), "y content", 0o644)
 			dirWrite(t, filepath.Join(root, "e/sub/u"), "u content", 0o644)
-			sink := &dirSink{}
-			src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir(), Debounce: debounce}, sink)
-			m := newDirModel(t)
-			src.converge(t, m)
+			_, src, m := startConverged(t, &Dir{Root: root, SpoolDir: t.TempDir(), Debounce: debounce})
 			for _, mv := range [][2]string{{"d", "t"}, {"e", "d"}, {"t", "e"}} {
 				if err := os.Rename(filepath.Join(root, mv[0]), filepath.Join(root, mv[1])); err != nil {
 					t.Fatal(err)

@@ -207,6 +207,17 @@ type dirRunning struct {
 	done   chan error
 }
 
+// startConverged starts src with a new sink and model, and waits for
+// what its first scan ships.
+func startConverged(t *testing.T, src *Dir) (*dirSink, *dirRunning, *dirModel) {
+	t.Helper()
+	sink := &dirSink{}
+	r := startDirSource(t, src, sink)
+	m := newDirModel(t)
+	r.converge(t, m)
+	return sink, r, m
+}
+
 func startDirSource(t *testing.T, src *Dir, sink *dirSink) *dirRunning {
 	t.Helper()
 	if src.Debounce == 0 {
@@ -807,10 +818,7 @@ func TestFileRecordsMatchDirSource(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sink := &dirSink{}
-	src := startDirSource(t, &Dir{Root: root, SpoolDir: t.TempDir()}, sink)
-	m := newDirModel(t)
-	src.converge(t, m)
+	sink, _, _ := startConverged(t, &Dir{Root: root, SpoolDir: t.TempDir()})
 	shipped := map[string][]batch.Record{}
 	for _, r := range sink.records() {
 		shipped[string(r.Key)] = append(shipped[string(r.Key)], r)

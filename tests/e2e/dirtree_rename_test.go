@@ -122,6 +122,11 @@ func TestDirTreeRenames(t *testing.T) {
 		t.Fatalf("ferry cat shows %d renames, want at least 101 and the folder move readable (%d puts, %d dels)",
 			c, strings.Count(cat.Stdout, `"op":"put"`), strings.Count(cat.Stdout, `"op":"del"`))
 	}
+	// Without --json a rename (binary data) prints as one readable line.
+	if plain := mustFerry(t, nil, "cat", "--store", s.store, "--stream", s.name); !strings.Contains(plain.Stdout, `" from "Lists/go" (dir`) ||
+		strings.Count("\n"+plain.Stdout, "\nrename \"") < 101 {
+		t.Fatalf("ferry cat shows the renames as:\n%.2000s", plain.Stdout)
+	}
 	mustFerry(t, nil, append(recvArgs, "--once")...)
 	converged("the replica holds the renames")
 	_, err := os.Stat(filepath.Join(dst, ".ferry-renamed.tmp"))
