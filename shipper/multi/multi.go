@@ -28,6 +28,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/spool"
 )
 
 // Table is one [[streams]] table as the runner needs it.
@@ -205,7 +206,7 @@ func (r *Runner) refuse(file, msg string, args ...any) {
 
 // drainLeftovers ships what the spools of streams no table started hold:
 // a glob stream whose file was removed while ferry was stopped, before
-// its last records were shipped.
+// its last records were shipped. An empty spool is left alone.
 func (r *Runner) drainLeftovers(ctx context.Context) {
 	ents, err := os.ReadDir(r.SpoolRoot)
 	if err != nil {
@@ -215,26 +216,34 @@ func (r *Runner) drainLeftovers(ctx context.Context) {
 		return
 	}
 	for _, e := range ents {
+		dir := filepath.Join(r.SpoolRoot, e.Name())
 		if !e.IsDir() {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(r.SpoolRoot, e.Name(), "state.json")); err != nil {
+		if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
 			continue
 		}
 		if err := batch.CheckStream(e.Name()); err != nil {
 			// Not a stream's spool (a copy an operator made): opening it
 			// would fail, and stop every stream with it.
-			r.Log.Error("directory in the spool root is named like no stream; not shipped", "dir", filepath.Join(r.SpoolRoot, e.Name()), "err", err)
+			r.Log.Error("directory in the spool root is named like no stream; not shipped", "dir", dir, "err", err)
 			continue
 		}
 		r.mu.Lock()
 		_, running := r.active[e.Name()]
 		r.mu.Unlock()
-		if !running {
-			r.Log.Warn("spool of a stream no table runs now (its file was removed while ferry was stopped?): shipping what it holds; "+
-				"lines its file had past the spool's cursor are lost with the file", "stream", e.Name())
-			r.launch(ctx, -1, e.Name(), "")
+		if running {
+			continue
 		}
+		if empty, err := spool.Empty(dir); err == nil && empty {
+			// A stream that finished (its file removed and read to the
+			// end, everything shipped) leaves its spool so: nothing to do.
+			// An error here is Open's to report.
+			continue
+		}
+		r.Log.Warn("spool of a stream no table runs now (its file was removed while ferry was stopped?): shipping what it holds; "+
+			"lines its file had past the spool's cursor are lost with the file", "stream", e.Name())
+		r.launch(ctx, -1, e.Name(), "")
 	}
 }
 

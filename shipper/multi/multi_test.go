@@ -449,3 +449,40 @@ func TestRunnerScanSkipsRunningFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestRunnerFinishedStreamNotDrainedAgain checks a glob stream that
+// finished (its file removed, every line shipped) is not started again as
+// a leftover at the next Run: its spool holds nothing to ship.
+func TestRunnerFinishedStreamNotDrainedAgain(t *testing.T) {
+	g := newRig(t)
+	logs := filepath.Join(g.root, "logs")
+	os.Mkdir(logs, 0o755)
+	appendLines(t, filepath.Join(logs, "a.log"), "a1\n", "a2\n")
+	r := g.runner([]Table{globTable(filepath.Join(logs, "*.log"))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	eventually(t, "a shipped", func() bool { return slices.Equal(g.stored(t, "g-a"), []string{"a1\n", "a2\n"}) })
+	if err := os.Remove(filepath.Join(logs, "a.log")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a's stream ended", func() bool { return len(r.Active()) == 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	g.shippers = map[string]*shipper.Shipper{}
+	r = g.runner([]Table{globTable(filepath.Join(logs, "*.log"))})
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { done <- r.Run(ctx) }()
+	time.Sleep(200 * time.Millisecond)
+	active := r.Active()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("second Run: %v", err)
+	}
+	if n := g.started(); n != 0 || len(active) != 0 {
+		t.Fatalf("second Run started %d streams (active %q): the finished stream's empty spool was drained again", n, active)
+	}
+}

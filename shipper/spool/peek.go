@@ -56,3 +56,32 @@ func Held(dir string) (records uint64, bytes int64, err error) {
 	}
 	return records, int64(len(data)), nil
 }
+
+// Empty reports whether the spool in dir holds nothing to ship, without
+// opening it: no sealed segment, no journal entry, no provisional record.
+// A stream that ended with everything confirmed leaves its spool so. A
+// journal entry whose records a sealed segment already holds still counts:
+// only opening the spool tells.
+func Empty(dir string) (bool, error) {
+	sealed, err := os.ReadDir(filepath.Join(dir, "sealed"))
+	if err != nil && !os.IsNotExist(err) {
+		return false, fmt.Errorf("spool %s: %w", dir, err)
+	}
+	if len(sealed) > 0 {
+		return false, nil // a temp file too: recovery may adopt it
+	}
+	journals, err := listJournals(dir)
+	if err != nil {
+		return false, fmt.Errorf("spool %s: %w", dir, err)
+	}
+	for _, name := range append(journals, provisionalName) {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil && !os.IsNotExist(err) {
+			return false, fmt.Errorf("spool %s: %w", dir, err)
+		}
+		if err == nil && fi.Size() > 0 {
+			return false, nil
+		}
+	}
+	return true, nil
+}

@@ -34,3 +34,31 @@ func TestGenerationWithoutOpening(t *testing.T) {
 		t.Fatalf("damaged state.json: %v; want it named", err)
 	}
 }
+
+// Empty tells a spool with nothing to ship from one whose journal holds
+// records or whose sealed/ holds a segment.
+func TestEmpty(t *testing.T) {
+	cfg := spoolConfig(t)
+	sp := openSpool(t, cfg, "t")
+	if empty, err := Empty(cfg.Dir); !empty || err != nil {
+		t.Fatalf("fresh spool: Empty %v, %v; want true", empty, err)
+	}
+	appendRecs(t, sp, []batch.Record{{Data: []byte("a")}}, "")
+	if empty, err := Empty(cfg.Dir); empty || err != nil {
+		t.Fatalf("a record in the journal: Empty %v, %v; want false", empty, err)
+	}
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	if len(sealedFiles(t, cfg.Dir)) != 1 {
+		t.Fatal("no sealed segment")
+	}
+	if empty, err := Empty(cfg.Dir); empty || err != nil {
+		t.Fatalf("a sealed segment: Empty %v, %v; want false", empty, err)
+	}
+	sp.Confirm("t", 1)
+	sp.Close()
+	if empty, err := Empty(cfg.Dir); !empty || err != nil {
+		t.Fatalf("everything confirmed and closed: Empty %v, %v; want true", empty, err)
+	}
+}
