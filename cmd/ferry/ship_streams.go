@@ -55,15 +55,7 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 		reg = metrics.New(readBuildInfo().metrics())
 		onS3Request = reg.S3Hook(allStreams)
 	}
-	schedules, err := shipSchedules(cfg)
-	if err != nil {
-		return err
-	}
-	enc, err := encrypterFor(cfg, log)
-	if err != nil {
-		return err
-	}
-	signer, err := signerFor(cfg, log)
+	schedules, enc, signer, err := shipSealing(cfg, log)
 	if err != nil {
 		return err
 	}
