@@ -36,9 +36,12 @@ func TestGenerationWithoutOpening(t *testing.T) {
 }
 
 // Empty tells a spool with nothing to ship from one whose journal holds
-// records or whose sealed/ holds a segment.
+// records not sealed yet or whose sealed/ holds a segment. A journal
+// whose records are all sealed (JournalRotate lets one file hold many
+// seals) holds nothing.
 func TestEmpty(t *testing.T) {
 	cfg := spoolConfig(t)
+	cfg.JournalRotate = 1 << 20
 	sp := openSpool(t, cfg, "t")
 	if empty, err := Empty(cfg.Dir); !empty || err != nil {
 		t.Fatalf("fresh spool: Empty %v, %v; want true", empty, err)
@@ -58,7 +61,20 @@ func TestEmpty(t *testing.T) {
 	}
 	sp.Confirm("t", 1)
 	sp.Close()
+	journals, err := listJournals(cfg.Dir)
+	if err != nil || len(journals) != 1 {
+		t.Fatalf("journals %q, %v", journals, err)
+	}
+	if fi, err := os.Stat(filepath.Join(cfg.Dir, journals[0])); err != nil || fi.Size() == 0 {
+		t.Fatalf("journal %s: %v, want the sealed record still in it", journals[0], err)
+	}
 	if empty, err := Empty(cfg.Dir); !empty || err != nil {
-		t.Fatalf("everything confirmed and closed: Empty %v, %v; want true", empty, err)
+		t.Fatalf("everything sealed, confirmed and closed: Empty %v, %v; want true", empty, err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.Dir, "state.json"), []byte("{bad"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Empty(cfg.Dir); err == nil || !strings.Contains(err.Error(), "state.json is damaged") {
+		t.Fatalf("damaged state.json: %v; want it named", err)
 	}
 }
