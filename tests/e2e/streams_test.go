@@ -177,6 +177,15 @@ lease_ttl = "3s"
 		return strings.Contains(p.Stderr(), `msg="stream finished: its input ended and everything read is shipped" stream=app-tmp`), "not yet"
 	})
 	t.Logf("tmp.log removed after %d lines", tmpN)
+	// A finished stream leaves /metrics.
+	ferrytest.Eventually(t, 30*time.Second, "app-tmp gone from /metrics", func() (bool, string) {
+		m, err := scrape(t, maddr)
+		if err != nil {
+			return false, err.Error()
+		}
+		_, there := m[`ferry_ship_last_seq{stream="app-tmp"}`]
+		return !there && m[`ferry_ship_last_seq{stream="app-web"}`] > 0, "app-tmp still there, or app-web not"
+	})
 	for k := 2; k <= 3; k++ {
 		time.Sleep(time.Duration(200+rng.IntN(400)) * time.Millisecond)
 		p.Kill9()
