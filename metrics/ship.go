@@ -70,7 +70,15 @@ func (r *Registry) WatchShipper(sh *shipper.Shipper, stream string, h Health) (u
 	})
 	return func() {
 		removeHealth()
-		c.remove(sh)
+		if c.remove(sh, stream) {
+			// Its hooks' series go with it: SendHook and RetryHook make
+			// them again at 0 if the stream starts again.
+			r.sendSeconds.DeletePartialMatch(prometheus.Labels{"stream": stream})
+			r.retries.DeletePartialMatch(prometheus.Labels{"stream": stream})
+			r.mu.Lock()
+			delete(r.hooked, stream)
+			r.mu.Unlock()
+		}
 	}
 }
 
@@ -129,11 +137,13 @@ func (c *shipCollector) add(sh *shipper.Shipper, stream string) {
 	c.ship = append(c.ship, watchedShipper{sh: sh, stream: stream})
 }
 
-// remove drops sh, unless a newer shipper of its stream replaced it.
-func (c *shipCollector) remove(sh *shipper.Shipper) {
+// remove drops sh, unless a newer shipper of its stream replaced it, and
+// says whether stream is no longer watched.
+func (c *shipCollector) remove(sh *shipper.Shipper, stream string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ship = slices.DeleteFunc(c.ship, func(w watchedShipper) bool { return w.sh == sh })
+	return !slices.ContainsFunc(c.ship, func(w watchedShipper) bool { return w.stream == stream })
 }
 
 func (c *shipCollector) Describe(ch chan<- *prometheus.Desc) {

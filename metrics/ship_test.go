@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/shipper/spool"
@@ -31,16 +32,21 @@ func newShipper(t *testing.T, stream string) *shipper.Shipper {
 }
 
 // A multi-stream ship watches each stream's shipper; one that ended is
-// unwatched: its series leave /metrics and its health check is no longer
-// run, while the other stream's stay.
+// unwatched: its series (its hooks' too) leave /metrics and its health
+// check is no longer run, while the other stream's stay.
 func TestUnwatchShipper(t *testing.T) {
 	r := New(Build{})
+	for _, s := range []string{"a", "b"} {
+		r.RetryHook(s)
+		r.SendHook(s)("store", 1, time.Millisecond)
+	}
 	unwatchA := r.WatchShipper(newShipper(t, "a"), "a", Health{})
 	r.WatchShipper(newShipper(t, "b"), "b", Health{})
 	srv := httptest.NewServer(r.Handler())
 	defer srv.Close()
 	body := get(t, srv.URL+"/metrics")
-	for _, s := range []string{`ferry_ship_last_seq{stream="a"}`, `ferry_ship_last_seq{stream="b"}`} {
+	for _, s := range []string{`ferry_ship_last_seq{stream="a"}`, `ferry_ship_last_seq{stream="b"}`, `ferry_retries_total{reason="timeout",stream="a"}`,
+		`ferry_ship_send_seconds_count{stream="a",target="store"}`} {
 		if !strings.Contains(body, s) {
 			t.Fatalf("/metrics lacks %s:\n%s", s, body)
 		}
