@@ -20,9 +20,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -122,12 +123,7 @@ func (r *Runner) Run(ctx context.Context) error {
 func (r *Runner) Active() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]string, 0, len(r.active))
-	for n := range r.active {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(r.active))
 }
 
 func (r *Runner) failed(err error) {
