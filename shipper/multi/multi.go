@@ -53,7 +53,8 @@ type Runner struct {
 	// SpoolRoot holds one spool directory per stream, named after it. A
 	// directory there whose stream no table starts (a glob stream's file
 	// removed while ferry was stopped) is drained: what its spool holds
-	// is shipped, then it is left alone.
+	// is shipped, then it is left alone. One that holds nothing (a stream
+	// that finished: spool.Empty) is not opened.
 	SpoolRoot string
 	// Start opens the shipper of stream name (its spool, under SpoolRoot)
 	// and the source that feeds it from file; table is the index in
