@@ -1,8 +1,11 @@
 package spool
 
 import (
+	"encoding/binary"
+	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -76,5 +79,38 @@ func TestEmpty(t *testing.T) {
 	}
 	if _, err := Empty(cfg.Dir); err == nil || !strings.Contains(err.Error(), "state.json is damaged") {
 		t.Fatalf("damaged state.json: %v; want it named", err)
+	}
+}
+
+// Empty on a journal someone else wrote: a torn tail holds nothing (as
+// recovery drops it), an entry whose CRC matches but which does not parse
+// is not empty (Open reports it), nor is a record of an unplaced spool's
+// provisional file.
+func TestEmptyHostileJournal(t *testing.T) {
+	cfg := spoolConfig(t)
+	sp := openSpool(t, cfg)
+	sp.Close()
+	journal := filepath.Join(cfg.Dir, journalName(1))
+	body := []byte{9, 0, 0, 0, 0} // kind 9: unknown
+	entry := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+	entry = binary.BigEndian.AppendUint32(entry, crc32.Checksum(body, crcTable))
+	for _, c := range []struct {
+		name, file string
+		data       []byte
+		want       bool
+	}{
+		{"torn tail", journal, entry[:6], true},
+		{"CRC mismatch", journal, append(slices.Clone(entry[:8]), 1, 0, 0, 0, 0), true},
+		{"unknown kind", journal, append(slices.Clone(entry), body...), false},
+		{"provisional record", filepath.Join(cfg.Dir, provisionalName), appendEntry(nil, []batch.Record{{Data: []byte("x")}}, nil), false},
+	} {
+		os.Remove(journal)
+		os.Remove(filepath.Join(cfg.Dir, provisionalName))
+		if err := os.WriteFile(c.file, c.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if empty, err := Empty(cfg.Dir); empty != c.want || err != nil {
+			t.Errorf("%s: Empty %v, %v; want %v", c.name, empty, err, c.want)
+		}
 	}
 }
