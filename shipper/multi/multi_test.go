@@ -452,7 +452,8 @@ func TestRunnerScanSkipsRunningFiles(t *testing.T) {
 
 // TestRunnerFinishedStreamNotDrainedAgain checks a glob stream that
 // finished (its file removed, every line shipped) is not started again as
-// a leftover at the next Run: its spool holds nothing to ship.
+// a leftover at the next Run: its spool holds nothing to ship. Its file
+// created again starts it again, continuing its sequence.
 func TestRunnerFinishedStreamNotDrainedAgain(t *testing.T) {
 	g := newRig(t)
 	logs := filepath.Join(g.root, "logs")
@@ -477,12 +478,20 @@ func TestRunnerFinishedStreamNotDrainedAgain(t *testing.T) {
 	ctx, cancel = context.WithCancel(context.Background())
 	go func() { done <- r.Run(ctx) }()
 	time.Sleep(200 * time.Millisecond)
-	active := r.Active()
+	if n, active := g.started(), r.Active(); n != 0 || len(active) != 0 {
+		cancel()
+		<-done
+		t.Fatalf("second Run started %d streams (active %q): the finished stream's empty spool was drained again", n, active)
+	}
+	// The file created again: its stream starts again, continuing its
+	// sequence in the store.
+	appendLines(t, filepath.Join(logs, "a.log"), "a3\n")
+	eventually(t, "a3 shipped", func() bool { return slices.Equal(g.stored(t, "g-a"), []string{"a1\n", "a2\n", "a3\n"}) })
+	if last := g.shipperOf("g-a").Spool().Stats().LastSeq; last != 3 {
+		t.Errorf("g-a's stream started again at last seq %d, want 3", last)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("second Run: %v", err)
-	}
-	if n := g.started(); n != 0 || len(active) != 0 {
-		t.Fatalf("second Run started %d streams (active %q): the finished stream's empty spool was drained again", n, active)
 	}
 }
