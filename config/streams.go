@@ -79,7 +79,6 @@ func (t StreamTable) Ship(base Ship, stream, file string) Ship {
 	if t.MaxAge != 0 {
 		s.MaxAge = t.MaxAge
 	}
-	s.Targets = base.Targets
 	return s
 }
 

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,7 +35,8 @@ type Registry struct {
 	s3Requests  *prometheus.CounterVec
 
 	mu        sync.Mutex
-	health    []func() error  // each returns why the process is unhealthy, or nil
+	health    []healthCheck   // each returns why the process is unhealthy, or nil
+	checks    uint64          // health checks ever added: their ids
 	receivers *recvCollector  // registered with the first WatchReceiver
 	shippers  *shipCollector  // registered with the first WatchShipper
 	hooked    map[string]bool // streams with a SendHook: their targets' sends are timed
@@ -174,20 +176,33 @@ func (r *Registry) maxLag(h Health) time.Duration {
 	return h.maxLag()
 }
 
-func (r *Registry) addHealth(f func() error) {
+type healthCheck struct {
+	id    uint64
+	check func() error
+}
+
+// addHealth adds a health check, which the returned func removes.
+func (r *Registry) addHealth(f func() error) (remove func()) {
 	r.mu.Lock()
-	r.health = append(r.health, f)
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	r.checks++
+	id := r.checks
+	r.health = append(r.health, healthCheck{id: id, check: f})
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.health = slices.DeleteFunc(r.health, func(h healthCheck) bool { return h.id == id })
+	}
 }
 
 // Check runs the health checks: nil when healthy.
 func (r *Registry) Check() error {
 	r.mu.Lock()
-	checks := append([]func() error(nil), r.health...)
+	checks := slices.Clone(r.health)
 	r.mu.Unlock()
 	var errs []error
 	for _, c := range checks {
-		if err := c(); err != nil {
+		if err := c.check(); err != nil {
 			errs = append(errs, err)
 		}
 	}

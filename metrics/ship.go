@@ -3,6 +3,7 @@ package metrics
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,7 +19,9 @@ import (
 // included. One process may watch the shippers of many streams (ship with
 // [[streams]]), told apart by the stream label; a shipper watched for a
 // stream already watched replaces the old one (a stream started again).
-func (r *Registry) WatchShipper(sh *shipper.Shipper, stream string, h Health) {
+// unwatch removes the shipper's series and health check: a stream that
+// ended (its file removed) is no longer exported or judged.
+func (r *Registry) WatchShipper(sh *shipper.Shipper, stream string, h Health) (unwatch func()) {
 	r.mu.Lock()
 	first := r.shippers == nil
 	if first {
@@ -37,7 +40,7 @@ func (r *Registry) WatchShipper(sh *shipper.Shipper, stream string, h Health) {
 		}
 	}
 	started := time.Now()
-	r.addHealth(func() error {
+	removeHealth := r.addHealth(func() error {
 		if err := sh.Failed(); err != nil {
 			return fmt.Errorf("shipper stopped: %v", err)
 		}
@@ -65,6 +68,18 @@ func (r *Registry) WatchShipper(sh *shipper.Shipper, stream string, h Health) {
 		}
 		return nil
 	})
+	return func() {
+		removeHealth()
+		if c.remove(sh, stream) {
+			// Its hooks' series go with it: SendHook and RetryHook make
+			// them again at 0 if the stream starts again.
+			r.sendSeconds.DeletePartialMatch(prometheus.Labels{"stream": stream})
+			r.retries.DeletePartialMatch(prometheus.Labels{"stream": stream})
+			r.mu.Lock()
+			delete(r.hooked, stream)
+			r.mu.Unlock()
+		}
+	}
 }
 
 func lastOK(t shipper.TargetStatus, started time.Time) time.Time {
@@ -120,6 +135,15 @@ func (c *shipCollector) add(sh *shipper.Shipper, stream string) {
 		}
 	}
 	c.ship = append(c.ship, watchedShipper{sh: sh, stream: stream})
+}
+
+// remove drops sh, unless a newer shipper of its stream replaced it, and
+// says whether stream is no longer watched.
+func (c *shipCollector) remove(sh *shipper.Shipper, stream string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ship = slices.DeleteFunc(c.ship, func(w watchedShipper) bool { return w.sh == sh })
+	return !slices.ContainsFunc(c.ship, func(w watchedShipper) bool { return w.stream == stream })
 }
 
 func (c *shipCollector) Describe(ch chan<- *prometheus.Desc) {

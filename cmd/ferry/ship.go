@@ -78,15 +78,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		reg = metrics.New(readBuildInfo().metrics())
 		onS3Request, retry.OnRetry, onSent = reg.S3Hook(cfg.Stream), reg.RetryHook(cfg.Stream), reg.SendHook(cfg.Stream)
 	}
-	schedules, err := shipSchedules(cfg)
-	if err != nil {
-		return err
-	}
-	enc, err := encrypterFor(cfg, log)
-	if err != nil {
-		return err
-	}
-	signer, err := signerFor(cfg, log)
+	schedules, enc, signer, err := shipSealing(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -419,6 +411,22 @@ func openTargets(ctx context.Context, cfg *config.File, onS3Request func(string)
 		}
 	}
 	return targets, closeAll, nil
+}
+
+// shipSealing reads what a ship's segments are sealed and sent with:
+// flush_at and the sending windows, the encrypter and the signer (nil
+// when off).
+func shipSealing(cfg *config.File, log *slog.Logger) (shipper.Schedules, batch.Encrypter, batch.Signer, error) {
+	schedules, err := shipSchedules(cfg)
+	if err != nil {
+		return schedules, nil, nil, err
+	}
+	enc, err := encrypterFor(cfg, log)
+	if err != nil {
+		return schedules, nil, nil, err
+	}
+	signer, err := signerFor(cfg, log)
+	return schedules, enc, signer, err
 }
 
 // shipSchedules builds flush_at and the sending windows from the config.

@@ -55,15 +55,7 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 		reg = metrics.New(readBuildInfo().metrics())
 		onS3Request = reg.S3Hook(allStreams)
 	}
-	schedules, err := shipSchedules(cfg)
-	if err != nil {
-		return err
-	}
-	enc, err := encrypterFor(cfg, log)
-	if err != nil {
-		return err
-	}
-	signer, err := signerFor(cfg, log)
+	schedules, enc, signer, err := shipSealing(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -95,9 +87,10 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 		"encrypted", enc != nil)
 
 	// Each stream publishes its status in its spool (ferry status --spool
-	// SPOOL/NAME) while it runs.
-	var statusMu sync.Mutex
-	statusStop := map[string]func(){}
+	// SPOOL/NAME), and its metrics, while it runs: ended[name] stops both
+	// (a failed stream's metrics stay: its failure stops the ship).
+	var endedMu sync.Mutex
+	ended := map[string]func(failed bool){}
 	tables := make([]multi.Table, len(cfg.Streams))
 	for i, t := range cfg.Streams {
 		tables[i] = multi.Table{Name: t.Name, Path: t.Path(), Glob: t.IsGlob(), Scan: t.Scan(),
@@ -129,8 +122,9 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 			if err != nil {
 				return nil, nil, err
 			}
+			unwatch := func() {}
 			if reg != nil {
-				reg.WatchShipper(sh, name, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
+				unwatch = reg.WatchShipper(sh, name, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
 			}
 			statusCtx, stopStatus := context.WithCancel(context.Background())
 			statusDone := make(chan struct{})
@@ -138,9 +132,15 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 				statusLoop(statusCtx, sh, name, sh.Generation(), sc.Ack, c.Ship.Spool, enc, streamStatusEvery)
 				close(statusDone)
 			}()
-			statusMu.Lock()
-			statusStop[name] = func() { stopStatus(); <-statusDone }
-			statusMu.Unlock()
+			endedMu.Lock()
+			ended[name] = func(failed bool) {
+				stopStatus()
+				<-statusDone
+				if !failed {
+					unwatch()
+				}
+			}
+			endedMu.Unlock()
 			if table < 0 {
 				return sh, nil, nil // a leftover spool: ship what it holds
 			}
@@ -152,12 +152,12 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 			return sh, tail, nil
 		},
 		Ended: func(name string, sh *shipper.Shipper, err error) {
-			statusMu.Lock()
-			stop := statusStop[name]
-			delete(statusStop, name)
-			statusMu.Unlock()
+			endedMu.Lock()
+			stop := ended[name]
+			delete(ended, name)
+			endedMu.Unlock()
 			if stop != nil {
-				stop()
+				stop(err != nil)
 			}
 			st := sh.Spool().Stats()
 			log.Info("stream stopped", "stream", name, "records", st.RecordsIn, "segments", st.SegmentsOut, "last_seq", st.LastSeq,

@@ -20,14 +20,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/spool"
 )
 
 // Table is one [[streams]] table as the runner needs it.
@@ -51,7 +53,8 @@ type Runner struct {
 	// SpoolRoot holds one spool directory per stream, named after it. A
 	// directory there whose stream no table starts (a glob stream's file
 	// removed while ferry was stopped) is drained: what its spool holds
-	// is shipped, then it is left alone.
+	// is shipped, then it is left alone. One that holds nothing (a stream
+	// that finished: spool.Empty) is not opened.
 	SpoolRoot string
 	// Start opens the shipper of stream name (its spool, under SpoolRoot)
 	// and the source that feeds it from file; table is the index in
@@ -121,12 +124,7 @@ func (r *Runner) Run(ctx context.Context) error {
 func (r *Runner) Active() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]string, 0, len(r.active))
-	for n := range r.active {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(r.active))
 }
 
 func (r *Runner) failed(err error) {
@@ -205,7 +203,7 @@ func (r *Runner) refuse(file, msg string, args ...any) {
 
 // drainLeftovers ships what the spools of streams no table started hold:
 // a glob stream whose file was removed while ferry was stopped, before
-// its last records were shipped.
+// its last records were shipped. An empty spool is left alone.
 func (r *Runner) drainLeftovers(ctx context.Context) {
 	ents, err := os.ReadDir(r.SpoolRoot)
 	if err != nil {
@@ -215,26 +213,34 @@ func (r *Runner) drainLeftovers(ctx context.Context) {
 		return
 	}
 	for _, e := range ents {
+		dir := filepath.Join(r.SpoolRoot, e.Name())
 		if !e.IsDir() {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(r.SpoolRoot, e.Name(), "state.json")); err != nil {
+		if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
 			continue
 		}
 		if err := batch.CheckStream(e.Name()); err != nil {
 			// Not a stream's spool (a copy an operator made): opening it
 			// would fail, and stop every stream with it.
-			r.Log.Error("directory in the spool root is named like no stream; not shipped", "dir", filepath.Join(r.SpoolRoot, e.Name()), "err", err)
+			r.Log.Error("directory in the spool root is named like no stream; not shipped", "dir", dir, "err", err)
 			continue
 		}
 		r.mu.Lock()
 		_, running := r.active[e.Name()]
 		r.mu.Unlock()
-		if !running {
-			r.Log.Warn("spool of a stream no table runs now (its file was removed while ferry was stopped?): shipping what it holds; "+
-				"lines its file had past the spool's cursor are lost with the file", "stream", e.Name())
-			r.launch(ctx, -1, e.Name(), "")
+		if running {
+			continue
 		}
+		if empty, err := spool.Empty(dir); err == nil && empty {
+			// A stream that finished (its file removed and read to the
+			// end, everything shipped) leaves its spool so: nothing to do.
+			// An error here is Open's to report.
+			continue
+		}
+		r.Log.Warn("spool of a stream no table runs now (its file was removed while ferry was stopped?): shipping what it holds; "+
+			"lines its file had past the spool's cursor are lost with the file", "stream", e.Name())
+		r.launch(ctx, -1, e.Name(), "")
 	}
 }
 

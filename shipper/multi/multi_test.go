@@ -449,3 +449,49 @@ func TestRunnerScanSkipsRunningFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestRunnerFinishedStreamNotDrainedAgain checks a glob stream that
+// finished (its file removed, every line shipped) is not started again as
+// a leftover at the next Run: its spool holds nothing to ship. Its file
+// created again starts it again, continuing its sequence.
+func TestRunnerFinishedStreamNotDrainedAgain(t *testing.T) {
+	g := newRig(t)
+	logs := filepath.Join(g.root, "logs")
+	os.Mkdir(logs, 0o755)
+	appendLines(t, filepath.Join(logs, "a.log"), "a1\n", "a2\n")
+	r := g.runner([]Table{globTable(filepath.Join(logs, "*.log"))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	eventually(t, "a shipped", func() bool { return slices.Equal(g.stored(t, "g-a"), []string{"a1\n", "a2\n"}) })
+	if err := os.Remove(filepath.Join(logs, "a.log")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a's stream ended", func() bool { return len(r.Active()) == 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	g.shippers = map[string]*shipper.Shipper{}
+	r = g.runner([]Table{globTable(filepath.Join(logs, "*.log"))})
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { done <- r.Run(ctx) }()
+	time.Sleep(200 * time.Millisecond)
+	if n, active := g.started(), r.Active(); n != 0 || len(active) != 0 {
+		cancel()
+		<-done
+		t.Fatalf("second Run started %d streams (active %q): the finished stream's empty spool was drained again", n, active)
+	}
+	// The file created again: its stream starts again, continuing its
+	// sequence in the store.
+	appendLines(t, filepath.Join(logs, "a.log"), "a3\n")
+	eventually(t, "a3 shipped", func() bool { return slices.Equal(g.stored(t, "g-a"), []string{"a1\n", "a2\n", "a3\n"}) })
+	if last := g.shipperOf("g-a").Spool().Stats().LastSeq; last != 3 {
+		t.Errorf("g-a's stream started again at last seq %d, want 3", last)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("second Run: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,4 +56,58 @@ func Held(dir string) (records uint64, bytes int64, err error) {
 		off += n
 	}
 	return records, int64(len(data)), nil
+}
+
+// Empty reports whether the spool in dir holds nothing to ship, without
+// opening it: no sealed segment, no journal record past state.json's
+// sealed seq, no provisional record. A stream that ended with everything
+// confirmed leaves its spool so. A journal it cannot parse is not empty:
+// Open reports it.
+func Empty(dir string) (bool, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return false, fmt.Errorf("spool %s: %w", dir, err)
+	}
+	var st spoolState
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return false, fmt.Errorf("%s is damaged (%v)", filepath.Join(dir, "state.json"), err)
+	}
+	sealed, err := os.ReadDir(filepath.Join(dir, "sealed"))
+	if err != nil && !os.IsNotExist(err) {
+		return false, fmt.Errorf("spool %s: %w", dir, err)
+	}
+	if len(sealed) > 0 {
+		return false, nil // a temp file too: recovery may adopt it
+	}
+	// With sealed/ empty, state.json's sealed seq covers every segment
+	// sealed: a segment leaves sealed/ only once a saved state covers it.
+	journals, err := listJournals(dir)
+	if err != nil {
+		return false, fmt.Errorf("spool %s: %w", dir, err)
+	}
+	for _, name := range append(journals, provisionalName) {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("spool %s: %w", dir, err)
+		}
+		for off := 0; off < len(data); {
+			recs, _, n, err := parseEntry(data[off:])
+			if errors.Is(err, errTornEntry) {
+				break // recovery drops it: nothing in it was acknowledged
+			}
+			if err != nil {
+				return false, nil
+			}
+			for i := range recs {
+				if name == provisionalName || recs[i].Seq > st.SealedSeq {
+					return false, nil
+				}
+			}
+			off += n
+		}
+	}
+	return true, nil
 }

@@ -177,6 +177,15 @@ lease_ttl = "3s"
 		return strings.Contains(p.Stderr(), `msg="stream finished: its input ended and everything read is shipped" stream=app-tmp`), "not yet"
 	})
 	t.Logf("tmp.log removed after %d lines", tmpN)
+	// A finished stream leaves /metrics.
+	ferrytest.Eventually(t, 30*time.Second, "app-tmp gone from /metrics", func() (bool, string) {
+		m, err := scrape(t, maddr)
+		if err != nil {
+			return false, err.Error()
+		}
+		_, there := m[`ferry_ship_last_seq{stream="app-tmp"}`]
+		return !there && m[`ferry_ship_last_seq{stream="app-web"}`] > 0, "app-tmp still there, or app-web not"
+	})
 	for k := 2; k <= 3; k++ {
 		time.Sleep(time.Duration(200+rng.IntN(400)) * time.Millisecond)
 		p.Kill9()
@@ -217,6 +226,11 @@ lease_ttl = "3s"
 	}
 	if code := p.Terminate(30 * time.Second); code != 0 {
 		t.Fatalf("shipper exit %d on SIGTERM, want 0:\n%s", code, p)
+	}
+	// app-tmp finished before the last starts: its spool holds nothing,
+	// and is not drained again.
+	if strings.Contains(p.Stderr(), "spool of a stream no table runs now") {
+		t.Fatalf("the last shipper drained a finished stream's spool as a leftover:\n%s", p)
 	}
 	for _, n := range names {
 		s := streamOf(n)
