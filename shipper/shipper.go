@@ -539,7 +539,9 @@ type Source interface {
 }
 
 // Sink is where a source puts records: one call per batch, with the
-// source's cursor after them.
+// source's cursor after them. recs, their Data and cursor are the
+// source's again once AppendBatch returns (source.Tail reuses them): a
+// sink copies what it keeps.
 type Sink interface {
 	AppendBatch(ctx context.Context, recs []batch.Record, cursor []byte) error
 }
