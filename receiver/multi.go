@@ -193,8 +193,12 @@ func (m *Multi) step(ctx context.Context, listed []StreamSegments) bool {
 		mine = m.cfg.Claim.Claim(ctx, matched, m.Running())
 	}
 	m.reap(ctx)
+	keep := make(map[string]bool, len(mine))
+	for _, s := range mine {
+		keep[s] = true
+	}
 	for s := range m.snapshot() {
-		if !slices.Contains(mine, s) {
+		if !keep[s] {
 			m.stop(ctx, s)
 		}
 	}
