@@ -389,3 +389,81 @@ func TestMemberHostRefused(t *testing.T) {
 		}
 	}
 }
+
+// lossy is a store whose next Swap lands but answers with an error, as a
+// request whose answer the network lost.
+type lossy struct {
+	*dir.Store
+	lose bool
+}
+
+func (l *lossy) Swap(ctx context.Context, name string, data []byte, old string) (string, error) {
+	v, err := l.Store.Swap(ctx, name, data, old)
+	if err == nil && l.lose {
+		l.lose = false
+		return "", errors.New("connection reset (the Swap landed)")
+	}
+	return v, err
+}
+
+// A renewal whose Swap landed with its answer lost leaves the lease this
+// member's: a later Release still releases it, so the next owner takes it
+// at once instead of after the TTL.
+func TestReleaseAfterLostRenewalAnswer(t *testing.T) {
+	st := &lossy{Store: newStore(t)}
+	c := &clock{t: time.Unix(1e9, 0)}
+	a := newMember(t, st, "a", c)
+	ctx := context.Background()
+	a.take(ctx, "s")
+	c.add(time.Second)
+	st.lose = true
+	a.renew(ctx, "s")
+	if err := a.Fence("s")(); err != nil {
+		t.Fatalf("a renewal that failed within the margin: want the fence to pass, got %v", err)
+	}
+	a.Release(ctx, "s")
+	data, _, err := st.Load(ctx, a.leaseKey("s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := parseLease(data, "f", a.leaseKey("s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.Released {
+		t.Fatalf("lease after Release: %+v; want it released", l)
+	}
+}
+
+// A renewal after one whose Swap landed with its answer lost writes the
+// lease again: the lease in the store expires a TTL after the renewal the
+// fence counts from, so the fence keeps its TTL/3 margin.
+func TestRenewAfterLostAnswerRewritesLease(t *testing.T) {
+	st := &lossy{Store: newStore(t)}
+	c := &clock{t: time.Unix(1e9, 0)}
+	a := newMember(t, st, "a", c)
+	ctx := context.Background()
+	a.take(ctx, "s")
+	c.add(time.Second)
+	st.lose = true
+	a.renew(ctx, "s") // lands, renewed at +1s; a does not know
+	c.add(time.Second)
+	a.renew(ctx, "s")
+	data, _, err := st.Load(ctx, a.leaseKey("s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := parseLease(data, "f", a.leaseKey("s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	h := a.held["s"]
+	a.mu.Unlock()
+	if h == nil || h.lost {
+		t.Fatalf("a lost its own lease: %+v", h)
+	}
+	if !l.Renewed.Equal(h.renewedAt) || l.Expires.Before(h.renewedAt.Add(a.cfg.TTL)) {
+		t.Fatalf("the fence counts from %s, the stored lease was renewed at %s and expires at %s", h.renewedAt, l.Renewed, l.Expires)
+	}
+}

@@ -80,6 +80,27 @@ func (m *Member) swap(ctx context.Context, key string, rec LeaseRecord, old stri
 	return m.cfg.Store.Swap(ctx, key, data, old)
 }
 
+// swapHeld writes rec, the next state of a lease this member holds, by
+// Swap from version old. A lease changed meanwhile that is still this
+// member's and not released (an earlier Swap of ours landed, its answer
+// lost) is written again from its version, so the store holds rec and
+// its times; any other change is store.ErrChanged: the lease is lost. (A
+// retry of this very Swap that finds it landed succeeds in Swap itself.)
+func (m *Member) swapHeld(ctx context.Context, key string, rec LeaseRecord, old string) (string, error) {
+	v, err := m.swap(ctx, key, rec, old)
+	if !errors.Is(err, store.ErrChanged) {
+		return v, err
+	}
+	data, cur, lerr := m.cfg.Store.Load(ctx, key)
+	if lerr != nil {
+		return "", err
+	}
+	if l, perr := parseLease(data, m.cfg.Name, key); perr != nil || l.Token != rec.Token || l.Released {
+		return "", err
+	}
+	return m.swap(ctx, key, rec, cur)
+}
+
 // renew extends a held lease by a TTL. One found changed by someone else
 // is lost: Fence refuses it from then on.
 func (m *Member) renew(ctx context.Context, stream string) {
@@ -101,16 +122,7 @@ func (m *Member) renew(ctx context.Context, stream string) {
 	now := m.cfg.Now().UTC()
 	rec.Renewals++
 	rec.Renewed, rec.Expires = now, now.Add(m.cfg.TTL)
-	key := m.leaseKey(stream)
-	v, err := m.swap(ctx, key, rec, ver)
-	if errors.Is(err, store.ErrChanged) {
-		data, lver, lerr := m.cfg.Store.Load(ctx, key)
-		if lerr == nil {
-			if cur, perr := parseLease(data, m.cfg.Name, key); perr == nil && cur.Token == rec.Token && cur.Renewals == rec.Renewals {
-				v, err = lver, nil // our Swap landed; its answer was lost
-			}
-		}
-	}
+	v, err := m.swapHeld(ctx, m.leaseKey(stream), rec, ver)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
@@ -198,7 +210,7 @@ func (m *Member) Release(ctx context.Context, stream string) {
 	m.mu.Lock()
 	ver := h.version
 	m.mu.Unlock()
-	if _, err := m.swap(ctx, m.leaseKey(stream), rec, ver); err != nil {
+	if _, err := m.swapHeld(ctx, m.leaseKey(stream), rec, ver); err != nil {
 		m.log.Warn("release fleet lease (it expires by itself)", "stream", stream, "err", err)
 		return
 	}
