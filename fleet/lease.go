@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/ferry-dr/ferry/store"
@@ -162,6 +161,10 @@ func (m *Member) Fence(stream string) func() error {
 // be stopped, then Released; one to be handed over that is not running
 // (its receiver would not open yet) is released here.
 func (m *Member) Claim(ctx context.Context, streams, running []string) []string {
+	isRunning := make(map[string]bool, len(running))
+	for _, s := range running {
+		isRunning[s] = true
+	}
 	m.mu.Lock()
 	m.streams = streams
 	var idle []string
@@ -169,7 +172,7 @@ func (m *Member) Claim(ctx context.Context, streams, running []string) []string 
 		switch {
 		case h.lost:
 			delete(m.held, s) // taken by another: a later tick may take it again
-		case h.handover && !slices.Contains(running, s):
+		case h.handover && !isRunning[s]:
 			idle = append(idle, s)
 		}
 	}

@@ -291,9 +291,13 @@ func (m *Member) Tick(ctx context.Context) error {
 	m.mu.Lock()
 	m.live = live
 	streams := m.streams
+	listed := make(map[string]bool, len(streams))
+	for _, s := range streams {
+		listed[s] = true
+	}
 	var take []string
 	for s, h := range m.held {
-		if Owner(s, live) != m.cfg.Member || !slices.Contains(streams, s) {
+		if Owner(s, live) != m.cfg.Member || !listed[s] {
 			h.handover = true
 		}
 	}
