@@ -119,13 +119,18 @@ type StreamSegments struct {
 // excluded) with its segments, sorted by stream.
 func ListStreams(ctx context.Context, tl store.TreeLister) ([]StreamSegments, error) {
 	by := map[string]*StreamSegments{}
+	notStream := map[string]bool{} // first elements checked once, not per object
 	err := tl.ListTree(ctx, "", func(o store.Object) error {
 		stream, rest, ok := strings.Cut(o.Name, "/")
-		if !ok || batch.CheckStream(stream) != nil {
+		if !ok || notStream[stream] {
 			return nil
 		}
 		ss := by[stream]
 		if ss == nil {
+			if batch.CheckStream(stream) != nil {
+				notStream[stream] = true
+				return nil
+			}
 			ss = &StreamSegments{Stream: stream}
 			by[stream] = ss
 		}
