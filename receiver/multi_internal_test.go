@@ -71,3 +71,44 @@ func BenchmarkListStreams(b *testing.B) {
 		}
 	}
 }
+
+// ListStreams takes a listing's first element as a stream only if it can
+// name one, and a stream's segments only directly under it, sorted.
+func TestListStreamsHostileNames(t *testing.T) {
+	seg := func(seq uint64) string { return batch.SegmentName(1, seq, seq) }
+	tree := treeOf{
+		{Name: "app/" + seg(2)},
+		{Name: "app/" + seg(1)},
+		{Name: "app/sub/" + seg(3)}, // not directly under the stream
+		{Name: "app/generations/00000001.json"},
+		{Name: "app/" + seg(4) + ".tmp"}, // not a segment name
+		{Name: "_fleet/dr/leases/app"},   // the fleet's objects
+		{Name: "_fleet/dr/members/m1"},
+		{Name: "..//" + seg(1)},
+		{Name: "bad name/" + seg(1)},
+		{Name: "-x/" + seg(1)},
+		{Name: "README"},                       // no stream at all
+		{Name: "b2/generations/00000001.json"}, // a stream with no segment yet
+	}
+	got, err := ListStreams(context.Background(), tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streams []string
+	for _, ss := range got {
+		streams = append(streams, ss.Stream)
+	}
+	if fmt.Sprint(streams) != "[app b2]" {
+		t.Fatalf("streams %v, want [app b2]", streams)
+	}
+	var segs []string
+	for _, o := range got[0].Segments {
+		segs = append(segs, o.Name)
+	}
+	if want := fmt.Sprint([]string{"app/" + seg(1), "app/" + seg(2)}); fmt.Sprint(segs) != want {
+		t.Fatalf("app's segments %v, want %v", segs, want)
+	}
+	if len(got[1].Segments) != 0 {
+		t.Fatalf("b2's segments %v, want none", got[1].Segments)
+	}
+}
