@@ -134,7 +134,7 @@ func ListStreams(ctx context.Context, tl store.TreeLister) ([]StreamSegments, er
 			ss = &StreamSegments{Stream: stream}
 			by[stream] = ss
 		}
-		if _, _, _, isSeg := batch.ParseSegmentName(rest); isSeg && !strings.Contains(rest, "/") {
+		if _, _, _, isSeg := batch.ParseSegmentName(rest); isSeg {
 			ss.Segments = append(ss.Segments, o)
 		}
 		return nil
