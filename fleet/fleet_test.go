@@ -467,3 +467,31 @@ func TestRenewAfterLostAnswerRewritesLease(t *testing.T) {
 		t.Fatalf("the fence counts from %s, the stored lease was renewed at %s and expires at %s", h.renewedAt, l.Renewed, l.Expires)
 	}
 }
+
+// A lease object too large to be a lease (store.MaxSwapSize) is never
+// taken over, as it cannot be versioned: the member says so, once, naming
+// the object and what to do.
+func TestOversizeLeaseLogged(t *testing.T) {
+	st := newStore(t)
+	c := &clock{t: time.Unix(1e9, 0)}
+	ctx := context.Background()
+	key := LeasesDir("f") + "big"
+	if err := st.Put(ctx, key, make([]byte, store.MaxSwapSize+1)); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	a, err := New(Config{Name: "f", Member: "a", TTL: 3 * time.Second, Store: st, Now: c.now}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		a.take(ctx, "big")
+		c.add(2 * time.Second)
+	}
+	if a.Fence("big")() == nil {
+		t.Fatal("took an oversize lease object")
+	}
+	if n := strings.Count(logs.String(), "too large to be a lease"); n != 1 || !strings.Contains(logs.String(), key) || !strings.Contains(logs.String(), "deleted") {
+		t.Fatalf("want one warning naming %s and saying to delete it, got %d:\n%s", key, n, logs.String())
+	}
+}

@@ -27,7 +27,7 @@ func (m *Member) take(ctx context.Context, stream string) {
 	case errors.Is(err, store.ErrPermanent) && data == nil && ver == "":
 		// Too large to be a lease: damaged. It cannot be versioned
 		// without reading it, so it stays until someone removes it.
-		m.warnDamaged(key, "", err)
+		m.warnOnce(key, "", "a fleet lease object too large to be a lease: the stream is not applied until it is deleted", err)
 		return
 	case err != nil:
 		m.log.Warn("read fleet lease", "stream", stream, "err", err)

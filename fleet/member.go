@@ -192,11 +192,16 @@ func (m *Member) stale(key, version string, now time.Time) bool {
 
 // warnDamaged logs a damaged object once per version.
 func (m *Member) warnDamaged(key, version string, err error) {
+	m.warnOnce(key, version, "ignoring a damaged fleet object (it counts as expired once unchanged for a lease ttl)", err)
+}
+
+// warnOnce logs msg about the object at key once per version.
+func (m *Member) warnOnce(key, version, msg string, err error) {
 	m.seenMu.Lock()
 	defer m.seenMu.Unlock()
-	if m.warned[key] != version {
+	if v, ok := m.warned[key]; !ok || v != version {
 		m.warned[key] = version
-		m.log.Warn("ignoring a damaged fleet object (it counts as expired once unchanged for a lease ttl)", "object", key, "err", err)
+		m.log.Warn(msg, "object", key, "err", err)
 	}
 }
 
