@@ -389,3 +389,109 @@ func TestMemberHostRefused(t *testing.T) {
 		}
 	}
 }
+
+// lossy is a store whose next Swap lands but answers with an error, as a
+// request whose answer the network lost.
+type lossy struct {
+	*dir.Store
+	lose bool
+}
+
+func (l *lossy) Swap(ctx context.Context, name string, data []byte, old string) (string, error) {
+	v, err := l.Store.Swap(ctx, name, data, old)
+	if err == nil && l.lose {
+		l.lose = false
+		return "", errors.New("connection reset (the Swap landed)")
+	}
+	return v, err
+}
+
+// A renewal whose Swap landed with its answer lost leaves the lease this
+// member's: a later Release still releases it, so the next owner takes it
+// at once instead of after the TTL.
+func TestReleaseAfterLostRenewalAnswer(t *testing.T) {
+	st := &lossy{Store: newStore(t)}
+	c := &clock{t: time.Unix(1e9, 0)}
+	a := newMember(t, st, "a", c)
+	ctx := context.Background()
+	a.take(ctx, "s")
+	c.add(time.Second)
+	st.lose = true
+	a.renew(ctx, "s")
+	if err := a.Fence("s")(); err != nil {
+		t.Fatalf("a renewal that failed within the margin: want the fence to pass, got %v", err)
+	}
+	a.Release(ctx, "s")
+	data, _, err := st.Load(ctx, a.leaseKey("s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := parseLease(data, "f", a.leaseKey("s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.Released {
+		t.Fatalf("lease after Release: %+v; want it released", l)
+	}
+}
+
+// A renewal after one whose Swap landed with its answer lost writes the
+// lease again: the lease in the store expires a TTL after the renewal the
+// fence counts from, so the fence keeps its TTL/3 margin.
+func TestRenewAfterLostAnswerRewritesLease(t *testing.T) {
+	st := &lossy{Store: newStore(t)}
+	c := &clock{t: time.Unix(1e9, 0)}
+	a := newMember(t, st, "a", c)
+	ctx := context.Background()
+	a.take(ctx, "s")
+	c.add(time.Second)
+	st.lose = true
+	a.renew(ctx, "s") // lands, renewed at +1s; a does not know
+	c.add(time.Second)
+	a.renew(ctx, "s")
+	data, _, err := st.Load(ctx, a.leaseKey("s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := parseLease(data, "f", a.leaseKey("s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	h := a.held["s"]
+	a.mu.Unlock()
+	if h == nil || h.lost {
+		t.Fatalf("a lost its own lease: %+v", h)
+	}
+	if !l.Renewed.Equal(h.renewedAt) || l.Expires.Before(h.renewedAt.Add(a.cfg.TTL)) {
+		t.Fatalf("the fence counts from %s, the stored lease was renewed at %s and expires at %s", h.renewedAt, l.Renewed, l.Expires)
+	}
+}
+
+// A lease object too large to be a lease (store.MaxSwapSize) is never
+// taken over, as it cannot be versioned: the member says so, once, naming
+// the object and what to do.
+func TestOversizeLeaseLogged(t *testing.T) {
+	st := newStore(t)
+	c := &clock{t: time.Unix(1e9, 0)}
+	ctx := context.Background()
+	key := LeasesDir("f") + "big"
+	if err := st.Put(ctx, key, make([]byte, store.MaxSwapSize+1)); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	a, err := New(Config{Name: "f", Member: "a", TTL: 3 * time.Second, Store: st, Now: c.now}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		a.take(ctx, "big")
+		c.add(2 * time.Second)
+	}
+	if a.Fence("big")() == nil {
+		t.Fatal("took an oversize lease object")
+	}
+	if n := strings.Count(logs.String(), "too large to be a lease"); n != 1 || !strings.Contains(logs.String(), key) || !strings.Contains(logs.String(), "deleted") {
+		t.Fatalf("want one warning naming %s and saying to delete it, got %d:\n%s", key, n, logs.String())
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/ferry-dr/ferry/store"
@@ -28,7 +27,7 @@ func (m *Member) take(ctx context.Context, stream string) {
 	case errors.Is(err, store.ErrPermanent) && data == nil && ver == "":
 		// Too large to be a lease: damaged. It cannot be versioned
 		// without reading it, so it stays until someone removes it.
-		m.warnDamaged(key, "", err)
+		m.warnOnce(key, "", "a fleet lease object too large to be a lease: the stream is not applied until it is deleted", err)
 		return
 	case err != nil:
 		m.log.Warn("read fleet lease", "stream", stream, "err", err)
@@ -80,6 +79,27 @@ func (m *Member) swap(ctx context.Context, key string, rec LeaseRecord, old stri
 	return m.cfg.Store.Swap(ctx, key, data, old)
 }
 
+// swapHeld writes rec, the next state of a lease this member holds, by
+// Swap from version old. A lease changed meanwhile that is still this
+// member's and not released (an earlier Swap of ours landed, its answer
+// lost) is written again from its version, so the store holds rec and
+// its times; any other change is store.ErrChanged: the lease is lost. (A
+// retry of this very Swap that finds it landed succeeds in Swap itself.)
+func (m *Member) swapHeld(ctx context.Context, key string, rec LeaseRecord, old string) (string, error) {
+	v, err := m.swap(ctx, key, rec, old)
+	if !errors.Is(err, store.ErrChanged) {
+		return v, err
+	}
+	data, cur, lerr := m.cfg.Store.Load(ctx, key)
+	if lerr != nil {
+		return "", err
+	}
+	if l, perr := parseLease(data, m.cfg.Name, key); perr != nil || l.Token != rec.Token || l.Released {
+		return "", err
+	}
+	return m.swap(ctx, key, rec, cur)
+}
+
 // renew extends a held lease by a TTL. One found changed by someone else
 // is lost: Fence refuses it from then on.
 func (m *Member) renew(ctx context.Context, stream string) {
@@ -101,16 +121,7 @@ func (m *Member) renew(ctx context.Context, stream string) {
 	now := m.cfg.Now().UTC()
 	rec.Renewals++
 	rec.Renewed, rec.Expires = now, now.Add(m.cfg.TTL)
-	key := m.leaseKey(stream)
-	v, err := m.swap(ctx, key, rec, ver)
-	if errors.Is(err, store.ErrChanged) {
-		data, lver, lerr := m.cfg.Store.Load(ctx, key)
-		if lerr == nil {
-			if cur, perr := parseLease(data, m.cfg.Name, key); perr == nil && cur.Token == rec.Token && cur.Renewals == rec.Renewals {
-				v, err = lver, nil // our Swap landed; its answer was lost
-			}
-		}
-	}
+	v, err := m.swapHeld(ctx, m.leaseKey(stream), rec, ver)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
@@ -150,6 +161,10 @@ func (m *Member) Fence(stream string) func() error {
 // be stopped, then Released; one to be handed over that is not running
 // (its receiver would not open yet) is released here.
 func (m *Member) Claim(ctx context.Context, streams, running []string) []string {
+	isRunning := make(map[string]bool, len(running))
+	for _, s := range running {
+		isRunning[s] = true
+	}
 	m.mu.Lock()
 	m.streams = streams
 	var idle []string
@@ -157,7 +172,7 @@ func (m *Member) Claim(ctx context.Context, streams, running []string) []string 
 		switch {
 		case h.lost:
 			delete(m.held, s) // taken by another: a later tick may take it again
-		case h.handover && !slices.Contains(running, s):
+		case h.handover && !isRunning[s]:
 			idle = append(idle, s)
 		}
 	}
@@ -198,7 +213,7 @@ func (m *Member) Release(ctx context.Context, stream string) {
 	m.mu.Lock()
 	ver := h.version
 	m.mu.Unlock()
-	if _, err := m.swap(ctx, m.leaseKey(stream), rec, ver); err != nil {
+	if _, err := m.swapHeld(ctx, m.leaseKey(stream), rec, ver); err != nil {
 		m.log.Warn("release fleet lease (it expires by itself)", "stream", stream, "err", err)
 		return
 	}

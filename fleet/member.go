@@ -192,38 +192,27 @@ func (m *Member) stale(key, version string, now time.Time) bool {
 
 // warnDamaged logs a damaged object once per version.
 func (m *Member) warnDamaged(key, version string, err error) {
+	m.warnOnce(key, version, "ignoring a damaged fleet object (it counts as expired once unchanged for a lease ttl)", err)
+}
+
+// warnOnce logs msg about the object at key once per version.
+func (m *Member) warnOnce(key, version, msg string, err error) {
 	m.seenMu.Lock()
 	defer m.seenMu.Unlock()
-	if m.warned[key] != version {
+	if v, ok := m.warned[key]; !ok || v != version {
 		m.warned[key] = version
-		m.log.Warn("ignoring a damaged fleet object (it counts as expired once unchanged for a lease ttl)", "object", key, "err", err)
+		m.log.Warn(msg, "object", key, "err", err)
 	}
 }
 
-// Members lists the fleet's member objects: the live ones' ids, sorted,
-// and every record that parses. Damaged objects are logged and skipped.
+// readMembers reads the fleet's member objects and returns the live
+// members' ids, this one's included, sorted. Damaged objects are logged
+// and skipped; those unchanged for a TTL, and members gone for 3 TTLs,
+// are deleted.
 func (m *Member) readMembers(ctx context.Context) ([]string, error) {
-	dir := MembersDir(m.cfg.Name)
-	var keys []string
-	if err := m.cfg.Store.List(ctx, dir, "", func(o store.Object) error {
-		keys = append(keys, o.Name)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("list fleet members %s: %w", dir, err)
-	}
 	now := m.cfg.Now()
 	live := []string{m.cfg.Member}
-	for _, key := range keys {
-		if key == m.memberKey() {
-			continue
-		}
-		data, ver, err := m.cfg.Store.Load(ctx, key)
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil && !errors.Is(err, store.ErrPermanent) {
-			return nil, fmt.Errorf("read fleet member %s: %w", key, err)
-		}
+	err := readAll(ctx, m.cfg.Store, MembersDir(m.cfg.Name), m.memberKey(), func(key string, data []byte, ver string, err error) {
 		var rec MemberRecord
 		if err == nil {
 			rec, err = parseMember(data, m.cfg.Name, key)
@@ -233,13 +222,16 @@ func (m *Member) readMembers(ctx context.Context) ([]string, error) {
 			if m.stale(key, ver, now) {
 				m.cfg.Store.Delete(ctx, key) // damaged and abandoned: a failure leaves it to the next tick
 			}
-			continue
+			return
 		}
 		if !rec.Left && rec.Expires.After(now) && !m.stale(key, ver, now) {
 			live = append(live, rec.Member)
 		} else if now.Sub(rec.Expires) > 3*m.cfg.TTL {
 			m.cfg.Store.Delete(ctx, key) // long gone: keep the listing short
 		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fleet members: %w", err)
 	}
 	sort.Strings(live)
 	return live, nil
@@ -291,9 +283,13 @@ func (m *Member) Tick(ctx context.Context) error {
 	m.mu.Lock()
 	m.live = live
 	streams := m.streams
+	listed := make(map[string]bool, len(streams))
+	for _, s := range streams {
+		listed[s] = true
+	}
 	var take []string
 	for s, h := range m.held {
-		if Owner(s, live) != m.cfg.Member || !slices.Contains(streams, s) {
+		if Owner(s, live) != m.cfg.Member || !listed[s] {
 			h.handover = true
 		}
 	}

@@ -32,7 +32,7 @@ func ReadStatus(ctx context.Context, sw store.Swapper, name string, now time.Tim
 		return nil, nil, err
 	}
 	var members []MemberStatus
-	err := readAll(ctx, sw, MembersDir(name), func(key string, data []byte, err error) {
+	err := readAll(ctx, sw, MembersDir(name), "", func(key string, data []byte, _ string, err error) {
 		ms := MemberStatus{}
 		if err == nil {
 			ms.MemberRecord, err = parseMember(data, name, key)
@@ -50,7 +50,7 @@ func ReadStatus(ctx context.Context, sw store.Swapper, name string, now time.Tim
 		return nil, nil, err
 	}
 	var leases []LeaseStatus
-	err = readAll(ctx, sw, LeasesDir(name), func(key string, data []byte, err error) {
+	err = readAll(ctx, sw, LeasesDir(name), "", func(key string, data []byte, _ string, err error) {
 		ls := LeaseStatus{}
 		if err == nil {
 			ls.LeaseRecord, err = parseLease(data, name, key)
@@ -72,8 +72,11 @@ func ReadStatus(ctx context.Context, sw store.Swapper, name string, now time.Tim
 	return members, leases, nil
 }
 
-// readAll lists dir and Loads each object.
-func readAll(ctx context.Context, sw store.Swapper, dir string, fn func(key string, data []byte, err error)) error {
+// readAll lists dir and Loads each object but except, giving fn its
+// content and version, or the error (wrapping store.ErrPermanent) of one
+// too large to load. Objects gone since the listing are skipped; any
+// other error stops it.
+func readAll(ctx context.Context, sw store.Swapper, dir, except string, fn func(key string, data []byte, version string, err error)) error {
 	var keys []string
 	if err := sw.List(ctx, dir, "", func(o store.Object) error {
 		keys = append(keys, o.Name)
@@ -82,14 +85,17 @@ func readAll(ctx context.Context, sw store.Swapper, dir string, fn func(key stri
 		return fmt.Errorf("list %s: %w", dir, err)
 	}
 	for _, key := range keys {
-		data, _, err := sw.Load(ctx, key)
+		if key == except {
+			continue
+		}
+		data, ver, err := sw.Load(ctx, key)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
 		if err != nil && !errors.Is(err, store.ErrPermanent) {
 			return fmt.Errorf("read %s: %w", key, err)
 		}
-		fn(key, data, err)
+		fn(key, data, ver, err)
 	}
 	return nil
 }

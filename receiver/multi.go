@@ -119,17 +119,22 @@ type StreamSegments struct {
 // excluded) with its segments, sorted by stream.
 func ListStreams(ctx context.Context, tl store.TreeLister) ([]StreamSegments, error) {
 	by := map[string]*StreamSegments{}
+	notStream := map[string]bool{} // first elements checked once, not per object
 	err := tl.ListTree(ctx, "", func(o store.Object) error {
 		stream, rest, ok := strings.Cut(o.Name, "/")
-		if !ok || batch.CheckStream(stream) != nil {
+		if !ok || notStream[stream] {
 			return nil
 		}
 		ss := by[stream]
 		if ss == nil {
+			if batch.CheckStream(stream) != nil {
+				notStream[stream] = true
+				return nil
+			}
 			ss = &StreamSegments{Stream: stream}
 			by[stream] = ss
 		}
-		if _, _, _, isSeg := batch.ParseSegmentName(rest); isSeg && !strings.Contains(rest, "/") {
+		if _, _, _, isSeg := batch.ParseSegmentName(rest); isSeg {
 			ss.Segments = append(ss.Segments, o)
 		}
 		return nil
@@ -193,8 +198,12 @@ func (m *Multi) step(ctx context.Context, listed []StreamSegments) bool {
 		mine = m.cfg.Claim.Claim(ctx, matched, m.Running())
 	}
 	m.reap(ctx)
+	keep := make(map[string]bool, len(mine))
+	for _, s := range mine {
+		keep[s] = true
+	}
 	for s := range m.snapshot() {
-		if !slices.Contains(mine, s) {
+		if !keep[s] {
 			m.stop(ctx, s)
 		}
 	}

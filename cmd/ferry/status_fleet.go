@@ -57,18 +57,20 @@ func readFleetStatus(ctx context.Context, storeURL, name string) (*fleetStatus, 
 	if err != nil {
 		return nil, err
 	}
+	leaseOf := make(map[string]fleet.LeaseStatus, len(leases)) // one lease object per stream
+	for _, l := range leases {
+		leaseOf[l.Stream] = l
+	}
 	out := &fleetStatus{Fleet: name, Members: members}
 	for _, ss := range streams {
 		fs := fleetStream{Stream: ss.Stream}
 		if k := len(ss.Segments); k > 0 {
 			_, _, fs.Stored, _ = batch.ParseSegmentName(path.Base(ss.Segments[k-1].Name))
 		}
-		for _, l := range leases {
-			if l.Stream == ss.Stream {
-				fs.Damaged = l.Damaged
-				if l.Live {
-					fs.Owner = l.Member
-				}
+		if l, ok := leaseOf[ss.Stream]; ok {
+			fs.Damaged = l.Damaged
+			if l.Live {
+				fs.Owner = l.Member
 			}
 		}
 		wms, err := catalog.ReadWatermarks(ctx, st, ss.Stream)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -139,5 +140,52 @@ func TestFleetStaleOwnerFenced(t *testing.T) {
 		if code := p.Terminate(30 * time.Second); code != 0 {
 			t.Errorf("member exited %d:\n%s", code, p.Stderr())
 		}
+	}
+}
+
+// ferry status --fleet on a directory store, read from the store alone:
+// a stream's live lease names its owner, a damaged lease is shown as
+// damaged, not as an owner, and a stream without a lease has none.
+func TestFleetStatusLeases(t *testing.T) {
+	t.Parallel()
+	s := newStream(t, "app")
+	s.ship([]byte("one\ntwo\n"))
+	for _, name := range []string{"b", "c"} {
+		mustFerry(t, strings.NewReader("x\n"), "ship", "--store", s.store, "--stream", name, "--spool", filepath.Join(s.dir, "spool-"+name))
+	}
+	leases := filepath.Join(s.store, "_fleet", "dr", "leases")
+	if err := os.MkdirAll(leases, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	live := `{"version":1,"fleet":"dr","stream":"app","member":"m1","token":"t","renewed":"2100-01-01T00:00:00Z","expires":"2100-01-01T00:00:30Z"}`
+	if err := os.WriteFile(filepath.Join(leases, "app"), []byte(live), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(leases, "b"), []byte("not a lease"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := mustFerry(t, nil, "status", "--fleet", "dr", "--store", s.store, "--json")
+	var st struct {
+		Streams []struct {
+			Stream  string `json:"stream"`
+			Owner   string `json:"owner"`
+			Stored  uint64 `json:"stored_seq"`
+			Damaged string `json:"damaged"`
+		} `json:"streams"`
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil {
+		t.Fatalf("%v:\n%s", err, r)
+	}
+	got := map[string]string{}
+	for _, x := range st.Streams {
+		got[x.Stream] = fmt.Sprintf("owner=%q stored=%d damaged=%v", x.Owner, x.Stored, x.Damaged != "")
+	}
+	want := map[string]string{
+		"app": `owner="m1" stored=2 damaged=false`,
+		"b":   `owner="" stored=1 damaged=true`,
+		"c":   `owner="" stored=1 damaged=false`,
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("streams %v, want %v:\n%s", got, want, r)
 	}
 }
