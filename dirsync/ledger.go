@@ -667,7 +667,7 @@ func (l *Ledger) OwnDeletes() []string {
 	defer l.mu.Unlock()
 	var out []string
 	for p, e := range l.entries {
-		if e.Origin == l.Site && e.State.Kind == KindAbsent && len(e.VV) > 0 {
+		if l.ownDelete(e) {
 			out = append(out, p)
 		}
 	}
@@ -679,10 +679,15 @@ func (l *Ledger) OwnDeletes() []string {
 // (call it under the lock), and whether what it deleted was a directory.
 func (l *Ledger) Tombstone(path string) (ok, dir bool) {
 	e := l.entries[path]
-	if e == nil || e.Origin != l.Site || e.State.Kind != KindAbsent || len(e.VV) == 0 {
+	if !l.ownDelete(e) {
 		return false, false
 	}
 	return true, e.Base != nil && e.Base.Kind == KindDir
+}
+
+// ownDelete reports whether e is a delete this site made (a tombstone).
+func (l *Ledger) ownDelete(e *Entry) bool {
+	return e != nil && e.Origin == l.Site && e.State.Kind == KindAbsent && len(e.VV) > 0
 }
 
 // Present reports the kind of what the ledger says is at path, if
