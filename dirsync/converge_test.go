@@ -159,6 +159,18 @@ func newSites(t *testing.T, ids []string) (map[string]*simSite, []*simSite) {
 	return base, sites
 }
 
+// sitesHoldingF starts the sites of ids (newSites) and lets them all meet
+// "f", made by site d.
+func sitesHoldingF(t *testing.T, ids []string) map[string]*simSite {
+	t.Helper()
+	base, sites := newSites(t, ids)
+	d := base["d"]
+	d.write("f", file(1, 4, "base"))
+	d.ship(t, "f")
+	quiesce(t, sites, map[[2]string]int{})
+	return base
+}
+
 // everyOrder runs every combination of arrival orders: combination n
 // clones each site of ids from base, delivers it its orders[id] entry
 // chosen by n, lets the clones quiesce (each having already met all of
@@ -290,11 +302,7 @@ func expectOutcome(key string, vers []simRec) (winner simRec, copies, maybe []st
 func runConcurrent(t *testing.T, changes []change) {
 	t.Helper()
 	ids := simIDs
-	base, sites := newSites(t, ids)
-	d := base["d"]
-	d.write("f", file(1, 4, "base"))
-	d.ship(t, "f")
-	quiesce(t, sites, map[[2]string]int{})
+	base := sitesHoldingF(t, ids)
 	var vers []simRec
 	for i, c := range changes {
 		s := base[c.site]
@@ -518,11 +526,7 @@ func TestConvergeDeleteOfConflictWinnerBeatsItsLoser(t *testing.T) {
 
 func runDeleteOfConflictWinner(t *testing.T, aLater bool) {
 	ids := simIDs
-	base, sites := newSites(t, ids)
-	d := base["d"]
-	d.write("f", file(1, 4, "base"))
-	d.ship(t, "f")
-	quiesce(t, sites, map[[2]string]int{})
+	base := sitesHoldingF(t, ids)
 	a, b, c := base["a"], base["b"], base["c"]
 	first, second := c, a // stamps follow the order: the second wins
 	if !aLater {
