@@ -135,11 +135,15 @@ type Conflict struct {
 //	                        (temp, fsync, rename) when it holds many superseded lines.
 //	                        Also one line per peer's segment decided:
 //	                        {"seg":{"peer":ID,"segment":NAME,"acts":"sasr-c","copies":{"3":NAME}}}
-//	                        (one letter per record), and again with "done":true (and
-//	                        "cont":PATH) once it is applied to its end; the last one
-//	                        of a peer wins
+//	                        (one letter per record, with "conf":[CONFLICT...] for the
+//	                        conflicts its decisions resolved), and again with "done":true
+//	                        (and "cont":PATH) once it is applied to its end; the last one
+//	                        of a peer wins.
 //	                        A rejoin adds {"known":VV}: what the site had seen before its
 //	                        loss, from its own stream; the last one wins.
+//	                        A line that is not JSON or holds other than exactly one of
+//	                        "e", "seg", "known" makes Open refuse the ledger, unless it
+//	                        is the last (torn).
 //	STATE/conflicts.ndjson  one Conflict per line, appended by the Sync that makes
 //	                        the decision resolving it durable (segLine.Conflicts)
 const (
