@@ -3,11 +3,14 @@ package dirsync
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/ferry-dr/ferry/internal/fsutil"
 )
 
 // Action is what the applier does with a peer's record (Decide).
@@ -334,8 +337,11 @@ func (l *Ledger) recordConflict(in Incoming, c Conflict, copyName string, made b
 	return nil
 }
 
-// appendConflicts appends cs to dir's ConflictsFile.
-func appendConflicts(dir string, cs []Conflict) error {
+// appendConflicts appends cs to ConflictsFile and makes them durable
+// before it returns: the ledger line that carries them too (segLine) is
+// only the peer's last, so once its next segment is decided a power loss
+// would otherwise lose them.
+func (l *Ledger) appendConflicts(cs []Conflict) error {
 	if len(cs) == 0 {
 		return nil
 	}
@@ -344,16 +350,24 @@ func appendConflicts(dir string, cs []Conflict) error {
 		b, _ := json.Marshal(c)
 		buf.Write(append(b, '\n'))
 	}
-	f, err := os.OpenFile(filepath.Join(dir, ConflictsFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	path := filepath.Join(l.dir, ConflictsFile)
+	_, statErr := os.Lstat(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("sync conflicts: %w", err)
 	}
 	_, err = f.Write(buf.Bytes())
+	if err == nil {
+		err = l.fsync(f)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && errors.Is(statErr, os.ErrNotExist) {
+		err = fsutil.SyncDir(l.dir) // its name, when this created it
+	}
 	if err != nil {
-		return fmt.Errorf("sync conflicts: %w", err)
+		return fmt.Errorf("sync conflicts %s: %w", path, err)
 	}
 	return nil
 }

@@ -144,7 +144,7 @@ type Conflict struct {
 //	                        A line that is not JSON or holds other than exactly one of
 //	                        "e", "seg", "known" makes Open refuse the ledger, unless it
 //	                        is the last (torn).
-//	STATE/conflicts.ndjson  one Conflict per line, appended by the Sync that makes
+//	STATE/conflicts.ndjson  one Conflict per line, appended (and fsynced) by the Sync that makes
 //	                        the decision resolving it durable (segLine.Conflicts)
 const (
 	LedgerFile    = "ledger.ndjson"
@@ -346,7 +346,7 @@ func (l *Ledger) recoverConflicts() error {
 	if len(missing) > 0 {
 		l.Log.Info("sync: conflicts decided before the site stopped, not yet listed, are listed now", "conflicts", len(missing))
 	}
-	return appendConflicts(l.dir, missing)
+	return l.appendConflicts(missing)
 }
 
 func countLines(path string) (int, error) {
@@ -579,7 +579,7 @@ func (l *Ledger) syncLocked() error {
 	}
 	l.dirty = false
 	// The decisions are durable: now the conflicts they resolved are.
-	if err := appendConflicts(l.dir, l.queued); err != nil {
+	if err := l.appendConflicts(l.queued); err != nil {
 		return err
 	}
 	l.queued = nil

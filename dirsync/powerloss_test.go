@@ -78,3 +78,66 @@ func TestAppliedToEndMarkSurvivesPowerLoss(t *testing.T) {
 		t.Fatalf("a local rewrite of m after the power loss: ship=%v, %v; want shipped (not held back as half applied)", ship, err)
 	}
 }
+
+// A conflict the ledger lists is durable once the Sync that listed it
+// returns: the decision line that carries it too is only the peer's last,
+// so after the peer's next segment is decided a power loss must not take
+// the conflict from conflicts.ndjson.
+func TestListedConflictSurvivesPowerLoss(t *testing.T) {
+	dir := t.TempDir()
+	la, lb := open(t, dir, "a"), open(t, t.TempDir(), "b")
+	defer lb.Close()
+	durable := map[string]int64{}
+	la.fsync = func(f *os.File) error {
+		fi, err := f.Stat()
+		if err == nil {
+			err = f.Sync()
+		}
+		if err == nil {
+			durable[filepath.Base(f.Name())] = fi.Size()
+		}
+		return err
+	}
+	la.Lock()
+	defer la.Unlock()
+	if _, _, err := la.Local("f", file(10, 1, "A")); err != nil {
+		t.Fatal(err)
+	}
+	vb, _, _ := lb.Local("f", file(20, 1, "B"))
+	verB, _ := ParseVersion(vb)
+	d, err := la.Decide(Incoming{Peer: "b", Seq: 1, Key: "f", Ver: verB, State: file(20, 1, "B"), Disk: file(10, 1, "A"), CheckDisk: true})
+	if err == nil {
+		err = la.SetDecided("b", batch.SegmentName(1, 1, 1), []Decision{d})
+	}
+	if err == nil {
+		err = la.Sync()
+	}
+	if err != nil || d.Act != ActRenameApply {
+		t.Fatalf("f from b: %+v, %v; want a conflict, a's version kept as a copy", d, err)
+	}
+	// b's next segment, no conflict: its decision line replaces the first.
+	d, err = la.Decide(Incoming{Peer: "b", Seq: 2, Key: "g", Ver: Version{Origin: "b", VV: VV{"b": verB.Time() + 1}}, State: file(30, 1, "G"), Disk: Absent, CheckDisk: true})
+	if err == nil {
+		err = la.SetDecided("b", batch.SegmentName(2, 2, 1), []Decision{d})
+	}
+	if err == nil {
+		err = la.Sync()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	img := powerLossImage(t, dir, durable[LedgerFile])
+	raw, err := os.ReadFile(filepath.Join(dir, ConflictsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(img, ConflictsFile), raw[:durable[ConflictsFile]], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l2 := open(t, img, "a")
+	defer l2.Close()
+	if cs, err := ReadConflicts(img); err != nil || len(cs) != 1 || cs[0].Path != "f" || l2.Conflicts() != 1 {
+		t.Fatalf("after a power loss: conflicts %+v, %v (counted %d); want f's, listed before the loss", cs, err, l2.Conflicts())
+	}
+}
