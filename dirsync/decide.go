@@ -352,11 +352,20 @@ func (l *Ledger) appendConflicts(cs []Conflict) error {
 	}
 	path := filepath.Join(l.dir, ConflictsFile)
 	_, statErr := os.Lstat(path)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("sync conflicts: %w", err)
 	}
-	_, err = f.Write(buf.Bytes())
+	out := buf.Bytes()
+	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
+		// A torn last line (a power loss mid-append) is ended first, or
+		// the first line appended would join it and be lost.
+		last := make([]byte, 1)
+		if _, err := f.ReadAt(last, fi.Size()-1); err == nil && last[0] != '\n' {
+			out = append([]byte{'\n'}, out...)
+		}
+	}
+	_, err = f.Write(out)
 	if err == nil {
 		err = l.fsync(f)
 	}

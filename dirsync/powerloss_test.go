@@ -141,3 +141,48 @@ func TestListedConflictSurvivesPowerLoss(t *testing.T) {
 		t.Fatalf("after a power loss: conflicts %+v, %v (counted %d); want f's, listed before the loss", cs, err, l2.Conflicts())
 	}
 }
+
+// A power loss in the middle of appending a conflict leaves a torn last
+// line in conflicts.ndjson; Open lists the conflict again from the
+// segment's decision line, on a line of its own (appended to the torn one
+// it would be unreadable).
+func TestConflictListedAfterTornAppend(t *testing.T) {
+	dir := t.TempDir()
+	la, lb := open(t, dir, "a"), open(t, t.TempDir(), "b")
+	defer lb.Close()
+	la.Lock()
+	if _, _, err := la.Local("f", file(10, 1, "A")); err != nil {
+		t.Fatal(err)
+	}
+	vb, _, _ := lb.Local("f", file(20, 1, "B"))
+	verB, _ := ParseVersion(vb)
+	d, err := la.Decide(Incoming{Peer: "b", Seq: 1, Key: "f", Ver: verB, State: file(20, 1, "B"), Disk: file(10, 1, "A"), CheckDisk: true})
+	if err == nil {
+		err = la.SetDecided("b", batch.SegmentName(1, 1, 1), []Decision{d})
+	}
+	if err == nil {
+		err = la.Sync()
+	}
+	la.Unlock()
+	if err != nil || d.Act != ActRenameApply {
+		t.Fatalf("f from b: %+v, %v; want a conflict", d, err)
+	}
+	la.Close()
+	want, err := ReadConflicts(dir)
+	if err != nil || len(want) != 1 {
+		t.Fatalf("conflicts %+v, %v; want one", want, err)
+	}
+	path := filepath.Join(dir, ConflictsFile)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, raw[:len(raw)/2], 0o644); err != nil { // torn
+		t.Fatal(err)
+	}
+	l2 := open(t, dir, "a")
+	defer l2.Close()
+	if got, err := ReadConflicts(dir); err != nil || len(got) != 1 || got[0] != want[0] {
+		t.Fatalf("after a torn append and a restart: conflicts %+v, %v; want %+v", got, err, want)
+	}
+}
