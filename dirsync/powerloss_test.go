@@ -85,8 +85,7 @@ func TestAppliedToEndMarkSurvivesPowerLoss(t *testing.T) {
 // the conflict from conflicts.ndjson.
 func TestListedConflictSurvivesPowerLoss(t *testing.T) {
 	dir := t.TempDir()
-	la, lb := open(t, dir, "a"), open(t, t.TempDir(), "b")
-	defer lb.Close()
+	la := open(t, dir, "a")
 	durable := map[string]int64{}
 	la.fsync = func(f *os.File) error {
 		fi, err := f.Stat()
@@ -100,23 +99,9 @@ func TestListedConflictSurvivesPowerLoss(t *testing.T) {
 	}
 	la.Lock()
 	defer la.Unlock()
-	if _, _, err := la.Local("f", file(10, 1, "A")); err != nil {
-		t.Fatal(err)
-	}
-	vb, _, _ := lb.Local("f", file(20, 1, "B"))
-	verB, _ := ParseVersion(vb)
-	d, err := la.Decide(Incoming{Peer: "b", Seq: 1, Key: "f", Ver: verB, State: file(20, 1, "B"), Disk: file(10, 1, "A"), CheckDisk: true})
-	if err == nil {
-		err = la.SetDecided("b", batch.SegmentName(1, 1, 1), []Decision{d})
-	}
-	if err == nil {
-		err = la.Sync()
-	}
-	if err != nil || d.Act != ActRenameApply {
-		t.Fatalf("f from b: %+v, %v; want a conflict, a's version kept as a copy", d, err)
-	}
+	verB := conflictOnF(t, la)
 	// b's next segment, no conflict: its decision line replaces the first.
-	d, err = la.Decide(Incoming{Peer: "b", Seq: 2, Key: "g", Ver: Version{Origin: "b", VV: VV{"b": verB.Time() + 1}}, State: file(30, 1, "G"), Disk: Absent, CheckDisk: true})
+	d, err := la.Decide(Incoming{Peer: "b", Seq: 2, Key: "g", Ver: Version{Origin: "b", VV: VV{"b": verB.Time() + 1}}, State: file(30, 1, "G"), Disk: Absent, CheckDisk: true})
 	if err == nil {
 		err = la.SetDecided("b", batch.SegmentName(2, 2, 1), []Decision{d})
 	}
@@ -148,25 +133,10 @@ func TestListedConflictSurvivesPowerLoss(t *testing.T) {
 // it would be unreadable).
 func TestConflictListedAfterTornAppend(t *testing.T) {
 	dir := t.TempDir()
-	la, lb := open(t, dir, "a"), open(t, t.TempDir(), "b")
-	defer lb.Close()
+	la := open(t, dir, "a")
 	la.Lock()
-	if _, _, err := la.Local("f", file(10, 1, "A")); err != nil {
-		t.Fatal(err)
-	}
-	vb, _, _ := lb.Local("f", file(20, 1, "B"))
-	verB, _ := ParseVersion(vb)
-	d, err := la.Decide(Incoming{Peer: "b", Seq: 1, Key: "f", Ver: verB, State: file(20, 1, "B"), Disk: file(10, 1, "A"), CheckDisk: true})
-	if err == nil {
-		err = la.SetDecided("b", batch.SegmentName(1, 1, 1), []Decision{d})
-	}
-	if err == nil {
-		err = la.Sync()
-	}
+	conflictOnF(t, la)
 	la.Unlock()
-	if err != nil || d.Act != ActRenameApply {
-		t.Fatalf("f from b: %+v, %v; want a conflict", d, err)
-	}
 	la.Close()
 	want, err := ReadConflicts(dir)
 	if err != nil || len(want) != 1 {
@@ -185,4 +155,30 @@ func TestConflictListedAfterTornAppend(t *testing.T) {
 	if got, err := ReadConflicts(dir); err != nil || len(got) != 1 || got[0] != want[0] {
 		t.Fatalf("after a torn append and a restart: conflicts %+v, %v; want %+v", got, err, want)
 	}
+}
+
+// conflictOnF has la (site a; call it under la's lock) write f, then meet
+// b's concurrent version of f in b's segment of seq 1, and makes the
+// decision durable: a conflict, a's version kept as a copy. It returns
+// b's version.
+func conflictOnF(t *testing.T, la *Ledger) Version {
+	t.Helper()
+	lb := open(t, t.TempDir(), "b")
+	defer lb.Close()
+	if _, _, err := la.Local("f", file(10, 1, "A")); err != nil {
+		t.Fatal(err)
+	}
+	vb, _, _ := lb.Local("f", file(20, 1, "B"))
+	verB, _ := ParseVersion(vb)
+	d, err := la.Decide(Incoming{Peer: "b", Seq: 1, Key: "f", Ver: verB, State: file(20, 1, "B"), Disk: file(10, 1, "A"), CheckDisk: true})
+	if err == nil {
+		err = la.SetDecided("b", batch.SegmentName(1, 1, 1), []Decision{d})
+	}
+	if err == nil {
+		err = la.Sync()
+	}
+	if err != nil || d.Act != ActRenameApply {
+		t.Fatalf("f from b: %+v, %v; want a conflict, a's version kept as a copy", d, err)
+	}
+	return verB
 }
