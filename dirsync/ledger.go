@@ -730,7 +730,7 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 			}
 			e = &ne
 		}
-		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost, Base: e.Base, BaseSite: e.BaseSite, BaseTime: e.BaseTime, BaseBase: e.BaseBase}.Encode(), true, nil
+		return l.ownVersion(e), true, nil
 	}
 	return l.newLocal(path, st, e, baseOf(e))
 }
@@ -762,8 +762,8 @@ func (l *Ledger) newLocal(path string, st State, e *Entry, base *State) (ver []b
 	vv := seen.Clone()
 	vv[l.Site] = now
 	bs, bt := baseVersion(e)
-	bb := baseBase(e)
-	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost, Base: base, BaseSite: bs, BaseTime: bt, BaseBase: bb}); err != nil {
+	ne := &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost, Base: base, BaseSite: bs, BaseTime: bt, BaseBase: baseBase(e)}
+	if err := l.set(path, ne); err != nil {
 		return nil, false, err
 	}
 	if st.Kind == KindAbsent {
@@ -778,7 +778,14 @@ func (l *Ledger) newLocal(path string, st State, e *Entry, base *State) (ver []b
 			}
 		}
 	}
-	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone(), Lost: lost, Base: base, BaseSite: bs, BaseTime: bt, BaseBase: bb}.Encode(), true, nil
+	return l.ownVersion(ne), true, nil
+}
+
+// ownVersion is the version record data of e, an entry of this site's
+// version, as Local ships it.
+func (l *Ledger) ownVersion(e *Entry) []byte {
+	return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost,
+		Base: e.Base, BaseSite: e.BaseSite, BaseTime: e.BaseTime, BaseBase: e.BaseBase}.Encode()
 }
 
 // SetApplied tells the ledger, when the site starts, where peer's
