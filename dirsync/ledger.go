@@ -213,6 +213,7 @@ type Ledger struct {
 	mu        sync.Mutex
 	dir       string
 	entries   map[string]*Entry
+	under     map[string]int      // per directory, how many paths below it have entries (put)
 	segs      map[string]*segLine // per peer, the decisions on its last segment decided
 	frontier  VV                  // the highest stamp applied from each site
 	queued    []Conflict          // resolved since the last Sync, listed by it
@@ -261,7 +262,7 @@ func Open(dir, site string, log *slog.Logger) (*Ledger, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("sync ledger: %w", err)
 	}
-	l := &Ledger{Site: site, Log: log, dir: dir, entries: map[string]*Entry{}, frontier: VV{}, segs: map[string]*segLine{},
+	l := &Ledger{Site: site, Log: log, dir: dir, entries: map[string]*Entry{}, under: map[string]int{}, frontier: VV{}, segs: map[string]*segLine{},
 		fsync: (*os.File).Sync}
 	path := filepath.Join(dir, LedgerFile)
 	raw, err := os.ReadFile(path)
@@ -287,7 +288,7 @@ func Open(dir, site string, log *slog.Logger) (*Ledger, error) {
 		case line.Seg != nil:
 			l.segs[line.Seg.Peer] = line.Seg
 		default:
-			l.entries[line.P] = line.E
+			l.put(line.P, line.E)
 		}
 		l.lines++
 		good += nl + 1
@@ -438,8 +439,24 @@ func (l *Ledger) set(path string, e *Entry) error {
 			l.before[path] = l.entries[path]
 		}
 	}
-	l.entries[path] = e
+	l.put(path, e)
 	return l.writeLine(ledgerLine{P: path, E: e})
+}
+
+// put sets path's entry in memory, counting a new path below each of its
+// directories (under).
+func (l *Ledger) put(path string, e *Entry) {
+	if _, ok := l.entries[path]; !ok {
+		for d := path; ; {
+			i := strings.LastIndexByte(d, '/')
+			if i < 0 {
+				break
+			}
+			d = d[:i]
+			l.under[d]++
+		}
+	}
+	l.entries[path] = e
 }
 
 func (l *Ledger) writeLine(line ledgerLine) error {
@@ -766,7 +783,7 @@ func (l *Ledger) newLocal(path string, st State, e *Entry, base *State) (ver []b
 	if err := l.set(path, ne); err != nil {
 		return nil, false, err
 	}
-	if st.Kind == KindAbsent {
+	if st.Kind == KindAbsent && l.under[path] > 0 {
 		// Everything below is gone with it, in this same version.
 		for p, c := range l.entries {
 			if strings.HasPrefix(p, path+"/") && c.State.Kind != KindAbsent {
