@@ -13,14 +13,8 @@ import (
 // others delete f. So D carries V's own base (Version.BaseBase). Every
 // arrival order at every site must end with the same tree, f deleted.
 func TestConvergeDeleteOfBaseRuleWinnerBeatsItsLoser(t *testing.T) {
-	ids := []string{"a", "b", "c", "d"}
-	base := map[string]*simSite{}
-	var sites []*simSite
-	for _, id := range ids {
-		s := newSim(t, t.TempDir(), id)
-		base[id] = s
-		sites = append(sites, s)
-	}
+	ids := simIDs
+	base, _ := newSites(t, ids)
 	a, b, c := base["a"], base["b"], base["c"]
 	a.write("f", file(100, 1, "x"))
 	a.ship(t, "f")
@@ -52,28 +46,8 @@ func TestConvergeDeleteOfBaseRuleWinnerBeatsItsLoser(t *testing.T) {
 		"c": permutations([]simRec{a1, v, del}),
 		"d": permutations([]simRec{a1, v, m, del}),
 	}
-	combos := 1
-	for _, id := range ids {
-		combos *= len(orders[id])
-	}
 	want := ""
-	for n := range combos {
-		var run []*simSite
-		done := map[[2]string]int{}
-		k := n
-		for _, id := range ids {
-			s := base[id].clone(t, t.TempDir())
-			order := orders[id][k%len(orders[id])]
-			k /= len(orders[id])
-			for _, r := range order {
-				s.deliver(t, r)
-			}
-			run = append(run, s)
-			for _, from := range ids {
-				done[[2]string{from, id}] = len(base[from].out)
-			}
-		}
-		quiesce(t, run, done)
+	combos := everyOrder(t, base, ids, orders, func(n int, run []*simSite, _ map[string][]string) {
 		for _, s := range run {
 			if want == "" {
 				want = s.treeString()
@@ -85,9 +59,6 @@ func TestConvergeDeleteOfBaseRuleWinnerBeatsItsLoser(t *testing.T) {
 				t.Fatalf("combination %d: site %s holds f = %q; want it deleted (b's delete of V, which beat M)", n, s.id, st.Hash)
 			}
 		}
-		for _, s := range run {
-			s.l.Close()
-		}
-	}
+	})
 	t.Logf("%d combinations of arrival orders, all sites alike:\n%s", combos, want)
 }

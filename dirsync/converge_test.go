@@ -142,6 +142,74 @@ func (s *simSite) treeString() string {
 	return strings.Join(lines, "\n")
 }
 
+// simIDs are the four sites every convergence test starts.
+var simIDs = []string{"a", "b", "c", "d"}
+
+// newSites starts one simulated site per id, each in its own directory,
+// and returns them by id and in ids' order.
+func newSites(t *testing.T, ids []string) (map[string]*simSite, []*simSite) {
+	t.Helper()
+	base := map[string]*simSite{}
+	var sites []*simSite
+	for _, id := range ids {
+		s := newSim(t, t.TempDir(), id)
+		base[id] = s
+		sites = append(sites, s)
+	}
+	return base, sites
+}
+
+// sitesHoldingF starts the sites of ids (newSites) and lets them all meet
+// "f", made by site d.
+func sitesHoldingF(t *testing.T, ids []string) map[string]*simSite {
+	t.Helper()
+	base, sites := newSites(t, ids)
+	d := base["d"]
+	d.write("f", file(1, 4, "base"))
+	d.ship(t, "f")
+	quiesce(t, sites, map[[2]string]int{})
+	return base
+}
+
+// everyOrder runs every combination of arrival orders: combination n
+// clones each site of ids from base, delivers it its orders[id] entry
+// chosen by n, lets the clones quiesce (each having already met all of
+// base's output it was cloned with), and calls check with the clones and,
+// per site, whose records it met in its order. It closes the clones after
+// check and returns the number of combinations.
+func everyOrder(t *testing.T, base map[string]*simSite, ids []string, orders map[string][][]simRec, check func(n int, run []*simSite, met map[string][]string)) int {
+	t.Helper()
+	combos := 1
+	for _, id := range ids {
+		combos *= len(orders[id])
+	}
+	for n := range combos {
+		var run []*simSite
+		done := map[[2]string]int{}
+		met := map[string][]string{}
+		k := n
+		for _, id := range ids {
+			s := base[id].clone(t, t.TempDir())
+			order := orders[id][k%len(orders[id])]
+			k /= len(orders[id])
+			for _, r := range order {
+				s.deliver(t, r)
+				met[id] = append(met[id], r.from)
+			}
+			run = append(run, s)
+			for _, from := range ids {
+				done[[2]string{from, id}] = len(base[from].out)
+			}
+		}
+		quiesce(t, run, done)
+		check(n, run, met)
+		for _, s := range run {
+			s.l.Close()
+		}
+	}
+	return combos
+}
+
 // quiesce delivers every site's shipped records to every other site, in
 // each stream's order, until nothing new ships.
 func quiesce(t *testing.T, sites []*simSite, done map[[2]string]int) {
@@ -233,18 +301,8 @@ func expectOutcome(key string, vers []simRec) (winner simRec, copies, maybe []st
 // losing change's own site.
 func runConcurrent(t *testing.T, changes []change) {
 	t.Helper()
-	ids := []string{"a", "b", "c", "d"}
-	base := map[string]*simSite{}
-	var sites []*simSite
-	for _, id := range ids {
-		s := newSim(t, t.TempDir(), id)
-		base[id] = s
-		sites = append(sites, s)
-	}
-	d := base["d"]
-	d.write("f", file(1, 4, "base"))
-	d.ship(t, "f")
-	quiesce(t, sites, map[[2]string]int{})
+	ids := simIDs
+	base := sitesHoldingF(t, ids)
 	var vers []simRec
 	for i, c := range changes {
 		s := base[c.site]
@@ -269,33 +327,13 @@ func runConcurrent(t *testing.T, changes []change) {
 		}
 		orders[id] = permutations(in)
 	}
-	combos := 1
-	for _, id := range ids {
-		combos *= len(orders[id])
-	}
 	// Every combination ends with the same tree; with a change of the
 	// winner's content among the losers, the same on every site of it.
 	var first string
-	for n := range combos {
+	combos := everyOrder(t, base, ids, orders, func(n int, run []*simSite, _ map[string][]string) {
 		if len(maybe) > 0 {
 			first = ""
 		}
-		var run []*simSite
-		done := map[[2]string]int{}
-		k := n
-		for _, id := range ids {
-			s := base[id].clone(t, t.TempDir())
-			order := orders[id][k%len(orders[id])]
-			k /= len(orders[id])
-			for _, r := range order {
-				s.deliver(t, r)
-			}
-			run = append(run, s)
-			for _, from := range ids {
-				done[[2]string{from, id}] = len(base[from].out)
-			}
-		}
-		quiesce(t, run, done)
 		for _, s := range run {
 			got := s.treeString()
 			if first == "" {
@@ -345,10 +383,7 @@ func runConcurrent(t *testing.T, changes []change) {
 		if len(made) != len(wantCopies) {
 			t.Fatalf("combination %d: %d copies recorded as made (%v); want %d", n, len(made), made, len(wantCopies))
 		}
-		for _, s := range run {
-			s.l.Close()
-		}
-	}
+	})
 	t.Logf("%d combinations of arrival orders, all sites alike: f from %s, copies %v", combos, winner.from, wantCopies)
 }
 
@@ -490,18 +525,8 @@ func TestConvergeDeleteOfConflictWinnerBeatsItsLoser(t *testing.T) {
 }
 
 func runDeleteOfConflictWinner(t *testing.T, aLater bool) {
-	ids := []string{"a", "b", "c", "d"}
-	base := map[string]*simSite{}
-	var sites []*simSite
-	for _, id := range ids {
-		s := newSim(t, t.TempDir(), id)
-		base[id] = s
-		sites = append(sites, s)
-	}
-	d := base["d"]
-	d.write("f", file(1, 4, "base"))
-	d.ship(t, "f")
-	quiesce(t, sites, map[[2]string]int{})
+	ids := simIDs
+	base := sitesHoldingF(t, ids)
 	a, b, c := base["a"], base["b"], base["c"]
 	first, second := c, a // stamps follow the order: the second wins
 	if !aLater {
@@ -539,34 +564,14 @@ func runDeleteOfConflictWinner(t *testing.T, aLater bool) {
 	if len(orders["d"]) != 6 {
 		t.Fatalf("d has %d orders; want 6", len(orders["d"]))
 	}
-	combos := 1
-	for _, id := range ids {
-		combos *= len(orders[id])
-	}
 	want := ""
-	for n := range combos {
+	combos := everyOrder(t, base, ids, orders, func(n int, run []*simSite, met map[string][]string) {
 		if !aLater {
 			want = ""
 		}
-		var run []*simSite
-		done := map[[2]string]int{}
-		k := n
 		for _, id := range ids {
-			s := base[id].clone(t, t.TempDir())
-			order := orders[id][k%len(orders[id])]
-			k /= len(orders[id])
-			var met []string
-			for _, r := range order {
-				s.deliver(t, r)
-				met = append(met, r.from)
-			}
-			run = append(run, s)
-			for _, from := range ids {
-				done[[2]string{from, id}] = len(base[from].out)
-			}
-			t.Logf("combination %d: %s meets %v", n, id, met)
+			t.Logf("combination %d: %s meets %v", n, id, met[id])
 		}
-		quiesce(t, run, done)
 		made := 0
 		for _, s := range run {
 			if want == "" {
@@ -597,9 +602,6 @@ func runDeleteOfConflictWinner(t *testing.T, aLater bool) {
 		if made != 1 && (aLater || made != 0) {
 			t.Fatalf("combination %d: the copy was made %d times; want once", n, made)
 		}
-		for _, s := range run {
-			s.l.Close()
-		}
-	}
+	})
 	t.Logf("%d combinations of arrival orders, all sites alike:\n%s", combos, want)
 }

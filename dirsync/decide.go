@@ -3,11 +3,14 @@ package dirsync
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/ferry-dr/ferry/internal/fsutil"
 )
 
 // Action is what the applier does with a peer's record (Decide).
@@ -334,8 +337,11 @@ func (l *Ledger) recordConflict(in Incoming, c Conflict, copyName string, made b
 	return nil
 }
 
-// appendConflicts appends cs to dir's ConflictsFile.
-func appendConflicts(dir string, cs []Conflict) error {
+// appendConflicts appends cs to ConflictsFile and makes them durable
+// before it returns: the ledger line that carries them too (segLine) is
+// only the peer's last, so once its next segment is decided a power loss
+// would otherwise lose them.
+func (l *Ledger) appendConflicts(cs []Conflict) error {
 	if len(cs) == 0 {
 		return nil
 	}
@@ -344,16 +350,33 @@ func appendConflicts(dir string, cs []Conflict) error {
 		b, _ := json.Marshal(c)
 		buf.Write(append(b, '\n'))
 	}
-	f, err := os.OpenFile(filepath.Join(dir, ConflictsFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	path := filepath.Join(l.dir, ConflictsFile)
+	_, statErr := os.Lstat(path)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("sync conflicts: %w", err)
 	}
-	_, err = f.Write(buf.Bytes())
+	out := buf.Bytes()
+	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
+		// A torn last line (a power loss mid-append) is ended first, or
+		// the first line appended would join it and be lost.
+		last := make([]byte, 1)
+		if _, err := f.ReadAt(last, fi.Size()-1); err == nil && last[0] != '\n' {
+			out = append([]byte{'\n'}, out...)
+		}
+	}
+	_, err = f.Write(out)
+	if err == nil {
+		err = l.fsync(f)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && errors.Is(statErr, os.ErrNotExist) {
+		err = fsutil.SyncDir(l.dir) // its name, when this created it
+	}
 	if err != nil {
-		return fmt.Errorf("sync conflicts: %w", err)
+		return fmt.Errorf("sync conflicts %s: %w", path, err)
 	}
 	return nil
 }

@@ -434,3 +434,36 @@ func TestConflictListedWithItsDecision(t *testing.T) {
 		l3.Close()
 	}
 }
+
+// A local delete of a directory gives everything the ledger has below it
+// the delete's version, also for paths loaded from the log at Open and
+// below directories with no entry of their own; a delete of a file or of
+// a path with nothing below touches nothing else (Local skips the walk
+// over every entry then).
+func TestLocalDeleteReachesEverythingBelow(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, "a")
+	l.Lock()
+	for _, p := range []string{"d/e/f", "d/g", "dx/h", "k"} {
+		if _, _, err := l.Local(p, file(1, 1, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Unlock()
+	l.Close()
+	l = open(t, dir, "a")
+	defer l.Close()
+	l.Lock()
+	for _, p := range []string{"k", "dx/h/none", "d"} {
+		if _, _, err := l.Local(p, Absent); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Unlock()
+	for p, gone := range map[string]bool{"d/e/f": true, "d/g": true, "dx/h": false, "k": true} {
+		e, ok := l.Get(p)
+		if !ok || (e.State.Kind == KindAbsent) != gone {
+			t.Errorf("%s after deleting d and k: %+v (known %v); want deleted %v", p, e.State, ok, gone)
+		}
+	}
+}

@@ -135,12 +135,16 @@ type Conflict struct {
 //	                        (temp, fsync, rename) when it holds many superseded lines.
 //	                        Also one line per peer's segment decided:
 //	                        {"seg":{"peer":ID,"segment":NAME,"acts":"sasr-c","copies":{"3":NAME}}}
-//	                        (one letter per record), and again with "done":true (and
-//	                        "cont":PATH) once it is applied to its end; the last one
-//	                        of a peer wins
+//	                        (one letter per record, with "conf":[CONFLICT...] for the
+//	                        conflicts its decisions resolved), and again with "done":true
+//	                        (and "cont":PATH) once it is applied to its end; the last one
+//	                        of a peer wins.
 //	                        A rejoin adds {"known":VV}: what the site had seen before its
 //	                        loss, from its own stream; the last one wins.
-//	STATE/conflicts.ndjson  one Conflict per line, appended by the Sync that makes
+//	                        A line that is not JSON or holds other than exactly one of
+//	                        "e", "seg", "known" makes Open refuse the ledger, unless it
+//	                        is the last (torn).
+//	STATE/conflicts.ndjson  one Conflict per line, appended (and fsynced) by the Sync that makes
 //	                        the decision resolving it durable (segLine.Conflicts)
 const (
 	LedgerFile    = "ledger.ndjson"
@@ -209,6 +213,7 @@ type Ledger struct {
 	mu        sync.Mutex
 	dir       string
 	entries   map[string]*Entry
+	under     map[string]int      // per directory, how many paths below it have entries (put)
 	segs      map[string]*segLine // per peer, the decisions on its last segment decided
 	frontier  VV                  // the highest stamp applied from each site
 	queued    []Conflict          // resolved since the last Sync, listed by it
@@ -257,7 +262,7 @@ func Open(dir, site string, log *slog.Logger) (*Ledger, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("sync ledger: %w", err)
 	}
-	l := &Ledger{Site: site, Log: log, dir: dir, entries: map[string]*Entry{}, frontier: VV{}, segs: map[string]*segLine{},
+	l := &Ledger{Site: site, Log: log, dir: dir, entries: map[string]*Entry{}, under: map[string]int{}, frontier: VV{}, segs: map[string]*segLine{},
 		fsync: (*os.File).Sync}
 	path := filepath.Join(dir, LedgerFile)
 	raw, err := os.ReadFile(path)
@@ -283,7 +288,7 @@ func Open(dir, site string, log *slog.Logger) (*Ledger, error) {
 		case line.Seg != nil:
 			l.segs[line.Seg.Peer] = line.Seg
 		default:
-			l.entries[line.P] = line.E
+			l.put(line.P, line.E)
 		}
 		l.lines++
 		good += nl + 1
@@ -342,7 +347,7 @@ func (l *Ledger) recoverConflicts() error {
 	if len(missing) > 0 {
 		l.Log.Info("sync: conflicts decided before the site stopped, not yet listed, are listed now", "conflicts", len(missing))
 	}
-	return appendConflicts(l.dir, missing)
+	return l.appendConflicts(missing)
 }
 
 func countLines(path string) (int, error) {
@@ -434,8 +439,24 @@ func (l *Ledger) set(path string, e *Entry) error {
 			l.before[path] = l.entries[path]
 		}
 	}
-	l.entries[path] = e
+	l.put(path, e)
 	return l.writeLine(ledgerLine{P: path, E: e})
+}
+
+// put sets path's entry in memory, counting a new path below each of its
+// directories (under).
+func (l *Ledger) put(path string, e *Entry) {
+	if _, ok := l.entries[path]; !ok {
+		for d := path; ; {
+			i := strings.LastIndexByte(d, '/')
+			if i < 0 {
+				break
+			}
+			d = d[:i]
+			l.under[d]++
+		}
+	}
+	l.entries[path] = e
 }
 
 func (l *Ledger) writeLine(line ledgerLine) error {
@@ -575,7 +596,7 @@ func (l *Ledger) syncLocked() error {
 	}
 	l.dirty = false
 	// The decisions are durable: now the conflicts they resolved are.
-	if err := appendConflicts(l.dir, l.queued); err != nil {
+	if err := l.appendConflicts(l.queued); err != nil {
 		return err
 	}
 	l.queued = nil
@@ -667,7 +688,7 @@ func (l *Ledger) OwnDeletes() []string {
 	defer l.mu.Unlock()
 	var out []string
 	for p, e := range l.entries {
-		if e.Origin == l.Site && e.State.Kind == KindAbsent && len(e.VV) > 0 {
+		if l.ownDelete(e) {
 			out = append(out, p)
 		}
 	}
@@ -679,10 +700,15 @@ func (l *Ledger) OwnDeletes() []string {
 // (call it under the lock), and whether what it deleted was a directory.
 func (l *Ledger) Tombstone(path string) (ok, dir bool) {
 	e := l.entries[path]
-	if e == nil || e.Origin != l.Site || e.State.Kind != KindAbsent || len(e.VV) == 0 {
+	if !l.ownDelete(e) {
 		return false, false
 	}
 	return true, e.Base != nil && e.Base.Kind == KindDir
+}
+
+// ownDelete reports whether e is a delete this site made (a tombstone).
+func (l *Ledger) ownDelete(e *Entry) bool {
+	return e != nil && e.Origin == l.Site && e.State.Kind == KindAbsent && len(e.VV) > 0
 }
 
 // Present reports the kind of what the ledger says is at path, if
@@ -721,7 +747,7 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 			}
 			e = &ne
 		}
-		return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost, Base: e.Base, BaseSite: e.BaseSite, BaseTime: e.BaseTime, BaseBase: e.BaseBase}.Encode(), true, nil
+		return l.ownVersion(e), true, nil
 	}
 	return l.newLocal(path, st, e, baseOf(e))
 }
@@ -753,11 +779,11 @@ func (l *Ledger) newLocal(path string, st State, e *Entry, base *State) (ver []b
 	vv := seen.Clone()
 	vv[l.Site] = now
 	bs, bt := baseVersion(e)
-	bb := baseBase(e)
-	if err := l.set(path, &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost, Base: base, BaseSite: bs, BaseTime: bt, BaseBase: bb}); err != nil {
+	ne := &Entry{VV: vv, Seen: vv, State: st, Origin: l.Site, Shipped: true, Lost: lost, Base: base, BaseSite: bs, BaseTime: bt, BaseBase: baseBase(e)}
+	if err := l.set(path, ne); err != nil {
 		return nil, false, err
 	}
-	if st.Kind == KindAbsent {
+	if st.Kind == KindAbsent && l.under[path] > 0 {
 		// Everything below is gone with it, in this same version.
 		for p, c := range l.entries {
 			if strings.HasPrefix(p, path+"/") && c.State.Kind != KindAbsent {
@@ -769,7 +795,14 @@ func (l *Ledger) newLocal(path string, st State, e *Entry, base *State) (ver []b
 			}
 		}
 	}
-	return Version{Origin: l.Site, VV: vv, Seen: l.frontier.Clone(), Lost: lost, Base: base, BaseSite: bs, BaseTime: bt, BaseBase: bb}.Encode(), true, nil
+	return l.ownVersion(ne), true, nil
+}
+
+// ownVersion is the version record data of e, an entry of this site's
+// version, as Local ships it.
+func (l *Ledger) ownVersion(e *Entry) []byte {
+	return Version{Origin: l.Site, VV: e.VV, Seen: l.frontier.Clone(), Lost: e.Lost,
+		Base: e.Base, BaseSite: e.BaseSite, BaseTime: e.BaseTime, BaseBase: e.BaseBase}.Encode()
 }
 
 // SetApplied tells the ledger, when the site starts, where peer's

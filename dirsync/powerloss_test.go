@@ -78,3 +78,107 @@ func TestAppliedToEndMarkSurvivesPowerLoss(t *testing.T) {
 		t.Fatalf("a local rewrite of m after the power loss: ship=%v, %v; want shipped (not held back as half applied)", ship, err)
 	}
 }
+
+// A conflict the ledger lists is durable once the Sync that listed it
+// returns: the decision line that carries it too is only the peer's last,
+// so after the peer's next segment is decided a power loss must not take
+// the conflict from conflicts.ndjson.
+func TestListedConflictSurvivesPowerLoss(t *testing.T) {
+	dir := t.TempDir()
+	la := open(t, dir, "a")
+	durable := map[string]int64{}
+	la.fsync = func(f *os.File) error {
+		fi, err := f.Stat()
+		if err == nil {
+			err = f.Sync()
+		}
+		if err == nil {
+			durable[filepath.Base(f.Name())] = fi.Size()
+		}
+		return err
+	}
+	la.Lock()
+	defer la.Unlock()
+	verB := conflictOnF(t, la)
+	// b's next segment, no conflict: its decision line replaces the first.
+	d, err := la.Decide(Incoming{Peer: "b", Seq: 2, Key: "g", Ver: Version{Origin: "b", VV: VV{"b": verB.Time() + 1}}, State: file(30, 1, "G"), Disk: Absent, CheckDisk: true})
+	if err == nil {
+		err = la.SetDecided("b", batch.SegmentName(2, 2, 1), []Decision{d})
+	}
+	if err == nil {
+		err = la.Sync()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	img := powerLossImage(t, dir, durable[LedgerFile])
+	raw, err := os.ReadFile(filepath.Join(dir, ConflictsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(img, ConflictsFile), raw[:durable[ConflictsFile]], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l2 := open(t, img, "a")
+	defer l2.Close()
+	if cs, err := ReadConflicts(img); err != nil || len(cs) != 1 || cs[0].Path != "f" || l2.Conflicts() != 1 {
+		t.Fatalf("after a power loss: conflicts %+v, %v (counted %d); want f's, listed before the loss", cs, err, l2.Conflicts())
+	}
+}
+
+// A power loss in the middle of appending a conflict leaves a torn last
+// line in conflicts.ndjson; Open lists the conflict again from the
+// segment's decision line, on a line of its own (appended to the torn one
+// it would be unreadable).
+func TestConflictListedAfterTornAppend(t *testing.T) {
+	dir := t.TempDir()
+	la := open(t, dir, "a")
+	la.Lock()
+	conflictOnF(t, la)
+	la.Unlock()
+	la.Close()
+	want, err := ReadConflicts(dir)
+	if err != nil || len(want) != 1 {
+		t.Fatalf("conflicts %+v, %v; want one", want, err)
+	}
+	path := filepath.Join(dir, ConflictsFile)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, raw[:len(raw)/2], 0o644); err != nil { // torn
+		t.Fatal(err)
+	}
+	l2 := open(t, dir, "a")
+	defer l2.Close()
+	if got, err := ReadConflicts(dir); err != nil || len(got) != 1 || got[0] != want[0] {
+		t.Fatalf("after a torn append and a restart: conflicts %+v, %v; want %+v", got, err, want)
+	}
+}
+
+// conflictOnF has la (site a; call it under la's lock) write f, then meet
+// b's concurrent version of f in b's segment of seq 1, and makes the
+// decision durable: a conflict, a's version kept as a copy. It returns
+// b's version.
+func conflictOnF(t *testing.T, la *Ledger) Version {
+	t.Helper()
+	lb := open(t, t.TempDir(), "b")
+	defer lb.Close()
+	if _, _, err := la.Local("f", file(10, 1, "A")); err != nil {
+		t.Fatal(err)
+	}
+	vb, _, _ := lb.Local("f", file(20, 1, "B"))
+	verB, _ := ParseVersion(vb)
+	d, err := la.Decide(Incoming{Peer: "b", Seq: 1, Key: "f", Ver: verB, State: file(20, 1, "B"), Disk: file(10, 1, "A"), CheckDisk: true})
+	if err == nil {
+		err = la.SetDecided("b", batch.SegmentName(1, 1, 1), []Decision{d})
+	}
+	if err == nil {
+		err = la.Sync()
+	}
+	if err != nil || d.Act != ActRenameApply {
+		t.Fatalf("f from b: %+v, %v; want a conflict, a's version kept as a copy", d, err)
+	}
+	return verB
+}

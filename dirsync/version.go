@@ -167,20 +167,28 @@ func Outranks(a, b Rival) bool {
 	return Wins(a.Time(), a.Origin, a.State, b.Time(), b.Origin, b.State)
 }
 
-// replacedBeats reports whether the version V the delete d replaced is
-// concurrent with the change m (m does not include it; d, which does not
-// include m, includes it, so it does not include m either) and beats it as
-// Decide ranks two concurrent versions: made on top of the other's very
-// content, one wins without a conflict (V's base is d.BaseBase, V's state
-// d.Base; when each was made on the other's, neither rule is taken);
-// otherwise the later wins (both leave something).
-func (d Rival) replacedBeats(m Rival) bool {
+// replaced compares the version V the delete d replaced with the change
+// m: concurrent when m does not include V (d, which does not include m,
+// includes V, so V does not include m either); vOnM when V was made on top
+// of m's very content (V's base is d.BaseBase), mOnV when m was made on
+// top of V's (V's state is d.Base).
+func (d Rival) replaced(m Rival) (concurrent, vOnM, mOnV bool) {
 	if d.BaseTime == 0 || d.BaseSite == "" || m.VV[d.BaseSite] >= d.BaseTime {
-		return false
+		return false, false, false
 	}
-	vOnM := madeOn(d.BaseBase, m.State)
-	mOnV := d.Base != nil && madeOn(m.Base, *d.Base)
+	return true, madeOn(d.BaseBase, m.State), d.Base != nil && madeOn(m.Base, *d.Base)
+}
+
+// replacedBeats reports whether the version V the delete d replaced is
+// concurrent with the change m and beats it as Decide ranks two
+// concurrent versions: made on top of the other's very content, one wins
+// without a conflict (when each was made on the other's, neither rule is
+// taken); otherwise the later wins (both leave something).
+func (d Rival) replacedBeats(m Rival) bool {
+	concurrent, vOnM, mOnV := d.replaced(m)
 	switch {
+	case !concurrent:
+		return false
 	case vOnM && !mOnV:
 		return true
 	case mOnV && !vOnM:
@@ -194,11 +202,11 @@ func (d Rival) replacedBeats(m Rival) bool {
 // on top of V's): V beats m without a conflict, and so does d (Decide
 // takes m for no conflict's loser: its content is what V replaced).
 func (d Rival) replacedOn(m Rival) bool {
-	if d.State.Kind != KindAbsent || m.State.Kind == KindAbsent ||
-		d.BaseTime == 0 || d.BaseSite == "" || m.VV[d.BaseSite] >= d.BaseTime {
+	if d.State.Kind != KindAbsent || m.State.Kind == KindAbsent {
 		return false
 	}
-	return madeOn(d.BaseBase, m.State) && !(d.Base != nil && madeOn(m.Base, *d.Base))
+	concurrent, vOnM, mOnV := d.replaced(m)
+	return concurrent && vOnM && !mOnV
 }
 
 // ConflictName is the name the losing version of a conflict is kept under,

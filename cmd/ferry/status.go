@@ -172,10 +172,10 @@ func writeShipStatus(spoolDir string, s shipStatus) error {
 	return os.Rename(tmp, filepath.Join(spoolDir, statusFile))
 }
 
-// statusLoop rewrites status.json every statusEvery (every, when
-// positive: under the 10 x statusEvery after which ferry status calls it
-// stale) until ctx ends, then
-// once more (marked not running) so a stopped shipper leaves its last word.
+// statusLoop rewrites status.json every statusEvery, or every when it is
+// positive (keep it under 10 x statusEvery, after which ferry status calls
+// the file stale), until ctx ends, then once more (marked not running) so
+// a stopped shipper leaves its last word.
 func statusLoop(ctx context.Context, sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir string, enc batch.Encrypter,
 	every time.Duration) {
 	if every <= 0 {

@@ -410,12 +410,20 @@ func printSyncStatus(w io.Writer, dir string, asJSON bool) error {
 		return fmt.Errorf("sync state %s: %w", dir, err)
 	}
 	s.Conflicts = cs
-	ents, _ := os.ReadDir(dir)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("sync state %s: %w", dir, err)
+	}
 	for _, e := range ents {
 		if e.IsDir() && strings.HasPrefix(e.Name(), "peer-") {
-			if r, err := readRecvStatus(filepath.Join(dir, e.Name()), time.Now()); err == nil {
-				s.Peers = append(s.Peers, r)
+			// A peer's receiver state that cannot be read fails the
+			// status, as it does for ferry receive's: left out, the peer
+			// would look as if it were not configured.
+			r, err := readRecvStatus(filepath.Join(dir, e.Name()), time.Now())
+			if err != nil {
+				return fmt.Errorf("sync state %s, peer %s: %w", dir, strings.TrimPrefix(e.Name(), "peer-"), err)
 			}
+			s.Peers = append(s.Peers, r)
 		}
 	}
 	if asJSON {

@@ -138,14 +138,12 @@ func syncRebuildFrom(ctx context.Context, cfg *config.File, stream, storeURL, st
 	if cl, ok := st.(interface{ Close() error }); ok {
 		defer cl.Close()
 	}
-	rc := cfg.Receive
-	rcfg := receiver.Config{
-		Stream: stream, Generation: 1, StateDir: state, Store: st, Once: true,
-		Applier:    &apply.Dir{Root: tree, Ledger: ledger, Peer: site, Rebuild: true},
-		GapTimeout: time.Duration(rc.GapTimeout), RetryMin: time.Duration(rc.RetryMin), RetryMax: time.Duration(rc.RetryMax),
-		RetryBudget: time.Duration(rc.OnceTimeout), ReceiverID: cfg.Site.ID, Prefetch: prefetch(rc.Prefetch),
-		MaxSegmentBytes: int64(rc.MaxSegmentBytes), CatchUpLog: progressEvery,
-	}
+	// As ferry receive --once reads it (receive.poll_* too, as the
+	// site's own receivers of its peers do).
+	rcfg := receiveConfig(cfg.Receive)
+	rcfg.Stream, rcfg.Generation, rcfg.StateDir, rcfg.Store = stream, 1, state, st
+	rcfg.Applier = &apply.Dir{Root: tree, Ledger: ledger, Peer: site, Rebuild: true}
+	rcfg.Once, rcfg.RetryBudget, rcfg.ReceiverID = true, time.Duration(cfg.Receive.OnceTimeout), cfg.Site.ID
 	if err := syncRebuildStart(ctx, rcfg, log); err != nil {
 		return err
 	}

@@ -82,8 +82,13 @@ func (r *dirRun) gone(ctx context.Context, sink shipper.Sink, p string) error {
 	}
 	if e == nil {
 		if r.base != nil && r.src.Ledger != nil {
+			// A baseline ships this site's delete of p again, still its
+			// newest version: a replica built from the baseline on meets
+			// a peer's older version of p there (a baseline of the peer's
+			// stream taken before the delete), which without it it would
+			// take for the newest.
 			if ok, dir := r.src.Ledger.Tombstone(p); ok {
-				return r.tombstone(ctx, sink, p, dir)
+				return r.shipRemoval(ctx, sink, p, delOp(dir))
 			}
 		}
 		return r.peerGone(ctx, sink, p)
@@ -104,19 +109,21 @@ func (r *dirRun) gone(ctx context.Context, sink shipper.Sink, p string) error {
 	return r.emit(ctx, sink, batch.Record{Op: op, Key: []byte(p)})
 }
 
-// tombstone ships again, in a baseline (ferry sync), this site's delete of
-// p, still its newest version: a replica built from the baseline on meets
-// a peer's older version of p there (a baseline of the peer's stream taken
-// before the delete), which without it it would take for the newest.
-func (r *dirRun) tombstone(ctx context.Context, sink shipper.Sink, p string, dir bool) error {
+// shipRemoval ships (ferry sync) the removal of p, this site's change:
+// its version, then op (del, or rmdir for a directory).
+func (r *dirRun) shipRemoval(ctx context.Context, sink shipper.Sink, p, op string) error {
 	if err := r.syncVersion(ctx, sink, p, dirsync.Absent, nil); err != nil {
 		return err
 	}
-	op := dirtree.OpDel
-	if dir {
-		op = dirtree.OpRmdir
-	}
 	return r.emit(ctx, sink, batch.Record{Op: op, Key: []byte(p)})
+}
+
+// delOp is the op that removes a path: rmdir for a directory, else del.
+func delOp(dir bool) string {
+	if dir {
+		return dirtree.OpRmdir
+	}
+	return dirtree.OpDel
 }
 
 // peerGone ships the removal of p, which the index does not have, when
@@ -161,15 +168,8 @@ func (r *dirRun) peerGone(ctx context.Context, sink shipper.Sink, p string) erro
 			return nil
 		}
 	}
-	op := dirtree.OpDel
-	if kind == dirsync.KindDir {
-		op = dirtree.OpRmdir
-	}
 	r.log.Debug("a peer's path was removed here before it was indexed: shipping its removal", "path", p)
-	if err := r.syncVersion(ctx, sink, p, dirsync.Absent, nil); err != nil {
-		return err
-	}
-	return r.emit(ctx, sink, batch.Record{Op: op, Key: []byte(p)})
+	return r.shipRemoval(ctx, sink, p, delOp(kind == dirsync.KindDir))
 }
 
 func (r *dirRun) shipDir(ctx context.Context, sink shipper.Sink, p string, fi os.FileInfo) error {
