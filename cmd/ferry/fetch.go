@@ -228,7 +228,8 @@ var errListed = errors.New("listed enough")
 // the records short, which assemble reports.
 func listHolding(ctx context.Context, st store.Store, stream string, gen uint32, first, last uint64) ([]string, []int64, error) {
 	dir := batch.StreamDir(stream)
-	for back := uint64(64); ; back *= 4 {
+	back := uint64(64)
+	for {
 		from := first - min(back, first)
 		var names []string
 		var sizes []int64
@@ -255,6 +256,13 @@ func listHolding(ctx context.Context, st store.Store, stream string, gen uint32,
 			if _, lo, _, _ := batch.ParseSegmentName(names[0]); lo <= first {
 				return names, sizes, nil
 			}
+		}
+		// back*4 must not wrap round (a forged marker's first may be
+		// near 2^64): past first/4, the next listing starts at seq 0.
+		if back > first/4 {
+			back = first
+		} else {
+			back *= 4
 		}
 	}
 }
