@@ -53,20 +53,38 @@ type PushMarker struct {
 // MaxPushMarkerSize caps a marker read: a larger one is damaged.
 const MaxPushMarkerSize = 64 << 10
 
-// ParsePushMarker decodes a marker read from key (named in errors).
+// ErrPushMarkerDamaged marks a marker that is not one: too large, not
+// JSON, or without a sha256 and size. Its errors also match
+// store.ErrPermanent, so store.Retry returns them at once: reading the
+// marker again gives the same bytes.
+var ErrPushMarkerDamaged = errors.New("damaged push marker")
+
+type damagedMarker struct{ msg string }
+
+func (e *damagedMarker) Error() string { return e.msg }
+func (e *damagedMarker) Is(target error) bool {
+	return target == ErrPushMarkerDamaged || target == store.ErrPermanent
+}
+
+func markerDamaged(format string, args ...any) error {
+	return &damagedMarker{msg: fmt.Sprintf(format, args...)}
+}
+
+// ParsePushMarker decodes a marker read from key (named in errors); one
+// that does not decode is ErrPushMarkerDamaged.
 func ParsePushMarker(key string, data []byte) (PushMarker, error) {
 	var m PushMarker
 	if err := json.Unmarshal(data, &m); err != nil {
-		return m, fmt.Errorf("marker %s is damaged: %v", key, err)
+		return m, markerDamaged("marker %s is damaged: %v", key, err)
 	}
 	if len(m.SHA256) != 64 || m.Size < 0 {
-		return m, fmt.Errorf("marker %s is damaged: sha256 %q, size %d", key, m.SHA256, m.Size)
+		return m, markerDamaged("marker %s is damaged: sha256 %q, size %d", key, m.SHA256, m.Size)
 	}
 	return m, nil
 }
 
 // ReadPushMarker reads and decodes a marker; a missing one is an error
-// wrapping store.ErrNotFound.
+// wrapping store.ErrNotFound, a damaged one ErrPushMarkerDamaged.
 func ReadPushMarker(ctx context.Context, st store.Store, key string) (PushMarker, error) {
 	rc, err := st.Get(ctx, key)
 	if err != nil {
@@ -78,7 +96,7 @@ func ReadPushMarker(ctx context.Context, st store.Store, key string) (PushMarker
 		return PushMarker{}, fmt.Errorf("read marker %s: %w", key, err)
 	}
 	if len(data) > MaxPushMarkerSize {
-		return PushMarker{}, fmt.Errorf("marker %s is larger than %d bytes: damaged", key, MaxPushMarkerSize)
+		return PushMarker{}, markerDamaged("marker %s is larger than %d bytes: damaged", key, MaxPushMarkerSize)
 	}
 	return ParsePushMarker(key, data)
 }

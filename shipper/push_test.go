@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/store"
 )
@@ -106,6 +107,45 @@ func TestPusherMarkers(t *testing.T) {
 	for _, bad := range []string{"", ".", "..", "../x", "/abs", "a/b", ".hidden", "nul\x00", strings.Repeat("x", 256)} {
 		if _, err := p.Push(ctx, PushFile{Name: bad, Content: []byte("x")}); err == nil {
 			t.Errorf("push as %q succeeded", bad)
+		}
+	}
+}
+
+// A marker that is not one (too large, not JSON) is refused at once,
+// naming it: reading it again gives the same bytes, so retrying it would
+// hold archive_command (and the read-ahead, and every push of that name
+// waiting for it) until its timeout.
+func TestPusherDamagedMarker(t *testing.T) {
+	st := newDirStore(t)
+	r := startShipper(t, shipperConfig(t, Target{Name: "store", Store: st}))
+	p := &Pusher{Shipper: r.Shipper, Retry: store.RetryPolicy{Min: 1, Max: 1}, Log: quiet, Markers: []MarkerStore{
+		{Name: "store", Store: st, Key: func(n string) string { return PushMarkerKey("app", n) }},
+	}}
+	for _, c := range []struct {
+		why  string
+		data []byte
+		want string
+	}{
+		{"garbage", []byte("\x00\x01garbage{"), "damaged"},
+		{"oversize", bytes.Repeat([]byte(" "), MaxPushMarkerSize+1), "larger than"},
+		{"no sha256", []byte(`{"name":"x","size":3}`), "damaged"},
+	} {
+		name := "00000001000000000000000" + c.why[:1]
+		if err := st.Put(t.Context(), PushMarkerKey("app", name), c.data); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		_, err := p.Push(ctx, PushFile{Name: name, Content: []byte("wal")})
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "pushed/"+name) || ctx.Err() != nil {
+			t.Errorf("push over a %s marker: %v; want at once an error naming the marker, with %q", c.why, err, c.want)
+		}
+		_, _, err = p.Marked(ctx, name)
+		if err == nil || ctx.Err() != nil {
+			t.Errorf("Marked over a %s marker: %v; want an error at once", c.why, err)
+		}
+		cancel()
+		if err := st.Delete(t.Context(), PushMarkerKey("app", name)); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
