@@ -50,8 +50,8 @@ type PushMarker struct {
 	LastSeq  uint64 `json:"last_seq"`
 }
 
-// MaxPushMarkerSize caps a marker read: a larger one is damaged.
-const MaxPushMarkerSize = 64 << 10
+// maxMarkerSize caps a marker read: a larger one is damaged.
+const maxMarkerSize = 64 << 10
 
 // ErrPushMarkerDamaged marks a marker that is not one: too large, not
 // JSON, or without a sha256 and size. Its errors also match
@@ -91,12 +91,12 @@ func ReadPushMarker(ctx context.Context, st store.Store, key string) (PushMarker
 		return PushMarker{}, err
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, MaxPushMarkerSize+1))
+	data, err := io.ReadAll(io.LimitReader(rc, maxMarkerSize+1))
 	if err != nil {
 		return PushMarker{}, fmt.Errorf("read marker %s: %w", key, err)
 	}
-	if len(data) > MaxPushMarkerSize {
-		return PushMarker{}, markerDamaged("marker %s is larger than %d bytes: damaged", key, MaxPushMarkerSize)
+	if len(data) > maxMarkerSize {
+		return PushMarker{}, markerDamaged("marker %s is larger than %d bytes: damaged", key, maxMarkerSize)
 	}
 	return ParsePushMarker(key, data)
 }

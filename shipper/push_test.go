@@ -127,7 +127,7 @@ func TestPusherDamagedMarker(t *testing.T) {
 		want string
 	}{
 		{"garbage", []byte("\x00\x01garbage{"), "damaged"},
-		{"oversize", bytes.Repeat([]byte(" "), MaxPushMarkerSize+1), "larger than"},
+		{"oversize", bytes.Repeat([]byte(" "), maxMarkerSize+1), "larger than"},
 		{"no sha256", []byte(`{"name":"x","size":3}`), "damaged"},
 	} {
 		name := "00000001000000000000000" + c.why[:1]
