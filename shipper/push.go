@@ -271,33 +271,27 @@ func (p *Pusher) appendFile(ctx context.Context, recs []batch.Record) error {
 // progress finishes first. It reads no file, so the caller vouches for
 // the hash (ferry push hashes the file it is asked to archive). A marker
 // with other content is ErrPushConflict; a store that lacks the marker
-// gives false (Push then completes it).
+// gives false at once, reading no store after it (Push then reads them
+// all, and completes or refuses).
 func (p *Pusher) Shipped(ctx context.Context, name, sha256Hex string, size int64) (PushMarker, bool, error) {
 	if err := CheckPushName(name); err != nil {
 		return PushMarker{}, false, err
 	}
-	// A push of name in progress (the read-ahead's) decides first.
-	unlock, err := p.lock(ctx, name)
-	if err != nil {
-		return PushMarker{}, false, err
-	}
-	defer unlock()
-	found, have, err := p.markers(ctx, p.marker(name, sha256Hex, size))
-	if err != nil || have == nil {
-		return PushMarker{}, false, err
-	}
-	for _, m := range found {
-		if m == nil {
-			return PushMarker{}, false, nil
-		}
-	}
-	return *have, true, nil
+	want := p.marker(name, sha256Hex, size)
+	return p.marked(ctx, name, &want)
 }
 
 // Marked returns name's marker when every marker store holds one, after
 // any push of name in progress has finished. It compares no content: only
 // Push and Shipped vouch for a file.
 func (p *Pusher) Marked(ctx context.Context, name string) (PushMarker, bool, error) {
+	return p.marked(ctx, name, nil)
+}
+
+// marked is Shipped (want set) and Marked: once any push of name has
+// finished (a read-ahead's), the first store's marker if every store
+// holds one, each agreeing with want unless it is nil.
+func (p *Pusher) marked(ctx context.Context, name string, want *PushMarker) (PushMarker, bool, error) {
 	unlock, err := p.lock(ctx, name)
 	if err != nil {
 		return PushMarker{}, false, err
@@ -311,6 +305,11 @@ func (p *Pusher) Marked(ctx context.Context, name string) (PushMarker, bool, err
 		}
 		if err != nil {
 			return PushMarker{}, false, err
+		}
+		if want != nil {
+			if err := checkSame(ms, name, m, *want); err != nil {
+				return PushMarker{}, false, err
+			}
 		}
 		if i == 0 {
 			have = m
