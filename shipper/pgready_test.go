@@ -1,10 +1,18 @@
 package shipper
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/store"
 )
 
 // The read-ahead takes .ready files in the order PostgreSQL's archiver
@@ -25,5 +33,88 @@ func TestReadyFilesOrder(t *testing.T) {
 	want := []string{"00000002.history", "000000010000000000000001.00000028.backup", "000000010000000000000002.partial", "000000020000000000000003"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("readyFiles = %q, want %q", got, want)
+	}
+}
+
+// Run pushes each .ready file's WAL file, in order, and wakes for a new
+// one (inotify; Interval is long here). What it must not push: a name
+// whose .ready is gone (.done), a .ready whose file is missing (both
+// skipped), and, past a file it cannot read (a FIFO in pg_wal), nothing,
+// as PostgreSQL archives in order; archive_command gets the error.
+func TestPGReadAheadRun(t *testing.T) {
+	st := newDirStore(t)
+	r := startShipper(t, shipperConfig(t, Target{Name: "store", Store: st}))
+	p := &Pusher{Shipper: r.Shipper, Retry: store.RetryPolicy{Min: 1, Max: 1}, Log: quiet, Markers: []MarkerStore{
+		{Name: "store", Store: st, Key: func(n string) string { return PushMarkerKey("app", n) }},
+	}}
+	data := t.TempDir()
+	wal := filepath.Join(data, "pg_wal")
+	status := filepath.Join(wal, "archive_status")
+	if err := os.MkdirAll(status, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	seg := func(i int) string { return fmt.Sprintf("%024X", 1<<32+i) }
+	put := func(i int, mark string) {
+		if err := os.WriteFile(filepath.Join(wal, seg(i)), bytes.Repeat([]byte{byte(i)}, 70<<10), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if mark != "" {
+			if err := os.WriteFile(filepath.Join(status, seg(i)+mark), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	put(1, ".ready")
+	put(2, ".done")
+	if err := os.WriteFile(filepath.Join(status, seg(3)+".ready"), nil, 0o600); err != nil {
+		t.Fatal(err) // .ready, no WAL file
+	}
+	put(4, ".ready")
+
+	shipped := make(chan string, 16)
+	ra := &PGReadAhead{DataDir: data, Pusher: p, Interval: time.Hour, Log: quiet,
+		OnShipped: func(name string, already bool) { shipped <- name }}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- ra.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v, want context.Canceled", err)
+		}
+	}()
+	next := func(want string) {
+		t.Helper()
+		select {
+		case got := <-shipped:
+			if got != want {
+				t.Fatalf("shipped %s, want %s", got, want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s not shipped", want)
+		}
+	}
+	next(seg(1))
+	next(seg(4))
+	put(5, ".ready") // a new .ready wakes the read-ahead
+	next(seg(5))
+
+	if err := syscall.Mkfifo(filepath.Join(wal, seg(6)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(status, seg(6)+".ready"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	put(7, ".ready")
+	select {
+	case got := <-shipped:
+		t.Fatalf("shipped %s past a FIFO", got)
+	case <-time.After(time.Second):
+	}
+	for i := 1; i <= 7; i++ {
+		_, err := ReadPushMarker(t.Context(), st, PushMarkerKey("app", seg(i)))
+		if shipped := i == 1 || i == 4 || i == 5; shipped != (err == nil) {
+			t.Errorf("marker of %s: %v; shipped: %v", seg(i), err, shipped)
+		}
 	}
 }

@@ -50,35 +50,53 @@ type PushMarker struct {
 	LastSeq  uint64 `json:"last_seq"`
 }
 
-// MaxPushMarkerSize caps a marker read: a larger one is damaged.
-const MaxPushMarkerSize = 64 << 10
+// maxMarkerSize caps a marker read: a larger one is damaged.
+const maxMarkerSize = 64 << 10
 
-// ParsePushMarker decodes a marker read from key (named in errors).
+// ErrPushMarkerDamaged marks a marker that is not one: too large, not
+// JSON, or without a sha256 and size. Its errors also match
+// store.ErrPermanent, so store.Retry returns them at once: reading the
+// marker again gives the same bytes.
+var ErrPushMarkerDamaged = errors.New("damaged push marker")
+
+type damagedMarker struct{ msg string }
+
+func (e *damagedMarker) Error() string { return e.msg }
+func (e *damagedMarker) Is(target error) bool {
+	return target == ErrPushMarkerDamaged || target == store.ErrPermanent
+}
+
+func markerDamaged(format string, args ...any) error {
+	return &damagedMarker{msg: fmt.Sprintf(format, args...)}
+}
+
+// ParsePushMarker decodes a marker read from key (named in errors); one
+// that does not decode is ErrPushMarkerDamaged.
 func ParsePushMarker(key string, data []byte) (PushMarker, error) {
 	var m PushMarker
 	if err := json.Unmarshal(data, &m); err != nil {
-		return m, fmt.Errorf("marker %s is damaged: %v", key, err)
+		return m, markerDamaged("marker %s is damaged: %v", key, err)
 	}
 	if len(m.SHA256) != 64 || m.Size < 0 {
-		return m, fmt.Errorf("marker %s is damaged: sha256 %q, size %d", key, m.SHA256, m.Size)
+		return m, markerDamaged("marker %s is damaged: sha256 %q, size %d", key, m.SHA256, m.Size)
 	}
 	return m, nil
 }
 
 // ReadPushMarker reads and decodes a marker; a missing one is an error
-// wrapping store.ErrNotFound.
+// wrapping store.ErrNotFound, a damaged one ErrPushMarkerDamaged.
 func ReadPushMarker(ctx context.Context, st store.Store, key string) (PushMarker, error) {
 	rc, err := st.Get(ctx, key)
 	if err != nil {
 		return PushMarker{}, err
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, MaxPushMarkerSize+1))
+	data, err := io.ReadAll(io.LimitReader(rc, maxMarkerSize+1))
 	if err != nil {
 		return PushMarker{}, fmt.Errorf("read marker %s: %w", key, err)
 	}
-	if len(data) > MaxPushMarkerSize {
-		return PushMarker{}, fmt.Errorf("marker %s is larger than %d bytes: damaged", key, MaxPushMarkerSize)
+	if len(data) > maxMarkerSize {
+		return PushMarker{}, markerDamaged("marker %s is larger than %d bytes: damaged", key, maxMarkerSize)
 	}
 	return ParsePushMarker(key, data)
 }
@@ -253,33 +271,27 @@ func (p *Pusher) appendFile(ctx context.Context, recs []batch.Record) error {
 // progress finishes first. It reads no file, so the caller vouches for
 // the hash (ferry push hashes the file it is asked to archive). A marker
 // with other content is ErrPushConflict; a store that lacks the marker
-// gives false (Push then completes it).
+// gives false at once, reading no store after it (Push then reads them
+// all, and completes or refuses).
 func (p *Pusher) Shipped(ctx context.Context, name, sha256Hex string, size int64) (PushMarker, bool, error) {
 	if err := CheckPushName(name); err != nil {
 		return PushMarker{}, false, err
 	}
-	// A push of name in progress (the read-ahead's) decides first.
-	unlock, err := p.lock(ctx, name)
-	if err != nil {
-		return PushMarker{}, false, err
-	}
-	defer unlock()
-	found, have, err := p.markers(ctx, p.marker(name, sha256Hex, size))
-	if err != nil || have == nil {
-		return PushMarker{}, false, err
-	}
-	for _, m := range found {
-		if m == nil {
-			return PushMarker{}, false, nil
-		}
-	}
-	return *have, true, nil
+	want := p.marker(name, sha256Hex, size)
+	return p.marked(ctx, name, &want)
 }
 
 // Marked returns name's marker when every marker store holds one, after
 // any push of name in progress has finished. It compares no content: only
 // Push and Shipped vouch for a file.
 func (p *Pusher) Marked(ctx context.Context, name string) (PushMarker, bool, error) {
+	return p.marked(ctx, name, nil)
+}
+
+// marked is Shipped (want set) and Marked: once any push of name has
+// finished (a read-ahead's), the first store's marker if every store
+// holds one, each agreeing with want unless it is nil.
+func (p *Pusher) marked(ctx context.Context, name string, want *PushMarker) (PushMarker, bool, error) {
 	unlock, err := p.lock(ctx, name)
 	if err != nil {
 		return PushMarker{}, false, err
@@ -293,6 +305,11 @@ func (p *Pusher) Marked(ctx context.Context, name string) (PushMarker, bool, err
 		}
 		if err != nil {
 			return PushMarker{}, false, err
+		}
+		if want != nil {
+			if err := checkSame(ms, name, m, *want); err != nil {
+				return PushMarker{}, false, err
+			}
 		}
 		if i == 0 {
 			have = m

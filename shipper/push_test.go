@@ -5,10 +5,14 @@ package shipper
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/store"
 )
@@ -107,5 +111,93 @@ func TestPusherMarkers(t *testing.T) {
 		if _, err := p.Push(ctx, PushFile{Name: bad, Content: []byte("x")}); err == nil {
 			t.Errorf("push as %q succeeded", bad)
 		}
+	}
+}
+
+// A marker that is not one (too large, not JSON) is refused at once,
+// naming it: reading it again gives the same bytes, so retrying it would
+// hold archive_command (and the read-ahead, and every push of that name
+// waiting for it) until its timeout.
+func TestPusherDamagedMarker(t *testing.T) {
+	st := newDirStore(t)
+	r := startShipper(t, shipperConfig(t, Target{Name: "store", Store: st}))
+	p := &Pusher{Shipper: r.Shipper, Retry: store.RetryPolicy{Min: 1, Max: 1}, Log: quiet, Markers: []MarkerStore{
+		{Name: "store", Store: st, Key: func(n string) string { return PushMarkerKey("app", n) }},
+	}}
+	for _, c := range []struct {
+		why  string
+		data []byte
+		want string
+	}{
+		{"garbage", []byte("\x00\x01garbage{"), "damaged"},
+		{"oversize", bytes.Repeat([]byte(" "), maxMarkerSize+1), "larger than"},
+		{"no sha256", []byte(`{"name":"x","size":3}`), "damaged"},
+	} {
+		name := "00000001000000000000000" + c.why[:1]
+		if err := st.Put(t.Context(), PushMarkerKey("app", name), c.data); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		_, err := p.Push(ctx, PushFile{Name: name, Content: []byte("wal")})
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "pushed/"+name) || ctx.Err() != nil {
+			t.Errorf("push over a %s marker: %v; want at once an error naming the marker, with %q", c.why, err, c.want)
+		}
+		_, _, err = p.Marked(ctx, name)
+		if err == nil || ctx.Err() != nil {
+			t.Errorf("Marked over a %s marker: %v; want an error at once", c.why, err)
+		}
+		cancel()
+		if err := st.Delete(t.Context(), PushMarkerKey("app", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// getCounter counts its store's Gets.
+type getCounter struct {
+	store.Store
+	gets int
+}
+
+func (s *getCounter) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	s.gets++
+	return s.Store.Get(ctx, name)
+}
+
+// Shipped, asked by push.sock before every push, stops at the first
+// marker store without the marker (the spool's index, on disk): a new
+// file costs the targets no marker read before Push makes its own.
+func TestPusherShipped(t *testing.T) {
+	st := &getCounter{Store: newDirStore(t)}
+	idx := &getCounter{Store: newDirStore(t)}
+	r := startShipper(t, shipperConfig(t, Target{Name: "store", Store: st}))
+	p := &Pusher{Shipper: r.Shipper, Retry: store.RetryPolicy{Min: 1, Max: 1}, Log: quiet, Markers: []MarkerStore{
+		{Name: "index", Store: idx, Key: func(n string) string { return n }},
+		{Name: "store", Store: st, Key: func(n string) string { return PushMarkerKey("app", n) }},
+	}}
+	ctx := t.Context()
+	const name = "000000010000000000000001"
+	content := []byte("wal")
+	sum := sha256.Sum256(content)
+	hash := hex.EncodeToString(sum[:])
+	if _, ok, err := p.Shipped(ctx, name, hash, 3); ok || err != nil || idx.gets != 1 || st.gets != 0 {
+		t.Fatalf("Shipped of a new file: %v, %v; marker reads: index %d, store %d; want false, 1 and 0", ok, err, idx.gets, st.gets)
+	}
+	if _, err := p.Push(ctx, PushFile{Name: name, Content: content}); err != nil {
+		t.Fatal(err)
+	}
+	m, ok, err := p.Shipped(ctx, name, hash, 3)
+	if !ok || err != nil || m.Size != 3 {
+		t.Fatalf("Shipped after the push: %+v, %v, %v", m, ok, err)
+	}
+	if _, ok, err := p.Shipped(ctx, name, strings.Repeat("0", 64), 3); ok || !errors.Is(err, ErrPushConflict) {
+		t.Fatalf("Shipped with another hash: %v, %v; want ErrPushConflict", ok, err)
+	}
+	// A store that lacks it: not shipped (Push completes it).
+	if err := st.Delete(ctx, PushMarkerKey("app", name)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := p.Shipped(ctx, name, hash, 3); ok || err != nil {
+		t.Fatalf("Shipped with the store's marker gone: %v, %v; want false", ok, err)
 	}
 }

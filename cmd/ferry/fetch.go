@@ -131,34 +131,23 @@ type fetchKeys struct {
 
 func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest string, keys fetchKeys, log *slog.Logger) error {
 	key := shipper.PushMarkerKey(stream, name)
-	// The store's errors are retried (until --timeout); a marker that is
-	// not one fails at once: reading it again gives the same bytes.
-	var raw []byte
+	// The store's errors are retried (until --timeout); a damaged marker
+	// fails at once (ReadPushMarker: reading it again gives the same bytes).
+	var m shipper.PushMarker
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
 	err := store.Retry(ctx, retry, log, "get "+key, func(ctx context.Context) error {
-		rc, err := st.Get(ctx, key)
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		raw, err = io.ReadAll(io.LimitReader(rc, shipper.MaxPushMarkerSize+1))
-		if err != nil {
-			return fmt.Errorf("read marker %s: %w", key, err)
-		}
-		return nil
+		var err error
+		m, err = shipper.ReadPushMarker(ctx, st, key)
+		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("%s not found: no marker %s in %s (never pushed to stream %s)", name, key, st, stream)
 	}
+	if errors.Is(err, shipper.ErrPushMarkerDamaged) {
+		return fmt.Errorf("%w (in %s); push %s again", err, st, name)
+	}
 	if err != nil {
 		return err
-	}
-	if len(raw) > shipper.MaxPushMarkerSize {
-		return fmt.Errorf("marker %s in %s is larger than %d bytes: damaged; push %s again", key, st, shipper.MaxPushMarkerSize, name)
-	}
-	m, err := shipper.ParsePushMarker(key, raw)
-	if err != nil {
-		return fmt.Errorf("%w (in %s); push %s again", err, st, name)
 	}
 	if m.Name != "" && m.Name != name {
 		// A marker copied or linked from another name: its hash and
@@ -228,7 +217,8 @@ var errListed = errors.New("listed enough")
 // the records short, which assemble reports.
 func listHolding(ctx context.Context, st store.Store, stream string, gen uint32, first, last uint64) ([]string, []int64, error) {
 	dir := batch.StreamDir(stream)
-	for back := uint64(64); ; back *= 4 {
+	back := uint64(64)
+	for {
 		from := first - min(back, first)
 		var names []string
 		var sizes []int64
@@ -255,6 +245,13 @@ func listHolding(ctx context.Context, st store.Store, stream string, gen uint32,
 			if _, lo, _, _ := batch.ParseSegmentName(names[0]); lo <= first {
 				return names, sizes, nil
 			}
+		}
+		// back*4 must not wrap round (a forged marker's first may be
+		// near 2^64): past first/4, the next listing starts at seq 0.
+		if back > first/4 {
+			back = first
+		} else {
+			back *= 4
 		}
 	}
 }

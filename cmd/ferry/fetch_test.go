@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"math"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store"
@@ -90,5 +92,26 @@ func TestListHoldingListsTheRange(t *testing.T) {
 	names, _, err = listHolding(ctx, st, "s", 4, 2500, 2600)
 	if want := []string{batch.SegmentName(4, 2001, 3000)}; err != nil || !slices.Equal(names, want) {
 		t.Fatalf("generation 4, seqs 2500-2600: %v, %v; want %v", names, err, want)
+	}
+}
+
+// A marker's seqs are not trusted: a forged first_seq near the top of
+// the seq space still ends listHolding's widening (it reaches seq 0).
+func TestListHoldingHugeSeq(t *testing.T) {
+	st, err := dir.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := st.Put(ctx, "s/"+batch.SegmentName(1, 1, 3), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, first := range []uint64{1 << 62, 1<<63 + 5, math.MaxUint64} {
+		lc := &listCounter{Store: st}
+		names, _, err := listHolding(ctx, lc, "s", 1, first, first)
+		if err != nil || !slices.Equal(names, []string{batch.SegmentName(1, 1, 3)}) {
+			t.Fatalf("seq %d: %v, %v (%d objects listed); want the generation's one segment", first, names, err, lc.listed)
+		}
 	}
 }

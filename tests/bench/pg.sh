@@ -111,10 +111,14 @@ declare -A port sport ship_pid
 cleanup() {
 	local r
 	# Under runuser the ferry process is runuser's child: stop it by the
-	# pid in its spool's LOCK, then runuser.
+	# pid in its spool's LOCK (if that pid is still a ferry: the LOCK
+	# outlives the process), then runuser. A failed kill must not end
+	# the trap under set -e before PostgreSQL is stopped.
 	for r in "${!ship_pid[@]}"; do
 		lock_pid=$(cat "$work/$r/spool/LOCK" 2>/dev/null || true)
-		[[ $lock_pid =~ ^[0-9]+$ ]] && kill "$lock_pid" 2>/dev/null
+		if [[ $lock_pid =~ ^[0-9]+$ && $(cat "/proc/$lock_pid/comm" 2>/dev/null) == ferry ]]; then
+			kill "$lock_pid" 2>/dev/null || true
+		fi
 		kill "${ship_pid[$r]}" 2>/dev/null || true
 	done
 	for r in "${rows[@]}"; do
