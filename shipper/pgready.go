@@ -67,6 +67,7 @@ func (r *PGReadAhead) Run(ctx context.Context) error {
 	// archiver starts archive_command at once too, and whoever comes
 	// second waits for the first (Pusher's lock per name).
 	var events <-chan fsnotify.Event
+	var watchErrs <-chan error
 	if w, err := fsnotify.NewWatcher(); err != nil {
 		r.Log.Warn("pg read-ahead: no inotify; listing archive_status every interval", "interval", interval, "err", err)
 	} else {
@@ -74,7 +75,7 @@ func (r *PGReadAhead) Run(ctx context.Context) error {
 		if err := w.Add(statusDir); err != nil {
 			r.Log.Warn("pg read-ahead: cannot watch archive_status; listing it every interval", "dir", statusDir, "interval", interval, "err", err)
 		} else {
-			events = w.Events
+			events, watchErrs = w.Events, w.Errors
 		}
 	}
 	seen := map[string]readyKey{} // pushed (or refused) in this run
@@ -135,6 +136,16 @@ func (r *PGReadAhead) Run(ctx context.Context) error {
 					timer.Stop()
 					break wait
 				}
+			case err, ok := <-watchErrs:
+				// Read, or the watcher's reader blocks for good on an
+				// overflow; an event may be lost: list now.
+				if !ok {
+					watchErrs = nil
+					continue
+				}
+				warn("pg read-ahead: inotify on archive_status reported an error; listing it now", "dir", statusDir, "err", err)
+				timer.Stop()
+				break wait
 			}
 		}
 	}
