@@ -436,6 +436,11 @@ func runChurn(t *testing.T, via transport, ids []string, kill ...string) {
 			if s.proc != nil {
 				t.Logf("site %s, last process: %s", s.id, s.proc)
 			}
+			// An echo (a site shipping another's files as its own) is
+			// what a divergence after a kill -9 came from before.
+			if n := foreignPuts(t, where, s.id); len(n) > 0 {
+				t.Logf("site %s shipped files of other sites' directories: %v", s.id, n)
+			}
 		}
 		keepSites(t, sites)
 	})
