@@ -75,6 +75,7 @@ var OtherEnv = map[string]string{
 	"FERRY_REQUIRE_AGE":   "tests: fail, never skip, without the age binary",
 	"FERRY_REQUIRE_TOOLS": "tests: fail, never skip, without promtool and prometheus",
 	"FERRY_E2E_SEED":      "tests: replay a seed",
+	"FERRY_E2E_KEEP":      "tests: copy a failed sync churn's sites here",
 	"FERRY_CHAOS_SEED":    "tests: replay a chaos seed",
 	"FERRY_CHAOS_KILLS":   "tests: kills per chaos scenario",
 	"FERRY_CHAOS_FAULTS":  "tests: faults per chaos scenario",

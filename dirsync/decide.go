@@ -358,14 +358,15 @@ func (l *Ledger) appendConflicts(cs []Conflict) error {
 	}
 	out := buf.Bytes()
 	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
-		// A torn last line (a power loss mid-append) is ended first, or
-		// the first line appended would join it and be lost.
-		last := make([]byte, 1)
-		if _, err := f.ReadAt(last, fi.Size()-1); err == nil && last[0] != '\n' {
-			out = append([]byte{'\n'}, out...)
-		}
+		// A torn last line (a power loss mid-append) is cut off first: the
+		// first line appended would join it and be lost, and ended, it
+		// would be a damaged line in the middle (ReadConflicts refuses
+		// one). Its conflict is listed again from the ledger (Open).
+		err = cutTornTail(f, fi.Size())
 	}
-	_, err = f.Write(out)
+	if err == nil {
+		_, err = f.Write(out)
+	}
 	if err == nil {
 		err = l.fsync(f)
 	}
@@ -381,9 +382,37 @@ func (l *Ledger) appendConflicts(cs []Conflict) error {
 	return nil
 }
 
-// ReadConflicts lists the conflicts recorded in a sync state directory.
+// cutTornTail cuts f, of size bytes, back to the end of its last whole
+// line.
+func cutTornTail(f *os.File, size int64) error {
+	tail := make([]byte, min(size, 64<<10))
+	for end := size; end > 0; {
+		start := end - int64(len(tail))
+		if start < 0 {
+			tail, start = tail[:end], 0
+		}
+		if _, err := f.ReadAt(tail, start); err != nil {
+			return err
+		}
+		if i := bytes.LastIndexByte(tail, '\n'); i >= 0 {
+			if start+int64(i)+1 == size {
+				return nil // whole
+			}
+			return f.Truncate(start + int64(i) + 1)
+		}
+		end = start
+	}
+	return f.Truncate(0)
+}
+
+// ReadConflicts lists the conflicts recorded in a sync state directory. A
+// last line without its newline was torn by a crash while it was appended
+// (its conflict is listed again when the site starts: Open) and is
+// skipped; any other line that is not a conflict is an error naming the
+// file and the line.
 func ReadConflicts(dir string) ([]Conflict, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, ConflictsFile))
+	path := filepath.Join(dir, ConflictsFile)
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		if os.IsNotExist(err) {
 			return nil, nil
@@ -391,11 +420,20 @@ func ReadConflicts(dir string) ([]Conflict, error) {
 		return nil, err
 	}
 	var out []Conflict
+	n := 0
 	for line := range bytes.Lines(raw) {
+		n++
 		var c Conflict
-		if json.Unmarshal(line, &c) == nil {
-			out = append(out, c)
+		if err := json.Unmarshal(line, &c); err != nil || c.Path == "" {
+			if !bytes.HasSuffix(line, []byte{'\n'}) {
+				break // torn
+			}
+			if err == nil {
+				err = errors.New("no path")
+			}
+			return nil, fmt.Errorf("sync conflicts %s: line %d is not a conflict (%v); remove or fix that line", path, n, err)
 		}
+		out = append(out, c)
 	}
 	return out, nil
 }

@@ -67,6 +67,29 @@ func TestVV(t *testing.T) {
 	}
 }
 
+// A version record that names the version its change replaced only in
+// part (a site without a stamp, a stamp without a site, that version's
+// base without the version) is refused, naming the field: read as it
+// is, it would rank a delete differently from the site that wrote it.
+func TestParseVersionRefusesAHalfSetBase(t *testing.T) {
+	whole := Version{Origin: "a", VV: VV{"a": 5}, Base: &State{Kind: KindFile, Size: 1}, BaseSite: "b", BaseTime: 3, BaseBase: &State{Kind: KindAbsent}}
+	if _, err := ParseVersion(whole.Encode()); err != nil {
+		t.Fatalf("a whole base: %v", err)
+	}
+	for _, c := range []struct {
+		json, field string
+	}{
+		{`{"v":1,"origin":"a","vv":{"a":5},"base_site":"b"}`, "base_site without base_time"},
+		{`{"v":1,"origin":"a","vv":{"a":5},"base_time":3}`, "base_time without base_site"},
+		{`{"v":1,"origin":"a","vv":{"a":5},"base_base":{"k":"f"}}`, "base_base without base_site"},
+		{`{"v":1,"origin":"a","vv":{"a":5},"base_time":3,"base_base":{"k":"f"}}`, "base_time without base_site"},
+	} {
+		if _, err := ParseVersion([]byte(c.json)); err == nil || !strings.Contains(err.Error(), c.field) {
+			t.Errorf("%s: %v; want an error saying %q", c.json, err, c.field)
+		}
+	}
+}
+
 func open(t *testing.T, dir, site string) *Ledger {
 	t.Helper()
 	l, err := Open(dir, site, slog.New(slog.NewTextHandler(io.Discard, nil)))

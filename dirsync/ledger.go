@@ -230,6 +230,12 @@ type Ledger struct {
 	applied    map[string]uint64
 	continuing map[string]string
 	pending    map[string]string
+	// pendingGone: the pending paths whose decision leaves no directory
+	// there, by peer. Everything below such a path waits too: a delete of
+	// a directory (or a file or symlink that replaces one) took the
+	// entries below it with it (goneBelow) while the tree still holds
+	// them until the segment is applied again (waiting).
+	pendingGone map[string]string
 
 	// While a peer's segment is decided (BeginSegment to EndSegment): the
 	// entries, as they stood before it, of the paths its decisions
@@ -660,7 +666,7 @@ func (st State) WithHash(h []byte) State {
 // does not ship it. hash is the content's hash as the ledger knows it.
 func (l *Ledger) Foreign(path string, st State) (bool, []byte) {
 	e := l.entries[path]
-	if l.pending[path] != "" {
+	if l.waiting(path) {
 		return true, nil // the applier's, half applied: it applies it again
 	}
 	if e == nil || (e.Origin == l.Site && (!e.Stored || l.baseline)) || !e.State.Same(st) {
@@ -728,7 +734,7 @@ func (l *Ledger) Present(path string) (Kind, bool) {
 // version record's data to ship before the path's records: the version
 // already given to this state, or a new one.
 func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error) {
-	if l.pending[path] != "" {
+	if l.waiting(path) {
 		return nil, false, nil // the applier's, half applied: it applies it again
 	}
 	e := l.entries[path]
@@ -761,7 +767,7 @@ func (l *Ledger) Local(path string, st State) (ver []byte, ship bool, err error)
 // meets it as a delete made on top of it, and the delete wins on every
 // site (Decide). A path the ledger knows is Local's.
 func (l *Ledger) LocalUnread(path string, listed State) (ver []byte, ship bool, err error) {
-	if l.pending[path] != "" || l.entries[path] != nil || listed.Kind != KindFile {
+	if l.waiting(path) || l.entries[path] != nil || listed.Kind != KindFile {
 		return l.Local(path, Absent)
 	}
 	listed.Hash, listed.Unread = nil, true
@@ -820,7 +826,7 @@ func (l *Ledger) SetApplied(peer string, lastSeq uint64, continuing string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.applied == nil {
-		l.applied, l.continuing, l.pending = map[string]uint64{}, map[string]string{}, map[string]string{}
+		l.applied, l.continuing, l.pending, l.pendingGone = map[string]uint64{}, map[string]string{}, map[string]string{}, map[string]string{}
 	}
 	l.applied[peer], l.continuing[peer] = lastSeq, continuing
 	sl := l.segs[peer]
@@ -842,6 +848,9 @@ func (l *Ledger) SetApplied(peer string, lastSeq uint64, continuing string) {
 	for p, e := range l.entries {
 		if e.From == peer && e.Seq >= first && e.Seq <= last && e.Act != ActSkip && e.Act != "" {
 			l.pending[p] = peer
+			if e.State.Kind != KindDir {
+				l.pendingGone[p] = peer
+			}
 		}
 	}
 	if len(l.pending) > 0 {
@@ -858,6 +867,38 @@ func (l *Ledger) DoneApplying(peer string) {
 			delete(l.pending, p)
 		}
 	}
+	for p, from := range l.pendingGone {
+		if from == peer {
+			delete(l.pendingGone, p)
+		}
+	}
+}
+
+// waiting reports whether path belongs to a peer's segment decided and
+// not applied to its end before the site stopped (SetApplied), until the
+// applier applies it again (call it under the lock): a path of the
+// segment, or one below a path whose decision leaves no directory there
+// (a peer's delete of a directory: the ledger holds everything below as
+// deleted with it while the tree still holds it). The source must not
+// take such a path, as the tree shows it, for a change of this site: a
+// file below the directory would ship back with a version that
+// supersedes the peer's delete, bring the directory back at the peer,
+// and be gone here once the delete is applied.
+func (l *Ledger) waiting(path string) bool {
+	if l.pending[path] != "" {
+		return true
+	}
+	for a := path; len(l.pendingGone) > 0; {
+		i := strings.LastIndexByte(a, '/')
+		if i < 0 {
+			return false
+		}
+		a = a[:i]
+		if l.pendingGone[a] != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // InTree lists the paths a peer's change certainly put in the tree and

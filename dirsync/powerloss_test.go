@@ -1,8 +1,10 @@
 package dirsync
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -181,4 +183,42 @@ func conflictOnF(t *testing.T, la *Ledger) Version {
 		t.Fatalf("f from b: %+v, %v; want a conflict, a's version kept as a copy", d, err)
 	}
 	return verB
+}
+
+// conflicts.ndjson: a torn last line (no newline: a crash mid-append) is
+// skipped; a damaged line anywhere else is an error naming the file and
+// the line, not a conflict silently left out of the list.
+func TestReadConflictsRefusesADamagedLine(t *testing.T) {
+	dir := t.TempDir()
+	la := open(t, dir, "a")
+	la.Lock()
+	conflictOnF(t, la)
+	la.Unlock()
+	la.Close()
+	path := filepath.Join(dir, ConflictsFile)
+	good, err := os.ReadFile(path)
+	if err != nil || bytes.Count(good, []byte{'\n'}) != 1 {
+		t.Fatalf("conflicts file %q, %v; want one line", good, err)
+	}
+	for _, c := range []struct {
+		name, body string
+		err        string // "" for none
+		n          int
+	}{
+		{"torn last line", string(good) + string(good[:len(good)/2]), "", 1},
+		{"damaged middle line", string(good) + "{\"at\":\n" + string(good), "line 2 is not a conflict", 0},
+		{"not JSON", "garbage\n" + string(good), "line 1 is not a conflict", 0},
+		{"an object that is no conflict", string(good) + "{}\n", "line 2 is not a conflict", 0},
+	} {
+		if err := os.WriteFile(path, []byte(c.body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cs, err := ReadConflicts(dir)
+		switch {
+		case c.err == "" && (err != nil || len(cs) != c.n):
+			t.Errorf("%s: %d conflicts, %v; want %d", c.name, len(cs), err, c.n)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), path)):
+			t.Errorf("%s: %v; want an error naming %s and saying %q", c.name, err, path, c.err)
+		}
+	}
 }

@@ -113,6 +113,17 @@ func ParseVersion(data []byte) (Version, error) {
 	if v.Origin == "" || v.VV[v.Origin] == 0 {
 		return v, errors.New("malformed version record: no origin, or no stamp of the origin in its vector")
 	}
+	// The replaced version is named by its site and stamp together, and
+	// only a named one has a base of its own: half of it would rank a
+	// delete differently on the sites that read it (Outranks).
+	switch {
+	case v.BaseSite != "" && v.BaseTime == 0:
+		return v, errors.New("malformed version record: base_site without base_time")
+	case v.BaseSite == "" && v.BaseTime != 0:
+		return v, errors.New("malformed version record: base_time without base_site")
+	case v.BaseBase != nil && v.BaseSite == "":
+		return v, errors.New("malformed version record: base_base without base_site and base_time")
+	}
 	return v, nil
 }
 

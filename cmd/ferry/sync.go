@@ -295,10 +295,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 		go func() {
 			select {
 			case err := <-listenErr:
-				if err == nil {
-					err = errors.New("listener stopped")
-				}
-				fail("sync.listen "+y.Listen, err)
+				fail("sync.listen "+y.Listen, listenerStopped(ctx, err))
 			case <-partCtx.Done():
 			}
 		}()
@@ -368,6 +365,17 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	sum.add("peers", from)
 	sum.write(stderr, cfg.LogFormat)
 	return fatal
+}
+
+// listenerStopped is what the sync listener's end (err, from serve) means
+// to the site run with ctx: nothing when the site is stopping (a signal
+// ended ctx, which ends the listener too, and both wake the site's wait
+// at once), else a failure.
+func listenerStopped(ctx context.Context, err error) error {
+	if err == nil && ctx.Err() == nil {
+		return errors.New("listener stopped")
+	}
+	return err
 }
 
 var syncNameBad = regexp.MustCompile(`[^A-Za-z0-9._-]+`)

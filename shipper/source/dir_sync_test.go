@@ -386,3 +386,72 @@ func TestDirSyncPeerDirectoryDeleteShipsNothing(t *testing.T) {
 		}
 	}
 }
+
+// A peer's delete of a directory, decided and made durable, and the site
+// killed before it applied it: the ledger holds everything below the
+// directory as deleted (with the delete) while the tree still holds it
+// until the applier applies the segment again. The source, restarted
+// with an index that lacks those files (the applier's puts are recorded
+// in the index in memory only, until its next snapshot), must not take
+// them for new files of this site: it would ship them back with versions
+// that supersede the peer's delete, and the peer would bring the
+// directory back while this site then removes it (TestSyncLinkChurnKill9's
+// divergence: the directory only on the deleter).
+func TestDirSyncHoldsBackPathsBelowAPendingDirectoryDelete(t *testing.T) {
+	root, state, spoolDir := t.TempDir(), t.TempDir(), t.TempDir()
+	dirWrite(t, filepath.Join(root, "d/f"), "from a\n", 0o644)
+	dirWrite(t, filepath.Join(root, "d/sub/g"), "from a too\n", 0o644)
+	l, err := dirsync.Open(state, "b", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"d", "d/f", "d/sub", "d/sub/g"}
+	for i, key := range keys { // a's, applied here in a's segment of seqs 1-4
+		decideApplied(t, l, "a", uint64(i+1), batch.SegmentName(1, uint64(i+1), uint64(i+1)), key, statState(t, filepath.Join(root, key)), int64(10+i))
+	}
+	// a's next segment deletes d: decided, made durable, not applied.
+	l.Lock()
+	d, err := l.Decide(dirsync.Incoming{Peer: "a", Seq: 6, Key: "d", Ver: dirsync.Version{Origin: "a", VV: dirsync.VV{"a": 30}, Seen: dirsync.VV{"a": 30}},
+		State: dirsync.Absent, Disk: statState(t, filepath.Join(root, "d")), CheckDisk: true,
+		Below: func(fn func(string, dirsync.State)) {
+			for _, p := range keys[1:] {
+				fn(p, statState(t, filepath.Join(root, p)))
+			}
+		},
+		DecidedBefore: func(string) bool { return false }})
+	if err == nil {
+		err = l.SetDecided("a", batch.SegmentName(1, 5, 6), []dirsync.Decision{{Act: dirsync.ActSkip}, d})
+	}
+	if err == nil {
+		err = l.Sync()
+	}
+	l.Unlock()
+	if err != nil || d.Act != dirsync.ActApply {
+		t.Fatalf("a's delete of d: %+v, %v; want it applied", d, err)
+	}
+	l.Close()
+
+	// The site starts again: a's checkpoint covers seq 4.
+	l, err = dirsync.Open(state, "b", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.SetApplied("a", 4, "")
+	sink := &dirSink{}
+	src := startDirSource(t, &Dir{Root: root, SpoolDir: spoolDir, Ledger: l}, sink)
+	waitFor(t, "the first scan", func() bool { return src.Status().Baseline })
+	// The applier applies the segment again: d goes.
+	l.Lock()
+	if err := os.RemoveAll(filepath.Join(root, "d")); err != nil {
+		t.Fatal(err)
+	}
+	l.DoneApplying("a")
+	l.Unlock()
+	time.Sleep(500 * time.Millisecond) // the source sees d go
+	for _, r := range sink.views() {
+		if r.op != dirtree.OpVersion && r.key != "." {
+			t.Errorf("shipped %s %s: a's paths below its pending delete of d are not this site's changes", r.op, r.key)
+		}
+	}
+}

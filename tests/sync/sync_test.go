@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -435,7 +436,13 @@ func runChurn(t *testing.T, via transport, ids []string, kill ...string) {
 			if s.proc != nil {
 				t.Logf("site %s, last process: %s", s.id, s.proc)
 			}
+			// An echo (a site shipping another's files as its own) is
+			// what a divergence after a kill -9 came from before.
+			if n := foreignPuts(t, where, s.id); len(n) > 0 {
+				t.Logf("site %s shipped files of other sites' directories: %v", s.id, n)
+			}
 		}
+		keepSites(t, sites)
 	})
 	for _, id := range kill {
 		for _, s := range sites {
@@ -633,4 +640,35 @@ func runChurn(t *testing.T, via transport, ids []string, kill ...string) {
 	for _, s := range sites {
 		s.stop(t)
 	}
+}
+
+// keepSites copies every site's directory (tree, spool, state, and a
+// link site's inbox) to a new directory under $FERRY_E2E_KEEP, with each
+// site's last process's output, so a failure can be examined after the
+// test's temporary directory is gone.
+func keepSites(t *testing.T, sites []*site) {
+	keep := os.Getenv("FERRY_E2E_KEEP")
+	if keep == "" {
+		return
+	}
+	for _, s := range sites {
+		if s.proc != nil && !s.proc.Exited() {
+			s.proc.Signal(syscall.SIGTERM)
+			s.proc.Wait(10 * time.Second)
+		}
+	}
+	dst, err := os.MkdirTemp(keep, t.Name()+"-")
+	if err != nil {
+		t.Logf("FERRY_E2E_KEEP: %v", err)
+		return
+	}
+	for _, s := range sites {
+		if err := os.CopyFS(filepath.Join(dst, s.id), os.DirFS(s.dir)); err != nil {
+			t.Logf("FERRY_E2E_KEEP: site %s: %v", s.id, err)
+		}
+		if s.proc != nil {
+			os.WriteFile(filepath.Join(dst, s.id+".log"), []byte(s.proc.Stderr()), 0o644)
+		}
+	}
+	t.Logf("the sites are kept in %s", dst)
 }
