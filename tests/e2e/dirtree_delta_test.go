@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,4 +146,46 @@ func TestDirTreeAppendsAndDeltasSurviveKill9(t *testing.T) {
 		t.Fatalf("ops in the stream: %v; want appends to every mbox and deltas to every index", ops)
 	}
 	t.Logf("ops in the stream: %v", ops)
+
+	// ferry cat --sum counts the same records by op, and the segments as
+	// the store holds them.
+	var sum struct {
+		Segments int64 `json:"segments"`
+		Stored   int64 `json:"stored_bytes"`
+		Framed   int64 `json:"framed_bytes"`
+		Ops      []struct {
+			Op         string `json:"op"`
+			Records    int    `json:"records"`
+			Framing    int64  `json:"framing_bytes"`
+			Keys       int64  `json:"key_bytes"`
+			Header     int64  `json:"header_bytes"`
+			Content    int64  `json:"content_bytes"`
+			Compressed int64  `json:"compressed_alone_bytes"`
+		} `json:"ops"`
+	}
+	out = mustFerry(t, nil, "cat", "--sum", "--json", "--store", s.store, "--stream", s.name).Stdout
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatalf("ferry cat --sum --json: %q: %v", out, err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(s.store, s.name, "*.seg.zst"))
+	var stored, framed int64
+	for _, p := range segs {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored += fi.Size()
+	}
+	summed := map[string]int{}
+	for _, o := range sum.Ops {
+		summed[o.Op] = o.Records
+		framed += o.Framing + o.Keys + o.Header + o.Content
+		if o.Compressed <= 0 {
+			t.Errorf("ferry cat --sum: %s compressed to %d bytes", o.Op, o.Compressed)
+		}
+	}
+	if sum.Segments != int64(len(segs)) || sum.Stored != stored || sum.Framed != framed || !maps.Equal(summed, ops) {
+		t.Fatalf("ferry cat --sum: %d segments, %d bytes stored, %d framed, records %v; the store holds %d segments of %d bytes, the ops add up to %d framed, cat --json counted %v",
+			sum.Segments, sum.Stored, sum.Framed, summed, len(segs), stored, framed, ops)
+	}
 }
