@@ -3,6 +3,7 @@
 package source
 
 import (
+	"slices"
 	"time"
 
 	"github.com/ferry-dr/ferry/dirtree"
@@ -98,5 +99,5 @@ func (r *dirRun) keepRecentMap(sum [32]byte, content []byte, mtime int64) {
 	bs := dirtree.DeltaBlockSize(int64(len(content)))
 	bh := dirtree.NewBlockHasher(bs)
 	bh.Write(content)
-	r.recent.add(sum, int64(len(content)), uint32(bs), bh.Sums())
+	r.recent.add(sum, int64(len(content)), uint32(bs), slices.Clone(bh.Sums())) // no spare capacity held
 }
