@@ -46,7 +46,12 @@ const (
 
 // DeltaMinSize is the smallest file the dir: source keeps a block map of:
 // below it, a changed file costs little more than a delta as a put.
-const DeltaMinSize = 64 << 10
+const DeltaMinSize = 4 << 10
+
+// smallFileBlock is the block size of a file under 64 KiB: at most 64
+// blocks, so a 1-4 KiB patch of a message or a small index travels as a
+// few KiB.
+const smallFileBlock = 1 << 10
 
 // DeltaHeader is a decoded append or delta header.
 type DeltaHeader struct {
@@ -221,10 +226,14 @@ func Describe(op string, data []byte) DeltaInfo {
 }
 
 // DeltaBlockSize is the block size of the source's block map of a file of
-// size bytes: the smallest power of two from 4 KiB up that cuts the file
-// into at most 1024 blocks, but at most 64 KiB (so the map costs at most
-// 16 KiB, or 0.025% of a larger file).
+// size bytes: 1 KiB under 64 KiB (at most 64 blocks, a 1 KiB map), else
+// the smallest power of two from 4 KiB up that cuts the file into at most
+// 1024 blocks, but at most 64 KiB (so the map costs at most 16 KiB, or
+// 0.025% of a larger file).
 func DeltaBlockSize(size int64) int {
+	if size < 64<<10 {
+		return smallFileBlock
+	}
 	bs := 4 << 10
 	for bs < 64<<10 && (size+int64(bs)-1)/int64(bs) > 1024 {
 		bs *= 2

@@ -112,7 +112,7 @@ func TestBlockHasher(t *testing.T) {
 	if s := NewBlockHasher(64).Sums(); len(s) != 0 {
 		t.Fatalf("empty: %x", s)
 	}
-	for size, want := range map[int64]int{0: 4 << 10, 4 << 20: 4 << 10, 4<<20 + 1: 8 << 10, 16 << 20: 16 << 10, 1 << 30: 64 << 10} {
+	for size, want := range map[int64]int{0: 1 << 10, 64<<10 - 1: 1 << 10, 64 << 10: 4 << 10, 4 << 20: 4 << 10, 4<<20 + 1: 8 << 10, 16 << 20: 16 << 10, 1 << 30: 64 << 10} {
 		if got := DeltaBlockSize(size); got != want {
 			t.Errorf("DeltaBlockSize(%d) = %d, want %d", size, got, want)
 		}

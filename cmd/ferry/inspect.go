@@ -191,20 +191,27 @@ func ratio(u, c int64) float64 {
 const catExamples = `  ferry cat segment.seg.zst                      # records' data, as shipped
   ferry cat --json segment.seg.zst               # one JSON object per record
   ferry cat --store /srv/ferry --stream app --from 100 --to 200
+  ferry cat --sum --store /srv/ferry --stream tree --from 2145   # bytes by op (docs/BENCHMARKS.md)
 `
 
 func runCat(args []string, stdout, stderr io.Writer) error {
-	c := newFlags("cat", "ferry cat [--json] FILE... | ferry cat --store URL --stream NAME [--from SEQ] [--to SEQ] [--json]", catExamples, stderr)
+	c := newFlags("cat", "ferry cat [--json] FILE... | ferry cat --store URL --stream NAME [--from SEQ] [--to SEQ] [--json] [--sum]", catExamples, stderr)
 	asJSON := c.fs.Bool("json", false, "one JSON object per record (seq, time, key, op, data)")
+	sum := c.fs.Bool("sum", false, "print no records: sum them by op (records, repeats, framing, keys, headers, content, zstd alone at --compression) and the segments' stored bytes")
 	from := c.fs.Uint64("from", 1, "first seq to print (with --store)")
 	to := c.fs.Uint64("to", 0, "last seq to print (with --store; 0 = to the end)")
-	c.accept("max-segment-bytes")
+	c.accept("max-segment-bytes", "compression")
 	if err := c.parse(args, ""); err != nil {
 		return err
 	}
 	limit := c.segmentLimit()
 	out := newRecordPrinter(stdout, *asJSON)
 	var err error
+	if *sum {
+		if out.sum, err = dirtree.NewSummary(batch.Level(c.cfg.Ship.Compression)); err != nil {
+			return usageError{fmt.Errorf("--compression: %w", err)}
+		}
+	}
 	if out.dec, err = decrypterFor(c.cfg); err != nil {
 		return err
 	}
@@ -221,7 +228,7 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 				return err
 			}
 		}
-		return out.flush()
+		return out.finish()
 	}
 	ctx := context.Background()
 	st, names, sizes, err := c.storeSegments(ctx, stderr)
@@ -243,7 +250,7 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	return out.flush()
+	return out.finish()
 }
 
 // storeSegments opens the store and lists the stream's segments, for cat
@@ -288,6 +295,10 @@ type recordPrinter struct {
 	w       *bufio.Writer
 	json    bool
 	enc     *json.Encoder
+	// sum, when set, sums the records instead of printing them (--sum):
+	// segments and their stored and framed bytes here, by op in sum.
+	sum                      *dirtree.Summary
+	segments, stored, framed int64
 }
 
 func newRecordPrinter(w io.Writer, asJSON bool) *recordPrinter {
@@ -318,9 +329,17 @@ func (p *recordPrinter) printSegment(data []byte, where string, limit int64, fro
 	if err := seg.Decrypt(p.dec); err != nil {
 		return named(err)
 	}
+	if p.sum != nil {
+		p.segments++
+		p.stored += int64(len(data))
+	}
 	err = seg.Scan(limit, func(r *batch.Record) error {
 		if r.Seq < from || (to != 0 && r.Seq > to) {
 			return nil
+		}
+		if p.sum != nil {
+			p.framed += int64(r.FramedSize())
+			return p.sum.Add(r)
 		}
 		return p.print(r)
 	})
@@ -370,6 +389,38 @@ func (p *recordPrinter) print(r *batch.Record) error {
 }
 
 func (p *recordPrinter) flush() error { return p.w.Flush() }
+
+// finish prints the sums (--sum) and flushes.
+func (p *recordPrinter) finish() error {
+	if p.sum == nil {
+		return p.flush()
+	}
+	ops, err := p.sum.Ops()
+	if err != nil {
+		return err
+	}
+	if p.json {
+		if err := p.enc.Encode(struct {
+			Segments int64           `json:"segments"`
+			Stored   int64           `json:"stored_bytes"`
+			Framed   int64           `json:"framed_bytes"`
+			Ops      []dirtree.OpSum `json:"ops"`
+		}{p.segments, p.stored, p.framed, ops}); err != nil {
+			return err
+		}
+		return p.flush()
+	}
+	ratio := 0.0
+	if p.stored > 0 {
+		ratio = float64(p.framed) / float64(p.stored)
+	}
+	fmt.Fprintf(p.w, "%d segments, %d bytes stored; records framed %d bytes (%.2fx); a segment holding records outside --from/--to counts whole\n",
+		p.segments, p.stored, p.framed, ratio)
+	if err := dirtree.WriteTable(p.w, ops); err != nil {
+		return err
+	}
+	return p.flush()
+}
 
 // catRename describes a dir: stream's rename record readably (its data is
 // binary): `from "OLD" (file, SIZE bytes, sha256 ..., mode ..., mtime ...)`.

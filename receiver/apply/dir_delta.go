@@ -177,7 +177,13 @@ func (a *Dir) appendTo(recs batch.Records, i int, key string, d *dirtree.Delta, 
 	if _, err := f.WriteAt(d.Tail, d.BaseSize); err != nil {
 		return fmt.Errorf("append to %q: %w", key, err)
 	}
-	if err := a.writeOut(f, nil, dirtree.Header{Mode: d.Mode, Mtime: d.Mtime}); err != nil {
+	// The file is fsynced before Apply returns, with the segment's other
+	// appends and its directories, several at a time (flushSyncs): one
+	// fsync after another cost a journal commit per append.
+	if err := dirWriteMeta(f, nil, dirtree.Header{Mode: d.Mode, Mtime: d.Mtime}); err != nil {
+		return err
+	}
+	if err := a.syncLater(f); err != nil {
 		return err
 	}
 	var after unix.Stat_t

@@ -5,6 +5,7 @@ package apply_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -307,6 +308,75 @@ func TestDirRenameMarkerSurvivesEarlierSegmentReplay(t *testing.T) {
 		if d := diffTrees(want, dirWalkNoMark(t, root)); d != "" {
 			t.Fatalf("applied again from the checkpoint before both segments (marker of one segment: %v):\n%s", oldMarker, d)
 		}
+	}
+}
+
+// The marker keeps the last exactly-once rename of each of the last 256
+// segments that had one: after 257 such segments past one checkpoint, a
+// crash replay of segments 2..257 resumes after each one's rename and
+// converges, and the oldest, whose entry was dropped, is applied from its
+// first record (its put then clobbers the file its rename moved: the
+// replica diverges, which is what the bound costs).
+func TestDirRenameMarkerKeeps256Segments(t *testing.T) {
+	const n = 257
+	var r dirRecs
+	var prefix []batch.Record
+	for i := range n {
+		prefix = append(prefix, r.put(fmt.Sprintf("f%03d", i), 0o644, fmt.Sprintf("eff %d", i)))
+	}
+	segs := make([][]batch.Record, n)
+	for i := range segs {
+		// The put of g before the rename onto g makes the rename unsafe
+		// to replay: it needs the marker.
+		segs[i] = []batch.Record{r.put(fmt.Sprintf("g%03d", i), 0o644, "other"),
+			r.renameFile(fmt.Sprintf("f%03d", i), fmt.Sprintf("g%03d", i), 0o644, fmt.Sprintf("eff %d", i))}
+	}
+	root := filepath.Join(t.TempDir(), "replica")
+	a := newDirApplier(t, root, nil)
+	dirApply(t, a, prefix...)
+	st := dirState(t, a)
+	for _, s := range segs {
+		dirApply(t, a, s...)
+	}
+	want := dirWalkNoMark(t, root)
+	a.Close()
+
+	b, err := os.ReadFile(filepath.Join(root, ".ferry-renamed.tmp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Renames []struct {
+			Segment string `json:"segment"`
+			Index   int    `json:"index"`
+		} `json:"renames"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("marker: %v", err)
+	}
+	if len(m.Renames) != 256 {
+		t.Fatalf("the marker holds %d segments, want the last 256", len(m.Renames))
+	}
+	for k, e := range m.Renames {
+		if w := dirMeta(segs[n-256+k]).Name(); e.Segment != w || e.Index != 1 {
+			t.Fatalf("marker entry %d is %s record %d, want %s record 1", k, e.Segment, e.Index, w)
+		}
+	}
+
+	// Replay from the checkpoint before them all, newest entries first
+	// kept: segments 2..257 resume after their renames.
+	c := newDirApplier(t, root, st)
+	for _, s := range segs[1:] {
+		dirApply(t, c, s...)
+	}
+	if d := diffTrees(want, dirWalkNoMark(t, root)); d != "" {
+		t.Fatalf("segments 2..%d applied again:\n%s", n, d)
+	}
+	// The oldest is no longer in the marker: its put of g000 runs again
+	// over the moved file, and its rename finds the replica diverged.
+	err = dirApplyErr(c, segs[0]...)
+	if !errors.Is(err, receiver.ErrFatal) || !strings.Contains(err.Error(), "diverged") {
+		t.Fatalf("segment 1 applied again: got %v, want the divergence its dropped marker entry leaves", err)
 	}
 }
 

@@ -10,8 +10,9 @@ import (
 )
 
 // Durability of an Apply: the files a put run writes are fsynced
-// together before their renames, and every directory Apply changed is
-// fsynced before it returns.
+// together before their renames, and every directory Apply changed and
+// every file an append wrote to in place is fsynced before it returns
+// (before a rename that needs the marker, too: renamedDurably).
 const (
 	// dirMaxOpenSyncs caps the directories held open for the fsync at the
 	// end of Apply; beyond it they are fsynced early.
@@ -39,8 +40,8 @@ func fsyncAll(files []*os.File) []error {
 	return errs
 }
 
-// syncLater notes that directory d changed and must be fsynced before
-// Apply returns.
+// syncLater notes that directory d (or a file an append wrote in place)
+// changed and must be fsynced before Apply returns.
 func (a *Dir) syncLater(d *os.File) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(d.Fd()), &st); err != nil {

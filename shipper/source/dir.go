@@ -224,6 +224,7 @@ func (s *Dir) start() (*dirRun, error) {
 		kick: make(chan struct{}, 1), rescan: make(chan struct{}, 1), fatal: make(chan error, 1),
 		debounce: s.Debounce, maxDelay: s.MaxDelay, settle: s.Settle,
 		chunk: s.ChunkSize, maxRecord: s.MaxRecordSize, indexEvery: s.IndexEvery,
+		recent: newDirRecentMaps(dirRecentBudget),
 	}
 	if root == "/" {
 		r.prefix = "/"
@@ -321,6 +322,7 @@ type dirRun struct {
 	changed     int  // index changes since the snapshot
 	lastPersist time.Time
 
+	recent       *dirRecentMaps  // block maps of files shipped whole lately (dir_recent.go)
 	base         *dirBaselineRun // the baseline in progress, if any
 	nextBaseline time.Time       // when the next one is due (zero: never)
 }

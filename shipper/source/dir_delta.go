@@ -24,7 +24,9 @@ import (
 // map in the index), and otherwise whole (docs/DIRTREE.md, "Appends and
 // block deltas"). The index keeps a block map of a file from its first
 // change on, if it is at least dirtree.DeltaMinSize: files that never
-// change (most of a mail store) cost no map.
+// change (most of a mail store) cost no map. A file shipped whole lately
+// has its map in memory (dir_recent.go), so even its first change can be
+// a delta.
 
 // dirAppendMinBase is the smallest file an append is made for: below it,
 // the append header's extra 32 bytes buy nothing.
@@ -43,6 +45,13 @@ func (r *dirRun) roomFor(op, p string, hdr int) int {
 // block map of its content is then already in entry. done is as tryFile's.
 func (r *dirRun) tryIncremental(ctx context.Context, sink shipper.Sink, p string, f *os.File, st dirStat, e, entry *dirEntry,
 	still func() bool, readStart time.Time) (done, handled bool, err error) {
+	if len(e.Blocks) == 0 {
+		if bs, blocks, ok := r.recent.get(e.Hash, e.Size); ok { // shipped whole lately (dir_recent.go)
+			ec := *e
+			ec.BlockSize, ec.Blocks = bs, blocks
+			e = &ec
+		}
+	}
 	appendable := st.size > e.Size && e.Size >= dirAppendMinBase
 	if !appendable && st.size < dirtree.DeltaMinSize {
 		return false, false, nil

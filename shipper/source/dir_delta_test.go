@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -254,5 +255,109 @@ func TestDirSourceLargeAppendSplits(t *testing.T) {
 		if d, err := dirtree.ParseDelta(r.Op, r.Data); err != nil || len(d.Tail) > 64<<10 {
 			t.Fatalf("%s record: %v", r.Op, err)
 		}
+	}
+}
+
+// A file shipped whole lately has its block map in memory (dir_recent.go):
+// its first change is already a delta of the 1 KiB blocks it touched. One
+// whose mtime was old when it shipped (a scan of an old tree) keeps no map
+// and its first change goes whole; so does a recent file's after a restart
+// (the maps are memory only), and from then on its index map (files of 4
+// KiB and more get one at their first change) makes the next change a
+// delta.
+func TestDirSourceRecentFileFirstChangeIsDelta(t *testing.T) {
+	base := t.TempDir()
+	root, spool := filepath.Join(base, "tree"), t.TempDir()
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sink := &dirSink{}
+	cfg := &Dir{Root: root, SpoolDir: spool}
+	src := startDirSource(t, cfg, sink)
+	m := newDirModel(t)
+	src.converge(t, m)
+	msg, msg2, old := filepath.Join(root, "msg"), filepath.Join(root, "msg2"), filepath.Join(root, "old")
+	dirWrite(t, msg, string(randomBytes(40, 20<<10)), 0o644)
+	dirWrite(t, msg2, string(randomBytes(41, 20<<10)), 0o644)
+	// old arrives by a move from outside the tree with an mtime of a day ago.
+	outside := filepath.Join(base, "old")
+	dirWrite(t, outside, string(randomBytes(42, 20<<10)), 0o644)
+	day := time.Now().Add(-24 * time.Hour)
+	if err := os.Chtimes(outside, day, day); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(outside, old); err != nil {
+		t.Fatal(err)
+	}
+	src.converge(t, m)
+
+	patch := func(p string, seed uint64) (batch.Record, int) {
+		t.Helper()
+		time.Sleep(30 * time.Millisecond) // a new mtime
+		n := len(sink.records())
+		writeAt(t, p, 5000, randomBytes(seed, 1000)) // bytes 5000..5999: blocks 4 and 5
+		src.converge(t, m)
+		recs, size := shipped(sink, n)
+		if len(recs) != 1 {
+			t.Fatalf("1,000 bytes of %s changed: shipped %d records", filepath.Base(p), len(recs))
+		}
+		return recs[0], size
+	}
+	r, size := patch(msg, 50)
+	if r.Op != dirtree.OpDelta {
+		t.Fatalf("the first change of a file shipped lately: shipped %s (%d bytes), want a delta", r.Op, size)
+	}
+	if d, _ := dirtree.ParseDelta(r.Op, r.Data); !slices.Equal(d.Blocks, []uint32{4, 5}) || d.BlockSize != 1<<10 || size > 2<<10+300 {
+		t.Fatalf("1,000 bytes changed in a 20 KiB file: delta of blocks %v of %d bytes, %d framed", d.Blocks, d.BlockSize, size)
+	}
+	t.Logf("1,000 bytes changed in a 20 KiB file shipped lately: %d bytes shipped", size)
+	if r, size = patch(old, 51); r.Op != dirtree.OpPut {
+		t.Fatalf("the first change of a file whose mtime was a day old when it shipped: %s (%d bytes), want a put", r.Op, size)
+	}
+	// That change gave old a block map in the index (a file of 4 KiB or
+	// more gets one at its first change): the next change is a delta.
+	if r, size = patch(old, 52); r.Op != dirtree.OpDelta {
+		t.Fatalf("the second change of old: %s (%d bytes), want a delta", r.Op, size)
+	}
+	// msg2 changed to most of its blocks: whole.
+	n := len(sink.records())
+	writeAt(t, msg2, 0, randomBytes(53, 12<<10))
+	src.converge(t, m)
+	if recs, _ := shipped(sink, n); len(recs) != 1 || recs[0].Op != dirtree.OpPut {
+		t.Fatalf("12 KiB of a 20 KiB file shipped lately changed: shipped %v, want a put", recs)
+	}
+}
+
+// The recent maps stay within their budget of block hashes, the oldest
+// going first, and answer only for the content (hash and size) they
+// describe.
+func TestDirRecentMapsBudget(t *testing.T) {
+	c := newDirRecentMaps(3 * 160)
+	sum := func(i int) [32]byte { return sha256.Sum256([]byte{byte(i)}) }
+	blocks := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 160) } // 10 blocks
+	for i := range 5 {
+		c.add(sum(i), 10<<10, 1<<10, blocks(i))
+	}
+	c.add(sum(4), 10<<10, 1<<10, blocks(9)) // already kept: unchanged
+	for i := range 5 {
+		bs, b, ok := c.get(sum(i), 10<<10)
+		if want := i >= 2; ok != want || (ok && (bs != 1<<10 || !bytes.Equal(b, blocks(i)))) {
+			t.Errorf("map %d: kept %v (block size %d), want kept %v with its own blocks", i, ok, bs, want)
+		}
+	}
+	if _, _, ok := c.get(sum(3), 10<<10+1); ok {
+		t.Errorf("a map answered for content of another size")
+	}
+	if c.used != 3*160 || len(c.maps) != 3 {
+		t.Errorf("used %d bytes in %d maps, want 480 in 3", c.used, len(c.maps))
+	}
+	c.add(sum(7), 1<<20, 1<<10, make([]byte, 4*160)) // larger than the budget: not kept
+	if _, _, ok := c.get(sum(7), 1<<20); ok || len(c.maps) != 3 {
+		t.Errorf("a map over the whole budget was kept")
+	}
+	var none *dirRecentMaps // sync mode has none
+	none.add(sum(1), 1, 1, nil)
+	if _, _, ok := none.get(sum(1), 1); ok {
+		t.Errorf("a nil cache answered")
 	}
 }

@@ -365,6 +365,7 @@ func (r *dirRun) tryFile(ctx context.Context, sink shipper.Sink, p string) (done
 		if err := r.syncVersion(ctx, sink, p, sst, entry.Hash[:]); err != nil {
 			return true, err
 		}
+		r.keepRecentMap(entry.Hash, data[dirtree.HeaderLen:], st.mtime)
 		return true, r.emit(ctx, sink, batch.Record{Op: dirtree.OpPut, Key: []byte(p), Data: data})
 	}
 	if known && e.Mtime == st.mtime {
