@@ -34,10 +34,12 @@ type Tail struct {
 	Log           *slog.Logger
 	// Replayable lets the spool skip the journal for the file's lines
 	// (Shipper.SourceReplayable): the file holds them, and the newest
-	// sealed segment's cursor says where to read again after a crash. Off
-	// by default: ferry rejoin finds the lines an old primary read past
-	// the fork in its spool, and cuts the file at the first of them; with
-	// no journal, lines read but not sealed are not there to find.
+	// sealed segment's cursor says where to read again after a crash.
+	// Before the cursor leaves a file's bytes for good (a rotated file
+	// read to its end, a truncated file read again from 0) the lines read
+	// so far are sealed. ferry ship sets it unless [ship] tail_journal;
+	// ferry rejoin cuts the file at the spool's cursor, so the lines read
+	// but not sealed are cut with the rest past the fork.
 	Replayable bool
 	// Watch, if set, wakes the tail when its file changes: an idle file is
 	// not read or stat'ed every Poll, only on an event (or the Watch's
@@ -97,6 +99,28 @@ func TailCursorAt(path string, off int64) ([]byte, error) {
 	}
 	dev, ino := fileID(fi)
 	return json.Marshal(tailCursor{Dev: dev, Ino: ino, Off: off})
+}
+
+// TailCursorOffset is the offset a Tail's cursor (from Spool.Cursor) has
+// read path up to: ok is false when cursor is not a Tail's, or names
+// another file than path (another device or inode: the file was rotated
+// since, or replaced) or path does not exist.
+func TailCursorOffset(path string, cursor []byte) (off int64, ok bool, err error) {
+	var c tailCursor
+	if len(cursor) == 0 || json.Unmarshal(cursor, &c) != nil || c.Ino == 0 {
+		return 0, false, nil
+	}
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("tail %s: %w", path, err)
+	}
+	if dev, ino := fileID(fi); dev != c.Dev || ino != c.Ino {
+		return 0, false, nil
+	}
+	return c.Off, true, nil
 }
 
 // Run follows the file until ctx ends.
@@ -180,6 +204,14 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 		off := cur.off
 		if err := s.checkRotation(cur); err != nil {
 			return err
+		}
+		if cur.off != off && replayable {
+			// Truncated: the lines read from it are in no journal, and
+			// the file no longer has them to read again. Seal them
+			// before a cursor into the new content can follow.
+			if err := durable.AppendDurable(ctx, nil, nil); err != nil {
+				return err
+			}
 		}
 		if cur.rotated || cur.off != off {
 			idle.unwatch()
