@@ -414,6 +414,38 @@ func TestTailJournallessKillAfterTruncation(t *testing.T) {
 	r.finish(nil, "after a kill -9 following a copytruncate")
 }
 
+// Killed with lines read and not sealed, then the file is copytruncated
+// while the shipper is down: the truncation took those lines from the
+// file, so the restart finds the copy by the cursor (the sum of the bytes
+// before its offset) and reads them from it, then the file from 0.
+func TestTailJournallessKillThenCopyTruncate(t *testing.T) {
+	t.Parallel()
+	r := newTailRig(t, "trunc-down")
+	r.write(numbered("A", 1, 100))
+	p := r.ship("--max-age", "50ms")
+	r.waitRead(p, 100)
+	ferrytest.Eventually(t, 30*time.Second, "lines 1-100 sealed", func() (bool, string) {
+		last, _ := r.sealedThrough()
+		return last == 100, fmt.Sprintf("sealed through %d", last)
+	})
+	if code := p.Terminate(30 * time.Second); code != 0 {
+		t.Fatalf("shipper exit %d:\n%s", code, p)
+	}
+	p = r.ship("--max-age", "1h", "--max-bytes", "64MiB")
+	r.write(numbered("B", 101, 700))
+	r.waitRead(p, 800)
+	p.Kill9()
+	r.write(numbered("C", 801, 50)) // never read: in the copy only, too
+	if err := os.WriteFile(r.log+".1", r.want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(r.log, 0); err != nil {
+		t.Fatal(err)
+	}
+	r.write(numbered("D", 851, 20))
+	r.finish(nil, "after a kill -9 and a copytruncate while the shipper was down")
+}
+
 // An old primary whose tail: source had read lines it never sealed (so
 // never shipped) when it was fenced: nothing of it is past the fork in the
 // stream, but the lines are in its file past the fork. rejoin cuts them
