@@ -550,3 +550,32 @@ func TestTailJournalKey(t *testing.T) {
 	r.write(numbered("B", 1001, 100))
 	r.finish(r.ship("--config", conf, "--max-age", "50ms"), "after a kill -9 with tail_journal = true")
 }
+
+// A ship of [[streams]] tails every file with no journal too, and
+// [ship] tail_journal = true journals every stream's lines.
+func TestStreamsTailJournal(t *testing.T) {
+	t.Parallel()
+	for _, journal := range []bool{false, true} {
+		dir := t.TempDir()
+		logPath := filepath.Join(dir, "orders.log")
+		data := numbered("O", 1, 500)
+		if err := os.WriteFile(logPath, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		spool := filepath.Join(dir, "spool")
+		cfg := filepath.Join(dir, "ship.toml")
+		conf := fmt.Sprintf("store = %q\n[ship]\nspool = %q\nmax_age = \"1h\"\nmax_bytes = \"64MiB\"\ntail_journal = %v\n[[streams]]\nname = \"orders\"\nsource = \"tail:%s\"\n",
+			filepath.Join(dir, "store"), spool, journal, logPath)
+		if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p := startFerry(t, nil, "ship", "--config", cfg)
+		r := &tailRig{stream: &stream{t: t, spool: filepath.Join(spool, "orders")}}
+		r.waitRead(p, 500)
+		n := r.journalBytes()
+		p.Kill9()
+		if journal && n < int64(len(data)) || !journal && n != 0 {
+			t.Fatalf("tail_journal = %v: the stream's journal holds %d bytes of the %d read", journal, n, len(data))
+		}
+	}
+}
