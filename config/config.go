@@ -256,6 +256,15 @@ type Ship struct {
 	// through SPOOL/push.sock, and runs until stopped). Default "stdin".
 	Source string `toml:"source"`
 
+	// TailJournal keeps the old way for a tail: source: every line read is
+	// written to the spool's journal before its segment, so the spool
+	// holds the lines read but not yet sealed. Default false: a tailed
+	// file keeps its lines where they are, so they are written once, into
+	// the segment, and after a crash read again from the file at the
+	// newest segment's cursor (docs/RELIABILITY.md, "Journal-less tail:").
+	// Only for a tail: source or [[streams]].
+	TailJournal bool `toml:"tail_journal"`
+
 	// DirExclude are globs for a dir: source, matched against each path's
 	// base name and its path relative to the root, e.g. ["*.tmp",
 	// "*.lock"]. An excluded directory is not descended into. Default none.

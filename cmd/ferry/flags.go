@@ -78,6 +78,8 @@ var configFlags = map[string]configFlag{
 		set: func(c *config.File, v string) error { c.Ship.Format = v; return nil }},
 	"fsync": {kind: stringFlag, usage: "always, batch or off (default batch)",
 		set: func(c *config.File, v string) error { c.Ship.Fsync = v; return nil }},
+	"tail-journal": {kind: boolFlag, usage: "journal the lines of a tail: source before sealing them (default: written once, into the segment; after a crash read again from the file)",
+		set: func(c *config.File, v string) error { c.Ship.TailJournal = v == "true"; return nil }},
 	"max-bytes": {kind: sizeFlag, usage: "seal a segment at this many uncompressed `bytes` (default 4MiB)",
 		set: func(c *config.File, v string) (err error) { c.Ship.MaxBytes, err = config.ParseSize(v); return }},
 	"max-age": {kind: durationFlag, usage: "seal a segment this long after its first record (default 2s)",

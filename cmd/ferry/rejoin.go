@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
+	"github.com/ferry-dr/ferry/shipper/source"
 	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
@@ -160,6 +161,11 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 			return d, fmt.Errorf("spool %s: sealed/%s: %w", spoolDir, s.Name, err)
 		}
 	}
+	// Where the site's tail: source stands: after the last record it
+	// sealed. Lines read after it were never sealed (with no journal,
+	// they were only in memory) nor shipped, so they are past the fork
+	// too: the cut takes them with the rest.
+	cursor := sp.Cursor()
 	if err := sp.Close(); err != nil {
 		return d, err
 	}
@@ -181,14 +187,10 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return d, err
 		}
-		at := int64(len(data))
-		if len(tail) > 0 {
-			i := bytes.LastIndex(data, tail)
-			if i < 0 {
-				return d, fmt.Errorf("file %s does not hold the %d divergent records (seq %d..%d); cut it back to seq %d by hand, then run rejoin with another --apply",
-					path, d.Records, d.FirstSeq, d.LastSeq, fork)
-			}
-			at = int64(i)
+		at, err := forkOffset(path, data, tail, cursor)
+		if err != nil {
+			return d, fmt.Errorf("%w (the %d divergent records are seq %d..%d); cut it back to seq %d by hand, then run rejoin with another --apply",
+				err, d.Records, d.FirstSeq, d.LastSeq, fork)
 		}
 		cut = data[at:]
 		d.CutFile, d.CutOffset, d.CutBytes = path, at, int64(len(cut))
@@ -214,6 +216,38 @@ func rejoin(ctx context.Context, st store.Store, stream, spoolDir, state, applyS
 	}
 	log.Info("fenced spool moved aside; a later ferry ship starts a fresh spool", "spool", aside)
 	return d, nil
+}
+
+// forkOffset is where the fork falls in data, the content of the file:
+// target at path: the divergent records (tail: those past the fork, in
+// seq order) start there. When the spool's cursor is a tail: source's
+// position in this very file, the records end at it, and every byte
+// after it was read but never sealed, or never read: none was shipped,
+// so the fork is len(tail) before the cursor. Otherwise the fork is
+// where tail last occurs, or the end of the file when there is no tail.
+func forkOffset(path string, data, tail, cursor []byte) (int64, error) {
+	end, ok, err := source.TailCursorOffset(path, cursor)
+	if err != nil {
+		return 0, err
+	}
+	if ok {
+		at := end - int64(len(tail))
+		switch {
+		case end > int64(len(data)):
+			return 0, fmt.Errorf("file %s has %d bytes, fewer than the %d its shipper had read", path, len(data), end)
+		case at < 0 || !bytes.Equal(data[at:end], tail):
+			return 0, fmt.Errorf("file %s does not hold the divergent records right before byte %d, where its shipper stopped sealing", path, end)
+		}
+		return at, nil
+	}
+	if len(tail) == 0 {
+		return int64(len(data)), nil
+	}
+	i := bytes.LastIndex(data, tail)
+	if i < 0 {
+		return 0, fmt.Errorf("file %s does not hold the divergent records", path)
+	}
+	return int64(i), nil
 }
 
 // divergentInStore adds the records past fork of gen's segments in st,

@@ -51,7 +51,7 @@ const shipExamples = `  # ship a log file through stdin into a local directory s
 func runShip(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("ship", "ferry ship --store URL --stream NAME --spool DIR [--source stdin|tail:PATH] [--format line|ndjson|raw] [--max-bytes 4MiB] [--max-age 2s] [--max-records N] [--config FILE]", shipExamples, stderr)
 	c.accept("spool", "source", "format", "fsync", "max-bytes", "max-age", "max-records", "max-record-size",
-		"spool-limit", "shutdown-timeout", "compression", "ack", "metrics-addr", "also", "start-now", "site", "lease-ttl", "pg-data")
+		"spool-limit", "shutdown-timeout", "compression", "ack", "metrics-addr", "also", "start-now", "site", "lease-ttl", "pg-data", "tail-journal")
 	c.accept(shipperLinkFlags...)
 	err := c.parseNoArgs(args, "ship")
 	if err != nil {
@@ -61,6 +61,9 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	reload := c.watchReload("ship", log) // SIGHUP
 	defer reload.close()
 	cfg := c.cfg
+	if cfg.Ship.TailJournal && len(cfg.Streams) == 0 && !strings.HasPrefix(cfg.Ship.Source, "tail:") {
+		return usageError{fmt.Errorf("ship.tail_journal (--tail-journal) is for a tail: source, whose lines are otherwise not journaled; ship.source is %q", cfg.Ship.Source)}
+	}
 	if len(cfg.Streams) > 0 {
 		reload.onApply(func(*config.File, []string) error {
 			return errors.New("a ship with [[streams]] applies no reload yet: restart it to change its settings")
@@ -137,7 +140,7 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		src = &source.Reader{R: stdin, Name: "stdin", Format: sc.Format, MaxRecordSize: int(sc.MaxRecordSize)}
 	case strings.HasPrefix(sc.Source, "tail:"):
 		src = &source.Tail{Path: strings.TrimPrefix(sc.Source, "tail:"), Format: sc.Format,
-			MaxRecordSize: int(sc.MaxRecordSize), Cursor: sh.Spool().Cursor(), Log: log}
+			MaxRecordSize: int(sc.MaxRecordSize), Cursor: sh.Spool().Cursor(), Log: log, Replayable: !sc.TailJournal}
 	case strings.HasPrefix(sc.Source, "dir:"):
 		ds := &source.Dir{Root: strings.TrimPrefix(sc.Source, "dir:"), SpoolDir: sc.Spool, Exclude: sc.DirExclude,
 			MaxRecordSize: int(sc.MaxRecordSize), Cursor: sh.Spool().Cursor(), Log: log}

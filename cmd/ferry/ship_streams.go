@@ -145,7 +145,7 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 				return sh, nil, nil // a leftover spool: ship what it holds
 			}
 			tail := &source.Tail{Path: file, Format: c.Ship.Format, MaxRecordSize: int(sc.MaxRecordSize),
-				Cursor: sh.Spool().Cursor(), Log: log.With("stream", name), Watch: watch}
+				Cursor: sh.Spool().Cursor(), Log: log.With("stream", name), Watch: watch, Replayable: !sc.TailJournal}
 			if t.IsGlob() {
 				tail.EndWhenGone = goneAfter
 			}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -301,11 +300,12 @@ func tailAtEnd(path string, cursor []byte) error {
 	if fi.Size() == 0 && len(cursor) == 0 {
 		return nil
 	}
-	end, err := source.TailCursorAt(path, fi.Size())
+	// By device, inode and offset: a cursor of an older ferry has no sum.
+	off, ok, err := source.TailCursorOffset(path, cursor)
 	if err != nil {
 		return err
 	}
-	if !bytes.Equal(end, cursor) {
+	if !ok || off != fi.Size() {
 		var c struct {
 			Off int64 `json:"off"`
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -109,5 +110,15 @@ func TestTailAtEnd(t *testing.T) {
 	end, _ := source.TailCursorAt(path, 4)
 	if err := tailAtEnd(path, end); err != nil {
 		t.Fatalf("cursor at the end: %v", err)
+	}
+	// A cursor an older ferry wrote has no sum.
+	var c map[string]any
+	if err := json.Unmarshal(end, &c); err != nil || c["sum"] == nil {
+		t.Fatalf("cursor %s: %v; want a sum", end, err)
+	}
+	delete(c, "sum")
+	old, _ := json.Marshal(c)
+	if err := tailAtEnd(path, old); err != nil {
+		t.Fatalf("cursor at the end without a sum: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -34,10 +35,12 @@ type Tail struct {
 	Log           *slog.Logger
 	// Replayable lets the spool skip the journal for the file's lines
 	// (Shipper.SourceReplayable): the file holds them, and the newest
-	// sealed segment's cursor says where to read again after a crash. Off
-	// by default: ferry rejoin finds the lines an old primary read past
-	// the fork in its spool, and cuts the file at the first of them; with
-	// no journal, lines read but not sealed are not there to find.
+	// sealed segment's cursor says where to read again after a crash.
+	// Before the cursor leaves a file's bytes for good (a rotated file
+	// read to its end, a truncated file read again from 0) the lines read
+	// so far are sealed. ferry ship sets it unless [ship] tail_journal;
+	// ferry rejoin cuts the file at the spool's cursor, so the lines read
+	// but not sealed are cut with the rest past the fork.
 	Replayable bool
 	// Watch, if set, wakes the tail when its file changes: an idle file is
 	// not read or stat'ed every Poll, only on an event (or the Watch's
@@ -66,6 +69,34 @@ type tailCursor struct {
 	Dev uint64 `json:"dev"`
 	Ino uint64 `json:"ino"`
 	Off int64  `json:"off"`
+	// Sum is the CRC-32C of the sumBytes bytes before Off (fewer at the
+	// start of the file; omitted when 0): it finds the copy a
+	// copytruncate made while ferry was down, which holds the lines after
+	// Off the truncation took from the file. Cursors of older ferry
+	// versions have none.
+	Sum uint32 `json:"sum,omitempty"`
+}
+
+// sumBytes is how many bytes before a cursor's offset its Sum covers.
+const sumBytes = 64
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// sumBefore is the Sum of a cursor at off in r. before, if it holds at
+// least sumBytes, is the bytes that end at off, which saves a read.
+func sumBefore(r io.ReaderAt, off int64, before []byte) uint32 {
+	n := min(off, sumBytes)
+	if n == 0 {
+		return 0
+	}
+	if int64(len(before)) >= n {
+		return crc32.Checksum(before[int64(len(before))-n:], castagnoli)
+	}
+	buf := make([]byte, n)
+	if _, err := r.ReadAt(buf, off-n); err != nil {
+		return 0
+	}
+	return crc32.Checksum(buf, castagnoli)
 }
 
 type tailFile struct {
@@ -95,8 +126,35 @@ func TailCursorAt(path string, off int64) ([]byte, error) {
 	if fi.Size() < off {
 		return nil, fmt.Errorf("tail %s: the file has %d bytes, fewer than the %d to start after", path, fi.Size(), off)
 	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("tail %s: %w", path, err)
+	}
+	defer f.Close()
 	dev, ino := fileID(fi)
-	return json.Marshal(tailCursor{Dev: dev, Ino: ino, Off: off})
+	return json.Marshal(tailCursor{Dev: dev, Ino: ino, Off: off, Sum: sumBefore(f, off, nil)})
+}
+
+// TailCursorOffset is the offset a Tail's cursor (from Spool.Cursor) has
+// read path up to: ok is false when cursor is not a Tail's, or names
+// another file than path (another device or inode: the file was rotated
+// since, or replaced) or path does not exist.
+func TailCursorOffset(path string, cursor []byte) (off int64, ok bool, err error) {
+	var c tailCursor
+	if len(cursor) == 0 || json.Unmarshal(cursor, &c) != nil || c.Ino == 0 {
+		return 0, false, nil
+	}
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("tail %s: %w", path, err)
+	}
+	if dev, ino := fileID(fi); dev != c.Dev || ino != c.Ino {
+		return 0, false, nil
+	}
+	return c.Off, true, nil
 }
 
 // Run follows the file until ctx ends.
@@ -180,6 +238,14 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 		off := cur.off
 		if err := s.checkRotation(cur); err != nil {
 			return err
+		}
+		if cur.off != off && replayable {
+			// Truncated: the lines read from it are in no journal, and
+			// the file no longer has them to read again. Seal them
+			// before a cursor into the new content can follow.
+			if err := durable.AppendDurable(ctx, nil, nil); err != nil {
+				return err
+			}
 		}
 		if cur.rotated || cur.off != off {
 			idle.unwatch()
@@ -272,6 +338,16 @@ func (s *Tail) openStart() (*tailFile, error) {
 	case c.Dev == t.dev && c.Ino == t.ino:
 		t.off = c.Off
 		if size < c.Off {
+			if cp := s.findCopy(c); cp != "" {
+				if ot, _, err := openTail(cp); err == nil {
+					// Its lines after the cursor were never sealed (a crash
+					// before the truncation was seen): read them first.
+					s.Log.Info("file was truncated while stopped (copytruncate); finishing its copy first", "path", s.Path, "copy", cp, "offset", c.Off)
+					t.f.Close()
+					ot.off, ot.rotated = c.Off, true
+					return ot, nil
+				}
+			}
 			s.Log.Warn("tailed file is shorter than the saved offset (truncated while stopped); reading from the start",
 				"path", s.Path, "offset", c.Off, "size", size)
 			t.off = 0
@@ -318,7 +394,7 @@ func (s *Tail) rotatedSince(old string, liveIno uint64) []string {
 		if !strings.HasPrefix(name, base) || name == base || filepath.Join(dir, name) == old {
 			continue
 		}
-		if ext := filepath.Ext(name); ext == ".gz" || ext == ".zst" || ext == ".bz2" || ext == ".xz" || ext == ".lz4" {
+		if isCompressed(name) {
 			continue
 		}
 		fi, err := e.Info()
@@ -336,6 +412,52 @@ func (s *Tail) rotatedSince(old string, liveIno uint64) []string {
 		out[i] = c.path
 	}
 	return out
+}
+
+// findCopy finds the copy a copytruncate of the tailed file made while
+// ferry was stopped: a sibling named like it plus a suffix, not
+// compressed, holding at least c.Off bytes, whose sumBytes before c.Off
+// match c.Sum; the newest, if several do. "" if none does, or c has no Sum.
+func (s *Tail) findCopy(c tailCursor) string {
+	if c.Sum == 0 {
+		return ""
+	}
+	dir, base := filepath.Split(s.Path)
+	ents, err := os.ReadDir(filepath.Clean(dir))
+	if err != nil {
+		return ""
+	}
+	var found string
+	var mod time.Time
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, base) || name == base || isCompressed(name) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() < c.Off || (found != "" && !fi.ModTime().After(mod)) {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		sum := sumBefore(f, c.Off, nil)
+		f.Close()
+		if sum == c.Sum {
+			found, mod = p, fi.ModTime()
+		}
+	}
+	return found
+}
+
+func isCompressed(name string) bool {
+	switch filepath.Ext(name) {
+	case ".gz", ".zst", ".bz2", ".xz", ".lz4":
+		return true
+	}
+	return false
 }
 
 func openRotated(path string) (*tailFile, error) {
@@ -477,7 +599,7 @@ func (s *Tail) readLines(ctx context.Context, t *tailFile, p *recordParser, sink
 func (s *Tail) emit(ctx context.Context, t *tailFile, p *recordParser, sink shipper.Sink, chunk []byte) error {
 	recs := s.recs[:0]
 	defer func() { s.recs = recs[:0] }()
-	off := t.off
+	off, start, all := t.off, t.off, chunk
 	for len(chunk) > 0 {
 		i := bytes.IndexByte(chunk, '\n')
 		var line []byte
@@ -494,7 +616,7 @@ func (s *Tail) emit(ctx context.Context, t *tailFile, p *recordParser, sink ship
 		off += int64(len(line))
 		recs = append(recs, rec)
 		if len(recs) >= sourceBatchRecords || len(chunk) == 0 {
-			cur, _ := json.Marshal(tailCursor{Dev: t.dev, Ino: t.ino, Off: off})
+			cur, _ := json.Marshal(tailCursor{Dev: t.dev, Ino: t.ino, Off: off, Sum: sumBefore(t.f, off, all[:off-start])})
 			if err := sink.AppendBatch(ctx, recs, cur); err != nil {
 				return err
 			}

@@ -5,8 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
+	"github.com/ferry-dr/ferry/shipper"
 )
 
 // journalSize is the size of the journal files in a spool directory.
@@ -69,5 +75,59 @@ func TestTailReplayableSkipsJournal(t *testing.T) {
 				t.Fatalf("cursor %s after the seal, want %s", got, want)
 			}
 		})
+	}
+}
+
+// A Replayable tail seals what it read before it follows a truncated file
+// (copytruncate) from offset 0: the lines read before are in no journal,
+// and the file no longer holds them. A crash right after loses none: the
+// shipper is closed without a drain (its open batch is lost, as in a
+// kill -9) and a new one, from the spool's cursor, ships the rest once.
+func TestTailReplayableSealsBeforeTruncation(t *testing.T) {
+	cfg, st := shipperConfig(t)
+	cfg.Spool.Policy.MaxRecords = 100000 // only the truncation seals
+	sh, err := shipper.New(context.Background(), cfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendFile(t, path, batchtest.Lines("old", 1, 50)...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- (&Tail{Path: path, Format: FormatLine, Poll: 5 * time.Millisecond, Log: quiet, Replayable: true}).Run(ctx, sh)
+	}()
+	waitFor(t, "50 lines appended", func() bool { return sh.Spool().LastSeq() == 50 })
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, batchtest.Lines("new", 1, 3)...)
+	waitFor(t, "the 3 lines after the truncation appended", func() bool { return sh.Spool().LastSeq() == 53 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Close(); err != nil { // no drain: the open batch is lost
+		t.Fatal(err)
+	}
+
+	appendFile(t, path, batchtest.Lines("new", 4, 5)...)
+	sh = startShipper(t, cfg)
+	if got := sh.Spool().LastSeq(); got != 50 {
+		t.Fatalf("after the crash the spool holds seqs through %d, want 50: the lines read before the truncation sealed", got)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() {
+		done <- (&Tail{Path: path, Format: FormatLine, Poll: 5 * time.Millisecond, Cursor: sh.Spool().Cursor(), Log: quiet, Replayable: true}).Run(ctx, sh)
+	}()
+	waitFor(t, "55 lines appended", func() bool { return sh.Spool().LastSeq() == 55 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	drain(t, sh)
+	got := batchtest.Datas(batchtest.CheckChain(t, batchtest.ReadStore(t, st, "app"), 0, batch.ZeroHash))
+	if want := slices.Concat(batchtest.Lines("old", 1, 50), batchtest.Lines("new", 1, 5)); !slices.Equal(got, want) {
+		t.Fatalf("stored %d lines %q, want %d: %q", len(got), got, len(want), want)
 	}
 }

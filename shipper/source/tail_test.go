@@ -119,8 +119,11 @@ func fileCursor(t *testing.T, path string) tailCursor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, ino := fileID(fi)
-	return tailCursor{Dev: dev, Ino: ino, Off: fi.Size()}
+	b, err := TailCursorAt(path, fi.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeCursor(t, b)
 }
 
 func TestTailAppendedLines(t *testing.T) {
@@ -484,5 +487,52 @@ func TestTailEndWhenGone(t *testing.T) {
 	}
 	if got, want := r.sink.datas(), append(batchtest.Lines("l", 1, 4), "l5\n", "l6"); !slices.Equal(got, want) {
 		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// A copytruncate while the tail was stopped: the copy (found by the
+// cursor's sum of the bytes before its offset) holds the lines after the
+// cursor that the truncation took from the file; they are read from it
+// first, then the file from 0. A cursor without a sum (older ferry)
+// reads the file from 0 as before.
+func TestTailCopyTruncatedWhileStopped(t *testing.T) {
+	for _, withSum := range []bool{true, false} {
+		t.Run(fmt.Sprint("sum=", withSum), func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "app.log")
+			appendFile(t, path, batchtest.Lines("l", 1, 5)...)
+			r := startTail(t, &Tail{Path: path})
+			r.wait(t, batchtest.Lines("l", 1, 5))
+			r.stop(t)
+			cursor := r.sink.lastCursor()
+			if !withSum {
+				c := decodeCursor(t, cursor)
+				c.Sum = 0
+				cursor, _ = json.Marshal(c)
+			}
+			appendFile(t, path, batchtest.Lines("l", 6, 8)...)
+			// Another rotated file that is no copy of this one, with as many bytes.
+			appendFile(t, filepath.Join(dir, "app.log.2"), batchtest.Lines("x", 1, 8)...)
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "app.log.1"), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(path, 0); err != nil {
+				t.Fatal(err)
+			}
+			appendFile(t, path, "n1\n")
+			want := append(batchtest.Lines("l", 6, 8), "n1\n")
+			if !withSum {
+				want = []string{"n1\n"}
+			}
+			r2 := startTail(t, &Tail{Path: path, Cursor: cursor})
+			r2.wait(t, want)
+			if got, want := decodeCursor(t, r2.sink.lastCursor()), fileCursor(t, path); got != want {
+				t.Fatalf("cursor %+v, want %+v", got, want)
+			}
+		})
 	}
 }
