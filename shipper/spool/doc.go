@@ -111,7 +111,11 @@
 //     syncfs(2) of their file system, within CommitInterval or at once for
 //     a waiter, before it advances any spool's durable position. syncfs
 //     makes the files and their directory entries durable at once, so the
-//     order between a spool's files holds too.
+//     order between a spool's files holds too. Seals share those syncs:
+//     a sealed segment written under its name waits for the Committer's
+//     next sync (within Committer.SealWait, default CommitInterval)
+//     instead of fsyncing itself and sealed/ (where syncfs reports
+//     write-back errors: Linux 5.8 and later).
 //   - "off": never; a crash may lose accepted records.
 //
 // A new journal file's directory entry is fsynced before its first fsync
