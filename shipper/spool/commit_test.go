@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -299,4 +300,67 @@ func TestSyncfsReportsErrors(t *testing.T) {
 			t.Errorf("syncfsReportsErrors(%q) = %v, want %v", rel, got, want)
 		}
 	}
+}
+
+// BenchmarkSealMany seals one small segment in each of 100 spools sharing
+// a Committer per iteration, all at once (as age-triggered seals of many
+// streams come): each seal fsyncing its segment and sealed/ ("own"), or
+// the seals sharing the group syncs ("shared"). cpu-ms/op is the process's
+// CPU time (user+system) per iteration, which the wall time hides on a
+// loaded machine.
+func BenchmarkSealMany(b *testing.B) {
+	for _, mode := range []struct {
+		name   string
+		shared bool
+	}{{"own", false}, {"shared", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			c := NewCommitter(100 * time.Millisecond)
+			c.SealSync = mode.shared
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go c.Run(ctx)
+			root := b.TempDir()
+			var sps []*Spool
+			for i := range 100 {
+				sp, err := Open(Config{Dir: filepath.Join(root, fmt.Sprint(i)), Stream: "s", Fsync: FsyncBatch, Committer: c,
+					JournalRotate: 1 << 20}, nil, quiet)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer sp.Close()
+				sps = append(sps, sp)
+			}
+			recs := batchtest.Records("x", 10)
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			for range b.N {
+				var wg sync.WaitGroup
+				for _, sp := range sps {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if _, err := sp.Append(ctx, recs, nil); err != nil {
+							b.Error(err)
+						}
+						if err := sp.Seal("age"); err != nil {
+							b.Error(err)
+						}
+						for _, seg := range sp.Pending(0) {
+							sp.Confirm("", seg.LastSeq)
+						}
+					}()
+				}
+				wg.Wait()
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+		})
+	}
+}
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
