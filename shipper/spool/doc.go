@@ -126,8 +126,9 @@
 // A seal writes the segment straight under its final name (O_EXCL: a
 // segment name is never overwritten; an existing file fails the spool),
 // then fsyncs the file and sealed/ together, one commit of the file
-// system's journal. The segment's metadata carries the source cursor after
-// its records (source_cursor). When the seal point split an Append that
+// system's journal (with a Committer, its next group sync does instead).
+// The segment's metadata carries the source cursor after its records
+// (source_cursor). When the seal point split an Append that
 // moved the cursor, that cursor covers the leftover too, so the leftover
 // is fsynced first (unless fsync is "off"), or a crash could skip it. A
 // seal that fails removes its file.
