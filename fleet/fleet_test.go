@@ -495,3 +495,55 @@ func TestOversizeLeaseLogged(t *testing.T) {
 		t.Fatalf("want one warning naming %s and saying to delete it, got %d:\n%s", key, n, logs.String())
 	}
 }
+
+// A long-lived member forgets the objects it no longer sees: 50 damaged
+// member objects, deleted once abandoned for a TTL, leave nothing in its
+// seen and warned maps a few TTLs later.
+func TestMemberForgetsGoneObjects(t *testing.T) {
+	st := newStore(t)
+	c := &clock{t: time.Unix(1e9, 0)}
+	ctx := context.Background()
+	for i := range 50 {
+		if err := st.Put(ctx, MembersDir("f")+fmt.Sprintf("ghost%02d", i), []byte("not a member")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := newMember(t, st, "a", c)
+	tick := func() {
+		t.Helper()
+		if err := a.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.add(time.Second) // TTL/3
+	}
+	tick()
+	a.seenMu.Lock()
+	seen, warned := len(a.seen), len(a.warned)
+	a.seenMu.Unlock()
+	if seen < 50 || warned < 50 {
+		t.Fatalf("after the first tick: %d seen, %d warned; want the 50 damaged members in both", seen, warned)
+	}
+	for range 20 { // well past the TTL that deletes them and 3 TTLs more
+		tick()
+	}
+	var left []string
+	err := st.List(ctx, MembersDir("f"), "", func(o store.Object) error { left = append(left, o.Name); return nil })
+	if err != nil || len(left) != 1 {
+		t.Fatalf("member objects left %v (%v), want only a's", left, err)
+	}
+	a.seenMu.Lock()
+	defer a.seenMu.Unlock()
+	for k := range a.seen {
+		if strings.Contains(k, "ghost") {
+			t.Errorf("seen still holds %s", k)
+		}
+	}
+	for k := range a.warned {
+		if strings.Contains(k, "ghost") {
+			t.Errorf("warned still holds %s", k)
+		}
+	}
+	if len(a.seen) > 2 || len(a.warned) > 2 {
+		t.Errorf("%d seen, %d warned entries left", len(a.seen), len(a.warned))
+	}
+}

@@ -56,10 +56,19 @@ type Member struct {
 	held    map[string]*held
 	live    []string // member ids, sorted, as the last tick saw them
 
+	// seen and warned remember objects this member judged; an entry not
+	// looked at for forgetAfter (the object deleted, or no longer this
+	// member's concern) is dropped at the next tick (forget), so a
+	// long-lived member does not grow with every object it ever saw.
 	seenMu sync.Mutex
 	seen   map[string]seenState // object key: its version and when first seen so (staleness)
-	warned map[string]string    // object key: the damaged version warned about
+	warned map[string]warnState // object key: the damaged version warned about
 }
+
+// forgetAfter is how long seen and warned keep an object's entry after it
+// was last looked at, in TTLs. Every object a member still judges is looked
+// at each tick (TTL/3), so only objects it stopped looking at are dropped.
+const forgetAfter = 3
 
 // held is this member's hold on one stream's lease.
 type held struct {
@@ -75,6 +84,12 @@ type held struct {
 type seenState struct {
 	version string
 	since   time.Time
+	looked  time.Time // when last looked at
+}
+
+type warnState struct {
+	version string
+	looked  time.Time
 }
 
 // New checks cfg and returns a member that has not joined yet (Join).
@@ -106,7 +121,7 @@ func New(cfg Config, log *slog.Logger) (*Member, error) {
 	return &Member{cfg: cfg, log: log.With("fleet", cfg.Name, "member", cfg.Member),
 		me: MemberRecord{Version: Version, Fleet: cfg.Name, Member: cfg.Member, Host: cfg.Host, PID: os.Getpid(),
 			Token: hex.EncodeToString(tok[:]), Started: now},
-		held: map[string]*held{}, seen: map[string]seenState{}, warned: map[string]string{}}, nil
+		held: map[string]*held{}, seen: map[string]seenState{}, warned: map[string]warnState{}}, nil
 }
 
 // ID is the member's id.
@@ -184,10 +199,30 @@ func (m *Member) stale(key, version string, now time.Time) bool {
 	defer m.seenMu.Unlock()
 	s, ok := m.seen[key]
 	if !ok || s.version != version {
-		m.seen[key] = seenState{version: version, since: now}
+		m.seen[key] = seenState{version: version, since: now, looked: now}
 		return false
 	}
+	s.looked = now
+	m.seen[key] = s
 	return now.Sub(s.since) >= m.cfg.TTL
+}
+
+// forget drops the seen and warned entries not looked at for forgetAfter
+// TTLs.
+func (m *Member) forget(now time.Time) {
+	m.seenMu.Lock()
+	defer m.seenMu.Unlock()
+	old := now.Add(-forgetAfter * m.cfg.TTL)
+	for k, s := range m.seen {
+		if s.looked.Before(old) {
+			delete(m.seen, k)
+		}
+	}
+	for k, w := range m.warned {
+		if w.looked.Before(old) {
+			delete(m.warned, k)
+		}
+	}
 }
 
 // warnDamaged logs a damaged object once per version.
@@ -199,10 +234,11 @@ func (m *Member) warnDamaged(key, version string, err error) {
 func (m *Member) warnOnce(key, version, msg string, err error) {
 	m.seenMu.Lock()
 	defer m.seenMu.Unlock()
-	if v, ok := m.warned[key]; !ok || v != version {
-		m.warned[key] = version
+	w, ok := m.warned[key]
+	if !ok || w.version != version {
 		m.log.Warn(msg, "object", key, "err", err)
 	}
+	m.warned[key] = warnState{version: version, looked: m.cfg.Now()}
 }
 
 // readMembers reads the fleet's member objects and returns the live
@@ -300,6 +336,7 @@ func (m *Member) Tick(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 	m.parallel(ctx, take, m.take)
+	m.forget(m.cfg.Now())
 	return nil
 }
 

@@ -40,7 +40,7 @@ type Registry struct {
 	receivers *recvCollector  // registered with the first WatchReceiver
 	shippers  *shipCollector  // registered with the first WatchShipper
 	hooked    map[string]bool // streams with a SendHook: their targets' sends are timed
-	stopped   []func() error  // watched receivers' failed funcs (Serve's stop waits for a scrape)
+	stopped   []healthCheck   // watched receivers' failed funcs (Serve's stop waits for a scrape)
 
 	// Scrapes, under mu: a channel closed (and replaced) as each ends;
 	// stopInScrape: a scrape's collection exported a watched receiver's
@@ -289,8 +289,8 @@ func (r *Registry) stopExported() {
 // anyStoppedLocked is the error of a watched receiver that has stopped,
 // if any (under mu).
 func (r *Registry) anyStoppedLocked() error {
-	for _, failed := range r.stopped {
-		if err := failed(); err != nil {
+	for _, s := range r.stopped {
+		if err := s.check(); err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,7 @@ package metrics
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,26 +17,31 @@ import (
 // unhealthy once Run has failed (failed() returns non-nil), while an
 // operation (a read, an apply) has kept failing for longer than MaxLag, or
 // while it has waited on a gap that long. A process may watch several
-// receivers (ferry sync: one per peer), each of its own stream: their
-// metrics are told apart by the stream label. Watching two receivers of
-// one stream panics, as a duplicate registration does.
+// receivers (ferry sync: one per peer; ferry receive of many streams: one
+// per stream), each of its own stream: their metrics are told apart by
+// the stream label. Watching two receivers of one stream at once panics,
+// as a duplicate registration does; unwatch removes the receiver's series
+// and health check, after which its stream may be watched again (a
+// stream's receiver opened again, or handed over in a fleet).
 //
 // Once failed() returns an error, ferry_receive_stopped says why, and
 // Serve's stop keeps serving until a scrape has seen it (StopGrace).
-func (r *Registry) WatchReceiver(rc *receiver.Receiver, stream string, failed func() error, h Health) {
+func (r *Registry) WatchReceiver(rc *receiver.Receiver, stream string, failed func() error, h Health) (unwatch func()) {
 	r.mu.Lock()
 	first := r.receivers == nil
 	if first {
 		r.receivers = &recvCollector{}
 	}
 	c := r.receivers
-	r.stopped = append(r.stopped, failed)
+	r.checks++
+	id := r.checks
+	r.stopped = append(r.stopped, healthCheck{id: id, check: failed})
 	r.mu.Unlock()
 	c.add(watchedReceiver{r: rc, stream: stream, failed: failed, since: time.Now(), shown: r.stopExported})
 	if first {
 		r.reg.MustRegister(c)
 	}
-	r.addHealth(func() error {
+	removeHealth := r.addHealth(func() error {
 		if err := failed(); err != nil {
 			return fmt.Errorf("receiver of %s stopped: %v", stream, err)
 		}
@@ -50,6 +56,16 @@ func (r *Registry) WatchReceiver(rc *receiver.Receiver, stream string, failed fu
 		}
 		return nil
 	})
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			removeHealth()
+			c.remove(rc)
+			r.mu.Lock()
+			r.stopped = slices.DeleteFunc(r.stopped, func(s healthCheck) bool { return s.id == id })
+			r.mu.Unlock()
+		})
+	}
 }
 
 // stopReasons are the values of ferry_receive_stopped's reason label,
@@ -118,6 +134,12 @@ func (c *recvCollector) add(w watchedReceiver) {
 		}
 	}
 	c.recv = append(c.recv, w)
+}
+
+func (c *recvCollector) remove(rc *receiver.Receiver) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recv = slices.DeleteFunc(c.recv, func(w watchedReceiver) bool { return w.r == rc })
 }
 
 func (c *recvCollector) Describe(ch chan<- *prometheus.Desc) {

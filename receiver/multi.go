@@ -18,7 +18,8 @@ import (
 // Many streams in one process: a Multi lists the whole store once per
 // poll (store.TreeLister), finds the streams that match, runs one
 // Receiver per stream it may apply, and offers each the segments the
-// listing shows past what it was offered last. An idle stream thus costs
+// listing shows past its checkpoint that it was not offered yet (a segment
+// that fills a gap included, however late it comes). An idle stream thus costs
 // nothing but its share of that one listing: its Receiver waits on its
 // offers and lists the store itself only when offers do not continue it
 // (a gap), once when it starts, and at its safety-net poll (MultiPoll).
@@ -68,6 +69,14 @@ type MultiConfig struct {
 	// OnListed, if set, is called after each listing with the streams
 	// matched and those running (for status).
 	OnListed func(matched, running []string)
+	// OnStart, if set, is called once a stream's receiver is open, before
+	// it runs (metrics, status).
+	OnStart func(stream string, r *Receiver)
+	// OnStop, if set, is called once a stream's receiver has stopped and
+	// closed: err is what its Run returned (nil when the Multi stopped
+	// it), released that the stream was handed over (it is not opened
+	// again while another process holds it).
+	OnStop func(stream string, r *Receiver, err error, released bool)
 }
 
 // Multi applies many streams of one store.
@@ -84,11 +93,58 @@ type Multi struct {
 
 // streamRun is one stream's running Receiver.
 type streamRun struct {
-	r       *Receiver
-	cancel  context.CancelFunc
-	done    chan struct{}
-	err     error  // Run's, once done is closed
-	offered string // the newest segment name offered
+	r      *Receiver
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // Run's, once done is closed
+	// offered holds the names offered past the checkpoint: a listed
+	// segment is offered once, whether it is newer than the others or
+	// fills a gap behind them; names the checkpoint passed are dropped.
+	offered map[string]bool
+
+	mu      sync.Mutex  // guards the fields below, set by each listing
+	stored  uint64      // the newest seq the last listing showed
+	pending []listedSeg // the segments past the checkpoint it showed
+}
+
+// listedSeg is a listed segment not applied when it was listed.
+type listedSeg struct {
+	lastSeq uint64
+	modTime time.Time
+}
+
+// StreamState is what a Multi knows of one running stream.
+type StreamState struct {
+	Stream   string
+	Receiver *Receiver
+	// StoredSeq is the newest seq the last listing of the store showed.
+	StoredSeq uint64
+	// OldestUnapplied is when the store wrote the oldest listed segment
+	// the receiver has not applied yet (zero when it has applied every
+	// listed one, or the store does not say).
+	OldestUnapplied time.Time
+}
+
+// Streams returns the running streams' states, sorted by stream.
+func (m *Multi) Streams() []StreamState {
+	runs := m.snapshot()
+	out := make([]StreamState, 0, len(runs))
+	for s, sr := range runs {
+		applied := sr.r.Applied()
+		st := StreamState{Stream: s, Receiver: sr.r}
+		sr.mu.Lock()
+		st.StoredSeq = sr.stored
+		for _, p := range sr.pending {
+			if p.lastSeq > applied {
+				st.OldestUnapplied = p.modTime
+				break
+			}
+		}
+		sr.mu.Unlock()
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b StreamState) int { return strings.Compare(a.Stream, b.Stream) })
+	return out
 }
 
 // NewMulti checks cfg.
@@ -227,14 +283,42 @@ func (m *Multi) step(ctx context.Context, listed []StreamSegments) bool {
 	wg.Wait()
 	moved := false
 	for s, sr := range m.snapshot() {
-		applied := sr.r.Checkpoint().Segment
+		cp := sr.r.Checkpoint()
+		var stored uint64
+		var pending []listedSeg
+		var past []store.Object // listed past the checkpoint
+		fresh := false          // one of them not offered yet
 		for _, o := range segs[s] {
 			name := path.Base(o.Name)
-			if name > sr.offered && name > applied {
-				sr.r.Offer(name, o.Size)
-				sr.offered, moved = name, true
+			if _, _, last, ok := batch.ParseSegmentName(name); ok {
+				stored = max(stored, last)
+				if last > cp.LastSeq {
+					pending = append(pending, listedSeg{lastSeq: last, modTime: o.ModTime})
+				}
+			}
+			if name > cp.Segment {
+				past = append(past, o)
+				fresh = fresh || !sr.offered[name]
 			}
 		}
+		// A receiver waiting on a gap dropped the offers behind it: when
+		// the gap may have filled, it is offered all of them again.
+		regap := fresh && !sr.r.Health().GapSince.IsZero()
+		for _, o := range past {
+			name := path.Base(o.Name)
+			if regap || !sr.offered[name] {
+				sr.r.Offer(name, o.Size)
+				sr.offered[name], moved = true, true
+			}
+		}
+		for name := range sr.offered {
+			if name <= cp.Segment {
+				delete(sr.offered, name)
+			}
+		}
+		sr.mu.Lock()
+		sr.stored, sr.pending = stored, pending
+		sr.mu.Unlock()
 	}
 	if m.cfg.OnListed != nil {
 		m.cfg.OnListed(matched, m.Running())
@@ -298,12 +382,15 @@ func (m *Multi) start(ctx context.Context, stream string) {
 	// The Multi's listing feeds it; its own poll is only a safety net.
 	r.cfg.PollMin, r.cfg.PollMax = MultiPoll, MultiPoll
 	rctx, cancel := context.WithCancel(ctx)
-	sr := &streamRun{r: r, cancel: cancel, done: make(chan struct{})}
+	sr := &streamRun{r: r, cancel: cancel, done: make(chan struct{}), offered: map[string]bool{}}
 	m.mu.Lock()
 	m.running[stream] = sr
 	delete(m.logged, stream)
 	m.mu.Unlock()
 	m.log.Info("applying stream", "stream", stream, "resume_after_seq", r.Checkpoint().LastSeq)
+	if m.cfg.OnStart != nil {
+		m.cfg.OnStart(stream, r)
+	}
 	go func() {
 		sr.err = r.Run(rctx)
 		close(sr.done)
@@ -353,6 +440,9 @@ func (m *Multi) finish(ctx context.Context, stream string, sr *streamRun, releas
 	m.mu.Lock()
 	delete(m.running, stream)
 	m.mu.Unlock()
+	if m.cfg.OnStop != nil {
+		m.cfg.OnStop(stream, sr.r, sr.err, release && m.cfg.Claim != nil)
+	}
 	if release && m.cfg.Claim != nil {
 		m.cfg.Claim.Release(context.WithoutCancel(ctx), stream)
 	}

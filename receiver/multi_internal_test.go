@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path"
 	"testing"
 	"time"
 
@@ -24,12 +23,14 @@ func BenchmarkMultiStepIdle(b *testing.B) {
 			for i := range n {
 				s := fmt.Sprintf("s%05d", i)
 				var segs []store.Object
+				offered := map[string]bool{}
 				for seq := uint64(1); seq <= 3; seq++ {
 					name := batch.SegmentName(1, seq, seq)
 					segs = append(segs, store.Object{Name: s + "/" + name, Size: 100})
+					offered[name] = true
 				}
 				listed = append(listed, StreamSegments{Stream: s, Segments: segs})
-				m.running[s] = &streamRun{r: &Receiver{}, done: make(chan struct{}), offered: path.Base(segs[2].Name)}
+				m.running[s] = &streamRun{r: &Receiver{}, done: make(chan struct{}), offered: offered}
 			}
 			ctx := context.Background()
 			b.ReportAllocs()

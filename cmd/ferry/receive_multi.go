@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/fleet"
 	"github.com/ferry-dr/ferry/internal/redact"
+	"github.com/ferry-dr/ferry/metrics"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/store"
@@ -29,16 +30,19 @@ func runReceiveMulti(ctx context.Context, cfg *config.File, stdout io.Writer, lo
 	if strings.HasPrefix(cfg.Store, "tcp://") {
 		return usageError{errors.New("several streams (a list, a glob or --fleet) are received from a dir or s3 store, not a tcp:// link")}
 	}
-	if cfg.MetricsAddr != "" {
-		return usageError{errors.New("metrics_addr (--metrics-addr) is not served by a receiver of several streams yet; unset it, and watch the fleet with ferry status --fleet")}
-	}
 	if rc.State == "" || rc.Apply == "" {
 		return usageError{errors.New("--state DIR (each stream's state goes in DIR/<stream>/) and --apply TEMPLATE (with {stream}) are required")}
 	}
 	if err := os.MkdirAll(rc.State, 0o755); err != nil {
 		return fmt.Errorf("state %s: %w", rc.State, err)
 	}
-	st, err := openExistingStoreWith(ctx, cfg, nil, log)
+	var reg *metrics.Registry
+	var onS3Request func(string)
+	if cfg.MetricsAddr != "" {
+		reg = metrics.New(readBuildInfo().metrics())
+		onS3Request = reg.S3Hook(allStreams) // the streams share the store
+	}
+	st, err := openExistingStoreWith(ctx, cfg, onS3Request, log)
 	if err != nil {
 		return err
 	}
@@ -113,9 +117,19 @@ func runReceiveMulti(ctx context.Context, cfg *config.File, stdout io.Writer, lo
 		}
 		mcfg.Claim = member
 	}
+	watch := newMultiRecvWatch(rc.State, reg, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)},
+		multiRecvPublished{Patterns: patterns, Fleet: cfg.Fleet.Name, Member: memberID(member)})
+	mcfg.OnStart, mcfg.OnStop = watch.started, watch.stopped
 	m, err := receiver.NewMulti(mcfg, log)
 	if err != nil {
 		return err
+	}
+	if reg != nil {
+		stopMetrics, err := reg.Serve(ctx, cfg.MetricsAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
 	}
 	logStart(log, "receive", "streams", strings.Join(patterns, ","), "store", redact.URL(cfg.Store), "state", rc.State,
 		"apply", rc.Apply, "fleet", cfg.Fleet.Name, "member", memberID(member))
@@ -132,7 +146,15 @@ func runReceiveMulti(ctx context.Context, cfg *config.File, stdout io.Writer, lo
 			cancel()
 		}()
 	}
+	statusCtx, stopStatus := context.WithCancel(context.Background())
+	statusDone := make(chan struct{})
+	go func() {
+		watch.loop(statusCtx, m)
+		close(statusDone)
+	}()
 	err = m.Run(runCtx) // stops and releases every stream on its way out
+	stopStatus()
+	<-statusDone
 	if member != nil {
 		cancel()
 		if ferr := <-fleetErr; ferr != nil && err == nil {

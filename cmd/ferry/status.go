@@ -226,6 +226,13 @@ type recvStatus struct {
 	FailingSince time.Time `json:"failing_since,omitzero"`
 	// GapSince: a running receiver has waited on a missing segment since.
 	GapSince time.Time `json:"gap_since,omitzero"`
+	// Of a stream of a receiver of many streams, while it runs: the
+	// newest seq the store showed it, the records it has not applied of
+	// those, and how long ago the store wrote the oldest segment it has
+	// not applied (0 when none).
+	StoredSeq  *uint64  `json:"stored_seq,omitempty"`
+	LagRecords *uint64  `json:"lag_records,omitempty"`
+	LagSeconds *float64 `json:"lag_seconds,omitempty"`
 	// Encryption is how the receiver last started decrypts (absent if it
 	// has not run with this version).
 	Encryption *recvEncryption `json:"encryption,omitempty"`
@@ -271,6 +278,8 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		return nil
 	case isSyncState(*state):
 		return printSyncStatus(stdout, *state, *asJSON)
+	case isMultiRecvState(*state):
+		return printMultiRecvStatus(stdout, *state, time.Now(), *asJSON)
 	default:
 		s, err := readRecvStatus(*state, time.Now())
 		if err != nil {
@@ -467,6 +476,13 @@ func readRecvStatus(dir string, now time.Time) (recvStatus, error) {
 		s.Running, s.PID = true, pid
 		if pub, ok := readRecvPublished(dir, pid, now); ok {
 			s.UpdatedAt, s.Waiting, s.LastError, s.FailingSince, s.GapSince = pub.UpdatedAt, pub.Waiting, pub.LastError, pub.FailingSince, pub.GapSince
+			if pub.StoredSeq != nil {
+				lag := uint64(0)
+				if *pub.StoredSeq > s.AppliedSeq {
+					lag = *pub.StoredSeq - s.AppliedSeq
+				}
+				s.StoredSeq, s.LagRecords, s.LagSeconds = pub.StoredSeq, &lag, pub.LagSeconds
+			}
 		}
 	}
 	if s.Encryption, err = readRecvEncryption(dir); err != nil {

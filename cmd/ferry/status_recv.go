@@ -28,6 +28,12 @@ type recvPublished struct {
 	LastError    string    `json:"last_error,omitempty"`
 	FailingSince time.Time `json:"failing_since,omitzero"`
 	GapSince     time.Time `json:"gap_since,omitzero"`
+	// Of a receiver of many streams (ferry receive --stream 'a-*'): the
+	// newest seq its last listing of the store showed, and how long ago
+	// the store wrote the oldest listed segment not applied yet (0 when
+	// every listed one is).
+	StoredSeq  *uint64  `json:"stored_seq,omitempty"`
+	LagSeconds *float64 `json:"lag_seconds,omitempty"`
 }
 
 func snapshotRecv(r *receiver.Receiver, stream string, now time.Time) recvPublished {

@@ -28,6 +28,14 @@ import (
 // before any spool it serves on that file system writes, and an error
 // fails every spool the commit covered, as a failed fsync fails one.
 //
+// Seals share the syncs too: a spool with a Committer writes a sealed
+// segment under its name and waits for the next group sync (within
+// Interval) to make it and its directory entry durable, instead of an
+// fsync of the file and one of sealed/ per seal (SealSync). The seal
+// counts as done only once that sync has returned without error, as it
+// did after its own fsyncs; until then the segment is the spool's newest,
+// the one recovery removes if a crash tore it.
+//
 // Lock order: a spool's mu, then the Committer's. The Committer takes a
 // spool's mu only with its own released.
 type Committer struct {
@@ -41,12 +49,29 @@ type Committer struct {
 	// each file). Tests inject crash simulations and failures.
 	Sync func(fs *os.File, files []*os.File) error
 
-	mu     sync.Mutex
-	fs     map[uint64]*os.File // device -> a descriptor on its file system
-	queue  []*Spool            // spools with bytes to commit, each once
-	urgent bool                // a waiter is in the queue: commit now
-	wake   chan struct{}       // buffered 1: the queue changed
-	fatal  error
+	// SealWait bounds how long a seal waits for others to share its sync
+	// when nothing else is due sooner. Default Interval.
+	SealWait time.Duration
+	// SealSync lets seals share the group syncs (see above). Default:
+	// where syncfs(2) reports write-back errors (Linux 5.8 and later);
+	// elsewhere each seal fsyncs its segment and directory itself.
+	SealSync bool
+
+	mu      sync.Mutex
+	fs      map[uint64]*os.File // device -> a descriptor on its file system
+	queue   []*Spool            // spools with bytes to commit, each once
+	seals   []sealSync          // seals waiting for the next sync
+	urgent  bool                // a waiter is in the queue: commit now
+	wake    chan struct{}       // buffered 1: the queue changed
+	running bool                // Run is running: seals may wait for it
+	fatal   error
+}
+
+// sealSync is a seal waiting for a group sync to make its segment file f,
+// on the file system fs, durable.
+type sealSync struct {
+	fs, f *os.File
+	done  chan error
 }
 
 // NewCommitter returns a Committer whose Run must be running for the
@@ -55,7 +80,32 @@ func NewCommitter(interval time.Duration) *Committer {
 	if interval <= 0 {
 		interval = 100 * time.Millisecond
 	}
-	return &Committer{Interval: interval, fs: map[uint64]*os.File{}, wake: make(chan struct{}, 1)}
+	return &Committer{Interval: interval, fs: map[uint64]*os.File{}, wake: make(chan struct{}, 1),
+		SealSync: syncfsReportsErrors(kernelRelease())}
+}
+
+// syncSealed waits until a group sync has made f, a segment file s just
+// wrote in its sealed/ directory, durable with its directory entry. shared
+// is false when the Committer does not take seals (SealSync off, Run not
+// running): then the caller fsyncs them itself.
+func (c *Committer) syncSealed(s *Spool, f *os.File) (shared bool, err error) {
+	c.mu.Lock()
+	if !c.SealSync || !c.running || s.commitFS == nil {
+		c.mu.Unlock()
+		return false, nil
+	}
+	if c.fatal != nil {
+		c.mu.Unlock()
+		return true, c.fatal
+	}
+	done := make(chan error, 1)
+	c.seals = append(c.seals, sealSync{fs: s.commitFS, f: f, done: done})
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return true, <-done
 }
 
 // register returns the descriptor the Committer syncs the file system of
@@ -115,19 +165,33 @@ func (c *Committer) Run(ctx context.Context) error {
 			c.Sync = fsyncEach
 		}
 	}
+	c.mu.Lock()
+	c.running = true
+	c.mu.Unlock()
+	defer c.stopSeals()
+	sealWait := c.SealWait
+	if sealWait <= 0 || sealWait > c.Interval {
+		sealWait = c.Interval
+	}
 	var due <-chan time.Time
+	var dueAt time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.wake:
 			c.mu.Lock()
-			urgent, queued := c.urgent, len(c.queue) > 0
+			urgent, queued, sealing := c.urgent, len(c.queue) > 0, len(c.seals) > 0
 			c.mu.Unlock()
+			wait := c.Interval
+			if sealing {
+				wait = sealWait
+			}
 			switch {
 			case urgent:
-			case queued && due == nil:
-				due = time.After(c.Interval)
+			case (queued || sealing) && (due == nil || time.Until(dueAt) > wait):
+				dueAt = time.Now().Add(wait)
+				due = time.After(wait)
 				continue
 			default:
 				continue
@@ -138,6 +202,24 @@ func (c *Committer) Run(ctx context.Context) error {
 		if err := c.commit(); err != nil {
 			return err
 		}
+	}
+}
+
+// stopSeals ends Run's service of seals: one still waiting gets the
+// sync it waits for now, and later seals fsync on their own.
+func (c *Committer) stopSeals() {
+	c.mu.Lock()
+	c.running = false
+	seals := c.seals
+	c.seals = nil
+	fatal := c.fatal
+	c.mu.Unlock()
+	for _, w := range seals {
+		err := fatal
+		if err == nil {
+			err = c.Sync(w.fs, []*os.File{w.f})
+		}
+		w.done <- err
 	}
 }
 
@@ -152,10 +234,17 @@ type commitItem struct {
 // file system, then advances each spool's durable position.
 func (c *Committer) commit() error {
 	c.mu.Lock()
-	queue := c.queue
-	c.queue, c.urgent = nil, false
+	queue, seals := c.queue, c.seals
+	c.queue, c.seals, c.urgent = nil, nil, false
 	c.mu.Unlock()
 	groups := map[*os.File][]commitItem{}
+	sealsOn := map[*os.File][]sealSync{}
+	for _, w := range seals {
+		sealsOn[w.fs] = append(sealsOn[w.fs], w)
+		if _, ok := groups[w.fs]; !ok {
+			groups[w.fs] = nil
+		}
+	}
 	for _, s := range queue {
 		s.mu.Lock()
 		s.commitQueued = false
@@ -173,12 +262,18 @@ func (c *Committer) commit() error {
 				files = append(files, t.j.f)
 			}
 		}
+		for _, w := range sealsOn[fs] {
+			files = append(files, w.f)
+		}
 		err := c.Sync(fs, files)
 		if err != nil {
 			err = fmt.Errorf("sync the spools' file system (%s): %w", fs.Name(), err)
 			if first == nil {
 				first = err
 			}
+		}
+		for _, w := range sealsOn[fs] {
+			w.done <- err
 		}
 		for _, it := range items {
 			s := it.s

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,6 +83,61 @@ func TestGroupCommitOneSyncForAllSpools(t *testing.T) {
 	}
 }
 
+// TestGroupCommitSealsShareSync: seals of two spools sharing a Committer
+// make their segments durable through one group sync covering both
+// segment files, not an fsync of each file and of its directory.
+func TestGroupCommitSealsShareSync(t *testing.T) {
+	c := NewCommitter(time.Hour)
+	c.SealWait = 200 * time.Millisecond // both seals wait for one sync
+	var syncs atomic.Int32
+	var mu sync.Mutex
+	var sealed []string
+	c.Sync = func(fs *os.File, files []*os.File) error {
+		syncs.Add(1)
+		mu.Lock()
+		for _, f := range files {
+			if filepath.Base(filepath.Dir(f.Name())) == "sealed" {
+				sealed = append(sealed, filepath.Base(filepath.Dir(filepath.Dir(f.Name()))))
+			}
+		}
+		mu.Unlock()
+		return syncFS(fs, files)
+	}
+	runCommitter(t, c)
+	var ownSyncs atomic.Int32
+	var sps []*Spool
+	for _, name := range []string{"a", "b"} {
+		cfg := spoolConfig(t)
+		cfg.Dir = filepath.Join(t.TempDir(), name)
+		cfg.Committer = c
+		cfg.Policy.MaxRecords = 3
+		cfg.SyncFile = func(f *os.File) error {
+			if filepath.Base(filepath.Dir(f.Name())) == "sealed" {
+				ownSyncs.Add(1)
+			}
+			return f.Sync()
+		}
+		sps = append(sps, openSpool(t, cfg))
+	}
+	for _, sp := range sps {
+		appendRecs(t, sp, batchtest.Records("x", 3), "c1") // due: seals
+	}
+	for _, sp := range sps {
+		settle(t, sp)
+		if n := len(sp.Pending(0)); n != 1 {
+			t.Fatalf("%s: %d sealed segments pending, want 1", sp.cfg.Dir, n)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := syncs.Load(); n != 1 || len(sealed) != 2 || sealed[0] == sealed[1] {
+		t.Errorf("%d group syncs covering the segments of %q; want one covering both spools' segments", n, sealed)
+	}
+	if n := ownSyncs.Load(); n != 0 {
+		t.Errorf("%d fsyncs of sealed segments by the spools; want none", n)
+	}
+}
+
 // TestGroupCommitFailureFailsEverySpool: a failed group sync (a write-back
 // error syncfs reports) fails every spool it covered, and their waiters.
 func TestGroupCommitFailureFailsEverySpool(t *testing.T) {
@@ -114,7 +170,8 @@ func TestGroupCommitFailureFailsEverySpool(t *testing.T) {
 // a spool's records are acknowledged only once the group sync covering
 // them has returned.
 func TestGroupCommitCrashImages(t *testing.T) {
-	c := NewCommitter(time.Hour) // only waiters commit: the images are taken while the test waits
+	c := NewCommitter(time.Hour)  // only waiters commit: the images are taken while the test waits
+	c.SealWait = time.Millisecond // for a seal, which the test waits for (settle)
 	type side struct {
 		cfg Config
 		sim *crashSim
@@ -133,7 +190,8 @@ func TestGroupCommitCrashImages(t *testing.T) {
 		snapAll("before group sync")
 		for _, f := range files {
 			for _, s := range sides {
-				if filepath.Dir(f.Name()) == s.cfg.Dir {
+				// A journal, or a sealed segment waiting for the sync.
+				if d := filepath.Dir(f.Name()); d == s.cfg.Dir || d == filepath.Join(s.cfg.Dir, "sealed") {
 					// A file a seal retired meanwhile holds only sealed records.
 					if err := s.sim.durableNow(f); err != nil && !errors.Is(err, os.ErrClosed) {
 						return err
@@ -242,4 +300,67 @@ func TestSyncfsReportsErrors(t *testing.T) {
 			t.Errorf("syncfsReportsErrors(%q) = %v, want %v", rel, got, want)
 		}
 	}
+}
+
+// BenchmarkSealMany seals one small segment in each of 100 spools sharing
+// a Committer per iteration, all at once (as age-triggered seals of many
+// streams come): each seal fsyncing its segment and sealed/ ("own"), or
+// the seals sharing the group syncs ("shared"). cpu-ms/op is the process's
+// CPU time (user+system) per iteration, which the wall time hides on a
+// loaded machine.
+func BenchmarkSealMany(b *testing.B) {
+	for _, mode := range []struct {
+		name   string
+		shared bool
+	}{{"own", false}, {"shared", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			c := NewCommitter(100 * time.Millisecond)
+			c.SealSync = mode.shared
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go c.Run(ctx)
+			root := b.TempDir()
+			var sps []*Spool
+			for i := range 100 {
+				sp, err := Open(Config{Dir: filepath.Join(root, fmt.Sprint(i)), Stream: "s", Fsync: FsyncBatch, Committer: c,
+					JournalRotate: 1 << 20}, nil, quiet)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer sp.Close()
+				sps = append(sps, sp)
+			}
+			recs := batchtest.Records("x", 10)
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			for range b.N {
+				var wg sync.WaitGroup
+				for _, sp := range sps {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if _, err := sp.Append(ctx, recs, nil); err != nil {
+							b.Error(err)
+						}
+						if err := sp.Seal("age"); err != nil {
+							b.Error(err)
+						}
+						for _, seg := range sp.Pending(0) {
+							sp.Confirm("", seg.LastSeq)
+						}
+					}()
+				}
+				wg.Wait()
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+		})
+	}
+}
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -111,7 +111,11 @@
 //     syncfs(2) of their file system, within CommitInterval or at once for
 //     a waiter, before it advances any spool's durable position. syncfs
 //     makes the files and their directory entries durable at once, so the
-//     order between a spool's files holds too.
+//     order between a spool's files holds too. Seals share those syncs:
+//     a sealed segment written under its name waits for the Committer's
+//     next sync (within Committer.SealWait, default CommitInterval)
+//     instead of fsyncing itself and sealed/ (where syncfs reports
+//     write-back errors: Linux 5.8 and later).
 //   - "off": never; a crash may lose accepted records.
 //
 // A new journal file's directory entry is fsynced before its first fsync
@@ -122,8 +126,9 @@
 // A seal writes the segment straight under its final name (O_EXCL: a
 // segment name is never overwritten; an existing file fails the spool),
 // then fsyncs the file and sealed/ together, one commit of the file
-// system's journal. The segment's metadata carries the source cursor after
-// its records (source_cursor). When the seal point split an Append that
+// system's journal (with a Committer, its next group sync does instead).
+// The segment's metadata carries the source cursor after its records
+// (source_cursor). When the seal point split an Append that
 // moved the cursor, that cursor covers the leftover too, so the leftover
 // is fsynced first (unless fsync is "off"), or a crash could skip it. A
 // seal that fails removes its file.

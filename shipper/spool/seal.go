@@ -270,7 +270,8 @@ func (s *Spool) commitLocked(job *sealJob, res sealResult) {
 	}
 }
 
-// writeSegmentFile writes data to path durably: file and directory entry.
+// writeSegmentFile writes data to path durably: file and directory entry
+// (with a Committer, through its group sync: Committer).
 // The name must be new (O_EXCL: a segment name is never overwritten). On
 // failure the file it created is removed: a full disk is retried from
 // scratch, and a failed fsync leaves nothing recovery could take for a
@@ -291,7 +292,21 @@ func (s *Spool) writeSegmentFile(path string, data []byte) error {
 	if _, err := s.cfg.WriteFile(f, data); err != nil {
 		return fail(fmt.Errorf("write %s: %w", path, err))
 	}
-	// The file and its directory entry are fsynced together.
+	// The file and its directory entry are made durable together: by the
+	// Committer's next group sync, shared with the other spools' seals
+	// and journals, or else by an fsync of each.
+	if s.cfg.Committer != nil && s.cfg.Fsync == FsyncBatch {
+		if shared, err := s.cfg.Committer.syncSealed(s, f); shared {
+			if err != nil {
+				return fail(fmt.Errorf("sync %s: %w", path, err))
+			}
+			if err := f.Close(); err != nil {
+				os.Remove(path)
+				return err
+			}
+			return nil
+		}
+	}
 	fileErr, dirErr := fsutil.SyncWithDir(func() error { return s.cfg.SyncFile(f) }, filepath.Dir(path))
 	if fileErr != nil {
 		return fail(fmt.Errorf("fsync %s: %w", path, fileErr))

@@ -15,6 +15,13 @@
 #   tests/bench/streams.sh                          # 100 x 100 lines/s for 60 s
 #   STREAMS=20 DURATION=15 tests/bench/streams.sh   # quick look
 #   S3=1 tests/bench/streams.sh                     # into versitygw instead of a dir store
+#   SCALE=1 DURATION=20 tests/bench/streams.sh      # scaling: 10/100/1,000 streams at one total rate,
+#                                                   # then STREAMS streams at each of RATES
+#
+# With SCALE=1 it prints, per row, CPU (s per million lines), peak RSS,
+# most fds, segments stored (a dir store's PUTs: one per segment) and,
+# with S3=1, S3 requests per minute; and the ratios of each row's CPU per
+# line to the first row's (linear in lines: 1.0).
 #
 # Environment:
 #   STREAMS    files (streams) of the many-streams row (default 100)
@@ -22,6 +29,12 @@
 #   DURATION   seconds the files are written (default 60)
 #   MAX_AGE    ship.max_age: how long a record may wait for its segment (default 2s, ferry's)
 #   S3         1 ships into a versitygw bucket (needs versitygw, curl) and counts requests (default 0: a dir store)
+#   SCALE      1: the scaling rows instead of many vs one (default 0)
+#   TOTAL      SCALE=1: the total lines/s of the stream-count rows (default 10000)
+#   COUNTS     SCALE=1: the stream counts at TOTAL (default "10 100 1000")
+#   RATES      SCALE=1: lines/s per stream of the rate rows, at STREAMS streams (default "10 100 200")
+#   FERRY      a ferry binary to run instead of building ./cmd/ferry (old/new comparisons)
+#   PROFILE    1 writes each row's CPU profile to $BENCH_DIR/streams-ROW.pprof
 #   BENCH_DIR  work dir (default /tmp/ferry-bench); the run's files go in a temp
 #              dir streams-XXXXXX under it, removed at exit
 #   KEEP       1 keeps that dir (logs, configs, stores)
@@ -36,6 +49,12 @@ RATE=${RATE:-100}
 DURATION=${DURATION:-60}
 MAX_AGE=${MAX_AGE:-2s}
 S3=${S3:-0}
+SCALE=${SCALE:-0}
+TOTAL=${TOTAL:-10000}
+COUNTS=${COUNTS:-10 100 1000}
+RATES=${RATES:-10 100 200}
+FERRY=${FERRY:-}
+PROFILE=${PROFILE:-}
 KEEP=${KEEP:-}
 BENCH_DIR=${BENCH_DIR:-/tmp/ferry-bench}
 SIZE=1 RUNS=1 SEED=1 # lib.sh checks these; this script has no input file
@@ -52,9 +71,19 @@ for v in STREAMS RATE DURATION; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v=${!v}: want a positive whole number"
 done
 [[ $S3 == 0 || $S3 == 1 ]] || die "S3=$S3: want 0 or 1"
+[[ $SCALE == 0 || $SCALE == 1 ]] || die "SCALE=$SCALE: want 0 or 1"
+for v in $COUNTS $RATES $TOTAL; do
+	[[ $v =~ ^[1-9][0-9]*$ ]] || die "COUNTS, RATES, TOTAL: $v is not a positive whole number"
+done
 need curl "install curl (it reads the shipper's metrics)"
 ((S3 == 0)) || need_versitygw
-build_bins ferry streamlines
+if [[ -n $FERRY ]]; then
+	[[ -x $FERRY ]] || die "FERRY=$FERRY: not an executable"
+	build_bins streamlines
+	ferry=$FERRY
+else
+	build_bins ferry streamlines
+fi
 clk_tck=$(getconf CLK_TCK)
 
 work=$(mktemp -d "$BENCH_DIR/streams-XXXXXX")
@@ -80,7 +109,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # run_row ROW FILES RATE: the shipper follows FILES files written at RATE
 # lines/s each; sets cpu[ROW] (s), rss[ROW] (MiB), fds[ROW], reqs[ROW]
 # (S3 requests per minute), lines[ROW] written and stored[ROW].
-declare -A cpu cpm rss fds reqs lines stored
+declare -A cpu cpm rss fds reqs lines stored segs
 run_row() {
 	local row=$1 files=$2 rate=$3 dir="$work/$1" store maddr gen ship t0 t1 c0 c1 q0 nfd maxfd=0 i
 	mkdir -p "$dir/logs"
@@ -106,7 +135,9 @@ run_row() {
 		fi
 	} >"$dir/ship.toml"
 	echo "== $row: $files stream(s) x $rate lines/s for ${DURATION}s"
-	"${s3env[@]}" "$ferry" ship --config "$dir/ship.toml" 2>"$dir/ship.err" &
+	local prof=()
+	[[ -z $PROFILE ]] || prof=(FERRY_CPUPROFILE="$BENCH_DIR/streams-$row.pprof")
+	"${s3env[@]}" "${prof[@]}" "$ferry" ship --config "$dir/ship.toml" 2>"$dir/ship.err" &
 	ship=$!
 	pids+=("$ship")
 	for _ in $(seq 100); do
@@ -147,23 +178,52 @@ run_row() {
 	# Every stream's records in the store (ferry ls: "N segments, M records, ...").
 	local s n
 	stored[$row]=0
+	segs[$row]=0
 	for s in $(cd "$dir/spool" && ls); do
-		n=$("${s3env[@]}" "$ferry" ls --store "$store" --stream "$s" 2>/dev/null | awk '/ records, / {print $3; exit}' || true)
-		stored[$row]=$((stored[$row] + ${n:-0}))
+		n=$("${s3env[@]}" "$ferry" ls --store "$store" --stream "$s" 2>/dev/null | awk '/ records, / {print $1, $3; exit}' || true)
+		n=${n:-0 0}
+		segs[$row]=$((segs[$row] + ${n% *}))
+		stored[$row]=$((stored[$row] + ${n#* }))
 	done
 	cpm[$row]=$(awk -v c="${cpu[$row]}" -v n="${lines[$row]}" 'BEGIN {printf "%.1f", (n > 0 ? c * 1e6 / n : 0)}')
-	echo "   cpu ${cpu[$row]}s (${cpm[$row]}s per million lines), peak rss ${rss[$row]} MiB, max fds ${fds[$row]}, s3 requests/min ${reqs[$row]}, lines ${lines[$row]} written, ${stored[$row]} stored"
+	echo "   cpu ${cpu[$row]}s (${cpm[$row]}s per million lines), peak rss ${rss[$row]} MiB, max fds ${fds[$row]}, s3 requests/min ${reqs[$row]}, lines ${lines[$row]} written, ${stored[$row]} stored in ${segs[$row]} segments"
 	((S3 == 0)) || cat "$dir/s3-kinds.txt"
 }
 
+if ((SCALE == 1)); then
+	rows=()
+	for n in $COUNTS; do
+		((TOTAL % n == 0)) || die "TOTAL=$TOTAL is not a multiple of $n streams"
+		run_row "n$n" "$n" $((TOTAL / n))
+		rows+=("n$n")
+	done
+	for r in $RATES; do
+		run_row "r$r" "$STREAMS" "$r"
+		rows+=("r$r")
+	done
+	echo
+	echo "== streams scaling: ${DURATION}s per row, max_age $MAX_AGE, $( ((S3 == 1)) && echo "versitygw" || echo "dir store"), load $(cut -d' ' -f1-3 /proc/loadavg)"
+	printf '%-7s %8s %8s %12s %10s %6s %9s %12s %12s %12s %9s\n' row streams lines/s cpu_s/Mline rss_MiB fds segments s3_req/min written stored cpu/line
+	for row in "${rows[@]}"; do
+		case $row in
+		n*) ns=${row#n} rate=$((TOTAL / ns)) ;;
+		r*) ns=$STREAMS rate=${row#r} ;;
+		esac
+		printf '%-7s %8s %8s %12s %10s %6s %9s %12s %12s %12s %9s\n' "$row" "$ns" $((ns * rate)) "${cpm[$row]}" "${rss[$row]}" "${fds[$row]}" "${segs[$row]}" "${reqs[$row]}" "${lines[$row]}" "${stored[$row]}" \
+			"$(awk -v a="${cpm[$row]}" -v b="${cpm[${rows[0]}]}" 'BEGIN {printf "%.2fx", (b > 0 ? a / b : 0)}')"
+		[[ ${stored[$row]} == "${lines[$row]}" ]] || echo "WARNING: $row stored ${stored[$row]} of ${lines[$row]} lines"
+	done
+	echo "reproduce: cd $root && SCALE=1 STREAMS=$STREAMS TOTAL=$TOTAL COUNTS='$COUNTS' RATES='$RATES' DURATION=$DURATION MAX_AGE=$MAX_AGE S3=$S3 tests/bench/streams.sh"
+	exit 0
+fi
 run_row many "$STREAMS" "$RATE"
 run_row one 1 $((STREAMS * RATE))
 
 echo
 echo "== streams benchmark: $STREAMS x $RATE lines/s vs 1 x $((STREAMS * RATE)) lines/s, ${DURATION}s, max_age $MAX_AGE, $( ((S3 == 1)) && echo "versitygw" || echo "dir store")"
-printf '%-6s %8s %12s %10s %8s %12s %12s %12s\n' row cpu_s cpu_s/Mline rss_MiB fds s3_req/min written stored
+printf '%-6s %8s %12s %10s %8s %9s %12s %12s %12s\n' row cpu_s cpu_s/Mline rss_MiB fds segments s3_req/min written stored
 for row in many one; do
-	printf '%-6s %8s %12s %10s %8s %12s %12s %12s\n' "$row" "${cpu[$row]}" "${cpm[$row]}" "${rss[$row]}" "${fds[$row]}" "${reqs[$row]}" "${lines[$row]}" "${stored[$row]}"
+	printf '%-6s %8s %12s %10s %8s %9s %12s %12s %12s\n' "$row" "${cpu[$row]}" "${cpm[$row]}" "${rss[$row]}" "${fds[$row]}" "${segs[$row]}" "${reqs[$row]}" "${lines[$row]}" "${stored[$row]}"
 done
 # CPU is compared per line written: the rows' writers may not keep the
 # same pace on a loaded machine.
@@ -179,4 +239,4 @@ awk -v cm="${cpm[many]}" -v co="${cpm[one]}" -v rm="${rss[many]}" -v ro="${rss[o
 for row in many one; do
 	[[ ${stored[$row]} == "${lines[$row]}" ]] || echo "WARNING: $row stored ${stored[$row]} of ${lines[$row]} lines"
 done
-echo "reproduce: cd $root && STREAMS=$STREAMS RATE=$RATE DURATION=$DURATION MAX_AGE=$MAX_AGE S3=$S3 tests/bench/streams.sh"
+echo "reproduce: cd $root && STREAMS=$STREAMS RATE=$RATE DURATION=$DURATION MAX_AGE=$MAX_AGE S3=$S3 tests/bench/streams.sh (load $(cut -d' ' -f1-3 /proc/loadavg))"

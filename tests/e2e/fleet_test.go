@@ -31,7 +31,6 @@ func TestFleetBadInput(t *testing.T) {
 		{[]string{"--stream", "app", "--fleet", "d/r", "--apply", "file:/x/{stream}"}, []string{"fleet.name", `"d/r"`}},
 		{[]string{"--stream", "app", "--fleet", "dr", "--fleet-ttl", "1s", "--apply", "file:/x/{stream}"}, []string{"fleet.lease_ttl", "minimum 3s"}},
 		{[]string{"--stream", "app*", "--once", "--apply", "file:/x/{stream}"}, []string{"--once", "one stream"}},
-		{[]string{"--stream", "app*", "--metrics-addr", "127.0.0.1:0", "--apply", "file:/x/{stream}"}, []string{"metrics_addr", "several streams"}},
 	} {
 		failFerry(t, nil, c.want, append(base, c.args...)...)
 	}
