@@ -586,6 +586,19 @@ type Segment struct {
 // Open parses a complete segment and verifies its payload size and
 // checksum. Any damage yields an error wrapping ErrCorrupt.
 func Open(data []byte) (*Segment, error) {
+	s, err := OpenPayload(data)
+	if err != nil {
+		return nil, err
+	}
+	s.Hash = Hash(data)
+	return s, nil
+}
+
+// OpenPayload is Open without the segment's own hash, which only a reader
+// that follows the hash chain needs: the Segment's Hash is "". It makes
+// every check Open makes, and hashes the segment's bytes once where Open
+// hashes the payload twice (its checksum, and within the whole segment).
+func OpenPayload(data []byte) (*Segment, error) {
 	m, off, err := ParseMeta(data)
 	if err != nil {
 		return nil, err
@@ -598,7 +611,7 @@ func Open(data []byte) (*Segment, error) {
 	if got := hex.EncodeToString(sum[:]); got != m.PayloadSHA256 {
 		return nil, fmt.Errorf("payload sha256 %s does not match metadata %s: %w", got[:16], short(m.PayloadSHA256), ErrCorrupt)
 	}
-	return &Segment{Meta: m, Hash: Hash(data), Payload: payload}, nil
+	return &Segment{Meta: m, Payload: payload}, nil
 }
 
 func short(s string) string {

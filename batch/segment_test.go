@@ -694,3 +694,28 @@ func TestBuilderSmallBatchMemory(t *testing.T) {
 	}
 	runtime.KeepAlive(bs)
 }
+
+// OpenPayload makes Open's checks and gives Open's verdicts, without the
+// segment's hash (the second SHA-256 pass over its payload).
+func TestOpenPayload(t *testing.T) {
+	for _, f := range goldenFormats {
+		seg := goldenSegment(t, f)
+		want, err := Open(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := OpenPayload(seg)
+		if err != nil || got.Hash != "" || metaJSON(t, got.Meta) != metaJSON(t, want.Meta) || !bytes.Equal(got.Payload, want.Payload) {
+			t.Fatalf("format %d: OpenPayload gave %+v, %v; want Open's segment without its hash", f, got, err)
+		}
+		for pos := range seg {
+			seg[pos] ^= 0x41
+			_, werr := Open(seg)
+			_, gerr := OpenPayload(seg)
+			if fmt.Sprint(werr) != fmt.Sprint(gerr) {
+				t.Fatalf("format %d, byte %d changed: OpenPayload says %v, Open %v", f, pos, gerr, werr)
+			}
+			seg[pos] ^= 0x41
+		}
+	}
+}
