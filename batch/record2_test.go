@@ -230,8 +230,14 @@ func TestForged2RecordClaim(t *testing.T) {
 	if _, _, err := Decode(seg, limit); !errors.Is(err, ErrSegmentTooLarge) || !strings.Contains(err.Error(), "claims 10000 records") {
 		t.Fatalf("records over the limit framed: err = %v, want ErrSegmentTooLarge", err)
 	}
-	if _, _, err := Decode(seg, limit+1); err != nil {
+	_, rs, err := Decode(seg, limit+1)
+	if err != nil {
 		t.Fatalf("records at the limit framed: %v", err)
+	}
+	// What a receiver budgets for the index (IndexNeed) covers what it
+	// holds, though each record takes one byte of the stream, not 23.
+	if need := IndexNeed(&m, m.UncompressedSize); rs.IndexCap() > withSlack(need) || need < int64(len(recs)+1)*4 {
+		t.Fatalf("index holds %d bytes, IndexNeed says %d for %d records", rs.IndexCap(), need, len(recs))
 	}
 }
 
