@@ -40,7 +40,7 @@ func BenchmarkEncode(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.SetBytes(int64(len(frames(recs))))
+			b.SetBytes(dataBytes(recs))
 			b.ReportAllocs()
 			var m Meta
 			for b.Loop() {
@@ -54,7 +54,7 @@ func BenchmarkEncode(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(m.UncompressedSize)/float64(m.PayloadSize), "ratio")
+			b.ReportMetric(float64(dataBytes(recs))/float64(m.PayloadSize), "ratio")
 			b.ReportMetric(float64(m.UncompressedSize)/float64(m.Records), "B/record")
 		})
 	}
@@ -82,37 +82,88 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
+// The benchmarks of the shipper's stages, one each, so that a regression
+// shows in numbers: parse (shipper/source BenchmarkLineReader), frame
+// (BenchmarkFrame), compress (BenchmarkCompressChunk), hash (BenchmarkHash)
+// and seal (BenchmarkAssemble; BenchmarkEncode is frame, compress and
+// seal together). Bytes per second are of the records' data: what the
+// shipper was given.
+
+// dataBytes is the bytes of the records' data.
+func dataBytes(recs []Record) int64 {
+	var n int64
+	for i := range recs {
+		n += int64(len(recs[i].Data))
+	}
+	return n
+}
+
 // BenchmarkFrame is the framing stage alone: records appended to a chunk
-// buffer as Builder.Add frames them (the copy of every record byte).
+// buffer as Builder.Add frames them (the copy of every record byte), in
+// each format. B/record is the framed bytes of a record.
 func BenchmarkFrame(b *testing.B) {
 	recs := logRecords(benchSegment)
-	buf := make([]byte, 0, len(frames(recs)))
-	b.SetBytes(int64(cap(buf)))
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = buf[:0]
-		for i := range recs {
-			buf = AppendFrame(buf, &recs[i])
-		}
+	for _, f := range []int{1, 2} {
+		b.Run(fmt.Sprintf("v%d", f), func(b *testing.B) {
+			buf := make([]byte, 0, len(AppendStream(nil, f, recs)))
+			b.SetBytes(dataBytes(recs))
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = AppendStream(buf[:0], f, recs)
+			}
+			b.ReportMetric(float64(len(buf))/float64(len(recs)), "B/record")
+		})
 	}
 }
 
 // BenchmarkCompressChunk is the compression stage alone, on one core: one
 // ChunkSize frame of framed log records, as a Builder's worker compresses
-// it (the fastest level).
+// it (the fastest level), in each format. The ratio is of the records'
+// data to the compressed bytes.
 func BenchmarkCompressChunk(b *testing.B) {
-	raw := frames(logRecords(ChunkSize))
+	recs := logRecords(ChunkSize)
 	enc, err := encoderFor(must(Fastest.zstd()))
 	if err != nil {
 		b.Fatal(err)
 	}
-	out := make([]byte, 0, len(raw))
-	b.SetBytes(int64(len(raw)))
-	b.ReportAllocs()
-	for b.Loop() {
-		out = enc.EncodeAll(raw, out[:0])
+	for _, f := range []int{1, 2} {
+		b.Run(fmt.Sprintf("v%d", f), func(b *testing.B) {
+			raw := AppendStream(nil, f, recs)
+			out := make([]byte, 0, len(raw))
+			b.SetBytes(dataBytes(recs))
+			b.ReportAllocs()
+			for b.Loop() {
+				out = enc.EncodeAll(raw, out[:0])
+			}
+			b.ReportMetric(float64(dataBytes(recs))/float64(len(out)), "ratio")
+		})
 	}
-	b.ReportMetric(float64(len(raw))/float64(len(out)), "ratio")
+}
+
+// BenchmarkHash is the hash stage: the SHA-256 of a segment the size a
+// 16 MiB segment of logs compresses to, as Seal computes it, and what
+// opening such a segment costs with its hash (Open: two passes) and
+// without (OpenPayload: one).
+func BenchmarkHash(b *testing.B) {
+	seg, _ := build(b, newBuilder(b), "app", 1, ZeroHash, logRecords(16<<20), time.Time{})
+	b.Run("Hash", func(b *testing.B) {
+		b.SetBytes(int64(len(seg)))
+		for b.Loop() {
+			Hash(seg)
+		}
+	})
+	b.Run("Open", func(b *testing.B) {
+		b.SetBytes(int64(len(seg)))
+		for b.Loop() {
+			must(Open(seg))
+		}
+	})
+	b.Run("OpenPayload", func(b *testing.B) {
+		b.SetBytes(int64(len(seg)))
+		for b.Loop() {
+			must(OpenPayload(seg))
+		}
+	})
 }
 
 // BenchmarkAssemble is the last of the seal stage: a sealed segment's

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -24,8 +25,12 @@ func allocated(f func()) uint64 {
 }
 
 func TestCorruptEveryByte(t *testing.T) {
-	seg := goldenSegment(t)
-	want := goldenRecords()
+	for _, f := range goldenFormats {
+		t.Run(fmt.Sprintf("v%d", f), func(t *testing.T) { testCorruptEveryByte(t, goldenSegment(t, f), goldenRecordsOf(f)) })
+	}
+}
+
+func testCorruptEveryByte(t *testing.T, seg []byte, want []Record) {
 	_, off, err := ParseMeta(seg)
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +73,12 @@ func TestCorruptEveryByte(t *testing.T) {
 }
 
 func TestCorruptTruncated(t *testing.T) {
-	seg := goldenSegment(t)
+	for _, f := range goldenFormats {
+		t.Run(fmt.Sprintf("v%d", f), func(t *testing.T) { testCorruptTruncated(t, goldenSegment(t, f)) })
+	}
+}
+
+func testCorruptTruncated(t *testing.T, seg []byte) {
 	for n := range len(seg) {
 		if _, _, err := Decode(seg[:n], 0); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("truncated to %d of %d bytes: err = %v", n, len(seg), err)
@@ -82,7 +92,7 @@ func TestCorruptTruncated(t *testing.T) {
 }
 
 func TestCorruptHeader(t *testing.T) {
-	seg := goldenSegment(t)
+	seg := goldenSegment(t, 1) // the header is the same in every format
 	put := func(off int, v uint32) []byte {
 		c := bytes.Clone(seg)
 		binary.LittleEndian.PutUint32(c[off:], v)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"reflect"
 	"runtime"
 	"strings"
@@ -75,11 +74,13 @@ func TestSegmentReaderMatchesDecode(t *testing.T) {
 	recs := makeRecords(1, 300)
 	multi, _ := build(t, newBuilder(t), "app", 1, ZeroHash, bigRecords(1, 3*ChunkSize+500), baseTime)
 	segs := map[string][]byte{
-		"golden":          goldenSegment(t),
-		"multi-frame":     multi,
-		"no content size": forge(t, honestMeta(recs), compress(t, frames(recs))),
-		"empty":           nil,
-		"not a segment":   []byte("garbage that is not a segment at all"),
+		"golden v1":          goldenSegment(t, 1),
+		"golden v2":          goldenSegment(t, 2),
+		"no content size v2": forge(t, honestMeta2(recs), compress(t, frames2(recs))),
+		"multi-frame":        multi,
+		"no content size":    forge(t, honestMeta(recs), compress(t, frames(recs))),
+		"empty":              nil,
+		"not a segment":      []byte("garbage that is not a segment at all"),
 	}
 	for i, seg := range hostileSegments(t) {
 		segs[fmt.Sprint("hostile ", i)] = seg
@@ -94,7 +95,12 @@ func TestSegmentReaderMatchesDecode(t *testing.T) {
 }
 
 func TestSegmentReaderDamage(t *testing.T) {
-	seg := goldenSegment(t)
+	for _, f := range goldenFormats {
+		t.Run(fmt.Sprintf("v%d", f), func(t *testing.T) { testSegmentReaderDamage(t, goldenSegment(t, f)) })
+	}
+}
+
+func testSegmentReaderDamage(t *testing.T, seg []byte) {
 	for n := range len(seg) {
 		sameVerdict(t, seg[:n], 1<<20)
 	}
@@ -259,16 +265,15 @@ func TestReadSegment(t *testing.T) {
 // FuzzSegmentReader holds the streaming reader to the verdict of reading
 // whole on arbitrary bytes.
 func FuzzSegmentReader(f *testing.F) {
-	golden, err := os.ReadFile(goldenSeg)
-	if err != nil {
-		f.Fatal(err)
+	for _, golden := range goldenSegs(f) {
+		f.Add(golden)
+		f.Add(golden[:len(golden)/2])
+		f.Add(golden[:20])
 	}
-	f.Add(golden)
-	f.Add(golden[:len(golden)/2])
-	f.Add(golden[:20])
 	f.Add([]byte{})
 	recs := makeRecords(1, 40)
 	f.Add(forge(f, honestMeta(recs), compress(f, frames(recs))))
+	f.Add(forge(f, honestMeta2(recs), compress(f, frames2(recs))))
 	for _, seg := range hostileSegments(f) {
 		f.Add(seg)
 	}

@@ -44,21 +44,43 @@ func (s *Segment) Scan(limit int64, fn func(r *Record) error) error {
 		scanReaders.Put(br)
 	}()
 	c := recordCheck{m: &s.Meta, want: s.Meta.FirstSeq}
+	v2 := s.Meta.Format >= 2
+	var prev int64 // format 2: the time of the record before
 	var big []byte // a record larger than br's buffer
 	var read int64
 	for read < claimed {
-		hdr, err := br.Peek(4)
-		if err != nil {
-			return streamError(err, read, claimed)
-		}
-		n := int64(binary.BigEndian.Uint32(hdr)) + 4
-		if n-4 > MaxFramedRecord || n < RecordOverhead {
-			return fmt.Errorf("record %d: record length %d out of range: %w", c.want, n-4, ErrCorrupt)
+		var n int64
+		if v2 {
+			if c.n == s.Meta.Records {
+				return fmt.Errorf("segment holds more than the %d records metadata says: %w", s.Meta.Records, ErrCorrupt)
+			}
+			hdr, err := br.Peek(binary.MaxVarintLen64)
+			if len(hdr) == 0 {
+				return streamError(err, read, claimed)
+			}
+			h, k := binary.Uvarint(hdr)
+			if k == 0 && err != nil {
+				return streamError(err, read, claimed)
+			}
+			if k <= 0 || h>>flagBits > MaxFramedRecord {
+				return fmt.Errorf("record %d: record length out of range: %w", c.want, ErrCorrupt)
+			}
+			n = int64(k) + int64(h>>flagBits)
+		} else {
+			hdr, err := br.Peek(4)
+			if err != nil {
+				return streamError(err, read, claimed)
+			}
+			n = int64(binary.BigEndian.Uint32(hdr)) + 4
+			if n-4 > MaxFramedRecord || n < RecordOverhead {
+				return fmt.Errorf("record %d: record length %d out of range: %w", c.want, n-4, ErrCorrupt)
+			}
 		}
 		if read+n > claimed {
 			return fmt.Errorf("record %d: record of %d bytes at %d runs past the %d bytes metadata says: %w", c.want, n, read, claimed, ErrCorrupt)
 		}
 		var frame []byte
+		var err error
 		if n <= scanBufSize {
 			if frame, err = br.Peek(int(n)); err != nil {
 				return streamError(err, read, claimed)
@@ -72,7 +94,14 @@ func (s *Segment) Scan(limit int64, fn func(r *Record) error) error {
 				return streamError(err, read, claimed)
 			}
 		}
-		r, _, err := ParseFrame(frame)
+		var r Record
+		if v2 {
+			r, _, err = ParseFrame2(frame, prev)
+			r.Seq = c.want
+			prev = timeNanos(r.Time)
+		} else {
+			r, _, err = ParseFrame(frame)
+		}
 		if err != nil {
 			return fmt.Errorf("record %d: %w", c.want, err)
 		}

@@ -14,9 +14,10 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// FormatVersion is the segment format this code writes and the newest it
-// reads. A segment with a higher major format is refused, never guessed at.
-const FormatVersion = 1
+// FormatVersion is the segment format this code writes by default and the
+// newest it reads; it reads format 1 too. A segment with a higher major
+// format is refused, never guessed at.
+const FormatVersion = 2
 
 // Skippable-frame constants. zstd decoders (including `zstd -dc`) skip
 // frames with magic 0x184D2A50..0x184D2A5F, so metadata rides along without
@@ -216,6 +217,9 @@ type Builder struct {
 	signer Signer    // nil: unsigned
 	hash   string    // the sealed segment's Hash
 	err    error
+	format int   // of the segments it builds (FormatVersion unless SetFormat)
+	prev   int64 // format 2: the time of the last record added
+	framed int64 // the records' FramedSize, which Size reports
 }
 
 // NewBuilder returns a Builder compressing at level l.
@@ -228,7 +232,17 @@ func NewBuilder(l Level) (*Builder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Builder{enc: enc}, nil
+	return &Builder{enc: enc, format: FormatVersion}, nil
+}
+
+// SetFormat makes the Builder write segments of format f (1 or 2) from
+// its next Reset on: format 1 for readers older than format 2.
+func (b *Builder) SetFormat(f int) error {
+	if f < 1 || f > FormatVersion {
+		return fmt.Errorf("segment format %d: this ferry writes 1 or %d", f, FormatVersion)
+	}
+	b.format = f
+	return nil
 }
 
 // Reset starts a new, empty segment of stream in generation gen whose
@@ -238,8 +252,9 @@ func (b *Builder) Reset(stream string, gen uint32, prev string) {
 	b.release()
 	b.err = nil
 	b.hash = ""
+	b.prev, b.framed = 0, 0
 	b.meta = Meta{
-		Format:      FormatVersion,
+		Format:      b.format,
 		Stream:      stream,
 		Generation:  gen,
 		Compression: "zstd",
@@ -308,8 +323,10 @@ func (b *Builder) reserve(n int) {
 // Records is the number of records added since Reset.
 func (b *Builder) Records() int { return int(b.meta.Records) }
 
-// Size is the uncompressed (framed) size of the records added since Reset.
-func (b *Builder) Size() int64 { return b.meta.UncompressedSize }
+// Size is the framed size (Record.FramedSize, what max_bytes measures) of
+// the records added since Reset. In format 1 it is the size of the record
+// stream; format 2 frames them in fewer bytes.
+func (b *Builder) Size() int64 { return b.framed }
 
 // FirstSeq is the sequence number of the first record added (0 if none).
 func (b *Builder) FirstSeq() uint64 { return b.meta.FirstSeq }
@@ -347,9 +364,16 @@ func (b *Builder) Add(r *Record) error {
 	if t.After(b.meta.MaxTime) {
 		b.meta.MaxTime = t
 	}
-	b.reserve(r.FramedSize())
+	fs := r.FramedSize()
+	b.framed += int64(fs)
+	b.reserve(fs)
 	n := len(*b.raw)
-	*b.raw = AppendFrame(*b.raw, r)
+	if b.meta.Format >= 2 {
+		*b.raw = AppendFrame2(*b.raw, r, b.prev)
+		b.prev = timeNanos(r.Time)
+	} else {
+		*b.raw = AppendFrame(*b.raw, r)
+	}
 	b.meta.UncompressedSize += int64(len(*b.raw) - n)
 	if len(*b.raw) >= ChunkSize {
 		b.submit()
@@ -531,6 +555,8 @@ func ParseMeta(data []byte) (Meta, int, error) {
 		return m, 0, fmt.Errorf("metadata format %d invalid: %w", m.Format, ErrCorrupt)
 	}
 	if m.Format > FormatVersion {
+		// Format 1 readers say this too: "segment format 2 is newer than
+		// this ferry reads (1); upgrade ferry".
 		return m, 0, fmt.Errorf("segment format %d is newer than this ferry reads (%d); upgrade ferry", m.Format, FormatVersion)
 	}
 	if m.Records == 0 || m.FirstSeq == 0 || m.LastSeq < m.FirstSeq || m.LastSeq-m.FirstSeq+1 != m.Records {
@@ -560,6 +586,19 @@ type Segment struct {
 // Open parses a complete segment and verifies its payload size and
 // checksum. Any damage yields an error wrapping ErrCorrupt.
 func Open(data []byte) (*Segment, error) {
+	s, err := OpenPayload(data)
+	if err != nil {
+		return nil, err
+	}
+	s.Hash = Hash(data)
+	return s, nil
+}
+
+// OpenPayload is Open without the segment's own hash, which only a reader
+// that follows the hash chain needs: the Segment's Hash is "". It makes
+// every check Open makes, and hashes the segment's bytes once where Open
+// hashes the payload twice (its checksum, and within the whole segment).
+func OpenPayload(data []byte) (*Segment, error) {
 	m, off, err := ParseMeta(data)
 	if err != nil {
 		return nil, err
@@ -572,7 +611,7 @@ func Open(data []byte) (*Segment, error) {
 	if got := hex.EncodeToString(sum[:]); got != m.PayloadSHA256 {
 		return nil, fmt.Errorf("payload sha256 %s does not match metadata %s: %w", got[:16], short(m.PayloadSHA256), ErrCorrupt)
 	}
-	return &Segment{Meta: m, Hash: Hash(data), Payload: payload}, nil
+	return &Segment{Meta: m, Payload: payload}, nil
 }
 
 func short(s string) string {
@@ -609,6 +648,14 @@ func (s *Segment) checkClaim(limit int64) (int64, error) {
 	if claimed := s.Meta.UncompressedSize; claimed > limit {
 		return 0, fmt.Errorf("claims %d uncompressed bytes (%s), over the limit of %d (%s): %w",
 			claimed, sizeString(claimed), limit, sizeString(limit), ErrSegmentTooLarge)
+	}
+	// Format 2 frames a record in as little as one byte. The limit also
+	// holds its records to what they would take framed in format 1 (a
+	// shipper's max_bytes measures that), so that what reading them
+	// holds besides the stream (IndexNeed) stays what it was.
+	if n := s.Meta.Records; s.Meta.Format >= 2 && n > uint64(limit/RecordOverhead) {
+		return 0, fmt.Errorf("claims %d records, at least %d bytes framed, over the limit of %d (%s): %w",
+			n, n*RecordOverhead, limit, sizeString(limit), ErrSegmentTooLarge)
 	}
 	return s.Meta.UncompressedSize, nil
 }

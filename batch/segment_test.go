@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -48,13 +49,32 @@ func makeRecords(first uint64, n int) []Record {
 	return recs
 }
 
-// frames is the decompressed record stream of recs.
+// frames is the decompressed record stream of recs in format 1.
 func frames(recs []Record) []byte {
 	var b []byte
 	for i := range recs {
 		b = AppendFrame(b, &recs[i])
 	}
 	return b
+}
+
+// frames2 is the decompressed record stream of recs in format 2.
+func frames2(recs []Record) []byte { return AppendStream(nil, 2, recs) }
+
+// framesOf is the record stream of recs in format f.
+func framesOf(f int, recs []Record) []byte { return AppendStream(nil, f, recs) }
+
+// goldenSegs is the golden segment of every format, for fuzz seeds.
+func goldenSegs(t testing.TB) [][]byte {
+	var segs [][]byte
+	for _, f := range goldenFormats {
+		seg, err := os.ReadFile(goldenSeg(f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		segs = append(segs, seg)
+	}
+	return segs
 }
 
 func newBuilder(t testing.TB) *Builder {
@@ -106,7 +126,7 @@ func checkRecords(t testing.TB, got, want []Record) {
 // payload fields, which forge fills in).
 func honestMeta(recs []Record) Meta {
 	m := Meta{
-		Format: FormatVersion, Stream: "app", Generation: 1,
+		Format: 1, Stream: "app", Generation: 1, // frames is format 1
 		FirstSeq: recs[0].Seq, LastSeq: recs[len(recs)-1].Seq, Records: uint64(len(recs)),
 		MinTime: recs[0].Time.UTC(), MaxTime: recs[0].Time.UTC(),
 		UncompressedSize: int64(len(frames(recs))),
@@ -121,6 +141,14 @@ func honestMeta(recs []Record) Meta {
 			m.MaxTime = r.Time.UTC()
 		}
 	}
+	return m
+}
+
+// honestMeta2 is honestMeta for a format-2 record stream (frames2).
+func honestMeta2(recs []Record) Meta {
+	m := honestMeta(recs)
+	m.Format = 2
+	m.UncompressedSize = int64(len(frames2(recs)))
 	return m
 }
 
@@ -207,9 +235,9 @@ func TestBuilderRoundTrip(t *testing.T) {
 			t.Fatalf("after %d adds: Records=%d FirstSeq=%d LastSeq=%d", i+1, b.Records(), b.FirstSeq(), b.LastSeq())
 		}
 	}
-	raw := frames(recs)
-	if b.Size() != int64(len(raw)) {
-		t.Fatalf("Size = %d, want %d", b.Size(), len(raw))
+	raw := frames2(recs)
+	if want := len(frames(recs)); b.Size() != int64(want) {
+		t.Fatalf("Size = %d, want %d (the records' FramedSize)", b.Size(), want)
 	}
 	sealedAt := time.Date(2025, 6, 7, 9, 0, 0, 5, time.FixedZone("CEST", 2*3600))
 	seg, m, err := b.Seal(sealedAt)
@@ -224,7 +252,7 @@ func TestBuilderRoundTrip(t *testing.T) {
 	payload := seg[off:]
 	sum := sha256.Sum256(payload)
 	want := Meta{
-		Format: 1, Stream: "orders", Generation: 7,
+		Format: 2, Stream: "orders", Generation: 7,
 		FirstSeq: 1000, LastSeq: 3999, Records: 3000,
 		MinTime: baseTime.Add(-time.Hour + 3*time.Millisecond), MaxTime: baseTime.Add(2998 * time.Millisecond), // 2999 is late
 		UncompressedSize: int64(len(raw)), PayloadSize: int64(len(payload)),
@@ -308,7 +336,7 @@ func TestBuilderReuse(t *testing.T) {
 	if s2.Meta.Stream != "b" || s2.Meta.Generation != 2 || m2.FirstSeq != 201 || m2.Records != 50 {
 		t.Fatalf("second segment meta leaks the first: %+v", s2.Meta)
 	}
-	if m2.UncompressedSize != int64(len(frames(recs2))) {
+	if m2.UncompressedSize != int64(len(frames2(recs2))) {
 		t.Fatalf("second UncompressedSize %d includes the first segment", m2.UncompressedSize)
 	}
 
@@ -506,10 +534,10 @@ func TestMetaExtension(t *testing.T) {
 func TestDecodeNewerFormat(t *testing.T) {
 	recs := makeRecords(1, 5)
 	m := honestMeta(recs)
-	m.Format = 2
+	m.Format = FormatVersion + 1
 	_, _, err := Decode(forge(t, m, compress(t, frames(recs))), 0)
-	if !isNewerFormat(err) || !strings.Contains(err.Error(), "format 2") {
-		t.Fatalf("format 2: err = %v, want a non-corrupt error asking to upgrade", err)
+	if !isNewerFormat(err) || !strings.Contains(err.Error(), fmt.Sprintf("format %d is newer than this ferry reads (%d)", FormatVersion+1, FormatVersion)) {
+		t.Fatalf("format %d: err = %v, want a non-corrupt error asking to upgrade", m.Format, err)
 	}
 	for _, f := range []int{0, -1} {
 		m.Format = f
@@ -665,4 +693,29 @@ func TestBuilderSmallBatchMemory(t *testing.T) {
 		t.Errorf("a Reset Builder still holds a %d-byte chunk buffer", cap(*b.raw))
 	}
 	runtime.KeepAlive(bs)
+}
+
+// OpenPayload makes Open's checks and gives Open's verdicts, without the
+// segment's hash (the second SHA-256 pass over its payload).
+func TestOpenPayload(t *testing.T) {
+	for _, f := range goldenFormats {
+		seg := goldenSegment(t, f)
+		want, err := Open(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := OpenPayload(seg)
+		if err != nil || got.Hash != "" || metaJSON(t, got.Meta) != metaJSON(t, want.Meta) || !bytes.Equal(got.Payload, want.Payload) {
+			t.Fatalf("format %d: OpenPayload gave %+v, %v; want Open's segment without its hash", f, got, err)
+		}
+		for pos := range seg {
+			seg[pos] ^= 0x41
+			_, werr := Open(seg)
+			_, gerr := OpenPayload(seg)
+			if fmt.Sprint(werr) != fmt.Sprint(gerr) {
+				t.Fatalf("format %d, byte %d changed: OpenPayload says %v, Open %v", f, pos, gerr, werr)
+			}
+			seg[pos] ^= 0x41
+		}
+	}
 }

@@ -451,11 +451,10 @@ func (p *pipeline) open(f *fetched) (io.ReadCloser, *batch.SegmentReader, error)
 
 // decodeNeed is what decoding a segment of metadata m holds: what it
 // claims to decompress to (never more than DecompressInto accepts) and the
-// offsets of the records parsed from it (each takes at least
-// batch.RecordOverhead framed bytes).
+// index of the records parsed from it (batch.IndexNeed).
 func decodeNeed(m *batch.Meta, limit int64) int64 {
 	claimed := min(max(m.UncompressedSize, 0), limit)
-	return claimed + batch.IndexBytes(min(m.Records, uint64(claimed)/batch.RecordOverhead+1))
+	return claimed + batch.IndexNeed(m, claimed)
 }
 
 // reserve makes f hold n bytes of the budget, waiting as budget.acquire

@@ -45,10 +45,7 @@ func TestStockTools(t *testing.T) {
 			if err := os.WriteFile(seg, data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			var want []byte
-			for i := range recs {
-				want = batch.AppendFrame(want, &recs[i])
-			}
+			want := batch.AppendStream(nil, m.Format, recs)
 			for _, k := range []key{k1, k2} {
 				cmd := exec.Command("bash", "-o", "pipefail", "-c", stockPipeline)
 				cmd.Env = append(os.Environ(), "SEG="+seg, "IDENTITY="+k.file)
@@ -114,10 +111,7 @@ func TestStockToolsRekeyed(t *testing.T) {
 	if err := os.WriteFile(hdrFile, nh, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var want []byte
-	for i := range recs {
-		want = batch.AppendFrame(want, &recs[i])
-	}
+	want := batch.AppendStream(nil, batch.FormatVersion, recs)
 	for _, k := range []key{k2, k3} {
 		cmd := exec.Command("bash", "-o", "pipefail", "-c", rekeyedPipeline)
 		cmd.Env = append(os.Environ(), "SEG="+seg, "HDR="+hdrFile, "IDENTITY="+k.file)

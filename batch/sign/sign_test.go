@@ -177,7 +177,7 @@ func TestSignatureBindsEveryField(t *testing.T) {
 		t.Fatal(err)
 	}
 	changes := map[string]func(m *batch.Meta){
-		"format":            func(m *batch.Meta) { m.Format = 2 },
+		"format":            func(m *batch.Meta) { m.Format = 1 },
 		"stream":            func(m *batch.Meta) { m.Stream = "other" },
 		"generation":        func(m *batch.Meta) { m.Generation = 2 },
 		"first_seq":         func(m *batch.Meta) { m.FirstSeq++; m.LastSeq++ },

@@ -303,7 +303,7 @@ func (f *fetcher) records(seg string) (batch.Records, error) {
 	if f.stored, err = sr.ReadAll(f.stored); err != nil {
 		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
 	}
-	s, err := batch.Open(f.stored)
+	s, err := batch.OpenPayload(f.stored) // fetch follows no hash chain: one hash pass, not two
 	if err != nil {
 		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
 	}

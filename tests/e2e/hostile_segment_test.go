@@ -35,7 +35,9 @@ func TestHostileSegmentMemory(t *testing.T) {
 	// limit): its payload decompresses past the claim.
 	bomb := bombSegment(t, stream, 2<<30, 2<<30)
 	liar := bombSegment(t, stream, 24<<20, 2<<30)
-	// A flood: 5 M records of 1 byte (24 framed bytes each, 114 MiB).
+	// A flood: 5 M records of 1 byte: 2 bytes each in format 2's record
+	// stream (10 MB), 24 framed bytes each (FramedSize, 114 MiB), which a
+	// reader's limit holds format 2's records to.
 	flood, floodData := floodSegment(t, stream, floodCount)
 	t.Logf("bomb %d bytes, flood %d bytes", len(bomb), len(flood))
 
@@ -61,8 +63,8 @@ func TestHostileSegmentMemory(t *testing.T) {
 			{"lying bomb", liar, outcome{want: []string{"corrupt segment"}}},
 			{"flood", flood, map[bool]outcome{
 				true:  {ok: true},
-				false: {want: []string{fmt.Sprintf("claims %d uncompressed bytes", floodCount*24), "over the limit of " + limitStr}},
-			}[floodCount*24 <= lim.limit]},
+				false: {want: []string{fmt.Sprintf("claims %d records, at least %d bytes framed", floodCount, floodCount*batch.RecordOverhead), "over the limit of " + limitStr}},
+			}[floodCount*batch.RecordOverhead <= lim.limit]},
 		} {
 			t.Run(lim.name+"/"+seg.name, func(t *testing.T) {
 				dir := t.TempDir()

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-dr/ferry/batch"
 )
 
 // A million lines through stdin, back out through a file replica, intact;
@@ -68,7 +70,10 @@ func TestShipReceiveMillionLines(t *testing.T) {
 	}
 
 	// The JSON listing tiles 1..n with no gap or overlap, and every segment
-	// except the last is at least max-bytes uncompressed.
+	// except the last holds at least max-bytes of records, measured as
+	// max_bytes measures them (batch.Record.FramedSize: 23 bytes and the
+	// line); format 2's record stream frames them in fewer.
+	lineList := lines(input)
 	infos := s.lsJSON()
 	if len(infos) != len(files) {
 		t.Fatalf("ls --json lists %d segments, store holds %d", len(infos), len(files))
@@ -78,8 +83,15 @@ func TestShipReceiveMillionLines(t *testing.T) {
 		if si.Segment != files[i] || si.Stream != s.name || si.FirstSeq != next || si.Records != si.LastSeq-si.FirstSeq+1 {
 			t.Fatalf("ls --json entry %d: %+v; want segment %s of stream %q starting at seq %d", i, si, files[i], s.name, next)
 		}
-		if i < len(infos)-1 && si.UncompressedSize < 4<<20 {
-			t.Errorf("segment %s sealed at %d uncompressed bytes, under --max-bytes 4MiB", si.Segment, si.UncompressedSize)
+		var framed int64
+		for _, l := range lineList[si.FirstSeq-1 : si.LastSeq] {
+			framed += int64(batch.RecordOverhead + len(l))
+		}
+		if i < len(infos)-1 && framed < 4<<20 {
+			t.Errorf("segment %s sealed at %d framed bytes of records, under --max-bytes 4MiB", si.Segment, framed)
+		}
+		if si.UncompressedSize > framed {
+			t.Errorf("segment %s: %d bytes of record stream for %d framed bytes of records", si.Segment, si.UncompressedSize, framed)
 		}
 		next = si.LastSeq + 1
 	}
