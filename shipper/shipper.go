@@ -257,6 +257,12 @@ func (s *Shipper) AppendDurable(ctx context.Context, recs []batch.Record, cursor
 // never call it.
 func (s *Shipper) SourceReplayable() { s.spool.SetReplayable() }
 
+// SealRoom is how many more framed bytes and records the open segment
+// takes before max_bytes or max_records seals it (spool.Room): a
+// replayable source ends its batches there, since without a journal a
+// segment can end only where a batch does.
+func (s *Shipper) SealRoom() (bytes int64, records int) { return s.spool.Room() }
+
 // spoolAppend is Spool.Append that waits out a full disk: the caller (a
 // source) stops reading, which is the backpressure, and the records are
 // appended once there is room. Nothing is accepted or lost meanwhile.

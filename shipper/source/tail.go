@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -64,6 +65,13 @@ var _ shipper.Source = (*Tail)(nil)
 // replayableSink is a Sink that need not journal what a source can give
 // again from its cursor (shipper.Shipper).
 type replayableSink interface{ SourceReplayable() }
+
+// roomSink tells a replayable source how much the open segment still
+// takes (shipper.Shipper.SealRoom), so that its batches, where such a
+// segment must end, keep segments within max_bytes and max_records.
+type roomSink interface {
+	SealRoom() (bytes int64, records int)
+}
 
 type tailCursor struct {
 	Dev uint64 `json:"dev"`
@@ -600,6 +608,16 @@ func (s *Tail) emit(ctx context.Context, t *tailFile, p *recordParser, sink ship
 	recs := s.recs[:0]
 	defer func() { s.recs = recs[:0] }()
 	off, start, all := t.off, t.off, chunk
+	// Without a journal a segment ends only where a batch does: a batch
+	// ends where the open segment is full, as a journaled one is split.
+	roomBytes, roomRecords := int64(math.MaxInt64), sourceBatchRecords
+	room, sized := sink.(roomSink)
+	sized = sized && s.Replayable
+	if sized {
+		roomBytes, roomRecords = room.SealRoom()
+		roomRecords = min(roomRecords, sourceBatchRecords)
+	}
+	var size int64
 	for len(chunk) > 0 {
 		i := bytes.IndexByte(chunk, '\n')
 		var line []byte
@@ -615,13 +633,18 @@ func (s *Tail) emit(ctx context.Context, t *tailFile, p *recordParser, sink ship
 		}
 		off += int64(len(line))
 		recs = append(recs, rec)
-		if len(recs) >= sourceBatchRecords || len(chunk) == 0 {
+		size += int64(rec.FramedSize())
+		if len(recs) >= roomRecords || size >= roomBytes || len(chunk) == 0 {
 			cur, _ := json.Marshal(tailCursor{Dev: t.dev, Ino: t.ino, Off: off, Sum: sumBefore(t.f, off, all[:off-start])})
 			if err := sink.AppendBatch(ctx, recs, cur); err != nil {
 				return err
 			}
 			t.off = off
-			recs = recs[:0]
+			recs, size = recs[:0], 0
+			if sized {
+				roomBytes, roomRecords = room.SealRoom()
+				roomRecords = min(roomRecords, sourceBatchRecords)
+			}
 		}
 	}
 	return nil

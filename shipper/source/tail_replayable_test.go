@@ -131,3 +131,57 @@ func TestTailReplayableSealsBeforeTruncation(t *testing.T) {
 		t.Fatalf("stored %d lines %q, want %d: %q", len(got), got, len(want), want)
 	}
 }
+
+// Without a journal a segment ends only where the source's batch does, so
+// a Replayable tail ends its batches where the open segment is full
+// (Shipper.SealRoom): a file read in one go still seals into segments
+// within max_bytes and max_records (up to the record that crosses them),
+// as a journaled tail's are split.
+func TestTailReplayableBatchesKeepSegmentLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		maxBytes int64
+		maxRecs  int
+	}{{"max_bytes", 4 << 10, 0}, {"max_records", 0, 70}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, st := shipperConfig(t)
+			cfg.Spool.Policy.MaxBytes, cfg.Spool.Policy.MaxRecords = tc.maxBytes, tc.maxRecs
+			sh := startShipper(t, cfg)
+			path := filepath.Join(t.TempDir(), "app.log")
+			appendFile(t, path, batchtest.Lines("line", 1, 3000)...)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				done <- (&Tail{Path: path, Format: FormatLine, Log: quiet, Replayable: true}).Run(ctx, sh)
+			}()
+			waitFor(t, "3000 lines appended", func() bool { return sh.Spool().LastSeq() == 3000 })
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			drain(t, sh)
+			segs := batchtest.ReadStore(t, st, "app")
+			got := batchtest.Datas(batchtest.CheckChain(t, segs, 0, batch.ZeroHash))
+			if want := batchtest.Lines("line", 1, 3000); !slices.Equal(got, want) {
+				t.Fatalf("stored %d lines, want the file's 3000", len(got))
+			}
+			for _, sg := range segs {
+				var size int64
+				var last int
+				for i := range sg.Records {
+					last = sg.Records[i].FramedSize()
+					size += int64(last)
+				}
+				if tc.maxBytes > 0 && size-int64(last) >= tc.maxBytes {
+					t.Fatalf("segment %s holds %d framed bytes, past max_bytes %d by more than its last record", sg.Name, size, tc.maxBytes)
+				}
+				if tc.maxRecs > 0 && len(sg.Records) > tc.maxRecs {
+					t.Fatalf("segment %s holds %d records, max_records %d", sg.Name, len(sg.Records), tc.maxRecs)
+				}
+			}
+			if len(segs) < 10 {
+				t.Fatalf("%d segments for 3000 lines", len(segs))
+			}
+		})
+	}
+}
