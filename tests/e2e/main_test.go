@@ -276,6 +276,7 @@ func tryCheckpoint(t *testing.T, dir string) (_ checkpoint, ok bool) {
 type segInfo struct {
 	Segment          string `json:"segment"`
 	Size             int64  `json:"size"`
+	Format           int    `json:"format"`
 	Stream           string `json:"stream"`
 	Generation       uint32 `json:"generation"`
 	FirstSeq         uint64 `json:"first_seq"`

@@ -127,9 +127,12 @@ func TestStockZstdDecompressesSegment(t *testing.T) {
 		if int64(len(raw)) != si.UncompressedSize {
 			t.Fatalf("zstd -dc %s: %d bytes, metadata says %d", si.Segment, len(raw), si.UncompressedSize)
 		}
+		if si.Format != 2 {
+			t.Fatalf("%s: segment format %d; ferry writes format 2", si.Segment, si.Format)
+		}
 		seq := si.FirstSeq
 		for len(raw) > 0 {
-			rec, n := parseFrame(t, raw)
+			rec, n := parseFrame2(t, raw, seq)
 			if rec.seq != seq {
 				t.Fatalf("zstd -dc %s: record seq %d, want %d", si.Segment, rec.seq, seq)
 			}
@@ -152,28 +155,39 @@ type frame struct {
 	data []byte
 }
 
-// parseFrame decodes one record of the decompressed stream:
-// u32 len | u64 seq | i64 unix-nanos | u8 oplen | op | u16 keylen | key | data,
-// big-endian, len counting the bytes after itself.
-func parseFrame(t *testing.T, b []byte) (frame, int) {
+// parseFrame2 decodes one record of a format-2 stream (docs/FORMAT.md),
+// written here from the spec, not with batch's parser:
+// uvarint head = body length << 3 | flags (1 time, 2 op, 4 key), then in
+// the body [zigzag uvarint time delta] [u8 oplen, op] [uvarint keylen,
+// key] data. The seq is implicit: the caller's count from first_seq.
+func parseFrame2(t *testing.T, b []byte, seq uint64) (frame, int) {
 	t.Helper()
-	if len(b) < 4 {
-		t.Fatalf("record header truncated")
+	head, k := binary.Uvarint(b)
+	if k <= 0 || head>>3 > uint64(len(b)-k) {
+		t.Fatalf("record %d: head %d (%d bytes) does not fit %d remaining bytes", seq, head, k, len(b))
 	}
-	n := int(binary.BigEndian.Uint32(b))
-	if n < 19 || len(b) < 4+n {
-		t.Fatalf("record length %d does not fit %d remaining bytes", n, len(b)-4)
+	flags, body := head&7, b[k:k+int(head>>3)]
+	f := frame{seq: seq}
+	if flags&1 != 0 {
+		_, n := binary.Uvarint(body)
+		if n <= 0 {
+			t.Fatalf("record %d: time delta is no varint", seq)
+		}
+		body = body[n:]
 	}
-	body := b[4 : 4+n]
-	var f frame
-	f.seq = binary.BigEndian.Uint64(body)
-	oplen := int(body[16])
-	f.op = string(body[17 : 17+oplen])
-	rest := body[17+oplen:]
-	keylen := int(binary.BigEndian.Uint16(rest))
-	f.key = rest[2 : 2+keylen]
-	f.data = rest[2+keylen:]
-	return f, 4 + n
+	if flags&2 != 0 {
+		oplen := int(body[0])
+		f.op, body = string(body[1:1+oplen]), body[1+oplen:]
+	}
+	if flags&4 != 0 {
+		keylen, n := binary.Uvarint(body)
+		if n <= 0 || keylen > uint64(len(body)-n) {
+			t.Fatalf("record %d: key length does not fit", seq)
+		}
+		f.key, body = body[n:n+int(keylen)], body[n+int(keylen):]
+	}
+	f.data = body
+	return f, k + int(head>>3)
 }
 
 // ndjson records keep their key and op (ferry cat --json shows them) and
