@@ -3,10 +3,14 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -305,6 +309,24 @@ func TestPushThroughRunningShipper(t *testing.T) {
 		mustFerry(t, nil, s.fetchArgs(n, out)...)
 		wantFileContent(t, out, data)
 	}
+	// A file that is not what ferry push hashed (it changed in between) is
+	// refused by the shipper, which reads it itself: other content of the
+	// same size, and another size. Nothing is shipped, no marker written.
+	changed := writeRandomFile(t, wal, "000000010000000000000011", 3<<20, 40)
+	for _, c := range []struct {
+		sum  [32]byte
+		size int
+	}{{sha256.Sum256(append([]byte{1}, changed[1:]...)), len(changed)}, {sha256.Sum256(changed), len(changed) - 1}} {
+		reply := pushSocketRequest(t, sock, map[string]any{"name": "000000010000000000000011", "path": filepath.Join(wal, "000000010000000000000011"),
+			"sha256": hex.EncodeToString(c.sum[:]), "size": c.size})
+		if reply["ok"] == true || !strings.Contains(fmt.Sprint(reply["error"]), "changed while it was pushed") {
+			t.Errorf("a file other than the one hashed: reply %v, want a refusal saying it changed", reply)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.streamDir(), "pushed", "000000010000000000000011")); !os.IsNotExist(err) {
+		t.Errorf("a refused push left a marker (%v)", err)
+	}
+
 	// Its stdin never ended: stopped before EOF, it exits 143.
 	if code := ship.Terminate(30 * time.Second); code != 143 {
 		t.Fatalf("ship exit %d on SIGTERM before the end of its stdin, want 143:\n%s", code, ship)
@@ -330,6 +352,31 @@ func TestPushThroughRunningShipper(t *testing.T) {
 	syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 	mustFerry(t, nil, s.pushArgs(filepath.Join(wal, "000000010000000000000010"))...)
 	mustFerry(t, nil, "verify", "--store", s.store, "--stream", s.name)
+}
+
+// pushSocketRequest sends one request to a shipper's push.sock and
+// returns its reply.
+func pushSocketRequest(t *testing.T, sock string, req map[string]any) map[string]any {
+	t.Helper()
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	b, _ := json.Marshal(req)
+	if _, err := conn.Write(append(b, '\n')); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(conn).ReadBytes('\n')
+	if err != nil {
+		t.Fatalf("no reply on %s: %v", sock, err)
+	}
+	var reply map[string]any
+	if err := json.Unmarshal(line, &reply); err != nil {
+		t.Fatalf("reply %q: %v", line, err)
+	}
+	return reply
 }
 
 // A receiver applying the stream with --apply dir: keeps pushed files as a
