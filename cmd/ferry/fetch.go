@@ -32,7 +32,8 @@ const fetchExamples = `  # PostgreSQL (restore_command, for a standby or point-i
   restore_command = 'ferry fetch --tree /srv/pg-archive %f %p'
 
   # a standby that gets each WAL segment as soon as it is stored (a
-  # promotion waits for a fetch in progress: up to 2s here)
+  # promotion waits for a fetch in progress: up to 2s here); with
+  # recovery_prefetch = off, see below
   restore_command = 'ferry fetch --wait 2s --config /etc/ferry/ferry-pg.toml %f %p'
 
 From a store, fetch reads the marker <stream>/pushed/NAME: no marker means
@@ -50,8 +51,11 @@ there, instead of at PostgreSQL's next retry (wal_retrieve_retry_interval,
 5s by default). Other names are answered at once: a standby asks for the
 next timeline's .history file on every retry. PostgreSQL notices a
 promotion only once restore_command returns, so a promotion can wait up
-to D; keep D short (1-5s). If the process that ran fetch exits while it
-waits (PostgreSQL stopped), fetch exits 1 without writing DEST.
+to D; keep D short (1-5s). Set recovery_prefetch = off on such a
+standby (PostgreSQL 15+): with prefetch, PostgreSQL asks for the next
+segment before it replays the records it has read, and they wait for D.
+If the process that ran fetch exits while it waits (PostgreSQL stopped),
+fetch exits 1 without writing DEST.
 `
 
 func runFetch(args []string, stdout, stderr io.Writer) error {

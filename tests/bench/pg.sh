@@ -41,10 +41,18 @@
 #   CP_SYNC     1 (default): the cp row syncs the file and directory
 #   LAG_TIMEOUT give up waiting for a standby after this many seconds (120)
 #   FETCH_WAIT  the ferry rows' restore_command runs ferry fetch --wait
-#               FETCH_WAIT (default 2s; 0: without --wait)
+#               FETCH_WAIT (default 5s; 0s: without --wait)
 #   OLD_BIN     the ferry binary of the old-ferry-* rows
 #   BENCH_DIR   work dir (default /tmp/ferry-bench); the run's clusters go
 #               to BENCH_DIR/pg-run, removed at the start of the next run
+#
+# Every standby (all rows alike) runs with wal_retrieve_retry_interval =
+# 100ms and recovery_prefetch = off: with the read-ahead of recovery
+# prefetch, the startup process asks restore_command for the next segment
+# before it replays the records it has read, so a restore_command that
+# waits (ferry fetch --wait) holds back the replay of the segment before it
+# (measured: lag 11.6-12.7 s with prefetch, 1.2-2.7 s without,
+# FETCH_WAIT=10s, load 17-22).
 #
 # As root, PostgreSQL and every archive command run as the postgres user
 # (runuser). Each pgbench run starts right after a CHECKPOINT, so every row
@@ -63,7 +71,7 @@ PG_SCALE=${PG_SCALE:-10}
 ROWS=${ROWS:-cp ferry-own ferry-ship ferry-ahead pgbackrest}
 CP_SYNC=${CP_SYNC:-1}
 LAG_TIMEOUT=${LAG_TIMEOUT:-120}
-FETCH_WAIT=${FETCH_WAIT:-2s}
+FETCH_WAIT=${FETCH_WAIT:-5s}
 OLD_BIN=${OLD_BIN:-}
 BENCH_DIR=${BENCH_DIR:-/tmp/ferry-bench}
 
@@ -256,7 +264,7 @@ setup() {
 	as_pg "$pgbin/pg_basebackup" -h "$d/sock" -p "${port[$r]}" -D "$d/standby" -X stream -c fast >/dev/null || die "pg_basebackup failed for $r"
 	sed -i '/^port = /d; /^unix_socket_directories = /d; /^archive_command = /d; /^archive_mode = /d' "$d/standby/postgresql.conf"
 	pg_conf "$d/standby" "${sport[$r]}" "$d/sock" "archive_mode = off" "hot_standby = on" \
-		"restore_command = '$(restore_cmd "$r")'" "wal_retrieve_retry_interval = 100ms"
+		"restore_command = '$(restore_cmd "$r")'" "wal_retrieve_retry_interval = 100ms" "recovery_prefetch = off"
 	as_pg touch "$d/standby/standby.signal"
 	pg_start "$d/standby"
 	case $r in
