@@ -274,16 +274,23 @@ setup() {
 }
 
 start_ship() {
-	local r=$1 d=$work/$1
+	local r=$1 d=$work/$1 try
 	shift
-	as_pg "$(bin "$r")" ship --config "$d/ferry.toml" "$@" >"$d/ship.log" 2>&1 &
-	ship_pid[$r]=$!
-	for _ in $(seq 200); do
-		[[ -S $d/spool/push.sock ]] && return 0
-		kill -0 "${ship_pid[$r]}" 2>/dev/null || die "ferry ship for $r exited: $(tail -n 20 "$d/ship.log")"
-		sleep 0.05
+	# archive_command's ferry push may hold the spool (its own shipper)
+	# while the primary archives the base backup's WAL: try again.
+	for try in 1 2 3 4 5; do
+		as_pg "$(bin "$r")" ship --config "$d/ferry.toml" "$@" >"$d/ship.log" 2>&1 &
+		ship_pid[$r]=$!
+		for _ in $(seq 200); do
+			[[ -S $d/spool/push.sock ]] && return 0
+			kill -0 "${ship_pid[$r]}" 2>/dev/null || break
+			sleep 0.05
+		done
+		kill -0 "${ship_pid[$r]}" 2>/dev/null && die "ferry ship for $r does not serve $d/spool/push.sock: $(tail -n 20 "$d/ship.log")"
+		grep -q "is in use by another ferry process" "$d/ship.log" || break
+		sleep 1
 	done
-	die "ferry ship for $r does not serve $d/spool/push.sock: $(tail -n 20 "$d/ship.log")"
+	die "ferry ship for $r exited (try $try): $(tail -n 20 "$d/ship.log")"
 }
 
 # wait_replayed ROW LSN waits until the row's standby has replayed LSN and
