@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -180,5 +181,45 @@ func FileRecords(key string, content []byte, mode uint32, mtime int64, maxRecord
 		data := AppendHeader(make([]byte, 0, HeaderLen+len(part)), mode, mtime, size, int64(off), s)
 		recs = append(recs, batch.Record{Op: OpChunk, Key: []byte(key), Data: append(data, part...)})
 	}
+	return recs, sum, nil
+}
+
+// ReadFileRecords is FileRecords for a file of size bytes read from r:
+// the same records, read straight into their data (no copy of the whole
+// content beside them) and hashed as they are read. r must give exactly
+// size bytes: fewer, or more, is an error (the file changed while it was
+// read).
+func ReadFileRecords(key string, r io.Reader, size int64, mode uint32, mtime int64, maxRecord int) ([]batch.Record, [32]byte, error) {
+	var sum [32]byte
+	limit := min(ChunkSize, ChunkRoom(key, maxRecord))
+	if limit < 1 {
+		return nil, sum, fmt.Errorf("name %q is too long for max_record_size %d", key, maxRecord)
+	}
+	if size < 0 || size > maxFileSize {
+		return nil, sum, fmt.Errorf("size %d out of range", size)
+	}
+	op := OpPut
+	if size > int64(limit) {
+		op = OpChunk
+	}
+	h := sha256.New()
+	recs := make([]batch.Record, 0, max((size+int64(limit)-1)/int64(limit), 1))
+	for off := int64(0); off < size || len(recs) == 0; off += int64(limit) {
+		n := int(min(int64(limit), size-off))
+		data := make([]byte, HeaderLen+n)
+		if _, err := io.ReadFull(r, data[HeaderLen:]); err != nil {
+			return nil, sum, fmt.Errorf("read %d bytes at offset %d of %d: %w (the file shrank?)", n, off, size, err)
+		}
+		h.Write(data[HeaderLen:])
+		AppendHeader(data[:0], mode, mtime, size, off, nil)
+		recs = append(recs, batch.Record{Op: op, Key: []byte(key), Data: data})
+	}
+	var extra [1]byte
+	if n, _ := io.ReadFull(r, extra[:]); n > 0 {
+		return nil, sum, fmt.Errorf("more than %d bytes to read: the file grew while it was read", size)
+	}
+	h.Sum(sum[:0])
+	last := recs[len(recs)-1].Data
+	AppendHeader(last[:0], mode, mtime, size, int64(len(recs)-1)*int64(limit), &sum)
 	return recs, sum, nil
 }

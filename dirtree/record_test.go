@@ -196,3 +196,40 @@ func TestFileRecords(t *testing.T) {
 		t.Fatal("FileRecords took a key with no room left for content")
 	}
 }
+
+// ReadFileRecords gives exactly FileRecords' records, and refuses a
+// reader that gives fewer or more bytes than the size it was told.
+func TestReadFileRecordsIsFileRecords(t *testing.T) {
+	content := bytes.Repeat([]byte("0123456789abcdef"), (3<<20)/16+5)
+	for _, c := range []struct {
+		n, maxRecord int
+	}{{0, 16 << 20}, {100, 16 << 20}, {ChunkSize, 16 << 20}, {ChunkSize + 1, 16 << 20}, {3<<20 + 80, 16 << 20}, {1000, 400}, {3<<20 + 80, 70000}} {
+		data := content[:c.n]
+		want, wantSum, err := FileRecords("dir/name", data, 0o640, 42, c.maxRecord)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, sum, err := ReadFileRecords("dir/name", bytes.NewReader(data), int64(len(data)), 0o640, 42, c.maxRecord)
+		if err != nil {
+			t.Fatalf("%d bytes, max_record_size %d: %v", c.n, c.maxRecord, err)
+		}
+		if sum != wantSum || len(got) != len(want) {
+			t.Fatalf("%d bytes, max_record_size %d: %d records with sum %x, want %d with %x", c.n, c.maxRecord, len(got), sum, len(want), wantSum)
+		}
+		for i := range want {
+			if got[i].Op != want[i].Op || !bytes.Equal(got[i].Key, want[i].Key) || !bytes.Equal(got[i].Data, want[i].Data) {
+				t.Fatalf("%d bytes, max_record_size %d: record %d differs", c.n, c.maxRecord, i)
+			}
+		}
+	}
+	data := content[:3<<20]
+	if _, _, err := ReadFileRecords("k", bytes.NewReader(data[:len(data)-1]), int64(len(data)), 0o644, 0, 16<<20); err == nil || !strings.Contains(err.Error(), "shrank") {
+		t.Fatalf("a short reader gave %v, want an error saying the file shrank", err)
+	}
+	if _, _, err := ReadFileRecords("k", bytes.NewReader(data), int64(len(data)-1), 0o644, 0, 16<<20); err == nil || !strings.Contains(err.Error(), "grew") {
+		t.Fatalf("a long reader gave %v, want an error saying the file grew", err)
+	}
+	if _, _, err := ReadFileRecords(strings.Repeat("k", 400), bytes.NewReader([]byte("x")), 1, 0o644, 0, 400); err == nil {
+		t.Fatal("ReadFileRecords took a key with no room left for content")
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -182,26 +181,33 @@ func (r *PGReadAhead) pushOne(ctx context.Context, name string, prev readyKey) (
 	if fi.Size() > MaxPushSize {
 		return key, fmt.Errorf("%s is %d bytes; a push carries at most %d", path, fi.Size(), MaxPushSize)
 	}
-	data := make([]byte, fi.Size())
-	if _, err := io.ReadFull(f, data); err != nil {
-		return key, errNotReady // shrank while read
-	}
+	readyPath := filepath.Join(r.DataDir, "pg_wal", "archive_status", name+".ready")
 	// The file must be the one that is .ready, unchanged by the read: the
 	// same inode, size and mtime at the path before and after.
-	after, err := os.Lstat(path)
-	if err != nil || keyOf(after) != key {
-		return key, errNotReady
-	}
-	if _, err := os.Stat(filepath.Join(r.DataDir, "pg_wal", "archive_status", name+".ready")); err != nil {
-		return key, errNotReady // archive_command took it meanwhile
+	unchanged := func() bool {
+		after, err := os.Lstat(path)
+		if err != nil || keyOf(after) != key {
+			return false
+		}
+		_, err = os.Stat(readyPath) // archive_command took it meanwhile?
+		return err == nil
 	}
 	start := time.Now()
-	res, err := r.Pusher.Push(ctx, PushFile{Name: name, Content: data, Mode: uint32(fi.Mode().Perm()), Mtime: fi.ModTime().UnixNano()})
+	res, err := r.Pusher.PushFrom(ctx, PushSource{Name: name, R: f, Size: fi.Size(), Mode: uint32(fi.Mode().Perm()), Mtime: fi.ModTime().UnixNano(),
+		Check: func([32]byte) error {
+			if !unchanged() {
+				return errNotReady
+			}
+			return nil
+		}})
 	if err != nil {
+		if errors.Is(err, errNotReady) || !unchanged() {
+			return key, errNotReady // shrank, grew or changed while read
+		}
 		return key, fmt.Errorf("ship %s: %w", name, err)
 	}
 	if !res.Already {
-		r.Log.Info("pushed file", "via", "pg read-ahead", "name", name, "bytes", len(data),
+		r.Log.Info("pushed file", "via", "pg read-ahead", "name", name, "bytes", fi.Size(),
 			"first_seq", res.Marker.FirstSeq, "last_seq", res.Marker.LastSeq, "took", time.Since(start).Round(time.Millisecond))
 	}
 	if r.OnShipped != nil {

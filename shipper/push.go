@@ -1,8 +1,8 @@
 package shipper
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -184,21 +184,50 @@ type Pusher struct {
 // any marker was written. A marker with another hash or size anywhere
 // fails the push with ErrPushConflict before anything is shipped.
 func (p *Pusher) Push(ctx context.Context, f PushFile) (PushResult, error) {
+	return p.PushFrom(ctx, PushSource{Name: f.Name, R: bytes.NewReader(f.Content), Size: int64(len(f.Content)), Mode: f.Mode, Mtime: f.Mtime})
+}
+
+// PushSource is a file to push read from R, which must give exactly Size
+// bytes: the records are read straight from it (ferry push and the
+// read-ahead push 16 MiB WAL files: no copy of the whole content beside
+// its records, and one SHA-256 pass).
+type PushSource struct {
+	Name  string
+	R     io.Reader
+	Size  int64
+	Mode  uint32 // permission bits (st_mode & 07777)
+	Mtime int64  // Unix nanoseconds
+	// Check, if set, is given the content's SHA-256 once it is read, before
+	// any marker is read or record appended; an error ends the push (the
+	// file is not the one the caller vouched for).
+	Check func(sum [32]byte) error
+}
+
+// PushFrom is Push for a file read from src.R.
+func (p *Pusher) PushFrom(ctx context.Context, src PushSource) (PushResult, error) {
 	var res PushResult
-	if err := CheckPushName(f.Name); err != nil {
+	if err := CheckPushName(src.Name); err != nil {
 		return res, err
 	}
-	if len(f.Content) > MaxPushSize {
-		return res, fmt.Errorf("%s is %d bytes; a push carries at most %d", f.Name, len(f.Content), MaxPushSize)
+	if src.Size > MaxPushSize {
+		return res, fmt.Errorf("%s is %d bytes; a push carries at most %d", src.Name, src.Size, MaxPushSize)
 	}
-	unlock, err := p.lock(ctx, f.Name)
+	unlock, err := p.lock(ctx, src.Name)
 	if err != nil {
 		return res, err
 	}
 	defer unlock()
 	sh := p.Shipper
-	sum := sha256.Sum256(f.Content)
-	want := p.marker(f.Name, hex.EncodeToString(sum[:]), int64(len(f.Content)))
+	recs, sum, err := dirtree.ReadFileRecords(src.Name, src.R, src.Size, src.Mode&0o7777, src.Mtime, sh.spool.Config().MaxRecordSize)
+	if err != nil {
+		return res, fmt.Errorf("read %s: %w", src.Name, err)
+	}
+	if src.Check != nil {
+		if err := src.Check(sum); err != nil {
+			return res, err
+		}
+	}
+	want := p.marker(src.Name, hex.EncodeToString(sum[:]), src.Size)
 	found, have, err := p.markers(ctx, want)
 	if err != nil {
 		return res, err
@@ -208,12 +237,8 @@ func (p *Pusher) Push(ctx context.Context, f PushFile) (PushResult, error) {
 		res.Already = res.Already && m != nil
 	}
 	if have == nil {
-		recs, _, err := dirtree.FileRecords(f.Name, f.Content, f.Mode&0o7777, f.Mtime, sh.spool.Config().MaxRecordSize)
-		if err != nil {
-			return res, err
-		}
 		if err := p.appendFile(ctx, recs); err != nil {
-			return res, fmt.Errorf("ship %s: %w", f.Name, err)
+			return res, fmt.Errorf("ship %s: %w", src.Name, err)
 		}
 		if p.AfterAppend != nil {
 			if err := p.AfterAppend(ctx); err != nil {
@@ -230,7 +255,7 @@ func (p *Pusher) Push(ctx context.Context, f PushFile) (PushResult, error) {
 		if found[i] != nil {
 			continue
 		}
-		if err := p.writeMarker(ctx, ms, f.Name, data, want); err != nil {
+		if err := p.writeMarker(ctx, ms, src.Name, data, want); err != nil {
 			return res, err
 		}
 	}

@@ -31,6 +31,11 @@ const fetchExamples = `  # PostgreSQL (restore_command, for a standby or point-i
   # from the tree a receiver keeps (ferry receive --apply dir:/srv/pg-archive)
   restore_command = 'ferry fetch --tree /srv/pg-archive %f %p'
 
+  # a standby that gets each WAL segment as soon as it is stored (a
+  # promotion waits for a fetch in progress: up to 2s here); with
+  # recovery_prefetch = off, see below
+  restore_command = 'ferry fetch --wait 2s --config /etc/ferry/ferry-pg.toml %f %p'
+
 From a store, fetch reads the marker <stream>/pushed/NAME: no marker means
 NAME was never pushed, and fetch exits 1 at once (PostgreSQL asks for files
 that do not exist, e.g. the next timeline's .history). The marker names the
@@ -39,6 +44,18 @@ holding them; if those are gone it scans the stream newest first, which
 reads every segment once. The content is checked against the marker's sha256 and
 written to DEST atomically (temp file beside it, fsync, rename). A tcp://
 link's receiver keeps no markers: fetch --tree from its dir: tree instead.
+
+--wait D: a WAL segment name (24 hex digits) not pushed yet is looked for
+every 20ms (S3: 200ms) for up to D, and fetched as soon as its marker is
+there, instead of at PostgreSQL's next retry (wal_retrieve_retry_interval,
+5s by default). Other names are answered at once: a standby asks for the
+next timeline's .history file on every retry. PostgreSQL notices a
+promotion only once restore_command returns, so a promotion can wait up
+to D; keep D short (1-5s). Set recovery_prefetch = off on such a
+standby (PostgreSQL 15+): with prefetch, PostgreSQL asks for the next
+segment before it replays the records it has read, and they wait for D.
+If the process that ran fetch exits while it waits (PostgreSQL stopped),
+fetch exits 1 without writing DEST.
 `
 
 func runFetch(args []string, stdout, stderr io.Writer) error {
@@ -46,6 +63,7 @@ func runFetch(args []string, stdout, stderr io.Writer) error {
 	from := c.fs.String("tree", "", "copy from this `dir`: a receiver's applied tree (--apply dir:DIR) instead of a store")
 	c.alias("from", "tree") // --from is a seq everywhere else (cat)
 	timeout := c.duration("timeout", 5*time.Minute, "give up (exit 1) after this long")
+	wait := c.duration("wait", 0, "if NAME is a WAL segment name not pushed yet, wait up to this long for it before exiting 1 (a standby gets it as soon as it is stored; other names are answered at once)")
 	c.accept("max-segment-bytes")
 	if err := c.parse(args, ""); err != nil {
 		return err
@@ -63,6 +81,14 @@ func runFetch(args []string, stdout, stderr io.Writer) error {
 	ctx, stopSig := signalContext(ctx, log)
 	defer stopSig()
 	if *from != "" {
+		if *wait > 0 && isWALSegmentName(name) {
+			if err := waitFor(ctx, *wait, fetchPollDir, func() bool {
+				_, err := os.Lstat(filepath.Join(*from, name))
+				return err == nil
+			}); err != nil {
+				return err
+			}
+		}
 		return fetchFromTree(*from, name, dest)
 	}
 	cfg := c.cfg
@@ -86,7 +112,71 @@ func runFetch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *wait > 0 && isWALSegmentName(name) {
+		poll := fetchPollDir
+		if strings.HasPrefix(cfg.Store, "s3://") {
+			poll = fetchPollS3
+		}
+		key := shipper.PushMarkerKey(cfg.Stream, name)
+		if err := waitFor(ctx, *wait, poll, func() bool {
+			_, err := shipper.ReadPushMarker(ctx, st, key)
+			return !errors.Is(err, store.ErrNotFound) // found, or an error fetch reports
+		}); err != nil {
+			return err
+		}
+	}
 	return fetchFromStore(ctx, st, cfg.Stream, name, dest, fetchKeys{limit: c.segmentLimit(), dec: withKeyEpochs(ctx, dec, st, cfg.Stream), trusted: trusted}, log)
+}
+
+// How often fetch --wait looks for the file: a directory store's marker
+// is a local file (a look costs microseconds), an S3 store's a GET request.
+const (
+	fetchPollDir = 20 * time.Millisecond
+	fetchPollS3  = 200 * time.Millisecond
+)
+
+// isWALSegmentName reports whether name is a PostgreSQL WAL segment's
+// (24 hex digits: timeline, log, segment). These are the names fetch
+// --wait waits for: a standby asks for the next segment before it
+// exists, and gets it as soon as it is stored. It also asks, on every
+// retry, for the next timeline's .history file, which usually never
+// comes: waiting for that would only delay the next try.
+func isWALSegmentName(name string) bool {
+	if len(name) != 24 {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// waitFor calls found every poll until it reports true, d has passed or
+// ctx ends (a signal: the caller's next step fails on ctx). It fails if
+// the process that started fetch exits meanwhile: a PostgreSQL stopped
+// during a restore_command leaves it running, and it must not write DEST
+// (pg_wal/RECOVERYXLOG) after a restarted server has asked for another
+// file there.
+func waitFor(ctx context.Context, d, poll time.Duration, found func() bool) error {
+	parent := os.Getppid()
+	deadline := time.Now().Add(d)
+	for !found() {
+		if os.Getppid() != parent {
+			return fmt.Errorf("the process that started fetch (pid %d) exited while fetch --wait waited; not fetching", parent)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(min(poll, left)):
+		}
+	}
+	return nil
 }
 
 // fetchFromTree copies DIR/NAME, a regular file (never through a symlink

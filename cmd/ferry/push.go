@@ -139,13 +139,17 @@ func runPush(args []string, stdout, stderr io.Writer) error {
 				return err
 			}
 			if !held {
-				file, err := readPushFile(abs, name)
+				src, closeSrc, err := openPushFile(abs, name)
 				if err != nil {
 					return err
 				}
-				sum := sha256.Sum256(file.Content)
-				req.SHA256, req.Size = hex.EncodeToString(sum[:]), int64(len(file.Content))
-				res, err := pushOwn(ctx, c.cfg, file, log)
+				if src.Size != req.Size {
+					closeSrc()
+					return fmt.Errorf("%s changed while it was pushed: %d bytes when hashed, %d now", abs, req.Size, src.Size)
+				}
+				src.Check = checkPushHash(req)
+				res, err := pushOwn(ctx, c.cfg, src, log)
+				closeSrc()
 				if errors.Is(err, errSpoolTaken) {
 					continue // another process took the spool meanwhile
 				}
@@ -246,7 +250,7 @@ var errSpoolTaken = errors.New("spool taken by another process")
 
 // pushOwn runs a shipper on the spool for one file: append it, try to send
 // everything in the spool within shutdown_timeout, write the markers.
-func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushFile, log *slog.Logger) (shipper.PushResult, error) {
+func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushSource, log *slog.Logger) (shipper.PushResult, error) {
 	var res shipper.PushResult
 	sc := cfg.Ship
 	retry := store.RetryPolicy{Min: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
@@ -303,7 +307,7 @@ func pushOwn(ctx context.Context, cfg *config.File, file shipper.PushFile, log *
 		BatchBytes:  int(sc.MaxBytes),
 		AfterAppend: drain,
 	}
-	res, err = p.Push(ctx, file)
+	res, err = p.PushFrom(ctx, file)
 	if err == nil && res.Already && sh.Spool().Stats().SealedPending > 0 {
 		err = drain(ctx) // what an earlier push left in the spool
 	}

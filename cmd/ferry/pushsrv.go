@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -238,16 +237,17 @@ func pushFromRequest(ctx context.Context, p *shipper.Pusher, req pushRequest) pu
 	} else if ok {
 		return pushReply{OK: true, Already: true, FirstSeq: m.FirstSeq, LastSeq: m.LastSeq}
 	}
-	f, err := readPushFile(req.Path, req.Name)
+	src, closeSrc, err := openPushFile(req.Path, req.Name)
 	if err != nil {
 		return pushReply{Error: err.Error()}
 	}
-	sum := sha256.Sum256(f.Content)
-	if got := hex.EncodeToString(sum[:]); int64(len(f.Content)) != req.Size || got != req.SHA256 {
-		return pushReply{Error: fmt.Sprintf("%s changed while it was pushed: ferry push read %d bytes with sha256 %s, the shipper %d bytes with sha256 %s",
-			req.Path, req.Size, req.SHA256, len(f.Content), got)}
+	defer closeSrc()
+	if src.Size != req.Size {
+		return pushReply{Error: fmt.Sprintf("%s changed while it was pushed: ferry push read %d bytes with sha256 %s, the shipper finds %d bytes",
+			req.Path, req.Size, req.SHA256, src.Size)}
 	}
-	res, err := p.Push(ctx, f)
+	src.Check = checkPushHash(req)
+	res, err := p.PushFrom(ctx, src)
 	if err != nil {
 		return pushReply{Error: err.Error(), Conflict: errors.Is(err, shipper.ErrPushConflict)}
 	}
@@ -260,38 +260,50 @@ func writeReply(conn net.Conn, r pushReply) {
 	conn.Write(append(b, '\n'))
 }
 
-// readPushFile reads a regular file to push under name.
-func readPushFile(path, name string) (shipper.PushFile, error) {
+// openPushFile opens a regular file to push under name: the records are
+// read from it by Pusher.PushFrom. The caller calls closeFile once that
+// returned.
+func openPushFile(path, name string) (src shipper.PushSource, closeFile func(), err error) {
 	f, fi, err := fsutil.OpenRegular(path)
 	if err != nil {
-		return shipper.PushFile{}, err
+		return src, nil, err
 	}
-	defer f.Close()
 	if fi.Size() > shipper.MaxPushSize {
-		return shipper.PushFile{}, fmt.Errorf("%s is %d bytes; a push carries at most %d", path, fi.Size(), shipper.MaxPushSize)
-	}
-	// One allocation of the size stat gave; a file that shrank or grew
-	// meanwhile is read as it is (the caller compares size and hash).
-	data := make([]byte, fi.Size(), fi.Size()+1)
-	n, err := io.ReadFull(f, data)
-	switch {
-	case err == io.ErrUnexpectedEOF || err == io.EOF:
-		data = data[:n]
-	case err != nil:
-		return shipper.PushFile{}, fmt.Errorf("read %s: %w", path, err)
-	default:
-		rest, err := io.ReadAll(io.LimitReader(f, shipper.MaxPushSize+1-int64(n)))
-		if err != nil {
-			return shipper.PushFile{}, fmt.Errorf("read %s: %w", path, err)
-		}
-		data = append(data, rest...)
-	}
-	if len(data) > shipper.MaxPushSize {
-		return shipper.PushFile{}, fmt.Errorf("%s grew past %d bytes while it was read", path, shipper.MaxPushSize)
+		f.Close()
+		return src, nil, fmt.Errorf("%s is %d bytes; a push carries at most %d", path, fi.Size(), shipper.MaxPushSize)
 	}
 	mode := uint32(fi.Mode().Perm())
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		mode = uint32(st.Mode) & 0o7777
 	}
-	return shipper.PushFile{Name: name, Content: data, Mode: mode, Mtime: fi.ModTime().UnixNano()}, nil
+	// Read errors name the path, not just the name.
+	r := &pathReader{f: f, path: path}
+	return shipper.PushSource{Name: name, R: r, Size: fi.Size(), Mode: mode, Mtime: fi.ModTime().UnixNano()}, func() { f.Close() }, nil
+}
+
+// pathReader is a file whose read errors name its path.
+type pathReader struct {
+	f    *os.File
+	path string
+}
+
+func (r *pathReader) Read(p []byte) (int, error) {
+	n, err := r.f.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%s: %w", r.path, err)
+	}
+	return n, err
+}
+
+// checkPushHash is the check a shipper makes of a file ferry push asked
+// it to push: the content it read has the size and SHA-256 ferry push
+// took (the file did not change in between).
+func checkPushHash(req pushRequest) func(sum [32]byte) error {
+	return func(sum [32]byte) error {
+		if got := hex.EncodeToString(sum[:]); got != req.SHA256 {
+			return fmt.Errorf("%s changed while it was pushed: ferry push read %d bytes with sha256 %s, the shipper read sha256 %s",
+				req.Path, req.Size, req.SHA256, got)
+		}
+		return nil
+	}
 }

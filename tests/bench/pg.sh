@@ -26,6 +26,10 @@
 #   pgbackrest  pgbackrest archive-push, archive-async=y, zst level 1,
 #               process-max=2, its own repo and stanza in the work dir;
 #               restore_command = pgbackrest archive-get.
+#   old-ferry-own, old-ferry-ship, old-ferry-ahead
+#               the ferry rows with the binary OLD_BIN (an older build, to
+#               compare old and new in one interleaved run); their
+#               restore_command has no --wait (older builds lack it).
 #
 # Environment:
 #   RUNS        rounds (default 3); every row runs once per round, the
@@ -36,8 +40,19 @@
 #   ROWS        the rows to run (default all, in the order above)
 #   CP_SYNC     1 (default): the cp row syncs the file and directory
 #   LAG_TIMEOUT give up waiting for a standby after this many seconds (120)
+#   FETCH_WAIT  the ferry rows' restore_command runs ferry fetch --wait
+#               FETCH_WAIT (default 5s; 0s: without --wait)
+#   OLD_BIN     the ferry binary of the old-ferry-* rows
 #   BENCH_DIR   work dir (default /tmp/ferry-bench); the run's clusters go
 #               to BENCH_DIR/pg-run, removed at the start of the next run
+#
+# Every standby (all rows alike) runs with wal_retrieve_retry_interval =
+# 100ms and recovery_prefetch = off: with the read-ahead of recovery
+# prefetch, the startup process asks restore_command for the next segment
+# before it replays the records it has read, so a restore_command that
+# waits (ferry fetch --wait) holds back the replay of the segment before it
+# (measured: lag 11.6-12.7 s with prefetch, 1.2-2.7 s without,
+# FETCH_WAIT=10s, load 17-22).
 #
 # As root, PostgreSQL and every archive command run as the postgres user
 # (runuser). Each pgbench run starts right after a CHECKPOINT, so every row
@@ -56,6 +71,8 @@ PG_SCALE=${PG_SCALE:-10}
 ROWS=${ROWS:-cp ferry-own ferry-ship ferry-ahead pgbackrest}
 CP_SYNC=${CP_SYNC:-1}
 LAG_TIMEOUT=${LAG_TIMEOUT:-120}
+FETCH_WAIT=${FETCH_WAIT:-5s}
+OLD_BIN=${OLD_BIN:-}
 BENCH_DIR=${BENCH_DIR:-/tmp/ferry-bench}
 
 # Targets (issue 22).
@@ -71,8 +88,13 @@ for v in RUNS PG_CLIENTS PG_JOBS PG_SECONDS PG_SCALE LAG_TIMEOUT; do
 done
 read -r -a rows <<<"$ROWS"
 for r in "${rows[@]}"; do
-	case $r in cp | ferry-own | ferry-ship | ferry-ahead | pgbackrest) ;; *) die "ROWS: unknown row $r (cp ferry-own ferry-ship ferry-ahead pgbackrest)" ;; esac
+	case $r in
+	cp | ferry-own | ferry-ship | ferry-ahead | pgbackrest) ;;
+	old-ferry-own | old-ferry-ship | old-ferry-ahead) [[ -x $OLD_BIN ]] || die "row $r needs OLD_BIN, an older ferry binary (OLD_BIN=${OLD_BIN:-unset})" ;;
+	*) die "ROWS: unknown row $r (cp ferry-own ferry-ship ferry-ahead pgbackrest old-ferry-own old-ferry-ship old-ferry-ahead)" ;;
+	esac
 done
+[[ $FETCH_WAIT =~ ^[0-9]+(ms|s)$ ]] || die "FETCH_WAIT=$FETCH_WAIT: want a duration such as 2s, 500ms or 0s"
 ((BASH_VERSINFO[0] >= 5)) || die "bash 5 or later needed (EPOCHREALTIME), found $BASH_VERSION"
 need go "install Go (see go.mod for the version)"
 need awk "install awk"
@@ -105,7 +127,12 @@ mkdir -p "$work"
 chown "$owner" "$work"
 cp "$ferry" "$work/ferry" # root's build directory may be private
 chmod 755 "$work/ferry"
-fbin="$work/ferry"
+if [[ -n $OLD_BIN ]]; then
+	cp "$OLD_BIN" "$work/ferry-old"
+	chmod 755 "$work/ferry-old"
+fi
+# bin ROW is the ferry binary of a ferry row.
+bin() { if [[ $1 == old-* ]]; then echo "$work/ferry-old"; else echo "$work/ferry"; fi; }
 
 declare -A port sport ship_pid
 cleanup() {
@@ -116,7 +143,7 @@ cleanup() {
 	# the trap under set -e before PostgreSQL is stopped.
 	for r in "${!ship_pid[@]}"; do
 		lock_pid=$(cat "$work/$r/spool/LOCK" 2>/dev/null || true)
-		if [[ $lock_pid =~ ^[0-9]+$ && $(cat "/proc/$lock_pid/comm" 2>/dev/null) == ferry ]]; then
+		if [[ $lock_pid =~ ^[0-9]+$ && $(cat "/proc/$lock_pid/comm" 2>/dev/null) == ferry* ]]; then
 			kill "$lock_pid" 2>/dev/null || true
 		fi
 		kill "${ship_pid[$r]}" 2>/dev/null || true
@@ -143,7 +170,7 @@ archive_cmd() {
 			echo "test ! -f $d/arch/%f && cp %p $d/arch/%f"
 		fi
 		;;
-	ferry-*) echo "$fbin push --quiet --config $d/ferry.toml %p %f" ;;
+	ferry-* | old-ferry-*) echo "$(bin "$r") push --quiet --config $d/ferry.toml %p %f" ;;
 	pgbackrest) echo "pgbackrest --config=$d/pgbackrest.conf --stanza=bench archive-push %p" ;;
 	esac
 }
@@ -151,7 +178,14 @@ restore_cmd() {
 	local r=$1 d=$work/$1
 	case $r in
 	cp) echo "cp $d/arch/%f %p" ;;
-	ferry-*) echo "$fbin fetch --config $d/ferry.toml %f %p" ;;
+	ferry-*)
+		if [[ $FETCH_WAIT =~ ^0+(ms|s)$ ]]; then
+			echo "$(bin "$r") fetch --config $d/ferry.toml %f %p"
+		else
+			echo "$(bin "$r") fetch --wait $FETCH_WAIT --config $d/ferry.toml %f %p"
+		fi
+		;;
+	old-ferry-*) echo "$(bin "$r") fetch --config $d/ferry.toml %f %p" ;;
 	pgbackrest) echo "pgbackrest --config=$d/pgbackrest-standby.conf --stanza=bench archive-get %f \"%p\"" ;;
 	esac
 }
@@ -179,7 +213,7 @@ setup() {
 	pick_port
 	sport[$r]=$port
 	case $r in
-	ferry-*)
+	ferry-* | old-ferry-*)
 		cat >"$d/ferry.toml" <<-EOF
 			# etc/ferry-pg.toml with a directory store
 			stream = "pg-wal"
@@ -230,26 +264,33 @@ setup() {
 	as_pg "$pgbin/pg_basebackup" -h "$d/sock" -p "${port[$r]}" -D "$d/standby" -X stream -c fast >/dev/null || die "pg_basebackup failed for $r"
 	sed -i '/^port = /d; /^unix_socket_directories = /d; /^archive_command = /d; /^archive_mode = /d' "$d/standby/postgresql.conf"
 	pg_conf "$d/standby" "${sport[$r]}" "$d/sock" "archive_mode = off" "hot_standby = on" \
-		"restore_command = '$(restore_cmd "$r")'" "wal_retrieve_retry_interval = 100ms"
+		"restore_command = '$(restore_cmd "$r")'" "wal_retrieve_retry_interval = 100ms" "recovery_prefetch = off"
 	as_pg touch "$d/standby/standby.signal"
 	pg_start "$d/standby"
 	case $r in
-	ferry-ship) start_ship "$r" ;;
-	ferry-ahead) start_ship "$r" --pg-data "$d/primary" ;;
+	ferry-ship | old-ferry-ship) start_ship "$r" ;;
+	ferry-ahead | old-ferry-ahead) start_ship "$r" --pg-data "$d/primary" ;;
 	esac
 }
 
 start_ship() {
-	local r=$1 d=$work/$1
+	local r=$1 d=$work/$1 try
 	shift
-	as_pg "$fbin" ship --config "$d/ferry.toml" "$@" >"$d/ship.log" 2>&1 &
-	ship_pid[$r]=$!
-	for _ in $(seq 200); do
-		[[ -S $d/spool/push.sock ]] && return 0
-		kill -0 "${ship_pid[$r]}" 2>/dev/null || die "ferry ship for $r exited: $(tail -n 20 "$d/ship.log")"
-		sleep 0.05
+	# archive_command's ferry push may hold the spool (its own shipper)
+	# while the primary archives the base backup's WAL: try again.
+	for try in 1 2 3 4 5; do
+		as_pg "$(bin "$r")" ship --config "$d/ferry.toml" "$@" >"$d/ship.log" 2>&1 &
+		ship_pid[$r]=$!
+		for _ in $(seq 200); do
+			[[ -S $d/spool/push.sock ]] && return 0
+			kill -0 "${ship_pid[$r]}" 2>/dev/null || break
+			sleep 0.05
+		done
+		kill -0 "${ship_pid[$r]}" 2>/dev/null && die "ferry ship for $r does not serve $d/spool/push.sock: $(tail -n 20 "$d/ship.log")"
+		grep -q "is in use by another ferry process" "$d/ship.log" || break
+		sleep 1
 	done
-	die "ferry ship for $r does not serve $d/spool/push.sock: $(tail -n 20 "$d/ship.log")"
+	die "ferry ship for $r exited (try $try): $(tail -n 20 "$d/ship.log")"
 }
 
 # wait_replayed ROW LSN waits until the row's standby has replayed LSN and
@@ -346,12 +387,12 @@ for r in "${rows[@]}"; do
 	printf '%-11s %9.1f %9s %9s %9s  %s/ %s\n' "$r" "$m" "$rc" "$rp" "$(lag_median "$r")" "${tps[$r]}" "${lag[$r]}"
 done
 for r in "${rows[@]}"; do
-	[[ $r == ferry-* ]] || continue
+	[[ $r == ferry-* || $r == old-ferry-* ]] || continue
 	[[ -n ${tps[cp]:-} ]] && awk -v r="$r" -v v="$(ratio_median "$r" cp)" -v w="$TARGET_CP" "$awk_target"' BEGIN {target(r " TPS / cp", v, ">=", w, "%.2f", "%.2f")}'
 	[[ -n ${tps[pgbackrest]:-} ]] && awk -v r="$r" -v v="$(ratio_median "$r" pgbackrest)" -v w="$TARGET_PGBR" "$awk_target"' BEGIN {target(r " TPS / pgBackRest", v, ">=", w, "%.2f", "%.2f")}'
 	l=$(lag_median "$r")
 	[[ $l == timeout ]] && l=999999
 	awk -v r="$r" -v v="$l" -v w="$TARGET_LAG" "$awk_target"' BEGIN {target(r " archive lag", v, "<=", w, "%.2f", "%.1f", "s")}'
 done
-echo "reproduce: cd $root && RUNS=$RUNS PG_CLIENTS=$PG_CLIENTS PG_JOBS=$PG_JOBS PG_SECONDS=$PG_SECONDS PG_SCALE=$PG_SCALE CP_SYNC=$CP_SYNC ROWS=\"${rows[*]}\" tests/bench/pg.sh"
+echo "reproduce: cd $root && RUNS=$RUNS PG_CLIENTS=$PG_CLIENTS PG_JOBS=$PG_JOBS PG_SECONDS=$PG_SECONDS PG_SCALE=$PG_SCALE CP_SYNC=$CP_SYNC FETCH_WAIT=$FETCH_WAIT${OLD_BIN:+ OLD_BIN=$OLD_BIN} ROWS=\"${rows[*]}\" tests/bench/pg.sh"
 exit "$bad"

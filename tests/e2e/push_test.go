@@ -3,11 +3,16 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -305,6 +310,24 @@ func TestPushThroughRunningShipper(t *testing.T) {
 		mustFerry(t, nil, s.fetchArgs(n, out)...)
 		wantFileContent(t, out, data)
 	}
+	// A file that is not what ferry push hashed (it changed in between) is
+	// refused by the shipper, which reads it itself: other content of the
+	// same size, and another size. Nothing is shipped, no marker written.
+	changed := writeRandomFile(t, wal, "000000010000000000000011", 3<<20, 40)
+	for _, c := range []struct {
+		sum  [32]byte
+		size int
+	}{{sha256.Sum256(append([]byte{1}, changed[1:]...)), len(changed)}, {sha256.Sum256(changed), len(changed) - 1}} {
+		reply := pushSocketRequest(t, sock, map[string]any{"name": "000000010000000000000011", "path": filepath.Join(wal, "000000010000000000000011"),
+			"sha256": hex.EncodeToString(c.sum[:]), "size": c.size})
+		if reply["ok"] == true || !strings.Contains(fmt.Sprint(reply["error"]), "changed while it was pushed") {
+			t.Errorf("a file other than the one hashed: reply %v, want a refusal saying it changed", reply)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.streamDir(), "pushed", "000000010000000000000011")); !os.IsNotExist(err) {
+		t.Errorf("a refused push left a marker (%v)", err)
+	}
+
 	// Its stdin never ended: stopped before EOF, it exits 143.
 	if code := ship.Terminate(30 * time.Second); code != 143 {
 		t.Fatalf("ship exit %d on SIGTERM before the end of its stdin, want 143:\n%s", code, ship)
@@ -330,6 +353,31 @@ func TestPushThroughRunningShipper(t *testing.T) {
 	syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 	mustFerry(t, nil, s.pushArgs(filepath.Join(wal, "000000010000000000000010"))...)
 	mustFerry(t, nil, "verify", "--store", s.store, "--stream", s.name)
+}
+
+// pushSocketRequest sends one request to a shipper's push.sock and
+// returns its reply.
+func pushSocketRequest(t *testing.T, sock string, req map[string]any) map[string]any {
+	t.Helper()
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	b, _ := json.Marshal(req)
+	if _, err := conn.Write(append(b, '\n')); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(conn).ReadBytes('\n')
+	if err != nil {
+		t.Fatalf("no reply on %s: %v", sock, err)
+	}
+	var reply map[string]any
+	if err := json.Unmarshal(line, &reply); err != nil {
+		t.Fatalf("reply %q: %v", line, err)
+	}
+	return reply
 }
 
 // A receiver applying the stream with --apply dir: keeps pushed files as a
@@ -369,4 +417,85 @@ func TestPushAppliedTree(t *testing.T) {
 	os.Symlink("/etc/passwd", filepath.Join(tree, "000000010000000000000008"))
 	failFerry(t, nil, []string{"000000010000000000000008"}, "fetch", "--tree", tree, "000000010000000000000008", out)
 	failFerry(t, nil, nil, "fetch", "--tree", tree, "../archive/00000002.history", out)
+}
+
+// fetch --wait D: a WAL segment name not pushed yet is waited for and
+// fetched as soon as its push is through; a never-pushed segment fails
+// after D; a .history name (which a standby asks for on every retry and
+// which usually never comes) fails at once, not after D. The same for
+// --tree.
+func TestFetchWait(t *testing.T) {
+	t.Parallel()
+	s := newStream(t, "wait")
+	wal := filepath.Join(s.dir, "pg_wal")
+	seg := "000000010000000000000003"
+	data := writeRandomFile(t, wal, seg, 300<<10, 50)
+	writeRandomFile(t, wal, "000000010000000000000002", 1000, 51)
+	mustFerry(t, nil, s.pushArgs(filepath.Join(wal, "000000010000000000000002"))...) // the store exists
+	out := filepath.Join(s.dir, "out")
+	fetch := startFerry(t, nil, s.fetchArgs("--wait", "60s", seg, out)...)
+	time.Sleep(time.Second)
+	if fetch.Exited() {
+		t.Fatalf("fetch --wait 60s of a segment not pushed yet exited at once:\n%s", fetch)
+	}
+	pushed := time.Now()
+	mustFerry(t, nil, s.pushArgs(filepath.Join(wal, seg))...)
+	code, ok := fetch.Wait(30 * time.Second)
+	if !ok || code != 0 {
+		t.Fatalf("fetch --wait after the push: exit %d (exited: %v):\n%s", code, ok, fetch)
+	}
+	t.Logf("fetch --wait returned %s after the push returned", time.Since(pushed).Round(time.Millisecond))
+	wantFileContent(t, out, data)
+
+	start := time.Now()
+	failFerry(t, nil, []string{"000000010000000000000004 not found"}, s.fetchArgs("--wait", "1500ms", "000000010000000000000004", out)...)
+	if d := time.Since(start); d < 1500*time.Millisecond {
+		t.Errorf("fetch --wait 1500ms of a segment never pushed gave up after %s", d)
+	}
+	start = time.Now()
+	failFerry(t, nil, []string{"00000002.history not found"}, s.fetchArgs("--wait", "60s", "00000002.history", out)...)
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("fetch --wait 60s of a .history name waited %s; only WAL segment names are waited for", d)
+	}
+	failFerry(t, nil, []string{"--wait", "must not be negative"}, s.fetchArgs("--wait", "-1s", seg, out)...)
+
+	// The process that ran fetch --wait exits (PostgreSQL stopped while
+	// restore_command ran): fetch stops waiting and writes nothing.
+	logPath := filepath.Join(s.dir, "orphan.log")
+	orphanOut := filepath.Join(s.dir, "orphan-out")
+	script := fmt.Sprintf("%s %s >%s 2>&1 & sleep 1", ferryBin,
+		strings.Join(s.fetchArgs("--wait", "60s", "000000010000000000000005", orphanOut), " "), logPath)
+	if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("sh -c %s: %v\n%s", script, err, out)
+	}
+	ferrytest.Eventually(t, 20*time.Second, "an orphaned fetch --wait gives up", func() (bool, string) {
+		b, _ := os.ReadFile(logPath)
+		return strings.Contains(string(b), "exited while fetch --wait waited"), string(b)
+	})
+	writeRandomFile(t, wal, "000000010000000000000005", 1000, 52)
+	mustFerry(t, nil, s.pushArgs(filepath.Join(wal, "000000010000000000000005"))...)
+	time.Sleep(200 * time.Millisecond)
+	if _, err := os.Stat(orphanOut); !os.IsNotExist(err) {
+		t.Errorf("an orphaned fetch --wait wrote DEST (%v)", err)
+	}
+
+	// --tree: the file appears in the tree.
+	tree := filepath.Join(s.dir, "tree")
+	os.MkdirAll(tree, 0o755)
+	fetch = startFerry(t, nil, "fetch", "--tree", tree, "--wait", "60s", seg, out+"2")
+	time.Sleep(500 * time.Millisecond)
+	if fetch.Exited() {
+		t.Fatalf("fetch --tree --wait 60s of a file not there yet exited at once:\n%s", fetch)
+	}
+	// Published as a receiver's dir: applier does: complete, then renamed.
+	if err := os.WriteFile(filepath.Join(tree, ".tmp"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(tree, ".tmp"), filepath.Join(tree, seg)); err != nil {
+		t.Fatal(err)
+	}
+	if code, ok := fetch.Wait(30 * time.Second); !ok || code != 0 {
+		t.Fatalf("fetch --tree --wait after the file appeared: exit %d (exited: %v):\n%s", code, ok, fetch)
+	}
+	wantFileContent(t, out+"2", data)
 }
