@@ -331,6 +331,12 @@ type Ship struct {
 	// Default "fastest".
 	Compression string `toml:"compression"`
 
+	// SegmentFormat is the segment format written: 2 (compact framing,
+	// the default; 0 means it) or 1, which ferry before format 2 reads:
+	// for a rolling upgrade that reaches the shipper before every reader
+	// (docs/FORMAT.md). Readers read both.
+	SegmentFormat int `toml:"segment_format"`
+
 	// Ack is when a record counts as accepted: local (durable in the
 	// spool), received (stored durably by every target that is not async)
 	// or applied (applied by the receiver behind every such target).

@@ -144,6 +144,9 @@ func (f *File) Validate(verb string) error {
 		add("site.id", "%q is not a valid site id (1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)", f.Site.ID)
 	}
 	oneOf("ship.compression", s.Compression, "fastest", "default", "better", "best")
+	if s.SegmentFormat != 0 && s.SegmentFormat != 1 && s.SegmentFormat != 2 {
+		add("ship.segment_format", "%d is not a segment format ferry writes: 1 (read by every ferry) or 2 (the default)", s.SegmentFormat)
+	}
 	oneOf("ship.ack", s.Ack, "local", "received", "applied")
 	names := map[string]bool{"store": true}
 	for i, t := range s.Targets {

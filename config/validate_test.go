@@ -35,6 +35,7 @@ func TestValidate(t *testing.T) {
 		{"fsync", func(f *File) { f.Ship.Fsync = "sometimes" }, `ship.fsync: "sometimes" is not one of always, batch, off`},
 		{"format", func(f *File) { f.Ship.Format = "csv" }, `ship.format: "csv" is not one of line, ndjson, raw`},
 		{"compression", func(f *File) { f.Ship.Compression = "max" }, `ship.compression: "max" is not one of fastest, default, better, best`},
+		{"segment format", func(f *File) { f.Ship.SegmentFormat = 3 }, `ship.segment_format: 3 is not a segment format ferry writes: 1 (read by every ferry) or 2 (the default)`},
 		{"ack", func(f *File) { f.Ship.Ack = "remote" }, `ship.ack: "remote" is not one of local, received, applied`},
 		{"log level", func(f *File) { f.LogLevel = "INFO" }, `log_level: "INFO" is not one of debug, info, warn, error`},
 		{"log format", func(f *File) { f.LogFormat = "xml" }, `log_format: "xml" is not one of text, json`},

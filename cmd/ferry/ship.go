@@ -351,6 +351,7 @@ func shipConfig(cfg *config.File, targets []shipper.Target, gen uint32, enc batc
 			MaxRecordSize: int(sc.MaxRecordSize),
 			Limit:         int64(sc.SpoolLimit),
 			Level:         batch.Level(sc.Compression),
+			Format:        sc.SegmentFormat,
 			Encrypter:     enc,
 			Signer:        signer,
 		},

@@ -38,6 +38,9 @@ type Config struct {
 	MaxRecordSize int   // framed bytes, default 16 MiB
 	Limit         int64 // spool size that triggers backpressure, default 1 GiB
 	Level         batch.Level
+	// Format is the segment format sealed (batch.Builder.SetFormat): 0
+	// for batch.FormatVersion, or 1 for readers older than format 2.
+	Format int
 	// Encrypter, if set, encrypts every segment the spool seals
 	// ([encryption] recipients), and Open refuses a spool still holding a
 	// segment sealed in plaintext: no target may be sent one.
@@ -239,6 +242,13 @@ func Open(cfg Config, targets []string, log *slog.Logger) (*Spool, error) {
 		return nil, err
 	}
 	b2, _ := batch.NewBuilder(cfg.Level)
+	if cfg.Format != 0 {
+		if err := b1.SetFormat(cfg.Format); err != nil {
+			lf.Close()
+			return nil, err
+		}
+		b2.SetFormat(cfg.Format)
+	}
 	b1.SetEncrypter(cfg.Encrypter)
 	b2.SetEncrypter(cfg.Encrypter)
 	b1.SetSigner(cfg.Signer)

@@ -177,3 +177,42 @@ func TestFormat2Written(t *testing.T) {
 	mustFerry(t, nil, p.fetchArgs(name, out)...)
 	wantFileContent(t, out, data)
 }
+
+// [ship] segment_format = 1 writes segments every ferry reads, for a
+// rolling upgrade that reaches a shipper before its readers; the default
+// writes format 2; anything else is refused naming the key.
+func TestSegmentFormatKey(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		key  string
+		want int
+	}{{"segment_format = 1\n", 1}, {"", 2}} {
+		s := newStream(t, fmt.Sprintf("segfmt%d", tc.want))
+		cfg := filepath.Join(s.dir, "ship.toml")
+		if err := os.WriteFile(cfg, []byte("[ship]\n"+tc.key), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		input := logLines(7, 1, 3000)
+		s.ship(input, "--config", cfg, "--max-bytes", "32KiB")
+		infos := s.lsJSON()
+		if len(infos) < 2 {
+			t.Fatalf("%q: want several segments, have %d", tc.key, len(infos))
+		}
+		for _, si := range infos {
+			if si.Format != tc.want {
+				t.Fatalf("%q: segment %s is format %d, want %d", tc.key, si.Segment, si.Format, tc.want)
+			}
+		}
+		s.receiveOnce()
+		s.wantReplica(input, fmt.Sprintf("format %d segments", tc.want))
+	}
+	s := newStream(t, "segfmt3")
+	cfg := filepath.Join(s.dir, "ship.toml")
+	if err := os.WriteFile(cfg, []byte("[ship]\nsegment_format = 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := ferry(t, strings.NewReader("x\n"), s.shipArgs("--config", cfg)...)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "ship.segment_format: 3") || !strings.Contains(r.Stderr, cfg) {
+		t.Fatalf("segment_format = 3: want a non-zero exit naming the file and key:\n%s", r)
+	}
+}
