@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -226,9 +227,10 @@ func TestRecoverInboxOtherErrorsRemoveNothing(t *testing.T) {
 	}
 	wantInbox(t, f.inbox, f.names(0, 1)...)
 
-	future := bytes.Replace(f.segs[1].data, []byte(`"format":1`), []byte(`"format":9`), 1)
+	written := fmt.Sprintf(`"format":%d`, batch.FormatVersion)
+	future := bytes.Replace(f.segs[1].data, []byte(written), []byte(`"format":9`), 1)
 	if bytes.Equal(future, f.segs[1].data) {
-		t.Fatal(`no "format":1 in the segment's metadata`)
+		t.Fatalf("no %s in the segment's metadata", written)
 	}
 	path := filepath.Join(f.root, "app", f.segs[1].name)
 	if err := os.WriteFile(path, future, 0o644); err != nil {
