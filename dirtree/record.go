@@ -7,6 +7,7 @@
 package dirtree
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -155,33 +156,13 @@ func ChunkRoom(key string, maxRecord int) int {
 	return maxRecord - batch.RecordOverhead - len(OpChunk) - len(key) - HeaderLen
 }
 
-// FileRecords returns the records of one whole regular file under key, as
-// the dir: source ships a file it reads in one go: one put when the
+// FileRecords returns the records of one whole regular file under key
+// whose content is in hand (ReadFileRecords over it): one put when the
 // content fits in ChunkSize and in a record of maxRecord framed bytes,
 // else chunks at offsets 0, n, 2n, ..., the last carrying the whole
 // file's hash. It also returns that hash.
 func FileRecords(key string, content []byte, mode uint32, mtime int64, maxRecord int) ([]batch.Record, [32]byte, error) {
-	sum := sha256.Sum256(content)
-	limit := min(ChunkSize, ChunkRoom(key, maxRecord))
-	if limit < 1 {
-		return nil, sum, fmt.Errorf("name %q is too long for max_record_size %d", key, maxRecord)
-	}
-	size := int64(len(content))
-	if len(content) <= limit {
-		data := AppendHeader(make([]byte, 0, HeaderLen+len(content)), mode, mtime, size, 0, &sum)
-		return []batch.Record{{Op: OpPut, Key: []byte(key), Data: append(data, content...)}}, sum, nil
-	}
-	recs := make([]batch.Record, 0, (len(content)+limit-1)/limit)
-	for off := 0; off < len(content); off += limit {
-		part := content[off:min(off+limit, len(content))]
-		var s *[32]byte
-		if off+len(part) == len(content) {
-			s = &sum
-		}
-		data := AppendHeader(make([]byte, 0, HeaderLen+len(part)), mode, mtime, size, int64(off), s)
-		recs = append(recs, batch.Record{Op: OpChunk, Key: []byte(key), Data: append(data, part...)})
-	}
-	return recs, sum, nil
+	return ReadFileRecords(key, bytes.NewReader(content), int64(len(content)), mode, mtime, maxRecord)
 }
 
 // ReadFileRecords is FileRecords for a file of size bytes read from r:

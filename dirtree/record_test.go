@@ -205,10 +205,7 @@ func TestReadFileRecordsIsFileRecords(t *testing.T) {
 		n, maxRecord int
 	}{{0, 16 << 20}, {100, 16 << 20}, {ChunkSize, 16 << 20}, {ChunkSize + 1, 16 << 20}, {3<<20 + 80, 16 << 20}, {1000, 400}, {3<<20 + 80, 70000}} {
 		data := content[:c.n]
-		want, wantSum, err := FileRecords("dir/name", data, 0o640, 42, c.maxRecord)
-		if err != nil {
-			t.Fatal(err)
-		}
+		want, wantSum := wantFileRecords("dir/name", data, 0o640, 42, c.maxRecord)
 		got, sum, err := ReadFileRecords("dir/name", bytes.NewReader(data), int64(len(data)), 0o640, 42, c.maxRecord)
 		if err != nil {
 			t.Fatalf("%d bytes, max_record_size %d: %v", c.n, c.maxRecord, err)
@@ -232,4 +229,28 @@ func TestReadFileRecordsIsFileRecords(t *testing.T) {
 	if _, _, err := ReadFileRecords(strings.Repeat("k", 400), bytes.NewReader([]byte("x")), 1, 0o644, 0, 400); err == nil {
 		t.Fatal("ReadFileRecords took a key with no room left for content")
 	}
+}
+
+// wantFileRecords builds a whole file's records as docs/DIRTREE.md states
+// them, from the content in hand: one put when it fits in ChunkSize and
+// in a record, else chunks at offsets 0, n, 2n, ..., the last carrying
+// the file's hash.
+func wantFileRecords(key string, content []byte, mode uint32, mtime int64, maxRecord int) ([]batch.Record, [32]byte) {
+	sum := sha256.Sum256(content)
+	limit := min(ChunkSize, ChunkRoom(key, maxRecord))
+	if len(content) <= limit {
+		data := AppendHeader(nil, mode, mtime, int64(len(content)), 0, &sum)
+		return []batch.Record{{Op: OpPut, Key: []byte(key), Data: append(data, content...)}}, sum
+	}
+	var recs []batch.Record
+	for off := 0; off < len(content); off += limit {
+		part := content[off:min(off+limit, len(content))]
+		var s *[32]byte
+		if off+len(part) == len(content) {
+			s = &sum
+		}
+		data := AppendHeader(nil, mode, mtime, int64(len(content)), int64(off), s)
+		recs = append(recs, batch.Record{Op: OpChunk, Key: []byte(key), Data: append(data, part...)})
+	}
+	return recs, sum
 }
