@@ -73,7 +73,7 @@ bench_init() {
 
 # build_bins NAME... builds each of ferry (./cmd/ferry), loggen
 # (./tests/bench/loggen), appender (./tests/bench/appender), treegen
-# (./tests/bench/treegen) and latproxy (./tests/bench/latproxy) to
+# (./tests/bench/treegen), streamlines, applylat and latproxy (./tests/bench/NAME) to
 # $BENCH_DIR/bin/NAME and sets the variable NAME to that path.
 build_bins() {
 	local names=$* name
@@ -99,6 +99,10 @@ build_bins() {
 		streamlines)
 			streamlines="$BENCH_DIR/bin/streamlines"
 			go build -o "$streamlines" ./tests/bench/streamlines || die "go build ./tests/bench/streamlines failed (see above)"
+			;;
+		applylat)
+			applylat="$BENCH_DIR/bin/applylat"
+			go build -o "$applylat" ./tests/bench/applylat || die "go build ./tests/bench/applylat failed (see above)"
 			;;
 		latproxy)
 			latproxy="$BENCH_DIR/bin/latproxy"
