@@ -77,6 +77,12 @@ type MultiConfig struct {
 	// it), released that the stream was handed over (it is not opened
 	// again while another process holds it).
 	OnStop func(stream string, r *Receiver, err error, released bool)
+	// OnGone, if set, is called when a stream whose receiver stopped on an
+	// error (OnStop with an error, waiting to be opened again) will not be
+	// opened again here: Claim stopped returning it (another process
+	// holds it now) or the listing no longer matches it. What was shown
+	// of it (stopped, unhealthy) should go, as for a stream handed over.
+	OnGone func(stream string)
 }
 
 // Multi applies many streams of one store.
@@ -88,6 +94,7 @@ type Multi struct {
 	mu      sync.Mutex
 	running map[string]*streamRun
 	failed  map[string]time.Time // stream: not reopened before
+	stopped map[string]bool      // streams whose receiver stopped on an error, not opened since
 	logged  map[string]string    // stream: the last open error logged
 }
 
@@ -160,7 +167,8 @@ func NewMulti(cfg MultiConfig, log *slog.Logger) (*Multi, error) {
 	if cfg.Retry <= 0 {
 		cfg.Retry = cfg.PollMax
 	}
-	return &Multi{cfg: cfg, log: log, tl: tl, running: map[string]*streamRun{}, failed: map[string]time.Time{}, logged: map[string]string{}}, nil
+	return &Multi{cfg: cfg, log: log, tl: tl, running: map[string]*streamRun{}, failed: map[string]time.Time{},
+		stopped: map[string]bool{}, logged: map[string]string{}}, nil
 }
 
 // StreamSegments is what one listing shows of a stream: its segment
@@ -263,6 +271,7 @@ func (m *Multi) step(ctx context.Context, listed []StreamSegments) bool {
 			m.stop(ctx, s)
 		}
 	}
+	m.forget(keep)
 	now := time.Now()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, startParallel)
@@ -386,6 +395,7 @@ func (m *Multi) start(ctx context.Context, stream string) {
 	m.mu.Lock()
 	m.running[stream] = sr
 	delete(m.logged, stream)
+	delete(m.stopped, stream)
 	m.mu.Unlock()
 	m.log.Info("applying stream", "stream", stream, "resume_after_seq", r.Checkpoint().LastSeq)
 	if m.cfg.OnStart != nil {
@@ -410,10 +420,39 @@ func (m *Multi) reap(ctx context.Context) {
 			m.log.Error("stream stopped; opening it again later", "stream", s, "err", sr.err, "retry_in", m.cfg.Retry)
 			m.mu.Lock()
 			m.failed[s] = time.Now().Add(m.cfg.Retry)
+			m.stopped[s] = true
 			if errors.Is(sr.err, ErrFenced) {
 				m.failed[s] = time.Time{} // not this stream's fault
 			}
 			m.mu.Unlock()
+		}
+	}
+}
+
+// forget drops the streams waiting to be opened again (their receiver
+// failed, or would not open) that are no longer this process's to open:
+// not in keep. Those whose receiver stopped on an error are told to
+// OnGone.
+func (m *Multi) forget(keep map[string]bool) {
+	var gone []string
+	m.mu.Lock()
+	for s := range m.failed {
+		if keep[s] {
+			continue
+		}
+		delete(m.failed, s)
+		delete(m.logged, s)
+		if m.stopped[s] {
+			delete(m.stopped, s)
+			gone = append(gone, s)
+		}
+	}
+	m.mu.Unlock()
+	slices.Sort(gone)
+	for _, s := range gone {
+		m.log.Info("stream stopped on an error here is no longer this process's to open: forgotten", "stream", s)
+		if m.cfg.OnGone != nil {
+			m.cfg.OnGone(s)
 		}
 	}
 }

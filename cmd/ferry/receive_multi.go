@@ -119,7 +119,7 @@ func runReceiveMulti(ctx context.Context, cfg *config.File, stdout io.Writer, lo
 	}
 	watch := newMultiRecvWatch(rc.State, reg, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)},
 		multiRecvPublished{Patterns: patterns, Fleet: cfg.Fleet.Name, Member: memberID(member)})
-	mcfg.OnStart, mcfg.OnStop = watch.started, watch.stopped
+	mcfg.OnStart, mcfg.OnStop, mcfg.OnGone = watch.started, watch.stopped, watch.gone
 	m, err := receiver.NewMulti(mcfg, log)
 	if err != nil {
 		return err

@@ -129,6 +129,24 @@ func (w *multiRecvWatch) stopped(stream string, r *receiver.Receiver, err error,
 	}
 }
 
+// gone is the Multi's OnGone: a stream that stopped on an error here and
+// that this process will not open again (another fleet member holds it
+// now) leaves /metrics and /healthz, as one handed over while running
+// does. Its status.json is left as it is: the new owner rewrites it.
+func (w *multiRecvWatch) gone(stream string) {
+	w.mu.Lock()
+	ws := w.watched[stream]
+	if ws != nil && !ws.running {
+		delete(w.watched, stream)
+	} else {
+		ws = nil // opened again meanwhile: started replaced it
+	}
+	w.mu.Unlock()
+	if ws != nil && ws.unwatch != nil {
+		ws.unwatch()
+	}
+}
+
 // writeStream publishes one stream's status.json in its state dir. mu
 // held: a stream's writes do not interleave.
 func (w *multiRecvWatch) writeStream(st receiver.StreamState, running bool, stopErr error, now time.Time) {
