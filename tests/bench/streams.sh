@@ -113,6 +113,8 @@ cleanup() {
 	if [[ -n $KEEP ]]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
+# No silent exit under set -e: name the line that failed.
+trap 'echo "$bench_name: line $LINENO: a command failed (status $?)" >&2' ERR
 s3env=(env)
 if ((S3 == 1)); then
 	s3_start "$work"
@@ -151,7 +153,7 @@ wait_metrics() {
 # (MiB), fds[ROW.P], reqs[ROW.P] (S3 requests per minute); lines[ROW]
 # written, stored[ROW], segs[ROW], applied[ROW], bad[ROW], p50[ROW],
 # p99[ROW] (ms, append -> applied).
-declare -A cpu cpm rss fds reqs kinds lines stored segs applied bad p50 p99 pmax
+declare -A cpu cpm rss fds reqs kinds lines stored segs applied bad p50 p99 pmax win nstreams
 run_row() {
 	local row=$1 files=$2 rate=$3 dir="$work/$1" store maddr raddr gen ship recv lat t0 t1 nfd i p
 	local -A c0 q0 maxfd=([ship]=0 [recv]=0)
@@ -232,6 +234,7 @@ run_row() {
 	while ((SECONDS < end)); do
 		sleep 1
 		for p in "${procs[@]}"; do
+			kill -0 "${pid[$p]}" 2>/dev/null || { tail -20 "$dir/$p.err" >&2; die "$row: ferry $p exited while the lines were written (its log above)"; }
 			nfd=$(nfds "${pid[$p]}")
 			((nfd > maxfd[$p])) && maxfd[$p]=$nfd
 		done
@@ -294,7 +297,9 @@ run_row() {
 		cpm[$row.$p]=$(awk -v c="${cpu[$row.$p]}" -v n="${lines[$row]}" 'BEGIN {printf "%.1f", (n > 0 ? c * 1e6 / n : 0)}')
 		echo "   $p: cpu ${cpu[$row.$p]}s (${cpm[$row.$p]}s per million lines), peak rss ${rss[$row.$p]} MiB, max fds ${fds[$row.$p]}, s3 requests/min ${reqs[$row.$p]}${kinds[$row.$p]:+ (since start: ${kinds[$row.$p]})}"
 	done
-	echo "   lines ${lines[$row]} written, ${stored[$row]} stored in ${segs[$row]} segments, over $(elapsed "$t0" "$t1") s"
+	win[$row]=$(elapsed "$t0" "$t1")
+	nstreams[$row]=$files
+	echo "   lines ${lines[$row]} written, ${stored[$row]} stored in ${segs[$row]} segments, over ${win[$row]} s"
 	((RECEIVE == 0)) || echo "   applied ${applied[$row]} (bad ${bad[$row]}), append->applied p50 ${p50[$row]} ms, p99 ${p99[$row]} ms, max ${pmax[$row]} ms"
 }
 
@@ -370,12 +375,26 @@ if ((RECEIVE == 1)); then
 	echo "latency append->applied (every line: its write time to the moment applylat read it from the applied file): many p99 ${p99[many]} ms, one p99 ${p99[one]} ms"
 fi
 if ((S3 == 1)); then
-	# The documented models: docs/STREAMS.md (shipper: per segment a PUT and
-	# about 1.7 LISTs, a lease renewal per stream per lease_ttl/3 = 10 s) and
-	# docs/FLEET.md (receiver outside a fleet: the shared listing per poll,
-	# a GET per segment, a watermark PUT per stream at most every 10 s).
+	# The documented models, over each row's span W seconds with S streams
+	# and G segments: docs/STREAMS.md for the shipper (per segment its PUT,
+	# the LIST of its neighbours and the LIST of generations/ before the
+	# send; per stream a lease renewal every lease_ttl/3 = 10 s), and
+	# docs/FLEET.md for a receiver outside a fleet (the shared listing, one
+	# page per 1,000 keys, every poll_min 0.2 s to poll_max 5 s; per
+	# segment a GET and a LIST of generations/; per stream a LIST at open
+	# and a watermark PUT at most every 10 s).
 	for row in many one; do
 		echo "s3 requests since start, $row: ship ${kinds[$row.ship]}; recv ${kinds[$row.recv]:-}"
+		awk -v row="$row" -v w="${win[$row]}" -v n="${nstreams[$row]}" -v g="${segs[$row]}" -v qs="${reqs[$row.ship]}" -v qr="${reqs[$row.recv]:-}" 'BEGIN {
+			ceil10 = int(w / 10) + 1
+			ship = (3 * g + n * ceil10) * 60 / w
+			pages = int((g + 3 * n) / 1000) + 1
+			lo = (2 * g + (w / 5) * 1) * 60 / w
+			hi = (2 * g + n + n * ceil10 + (w / 0.2) * pages) * 60 / w
+			printf "requests vs the model, %s: shipper %d/min, model %.0f/min: %s", row, qs, ship, (qs <= ship * 1.1 ? "OK" : "MISSED (over the model)")
+			if (qr != "") printf "; receiver %d/min, model %.0f-%.0f/min: %s", qr, lo, hi, (qr <= hi ? "OK" : "MISSED (over the model)")
+			printf "\n"
+		}'
 	done
 fi
 for row in many one; do
