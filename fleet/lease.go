@@ -86,18 +86,14 @@ func (m *Member) swap(ctx context.Context, key string, rec LeaseRecord, old stri
 // its times; any other change is store.ErrChanged: the lease is lost. (A
 // retry of this very Swap that finds it landed succeeds in Swap itself.)
 func (m *Member) swapHeld(ctx context.Context, key string, rec LeaseRecord, old string) (string, error) {
-	v, err := m.swap(ctx, key, rec, old)
-	if !errors.Is(err, store.ErrChanged) {
-		return v, err
-	}
-	data, cur, lerr := m.cfg.Store.Load(ctx, key)
-	if lerr != nil {
+	data, err := json.Marshal(rec)
+	if err != nil {
 		return "", err
 	}
-	if l, perr := parseLease(data, m.cfg.Name, key); perr != nil || l.Token != rec.Token || l.Released {
-		return "", err
-	}
-	return m.swap(ctx, key, rec, cur)
+	return store.SwapOwn(ctx, m.cfg.Store, key, data, old, func(cur []byte) bool {
+		l, perr := parseLease(cur, m.cfg.Name, key)
+		return perr == nil && l.Token == rec.Token && !l.Released
+	})
 }
 
 // renew extends a held lease by a TTL. One found changed by someone else

@@ -265,38 +265,34 @@ func judgeLease(held, me WriterLease, now time.Time, hist batch.History) (why st
 // earlier Swap whose answer was lost stored it) is adopted and swapped
 // again; otherwise the lease is lost. l.mu held.
 func (l *lease) swapLocked(ctx context.Context, next WriterLease) error {
-	for adopted := false; ; adopted = true {
-		data, _ := json.Marshal(next)
-		v, err := l.sw.Swap(ctx, l.key, data, l.version)
-		if err == nil {
-			l.rec, l.version = next, v
-			return nil
-		}
-		if !errors.Is(err, store.ErrChanged) {
-			return fmt.Errorf("swap writer lease %s in %s: %w", l.key, l.target.Store, err)
-		}
-		cur, ver, lerr := l.sw.Load(ctx, l.key)
-		switch {
-		case errors.Is(lerr, store.ErrNotFound):
-			l.lost = fmt.Errorf("%w: %s in %s was deleted; another shipper may write stream %q: stopping",
-				ErrLeaseLost, l.key, l.target.Store, l.rec.Stream)
-			return l.lost
-		case lerr != nil:
-			return fmt.Errorf("writer lease %s in %s changed, and reading it failed: %w", l.key, l.target.Store, lerr)
-		}
+	data, _ := json.Marshal(next)
+	v, err := store.SwapOwn(ctx, l.sw, l.key, data, l.version, func(cur []byte) bool {
 		held, perr := parseLease(cur, l.rec.Stream)
-		if perr == nil && held.Token == l.rec.Token && !held.Released && !adopted {
-			l.version = ver
-			continue
-		}
-		who := "someone"
-		if perr == nil {
-			who = held.holder()
-		}
-		l.lost = fmt.Errorf("%w: %s in %s was taken by %s: another shipper writes stream %q now; stopping",
-			ErrLeaseLost, l.key, l.target.Store, who, l.rec.Stream)
-		return l.lost
+		return perr == nil && held.Token == l.rec.Token && !held.Released
+	})
+	if err == nil {
+		l.rec, l.version = next, v
+		return nil
 	}
+	var changed *store.ChangedError
+	if !errors.As(err, &changed) {
+		return fmt.Errorf("swap writer lease %s in %s: %w", l.key, l.target.Store, err)
+	}
+	switch {
+	case errors.Is(changed.LoadErr, store.ErrNotFound):
+		l.lost = fmt.Errorf("%w: %s in %s was deleted; another shipper may write stream %q: stopping",
+			ErrLeaseLost, l.key, l.target.Store, l.rec.Stream)
+		return l.lost
+	case changed.LoadErr != nil:
+		return fmt.Errorf("writer lease %s in %s changed, and reading it failed: %w", l.key, l.target.Store, changed.LoadErr)
+	}
+	who := "someone"
+	if held, perr := parseLease(changed.Current, l.rec.Stream); perr == nil {
+		who = held.holder()
+	}
+	l.lost = fmt.Errorf("%w: %s in %s was taken by %s: another shipper writes stream %q now; stopping",
+		ErrLeaseLost, l.key, l.target.Store, who, l.rec.Stream)
+	return l.lost
 }
 
 // renewLocked extends the lease by its TTL from now. l.mu held.
