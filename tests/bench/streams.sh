@@ -44,7 +44,7 @@
 #   SCALE      1: the scaling rows instead of many vs one (default 0)
 #   TOTAL      SCALE=1: the total lines/s of the stream-count rows (default 10000)
 #   COUNTS     SCALE=1: the stream counts at TOTAL (default "10 100 1000")
-#   RATES      SCALE=1: lines/s per stream of the rate rows, at STREAMS streams (default "10 100 200")
+#   RATES      SCALE=1: lines/s per stream of the rate rows, at STREAMS streams (default "10 100 200"; "" for none)
 #   FERRY      a ferry binary to run instead of building ./cmd/ferry (old/new comparisons)
 #   PROFILE    1 writes each row's CPU profiles to $BENCH_DIR/streams-ROW.pprof (and -recv.pprof)
 #   BENCH_DIR  work dir (default /tmp/ferry-bench); the run's files go in a temp
@@ -68,8 +68,8 @@ S3=${S3:-0}
 SCALE=${SCALE:-0}
 RECEIVE=${RECEIVE:-1}
 TOTAL=${TOTAL:-10000}
-COUNTS=${COUNTS:-10 100 1000}
-RATES=${RATES:-10 100 200}
+COUNTS=${COUNTS-10 100 1000}
+RATES=${RATES-10 100 200}
 FERRY=${FERRY:-}
 PROFILE=${PROFILE:-}
 KEEP=${KEEP:-}
@@ -381,8 +381,10 @@ if ((S3 == 1)); then
 	# send; per stream a lease renewal every lease_ttl/3 = 10 s), and
 	# docs/FLEET.md for a receiver outside a fleet (the shared listing, one
 	# page per 1,000 keys, every poll_min 0.2 s to poll_max 5 s; per
-	# segment a GET and a LIST of generations/; per stream a LIST at open
-	# and a watermark PUT at most every 10 s).
+	# segment a GET and at most one LIST of generations/; per stream a
+	# LIST when it opens, a PUT registering its watermark, and a watermark
+	# PUT + LIST + DELETE at most every 10 s). The receiver's span starts
+	# with its streams not open yet: their opens are in it.
 	for row in many one; do
 		echo "s3 requests since start, $row: ship ${kinds[$row.ship]}; recv ${kinds[$row.recv]:-}"
 		awk -v row="$row" -v w="${win[$row]}" -v n="${nstreams[$row]}" -v g="${segs[$row]}" -v qs="${reqs[$row.ship]}" -v qr="${reqs[$row.recv]:-}" 'BEGIN {
@@ -390,7 +392,7 @@ if ((S3 == 1)); then
 			ship = (3 * g + n * ceil10) * 60 / w
 			pages = int((g + 3 * n) / 1000) + 1
 			lo = (2 * g + (w / 5) * 1) * 60 / w
-			hi = (2 * g + n + n * ceil10 + (w / 0.2) * pages) * 60 / w
+			hi = (2 * g + 2 * n + 3 * n * ceil10 + (w / 0.2) * pages) * 60 / w
 			printf "requests vs the model, %s: shipper %d/min, model %.0f/min: %s", row, qs, ship, (qs <= ship * 1.1 ? "OK" : "MISSED (over the model)")
 			if (qr != "") printf "; receiver %d/min, model %.0f-%.0f/min: %s", qr, lo, hi, (qr <= hi ? "OK" : "MISSED (over the model)")
 			printf "\n"
