@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -468,10 +469,10 @@ func TestRenewAfterLostAnswerRewritesLease(t *testing.T) {
 	}
 }
 
-// A lease object too large to be a lease (store.MaxSwapSize) is never
-// taken over, as it cannot be versioned: the member says so, once, naming
-// the object and what to do.
-func TestOversizeLeaseLogged(t *testing.T) {
+// An oversize lease object (damaged: no Swap writes one) is warned about
+// once and, unchanged for a TTL, taken over by a Swap from its version,
+// as a lease that does not parse is.
+func TestOversizeLeaseTakenOverWhenStale(t *testing.T) {
 	st := newStore(t)
 	c := &clock{t: time.Unix(1e9, 0)}
 	ctx := context.Background()
@@ -484,15 +485,83 @@ func TestOversizeLeaseLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
-		a.take(ctx, "big")
-		c.add(2 * time.Second)
-	}
+	a.take(ctx, "big")
 	if a.Fence("big")() == nil {
-		t.Fatal("took an oversize lease object")
+		t.Fatal("took an oversize lease object at first sight")
 	}
-	if n := strings.Count(logs.String(), "too large to be a lease"); n != 1 || !strings.Contains(logs.String(), key) || !strings.Contains(logs.String(), "deleted") {
-		t.Fatalf("want one warning naming %s and saying to delete it, got %d:\n%s", key, n, logs.String())
+	c.add(2 * time.Second)
+	a.take(ctx, "big")
+	if a.Fence("big")() == nil {
+		t.Fatal("took an oversize lease object unchanged for less than a TTL")
+	}
+	c.add(2 * time.Second)
+	a.take(ctx, "big")
+	if err := a.Fence("big")(); err != nil {
+		t.Fatalf("an oversize lease object unchanged for a TTL was not taken over: %v\n%s", err, logs.String())
+	}
+	data, _, err := st.Load(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := parseLease(data, "f", key); err != nil || l.Member != "a" {
+		t.Fatalf("the store holds %v (%v), want a's lease", l, err)
+	}
+	if n := strings.Count(logs.String(), "larger than the"); n != 1 || !strings.Contains(logs.String(), key) {
+		t.Fatalf("want one warning naming %s, got %d:\n%s", key, n, logs.String())
+	}
+}
+
+// racer replaces the object at key with a valid lease of another member
+// right after the first Load shows it oversize: the taker's Swap from the
+// oversize object's version must fail, and the valid lease stay.
+type racer struct {
+	*dir.Store
+	key, other []byte
+	done       bool
+}
+
+func (r *racer) Load(ctx context.Context, name string) ([]byte, string, error) {
+	data, ver, err := r.Store.Load(ctx, name)
+	if name == string(r.key) && errors.Is(err, store.ErrPermanent) && ver != "" && r.done {
+		if _, serr := r.Store.Swap(ctx, name, r.other, ver); serr != nil {
+			return nil, "", serr
+		}
+	}
+	r.done = true
+	return data, ver, err
+}
+
+// A valid lease written over an oversize one after the taker read it is
+// not overwritten: the takeover is a Swap from the oversize object's
+// version, not a delete.
+func TestOversizeLeaseTakeoverLosesToAValidLease(t *testing.T) {
+	raw := newStore(t)
+	c := &clock{t: time.Unix(1e9, 0)}
+	ctx := context.Background()
+	key := LeasesDir("f") + "big"
+	if err := raw.Put(ctx, key, make([]byte, store.MaxSwapSize+1)); err != nil {
+		t.Fatal(err)
+	}
+	now := c.now().UTC()
+	b, err := json.Marshal(LeaseRecord{Version: Version, Fleet: "f", Stream: "big", Member: "b", Token: "b-token",
+		Acquired: now, Renewed: now, Expires: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &racer{Store: raw, key: []byte(key), other: b}
+	a, err := New(Config{Name: "f", Member: "a", TTL: 3 * time.Second, Store: st, Now: c.now}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.take(ctx, "big") // first sight: not taken
+	c.add(4 * time.Second)
+	a.take(ctx, "big") // stale by a's clock; b's lease lands right after this Load
+	if a.Fence("big")() == nil {
+		t.Fatal("a took the stream over b's lease")
+	}
+	data, _, err := raw.Load(ctx, key)
+	if err != nil || !bytes.Equal(data, b) {
+		t.Fatalf("the store holds %q (%v), want b's lease untouched", data, err)
 	}
 }
 

@@ -14,8 +14,8 @@ func (m *Member) leaseKey(stream string) string { return LeasesDir(m.cfg.Name) +
 
 // take tries to take stream's lease: created if missing; taken over if
 // released, expired by this host's clock, unchanged for a TTL (a dead or
-// forged holder), damaged and unchanged for a TTL, or already this
-// process's. A live lease of another member is left alone: that member
+// forged holder), damaged (or too large to be a lease) and unchanged for
+// a TTL, or already this process's. A live lease of another member is left alone: that member
 // hands it over when it sees the stream hash to this one.
 func (m *Member) take(ctx context.Context, stream string) {
 	key := m.leaseKey(stream)
@@ -25,10 +25,19 @@ func (m *Member) take(ctx context.Context, stream string) {
 	case errors.Is(err, store.ErrNotFound):
 		ver = ""
 	case errors.Is(err, store.ErrPermanent) && data == nil && ver == "":
-		// Too large to be a lease: damaged. It cannot be versioned
-		// without reading it, so it stays until someone removes it.
+		// Too large to be a lease, from a store that cannot version it
+		// without reading it whole: it stays until someone removes it.
 		m.warnOnce(key, "", "a fleet lease object too large to be a lease: the stream is not applied until it is deleted", err)
 		return
+	case errors.Is(err, store.ErrPermanent) && data == nil:
+		// Too large to be a lease: damaged, as one that does not parse.
+		// Once unchanged for a TTL it is taken over by a Swap from its
+		// version, which fails if anyone replaced it meanwhile (a valid
+		// lease written since is never overwritten).
+		m.warnDamaged(key, ver, err)
+		if !m.stale(key, ver, now) {
+			return
+		}
 	case err != nil:
 		m.log.Warn("read fleet lease", "stream", stream, "err", err)
 		return

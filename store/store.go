@@ -212,7 +212,10 @@ type Swapper interface {
 	// its renewal time). A missing object gives an error wrapping
 	// ErrNotFound. Load reads the whole object into memory; it is meant
 	// for small objects, and refuses one larger than MaxSwapSize (damaged,
-	// or not written by Swap) with an error wrapping ErrPermanent.
+	// or not written by Swap) with an error wrapping ErrPermanent, nil data
+	// and, when the store can tell it without reading the object whole,
+	// its version: a Swap from that version replaces the damaged object
+	// only if nobody replaced it meanwhile.
 	Load(ctx context.Context, name string) (data []byte, version string, err error)
 
 	// Swap stores data under name if the object is at version old ("" for

@@ -39,7 +39,10 @@ func (s *Store) Load(ctx context.Context, name string) ([]byte, string, error) {
 		return nil, "", fail("load", name, err)
 	}
 	if err := store.CheckSwapSize("load "+name, int64(len(data))); err != nil {
-		return nil, "", err
+		// Its version is that of what Swap compares: the first
+		// MaxSwapSize+1 bytes (readSmall). Two oversize objects alike
+		// there share it, which no Swap can write: only damaged objects.
+		return nil, version(data), err
 	}
 	return data, version(data), nil
 }

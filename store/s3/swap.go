@@ -34,7 +34,7 @@ func (s *Store) load(ctx context.Context, key string) ([]byte, string, error) {
 		return nil, "", err // already "s3 read <key>: …"
 	}
 	if err := store.CheckSwapSize("s3 load "+s.target(key), int64(len(data))); err != nil {
-		return nil, "", err
+		return nil, info.ETag, err // its version from the headers: a Swap may replace it
 	}
 	if info.ETag == "" {
 		return nil, "", fmt.Errorf("s3 load %s: the server sent no ETag, so it cannot compare-and-swap; use another S3 server: %w",
@@ -101,6 +101,9 @@ func (s *Store) Swap(ctx context.Context, name string, data []byte, old string) 
 // error wrapping store.ErrChanged.
 func (s *Store) swapCheck(ctx context.Context, key string, data []byte, old string, unanswered error) (string, error) {
 	stored, etag, err := s.load(ctx, key)
+	if errors.Is(err, store.ErrPermanent) && etag != "" {
+		err = nil // too large to be data: another content, at etag
+	}
 	switch {
 	case err == nil && bytes.Equal(stored, data):
 		s.log.Debug("swap: object already holds the new content", "key", key)
