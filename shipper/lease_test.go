@@ -382,3 +382,45 @@ func readObject(t *testing.T, st store.Store, name string) []byte {
 	}
 	return data
 }
+
+// A lease deleted while its holder runs is lost: the holder stops at its
+// next renewal, saying the lease was deleted, and does not create it again.
+func TestLeaseDeletedWhileHeldIsLost(t *testing.T) {
+	st := newDirStore(t)
+	cfg := shipperConfig(t, Target{Name: "t", Store: st})
+	cfg.Lease.TTL = 300 * time.Millisecond
+	sh := startShipper(t, cfg)
+	if err := st.Delete(context.Background(), LeaseKey("app")); err != nil {
+		t.Fatal(err)
+	}
+	err := sh.wait(t)
+	if !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "was deleted") {
+		t.Fatalf("Run: %v, want ErrLeaseLost saying the lease was deleted", err)
+	}
+	if _, _, err := st.Load(context.Background(), LeaseKey("app")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a deleted lease was written again: %v", err)
+	}
+}
+
+// A lease changed to another state of the holder's own (an earlier Swap
+// of its that landed, its answer lost) is adopted at the next renewal:
+// the holder keeps it and keeps running.
+func TestLeaseOwnLandedSwapAdopted(t *testing.T) {
+	st := newDirStore(t)
+	cfg := shipperConfig(t, Target{Name: "t", Store: st})
+	cfg.Lease.TTL = 300 * time.Millisecond
+	sh := startShipper(t, cfg)
+	held, v := loadLease(t, st)
+	held.Renewed = held.Renewed.Add(time.Millisecond) // another renewal of its own
+	data, _ := json.Marshal(held)
+	if _, err := st.Swap(context.Background(), LeaseKey("app"), data, v); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // several renewals
+	if err := sh.Failed(); err != nil {
+		t.Fatalf("the holder lost a lease holding its own token: %v", err)
+	}
+	if l, nv := loadLease(t, st); l.Token != held.Token || nv == v || l.Released {
+		t.Fatalf("lease after the renewals: %+v", l)
+	}
+}
