@@ -97,32 +97,3 @@ func TestSwapLockFileHidden(t *testing.T) {
 		t.Errorf("Swap of the deleted object from a version: %v, want ErrChanged", err)
 	}
 }
-
-// An object too large to be swapped is refused by Load with its version,
-// so that a Swap from that version, and only from it, replaces it.
-func TestSwapOverOversizeObject(t *testing.T) {
-	ctx := context.Background()
-	s := newStore(t, t.TempDir())
-	const key = "_fleet/f/leases/big"
-	big := make([]byte, store.MaxSwapSize+1)
-	if err := s.Put(ctx, key, big); err != nil {
-		t.Fatal(err)
-	}
-	data, ver, err := s.Load(ctx, key)
-	if !errors.Is(err, store.ErrPermanent) || data != nil || ver == "" {
-		t.Fatalf("Load of an oversize object = %d bytes, version %q, %v; want none, a version, ErrPermanent", len(data), ver, err)
-	}
-	if _, err := s.Swap(ctx, key, []byte("lease"), "some other version"); !errors.Is(err, store.ErrChanged) {
-		t.Fatalf("Swap from another version over an oversize object: %v, want ErrChanged", err)
-	}
-	v, err := s.Swap(ctx, key, []byte("lease"), ver)
-	if err != nil {
-		t.Fatalf("Swap from the oversize object's version: %v", err)
-	}
-	if got, gv, err := s.Load(ctx, key); err != nil || string(got) != "lease" || gv != v {
-		t.Fatalf("after the Swap Load = %q, %q, %v", got, gv, err)
-	}
-	if _, err := s.Swap(ctx, key, []byte("again"), ver); !errors.Is(err, store.ErrChanged) {
-		t.Fatalf("a second Swap from the oversize object's version: %v, want ErrChanged", err)
-	}
-}

@@ -114,30 +114,3 @@ func TestSwapRefusals(t *testing.T) {
 	}
 	checkClaim(t, s, []byte("a1"), v1)
 }
-
-// An object too large to be swapped is refused by Load with its ETag, so
-// that a Swap from it (If-Match), and only from it, replaces it.
-func TestSwapOverOversizeObject(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t, false)
-	s := f.store(t, "oversize")
-	big := make([]byte, store.MaxSwapSize+1)
-	if err := s.Put(t.Context(), claim, big); err != nil {
-		t.Fatal(err)
-	}
-	data, ver, err := s.Load(t.Context(), claim)
-	if !errors.Is(err, store.ErrPermanent) || data != nil || ver == "" {
-		t.Fatalf("Load of an oversize object = %d bytes, version %q, %v; want none, an ETag, ErrPermanent", len(data), ver, err)
-	}
-	if _, err := s.Swap(t.Context(), claim, []byte("lease"), `"0123456789abcdef0123456789abcdef"`); !errors.Is(err, store.ErrChanged) {
-		t.Fatalf("Swap from another ETag over an oversize object: %v, want ErrChanged", err)
-	}
-	v, err := s.Swap(t.Context(), claim, []byte("lease"), ver)
-	if err != nil {
-		t.Fatalf("Swap from the oversize object's ETag: %v", err)
-	}
-	checkClaim(t, s, []byte("lease"), v)
-	if _, err := s.Swap(t.Context(), claim, []byte("again"), ver); !errors.Is(err, store.ErrChanged) {
-		t.Fatalf("a second Swap from the oversize object's ETag: %v, want ErrChanged", err)
-	}
-}

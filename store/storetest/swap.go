@@ -204,7 +204,9 @@ func testSwapInvalidNames(t *testing.T, s store.Swapper) {
 }
 
 // An object larger than store.MaxSwapSize is refused, permanently, by
-// Swap before anything is written and by Load without reading it whole.
+// Swap before anything is written and by Load without reading it whole;
+// Load gives its version, and a Swap from that version, and only from
+// it, replaces it (how a damaged lease is taken over, docs/FLEET.md).
 func testSwapOversized(t *testing.T, s store.Swapper) {
 	big := bytes.Repeat([]byte("x"), store.MaxSwapSize+1)
 	if _, err := s.Swap(t.Context(), claim, big, ""); !errors.Is(err, store.ErrPermanent) || !strings.Contains(err.Error(), "larger than") {
@@ -214,8 +216,19 @@ func testSwapOversized(t *testing.T, s store.Swapper) {
 	if err := s.Put(t.Context(), claim, big); err != nil {
 		t.Fatal(err)
 	}
-	if data, _, err := s.Load(t.Context(), claim); !errors.Is(err, store.ErrPermanent) || !strings.Contains(err.Error(), claim) {
-		t.Errorf("Load of a %d-byte object: %d bytes, %v; want ErrPermanent naming it", len(big), len(data), err)
+	data, ver, err := s.Load(t.Context(), claim)
+	if !errors.Is(err, store.ErrPermanent) || !strings.Contains(err.Error(), claim) || data != nil || ver == "" {
+		t.Errorf("Load of a %d-byte object: %d bytes, version %q, %v; want none, its version, ErrPermanent naming it", len(big), len(data), ver, err)
+	}
+	if _, err := s.Swap(t.Context(), claim, []byte("lease"), "0123456789abcdef0123456789abcdef"); !errors.Is(err, store.ErrChanged) {
+		t.Errorf("Swap from another version over an oversize object: %v, want ErrChanged", err)
+	}
+	if ver != "" {
+		nv := mustSwap(t, s, claim, []byte("lease"), ver)
+		checkLoad(t, s, claim, []byte("lease"), nv)
+		if _, err := s.Swap(t.Context(), claim, []byte("again"), ver); !errors.Is(err, store.ErrChanged) {
+			t.Errorf("a second Swap from the oversize object's version: %v, want ErrChanged", err)
+		}
 	}
 	// At the limit is fine.
 	v := mustSwap(t, s, "s/claims/max.json", big[:store.MaxSwapSize], "")
