@@ -429,20 +429,15 @@ func (m *Multi) reap(ctx context.Context) {
 	}
 }
 
-// forget drops the streams waiting to be opened again (their receiver
-// failed, or would not open) that are no longer this process's to open:
-// not in keep. Those whose receiver stopped on an error are told to
-// OnGone.
+// forget tells OnGone of the streams whose receiver stopped on an error
+// and that are no longer this process's to open: not in keep. Their
+// retry time stays: one that comes back is opened no sooner than it
+// would have been.
 func (m *Multi) forget(keep map[string]bool) {
 	var gone []string
 	m.mu.Lock()
-	for s := range m.failed {
-		if keep[s] {
-			continue
-		}
-		delete(m.failed, s)
-		delete(m.logged, s)
-		if m.stopped[s] {
+	for s := range m.stopped {
+		if !keep[s] {
 			delete(m.stopped, s)
 			gone = append(gone, s)
 		}
