@@ -15,8 +15,9 @@ func (m *Member) leaseKey(stream string) string { return LeasesDir(m.cfg.Name) +
 // take tries to take stream's lease: created if missing; taken over if
 // released, expired by this host's clock, unchanged for a TTL (a dead or
 // forged holder), damaged (or too large to be a lease) and unchanged for
-// a TTL, or already this process's. A live lease of another member is left alone: that member
-// hands it over when it sees the stream hash to this one.
+// a TTL, or already this process's. A live lease of another member is
+// left alone: that member hands it over when it sees the stream hash to
+// this one.
 func (m *Member) take(ctx context.Context, stream string) {
 	key := m.leaseKey(stream)
 	data, ver, err := m.cfg.Store.Load(ctx, key)
