@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 )
 
@@ -49,5 +50,41 @@ func BenchmarkPutSegment(b *testing.B) {
 				b.StartTimer()
 			}
 		})
+	}
+}
+
+// BenchmarkListTreeManyStreams lists a store of 100 streams, each with 30
+// segments and a generations/ directory holding one marker, as a
+// many-stream receiver does on every poll.
+func BenchmarkListTreeManyStreams(b *testing.B) {
+	root := b.TempDir()
+	s, err := dir.New(root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for st := range 100 {
+		stream := filepath.Join(root, fmt.Sprintf("s-%03d", st))
+		if err := os.MkdirAll(filepath.Join(stream, "generations"), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(stream, "generations", "0000000000000001"), []byte("g"), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		for i := range uint64(30) {
+			name := batch.SegmentName(1, 10*i+1, 10*i+10)
+			if err := os.WriteFile(filepath.Join(stream, name), []byte("x"), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		n := 0
+		if err := s.ListTree(b.Context(), "", func(store.Object) error { n++; return nil }); err != nil {
+			b.Fatal(err)
+		}
+		if n != 100*31 {
+			b.Fatalf("listed %d objects, want %d", n, 100*31)
+		}
 	}
 }

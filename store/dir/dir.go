@@ -394,13 +394,15 @@ func (s *Store) ListDirs(ctx context.Context, dir string, fn func(name string) e
 	if err := store.CheckDir(dir); err != nil {
 		return fmt.Errorf("list: %w: %w", store.ErrPermanent, err)
 	}
-	entries, err := os.ReadDir(filepath.Join(s.root, filepath.FromSlash(dir)))
-	if isMissing(err) {
-		return nil
-	}
+	entries, err := s.readDir("list", dir)
 	if err != nil {
-		return fail("list", dir, err)
+		return err
 	}
+	return listDirs(ctx, dir, entries, fn)
+}
+
+// listDirs reports the directories among entries, those of dir; see ListDirs.
+func listDirs(ctx context.Context, dir string, entries []os.DirEntry, fn func(name string) error) error {
 	for _, e := range entries {
 		name := dir + e.Name() + "/"
 		if !e.IsDir() || isTemp(e.Name()) || store.CheckDir(name) != nil {
@@ -429,15 +431,35 @@ func (s *Store) List(ctx context.Context, dir, after string, fn func(store.Objec
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("list %s: %w", label, err)
 	}
-	// ReadDir sorts by file name, and every name shares the dir prefix, so
-	// entries arrive in the lexical order of the full names.
+	entries, err := s.readDir("list", label)
+	if err != nil {
+		return err
+	}
+	return listFiles(ctx, dir, label, after, entries, fn)
+}
+
+// readDir reads directory dir (label names it in errors: "/" for the root)
+// sorted by file name; a missing directory has no entries. Every name
+// shares the dir prefix, so entries come in the lexical order of the full
+// names.
+func (s *Store) readDir(op, label string) ([]os.DirEntry, error) {
+	dir := label
+	if dir == "/" {
+		dir = ""
+	}
 	entries, err := os.ReadDir(filepath.Join(s.root, filepath.FromSlash(dir)))
 	if isMissing(err) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fail("list", label, err)
+		return nil, fail(op, label, err)
 	}
+	return entries, nil
+}
+
+// listFiles reports the objects among entries, those of dir, named after
+// after; see List.
+func listFiles(ctx context.Context, dir, label, after string, entries []os.DirEntry, fn func(store.Object) error) error {
 	for _, e := range entries {
 		name := dir + e.Name()
 		if name <= after || !e.Type().IsRegular() || isTemp(e.Name()) || store.CheckName(name) != nil {

@@ -9,14 +9,27 @@ import (
 
 var _ store.TreeLister = (*Store)(nil)
 
-// ListTree lists every object under dir at any depth: List of dir, then
-// of each sub-directory ListDirs names, depth first.
+// ListTree lists every object under dir at any depth: what List of dir
+// reports, then the same for each sub-directory ListDirs names, depth
+// first. Each directory is read once (a many-stream receiver lists the
+// whole store every poll).
 func (s *Store) ListTree(ctx context.Context, dir string, fn func(store.Object) error) error {
 	if err := store.CheckDir(dir); err != nil {
 		return fmt.Errorf("list: %w: %w", store.ErrPermanent, err)
 	}
-	if err := s.List(ctx, dir, "", fn); err != nil {
+	label := dir
+	if label == "" {
+		label = "/"
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("list %s: %w", label, err)
+	}
+	entries, err := s.readDir("list", label)
+	if err != nil {
 		return err
 	}
-	return s.ListDirs(ctx, dir, func(sub string) error { return s.ListTree(ctx, sub, fn) })
+	if err := listFiles(ctx, dir, label, "", entries, fn); err != nil {
+		return err
+	}
+	return listDirs(ctx, dir, entries, func(sub string) error { return s.ListTree(ctx, sub, fn) })
 }
