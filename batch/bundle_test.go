@@ -316,6 +316,22 @@ func TestBundleHostile(t *testing.T) {
 	if _, err := OpenBundle(cr, int64(len(huge)), 0); !errors.Is(err, ErrCorrupt) || cr.calls.Load() != 1 || cr.bytes.Load() != BundleTrailerSize {
 		t.Errorf("huge index claim: %v after %d reads of %d bytes", err, cr.calls.Load(), cr.bytes.Load())
 	}
+	// Claims the trailer alone disproves are refused before the index is
+	// read (or allocated): one read, of the trailer.
+	for _, c := range []struct {
+		name string
+		data []byte
+	}{
+		{"index length over what its parts can need", reseal(parts, lines, func(tr []byte) { binary.LittleEndian.PutUint32(tr[20:], 1) })},
+		{"index length under what its parts need", reseal(parts, lines, func(tr []byte) { binary.LittleEndian.PutUint32(tr[20:], 4) })},
+		{"parts in fewer bytes than their headers", reseal(parts[:40], lines, nil)},
+		{"index past the object", huge},
+	} {
+		cr := &countingReader{r: bytes.NewReader(c.data)}
+		if _, err := OpenBundle(cr, int64(len(c.data)), 0); !errors.Is(err, ErrCorrupt) || cr.calls.Load() != 1 {
+			t.Errorf("%s: %v after %d reads, want ErrCorrupt after reading the trailer alone", c.name, err, cr.calls.Load())
+		}
+	}
 	// An object shorter than its stated size (a store that lies, or a
 	// truncated download) is refused, not read past.
 	if _, err := OpenBundle(bytes.NewReader(good[:len(good)-1]), int64(len(good)), 0); !errors.Is(err, ErrCorrupt) {

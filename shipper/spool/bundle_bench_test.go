@@ -96,6 +96,7 @@ func benchShipSegments(b *testing.B) {
 		sp.SetReplayable() // as a tail: source (the default) is: no journal
 		sps = append(sps, sp)
 	}
+	stored := make([]uint64, len(sps)) // each spool's last seq put
 	cpu0 := cpuTime()
 	b.ResetTimer()
 	for round := range b.N {
@@ -113,7 +114,7 @@ func benchShipSegments(b *testing.B) {
 					b.Error(err)
 					return
 				}
-				for _, seg := range sp.Pending(0) {
+				for _, seg := range sp.Pending(stored[i]) {
 					data, err := sp.ReadSealed(seg.Name)
 					if err == nil {
 						err = st.Put(ctx, batch.SegmentKey(sp.Config().Stream, seg.Name), data)
@@ -123,6 +124,7 @@ func benchShipSegments(b *testing.B) {
 						return
 					}
 					sp.Confirm("", seg.LastSeq)
+					stored[i] = seg.LastSeq
 				}
 			}()
 		}
