@@ -284,6 +284,7 @@ func TestBundleHostile(t *testing.T) {
 		{"last before first", reseal(parts, edit(func(p []BundlePart) { p[0].LastSeq = p[0].FirstSeq - 1 }), nil), "seqs"},
 		{"upper-case hex", reseal(parts, strings.Replace(lines, honest[0].SHA256, strings.ToUpper(honest[0].SHA256), 1), nil), ""},
 		{"a field one digit short", reseal(parts, strings.Replace(lines, " 00000001 ", " 0000001 ", 1), nil), ""},
+		{"a line short, another long", reseal(parts, strings.Replace(edit(func(p []BundlePart) { p[2].Stream = "cc" }), "a 00000001 ", "a 0000001 ", 1), nil), "not the form"},
 		{"two spaces", reseal(parts, strings.Replace(lines, "a ", "a  ", 1), nil), ""},
 		{"no final newline", reseal(parts, strings.TrimSuffix(edit(func(p []BundlePart) { p[2].Stream = "cc" }), "\n"),
 			func(tr []byte) { binary.LittleEndian.PutUint32(tr[20:], 3) }), "no newline"},
