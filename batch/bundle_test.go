@@ -377,16 +377,28 @@ func TestBundlePartChecks(t *testing.T) {
 		t.Errorf("damaged part: %v", err)
 	}
 
+	// The index's hash field forged, the index hash recomputed.
+	forged := append([]BundlePart(nil), b.Parts...)
+	forged[0].SHA256 = Hash(segs[1].data)
+	data := reseal(parts, bundleLines(forged), nil)
+	fb, err := OpenBundle(bytes.NewReader(data), int64(len(data)), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := fb.OpenPart(0, nil); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "index says") {
+		t.Errorf("forged hash field: %v", err)
+	}
+
 	// A valid segment of another stream, indexed under this one with its
 	// own (true) hash: a forger reusing a's segment for stream b.
-	forged := append([]BundlePart(nil), b.Parts...)
+	forged = append([]BundlePart(nil), b.Parts...)
 	other := segs[0].data
 	newParts := append(append([]byte(nil), other...), other...)
 	forged[1].Offset, forged[1].Length, forged[1].SHA256 = int64(len(other)), int64(len(other)), Hash(other)
 	m, _, _ := ParseMeta(other)
 	forged[1].Generation, forged[1].FirstSeq, forged[1].LastSeq = m.Generation, m.FirstSeq, m.LastSeq
-	data := reseal(newParts, bundleLines(forged), nil)
-	fb, err := OpenBundle(bytes.NewReader(data), int64(len(data)), 0)
+	data = reseal(newParts, bundleLines(forged), nil)
+	fb, err = OpenBundle(bytes.NewReader(data), int64(len(data)), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -794,4 +806,25 @@ func FuzzParseBundleIndex(f *testing.F) {
 			t.Fatalf("parts end at %d, index at %d", off, partsLen)
 		}
 	})
+}
+
+// TestBundleRefusedAsSegment: a ferry that does not know bundles, handed
+// one as a segment file (cat, verify), reads the first part's metadata
+// and refuses the rest as corruption, as docs/FORMAT.md says.
+func TestBundleRefusedAsSegment(t *testing.T) {
+	data, err := os.ReadFile(goldenBundleFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = Decode(data, 0)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "payload is 1003 bytes, metadata says 109 (truncated or extended)") {
+		t.Fatalf("Decode of a bundle: %v", err)
+	}
+	sr, err := NewSegmentReader(bytes.NewReader(data), int64(len(data)), DefaultMaxSegmentBytes)
+	if err == nil {
+		_, err = sr.Verify(make([]byte, 4096))
+	}
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("segment reader on a bundle: %v", err)
+	}
 }
