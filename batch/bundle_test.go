@@ -178,6 +178,11 @@ func TestBundleWriterRefuses(t *testing.T) {
 	if err := w.Add(segs[0].data, "ABC"); err == nil {
 		t.Error("a malformed hash was taken")
 	}
+	full := NewBundleWriter(io.Discard)
+	full.parts = make([]BundlePart, MaxBundleParts)
+	if err := full.Add(segs[0].data, ""); err == nil || !strings.Contains(err.Error(), "more than 4096 parts") {
+		t.Errorf("part 4097: %v", err)
+	}
 	if _, err := NewBundleWriter(io.Discard).Close(); err == nil {
 		t.Error("an empty bundle was written")
 	}
