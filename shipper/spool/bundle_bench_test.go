@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +40,10 @@ const benchBundleRounds = 8
 type benchBundleData struct {
 	batches [benchBundleRounds][][]batch.Record
 	all     [benchBundleRounds][]batch.Record
+	// long is each stream's batches of every round in one (a tick 8
+	// times as long), longAll all of them.
+	long    [][]batch.Record
+	longAll []batch.Record
 }
 
 func newBenchBundleData() *benchBundleData {
@@ -49,6 +54,13 @@ func newBenchBundleData() *benchBundleData {
 			d.batches[r] = append(d.batches[r], recs)
 			d.all[r] = append(d.all[r], recs...)
 		}
+	}
+	d.long = make([][]batch.Record, benchBundleStreams)
+	for i := range benchBundleStreams {
+		for r := range benchBundleRounds {
+			d.long[i] = append(d.long[i], d.batches[r][i]...)
+		}
+		d.longAll = append(d.longAll, d.long[i]...)
 	}
 	return d
 }
@@ -82,6 +94,8 @@ func benchBundleBatch(i, round int) []batch.Record {
 //   - one-stream: the same records, all 100 batches in one segment of one
 //     stream, written and put as segment-files does: what issue 23's
 //     target compares with (one stream carrying the same lines).
+//   - bundle-x8, one-stream-x8: bundle and one-stream with 8 times the
+//     records per stream (1,600 each): a bundle tick 8 times as long.
 //
 // cpu-ms/op is the process's CPU time (user+system) per op: 100 stream
 // segments; cpu-us/stream-seg divides it by 100.
@@ -90,6 +104,8 @@ func BenchmarkBundleShip(b *testing.B) {
 	b.Run("segment-files", func(b *testing.B) { benchShipProto(b, "segment-files") })
 	b.Run("bundle", func(b *testing.B) { benchShipProto(b, "bundle") })
 	b.Run("one-stream", func(b *testing.B) { benchShipProto(b, "one-stream") })
+	b.Run("bundle-x8", func(b *testing.B) { benchShipProto(b, "bundle-x8") })
+	b.Run("one-stream-x8", func(b *testing.B) { benchShipProto(b, "one-stream-x8") })
 }
 
 func reportPerSegment(b *testing.B, cpu0 time.Duration) {
@@ -217,7 +233,7 @@ func syncDir(path string) error {
 }
 
 func benchShipProto(b *testing.B, mode string) {
-	bundle := mode == "bundle"
+	bundle := strings.HasPrefix(mode, "bundle")
 	ctx := context.Background()
 	root := b.TempDir()
 	st, err := dir.New(filepath.Join(root, "store"))
@@ -247,8 +263,13 @@ func benchShipProto(b *testing.B, mode string) {
 		var datas [][]byte
 		for i, s := range streams {
 			recs := input.batches[round%benchBundleRounds][i]
-			if mode == "one-stream" {
+			switch mode {
+			case "one-stream":
 				s, recs = streams[0], input.all[round%benchBundleRounds]
+			case "bundle-x8":
+				recs = input.long[i]
+			case "one-stream-x8":
+				s, recs = streams[0], input.longAll
 			}
 			data, hash, err := s.seal(recs)
 			if err != nil {
@@ -269,7 +290,7 @@ func benchShipProto(b *testing.B, mode string) {
 				b.Fatal(err)
 			}
 			names, keys, datas = append(names, name), append(keys, batch.SegmentKey(s.name, m.Name())), append(datas, data)
-			if mode == "one-stream" {
+			if strings.HasPrefix(mode, "one-stream") {
 				break
 			}
 		}
