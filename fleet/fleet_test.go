@@ -616,3 +616,23 @@ func TestMemberForgetsGoneObjects(t *testing.T) {
 		t.Errorf("%d seen, %d warned entries left", len(a.seen), len(a.warned))
 	}
 }
+
+// An object too large to be a member record at a member's own key is
+// damaged: the member writes its heartbeat over it (as over one that does
+// not parse) instead of failing to join.
+func TestOversizeMemberObjectReplaced(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	key := MembersDir("f") + "a"
+	if err := st.Put(ctx, key, make([]byte, store.MaxSwapSize+1)); err != nil {
+		t.Fatal(err)
+	}
+	newMember(t, st, "a", &clock{t: time.Unix(1e9, 0)})
+	data, _, err := st.Load(ctx, key)
+	if err != nil {
+		t.Fatalf("after the join the member object is still unreadable: %v", err)
+	}
+	if rec, err := parseMember(data, "f", key); err != nil || rec.Member != "a" {
+		t.Fatalf("the store holds %+v (%v), want member a's record", rec, err)
+	}
+}

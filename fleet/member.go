@@ -169,6 +169,10 @@ func (m *Member) beat(ctx context.Context) error {
 		switch {
 		case errors.Is(lerr, store.ErrNotFound):
 			oldVer = "" // pruned while we were away: create it again
+		case errors.Is(lerr, store.ErrPermanent) && old == nil && oldVer != "":
+			// Too large to be a member record: damaged, written over
+			// as one that does not parse (by a Swap from its version).
+			m.log.Warn("fleet member object too large to be a member record: writing ours over it", "key", key, "err", lerr)
 		case lerr != nil:
 			return fmt.Errorf("fleet heartbeat %s: %w", key, lerr)
 		default:
