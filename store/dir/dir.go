@@ -421,21 +421,28 @@ func listDirs(ctx context.Context, dir string, entries []os.DirEntry, fn func(na
 // List reports the regular files directly in dir, skipping sub-directories,
 // temp files and names CheckName refuses; see store.Store.
 func (s *Store) List(ctx context.Context, dir, after string, fn func(store.Object) error) error {
-	if err := store.CheckDir(dir); err != nil {
-		return fmt.Errorf("list: %w: %w", store.ErrPermanent, err)
-	}
-	label := dir
-	if label == "" {
-		label = "/"
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("list %s: %w", label, err)
-	}
-	entries, err := s.readDir("list", label)
+	label, entries, err := s.listDir(ctx, dir)
 	if err != nil {
 		return err
 	}
 	return listFiles(ctx, dir, label, after, entries, fn)
+}
+
+// listDir checks dir and reads it for a listing; label names it in errors
+// ("/" for the root).
+func (s *Store) listDir(ctx context.Context, dir string) (label string, entries []os.DirEntry, err error) {
+	if err := store.CheckDir(dir); err != nil {
+		return "", nil, fmt.Errorf("list: %w: %w", store.ErrPermanent, err)
+	}
+	label = dir
+	if label == "" {
+		label = "/"
+	}
+	if err := ctx.Err(); err != nil {
+		return "", nil, fmt.Errorf("list %s: %w", label, err)
+	}
+	entries, err = s.readDir("list", label)
+	return label, entries, err
 }
 
 // readDir reads directory dir (label names it in errors: "/" for the root)

@@ -2,7 +2,6 @@ package dir
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/ferry-dr/ferry/store"
 )
@@ -14,17 +13,7 @@ var _ store.TreeLister = (*Store)(nil)
 // first. Each directory is read once (a many-stream receiver lists the
 // whole store every poll).
 func (s *Store) ListTree(ctx context.Context, dir string, fn func(store.Object) error) error {
-	if err := store.CheckDir(dir); err != nil {
-		return fmt.Errorf("list: %w: %w", store.ErrPermanent, err)
-	}
-	label := dir
-	if label == "" {
-		label = "/"
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("list %s: %w", label, err)
-	}
-	entries, err := s.readDir("list", label)
+	label, entries, err := s.listDir(ctx, dir)
 	if err != nil {
 		return err
 	}
