@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -131,10 +132,9 @@ func TestSwitchoverBackAndForth(t *testing.T) {
 	var results []switchoverJSON
 	for round := 1; round <= rounds; round++ {
 		time.Sleep(700 * time.Millisecond)
+		// The application is stopped; the switchover waits until the
+		// shipper has read its last lines.
 		n := w.pause()
-		// The application is stopped; its last lines reach the shipper's
-		// tail within a poll (100ms).
-		time.Sleep(300 * time.Millisecond)
 		r := ferry(t, nil, "switchover", "--primary", cfgs[cur], "--secondary", cfgs[other], "--json", "--timeout", "30s")
 		if r.Code != 0 {
 			t.Fatalf("round %d: switchover %s -> %s:\n%s\nshipper:\n%s\nreceiver:\n%s", round, cur.name, other.name, r, ship, recv)
@@ -207,4 +207,55 @@ func median(rs []switchoverJSON, f func(switchoverJSON) float64) float64 {
 	v := collect(rs, f)
 	slices.Sort(v)
 	return v[len(v)/2]
+}
+
+// A switchover run while the primary's shipper is still reading a backlog
+// in its tail (it just started, the application already stopped) waits
+// until the shipper has read the file to its end, by the progress it
+// publishes in status.json, and only then stops it: nothing is refused,
+// and the fork is the file's last line.
+func TestSwitchoverWaitsForTheShipperToReadItsTail(t *testing.T) {
+	t.Parallel()
+	const lines = 60_000
+	base := t.TempDir()
+	store := filepath.Join(base, "store")
+	a, b := newSite(t, base, "a"), newSite(t, base, "b")
+	cfgA, cfgB := siteConfig(t, a, store), siteConfig(t, b, store)
+	if err := os.WriteFile(a.log, numberedSwitchLines(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	recv := startFerry(t, nil, "receive", "--config", cfgB)
+	ship := startFerry(t, nil, "ship", "--config", cfgA)
+	// The switchover begins as soon as the shipper holds its spool: it is
+	// still starting, and has read nothing.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if pid, err := os.ReadFile(filepath.Join(a.spool, "LOCK")); err == nil && strings.TrimSpace(string(pid)) == strconv.Itoa(ship.Pid()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the shipper did not take its spool's LOCK within 30s:\n%s", ship)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	r := ferry(t, nil, "switchover", "--primary", cfgA, "--secondary", cfgB, "--json", "--timeout", "60s")
+	if r.Code != 0 {
+		t.Fatalf("switchover while the shipper starts:\n%s\nshipper:\n%s", r, ship)
+	}
+	var res switchoverJSON
+	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil {
+		t.Fatalf("switchover --json: %v\n%s", err, r)
+	}
+	if res.LastSeq != lines || res.Generation != 2 || res.DivergentRecords != 0 {
+		t.Fatalf("switchover %+v; want generation 2 forked at the file's %d lines, no divergence", res, lines)
+	}
+	for _, p := range []*ferrytest.Process{ship, recv} {
+		if code, ok := p.Wait(10 * time.Second); !ok || code != 0 {
+			t.Fatalf("a daemon stopped by switchover exited %d (exited: %v):\n%s", code, ok, p)
+		}
+	}
+	if got := readFile(t, b.log); !bytes.Equal(got, numberedSwitchLines(lines)) {
+		t.Fatalf("replica on b: %s", describeDiff(numberedSwitchLines(lines), got))
+	}
+	t.Logf("drain %.2fs, catch-up %.2fs", res.DrainSeconds, res.CatchUpSeconds)
 }
