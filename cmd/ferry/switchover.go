@@ -337,19 +337,20 @@ func waitTailRead(ctx context.Context, dir, path string) error {
 		}
 		select {
 		case <-ctx.Done():
-			where := "published no status"
-			if seen != nil {
-				where = fmt.Sprintf("has read %d bytes of %s", seen.ReadBytes, path)
-				if seen.OtherFile {
-					where = fmt.Sprintf("is still reading a rotated file of %s", path)
-				}
-			}
 			size := int64(-1)
 			if fi, err := os.Stat(path); err == nil {
 				size = fi.Size()
 			}
-			return fmt.Errorf("the primary did not drain: its shipper (pid %d) %s, which has %d bytes (is the application still writing?); nothing was stopped: stop the application and retry: %w",
-				pid, where, size, ctx.Err())
+			var where string
+			switch {
+			case seen == nil:
+				where = fmt.Sprintf("published no status (%s) saying how far it read %s", filepath.Join(dir, statusFile), path)
+			case seen.OtherFile:
+				where = fmt.Sprintf("is still reading a rotated file of %s (the file there now has %d bytes)", path, size)
+			default:
+				where = fmt.Sprintf("has read %d of the %d bytes of %s (is the application still writing?)", seen.ReadBytes, size, path)
+			}
+			return fmt.Errorf("the primary did not drain: its shipper (pid %d) %s; nothing was stopped: stop the application and retry: %w", pid, where, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -162,9 +162,9 @@ func TestWaitTailRead(t *testing.T) {
 		tail tailStatus
 		want string
 	}{
-		{"behind", cmd.Process.Pid, tailStatus{Path: log, Size: 4, ReadBytes: 2}, "has read 2 bytes of " + log + ", which has 4 bytes"},
+		{"behind", cmd.Process.Pid, tailStatus{Path: log, Size: 4, ReadBytes: 2}, "has read 2 of the 4 bytes of " + log},
 		{"rotated", cmd.Process.Pid, tailStatus{Path: log, Size: 4, ReadBytes: 9, OtherFile: true}, "is still reading a rotated file"},
-		{"the file grew since", cmd.Process.Pid, tailStatus{Path: log, Size: 2, ReadBytes: 2, AtEnd: true}, "has read 2 bytes"},
+		{"the file grew since", cmd.Process.Pid, tailStatus{Path: log, Size: 2, ReadBytes: 2, AtEnd: true}, "has read 2 of the 4 bytes"},
 		{"another process's status", os.Getpid(), tailStatus{Path: log, Size: 4, ReadBytes: 4, AtEnd: true}, "published no status"},
 	} {
 		publish(c.pid, &c.tail)
