@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -216,18 +217,28 @@ func median(rs []switchoverJSON, f func(switchoverJSON) float64) float64 {
 // and the fork is the file's last line.
 func TestSwitchoverWaitsForTheShipperToReadItsTail(t *testing.T) {
 	t.Parallel()
-	const lines = 60_000
+	const lines = 20_000
 	base := t.TempDir()
 	store := filepath.Join(base, "store")
 	a, b := newSite(t, base, "a"), newSite(t, base, "b")
 	cfgA, cfgB := siteConfig(t, a, store), siteConfig(t, b, store)
-	if err := os.WriteFile(a.log, numberedSwitchLines(lines), 0o644); err != nil {
+	if err := os.WriteFile(a.log, numberedSwitchLines(100), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	recv := startFerry(t, nil, "receive", "--config", cfgB)
 	ship := startFerry(t, nil, "ship", "--config", cfgA)
-	// The switchover begins as soon as the shipper holds its spool: it is
-	// still starting, and has read nothing.
+	waitApplied(t, b.state, 100, 30*time.Second)
+	if code := ship.Terminate(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, ship)
+	}
+	// The application writes a backlog while the shipper is down.
+	if err := os.WriteFile(a.log, numberedSwitchLines(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ship = startFerry(t, nil, "ship", "--config", cfgA)
+	// The switchover begins as soon as the restarted shipper holds its
+	// spool, which is held still (SIGSTOP, as a process starved under load
+	// is) for a second: it is still starting, and has read nothing new.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if pid, err := os.ReadFile(filepath.Join(a.spool, "LOCK")); err == nil && strings.TrimSpace(string(pid)) == strconv.Itoa(ship.Pid()) {
@@ -238,13 +249,20 @@ func TestSwitchoverWaitsForTheShipperToReadItsTail(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	r := ferry(t, nil, "switchover", "--primary", cfgA, "--secondary", cfgB, "--json", "--timeout", "60s")
-	if r.Code != 0 {
-		t.Fatalf("switchover while the shipper starts:\n%s\nshipper:\n%s", r, ship)
+	if err := ship.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	sw := startFerry(t, nil, "switchover", "--primary", cfgA, "--secondary", cfgB, "--json", "--timeout", "60s")
+	time.Sleep(time.Second)
+	if err := ship.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if code, ok := sw.Wait(90 * time.Second); !ok || code != 0 {
+		t.Fatalf("switchover while the shipper starts exited %d (exited: %v):\n%s\nshipper:\n%s", code, ok, sw, ship)
 	}
 	var res switchoverJSON
-	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil {
-		t.Fatalf("switchover --json: %v\n%s", err, r)
+	if err := json.Unmarshal([]byte(sw.Stdout()), &res); err != nil {
+		t.Fatalf("switchover --json: %v\n%s", err, sw)
 	}
 	if res.LastSeq != lines || res.Generation != 2 || res.DivergentRecords != 0 {
 		t.Fatalf("switchover %+v; want generation 2 forked at the file's %d lines, no divergence", res, lines)
