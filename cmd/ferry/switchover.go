@@ -144,6 +144,10 @@ func switchover(ctx context.Context, sc switchoverConfig, log *slog.Logger) (swi
 		return res, err
 	}
 	last, gen, err := drainedSpool(a)
+	if err != nil && pid == 0 {
+		// Nothing was stopped: the spool is as the last shipper left it.
+		return res, fmt.Errorf("%s: no shipper was running on spool %s (its LOCK was free): %w", sc.From, a.Ship.Spool, err)
+	}
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", sc.From, err)
 	}

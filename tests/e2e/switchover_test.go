@@ -130,6 +130,7 @@ func TestSwitchoverBackAndForth(t *testing.T) {
 	w.start(cur.log)
 	ship := startFerry(t, nil, "ship", "--config", cfgs[cur])
 	recv := startFerry(t, nil, "receive", "--config", cfgs[other])
+	waitSpoolLock(t, cur.spool, ship)
 	var results []switchoverJSON
 	for round := 1; round <= rounds; round++ {
 		time.Sleep(700 * time.Millisecond)
@@ -159,6 +160,9 @@ func TestSwitchoverBackAndForth(t *testing.T) {
 		cur, other = other, cur
 		ship = startFerry(t, nil, "ship", "--config", cfgs[cur])
 		recv = startFerry(t, nil, "receive", "--config", cfgs[other])
+		// A switchover before the shipper holds its spool would find none
+		// running (under load its start took over the 700ms of a round).
+		waitSpoolLock(t, cur.spool, ship)
 		w.start(cur.log)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -186,6 +190,23 @@ func TestSwitchoverBackAndForth(t *testing.T) {
 		median(results, func(r switchoverJSON) float64 { return r.PromoteSeconds }),
 		median(results, func(r switchoverJSON) float64 { return r.RejoinSeconds }),
 		slices.Max(collect(results, func(r switchoverJSON) float64 { return r.TotalSeconds })))
+}
+
+// waitSpoolLock waits until shipper p holds the LOCK of spool: from then
+// on ferry switchover finds it running (before, it finds no shipper, and
+// judges the spool as it is).
+func waitSpoolLock(t *testing.T, spool string, p *ferrytest.Process) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if pid, err := os.ReadFile(filepath.Join(spool, "LOCK")); err == nil && strings.TrimSpace(string(pid)) == strconv.Itoa(p.Pid()) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the shipper did not take the LOCK of spool %s within 30s:\n%s", spool, p)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func numberedSwitchLines(n int) []byte {
@@ -235,20 +256,15 @@ func TestSwitchoverWaitsForTheShipperToReadItsTail(t *testing.T) {
 	if err := os.WriteFile(a.log, numberedSwitchLines(lines), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// With no shipper running, nothing reads the backlog: refused, and
+	// nothing is changed.
+	failFerry(t, nil, []string{"no shipper was running on spool " + a.spool, "did not drain", "stopped at byte 900 of " + a.log},
+		"switchover", "--primary", cfgA, "--secondary", cfgB, "--timeout", "60s")
 	ship = startFerry(t, nil, "ship", "--config", cfgA)
 	// The switchover begins as soon as the restarted shipper holds its
 	// spool, which is held still (SIGSTOP, as a process starved under load
 	// is) for a second: it is still starting, and has read nothing new.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if pid, err := os.ReadFile(filepath.Join(a.spool, "LOCK")); err == nil && strings.TrimSpace(string(pid)) == strconv.Itoa(ship.Pid()) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the shipper did not take its spool's LOCK within 30s:\n%s", ship)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitSpoolLock(t, a.spool, ship)
 	if err := ship.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
