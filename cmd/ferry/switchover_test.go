@@ -176,6 +176,8 @@ func TestWaitTailRead(t *testing.T) {
 		}
 	}
 	// Read to the end while waiting: it returns then.
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	publish(cmd.Process.Pid, &tailStatus{Path: log, Size: 4, ReadBytes: 2})
 	go func() {
 		time.Sleep(200 * time.Millisecond)
