@@ -526,14 +526,17 @@ func admit(cfg *Config, key string, m *batch.Meta) error {
 }
 
 func damaged(key string, err error) error {
+	if IsNewerFormat(err) {
+		return refused(key, err)
+	}
 	return fmt.Errorf("segment %s is damaged: %w; nothing past it is applied (restore it from another copy)", key, err)
 }
 
 // refused is the error of segment key that could not be read or
-// decompressed: damaged, or over max_segment_bytes.
+// decompressed: damaged, over max_segment_bytes, or of a newer format.
 func refused(key string, err error) error {
 	switch {
-	case errors.Is(err, batch.ErrSegmentTooLarge):
+	case errors.Is(err, batch.ErrSegmentTooLarge) || IsNewerFormat(err):
 		return fmt.Errorf("segment %s: %w; nothing past it is applied", key, err)
 	case errors.Is(err, batch.ErrCorrupt):
 		return damaged(key, err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +36,17 @@ var (
 	// encryption (Config.RequireEncryption).
 	ErrPlaintext = errors.New("plaintext segment refused")
 )
+
+// IsNewerFormat reports whether err says a segment is of a newer format
+// than this ferry reads ("segment format N is newer than this ferry reads
+// (M); upgrade ferry", batch.ParseMeta's error, the words docs/FORMAT.md
+// promises every reader says). Reading the object again gives the same
+// answer, so the receiver stops on it at once. batch gives the error no
+// sentinel yet, so this matches its words; TestIsNewerFormat holds it to
+// the error batch returns.
+func IsNewerFormat(err error) bool {
+	return err != nil && strings.Contains(err.Error(), " is newer than this ferry reads (")
+}
 
 // Config configures a Receiver.
 type Config struct {
@@ -798,10 +810,11 @@ func (r *Receiver) checkContinues(name string, m *batch.Meta, cp Checkpoint, gen
 
 // retry runs fn under store.Retry with the receiver's backoff. Besides
 // the store errors retrying cannot fix (permanent, missing, conflicting),
-// a corrupt segment and a fatal applier error end it at once.
+// a corrupt segment, one of a newer format and a fatal applier error end
+// it at once.
 func (r *Receiver) retry(ctx context.Context, op string, fn func() error) error {
 	p := store.RetryPolicy{Min: r.cfg.RetryMin, Max: r.cfg.RetryMax, Jitter: 0.2, GiveUpAfter: r.cfg.RetryBudget, Stop: func(err error) bool {
-		return errors.Is(err, ErrFatal) || batch.IsUnreadable(err) || errors.Is(err, ErrHistory) || errors.Is(err, ErrPlaintext)
+		return errors.Is(err, ErrFatal) || batch.IsUnreadable(err) || IsNewerFormat(err) || errors.Is(err, ErrHistory) || errors.Is(err, ErrPlaintext)
 	}, OnRetry: func(err error) {
 		r.mu.Lock()
 		if r.retrying == "" {

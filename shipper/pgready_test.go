@@ -5,9 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -117,4 +121,111 @@ func TestPGReadAheadRun(t *testing.T) {
 			t.Errorf("marker of %s: %v; shipped: %v", seg(i), err, shipped)
 		}
 	}
+}
+
+// An inotify queue overflow (more events than fs.inotify.max_queued_events
+// while the read-ahead is busy) is reported on the watcher's Errors
+// channel: the read-ahead reads it, or the watcher's reader blocks on it
+// for good and no .ready file wakes the read-ahead again, and lists
+// archive_status at once, as an event may have been lost.
+func TestPGReadAheadInotifyOverflow(t *testing.T) {
+	raw, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxQueued, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newDirStore(t)
+	r := startShipper(t, shipperConfig(t, Target{Name: "store", Store: st}))
+	p := &Pusher{Shipper: r.Shipper, Retry: store.RetryPolicy{Min: 1, Max: 1}, Log: quiet, Markers: []MarkerStore{
+		{Name: "store", Store: st, Key: func(n string) string { return PushMarkerKey("app", n) }},
+	}}
+	data := t.TempDir()
+	wal := filepath.Join(data, "pg_wal")
+	status := filepath.Join(wal, "archive_status")
+	if err := os.MkdirAll(status, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	seg := func(i int) string { return fmt.Sprintf("%024X", 1<<32+i) }
+	put := func(i int) {
+		if err := os.WriteFile(filepath.Join(wal, seg(i)), bytes.Repeat([]byte{byte(i)}, 10<<10), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(status, seg(i)+".ready"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(1)
+	var logs lockedBuffer
+	stalled, release := make(chan struct{}), make(chan struct{})
+	shipped := make(chan string, 16)
+	ra := &PGReadAhead{DataDir: data, Pusher: p, Interval: time.Hour, Log: slog.New(slog.NewTextHandler(&logs, nil)),
+		OnShipped: func(name string, already bool) {
+			if name == seg(1) {
+				close(stalled)
+				<-release // busy: nothing reads the watcher meanwhile
+			}
+			shipped <- name
+		}}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- ra.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v, want context.Canceled", err)
+		}
+	}()
+	select {
+	case <-stalled:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s not shipped", seg(1))
+	}
+	// Overflow the watch's queue: more events than it holds (each file
+	// makes a create and a remove).
+	for i := range maxQueued/2 + 2000 {
+		f := filepath.Join(status, fmt.Sprintf("flood.%d", i))
+		if err := os.WriteFile(f, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	if got := <-shipped; got != seg(1) {
+		t.Fatalf("shipped %s, want %s", got, seg(1))
+	}
+	put(2) // a new .ready: the watch, or the listing after the overflow, finds it
+	select {
+	case got := <-shipped:
+		if got != seg(2) {
+			t.Fatalf("shipped %s, want %s", got, seg(2))
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s not shipped 20s after its .ready appeared (Interval is an hour): the read-ahead no longer hears inotify after an overflow\nlog:\n%s", seg(2), logs.String())
+	}
+	if !strings.Contains(logs.String(), "inotify on archive_status reported an error") {
+		t.Errorf("no overflow reported in the log; the flood did not overflow the queue:\n%s", logs.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and the test at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -169,10 +169,14 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		defer stopAhead()
 	}
 
+	// SIGTERM stops the shipper gracefully from its first status on:
+	// ferry switchover signals it once that status says its tail is read.
+	srcCtx, stopSrc := signalContext(ctx, log)
+	defer stopSrc()
 	statusCtx, stopStatus := context.WithCancel(ctx)
 	statusDone := make(chan struct{})
 	go func() {
-		statusLoop(statusCtx, sh, cfg.Stream, sh.Generation(), sc.Ack, sc.Spool, enc, 0)
+		statusLoop(statusCtx, sh, cfg.Stream, sh.Generation(), sc.Ack, sc.Spool, tailPath(sc.Source), enc, 0)
 		close(statusDone)
 	}()
 	defer func() { stopStatus(); <-statusDone }()
@@ -183,8 +187,6 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 	}()
 	defer func() { stopStatus(); <-pruneDone }()
 
-	srcCtx, stopSrc := signalContext(ctx, log)
-	defer stopSrc()
 	if stdinSource {
 		// A read from stdin does not notice ctx; closing stdin ends it.
 		go func() { <-srcCtx.Done(); stdin.SetReadDeadline(time.Now()) }()

@@ -129,7 +129,7 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 			statusCtx, stopStatus := context.WithCancel(context.Background())
 			statusDone := make(chan struct{})
 			go func() {
-				statusLoop(statusCtx, sh, name, sh.Generation(), sc.Ack, c.Ship.Spool, enc, streamStatusEvery)
+				statusLoop(statusCtx, sh, name, sh.Generation(), sc.Ack, c.Ship.Spool, tailPath(c.Ship.Source), enc, streamStatusEvery)
 				close(statusDone)
 			}()
 			endedMu.Lock()

@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/source"
 	"github.com/ferry-dr/ferry/shipper/spool"
 )
 
@@ -63,6 +64,57 @@ type shipStatus struct {
 	// Encryption is what the shipper seals its segments with (absent in
 	// the status of a shipper older than this field).
 	Encryption *shipEncryption `json:"encryption,omitempty"`
+	// Tail is how far a tail: source has read its file (absent for other
+	// sources, while the file does not exist, and in the status of a
+	// shipper older than this field).
+	Tail *tailStatus `json:"tail,omitempty"`
+}
+
+// tailStatus is how far a tail: source has read its file, by the cursor
+// of the last record the spool accepted.
+type tailStatus struct {
+	Path string `json:"path"`
+	Size int64  `json:"size"` // of the file now at Path
+	// ReadBytes is the cursor's offset; in another file than the one now
+	// at Path when OtherFile (it was rotated).
+	ReadBytes int64 `json:"read_bytes"`
+	OtherFile bool  `json:"other_file,omitempty"`
+	// AtEnd: every complete line of the file now at Path is in the spool.
+	AtEnd bool `json:"at_end"`
+}
+
+// tailProgress reads how far a tail: source with the spool cursor cursor
+// has read the file at path.
+func tailProgress(path string, cursor []byte) (*tailStatus, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("tail %s: %w", path, err)
+	}
+	t := &tailStatus{Path: path, Size: fi.Size()}
+	if len(cursor) == 0 {
+		t.AtEnd = fi.Size() == 0
+		return t, nil
+	}
+	// By device, inode and offset: a cursor of an older ferry has no sum.
+	off, ok, err := source.TailCursorOffset(path, cursor)
+	if err != nil {
+		return nil, err
+	}
+	var c struct {
+		Off int64 `json:"off"`
+	}
+	json.Unmarshal(cursor, &c)
+	t.ReadBytes, t.OtherFile, t.AtEnd = c.Off, !ok, ok && off == fi.Size()
+	return t, nil
+}
+
+// tailPath is the file of a tail: source ("" for another source).
+func tailPath(source string) string {
+	path, _ := strings.CutPrefix(source, "tail:")
+	if path == source {
+		return ""
+	}
+	return path
 }
 
 // shipEncryption says whether a shipper encrypts the segments it seals,
@@ -119,14 +171,18 @@ type targetStatus struct {
 	LastError  string    `json:"last_error,omitempty"`
 }
 
-// snapshotShip builds the status of a running shipper.
-func snapshotShip(sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir string, enc batch.Encrypter, now time.Time) shipStatus {
+// snapshotShip builds the status of a running shipper; tail is the file
+// of its tail: source ("" for another source).
+func snapshotShip(sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir, tail string, enc batch.Encrypter, now time.Time) shipStatus {
 	st := sh.Spool().Stats()
 	out := shipStatus{Role: "shipper", Running: true, PID: os.Getpid(), UpdatedAt: now.UTC(), Stream: stream,
 		Generation: gen, Ack: ack, LastSeq: st.LastSeq, Encryption: encryptionOf(enc),
 		Spool: spoolUse{Dir: spoolDir, SealedSegments: st.SealedPending, Bytes: st.SpoolBytes, HeldRecords: st.Held}, SiteRole: "primary"}
 	if err := sh.Unreachable(); err != nil {
 		out.Unreachable = err.Error()
+	}
+	if tail != "" {
+		out.Tail, _ = tailProgress(tail, sh.Spool().Cursor()) // absent while the file is
 	}
 	if err := sh.Failed(); errors.Is(err, batch.ErrFenced) {
 		out.SiteRole, out.Fenced = "fenced", err.Error()
@@ -176,7 +232,7 @@ func writeShipStatus(spoolDir string, s shipStatus) error {
 // positive (keep it under 10 x statusEvery, after which ferry status calls
 // the file stale), until ctx ends, then once more (marked not running) so
 // a stopped shipper leaves its last word.
-func statusLoop(ctx context.Context, sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir string, enc batch.Encrypter,
+func statusLoop(ctx context.Context, sh *shipper.Shipper, stream string, gen uint32, ack, spoolDir, tail string, enc batch.Encrypter,
 	every time.Duration) {
 	if every <= 0 {
 		every = statusEvery
@@ -184,10 +240,10 @@ func statusLoop(ctx context.Context, sh *shipper.Shipper, stream string, gen uin
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		writeShipStatus(spoolDir, snapshotShip(sh, stream, gen, ack, spoolDir, enc, time.Now()))
+		writeShipStatus(spoolDir, snapshotShip(sh, stream, gen, ack, spoolDir, tail, enc, time.Now()))
 		select {
 		case <-ctx.Done():
-			s := snapshotShip(sh, stream, gen, ack, spoolDir, enc, time.Now())
+			s := snapshotShip(sh, stream, gen, ack, spoolDir, tail, enc, time.Now())
 			s.Running = false
 			writeShipStatus(spoolDir, s)
 			return
@@ -395,6 +451,16 @@ func printShipStatus(w io.Writer, s shipStatus, now time.Time) {
 	}
 	if s.Fenced != "" {
 		fmt.Fprintf(w, "fenced   %s\n", s.Fenced)
+	}
+	if t := s.Tail; t != nil {
+		switch {
+		case t.AtEnd:
+			fmt.Fprintf(w, "tail     %s: read to its end (%d bytes)\n", t.Path, t.Size)
+		case t.OtherFile:
+			fmt.Fprintf(w, "tail     %s: reading a rotated file (byte %d); the file now there has %d bytes\n", t.Path, t.ReadBytes, t.Size)
+		default:
+			fmt.Fprintf(w, "tail     %s: read %d of %d bytes\n", t.Path, t.ReadBytes, t.Size)
+		}
 	}
 	if !s.UpdatedAt.IsZero() {
 		fmt.Fprintf(w, "status   as of %s (%s ago)  ack %s\n", s.UpdatedAt.Local().Format(time.RFC3339), now.Sub(s.UpdatedAt).Round(time.Second), s.Ack)

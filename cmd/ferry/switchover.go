@@ -9,14 +9,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/internal/fsutil"
 	"github.com/ferry-dr/ferry/receiver"
-	"github.com/ferry-dr/ferry/shipper/source"
 	"github.com/ferry-dr/ferry/shipper/spool"
 	"github.com/ferry-dr/ferry/store/catalog"
 )
@@ -127,8 +125,17 @@ func switchover(ctx context.Context, sc switchoverConfig, log *slog.Logger) (swi
 	step := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, sc.Timeout) }
 	begin := time.Now()
 
-	// 1. Drain the primary.
+	// 1. Drain the primary: its shipper reads its tail to the end, then
+	// stops.
 	t0 := time.Now()
+	if path := tailPath(a.Ship.Source); path != "" {
+		sctx, cancel := step()
+		err := waitTailRead(sctx, a.Ship.Spool, path)
+		cancel()
+		if err != nil {
+			return res, fmt.Errorf("%s: %w", sc.From, err)
+		}
+	}
 	sctx, cancel := step()
 	pid, err := stopLockHolder(sctx, a.Ship.Spool, "the primary's shipper ("+sc.From+")")
 	cancel()
@@ -137,6 +144,10 @@ func switchover(ctx context.Context, sc switchoverConfig, log *slog.Logger) (swi
 		return res, err
 	}
 	last, gen, err := drainedSpool(a)
+	if err != nil && pid == 0 {
+		// Nothing was stopped: the spool is as the last shipper left it.
+		return res, fmt.Errorf("%s: no shipper was running on spool %s (its LOCK was free): %w", sc.From, a.Ship.Spool, err)
+	}
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", sc.From, err)
 	}
@@ -281,7 +292,7 @@ func drainedSpool(a *config.File) (uint64, uint32, error) {
 	if n := len(sp.Unconfirmed()); n > 0 {
 		return 0, 0, fmt.Errorf("the primary did not drain: %d segments unsent in spool %s; start its shipper again and retry", n, a.Ship.Spool)
 	}
-	if path, ok := strings.CutPrefix(a.Ship.Source, "tail:"); ok {
+	if path := tailPath(a.Ship.Source); path != "" {
 		if err := tailAtEnd(path, sp.Cursor()); err != nil {
 			return 0, 0, err
 		}
@@ -293,27 +304,60 @@ func drainedSpool(a *config.File) (uint64, uint32, error) {
 // lines after it were written but never shipped, and a switchover would
 // lose them.
 func tailAtEnd(path string, cursor []byte) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("tail %s: %w", path, err)
-	}
-	if fi.Size() == 0 && len(cursor) == 0 {
-		return nil
-	}
-	// By device, inode and offset: a cursor of an older ferry has no sum.
-	off, ok, err := source.TailCursorOffset(path, cursor)
+	t, err := tailProgress(path, cursor)
 	if err != nil {
 		return err
 	}
-	if !ok || off != fi.Size() {
-		var c struct {
-			Off int64 `json:"off"`
-		}
-		json.Unmarshal(cursor, &c)
+	if !t.AtEnd {
 		return fmt.Errorf("the primary did not drain: its shipper stopped at byte %d of %s, which has %d bytes (the application wrote after the shipper's last read, or the file was rotated); stop the application, start the shipper again and retry",
-			c.Off, path, fi.Size())
+			t.ReadBytes, path, t.Size)
 	}
 	return nil
+}
+
+// waitTailRead waits until the shipper running on spool dir has read its
+// tail file to the end as the file is now, by the status it publishes
+// (status.json, every statusEvery): a shipper that just started, or that
+// is behind, reads the application's last lines before it is stopped.
+// Without a running shipper, or with one that publishes no tail progress
+// (an older ferry), it returns at once: drainedSpool judges the stopped
+// spool either way.
+func waitTailRead(ctx context.Context, dir, path string) error {
+	var seen *tailStatus
+	pid := 0
+	for {
+		if pid = lockHolder(dir); pid == 0 {
+			return nil
+		}
+		var s shipStatus
+		if raw, err := readStateFile(filepath.Join(dir, statusFile)); err == nil && json.Unmarshal(raw, &s) == nil && s.Running && s.PID == pid {
+			if s.Tail == nil {
+				return nil
+			}
+			seen = s.Tail
+			if fi, err := os.Stat(path); err == nil && seen.AtEnd && seen.Size == fi.Size() {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			size := int64(-1)
+			if fi, err := os.Stat(path); err == nil {
+				size = fi.Size()
+			}
+			var where string
+			switch {
+			case seen == nil:
+				where = fmt.Sprintf("published no status (%s) saying how far it read %s", filepath.Join(dir, statusFile), path)
+			case seen.OtherFile:
+				where = fmt.Sprintf("is still reading a rotated file of %s (the file there now has %d bytes)", path, size)
+			default:
+				where = fmt.Sprintf("has read %d of the %d bytes of %s (is the application still writing?)", seen.ReadBytes, size, path)
+			}
+			return fmt.Errorf("the primary did not drain: its shipper (pid %d) %s; nothing was stopped: stop the application and retry: %w", pid, where, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // waitCheckpoint waits until b's receiver has applied seq last of

@@ -122,3 +122,109 @@ func TestTailAtEnd(t *testing.T) {
 		t.Fatalf("cursor at the end without a sum: %v", err)
 	}
 }
+
+// waitTailRead waits for the running shipper's own status to say it read
+// its tail to the end of the file as it is now; a status of another
+// process, or of a smaller file, does not count.
+func TestWaitTailRead(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(t.TempDir(), "app.log")
+	if err := os.WriteFile(log, []byte("a\nb\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := waitTailRead(ctx, dir, log); err != nil {
+		t.Fatalf("no shipper running: %v; want no wait", err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHoldLock$")
+	cmd.Env = append(os.Environ(), "FERRY_HOLD_LOCK="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "locked\n" {
+		t.Fatalf("helper said %q", line)
+	}
+	publish := func(pid int, tail *tailStatus) {
+		t.Helper()
+		if err := writeShipStatus(dir, shipStatus{Role: "shipper", Running: true, PID: pid, UpdatedAt: time.Now(), Tail: tail}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		pid  int
+		tail tailStatus
+		want string
+	}{
+		{"behind", cmd.Process.Pid, tailStatus{Path: log, Size: 4, ReadBytes: 2}, "has read 2 of the 4 bytes of " + log},
+		{"rotated", cmd.Process.Pid, tailStatus{Path: log, Size: 4, ReadBytes: 9, OtherFile: true}, "is still reading a rotated file"},
+		{"the file grew since", cmd.Process.Pid, tailStatus{Path: log, Size: 2, ReadBytes: 2, AtEnd: true}, "has read 2 of the 4 bytes"},
+		{"another process's status", os.Getpid(), tailStatus{Path: log, Size: 4, ReadBytes: 4, AtEnd: true}, "published no status"},
+	} {
+		publish(c.pid, &c.tail)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		err := waitTailRead(ctx, dir, log)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "nothing was stopped") {
+			t.Errorf("%s: %v; want a refusal that says %q and that nothing was stopped", c.name, err, c.want)
+		}
+	}
+	// Read to the end while waiting: it returns then.
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	publish(cmd.Process.Pid, &tailStatus{Path: log, Size: 4, ReadBytes: 2})
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		publish(cmd.Process.Pid, &tailStatus{Path: log, Size: 4, ReadBytes: 4, AtEnd: true})
+	}()
+	if err := waitTailRead(ctx, dir, log); err != nil {
+		t.Fatalf("the shipper published it read the file to the end: %v", err)
+	}
+	// A shipper that publishes no tail progress (an older ferry): no wait.
+	publish(cmd.Process.Pid, nil)
+	if err := waitTailRead(ctx, dir, log); err != nil {
+		t.Fatalf("no tail progress published: %v; want no wait", err)
+	}
+}
+
+// The status a shipper publishes says how far its tail has read the file,
+// by the spool's cursor.
+func TestTailProgress(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "app.log")
+	if err := os.WriteFile(log, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := tailProgress(log, nil); err != nil || !p.AtEnd || p.Size != 0 {
+		t.Fatalf("empty file, no cursor: %+v %v; want at the end", p, err)
+	}
+	if err := os.WriteFile(log, []byte("a\nb\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := tailProgress(log, nil); err != nil || p.AtEnd || p.Size != 4 || p.ReadBytes != 0 {
+		t.Fatalf("4 bytes, no cursor: %+v %v; want 0 of 4 read", p, err)
+	}
+	half, _ := source.TailCursorAt(log, 2)
+	end, _ := source.TailCursorAt(log, 4)
+	var c map[string]any
+	if err := json.Unmarshal(end, &c); err != nil {
+		t.Fatal(err)
+	}
+	c["ino"] = c["ino"].(float64) + 1
+	rotated, _ := json.Marshal(c)
+	for _, c := range []struct {
+		cursor     []byte
+		off        int64
+		atEnd, rot bool
+	}{{half, 2, false, false}, {end, 4, true, false}, {rotated, 4, false, true}} {
+		p, err := tailProgress(log, c.cursor)
+		if err != nil || p.AtEnd != c.atEnd || p.OtherFile != c.rot || p.ReadBytes != c.off || p.Size != 4 {
+			t.Errorf("cursor %s: %+v %v; want read %d, at end %v, other file %v", c.cursor, p, err, c.off, c.atEnd, c.rot)
+		}
+	}
+}

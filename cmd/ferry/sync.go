@@ -253,7 +253,7 @@ func runSync(args []string, stdout, stderr io.Writer) error {
 	statusCtx, stopStatus := context.WithCancel(context.Background())
 	statusDone := make(chan struct{})
 	go func() {
-		statusLoop(statusCtx, sh, ownCfg.Stream, sh.Generation(), sc.Ack, sc.Spool, nil, 0)
+		statusLoop(statusCtx, sh, ownCfg.Stream, sh.Generation(), sc.Ack, sc.Spool, tailPath(sc.Source), nil, 0)
 		close(statusDone)
 	}()
 	// Each peer's receiver publishes its status as ferry receive's does

@@ -769,10 +769,13 @@ func TestSealLeavesUncommittedLeftoverToCommitter(t *testing.T) {
 			if mode == FsyncBatch && got != 1 {
 				t.Fatalf("WaitDurable on the leftover issued %d journal fsyncs, want 1", got)
 			}
+			// The sealer removes the sealed journal file after it marks the
+			// seal done (settle returns then), so wait for the removal.
 			settle(t, sp)
-			if names := journalFiles(t, cfg.Dir); len(names) != 1 || names[0] != journalName(11) {
-				t.Fatalf("journal files after the seal: %q, want only %s", names, journalName(11))
-			}
+			waitFor(t, "only "+journalName(11)+" left after the seal", func() bool {
+				names := journalFiles(t, cfg.Dir)
+				return len(names) == 1 && names[0] == journalName(11)
+			})
 		})
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,13 +130,13 @@ func TestSwitchoverBackAndForth(t *testing.T) {
 	w.start(cur.log)
 	ship := startFerry(t, nil, "ship", "--config", cfgs[cur])
 	recv := startFerry(t, nil, "receive", "--config", cfgs[other])
+	waitSpoolLock(t, cur.spool, ship)
 	var results []switchoverJSON
 	for round := 1; round <= rounds; round++ {
 		time.Sleep(700 * time.Millisecond)
+		// The application is stopped; the switchover waits until the
+		// shipper has read its last lines.
 		n := w.pause()
-		// The application is stopped; its last lines reach the shipper's
-		// tail within a poll (100ms).
-		time.Sleep(300 * time.Millisecond)
 		r := ferry(t, nil, "switchover", "--primary", cfgs[cur], "--secondary", cfgs[other], "--json", "--timeout", "30s")
 		if r.Code != 0 {
 			t.Fatalf("round %d: switchover %s -> %s:\n%s\nshipper:\n%s\nreceiver:\n%s", round, cur.name, other.name, r, ship, recv)
@@ -158,6 +160,9 @@ func TestSwitchoverBackAndForth(t *testing.T) {
 		cur, other = other, cur
 		ship = startFerry(t, nil, "ship", "--config", cfgs[cur])
 		recv = startFerry(t, nil, "receive", "--config", cfgs[other])
+		// A switchover before the shipper holds its spool would find none
+		// running (under load its start took over the 700ms of a round).
+		waitSpoolLock(t, cur.spool, ship)
 		w.start(cur.log)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -187,6 +192,23 @@ func TestSwitchoverBackAndForth(t *testing.T) {
 		slices.Max(collect(results, func(r switchoverJSON) float64 { return r.TotalSeconds })))
 }
 
+// waitSpoolLock waits until shipper p holds the LOCK of spool: from then
+// on ferry switchover finds it running (before, it finds no shipper, and
+// judges the spool as it is).
+func waitSpoolLock(t *testing.T, spool string, p *ferrytest.Process) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if pid, err := os.ReadFile(filepath.Join(spool, "LOCK")); err == nil && strings.TrimSpace(string(pid)) == strconv.Itoa(p.Pid()) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the shipper did not take the LOCK of spool %s within 30s:\n%s", spool, p)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func numberedSwitchLines(n int) []byte {
 	var b []byte
 	for i := 1; i <= n; i++ {
@@ -207,4 +229,67 @@ func median(rs []switchoverJSON, f func(switchoverJSON) float64) float64 {
 	v := collect(rs, f)
 	slices.Sort(v)
 	return v[len(v)/2]
+}
+
+// A switchover run while the primary's shipper is still reading a backlog
+// in its tail (it just started, the application already stopped) waits
+// until the shipper has read the file to its end, by the progress it
+// publishes in status.json, and only then stops it: nothing is refused,
+// and the fork is the file's last line.
+func TestSwitchoverWaitsForTheShipperToReadItsTail(t *testing.T) {
+	t.Parallel()
+	const lines = 20_000
+	base := t.TempDir()
+	store := filepath.Join(base, "store")
+	a, b := newSite(t, base, "a"), newSite(t, base, "b")
+	cfgA, cfgB := siteConfig(t, a, store), siteConfig(t, b, store)
+	if err := os.WriteFile(a.log, numberedSwitchLines(100), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	recv := startFerry(t, nil, "receive", "--config", cfgB)
+	ship := startFerry(t, nil, "ship", "--config", cfgA)
+	waitApplied(t, b.state, 100, 30*time.Second)
+	if code := ship.Terminate(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, ship)
+	}
+	// The application writes a backlog while the shipper is down.
+	if err := os.WriteFile(a.log, numberedSwitchLines(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// With no shipper running, nothing reads the backlog: refused, and
+	// nothing is changed.
+	failFerry(t, nil, []string{"no shipper was running on spool " + a.spool, "did not drain", "stopped at byte 900 of " + a.log},
+		"switchover", "--primary", cfgA, "--secondary", cfgB, "--timeout", "60s")
+	ship = startFerry(t, nil, "ship", "--config", cfgA)
+	// The switchover begins as soon as the restarted shipper holds its
+	// spool, which is held still (SIGSTOP, as a process starved under load
+	// is) for a second: it is still starting, and has read nothing new.
+	waitSpoolLock(t, a.spool, ship)
+	if err := ship.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	sw := startFerry(t, nil, "switchover", "--primary", cfgA, "--secondary", cfgB, "--json", "--timeout", "60s")
+	time.Sleep(time.Second)
+	if err := ship.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if code, ok := sw.Wait(90 * time.Second); !ok || code != 0 {
+		t.Fatalf("switchover while the shipper starts exited %d (exited: %v):\n%s\nshipper:\n%s", code, ok, sw, ship)
+	}
+	var res switchoverJSON
+	if err := json.Unmarshal([]byte(sw.Stdout()), &res); err != nil {
+		t.Fatalf("switchover --json: %v\n%s", err, sw)
+	}
+	if res.LastSeq != lines || res.Generation != 2 || res.DivergentRecords != 0 {
+		t.Fatalf("switchover %+v; want generation 2 forked at the file's %d lines, no divergence", res, lines)
+	}
+	for _, p := range []*ferrytest.Process{ship, recv} {
+		if code, ok := p.Wait(10 * time.Second); !ok || code != 0 {
+			t.Fatalf("a daemon stopped by switchover exited %d (exited: %v):\n%s", code, ok, p)
+		}
+	}
+	if got := readFile(t, b.log); !bytes.Equal(got, numberedSwitchLines(lines)) {
+		t.Fatalf("replica on b: %s", describeDiff(numberedSwitchLines(lines), got))
+	}
+	t.Logf("drain %.2fs, catch-up %.2fs", res.DrainSeconds, res.CatchUpSeconds)
 }
