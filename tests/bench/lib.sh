@@ -73,7 +73,8 @@ bench_init() {
 
 # build_bins NAME... builds each of ferry (./cmd/ferry), loggen
 # (./tests/bench/loggen), appender (./tests/bench/appender), treegen
-# (./tests/bench/treegen) and latproxy (./tests/bench/latproxy) to
+# (./tests/bench/treegen), zstdgo (./tests/bench/zstdgo) and latproxy
+# (./tests/bench/latproxy) to
 # $BENCH_DIR/bin/NAME and sets the variable NAME to that path.
 build_bins() {
 	local names=$* name
@@ -99,6 +100,10 @@ build_bins() {
 		streamlines)
 			streamlines="$BENCH_DIR/bin/streamlines"
 			go build -o "$streamlines" ./tests/bench/streamlines || die "go build ./tests/bench/streamlines failed (see above)"
+			;;
+		zstdgo)
+			zstdgo="$BENCH_DIR/bin/zstdgo"
+			go build -o "$zstdgo" ./tests/bench/zstdgo || die "go build ./tests/bench/zstdgo failed (see above)"
 			;;
 		latproxy)
 			latproxy="$BENCH_DIR/bin/latproxy"
