@@ -208,7 +208,7 @@ func (l *freeList) put(b *[]byte) {
 
 // rawPool recycles full-size chunk buffers: as many as one Builder
 // compresses at once and fills.
-var rawPool = newFreeList(maxInFlight+1, ChunkSize+64<<10)
+var rawPool = newFreeList(2*maxInFlight+2, ChunkSize+64<<10)
 
 // smallChunk is how far a Builder's chunk buffer grows on its own before
 // it trades it for a full-size one from rawPool. A batch that stays small
@@ -224,7 +224,7 @@ func pooledRaw(b *[]byte) bool { return cap(*b) >= ChunkSize && cap(*b) <= 2*Chu
 // back once Seal has copied them into the segment, or Reset dropped them.
 // Compressing into a fresh nil slice instead grows it several times over.
 // A 16 MiB segment has 8 chunks.
-var outPool = newFreeList(8, ChunkSize/4)
+var outPool = newFreeList(16, ChunkSize/4)
 
 func putOut(b *[]byte) {
 	if b != nil && cap(*b) <= 2*ChunkSize { // a huge record's buffer is left to the GC
