@@ -148,7 +148,7 @@ runs_note="median of $RUNS interleaved rounds"
 report_header "ship cost benchmark" ", 16 MiB segments, fsync batch" "$(zstd -V | sed 's/^\*\*\* //; s/ \*\*\*$//; s/, by .*//')" "BENCH_DIR $BENCH_DIR"
 echo "  medians of $RUNS interleaved rounds; ratios are the median of the per-round ratios to zstd"
 echo
-printf "%-28s %8s %8s %9s %10s %10s   %s\n" "" "wall s" "CPU s" "RSS MiB" "wall/zstd" "CPU/zstd" "all walls"
+printf "%-28s %8s %8s %9s %10s %10s   %s\n" "" "wall s" "CPU s" "RSS MiB" "wall/zstd" "CPU/zstd" "all walls | all CPUs"
 for r in "${rows[@]}"; do
 	name="ferry ship < input"
 	[[ $r == zstd ]] && name="zstd -1 -T1"
@@ -161,7 +161,7 @@ for r in "${rows[@]}"; do
 	m=$(median <<<"${rsss[$r]}")
 	wr=$(ratios "${walls[$r]}" "${walls[zstd]}" | median)
 	cr=$(ratios "${cpus[$r]}" "${cpus[zstd]}" | median)
-	printf "%-28s %8.2f %8.2f %9.1f %10.2f %10.2f   %s\n" "$name" "$w" "$c" "$(awk -v k="$m" 'BEGIN {print k / 1024}')" "$wr" "$cr" "${walls[$r]}"
+	printf "%-28s %8.2f %8.2f %9.1f %10.2f %10.2f   %s\n" "$name" "$w" "$c" "$(awk -v k="$m" 'BEGIN {print k / 1024}')" "$wr" "$cr" "${walls[$r]}| ${cpus[$r]}"
 	if [[ $r == stdin || $r == tail ]]; then
 		awk -v w="$wr" -v c="$cr" -v rss="$m" -v tw="$TARGET_WALL" -v tc="$TARGET_CPU" -v trss="$TARGET_RSS_MIB" -v n="$r" "$awk_target"' BEGIN {
 			target(n ": wall / zstd wall", w, "<=", tw)
