@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/fsutil"
 )
 
 // The sending side: senders read sealed segments (Pending, ReadSealed)
@@ -52,7 +53,7 @@ func (s *Spool) ReadSealed(name string) ([]byte, error) {
 		return data, nil
 	}
 	s.mu.Unlock()
-	return os.ReadFile(s.path("sealed", name))
+	return fsutil.ReadFileBounced(s.path("sealed", name))
 }
 
 // Confirm records that target holds every segment up to lastSeq. Segments

@@ -289,7 +289,8 @@ func (s *Spool) writeSegmentFile(path string, data []byte) error {
 		os.Remove(path)
 		return err
 	}
-	if _, err := s.cfg.WriteFile(f, data); err != nil {
+	// Through a long-lived buffer: data is fresh memory (fsutil.WriteBounced).
+	if _, err := fsutil.WriteBounced(func(p []byte) (int, error) { return s.cfg.WriteFile(f, p) }, data); err != nil {
 		return fail(fmt.Errorf("write %s: %w", path, err))
 	}
 	// The file and its directory entry are made durable together: by the

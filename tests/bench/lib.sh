@@ -73,7 +73,8 @@ bench_init() {
 
 # build_bins NAME... builds each of ferry (./cmd/ferry), loggen
 # (./tests/bench/loggen), appender (./tests/bench/appender), treegen
-# (./tests/bench/treegen), streamlines, applylat and latproxy (./tests/bench/NAME) to
+# (./tests/bench/treegen), streamlines, applylat, zstdgo and latproxy
+# (./tests/bench/NAME) to
 # $BENCH_DIR/bin/NAME and sets the variable NAME to that path.
 build_bins() {
 	local names=$* name
@@ -103,6 +104,10 @@ build_bins() {
 		applylat)
 			applylat="$BENCH_DIR/bin/applylat"
 			go build -o "$applylat" ./tests/bench/applylat || die "go build ./tests/bench/applylat failed (see above)"
+			;;
+		zstdgo)
+			zstdgo="$BENCH_DIR/bin/zstdgo"
+			go build -o "$zstdgo" ./tests/bench/zstdgo || die "go build ./tests/bench/zstdgo failed (see above)"
 			;;
 		latproxy)
 			latproxy="$BENCH_DIR/bin/latproxy"

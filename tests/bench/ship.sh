@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Cost-on-the-primary benchmark (issue 22): ferry ship from stdin and from
 # tail:FILE into a dir store (16 MiB segments, fsync "batch") against
-# zstd -1 -T1 on the same input, in interleaved rounds (zstd, stdin, tail,
-# zstd, ...), reporting medians and the median of the per-round ratios.
+# zstd -1 -T1 on the same input, in interleaved rounds (zstd, zstdgo,
+# stdin, tail, zstd, ...), reporting medians and the median of the
+# per-round ratios. The zstdgo row is the encoder ferry must use
+# (klauspost/compress, with the options of ferry's segment Builder) alone
+# on the same input, one goroutine, nothing else (tests/bench/zstdgo): the
+# floor that library sets, printed with its ratios to zstd.
 #
 #   tests/bench/ship.sh                       # 1 GiB input, 5 rounds
 #   SIZE=256MiB RUNS=3 tests/bench/ship.sh    # quick look
@@ -12,6 +16,8 @@
 #   SEED       loggen seed (default 1)
 #   RUNS       rounds (default 5); every row runs once per round
 #   BENCH_DIR  work dir: cached input, binaries, stores (default /tmp/ferry-bench)
+#   OLD_BIN    an older ferry binary: adds its stdin and tail rows, run in
+#              the same rounds, for a before/after at the same load
 #
 # The tail row starts `ferry ship --source tail:INPUT`, waits until the
 # process has read the whole input (rchar in /proc/PID/io; the wait forks
@@ -40,14 +46,18 @@ if [[ ! -x /usr/bin/time ]] || ! /usr/bin/time -f %M -o /dev/null true 2>/dev/nu
 	die "/usr/bin/time (GNU time) not found or not GNU: it measures peak RSS (%M). Install the Debian package 'time': apt-get install -y time"
 fi
 [[ -r /proc/self/io ]] || die "/proc/PID/io is not readable here: the tail row needs it"
-build_bins ferry loggen
+build_bins ferry loggen zstdgo
 make_input
 warm_input
 
 runs_dir="$BENCH_DIR/ship-runs"
 rm -rf "$runs_dir"
 mkdir -p "$runs_dir"
-rows=(zstd stdin tail)
+rows=(zstd zstdgo stdin tail)
+if [[ -n ${OLD_BIN:-} ]]; then
+	[[ -x $OLD_BIN ]] || die "OLD_BIN=$OLD_BIN is not an executable"
+	rows+=(old-stdin old-tail)
+fi
 declare -A walls cpus rsss # space-separated per-round figures
 
 # measure ROW CMD...: runs CMD under GNU time and records its figures.
@@ -65,23 +75,25 @@ ship_args() { # ship_args DIR
 	echo --store "$1/store" --stream bench --spool "$1/spool" --max-bytes 16MiB --fsync batch
 }
 
+# run_stdin BIN ROW: BIN ship < INPUT.
 run_stdin() {
-	local d="$runs_dir/stdin"
+	local d="$runs_dir/$2"
 	rm -rf "$d" && mkdir -p "$d"
 	# shellcheck disable=SC2046
-	"$ferry" ship $(ship_args "$d") <"$input" >/dev/null 2>"$d/err" || {
+	"$1" ship $(ship_args "$d") <"$input" >/dev/null 2>"$d/err" || {
 		cat "$d/err" >&2
 		return 1
 	}
 	check_shipped "$d"
 }
 
-# run_tail: ship --source tail:INPUT until it has read the input, then SIGTERM.
+# run_tail BIN ROW: BIN ship --source tail:INPUT until it has read the
+# input, then SIGTERM.
 run_tail() {
-	local d="$runs_dir/tail" p r k v nap rc=0
+	local d="$runs_dir/$2" p r k v nap rc=0
 	rm -rf "$d" && mkdir -p "$d"
 	# shellcheck disable=SC2046
-	"$ferry" ship $(ship_args "$d") --source "tail:$input" >/dev/null 2>"$d/err" &
+	"$1" ship $(ship_args "$d") --source "tail:$input" >/dev/null 2>"$d/err" &
 	p=$!
 	exec {nap}<> <(:)
 	while kill -0 "$p" 2>/dev/null; do
@@ -111,13 +123,20 @@ check_shipped() {
 	}
 }
 
-export -f run_stdin run_tail check_shipped ship_args
-export ferry input runs_dir size_bytes lines
+run_zstdgo() { "$zstdgo" <"$input" >/dev/null; }
+
+export -f run_stdin run_tail run_zstdgo check_shipped ship_args
+export ferry zstdgo input runs_dir size_bytes lines OLD_BIN
 for ((round = 1; round <= RUNS; round++)); do
-	echo "== round $round/$RUNS: zstd -1 -T1, ferry ship < input, ferry ship --source tail:input"
+	echo "== round $round/$RUNS: ${rows[*]}"
 	measure zstd zstd -q -1 -T1 -c "$input" >/dev/null
-	measure stdin bash -c run_stdin
-	measure tail bash -c run_tail
+	measure zstdgo bash -c run_zstdgo
+	measure stdin bash -c 'run_stdin "$ferry" stdin'
+	measure tail bash -c 'run_tail "$ferry" tail'
+	if [[ -n ${OLD_BIN:-} ]]; then
+		measure old-stdin bash -c 'run_stdin "$OLD_BIN" old-stdin'
+		measure old-tail bash -c 'run_tail "$OLD_BIN" old-tail'
+	fi
 done
 
 # ---- report -----------------------------------------------------------------
@@ -129,18 +148,21 @@ runs_note="median of $RUNS interleaved rounds"
 report_header "ship cost benchmark" ", 16 MiB segments, fsync batch" "$(zstd -V | sed 's/^\*\*\* //; s/ \*\*\*$//; s/, by .*//')" "BENCH_DIR $BENCH_DIR"
 echo "  medians of $RUNS interleaved rounds; ratios are the median of the per-round ratios to zstd"
 echo
-printf "%-28s %8s %8s %9s %10s %10s   %s\n" "" "wall s" "CPU s" "RSS MiB" "wall/zstd" "CPU/zstd" "all walls"
+printf "%-28s %8s %8s %9s %10s %10s   %s\n" "" "wall s" "CPU s" "RSS MiB" "wall/zstd" "CPU/zstd" "all walls | all CPUs"
 for r in "${rows[@]}"; do
 	name="ferry ship < input"
 	[[ $r == zstd ]] && name="zstd -1 -T1"
+	[[ $r == zstdgo ]] && name="zstdgo (ferry's encoder)"
 	[[ $r == tail ]] && name="ferry ship --source tail:"
+	[[ $r == old-stdin ]] && name="OLD_BIN ship < input"
+	[[ $r == old-tail ]] && name="OLD_BIN ship --source tail:"
 	w=$(median <<<"${walls[$r]}")
 	c=$(median <<<"${cpus[$r]}")
 	m=$(median <<<"${rsss[$r]}")
 	wr=$(ratios "${walls[$r]}" "${walls[zstd]}" | median)
 	cr=$(ratios "${cpus[$r]}" "${cpus[zstd]}" | median)
-	printf "%-28s %8.2f %8.2f %9.1f %10.2f %10.2f   %s\n" "$name" "$w" "$c" "$(awk -v k="$m" 'BEGIN {print k / 1024}')" "$wr" "$cr" "${walls[$r]}"
-	if [[ $r != zstd ]]; then
+	printf "%-28s %8.2f %8.2f %9.1f %10.2f %10.2f   %s\n" "$name" "$w" "$c" "$(awk -v k="$m" 'BEGIN {print k / 1024}')" "$wr" "$cr" "${walls[$r]}| ${cpus[$r]}"
+	if [[ $r == stdin || $r == tail ]]; then
 		awk -v w="$wr" -v c="$cr" -v rss="$m" -v tw="$TARGET_WALL" -v tc="$TARGET_CPU" -v trss="$TARGET_RSS_MIB" -v n="$r" "$awk_target"' BEGIN {
 			target(n ": wall / zstd wall", w, "<=", tw)
 			target(n ": CPU / zstd CPU", c, "<=", tc)
@@ -149,8 +171,11 @@ for r in "${rows[@]}"; do
 	fi
 done
 echo "  CPU = user + sys; RSS = peak resident set (GNU time %M), median over the rounds"
+echo "  zstdgo: klauspost/compress alone with ferry's encoder options, one goroutine: the floor ferry's CPU/zstd cannot go under"
 echo
 reproduce "BENCH_DIR=$BENCH_DIR"
 echo "  stdin row: $ferry ship --store DIR/store --stream bench --spool DIR/spool --max-bytes 16MiB --fsync batch < $input"
 echo "  tail row:  the same with --source tail:$input, SIGTERM once it has read the input"
+[[ -n ${OLD_BIN:-} ]] && echo "  old rows:  the same with OLD_BIN=$OLD_BIN"
 echo "  reference: zstd -q -1 -T1 -c $input > /dev/null"
+echo "  floor:     $zstdgo < $input > /dev/null"
