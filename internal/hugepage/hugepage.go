@@ -13,6 +13,11 @@
 package hugepage
 
 import (
+	"bufio"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -39,4 +44,39 @@ func Make(n int) []byte {
 	b = b[off : off+n : off+n]
 	unix.Madvise(b[:n&^(Size-1)], unix.MADV_HUGEPAGE) // advice: an error (no THP in the kernel) changes nothing
 	return b
+}
+
+// Advised reports whether the first byte of p lies in memory advised for
+// huge pages: its mapping in /proc/self/smaps has the VmFlag "hg", which
+// madvise(MADV_HUGEPAGE) sets whatever THP's global setting. For tests.
+func Advised(p []byte) (bool, error) {
+	if len(p) == 0 {
+		return false, fmt.Errorf("empty buffer")
+	}
+	a := uintptr(unsafe.Pointer(unsafe.SliceData(p)))
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	in := false
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, "VmFlags:"); ok {
+			if in {
+				return slices.Contains(strings.Fields(rest), "hg"), nil
+			}
+			continue
+		}
+		// A mapping's first line: "lo-hi perms offset dev inode [path]".
+		var lo, hi uintptr
+		if n, _ := fmt.Sscanf(line, "%x-%x ", &lo, &hi); n == 2 && !strings.Contains(strings.Fields(line)[0], ":") {
+			in = lo <= a && a < hi
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return false, err
+	}
+	return false, fmt.Errorf("no mapping in /proc/self/smaps holds %#x", a)
 }
