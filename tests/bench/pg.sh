@@ -29,7 +29,8 @@
 #   old-ferry-own, old-ferry-ship, old-ferry-ahead
 #               the ferry rows with the binary OLD_BIN (an older build, to
 #               compare old and new in one interleaved run); their
-#               restore_command has no --wait (older builds lack it).
+#               restore_command uses --wait as the new rows do if OLD_BIN's
+#               fetch has it (older builds lack it: then none).
 #
 # Environment:
 #   RUNS        rounds (default 3); every row runs once per round, the
@@ -117,6 +118,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 mkdir -p "$BENCH_DIR/bin"
 build_bins ferry
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -n $(git status --porcelain 2>/dev/null | head -n 1) ]] && commit+=" + uncommitted changes"
 
 run_as=()
 owner=$(id -un)
@@ -165,6 +168,8 @@ chmod 755 "$work/ferry"
 if [[ -n $OLD_BIN ]]; then
 	cp "$OLD_BIN" "$work/ferry-old"
 	chmod 755 "$work/ferry-old"
+	old_wait=0
+	"$work/ferry-old" fetch --help 2>&1 | grep -q -- --wait && old_wait=1
 fi
 # bin ROW is the ferry binary of a ferry row.
 bin() { if [[ $1 == old-* ]]; then echo "$work/ferry-old"; else echo "$work/ferry"; fi; }
@@ -222,14 +227,13 @@ restore_cmd() {
 	cg_join "$r" restore
 	case $r in
 	cp) echo "cp $d/arch/%f %p" ;;
-	ferry-*)
-		if [[ $FETCH_WAIT =~ ^0+(ms|s)$ ]]; then
+	ferry-* | old-ferry-*)
+		if [[ $FETCH_WAIT =~ ^0+(ms|s)$ || ($r == old-* && $old_wait == 0) ]]; then
 			echo "$(bin "$r") fetch --config $d/ferry.toml %f %p"
 		else
 			echo "$(bin "$r") fetch --wait $FETCH_WAIT --config $d/ferry.toml %f %p"
 		fi
 		;;
-	old-ferry-*) echo "$(bin "$r") fetch --config $d/ferry.toml %f %p" ;;
 	pgbackrest) echo "pgbackrest --config=$d/pgbackrest-standby.conf --stanza=bench archive-get %f \"%p\"" ;;
 	esac
 }
@@ -280,6 +284,7 @@ setup() {
 			source = "none"
 			ack = "received"
 			max_age = "1s"
+			max_bytes = "16MiB"
 		EOF
 		;;
 	pgbackrest)
@@ -447,8 +452,6 @@ ratio_median() {
 lag_median() { tr ' ' '\n' <<<"${lag[$1]}" | grep . | sed 's/timeout/999999/' | median | sed 's/^999999$/timeout/'; }
 
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[[ -n $(git status --porcelain 2>/dev/null | head -n 1) ]] && commit+=" + uncommitted changes"
 echo
 echo "ferry pg: pgbench -c $PG_CLIENTS -j $PG_JOBS -T $PG_SECONDS -s $PG_SCALE, archive_command per row, median of $RUNS interleaved rounds"
 echo "  ferry $commit; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')$([[ " ${rows[*]} " == *" pgbackrest "* ]] && echo "; $(pgbackrest version)")"
