@@ -30,7 +30,8 @@
 #               the ferry rows with the binary OLD_BIN (an older build, to
 #               compare old and new in one interleaved run); their
 #               restore_command uses --wait as the new rows do if OLD_BIN's
-#               fetch has it (older builds lack it: then none).
+#               fetch has it (older builds lack it: then none), and their
+#               ferry.toml leaves out max_bytes (older samples had none).
 #
 # Environment:
 #   RUNS        rounds (default 3); every row runs once per round, the
@@ -284,8 +285,10 @@ setup() {
 			source = "none"
 			ack = "received"
 			max_age = "1s"
-			max_bytes = "16MiB"
 		EOF
+		# etc/ferry-pg.toml's max_bytes since it was added; the old-ferry
+		# rows keep the setting older samples had (the 4MiB default)
+		[[ $r == old-* ]] || echo 'max_bytes = "16MiB"' >>"$d/ferry.toml"
 		;;
 	pgbackrest)
 		local side conf
