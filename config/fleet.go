@@ -91,10 +91,10 @@ func (f *File) validateFleet(verb string, add func(key, format string, args ...a
 		}
 	}
 	fl := &f.Fleet
-	if fl.Name != "" && !streamPattern.MatchString(fl.Name) {
+	if fl.Name != "" && !validName(fl.Name) {
 		add("fleet.name", "%q is not a valid fleet name (1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)", fl.Name)
 	}
-	if fl.Member != "" && !streamPattern.MatchString(fl.Member) {
+	if fl.Member != "" && !validName(fl.Member) {
 		add("fleet.member", "%q is not a valid member id (1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit; no '/')", fl.Member)
 	}
 	if fl.LeaseTTL != 0 && time.Duration(fl.LeaseTTL) < minFleetLeaseTTL {

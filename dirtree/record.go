@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/hugepage"
 )
 
 // Record ops of a replicated directory tree. The key is the slash-separated
@@ -184,10 +185,16 @@ func ReadFileRecords(key string, r io.Reader, size int64, mode uint32, mtime int
 		op = OpChunk
 	}
 	h := sha256.New()
-	recs := make([]batch.Record, 0, max((size+int64(limit)-1)/int64(limit), 1))
+	nrec := max((size+int64(limit)-1)/int64(limit), 1)
+	recs := make([]batch.Record, 0, nrec)
+	// One buffer for every record's data, advised for huge pages: filling
+	// fresh memory 4 KiB page by page cost a push of a 16 MiB WAL file
+	// more CPU than reading it.
+	buf := hugepage.Make(int(size + nrec*HeaderLen))
 	for off := int64(0); off < size || len(recs) == 0; off += int64(limit) {
 		n := int(min(int64(limit), size-off))
-		data := make([]byte, HeaderLen+n)
+		data := buf[: HeaderLen+n : HeaderLen+n]
+		buf = buf[HeaderLen+n:]
 		if _, err := io.ReadFull(r, data[HeaderLen:]); err != nil {
 			return nil, sum, fmt.Errorf("read %d bytes at offset %d of %d: %w (the file shrank?)", n, off, size, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/hugepage"
 )
 
 // The example of docs/DIRTREE.md ("Header"), byte for byte, and one with
@@ -253,4 +254,30 @@ func wantFileRecords(key string, content []byte, mode uint32, mtime int64, maxRe
 		recs = append(recs, batch.Record{Op: OpChunk, Key: []byte(key), Data: append(data, part...)})
 	}
 	return recs, sum
+}
+
+// ReadFileRecords reads a large file into memory advised for huge pages
+// (a push of a 16 MiB WAL segment otherwise spends more CPU faulting in
+// fresh 4 KiB pages than reading), one buffer for all its records: each
+// record's data ends at its own capacity, so appending to one cannot
+// overwrite the next.
+func TestReadFileRecordsHugePages(t *testing.T) {
+	content := bytes.Repeat([]byte("WAL!"), (16<<20)/4)
+	recs, _, err := ReadFileRecords("000000010000000000000001", bytes.NewReader(content), int64(len(content)), 0o600, 1, 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := hugepage.Advised(recs[0].Data); err != nil || !ok {
+		t.Errorf("a 16 MiB file's records are not in memory advised for huge pages (%v)", err)
+	}
+	for i, r := range recs {
+		if cap(r.Data) != len(r.Data) {
+			t.Fatalf("record %d: data of %d bytes has capacity %d", i, len(r.Data), cap(r.Data))
+		}
+	}
+	next := bytes.Clone(recs[1].Data)
+	_ = append(recs[0].Data, 'x')
+	if !bytes.Equal(recs[1].Data, next) {
+		t.Fatal("appending to record 0's data changed record 1's")
+	}
 }

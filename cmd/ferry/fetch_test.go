@@ -3,11 +3,15 @@ package main
 import (
 	"context"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 )
@@ -113,5 +117,51 @@ func TestListHoldingHugeSeq(t *testing.T) {
 		if err != nil || !slices.Equal(names, []string{batch.SegmentName(1, 1, 3)}) {
 			t.Fatalf("seq %d: %v, %v (%d objects listed); want the generation's one segment", first, names, err, lc.listed)
 		}
+	}
+}
+
+// fetch --wait on a directory store looks for the marker when inotify
+// says something was created in <stream>/pushed, not only every poll: a
+// marker renamed in there wakes the watch at once, and waitFor looks on
+// a wake though its poll is an hour away.
+func TestFetchWaitWatchesMarkerDir(t *testing.T) {
+	root := t.TempDir()
+	st, err := dir.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := shipper.PushMarkerKey("pg-wal", "000000010000000000000003")
+	if wake, stop := watchMarkerDir(st, key); wake != nil {
+		stop()
+		t.Fatal("a watch on a pushed/ directory that does not exist yet (fetch must poll)")
+	}
+	pushed := filepath.Join(root, "pg-wal", "pushed")
+	if err := os.MkdirAll(pushed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wake, stop := watchMarkerDir(st, key)
+	if wake == nil {
+		t.Fatal("no watch on an existing pushed/ directory of a directory store")
+	}
+	defer stop()
+
+	var there atomic.Bool
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		tmp := filepath.Join(pushed, ".000000010000000000000003.tmp")
+		if err := os.WriteFile(tmp, []byte("{}"), 0o644); err != nil {
+			t.Error(err)
+		}
+		there.Store(true)
+		if err := os.Rename(tmp, filepath.Join(pushed, "000000010000000000000003")); err != nil {
+			t.Error(err)
+		}
+	}()
+	start := time.Now()
+	if err := waitFor(t.Context(), time.Minute, time.Hour, wake, there.Load); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); !there.Load() || took > 30*time.Second {
+		t.Fatalf("waitFor returned after %v, marker there: %v (a wake should end it within moments)", took, there.Load())
 	}
 }

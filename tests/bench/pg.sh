@@ -29,7 +29,9 @@
 #   old-ferry-own, old-ferry-ship, old-ferry-ahead
 #               the ferry rows with the binary OLD_BIN (an older build, to
 #               compare old and new in one interleaved run); their
-#               restore_command has no --wait (older builds lack it).
+#               restore_command uses --wait as the new rows do if OLD_BIN's
+#               fetch has it (older builds lack it: then none), and their
+#               ferry.toml leaves out max_bytes (older samples had none).
 #
 # Environment:
 #   RUNS        rounds (default 3); every row runs once per round, the
@@ -53,6 +55,17 @@
 # waits (ferry fetch --wait) holds back the replay of the segment before it
 # (measured: lag 11.6-12.7 s with prefetch, 1.2-2.7 s without,
 # FETCH_WAIT=10s, load 17-22).
+#
+# CPU per WAL file (as root, with cgroup v2 at /sys/fs/cgroup or
+# /sys/fs/cgroup/unified): each row's clusters run in cgroup ROW/pg, and
+# every archive_command (and the row's running ferry ship) moves itself
+# into ROW/archive, every restore_command into ROW/restore, before it runs;
+# children stay in their parent's cgroup, so pgBackRest's detached async
+# processes are counted where they were started. Per round, the CPU used
+# in each (cpu.stat usage_usec, from pgbench's start until the standby has
+# replayed the switched WAL) is divided by the WAL files the primary
+# archived (pg_stat_archiver); the report gives the medians ("arch ms/f",
+# "rest ms/f"). Without root or cgroup v2 those columns print "-".
 #
 # As root, PostgreSQL and every archive command run as the postgres user
 # (runuser). Each pgbench run starts right after a CHECKPOINT, so every row
@@ -106,6 +119,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 mkdir -p "$BENCH_DIR/bin"
 build_bins ferry
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -n $(git status --porcelain 2>/dev/null | head -n 1) ]] && commit+=" + uncommitted changes"
 
 run_as=()
 owner=$(id -un)
@@ -115,6 +130,30 @@ if ((EUID == 0)); then
 	owner=postgres
 fi
 as_pg() { "${run_as[@]}" "$@"; }
+
+# cg: this run's cgroup v2 directory (empty: CPU per WAL file not measured).
+cg=
+if ((EUID == 0)); then
+	for base in /sys/fs/cgroup /sys/fs/cgroup/unified; do
+		[[ -f $base/cgroup.controllers && -w $base ]] || continue
+		# a killed run's cgroups: remove the empty ones
+		for old in "$base"/ferry-bench.*/; do
+			[[ -d $old ]] && find "$old" -depth -type d -exec rmdir {} + 2>/dev/null || true
+		done
+		cg=$base/ferry-bench.$$
+		mkdir "$cg" 2>/dev/null || cg=
+		break
+	done
+fi
+[[ -n $cg ]] || echo "== CPU per WAL file not measured: needs root and cgroup v2 (/sys/fs/cgroup or /sys/fs/cgroup/unified)"
+# cg_usage ROW PART prints the CPU microseconds used in the row's cgroup
+# PART (archive or restore), or - when not measured.
+cg_usage() {
+	if [[ -n $cg ]]; then awk '$1 == "usage_usec" {print $2}' "$cg/$1/$2/cpu.stat"; else echo -; fi
+}
+# cg_join ROW PART: the shell text that moves the command's shell into the
+# row's cgroup PART (nothing when not measured).
+cg_join() { [[ -z $cg ]] || printf '%s' "echo \$\$ >$cg/$1/$2/cgroup.procs && "; }
 
 work="$BENCH_DIR/pg-run"
 if [[ -d $work ]]; then
@@ -130,6 +169,8 @@ chmod 755 "$work/ferry"
 if [[ -n $OLD_BIN ]]; then
 	cp "$OLD_BIN" "$work/ferry-old"
 	chmod 755 "$work/ferry-old"
+	old_wait=0
+	"$work/ferry-old" fetch --help 2>&1 | grep -q -- --wait && old_wait=1
 fi
 # bin ROW is the ferry binary of a ferry row.
 bin() { if [[ $1 == old-* ]]; then echo "$work/ferry-old"; else echo "$work/ferry"; fi; }
@@ -153,6 +194,13 @@ cleanup() {
 			[[ -f $d/postmaster.pid ]] && as_pg "$pgbin/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true
 		done
 	done
+	if [[ -n $cg && -d $cg ]]; then
+		# processes just stopped (pgBackRest's async ones) may take a moment
+		for _ in 1 2 3 4 5; do
+			find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null && break
+			sleep 1
+		done
+	fi
 }
 trap cleanup EXIT
 
@@ -162,6 +210,7 @@ psql_s() { as_pg "$pgbin/psql" -X -q -At -h "$work/$1/sock" -p "${sport[$1]}" -d
 # The archive and restore commands of each row.
 archive_cmd() {
 	local r=$1 d=$work/$1
+	cg_join "$r" archive
 	case $r in
 	cp)
 		if ((CP_SYNC)); then
@@ -176,16 +225,16 @@ archive_cmd() {
 }
 restore_cmd() {
 	local r=$1 d=$work/$1
+	cg_join "$r" restore
 	case $r in
 	cp) echo "cp $d/arch/%f %p" ;;
-	ferry-*)
-		if [[ $FETCH_WAIT =~ ^0+(ms|s)$ ]]; then
+	ferry-* | old-ferry-*)
+		if [[ $FETCH_WAIT =~ ^0+(ms|s)$ || ($r == old-* && $old_wait == 0) ]]; then
 			echo "$(bin "$r") fetch --config $d/ferry.toml %f %p"
 		else
 			echo "$(bin "$r") fetch --wait $FETCH_WAIT --config $d/ferry.toml %f %p"
 		fi
 		;;
-	old-ferry-*) echo "$(bin "$r") fetch --config $d/ferry.toml %f %p" ;;
 	pgbackrest) echo "pgbackrest --config=$d/pgbackrest-standby.conf --stanza=bench archive-get %f \"%p\"" ;;
 	esac
 }
@@ -201,13 +250,26 @@ pg_conf() { # pg_conf DATA PORT SOCK LINES...
 	} >>"$data/postgresql.conf"
 }
 
-pg_start() { as_pg "$pgbin/pg_ctl" -D "$1" -l "$1.log" -w -t 120 start >/dev/null || die "pg_ctl start $1 failed: $(tail -n 20 "$1.log")"; }
+# pg_start DATA ROW starts a cluster in the row's cgroup pg.
+pg_start() {
+	(
+		[[ -z $cg ]] || echo "$BASHPID" >"$cg/$2/pg/cgroup.procs"
+		as_pg "$pgbin/pg_ctl" -D "$1" -l "$1.log" -w -t 120 start >/dev/null
+	) || die "pg_ctl start $1 failed: $(tail -n 20 "$1.log")"
+}
 
 # setup ROW makes the row's primary (pgbench tables), archive and standby.
 setup() {
 	local r=$1 d=$work/$1
 	mkdir -p "$d"/{arch,spool,sock}
 	chown -R "$owner" "$d"
+	if [[ -n $cg ]]; then
+		# the commands move themselves from pg to archive or restore, as
+		# the postgres user: cgroup v2 wants the common parent's
+		# cgroup.procs writable too
+		mkdir -p "$cg/$r"/{pg,archive,restore}
+		chown "$owner" "$cg/$r/cgroup.procs" "$cg/$r"/{pg,archive,restore}/cgroup.procs
+	fi
 	pick_port
 	port[$r]=$port
 	pick_port
@@ -224,6 +286,9 @@ setup() {
 			ack = "received"
 			max_age = "1s"
 		EOF
+		# etc/ferry-pg.toml's max_bytes since it was added; the old-ferry
+		# rows keep the setting older samples had (the 4MiB default)
+		[[ $r == old-* ]] || echo 'max_bytes = "16MiB"' >>"$d/ferry.toml"
 		;;
 	pgbackrest)
 		local side conf
@@ -255,7 +320,7 @@ setup() {
 	as_pg "$pgbin/initdb" -D "$d/primary" -A trust -U postgres --no-sync >/dev/null
 	pg_conf "$d/primary" "${port[$r]}" "$d/sock" "wal_level = replica" "archive_mode = on" \
 		"archive_command = '$(archive_cmd "$r")'" "max_wal_size = 1GB"
-	pg_start "$d/primary"
+	pg_start "$d/primary" "$r"
 	if [[ $r == pgbackrest ]]; then
 		as_pg pgbackrest --config="$d/pgbackrest.conf" --stanza=bench stanza-create >/dev/null ||
 			die "pgbackrest stanza-create failed"
@@ -266,7 +331,7 @@ setup() {
 	pg_conf "$d/standby" "${sport[$r]}" "$d/sock" "archive_mode = off" "hot_standby = on" \
 		"restore_command = '$(restore_cmd "$r")'" "wal_retrieve_retry_interval = 100ms" "recovery_prefetch = off"
 	as_pg touch "$d/standby/standby.signal"
-	pg_start "$d/standby"
+	pg_start "$d/standby" "$r"
 	case $r in
 	ferry-ship | old-ferry-ship) start_ship "$r" ;;
 	ferry-ahead | old-ferry-ahead) start_ship "$r" --pg-data "$d/primary" ;;
@@ -279,7 +344,10 @@ start_ship() {
 	# archive_command's ferry push may hold the spool (its own shipper)
 	# while the primary archives the base backup's WAL: try again.
 	for try in 1 2 3 4 5; do
-		as_pg "$(bin "$r")" ship --config "$d/ferry.toml" "$@" >"$d/ship.log" 2>&1 &
+		(
+			[[ -z $cg ]] || echo "$BASHPID" >"$cg/$r/archive/cgroup.procs"
+			exec "${run_as[@]}" "$(bin "$r")" ship --config "$d/ferry.toml" "$@"
+		) >"$d/ship.log" 2>&1 &
 		ship_pid[$r]=$!
 		for _ in $(seq 200); do
 			[[ -S $d/spool/push.sock ]] && return 0
@@ -323,7 +391,7 @@ for r in "${rows[@]}"; do
 	echo "   $r: primary port ${port[$r]}, standby port ${sport[$r]} ($(elapsed "$t0" "$(now)")s)"
 done
 
-declare -A tps lag
+declare -A tps lag acpu rcpu
 for ((round = 1; round <= RUNS; round++)); do
 	n=${#rows[@]}
 	order=()
@@ -331,6 +399,9 @@ for ((round = 1; round <= RUNS; round++)); do
 	echo "== round $round/$RUNS: ${order[*]}"
 	for r in "${order[@]}"; do
 		psql_p "$r" "checkpoint" >/dev/null
+		a0=$(cg_usage "$r" archive)
+		r0=$(cg_usage "$r" restore)
+		f0=$(psql_p "$r" "select archived_count from pg_stat_archiver")
 		out=$(as_pg "$pgbin/pgbench" -h "$work/$r/sock" -p "${port[$r]}" -n -c "$PG_CLIENTS" -j "$PG_JOBS" -T "$PG_SECONDS" postgres 2>&1) ||
 			die "pgbench failed for $r: $out"
 		t=$(awk '/^tps = .*without initial connection time/ {print $3}' <<<"$out")
@@ -338,9 +409,22 @@ for ((round = 1; round <= RUNS; round++)); do
 		lsn=$(psql_p "$r" "select pg_switch_wal()")
 		t0=$(now)
 		l=$(wait_replayed "$r" "$lsn")
+		a1=$(cg_usage "$r" archive)
+		r1=$(cg_usage "$r" restore)
+		f1=$(psql_p "$r" "select archived_count from pg_stat_archiver")
+		files=$((f1 - f0))
 		tps[$r]+="$t "
 		lag[$r]+="$l "
-		printf '   %-11s %8.1f TPS   archive lag %ss\n' "$r" "$t" "$l"
+		if [[ -n $cg ]] && ((files > 0)); then
+			am=$(awk -v a="$a0" -v b="$a1" -v n="$files" 'BEGIN {printf "%.1f", (b - a) / 1000 / n}')
+			rm=$(awk -v a="$r0" -v b="$r1" -v n="$files" 'BEGIN {printf "%.1f", (b - a) / 1000 / n}')
+		else
+			am=-
+			rm=-
+		fi
+		acpu[$r]+="$am "
+		rcpu[$r]+="$rm "
+		printf '   %-11s %8.1f TPS   archive lag %ss   %3d WAL files, CPU ms per file: archive %s, restore %s\n' "$r" "$t" "$l" "$files" "$am" "$rm"
 	done
 done
 
@@ -371,20 +455,24 @@ ratio_median() {
 lag_median() { tr ' ' '\n' <<<"${lag[$1]}" | grep . | sed 's/timeout/999999/' | median | sed 's/^999999$/timeout/'; }
 
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[[ -n $(git status --porcelain 2>/dev/null | head -n 1) ]] && commit+=" + uncommitted changes"
 echo
 echo "ferry pg: pgbench -c $PG_CLIENTS -j $PG_JOBS -T $PG_SECONDS -s $PG_SCALE, archive_command per row, median of $RUNS interleaved rounds"
 echo "  ferry $commit; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')$([[ " ${rows[*]} " == *" pgbackrest "* ]] && echo "; $(pgbackrest version)")"
 echo "  $(nproc) CPUs ($cpu), load average $(cut -d ' ' -f 1-3 /proc/loadavg); $work on $(stat -f -c %T "$work"); cp row: $( ((CP_SYNC)) && echo "cp + sync FILE DIR" || echo "plain cp")"
-printf '%-11s %9s %9s %9s %9s  %s\n' row TPS "x cp" "x pgbr" "lag s" "runs (TPS / lag s)"
+printf '%-11s %9s %9s %9s %9s %10s %10s  %s\n' row TPS "x cp" "x pgbr" "lag s" "arch ms/f" "rest ms/f" "runs (TPS / lag s / arch ms/f / rest ms/f)"
 for r in "${rows[@]}"; do
 	m=$(median <<<"${tps[$r]}")
 	rc=-
 	rp=-
 	[[ -n ${tps[cp]:-} ]] && rc=$(printf '%.2f' "$(ratio_median "$r" cp)")
 	[[ -n ${tps[pgbackrest]:-} ]] && rp=$(printf '%.2f' "$(ratio_median "$r" pgbackrest)")
-	printf '%-11s %9.1f %9s %9s %9s  %s/ %s\n' "$r" "$m" "$rc" "$rp" "$(lag_median "$r")" "${tps[$r]}" "${lag[$r]}"
+	ac=-
+	rs=-
+	if [[ -n $cg ]]; then
+		ac=$(tr ' ' '\n' <<<"${acpu[$r]}" | { grep -vx -- - || true; } | median)
+		rs=$(tr ' ' '\n' <<<"${rcpu[$r]}" | { grep -vx -- - || true; } | median)
+	fi
+	printf '%-11s %9.1f %9s %9s %9s %10s %10s  %s/ %s/ %s/ %s\n' "$r" "$m" "$rc" "$rp" "$(lag_median "$r")" "$ac" "$rs" "${tps[$r]}" "${lag[$r]}" "${acpu[$r]}" "${rcpu[$r]}"
 done
 for r in "${rows[@]}"; do
 	[[ $r == ferry-* || $r == old-ferry-* ]] || continue
