@@ -132,8 +132,13 @@ func (s *Spool) startSeal(job *sealJob) {
 	s.builder, s.spare = s.spare, nil
 	s.builder.Reset(s.cfg.Stream, s.cfg.Generation, "") // its predecessor is being sealed
 	s.sealing = job
-	go s.seal(job)
+	s.sealers.Go(func() { s.seal(job) })
 }
+
+// testHookBeforeJournalRemoval, if set, runs on the sealer goroutine after
+// a seal is marked done and before it removes the journal files the seal
+// made obsolete (tests stretch that window).
+var testHookBeforeJournalRemoval func()
 
 // waitSealLocked waits until no seal is in flight and returns the fatal
 // error, if any. mu held, released while waiting.
@@ -177,6 +182,9 @@ func (s *Spool) seal(job *sealJob) {
 		if job.old != nil {
 			job.old.f.Close()
 			job.obsolete = append(job.obsolete, job.old.name)
+		}
+		if testHookBeforeJournalRemoval != nil {
+			testHookBeforeJournalRemoval()
 		}
 		if err := s.removeJournals(job.obsolete); err != nil {
 			s.log.Warn("cannot remove a journal file the seal made obsolete; recovery will skip it", "err", err)

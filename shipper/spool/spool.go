@@ -161,6 +161,7 @@ type Spool struct {
 	stateAt     time.Time
 	stateMu     sync.Mutex     // one SaveState at a time
 	retiring    sync.WaitGroup // removeRetired's deletions in the background
+	sealers     sync.WaitGroup // sealer goroutines, until their journal removals end
 	retireMu    sync.Mutex     // one background batch at a time
 	// provisional: Held, not placed yet (state.Unplaced): appends go to
 	// DIR/provisional, numbered from 1, and nothing is sealed. provBytes
@@ -615,6 +616,7 @@ func (s *Spool) Close() error {
 	s.journals = nil
 	s.mu.Unlock()
 	s.retiring.Wait()
+	s.sealers.Wait() // a seal marked done may still be removing journal files
 	s.mu.Lock()
 	s.closed = true
 	s.notify()

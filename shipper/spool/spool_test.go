@@ -801,3 +801,27 @@ func TestSpoolRetiresManyInBackground(t *testing.T) {
 		t.Fatalf("%d files left in sealed/ after Close, want 0: Close must wait for the deletions", n)
 	}
 }
+
+// Close waits for the sealer to remove the journal files its last seal
+// made obsolete: the seal is marked done before that removal, and a Close
+// that returned (releasing LOCK) while it still ran would let the next
+// Open of the spool race it.
+func TestCloseWaitsForTheSealersJournalRemoval(t *testing.T) {
+	cfg := spoolConfig(t)
+	cfg.Policy.MaxRecords = 10
+	var removing atomic.Bool
+	testHookBeforeJournalRemoval = func() {
+		removing.Store(true)
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Cleanup(func() { testHookBeforeJournalRemoval = nil })
+	sp := openSpool(t, cfg)
+	appendRecs(t, sp, batchtest.Records("a", 15), "")
+	waitFor(t, "the sealer at its journal removal", removing.Load)
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if names := journalFiles(t, cfg.Dir); len(names) != 1 || names[0] != journalName(11) {
+		t.Fatalf("journal files after Close: %v; want only %s (Close returned while the sealer still had the sealed one to remove)", names, journalName(11))
+	}
+}
