@@ -3,6 +3,8 @@ package batch
 import (
 	"fmt"
 	"math"
+
+	"github.com/ferry-dr/ferry/internal/ident"
 )
 
 // SegmentSuffix ends every segment name; the payload is zstd, so tools
@@ -75,21 +77,5 @@ func CheckStream(s string) error {
 	return nil
 }
 
-// validStream is ^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$ written out: that
-// regexp, compiled at every process start, was about 2% of the CPU of a
-// ferry push or fetch (its 127 repetitions make a large program).
-func validStream(s string) bool {
-	if len(s) < 1 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9':
-		case i > 0 && (c == '.' || c == '_' || c == '@' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
-}
+// validStream is ^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$.
+func validStream(s string) bool { return ident.Valid(s, "._@-") }
