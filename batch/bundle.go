@@ -207,7 +207,7 @@ func ParseBundleTrailer(tr []byte, size int64) (BundleTrailer, error) {
 		return t, fmt.Errorf("bundle version 0 invalid: %w", ErrCorrupt)
 	}
 	if v > BundleVersion {
-		return t, fmt.Errorf("bundle format %d is newer than this ferry reads (%d); upgrade ferry", v, BundleVersion)
+		return t, newerFormat("bundle", int(v), BundleVersion)
 	}
 	t.Version = int(v)
 	parts := binary.LittleEndian.Uint32(tr[20:])

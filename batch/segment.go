@@ -52,6 +52,17 @@ const DefaultMaxSegmentBytes = 256 << 20
 // size it claims to decompress to, is over the reader's limit
 // (max_segment_bytes). Nothing is allocated for it; reading it again
 // gives the same answer, so it is never retried.
+// ErrNewerFormat is in the error for a segment or bundle of a format newer
+// than this ferry reads: reading it again gives the same answer.
+var ErrNewerFormat = errors.New("upgrade ferry")
+
+// newerFormat is that error, in the words docs/FORMAT.md promises every
+// reader says: "segment format 2 is newer than this ferry reads (1);
+// upgrade ferry".
+func newerFormat(what string, got, reads int) error {
+	return fmt.Errorf("%s format %d is newer than this ferry reads (%d); %w", what, got, reads, ErrNewerFormat)
+}
+
 var ErrSegmentTooLarge = errors.New("segment over max_segment_bytes (raise it if shippers really make segments this large)")
 
 // IsUnreadable reports whether err says a segment itself cannot be read
@@ -593,7 +604,7 @@ func ParseMeta(data []byte) (Meta, int, error) {
 	if m.Format > FormatVersion {
 		// Format 1 readers say this too: "segment format 2 is newer than
 		// this ferry reads (1); upgrade ferry".
-		return m, 0, fmt.Errorf("segment format %d is newer than this ferry reads (%d); upgrade ferry", m.Format, FormatVersion)
+		return m, 0, newerFormat("segment", m.Format, FormatVersion)
 	}
 	if m.Records == 0 || m.FirstSeq == 0 || m.LastSeq < m.FirstSeq || m.LastSeq-m.FirstSeq+1 != m.Records {
 		return m, 0, fmt.Errorf("metadata seq range %d..%d does not match %d records: %w", m.FirstSeq, m.LastSeq, m.Records, ErrCorrupt)

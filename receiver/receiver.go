@@ -8,7 +8,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -38,15 +37,9 @@ var (
 )
 
 // IsNewerFormat reports whether err says a segment is of a newer format
-// than this ferry reads ("segment format N is newer than this ferry reads
-// (M); upgrade ferry", batch.ParseMeta's error, the words docs/FORMAT.md
-// promises every reader says). Reading the object again gives the same
-// answer, so the receiver stops on it at once. batch gives the error no
-// sentinel yet, so this matches its words; TestIsNewerFormat holds it to
-// the error batch returns.
-func IsNewerFormat(err error) bool {
-	return err != nil && strings.Contains(err.Error(), " is newer than this ferry reads (")
-}
+// than this ferry reads (batch.ErrNewerFormat). Reading the object again
+// gives the same answer, so the receiver stops on it at once.
+func IsNewerFormat(err error) bool { return errors.Is(err, batch.ErrNewerFormat) }
 
 // Config configures a Receiver.
 type Config struct {
