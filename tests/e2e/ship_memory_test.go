@@ -15,13 +15,16 @@ import (
 // default memory_limit is 48 MiB there), whatever the input's size: 4 times
 // the input costs no more than 8 MiB more. Without the memory limit the
 // garbage collector lets the heap reach twice the live data, about 85 MiB.
+// The smaller input is past the warm-up: the compression buffers kept
+// across GCs fill their free lists over the first few segments (48 MiB of
+// input peaked at 51-56 MiB, 96 MiB and more at 59.5-61 MiB).
 func TestShipMemoryFlat(t *testing.T) {
 	const (
 		mib   = 1 << 20
 		limit = 64 * mib
 	)
 	var peaks []int64
-	for _, size := range []int64{48 << 20, 192 << 20} {
+	for _, size := range []int64{96 << 20, 384 << 20} {
 		in := writeLogInput(t, size)
 		s := newStream(t, "mem")
 		m := shipMeasured(t, in, s.shipArgs("--max-bytes", "16MiB", "--fsync", "batch")...)
@@ -41,7 +44,7 @@ func TestShipMemoryFlat(t *testing.T) {
 		peaks = append(peaks, m.hwm)
 	}
 	if peaks[1] > peaks[0]+8<<20 {
-		t.Errorf("peak RSS grows with the input: %.1f MiB for 48 MiB, %.1f MiB for 192 MiB", float64(peaks[0])/mib, float64(peaks[1])/mib)
+		t.Errorf("peak RSS grows with the input: %.1f MiB for 96 MiB, %.1f MiB for 384 MiB", float64(peaks[0])/mib, float64(peaks[1])/mib)
 	}
 }
 
