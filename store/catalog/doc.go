@@ -6,6 +6,8 @@
 //	<stream>/watermarks/<receiver id>/<applied seq>.json    its watermark (Watermark)
 //	<stream>/baselines/<gen>-<begin seq>-<end seq>.json     a baseline marker (batch.Baseline)
 //	<stream>/starts/<gen>-<seq>.json                        a start marker (batch.Start)
+//	<stream>/bundled/<writer>-<n>.json                      a bundle marker (BundleMarker)
+//	_bundles/<writer>/<n>.bundle                            a writer's bundle (batch.BundleName)
 //
 // with seqs in 16 and generations in 8 lower-case hex digits, so listings
 // sort in seq order. The baseline and start markers' names and content are defined
