@@ -89,12 +89,35 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		log.Warn("ship.lease_ttl is off: nothing keeps a second shipper off the stream", "stream", cfg.Stream)
 	}
 	memLimit := limitMemory(sc) // before the spool's recovery reads segments
-	sh, targets, closeTargets, err := openShipper(ctx, cfg, onS3Request, log, func(targets []shipper.Target, gen uint32) shipper.Config {
+	// SIGINT and SIGTERM are handled from here on: while the spool and the
+	// targets open (a store that does not answer, a lease to wait for) a
+	// signal ends the open; from the shipper's first status on it stops the
+	// shipper gracefully (ferry switchover signals it once that status says
+	// its tail is read).
+	srcCtx, stopSrc := signalContext(ctx, log)
+	defer stopSrc()
+	openCtx, endOpen := context.WithCancel(ctx)
+	defer endOpen()
+	openDone := context.AfterFunc(srcCtx, endOpen)
+	sh, targets, closeTargets, err := openShipper(openCtx, cfg, onS3Request, log, func(targets []shipper.Target, gen uint32) shipper.Config {
 		c := shipConfig(cfg, targets, gen, enc, signer)
 		c.Retry, c.OnSent, c.Schedules = retry, onSent, schedules
 		return c
 	})
-	if err != nil {
+	if !openDone() || err != nil {
+		// A signal came while opening; openCtx is not used past the open.
+		if err == nil {
+			sh.Close()
+			closeTargets()
+		}
+		if srcCtx.Err() != nil && stopSignal.Load() != 0 {
+			if sc.Source == "stdin" || sc.Source == "" {
+				return fmt.Errorf("ship of stream %s: stopped while opening the spool %s and the targets (nothing was read from stdin): %w", cfg.Stream, sc.Spool, errInterrupted)
+			}
+			// A service stopped by a signal exits 0, as it does later on.
+			log.Info("stopped while opening the spool and the targets", "stream", cfg.Stream, "spool", sc.Spool)
+			return nil
+		}
 		return err
 	}
 	defer closeTargets()
@@ -169,10 +192,6 @@ func runShip(args []string, stdout, stderr io.Writer) error {
 		defer stopAhead()
 	}
 
-	// SIGTERM stops the shipper gracefully from its first status on:
-	// ferry switchover signals it once that status says its tail is read.
-	srcCtx, stopSrc := signalContext(ctx, log)
-	defer stopSrc()
 	statusCtx, stopStatus := context.WithCancel(ctx)
 	statusDone := make(chan struct{})
 	go func() {

@@ -5,6 +5,8 @@ package e2e
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -288,6 +290,77 @@ func TestSignalMidWorkExitsNonZero(t *testing.T) {
 			t.Fatalf("exit %d, want 143:\n%s", code, p)
 		}
 	})
+
+	// A signal while the shipper opens its spool and targets (here an S3
+	// endpoint that accepts connections and never answers) ends the open:
+	// stdin exits 143 saying nothing was read, a service (tail:) exits 0.
+	// Before, the signal came before any handler and killed the process.
+	for _, src := range []string{"stdin", "tail"} {
+		t.Run("ship while opening its targets, "+src, func(t *testing.T) {
+			t.Parallel()
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			accepted := make(chan net.Conn, 16)
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					accepted <- c // held open, never answered
+				}
+			}()
+			defer func() {
+				for {
+					select {
+					case c := <-accepted:
+						c.Close()
+					default:
+						return
+					}
+				}
+			}()
+			dir := t.TempDir()
+			env := append(os.Environ(), "AWS_ENDPOINT_URL_S3=http://"+ln.Addr().String(), "AWS_ACCESS_KEY_ID=ferrytest",
+				"AWS_SECRET_ACCESS_KEY=ferrytest-secret", "AWS_EC2_METADATA_DISABLED=true")
+			args := []string{"ship", "--store", "s3://bucket/prefix", "--stream", "app", "--spool", filepath.Join(dir, "spool")}
+			var stdin io.Reader = strings.NewReader("one line\n")
+			if src == "tail" {
+				log := filepath.Join(dir, "app.log")
+				if err := os.WriteFile(log, []byte("one line\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				args, stdin = append(args, "--source", "tail:"+log), nil
+			}
+			p := ferrytest.Cmd{Bin: ferryBin, Env: env}.Start(t, stdin, args...)
+			select {
+			case c := <-accepted:
+				accepted <- c
+			case <-time.After(30 * time.Second):
+				t.Fatalf("ferry ship never connected to the S3 endpoint:\n%s", p)
+			}
+			time.Sleep(200 * time.Millisecond) // inside the request
+			if p.Exited() {
+				t.Fatalf("exited before the signal:\n%s", p)
+			}
+			start := time.Now()
+			p.Signal(syscall.SIGTERM)
+			code := waitExit(t, p, 10*time.Second, "after the signal")
+			t.Logf("exit %d %s after the signal", code, time.Since(start).Round(time.Millisecond))
+			want := map[string]int{"stdin": 143, "tail": 0}[src]
+			if code != want {
+				t.Fatalf("exit %d, want %d (-1: killed by the signal):\n%s", code, want, p)
+			}
+			if src == "stdin" {
+				wantOutput(t, p.Stderr(), "stopped by SIGTERM", "stopped while opening the spool", "nothing was read from stdin")
+			} else {
+				wantOutput(t, p.Stderr(), "stopped while opening the spool and the targets")
+			}
+		})
+	}
 
 	t.Run("receive service", func(t *testing.T) {
 		t.Parallel()
