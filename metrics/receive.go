@@ -70,11 +70,12 @@ func (r *Registry) WatchReceiver(rc *receiver.Receiver, stream string, failed fu
 
 // stopReasons are the values of ferry_receive_stopped's reason label,
 // each exported (0 or 1) for every watched receiver.
-var stopReasons = []string{"corrupt", "chain", "history", "gap", "apply", "other"}
+var stopReasons = []string{"corrupt", "format", "chain", "history", "gap", "apply", "other"}
 
 // StopReason classifies the error a receiver's Run stopped on for
 // ferry_receive_stopped: corrupt (a segment that cannot be read: damaged
-// or over max_segment_bytes), chain (a segment that does not continue the
+// or over max_segment_bytes), format (a segment of a newer format than this
+// ferry reads: upgrade ferry), chain (a segment that does not continue the
 // stream, or overlaps another), history (the stream's generations cannot
 // be followed, or the checkpoint is past a fork), gap (a missing segment
 // outlived gap_timeout), apply (the applier failed fatally), other.
@@ -82,6 +83,8 @@ func StopReason(err error) string {
 	switch {
 	case batch.IsUnreadable(err):
 		return "corrupt"
+	case receiver.IsNewerFormat(err):
+		return "format"
 	case errors.Is(err, receiver.ErrChain) || errors.Is(err, receiver.ErrOverlap):
 		return "chain"
 	case errors.Is(err, receiver.ErrHistory) || errors.Is(err, batch.ErrDiverged):
@@ -104,7 +107,7 @@ var (
 	descRecvGen      = prometheus.NewDesc("ferry_receive_generation", "The generation of the last applied segment (the checkpoint's).", []string{"stream"}, nil)
 	descRecvDiverged = prometheus.NewDesc("ferry_receive_divergent_segments_total", "Segments of an old generation past its fork that this process saw and skipped (never applied).", []string{"stream"}, nil)
 	descRecvFailing  = prometheus.NewDesc("ferry_receive_failing_seconds", "How long a read or apply has kept failing (0 when none is).", []string{"stream"}, nil)
-	descRecvStopped  = prometheus.NewDesc("ferry_receive_stopped", "1 once the receiver stopped on an error it cannot retry, for that error's reason (corrupt, chain, history, gap, apply, other); else 0.", []string{"stream", "reason"}, nil)
+	descRecvStopped  = prometheus.NewDesc("ferry_receive_stopped", "1 once the receiver stopped on an error it cannot retry, for that error's reason (corrupt, format, chain, history, gap, apply, other); else 0.", []string{"stream", "reason"}, nil)
 )
 
 // recvCollector collects every watched receiver's metrics, one stream

@@ -24,6 +24,7 @@ func TestStopReason(t *testing.T) {
 	}{
 		{fmt.Errorf("segment x is damaged: %w", batch.ErrCorrupt), "corrupt"},
 		{fmt.Errorf("segment x: %w", batch.ErrSegmentTooLarge), "corrupt"},
+		{fmt.Errorf("segment x format 9 is newer than this ferry reads (2); %w", batch.ErrNewerFormat), "format"},
 		{fmt.Errorf("starts at seq 9: %w", receiver.ErrChain), "chain"},
 		{fmt.Errorf("x: %w", receiver.ErrOverlap), "chain"},
 		{fmt.Errorf("x: %w", receiver.ErrHistory), "history"},

@@ -407,6 +407,9 @@ func (m *Multi) start(ctx context.Context, stream string) {
 	}()
 }
 
+// never is a retry time no process reaches.
+var never = time.Unix(1<<62, 0)
+
 // reap closes the receivers whose Run ended by itself (an error).
 func (m *Multi) reap(ctx context.Context) {
 	for s, sr := range m.snapshot() {
@@ -417,13 +420,22 @@ func (m *Multi) reap(ctx context.Context) {
 		}
 		m.finish(ctx, s, sr, false) // still this process's: opened again, not handed over
 		if sr.err != nil {
-			m.log.Error("stream stopped; opening it again later", "stream", s, "err", sr.err, "retry_in", m.cfg.Retry)
-			m.mu.Lock()
-			m.failed[s] = time.Now().Add(m.cfg.Retry)
-			m.stopped[s] = true
-			if errors.Is(sr.err, ErrFenced) {
-				m.failed[s] = time.Time{} // not this stream's fault
+			retryAt := time.Now().Add(m.cfg.Retry)
+			switch {
+			case errors.Is(sr.err, ErrFenced):
+				retryAt = time.Time{} // not this stream's fault
+			case IsNewerFormat(sr.err):
+				// This binary will never read that segment: opening the
+				// stream again would stop at it again, each retry.
+				retryAt = never
+				m.log.Error("stream stopped on a segment of a newer format than this ferry reads; not opened again until ferry is upgraded and restarted",
+					"stream", s, "err", sr.err)
+			default:
+				m.log.Error("stream stopped; opening it again later", "stream", s, "err", sr.err, "retry_in", m.cfg.Retry)
 			}
+			m.mu.Lock()
+			m.failed[s] = retryAt
+			m.stopped[s] = true
 			m.mu.Unlock()
 		}
 	}

@@ -482,7 +482,7 @@ func CheckLive(t testing.TB, l Live) {
 	CheckZero(t, "shipper's first scrape", shipFirst, "ferry_ship_target_send_failures_total", "stream", l.Stream, "target", l.Target)
 	CheckZero(t, "shipper's first scrape", shipFirst, "ferry_ship_records_in_total", "stream", l.Stream)
 	CheckZero(t, "receiver's first scrape", recvFirst, "ferry_receive_divergent_segments_total", "stream", l.Stream)
-	for _, reason := range []string{"corrupt", "chain", "history", "gap", "apply", "other"} {
+	for _, reason := range []string{"corrupt", "format", "chain", "history", "gap", "apply", "other"} {
 		CheckZero(t, "receiver's first scrape", recvFirst, "ferry_receive_stopped", "stream", l.Stream, "reason", reason)
 	}
 	if _, ok := shipFirst.Get("ferry_ship_send_seconds", "stream", l.Stream, "target", l.Target); !ok {
