@@ -559,8 +559,11 @@ func (s *Spool) Err() error {
 // batch (uncompressed). mu held.
 func (s *Spool) size() int64 {
 	n := s.sealedBytes + s.builder.Size() + s.provBytes
-	if s.sealing != nil {
-		n += s.sealing.size
+	if j := s.sealing; j != nil {
+		n += j.size
+		if p := j.prev; p != nil && !closed(p.done) {
+			n += p.size
+		}
 	}
 	return n
 }
