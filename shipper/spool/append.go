@@ -205,7 +205,7 @@ func (s *Spool) waitDurable(ctx context.Context, pos uint64, preferSeal bool) er
 			s.mu.Unlock()
 			return errClosed
 		}
-		sealFirst := preferSeal && s.sealFirstLocked()
+		sealFirst := preferSeal && s.sealing != nil && s.sealing.old != nil && s.sealing.old.synced < s.sealing.old.end
 		if s.commitFS != nil && !s.syncing && !sealFirst {
 			// Committed with the other spools, at once.
 			if err := s.cfg.Committer.enqueue(s, true); err != nil {

@@ -86,9 +86,7 @@
 // seal point falls inside an Append's records, the records after it (the
 // leftover) are written again at the start of the new file, as an entry
 // with that Append's cursor. The older file is removed once the batch's
-// segment is durable, so at most three files are live (two batches may
-// be sealing: the newer one compresses while the older one's segment is
-// written; segments are written and made durable in seq order). With
+// segment is durable, so at most two files are live. With
 // Config.JournalRotate set (the shipper sets it when appends wait for the
 // targets' acks, so nothing commits the journal), a hand-off without a
 // leftover keeps the current file until it holds JournalRotate bytes; the

@@ -97,9 +97,8 @@ func parseEntry(b []byte) ([]batch.Record, []byte, int, error) {
 // sealer, a new file starts, named after the seq that follows the batch;
 // the records of the entry the seal point split (the leftover) are written
 // again at its start, with that entry's cursor. The older file is removed
-// once the batch's segment is durable, so at most three files are live:
-// those of the two batches a seal may be in flight for (seal.go) and the
-// open batch's.
+// once the batch's segment is durable, so at most two files are live: the
+// sealing batch's and the open batch's.
 //
 // With Config.JournalRotate set (the shipper sets it when appends
 // wait for targets' acks, and nothing commits the journal), a hand-off

@@ -17,21 +17,13 @@ import (
 )
 
 // Sealing runs off the append path. When the open batch is due, handOff
-// waits until the seal before it has built its segment (so the previous
-// segment's hash is known for the chain and its Builder is free again)
-// and the one before that is over, starts a new journal file, gives the
-// Builder to a sealer goroutine and opens the next batch in the spare
-// Builder. The sealer finishes the compression and builds the segment,
-// gives the Builder back, waits for the seal before it to be over, then
-// writes the segment (state.json follows in the background: SaveState),
-// makes it visible (Pending) and removes the journal file the batch was
-// written to. So at most two seals are in flight, and only one writes:
-// segment files are written and made durable in seq order, one at a time,
-// as before, while the next segment's compression overlaps the previous
-// one's write and fsync (the appender used to wait for that write and
-// fsync at each hand-off). A crash thus leaves at most the newest segment
-// torn or missing, as recovery expects (adoptSealed). Seal waits for all
-// of it.
+// waits for the seal before it (at most one is in flight, so the previous
+// segment's hash is known for the chain), starts a new journal file, gives
+// the Builder to a sealer goroutine and opens the next batch in the spare
+// Builder. The sealer finishes the compression, writes the segment
+// (state.json follows in the background: SaveState), then makes the
+// segment visible (Pending) and removes the journal file the batch was
+// written to. Seal waits for all of it.
 
 // sealJob is a batch handed to the sealer.
 type sealJob struct {
@@ -51,13 +43,7 @@ type sealJob struct {
 	// obsolete names more journal files that hold nothing once the batch
 	// is sealed (the files a restart replayed).
 	obsolete []string
-	// prev is the seal in flight before this one, if any, until this one
-	// has waited for it to be over; mu held to read or clear it.
-	prev *sealJob
-	// hash is the built segment's Hash, set before built is closed.
-	hash  string
-	built chan struct{} // closed when the segment is built (or failed) and b is free
-	done  chan struct{} // closed when the seal is over, done or failed
+	done     chan struct{} // closed when the seal is over, done or failed
 }
 
 // handOff hands the open batch to the sealer, due for reason with cursor
@@ -68,7 +54,7 @@ type sealJob struct {
 // then the segment's cursor covers the leftover, which the sealer makes
 // durable first. in and mu held.
 func (s *Spool) handOff(reason string, cursor []byte, leftover []batch.Record, callerCursor bool) error {
-	if err := s.waitBuiltLocked(); err != nil {
+	if err := s.waitSealLocked(); err != nil {
 		return err
 	}
 	job := &sealJob{reason: reason, cursor: append([]byte(nil), cursor...)}
@@ -136,18 +122,12 @@ func (s *Spool) writeLeftover(buf []byte) error {
 }
 
 // startSeal gives the open batch to a sealer goroutine as job and opens an
-// empty batch in the spare Builder. The seal in flight, if any, must have
-// built its segment (waitBuiltLocked): its hash is the new segment's
-// predecessor. in and mu held.
+// empty batch in the spare Builder. No seal may be in flight: the hash of
+// the last sealed segment is the new segment's predecessor. in and mu held.
 func (s *Spool) startSeal(job *sealJob) {
 	job.b = s.builder
-	prev := s.state.LastHash
-	if p := s.sealing; p != nil {
-		job.prev, prev = p, p.hash
-	}
-	job.b.SetPrev(prev)
+	job.b.SetPrev(s.state.LastHash)
 	job.size = job.b.Size()
-	job.built = make(chan struct{})
 	job.done = make(chan struct{})
 	s.builder, s.spare = s.spare, nil
 	s.builder.Reset(s.cfg.Stream, s.cfg.Generation, "") // its predecessor is being sealed
@@ -159,50 +139,6 @@ func (s *Spool) startSeal(job *sealJob) {
 // a seal is marked done and before it removes the journal files the seal
 // made obsolete (tests stretch that window).
 var testHookBeforeJournalRemoval func()
-
-// closed reports whether ch is closed.
-func closed(ch chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
-// waitBuiltLocked waits until a new seal may start: the newest seal in
-// flight has built its segment and given its Builder back, and the seal
-// before it is over (at most two in flight, one of them writing). It
-// returns the fatal error, if any. mu held, released while waiting.
-func (s *Spool) waitBuiltLocked() error {
-	for j := s.sealing; j != nil; j = s.sealing {
-		var ch chan struct{}
-		if !closed(j.built) {
-			ch = j.built
-		} else if p := j.prev; p != nil && !closed(p.done) {
-			ch = p.done
-		} else {
-			break
-		}
-		s.mu.Unlock()
-		<-ch
-		s.mu.Lock()
-	}
-	return s.fatal
-}
-
-// sealFirstLocked says whether a seal in flight still has its batch's
-// journal file (old) not yet durable: WaitDurable then waits for the seal,
-// which makes those records durable in far fewer bytes, rather than
-// fsync the file. mu held.
-func (s *Spool) sealFirstLocked() bool {
-	for j := s.sealing; j != nil; j = j.prev {
-		if !closed(j.done) && j.old != nil && j.old.synced < j.old.end {
-			return true
-		}
-	}
-	return false
-}
 
 // waitSealLocked waits until no seal is in flight and returns the fatal
 // error, if any. mu held, released while waiting.
@@ -224,48 +160,21 @@ type sealResult struct {
 	data  []byte
 }
 
-// seal runs on the sealer goroutine: it builds job's segment and gives
-// the Builder back, waits for the seal before it to be over, writes the
+// seal runs on the sealer goroutine: it writes job's batch as a sealed
 // segment, then retires the journal files that held it. A failure fails
-// the spool, which wakes every waiter; a seal after a failed one writes
-// nothing.
+// the spool, which wakes every waiter.
 func (s *Spool) seal(job *sealJob) {
-	data, meta, err := s.buildSealed(job)
-	s.mu.Lock()
-	if err != nil {
-		// At once, so no seal starts that would chain to this one.
-		s.fail(err)
-	}
-	job.hash = job.b.Hash()
-	s.spare = job.b
-	close(job.built)
-	prev := job.prev
-	s.mu.Unlock()
-	if prev != nil {
-		<-prev.done
-	}
-	s.mu.Lock()
-	job.prev = nil
-	fatal := s.fatal
-	s.mu.Unlock()
-	var res sealResult
-	if err == nil && fatal == nil {
-		res, err = s.writeSealed(job, data, meta)
-	}
+	res, err := s.writeSealed(job)
 	s.mu.Lock()
 	if err != nil {
 		s.fail(err)
-	} else if fatal == nil {
+	} else {
 		s.commitLocked(job, res)
 	}
-	if s.sealing == job {
-		s.sealing = nil
-	}
+	s.sealing = nil
+	s.spare = job.b
 	s.notify()
 	s.mu.Unlock()
-	if fatal != nil {
-		err = fatal // nothing written: the journal files stay
-	}
 	if err == nil {
 		// The segment is durable: what the files hold is sealed, or
 		// copied to the live file (a leftover). If a crash brings them
@@ -284,22 +193,8 @@ func (s *Spool) seal(job *sealJob) {
 	close(job.done)
 }
 
-// buildSealed builds job's segment: compression finished, metadata with
-// the source cursor, hash (the Builder's Hash). The journal's entries up
-// to job.syncTo are made durable first.
-func (s *Spool) buildSealed(job *sealJob) ([]byte, batch.Meta, error) {
-	if job.syncTo > 0 {
-		if err := s.waitDurable(context.Background(), job.syncTo, false); err != nil {
-			return nil, batch.Meta{}, err
-		}
-	}
-	job.b.SetSourceCursor(job.cursor)
-	return job.b.Seal(s.cfg.Now())
-}
-
-// writeSealed writes job's segment (data, built by buildSealed): straight
-// under its final name, fsynced with its directory entry, one journal
-// commit. Its metadata
+// writeSealed writes job's segment: straight under its final name,
+// fsynced with its directory entry, one journal commit. Its metadata
 // carries the source cursor after its records (SourceCursor), so the
 // segment alone tells recovery where the stream and the source stand:
 // state.json is not rewritten per seal (SaveState writes it in the
@@ -310,16 +205,25 @@ func (s *Spool) buildSealed(job *sealJob) ([]byte, batch.Meta, error) {
 // it still holds are recognised as sealed by their seq on recovery, and
 // entries lost unsynced held only sealed records whose cursor the segment
 // now carries.
-func (s *Spool) writeSealed(job *sealJob, data []byte, meta batch.Meta) (sealResult, error) {
+func (s *Spool) writeSealed(job *sealJob) (sealResult, error) {
+	if job.syncTo > 0 {
+		if err := s.waitDurable(context.Background(), job.syncTo, false); err != nil {
+			return sealResult{}, err
+		}
+	}
+	job.b.SetSourceCursor(job.cursor)
+	data, meta, err := job.b.Seal(s.cfg.Now())
+	if err != nil {
+		return sealResult{}, err
+	}
 	// A full disk is waited out: the batch stays in the journal and in
-	// memory, appends go on until a hand-off waits for this seal (with
-	// the next one built behind it: backpressure), and the seal is written
-	// again once there is room.
+	// memory, appends go on until the next hand-off waits for this seal
+	// (backpressure), and the seal is written again once there is room.
 	// Only closing the spool gives up; the journal still has the records.
 	wait := 100 * time.Millisecond
 	var lastLog time.Time
 	for {
-		res, err := s.writeSegment(job, data, meta, job.hash)
+		res, err := s.writeSegment(job, data, meta, job.b.Hash())
 		if err == nil || !isNoSpace(err) {
 			return res, err
 		}

@@ -187,64 +187,10 @@ func TestSealAppendsContinueWhileSealing(t *testing.T) {
 	}
 }
 
-// parkedAt checks the sealer parked at the segment of seqs first-last.
-func parkedAt(t *testing.T, g *sealGate, first, last uint64) {
-	t.Helper()
-	name := g.wait(t)
-	if _, f, l, ok := batch.ParseSegmentName(name); !ok || f != first || l != last {
-		t.Fatalf("sealer parked at the fsync of %s, want the segment of seqs %d-%d", name, first, last)
-	}
-}
-
-// notParked checks no sealer reaches a segment fsync for a while.
-func notParked(t *testing.T, g *sealGate, why string) {
-	t.Helper()
-	select {
-	case name := <-g.parked:
-		t.Fatalf("a sealer reached the fsync of %s %s", name, why)
-	case <-time.After(100 * time.Millisecond):
-	}
-}
-
-// sealsBuilt waits until every seal in flight has built its segment (the
-// newer of two then waits for the older to be over).
-func sealsBuilt(t *testing.T, sp *Spool) {
-	t.Helper()
-	waitFor(t, "the seals in flight to build their segments", func() bool {
-		sp.mu.Lock()
-		defer sp.mu.Unlock()
-		for j := sp.sealing; j != nil; j = j.prev {
-			if !closed(j.built) {
-				return false
-			}
-		}
-		return true
-	})
-}
-
-// sealedNames is the names of the segment files in the spool's sealed/.
-func sealedNames(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(dir, "sealed"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
-}
-
-// The seal pipeline: a second batch due while the first one's segment is
-// being written is handed over at once and compressed meanwhile, but its
-// segment is written only once the first seal is over (segment files are
-// written and made durable in seq order, one at a time); a third due batch
-// waits (at most two seals in flight, so memory and the journal files
-// stay bounded). The age trigger waits the same way; an explicit Seal
-// returns only once everything is sealed; Close waits for both seals in
-// flight.
-func TestSealTwoInFlight(t *testing.T) {
+// A second batch that is due while the first still seals waits for it; so
+// does the age trigger and an explicit Seal, which also returns only once
+// everything is sealed. Close waits for the seal in flight.
+func TestSealSecondDueBatchWaits(t *testing.T) {
 	cfg := spoolConfig(t)
 	clk := newClock()
 	cfg.Now = clk.Now
@@ -255,44 +201,19 @@ func TestSealTwoInFlight(t *testing.T) {
 	sp := openSpool(t, cfg)
 	gate.on.Store(true)
 	appendRecs(t, sp, batchtest.Records("a", 10), "")
-	parkedAt(t, gate, 1, 10)
+	gate.wait(t) // seal 1-10 parked at its segment's fsync
 
-	// 11-20 is handed over while 1-10's segment waits for its fsync: the
-	// Append does not wait, and 11-20 is compressed meanwhile.
-	if err := result(t, "Append of a second due batch", appendBg(sp, batchtest.Records("b", 10), "")); err != nil {
+	done := appendBg(sp, batchtest.Records("b", 12), "") // 11-20 due at seq 20
+	blocked(t, "Append of a second due batch", done)
+	lastSeqIs(t, sp, 20)
+
+	gate.release <- nil // segment fsync of 1-10: the seal is done
+	if err := result(t, "Append of a second due batch", done); err != nil {
 		t.Fatal(err)
 	}
-	sealsBuilt(t, sp)
-	notParked(t, gate, "while the segment before it is not durable")
-	if names := sealedNames(t, cfg.Dir); len(names) != 1 {
-		t.Fatalf("sealed/ holds %q with seal 1-10 not durable, want only its segment", names)
-	}
-	if names := journalFiles(t, cfg.Dir); !slices.Equal(names, []string{journalName(1), journalName(11), journalName(21)}) {
-		t.Fatalf("journal files with two seals in flight: %q", names)
-	}
+	gate.wait(t) // seal 11-20 parked; 21-22 open
 
-	// 21-30 is due at seq 30 with two seals in flight: it waits.
-	done := appendBg(sp, batchtest.Records("c", 12), "")
-	blocked(t, "Append of a third due batch", done)
-	lastSeqIs(t, sp, 30)
-	var recSize int64
-	for _, r := range slices.Concat(batchtest.Records("a", 10), batchtest.Records("b", 10), batchtest.Records("c", 10)) {
-		recSize += int64(r.FramedSize())
-	}
-	if st := sp.Stats(); st.SpoolBytes < recSize {
-		t.Fatalf("spool bytes %d with two seals in flight and 21-30 open, want at least their %d bytes", st.SpoolBytes, recSize)
-	}
-	gate.release <- nil // 1-10 durable: 11-20 writes its segment
-	if err := result(t, "Append of a third due batch", done); err != nil {
-		t.Fatal(err)
-	}
-	parkedAt(t, gate, 11, 20)
-	if p := sp.Pending(0); len(p) != 1 || p[0].LastSeq != 10 {
-		t.Fatalf("pending %+v, want the segment of 1-10 only", p)
-	}
-
-	// The age trigger hands 31-32 over: it waits for 11-20 (21-30 is
-	// built and waits to be written).
+	// The age trigger hands 21-22 over: it waits for 11-20 first.
 	clk.Advance(time.Minute)
 	due := async(func() error { return sp.SealIfDue(clk.Now()) })
 	blocked(t, "SealIfDue", due)
@@ -300,44 +221,35 @@ func TestSealTwoInFlight(t *testing.T) {
 	if err := result(t, "SealIfDue", due); err != nil {
 		t.Fatal(err)
 	}
-	parkedAt(t, gate, 21, 30)
+	gate.wait(t) // seal 21-22 parked
 
-	// Seal with nothing open still waits for both seals in flight.
+	// Seal with nothing open still waits for the seal in flight.
 	sealed := async(func() error { return sp.Seal("test") })
-	blocked(t, "Seal", sealed)
-	gate.release <- nil
-	parkedAt(t, gate, 31, 32)
 	blocked(t, "Seal", sealed)
 	gate.release <- nil
 	if err := result(t, "Seal", sealed); err != nil {
 		t.Fatal(err)
 	}
-	if p := sp.Pending(0); len(p) != 4 || p[3].LastSeq != 32 {
-		t.Fatalf("pending after Seal: %+v, want 4 segments through 32", p)
+	if p := sp.Pending(0); len(p) != 3 || p[2].LastSeq != 22 {
+		t.Fatalf("pending after Seal: %+v, want 3 segments through 22", p)
 	}
 
-	// Close waits for the seals in flight rather than abandon them.
-	appendRecs(t, sp, batchtest.Records("d", 10), "")
-	parkedAt(t, gate, 33, 42)
-	appendRecs(t, sp, batchtest.Records("e", 10), "")
-	sealsBuilt(t, sp)
-	closing := async(sp.Close)
-	blocked(t, "Close", closing)
-	gate.release <- nil
-	parkedAt(t, gate, 43, 52)
-	blocked(t, "Close", closing)
+	// Close waits for a seal in flight rather than abandon it.
+	appendRecs(t, sp, batchtest.Records("c", 10), "")
+	gate.wait(t)
+	closed := async(sp.Close)
+	blocked(t, "Close", closed)
 	gate.on.Store(false)
 	gate.release <- nil
-	if err := result(t, "Close", closing); err != nil {
+	if err := result(t, "Close", closed); err != nil {
 		t.Fatal(err)
 	}
 	segs := sealedFiles(t, cfg.Dir)
-	if got := batchtest.SeqRanges(segs); !slices.Equal(got, [][2]uint64{{1, 10}, {11, 20}, {21, 30}, {31, 32}, {33, 42}, {43, 52}}) {
+	if got := batchtest.SeqRanges(segs); !slices.Equal(got, [][2]uint64{{1, 10}, {11, 20}, {21, 22}, {23, 32}}) {
 		t.Fatalf("sealed %v", got)
 	}
 	all := batchtest.CheckChain(t, segs, 0, batch.ZeroHash)
-	want := slices.Concat(batchtest.Lines("a", 1, 10), batchtest.Lines("b", 1, 10), batchtest.Lines("c", 1, 12),
-		batchtest.Lines("d", 1, 10), batchtest.Lines("e", 1, 10))
+	want := slices.Concat(batchtest.Lines("a", 1, 10), batchtest.Lines("b", 1, 12), batchtest.Lines("c", 1, 10))
 	if got := batchtest.Datas(all); !slices.Equal(got, want) {
 		t.Fatalf("data %q, want %q", got, want)
 	}
@@ -367,10 +279,9 @@ func TestSealBackpressureCountsSealingBatch(t *testing.T) {
 }
 
 // An fsync failure on the sealer fails the spool and wakes everything
-// waiting: the Append waiting to hand over a batch, a WaitDurable waiting
-// for the seal, a Seal; the seal built behind the failed one writes
-// nothing; later calls return the error too. A restart recovers every
-// record from the journal files.
+// waiting: the Append waiting to hand over the next batch, a WaitDurable
+// waiting for the seal, a Seal; later calls return the error too. A
+// restart recovers every record from the journal files.
 func TestSealerFsyncFailure(t *testing.T) {
 	cfg := spoolConfig(t)
 	cfg.Policy.MaxRecords = 10
@@ -383,11 +294,8 @@ func TestSealerFsyncFailure(t *testing.T) {
 	gate.wait(t)
 	appendRecs(t, sp, batchtest.Records("b", 5), "")
 	waited := async(func() error { return sp.WaitDurable(ctx, pos) })
-	// 11-20 is handed over and built; 21-30 waits for a seal to end.
-	appendRecs(t, sp, batchtest.Records("c", 5), "")
-	sealsBuilt(t, sp)
-	handOff := appendBg(sp, batchtest.Records("d", 10), "")
-	lastSeqIs(t, sp, 30)
+	handOff := appendBg(sp, batchtest.Records("c", 5), "")
+	lastSeqIs(t, sp, 20)
 	sealed := async(func() error { return sp.Seal("test") })
 	blocked(t, "WaitDurable", waited)
 	blocked(t, "Append", handOff)
@@ -429,16 +337,15 @@ func TestSealerFsyncFailure(t *testing.T) {
 	cfg.SyncFile = nil
 	sp = openSpool(t, cfg)
 	all := batchtest.CheckChain(t, sealedFiles(t, cfg.Dir), 0, batch.ZeroHash)
-	if got, want := batchtest.Datas(all), slices.Concat(batchtest.Lines("a", 1, 10), batchtest.Lines("b", 1, 5), batchtest.Lines("c", 1, 5), batchtest.Lines("d", 1, 10)); !slices.Equal(got, want) {
+	if got, want := batchtest.Datas(all), slices.Concat(batchtest.Lines("a", 1, 10), batchtest.Lines("b", 1, 5), batchtest.Lines("c", 1, 5)); !slices.Equal(got, want) {
 		t.Fatalf("after restart: %q, want %q", got, want)
 	}
 }
 
 // TestSealInFlightCrashImages crashes (by image) while seals are in flight,
-// one or two (the newer built, waiting for the older's segment to be
-// durable), with records of the sealing batches and the open one in the
-// journal files, seals in the middle of entries that move the cursor, a
-// third batch waiting to be handed over, and at every fsync meanwhile. The sealer
+// with records of the sealing batch and the open one in both journal
+// files, seals in the middle of entries that move the cursor, a second
+// batch waiting to be handed over, and at every fsync meanwhile. The sealer
 // is parked at its segment's fsync whenever the test goroutine works,
 // so every image is one instant. Each must recover every acknowledged
 // record exactly once, in order, with the cursor that goes with them.
@@ -486,48 +393,33 @@ func TestSealInFlightCrashImages(t *testing.T) {
 	}
 	sim.take(cfg.Dir, "seal 1-10 in flight, both journal files hold open records", all...)
 
-	// 20-22: 11-20 is due at seq 20 while 1-10's segment is not durable:
-	// it is handed over and built (its leftover 21-22 made durable in a
-	// third journal file first, as e moved the cursor), and waits.
-	add("e", 3, "e")
-	sealsBuilt(t, sp)
-	if names := journalFiles(t, cfg.Dir); len(names) != 3 {
-		t.Fatalf("journal files with two seals in flight: %q", names)
-	}
-	sim.take(cfg.Dir, "seal 11-20 built behind seal 1-10 in flight", all...)
-	ack(sp.written)
-	add("f", 2, "") // 23-24
-	sim.take(cfg.Dir, "two seals in flight, open records not synced", all...)
-
-	// 25-32: 21-30 is due at seq 30 with two seals in flight: it waits.
-	log.add("g", 8, "g")
-	waiting := appendBg(sp, batchtest.Records("g", 8), "g")
-	lastSeqIs(t, sp, 30)
-	sim.take(cfg.Dir, "batch 21-30 waiting for seal 1-10, 11-20 built", all...)
-	gate.release <- nil // 1-10's segment: that seal is done
-	if err := result(t, "Append of g", waiting); err != nil {
+	// 20-22: 11-20 is due at seq 20 while 1-10 still seals.
+	log.add("e", 3, "e")
+	waiting := appendBg(sp, batchtest.Records("e", 3), "e")
+	lastSeqIs(t, sp, 20)
+	sim.take(cfg.Dir, "batch 11-20 waiting for seal 1-10", all...)
+	gate.release <- nil // 1-10's segment: the seal is done
+	if err := result(t, "Append of e", waiting); err != nil {
 		t.Fatal(err)
 	}
-	parkedAt(t, gate, 11, 20)
-	sealsBuilt(t, sp)
-	sim.take(cfg.Dir, "seal 11-20 writing, seal 21-30 built behind it", all...)
+	gate.wait(t) // 11-20's segment; 21-22 in the newest file
+	sim.take(cfg.Dir, "seal 11-20 in flight after a mid-entry hand-off", all...)
+	ack(sp.written)
+	add("f", 2, "") // 23-24
+	sim.take(cfg.Dir, "seal 11-20 in flight, open records not synced", all...)
 
-	// Seal hands 31-32 over once 11-20 is done and waits for it all.
+	// Seal hands 21-24 over once 11-20 is done and waits for it all.
 	sealed := async(func() error { return sp.Seal("test") })
-	gate.release <- nil // 11-20's segment
-	parkedAt(t, gate, 21, 30)
-	sealsBuilt(t, sp)
-	sim.take(cfg.Dir, "seal 21-30 writing, seal 31-32 built behind it", all...)
-	gate.release <- nil
-	parkedAt(t, gate, 31, 32)
-	sim.take(cfg.Dir, "seal 31-32 in flight", all...)
+	gate.release <- nil // 11-20's segment: the seal is done
+	gate.wait(t)        // 21-24's segment
+	sim.take(cfg.Dir, "seal 21-24 in flight", all...)
 	gate.on.Store(false)
 	gate.release <- nil
 	if err := result(t, "Seal", sealed); err != nil {
 		t.Fatal(err)
 	}
 	sim.acked.Store(uint64(len(log.want)))
-	add("h", 3, "h") // 33-35, left in the journal
+	add("g", 3, "g") // 25-27, left in the journal
 	if err := sp.Close(); err != nil {
 		t.Fatal(err)
 	}

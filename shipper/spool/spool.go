@@ -559,11 +559,8 @@ func (s *Spool) Err() error {
 // batch (uncompressed). mu held.
 func (s *Spool) size() int64 {
 	n := s.sealedBytes + s.builder.Size() + s.provBytes
-	if j := s.sealing; j != nil {
-		n += j.size
-		if p := j.prev; p != nil && !closed(p.done) {
-			n += p.size
-		}
+	if s.sealing != nil {
+		n += s.sealing.size
 	}
 	return n
 }
