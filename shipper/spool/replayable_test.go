@@ -80,7 +80,7 @@ func TestReplayableCrashImages(t *testing.T) {
 	sim := newCrashSim(t)
 	all := []imageKind{powerLoss, resurrected, killed}
 	sim.snap = func(point string) { sim.take(cfg.Dir, point, all...) }
-	gate := newSealGate(sim.sync)
+	gate := newSealGate(t, sim.sync)
 	cfg.SyncFile = gate.sync
 	sp := openSpool(t, cfg, "t")
 	sp.SetReplayable()

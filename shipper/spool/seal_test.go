@@ -27,23 +27,38 @@ func settle(t *testing.T, sp *Spool) {
 
 // sealGate is a SyncFile that, once on, parks the sealer before each
 // fsync of a segment file until the test releases it, with an error for
-// that fsync to return or nil.
+// that fsync to return or nil. When the test ends (its Context is done,
+// before the Cleanup that closes the spool) the gate fails the parked
+// fsync, so a test that fails while a seal is parked ends rather than
+// hanging in Close.
 type sealGate struct {
 	next    func(*os.File) error
 	on      atomic.Bool
 	parked  chan string
 	release chan error
+	ended   <-chan struct{}
 }
 
-func newSealGate(next func(*os.File) error) *sealGate {
-	return &sealGate{next: next, parked: make(chan string), release: make(chan error)}
+var errGateEnded = errors.New("sealGate: the test ended with this fsync parked")
+
+func newSealGate(t *testing.T, next func(*os.File) error) *sealGate {
+	return &sealGate{next: next, parked: make(chan string), release: make(chan error), ended: t.Context().Done()}
 }
 
 func (g *sealGate) sync(f *os.File) error {
 	if name := filepath.Base(f.Name()); g.on.Load() && strings.HasSuffix(name, ".seg.zst") {
-		g.parked <- name
-		if err := <-g.release; err != nil {
-			return err
+		select {
+		case g.parked <- name:
+		case <-g.ended:
+			return errGateEnded
+		}
+		select {
+		case err := <-g.release:
+			if err != nil {
+				return err
+			}
+		case <-g.ended:
+			return errGateEnded
 		}
 	}
 	return g.next(f)
@@ -114,7 +129,7 @@ func lastSeqIs(t *testing.T, sp *Spool, seq uint64) {
 func TestSealAppendsContinueWhileSealing(t *testing.T) {
 	cfg := spoolConfig(t)
 	cfg.Policy.MaxRecords = 10
-	gate := newSealGate((*os.File).Sync)
+	gate := newSealGate(t, (*os.File).Sync)
 	cfg.SyncFile = gate.sync
 	sp := openSpool(t, cfg)
 	gate.on.Store(true)
@@ -181,7 +196,7 @@ func TestSealSecondDueBatchWaits(t *testing.T) {
 	cfg.Now = clk.Now
 	cfg.Policy.MaxRecords = 10
 	cfg.Policy.MaxAge = time.Minute
-	gate := newSealGate((*os.File).Sync)
+	gate := newSealGate(t, (*os.File).Sync)
 	cfg.SyncFile = gate.sync
 	sp := openSpool(t, cfg)
 	gate.on.Store(true)
@@ -245,7 +260,7 @@ func TestSealBackpressureCountsSealingBatch(t *testing.T) {
 	cfg := spoolConfig(t)
 	cfg.Policy.MaxRecords = 2
 	cfg.Limit = 1
-	gate := newSealGate((*os.File).Sync)
+	gate := newSealGate(t, (*os.File).Sync)
 	cfg.SyncFile = gate.sync
 	sp := openSpool(t, cfg, "t")
 	gate.on.Store(true)
@@ -270,7 +285,7 @@ func TestSealBackpressureCountsSealingBatch(t *testing.T) {
 func TestSealerFsyncFailure(t *testing.T) {
 	cfg := spoolConfig(t)
 	cfg.Policy.MaxRecords = 10
-	gate := newSealGate((*os.File).Sync)
+	gate := newSealGate(t, (*os.File).Sync)
 	cfg.SyncFile = gate.sync
 	sp := openSpool(t, cfg)
 	gate.on.Store(true)
@@ -346,7 +361,7 @@ func TestSealInFlightCrashImages(t *testing.T) {
 		}
 		sim.take(cfg.Dir, point, kinds...)
 	}
-	gate := newSealGate(sim.sync)
+	gate := newSealGate(t, sim.sync)
 	cfg.SyncFile = gate.sync
 	sp := openSpool(t, cfg)
 	gate.on.Store(true)
