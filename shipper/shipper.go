@@ -125,6 +125,10 @@ type Shipper struct {
 	waiters  int            // appenders waiting for acks
 	waitSeqs map[uint64]int // how many appenders wait for each seq (ack.go)
 	segTimes []segTime      // sent segments not yet applied everywhere
+	// partsPut is, by target, the seq through which the Bundler put the
+	// stream's parts (bundled.go); partCh is closed when it moves.
+	partsPut map[string]uint64
+	partCh   chan struct{}
 }
 
 // New opens the spool and readies it to ship (start.go): it loads the
@@ -157,7 +161,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 		status[t.Name] = &TargetStatus{Name: t.Name, Store: t.Store.String(), Async: t.Async}
 	}
 	s := &Shipper{cfg: cfg, log: log, targets: status, runFail: make(chan struct{}), ackCh: make(chan struct{}), waitCh: make(chan struct{}),
-		clock: cfg.Clock, waitSeqs: map[uint64]int{}, ready: make(chan struct{})}
+		clock: cfg.Clock, waitSeqs: map[uint64]int{}, ready: make(chan struct{}), partCh: make(chan struct{})}
 	s.retry = cfg.Retry
 	// A segment read back from a store (the newest at start, a backfill)
 	// that is corrupt or over the read limit reads the same way again.

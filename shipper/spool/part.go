@@ -49,9 +49,14 @@ type Part struct {
 	job  *sealJob
 }
 
+// ErrPartTooLarge is SealPart's answer for an open batch over its
+// maxBytes: it seals alone (SealOpen).
+var ErrPartTooLarge = errors.New("open batch larger than a bundle part may be")
+
 // SealPart seals the open batch into a part when it holds records and at
 // most maxBytes framed bytes (no limit if maxBytes <= 0). It returns nil
-// when there is nothing to seal, the batch is larger, a seal is in flight
+// when there is nothing to seal, ErrPartTooLarge when the batch is
+// larger, and nil when a seal is in flight
 // (the batch goes into a later bundle, or seals alone), or the spool is
 // held. It compresses on the caller's goroutine, without holding the
 // spool: appends go on into the next batch meanwhile.
@@ -64,10 +69,15 @@ func (s *Spool) SealPart(maxBytes int64) (*Part, error) {
 		return nil, err
 	}
 	n, size := s.builder.Records(), s.builder.Size()
-	if s.provisional || s.sealing != nil || n == 0 || (maxBytes > 0 && size > maxBytes) {
+	if s.provisional || s.sealing != nil || n == 0 {
 		s.mu.Unlock()
 		s.in.Unlock()
 		return nil, nil
+	}
+	if maxBytes > 0 && size > maxBytes {
+		s.mu.Unlock()
+		s.in.Unlock()
+		return nil, ErrPartTooLarge
 	}
 	job := &sealJob{reason: "bundle", cursor: append([]byte(nil), s.cursor...)}
 	if cur := s.journals[len(s.journals)-1]; s.journalRotates(cur, false) {
@@ -235,4 +245,21 @@ func (s *Spool) addParts() error {
 		s.sealedBytes += p.Length
 	}
 	return nil
+}
+
+// SealOpen hands the open batch, if it holds records, to the sealer to be
+// sealed alone, without waiting for that seal (only for one still in
+// flight before it): a Bundler's tick found it too large for a bundle.
+func (s *Spool) SealOpen(reason string) error {
+	s.in.Lock()
+	defer s.in.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	if s.provisional || s.builder.Records() == 0 {
+		return nil
+	}
+	return s.handOff(reason, s.cursor, nil, false)
 }

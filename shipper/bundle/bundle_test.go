@@ -1,0 +1,456 @@
+package bundle_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/batch/batchtest"
+	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/bundle"
+	"github.com/ferry-dr/ferry/shipper/spool"
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
+	"github.com/ferry-dr/ferry/store/dir"
+)
+
+var quiet = slog.New(slog.DiscardHandler)
+
+var fastRetry = store.RetryPolicy{Min: time.Millisecond, Max: 5 * time.Millisecond}
+
+// rig is a ship of several streams with a Bundler, all really started, on
+// a spool root and a dir store; the test drives the ticks.
+type rig struct {
+	t      *testing.T
+	root   string // spool root
+	stRoot string // dir store root
+	st     *dir.Store
+	b      *bundle.Bundler
+	ships  map[string]*shipper.Shipper
+	runs   map[string]chan error
+	cancel context.CancelFunc
+	closed bool
+}
+
+func openRig(t *testing.T, root, stRoot string, names []string, maxBytes int64, step func(string)) (*rig, error) {
+	t.Helper()
+	st, err := dir.New(stRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := bundle.Open(bundle.Config{Dir: filepath.Join(root, bundle.DirName), Interval: time.Hour, MaxBytes: maxBytes,
+		Targets: []bundle.Target{{Name: "t1", Store: st}}, Retry: fastRetry, Step: step, Log: quiet})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &rig{t: t, root: root, stRoot: stRoot, st: st, b: b, ships: map[string]*shipper.Shipper{}, runs: map[string]chan error{}, cancel: cancel}
+	t.Cleanup(r.close)
+	for _, name := range names {
+		sh, err := shipper.New(ctx, shipper.Config{
+			Spool: spool.Config{Dir: filepath.Join(root, name), Stream: name, Policy: batch.FlushPolicy{MaxRecords: 1000},
+				Parts: b.Parts(name)},
+			Targets: []shipper.Target{{Name: "t1", Store: st}},
+			Retry:   fastRetry,
+		}, quiet)
+		if err != nil {
+			r.close()
+			return nil, err
+		}
+		r.ships[name] = sh
+		done := make(chan error, 1)
+		r.runs[name] = done
+		go func() { done <- sh.Run(ctx) }()
+		b.Register(name, sh)
+	}
+	return r, nil
+}
+
+func (r *rig) close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	for name, sh := range r.ships {
+		r.b.Unregister(name)
+		sh.Close()
+	}
+	r.cancel()
+	r.b.Close()
+}
+
+func (r *rig) appendLines(name, prefix string, from, to int) {
+	r.t.Helper()
+	var recs []batch.Record
+	for i := from; i <= to; i++ {
+		recs = append(recs, batch.Record{Data: fmt.Appendf(nil, "%s-%d\n", prefix, i)})
+	}
+	if err := r.ships[name].AppendBatch(context.Background(), recs, nil); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rig) tick() {
+	r.t.Helper()
+	if err := r.b.Tick(context.Background()); err != nil {
+		r.t.Fatalf("Tick: %v", err)
+	}
+}
+
+// drain waits until every stream's spool has every target's confirmation.
+func (r *rig) drain() {
+	r.t.Helper()
+	for name, sh := range r.ships {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		done := make(chan error, 1)
+		go func() { done <- sh.Drain(ctx) }()
+		// Drain seals the open batch alone; bundles go by ticks.
+		for {
+			select {
+			case err := <-done:
+				cancel()
+				if err != nil {
+					r.t.Fatalf("drain %s: %v", name, err)
+				}
+			case <-time.After(20 * time.Millisecond):
+				r.tick()
+				continue
+			}
+			break
+		}
+	}
+}
+
+// storeRecords reads stream's records from the store: its own segments
+// and its parts in every bundle, merged by seq, the chain checked.
+func storeRecords(t *testing.T, st store.Store, stream string) ([]string, int) {
+	t.Helper()
+	ctx := context.Background()
+	segs := batchtest.ReadStore(t, st, stream)
+	parts := 0
+	var writers []string
+	st.(store.DirLister).ListDirs(ctx, catalog.BundlesDir, func(name string) error {
+		writers = append(writers, strings.TrimSuffix(strings.TrimPrefix(name, catalog.BundlesDir), "/"))
+		return nil
+	})
+	for _, w := range writers {
+		var keys []store.Object
+		st.List(ctx, catalog.WriterDir(w), "", func(o store.Object) error { keys = append(keys, o); return nil })
+		for _, o := range keys {
+			rc, err := st.Get(ctx, o.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, _ := io.ReadAll(rc)
+			rc.Close()
+			bd, err := batch.OpenBundle(bytes.NewReader(data), int64(len(data)), 0)
+			if err != nil {
+				t.Fatalf("bundle %s: %v", o.Name, err)
+			}
+			i, ok := bd.Find(stream)
+			if !ok {
+				continue
+			}
+			_, raw, err := bd.OpenPart(i, nil)
+			if err != nil {
+				t.Fatalf("bundle %s part %d: %v", o.Name, i, err)
+			}
+			segs = append(segs, batchtest.Decode(t, bd.Parts[i].Name(), raw))
+			parts++
+		}
+	}
+	sort.Slice(segs, func(i, j int) bool { return segs[i].Meta.FirstSeq < segs[j].Meta.FirstSeq })
+	return batchtest.Datas(batchtest.CheckChain(t, segs, 0, batch.ZeroHash)), parts
+}
+
+func markers(t *testing.T, st store.Store, stream string) []catalog.BundleMarker {
+	t.Helper()
+	ms, err := catalog.ListBundleMarkers(context.Background(), st, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
+func TestTickBundlesStreams(t *testing.T) {
+	r, err := openRig(t, t.TempDir(), t.TempDir(), []string{"b", "a", "c", "idle"}, 2000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.appendLines("b", "b", 1, 5)
+	r.appendLines("a", "a", 1, 3)
+	r.appendLines("c", "c", 1, 200) // over bundle_max: seals alone
+	r.tick()
+	st := r.b.Stats()
+	if st.Bundles != 1 || st.Parts != 2 || st.Put != 1 {
+		t.Fatalf("after one tick: %+v, want 1 bundle of 2 parts, put", st)
+	}
+	key := catalog.BundleKey(r.b.Writer(), 1)
+	rc, err := r.st.Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("bundle %s not in the store: %v", key, err)
+	}
+	data, _ := io.ReadAll(rc)
+	rc.Close()
+	bd, err := batch.OpenBundle(bytes.NewReader(data), int64(len(data)), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bd.Parts) != 2 || bd.Parts[0].Stream != "a" || bd.Parts[1].Stream != "b" {
+		t.Fatalf("bundle parts %+v, want a then b", bd.Parts)
+	}
+	r.appendLines("a", "a", 4, 6)
+	r.tick()
+	r.drain()
+	for name, n := range map[string]int{"a": 6, "b": 5, "c": 200} {
+		got, parts := storeRecords(t, r.st, name)
+		if want := batchtest.Lines(name, 1, n); !slices.Equal(got, want) {
+			t.Fatalf("stream %s in the store: %d records, want %d", name, len(got), len(want))
+		}
+		ms := markers(t, r.st, name)
+		switch name {
+		case "c":
+			if parts != 0 || len(ms) != 0 {
+				t.Fatalf("stream c: %d parts, markers %v; its batch was over bundle_max", parts, ms)
+			}
+		default:
+			if parts == 0 || len(ms) != 1 || ms[0].FirstBundle != 1 || ms[0].FirstSeq != 1 || ms[0].Writer != r.b.Writer() {
+				t.Fatalf("stream %s: %d parts, markers %+v; want one marker, bundle 1 seq 1", name, parts, ms)
+			}
+		}
+	}
+	if ms := markers(t, r.st, "idle"); len(ms) != 0 {
+		t.Fatalf("idle stream got markers %v", ms)
+	}
+	// Every bundle is in the store and every spool saved past it: the
+	// bundle files go.
+	for _, sh := range r.ships {
+		sh.Spool().SaveState()
+	}
+	r.tick()
+	left, _ := os.ReadDir(filepath.Join(r.root, bundle.DirName, "sealed"))
+	if len(left) != 0 {
+		t.Fatalf("bundle files left after every target and spool has them: %v", left)
+	}
+}
+
+func TestWriterIDKept(t *testing.T) {
+	root := t.TempDir()
+	r, err := openRig(t, root, t.TempDir(), nil, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.b.Writer()
+	if !catalog.ValidWriter(id) {
+		t.Fatalf("writer id %q", id)
+	}
+	r.close()
+	r2, err := openRig(t, root, t.TempDir(), nil, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.b.Writer() != id {
+		t.Fatalf("writer id changed across opens: %s, %s", id, r2.b.Writer())
+	}
+	if _, err := openRig(t, root, t.TempDir(), nil, 0, nil); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("a second Bundler on a locked spool: %v", err)
+	}
+}
+
+func TestBundleConflictStops(t *testing.T) {
+	stRoot := t.TempDir()
+	r, err := openRig(t, t.TempDir(), stRoot, []string{"a"}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another ship with this writer id put bundle 1 already.
+	if err := r.st.Put(context.Background(), catalog.BundleKey(r.b.Writer(), 1), []byte("someone else's bundle")); err != nil {
+		t.Fatal(err)
+	}
+	r.appendLines("a", "a", 1, 3)
+	err = r.b.Tick(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "writer id "+r.b.Writer()) {
+		t.Fatalf("Tick over another writer's bundle: %v", err)
+	}
+}
+
+func TestOverlapStops(t *testing.T) {
+	r, err := openRig(t, t.TempDir(), t.TempDir(), []string{"a"}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another writer's segment of generation 1 at seqs 2..9.
+	seg := batch.SegmentKey("a", batch.SegmentName(1, 2, 9))
+	if err := r.st.Put(context.Background(), seg, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	r.appendLines("a", "a", 1, 3)
+	err = r.b.Tick(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "overlaps") || !strings.Contains(err.Error(), seg) {
+		t.Fatalf("Tick with an overlapping segment in the store: %v", err)
+	}
+	if ms := markers(t, r.st, "a"); len(ms) != 0 {
+		t.Fatalf("marker written despite the overlap: %v", ms)
+	}
+}
+
+// copyTree copies the regular files under src, LOCK files left out, to a
+// new temp dir: what a kill -9 leaves (the page cache survives).
+func copyTree(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		if d.Name() == "LOCK" || !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// restoreImage puts the image img where the crashed files were, so that
+// the restart is the same spool (its writer leases name its path).
+func restoreImage(t *testing.T, img, dst string) {
+	t.Helper()
+	if err := os.RemoveAll(dst); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(img, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestKilledAtEachStep: a kill -9 image of the spools and the store taken
+// at each step of a bundle's life, restarted: every stream ends in the
+// store with every record once, in one chain.
+func TestKilledAtEachStep(t *testing.T) {
+	for _, step := range []string{"written", "renamed", "committed", "marked", "put"} {
+		t.Run(step, func(t *testing.T) {
+			root, stRoot := t.TempDir(), t.TempDir()
+			var imgRoot, imgSt string
+			hook := func(s string) {
+				if s == step && imgRoot == "" {
+					imgRoot, imgSt = copyTree(t, root), copyTree(t, stRoot)
+				}
+			}
+			r, err := openRig(t, root, stRoot, []string{"a", "b"}, 0, hook)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.appendLines("a", "a", 1, 5)
+			r.appendLines("b", "b", 1, 4)
+			r.tick()
+			r.close()
+			if imgRoot == "" {
+				t.Fatalf("step %s never came", step)
+			}
+			restoreImage(t, imgRoot, root)
+			restoreImage(t, imgSt, stRoot)
+			r2, err := openRig(t, root, stRoot, []string{"a", "b"}, 0, nil)
+			if err != nil {
+				t.Fatalf("restart: %v", err)
+			}
+			r2.appendLines("a", "a", 6, 8)
+			r2.appendLines("b", "b", 5, 6)
+			r2.tick()
+			r2.drain()
+			for name, n := range map[string]int{"a": 8, "b": 6} {
+				got, _ := storeRecords(t, r2.st, name)
+				if want := batchtest.Lines(name, 1, n); !slices.Equal(got, want) {
+					t.Fatalf("stream %s after a kill at %s: %q, want %q", name, step, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestRecoverDamagedBundles: a torn newest bundle is removed and its
+// streams seal their records again; a damaged older one stops the start,
+// naming it.
+func TestRecoverDamagedBundles(t *testing.T) {
+	for _, which := range []string{"newest", "older"} {
+		t.Run(which, func(t *testing.T) {
+			root, stRoot := t.TempDir(), t.TempDir()
+			var img, imgSt string
+			n := 0
+			r, err := openRig(t, root, stRoot, []string{"a"}, 0, func(s string) {
+				if s == "written" {
+					n++
+					if n == 2 {
+						img, imgSt = copyTree(t, root), copyTree(t, stRoot)
+					}
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.appendLines("a", "a", 1, 3)
+			r.tick()
+			r.appendLines("a", "a", 4, 5)
+			r.tick()
+			r.close()
+			restoreImage(t, img, root)
+			restoreImage(t, imgSt, stRoot)
+			// The second bundle's rename reached the disk, its data not
+			// all (no fsync covered it): torn under its name.
+			sealedDir := filepath.Join(root, bundle.DirName, "sealed")
+			if err := os.Rename(filepath.Join(sealedDir, "."+batch.BundleName(2)+".tmp"), filepath.Join(sealedDir, batch.BundleName(2))); err != nil {
+				t.Fatal(err)
+			}
+			victim := filepath.Join(sealedDir, batch.BundleName(2))
+			if which == "older" {
+				victim = filepath.Join(sealedDir, batch.BundleName(1))
+			}
+			fi, err := os.Stat(victim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(victim, fi.Size()-10); err != nil {
+				t.Fatal(err)
+			}
+			r2, err := openRig(t, root, stRoot, []string{"a"}, 0, nil)
+			if which == "older" {
+				if err == nil || !strings.Contains(err.Error(), victim) {
+					t.Fatalf("open with a damaged older bundle: %v; want an error naming %s", err, victim)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("open with a torn newest bundle: %v", err)
+			}
+			if _, err := os.Stat(victim); !os.IsNotExist(err) {
+				t.Fatalf("torn newest bundle still there: %v", err)
+			}
+			r2.tick()
+			r2.drain()
+			got, _ := storeRecords(t, r2.st, "a")
+			if want := batchtest.Lines("a", 1, 5); !slices.Equal(got, want) {
+				t.Fatalf("stream a: %q, want %q", got, want)
+			}
+		})
+	}
+}
