@@ -75,6 +75,10 @@ import (
 // DirName is the Bundler's directory under the ship's spool root.
 const DirName = "_bundles"
 
+// DefaultMaxBundleBytes is Config.MaxBundleBytes's default: a quarter of
+// the readers' default limit on a bundle.
+const DefaultMaxBundleBytes = batch.DefaultMaxBundleBytes / 4
+
 // DefaultMaxBytes is bundle_max's default: a stream's batch of at most
 // this many framed bytes goes into a bundle.
 const DefaultMaxBytes = 1 << 20
@@ -109,6 +113,11 @@ type Config struct {
 	// MaxBytes: a batch larger than this seals alone. Default
 	// DefaultMaxBytes.
 	MaxBytes int64
+	// MaxBundleBytes caps a bundle's parts: more go into another bundle
+	// of the same tick, so that readers, which refuse a bundle over
+	// batch.DefaultMaxBundleBytes by default, read every one. Default
+	// DefaultMaxBundleBytes.
+	MaxBundleBytes int64
 	Targets  []Target
 	Retry    store.RetryPolicy
 	// SyncFile fsyncs a file; tests inject failures. Default (*os.File).Sync.
@@ -172,6 +181,9 @@ func Open(cfg Config) (*Bundler, error) {
 	}
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = DefaultMaxBytes
+	}
+	if cfg.MaxBundleBytes <= 0 {
+		cfg.MaxBundleBytes = DefaultMaxBundleBytes
 	}
 	if cfg.SyncFile == nil {
 		cfg.SyncFile = (*os.File).Sync
@@ -437,7 +449,8 @@ func (b *Bundler) Tick(ctx context.Context) error {
 }
 
 // seal asks every registered stream, in name order, for a part and
-// writes them into bundles of at most batch.MaxBundleParts. tick held.
+// writes them into bundles of at most batch.MaxBundleParts parts and
+// MaxBundleBytes (a larger part goes alone). tick held.
 func (b *Bundler) seal() error {
 	b.mu.Lock()
 	names := make([]string, 0, len(b.streams))
@@ -468,7 +481,11 @@ func (b *Bundler) seal() error {
 		}
 	}
 	for len(parts) > 0 {
-		n := min(len(parts), batch.MaxBundleParts)
+		n, size := 1, int64(len(parts[0].Data))
+		for n < len(parts) && n < batch.MaxBundleParts && size+int64(len(parts[n].Data)) <= b.cfg.MaxBundleBytes {
+			size += int64(len(parts[n].Data))
+			n++
+		}
 		if err := b.write(parts[:n]); err != nil {
 			b.failAll(parts[n:], err)
 			return err

@@ -44,11 +44,16 @@ type rig struct {
 
 func openRig(t *testing.T, root, stRoot string, names []string, maxBytes int64, step func(string)) (*rig, error) {
 	t.Helper()
+	return openRigCap(t, root, stRoot, names, maxBytes, 0, step)
+}
+
+func openRigCap(t *testing.T, root, stRoot string, names []string, maxBytes, maxBundle int64, step func(string)) (*rig, error) {
+	t.Helper()
 	st, err := dir.New(stRoot)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := bundle.Open(bundle.Config{Dir: filepath.Join(root, bundle.DirName), Interval: time.Hour, MaxBytes: maxBytes,
+	b, err := bundle.Open(bundle.Config{Dir: filepath.Join(root, bundle.DirName), Interval: time.Hour, MaxBytes: maxBytes, MaxBundleBytes: maxBundle,
 		Targets: []bundle.Target{{Name: "t1", Store: st}}, Retry: fastRetry, Step: step, Log: quiet})
 	if err != nil {
 		return nil, err
@@ -452,5 +457,43 @@ func TestRecoverDamagedBundles(t *testing.T) {
 				t.Fatalf("stream a: %q, want %q", got, want)
 			}
 		})
+	}
+}
+
+// TestBundleBytesCap: parts past MaxBundleBytes go into another bundle of
+// the same tick, in name order.
+func TestBundleBytesCap(t *testing.T) {
+	r, err := openRigCap(t, t.TempDir(), t.TempDir(), []string{"a", "b", "c"}, 0, 600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b", "c"} {
+		r.appendLines(n, n+"-a-long-line-that-compresses-a-bit-less-"+n, 1, 10)
+	}
+	r.tick()
+	if st := r.b.Stats(); st.Bundles < 2 || st.Parts != 3 {
+		t.Fatalf("one tick of 3 parts under a 600-byte cap: %+v, want 3 parts in 2 or more bundles", st)
+	}
+	var streams []string
+	for n := uint64(1); n <= r.b.Stats().Bundles; n++ {
+		rc, err := r.st.Get(context.Background(), catalog.BundleKey(r.b.Writer(), n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(rc)
+		rc.Close()
+		if len(data) > 600+batch.BundleTrailerSize+200*3 && n > 1 {
+			t.Errorf("bundle %d is %d bytes", n, len(data))
+		}
+		bd, err := batch.OpenBundle(bytes.NewReader(data), int64(len(data)), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range bd.Parts {
+			streams = append(streams, p.Stream)
+		}
+	}
+	if !slices.Equal(streams, []string{"a", "b", "c"}) {
+		t.Fatalf("parts across bundles: %v", streams)
 	}
 }
