@@ -118,8 +118,8 @@ type Config struct {
 	// batch.DefaultMaxBundleBytes by default, read every one. Default
 	// DefaultMaxBundleBytes.
 	MaxBundleBytes int64
-	Targets  []Target
-	Retry    store.RetryPolicy
+	Targets        []Target
+	Retry          store.RetryPolicy
 	// SyncFile fsyncs a file; tests inject failures. Default (*os.File).Sync.
 	SyncFile func(*os.File) error
 	// Step, if set, is called at each step of a bundle's life (tests and
