@@ -84,6 +84,9 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 				st.BytesSent += seg.Size
 				s.ackChangedLocked()
 				s.mu.Unlock()
+				if s.cfg.OnSent != nil {
+					s.cfg.OnSent(t.Name, int(seg.Size), 0) // its put was the bundle's
+				}
 				s.spool.Confirm(t.Name, cursor)
 				continue
 			}

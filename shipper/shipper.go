@@ -8,10 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -439,17 +436,9 @@ func (s *Shipper) oldestIn(p []spool.SealedSegment) time.Time {
 	if len(p) == 0 {
 		return time.Time{}
 	}
-	// The metadata frame is at the front; read no more than it can be.
-	f, err := os.Open(filepath.Join(s.cfg.Spool.Dir, "sealed", p[0].Name))
+	m, err := s.spool.SealedMeta(p[0])
 	if err != nil {
 		return time.Time{} // sent and deleted meanwhile
-	}
-	defer f.Close()
-	head := make([]byte, 8+batch.MaxMetaSize)
-	n, _ := io.ReadFull(f, head)
-	m, _, err := batch.ParseMeta(head[:n])
-	if err != nil {
-		return time.Time{}
 	}
 	return m.MinTime
 }

@@ -132,7 +132,7 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 			shc.Spool.StateEvery = streamStateEvery
 			if bundler != nil {
 				shc.Spool.Parts = bundler.Parts(name)
-				if shc.Spool.Policy.MaxAge >= time.Duration(sc.BundleInterval) {
+				if sc.BundleInterval > 0 && shc.Spool.Policy.MaxAge >= time.Duration(sc.BundleInterval) {
 					// The tick seals it, into a bundle or (over
 					// bundle_max) alone: max_age would only race it.
 					shc.Spool.Policy.MaxAge = 0
@@ -214,23 +214,35 @@ func streamShipConfig(cfg *config.File, targets []shipper.Target, enc batch.Encr
 }
 
 // openBundler opens the Bundler of a ship with ship.bundle_interval set
-// (nil without): its spool is ship.spool/_bundles, its targets the
-// ship's.
+// (nil without, unless its spool still holds bundles: then one that only
+// puts those): its spool is ship.spool/_bundles, its targets the ship's.
 func openBundler(cfg *config.File, targets []shipper.Target, retry store.RetryPolicy, log *slog.Logger) (*bundle.Bundler, error) {
 	sc := cfg.Ship
-	if sc.BundleInterval <= 0 {
-		return nil, nil
+	dir := filepath.Join(sc.Spool, bundle.DirName)
+	interval, drain := time.Duration(sc.BundleInterval), false
+	if interval <= 0 {
+		left, err := bundle.Leftover(dir)
+		if err != nil || !left {
+			return nil, err
+		}
+		// Turned off with bundles not yet in every target: their parts
+		// are the streams' sealed segments, to be put and adopted.
+		interval, drain = time.Second, true
 	}
 	bt := make([]bundle.Target, len(targets))
 	for i, t := range targets {
 		bt[i] = bundle.Target{Name: t.Name, Store: t.Store}
 	}
-	b, err := bundle.Open(bundle.Config{Dir: filepath.Join(sc.Spool, bundle.DirName), Interval: time.Duration(sc.BundleInterval),
+	b, err := bundle.Open(bundle.Config{Dir: dir, Interval: interval, Drain: drain,
 		MaxBytes: int64(sc.BundleMax), Targets: bt, Retry: retry, Log: log, Step: bundleKillStep()})
 	if err != nil {
 		return nil, err
 	}
-	log.Info("bundles on", "interval", time.Duration(sc.BundleInterval), "bundle_max", sc.BundleMax, "writer", b.Writer())
+	if drain {
+		log.Info("bundles off, but the bundle spool holds bundles: they are put, and no new ones sealed", "dir", dir, "writer", b.Writer())
+	} else {
+		log.Info("bundles on", "interval", interval, "bundle_max", sc.BundleMax, "writer", b.Writer())
+	}
 	return b, nil
 }
 

@@ -122,6 +122,10 @@ type Config struct {
 	Retry          store.RetryPolicy
 	// SyncFile fsyncs a file; tests inject failures. Default (*os.File).Sync.
 	SyncFile func(*os.File) error
+	// Drain puts and retires the bundles Open found but seals no new
+	// ones: the ship's bundles were turned off while some were not yet in
+	// every target (see Leftover).
+	Drain bool
 	// Step, if set, is called at each step of a bundle's life (tests and
 	// FERRY_BUNDLE_KILL): "written" (temp file fsynced), "renamed" (the
 	// commit point), "committed" (the spools recorded their parts),
@@ -211,6 +215,26 @@ func Open(cfg Config) (*Bundler, error) {
 		return nil, fmt.Errorf("bundle spool %s: %w", cfg.Dir, err)
 	}
 	return b, nil
+}
+
+// Leftover reports whether dir, a Bundler's directory, holds bundle
+// files: a ship with bundles off must still put them and let its spools
+// adopt their parts (Config.Drain), or those streams would seal the
+// parts' records again.
+func Leftover(dir string) (bool, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, "sealed"))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, e := range ents {
+		if _, ok := batch.ParseBundleName(e.Name()); ok {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Writer is the Bundler's writer id.
@@ -439,8 +463,10 @@ func (b *Bundler) Run(ctx context.Context) error {
 func (b *Bundler) Tick(ctx context.Context) error {
 	b.tick.Lock()
 	defer b.tick.Unlock()
-	if err := b.seal(); err != nil {
-		return err
+	if !b.cfg.Drain {
+		if err := b.seal(); err != nil {
+			return err
+		}
 	}
 	if err := b.upload(ctx); err != nil {
 		return err

@@ -49,12 +49,21 @@ func openRig(t *testing.T, root, stRoot string, names []string, maxBytes int64, 
 
 func openRigCap(t *testing.T, root, stRoot string, names []string, maxBytes, maxBundle int64, step func(string)) (*rig, error) {
 	t.Helper()
+	return openRigWith(t, root, stRoot, names, func(c *bundle.Config) {
+		c.MaxBytes, c.MaxBundleBytes, c.Step = maxBytes, maxBundle, step
+	})
+}
+
+func openRigWith(t *testing.T, root, stRoot string, names []string, edit func(*bundle.Config)) (*rig, error) {
+	t.Helper()
 	st, err := dir.New(stRoot)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := bundle.Open(bundle.Config{Dir: filepath.Join(root, bundle.DirName), Interval: time.Hour, MaxBytes: maxBytes, MaxBundleBytes: maxBundle,
-		Targets: []bundle.Target{{Name: "t1", Store: st}}, Retry: fastRetry, Step: step, Log: quiet})
+	cfg := bundle.Config{Dir: filepath.Join(root, bundle.DirName), Interval: time.Hour,
+		Targets: []bundle.Target{{Name: "t1", Store: st}}, Retry: fastRetry, Log: quiet}
+	edit(&cfg)
+	b, err := bundle.Open(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +197,13 @@ func markers(t *testing.T, st store.Store, stream string) []catalog.BundleMarker
 }
 
 func TestTickBundlesStreams(t *testing.T) {
-	r, err := openRig(t, t.TempDir(), t.TempDir(), []string{"b", "a", "c", "idle"}, 2000, nil)
+	var r *rig
+	var oldest time.Time
+	r, err := openRig(t, t.TempDir(), t.TempDir(), []string{"b", "a", "c", "idle"}, 2000, func(step string) {
+		if step == "committed" && oldest.IsZero() {
+			oldest = r.ships["a"].OldestUnsent() // the part, not put yet
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,6 +211,9 @@ func TestTickBundlesStreams(t *testing.T) {
 	r.appendLines("a", "a", 1, 3)
 	r.appendLines("c", "c", 1, 200) // over bundle_max: seals alone
 	r.tick()
+	if oldest.IsZero() {
+		t.Error("OldestUnsent is zero while a part waits for its bundle's put")
+	}
 	st := r.b.Stats()
 	if st.Bundles != 1 || st.Parts != 2 || st.Put != 1 {
 		t.Fatalf("after one tick: %+v, want 1 bundle of 2 parts, put", st)
@@ -492,5 +510,46 @@ func TestBundleBytesCap(t *testing.T) {
 	}
 	if !slices.Equal(streams, []string{"a", "b", "c"}) {
 		t.Fatalf("parts across bundles: %v", streams)
+	}
+}
+
+// TestDrainPutsLeftovers: bundles turned off with one committed but not
+// put: a Drain Bundler puts it, the spools adopt its parts, and nothing
+// new goes into a bundle.
+func TestDrainPutsLeftovers(t *testing.T) {
+	root, stRoot := t.TempDir(), t.TempDir()
+	var imgRoot, imgSt string
+	r, err := openRig(t, root, stRoot, []string{"a", "b"}, 0, func(s string) {
+		if s == "committed" && imgRoot == "" {
+			imgRoot, imgSt = copyTree(t, root), copyTree(t, stRoot)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.appendLines("a", "a", 1, 4)
+	r.appendLines("b", "b", 1, 2)
+	r.tick()
+	r.close()
+	restoreImage(t, imgRoot, root)
+	restoreImage(t, imgSt, stRoot)
+	if left, err := bundle.Leftover(filepath.Join(root, bundle.DirName)); err != nil || !left {
+		t.Fatalf("Leftover: %v, %v; want true", left, err)
+	}
+	r2, err := openRigWith(t, root, stRoot, []string{"a", "b"}, func(c *bundle.Config) { c.Drain = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.appendLines("a", "a", 5, 6)
+	r2.tick()
+	r2.drain()
+	if st := r2.b.Stats(); st.Bundles != 0 || st.Put != 1 {
+		t.Fatalf("drain Bundler: %+v, want no bundle sealed and the leftover put", st)
+	}
+	for name, n := range map[string]int{"a": 6, "b": 2} {
+		got, parts := storeRecords(t, r2.st, name)
+		if want := batchtest.Lines(name, 1, n); !slices.Equal(got, want) || parts != 1 {
+			t.Fatalf("stream %s: %q in %d parts, want %q, one part", name, got, parts, want)
+		}
 	}
 }

@@ -181,6 +181,10 @@ func (s *Spool) readSealedFile(seg SealedSegment) ([]byte, error) {
 	return readPart(seg.Bundle, seg.Offset, seg.Size)
 }
 
+// SealedMeta reads the metadata of seg, a sealed segment the spool
+// listed (a file in sealed/ or a part), no more of it than that can be.
+func (s *Spool) SealedMeta(seg SealedSegment) (batch.Meta, error) { return s.readSealedMeta(seg) }
+
 // readSealedMeta reads seg's metadata, no more of it than that can be.
 func (s *Spool) readSealedMeta(seg SealedSegment) (batch.Meta, error) {
 	path, off := s.path("sealed", seg.Name), int64(0)

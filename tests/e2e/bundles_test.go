@@ -334,3 +334,45 @@ func TestShipBundlesKilledAtEachStep(t *testing.T) {
 		})
 	}
 }
+
+// TestShipBundlesTurnedOff kills a bundle-writing ship right after its
+// first bundle is committed (FERRY_BUNDLE_KILL=committed), then restarts
+// it with bundle_interval removed: that bundle is still put and its parts
+// adopted by their streams, which seal everything after them alone.
+func TestShipBundlesTurnedOff(t *testing.T) {
+	t.Parallel()
+	r := newBundleRig(t, 5, "")
+	r.burst()
+	killed := ferrytest.Cmd{Bin: ferryBin, Env: append(os.Environ(), "FERRY_BUNDLE_KILL=committed")}.Start(t, nil, "ship", "--config", r.cfg)
+	if code, ok := killed.Wait(60 * time.Second); !ok || code == 0 {
+		t.Fatalf("ship with FERRY_BUNDLE_KILL=committed: exit %d (ended %v), want killed:\n%s", code, ok, killed)
+	}
+	conf, err := os.ReadFile(r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := strings.Replace(string(conf), `bundle_interval = "200ms"`, "", 1)
+	if off == string(conf) {
+		t.Fatal("no bundle_interval in the config")
+	}
+	if err := os.WriteFile(r.cfg, []byte(off), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.burst()
+	p := startFerry(t, nil, "ship", "--config", r.cfg)
+	r.burst()
+	bundles := r.waitStored(func() {
+		if p.Exited() {
+			t.Fatalf("shipper exited with %d:\n%s", p.Code(), p)
+		}
+	})
+	if len(bundles) != 1 {
+		t.Fatalf("%d bundles in the store, want the one committed before the kill", len(bundles))
+	}
+	if !strings.Contains(p.Stderr(), "bundles off, but the bundle spool holds bundles") {
+		t.Fatalf("no word of the leftover bundle:\n%s", p)
+	}
+	if code := p.Terminate(30 * time.Second); code != 0 {
+		t.Fatalf("shipper exit %d on SIGTERM, want 0:\n%s", code, p)
+	}
+}
