@@ -140,9 +140,14 @@ type Bundler struct {
 	lock   *os.File
 	writer string
 
-	// tick serialises ticks with Register and Unregister: a stream's
-	// spool is never closed while a tick uses it.
-	tick sync.Mutex
+	// sealing serialises the seals of a tick with Register and
+	// Unregister: a stream's spool is never closed while a seal uses it.
+	// uploading serialises uploads; Unregister cancels the one in
+	// progress (upCancel) and waits for it to stop, so a target that is
+	// down holds back neither the seals nor a stream's end.
+	sealing   sync.Mutex
+	uploading sync.Mutex
+	upCancel  context.CancelFunc // under mu
 
 	mu      sync.Mutex
 	streams map[string]Stream
@@ -401,31 +406,38 @@ func (b *Bundler) loadWriter() error {
 // Register adds a stream to the ticks. Its spool must have been opened
 // with Parts(name).
 func (b *Bundler) Register(name string, s Stream) {
-	b.tick.Lock()
-	defer b.tick.Unlock()
+	b.sealing.Lock()
+	defer b.sealing.Unlock()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.streams[name] = s
 	delete(b.gone, name)
 }
 
-// Unregister takes a stream out of the ticks, waiting for one in
-// progress; its spool may be closed once it returns.
+// Unregister takes a stream out of the ticks, waiting for a seal in
+// progress and stopping an upload in progress (the next one resumes
+// it); its shipper and spool may be closed once it returns.
 func (b *Bundler) Unregister(name string) {
-	b.tick.Lock()
-	defer b.tick.Unlock()
+	b.sealing.Lock()
+	defer b.sealing.Unlock()
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if s, ok := b.streams[name]; ok {
 		b.gone[name] = s.Spool()
 		delete(b.streams, name)
 	}
+	cancel := b.upCancel
+	b.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	b.uploading.Lock()
+	b.uploading.Unlock() //nolint:staticcheck // waits for the upload to stop
 }
 
 // Close releases the lock. Run must have returned.
 func (b *Bundler) Close() error {
-	b.tick.Lock()
-	defer b.tick.Unlock()
+	b.sealing.Lock()
+	defer b.sealing.Unlock()
 	if b.lock == nil {
 		return nil
 	}
@@ -434,41 +446,105 @@ func (b *Bundler) Close() error {
 	return err
 }
 
-// Run ticks every Interval until ctx ends, or returns the first fatal
-// error: a bundle that could not be made durable (every stream with a
-// part in it has failed too), a conflict in a store (another writer with
-// this writer id, or another writer's segments where a stream's part
-// goes), a halted stream in a bundle that waits to be put.
+// Run seals every Interval and puts what it sealed (and, every Interval,
+// what is left to put) until ctx ends, or returns the first fatal error:
+// a bundle that could not be made durable (every stream with a part in
+// it has failed too), a conflict in a store (another writer with this
+// writer id, or another writer's segments where a stream's part goes), a
+// halted stream in a bundle that waits to be put. Seals go on while a
+// target is down; the bundles wait in sealed/, their parts counted in
+// their spools' limits.
 func (b *Bundler) Run(ctx context.Context) error {
-	t := time.NewTicker(b.cfg.Interval)
-	defer t.Stop()
-	for {
-		if err := b.Tick(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	kick := make(chan struct{}, 1)
+	errc := make(chan error, 2)
+	go func() {
+		t := time.NewTicker(b.cfg.Interval)
+		defer t.Stop()
+		for {
+			if err := b.Seal(); err != nil {
+				errc <- err
+				return
 			}
-			return err
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+			select {
+			case <-ctx.Done():
+				errc <- nil
+				return
+			case <-t.C:
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+	}()
+	go func() {
+		t := time.NewTicker(b.cfg.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				errc <- nil
+				return
+			case <-kick:
+			case <-t.C:
+			}
+			if err := b.Upload(ctx); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	var first error
+	for range 2 {
+		if err := <-errc; err != nil && first == nil && ctx.Err() == nil {
+			first = err
+			cancel()
 		}
 	}
+	return first
 }
 
-// Tick seals the registered streams' small batches into bundles, puts
-// every bundle not put yet whose streams are all registered, and retires
-// what it can.
+// Tick seals, then puts and retires (Seal, then Upload): one tick, for
+// tests.
 func (b *Bundler) Tick(ctx context.Context) error {
-	b.tick.Lock()
-	defer b.tick.Unlock()
-	if !b.cfg.Drain {
-		if err := b.seal(); err != nil {
-			return err
-		}
+	if err := b.Seal(); err != nil {
+		return err
 	}
-	if err := b.upload(ctx); err != nil {
+	return b.Upload(ctx)
+}
+
+// Seal seals the registered streams' small batches into bundles (none
+// with Config.Drain).
+func (b *Bundler) Seal() error {
+	b.sealing.Lock()
+	defer b.sealing.Unlock()
+	if b.cfg.Drain {
+		return nil
+	}
+	return b.seal()
+}
+
+// Upload puts every bundle not put yet whose streams are all registered,
+// oldest first, and retires what it can. An Unregister stops it early
+// without an error.
+func (b *Bundler) Upload(ctx context.Context) error {
+	b.uploading.Lock()
+	defer b.uploading.Unlock()
+	uctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b.mu.Lock()
+	b.upCancel = cancel
+	b.mu.Unlock()
+	err := b.upload(uctx)
+	b.mu.Lock()
+	b.upCancel = nil
+	b.mu.Unlock()
+	if err != nil && uctx.Err() != nil && ctx.Err() == nil {
+		err = nil // an Unregister stopped it: the next one goes on
+	}
+	if err != nil {
 		return err
 	}
 	return b.retire()
@@ -476,7 +552,7 @@ func (b *Bundler) Tick(ctx context.Context) error {
 
 // seal asks every registered stream, in name order, for a part and
 // writes them into bundles of at most batch.MaxBundleParts parts and
-// MaxBundleBytes (a larger part goes alone). tick held.
+// MaxBundleBytes (a larger part goes alone). sealing held.
 func (b *Bundler) seal() error {
 	b.mu.Lock()
 	names := make([]string, 0, len(b.streams))

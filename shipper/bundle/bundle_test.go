@@ -3,6 +3,7 @@ package bundle_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -551,5 +553,69 @@ func TestDrainPutsLeftovers(t *testing.T) {
 		if want := batchtest.Lines(name, 1, n); !slices.Equal(got, want) || parts != 1 {
 			t.Fatalf("stream %s: %q in %d parts, want %q, one part", name, got, parts, want)
 		}
+	}
+}
+
+// downStore fails every bundle put while down is set, as a target that
+// is unreachable.
+type downStore struct {
+	store.Store
+	down *atomic.Bool
+}
+
+func (d downStore) Put(ctx context.Context, key string, data []byte) error {
+	if d.down.Load() && strings.HasPrefix(key, catalog.BundlesDir) {
+		return errors.New("connection refused")
+	}
+	return d.Store.Put(ctx, key, data)
+}
+
+// TestTargetDownHoldsNothingBack: while a target refuses bundle puts, the
+// ticks go on sealing, a stream ends (Unregister) at once, and the
+// bundles go out once the target is back.
+func TestTargetDownHoldsNothingBack(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	r, err := openRigWith(t, t.TempDir(), t.TempDir(), []string{"a", "b"}, func(c *bundle.Config) {
+		c.Interval = 20 * time.Millisecond
+		c.Targets[0].Store = downStore{Store: c.Targets[0].Store, down: &down}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.b.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	r.appendLines("a", "a", 1, 3)
+	r.appendLines("b", "b", 1, 3)
+	waitStats(t, r.b, "a first bundle", func(s bundle.Stats) bool { return s.Bundles >= 1 })
+	r.appendLines("b", "b", 4, 5)
+	waitStats(t, r.b, "a second bundle while the target is down", func(s bundle.Stats) bool { return s.Bundles >= 2 })
+	done := make(chan struct{})
+	go func() { r.b.Unregister("a"); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Unregister waited for a target that is down")
+	}
+	r.b.Register("a", r.ships["a"])
+	down.Store(false)
+	waitStats(t, r.b, "every bundle put", func(s bundle.Stats) bool { return s.Put == s.Bundles })
+}
+
+func waitStats(t *testing.T, b *bundle.Bundler, what string, cond func(bundle.Stats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond(b.Stats()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %+v", what, b.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -19,14 +19,17 @@ var errStopList = errors.New("stop listing")
 // upload puts the bundles not yet in every target, oldest first. It stops
 // at the first one with a stream not registered (a later bundle must not
 // be put before it: a stream's sender confirms its parts through the
-// newest put). tick held.
+// newest put). uploading held.
 func (b *Bundler) upload(ctx context.Context) error {
 	b.mu.Lock()
 	pending := append([]*sealed(nil), b.pending...)
-	streams := maps(b.streams)
 	b.mu.Unlock()
 	for _, sb := range pending {
-		if len(sb.put) == len(b.cfg.Targets) {
+		b.mu.Lock()
+		done := len(sb.put) == len(b.cfg.Targets)
+		streams := maps(b.streams)
+		b.mu.Unlock()
+		if done {
 			continue
 		}
 		for _, p := range sb.parts {
@@ -154,7 +157,7 @@ func (b *Bundler) mark(ctx context.Context, t Target, sb *sealed, p batch.Bundle
 
 // retire removes the bundle files every target holds whose every part's
 // spool saved a state.json past it. state.json is saved first when the
-// newest bundle goes, so its number is never used again. tick held.
+// newest bundle goes, so its number is never used again. uploading held.
 func (b *Bundler) retire() error {
 	b.mu.Lock()
 	var gone []*sealed
