@@ -35,7 +35,11 @@
 //
 // # Upload
 //
-// A bundle is stored as _bundles/<writer>/<n>.bundle (catalog.BundleKey)
+// Uploads run apart from the seals (Run): each seal kicks the upload
+// loop, which also wakes every Interval, so a target that is down holds
+// back neither the ticks (their bundles wait in sealed/, their parts
+// counted in their spools' limits) nor a stream's end (Unregister stops
+// an upload in progress; the next one resumes it). A bundle is stored as _bundles/<writer>/<n>.bundle (catalog.BundleKey)
 // in every target, with one put. Before the first bundle carrying a
 // stream's part is put after a start, the Bundler checks that the target
 // holds no segment of the stream's generation starting inside the part's
