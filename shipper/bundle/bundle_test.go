@@ -30,6 +30,10 @@ var quiet = slog.New(slog.DiscardHandler)
 
 var fastRetry = store.RetryPolicy{Min: time.Millisecond, Max: 5 * time.Millisecond}
 
+// rigLeaseTTL is the rigs' shippers' writer lease TTL (0: the default);
+// the idle fence check runs at a third of it.
+var rigLeaseTTL time.Duration
+
 // rig is a ship of several streams with a Bundler, all really started, on
 // a spool root and a dir store; the test drives the ticks.
 type rig struct {
@@ -78,6 +82,7 @@ func openRigWith(t *testing.T, root, stRoot string, names []string, edit func(*b
 				Parts: b.Parts(name)},
 			Targets: []shipper.Target{{Name: "t1", Store: st}},
 			Retry:   fastRetry,
+			Lease:   shipper.LeaseConfig{TTL: rigLeaseTTL},
 		}, quiet)
 		if err != nil {
 			r.close()
@@ -618,4 +623,61 @@ func waitStats(t *testing.T, b *bundle.Bundler, what string, cond func(bundle.St
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestFencedStreamLeftOut: a stream fenced by a promotion (its shipper
+// halted) gets no part in the next bundle; the others go on.
+func TestFencedStreamLeftOut(t *testing.T) {
+	rigLeaseTTL = 300 * time.Millisecond
+	defer func() { rigLeaseTTL = 0 }()
+	r, err := openRig(t, t.TempDir(), t.TempDir(), []string{"a", "b"}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.appendLines("a", "a", 1, 3)
+	r.appendLines("b", "b", 1, 3)
+	r.tick()
+	rec := batch.Generation{Stream: "a", Generation: 2, Parent: 1, Time: time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC),
+		Site: "dr-b", Host: "dr-b-host", Reason: "promote", ForkSeq: 3}
+	segs, _ := storeRecords(t, r.st, "a")
+	if len(segs) != 3 {
+		t.Fatalf("stream a holds %d records before the promotion", len(segs))
+	}
+	bd := readBundle(t, r, 1)
+	i, _ := bd.Find("a")
+	rec.ForkHash = bd.Parts[i].SHA256
+	if err := catalog.CreateGeneration(context.Background(), r.st, rec); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.ships["a"].Halted() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("stream a's shipper never learned of the promotion")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.appendLines("a", "a", 4, 5)
+	r.appendLines("b", "b", 4, 5)
+	if err := r.b.Tick(context.Background()); err != nil {
+		t.Fatalf("Tick with a fenced stream: %v", err)
+	}
+	bd = readBundle(t, r, 2)
+	if len(bd.Parts) != 1 || bd.Parts[0].Stream != "b" {
+		t.Fatalf("bundle 2 holds %+v, want only stream b", bd.Parts)
+	}
+}
+
+func readBundle(t *testing.T, r *rig, n uint64) *batch.Bundle {
+	t.Helper()
+	rc, err := r.st.Get(context.Background(), catalog.BundleKey(r.b.Writer(), n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	data, _ := io.ReadAll(rc)
+	bd, err := batch.OpenBundle(bytes.NewReader(data), int64(len(data)), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bd
 }
