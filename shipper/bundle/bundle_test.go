@@ -240,9 +240,10 @@ func TestTickBundlesStreams(t *testing.T) {
 		t.Fatalf("bundle parts %+v, want a then b", bd.Parts)
 	}
 	r.appendLines("a", "a", 4, 6)
+	r.appendLines("c", "c", 201, 203) // a part after its own segment
 	r.tick()
 	r.drain()
-	for name, n := range map[string]int{"a": 6, "b": 5, "c": 200} {
+	for name, n := range map[string]int{"a": 6, "b": 5, "c": 203} {
 		got, parts := storeRecords(t, r.st, name)
 		if want := batchtest.Lines(name, 1, n); !slices.Equal(got, want) {
 			t.Fatalf("stream %s in the store: %d records, want %d", name, len(got), len(want))
@@ -250,8 +251,9 @@ func TestTickBundlesStreams(t *testing.T) {
 		ms := markers(t, r.st, name)
 		switch name {
 		case "c":
-			if parts != 0 || len(ms) != 0 {
-				t.Fatalf("stream c: %d parts, markers %v; its batch was over bundle_max", parts, ms)
+			// Its first batch was over bundle_max: alone; then a part.
+			if parts != 1 || len(ms) != 1 || ms[0].FirstBundle != 2 || ms[0].FirstSeq != 201 {
+				t.Fatalf("stream c: %d parts, markers %+v; want one part, marked at bundle 2 seq 201", parts, ms)
 			}
 		default:
 			if parts == 0 || len(ms) != 1 || ms[0].FirstBundle != 1 || ms[0].FirstSeq != 1 || ms[0].Writer != r.b.Writer() {
