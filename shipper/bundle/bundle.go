@@ -126,6 +126,9 @@ type Config struct {
 	Retry          store.RetryPolicy
 	// SyncFile fsyncs a file; tests inject failures. Default (*os.File).Sync.
 	SyncFile func(*os.File) error
+	// WriteFile writes to a bundle file; tests inject a full disk.
+	// Default (*os.File).Write.
+	WriteFile func(*os.File, []byte) (int, error)
 	// Drain puts and retires the bundles Open found but seals no new
 	// ones: the ship's bundles were turned off while some were not yet in
 	// every target (see Leftover).
@@ -200,6 +203,9 @@ func Open(cfg Config) (*Bundler, error) {
 	}
 	if cfg.SyncFile == nil {
 		cfg.SyncFile = (*os.File).Sync
+	}
+	if cfg.WriteFile == nil {
+		cfg.WriteFile = (*os.File).Write
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -638,6 +644,15 @@ func (b *Bundler) write(parts []*spool.Part) error {
 	name := batch.BundleName(n)
 	path := b.path("sealed", name)
 	if err := b.writeFile(path, buf.Bytes()); err != nil {
+		if spool.IsNoSpace(err) {
+			// No room for the bundle: each part seals alone instead,
+			// waiting out the full disk as any seal does.
+			b.cfg.Log.Warn("spool disk full: the streams' parts seal alone until there is room for bundles", "bundle", path, "err", err)
+			for _, p := range parts {
+				p.Alone()
+			}
+			return nil
+		}
 		b.failAll(parts, err)
 		return err
 	}
@@ -670,7 +685,7 @@ func (b *Bundler) writeFile(path string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("write bundle: %w", err)
 	}
-	if _, err := f.Write(data); err != nil {
+	if _, err := b.cfg.WriteFile(f, data); err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", tmp, err)

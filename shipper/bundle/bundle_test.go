@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -682,4 +683,51 @@ func readBundle(t *testing.T, r *rig, n uint64) *batch.Bundle {
 		t.Fatal(err)
 	}
 	return bd
+}
+
+// TestFullDiskSealsAlone: a bundle file that finds the disk full is not
+// fatal: its parts seal alone (waiting out the disk as seals do), and the
+// next tick bundles again once there is room.
+func TestFullDiskSealsAlone(t *testing.T) {
+	var full atomic.Bool
+	full.Store(true)
+	r, err := openRigWith(t, t.TempDir(), t.TempDir(), []string{"a", "b"}, func(c *bundle.Config) {
+		c.WriteFile = func(f *os.File, p []byte) (int, error) {
+			if full.Load() {
+				return 0, syscall.ENOSPC
+			}
+			return f.Write(p)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.appendLines("a", "a", 1, 3)
+	r.appendLines("b", "b", 1, 2)
+	r.tick()
+	if st := r.b.Stats(); st.Bundles != 0 {
+		t.Fatalf("a bundle was sealed on a full disk: %+v", st)
+	}
+	full.Store(false)
+	r.appendLines("a", "a", 4, 5)
+	// The first tick may find a's alone seal still in flight.
+	for deadline := time.Now().Add(10 * time.Second); r.b.Stats().Bundles == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the disk has room: %+v, want a bundle", r.b.Stats())
+		}
+		r.tick()
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.drain()
+	for name, n := range map[string]int{"a": 5, "b": 2} {
+		got, _ := storeRecords(t, r.st, name)
+		if want := batchtest.Lines(name, 1, n); !slices.Equal(got, want) {
+			t.Fatalf("stream %s: %q, want %q", name, got, want)
+		}
+	}
+	for name, sh := range r.ships {
+		if err := sh.Spool().Err(); err != nil {
+			t.Fatalf("stream %s's spool failed: %v", name, err)
+		}
+	}
 }

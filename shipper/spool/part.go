@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 )
@@ -125,6 +126,55 @@ func (p *Part) Fail(err error) {
 	s.notify()
 	s.mu.Unlock()
 	close(job.done)
+}
+
+// IsNoSpace reports whether err is a full disk or quota (ENOSPC, EDQUOT).
+func IsNoSpace(err error) bool { return isNoSpace(err) }
+
+// Alone seals p on its own after all: as a segment file in the spool's
+// sealed/, the seal the spool makes without a Bundler, in the background,
+// waiting out a full disk as a seal does (writeSealed). For a bundle that
+// could not be written for lack of room; its bytes and place in the chain
+// are unchanged.
+func (p *Part) Alone() {
+	s, job := p.s, p.job
+	s.sealers.Go(func() {
+		wait := 100 * time.Millisecond
+		var res sealResult
+		var err error
+		for {
+			res, err = s.writeSegment(job, p.Data, p.Meta, p.Hash)
+			if err == nil || !isNoSpace(err) {
+				break
+			}
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				err = fmt.Errorf("seal %s: %w (%w); its records stay in the journal", p.Meta.Name(), ErrNoSpace, err)
+				break
+			}
+			time.Sleep(wait)
+			wait = min(wait*2, 5*time.Second)
+		}
+		s.mu.Lock()
+		if err != nil {
+			s.fail(err)
+		} else {
+			s.commitLocked(job, res)
+		}
+		s.sealing = nil
+		s.spare = job.b
+		s.notify()
+		s.mu.Unlock()
+		if err == nil && job.old != nil {
+			job.old.f.Close()
+			if err := s.removeJournals([]string{job.old.name}); err != nil {
+				s.log.Warn("cannot remove a journal file the seal made obsolete; recovery will skip it", "err", err)
+			}
+		}
+		close(job.done)
+	})
 }
 
 // Commit records p as the spool's newest sealed segment, at offset in the

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -244,5 +246,41 @@ func TestPartsRefusedWhenForeign(t *testing.T) {
 	other.Parts = refs
 	if _, err := Open(other, []string{"t1"}, quiet); err == nil || !strings.Contains(err.Error(), "overlaps") {
 		t.Fatalf("Open with an overlapping part: %v", err)
+	}
+}
+
+// TestPartAloneWaitsOutFullDisk: a part whose bundle found no room seals
+// alone, as a segment file, once the disk has room; the chain and the
+// records are the part's.
+func TestPartAloneWaitsOutFullDisk(t *testing.T) {
+	cfg := spoolConfig(t)
+	var fails atomic.Int32
+	fails.Store(3)
+	cfg.WriteFile = func(f *os.File, p []byte) (int, error) {
+		if strings.Contains(f.Name(), "sealed") && fails.Add(-1) >= 0 {
+			return 0, syscall.ENOSPC
+		}
+		return f.Write(p)
+	}
+	sp := openSpool(t, cfg, "t1")
+	appendRecs(t, sp, batchtest.Records("a", 4), "")
+	p, err := sp.SealPart(0)
+	if err != nil || p == nil {
+		t.Fatalf("SealPart: %v", err)
+	}
+	p.Alone()
+	waitFor(t, "the part sealed alone", func() bool { return len(sp.Pending(0)) == 1 })
+	if seg := sp.Pending(0)[0]; seg.IsPart() || seg.Name != p.Meta.Name() {
+		t.Fatalf("sealed %+v, want the part's segment %s as a file", seg, p.Meta.Name())
+	}
+	files := sealedFiles(t, cfg.Dir)
+	if len(files) != 1 || files[0].Hash != p.Hash {
+		t.Fatalf("sealed/ holds %v, want the part's bytes", batchtest.SeqRanges(files))
+	}
+	if fails.Load() >= 0 {
+		t.Fatalf("the disk was never full (%d failures left)", fails.Load())
+	}
+	if err := sp.Err(); err != nil {
+		t.Fatal(err)
 	}
 }
