@@ -731,3 +731,37 @@ func TestFullDiskSealsAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestFreshSpoolContinuesAfterPart: a stream whose newest segment in the
+// store is a part, shipped again from a fresh spool (a new host, a lost
+// spool), continues after that part: its seqs and chain, not from seq 1.
+func TestFreshSpoolContinuesAfterPart(t *testing.T) {
+	root, stRoot := t.TempDir(), t.TempDir()
+	r, err := openRig(t, root, stRoot, []string{"a"}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.appendLines("a", "a", 1, 4)
+	r.tick()
+	r.appendLines("a", "a", 5, 7)
+	r.tick()
+	r.drain()
+	r.close()
+	if err := os.RemoveAll(root); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := openRig(t, t.TempDir(), stRoot, []string{"a"}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r2.ships["a"].Spool().LastSeq(); got != 7 {
+		t.Fatalf("fresh spool starts after seq %d, want 7 (the newest part's)", got)
+	}
+	r2.appendLines("a", "a", 8, 9)
+	r2.tick()
+	r2.drain()
+	got, parts := storeRecords(t, r2.st, "a")
+	if want := batchtest.Lines("a", 1, 9); !slices.Equal(got, want) || parts != 3 {
+		t.Fatalf("stream a: %q in %d parts, want %q in 3", got, parts, want)
+	}
+}
