@@ -70,6 +70,10 @@ func openRigWith(t *testing.T, root, stRoot string, names []string, edit func(*b
 	cfg := bundle.Config{Dir: filepath.Join(root, bundle.DirName), Interval: time.Hour,
 		Targets: []bundle.Target{{Name: "t1", Store: st}}, Retry: fastRetry, Log: quiet}
 	edit(&cfg)
+	var shipTargets []shipper.Target // the streams ship to the Bundler's targets
+	for _, bt := range cfg.Targets {
+		shipTargets = append(shipTargets, shipper.Target{Name: bt.Name, Store: bt.Store})
+	}
 	b, err := bundle.Open(cfg)
 	if err != nil {
 		return nil, err
@@ -81,7 +85,7 @@ func openRigWith(t *testing.T, root, stRoot string, names []string, edit func(*b
 		sh, err := shipper.New(ctx, shipper.Config{
 			Spool: spool.Config{Dir: filepath.Join(root, name), Stream: name, Policy: batch.FlushPolicy{MaxRecords: 1000},
 				Parts: b.Parts(name)},
-			Targets: []shipper.Target{{Name: "t1", Store: st}},
+			Targets: shipTargets,
 			Retry:   fastRetry,
 			Lease:   shipper.LeaseConfig{TTL: rigLeaseTTL},
 		}, quiet)
@@ -764,4 +768,49 @@ func TestFreshSpoolContinuesAfterPart(t *testing.T) {
 	if want := batchtest.Lines("a", 1, 9); !slices.Equal(got, want) || parts != 3 {
 		t.Fatalf("stream a: %q in %d parts, want %q in 3", got, parts, want)
 	}
+}
+
+// TestTargetsConfirmedApart: with one of two targets down, the other's
+// senders confirm the parts it holds (and go on past them); the spool
+// keeps them until both do.
+func TestTargetsConfirmedApart(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	st2, err := dir.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := openRigWith(t, t.TempDir(), t.TempDir(), []string{"a"}, func(c *bundle.Config) {
+		c.Interval = 20 * time.Millisecond
+		c.Targets = append(c.Targets, bundle.Target{Name: "t2", Store: downStore{Store: st2, down: &down}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.b.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-runErr
+	}()
+	r.appendLines("a", "a", 1, 3)
+	sp := r.ships["a"].Spool()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	waitFor("t1 confirming the part", func() bool { return sp.Confirmed("t1") == 3 })
+	if got := sp.Confirmed("t2"); got != 0 {
+		t.Fatalf("t2, down, confirmed through %d", got)
+	}
+	if n := len(sp.Unconfirmed()); n != 1 {
+		t.Fatalf("%d segments wait for a target, want the part", n)
+	}
+	down.Store(false)
+	waitFor("t2 confirming the part", func() bool { return sp.Confirmed("t2") == 3 })
 }

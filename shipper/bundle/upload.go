@@ -45,8 +45,8 @@ func (b *Bundler) upload(ctx context.Context) error {
 	return nil
 }
 
-// put stores sb in every target that does not hold it yet, then tells its
-// streams.
+// put stores sb in every target that does not hold it yet, telling its
+// streams after each.
 func (b *Bundler) put(ctx context.Context, sb *sealed, streams map[string]Stream) error {
 	data, err := fsutil.ReadFileBounced(sb.path)
 	if err != nil {
@@ -88,9 +88,10 @@ func (b *Bundler) put(ctx context.Context, sb *sealed, streams map[string]Stream
 		b.mu.Lock()
 		sb.put[t.Name] = true
 		b.mu.Unlock()
-	}
-	b.cfg.Step("put")
-	for _, t := range b.cfg.Targets {
+		if len(sb.put) == len(b.cfg.Targets) {
+			b.cfg.Step("put")
+		}
+		// Each target's senders go on as soon as it holds the bundle.
 		for _, p := range sb.parts {
 			streams[p.Stream].PartPut(t.Name, p.LastSeq)
 		}
