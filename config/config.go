@@ -356,6 +356,22 @@ type Ship struct {
 	// stops. Default none: always send.
 	Windows []Window `toml:"windows"`
 
+	// BundleInterval turns bundles on for a ship with [[streams]] tables
+	// (docs/STREAMS.md, "Bundle segments"): every interval, each stream
+	// whose open batch holds at most BundleMax framed bytes seals it into
+	// one shared bundle, stored with one put per target, instead of a
+	// segment, a put and two listings per stream. A stream's max_age at or
+	// above it is then left to the tick. Readers from before bundles do
+	// not see a bundled stream's segments: upgrade every receiver and every
+	// host running restore, fetch, verify or ls first. Only with ack =
+	// "local" and without [[ship.windows]]. Default 0: off.
+	BundleInterval Duration `toml:"bundle_interval"`
+
+	// BundleMax is the largest open batch (framed bytes) a tick puts into
+	// a bundle; a larger one seals alone at the tick. Default 1MiB;
+	// between 1KiB and 64MiB.
+	BundleMax Size `toml:"bundle_max"`
+
 	// LeaseTTL is how long the stream's writer lease lasts unless renewed
 	// (every third of it): the lease that keeps a second shipper off the
 	// stream in every dir and s3:// target (docs/FENCING.md). It must
@@ -517,6 +533,7 @@ func Defaults() *File {
 			Compression:     "fastest",
 			Ack:             "local",
 			LeaseTTL:        DurationOrOff(DefaultLeaseTTL),
+			BundleMax:       DefaultBundleMax,
 		},
 		Receive: Receive{
 			GapTimeout: Duration(30 * time.Second),
@@ -537,6 +554,9 @@ func Defaults() *File {
 // DefaultOnceTimeout is receive.once_timeout when the config does not set
 // it.
 const DefaultOnceTimeout = 5 * time.Minute
+
+// DefaultBundleMax is ship.bundle_max when the config does not set it.
+const DefaultBundleMax = MiB
 
 // DefaultLeaseTTL is ship.lease_ttl when the config does not set it.
 const DefaultLeaseTTL = 30 * time.Second

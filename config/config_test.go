@@ -144,7 +144,7 @@ func TestDefaults(t *testing.T) {
 	}
 	wantShip := Ship{Source: "stdin", Format: "line", Fsync: "batch", MaxBytes: 4 * MiB,
 		MaxAge: Duration(2 * time.Second), MaxRecordSize: 16 * MiB, SpoolLimit: GiB,
-		ShutdownTimeout: Duration(30 * time.Second), Compression: "fastest", Ack: "local", LeaseTTL: DurationOrOff(30 * time.Second)}
+		ShutdownTimeout: Duration(30 * time.Second), Compression: "fastest", Ack: "local", LeaseTTL: DurationOrOff(30 * time.Second), BundleMax: MiB}
 	if !reflect.DeepEqual(d.Ship, wantShip) {
 		t.Errorf("ship defaults = %+v, want %+v", d.Ship, wantShip)
 	}

@@ -82,6 +82,7 @@ var OtherEnv = map[string]string{
 	"FERRY_CHAOS_REPORT":  "tests: where the chaos report goes",
 	"FERRY_SYNC_LOGS":     "tests: print the sync tests' logs",
 	"FERRY_HOLD_LOCK":     "tests: a helper process's lock",
+	"FERRY_BUNDLE_KILL":   "tests: kill -9 ferry ship at this step of a bundle (written, renamed, committed, marked, put)",
 }
 
 // appliedOnly are the key variables an exec: applier also sets for its

@@ -84,6 +84,19 @@ func TestValidateStreams(t *testing.T) {
 		{"max_records", func(f *File) { f.Streams[0].MaxRecords = -1 }, `streams[0].max_records: -1 is negative`},
 		{"max_age", func(f *File) { f.Streams[0].MaxAge = -1 }, `streams[0].max_age: must not be negative`},
 		{"scan on a file", func(f *File) { f.Streams[0].ScanInterval = Duration(time.Second) }, `streams[0].scan_interval: is only for a glob source`},
+		{"bundles", func(f *File) { f.Ship.BundleInterval = Duration(time.Second); f.Ship.BundleMax = 256 * KiB }, ""},
+		{"bundle_interval negative", func(f *File) { f.Ship.BundleInterval = -1 }, `ship.bundle_interval: must not be negative`},
+		{"bundle_interval tiny", func(f *File) { f.Ship.BundleInterval = Duration(time.Millisecond) }, `ship.bundle_interval: 1ms is below 10ms`},
+		{"bundle_interval one stream", func(f *File) { f.Streams = nil; f.Stream = "app"; f.Ship.BundleInterval = Duration(time.Second) },
+			`ship.bundle_interval: bundles are for a ship with [[streams]] tables`},
+		{"bundle_interval ack", func(f *File) { f.Ship.BundleInterval = Duration(time.Second); f.Ship.Ack = "received" },
+			`ship.bundle_interval: bundles are only for ship.ack = "local" (ack is "received")`},
+		{"bundle_interval windows", func(f *File) {
+			f.Ship.BundleInterval = Duration(time.Second)
+			f.Ship.Windows = []Window{{Start: "0 1 * * *", Duration: Duration(time.Hour)}}
+		}, `ship.bundle_interval: bundles are put at every tick, and [[ship.windows]] would not hold them back`},
+		{"bundle_max small", func(f *File) { f.Ship.BundleMax = 10 }, `ship.bundle_max: 10B is out of range 1KiB to 64MiB`},
+		{"bundle_max large", func(f *File) { f.Ship.BundleMax = 65 * MiB }, `ship.bundle_max: 65MiB is out of range`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := Defaults()

@@ -35,6 +35,8 @@ func validName(s string) bool { return ident.Valid(s, "._-") }
 
 // Size limits enforced by Validate.
 const (
+	minBundleMax       = KiB
+	maxBundleMax       = 64 * MiB
 	minMaxBytes        = KiB
 	maxMaxBytes        = GiB
 	maxRecordSizeLimit = 256 * MiB
@@ -140,6 +142,7 @@ func (f *File) Validate(verb string) error {
 	if s.ShutdownTimeout <= 0 {
 		add("ship.shutdown_timeout", "must be greater than 0")
 	}
+	f.validateBundles(add)
 	if s.LeaseTTL != 0 && s.LeaseTTL < DurationOrOff(time.Second) {
 		add("ship.lease_ttl", "%v is below 1s: use at least the worst clock skew between the shipping hosts plus a shipper's longest pause, or \"off\"", time.Duration(s.LeaseTTL))
 	}
@@ -558,4 +561,25 @@ func (y *Sync) allLinks() bool {
 		}
 	}
 	return len(y.Peers) > 0
+}
+
+// validateBundles checks ship.bundle_interval and ship.bundle_max.
+func (f *File) validateBundles(add func(key, format string, args ...any)) {
+	s := &f.Ship
+	if s.BundleMax < minBundleMax || s.BundleMax > maxBundleMax {
+		add("ship.bundle_max", "%v is out of range %v to %v", s.BundleMax, minBundleMax, maxBundleMax)
+	}
+	switch {
+	case s.BundleInterval < 0:
+		add("ship.bundle_interval", "must not be negative; 0 turns bundles off")
+	case s.BundleInterval == 0:
+	case len(f.Streams) == 0:
+		add("ship.bundle_interval", "bundles are for a ship with [[streams]] tables; a ship of one stream seals its own segments")
+	case s.Ack != "" && s.Ack != "local":
+		add("ship.bundle_interval", "bundles are only for ship.ack = \"local\" (ack is %q): an appender waiting for the targets' ack is served by its stream's own segments", s.Ack)
+	case len(s.Windows) > 0:
+		add("ship.bundle_interval", "bundles are put at every tick, and [[ship.windows]] would not hold them back: use one or the other")
+	case time.Duration(s.BundleInterval) < 10*time.Millisecond:
+		add("ship.bundle_interval", "%v is below 10ms", time.Duration(s.BundleInterval))
+	}
 }

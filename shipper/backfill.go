@@ -287,7 +287,9 @@ func (s *Shipper) holdsThrough(ctx context.Context, t Target, seq uint64, wait b
 			return holds, err
 		}
 		if below || lo == 0 {
-			return false, nil
+			// Or in a bundle (bundled_held.go).
+			p, err := s.newestPart(ctx, t, gen, wait)
+			return p.LastSeq >= seq, err
 		}
 	}
 }
@@ -324,6 +326,13 @@ func (s *Shipper) heldThrough(ctx context.Context, t Target, wait bool) (uint64,
 	})
 	if err != nil {
 		return 0, "", fmt.Errorf("list %s: %w", dir, err)
+	}
+	p, err := s.newestPart(ctx, t, s.Generation(), wait)
+	if err != nil {
+		return 0, "", err
+	}
+	if p.LastSeq > held {
+		held, name = p.LastSeq, p.Name
 	}
 	if held > 0 {
 		return held, name, nil

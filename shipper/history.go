@@ -180,6 +180,8 @@ func (s *Shipper) continueStream(ctx context.Context, gen uint32, hist batch.His
 	ok := hasHistory(hist)
 	var best string
 	var bestTarget store.Store
+	var bestPart heldPart
+	var bestPartOf Target
 	for _, t := range s.cfg.Targets {
 		// A fresh spool cannot know where the stream stands until the
 		// target answers: starting at seq 1 beside existing segments would
@@ -196,6 +198,21 @@ func (s *Shipper) continueStream(ctx context.Context, gen uint32, hist batch.His
 		if err != nil {
 			return fmt.Errorf("look for existing segments in %s: %w", t.Store, err)
 		}
+		p, err := s.newestPart(ctx, t, gen, wait)
+		if err != nil {
+			return fmt.Errorf("look for existing segments in %s: %w", t.Store, err)
+		}
+		if _, _, last, _ := batch.ParseSegmentName(best); p.LastSeq > last {
+			best, bestTarget, bestPart, bestPartOf = p.Name, t.Store, p, t
+		}
+	}
+	if bestPart.Key != "" && bestPart.Name == best {
+		// The stream's newest segment is a part of a bundle.
+		seg, err := s.readPart(ctx, bestPartOf, bestPart, wait)
+		if err != nil {
+			return fmt.Errorf("read newest segment %s (in %s): %w", best, bestPart.Key, err)
+		}
+		return s.continueAfter(gen, hist, best, bestTarget, seg)
 	}
 	if best == "" {
 		rec, _ := hist.Record(gen)
@@ -225,7 +242,14 @@ func (s *Shipper) continueStream(ctx context.Context, gen uint32, hist batch.His
 	if err != nil {
 		return fmt.Errorf("newest segment %s in %s: %w", best, bestTarget, err)
 	}
-	if ok {
+	return s.continueAfter(gen, hist, best, bestTarget, seg)
+}
+
+// continueAfter makes the fresh spool continue the stream after seg, its
+// newest segment best of generation gen, found in bestTarget.
+func (s *Shipper) continueAfter(gen uint32, hist batch.History, best string, bestTarget store.Store, seg *batch.Segment) error {
+	stream := s.cfg.Spool.Stream
+	if hasHistory(hist) {
 		// Continuing after a segment outside the history would make every
 		// later one divergent too.
 		if p, err := hist.Place(gen, seg.Meta.FirstSeq, seg.Meta.LastSeq); err != nil || p != batch.InHistory {

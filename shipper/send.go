@@ -57,6 +57,7 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 	}()
 	for {
 		ch := s.spool.Changed()
+		partsPut, partCh := s.partState(t.Name)
 		if err := s.spool.Err(); err != nil {
 			return err
 		}
@@ -68,6 +69,26 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 		for _, seg := range s.spool.Pending(sentTo) {
 			if len(queue) >= window {
 				break
+			}
+			if seg.IsPart() {
+				// Its bundle is the Bundler's to put: once it is in t,
+				// the part is confirmed here, in order.
+				if len(queue) > 0 || partsPut < seg.LastSeq {
+					break
+				}
+				cursor = seg.LastSeq
+				s.mu.Lock()
+				st := s.targets[t.Name]
+				st.SentSeq, st.LastError, st.LastSent = cursor, "", time.Now()
+				st.Segments++
+				st.BytesSent += seg.Size
+				s.ackChangedLocked()
+				s.mu.Unlock()
+				if s.cfg.OnSent != nil {
+					s.cfg.OnSent(t.Name, int(seg.Size), 0) // its put was the bundle's
+				}
+				s.spool.Confirm(t.Name, cursor)
+				continue
 			}
 			// Outside the sending windows segments wait in the spool; a
 			// window closing lets the segments being sent finish. A
@@ -106,6 +127,7 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 			case <-ctx.Done():
 				return nil
 			case <-ch:
+			case <-partCh:
 			}
 			continue
 		}

@@ -8,10 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -125,6 +122,10 @@ type Shipper struct {
 	waiters  int            // appenders waiting for acks
 	waitSeqs map[uint64]int // how many appenders wait for each seq (ack.go)
 	segTimes []segTime      // sent segments not yet applied everywhere
+	// partsPut is, by target, the seq through which the Bundler put the
+	// stream's parts (bundled.go); partCh is closed when it moves.
+	partsPut map[string]uint64
+	partCh   chan struct{}
 }
 
 // New opens the spool and readies it to ship (start.go): it loads the
@@ -157,7 +158,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Shipper, error) {
 		status[t.Name] = &TargetStatus{Name: t.Name, Store: t.Store.String(), Async: t.Async}
 	}
 	s := &Shipper{cfg: cfg, log: log, targets: status, runFail: make(chan struct{}), ackCh: make(chan struct{}), waitCh: make(chan struct{}),
-		clock: cfg.Clock, waitSeqs: map[uint64]int{}, ready: make(chan struct{})}
+		clock: cfg.Clock, waitSeqs: map[uint64]int{}, ready: make(chan struct{}), partCh: make(chan struct{})}
 	s.retry = cfg.Retry
 	// A segment read back from a store (the newest at start, a backfill)
 	// that is corrupt or over the read limit reads the same way again.
@@ -435,17 +436,9 @@ func (s *Shipper) oldestIn(p []spool.SealedSegment) time.Time {
 	if len(p) == 0 {
 		return time.Time{}
 	}
-	// The metadata frame is at the front; read no more than it can be.
-	f, err := os.Open(filepath.Join(s.cfg.Spool.Dir, "sealed", p[0].Name))
+	m, err := s.spool.SealedMeta(p[0])
 	if err != nil {
 		return time.Time{} // sent and deleted meanwhile
-	}
-	defer f.Close()
-	head := make([]byte, 8+batch.MaxMetaSize)
-	n, _ := io.ReadFull(f, head)
-	m, _, err := batch.ParseMeta(head[:n])
-	if err != nil {
-		return time.Time{}
 	}
 	return m.MinTime
 }

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -13,6 +16,7 @@ import (
 	"github.com/ferry-dr/ferry/internal/redact"
 	"github.com/ferry-dr/ferry/metrics"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/bundle"
 	"github.com/ferry-dr/ferry/shipper/multi"
 	"github.com/ferry-dr/ferry/shipper/source"
 	"github.com/ferry-dr/ferry/shipper/spool"
@@ -76,6 +80,13 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 	commitErr := make(chan error, 1)
 	go func() { commitErr <- commit.Run(commitCtx) }()
 	defer func() { stopCommit(); <-commitErr }()
+	bundler, err := openBundler(cfg, targets, retry, log)
+	if err != nil {
+		return err
+	}
+	if bundler != nil {
+		defer bundler.Close()
+	}
 	// One inotify watch per directory for every stream's tail: an idle
 	// stream's file is not polled (source.TailWatch).
 	watch, err := source.NewTailWatch(log, 0)
@@ -100,6 +111,7 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 		Tables:          tables,
 		SpoolRoot:       sc.Spool,
 		ShutdownTimeout: time.Duration(sc.ShutdownTimeout),
+		Bundler:         bundler,
 		Log:             log,
 		Start: func(ctx context.Context, table int, name, file string) (*shipper.Shipper, shipper.Source, error) {
 			c := *cfg
@@ -118,6 +130,14 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 				shc.Spool.JournalRotate = streamJournalRotate
 			}
 			shc.Spool.StateEvery = streamStateEvery
+			if bundler != nil {
+				shc.Spool.Parts = bundler.Parts(name)
+				if sc.BundleInterval > 0 && shc.Spool.Policy.MaxAge >= time.Duration(sc.BundleInterval) {
+					// The tick seals it, into a bundle or (over
+					// bundle_max) alone: max_age would only race it.
+					shc.Spool.Policy.MaxAge = 0
+				}
+			}
 			sh, err := shipper.New(ctx, shc, log)
 			if err != nil {
 				return nil, nil, err
@@ -191,4 +211,51 @@ func streamShipConfig(cfg *config.File, targets []shipper.Target, enc batch.Encr
 		c.Retry.OnRetry, c.OnSent = reg.RetryHook(cfg.Stream), reg.SendHook(cfg.Stream)
 	}
 	return c
+}
+
+// openBundler opens the Bundler of a ship with ship.bundle_interval set
+// (nil without, unless its spool still holds bundles: then one that only
+// puts those): its spool is ship.spool/_bundles, its targets the ship's.
+func openBundler(cfg *config.File, targets []shipper.Target, retry store.RetryPolicy, log *slog.Logger) (*bundle.Bundler, error) {
+	sc := cfg.Ship
+	dir := filepath.Join(sc.Spool, bundle.DirName)
+	interval, drain := time.Duration(sc.BundleInterval), false
+	if interval <= 0 {
+		left, err := bundle.Leftover(dir)
+		if err != nil || !left {
+			return nil, err
+		}
+		// Turned off with bundles not yet in every target: their parts
+		// are the streams' sealed segments, to be put and adopted.
+		interval, drain = time.Second, true
+	}
+	bt := make([]bundle.Target, len(targets))
+	for i, t := range targets {
+		bt[i] = bundle.Target{Name: t.Name, Store: t.Store}
+	}
+	b, err := bundle.Open(bundle.Config{Dir: dir, Interval: interval, Drain: drain,
+		MaxBytes: int64(sc.BundleMax), Targets: bt, Retry: retry, Log: log, Step: bundleKillStep()})
+	if err != nil {
+		return nil, err
+	}
+	if drain {
+		log.Info("bundles off, but the bundle spool holds bundles: they are put, and no new ones sealed", "dir", dir, "writer", b.Writer())
+	} else {
+		log.Info("bundles on", "interval", interval, "bundle_max", sc.BundleMax, "writer", b.Writer())
+	}
+	return b, nil
+}
+
+// bundleKillStep is FERRY_BUNDLE_KILL's hook: the tests' kill -9 of the
+// process at one step of a bundle's life (shipper/bundle Config.Step).
+func bundleKillStep() func(string) {
+	at := os.Getenv("FERRY_BUNDLE_KILL")
+	if at == "" {
+		return nil
+	}
+	return func(step string) {
+		if step == at {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
 }

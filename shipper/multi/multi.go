@@ -29,6 +29,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/shipper"
+	"github.com/ferry-dr/ferry/shipper/bundle"
 	"github.com/ferry-dr/ferry/shipper/spool"
 )
 
@@ -68,7 +69,12 @@ type Runner struct {
 	// ShutdownTimeout bounds each stream's drain once the runner is told
 	// to stop. Default 30s.
 	ShutdownTimeout time.Duration
-	Log             *slog.Logger
+	// Bundler, if set, seals the streams' small batches into bundles
+	// (package shipper/bundle): Run runs it while any stream runs, and
+	// each stream is registered with it once started. Start must open each
+	// stream's spool with Bundler.Parts(name).
+	Bundler *bundle.Bundler
+	Log     *slog.Logger
 
 	stat func(string) (os.FileInfo, error) // os.Stat; tests count the calls
 
@@ -99,6 +105,26 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.active, r.refused, r.stop = map[string]string{}, map[string]bool{}, cancel
 	r.mu.Unlock()
+	if r.Bundler != nil {
+		// It outlives ctx: the streams' drains need their last parts put.
+		bctx, stopBundler := context.WithCancel(context.Background())
+		bdone := make(chan error, 1)
+		go func() { bdone <- r.Bundler.Run(bctx) }()
+		go func() {
+			select {
+			case err := <-bdone:
+				if err != nil {
+					r.failed(fmt.Errorf("bundles: %w", err))
+				}
+				bdone <- nil
+			case <-bctx.Done():
+			}
+		}()
+		defer func() {
+			stopBundler()
+			<-bdone
+		}()
+	}
 
 	for i, t := range r.Tables {
 		if !t.Glob {
@@ -212,9 +238,13 @@ func (r *Runner) drainLeftovers(ctx context.Context) {
 		}
 		return
 	}
+	var bundled []string // streams with parts in the Bundler's bundles
+	if r.Bundler != nil {
+		bundled = r.Bundler.Streams()
+	}
 	for _, e := range ents {
 		dir := filepath.Join(r.SpoolRoot, e.Name())
-		if !e.IsDir() {
+		if !e.IsDir() || e.Name() == bundle.DirName {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
@@ -232,7 +262,7 @@ func (r *Runner) drainLeftovers(ctx context.Context) {
 		if running {
 			continue
 		}
-		if empty, err := spool.Empty(dir); err == nil && empty {
+		if empty, err := spool.Empty(dir); err == nil && empty && !slices.Contains(bundled, e.Name()) {
 			// A stream that finished (its file removed and read to the
 			// end, everything shipped) leaves its spool so: nothing to do.
 			// An error here is Open's to report.
@@ -288,6 +318,9 @@ func (r *Runner) runStream(ctx context.Context, table int, name, file string) er
 	if src == nil {
 		src = ended{}
 	}
+	if r.Bundler != nil {
+		r.Bundler.Register(name, sh)
+	}
 	r.Log.Info("stream started", "stream", name, "path", file, "generation", sh.Generation(), "resume_after_seq", sh.Spool().Stats().LastSeq)
 	// Run outlives ctx: it sends what the drain seals.
 	runCtx, stopRun := context.WithCancel(context.Background())
@@ -315,6 +348,9 @@ func (r *Runner) runStream(ctx context.Context, table int, name, file string) er
 	stopRun()
 	if r.Ended != nil {
 		r.Ended(name, sh, fatal)
+	}
+	if r.Bundler != nil {
+		r.Bundler.Unregister(name)
 	}
 	if err := sh.Close(); err != nil && fatal == nil {
 		fatal = err

@@ -52,7 +52,11 @@ func (s *Spool) ReadSealed(name string) ([]byte, error) {
 		s.mu.Unlock()
 		return data, nil
 	}
+	part, isPart := s.partLocked(name)
 	s.mu.Unlock()
+	if isPart {
+		return readPart(part.Bundle, part.Offset, part.Size)
+	}
 	return fsutil.ReadFileBounced(s.path("sealed", name))
 }
 
@@ -103,7 +107,9 @@ func (s *Spool) retireLocked() []string {
 	n := 0
 	var gone []string
 	for n < len(s.sealed) && s.sealed[n].LastSeq <= low {
-		gone = append(gone, s.path("sealed", s.sealed[n].Name))
+		if !s.sealed[n].IsPart() { // its bundle file is the Bundler's
+			gone = append(gone, s.path("sealed", s.sealed[n].Name))
+		}
 		s.sealedBytes -= s.sealed[n].Size
 		if s.sealed[n].Name == s.newest.Name {
 			s.newestData = nil

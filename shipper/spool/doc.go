@@ -19,6 +19,12 @@
 //	DIR/sealed/<segment name>       sealed segments not yet retired
 //	DIR/sealed/.<segment name>.tmp  a seal of an older ferry version, interrupted
 //
+// A sealed segment may also be a part: a segment sealed into a bundle
+// file of the ship's Bundler (package shipper/bundle, in
+// <ship.spool>/_bundles/sealed/), which the spool lists among its sealed
+// segments (SealedSegment.Bundle, Offset) and reads from there, but never
+// writes or removes (part.go).
+//
 // DIR and DIR/sealed are created (mode 0755) when missing, files with mode
 // 0644. Open checks that DIR is writable with a temp file .probe.*.tmp,
 // removed at once.

@@ -392,6 +392,9 @@ func (s *Spool) scanSealed() error {
 		s.sealed = append(s.sealed, SealedSegment{Name: name, FirstSeq: first, LastSeq: last, Size: fi.Size()})
 		s.sealedBytes += fi.Size()
 	}
+	if err := s.addParts(); err != nil {
+		return err
+	}
 	sort.Slice(s.sealed, func(i, j int) bool { return s.sealed[i].FirstSeq < s.sealed[j].FirstSeq })
 	return s.adoptSealed()
 }
@@ -410,12 +413,12 @@ func (s *Spool) adoptSealed() error {
 		if seg.LastSeq <= st.SealedSeq {
 			continue
 		}
-		data, err := os.ReadFile(s.path("sealed", seg.Name))
+		data, err := s.readSealedFile(seg)
 		if err != nil {
 			return err
 		}
 		sg, err := batch.Open(data)
-		if err != nil && i == len(s.sealed)-1 {
+		if err != nil && i == len(s.sealed)-1 && !seg.IsPart() {
 			s.log.Warn("removing a segment whose seal a crash interrupted; its records are replayed from the journal",
 				"segment", seg.Name, "err", err)
 			if err := os.Remove(s.path("sealed", seg.Name)); err != nil {

@@ -74,6 +74,9 @@ type Config struct {
 	// StateEvery bounds how often Confirm rewrites state.json (two journal
 	// commits) to let confirmed segments go: a seal costs one. Default 1s.
 	StateEvery time.Duration
+	// Parts are the stream's parts in its Bundler's committed bundle
+	// files (part.go), adopted at Open as sealed segments.
+	Parts []PartRef
 }
 
 // spoolState is state.json: what survives a restart besides the journal and
@@ -97,6 +100,10 @@ type SealedSegment struct {
 	FirstSeq uint64
 	LastSeq  uint64
 	Size     int64
+	// Bundle, for a part (part.go), is the bundle file holding it, at
+	// Offset; "" for a file in sealed/.
+	Bundle string
+	Offset int64
 }
 
 // Spool is the shipper's durable local buffer: the journal of the open
@@ -290,21 +297,16 @@ func Open(cfg Config, targets []string, log *slog.Logger) (*Spool, error) {
 // receiver with trusted_keys would stop at it).
 func (s *Spool) refuseUnprotected() error {
 	for _, seg := range s.sealed {
-		f, err := os.Open(s.path("sealed", seg.Name))
-		if err != nil {
-			return err
-		}
-		sr, err := batch.NewSegmentReader(f, 0, 1<<62)
-		f.Close()
+		sr, err := s.readSealedMeta(seg)
 		if err != nil {
 			return fmt.Errorf("sealed/%s: %w", seg.Name, err)
 		}
-		if s.cfg.Encrypter != nil && !sr.Meta.Encrypted() {
+		if s.cfg.Encrypter != nil && !sr.Encrypted() {
 			return fmt.Errorf("sealed/%s was sealed in plaintext before [encryption] was configured, and the targets have not all "+
 				"confirmed it: encryption is on, so it is not sent. Ship it first with the previous configuration (without "+
 				"[encryption] recipients) until ferry status shows no segment waiting, then turn encryption on", seg.Name)
 		}
-		if s.cfg.Signer != nil && !sr.Meta.Signed() {
+		if s.cfg.Signer != nil && !sr.Signed() {
 			return fmt.Errorf("sealed/%s was sealed unsigned before [encryption] signing_key_file was configured, and the targets have not all "+
 				"confirmed it: signing is on, so it is not sent (a receiver with trusted_keys would stop at it). Ship it first with the "+
 				"previous configuration (without signing_key_file) until ferry status shows no segment waiting, then turn signing on", seg.Name)
