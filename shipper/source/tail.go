@@ -386,7 +386,7 @@ func (s *Tail) moved(cur *tailFile) bool {
 	return dev != cur.dev || ino != cur.ino || fi.Size() < cur.off
 }
 
-// sleep waits for d, or returns false when ctx ends first.
+// sleep waits for wait, or returns false when ctx ends first.
 func (s *Tail) sleep(ctx context.Context, wait time.Duration) bool {
 	if wait <= 0 {
 		return ctx.Err() == nil
