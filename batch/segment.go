@@ -267,6 +267,9 @@ type Builder struct {
 	format int   // of the segments it builds (FormatVersion unless SetFormat)
 	prev   int64 // format 2: the time of the last record added
 	framed int64 // the records' FramedSize, which Size reports
+	// last is how many raw bytes the last segment's final chunk held:
+	// the size the next segment's chunk buffer starts at (see reserve).
+	last int
 }
 
 // NewBuilder returns a Builder compressing at level l.
@@ -325,26 +328,46 @@ func (b *Builder) SetPrev(prev string) { b.meta.PrevSHA256 = prev }
 func (b *Builder) SetSourceCursor(c []byte) { b.meta.SourceCursor = c }
 
 // release drops the chunks of the current segment, waiting for those
-// still compressing so their buffers can be reused.
+// still compressing so their buffers can be reused. A small chunk buffer
+// stays with the Builder for its next segment (a quiet stream's every
+// segment is one small chunk, issue 23): unless the segment used under a
+// quarter of it, so that one busier segment does not leave a quiet
+// stream holding more than it needs.
 func (b *Builder) release() {
+	n := len(b.chunks)
 	for _, c := range b.chunks {
 		<-c.done
 		putOut(c.out)
 	}
 	clear(b.chunks)
 	b.chunks = b.chunks[:0]
-	if b.raw != nil && pooledRaw(b.raw) {
-		// An empty batch holds no full-size buffer: it may stay empty.
+	switch {
+	case n > 0:
+		b.last = ChunkSize // a busy segment
+	case b.raw != nil && len(*b.raw) > 0:
+		b.last = len(*b.raw)
+	}
+	if b.raw == nil {
+		return
+	}
+	switch {
+	case pooledRaw(b.raw):
 		rawPool.put(b.raw)
 		b.raw = nil
-	} else if b.raw != nil {
+	case cap(*b.raw) > smallChunk || b.last < cap(*b.raw)/4:
+		b.raw = nil // a huge record's, or more than the stream needs
+	default:
 		*b.raw = (*b.raw)[:0]
 	}
 }
 
 // reserve makes room in the chunk buffer for n more bytes: a small buffer
 // grows by doubling up to smallChunk, past it the bytes move to a
-// full-size buffer from rawPool. A segment that has filled a chunk
+// full-size buffer from rawPool. The first buffer of a segment is sized
+// for what the last segment's final chunk held, up to smallChunk: a
+// stream whose segments stay small starts at their size (one allocation,
+// not one per doubling), and a quiet segment after a busy one holds no
+// full-size buffer until it needs one. A segment that has filled a chunk
 // already is a busy one: its next chunk starts full-size (growing each
 // one from 4 KiB made 128 KiB of garbage per 2 MiB chunk).
 func (b *Builder) reserve(n int) {
@@ -358,6 +381,9 @@ func (b *Builder) reserve(n int) {
 	var next *[]byte
 	if have+n <= smallChunk && len(b.chunks) == 0 {
 		c := max(2*cap(*b.raw), have+n, 4<<10)
+		if cap(*b.raw) == 0 {
+			c = max(c, b.last+b.last/8) // room for a little more than last time
+		}
 		buf := make([]byte, have, min(c, smallChunk))
 		next = &buf
 	} else {
@@ -479,13 +505,23 @@ func (b *Builder) Seal(sealedAt time.Time) ([]byte, Meta, error) {
 	if b.meta.PrevSHA256 == "" {
 		return nil, Meta{}, errors.New("builder: predecessor hash not set (Reset or SetPrev)")
 	}
+	// The last chunk is compressed here, not on a goroutine of its own:
+	// Seal would only wait for it, and a quiet stream's segment is one
+	// small chunk, whose goroutine cost as much as compressing it. Its
+	// raw buffer stays with the Builder (release).
+	var last *[]byte
 	if b.raw != nil && len(*b.raw) > 0 {
-		b.submit()
+		last = outPool.get()
+		*last = b.enc.EncodeAll(*b.raw, (*last)[:0])
+		defer putOut(last) // copied into the segment
 	}
-	payload := make([][]byte, len(b.chunks))
+	payload := make([][]byte, len(b.chunks), len(b.chunks)+1)
 	for i, c := range b.chunks {
 		<-c.done
 		payload[i] = *c.out
+	}
+	if last != nil {
+		payload = append(payload, *last)
 	}
 	if b.meta.Encrypted() {
 		// Compress, then encrypt: the payload is the ciphertext.

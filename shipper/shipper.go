@@ -264,6 +264,11 @@ func (s *Shipper) SourceReplayable() { s.spool.SetReplayable() }
 // segment can end only where a batch does.
 func (s *Shipper) SealRoom() (bytes int64, records int) { return s.spool.Room() }
 
+// SealDeadline is when the open segment seals by age (zero when none is
+// open or max_age is off): a tail that spaces its reads (source.Tail's
+// Coalesce) reads once more before it.
+func (s *Shipper) SealDeadline() time.Time { return s.spool.Deadline() }
+
 // spoolAppend is Spool.Append that waits out a full disk: the caller (a
 // source) stops reading, which is the backpressure, and the records are
 // appended once there is room. Nothing is accepted or lost meanwhile.

@@ -47,6 +47,16 @@ type Tail struct {
 	// not read or stat'ed every Poll, only on an event (or the Watch's
 	// Fallback). Poll still spaces the reads of a busy file.
 	Watch *TailWatch
+	// Coalesce, if positive, spaces the reads of a busy file while its
+	// stream's open segment seals by age later than that (a sink that
+	// tells when, SealDeadline: shipper.Shipper): the tail reads at most
+	// every Coalesce, and once more Poll before the seal, so the lines
+	// written meanwhile arrive together in one batch (issue 23: 100 files
+	// written 100 times a second were read 1,000 times a second, each
+	// read a stat, a batch and a timer). A line waits no longer for its
+	// segment than without it: with no segment open, or the seal nearer
+	// than Coalesce, the tail reads every Poll as before.
+	Coalesce time.Duration
 	// EndWhenGone, if positive, ends Run (returning nil) once the file
 	// has been read to its end after its path went away and nothing has
 	// taken the path for this long: a glob stream's file that was
@@ -65,6 +75,14 @@ var _ shipper.Source = (*Tail)(nil)
 // replayableSink is a Sink that need not journal what a source can give
 // again from its cursor (shipper.Shipper).
 type replayableSink interface{ SourceReplayable() }
+
+// deadlineSink tells a source when the open segment seals by age (zero
+// when none is open or max_age is off): shipper.Shipper.SealDeadline.
+type deadlineSink interface {
+	SealDeadline() time.Time
+}
+
+var _ deadlineSink = (*shipper.Shipper)(nil)
 
 // roomSink tells a replayable source how much the open segment still
 // takes (shipper.Shipper.SealRoom), so that its batches, where such a
@@ -267,10 +285,42 @@ func (s *Tail) Run(ctx context.Context, sink shipper.Sink) error {
 			}
 			continue
 		}
-		if !s.pause(ctx, idle.wake, lastRead) {
+		next := s.nextRead(sink, lastRead)
+		if idle.wake == nil {
+			next = later(next, time.Now().Add(s.Poll)) // a read spaced Poll from the last look, as always
+		}
+		if !s.pause(ctx, idle.wake, next, cur) {
 			return nil
 		}
 	}
+}
+
+// nextRead is when a tail that last read at lastRead reads again if its
+// file has no watch: Poll later, or with Coalesce, up to Coalesce later
+// while the open segment's seal is further off, but no later than Poll
+// before that seal.
+func (s *Tail) nextRead(sink shipper.Sink, lastRead time.Time) time.Time {
+	next := lastRead.Add(s.Poll)
+	ds, ok := sink.(deadlineSink)
+	if s.Coalesce <= s.Poll || !ok {
+		return next
+	}
+	due := ds.SealDeadline()
+	if due.IsZero() {
+		return next // nothing open: the next line opens a segment, at once
+	}
+	coalesced := lastRead.Add(s.Coalesce)
+	if beforeDue := due.Add(-s.Poll); beforeDue.Before(coalesced) {
+		coalesced = beforeDue
+	}
+	return later(next, coalesced)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // tailIdle is a tail's watch on its file while the file is idle.
@@ -298,10 +348,13 @@ func (t *tailIdle) unwatch() {
 	}
 }
 
-// pause waits until the file may have more: for an event on it (wake,
-// with a Watch) or the Watch's fallback, then for Poll after lastRead;
-// without a Watch, for Poll. It returns false when ctx ended.
-func (s *Tail) pause(ctx context.Context, wake <-chan struct{}, lastRead time.Time) bool {
+// pause waits until the file may have more: with a watch (wake), for an
+// event on it or the Watch's fallback, and then until next; without, until
+// next. A wait longer than Poll (Coalesce) looks at the path every Poll
+// and ends as soon as cur was rotated away or truncated, so a rotation is
+// noticed as soon as without Coalesce (two rotations between looks would
+// skip the file between them). It returns false when ctx ended.
+func (s *Tail) pause(ctx context.Context, wake <-chan struct{}, next time.Time, cur *tailFile) bool {
 	if wake != nil {
 		select {
 		case <-ctx.Done():
@@ -310,12 +363,33 @@ func (s *Tail) pause(ctx context.Context, wake <-chan struct{}, lastRead time.Ti
 		case <-s.Watch.everyone():
 		}
 	}
-	wait := s.Poll
-	if wake != nil {
-		wait = time.Until(lastRead.Add(s.Poll))
-		if wait <= 0 {
-			return ctx.Err() == nil
+	for wake == nil && time.Until(next) > s.Poll {
+		if !s.sleep(ctx, s.Poll) {
+			return false
 		}
+		if s.moved(cur) {
+			return true
+		}
+	}
+	return s.sleep(ctx, time.Until(next))
+}
+
+// moved reports whether the path no longer names cur's file at or past
+// its offset: rotated away, removed, or truncated (checkRotation tells
+// which).
+func (s *Tail) moved(cur *tailFile) bool {
+	fi, err := os.Stat(s.Path)
+	if err != nil {
+		return true
+	}
+	dev, ino := fileID(fi)
+	return dev != cur.dev || ino != cur.ino || fi.Size() < cur.off
+}
+
+// sleep waits for wait, or returns false when ctx ends first.
+func (s *Tail) sleep(ctx context.Context, wait time.Duration) bool {
+	if wait <= 0 {
+		return ctx.Err() == nil
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()

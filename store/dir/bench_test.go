@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store"
@@ -126,4 +127,70 @@ func BenchmarkListTreeManyStreams(b *testing.B) {
 			b.Fatalf("listed %d objects, want %d", n, 100*31)
 		}
 	}
+}
+
+// BenchmarkListTree is a many-stream receiver's listing of the whole
+// store per poll (issue 23): 100 stream directories of 20 segments each
+// and two sub-directories of one object, listed every 200 ms. "idle":
+// nothing changes between listings; "busy": 10 streams get a new segment
+// before each (100 streams sealing every 2 s). cpu-us/op is the process's
+// CPU time per listing (the writes and waits between listings are not
+// counted). It takes 0.2 s per op: run it with -benchtime 20x or so.
+func BenchmarkListTree(b *testing.B) {
+	for _, busy := range []bool{false, true} {
+		b.Run(map[bool]string{false: "idle", true: "busy"}[busy], func(b *testing.B) {
+			root := b.TempDir()
+			s, err := dir.New(root)
+			if err != nil {
+				b.Fatal(err)
+			}
+			const streams = 100
+			next := make([]uint64, streams)
+			put := func(i int) {
+				name := fmt.Sprintf("s-%03d/%s", i, batch.SegmentName(1, next[i]+1, next[i]+10))
+				next[i] += 10
+				p := filepath.Join(root, filepath.FromSlash(name))
+				if err := os.WriteFile(p, []byte(name), 0o644); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for i := range streams {
+				for _, d := range []string{"generations", "watermarks"} {
+					p := filepath.Join(root, fmt.Sprintf("s-%03d", i), d)
+					if err := os.MkdirAll(p, 0o755); err != nil {
+						b.Fatal(err)
+					}
+					if err := os.WriteFile(filepath.Join(p, "x"), []byte("x"), 0o644); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for range 20 {
+					put(i)
+				}
+			}
+			var cpu time.Duration
+			for op := 0; b.Loop(); op++ {
+				b.StopTimer()
+				if busy {
+					for i := range 10 {
+						put((op*10 + i) % streams)
+					}
+				}
+				time.Sleep(200 * time.Millisecond)
+				b.StartTimer()
+				cpu0 := cpuTime()
+				if err := s.ListTree(b.Context(), "", func(store.Object) error { return nil }); err != nil {
+					b.Fatal(err)
+				}
+				cpu += cpuTime() - cpu0
+			}
+			b.ReportMetric(float64(cpu)/float64(b.N)/1e3, "cpu-us/op")
+		})
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

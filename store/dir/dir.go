@@ -60,6 +60,8 @@ type Store struct {
 	// fsynced in their parent by this Store, so each parent is synced once
 	// per process rather than on every Put.
 	dirs sync.Map // absolute path -> struct{}
+
+	tree treeCache // what ListTree read
 }
 
 var _ store.Store = (*Store)(nil)
@@ -427,7 +429,7 @@ func (s *Store) List(ctx context.Context, dir, after string, fn func(store.Objec
 	if err != nil {
 		return err
 	}
-	return listFiles(ctx, dir, label, after, entries, fn)
+	return listFiles(ctx, dir, label, after, entries, nil, fn)
 }
 
 // listDir checks dir and reads it for a listing; label names it in errors
@@ -467,8 +469,10 @@ func (s *Store) readDir(op, label string) ([]os.DirEntry, error) {
 }
 
 // listFiles reports the objects among entries, those of dir, named after
-// after; see List.
-func listFiles(ctx context.Context, dir, label, after string, entries []os.DirEntry, fn func(store.Object) error) error {
+// after; see List. known, if set, gives what it knows of a name without a
+// stat (ListTree's cache).
+func listFiles(ctx context.Context, dir, label, after string, entries []os.DirEntry,
+	known func(name string) (store.Object, bool), fn func(store.Object) error) error {
 	for _, e := range entries {
 		name := dir + e.Name()
 		if name <= after || !e.Type().IsRegular() || isTemp(e.Name()) || store.CheckName(name) != nil {
@@ -476,6 +480,14 @@ func listFiles(ctx context.Context, dir, label, after string, entries []os.DirEn
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("list %s: %w", label, err)
+		}
+		if known != nil {
+			if o, ok := known(name); ok {
+				if err := fn(o); err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		info, err := e.Info()
 		if isMissing(err) {
