@@ -189,7 +189,9 @@ type Receiver struct {
 	// hists reads the stream's history; hist is the last read (histRead:
 	// there is one). divergent holds the segments skipped as not in it,
 	// each logged once (history.go).
-	hists     *catalog.Histories
+	hists *catalog.Histories
+	// segs lists the stream's segments, alone and in bundles (history.go).
+	segs      *catalog.SegmentLister
 	hist      batch.History
 	histRead  bool
 	divergent map[string]bool
@@ -672,6 +674,9 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 	next.Generation = seg.Meta.Generation // a new one at a fork
 	next.LastSeq, next.LastHash, next.Segment, next.AppliedAt = seg.Meta.LastSeq, seg.Hash, name, r.cfg.Now().UTC()
 	next.PartialHash = ""
+	if p := f.part; p != nil {
+		next.Bundle = &catalog.BundlePos{Writer: p.Writer, Number: p.Number}
+	}
 	if n := recs.Len(); n > 0 && recs.Seq(n-1) < seg.Meta.LastSeq {
 		last := recs.Seq(n - 1)
 		// restore: stopped inside the segment; the chain stays before it.

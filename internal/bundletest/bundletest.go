@@ -13,7 +13,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,4 +160,55 @@ func (w *Writer) Put(t testing.TB, segs ...Seg) string {
 		t.Fatal(err)
 	}
 	return key
+}
+
+// Counting is a store that counts the reads of each object (Get,
+// GetRange, GetSuffix), to show which bundles a reader reads.
+type Counting struct {
+	store.RangeGetter
+	mu    sync.Mutex
+	reads map[string]int
+}
+
+// NewCounting counts the reads of st.
+func NewCounting(st store.RangeGetter) *Counting {
+	return &Counting{RangeGetter: st, reads: map[string]int{}}
+}
+
+func (c *Counting) count(name string) {
+	c.mu.Lock()
+	c.reads[name]++
+	c.mu.Unlock()
+}
+
+func (c *Counting) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	c.count(name)
+	return c.RangeGetter.Get(ctx, name)
+}
+
+func (c *Counting) GetRange(ctx context.Context, name string, off int64, p []byte) error {
+	c.count(name)
+	return c.RangeGetter.GetRange(ctx, name, off, p)
+}
+
+func (c *Counting) GetSuffix(ctx context.Context, name string, p []byte) (int, int64, error) {
+	c.count(name)
+	return c.RangeGetter.GetSuffix(ctx, name, p)
+}
+
+// Reads is how many times name was read.
+func (c *Counting) Reads(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads[name]
+}
+
+// FixIndexHash sets the trailer's index hash of the bundle data to its
+// index's, after a test edited the index: a forged index that reads as
+// valid.
+func FixIndexHash(data []byte) {
+	tr := data[len(data)-batch.BundleTrailerSize:]
+	off, n := binary.LittleEndian.Uint64(tr[24:]), binary.LittleEndian.Uint64(tr[32:])
+	sum := sha256.Sum256(data[off : off+n])
+	copy(tr[40:], sum[:])
 }

@@ -378,7 +378,7 @@ func TestSegmentsHostile(t *testing.T) {
 				}
 				return m.Key()
 			},
-			want: "is damaged",
+			want: "is damaged", corrupt: true,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
