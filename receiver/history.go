@@ -188,7 +188,6 @@ func (r *Receiver) listAfter(ctx context.Context, c cursor) (listed []planned, n
 	dir := batch.StreamDir(r.cfg.Stream)
 	if r.segs == nil {
 		r.segs = catalog.NewSegmentLister(r.cfg.Store, r.cfg.Stream)
-		r.segs.MaxBundleBytes = r.cfg.MaxSegmentBytes
 	}
 	var pos catalog.BundlePos
 	if b := r.position().Bundle; b != nil {

@@ -71,6 +71,11 @@ type SegmentLister struct {
 	// MaxBundleBytes refuses a bundle larger than this before any read
 	// (batch.DefaultMaxBundleBytes if <= 0).
 	MaxBundleBytes int64
+	// OnDamaged, if set, is called with each bundle whose index does
+	// not read (batch.ErrCorrupt, ErrSegmentTooLarge or a newer format),
+	// which is then passed over: for a report of every defect (ferry
+	// verify). Unset, such a bundle is List's error.
+	OnDamaged func(bundle string, err error)
 
 	mu      sync.Mutex
 	markers map[string]BundleMarker // by store name
@@ -257,6 +262,10 @@ func (l *SegmentLister) bundleParts(ctx context.Context, writer string, from uin
 			bd, err := OpenBundle(ctx, l.Store, b.key, b.size, l.MaxBundleBytes)
 			if errors.Is(err, store.ErrNotFound) {
 				continue // pruned since the listing
+			}
+			if err != nil && l.OnDamaged != nil && (batch.IsUnreadable(err) || errors.Is(err, batch.ErrNewerFormat)) {
+				l.OnDamaged(b.key, err)
+				continue
 			}
 			if err != nil {
 				return nil, err

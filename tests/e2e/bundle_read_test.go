@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/internal/bundletest"
+	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/store/catalog"
+	"github.com/ferry-dr/ferry/store/dir"
+)
+
+const e2eWriter = "feedfacecafe0001"
+
+// bundledStore fills s's store as a bundle-writing shipper of three
+// streams would: parts of "app", "web" and "zz" in bundles, with segments
+// of "app" stored alone between them. It returns the writer.
+func bundledStore(t *testing.T, s *stream) *bundletest.Writer {
+	t.Helper()
+	st, err := dir.New(s.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bundletest.NewWriter(t, st, e2eWriter)
+	all := []string{s.name, "web", "zz"}
+	w.Bundle(t, all, 40)
+	w.Alone(t, s.name, 25)
+	w.Bundle(t, all, 30)
+	w.Bundle(t, []string{"web", "zz"}, 10)
+	w.Restart()
+	w.Bundle(t, []string{s.name, "web"}, 7)
+	w.Alone(t, s.name, 3)
+	return w
+}
+
+// receive, ls, verify and restore read a stream whose segments are
+// bundle parts and segments stored alone: the replicas are exact, ls
+// lists every segment, verify finds the chain whole; receive goes on
+// from its checkpoint when more bundles arrive.
+func TestBundledStreamReaders(t *testing.T) {
+	s := newStream(t, "app")
+	w := bundledStore(t, s)
+
+	s.receiveOnce()
+	s.wantReplica(bundletest.Want(s.name, 1, w.Last(s.name)), "after receive --once")
+
+	r := mustFerry(t, nil, "ls", "--store", s.store, "--stream", s.name, "--json")
+	var listed []string
+	sc := bufio.NewScanner(strings.NewReader(r.Stdout))
+	for sc.Scan() {
+		var row struct {
+			Segment string `json:"segment"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
+			t.Fatalf("ls --json line %q: %v", sc.Text(), err)
+		}
+		listed = append(listed, row.Segment)
+	}
+	want := []string{batch.SegmentName(1, 1, 40), batch.SegmentName(1, 41, 65), batch.SegmentName(1, 66, 95),
+		batch.SegmentName(1, 96, 102), batch.SegmentName(1, 103, 105)}
+	if strings.Join(listed, " ") != strings.Join(want, " ") {
+		t.Fatalf("ls lists %q, want %q", listed, want)
+	}
+	r = mustFerry(t, nil, "verify", "--store", s.store, "--stream", s.name)
+	if !strings.Contains(r.Stdout, "5 segments") {
+		t.Errorf("verify does not count 5 segments:\n%s", r)
+	}
+	mustFerry(t, nil, "verify", "--store", s.store, "--stream", "zz")
+
+	// Another stream, parts only, restored.
+	web := filepath.Join(s.dir, "web.out")
+	mustFerry(t, nil, "restore", "--store", s.store, "--stream", "web", "--state", filepath.Join(s.dir, "web.state"), "--apply", "file:"+web)
+	if got, want := readFile(t, web), bundletest.Want("web", 1, w.Last("web")); !bytes.Equal(got, want) {
+		t.Fatalf("restored web: %s", describeDiff(want, got))
+	}
+
+	// More, then receive again from the checkpoint.
+	w.Bundle(t, []string{s.name, "zz"}, 11)
+	w.Alone(t, s.name, 2)
+	s.receiveOnce()
+	s.wantReplica(bundletest.Want(s.name, 1, w.Last(s.name)), "after the second receive --once")
+	cp, ok, err := receiver.LoadCheckpoint(s.state)
+	if err != nil || !ok || cp.Bundle == nil || *cp.Bundle != (catalog.BundlePos{Writer: e2eWriter, Number: 5}) {
+		t.Fatalf("checkpoint %+v (%v, %v): want its bundle %s/5", cp, ok, err, e2eWriter)
+	}
+}
+
+// verify reports a damaged part with its bundle, and a bundle whose
+// index does not read as a defect with the gap its parts leave; receive
+// stops at either, naming the bundle.
+func TestBundledDamageReported(t *testing.T) {
+	s := newStream(t, "app")
+	bundledStore(t, s)
+	b1 := filepath.Join(s.store, filepath.FromSlash(catalog.BundleKey(e2eWriter, 1)))
+	b2 := filepath.Join(s.store, filepath.FromSlash(catalog.BundleKey(e2eWriter, 2)))
+
+	// A byte of app's part in bundle 1 (the first part, past its metadata).
+	flipByte(t, b1, 600)
+	failFerry(t, nil, []string{catalog.BundleKey(e2eWriter, 1), batch.SegmentName(1, 1, 40), "sha256"},
+		"verify", "--store", s.store, "--stream", s.name)
+	failFerry(t, nil, []string{catalog.BundleKey(e2eWriter, 1), "damaged"}, s.receiveArgs("--once")...)
+
+	// Bundle 2's index.
+	info, err := os.Stat(b2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipByte(t, b2, info.Size()-int64(batch.BundleTrailerSize)-5)
+	failFerry(t, nil, []string{"bundle " + catalog.BundleKey(e2eWriter, 2), "gap: seq 66..95 missing"},
+		"verify", "--store", s.store, "--stream", s.name)
+}
+
+func flipByte(t *testing.T, path string, at int64) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[at] ^= 0x40
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
