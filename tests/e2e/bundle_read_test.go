@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/bundletest"
@@ -128,5 +130,64 @@ func flipByte(t *testing.T, path string, at int64) {
 	}
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A many-stream receive applies streams whose segments are bundle parts:
+// those in the store when it starts and those bundled while it runs, with
+// segments stored alone between them; every replica ends exact.
+func TestBundledManyStreamsReceive(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	stDir, state, replicas := filepath.Join(root, "store"), filepath.Join(root, "state"), filepath.Join(root, "replica")
+	if err := os.MkdirAll(replicas, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	st, err := dir.New(stDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bundletest.NewWriter(t, st, e2eWriter)
+	var streams []string
+	for i := range 12 {
+		streams = append(streams, fmt.Sprintf("s-%02d", i))
+	}
+	w.Bundle(t, streams, 20)
+	w.Alone(t, "s-03", 5)
+	w.Bundle(t, streams[2:], 10)
+
+	recv := startFerry(t, nil, "receive", "--store", stDir, "--stream", "s-*", "--state", state,
+		"--apply", "file:"+filepath.Join(replicas, "{stream}.log"), "--poll-min", "50ms", "--poll-max", "200ms")
+	exact := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			missing := ""
+			for _, s := range streams {
+				got, _ := os.ReadFile(filepath.Join(replicas, s+".log"))
+				if !bytes.Equal(got, bundletest.Want(s, 1, w.Last(s))) {
+					missing = s
+					break
+				}
+			}
+			if missing == "" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: replica of %s not exact after 60s:\n%s", what, missing, recv.Stderr())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	exact("bundles stored before the start")
+	for round := range 5 {
+		w.Bundle(t, streams[round:], 7)
+		if round == 2 {
+			w.Alone(t, "s-05", 3)
+			w.Restart()
+		}
+	}
+	exact("bundles stored while it runs")
+	if code := recv.Terminate(10 * time.Second); code != 0 {
+		t.Fatalf("receive exited %d:\n%s", code, recv.Stderr())
 	}
 }

@@ -1,0 +1,135 @@
+package receiver_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/internal/bundletest"
+	"github.com/ferry-dr/ferry/receiver"
+	"github.com/ferry-dr/ferry/receiver/apply"
+	"github.com/ferry-dr/ferry/receiver/receivertest"
+	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
+	"github.com/ferry-dr/ferry/store/dir"
+)
+
+// reads counts the reads of each object and the listings of each
+// directory of a dir store.
+type reads struct {
+	*dir.Store
+	mu    sync.Mutex
+	n     map[string]int
+	lists map[string]int
+}
+
+func (c *reads) add(m map[string]int, k string) {
+	c.mu.Lock()
+	m[k]++
+	c.mu.Unlock()
+}
+func (c *reads) get(m map[string]int, k string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return m[k]
+}
+func (c *reads) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	c.add(c.n, name)
+	return c.Store.Get(ctx, name)
+}
+func (c *reads) GetRange(ctx context.Context, name string, off int64, p []byte) error {
+	c.add(c.n, name)
+	return c.Store.GetRange(ctx, name, off, p)
+}
+func (c *reads) GetSuffix(ctx context.Context, name string, p []byte) (int, int64, error) {
+	c.add(c.n, name)
+	return c.Store.GetSuffix(ctx, name, p)
+}
+func (c *reads) List(ctx context.Context, d, after string, fn func(store.Object) error) error {
+	c.add(c.lists, d)
+	return c.Store.List(ctx, d, after, fn)
+}
+
+// A Multi reads each new bundle once, with one GET, and offers each
+// stream its part: no stream lists the bundles or reads an index itself
+// once it runs, and every replica is exact.
+func TestMultiOffersBundleParts(t *testing.T) {
+	raw, _ := receivertest.NewStore(t)
+	st := &reads{Store: raw, n: map[string]int{}, lists: map[string]int{}}
+	w := bundletest.NewWriter(t, st, bundleWriter)
+	var streams []string
+	for i := range 20 {
+		streams = append(streams, fmt.Sprintf("s%02d", i))
+	}
+	w.Bundle(t, streams, 4) // before the Multi starts: each stream lists it itself
+
+	tmp := t.TempDir()
+	open := func(stream string, fence func() error) (*receiver.Receiver, error) {
+		cfg := receiver.Config{Stream: stream, StateDir: filepath.Join(tmp, "state", stream), Store: st,
+			Applier: &apply.File{Path: filepath.Join(tmp, stream+".log")}, Fence: fence}
+		if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+			return nil, err
+		}
+		return receiver.Open(cfg, slog.New(slog.DiscardHandler))
+	}
+	m, err := receiver.NewMulti(receiver.MultiConfig{Store: st, Match: func(string) bool { return true }, Open: open,
+		PollMin: 10 * time.Millisecond, PollMax: 20 * time.Millisecond}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	applied := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for _, s := range streams {
+			for {
+				r := m.Receiver(s)
+				if r != nil && r.Checkpoint().LastSeq == w.Last(s) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: stream %s not applied through seq %d in a minute", what, s, w.Last(s))
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	applied("the first bundle")
+	wdir := catalog.WriterDir(bundleWriter)
+	lists := st.get(st.lists, wdir)
+
+	var keys []string
+	for range 4 {
+		key, _ := w.Bundle(t, streams, 3)
+		keys = append(keys, key)
+		w.Alone(t, "s03", 2)
+		applied("a new bundle")
+	}
+	for _, key := range keys {
+		if n := st.get(st.n, key); n != 1 {
+			t.Errorf("bundle %s read %d times, want once (by the Multi)", key, n)
+		}
+	}
+	if n := st.get(st.lists, wdir) - lists; n != 0 {
+		t.Errorf("%s listed %d times after the streams started; the Multi's listing should be the only one", wdir, n)
+	}
+	for _, s := range streams {
+		got, err := os.ReadFile(filepath.Join(tmp, s+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := bundletest.Want(s, 1, w.Last(s)); !bytes.Equal(got, want) {
+			t.Fatalf("replica of %s: %d bytes, want %d", s, len(got), len(want))
+		}
+	}
+}
