@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store"
@@ -36,15 +37,20 @@ type Segment struct {
 	Name string // the segment name (batch.SegmentName)
 	Key  string // the store name it is read from: "<stream>/<name>", or the bundle's
 	Size int64  // its stored bytes
-	Part *Part  // where it lies in its bundle; nil for a segment stored alone
+	// ModTime is when the store wrote it (a part: its bundle), as
+	// listed; zero if unknown.
+	ModTime time.Time
+	Part    *Part // where it lies in its bundle; nil for a segment stored alone
 }
 
 // Part is where a stream's segment lies in a bundle, and what the
 // bundle's index says of it; ReadPart holds the part's bytes to it.
 type Part struct {
-	Bundle string // the bundle's store name
-	Writer string
-	Number uint64
+	Bundle     string // the bundle's store name
+	Writer     string
+	Number     uint64
+	BundleSize int64     // the bundle's stored size, as listed
+	ModTime    time.Time // when the store wrote the bundle, as listed; zero if unknown
 	batch.BundlePart
 }
 
@@ -120,7 +126,7 @@ func (l *SegmentLister) List(ctx context.Context, after string, pos BundlePos) (
 	err := l.Store.List(ctx, dir, start, func(o store.Object) error {
 		name := strings.TrimPrefix(o.Name, dir)
 		if _, _, _, ok := batch.ParseSegmentName(name); ok {
-			out = append(out, Segment{Name: name, Key: o.Name, Size: o.Size})
+			out = append(out, Segment{Name: name, Key: o.Name, Size: o.Size, ModTime: o.ModTime})
 		}
 		return nil
 	})
@@ -142,7 +148,7 @@ func (l *SegmentLister) List(ctx context.Context, after string, pos BundlePos) (
 		}
 		for _, p := range parts {
 			if name := p.Name(); name > after {
-				out = append(out, Segment{Name: name, Key: p.Bundle, Size: p.Length, Part: p})
+				out = append(out, Segment{Name: name, Key: p.Bundle, Size: p.Length, ModTime: p.ModTime, Part: p})
 			}
 		}
 	}
@@ -235,11 +241,12 @@ func (l *SegmentLister) bundleParts(ctx context.Context, writer string, from uin
 		key  string
 		n    uint64
 		size int64
+		mod  time.Time
 	}
 	var bundles []listed
 	err := l.Store.List(ctx, dir, start, func(o store.Object) error {
 		if w, n, ok := ParseBundleKey(o.Name); ok && w == writer && n > from {
-			bundles = append(bundles, listed{o.Name, n, o.Size})
+			bundles = append(bundles, listed{o.Name, n, o.Size, o.ModTime})
 		}
 		return nil
 	})
@@ -271,7 +278,7 @@ func (l *SegmentLister) bundleParts(ctx context.Context, writer string, from uin
 				return nil, err
 			}
 			if i, found := bd.Find(l.Stream); found {
-				p = &Part{Bundle: b.key, Writer: writer, Number: b.n, BundlePart: bd.Parts[i]}
+				p = &Part{Bundle: b.key, Writer: writer, Number: b.n, BundleSize: b.size, ModTime: b.mod, BundlePart: bd.Parts[i]}
 			}
 			l.parts[b.key] = p
 		}

@@ -191,3 +191,34 @@ func TestBundledManyStreamsReceive(t *testing.T) {
 		t.Fatalf("receive exited %d:\n%s", code, recv.Stderr())
 	}
 }
+
+// prune of bundled streams: each stream's prune writes its start marker
+// and deletes its segments stored alone; a bundle goes once every stream
+// in it is pruned past its part. verify then starts at the start marker.
+func TestBundledPrune(t *testing.T) {
+	s := newStream(t, "app")
+	w := bundledStore(t, s)
+	for _, stream := range []string{s.name, "web", "zz"} {
+		mustFerry(t, nil, "prune", "--store", s.store, "--stream", stream, "--keep-min", "1")
+	}
+	left, err := filepath.Glob(filepath.Join(s.store, "_bundles", e2eWriter, "*.bundle"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// app's newest part is in bundle 4 (then a segment alone), web's in 4,
+	// zz's in 3: bundles 1 and 2 go.
+	if len(left) != 2 || filepath.Base(left[0]) != batch.BundleName(3) || filepath.Base(left[1]) != batch.BundleName(4) {
+		t.Fatalf("bundles left %q, want 3 and 4", left)
+	}
+	r := mustFerry(t, nil, "verify", "--store", s.store, "--stream", "web")
+	if !strings.Contains(r.Stdout, "pruned") {
+		t.Errorf("verify of web does not say where the pruned stream starts:\n%s", r)
+	}
+	r = mustFerry(t, nil, "verify", "--store", s.store, "--stream", s.name)
+	// app's part of bundle 4 (seq 96..102) stays with the bundle, below
+	// its start marker (103): listed, not part of its history.
+	if want := fmt.Sprintf("seq 96..%d: checksums, sequence and hash chain ok", w.Last(s.name)); !strings.Contains(r.Stdout, want) ||
+		!strings.Contains(r.Stdout, "were pruned by retention") {
+		t.Errorf("verify of app after the prune does not say %q and that the start was pruned:\n%s", want, r)
+	}
+}
