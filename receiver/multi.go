@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -101,6 +102,12 @@ type Multi struct {
 	// (multibundle.go); listed is false until the first listing.
 	bundles map[string]bool
 	listed  bool
+	// parts are, per stream, the parts of the bundles read that its
+	// checkpoint has not passed yet, in seq order: the status's stored
+	// seq and lag count them as listed segments (used by Run only).
+	parts map[string][]listedSeg
+	// partTop is, per stream, the newest seq of the parts read.
+	partTop map[string]uint64
 }
 
 // streamRun is one stream's running Receiver.
@@ -338,6 +345,21 @@ func (m *Multi) step(ctx context.Context, listed []StreamSegments, bundles []sto
 		// the gap may have filled, it is offered all of them again.
 		regap := fresh && !sr.r.Health().GapSince.IsZero()
 		mine := offers[s]
+		stored = max(stored, m.partTop[s])
+		parts := m.parts[s][:0]
+		for _, p := range m.parts[s] {
+			if p.lastSeq > cp.LastSeq {
+				parts = append(parts, p)
+				stored = max(stored, p.lastSeq)
+			}
+		}
+		if len(parts) > 0 || m.parts[s] != nil {
+			m.parts[s] = parts
+		}
+		if len(parts) > 0 {
+			pending = append(pending, parts...)
+			slices.SortStableFunc(pending, func(a, b listedSeg) int { return cmp.Compare(a.lastSeq, b.lastSeq) })
+		}
 		for _, o := range past {
 			name := path.Base(o.Name)
 			if regap || !sr.offered[name] {

@@ -93,7 +93,12 @@ func (m *Multi) readBundle(ctx context.Context, o store.Object, runs map[string]
 		if sr == nil || p.Name() <= sr.r.Checkpoint().Segment {
 			continue
 		}
-		part := &catalog.Part{Bundle: o.Name, Writer: writer, Number: num, BundlePart: *p}
+		part := &catalog.Part{Bundle: o.Name, Writer: writer, Number: num, BundleSize: o.Size, ModTime: o.ModTime, BundlePart: *p}
+		if m.parts == nil {
+			m.parts, m.partTop = map[string][]listedSeg{}, map[string]uint64{}
+		}
+		m.partTop[p.Stream] = max(m.partTop[p.Stream], p.LastSeq)
+		m.parts[p.Stream] = append(m.parts[p.Stream], listedSeg{lastSeq: p.LastSeq, modTime: o.ModTime})
 		name := p.Name()
 		var buf []byte // decoded in place when read whole
 		if whole != nil {
