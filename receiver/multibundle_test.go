@@ -3,15 +3,18 @@ package receiver_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/bundletest"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
@@ -59,8 +62,15 @@ func (c *reads) List(ctx context.Context, d, after string, fn func(store.Object)
 
 // A Multi reads each new bundle once, with one GET, and offers each
 // stream its part: no stream lists the bundles or reads an index itself
-// once it runs, and every replica is exact.
+// once it runs, and every replica is exact. With no memory for copies
+// (a tiny PrefetchBytes), each part is offered by its place in the
+// bundle and its stream reads it by one ranged read.
 func TestMultiOffersBundleParts(t *testing.T) {
+	t.Run("copies", func(t *testing.T) { testMultiOffersBundleParts(t, 0, 1) })
+	t.Run("by-place", func(t *testing.T) { testMultiOffersBundleParts(t, 2048, 1+20) })
+}
+
+func testMultiOffersBundleParts(t *testing.T, prefetchBytes int64, readsPerBundle int) {
 	raw, _ := receivertest.NewStore(t)
 	st := &reads{Store: raw, n: map[string]int{}, lists: map[string]int{}}
 	w := bundletest.NewWriter(t, st, bundleWriter)
@@ -73,7 +83,7 @@ func TestMultiOffersBundleParts(t *testing.T) {
 	tmp := t.TempDir()
 	open := func(stream string, fence func() error) (*receiver.Receiver, error) {
 		cfg := receiver.Config{Stream: stream, StateDir: filepath.Join(tmp, "state", stream), Store: st,
-			Applier: &apply.File{Path: filepath.Join(tmp, stream+".log")}, Fence: fence}
+			Applier: &apply.File{Path: filepath.Join(tmp, stream+".log")}, Fence: fence, PrefetchBytes: prefetchBytes}
 		if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 			return nil, err
 		}
@@ -126,8 +136,8 @@ func TestMultiOffersBundleParts(t *testing.T) {
 		}
 	}
 	for _, key := range keys {
-		if n := st.get(st.n, key); n != 1 {
-			t.Errorf("bundle %s read %d times, want once (by the Multi)", key, n)
+		if n := st.get(st.n, key); n != readsPerBundle {
+			t.Errorf("bundle %s read %d times, want %d", key, n, readsPerBundle)
 		}
 	}
 	if n := st.get(st.lists, wdir) - lists; n != 0 {
@@ -141,5 +151,70 @@ func TestMultiOffersBundleParts(t *testing.T) {
 		if want := bundletest.Want(s, 1, w.Last(s)); !bytes.Equal(got, want) {
 			t.Fatalf("replica of %s: %d bytes, want %d", s, len(got), len(want))
 		}
+	}
+}
+
+// A part damaged in a new bundle stops its stream's receiver with an
+// error naming the bundle; the other streams' parts of it apply.
+func TestMultiDamagedPartStopsItsStream(t *testing.T) {
+	st, _ := receivertest.NewStore(t)
+	w := bundletest.NewWriter(t, st, bundleWriter)
+	streams := []string{"s0", "s1", "s2"}
+	w.Bundle(t, streams, 4)
+	tmp := t.TempDir()
+	open := func(stream string, fence func() error) (*receiver.Receiver, error) {
+		cfg := receiver.Config{Stream: stream, StateDir: filepath.Join(tmp, "state", stream), Store: st,
+			Applier: &apply.File{Path: filepath.Join(tmp, stream+".log")}, Fence: fence}
+		if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+			return nil, err
+		}
+		return receiver.Open(cfg, slog.New(slog.DiscardHandler))
+	}
+	stopped := make(chan error, 10)
+	m, err := receiver.NewMulti(receiver.MultiConfig{Store: st, Match: func(string) bool { return true }, Open: open,
+		PollMin: 10 * time.Millisecond, PollMax: 20 * time.Millisecond, Retry: time.Hour,
+		OnStop: func(stream string, _ *receiver.Receiver, err error, _ bool) {
+			if stream == "s1" && err != nil {
+				stopped <- err
+			}
+		}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	receivertest.Eventually(t, "the first bundle applied", func() bool {
+		for _, s := range streams {
+			if r := m.Receiver(s); r == nil || r.Checkpoint().LastSeq != 4 {
+				return false
+			}
+		}
+		return true
+	})
+
+	var segs []bundletest.Seg
+	for _, s := range streams {
+		segs = append(segs, w.Seal(t, s, 3))
+	}
+	key, data := w.Pack(t, segs...)
+	data[len(segs[0].Data)+100] ^= 1 // inside s1's part
+	if err := st.Put(t.Context(), key, data); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-stopped:
+		if !strings.Contains(err.Error(), key) || !errors.Is(err, batch.ErrCorrupt) {
+			t.Fatalf("s1 stopped with %v, want ErrCorrupt naming %s", err, key)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("s1 did not stop at its damaged part")
+	}
+	for _, s := range []string{"s0", "s2"} {
+		receivertest.Eventually(t, s+" applied the bundle", func() bool {
+			r := m.Receiver(s)
+			return r != nil && r.Checkpoint().LastSeq == 7
+		})
 	}
 }

@@ -132,6 +132,18 @@ func (w *Writer) Bundle(t testing.TB, streams []string, n int) (string, []Seg) {
 // bundle and stores it, writing the markers first.
 func (w *Writer) Put(t testing.TB, segs ...Seg) string {
 	t.Helper()
+	key, data := w.Pack(t, segs...)
+	if err := w.Store.Put(context.Background(), key, data); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// Pack is Put without the bundle's put: it writes the markers and
+// returns the bundle's store name and bytes, for a test to store (or
+// damage first).
+func (w *Writer) Pack(t testing.TB, segs ...Seg) (string, []byte) {
+	t.Helper()
 	ctx := context.Background()
 	n := w.Next
 	w.Next++
@@ -155,11 +167,7 @@ func (w *Writer) Put(t testing.TB, segs ...Seg) string {
 		}
 		w.marked[s.Meta.Stream] = true
 	}
-	key := catalog.BundleKey(w.ID, n)
-	if err := w.Store.Put(ctx, key, buf.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	return key
+	return catalog.BundleKey(w.ID, n), buf.Bytes()
 }
 
 // Counting is a store that counts the reads of each object (Get,
