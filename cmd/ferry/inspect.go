@@ -107,8 +107,11 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 				// SignedBy: the key id of a valid signature, "unsigned",
 				// or "BAD:..." (batch/sign.State).
 				SignedBy string `json:"signed_by"`
+				// Bundle is the store name of the bundle holding the
+				// segment as a part; absent for a segment stored alone.
+				Bundle string `json:"bundle,omitempty"`
 				batch.Meta
-			}{name, size, placement, signed, m})
+			}{name, size, placement, signed, bundleOf(s), m})
 			continue
 		}
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%.2fx\t%s\t%s\t%s\t%s\t%s\t\n", m.Generation, m.FirstSeq, m.LastSeq, m.Records,

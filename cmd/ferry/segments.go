@@ -69,3 +69,12 @@ func readStoredHeader(ctx context.Context, st store.Store, s catalog.Segment) ([
 	}
 	return buf, nil
 }
+
+// bundleOf is the store name of the bundle holding s, "" for a segment
+// stored alone.
+func bundleOf(s catalog.Segment) string {
+	if s.Part == nil {
+		return ""
+	}
+	return s.Part.Bundle
+}

@@ -53,16 +53,22 @@ func TestBundledStreamReaders(t *testing.T) {
 	s.wantReplica(bundletest.Want(s.name, 1, w.Last(s.name)), "after receive --once")
 
 	r := mustFerry(t, nil, "ls", "--store", s.store, "--stream", s.name, "--json")
-	var listed []string
+	var listed, bundles []string
 	sc := bufio.NewScanner(strings.NewReader(r.Stdout))
 	for sc.Scan() {
 		var row struct {
 			Segment string `json:"segment"`
+			Bundle  string `json:"bundle"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
 			t.Fatalf("ls --json line %q: %v", sc.Text(), err)
 		}
 		listed = append(listed, row.Segment)
+		bundles = append(bundles, row.Bundle)
+	}
+	wantBundles := []string{catalog.BundleKey(e2eWriter, 1), "", catalog.BundleKey(e2eWriter, 2), catalog.BundleKey(e2eWriter, 4), ""}
+	if strings.Join(bundles, " ") != strings.Join(wantBundles, " ") {
+		t.Errorf("ls --json bundles %q, want %q", bundles, wantBundles)
 	}
 	want := []string{batch.SegmentName(1, 1, 40), batch.SegmentName(1, 41, 65), batch.SegmentName(1, 66, 95),
 		batch.SegmentName(1, 96, 102), batch.SegmentName(1, 103, 105)}
