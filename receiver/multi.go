@@ -98,10 +98,11 @@ type Multi struct {
 	failed  map[string]time.Time // stream: not reopened before
 	stopped map[string]bool      // streams whose receiver stopped on an error, not opened since
 	logged  map[string]string    // stream: the last open error logged
-	// bundles are the bundles listings showed, each read once
+	// bundleTop is, per bundle writer, the highest bundle number read
+	// (or shown by the first listing): each bundle is read once
 	// (multibundle.go); listed is false until the first listing.
-	bundles map[string]bool
-	listed  bool
+	bundleTop map[string]uint64
+	listed    bool
 	// parts are, per stream, the parts of the bundles read that its
 	// checkpoint has not passed yet, in seq order: the status's stored
 	// seq and lag count them as listed segments (used by Run only).

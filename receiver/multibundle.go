@@ -30,6 +30,14 @@ import (
 // gap), which finds them (catalog.SegmentLister). A bundle that fails to
 // read is left to the streams' own listings too, which stop at a damaged
 // one naming it.
+//
+// A writer numbers its bundles in the order it puts them, so the Multi
+// keeps, per writer, the highest number it read: a bundle above it is
+// new. A listing that misses a bundle once (an S3-compatible store's
+// listing need not show every object at once) then does not make it new
+// again, to be read and offered twice; one that shows up below the
+// highest read (put out of order) is not offered, and its streams find
+// it by their own listing when the next part does not continue them.
 
 // bundleReadWhole is the largest bundle read whole by one GET; a larger
 // one is read by its index and the ranged GETs of the wanted parts.
@@ -47,18 +55,23 @@ type bundleOffer struct {
 func (m *Multi) bundleOffers(ctx context.Context, bundles []store.Object) map[string][]bundleOffer {
 	first := !m.listed
 	m.listed = true
-	if m.bundles == nil {
-		m.bundles = map[string]bool{}
+	if m.bundleTop == nil {
+		m.bundleTop = map[string]uint64{}
 	}
-	seen := make(map[string]bool, len(bundles))
 	var fresh []store.Object
 	for _, o := range bundles {
-		seen[o.Name] = true
-		if !m.bundles[o.Name] && !first {
+		w, n, _ := catalog.ParseBundleKey(o.Name)
+		if n <= m.bundleTop[w] {
+			continue
+		}
+		if !first {
 			fresh = append(fresh, o)
 		}
 	}
-	m.bundles = seen // a pruned bundle is forgotten
+	for _, o := range bundles { // after: a listing is in name order per writer anyway
+		w, n, _ := catalog.ParseBundleKey(o.Name)
+		m.bundleTop[w] = max(m.bundleTop[w], n)
+	}
 	if len(fresh) == 0 {
 		return nil
 	}

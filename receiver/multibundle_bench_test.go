@@ -7,17 +7,20 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/bundletest"
+	"github.com/ferry-dr/ferry/internal/versitygw"
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
 	"github.com/ferry-dr/ferry/store/dir"
+	"github.com/ferry-dr/ferry/store/s3"
 )
 
 // hiding is a dir store whose listings leave out the objects hidden, so
@@ -25,7 +28,7 @@ import (
 // while a receiver runs: what it measures is the receiver's CPU, not the
 // writes'.
 type hiding struct {
-	*dir.Store
+	benchStore
 	mu     sync.Mutex
 	hidden map[string]bool
 }
@@ -51,7 +54,7 @@ func (h *hiding) visible(name string) bool {
 }
 
 func (h *hiding) List(ctx context.Context, d, after string, fn func(store.Object) error) error {
-	return h.Store.List(ctx, d, after, func(o store.Object) error {
+	return h.benchStore.List(ctx, d, after, func(o store.Object) error {
 		if !h.visible(o.Name) {
 			return nil
 		}
@@ -60,12 +63,19 @@ func (h *hiding) List(ctx context.Context, d, after string, fn func(store.Object
 }
 
 func (h *hiding) ListTree(ctx context.Context, d string, fn func(store.Object) error) error {
-	return h.Store.ListTree(ctx, d, func(o store.Object) error {
+	return h.benchStore.ListTree(ctx, d, func(o store.Object) error {
 		if !h.visible(o.Name) {
 			return nil
 		}
 		return fn(o)
 	})
+}
+
+// benchStore is what a Multi reading bundles uses of a store.
+type benchStore interface {
+	store.Store
+	store.TreeLister
+	store.RangeGetter
 }
 
 // cpuTime is the process's user + system CPU time.
@@ -85,20 +95,63 @@ func cpuTime(b *testing.B) time.Duration {
 // every stream has applied it. It reports the process's CPU per
 // stream-segment (cpu-us/part), listing, reading, checking, applying
 // (file: applier, an fsync per segment) and checkpointing included.
+//
+// With FERRY_VERSITYGW set it also runs both on a versitygw server
+// (s3-segments, s3-bundles), and reports the requests per stream-segment
+// (reqs/part, counted by the store). The server's CPU is not the
+// process's: what is reported is the receiver's.
 func BenchmarkMultiReceive(b *testing.B) {
+	stores := []string{"dir"}
+	if os.Getenv("FERRY_VERSITYGW") != "" {
+		stores = append(stores, "s3")
+	}
+	for _, kind := range stores {
+		benchMultiReceive(b, kind)
+	}
+}
+
+func benchMultiReceive(b *testing.B, kind string) {
 	const streams, per = 100, 200
 	for _, bundled := range []bool{false, true} {
 		name := "segments"
 		if bundled {
 			name = "bundles"
 		}
+		if kind != "dir" {
+			name = kind + "-" + name
+		}
 		b.Run(name, func(b *testing.B) {
 			root := b.TempDir()
-			raw, err := dir.New(filepath.Join(root, "store"))
-			if err != nil {
-				b.Fatal(err)
+			var raw benchStore
+			var reqs *atomic.Int64 // S3 requests, counted by the store
+			var kindMu sync.Mutex
+			kinds := map[string]int{} // and by kind, since the clock started
+			counting := false
+			if kind == "dir" {
+				d, err := dir.New(filepath.Join(root, "store"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				raw = d
+			} else {
+				srv := versitygw.Start(b)
+				srv.CreateBucket(b, "bench")
+				reqs = new(atomic.Int64)
+				s, err := s3.New(context.Background(), s3.Config{Bucket: "bench", Prefix: "p", Endpoint: srv.Endpoint, Region: "us-east-1",
+					AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, OnRequest: func(k string) {
+						reqs.Add(1)
+						kindMu.Lock()
+						if counting {
+							kinds[k]++
+						}
+						kindMu.Unlock()
+					}}, slog.New(slog.DiscardHandler))
+				if err != nil {
+					b.Fatal(err)
+				}
+				raw = s
 			}
-			st := &hiding{Store: raw, hidden: map[string]bool{}}
+			st := &hiding{benchStore: raw, hidden: map[string]bool{}}
 			w := bundletest.NewWriter(b, st, "00000000000000b1")
 			var names []string
 			for i := range streams {
@@ -159,6 +212,13 @@ func BenchmarkMultiReceive(b *testing.B) {
 				}
 			}
 			waitApplied(per)
+			var reqs0 int64
+			if reqs != nil {
+				reqs0 = reqs.Load()
+				kindMu.Lock()
+				counting = true
+				kindMu.Unlock()
+			}
 			b.ResetTimer()
 			cpu := cpuTime(b)
 			for r := 1; r <= b.N; r++ {
@@ -168,6 +228,12 @@ func BenchmarkMultiReceive(b *testing.B) {
 			cpu = cpuTime(b) - cpu
 			b.StopTimer()
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*streams), "cpu-us/part")
+			if reqs != nil {
+				b.ReportMetric(float64(reqs.Load()-reqs0)/float64(b.N*streams), "reqs/part")
+				kindMu.Lock()
+				b.Logf("%d ops of %d stream-segments: requests by kind %v", b.N, streams, kinds)
+				kindMu.Unlock()
+			}
 		})
 	}
 }

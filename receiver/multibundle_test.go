@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,5 +217,80 @@ func TestMultiDamagedPartStopsItsStream(t *testing.T) {
 			r := m.Receiver(s)
 			return r != nil && r.Checkpoint().LastSeq == 7
 		})
+	}
+}
+
+// missing is a store whose next listings leave out one object, as an
+// S3-compatible store's listing may for a while.
+type missing struct {
+	*reads
+	mu    sync.Mutex
+	key   string
+	times int
+	trees atomic.Int64
+}
+
+func (m *missing) ListTree(ctx context.Context, d string, fn func(store.Object) error) error {
+	defer m.trees.Add(1)
+	return m.reads.Store.ListTree(ctx, d, func(o store.Object) error {
+		m.mu.Lock()
+		skip := o.Name == m.key && m.times > 0
+		if skip {
+			m.times--
+		}
+		m.mu.Unlock()
+		if skip {
+			return nil
+		}
+		return fn(o)
+	})
+}
+
+// A bundle read once and then missing from a listing is not read and
+// offered again when it shows up in the next.
+func TestMultiReadsABundleOnceThoughAListingMissesIt(t *testing.T) {
+	raw, _ := receivertest.NewStore(t)
+	st := &missing{reads: &reads{Store: raw, n: map[string]int{}, lists: map[string]int{}}}
+	w := bundletest.NewWriter(t, st, bundleWriter)
+	streams := []string{"s0", "s1"}
+	w.Bundle(t, streams, 4)
+	tmp := t.TempDir()
+	open := func(stream string, fence func() error) (*receiver.Receiver, error) {
+		cfg := receiver.Config{Stream: stream, StateDir: filepath.Join(tmp, "state", stream), Store: st,
+			Applier: &apply.File{Path: filepath.Join(tmp, stream+".log")}, Fence: fence}
+		if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+			return nil, err
+		}
+		return receiver.Open(cfg, slog.New(slog.DiscardHandler))
+	}
+	m, err := receiver.NewMulti(receiver.MultiConfig{Store: st, Match: func(string) bool { return true }, Open: open,
+		PollMin: 5 * time.Millisecond, PollMax: 5 * time.Millisecond}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	appliedThrough := func(seq uint64) func() bool {
+		return func() bool {
+			for _, s := range streams {
+				if r := m.Receiver(s); r == nil || r.Checkpoint().LastSeq != seq {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	receivertest.Eventually(t, "the first bundle applied", appliedThrough(4))
+	key, _ := w.Bundle(t, streams, 3)
+	receivertest.Eventually(t, "the second bundle applied", appliedThrough(7))
+	st.mu.Lock()
+	st.key, st.times = key, 1
+	st.mu.Unlock()
+	trees := st.trees.Load()
+	receivertest.Eventually(t, "three more listings", func() bool { return st.trees.Load() >= trees+3 })
+	if n := st.get(st.n, key); n != 1 {
+		t.Fatalf("bundle %s read %d times, want once", key, n)
 	}
 }

@@ -511,7 +511,6 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	listDue := r.listDue
 	r.listDue = false
 	offered, lost := r.takeOffers()
-	none := len(offered) == 0 && !lost
 	if lost {
 		r.releasePlanned(offered) // the listing reads them from the store
 		offered = nil
@@ -523,6 +522,14 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 		return 0, nil, err
 	}
 	isNew := func(p planned) bool { return c.isNew(p.name) }
+	if !lost && len(offered) > 0 && !slices.ContainsFunc(offered, isNew) {
+		// Offers of what is applied already (its own listing found it
+		// first): they tell nothing, so they do not make the pass list
+		// the store.
+		r.releasePlanned(offered)
+		offered = nil
+	}
+	none := len(offered) == 0 && !lost
 	if len(offered) > 0 {
 		if !fresh && slices.ContainsFunc(offered, isNew) {
 			// Something to apply: the history first (see history.go).
