@@ -193,8 +193,8 @@ func TestSegmentsLargeIndex(t *testing.T) {
 	st := newCounting(t)
 	w := bundletest.NewWriter(t, st, writerID)
 	var streams []string
-	for i := range 600 {
-		streams = append(streams, fmt.Sprintf("s-%03d-%s", i, strings.Repeat("x", 90)))
+	for i := range 300 {
+		streams = append(streams, fmt.Sprintf("s-%03d-%s", i, strings.Repeat("x", 112)))
 	}
 	key, _ := w.Bundle(t, streams, 1)
 	rc, err := st.Get(t.Context(), key)
@@ -202,7 +202,7 @@ func TestSegmentsLargeIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc.Close()
-	for _, s := range []string{streams[0], streams[599]} {
+	for _, s := range []string{streams[0], streams[299]} {
 		segs, err := catalog.Segments(t.Context(), st, s, "")
 		if err != nil {
 			t.Fatal(err)
