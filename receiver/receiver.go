@@ -197,6 +197,10 @@ type Receiver struct {
 	divergent map[string]bool
 
 	offerPass bool // the last pass applied offered segments, without a listing
+	// listedAll: the last pass listed the store and found nothing to
+	// apply, no gap either; offers of what is applied already do not make
+	// the next list it again.
+	listedAll bool
 	listDue   bool // Run's poll came due: the next pass lists even if fed by offers
 
 	published   uint64 // seq of the last published watermark
@@ -522,14 +526,21 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 		return 0, nil, err
 	}
 	isNew := func(p planned) bool { return c.isNew(p.name) }
+	stale := false
 	if !lost && len(offered) > 0 && !slices.ContainsFunc(offered, isNew) {
 		// Offers of what is applied already (its own listing found it
 		// first): they tell nothing, so they do not make the pass list
-		// the store.
+		// the store, whether it is fed by offers or listed last.
 		r.releasePlanned(offered)
-		offered = nil
+		offered, stale = nil, true
 	}
+	listedAll := r.listedAll
+	r.listedAll = false
 	none := len(offered) == 0 && !lost
+	if none && stale && listedAll && !listDue {
+		r.listedAll = true
+		return 0, nil, nil
+	}
 	if len(offered) > 0 {
 		if !fresh && slices.ContainsFunc(offered, isNew) {
 			// Something to apply: the history first (see history.go).
@@ -587,6 +598,7 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	r.mu.Lock()
 	r.gapOpen = time.Time{}
 	r.mu.Unlock()
+	r.listedAll = applied == 0
 	return applied, nil, nil
 }
 
