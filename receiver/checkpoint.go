@@ -19,6 +19,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/internal/fsutil"
+	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 // Checkpoint is how far the receiver has applied, kept in
@@ -36,6 +37,10 @@ type Checkpoint struct {
 	// Segment: its records up to LastSeq are applied, the rest are not,
 	// and LastHash is the hash of the segment before it (restore.go).
 	PartialHash string `json:"partial_hash,omitempty"`
+	// Bundle is the bundle of the last bundle part applied (not
+	// necessarily Segment, which may be stored alone after it): listings
+	// read the indexes of that writer's bundles after it only.
+	Bundle *catalog.BundlePos `json:"bundle,omitempty"`
 }
 
 // The checkpoint file is a header block and two slots, each slot holding

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store"
@@ -187,20 +186,33 @@ func overlapError(stream, name string, first, last uint64, other string, oFirst,
 // segment of a later generation.
 func (r *Receiver) listAfter(ctx context.Context, c cursor) (listed []planned, newer bool, err error) {
 	dir := batch.StreamDir(r.cfg.Stream)
+	if r.segs == nil {
+		r.segs = catalog.NewSegmentLister(r.cfg.Store, r.cfg.Stream)
+	}
+	var pos catalog.BundlePos
+	if b := r.position().Bundle; b != nil {
+		pos = *b
+	}
 	err = r.retry(ctx, "list "+dir, func() error {
 		listed, newer = listed[:0], false
-		return r.cfg.Store.List(ctx, dir, dir+c.after, func(o store.Object) error {
-			name := strings.TrimPrefix(o.Name, dir)
-			if gen, _, _, ok := batch.ParseSegmentName(name); ok {
-				switch {
-				case gen == c.gen:
-					listed = append(listed, planned{name: name, listed: o.Size})
-				case gen > c.gen:
-					newer = true
-				}
+		segs, err := r.segs.List(ctx, c.after, pos)
+		if err != nil && (batch.IsUnreadable(err) || IsNewerFormat(err)) {
+			// A damaged bundle: the stream stops there (not retried).
+			return fmt.Errorf("stream %q: %w; nothing past it is applied (restore the bundle from another copy)", r.cfg.Stream, err)
+		}
+		if err != nil {
+			return err
+		}
+		for _, s := range segs {
+			gen, _, _, _ := batch.ParseSegmentName(s.Name)
+			switch {
+			case gen == c.gen:
+				listed = append(listed, planned{name: s.Name, listed: s.Size, part: s.Part})
+			case gen > c.gen:
+				newer = true
 			}
-			return nil
-		})
+		}
+		return nil
 	})
 	return listed, newer, err
 }

@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 // Many streams in one process: a Multi lists the whole store once per
@@ -96,6 +98,17 @@ type Multi struct {
 	failed  map[string]time.Time // stream: not reopened before
 	stopped map[string]bool      // streams whose receiver stopped on an error, not opened since
 	logged  map[string]string    // stream: the last open error logged
+	// bundleTop is, per bundle writer, the highest bundle number read
+	// (or shown by the first listing): each bundle is read once
+	// (multibundle.go); listed is false until the first listing.
+	bundleTop map[string]uint64
+	listed    bool
+	// parts are, per stream, the parts of the bundles read that its
+	// checkpoint has not passed yet, in seq order: the status's stored
+	// seq and lag count them as listed segments (used by Run only).
+	parts map[string][]listedSeg
+	// partTop is, per stream, the newest seq of the parts read.
+	partTop map[string]uint64
 }
 
 // streamRun is one stream's running Receiver.
@@ -182,10 +195,24 @@ type StreamSegments struct {
 // (a first "directory" a stream name may be, "_fleet/" and the like
 // excluded) with its segments, sorted by stream.
 func ListStreams(ctx context.Context, tl store.TreeLister) ([]StreamSegments, error) {
+	streams, _, err := listStore(ctx, tl)
+	return streams, err
+}
+
+// listStore is ListStreams that also returns the bundles the listing shows
+// (catalog.BundleKey names), in name order.
+func listStore(ctx context.Context, tl store.TreeLister) ([]StreamSegments, []store.Object, error) {
 	by := map[string]*StreamSegments{}
 	notStream := map[string]bool{} // first elements checked once, not per object
+	var bundles []store.Object
 	err := tl.ListTree(ctx, "", func(o store.Object) error {
 		stream, rest, ok := strings.Cut(o.Name, "/")
+		if ok && stream+"/" == catalog.BundlesDir {
+			if _, _, isBundle := catalog.ParseBundleKey(o.Name); isBundle {
+				bundles = append(bundles, o)
+			}
+			return nil
+		}
 		if !ok || notStream[stream] {
 			return nil
 		}
@@ -204,7 +231,7 @@ func ListStreams(ctx context.Context, tl store.TreeLister) ([]StreamSegments, er
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list streams: %w", err)
+		return nil, nil, fmt.Errorf("list streams: %w", err)
 	}
 	out := make([]StreamSegments, 0, len(by))
 	for _, ss := range by {
@@ -212,7 +239,8 @@ func ListStreams(ctx context.Context, tl store.TreeLister) ([]StreamSegments, er
 		out = append(out, *ss)
 	}
 	slices.SortFunc(out, func(a, b StreamSegments) int { return strings.Compare(a.Stream, b.Stream) })
-	return out, nil
+	slices.SortFunc(bundles, func(a, b store.Object) int { return strings.Compare(a.Name, b.Name) })
+	return out, bundles, nil
 }
 
 // Run applies the streams until ctx ends; then it stops every receiver
@@ -224,7 +252,7 @@ func (m *Multi) Run(ctx context.Context) error {
 	poll := m.cfg.PollMin
 	var listFailed time.Time
 	for {
-		streams, err := ListStreams(ctx, m.tl)
+		streams, bundles, err := listStore(ctx, m.tl)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -233,7 +261,7 @@ func (m *Multi) Run(ctx context.Context) error {
 				m.log.Warn("listing the store failed; retrying", "err", err)
 				listFailed = time.Now()
 			}
-		} else if m.step(ctx, streams) {
+		} else if m.step(ctx, streams, bundles) {
 			poll = m.cfg.PollMin
 		} else {
 			poll = min(2*poll, m.cfg.PollMax)
@@ -248,7 +276,7 @@ func (m *Multi) Run(ctx context.Context) error {
 
 // step reconciles the running receivers with one listing and offers them
 // what it shows; it reports whether any stream moved.
-func (m *Multi) step(ctx context.Context, listed []StreamSegments) bool {
+func (m *Multi) step(ctx context.Context, listed []StreamSegments, bundles []store.Object) bool {
 	var matched []string
 	segs := map[string][]store.Object{}
 	for _, ss := range listed {
@@ -290,6 +318,10 @@ func (m *Multi) step(ctx context.Context, listed []StreamSegments) bool {
 		}
 	}
 	wg.Wait()
+	// Every offer of this listing goes to a stream in name order, parts of
+	// new bundles and segments alike: a pass that wakes between two
+	// offers then has a prefix that continues the stream, not a gap.
+	offers := m.bundleOffers(ctx, bundles)
 	moved := false
 	for s, sr := range m.snapshot() {
 		cp := sr.r.Checkpoint()
@@ -313,12 +345,34 @@ func (m *Multi) step(ctx context.Context, listed []StreamSegments) bool {
 		// A receiver waiting on a gap dropped the offers behind it: when
 		// the gap may have filled, it is offered all of them again.
 		regap := fresh && !sr.r.Health().GapSince.IsZero()
+		mine := offers[s]
+		stored = max(stored, m.partTop[s])
+		parts := m.parts[s][:0]
+		for _, p := range m.parts[s] {
+			if p.lastSeq > cp.LastSeq {
+				parts = append(parts, p)
+				stored = max(stored, p.lastSeq)
+			}
+		}
+		if len(parts) > 0 || m.parts[s] != nil {
+			m.parts[s] = parts
+		}
+		if len(parts) > 0 {
+			pending = append(pending, parts...)
+			slices.SortStableFunc(pending, func(a, b listedSeg) int { return cmp.Compare(a.lastSeq, b.lastSeq) })
+		}
 		for _, o := range past {
 			name := path.Base(o.Name)
 			if regap || !sr.offered[name] {
-				sr.r.Offer(name, o.Size)
-				sr.offered[name], moved = true, true
+				size := o.Size
+				mine = append(mine, bundleOffer{name: name, offer: func(r *Receiver) { r.Offer(name, size) }})
+				sr.offered[name] = true
 			}
+		}
+		slices.SortStableFunc(mine, func(a, b bundleOffer) int { return strings.Compare(a.name, b.name) })
+		for _, o := range mine {
+			o.offer(sr.r)
+			moved = true
 		}
 		for name := range sr.offered {
 			if name <= cp.Segment {

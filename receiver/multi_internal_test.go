@@ -35,7 +35,7 @@ func BenchmarkMultiStepIdle(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				m.step(ctx, listed)
+				m.step(ctx, listed, nil)
 			}
 		})
 	}

@@ -28,9 +28,14 @@ func (r *Receiver) Wake() {
 // than applying a small segment; size sizes the read buffer, as a
 // listing's would. It never blocks.
 func (r *Receiver) Offer(name string, size int64) {
+	r.offer(planned{name: name, listed: size})
+}
+
+// offer is Offer of p, a segment stored alone or a bundle part.
+func (r *Receiver) offer(p planned) {
 	r.mu.Lock()
 	if len(r.offered) < maxOffered {
-		r.offered = append(r.offered, planned{name: name, listed: size})
+		r.offered = append(r.offered, p)
 	} else {
 		r.offerLost = true
 	}

@@ -106,3 +106,61 @@ func TestOfferedSegmentsNeedNoListing(t *testing.T) {
 	stop()
 	receivertest.WantFile(t, out, receivertest.Want(1, 40), "after the offers")
 }
+
+// An offer of a segment applied already (its own listing found it first,
+// or it was offered twice) tells nothing: it does not make a receiver
+// fed by offers list the store.
+func TestStaleOfferNeedsNoListing(t *testing.T) {
+	inner, _ := receivertest.NewStore(t)
+	st := &countingStore{Store: inner}
+	segs := receivertest.Chain(t, 3, 5)
+	out := filepath.Join(t.TempDir(), "replica")
+	r, stop := runFedByOffers(t, receivertest.Config(t, st, &apply.File{Path: out}))
+	receivertest.Eventually(t, "the first pass's listing", func() bool { return st.lists.Load() == 1 })
+	for _, s := range segs {
+		receivertest.Put(t, st, s)
+		r.Offer(s.Name, int64(len(s.Data)))
+		receivertest.Eventually(t, "offered "+s.Name+" applied", func() bool { return r.Applied() == s.Meta.LastSeq })
+	}
+	for _, s := range segs {
+		r.Offer(s.Name, int64(len(s.Data))) // again
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := st.lists.Load(); n != 1 {
+		t.Fatalf("%d listings after offers of applied segments, want still only the first pass's", n)
+	}
+	stop()
+	receivertest.WantFile(t, out, receivertest.Want(1, 15), "after the offers")
+}
+
+// A receiver whose own listing applied what the store held is not made
+// to list again by offers of those same segments (a many-stream
+// receiver's offers racing its first listing).
+func TestStaleOfferAfterListingNeedsNoListing(t *testing.T) {
+	inner, _ := receivertest.NewStore(t)
+	st := &countingStore{Store: inner}
+	segs := receivertest.Chain(t, 3, 5)
+	receivertest.Put(t, st, segs...)
+	out := filepath.Join(t.TempDir(), "replica")
+	r, stop := runFedByOffers(t, receivertest.Config(t, st, &apply.File{Path: out}))
+	receivertest.Eventually(t, "the listings applying the store", func() bool { return r.Applied() == 15 && st.lists.Load() == 2 })
+	time.Sleep(20 * time.Millisecond)
+	lists := st.lists.Load()
+	for _, s := range segs {
+		r.Offer(s.Name, int64(len(s.Data)))
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := st.lists.Load(); n != lists {
+		t.Fatalf("%d listings after offers of segments its listing applied, want still %d", n, lists)
+	}
+	// A new segment offered is applied from the offer.
+	next := receivertest.SealSeg(t, receivertest.Stream, 1, 16, 20, segs[2].Hash)
+	receivertest.Put(t, st, next)
+	r.Offer(next.Name, int64(len(next.Data)))
+	receivertest.Eventually(t, "the new segment applied", func() bool { return r.Applied() == 20 })
+	if n := st.lists.Load(); n != lists {
+		t.Fatalf("%d listings after a new offer, want still %d", n, lists)
+	}
+	stop()
+	receivertest.WantFile(t, out, receivertest.Want(1, 20), "after the offers")
+}

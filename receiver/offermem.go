@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 // Segments offered with their bytes. The direct link's server has a
@@ -39,6 +40,13 @@ func (r *Receiver) memLimit() int64 { return r.cfg.PrefetchBytes / 4 }
 // none of its stored bytes, where a copy would hold them all. It keeps
 // neither seg nor data. It never blocks.
 func (r *Receiver) OfferVerified(seg *batch.Segment, data []byte) {
+	r.offerVerified(seg, data, nil)
+}
+
+// offerVerified is OfferVerified for a segment stored alone (part nil) or
+// as part of a bundle: a part not kept in memory is offered with its
+// place in its bundle, where the pass reads it back by range.
+func (r *Receiver) offerVerified(seg *batch.Segment, data []byte, part *catalog.Part) {
 	name, n := seg.Meta.Name(), int64(len(data))
 	r.mu.Lock()
 	var buf []byte
@@ -56,7 +64,7 @@ func (r *Receiver) OfferVerified(seg *batch.Segment, data []byte) {
 	}
 	r.mu.Unlock()
 	if !keep {
-		r.Offer(name, n)
+		r.offer(planned{name: name, listed: n, part: part})
 		return
 	}
 	if buf == nil {
@@ -67,7 +75,7 @@ func (r *Receiver) OfferVerified(seg *batch.Segment, data []byte) {
 	m.seg.Payload = buf[len(data)-len(seg.Payload):]
 	r.mu.Lock()
 	if len(r.offered) < maxOffered {
-		r.offered = append(r.offered, planned{name: name, listed: n, mem: m})
+		r.offered = append(r.offered, planned{name: name, listed: n, mem: m, part: part})
 	} else {
 		r.offerLost = true
 		r.releaseMemLocked(m)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
+	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 // Catch-up pipeline. A pass lists the store once and plans the segments
@@ -42,8 +43,9 @@ const decodeAhead = 1
 // planned is a segment a pass applies if every one before it applies.
 type planned struct {
 	name   string
-	listed int64   // size the store listed; a hint for the read buffer
-	mem    *memSeg // an offered copy to apply from, not the store (offermem.go)
+	listed int64         // size the store listed; a hint for the read buffer
+	mem    *memSeg       // an offered copy to apply from, not the store (offermem.go)
+	part   *catalog.Part // where it lies in a bundle; nil for a segment stored alone
 }
 
 // gapAt is where a pass's plan stops: segment next begins at seq first,
@@ -108,6 +110,15 @@ func plan(listed []planned, c cursor) (todo []planned, gap *gapAt, divergent []s
 		gap = &gapAt{from: next + 1, first: c.end + 1, forkGen: gen}
 	}
 	return todo, gap, divergent, nil
+}
+
+// segmentKey names p in errors and logs: its store name, or its bundle's
+// and its own.
+func segmentKey(stream string, p planned) string {
+	if p.part != nil {
+		return p.part.Bundle + " part " + batch.SegmentKey(stream, p.name)
+	}
+	return batch.SegmentKey(stream, p.name)
 }
 
 // decodeBufs is the memory a segment is decoded into. A pass hands it on
@@ -230,7 +241,7 @@ func (r *Receiver) applyPlanned(ctx context.Context, gen uint32, todo []planned)
 	defer func() { r.releasePlanned(todo[next:]) }() // never fetched
 	start := func(upTo int) {
 		for ; next < len(todo) && next <= upTo; next++ {
-			f := &fetched{planned: todo[next], gen: gen, key: batch.SegmentKey(r.cfg.Stream, todo[next].name), done: make(chan struct{})}
+			f := &fetched{planned: todo[next], gen: gen, key: segmentKey(r.cfg.Stream, todo[next]), done: make(chan struct{})}
 			inflight[next] = f
 			idx := next
 			p.wg.Go(func() { p.fetch(idx, f) })
@@ -345,7 +356,13 @@ func (p *pipeline) fetch(idx int, f *fetched) {
 		}
 		return
 	}
-	if f.listed > 0 && f.listed <= streamAbove {
+	if f.part != nil {
+		// A bundle part: read whole by one ranged read, checked against
+		// the bundle's index (catalog.ReadPart), then opened as any
+		// segment read whole.
+		f.listed = f.part.Length
+	}
+	if f.listed > 0 && (f.listed <= streamAbove || f.part != nil) {
 		// Read ahead whole (fetchStore): held from before it is read, by
 		// the size listed; the metadata corrects it.
 		f.err = p.reserve(idx, f, f.listed+1, r.cfg.Prefetch)
@@ -360,6 +377,17 @@ func (p *pipeline) fetch(idx int, f *fetched) {
 	defer func() { p.putData(data) }()
 	err := r.retry(p.ctx, "get "+f.key, func() error {
 		var err error
+		if f.part != nil {
+			if data == nil {
+				data = p.takeData()
+			}
+			seg := catalog.Segment{Name: f.name, Key: f.part.Bundle, Size: f.part.Length, Part: f.part}
+			got, err := catalog.ReadPart(p.ctx, r.cfg.Store, seg, data, r.cfg.MaxSegmentBytes)
+			if err == nil {
+				data = got
+			}
+			return err
+		}
 		data, err = p.fetchStore(idx, f, data)
 		return err
 	})

@@ -189,12 +189,18 @@ type Receiver struct {
 	// hists reads the stream's history; hist is the last read (histRead:
 	// there is one). divergent holds the segments skipped as not in it,
 	// each logged once (history.go).
-	hists     *catalog.Histories
+	hists *catalog.Histories
+	// segs lists the stream's segments, alone and in bundles (history.go).
+	segs      *catalog.SegmentLister
 	hist      batch.History
 	histRead  bool
 	divergent map[string]bool
 
 	offerPass bool // the last pass applied offered segments, without a listing
+	// listedAll: the last pass listed the store and found nothing to
+	// apply, no gap either; offers of what is applied already do not make
+	// the next list it again.
+	listedAll bool
 	listDue   bool // Run's poll came due: the next pass lists even if fed by offers
 
 	published   uint64 // seq of the last published watermark
@@ -509,7 +515,6 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	listDue := r.listDue
 	r.listDue = false
 	offered, lost := r.takeOffers()
-	none := len(offered) == 0 && !lost
 	if lost {
 		r.releasePlanned(offered) // the listing reads them from the store
 		offered = nil
@@ -521,6 +526,21 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 		return 0, nil, err
 	}
 	isNew := func(p planned) bool { return c.isNew(p.name) }
+	stale := false
+	if !lost && len(offered) > 0 && !slices.ContainsFunc(offered, isNew) {
+		// Offers of what is applied already (its own listing found it
+		// first): they tell nothing, so they do not make the pass list
+		// the store, whether it is fed by offers or listed last.
+		r.releasePlanned(offered)
+		offered, stale = nil, true
+	}
+	listedAll := r.listedAll
+	r.listedAll = false
+	none := len(offered) == 0 && !lost
+	if none && stale && listedAll && !listDue {
+		r.listedAll = true
+		return 0, nil, nil
+	}
 	if len(offered) > 0 {
 		if !fresh && slices.ContainsFunc(offered, isNew) {
 			// Something to apply: the history first (see history.go).
@@ -578,6 +598,7 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	r.mu.Lock()
 	r.gapOpen = time.Time{}
 	r.mu.Unlock()
+	r.listedAll = applied == 0
 	return applied, nil, nil
 }
 
@@ -672,6 +693,9 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 	next.Generation = seg.Meta.Generation // a new one at a fork
 	next.LastSeq, next.LastHash, next.Segment, next.AppliedAt = seg.Meta.LastSeq, seg.Hash, name, r.cfg.Now().UTC()
 	next.PartialHash = ""
+	if p := f.part; p != nil {
+		next.Bundle = &catalog.BundlePos{Writer: p.Writer, Number: p.Number}
+	}
 	if n := recs.Len(); n > 0 && recs.Seq(n-1) < seg.Meta.LastSeq {
 		last := recs.Seq(n - 1)
 		// restore: stopped inside the segment; the chain stays before it.

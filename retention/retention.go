@@ -57,12 +57,16 @@ func (p Policy) Check() error {
 
 // Segment is one segment of the stream as listed.
 type Segment struct {
-	Key         string // the store name
+	Key         string // the store name (a part's: its bundle's)
 	Name        string
 	Generation  uint32
 	First, Last uint64
 	Size        int64
 	ModTime     time.Time
+	// Part is where the segment lies in a bundle (nil: stored alone). A
+	// part is not deleted by itself: its bundle goes once every part in
+	// it lies below its stream's start marker (Apply).
+	Part *catalog.Part
 }
 
 // Plan is what pruning the stream would do, and why it stops where it does.
@@ -105,20 +109,15 @@ func Compute(ctx context.Context, st store.Store, stream string, pol Policy, now
 		return nil, err
 	}
 	p := &Plan{Stream: stream, Policy: pol}
-	err := st.List(ctx, batch.StreamDir(stream), "", func(o store.Object) error {
-		name := strings.TrimPrefix(o.Name, batch.StreamDir(stream))
-		gen, first, last, ok := batch.ParseSegmentName(name)
-		if !ok {
-			return nil // watermarks and other objects are not segments
-		}
-		p.Segments = append(p.Segments, Segment{Key: o.Name, Name: name, Generation: gen, First: first, Last: last,
-			Size: o.Size, ModTime: o.ModTime})
-		return nil
-	})
+	segs, err := catalog.Segments(ctx, st, stream, "")
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", batch.StreamDir(stream), err)
+		return nil, err
 	}
-	sort.Slice(p.Segments, func(i, j int) bool { return p.Segments[i].Name < p.Segments[j].Name })
+	for _, s := range segs {
+		gen, first, last, _ := batch.ParseSegmentName(s.Name)
+		p.Segments = append(p.Segments, Segment{Key: s.Key, Name: s.Name, Generation: gen, First: first, Last: last,
+			Size: s.Size, ModTime: s.ModTime, Part: s.Part})
+	}
 	if p.Receivers, err = catalog.ReadWatermarks(ctx, st, stream); err != nil {
 		return nil, fmt.Errorf("read the receivers' watermarks (retention needs them to know what is applied): %w", err)
 	}
@@ -271,7 +270,12 @@ func (p *Plan) Apply(ctx context.Context, st store.Store, log *slog.Logger) (int
 			return 0, err
 		}
 	}
+	var parts []*catalog.Part
 	for i, s := range p.Segments[:p.Delete] {
+		if s.Part != nil {
+			parts = append(parts, s.Part) // below the start marker now; its bundle may go below
+			continue
+		}
 		if err := st.Delete(ctx, s.Key); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return i, fmt.Errorf("delete %s: %w (deleted %d of %d; the rest stays)", s.Key, err, i, p.Delete)
 		}
@@ -292,6 +296,9 @@ func (p *Plan) Apply(ctx context.Context, st store.Store, log *slog.Logger) (int
 			log.Debug("pruned baseline marker", "key", m.Key)
 		}
 	}
+	if err := pruneBundles(ctx, st, p.Stream, parts, log); err != nil {
+		return p.Delete, err
+	}
 	// After their segments: a header never goes while its segment stays.
 	// One left by a failure here goes with the next prune.
 	for _, key := range p.DeleteKeyHeaders {
@@ -309,7 +316,7 @@ func (p *Plan) Apply(ctx context.Context, st store.Store, log *slog.Logger) (int
 // the older markers, which the deletions make moot.
 func (p *Plan) markStart(ctx context.Context, st store.Store) ([]catalog.StartMarker, error) {
 	kept := p.Segments[p.Delete]
-	if err := catalog.MarkPruned(ctx, st, p.Stream, kept.Name); err != nil {
+	if err := catalog.MarkPrunedAt(ctx, st, p.Stream, catalog.Segment{Name: kept.Name, Key: kept.Key, Part: kept.Part}); err != nil {
 		return nil, err
 	}
 	all, err := catalog.ListStarts(ctx, st, p.Stream)

@@ -281,7 +281,8 @@ func TestJSONSummaries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	names, _, err := listSegments(t.Context(), storeDir, "app")
+	segs, err := listSegments(t.Context(), storeDir, "app")
+	names := segNames(segs)
 	if err != nil || len(names) < 3 {
 		t.Fatalf("segments %v, %v: want one or more per push", names, err)
 	}
@@ -337,7 +338,7 @@ func TestJSONSummaries(t *testing.T) {
 	}
 	p = pruneSummary{}
 	decodeJSON(t, 0, &p, "prune", "--store", st, "--stream", "app", "--keep-min", "1", "--json")
-	if after, _, _ := listSegments(t.Context(), storeDir, "app"); p.DryRun || p.Deleted != len(names)-1 || len(after) != 1 {
+	if after, _ := listSegments(t.Context(), storeDir, "app"); p.DryRun || p.Deleted != len(names)-1 || len(after) != 1 {
 		t.Errorf("prune --json: %+v, %d segments left; want %d deleted, 1 left", p, len(after), len(names)-1)
 	}
 	v = verifyReport{}

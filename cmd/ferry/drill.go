@@ -20,6 +20,7 @@ import (
 	"github.com/ferry-dr/ferry/receiver"
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 )
 
 const drillExamples = `  # rehearse a disaster recovery: restore the newest state to a temp dir, verify, report RPO/RTO
@@ -77,16 +78,16 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	names, _, err := listSegments(ctx, st, c.cfg.Stream)
+	segs, err := listSegments(ctx, st, c.cfg.Stream)
 	if err != nil {
 		return err
 	}
-	if len(names) == 0 {
+	if len(segs) == 0 {
 		return fmt.Errorf("stream %q has no segments in %s: nothing to restore", c.cfg.Stream, st)
 	}
-	rep := drillReport{Stream: c.cfg.Stream, Store: c.cfg.Store, NewestSegment: names[len(names)-1]}
-	newestKey := batch.SegmentKey(c.cfg.Stream, rep.NewestSegment)
-	if hdr, err := readHeader(ctx, st, newestKey); err != nil {
+	rep := drillReport{Stream: c.cfg.Stream, Store: c.cfg.Store, NewestSegment: segs[len(segs)-1].Name}
+	newestKey := segWhere(c.cfg.Stream, segs[len(segs)-1])
+	if hdr, err := readStoredHeader(ctx, st, segs[len(segs)-1]); err != nil {
 		rep.Defects = append(rep.Defects, fmt.Sprintf("segment %s: %v", newestKey, err))
 	} else if m, _, err := batch.ParseMeta(hdr); err != nil {
 		rep.Defects = append(rep.Defects, fmt.Sprintf("segment %s: %v", newestKey, err))
@@ -106,7 +107,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	spec := *applySpec
 	if spec == "" {
 		spec = "file"
-		if isDirTreeStream(ctx, c.cfg, st, names[0], c.segmentLimit()) {
+		if isDirTreeStream(ctx, c.cfg, st, segs[0], c.segmentLimit()) {
 			spec = "dir"
 		}
 	}
@@ -201,8 +202,8 @@ func seconds(s float64) string {
 
 // isDirTreeStream tells a dir-tree stream by the op of its first record.
 // An unreadable first segment says file: the restore reports the damage.
-func isDirTreeStream(ctx context.Context, cfg *config.File, st store.Store, first string, limit int64) bool {
-	data, err := readSegment(ctx, st, batch.SegmentKey(cfg.Stream, first), 0, limit)
+func isDirTreeStream(ctx context.Context, cfg *config.File, st store.Store, first catalog.Segment, limit int64) bool {
+	data, err := readStored(ctx, st, first, limit)
 	if err != nil {
 		return false
 	}

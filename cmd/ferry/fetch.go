@@ -24,6 +24,7 @@ import (
 	"github.com/ferry-dr/ferry/internal/hugepage"
 	"github.com/ferry-dr/ferry/shipper"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 	"github.com/ferry-dr/ferry/store/dir"
 	"github.com/fsnotify/fsnotify"
 )
@@ -344,8 +345,16 @@ func fetchFromStore(ctx context.Context, st store.Store, stream, name, dest stri
 		log.Warn("the records the marker names do not give the file; scanning the stream", "name", name,
 			"first_seq", m.FirstSeq, "last_seq", m.LastSeq, "err", ferr)
 	}
-	if f.names, f.sizes, err = listSegments(ctx, st, stream); err != nil {
+	segs, err := listSegments(ctx, st, stream)
+	if err != nil {
 		return err
+	}
+	f.names, f.sizes, f.parts = segNames(segs), nil, map[string]catalog.Segment{}
+	for _, s := range segs {
+		f.sizes = append(f.sizes, s.Size)
+		if s.Part != nil {
+			f.parts[s.Name] = s
+		}
 	}
 	gen, first, last, found, err := f.scan()
 	if err != nil {
@@ -428,9 +437,10 @@ type fetcher struct {
 	name   string
 	size   int64
 	sum    [32]byte
-	names  []string // the stream's segments, in order
-	sizes  []int64  // their sizes as listed
-	limit  int64    // max_segment_bytes
+	names  []string                   // the stream's segments, in order
+	sizes  []int64                    // their sizes as listed
+	parts  map[string]catalog.Segment // those of names that are bundle parts
+	limit  int64                      // max_segment_bytes
 	dec    batch.Decrypter
 	// trusted, if set, must have signed every segment read.
 	trusted *sign.Trusted
@@ -439,6 +449,41 @@ type fetcher struct {
 	// called again.
 	stored, raw []byte
 	recs        batch.Records
+}
+
+// read reads segment seg, stored under key (size bytes as listed), into
+// f.stored: a bundle part by one ranged read checked against its
+// bundle's index (catalog.ReadPart), a segment alone as it streams in.
+// Its signature is checked before its payload is used.
+func (f *fetcher) read(seg, key string, size int64) error {
+	if p, ok := f.parts[seg]; ok {
+		data, err := catalog.ReadPart(f.ctx, f.st, p, f.stored, f.limit)
+		if err != nil {
+			return fmt.Errorf("segment %s: %w", segWhere(f.stream, p), err)
+		}
+		f.stored = data
+		m, _, err := batch.ParseMeta(data)
+		if err != nil {
+			return fmt.Errorf("segment %s: %w", segWhere(f.stream, p), err)
+		}
+		return checkSignature(f.trusted, &m)
+	}
+	rc, err := f.st.Get(f.ctx, key)
+	if err != nil {
+		return fmt.Errorf("segment %s: %w", key, err)
+	}
+	defer rc.Close()
+	sr, err := batch.NewSegmentReader(rc, size, f.limit)
+	if err != nil {
+		return fmt.Errorf("segment %s: %w", key, err)
+	}
+	if err := checkSignature(f.trusted, &sr.Meta); err != nil {
+		return err
+	}
+	if f.stored, err = sr.ReadAll(f.stored); err != nil {
+		return fmt.Errorf("segment %s: %w", key, err)
+	}
+	return nil
 }
 
 // records reads segment seg and returns its records, verified: the
@@ -453,20 +498,8 @@ func (f *fetcher) records(seg string) (batch.Records, error) {
 	if i, ok := slices.BinarySearch(f.names, seg); ok {
 		size = f.sizes[i]
 	}
-	rc, err := f.st.Get(f.ctx, key)
-	if err != nil {
-		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
-	}
-	defer rc.Close()
-	sr, err := batch.NewSegmentReader(rc, size, f.limit)
-	if err != nil {
-		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
-	}
-	if err := checkSignature(f.trusted, &sr.Meta); err != nil {
+	if err := f.read(seg, key, size); err != nil {
 		return batch.Records{}, err
-	}
-	if f.stored, err = sr.ReadAll(f.stored); err != nil {
-		return batch.Records{}, fmt.Errorf("segment %s: %w", key, err)
 	}
 	s, err := batch.OpenPayload(f.stored) // fetch follows no hash chain: one hash pass, not two
 	if err != nil {

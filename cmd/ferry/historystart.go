@@ -33,12 +33,14 @@ func (hs historyStart) String() string {
 
 // findHistoryStart judges the start of the history among names (the
 // stream's segments, sorted) in st.
-func findHistoryStart(ctx context.Context, st store.Store, stream string, names []string, h batch.History) (historyStart, error) {
+func findHistoryStart(ctx context.Context, st store.Store, stream string, segs []catalog.Segment, h batch.History) (historyStart, error) {
 	var hs historyStart
-	for _, name := range names {
+	var at catalog.Segment
+	for _, s := range segs {
+		name := s.Name
 		gen, first, last, _ := batch.ParseSegmentName(name)
 		if p, err := h.Place(gen, first, last); err == nil && p == batch.InHistory {
-			hs.Seq, hs.Segment = first, name
+			hs.Seq, hs.Segment, at = first, name, s
 			break
 		}
 	}
@@ -52,7 +54,7 @@ func findHistoryStart(ctx context.Context, st store.Store, stream string, names 
 	}
 	gen, _, _, _ := batch.ParseSegmentName(hs.Segment)
 	prev := ""
-	if data, err := readHeader(ctx, st, batch.SegmentKey(stream, hs.Segment)); err == nil {
+	if data, err := readStoredHeader(ctx, st, at); err == nil {
 		if m, _, err := batch.ParseMeta(data); err == nil {
 			prev = m.PrevSHA256
 		}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
@@ -23,26 +22,6 @@ import (
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/catalog"
 )
-
-// listSegments returns the names of every segment of the stream, in
-// order, with their sizes as the store lists them.
-func listSegments(ctx context.Context, st store.Store, stream string) ([]string, []int64, error) {
-	dir := batch.StreamDir(stream)
-	var names []string
-	var sizes []int64
-	err := st.List(ctx, dir, "", func(o store.Object) error {
-		name := strings.TrimPrefix(o.Name, dir)
-		if _, _, _, ok := batch.ParseSegmentName(name); ok {
-			names = append(names, name)
-			sizes = append(sizes, o.Size)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("list %s in %s: %w", dir, st, err)
-	}
-	return names, sizes, nil
-}
 
 // readSegment reads the segment key of st, which the store lists at size
 // bytes (0: not known), refusing one over limit (max_segment_bytes).
@@ -76,11 +55,11 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	names, sizes, err := listSegments(ctx, st, c.cfg.Stream)
+	segs, err := listSegments(ctx, st, c.cfg.Stream)
 	if err != nil {
 		return err
 	}
-	if len(names) == 0 {
+	if len(segs) == 0 {
 		return noSuchStream(ctx, st, c.cfg.Stream)
 	}
 	h, err := catalog.ReadHistory(ctx, st, c.cfg.Stream)
@@ -97,9 +76,9 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 	var recs uint64
 	var crypt encryptionTally
 	var sigs signatureTally
-	for i, name := range names {
-		key := batch.SegmentKey(c.cfg.Stream, name)
-		data, err := readHeader(ctx, st, key)
+	for _, s := range segs {
+		name, key := s.Name, segWhere(c.cfg.Stream, s)
+		data, err := readStoredHeader(ctx, st, s)
 		if err != nil {
 			return fmt.Errorf("segment %s: %w", key, err)
 		}
@@ -107,7 +86,7 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("segment %s: %w", key, err)
 		}
-		size := sizes[i]
+		size := s.Size
 		total += size
 		totalU += m.UncompressedSize
 		recs += m.Records
@@ -128,8 +107,11 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 				// SignedBy: the key id of a valid signature, "unsigned",
 				// or "BAD:..." (batch/sign.State).
 				SignedBy string `json:"signed_by"`
+				// Bundle is the store name of the bundle holding the
+				// segment as a part; absent for a segment stored alone.
+				Bundle string `json:"bundle,omitempty"`
 				batch.Meta
-			}{name, size, placement, signed, m})
+			}{name, size, placement, signed, bundleOf(s), m})
 			continue
 		}
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%.2fx\t%s\t%s\t%s\t%s\t%s\t\n", m.Generation, m.FirstSeq, m.LastSeq, m.Records,
@@ -139,8 +121,8 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 	if !*asJSON {
 		tw.Flush()
 		fmt.Fprintf(stdout, "%d segments, %d records, %s stored, %s uncompressed (ratio %.2fx)\n",
-			len(names), recs, sizeString(total), sizeString(totalU), ratio(totalU, total))
-		hs, err := findHistoryStart(ctx, st, c.cfg.Stream, names, h)
+			len(segs), recs, sizeString(total), sizeString(totalU), ratio(totalU, total))
+		hs, err := findHistoryStart(ctx, st, c.cfg.Stream, segs, h)
 		if err != nil {
 			return err
 		}
@@ -231,18 +213,18 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 		return out.finish()
 	}
 	ctx := context.Background()
-	st, names, sizes, err := c.storeSegments(ctx, stderr)
+	st, segs, err := c.storeSegments(ctx, stderr, nil)
 	if err != nil {
 		return err
 	}
 	out.dec = withKeyEpochs(ctx, out.dec, st, c.cfg.Stream)
-	for i, name := range names {
-		_, first, last, _ := batch.ParseSegmentName(name)
+	for _, s := range segs {
+		_, first, last, _ := batch.ParseSegmentName(s.Name)
 		if last < *from || (*to != 0 && first > *to) {
 			continue
 		}
-		key := batch.SegmentKey(c.cfg.Stream, name)
-		data, err := readSegment(ctx, st, key, sizes[i], limit)
+		key := segWhere(c.cfg.Stream, s)
+		data, err := readStored(ctx, st, s, limit)
 		if err != nil {
 			return fmt.Errorf("segment %s: %w", key, err)
 		}
@@ -254,20 +236,22 @@ func runCat(args []string, stdout, stderr io.Writer) error {
 }
 
 // storeSegments opens the store and lists the stream's segments, for cat
-// and verify when they are given no segment files.
-func (c *common) storeSegments(ctx context.Context, stderr io.Writer) (store.Store, []string, []int64, error) {
+// and verify when they are given no segment files. With damaged set, a
+// bundle whose index does not read is passed to it and over, not an
+// error (listSegmentsReporting).
+func (c *common) storeSegments(ctx context.Context, stderr io.Writer, damaged func(bundle string, err error)) (store.Store, []catalog.Segment, error) {
 	if c.cfg.Stream == "" || c.cfg.Store == "" {
-		return nil, nil, nil, usageError{errors.New("give segment files, or --store and --stream")}
+		return nil, nil, usageError{errors.New("give segment files, or --store and --stream")}
 	}
 	st, err := openExistingStore(ctx, c.cfg, c.logger(stderr))
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	names, sizes, err := listSegments(ctx, st, c.cfg.Stream)
-	if err == nil && len(names) == 0 {
+	segs, err := listSegmentsReporting(ctx, st, c.cfg.Stream, damaged)
+	if err == nil && len(segs) == 0 {
 		err = noSuchStream(ctx, st, c.cfg.Stream)
 	}
-	return st, names, sizes, err
+	return st, segs, err
 }
 
 // readFileCapped reads the segment file path, refusing one over limit
@@ -519,10 +503,13 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		return verdict(stdout, defects, len(c.fs.Args()))
 	}
 	ctx := context.Background()
-	st, names, sizes, err := c.storeSegments(ctx, stderr)
+	st, segs, err := c.storeSegments(ctx, stderr, func(bundle string, err error) {
+		defects = append(defects, fmt.Sprintf("bundle %s: %v (every part it holds is missing from this listing)", bundle, err))
+	})
 	if err != nil {
 		return err
 	}
+	names := segNames(segs)
 	dec = withKeyEpochs(ctx, dec, st, c.cfg.Stream)
 	h, err := catalog.ReadHistory(ctx, st, c.cfg.Stream)
 	if err != nil {
@@ -535,8 +522,8 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	var divergent []string
 	var crypt encryptionTally
 	lastOfGen := map[uint32]string{} // each generation's segment reaching furthest, for overlaps
-	for i, name := range names {
-		key := batch.SegmentKey(c.cfg.Stream, name)
+	for _, s := range segs {
+		name, key := s.Name, segWhere(c.cfg.Stream, s)
 		gen, first, last, _ := batch.ParseSegmentName(name)
 		if prior, ok := lastOfGen[gen]; ok {
 			if _, _, priorLast, _ := batch.ParseSegmentName(prior); first <= priorLast {
@@ -547,7 +534,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 			lastOfGen[gen] = name
 		}
 		place, perr := h.Place(gen, first, last)
-		data, err := readSegment(ctx, st, key, sizes[i], limit)
+		data, err := readStored(ctx, st, s, limit)
 		var seg *batch.Segment
 		if err == nil {
 			seg, err = verifySegment(data, limit, dec)
@@ -613,7 +600,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		}
 		prevHash, prevName, prevLast, prevGen = seg.Hash, name, m.LastSeq, m.Generation
 	}
-	hs, err := findHistoryStart(ctx, st, c.cfg.Stream, names, h)
+	hs, err := findHistoryStart(ctx, st, c.cfg.Stream, segs, h)
 	if err != nil {
 		return err
 	}

@@ -232,19 +232,21 @@ func replicaSize(cp receiver.Checkpoint) int64 {
 // beyondFork fills in what the store holds past the checkpoint in the
 // checkpoint's own line of segments: what this promotion gives up.
 func beyondFork(ctx context.Context, st store.Store, stream string, cp receiver.Checkpoint, p *promotion) error {
-	dir := batch.StreamDir(stream)
 	var appliedAt, newest time.Time
-	err := st.List(ctx, dir, "", func(o store.Object) error {
-		name := strings.TrimPrefix(o.Name, dir)
-		gen, first, last, ok := batch.ParseSegmentName(name)
-		if !ok || gen < cp.Generation {
-			return nil
+	segs, err := listSegments(ctx, st, stream) // alone and in bundles
+	if err != nil {
+		return err
+	}
+	for _, o := range segs {
+		gen, first, last, _ := batch.ParseSegmentName(o.Name)
+		if gen < cp.Generation {
+			continue
 		}
-		if name == cp.Segment {
+		if o.Name == cp.Segment {
 			appliedAt = o.ModTime
 		}
 		if last <= cp.LastSeq {
-			return nil
+			continue
 		}
 		p.LostSegments++
 		p.LostRecords += last - max(first, cp.LastSeq+1) + 1
@@ -252,10 +254,6 @@ func beyondFork(ctx context.Context, st store.Store, stream string, cp receiver.
 		if o.ModTime.After(newest) {
 			newest = o.ModTime
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("list %s in %s: %w", dir, st, err)
 	}
 	if appliedAt.IsZero() {
 		appliedAt = cp.AppliedAt

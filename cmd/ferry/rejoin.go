@@ -253,26 +253,22 @@ func forkOffset(path string, data, tail, cursor []byte) (int64, error) {
 // divergentInStore adds the records past fork of gen's segments in st,
 // refusing a segment over limit bytes.
 func divergentInStore(ctx context.Context, st store.Store, stream string, gen uint32, fork uint64, limit int64, dec batch.Decrypter, recs map[uint64]batch.Record) error {
-	dir := batch.StreamDir(stream)
-	var objs []store.Object
-	// Every segment of gen starts at seq 1 or later, so it sorts after this.
-	err := st.List(ctx, dir, dir+batch.SegmentName(gen, 0, 0), func(o store.Object) error {
-		g, _, last, ok := batch.ParseSegmentName(strings.TrimPrefix(o.Name, dir))
-		if ok && g == gen && last > fork {
-			objs = append(objs, o)
-		}
-		return nil
-	})
+	// Every segment of gen starts at seq 1 or later, so it sorts after
+	// this; alone and in bundles.
+	segs, err := catalog.Segments(ctx, st, stream, batch.SegmentName(gen, 0, 0))
 	if err != nil {
-		return fmt.Errorf("list %s in %s: %w", dir, st, err)
+		return fmt.Errorf("list the segments of stream %q in %s: %w", stream, st, err)
 	}
-	for _, o := range objs {
-		data, err := readSegment(ctx, st, o.Name, o.Size, limit)
+	for _, o := range segs {
+		if g, _, last, _ := batch.ParseSegmentName(o.Name); g != gen || last <= fork {
+			continue
+		}
+		data, err := readStored(ctx, st, o, limit)
 		if err == nil {
 			err = addRecords(data, fork, limit, dec, recs)
 		}
 		if err != nil {
-			return fmt.Errorf("divergent segment %s: %w", o.Name, err)
+			return fmt.Errorf("divergent segment %s: %w", segWhere(stream, o), err)
 		}
 	}
 	return nil

@@ -240,14 +240,15 @@ func showRestoreProgress(ctx context.Context, job restoreJob, r *receiver.Receiv
 	from := r.Checkpoint().LastSeq
 	var totalSegs int
 	var totalBytes int64
-	if names, sizes, err := listSegments(ctx, job.store, job.cfg.Stream); err == nil {
-		for i, name := range names {
+	if segs, err := listSegments(ctx, job.store, job.cfg.Stream); err == nil {
+		for _, s := range segs {
+			name := s.Name
 			_, first, last, _ := batch.ParseSegmentName(name)
 			if last <= from || (job.boundary.seq > 0 && first > job.boundary.seq) {
 				continue
 			}
 			totalSegs++
-			totalBytes += sizes[i]
+			totalBytes += s.Size
 		}
 	}
 	showProgress(job.progress, log, "restore progress", done, func() progressLine {

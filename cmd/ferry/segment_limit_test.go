@@ -96,9 +96,14 @@ func (errReader) Read([]byte) (int, error) {
 func TestFetchSegmentLimit(t *testing.T) {
 	st, big, zeros := limitSegments(t)
 	ctx := t.Context()
-	names, sizes, err := listSegments(ctx, st, "app")
+	segs, err := listSegments(ctx, st, "app")
 	if err != nil {
 		t.Fatal(err)
+	}
+	names := segNames(segs)
+	var sizes []int64
+	for _, s := range segs {
+		sizes = append(sizes, s.Size)
 	}
 	f := fetcher{ctx: ctx, st: unread{st}, stream: "app", names: names, sizes: sizes, limit: 1 << 20}
 	if _, err := f.records(big); !errors.Is(err, batch.ErrSegmentTooLarge) || !strings.Contains(err.Error(), big) {

@@ -80,17 +80,31 @@ func WriteStart(ctx context.Context, st store.Store, s batch.Start) error {
 // the segment name are about to be deleted (reason "pruned"), reading
 // that segment's header for the hash it chains to.
 func MarkPruned(ctx context.Context, st store.Store, stream, name string) error {
+	return MarkPrunedAt(ctx, st, stream, Segment{Name: name, Key: batch.SegmentKey(stream, name)})
+}
+
+// MarkPrunedAt is MarkPruned at seg, a segment stored alone or a bundle
+// part (its header read by range from its bundle).
+func MarkPrunedAt(ctx context.Context, st store.Store, stream string, seg Segment) error {
+	name := seg.Name
 	gen, first, _, ok := batch.ParseSegmentName(name)
 	if !ok {
 		return fmt.Errorf("mark the start of pruned stream %q: %s is not a segment name", stream, name)
 	}
 	key := batch.SegmentKey(stream, name)
-	rc, err := st.Get(ctx, key)
-	if err != nil {
-		return fmt.Errorf("read %s to mark where the pruned stream starts: %w", key, err)
+	var head []byte
+	var err error
+	if p := seg.Part; p != nil {
+		key = p.Bundle + " part " + key
+		head = make([]byte, min(p.Length, 8+batch.MaxMetaSize))
+		err = store.GetRange(ctx, st, p.Bundle, p.Offset, head)
+	} else {
+		var rc io.ReadCloser
+		if rc, err = st.Get(ctx, key); err == nil {
+			head, err = io.ReadAll(io.LimitReader(rc, 8+batch.MaxMetaSize))
+			rc.Close()
+		}
 	}
-	head, err := io.ReadAll(io.LimitReader(rc, 8+batch.MaxMetaSize))
-	rc.Close()
 	if err != nil {
 		return fmt.Errorf("read %s to mark where the pruned stream starts: %w", key, err)
 	}

@@ -10,3 +10,7 @@ import (
 func TestTreeConformance(t *testing.T) {
 	storetest.RunTree(t, func(t *testing.T) store.Store { return newStore(t, t.TempDir()) })
 }
+
+func TestRangeConformance(t *testing.T) {
+	storetest.RunRange(t, func(t *testing.T) store.Store { return newStore(t, t.TempDir()) })
+}

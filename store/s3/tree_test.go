@@ -49,3 +49,13 @@ func TestListTreeForeignKeys(t *testing.T) {
 		t.Fatalf("ListTree = %q, want [s/ok]", got)
 	}
 }
+
+// TestRangeConformance runs the ranged-read suite against the real server.
+func TestRangeConformance(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, false)
+	var n atomic.Int64
+	storetest.RunRange(t, func(t *testing.T) store.Store {
+		return f.store(t, fmt.Sprintf("/range/%d/", n.Add(1)))
+	})
+}
