@@ -20,10 +20,10 @@ import (
 
 const e2eWriter = "feedfacecafe0001"
 
-// bundledStore fills s's store as a bundle-writing shipper of three
+// fillBundledStore fills s's store as a bundle-writing shipper of three
 // streams would: parts of "app", "web" and "zz" in bundles, with segments
 // of "app" stored alone between them. It returns the writer.
-func bundledStore(t *testing.T, s *stream) *bundletest.Writer {
+func fillBundledStore(t *testing.T, s *stream) *bundletest.Writer {
 	t.Helper()
 	st, err := dir.New(s.store)
 	if err != nil {
@@ -47,7 +47,7 @@ func bundledStore(t *testing.T, s *stream) *bundletest.Writer {
 // from its checkpoint when more bundles arrive.
 func TestBundledStreamReaders(t *testing.T) {
 	s := newStream(t, "app")
-	w := bundledStore(t, s)
+	w := fillBundledStore(t, s)
 
 	s.receiveOnce()
 	s.wantReplica(bundletest.Want(s.name, 1, w.Last(s.name)), "after receive --once")
@@ -104,7 +104,7 @@ func TestBundledStreamReaders(t *testing.T) {
 // stops at either, naming the bundle.
 func TestBundledDamageReported(t *testing.T) {
 	s := newStream(t, "app")
-	bundledStore(t, s)
+	fillBundledStore(t, s)
 	b1 := filepath.Join(s.store, filepath.FromSlash(catalog.BundleKey(e2eWriter, 1)))
 	b2 := filepath.Join(s.store, filepath.FromSlash(catalog.BundleKey(e2eWriter, 2)))
 
@@ -203,7 +203,7 @@ func TestBundledManyStreamsReceive(t *testing.T) {
 // in it is pruned past its part. verify then starts at the start marker.
 func TestBundledPrune(t *testing.T) {
 	s := newStream(t, "app")
-	w := bundledStore(t, s)
+	w := fillBundledStore(t, s)
 	for _, stream := range []string{s.name, "web", "zz"} {
 		mustFerry(t, nil, "prune", "--store", s.store, "--stream", stream, "--keep-min", "1")
 	}
