@@ -380,3 +380,94 @@ func TestShipBundlesTurnedOff(t *testing.T) {
 		t.Fatalf("shipper exit %d on SIGTERM, want 0:\n%s", code, p)
 	}
 }
+
+// TestShipBundlesReceived joins the two sides of bundles with the built
+// binary: 30 streams shipped with bundles on, a many-stream receiver
+// applying them as they come, the shipper and the receiver each killed
+// with -9 on the way; every replica ends exact (each line once, in
+// order), and so do a one-stream receive --once from scratch and verify.
+func TestShipBundlesReceived(t *testing.T) {
+	t.Parallel()
+	r := newBundleRig(t, 30, "")
+	replicas, state := filepath.Join(r.dir, "replicas"), filepath.Join(r.dir, "state")
+	if err := os.Mkdir(replicas, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ship := func() *ferrytest.Process { return startFerry(t, nil, "ship", "--config", r.cfg) }
+	recv := func() *ferrytest.Process {
+		return startFerry(t, nil, "receive", "--store", r.store, "--stream", "s-*", "--state", state,
+			"--apply", "file:"+filepath.Join(replicas, "{stream}.log"), "--poll-min", "50ms", "--poll-max", "200ms")
+	}
+	sp := ship()
+	ferrytest.Eventually(t, 30*time.Second, "the ship to make the store", func() (bool, string) {
+		_, err := os.Stat(r.store)
+		return err == nil, fmt.Sprint(err)
+	})
+	rp := recv()
+	var logs []*ferrytest.Process
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range append(logs, sp, rp) {
+				t.Logf("%s", ferrytest.Clip(p.String()))
+			}
+		}
+	})
+	alive := func() {
+		for _, p := range []*ferrytest.Process{sp, rp} {
+			if p.Exited() {
+				t.Fatalf("exited with %d:\n%s", p.Code(), p)
+			}
+		}
+	}
+	for round := range 12 {
+		r.burst()
+		time.Sleep(time.Duration(100+r.rng.IntN(200)) * time.Millisecond)
+		switch round {
+		case 4:
+			sp.Kill9()
+			logs = append(logs, sp)
+			sp = ship()
+		case 7:
+			rp.Kill9()
+			logs = append(logs, rp)
+			rp = recv()
+		}
+	}
+	bundles := r.waitStored(alive)
+	parts := 0
+	for _, b := range bundles {
+		parts += len(b.Parts)
+	}
+	if len(bundles) == 0 || len(bundles) >= parts {
+		t.Fatalf("%d bundles for %d parts: the streams were not bundled", len(bundles), parts)
+	}
+	ferrytest.Eventually(t, 90*time.Second, "every replica exact", func() (bool, string) {
+		alive()
+		for n, w := range r.writers {
+			want, _ := w.written()
+			got, _ := os.ReadFile(filepath.Join(replicas, n+".log"))
+			if !bytes.HasPrefix(want, got) {
+				t.Fatalf("replica of %s is not a prefix of its file (a line twice, lost or out of order): %s", n, describeDiff(want, got))
+			}
+			if len(got) != len(want) {
+				return false, fmt.Sprintf("%s: %d of %d bytes", n, len(got), len(want))
+			}
+		}
+		return true, ""
+	})
+	t.Logf("%d bundles, %d parts, 30 streams applied exactly", len(bundles), parts)
+	if code := rp.Terminate(10 * time.Second); code != 0 {
+		t.Fatalf("receive exit %d on SIGTERM:\n%s", code, rp)
+	}
+	if code := sp.Terminate(30 * time.Second); code != 0 {
+		t.Fatalf("ship exit %d on SIGTERM:\n%s", code, sp)
+	}
+	one := "s-007"
+	want, _ := r.writers[one].written()
+	out := filepath.Join(r.dir, "one.log")
+	mustFerry(t, nil, "receive", "--once", "--store", r.store, "--stream", one, "--state", filepath.Join(r.dir, "state-one"), "--apply", "file:"+out)
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+		t.Fatalf("receive --once of %s: %s", one, describeDiff(want, got))
+	}
+	mustFerry(t, nil, "verify", "--store", r.store, "--stream", one)
+}
