@@ -244,6 +244,14 @@ func TestTickBundlesStreams(t *testing.T) {
 	if len(bd.Parts) != 2 || bd.Parts[0].Stream != "a" || bd.Parts[1].Stream != "b" {
 		t.Fatalf("bundle parts %+v, want a then b", bd.Parts)
 	}
+	// c's own seal runs on its spool's sealer: a tick passes over a
+	// stream with a seal in flight, so wait for it to end (under load
+	// the second tick came first 3 times in 80 runs).
+	for deadline := time.Now().Add(20 * time.Second); r.ships["c"].Spool().Stats().SegmentsOut < 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("stream c's own segment not sealed after 20 s")
+		}
+	}
 	r.appendLines("a", "a", 4, 6)
 	r.appendLines("c", "c", 201, 203) // a part after its own segment
 	r.tick()
