@@ -140,6 +140,22 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # nfds PID prints how many fds the process holds.
 nfds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 
+# bound_metrics PID LOG NAME prints the address the process's metrics
+# server bound (metrics_addr 127.0.0.1:0: the kernel picks a free port, so
+# no other process can take it between a pick and the bind, which lost 3
+# of ~20 runs under load), from its "serving metrics" log line.
+bound_metrics() {
+	local a
+	for _ in $(seq 300); do
+		a=$(grep -o 'msg="serving metrics" addr=[0-9.:]*' "$2" 2>/dev/null | head -1 | sed 's/.*addr=//')
+		[[ -n $a ]] && { echo "$a"; return 0; }
+		kill -0 "$1" 2>/dev/null || { cat "$2" >&2; die "$3 exited"; }
+		sleep 0.1
+	done
+	cat "$2" >&2
+	die "$3 logged no metrics address"
+}
+
 # wait_metrics ADDR PID LOG NAME waits for ADDR to serve /metrics.
 wait_metrics() {
 	for _ in $(seq 100); do
@@ -164,16 +180,8 @@ run_row() {
 	mkdir -p "$dir/logs" "$dir/applied"
 	store="$dir/store"
 	((S3 == 0)) || store="s3://$bucket/$row"
-	pick_port
-	maddr="127.0.0.1:$port"
-	raddr=""
-	if ((RECEIVE == 1)); then
-		while :; do
-			pick_port
-			[[ 127.0.0.1:$port != "$maddr" ]] && break
-		done
-		raddr="127.0.0.1:$port"
-	fi
+	maddr="127.0.0.1:0" # the bound ports are read from the logs
+	raddr="127.0.0.1:0"
 	for ((i = 0; i < files; i++)); do : >"$dir/logs/$(printf 's%03d.log' "$i")"; done
 	{
 		echo "store = \"$store\""
@@ -203,6 +211,7 @@ run_row() {
 	"${s3env[@]}" "${prof[@]}" "$ferry" ship --config "$dir/ship.toml" 2>"$dir/ship.err" &
 	ship=$!
 	pids+=("$ship")
+	maddr=$(bound_metrics "$ship" "$dir/ship.err" "$row: ferry ship")
 	wait_metrics "$maddr" "$ship" "$dir/ship.err" "$row: ferry ship"
 	# Every stream started (its series in /metrics) before the clock starts.
 	for _ in $(seq 600); do
@@ -219,6 +228,7 @@ run_row() {
 			--apply "file:$dir/applied/{stream}.log" 2>"$dir/recv.err" &
 		recv=$!
 		pids+=("$recv")
+		raddr=$(bound_metrics "$recv" "$dir/recv.err" "$row: ferry receive")
 		wait_metrics "$raddr" "$recv" "$dir/recv.err" "$row: ferry receive"
 		"$applylat" -dir "$dir/applied" -count "$dir/applied.count" >"$dir/lat.out" 2>"$dir/lat.err" &
 		lat=$!
