@@ -444,6 +444,7 @@ func (m *Multi) start(ctx context.Context, stream string) {
 	}
 	// The Multi's listing feeds it; its own poll is only a safety net.
 	r.cfg.PollMin, r.cfg.PollMax = MultiPoll, MultiPoll
+	r.fedByLister = true
 	rctx, cancel := context.WithCancel(ctx)
 	sr := &streamRun{r: r, cancel: cancel, done: make(chan struct{}), offered: map[string]bool{}}
 	m.mu.Lock()

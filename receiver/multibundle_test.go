@@ -294,3 +294,123 @@ func TestMultiReadsABundleOnceThoughAListingMissesIt(t *testing.T) {
 		t.Fatalf("bundle %s read %d times, want once", key, n)
 	}
 }
+
+// racing is a store on which the next bundle appears just as a stream
+// lists its segments for the second time or later: what a store slow to
+// list (S3), with bundles every few hundred milliseconds, makes likely
+// for a stream that lists again right after a listing that applied
+// something.
+type racing struct {
+	*reads
+	mu     sync.Mutex
+	w      *bundletest.Writer
+	put    []string // keys of the bundles put
+	left   int      // bundles still to put
+	listed map[string]int
+	t      *testing.T
+}
+
+func (r *racing) List(ctx context.Context, d, after string, fn func(store.Object) error) error {
+	if stream, ok := strings.CutSuffix(d, "/"); ok && batch.CheckStream(stream) == nil && !strings.Contains(stream, "/") {
+		r.mu.Lock()
+		r.listed[stream]++
+		if r.listed[stream] >= 2 && r.left > 0 {
+			r.bundle()
+		}
+		r.mu.Unlock()
+	}
+	return r.reads.List(ctx, d, after, fn)
+}
+
+// bundle puts the next bundle, of a part of every stream; r.mu held.
+func (r *racing) bundle() {
+	key, _ := r.w.Bundle(r.t, []string{"s0", "s1", "s2", "s3"}, 3)
+	r.put = append(r.put, key)
+	r.left--
+}
+
+// A stream under a Multi whose own listing (its first) applied parts does
+// not list the store again at once: the Multi offers it what comes after.
+// It used to, and a bundle put meanwhile was then found by the stream's
+// listing before the Multi's, read by the stream itself (its index and
+// its part), applied, and followed by another listing, and so on: on
+// versitygw under load, 888 GETs for 20 bundles instead of about 20.
+// Here each bundle after the first appears just as a stream lists a
+// second time; each must still be read once, by the Multi, and applied.
+func TestMultiStreamListsOnceThenTakesOffers(t *testing.T) {
+	raw, _ := receivertest.NewStore(t)
+	st := &racing{reads: &reads{Store: raw, n: map[string]int{}, lists: map[string]int{}}, listed: map[string]int{}, left: 4, t: t}
+	st.w = bundletest.NewWriter(t, st.reads, bundleWriter)
+	streams := []string{"s0", "s1", "s2", "s3"}
+	st.w.Bundle(t, streams, 4) // before the Multi starts: each stream lists it itself
+
+	tmp := t.TempDir()
+	open := func(stream string, fence func() error) (*receiver.Receiver, error) {
+		cfg := receiver.Config{Stream: stream, StateDir: filepath.Join(tmp, "state", stream), Store: st,
+			Applier: &apply.File{Path: filepath.Join(tmp, stream+".log")}, Fence: fence}
+		if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+			return nil, err
+		}
+		return receiver.Open(cfg, slog.New(slog.DiscardHandler))
+	}
+	m, err := receiver.NewMulti(receiver.MultiConfig{Store: st, Match: func(string) bool { return true }, Open: open,
+		PollMin: 10 * time.Millisecond, PollMax: 20 * time.Millisecond}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	applied := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for _, s := range streams {
+			for {
+				st.mu.Lock()
+				last := st.w.Last(s)
+				st.mu.Unlock()
+				if r := m.Receiver(s); r != nil && r.Checkpoint().LastSeq == last {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: stream %s not applied through seq %d in a minute", what, s, last)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	applied("the first bundle")
+	for {
+		time.Sleep(50 * time.Millisecond) // a second listing, if any, has begun
+		st.mu.Lock()
+		left := st.left
+		if left > 0 {
+			st.bundle()
+		}
+		st.mu.Unlock()
+		applied("the bundles after it")
+		if left == 0 {
+			break
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, key := range st.put {
+		if n := st.get(st.n, key); n != 1 {
+			t.Errorf("bundle %s read %d times, want once (by the Multi; more: streams read it themselves)", key, n)
+		}
+	}
+	for _, s := range streams {
+		if n := st.listed[s]; n != 1 {
+			t.Errorf("stream %s listed its segments %d times, want once (when it started)", s, n)
+		}
+		got, err := os.ReadFile(filepath.Join(tmp, s+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := bundletest.Want(s, 1, st.w.Last(s)); !bytes.Equal(got, want) {
+			t.Fatalf("replica of %s: %d bytes, want %d", s, len(got), len(want))
+		}
+	}
+}

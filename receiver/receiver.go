@@ -198,10 +198,19 @@ type Receiver struct {
 
 	offerPass bool // the last pass applied offered segments, without a listing
 	// listedAll: the last pass listed the store and found nothing to
-	// apply, no gap either; offers of what is applied already do not make
-	// the next list it again.
+	// apply, no gap either (or, fedByLister, applied all it found);
+	// offers of what is applied already do not make the next list it
+	// again.
 	listedAll bool
-	listDue   bool // Run's poll came due: the next pass lists even if fed by offers
+	// fedByLister: a Multi lists the store for it and offers it every
+	// segment and part stored after its own listing, so a listing that
+	// applied something is not followed by another at once. On a store
+	// slow to list (S3) that second listing often found the next bundle
+	// before the Multi did, read its index and part itself, applied it,
+	// listed again, and so on: the stream never went back to the
+	// Multi's offers.
+	fedByLister bool
+	listDue     bool // Run's poll came due: the next pass lists even if fed by offers
 
 	published   uint64 // seq of the last published watermark
 	publishedAt time.Time
@@ -453,8 +462,10 @@ func (r *Receiver) Run(ctx context.Context) (err error) {
 			return err
 		}
 		// Nothing more to apply after a listing (a pass fed by offers
-		// has not listed), or the boundary reached.
-		if r.reached || (n == 0 && !r.offerPass) {
+		// has not listed; under a Multi, a listing that applied all it
+		// found, the Multi offering what came after), or the boundary
+		// reached.
+		if r.reached || (!r.offerPass && (n == 0 || (r.fedByLister && gap == nil))) {
 			if err := r.caughtUp(); err != nil {
 				return err
 			}
@@ -481,7 +492,7 @@ func (r *Receiver) Run(ctx context.Context) (err error) {
 		}
 		if n > 0 {
 			r.maybePublish(ctx)
-			if !r.offerPass {
+			if !r.offerPass && !r.fedByLister {
 				poll = r.cfg.PollMin
 				continue // more may be listed at once
 			}
@@ -537,7 +548,7 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	listedAll := r.listedAll
 	r.listedAll = false
 	none := len(offered) == 0 && !lost
-	if none && stale && listedAll && !listDue {
+	if none && (stale || r.fedByLister) && listedAll && !listDue {
 		r.listedAll = true
 		return 0, nil, nil
 	}
@@ -598,7 +609,7 @@ func (r *Receiver) pass(ctx context.Context) (int, error, error) {
 	r.mu.Lock()
 	r.gapOpen = time.Time{}
 	r.mu.Unlock()
-	r.listedAll = applied == 0
+	r.listedAll = applied == 0 || r.fedByLister
 	return applied, nil, nil
 }
 
