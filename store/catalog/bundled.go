@@ -136,7 +136,7 @@ func ParseBundleMarker(key string, data []byte) (BundleMarker, error) {
 	}
 	switch {
 	case m.Version > BundleMarkerVersion:
-		return m, fmt.Errorf("bundle marker %s has version %d; this ferry reads %d (upgrade ferry)", key, m.Version, BundleMarkerVersion)
+		return m, fmt.Errorf("bundle marker %s has version %d; this ferry reads %d; %w", key, m.Version, BundleMarkerVersion, batch.ErrNewerFormat)
 	case m.Version < 1:
 		return m, fmt.Errorf("bundle marker %s is damaged: version %d", key, m.Version)
 	case m.Writer != writer || m.FirstBundle != first:
@@ -192,7 +192,9 @@ func ListBundleMarkers(ctx context.Context, st store.Store, stream string) ([]Bu
 	return out, nil
 }
 
-// ReadBundleMarker reads and checks the marker stored under key.
+// ReadBundleMarker reads and checks the marker stored under key. A marker
+// that does not parse is marked batch.ErrCorrupt (readers stop at it
+// rather than retry); one of a newer version batch.ErrNewerFormat.
 func ReadBundleMarker(ctx context.Context, st store.Store, key string) (BundleMarker, error) {
 	rc, err := st.Get(ctx, key)
 	if err != nil {
@@ -203,7 +205,11 @@ func ReadBundleMarker(ctx context.Context, st store.Store, key string) (BundleMa
 	if err != nil {
 		return BundleMarker{}, fmt.Errorf("read bundle marker %s: %w", key, err)
 	}
-	return ParseBundleMarker(key, data)
+	m, err := ParseBundleMarker(key, data)
+	if err != nil && !errors.Is(err, batch.ErrNewerFormat) {
+		return m, fmt.Errorf("%w: %w", err, batch.ErrCorrupt)
+	}
+	return m, err
 }
 
 // WriteBundleMarker stores m. Markers are never overwritten: if one of

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
 )
@@ -123,5 +124,30 @@ func TestParseBundleMarkerHostile(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("ParseBundleMarker(%s, %.60q) = %v; want an error with %q", c.key, c.data, err, c.want)
 		}
+	}
+}
+
+// ReadBundleMarker marks a damaged marker batch.ErrCorrupt (readers stop
+// at it) and one of a newer version batch.ErrNewerFormat, not corrupt.
+func TestReadBundleMarkerErrorKinds(t *testing.T) {
+	ctx := context.Background()
+	st, err := dir.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := BundledDir("app") + "aaaaaaaaaaaaaaaa-0000000000000001.json"
+	newer := BundledDir("app") + "bbbbbbbbbbbbbbbb-0000000000000001.json"
+	if err := st.Put(ctx, damaged, []byte(`{"version":1`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(ctx, newer, []byte(`{"version":2,"stream":"app","writer":"bbbbbbbbbbbbbbbb","first_bundle":1,"first_seq":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadBundleMarker(ctx, st, damaged); !errors.Is(err, batch.ErrCorrupt) {
+		t.Errorf("damaged marker: %v; want batch.ErrCorrupt", err)
+	}
+	_, err = ReadBundleMarker(ctx, st, newer)
+	if !errors.Is(err, batch.ErrNewerFormat) || errors.Is(err, batch.ErrCorrupt) {
+		t.Errorf("newer marker: %v; want batch.ErrNewerFormat only", err)
 	}
 }

@@ -183,7 +183,7 @@ func (l *SegmentLister) writers(ctx context.Context) ([]writerFrom, error) {
 		return nil, fmt.Errorf("list bundle markers %s: %w", dir, err)
 	}
 	for _, key := range fresh {
-		m, err := readMarker(ctx, l.Store, key)
+		m, err := ReadBundleMarker(ctx, l.Store, key)
 		if errors.Is(err, store.ErrNotFound) {
 			continue // deleted with the last of its bundles
 		}
@@ -207,25 +207,6 @@ func (l *SegmentLister) writers(ctx context.Context) ([]writerFrom, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].writer < out[j].writer })
 	return out, nil
-}
-
-// readMarker is ReadBundleMarker with a marker that does not parse
-// marked batch.ErrCorrupt: readers stop at it rather than retry.
-func readMarker(ctx context.Context, st store.Store, key string) (BundleMarker, error) {
-	rc, err := st.Get(ctx, key)
-	if err != nil {
-		return BundleMarker{}, fmt.Errorf("read bundle marker %s: %w", key, err)
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, maxBundleMarker+1))
-	if err != nil {
-		return BundleMarker{}, fmt.Errorf("read bundle marker %s: %w", key, err)
-	}
-	m, err := ParseBundleMarker(key, data)
-	if err != nil && !errors.Is(err, batch.ErrNewerFormat) {
-		return m, fmt.Errorf("%w: %w", err, batch.ErrCorrupt)
-	}
-	return m, err
 }
 
 // bundleParts lists writer's bundles numbered above from and returns the
