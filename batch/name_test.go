@@ -162,12 +162,12 @@ func TestNameAfter(t *testing.T) {
 }
 
 func TestCheckStream(t *testing.T) {
-	for _, s := range []string{"a", "app", "A-b_c.d", "0", "a..b", "a.", strings.Repeat("x", 128)} {
+	for _, s := range []string{"a", "app", "A-b_c.d", "0", "a..b", "a.", "app@site-b", strings.Repeat("x", 128)} {
 		if err := CheckStream(s); err != nil {
 			t.Errorf("CheckStream(%q): %v", s, err)
 		}
 	}
-	for _, s := range []string{"", ".", "..", ".hidden", "-x", "_x", "a/b", "/a", "a\\b", "a b", "a\n", "a\x00", "é", strings.Repeat("x", 129)} {
+	for _, s := range []string{"", ".", "..", ".hidden", "-x", "_x", "a/b", "/a", "a\\b", "a b", "a\n", "a\x00", "é", "@x", strings.Repeat("x", 129)} {
 		err := CheckStream(s)
 		if err == nil {
 			t.Errorf("CheckStream(%q) accepted", s)

@@ -58,6 +58,7 @@ func TestValidate(t *testing.T) {
 		{"lease_ttl 1s", func(f *File) { f.Ship.LeaseTTL = DurationOrOff(time.Second) }, ""},
 		{"site id", func(f *File) { f.Site.ID = "dr-b.east_1" }, ""},
 		{"site id pattern", func(f *File) { f.Site.ID = "dr b" }, `site.id: "dr b" is not a valid site id`},
+		{"site id at", func(f *File) { f.Site.ID = "dr@b" }, `site.id: "dr@b" is not a valid site id`},
 		{"max_bytes small", func(f *File) { f.Ship.MaxBytes = 1023 }, `ship.max_bytes: 1023B is out of range 1KiB to 1GiB`},
 		{"max_bytes big", func(f *File) { f.Ship.MaxBytes = GiB + 1 }, `ship.max_bytes: `},
 		{"max_bytes edges", func(f *File) { f.Ship.MaxBytes = KiB; f.Ship.SpoolLimit = GiB }, ""},
