@@ -113,6 +113,17 @@ func (m *Multi) readBundle(ctx context.Context, o store.Object, runs map[string]
 		m.partTop[p.Stream] = max(m.partTop[p.Stream], p.LastSeq)
 		m.parts[p.Stream] = append(m.parts[p.Stream], listedSeg{lastSeq: p.LastSeq, modTime: o.ModTime})
 		name := p.Name()
+		byPlace := func() {
+			offers[p.Stream] = append(offers[p.Stream], bundleOffer{name: name, offer: func(r *Receiver) {
+				r.offer(planned{name: name, listed: part.Length, part: part})
+			}})
+		}
+		if p.Length > sr.r.cfg.MaxSegmentBytes {
+			// Not decoded here: the stream's own read refuses it against
+			// its max_segment_bytes before allocating, naming it.
+			byPlace()
+			continue
+		}
 		var buf []byte // decoded in place when read whole
 		if whole != nil {
 			buf = whole[p.Offset : p.Offset+p.Length : p.Offset+p.Length]
@@ -125,9 +136,7 @@ func (m *Multi) readBundle(ctx context.Context, o store.Object, runs map[string]
 			// Offered by its place only: the stream reads it again,
 			// meets the damage and stops there, naming it. The other
 			// streams' parts are still good.
-			offers[p.Stream] = append(offers[p.Stream], bundleOffer{name: name, offer: func(r *Receiver) {
-				r.offer(planned{name: name, listed: part.Length, part: part})
-			}})
+			byPlace()
 			continue
 		}
 		offers[p.Stream] = append(offers[p.Stream], bundleOffer{name: name, offer: func(r *Receiver) {

@@ -414,3 +414,55 @@ func TestMultiStreamListsOnceThenTakesOffers(t *testing.T) {
 		}
 	}
 }
+
+// A part over its stream's MaxSegmentBytes is not decoded by the
+// many-stream receiver (the index's length is not trusted past the cap):
+// the stream stops at it with batch.ErrSegmentTooLarge naming the bundle,
+// and the other streams apply theirs.
+func TestMultiPartOverSegmentLimitStopsItsStream(t *testing.T) {
+	st, _ := receivertest.NewStore(t)
+	w := bundletest.NewWriter(t, st, bundleWriter)
+	streams := []string{"s0", "s1", "s2"}
+	key, _ := w.Bundle(t, streams, 4)
+	tmp := t.TempDir()
+	open := func(stream string, fence func() error) (*receiver.Receiver, error) {
+		cfg := receiver.Config{Stream: stream, StateDir: filepath.Join(tmp, "state", stream), Store: st,
+			Applier: &apply.File{Path: filepath.Join(tmp, stream+".log")}, Fence: fence}
+		if stream == "s1" {
+			cfg.MaxSegmentBytes = 64 // below any part
+		}
+		if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+			return nil, err
+		}
+		return receiver.Open(cfg, slog.New(slog.DiscardHandler))
+	}
+	stopped := make(chan error, 10)
+	m, err := receiver.NewMulti(receiver.MultiConfig{Store: st, Match: func(string) bool { return true }, Open: open,
+		PollMin: 10 * time.Millisecond, PollMax: 20 * time.Millisecond, Retry: time.Hour,
+		OnStop: func(stream string, _ *receiver.Receiver, err error, _ bool) {
+			if stream == "s1" && err != nil {
+				stopped <- err
+			}
+		}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case err := <-stopped:
+		if !strings.Contains(err.Error(), key) || !errors.Is(err, batch.ErrSegmentTooLarge) {
+			t.Fatalf("s1 stopped with %v, want ErrSegmentTooLarge naming %s", err, key)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("s1 did not stop at its part over max_segment_bytes")
+	}
+	for _, s := range []string{"s0", "s2"} {
+		receivertest.Eventually(t, s+" applied the bundle", func() bool {
+			r := m.Receiver(s)
+			return r != nil && r.Checkpoint().LastSeq == 4
+		})
+	}
+}
