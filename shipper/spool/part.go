@@ -99,6 +99,7 @@ func (s *Spool) SealPart(maxBytes int64) (*Part, error) {
 	s.builder, s.spare = s.spare, nil
 	s.builder.Reset(s.cfg.Stream, s.cfg.Generation, "")
 	s.sealing = job
+	s.sealers.Add(1) // Done once Commit, Fail or Alone ends it: Close waits
 	s.mu.Unlock()
 	s.in.Unlock()
 
@@ -126,6 +127,7 @@ func (p *Part) Fail(err error) {
 	s.notify()
 	s.mu.Unlock()
 	close(job.done)
+	s.sealers.Done()
 }
 
 // IsNoSpace reports whether err is a full disk or quota (ENOSPC, EDQUOT).
@@ -175,6 +177,7 @@ func (p *Part) Alone() {
 		}
 		close(job.done)
 	})
+	s.sealers.Done() // the goroutine above holds its own count
 }
 
 // Commit records p as the spool's newest sealed segment, at offset in the
@@ -194,7 +197,11 @@ func (p *Part) Commit(path string, offset int64) {
 	s.notify()
 	s.mu.Unlock()
 	s.log.Debug("sealed segment into a bundle", "segment", name, "records", p.Meta.Records, "bytes", len(p.Data), "bundle", path)
+	defer s.sealers.Done()
 	if job.old != nil {
+		if testHookBeforeJournalRemoval != nil {
+			testHookBeforeJournalRemoval()
+		}
 		job.old.f.Close()
 		if err := s.removeJournals([]string{job.old.name}); err != nil {
 			s.log.Warn("cannot remove a journal file the seal made obsolete; recovery will skip it", "err", err)

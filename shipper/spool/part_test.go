@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/batch/batchtest"
@@ -283,4 +284,35 @@ func TestPartAloneWaitsOutFullDisk(t *testing.T) {
 	if err := sp.Err(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Close waits for a part's Commit to remove the journal file the part
+// made obsolete, as it waits for a seal's (Commit runs on the Bundler's
+// goroutine, apart from the spool's sealers).
+func TestCloseWaitsForAPartsJournalRemoval(t *testing.T) {
+	cfg := spoolConfig(t)
+	var removing atomic.Bool
+	testHookBeforeJournalRemoval = func() {
+		removing.Store(true)
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Cleanup(func() { testHookBeforeJournalRemoval = nil })
+	sp := openSpool(t, cfg, "t1")
+	appendRecs(t, sp, batchtest.Records("a", 5), "c5")
+	p, err := sp.SealPart(0)
+	if err != nil || p == nil {
+		t.Fatalf("SealPart: %v, %v", p, err)
+	}
+	path := filepath.Join(t.TempDir(), batch.BundleName(1))
+	refs := writeBundle(t, path, p)
+	committed := make(chan struct{})
+	go func() { p.Commit(path, refs[0].Offset); close(committed) }()
+	waitFor(t, "the part's commit at its journal removal", removing.Load)
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := journalNames(t, cfg.Dir); len(got) != 1 {
+		t.Fatalf("journal files after Close: %v; want only the live one (Close returned while the part's commit still had the old one to remove)", got)
+	}
+	<-committed
 }
