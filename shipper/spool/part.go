@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -280,7 +282,12 @@ func readPart(path string, offset, length int64) ([]byte, error) {
 }
 
 // partLocked returns the sealed part named name, if there is one. mu held.
+// It runs for every segment a sender reads: s.sealed is in seq order, which
+// is name order, so a binary search finds it; the scan is for safety.
 func (s *Spool) partLocked(name string) (SealedSegment, bool) {
+	if i, ok := slices.BinarySearchFunc(s.sealed, name, func(seg SealedSegment, n string) int { return strings.Compare(seg.Name, n) }); ok {
+		return s.sealed[i], s.sealed[i].IsPart()
+	}
 	for _, seg := range s.sealed {
 		if seg.Name == name {
 			return seg, seg.IsPart()
