@@ -48,10 +48,6 @@ const DefaultMaxUncompressed = 2 << 30
 // hostile segment can make a reader allocate to a known amount.
 const DefaultMaxSegmentBytes = 256 << 20
 
-// ErrSegmentTooLarge marks a segment refused because its size, or the
-// size it claims to decompress to, is over the reader's limit
-// (max_segment_bytes). Nothing is allocated for it; reading it again
-// gives the same answer, so it is never retried.
 // ErrNewerFormat is in the error for a segment or bundle of a format newer
 // than this ferry reads: reading it again gives the same answer.
 var ErrNewerFormat = errors.New("upgrade ferry")
@@ -63,6 +59,10 @@ func newerFormat(what string, got, reads int) error {
 	return fmt.Errorf("%s format %d is newer than this ferry reads (%d); %w", what, got, reads, ErrNewerFormat)
 }
 
+// ErrSegmentTooLarge marks a segment refused because its size, or the
+// size it claims to decompress to, is over the reader's limit
+// (max_segment_bytes). Nothing is allocated for it; reading it again
+// gives the same answer, so it is never retried.
 var ErrSegmentTooLarge = errors.New("segment over max_segment_bytes (raise it if shippers really make segments this large)")
 
 // IsUnreadable reports whether err says a segment itself cannot be read
