@@ -160,7 +160,9 @@ func cutLast(key string) (dir, name string, ok bool) {
 
 // ListBundleMarkers reads every bundle marker of stream, ordered by
 // FirstSeq (then writer and bundle number). A damaged marker is an error
-// naming it: a reader that skipped it could miss the stream's parts.
+// naming it: a reader that skipped it could miss the stream's parts. One
+// deleted between the listing and its read (a prune) is passed over, as
+// SegmentLister does.
 func ListBundleMarkers(ctx context.Context, st store.Store, stream string) ([]BundleMarker, error) {
 	dir := BundledDir(stream)
 	var keys []string
@@ -174,6 +176,9 @@ func ListBundleMarkers(ctx context.Context, st store.Store, stream string) ([]Bu
 	out := make([]BundleMarker, 0, len(keys))
 	for _, key := range keys {
 		m, err := ReadBundleMarker(ctx, st, key)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // deleted since the listing, with the last of its bundles
+		}
 		if err != nil {
 			return nil, err
 		}

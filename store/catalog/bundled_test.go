@@ -3,12 +3,15 @@ package catalog
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 
 	"github.com/ferry-dr/ferry/batch"
 	"github.com/ferry-dr/ferry/store"
 	"github.com/ferry-dr/ferry/store/dir"
+	"github.com/ferry-dr/ferry/store/storetest"
 )
 
 const testWriter = "0123456789abcdef"
@@ -149,5 +152,32 @@ func TestReadBundleMarkerErrorKinds(t *testing.T) {
 	_, err = ReadBundleMarker(ctx, st, newer)
 	if !errors.Is(err, batch.ErrNewerFormat) || errors.Is(err, batch.ErrCorrupt) {
 		t.Errorf("newer marker: %v; want batch.ErrNewerFormat only", err)
+	}
+}
+
+// A marker deleted between ListBundleMarkers' listing and its read (a
+// prune of its last bundle) is passed over, not an error.
+func TestListBundleMarkersSkipsOneDeletedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	raw, err := dir.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := BundleMarker{Stream: "app", Writer: testWriter, FirstBundle: 1, FirstSeq: 1}
+	gone := BundleMarker{Stream: "app", Writer: "ffffffffffffffff", FirstBundle: 1, FirstSeq: 1}
+	for _, m := range []BundleMarker{keep, gone} {
+		if err := WriteBundleMarker(ctx, raw, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := &storetest.Faulty{Store: raw, GetFn: func(ctx context.Context, name string) (io.ReadCloser, error) {
+		if name == gone.Key() {
+			return nil, fmt.Errorf("get %s: %w", name, store.ErrNotFound)
+		}
+		return raw.Get(ctx, name)
+	}}
+	ms, err := ListBundleMarkers(ctx, st, "app")
+	if err != nil || len(ms) != 1 || ms[0].Writer != testWriter {
+		t.Fatalf("ListBundleMarkers = %+v, %v; want only the marker still there", ms, err)
 	}
 }
