@@ -66,14 +66,23 @@ poll_max = "200ms"
 	for _, s := range sites {
 		s.proc = h.start(nil, nil, "sync", "--config", s.conf)
 	}
-	read := func(s *site) treetest.Tree {
-		return treetest.Read(t, s.tree, treetest.Options{Mode: 0o7777, Mtime: time.Nanosecond, NoRoot: true, Skip: func(rel string, _ fs.DirEntry) bool { return strings.HasPrefix(filepath.Base(rel), ".ferry-") }})
+	// The sites change their trees while the test reads them (a file
+	// listed may be gone by its lstat), so a failed read is retried.
+	read := func(s *site) (treetest.Tree, error) {
+		return treetest.Walk(s.tree, treetest.Options{Mode: 0o7777, Mtime: time.Nanosecond, NoRoot: true, Skip: func(rel string, _ fs.DirEntry) bool { return strings.HasPrefix(filepath.Base(rel), ".ferry-") }})
 	}
 	identical := func(what string) treetest.Tree {
 		t.Helper()
 		var last treetest.Tree
 		ferrytest.Eventually(t, 60*time.Second, what, func() (bool, string) {
-			ta, tb := read(a), read(b)
+			ta, err := read(a)
+			if err != nil {
+				return false, err.Error()
+			}
+			tb, err := read(b)
+			if err != nil {
+				return false, err.Error()
+			}
 			last = ta
 			d := treetest.Diff("a", ta, "b", tb)
 			return d == "", d
