@@ -57,6 +57,11 @@ type Config struct {
 	// Lease configures the writer lease taken in every target that can
 	// hold one (lease.go).
 	Lease LeaseConfig
+	// SealTick, if set, is when something outside the spool next seals
+	// the open batch, whatever its age: a Bundler's next tick
+	// (bundle.Bundler.NextTick), zero when unknown. SealDeadline tells it
+	// to a source that spaces its reads.
+	SealTick func() time.Time
 }
 
 // TargetStatus is what the shipper knows about one target.
@@ -264,10 +269,30 @@ func (s *Shipper) SourceReplayable() { s.spool.SetReplayable() }
 // segment can end only where a batch does.
 func (s *Shipper) SealRoom() (bytes int64, records int) { return s.spool.Room() }
 
-// SealDeadline is when the open segment seals by age (zero when none is
-// open or max_age is off): a tail that spaces its reads (source.Tail's
-// Coalesce) reads once more before it.
-func (s *Shipper) SealDeadline() time.Time { return s.spool.Deadline() }
+// SealDeadline is when what is read now is sealed at the latest: when
+// the open segment seals by age, or Config.SealTick's tick if that comes
+// first. Zero when neither says: nothing is open and the next record
+// starts an age (the tick aside), or max_age is off and there is no
+// tick. A tail that spaces its reads (source.Tail's Coalesce) reads once
+// more before it.
+func (s *Shipper) SealDeadline() time.Time {
+	due := s.spool.Deadline()
+	if s.cfg.SealTick == nil {
+		return due
+	}
+	tick := s.cfg.SealTick()
+	switch {
+	case tick.IsZero():
+		return due
+	case due.IsZero() && s.cfg.Spool.Policy.MaxAge > 0:
+		// The next record opens a batch whose age seal may come before
+		// the tick: it is read at once, as without a tick.
+		return due
+	case due.IsZero() || tick.Before(due):
+		return tick
+	}
+	return due
+}
 
 // spoolAppend is Spool.Append that waits out a full disk: the caller (a
 // source) stops reading, which is the backpressure, and the records are

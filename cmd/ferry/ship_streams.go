@@ -49,7 +49,10 @@ const (
 // tailCoalesce is each stream's tail's Coalesce (source.Tail) for a
 // stream's max_age: a quarter of it, at most a second; none without an
 // age seal. With max_age 2 s a busy file is read every 500 ms, and once
-// just before its segment seals, instead of every 100 ms.
+// just before its segment seals, instead of every 100 ms. A stream that
+// bundle ticks seal (max_age at or above bundle_interval) has the
+// interval instead: its tail reads about twice a tick, just before it
+// and as it comes.
 func tailCoalesce(maxAge time.Duration) time.Duration {
 	return min(maxAge/4, time.Second)
 }
@@ -138,12 +141,17 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 				shc.Spool.JournalRotate = streamJournalRotate
 			}
 			shc.Spool.StateEvery = streamStateEvery
+			coalesce := tailCoalesce(time.Duration(c.Ship.MaxAge))
 			if bundler != nil {
 				shc.Spool.Parts = bundler.Parts(name)
+				// Its tail reads once just before each tick, not every
+				// Poll (source.Tail Coalesce, Shipper.SealDeadline).
+				shc.SealTick = bundler.NextTick
 				if sc.BundleInterval > 0 && shc.Spool.Policy.MaxAge >= time.Duration(sc.BundleInterval) {
 					// The tick seals it, into a bundle or (over
 					// bundle_max) alone: max_age would only race it.
 					shc.Spool.Policy.MaxAge = 0
+					coalesce = time.Duration(sc.BundleInterval)
 				}
 			}
 			sh, err := shipper.New(ctx, shc, log)
@@ -174,7 +182,7 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 			}
 			tail := &source.Tail{Path: file, Format: c.Ship.Format, MaxRecordSize: int(sc.MaxRecordSize),
 				Cursor: sh.Spool().Cursor(), Log: log.With("stream", name), Watch: watch, Replayable: !sc.TailJournal,
-				Coalesce: tailCoalesce(time.Duration(c.Ship.MaxAge))}
+				Coalesce: coalesce}
 			if t.IsGlob() {
 				tail.EndWhenGone = goneAfter
 			}

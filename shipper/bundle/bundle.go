@@ -67,6 +67,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferry-dr/ferry/batch"
@@ -155,6 +156,10 @@ type Bundler struct {
 	sealing   sync.Mutex
 	uploading sync.Mutex
 	upCancel  context.CancelFunc // under mu
+
+	// due is when Run's next tick seals (UnixNano; 0 while Run does not
+	// run, or with Config.Drain): NextTick.
+	due atomic.Int64
 
 	mu      sync.Mutex
 	streams map[string]Stream
@@ -470,7 +475,9 @@ func (b *Bundler) Run(ctx context.Context) error {
 	kick := make(chan struct{}, 1)
 	errc := make(chan error, 2)
 	go func() {
-		t := time.NewTicker(b.cfg.Interval)
+		defer b.due.Store(0)
+		next := time.Now()
+		t := time.NewTimer(0)
 		defer t.Stop()
 		for {
 			if err := b.Seal(); err != nil {
@@ -481,6 +488,17 @@ func (b *Bundler) Run(ctx context.Context) error {
 			case kick <- struct{}{}:
 			default:
 			}
+			// Every Interval from the start; a seal that took longer
+			// than that is followed by the next at once.
+			next = next.Add(b.cfg.Interval)
+			wait := time.Until(next)
+			if wait < 0 {
+				next, wait = time.Now(), 0
+			}
+			if !b.cfg.Drain {
+				b.due.Store(next.UnixNano())
+			}
+			t.Reset(wait)
 			select {
 			case <-ctx.Done():
 				errc <- nil
@@ -514,6 +532,19 @@ func (b *Bundler) Run(ctx context.Context) error {
 		}
 	}
 	return first
+}
+
+// NextTick is when Run's next tick seals the registered streams' open
+// batches into parts: every Interval from Run's start. It is zero while
+// Run is not running and with Config.Drain (no tick seals). A source that
+// spaces its reads of a stream's input reads once before it (the tail's
+// Coalesce, through shipper.Config.SealTick): what it reads later waits
+// for the tick after.
+func (b *Bundler) NextTick() time.Time {
+	if n := b.due.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // Tick seals, then puts and retires (Seal, then Upload): one tick, for

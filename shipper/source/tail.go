@@ -47,15 +47,16 @@ type Tail struct {
 	// not read or stat'ed every Poll, only on an event (or the Watch's
 	// Fallback). Poll still spaces the reads of a busy file.
 	Watch *TailWatch
-	// Coalesce, if positive, spaces the reads of a busy file while its
-	// stream's open segment seals by age later than that (a sink that
-	// tells when, SealDeadline: shipper.Shipper): the tail reads at most
-	// every Coalesce, and once more Poll before the seal, so the lines
-	// written meanwhile arrive together in one batch (issue 23: 100 files
-	// written 100 times a second were read 1,000 times a second, each
-	// read a stat, a batch and a timer). A line waits no longer for its
-	// segment than without it: with no segment open, or the seal nearer
-	// than Coalesce, the tail reads every Poll as before.
+	// Coalesce, if positive, spaces the reads of a busy file while what
+	// it reads is sealed later than that (a sink that tells when,
+	// SealDeadline: shipper.Shipper; the open segment's age seal, or a
+	// bundle tick): the tail reads at most every Coalesce, and once more
+	// Poll before the seal, so the lines written meanwhile arrive
+	// together in one batch (issue 23: 100 files written 100 times a
+	// second were read 1,000 times a second, each read a stat, a batch
+	// and a timer). A line waits no longer for its segment than without
+	// it: with no deadline (no segment open under an age seal), or the
+	// seal nearer than Coalesce, the tail reads every Poll as before.
 	Coalesce time.Duration
 	// EndWhenGone, if positive, ends Run (returning nil) once the file
 	// has been read to its end after its path went away and nothing has
@@ -76,8 +77,9 @@ var _ shipper.Source = (*Tail)(nil)
 // again from its cursor (shipper.Shipper).
 type replayableSink interface{ SourceReplayable() }
 
-// deadlineSink tells a source when the open segment seals by age (zero
-// when none is open or max_age is off): shipper.Shipper.SealDeadline.
+// deadlineSink tells a source when what it appends now is sealed at the
+// latest (the open segment's age seal or a bundle tick; zero when it
+// cannot say): shipper.Shipper.SealDeadline.
 type deadlineSink interface {
 	SealDeadline() time.Time
 }
