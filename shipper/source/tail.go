@@ -69,6 +69,7 @@ type Tail struct {
 	recs    []batch.Record // emit's batch, reused: the sink copies what it keeps
 
 	polls atomic.Int64 // times Run looked at the file for new lines (tests)
+	wakes atomic.Int64 // times Run's waits between looks ended (tests)
 }
 
 var _ shipper.Source = (*Tail)(nil)
@@ -355,7 +356,9 @@ func (t *tailIdle) unwatch() {
 // next. A wait longer than Poll (Coalesce) looks at the path every Poll
 // and ends as soon as cur was rotated away or truncated, so a rotation is
 // noticed as soon as without Coalesce (two rotations between looks would
-// skip the file between them). It returns false when ctx ended.
+// skip the file between them); with a Watch, the Watch looks for it
+// (TailWatch.follow) and the tail sleeps. It returns false when ctx
+// ended.
 func (s *Tail) pause(ctx context.Context, wake <-chan struct{}, next time.Time, cur *tailFile) bool {
 	if wake != nil {
 		select {
@@ -364,6 +367,13 @@ func (s *Tail) pause(ctx context.Context, wake <-chan struct{}, next time.Time, 
 		case <-wake:
 		case <-s.Watch.everyone():
 		}
+	}
+	if wake == nil && s.Watch != nil && time.Until(next) > s.Poll {
+		// The Watch looks at the path every Poll for every such tail at
+		// once: this one sleeps until next or a change.
+		moved, cancel := s.Watch.follow(s.Path, cur, s.Poll)
+		defer cancel()
+		return s.sleepOr(ctx, time.Until(next), moved)
 	}
 	for wake == nil && time.Until(next) > s.Poll {
 		if !s.sleep(ctx, s.Poll) {
@@ -390,6 +400,13 @@ func (s *Tail) moved(cur *tailFile) bool {
 
 // sleep waits for wait, or returns false when ctx ends first.
 func (s *Tail) sleep(ctx context.Context, wait time.Duration) bool {
+	return s.sleepOr(ctx, wait, nil)
+}
+
+// sleepOr waits for wait or a signal on or, or returns false when ctx
+// ends first.
+func (s *Tail) sleepOr(ctx context.Context, wait time.Duration, or <-chan struct{}) bool {
+	s.wakes.Add(1)
 	if wait <= 0 {
 		return ctx.Err() == nil
 	}
@@ -399,6 +416,8 @@ func (s *Tail) sleep(ctx context.Context, wait time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	case <-t.C:
+		return true
+	case <-or:
 		return true
 	}
 }

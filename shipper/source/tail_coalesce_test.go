@@ -148,12 +148,24 @@ func TestTailReadsEveryPollWithNothingOpen(t *testing.T) {
 // TestTailCoalescedRotation: rotations and a copytruncate while the reads
 // are coalesced lose and repeat no line.
 func TestTailCoalescedRotation(t *testing.T) {
+	t.Run("own looks", func(t *testing.T) { coalescedRotation(t, nil) })
+	t.Run("watch's looks", func(t *testing.T) {
+		tw, err := NewTailWatch(quiet, time.Hour) // only events and looks wake the tail
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tw.Close()
+		coalescedRotation(t, tw)
+	})
+}
+
+func coalescedRotation(t *testing.T, watch *TailWatch) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.log")
 	appendFile(t, path, batchtest.Lines("l", 1, 3)...)
 	sink := &dueSink{}
 	sink.setDue(time.Now().Add(time.Hour))
-	src := &Tail{Path: path, Poll: 10 * time.Millisecond, Coalesce: 200 * time.Millisecond}
+	src := &Tail{Path: path, Poll: 10 * time.Millisecond, Coalesce: 200 * time.Millisecond, Watch: watch}
 	runCoalescing(t, src, sink)
 	waitFor(t, "l1..l3", func() bool { return len(sink.datas()) == 3 })
 	n := 3
@@ -192,5 +204,52 @@ func TestTailCoalescedRotation(t *testing.T) {
 	waitFor(t, "the lines after the truncation", func() bool { return len(sink.datas()) >= n })
 	if got, want := sink.datas(), batchtest.Lines("l", 1, n); !slices.Equal(got, want) {
 		t.Fatalf("after a copytruncate the tail produced\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestTailWatchLooksForCoalescedTails: a busy tail between two spaced
+// reads sleeps until its next read (its Watch looks at its path every
+// Poll for it and every such tail on one timer) instead of waking every
+// Poll itself; without a Watch it wakes every Poll. Its reads stay
+// spaced either way.
+func TestTailWatchLooksForCoalescedTails(t *testing.T) {
+	tw, err := NewTailWatch(quiet, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tw.Close()
+	var stats atomic.Int64
+	tw.stat = func(p string) (os.FileInfo, error) { stats.Add(1); return os.Stat(p) }
+	busy := func(watch *TailWatch) (wakes, polls int64) {
+		path := filepath.Join(t.TempDir(), "app.log")
+		appendFile(t, path)
+		sink := &dueSink{}
+		sink.setDue(time.Now().Add(time.Hour))
+		src := &Tail{Path: path, Poll: 10 * time.Millisecond, Coalesce: 400 * time.Millisecond, Watch: watch}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- src.Run(ctx, sink) }()
+		n := 0
+		for start := time.Now(); time.Since(start) < 1200*time.Millisecond; time.Sleep(5 * time.Millisecond) {
+			n++
+			appendFile(t, path, fmt.Sprintf("l-%d\n", n))
+		}
+		waitFor(t, "every line", func() bool { return len(sink.datas()) >= n })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		return src.wakes.Load(), src.polls.Load()
+	}
+	wakes, polls := busy(tw)
+	// 1.2 s at one read per 400 ms: a few waits, each ended by its timer.
+	if wakes > 20 || polls > 20 {
+		t.Errorf("with a Watch a coalesced tail woke %d times and read %d times in 1.2 s (Poll 10ms, Coalesce 400ms); want a few of each", wakes, polls)
+	}
+	if n := stats.Load(); n < 30 {
+		t.Errorf("the Watch looked at the busy tail's path %d times in 1.2 s; want about every Poll (10ms)", n)
+	}
+	if wakes, _ := busy(nil); wakes < 60 {
+		t.Errorf("without a Watch a coalesced tail woke only %d times in 1.2 s (Poll 10ms); the test cannot tell", wakes)
 	}
 }

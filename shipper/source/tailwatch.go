@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -33,6 +34,30 @@ type TailWatch struct {
 	all  chan struct{}                     // closed and replaced on Fallback and overflow
 	stop context.CancelFunc
 	done chan struct{}
+
+	// The busy tails spacing their reads (follow), looked at by one
+	// goroutine (checkLoop) while there are any.
+	fmu       sync.Mutex
+	followers map[*follower]bool
+	every     time.Duration // checkLoop's period: the smallest follower's poll
+	kick      chan struct{} // a follower with a shorter poll came
+	checking  bool          // checkLoop runs
+	stat      func(string) (os.FileInfo, error)
+}
+
+// follower is a busy tail between two spaced reads (Tail.pause, with
+// Coalesce): its path is looked at every poll by the TailWatch, not by
+// the tail's own timer, and moved is signalled once the path no longer
+// names its file at or past its offset (rotated away, removed,
+// truncated). 100 tails each waking every 100 ms to stat their file were
+// a tenth of a 100-stream ship's CPU (issue 23); one goroutine statting
+// them all on one timer wakes no tail that has nothing to do.
+type follower struct {
+	path     string
+	dev, ino uint64
+	off      int64
+	poll     time.Duration
+	moved    chan struct{} // buffered: one signal
 }
 
 // NewTailWatch starts a TailWatch; Close stops it. fallback is how often
@@ -47,7 +72,8 @@ func NewTailWatch(log *slog.Logger, fallback time.Duration) (*TailWatch, error) 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	tw := &TailWatch{Fallback: fallback, Log: log, w: w, subs: map[string]map[chan struct{}]bool{},
-		all: make(chan struct{}), stop: cancel, done: make(chan struct{})}
+		all: make(chan struct{}), stop: cancel, done: make(chan struct{}),
+		followers: map[*follower]bool{}, kick: make(chan struct{}, 1), stat: os.Stat}
 	go tw.run(ctx)
 	return tw, nil
 }
@@ -135,4 +161,81 @@ func (tw *TailWatch) run(ctx context.Context) {
 			tw.wakeAll()
 		}
 	}
+}
+
+// follow looks at path every poll, on one timer for every follower, until
+// cancel, and signals the returned channel once path no longer names
+// cur's file at or past its offset. cur must not change meanwhile (the
+// tail waits).
+func (tw *TailWatch) follow(path string, cur *tailFile, poll time.Duration) (moved <-chan struct{}, cancel func()) {
+	f := &follower{path: path, dev: cur.dev, ino: cur.ino, off: cur.off, poll: poll, moved: make(chan struct{}, 1)}
+	tw.fmu.Lock()
+	tw.followers[f] = true
+	if !tw.checking {
+		tw.checking, tw.every = true, poll
+		go tw.checkLoop()
+	} else if poll < tw.every {
+		tw.every = poll
+		select {
+		case tw.kick <- struct{}{}:
+		default:
+		}
+	}
+	tw.fmu.Unlock()
+	return f.moved, func() {
+		tw.fmu.Lock()
+		delete(tw.followers, f)
+		tw.fmu.Unlock()
+	}
+}
+
+// checkLoop looks at every follower's path each period, until there are
+// none (then it returns: an idle ship has no timer here) or Close.
+func (tw *TailWatch) checkLoop() {
+	var batch []*follower
+	for {
+		tw.fmu.Lock()
+		if len(tw.followers) == 0 {
+			tw.checking = false
+			tw.fmu.Unlock()
+			return
+		}
+		every := tw.every
+		tw.fmu.Unlock()
+		t := time.NewTimer(every)
+		select {
+		case <-tw.done:
+			t.Stop()
+			return
+		case <-tw.kick:
+			t.Stop()
+			continue
+		case <-t.C:
+		}
+		tw.fmu.Lock()
+		batch = batch[:0]
+		for f := range tw.followers {
+			batch = append(batch, f)
+		}
+		tw.fmu.Unlock()
+		for _, f := range batch {
+			if f.hasMoved(tw.stat) {
+				select {
+				case f.moved <- struct{}{}:
+				default:
+				}
+			}
+		}
+		clear(batch)
+	}
+}
+
+// hasMoved is Tail.moved for a follower.
+func (f *follower) hasMoved(stat func(string) (os.FileInfo, error)) bool {
+	fi, err := stat(f.path)
+	if err != nil {
+		return true
+	}
+	dev, ino := fileID(fi)
+	return dev != f.dev || ino != f.ino || fi.Size() < f.off
 }
