@@ -144,8 +144,8 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 			coalesce := tailCoalesce(time.Duration(c.Ship.MaxAge))
 			if bundler != nil {
 				shc.Spool.Parts = bundler.Parts(name)
-				// Its tail reads once just before each tick, not every
-				// Poll (source.Tail Coalesce, Shipper.SealDeadline).
+				// Its tail reads just before each tick, not every Poll
+				// (source.Tail Coalesce, Shipper.SealDeadline).
 				shc.SealTick = bundler.NextTick
 				if sc.BundleInterval > 0 && shc.Spool.Policy.MaxAge >= time.Duration(sc.BundleInterval) {
 					// The tick seals it, into a bundle or (over

@@ -45,7 +45,8 @@ type Tail struct {
 	Replayable bool
 	// Watch, if set, wakes the tail when its file changes: an idle file is
 	// not read or stat'ed every Poll, only on an event (or the Watch's
-	// Fallback). Poll still spaces the reads of a busy file.
+	// Fallback). Poll still spaces the reads of a busy file; with
+	// Coalesce, the Watch looks at the path every Poll between them.
 	Watch *TailWatch
 	// Coalesce, if positive, spaces the reads of a busy file while what
 	// it reads is sealed later than that (a sink that tells when,

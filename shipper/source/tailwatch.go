@@ -21,7 +21,10 @@ import (
 // of the file); once it reads data again it drops the watch and polls
 // every Poll, so a busy file costs no event per write. Every Fallback
 // wakes every watching tail anyway, in case an event was missed (an
-// overflowed inotify queue wakes them all at once too).
+// overflowed inotify queue wakes them all at once too). A busy tail that
+// spaces its reads (Tail.Coalesce) sleeps between them while the
+// TailWatch looks at its path every Poll, for every such tail on one
+// timer, and wakes it if its file was rotated, removed or truncated.
 type TailWatch struct {
 	// Fallback is how often every tail looks at its file without an
 	// event (NewTailWatch's fallback; default 10s). Read-only once started.
