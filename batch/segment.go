@@ -199,12 +199,18 @@ func newFreeList(n, size int) *freeList {
 }
 
 func (l *freeList) get() *[]byte {
+	b, _ := l.take()
+	return b
+}
+
+// take is get, also saying whether the buffer was made anew.
+func (l *freeList) take() (*[]byte, bool) {
 	select {
 	case b := <-l.c:
-		return b
+		return b, false
 	default:
 		b := make([]byte, 0, l.size)
-		return &b
+		return &b, true
 	}
 }
 
@@ -248,6 +254,18 @@ type chunk struct {
 	raw  *[]byte
 	out  *[]byte // from outPool
 	done chan struct{}
+	// fresh says out is memory just allocated: new from outPool, or
+	// regrown by the encoder (see Builder.PiecesFresh).
+	fresh bool
+}
+
+// encodeOut compresses raw into a buffer from outPool and says whether
+// that buffer is fresh memory (new, or regrown to fit).
+func encodeOut(enc *zstd.Encoder, raw []byte) (*[]byte, bool) {
+	out, fresh := outPool.take()
+	c := cap(*out)
+	*out = enc.EncodeAll(raw, (*out)[:0])
+	return out, fresh || cap(*out) != c
 }
 
 // Builder accumulates records into one segment. Records are framed into a
@@ -259,14 +277,18 @@ type Builder struct {
 	enc    *zstd.Encoder
 	raw    *[]byte  // the chunk being filled
 	chunks []*chunk // submitted, in order
-	meta   Meta
-	crypt  Encrypter // nil: plaintext
-	signer Signer    // nil: unsigned
-	hash   string    // the sealed segment's Hash
-	err    error
-	format int   // of the segments it builds (FormatVersion unless SetFormat)
-	prev   int64 // format 2: the time of the last record added
-	framed int64 // the records' FramedSize, which Size reports
+	// lastOut is the sealed segment's final chunk, which Seal compressed
+	// itself (from outPool, like the chunks' outs).
+	lastOut *[]byte
+	fresh   bool // PiecesFresh
+	meta    Meta
+	crypt   Encrypter // nil: plaintext
+	signer  Signer    // nil: unsigned
+	hash    string    // the sealed segment's Hash
+	err     error
+	format  int   // of the segments it builds (FormatVersion unless SetFormat)
+	prev    int64 // format 2: the time of the last record added
+	framed  int64 // the records' FramedSize, which Size reports
 	// last is how many raw bytes the last segment's final chunk held:
 	// the size the next segment's chunk buffer starts at (see reserve).
 	last int
@@ -337,8 +359,8 @@ func (b *Builder) release() {
 	n := len(b.chunks)
 	for _, c := range b.chunks {
 		<-c.done
-		putOut(c.out)
 	}
+	b.releaseOuts()
 	clear(b.chunks)
 	b.chunks = b.chunks[:0]
 	switch {
@@ -481,9 +503,7 @@ func (b *Builder) submit() {
 	b.raw = nil
 	b.chunks = append(b.chunks, c)
 	go func(enc *zstd.Encoder) {
-		out := outPool.get()
-		*out = enc.EncodeAll(*c.raw, (*out)[:0])
-		c.out = out
+		c.out, c.fresh = encodeOut(enc, *c.raw)
 		if pooledRaw(c.raw) { // a small one, or a huge record's, is left to the GC
 			rawPool.put(c.raw)
 		}
@@ -496,43 +516,97 @@ func (b *Builder) submit() {
 // the caller) and metadata. sealedAt is recorded in the metadata. The
 // Builder must be Reset before reuse.
 func (b *Builder) Seal(sealedAt time.Time) ([]byte, Meta, error) {
+	payload, err := b.sealPayload(sealedAt)
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	data, m, hash, err := assemble(b.meta, payload...)
+	b.releaseOuts() // copied into data
+	b.hash = hash
+	return data, m, err
+}
+
+// SealPieces is Seal without the copy: it returns the segment as pieces
+// whose concatenation is exactly what Seal returns (the metadata frame,
+// then the payload's zstd frames, or its ciphertext), and sets Hash. The
+// pieces are the Builder's buffers, reused from its next Reset on: the
+// caller writes them out (a spool's seal) before that and keeps none.
+// Assembling a 16 MiB segment's 2-3 MB into one fresh slice cost a copy,
+// and fresh memory that the garbage collector and the kernel's first
+// touch of each page charged for again on every seal.
+func (b *Builder) SealPieces(sealedAt time.Time) ([][]byte, Meta, error) {
+	payload, err := b.sealPayload(sealedAt)
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	head, err := metaFrame(&b.meta)
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	h := sha256.New()
+	h.Write(head)
+	pieces := make([][]byte, 0, len(payload)+1)
+	pieces = append(pieces, head)
+	for _, p := range payload {
+		h.Write(p)
+		pieces = append(pieces, p)
+	}
+	b.hash = hex.EncodeToString(h.Sum(nil))
+	return pieces, b.meta, nil
+}
+
+// PiecesFresh says whether any of the pieces the last SealPieces returned
+// is memory the process has just allocated (a new or regrown buffer, a
+// ciphertext): a writer should copy such pieces through a long-lived
+// buffer (fsutil.WriteBounced), because the kernel's first touch of fresh
+// pages costs far more than the copy. The Builder's chunk buffers are
+// otherwise reused from segment to segment, so they go to write(2) as
+// they are.
+func (b *Builder) PiecesFresh() bool { return b.fresh }
+
+// sealPayload finishes the segment's payload: it compresses the last
+// chunk, waits for the others, encrypts, and fills in the metadata's
+// payload fields and signature. The payload's pieces are the Builder's
+// (releaseOuts or Reset give them back). Afterwards the Builder refuses
+// records until Reset.
+func (b *Builder) sealPayload(sealedAt time.Time) ([][]byte, error) {
 	if b.err != nil {
-		return nil, Meta{}, b.err
+		return nil, b.err
 	}
 	if b.meta.Records == 0 {
-		return nil, Meta{}, errors.New("builder: seal of an empty segment")
+		return nil, errors.New("builder: seal of an empty segment")
 	}
 	if b.meta.PrevSHA256 == "" {
-		return nil, Meta{}, errors.New("builder: predecessor hash not set (Reset or SetPrev)")
+		return nil, errors.New("builder: predecessor hash not set (Reset or SetPrev)")
 	}
 	// The last chunk is compressed here, not on a goroutine of its own:
 	// Seal would only wait for it, and a quiet stream's segment is one
 	// small chunk, whose goroutine cost as much as compressing it. Its
 	// raw buffer stays with the Builder (release).
-	var last *[]byte
+	b.fresh = false
 	if b.raw != nil && len(*b.raw) > 0 {
-		last = outPool.get()
-		*last = b.enc.EncodeAll(*b.raw, (*last)[:0])
-		defer putOut(last) // copied into the segment
+		b.lastOut, b.fresh = encodeOut(b.enc, *b.raw)
 	}
 	payload := make([][]byte, len(b.chunks), len(b.chunks)+1)
 	for i, c := range b.chunks {
 		<-c.done
 		payload[i] = *c.out
+		b.fresh = b.fresh || c.fresh
 	}
-	if last != nil {
-		payload = append(payload, *last)
+	if b.lastOut != nil {
+		payload = append(payload, *b.lastOut)
 	}
 	if b.meta.Encrypted() {
 		// Compress, then encrypt: the payload is the ciphertext.
 		if b.crypt == nil || b.crypt.Scheme() != b.meta.Encryption {
-			return nil, Meta{}, errors.New("builder: encrypter changed since Reset")
+			return nil, errors.New("builder: encrypter changed since Reset")
 		}
 		ct, err := b.crypt.Encrypt(nil, payload)
 		if err != nil {
-			return nil, Meta{}, fmt.Errorf("encrypt segment: %w", err)
+			return nil, fmt.Errorf("encrypt segment: %w", err)
 		}
 		payload = [][]byte{ct}
+		b.fresh = true
 	}
 	h := sha256.New()
 	var size int64
@@ -547,18 +621,23 @@ func (b *Builder) Seal(sealedAt time.Time) ([]byte, Meta, error) {
 	if b.signer != nil {
 		sig, err := b.signer.Sign(SignedBytes(&b.meta))
 		if err != nil {
-			return nil, Meta{}, fmt.Errorf("sign segment: %w", err)
+			return nil, fmt.Errorf("sign segment: %w", err)
 		}
 		b.meta.Signature = sig
 	}
 	b.err = errors.New("builder: sealed; Reset before reuse")
-	data, m, hash, err := assemble(b.meta, payload...)
+	return payload, nil
+}
+
+// releaseOuts gives the compressed chunks of a sealed segment back to
+// outPool once nothing refers to them any more.
+func (b *Builder) releaseOuts() {
 	for _, c := range b.chunks {
-		putOut(c.out) // copied into data
+		putOut(c.out)
 		c.out = nil
 	}
-	b.hash = hash
-	return data, m, err
+	putOut(b.lastOut)
+	b.lastOut = nil
 }
 
 // Hash is the SHA-256 of the segment the last successful Seal returned,
@@ -578,23 +657,16 @@ func Assemble(m Meta, payload []byte) ([]byte, Meta, error) {
 // Each piece is hashed right after it is copied, while it is still in the
 // CPU cache: the copy and the hash are one pass over memory.
 func assemble(m Meta, payload ...[]byte) ([]byte, Meta, string, error) {
-	js, err := json.Marshal(&m)
+	head, err := metaFrame(&m)
 	if err != nil {
-		return nil, Meta{}, "", fmt.Errorf("encode segment metadata: %w", err)
+		return nil, Meta{}, "", err
 	}
-	frameLen := len(metaTag) + len(js)
-	if frameLen > MaxMetaSize {
-		return nil, Meta{}, "", fmt.Errorf("segment metadata is %d bytes, limit %d", frameLen, MaxMetaSize)
-	}
-	size := 8 + frameLen
+	size := len(head)
 	for _, p := range payload {
 		size += len(p)
 	}
 	out := make([]byte, 0, size)
-	out = binary.LittleEndian.AppendUint32(out, MetaFrameMagic)
-	out = binary.LittleEndian.AppendUint32(out, uint32(frameLen))
-	out = append(out, metaTag...)
-	out = append(out, js...)
+	out = append(out, head...)
 	h := sha256.New()
 	h.Write(out)
 	for _, p := range payload {
@@ -607,6 +679,23 @@ func assemble(m Meta, payload ...[]byte) ([]byte, Meta, string, error) {
 		}
 	}
 	return out, m, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// metaFrame is the skippable frame holding m that starts a segment.
+func metaFrame(m *Meta) ([]byte, error) {
+	js, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode segment metadata: %w", err)
+	}
+	frameLen := len(metaTag) + len(js)
+	if frameLen > MaxMetaSize {
+		return nil, fmt.Errorf("segment metadata is %d bytes, limit %d", frameLen, MaxMetaSize)
+	}
+	out := make([]byte, 0, 8+frameLen)
+	out = binary.LittleEndian.AppendUint32(out, MetaFrameMagic)
+	out = binary.LittleEndian.AppendUint32(out, uint32(frameLen))
+	out = append(out, metaTag...)
+	return append(out, js...), nil
 }
 
 // ParseMeta decodes the metadata frame at the front of a segment and returns

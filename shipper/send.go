@@ -48,6 +48,12 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 		window = max(pipe.MaxInFlight(), 1)
 	}
 	var queue []inflight // sent, answers outstanding, oldest first
+	// Segments are read into buffers kept from one segment to the next:
+	// a fresh 2-3 MB slice per segment cost the garbage collector and
+	// the kernel's first touch of its pages on every send. A buffer
+	// comes back here once its segment is delivered, never while a Put
+	// or an answer may still read it.
+	var spare [][]byte
 	defer func() {
 		for _, f := range queue {
 			if f.wait != nil {
@@ -109,7 +115,11 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 				}
 				checked = true
 			}
-			data, err := s.spool.ReadSealed(seg.Name)
+			var buf []byte
+			if n := len(spare); n > 0 {
+				buf, spare = spare[n-1], spare[:n-1]
+			}
+			data, err := s.spool.ReadSealedInto(seg.Name, buf)
 			if err != nil {
 				return fmt.Errorf("read sealed/%s from spool: %w", seg.Name, err)
 			}
@@ -164,8 +174,16 @@ func (s *Shipper) send(ctx context.Context, t Target) error {
 			s.cfg.OnSent(t.Name, len(head.data), time.Since(head.started))
 		}
 		s.spool.Confirm(t.Name, cursor)
+		if len(spare) < keepSendBuffers {
+			spare = append(spare, head.data[:0])
+		}
 	}
 }
+
+// keepSendBuffers is how many read buffers a target's sender keeps
+// between segments: one for a target that takes a Put at a time, and a
+// spare while a link pipelines.
+const keepSendBuffers = 2
 
 // deliver makes sure t has f durably: it waits for f's answer if f was
 // started (f.wait), and otherwise, or if that failed, Puts it with retries

@@ -1,6 +1,7 @@
 package fsutil
 
 import (
+	"fmt"
 	"io"
 	"os"
 )
@@ -107,4 +108,39 @@ func ReadFileBounced(path string) ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// ReadFileInto is ReadFileBounced reading into buf when the file fits in
+// its capacity: a reader that keeps buf from call to call (a sender,
+// segment after segment) reads each file into memory the kernel has seen
+// already, with no allocation. A file larger than cap(buf) is read into
+// a new slice, through a bounce buffer. The result aliases buf when the
+// file fits.
+func ReadFileInto(path string, buf []byte) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := fi.Size()
+	if size > int64(cap(buf)) {
+		return ReadFileBounced(path)
+	}
+	buf = buf[:size]
+	if n, err := io.ReadFull(f, buf); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			err = fmt.Errorf("read %s: %d bytes, shorter than its size %d when opened: %w", path, n, size, err)
+		}
+		return nil, err
+	}
+	// A file that grew since the Stat is read whole, as os.ReadFile would.
+	var one [1]byte
+	if n, _ := f.Read(one[:]); n > 0 {
+		return ReadFileBounced(path)
+	}
+	return buf, nil
 }

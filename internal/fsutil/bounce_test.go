@@ -92,3 +92,27 @@ func TestReadFileBounced(t *testing.T) {
 		t.Fatalf("missing file: %v, want ErrNotExist", err)
 	}
 }
+
+// TestReadFileInto: a file that fits in the caller's buffer is read into
+// it (the result aliases it), a larger one into a new slice; both whole.
+func TestReadFileInto(t *testing.T) {
+	dir := t.TempDir()
+	buf := make([]byte, 0, 3*bounceSize)
+	for _, size := range []int{0, 100, 2*bounceSize + 7, 3 * bounceSize, 3*bounceSize + 1} {
+		data := bytes.Repeat([]byte{byte(size), 1, 2, 3, 4}, size/5+1)[:size]
+		p := filepath.Join(dir, "f")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadFileInto(p, buf)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("size %d: ReadFileInto = %d bytes, %v", size, len(got), err)
+		}
+		if fits := size <= cap(buf); size > 0 && overlaps(got, buf[:cap(buf)]) != fits {
+			t.Fatalf("size %d, buffer of %d: read into the buffer %v, want %v", size, cap(buf), !fits, fits)
+		}
+	}
+	if _, err := ReadFileInto(filepath.Join(dir, "missing"), buf); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: %v, want ErrNotExist", err)
+	}
+}

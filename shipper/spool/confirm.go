@@ -43,21 +43,31 @@ func (s *Spool) Unconfirmed() []SealedSegment {
 	return s.pendingLocked(s.confirmedLocked())
 }
 
-// ReadSealed returns the bytes of a sealed segment. They may be shared
-// with other callers: do not modify them.
+// ReadSealed returns the bytes of a sealed segment, read from its file
+// (or its bundle) into a new slice.
 func (s *Spool) ReadSealed(name string) ([]byte, error) {
 	s.mu.Lock()
-	if s.newestData != nil && s.newest.Name == name {
-		data := s.newestData
-		s.mu.Unlock()
-		return data, nil
-	}
 	part, isPart := s.partLocked(name)
 	s.mu.Unlock()
 	if isPart {
 		return readPart(part.Bundle, part.Offset, part.Size)
 	}
 	return fsutil.ReadFileBounced(s.path("sealed", name))
+}
+
+// ReadSealedInto is ReadSealed reading a segment file into buf when it
+// fits (fsutil.ReadFileInto), for a caller that keeps buf from segment to
+// segment; the result aliases buf then, and the caller must not reuse
+// buf while it uses the result. A bundle part is read as ReadSealed reads
+// it. Either way the result is the caller's alone.
+func (s *Spool) ReadSealedInto(name string, buf []byte) ([]byte, error) {
+	s.mu.Lock()
+	_, isPart := s.partLocked(name)
+	s.mu.Unlock()
+	if isPart {
+		return s.ReadSealed(name)
+	}
+	return fsutil.ReadFileInto(s.path("sealed", name), buf)
 }
 
 // Confirm records that target holds every segment up to lastSeq. Segments
@@ -111,9 +121,6 @@ func (s *Spool) retireLocked() []string {
 			gone = append(gone, s.path("sealed", s.sealed[n].Name))
 		}
 		s.sealedBytes -= s.sealed[n].Size
-		if s.sealed[n].Name == s.newest.Name {
-			s.newestData = nil
-		}
 		n++
 	}
 	if n > 0 {

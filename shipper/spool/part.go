@@ -147,7 +147,7 @@ func (p *Part) Alone() {
 		var res sealResult
 		var err error
 		for {
-			res, err = s.writeSegment(job, p.Data, p.Meta, p.Hash)
+			res, err = s.writeSegment(job, [][]byte{p.Data}, p.Meta, p.Hash, true)
 			if err == nil || !isNoSpace(err) {
 				break
 			}
@@ -193,7 +193,7 @@ func (p *Part) Commit(path string, offset int64) {
 	s.mu.Lock()
 	st := s.state
 	st.SealedSeq, st.LastHash, st.Cursor, st.Segment = p.Meta.LastSeq, p.Hash, job.cursor, name
-	s.commitLocked(job, sealResult{state: st, seg: seg, meta: p.Meta, data: p.Data})
+	s.commitLocked(job, sealResult{state: st, seg: seg, meta: p.Meta})
 	s.sealing = nil
 	s.spare = job.b
 	s.notify()

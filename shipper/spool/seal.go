@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -157,7 +158,6 @@ type sealResult struct {
 	state spoolState
 	seg   SealedSegment
 	meta  batch.Meta
-	data  []byte
 }
 
 // seal runs on the sealer goroutine: it writes job's batch as a sealed
@@ -165,6 +165,9 @@ type sealResult struct {
 // the spool, which wakes every waiter.
 func (s *Spool) seal(job *sealJob) {
 	res, err := s.writeSealed(job)
+	// The segment was written from the Builder's buffers: give them back
+	// for the next batch's chunks now, not at the next hand-off.
+	job.b.Reset(s.cfg.Stream, s.cfg.Generation, "")
 	s.mu.Lock()
 	if err != nil {
 		s.fail(err)
@@ -212,7 +215,10 @@ func (s *Spool) writeSealed(job *sealJob) (sealResult, error) {
 		}
 	}
 	job.b.SetSourceCursor(job.cursor)
-	data, meta, err := job.b.Seal(s.cfg.Now())
+	// The segment is written from the Builder's own buffers, not copied
+	// into one fresh slice first (batch.Builder.SealPieces); they stay
+	// the Builder's until its next Reset, after this seal.
+	pieces, meta, err := job.b.SealPieces(s.cfg.Now())
 	if err != nil {
 		return sealResult{}, err
 	}
@@ -223,7 +229,7 @@ func (s *Spool) writeSealed(job *sealJob) (sealResult, error) {
 	wait := 100 * time.Millisecond
 	var lastLog time.Time
 	for {
-		res, err := s.writeSegment(job, data, meta, job.b.Hash())
+		res, err := s.writeSegment(job, pieces, meta, job.b.Hash(), job.b.PiecesFresh())
 		if err == nil || !isNoSpace(err) {
 			return res, err
 		}
@@ -243,20 +249,26 @@ func (s *Spool) writeSealed(job *sealJob) (sealResult, error) {
 	}
 }
 
-// writeSegment writes a sealed segment durably (see writeSealed). hash
-// is its batch.Hash, which the Builder computed while sealing it.
-func (s *Spool) writeSegment(job *sealJob, data []byte, meta batch.Meta, hash string) (sealResult, error) {
+// writeSegment writes a sealed segment, the concatenation of pieces,
+// durably (see writeSealed). hash is its batch.Hash, which the Builder
+// computed while sealing it. fresh says the pieces are freshly allocated
+// memory (writeSegmentFile).
+func (s *Spool) writeSegment(job *sealJob, pieces [][]byte, meta batch.Meta, hash string, fresh bool) (sealResult, error) {
 	name := meta.Name()
-	if err := s.writeSegmentFile(s.path("sealed", name), data); err != nil {
+	if err := s.writeSegmentFile(s.path("sealed", name), pieces, fresh); err != nil {
 		return sealResult{}, err
+	}
+	var size int64
+	for _, p := range pieces {
+		size += int64(len(p))
 	}
 	s.mu.Lock()
 	st := s.state
 	s.mu.Unlock()
 	st.SealedSeq, st.LastHash, st.Cursor, st.Segment = meta.LastSeq, hash, job.cursor, name
-	seg := SealedSegment{Name: name, FirstSeq: meta.FirstSeq, LastSeq: meta.LastSeq, Size: int64(len(data))}
-	s.log.Debug("sealed segment", "segment", name, "records", meta.Records, "bytes", len(data), "reason", job.reason)
-	return sealResult{state: st, seg: seg, meta: meta, data: data}, nil
+	seg := SealedSegment{Name: name, FirstSeq: meta.FirstSeq, LastSeq: meta.LastSeq, Size: size}
+	s.log.Debug("sealed segment", "segment", name, "records", meta.Records, "bytes", size, "reason", job.reason)
+	return sealResult{state: st, seg: seg, meta: meta}, nil
 }
 
 // commitLocked makes a written seal visible: Pending lists the segment,
@@ -265,7 +277,6 @@ func (s *Spool) writeSegment(job *sealJob, data []byte, meta batch.Meta, hash st
 func (s *Spool) commitLocked(job *sealJob, res sealResult) {
 	s.state = res.state
 	s.sealed = append(s.sealed, res.seg)
-	s.newest, s.newestData = res.seg, res.data
 	s.sealedBytes += res.seg.Size
 	s.stats.SegmentsOut++
 	s.stats.BytesSealed += res.seg.Size
@@ -278,13 +289,14 @@ func (s *Spool) commitLocked(job *sealJob, res sealResult) {
 	}
 }
 
-// writeSegmentFile writes data to path durably: file and directory entry
+// writeSegmentFile writes the concatenation of pieces to path durably:
+// file and directory entry
 // (with a Committer, through its group sync: Committer).
 // The name must be new (O_EXCL: a segment name is never overwritten). On
 // failure the file it created is removed: a full disk is retried from
 // scratch, and a failed fsync leaves nothing recovery could take for a
 // sealed segment.
-func (s *Spool) writeSegmentFile(path string, data []byte) error {
+func (s *Spool) writeSegmentFile(path string, pieces [][]byte, fresh bool) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("seal: %s exists already; a segment name is never overwritten (is another process using this spool?): %w", path, err)
@@ -297,9 +309,18 @@ func (s *Spool) writeSegmentFile(path string, data []byte) error {
 		os.Remove(path)
 		return err
 	}
-	// Through a long-lived buffer: data is fresh memory (fsutil.WriteBounced).
-	if _, err := fsutil.WriteBounced(func(p []byte) (int, error) { return s.cfg.WriteFile(f, p) }, data); err != nil {
-		return fail(fmt.Errorf("write %s: %w", path, err))
+	// Fresh memory goes through a long-lived buffer (fsutil.WriteBounced);
+	// a Builder's chunk buffers are long-lived already (batch's outPool).
+	for _, p := range pieces {
+		var err error
+		if fresh {
+			_, err = fsutil.WriteBounced(func(p []byte) (int, error) { return s.cfg.WriteFile(f, p) }, p)
+		} else {
+			err = writeFull(s.cfg.WriteFile, f, p)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("write %s: %w", path, err))
+		}
 	}
 	// The file and its directory entry are made durable together: by the
 	// Committer's next group sync, shared with the other spools' seals
@@ -471,4 +492,14 @@ func (s *Spool) adoptTemp(tmpName, name string) error {
 	}
 	s.log.Info("finished publishing a segment sealed before a crash", "segment", name)
 	return fsutil.SyncDir(s.path("sealed"))
+}
+
+// writeFull writes p to f with write, as os.File.Write does: all of it,
+// or an error (a short write without one is io.ErrShortWrite).
+func writeFull(write func(*os.File, []byte) (int, error), f *os.File, p []byte) error {
+	n, err := write(f, p)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	return err
 }

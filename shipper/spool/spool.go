@@ -155,11 +155,7 @@ type Spool struct {
 	state       spoolState
 	sealed      []SealedSegment
 	sealedBytes int64
-	// newest is the last segment sealed, kept in memory for the senders,
-	// which read it right away, until every target confirmed it.
-	newest     SealedSegment
-	newestData []byte
-	confirmed  map[string]uint64
+	confirmed   map[string]uint64
 	// stateSealed is the SealedSeq of state.json on disk: seals do not
 	// rewrite it, so confirmed segments after it stay in sealed/ (the
 	// newest of them is what recovery continues from) until SaveState
