@@ -126,7 +126,7 @@ make_input() {
 	local t0 t1 gen=(go run ./tests/bench/loggen)
 	input="$BENCH_DIR/input-$SIZE.log"
 	[[ $SEED == 1 ]] || input="$BENCH_DIR/input-$SIZE-seed$SEED.log"
-	if [[ -f $input && $(stat -c %s "$input") == "$size_bytes" ]]; then
+	if [[ -f $input && $(stat -L -c %s "$input") == "$size_bytes" ]]; then
 		echo "== input: reusing $input"
 		return 0
 	fi
