@@ -205,25 +205,54 @@ func listStore(ctx context.Context, tl store.TreeLister) ([]StreamSegments, []st
 	by := map[string]*StreamSegments{}
 	notStream := map[string]bool{} // first elements checked once, not per object
 	var bundles []store.Object
-	err := tl.ListTree(ctx, "", func(o store.Object) error {
-		stream, rest, ok := strings.Cut(o.Name, "/")
-		if ok && stream+"/" == catalog.BundlesDir {
+	stream := func(name string) *StreamSegments {
+		ss := by[name]
+		if ss == nil && !notStream[name] {
+			if batch.CheckStream(name) != nil {
+				notStream[name] = true
+				return nil
+			}
+			ss = &StreamSegments{Stream: name}
+			by[name] = ss
+		}
+		return ss
+	}
+	// The walk goes only where what it looks for is: the stream
+	// directories ("S/": a stream's segments are directly in it) and the
+	// bundles' ("_bundles/" and each writer's "_bundles/W/"). A stream's
+	// sub-directories (watermarks/, claims/, generations/, bundled/, ...)
+	// hold no segment: a directory store walking them stat'ed four
+	// directories per stream per poll instead of one, and read again
+	// those that changed (a watermark published) for nothing. That a
+	// stream has one still says the stream is there, as an object in it
+	// would (a stream whose only objects are bundle markers).
+	descend := func(sub string) bool {
+		first, rest, _ := strings.Cut(sub, "/")
+		rest = strings.TrimSuffix(rest, "/")
+		switch {
+		case first+"/" == catalog.BundlesDir:
+			return !strings.Contains(rest, "/")
+		case rest == "":
+			return batch.CheckStream(first) == nil
+		case !strings.Contains(rest, "/"):
+			stream(first)
+		}
+		return false
+	}
+	err := tl.ListTree(ctx, "", descend, func(o store.Object) error {
+		name, rest, ok := strings.Cut(o.Name, "/")
+		if ok && name+"/" == catalog.BundlesDir {
 			if _, _, isBundle := catalog.ParseBundleKey(o.Name); isBundle {
 				bundles = append(bundles, o)
 			}
 			return nil
 		}
-		if !ok || notStream[stream] {
+		if !ok {
 			return nil
 		}
-		ss := by[stream]
+		ss := stream(name)
 		if ss == nil {
-			if batch.CheckStream(stream) != nil {
-				notStream[stream] = true
-				return nil
-			}
-			ss = &StreamSegments{Stream: stream}
-			by[stream] = ss
+			return nil
 		}
 		if _, _, _, isSeg := batch.ParseSegmentName(rest); isSeg {
 			ss.Segments = append(ss.Segments, o)
