@@ -215,6 +215,10 @@ type Receiver struct {
 	published   uint64 // seq of the last published watermark
 	publishedAt time.Time
 	registered  bool
+	// publishedKey is the watermark object put last, once every other
+	// one under this id is known deleted: the next publish deletes it
+	// by name instead of listing (publish.go). "" until then.
+	publishedKey string
 
 	wake chan struct{} // Wake: look at the store now (buffered, 1)
 
