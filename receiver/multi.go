@@ -79,6 +79,11 @@ type MultiConfig struct {
 	// it), released that the stream was handed over (it is not opened
 	// again while another process holds it).
 	OnStop func(stream string, r *Receiver, err error, released bool)
+	// SyncGroup makes the streams' applied data and checkpoints durable
+	// with shared syncs (syncgroup.go). Default: NewSyncGroup(), which is
+	// nil (each stream fsyncs its own files) where syncfs(2) does not
+	// report write-back errors.
+	SyncGroup *SyncGroup
 	// OnGone, if set, is called when a stream whose receiver stopped on an
 	// error (OnStop with an error, waiting to be opened again) will not be
 	// opened again here: Claim stopped returning it (another process
@@ -180,6 +185,9 @@ func NewMulti(cfg MultiConfig, log *slog.Logger) (*Multi, error) {
 	if cfg.Retry <= 0 {
 		cfg.Retry = cfg.PollMax
 	}
+	if cfg.SyncGroup == nil {
+		cfg.SyncGroup = NewSyncGroup()
+	}
 	return &Multi{cfg: cfg, log: log, tl: tl, running: map[string]*streamRun{}, failed: map[string]time.Time{},
 		stopped: map[string]bool{}, logged: map[string]string{}}, nil
 }
@@ -277,6 +285,9 @@ func listStore(ctx context.Context, tl store.TreeLister) ([]StreamSegments, []st
 // streams. A stream whose receiver fails is logged and opened again after
 // Retry; it never stops the others.
 func (m *Multi) Run(ctx context.Context) error {
+	if g := m.cfg.SyncGroup; g != nil {
+		defer g.Close() // after every receiver stopped
+	}
 	defer m.stopAll()
 	poll := m.cfg.PollMin
 	var listFailed time.Time
@@ -474,6 +485,7 @@ func (m *Multi) start(ctx context.Context, stream string) {
 	// The Multi's listing feeds it; its own poll is only a safety net.
 	r.cfg.PollMin, r.cfg.PollMax = MultiPoll, MultiPoll
 	r.fedByLister = true
+	r.joinGroup(m.cfg.SyncGroup)
 	rctx, cancel := context.WithCancel(ctx)
 	sr := &streamRun{r: r, cancel: cancel, done: make(chan struct{}), offered: map[string]bool{}}
 	m.mu.Lock()
