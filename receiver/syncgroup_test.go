@@ -136,6 +136,7 @@ func TestMultiGroupsSyncs(t *testing.T) {
 	}
 	// Two syncs per bundle when all 20 streams meet in each; a loaded
 	// machine may split them. Alone they fsync 2 files each: 40.
+	t.Logf("%d bundles of %d parts: %d group syncs", bundles, n, calls-before)
 	if got := calls - before; got == 0 || got > 10*bundles {
 		t.Fatalf("%d bundles of %d parts made %d group syncs; want 2-%d (none: the streams fsync alone)", bundles, n, got, 10*bundles)
 	}
