@@ -382,6 +382,12 @@ func (c *checkpointFile) checkPlace() error {
 // slots, or a state without the file yet, rewrites the whole file
 // instead. Any error is final: the file is not written again.
 func (c *checkpointFile) Save(cp Checkpoint) error {
+	return c.saveWith(cp, nil)
+}
+
+// saveWith is Save with sync, if not nil, in place of the fdatasync of
+// the slot written (a SyncGroup's sync of the file system).
+func (c *checkpointFile) saveWith(cp Checkpoint, sync func() error) error {
 	if c.err != nil {
 		return c.err
 	}
@@ -406,7 +412,11 @@ func (c *checkpointFile) Save(cp Checkpoint) error {
 	if _, err := c.f.WriteAt(b, cpBlock+int64(next)*c.at.slotSize); err != nil {
 		return c.fail(fmt.Errorf("write checkpoint: %w", err))
 	}
-	if err := fdatasync(c.f); err != nil {
+	if sync != nil {
+		if err := sync(); err != nil {
+			return c.fail(fmt.Errorf("sync checkpoint %s: %w", c.path, err))
+		}
+	} else if err := fdatasync(c.f); err != nil {
 		return c.fail(fmt.Errorf("fdatasync checkpoint %s: %w", c.path, err))
 	}
 	c.at.cur, c.at.seq = next, c.at.seq+1

@@ -79,6 +79,11 @@ type MultiConfig struct {
 	// it), released that the stream was handed over (it is not opened
 	// again while another process holds it).
 	OnStop func(stream string, r *Receiver, err error, released bool)
+	// SyncGroup makes the streams' applied data and checkpoints durable
+	// with shared syncs (syncgroup.go). Default: NewSyncGroup(), which is
+	// nil (each stream fsyncs its own files) where syncfs(2) does not
+	// report write-back errors.
+	SyncGroup *SyncGroup
 	// OnGone, if set, is called when a stream whose receiver stopped on an
 	// error (OnStop with an error, waiting to be opened again) will not be
 	// opened again here: Claim stopped returning it (another process
@@ -180,6 +185,9 @@ func NewMulti(cfg MultiConfig, log *slog.Logger) (*Multi, error) {
 	if cfg.Retry <= 0 {
 		cfg.Retry = cfg.PollMax
 	}
+	if cfg.SyncGroup == nil {
+		cfg.SyncGroup = NewSyncGroup()
+	}
 	return &Multi{cfg: cfg, log: log, tl: tl, running: map[string]*streamRun{}, failed: map[string]time.Time{},
 		stopped: map[string]bool{}, logged: map[string]string{}}, nil
 }
@@ -205,25 +213,54 @@ func listStore(ctx context.Context, tl store.TreeLister) ([]StreamSegments, []st
 	by := map[string]*StreamSegments{}
 	notStream := map[string]bool{} // first elements checked once, not per object
 	var bundles []store.Object
-	err := tl.ListTree(ctx, "", func(o store.Object) error {
-		stream, rest, ok := strings.Cut(o.Name, "/")
-		if ok && stream+"/" == catalog.BundlesDir {
+	stream := func(name string) *StreamSegments {
+		ss := by[name]
+		if ss == nil && !notStream[name] {
+			if batch.CheckStream(name) != nil {
+				notStream[name] = true
+				return nil
+			}
+			ss = &StreamSegments{Stream: name}
+			by[name] = ss
+		}
+		return ss
+	}
+	// The walk goes only where what it looks for is: the stream
+	// directories ("S/": a stream's segments are directly in it) and the
+	// bundles' ("_bundles/" and each writer's "_bundles/W/"). A stream's
+	// sub-directories (watermarks/, claims/, generations/, bundled/, ...)
+	// hold no segment: a directory store walking them stat'ed four
+	// directories per stream per poll instead of one, and read again
+	// those that changed (a watermark published) for nothing. That a
+	// stream has one still says the stream is there, as an object in it
+	// would (a stream whose only objects are bundle markers).
+	descend := func(sub string) bool {
+		first, rest, _ := strings.Cut(sub, "/")
+		rest = strings.TrimSuffix(rest, "/")
+		switch {
+		case first+"/" == catalog.BundlesDir:
+			return !strings.Contains(rest, "/")
+		case rest == "":
+			return batch.CheckStream(first) == nil
+		case !strings.Contains(rest, "/"):
+			stream(first)
+		}
+		return false
+	}
+	err := tl.ListTree(ctx, "", descend, func(o store.Object) error {
+		name, rest, ok := strings.Cut(o.Name, "/")
+		if ok && name+"/" == catalog.BundlesDir {
 			if _, _, isBundle := catalog.ParseBundleKey(o.Name); isBundle {
 				bundles = append(bundles, o)
 			}
 			return nil
 		}
-		if !ok || notStream[stream] {
+		if !ok {
 			return nil
 		}
-		ss := by[stream]
+		ss := stream(name)
 		if ss == nil {
-			if batch.CheckStream(stream) != nil {
-				notStream[stream] = true
-				return nil
-			}
-			ss = &StreamSegments{Stream: stream}
-			by[stream] = ss
+			return nil
 		}
 		if _, _, _, isSeg := batch.ParseSegmentName(rest); isSeg {
 			ss.Segments = append(ss.Segments, o)
@@ -248,6 +285,9 @@ func listStore(ctx context.Context, tl store.TreeLister) ([]StreamSegments, []st
 // streams. A stream whose receiver fails is logged and opened again after
 // Retry; it never stops the others.
 func (m *Multi) Run(ctx context.Context) error {
+	if g := m.cfg.SyncGroup; g != nil {
+		defer g.Close() // after every receiver stopped
+	}
 	defer m.stopAll()
 	poll := m.cfg.PollMin
 	var listFailed time.Time
@@ -445,6 +485,7 @@ func (m *Multi) start(ctx context.Context, stream string) {
 	// The Multi's listing feeds it; its own poll is only a safety net.
 	r.cfg.PollMin, r.cfg.PollMax = MultiPoll, MultiPoll
 	r.fedByLister = true
+	r.joinGroup(m.cfg.SyncGroup)
 	rctx, cancel := context.WithCancel(ctx)
 	sr := &streamRun{r: r, cancel: cancel, done: make(chan struct{}), offered: map[string]bool{}}
 	m.mu.Lock()

@@ -44,7 +44,7 @@ func BenchmarkMultiStepIdle(b *testing.B) {
 // treeOf is a TreeLister of a fixed listing.
 type treeOf []store.Object
 
-func (t treeOf) ListTree(_ context.Context, _ string, fn func(store.Object) error) error {
+func (t treeOf) ListTree(_ context.Context, _ string, _ func(string) bool, fn func(store.Object) error) error {
 	for _, o := range t {
 		if err := fn(o); err != nil {
 			return err

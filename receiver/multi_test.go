@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/ferry-dr/ferry/receiver/apply"
 	"github.com/ferry-dr/ferry/receiver/receivertest"
 	"github.com/ferry-dr/ferry/store"
+	"github.com/ferry-dr/ferry/store/catalog"
 	"github.com/ferry-dr/ferry/store/dir"
 )
 
@@ -30,9 +32,9 @@ func (c *counting) List(ctx context.Context, d, after string, fn func(store.Obje
 	c.lists.Add(1)
 	return c.Store.List(ctx, d, after, fn)
 }
-func (c *counting) ListTree(ctx context.Context, d string, fn func(store.Object) error) error {
+func (c *counting) ListTree(ctx context.Context, d string, descend func(string) bool, fn func(store.Object) error) error {
 	c.trees.Add(1)
-	return c.Store.ListTree(ctx, d, fn)
+	return c.Store.ListTree(ctx, d, descend, fn)
 }
 func (c *counting) ListDirs(ctx context.Context, d string, fn func(string) error) error {
 	c.others.Add(1)
@@ -106,5 +108,53 @@ func TestMultiRequestsPerPollIdle(t *testing.T) {
 				t.Errorf("%d idle streams cost %d requests in %d polls: want one listing per poll", n, reqs, polls)
 			}
 		})
+	}
+}
+
+// seen records the objects a store's ListTree reports, before any filter
+// of the caller's.
+type seen struct {
+	*dir.Store
+	names []string
+}
+
+func (s *seen) ListTree(ctx context.Context, d string, descend func(string) bool, fn func(store.Object) error) error {
+	return s.Store.ListTree(ctx, d, descend, func(o store.Object) error {
+		s.names = append(s.names, o.Name)
+		return fn(o)
+	})
+}
+
+// The shared listing walks only the directories that can hold what it
+// looks for: each stream's own (its segments) and the bundles'. A
+// stream's sub-directories (watermarks, claims, generations, bundle
+// markers) hold no segment; a directory store walked and stat'ed them
+// at every poll, three of every four directories of a busy receiver. A
+// stream whose only objects are in them is still listed.
+func TestMultiListingSkipsStreamSubdirs(t *testing.T) {
+	raw, _ := receivertest.NewStore(t)
+	ctx := context.Background()
+	seg := receivertest.SealSeg(t, "s1", 1, 1, 3, batch.ZeroHash)
+	bundle := catalog.BundleKey("00000000000000b1", 1)
+	for _, name := range []string{batch.SegmentKey("s1", seg.Name), "s1/watermarks/r.id", "s1/watermarks/r/0000000000000003.json",
+		"s1/claims/x", "s1/generations/0000000001.json", "s1/bundled/00000000000000b1-1.json", bundle, "_fleet/dr/members/m1",
+		"s2/bundled/00000000000000b1-1.json"} {
+		if err := raw.Put(ctx, name, seg.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := &seen{Store: raw}
+	streams, err := receiver.ListStreams(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// s2's only object is a bundle marker: its directory still shows it.
+	if len(streams) != 2 || streams[0].Stream != "s1" || len(streams[0].Segments) != 1 || streams[1].Stream != "s2" || len(streams[1].Segments) != 0 {
+		t.Fatalf("ListStreams = %+v; want s1 with its one segment and s2 with none", streams)
+	}
+	want := []string{bundle, batch.SegmentKey("s1", seg.Name)}
+	slices.Sort(st.names)
+	if !slices.Equal(st.names, want) {
+		t.Fatalf("the store's walk reported %q; want only %q (the segment and the bundle)", st.names, want)
 	}
 }

@@ -62,8 +62,8 @@ func (h *hiding) List(ctx context.Context, d, after string, fn func(store.Object
 	})
 }
 
-func (h *hiding) ListTree(ctx context.Context, d string, fn func(store.Object) error) error {
-	return h.benchStore.ListTree(ctx, d, func(o store.Object) error {
+func (h *hiding) ListTree(ctx context.Context, d string, descend func(string) bool, fn func(store.Object) error) error {
+	return h.benchStore.ListTree(ctx, d, descend, func(o store.Object) error {
 		if !h.visible(o.Name) {
 			return nil
 		}

@@ -230,9 +230,9 @@ type missing struct {
 	trees atomic.Int64
 }
 
-func (m *missing) ListTree(ctx context.Context, d string, fn func(store.Object) error) error {
+func (m *missing) ListTree(ctx context.Context, d string, descend func(string) bool, fn func(store.Object) error) error {
 	defer m.trees.Add(1)
-	return m.reads.Store.ListTree(ctx, d, func(o store.Object) error {
+	return m.reads.Store.ListTree(ctx, d, descend, func(o store.Object) error {
 		m.mu.Lock()
 		skip := o.Name == m.key && m.times > 0
 		if skip {

@@ -54,13 +54,27 @@ func (r *Receiver) publish(ctx context.Context) {
 		return
 	}
 	r.published, r.publishedAt = cp.LastSeq, r.cfg.Now()
-	// Delete every other watermark, higher ones too: they were left by an
-	// earlier receiver under this id (its state since rebuilt), and a
-	// watermark above what is applied would let retention delete segments
-	// this receiver still needs.
-	if err := catalog.DeleteOtherWatermarks(ctx, r.cfg.Store, r.cfg.Stream, r.cfg.ReceiverID, name); err != nil {
-		r.log.Warn("cannot delete old watermarks", "store", r.cfg.Store.String(), "err", err)
+	prev := r.publishedKey
+	r.publishedKey = ""
+	if prev != "" && prev != name {
+		// The only other watermark is the one this receiver put last:
+		// deleted by its name, without listing the dir (a LIST per
+		// stream per publish, a third of a many-stream receiver's
+		// watermark requests).
+		err = r.cfg.Store.Delete(ctx, prev)
+	} else if prev == "" {
+		// Delete every other watermark, higher ones too: they were
+		// left by an earlier receiver under this id (its state since
+		// rebuilt), and a watermark above what is applied would let
+		// retention delete segments this receiver still needs. Once
+		// per run, and again after a delete failed.
+		err = catalog.DeleteOtherWatermarks(ctx, r.cfg.Store, r.cfg.Stream, r.cfg.ReceiverID, name)
 	}
+	if err != nil {
+		r.log.Warn("cannot delete old watermarks", "store", r.cfg.Store.String(), "err", err)
+		return
+	}
+	r.publishedKey = name
 }
 
 // maybePublish publishes at most every PublishEvery.

@@ -212,9 +212,19 @@ type Receiver struct {
 	fedByLister bool
 	listDue     bool // Run's poll came due: the next pass lists even if fed by offers
 
+	// group, if set, makes the applier's deferred writes and the
+	// checkpoint durable with syncs shared with other receivers, on the
+	// file systems dataFS and cpFS (syncgroup.go).
+	group        *SyncGroup
+	dataFS, cpFS *groupFS
+
 	published   uint64 // seq of the last published watermark
 	publishedAt time.Time
 	registered  bool
+	// publishedKey is the watermark object put last, once every other
+	// one under this id is known deleted: the next publish deletes it
+	// by name instead of listing (publish.go). "" until then.
+	publishedKey string
 
 	wake chan struct{} // Wake: look at the store now (buffered, 1)
 
@@ -687,9 +697,13 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 		return nil
 	}
 	ds, canHold := r.cfg.Applier.(SyncDeferrer)
-	hold := (more != nil || r.cfg.CheckpointDelay > 0) && canHold && !reached && r.cfg.Until == 0 && r.cfg.UntilTime.IsZero()
+	bounded := reached || r.cfg.Until != 0 || !r.cfg.UntilTime.IsZero()
+	hold := (more != nil || r.cfg.CheckpointDelay > 0) && canHold && !bounded
+	// In a sync group the apply never fsyncs itself: the group's sync
+	// does, before the checkpoint is written (commit).
+	deferred := hold || (r.group != nil && !bounded)
 	if canHold {
-		ds.DeferSync(hold)
+		ds.DeferSync(deferred)
 	}
 	if err := r.fence(); err != nil {
 		return fmt.Errorf("segment %s: %w", f.key, err)
@@ -729,7 +743,7 @@ func (r *Receiver) applyFetched(ctx context.Context, f *fetched, more func() boo
 	}
 	// A segment applied without fsync, with nothing ready after it, makes
 	// itself and the group before it durable now.
-	if err := r.commit(next, hold); err != nil {
+	if err := r.commit(next, deferred); err != nil {
 		return err
 	}
 	r.reached = reached
@@ -781,7 +795,7 @@ func (r *Receiver) commit(next Checkpoint, sync bool) error {
 	r.held, r.heldN, r.heldSince = nil, 0, time.Time{}
 	var err error
 	if sync {
-		err = r.cfg.Applier.(SyncDeferrer).Sync()
+		err = r.syncApplied()
 	}
 	if st, ok := r.cfg.Applier.(Stateful); ok && err == nil {
 		next.Applier, err = st.State()
@@ -790,7 +804,7 @@ func (r *Receiver) commit(next Checkpoint, sync bool) error {
 		err = r.fence()
 	}
 	if err == nil {
-		err = r.cpFile.Save(next)
+		err = r.saveCheckpoint(next)
 	}
 	if err != nil {
 		r.unsaved = fmt.Errorf("segments through %s were applied but not checkpointed (close and reopen the receiver to undo them): %w", next.Segment, err)

@@ -220,3 +220,66 @@ func TestReadWatermarksReportsDamage(t *testing.T) {
 		t.Fatalf("ReadWatermarks with a failing Get: %v; want the error", err)
 	}
 }
+
+// wmCounting counts the requests made of a receiver's watermark dir.
+type wmCounting struct {
+	store.Store
+	dir             string
+	lists, deletes  int
+	deleteFailsOnce bool
+}
+
+func (c *wmCounting) List(ctx context.Context, d, after string, fn func(store.Object) error) error {
+	if d == c.dir {
+		c.lists++
+	}
+	return c.Store.List(ctx, d, after, fn)
+}
+
+func (c *wmCounting) Delete(ctx context.Context, name string) error {
+	if strings.HasPrefix(name, c.dir) {
+		c.deletes++
+		if c.deleteFailsOnce {
+			c.deleteFailsOnce = false
+			return errors.New("injected delete failure")
+		}
+	}
+	return c.Store.Delete(ctx, name)
+}
+
+// A receiver lists its watermark dir once, at its first publish (to
+// delete what an earlier receiver under its id left); after that each
+// publish deletes the watermark it put last by name: a PUT and a DELETE,
+// not a PUT, a LIST and a DELETE. A delete that fails makes the next
+// publish list again, so no watermark is left behind.
+func TestWatermarkPublishListsOnce(t *testing.T) {
+	segs := receivertest.Chain(t, 6, 10)
+	raw, _ := receivertest.NewStore(t)
+	// An earlier receiver's watermark under the same id, above what is
+	// applied: the first publish must delete it.
+	if _, err := catalog.PutWatermark(t.Context(), raw, catalog.Watermark{Format: 1, Receiver: "dr-1", Stream: receivertest.Stream, AppliedSeq: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	st := &wmCounting{Store: raw, dir: catalog.WatermarkDir(receivertest.Stream, "dr-1")}
+	cfg := receivertest.Config(t, st, newRecorder(filepath.Join(t.TempDir(), "replica")))
+	cfg.ReceiverID = "dr-1"
+	r := receivertest.Open(t, cfg)
+	for i, s := range segs {
+		if i == 3 {
+			st.deleteFailsOnce = true
+		}
+		receivertest.Put(t, raw, s)
+		if err := receivertest.Run(t, r); err != nil {
+			t.Fatal(err)
+		}
+		objs := watermarkObjects(t, raw, "dr-1")
+		if want := catalog.WatermarkKey(receivertest.Stream, "dr-1", s.Meta.LastSeq); i != 3 && (len(objs) != 1 || objs[0] != want) {
+			t.Fatalf("after publish %d: watermark objects %v; want only %s", i+1, objs, want)
+		}
+	}
+	// Publish 1 lists (and deletes the stale one); 2-6 delete by name;
+	// the failed delete of publish 4 makes publish 5 list again.
+	if st.lists != 2 || st.deletes != 7 {
+		t.Fatalf("6 publishes made %d LISTs and %d DELETEs of the watermark dir; want 2 and 7", st.lists, st.deletes)
+	}
+}

@@ -13,5 +13,12 @@ type TreeLister interface {
 	// "directory" (the order across directories is the store's). If fn
 	// returns an error, ListTree stops and returns it. A missing dir lists
 	// nothing and returns nil.
-	ListTree(ctx context.Context, dir string, fn func(Object) error) error
+	//
+	// descend, if not nil, is asked of each sub-directory (its name ending
+	// in "/") before it is walked; one it refuses is not walked, so a
+	// directory store does not even stat it. A store that lists a prefix
+	// in one flat listing (S3) may still report objects under a refused
+	// directory: callers that must not see them filter. nil walks
+	// everything.
+	ListTree(ctx context.Context, dir string, descend func(sub string) bool, fn func(Object) error) error
 }

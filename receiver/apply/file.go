@@ -59,7 +59,7 @@ type tail struct{ from, end int64 }
 func (t tail) open() bool { return t.end > t.from }
 
 var (
-	_ receiver.SyncDeferrer   = (*File)(nil)
+	_ receiver.GroupSyncable  = (*File)(nil)
 	_ receiver.CatchUpChecker = (*File)(nil)
 )
 
@@ -269,6 +269,10 @@ func (a *File) Sync() error {
 	}
 	return nil
 }
+
+// SyncPath is the replica: every deferred write is to it, so a sync of
+// its file system makes them durable (receiver.SyncGroup).
+func (a *File) SyncPath() string { return a.Path }
 
 // State is the file size after the last Apply, and its inode.
 func (a *File) State() (json.RawMessage, error) {

@@ -120,7 +120,7 @@ func BenchmarkListTreeManyStreams(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		n := 0
-		if err := s.ListTree(b.Context(), "", func(store.Object) error { n++; return nil }); err != nil {
+		if err := s.ListTree(b.Context(), "", nil, func(store.Object) error { n++; return nil }); err != nil {
 			b.Fatal(err)
 		}
 		if n != 100*31 {
@@ -179,7 +179,7 @@ func BenchmarkListTree(b *testing.B) {
 				time.Sleep(200 * time.Millisecond)
 				b.StartTimer()
 				cpu0 := cpuTime()
-				if err := s.ListTree(b.Context(), "", func(store.Object) error { return nil }); err != nil {
+				if err := s.ListTree(b.Context(), "", nil, func(store.Object) error { return nil }); err != nil {
 					b.Fatal(err)
 				}
 				cpu += cpuTime() - cpu0

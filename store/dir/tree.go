@@ -34,20 +34,20 @@ var _ store.TreeLister = (*Store)(nil)
 //     once named, so its size and time are what they were.
 //
 // Other names are stat'ed at every read: swapped objects change in place
-// of their name.
-func (s *Store) ListTree(ctx context.Context, dir string, fn func(store.Object) error) error {
+// of their name. A sub-directory descend refuses is not stat'ed at all.
+func (s *Store) ListTree(ctx context.Context, dir string, descend func(sub string) bool, fn func(store.Object) error) error {
 	if err := store.CheckDir(dir); err != nil {
 		return fmt.Errorf("list: %w: %w", store.ErrPermanent, err)
 	}
 	gen := s.tree.begin()
-	if err := s.listTree(ctx, dir, gen, fn); err != nil {
+	if err := s.listTree(ctx, dir, gen, descend, fn); err != nil {
 		return err
 	}
 	s.tree.end(dir, gen)
 	return nil
 }
 
-func (s *Store) listTree(ctx context.Context, dir string, gen uint64, fn func(store.Object) error) error {
+func (s *Store) listTree(ctx context.Context, dir string, gen uint64, descend func(string) bool, fn func(store.Object) error) error {
 	d, err := s.readTreeDir(ctx, dir, gen)
 	if err != nil {
 		return err
@@ -64,7 +64,10 @@ func (s *Store) listTree(ctx context.Context, dir string, gen uint64, fn func(st
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := s.listTree(ctx, sub, gen, fn); err != nil {
+		if descend != nil && !descend(sub) {
+			continue
+		}
+		if err := s.listTree(ctx, sub, gen, descend, fn); err != nil {
 			return err
 		}
 	}

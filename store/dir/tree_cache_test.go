@@ -31,7 +31,7 @@ func listed(t *testing.T, s *Store) map[string]int64 {
 	t.Helper()
 	out := map[string]int64{}
 	var names []string
-	if err := s.ListTree(t.Context(), "", func(o store.Object) error {
+	if err := s.ListTree(t.Context(), "", nil, func(o store.Object) error {
 		out[o.Name] = o.Size
 		names = append(names, o.Name)
 		return nil
@@ -170,5 +170,38 @@ func TestListTreeSeesChanges(t *testing.T) {
 	want = []string{seg2, "s/generations/g1", "t/" + batch.SegmentName(1, 6, 9)}
 	if got := names(); !slices.Equal(got, want) {
 		t.Fatalf("after t/ was made again: listed %v, want %v", got, want)
+	}
+}
+
+// A sub-directory descend refuses is not walked: none of its objects is
+// reported, at any depth, and descend is not asked of what is below it;
+// a directory it accepts is walked as ever.
+func TestListTreeDescend(t *testing.T) {
+	s, root := treeStore(t)
+	for _, name := range []string{"top", "a/x", "a/skip/y", "a/skip/deeper/z", "b/w", "skip/v"} {
+		writeFile(t, root, name, 1)
+	}
+	var asked, got []string
+	err := s.ListTree(t.Context(), "", func(sub string) bool {
+		asked = append(asked, sub)
+		return filepath.Base(sub) != "skip"
+	}, func(o store.Object) error {
+		got = append(got, o.Name)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	slices.Sort(asked)
+	if want := []string{"a/x", "b/w", "top"}; !slices.Equal(got, want) {
+		t.Errorf("listed %q; want %q", got, want)
+	}
+	if want := []string{"a/", "a/skip/", "b/", "skip/"}; !slices.Equal(asked, want) {
+		t.Errorf("descend asked of %q; want %q", asked, want)
+	}
+	// The cache of a full listing is not confused by the pruned one.
+	if all := listed(t, s); len(all) != 6 {
+		t.Errorf("a full listing after a pruned one: %v; want all 6 objects", all)
 	}
 }

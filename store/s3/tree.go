@@ -13,8 +13,9 @@ import (
 var _ store.TreeLister = (*Store)(nil)
 
 // ListTree lists every object under dir at any depth: one ListObjectsV2
-// request per 1,000 keys.
-func (s *Store) ListTree(ctx context.Context, dir string, fn func(store.Object) error) error {
+// request per 1,000 keys. It lists the prefix flat, so descend saves no
+// request: objects under a directory it refuses are reported too.
+func (s *Store) ListTree(ctx context.Context, dir string, _ func(sub string) bool, fn func(store.Object) error) error {
 	if err := store.CheckDir(dir); err != nil {
 		return fmt.Errorf("s3 list: %w: %w", err, store.ErrPermanent)
 	}

@@ -39,7 +39,7 @@ func TestListTreeForeignKeys(t *testing.T) {
 		}
 	}
 	var got []string
-	if err := s.ListTree(ctx, "", func(o store.Object) error {
+	if err := s.ListTree(ctx, "", nil, func(o store.Object) error {
 		got = append(got, o.Name)
 		return nil
 	}); err != nil {

@@ -38,7 +38,7 @@ func listTree(t *testing.T, tl store.TreeLister, dir string) []string {
 	t.Helper()
 	var names []string
 	last := map[string]string{} // directory: its last name seen
-	err := tl.ListTree(t.Context(), dir, func(o store.Object) error {
+	err := tl.ListTree(t.Context(), dir, nil, func(o store.Object) error {
 		d := path.Dir(o.Name)
 		if prev, ok := last[d]; ok && o.Name <= prev {
 			t.Errorf("ListTree(%q): %q after %q in one directory", dir, o.Name, prev)
@@ -87,7 +87,7 @@ func testListTreeStop(t *testing.T, tl store.TreeLister, s store.Store) {
 	}
 	errStop := errors.New("stop here")
 	n := 0
-	err := tl.ListTree(t.Context(), "", func(store.Object) error {
+	err := tl.ListTree(t.Context(), "", nil, func(store.Object) error {
 		if n++; n == 2 {
 			return errStop
 		}
@@ -100,7 +100,7 @@ func testListTreeStop(t *testing.T, tl store.TreeLister, s store.Store) {
 
 func testListTreeInvalidDir(t *testing.T, tl store.TreeLister, _ store.Store) {
 	for _, dir := range []string{"s", "../", "/s/", "s//", "a/../"} {
-		err := tl.ListTree(t.Context(), dir, func(o store.Object) error {
+		err := tl.ListTree(t.Context(), dir, nil, func(o store.Object) error {
 			t.Errorf("ListTree(%q) reported %q", dir, o.Name)
 			return nil
 		})

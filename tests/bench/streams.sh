@@ -398,7 +398,8 @@ if ((S3 == 1)); then
 	# page per 1,000 keys, every poll_min 0.2 s to poll_max 5 s; per
 	# segment a GET and at most one LIST of generations/; per stream a
 	# LIST when it opens, a PUT registering its watermark, and a watermark
-	# PUT + LIST + DELETE at most every 10 s). The receiver's span starts
+	# PUT + DELETE at most every 10 s, and a LIST of its watermark dir at
+	# its first publish). The receiver's span starts
 	# with its streams not open yet: their opens are in it.
 	for row in many one; do
 		echo "s3 requests since start, $row: ship ${kinds[$row.ship]}; recv ${kinds[$row.recv]:-}"
@@ -407,7 +408,7 @@ if ((S3 == 1)); then
 			ship = (3 * g + n * ceil10) * 60 / w
 			pages = int((g + 3 * n) / 1000) + 1
 			lo = (2 * g + (w / 5) * 1) * 60 / w
-			hi = (2 * g + 2 * n + 3 * n * ceil10 + (w / 0.2) * pages) * 60 / w
+			hi = (2 * g + 3 * n + 2 * n * ceil10 + (w / 0.2) * pages) * 60 / w
 			printf "requests vs the model, %s: shipper %d/min, model %.0f/min: %s", row, qs, ship, (qs <= ship * 1.1 ? "OK" : "MISSED (over the model)")
 			if (qr != "") printf "; receiver %d/min, model %.0f-%.0f/min: %s", qr, lo, hi, (qr <= hi ? "OK" : "MISSED (over the model)")
 			printf "\n"
