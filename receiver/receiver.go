@@ -510,18 +510,66 @@ func (r *Receiver) Run(ctx context.Context) (err error) {
 			// its longest) is only a safety net.
 			poll = r.cfg.PollMax
 		}
+		switch r.wait(ctx, poll, due) {
+		case waitDone:
+			return nil
+		case waitWoken:
+			poll = r.cfg.PollMin
+		case waitPolled:
+			r.listDue = true
+			poll = min(2*poll, r.cfg.PollMax)
+		}
+	}
+}
+
+// What ended a wait (Receiver.wait).
+const (
+	waitDone   = iota // ctx ended
+	waitWoken         // a wake-up: an offer or a new segment
+	waitDue           // a held group to flush
+	waitPolled        // the poll: a listing is due
+)
+
+// wait waits for the next pass: a wake-up, due or the poll. Meanwhile it
+// publishes a watermark that moved but was held back by PublishEvery, at
+// the end of that period: otherwise the last segments of a burst would
+// stay unpublished until something more was applied, and a shipper
+// waiting for ack "applied" through the store would wait for them.
+func (r *Receiver) wait(ctx context.Context, poll time.Duration, due <-chan time.Time) int {
+	pollT := time.NewTimer(poll)
+	defer pollT.Stop()
+	for {
+		var pubT *time.Timer
+		var pub <-chan time.Time
+		if r.cfg.ReceiverID != "" && r.Checkpoint().LastSeq != r.published {
+			pubT = time.NewTimer(max(r.cfg.PublishEvery-r.cfg.Now().Sub(r.publishedAt), 0))
+			pub = pubT.C
+		}
+		stop := func() {
+			if pubT != nil {
+				pubT.Stop()
+			}
+		}
 		select {
 		case <-ctx.Done():
-			return nil
+			stop()
+			return waitDone
 		case <-r.wake:
-			poll = r.cfg.PollMin
-			continue
+			stop()
+			return waitWoken
 		case <-due:
-			continue
-		case <-time.After(poll):
-			r.listDue = true
+			stop()
+			return waitDue
+		case <-pollT.C:
+			stop()
+			return waitPolled
+		case <-pub:
+			r.publish(ctx)
+			if r.Checkpoint().LastSeq != r.published {
+				// Failed (logged): the next try waits a whole period.
+				r.publishedAt = r.cfg.Now()
+			}
 		}
-		poll = min(2*poll, r.cfg.PollMax)
 	}
 }
 

@@ -3,11 +3,14 @@ package receiver_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/internal/ferrytest"
 	"github.com/ferry-dr/ferry/receiver"
@@ -282,4 +285,58 @@ func TestWatermarkPublishListsOnce(t *testing.T) {
 	if st.lists != 2 || st.deletes != 7 {
 		t.Fatalf("6 publishes made %d LISTs and %d DELETEs of the watermark dir; want 2 and 7", st.lists, st.deletes)
 	}
+}
+
+// The last segment of a burst, applied within PublishEvery of the
+// previous publish, is published at the end of that period even though
+// nothing more comes: a shipper waiting for ack "applied" through the
+// store reads it there. (Published only after the next apply, it waited
+// for a segment that might never come.)
+func TestWatermarkOfABurstsLastSegmentPublished(t *testing.T) {
+	segs := receivertest.Chain(t, 2, 10)
+	st, _ := receivertest.NewStore(t)
+	cfg := receivertest.Config(t, st, newRecorder(filepath.Join(t.TempDir(), "replica")))
+	cfg.ReceiverID = "dr-1"
+	cfg.Once = false
+	cfg.PublishEvery = time.Second
+	// The receiver's clock moves only when the test moves it: whatever
+	// the machine's load, the second segment is applied "within
+	// PublishEvery" of the first publish, and the period ends with
+	// nothing applied after it.
+	base := time.Now()
+	var ahead atomic.Int64
+	cfg.Now = func() time.Time { return base.Add(time.Duration(ahead.Load())) }
+	r := receivertest.Open(t, cfg)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	applied := func(seq uint64) func() (bool, string) {
+		return func() (bool, string) {
+			ws, err := catalog.ReadWatermarks(t.Context(), st, receivertest.Stream)
+			if err != nil {
+				return false, err.Error()
+			}
+			if len(ws) != 1 || ws[0].AppliedSeq != seq {
+				return false, fmt.Sprintf("watermarks %+v, want dr-1 at seq %d", ws, seq)
+			}
+			return true, ""
+		}
+	}
+	receivertest.Put(t, st, segs[0])
+	ferrytest.Eventually(t, 10*time.Second, "the first segment's watermark", applied(segs[0].Meta.LastSeq))
+	receivertest.Put(t, st, segs[1])
+	ferrytest.Eventually(t, 10*time.Second, "the second segment applied", func() (bool, string) {
+		return r.Checkpoint().LastSeq == segs[1].Meta.LastSeq, fmt.Sprint(r.Checkpoint())
+	})
+	if ok, why := applied(segs[0].Meta.LastSeq)(); !ok {
+		t.Fatalf("published before PublishEvery passed: %s", why)
+	}
+	ahead.Store(int64(cfg.PublishEvery))
+	ferrytest.Eventually(t, 5*cfg.PublishEvery, "the second segment's watermark, with nothing applied after it", applied(segs[1].Meta.LastSeq))
 }
