@@ -98,17 +98,15 @@ func (s *Shipper) readFence(ctx context.Context, ht *histTarget) error {
 }
 
 // watchHistory looks at ht's history every interval in which no send
-// round did (the first time sooner, firstRound), so a shipper with
-// nothing to send still learns that it was fenced, stops, and gives up
-// its writer lease to the promoted site. Errors are logged and the next
-// look tries again; a halt ends it.
+// round did, so a shipper with nothing to send still learns that it was
+// fenced, stops, and gives up its writer lease to the promoted site.
+// Errors are logged and the next look tries again; a halt ends it.
 func (s *Shipper) watchHistory(ctx context.Context, ht *histTarget, every time.Duration) error {
 	log := s.log.With("store", ht.t.Store.String())
 	var lastLog time.Time
-	due := firstRound(every)
 	for {
 		s.mu.Lock()
-		wait := due - time.Since(ht.checked)
+		wait := every - time.Since(ht.checked)
 		s.mu.Unlock()
 		if wait <= 0 {
 			err := s.readFence(ctx, ht)
@@ -121,7 +119,7 @@ func (s *Shipper) watchHistory(ctx context.Context, ht *histTarget, every time.D
 				lastLog = time.Now()
 				log.LogAttrs(ctx, slog.LevelWarn, "read the stream's generation history", slog.Any("err", err))
 			}
-			due, wait = every, every
+			wait = every
 		}
 		select {
 		case <-ctx.Done():

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -359,24 +358,10 @@ func (l *lease) release(ctx context.Context) error {
 	return err
 }
 
-// firstRound is when the first of a periodic check (a lease renewal, an
-// idle look at the history) that is due every interval is made: at a
-// random point in the second half of the interval. The streams of a ship
-// with [[streams]] take their leases together; renewed every interval
-// from then, 100 leases made a burst of 100 conditional PUTs (and 100
-// LISTs of their histories) every 10 s, each burst opening a connection
-// per request beyond the 16 the S3 transport keeps idle. Spread once,
-// they stay spread: each later round comes every interval from the last.
-// Earlier is never less safe: a lease renewed sooner expires later.
-func firstRound(interval time.Duration) time.Duration {
-	return interval/2 + mrand.N(interval/2+1)
-}
-
-// leaseLoop renews l every TTL/3 (the first time sooner, firstRound)
-// until ctx ends. A failed renewal is retried under the retry policy, its
-// waits capped at TTL/3; until one succeeds, no segment goes to the
-// target once the lease may have expired (ensure). A lease taken by
-// another shipper halts the shipper.
+// leaseLoop renews l every TTL/3 until ctx ends. A failed renewal is
+// retried under the retry policy, its waits capped at TTL/3; until one
+// succeeds, no segment goes to the target once the lease may have expired
+// (ensure). A lease taken by another shipper halts the shipper.
 func (s *Shipper) leaseLoop(ctx context.Context, l *lease) error {
 	every := l.ttl / 3
 	p := s.retry
@@ -384,17 +369,15 @@ func (s *Shipper) leaseLoop(ctx context.Context, l *lease) error {
 		p.Max = every
 	}
 	log := s.log.With("store", l.target.Store.String())
-	due := firstRound(every)
 	for {
 		// ensure may have renewed it meanwhile: wait for the renewal due.
-		for wait := time.Until(l.renewedAt().Add(due)); wait > 0; wait = time.Until(l.renewedAt().Add(due)) {
+		for wait := time.Until(l.renewedAt().Add(every)); wait > 0; wait = time.Until(l.renewedAt().Add(every)) {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-time.After(wait):
 			}
 		}
-		due = every
 		err := store.Retry(ctx, p, log, "renew writer lease "+l.key, l.renew)
 		switch {
 		case ctx.Err() != nil:
