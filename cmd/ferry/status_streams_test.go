@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -60,5 +61,22 @@ func TestStreamsStatusNewerWins(t *testing.T) {
 	}
 	if _, err := readShipStatus(dir, time.Now()); err == nil || !strings.Contains(err.Error(), streamsStatusFile) {
 		t.Errorf("damaged shared file: %v, want an error naming it", err)
+	}
+	// A FIFO nobody writes is refused at once, naming it, not waited on.
+	if err := os.Remove(filepath.Join(root, streamsStatusFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(root, streamsStatusFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := readShipStatus(dir, time.Now()); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), streamsStatusFile) {
+			t.Errorf("shared file as a FIFO: %v, want an error naming it", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("reading a FIFO as the shared status file hung")
 	}
 }
