@@ -34,12 +34,14 @@ const goneAfter = 5 * time.Second
 
 // streamJournalRotate and streamStateEvery are each stream's spool's
 // JournalRotate and StateEvery (spool.Config), and streamStatusEvery how
-// often each stream rewrites its status.json: 100 streams at max_age 2 s
-// seal 50 segments a second, and a journal file created and removed per
-// seal, state.json and status.json rewritten per stream every second,
-// were most of the files the ship created. Confirmed segments wait in the
+// often the ship rewrites streams-status.json, the status of all its
+// streams (status_streams.go): 100 streams at max_age 2 s seal 50
+// segments a second, and a journal file created and removed per seal,
+// state.json and status.json rewritten per stream every second, were
+// most of the files the ship created. Confirmed segments wait in the
 // spool for state.json up to streamStateEvery; ferry status --spool shows
-// a stream as it was up to streamStatusEvery ago.
+// a stream as it was up to streamStatusEvery ago (it calls a status
+// older than 10 x statusEvery stale).
 const (
 	streamJournalRotate = 1 << 20
 	streamStateEvery    = 10 * time.Second
@@ -111,6 +113,16 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 	// Each stream publishes its status in its spool (ferry status --spool
 	// SPOOL/NAME), and its metrics, while it runs: ended[name] stops both
 	// (a failed stream's metrics stay: its failure stops the ship).
+	// One writer for every stream's status: streams-status.json in the
+	// spool root (status_streams.go).
+	if err := os.MkdirAll(sc.Spool, 0o755); err != nil {
+		return err
+	}
+	status := newStreamsStatus(sc.Spool, streamStatusEvery)
+	statusCtx, stopStatus := context.WithCancel(context.Background())
+	statusDone := make(chan struct{})
+	go func() { status.run(statusCtx); close(statusDone) }()
+	defer func() { stopStatus(); <-statusDone }()
 	var endedMu sync.Mutex
 	ended := map[string]func(failed bool){}
 	tables := make([]multi.Table, len(cfg.Streams))
@@ -162,16 +174,14 @@ func runShipStreams(cfg *config.File, log *slog.Logger, stderr io.Writer) error 
 			if reg != nil {
 				unwatch = reg.WatchShipper(sh, name, metrics.Health{MaxLag: time.Duration(cfg.HealthMaxLag)})
 			}
-			statusCtx, stopStatus := context.WithCancel(context.Background())
-			statusDone := make(chan struct{})
-			go func() {
-				statusLoop(statusCtx, sh, name, sh.Generation(), sc.Ack, c.Ship.Spool, tailPath(c.Ship.Source), enc, streamStatusEvery)
-				close(statusDone)
-			}()
+			gen, spoolDir, tailFile := sh.Generation(), c.Ship.Spool, tailPath(c.Ship.Source)
+			snap := func(now time.Time) shipStatus {
+				return snapshotShip(sh, name, gen, sc.Ack, spoolDir, tailFile, enc, now)
+			}
+			status.add(name, snap)
 			endedMu.Lock()
 			ended[name] = func(failed bool) {
-				stopStatus()
-				<-statusDone
+				status.remove(name, spoolDir, snap)
 				if !failed {
 					unwatch()
 				}

@@ -390,6 +390,14 @@ func readShipStatus(dir string, now time.Time) (shipStatus, error) {
 	default:
 		return s, err
 	}
+	// A stream of a ship with [[streams]] publishes in the spool root's
+	// streams-status.json while it runs, and in its own status.json when
+	// it stops: the newer says how it stands.
+	if shared, ok, err := readStreamsEntry(dir); err != nil {
+		return s, err
+	} else if ok && shared.UpdatedAt.After(s.UpdatedAt) {
+		s = shared
+	}
 	var st struct {
 		Stream     string `json:"stream"`
 		Generation uint32 `json:"generation"`

@@ -60,7 +60,8 @@ func (r *tailRig) ship(extra ...string) *ferrytest.Process {
 }
 
 // waitRead waits until the shipper p has accepted records through seq
-// (SPOOL/status.json, rewritten every second).
+// (SPOOL/status.json, rewritten every second; for a stream of a ship with
+// [[streams]], its entry in the spool root's streams-status.json).
 func (r *tailRig) waitRead(p *ferrytest.Process, seq uint64) {
 	r.t.Helper()
 	ferrytest.Eventually(r.t, 60*time.Second, fmt.Sprintf("shipper read through seq %d", seq), func() (bool, string) {
@@ -73,17 +74,20 @@ func (r *tailRig) waitRead(p *ferrytest.Process, seq uint64) {
 }
 
 func (r *tailRig) statusSeq() uint64 {
-	data, err := os.ReadFile(filepath.Join(r.spool, "status.json"))
-	if err != nil {
-		return 0
-	}
-	var st struct {
+	type status struct {
 		LastSeq uint64 `json:"last_seq"`
 	}
-	if json.Unmarshal(data, &st) != nil {
-		return 0
+	var own status
+	if data, err := os.ReadFile(filepath.Join(r.spool, "status.json")); err == nil {
+		json.Unmarshal(data, &own)
 	}
-	return st.LastSeq
+	var shared struct {
+		Streams map[string]status `json:"streams"`
+	}
+	if data, err := os.ReadFile(filepath.Join(filepath.Dir(r.spool), "streams-status.json")); err == nil {
+		json.Unmarshal(data, &shared)
+	}
+	return max(own.LastSeq, shared.Streams[filepath.Base(r.spool)].LastSeq)
 }
 
 // sealedThrough is the last seq of the newest segment in the spool or the
