@@ -220,6 +220,10 @@ type Receiver struct {
 
 	published   uint64 // seq of the last published watermark
 	publishedAt time.Time
+	// runFrom is the checkpoint's seq when Run started: what this run
+	// applied past it and did not publish yet is published within
+	// PublishEvery (wait), what it found applied only when it ends.
+	runFrom uint64
 	registered  bool
 	// publishedKey is the watermark object put last, once every other
 	// one under this id is known deleted: the next publish deletes it
@@ -462,6 +466,7 @@ func (r *Receiver) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer r.publish(context.WithoutCancel(ctx))
+	r.runFrom = r.Checkpoint().LastSeq
 	poll := r.cfg.PollMin
 	for {
 		n, gap, err := r.pass(ctx)
@@ -541,7 +546,7 @@ func (r *Receiver) wait(ctx context.Context, poll time.Duration, due <-chan time
 	for {
 		var pubT *time.Timer
 		var pub <-chan time.Time
-		if r.cfg.ReceiverID != "" && r.Checkpoint().LastSeq != r.published {
+		if seq := r.Checkpoint().LastSeq; r.cfg.ReceiverID != "" && seq != r.published && seq != r.runFrom {
 			pubT = time.NewTimer(max(r.cfg.PublishEvery-r.cfg.Now().Sub(r.publishedAt), 0))
 			pub = pubT.C
 		}
