@@ -223,8 +223,8 @@ type Receiver struct {
 	// runFrom is the checkpoint's seq when Run started: what this run
 	// applied past it and did not publish yet is published within
 	// PublishEvery (wait), what it found applied only when it ends.
-	runFrom uint64
-	registered  bool
+	runFrom    uint64
+	registered bool
 	// publishedKey is the watermark object put last, once every other
 	// one under this id is known deleted: the next publish deletes it
 	// by name instead of listing (publish.go). "" until then.
