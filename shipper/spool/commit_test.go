@@ -2,6 +2,7 @@ package spool
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -363,4 +364,184 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestGroupCommitStateSharesSync: with a Committer that takes seals,
+// SaveState makes state.json durable through two group syncs (its temp
+// file, then the rename) instead of fsyncs of its own, and lets the
+// confirmed segments it covers go only after the second: at every sync,
+// what a power loss would keep of state.json is a state a sync made
+// durable, and no segment past it is gone.
+func TestGroupCommitStateSharesSync(t *testing.T) {
+	c := NewCommitter(time.Hour)
+	c.SealSync = true
+	c.SealWait = time.Millisecond
+	cfg := spoolConfig(t)
+	cfg.Committer = c
+	cfg.StateEvery = time.Nanosecond
+	var ownSyncs atomic.Int32
+	cfg.SyncFile = func(f *os.File) error {
+		if strings.HasSuffix(f.Name(), ".state.json.tmp") {
+			ownSyncs.Add(1)
+		}
+		return f.Sync()
+	}
+	readSealed := func(raw []byte) uint64 {
+		var st spoolState
+		if err := json.Unmarshal(raw, &st); err != nil {
+			t.Errorf("state.json: %v", err)
+		}
+		return st.SealedSeq
+	}
+	var mu sync.Mutex
+	var (
+		durable   = map[string]bool{} // state.json contents a sync made durable
+		tmpSynced []byte              // the temp file a sync covered
+		lastSeq   = map[string]uint64{}
+		syncs     int
+		tmpSyncs  int
+		stateSeq  uint64 // sealed_seq of the state.json the last sync made durable
+	)
+	check := func(when string) {
+		raw, err := os.ReadFile(filepath.Join(cfg.Dir, "state.json"))
+		if err != nil {
+			t.Errorf("%s: %v", when, err)
+			return
+		}
+		if !durable[string(raw)] {
+			t.Errorf("%s: state.json %s was renamed into place before a sync made its content durable", when, raw)
+		}
+		ents, _ := os.ReadDir(filepath.Join(cfg.Dir, "sealed"))
+		have := map[string]bool{}
+		for _, e := range ents {
+			have[e.Name()] = true
+		}
+		for name, last := range lastSeq {
+			if !have[name] && last > stateSeq {
+				t.Errorf("%s: segment %s (through seq %d) removed, but the durable state.json covers only seq %d", when, name, last, stateSeq)
+			}
+		}
+	}
+	c.Sync = func(fs *os.File, files []*os.File) error {
+		mu.Lock()
+		defer mu.Unlock()
+		check(fmt.Sprintf("before group sync %d", syncs+1))
+		for _, f := range files {
+			if strings.HasSuffix(f.Name(), ".state.json.tmp") {
+				tmpSyncs++
+				tmpSynced, _ = os.ReadFile(f.Name())
+			}
+		}
+		if err := syncFS(fs, files); err != nil {
+			return err
+		}
+		syncs++
+		durable[string(tmpSynced)] = true
+		if raw, err := os.ReadFile(filepath.Join(cfg.Dir, "state.json")); err == nil && durable[string(raw)] {
+			stateSeq = readSealed(raw) // the rename is durable now
+		}
+		return nil
+	}
+	// Open writes the first state.json before the Committer runs.
+	sp := openSpool(t, cfg, "t")
+	raw, err := os.ReadFile(filepath.Join(cfg.Dir, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	durable[string(raw)] = true
+	mu.Unlock()
+	runCommitter(t, c)
+	ownSyncs.Store(0)
+	for i := range 3 {
+		appendRecs(t, sp, batchtest.Records(fmt.Sprint("r", i), 2), "")
+		if err := sp.Seal("test"); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		for _, seg := range sp.Pending(0) {
+			lastSeq[seg.Name] = seg.LastSeq
+		}
+		mu.Unlock()
+		sp.Confirm("t", uint64(2*(i+1)))
+	}
+	if got := sealedFiles(t, cfg.Dir); len(got) != 0 {
+		t.Errorf("sealed after confirming everything with StateEvery 1ns: %v, want none", batchtest.SeqRanges(got))
+	}
+	mu.Lock()
+	check("at the end")
+	if tmpSyncs < 3 || stateSeq != 6 {
+		t.Errorf("%d group syncs covered state.json's temp file, the durable state.json is at seq %d; want 3 or more, and 6", tmpSyncs, stateSeq)
+	}
+	mu.Unlock()
+	if n := ownSyncs.Load(); n != 0 {
+		t.Errorf("%d fsyncs of state.json's temp file by the spool; want none (the group syncs cover it)", n)
+	}
+}
+
+// TestGroupCommitStateSyncFailure: a failed group sync covering
+// state.json's temp file fails the spool, naming the file, and keeps the
+// confirmed segments.
+func TestGroupCommitStateSyncFailure(t *testing.T) {
+	c := NewCommitter(time.Hour)
+	c.SealSync = true
+	c.SealWait = time.Millisecond
+	boom := errors.New("EIO from write-back")
+	c.Sync = func(fs *os.File, files []*os.File) error {
+		for _, f := range files {
+			if strings.HasSuffix(f.Name(), ".state.json.tmp") {
+				return boom
+			}
+		}
+		return syncFS(fs, files)
+	}
+	cfg := spoolConfig(t)
+	cfg.Committer = c
+	cfg.StateEvery = time.Nanosecond
+	sp := openSpool(t, cfg, "t")
+	runCommitter(t, c)
+	appendRecs(t, sp, batchtest.Records("a", 2), "")
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	sp.Confirm("t", 2)
+	err := sp.Err()
+	if !errors.Is(err, boom) || !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), ".state.json.tmp") {
+		t.Fatalf("spool error after a failed group sync of state.json: %v; want the sync's error naming .state.json.tmp, failing the spool", err)
+	}
+	if got := sealedFiles(t, cfg.Dir); len(got) != 1 {
+		t.Errorf("sealed after the failed state.json sync: %v, want the confirmed segment kept", batchtest.SeqRanges(got))
+	}
+}
+
+// TestStateFsyncsWithoutSharedSyncs: where the Committer does not take
+// seals (syncfs without write-back errors, before Linux 5.8), SaveState
+// fsyncs state.json's temp file itself.
+func TestStateFsyncsWithoutSharedSyncs(t *testing.T) {
+	c := NewCommitter(time.Hour)
+	c.SealSync = false
+	var own atomic.Int32
+	cfg := spoolConfig(t)
+	cfg.Committer = c
+	cfg.StateEvery = time.Nanosecond
+	cfg.SyncFile = func(f *os.File) error {
+		if strings.HasSuffix(f.Name(), ".state.json.tmp") {
+			own.Add(1)
+		}
+		return f.Sync()
+	}
+	sp := openSpool(t, cfg, "t")
+	runCommitter(t, c)
+	own.Store(0)
+	appendRecs(t, sp, batchtest.Records("a", 2), "")
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	sp.Confirm("t", 2)
+	if n := own.Load(); n != 1 {
+		t.Errorf("%d fsyncs of state.json's temp file, want 1", n)
+	}
+	if got := sealedFiles(t, cfg.Dir); len(got) != 0 {
+		t.Errorf("sealed after Confirm: %v, want none", batchtest.SeqRanges(got))
+	}
 }

@@ -188,7 +188,7 @@ func (s *Spool) SaveState() {
 	}
 	st := s.state // of a durable segment: commitLocked sets it
 	s.mu.Unlock()
-	err := s.writeState(st)
+	err := s.replaceState(st, true) // with a Committer: through its group syncs
 	s.mu.Lock()
 	s.stateAt = time.Now()
 	if err != nil {
