@@ -401,7 +401,26 @@ func TestGroupCommitStateSharesSync(t *testing.T) {
 		syncs     int
 		tmpSyncs  int
 		stateSeq  uint64 // sealed_seq of the state.json the last sync made durable
+		stateRaw  []byte // and its content
+		images    []string
+		wants     []uint64 // per image: the last seq a completed Seal made durable
 	)
+	// image is the spool as a power loss now leaves it: state.json as the
+	// last sync made it durable (the rename since may be lost), the temp
+	// file gone, the files a sync covered as they are.
+	image := func() {
+		dir := copyDir(t, cfg.Dir)
+		os.Remove(filepath.Join(dir, ".state.json.tmp"))
+		if err := os.WriteFile(filepath.Join(dir, "state.json"), stateRaw, 0o644); err != nil {
+			t.Error(err)
+		}
+		images = append(images, dir)
+		var want uint64
+		for _, last := range lastSeq {
+			want = max(want, last)
+		}
+		wants = append(wants, want)
+	}
 	check := func(when string) {
 		raw, err := os.ReadFile(filepath.Join(cfg.Dir, "state.json"))
 		if err != nil {
@@ -426,6 +445,7 @@ func TestGroupCommitStateSharesSync(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		check(fmt.Sprintf("before group sync %d", syncs+1))
+		image()
 		for _, f := range files {
 			if strings.HasSuffix(f.Name(), ".state.json.tmp") {
 				tmpSyncs++
@@ -438,7 +458,7 @@ func TestGroupCommitStateSharesSync(t *testing.T) {
 		syncs++
 		durable[string(tmpSynced)] = true
 		if raw, err := os.ReadFile(filepath.Join(cfg.Dir, "state.json")); err == nil && durable[string(raw)] {
-			stateSeq = readSealed(raw) // the rename is durable now
+			stateSeq, stateRaw = readSealed(raw), raw // the rename is durable now
 		}
 		return nil
 	}
@@ -450,8 +470,10 @@ func TestGroupCommitStateSharesSync(t *testing.T) {
 	}
 	mu.Lock()
 	durable[string(raw)] = true
+	stateRaw = raw
 	mu.Unlock()
 	runCommitter(t, c)
+	waitRunning(t, c)
 	ownSyncs.Store(0)
 	for i := range 3 {
 		appendRecs(t, sp, batchtest.Records(fmt.Sprint("r", i), 2), "")
@@ -477,6 +499,23 @@ func TestGroupCommitStateSharesSync(t *testing.T) {
 	if n := ownSyncs.Load(); n != 0 {
 		t.Errorf("%d fsyncs of state.json's temp file by the spool; want none (the group syncs cover it)", n)
 	}
+	// Each crash image recovers every sealed record, and the segments it
+	// keeps continue its state.json.
+	for i, dir := range images {
+		rc := Config{Dir: dir, Stream: cfg.Stream, Policy: cfg.Policy}
+		img, err := Open(rc, nil, quiet)
+		if err != nil {
+			t.Errorf("image %d: Open: %v", i+1, err)
+			continue
+		}
+		if got := img.Stats().LastSeq; got < wants[i] {
+			t.Errorf("image %d: recovered through seq %d, but seq %d was sealed", i+1, got, wants[i])
+		}
+		img.Close()
+	}
+	if len(images) < 6 {
+		t.Errorf("%d crash images, want one per group sync (6 or more)", len(images))
+	}
 }
 
 // TestGroupCommitStateSyncFailure: a failed group sync covering
@@ -500,6 +539,7 @@ func TestGroupCommitStateSyncFailure(t *testing.T) {
 	cfg.StateEvery = time.Nanosecond
 	sp := openSpool(t, cfg, "t")
 	runCommitter(t, c)
+	waitRunning(t, c)
 	appendRecs(t, sp, batchtest.Records("a", 2), "")
 	if err := sp.Seal("test"); err != nil {
 		t.Fatal(err)
@@ -532,6 +572,7 @@ func TestStateFsyncsWithoutSharedSyncs(t *testing.T) {
 	}
 	sp := openSpool(t, cfg, "t")
 	runCommitter(t, c)
+	waitRunning(t, c)
 	own.Store(0)
 	appendRecs(t, sp, batchtest.Records("a", 2), "")
 	if err := sp.Seal("test"); err != nil {
@@ -544,4 +585,13 @@ func TestStateFsyncsWithoutSharedSyncs(t *testing.T) {
 	if got := sealedFiles(t, cfg.Dir); len(got) != 0 {
 		t.Errorf("sealed after Confirm: %v, want none", batchtest.SeqRanges(got))
 	}
+}
+
+// waitRunning waits until c's Run serves seals (and state.json writes).
+func waitRunning(t *testing.T, c *Committer) {
+	waitFor(t, "the committer running", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.running
+	})
 }
