@@ -485,10 +485,8 @@ func TestGroupCommitStateSharesSync(t *testing.T) {
 			lastSeq[seg.Name] = seg.LastSeq
 		}
 		mu.Unlock()
-		sp.Confirm("t", uint64(2*(i+1)))
-	}
-	if got := sealedFiles(t, cfg.Dir); len(got) != 0 {
-		t.Errorf("sealed after confirming everything with StateEvery 1ns: %v, want none", batchtest.SeqRanges(got))
+		sp.Confirm("t", uint64(2*(i+1))) // saves state.json in the background
+		waitFor(t, "the confirmed segments gone", func() bool { return len(sealedFiles(t, cfg.Dir)) == 0 })
 	}
 	mu.Lock()
 	check("at the end")
@@ -545,6 +543,7 @@ func TestGroupCommitStateSyncFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	sp.Confirm("t", 2)
+	waitFor(t, "the spool failed", func() bool { return sp.Err() != nil })
 	err := sp.Err()
 	if !errors.Is(err, boom) || !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), ".state.json.tmp") {
 		t.Fatalf("spool error after a failed group sync of state.json: %v; want the sync's error naming .state.json.tmp, failing the spool", err)
@@ -579,11 +578,9 @@ func TestStateFsyncsWithoutSharedSyncs(t *testing.T) {
 		t.Fatal(err)
 	}
 	sp.Confirm("t", 2)
+	waitFor(t, "the confirmed segment gone", func() bool { return len(sealedFiles(t, cfg.Dir)) == 0 })
 	if n := own.Load(); n != 1 {
 		t.Errorf("%d fsyncs of state.json's temp file, want 1", n)
-	}
-	if got := sealedFiles(t, cfg.Dir); len(got) != 0 {
-		t.Errorf("sealed after Confirm: %v, want none", batchtest.SeqRanges(got))
 	}
 }
 
@@ -594,4 +591,32 @@ func waitRunning(t *testing.T, c *Committer) {
 		defer c.mu.Unlock()
 		return c.running
 	})
+}
+
+// TestGroupCommitConfirmDoesNotWaitForState: Confirm on a spool with a
+// Committer saves state.json in the background, so the sender calling it
+// does not wait the two group syncs; the segment goes once they are done.
+func TestGroupCommitConfirmDoesNotWaitForState(t *testing.T) {
+	c := NewCommitter(time.Hour)
+	c.SealSync = true
+	c.SealWait = 2 * time.Second // each shared sync waits this long
+	cfg := spoolConfig(t)
+	cfg.Committer = c
+	cfg.StateEvery = time.Nanosecond
+	sp := openSpool(t, cfg, "t")
+	runCommitter(t, c)
+	waitRunning(t, c)
+	appendRecs(t, sp, batchtest.Records("a", 2), "")
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sp.Confirm("t", 2)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Confirm took %v: it waited for the group syncs of state.json (2 x 2 s)", d)
+	}
+	waitFor(t, "the confirmed segment gone", func() bool { return len(sealedFiles(t, cfg.Dir)) == 0 })
+	if st := readState(t, cfg.Dir); st.SealedSeq != 2 {
+		t.Errorf("state.json sealed_seq %d, want 2", st.SealedSeq)
+	}
 }
