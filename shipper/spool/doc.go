@@ -194,7 +194,8 @@
 // newest segment's metadata says where the stream and the source stand,
 // and Open brings state.json up to it. SaveState rewrites it: from Confirm
 // when confirmed segments wait for it and Config.StateEvery (default 1 s)
-// has passed since the last write; from StateLoop or SyncLoop when that
+// has passed since the last write (in the background with a Committer,
+// which Close waits for); from StateLoop or SyncLoop when that
 // time comes without a Confirm; when an Append waits for room; when the
 // shipper has drained the spool; and on Close. Open writes it for a new
 // spool, and after adopting segments; Continue writes it when a fresh
