@@ -34,7 +34,11 @@ import (
 // fsync of the file and one of sealed/ per seal (SealSync). The seal
 // counts as done only once that sync has returned without error, as it
 // did after its own fsyncs; until then the segment is the spool's newest,
-// the one recovery removes if a crash tore it.
+// the one recovery removes if a crash tore it. So do state.json's
+// rewrites (SaveState): its temp file waits for one group sync instead of
+// an fsync, and the rename for the next instead of an fsync of DIR; the
+// confirmed segments the new state.json covers are removed only after the
+// second has returned.
 //
 // Lock order: a spool's mu, then the Committer's. The Committer takes a
 // spool's mu only with its own released.
@@ -67,8 +71,8 @@ type Committer struct {
 	fatal   error
 }
 
-// sealSync is a seal waiting for a group sync to make its segment file f,
-// on the file system fs, durable.
+// sealSync is a seal or a state.json write waiting for a group sync to
+// make its file f (nil: a rename only), on the file system fs, durable.
 type sealSync struct {
 	fs, f *os.File
 	done  chan error
@@ -84,11 +88,13 @@ func NewCommitter(interval time.Duration) *Committer {
 		SealSync: syncfsReportsErrors(kernelRelease())}
 }
 
-// syncSealed waits until a group sync has made f, a segment file s just
-// wrote in its sealed/ directory, durable with its directory entry. shared
-// is false when the Committer does not take seals (SealSync off, Run not
-// running): then the caller fsyncs them itself.
-func (c *Committer) syncSealed(s *Spool, f *os.File) (shared bool, err error) {
+// syncShared waits until a group sync has made what s wrote on its file
+// system durable: f, a segment file s just wrote in its sealed/ directory
+// or the temp file of its state.json, with its directory entry; with f nil,
+// a rename s just made (state.json's). shared is false when the Committer
+// does not take them (SealSync off, Run not running): then the caller
+// fsyncs them itself.
+func (c *Committer) syncShared(s *Spool, f *os.File) (shared bool, err error) {
 	c.mu.Lock()
 	if !c.SealSync || !c.running || s.commitFS == nil {
 		c.mu.Unlock()
@@ -217,7 +223,11 @@ func (c *Committer) stopSeals() {
 	for _, w := range seals {
 		err := fatal
 		if err == nil {
-			err = c.Sync(w.fs, []*os.File{w.f})
+			var files []*os.File
+			if w.f != nil {
+				files = append(files, w.f)
+			}
+			err = c.Sync(w.fs, files)
 		}
 		w.done <- err
 	}
@@ -263,7 +273,9 @@ func (c *Committer) commit() error {
 			}
 		}
 		for _, w := range sealsOn[fs] {
-			files = append(files, w.f)
+			if w.f != nil {
+				files = append(files, w.f)
+			}
 		}
 		err := c.Sync(fs, files)
 		if err != nil {

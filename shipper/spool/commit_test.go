@@ -2,6 +2,7 @@ package spool
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -363,4 +364,259 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestGroupCommitStateSharesSync: with a Committer that takes seals,
+// SaveState makes state.json durable through two group syncs (its temp
+// file, then the rename) instead of fsyncs of its own, and lets the
+// confirmed segments it covers go only after the second: at every sync,
+// what a power loss would keep of state.json is a state a sync made
+// durable, and no segment past it is gone.
+func TestGroupCommitStateSharesSync(t *testing.T) {
+	c := NewCommitter(time.Hour)
+	c.SealSync = true
+	c.SealWait = time.Millisecond
+	cfg := spoolConfig(t)
+	cfg.Committer = c
+	cfg.StateEvery = time.Nanosecond
+	var ownSyncs atomic.Int32
+	cfg.SyncFile = func(f *os.File) error {
+		if strings.HasSuffix(f.Name(), ".state.json.tmp") {
+			ownSyncs.Add(1)
+		}
+		return f.Sync()
+	}
+	readSealed := func(raw []byte) uint64 {
+		var st spoolState
+		if err := json.Unmarshal(raw, &st); err != nil {
+			t.Errorf("state.json: %v", err)
+		}
+		return st.SealedSeq
+	}
+	var mu sync.Mutex
+	var (
+		durable   = map[string]bool{} // state.json contents a sync made durable
+		tmpSynced []byte              // the temp file a sync covered
+		lastSeq   = map[string]uint64{}
+		syncs     int
+		tmpSyncs  int
+		stateSeq  uint64 // sealed_seq of the state.json the last sync made durable
+		stateRaw  []byte // and its content
+		images    []string
+		wants     []uint64 // per image: the last seq a completed Seal made durable
+	)
+	// image is the spool as a power loss now leaves it: state.json as the
+	// last sync made it durable (the rename since may be lost), the temp
+	// file gone, the files a sync covered as they are.
+	image := func() {
+		dir := copyDir(t, cfg.Dir)
+		os.Remove(filepath.Join(dir, ".state.json.tmp"))
+		if err := os.WriteFile(filepath.Join(dir, "state.json"), stateRaw, 0o644); err != nil {
+			t.Error(err)
+		}
+		images = append(images, dir)
+		var want uint64
+		for _, last := range lastSeq {
+			want = max(want, last)
+		}
+		wants = append(wants, want)
+	}
+	check := func(when string) {
+		raw, err := os.ReadFile(filepath.Join(cfg.Dir, "state.json"))
+		if err != nil {
+			t.Errorf("%s: %v", when, err)
+			return
+		}
+		if !durable[string(raw)] {
+			t.Errorf("%s: state.json %s was renamed into place before a sync made its content durable", when, raw)
+		}
+		ents, _ := os.ReadDir(filepath.Join(cfg.Dir, "sealed"))
+		have := map[string]bool{}
+		for _, e := range ents {
+			have[e.Name()] = true
+		}
+		for name, last := range lastSeq {
+			if !have[name] && last > stateSeq {
+				t.Errorf("%s: segment %s (through seq %d) removed, but the durable state.json covers only seq %d", when, name, last, stateSeq)
+			}
+		}
+	}
+	c.Sync = func(fs *os.File, files []*os.File) error {
+		mu.Lock()
+		defer mu.Unlock()
+		check(fmt.Sprintf("before group sync %d", syncs+1))
+		image()
+		for _, f := range files {
+			if strings.HasSuffix(f.Name(), ".state.json.tmp") {
+				tmpSyncs++
+				tmpSynced, _ = os.ReadFile(f.Name())
+			}
+		}
+		if err := syncFS(fs, files); err != nil {
+			return err
+		}
+		syncs++
+		durable[string(tmpSynced)] = true
+		if raw, err := os.ReadFile(filepath.Join(cfg.Dir, "state.json")); err == nil && durable[string(raw)] {
+			stateSeq, stateRaw = readSealed(raw), raw // the rename is durable now
+		}
+		return nil
+	}
+	// Open writes the first state.json before the Committer runs.
+	sp := openSpool(t, cfg, "t")
+	raw, err := os.ReadFile(filepath.Join(cfg.Dir, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	durable[string(raw)] = true
+	stateRaw = raw
+	mu.Unlock()
+	runCommitter(t, c)
+	waitRunning(t, c)
+	ownSyncs.Store(0)
+	for i := range 3 {
+		appendRecs(t, sp, batchtest.Records(fmt.Sprint("r", i), 2), "")
+		if err := sp.Seal("test"); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		for _, seg := range sp.Pending(0) {
+			lastSeq[seg.Name] = seg.LastSeq
+		}
+		mu.Unlock()
+		sp.Confirm("t", uint64(2*(i+1))) // saves state.json in the background
+		waitFor(t, "the confirmed segments gone", func() bool { return len(sealedFiles(t, cfg.Dir)) == 0 })
+	}
+	mu.Lock()
+	check("at the end")
+	if tmpSyncs < 3 || stateSeq != 6 {
+		t.Errorf("%d group syncs covered state.json's temp file, the durable state.json is at seq %d; want 3 or more, and 6", tmpSyncs, stateSeq)
+	}
+	mu.Unlock()
+	if n := ownSyncs.Load(); n != 0 {
+		t.Errorf("%d fsyncs of state.json's temp file by the spool; want none (the group syncs cover it)", n)
+	}
+	// Each crash image recovers every sealed record, and the segments it
+	// keeps continue its state.json.
+	for i, dir := range images {
+		rc := Config{Dir: dir, Stream: cfg.Stream, Policy: cfg.Policy}
+		img, err := Open(rc, nil, quiet)
+		if err != nil {
+			t.Errorf("image %d: Open: %v", i+1, err)
+			continue
+		}
+		if got := img.Stats().LastSeq; got < wants[i] {
+			t.Errorf("image %d: recovered through seq %d, but seq %d was sealed", i+1, got, wants[i])
+		}
+		img.Close()
+	}
+	if len(images) < 6 {
+		t.Errorf("%d crash images, want one per group sync (6 or more)", len(images))
+	}
+}
+
+// TestGroupCommitStateSyncFailure: a failed group sync covering
+// state.json's temp file fails the spool, naming the file, and keeps the
+// confirmed segments.
+func TestGroupCommitStateSyncFailure(t *testing.T) {
+	c := NewCommitter(time.Hour)
+	c.SealSync = true
+	c.SealWait = time.Millisecond
+	boom := errors.New("EIO from write-back")
+	c.Sync = func(fs *os.File, files []*os.File) error {
+		for _, f := range files {
+			if strings.HasSuffix(f.Name(), ".state.json.tmp") {
+				return boom
+			}
+		}
+		return syncFS(fs, files)
+	}
+	cfg := spoolConfig(t)
+	cfg.Committer = c
+	cfg.StateEvery = time.Nanosecond
+	sp := openSpool(t, cfg, "t")
+	runCommitter(t, c)
+	waitRunning(t, c)
+	appendRecs(t, sp, batchtest.Records("a", 2), "")
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	sp.Confirm("t", 2)
+	waitFor(t, "the spool failed", func() bool { return sp.Err() != nil })
+	err := sp.Err()
+	if !errors.Is(err, boom) || !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), ".state.json.tmp") {
+		t.Fatalf("spool error after a failed group sync of state.json: %v; want the sync's error naming .state.json.tmp, failing the spool", err)
+	}
+	if got := sealedFiles(t, cfg.Dir); len(got) != 1 {
+		t.Errorf("sealed after the failed state.json sync: %v, want the confirmed segment kept", batchtest.SeqRanges(got))
+	}
+}
+
+// TestStateFsyncsWithoutSharedSyncs: where the Committer does not take
+// seals (syncfs without write-back errors, before Linux 5.8), SaveState
+// fsyncs state.json's temp file itself.
+func TestStateFsyncsWithoutSharedSyncs(t *testing.T) {
+	c := NewCommitter(time.Hour)
+	c.SealSync = false
+	var own atomic.Int32
+	cfg := spoolConfig(t)
+	cfg.Committer = c
+	cfg.StateEvery = time.Nanosecond
+	cfg.SyncFile = func(f *os.File) error {
+		if strings.HasSuffix(f.Name(), ".state.json.tmp") {
+			own.Add(1)
+		}
+		return f.Sync()
+	}
+	sp := openSpool(t, cfg, "t")
+	runCommitter(t, c)
+	waitRunning(t, c)
+	own.Store(0)
+	appendRecs(t, sp, batchtest.Records("a", 2), "")
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	sp.Confirm("t", 2)
+	waitFor(t, "the confirmed segment gone", func() bool { return len(sealedFiles(t, cfg.Dir)) == 0 })
+	if n := own.Load(); n != 1 {
+		t.Errorf("%d fsyncs of state.json's temp file, want 1", n)
+	}
+}
+
+// waitRunning waits until c's Run serves seals (and state.json writes).
+func waitRunning(t *testing.T, c *Committer) {
+	waitFor(t, "the committer running", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.running
+	})
+}
+
+// TestGroupCommitConfirmDoesNotWaitForState: Confirm on a spool with a
+// Committer saves state.json in the background, so the sender calling it
+// does not wait the two group syncs; the segment goes once they are done.
+func TestGroupCommitConfirmDoesNotWaitForState(t *testing.T) {
+	c := NewCommitter(time.Hour)
+	c.SealSync = true
+	c.SealWait = 2 * time.Second // each shared sync waits this long
+	cfg := spoolConfig(t)
+	cfg.Committer = c
+	cfg.StateEvery = time.Nanosecond
+	sp := openSpool(t, cfg, "t")
+	runCommitter(t, c)
+	waitRunning(t, c)
+	appendRecs(t, sp, batchtest.Records("a", 2), "")
+	if err := sp.Seal("test"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sp.Confirm("t", 2)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Confirm took %v: it waited for the group syncs of state.json (2 x 2 s)", d)
+	}
+	waitFor(t, "the confirmed segment gone", func() bool { return len(sealedFiles(t, cfg.Dir)) == 0 })
+	if st := readState(t, cfg.Dir); st.SealedSeq != 2 {
+		t.Errorf("state.json sealed_seq %d, want 2", st.SealedSeq)
+	}
 }

@@ -72,7 +72,8 @@ func (s *Spool) ReadSealedInto(name string, buf []byte) ([]byte, error) {
 
 // Confirm records that target holds every segment up to lastSeq. Segments
 // every target holds leave the spool once state.json covers them; it is
-// rewritten for that at most every StateEvery (and by Close).
+// rewritten for that at most every StateEvery (and by Close), in the
+// background when the spool has a Committer (Close waits for it).
 func (s *Spool) Confirm(target string, lastSeq uint64) {
 	s.mu.Lock()
 	if lastSeq > s.confirmed[target] {
@@ -80,10 +81,22 @@ func (s *Spool) Confirm(target string, lastSeq uint64) {
 		s.notify() // Drain counts what is confirmed
 	}
 	gone := s.retireLocked()
-	due := s.retiringLocked() && time.Since(s.stateAt) >= s.cfg.StateEvery
+	due := s.retiringLocked() && time.Since(s.stateAt) >= s.cfg.StateEvery && !s.stateSaving
+	// With a Committer the save waits for two of its group syncs (up to
+	// two of its intervals): the caller, a sender, goes on meanwhile.
+	background := due && s.cfg.Committer != nil
+	s.stateSaving = background
 	s.mu.Unlock()
 	s.removeRetired(gone)
-	if due {
+	switch {
+	case background:
+		s.retiring.Go(func() {
+			s.SaveState()
+			s.mu.Lock()
+			s.stateSaving = false
+			s.mu.Unlock()
+		})
+	case due:
 		s.SaveState()
 	}
 }
@@ -188,7 +201,7 @@ func (s *Spool) SaveState() {
 	}
 	st := s.state // of a durable segment: commitLocked sets it
 	s.mu.Unlock()
-	err := s.writeState(st)
+	err := s.replaceState(st, true) // with a Committer: through its group syncs
 	s.mu.Lock()
 	s.stateAt = time.Now()
 	if err != nil {

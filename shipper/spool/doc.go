@@ -121,7 +121,8 @@
 //     a sealed segment written under its name waits for the Committer's
 //     next sync (within Committer.SealWait, default CommitInterval)
 //     instead of fsyncing itself and sealed/ (where syncfs reports
-//     write-back errors: Linux 5.8 and later).
+//     write-back errors: Linux 5.8 and later), and so do state.json's
+//     rewrites (below).
 //   - "off": never; a crash may lose accepted records.
 //
 // A new journal file's directory entry is fsynced before its first fsync
@@ -140,7 +141,14 @@
 // seal that fails removes its file.
 //
 // state.json is replaced durably: .state.json.tmp written and fsynced,
-// renamed to state.json, DIR fsynced.
+// renamed to state.json, DIR fsynced. With a Committer that takes seals,
+// SaveState's rewrites share its group syncs instead: the temp file is
+// written without an fsync and waits for the next group sync, is renamed,
+// and the rename waits for the sync after; the confirmed segments the new
+// state.json covers are removed only once that second sync has returned,
+// and a failed one fails the spool. A crash before the second sync may
+// keep the old state.json, whose segments are all still there. The writes
+// of Open, Continue and Hold fsync on their own.
 //
 // LOCK is not fsynced, nor are removals other than recovery's (step 3
 // below). A journal file removed after its batch was sealed that a crash
@@ -186,7 +194,8 @@
 // newest segment's metadata says where the stream and the source stand,
 // and Open brings state.json up to it. SaveState rewrites it: from Confirm
 // when confirmed segments wait for it and Config.StateEvery (default 1 s)
-// has passed since the last write; from StateLoop or SyncLoop when that
+// has passed since the last write (in the background with a Committer,
+// which Close waits for); from StateLoop or SyncLoop when that
 // time comes without a Confirm; when an Append waits for room; when the
 // shipper has drained the spool; and on Close. Open writes it for a new
 // spool, and after adopting segments; Continue writes it when a fresh

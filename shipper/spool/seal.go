@@ -326,7 +326,7 @@ func (s *Spool) writeSegmentFile(path string, pieces [][]byte, fresh bool) error
 	// Committer's next group sync, shared with the other spools' seals
 	// and journals, or else by an fsync of each.
 	if s.cfg.Committer != nil && s.cfg.Fsync == FsyncBatch {
-		if shared, err := s.cfg.Committer.syncSealed(s, f); shared {
+		if shared, err := s.cfg.Committer.syncShared(s, f); shared {
 			if err != nil {
 				return fail(fmt.Errorf("sync %s: %w", path, err))
 			}
@@ -353,7 +353,14 @@ func (s *Spool) writeSegmentFile(path string, pieces [][]byte, fresh bool) error
 
 // writeState replaces state.json with st durably: temp file fsynced with
 // SyncFile, rename, directory fsync. It does not touch s.state.
-func (s *Spool) writeState(st spoolState) error {
+func (s *Spool) writeState(st spoolState) error { return s.replaceState(st, false) }
+
+// replaceState is writeState; with group set and a Committer that takes
+// seals, its group syncs stand in for the fsyncs: one covers the temp file
+// before the rename, the next the rename before replaceState returns.
+// SaveState, the rewrite every stream repeats, shares them; the rarer
+// writes (Open, Continue, Hold) fsync on their own.
+func (s *Spool) replaceState(st spoolState, group bool) error {
 	b, _ := json.Marshal(st)
 	tmp := s.path(".state.json.tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -364,15 +371,34 @@ func (s *Spool) writeState(st spoolState) error {
 		f.Close()
 		return fmt.Errorf("write %s: %w", tmp, err)
 	}
-	if err := s.cfg.SyncFile(f); err != nil {
-		f.Close()
-		return fmt.Errorf("fsync %s: %w", tmp, err)
+	shared := false
+	if c := s.cfg.Committer; group && c != nil && s.cfg.Fsync == FsyncBatch {
+		if shared, err = c.syncShared(s, f); shared && err != nil {
+			f.Close()
+			return fmt.Errorf("sync %s: %w", tmp, err)
+		}
+	}
+	if !shared {
+		if err := s.cfg.SyncFile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("fsync %s: %w", tmp, err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, s.path("state.json")); err != nil {
 		return fmt.Errorf("rename %s: %w", tmp, err)
+	}
+	if shared {
+		// The rename's directory entry: the Committer's next sync, or
+		// (it stopped meanwhile) DIR's fsync below.
+		if shared, err = s.cfg.Committer.syncShared(s, nil); shared {
+			if err != nil {
+				return fmt.Errorf("sync the rename of %s to %s: %w", tmp, s.path("state.json"), err)
+			}
+			return nil
+		}
 	}
 	return fsutil.SyncDir(s.cfg.Dir)
 }

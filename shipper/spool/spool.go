@@ -163,7 +163,8 @@ type Spool struct {
 	stateSealed uint64
 	stateAt     time.Time
 	stateMu     sync.Mutex     // one SaveState at a time
-	retiring    sync.WaitGroup // removeRetired's deletions in the background
+	retiring    sync.WaitGroup // removeRetired's deletions, Confirm's SaveState in the background
+	stateSaving bool           // Confirm's SaveState runs in the background
 	sealers     sync.WaitGroup // sealer goroutines, until their journal removals end
 	retireMu    sync.Mutex     // one background batch at a time
 	// provisional: Held, not placed yet (state.Unplaced): appends go to
