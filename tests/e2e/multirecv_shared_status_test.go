@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -142,5 +143,85 @@ func TestReceiveManySharedStatus(t *testing.T) {
 	}
 	if table := mustFerry(t, nil, "status", "--state", state).Stdout; !strings.Contains(table, "not running, many streams (s-*)") {
 		t.Errorf("ferry status --state after the receiver stopped:\n%s", table)
+	}
+}
+
+// Two fleet members share one state dir: each publishes its streams in
+// its own shared file, STATE/streams-status.MEMBER.json, so neither
+// overwrites the other's; ferry status --state shows every stream
+// running under the member that applies it, with its stored seq, for as
+// long as they run (past the 10 s a stream's own status.json, written as
+// it started, stays fresh); once both stop, their files are gone.
+func TestFleetMembersSharedStatus(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	st, state, replicas := filepath.Join(root, "store"), filepath.Join(root, "state"), filepath.Join(root, "replica")
+	if err := os.MkdirAll(replicas, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	streams := []string{"f-a", "f-b", "f-c", "f-d"}
+	for i, name := range streams {
+		mustFerry(t, bytes.NewReader(logLines(uint64(i), 0, 10)), "ship", "--store", st, "--stream", name, "--spool", filepath.Join(root, "spool-"+name))
+	}
+	member := func(id string) *ferrytest.Process {
+		return startFerry(t, nil, "receive", "--store", st, "--stream", "f-*", "--state", state,
+			"--apply", "file:"+filepath.Join(replicas, "{stream}.log"), "--fleet", "dr", "--fleet-member", id,
+			"--fleet-ttl", "3s", "--poll-max", "300ms")
+	}
+	m1, m2 := member("m1"), member("m2")
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(m1.Stderr(), "took stream") || !strings.Contains(m2.Stderr(), "took stream"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the streams are not shared:\nm1:\n%s\nm2:\n%s", m1.Stderr(), m2.Stderr())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	type streamStatus struct {
+		Stream     string  `json:"stream"`
+		Running    bool    `json:"running"`
+		PID        int     `json:"pid"`
+		AppliedSeq uint64  `json:"applied_seq"`
+		StoredSeq  *uint64 `json:"stored_seq"`
+	}
+	check := func() (bool, string) {
+		r := ferry(t, nil, "status", "--state", state, "--json")
+		var all struct {
+			Streams []streamStatus `json:"streams"`
+		}
+		if err := json.Unmarshal([]byte(r.Stdout), &all); r.Code != 0 || err != nil || len(all.Streams) != len(streams) {
+			return false, r.Output()
+		}
+		pids := map[int]bool{}
+		for _, s := range all.Streams {
+			if !s.Running || s.AppliedSeq != 10 || s.StoredSeq == nil || *s.StoredSeq != 10 || (s.PID != m1.Pid() && s.PID != m2.Pid()) {
+				return false, r.Stdout
+			}
+			pids[s.PID] = true
+		}
+		return len(pids) == 2, r.Stdout
+	}
+	ferrytest.Eventually(t, 60*time.Second, "every stream running under a member, with its stored seq", check)
+	for _, id := range []string{"m1", "m2"} {
+		ferrytest.Eventually(t, 20*time.Second, "member "+id+"'s shared file", func() (bool, string) {
+			_, err := os.Stat(filepath.Join(state, "streams-status."+id+".json"))
+			return err == nil, fmt.Sprint(err)
+		})
+	}
+	// Past 10 s after the streams started, for two of the members' 5 s
+	// rounds, every read shows every stream with its stored seq.
+	time.Sleep(10 * time.Second)
+	for end := time.Now().Add(11 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		if ok, out := check(); !ok {
+			t.Fatalf("ferry status --state while both members run:\n%s", out)
+		}
+	}
+	for _, p := range []*ferrytest.Process{m1, m2} {
+		if code := p.Terminate(30 * time.Second); code != 0 {
+			t.Errorf("member exited %d:\n%s", code, p.Stderr())
+		}
+	}
+	for _, id := range []string{"m1", "m2"} {
+		if _, err := os.Stat(filepath.Join(state, "streams-status."+id+".json")); !os.IsNotExist(err) {
+			t.Errorf("member %s's shared file outlives it: %v", id, err)
+		}
 	}
 }
