@@ -24,7 +24,7 @@ func TestStateFilesRefuseHostileFiles(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if _, ok := readRecvPublished(dir, os.Getpid(), time.Now()); ok {
+		if _, ok := readRecvPublished(dir, os.Getpid(), time.Now(), nil); ok {
 			t.Errorf("a status.json linked to /dev/zero was taken as published")
 		}
 		if _, err := readRecvEncryption(dir); err == nil || !strings.Contains(err.Error(), recvEncryptionFile) {

@@ -525,6 +525,18 @@ func printShipStatus(w io.Writer, s shipStatus, now time.Time) {
 }
 
 func readRecvStatus(dir string, now time.Time) (recvStatus, error) {
+	// A stream of a receiver of many streams publishes in the shared
+	// files of the state dir above while it runs.
+	shared, err := readSharedRecvStatus(filepath.Dir(filepath.Clean(dir)))
+	if err != nil {
+		return recvStatus{Role: "receiver", State: dir}, err
+	}
+	return readRecvStatusShared(dir, now, shared)
+}
+
+// readRecvStatusShared is readRecvStatus with the shared files' entries
+// of the state dir above, by stream.
+func readRecvStatusShared(dir string, now time.Time, shared map[string]recvPublished) (recvStatus, error) {
 	s := recvStatus{Role: "receiver", State: dir, SiteRole: "secondary"}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return s, fmt.Errorf("state dir %s: not found", dir)
@@ -548,7 +560,7 @@ func readRecvStatus(dir string, now time.Time) (recvStatus, error) {
 	}
 	if pid := lockHolder(dir); pid != 0 {
 		s.Running, s.PID = true, pid
-		if pub, ok := readRecvPublished(dir, pid, now); ok {
+		if pub, ok := readRecvPublished(dir, pid, now, shared); ok {
 			s.UpdatedAt, s.Waiting, s.LastError, s.FailingSince, s.GapSince = pub.UpdatedAt, pub.Waiting, pub.LastError, pub.FailingSince, pub.GapSince
 			if pub.StoredSeq != nil {
 				lag := uint64(0)

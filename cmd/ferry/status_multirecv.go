@@ -19,18 +19,19 @@ import (
 	"github.com/ferry-dr/ferry/receiver"
 )
 
-// A receiver of many streams (receive_multi.go) publishes each running
-// stream's status.json in the stream's state dir, <state>/<stream>/, as a
-// receiver of one stream does in its own (status_recv.go), with the
-// stream's stored seq and lag from the Multi's listing, every
-// multiStatusEvery and when the stream stops; and, in <state>/status.json,
-// the process's own: that it is a receiver of many streams, which, and
-// how many it applies. ferry status --state <state> reads them all.
+// A receiver of many streams (receive_multi.go) publishes its running
+// streams' status, with each stream's stored seq and lag from the Multi's
+// listing, in one shared file in its state dir every multiStatusEvery
+// (status_multirecv_shared.go); each stream's own status.json in its
+// state dir, <state>/<stream>/, as a receiver of one stream writes in its
+// own (status_recv.go), when the stream starts and when it stops; and, in
+// <state>/status.json, the process's own: that it is a receiver of many
+// streams, which, and how many it applies. ferry status --state <state>
+// reads them all.
 
-// multiStatusEvery is how often a receiver of many streams rewrites the
+// multiStatusEvery is how often a receiver of many streams rewrites its
 // status files: every 5 s, under ferry status's 10 s staleness limit,
-// rather than every second: a thousand streams would otherwise rewrite a
-// thousand files a second.
+// rather than every second.
 const multiStatusEvery = 5 * time.Second
 
 // multiRecvPublished is <state>/status.json of a receiver of many streams.
@@ -147,9 +148,9 @@ func (w *multiRecvWatch) gone(stream string) {
 	}
 }
 
-// writeStream publishes one stream's status.json in its state dir. mu
-// held: a stream's writes do not interleave.
-func (w *multiRecvWatch) writeStream(st receiver.StreamState, running bool, stopErr error, now time.Time) {
+// streamStatus is one stream's status as of now: running, or stopped on
+// stopErr.
+func streamStatus(st receiver.StreamState, running bool, stopErr error, now time.Time) recvPublished {
 	p := snapshotRecv(st.Receiver, st.Stream, now)
 	p.Running = running
 	if stopErr != nil {
@@ -162,11 +163,18 @@ func (w *multiRecvWatch) writeStream(st receiver.StreamState, running bool, stop
 		}
 		p.StoredSeq, p.LagSeconds = &stored, &lag
 	}
+	return p
+}
+
+// writeStream publishes one stream's status.json in its state dir, as it
+// starts and as it stops; while it runs, the loop publishes it in the
+// shared file. mu held: a stream's writes do not interleave.
+func (w *multiRecvWatch) writeStream(st receiver.StreamState, running bool, stopErr error, now time.Time) {
 	dir, err := receiver.ExpandTemplate(filepath.Join(w.state, "{stream}"), st.Stream)
 	if err != nil {
 		return
 	}
-	writeRecvStatus(dir, p) // a report: a failure is not the stream's
+	writeRecvStatus(dir, streamStatus(st, running, stopErr, now)) // a report: a failure is not the stream's
 }
 
 // writeTop publishes <state>/status.json, but for a fleet member: the
@@ -187,8 +195,9 @@ func (w *multiRecvWatch) writeTop(running bool, applying int, now time.Time) {
 	}
 }
 
-// loop rewrites the status files every multiStatusEvery until ctx ends,
-// then marks the process not running.
+// loop rewrites <state>/status.json and the shared file every
+// multiStatusEvery until ctx ends, then removes the shared file and marks
+// the process not running.
 func (w *multiRecvWatch) loop(ctx context.Context, m *receiver.Multi) {
 	t := time.NewTicker(multiStatusEvery)
 	defer t.Stop()
@@ -196,15 +205,22 @@ func (w *multiRecvWatch) loop(ctx context.Context, m *receiver.Multi) {
 		now := time.Now()
 		streams := m.Streams()
 		w.writeTop(true, len(streams), now)
+		// Under mu, so that a stream that stops meanwhile is either in
+		// this round, dated before its last word, or not in it.
+		shared := make(map[string]recvPublished, len(streams))
+		w.mu.Lock()
 		for _, st := range streams {
-			w.mu.Lock()
 			if ws := w.watched[st.Stream]; ws != nil && ws.r == st.Receiver && ws.running {
-				w.writeStream(st, true, nil, now)
+				shared[st.Stream] = streamStatus(st, true, nil, now)
 			}
-			w.mu.Unlock()
 		}
+		w.mu.Unlock()
+		w.writeShared(shared, now) // a report: a failure is not the streams'
 		select {
 		case <-ctx.Done():
+			// Every stream has stopped (Multi.Run returned) and left its
+			// last word in its own status.json.
+			os.Remove(w.sharedStatusPath())
 			w.writeTop(false, 0, time.Now())
 			return
 		case <-t.C:
@@ -262,8 +278,12 @@ func readMultiRecvStatus(dir string, now time.Time) (multiRecvStatus, error) {
 			}
 		}
 	}
+	shared, err := readSharedRecvStatus(dir)
+	if err != nil {
+		return s, err
+	}
 	for _, sub := range multiStreamDirs(dir) {
-		r, err := readRecvStatus(sub, now)
+		r, err := readRecvStatusShared(sub, now, shared)
 		if err != nil {
 			return s, fmt.Errorf("state %s, stream dir %s: %w", dir, filepath.Base(sub), err)
 		}

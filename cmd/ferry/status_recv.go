@@ -82,12 +82,17 @@ func recvStatusLoop(ctx context.Context, r *receiver.Receiver, stream, stateDir 
 }
 
 // readRecvPublished reads what the receiver holding dir's lock (pid)
-// published, if it is that process's and fresh.
-func readRecvPublished(dir string, pid int, now time.Time) (recvPublished, bool) {
+// published, if it is that process's and fresh: dir's status.json, or
+// the stream's entry in shared (a receiver of many streams' shared
+// files in the state dir above, by stream) if that is newer.
+func readRecvPublished(dir string, pid int, now time.Time, shared map[string]recvPublished) (recvPublished, bool) {
 	var p recvPublished
 	raw, err := readStateFile(filepath.Join(dir, statusFile))
 	if err != nil || json.Unmarshal(raw, &p) != nil {
-		return p, false
+		p = recvPublished{}
+	}
+	if e, ok := shared[filepath.Base(filepath.Clean(dir))]; ok && e.UpdatedAt.After(p.UpdatedAt) {
+		p = e
 	}
 	return p, p.Running && p.PID == pid && now.Sub(p.UpdatedAt) < 10*statusEvery
 }

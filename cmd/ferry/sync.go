@@ -427,7 +427,7 @@ func printSyncStatus(w io.Writer, dir string, asJSON bool) error {
 			// A peer's receiver state that cannot be read fails the
 			// status, as it does for ferry receive's: left out, the peer
 			// would look as if it were not configured.
-			r, err := readRecvStatus(filepath.Join(dir, e.Name()), time.Now())
+			r, err := readRecvStatusShared(filepath.Join(dir, e.Name()), time.Now(), nil) // a peer is a receiver of one stream
 			if err != nil {
 				return fmt.Errorf("sync state %s, peer %s: %w", dir, strings.TrimPrefix(e.Name(), "peer-"), err)
 			}
