@@ -19,23 +19,3 @@ func fdatasync(f *os.File) error {
 		}
 	}
 }
-
-// syncfs makes everything written on f's file system durable.
-func syncfs(f *os.File) error {
-	for {
-		err := unix.Syncfs(int(f.Fd()))
-		if err != unix.EINTR {
-			return err
-		}
-	}
-}
-
-// syncfsReportsErrors says whether this kernel's syncfs(2) reports
-// write-back errors: Linux 5.8 and later.
-func syncfsReportsErrors() bool {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return false
-	}
-	return releaseReportsErrors(unix.ByteSliceToString(u.Release[:]))
-}

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ferry-dr/ferry/internal/fsutil"
 )
 
 // Grouped syncs (issue 23): a Multi offers every stream its part of a
@@ -65,7 +67,7 @@ type groupFS struct {
 // NewSyncGroup returns a group using syncfs(2), or nil where syncfs does
 // not report write-back errors (before Linux 5.8, other systems).
 func NewSyncGroup() *SyncGroup {
-	if !syncfsReportsErrors() {
+	if !fsutil.SyncfsReportsErrors() {
 		return nil
 	}
 	return &SyncGroup{}
@@ -119,7 +121,7 @@ func (g *SyncGroup) run(fs *groupFS) {
 	}
 	do := g.Sync
 	if do == nil {
-		do = syncfs
+		do = fsutil.Syncfs
 	}
 	for {
 		time.Sleep(linger)
@@ -195,14 +197,4 @@ func (r *Receiver) saveCheckpoint(next Checkpoint) error {
 		return r.cpFile.Save(next)
 	}
 	return r.cpFile.saveWith(next, func() error { return r.group.sync(r.cpFS) })
-}
-
-// releaseReportsErrors says whether syncfs(2) of kernel release rel
-// ("6.1.0-18-amd64") reports write-back errors: Linux 5.8 and later.
-func releaseReportsErrors(rel string) bool {
-	var major, minor int
-	if _, err := fmt.Sscanf(rel, "%d.%d", &major, &minor); err != nil {
-		return false
-	}
-	return major > 5 || major == 5 && minor >= 8
 }

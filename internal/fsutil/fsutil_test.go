@@ -111,3 +111,11 @@ func TestLocked(t *testing.T) {
 		t.Fatalf("LOCK released: held %v, err %v", held, err)
 	}
 }
+
+func TestSyncfsReportsErrorsOn(t *testing.T) {
+	for rel, want := range map[string]bool{"6.1.0-18-amd64": true, "5.8.0": true, "5.10.1": true, "5.7.19": false, "4.19.0-25": false, "": false, "x": false} {
+		if got := SyncfsReportsErrorsOn(rel); got != want {
+			t.Errorf("SyncfsReportsErrorsOn(%q) = %v, want %v", rel, got, want)
+		}
+	}
+}

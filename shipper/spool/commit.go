@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ferry-dr/ferry/internal/fsutil"
 )
 
 // Committer commits the journals of many spools together (group commit
@@ -85,7 +85,7 @@ func NewCommitter(interval time.Duration) *Committer {
 		interval = 100 * time.Millisecond
 	}
 	return &Committer{Interval: interval, fs: map[uint64]*os.File{}, wake: make(chan struct{}, 1),
-		SealSync: syncfsReportsErrors(kernelRelease())}
+		SealSync: fsutil.SyncfsReportsErrors()}
 }
 
 // syncShared waits until a group sync has made what s wrote on its file
@@ -165,7 +165,7 @@ func (c *Committer) enqueue(s *Spool, urgent bool) error {
 func (c *Committer) Run(ctx context.Context) error {
 	if c.Sync == nil {
 		c.Sync = syncFS
-		if !syncfsReportsErrors(kernelRelease()) {
+		if !fsutil.SyncfsReportsErrors() {
 			// Before Linux 5.8 syncfs returns 0 whatever write-back
 			// failed: fsync each file, which reports it.
 			c.Sync = fsyncEach
@@ -310,14 +310,7 @@ func (c *Committer) commit() error {
 
 // syncFS is syncfs(2) on fs: everything written on its file system is
 // durable, data and metadata (the journal files' directory entries too).
-func syncFS(fs *os.File, _ []*os.File) error {
-	for {
-		err := unix.Syncfs(int(fs.Fd()))
-		if !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
-}
+func syncFS(fs *os.File, _ []*os.File) error { return fsutil.Syncfs(fs) }
 
 // fsyncEach fsyncs files one after the other: the Committer's Sync where
 // syncfs does not report write-back errors. Measured on ext4 with 100
@@ -329,24 +322,6 @@ func fsyncEach(_ *os.File, files []*os.File) error {
 		}
 	}
 	return nil
-}
-
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return ""
-	}
-	return unix.ByteSliceToString(u.Release[:])
-}
-
-// syncfsReportsErrors says whether syncfs(2) of kernel release rel
-// ("6.1.0-18-amd64") reports write-back errors: Linux 5.8 and later.
-func syncfsReportsErrors(rel string) bool {
-	var major, minor int
-	if _, err := fmt.Sscanf(rel, "%d.%d", &major, &minor); err != nil {
-		return false
-	}
-	return major > 5 || major == 5 && minor >= 8
 }
 
 // Close releases the file system descriptors. Run must have returned.

@@ -295,14 +295,6 @@ func BenchmarkGroupCommit(b *testing.B) {
 	}
 }
 
-func TestSyncfsReportsErrors(t *testing.T) {
-	for rel, want := range map[string]bool{"6.1.0-18-amd64": true, "5.8.0": true, "5.10.1": true, "5.7.19": false, "4.19.0-25": false, "": false, "x": false} {
-		if got := syncfsReportsErrors(rel); got != want {
-			t.Errorf("syncfsReportsErrors(%q) = %v, want %v", rel, got, want)
-		}
-	}
-}
-
 // BenchmarkSealMany seals one small segment in each of 100 spools sharing
 // a Committer per iteration, all at once (as age-triggered seals of many
 // streams come): each seal fsyncing its segment and sealed/ ("own"), or
