@@ -85,7 +85,9 @@ func (s *Spool) Confirm(target string, lastSeq uint64) {
 	// With a Committer the save waits for two of its group syncs (up to
 	// two of its intervals): the caller, a sender, goes on meanwhile.
 	background := due && s.cfg.Committer != nil
-	s.stateSaving = background
+	if background {
+		s.stateSaving = true // the goroutine below clears it
+	}
 	s.mu.Unlock()
 	s.removeRetired(gone)
 	switch {
