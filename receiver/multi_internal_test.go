@@ -2,8 +2,10 @@ package receiver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -111,5 +113,40 @@ func TestListStreamsHostileNames(t *testing.T) {
 	}
 	if len(got[1].Segments) != 0 {
 		t.Fatalf("b2's segments %v, want none", got[1].Segments)
+	}
+}
+
+// A syncfs error is reported once, to the first syncfs on the group's
+// descriptor after it: the batch that sees it may not be the one whose
+// writes it lost. A stream that wrote before a failed sync and asks after
+// it must fail too, though its own syncfs returns 0; one that joined after
+// the failure syncs normally.
+func TestSyncGroupFailureReachesLaterRequests(t *testing.T) {
+	calls := 0
+	g := &SyncGroup{Linger: time.Microsecond, Sync: func(*os.File) error {
+		calls++
+		if calls == 1 {
+			return errors.New("input/output error")
+		}
+		return nil
+	}}
+	defer g.Close()
+	fs, err := g.register(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := g.seen(fs), g.seen(fs) // both streams have written meanwhile
+	if err := g.sync(fs, &b); err == nil {
+		t.Fatal("the failed sync returned nil to the stream that asked for it")
+	}
+	if err := g.sync(fs, &a); err == nil {
+		t.Fatal("a stream that wrote before a failed sync synced without error after it: the failure may have lost its writes")
+	}
+	c := g.seen(fs) // joined after the failure
+	if err := g.sync(fs, &c); err != nil {
+		t.Fatalf("a stream that joined after the failure: %v", err)
+	}
+	if err := g.sync(fs, &c); err != nil {
+		t.Fatalf("its second sync: %v", err)
 	}
 }

@@ -217,6 +217,9 @@ type Receiver struct {
 	// file systems dataFS and cpFS (syncgroup.go).
 	group        *SyncGroup
 	dataFS, cpFS *groupFS
+	// dataSeen and cpSeen are the failed syncs of dataFS and cpFS this
+	// receiver had seen at its last sync there (SyncGroup.sync).
+	dataSeen, cpSeen uint64
 
 	published   uint64 // seq of the last published watermark
 	publishedAt time.Time

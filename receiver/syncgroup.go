@@ -62,6 +62,11 @@ type groupFS struct {
 	f       *os.File
 	waiting []chan error
 	running bool // a goroutine is syncing it
+	// failed counts the syncs of f that failed. A write-back error is
+	// reported to one syncfs only, the first on f after it: a sync that
+	// failed for one batch may have lost the writes of a stream that
+	// asked later, whose own sync then returns 0 (sync checks it).
+	failed uint64
 }
 
 // NewSyncGroup returns a group using syncfs(2), or nil where syncfs does
@@ -99,9 +104,21 @@ func (g *SyncGroup) register(path string) (*groupFS, error) {
 	return fs, nil
 }
 
+// seen is how many syncs of fs failed so far: a receiver joining the
+// group notes it before it writes (sync).
+func (g *SyncGroup) seen(fs *groupFS) uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return fs.failed
+}
+
 // sync returns once a sync of fs that started after the call has
-// returned: nil, or its error.
-func (g *SyncGroup) sync(fs *groupFS) error {
+// returned: nil, or its error; or an error if any sync of fs failed since
+// *seen, the count the caller noted when its last sync succeeded (or it
+// joined): that failure may have taken the caller's writes, and no later
+// syncfs reports it again. (A receiver whose sync failed stops; opened
+// again, it joins anew.)
+func (g *SyncGroup) sync(fs *groupFS, seen *uint64) error {
 	done := make(chan error, 1)
 	g.mu.Lock()
 	fs.waiting = append(fs.waiting, done)
@@ -110,7 +127,14 @@ func (g *SyncGroup) sync(fs *groupFS) error {
 		go g.run(fs)
 	}
 	g.mu.Unlock()
-	return <-done
+	if err := <-done; err != nil {
+		return err
+	}
+	failed := g.seen(fs)
+	if failed != *seen {
+		return fmt.Errorf("a syncfs of the file system of %s failed since this stream last synced there: its writes since may be lost", fs.f.Name())
+	}
+	return nil
 }
 
 // run syncs fs while requests wait for it.
@@ -137,6 +161,9 @@ func (g *SyncGroup) run(fs *groupFS) {
 		err := do(fs.f)
 		if err != nil {
 			err = fmt.Errorf("syncfs of the file system of %s: %w", fs.f.Name(), err)
+			g.mu.Lock()
+			fs.failed++
+			g.mu.Unlock()
 		}
 		for _, w := range batch {
 			w <- err
@@ -172,6 +199,7 @@ func (r *Receiver) joinGroup(g *SyncGroup) {
 		var cp *groupFS
 		if cp, err = g.register(r.cfg.StateDir); err == nil {
 			r.group, r.dataFS, r.cpFS = g, data, cp
+			r.dataSeen, r.cpSeen = g.seen(data), g.seen(cp)
 			return
 		}
 	}
@@ -184,7 +212,7 @@ func (r *Receiver) syncApplied() error {
 	if r.group == nil {
 		return r.cfg.Applier.(SyncDeferrer).Sync()
 	}
-	if err := r.group.sync(r.dataFS); err != nil {
+	if err := r.group.sync(r.dataFS, &r.dataSeen); err != nil {
 		return fmt.Errorf("apply %s: %w: %w", r.cfg.Applier, err, ErrFatal)
 	}
 	return nil
@@ -196,5 +224,5 @@ func (r *Receiver) saveCheckpoint(next Checkpoint) error {
 	if r.group == nil {
 		return r.cpFile.Save(next)
 	}
-	return r.cpFile.saveWith(next, func() error { return r.group.sync(r.cpFS) })
+	return r.cpFile.saveWith(next, func() error { return r.group.sync(r.cpFS, &r.cpSeen) })
 }
