@@ -75,11 +75,22 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 	if len(rest) > 64 {
 		return nil, errors.New("is too long for an ed25519 public key")
 	}
-	raw, err := base64.StdEncoding.Strict().DecodeString(rest)
+	raw, err := decodeCanonical(rest)
 	if err != nil || len(raw) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("is not an ed25519 public key: want %d bytes of standard base64 after %s", ed25519.PublicKeySize, PublicPrefix)
 	}
 	return ed25519.PublicKey(raw), nil
+}
+
+// decodeCanonical decodes standard base64 written as EncodeToString
+// writes it, and nothing else: the decoder alone (even Strict) skips
+// '\r' and '\n' anywhere, so one key or signature would have many
+// spellings.
+func decodeCanonical(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errors.New("line break inside base64")
+	}
+	return base64.StdEncoding.Strict().DecodeString(s)
 }
 
 // Signature is a parsed signature field.
@@ -110,12 +121,11 @@ func Parse(field string) (Signature, error) {
 	if !ok {
 		return Signature{}, errors.New("signature field lacks the ':' between key and signature")
 	}
-	enc := base64.StdEncoding.Strict()
-	pub, err := enc.DecodeString(pub64)
+	pub, err := decodeCanonical(pub64)
 	if err != nil || len(pub) != ed25519.PublicKeySize {
 		return Signature{}, fmt.Errorf("signature field's key is not %d bytes of base64", ed25519.PublicKeySize)
 	}
-	sig, err := enc.DecodeString(sig64)
+	sig, err := decodeCanonical(sig64)
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return Signature{}, fmt.Errorf("signature field's signature is not %d bytes of base64", ed25519.SignatureSize)
 	}

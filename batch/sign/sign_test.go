@@ -404,3 +404,33 @@ func FuzzParseSignature(f *testing.F) {
 		_ = sign.State(&m)
 	})
 }
+
+// A key or a signature has one spelling: the base64 decoder alone skips
+// line breaks anywhere, so a field or a key with one inside was accepted
+// (and a signature field then wrote back differently: the fuzz corpus
+// entry d75282172b829e3f).
+func TestLineBreakInsideBase64Refused(t *testing.T) {
+	s := newSigner(t)
+	pub := s.PublicKey()
+	b64 := strings.TrimPrefix(pub, sign.PublicPrefix)
+	if _, err := sign.ParsePublicKey(pub); err != nil {
+		t.Fatalf("ParsePublicKey(%q): %v", pub, err)
+	}
+	for _, brk := range []string{"\n", "\r", "\r\n"} {
+		bad := sign.PublicPrefix + b64[:20] + brk + b64[20:]
+		if _, err := sign.ParsePublicKey(bad); err == nil {
+			t.Errorf("ParsePublicKey(%q) accepted a line break inside the key", bad)
+		}
+		field, err := s.Sign([]byte("msg"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sign.Parse(field); err != nil {
+			t.Fatalf("Parse(%q): %v", field, err)
+		}
+		badField := field[:len(field)-10] + brk + field[len(field)-10:]
+		if _, err := sign.Parse(badField); err == nil {
+			t.Errorf("Parse(%q) accepted a line break inside the signature", badField)
+		}
+	}
+}
