@@ -478,7 +478,7 @@ func TestGroupCommitStateSharesSync(t *testing.T) {
 		}
 		mu.Unlock()
 		sp.Confirm("t", uint64(2*(i+1))) // saves state.json in the background
-		waitFor(t, "the confirmed segments gone", func() bool { return len(sealedFiles(t, cfg.Dir)) == 0 })
+		waitFor(t, "the confirmed segments gone", func() bool { return sealedCount(t, cfg.Dir) == 0 })
 	}
 	mu.Lock()
 	check("at the end")
@@ -570,7 +570,7 @@ func TestStateFsyncsWithoutSharedSyncs(t *testing.T) {
 		t.Fatal(err)
 	}
 	sp.Confirm("t", 2)
-	waitFor(t, "the confirmed segment gone", func() bool { return len(sealedFiles(t, cfg.Dir)) == 0 })
+	waitFor(t, "the confirmed segment gone", func() bool { return sealedCount(t, cfg.Dir) == 0 })
 	if n := own.Load(); n != 1 {
 		t.Errorf("%d fsyncs of state.json's temp file, want 1", n)
 	}
@@ -607,7 +607,7 @@ func TestGroupCommitConfirmDoesNotWaitForState(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("Confirm took %v: it waited for the group syncs of state.json (2 x 2 s)", d)
 	}
-	waitFor(t, "the confirmed segment gone", func() bool { return len(sealedFiles(t, cfg.Dir)) == 0 })
+	waitFor(t, "the confirmed segment gone", func() bool { return sealedCount(t, cfg.Dir) == 0 })
 	if st := readState(t, cfg.Dir); st.SealedSeq != 2 {
 		t.Errorf("state.json sealed_seq %d, want 2", st.SealedSeq)
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,6 +58,25 @@ func appendRecs(t *testing.T, sp *Spool, recs []batch.Record, cursor string) uin
 func sealedFiles(t *testing.T, dir string) []batchtest.Segment {
 	t.Helper()
 	return batchtest.ReadDir(t, filepath.Join(dir, "sealed"))
+}
+
+// sealedCount is how many segment files sealed/ holds, by name only: a
+// condition to poll while the spool removes confirmed segments (reading
+// them, as sealedFiles does, fails on one removed between the listing
+// and the read).
+func sealedCount(t *testing.T, dir string) int {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(dir, "sealed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".seg.zst") && !strings.HasPrefix(e.Name(), ".") {
+			n++
+		}
+	}
+	return n
 }
 
 // waitFor polls cond until it holds or 10 s pass.
