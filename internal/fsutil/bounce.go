@@ -91,7 +91,12 @@ func ReadFileBounced(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	size := fi.Size()
+	return readBounced(f, fi.Size())
+}
+
+// readBounced reads f, of size bytes when it was opened, to its end
+// through a bounce buffer.
+func readBounced(f *os.File, size int64) ([]byte, error) {
 	if size < bounceMin {
 		return io.ReadAll(f)
 	}
@@ -128,7 +133,7 @@ func ReadFileInto(path string, buf []byte) ([]byte, error) {
 	}
 	size := fi.Size()
 	if size > int64(cap(buf)) {
-		return ReadFileBounced(path)
+		return readBounced(f, size)
 	}
 	buf = buf[:size]
 	if n, err := io.ReadFull(f, buf); err != nil {
